@@ -1,0 +1,440 @@
+package desired
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/unit"
+)
+
+// FileDir says which directory a rendered file belongs in.
+type FileDir string
+
+// File directories.
+const (
+	// DirUnit is the unit directory (default /etc/systemd/system).
+	DirUnit FileDir = "unit"
+	// DirManager is systemd's manager drop-in directory (/etc/systemd/system.conf.d).
+	DirManager FileDir = "manager"
+)
+
+// Ownership markers written into every rendered unit.
+const (
+	KeyObject = "X-Resil-Object"
+	KeySource = "X-Resil-Source"
+	KeyHash   = "X-Resil-Hash"
+	// WatchdogFile is the manager drop-in the Watchdog kind renders.
+	WatchdogFile = "50-resil-watchdog.conf"
+	headerMark   = "# Managed by resil"
+)
+
+// UnitFile is one rendered file.
+type UnitFile struct {
+	// Name is the file name, e.g. "worker.service".
+	Name string
+	Dir  FileDir
+	Data []byte
+	// Object is the ID of the object it was rendered from.
+	Object string
+}
+
+// Render turns a validated object into its files. Same object, same bytes.
+func Render(o *Object) ([]UnitFile, error) {
+	switch o.Kind {
+	case KindService:
+		return []UnitFile{finishUnit(o, o.Metadata.Name+".service", serviceOptions(o))}, nil
+	case KindTimer:
+		files := []UnitFile{finishUnit(o, o.Metadata.Name+".timer", timerOptions(o))}
+		if o.Timer.Service == "" {
+			files = append(files, finishUnit(o, o.Metadata.Name+".service", timerJobOptions(o)))
+		}
+		return files, nil
+	case KindWatchdog:
+		return []UnitFile{renderWatchdog(o)}, nil
+	}
+	return nil, fmt.Errorf("render %s: unknown kind %q", o.ID(), o.Kind)
+}
+
+// IsOwned reports whether unit file content carries resil's ownership marker,
+// and returns the object ID it names. It works with no local state at all.
+func IsOwned(data []byte) (object string, ok bool) {
+	for _, line := range bytes.Split(data, []byte("\n")) {
+		line = bytes.TrimPrefix(line, []byte("# "))
+		if v, found := bytes.CutPrefix(line, []byte(KeyObject+"=")); found {
+			return string(bytes.TrimSpace(v)), true
+		}
+	}
+	return "", false
+}
+
+// HashOf returns the hash recorded in a rendered file and whether the body
+// still matches it (false means it was edited by hand).
+func HashOf(data []byte) (recorded string, intact bool) {
+	var body bytes.Buffer
+	for _, line := range bytes.SplitAfter(data, []byte("\n")) {
+		if v, found := bytes.CutPrefix(line, []byte(KeyHash+"=")); found {
+			recorded = strings.TrimSpace(string(v))
+			continue
+		}
+		body.Write(line)
+	}
+	return recorded, recorded != "" && recorded == hashBody(body.Bytes())
+}
+
+func hashBody(b []byte) string {
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:12])
+}
+
+type opts []*unit.UnitOption
+
+func (o *opts) add(section, name, value string) {
+	*o = append(*o, unit.NewUnitOption(section, name, value))
+}
+
+func (o *opts) addIf(section, name, value string) {
+	if value != "" {
+		o.add(section, name, value)
+	}
+}
+
+func ownershipHeader(o *Object) string {
+	return fmt.Sprintf("%s from %s (%s). Do not edit: the agent restores this file.\n"+
+		"# Local changes belong in a drop-in manifest %s.d/*.yaml beside it.\n", headerMark, o.ID(), o.Source.File, o.Metadata.Name)
+}
+
+// finishUnit adds the ownership keys, serializes and stamps the hash.
+func finishUnit(o *Object, name string, body opts) UnitFile {
+	// The ownership keys go at the end of [Unit]; the hash covers all else.
+	var withKeys opts
+	inserted := false
+	src := strings.Join(append([]string{o.Source.File}, o.Source.DropIns...), " ")
+	for i, op := range body {
+		withKeys = append(withKeys, op)
+		last := i == len(body)-1 || body[i+1].Section != "Unit"
+		if op.Section == "Unit" && last && !inserted {
+			withKeys.add("Unit", KeyObject, o.ID())
+			withKeys.add("Unit", KeySource, src)
+			inserted = true
+		}
+	}
+	if !inserted {
+		withKeys = append(opts{unit.NewUnitOption("Unit", KeyObject, o.ID()), unit.NewUnitOption("Unit", KeySource, src)}, withKeys...)
+	}
+	var buf bytes.Buffer
+	buf.WriteString(ownershipHeader(o))
+	_, _ = io.Copy(&buf, unit.Serialize(withKeys))
+	data := buf.Bytes()
+	h := hashBody(data)
+	// Insert the hash line right after X-Resil-Source.
+	marker := []byte(KeySource + "=" + src + "\n")
+	i := bytes.Index(data, marker) + len(marker)
+	out := make([]byte, 0, len(data)+len(h)+len(KeyHash)+2)
+	out = append(out, data[:i]...)
+	out = append(out, KeyHash+"="+h+"\n"...)
+	out = append(out, data[i:]...)
+	return UnitFile{Name: name, Dir: DirUnit, Data: out, Object: o.ID()}
+}
+
+// Span renders a duration as a systemd time span ("5s", "500ms", "250us").
+func Span(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "0"
+	case d%time.Second == 0:
+		return strconv.FormatInt(int64(d/time.Second), 10) + "s"
+	case d%time.Millisecond == 0:
+		return strconv.FormatInt(int64(d/time.Millisecond), 10) + "ms"
+	default:
+		return strconv.FormatInt(int64(d/time.Microsecond), 10) + "us"
+	}
+}
+
+// QuoteArg quotes one command-line argument by systemd's rules
+// (systemd.service(5) "Command lines"): '$' becomes "$$" (no variable
+// expansion), '%' becomes "%%" (no specifier), and anything beyond a
+// conservative safe set is double-quoted with '\' and '"' escaped.
+func QuoteArg(s string) string {
+	s = strings.ReplaceAll(s, "%", "%%")
+	s = strings.ReplaceAll(s, "$", "$$")
+	if s != "" && isSafeArg(s) {
+		return s
+	}
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch r {
+		case '\\':
+			b.WriteString(`\\`)
+		case '"':
+			b.WriteString(`\"`)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+func isSafeArg(s string) bool {
+	if s == ";" || strings.HasPrefix(s, "'") {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		case strings.ContainsRune("/._-+=:,@%$", r):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// CommandLine renders argv for an Exec*= directive.
+func CommandLine(argv []string) string {
+	q := make([]string, len(argv))
+	for i, a := range argv {
+		q[i] = QuoteArg(a)
+	}
+	return strings.Join(q, " ")
+}
+
+// envAssignment renders one Environment= value, quoted.
+func envAssignment(k, v string) string {
+	v = strings.ReplaceAll(v, `\`, `\\`)
+	v = strings.ReplaceAll(v, `"`, `\"`)
+	v = strings.ReplaceAll(v, "%", "%%")
+	return `"` + k + "=" + v + `"`
+}
+
+// Shell snippets run by /bin/sh with the real command passed as "$0" "$@",
+// so no manifest value is ever spliced into shell code.
+const (
+	lockScript  = `exec 9>>"$0" && /usr/bin/flock 9 && exec "$@"`
+	checkScript = `n=0; until "$0" "$@"; do n=$((n+1)); if [ "$n" -gt %d ]; then echo "resil: pre-start check $0 failed after %d tries" >&2; exit 1; fi; sleep %s; done`
+)
+
+// withLock wraps argv so it runs holding an exclusive flock on lock; the
+// shell execs the command, so MainPID (and sd_notify) stay the command's.
+func withLock(lock string, argv []string) []string {
+	if lock == "" {
+		return argv
+	}
+	return append([]string{"/bin/sh", "-c", lockScript, lock}, argv...)
+}
+
+func checkArgv(c Check) []string {
+	delay := c.Delay.D()
+	if !c.Delay.IsSet() {
+		delay = time.Second
+	}
+	secs := strconv.FormatFloat(delay.Seconds(), 'f', -1, 64)
+	script := fmt.Sprintf(checkScript, c.Retries, c.Retries+1, secs)
+	return append([]string{"/bin/sh", "-c", script}, c.Command...)
+}
+
+func joinUnits(list []string) string { return strings.Join(list, " ") }
+
+func description(o *Object, d string) string {
+	if d != "" {
+		return d
+	}
+	return fmt.Sprintf("resil %s %s", strings.ToLower(string(o.Kind)), o.Metadata.Name)
+}
+
+func serviceOptions(o *Object) opts {
+	s := o.Service
+	var u opts
+	u.add("Unit", "Description", description(o, s.Description))
+	u.addIf("Unit", "After", joinUnits(s.After))
+	u.addIf("Unit", "Requires", joinUnits(s.Requires))
+	u.addIf("Unit", "Wants", joinUnits(s.Wants))
+	if s.Restart != nil && s.Restart.Limit != nil {
+		u.add("Unit", "StartLimitIntervalSec", Span(s.Restart.Limit.Interval.D()))
+		u.add("Unit", "StartLimitBurst", strconv.Itoa(s.Restart.Limit.Burst))
+	}
+	addEscape(&u, "Unit", s.Systemd)
+
+	if w := s.Watchdog; w != nil {
+		u.add("Service", "Type", "notify")
+		access := w.NotifyAccess
+		if access == "" {
+			access = "main"
+		}
+		u.add("Service", "NotifyAccess", access)
+		u.add("Service", "WatchdogSec", Span(w.Timeout.D()))
+	} else {
+		u.add("Service", "Type", "exec")
+	}
+	var preTotal time.Duration
+	for _, c := range s.PreStart {
+		u.add("Service", "ExecStartPre", CommandLine(checkArgv(c)))
+		d := c.Delay.D()
+		if !c.Delay.IsSet() {
+			d = time.Second
+		}
+		preTotal += time.Duration(c.Retries) * (d + 5*time.Second)
+	}
+	u.add("Service", "ExecStart", CommandLine(withLock(s.Lock, s.Command)))
+	policy, delay := RestartOnFailure, Duration("")
+	if s.Restart != nil {
+		if s.Restart.Policy != "" {
+			policy = s.Restart.Policy
+		}
+		delay = s.Restart.Delay
+	}
+	u.add("Service", "Restart", map[RestartPolicy]string{RestartAlways: "always", RestartOnFailure: "on-failure", RestartNever: "no"}[policy])
+	if delay.IsSet() {
+		u.add("Service", "RestartSec", Span(delay.D()))
+	}
+	if preTotal > 0 {
+		u.add("Service", "TimeoutStartSec", Span(preTotal+90*time.Second))
+	}
+	if s.StopTimeout.IsSet() {
+		u.add("Service", "TimeoutStopSec", Span(s.StopTimeout.D()))
+	}
+	addProcess(&u, s.User, s.Group, s.WorkingDirectory, s.Environment, s.EnvironmentFiles, s.Logs)
+	if r := s.Resources; r != nil {
+		u.addIf("Service", "MemoryMax", r.MemoryMax)
+		u.addIf("Service", "CPUQuota", r.CPUQuota)
+		if r.TasksMax > 0 {
+			u.add("Service", "TasksMax", strconv.Itoa(r.TasksMax))
+		}
+	}
+	u.addIf("Service", "StateDirectory", s.StateDirectory)
+	addEscape(&u, "Service", s.Systemd)
+
+	wanted := s.WantedBy
+	if wanted == nil {
+		wanted = []string{"multi-user.target"}
+	}
+	u.addIf("Install", "WantedBy", joinUnits(wanted))
+	addEscape(&u, "Install", s.Systemd)
+	return u
+}
+
+func addProcess(u *opts, user, group, wd string, env map[string]string, envFiles []string, logs *Logs) {
+	u.addIf("Service", "User", user)
+	u.addIf("Service", "Group", group)
+	u.addIf("Service", "WorkingDirectory", wd)
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		u.add("Service", "Environment", envAssignment(k, env[k]))
+	}
+	for _, f := range envFiles {
+		u.add("Service", "EnvironmentFile", f)
+	}
+	if logs != nil {
+		if logs.Stdout != "" {
+			u.add("Service", "StandardOutput", "append:"+logs.Stdout)
+		}
+		if logs.Stderr != "" {
+			u.add("Service", "StandardError", "append:"+logs.Stderr)
+		}
+	}
+}
+
+// addEscape appends the escape-hatch directives of one section, sorted.
+// systemd takes the last assignment of most settings, so they override.
+func addEscape(u *opts, section string, m map[string]map[string]string) {
+	kv := m[section]
+	keys := make([]string, 0, len(kv))
+	for k := range kv {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		u.add(section, k, kv[k])
+	}
+}
+
+// DefaultAccuracy is the timer AccuracySec when the manifest gives none.
+const DefaultAccuracy = time.Second
+
+func timerOptions(o *Object) opts {
+	t := o.Timer
+	var u opts
+	u.add("Unit", "Description", description(o, t.Description))
+	addEscape(&u, "Unit", t.Systemd)
+	for _, s := range t.Schedule {
+		u.add("Timer", "OnCalendar", s)
+	}
+	if t.OnBoot.IsSet() {
+		u.add("Timer", "OnBootSec", Span(t.OnBoot.D()))
+	}
+	if t.OnUnitActive.IsSet() {
+		u.add("Timer", "OnUnitActiveSec", Span(t.OnUnitActive.D()))
+	}
+	if t.Persistent && t.CatchUp != CatchUpSkip {
+		u.add("Timer", "Persistent", "true")
+	}
+	if t.RandomizedDelay.IsSet() {
+		u.add("Timer", "RandomizedDelaySec", Span(t.RandomizedDelay.D()))
+	}
+	acc := DefaultAccuracy
+	if t.Accuracy.IsSet() {
+		acc = t.Accuracy.D()
+	}
+	u.add("Timer", "AccuracySec", Span(acc))
+	u.add("Timer", "Unit", t.TriggeredService(o.Metadata.Name))
+	addEscape(&u, "Timer", t.Systemd)
+	u.add("Install", "WantedBy", "timers.target")
+	addEscape(&u, "Install", t.Systemd)
+	return u
+}
+
+func timerJobOptions(o *Object) opts {
+	t := o.Timer
+	var u opts
+	u.add("Unit", "Description", description(o, t.Description)+" (job)")
+	if r := t.Retry; r != nil && r.Attempts > 1 {
+		// Attempts are starts: the first run plus Attempts-1 restarts. The
+		// interval covers them all with room to spare, and is short enough
+		// not to refuse the timer's next regular run.
+		win := time.Duration(r.Attempts)*r.Delay.D() + 30*time.Second
+		u.add("Unit", "StartLimitIntervalSec", Span(win))
+		u.add("Unit", "StartLimitBurst", strconv.Itoa(r.Attempts))
+	}
+	u.add("Service", "Type", "oneshot")
+	u.add("Service", "ExecStart", CommandLine(withLock(t.Lock, t.Command)))
+	if r := t.Retry; r != nil && r.Attempts > 1 {
+		u.add("Service", "Restart", "on-failure")
+		if r.Delay.IsSet() {
+			u.add("Service", "RestartSec", Span(r.Delay.D()))
+		}
+	}
+	addProcess(&u, t.User, t.Group, t.WorkingDirectory, t.Environment, nil, t.Logs)
+	addEscape(&u, "Service", t.Systemd)
+	return u
+}
+
+func renderWatchdog(o *Object) UnitFile {
+	w := o.Watchdog
+	var u opts
+	if w.RuntimeTimeout.IsSet() {
+		u.add("Manager", "RuntimeWatchdogSec", Span(w.RuntimeTimeout.D()))
+	}
+	if w.RebootTimeout.IsSet() {
+		u.add("Manager", "RebootWatchdogSec", Span(w.RebootTimeout.D()))
+	}
+	if w.Device != "" {
+		u.add("Manager", "WatchdogDevice", w.Device)
+	}
+	var buf bytes.Buffer
+	buf.WriteString(ownershipHeader(o))
+	fmt.Fprintf(&buf, "# %s=%s\n", KeyObject, o.ID())
+	_, _ = io.Copy(&buf, unit.Serialize(u))
+	return UnitFile{Name: WatchdogFile, Dir: DirManager, Data: buf.Bytes(), Object: o.ID()}
+}

@@ -1,0 +1,397 @@
+package desired
+
+import (
+	"fmt"
+	pathpkg "path"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// ParseCalendar validates one OnCalendar expression. It is a variable so the
+// calendar package can be wired in without an import cycle in tests.
+var ParseCalendar = func(expr string) error { return nil }
+
+var (
+	envKeyRE     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	userRE       = regexp.MustCompile(`^([a-z_][a-z0-9_-]{0,31}|[0-9]{1,10})$`)
+	unitRefRE    = regexp.MustCompile(`^[A-Za-z0-9:_.@-]+\.(service|target|socket|mount|timer|path|device|slice|scope|swap|automount)$`)
+	sizeRE       = regexp.MustCompile(`^([0-9]+[KMGT]?|infinity)$`)
+	logSizeRE    = regexp.MustCompile(`^[0-9]+[KMG]?$`)
+	cpuQuotaRE   = regexp.MustCompile(`^[0-9]{1,5}%$`)
+	stateDirRE   = regexp.MustCompile(`^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$`)
+	directiveRE  = regexp.MustCompile(`^[A-Z][A-Za-z0-9]*$`)
+	labelKeyRE   = regexp.MustCompile(`^([A-Za-z0-9.-]+/)?[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$`)
+	escapeHatchS = map[string]bool{"Unit": true, "Service": true, "Install": true, "Timer": true}
+)
+
+// validator collects problems with their field paths.
+type validator struct{ probs []positioned }
+
+func (v *validator) add(p path, format string, args ...any) {
+	v.probs = append(v.probs, positioned{p, fmt.Sprintf(format, args...)})
+}
+
+// validateObject runs the semantic checks of one decoded object.
+func validateObject(o *Object) []positioned {
+	v := &validator{}
+	m := path{"metadata"}
+	for k, val := range o.Metadata.Labels {
+		v.label(m.key("labels").key(k), k, val)
+	}
+	for k, val := range o.Metadata.Annotations {
+		v.text(m.key("annotations").key(k), val)
+	}
+	switch o.Kind {
+	case KindService:
+		v.service(path{"spec"}, o.Service)
+	case KindTimer:
+		v.timer(path{"spec"}, o.Timer)
+	case KindWatchdog:
+		v.watchdog(path{"spec"}, o.Watchdog)
+	}
+	return v.probs
+}
+
+func (v *validator) label(p path, k, val string) {
+	if !labelKeyRE.MatchString(k) || len(k) > 253 {
+		v.add(p, "invalid label key %q", k)
+	}
+	v.text(p, val)
+}
+
+// text refuses control characters: a newline would inject a unit-file line.
+func (v *validator) text(p path, s string) bool {
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			v.add(p, "control character %q not allowed (it could inject a line into a unit file)", r)
+			return false
+		}
+	}
+	return true
+}
+
+// plain is text for directives without quoting: no control chars, no
+// backslash (a trailing one continues the line), no '%' specifier.
+func (v *validator) plain(p path, s string) bool {
+	if !v.text(p, s) {
+		return false
+	}
+	if strings.ContainsAny(s, `\%`) {
+		v.add(p, `'\' and '%%' are not allowed in %q (line continuation / specifier)`, s)
+		return false
+	}
+	return true
+}
+
+func (v *validator) absPath(p path, s string) {
+	if s == "" {
+		v.add(p, "must not be empty")
+		return
+	}
+	if !v.plain(p, s) {
+		return
+	}
+	if !strings.HasPrefix(s, "/") {
+		v.add(p, "must be an absolute path, got %q", s)
+		return
+	}
+	if strings.ContainsAny(s, " \t") {
+		v.add(p, "must not contain whitespace, got %q", s)
+		return
+	}
+	if filepath.Clean(s) != s {
+		v.add(p, "must be a clean path (no '..', '//' or trailing '/'), got %q; want %q", s, filepath.Clean(s))
+	}
+}
+
+func (v *validator) command(p path, argv []string) {
+	if len(argv) == 0 {
+		v.add(p, "required: the program and its arguments, e.g. [\"/usr/bin/env\", \"true\"]")
+		return
+	}
+	v.absPath(p.index(0), argv[0])
+	for i, a := range argv[1:] {
+		v.text(p.index(i+1), a)
+	}
+}
+
+func (v *validator) duration(p path, d Duration, min, max time.Duration) {
+	if d == "" {
+		return
+	}
+	x, err := time.ParseDuration(string(d))
+	if err != nil {
+		v.add(p, "invalid duration %q (use e.g. 500ms, 5s, 1m30s)", string(d))
+		return
+	}
+	if x < min || x > max {
+		v.add(p, "duration %s out of range [%s, %s]", d, min, max)
+	}
+}
+
+func (v *validator) units(p path, list []string) {
+	for i, u := range list {
+		if !unitRefRE.MatchString(u) {
+			v.add(p.index(i), "invalid unit name %q (want e.g. network-online.target)", u)
+		}
+	}
+}
+
+func (v *validator) user(p path, s string) {
+	if s != "" && !userRE.MatchString(s) {
+		v.add(p, "invalid user or group name %q", s)
+	}
+}
+
+func (v *validator) env(p path, env map[string]string) {
+	for k, val := range env {
+		if !envKeyRE.MatchString(k) {
+			v.add(p.key(k), "invalid variable name %q", k)
+		}
+		v.text(p.key(k), val)
+	}
+}
+
+func (v *validator) hosts(p path, h *HostSelector) {
+	if h == nil {
+		return
+	}
+	for i, g := range h.Names {
+		if _, err := pathpkg.Match(g, ""); err != nil || g == "" {
+			v.add(p.key("names").index(i), "invalid hostname glob %q", g)
+		}
+	}
+	for k, val := range h.Labels {
+		v.label(p.key("labels").key(k), k, val)
+	}
+}
+
+func (v *validator) escapeHatch(p path, m map[string]map[string]string, sections map[string]bool) {
+	for sec, kv := range m {
+		if !sections[sec] {
+			v.add(p.key(sec), "unknown section %q", sec)
+			continue
+		}
+		for k, val := range kv {
+			q := p.key(sec).key(k)
+			if !directiveRE.MatchString(k) {
+				v.add(q, "invalid directive name %q", k)
+				continue
+			}
+			if strings.HasPrefix(k, "X") {
+				v.add(q, "directive %q is reserved", k)
+				continue
+			}
+			v.plain(q, val)
+		}
+	}
+}
+
+func (v *validator) logs(p path, l *Logs) {
+	if l == nil {
+		return
+	}
+	if l.Stdout != "" {
+		v.absPath(p.key("stdout"), l.Stdout)
+	}
+	if l.Stderr != "" {
+		v.absPath(p.key("stderr"), l.Stderr)
+	}
+	if l.MaxSize != "" && !logSizeRE.MatchString(l.MaxSize) {
+		v.add(p.key("maxSize"), "invalid size %q (want e.g. 10M)", l.MaxSize)
+	}
+	if l.MaxBackups != nil && (*l.MaxBackups < 0 || *l.MaxBackups > 100) {
+		v.add(p.key("maxBackups"), "must be between 0 and 100, got %d", *l.MaxBackups)
+	}
+}
+
+func (v *validator) service(p path, s *ServiceSpec) {
+	v.plain(p.key("description"), s.Description)
+	v.command(p.key("command"), s.Command)
+	v.user(p.key("user"), s.User)
+	v.user(p.key("group"), s.Group)
+	if s.WorkingDirectory != "" {
+		v.absPath(p.key("workingDirectory"), s.WorkingDirectory)
+	}
+	v.env(p.key("environment"), s.Environment)
+	for i, f := range s.EnvironmentFiles {
+		v.absPath(p.key("environmentFiles").index(i), strings.TrimPrefix(f, "-"))
+	}
+	v.units(p.key("after"), s.After)
+	v.units(p.key("requires"), s.Requires)
+	v.units(p.key("wants"), s.Wants)
+	v.units(p.key("wantedBy"), s.WantedBy)
+	switch s.State {
+	case "", StateRunning, StateStopped:
+	default:
+		v.add(p.key("state"), "must be running or stopped, got %q", s.State)
+	}
+	if r := s.Restart; r != nil {
+		q := p.key("restart")
+		switch r.Policy {
+		case "", RestartAlways, RestartOnFailure, RestartNever:
+		default:
+			v.add(q.key("policy"), "must be always, on-failure or never, got %q", r.Policy)
+		}
+		v.duration(q.key("delay"), r.Delay, 0, 24*time.Hour)
+		if r.Limit != nil {
+			if r.Limit.Burst < 1 || r.Limit.Burst > 10000 {
+				v.add(q.key("limit").key("burst"), "must be between 1 and 10000, got %d", r.Limit.Burst)
+			}
+			if r.Limit.Interval == "" {
+				v.add(q.key("limit").key("interval"), "required")
+			}
+			v.duration(q.key("limit").key("interval"), r.Limit.Interval, time.Millisecond, 30*24*time.Hour)
+		}
+	}
+	for i, c := range s.PreStart {
+		q := p.key("preStart").index(i)
+		v.command(q.key("command"), c.Command)
+		if c.Retries < 0 || c.Retries > 1000 {
+			v.add(q.key("retries"), "must be between 0 and 1000, got %d", c.Retries)
+		}
+		v.duration(q.key("delay"), c.Delay, 0, time.Hour)
+	}
+	if w := s.Watchdog; w != nil {
+		q := p.key("watchdog")
+		if w.Timeout == "" {
+			v.add(q.key("timeout"), "required")
+		}
+		v.duration(q.key("timeout"), w.Timeout, 100*time.Millisecond, 24*time.Hour)
+		switch w.NotifyAccess {
+		case "", "main", "all":
+		default:
+			v.add(q.key("notifyAccess"), "must be main or all, got %q", w.NotifyAccess)
+		}
+	}
+	v.logs(p.key("logs"), s.Logs)
+	if r := s.Resources; r != nil {
+		q := p.key("resources")
+		if r.MemoryMax != "" && !sizeRE.MatchString(r.MemoryMax) {
+			v.add(q.key("memoryMax"), "invalid size %q (want e.g. 512M or infinity)", r.MemoryMax)
+		}
+		if r.CPUQuota != "" && !cpuQuotaRE.MatchString(r.CPUQuota) {
+			v.add(q.key("cpuQuota"), "invalid quota %q (want e.g. \"50%%\")", r.CPUQuota)
+		}
+		if r.TasksMax < 0 {
+			v.add(q.key("tasksMax"), "must not be negative, got %d", r.TasksMax)
+		}
+	}
+	if s.StateDirectory != "" && (!stateDirRE.MatchString(s.StateDirectory) || strings.Contains(s.StateDirectory, "..")) {
+		v.add(p.key("stateDirectory"), "invalid state directory %q (a relative path below /var/lib, no '..')", s.StateDirectory)
+	}
+	if s.Lock != "" {
+		v.absPath(p.key("lock"), s.Lock)
+	}
+	v.duration(p.key("stopTimeout"), s.StopTimeout, 0, time.Hour)
+	v.drift(p.key("drift"), s.Drift)
+	v.hosts(p.key("hosts"), s.Hosts)
+	if a := s.Alert; a != nil {
+		q := p.key("alert")
+		if a.Restarts < 1 {
+			v.add(q.key("restarts"), "must be at least 1, got %d", a.Restarts)
+		}
+		if a.Within == "" {
+			v.add(q.key("within"), "required")
+		}
+		v.duration(q.key("within"), a.Within, time.Second, 30*24*time.Hour)
+		if len(a.Command) > 0 {
+			v.command(q.key("command"), a.Command)
+		}
+	}
+	v.escapeHatch(p.key("systemd"), s.Systemd, escapeHatchS)
+}
+
+func (v *validator) drift(p path, d DriftPolicy) {
+	switch d {
+	case "", DriftEnforce, DriftReport:
+	default:
+		v.add(p, "must be enforce or report, got %q", d)
+	}
+}
+
+func (v *validator) timer(p path, t *TimerSpec) {
+	v.plain(p.key("description"), t.Description)
+	if len(t.Schedule) == 0 && t.OnBoot == "" && t.OnUnitActive == "" {
+		v.add(p.key("schedule"), "required: give schedule, onBoot or onUnitActive")
+	}
+	for i, s := range t.Schedule {
+		q := p.key("schedule").index(i)
+		if !v.plain(q, s) {
+			continue
+		}
+		if err := ParseCalendar(s); err != nil {
+			v.add(q, "%v", err)
+		}
+	}
+	v.duration(p.key("onBoot"), t.OnBoot, time.Millisecond, 365*24*time.Hour)
+	v.duration(p.key("onUnitActive"), t.OnUnitActive, time.Millisecond, 365*24*time.Hour)
+	v.duration(p.key("randomizedDelay"), t.RandomizedDelay, 0, 7*24*time.Hour)
+	v.duration(p.key("accuracy"), t.Accuracy, time.Microsecond, 7*24*time.Hour)
+	switch t.CatchUp {
+	case "", CatchUpOnce, CatchUpSkip:
+	default:
+		v.add(p.key("catchUp"), "must be once or skip, got %q", t.CatchUp)
+	}
+	v.duration(p.key("maxLateness"), t.MaxLateness, time.Second, 365*24*time.Hour)
+	if t.MaxLateness != "" && t.CatchUp == CatchUpSkip {
+		v.add(p.key("maxLateness"), "has no effect with catchUp: skip")
+	}
+	if t.CatchUp != "" && !t.Persistent && len(t.Schedule) == 0 {
+		v.add(p.key("catchUp"), "needs a calendar schedule")
+	}
+	switch {
+	case len(t.Command) > 0 && t.Service != "":
+		v.add(p.key("service"), "give either command or service, not both")
+	case len(t.Command) == 0 && t.Service == "":
+		v.add(p.key("command"), "required: an inline command, or service: NAME of a Service")
+	case t.Service != "":
+		if d := checkName(t.Service); d != "" {
+			v.add(p.key("service"), "%s", d)
+		}
+		for k, set := range map[string]bool{"retry": t.Retry != nil, "lock": t.Lock != "", "environment": len(t.Environment) > 0,
+			"user": t.User != "", "group": t.Group != "", "workingDirectory": t.WorkingDirectory != "", "logs": t.Logs != nil} {
+			if set {
+				v.add(p.key(k), "only for an inline command; set it on Service %q instead", t.Service)
+			}
+		}
+	default:
+		v.command(p.key("command"), t.Command)
+	}
+	v.user(p.key("user"), t.User)
+	v.user(p.key("group"), t.Group)
+	if t.WorkingDirectory != "" {
+		v.absPath(p.key("workingDirectory"), t.WorkingDirectory)
+	}
+	v.env(p.key("environment"), t.Environment)
+	if r := t.Retry; r != nil {
+		if r.Attempts < 1 || r.Attempts > 100 {
+			v.add(p.key("retry").key("attempts"), "must be between 1 and 100, got %d", r.Attempts)
+		}
+		v.duration(p.key("retry").key("delay"), r.Delay, 0, 24*time.Hour)
+	}
+	if t.Lock != "" {
+		v.absPath(p.key("lock"), t.Lock)
+	}
+	v.logs(p.key("logs"), t.Logs)
+	v.drift(p.key("drift"), t.Drift)
+	v.hosts(p.key("hosts"), t.Hosts)
+	v.escapeHatch(p.key("systemd"), t.Systemd, escapeHatchS)
+}
+
+func (v *validator) watchdog(p path, w *WatchdogSpec) {
+	if w.RuntimeTimeout == "" && w.RebootTimeout == "" && w.Device == "" {
+		v.add(p, "give at least one of runtimeTimeout, rebootTimeout, device")
+	}
+	v.duration(p.key("runtimeTimeout"), w.RuntimeTimeout, 0, 24*time.Hour)
+	v.duration(p.key("rebootTimeout"), w.RebootTimeout, 0, 24*time.Hour)
+	if w.Device != "" {
+		v.absPath(p.key("device"), w.Device)
+		if !strings.HasPrefix(w.Device, "/dev/") {
+			v.add(p.key("device"), "must be below /dev, got %q", w.Device)
+		}
+	}
+	v.hosts(p.key("hosts"), w.Hosts)
+}
