@@ -1,0 +1,76 @@
+package actuators
+
+import (
+	"context"
+	"fmt"
+)
+
+// Op is what a step does.
+type Op string
+
+// Step operations. Every backend implements all of them; a backend for which
+// an op means nothing (DaemonReload in the process backend re-reads its
+// specs) still treats it as a safe, idempotent step.
+const (
+	OpWriteFile    Op = "write"
+	OpRemoveFile   Op = "remove"
+	OpDaemonReload Op = "daemon-reload"
+	OpEnable       Op = "enable"
+	OpDisable      Op = "disable"
+	OpStart        Op = "start"
+	OpStop         Op = "stop"
+	OpRestart      Op = "restart"
+	OpResetFailed  Op = "reset-failed"
+	// OpSetManager sets systemd manager properties (host watchdog) at runtime.
+	OpSetManager Op = "set-manager"
+)
+
+// Step is one idempotent action, as data. Plan produces steps; diff prints
+// them; apply executes them. Nothing else decides what happens.
+type Step struct {
+	Op Op `json:"op"`
+	// Object is the manifest object ID ("Service/worker") the step serves.
+	Object string `json:"object,omitempty"`
+	// Unit is the unit name ("worker.service") for unit ops.
+	Unit string `json:"unit,omitempty"`
+	// Path is the absolute file path for write/remove.
+	Path string `json:"path,omitempty"`
+	// Data is the full new content for write (from unit.Serialize: same input, same bytes).
+	Data []byte `json:"-"`
+	// Old is the content observed before, for diffs (nil: file absent).
+	Old []byte `json:"-"`
+	// Props are manager properties for OpSetManager (name → value as text).
+	Props map[string]string `json:"props,omitempty"`
+	// Reason says why, e.g. "content differs", "inactive, want active".
+	Reason string `json:"reason"`
+}
+
+// String is shared by diff, events and logs.
+func (s Step) String() string {
+	target := s.Unit
+	if s.Op == OpWriteFile || s.Op == OpRemoveFile {
+		target = s.Path
+	}
+	if s.Op == OpDaemonReload {
+		return fmt.Sprintf("daemon-reload (%s)", s.Reason)
+	}
+	if target == "" {
+		target = s.Object
+	}
+	return fmt.Sprintf("%s %s (%s)", s.Op, target, s.Reason)
+}
+
+// Result says whether a step changed anything, like controllerutil.OperationResult.
+type Result string
+
+// Results.
+const (
+	Unchanged Result = "unchanged"
+	Changed   Result = "changed"
+)
+
+// Applier executes steps. Apply re-checks before acting and is idempotent:
+// retrying a step that already took effect returns (Unchanged, nil).
+type Applier interface {
+	Apply(ctx context.Context, s Step) (Result, error)
+}

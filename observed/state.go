@@ -1,0 +1,88 @@
+package observed
+
+import "time"
+
+// State is everything the planner needs to know about the host, read in one
+// pass. It is plain data: the planner does no I/O.
+type State struct {
+	// Backend is "systemd" or "process".
+	Backend string `json:"backend"`
+	// UnitDir is where unit files live (systemd: /etc/systemd/system; process:
+	// <state-dir>/units). Paths below are absolute.
+	UnitDir string `json:"unitDir"`
+	// Units are the units the desired set names plus every unit carrying
+	// resil's ownership marker in UnitDir (prune candidates), by unit name.
+	Units map[string]*Unit `json:"units"`
+	// Manager is systemd's manager state (host watchdog); nil when not read.
+	Manager *Manager `json:"manager,omitempty"`
+	// ReadAt is when the observation finished.
+	ReadAt time.Time `json:"readAt"`
+}
+
+// Unit is one unit as the backend sees it. For a unit that does not exist,
+// LoadState is "not-found" and File is nil.
+type Unit struct {
+	Name string `json:"name"`
+	// Path is UnitDir/Name.
+	Path string `json:"path"`
+	// File is the content at Path; nil when there is no file.
+	File []byte `json:"-"`
+	// Owner is the object ID from the file's X-Resil-Object marker ("" when not ours).
+	Owner string `json:"owner,omitempty"`
+
+	LoadState     string `json:"loadState"`     // loaded, not-found, masked, error
+	ActiveState   string `json:"activeState"`   // active, inactive, failed, activating, deactivating, reloading
+	SubState      string `json:"subState"`      // running, dead, exited, auto-restart, ...
+	Result        string `json:"result"`        // success, exit-code, signal, watchdog, start-limit-hit, ...
+	UnitFileState string `json:"unitFileState"` // enabled, disabled, static, linked, ...
+	FragmentPath  string `json:"fragmentPath,omitempty"`
+	// DropInPaths are every drop-in systemd loaded for the unit.
+	DropInPaths []string `json:"dropInPaths,omitempty"`
+	// DropIns holds the bytes of each drop-in on disk, by path.
+	DropIns map[string][]byte `json:"-"`
+	// NeedDaemonReload is systemd's "unit file changed on disk" flag.
+	NeedDaemonReload bool `json:"needDaemonReload,omitempty"`
+
+	NRestarts      uint32 `json:"nRestarts"`
+	MainPID        uint32 `json:"mainPID"`
+	ExecMainStatus int32  `json:"execMainStatus"`
+	// ExecMainStartTimestamp is in microseconds since the epoch (0: never).
+	ExecMainStartTimestamp uint64 `json:"execMainStartTimestamp,omitempty"`
+
+	// Timer fields (timers only), microseconds; 0 means never/none.
+	LastTriggerUSec         uint64 `json:"lastTriggerUSec,omitempty"`
+	NextElapseUSecRealtime  uint64 `json:"nextElapseUSecRealtime,omitempty"`
+	NextElapseUSecMonotonic uint64 `json:"nextElapseUSecMonotonic,omitempty"`
+}
+
+// Exists reports whether the backend knows the unit (loaded or has a file).
+func (u *Unit) Exists() bool { return u != nil && (u.File != nil || u.LoadState == "loaded") }
+
+// Active reports whether the unit is running or about to (activating, reloading).
+func (u *Unit) Active() bool {
+	return u != nil && (u.ActiveState == "active" || u.ActiveState == "activating" || u.ActiveState == "reloading")
+}
+
+// Enabled reports whether the unit file is enabled.
+func (u *Unit) Enabled() bool {
+	return u != nil && (u.UnitFileState == "enabled" || u.UnitFileState == "enabled-runtime")
+}
+
+// Manager is systemd's manager-level state relevant to the host watchdog.
+type Manager struct {
+	// Properties read over D-Bus, as text (RuntimeWatchdogUSec, RebootWatchdogUSec, WatchdogDevice).
+	Properties map[string]string `json:"properties,omitempty"`
+	// ConfPath is the owned drop-in path in /etc/systemd/system.conf.d and File its bytes (nil: absent).
+	ConfPath string `json:"confPath,omitempty"`
+	File     []byte `json:"-"`
+	// Devices are the watchdog devices found under /sys/class/watchdog.
+	Devices []WatchdogDevice `json:"devices,omitempty"`
+}
+
+// WatchdogDevice is one /sys/class/watchdog entry.
+type WatchdogDevice struct {
+	Name     string `json:"name"`
+	Identity string `json:"identity,omitempty"`
+	Timeout  int    `json:"timeout,omitempty"`
+	State    string `json:"state,omitempty"`
+}
