@@ -1,0 +1,103 @@
+package reconcile
+
+import (
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// EventType is Normal or Warning, as in Kubernetes.
+type EventType string
+
+// Event types.
+const (
+	Normal  EventType = "Normal"
+	Warning EventType = "Warning"
+)
+
+// Event is one recorded drift, failure or change.
+type Event struct {
+	Time    time.Time `json:"time"`
+	Type    EventType `json:"type"`
+	Reason  string    `json:"reason"`
+	Object  string    `json:"object,omitempty"`
+	Unit    string    `json:"unit,omitempty"`
+	Step    string    `json:"step,omitempty"`
+	Message string    `json:"message"`
+	Count   int       `json:"count"`
+	// LastSeen is the time of the latest repeat.
+	LastSeen time.Time `json:"lastSeen"`
+}
+
+// Recorder receives events. The ring below is the in-memory one; a durable
+// store implements the same interface.
+type Recorder interface {
+	Record(e Event)
+}
+
+// Ring is a bounded in-memory event log that also logs each event with zap.
+// A repeat of the latest event for the same (object, reason, message)
+// bumps Count and LastSeen instead of adding a row.
+type Ring struct {
+	mu     sync.Mutex
+	log    *zap.Logger
+	buf    []Event
+	next   int
+	full   bool
+	latest map[string]int // key → index in buf
+}
+
+// NewRing returns a ring holding up to size events.
+func NewRing(size int, log *zap.Logger) *Ring {
+	if size <= 0 {
+		size = 1024
+	}
+	return &Ring{log: log.Named("events"), buf: make([]Event, size), latest: map[string]int{}}
+}
+
+func key(e Event) string { return e.Object + "\x00" + e.Reason + "\x00" + e.Message }
+
+// Record implements Recorder.
+func (r *Ring) Record(e Event) {
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	if e.Count == 0 {
+		e.Count = 1
+	}
+	e.LastSeen = e.Time
+	fields := []zap.Field{zap.String("type", string(e.Type)), zap.String("reason", e.Reason),
+		zap.String("object", e.Object), zap.String("unit", e.Unit), zap.String("step", e.Step), zap.String("message", e.Message)}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := key(e)
+	if i, ok := r.latest[k]; ok && key(r.buf[i]) == k {
+		r.buf[i].Count++
+		r.buf[i].LastSeen = e.Time
+		r.log.Debug("event repeated", append(fields, zap.Int("count", r.buf[i].Count))...)
+		return
+	}
+	if e.Type == Warning {
+		r.log.Warn("event", fields...)
+	} else {
+		r.log.Info("event", fields...)
+	}
+	r.buf[r.next] = e
+	r.latest[k] = r.next
+	r.next = (r.next + 1) % len(r.buf)
+	if r.next == 0 {
+		r.full = true
+	}
+}
+
+// Events returns the events oldest first.
+func (r *Ring) Events() []Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []Event
+	if r.full {
+		out = append(out, r.buf[r.next:]...)
+	}
+	return append(out, r.buf[:r.next]...)
+}

@@ -1,0 +1,472 @@
+package reconcile
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"resil.dev/resil/actuators"
+	"resil.dev/resil/desired"
+	"resil.dev/resil/observed"
+)
+
+// Reason constants for drift and failure findings; they end up in events.
+const (
+	ReasonFileEdited       = "FileEdited"
+	ReasonForeignDropIn    = "ForeignDropIn"
+	ReasonStopped          = "StoppedOutOfBand"
+	ReasonFailed           = "Failed"
+	ReasonStartLimitHit    = "StartLimitHit"
+	ReasonWatchdog         = "WatchdogTimeout"
+	ReasonDisabled         = "DisabledOutOfBand"
+	ReasonConflict         = "ForeignUnitConflict"
+	ReasonTimerFailed      = "TimerFailed"
+	ReasonTimerInactive    = "TimerInactive"
+	ReasonUnsupported      = "Unsupported"
+	ReasonNoWatchdogDev    = "NoWatchdogDevice"
+	ReasonHeldBack         = "BackoffHeldBack"
+	ReasonInvalid          = "InvalidManifest"
+	ReasonApplied          = "Applied"
+	ReasonApplyFailed      = "ApplyFailed"
+	ReasonPruned           = "Pruned"
+	ReasonLastGoodRetained = "LastGoodRetained"
+)
+
+// Finding is something the planner noticed: drift, a failure, a conflict.
+type Finding struct {
+	Object  string `json:"object"`
+	Unit    string `json:"unit,omitempty"`
+	Reason  string `json:"reason"`
+	Message string `json:"message"`
+	// Warning is false for informational findings.
+	Warning bool `json:"warning"`
+	// Enforced is true when the plan holds steps correcting it.
+	Enforced bool `json:"enforced"`
+}
+
+// Input is everything Plan needs; it is plain data.
+type Input struct {
+	// Objects are the effective desired objects (last good versions included).
+	Objects []*desired.Object
+	// Files are the rendered files of each object, by object ID.
+	Files map[string][]desired.UnitFile
+	// UnitDir and ManagerDir are where unit files and the manager drop-in go.
+	UnitDir    string
+	ManagerDir string
+	Observed   *observed.State
+	// Prune allows removing owned units no object wants. It is false until
+	// one manifest load succeeded, so a broken first read prunes nothing.
+	Prune bool
+	// Protected are object IDs whose owned units must not be pruned even if
+	// absent from Objects (their manifest is broken right now).
+	Protected map[string]bool
+}
+
+// Plan is the ordered list of steps plus what was noticed on the way.
+type Plan struct {
+	Steps    []actuators.Step `json:"steps"`
+	Findings []Finding        `json:"findings,omitempty"`
+}
+
+// Hash identifies a plan: the steps and the observed bytes they were
+// computed from. `apply --expect-plan` compares it.
+func (p Plan) Hash() string {
+	h := sha256.New()
+	for _, s := range p.Steps {
+		fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%x\x00%x\x00", s.Op, s.Object, s.Unit, s.Path, sha256.Sum256(s.Data), sha256.Sum256(s.Old))
+		keys := make([]string, 0, len(s.Props))
+		for k := range s.Props {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fmt.Fprintf(h, "%s=%s\x00", k, s.Props[k])
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// Empty reports whether the plan changes nothing.
+func (p Plan) Empty() bool { return len(p.Steps) == 0 }
+
+// planner accumulates steps in phases so the order is fixed:
+// prune stops/disables, file writes/removes, one daemon-reload, manager
+// settings, then per-unit enable/reset/start/restart/stop.
+type planner struct {
+	in        Input
+	stops     []actuators.Step // phase 1: prune stops and disables
+	files     []actuators.Step // phase 2
+	reload    bool
+	reloadWhy []string
+	manager   []actuators.Step // phase 4
+	runtime   []actuators.Step // phase 5
+	findings  []Finding
+}
+
+// Compute returns the steps that move the observed state toward the desired
+// one. It does no I/O and is deterministic for the same input.
+func Compute(in Input) Plan {
+	p := &planner{in: in}
+	objs := append([]*desired.Object(nil), in.Objects...)
+	sort.Slice(objs, func(i, j int) bool { return objs[i].ID() < objs[j].ID() })
+	wanted := map[string]bool{}
+	for _, o := range objs {
+		for _, f := range in.Files[o.ID()] {
+			if f.Dir == desired.DirUnit {
+				wanted[f.Name] = true
+			}
+		}
+	}
+	p.prune(wanted)
+	for _, o := range objs {
+		switch o.Kind {
+		case desired.KindService:
+			p.service(o)
+		case desired.KindTimer:
+			p.timer(o)
+		case desired.KindWatchdog:
+			p.watchdog(o)
+		}
+	}
+	var steps []actuators.Step
+	steps = append(steps, p.stops...)
+	steps = append(steps, p.files...)
+	if p.reload {
+		steps = append(steps, actuators.Step{Op: actuators.OpDaemonReload, Reason: strings.Join(dedupe(p.reloadWhy), ", ")})
+	}
+	steps = append(steps, p.manager...)
+	steps = append(steps, p.runtime...)
+	return Plan{Steps: steps, Findings: p.findings}
+}
+
+func dedupe(in []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range in {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (p *planner) find(o, unit, reason, msg string, warning, enforced bool) {
+	p.findings = append(p.findings, Finding{Object: o, Unit: unit, Reason: reason, Message: msg, Warning: warning, Enforced: enforced})
+}
+
+func (p *planner) unit(name string) *observed.Unit {
+	if p.in.Observed == nil {
+		return nil
+	}
+	return p.in.Observed.Units[name]
+}
+
+// fileState is what syncFile learned about one unit file.
+type fileState struct {
+	written bool // a write step was planned
+	isNew   bool // there was no file before
+	blocked bool // a foreign file sits there: leave the object alone
+}
+
+// syncFile plans the write of one rendered unit file.
+func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
+	u := p.unit(f.Name)
+	path := filepath.Join(p.in.UnitDir, f.Name)
+	var cur []byte
+	if u != nil {
+		cur = u.File
+		if u.Path != "" {
+			path = u.Path
+		}
+	}
+	id := o.ID()
+	if cur != nil {
+		if owner, ok := desired.IsOwned(cur); !ok {
+			p.find(id, f.Name, ReasonConflict, fmt.Sprintf("%s exists and is not managed by resil; leaving it alone", path), true, false)
+			return fileState{blocked: true}
+		} else if owner != id {
+			p.find(id, f.Name, ReasonConflict, fmt.Sprintf("%s is owned by %s", path, owner), true, false)
+			return fileState{blocked: true}
+		}
+	}
+	p.foreignDropIns(o, u)
+	if cur != nil && bytes.Equal(cur, f.Data) {
+		if u.NeedDaemonReload {
+			p.reload = true
+			p.reloadWhy = append(p.reloadWhy, f.Name+" changed on disk since last reload")
+		}
+		return fileState{}
+	}
+	reason := "new unit"
+	if cur != nil {
+		if _, intact := desired.HashOf(cur); intact {
+			reason = "manifest changed"
+		} else {
+			msg := fmt.Sprintf("%s was edited out of band", path)
+			if o.DriftPolicy() == desired.DriftReport {
+				p.find(id, f.Name, ReasonFileEdited, msg+"; drift policy report: left as is", true, false)
+				return fileState{}
+			}
+			p.find(id, f.Name, ReasonFileEdited, msg+"; restoring", true, true)
+			reason = "edited out of band, restoring"
+		}
+	}
+	p.files = append(p.files, actuators.Step{Op: actuators.OpWriteFile, Object: id, Unit: f.Name, Path: path, Data: f.Data, Old: cur, Reason: reason})
+	p.reload = true
+	p.reloadWhy = append(p.reloadWhy, "unit files written")
+	return fileState{written: true, isNew: cur == nil}
+}
+
+// foreignDropIns reports drop-ins resil did not write; they are never deleted.
+func (p *planner) foreignDropIns(o *desired.Object, u *observed.Unit) {
+	if u == nil {
+		return
+	}
+	for _, d := range u.DropInPaths {
+		if data, ok := u.DropIns[d]; ok {
+			if _, owned := desired.IsOwned(data); owned {
+				continue
+			}
+		}
+		p.find(o.ID(), u.Name, ReasonForeignDropIn, fmt.Sprintf("foreign drop-in %s overrides the manifest; reported, not removed", d), true, false)
+	}
+}
+
+func (p *planner) rt(op actuators.Op, o *desired.Object, unit, reason string) {
+	p.runtime = append(p.runtime, actuators.Step{Op: op, Object: o.ID(), Unit: unit, Reason: reason})
+}
+
+// failureReason classifies a failed unit.
+func failureReason(u *observed.Unit) (string, string) {
+	switch u.Result {
+	case "start-limit-hit":
+		return ReasonStartLimitHit, "start limit hit"
+	case "watchdog":
+		return ReasonWatchdog, "killed by watchdog"
+	}
+	msg := fmt.Sprintf("failed: result %s", u.Result)
+	if u.ExecMainStatus != 0 {
+		msg += fmt.Sprintf(", exit status %d", u.ExecMainStatus)
+	}
+	if u.NRestarts > 0 {
+		msg += fmt.Sprintf(", %d restarts", u.NRestarts)
+	}
+	return ReasonFailed, msg
+}
+
+func (p *planner) service(o *desired.Object) {
+	s := o.Service
+	files := p.in.Files[o.ID()]
+	if len(files) == 0 {
+		return
+	}
+	f := files[0]
+	fs := p.syncFile(o, f)
+	if fs.blocked {
+		return
+	}
+	u := p.unit(f.Name)
+	report := o.DriftPolicy() == desired.DriftReport
+	p.enable(o, f.Name, s.IsEnabled(), fs, u)
+	switch s.DesiredState() {
+	case desired.StateRunning:
+		switch {
+		case fs.isNew || u == nil:
+			p.rt(actuators.OpStart, o, f.Name, "new unit")
+		case u.ActiveState == "failed":
+			reason, msg := failureReason(u)
+			if fs.written {
+				p.rt(actuators.OpResetFailed, o, f.Name, "manifest changed after "+msg)
+				p.rt(actuators.OpStart, o, f.Name, "manifest changed")
+				p.find(o.ID(), f.Name, reason, msg+"; manifest changed, starting again", true, true)
+				return
+			}
+			p.find(o.ID(), f.Name, reason, msg+"; not restarted by the agent until the manifest changes or `reconciler reset`", true, false)
+		case fs.written && u.Active():
+			p.rt(actuators.OpRestart, o, f.Name, "unit file changed")
+		case fs.written:
+			p.rt(actuators.OpStart, o, f.Name, u.ActiveState+", want active")
+		case u.ActiveState == "inactive" || u.ActiveState == "":
+			msg := fmt.Sprintf("%s is %s, want active", f.Name, orDash(u.ActiveState))
+			if report {
+				p.find(o.ID(), f.Name, ReasonStopped, msg+"; drift policy report: left as is", true, false)
+				return
+			}
+			p.find(o.ID(), f.Name, ReasonStopped, msg+"; starting", true, true)
+			p.rt(actuators.OpStart, o, f.Name, "inactive, want active")
+		}
+	case desired.StateStopped:
+		if u != nil && u.Active() {
+			p.rt(actuators.OpStop, o, f.Name, "active, want stopped")
+		}
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// enable plans enable/disable; drift in the enablement is reported too.
+func (p *planner) enable(o *desired.Object, unit string, want bool, fs fileState, u *observed.Unit) {
+	switch {
+	case want && (fs.isNew || u == nil):
+		p.rt(actuators.OpEnable, o, unit, "new unit")
+	case want && !u.Enabled():
+		if u.UnitFileState != "" && !fs.written && u.UnitFileState != "enabled" {
+			msg := fmt.Sprintf("%s is %s, want enabled", unit, u.UnitFileState)
+			if o.DriftPolicy() == desired.DriftReport {
+				p.find(o.ID(), unit, ReasonDisabled, msg+"; drift policy report: left as is", true, false)
+				return
+			}
+			p.find(o.ID(), unit, ReasonDisabled, msg+"; enabling", true, true)
+		}
+		p.rt(actuators.OpEnable, o, unit, "disabled, want enabled")
+	case !want && u != nil && u.Enabled():
+		p.rt(actuators.OpDisable, o, unit, "enabled, want disabled")
+	}
+}
+
+func (p *planner) timer(o *desired.Object) {
+	t := o.Timer
+	var timerFile *desired.UnitFile
+	var written bool
+	for i, f := range p.in.Files[o.ID()] {
+		fs := p.syncFile(o, f)
+		if fs.blocked {
+			return
+		}
+		if strings.HasSuffix(f.Name, ".timer") {
+			timerFile = &p.in.Files[o.ID()][i]
+			written = fs.written
+		}
+	}
+	if timerFile == nil {
+		return
+	}
+	name := timerFile.Name
+	u := p.unit(name)
+	isNew := u == nil || u.File == nil
+	fs := fileState{written: written, isNew: isNew}
+	p.enable(o, name, t.IsEnabled(), fs, u)
+	// The job is the timer's business: an inactive job between runs is not
+	// drift; a failed last run is a finding.
+	job := t.TriggeredService(o.Metadata.Name)
+	if ju := p.unit(job); ju != nil && ju.ActiveState == "failed" {
+		_, msg := failureReason(ju)
+		p.find(o.ID(), job, ReasonTimerFailed, "last run "+msg, true, false)
+	}
+	if !t.IsEnabled() {
+		if u != nil && u.Active() {
+			p.rt(actuators.OpStop, o, name, "timer disabled")
+		}
+		return
+	}
+	switch {
+	case isNew:
+		p.rt(actuators.OpStart, o, name, "new timer")
+	case u.ActiveState == "failed":
+		p.rt(actuators.OpResetFailed, o, name, "timer failed")
+		p.rt(actuators.OpStart, o, name, "timer failed, want active")
+		p.find(o.ID(), name, ReasonTimerInactive, "timer failed; starting", true, true)
+	case written && u.Active():
+		p.rt(actuators.OpRestart, o, name, "timer changed")
+	case !u.Active():
+		msg := fmt.Sprintf("%s is %s, want active", name, orDash(u.ActiveState))
+		if o.DriftPolicy() == desired.DriftReport {
+			p.find(o.ID(), name, ReasonTimerInactive, msg+"; drift policy report: left as is", true, false)
+			return
+		}
+		if !written {
+			p.find(o.ID(), name, ReasonTimerInactive, msg+"; starting", true, true)
+		}
+		p.rt(actuators.OpStart, o, name, "inactive, want active")
+	}
+}
+
+func (p *planner) watchdog(o *desired.Object) {
+	m := p.in.Observed.Manager
+	if m == nil {
+		p.find(o.ID(), "", ReasonUnsupported, "host watchdog needs systemd; the "+p.in.Observed.Backend+" backend cannot apply it", true, false)
+		return
+	}
+	if len(m.Devices) == 0 {
+		p.find(o.ID(), "", ReasonNoWatchdogDev, "no watchdog device under /sys/class/watchdog; settings written but nothing will be armed", true, false)
+	}
+	for _, f := range p.in.Files[o.ID()] {
+		path := m.ConfPath
+		if path == "" {
+			path = filepath.Join(p.in.ManagerDir, f.Name)
+		}
+		if !bytes.Equal(m.File, f.Data) {
+			reason := "new manager drop-in"
+			if m.File != nil {
+				reason = "manifest changed"
+			}
+			p.files = append(p.files, actuators.Step{Op: actuators.OpWriteFile, Object: o.ID(), Path: path, Data: f.Data, Old: m.File, Reason: reason})
+		}
+	}
+	want := map[string]string{}
+	w := o.Watchdog
+	if w.RuntimeTimeout.IsSet() {
+		want["RuntimeWatchdogUSec"] = fmt.Sprint(uint64(w.RuntimeTimeout.D().Microseconds()))
+	}
+	if w.RebootTimeout.IsSet() {
+		want["RebootWatchdogUSec"] = fmt.Sprint(uint64(w.RebootTimeout.D().Microseconds()))
+	}
+	diff := map[string]string{}
+	keys := make([]string, 0, len(want))
+	for k := range want {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var why []string
+	for _, k := range keys {
+		if m.Properties[k] != want[k] {
+			diff[k] = want[k]
+			why = append(why, fmt.Sprintf("%s %s, want %s", k, orDash(m.Properties[k]), want[k]))
+		}
+	}
+	if len(diff) > 0 {
+		p.manager = append(p.manager, actuators.Step{Op: actuators.OpSetManager, Object: o.ID(), Props: diff, Reason: strings.Join(why, "; ")})
+	}
+}
+
+// prune plans stop, disable and remove of every owned unit no object wants.
+func (p *planner) prune(wanted map[string]bool) {
+	if p.in.Observed == nil || !p.in.Prune {
+		return
+	}
+	names := make([]string, 0, len(p.in.Observed.Units))
+	for n := range p.in.Observed.Units {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		u := p.in.Observed.Units[n]
+		if wanted[n] || u.Owner == "" || u.File == nil || p.in.Protected[u.Owner] {
+			continue
+		}
+		reason := fmt.Sprintf("pruned: %s no longer desired", u.Owner)
+		if u.Active() {
+			p.stops = append(p.stops, actuators.Step{Op: actuators.OpStop, Object: u.Owner, Unit: n, Reason: reason})
+		}
+		if u.Enabled() {
+			p.stops = append(p.stops, actuators.Step{Op: actuators.OpDisable, Object: u.Owner, Unit: n, Reason: reason})
+		}
+		path := u.Path
+		if path == "" {
+			path = filepath.Join(p.in.UnitDir, n)
+		}
+		p.files = append(p.files, actuators.Step{Op: actuators.OpRemoveFile, Object: u.Owner, Unit: n, Path: path, Old: u.File, Reason: reason})
+		p.reload = true
+		p.reloadWhy = append(p.reloadWhy, "unit files removed")
+	}
+}

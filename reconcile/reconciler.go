@@ -1,0 +1,366 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+	"go.uber.org/zap"
+
+	"resil.dev/resil/actuators"
+	"resil.dev/resil/desired"
+	"resil.dev/resil/observed"
+)
+
+// Observer reads the backend's state for the named units (and every owned
+// unit it finds). Declared here, by its consumer.
+type Observer interface {
+	Observe(ctx context.Context, names []string) (*observed.State, error)
+}
+
+// Applier executes one step idempotently.
+type Applier interface {
+	Apply(ctx context.Context, s actuators.Step) (actuators.Result, error)
+}
+
+// Renderer renders an object into the backend's files.
+type Renderer func(*desired.Object) ([]desired.UnitFile, error)
+
+// Config wires a Reconciler.
+type Config struct {
+	Manifests  string
+	Load       desired.Options
+	UnitDir    string
+	ManagerDir string
+	Render     Renderer
+	Observer   Observer
+	Applier    Applier
+	Events     Recorder
+	Log        *zap.Logger
+	// Now is the clock (tests inject one).
+	Now func() time.Time
+	// BackoffBase and BackoffMax bound the retry delay of a failing object.
+	BackoffBase time.Duration
+	BackoffMax  time.Duration
+}
+
+// Reconciler runs passes. It is not safe for concurrent passes; the Loop
+// runs one at a time.
+type Reconciler struct {
+	cfg      Config
+	log      *zap.Logger
+	lastGood map[string]*desired.Object
+	failures map[string]*backoff
+	pass     uint64
+}
+
+type backoff struct {
+	count int
+	next  time.Time
+}
+
+// New returns a Reconciler.
+func New(cfg Config) *Reconciler {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	if cfg.Events == nil {
+		cfg.Events = NewRing(1024, cfg.Log)
+	}
+	if cfg.Render == nil {
+		cfg.Render = desired.Render
+	}
+	if cfg.BackoffBase <= 0 {
+		cfg.BackoffBase = 2 * time.Second
+	}
+	if cfg.BackoffMax <= 0 {
+		cfg.BackoffMax = 5 * time.Minute
+	}
+	return &Reconciler{cfg: cfg, log: cfg.Log.Named("reconcile"), lastGood: map[string]*desired.Object{}, failures: map[string]*backoff{}}
+}
+
+// StepOutcome is what happened to one planned step.
+type StepOutcome struct {
+	Step   actuators.Step
+	Result actuators.Result
+	Err    error
+	// Skipped says why the step was not run ("" when it ran).
+	Skipped string
+}
+
+// Result of one pass.
+type Result struct {
+	Plan     Plan
+	Hash     string
+	Outcomes []StepOutcome
+	// LoadErr holds the manifest problems of this pass (objects kept their last good version).
+	LoadErr error
+	// Objects is the number of effective desired objects.
+	Objects int
+	// Observed is the state the plan was computed from.
+	Observed *observed.State
+	// RequeueAfter asks for another pass (a held-back object's backoff ends).
+	RequeueAfter time.Duration
+}
+
+// Failed counts steps that ran and failed.
+func (r Result) Failed() int {
+	n := 0
+	for _, o := range r.Outcomes {
+		if o.Err != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// ErrExpectPlan is returned when apply --expect-plan does not match.
+var ErrExpectPlan = errors.New("plan differs from the reviewed plan")
+
+// Options of one pass.
+type Options struct {
+	// DryRun computes the plan and applies nothing (diff).
+	DryRun bool
+	// ExpectPlan refuses to act unless the plan hash equals it.
+	ExpectPlan string
+}
+
+// Reconcile runs one pass: load → observe → plan → (apply). It returns an
+// error only when the pass could not plan (nothing readable, observe
+// failed) or, after applying, a multierror of failed steps.
+func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, err error) {
+	r.pass++
+	log := r.log.With(zap.Uint64("pass", r.pass))
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("reconcile pass %d panicked: %v", r.pass, p)
+			log.Error("pass panicked", zap.Any("panic", p), zap.Stack("stack"))
+		}
+	}()
+	objs, protected, prune, lerr := r.desiredObjects(log)
+	res.LoadErr = lerr
+	if objs == nil && !prune && lerr != nil && len(r.lastGood) == 0 && errors.Is(lerr, desired.ErrUnreadable) {
+		return res, fmt.Errorf("load manifests: %w", lerr)
+	}
+	files := map[string][]desired.UnitFile{}
+	var names []string
+	var effective []*desired.Object
+	for _, o := range objs {
+		fs, err := r.cfg.Render(o)
+		if err != nil {
+			r.event(Warning, ReasonInvalid, o.ID(), "", "", fmt.Sprintf("render: %v", err))
+			protected[o.ID()] = true
+			continue
+		}
+		files[o.ID()] = fs
+		effective = append(effective, o)
+		for _, f := range fs {
+			if f.Dir == desired.DirUnit {
+				names = append(names, f.Name)
+			}
+		}
+	}
+	sort.Strings(names)
+	res.Objects = len(effective)
+	obs, err := r.cfg.Observer.Observe(ctx, names)
+	if err != nil {
+		return res, fmt.Errorf("observe: %w", err)
+	}
+	res.Observed = obs
+	plan := Compute(Input{Objects: effective, Files: files, UnitDir: r.cfg.UnitDir, ManagerDir: r.cfg.ManagerDir,
+		Observed: obs, Prune: prune, Protected: protected})
+	res.Plan = plan
+	res.Hash = plan.Hash()
+	for _, f := range plan.Findings {
+		typ := Normal
+		if f.Warning {
+			typ = Warning
+		}
+		r.event(typ, f.Reason, f.Object, f.Unit, "", f.Message)
+	}
+	if opts.DryRun {
+		log.Debug("planned", zap.Int("steps", len(plan.Steps)), zap.String("hash", res.Hash))
+		return res, nil
+	}
+	if opts.ExpectPlan != "" && opts.ExpectPlan != res.Hash {
+		return res, fmt.Errorf("%w: reviewed %s, now %s", ErrExpectPlan, opts.ExpectPlan, res.Hash)
+	}
+	if len(plan.Steps) == 0 {
+		log.Debug("converged", zap.Int("objects", res.Objects))
+	}
+	res.Outcomes, res.RequeueAfter, err = r.execute(ctx, log, plan)
+	return res, err
+}
+
+// desiredObjects loads the manifests and applies the last-good rule.
+// It returns the effective objects, the IDs that must not be pruned, whether
+// pruning is allowed at all, and the load problems.
+func (r *Reconciler) desiredObjects(log *zap.Logger) ([]*desired.Object, map[string]bool, bool, error) {
+	protected := map[string]bool{}
+	set, lerr := desired.Load(r.cfg.Manifests, r.cfg.Load)
+	if set == nil {
+		// Nothing readable: keep every last good object, prune nothing.
+		r.event(Warning, ReasonInvalid, "", "", "", fmt.Sprintf("manifests unreadable, keeping the last good state: %v", lerr))
+		var objs []*desired.Object
+		for id, o := range r.lastGood {
+			objs = append(objs, o)
+			protected[id] = true
+		}
+		sortObjects(objs)
+		return objs, protected, false, lerr
+	}
+	for _, fe := range desired.FieldErrors(lerr) {
+		r.event(Warning, ReasonInvalid, "", "", "", fe.Error())
+	}
+	objs := set.Sorted()
+	seen := map[string]bool{}
+	for _, o := range objs {
+		seen[o.ID()] = true
+	}
+	for id, o := range r.lastGood {
+		if seen[id] {
+			continue
+		}
+		if _, moved := set.NotSelected[id]; moved {
+			continue
+		}
+		if set.IsBroken(o) {
+			objs = append(objs, o)
+			protected[id] = true
+			r.event(Warning, ReasonLastGoodRetained, id, "", "", fmt.Sprintf("%s is invalid; the last good version stays in force", o.Source.File))
+		}
+	}
+	// Names whose defining file is broken but that never had a good version
+	// still must not be pruned if some owned unit carries them.
+	for name := range set.BrokenNames {
+		for _, k := range []desired.Kind{desired.KindService, desired.KindTimer, desired.KindWatchdog} {
+			protected[string(k)+"/"+name] = true
+		}
+	}
+	// Objects from files that are broken as a whole (parse errors) cannot be
+	// named; protect what those files owned last time.
+	for id, o := range r.lastGood {
+		if _, bad := set.Broken[o.Source.File]; bad {
+			protected[id] = true
+		}
+	}
+	sortObjects(objs)
+	next := map[string]*desired.Object{}
+	for _, o := range objs {
+		next[o.ID()] = o
+	}
+	r.lastGood = next
+	if lerr != nil {
+		log.Warn("manifests have errors", zap.Int("broken_files", len(set.Broken)), zap.Error(lerr))
+	}
+	return objs, protected, true, lerr
+}
+
+func sortObjects(objs []*desired.Object) {
+	sort.Slice(objs, func(i, j int) bool { return objs[i].ID() < objs[j].ID() })
+}
+
+func (r *Reconciler) event(t EventType, reason, object, unit, step, msg string) {
+	r.cfg.Events.Record(Event{Time: r.cfg.Now(), Type: t, Reason: reason, Object: object, Unit: unit, Step: step, Message: msg})
+}
+
+// execute runs the steps in order. A unit's remaining steps stop at its
+// first failure; a failed daemon-reload stops the pass; objects in backoff
+// are held back while healthy ones proceed.
+func (r *Reconciler) execute(ctx context.Context, log *zap.Logger, plan Plan) ([]StepOutcome, time.Duration, error) {
+	now := r.cfg.Now()
+	var merr *multierror.Error
+	failedUnit := map[string]bool{}
+	failedObj := map[string]bool{}
+	touched := map[string]bool{}
+	var requeue time.Duration
+	out := make([]StepOutcome, 0, len(plan.Steps))
+	reloadFailed := false
+	for _, s := range plan.Steps {
+		oc := StepOutcome{Step: s}
+		switch {
+		case reloadFailed:
+			oc.Skipped = "daemon-reload failed"
+		case s.Unit != "" && failedUnit[s.Unit]:
+			oc.Skipped = "an earlier step for this unit failed"
+		case ctx.Err() != nil:
+			oc.Skipped = "pass cancelled"
+		}
+		if b := r.failures[s.Object]; oc.Skipped == "" && s.Object != "" && b != nil && now.Before(b.next) {
+			oc.Skipped = fmt.Sprintf("held back after %d failures, retry in %s", b.count, b.next.Sub(now).Round(time.Millisecond))
+			if d := b.next.Sub(now); requeue == 0 || d < requeue {
+				requeue = d
+			}
+		}
+		if oc.Skipped != "" {
+			log.Info("step skipped", zap.Stringer("step", s), zap.String("why", oc.Skipped))
+			out = append(out, oc)
+			continue
+		}
+		if s.Object != "" {
+			touched[s.Object] = true
+		}
+		oc.Result, oc.Err = r.cfg.Applier.Apply(ctx, s)
+		out = append(out, oc)
+		if oc.Err != nil {
+			log.Error("step failed", zap.Stringer("step", s), zap.Error(oc.Err))
+			r.event(Warning, ReasonApplyFailed, s.Object, s.Unit, s.String(), oc.Err.Error())
+			merr = multierror.Append(merr, fmt.Errorf("%s: %w", s, oc.Err))
+			if s.Unit != "" {
+				failedUnit[s.Unit] = true
+			}
+			if s.Op == actuators.OpDaemonReload {
+				reloadFailed = true
+			}
+			if s.Object != "" && !failedObj[s.Object] {
+				failedObj[s.Object] = true
+				d := r.fail(s.Object, now)
+				if requeue == 0 || d < requeue {
+					requeue = d
+				}
+			}
+			continue
+		}
+		if oc.Result == actuators.Changed {
+			log.Info("step applied", zap.Stringer("step", s))
+			reason := ReasonApplied
+			if s.Op == actuators.OpRemoveFile {
+				reason = ReasonPruned
+			}
+			r.event(Normal, reason, s.Object, s.Unit, s.String(), s.String())
+		} else {
+			log.Debug("step unchanged", zap.Stringer("step", s))
+		}
+	}
+	for obj := range touched {
+		if !failedObj[obj] {
+			delete(r.failures, obj)
+		}
+	}
+	return out, requeue, merr.ErrorOrNil()
+}
+
+// fail records a failure of obj and returns its backoff: capped exponential
+// with ±20% jitter.
+func (r *Reconciler) fail(obj string, now time.Time) time.Duration {
+	b := r.failures[obj]
+	if b == nil {
+		b = &backoff{}
+		r.failures[obj] = b
+	}
+	b.count++
+	d := r.cfg.BackoffBase << min(b.count-1, 20)
+	if d > r.cfg.BackoffMax || d <= 0 {
+		d = r.cfg.BackoffMax
+	}
+	d = time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+	b.next = now.Add(d)
+	return d
+}
