@@ -74,6 +74,18 @@ func IsOwned(data []byte) (object string, ok bool) {
 	return "", false
 }
 
+// SourceOf returns the manifest files (relative to the manifests directory)
+// recorded in a rendered file's X-Resil-Source marker.
+func SourceOf(data []byte) []string {
+	for _, line := range bytes.Split(data, []byte("\n")) {
+		line = bytes.TrimPrefix(line, []byte("# "))
+		if v, found := bytes.CutPrefix(line, []byte(KeySource+"=")); found {
+			return strings.Fields(string(v))
+		}
+	}
+	return nil
+}
+
 // HashOf returns the hash recorded in a rendered file and whether the body
 // still matches it (false means it was edited by hand).
 func HashOf(data []byte) (recorded string, intact bool) {

@@ -64,6 +64,10 @@ type Input struct {
 	// Protected are object IDs whose owned units must not be pruned even if
 	// absent from Objects (their manifest is broken right now).
 	Protected map[string]bool
+	// BrokenFiles are manifest files (relative) that failed to load; owned
+	// units whose X-Resil-Source names one of them are never pruned, even
+	// when the agent restarted and has no memory of their last good version.
+	BrokenFiles map[string]bool
 }
 
 // Plan is the ordered list of steps plus what was noticed on the way.
@@ -439,6 +443,15 @@ func (p *planner) watchdog(o *desired.Object) {
 	}
 }
 
+func (p *planner) brokenSource(data []byte) bool {
+	for _, f := range desired.SourceOf(data) {
+		if p.in.BrokenFiles[f] {
+			return true
+		}
+	}
+	return false
+}
+
 // prune plans stop, disable and remove of every owned unit no object wants.
 func (p *planner) prune(wanted map[string]bool) {
 	if p.in.Observed == nil || !p.in.Prune {
@@ -452,6 +465,10 @@ func (p *planner) prune(wanted map[string]bool) {
 	for _, n := range names {
 		u := p.in.Observed.Units[n]
 		if wanted[n] || u.Owner == "" || u.File == nil || p.in.Protected[u.Owner] {
+			continue
+		}
+		if p.brokenSource(u.File) {
+			p.find(u.Owner, n, ReasonLastGoodRetained, "its manifest is invalid; not pruned", true, false)
 			continue
 		}
 		reason := fmt.Sprintf("pruned: %s no longer desired", u.Owner)

@@ -144,7 +144,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 			log.Error("pass panicked", zap.Any("panic", p), zap.Stack("stack"))
 		}
 	}()
-	objs, protected, prune, lerr := r.desiredObjects(log)
+	objs, protected, broken, prune, lerr := r.desiredObjects(log)
 	res.LoadErr = lerr
 	if objs == nil && !prune && lerr != nil && len(r.lastGood) == 0 && errors.Is(lerr, desired.ErrUnreadable) {
 		return res, fmt.Errorf("load manifests: %w", lerr)
@@ -175,7 +175,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	}
 	res.Observed = obs
 	plan := Compute(Input{Objects: effective, Files: files, UnitDir: r.cfg.UnitDir, ManagerDir: r.cfg.ManagerDir,
-		Observed: obs, Prune: prune, Protected: protected})
+		Observed: obs, Prune: prune, Protected: protected, BrokenFiles: broken})
 	res.Plan = plan
 	res.Hash = plan.Hash()
 	for _, f := range plan.Findings {
@@ -202,8 +202,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 // desiredObjects loads the manifests and applies the last-good rule.
 // It returns the effective objects, the IDs that must not be pruned, whether
 // pruning is allowed at all, and the load problems.
-func (r *Reconciler) desiredObjects(log *zap.Logger) ([]*desired.Object, map[string]bool, bool, error) {
+func (r *Reconciler) desiredObjects(log *zap.Logger) ([]*desired.Object, map[string]bool, map[string]bool, bool, error) {
 	protected := map[string]bool{}
+	broken := map[string]bool{}
 	set, lerr := desired.Load(r.cfg.Manifests, r.cfg.Load)
 	if set == nil {
 		// Nothing readable: keep every last good object, prune nothing.
@@ -214,7 +215,10 @@ func (r *Reconciler) desiredObjects(log *zap.Logger) ([]*desired.Object, map[str
 			protected[id] = true
 		}
 		sortObjects(objs)
-		return objs, protected, false, lerr
+		return objs, protected, broken, false, lerr
+	}
+	for f := range set.Broken {
+		broken[f] = true
 	}
 	for _, fe := range desired.FieldErrors(lerr) {
 		r.event(Warning, ReasonInvalid, "", "", "", fe.Error())
@@ -260,7 +264,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger) ([]*desired.Object, map[str
 	if lerr != nil {
 		log.Warn("manifests have errors", zap.Int("broken_files", len(set.Broken)), zap.Error(lerr))
 	}
-	return objs, protected, true, lerr
+	return objs, protected, broken, true, lerr
 }
 
 func sortObjects(objs []*desired.Object) {

@@ -1,0 +1,117 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Loop runs passes of a Reconciler, one at a time. Triggers call Kick; any
+// number of kicks while a pass is pending collapse into one pass.
+type Loop struct {
+	R *Reconciler
+	// Resync is the periodic full pass (default 5 min).
+	Resync time.Duration
+	// Settle absorbs a burst of writes after a kick (default 100 ms).
+	Settle time.Duration
+	// PassTimeout bounds one pass (default 5 min).
+	PassTimeout time.Duration
+	Log         *zap.Logger
+	// AfterPass, if set, is called after every pass with its result (the
+	// agent's heartbeat, sd_notify, status).
+	AfterPass func(Result, error)
+
+	kick chan struct{}
+}
+
+// NewLoop returns a loop with defaults filled in.
+func NewLoop(r *Reconciler, log *zap.Logger) *Loop {
+	return &Loop{R: r, Resync: 5 * time.Minute, Settle: 100 * time.Millisecond, PassTimeout: 5 * time.Minute,
+		Log: log.Named("loop"), kick: make(chan struct{}, 1)}
+}
+
+// Kick asks for a pass; it never blocks.
+func (l *Loop) Kick() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run runs a first pass at once, then one per kick (after Settle), per
+// Resync, and when a failing object's backoff ends. It returns when ctx is
+// done; it starts no goroutines of its own.
+func (l *Loop) Run(ctx context.Context) error {
+	resync := time.NewTimer(0)
+	defer resync.Stop()
+	var requeue *time.Timer
+	requeueC := func() <-chan time.Time {
+		if requeue == nil {
+			return nil
+		}
+		return requeue.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-resync.C:
+		case <-requeueC():
+			requeue = nil
+		case <-l.kick:
+			if l.Settle > 0 {
+				t := time.NewTimer(l.Settle)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return nil
+				case <-t.C:
+				}
+			}
+			// Drain a kick that arrived while settling: this pass covers it.
+			select {
+			case <-l.kick:
+			default:
+			}
+		}
+		res, err := l.once(ctx)
+		if l.AfterPass != nil {
+			l.AfterPass(res, err)
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		resync.Reset(l.Resync)
+		if res.RequeueAfter > 0 {
+			if requeue != nil {
+				requeue.Stop()
+			}
+			requeue = time.NewTimer(res.RequeueAfter)
+		} else if err != nil && res.Plan.Empty() {
+			// Could not even plan (observe failed): try again soon.
+			if requeue == nil {
+				requeue = time.NewTimer(5 * time.Second)
+			}
+		}
+	}
+}
+
+func (l *Loop) once(ctx context.Context) (Result, error) {
+	pctx, cancel := context.WithTimeout(ctx, l.PassTimeout)
+	defer cancel()
+	start := time.Now()
+	res, err := l.R.Reconcile(pctx, Options{})
+	fields := []zap.Field{zap.Duration("took", time.Since(start)), zap.Int("objects", res.Objects),
+		zap.Int("steps", len(res.Plan.Steps)), zap.Int("failed", res.Failed())}
+	switch {
+	case err != nil && !errors.Is(err, context.Canceled):
+		l.Log.Warn("pass finished with errors", append(fields, zap.Error(err))...)
+	case len(res.Plan.Steps) > 0:
+		l.Log.Info("pass applied changes", fields...)
+	default:
+		l.Log.Debug("pass converged", fields...)
+	}
+	return res, err
+}
