@@ -1,0 +1,207 @@
+package reconcile
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	"resil.dev/resil/desired"
+	"resil.dev/resil/observed"
+)
+
+var update = flag.Bool("update", false, "rewrite golden plan.txt files")
+
+// obsUnit is the test-side form of an observed unit. File is one of:
+// "rendered" (exactly what the manifest renders), "edited" (rendered, then a
+// line changed by hand), "foreign" (a unit resil does not own), "stale" (an
+// intact resil file of an older manifest version, owned by Owner or the
+// object), or "" (absent).
+type obsUnit struct {
+	File             string            `json:"file"`
+	Owner            string            `json:"owner"`
+	Source           string            `json:"source"`
+	LoadState        string            `json:"loadState"`
+	ActiveState      string            `json:"activeState"`
+	SubState         string            `json:"subState"`
+	Result           string            `json:"result"`
+	UnitFileState    string            `json:"unitFileState"`
+	NRestarts        uint32            `json:"nRestarts"`
+	ExecMainStatus   int32             `json:"execMainStatus"`
+	NeedDaemonReload bool              `json:"needDaemonReload"`
+	DropIns          map[string]string `json:"dropIns"`
+}
+
+type obsFile struct {
+	Backend     string              `json:"backend"`
+	Units       map[string]obsUnit  `json:"units"`
+	Manager     *observed.Manager   `json:"manager"`
+	ManagerFile string              `json:"managerFile"`
+	NoPrune     bool                `json:"noPrune"`
+	BrokenFiles []string            `json:"brokenFiles"`
+}
+
+const unitDir = "/etc/systemd/system"
+
+func staleFile(t *testing.T, owner, source string) []byte {
+	t.Helper()
+	kind, name, _ := strings.Cut(owner, "/")
+	if source == "" {
+		source = name + ".yaml"
+	}
+	o := &desired.Object{APIVersion: desired.APIVersion, Kind: desired.Kind(kind), Metadata: desired.ObjectMeta{Name: name},
+		Source: desired.Source{File: source}}
+	switch o.Kind {
+	case desired.KindTimer:
+		o.Timer = &desired.TimerSpec{Schedule: []string{"daily"}, Command: []string{"/bin/stale"}}
+	default:
+		o.Service = &desired.ServiceSpec{Command: []string{"/bin/stale"}}
+	}
+	fs, err := desired.Render(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fs[0].Data
+}
+
+func TestPlanGolden(t *testing.T) {
+	cases, err := filepath.Glob("testdata/*/desired.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cases) < 10 {
+		t.Fatalf("only %d plan cases", len(cases))
+	}
+	for _, c := range cases {
+		dir := filepath.Dir(c)
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			mdir := t.TempDir()
+			data, err := os.ReadFile(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(mdir, "m.yaml"), data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			set, lerr := desired.Load(mdir, desired.Options{Insecure: true})
+			if lerr != nil {
+				t.Fatalf("desired.yaml invalid: %v", lerr)
+			}
+			var of obsFile
+			raw, err := os.ReadFile(filepath.Join(dir, "observed.yaml"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := yaml.UnmarshalStrict(raw, &of); err != nil {
+				t.Fatalf("observed.yaml: %v", err)
+			}
+			in := Input{Files: map[string][]desired.UnitFile{}, UnitDir: unitDir, ManagerDir: "/etc/systemd/system.conf.d",
+				Prune: !of.NoPrune, Protected: map[string]bool{}, BrokenFiles: map[string]bool{}}
+			rendered := map[string][]byte{}
+			for _, o := range set.Sorted() {
+				in.Objects = append(in.Objects, o)
+				fs, err := desired.Render(o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				in.Files[o.ID()] = fs
+				for _, f := range fs {
+					rendered[f.Name] = f.Data
+				}
+			}
+			for _, f := range of.BrokenFiles {
+				in.BrokenFiles[f] = true
+			}
+			backend := of.Backend
+			if backend == "" {
+				backend = "systemd"
+			}
+			st := &observed.State{Backend: backend, UnitDir: unitDir, Units: map[string]*observed.Unit{}, Manager: of.Manager}
+			if st.Manager != nil && of.ManagerFile != "" {
+				for _, fs := range in.Files {
+					for _, f := range fs {
+						if f.Dir == desired.DirManager && of.ManagerFile == "rendered" {
+							st.Manager.File = f.Data
+						}
+					}
+				}
+			}
+			for name, u := range of.Units {
+				ou := &observed.Unit{Name: name, Path: filepath.Join(unitDir, name), LoadState: u.LoadState, ActiveState: u.ActiveState,
+					SubState: u.SubState, Result: u.Result, UnitFileState: u.UnitFileState, NRestarts: u.NRestarts,
+					ExecMainStatus: u.ExecMainStatus, NeedDaemonReload: u.NeedDaemonReload}
+				switch u.File {
+				case "rendered":
+					ou.File = rendered[name]
+				case "edited":
+					ou.File = []byte(strings.Replace(string(rendered[name]), "Restart=", "Restart=no\n#", 1))
+				case "foreign":
+					ou.File = []byte("[Service]\nExecStart=/bin/true\n")
+				case "stale":
+					owner := u.Owner
+					if owner == "" {
+						owner = ownerFor(name)
+					}
+					ou.File = staleFile(t, owner, u.Source)
+				case "":
+				default:
+					t.Fatalf("unit %s: unknown file kind %q", name, u.File)
+				}
+				if ou.File != nil {
+					ou.Owner, _ = desired.IsOwned(ou.File)
+					if ou.LoadState == "" {
+						ou.LoadState = "loaded"
+					}
+				}
+				if len(u.DropIns) > 0 {
+					ou.DropIns = map[string][]byte{}
+					for p, d := range u.DropIns {
+						ou.DropInPaths = append(ou.DropInPaths, p)
+						ou.DropIns[p] = []byte(d)
+					}
+				}
+				st.Units[name] = ou
+			}
+			in.Observed = st
+			plan := Compute(in)
+			var b strings.Builder
+			for _, s := range plan.Steps {
+				b.WriteString(s.String() + "\n")
+			}
+			b.WriteString("--- findings\n")
+			for _, f := range plan.Findings {
+				b.WriteString(f.Reason + " " + f.Object + " " + f.Unit + ": " + f.Message + "\n")
+			}
+			got := b.String()
+			golden := filepath.Join(dir, "plan.txt")
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run with -update)", err)
+			}
+			if got != string(want) {
+				t.Errorf("plan differs from %s:\n--- got\n%s--- want\n%s", golden, got, want)
+			}
+			// Determinism: same input, same plan, same hash.
+			if again := Compute(in); again.Hash() != plan.Hash() {
+				t.Errorf("plan hash not deterministic")
+			}
+		})
+	}
+}
+
+func ownerFor(unit string) string {
+	name := strings.TrimSuffix(strings.TrimSuffix(unit, ".service"), ".timer")
+	if strings.HasSuffix(unit, ".timer") {
+		return "Timer/" + name
+	}
+	return "Service/" + name
+}
