@@ -1,0 +1,79 @@
+package process
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+)
+
+// procStat is the part of /proc/PID/stat the supervisor uses.
+type procStat struct {
+	PID   int
+	State byte // R, S, D, Z, ...
+	PPID  int
+	PGID  int
+	// StartTime is field 22: clock ticks after boot. Together with the PID it
+	// identifies a process across PID reuse.
+	StartTime uint64
+}
+
+// readProcStat reads root/PID/stat (root is "/proc" outside tests).
+func readProcStat(root string, pid int) (procStat, error) {
+	b, err := os.ReadFile(filepath.Join(root, strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return procStat{}, err
+	}
+	return parseProcStat(b)
+}
+
+// parseProcStat parses one stat line. The command name (field 2) may hold
+// spaces and parentheses, so fields are counted after the last ')'.
+func parseProcStat(b []byte) (procStat, error) {
+	open, close := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+	if open < 0 || close < open {
+		return procStat{}, fmt.Errorf("proc stat: malformed line %q", b)
+	}
+	pid, err := strconv.Atoi(string(bytes.TrimSpace(b[:open])))
+	if err != nil {
+		return procStat{}, fmt.Errorf("proc stat: pid: %w", err)
+	}
+	f := bytes.Fields(b[close+1:]) // f[0] is field 3 (state)
+	if len(f) < 20 {
+		return procStat{}, fmt.Errorf("proc stat: %d fields after comm, want >= 20", len(f))
+	}
+	st := procStat{PID: pid, State: f[0][0]}
+	if st.PPID, err = strconv.Atoi(string(f[1])); err != nil {
+		return procStat{}, fmt.Errorf("proc stat: ppid: %w", err)
+	}
+	if st.PGID, err = strconv.Atoi(string(f[2])); err != nil {
+		return procStat{}, fmt.Errorf("proc stat: pgrp: %w", err)
+	}
+	if st.StartTime, err = strconv.ParseUint(string(f[19]), 10, 64); err != nil {
+		return procStat{}, fmt.Errorf("proc stat: starttime: %w", err)
+	}
+	return st, nil
+}
+
+// groupMembers lists live processes of process group pgid that started at or
+// after minStart (so a recycled PGID of an older process is not touched).
+func groupMembers(root string, pgid int, minStart uint64) []int {
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := readProcStat(root, pid)
+		if err != nil || st.PGID != pgid || st.State == 'Z' || st.StartTime < minStart {
+			continue
+		}
+		pids = append(pids, pid)
+	}
+	return pids
+}
