@@ -1,0 +1,121 @@
+package process
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"resil.dev/resil/desired"
+	"resil.dev/resil/observed"
+)
+
+// Observe reads the state of the named units plus every unit file in the
+// units dir that carries resil's ownership marker, with systemd's field
+// names and values, so the planner treats both backends alike. It reads
+// files and the supervisor's in-memory status; units the supervisor does not
+// know (it is not running yet) read as inactive/dead.
+func (s *Supervisor) Observe(ctx context.Context, names []string) (*observed.State, error) {
+	st := &observed.State{Backend: "process", UnitDir: s.unitDir, Units: map[string]*observed.Unit{}}
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	ents, err := os.ReadDir(s.unitDir)
+	if err != nil && !os.IsNotExist(err) {
+		return nil, err
+	}
+	for _, e := range ents {
+		n := e.Name()
+		if strings.HasPrefix(n, ".") || strings.HasSuffix(n, ".enabled") {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(s.unitDir, n))
+		if err != nil {
+			continue
+		}
+		if _, ok := desired.IsOwned(data); ok {
+			want[n] = true
+		}
+	}
+	// Units still running without a file (removed before being stopped).
+	s.mu.Lock()
+	for n, u := range s.units {
+		if a := u.status().ActiveState; a != "" && a != "inactive" {
+			want[n] = true
+		}
+	}
+	s.mu.Unlock()
+	all := make([]string, 0, len(want))
+	for n := range want {
+		all = append(all, n)
+	}
+	sort.Strings(all)
+	for _, n := range all {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		st.Units[n] = s.observeUnit(n)
+	}
+	st.ReadAt = s.now()
+	return st, nil
+}
+
+func (s *Supervisor) observeUnit(name string) *observed.Unit {
+	path := filepath.Join(s.unitDir, name)
+	ou := &observed.Unit{Name: name, Path: path, LoadState: "not-found", ActiveState: "inactive", SubState: "dead",
+		Result: ResultSuccess, UnitFileState: "disabled"}
+	if data, err := os.ReadFile(path); err == nil {
+		ou.File = data
+		ou.Owner, _ = desired.IsOwned(data)
+		ou.FragmentPath = path
+	}
+	if s.isEnabled(name) {
+		ou.UnitFileState = "enabled"
+	}
+	s.mu.Lock()
+	u := s.units[name]
+	s.mu.Unlock()
+	if u == nil {
+		if ou.File != nil {
+			ou.LoadState = "loaded"
+			if _, err := ParseUnitFile(ou.File); err != nil {
+				ou.LoadState = "error"
+			}
+			ou.NeedDaemonReload = true
+		}
+		return ou
+	}
+	u.mu.Lock()
+	spec, file, us := u.spec, u.file, u.st
+	u.mu.Unlock()
+	switch {
+	case spec != nil:
+		ou.LoadState = "loaded"
+	case file != nil:
+		ou.LoadState = "error"
+	}
+	ou.NeedDaemonReload = string(file) != string(ou.File)
+	if us.ActiveState != "" {
+		ou.ActiveState, ou.SubState = us.ActiveState, us.SubState
+	}
+	if us.Result != "" {
+		ou.Result = us.Result
+	}
+	ou.NRestarts = us.NRestarts
+	ou.MainPID = uint32(us.MainPID)
+	ou.ExecMainStatus = us.ExecMainStatus
+	ou.ExecMainStartTimestamp = usec(us.ExecMainStart)
+	ou.LastTriggerUSec = usec(us.LastTrigger)
+	ou.NextElapseUSecRealtime = usec(us.NextElapse)
+	return ou
+}
+
+func usec(t time.Time) uint64 {
+	if t.IsZero() {
+		return 0
+	}
+	return uint64(t.UnixMicro())
+}

@@ -1,0 +1,281 @@
+package process
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// defaultPath is systemd's PATH for system services.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// identity is the resolved user/group of a unit (nil credential: the agent's own).
+type identity struct {
+	cred *syscall.Credential
+	env  []string // HOME, USER, LOGNAME, SHELL
+	uid  int      // -1 when not set
+	gid  int
+}
+
+func resolveIdentity(userName, groupName string) (identity, error) {
+	id := identity{uid: -1, gid: -1}
+	if userName == "" && groupName == "" {
+		return id, nil
+	}
+	uid, gid := os.Getuid(), os.Getgid()
+	var groups []uint32
+	if userName != "" {
+		u, err := user.Lookup(userName)
+		if err != nil {
+			if u, err = user.LookupId(userName); err != nil {
+				return id, fmt.Errorf("look up user %q: %w", userName, err)
+			}
+		}
+		uid, _ = strconv.Atoi(u.Uid)
+		gid, _ = strconv.Atoi(u.Gid)
+		id.env = append(id.env, "HOME="+u.HomeDir, "USER="+u.Username, "LOGNAME="+u.Username, "SHELL=/bin/sh")
+		if gids, err := u.GroupIds(); err == nil {
+			for _, g := range gids {
+				if n, err := strconv.Atoi(g); err == nil {
+					groups = append(groups, uint32(n))
+				}
+			}
+		}
+	}
+	if groupName != "" {
+		g, err := user.LookupGroup(groupName)
+		if err != nil {
+			if g, err = user.LookupGroupId(groupName); err != nil {
+				return id, fmt.Errorf("look up group %q: %w", groupName, err)
+			}
+		}
+		gid, _ = strconv.Atoi(g.Gid)
+	}
+	id.uid, id.gid = uid, gid
+	id.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: groups}
+	return id, nil
+}
+
+// buildEnv returns the environment of a unit's process: systemd's base
+// (PATH, LANG), the user's identity, environment files, the manifest's
+// environment, then extra (NOTIFY_SOCKET, WATCHDOG_USEC), later wins.
+func buildEnv(spec *Spec, id identity, extra []string) ([]string, error) {
+	m := map[string]string{"PATH": defaultPath}
+	if v, ok := os.LookupEnv("LANG"); ok {
+		m["LANG"] = v
+	}
+	set := func(kv string) {
+		if k, v, ok := strings.Cut(kv, "="); ok && k != "" {
+			m[k] = v
+		}
+	}
+	for _, kv := range id.env {
+		set(kv)
+	}
+	for _, f := range spec.EnvironmentFiles {
+		optional := strings.HasPrefix(f, "-")
+		kvs, err := readEnvFile(strings.TrimPrefix(f, "-"))
+		if err != nil {
+			if optional && errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			return nil, err
+		}
+		for _, kv := range kvs {
+			set(kv)
+		}
+	}
+	for k, v := range spec.Environment {
+		m[k] = v
+	}
+	for _, kv := range extra {
+		set(kv)
+	}
+	env := make([]string, 0, len(m))
+	for k, v := range m {
+		env = append(env, k+"="+v)
+	}
+	sort.Strings(env)
+	return env, nil
+}
+
+// readEnvFile reads KEY=VALUE lines; blank lines and # or ; comments are
+// skipped, and one level of matching quotes around VALUE is removed.
+func readEnvFile(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read environment file: %w", err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' || line[0] == ';' {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			continue
+		}
+		k = strings.TrimSpace(strings.TrimPrefix(k, "export "))
+		v = strings.TrimSpace(v)
+		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+			v = v[1 : len(v)-1]
+		}
+		out = append(out, k+"="+v)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read environment file %s: %w", path, err)
+	}
+	return out, nil
+}
+
+// lookPath finds argv0 on the unit's PATH.
+func lookPath(file string, env []string) (string, error) {
+	if strings.Contains(file, "/") {
+		return file, nil
+	}
+	path := defaultPath
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = v
+		}
+	}
+	for _, dir := range filepath.SplitList(path) {
+		p := filepath.Join(dir, file)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("command %q not found in PATH", file)
+}
+
+// procRecord is one row of the process table (processes.json): enough to
+// find the process again after the agent restarted.
+type procRecord struct {
+	Unit string `json:"unit"`
+	PID  int    `json:"pid"`
+	PGID int    `json:"pgid"`
+	// StartTime is /proc/PID/stat field 22.
+	StartTime uint64 `json:"startTime"`
+	// Started is the wall-clock start, microseconds since the epoch.
+	Started  int64  `json:"started"`
+	SpecHash string `json:"specHash"`
+	Stdout   string `json:"stdout,omitempty"`
+	Stderr   string `json:"stderr,omitempty"`
+}
+
+// child is a running process the supervisor forked or adopted.
+type child struct {
+	rec  procRecord
+	exit chan exitStatus // one status, buffered
+	// readers are the FIFO read ends the copiers drain; closed to abandon.
+	readers []*os.File
+}
+
+// launch describes one fork.
+type launch struct {
+	argv  []string
+	env   []string
+	dir   string
+	id    identity
+	lock  *os.File // passed as fd 3 when set
+	out   string   // stdout FIFO path
+	errp  string   // stderr FIFO path
+	stamp time.Time
+}
+
+// forkExec starts l in its own process group, registered with the reaper.
+func (s *Supervisor) forkExec(l launch) (*child, error) {
+	path, err := lookPath(l.argv[0], l.env)
+	if err != nil {
+		return nil, err
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", os.DevNull, err)
+	}
+	defer devnull.Close()
+	var readers, childEnds []*os.File
+	defer func() {
+		for _, f := range childEnds {
+			f.Close()
+		}
+	}()
+	for _, p := range []string{l.out, l.errp} {
+		r, w, err := makeFIFO(p)
+		if err != nil {
+			for _, f := range readers {
+				f.Close()
+			}
+			return nil, err
+		}
+		readers = append(readers, r)
+		childEnds = append(childEnds, w)
+	}
+	files := []uintptr{devnull.Fd(), childEnds[0].Fd(), childEnds[1].Fd()}
+	if l.lock != nil {
+		files = append(files, l.lock.Fd())
+	}
+	attr := &syscall.ProcAttr{
+		Dir:   l.dir,
+		Env:   l.env,
+		Files: files,
+		Sys:   &syscall.SysProcAttr{Setpgid: true, Credential: l.id.cred},
+	}
+	exit := make(chan exitStatus, 1)
+	pid, err := s.reaper.fork(func() (int, error) { return syscall.ForkExec(path, l.argv, attr) }, exit)
+	if err != nil {
+		for _, f := range readers {
+			f.Close()
+		}
+		os.Remove(l.out)
+		os.Remove(l.errp)
+		return nil, fmt.Errorf("exec %s: %w", l.argv[0], err)
+	}
+	rec := procRecord{PID: pid, PGID: pid, Started: l.stamp.UnixMicro(), Stdout: l.out, Stderr: l.errp}
+	if st, err := readProcStat(s.procRoot, pid); err == nil {
+		rec.StartTime = st.StartTime
+	}
+	return &child{rec: rec, exit: exit, readers: readers}, nil
+}
+
+// signalGroup sends sig to the process group pgid (ESRCH: already gone).
+func signalGroup(pgid int, sig syscall.Signal) {
+	if pgid > 1 {
+		_ = unix.Kill(-pgid, sig)
+	}
+}
+
+// tryLock opens path and tries to take an exclusive flock on it:
+//
+//	(f, false, nil) - locked; pass f to the child (fd 3), which holds the lock
+//	                  for its whole life; the agent closes its copy after fork
+//	(nil, true, nil) - someone else holds it; try again later
+//	(nil, false, err) - the lock file cannot be used
+func tryLock(path string) (*os.File, bool, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_CLOEXEC, 0o644)
+	if err != nil {
+		return nil, false, fmt.Errorf("open lock %s: %w", path, err)
+	}
+	err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+	if err == nil {
+		return f, false, nil
+	}
+	f.Close()
+	if errors.Is(err, unix.EWOULDBLOCK) {
+		return nil, true, nil
+	}
+	return nil, false, fmt.Errorf("flock %s: %w", path, err)
+}

@@ -1,0 +1,669 @@
+package process
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/google/renameio/v2"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"resil.dev/resil/actuators"
+	"resil.dev/resil/desired"
+)
+
+// Options configure a Supervisor.
+type Options struct {
+	// StopOnExit (PID 1 / container mode): when Run's ctx is done, stop every
+	// service in reverse start order (SIGTERM, SIGKILL after its stop timeout)
+	// and return once all are down. Without it, processes keep running for
+	// the next agent to adopt.
+	StopOnExit bool
+	// Wake is called, without blocking, whenever a unit changes state (start,
+	// exit, restart, failure, timer elapse), so the reconcile loop re-plans.
+	Wake func()
+	// Output receives the "NAME: line" output of units without log files;
+	// default os.Stdout.
+	Output io.Writer
+	// Subreaper makes the agent a child subreaper (PR_SET_CHILD_SUBREAPER)
+	// and reaps orphans; always on when the agent is PID 1. In this mode
+	// nothing else in the agent may wait for children (exec.Cmd.Wait).
+	Subreaper bool
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// ProcRoot is where /proc is (default "/proc"), for tests.
+	ProcRoot string
+}
+
+// Supervisor runs the units in <stateDir>/units as child processes, the way
+// systemd would: restart policies, start limits, pre-start checks, sd_notify
+// watchdogs, log capture, timers and locks. It keeps a process table in
+// <stateDir>/processes.json so a new agent adopts what an old one started.
+type Supervisor struct {
+	dir, unitDir, runDir, resetDir string
+	procRoot                       string
+	log                            *zap.Logger
+	opts                           Options
+	now                            func() time.Time
+	started                        time.Time
+	reaper                         *reaper
+	logFiles                       logFiles
+	outMu                          sync.Mutex
+
+	mu    sync.Mutex
+	units map[string]*unit
+	order []string              // units by last process start, oldest first
+	table map[string]procRecord // the process table, by unit
+
+	ctl     chan chan reloadReply
+	ready   chan struct{} // closed once Run has loaded and adopted
+	done    chan struct{} // closed when Run returns
+	running bool
+}
+
+type reloadReply struct {
+	changed bool
+	err     error
+}
+
+// New returns a supervisor for stateDir. It starts no goroutines; Run does.
+func New(stateDir string, log *zap.Logger, opts Options) (*Supervisor, error) {
+	if stateDir == "" {
+		return nil, errors.New("process supervisor: empty state dir")
+	}
+	dir, err := filepath.Abs(stateDir)
+	if err != nil {
+		return nil, fmt.Errorf("process supervisor: %w", err)
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Output == nil {
+		opts.Output = os.Stdout
+	}
+	if opts.ProcRoot == "" {
+		opts.ProcRoot = "/proc"
+	}
+	s := &Supervisor{
+		dir: dir, unitDir: filepath.Join(dir, "units"), runDir: filepath.Join(dir, "run"), resetDir: filepath.Join(dir, "reset"),
+		procRoot: opts.ProcRoot, log: log.Named("process"), opts: opts, now: opts.Now,
+		units: map[string]*unit{}, table: map[string]procRecord{},
+		ctl: make(chan chan reloadReply), ready: make(chan struct{}), done: make(chan struct{}),
+	}
+	for _, d := range []string{s.unitDir, s.runDir, s.resetDir, filepath.Join(dir, "timers")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("process supervisor: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// UnitDir is where unit files live (<stateDir>/units).
+func (s *Supervisor) UnitDir() string { return s.unitDir }
+
+// Run loads the units, adopts the processes a previous agent left running,
+// starts the enabled units, and then serves reloads, requests and resets
+// until ctx is done. It returns only after every goroutine it started has
+// exited. See Options.StopOnExit for what happens to the processes.
+func (s *Supervisor) Run(ctx context.Context) error {
+	s.mu.Lock()
+	if s.running {
+		s.mu.Unlock()
+		return errors.New("process supervisor: Run called twice")
+	}
+	s.running = true
+	s.mu.Unlock()
+	defer close(s.done)
+	s.started = s.now()
+
+	orphans := s.opts.Subreaper || os.Getpid() == 1
+	if orphans {
+		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+			return fmt.Errorf("process supervisor: set child subreaper: %w", err)
+		}
+	}
+	s.reaper = newReaper(s.log, orphans)
+	sigs := notifySIGCHLD()
+	defer signal.Stop(sigs)
+
+	// Units outlive ctx so StopOnExit can still stop them in order.
+	runCtx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+		s.logFiles.close()
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.reaper.run(runCtx, sigs)
+	}()
+
+	s.loadTable()
+	if _, err := s.reload(runCtx, &wg, true); err != nil {
+		s.log.Error("load units failed", zap.Error(err))
+	}
+	s.startEnabled()
+
+	resets := make(chan struct{}, 1)
+	stopWatch := s.watchResets(&wg, resets)
+	defer stopWatch()
+	s.applyResets()
+	close(s.ready)
+	s.log.Info("supervisor running", zap.String("stateDir", s.dir), zap.Int("units", len(s.units)))
+
+	for {
+		select {
+		case <-ctx.Done():
+			if s.opts.StopOnExit {
+				s.stopAll()
+			}
+			s.log.Info("supervisor stopped", zap.Bool("stoppedUnits", s.opts.StopOnExit))
+			return nil
+		case reply := <-s.ctl:
+			changed, err := s.reload(runCtx, &wg, false)
+			reply <- reloadReply{changed, err}
+		case <-resets:
+			s.applyResets()
+		}
+	}
+}
+
+func (s *Supervisor) wake() {
+	if s.opts.Wake != nil {
+		s.opts.Wake()
+	}
+}
+
+// reload reads every unit file. New units get a goroutine (adopting a
+// recorded process on the first load); changed files replace the loaded
+// spec, which a running process only picks up when it is next started.
+func (s *Supervisor) reload(ctx context.Context, wg *sync.WaitGroup, first bool) (bool, error) {
+	ents, err := os.ReadDir(s.unitDir)
+	if err != nil {
+		return false, fmt.Errorf("read unit dir: %w", err)
+	}
+	seen := map[string]bool{}
+	changed := false
+	var errs []error
+	for _, e := range ents {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") || !(strings.HasSuffix(name, ".service") || strings.HasSuffix(name, ".timer")) {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(s.unitDir, name))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		seen[name] = true
+		spec, perr := ParseUnitFile(data)
+		if perr == nil && spec.Unit != name {
+			perr = fmt.Errorf("unit file %s describes %s", name, spec.Unit)
+		}
+		if perr == nil && spec.Timer != nil {
+			_, perr = parseSchedules(spec.Timer.Schedule)
+		}
+		if perr != nil {
+			errs = append(errs, fmt.Errorf("load %s: %w", name, perr))
+			spec = nil
+		}
+		s.mu.Lock()
+		u := s.units[name]
+		s.mu.Unlock()
+		if u != nil {
+			u.mu.Lock()
+			diff := string(u.file) != string(data) || (u.spec == nil) != (spec == nil)
+			if diff {
+				u.spec, u.file = spec, data
+				changed = true
+			}
+			u.mu.Unlock()
+			if diff && strings.HasSuffix(name, ".timer") {
+				select {
+				case u.cmds <- command{op: opReload}:
+				default:
+				}
+			}
+			continue
+		}
+		changed = true
+		u = &unit{s: s, name: name, cmds: make(chan command, 16), spec: spec, file: data}
+		s.mu.Lock()
+		s.units[name] = u
+		s.mu.Unlock()
+		var adopt *procRecord
+		if first {
+			adopt = s.adoptable(name, spec)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if strings.HasSuffix(name, ".timer") {
+				u.runTimer(ctx)
+			} else {
+				u.runService(ctx, adopt)
+			}
+		}()
+	}
+	s.mu.Lock()
+	for name, u := range s.units {
+		if !seen[name] {
+			u.mu.Lock()
+			if u.spec != nil || u.file != nil {
+				u.spec, u.file = nil, nil
+				changed = true
+			}
+			u.mu.Unlock()
+		}
+	}
+	s.mu.Unlock()
+	if first {
+		s.cleanupStale()
+	}
+	return changed, errors.Join(errs...)
+}
+
+// adoptable returns the table record of name when its process still runs:
+// same PID and same start time, not a zombie.
+func (s *Supervisor) adoptable(name string, spec *Spec) *procRecord {
+	s.mu.Lock()
+	rec, ok := s.table[name]
+	s.mu.Unlock()
+	if !ok || spec == nil || spec.Kind != "service" {
+		return nil
+	}
+	st, err := readProcStat(s.procRoot, rec.PID)
+	if err != nil || st.StartTime != rec.StartTime || st.State == 'Z' {
+		return nil
+	}
+	s.mu.Lock()
+	s.order = append(s.order, name)
+	s.mu.Unlock()
+	return &rec
+}
+
+// cleanupStale stops what is left of recorded processes that could not be
+// adopted (dead main process, PID reused, unit gone), so no unit runs twice.
+func (s *Supervisor) cleanupStale() {
+	s.mu.Lock()
+	var stale []procRecord
+	for name, rec := range s.table {
+		u := s.units[name]
+		if u == nil || u.status().MainPID != rec.PID {
+			stale = append(stale, rec)
+			delete(s.table, name)
+		}
+	}
+	s.mu.Unlock()
+	for _, rec := range stale {
+		reapIfChildNow(rec.PID)
+		pids := groupMembers(s.procRoot, rec.PGID, rec.StartTime)
+		if len(pids) == 0 {
+			continue
+		}
+		s.log.Warn("stopping stale process group", zap.String("unit", rec.Unit), zap.Int("pgid", rec.PGID), zap.Ints("pids", pids))
+		signalGroup(rec.PGID, syscall.SIGTERM)
+		deadline := time.Now().Add(5 * time.Second)
+		for len(groupMembers(s.procRoot, rec.PGID, rec.StartTime)) > 0 && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		signalGroup(rec.PGID, syscall.SIGKILL)
+		for _, p := range pids {
+			reapIfChildNow(p)
+		}
+	}
+	s.saveTable()
+}
+
+// reapIfChildNow collects a zombie child of ours, if it is one.
+func reapIfChildNow(pid int) {
+	var ws unix.WaitStatus
+	_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+}
+
+// startEnabled starts every enabled unit that is not running yet.
+func (s *Supervisor) startEnabled() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	names := make([]string, 0, len(s.units))
+	for n := range s.units {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		u := s.units[n]
+		if u.loaded() == nil || !s.isEnabled(n) {
+			continue
+		}
+		select {
+		case u.cmds <- command{op: actuators.OpStart}:
+		default:
+		}
+	}
+}
+
+func (s *Supervisor) enabledPath(name string) string {
+	return filepath.Join(s.unitDir, name+".enabled")
+}
+
+func (s *Supervisor) isEnabled(name string) bool {
+	_, err := os.Stat(s.enabledPath(name))
+	return err == nil
+}
+
+// stopAll stops timers first (no new jobs), then services in reverse start order.
+func (s *Supervisor) stopAll() {
+	s.mu.Lock()
+	order := append([]string(nil), s.order...)
+	var timers, others []string
+	inOrder := map[string]bool{}
+	for _, n := range order {
+		inOrder[n] = true
+	}
+	for n := range s.units {
+		if strings.HasSuffix(n, ".timer") {
+			timers = append(timers, n)
+		} else if !inOrder[n] {
+			others = append(others, n)
+		}
+	}
+	s.mu.Unlock()
+	sort.Strings(others)
+	list := timers
+	for i := len(order) - 1; i >= 0; i-- {
+		list = append(list, order[i])
+	}
+	list = append(list, others...)
+	for _, n := range list {
+		if _, err := s.command(context.Background(), n, actuators.OpStop); err != nil {
+			s.log.Error("stop on exit failed", zap.String("unit", n), zap.Error(err))
+		}
+	}
+}
+
+// trigger asks a unit to start without waiting (a timer elapsed).
+func (s *Supervisor) trigger(name string) bool {
+	s.mu.Lock()
+	u := s.units[name]
+	s.mu.Unlock()
+	if u == nil || u.loaded() == nil {
+		return false
+	}
+	select {
+	case u.cmds <- command{op: opTrigger}:
+	default:
+	}
+	return true
+}
+
+var errNotRunning = errors.New("process supervisor is not running")
+
+func (s *Supervisor) waitReady(ctx context.Context) error {
+	select {
+	case <-s.ready:
+	case <-s.done:
+		return errNotRunning
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-s.done:
+		return errNotRunning
+	default:
+		return nil
+	}
+}
+
+// command sends op to a unit's goroutine and waits for its answer.
+func (s *Supervisor) command(ctx context.Context, name string, op actuators.Op) (actuators.Result, error) {
+	if err := s.waitReady(ctx); err != nil {
+		return actuators.Unchanged, err
+	}
+	s.mu.Lock()
+	u := s.units[name]
+	s.mu.Unlock()
+	if u == nil || (u.loaded() == nil && op != actuators.OpStop) {
+		if op == actuators.OpStop || op == actuators.OpResetFailed {
+			return actuators.Unchanged, nil
+		}
+		return actuators.Unchanged, fmt.Errorf("unit %s not loaded", name)
+	}
+	reply := make(chan opReply, 1)
+	select {
+	case u.cmds <- command{op: op, reply: reply}:
+	case <-ctx.Done():
+		return actuators.Unchanged, ctx.Err()
+	case <-s.done:
+		return actuators.Unchanged, errNotRunning
+	}
+	select {
+	case r := <-reply:
+		return r.res, r.err
+	case <-ctx.Done():
+		return actuators.Unchanged, ctx.Err()
+	case <-s.done:
+		return actuators.Unchanged, errNotRunning
+	}
+}
+
+// daemonReload makes Run re-read the unit files.
+func (s *Supervisor) daemonReload(ctx context.Context) (bool, error) {
+	if err := s.waitReady(ctx); err != nil {
+		return false, err
+	}
+	reply := make(chan reloadReply, 1)
+	select {
+	case s.ctl <- reply:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	case <-s.done:
+		return false, errNotRunning
+	}
+	select {
+	case r := <-reply:
+		return r.changed, r.err
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+}
+
+// writers returns the stdout and stderr destinations of a unit. Without a
+// stderr file, stderr goes where stdout goes (systemd's StandardError=inherit).
+func (s *Supervisor) writers(name string, logs *desired.Logs) (lineWriter, lineWriter) {
+	prefix := strings.TrimSuffix(strings.TrimSuffix(name, ".service"), ".timer")
+	var out lineWriter = prefixWriter{mu: &s.outMu, out: s.opts.Output, pfx: []byte(prefix + ": ")}
+	errW := out
+	if logs != nil && logs.Stdout != "" {
+		if w, err := s.logFiles.get(logs.Stdout, logs); err == nil {
+			out, errW = w, w
+		} else {
+			s.log.Error("log file unusable", zap.String("unit", name), zap.Error(err))
+		}
+	}
+	if logs != nil && logs.Stderr != "" {
+		if w, err := s.logFiles.get(logs.Stderr, logs); err == nil {
+			errW = w
+		} else {
+			s.log.Error("log file unusable", zap.String("unit", name), zap.Error(err))
+		}
+	}
+	return out, errW
+}
+
+// processTable is the JSON form of <stateDir>/processes.json.
+type processTable struct {
+	Processes []procRecord `json:"processes"`
+}
+
+func (s *Supervisor) tablePath() string { return filepath.Join(s.dir, "processes.json") }
+
+func (s *Supervisor) loadTable() {
+	b, err := os.ReadFile(s.tablePath())
+	if err != nil {
+		return
+	}
+	var t processTable
+	if err := json.Unmarshal(b, &t); err != nil {
+		s.log.Error("process table unreadable", zap.Error(err))
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range t.Processes {
+		s.table[r.Unit] = r
+	}
+}
+
+// recordProc sets (rec != nil) or clears a unit's row and writes the table.
+func (s *Supervisor) recordProc(name string, rec *procRecord) {
+	s.mu.Lock()
+	if rec != nil {
+		s.table[name] = *rec
+		for i, n := range s.order {
+			if n == name {
+				s.order = append(s.order[:i], s.order[i+1:]...)
+				break
+			}
+		}
+		s.order = append(s.order, name)
+	} else {
+		delete(s.table, name)
+	}
+	s.mu.Unlock()
+	s.saveTable()
+}
+
+func (s *Supervisor) saveTable() {
+	s.mu.Lock()
+	t := processTable{Processes: make([]procRecord, 0, len(s.table))}
+	for _, r := range s.table {
+		t.Processes = append(t.Processes, r)
+	}
+	s.mu.Unlock()
+	sort.Slice(t.Processes, func(i, j int) bool { return t.Processes[i].Unit < t.Processes[j].Unit })
+	b, _ := json.MarshalIndent(t, "", "  ")
+	if err := renameio.WriteFile(s.tablePath(), append(b, '\n'), 0o644); err != nil {
+		s.log.Error("write process table failed", zap.Error(err))
+	}
+}
+
+func specHash(u *unit) string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	h, _ := desired.HashOf(u.file)
+	return h
+}
+
+// RequestReset asks the supervisor running on stateDir to clear a unit's
+// failed and start-limit state, like OpResetFailed (for a CLI
+// "reconciler reset NAME"). It only drops a request file; the supervisor
+// picks it up within a moment (inotify). unit is a unit name ("worker.service")
+// or a bare service name ("worker").
+func RequestReset(stateDir, unit string) error {
+	if unit == "" || strings.ContainsAny(unit, "/\x00") || strings.HasPrefix(unit, ".") {
+		return fmt.Errorf("reset: bad unit name %q", unit)
+	}
+	if !strings.HasSuffix(unit, ".service") && !strings.HasSuffix(unit, ".timer") {
+		unit += ".service"
+	}
+	dir := filepath.Join(stateDir, "reset")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("reset %s: %w", unit, err)
+	}
+	if err := renameio.WriteFile(filepath.Join(dir, unit), nil, 0o644); err != nil {
+		return fmt.Errorf("reset %s: %w", unit, err)
+	}
+	return nil
+}
+
+// applyResets handles every pending reset request.
+func (s *Supervisor) applyResets() {
+	ents, err := os.ReadDir(s.resetDir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") {
+			continue
+		}
+		os.Remove(filepath.Join(s.resetDir, name))
+		s.mu.Lock()
+		u := s.units[name]
+		s.mu.Unlock()
+		if u == nil {
+			s.log.Warn("reset requested for unknown unit", zap.String("unit", name))
+			continue
+		}
+		s.log.Info("reset requested", zap.String("unit", name))
+		select {
+		case u.cmds <- command{op: actuators.OpResetFailed}:
+		default:
+		}
+	}
+}
+
+// watchResets signals resets whenever a file lands in the reset dir
+// (inotify; a 1 s poll if inotify is unavailable). The returned func stops it.
+func (s *Supervisor) watchResets(wg *sync.WaitGroup, out chan<- struct{}) (stop func()) {
+	kick := func() {
+		select {
+		case out <- struct{}{}:
+		default:
+		}
+	}
+	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
+	if err == nil {
+		if _, err = unix.InotifyAddWatch(fd, s.resetDir, unix.IN_CLOSE_WRITE|unix.IN_MOVED_TO); err != nil {
+			unix.Close(fd)
+		}
+	}
+	if err != nil {
+		s.log.Warn("inotify unavailable, polling reset requests", zap.Error(err))
+		quit := make(chan struct{})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-quit:
+					return
+				case <-t.C:
+					kick()
+				}
+			}
+		}()
+		return func() { close(quit) }
+	}
+	f := os.NewFile(uintptr(fd), "inotify")
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, 4096)
+		for {
+			if _, err := f.Read(buf); err != nil {
+				return
+			}
+			kick()
+		}
+	}()
+	return func() { f.Close() }
+}

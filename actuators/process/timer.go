@@ -1,0 +1,241 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/google/renameio/v2"
+	"go.uber.org/zap"
+
+	"resil.dev/resil/actuators"
+	"resil.dev/resil/desired"
+	"resil.dev/resil/desired/calendar"
+)
+
+// opReload tells a timer that its spec changed.
+const opReload actuators.Op = "reload"
+
+// timerState is the goroutine-local state of a timer unit.
+type timerState struct {
+	u        *unit
+	log      *zap.Logger
+	spec     *Spec
+	cals     []*calendar.Spec
+	active   bool
+	last     time.Time // last trigger
+	bootDone bool
+	t        *time.Timer
+	tC       <-chan time.Time
+}
+
+// runTimer is the goroutine of one timer unit: while active it sleeps until
+// the next elapse and then asks the target unit to start (ignored when that
+// unit is already running, so a job never runs twice at once).
+func (u *unit) runTimer(ctx context.Context) {
+	t := &timerState{u: u, log: u.s.log.With(zap.String("unit", u.name)), last: u.s.readStamp(u.name)}
+	defer t.stop()
+	u.update(func(st *status) {
+		st.LastTrigger = t.last
+		if st.ActiveState == "" {
+			st.ActiveState, st.SubState = "inactive", "dead"
+		}
+	})
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case c := <-u.cmds:
+			switch c.op {
+			case actuators.OpStart, opTrigger:
+				if t.active {
+					c.answer(actuators.Unchanged, nil)
+					continue
+				}
+				c.answer(actuators.Changed, t.start())
+			case actuators.OpStop:
+				if !t.active {
+					c.answer(actuators.Unchanged, nil)
+					continue
+				}
+				t.deactivate()
+				c.answer(actuators.Changed, nil)
+			case actuators.OpRestart:
+				t.deactivate()
+				c.answer(actuators.Changed, t.start())
+			case opReload:
+				if t.active && t.u.loaded() != t.spec {
+					t.deactivate()
+					if err := t.start(); err != nil {
+						t.log.Error("timer restart after reload failed", zap.Error(err))
+					}
+				}
+				c.answer(actuators.Unchanged, nil)
+			default: // reset-failed
+				c.answer(actuators.Unchanged, nil)
+			}
+		case <-t.tC:
+			t.tC = nil
+			t.fire("schedule")
+			t.schedule()
+		}
+	}
+}
+
+func (t *timerState) stop() {
+	if t.t != nil {
+		t.t.Stop()
+	}
+	t.t, t.tC = nil, nil
+}
+
+func (t *timerState) deactivate() {
+	t.stop()
+	t.active = false
+	t.u.update(func(st *status) {
+		st.ActiveState, st.SubState, st.NextElapse = "inactive", "dead", time.Time{}
+	})
+}
+
+func (t *timerState) start() error {
+	spec := t.u.loaded()
+	if spec == nil || spec.Timer == nil {
+		return errors.New("timer not loaded")
+	}
+	cals, err := parseSchedules(spec.Timer.Schedule)
+	if err != nil {
+		t.u.update(func(st *status) { st.ActiveState, st.SubState, st.Result = "failed", "failed", ResultExitCode })
+		return err
+	}
+	t.spec, t.cals, t.active = spec, cals, true
+	t.u.update(func(st *status) { st.Result = ResultSuccess })
+	t.catchUp()
+	t.schedule()
+	return nil
+}
+
+func parseSchedules(exprs []string) ([]*calendar.Spec, error) {
+	var cals []*calendar.Spec
+	for _, e := range exprs {
+		c, err := calendar.Parse(e)
+		if err != nil {
+			return nil, err
+		}
+		cals = append(cals, c)
+	}
+	return cals, nil
+}
+
+// catchUp fires once for calendar runs missed while the agent was down
+// (persistent timers with a stamp, catchUp once). A miss whose latest due
+// time is older than maxLateness is skipped and reported instead.
+func (t *timerState) catchUp() {
+	ts := t.spec.Timer
+	if !ts.Persistent || ts.CatchUp == desired.CatchUpSkip || t.last.IsZero() {
+		return
+	}
+	now := t.u.s.now()
+	var latest time.Time
+	for _, c := range t.cals {
+		n, ok := c.Next(t.last)
+		for i := 0; ok && !n.After(now) && i < 100000; i++ {
+			if n.After(latest) {
+				latest = n
+			}
+			n, ok = c.Next(n)
+		}
+	}
+	if latest.IsZero() {
+		return
+	}
+	if ml := ts.MaxLateness.D(); ml > 0 && now.Sub(latest) > ml {
+		t.log.Warn("missed timer run skipped", zap.Time("due", latest), zap.Duration("late", now.Sub(latest)), zap.Duration("maxLateness", ml))
+		t.u.update(func(st *status) { st.Missed++ })
+		return
+	}
+	t.log.Info("missed timer run caught up", zap.Time("due", latest))
+	t.fire("catch-up")
+}
+
+func (t *timerState) schedule() {
+	t.stop()
+	if !t.active {
+		return
+	}
+	now := t.u.s.now()
+	ts := t.spec.Timer
+	var next time.Time
+	consider := func(c time.Time) {
+		if !c.IsZero() && (next.IsZero() || c.Before(next)) {
+			next = c
+		}
+	}
+	for _, c := range t.cals {
+		if n, ok := c.Next(now); ok {
+			consider(n)
+		}
+	}
+	if d := ts.OnBoot.D(); ts.OnBoot.IsSet() && !t.bootDone {
+		consider(t.u.s.started.Add(d))
+	}
+	if d := ts.OnUnitActive.D(); d > 0 && !t.last.IsZero() {
+		consider(t.last.Add(d))
+	}
+	if next.IsZero() {
+		t.u.update(func(st *status) { st.ActiveState, st.SubState, st.NextElapse = "active", "elapsed", time.Time{} })
+		return
+	}
+	if rd := ts.RandomizedDelay.D(); rd > 0 {
+		next = next.Add(rand.N(rd))
+	}
+	wait := next.Sub(now)
+	if wait < 0 {
+		wait = 0
+	}
+	t.t = time.NewTimer(wait)
+	t.tC = t.t.C
+	t.u.update(func(st *status) { st.ActiveState, st.SubState, st.NextElapse = "active", "waiting", next })
+}
+
+// fire triggers the target and stores the trigger time (atomically) for
+// persistent catch-up after a restart.
+func (t *timerState) fire(why string) {
+	now := t.u.s.now()
+	ts := t.spec.Timer
+	if ts.OnBoot.IsSet() && !now.Before(t.u.s.started.Add(ts.OnBoot.D())) {
+		t.bootDone = true
+	}
+	t.last = now
+	if err := t.u.s.writeStamp(t.u.name, now); err != nil {
+		t.log.Error("write timer stamp failed", zap.Error(err))
+	}
+	t.u.update(func(st *status) { st.LastTrigger = now })
+	if !t.u.s.trigger(ts.Unit) {
+		t.log.Warn("timer target not loaded", zap.String("target", ts.Unit))
+	}
+	t.log.Info("timer fired", zap.String("target", ts.Unit), zap.String("why", why))
+}
+
+func (s *Supervisor) stampPath(name string) string {
+	return filepath.Join(s.dir, "timers", name+".stamp")
+}
+
+func (s *Supervisor) readStamp(name string) time.Time {
+	b, err := os.ReadFile(s.stampPath(name))
+	if err != nil {
+		return time.Time{}
+	}
+	t, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(string(b)))
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+func (s *Supervisor) writeStamp(name string, t time.Time) error {
+	return renameio.WriteFile(s.stampPath(name), []byte(t.Format(time.RFC3339Nano)+"\n"), 0o644)
+}
