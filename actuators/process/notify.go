@@ -123,17 +123,18 @@ func listenNotify(path string, uid, gid int) (*notifySocket, error) {
 // message to out. It returns when ctx is done or the socket fails.
 func (n *notifySocket) serve(ctx context.Context, out chan<- notifyMsg) {
 	buf := make([]byte, 4096)
-	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
+	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred)+unix.CmsgSpace(4*16))
 	for {
 		nb, noob, _, _, err := n.conn.ReadMsgUnix(buf, oob)
 		if err != nil {
 			return
 		}
+		sender := readControl(oob[:noob])
 		m, err := parseNotify(buf[:nb])
 		if err != nil {
 			continue
 		}
-		m.Sender = senderPID(oob[:noob])
+		m.Sender = sender
 		select {
 		case out <- m:
 		case <-ctx.Done():
@@ -144,17 +145,30 @@ func (n *notifySocket) serve(ctx context.Context, out chan<- notifyMsg) {
 
 func (n *notifySocket) close() { n.conn.Close() }
 
-func senderPID(oob []byte) int {
+// readControl returns the sender PID from SCM_CREDENTIALS and closes any
+// file descriptors passed along: systemd-notify(1) sends BARRIER=1 with a
+// pipe and waits until the manager closed it.
+func readControl(oob []byte) (pid int) {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
 		return 0
 	}
 	for _, m := range msgs {
-		if m.Header.Level == syscall.SOL_SOCKET && m.Header.Type == syscall.SCM_CREDENTIALS {
+		if m.Header.Level != syscall.SOL_SOCKET {
+			continue
+		}
+		switch m.Header.Type {
+		case syscall.SCM_CREDENTIALS:
 			if c, err := unix.ParseUnixCredentials(&m); err == nil {
-				return int(c.Pid)
+				pid = int(c.Pid)
+			}
+		case syscall.SCM_RIGHTS:
+			if fds, err := unix.ParseUnixRights(&m); err == nil {
+				for _, fd := range fds {
+					unix.Close(fd)
+				}
 			}
 		}
 	}
-	return 0
+	return pid
 }
