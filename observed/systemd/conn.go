@@ -1,0 +1,266 @@
+package systemd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"sync/atomic"
+
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
+	godbus "github.com/godbus/dbus/v5"
+)
+
+// Default socket paths.
+const (
+	// PrivateSocket is systemd's own D-Bus socket (no bus daemon, no Hello).
+	PrivateSocket = "/run/systemd/private"
+	// SystemBusSocket is the system bus daemon's socket.
+	SystemBusSocket = "/run/dbus/system_bus_socket"
+)
+
+const (
+	systemdDest     = "org.freedesktop.systemd1"
+	systemdPath     = godbus.ObjectPath("/org/freedesktop/systemd1")
+	managerIface    = "org.freedesktop.systemd1.Manager"
+	unitPathPrefix  = "/org/freedesktop/systemd1/unit/"
+	propsIface      = "org.freedesktop.DBus.Properties"
+	propsChanged    = propsIface + ".PropertiesChanged"
+	errAlreadySubsc = "org.freedesktop.systemd1.AlreadySubscribed"
+)
+
+// Conn is one connection to systemd: go-systemd's *dbus.Conn (embedded, so
+// every go-systemd method is available and *Conn satisfies the consumer
+// interfaces of this package and of actuators/systemd) plus the raw bus
+// connections under it, for the three things go-systemd cannot do:
+// counting every message on the wire (Wire), watching unit property-change
+// signals without go-systemd's subscriber (WatchUnitSignals), and reading
+// or setting manager properties with a context (GetManagerPropertyContext,
+// SetManagerProperty).
+//
+// Close it with Close (promoted from *dbus.Conn).
+type Conn struct {
+	*sddbus.Conn
+	// calls is the connection go-systemd sends method calls on; signals is
+	// the one it receives signals on (go-systemd's NewConnection dials
+	// calls first, then signals).
+	calls, signals *godbus.Conn
+	private        bool
+	wire           *Wire
+}
+
+// Wire counts D-Bus messages on the two connections under a Conn, including
+// the calls go-systemd makes on its own (AddMatch at connect) and the
+// Hello of a bus connection. It is safe for concurrent use.
+type Wire struct {
+	calls   atomic.Uint64
+	signals atomic.Uint64
+}
+
+// Calls returns the number of method calls sent.
+func (w *Wire) Calls() uint64 { return w.calls.Load() }
+
+// Signals returns the number of signals received (before any filtering).
+func (w *Wire) Signals() uint64 { return w.signals.Load() }
+
+func (w *Wire) outgoing(m *godbus.Message) {
+	if m.Type == godbus.TypeMethodCall {
+		w.calls.Add(1)
+	}
+}
+
+func (w *Wire) incoming(m *godbus.Message) {
+	if m.Type == godbus.TypeSignal {
+		w.signals.Add(1)
+	}
+}
+
+// Wire returns the message counters of c.
+func (c *Conn) Wire() *Wire { return c.wire }
+
+// Private reports whether c talks to systemd's private socket (no bus daemon).
+func (c *Conn) Private() bool { return c.private }
+
+// Dial connects to the host's systemd. As root it uses systemd's private
+// socket (what dbus.NewSystemdConnectionContext does: EXTERNAL auth, no
+// Hello), which works before the bus daemon is up; if that fails, or when
+// not root, it uses the system bus (DBUS_SYSTEM_BUS_ADDRESS or
+// /run/dbus/system_bus_socket; EXTERNAL auth, then Hello).
+//
+// Outcomes:
+//   - (c, nil): connected; the caller owns c and must Close it.
+//   - (nil, err): no connection; as root err names both attempts.
+func Dial(ctx context.Context) (*Conn, error) {
+	if os.Geteuid() == 0 {
+		c, perr := DialPrivate(ctx, PrivateSocket)
+		if perr == nil {
+			return c, nil
+		}
+		c, berr := dialBusAddress(ctx, systemBusAddress())
+		if berr == nil {
+			return c, nil
+		}
+		return nil, errors.Join(perr, berr)
+	}
+	return dialBusAddress(ctx, systemBusAddress())
+}
+
+// DialBus connects through the bus daemon listening on the unix socket at
+// path (EXTERNAL auth as the caller's uid, then Hello). Host-side tests use
+// it with "/proc/PID/root/run/dbus/system_bus_socket" of a sandbox.
+func DialBus(ctx context.Context, path string) (*Conn, error) {
+	return dialBusAddress(ctx, "unix:path="+path)
+}
+
+// DialPrivate connects to systemd's private socket at path (EXTERNAL auth,
+// no Hello: there is no bus daemon). systemd refuses peers outside its PID
+// namespace, so a host process cannot use a sandbox's private socket.
+func DialPrivate(ctx context.Context, path string) (*Conn, error) {
+	return dial(ctx, "unix:path="+path, true)
+}
+
+func dialBusAddress(ctx context.Context, addr string) (*Conn, error) {
+	return dial(ctx, addr, false)
+}
+
+func systemBusAddress() string {
+	if a := os.Getenv("DBUS_SYSTEM_BUS_ADDRESS"); a != "" {
+		return a
+	}
+	return "unix:path=" + SystemBusSocket
+}
+
+func dial(ctx context.Context, addr string, private bool) (*Conn, error) {
+	c := &Conn{private: private, wire: new(Wire)}
+	var dialed []*godbus.Conn
+	conn, err := sddbus.NewConnection(func() (*godbus.Conn, error) {
+		bc, err := godbus.Dial(addr,
+			godbus.WithContext(ctx),
+			godbus.WithOutgoingInterceptor(c.wire.outgoing),
+			godbus.WithIncomingInterceptor(c.wire.incoming))
+		if err != nil {
+			return nil, err
+		}
+		if err := bc.Auth([]godbus.Auth{godbus.AuthExternal(strconv.Itoa(os.Getuid()))}); err != nil {
+			bc.Close()
+			return nil, err
+		}
+		if !private {
+			if err := bc.Hello(); err != nil {
+				bc.Close()
+				return nil, err
+			}
+		}
+		dialed = append(dialed, bc)
+		return bc, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to systemd at %s: %w", addr, err)
+	}
+	if len(dialed) != 2 {
+		conn.Close()
+		return nil, fmt.Errorf("connect to systemd at %s: go-systemd dialed %d connections, want 2", addr, len(dialed))
+	}
+	c.Conn, c.calls, c.signals = conn, dialed[0], dialed[1]
+	return c, nil
+}
+
+func (c *Conn) manager(bc *godbus.Conn) godbus.BusObject { return bc.Object(systemdDest, systemdPath) }
+
+// GetManagerPropertyContext reads one org.freedesktop.systemd1.Manager
+// property, bounded by ctx (go-systemd's GetManagerProperty takes none).
+func (c *Conn) GetManagerPropertyContext(ctx context.Context, name string) (godbus.Variant, error) {
+	var v godbus.Variant
+	err := c.manager(c.calls).CallWithContext(ctx, propsIface+".Get", 0, managerIface, name).Store(&v)
+	if err != nil {
+		return godbus.Variant{}, fmt.Errorf("get manager property %s: %w", name, err)
+	}
+	return v, nil
+}
+
+// SetManagerProperty sets one writable org.freedesktop.systemd1.Manager
+// property at runtime (systemd 252: RuntimeWatchdogUSec, RebootWatchdogUSec,
+// KExecWatchdogUSec, RuntimeWatchdogPreUSec, RuntimeWatchdogPreGovernor,
+// ServiceWatchdogs; WatchdogDevice is read-only). The error of a read-only
+// property is a godbus.Error named org.freedesktop.DBus.Error.PropertyReadOnly.
+func (c *Conn) SetManagerProperty(ctx context.Context, name string, value godbus.Variant) error {
+	err := c.manager(c.calls).CallWithContext(ctx, propsIface+".Set", 0, managerIface, name, value).Err
+	if err != nil {
+		return fmt.Errorf("set manager property %s: %w", name, err)
+	}
+	return nil
+}
+
+// WatchUnitSignals delivers systemd's PropertiesChanged signals for unit
+// objects (every interface: Unit, Service, Timer...) to ch until stop is
+// called. On a bus it asks systemd to emit signals (Manager.Subscribe) and
+// the bus to route them (AddMatch); on the private socket systemd sends
+// every signal anyway. Other signals may also arrive on ch; filter them.
+//
+// stop undoes the subscription and returns once nothing more is sent on ch;
+// the caller keeps ownership of ch. If the connection closes, godbus closes
+// ch. One watcher per Conn at a time.
+//
+// Outcomes:
+//   - (stop, nil): watching.
+//   - (nil, err): nothing registered.
+func (c *Conn) WatchUnitSignals(ctx context.Context, ch chan<- *godbus.Signal) (stop func(), err error) {
+	match := []godbus.MatchOption{
+		godbus.WithMatchInterface(propsIface),
+		godbus.WithMatchMember("PropertiesChanged"),
+		godbus.WithMatchPathNamespace(godbus.ObjectPath(unitPathPrefix[:len(unitPathPrefix)-1])),
+	}
+	c.signals.Signal(ch)
+	if !c.private {
+		if err := c.signals.AddMatchSignalContext(ctx, match...); err != nil {
+			c.signals.RemoveSignal(ch)
+			return nil, fmt.Errorf("watch unit signals: add match: %w", err)
+		}
+	}
+	subscribed := true
+	if err := c.manager(c.signals).CallWithContext(ctx, managerIface+".Subscribe", 0).Err; err != nil {
+		var derr godbus.Error
+		if !errors.As(err, &derr) || derr.Name != errAlreadySubsc {
+			if !c.private {
+				_ = c.signals.RemoveMatchSignalContext(context.WithoutCancel(ctx), match...)
+			}
+			c.signals.RemoveSignal(ch)
+			return nil, fmt.Errorf("watch unit signals: subscribe: %w", err)
+		}
+		subscribed = false // someone else on this connection subscribed; leave it to them
+	}
+	return func() {
+		bg := context.WithoutCancel(ctx)
+		if subscribed {
+			_ = c.manager(c.signals).CallWithContext(bg, managerIface+".Unsubscribe", 0).Err
+		}
+		if !c.private {
+			_ = c.signals.RemoveMatchSignalContext(bg, match...)
+		}
+		c.signals.RemoveSignal(ch)
+	}, nil
+}
+
+// UnitNameFromPath returns the unit name of a systemd unit object path
+// ("/org/freedesktop/systemd1/unit/worker_2eservice" → "worker.service"),
+// and false for other paths.
+func UnitNameFromPath(p godbus.ObjectPath) (string, bool) {
+	s := string(p)
+	if len(s) <= len(unitPathPrefix) || s[:len(unitPathPrefix)] != unitPathPrefix {
+		return "", false
+	}
+	esc := s[len(unitPathPrefix):]
+	out := make([]byte, 0, len(esc))
+	for i := 0; i < len(esc); i++ {
+		if esc[i] == '_' && i+2 < len(esc) {
+			if b, err := strconv.ParseUint(esc[i+1:i+3], 16, 8); err == nil {
+				out = append(out, byte(b))
+				i += 2
+				continue
+			}
+		}
+		out = append(out, esc[i])
+	}
+	return string(out), true
+}

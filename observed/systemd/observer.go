@@ -1,0 +1,480 @@
+package systemd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
+	godbus "github.com/godbus/dbus/v5"
+	"github.com/hashicorp/go-multierror"
+
+	"resil.dev/resil/desired"
+	"resil.dev/resil/observed"
+)
+
+// Client is the slice of a systemd connection Observe uses. *Conn (from
+// Dial) satisfies it; tests use a fake (actuators/systemd/systemdtest).
+type Client interface {
+	// ListUnitsByNamesContext returns the status of every named unit in one
+	// call, even of units that do not exist (LoadState "not-found").
+	ListUnitsByNamesContext(ctx context.Context, units []string) ([]sddbus.UnitStatus, error)
+	// GetAllPropertiesContext returns every property of every interface of
+	// a unit (Unit plus Service, Timer, ...) in one call.
+	GetAllPropertiesContext(ctx context.Context, unit string) (map[string]any, error)
+	// GetManagerPropertyContext reads one org.freedesktop.systemd1.Manager property.
+	GetManagerPropertyContext(ctx context.Context, name string) (godbus.Variant, error)
+}
+
+var _ Client = (*Conn)(nil)
+
+// ManagerProperties are the manager properties Observe reads.
+var ManagerProperties = []string{"RuntimeWatchdogUSec", "RebootWatchdogUSec", "WatchdogDevice"}
+
+// Defaults.
+const (
+	DefaultManagerConf = "/etc/systemd/system.conf.d/" + desired.WatchdogFile
+	DefaultSysfs       = "/sys"
+	// DefaultConcurrency bounds the property reads in flight per Observe.
+	DefaultConcurrency = 4
+	// maxFileSize caps how much of a unit file or drop-in is read.
+	maxFileSize = 1 << 20
+	// listChunk bounds the names sent in one ListUnitsByNames call.
+	listChunk = 256
+)
+
+// Observer reads systemd's state for the planner. It holds no connection
+// of its own and starts no goroutine outside Observe and Subscribe. It is
+// safe for concurrent use, but one Subscribe at a time.
+type Observer struct {
+	c       Client
+	unitDir string
+	cfg     config
+
+	calls       atomic.Uint64
+	subscribing atomic.Bool
+
+	mu sync.Mutex
+	// hints are the managed units (last Observe) with their last known
+	// state, the baseline Subscribe deduplicates against.
+	hints map[string]hint
+}
+
+type hint struct {
+	active, sub string
+	mainPID     uint32
+}
+
+type config struct {
+	root        string
+	managerConf string
+	sysfs       string
+	manager     bool
+	concurrency int
+	hook        func(method string)
+	now         func() time.Time
+}
+
+// Option configures an Observer.
+type Option func(*config)
+
+// WithRoot reads the paths systemd reports (DropInPaths) below root, e.g.
+// "/proc/PID/root" for a systemd in another mount namespace. Default "".
+func WithRoot(root string) Option { return func(c *config) { c.root = root } }
+
+// WithManagerConf sets the path of the owned manager drop-in
+// (default DefaultManagerConf).
+func WithManagerConf(path string) Option { return func(c *config) { c.managerConf = path } }
+
+// WithSysfs sets the sysfs root where /class/watchdog is read (default
+// "/sys"); tests point it at testdata.
+func WithSysfs(root string) Option { return func(c *config) { c.sysfs = root } }
+
+// WithoutManager skips the manager (State.Manager stays nil), saving three
+// D-Bus calls per Observe.
+func WithoutManager() Option { return func(c *config) { c.manager = false } }
+
+// WithConcurrency bounds the property reads in flight (default 4; 1 makes
+// Observe sequential). systemd serves them one at a time; overlapping only
+// hides the round trips.
+func WithConcurrency(n int) Option {
+	return func(c *config) {
+		if n > 0 {
+			c.concurrency = n
+		}
+	}
+}
+
+// WithCallHook calls hook with the method name of every D-Bus call the
+// Observer makes (e.g. to feed a metric). It must be fast and safe for
+// concurrent use.
+func WithCallHook(hook func(method string)) Option { return func(c *config) { c.hook = hook } }
+
+// WithClock sets the clock for State.ReadAt (default time.Now).
+func WithClock(now func() time.Time) Option { return func(c *config) { c.now = now } }
+
+// New returns an Observer of the units in unitDir (the directory resil
+// writes unit files to, e.g. /etc/systemd/system) over c, which the caller
+// owns.
+func New(c Client, unitDir string, opts ...Option) *Observer {
+	cfg := config{
+		managerConf: DefaultManagerConf,
+		sysfs:       DefaultSysfs,
+		manager:     true,
+		concurrency: DefaultConcurrency,
+		now:         time.Now,
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return &Observer{c: c, unitDir: unitDir, cfg: cfg}
+}
+
+// Calls returns the number of D-Bus calls the Observer has made (Observe
+// and Subscribe together). Conn.Wire counts the whole connection.
+func (o *Observer) Calls() uint64 { return o.calls.Load() }
+
+func (o *Observer) count(method string) {
+	o.calls.Add(1)
+	if o.cfg.hook != nil {
+		o.cfg.hook(method)
+	}
+}
+
+// Observe reads the state of every unit in names (the units the desired set
+// renders) plus every unit file in the unit directory that carries resil's
+// ownership marker, the bytes of those files and of every drop-in systemd
+// loaded for them, and (unless WithoutManager) the manager's watchdog state.
+//
+// D-Bus cost: one ListUnitsByNames per 256 names, one GetAll per unit
+// systemd knows (LoadState other than "not-found"), and three manager
+// property reads.
+//
+// Outcomes:
+//   - (s, nil): s is complete. Units that systemd does not know have
+//     LoadState "not-found"; their File is set if a file exists (e.g.
+//     written but not yet daemon-reloaded).
+//   - (nil, err): something could not be read; err lists every failure
+//     (a multierror when there are several). The loop must not plan on a
+//     partial view; it retries.
+func (o *Observer) Observe(ctx context.Context, names []string) (*observed.State, error) {
+	files, err := o.scanUnitDir()
+	if err != nil {
+		return nil, err
+	}
+
+	want := make(map[string]bool, len(names)+len(files))
+	for _, n := range names {
+		want[n] = true
+	}
+	for n, f := range files {
+		if _, ok := desired.IsOwned(f); ok {
+			want[n] = true
+		}
+	}
+	all := make([]string, 0, len(want))
+	var query []string
+	for n := range want {
+		all = append(all, n)
+		if Queryable(n) {
+			query = append(query, n)
+		}
+	}
+	sort.Strings(all)
+	sort.Strings(query)
+
+	status, err := o.listUnits(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+
+	st := &observed.State{
+		Backend: "systemd",
+		UnitDir: o.unitDir,
+		Units:   make(map[string]*observed.Unit, len(all)),
+	}
+	var loaded []*observed.Unit
+	for _, n := range all {
+		u := &observed.Unit{
+			Name:        n,
+			Path:        filepath.Join(o.unitDir, n),
+			File:        files[n],
+			LoadState:   "not-found",
+			ActiveState: "inactive",
+			SubState:    "dead",
+		}
+		if owner, ok := desired.IsOwned(u.File); ok {
+			u.Owner = owner
+		}
+		if s, ok := status[n]; ok {
+			u.LoadState, u.ActiveState, u.SubState = s.LoadState, s.ActiveState, s.SubState
+		}
+		if u.LoadState != "not-found" {
+			loaded = append(loaded, u)
+		}
+		st.Units[n] = u
+	}
+
+	var errs *multierror.Error
+	errs = multierror.Append(errs, o.readProperties(ctx, loaded)...)
+	for _, u := range loaded {
+		if err := o.readDropIns(u); err != nil {
+			errs = multierror.Append(errs, err)
+		}
+	}
+	if o.cfg.manager {
+		m, err := o.observeManager(ctx)
+		if err != nil {
+			errs = multierror.Append(errs, err)
+		}
+		st.Manager = m
+	}
+	if err := errs.ErrorOrNil(); err != nil {
+		return nil, err
+	}
+
+	hints := make(map[string]hint, len(st.Units))
+	for n, u := range st.Units {
+		hints[n] = hint{active: u.ActiveState, sub: u.SubState, mainPID: u.MainPID}
+	}
+	o.mu.Lock()
+	o.hints = hints
+	o.mu.Unlock()
+
+	st.ReadAt = o.cfg.now()
+	return st, nil
+}
+
+// scanUnitDir reads every regular file with a unit suffix directly in the
+// unit directory. A missing directory holds no files.
+func (o *Observer) scanUnitDir() (map[string][]byte, error) {
+	entries, err := os.ReadDir(o.unitDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return map[string][]byte{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read unit dir %s: %w", o.unitDir, err)
+	}
+	files := make(map[string][]byte, len(entries))
+	var errs *multierror.Error
+	for _, e := range entries {
+		n := e.Name()
+		if !e.Type().IsRegular() || strings.HasPrefix(n, ".") || !HasUnitSuffix(n) {
+			continue
+		}
+		data, err := readFile(filepath.Join(o.unitDir, n))
+		switch {
+		case errors.Is(err, fs.ErrNotExist): // removed meanwhile
+		case err != nil:
+			errs = multierror.Append(errs, err)
+		default:
+			files[n] = data
+		}
+	}
+	return files, errs.ErrorOrNil()
+}
+
+func (o *Observer) listUnits(ctx context.Context, names []string) (map[string]sddbus.UnitStatus, error) {
+	out := make(map[string]sddbus.UnitStatus, len(names))
+	for len(names) > 0 {
+		chunk := names[:min(len(names), listChunk)]
+		names = names[len(chunk):]
+		o.count("ListUnitsByNames")
+		list, err := o.c.ListUnitsByNamesContext(ctx, chunk)
+		if err != nil {
+			return nil, fmt.Errorf("list units: %w", err)
+		}
+		// systemd answers one status per name, in order; the status of an
+		// alias carries the unit's primary name, so match by position.
+		if len(list) == len(chunk) {
+			for i, s := range list {
+				out[chunk[i]] = s
+			}
+			continue
+		}
+		for _, s := range list {
+			out[s.Name] = s
+		}
+	}
+	return out, nil
+}
+
+// readProperties fills the units' properties, o.cfg.concurrency at a time.
+func (o *Observer) readProperties(ctx context.Context, units []*observed.Unit) []error {
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, o.cfg.concurrency)
+	)
+	for _, u := range units {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			o.count("GetAll")
+			props, err := o.c.GetAllPropertiesContext(ctx, u.Name)
+			if err == nil {
+				err = fillUnit(u, props)
+			}
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("read properties of %s: %w", u.Name, err))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return errs
+}
+
+// fillUnit copies the properties the planner needs. A property of the wrong
+// type is an error; a missing one (Result of a target) stays zero.
+func fillUnit(u *observed.Unit, p map[string]any) error {
+	r := propReader{m: p}
+	u.LoadState = r.str("LoadState", u.LoadState)
+	u.ActiveState = r.str("ActiveState", u.ActiveState)
+	u.SubState = r.str("SubState", u.SubState)
+	u.Result = r.str("Result", "")
+	u.UnitFileState = r.str("UnitFileState", "")
+	u.FragmentPath = r.str("FragmentPath", "")
+	u.DropInPaths = r.strs("DropInPaths")
+	u.NeedDaemonReload = r.bool("NeedDaemonReload")
+	u.NRestarts = r.u32("NRestarts")
+	u.MainPID = r.u32("MainPID")
+	u.ExecMainStatus = r.i32("ExecMainStatus")
+	u.ExecMainStartTimestamp = r.u64("ExecMainStartTimestamp")
+	u.LastTriggerUSec = r.u64("LastTriggerUSec")
+	u.NextElapseUSecRealtime = r.u64("NextElapseUSecRealtime")
+	u.NextElapseUSecMonotonic = r.u64("NextElapseUSecMonotonic")
+	return r.err
+}
+
+type propReader struct {
+	m   map[string]any
+	err error
+}
+
+func get[T any](r *propReader, k string) (T, bool) {
+	var zero T
+	v, ok := r.m[k]
+	if !ok {
+		return zero, false
+	}
+	if gv, isVariant := v.(godbus.Variant); isVariant {
+		v = gv.Value()
+	}
+	t, ok := v.(T)
+	if !ok {
+		r.err = errors.Join(r.err, fmt.Errorf("property %s is %T, want %T", k, v, zero))
+		return zero, false
+	}
+	return t, true
+}
+
+func (r *propReader) str(k, def string) string {
+	if v, ok := get[string](r, k); ok {
+		return v
+	}
+	return def
+}
+func (r *propReader) strs(k string) []string { v, _ := get[[]string](r, k); return v }
+func (r *propReader) bool(k string) bool     { v, _ := get[bool](r, k); return v }
+func (r *propReader) u32(k string) uint32    { v, _ := get[uint32](r, k); return v }
+func (r *propReader) i32(k string) int32     { v, _ := get[int32](r, k); return v }
+
+// u64 reads a microsecond value; systemd's "infinity" (UINT64_MAX, e.g. a
+// timer's next elapse while its service runs) reads as 0, "none".
+func (r *propReader) u64(k string) uint64 {
+	v, _ := get[uint64](r, k)
+	if v == math.MaxUint64 {
+		return 0
+	}
+	return v
+}
+
+// readDropIns reads the bytes of every drop-in systemd loaded for u. A
+// drop-in removed since systemd loaded it is listed but has no bytes.
+func (o *Observer) readDropIns(u *observed.Unit) error {
+	if len(u.DropInPaths) == 0 {
+		return nil
+	}
+	u.DropIns = make(map[string][]byte, len(u.DropInPaths))
+	var errs *multierror.Error
+	for _, p := range u.DropInPaths {
+		data, err := readFile(filepath.Join(o.cfg.root, p))
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+		case err != nil:
+			errs = multierror.Append(errs, fmt.Errorf("read drop-in of %s: %w", u.Name, err))
+		default:
+			u.DropIns[p] = data
+		}
+	}
+	return errs.ErrorOrNil()
+}
+
+// readFile reads at most maxFileSize bytes of a file; larger files are an
+// error, not silently truncated.
+func readFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(data) > maxFileSize {
+		return nil, fmt.Errorf("read %s: larger than %d bytes", path, maxFileSize)
+	}
+	return data, nil
+}
+
+// unitTypes are systemd's unit type suffixes.
+var unitTypes = map[string]bool{
+	"service": true, "socket": true, "device": true, "mount": true, "automount": true, "swap": true,
+	"target": true, "path": true, "timer": true, "slice": true, "scope": true,
+}
+
+// HasUnitSuffix reports whether name ends in a unit type suffix (".service", ".timer", ...).
+func HasUnitSuffix(name string) bool {
+	i := strings.LastIndexByte(name, '.')
+	return i > 0 && unitTypes[name[i+1:]]
+}
+
+// Queryable reports whether systemd can be asked about name: a valid unit
+// name that is not a template ("x@.service"). Asking ListUnitsByNames about
+// an invalid name fails the whole call, so Observe leaves such names out
+// and reports them as not-found.
+func Queryable(name string) bool {
+	if len(name) == 0 || len(name) > 255 || !HasUnitSuffix(name) {
+		return false
+	}
+	prefix := name[:strings.LastIndexByte(name, '.')]
+	if at := strings.IndexByte(prefix, '@'); at >= 0 {
+		if at == 0 || at == len(prefix)-1 || strings.Count(prefix, "@") > 1 {
+			return false
+		}
+	}
+	for _, r := range prefix {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		case strings.ContainsRune(":-_.\\@", r):
+		default:
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,326 @@
+package systemd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
+	godbus "github.com/godbus/dbus/v5"
+
+	"resil.dev/resil/actuators/systemd/systemdtest"
+	"resil.dev/resil/observed"
+)
+
+var (
+	_ Client  = (*systemdtest.Fake)(nil)
+	_ Watcher = (*systemdtest.Fake)(nil)
+)
+
+func owned(object string) []byte {
+	return []byte("# Managed by resil from " + object + ".\n[Unit]\nDescription=x\nX-Resil-Object=" + object + "\n\n[Service]\nExecStart=/bin/true\n")
+}
+
+func writeFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fixture: a unit dir with an owned desired unit, an owned prune candidate,
+// a foreign unit, a mask symlink, a hidden temp file and a foreign drop-in.
+func fixture(t *testing.T) (dir string, f *systemdtest.Fake) {
+	t.Helper()
+	dir = t.TempDir()
+	writeFile(t, filepath.Join(dir, "worker.service"), owned("Service/worker"))
+	writeFile(t, filepath.Join(dir, "old.timer"), owned("Timer/old"))
+	writeFile(t, filepath.Join(dir, "foreign.service"), []byte("[Service]\nExecStart=/bin/true\n"))
+	writeFile(t, filepath.Join(dir, ".worker.service12345"), owned("Service/worker"))
+	writeFile(t, filepath.Join(dir, "README"), owned("Service/readme"))
+	writeFile(t, filepath.Join(dir, "worker.service.d", "override.conf"), []byte("[Service]\nNice=5\n"))
+	if err := os.Symlink("/dev/null", filepath.Join(dir, "masked.service")); err != nil {
+		t.Fatal(err)
+	}
+
+	f = systemdtest.New()
+	f.AddUnit(systemdtest.Unit{
+		Name: "worker.service", ActiveState: "active", SubState: "running", UnitFileState: "enabled",
+		FragmentPath: filepath.Join(dir, "worker.service"),
+		DropInPaths:  []string{filepath.Join(dir, "worker.service.d", "override.conf"), "/nonexistent/gone.conf"},
+		NRestarts:    2, MainPID: 4242, ExecMainStartTimestamp: 1_700_000_000_000_000,
+	})
+	f.AddUnit(systemdtest.Unit{Name: "old.timer", ActiveState: "active", SubState: "waiting", LastTriggerUSec: 5, NextElapseUSecRealtime: math.MaxUint64, NextElapseUSecMonotonic: 7})
+	f.AddUnit(systemdtest.Unit{Name: "masked.service", LoadState: "masked"})
+	return dir, f
+}
+
+func TestObserve(t *testing.T) {
+	dir, f := fixture(t)
+	var hooked []string
+	var hookMu sync.Mutex
+	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	o := New(f, dir,
+		WithSysfs("testdata/sys"),
+		WithManagerConf(filepath.Join(dir, "conf.d", "50-resil-watchdog.conf")),
+		WithClock(func() time.Time { return now }),
+		WithCallHook(func(m string) { hookMu.Lock(); hooked = append(hooked, m); hookMu.Unlock() }))
+
+	st, err := o.Observe(context.Background(), []string{"worker.service", "new.service", "masked.service"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var names []string
+	for n := range st.Units {
+		names = append(names, n)
+	}
+	wantNames := []string{"masked.service", "new.service", "old.timer", "worker.service"}
+	if !sameSet(names, wantNames) {
+		t.Fatalf("units = %v, want %v (desired plus owned files; foreign, hidden and non-unit files left out)", names, wantNames)
+	}
+	if st.Backend != "systemd" || st.UnitDir != dir || !st.ReadAt.Equal(now) {
+		t.Errorf("state header = %q %q %v", st.Backend, st.UnitDir, st.ReadAt)
+	}
+
+	w := st.Units["worker.service"]
+	want := &observed.Unit{
+		Name: "worker.service", Path: filepath.Join(dir, "worker.service"), File: owned("Service/worker"), Owner: "Service/worker",
+		LoadState: "loaded", ActiveState: "active", SubState: "running", Result: "success", UnitFileState: "enabled",
+		FragmentPath: filepath.Join(dir, "worker.service"),
+		DropInPaths:  []string{filepath.Join(dir, "worker.service.d", "override.conf"), "/nonexistent/gone.conf"},
+		DropIns:      map[string][]byte{filepath.Join(dir, "worker.service.d", "override.conf"): []byte("[Service]\nNice=5\n")},
+		NRestarts:    2, MainPID: 4242, ExecMainStartTimestamp: 1_700_000_000_000_000,
+	}
+	if !reflect.DeepEqual(w, want) {
+		t.Errorf("worker.service =\n%+v\nwant\n%+v", w, want)
+	}
+
+	old := st.Units["old.timer"]
+	if old.Owner != "Timer/old" || old.LastTriggerUSec != 5 || old.NextElapseUSecRealtime != 0 || old.NextElapseUSecMonotonic != 7 {
+		t.Errorf("old.timer = %+v (owner, timer fields; infinity reads as 0)", old)
+	}
+	if n := st.Units["new.service"]; n.LoadState != "not-found" || n.File != nil || n.Exists() {
+		t.Errorf("new.service = %+v, want not-found without file", n)
+	}
+	if m := st.Units["masked.service"]; m.LoadState != "masked" || m.File != nil {
+		t.Errorf("masked.service = %+v, want masked and no file (a symlink is not a unit file of ours)", m)
+	}
+
+	// One ListUnitsByNames, one GetAll per unit systemd knows (3), three manager reads.
+	if got, want := o.Calls(), uint64(1+3+3); got != want {
+		t.Errorf("Calls() = %d, want %d; fake saw %v", got, want, f.Calls())
+	}
+	if len(hooked) != int(o.Calls()) {
+		t.Errorf("hook saw %d calls, Calls() = %d", len(hooked), o.Calls())
+	}
+	if f.CallCount("GetAll new.service") != 0 {
+		t.Errorf("GetAll of a not-found unit: %v", f.Calls())
+	}
+
+	m := st.Manager
+	if m == nil {
+		t.Fatal("no manager state")
+	}
+	wantProps := map[string]string{"RuntimeWatchdogUSec": "0", "RebootWatchdogUSec": "600000000", "WatchdogDevice": ""}
+	if !reflect.DeepEqual(m.Properties, wantProps) {
+		t.Errorf("manager properties = %v, want %v", m.Properties, wantProps)
+	}
+	if m.File != nil {
+		t.Errorf("manager drop-in = %q, want nil (absent)", m.File)
+	}
+	wantDevs := []observed.WatchdogDevice{
+		{Name: "watchdog0", Identity: "iTCO_wdt", Timeout: 30, State: "active"},
+		{Name: "watchdog1", Identity: "softdog", State: "inactive"},
+	}
+	if !reflect.DeepEqual(m.Devices, wantDevs) {
+		t.Errorf("devices = %+v, want %+v", m.Devices, wantDevs)
+	}
+}
+
+func TestObserveManagerDropInAndNoDevices(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "system.conf.d", "50-resil-watchdog.conf")
+	writeFile(t, conf, []byte("# X-Resil-Object=Watchdog/host\n[Manager]\nRuntimeWatchdogSec=30s\n"))
+	f := systemdtest.New()
+	f.SetManager("RuntimeWatchdogUSec", uint64(30_000_000))
+	o := New(f, filepath.Join(dir, "missing-unit-dir"), WithSysfs(filepath.Join(dir, "nosys")), WithManagerConf(conf))
+	st, err := o.Observe(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Units) != 0 {
+		t.Errorf("units = %v, want none (missing unit dir is empty)", st.Units)
+	}
+	if st.Manager.Devices != nil {
+		t.Errorf("devices = %v, want none: no watchdog is a fact, not an error", st.Manager.Devices)
+	}
+	if !strings.Contains(string(st.Manager.File), "RuntimeWatchdogSec=30s") || st.Manager.ConfPath != conf {
+		t.Errorf("manager drop-in %s = %q", st.Manager.ConfPath, st.Manager.File)
+	}
+	if st.Manager.Properties["RuntimeWatchdogUSec"] != "30000000" {
+		t.Errorf("RuntimeWatchdogUSec = %q", st.Manager.Properties["RuntimeWatchdogUSec"])
+	}
+	// Nothing to list: no ListUnitsByNames call at all.
+	if f.CallCount("ListUnitsByNames") != 0 {
+		t.Errorf("calls = %v", f.Calls())
+	}
+}
+
+func TestObserveWithoutManager(t *testing.T) {
+	f := systemdtest.New()
+	o := New(f, t.TempDir(), WithoutManager())
+	st, err := o.Observe(context.Background(), []string{"a.service"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Manager != nil || o.Calls() != 1 {
+		t.Errorf("manager = %v, calls = %d (%v); want nil and 1", st.Manager, o.Calls(), f.Calls())
+	}
+}
+
+func TestObserveErrors(t *testing.T) {
+	boom := errors.New("boom")
+	for _, method := range []string{"ListUnitsByNames", "GetAll", "GetManagerProperty"} {
+		t.Run(method, func(t *testing.T) {
+			dir, f := fixture(t)
+			f.FailNext(method, boom)
+			o := New(f, dir, WithSysfs("testdata/sys"))
+			st, err := o.Observe(context.Background(), []string{"worker.service"})
+			if st != nil || !errors.Is(err, boom) {
+				t.Fatalf("Observe = %v, %v; want nil state and an error wrapping boom (never a partial view)", st, err)
+			}
+		})
+	}
+}
+
+func TestObserveConcurrency(t *testing.T) {
+	f := systemdtest.New()
+	var names []string
+	for i := 0; i < 100; i++ {
+		n := fmt.Sprintf("u%03d.service", i)
+		names = append(names, n)
+		f.AddUnit(systemdtest.Unit{Name: n, ActiveState: "active", SubState: "running", MainPID: uint32(i + 1)})
+	}
+	o := New(f, t.TempDir(), WithoutManager(), WithConcurrency(8))
+	st, err := o.Observe(context.Background(), names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range names {
+		if st.Units[n].MainPID != uint32(i+1) {
+			t.Fatalf("%s MainPID = %d", n, st.Units[n].MainPID)
+		}
+	}
+	if got := o.Calls(); got != 101 {
+		t.Errorf("Calls() = %d, want 101", got)
+	}
+}
+
+func TestFillUnitTypes(t *testing.T) {
+	u := &observed.Unit{}
+	err := fillUnit(u, map[string]any{"MainPID": "not a number", "NRestarts": uint32(3), "ExecMainStartTimestamp": uint64(math.MaxUint64)})
+	if err == nil || !strings.Contains(err.Error(), "MainPID") {
+		t.Errorf("err = %v, want one naming MainPID", err)
+	}
+	if u.NRestarts != 3 || u.ExecMainStartTimestamp != 0 {
+		t.Errorf("unit = %+v", u)
+	}
+	// Values may also come wrapped in variants.
+	u = &observed.Unit{}
+	if err := fillUnit(u, map[string]any{"SubState": godbus.MakeVariant("running")}); err != nil || u.SubState != "running" {
+		t.Errorf("variant: %v %+v", err, u)
+	}
+}
+
+// aliasClient answers ListUnitsByNames as systemd does for an alias: with
+// the unit's primary name.
+type aliasClient struct{ *systemdtest.Fake }
+
+func (a aliasClient) ListUnitsByNamesContext(ctx context.Context, names []string) ([]sddbus.UnitStatus, error) {
+	st, err := a.Fake.ListUnitsByNamesContext(ctx, names)
+	for i := range st {
+		if st[i].Name == "alias.service" {
+			st[i].Name, st[i].LoadState, st[i].ActiveState = "primary.service", "loaded", "active"
+		}
+	}
+	return st, err
+}
+
+func (a aliasClient) GetAllPropertiesContext(ctx context.Context, unit string) (map[string]any, error) {
+	if unit == "alias.service" {
+		unit = "primary.service"
+	}
+	return a.Fake.GetAllPropertiesContext(ctx, unit)
+}
+
+func TestObserveAliasMatchedByPosition(t *testing.T) {
+	f := systemdtest.New()
+	f.AddUnit(systemdtest.Unit{Name: "primary.service", ActiveState: "active", SubState: "running"})
+	o := New(aliasClient{f}, t.TempDir(), WithoutManager())
+	st, err := o.Observe(context.Background(), []string{"alias.service"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := st.Units["alias.service"]; u == nil || u.LoadState != "loaded" || u.ActiveState != "active" {
+		t.Errorf("alias.service = %+v", u)
+	}
+}
+
+func TestQueryable(t *testing.T) {
+	for name, want := range map[string]bool{
+		"worker.service": true, "a-b_c:d.timer": true, "getty@tty1.service": true, `x\x2dy.mount`: true,
+		"getty@.service": false, "@x.service": false, "a b.service": false, "worker": false,
+		"worker.conf": false, "": false, strings.Repeat("a", 250) + ".service": false, "a@b@c.service": false,
+	} {
+		if got := Queryable(name); got != want {
+			t.Errorf("Queryable(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
+
+func TestUnitNameFromPath(t *testing.T) {
+	for p, want := range map[godbus.ObjectPath]string{
+		"/org/freedesktop/systemd1/unit/worker_2eservice":                                            "worker.service",
+		"/org/freedesktop/systemd1/unit/getty_40tty1_2eservice":                                      "getty@tty1.service",
+		"/org/freedesktop/systemd1/unit/a_2db_5fc_2etimer":                                           "a-b_c.timer",
+		"/org/freedesktop/systemd1/unit/" + godbus.ObjectPath(sddbus.PathBusEscape("x-y.z.service")): "x-y.z.service",
+	} {
+		if got, ok := UnitNameFromPath(p); !ok || got != want {
+			t.Errorf("UnitNameFromPath(%s) = %q, %v; want %q", p, got, ok, want)
+		}
+	}
+	for _, p := range []godbus.ObjectPath{"/org/freedesktop/systemd1", "/org/freedesktop/systemd1/unit/", "/org/freedesktop/systemd1/job/12"} {
+		if _, ok := UnitNameFromPath(p); ok {
+			t.Errorf("UnitNameFromPath(%s) ok", p)
+		}
+	}
+}
+
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	m := map[string]int{}
+	for _, x := range a {
+		m[x]++
+	}
+	for _, x := range b {
+		if m[x] == 0 {
+			return false
+		}
+		m[x]--
+	}
+	return true
+}

@@ -1,0 +1,126 @@
+package systemd
+
+import (
+	"context"
+	"errors"
+
+	godbus "github.com/godbus/dbus/v5"
+)
+
+// Watcher is what Subscribe needs beyond Client: systemd's unit
+// property-change signals. *Conn implements it.
+type Watcher interface {
+	// WatchUnitSignals delivers unit PropertiesChanged signals to ch until
+	// stop is called; see Conn.WatchUnitSignals.
+	WatchUnitSignals(ctx context.Context, ch chan<- *godbus.Signal) (stop func(), err error)
+}
+
+var _ Watcher = (*Conn)(nil)
+
+// Errors of Subscribe.
+var (
+	// ErrNoSignals: the Client given to New does not implement Watcher.
+	ErrNoSignals = errors.New("systemd: connection cannot watch unit signals")
+	// ErrDisconnected: the connection closed under Subscribe; re-dial.
+	ErrDisconnected = errors.New("systemd: connection closed")
+	// ErrSubscribed: another Subscribe of the same Observer is running.
+	ErrSubscribed = errors.New("systemd: already subscribed")
+)
+
+const (
+	unitIface    = "org.freedesktop.systemd1.Unit"
+	serviceIface = "org.freedesktop.systemd1.Service"
+)
+
+// Subscribe calls wake whenever a managed unit (one the last Observe
+// returned) changes ActiveState, SubState or MainPID, until ctx is done.
+// It runs in the caller's goroutine and starts none of its own (godbus
+// delivers the signals), so when it returns nothing of it is left running.
+//
+// Signals are hints: systemd sends every change twice (job queue and
+// removal) and may send unchanged values, so Subscribe compares with the
+// last value it or Observe saw and wakes only on a difference. A unit first
+// seen in a signal, before any Observe, is not managed and never wakes.
+// The loop re-reads state with Observe; nothing here is state.
+//
+// wake is called from Subscribe's goroutine and must not block: send on a
+// channel buffered to 1 with select/default.
+//
+// D-Bus cost: on a bus, AddMatch and Manager.Subscribe at start and their
+// undoing at the end (counted by Conn.Wire, not Observer.Calls); nothing
+// while idle.
+//
+// Outcomes:
+//   - nil: ctx is done.
+//   - ErrNoSignals, ErrSubscribed, or a D-Bus error: the watch did not start.
+//   - ErrDisconnected: the connection closed; re-dial, then Subscribe again.
+func (o *Observer) Subscribe(ctx context.Context, wake func()) error {
+	w, ok := o.c.(Watcher)
+	if !ok {
+		return ErrNoSignals
+	}
+	if !o.subscribing.CompareAndSwap(false, true) {
+		return ErrSubscribed
+	}
+	defer o.subscribing.Store(false)
+
+	ch := make(chan *godbus.Signal, 256)
+	stop, err := w.WatchUnitSignals(ctx, ch)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case s, ok := <-ch:
+			if !ok {
+				return ErrDisconnected
+			}
+			if o.changed(s) {
+				wake()
+			}
+		}
+	}
+}
+
+// changed records what a signal says about a managed unit and reports
+// whether that differs from what was last seen.
+func (o *Observer) changed(s *godbus.Signal) bool {
+	if s == nil || s.Name != propsChanged || len(s.Body) < 2 {
+		return false
+	}
+	name, ok := UnitNameFromPath(s.Path)
+	if !ok {
+		return false
+	}
+	iface, _ := s.Body[0].(string)
+	props, _ := s.Body[1].(map[string]godbus.Variant)
+	if iface != unitIface && iface != serviceIface {
+		return false
+	}
+
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	h, managed := o.hints[name]
+	if !managed {
+		return false
+	}
+	n := h
+	if iface == unitIface {
+		if v, ok := props["ActiveState"].Value().(string); ok {
+			n.active = v
+		}
+		if v, ok := props["SubState"].Value().(string); ok {
+			n.sub = v
+		}
+	} else if v, ok := props["MainPID"].Value().(uint32); ok {
+		n.mainPID = v
+	}
+	if n == h {
+		return false
+	}
+	o.hints[name] = n
+	return true
+}

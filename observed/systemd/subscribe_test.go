@@ -1,0 +1,150 @@
+package systemd
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"resil.dev/resil/actuators/systemd/systemdtest"
+)
+
+const (
+	ifaceUnit    = "org.freedesktop.systemd1.Unit"
+	ifaceService = "org.freedesktop.systemd1.Service"
+)
+
+// subscribed starts Subscribe on an Observer that has observed worker.service
+// (active/running, MainPID 4242) and returns its wake channel and a stop
+// function that returns Subscribe's error.
+func subscribed(t *testing.T) (*systemdtest.Fake, <-chan struct{}, func() error) {
+	t.Helper()
+	f := systemdtest.New()
+	f.AddUnit(systemdtest.Unit{Name: "worker.service", ActiveState: "active", SubState: "running", MainPID: 4242})
+	f.AddUnit(systemdtest.Unit{Name: "other.service", ActiveState: "active", SubState: "running"})
+	o := New(f, t.TempDir(), WithoutManager())
+	if _, err := o.Observe(context.Background(), []string{"worker.service"}); err != nil {
+		t.Fatal(err)
+	}
+	kick := make(chan struct{}, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o.Subscribe(ctx, func() { kick <- struct{}{} }) }()
+	// Wait until the watch is registered.
+	deadline := time.Now().Add(5 * time.Second)
+	for f.CallCount("Subscribe") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("Subscribe never watched")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	stop := func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(5 * time.Second):
+			t.Fatal("Subscribe did not return after cancel")
+			return nil
+		}
+	}
+	t.Cleanup(func() { cancel() })
+	return f, kick, stop
+}
+
+func expectWake(t *testing.T, kick <-chan struct{}, want bool, what string) {
+	t.Helper()
+	select {
+	case <-kick:
+		if !want {
+			t.Errorf("%s: woke, want no wake", what)
+		}
+	case <-time.After(100 * time.Millisecond):
+		if want {
+			t.Errorf("%s: no wake within 100ms", what)
+		}
+	}
+}
+
+func TestSubscribeDeduplicates(t *testing.T) {
+	f, kick, stop := subscribed(t)
+
+	// Same values as the last Observe: systemd resends unchanged state.
+	f.Emit("worker.service", ifaceUnit, map[string]any{"ActiveState": "active", "SubState": "running"})
+	expectWake(t, kick, false, "unchanged state")
+
+	f.Emit("worker.service", ifaceUnit, map[string]any{"ActiveState": "deactivating", "SubState": "stop-sigterm"})
+	expectWake(t, kick, true, "state change")
+	// The second copy systemd sends of every change.
+	f.Emit("worker.service", ifaceUnit, map[string]any{"ActiveState": "deactivating", "SubState": "stop-sigterm"})
+	expectWake(t, kick, false, "duplicate")
+
+	f.Emit("worker.service", ifaceService, map[string]any{"MainPID": uint32(5000)})
+	expectWake(t, kick, true, "MainPID change")
+	f.Emit("worker.service", ifaceService, map[string]any{"MainPID": uint32(5000)})
+	expectWake(t, kick, false, "same MainPID")
+
+	f.Emit("other.service", ifaceUnit, map[string]any{"ActiveState": "failed", "SubState": "failed"})
+	expectWake(t, kick, false, "unmanaged unit")
+	f.Emit("worker.service", "org.freedesktop.systemd1.Timer", map[string]any{"LastTriggerUSec": uint64(1)})
+	expectWake(t, kick, false, "other interface")
+
+	if err := stop(); err != nil {
+		t.Errorf("Subscribe = %v, want nil after cancel", err)
+	}
+	if f.CallCount("Unsubscribe") != 1 {
+		t.Errorf("calls = %v, want one Unsubscribe", f.Calls())
+	}
+}
+
+func TestSubscribeJobChangesWake(t *testing.T) {
+	f, kick, stop := subscribed(t)
+	ch := make(chan string, 1)
+	if _, err := f.StopUnitContext(context.Background(), "worker.service", "replace", ch); err != nil {
+		t.Fatal(err)
+	}
+	expectWake(t, kick, true, "stop")
+	// The Service signal with MainPID 0 comes with the same change: it may
+	// wake once more, never block.
+	for len(kick) > 0 {
+		<-kick
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSubscribeDisconnect(t *testing.T) {
+	f, _, stop := subscribed(t)
+	f.CloseWatchers()
+	if err := stop(); !errors.Is(err, ErrDisconnected) {
+		t.Errorf("Subscribe = %v, want ErrDisconnected", err)
+	}
+}
+
+func TestSubscribeOnceAtATime(t *testing.T) {
+	f := systemdtest.New()
+	o := New(f, t.TempDir(), WithoutManager())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o.Subscribe(ctx, func() {}) }()
+	for f.CallCount("Subscribe") == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	if err := o.Subscribe(ctx, func() {}); !errors.Is(err, ErrSubscribed) {
+		t.Errorf("second Subscribe = %v, want ErrSubscribed", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Error(err)
+	}
+}
+
+type noWatch struct{ Client }
+
+func TestSubscribeNeedsWatcher(t *testing.T) {
+	o := New(noWatch{systemdtest.New()}, t.TempDir())
+	if err := o.Subscribe(context.Background(), func() {}); !errors.Is(err, ErrNoSignals) {
+		t.Errorf("Subscribe = %v, want ErrNoSignals", err)
+	}
+}
