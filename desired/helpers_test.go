@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 )
@@ -80,6 +79,7 @@ func errorLines(t testing.TB, err error, dir string) string {
 	for _, fe := range fes {
 		c := *fe
 		c.File = relTo(dir, c.File)
+		c.Detail = strings.ReplaceAll(c.Detail, dir+string(filepath.Separator), "")
 		b.WriteString(c.Error())
 		b.WriteByte('\n')
 	}
@@ -176,14 +176,4 @@ func lineDiff(want, got string) string {
 		}
 	}
 	return b.String()
-}
-
-// sortedKeys returns m's keys in order.
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -321,7 +321,12 @@ func (l *loader) readDocs(rel string) []*doc {
 		}
 		raw, err := nodeToJSON(n)
 		if err != nil {
-			l.fail(rel, &FieldError{Line: n.Line, Column: n.Column, Detail: err.Error()})
+			fe := &FieldError{Line: n.Line, Column: n.Column, Detail: err.Error()}
+			var ne *nodeError
+			if errors.As(err, &ne) {
+				fe.Line, fe.Column, fe.Detail = ne.line, ne.column, ne.msg
+			}
+			l.fail(rel, fe)
 			continue
 		}
 		d.raw = raw
@@ -356,6 +361,24 @@ func parseDocs(data []byte) ([]*yaml.Node, *FieldError) {
 	}
 }
 
+// yamlParserProblems are the messages of yaml.v3's parser (parserc.go), as
+// opposed to its scanner. For parser errors yaml.v3 reports a 0-based line
+// (decode.go fail() adds one only for scanner errors), and none at all when
+// the problem is on the first line.
+var yamlParserProblems = map[string]bool{
+	"did not find expected <stream-start>":   true,
+	"did not find expected <document start>": true,
+	"found undefined tag handle":             true,
+	"did not find expected node content":     true,
+	"did not find expected '-' indicator":    true,
+	"did not find expected key":              true,
+	"did not find expected ',' or ']'":       true,
+	"did not find expected ',' or '}'":       true,
+	"found duplicate %YAML directive":        true,
+	"found incompatible YAML document":       true,
+	"found duplicate %TAG directive":         true,
+}
+
 func yamlError(err error) *FieldError {
 	msg := err.Error()
 	var te *yaml.TypeError
@@ -364,13 +387,21 @@ func yamlError(err error) *FieldError {
 	}
 	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
+		if yamlParserProblems[m[2]] {
+			line++
+		}
 		return &FieldError{Line: line, Detail: "invalid YAML: " + m[2]}
 	}
-	return &FieldError{Detail: "invalid YAML: " + strings.TrimPrefix(msg, "yaml: ")}
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	if yamlParserProblems[msg] {
+		return &FieldError{Line: 1, Detail: "invalid YAML: " + msg}
+	}
+	return &FieldError{Detail: "invalid YAML: " + msg}
 }
 
 // nodeToJSON converts a YAML node to JSON, refusing anchors/aliases that
-// would blow up in size and non-string keys.
+// would blow up in size, duplicate keys and non-string keys. Its errors are
+// *nodeError, with the position of the offending node.
 func nodeToJSON(n *yaml.Node) ([]byte, error) {
 	v, err := nodeValue(n, 0)
 	if err != nil {
@@ -379,23 +410,43 @@ func nodeToJSON(n *yaml.Node) ([]byte, error) {
 	return json.Marshal(v)
 }
 
+// nodeError is a problem at one node of a YAML document.
+type nodeError struct {
+	line, column int
+	msg          string
+}
+
+func (e *nodeError) Error() string { return fmt.Sprintf("line %d: %s", e.line, e.msg) }
+
+func nodeErrorf(n *yaml.Node, format string, args ...any) *nodeError {
+	return &nodeError{line: n.Line, column: n.Column, msg: fmt.Sprintf(format, args...)}
+}
+
 func nodeValue(n *yaml.Node, depth int) (any, error) {
 	if depth > 64 {
-		return nil, errors.New("document nested too deeply")
+		return nil, nodeErrorf(n, "document nested too deeply")
 	}
 	switch n.Kind {
 	case yaml.AliasNode:
-		return nil, fmt.Errorf("line %d: YAML aliases are not supported in manifests", n.Line)
+		return nil, nodeErrorf(n, "YAML aliases are not supported in manifests")
 	case yaml.MappingNode:
 		m := make(map[string]any, len(n.Content)/2)
+		seen := make(map[string]*yaml.Node, len(n.Content)/2)
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
+			if k.Kind == yaml.ScalarNode && (k.Tag == "!!merge" || k.Value == "<<") {
+				return nil, nodeErrorf(k, "YAML merge keys are not supported in manifests")
+			}
 			if k.Kind != yaml.ScalarNode || (k.Tag != "!!str" && k.Tag != "!!int" && k.Tag != "!!bool") {
-				return nil, fmt.Errorf("line %d: mapping keys must be strings", k.Line)
+				return nil, nodeErrorf(k, "mapping keys must be strings")
 			}
-			if k.Value == "<<" {
-				return nil, fmt.Errorf("line %d: YAML merge keys are not supported in manifests", k.Line)
+			// yaml.v3 checks duplicate keys only when decoding into Go
+			// values, not into a Node: without this the last one would
+			// silently win.
+			if first, dup := seen[k.Value]; dup {
+				return nil, nodeErrorf(k, "mapping key %q already defined at line %d", k.Value, first.Line)
 			}
+			seen[k.Value] = k
 			val, err := nodeValue(v, depth+1)
 			if err != nil {
 				return nil, err
@@ -416,12 +467,12 @@ func nodeValue(n *yaml.Node, depth int) (any, error) {
 	case yaml.ScalarNode:
 		var v any
 		if err := n.Decode(&v); err != nil {
-			return nil, fmt.Errorf("line %d: %w", n.Line, err)
+			return nil, nodeErrorf(n, "%s", strings.TrimPrefix(err.Error(), "yaml: "))
 		}
 		switch x := v.(type) {
 		case float64:
 			if x != x || x > 1e300 || x < -1e300 { // NaN, Inf: no JSON form
-				return nil, fmt.Errorf("line %d: number out of range", n.Line)
+				return nil, nodeErrorf(n, "number out of range")
 			}
 		case int, int64, uint64, bool, string, nil:
 		default:
@@ -430,7 +481,7 @@ func nodeValue(n *yaml.Node, depth int) (any, error) {
 		}
 		return v, nil
 	}
-	return nil, fmt.Errorf("line %d: unsupported YAML node", n.Line)
+	return nil, nodeErrorf(n, "unsupported YAML node")
 }
 
 // header is what every document must say about itself.
@@ -801,7 +852,7 @@ func (l *loader) crossCheck(all []*Object, dropInDirs map[string]bool, set *Set)
 		}
 		if fi, err := os.Stat(filepath.Join(l.dir, sub)); err == nil {
 			if err := checkOwner(filepath.Join(l.dir, sub), fi, l.opts); err != nil {
-				l.fail(sub, &FieldError{Detail: "refused: " + err.Error()})
+				l.fail(sub, &FieldError{Detail: "refused: " + strings.TrimPrefix(err.Error(), filepath.Join(l.dir, sub)+": ")})
 				set.BrokenNames[n] = true
 				continue
 			}
@@ -859,8 +910,8 @@ func (l *loader) crossCheck(all []*Object, dropInDirs map[string]bool, set *Set)
 		}
 		for i, o := range os {
 			other := os[(i+1)%len(os)]
-			if dup[o] && other == o {
-				continue
+			if dup[o] {
+				continue // one error per object, even when it collides on several units
 			}
 			dup[o] = true
 			l.failAt(o.docs, path{"metadata", "name"}, fmt.Sprintf("%s is also defined by %s (%s); neither is applied", u, other.ID(), other.where()))
@@ -892,7 +943,7 @@ func (l *loader) crossCheck(all []*Object, dropInDirs map[string]bool, set *Set)
 // checkSelected enforces rules about what this host ends up with.
 func (l *loader) checkSelected(set *Set) {
 	var wds []*Object
-	for _, o := range set.Objects {
+	for _, o := range set.Sorted() {
 		if o.Kind == KindWatchdog {
 			wds = append(wds, o)
 		}

@@ -5,8 +5,11 @@ import (
 	pathpkg "path"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // ParseCalendar validates one OnCalendar expression. It is a variable so the
@@ -14,17 +17,36 @@ import (
 var ParseCalendar = func(expr string) error { return nil }
 
 var (
-	envKeyRE     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	userRE       = regexp.MustCompile(`^([a-z_][a-z0-9_-]{0,31}|[0-9]{1,10})$`)
-	unitRefRE    = regexp.MustCompile(`^[A-Za-z0-9:_.@-]+\.(service|target|socket|mount|timer|path|device|slice|scope|swap|automount)$`)
-	sizeRE       = regexp.MustCompile(`^([0-9]+[KMGT]?|infinity)$`)
-	logSizeRE    = regexp.MustCompile(`^[0-9]+[KMG]?$`)
-	cpuQuotaRE   = regexp.MustCompile(`^[0-9]{1,5}%$`)
-	stateDirRE   = regexp.MustCompile(`^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$`)
-	directiveRE  = regexp.MustCompile(`^[A-Z][A-Za-z0-9]*$`)
-	labelKeyRE   = regexp.MustCompile(`^([A-Za-z0-9.-]+/)?[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$`)
-	escapeHatchS = map[string]bool{"Unit": true, "Service": true, "Install": true, "Timer": true}
+	envKeyRE    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	userRE      = regexp.MustCompile(`^([a-z_][a-z0-9_-]{0,31}|[0-9]{1,10})$`)
+	unitRefRE   = regexp.MustCompile(`^[A-Za-z0-9:_.@-]+\.(service|target|socket|mount|timer|path|device|slice|scope|swap|automount)$`)
+	sizeRE      = regexp.MustCompile(`^([0-9]+[KMGT]?|infinity)$`)
+	logSizeRE   = regexp.MustCompile(`^[0-9]+[KMG]?$`)
+	cpuQuotaRE  = regexp.MustCompile(`^[0-9]{1,5}%$`)
+	stateDirRE  = regexp.MustCompile(`^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$`)
+	directiveRE = regexp.MustCompile(`^[A-Z][A-Za-z0-9]*$`)
+	labelKeyRE  = regexp.MustCompile(`^([A-Za-z0-9.-]+/)?[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$`)
+	// The escape-hatch sections each kind renders. A Timer that starts a
+	// Service object renders no [Service] section of its own.
+	serviceSections  = map[string]bool{"Unit": true, "Service": true, "Install": true}
+	timerSections    = map[string]bool{"Unit": true, "Timer": true, "Install": true, "Service": true}
+	timerRefSections = map[string]bool{"Unit": true, "Timer": true, "Install": true}
+	escapeHatchHelp  = map[string]string{
+		"Service": "Unit, Service, Install",
+		"Timer":   "Unit, Timer, Install and, for an inline command, Service",
+	}
 )
+
+// sortedKeys returns a map's keys in order, so problems are reported in a
+// stable order.
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
 
 // validator collects problems with their field paths.
 type validator struct{ probs []positioned }
@@ -37,11 +59,11 @@ func (v *validator) add(p path, format string, args ...any) {
 func validateObject(o *Object) []positioned {
 	v := &validator{}
 	m := path{"metadata"}
-	for k, val := range o.Metadata.Labels {
-		v.label(m.key("labels").key(k), k, val)
+	for _, k := range sortedKeys(o.Metadata.Labels) {
+		v.label(m.key("labels").key(k), k, o.Metadata.Labels[k])
 	}
-	for k, val := range o.Metadata.Annotations {
-		v.text(m.key("annotations").key(k), val)
+	for _, k := range sortedKeys(o.Metadata.Annotations) {
+		v.text(m.key("annotations").key(k), o.Metadata.Annotations[k])
 	}
 	switch o.Kind {
 	case KindService:
@@ -63,6 +85,10 @@ func (v *validator) label(p path, k, val string) {
 
 // text refuses control characters: a newline would inject a unit-file line.
 func (v *validator) text(p path, s string) bool {
+	if !utf8.ValidString(s) {
+		v.add(p, "not valid UTF-8")
+		return false
+	}
 	for _, r := range s {
 		if r < 0x20 || r == 0x7f {
 			v.add(p, "control character %q not allowed (it could inject a line into a unit file)", r)
@@ -82,6 +108,12 @@ func (v *validator) plain(p path, s string) bool {
 		v.add(p, `'\' and '%%' are not allowed in %q (line continuation / specifier)`, s)
 		return false
 	}
+	// systemd strips leading and trailing whitespace from a value, so the
+	// unit would not say what the manifest says.
+	if s != strings.TrimSpace(s) {
+		v.add(p, "must not begin or end with whitespace, got %q", s)
+		return false
+	}
 	return true
 }
 
@@ -97,7 +129,7 @@ func (v *validator) absPath(p path, s string) {
 		v.add(p, "must be an absolute path, got %q", s)
 		return
 	}
-	if strings.ContainsAny(s, " \t") {
+	if strings.IndexFunc(s, unicode.IsSpace) >= 0 {
 		v.add(p, "must not contain whitespace, got %q", s)
 		return
 	}
@@ -112,6 +144,11 @@ func (v *validator) command(p path, argv []string) {
 		return
 	}
 	v.absPath(p.index(0), argv[0])
+	// systemd runs the path as written but expands "$$" in the arguments;
+	// a '$' in the path would make the two differ.
+	if strings.Contains(argv[0], "$") {
+		v.add(p.index(0), "'$' is not allowed in the program path %q", argv[0])
+	}
 	for i, a := range argv[1:] {
 		v.text(p.index(i+1), a)
 	}
@@ -146,7 +183,8 @@ func (v *validator) user(p path, s string) {
 }
 
 func (v *validator) env(p path, env map[string]string) {
-	for k, val := range env {
+	for _, k := range sortedKeys(env) {
+		val := env[k]
 		if !envKeyRE.MatchString(k) {
 			v.add(p.key(k), "invalid variable name %q", k)
 		}
@@ -163,18 +201,24 @@ func (v *validator) hosts(p path, h *HostSelector) {
 			v.add(p.key("names").index(i), "invalid hostname glob %q", g)
 		}
 	}
-	for k, val := range h.Labels {
-		v.label(p.key("labels").key(k), k, val)
+	for _, k := range sortedKeys(h.Labels) {
+		v.label(p.key("labels").key(k), k, h.Labels[k])
 	}
 }
 
-func (v *validator) escapeHatch(p path, m map[string]map[string]string, sections map[string]bool) {
-	for sec, kv := range m {
+func (v *validator) escapeHatch(p path, m map[string]map[string]string, sections map[string]bool, kind string) {
+	for _, sec := range sortedKeys(m) {
+		kv := m[sec]
 		if !sections[sec] {
-			v.add(p.key(sec), "unknown section %q", sec)
+			if timerSections[sec] && kind == "Timer" {
+				v.add(p.key(sec), "section %q only for an inline command; set it on the Service instead", sec)
+			} else {
+				v.add(p.key(sec), "unknown section %q for a %s (use %s)", sec, kind, escapeHatchHelp[kind])
+			}
 			continue
 		}
-		for k, val := range kv {
+		for _, k := range sortedKeys(kv) {
+			val := kv[k]
 			q := p.key(sec).key(k)
 			if !directiveRE.MatchString(k) {
 				v.add(q, "invalid directive name %q", k)
@@ -272,8 +316,8 @@ func (v *validator) service(p path, s *ServiceSpec) {
 		if r.MemoryMax != "" && !sizeRE.MatchString(r.MemoryMax) {
 			v.add(q.key("memoryMax"), "invalid size %q (want e.g. 512M or infinity)", r.MemoryMax)
 		}
-		if r.CPUQuota != "" && !cpuQuotaRE.MatchString(r.CPUQuota) {
-			v.add(q.key("cpuQuota"), "invalid quota %q (want e.g. \"50%%\")", r.CPUQuota)
+		if r.CPUQuota != "" && (!cpuQuotaRE.MatchString(r.CPUQuota) || strings.Trim(r.CPUQuota, "0%") == "") {
+			v.add(q.key("cpuQuota"), "invalid quota %q (want e.g. \"50%%\", more than 0%%)", r.CPUQuota)
 		}
 		if r.TasksMax < 0 {
 			v.add(q.key("tasksMax"), "must not be negative, got %d", r.TasksMax)
@@ -301,7 +345,7 @@ func (v *validator) service(p path, s *ServiceSpec) {
 			v.command(q.key("command"), a.Command)
 		}
 	}
-	v.escapeHatch(p.key("systemd"), s.Systemd, escapeHatchS)
+	v.escapeHatch(p.key("systemd"), s.Systemd, serviceSections, "Service")
 }
 
 func (v *validator) drift(p path, d DriftPolicy) {
@@ -339,7 +383,7 @@ func (v *validator) timer(p path, t *TimerSpec) {
 	if t.MaxLateness != "" && t.CatchUp == CatchUpSkip {
 		v.add(p.key("maxLateness"), "has no effect with catchUp: skip")
 	}
-	if t.CatchUp != "" && !t.Persistent && len(t.Schedule) == 0 {
+	if t.CatchUp != "" && len(t.Schedule) == 0 {
 		v.add(p.key("catchUp"), "needs a calendar schedule")
 	}
 	switch {
@@ -351,10 +395,13 @@ func (v *validator) timer(p path, t *TimerSpec) {
 		if d := checkName(t.Service); d != "" {
 			v.add(p.key("service"), "%s", d)
 		}
-		for k, set := range map[string]bool{"retry": t.Retry != nil, "lock": t.Lock != "", "environment": len(t.Environment) > 0,
-			"user": t.User != "", "group": t.Group != "", "workingDirectory": t.WorkingDirectory != "", "logs": t.Logs != nil} {
-			if set {
-				v.add(p.key(k), "only for an inline command; set it on Service %q instead", t.Service)
+		for _, f := range []struct {
+			k   string
+			set bool
+		}{{"user", t.User != ""}, {"group", t.Group != ""}, {"workingDirectory", t.WorkingDirectory != ""},
+			{"environment", len(t.Environment) > 0}, {"retry", t.Retry != nil}, {"lock", t.Lock != ""}, {"logs", t.Logs != nil}} {
+			if f.set {
+				v.add(p.key(f.k), "only for an inline command; set it on Service %q instead", t.Service)
 			}
 		}
 	default:
@@ -378,7 +425,11 @@ func (v *validator) timer(p path, t *TimerSpec) {
 	v.logs(p.key("logs"), t.Logs)
 	v.drift(p.key("drift"), t.Drift)
 	v.hosts(p.key("hosts"), t.Hosts)
-	v.escapeHatch(p.key("systemd"), t.Systemd, escapeHatchS)
+	sections := timerSections
+	if t.Service != "" {
+		sections = timerRefSections
+	}
+	v.escapeHatch(p.key("systemd"), t.Systemd, sections, "Timer")
 }
 
 func (v *validator) watchdog(p path, w *WatchdogSpec) {

@@ -1,0 +1,578 @@
+package desired
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestInvalidCorpus loads every case in testdata/invalid/ (a NAME.yaml file,
+// or a NAME/ directory when it needs several files or drop-ins) on its own
+// and compares the complete error list with NAME.err: file (relative),
+// line, column, field path and message. Update with -update.
+func TestInvalidCorpus(t *testing.T) {
+	ents, err := os.ReadDir(filepath.Join("testdata", "invalid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		name := e.Name()
+		if strings.HasSuffix(name, ".err") {
+			case_ := strings.TrimSuffix(name, ".err")
+			if _, err1 := os.Stat(filepath.Join("testdata", "invalid", case_+".yaml")); err1 != nil {
+				if _, err2 := os.Stat(filepath.Join("testdata", "invalid", case_)); err2 != nil {
+					t.Errorf("%s has no case", name)
+				}
+			}
+			continue
+		}
+		case_ := strings.TrimSuffix(name, ".yaml")
+		n++
+		t.Run(case_, func(t *testing.T) {
+			src := filepath.Join("testdata", "invalid", name)
+			dir := t.TempDir()
+			if e.IsDir() {
+				copyTree(t, src, dir)
+			} else {
+				copyTree(t, src, filepath.Join(dir, name))
+			}
+			set, err := loadInsecure(t, dir)
+			if err == nil {
+				t.Fatal("Load returned no error")
+			}
+			if errors.Is(err, ErrUnreadable) || set == nil {
+				t.Fatalf("Load = %v, %v; want a set and field errors", set, err)
+			}
+			got := errorLines(t, err, dir)
+			if n := len(FieldErrors(err)); strings.Count(err.Error(), "\n")+1 != n {
+				t.Errorf("err.Error() does not list the %d problems one a line: %q", n, err.Error())
+			}
+			checkBrokenConsistent(t, set, err, dir)
+			golden(t, filepath.Join("testdata", "invalid", case_+".err"), []byte(got))
+		})
+	}
+	if n < 40 {
+		t.Errorf("invalid corpus has %d cases, want at least 40", n)
+	}
+}
+
+// checkBrokenConsistent: every error names a file listed in set.Broken,
+// every broken file has errors, and every field error has a line.
+func checkBrokenConsistent(t *testing.T, set *Set, err error, dir string) {
+	t.Helper()
+	files := map[string]bool{}
+	for _, fe := range FieldErrors(err) {
+		rel := relTo(dir, fe.File)
+		files[rel] = true
+		if _, ok := set.Broken[rel]; !ok {
+			t.Errorf("error in %s, but Broken = %v", rel, sortedKeys(set.Broken))
+		}
+		if fe.Field != "" && fe.Line == 0 && !strings.HasPrefix(fe.Detail, "cannot merge") {
+			t.Errorf("field error without a line: %v", fe)
+		}
+	}
+	for f, e := range set.Broken {
+		if !files[f] {
+			t.Errorf("Broken[%s] = %v, but no error names it", f, e)
+		}
+		if e == nil {
+			t.Errorf("Broken[%s] is a nil error", f)
+		}
+	}
+}
+
+// TestBadFileNeverHidesGoodOnes: good files load whatever their neighbours
+// hold, Broken lists exactly the bad files, and BrokenNames/IsBroken say
+// which objects must keep their last good version.
+func TestBadFileNeverHidesGoodOnes(t *testing.T) {
+	dir := t.TempDir()
+	svc := func(name string) string {
+		return fmt.Sprintf("apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: %s}\nspec: {command: [/bin/true]}\n", name)
+	}
+	writeFiles(t, dir, map[string]string{
+		"a-good.yaml":      svc("a"),
+		"b-syntax.yaml":    "apiVersion: [\n",
+		"c-good.yaml":      svc("c") + "---\n" + svc("c2"),
+		"d-mixed.yaml":     svc("d-ok") + "---\n" + strings.Replace(svc("d-bad"), "/bin/true", "true", 1),
+		"e-dropin.yaml":    svc("e"),
+		"e.d/10-bad.yaml":  "spec: {restart: {delay: never}}\n",
+		"f-dup.yaml":       svc("f"),
+		"g-dup.yaml":       svc("f"),
+		"h-good.yml":       svc("h"),
+		"i-good.yaml":      svc("i"),
+		"i.d/10-good.yaml": "spec: {restart: {policy: always}}\n",
+		"z-empty.yaml":     "",
+		"z-comments.yaml":  "# nothing here yet\n---\n",
+	})
+	set, err := loadInsecure(t, dir)
+	if err == nil || errors.Is(err, ErrUnreadable) {
+		t.Fatalf("Load err = %v; want field errors", err)
+	}
+	var ids []string
+	for _, o := range set.Sorted() {
+		ids = append(ids, o.ID())
+	}
+	wantIDs := []string{"Service/a", "Service/c", "Service/c2", "Service/d-ok", "Service/h", "Service/i"}
+	if !slices.Equal(ids, wantIDs) {
+		t.Errorf("objects = %q, want %q", ids, wantIDs)
+	}
+	if got, want := sortedKeys(set.Broken), []string{"b-syntax.yaml", "d-mixed.yaml", "e.d/10-bad.yaml", "f-dup.yaml", "g-dup.yaml"}; !slices.Equal(got, want) {
+		t.Errorf("Broken = %q, want %q", got, want)
+	}
+	if got, want := sortedKeys(set.BrokenNames), []string{"e", "f"}; !slices.Equal(got, want) {
+		t.Errorf("BrokenNames = %q, want %q", got, want)
+	}
+	wantFiles := []string{"a-good.yaml", "b-syntax.yaml", "c-good.yaml", "d-mixed.yaml", "e-dropin.yaml", "f-dup.yaml", "g-dup.yaml", "h-good.yml", "i-good.yaml", "z-comments.yaml", "z-empty.yaml"}
+	if !slices.Equal(set.Files, wantFiles) {
+		t.Errorf("Files = %q, want %q", set.Files, wantFiles)
+	}
+	if got := set.Objects["Service/i"].Source.DropIns; !slices.Equal(got, []string{"i.d/10-good.yaml"}) {
+		t.Errorf("Service/i DropIns = %q", got)
+	}
+	// IsBroken is asked about the last good objects of an earlier load.
+	last := func(name, file string, dropIns ...string) *Object {
+		return &Object{Kind: KindService, Metadata: ObjectMeta{Name: name}, Source: Source{File: file, DropIns: dropIns}}
+	}
+	for _, tc := range []struct {
+		o    *Object
+		want bool
+	}{
+		{last("a", "a-good.yaml"), false},
+		{last("b", "b-syntax.yaml"), true},    // its file does not parse
+		{last("d-bad", "d-mixed.yaml"), true}, // its document is invalid
+		{last("e", "e-dropin.yaml"), true},    // a new drop-in is broken
+		{last("f", "f-dup.yaml"), true},       // now defined twice
+		{last("gone", "deleted.yaml"), false}, // really deleted: prune
+		{last("i", "i-good.yaml", "i.d/10-good.yaml"), false},
+		{last("x", "x.yaml", "e.d/10-bad.yaml"), true}, // a drop-in it had is broken
+	} {
+		if got := set.IsBroken(tc.o); got != tc.want {
+			t.Errorf("IsBroken(%s from %s) = %v, want %v", tc.o, tc.o.Source.File, got, tc.want)
+		}
+	}
+	// The error lists every problem; each *FieldError is reachable.
+	if n := len(FieldErrors(err)); n != 5 {
+		t.Errorf("%d field errors, want 5:\n%s", n, errorLines(t, err, dir))
+	}
+}
+
+// TestLoadValid: a valid directory loads with a nil error and a full set.
+func TestLoadValid(t *testing.T) {
+	set, err := loadInsecure(t, exampleDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(set.Broken) != 0 || len(set.BrokenNames) != 0 {
+		t.Errorf("Broken = %v, BrokenNames = %v", set.Broken, set.BrokenNames)
+	}
+	abs, _ := filepath.Abs(exampleDir)
+	if set.Dir != abs && set.Dir != exampleDir {
+		if resolved, _ := filepath.EvalSymlinks(exampleDir); set.Dir != resolved {
+			t.Errorf("Dir = %q", set.Dir)
+		}
+	}
+}
+
+func TestLoadUnreadable(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"file.yaml": "x: 1\n"})
+	for _, tc := range []struct {
+		name string
+		dir  string
+		opts Options
+	}{
+		{"missing", filepath.Join(dir, "nope"), Options{Insecure: true}},
+		{"not a directory", filepath.Join(dir, "file.yaml"), Options{Insecure: true}},
+		{"dangling symlink", symlink(t, filepath.Join(dir, "nowhere"), filepath.Join(dir, "dangling")), Options{Insecure: true}},
+		{"wrong owner", dir, Options{OwnerUID: os.Getuid() + 1}},
+		{"group-writable", chmod(t, mkdir(t, filepath.Join(dir, "gw")), 0o775), Options{OwnerUID: os.Getuid()}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			set, err := Load(tc.dir, tc.opts)
+			if !errors.Is(err, ErrUnreadable) || set != nil {
+				t.Fatalf("Load = %v, %v; want nil, ErrUnreadable", set, err)
+			}
+		})
+	}
+}
+
+func mkdir(t *testing.T, p string) string {
+	t.Helper()
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func chmod(t *testing.T, p string, mode os.FileMode) string {
+	t.Helper()
+	if err := os.Chmod(p, mode); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func symlink(t *testing.T, target, link string) string {
+	t.Helper()
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	return link
+}
+
+// TestLoadFileChecks: per-file refusals (size, owner, mode, name) break only
+// that file. Ownership is checked against the running uid (OwnerUID).
+func TestLoadFileChecks(t *testing.T) {
+	good := "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: good}\nspec: {command: [/bin/true]}\n"
+	for _, tc := range []struct {
+		name  string
+		setup func(t *testing.T, dir string) string // returns the bad file (relative)
+		opts  Options
+		want  string // the error line, relative
+	}{
+		{
+			name: "too large",
+			setup: func(t *testing.T, dir string) string {
+				writeFiles(t, dir, map[string]string{"big.yaml": "# " + strings.Repeat("x", int(DefaultMaxFileBytes)) + "\n"})
+				return "big.yaml"
+			},
+			opts: Options{Insecure: true},
+			want: fmt.Sprintf("big.yaml: file is %d bytes, larger than the %d-byte cap", DefaultMaxFileBytes+3, DefaultMaxFileBytes),
+		},
+		{
+			name: "custom cap",
+			setup: func(t *testing.T, dir string) string {
+				writeFiles(t, dir, map[string]string{"b.yaml": good + "# padding padding padding\n"})
+				return "b.yaml"
+			},
+			opts: Options{Insecure: true, MaxFileBytes: int64(len(good) + 10)},
+			want: fmt.Sprintf("b.yaml: file is %d bytes, larger than the %d-byte cap", len(good)+26, len(good)+10),
+		},
+		{
+			name: "directory cap",
+			setup: func(t *testing.T, dir string) string {
+				writeFiles(t, dir, map[string]string{"b.yaml": strings.Replace(good, "good", "second", 1)})
+				return "b.yaml"
+			},
+			opts: Options{Insecure: true, MaxDirBytes: int64(len(good) + 5)},
+			want: fmt.Sprintf("b.yaml: directory size cap of %d bytes reached", len(good)+5),
+		},
+		{
+			name: "group-writable",
+			setup: func(t *testing.T, dir string) string {
+				writeFiles(t, dir, map[string]string{"gw.yaml": good})
+				chmod(t, filepath.Join(dir, "gw.yaml"), 0o666)
+				return "gw.yaml"
+			},
+			opts: Options{OwnerUID: os.Getuid()},
+			want: "gw.yaml: refused: mode 0666 is writable by group or others (manifests become root-run programs)",
+		},
+		{
+			name: "wrong owner",
+			setup: func(t *testing.T, dir string) string {
+				writeFiles(t, dir, map[string]string{"owner.yaml": good})
+				if err := os.Chown(filepath.Join(dir, "owner.yaml"), os.Getuid()+1, -1); err != nil {
+					t.Skipf("cannot chown as uid %d: %v", os.Getuid(), err)
+				}
+				return "owner.yaml"
+			},
+			opts: Options{OwnerUID: os.Getuid()},
+			want: fmt.Sprintf("owner.yaml: refused: owned by uid %d, want uid %d (manifests become root-run programs)", os.Getuid()+1, os.Getuid()),
+		},
+		{
+			name: "unsafe name",
+			setup: func(t *testing.T, dir string) string {
+				writeFiles(t, dir, map[string]string{"my file.yaml": good})
+				return "my file.yaml"
+			},
+			opts: Options{Insecure: true},
+			want: "my file.yaml: refused: file names may use only letters, digits and . _ - + @ =",
+		},
+		{
+			name: "not a regular file",
+			setup: func(t *testing.T, dir string) string {
+				mkdir(t, filepath.Join(dir, "dir.yaml"))
+				return "dir.yaml"
+			},
+			opts: Options{Insecure: true},
+			want: "dir.yaml: not a regular file",
+		},
+		{
+			name: "too many documents",
+			setup: func(t *testing.T, dir string) string {
+				writeFiles(t, dir, map[string]string{"many.yaml": strings.Repeat("---\nx: 1\n", maxDocsPerFile+1)})
+				return "many.yaml"
+			},
+			opts: Options{Insecure: true},
+			want: fmt.Sprintf("many.yaml: more than %d documents", maxDocsPerFile),
+		},
+		{
+			name: "nested too deeply",
+			setup: func(t *testing.T, dir string) string {
+				writeFiles(t, dir, map[string]string{"deep.yaml": "a: " + strings.Repeat("[", 100) + strings.Repeat("]", 100) + "\n"})
+				return "deep.yaml"
+			},
+			opts: Options{Insecure: true},
+			want: "deep.yaml:1:68: document nested too deeply",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeFiles(t, dir, map[string]string{"a-good.yaml": good})
+			bad := tc.setup(t, dir)
+			opts := tc.opts
+			opts.Host = testHost
+			set, err := Load(dir, opts)
+			if errors.Is(err, ErrUnreadable) || set == nil {
+				t.Fatalf("Load = %v, %v", set, err)
+			}
+			if got := strings.TrimSpace(errorLines(t, err, dir)); got != tc.want {
+				t.Errorf("errors:\n%s\nwant:\n%s", got, tc.want)
+			}
+			if _, ok := set.Broken[bad]; !ok {
+				t.Errorf("Broken = %v, want %s", sortedKeys(set.Broken), bad)
+			}
+			if set.Objects["Service/good"] == nil {
+				t.Errorf("the good file did not load; objects %v", sortedKeys(set.Objects))
+			}
+		})
+	}
+}
+
+// TestLoadSecureOK: with the real checks on, files of the right owner and
+// mode load.
+func TestLoadSecureOK(t *testing.T) {
+	dir := t.TempDir()
+	chmod(t, dir, 0o755)
+	writeFiles(t, dir, map[string]string{
+		"a.yaml":      "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [/bin/true]}\n",
+		"a.d/1.yaml":  "spec: {restart: {policy: always}}\n",
+		"b.yaml":      "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: b}\nspec: {command: [/bin/true]}\n",
+		"b.d/10.yaml": "spec: {restart: {policy: always}}\n",
+	})
+	chmod(t, filepath.Join(dir, "b.d"), 0o777)
+	set, err := Load(dir, Options{OwnerUID: os.Getuid()})
+	if got := errorLines(t, err, dir); got != "b.d: refused: mode 0777 is writable by group or others (manifests become root-run programs)\n" {
+		t.Errorf("errors:\n%s", got)
+	}
+	if set.Objects["Service/a"] == nil || !set.BrokenNames["b"] {
+		t.Errorf("objects %v, BrokenNames %v", sortedKeys(set.Objects), set.BrokenNames)
+	}
+}
+
+// TestLoadSymlinkedDir: the directory is resolved once (a git-sync or
+// ConfigMap "..data" swap), and Set.Dir is the resolved path.
+func TestLoadSymlinkedDir(t *testing.T) {
+	root := t.TempDir()
+	v1 := mkdir(t, filepath.Join(root, "..2024_v1"))
+	writeFiles(t, v1, map[string]string{"a.yaml": "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [/bin/true]}\n"})
+	symlink(t, "..2024_v1", filepath.Join(root, "..data"))
+	link := symlink(t, filepath.Join(root, "..data"), filepath.Join(root, "manifests"))
+	set, err := loadInsecure(t, link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := filepath.EvalSymlinks(v1)
+	if set.Dir != want {
+		t.Errorf("Dir = %q, want %q", set.Dir, want)
+	}
+	if set.Objects["Service/a"] == nil {
+		t.Errorf("objects = %v", sortedKeys(set.Objects))
+	}
+	// Errors name files in the resolved directory.
+	writeFiles(t, v1, map[string]string{"b.yaml": "kind: [\n"})
+	_, err = loadInsecure(t, link)
+	fes := FieldErrors(err)
+	if len(fes) != 1 || filepath.Dir(fes[0].File) != want {
+		t.Errorf("errors = %v", err)
+	}
+}
+
+// TestLoadIgnoresLeftovers: hidden files, editor backups and swap files,
+// package-manager leftovers and non-YAML files are not manifests.
+func TestLoadIgnoresLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	bad := "this is: [not valid\n"
+	writeFiles(t, dir, map[string]string{
+		"real.yaml":           "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: real}\nspec: {command: [/bin/true]}\n",
+		".x.yaml":             bad,
+		"x.yaml~":             bad,
+		"x.yaml.swp":          bad,
+		".x.yaml.swp":         bad,
+		"#x.yaml#":            bad,
+		"x.yaml.dpkg-old":     bad,
+		"x.yaml.dpkg-dist":    bad,
+		"x.yaml.rpmnew":       bad,
+		"x.bak":               bad,
+		"x.yaml.bak":          bad,
+		"x.yaml.orig":         bad,
+		"x.yaml.tmp":          bad,
+		"README.md":           bad,
+		"x.json":              bad,
+		".hidden.d/1.yaml":    bad,
+		"real.d/.1.yaml":      bad,
+		"real.d/1.yaml~":      bad,
+		"real.d/1.yaml.swp":   bad,
+		"real.d/notes.txt":    bad,
+		"sub/nested.yaml":     bad,
+		"..data/nested.yaml":  bad,
+		"real.d/#1.yaml#":     bad,
+		"real.d/1.dpkg-new":   bad,
+		"real.d/1.yaml.dpkg-": bad,
+	})
+	set, err := loadInsecure(t, dir)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if !slices.Equal(set.Files, []string{"real.yaml"}) || len(set.Objects) != 1 {
+		t.Errorf("Files = %q, objects = %v", set.Files, sortedKeys(set.Objects))
+	}
+	for _, tc := range []struct {
+		name string
+		want bool
+	}{
+		{"a.yaml", true}, {"a.yml", true}, {"a-b_c.d.yaml", true},
+		{".a.yaml", false}, {"a.yaml~", false}, {"a.yaml.swp", false}, {"#a.yaml#", false},
+		{"a.yaml.dpkg-old", false}, {"a.yaml.dpkg-new", false}, {"a.yaml.rpmsave", false},
+		{"a.bak", false}, {"a.yaml.tmp", false}, {"a.yaml.orig", false}, {"a.json", false},
+		{"", false}, {"yaml", false},
+	} {
+		if got := IsManifestName(tc.name); got != tc.want {
+			t.Errorf("IsManifestName(%q) = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestHostSelection: objects are split into Objects and NotSelected by name
+// globs and labels; Host.Selects follows the documented rules.
+func TestHostSelection(t *testing.T) {
+	dir := t.TempDir()
+	copyTree(t, filepath.Join("testdata", "render", "hosts.yaml"), filepath.Join(dir, "hosts.yaml"))
+	for _, tc := range []struct {
+		host        Host
+		selected    []string
+		notSelected []string
+	}{
+		{testHost, []string{"Service/by-labels", "Service/by-name", "Timer/by-both"}, []string{"Service/other-host", "Service/other-labels"}},
+		{Host{Name: "db-01", Labels: map[string]string{"role": "db"}}, []string{"Service/by-name", "Service/other-host"}, []string{"Service/by-labels", "Service/other-labels", "Timer/by-both"}},
+		{Host{Name: "web-01", Labels: map[string]string{"role": "db"}}, []string{"Service/by-name", "Service/other-labels"}, []string{"Service/by-labels", "Service/other-host", "Timer/by-both"}},
+		{Host{Name: "web-100", Labels: map[string]string{"role": "web"}}, nil, []string{"Service/by-labels", "Service/by-name", "Service/other-host", "Service/other-labels", "Timer/by-both"}},
+	} {
+		t.Run(tc.host.Name, func(t *testing.T) {
+			set, err := Load(dir, Options{Host: tc.host, Insecure: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := sortedKeys(set.Objects); !slices.Equal(got, tc.selected) && len(got)+len(tc.selected) > 0 {
+				t.Errorf("Objects = %q, want %q", got, tc.selected)
+			}
+			if got := sortedKeys(set.NotSelected); !slices.Equal(got, tc.notSelected) {
+				t.Errorf("NotSelected = %q, want %q", got, tc.notSelected)
+			}
+		})
+	}
+
+	for _, tc := range []struct {
+		name string
+		host Host
+		sel  *HostSelector
+		want bool
+	}{
+		{"nil selects all", Host{Name: "x"}, nil, true},
+		{"empty selects all", Host{Name: "x"}, &HostSelector{}, true},
+		{"glob", Host{Name: "web-01"}, &HostSelector{Names: []string{"web-*"}}, true},
+		{"any glob", Host{Name: "db-01"}, &HostSelector{Names: []string{"web-*", "db-0?"}}, true},
+		{"no glob", Host{Name: "cache-01"}, &HostSelector{Names: []string{"web-*", "db-*"}}, false},
+		{"glob is whole name", Host{Name: "my-web-01"}, &HostSelector{Names: []string{"web-*"}}, false},
+		{"class", Host{Name: "web-7"}, &HostSelector{Names: []string{"web-[0-5]"}}, false},
+		{"labels all", Host{Labels: map[string]string{"a": "1", "b": "2"}}, &HostSelector{Labels: map[string]string{"a": "1", "b": "2"}}, true},
+		{"label differs", Host{Labels: map[string]string{"a": "1", "b": "3"}}, &HostSelector{Labels: map[string]string{"a": "1", "b": "2"}}, false},
+		{"label missing", Host{Labels: map[string]string{"a": "1"}}, &HostSelector{Labels: map[string]string{"b": ""}}, false},
+		{"both must match", Host{Name: "web-01", Labels: map[string]string{"a": "1"}}, &HostSelector{Names: []string{"db-*"}, Labels: map[string]string{"a": "1"}}, false},
+		{"both match", Host{Name: "web-01", Labels: map[string]string{"a": "1"}}, &HostSelector{Names: []string{"web-*"}, Labels: map[string]string{"a": "1"}}, true},
+	} {
+		if got := tc.host.Selects(tc.sel); got != tc.want {
+			t.Errorf("%s: Selects = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestLoadHostLabels(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"ok.yaml":    "role: web\nenv: prod\n",
+		"bad.yaml":   "role: [web]\n",
+		"typed.yaml": "port: 8080\n",
+	})
+	if m, err := LoadHostLabels(filepath.Join(dir, "ok.yaml")); err != nil || m["role"] != "web" || m["env"] != "prod" {
+		t.Errorf("ok: %v, %v", m, err)
+	}
+	if m, err := LoadHostLabels(filepath.Join(dir, "missing.yaml")); err != nil || m != nil {
+		t.Errorf("missing: %v, %v", m, err)
+	}
+	if _, err := LoadHostLabels(filepath.Join(dir, "bad.yaml")); err == nil {
+		t.Error("bad: no error")
+	}
+	if m, err := LoadHostLabels(filepath.Join(dir, "typed.yaml")); err != nil || m["port"] != "8080" {
+		t.Errorf("typed: %v, %v", m, err)
+	}
+}
+
+func TestFieldErrorFormat(t *testing.T) {
+	for _, tc := range []struct {
+		e    FieldError
+		want string
+	}{
+		{FieldError{File: "a.yaml", Line: 3, Column: 5, Field: "spec.command", Detail: "required"}, "a.yaml:3:5: spec.command: required"},
+		{FieldError{File: "a.yaml", Line: 3, Detail: "invalid YAML"}, "a.yaml:3: invalid YAML"},
+		{FieldError{File: "a.yaml", Column: 3, Detail: "x"}, "a.yaml: x"},
+		{FieldError{File: "a.yaml", Field: "spec", Detail: "required"}, "a.yaml: spec: required"},
+	} {
+		if got := tc.e.Error(); got != tc.want {
+			t.Errorf("Error() = %q, want %q", got, tc.want)
+		}
+	}
+	for _, tc := range []struct{ in, want string }{
+		{"restart.limit.burst", "restart.limit.burst"},
+		{"command[0]", "command[0]"},
+		{"preStart[1].command[0]", "preStart[1].command[0]"},
+	} {
+		if got := parsePath(tc.in).String(); got != tc.want {
+			t.Errorf("parsePath(%q) = %q", tc.in, got)
+		}
+	}
+}
+
+// TestYAMLErrorLines: syntax errors point at the line of the construct that
+// is broken (yaml.v3 reports parser errors 0-based; Load corrects that).
+func TestYAMLErrorLines(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"a: [1, 2\n", "m.yaml:2: invalid YAML: did not find expected ',' or ']'"}, // found at the end
+		{"x: 1\na: [1, 2\n", "m.yaml:2: invalid YAML: did not find expected ',' or ']'"},
+		{"x: 1\ny: 2\na: {b: 1\nc: 2\n", "m.yaml:3: invalid YAML: did not find expected ',' or '}'"},
+		{"x: 1\ny: 2\n- a\n", "m.yaml:3: invalid YAML: did not find expected key"},
+		{"x: 1\ny:\n  - a\n  b: 2\n", "m.yaml:3: invalid YAML: did not find expected '-' indicator"},
+		{"x: 1\n\ty: 2\n", "m.yaml:2: invalid YAML: found a tab character that violates indentation"},
+		{"x: 1\ny: 2\nz: a: b\n", "m.yaml:3: invalid YAML: mapping values are not allowed in this context"},
+		{"x: 1\ny: 2\nz: 'abc\n", "m.yaml:3: invalid YAML: found unexpected end of stream"},
+		{"x: 1\ny: 2\nz: @x\n", "m.yaml:3: invalid YAML: found character that cannot start any token"},
+		{"x: 1\ny: 2\nx: 3\n", "m.yaml:3:1: mapping key \"x\" already defined at line 1"},
+		{"x: 1\ny: 2\nz: !!int abc\n", "m.yaml:3:4: cannot decode !!str `abc` as a !!int"},
+		{"x: 1\ny: &a 2\nz: *b\n", "m.yaml: invalid YAML: unknown anchor 'b' referenced"},
+		{"x: 1\n---\ny: [\n", "m.yaml:4: invalid YAML: did not find expected node content"},
+		{"x: .inf\n", "m.yaml:1:4: number out of range"},
+		{"? [a]\n: x\n", "m.yaml:1:3: mapping keys must be strings"},
+	} {
+		dir := t.TempDir()
+		writeFiles(t, dir, map[string]string{"m.yaml": tc.in})
+		_, err := loadInsecure(t, dir)
+		if got := strings.TrimSpace(errorLines(t, err, dir)); got != tc.want {
+			t.Errorf("%q:\n got %s\nwant %s", tc.in, got, tc.want)
+		}
+	}
+}
