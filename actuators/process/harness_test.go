@@ -217,3 +217,14 @@ func alive(pid int) bool {
 	st, err := readProcStat("/proc", pid)
 	return err == nil && st.State != 'Z'
 }
+
+func syscallKill(t *testing.T, pid int) {
+	t.Helper()
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -199,6 +199,7 @@ func (s *Supervisor) reload(ctx context.Context, wg *sync.WaitGroup, first bool)
 		return false, fmt.Errorf("read unit dir: %w", err)
 	}
 	seen := map[string]bool{}
+	adopted := map[string]bool{}
 	changed := false
 	var errs []error
 	for _, e := range ents {
@@ -250,6 +251,7 @@ func (s *Supervisor) reload(ctx context.Context, wg *sync.WaitGroup, first bool)
 		var adopt *procRecord
 		if first {
 			adopt = s.adoptable(name, spec)
+			adopted[name] = adopt != nil
 		}
 		wg.Add(1)
 		go func() {
@@ -274,7 +276,7 @@ func (s *Supervisor) reload(ctx context.Context, wg *sync.WaitGroup, first bool)
 	}
 	s.mu.Unlock()
 	if first {
-		s.cleanupStale()
+		s.cleanupStale(adopted)
 	}
 	return changed, errors.Join(errs...)
 }
@@ -300,12 +302,11 @@ func (s *Supervisor) adoptable(name string, spec *Spec) *procRecord {
 
 // cleanupStale stops what is left of recorded processes that could not be
 // adopted (dead main process, PID reused, unit gone), so no unit runs twice.
-func (s *Supervisor) cleanupStale() {
+func (s *Supervisor) cleanupStale(adopted map[string]bool) {
 	s.mu.Lock()
 	var stale []procRecord
 	for name, rec := range s.table {
-		u := s.units[name]
-		if u == nil || u.status().MainPID != rec.PID {
+		if !adopted[name] {
 			stale = append(stale, rec)
 			delete(s.table, name)
 		}
@@ -313,6 +314,11 @@ func (s *Supervisor) cleanupStale() {
 	s.mu.Unlock()
 	for _, rec := range stale {
 		reapIfChildNow(rec.PID)
+		if st, err := readProcStat(s.procRoot, rec.PID); err == nil && st.State != 'Z' && st.StartTime != rec.StartTime {
+			// The PID was reused, so its old group is empty: Linux does not
+			// reuse a PID while a process group of that ID exists.
+			continue
+		}
 		pids := groupMembers(s.procRoot, rec.PGID, rec.StartTime)
 		if len(pids) == 0 {
 			continue

@@ -791,15 +791,13 @@ func (r *runner) adopt(ctx context.Context, rec *procRecord) {
 func watchExit(wg *sync.WaitGroup, pid int, exit chan<- exitStatus) (stop func()) {
 	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
 	if err != nil {
-		exit <- reapIfChild(pid)
-		return func() {}
+		return pollExit(wg, pid, exit)
 	}
 	f := os.NewFile(uintptr(fd), "pidfd")
 	rc, err := f.SyscallConn()
 	if err != nil {
 		f.Close()
-		exit <- reapIfChild(pid)
-		return func() {}
+		return pollExit(wg, pid, exit)
 	}
 	wg.Add(1)
 	go func() {
@@ -816,6 +814,30 @@ func watchExit(wg *sync.WaitGroup, pid int, exit chan<- exitStatus) (stop func()
 	return func() { f.Close() }
 }
 
+// pollExit is watchExit without pidfd (kernels before 5.3): /proc, once a second.
+func pollExit(wg *sync.WaitGroup, pid int, exit chan<- exitStatus) (stop func()) {
+	quit := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+				if st, err := readProcStat("/proc", pid); err != nil || st.State == 'Z' {
+					exit <- reapIfChild(pid)
+					return
+				}
+			}
+		}
+	}()
+	return func() { close(quit) }
+}
+
+// reapIfChild collects the status of an exited process if it is our child.
 func reapIfChild(pid int) exitStatus {
 	var ws unix.WaitStatus
 	for i := 0; i < 50; i++ {
