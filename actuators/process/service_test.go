@@ -145,7 +145,7 @@ if [ $(wc -l < ` + d + `/runs) -eq 1 ]; then n=2; else n=1000000; fi
 while [ $n -gt 0 ]; do sleep 0.2; systemd-notify WATCHDOG=1; n=$((n-1)); done
 exec sleep 1000`
 	h.install(service("dog", desired.ServiceSpec{Command: sh(script),
-		Watchdog: &desired.ServiceWatchdog{Timeout: "1s", NotifyAccess: "all"},
+		Watchdog: &desired.ServiceWatchdog{Timeout: "3s", NotifyAccess: "all"},
 		Restart:  &desired.RestartSpec{Policy: desired.RestartOnFailure, Delay: "0s"}}), false)
 	if _, err := h.apply(context.Background(), actuators.Step{Op: actuators.OpStart, Unit: "dog.service"}); err != nil {
 		t.Fatalf("start (waits for READY=1): %v", err)
@@ -157,10 +157,7 @@ exec sleep 1000`
 	if u.MainPID == first || alive(int(first)) {
 		t.Fatalf("first process %d not replaced (now %d)", first, u.MainPID)
 	}
-	if u.ExecMainStatus != 6 { // SIGABRT
-		t.Logf("ExecMainStatus = %d", u.ExecMainStatus)
-	}
-	time.Sleep(2 * time.Second) // pinging keeps it alive
+	time.Sleep(4 * time.Second) // pinging keeps it alive
 	if u := h.unit("dog.service"); !isActive(u) || u.NRestarts != 1 {
 		t.Fatalf("pinging service: %+v", u)
 	}
