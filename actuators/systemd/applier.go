@@ -97,7 +97,7 @@ func New(c Client, unitDir, managerConfDir string, log *zap.Logger, opts ...Opti
 		c:              c,
 		unitDir:        filepath.Clean(unitDir),
 		managerConfDir: filepath.Clean(managerConfDir),
-		log:            log.Named("systemd"),
+		log:            log.Named("apply"),
 		cfg:            cfg,
 	}
 }

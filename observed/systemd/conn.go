@@ -39,7 +39,9 @@ const (
 // or setting manager properties with a context (GetManagerPropertyContext,
 // SetManagerProperty).
 //
-// Close it with Close (promoted from *dbus.Conn).
+// Close it with Close. ctx given to Dial bounds the dialing only: the
+// connection lives until Close (go-systemd's *Context constructors close
+// it when their ctx ends instead).
 type Conn struct {
 	*sddbus.Conn
 	// calls is the connection go-systemd sends method calls on; signals is
@@ -48,6 +50,7 @@ type Conn struct {
 	calls, signals *godbus.Conn
 	private        bool
 	wire           *Wire
+	cancel         context.CancelFunc
 }
 
 // Wire counts D-Bus messages on the two connections under a Conn, including
@@ -132,11 +135,16 @@ func systemBusAddress() string {
 }
 
 func dial(ctx context.Context, addr string, private bool) (*Conn, error) {
-	c := &Conn{private: private, wire: new(Wire)}
+	// godbus closes a connection when its context ends. The connection must
+	// outlive ctx (like net.Dialer.DialContext), so it gets its own context,
+	// cancelled by Close, and ctx only cancels it while dialing.
+	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	detach := context.AfterFunc(ctx, cancel)
+	c := &Conn{private: private, wire: new(Wire), cancel: cancel}
 	var dialed []*godbus.Conn
 	conn, err := sddbus.NewConnection(func() (*godbus.Conn, error) {
 		bc, err := godbus.Dial(addr,
-			godbus.WithContext(ctx),
+			godbus.WithContext(life),
 			godbus.WithOutgoingInterceptor(c.wire.outgoing),
 			godbus.WithIncomingInterceptor(c.wire.incoming))
 		if err != nil {
@@ -155,15 +163,27 @@ func dial(ctx context.Context, addr string, private bool) (*Conn, error) {
 		dialed = append(dialed, bc)
 		return bc, nil
 	})
+	if err == nil && !detach() {
+		conn.Close()
+		err = ctx.Err()
+	}
 	if err != nil {
+		cancel()
 		return nil, fmt.Errorf("connect to systemd at %s: %w", addr, err)
 	}
 	if len(dialed) != 2 {
 		conn.Close()
+		cancel()
 		return nil, fmt.Errorf("connect to systemd at %s: go-systemd dialed %d connections, want 2", addr, len(dialed))
 	}
 	c.Conn, c.calls, c.signals = conn, dialed[0], dialed[1]
 	return c, nil
+}
+
+// Close closes both connections under c.
+func (c *Conn) Close() {
+	c.Conn.Close()
+	c.cancel()
 }
 
 func (c *Conn) manager(bc *godbus.Conn) godbus.BusObject { return bc.Object(systemdDest, systemdPath) }
