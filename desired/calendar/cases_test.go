@@ -3,6 +3,7 @@ package calendar
 import (
 	"fmt"
 	"strings"
+	"time"
 )
 
 // differentialBases are the base times of the differential test: an
@@ -321,6 +322,41 @@ func differentialCases() []differentialCase {
 	}
 	for i, e := range generated(500) {
 		cs = append(cs, differentialCase{e, differentialBases[i%len(differentialBases)]})
+	}
+	return append(cs, dstCases()...)
+}
+
+// dstCases probe DST changes: zones with ordinary, 30-minute, negative
+// (Europe/Dublin) and midnight (America/Santiago, America/Havana) changes,
+// from base times shortly before and after each change.
+func dstCases() []differentialCase {
+	changes := []struct {
+		zone string
+		at   []string // UTC instants of the 2026 changes
+	}{
+		{"Europe/Dublin", []string{"2026-03-29 01:00", "2026-10-25 01:00"}},
+		{"Europe/London", []string{"2026-03-29 01:00", "2026-10-25 01:00"}},
+		{"America/New_York", []string{"2026-03-08 07:00", "2026-11-01 06:00"}},
+		{"Australia/Lord_Howe", []string{"2026-04-04 15:00", "2026-10-03 15:30"}},
+		{"America/Santiago", []string{"2026-04-05 03:00", "2026-09-06 04:00"}},
+		{"America/Havana", []string{"2026-03-08 05:00", "2026-11-01 05:00"}},
+	}
+	specs := []string{"*:0/7:0/13", "*:*:0/40", "*:0/7", "01:03", "01..03:0/15", "*:00", "0/2:30", "*:0/25:0/50"}
+	offsets := []time.Duration{-3601 * time.Second, -1801 * time.Second, -61 * time.Second, -time.Second, 0, 59 * time.Second, 1799 * time.Second}
+	var cs []differentialCase
+	for _, c := range changes {
+		for _, at := range c.at {
+			t, err := time.Parse("2006-01-02 15:04", at)
+			if err != nil {
+				panic(err)
+			}
+			for _, off := range offsets {
+				base := t.Add(off).Format("2006-01-02 15:04:05") + " UTC"
+				for _, spec := range specs {
+					cs = append(cs, differentialCase{spec + " " + c.zone, base})
+				}
+			}
+		}
 	}
 	return cs
 }

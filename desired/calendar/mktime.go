@@ -229,5 +229,5 @@ func civilFromDays(z int64) (y, m, d int64) {
 func weekday(year, mon, mday int) int {
 	d := daysFromCivil(int64(year), int64(mon)+1, int64(mday))
 	// 1970-01-01 was a Thursday (3).
-	return int((d%7+7+3) % 7)
+	return int((d%7 + 7 + 3) % 7)
 }

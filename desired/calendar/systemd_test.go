@@ -104,12 +104,24 @@ func TestHandPickedUnique(t *testing.T) {
 // mismatch; it fails the test if there is any.
 func compareAll(t *testing.T, recs []record) {
 	t.Helper()
-	valid, mismatches := 0, 0
+	valid, mismatches, gaveUp := 0, 0, 0
 	exprs := map[string]bool{}
 	for _, r := range recs {
 		exprs[r.Expr] = true
 		if r.Valid {
 			valid++
+		}
+		if r.Valid && slices.Equal(r.Next, []string{"error"}) {
+			// systemd 252 gave up ("Infinite loop in calendar
+			// calculation", seen at midnight DST changes); Next is
+			// allowed to find a time there (see doc.go). The verdict
+			// must still agree.
+			gaveUp++
+			if _, err := Parse(r.Expr); err != nil {
+				mismatches++
+				t.Errorf("expr %q: systemd accepts it, Parse: %v", r.Expr, err)
+			}
+			continue
 		}
 		if d := compareOne(r); d != "" {
 			mismatches++
@@ -118,7 +130,8 @@ func compareAll(t *testing.T, recs []record) {
 			}
 		}
 	}
-	t.Logf("%d records, %d distinct expressions, %d valid records, %d mismatches", len(recs), len(exprs), valid, mismatches)
+	t.Logf("%d records, %d distinct expressions, %d valid records (systemd gave up on %d), %d mismatches",
+		len(recs), len(exprs), valid, gaveUp, mismatches)
 	if mismatches > 0 {
 		t.Errorf("%d of %d records differ from systemd-analyze", mismatches, len(recs))
 	}
