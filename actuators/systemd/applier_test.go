@@ -92,6 +92,11 @@ func TestWriteFile(t *testing.T) {
 	// Unit drop-in directory.
 	e.must(t, write(filepath.Join(e.unitDir, "worker.service.d", "10-resil.conf"), owned("Service/worker")), actuators.Changed)
 
+	// Data without the marker would leave a file resil cannot manage.
+	if _, err := e.apply(t, write(filepath.Join(e.unitDir, "bare.service"), []byte("[Service]\n"))); !errors.Is(err, ErrInvalidStep) {
+		t.Errorf("write without marker = %v, want ErrInvalidStep", err)
+	}
+
 	entries, _ := os.ReadDir(e.unitDir)
 	for _, en := range entries {
 		if strings.HasPrefix(en.Name(), ".") {

@@ -70,10 +70,16 @@ func readCurrent(path string) ([]byte, bool, error) {
 }
 
 // writeFile replaces s.Path with s.Data when the bytes differ: a temporary
-// file in the same directory, fsync, rename, fsync of the directory.
+// file in the same directory, fsync, rename, fsync of the directory. The
+// data must carry the ownership marker, and an existing file must too
+// (unless WithOverwriteForeign).
 func (a *Applier) writeFile(s actuators.Step) (actuators.Result, error) {
 	if _, err := a.classify(s); err != nil {
 		return actuators.Unchanged, err
+	}
+	if _, owned := desired.IsOwned(s.Data); !owned {
+		// resil could neither update nor remove such a file later.
+		return actuators.Unchanged, fmt.Errorf("write %s: %w: data lacks the %s marker", s.Path, ErrInvalidStep, desired.KeyObject)
 	}
 	cur, exists, err := readCurrent(s.Path)
 	if err != nil {

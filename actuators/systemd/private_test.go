@@ -1,0 +1,123 @@
+package systemd
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"resil.dev/resil/actuators"
+	"resil.dev/resil/e2e/sandbox"
+	sdobserve "resil.dev/resil/observed/systemd"
+)
+
+// innerEnv marks the run of this test binary inside a sandbox.
+const innerEnv = "RESIL_SD_PRIVATE_INNER"
+
+// TestSandboxPrivateSocket covers the path the agent takes as root:
+// sdobserve.Dial on systemd's private socket, where there is no bus daemon,
+// no Hello, no AddMatch, and systemd sends every signal unasked. The host
+// cannot use a sandbox's private socket (systemd resets peers outside its
+// PID namespace), so this test binary is bound into the sandbox and runs
+// TestPrivateSocketInner there, in all of the sandbox's namespaces.
+func TestSandboxPrivateSocket(t *testing.T) {
+	if os.Getenv(innerEnv) == "1" {
+		t.Skip("inside the sandbox already")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const target = "/opt/resil-test/systemd.test"
+	sb := sandbox.New(t, sandbox.Options{Binds: []sandbox.Bind{{Host: exe, Target: target, ReadOnly: true}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := sb.Command(ctx, target, "-test.run=^TestPrivateSocketInner$", "-test.v", "-test.count=1")
+	cmd.Env = append(cmd.Env, innerEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	t.Logf("inside the sandbox:\n%s", out)
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestPrivateSocketInner") {
+		t.Fatalf("inner run: %v", err)
+	}
+}
+
+func TestPrivateSocketInner(t *testing.T) {
+	if os.Getenv(innerEnv) != "1" {
+		t.Skip("runs inside a sandbox, started by TestSandboxPrivateSocket")
+	}
+	ctx := context.Background()
+	conn, err := sdobserve.Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if !conn.Private() {
+		t.Fatal("Dial as root did not use the private socket")
+	}
+
+	const unitDir = "/etc/systemd/system"
+	a := New(conn, unitDir, "/etc/systemd/system.conf.d", zaptest.NewLogger(t))
+	path := unitDir + "/p.service"
+	for i, s := range []actuators.Step{
+		{Op: actuators.OpWriteFile, Path: path, Data: ownedUnit("Service/p", "Type=exec\nExecStart=/bin/sleep infinity"), Reason: "test"},
+		{Op: actuators.OpDaemonReload, Reason: "test"},
+		{Op: actuators.OpEnable, Unit: "p.service", Reason: "test"},
+		{Op: actuators.OpStart, Unit: "p.service", Reason: "test"},
+		{Op: actuators.OpStart, Unit: "p.service", Reason: "again"},
+	} {
+		r, err := a.Apply(ctx, s)
+		if want := map[bool]actuators.Result{true: actuators.Unchanged, false: actuators.Changed}[i == 4]; err != nil || r != want {
+			t.Fatalf("Apply(%s) = %s, %v; want %s", s, r, err, want)
+		}
+	}
+
+	o := sdobserve.New(conn, unitDir)
+	wire0 := conn.Wire().Calls()
+	st, err := o.Observe(ctx, []string{"p.service"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := st.Units["p.service"]; u.ActiveState != "active" || u.UnitFileState != "enabled" || u.Owner != "Service/p" {
+		t.Fatalf("p.service = %+v", u)
+	}
+	t.Logf("Observe of 1 unit + manager: %d calls on the private socket", conn.Wire().Calls()-wire0)
+
+	wakes := make(chan struct{}, 64)
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- o.Subscribe(sctx, func() { wakes <- struct{}{} }) }()
+	time.Sleep(100 * time.Millisecond)
+	idle0 := conn.Wire().Calls()
+	time.Sleep(500 * time.Millisecond)
+	if d := conn.Wire().Calls() - idle0; d != 0 {
+		t.Errorf("idle with Subscribe running: %d calls", d)
+	}
+	if r, err := a.Apply(ctx, actuators.Step{Op: actuators.OpStop, Unit: "p.service", Reason: "test"}); err != nil || r != actuators.Changed {
+		t.Fatalf("stop = %s, %v", r, err)
+	}
+	select {
+	case <-wakes:
+	case <-time.After(5 * time.Second):
+		t.Error("no wake on stop over the private socket")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Subscribe = %v", err)
+	}
+
+	if err := os.WriteFile(unitDir+"/f.service", ownedUnit("Service/f", "Type=oneshot\nExecStart=/bin/false"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Apply(ctx, actuators.Step{Op: actuators.OpDaemonReload, Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.Apply(ctx, actuators.Step{Op: actuators.OpStart, Unit: "f.service", Reason: "test"})
+	var je *JobError
+	if !errors.As(err, &je) || je.Result != "failed" {
+		t.Errorf("start f.service = %v, want a JobError", err)
+	}
+}
