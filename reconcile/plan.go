@@ -415,6 +415,10 @@ func (p *planner) watchdog(o *desired.Object) {
 				reason = "manifest changed"
 			}
 			p.files = append(p.files, actuators.Step{Op: actuators.OpWriteFile, Object: o.ID(), Path: path, Data: f.Data, Old: m.File, Reason: reason})
+			// daemon-reload re-reads RuntimeWatchdogSec/RebootWatchdogSec from
+			// the drop-in; set-manager after it only fixes what is left.
+			p.reload = true
+			p.reloadWhy = append(p.reloadWhy, "manager drop-in written")
 		}
 	}
 	want := map[string]string{}

@@ -1,0 +1,53 @@
+# resil — see README.md. Targets: build test e2e bench lint run fuzz clean
+GO        ?= go
+BIN       ?= bin/reconciler
+STATE     ?= $(CURDIR)/.state
+FUZZTIME  ?= 10s
+STATICCHECK_VERSION ?= 2026.1
+export GOFLAGS := -buildvcs=false
+
+.PHONY: all build test unit e2e fuzz bench lint run clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/reconciler
+
+# The test command of README.md: unit + integration tests (the e2e packages
+# boot a sandboxed systemd when run as root), then a short run of every fuzz target.
+test: unit fuzz
+
+unit:
+	$(GO) test -count=1 -timeout 20m ./...
+
+e2e:
+	RESIL_E2E_REQUIRE=1 $(GO) test -count=1 -timeout 20m -v ./e2e/...
+
+# Each fuzz target for $(FUZZTIME) (go test allows one -fuzz target per run).
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
+	  for t in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/func //'); do \
+	    echo "fuzz $$pkg $$t"; \
+	    $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || { $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; exit 1; }; \
+	  done; \
+	done
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+	@if [ -x e2e/bench/run.sh ]; then e2e/bench/run.sh; fi
+	@if [ -x actuators/process/bench/peers.sh ]; then actuators/process/bench/peers.sh; fi
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+	$(GO) vet ./...
+	@command -v staticcheck >/dev/null 2>&1 || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" staticcheck ./...
+
+# The main job on this machine: the agent on the built-in process backend,
+# supervising the examples in manifests/ (state under .state/).
+run: build
+	./scripts/run-examples.sh $(BIN) $(STATE)
+
+clean:
+	rm -rf bin .state

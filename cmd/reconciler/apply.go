@@ -1,0 +1,82 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"resil.dev/resil/reconcile"
+)
+
+func newApplyCmd(g *globals) *cobra.Command {
+	var expect string
+	cmd := &cobra.Command{
+		Use:   "apply",
+		Short: "Run one reconcile pass, then exit",
+		Long: "Load, observe, plan and execute once. Each step is printed with its outcome.\n" +
+			"Exit status: 0 converged, 1 some step failed or a manifest is invalid, 2 error.\n" +
+			"--expect-plan HASH refuses to act when the plan differs from the one `diff` showed.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			log, err := g.logger("warn")
+			if err != nil {
+				return err
+			}
+			unlock, err := lockState(g.stateDir)
+			if err != nil {
+				return exitCode(2, err)
+			}
+			defer unlock()
+			be, err := openBackend(ctx, g, log, false)
+			if err != nil {
+				return exitCode(2, err)
+			}
+			defer be.Close()
+			r, err := newReconciler(g, be, log, nil)
+			if err != nil {
+				return exitCode(2, err)
+			}
+			start := time.Now()
+			res, err := r.Reconcile(ctx, reconcile.Options{ExpectPlan: expect})
+			out := cmd.OutOrStdout()
+			if errors.Is(err, reconcile.ErrExpectPlan) {
+				printPlan(out, be.Name, res)
+				return exitCode(1, err)
+			}
+			if err != nil && len(res.Outcomes) == 0 {
+				return exitCode(2, err)
+			}
+			for _, o := range res.Outcomes {
+				switch {
+				case o.Skipped != "":
+					fmt.Fprintf(out, "skipped  %s: %s\n", o.Step, o.Skipped)
+				case o.Err != nil:
+					fmt.Fprintf(out, "FAILED   %s: %v\n", o.Step, o.Err)
+				default:
+					fmt.Fprintf(out, "%-8s %s\n", o.Result, o.Step)
+				}
+			}
+			for _, f := range res.Plan.Findings {
+				if f.Warning {
+					fmt.Fprintf(out, "warning  %s %s: %s\n", f.Reason, f.Object, f.Message)
+				}
+			}
+			fmt.Fprintf(out, "%d steps, %d failed, %d objects, %s (plan %s)\n", len(res.Outcomes), res.Failed(), res.Objects,
+				time.Since(start).Round(time.Millisecond), res.Hash)
+			if res.LoadErr != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "invalid manifests (their last good version, if any, stays in force):\n%v\n", res.LoadErr)
+				return exitCode(1, nil)
+			}
+			if err != nil || res.Failed() > 0 {
+				return exitCode(1, nil)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&expect, "expect-plan", "", "refuse to act unless the plan hash equals HASH (from diff)")
+	return cmd
+}

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.uber.org/zap"
+
+	"resil.dev/resil/reconcile"
+)
+
+// backend is what the CLI needs from systemd or the process supervisor.
+type backend struct {
+	Name       string
+	UnitDir    string
+	ManagerDir string
+	Render     reconcile.Renderer
+	Observer   reconcile.Observer
+	Applier    reconcile.Applier
+	// Background tasks run beside the loop (supervisor, state subscriptions).
+	// Each returns when ctx is done, after its goroutines exit; wake must not block.
+	Background []func(ctx context.Context, wake func()) error
+	// Reset clears a unit's failed state (reconciler reset).
+	Reset func(ctx context.Context, unit string) error
+	// Close releases connections.
+	Close func()
+}
+
+// openBackend picks and opens the backend. readOnly is for diff: it must not
+// need root and must not change anything.
+func openBackend(ctx context.Context, g *globals, log *zap.Logger, readOnly bool) (*backend, error) {
+	name := g.backend
+	if name == "auto" || name == "" {
+		name = detectBackend(ctx)
+		log.Info("backend selected", zap.String("backend", name))
+	}
+	switch name {
+	case "systemd":
+		return openSystemd(ctx, g, log, readOnly)
+	case "process":
+		return openProcess(ctx, g, log, readOnly)
+	}
+	return nil, fmt.Errorf("--backend must be auto, systemd or process, got %q", g.backend)
+}
+
+// detectBackend says systemd when the host booted with it
+// (/run/systemd/system exists, sd_booted(3)) and it answers on D-Bus.
+func detectBackend(ctx context.Context) string {
+	if st, err := os.Stat("/run/systemd/system"); err != nil || !st.IsDir() {
+		return "process"
+	}
+	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if !systemdAnswers(dctx) {
+		return "process"
+	}
+	return "systemd"
+}
+
+func newReconciler(g *globals, be *backend, log *zap.Logger, events reconcile.Recorder) (*reconcile.Reconciler, error) {
+	opts, err := g.loadOptions()
+	if err != nil {
+		return nil, err
+	}
+	manifests, err := filepath.Abs(g.manifests)
+	if err != nil {
+		return nil, fmt.Errorf("manifests path: %w", err)
+	}
+	return reconcile.New(reconcile.Config{
+		Manifests: manifests, Load: opts, UnitDir: be.UnitDir, ManagerDir: be.ManagerDir,
+		Render: be.Render, Observer: be.Observer, Applier: be.Applier, Events: events, Log: log,
+	}), nil
+}

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"go.uber.org/zap"
+
+	"resil.dev/resil/actuators"
+	sdapply "resil.dev/resil/actuators/systemd"
+	"resil.dev/resil/desired"
+	sdobserve "resil.dev/resil/observed/systemd"
+)
+
+// errReadOnly guards diff: its backend must never act.
+var errReadOnly = errors.New("read-only backend: diff never applies steps")
+
+type readOnlyApplier struct{}
+
+func (readOnlyApplier) Apply(context.Context, actuators.Step) (actuators.Result, error) {
+	return actuators.Unchanged, errReadOnly
+}
+
+// openSystemd opens one long-lived D-Bus connection (the private socket as
+// root, the system bus otherwise) shared by the observer and the applier.
+func openSystemd(ctx context.Context, g *globals, log *zap.Logger, readOnly bool) (*backend, error) {
+	conn, err := sdobserve.Dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("systemd backend: %w", err)
+	}
+	obs := sdobserve.New(conn, g.unitDir, sdobserve.WithManagerConf(filepath.Join(g.managerDir, desired.WatchdogFile)))
+	app := sdapply.New(conn, g.unitDir, g.managerDir, log.Named("systemd"))
+	be := &backend{
+		Name: "systemd", UnitDir: g.unitDir, ManagerDir: g.managerDir,
+		Render: desired.Render, Observer: obs, Applier: app,
+		Close: func() { conn.Close() },
+	}
+	if readOnly {
+		be.Applier = readOnlyApplier{}
+		return be, nil
+	}
+	be.Background = append(be.Background, obs.Subscribe)
+	be.Reset = func(ctx context.Context, unit string) error {
+		for _, op := range []actuators.Op{actuators.OpResetFailed, actuators.OpStart} {
+			if _, err := app.Apply(ctx, actuators.Step{Op: op, Unit: unit, Reason: "reconciler reset"}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return be, nil
+}
+
+// systemdAnswers reports whether systemd answers on D-Bus.
+func systemdAnswers(ctx context.Context) bool {
+	conn, err := sdobserve.Dial(ctx)
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
+}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/pmezard/go-difflib/difflib"
+	"github.com/spf13/cobra"
+
+	"resil.dev/resil/actuators"
+	"resil.dev/resil/reconcile"
+)
+
+// stepJSON is a step as `diff -o json` prints it.
+type stepJSON struct {
+	actuators.Step
+	Text string `json:"text"`
+	Diff string `json:"diff,omitempty"`
+}
+
+type diffJSON struct {
+	Backend  string              `json:"backend"`
+	Hash     string              `json:"hash"`
+	Changes  bool                `json:"changes"`
+	Steps    []stepJSON          `json:"steps"`
+	Findings []reconcile.Finding `json:"findings"`
+	Errors   []string            `json:"errors,omitempty"`
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+func newDiffCmd(g *globals) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "diff",
+		Short: "Show exactly what apply would do, touching nothing",
+		Long: "Compute the plan with the same code apply executes and print unified diffs of every unit file that\n" +
+			"would be written or removed, then the runtime actions with their reasons and the plan hash.\n" +
+			"Nothing is written, reloaded or started. Exit status: 0 no changes, 1 changes, 2 error.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "text" && output != "json" {
+				return exitCode(2, fmt.Errorf("-o must be text or json, got %q", output))
+			}
+			ctx, cancel := signalContext()
+			defer cancel()
+			log, err := g.logger("error")
+			if err != nil {
+				return err
+			}
+			be, err := openBackend(ctx, g, log, true)
+			if err != nil {
+				return exitCode(2, err)
+			}
+			defer be.Close()
+			r, err := newReconciler(g, be, log, nil)
+			if err != nil {
+				return exitCode(2, err)
+			}
+			res, err := r.Reconcile(ctx, reconcile.Options{DryRun: true})
+			if err != nil {
+				return exitCode(2, err)
+			}
+			out := cmd.OutOrStdout()
+			if output == "json" {
+				rep := diffJSON{Backend: be.Name, Hash: res.Hash, Changes: !res.Plan.Empty(), Steps: []stepJSON{}, Findings: res.Plan.Findings}
+				for _, s := range res.Plan.Steps {
+					rep.Steps = append(rep.Steps, stepJSON{Step: s, Text: s.String(), Diff: fileDiff(s)})
+				}
+				if res.LoadErr != nil {
+					rep.Errors = strings.Split(res.LoadErr.Error(), "\n")
+				}
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(rep); err != nil {
+					return err
+				}
+			} else {
+				printPlan(out, be.Name, res)
+			}
+			if res.LoadErr != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "invalid manifests (their last good version, if any, stays in force):\n%v\n", res.LoadErr)
+				return exitCode(2, nil)
+			}
+			if !res.Plan.Empty() {
+				return exitCode(1, nil)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	return cmd
+}
+
+// fileDiff renders a unified diff for write/remove steps.
+func fileDiff(s actuators.Step) string {
+	if s.Op != actuators.OpWriteFile && s.Op != actuators.OpRemoveFile {
+		return ""
+	}
+	var newData []byte
+	if s.Op == actuators.OpWriteFile {
+		newData = s.Data
+	}
+	from, to := s.Path, s.Path
+	if s.Old == nil {
+		from = "/dev/null"
+	}
+	if s.Op == actuators.OpRemoveFile {
+		to = "/dev/null"
+	}
+	text, _ := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
+		A: difflib.SplitLines(string(s.Old)), B: difflib.SplitLines(string(newData)),
+		FromFile: from, ToFile: to, Context: 3,
+	})
+	return text
+}
+
+func printPlan(out io.Writer, backend string, res reconcile.Result) {
+	for _, s := range res.Plan.Steps {
+		if d := fileDiff(s); d != "" {
+			fmt.Fprint(out, d)
+			if !strings.HasSuffix(d, "\n") {
+				fmt.Fprintln(out)
+			}
+		}
+	}
+	if len(res.Plan.Steps) > 0 {
+		fmt.Fprintln(out, "Steps:")
+		for i, s := range res.Plan.Steps {
+			fmt.Fprintf(out, "  %2d. %s\n", i+1, s)
+		}
+	}
+	if len(res.Plan.Findings) > 0 {
+		fmt.Fprintln(out, "Findings:")
+		for _, f := range res.Plan.Findings {
+			mark := " "
+			if f.Warning {
+				mark = "!"
+			}
+			fmt.Fprintf(out, "  %s %s %s: %s\n", mark, f.Reason, f.Object, f.Message)
+		}
+	}
+	if res.Observed != nil {
+		for _, line := range timerNotes(res) {
+			fmt.Fprintln(out, line)
+		}
+	}
+	if res.Plan.Empty() {
+		fmt.Fprintf(out, "No changes: %d objects converged on the %s backend (plan %s).\n", res.Objects, backend, res.Hash)
+	} else {
+		fmt.Fprintf(out, "Plan: %d steps for %d objects on the %s backend (plan %s).\n", len(res.Plan.Steps), res.Objects, backend, res.Hash)
+	}
+}

@@ -1,0 +1,11 @@
+// Command reconciler is resil's agent and CLI: it keeps a host converged on
+// the resil.dev/v1 manifests in a directory (default /etc/resil.d), over
+// systemd (D-Bus) or its built-in process supervisor.
+//
+//	reconciler run        the agent: level-triggered loop, watch, resync
+//	reconciler apply      one pass, then exit (0 converged, 1 a step failed)
+//	reconciler diff       what apply would do (0 none, 1 changes, 2 error)
+//	reconciler validate   check manifests (0 valid, 1 invalid, 2 usage)
+//	reconciler render     print the unit files the manifests render to
+//	reconciler reset      clear a unit's failed/start-limit state
+package main

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime/debug"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"resil.dev/resil/desired"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// exitError carries a process exit code through cobra.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func (e *exitError) Unwrap() error { return e.err }
+
+func exitCode(code int, err error) error { return &exitError{code: code, err: err} }
+
+// globals are the flags every command shares.
+type globals struct {
+	manifests  string
+	unitDir    string
+	managerDir string
+	stateDir   string
+	backend    string
+	ownerCheck string
+	hostLabels string
+	hostname   string
+	logLevel   string
+	logFormat  string
+}
+
+func (g *globals) loadOptions() (desired.Options, error) {
+	var opts desired.Options
+	switch g.ownerCheck {
+	case "on":
+	case "off":
+		opts.Insecure = true
+	case "auto", "":
+		opts.Insecure = os.Geteuid() != 0
+	default:
+		return opts, exitCode(2, fmt.Errorf("--owner-check must be auto, on or off, got %q", g.ownerCheck))
+	}
+	host, err := desired.ThisHost(g.hostLabels)
+	if err != nil {
+		return opts, err
+	}
+	if g.hostname != "" {
+		host.Name = g.hostname
+	}
+	opts.Host = host
+	return opts, nil
+}
+
+func (g *globals) logger(defaultLevel string) (*zap.Logger, error) {
+	lvl := g.logLevel
+	if lvl == "" {
+		lvl = defaultLevel
+	}
+	level, err := zapcore.ParseLevel(lvl)
+	if err != nil {
+		return nil, exitCode(2, fmt.Errorf("--log-level: %w", err))
+	}
+	var cfg zap.Config
+	if g.logFormat == "console" {
+		cfg = zap.NewDevelopmentConfig()
+	} else {
+		cfg = zap.NewProductionConfig()
+		cfg.EncoderConfig.TimeKey = "time"
+		cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	}
+	cfg.Level = zap.NewAtomicLevelAt(level)
+	cfg.OutputPaths = []string{"stderr"}
+	cfg.DisableStacktrace = level > zapcore.DebugLevel
+	return cfg.Build()
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "reconciler",
+		Short:         "Keep this host converged on resil.dev/v1 manifests",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       buildVersion(),
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.manifests, "manifests", "/etc/resil.d", "directory of manifests (*.yaml, NAME.d/ drop-ins)")
+	pf.StringVar(&g.unitDir, "unit-dir", "/etc/systemd/system", "unit directory (systemd backend)")
+	pf.StringVar(&g.managerDir, "manager-dir", "/etc/systemd/system.conf.d", "systemd manager drop-in directory (host watchdog)")
+	pf.StringVar(&g.stateDir, "state-dir", "/var/lib/resil", "the agent's state directory (lock, process table, timer stamps)")
+	pf.StringVar(&g.backend, "backend", "auto", "auto, systemd or process")
+	pf.StringVar(&g.ownerCheck, "owner-check", "auto", "refuse manifests not owned by root or writable by group/other: on, off, or auto (on when running as root)")
+	pf.StringVar(&g.hostLabels, "host-labels", desired.DefaultHostLabelsFile, "YAML map of this host's labels, for spec.hosts")
+	pf.StringVar(&g.hostname, "hostname", "", "host name for spec.hosts (default: this host's)")
+	pf.StringVar(&g.logLevel, "log-level", "", "debug, info, warn, error")
+	pf.StringVar(&g.logFormat, "log-format", "json", "json or console")
+	root.AddCommand(newVersionCmd(), newValidateCmd(g), newRenderCmd(g), newDiffCmd(g), newApplyCmd(g), newRunCmd(g), newResetCmd(g))
+	return root
+}
+
+func buildVersion() string {
+	if version != "dev" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return version
+}
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintln(cmd.OutOrStdout(), "reconciler", buildVersion())
+			return err
+		},
+	}
+}
+
+func main() {
+	root := newRoot()
+	err := root.Execute()
+	if err == nil {
+		return
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil {
+			fmt.Fprintln(os.Stderr, "reconciler:", ee.err)
+		}
+		os.Exit(ee.code)
+	}
+	fmt.Fprintln(os.Stderr, "reconciler:", err)
+	os.Exit(2) // usage errors and anything unclassified
+}

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"resil.dev/resil/desired"
+	"resil.dev/resil/reconcile"
+)
+
+func newRunCmd(g *globals) *cobra.Command {
+	var resync, settle, passTimeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the agent: keep the host converged until stopped",
+		Long: "Level-triggered loop: every pass re-reads all manifests and all observed state. Changes in the\n" +
+			"manifests directory (and its drop-in folders, and symlink swaps of it), backend state changes and a\n" +
+			"periodic resync wake it; bursts collapse into one pass after --settle.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			log, err := g.logger("info")
+			if err != nil {
+				return err
+			}
+			defer func() { _ = log.Sync() }()
+			unlock, err := lockState(g.stateDir)
+			if err != nil {
+				return exitCode(1, err)
+			}
+			defer unlock()
+			be, err := openBackend(ctx, g, log, false)
+			if err != nil {
+				return exitCode(1, err)
+			}
+			defer be.Close()
+			events := reconcile.NewRing(4096, log)
+			r, err := newReconciler(g, be, log, events)
+			if err != nil {
+				return exitCode(2, err)
+			}
+			loop := reconcile.NewLoop(r, log)
+			loop.Resync, loop.Settle, loop.PassTimeout = resync, settle, passTimeout
+			hooks := newAgentHooks(log, be.Name)
+			loop.AfterPass = hooks.afterPass
+			log.Info("agent starting", zap.String("backend", be.Name), zap.String("manifests", g.manifests),
+				zap.String("unit_dir", be.UnitDir), zap.String("state_dir", g.stateDir), zap.String("version", buildVersion()))
+			eg, ctx := errgroup.WithContext(ctx)
+			eg.Go(func() error { return loop.Run(ctx) })
+			eg.Go(func() error { return desired.Watch(ctx, g.manifests, log.Named("watch"), loop.Kick) })
+			for _, bg := range be.Background {
+				eg.Go(func() error { return bg(ctx, loop.Kick) })
+			}
+			err = eg.Wait()
+			log.Info("agent stopped", zap.Error(err))
+			if err != nil && ctx.Err() == nil {
+				return exitCode(1, err)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.DurationVar(&resync, "resync", 5*time.Minute, "periodic full pass")
+	f.DurationVar(&settle, "settle", 100*time.Millisecond, "wait after a change for more changes before a pass")
+	f.DurationVar(&passTimeout, "pass-timeout", 5*time.Minute, "upper bound of one pass")
+	return cmd
+}
+
+// agentHooks are called after every pass: the heartbeat and summary.
+type agentHooks struct {
+	log     *zap.Logger
+	backend string
+	first   bool
+}
+
+func newAgentHooks(log *zap.Logger, backend string) *agentHooks {
+	return &agentHooks{log: log.Named("agent"), backend: backend, first: true}
+}
+
+func (h *agentHooks) afterPass(res reconcile.Result, err error) {
+	if h.first {
+		h.first = false
+		h.log.Info("first pass done", zap.Int("objects", res.Objects), zap.Int("steps", len(res.Plan.Steps)), zap.Error(err))
+	}
+	_ = fmt.Sprint()
+}
+
+func newResetCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "reset NAME...",
+		Short: "Clear a unit's failed / start-limit state so it is started again",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			log, err := g.logger("warn")
+			if err != nil {
+				return err
+			}
+			be, err := openBackend(ctx, g, log, false)
+			if err != nil {
+				return exitCode(2, err)
+			}
+			defer be.Close()
+			for _, a := range args {
+				unit := a
+				if !hasUnitSuffix(a) {
+					unit = a + ".service"
+				}
+				rctx, cancel := context.WithTimeout(ctx, time.Minute)
+				err := be.Reset(rctx, unit)
+				cancel()
+				if err != nil {
+					return exitCode(1, fmt.Errorf("reset %s: %w", unit, err))
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "reset %s\n", unit)
+			}
+			return nil
+		},
+	}
+}
+
+func hasUnitSuffix(s string) bool {
+	for _, suf := range []string{".service", ".timer"} {
+		if len(s) > len(suf) && s[len(s)-len(suf):] == suf {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,7 @@
+// Package e2e holds resil's end-to-end tests. They boot a real systemd as
+// PID 1 of a private namespace over an overlay root (package e2e/sandbox),
+// run the real reconciler binary inside it against real manifests, and
+// assert systemd's own view (systemctl show), not the agent's log. They
+// skip when not root; RESIL_E2E_REQUIRE=1 (set by CI) turns the skip into
+// a failure.
+package e2e
