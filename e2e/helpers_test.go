@@ -214,19 +214,49 @@ func (e *env) startAgent(extra ...string) *agent {
 		}
 	}()
 	e.t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-a.done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-a.done
-		}
-		_ = cmd.Wait()
+		e.stopAgent(a, 10*time.Second)
 		if e.t.Failed() {
 			e.t.Logf("agent output:\n%s", a.output())
 		}
 	})
 	return a
+}
+
+// agentPID reads the agent's PID (in the sandbox's PID namespace) from its
+// single-instance lock file.
+func (e *env) agentPID() string {
+	data, err := e.sb.ReadFile("/var/lib/resil/agent.lock")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(data))
+}
+
+// stopAgent sends SIGTERM to the agent inside the sandbox (nsenter does not
+// forward signals to its child), then SIGKILL after timeout.
+func (e *env) stopAgent(a *agent, timeout time.Duration) {
+	select {
+	case <-a.done:
+		_ = a.cmd.Wait()
+		return
+	default:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if pid := e.agentPID(); pid != "" {
+		_, _ = e.sb.Run(ctx, "/bin/kill", "-TERM", pid)
+		select {
+		case <-a.done:
+		case <-time.After(timeout):
+			_, _ = e.sb.Run(ctx, "/bin/kill", "-KILL", pid)
+		}
+	}
+	select {
+	case <-a.done:
+	case <-time.After(timeout):
+		_ = a.cmd.Process.Kill()
+	}
+	_ = a.cmd.Wait()
 }
 
 func (a *agent) output() string {
@@ -259,12 +289,15 @@ func (a *agent) hasEvent(reason, substr string) bool {
 	return false
 }
 
-func (a *agent) countLogs(msg string) int {
+func (a *agent) countLogs(msg string) int { return a.countLogsBy("", msg) }
+
+// countLogsBy counts log lines with msg from logger ("" for any logger).
+func (a *agent) countLogsBy(logger, msg string) int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	n := 0
 	for _, m := range a.logs {
-		if m["msg"] == msg {
+		if m["msg"] == msg && (logger == "" || m["logger"] == logger) {
 			n++
 		}
 	}

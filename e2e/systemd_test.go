@@ -194,7 +194,7 @@ func TestSymlinkSwap(t *testing.T) {
 	}
 	a := e.startAgent("--manifests", hostMount+"/current")
 	e.eventually("rev1 applied", 30*time.Second, func() bool { return e.prop("web.service", "Environment") == "MODE=one" })
-	restartsBefore := a.countLogs("step applied")
+	restartsBefore := a.countLogsBy("reconcile", "step applied")
 	tmp := filepath.Join(e.host, "current.tmp")
 	if err := os.Symlink("rev2", tmp); err != nil {
 		t.Fatal(err)
@@ -208,7 +208,7 @@ func TestSymlinkSwap(t *testing.T) {
 	})
 	time.Sleep(3 * time.Second)
 	// One converge: one write, one reload, one restart.
-	if got := a.countLogs("step applied") - restartsBefore; got != 3 {
+	if got := a.countLogsBy("reconcile", "step applied") - restartsBefore; got != 3 {
 		t.Errorf("steps applied for the swap = %d, want 3 (write, daemon-reload, restart)\n%s", got, a.output())
 	}
 }
