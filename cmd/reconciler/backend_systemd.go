@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -41,7 +42,22 @@ func openSystemd(ctx context.Context, g *globals, log *zap.Logger, readOnly bool
 		be.Applier = readOnlyApplier{}
 		return be, nil
 	}
-	be.Background = append(be.Background, obs.Subscribe)
+	be.Background = append(be.Background, func(ctx context.Context, wake func()) error {
+		// State-change signals are hints: when they fail, the periodic resync
+		// still converges, so log, wait and subscribe again.
+		for {
+			err := obs.Subscribe(ctx, wake)
+			if ctx.Err() != nil {
+				return nil
+			}
+			log.Warn("systemd subscription ended, retrying", zap.Error(err))
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(5 * time.Second):
+			}
+		}
+	})
 	be.Reset = func(ctx context.Context, unit string) error {
 		for _, op := range []actuators.Op{actuators.OpResetFailed, actuators.OpStart} {
 			if _, err := app.Apply(ctx, actuators.Step{Op: op, Unit: unit, Reason: "reconciler reset"}); err != nil {

@@ -48,7 +48,14 @@ func newRunCmd(g *globals) *cobra.Command {
 			loop := reconcile.NewLoop(r, log)
 			loop.Resync, loop.Settle, loop.PassTimeout = resync, settle, passTimeout
 			hooks := newAgentHooks(log, be.Name)
-			loop.AfterPass = hooks.afterPass
+			// Each after-pass hook sees every pass result (heartbeat, sd_notify,
+			// metrics); add one per concern.
+			afterPass := []func(reconcile.Result, error){hooks.afterPass}
+			loop.AfterPass = func(res reconcile.Result, err error) {
+				for _, h := range afterPass {
+					h(res, err)
+				}
+			}
 			log.Info("agent starting", zap.String("backend", be.Name), zap.String("manifests", g.manifests),
 				zap.String("unit_dir", be.UnitDir), zap.String("state_dir", g.stateDir), zap.String("version", buildVersion()))
 			eg, ctx := errgroup.WithContext(ctx)
@@ -88,7 +95,6 @@ func (h *agentHooks) afterPass(res reconcile.Result, err error) {
 		h.first = false
 		h.log.Info("first pass done", zap.Int("objects", res.Objects), zap.Int("steps", len(res.Plan.Steps)), zap.Error(err))
 	}
-	_ = fmt.Sprint()
 }
 
 func newResetCmd(g *globals) *cobra.Command {
