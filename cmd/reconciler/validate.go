@@ -15,9 +15,9 @@ import (
 )
 
 type validateReport struct {
-	Valid   bool                   `json:"valid"`
-	Objects []string               `json:"objects"`
-	Errors  []*desired.FieldError  `json:"errors"`
+	Valid   bool                  `json:"valid"`
+	Objects []string              `json:"objects"`
+	Errors  []*desired.FieldError `json:"errors"`
 }
 
 func newValidateCmd(g *globals) *cobra.Command {
