@@ -1,0 +1,323 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"resil.dev/resil/actuators"
+	"resil.dev/resil/desired"
+	"resil.dev/resil/observed"
+)
+
+// fakeBackend is a tiny in-memory backend: unit files and active/enabled
+// flags. It is declared beside the consumer's interfaces; when in doubt,
+// the e2e suite tests the real thing against systemd.
+type fakeBackend struct {
+	files   map[string][]byte
+	active  map[string]bool
+	enabled map[string]bool
+	failOn  map[string]error // step String prefix → error
+	applied []string
+}
+
+func newFake() *fakeBackend {
+	return &fakeBackend{files: map[string][]byte{}, active: map[string]bool{}, enabled: map[string]bool{}, failOn: map[string]error{}}
+}
+
+func (f *fakeBackend) Observe(_ context.Context, names []string) (*observed.State, error) {
+	st := &observed.State{Backend: "fake", UnitDir: "/units", Units: map[string]*observed.Unit{}}
+	add := func(n string) {
+		u := &observed.Unit{Name: n, Path: "/units/" + n, LoadState: "not-found", ActiveState: "inactive"}
+		if d, ok := f.files[n]; ok {
+			u.File, u.LoadState = d, "loaded"
+			u.Owner, _ = desired.IsOwned(d)
+			u.UnitFileState = "disabled"
+		}
+		if f.enabled[n] {
+			u.UnitFileState = "enabled"
+		}
+		if f.active[n] {
+			u.ActiveState = "active"
+		}
+		st.Units[n] = u
+	}
+	for _, n := range names {
+		add(n)
+	}
+	for n := range f.files {
+		if _, ok := st.Units[n]; !ok {
+			add(n)
+		}
+	}
+	return st, nil
+}
+
+func (f *fakeBackend) Apply(_ context.Context, s actuators.Step) (actuators.Result, error) {
+	for prefix, err := range f.failOn {
+		if strings.HasPrefix(s.String(), prefix) {
+			f.applied = append(f.applied, "FAIL "+s.String())
+			return actuators.Unchanged, err
+		}
+	}
+	f.applied = append(f.applied, s.String())
+	switch s.Op {
+	case actuators.OpWriteFile:
+		f.files[filepath.Base(s.Path)] = s.Data
+	case actuators.OpRemoveFile:
+		delete(f.files, filepath.Base(s.Path))
+	case actuators.OpStart, actuators.OpRestart:
+		f.active[s.Unit] = true
+	case actuators.OpStop:
+		f.active[s.Unit] = false
+	case actuators.OpEnable:
+		f.enabled[s.Unit] = true
+	case actuators.OpDisable:
+		f.enabled[s.Unit] = false
+	}
+	return actuators.Changed, nil
+}
+
+var _ Observer = (*fakeBackend)(nil)
+var _ Applier = (*fakeBackend)(nil)
+
+func writeManifest(t *testing.T, dir, name, body string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+const webManifest = `apiVersion: resil.dev/v1
+kind: Service
+metadata: {name: web}
+spec:
+  command: ["/bin/sleep", "infinity"]
+`
+
+func newTestReconciler(t *testing.T, dir string, f *fakeBackend, now func() time.Time) (*Reconciler, *Ring) {
+	log := zaptest.NewLogger(t)
+	ring := NewRing(100, log)
+	return New(Config{Manifests: dir, Load: desired.Options{Insecure: true}, UnitDir: "/units", Observer: f, Applier: f,
+		Events: ring, Log: log, Now: now}), ring
+}
+
+func TestReconcileConvergesThenNoop(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", webManifest)
+	f := newFake()
+	r, _ := newTestReconciler(t, dir, f, nil)
+	res, err := r.Reconcile(context.Background(), Options{})
+	if err != nil || len(res.Outcomes) != 4 {
+		t.Fatalf("first pass: %v, %d outcomes: %v", err, len(res.Outcomes), f.applied)
+	}
+	if !f.active["web.service"] || !f.enabled["web.service"] {
+		t.Fatalf("not converged: %+v", f)
+	}
+	res, err = r.Reconcile(context.Background(), Options{})
+	if err != nil || !res.Plan.Empty() {
+		t.Fatalf("second pass not a no-op: %v %v", err, res.Plan.Steps)
+	}
+}
+
+func TestDryRunAppliesNothing(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", webManifest)
+	f := newFake()
+	r, _ := newTestReconciler(t, dir, f, nil)
+	res, err := r.Reconcile(context.Background(), Options{DryRun: true})
+	if err != nil || len(res.Plan.Steps) != 4 || len(f.applied) != 0 || len(res.Outcomes) != 0 {
+		t.Fatalf("dry run: err %v steps %d applied %v", err, len(res.Plan.Steps), f.applied)
+	}
+	// The same plan is what apply then executes.
+	res2, err := r.Reconcile(context.Background(), Options{ExpectPlan: res.Hash})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(f.applied, "\n") != stepStrings(res.Plan.Steps) || res2.Hash != res.Hash {
+		t.Fatalf("apply did not execute the dry-run plan:\n%s\nvs\n%s", strings.Join(f.applied, "\n"), stepStrings(res.Plan.Steps))
+	}
+}
+
+func stepStrings(steps []actuators.Step) string {
+	var s []string
+	for _, x := range steps {
+		s = append(s, x.String())
+	}
+	return strings.Join(s, "\n")
+}
+
+func TestExpectPlanMismatchRefuses(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", webManifest)
+	f := newFake()
+	r, _ := newTestReconciler(t, dir, f, nil)
+	_, err := r.Reconcile(context.Background(), Options{ExpectPlan: "0000000000000000"})
+	if !errors.Is(err, ErrExpectPlan) || len(f.applied) != 0 {
+		t.Fatalf("err %v, applied %v", err, f.applied)
+	}
+}
+
+// An invalid manifest keeps the last good version: nothing is stopped or pruned.
+func TestInvalidManifestKeepsLastGood(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", webManifest)
+	f := newFake()
+	r, ring := newTestReconciler(t, dir, f, nil)
+	if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: web\n", // half-written
+		strings.Replace(webManifest, "command", "comand", 1)} { // invalid field
+		writeManifest(t, dir, "web.yaml", bad)
+		f.applied = nil
+		res, err := r.Reconcile(context.Background(), Options{})
+		if err != nil || !res.Plan.Empty() || res.LoadErr == nil {
+			t.Fatalf("pass with a broken manifest: err %v, steps %v, load %v", err, res.Plan.Steps, res.LoadErr)
+		}
+		if !f.active["web.service"] || f.files["web.service"] == nil {
+			t.Fatalf("broken manifest disturbed the service")
+		}
+	}
+	var sawInvalid, sawRetained bool
+	for _, e := range ring.Events() {
+		sawInvalid = sawInvalid || (e.Reason == ReasonInvalid && strings.Contains(e.Message, "web.yaml"))
+		sawRetained = sawRetained || e.Reason == ReasonLastGoodRetained
+	}
+	if !sawInvalid || !sawRetained {
+		t.Fatalf("events: %+v", ring.Events())
+	}
+	// A fresh agent (no memory) with the broken file must not prune either.
+	r2, _ := newTestReconciler(t, dir, f, nil)
+	res, err := r2.Reconcile(context.Background(), Options{})
+	if err != nil || !res.Plan.Empty() {
+		t.Fatalf("fresh agent with broken manifest planned %v (%v)", res.Plan.Steps, err)
+	}
+	// Deleting the file really prunes.
+	if err := os.Remove(filepath.Join(dir, "web.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if f.files["web.service"] != nil || f.active["web.service"] {
+		t.Fatalf("deleted manifest not pruned: %v", f.applied)
+	}
+}
+
+func TestUnreadableDirPrunesNothing(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", webManifest)
+	f := newFake()
+	r, _ := newTestReconciler(t, dir, f, nil)
+	if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	r.cfg.Manifests = filepath.Join(dir, "missing")
+	res, err := r.Reconcile(context.Background(), Options{})
+	if err != nil || !res.Plan.Empty() {
+		t.Fatalf("missing dir: err %v plan %v", err, res.Plan.Steps)
+	}
+}
+
+// A failing object backs off; a healthy one is not held back.
+func TestBackoffHoldsBackOnlyTheFailingObject(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", webManifest)
+	writeManifest(t, dir, "api.yaml", strings.Replace(webManifest, "name: web", "name: api", 1))
+	f := newFake()
+	f.failOn["start web.service"] = errors.New("job result \"failed\"")
+	now := time.Unix(1_800_000_000, 0)
+	r, _ := newTestReconciler(t, dir, f, func() time.Time { return now })
+	res, err := r.Reconcile(context.Background(), Options{})
+	if err == nil || res.Failed() != 1 || res.RequeueAfter <= 0 {
+		t.Fatalf("first pass: err %v failed %d requeue %v", err, res.Failed(), res.RequeueAfter)
+	}
+	if !f.active["api.service"] {
+		t.Fatalf("healthy object held back: %v", f.applied)
+	}
+	// Within the backoff window the failing start is skipped, not retried.
+	f.applied = nil
+	res, _ = r.Reconcile(context.Background(), Options{})
+	for _, o := range res.Outcomes {
+		if o.Step.Unit == "web.service" && o.Skipped == "" {
+			t.Fatalf("web retried inside its backoff: %+v", res.Outcomes)
+		}
+	}
+	// After it, it is retried and, once healthy, forgotten.
+	now = now.Add(10 * time.Minute)
+	delete(f.failOn, "start web.service")
+	if _, err := r.Reconcile(context.Background(), Options{}); err != nil || !f.active["web.service"] {
+		t.Fatalf("retry after backoff: %v %v", err, f.applied)
+	}
+	if len(r.failures) != 0 {
+		t.Fatalf("failure state kept after success: %v", r.failures)
+	}
+}
+
+// A failed step stops the remaining steps of that unit.
+func TestFailedStepStopsUnitSteps(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", webManifest)
+	f := newFake()
+	f.failOn["enable web.service"] = errors.New("boom")
+	r, _ := newTestReconciler(t, dir, f, nil)
+	res, _ := r.Reconcile(context.Background(), Options{})
+	last := res.Outcomes[len(res.Outcomes)-1]
+	if last.Step.Op != actuators.OpStart || last.Skipped == "" {
+		t.Fatalf("start ran after enable failed: %+v", res.Outcomes)
+	}
+}
+
+func TestPanicInPassIsRecovered(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", webManifest)
+	log := zaptest.NewLogger(t)
+	r := New(Config{Manifests: dir, Load: desired.Options{Insecure: true}, Observer: panicObserver{}, Applier: newFake(), Log: log})
+	if _, err := r.Reconcile(context.Background(), Options{}); err == nil || !strings.Contains(err.Error(), "panicked") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+type panicObserver struct{}
+
+func (panicObserver) Observe(context.Context, []string) (*observed.State, error) { panic("boom") }
+
+func TestLoopCollapsesKicks(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", webManifest)
+	f := newFake()
+	r, _ := newTestReconciler(t, dir, f, nil)
+	l := NewLoop(r, zaptest.NewLogger(t))
+	l.Resync, l.Settle = time.Hour, 20*time.Millisecond
+	passes := make(chan struct{}, 100)
+	l.AfterPass = func(Result, error) { passes <- struct{}{} }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- l.Run(ctx) }()
+	<-passes // the first pass
+	for i := 0; i < 50; i++ {
+		l.Kick()
+	}
+	<-passes // one pass for the burst
+	select {
+	case <-passes:
+		// A second pass may run only if a kick landed after the settle drained; at most one.
+		select {
+		case <-passes:
+			t.Fatal("a burst of kicks ran more than two passes")
+		case <-time.After(200 * time.Millisecond):
+		}
+	case <-time.After(200 * time.Millisecond):
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
