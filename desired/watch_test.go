@@ -100,7 +100,9 @@ func TestWatchMissingDirStillWakesOnce(t *testing.T) {
 	wakes := make(chan struct{}, 4)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
-	go func() { done <- Watch(ctx, filepath.Join(t.TempDir(), "nope"), zaptest.NewLogger(t), func() { wakes <- struct{}{} }) }()
+	go func() {
+		done <- Watch(ctx, filepath.Join(t.TempDir(), "nope"), zaptest.NewLogger(t), func() { wakes <- struct{}{} })
+	}()
 	expectWake(t, wakes, "start with a missing directory")
 	cancel()
 	if err := <-done; err != nil {

@@ -36,12 +36,12 @@ type obsUnit struct {
 }
 
 type obsFile struct {
-	Backend     string              `json:"backend"`
-	Units       map[string]obsUnit  `json:"units"`
-	Manager     *observed.Manager   `json:"manager"`
-	ManagerFile string              `json:"managerFile"`
-	NoPrune     bool                `json:"noPrune"`
-	BrokenFiles []string            `json:"brokenFiles"`
+	Backend     string             `json:"backend"`
+	Units       map[string]obsUnit `json:"units"`
+	Manager     *observed.Manager  `json:"manager"`
+	ManagerFile string             `json:"managerFile"`
+	NoPrune     bool               `json:"noPrune"`
+	BrokenFiles []string           `json:"brokenFiles"`
 }
 
 const unitDir = "/etc/systemd/system"
