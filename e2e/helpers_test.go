@@ -34,6 +34,11 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, "build reconciler:", err)
 			return 1
 		}
+		// Readable by the unprivileged user of TestDiffAsNonRoot.
+		if err := os.Chmod(dir, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 		agentDir = dir
 		return m.Run()
 	}()

@@ -336,3 +336,25 @@ spec:
 		t.Errorf("stale plan was applied")
 	}
 }
+
+// diff works as a non-root user against a checkout, reading systemd's state
+// over the system bus, and changes nothing.
+func TestDiffAsNonRoot(t *testing.T) {
+	e := newEnv(t)
+	if err := os.Chmod(e.host, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e.write("web.yaml", svc("web", ""))
+	e.apply(0)
+	e.write("web.yaml", svc("web", "  environment: {MODE: review}\n"))
+	cmd := e.sb.Command(e.ctx, "/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+		agentBin, "diff", "--manifests", manifestsDir, "--backend", "systemd", "--state-dir", "/var/tmp/resil-nobody")
+	out, err := cmd.CombinedOutput()
+	code := cmd.ProcessState.ExitCode()
+	if code != 1 || !strings.Contains(string(out), "+Environment=\"MODE=review\"") || !strings.Contains(string(out), "restart web.service") {
+		t.Fatalf("non-root diff: exit %d (%v)\n%s", code, err, out)
+	}
+	if e.prop("web.service", "Environment") != "" {
+		t.Errorf("diff changed the host")
+	}
+}
