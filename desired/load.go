@@ -457,6 +457,14 @@ func nodeValue(n *yaml.Node, depth int) (any, error) {
 	case yaml.SequenceNode:
 		s := make([]any, 0, len(n.Content))
 		for _, c := range n.Content {
+			// encoding/json would turn a null item into "" (or a zero
+			// struct): `command: [/bin/ls, ~]` must not run "ls ''".
+			if c.Kind == yaml.ScalarNode && c.Tag == "!!null" {
+				if c.Value == "" {
+					return nil, nodeErrorf(c, "list item is empty")
+				}
+				return nil, nodeErrorf(c, "list item is null; quote it (%q) if you mean the text", c.Value)
+			}
 			val, err := nodeValue(c, depth+1)
 			if err != nil {
 				return nil, err

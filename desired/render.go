@@ -145,8 +145,9 @@ func finishUnit(o *Object, name string, body opts) UnitFile {
 	_, _ = io.Copy(&buf, unit.Serialize(withKeys))
 	data := buf.Bytes()
 	h := hashBody(data)
-	// Insert the hash line right after X-Resil-Source.
-	marker := []byte(KeySource + "=" + src + "\n")
+	// Insert the hash line right after the X-Resil-Source line. The marker
+	// starts at a line start: a value may contain the same text.
+	marker := []byte("\n" + KeySource + "=" + src + "\n")
 	i := bytes.Index(data, marker) + len(marker)
 	out := make([]byte, 0, len(data)+len(h)+len(KeyHash)+2)
 	out = append(out, data[:i]...)

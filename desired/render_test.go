@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -754,4 +755,82 @@ func timerService(o *Object) string {
 		return o.Timer.Service
 	}
 	return ""
+}
+
+// TestRenderCorpusCoversEveryField: every field of ServiceSpec, TimerSpec and
+// WatchdogSpec (and of the structs inside them) is set by at least one case
+// of the render corpus or one example, so a new field cannot go untested.
+func TestRenderCorpusCoversEveryField(t *testing.T) {
+	seen := map[string]bool{}
+	var walk func(prefix string, v reflect.Value)
+	walk = func(prefix string, v reflect.Value) {
+		for v.Kind() == reflect.Pointer {
+			if v.IsNil() {
+				return
+			}
+			v = v.Elem()
+		}
+		switch v.Kind() {
+		case reflect.Struct:
+			for i := 0; i < v.NumField(); i++ {
+				f := v.Type().Field(i)
+				if !f.IsExported() {
+					continue
+				}
+				name := prefix + "." + f.Name
+				if !v.Field(i).IsZero() {
+					seen[name] = true
+				}
+				walk(name, v.Field(i))
+			}
+		case reflect.Slice:
+			for i := 0; i < v.Len(); i++ {
+				walk(prefix, v.Index(i))
+			}
+		}
+	}
+	dirs := []string{exampleDir}
+	for _, c := range renderCorpus(t) {
+		dirs = append(dirs, c.dir)
+	}
+	for _, dir := range dirs {
+		set, err := Load(dir, Options{Host: testHost, Insecure: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range []map[string]*Object{set.Objects, set.NotSelected} {
+			for _, o := range m {
+				walk("Service", reflect.ValueOf(o.Service))
+				walk("Timer", reflect.ValueOf(o.Timer))
+				walk("Watchdog", reflect.ValueOf(o.Watchdog))
+				walk("Metadata", reflect.ValueOf(o.Metadata))
+			}
+		}
+	}
+	var all []string
+	var fields func(prefix string, t reflect.Type)
+	fields = func(prefix string, t reflect.Type) {
+		for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
+			t = t.Elem()
+		}
+		if t.Kind() != reflect.Struct {
+			return
+		}
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			if f.IsExported() {
+				all = append(all, prefix+"."+f.Name)
+				fields(prefix+"."+f.Name, f.Type)
+			}
+		}
+	}
+	fields("Service", reflect.TypeOf(ServiceSpec{}))
+	fields("Timer", reflect.TypeOf(TimerSpec{}))
+	fields("Watchdog", reflect.TypeOf(WatchdogSpec{}))
+	fields("Metadata", reflect.TypeOf(ObjectMeta{}))
+	for _, f := range all {
+		if !seen[f] {
+			t.Errorf("no render case or example sets %s", f)
+		}
+	}
 }
