@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
 	"resil.dev/resil/reconcile"
 )
@@ -40,6 +42,14 @@ func newApplyCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return exitCode(2, err)
 			}
+			// The process backend's supervisor must run while the pass acts;
+			// afterwards its processes keep running for `run` to adopt.
+			bgCtx, stopBg := context.WithCancel(ctx)
+			var bg errgroup.Group
+			for _, task := range be.Background {
+				bg.Go(func() error { return task(bgCtx, func() {}) })
+			}
+			defer func() { stopBg(); _ = bg.Wait() }()
 			start := time.Now()
 			res, err := r.Reconcile(ctx, reconcile.Options{ExpectPlan: expect})
 			out := cmd.OutOrStdout()

@@ -2,11 +2,44 @@ package main
 
 import (
 	"context"
-	"errors"
+	"os"
+	"sync/atomic"
 
 	"go.uber.org/zap"
+
+	"resil.dev/resil/actuators/process"
 )
 
-func openProcess(ctx context.Context, g *globals, log *zap.Logger, readOnly bool) (*backend, error) {
-	return nil, errors.New("process backend: not wired yet")
+// openProcess opens the built-in supervisor on the state directory. Its Run
+// is a background task of the agent; the loop's kick is handed to it so a
+// process exit, restart or timer firing wakes a pass.
+func openProcess(_ context.Context, g *globals, log *zap.Logger, readOnly bool) (*backend, error) {
+	var wake atomic.Pointer[func()]
+	sup, err := process.New(g.stateDir, log, process.Options{
+		StopOnExit: g.stopOnExit || os.Getpid() == 1,
+		Subreaper:  os.Getpid() == 1,
+		Wake: func() {
+			if f := wake.Load(); f != nil {
+				(*f)()
+			}
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	be := &backend{
+		Name: "process", UnitDir: sup.UnitDir(), ManagerDir: "",
+		Render: process.Render, Observer: sup, Applier: process.NewApplier(sup),
+		Close: func() {},
+		Reset: func(_ context.Context, unit string) error { return process.RequestReset(g.stateDir, unit) },
+	}
+	if readOnly {
+		be.Applier = readOnlyApplier{}
+		return be, nil
+	}
+	be.Background = append(be.Background, func(ctx context.Context, kick func()) error {
+		wake.Store(&kick)
+		return sup.Run(ctx)
+	})
+	return be, nil
 }

@@ -45,6 +45,9 @@ type globals struct {
 	hostname   string
 	logLevel   string
 	logFormat  string
+	// stopOnExit (process backend): stop every supervised process when the
+	// agent exits, as a container's PID 1 must. Always on as PID 1.
+	stopOnExit bool
 }
 
 func (g *globals) loadOptions() (desired.Options, error) {

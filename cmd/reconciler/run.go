@@ -76,6 +76,7 @@ func newRunCmd(g *globals) *cobra.Command {
 	f.DurationVar(&resync, "resync", 5*time.Minute, "periodic full pass")
 	f.DurationVar(&settle, "settle", 100*time.Millisecond, "wait after a change for more changes before a pass")
 	f.DurationVar(&passTimeout, "pass-timeout", 5*time.Minute, "upper bound of one pass")
+	f.BoolVar(&g.stopOnExit, "stop-on-exit", false, "process backend: on SIGTERM stop all services in reverse start order and exit when all are down (always on as PID 1); otherwise they keep running for the next agent to adopt")
 	return cmd
 }
 
