@@ -94,6 +94,9 @@ func checkLoadContract(t *testing.T, set *Set, err error, dir string) {
 	}
 	checkBrokenConsistent(t, set, err, set.Dir)
 	for id, o := range set.Objects {
+		if detail := checkName(o.Metadata.Name); detail != "" {
+			t.Fatalf("object %s has a bad name: %s", id, detail)
+		}
 		if id != o.ID() || o.Source.File == "" {
 			t.Fatalf("object %s: ID %s, source %+v", id, o.ID(), o.Source)
 		}
@@ -125,6 +128,11 @@ func checkRenders(t *testing.T, o *Object) {
 	files, err := Render(o)
 	if err != nil {
 		t.Fatalf("Render(%s): %v", o, err)
+	}
+	for _, f := range files {
+		if f.Name != o.Metadata.Name+".service" && f.Name != o.Metadata.Name+".timer" && f.Name != WatchdogFile {
+			t.Fatalf("Render(%s) writes %q", o, f.Name)
+		}
 	}
 	again, _ := Render(o)
 	for i, f := range files {

@@ -743,6 +743,12 @@ func (l *loader) finish(o *Object, dropIns []*doc) bool {
 			l.fail(d.file, l.position([]*doc{d}, path{"metadata", "name"}, fmt.Sprintf("drop-in in %s.d names %q", o.Metadata.Name, h.Metadata.Name)))
 			ok = false
 		}
+		// A merge patch deletes what it sets to null: the object's identity
+		// must survive its drop-ins.
+		if p, null := nullIdentity(d.raw); null {
+			l.fail(d.file, l.position([]*doc{d}, p, "a drop-in must not remove "+p.String()))
+			ok = false
+		}
 		if h.APIVersion != "" && h.APIVersion != APIVersion {
 			l.fail(d.file, l.position([]*doc{d}, path{"apiVersion"}, fmt.Sprintf("unsupported version %q; want %q", h.APIVersion, APIVersion)))
 			ok = false
@@ -822,6 +828,26 @@ func (l *loader) failAt(docs []*doc, p path, detail string) {
 		}
 	}
 	l.fail(rel, fe)
+}
+
+// nullIdentity reports whether a drop-in sets apiVersion, kind, metadata or
+// metadata.name to null, which a merge patch would delete.
+func nullIdentity(raw []byte) (path, bool) {
+	var m map[string]any
+	if json.Unmarshal(raw, &m) != nil {
+		return nil, false
+	}
+	for _, k := range []string{"apiVersion", "kind", "metadata"} {
+		if v, set := m[k]; set && v == nil {
+			return path{k}, true
+		}
+	}
+	if md, isMap := m["metadata"].(map[string]any); isMap {
+		if v, set := md["name"]; set && v == nil {
+			return path{"metadata", "name"}, true
+		}
+	}
+	return nil, false
 }
 
 func valueOf(m *yaml.Node, key string) *yaml.Node {

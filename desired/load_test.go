@@ -576,3 +576,21 @@ func TestYAMLErrorLines(t *testing.T) {
 		}
 	}
 }
+
+// TestValidMemoryMax: the bounds are those of systemd 252
+// (systemd-analyze verify with MemoryMax=VALUE).
+func TestValidMemoryMax(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want bool
+	}{
+		{"1", true}, {"512M", true}, {"infinity", true}, {"16777215T", true}, {"17179869183G", true},
+		{"18446744073709551614", true},
+		{"0", false}, {"0K", false}, {"16777216T", false}, {"17179869184G", false}, {"18446744073709551615", false},
+		{"99999999999999999999", false}, {"1GB", false}, {"1.5G", false}, {"-1", false}, {"", false}, {"50%", false},
+	} {
+		if got := validMemoryMax(tc.in); got != tc.want {
+			t.Errorf("validMemoryMax(%q) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}

@@ -834,3 +834,79 @@ func TestRenderCorpusCoversEveryField(t *testing.T) {
 		}
 	}
 }
+
+// TestSystemdAcceptsValidationBounds: values at the edges of what validation
+// accepts must be accepted by systemd too. Each line below is one object;
+// all render and go through systemd-analyze verify, which must say nothing.
+func TestSystemdAcceptsValidationBounds(t *testing.T) {
+	sa, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze is not installed; skipping unit verification")
+	}
+	specs := []string{
+		`restart: {delay: 0s, limit: {burst: 1, interval: 1ms}}`,
+		`restart: {delay: 24h, limit: {burst: 10000, interval: 720h}}`,
+		`restart: {delay: 1ns}`,
+		`watchdog: {timeout: 100ms}`,
+		`watchdog: {timeout: 24h, notifyAccess: all}`,
+		`stopTimeout: 0s`,
+		`stopTimeout: 1h`,
+		`preStart: [{command: [/bin/true], retries: 1000, delay: 1h}, {command: [/bin/true], delay: 1ms}]`,
+		`resources: {memoryMax: "1", cpuQuota: 1%, tasksMax: 1}`,
+		`resources: {memoryMax: 16777215T, cpuQuota: 99999%, tasksMax: 2147483647}`,
+		`resources: {memoryMax: infinity}`,
+		`user: a234567890123456789012345678901`,
+		`user: _x`,
+		`user: "0"`,
+		`user: "4294967294"`,
+		`group: "65534"`,
+		`after: [a@b.service, x.socket, y.mount, z.timer, p.path, d.device, s.slice, c.scope, w.swap, m.automount, e:f.target]`,
+		`wantedBy: [default.target]`,
+		`environment: {_: x, A_1: "", a: b}`,
+		`environmentFiles: [/x, -/y]`,
+		`stateDirectory: a/b.c/d-e_f`,
+		`workingDirectory: /`,
+		`logs: {stdout: /var/log/a:b.log, stderr: "/var/log/a'b\"c.log"}`,
+		`lock: "/run/lock/a$b;c'd\"e"`,
+		`description: "a\u00a0b \u2028 c"`,
+	}
+	timers := []string{
+		`schedule: [daily], accuracy: 1us, randomizedDelay: 0s`,
+		`onBoot: 1ms, onUnitActive: 8760h, accuracy: 168h, randomizedDelay: 168h`,
+		`schedule: ["Mon..Fri *-*-* 10:00:00 Europe/Berlin", "*:0/5", "2030-01-01 00:00:00 UTC", "quarterly"], persistent: true`,
+		`schedule: [hourly], retry: {attempts: 100, delay: 24h}`,
+		`schedule: [hourly], retry: {attempts: 2, delay: 0s}`,
+	}
+	var docs []string
+	for i, s := range specs {
+		docs = append(docs, fmt.Sprintf("kind: Service\nmetadata: {name: s%d}\nspec: {command: [/bin/true], %s}\n", i, s))
+	}
+	for i, s := range timers {
+		docs = append(docs, fmt.Sprintf("kind: Timer\nmetadata: {name: t%d}\nspec: {command: [/bin/true], %s}\n", i, s))
+	}
+	docs = append(docs, fmt.Sprintf("kind: Service\nmetadata: {name: %s}\nspec: {command: [/bin/true]}\n", strings.Repeat("n", 200)))
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"m.yaml": "apiVersion: resil.dev/v1\n" + strings.Join(docs, "---\napiVersion: resil.dev/v1\n")})
+	set, byObj := renderAll(t, dir)
+	if n := len(set.Objects); n != len(docs) {
+		t.Fatalf("%d of %d objects loaded", n, len(docs))
+	}
+	out := t.TempDir()
+	args := []string{"verify", "--man=no", "--generators=no"}
+	for _, id := range sortedKeys(byObj) {
+		for _, f := range byObj[id] {
+			checkRoundTrip(t, set.Objects[id], f)
+			p := filepath.Join(out, f.Name)
+			if err := os.WriteFile(p, f.Data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			args = append(args, p)
+		}
+	}
+	cmd := exec.Command(sa, args...)
+	cmd.Dir = out
+	output, _ := cmd.CombinedOutput()
+	if s := strings.TrimSpace(string(output)); s != "" {
+		t.Errorf("systemd-analyze verify:\n%s", s)
+	}
+}

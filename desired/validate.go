@@ -2,10 +2,12 @@ package desired
 
 import (
 	"fmt"
+	"math"
 	pathpkg "path"
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -18,7 +20,7 @@ var ParseCalendar = func(expr string) error { return nil }
 
 var (
 	envKeyRE    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	userRE      = regexp.MustCompile(`^([a-z_][a-z0-9_-]{0,31}|[0-9]{1,10})$`)
+	userRE      = regexp.MustCompile(`^([a-z_][a-z0-9_-]{0,30}|[0-9]{1,10})$`) // systemd warns about names longer than 31
 	unitRefRE   = regexp.MustCompile(`^[A-Za-z0-9:_.@-]+\.(service|target|socket|mount|timer|path|device|slice|scope|swap|automount)$`)
 	sizeRE      = regexp.MustCompile(`^([0-9]+[KMGT]?|infinity)$`)
 	logSizeRE   = regexp.MustCompile(`^[0-9]+[KMG]?$`)
@@ -179,6 +181,12 @@ func (v *validator) units(p path, list []string) {
 func (v *validator) user(p path, s string) {
 	if s != "" && !userRE.MatchString(s) {
 		v.add(p, "invalid user or group name %q", s)
+		return
+	}
+	// Numeric IDs: systemd refuses (uid_t)-1 and the 16-bit -1, 65535, as
+	// a fatal unit error.
+	if n, err := strconv.ParseUint(s, 10, 64); err == nil && (n >= math.MaxUint32 || n == 65535) {
+		v.add(p, "invalid numeric user or group ID %s (systemd refuses 65535 and 4294967295 and above)", s)
 	}
 }
 
@@ -313,8 +321,8 @@ func (v *validator) service(p path, s *ServiceSpec) {
 	v.logs(p.key("logs"), s.Logs)
 	if r := s.Resources; r != nil {
 		q := p.key("resources")
-		if r.MemoryMax != "" && !sizeRE.MatchString(r.MemoryMax) {
-			v.add(q.key("memoryMax"), "invalid size %q (want e.g. 512M or infinity)", r.MemoryMax)
+		if r.MemoryMax != "" && !validMemoryMax(r.MemoryMax) {
+			v.add(q.key("memoryMax"), "invalid size %q (want e.g. 512M or infinity; more than 0, less than 16E)", r.MemoryMax)
 		}
 		if r.CPUQuota != "" && (!cpuQuotaRE.MatchString(r.CPUQuota) || strings.Trim(r.CPUQuota, "0%") == "") {
 			v.add(q.key("cpuQuota"), "invalid quota %q (want e.g. \"50%%\", more than 0%%)", r.CPUQuota)
@@ -323,8 +331,8 @@ func (v *validator) service(p path, s *ServiceSpec) {
 			v.add(q.key("tasksMax"), "must not be negative, got %d", r.TasksMax)
 		}
 	}
-	if s.StateDirectory != "" && (!stateDirRE.MatchString(s.StateDirectory) || strings.Contains(s.StateDirectory, "..")) {
-		v.add(p.key("stateDirectory"), "invalid state directory %q (a relative path below /var/lib, no '..')", s.StateDirectory)
+	if d := s.StateDirectory; d != "" && (!stateDirRE.MatchString(d) || strings.Contains(d, "..") || pathpkg.Clean(d) != d || d == ".") {
+		v.add(p.key("stateDirectory"), "invalid state directory %q (a clean relative path below /var/lib, no '.' or '..')", d)
 	}
 	if s.Lock != "" {
 		v.absPath(p.key("lock"), s.Lock)
@@ -346,6 +354,25 @@ func (v *validator) service(p path, s *ServiceSpec) {
 		}
 	}
 	v.escapeHatch(p.key("systemd"), s.Systemd, serviceSections, "Service")
+}
+
+// validMemoryMax accepts what systemd's MemoryMax= does of sizeRE: "infinity",
+// or 1 byte up to (not including) 2^64 with an optional K/M/G/T suffix
+// (systemd refuses 0 and values that overflow).
+func validMemoryMax(s string) bool {
+	if !sizeRE.MatchString(s) {
+		return false
+	}
+	if s == "infinity" {
+		return true
+	}
+	shift := map[byte]uint{'K': 10, 'M': 20, 'G': 30, 'T': 40}[s[len(s)-1]]
+	digits := strings.TrimRight(s, "KMGT")
+	n, err := strconv.ParseUint(digits, 10, 64)
+	if err != nil || n == 0 || n > (math.MaxUint64-1)>>shift {
+		return false
+	}
+	return true
 }
 
 func (v *validator) drift(p path, d DriftPolicy) {
