@@ -21,7 +21,7 @@ var ParseCalendar = func(expr string) error { return nil }
 var (
 	envKeyRE    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	userRE      = regexp.MustCompile(`^([a-z_][a-z0-9_-]{0,30}|[0-9]{1,10})$`) // systemd warns about names longer than 31
-	unitRefRE   = regexp.MustCompile(`^[A-Za-z0-9:_.@-]+\.(service|target|socket|mount|timer|path|device|slice|scope|swap|automount)$`)
+	unitRefRE   = regexp.MustCompile(`^[A-Za-z0-9:_.-][A-Za-z0-9:_.@-]*\.(service|target|socket|mount|timer|path|device|slice|scope|swap|automount)$`)
 	sizeRE      = regexp.MustCompile(`^([0-9]+[KMGT]?|infinity)$`)
 	logSizeRE   = regexp.MustCompile(`^[0-9]+[KMG]?$`)
 	cpuQuotaRE  = regexp.MustCompile(`^[0-9]{1,5}%$`)
@@ -172,7 +172,7 @@ func (v *validator) duration(p path, d Duration, min, max time.Duration) {
 
 func (v *validator) units(p path, list []string) {
 	for i, u := range list {
-		if !unitRefRE.MatchString(u) {
+		if !unitRefRE.MatchString(u) || len(u) > 255 {
 			v.add(p.index(i), "invalid unit name %q (want e.g. network-online.target)", u)
 		}
 	}
