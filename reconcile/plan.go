@@ -34,6 +34,12 @@ const (
 	ReasonApplyFailed      = "ApplyFailed"
 	ReasonPruned           = "Pruned"
 	ReasonLastGoodRetained = "LastGoodRetained"
+	ReasonDriftReported    = "DriftReported"
+	ReasonTimerMissed      = "TimerMissed"
+	// Restart ledger and storm alerts (cmd/reconciler records them).
+	ReasonRestarted       = "Restarted"
+	ReasonRestartStorm    = "RestartStorm"
+	ReasonAlertHookFailed = "AlertHookFailed"
 )
 
 // Finding is something the planner noticed: drift, a failure, a conflict.

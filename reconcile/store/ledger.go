@@ -1,0 +1,249 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Restart is one restart of a managed service in the ledger.
+type Restart struct {
+	Time   time.Time `json:"time"`
+	Object string    `json:"object"`
+	Unit   string    `json:"unit"`
+	Cause  string    `json:"cause"`
+}
+
+// AddRestarts appends restarts to the ledger in one transaction.
+func (s *Store) AddRestarts(ctx context.Context, rs []Restart) error {
+	if len(rs) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	for _, r := range rs {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO restarts(time, object, unit, cause) VALUES (?, ?, ?, ?)`,
+			ts(r.Time), r.Object, r.Unit, r.Cause); err != nil {
+			return fmt.Errorf("store restart of %s: %w", r.Object, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store restarts: %w", err)
+	}
+	return nil
+}
+
+// RestartCounts returns the number of restarts per object since t.
+func (s *Store) RestartCounts(ctx context.Context, since time.Time) (map[string]int, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT object, count(*) FROM restarts WHERE time >= ? GROUP BY object`, ts(since))
+	if err != nil {
+		return nil, fmt.Errorf("count restarts: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var o string
+		var n int
+		if err := rows.Scan(&o, &n); err != nil {
+			return nil, fmt.Errorf("scan restarts: %w", err)
+		}
+		out[o] = n
+	}
+	return out, rows.Err()
+}
+
+// RestartCount returns the number of restarts of object since t.
+func (s *Store) RestartCount(ctx context.Context, object string, since time.Time) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM restarts WHERE object = ? AND time >= ?`, object, ts(since)).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count restarts of %s: %w", object, err)
+	}
+	return n, nil
+}
+
+// Restarts returns the ledger rows of object (all objects when "") since t, oldest first.
+func (s *Store) Restarts(ctx context.Context, object string, since time.Time) ([]Restart, error) {
+	q := `SELECT time, object, unit, cause FROM restarts WHERE time >= ?`
+	args := []any{ts(since)}
+	if object != "" {
+		q += ` AND object = ?`
+		args = append(args, object)
+	}
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY time, id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query restarts: %w", err)
+	}
+	defer rows.Close()
+	var out []Restart
+	for rows.Next() {
+		var r Restart
+		var t string
+		if err := rows.Scan(&t, &r.Object, &r.Unit, &r.Cause); err != nil {
+			return nil, fmt.Errorf("scan restart: %w", err)
+		}
+		r.Time = parseTS(t)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// AlertFired returns when the storm alert of object last fired (zero: never).
+func (s *Store) AlertFired(ctx context.Context, object string) (time.Time, error) {
+	var t string
+	err := s.db.QueryRowContext(ctx, `SELECT last_fired FROM alerts WHERE object = ?`, object).Scan(&t)
+	if err != nil {
+		if isNoRows(err) {
+			return time.Time{}, nil
+		}
+		return time.Time{}, fmt.Errorf("read alert of %s: %w", object, err)
+	}
+	return parseTS(t), nil
+}
+
+// SetAlertFired records that the storm alert of object fired at t.
+func (s *Store) SetAlertFired(ctx context.Context, object string, t time.Time) error {
+	_, err := s.exec(ctx, `INSERT INTO alerts(object, last_fired) VALUES (?, ?) ON CONFLICT(object) DO UPDATE SET last_fired = excluded.last_fired`, object, ts(t))
+	if err != nil {
+		return fmt.Errorf("store alert of %s: %w", object, err)
+	}
+	return nil
+}
+
+// ObjectStatus is one row of the status snapshot the agent writes after
+// each pass, so `status` needs no backend connection.
+type ObjectStatus struct {
+	Object string `json:"object"`
+	Kind   string `json:"kind"`
+	Name   string `json:"name"`
+	Unit   string `json:"unit,omitempty"`
+	// Desired and Observed are short words for the table ("running",
+	// "active (running)", "failed (exit-code)").
+	Desired  string `json:"desired"`
+	Observed string `json:"observed"`
+	// State is Converged, Converging, Drifted, Failed or Invalid.
+	State   string `json:"state"`
+	Drift   bool   `json:"drift"`
+	Failed  bool   `json:"failed"`
+	Message string `json:"message,omitempty"`
+	// FirstSeen is when the agent first saw the object (AGE).
+	FirstSeen time.Time `json:"firstSeen"`
+	Updated   time.Time `json:"updated"`
+}
+
+// Agent is what the agent says about its last pass.
+type Agent struct {
+	LastPass  time.Time `json:"lastPass"`
+	PassError string    `json:"passError,omitempty"`
+	LoadError string    `json:"loadError,omitempty"`
+	PID       int       `json:"pid"`
+	Backend   string    `json:"backend"`
+	Version   string    `json:"version"`
+}
+
+// PutStatus replaces the snapshot with objs (rows of objects no longer
+// desired go) and records the agent facts, in one transaction. FirstSeen
+// of a row already present is kept.
+func (s *Store) PutStatus(ctx context.Context, objs []ObjectStatus, a Agent) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, `CREATE TEMP TABLE IF NOT EXISTS keep(object TEXT PRIMARY KEY)`); err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM temp.keep`); err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	for _, o := range objs {
+		if o.FirstSeen.IsZero() {
+			o.FirstSeen = o.Updated
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO objects(object, kind, name, unit, desired, observed, state, drift, failed, message, first_seen, updated)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(object) DO UPDATE SET kind=excluded.kind, name=excluded.name, unit=excluded.unit, desired=excluded.desired,
+	observed=excluded.observed, state=excluded.state, drift=excluded.drift, failed=excluded.failed, message=excluded.message,
+	updated=excluded.updated`,
+			o.Object, o.Kind, o.Name, o.Unit, o.Desired, o.Observed, o.State, o.Drift, o.Failed, o.Message, ts(o.FirstSeen), ts(o.Updated))
+		if err != nil {
+			return fmt.Errorf("status of %s: %w", o.Object, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO temp.keep(object) VALUES (?)`, o.Object); err != nil {
+			return fmt.Errorf("status: %w", err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM objects WHERE object NOT IN (SELECT object FROM temp.keep)`); err != nil {
+		return fmt.Errorf("status prune: %w", err)
+	}
+	for k, v := range map[string]string{
+		"last_pass": ts(a.LastPass), "pass_error": a.PassError, "load_error": a.LoadError,
+		"pid": strconv.Itoa(a.PID), "backend": a.Backend, "version": a.Version,
+	} {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO agent(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`, k, v); err != nil {
+			return fmt.Errorf("agent status: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	return nil
+}
+
+// Status returns the snapshot sorted by object and the agent facts (zero
+// when the agent never finished a pass).
+func (s *Store) Status(ctx context.Context) ([]ObjectStatus, Agent, error) {
+	var a Agent
+	rows, err := s.db.QueryContext(ctx, `SELECT object, kind, name, unit, desired, observed, state, drift, failed, message, first_seen, updated FROM objects ORDER BY kind, name`)
+	if err != nil {
+		return nil, a, fmt.Errorf("query status: %w", err)
+	}
+	defer rows.Close()
+	var out []ObjectStatus
+	for rows.Next() {
+		var o ObjectStatus
+		var first, upd string
+		if err := rows.Scan(&o.Object, &o.Kind, &o.Name, &o.Unit, &o.Desired, &o.Observed, &o.State, &o.Drift, &o.Failed, &o.Message, &first, &upd); err != nil {
+			return nil, a, fmt.Errorf("scan status: %w", err)
+		}
+		o.FirstSeen, o.Updated = parseTS(first), parseTS(upd)
+		out = append(out, o)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, a, err
+	}
+	kv, err := s.db.QueryContext(ctx, `SELECT key, value FROM agent`)
+	if err != nil {
+		return nil, a, fmt.Errorf("query agent: %w", err)
+	}
+	defer kv.Close()
+	for kv.Next() {
+		var k, v string
+		if err := kv.Scan(&k, &v); err != nil {
+			return nil, a, fmt.Errorf("scan agent: %w", err)
+		}
+		switch k {
+		case "last_pass":
+			a.LastPass = parseTS(v)
+		case "pass_error":
+			a.PassError = v
+		case "load_error":
+			a.LoadError = v
+		case "pid":
+			a.PID, _ = strconv.Atoi(v)
+		case "backend":
+			a.Backend = v
+		case "version":
+			a.Version = v
+		}
+	}
+	return out, a, kv.Err()
+}
