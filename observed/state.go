@@ -48,11 +48,24 @@ type Unit struct {
 	ExecMainStatus int32  `json:"execMainStatus"`
 	// ExecMainStartTimestamp is in microseconds since the epoch (0: never).
 	ExecMainStartTimestamp uint64 `json:"execMainStartTimestamp,omitempty"`
+	// ExecMainExitTimestamp is when the main process last exited, µs since
+	// the epoch (0: it has not exited since it started). With
+	// ExecMainStatus and Result it identifies one run of a timer's job or
+	// one watchdog kill, so an event about it is recorded once.
+	ExecMainExitTimestamp uint64 `json:"execMainExitTimestamp,omitempty"`
 
 	// Timer fields (timers only), microseconds; 0 means never/none.
 	LastTriggerUSec         uint64 `json:"lastTriggerUSec,omitempty"`
 	NextElapseUSecRealtime  uint64 `json:"nextElapseUSecRealtime,omitempty"`
 	NextElapseUSecMonotonic uint64 `json:"nextElapseUSecMonotonic,omitempty"`
+	// Triggers are the units a timer starts (systemd's Triggers property).
+	Triggers []string `json:"triggers,omitempty"`
+	// StampPath is a timer's Persistent= stamp file
+	// (/var/lib/systemd/timers/stamp-NAME.timer; "" when the backend keeps
+	// none) and StampUSec its mtime in µs since the epoch (0: no file).
+	// systemd reads the stamp as the last trigger each time the timer starts.
+	StampPath string `json:"stampPath,omitempty"`
+	StampUSec uint64 `json:"stampUSec,omitempty"`
 }
 
 // Exists reports whether the backend knows the unit (loaded or has a file).

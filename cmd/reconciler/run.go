@@ -46,11 +46,13 @@ func newRunCmd(g *globals) *cobra.Command {
 				return exitCode(2, err)
 			}
 			loop := reconcile.NewLoop(r, log)
-			loop.Resync, loop.Settle, loop.PassTimeout = resync, settle, passTimeout
+			sd := newSDNotifier(log)
+			defer sd.stopping()
+			loop.Resync, loop.Settle, loop.PassTimeout = sd.watchdogResync(resync), settle, passTimeout
 			hooks := newAgentHooks(log, be.Name)
 			// Each after-pass hook sees every pass result (heartbeat, sd_notify,
 			// metrics); add one per concern.
-			afterPass := []func(reconcile.Result, error){hooks.afterPass}
+			afterPass := []func(reconcile.Result, error){hooks.afterPass, sd.afterPass, newTimerLog(log).afterPass}
 			loop.AfterPass = func(res reconcile.Result, err error) {
 				for _, h := range afterPass {
 					h(res, err)

@@ -45,6 +45,8 @@ var ManagerProperties = []string{"RuntimeWatchdogUSec", "RebootWatchdogUSec", "W
 const (
 	DefaultManagerConf = "/etc/systemd/system.conf.d/" + desired.WatchdogFile
 	DefaultSysfs       = "/sys"
+	// DefaultStampDir is where systemd keeps Persistent= timer stamps.
+	DefaultStampDir = "/var/lib/systemd/timers"
 	// DefaultConcurrency bounds the property reads in flight per Observe.
 	DefaultConcurrency = 4
 	// maxFileSize caps how much of a unit file or drop-in is read.
@@ -79,6 +81,7 @@ type config struct {
 	root        string
 	managerConf string
 	sysfs       string
+	stampDir    string
 	manager     bool
 	concurrency int
 	hook        func(method string)
@@ -99,6 +102,10 @@ func WithManagerConf(path string) Option { return func(c *config) { c.managerCon
 // WithSysfs sets the sysfs root where /class/watchdog is read (default
 // "/sys"); tests point it at testdata.
 func WithSysfs(root string) Option { return func(c *config) { c.sysfs = root } }
+
+// WithStampDir sets where timer stamps are read (default DefaultStampDir,
+// below WithRoot's root).
+func WithStampDir(dir string) Option { return func(c *config) { c.stampDir = dir } }
 
 // WithoutManager skips the manager (State.Manager stays nil), saving three
 // D-Bus calls per Observe.
@@ -130,6 +137,7 @@ func New(c Client, unitDir string, opts ...Option) *Observer {
 	cfg := config{
 		managerConf: DefaultManagerConf,
 		sysfs:       DefaultSysfs,
+		stampDir:    DefaultStampDir,
 		manager:     true,
 		concurrency: DefaultConcurrency,
 		now:         time.Now,
@@ -221,6 +229,9 @@ func (o *Observer) Observe(ctx context.Context, names []string) (*observed.State
 		}
 		if u.LoadState != "not-found" {
 			loaded = append(loaded, u)
+		}
+		if strings.HasSuffix(n, ".timer") {
+			o.readStamp(u)
 		}
 		st.Units[n] = u
 	}
@@ -354,6 +365,8 @@ func fillUnit(u *observed.Unit, p map[string]any) error {
 	u.MainPID = r.u32("MainPID")
 	u.ExecMainStatus = r.i32("ExecMainStatus")
 	u.ExecMainStartTimestamp = r.u64("ExecMainStartTimestamp")
+	u.ExecMainExitTimestamp = r.u64("ExecMainExitTimestamp")
+	u.Triggers = r.strs("Triggers")
 	u.LastTriggerUSec = r.u64("LastTriggerUSec")
 	u.NextElapseUSecRealtime = r.u64("NextElapseUSecRealtime")
 	u.NextElapseUSecMonotonic = r.u64("NextElapseUSecMonotonic")
@@ -401,6 +414,15 @@ func (r *propReader) u64(k string) uint64 {
 		return 0
 	}
 	return v
+}
+
+// readStamp fills a timer's StampPath and StampUSec. A missing or
+// unreadable stamp reads as none: systemd treats it the same way.
+func (o *Observer) readStamp(u *observed.Unit) {
+	u.StampPath = filepath.Join(o.cfg.stampDir, "stamp-"+u.Name)
+	if fi, err := os.Stat(filepath.Join(o.cfg.root, u.StampPath)); err == nil && fi.Mode().IsRegular() {
+		u.StampUSec = uint64(fi.ModTime().UnixMicro())
+	}
 }
 
 // readDropIns reads the bytes of every drop-in systemd loaded for u. A
