@@ -93,6 +93,8 @@ type StepOutcome struct {
 	Err    error
 	// Skipped says why the step was not run ("" when it ran).
 	Skipped string
+	// Duration is how long Apply took (0 when skipped).
+	Duration time.Duration
 }
 
 // Result of one pass.
@@ -104,6 +106,12 @@ type Result struct {
 	LoadErr error
 	// Objects is the number of effective desired objects.
 	Objects int
+	// Desired are the effective desired objects (last good versions
+	// included), sorted by ID; status snapshots and alerts read them.
+	Desired []*desired.Object
+	// Started is when the pass began and Took how long it ran.
+	Started time.Time
+	Took    time.Duration
 	// Observed is the state the plan was computed from.
 	Observed *observed.State
 	// RequeueAfter asks for another pass (a held-back object's backoff ends).
@@ -138,7 +146,9 @@ type Options struct {
 func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, err error) {
 	r.pass++
 	log := r.log.With(zap.Uint64("pass", r.pass))
+	res.Started = time.Now()
 	defer func() {
+		res.Took = time.Since(res.Started)
 		if p := recover(); p != nil {
 			err = fmt.Errorf("reconcile pass %d panicked: %v", r.pass, p)
 			log.Error("pass panicked", zap.Any("panic", p), zap.Stack("stack"))
@@ -169,6 +179,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	}
 	sort.Strings(names)
 	res.Objects = len(effective)
+	res.Desired = effective
 	obs, err := r.cfg.Observer.Observe(ctx, names)
 	if err != nil {
 		return res, fmt.Errorf("observe: %w", err)
@@ -311,7 +322,9 @@ func (r *Reconciler) execute(ctx context.Context, log *zap.Logger, plan Plan) ([
 		if s.Object != "" {
 			touched[s.Object] = true
 		}
+		start := time.Now()
 		oc.Result, oc.Err = r.cfg.Applier.Apply(ctx, s)
+		oc.Duration = time.Since(start)
 		out = append(out, oc)
 		if oc.Err != nil {
 			log.Error("step failed", zap.Stringer("step", s), zap.Error(oc.Err))

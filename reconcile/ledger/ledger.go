@@ -1,0 +1,159 @@
+// Package ledger counts restarts of managed services and decides restart
+// storms. It does no I/O: the agent feeds it two consecutive observations
+// and the steps it executed between them, stores what it returns, and asks
+// Storm whether an alert fires. Level-triggered like the rest of
+// reconcile: every restart is inferred from observed state, whatever
+// caused it, so a missed wake-up loses no count (only its exact time).
+//
+// How a unit's counters move between two observations, and what Detect
+// concludes (p = previous, c = current observation):
+//
+//	NRestarts p→c        start time / MainPID   between           cause
+//	grows by n           any                    -                 n × auto (watchdog when Result says so)
+//	drops to k           changed                agent restart     1 × agent + k × auto
+//	drops to k           changed, p was running -                 1 × manual + k × auto
+//	same                 changed, p was running -                 1 × manual
+//	same / drops         changed                agent restart     1 × agent
+//	drops (reset-failed) p was not running      -                 nothing (a start, not a restart)
+//
+// systemd zeroes NRestarts on a manual (re)start and on reset-failed; a
+// manual restart followed by automatic ones before the next observation
+// counts as automatic restarts only.
+package ledger
+
+import (
+	"sort"
+	"strings"
+	"time"
+
+	"resil.dev/resil/actuators"
+	"resil.dev/resil/observed"
+	"resil.dev/resil/reconcile"
+)
+
+// Cause of a restart; the values are metric labels and ledger rows.
+type Cause string
+
+// Restart causes.
+const (
+	// CauseAuto is systemd's (or the supervisor's) Restart= policy.
+	CauseAuto Cause = "auto"
+	// CauseWatchdog is an automatic restart after a watchdog kill.
+	CauseWatchdog Cause = "watchdog"
+	// CauseAgent is a restart step the agent executed.
+	CauseAgent Cause = "agent"
+	// CauseManual is anything else: systemctl restart, kill of the main
+	// process followed by a start, an operator's stop+start.
+	CauseManual Cause = "manual"
+)
+
+// Causes lists every cause, for metrics.
+var Causes = []Cause{CauseAuto, CauseWatchdog, CauseAgent, CauseManual}
+
+// Restarts is what Detect found for one unit and cause.
+type Restarts struct {
+	Object string
+	Unit   string
+	Cause  Cause
+	Count  int
+}
+
+// Input of Detect.
+type Input struct {
+	// Prev and Cur are consecutive observations; a unit missing from
+	// either is skipped (its first observation is its baseline).
+	Prev, Cur *observed.State
+	// Between are the outcomes of the steps executed after Prev was read
+	// (the previous pass's outcomes).
+	Between []reconcile.StepOutcome
+}
+
+// Managed reports whether a unit's restarts count: a .service owned by a
+// Service object.
+func Managed(u *observed.Unit) bool {
+	return u != nil && strings.HasPrefix(u.Owner, "Service/") && strings.HasSuffix(u.Name, ".service")
+}
+
+func running(u *observed.Unit) bool {
+	return u.MainPID != 0 || u.ActiveState == "active" || u.ActiveState == "reloading"
+}
+
+func watchdog(u *observed.Unit) bool {
+	return u.Result == "watchdog" || u.SubState == "stop-watchdog"
+}
+
+// Detect returns the restarts between two observations, sorted by unit
+// and cause.
+func Detect(in Input) []Restarts {
+	if in.Prev == nil || in.Cur == nil {
+		return nil
+	}
+	agent := map[string]int{}
+	for _, o := range in.Between {
+		if o.Step.Op == actuators.OpRestart && o.Err == nil && o.Skipped == "" {
+			agent[o.Step.Unit]++
+		}
+	}
+	names := make([]string, 0, len(in.Cur.Units))
+	for n := range in.Cur.Units {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var out []Restarts
+	for _, n := range names {
+		c, p := in.Cur.Units[n], in.Prev.Units[n]
+		if p == nil || c == nil || !Managed(c) {
+			continue
+		}
+		add := func(cause Cause, k int) {
+			if k > 0 {
+				out = append(out, Restarts{Object: c.Owner, Unit: n, Cause: cause, Count: k})
+			}
+		}
+		reset := c.NRestarts < p.NRestarts
+		auto := int(c.NRestarts) - int(p.NRestarts)
+		if reset {
+			auto = int(c.NRestarts)
+		}
+		started := c.ExecMainStartTimestamp != p.ExecMainStartTimestamp ||
+			(c.MainPID != p.MainPID && c.MainPID != 0 && p.MainPID != 0)
+		autoCause := CauseAuto
+		if watchdog(p) || watchdog(c) {
+			autoCause = CauseWatchdog
+		}
+		switch {
+		case agent[n] > 0:
+			add(CauseAgent, agent[n])
+			add(autoCause, auto)
+		case started && running(p) && c.ExecMainStartTimestamp != 0 && (reset || auto == 0):
+			add(CauseManual, 1)
+			add(autoCause, auto)
+		default:
+			add(autoCause, auto)
+		}
+	}
+	return out
+}
+
+// Policy is a restart-storm threshold: Restarts or more within Within.
+type Policy struct {
+	Restarts int
+	Within   time.Duration
+	Command  []string
+}
+
+// Enabled reports whether the policy can fire.
+func (p Policy) Enabled() bool { return p.Restarts > 0 && p.Within > 0 }
+
+// Storm decides whether the alert of one object fires now: count is the
+// number of restarts in (now-Within, now], lastFired when it last fired
+// (zero: never). It fires at most once per window: again only after Within
+// has passed since the last firing, and only if the threshold is still met.
+//
+//	(quiet) ──count ≥ Restarts──▶ fire ──▶ (silenced until lastFired+Within) ──▶ (quiet)
+func Storm(p Policy, count int, lastFired, now time.Time) bool {
+	if !p.Enabled() || count < p.Restarts {
+		return false
+	}
+	return lastFired.IsZero() || !now.Before(lastFired.Add(p.Within))
+}
