@@ -101,3 +101,23 @@ func (r *Ring) Events() []Event {
 	}
 	return append(out, r.buf[:r.next]...)
 }
+
+// Fanout records each event in every recorder, in order (the ring, the
+// durable store, the journal). It fills Time and Count first so they all
+// keep the same values.
+type Fanout []Recorder
+
+// Record implements Recorder.
+func (f Fanout) Record(e Event) {
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	if e.Count == 0 {
+		e.Count = 1
+	}
+	for _, r := range f {
+		if r != nil {
+			r.Record(e)
+		}
+	}
+}
