@@ -189,3 +189,30 @@ func TestNotifyAccessMain(t *testing.T) {
 		t.Fatalf("systemd-notify --ready from the main shell: %v", err)
 	}
 }
+
+func TestIdentityEnvironmentDirectory(t *testing.T) {
+	t.Parallel()
+	if os.Getuid() != 0 {
+		t.Skip("needs root to switch users")
+	}
+	h := newHarness(t, "", Options{})
+	envFile := filepath.Join(h.dir, "env")
+	os.WriteFile(envFile, []byte("# comment\nFROM_FILE=\"yes\"\nOVERRIDE=file\n"), 0o644)
+	wd := filepath.Join(h.dir, "wd")
+	os.MkdirAll(wd, 0o755)
+	os.Chmod(h.dir, 0o755) // t.TempDir is 0700: nobody could not enter wd
+	os.Chmod(filepath.Dir(h.dir), 0o755)
+	h.run()
+	h.install(service("who", desired.ServiceSpec{
+		Command:          sh(`echo "uid=$(id -u) pwd=$(pwd) file=$FROM_FILE override=$OVERRIDE user=$USER"; exec sleep 1000`),
+		User:             "nobody",
+		WorkingDirectory: wd,
+		EnvironmentFiles: []string{envFile, "-" + filepath.Join(h.dir, "missing")},
+		Environment:      map[string]string{"OVERRIDE": "manifest"},
+	}), false)
+	if _, err := h.apply(context.Background(), actuators.Step{Op: actuators.OpStart, Unit: "who.service"}); err != nil {
+		t.Fatal(err)
+	}
+	want := "who: uid=65534 pwd=" + wd + " file=yes override=manifest user=nobody\n"
+	waitFor(t, "identity line", func() bool { return strings.Contains(h.out.String(), want) })
+}

@@ -278,7 +278,7 @@ func (r *runner) command(ctx context.Context, c command) {
 	case actuators.OpStart, opTrigger:
 		switch r.phase {
 		case phIdle:
-			if c.op == opTrigger && r.tracker != nil && r.spec.Type == TypeOneshot {
+			if r.tracker != nil && r.spec.Type == TypeOneshot {
 				r.tracker.Reset() // a job's attempts count per activation
 			}
 			r.wait(c, &r.startWaiters)
@@ -723,12 +723,16 @@ func (r *runner) afterExit(ctx context.Context, d Decision, result string) {
 	}
 	r.requested = false
 	r.answerStops(actuators.Changed, nil)
-	if d != DecisionStop {
-		r.answerStarts(actuators.Unchanged, fmt.Errorf("unit %s failed: %s", r.u.name, result))
-	}
 	if r.restartAfterStop {
 		r.restartAfterStop = false
 		r.beginStart(ctx)
+		return
+	}
+	if d != DecisionStop {
+		r.answerStarts(actuators.Unchanged, fmt.Errorf("unit %s failed: %s", r.u.name, result))
+	} else {
+		// A notify service that exited cleanly before READY=1.
+		r.answerStarts(actuators.Unchanged, fmt.Errorf("unit %s exited before it was started (%s)", r.u.name, result))
 	}
 }
 
