@@ -23,6 +23,12 @@ const (
 	OpResetFailed  Op = "reset-failed"
 	// OpSetManager sets systemd manager properties (host watchdog) at runtime.
 	OpSetManager Op = "set-manager"
+	// OpRefreshStamp sets a persistent timer's stamp file (Path) to now,
+	// before the timer starts, so systemd does not fire a run missed by more
+	// than maxLateness. Props["missed"] is the missed run (µs since the
+	// epoch): a stamp already at or after it means the run happened or was
+	// skipped, and the step does nothing. systemd only.
+	OpRefreshStamp Op = "refresh-stamp"
 )
 
 // Step is one idempotent action, as data. Plan produces steps; diff prints

@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/desired"
+	"resil.dev/resil/desired/calendar"
 	"resil.dev/resil/observed"
 )
 
@@ -36,6 +39,11 @@ const (
 	ReasonLastGoodRetained = "LastGoodRetained"
 	ReasonDriftReported    = "DriftReported"
 	ReasonTimerMissed      = "TimerMissed"
+	// ReasonTimerCatchUp: a persistent timer is about to run a missed run late.
+	ReasonTimerCatchUp = "TimerCatchUp"
+	// ReasonReexecNeeded: a manager setting (WatchdogDevice) takes effect only
+	// after `systemctl daemon-reexec`, which the agent never does by itself.
+	ReasonReexecNeeded = "DaemonReexecNeeded"
 	// Restart ledger and storm alerts (cmd/reconciler records them).
 	ReasonRestarted       = "Restarted"
 	ReasonRestartStorm    = "RestartStorm"
@@ -115,23 +123,36 @@ type planner struct {
 	manager   []actuators.Step // phase 4
 	runtime   []actuators.Step // phase 5
 	findings  []Finding
+	// jobs are the services desired timers trigger (unit → timer object
+	// ID): the timer starts them, the agent never does.
+	jobs map[string]string
 }
 
 // Compute returns the steps that move the observed state toward the desired
 // one. It does no I/O and is deterministic for the same input.
 func Compute(in Input) Plan {
-	p := &planner{in: in}
+	p := &planner{in: in, jobs: map[string]string{}}
 	objs := append([]*desired.Object(nil), in.Objects...)
 	sort.Slice(objs, func(i, j int) bool { return objs[i].ID() < objs[j].ID() })
 	wanted := map[string]bool{}
+	hostWatchdog := false
 	for _, o := range objs {
 		for _, f := range in.Files[o.ID()] {
 			if f.Dir == desired.DirUnit {
 				wanted[f.Name] = true
 			}
 		}
+		switch o.Kind {
+		case desired.KindTimer:
+			p.jobs[o.Timer.TriggeredService(o.Metadata.Name)] = o.ID()
+		case desired.KindWatchdog:
+			hostWatchdog = true
+		}
 	}
 	p.prune(wanted)
+	if !hostWatchdog {
+		p.pruneWatchdog()
+	}
 	for _, o := range objs {
 		switch o.Kind {
 		case desired.KindService:
@@ -281,6 +302,14 @@ func (p *planner) service(o *desired.Object) {
 		return
 	}
 	u := p.unit(f.Name)
+	if timer := p.jobs[f.Name]; timer != "" {
+		// A timer starts this service: an inactive service between runs is
+		// not drift, and the agent neither enables nor starts it (that would
+		// run the job outside its schedule). Failed runs are reported by the
+		// timer as TimerFailed.
+		return
+	}
+	p.watchdogKill(o, f.Name, u)
 	report := o.DriftPolicy() == desired.DriftReport
 	p.enable(o, f.Name, s.IsEnabled(), fs, u)
 	switch s.DesiredState() {
@@ -370,8 +399,15 @@ func (p *planner) timer(o *desired.Object) {
 	// drift; a failed last run is a finding.
 	job := t.TriggeredService(o.Metadata.Name)
 	if ju := p.unit(job); ju != nil && ju.ActiveState == "failed" {
+		// One event per failed run: the message names the run by its exit
+		// time, so the event log (keyed by object, reason, message) keeps
+		// one row per run however many passes see it.
 		_, msg := failureReason(ju)
-		p.find(o.ID(), job, ReasonTimerFailed, "last run "+msg, true, false)
+		when := ""
+		if ju.ExecMainExitTimestamp != 0 {
+			when = " at " + usecText(ju.ExecMainExitTimestamp)
+		}
+		p.find(o.ID(), job, ReasonTimerFailed, "last run"+when+" "+msg, true, false)
 	}
 	if !t.IsEnabled() {
 		if u != nil && u.Active() {
@@ -381,12 +417,15 @@ func (p *planner) timer(o *desired.Object) {
 	}
 	switch {
 	case isNew:
+		p.catchUp(o, name, u)
 		p.rt(actuators.OpStart, o, name, "new timer")
 	case u.ActiveState == "failed":
 		p.rt(actuators.OpResetFailed, o, name, "timer failed")
+		p.catchUp(o, name, u)
 		p.rt(actuators.OpStart, o, name, "timer failed, want active")
 		p.find(o.ID(), name, ReasonTimerInactive, "timer failed; starting", true, true)
 	case written && u.Active():
+		p.catchUp(o, name, u)
 		p.rt(actuators.OpRestart, o, name, "timer changed")
 	case !u.Active():
 		msg := fmt.Sprintf("%s is %s, want active", name, orDash(u.ActiveState))
@@ -397,8 +436,84 @@ func (p *planner) timer(o *desired.Object) {
 		if !written {
 			p.find(o.ID(), name, ReasonTimerInactive, msg+"; starting", true, true)
 		}
+		p.catchUp(o, name, u)
 		p.rt(actuators.OpStart, o, name, "inactive, want active")
 	}
+}
+
+// catchUp decides, just before the agent starts (or restarts) a persistent
+// timer, what systemd will do about the runs it missed: systemd reads the
+// stamp file's mtime as the last trigger and, if the next calendar run
+// after it is already past, fires at once. Within spec.maxLateness (or
+// without one) that single late run is the catch-up (catchUp: once) and is
+// reported as TimerCatchUp. Later than maxLateness, the run is skipped: a
+// refresh-stamp step sets the stamp to now before the start, so systemd
+// computes the next run from now, and TimerMissed records the skipped run.
+// catchUp: skip renders no Persistent= at all, so nothing is caught up and
+// there is no stamp. Without an observed stamp (first start, process
+// backend) there is nothing to decide.
+func (p *planner) catchUp(o *desired.Object, name string, u *observed.Unit) {
+	t := o.Timer
+	if u == nil || u.StampPath == "" || u.StampUSec == 0 || !t.Persistent || t.CatchUp == desired.CatchUpSkip || len(t.Schedule) == 0 {
+		return
+	}
+	now := p.in.Observed.ReadAt
+	if now.IsZero() {
+		return
+	}
+	last := time.UnixMicro(int64(u.StampUSec)).In(now.Location())
+	var missed time.Time
+	for _, expr := range t.Schedule {
+		spec, err := calendar.Parse(expr)
+		if err != nil {
+			continue // validated before; the renderer would not get here
+		}
+		if next, ok := spec.Next(last); ok && (missed.IsZero() || next.Before(missed)) {
+			missed = next
+		}
+	}
+	if missed.IsZero() || !missed.Before(now) {
+		return
+	}
+	late := now.Sub(missed).Truncate(time.Second)
+	if max := t.MaxLateness.D(); t.MaxLateness.IsSet() && late > max {
+		msg := fmt.Sprintf("run due %s missed (last run %s) is %s late, over maxLateness %s: skipped; stamp refreshed so systemd does not fire it late",
+			usecText(uint64(missed.UnixMicro())), usecText(u.StampUSec), late, max)
+		p.find(o.ID(), name, ReasonTimerMissed, msg, true, true)
+		p.runtime = append(p.runtime, actuators.Step{Op: actuators.OpRefreshStamp, Object: o.ID(), Unit: name, Path: u.StampPath,
+			Props:  map[string]string{"missed": strconv.FormatInt(missed.UnixMicro(), 10)},
+			Reason: fmt.Sprintf("skip run due %s, %s late", usecText(uint64(missed.UnixMicro())), late)})
+		return
+	}
+	p.find(o.ID(), name, ReasonTimerCatchUp, fmt.Sprintf("run due %s missed (last run %s); systemd runs it once on start, %s late",
+		usecText(uint64(missed.UnixMicro())), usecText(u.StampUSec), late), false, false)
+}
+
+// watchdogKill reports a service the watchdog killed and systemd is
+// restarting (Result=watchdog while not failed: SubState auto-restart or
+// stop-watchdog). The window lasts RestartSec; the agent is woken by the
+// state change. The message carries the kill time and the restart count,
+// so each kill is one event. A unit the watchdog left failed is reported
+// by the failed branch of service().
+func (p *planner) watchdogKill(o *desired.Object, unit string, u *observed.Unit) {
+	if u == nil || u.Result != "watchdog" || u.ActiveState == "failed" {
+		return
+	}
+	when := "now"
+	if u.ExecMainExitTimestamp != 0 {
+		when = "at " + usecText(u.ExecMainExitTimestamp)
+	}
+	timeout := ""
+	if o.Service != nil && o.Service.Watchdog != nil {
+		timeout = fmt.Sprintf(" within %s", o.Service.Watchdog.Timeout)
+	}
+	msg := fmt.Sprintf("%s killed by the watchdog %s (no WATCHDOG=1%s); systemd restarts it, restart %d", unit, when, timeout, u.NRestarts+1)
+	p.find(o.ID(), unit, ReasonWatchdog, msg, true, false)
+}
+
+// usecText renders µs since the epoch as RFC 3339 UTC with milliseconds.
+func usecText(v uint64) string {
+	return time.UnixMicro(int64(v)).UTC().Format("2006-01-02T15:04:05.000Z")
 }
 
 func (p *planner) watchdog(o *desired.Object) {
@@ -409,6 +524,13 @@ func (p *planner) watchdog(o *desired.Object) {
 	}
 	if len(m.Devices) == 0 {
 		p.find(o.ID(), "", ReasonNoWatchdogDev, "no watchdog device under /sys/class/watchdog; settings written but nothing will be armed", true, false)
+	}
+	if w := o.Watchdog; w.Device != "" && m.Properties["WatchdogDevice"] != w.Device {
+		// WatchdogDevice= is read-only over D-Bus and not re-read by
+		// daemon-reload: the drop-in carries it, PID 1 picks it up at the
+		// next daemon-reexec or boot. Re-executing PID 1 is the operator's call.
+		p.find(o.ID(), "", ReasonReexecNeeded, fmt.Sprintf("WatchdogDevice is %q, want %q: written to the drop-in; takes effect after `systemctl daemon-reexec` or a reboot (the agent does not re-execute PID 1)",
+			m.Properties["WatchdogDevice"], w.Device), true, false)
 	}
 	for _, f := range p.in.Files[o.ID()] {
 		path := m.ConfPath
@@ -451,6 +573,28 @@ func (p *planner) watchdog(o *desired.Object) {
 	if len(diff) > 0 {
 		p.manager = append(p.manager, actuators.Step{Op: actuators.OpSetManager, Object: o.ID(), Props: diff, Reason: strings.Join(why, "; ")})
 	}
+}
+
+// pruneWatchdog removes the owned manager drop-in when no Watchdog object
+// is desired any more. daemon-reload then re-reads system.conf and its
+// other drop-ins; a runtime override set earlier by set-manager stays until
+// set to 0 (see actuators/systemd setManager).
+func (p *planner) pruneWatchdog() {
+	if p.in.Observed == nil || !p.in.Prune || p.in.Observed.Manager == nil {
+		return
+	}
+	m := p.in.Observed.Manager
+	if m.File == nil || m.ConfPath == "" {
+		return
+	}
+	owner, ok := desired.IsOwned(m.File)
+	if !ok || p.in.Protected[owner] {
+		return
+	}
+	reason := fmt.Sprintf("pruned: %s no longer desired", owner)
+	p.files = append(p.files, actuators.Step{Op: actuators.OpRemoveFile, Object: owner, Path: m.ConfPath, Old: m.File, Reason: reason})
+	p.reload = true
+	p.reloadWhy = append(p.reloadWhy, "manager drop-in removed")
 }
 
 func (p *planner) brokenSource(data []byte) bool {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -33,6 +34,10 @@ type obsUnit struct {
 	ExecMainStatus   int32             `json:"execMainStatus"`
 	NeedDaemonReload bool              `json:"needDaemonReload"`
 	DropIns          map[string]string `json:"dropIns"`
+	// Timers and jobs: times as RFC 3339; stamp is the Persistent= stamp
+	// file's mtime (the observer sets StampPath for every timer).
+	ExecMainExitTimestamp string `json:"execMainExitTimestamp"`
+	Stamp                 string `json:"stamp"`
 }
 
 type obsFile struct {
@@ -42,6 +47,20 @@ type obsFile struct {
 	ManagerFile string             `json:"managerFile"`
 	NoPrune     bool               `json:"noPrune"`
 	BrokenFiles []string           `json:"brokenFiles"`
+	// ReadAt is the observation time (the planner's "now"), RFC 3339.
+	ReadAt string `json:"readAt"`
+}
+
+func usecOf(t *testing.T, s string) uint64 {
+	t.Helper()
+	if s == "" {
+		return 0
+	}
+	v, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uint64(v.UnixMicro())
 }
 
 const unitDir = "/etc/systemd/system"
@@ -120,6 +139,19 @@ func TestPlanGolden(t *testing.T) {
 				backend = "systemd"
 			}
 			st := &observed.State{Backend: backend, UnitDir: unitDir, Units: map[string]*observed.Unit{}, Manager: of.Manager}
+			if of.ReadAt != "" {
+				st.ReadAt = time.UnixMicro(int64(usecOf(t, of.ReadAt))).UTC()
+			}
+			if st.Manager != nil && of.ManagerFile == "owned" {
+				// An owned drop-in of a Watchdog object no longer desired.
+				o := &desired.Object{APIVersion: desired.APIVersion, Kind: desired.KindWatchdog, Metadata: desired.ObjectMeta{Name: "host"},
+					Source: desired.Source{File: "host.yaml"}, Watchdog: &desired.WatchdogSpec{RuntimeTimeout: "30s"}}
+				fs, err := desired.Render(o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				st.Manager.File = fs[0].Data
+			}
 			if st.Manager != nil && of.ManagerFile != "" {
 				for _, fs := range in.Files {
 					for _, f := range fs {
@@ -132,7 +164,12 @@ func TestPlanGolden(t *testing.T) {
 			for name, u := range of.Units {
 				ou := &observed.Unit{Name: name, Path: filepath.Join(unitDir, name), LoadState: u.LoadState, ActiveState: u.ActiveState,
 					SubState: u.SubState, Result: u.Result, UnitFileState: u.UnitFileState, NRestarts: u.NRestarts,
-					ExecMainStatus: u.ExecMainStatus, NeedDaemonReload: u.NeedDaemonReload}
+					ExecMainStatus: u.ExecMainStatus, NeedDaemonReload: u.NeedDaemonReload,
+					ExecMainExitTimestamp: usecOf(t, u.ExecMainExitTimestamp)}
+				if strings.HasSuffix(name, ".timer") && backend == "systemd" {
+					ou.StampPath = "/var/lib/systemd/timers/stamp-" + name
+					ou.StampUSec = usecOf(t, u.Stamp)
+				}
 				switch u.File {
 				case "rendered":
 					ou.File = rendered[name]

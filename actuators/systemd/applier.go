@@ -57,6 +57,8 @@ type config struct {
 	jobMode          string
 	overwriteForeign bool
 	hook             func(method string)
+	stampDir         string
+	now              func() time.Time
 }
 
 // Option configures an Applier.
@@ -86,7 +88,7 @@ func WithCallHook(hook func(method string)) Option { return func(c *config) { c.
 // drop-in lives (/etc/systemd/system.conf.d); write and remove steps outside
 // them fail with ErrOutsideDirs. log may be nil.
 func New(c Client, unitDir, managerConfDir string, log *zap.Logger, opts ...Option) *Applier {
-	cfg := config{jobTimeout: DefaultJobTimeout, jobMode: "replace"}
+	cfg := config{jobTimeout: DefaultJobTimeout, jobMode: "replace", stampDir: DefaultStampDir, now: time.Now}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -149,6 +151,8 @@ func (a *Applier) Apply(ctx context.Context, s actuators.Step) (actuators.Result
 		res, err = a.resetFailed(ctx, s)
 	case actuators.OpSetManager:
 		res, err = a.setManager(ctx, s)
+	case actuators.OpRefreshStamp:
+		res, err = a.refreshStamp(s)
 	default:
 		res, err = actuators.Unchanged, fmt.Errorf("apply %s: %w %q", s, ErrUnknownOp, s.Op)
 	}
