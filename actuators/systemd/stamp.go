@@ -59,4 +59,3 @@ func (a *Applier) refreshStamp(s actuators.Step) (actuators.Result, error) {
 	}
 	return actuators.Changed, nil
 }
-
