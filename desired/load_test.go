@@ -170,11 +170,8 @@ func TestLoadValid(t *testing.T) {
 	if len(set.Broken) != 0 || len(set.BrokenNames) != 0 {
 		t.Errorf("Broken = %v, BrokenNames = %v", set.Broken, set.BrokenNames)
 	}
-	abs, _ := filepath.Abs(exampleDir)
-	if set.Dir != abs && set.Dir != exampleDir {
-		if resolved, _ := filepath.EvalSymlinks(exampleDir); set.Dir != resolved {
-			t.Errorf("Dir = %q", set.Dir)
-		}
+	if want, _ := filepath.EvalSymlinks(exampleDir); set.Dir != want {
+		t.Errorf("Dir = %q, want %q", set.Dir, want)
 	}
 }
 

@@ -1,9 +1,6 @@
 package desired
 
-import (
-	"fmt"
-	"time"
-)
+import "time"
 
 // APIVersion is the only manifest API version this build understands.
 const APIVersion = "resil.dev/v1"
@@ -318,6 +315,3 @@ func (t *TimerSpec) TriggeredService(timerName string) string {
 	}
 	return timerName + ".service"
 }
-
-// errorf is a tiny helper for field errors built during validation.
-func errorf(format string, args ...any) string { return fmt.Sprintf(format, args...) }
