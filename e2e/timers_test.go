@@ -1,0 +1,177 @@
+package e2e
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func timer(name, spec string) string {
+	return fmt.Sprintf("apiVersion: resil.dev/v1\nkind: Timer\nmetadata: {name: %s}\nspec:\n%s", name, spec)
+}
+
+// lines returns the non-empty lines of a file in the sandbox ("" if absent).
+func (e *env) lines(path string) []string {
+	data, err := e.sb.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// A timer every 2 s fires: LastTriggerUSec advances, the job runs on the
+// schedule (AccuracySec=1ms), and diff shows last and next run while
+// nothing changes.
+func TestTimerFires(t *testing.T) {
+	e := newEnv(t)
+	e.write("tick.yaml", timer("tick", `  schedule: ["*:*:0/2"]
+  accuracy: 1ms
+  command: ["/bin/sh", "-c", "date +%s.%N >> /run/ticks"]
+`))
+	out := e.apply(0)
+	if !strings.Contains(out, "start tick.timer") || strings.Contains(out, "start tick.service") {
+		t.Fatalf("apply should start the timer, not its job:\n%s", out)
+	}
+	p := e.show("tick.timer", "ActiveState", "UnitFileState", "AccuracyUSec", "Unit")
+	if p["ActiveState"] != "active" || p["UnitFileState"] != "enabled" || p["AccuracyUSec"] != "1ms" || p["Unit"] != "tick.service" {
+		t.Fatalf("tick.timer: %v", p)
+	}
+	first := e.prop("tick.timer", "LastTriggerUSecMonotonic")
+	e.eventually("4 runs", 15*time.Second, func() bool { return len(e.lines("/run/ticks")) >= 4 })
+	if again := e.prop("tick.timer", "LastTriggerUSecMonotonic"); again == first {
+		t.Errorf("LastTriggerUSec did not advance: %s", again)
+	}
+	// Fire accuracy: how long after each even second the job's command ran.
+	var lat []time.Duration
+	for _, l := range e.lines("/run/ticks") {
+		f, err := strconv.ParseFloat(l, 64)
+		if err != nil {
+			t.Fatalf("tick %q: %v", l, err)
+		}
+		sec := int64(f)
+		off := time.Duration((f - float64(sec-sec%2)) * float64(time.Second))
+		lat = append(lat, off)
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	t.Logf("job start after the scheduled second (n=%d): min %s, median %s, max %s", len(lat), lat[0], lat[len(lat)/2], lat[len(lat)-1])
+	if lat[len(lat)-1] > 500*time.Millisecond {
+		t.Errorf("a run started %s after its schedule, want < 500ms with AccuracySec=1ms", lat[len(lat)-1])
+	}
+	if s := e.prop("tick.service", "ActiveState"); s == "failed" {
+		t.Errorf("job failed")
+	}
+	// Converged: diff changes nothing (the job inactive between runs is not
+	// drift) and still shows the last and next run.
+	out, _, code := e.reconciler("diff")
+	if code != 0 || !strings.Contains(out, "Timers:") || !strings.Contains(out, "timer tick.timer: active, last 20") ||
+		!strings.Contains(out, ", next 20") || !strings.Contains(out, "tick.service") {
+		t.Errorf("diff exit %d:\n%s", code, out)
+	}
+}
+
+// A persistent timer whose stamp says it missed a run catches up once on
+// start; with maxLateness the same miss (30 h late) is skipped: the agent
+// refreshes the stamp before starting the timer and records TimerMissed.
+func TestTimerPersistentCatchUp(t *testing.T) {
+	e := newEnv(t)
+	spec := `  schedule: ["*-*-* 03:00:00 UTC"]
+  persistent: true
+  catchUp: once
+  accuracy: 1ms
+  command: ["/bin/sh", "-c", "date +%%s >> /run/%s"]
+%s`
+	e.write("catchup.yaml", timer("catchup", fmt.Sprintf(spec, "catchup", "")))
+	e.write("late.yaml", timer("late", fmt.Sprintf(spec, "late", "  maxLateness: 1h\n")))
+	// Both last ran two days ago (a host that was down).
+	old := time.Now().Add(-54 * time.Hour).UTC().Format("2006-01-02 15:04:05")
+	for _, n := range []string{"catchup", "late"} {
+		stamp := "/var/lib/systemd/timers/stamp-" + n + ".timer"
+		if _, err := e.sb.Run(e.ctx, "/bin/sh", "-c", "mkdir -p /var/lib/systemd/timers && touch -d '"+old+" UTC' "+stamp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, _, code := e.reconciler("diff")
+	if code != 1 || !strings.Contains(out, "TimerCatchUp Timer/catchup") || !strings.Contains(out, "TimerMissed Timer/late") ||
+		!strings.Contains(out, "refresh-stamp late.timer") || strings.Contains(out, "refresh-stamp catchup.timer") {
+		t.Fatalf("diff exit %d:\n%s", code, out)
+	}
+	start := time.Now()
+	out = e.apply(0)
+	if !strings.Contains(out, "changed  refresh-stamp late.timer") || !strings.Contains(out, "TimerMissed Timer/late") {
+		t.Errorf("apply:\n%s", out)
+	}
+	e.eventually("catch-up run", 10*time.Second, func() bool { return len(e.lines("/run/catchup")) == 1 })
+	t.Logf("catch-up run %s after apply started", time.Since(start).Round(time.Millisecond))
+	time.Sleep(2 * time.Second)
+	if n := len(e.lines("/run/catchup")); n != 1 {
+		t.Errorf("catch-up ran %d times, want once", n)
+	}
+	if l := e.lines("/run/late"); l != nil {
+		t.Errorf("a run later than maxLateness fired: %v", l)
+	}
+	for _, n := range []string{"catchup.timer", "late.timer"} {
+		p := e.show(n, "ActiveState", "NextElapseUSecRealtime", "LastTriggerUSec")
+		if p["ActiveState"] != "active" || !strings.Contains(p["NextElapseUSecRealtime"], "03:00:00") {
+			t.Errorf("%s: %v", n, p)
+		}
+	}
+	st, err := e.sb.Run(e.ctx, "stat", "-c", "%Y", "/var/lib/systemd/timers/stamp-late.timer")
+	if v, _ := strconv.ParseInt(strings.TrimSpace(st), 10, 64); err != nil || time.Since(time.Unix(v, 0)) > time.Minute {
+		t.Errorf("late stamp not refreshed: %q %v", st, err)
+	}
+	// A second pass changes nothing: the timers are active and the skip is done.
+	if out := e.apply(0); !strings.HasPrefix(out, "0 steps") {
+		t.Errorf("second pass:\n%s", out)
+	}
+}
+
+// A failing inline job with retry.attempts 3 runs three times (RestartSec
+// apart), ends failed, and the running agent reports TimerFailed with the
+// exit status once for that run, not on every pass.
+func TestTimerRetryThenReported(t *testing.T) {
+	e := newEnv(t)
+	e.write("flaky.yaml", timer("flaky", `  onBoot: 1ms
+  accuracy: 1ms
+  command: ["/bin/sh", "-c", "echo run >> /run/flaky; exit 3"]
+  retry: {attempts: 3, delay: 300ms}
+`))
+	a := e.startAgent()
+	e.eventually("flaky.service failed", 30*time.Second, func() bool { return e.prop("flaky.service", "ActiveState") == "failed" })
+	p := e.show("flaky.service", "Result", "ExecMainStatus", "NRestarts", "Restart", "RestartUSec", "StartLimitBurst")
+	t.Logf("job after its retries: %v", p)
+	if n := len(e.lines("/run/flaky")); n != 3 {
+		t.Errorf("job ran %d times, want 3 (attempts)", n)
+	}
+	if p["ExecMainStatus"] != "3" || p["Restart"] != "on-failure" {
+		t.Errorf("job: %v", p)
+	}
+	e.eventually("TimerFailed event", 20*time.Second, func() bool { return a.hasEvent("TimerFailed", "exit status 3") })
+	time.Sleep(5 * time.Second) // two resyncs
+	n := 0
+	for _, ev := range a.events() {
+		if ev["reason"] == "TimerFailed" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("TimerFailed recorded %d times, want once per failed run", n)
+	}
+	if a.countLogsBy("timers", "timer state") == 0 {
+		t.Errorf("no timer state log line")
+	}
+	if s := e.prop("flaky.timer", "ActiveState"); s != "active" && s != "inactive" {
+		t.Errorf("flaky.timer %s", s)
+	}
+	if len(e.lines("/run/flaky")) != 3 {
+		t.Errorf("the agent started the job again")
+	}
+}
