@@ -29,13 +29,13 @@ fuzz:
 	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
 	  for t in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/func //'); do \
 	    echo "fuzz $$pkg $$t"; \
-	    $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || { $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; exit 1; }; \
+	    $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $$pkg >/dev/null || { $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $$pkg; exit 1; }; \
 	  done; \
 	done
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
-	@if [ -x e2e/bench/run.sh ]; then e2e/bench/run.sh; fi
+	RESIL_BENCH=1 $(GO) test -count=1 -run TestBenchSystemd -v -timeout 30m ./e2e/
 	@if [ -x actuators/process/bench/peers.sh ]; then actuators/process/bench/peers.sh; fi
 
 lint:
