@@ -15,6 +15,7 @@ import (
 
 func newRunCmd(g *globals) *cobra.Command {
 	var resync, settle, passTimeout time.Duration
+	var obsf *obsFlags
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the agent: keep the host converged until stopped",
@@ -40,8 +41,14 @@ func newRunCmd(g *globals) *cobra.Command {
 				return exitCode(1, err)
 			}
 			defer be.Close()
-			events := reconcile.NewRing(4096, log)
-			r, err := newReconciler(g, be, log, events)
+			ring := reconcile.NewRing(4096, log)
+			// Events, restart ledger, alerts, status snapshot, metrics (telemetry.go).
+			obs, err := obsf.open(g, log, be.Name, ring, 2*resync+passTimeout)
+			if err != nil {
+				return exitCode(1, err)
+			}
+			defer obs.close()
+			r, err := newReconciler(g, be, log, obs.recorder)
 			if err != nil {
 				return exitCode(2, err)
 			}
@@ -52,7 +59,7 @@ func newRunCmd(g *globals) *cobra.Command {
 			hooks := newAgentHooks(log, be.Name)
 			// Each after-pass hook sees every pass result (heartbeat, sd_notify,
 			// metrics); add one per concern.
-			afterPass := []func(reconcile.Result, error){hooks.afterPass, sd.afterPass, newTimerLog(log).afterPass}
+			afterPass := []func(reconcile.Result, error){hooks.afterPass, sd.afterPass, newTimerLog(log).afterPass, obs.afterPass}
 			loop.AfterPass = func(res reconcile.Result, err error) {
 				for _, h := range afterPass {
 					h(res, err)
@@ -66,6 +73,9 @@ func newRunCmd(g *globals) *cobra.Command {
 			for _, bg := range be.Background {
 				eg.Go(func() error { return bg(ctx, loop.Kick) })
 			}
+			for _, bg := range obs.background {
+				eg.Go(func() error { return bg(ctx) })
+			}
 			err = eg.Wait()
 			log.Info("agent stopped", zap.Error(err))
 			if err != nil && ctx.Err() == nil {
@@ -78,6 +88,7 @@ func newRunCmd(g *globals) *cobra.Command {
 	f.DurationVar(&resync, "resync", 5*time.Minute, "periodic full pass")
 	f.DurationVar(&settle, "settle", 100*time.Millisecond, "wait after a change for more changes before a pass")
 	f.DurationVar(&passTimeout, "pass-timeout", 5*time.Minute, "upper bound of one pass")
+	obsf = addObsFlags(f)
 	f.BoolVar(&g.stopOnExit, "stop-on-exit", false, "process backend: on SIGTERM stop all services in reverse start order and exit when all are down (always on as PID 1); otherwise they keep running for the next agent to adopt")
 	return cmd
 }

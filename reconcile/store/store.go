@@ -305,6 +305,8 @@ type Query struct {
 	Reason string
 	// AfterSeq keeps events inserted or repeated after that sequence number.
 	AfterSeq int64
+	// UpToSeq keeps events whose sequence number is at most it (0: no bound).
+	UpToSeq int64
 	// Limit keeps the newest Limit events (0: no limit).
 	Limit int
 }
@@ -337,6 +339,10 @@ func (s *Store) Events(ctx context.Context, q Query) ([]StoredEvent, error) {
 	if q.AfterSeq > 0 {
 		where = append(where, "seq > ?")
 		args = append(args, q.AfterSeq)
+	}
+	if q.UpToSeq > 0 {
+		where = append(where, "seq <= ?")
+		args = append(args, q.UpToSeq)
 	}
 	query := "SELECT seq, first_seen, last_seen, type, reason, object, unit, step, message, count FROM events"
 	if len(where) > 0 {
@@ -371,6 +377,15 @@ func (s *Store) Events(ctx context.Context, q Query) ([]StoredEvent, error) {
 func likeEscape(s string) string {
 	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 	return r.Replace(s)
+}
+
+// MaxSeq returns the highest sequence number (0: no events).
+func (s *Store) MaxSeq(ctx context.Context) (int64, error) {
+	var n sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, `SELECT max(seq) FROM events`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("max seq: %w", err)
+	}
+	return n.Int64, nil
 }
 
 // LastEvents returns the newest event of each object.

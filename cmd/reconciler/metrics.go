@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"resil.dev/resil/actuators"
+	"resil.dev/resil/reconcile"
+	"resil.dev/resil/reconcile/ledger"
+	"resil.dev/resil/reconcile/store"
+)
+
+// metrics are the agent's Prometheus metrics. Per-object series exist only
+// for objects the agent manages; Forget deletes them when an object goes.
+type metrics struct {
+	reg            *prometheus.Registry
+	passDuration   prometheus.Histogram
+	passes         *prometheus.CounterVec
+	objects        *prometheus.GaugeVec
+	drift          *prometheus.CounterVec
+	restarts       *prometheus.CounterVec
+	reloadDuration prometheus.Histogram
+	lastSuccess    prometheus.Gauge
+	storms         *prometheus.CounterVec
+
+	// health
+	mu        sync.Mutex
+	heartbeat time.Time
+	ready     bool
+	stale     time.Duration
+	now       func() time.Time
+	// findings of the previous pass, for drift onsets
+	prevFindings map[string]bool
+}
+
+// objectStates are the values of resil_objects{state}; each kind reports
+// every state (0 when none) so a state that empties reads 0, not stale.
+var objectStates = []string{stateConverged, stateConverging, stateDrifted, stateFailed, stateInvalid}
+
+func newMetrics(stale time.Duration, now func() time.Time) *metrics {
+	if now == nil {
+		now = time.Now
+	}
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		passDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "resil_reconcile_duration_seconds", Help: "Duration of reconcile passes (load, observe, plan, apply).",
+			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300},
+		}),
+		passes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "resil_reconcile_passes_total", Help: "Reconcile passes by result (success, error).",
+		}, []string{"result"}),
+		objects: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "resil_objects", Help: "Desired objects by kind and state (Converged, Converging, Drifted, Failed, Invalid) after the last pass.",
+		}, []string{"kind", "state"}),
+		drift: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "resil_drift_events_total", Help: "Drift and failure findings by reason, counted when a finding appears (not on every pass it persists).",
+		}, []string{"reason"}),
+		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "resil_service_restarts_total", Help: "Restarts of managed services by object and cause (auto, watchdog, agent, manual).",
+		}, []string{"object", "cause"}),
+		reloadDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "resil_daemon_reload_duration_seconds", Help: "Duration of daemon-reload steps.",
+			Buckets: []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
+		}),
+		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "resil_last_successful_reconcile_timestamp_seconds", Help: "Unix time of the last pass that finished without error.",
+		}),
+		storms: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "resil_restart_storms_total", Help: "Restart-storm alerts fired, by object.",
+		}, []string{"object"}),
+		stale:        stale,
+		now:          now,
+		prevFindings: map[string]bool{},
+	}
+	m.heartbeat = now()
+	m.reg.MustRegister(m.passDuration, m.passes, m.objects, m.drift, m.restarts, m.reloadDuration, m.lastSuccess, m.storms,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, r := range []string{"success", "error"} {
+		m.passes.WithLabelValues(r)
+	}
+	return m
+}
+
+// observePass records one pass: duration, result, daemon-reload timings,
+// drift onsets, and the heartbeat.
+func (m *metrics) observePass(res reconcile.Result, err error) {
+	if res.Took > 0 {
+		m.passDuration.Observe(res.Took.Seconds())
+	}
+	if err != nil {
+		m.passes.WithLabelValues("error").Inc()
+	} else {
+		m.passes.WithLabelValues("success").Inc()
+		m.lastSuccess.Set(float64(m.now().UnixNano()) / 1e9)
+	}
+	for _, o := range res.Outcomes {
+		if o.Step.Op == actuators.OpDaemonReload && o.Skipped == "" {
+			m.reloadDuration.Observe(o.Duration.Seconds())
+		}
+	}
+	if res.Observed != nil {
+		cur := map[string]bool{}
+		for _, f := range res.Plan.Findings {
+			if !f.Warning {
+				continue
+			}
+			k := f.Object + "\x00" + f.Unit + "\x00" + f.Reason
+			cur[k] = true
+			if !m.prevFindings[k] {
+				m.drift.WithLabelValues(f.Reason).Inc()
+			}
+		}
+		m.prevFindings = cur
+	}
+	m.mu.Lock()
+	m.heartbeat = m.now()
+	m.ready = true
+	m.mu.Unlock()
+}
+
+func (m *metrics) restarted(object string, cause ledger.Cause, n int) {
+	m.restarts.WithLabelValues(object, string(cause)).Add(float64(n))
+}
+
+func (m *metrics) storm(object string) { m.storms.WithLabelValues(object).Inc() }
+
+// setObjects sets resil_objects from the snapshot and deletes the series
+// of objects that are no longer desired.
+func (m *metrics) setObjects(objs []store.ObjectStatus, gone []string) {
+	counts := map[[2]string]int{}
+	kinds := map[string]bool{"Service": true, "Timer": true, "Watchdog": true}
+	for _, o := range objs {
+		counts[[2]string{o.Kind, o.State}]++
+		kinds[o.Kind] = true
+	}
+	for k := range kinds {
+		for _, s := range objectStates {
+			m.objects.WithLabelValues(k, s).Set(float64(counts[[2]string{k, s}]))
+		}
+	}
+	for _, obj := range gone {
+		m.restarts.DeletePartialMatch(prometheus.Labels{"object": obj})
+		m.storms.DeleteLabelValues(obj)
+	}
+}
+
+// healthy reports whether the loop finished a pass recently.
+func (m *metrics) healthy() (bool, time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	age := m.now().Sub(m.heartbeat)
+	return age < m.stale, age
+}
+
+func (m *metrics) isReady() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.ready
+}
+
+// handler serves /metrics, /healthz and /readyz.
+func (m *metrics) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		ok, age := m.healthy()
+		if !ok {
+			http.Error(w, fmt.Sprintf("loop stalled: last pass %s ago (limit %s)", age.Round(time.Second), m.stale), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintf(w, "ok: last pass %s ago\n", age.Round(time.Millisecond))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !m.isReady() {
+			http.Error(w, "first pass not done", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
+}
+
+// listenMetrics binds addr now, so a busy port fails the start of `run`;
+// the returned function serves until ctx is done, then shuts down and
+// returns (run's errgroup owns it).
+func listenMetrics(addr string, h http.Handler, log *zap.Logger) (func(ctx context.Context) error, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listener: %w", err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	log.Info("metrics listening", zap.String("addr", ln.Addr().String()))
+	return func(ctx context.Context) error {
+		errc := make(chan error, 1)
+		go func() { errc <- srv.Serve(ln) }()
+		select {
+		case err := <-errc:
+			return fmt.Errorf("metrics server: %w", err)
+		case <-ctx.Done():
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("metrics server: %w", err)
+		}
+		return nil
+	}, nil
+}

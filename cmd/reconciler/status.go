@@ -1,0 +1,331 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
+
+	"resil.dev/resil/actuators"
+	"resil.dev/resil/desired"
+	"resil.dev/resil/observed"
+	"resil.dev/resil/reconcile"
+	"resil.dev/resil/reconcile/store"
+)
+
+// Object states in the status snapshot.
+const (
+	stateConverged  = "Converged"
+	stateConverging = "Converging" // steps applied this pass; the next pass confirms
+	stateDrifted    = "Drifted"    // drift reported, not corrected (drift: report, foreign drop-in)
+	stateFailed     = "Failed"     // unit failed, a step failed, or a foreign unit blocks it
+	stateInvalid    = "Invalid"    // its manifest is broken; the last good version stays in force
+)
+
+var failureReasons = map[string]bool{
+	reconcile.ReasonFailed: true, reconcile.ReasonStartLimitHit: true, reconcile.ReasonWatchdog: true,
+	reconcile.ReasonTimerFailed: true, reconcile.ReasonConflict: true, reconcile.ReasonApplyFailed: true,
+}
+
+var invalidReasons = map[string]bool{reconcile.ReasonInvalid: true, reconcile.ReasonLastGoodRetained: true}
+
+func storePath(g *globals) string { return filepath.Join(g.stateDir, store.FileName) }
+
+// objectStatuses computes the snapshot rows of one pass. It does no I/O.
+func objectStatuses(res reconcile.Result, now time.Time) []store.ObjectStatus {
+	var out []store.ObjectStatus
+	findings := map[string][]reconcile.Finding{}
+	for _, f := range res.Plan.Findings {
+		findings[f.Object] = append(findings[f.Object], f)
+	}
+	applied := map[string]bool{}
+	stepErr := map[string]string{}
+	for _, o := range res.Outcomes {
+		switch {
+		case o.Err != nil:
+			if _, ok := stepErr[o.Step.Object]; !ok {
+				stepErr[o.Step.Object] = fmt.Sprintf("%s: %v", o.Step, o.Err)
+			}
+		case o.Skipped == "" && o.Result == actuators.Changed:
+			applied[o.Step.Object] = true
+		}
+	}
+	for _, o := range res.Desired {
+		id := o.ID()
+		st := store.ObjectStatus{Object: id, Kind: string(o.Kind), Name: o.Metadata.Name, Unit: o.UnitName(), Updated: now,
+			Desired: desiredWord(o), Observed: observedWord(o, res.Observed)}
+		var msgs []string
+		failed, invalid, drift := false, false, false
+		for _, f := range findings[id] {
+			if !f.Warning {
+				continue
+			}
+			switch {
+			case failureReasons[f.Reason]:
+				failed = true
+			case invalidReasons[f.Reason]:
+				invalid = true
+			case !f.Enforced:
+				drift = true
+			default:
+				continue // being corrected this pass
+			}
+			msgs = append(msgs, f.Reason+": "+f.Message)
+		}
+		if e, ok := stepErr[id]; ok {
+			failed = true
+			msgs = append(msgs, reconcile.ReasonApplyFailed+": "+e)
+		}
+		switch {
+		case failed:
+			st.State = stateFailed
+		case invalid:
+			st.State = stateInvalid
+		case drift:
+			st.State = stateDrifted
+		case applied[id]:
+			st.State = stateConverging
+		default:
+			st.State = stateConverged
+		}
+		st.Failed, st.Drift = failed, drift || invalid
+		st.Message = strings.Join(msgs, "; ")
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Object < out[j].Object })
+	return out
+}
+
+func desiredWord(o *desired.Object) string {
+	switch {
+	case o.Service != nil:
+		w := string(o.Service.DesiredState())
+		if !o.Service.IsEnabled() {
+			w += ",disabled"
+		}
+		return w
+	case o.Timer != nil:
+		if !o.Timer.IsEnabled() {
+			return "disabled"
+		}
+		return "active"
+	case o.Watchdog != nil:
+		var parts []string
+		if o.Watchdog.RuntimeTimeout.IsSet() {
+			parts = append(parts, "runtime "+string(o.Watchdog.RuntimeTimeout))
+		}
+		if o.Watchdog.RebootTimeout.IsSet() {
+			parts = append(parts, "reboot "+string(o.Watchdog.RebootTimeout))
+		}
+		return strings.Join(parts, ",")
+	}
+	return "-"
+}
+
+func observedWord(o *desired.Object, obs *observed.State) string {
+	if obs == nil {
+		return "unknown"
+	}
+	if o.Kind == desired.KindWatchdog {
+		if obs.Manager == nil {
+			return "unsupported"
+		}
+		if obs.Manager.File == nil {
+			return "absent"
+		}
+		return "configured"
+	}
+	u := obs.Units[o.UnitName()]
+	if u == nil || (u.File == nil && u.LoadState != "loaded") {
+		return "absent"
+	}
+	if u.ActiveState == "failed" && u.Result != "" {
+		return "failed (" + u.Result + ")"
+	}
+	if u.SubState != "" {
+		return u.ActiveState + " (" + u.SubState + ")"
+	}
+	return orDashStr(u.ActiveState)
+}
+
+func orDashStr(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// statusRow is one object in `status` output.
+type statusRow struct {
+	store.ObjectStatus
+	Restarts24h int                `json:"restarts24h"`
+	LastEvent   *store.StoredEvent `json:"lastEvent,omitempty"`
+}
+
+type statusReport struct {
+	Agent   store.Agent `json:"agent"`
+	Objects []statusRow `json:"objects"`
+	// Converged is false when an object is drifting, failed or invalid, or a manifest is broken.
+	Converged bool `json:"converged"`
+}
+
+func newStatusCmd(g *globals) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "status [NAME...]",
+		Short: "Show each object's desired and observed state from the agent's last pass",
+		Long: "Reads the agent's store (<state-dir>/events.db) directly; needs no backend and works whether or\n" +
+			"not the agent runs. NAME is an object name (web) or ID (Service/web).\n" +
+			"Exit status: 0 everything converged, 1 something is drifting, failed or invalid, 2 error.",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if output != "" && output != "json" && output != "yaml" && output != "wide" {
+				return exitCode(2, fmt.Errorf("-o must be json, yaml or wide, got %q", output))
+			}
+			s, err := store.OpenReader(storePath(g))
+			if err != nil {
+				return exitCode(2, err)
+			}
+			defer s.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			rep, err := buildStatus(ctx, s, args, time.Now())
+			if err != nil {
+				return exitCode(2, err)
+			}
+			out := cmd.OutOrStdout()
+			switch output {
+			case "json":
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				err = enc.Encode(rep)
+			case "yaml":
+				var b []byte
+				if b, err = yaml.Marshal(rep); err == nil {
+					_, err = out.Write(b)
+				}
+			default:
+				err = printStatus(out, rep, output == "wide", time.Now())
+			}
+			if err != nil {
+				return exitCode(2, err)
+			}
+			if !rep.Converged {
+				return exitCode(1, nil)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json, yaml or wide (default: table)")
+	return cmd
+}
+
+var errNoObject = errors.New("no such object in the agent's last pass")
+
+func buildStatus(ctx context.Context, s *store.Store, names []string, now time.Time) (statusReport, error) {
+	objs, agent, err := s.Status(ctx)
+	if err != nil {
+		return statusReport{}, err
+	}
+	counts, err := s.RestartCounts(ctx, now.Add(-24*time.Hour))
+	if err != nil {
+		return statusReport{}, err
+	}
+	last, err := s.LastEvents(ctx)
+	if err != nil {
+		return statusReport{}, err
+	}
+	rep := statusReport{Agent: agent, Converged: !agent.LastPass.IsZero()}
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	found := map[string]bool{}
+	for _, o := range objs {
+		if len(want) > 0 && !want[o.Name] && !want[o.Object] {
+			continue
+		}
+		found[o.Name], found[o.Object] = true, true
+		row := statusRow{ObjectStatus: o, Restarts24h: counts[o.Object]}
+		if e, ok := last[o.Object]; ok {
+			row.LastEvent = &e
+		}
+		if o.State == stateDrifted || o.State == stateFailed || o.State == stateInvalid {
+			rep.Converged = false
+		}
+		rep.Objects = append(rep.Objects, row)
+	}
+	for _, n := range names {
+		if !found[n] {
+			return rep, fmt.Errorf("%s: %w", n, errNoObject)
+		}
+	}
+	if len(names) == 0 && agent.LoadError != "" {
+		rep.Converged = false
+	}
+	return rep, nil
+}
+
+func printStatus(w io.Writer, rep statusReport, wide bool, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
+	hdr := "NAME\tKIND\tDESIRED\tOBSERVED\tRESTARTS 24h\tLAST EVENT\tAGE"
+	if wide {
+		hdr += "\tSTATE\tMESSAGE"
+	}
+	fmt.Fprintln(tw, hdr)
+	for _, o := range rep.Objects {
+		last := "<none>"
+		if o.LastEvent != nil {
+			last = fmt.Sprintf("%s (%s ago)", o.LastEvent.Reason, shortAge(now.Sub(o.LastEvent.LastSeen)))
+		}
+		observed := o.Observed
+		if o.State != stateConverged {
+			observed += " [" + o.State + "]"
+		}
+		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%s\t%s", o.Name, o.Kind, o.Desired, observed, o.Restarts24h, last, shortAge(now.Sub(o.FirstSeen)))
+		if wide {
+			line += "\t" + o.State + "\t" + o.Message
+		}
+		fmt.Fprintln(tw, line)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	a := rep.Agent
+	switch {
+	case a.LastPass.IsZero():
+		fmt.Fprintln(w, "\nthe agent has not finished a pass yet")
+	default:
+		fmt.Fprintf(w, "\nlast pass %s ago (agent pid %d, %s backend)\n", shortAge(now.Sub(a.LastPass)), a.PID, a.Backend)
+	}
+	if a.PassError != "" {
+		fmt.Fprintf(w, "last pass error: %s\n", a.PassError)
+	}
+	if a.LoadError != "" {
+		fmt.Fprintf(w, "invalid manifests (last good versions stay in force):\n%s\n", a.LoadError)
+	}
+	return nil
+}
+
+// shortAge formats like kubectl: 45s, 12m, 5h, 3d.
+func shortAge(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "0s"
+	case d < 2*time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < 2*time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}
