@@ -238,7 +238,7 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 		if _, intact := desired.HashOf(cur); intact {
 			reason = "manifest changed"
 		} else {
-			msg := fmt.Sprintf("%s was edited out of band", path)
+			msg := fmt.Sprintf("%s was edited out of band (%s)", path, firstDifference(cur, f.Data))
 			if o.DriftPolicy() == desired.DriftReport {
 				p.find(id, f.Name, ReasonFileEdited, msg+"; drift policy report: left as is", true, false)
 				return fileState{}
@@ -640,4 +640,23 @@ func (p *planner) prune(wanted map[string]bool) {
 		p.reload = true
 		p.reloadWhy = append(p.reloadWhy, "unit files removed")
 	}
+}
+
+// firstDifference names the first line where an edited file departs from
+// the rendered one, so the drift event says what differed.
+func firstDifference(got, want []byte) string {
+	g, w := strings.Split(string(got), "\n"), strings.Split(string(want), "\n")
+	for i := 0; i < len(g) || i < len(w); i++ {
+		var gl, wl string
+		if i < len(g) {
+			gl = g[i]
+		}
+		if i < len(w) {
+			wl = w[i]
+		}
+		if gl != wl {
+			return fmt.Sprintf("line %d is %q, want %q", i+1, gl, wl)
+		}
+	}
+	return "no line differs"
 }
