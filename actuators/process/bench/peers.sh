@@ -81,6 +81,16 @@ rsskb() {
 	echo $sum
 }
 
+# psskb PID... -> Pss summed (kB): shared pages split between sharers
+psskb() {
+	local sum=0 p v
+	for p in "$@"; do
+		v=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)
+		sum=$((sum + ${v:-0}))
+	done
+	echo $sum
+}
+
 stop_pid() { # stop_pid PID: TERM, wait up to 20 s, KILL
 	local p=$1 i
 	kill -TERM "$p" 2>/dev/null || return 0
@@ -202,6 +212,7 @@ measure_sleepers() {
 		pids=$agent
 	fi
 	RSS_KB=$(rsskb $pids)
+	PSS_KB=$(psskb $pids)
 	local t0 t1
 	t0=$(cputicks $pids)
 	sleep "$IDLE"
@@ -214,15 +225,17 @@ read -r r50 r99 rn < <(crash_resil)
 read -r s50 s99 sn < <(crash_supervisord)
 read -r u50 u99 un < <(crash_runsv)
 echo "sleepers: $N services each, ${IDLE}s idle ..." >&2
-sleepers_resil; rr=$RSS_KB rc=$CPU_MS ru=$UP
-sleepers_supervisord; sr=$RSS_KB sc=$CPU_MS su=$UP
-sleepers_runsv; ur=$RSS_KB uc=$CPU_MS uu=$UP
+sleepers_resil; rr=$RSS_KB rp=$PSS_KB rc=$CPU_MS ru=$UP
+sleepers_supervisord; sr=$RSS_KB sp=$PSS_KB sc=$CPU_MS su=$UP
+sleepers_runsv; ur=$RSS_KB up=$PSS_KB uc=$CPU_MS uu=$UP
+mb() { awk "BEGIN{printf \"%.1f\", $1/1024}"; }
 
 printf '\n%-40s %14s %14s %14s\n' "metric" "resil" "supervisord" "runsv"
 printf '%-40s %14s %14s %14s\n' "crash->restart p50 (ms, n=$rn/$sn/$un)" "$r50" "$s50" "$u50"
 printf '%-40s %14s %14s %14s\n' "crash->restart p99 (ms)" "$r99" "$s99" "$u99"
 printf '%-40s %14s %14s %14s\n' "services up (of $N)" "$ru" "$su" "$uu"
-printf '%-40s %14s %14s %14s\n' "agent RSS with $N sleepers (MB)" \
-	"$(awk "BEGIN{printf \"%.1f\", $rr/1024}")" "$(awk "BEGIN{printf \"%.1f\", $sr/1024}")" "$(awk "BEGIN{printf \"%.1f\", $ur/1024}")"
+printf '%-40s %14s %14s %14s\n' "agent RSS with $N sleepers (MB)" "$(mb $rr)" "$(mb $sr)" "$(mb $ur)"
+printf '%-40s %14s %14s %14s\n' "agent PSS with $N sleepers (MB)" "$(mb $rp)" "$(mb $sp)" "$(mb $up)"
 printf '%-40s %14s %14s %14s\n' "agent CPU over ${IDLE}s idle (ms)" "$rc" "$sc" "$uc"
+echo "(CPU resolution is one clock tick: $((1000 / clk)) ms)"
 echo "(runsv: runsvdir + one runsv per service, summed; runsv waits 1 s before restarting a service that ran < 1 s)"
