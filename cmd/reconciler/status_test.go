@@ -1,0 +1,112 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"resil.dev/resil/reconcile"
+	"resil.dev/resil/reconcile/store"
+)
+
+// runCLI runs the root command and returns stdout and the exit code.
+func runCLI(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	root := newRoot()
+	var out, errb bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&errb)
+	root.SetArgs(args)
+	err := root.ExecuteContext(context.Background())
+	code := 0
+	var ee *exitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.code
+	case err != nil:
+		code = 2
+	}
+	return out.String() + errb.String(), code
+}
+
+func TestStatusAndEventsCommands(t *testing.T) {
+	dir := t.TempDir()
+	if out, code := runCLI(t, "status", "--state-dir", dir); code != 2 || !strings.Contains(out, "") {
+		t.Errorf("status without a store: exit %d\n%s", code, out)
+	}
+	s, err := store.Open(filepath.Join(dir, store.FileName), store.Options{Log: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	now := time.Now()
+	ok := []store.ObjectStatus{
+		{Object: "Service/web", Kind: "Service", Name: "web", Unit: "web.service", Desired: "running", Observed: "active (running)", State: stateConverged, Updated: now, FirstSeen: now.Add(-3 * time.Hour)},
+		{Object: "Timer/nightly", Kind: "Timer", Name: "nightly", Unit: "nightly.timer", Desired: "active", Observed: "active (waiting)", State: stateConverged, Updated: now},
+	}
+	if err := s.PutStatus(ctx, ok, store.Agent{LastPass: now, PID: 7, Backend: "systemd"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddRestarts(ctx, []store.Restart{{Time: now, Object: "Service/web", Unit: "web.service", Cause: "auto"}, {Time: now, Object: "Service/web", Unit: "web.service", Cause: "manual"}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Record(reconcile.Event{Type: reconcile.Warning, Reason: reconcile.ReasonRestarted, Object: "Service/web", Unit: "web.service", Message: "web.service restarted (cause auto)"})
+	s.Record(reconcile.Event{Type: reconcile.Normal, Reason: reconcile.ReasonApplied, Object: "Timer/nightly", Message: "start nightly.timer", Time: now.Add(-48 * time.Hour)})
+
+	out, code := runCLI(t, "status", "--state-dir", dir)
+	if code != 0 {
+		t.Errorf("converged status exit %d\n%s", code, out)
+	}
+	lines := strings.Split(out, "\n")
+	if !strings.HasPrefix(lines[0], "NAME") || !strings.Contains(lines[0], "RESTARTS 24h") {
+		t.Errorf("header: %q", lines[0])
+	}
+	if f := strings.Fields(lines[1]); len(f) < 8 || f[0] != "web" || f[5] != "2" || f[6] != "Restarted" || f[len(f)-1] != "3h" {
+		t.Errorf("web row: %q", lines[1])
+	}
+	out, code = runCLI(t, "status", "--state-dir", dir, "-o", "json", "web")
+	var rep statusReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 0 || len(rep.Objects) != 1 || rep.Objects[0].Restarts24h != 2 || !rep.Converged {
+		t.Errorf("json: exit %d %v\n%s", code, err, out)
+	}
+	if out, code := runCLI(t, "status", "--state-dir", dir, "nope"); code != 2 {
+		t.Errorf("unknown name: exit %d\n%s", code, out)
+	}
+	if out, code := runCLI(t, "status", "--state-dir", dir, "-o", "yaml"); code != 0 || !strings.Contains(out, "converged: true") {
+		t.Errorf("yaml: exit %d\n%s", code, out)
+	}
+
+	// Something fails: exit 1.
+	ok[1].State, ok[1].Failed = stateFailed, true
+	if err := s.PutStatus(ctx, ok, store.Agent{LastPass: now, PID: 7, Backend: "systemd"}); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := runCLI(t, "status", "--state-dir", dir); code != 1 || !strings.Contains(out, "[Failed]") {
+		t.Errorf("failed status: exit %d\n%s", code, out)
+	}
+	if _, code := runCLI(t, "status", "--state-dir", dir, "web"); code != 0 {
+		t.Errorf("status of the healthy one alone: exit %d", code)
+	}
+
+	out, code = runCLI(t, "events", "--state-dir", dir, "--since", "24h")
+	if code != 0 || !strings.Contains(out, "Restarted") || strings.Contains(out, "start nightly.timer") {
+		t.Errorf("events --since 24h: exit %d\n%s", code, out)
+	}
+	out, code = runCLI(t, "events", "--state-dir", dir, "--type", "Warning", "-o", "json")
+	var evs []store.StoredEvent
+	if err := json.Unmarshal([]byte(out), &evs); err != nil || code != 0 || len(evs) != 1 || evs[0].Reason != reconcile.ReasonRestarted {
+		t.Errorf("events json: exit %d %v\n%s", code, err, out)
+	}
+	out, code = runCLI(t, "events", "--state-dir", dir, "--object", "nightly")
+	if code != 0 || !strings.Contains(out, "start nightly.timer") || strings.Contains(out, "Restarted") {
+		t.Errorf("events --object: exit %d\n%s", code, out)
+	}
+}
