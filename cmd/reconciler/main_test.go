@@ -1,0 +1,151 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// run executes the CLI in-process and returns stdout and the exit code main would use.
+func run(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	root := newRoot()
+	var out, errb bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&errb)
+	root.SetArgs(args)
+	err := root.Execute()
+	code := 0
+	if err != nil {
+		var ee *exitError
+		if errors.As(err, &ee) {
+			code = ee.code
+		} else {
+			code = 2
+		}
+	}
+	return out.String() + errb.String(), code
+}
+
+const good = `apiVersion: resil.dev/v1
+kind: Service
+metadata: {name: web}
+spec:
+  command: ["/bin/sleep", "infinity"]
+`
+
+func dirWith(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestValidateExitCodes(t *testing.T) {
+	okDir := dirWith(t, map[string]string{"web.yaml": good})
+	badDir := dirWith(t, map[string]string{"web.yaml": good, "bad.yaml": strings.Replace(good, "name: web", "name: bad", 1) + "  restart: {delay: 5 seconds}\n"})
+	cases := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"valid dir", []string{"validate", "--owner-check", "off", okDir}, 0, "1 objects valid"},
+		{"invalid dir", []string{"validate", "--owner-check", "off", badDir}, 1, `bad.yaml:6:13: spec.restart.delay: invalid duration "5 seconds"`},
+		{"one valid file of a bad dir", []string{"validate", "--owner-check", "off", filepath.Join(badDir, "web.yaml")}, 0, "1 objects valid"},
+		{"missing path", []string{"validate", filepath.Join(okDir, "nope")}, 2, ""},
+		{"bad output flag", []string{"validate", "-o", "xml", okDir}, 2, ""},
+		{"unknown flag", []string{"validate", "--nope"}, 2, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			out, code := run(t, c.args...)
+			if code != c.code || !strings.Contains(out, c.want) {
+				t.Fatalf("exit %d (want %d), output:\n%s\nwant it to contain %q", code, c.code, out, c.want)
+			}
+		})
+	}
+}
+
+func TestValidateJSON(t *testing.T) {
+	dir := dirWith(t, map[string]string{"web.yaml": good, "bad.yaml": "apiVersion: resil.dev/v2\nkind: Service\nmetadata: {name: x}\nspec: {command: [/bin/true]}\n"})
+	out, code := run(t, "validate", "-o", "json", "--owner-check", "off", dir)
+	var rep validateReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 1 {
+		t.Fatalf("exit %d, %v:\n%s", code, err, out)
+	}
+	if rep.Valid || len(rep.Errors) != 1 || rep.Errors[0].Field != "apiVersion" || rep.Errors[0].Line != 1 || len(rep.Objects) != 1 {
+		t.Fatalf("report: %+v", rep)
+	}
+}
+
+func TestValidateRefusesInsecureManifestsAsRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("ownership checks apply as root")
+	}
+	dir := dirWith(t, map[string]string{"web.yaml": good})
+	if err := os.Chmod(filepath.Join(dir, "web.yaml"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	out, code := run(t, "validate", dir)
+	if code != 1 || !strings.Contains(out, "writable by group or others") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}
+
+func TestRender(t *testing.T) {
+	dir := dirWith(t, map[string]string{"web.yaml": good})
+	out, code := run(t, "render", "--owner-check", "off", "--manifests", dir, "web")
+	if code != 0 || !strings.Contains(out, "# /etc/systemd/system/web.service") || !strings.Contains(out, "X-Resil-Object=Service/web") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	if _, code := run(t, "render", "--owner-check", "off", "--manifests", dir, "nope"); code != 1 {
+		t.Fatalf("render of an unknown name: exit %d", code)
+	}
+}
+
+// diff on the process backend needs no systemd: exit 1 with changes, and it
+// writes nothing.
+func TestDiffProcessBackend(t *testing.T) {
+	dir := dirWith(t, map[string]string{"web.yaml": good})
+	state := t.TempDir()
+	out, code := run(t, "diff", "--backend", "process", "--owner-check", "off", "--manifests", dir, "--state-dir", state)
+	if code != 1 || !strings.Contains(out, "start web.service (new unit)") || !strings.Contains(out, "+++ "+filepath.Join(state, "units", "web.service")) {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(state, "units")); len(ents) != 0 {
+		t.Fatalf("diff wrote %d files", len(ents))
+	}
+	out, code = run(t, "diff", "-o", "json", "--backend", "process", "--owner-check", "off", "--manifests", dir, "--state-dir", state)
+	var rep diffJSON
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 1 || !rep.Changes || len(rep.Steps) != 4 || rep.Hash == "" {
+		t.Fatalf("json diff: exit %d %v %+v", code, err, rep)
+	}
+	// Invalid manifests make diff exit 2.
+	if err := os.WriteFile(filepath.Join(dir, "bad.yaml"), []byte("kind: [\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, code := run(t, "diff", "--backend", "process", "--owner-check", "off", "--manifests", dir, "--state-dir", state); code != 2 {
+		t.Fatalf("diff with an invalid manifest: exit %d, want 2", code)
+	}
+}
+
+func TestSecondAgentRefused(t *testing.T) {
+	state := t.TempDir()
+	unlock, err := lockState(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	if _, err := lockState(state); err == nil || !strings.Contains(err.Error(), "another reconciler holds") {
+		t.Fatalf("second lock: %v", err)
+	}
+}
