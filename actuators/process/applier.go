@@ -34,6 +34,11 @@ func NewApplier(s *Supervisor) *Applier { return &Applier{s: s} }
 //	(Unchanged, nil) - nothing to do (already so)
 //	(Unchanged, err) - it failed; for start and restart err names the unit's
 //	                   Result ("unit worker.service failed: exit-code")
+//
+// Write and remove only touch files directly in the units dir, and never a
+// file without resil's ownership marker. Unit ops wait for the unit: start
+// until the process runs (simple), sent READY=1 (notify) or exited
+// successfully (oneshot); stop until the process group's leader exited.
 func (a *Applier) Apply(ctx context.Context, st actuators.Step) (actuators.Result, error) {
 	switch st.Op {
 	case actuators.OpWriteFile:

@@ -216,3 +216,28 @@ func TestIdentityEnvironmentDirectory(t *testing.T) {
 	want := "who: uid=65534 pwd=" + wd + " file=yes override=manifest user=nobody\n"
 	waitFor(t, "identity line", func() bool { return strings.Contains(h.out.String(), want) })
 }
+
+func TestStopEscalatesToKill(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "", Options{})
+	h.run()
+	h.install(service("stubborn", desired.ServiceSpec{Command: sh(`trap '' TERM; sleep 1000 & wait; wait`), StopTimeout: "500ms"}), false)
+	ctx := context.Background()
+	if _, err := h.apply(ctx, actuators.Step{Op: actuators.OpStart, Unit: "stubborn.service"}); err != nil {
+		t.Fatal(err)
+	}
+	pid := int(h.unit("stubborn.service").MainPID)
+	waitFor(t, "helper", func() bool { return len(groupMembers("/proc", pid, 0)) == 2 })
+	members := groupMembers("/proc", pid, 0)
+	if res, err := h.apply(ctx, actuators.Step{Op: actuators.OpStop, Unit: "stubborn.service"}); err != nil || res != actuators.Changed {
+		t.Fatalf("stop: %v %v", res, err)
+	}
+	for _, p := range members {
+		if alive(p) {
+			t.Fatalf("pid %d survived the stop", p)
+		}
+	}
+	if u := h.unit("stubborn.service"); u.ActiveState != "inactive" || u.ExecMainStatus != 9 {
+		t.Fatalf("after stop: %+v", u)
+	}
+}

@@ -314,6 +314,11 @@ func (s *Supervisor) cleanupStale(adopted map[string]bool) {
 	s.mu.Unlock()
 	for _, rec := range stale {
 		reapIfChildNow(rec.PID)
+		for _, f := range []string{rec.Stdout, rec.Stderr} {
+			if f != "" && filepath.Dir(f) == s.runDir {
+				os.Remove(f)
+			}
+		}
 		if st, err := readProcStat(s.procRoot, rec.PID); err == nil && st.State != 'Z' && st.StartTime != rec.StartTime {
 			// The PID was reused, so its old group is empty: Linux does not
 			// reuse a PID while a process group of that ID exists.
