@@ -192,7 +192,8 @@ func (s *Supervisor) wake() {
 
 // reload reads every unit file. New units get a goroutine (adopting a
 // recorded process on the first load); changed files replace the loaded
-// spec, which a running process only picks up when it is next started.
+// spec, which a running process only picks up when it is next started
+// (manually or by its restart policy).
 func (s *Supervisor) reload(ctx context.Context, wg *sync.WaitGroup, first bool) (bool, error) {
 	ents, err := os.ReadDir(s.unitDir)
 	if err != nil {

@@ -91,6 +91,10 @@ func (t *Tracker) Started() {
 	t.starts = append(t.starts, t.now())
 }
 
+// SetSpec changes the policy and keeps the recorded starts (a daemon-reload
+// between two automatic restarts does not reset the start limit, as in systemd).
+func (t *Tracker) SetSpec(spec RestartSpec) { t.spec = spec }
+
 // Reset forgets all starts (reset-failed, new spec, new timer activation).
 func (t *Tracker) Reset() { t.starts = nil }
 

@@ -570,6 +570,11 @@ func (r *runner) timerFired(ctx context.Context) {
 	case phCheckWait:
 		r.checkOrMain(ctx)
 	case phAutoRestart:
+		// Like systemd, an automatic restart runs the latest loaded spec.
+		if spec := r.u.loaded(); spec != nil && spec != r.spec {
+			r.spec, r.hash = spec, specHash(r.u)
+			r.tracker.SetSpec(*spec.Restart)
+		}
 		r.autoRestart = true
 		r.startAttempt(ctx)
 	case phStart: // no READY=1 in time
