@@ -376,10 +376,20 @@ func addEscape(u *opts, section string, m map[string]map[string]string) {
 // DefaultAccuracy is the timer AccuracySec when the manifest gives none.
 const DefaultAccuracy = time.Second
 
+// AgentUnit is the agent's own unit, as `reconciler install` writes it.
+const AgentUnit = "resil-agent.service"
+
 func timerOptions(o *Object) opts {
 	t := o.Timer
 	var u opts
 	u.add("Unit", "Description", description(o, t.Description))
+	if t.Persistent && t.CatchUp != CatchUpSkip && t.MaxLateness.IsSet() {
+		// At boot, start the timer only after the agent's first pass (its
+		// READY=1): the pass refreshes the stamp of a run missed by more than
+		// maxLateness before systemd reads it. Ordering only: without the
+		// agent, or if it fails, the timer starts anyway.
+		u.add("Unit", "After", AgentUnit)
+	}
 	addEscape(&u, "Unit", t.Systemd)
 	for _, s := range t.Schedule {
 		u.add("Timer", "OnCalendar", s)

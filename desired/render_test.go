@@ -530,6 +530,9 @@ func expectFile(o *Object, file string) ([]semOption, error) {
 	case o.Timer != nil && file == name+".timer":
 		t := o.Timer
 		e.add("Unit", "Description", descriptionOr(t.Description, "resil timer "+name))
+		if t.Persistent && t.CatchUp != CatchUpSkip && t.MaxLateness != "" {
+			e.add("Unit", "After", AgentUnit) // started after the agent's first pass
+		}
 		e.escape("Unit", t.Systemd)
 		e.owner(o)
 		for _, s := range t.Schedule {

@@ -53,7 +53,7 @@ func TestInstallWatchdogRestart(t *testing.T) {
 	lastPing := e.prop(unit, "WatchdogTimestampMonotonic")
 	var killed map[string]string
 	e.eventually("watchdog kill", 20*time.Second, func() bool {
-		m := e.show(unit, "Result", "SubState", "ExecMainExitTimestampMonotonic", "ExecMainStatus", "NRestarts", "MainPID")
+		m := e.show(unit, "Result", "SubState", "ExecMainExitTimestampMonotonic", "StateChangeTimestampMonotonic", "ExecMainStatus", "NRestarts", "MainPID")
 		if m["Result"] == "watchdog" {
 			killed = m
 			return true
@@ -61,14 +61,23 @@ func TestInstallWatchdogRestart(t *testing.T) {
 		return false
 	})
 	ping, _ := strconv.ParseUint(lastPing, 10, 64)
+	// The watchdog fired when systemd entered stop-watchdog (SIGABRT sent;
+	// the Go runtime then dumps its goroutines) or, if that was missed, at
+	// the latest when the process exited.
 	exit, _ := strconv.ParseUint(killed["ExecMainExitTimestampMonotonic"], 10, 64)
+	if killed["SubState"] == "stop-watchdog" {
+		exit, _ = strconv.ParseUint(killed["StateChangeTimestampMonotonic"], 10, 64)
+	}
+	t.Logf("SIGSTOP → Result=watchdog seen after %s; last ping at %d, exit at %d (monotonic µs); %v",
+		time.Since(stopped).Round(time.Millisecond), ping, exit, killed)
 	if ping > 0 && exit > ping {
 		lat := time.Duration(exit-ping) * time.Microsecond
-		t.Logf("watchdog kill %s after the last ping (WatchdogSec=3s), %s after SIGSTOP; state %v", lat.Round(time.Millisecond),
-			time.Since(stopped).Round(time.Millisecond), killed)
+		t.Logf("watchdog kill %s after the last ping (WatchdogSec=3s)", lat.Round(time.Millisecond))
 		if lat < 3*time.Second || lat > 4*time.Second {
 			t.Errorf("kill latency %s, want ~3s", lat)
 		}
+	} else if exit != 0 {
+		t.Errorf("no last ping before the kill (WatchdogTimestampMonotonic %q)", lastPing)
 	}
 	e.eventually("agent restarted and ready", 30*time.Second, func() bool {
 		m := e.show(unit, "ActiveState", "MainPID", "NRestarts", "StatusText")
@@ -93,5 +102,62 @@ func TestInstallWatchdogRestart(t *testing.T) {
 	if t.Failed() {
 		j, _ := e.sb.Journal(e.ctx, "-u", unit, "-o", "cat")
 		t.Logf("agent journal:\n%s", j)
+	}
+}
+
+// Boot with an installed agent and a persistent timer with maxLateness that
+// missed its run by 30 h: the timer is ordered after the agent
+// (After=resil-agent.service), so its start waits for the agent's first
+// pass, which refreshes the stamp (the timer's start job is pending, so the
+// agent does not queue another). systemd then starts the timer and does not
+// fire the stale run.
+func TestInstalledAgentSkipsLateRunAtBoot(t *testing.T) {
+	e := newEnv(t)
+	if out, errOut, code := e.reconciler("install", "--binary", agentBin, "--manifests", "/etc/resil.d", "--resync", "1m"); code != 0 {
+		t.Fatalf("install exit %d:\n%s\n%s", code, out, errOut)
+	}
+	late := timer("late", `  schedule: ["*-*-* 03:00:00 UTC"]
+  persistent: true
+  maxLateness: 1h
+  accuracy: 1ms
+  command: ["/bin/sh", "-c", "date +%s >> /run/late"]
+`)
+	if err := e.sb.WriteFile("/etc/resil.d/late.yaml", []byte(late), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("late.timer active", 30*time.Second, func() bool { return e.prop("late.timer", "ActiveState") == "active" })
+	if after := e.prop("late.timer", "After"); !strings.Contains(after, "resil-agent.service") {
+		t.Fatalf("late.timer After=%s", after)
+	}
+	// "Power off": both stopped; the host stays down two days.
+	e.systemctl("stop", "resil-agent.service", "late.timer")
+	old := time.Now().Add(-54 * time.Hour).UTC().Format("2006-01-02 15:04:05")
+	if _, err := e.sb.Run(e.ctx, "touch", "-d", old+" UTC", "/var/lib/systemd/timers/stamp-late.timer"); err != nil {
+		t.Fatal(err)
+	}
+	// "Boot": one transaction starting both, as multi-user.target and
+	// timers.target would.
+	boot := "[Unit]\nWants=resil-agent.service late.timer\n"
+	if err := e.sb.WriteFile("/etc/systemd/system/fakeboot.target", []byte(boot), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.systemctl("daemon-reload")
+	start := time.Now()
+	e.systemctl("start", "--no-block", "fakeboot.target")
+	e.eventually("late.timer active after boot", 30*time.Second, func() bool { return e.prop("late.timer", "ActiveState") == "active" })
+	t.Logf("timer active %s after boot", time.Since(start).Round(time.Millisecond))
+	time.Sleep(2 * time.Second)
+	if l := e.lines("/run/late"); l != nil {
+		t.Errorf("the stale run fired at boot: %v", l)
+	}
+	journal, _ := e.sb.Journal(e.ctx, "-u", "resil-agent.service", "-o", "cat")
+	if !strings.Contains(journal, "TimerMissed") || !strings.Contains(journal, "refresh-stamp late.timer") {
+		t.Errorf("agent journal lacks the skip:\n%s", journal)
+	}
+	if strings.Contains(journal, `"step failed"`) {
+		t.Errorf("a step failed at boot:\n%s", journal)
+	}
+	if p := e.show("late.timer", "NextElapseUSecRealtime"); !strings.Contains(p["NextElapseUSecRealtime"], "03:00:00") {
+		t.Errorf("next run: %v", p)
 	}
 }

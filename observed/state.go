@@ -42,6 +42,9 @@ type Unit struct {
 	DropIns map[string][]byte `json:"-"`
 	// NeedDaemonReload is systemd's "unit file changed on disk" flag.
 	NeedDaemonReload bool `json:"needDaemonReload,omitempty"`
+	// PendingJob says a job for the unit is queued (e.g. a timer's start
+	// waiting for the units it is ordered after).
+	PendingJob bool `json:"pendingJob,omitempty"`
 
 	NRestarts      uint32 `json:"nRestarts"`
 	MainPID        uint32 `json:"mainPID"`

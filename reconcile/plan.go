@@ -427,6 +427,12 @@ func (p *planner) timer(o *desired.Object) {
 	case written && u.Active():
 		p.catchUp(o, name, u)
 		p.rt(actuators.OpRestart, o, name, "timer changed")
+	case !u.Active() && u.PendingJob && !written:
+		// Its start is queued, waiting for what it is ordered after (at
+		// boot, a timer with maxLateness waits for the agent's READY=1).
+		// Starting it again would wait on that same job, and so on this
+		// pass; refreshing a stale stamp now is what the ordering is for.
+		p.catchUp(o, name, u)
 	case !u.Active():
 		msg := fmt.Sprintf("%s is %s, want active", name, orDash(u.ActiveState))
 		if o.DriftPolicy() == desired.DriftReport {

@@ -38,6 +38,7 @@ type obsUnit struct {
 	// file's mtime (the observer sets StampPath for every timer).
 	ExecMainExitTimestamp string `json:"execMainExitTimestamp"`
 	Stamp                 string `json:"stamp"`
+	PendingJob            bool   `json:"pendingJob"`
 }
 
 type obsFile struct {
@@ -165,7 +166,7 @@ func TestPlanGolden(t *testing.T) {
 				ou := &observed.Unit{Name: name, Path: filepath.Join(unitDir, name), LoadState: u.LoadState, ActiveState: u.ActiveState,
 					SubState: u.SubState, Result: u.Result, UnitFileState: u.UnitFileState, NRestarts: u.NRestarts,
 					ExecMainStatus: u.ExecMainStatus, NeedDaemonReload: u.NeedDaemonReload,
-					ExecMainExitTimestamp: usecOf(t, u.ExecMainExitTimestamp)}
+					ExecMainExitTimestamp: usecOf(t, u.ExecMainExitTimestamp), PendingJob: u.PendingJob}
 				if strings.HasSuffix(name, ".timer") && backend == "systemd" {
 					ou.StampPath = "/var/lib/systemd/timers/stamp-" + name
 					ou.StampUSec = usecOf(t, u.Stamp)

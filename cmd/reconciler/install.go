@@ -28,8 +28,9 @@ import (
 //go:embed unit/resil-agent.service
 var agentUnitTemplate string
 
-// AgentUnit is the name of the agent's own unit.
-const AgentUnit = "resil-agent.service"
+// AgentUnit is the name of the agent's own unit; timers with maxLateness
+// are ordered after it (desired.AgentUnit).
+const AgentUnit = desired.AgentUnit
 
 // agentUnitParams fill unit/resil-agent.service.
 type agentUnitParams struct {

@@ -367,6 +367,7 @@ func fillUnit(u *observed.Unit, p map[string]any) error {
 	u.ExecMainStartTimestamp = r.u64("ExecMainStartTimestamp")
 	u.ExecMainExitTimestamp = r.u64("ExecMainExitTimestamp")
 	u.Triggers = r.strs("Triggers")
+	u.PendingJob = r.jobID("Job") != 0
 	u.LastTriggerUSec = r.u64("LastTriggerUSec")
 	u.NextElapseUSecRealtime = r.u64("NextElapseUSecRealtime")
 	u.NextElapseUSecMonotonic = r.u64("NextElapseUSecMonotonic")
@@ -405,6 +406,17 @@ func (r *propReader) strs(k string) []string { v, _ := get[[]string](r, k); retu
 func (r *propReader) bool(k string) bool     { v, _ := get[bool](r, k); return v }
 func (r *propReader) u32(k string) uint32    { v, _ := get[uint32](r, k); return v }
 func (r *propReader) i32(k string) int32     { v, _ := get[int32](r, k); return v }
+
+// jobID reads the Unit.Job property, a (uo) struct: the id of the unit's
+// pending job, 0 when none.
+func (r *propReader) jobID(k string) uint32 {
+	v, ok := get[[]any](r, k)
+	if !ok || len(v) == 0 {
+		return 0
+	}
+	id, _ := v[0].(uint32)
+	return id
+}
 
 // u64 reads a microsecond value; systemd's "infinity" (UINT64_MAX, e.g. a
 // timer's next elapse while its service runs) reads as 0, "none".
