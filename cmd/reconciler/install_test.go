@@ -37,8 +37,8 @@ func TestAgentUnit(t *testing.T) {
 	for k, v := range map[string]string{
 		"Service.Type": "notify", "Service.WatchdogSec": "120s", "Service.Restart": "always", "Service.NotifyAccess": "main",
 		"Service.ProtectSystem": "strict", "Service.ProtectHome": "yes", "Service.NoNewPrivileges": "yes",
-		"Service.ReadWritePaths": "/etc/systemd/system /etc/systemd/system.conf.d /var/lib/resil -/var/lib/systemd/timers /run",
-		"Service.ExecStart":      "/usr/local/bin/reconciler run --backend systemd --manifests /etc/resil.d --state-dir /var/lib/resil --unit-dir /etc/systemd/system --manager-dir /etc/systemd/system.conf.d --resync 5m0s",
+		"Service.ReadWritePaths":     "/etc/systemd/system /etc/systemd/system.conf.d /var/lib/resil -/var/lib/systemd/timers /run",
+		"Service.ExecStart":          "/usr/local/bin/reconciler run --backend systemd --manifests /etc/resil.d --state-dir /var/lib/resil --unit-dir /etc/systemd/system --manager-dir /etc/systemd/system.conf.d --resync 5m0s",
 		"Unit.StartLimitIntervalSec": "0", "Install.WantedBy": "multi-user.target",
 	} {
 		if got[k] != v {

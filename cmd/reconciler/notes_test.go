@@ -27,8 +27,8 @@ func timerState() *observed.State {
 			LastTriggerUSec: usecAt("2026-11-26T03:00:00Z"), NextElapseUSecRealtime: usecAt("2026-11-27T03:00:00Z")},
 		"backup.service": {Name: "backup.service", File: []byte("x"), ActiveState: "failed", Result: "exit-code", ExecMainStatus: 3, NRestarts: 2,
 			ExecMainStartTimestamp: usecAt("2026-11-26T03:00:05Z"), ExecMainExitTimestamp: usecAt("2026-11-26T03:00:06Z")},
-		"boot.timer": {Name: "boot.timer", File: []byte("x"), ActiveState: "active", NextElapseUSecMonotonic: 90_000_000},
-		"boot.service": {Name: "boot.service", File: []byte("x"), ActiveState: "inactive"},
+		"boot.timer":    {Name: "boot.timer", File: []byte("x"), ActiveState: "active", NextElapseUSecMonotonic: 90_000_000},
+		"boot.service":  {Name: "boot.service", File: []byte("x"), ActiveState: "inactive"},
 		"foreign.timer": {Name: "foreign.timer"},
 	}}
 }
