@@ -83,6 +83,10 @@ func (a *Applier) Apply(ctx context.Context, st actuators.Step) (actuators.Resul
 			return res, fmt.Errorf("%s %s: %w", st.Op, st.Unit, err)
 		}
 		return res, nil
+	case actuators.OpRefreshStamp:
+		// The supervisor skips runs later than maxLateness itself and
+		// reports no StampPath, so the planner has no reason to send this.
+		return actuators.Unchanged, nil
 	case actuators.OpSetManager:
 		return actuators.Unchanged, fmt.Errorf("%s: not supported by the process backend", st.Op)
 	}

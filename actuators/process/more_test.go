@@ -73,7 +73,7 @@ func TestTimerCalendarFires(t *testing.T) {
 	h.install(timer("tick", desired.TimerSpec{Schedule: []string{"*:*:0/2"}, Command: sh(`echo tick >> ` + runs)}), true)
 	h.apply(context.Background(), actuators.Step{Op: actuators.OpStart, Unit: "tick.timer"})
 	u := h.unit("tick.timer")
-	if u.ActiveState != "active" || u.NextElapseUSecRealtime == 0 {
+	if u.ActiveState != "active" || u.NextElapseUSecRealtime == 0 || len(u.Triggers) != 1 || u.Triggers[0] != "tick.service" {
 		t.Fatalf("timer: %+v", u)
 	}
 	waitFor(t, "two runs", func() bool { return len(lines(t, runs)) >= 2 })

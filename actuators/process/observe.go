@@ -108,6 +108,12 @@ func (s *Supervisor) observeUnit(name string) *observed.Unit {
 	ou.MainPID = uint32(us.MainPID)
 	ou.ExecMainStatus = us.ExecMainStatus
 	ou.ExecMainStartTimestamp = usec(us.ExecMainStart)
+	ou.ExecMainExitTimestamp = usec(us.ExecMainExit)
+	if spec != nil && spec.Timer != nil {
+		ou.Triggers = []string{spec.Timer.Unit}
+	}
+	// StampPath stays empty: the supervisor applies persistent catch-up and
+	// maxLateness itself, so the planner has no stamp to refresh.
 	ou.LastTriggerUSec = usec(us.LastTrigger)
 	ou.NextElapseUSecRealtime = usec(us.NextElapse)
 	return ou

@@ -57,7 +57,7 @@ func TestCrashLoopStartLimitAndReset(t *testing.T) {
 	// Like Type=exec: start succeeds once the process runs; it crashes later.
 	h.apply(context.Background(), actuators.Step{Op: actuators.OpStart, Unit: "crash.service"})
 	u := h.waitUnit("crash.service", "start-limit-hit", func(u *observed.Unit) bool { return u.Result == ResultStartLimitHit })
-	if u.ActiveState != "failed" || u.NRestarts != 2 || u.ExecMainStatus != 3 {
+	if u.ActiveState != "failed" || u.NRestarts != 2 || u.ExecMainStatus != 3 || u.ExecMainExitTimestamp < u.ExecMainStartTimestamp {
 		t.Fatalf("failed unit: %+v", u)
 	}
 	time.Sleep(300 * time.Millisecond)

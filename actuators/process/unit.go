@@ -60,6 +60,7 @@ type status struct {
 	MainPID        int
 	ExecMainStatus int32
 	ExecMainStart  time.Time
+	ExecMainExit   time.Time // zero while the process started last has not exited
 	StatusText     string
 	// Timers.
 	LastTrigger time.Time
@@ -458,6 +459,7 @@ func (r *runner) startMain(ctx context.Context) {
 	r.log.Info("process started", zap.Int("pid", p.rec.PID), zap.Bool("autoRestart", restarted))
 	r.u.update(func(st *status) {
 		st.MainPID, st.ExecMainStart, st.ExecMainStatus = p.rec.PID, time.UnixMicro(p.rec.Started), 0
+		st.ExecMainExit = time.Time{}
 		if restarted {
 			st.NRestarts++
 		}
@@ -690,7 +692,8 @@ func (r *runner) exited(ctx context.Context, es exitStatus) {
 	case r.readyTimedOut:
 		result, clean = ResultTimeout, false
 	}
-	r.u.update(func(st *status) { st.ExecMainStatus, st.MainPID = es.execMainStatus(), 0 })
+	exitAt := r.u.s.now()
+	r.u.update(func(st *status) { st.ExecMainStatus, st.MainPID, st.ExecMainExit = es.execMainStatus(), 0, exitAt })
 	d, delay, reason := r.tracker.Decide(clean, r.requested)
 	r.log.Info("process exited", zap.Int("pid", p.rec.PID), zap.String("result", result),
 		zap.Int32("status", es.execMainStatus()), zap.Stringer("decision", d), zap.String("reason", string(reason)))
