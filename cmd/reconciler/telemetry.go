@@ -42,6 +42,9 @@ type telemetry struct {
 	between []reconcile.StepOutcome
 	last    []store.ObjectStatus
 	known   map[string]bool
+	// bootID tags the saved baseline: counters from another boot are no baseline.
+	bootID       string
+	baselineRead bool
 }
 
 type hookJob struct {
@@ -51,7 +54,68 @@ type hookJob struct {
 
 func newTelemetry(s *store.Store, m *metrics, events reconcile.Recorder, log *zap.Logger, backend string, def ledger.Policy, hookTimeout time.Duration) *telemetry {
 	return &telemetry{store: s, metrics: m, events: events, log: log.Named("telemetry"), now: time.Now, backend: backend,
-		def: def, hookTimeout: hookTimeout, hooks: make(chan hookJob, 16), known: map[string]bool{}}
+		def: def, hookTimeout: hookTimeout, hooks: make(chan hookJob, 16), known: map[string]bool{}, bootID: readBootID()}
+}
+
+func readBootID() string {
+	data, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(data))
+}
+
+// baselineUnit is what the ledger needs of a unit across an agent restart.
+type baselineUnit struct {
+	Owner       string `json:"owner"`
+	ActiveState string `json:"activeState"`
+	SubState    string `json:"subState"`
+	Result      string `json:"result"`
+	NRestarts   uint32 `json:"nRestarts"`
+	MainPID     uint32 `json:"mainPID"`
+	Start       uint64 `json:"start"`
+}
+
+// saveBaseline stores the managed units' counters so that a restarted
+// agent counts the restarts that happened while it was down.
+func (t *telemetry) saveBaseline(ctx context.Context, obs *observed.State) {
+	if t.bootID == "" {
+		return
+	}
+	units := map[string]baselineUnit{}
+	for n, u := range obs.Units {
+		if ledger.Managed(u) {
+			units[n] = baselineUnit{Owner: u.Owner, ActiveState: u.ActiveState, SubState: u.SubState, Result: u.Result,
+				NRestarts: u.NRestarts, MainPID: u.MainPID, Start: u.ExecMainStartTimestamp}
+		}
+	}
+	data, err := json.Marshal(units)
+	if err == nil {
+		err = t.store.PutBaseline(ctx, t.bootID, data)
+	}
+	if err != nil {
+		t.log.Warn("ledger baseline not saved", zap.Error(err))
+	}
+}
+
+// loadBaseline returns the last agent's final observation when it is from
+// this boot (nil otherwise: after a reboot every start is a first start).
+func (t *telemetry) loadBaseline(ctx context.Context) *observed.State {
+	boot, data, err := t.store.Baseline(ctx)
+	if err != nil || boot == "" || boot != t.bootID {
+		return nil
+	}
+	var units map[string]baselineUnit
+	if err := json.Unmarshal(data, &units); err != nil {
+		return nil
+	}
+	st := &observed.State{Units: map[string]*observed.Unit{}}
+	for n, b := range units {
+		st.Units[n] = &observed.Unit{Name: n, Owner: b.Owner, ActiveState: b.ActiveState, SubState: b.SubState, Result: b.Result,
+			NRestarts: b.NRestarts, MainPID: b.MainPID, ExecMainStartTimestamp: b.Start}
+	}
+	t.log.Info("restart ledger continues from the last agent's observation", zap.Int("units", len(st.Units)))
+	return st
 }
 
 // parseAlertPolicy reads --alert-default: "N/DURATION" (10/1h) or "off".
@@ -105,8 +169,13 @@ func (t *telemetry) afterPass(res reconcile.Result, err error) {
 // ledger records the restarts since the previous observation and fires
 // storm alerts.
 func (t *telemetry) ledger(ctx context.Context, res reconcile.Result, now time.Time) {
+	if t.prev == nil && !t.baselineRead {
+		t.baselineRead = true
+		t.prev = t.loadBaseline(ctx)
+	}
 	found := ledger.Detect(ledger.Input{Prev: t.prev, Cur: res.Observed, Between: t.between})
 	t.prev, t.between = res.Observed, res.Outcomes
+	t.saveBaseline(ctx, res.Observed)
 	if len(found) == 0 {
 		return
 	}

@@ -319,3 +319,46 @@ func TestParseAlertPolicy(t *testing.T) {
 		}
 	}
 }
+
+// TestLedgerSurvivesAgentRestart: a new agent (new telemetry, same store)
+// continues from the last observation of the same boot, and counts the
+// restarts that happened while no agent ran; from another boot it does not.
+func TestLedgerSurvivesAgentRestart(t *testing.T) {
+	log := zaptest.NewLogger(t)
+	s, err := store.Open(filepath.Join(t.TempDir(), store.FileName), store.Options{Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	newTel := func(boot string) *telemetry {
+		tel := newTelemetry(s, nil, s, log, "systemd", ledger.Policy{}, time.Second)
+		tel.bootID = boot
+		return tel
+	}
+	pass := func(tel *telemetry, obs *observed.State) {
+		tel.afterPass(reconcile.Result{Observed: obs}, nil)
+	}
+	count := func() int {
+		n, err := s.RestartCount(context.Background(), "Service/web", time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	first := newTel("boot-a")
+	pass(first, webUnit(2, 100, 1000))
+	pass(first, webUnit(3, 101, 2000))
+	if n := count(); n != 1 {
+		t.Fatalf("first agent: %d restarts, want 1", n)
+	}
+	second := newTel("boot-a") // agent restarted; web crashed twice meanwhile
+	pass(second, webUnit(5, 105, 5000))
+	if n := count(); n != 3 {
+		t.Errorf("after an agent restart: %d restarts, want 3", n)
+	}
+	third := newTel("boot-b") // host rebooted: counters restarted from zero
+	pass(third, webUnit(0, 50, 100))
+	if n := count(); n != 3 {
+		t.Errorf("after a reboot: %d restarts, want still 3", n)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -246,4 +247,29 @@ func (s *Store) Status(ctx context.Context) ([]ObjectStatus, Agent, error) {
 		}
 	}
 	return out, a, kv.Err()
+}
+
+// PutBaseline saves the observation the restart ledger compares the next
+// one with, tagged with the boot ID, so an agent restart loses no count.
+func (s *Store) PutBaseline(ctx context.Context, boot string, data []byte) error {
+	_, err := s.exec(ctx, `INSERT INTO agent(key, value) VALUES ('baseline', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`,
+		boot+"\n"+string(data))
+	if err != nil {
+		return fmt.Errorf("store baseline: %w", err)
+	}
+	return nil
+}
+
+// Baseline returns what PutBaseline saved ("", nil when nothing).
+func (s *Store) Baseline(ctx context.Context) (string, []byte, error) {
+	var v string
+	err := s.db.QueryRowContext(ctx, `SELECT value FROM agent WHERE key = 'baseline'`).Scan(&v)
+	if err != nil {
+		if isNoRows(err) {
+			return "", nil, nil
+		}
+		return "", nil, fmt.Errorf("read baseline: %w", err)
+	}
+	boot, data, _ := strings.Cut(v, "\n")
+	return boot, []byte(data), nil
 }
