@@ -241,6 +241,18 @@ func TestAdoptionAfterAbandon(t *testing.T) {
 		t.Fatal("process died with the agent")
 	}
 	time.Sleep(500 * time.Millisecond) // it keeps writing into the FIFO meanwhile
+	// A supervisor that does not run (reconciler diff) sees it running.
+	ro, err := New(dir, nil, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := ro.Observe(context.Background(), []string{"keep.service"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := st.Units["keep.service"]; !isActive(u) || u.MainPID != u1.MainPID || u.LoadState != "loaded" || u.UnitFileState != "enabled" {
+		t.Fatalf("offline observe: %+v", u)
+	}
 	h2 := newHarness(t, dir, Options{})
 	h2.run()
 	u2 := h2.waitUnit("keep.service", "adopted", isActive)

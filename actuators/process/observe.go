@@ -14,9 +14,12 @@ import (
 
 // Observe reads the state of the named units plus every unit file in the
 // units dir that carries resil's ownership marker, with systemd's field
-// names and values, so the planner treats both backends alike. It reads
-// files and the supervisor's in-memory status; units the supervisor does not
-// know (it is not running yet) read as inactive/dead.
+// names and values, so the planner treats both backends alike. While Run is
+// serving it reads the supervisor's in-memory status. Otherwise (a
+// read-only "diff" process, or this agent before it adopted anything) it
+// reads <stateDir>/status.json written by the running agent, checked against
+// the process table and /proc: a recorded process that still runs is
+// active (it is, or will be, adopted), so no pass starts a duplicate.
 func (s *Supervisor) Observe(ctx context.Context, names []string) (*observed.State, error) {
 	st := &observed.State{Backend: "process", UnitDir: s.unitDir, Units: map[string]*observed.Unit{}}
 	want := map[string]bool{}
@@ -48,6 +51,12 @@ func (s *Supervisor) Observe(ctx context.Context, names []string) (*observed.Sta
 		}
 	}
 	s.mu.Unlock()
+	live := s.live()
+	var snap *snapshot
+	var table map[string]procRecord
+	if !live {
+		snap, table = s.loadSnapshot()
+	}
 	all := make([]string, 0, len(want))
 	for n := range want {
 		all = append(all, n)
@@ -57,13 +66,15 @@ func (s *Supervisor) Observe(ctx context.Context, names []string) (*observed.Sta
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		st.Units[n] = s.observeUnit(n)
+		st.Units[n] = s.observeUnit(n, live, snap, table)
 	}
 	st.ReadAt = s.now()
 	return st, nil
 }
 
-func (s *Supervisor) observeUnit(name string) *observed.Unit {
+// observeUnit reads one unit: from the running supervisor when live, else
+// from the files, status.json and the process table (see offlineStatus).
+func (s *Supervisor) observeUnit(name string, live bool, snap *snapshot, table map[string]procRecord) *observed.Unit {
 	path := filepath.Join(s.unitDir, name)
 	ou := &observed.Unit{Name: name, Path: path, LoadState: "not-found", ActiveState: "inactive", SubState: "dead",
 		Result: ResultSuccess, UnitFileState: "disabled"}
@@ -75,29 +86,39 @@ func (s *Supervisor) observeUnit(name string) *observed.Unit {
 	if s.isEnabled(name) {
 		ou.UnitFileState = "enabled"
 	}
-	s.mu.Lock()
-	u := s.units[name]
-	s.mu.Unlock()
-	if u == nil {
+	var u *unit
+	if live {
+		s.mu.Lock()
+		u = s.units[name]
+		s.mu.Unlock()
+	}
+	var spec *Spec
+	var us status
+	if u != nil {
+		var file []byte
+		u.mu.Lock()
+		spec, file, us = u.spec, u.file, u.st
+		u.mu.Unlock()
+		switch {
+		case spec != nil:
+			ou.LoadState = "loaded"
+		case file != nil:
+			ou.LoadState = "error"
+		}
+		ou.NeedDaemonReload = string(file) != string(ou.File)
+	} else {
 		if ou.File != nil {
 			ou.LoadState = "loaded"
-			if _, err := ParseUnitFile(ou.File); err != nil {
+			var err error
+			if spec, err = ParseUnitFile(ou.File); err != nil {
 				ou.LoadState = "error"
 			}
-			ou.NeedDaemonReload = true
+			ou.NeedDaemonReload = live // written, not yet reloaded
 		}
-		return ou
+		if !live {
+			us = s.offlineStatus(name, snap, table)
+		}
 	}
-	u.mu.Lock()
-	spec, file, us := u.spec, u.file, u.st
-	u.mu.Unlock()
-	switch {
-	case spec != nil:
-		ou.LoadState = "loaded"
-	case file != nil:
-		ou.LoadState = "error"
-	}
-	ou.NeedDaemonReload = string(file) != string(ou.File)
 	if us.ActiveState != "" {
 		ou.ActiveState, ou.SubState = us.ActiveState, us.SubState
 	}

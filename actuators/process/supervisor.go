@@ -66,6 +66,7 @@ type Supervisor struct {
 	order []string              // units by last process start, oldest first
 	table map[string]procRecord // the process table, by unit
 
+	dirty   chan struct{} // status changed: rewrite status.json
 	ctl     chan chan reloadReply
 	ready   chan struct{} // closed once Run has loaded and adopted
 	done    chan struct{} // closed when Run returns
@@ -102,7 +103,7 @@ func New(stateDir string, log *zap.Logger, opts Options) (*Supervisor, error) {
 		dir: dir, unitDir: filepath.Join(dir, "units"), runDir: filepath.Join(dir, "run"), resetDir: filepath.Join(dir, "reset"),
 		procRoot: opts.ProcRoot, log: log.Named("process"), opts: opts, now: opts.Now,
 		units: map[string]*unit{}, table: map[string]procRecord{},
-		ctl: make(chan chan reloadReply), ready: make(chan struct{}), done: make(chan struct{}),
+		dirty: make(chan struct{}, 1), ctl: make(chan chan reloadReply), ready: make(chan struct{}), done: make(chan struct{}),
 	}
 	for _, d := range []string{s.unitDir, s.runDir, s.resetDir, filepath.Join(dir, "timers")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -147,8 +148,13 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		cancel()
 		wg.Wait()
 		s.logFiles.close()
+		s.writeSnapshot()
 	}()
-	wg.Add(1)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		s.writeSnapshots(runCtx)
+	}()
 	go func() {
 		defer wg.Done()
 		s.reaper.run(runCtx, sigs)
@@ -185,6 +191,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 }
 
 func (s *Supervisor) wake() {
+	select {
+	case s.dirty <- struct{}{}:
+	default:
+	}
 	if s.opts.Wake != nil {
 		s.opts.Wake()
 	}
@@ -425,6 +435,21 @@ func (s *Supervisor) trigger(name string) bool {
 }
 
 var errNotRunning = errors.New("process supervisor is not running")
+
+// live reports whether Run has loaded the units and not yet returned.
+func (s *Supervisor) live() bool {
+	select {
+	case <-s.done:
+		return false
+	default:
+	}
+	select {
+	case <-s.ready:
+		return true
+	default:
+		return false
+	}
+}
 
 func (s *Supervisor) waitReady(ctx context.Context) error {
 	select {

@@ -1,0 +1,139 @@
+package process
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// snapshot is <stateDir>/status.json: the unit status as the running agent
+// sees it, so a read-only process (reconciler diff) or the next agent,
+// before it has adopted anything, observes the same state. It is advisory:
+// written without fsync, and trusted only as far as it can be checked (the
+// agent that wrote it must still run; a service's process must still match
+// the process table).
+type snapshot struct {
+	AgentPID   int                   `json:"agentPID"`
+	AgentStart uint64                `json:"agentStart"`
+	Units      map[string]unitStatus `json:"units"`
+}
+
+type unitStatus struct {
+	ActiveState    string    `json:"activeState"`
+	SubState       string    `json:"subState"`
+	Result         string    `json:"result"`
+	NRestarts      uint32    `json:"nRestarts"`
+	MainPID        int       `json:"mainPID,omitempty"`
+	ExecMainStatus int32     `json:"execMainStatus"`
+	ExecMainStart  time.Time `json:"execMainStart,omitzero"`
+	ExecMainExit   time.Time `json:"execMainExit,omitzero"`
+	LastTrigger    time.Time `json:"lastTrigger,omitzero"`
+	NextElapse     time.Time `json:"nextElapse,omitzero"`
+}
+
+func (s *Supervisor) snapshotPath() string { return filepath.Join(s.dir, "status.json") }
+
+// writeSnapshots writes status.json whenever units changed, at most every
+// 100 ms, until ctx is done.
+func (s *Supervisor) writeSnapshots(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.dirty:
+		}
+		s.writeSnapshot()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Supervisor) writeSnapshot() {
+	snap := snapshot{AgentPID: os.Getpid(), Units: map[string]unitStatus{}}
+	if st, err := readProcStat(s.procRoot, snap.AgentPID); err == nil {
+		snap.AgentStart = st.StartTime
+	}
+	s.mu.Lock()
+	for n, u := range s.units {
+		st := u.status()
+		snap.Units[n] = unitStatus{
+			ActiveState: st.ActiveState, SubState: st.SubState, Result: st.Result, NRestarts: st.NRestarts,
+			MainPID: st.MainPID, ExecMainStatus: st.ExecMainStatus, ExecMainStart: st.ExecMainStart,
+			ExecMainExit: st.ExecMainExit, LastTrigger: st.LastTrigger, NextElapse: st.NextElapse,
+		}
+	}
+	s.mu.Unlock()
+	b, err := json.Marshal(snap)
+	if err != nil {
+		return
+	}
+	tmp := s.snapshotPath() + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err == nil {
+		err = os.Rename(tmp, s.snapshotPath())
+		if err != nil {
+			s.log.Debug("write status snapshot failed", zap.Error(err))
+		}
+	}
+}
+
+// offlineStatus is a unit's status when this Supervisor is not running (or
+// not ready yet): from status.json while its agent lives; otherwise a
+// service is active when its recorded process still runs (it will be
+// adopted), failed states are kept, and everything else is inactive.
+func (s *Supervisor) offlineStatus(name string, snap *snapshot, table map[string]procRecord) status {
+	var st status
+	us, ok := snap.Units[name]
+	if ok {
+		st = status{ActiveState: us.ActiveState, SubState: us.SubState, Result: us.Result, NRestarts: us.NRestarts,
+			MainPID: us.MainPID, ExecMainStatus: us.ExecMainStatus, ExecMainStart: us.ExecMainStart,
+			ExecMainExit: us.ExecMainExit, LastTrigger: us.LastTrigger, NextElapse: us.NextElapse}
+	}
+	agentAlive := false
+	if snap.AgentPID > 0 && snap.AgentPID != os.Getpid() {
+		if ps, err := readProcStat(s.procRoot, snap.AgentPID); err == nil && ps.StartTime == snap.AgentStart && ps.State != 'Z' {
+			agentAlive = true
+		}
+	}
+	if agentAlive && ok {
+		return st
+	}
+	if rec, has := table[name]; has {
+		if ps, err := readProcStat(s.procRoot, rec.PID); err == nil && ps.StartTime == rec.StartTime && ps.State != 'Z' {
+			st.ActiveState, st.SubState, st.MainPID = "active", "running", rec.PID
+			st.ExecMainStart = time.UnixMicro(rec.Started)
+			if st.Result == "" {
+				st.Result = ResultSuccess
+			}
+			return st
+		}
+	}
+	if ok && st.ActiveState == "failed" {
+		st.MainPID = 0
+		return st
+	}
+	return status{ActiveState: "inactive", SubState: "dead", Result: ResultSuccess, LastTrigger: st.LastTrigger}
+}
+
+func (s *Supervisor) loadSnapshot() (*snapshot, map[string]procRecord) {
+	snap := &snapshot{}
+	if b, err := os.ReadFile(s.snapshotPath()); err == nil {
+		_ = json.Unmarshal(b, snap)
+	}
+	table := map[string]procRecord{}
+	if b, err := os.ReadFile(s.tablePath()); err == nil {
+		var t processTable
+		if json.Unmarshal(b, &t) == nil {
+			for _, r := range t.Processes {
+				table[r.Unit] = r
+			}
+		}
+	}
+	return snap, table
+}
