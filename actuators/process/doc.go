@@ -15,6 +15,7 @@
 //	units/NAME.service, units/NAME.timer  rendered specs (Render): ownership header + JSON
 //	units/NAME.enabled                    enable marker: started when the agent starts
 //	processes.json                        process table: unit, pid, start time, spec hash
+//	status.json                           unit status snapshot for read-only observers (diff)
 //	run/NAME.<id>.out|.err                stdout/stderr FIFOs of a running process
 //	run/NAME.notify                       NOTIFY_SOCKET of a watchdog (Type=notify) service
 //	timers/NAME.timer.stamp               last trigger of a timer (persistent catch-up)
