@@ -282,3 +282,29 @@ func TestDriftEventsJournalStatusMetrics(t *testing.T) {
 		}
 	}
 }
+
+// A service that stops pinging is killed by systemd's watchdog and
+// restarted: the ledger books those restarts as cause watchdog.
+func TestWatchdogRestartsInLedger(t *testing.T) {
+	e := newEnv(t)
+	e.write("wd.yaml", `apiVersion: resil.dev/v1
+kind: Service
+metadata: {name: wd}
+spec:
+  command: ["/bin/sh", "-c", "systemd-notify --ready; exec sleep infinity"]
+  watchdog: {timeout: 1s, notifyAccess: all}
+  restart: {policy: always, delay: 1s, limit: {burst: 100, interval: 60s}}
+`)
+	a := e.startAgent()
+	e.eventually("first pass", 30*time.Second, func() bool { return a.countLogs("first pass done") > 0 })
+	e.eventually("a watchdog restart in the ledger", 40*time.Second, func() bool { return e.eventCount("wd", "Restarted", "cause watchdog") >= 1 })
+	time.Sleep(3 * time.Second)
+	auto, wd := e.eventCount("wd", "Restarted", "cause auto"), e.eventCount("wd", "Restarted", "cause watchdog")
+	t.Logf("restarts booked: %d watchdog, %d auto; NRestarts %s", wd, auto, e.prop("wd.service", "NRestarts"))
+	if auto > 0 {
+		t.Errorf("%d watchdog restarts booked as auto", auto)
+	}
+	if v := metric(e.metrics(), "resil_service_restarts_total", map[string]string{"object": "Service/wd", "cause": "watchdog"}); v < 1 {
+		t.Errorf("resil_service_restarts_total{cause=watchdog} = %g, want ≥ 1", v)
+	}
+}
