@@ -26,6 +26,21 @@
 // is not its child), re-opens its output FIFOs and re-binds its notify
 // socket; what it cannot adopt it stops before starting anew.
 //
+// Output: stdout and stderr are FIFOs the child holds open read-write, so a
+// write never fails with EPIPE while no agent reads (it blocks once 64 KiB
+// are buffered); copiers write whole lines to a lumberjack file (rotated by
+// maxSize/maxBackups; stderr follows stdout unless logs.stderr is set) or to
+// Options.Output as "NAME: line"; a last line without newline is flushed at
+// exit. Children: own process group (stop signals the group; what is left
+// of the group after the main process exits is killed, like
+// KillMode=control-group), setuid/setgid from user/group, stdin /dev/null,
+// lock as an inherited flock'd fd 3 (held for the process's life, also
+// across agent restarts). One reaper calls wait4, for registered PIDs only,
+// so exec.Cmd.Wait elsewhere in the agent keeps working; with
+// Options.Subreaper (forced as PID 1) it also reaps orphans with
+// wait4(-1), and then nothing else in the process may wait for children
+// and only one Supervisor may run per process.
+//
 // sd_notify: NOTIFY_SOCKET is a unixgram socket with SO_PASSCRED, so each
 // datagram carries the sender's PID; WATCHDOG_USEC is set like systemd does
 // (WATCHDOG_PID is not: the PID is unknown before fork, and sd_watchdog_enabled
@@ -49,5 +64,10 @@
 // window start afresh when the agent restarts; an adopted process's exit
 // status is unknown unless it is still our child (Result "unknown", treated
 // as a failure by restart policies); AccuracySec is not applied (timers fire
-// on time); a failed preStart check fails the unit without restarting it.
+// on time); a failed preStart check fails the unit without restarting it;
+// onUnitActive counts from the timer's last trigger; a timer job's retry
+// attempts count per activation (each trigger or manual start starts
+// afresh), and exhausting them leaves Result start-limit-hit as systemd's
+// StartLimitBurst rendering does; the notify socket path
+// (<stateDir>/run/NAME.service.notify) must fit in 107 bytes.
 package process
