@@ -1,0 +1,71 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"go.uber.org/zap/zaptest"
+
+	"resil.dev/resil/reconcile"
+	"resil.dev/resil/reconcile/store"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// events --watch -o json prints new and repeated events of the selected
+// object as the writer records them, and nothing else.
+func TestEventsWatch(t *testing.T) {
+	path := filepath.Join(t.TempDir(), store.FileName)
+	w, err := store.Open(path, store.Options{Log: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	w.Record(reconcile.Event{Type: reconcile.Normal, Reason: reconcile.ReasonApplied, Object: "Service/web", Message: "before"})
+	r, err := store.OpenReader(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	q := store.Query{Object: "web"}
+	first, err := r.Events(ctx, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- watchEvents(ctx, r, q, first, &out, true) }()
+	w.Record(reconcile.Event{Type: reconcile.Warning, Reason: reconcile.ReasonStopped, Object: "Service/web", Message: "stopped"})
+	w.Record(reconcile.Event{Type: reconcile.Warning, Reason: reconcile.ReasonStopped, Object: "Service/other", Message: "stopped"})
+	waitFor(t, "watched event", func() bool { return strings.Count(out.String(), "\n") >= 2 })
+	w.Record(reconcile.Event{Type: reconcile.Normal, Reason: reconcile.ReasonApplied, Object: "Service/web", Message: "before"}) // a repeat
+	waitFor(t, "watched repeat", func() bool { return strings.Count(out.String(), "\n") >= 3 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var e store.StoredEvent
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		got = append(got, e.Object+" "+e.Message+" "+string(rune('0'+e.Count)))
+	}
+	want := []string{"Service/web before 1", "Service/web stopped 1", "Service/web before 2"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("watched %q, want %q", got, want)
+	}
+}
