@@ -157,6 +157,12 @@ func TestInstalledAgentSkipsLateRunAtBoot(t *testing.T) {
 	if strings.Contains(journal, `"step failed"`) {
 		t.Errorf("a step failed at boot:\n%s", journal)
 	}
+	// At boot the agent left the pending start job to systemd: it planned no
+	// "start late.timer (inactive, want active)", which would have waited on
+	// that job, i.e. on its own READY=1.
+	if countLines(journal, "start late.timer (inactive") != 0 {
+		t.Errorf("the agent queued its own start of late.timer at boot:\n%s", journal)
+	}
 	if p := e.show("late.timer", "NextElapseUSecRealtime"); !strings.Contains(p["NextElapseUSecRealtime"], "03:00:00") {
 		t.Errorf("next run: %v", p)
 	}
