@@ -47,27 +47,27 @@ func newEventsCmd(g *globals) *cobra.Command {
 			if since > 0 {
 				q.Since = time.Now().Add(-since)
 			}
+			out := cmd.OutOrStdout()
+			if watch {
+				return watchEvents(ctx, s, q, out, output == "json")
+			}
 			evs, err := s.Events(ctx, q)
 			if err != nil {
 				return exitCode(2, err)
 			}
-			out := cmd.OutOrStdout()
-			if !watch {
-				if output == "json" {
-					if evs == nil {
-						evs = []store.StoredEvent{}
-					}
-					enc := json.NewEncoder(out)
-					enc.SetIndent("", "  ")
-					return enc.Encode(evs)
+			if output == "json" {
+				if evs == nil {
+					evs = []store.StoredEvent{}
 				}
-				if len(evs) == 0 {
-					fmt.Fprintln(cmd.ErrOrStderr(), "No events found.")
-					return nil
-				}
-				return printEvents(out, evs, true, time.Now())
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(evs)
 			}
-			return watchEvents(ctx, s, q, evs, out, output == "json")
+			if len(evs) == 0 {
+				fmt.Fprintln(cmd.ErrOrStderr(), "No events found.")
+				return nil
+			}
+			return printEvents(out, evs, true, time.Now())
 		},
 	}
 	f := cmd.Flags()
@@ -81,16 +81,18 @@ func newEventsCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-// watchEvents prints first, then polls: each round reads the highest
-// sequence number M first, then the matching events in (cursor, M], so a
-// row recorded in between is never skipped.
-func watchEvents(ctx context.Context, s *store.Store, q store.Query, first []store.StoredEvent, out io.Writer, asJSON bool) error {
+// watchEvents lists the matching events, then polls: each round reads the
+// highest sequence number M first, then the matching events in
+// (cursor, M], so a row recorded in between is never skipped.
+func watchEvents(ctx context.Context, s *store.Store, q store.Query, out io.Writer, asJSON bool) error {
 	cursor, err := s.MaxSeq(ctx)
 	if err != nil {
 		return exitCode(2, err)
 	}
-	for _, e := range first {
-		cursor = max(cursor, e.Seq)
+	q.UpToSeq = cursor
+	first, err := s.Events(ctx, q)
+	if err != nil {
+		return exitCode(2, err)
 	}
 	enc := json.NewEncoder(out)
 	emit := func(evs []store.StoredEvent, header bool) error {

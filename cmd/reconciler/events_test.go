@@ -44,13 +44,10 @@ func TestEventsWatch(t *testing.T) {
 	defer r.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	q := store.Query{Object: "web"}
-	first, err := r.Events(ctx, q)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out syncBuffer
 	done := make(chan error, 1)
-	go func() { done <- watchEvents(ctx, r, q, first, &out, true) }()
+	go func() { done <- watchEvents(ctx, r, q, &out, true) }()
+	waitFor(t, "first listing", func() bool { return strings.Count(out.String(), "\n") >= 1 })
 	w.Record(reconcile.Event{Type: reconcile.Warning, Reason: reconcile.ReasonStopped, Object: "Service/web", Message: "stopped"})
 	w.Record(reconcile.Event{Type: reconcile.Warning, Reason: reconcile.ReasonStopped, Object: "Service/other", Message: "stopped"})
 	waitFor(t, "watched event", func() bool { return strings.Count(out.String(), "\n") >= 2 })

@@ -191,30 +191,43 @@ func (m *metrics) handler() http.Handler {
 	return mux
 }
 
-// listenMetrics binds addr now, so a busy port fails the start of `run`;
-// the returned function serves until ctx is done, then shuts down and
-// returns (run's errgroup owns it).
-func listenMetrics(addr string, h http.Handler, log *zap.Logger) (func(ctx context.Context) error, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("metrics listener: %w", err)
+// serveMetrics returns the metrics server's goroutine body for run's
+// errgroup: it listens on addr and serves until ctx is done, then shuts
+// down and returns. A failed listen (port taken) is logged and retried
+// every retry, like kubelet's healthz server: a busy port must not stop
+// the agent from converging the host.
+func serveMetrics(addr string, h http.Handler, log *zap.Logger, retry time.Duration) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		for {
+			ln, err := net.Listen("tcp", addr)
+			if err == nil {
+				return serveOn(ctx, ln, h, log)
+			}
+			log.Error("metrics listener failed, retrying", zap.String("addr", addr), zap.Duration("retry", retry), zap.Error(err))
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(retry):
+			}
+		}
 	}
+}
+
+func serveOn(ctx context.Context, ln net.Listener, h http.Handler, log *zap.Logger) error {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	log.Info("metrics listening", zap.String("addr", ln.Addr().String()))
-	return func(ctx context.Context) error {
-		errc := make(chan error, 1)
-		go func() { errc <- srv.Serve(ln) }()
-		select {
-		case err := <-errc:
-			return fmt.Errorf("metrics server: %w", err)
-		case <-ctx.Done():
-		}
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("metrics server: %w", err)
-		}
-		return nil
-	}, nil
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("metrics server: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("metrics server: %w", err)
+	}
+	return nil
 }

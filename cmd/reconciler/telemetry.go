@@ -388,12 +388,7 @@ func (o *obsFlags) open(g *globals, log *zap.Logger, backend string, ring *recon
 	var m *metrics
 	if o.metricsAddr != "" {
 		m = newMetrics(stale, nil)
-		serve, err := listenMetrics(o.metricsAddr, m.handler(), log)
-		if err != nil {
-			s.Close()
-			return nil, err
-		}
-		ob.background = append(ob.background, serve)
+		ob.background = append(ob.background, serveMetrics(o.metricsAddr, m.handler(), log.Named("metrics"), 5*time.Second))
 	}
 	t := newTelemetry(s, m, rec, log, backend, def, o.hookTimeout)
 	ob.afterPass = t.afterPass

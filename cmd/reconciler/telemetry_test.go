@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -360,5 +361,39 @@ func TestLedgerSurvivesAgentRestart(t *testing.T) {
 	pass(third, webUnit(0, 50, 100))
 	if n := count(); n != 3 {
 		t.Errorf("after a reboot: %d restarts, want still 3", n)
+	}
+}
+
+// The metrics server retries a busy port, serves once it is free, and
+// returns when ctx is done.
+func TestServeMetricsRetriesBusyPort(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := busy.Addr().String()
+	m := newMetrics(time.Minute, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serveMetrics(addr, m.handler(), zaptest.NewLogger(t), 50*time.Millisecond)(ctx) }()
+	time.Sleep(150 * time.Millisecond)
+	busy.Close()
+	waitFor(t, "metrics served after the port freed", func() bool {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable // no pass yet
+	})
+	_ = scrape(t, "http://"+addr+"/metrics")
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("server did not return after ctx was done")
 	}
 }
