@@ -8,4 +8,11 @@
 //	reconciler validate   check manifests (0 valid, 1 invalid, 2 usage)
 //	reconciler render     print the unit files the manifests render to
 //	reconciler reset      clear a unit's failed/start-limit state
+//	reconciler status     desired vs observed per object from the agent's store (0 converged, 1 drift/failure)
+//	reconciler events     the agent's recorded events (--since, --object, --type, -o json, --watch)
+//
+// run keeps its events, restart ledger and status snapshot in
+// <state-dir>/events.db (SQLite, WAL; see resil.dev/resil/reconcile/store),
+// sends events to the journal with RESIL_* fields, and serves Prometheus
+// metrics, /healthz and /readyz on --metrics-addr (127.0.0.1:9469).
 package main

@@ -129,17 +129,28 @@ func OpenReader(path string) (*Store, error) {
 		}
 		return nil, fmt.Errorf("event store: %w", err)
 	}
-	db, err := sql.Open("sqlite", dsn(path, "query_only(1)")+"&mode=rw")
+	// Read-write open (query_only) lets a reader share the WAL index like
+	// any connection. Without write permission (a non-root operator) fall
+	// back to read-only, which works while the agent has the WAL open; with
+	// no agent running (no -wal/-shm files to share) to an immutable open.
+	var db *sql.DB
+	var v int
+	var err error
+	for _, mode := range []string{"mode=rw", "mode=ro", "mode=ro&immutable=1"} {
+		db, err = sql.Open("sqlite", dsn(path, "query_only(1)")+"&"+mode)
+		if err != nil {
+			return nil, fmt.Errorf("open event store %s: %w", path, err)
+		}
+		if err = db.QueryRow("PRAGMA user_version").Scan(&v); err == nil {
+			break
+		}
+		db.Close()
+	}
 	if err != nil {
-		return nil, fmt.Errorf("open event store %s: %w", path, err)
+		return nil, fmt.Errorf("event store %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(2)
 	s := &Store{db: db, path: path, opts: Options{Now: time.Now}, log: zap.NewNop()}
-	var v int
-	if err := db.QueryRow("PRAGMA user_version").Scan(&v); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("event store %s: %w", path, err)
-	}
 	if v == 0 {
 		db.Close()
 		return nil, fmt.Errorf("%w at %s: schema not created yet", ErrNoStore, path)
