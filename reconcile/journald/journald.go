@@ -7,8 +7,10 @@
 //	SYSLOG_IDENTIFIER reconciler
 //	RESIL_OBJECT, RESIL_REASON, RESIL_UNIT, RESIL_TYPE, RESIL_STEP, RESIL_COUNT
 //
-// A repeat of the same (object, reason, message) is sent again at most
-// once per Every (the event store counts every repeat).
+// Findings that persist are re-recorded on every pass; a repeat of the
+// same (object, reason, message) is sent again at most once per Every (the
+// event store counts every repeat). Events that are occurrences, not
+// conditions (restarts, storms, applied steps), are always sent.
 package journald
 
 import (
@@ -36,6 +38,12 @@ type Recorder struct {
 	log   *zap.Logger
 	mu    sync.Mutex
 	last  map[string]time.Time
+}
+
+// occurrences are reasons sent on every Record.
+var occurrences = map[string]bool{
+	reconcile.ReasonRestarted: true, reconcile.ReasonRestartStorm: true, reconcile.ReasonAlertHookFailed: true,
+	reconcile.ReasonApplied: true, reconcile.ReasonPruned: true, reconcile.ReasonApplyFailed: true,
 }
 
 var _ reconcile.Recorder = (*Recorder)(nil)
@@ -80,6 +88,13 @@ func Fields(e reconcile.Event) (string, journal.Priority, map[string]string) {
 func (r *Recorder) Record(e reconcile.Event) {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
+	}
+	if occurrences[e.Reason] {
+		msg, pri, vars := Fields(e)
+		if err := r.send(msg, pri, vars); err != nil {
+			r.log.Debug("journal send failed", zap.Error(err))
+		}
+		return
 	}
 	k := e.Object + "\x00" + e.Reason + "\x00" + e.Message
 	r.mu.Lock()

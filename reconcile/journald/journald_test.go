@@ -29,7 +29,11 @@ func TestRecordFieldsAndRepeats(t *testing.T) {
 	ev.Time = t0.Add(11 * time.Minute)
 	r.Record(ev) // sent again
 	r.Record(reconcile.Event{Time: t0, Type: reconcile.Normal, Reason: reconcile.ReasonApplied, Message: "x"})
-	if len(got) != 3 {
+	storm := reconcile.Event{Time: t0, Type: reconcile.Warning, Reason: reconcile.ReasonRestartStorm, Object: "Service/web", Message: "3 or more restarts within 5m0s"}
+	r.Record(storm)
+	storm.Time = t0.Add(5 * time.Minute)
+	r.Record(storm) // an occurrence: always sent
+	if len(got) != 5 {
 		t.Fatalf("sent %d, want 3: %+v", len(got), got)
 	}
 	w := got[0]
