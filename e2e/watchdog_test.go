@@ -67,7 +67,8 @@ func TestServiceWatchdogKillsHungWorker(t *testing.T) {
 	var killed map[string]string
 	e.eventually("watchdog kill", 15*time.Second, func() bool {
 		m := e.show(unit, "Result", "SubState", "WatchdogTimestampMonotonic", "ExecMainExitTimestampMonotonic", "ExecMainStatus", "NRestarts")
-		if m["Result"] == "watchdog" {
+		// Wait past stop-watchdog (SIGABRT sent) until the process exited.
+		if m["Result"] == "watchdog" && m["ExecMainExitTimestampMonotonic"] != "0" {
 			killed = m
 			return true
 		}
