@@ -205,6 +205,18 @@ func TestManualRestartCountsInLedger(t *testing.T) {
 	if n := e.prop("web.service", "NRestarts"); n != "0" {
 		t.Errorf("NRestarts = %s, want 0", n)
 	}
+	// A manifest change: the agent's own restart step is booked as cause
+	// agent, and not also as manual.
+	pid = e.prop("web.service", "MainPID")
+	e.write("web.yaml", svc("web", "  environment: {MODE: two}\n"))
+	e.eventually("agent restart in the ledger", 20*time.Second, func() bool { return e.eventCount("web", "Restarted", "cause agent") == 1 })
+	time.Sleep(3 * time.Second)
+	if p := e.show("web.service", "MainPID", "Environment"); p["MainPID"] == pid || p["Environment"] != "MODE=two" {
+		t.Errorf("not restarted by the agent: %v", p)
+	}
+	if m, a := e.eventCount("web", "Restarted", "cause manual"), e.eventCount("web", "Restarted", "cause agent"); m != 1 || a != 1 {
+		t.Errorf("ledger: %d manual, %d agent; want 1 and 1", m, a)
+	}
 }
 
 // Drift and invalid manifests appear in `reconciler events`, in the
