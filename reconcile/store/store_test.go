@@ -417,3 +417,72 @@ func TestKillDuringBurst(t *testing.T) {
 		})
 	}
 }
+
+// Retention of a large backlog runs in small batches: a writer recording
+// events and a reader listing them during the prune are never held long.
+func TestPruneDoesNotBlockLong(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills 60k rows")
+	}
+	c := &clock{now: time.Now().Add(-30 * 24 * time.Hour)}
+	path := filepath.Join(t.TempDir(), FileName)
+	s, err := Open(path, Options{Now: c.Now, Log: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	batch := make([]reconcile.Event, 0, 5000)
+	for i := range 60_000 {
+		batch = append(batch, reconcile.Event{Time: c.Now(), Type: reconcile.Normal, Reason: "Old", Object: "Service/a", Message: strconv.Itoa(i)})
+		if len(batch) == cap(batch) {
+			if err := s.AddBatch(ctx, batch); err != nil {
+				t.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+	}
+	c.Add(30 * 24 * time.Hour)
+	r, err := OpenReader(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	done := make(chan struct{})
+	var pruned int
+	var perr error
+	go func() {
+		defer close(done)
+		pruned, perr = s.Prune(ctx)
+	}()
+	var worstWrite, worstRead time.Duration
+	writes := 0
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		start := time.Now()
+		if err := s.Add(ctx, reconcile.Event{Type: reconcile.Normal, Reason: "New", Object: "Service/b", Message: strconv.Itoa(writes)}); err != nil {
+			t.Fatal(err)
+		}
+		worstWrite = max(worstWrite, time.Since(start))
+		writes++
+		start = time.Now()
+		if _, err := r.Events(ctx, Query{Reason: "New", Limit: 10}); err != nil {
+			t.Fatal(err)
+		}
+		worstRead = max(worstRead, time.Since(start))
+	}
+	if perr != nil || pruned != 60_000 {
+		t.Fatalf("pruned %d, %v", pruned, perr)
+	}
+	t.Logf("pruned %d rows; %d writes meanwhile, worst write %s, worst read %s", pruned, writes, worstWrite, worstRead)
+	if writes < 10 {
+		t.Errorf("only %d writes got through during the prune", writes)
+	}
+	if worstWrite > 500*time.Millisecond || worstRead > 500*time.Millisecond {
+		t.Errorf("held too long: worst write %s, worst read %s", worstWrite, worstRead)
+	}
+}
