@@ -240,6 +240,7 @@ func TestDriftEventsJournalStatusMetrics(t *testing.T) {
 	// quiet stays stopped (report): status exits 1 and names it.
 	e.eventually("status exit 1", 20*time.Second, func() bool { _, _, code := e.reconciler("status"); return code == 1 })
 	out, _, _ := e.reconciler("status")
+	t.Logf("status while quiet drifts:\n%s", out)
 	if !strings.Contains(out, "quiet") || !strings.Contains(out, "[Drifted]") {
 		t.Errorf("status while drifting:\n%s", out)
 	}
@@ -284,6 +285,8 @@ func TestDriftEventsJournalStatusMetrics(t *testing.T) {
 	e.remove("bad.yaml")
 	e.systemctl("start", "quiet.service")
 	e.eventually("status exit 0", 30*time.Second, func() bool { _, _, code := e.reconciler("status"); return code == 0 })
+	evOut, _, _ := e.reconciler("events", "--since", "1h")
+	t.Logf("events:\n%s", evOut)
 	if v := metric(e.metrics(), "resil_objects", map[string]string{"kind": "Service", "state": "Drifted"}); v != 0 {
 		t.Errorf("resil_objects{Service,Drifted} = %g after repair, want 0", v)
 	}
