@@ -227,7 +227,9 @@ spec:
 `)
 	a := e.startAgent()
 	e.eventually("crash.service failed", 30*time.Second, func() bool { return e.prop("crash.service", "ActiveState") == "failed" })
-	e.eventually("failure event", 20*time.Second, func() bool { return a.hasEvent("Failed", "crash.service") || a.hasEvent("StartLimitHit", "") || a.hasEvent("Failed", "") })
+	e.eventually("failure event", 20*time.Second, func() bool {
+		return a.hasEvent("Failed", "crash.service") || a.hasEvent("StartLimitHit", "") || a.hasEvent("Failed", "")
+	})
 	journal, err := e.sb.Journal(e.ctx, "-u", "crash.service", "--no-pager")
 	if err != nil {
 		t.Fatal(err)
