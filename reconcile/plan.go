@@ -505,10 +505,13 @@ func (p *planner) watchdogKill(o *desired.Object, unit string, u *observed.Unit)
 	if u == nil || u.Result != "watchdog" || u.ActiveState == "failed" {
 		return
 	}
-	when := "now"
-	if u.ExecMainExitTimestamp != 0 {
-		when = "at " + usecText(u.ExecMainExitTimestamp)
+	if u.ExecMainExitTimestamp == 0 {
+		// SIGABRT sent, the process not yet gone (stop-watchdog): its exit
+		// is another state change that wakes the loop; report then, once,
+		// with the kill time, so the message (the dedupe key) is stable.
+		return
 	}
+	when := "at " + usecText(u.ExecMainExitTimestamp)
 	timeout := ""
 	if o.Service != nil && o.Service.Watchdog != nil {
 		timeout = fmt.Sprintf(" within %s", o.Service.Watchdog.Timeout)

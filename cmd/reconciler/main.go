@@ -90,6 +90,8 @@ func (g *globals) logger(defaultLevel string) (*zap.Logger, error) {
 		cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
 	}
 	cfg.Level = zap.NewAtomicLevelAt(level)
+	// Every step and event must reach the log: no sampling.
+	cfg.Sampling = nil
 	cfg.OutputPaths = []string{"stderr"}
 	cfg.DisableStacktrace = level > zapcore.DebugLevel
 	return cfg.Build()
