@@ -23,7 +23,9 @@ func TestRunWaitsForItsGoroutines(t *testing.T) {
 		h.install(service("svc", desired.ServiceSpec{Command: sh(`while :; do echo x; sleep 0.05; done`),
 			Watchdog: &desired.ServiceWatchdog{Timeout: "1h", NotifyAccess: "all"}}), false)
 		h.install(timer("tmr", desired.TimerSpec{OnBoot: "1ms", OnUnitActive: "1h", Command: []string{"true"}}), true)
-		go h.apply(context.Background(), actuators.Step{Op: actuators.OpStart, Unit: "svc.service"}) // never READY: stays activating
+		go func() {
+			_, _ = h.a.Apply(context.Background(), actuators.Step{Op: actuators.OpStart, Unit: "svc.service"})
+		}() // never READY: stays activating
 		h.apply(context.Background(), actuators.Step{Op: actuators.OpStart, Unit: "tmr.timer"})
 		h.waitUnit("svc.service", "activating", func(u *observed.Unit) bool { return u.ActiveState == "activating" && u.MainPID != 0 })
 		pid := h.unit("svc.service").MainPID

@@ -171,7 +171,9 @@ func TestNotifyAccessMain(t *testing.T) {
 	// start times out only after 90s, so check the state instead.
 	h.install(service("strict", desired.ServiceSpec{Command: sh(`sleep 0.1 & wait; /bin/sh -c 'systemd-notify --pid=$$ --ready'; exec sleep 1000`),
 		Watchdog: &desired.ServiceWatchdog{Timeout: "10s"}}), false)
-	go h.apply(context.Background(), actuators.Step{Op: actuators.OpStart, Unit: "strict.service"})
+	go func() {
+		_, _ = h.a.Apply(context.Background(), actuators.Step{Op: actuators.OpStart, Unit: "strict.service"})
+	}()
 	time.Sleep(1500 * time.Millisecond)
 	if u := h.unit("strict.service"); u.ActiveState != "activating" {
 		t.Fatalf("READY=1 from another PID accepted under NotifyAccess=main: %+v", u)

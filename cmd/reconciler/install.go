@@ -131,10 +131,10 @@ func (in *installer) writeFile(path string, data []byte, mode os.FileMode, what 
 
 func newInstallCmd(g *globals) *cobra.Command {
 	var (
-		binary, binDir                   string
-		copyBinary, dryRun, noStart      bool
-		watchdogSec, restartSec, timeout time.Duration
-		resync                           time.Duration
+		binary, binDir                         string
+		copyBinary, dryRun, noStart            bool
+		watchdogTimeout, restartDelay, timeout time.Duration
+		resync                                 time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "install",
@@ -165,8 +165,8 @@ func newInstallCmd(g *globals) *cobra.Command {
 					return exitCode(2, fmt.Errorf("%s must be an absolute path, got %q", d.name, d.v))
 				}
 			}
-			if watchdogSec < 2*time.Second {
-				return exitCode(2, fmt.Errorf("--watchdog-sec must be at least 2s, got %s", watchdogSec))
+			if watchdogTimeout < 2*time.Second {
+				return exitCode(2, fmt.Errorf("--watchdog-sec must be at least 2s, got %s", watchdogTimeout))
 			}
 			if !dryRun && os.Geteuid() != 0 {
 				return exitCode(2, errors.New("install must run as root (or use --dry-run)"))
@@ -207,8 +207,8 @@ func newInstallCmd(g *globals) *cobra.Command {
 			// 3. Unit.
 			unit, err := renderAgentUnit(agentUnitParams{
 				Version: buildVersion(), Name: AgentUnit, Binary: target, Manifests: g.manifests, StateDir: g.stateDir,
-				UnitDir: g.unitDir, ManagerDir: g.managerDir, WatchdogSec: desired.Span(watchdogSec),
-				RestartSec: desired.Span(restartSec), StartTimeout: desired.Span(timeout), Resync: resync.String(),
+				UnitDir: g.unitDir, ManagerDir: g.managerDir, WatchdogSec: desired.Span(watchdogTimeout),
+				RestartSec: desired.Span(restartDelay), StartTimeout: desired.Span(timeout), Resync: resync.String(),
 			})
 			if err != nil {
 				return exitCode(1, err)
@@ -247,8 +247,8 @@ func newInstallCmd(g *globals) *cobra.Command {
 	f.BoolVar(&copyBinary, "copy", true, "copy --binary to --bin-dir; false: the unit runs --binary where it is")
 	f.BoolVar(&dryRun, "dry-run", false, "print what would be done, change nothing")
 	f.BoolVar(&noStart, "no-start", false, "enable but do not start the agent")
-	f.DurationVar(&watchdogSec, "watchdog-sec", 2*time.Minute, "the agent unit's WatchdogSec (the agent passes at least every half of it)")
-	f.DurationVar(&restartSec, "restart-sec", 2*time.Second, "the agent unit's RestartSec")
+	f.DurationVar(&watchdogTimeout, "watchdog-sec", 2*time.Minute, "the agent unit's WatchdogSec (the agent passes at least every half of it)")
+	f.DurationVar(&restartDelay, "restart-sec", 2*time.Second, "the agent unit's RestartSec")
 	f.DurationVar(&timeout, "start-timeout", 5*time.Minute, "TimeoutStartSec: how long the first pass may take before READY=1")
 	f.DurationVar(&resync, "resync", 5*time.Minute, "the agent's periodic full pass")
 	return cmd
