@@ -123,6 +123,10 @@ func Render(o *desired.Object) ([]desired.UnitFile, error) {
 			files = append(files, jf)
 		}
 		return files, nil
+	case desired.KindWatchdog:
+		// The host watchdog is systemd's; the planner reports it as
+		// unsupported on this backend (no files, nothing to prune).
+		return nil, nil
 	}
 	return nil, fmt.Errorf("render %s: kind %q has no process-backend unit", o.ID(), o.Kind)
 }
