@@ -7,9 +7,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
 	"resil.dev/resil/reconcile"
+	"resil.dev/resil/reconcile/store"
 )
 
 func newApplyCmd(g *globals) *cobra.Command {
@@ -38,7 +40,16 @@ func newApplyCmd(g *globals) *cobra.Command {
 				return exitCode(2, err)
 			}
 			defer be.Close()
-			r, err := newReconciler(g, be, log, nil)
+			// Events of a one-shot pass are recorded in the agent's store too,
+			// so `reconciler events` shows what apply did.
+			var rec reconcile.Recorder = reconcile.NewRing(1024, log)
+			if s, err := store.Open(storePath(g), store.Options{Log: log}); err != nil {
+				log.Warn("event store unavailable, events go to the log only", zap.Error(err))
+			} else {
+				defer s.Close()
+				rec = reconcile.Fanout{rec, s}
+			}
+			r, err := newReconciler(g, be, log, rec)
 			if err != nil {
 				return exitCode(2, err)
 			}
