@@ -57,7 +57,7 @@ func TestInstallDryRunChangesNothing(t *testing.T) {
 	for _, d := range []string{"manifests", "state", "units", "conf", "bin"} {
 		dirs[d] = filepath.Join(root, d)
 	}
-	out, code := run(t, "install", "--dry-run", "--binary", bin, "--manifests", dirs["manifests"], "--state-dir", dirs["state"],
+	out, code := runCLI(t, "install", "--dry-run", "--binary", bin, "--manifests", dirs["manifests"], "--state-dir", dirs["state"],
 		"--unit-dir", dirs["units"], "--manager-dir", dirs["conf"], "--bin-dir", dirs["bin"])
 	if code != 0 {
 		t.Fatalf("exit %d:\n%s", code, out)
@@ -74,7 +74,7 @@ func TestInstallDryRunChangesNothing(t *testing.T) {
 			t.Errorf("dry run created %s", d)
 		}
 	}
-	if out, code := run(t, "install", "--dry-run", "--manifests", "relative"); code != 2 {
+	if out, code := runCLI(t, "install", "--dry-run", "--manifests", "relative"); code != 2 {
 		t.Errorf("relative path: exit %d %s", code, out)
 	}
 }

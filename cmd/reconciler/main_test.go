@@ -1,35 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 )
-
-// run executes the CLI in-process and returns stdout and the exit code main would use.
-func run(t *testing.T, args ...string) (string, int) {
-	t.Helper()
-	root := newRoot()
-	var out, errb bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&errb)
-	root.SetArgs(args)
-	err := root.Execute()
-	code := 0
-	if err != nil {
-		var ee *exitError
-		if errors.As(err, &ee) {
-			code = ee.code
-		} else {
-			code = 2
-		}
-	}
-	return out.String() + errb.String(), code
-}
 
 const good = `apiVersion: resil.dev/v1
 kind: Service
@@ -67,7 +44,7 @@ func TestValidateExitCodes(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			out, code := run(t, c.args...)
+			out, code := runCLI(t, c.args...)
 			if code != c.code || !strings.Contains(out, c.want) {
 				t.Fatalf("exit %d (want %d), output:\n%s\nwant it to contain %q", code, c.code, out, c.want)
 			}
@@ -77,7 +54,7 @@ func TestValidateExitCodes(t *testing.T) {
 
 func TestValidateJSON(t *testing.T) {
 	dir := dirWith(t, map[string]string{"web.yaml": good, "bad.yaml": "apiVersion: resil.dev/v2\nkind: Service\nmetadata: {name: x}\nspec: {command: [/bin/true]}\n"})
-	out, code := run(t, "validate", "-o", "json", "--owner-check", "off", dir)
+	out, code := runCLI(t, "validate", "-o", "json", "--owner-check", "off", dir)
 	var rep validateReport
 	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 1 {
 		t.Fatalf("exit %d, %v:\n%s", code, err, out)
@@ -95,7 +72,7 @@ func TestValidateRefusesInsecureManifestsAsRoot(t *testing.T) {
 	if err := os.Chmod(filepath.Join(dir, "web.yaml"), 0o666); err != nil {
 		t.Fatal(err)
 	}
-	out, code := run(t, "validate", dir)
+	out, code := runCLI(t, "validate", dir)
 	if code != 1 || !strings.Contains(out, "writable by group or others") {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
@@ -103,11 +80,11 @@ func TestValidateRefusesInsecureManifestsAsRoot(t *testing.T) {
 
 func TestRender(t *testing.T) {
 	dir := dirWith(t, map[string]string{"web.yaml": good})
-	out, code := run(t, "render", "--owner-check", "off", "--manifests", dir, "web")
+	out, code := runCLI(t, "render", "--owner-check", "off", "--manifests", dir, "web")
 	if code != 0 || !strings.Contains(out, "# /etc/systemd/system/web.service") || !strings.Contains(out, "X-Resil-Object=Service/web") {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
-	if _, code := run(t, "render", "--owner-check", "off", "--manifests", dir, "nope"); code != 1 {
+	if _, code := runCLI(t, "render", "--owner-check", "off", "--manifests", dir, "nope"); code != 1 {
 		t.Fatalf("render of an unknown name: exit %d", code)
 	}
 }
@@ -117,14 +94,14 @@ func TestRender(t *testing.T) {
 func TestDiffProcessBackend(t *testing.T) {
 	dir := dirWith(t, map[string]string{"web.yaml": good})
 	state := t.TempDir()
-	out, code := run(t, "diff", "--backend", "process", "--owner-check", "off", "--manifests", dir, "--state-dir", state)
+	out, code := runCLI(t, "diff", "--backend", "process", "--owner-check", "off", "--manifests", dir, "--state-dir", state)
 	if code != 1 || !strings.Contains(out, "start web.service (new unit)") || !strings.Contains(out, "+++ "+filepath.Join(state, "units", "web.service")) {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
 	if ents, _ := os.ReadDir(filepath.Join(state, "units")); len(ents) != 0 {
 		t.Fatalf("diff wrote %d files", len(ents))
 	}
-	out, code = run(t, "diff", "-o", "json", "--backend", "process", "--owner-check", "off", "--manifests", dir, "--state-dir", state)
+	out, code = runCLI(t, "diff", "-o", "json", "--backend", "process", "--owner-check", "off", "--manifests", dir, "--state-dir", state)
 	var rep diffJSON
 	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 1 || !rep.Changes || len(rep.Steps) != 4 || rep.Hash == "" {
 		t.Fatalf("json diff: exit %d %v %+v", code, err, rep)
@@ -133,7 +110,7 @@ func TestDiffProcessBackend(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "bad.yaml"), []byte("kind: [\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, code := run(t, "diff", "--backend", "process", "--owner-check", "off", "--manifests", dir, "--state-dir", state); code != 2 {
+	if _, code := runCLI(t, "diff", "--backend", "process", "--owner-check", "off", "--manifests", dir, "--state-dir", state); code != 2 {
 		t.Fatalf("diff with an invalid manifest: exit %d, want 2", code)
 	}
 }
