@@ -437,6 +437,13 @@ func (s *Supervisor) trigger(name string) bool {
 var errNotRunning = errors.New("process supervisor is not running")
 
 // live reports whether Run has loaded the units and not yet returned.
+// Ready is closed once Run has loaded the units and adopted the processes a
+// previous agent left running; from then on Observe reads live state.
+func (s *Supervisor) Ready() <-chan struct{} { return s.ready }
+
+// Done is closed when Run has returned.
+func (s *Supervisor) Done() <-chan struct{} { return s.done }
+
 func (s *Supervisor) live() bool {
 	select {
 	case <-s.done:

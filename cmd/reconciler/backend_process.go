@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"resil.dev/resil/actuators/process"
+	"resil.dev/resil/observed"
 )
 
 // openProcess opens the built-in supervisor on the state directory. Its Run
@@ -37,9 +38,26 @@ func openProcess(_ context.Context, g *globals, log *zap.Logger, readOnly bool) 
 		be.Applier = readOnlyApplier{}
 		return be, nil
 	}
+	// The supervisor runs beside the loop: the first pass must not observe
+	// before it has adopted what a previous agent left running, or it would
+	// see adopted processes as stopped.
+	be.Observer = readyObserver{sup}
 	be.Background = append(be.Background, func(ctx context.Context, kick func()) error {
 		wake.Store(&kick)
 		return sup.Run(ctx)
 	})
 	return be, nil
+}
+
+// readyObserver waits until the supervisor is ready before observing.
+type readyObserver struct{ s *process.Supervisor }
+
+func (r readyObserver) Observe(ctx context.Context, names []string) (*observed.State, error) {
+	select {
+	case <-r.s.Ready():
+	case <-r.s.Done():
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return r.s.Observe(ctx, names)
 }
