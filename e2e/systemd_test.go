@@ -193,7 +193,9 @@ func TestSymlinkSwap(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := e.startAgent("--manifests", hostMount+"/current")
-	e.eventually("rev1 applied", 30*time.Second, func() bool { return e.prop("web.service", "Environment") == "MODE=one" })
+	e.eventually("rev1 applied", 30*time.Second, func() bool {
+		return a.countLogs("first pass done") > 0 && e.prop("web.service", "Environment") == "MODE=one"
+	})
 	restartsBefore := a.countLogsBy("reconcile", "step applied")
 	tmp := filepath.Join(e.host, "current.tmp")
 	if err := os.Symlink("rev2", tmp); err != nil {
