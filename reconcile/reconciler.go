@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-multierror"
@@ -46,6 +47,9 @@ type Config struct {
 	// BackoffBase and BackoffMax bound the retry delay of a failing object.
 	BackoffBase time.Duration
 	BackoffMax  time.Duration
+	// Parallel bounds how many units' runtime steps (start, restart, stop,
+	// enable...) run at once; default 8, 1 for strictly serial.
+	Parallel int
 }
 
 // Reconciler runs passes. It is not safe for concurrent passes; the Loop
@@ -82,6 +86,9 @@ func New(cfg Config) *Reconciler {
 	}
 	if cfg.BackoffMax <= 0 {
 		cfg.BackoffMax = 5 * time.Minute
+	}
+	if cfg.Parallel <= 0 {
+		cfg.Parallel = 8
 	}
 	return &Reconciler{cfg: cfg, log: cfg.Log.Named("reconcile"), lastGood: map[string]*desired.Object{}, failures: map[string]*backoff{}}
 }
@@ -286,82 +293,168 @@ func (r *Reconciler) event(t EventType, reason, object, unit, step, msg string) 
 	r.cfg.Events.Record(Event{Time: r.cfg.Now(), Type: t, Reason: reason, Object: object, Unit: unit, Step: step, Message: msg})
 }
 
-// execute runs the steps in order. A unit's remaining steps stop at its
-// first failure; a failed daemon-reload stops the pass; objects in backoff
-// are held back while healthy ones proceed.
+// execute runs the steps. Everything up to the last file, daemon-reload or
+// manager step runs in plan order, one at a time. The remaining steps
+// (enable, start, restart, stop, reset-failed per unit) run unit by unit in
+// plan order within a unit, up to Config.Parallel units at once, so one slow
+// start (a pre-start check retrying, a notify service taking its time) does
+// not hold back the others. Outcomes come back in plan order. A unit's
+// remaining steps stop at its first failure; a failed daemon-reload stops
+// the pass; objects in backoff are held back while healthy ones proceed.
 func (r *Reconciler) execute(ctx context.Context, log *zap.Logger, plan Plan) ([]StepOutcome, time.Duration, error) {
-	now := r.cfg.Now()
-	var merr *multierror.Error
-	failedUnit := map[string]bool{}
-	failedObj := map[string]bool{}
-	touched := map[string]bool{}
-	var requeue time.Duration
-	out := make([]StepOutcome, 0, len(plan.Steps))
-	reloadFailed := false
-	for _, s := range plan.Steps {
-		oc := StepOutcome{Step: s}
-		switch {
-		case reloadFailed:
-			oc.Skipped = "daemon-reload failed"
-		case s.Unit != "" && failedUnit[s.Unit]:
-			oc.Skipped = "an earlier step for this unit failed"
-		case ctx.Err() != nil:
-			oc.Skipped = "pass cancelled"
-		}
-		if b := r.failures[s.Object]; oc.Skipped == "" && s.Object != "" && b != nil && now.Before(b.next) {
-			oc.Skipped = fmt.Sprintf("held back after %d failures, retry in %s", b.count, b.next.Sub(now).Round(time.Millisecond))
-			if d := b.next.Sub(now); requeue == 0 || d < requeue {
-				requeue = d
-			}
-		}
-		if oc.Skipped != "" {
-			log.Info("step skipped", zap.Stringer("step", s), zap.String("why", oc.Skipped))
-			out = append(out, oc)
-			continue
-		}
-		if s.Object != "" {
-			touched[s.Object] = true
-		}
-		start := time.Now()
-		oc.Result, oc.Err = r.cfg.Applier.Apply(ctx, s)
-		oc.Duration = time.Since(start)
-		out = append(out, oc)
-		if oc.Err != nil {
-			log.Error("step failed", zap.Stringer("step", s), zap.Error(oc.Err))
-			r.event(Warning, ReasonApplyFailed, s.Object, s.Unit, s.String(), oc.Err.Error())
-			merr = multierror.Append(merr, fmt.Errorf("%s: %w", s, oc.Err))
-			if s.Unit != "" {
-				failedUnit[s.Unit] = true
-			}
-			if s.Op == actuators.OpDaemonReload {
-				reloadFailed = true
-			}
-			if s.Object != "" && !failedObj[s.Object] {
-				failedObj[s.Object] = true
-				d := r.fail(s.Object, now)
-				if requeue == 0 || d < requeue {
-					requeue = d
-				}
-			}
-			continue
-		}
-		if oc.Result == actuators.Changed {
-			log.Info("step applied", zap.Stringer("step", s))
-			reason := ReasonApplied
-			if s.Op == actuators.OpRemoveFile {
-				reason = ReasonPruned
-			}
-			r.event(Normal, reason, s.Object, s.Unit, s.String(), s.String())
-		} else {
-			log.Debug("step unchanged", zap.Stringer("step", s))
-		}
+	ex := &execution{r: r, log: log, now: r.cfg.Now(), failedUnit: map[string]bool{}, failedObj: map[string]bool{}, touched: map[string]bool{}}
+	out := make([]StepOutcome, len(plan.Steps))
+	split := runtimeStart(plan.Steps)
+	for i := 0; i < split; i++ {
+		out[i] = ex.run(ctx, plan.Steps[i])
 	}
-	for obj := range touched {
-		if !failedObj[obj] {
+	// Runtime steps, grouped by unit in order of first appearance.
+	groups := map[string][]int{}
+	var order []string
+	for i := split; i < len(plan.Steps); i++ {
+		k := plan.Steps[i].Unit
+		if k == "" {
+			k = fmt.Sprintf("\x00%d", i)
+		}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], i)
+	}
+	parallel := r.cfg.Parallel
+	if parallel <= 0 {
+		parallel = 1
+	}
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	for _, k := range order {
+		idx := groups[k]
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			for _, i := range idx {
+				out[i] = ex.run(ctx, plan.Steps[i])
+			}
+		}()
+	}
+	wg.Wait()
+	for obj := range ex.touched {
+		if !ex.failedObj[obj] {
 			delete(r.failures, obj)
 		}
 	}
-	return out, requeue, merr.ErrorOrNil()
+	return out, ex.requeue, ex.merr.ErrorOrNil()
+}
+
+// runtimeStart returns the index of the first step after the last file,
+// daemon-reload or manager step.
+func runtimeStart(steps []actuators.Step) int {
+	split := 0
+	for i, s := range steps {
+		switch s.Op {
+		case actuators.OpWriteFile, actuators.OpRemoveFile, actuators.OpDaemonReload, actuators.OpSetManager:
+			split = i + 1
+		}
+	}
+	return split
+}
+
+// execution is the shared bookkeeping of one execute, guarded by mu; only
+// Apply itself runs outside the lock.
+type execution struct {
+	r            *Reconciler
+	log          *zap.Logger
+	now          time.Time
+	mu           sync.Mutex
+	merr         *multierror.Error
+	failedUnit   map[string]bool
+	failedObj    map[string]bool
+	touched      map[string]bool
+	requeue      time.Duration
+	reloadFailed bool
+}
+
+func (ex *execution) requeueIn(d time.Duration) {
+	if ex.requeue == 0 || d < ex.requeue {
+		ex.requeue = d
+	}
+}
+
+// run executes one step unless an earlier failure, a cancelled pass or the
+// object's backoff says to skip it.
+func (ex *execution) run(ctx context.Context, s actuators.Step) (oc StepOutcome) {
+	r, log := ex.r, ex.log
+	oc.Step = s
+	ex.mu.Lock()
+	switch {
+	case ex.reloadFailed:
+		oc.Skipped = "daemon-reload failed"
+	case s.Unit != "" && ex.failedUnit[s.Unit]:
+		oc.Skipped = "an earlier step for this unit failed"
+	case ctx.Err() != nil:
+		oc.Skipped = "pass cancelled"
+	}
+	if b := r.failures[s.Object]; oc.Skipped == "" && s.Object != "" && b != nil && ex.now.Before(b.next) {
+		oc.Skipped = fmt.Sprintf("held back after %d failures, retry in %s", b.count, b.next.Sub(ex.now).Round(time.Millisecond))
+		ex.requeueIn(b.next.Sub(ex.now))
+	}
+	if oc.Skipped != "" {
+		ex.mu.Unlock()
+		log.Info("step skipped", zap.Stringer("step", s), zap.String("why", oc.Skipped))
+		return oc
+	}
+	if s.Object != "" {
+		ex.touched[s.Object] = true
+	}
+	ex.mu.Unlock()
+
+	start := time.Now()
+	oc.Result, oc.Err = ex.apply(ctx, s)
+	oc.Duration = time.Since(start)
+
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
+	if oc.Err != nil {
+		log.Error("step failed", zap.Stringer("step", s), zap.Error(oc.Err))
+		r.event(Warning, ReasonApplyFailed, s.Object, s.Unit, s.String(), oc.Err.Error())
+		ex.merr = multierror.Append(ex.merr, fmt.Errorf("%s: %w", s, oc.Err))
+		if s.Unit != "" {
+			ex.failedUnit[s.Unit] = true
+		}
+		if s.Op == actuators.OpDaemonReload {
+			ex.reloadFailed = true
+		}
+		if s.Object != "" && !ex.failedObj[s.Object] {
+			ex.failedObj[s.Object] = true
+			ex.requeueIn(r.fail(s.Object, ex.now))
+		}
+		return oc
+	}
+	if oc.Result == actuators.Changed {
+		log.Info("step applied", zap.Stringer("step", s))
+		reason := ReasonApplied
+		if s.Op == actuators.OpRemoveFile {
+			reason = ReasonPruned
+		}
+		r.event(Normal, reason, s.Object, s.Unit, s.String(), s.String())
+	} else {
+		log.Debug("step unchanged", zap.Stringer("step", s))
+	}
+	return oc
+}
+
+// apply calls the Applier, turning a panic in a worker into a step error
+// (the pass's own recover only covers its goroutine).
+func (ex *execution) apply(ctx context.Context, s actuators.Step) (res actuators.Result, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			ex.log.Error("step panicked", zap.Stringer("step", s), zap.Any("panic", p), zap.Stack("stack"))
+			res, err = actuators.Unchanged, fmt.Errorf("step panicked: %v", p)
+		}
+	}()
+	return ex.r.cfg.Applier.Apply(ctx, s)
 }
 
 // fail records a failure of obj and returns its backoff: capped exponential

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 // flags. It is declared beside the consumer's interfaces; when in doubt,
 // the e2e suite tests the real thing against systemd.
 type fakeBackend struct {
+	mu      sync.Mutex // Apply runs from several workers
 	files   map[string][]byte
 	active  map[string]bool
 	enabled map[string]bool
@@ -32,6 +34,8 @@ func newFake() *fakeBackend {
 }
 
 func (f *fakeBackend) Observe(_ context.Context, names []string) (*observed.State, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	st := &observed.State{Backend: "fake", UnitDir: "/units", Units: map[string]*observed.Unit{}}
 	add := func(n string) {
 		u := &observed.Unit{Name: n, Path: "/units/" + n, LoadState: "not-found", ActiveState: "inactive"}
@@ -60,6 +64,8 @@ func (f *fakeBackend) Observe(_ context.Context, names []string) (*observed.Stat
 }
 
 func (f *fakeBackend) Apply(_ context.Context, s actuators.Step) (actuators.Result, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	for prefix, err := range f.failOn {
 		if strings.HasPrefix(s.String(), prefix) {
 			f.applied = append(f.applied, "FAIL "+s.String())
@@ -320,4 +326,52 @@ func TestLoopCollapsesKicks(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// blockingApplier makes "start a-slow.service" wait until "start
+// b-fast.service" ran: with serial execution it would give up and fail.
+type blockingApplier struct {
+	*fakeBackend
+	fastStarted chan struct{}
+}
+
+func (b blockingApplier) Apply(ctx context.Context, s actuators.Step) (actuators.Result, error) {
+	switch s.String() {
+	case "start a-slow.service (new unit)":
+		select {
+		case <-b.fastStarted:
+		case <-time.After(10 * time.Second):
+			return actuators.Unchanged, errors.New("b-fast was never started while a-slow's start was pending")
+		}
+	case "start b-fast.service (new unit)":
+		defer close(b.fastStarted)
+	}
+	return b.fakeBackend.Apply(ctx, s)
+}
+
+// One slow start does not hold back the other units' runtime steps.
+func TestSlowStartDoesNotBlockOthers(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "a.yaml", strings.Replace(webManifest, "name: web", "name: a-slow", 1))
+	writeManifest(t, dir, "b.yaml", strings.Replace(webManifest, "name: web", "name: b-fast", 1))
+	f := newFake()
+	log := zaptest.NewLogger(t)
+	r := New(Config{Manifests: dir, Load: desired.Options{Insecure: true}, UnitDir: "/units", Observer: f,
+		Applier: blockingApplier{f, make(chan struct{})}, Log: log})
+	res, err := r.Reconcile(context.Background(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Outcomes still come back in plan order.
+	if stepStrings(res.Plan.Steps) != stepStringsOf(res.Outcomes) {
+		t.Fatalf("outcomes out of plan order")
+	}
+}
+
+func stepStringsOf(oc []StepOutcome) string {
+	var s []actuators.Step
+	for _, o := range oc {
+		s = append(s, o.Step)
+	}
+	return stepStrings(s)
 }
