@@ -34,6 +34,8 @@ fuzz:
 	done
 
 bench:
+	@if [ "$$(id -u)" = 0 ] && ! { [ -x /usr/bin/time ] && command -v strace >/dev/null; }; then \
+	  apt-get install -y -qq --no-install-recommends time strace >/dev/null; fi
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	@echo "event store: insert throughput (events/s) and events --since 24h over 100k rows (ms/op):"
 	$(GO) test -run '^$$' -bench 'BenchmarkAdd|BenchmarkEventsSince24h' -benchtime 2s ./reconcile/store/
