@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"resil.dev/resil/reconcile"
+	"resil.dev/resil/reconcile/ledger"
 	"resil.dev/resil/reconcile/store"
 )
 
@@ -43,11 +44,15 @@ func newApplyCmd(g *globals) *cobra.Command {
 			// Events of a one-shot pass are recorded in the agent's store too,
 			// so `reconciler events` shows what apply did.
 			var rec reconcile.Recorder = reconcile.NewRing(1024, log)
+			var snapshot func(reconcile.Result, error)
 			if s, err := store.Open(storePath(g), store.Options{Log: log}); err != nil {
 				log.Warn("event store unavailable, events go to the log only", zap.Error(err))
 			} else {
 				defer s.Close()
 				rec = reconcile.Fanout{rec, s}
+				// `reconciler status` then shows what this pass saw.
+				t := newTelemetry(s, nil, rec, log, be.Name, ledger.Policy{}, 0)
+				snapshot = func(res reconcile.Result, err error) { t.snapshot(ctx, res, err, time.Now()) }
 			}
 			r, err := newReconciler(g, be, log, rec)
 			if err != nil {
@@ -63,6 +68,9 @@ func newApplyCmd(g *globals) *cobra.Command {
 			defer func() { stopBg(); _ = bg.Wait() }()
 			start := time.Now()
 			res, err := r.Reconcile(ctx, reconcile.Options{ExpectPlan: expect})
+			if snapshot != nil && res.Observed != nil {
+				snapshot(res, err)
+			}
 			out := cmd.OutOrStdout()
 			if errors.Is(err, reconcile.ErrExpectPlan) {
 				printPlan(out, be.Name, res)
