@@ -97,9 +97,14 @@ func TestPersistentCatchUpOnce(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, "", Options{})
 	runs := filepath.Join(h.dir, "runs")
-	// Due every 10 minutes; last run two hours ago: twelve misses, one run.
+	// Two daily schedules, due 90 and 60 minutes ago (so no regular run
+	// falls inside the test); last run two hours ago: two misses, one run.
+	due := time.Now().UTC().Add(-time.Hour)
+	daily := fmt.Sprintf("*-*-* %02d:%02d:00 UTC", due.Hour(), due.Minute())
+	alsoDue := time.Now().UTC().Add(-90 * time.Minute)
+	daily2 := fmt.Sprintf("*-*-* %02d:%02d:00 UTC", alsoDue.Hour(), alsoDue.Minute())
 	backdate(t, h.dir, "nightly.timer", time.Now().Add(-2*time.Hour))
-	h.install(timer("nightly", desired.TimerSpec{Schedule: []string{"*:0/10"}, Persistent: true,
+	h.install(timer("nightly", desired.TimerSpec{Schedule: []string{daily, daily2}, Persistent: true,
 		Command: sh(`echo run >> ` + runs)}), true)
 	h.run()
 	waitFor(t, "catch-up run", func() bool { return len(lines(t, runs)) >= 1 })
