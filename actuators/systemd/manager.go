@@ -11,6 +11,7 @@ import (
 	godbus "github.com/godbus/dbus/v5"
 
 	"resil.dev/resil/actuators"
+	sdobserve "resil.dev/resil/observed/systemd"
 )
 
 type propKind int
@@ -72,7 +73,7 @@ func (a *Applier) setManager(ctx context.Context, s actuators.Step) (actuators.R
 			continue
 		}
 		if managerProps[name] == propReadOnly {
-			reexec.Props[name], reexec.Current[name] = s.Props[name], text(cur)
+			reexec.Props[name], reexec.Current[name] = s.Props[name], sdobserve.PropertyText(cur)
 			continue
 		}
 		a.count("Set " + name)
@@ -86,7 +87,7 @@ func (a *Applier) setManager(ctx context.Context, s actuators.Step) (actuators.R
 			return res, fmt.Errorf("set-manager: %w", err)
 		}
 		if !sameValue(after, want[name]) {
-			return res, fmt.Errorf("set-manager %s=%s: systemd reports %s: %w", name, s.Props[name], text(after), ErrNotApplied)
+			return res, fmt.Errorf("set-manager %s=%s: systemd reports %s: %w", name, s.Props[name], sdobserve.PropertyText(after), ErrNotApplied)
 		}
 	}
 	if len(reexec.Props) > 0 {
@@ -131,16 +132,4 @@ func ParseUSec(s string) (uint64, error) {
 
 func sameValue(a, b godbus.Variant) bool {
 	return a.Signature() == b.Signature() && a.Value() == b.Value()
-}
-
-func text(v godbus.Variant) string {
-	switch x := v.Value().(type) {
-	case string:
-		return x
-	case uint64:
-		return strconv.FormatUint(x, 10)
-	case bool:
-		return strconv.FormatBool(x)
-	}
-	return v.String()
 }

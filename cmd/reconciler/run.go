@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"resil.dev/resil/desired"
+	sdobserve "resil.dev/resil/observed/systemd"
 	"resil.dev/resil/reconcile"
 )
 
@@ -130,7 +131,7 @@ func newResetCmd(g *globals) *cobra.Command {
 			defer be.Close()
 			for _, a := range args {
 				unit := a
-				if !hasUnitSuffix(a) {
+				if !sdobserve.HasUnitSuffix(a) {
 					unit = a + ".service"
 				}
 				rctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -144,13 +145,4 @@ func newResetCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-}
-
-func hasUnitSuffix(s string) bool {
-	for _, suf := range []string{".service", ".timer"} {
-		if len(s) > len(suf) && s[len(s)-len(suf):] == suf {
-			return true
-		}
-	}
-	return false
 }

@@ -248,23 +248,29 @@ ON CONFLICT(object, reason, message) DO UPDATE SET
 // Add stores e, or bumps the count and last-seen time of the row with the
 // same (object, reason, message). It has committed when it returns nil.
 func (s *Store) Add(ctx context.Context, e reconcile.Event) error {
+	e = s.normalize(e)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, err := s.db.ExecContext(ctx, upsertEvent, ts(e.Time), ts(e.LastSeen), string(e.Type), e.Reason, e.Object, e.Unit, e.Step, e.Message, e.Count)
+	if err != nil {
+		return fmt.Errorf("store event %s %s: %w", e.Reason, e.Object, err)
+	}
+	return nil
+}
+
+// normalize fills an event's defaults: time now, count 1, last seen no
+// earlier than its time.
+func (s *Store) normalize(e reconcile.Event) reconcile.Event {
 	if e.Time.IsZero() {
 		e.Time = s.opts.Now()
 	}
 	if e.Count <= 0 {
 		e.Count = 1
 	}
-	last := e.LastSeen
-	if last.Before(e.Time) {
-		last = e.Time
+	if e.LastSeen.Before(e.Time) {
+		e.LastSeen = e.Time
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, err := s.db.ExecContext(ctx, upsertEvent, ts(e.Time), ts(last), string(e.Type), e.Reason, e.Object, e.Unit, e.Step, e.Message, e.Count)
-	if err != nil {
-		return fmt.Errorf("store event %s %s: %w", e.Reason, e.Object, err)
-	}
-	return nil
+	return e
 }
 
 // AddBatch stores several events in one transaction (benchmarks, imports).
@@ -282,17 +288,8 @@ func (s *Store) AddBatch(ctx context.Context, evs []reconcile.Event) error {
 	}
 	defer st.Close()
 	for _, e := range evs {
-		if e.Time.IsZero() {
-			e.Time = s.opts.Now()
-		}
-		if e.Count <= 0 {
-			e.Count = 1
-		}
-		last := e.LastSeen
-		if last.Before(e.Time) {
-			last = e.Time
-		}
-		if _, err := st.ExecContext(ctx, ts(e.Time), ts(last), string(e.Type), e.Reason, e.Object, e.Unit, e.Step, e.Message, e.Count); err != nil {
+		e = s.normalize(e)
+		if _, err := st.ExecContext(ctx, ts(e.Time), ts(e.LastSeen), string(e.Type), e.Reason, e.Object, e.Unit, e.Step, e.Message, e.Count); err != nil {
 			return fmt.Errorf("store event %s %s: %w", e.Reason, e.Object, err)
 		}
 	}
