@@ -57,10 +57,9 @@ func newRunCmd(g *globals) *cobra.Command {
 			sd := newSDNotifier(log)
 			defer sd.stopping()
 			loop.Resync, loop.Settle, loop.PassTimeout = sd.watchdogResync(resync), settle, passTimeout
-			hooks := newAgentHooks(log, be.Name)
 			// Each after-pass hook sees every pass result (heartbeat, sd_notify,
 			// metrics); add one per concern.
-			afterPass := []func(reconcile.Result, error){hooks.afterPass, sd.afterPass, newTimerLog(log).afterPass, obs.afterPass}
+			afterPass := []func(reconcile.Result, error){firstPassLog(log), sd.afterPass, newTimerLog(log).afterPass, obs.afterPass}
 			loop.AfterPass = func(res reconcile.Result, err error) {
 				for _, h := range afterPass {
 					h(res, err)
@@ -94,21 +93,16 @@ func newRunCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-// agentHooks are called after every pass: the heartbeat and summary.
-type agentHooks struct {
-	log     *zap.Logger
-	backend string
-	first   bool
-}
-
-func newAgentHooks(log *zap.Logger, backend string) *agentHooks {
-	return &agentHooks{log: log.Named("agent"), backend: backend, first: true}
-}
-
-func (h *agentHooks) afterPass(res reconcile.Result, err error) {
-	if h.first {
-		h.first = false
-		h.log.Info("first pass done", zap.Int("objects", res.Objects), zap.Int("steps", len(res.Plan.Steps)), zap.Error(err))
+// firstPassLog logs once, after the first pass, that the agent has converged
+// (or tried to) for the first time.
+func firstPassLog(log *zap.Logger) func(reconcile.Result, error) {
+	log = log.Named("agent")
+	first := true
+	return func(res reconcile.Result, err error) {
+		if first {
+			first = false
+			log.Info("first pass done", zap.Int("objects", res.Objects), zap.Int("steps", len(res.Plan.Steps)), zap.Error(err))
+		}
 	}
 }
 
