@@ -46,6 +46,15 @@ type Unit struct {
 	// waiting for the units it is ordered after).
 	PendingJob bool `json:"pendingJob,omitempty"`
 
+	// StaleProcess says the unit is running a main process that was started
+	// from an older version of its owned files than the one on disk now: a
+	// restart was lost (the agent was killed between writing a file and
+	// restarting the unit). The planner restarts it. Backends derive it from
+	// what they can prove: the process backend from the unit-file hash it
+	// recorded when it spawned the process, systemd from the owned files'
+	// modification times against ExecMainStartTimestamp.
+	StaleProcess bool `json:"staleProcess,omitempty"`
+
 	NRestarts      uint32 `json:"nRestarts"`
 	MainPID        uint32 `json:"mainPID"`
 	ExecMainStatus int32  `json:"execMainStatus"`

@@ -26,6 +26,9 @@ const (
 	ReasonStartLimitHit    = "StartLimitHit"
 	ReasonWatchdog         = "WatchdogTimeout"
 	ReasonDisabled         = "DisabledOutOfBand"
+	// ReasonStaleProcess: the unit file matches but the running process was
+	// started from an older version of it (a restart was lost).
+	ReasonStaleProcess = "StaleProcess"
 	ReasonConflict         = "ForeignUnitConflict"
 	ReasonTimerFailed      = "TimerFailed"
 	ReasonTimerInactive    = "TimerInactive"
@@ -330,6 +333,9 @@ func (p *planner) service(o *desired.Object) {
 			p.rt(actuators.OpRestart, o, f.Name, "unit file changed")
 		case fs.written:
 			p.rt(actuators.OpStart, o, f.Name, u.ActiveState+", want active")
+		case u.Active() && u.StaleProcess:
+			p.find(o.ID(), f.Name, ReasonStaleProcess, f.Name+" runs a process started from an older unit file; restarting", true, true)
+			p.rt(actuators.OpRestart, o, f.Name, "running process started from an older unit file")
 		case u.ActiveState == "inactive" || u.ActiveState == "":
 			msg := fmt.Sprintf("%s is %s, want active", f.Name, orDash(u.ActiveState))
 			if report {

@@ -33,6 +33,7 @@ type obsUnit struct {
 	NRestarts        uint32            `json:"nRestarts"`
 	ExecMainStatus   int32             `json:"execMainStatus"`
 	NeedDaemonReload bool              `json:"needDaemonReload"`
+	StaleProcess     bool              `json:"staleProcess"`
 	DropIns          map[string]string `json:"dropIns"`
 	// Timers and jobs: times as RFC 3339; stamp is the Persistent= stamp
 	// file's mtime (the observer sets StampPath for every timer).
@@ -165,7 +166,7 @@ func TestPlanGolden(t *testing.T) {
 			for name, u := range of.Units {
 				ou := &observed.Unit{Name: name, Path: filepath.Join(unitDir, name), LoadState: u.LoadState, ActiveState: u.ActiveState,
 					SubState: u.SubState, Result: u.Result, UnitFileState: u.UnitFileState, NRestarts: u.NRestarts,
-					ExecMainStatus: u.ExecMainStatus, NeedDaemonReload: u.NeedDaemonReload,
+					ExecMainStatus: u.ExecMainStatus, NeedDaemonReload: u.NeedDaemonReload, StaleProcess: u.StaleProcess,
 					ExecMainExitTimestamp: usecOf(t, u.ExecMainExitTimestamp), PendingJob: u.PendingJob}
 				if strings.HasSuffix(name, ".timer") && backend == "systemd" {
 					ou.StampPath = "/var/lib/systemd/timers/stamp-" + name
