@@ -50,6 +50,13 @@ type Config struct {
 	// Parallel bounds how many units' runtime steps (start, restart, stop,
 	// enable...) run at once; default 8, 1 for strictly serial.
 	Parallel int
+	// AfterStep is a test hook: if set, it is called after each step that
+	// ran (skipped steps excluded), with the step's index in the plan, once
+	// its outcome and event are recorded. Runtime steps run on several
+	// workers, so it must be safe for concurrent use. The torture suite's
+	// deterministic crash mode uses it (cmd/reconciler wires it from
+	// RESIL_TEST_CRASH_AFTER_STEP) to kill the agent right after step k.
+	AfterStep func(index int, s actuators.Step)
 }
 
 // Reconciler runs passes. It is not safe for concurrent passes; the Loop
@@ -306,7 +313,7 @@ func (r *Reconciler) execute(ctx context.Context, log *zap.Logger, plan Plan) ([
 	out := make([]StepOutcome, len(plan.Steps))
 	split := runtimeStart(plan.Steps)
 	for i := 0; i < split; i++ {
-		out[i] = ex.run(ctx, plan.Steps[i])
+		out[i] = ex.step(ctx, i, plan.Steps[i])
 	}
 	// Runtime steps, grouped by unit in order of first appearance.
 	groups := map[string][]int{}
@@ -335,7 +342,7 @@ func (r *Reconciler) execute(ctx context.Context, log *zap.Logger, plan Plan) ([
 			defer wg.Done()
 			defer func() { <-sem }()
 			for _, i := range idx {
-				out[i] = ex.run(ctx, plan.Steps[i])
+				out[i] = ex.step(ctx, i, plan.Steps[i])
 			}
 		}()
 	}
@@ -380,6 +387,15 @@ func (ex *execution) requeueIn(d time.Duration) {
 	if ex.requeue == 0 || d < ex.requeue {
 		ex.requeue = d
 	}
+}
+
+// step runs plan step i and then the AfterStep hook, if the step ran.
+func (ex *execution) step(ctx context.Context, i int, s actuators.Step) StepOutcome {
+	oc := ex.run(ctx, s)
+	if h := ex.r.cfg.AfterStep; h != nil && oc.Skipped == "" {
+		h(i, s)
+	}
+	return oc
 }
 
 // run executes one step unless an earlier failure, a cancelled pass or the

@@ -375,3 +375,35 @@ func stepStringsOf(oc []StepOutcome) string {
 	}
 	return stepStrings(s)
 }
+
+// The AfterStep test hook sees every step that ran, with its plan index,
+// and none that was skipped.
+func TestAfterStepHookSeesStepsThatRan(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", webManifest)
+	writeManifest(t, dir, "db.yaml", strings.ReplaceAll(webManifest, "web", "db"))
+	f := newFake()
+	f.failOn["enable db.service"] = errors.New("boom")
+	log := zaptest.NewLogger(t)
+	var mu sync.Mutex
+	seen := map[int]string{}
+	r := New(Config{Manifests: dir, Load: desired.Options{Insecure: true}, UnitDir: "/units", Observer: f, Applier: f, Log: log,
+		AfterStep: func(i int, s actuators.Step) {
+			mu.Lock()
+			defer mu.Unlock()
+			seen[i] = s.String()
+		}})
+	res, _ := r.Reconcile(context.Background(), Options{})
+	for i, oc := range res.Outcomes {
+		got, ok := seen[i]
+		switch {
+		case oc.Skipped != "" && ok:
+			t.Errorf("hook called for skipped step %d %s", i, oc.Step)
+		case oc.Skipped == "" && got != oc.Step.String():
+			t.Errorf("hook for step %d: got %q, want %q", i, got, oc.Step)
+		}
+	}
+	if len(seen) == 0 || len(seen) == len(res.Outcomes) {
+		t.Fatalf("hook saw %d of %d steps; want all but the skipped start of db: %v", len(seen), len(res.Outcomes), seen)
+	}
+}

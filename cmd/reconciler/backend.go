@@ -69,8 +69,13 @@ func newReconciler(g *globals, be *backend, log *zap.Logger, events reconcile.Re
 	if err != nil {
 		return nil, fmt.Errorf("manifests path: %w", err)
 	}
+	afterStep, err := crashAfterStep() // test hook (testhook.go)
+	if err != nil {
+		return nil, err
+	}
 	return reconcile.New(reconcile.Config{
 		Manifests: manifests, Load: opts, UnitDir: be.UnitDir, ManagerDir: be.ManagerDir,
 		Render: be.Render, Observer: be.Observer, Applier: be.Applier, Events: events, Log: log,
+		AfterStep: afterStep,
 	}), nil
 }
