@@ -1,4 +1,4 @@
-# resil — see README.md. Targets: build test e2e bench lint run fuzz clean
+# resil — see README.md. Targets: build test e2e torture bench lint run fuzz clean
 GO        ?= go
 BIN       ?= bin/reconciler
 STATE     ?= $(CURDIR)/.state
@@ -6,7 +6,7 @@ FUZZTIME  ?= 10s
 STATICCHECK_VERSION ?= 2026.1
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build test unit e2e fuzz bench lint run clean
+.PHONY: all build test unit e2e torture fuzz bench lint run clean
 
 all: build
 
@@ -22,6 +22,13 @@ unit:
 
 e2e:
 	RESIL_E2E_REQUIRE=1 $(GO) test -count=1 -timeout 20m -v ./e2e/...
+
+# The full torture suite (e2e/torture_test.go): per backend at least 10,000
+# random operations on the manifests dir and 500 kill -9 of the agent, kill
+# after every step k of a pass, and the diff-fidelity check. Seeds are
+# printed; replay with RESIL_TORTURE_SEED=N. make test runs a short version.
+torture:
+	RESIL_TORTURE=1 $(GO) test -count=1 -timeout 60m -v -run 'Torture|Fidelity' ./e2e/...
 
 # Each fuzz target for $(FUZZTIME) (go test allows one -fuzz target per run).
 fuzz:

@@ -54,6 +54,16 @@ func tortureSizing() tortureSize {
 		maxGap: 40 * time.Millisecond, maxHold: 800 * time.Millisecond, deadline: 45 * time.Second}
 }
 
+// tortureMaxBad is how many checkpoints with violations a run tolerates
+// before it stops (RESIL_TORTURE_MAX_BAD, default 5): enough to see
+// several violation classes without burying them.
+func tortureMaxBad() int {
+	if n, err := strconv.Atoi(os.Getenv("RESIL_TORTURE_MAX_BAD")); err == nil && n > 0 {
+		return n
+	}
+	return 5
+}
+
 func tortureSeed(t *testing.T) uint64 {
 	t.Helper()
 	seed := uint64(time.Now().UnixNano())
@@ -133,6 +143,7 @@ type tSvc struct {
 	accept      map[string]bool // every effective version the manifests held
 	brokenSince time.Time       // when the effective manifest became broken (zero: not broken)
 	killedAt    time.Time       // when the harness killed its process
+	tainted     bool            // violated at the last checkpoint: its PID may change
 }
 
 func (s *tSvc) key() string { return fmt.Sprintf("v%d/d%d", s.ver, s.dropVer) }
@@ -897,6 +908,7 @@ func (tr *torture) sampler() func() {
 
 type tortureObs struct {
 	procs   map[string][]tortureProc
+	bad     map[string]bool // services with a violation
 	diff    string
 	diffErr string
 	code    int
@@ -948,7 +960,7 @@ func (tr *torture) checkpoint() {
 		tr.violate(v, obs)
 	}
 	tr.rebase(obs)
-	if tr.badCheckpoints >= 5 {
+	if tr.badCheckpoints >= tortureMaxBad() {
 		tr.summary()
 		tr.t.Fatalf("stopping after %d checkpoints with violations", tr.badCheckpoints)
 	}
@@ -956,7 +968,7 @@ func (tr *torture) checkpoint() {
 
 // check evaluates every invariant once.
 func (tr *torture) check() (tortureObs, []string) {
-	obs := tortureObs{procs: map[string][]tortureProc{}}
+	obs := tortureObs{procs: map[string][]tortureProc{}, bad: map[string]bool{}}
 	var v []string
 	tr.mu.Lock()
 	var broken []string
@@ -1005,6 +1017,7 @@ func (tr *torture) check() (tortureObs, []string) {
 	for _, n := range tr.order {
 		s := tr.svcs[n]
 		ps := obs.procs[n]
+		before := len(v)
 		want, defined := tr.eff(s)
 		ok := map[string]bool{want: true}
 		if !defined {
@@ -1035,9 +1048,12 @@ func (tr *torture) check() (tortureObs, []string) {
 		} else if !tr.b.unitFile(n) {
 			v = append(v, fmt.Sprintf("[unit-file] %s runs but has no unit file", n))
 		}
-		stable := len(s.accept) == 1 && s.accept[s.base] && s.killedAt.IsZero()
+		stable := len(s.accept) == 1 && s.accept[s.base] && s.killedAt.IsZero() && !s.tainted
 		if stable && s.basePID != 0 && len(ps) > 0 && ps[0].pid != s.basePID {
 			v = append(v, fmt.Sprintf("[restarted] %s's manifest did not change since the last checkpoint, but its PID did: %d → %d", n, s.basePID, ps[0].pid))
+		}
+		if len(v) > before {
+			obs.bad[n] = true
 		}
 	}
 	if f := tr.b.foreignCheck(); f != "" {
@@ -1151,6 +1167,7 @@ func (tr *torture) rebase(obs tortureObs) {
 		}
 		s.accept = map[string]bool{s.base: true}
 		s.killedAt = time.Time{}
+		s.tainted = obs.bad[n]
 	}
 	tr.oplog = nil
 	tr.tails = nil
