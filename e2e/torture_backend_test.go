@@ -152,20 +152,20 @@ func (b *tailBuffer) tail(n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// hiddenTemp reports whether a file name looks like a temp file (renameio's
+// tortureTempName reports whether a file name looks like a temp file (renameio's
 // ".NAME123", "NAME.tmp").
-func hiddenTemp(name string) bool {
+func tortureTempName(name string) bool {
 	return strings.HasPrefix(name, ".") || strings.HasSuffix(name, ".tmp") || strings.Contains(name, ".tmp.")
 }
 
-// tempFilesIn lists temp-looking files below dir (all files when all).
-func tempFilesIn(dir string, all bool) []string {
+// tortureTempFiles lists temp-looking files below dir (all files when all).
+func tortureTempFiles(dir string, all bool) []string {
 	var out []string
 	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
 		if err != nil || p == dir {
 			return nil
 		}
-		if all || hiddenTemp(d.Name()) {
+		if all || tortureTempName(d.Name()) {
 			out = append(out, p)
 		}
 		return nil
@@ -229,10 +229,10 @@ func (b *procTorture) startAgent(env ...string) *tortureAgent {
 func (b *procTorture) cli(args ...string) (string, string, int) {
 	cmd := exec.Command(filepath.Join(agentDir, "reconciler"), append(args, b.flags()...)...)
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "TMPDIR=" + b.tmp}
-	return runCLI(b.t, cmd)
+	return tortureCLI(b.t, cmd)
 }
 
-func runCLI(t *testing.T, cmd *exec.Cmd) (string, string, int) {
+func tortureCLI(t *testing.T, cmd *exec.Cmd) (string, string, int) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -258,7 +258,7 @@ func (b *procTorture) enabled(name string) bool {
 }
 
 func (b *procTorture) tempFiles() []string {
-	return append(tempFilesIn(b.state, false), tempFilesIn(b.tmp, true)...)
+	return append(tortureTempFiles(b.state, false), tortureTempFiles(b.tmp, true)...)
 }
 
 func (b *procTorture) foreignCheck() string {
@@ -273,8 +273,8 @@ func (b *procTorture) foreignCheck() string {
 // --- systemd backend: the agent inside the e2e sandbox ---
 
 const (
-	foreignUnit = "torture-foreign.service"
-	agentTmp    = "/var/lib/resil-tmp"
+	tortureForeignUnit = "torture-foreign.service"
+	tortureAgentTmp    = "/var/lib/resil-tmp"
 )
 
 type sdTorture struct {
@@ -294,16 +294,16 @@ func newSDTorture(t *testing.T, run string, timeout time.Duration) *sdTorture {
 	if err := os.Remove(filepath.Join(e.host, "m")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.sb.Run(ctx, "mkdir", "-p", agentTmp); err != nil {
+	if _, err := e.sb.Run(ctx, "mkdir", "-p", tortureAgentTmp); err != nil {
 		t.Fatal(err)
 	}
 	// A foreign unit, enabled and running before the agent starts.
 	b.foreignFile = []byte(fmt.Sprintf("[Unit]\nDescription=not resil's\n[Service]\nExecStart=/bin/sleep 1000000\nEnvironment=TORTURE_RUN=%s TORTURE_FOREIGN=1\n[Install]\nWantedBy=multi-user.target\n", run))
-	if err := e.sb.WriteFile("/etc/systemd/system/"+foreignUnit, b.foreignFile, 0o644); err != nil {
+	if err := e.sb.WriteFile("/etc/systemd/system/"+tortureForeignUnit, b.foreignFile, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	e.systemctl("daemon-reload")
-	e.systemctl("enable", "--now", foreignUnit)
+	e.systemctl("enable", "--now", tortureForeignUnit)
 	waitFor(t, "the foreign unit's process", 30*time.Second, func() bool {
 		for _, p := range scanTortureProcs(run) {
 			if p.env["TORTURE_FOREIGN"] == "1" {
@@ -327,7 +327,7 @@ func (b *sdTorture) startAgent(env ...string) *tortureAgent {
 	args := append([]string{"run", "--backend", "systemd", "--state-dir", "/var/lib/resil", "--resync", "1s", "--settle", "50ms",
 		"--log-format", "console"}, b.flags()...)
 	cmd := b.e.sb.Command(b.e.ctx, agentBin, args...)
-	cmd.Env = append(cmd.Env, "TMPDIR="+agentTmp)
+	cmd.Env = append(cmd.Env, "TMPDIR="+tortureAgentTmp)
 	cmd.Env = append(cmd.Env, env...)
 	// nsenter forks for the PID namespace: the agent is its only child.
 	return startTortureAgent(b.e.t, cmd, func(c *exec.Cmd) int {
@@ -364,20 +364,20 @@ func (b *sdTorture) tempFiles() []string {
 	var out []string
 	ents, _ := os.ReadDir(b.path("/etc/systemd/system"))
 	for _, e := range ents {
-		if hiddenTemp(e.Name()) {
+		if tortureTempName(e.Name()) {
 			out = append(out, "/etc/systemd/system/"+e.Name())
 		}
 	}
-	out = append(out, tempFilesIn(b.path("/var/lib/resil"), false)...)
-	return append(out, tempFilesIn(b.path(agentTmp), true)...)
+	out = append(out, tortureTempFiles(b.path("/var/lib/resil"), false)...)
+	return append(out, tortureTempFiles(b.path(tortureAgentTmp), true)...)
 }
 
 func (b *sdTorture) foreignCheck() string {
 	var problems []string
-	if data, err := os.ReadFile(b.path("/etc/systemd/system/" + foreignUnit)); err != nil || !bytes.Equal(data, b.foreignFile) {
+	if data, err := os.ReadFile(b.path("/etc/systemd/system/" + tortureForeignUnit)); err != nil || !bytes.Equal(data, b.foreignFile) {
 		problems = append(problems, fmt.Sprintf("unit file changed or gone (%v)", err))
 	}
-	if _, err := os.Lstat(b.path("/etc/systemd/system/multi-user.target.wants/" + foreignUnit)); err != nil {
+	if _, err := os.Lstat(b.path("/etc/systemd/system/multi-user.target.wants/" + tortureForeignUnit)); err != nil {
 		problems = append(problems, "no longer enabled")
 	}
 	found := false
@@ -390,7 +390,7 @@ func (b *sdTorture) foreignCheck() string {
 	if len(problems) == 0 {
 		return ""
 	}
-	return "foreign unit " + foreignUnit + ": " + strings.Join(problems, "; ")
+	return "foreign unit " + tortureForeignUnit + ": " + strings.Join(problems, "; ")
 }
 
 // --- processes, read from the host's /proc (both backends) ---
@@ -404,14 +404,14 @@ type tortureProc struct {
 }
 
 func (p tortureProc) String() string {
-	keys := make([]string, 0, len(p.env))
+	tortureKeys := make([]string, 0, len(p.env))
 	for k := range p.env {
 		if strings.HasPrefix(k, "TORTURE_") && k != "TORTURE_RUN" {
-			keys = append(keys, k+"="+p.env[k])
+			tortureKeys = append(tortureKeys, k+"="+p.env[k])
 		}
 	}
-	sort.Strings(keys)
-	return fmt.Sprintf("pid %d uid %d %s", p.pid, p.uid, strings.Join(keys, " "))
+	sort.Strings(tortureKeys)
+	return fmt.Sprintf("pid %d uid %d %s", p.pid, p.uid, strings.Join(tortureKeys, " "))
 }
 
 // scanTortureProcs returns the live processes whose environment carries

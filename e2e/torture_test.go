@@ -80,7 +80,7 @@ func tortureSeed(t *testing.T) uint64 {
 
 func TestTortureProcess(t *testing.T) {
 	if os.Geteuid() != 0 {
-		requireRoot(t)
+		tortureRequireRoot(t)
 	}
 	seed := tortureSeed(t)
 	run := fmt.Sprintf("p%d", seed%1000000)
@@ -97,7 +97,7 @@ func TestTortureSystemd(t *testing.T) {
 
 func TestTortureCrashAfterStepProcess(t *testing.T) {
 	if os.Geteuid() != 0 {
-		requireRoot(t)
+		tortureRequireRoot(t)
 	}
 	seed := tortureSeed(t)
 	run := fmt.Sprintf("c%d", seed%1000000)
@@ -112,10 +112,10 @@ func TestTortureCrashAfterStepSystemd(t *testing.T) {
 	tr.crashAfterEveryStep()
 }
 
-// requireRoot fails or skips like the sandbox does: the process backend
+// tortureRequireRoot fails or skips like the sandbox does: the process backend
 // run needs root for the owner check (files owned by root), chown and
 // `user: nobody`.
-func requireRoot(t *testing.T) {
+func tortureRequireRoot(t *testing.T) {
 	t.Helper()
 	if os.Getenv("RESIL_E2E_REQUIRE") == "1" {
 		t.Fatalf("torture needs root (RESIL_E2E_REQUIRE=1)")
@@ -123,8 +123,8 @@ func requireRoot(t *testing.T) {
 	t.Skip("torture needs root")
 }
 
-// absent is the key of a service that does not run.
-const absent = ""
+// tortureAbsent is the key of a service that does not run.
+const tortureAbsent = ""
 
 // tSvc is the model of one service's manifest (NAME.yaml, NAME.d/50-torture.yaml).
 type tSvc struct {
@@ -138,7 +138,7 @@ type tSvc struct {
 	busy      bool // a held operation owns the files
 
 	// Since the last checkpoint:
-	base        string          // what ran at the last checkpoint (absent or a key)
+	base        string          // what ran at the last checkpoint (tortureAbsent or a key)
 	basePID     int             // its PID
 	accept      map[string]bool // every effective version the manifests held
 	brokenSince time.Time       // when the effective manifest became broken (zero: not broken)
@@ -148,8 +148,8 @@ type tSvc struct {
 
 func (s *tSvc) key() string { return fmt.Sprintf("v%d/d%d", s.ver, s.dropVer) }
 
-// procKey is what a process runs, in the form of tSvc.key.
-func procKey(p tortureProc) string {
+// tortureProcKey is what a process runs, in the form of tSvc.key.
+func tortureProcKey(p tortureProc) string {
 	d := p.env["TORTURE_DROP"]
 	if d == "" {
 		d = "0"
@@ -157,9 +157,9 @@ func procKey(p tortureProc) string {
 	return "v" + p.env["TORTURE_VER"] + "/d" + d
 }
 
-// incomplete says why a service process cannot have been started from a
+// tortureIncomplete says why a service process cannot have been started from a
 // complete manifest ("" if it can).
-func incomplete(p tortureProc) string {
+func tortureIncomplete(p tortureProc) string {
 	svc, ver := p.env["TORTURE_SVC"], p.env["TORTURE_VER"]
 	if p.env["TORTURE_END"] != svc+"-"+ver {
 		return fmt.Sprintf("TORTURE_END=%q, want %q: started from a half-written manifest", p.env["TORTURE_END"], svc+"-"+ver)
@@ -249,7 +249,7 @@ spec:
 	return []byte(b.String())
 }
 
-func dropIn(ver int) []byte {
+func tortureDropIn(ver int) []byte {
 	return []byte(fmt.Sprintf("spec:\n  environment:\n    TORTURE_DROP: \"%d\"\n", ver))
 }
 
@@ -271,7 +271,7 @@ func (tr *torture) invalidVariant(name string, ver, i int) []byte {
 	}
 }
 
-func writeAtomic(path string, data []byte) error {
+func tortureWrite(path string, data []byte) error {
 	tmp := filepath.Join(filepath.Dir(path), ".torture-"+filepath.Base(path))
 	if err := os.WriteFile(tmp, data, 0o644); err != nil {
 		return err
@@ -279,11 +279,11 @@ func writeAtomic(path string, data []byte) error {
 	return os.Rename(tmp, path)
 }
 
-// eff is the service's effective desired version: (key, true), (absent,
+// eff is the service's effective desired version: (key, true), (tortureAbsent,
 // true), or ("", false) when its manifest is broken right now. mu held.
 func (tr *torture) eff(s *tSvc) (string, bool) {
 	if !s.present {
-		return absent, true
+		return tortureAbsent, true
 	}
 	if !s.valid || s.refused || !s.dropValid || tr.dirBroken {
 		return "", false
@@ -338,7 +338,7 @@ func (tr *torture) hold() time.Duration {
 
 // newSvc adds a service to the model (not yet present). mu held.
 func (tr *torture) newSvc() *tSvc {
-	s := &tSvc{name: fmt.Sprintf("tx%03d", tr.next), dropValid: true, accept: map[string]bool{absent: true}}
+	s := &tSvc{name: fmt.Sprintf("tx%03d", tr.next), dropValid: true, accept: map[string]bool{tortureAbsent: true}}
 	tr.next++
 	tr.svcs[s.name] = s
 	tr.order = append(tr.order, s.name)
@@ -354,7 +354,7 @@ func (tr *torture) setup(n int) {
 	for range n {
 		s := tr.newSvc()
 		s.ver, s.present, s.valid = 1, true, true
-		tr.must(writeAtomic(filepath.Join(tr.dir(), s.name+".yaml"), tr.manifest(s.name, 1)))
+		tr.must(tortureWrite(filepath.Join(tr.dir(), s.name+".yaml"), tr.manifest(s.name, 1)))
 		tr.note(s)
 	}
 }
@@ -392,7 +392,7 @@ func (tr *torture) opEdit(inPlace bool) string {
 		tr.must(err)
 		tr.must(f.Close())
 	} else {
-		tr.must(writeAtomic(p, tr.manifest(s.name, s.ver)))
+		tr.must(tortureWrite(p, tr.manifest(s.name, s.ver)))
 	}
 	s.valid = true
 	tr.note(s)
@@ -460,7 +460,7 @@ func (tr *torture) opBreak(truncate bool) string {
 		what = fmt.Sprintf("truncate %s", s.name)
 	} else {
 		i := tr.rng.IntN(5)
-		tr.must(writeAtomic(p, tr.invalidVariant(s.name, s.ver, i)))
+		tr.must(tortureWrite(p, tr.invalidVariant(s.name, s.ver, i)))
 		what = fmt.Sprintf("invalid %s (variant %d)", s.name, i)
 	}
 	s.valid = false
@@ -480,7 +480,7 @@ func (tr *torture) opBreak(truncate bool) string {
 		if bump {
 			s.ver++
 		}
-		if err := writeAtomic(p, tr.manifest(s.name, s.ver)); err != nil {
+		if err := tortureWrite(p, tr.manifest(s.name, s.ver)); err != nil {
 			tr.logLocked("HARNESS ERROR fix %s: %v", s.name, err)
 		}
 		s.busy, s.valid = false, true
@@ -519,7 +519,7 @@ func (tr *torture) opAdd() string {
 	}
 	s := tr.newSvc()
 	s.ver, s.present, s.valid = 1, true, true
-	tr.must(writeAtomic(filepath.Join(tr.dir(), s.name+".yaml"), tr.manifest(s.name, s.ver)))
+	tr.must(tortureWrite(filepath.Join(tr.dir(), s.name+".yaml"), tr.manifest(s.name, s.ver)))
 	tr.note(s)
 	return "add " + s.name
 }
@@ -541,7 +541,7 @@ func (tr *torture) opDropIn() string {
 	case r < 5 || (r < 7 && s.dropVer == 0):
 		tr.dropSeq++
 		tr.must(os.MkdirAll(dir, 0o755))
-		tr.must(writeAtomic(p, dropIn(tr.dropSeq)))
+		tr.must(tortureWrite(p, tortureDropIn(tr.dropSeq)))
 		s.dropVer, s.dropValid = tr.dropSeq, true
 		what = fmt.Sprintf("drop-in %s → d%d", s.name, s.dropVer)
 	case r < 7:
@@ -550,7 +550,7 @@ func (tr *torture) opDropIn() string {
 		what = "remove drop-in of " + s.name
 	default:
 		tr.must(os.MkdirAll(dir, 0o755))
-		tr.must(writeAtomic(p, []byte("spec:\n  environment: {TORTURE_DROP: \"1\"\n")))
+		tr.must(tortureWrite(p, []byte("spec:\n  environment: {TORTURE_DROP: \"1\"\n")))
 		s.dropValid = false
 		what = "invalid drop-in " + s.name
 	}
@@ -571,7 +571,7 @@ func (tr *torture) opDropIn() string {
 		if s.dropVer == 0 {
 			err = os.RemoveAll(dir)
 		} else {
-			err = writeAtomic(p, dropIn(s.dropVer))
+			err = tortureWrite(p, tortureDropIn(s.dropVer))
 		}
 		if err != nil {
 			tr.logLocked("HARNESS ERROR fix drop-in %s: %v", s.name, err)
@@ -671,7 +671,7 @@ func (tr *torture) opSwap() string {
 	old := tr.dir()
 	tr.rev++
 	dir := tr.dir()
-	tr.must(copyTree(old, dir))
+	tr.must(tortureCopyTree(old, dir))
 	var changes []string
 	var bumped []*tSvc
 	for range 1 + tr.rng.IntN(3) {
@@ -681,13 +681,13 @@ func (tr *torture) opSwap() string {
 		}
 		s.busy = true // not twice
 		bumped = append(bumped, s)
-		tr.must(writeAtomic(filepath.Join(dir, s.name+".yaml"), tr.manifest(s.name, s.ver+1)))
+		tr.must(tortureWrite(filepath.Join(dir, s.name+".yaml"), tr.manifest(s.name, s.ver+1)))
 		changes = append(changes, fmt.Sprintf("%s → v%d", s.name, s.ver+1))
 	}
 	var added, deleted *tSvc
 	if tr.rng.IntN(4) == 0 && tr.present() < tr.size.services*3/2 {
 		added = tr.newSvc()
-		tr.must(writeAtomic(filepath.Join(dir, added.name+".yaml"), tr.manifest(added.name, 1)))
+		tr.must(tortureWrite(filepath.Join(dir, added.name+".yaml"), tr.manifest(added.name, 1)))
 		changes = append(changes, "add "+added.name)
 	}
 	if tr.rng.IntN(4) == 0 && tr.present() > tr.size.services/2 {
@@ -715,8 +715,8 @@ func (tr *torture) opSwap() string {
 	return fmt.Sprintf("symlink swap → %s: %s", filepath.Base(dir), strings.Join(changes, ", "))
 }
 
-// copyTree copies dir src to dst with modes and owners (broken files stay broken).
-func copyTree(src, dst string) error {
+// tortureCopyTree copies dir src to dst with modes and owners (broken files stay broken).
+func tortureCopyTree(src, dst string) error {
 	return filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -888,11 +888,11 @@ func (tr *torture) sampler() func() {
 				if p.env["TORTURE_SVC"] == "" {
 					continue
 				}
-				if why := incomplete(p); why != "" {
+				if why := tortureIncomplete(p); why != "" {
 					tr.mu.Lock()
 					if !tr.sampled[p.pid] {
 						tr.sampled[p.pid] = true
-						v := fmt.Sprintf("[incomplete] %s (%s): %s", p.env["TORTURE_SVC"], p, why)
+						v := fmt.Sprintf("[tortureIncomplete] %s (%s): %s", p.env["TORTURE_SVC"], p, why)
 						tr.sampleBad = append(tr.sampleBad, v)
 						tr.logLocked("SAMPLER %s", v)
 					}
@@ -1023,26 +1023,26 @@ func (tr *torture) check() (tortureObs, []string) {
 		if !defined {
 			ok = s.accept
 		}
-		got := absent
+		got := tortureAbsent
 		if len(ps) > 1 {
 			v = append(v, fmt.Sprintf("[duplicate] %s runs %d processes: %v", n, len(ps), ps))
 		}
 		if len(ps) > 0 {
-			got = procKey(ps[0])
+			got = tortureProcKey(ps[0])
 			for _, p := range ps {
-				if why := incomplete(p); why != "" {
-					v = append(v, fmt.Sprintf("[incomplete] %s (%s): %s", n, p, why))
+				if why := tortureIncomplete(p); why != "" {
+					v = append(v, fmt.Sprintf("[tortureIncomplete] %s (%s): %s", n, p, why))
 				}
 			}
 		}
 		if !ok[got] {
-			v = append(v, fmt.Sprintf("[version] %s runs %q, want one of %v (manifest broken: %v)", n, got, keys(ok), !defined))
+			v = append(v, fmt.Sprintf("[version] %s runs %q, want one of %v (manifest broken: %v)", n, got, tortureKeys(ok), !defined))
 		}
-		if got == absent {
-			if tr.b.unitFile(n) && !(defined && want != absent) {
+		if got == tortureAbsent {
+			if tr.b.unitFile(n) && !(defined && want != tortureAbsent) {
 				v = append(v, fmt.Sprintf("[remains] %s does not run but its unit file remains", n))
 			}
-			if tr.b.enabled(n) && !(defined && want != absent) {
+			if tr.b.enabled(n) && !(defined && want != tortureAbsent) {
 				v = append(v, fmt.Sprintf("[remains] %s does not run but is still enabled", n))
 			}
 		} else if !tr.b.unitFile(n) {
@@ -1065,10 +1065,10 @@ func (tr *torture) check() (tortureObs, []string) {
 	return obs, v
 }
 
-func keys(m map[string]bool) []string {
+func tortureKeys(m map[string]bool) []string {
 	var out []string
 	for k := range m {
-		if k == absent {
+		if k == tortureAbsent {
 			k = "(absent)"
 		}
 		out = append(out, k)
@@ -1140,7 +1140,7 @@ func (tr *torture) violate(v []string, obs tortureObs) {
 		if !defined {
 			want = "BROKEN"
 		}
-		state = append(state, fmt.Sprintf("  %s: want %q base %q pid %d accept %v procs %v", n, want, s.base, s.basePID, keys(s.accept), obs.procs[n]))
+		state = append(state, fmt.Sprintf("  %s: want %q base %q pid %d accept %v procs %v", n, want, s.base, s.basePID, tortureKeys(s.accept), obs.procs[n]))
 	}
 	oplog := strings.Join(tr.oplog, "\n")
 	tr.mu.Unlock()
@@ -1161,9 +1161,9 @@ func (tr *torture) rebase(obs tortureObs) {
 	defer tr.mu.Unlock()
 	for _, n := range tr.order {
 		s := tr.svcs[n]
-		s.base, s.basePID = absent, 0
+		s.base, s.basePID = tortureAbsent, 0
 		if ps := obs.procs[n]; len(ps) > 0 {
-			s.base, s.basePID = procKey(ps[0]), ps[0].pid
+			s.base, s.basePID = tortureProcKey(ps[0]), ps[0].pid
 		}
 		s.accept = map[string]bool{s.base: true}
 		s.killedAt = time.Time{}
@@ -1182,7 +1182,7 @@ func (tr *torture) rebase(obs tortureObs) {
 
 // --- the deterministic mode: kill -9 after step k, for every k ---
 
-// tortureState is a whole manifests dir: service → version (0: absent) and drop-in version.
+// tortureState is a whole manifests dir: service → version (0: tortureAbsent) and drop-in version.
 type tortureState map[string][2]int
 
 // swapTo writes a new rev dir holding exactly st and swaps cur to it.
@@ -1198,10 +1198,10 @@ func (tr *torture) swapTo(st tortureState) {
 		if vd[0] == 0 {
 			continue
 		}
-		tr.must(writeAtomic(filepath.Join(dir, name+".yaml"), tr.manifest(name, vd[0])))
+		tr.must(tortureWrite(filepath.Join(dir, name+".yaml"), tr.manifest(name, vd[0])))
 		if vd[1] != 0 {
 			tr.must(os.MkdirAll(filepath.Join(dir, name+".d"), 0o755))
-			tr.must(writeAtomic(filepath.Join(dir, name+".d", "50-torture.yaml"), dropIn(vd[1])))
+			tr.must(tortureWrite(filepath.Join(dir, name+".d", "50-torture.yaml"), tortureDropIn(vd[1])))
 		}
 	}
 	tmp := filepath.Join(tr.b.root(), ".cur.tmp")
@@ -1210,7 +1210,7 @@ func (tr *torture) swapTo(st tortureState) {
 	for name, vd := range st {
 		s := tr.svcs[name]
 		if s == nil {
-			s = &tSvc{name: name, accept: map[string]bool{absent: true}}
+			s = &tSvc{name: name, accept: map[string]bool{tortureAbsent: true}}
 			tr.svcs[name] = s
 			tr.order = append(tr.order, name)
 			sort.Strings(tr.order)
