@@ -48,7 +48,7 @@ type tortureSize struct {
 func tortureSizing() tortureSize {
 	if os.Getenv("RESIL_TORTURE") == "1" {
 		return tortureSize{full: true, services: 24, ops: 10000, kills: 500, checkEvery: 250,
-			maxGap: 25 * time.Millisecond, maxHold: 1200 * time.Millisecond, deadline: 60 * time.Second}
+			maxGap: 15 * time.Millisecond, maxHold: 1200 * time.Millisecond, deadline: 60 * time.Second}
 	}
 	return tortureSize{services: 6, ops: 36, kills: 4, checkEvery: 18,
 		maxGap: 40 * time.Millisecond, maxHold: 800 * time.Millisecond, deadline: 45 * time.Second}
@@ -634,7 +634,7 @@ func (tr *torture) opDirPerm() string {
 	defer tr.dirLock.Unlock()
 	dir := tr.dir()
 	chown := tr.rng.IntN(2) == 0
-	d := tr.hold()
+	d := 30*time.Millisecond + time.Duration(tr.rng.Int64N(int64(tr.size.maxHold/4))) // the driver waits
 	if chown {
 		tr.must(os.Lchown(dir, 65534, 65534))
 	} else {
@@ -813,7 +813,7 @@ func (tr *torture) random() {
 		{"drop-in", 9, tr.opDropIn},
 		{"perm", 6, tr.opPerm},
 		{"dir perm", 1, tr.opDirPerm},
-		{"swap", 3, tr.opSwap},
+		{"swap", 2, tr.opSwap},
 		{"kill service", 3, tr.opKillService},
 	}
 	total := 0
@@ -1011,7 +1011,8 @@ func (tr *torture) check() (tortureObs, []string) {
 	defer tr.mu.Unlock()
 	for n := range obs.procs {
 		if tr.svcs[n] == nil {
-			v = append(v, fmt.Sprintf("[unknown] processes of a service that never existed: %v", obs.procs[n]))
+			// A name cut short ("tx0" of "tx012") by a partial write.
+			v = append(v, fmt.Sprintf("[incomplete] processes of a service that never existed (a half-written name?): %v", obs.procs[n]))
 		}
 	}
 	for _, n := range tr.order {
