@@ -404,14 +404,14 @@ type tortureProc struct {
 }
 
 func (p tortureProc) String() string {
-	tortureKeys := make([]string, 0, len(p.env))
+	vars := make([]string, 0, len(p.env))
 	for k := range p.env {
 		if strings.HasPrefix(k, "TORTURE_") && k != "TORTURE_RUN" {
-			tortureKeys = append(tortureKeys, k+"="+p.env[k])
+			vars = append(vars, k+"="+p.env[k])
 		}
 	}
-	sort.Strings(tortureKeys)
-	return fmt.Sprintf("pid %d uid %d %s", p.pid, p.uid, strings.Join(tortureKeys, " "))
+	sort.Strings(vars)
+	return fmt.Sprintf("pid %d uid %d %s", p.pid, p.uid, strings.Join(vars, " "))
 }
 
 // scanTortureProcs returns the live processes whose environment carries

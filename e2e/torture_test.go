@@ -892,7 +892,7 @@ func (tr *torture) sampler() func() {
 					tr.mu.Lock()
 					if !tr.sampled[p.pid] {
 						tr.sampled[p.pid] = true
-						v := fmt.Sprintf("[tortureIncomplete] %s (%s): %s", p.env["TORTURE_SVC"], p, why)
+						v := fmt.Sprintf("[incomplete] %s (%s): %s", p.env["TORTURE_SVC"], p, why)
 						tr.sampleBad = append(tr.sampleBad, v)
 						tr.logLocked("SAMPLER %s", v)
 					}
@@ -1032,7 +1032,7 @@ func (tr *torture) check() (tortureObs, []string) {
 			got = tortureProcKey(ps[0])
 			for _, p := range ps {
 				if why := tortureIncomplete(p); why != "" {
-					v = append(v, fmt.Sprintf("[tortureIncomplete] %s (%s): %s", n, p, why))
+					v = append(v, fmt.Sprintf("[incomplete] %s (%s): %s", n, p, why))
 				}
 			}
 		}
