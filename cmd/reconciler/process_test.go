@@ -124,9 +124,9 @@ spec:
 // X-Resil-Source names the broken file, as on systemd.
 func TestProcessBackendBrokenManifestNotPruned(t *testing.T) {
 	cases := []struct {
-		name  string
+		name   string
 		break_ func(e *procEnv)
-		owner string
+		owner  string
 	}{
 		{"typo comand", func(e *procEnv) { e.write("web.yaml", strings.Replace(procWeb, "command:", "comand:", 1)) }, "off"},
 		{"cut mid-line", func(e *procEnv) { e.write("web.yaml", procWeb[:strings.Index(procWeb, "sleep")]) }, "off"},
