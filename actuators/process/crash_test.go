@@ -313,3 +313,50 @@ func TestLeftoverTempFilesRemoved(t *testing.T) {
 		}
 	}
 }
+
+// Killed while stopping a process (a stop or a restart, SIGTERM sent, the
+// process not yet gone): the row says so, and the next agent finishes the
+// stop - its exit is a requested one, not a failure that a restart: never
+// policy would leave failed, nor a process left running as if adopted.
+func TestStopInterruptedByKillIsFinished(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	v := func(timeout desired.Duration) *desired.Object {
+		return service("slow", desired.ServiceSpec{Command: sh(`trap '' TERM; : > ` + filepath.Join(dir, "ready") + `; while :; do sleep 0.05; done`),
+			StopTimeout: timeout, Restart: &desired.RestartSpec{Policy: desired.RestartNever}})
+	}
+	h1 := newHarness(t, dir, Options{})
+	h1.install(v("1h"), true)
+	h1.run()
+	u1 := h1.waitUnit("slow.service", "running", isActive)
+	waitFor(t, "trap set", func() bool { _, err := os.Stat(filepath.Join(dir, "ready")); return err == nil })
+	stopped := make(chan error, 1)
+	go func() {
+		_, err := h1.a.Apply(context.Background(), actuators.Step{Op: actuators.OpStop, Unit: "slow.service"})
+		stopped <- err
+	}()
+	waitFor(t, "stop recorded", func() bool { return readTable(t, dir)["slow.service"].Stopping })
+	h1.abandon()
+	<-stopped
+	if !alive(int(u1.MainPID)) {
+		t.Fatal("the process ignoring SIGTERM died with the agent")
+	}
+	// The next agent has a short stop timeout (the file changed meanwhile).
+	files, _ := Render(v("100ms"))
+	if err := os.WriteFile(filepath.Join(dir, "units", "slow.service"), files[0].Data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h2 := newHarness(t, dir, Options{})
+	h2.run()
+	u := h2.waitUnit("slow.service", "stop finished", func(u *observed.Unit) bool { return u.ActiveState == "inactive" || u.ActiveState == "failed" })
+	// A command goes through the unit's goroutine after the exit was
+	// handled: a start queued behind the stop would have happened by now.
+	h2.apply(context.Background(), actuators.Step{Op: actuators.OpResetFailed, Unit: "slow.service"})
+	u = h2.unit("slow.service")
+	if u.ActiveState != "inactive" || u.Result != ResultSuccess || alive(int(u1.MainPID)) {
+		t.Fatalf("after the interrupted stop: %s/%s result %s, pid %d alive %v", u.ActiveState, u.SubState, u.Result, u1.MainPID, alive(int(u1.MainPID)))
+	}
+	if _, ok := readTable(t, dir)["slow.service"]; ok {
+		t.Fatal("row kept after the stop")
+	}
+}

@@ -177,9 +177,11 @@ type procRecord struct {
 	SpecHash string `json:"specHash"`
 	// Nonce is the launch's INVOCATION_ID (see markerEnv); empty in tables
 	// written before it existed.
-	Nonce  string `json:"nonce,omitempty"`
-	Stdout string `json:"stdout,omitempty"`
-	Stderr string `json:"stderr,omitempty"`
+	Nonce string `json:"nonce,omitempty"`
+	// Stopping: the agent asked it to stop (SIGTERM sent or about to be).
+	Stopping bool   `json:"stopping,omitempty"`
+	Stdout   string `json:"stdout,omitempty"`
+	Stderr   string `json:"stderr,omitempty"`
 }
 
 // child is a running process the supervisor forked or adopted.

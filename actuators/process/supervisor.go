@@ -395,7 +395,8 @@ func (s *Supervisor) startEnabled() {
 	sort.Strings(names)
 	for _, n := range names {
 		u := s.units[n]
-		if u.loaded() == nil || !s.isEnabled(n) {
+		if u.loaded() == nil || !s.isEnabled(n) || s.table[n].Stopping {
+			// A stop the last agent began is finished, not undone.
 			continue
 		}
 		select {
@@ -631,6 +632,20 @@ func (s *Supervisor) saveTable() {
 	b, _ := json.MarshalIndent(t, "", "  ")
 	if err := renameio.WriteFile(s.tablePath(), append(b, '\n'), 0o644); err != nil {
 		s.log.Error("write process table failed", zap.Error(err))
+	}
+}
+
+// recordStopping marks a unit's row (the process pid) as being stopped on request.
+func (s *Supervisor) recordStopping(name string, pid int) {
+	s.mu.Lock()
+	rec, ok := s.table[name]
+	if ok && rec.PID == pid {
+		rec.Stopping = true
+		s.table[name] = rec
+	}
+	s.mu.Unlock()
+	if ok {
+		s.saveTable()
 	}
 }
 

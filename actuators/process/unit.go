@@ -575,6 +575,13 @@ func (r *runner) kill(sig syscall.Signal, sub string) {
 	if r.proc == nil {
 		return
 	}
+	if r.requested && !r.isCheck && !r.proc.rec.Stopping {
+		// Recorded before the signal: an agent killed now leaves a row
+		// that says the stop was asked for, and the next one finishes it
+		// instead of taking the exit for a failure.
+		r.proc.rec.Stopping = true
+		r.u.s.recordStopping(r.u.name, r.proc.rec.PID)
+	}
 	signalGroup(r.proc.rec.PGID, sig)
 	r.phase = phStopping
 	r.set("deactivating", sub, nil)
@@ -822,7 +829,13 @@ func (r *runner) adopt(ctx context.Context, rec *procRecord) {
 	r.set("active", "running", func(st *status) {
 		st.MainPID, st.ExecMainStart, st.SpecHash = rec.PID, time.UnixMicro(rec.Started), rec.SpecHash
 	})
-	r.log.Info("process adopted", zap.Int("pid", rec.PID))
+	r.log.Info("process adopted", zap.Int("pid", rec.PID), zap.Bool("stopping", rec.Stopping))
+	if rec.Stopping {
+		// The previous agent was stopping it (a stop or a restart) when it
+		// was killed: finish the stop; the planner starts it again if wanted.
+		r.requested = true
+		r.kill(syscall.SIGTERM, "stop-sigterm")
+	}
 }
 
 // watchExit reports the exit of a process that may not be our child, using
