@@ -302,6 +302,9 @@ func TestLeftoverTempFilesRemoved(t *testing.T) {
 	junk := []string{filepath.Join(dir, ".processes.json123"), filepath.Join(dir, "status.json.tmp"),
 		filepath.Join(dir, "units", ".web.service987"), filepath.Join(dir, "run", "gone.service.abc.out")}
 	for _, f := range junk {
+		if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
+			t.Fatal(err)
+		}
 		if err := os.WriteFile(f, nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -358,5 +361,23 @@ func TestStopInterruptedByKillIsFinished(t *testing.T) {
 	}
 	if _, ok := readTable(t, dir)["slow.service"]; ok {
 		t.Fatal("row kept after the stop")
+	}
+}
+
+// A read-only observer (diff) creates nothing: not the state dir, not its
+// subfolders.
+func TestObserveWithoutStateDirCreatesNothing(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "state")
+	h := newHarness(t, dir, Options{})
+	st, err := h.s.Observe(context.Background(), []string{"web.service"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := st.Units["web.service"]; u == nil || u.Exists() {
+		t.Fatalf("web: %+v", u)
+	}
+	if _, err := os.Lstat(dir); !os.IsNotExist(err) {
+		t.Fatalf("state dir created by New/Observe: %v", err)
 	}
 }

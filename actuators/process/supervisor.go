@@ -82,7 +82,8 @@ type reloadReply struct {
 	err     error
 }
 
-// New returns a supervisor for stateDir. It starts no goroutines; Run does.
+// New returns a supervisor for stateDir. It starts no goroutines and
+// creates nothing; Run and the Applier's writes create the state dir.
 func New(stateDir string, log *zap.Logger, opts Options) (*Supervisor, error) {
 	if stateDir == "" {
 		return nil, errors.New("process supervisor: empty state dir")
@@ -109,12 +110,18 @@ func New(stateDir string, log *zap.Logger, opts Options) (*Supervisor, error) {
 		units: map[string]*unit{}, table: map[string]procRecord{},
 		dirty: make(chan struct{}, 1), ctl: make(chan chan reloadReply), ready: make(chan struct{}), done: make(chan struct{}),
 	}
-	for _, d := range []string{s.unitDir, s.runDir, s.resetDir, filepath.Join(dir, "timers")} {
+	return s, nil
+}
+
+// makeDirs creates the state dir layout. New does not: a read-only
+// observer (diff) must not create a state dir that does not exist.
+func (s *Supervisor) makeDirs() error {
+	for _, d := range []string{s.unitDir, s.runDir, s.resetDir, filepath.Join(s.dir, "timers")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, fmt.Errorf("process supervisor: %w", err)
+			return fmt.Errorf("process supervisor: %w", err)
 		}
 	}
-	return s, nil
+	return nil
 }
 
 // UnitDir is where unit files live (<stateDir>/units).
@@ -133,6 +140,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.running = true
 	s.mu.Unlock()
 	defer close(s.done)
+	if err := s.makeDirs(); err != nil {
+		return err
+	}
 	s.started = s.now()
 
 	orphans := s.opts.Subreaper || os.Getpid() == 1
