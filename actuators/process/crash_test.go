@@ -351,11 +351,11 @@ func TestStopInterruptedByKillIsFinished(t *testing.T) {
 	}
 	h2 := newHarness(t, dir, Options{})
 	h2.run()
-	u := h2.waitUnit("slow.service", "stop finished", func(u *observed.Unit) bool { return u.ActiveState == "inactive" || u.ActiveState == "failed" })
+	h2.waitUnit("slow.service", "stop finished", func(u *observed.Unit) bool { return u.ActiveState == "inactive" || u.ActiveState == "failed" })
 	// A command goes through the unit's goroutine after the exit was
 	// handled: a start queued behind the stop would have happened by now.
 	h2.apply(context.Background(), actuators.Step{Op: actuators.OpResetFailed, Unit: "slow.service"})
-	u = h2.unit("slow.service")
+	u := h2.unit("slow.service")
 	if u.ActiveState != "inactive" || u.Result != ResultSuccess || alive(int(u1.MainPID)) {
 		t.Fatalf("after the interrupted stop: %s/%s result %s, pid %d alive %v", u.ActiveState, u.SubState, u.Result, u1.MainPID, alive(int(u1.MainPID)))
 	}
