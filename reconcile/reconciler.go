@@ -175,7 +175,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 		if errors.Is(err, actuators.ErrUnsupported) {
 			// The backend cannot honour it: never applied with less than it
 			// asks; what runs of it (a last good version) is left alone.
+			// It counts as invalid on this backend (diff exits 2, apply 1).
 			unsupported = append(unsupported, Finding{Object: o.ID(), Reason: ReasonUnsupported, Message: err.Error() + "; not applied", Warning: true})
+			res.LoadErr = errors.Join(res.LoadErr, err)
 			protected[o.ID()] = true
 			continue
 		}

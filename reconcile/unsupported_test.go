@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -12,7 +13,8 @@ import (
 
 // A render refused as unsupported by the backend is an Unsupported finding:
 // nothing of the object is written or started, and what already runs of it
-// (its last accepted version) is neither stopped nor pruned.
+// (its last accepted version) is neither stopped nor pruned. It counts as
+// invalid on that backend (LoadErr: diff exits 2, apply 1).
 func TestUnsupportedRenderBlocksTheObject(t *testing.T) {
 	dir := t.TempDir()
 	writeManifest(t, dir, "web.yaml", webManifest)
@@ -36,7 +38,7 @@ func TestUnsupportedRenderBlocksTheObject(t *testing.T) {
 		rr.cfg.Render = refuse
 		f.applied = nil
 		res, err := rr.Reconcile(context.Background(), Options{})
-		if err != nil || !res.Plan.Empty() || len(f.applied) != 0 {
+		if err != nil || !res.Plan.Empty() || len(f.applied) != 0 || !errors.Is(res.LoadErr, actuators.ErrUnsupported) {
 			t.Fatalf("fresh %v: err %v steps %v applied %v", fresh, err, res.Plan.Steps, f.applied)
 		}
 		var found bool

@@ -48,8 +48,9 @@
 // supervisor never restarts a stale process on its own, so diff shows the
 // restart before apply runs it.
 //
-// Render refuses (actuators.ErrUnsupported, an Unsupported finding that
-// blocks the object) whatever the supervisor cannot honour: spec.requires,
+// Render refuses (actuators.ErrUnsupported: an Unsupported finding, the
+// object not applied, the manifest invalid on this backend) whatever the
+// supervisor cannot honour: spec.requires,
 // spec.resources, spec.stateDirectory, and spec.systemd directives outside
 // an allowlist (Unit Description/Documentation/After/Before/Wants, Service
 // User/Group/WorkingDirectory mapped onto the spec, Install WantedBy). A

@@ -91,7 +91,7 @@ func TestRenderRefusesWhatItCannotHonour(t *testing.T) {
 		{"Environment", hatch("Service", "Environment", "A=1"), "spec.systemd.Service.Environment"},
 		{"Unit Requires", hatch("Unit", "Requires", "db.service"), "spec.systemd.Unit.Requires"},
 		{"Install Alias", hatch("Install", "Alias", "x.service"), "spec.systemd.Install.Alias"},
-		{"empty User", hatch("Service", "User", ""), "spec.systemd.Service.User: an empty value"},
+		{"empty User", hatch("Service", "User", ""), "spec.systemd.Service.User (an empty value"},
 		{"relative WorkingDirectory", hatch("Service", "WorkingDirectory", "-/srv"), "spec.systemd.Service.WorkingDirectory"},
 		{"requires", base(func(s *desired.ServiceSpec) { s.Requires = []string{"db.service"} }), "spec.requires"},
 		{"memoryMax", base(func(s *desired.ServiceSpec) { s.Resources = &desired.Resources{MemoryMax: "1G"} }), "spec.resources.memoryMax"},

@@ -70,21 +70,21 @@ func supported(o *desired.Object) (escape, error) {
 			return escape{}, nil
 		}
 		if len(s.Requires) > 0 {
-			why = append(why, "spec.requires: hard dependencies are not enforced")
+			why = append(why, "spec.requires (hard dependencies are not enforced)")
 		}
 		if r := s.Resources; r != nil {
 			if r.MemoryMax != "" {
-				why = append(why, "spec.resources.memoryMax: no cgroup limits")
+				why = append(why, "spec.resources.memoryMax (no cgroup limits)")
 			}
 			if r.CPUQuota != "" {
-				why = append(why, "spec.resources.cpuQuota: no cgroup limits")
+				why = append(why, "spec.resources.cpuQuota (no cgroup limits)")
 			}
 			if r.TasksMax != 0 {
-				why = append(why, "spec.resources.tasksMax: no cgroup limits")
+				why = append(why, "spec.resources.tasksMax (no cgroup limits)")
 			}
 		}
 		if s.StateDirectory != "" {
-			why = append(why, "spec.stateDirectory: not created by this backend")
+			why = append(why, "spec.stateDirectory (not created by this backend)")
 		}
 		hatch = s.Systemd
 	case desired.KindTimer:
@@ -98,11 +98,11 @@ func supported(o *desired.Object) (escape, error) {
 			v := hatch[sec][k]
 			field := "spec.systemd." + sec + "." + k
 			if !escapeAllow[sec][k] {
-				why = append(why, field+": directive not supported")
+				why = append(why, field+" (directive not supported)")
 				continue
 			}
 			if strings.TrimSpace(v) == "" {
-				why = append(why, field+": an empty value resets the setting, not supported")
+				why = append(why, field+" (an empty value resets the setting)")
 				continue
 			}
 			switch sec + "." + k {
@@ -112,7 +112,7 @@ func supported(o *desired.Object) (escape, error) {
 				e.group = v
 			case "Service.WorkingDirectory":
 				if !filepath.IsAbs(v) || filepath.Clean(v) != v {
-					why = append(why, fmt.Sprintf("%s: %q is not a clean absolute path (no '-' or '~' forms)", field, v))
+					why = append(why, fmt.Sprintf("%s (%q is not a clean absolute path; no '-' or '~' forms)", field, v))
 					continue
 				}
 				e.wd = v
@@ -122,13 +122,19 @@ func supported(o *desired.Object) (escape, error) {
 	if o.Kind == desired.KindTimer && o.Timer != nil && o.Timer.Service != "" && (e.user != "" || e.group != "" || e.wd != "") {
 		// Only an inline job has a Service section (validation refuses it
 		// otherwise); nothing to map it onto here.
-		why = append(why, "spec.systemd.Service: only for an inline command")
+		why = append(why, "spec.systemd.Service (only for an inline command)")
 	}
 	if len(why) > 0 {
-		return escape{}, fmt.Errorf("render %s: %w on the process backend: %s", o.ID(), actuators.ErrUnsupported, strings.Join(why, "; "))
+		return escape{}, &unsupportedError{fmt.Sprintf("the process backend cannot honour %s: %s", o.ID(), strings.Join(why, ", "))}
 	}
 	return e, nil
 }
+
+// unsupportedError is supported's refusal; it wraps actuators.ErrUnsupported.
+type unsupportedError struct{ msg string }
+
+func (e *unsupportedError) Error() string { return e.msg }
+func (e *unsupportedError) Unwrap() error { return actuators.ErrUnsupported }
 
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))

@@ -245,15 +245,15 @@ func TestProcessBackendEscapeHatch(t *testing.T) {
 		e.write("web.yaml", procWeb+"  systemd: {Service: {User: nobody, ExecStartPre: /bin/true, NoNewPrivileges: \"yes\"}}\n")
 		out, code := e.cli("diff")
 		for _, want := range []string{"Unsupported Service/web", "spec.systemd.Service.ExecStartPre", "spec.systemd.Service.NoNewPrivileges"} {
-			if !strings.Contains(out, want) {
+			if code != 2 || !strings.Contains(out, want) {
 				t.Fatalf("diff: exit %d, missing %q\n%s", code, want, out)
 			}
 		}
 		if strings.Contains(out, "start web.service") {
 			t.Fatalf("diff plans a start:\n%s", out)
 		}
-		out, _ = e.cli("apply")
-		if !strings.Contains(out, "Unsupported") || e.pid("web.service") != 0 {
+		out, code = e.cli("apply")
+		if code != 1 || !strings.Contains(out, "Unsupported") || e.pid("web.service") != 0 {
 			t.Fatalf("apply: pid %d\n%s", e.pid("web.service"), out)
 		}
 		if _, err := os.Stat(filepath.Join(e.state, "units", "web.service")); err == nil {
@@ -263,8 +263,8 @@ func TestProcessBackendEscapeHatch(t *testing.T) {
 	t.Run("resources refused", func(t *testing.T) {
 		e := newProcEnv(t)
 		e.write("web.yaml", procWeb+"  resources: {memoryMax: 64M}\n")
-		out, _ := e.cli("apply")
-		if !strings.Contains(out, "spec.resources.memoryMax") || e.pid("web.service") != 0 {
+		out, code := e.cli("apply")
+		if code != 1 || !strings.Contains(out, "spec.resources.memoryMax") || e.pid("web.service") != 0 {
 			t.Fatalf("apply: pid %d\n%s", e.pid("web.service"), out)
 		}
 	})
