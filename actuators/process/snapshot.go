@@ -103,23 +103,26 @@ func (s *Supervisor) offlineStatus(name string, snap *snapshot, table map[string
 		}
 	}
 	rec, has := table[name]
+	recAlive := false
+	if has && rec.PID > 0 {
+		ps, err := readProcStat(s.procRoot, rec.PID)
+		recAlive = err == nil && ps.StartTime == rec.StartTime && ps.State != 'Z'
+	}
 	if agentAlive && ok {
 		// The table is written when a process starts, status.json up to
-		// 100 ms later: the table says what the running process came from.
-		if has && rec.PID == st.MainPID && st.MainPID != 0 {
-			st.SpecHash = rec.SpecHash
+		// 100 ms later: the table says which process runs and what it came from.
+		if recAlive && st.MainPID != 0 {
+			st.MainPID, st.SpecHash, st.ExecMainStart = rec.PID, rec.SpecHash, time.UnixMicro(rec.Started)
 		}
 		return st
 	}
-	if has && rec.PID > 0 {
-		if ps, err := readProcStat(s.procRoot, rec.PID); err == nil && ps.StartTime == rec.StartTime && ps.State != 'Z' {
-			st.ActiveState, st.SubState, st.MainPID = "active", "running", rec.PID
-			st.ExecMainStart, st.SpecHash = time.UnixMicro(rec.Started), rec.SpecHash
-			if st.Result == "" {
-				st.Result = ResultSuccess
-			}
-			return st
+	if recAlive {
+		st.ActiveState, st.SubState, st.MainPID = "active", "running", rec.PID
+		st.ExecMainStart, st.SpecHash = time.UnixMicro(rec.Started), rec.SpecHash
+		if st.Result == "" {
+			st.Result = ResultSuccess
 		}
+		return st
 	}
 	if ok && st.ActiveState == "failed" {
 		st.MainPID = 0
