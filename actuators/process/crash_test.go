@@ -381,3 +381,44 @@ func TestObserveWithoutStateDirCreatesNothing(t *testing.T) {
 		t.Fatalf("state dir created by New/Observe: %v", err)
 	}
 }
+
+// An intent is resolved by the launch's INVOCATION_ID, or - when the process
+// rewrote its environment - by the stdout FIFO it holds; a process that is
+// not a group leader (a helper of the launch) is never taken for it.
+func TestResolveIntent(t *testing.T) {
+	root := t.TempDir()
+	stat := func(pid, pgid int, state string) {
+		d := filepath.Join(root, strconv.Itoa(pid))
+		if err := os.MkdirAll(filepath.Join(d, "fd"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		line := fmt.Sprintf("%d (sh) %s 1 %d %d 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 1 0 %d 2000000 100 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n", pid, state, pgid, pgid, 1000+pid)
+		if err := os.WriteFile(filepath.Join(d, "stat"), []byte(line), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stat(500, 500, "S") // the launch's main process, environment rewritten
+	stat(501, 500, "S") // its helper, holding the same FIFO
+	if err := os.Symlink("/state/run/w.service.x.out", filepath.Join(root, "501", "fd", "1")); err != nil {
+		t.Fatal(err)
+	}
+	rec := procRecord{Unit: "w.service", Nonce: "n1", Stdout: "/state/run/w.service.x.out", Stderr: "/state/run/w.service.x.err"}
+	if r := rec; resolveIntent(root, &r, nil) {
+		t.Fatalf("a helper holding the FIFO was taken for the main process: %+v", r)
+	}
+	if err := os.Symlink("/state/run/w.service.x.out", filepath.Join(root, "500", "fd", "1")); err != nil {
+		t.Fatal(err)
+	}
+	if r := rec; !resolveIntent(root, &r, nil) || r.PID != 500 || r.PGID != 500 || r.StartTime != 1500 {
+		t.Fatalf("by FIFO: %+v", r)
+	}
+	marks := []marked{{pid: 700, pgid: 699, nonce: "n1"}, {pid: 699, pgid: 699, start: 42, nonce: "n1"}}
+	if r := rec; !resolveIntent(root, &r, marks) || r.PID != 699 || r.StartTime != 42 {
+		t.Fatalf("by INVOCATION_ID: %+v", r)
+	}
+	table := map[string]procRecord{"w.service": rec, "done.service": {Unit: "done.service", PID: 9, Nonce: "n2"}}
+	resolveIntents(root, table, marks)
+	if table["w.service"].PID != 699 || table["done.service"].PID != 9 {
+		t.Fatalf("resolveIntents: %+v", table)
+	}
+}
