@@ -94,6 +94,8 @@ func TestRestartDelay(t *testing.T) {
 	if u.NRestarts != 1 {
 		t.Fatalf("NRestarts = %d", u.NRestarts)
 	}
+	// Active once the process runs, maybe before its first line.
+	waitFor(t, "second run's line", func() bool { return len(lines(t, runs)) >= 2 })
 	l := lines(t, runs)
 	a, _ := strconv.ParseInt(l[0], 10, 64)
 	b, _ := strconv.ParseInt(l[1], 10, 64)
