@@ -871,7 +871,9 @@ func TestSystemdAcceptsValidationBounds(t *testing.T) {
 		`workingDirectory: /`,
 		`logs: {stdout: /var/log/a:b.log, stderr: "/var/log/a'b\"c.log"}`,
 		`lock: "/run/lock/a$b;c'd\"e"`,
-		`description: "a\u00a0b \u2028 c"`,
+		`description: "a\u00a0b c \u00ff"`,
+		// The longest argument and environment entry execve takes.
+		fmt.Sprintf(`preStart: [{command: [/bin/echo, %s]}], environment: {A: %s}`, strings.Repeat("a", MaxArgStrlen-1), strings.Repeat("b", MaxArgStrlen-3)),
 	}
 	timers := []string{
 		`schedule: [daily], accuracy: 1us, randomizedDelay: 0s`,
@@ -898,7 +900,11 @@ func TestSystemdAcceptsValidationBounds(t *testing.T) {
 	args := []string{"verify", "--man=no", "--generators=no"}
 	for _, id := range sortedKeys(byObj) {
 		for _, f := range byObj[id] {
-			checkRoundTrip(t, set.Objects[id], f)
+			if slices.ContainsFunc(bytes.Split(f.Data, []byte("\n")), func(l []byte) bool { return len(l) >= unit.SYSTEMD_LINE_MAX }) {
+				checkLongLines(t, set.Objects[id], f) // go-systemd cannot parse it
+			} else {
+				checkRoundTrip(t, set.Objects[id], f)
+			}
 			p := filepath.Join(out, f.Name)
 			if err := os.WriteFile(p, f.Data, 0o644); err != nil {
 				t.Fatal(err)
