@@ -74,7 +74,7 @@ func TestEventsPrintOneLinePerEvent(t *testing.T) {
 // characters (a foreign unit's text, a systemd error) stays one line.
 func TestDiffPrintsOneLinePerFinding(t *testing.T) {
 	res := reconcile.Result{Plan: reconcile.Plan{
-		Steps: []actuators.Step{{Op: actuators.OpStart, Unit: "web.service", Reason: "inactive\nwant\u2028active"}},
+		Steps:    []actuators.Step{{Op: actuators.OpStart, Unit: "web.service", Reason: "inactive\nwant\u2028active"}},
 		Findings: []reconcile.Finding{{Object: "Service/web", Reason: reconcile.ReasonForeignDropIn, Message: "drop-in x\r\n.conf\x1b", Warning: true}},
 	}}
 	var b bytes.Buffer
