@@ -1,0 +1,67 @@
+package sandbox
+
+import (
+	"bufio"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// skipCall matches a test skipping itself.
+var skipCall = regexp.MustCompile(`\.(Skip|Skipf|SkipNow)\(`)
+
+// TestSkipsGoThroughMissing: a test that cannot run for want of root, a
+// program, zoneinfo or a sandbox must give up through Missing (which
+// RESIL_E2E_REQUIRE=1 turns into a failure), never by a bare t.Skip. The
+// few skips that are not about the host (an opt-in benchmark, -short, the
+// helper run of a re-executed test binary) say so on their line with
+// "// not a prerequisite: why".
+func TestSkipsGoThroughMissing(t *testing.T) {
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		t.Fatalf("repository root not found at %s: %v", root, err)
+	}
+	n := 0
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (strings.HasPrefix(d.Name(), ".") || d.Name() == "testdata") && p != root {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(p, "_test.go") {
+			return nil
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for line := 1; sc.Scan(); line++ {
+			l := sc.Text()
+			if !skipCall.MatchString(l) || strings.HasPrefix(strings.TrimSpace(l), "//") || strings.Contains(l, "skipCall") {
+				continue
+			}
+			n++
+			if !strings.Contains(l, "// not a prerequisite: ") {
+				rel, _ := filepath.Rel(root, p)
+				t.Errorf("%s:%d: skip not through sandbox.Missing (or marked \"// not a prerequisite: why\"): %s", rel, line, strings.TrimSpace(l))
+			}
+		}
+		return sc.Err()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 {
+		t.Errorf("no deliberate skip found; is the walk looking at the repository?")
+	}
+}
