@@ -117,6 +117,10 @@ type loader struct {
 	opts   Options
 	budget int64
 	errs   map[string][]error // by relative file
+	// unusable are the names of documents refused before they became
+	// objects (bad apiVersion, kind or metadata): their drop-ins are not
+	// orphans, and what they name keeps its last good version.
+	unusable map[string]bool
 }
 
 // Load reads every manifest in dir.
@@ -516,10 +520,13 @@ type positioned struct {
 // decode turns one document (plus its drop-ins, merged later in crossCheck)
 // into an Object, or records why not.
 func (l *loader) decode(d *doc) *Object {
-	// Every type error of the document, not only the first that
-	// encoding/json would stop at; the spec too, when the kind is known.
-	if probs := checkTypes(d.raw, specTypes[headerKind(d.raw)]); len(probs) > 0 {
-		l.failSorted([]*doc{d}, probs)
+	// A type error in apiVersion, kind or metadata makes the document
+	// unusable. Report every type error of it then, not only the first that
+	// encoding/json stops at: the spec's too, when the kind is known. (Spec
+	// type errors alone are reported after the drop-ins are merged.)
+	if len(checkTypes(d.raw, nil)) > 0 {
+		l.failSorted([]*doc{d}, checkTypes(d.raw, specTypes[headerKind(d.raw)]))
+		l.markUnusable(d)
 		return nil
 	}
 	var h header
@@ -530,11 +537,29 @@ func (l *loader) decode(d *doc) *Object {
 	o := &Object{APIVersion: h.APIVersion, Kind: h.Kind, Metadata: h.Metadata,
 		Source: Source{File: d.file, Doc: d.idx}}
 	if bad := l.checkHeader(d, &h); bad {
+		l.markUnusable(d)
 		return nil
 	}
 	o.Source = Source{File: d.file, Doc: d.idx}
 	o.docs = []*doc{d}
 	return o
+}
+
+// markUnusable records the name of a document that cannot become an
+// object, when it has one.
+func (l *loader) markUnusable(d *doc) {
+	var h struct {
+		Metadata struct {
+			Name any `json:"name"`
+		} `json:"metadata"`
+	}
+	_ = json.Unmarshal(d.raw, &h)
+	if n, ok := h.Metadata.Name.(string); ok && n != "" {
+		if l.unusable == nil {
+			l.unusable = map[string]bool{}
+		}
+		l.unusable[n] = true
+	}
 }
 
 // checkHeader validates apiVersion, kind and name; true when the document is unusable.
@@ -954,6 +979,12 @@ func (l *loader) crossCheck(all []*Object, dropInDirs map[string]bool, set *Set)
 			continue
 		}
 		if len(byName[n]) == 0 {
+			if l.unusable[n] {
+				// Its manifest is invalid (reported there): keep what it
+				// had, and check the drop-ins once it is fixed.
+				set.BrokenNames[n] = true
+				continue
+			}
 			l.fail(files[0], &FieldError{Detail: fmt.Sprintf("drop-in for %q, but no manifest defines an object named %q", n, n)})
 			continue
 		}
