@@ -67,7 +67,7 @@ func TestValidateJSON(t *testing.T) {
 }
 
 func TestValidateRefusesInsecureManifestsAsRoot(t *testing.T) {
-	sandbox.RequireRoot(t, "(ownership checks apply as root)")
+	sandbox.RequireRoot(t, "for the ownership checks")
 	dir := dirWith(t, map[string]string{"web.yaml": good})
 	if err := os.Chmod(filepath.Join(dir, "web.yaml"), 0o666); err != nil {
 		t.Fatal(err)
