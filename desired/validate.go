@@ -473,7 +473,7 @@ func (v *validator) service(p path, s *ServiceSpec) {
 			v.add(q.key("tasksMax"), "must not be negative, got %d", r.TasksMax)
 		}
 	}
-	if d := s.StateDirectory; d != "" && (!stateDirRE.MatchString(d) || strings.Contains(d, "..") || pathpkg.Clean(d) != d || d == ".") {
+	if d := s.StateDirectory; d != "" && (!stateDirRE.MatchString(d) || strings.Contains(d, "..") || pathpkg.Clean(d) != d || d == "." || len("/var/lib/"+d) >= PathMax) {
 		v.add(p.key("stateDirectory"), "invalid state directory %q (a clean relative path below /var/lib, no '.' or '..')", d)
 	}
 	if s.Lock != "" {
