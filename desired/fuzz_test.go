@@ -39,6 +39,9 @@ func FuzzLoad(f *testing.F) {
 	base := []byte("apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: x}\nspec: {command: [/bin/echo, \"a b\"]}\n")
 	f.Add(base, []byte("spec: {environment: {A: \"1 %\"}, restart: {policy: always}}\n"))
 	f.Add(base, []byte("metadata: {name: y}\n"))
+	f.Add(base, []byte("metadata: {name: \"\"}\n"))
+	f.Add(base, []byte("kind: \"\"\nmetadata: []\n"))
+	f.Add(base, []byte("spec: {environment: {\"A\\nB\": \"\\u2028\"}, command: [/bin/echo, \"\\x85\"]}\n"))
 	f.Add(base, []byte("spec: null\n"))
 	f.Add(base, []byte("spec: {command: null}\n"))
 	f.Add([]byte("apiVersion: resil.dev/v1\nkind: Timer\nmetadata: {name: x}\nspec: {schedule: [daily], command: [/bin/true]}\n"),
