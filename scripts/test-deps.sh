@@ -11,9 +11,10 @@
 #   curl: e2e scrapes /metrics inside the sandbox
 #   tzdata: calendar tests in other time zones
 #   make git ca-certificates: the build itself and Go module downloads
+#   dash: sh -n of the example scripts
 set -eu
 
-pkgs="make git ca-certificates systemd dbus util-linux bsdutils mount procps coreutils curl netcat-openbsd tzdata"
+pkgs="make git ca-certificates dash systemd dbus util-linux bsdutils mount procps coreutils curl netcat-openbsd tzdata"
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
 	echo "test-deps: not a Debian system; install the equivalents of: $pkgs" >&2

@@ -65,3 +65,52 @@ func TestSkipsGoThroughMissing(t *testing.T) {
 		t.Errorf("no deliberate skip found; is the walk looking at the repository?")
 	}
 }
+
+// TestTestDepsInstallsPrerequisites: the package list `make test` installs
+// (scripts/test-deps.sh, also run by .ci/run) has every package the sandbox
+// needs and those of the programs tests ask for with RequireProgram.
+func TestTestDepsInstallsPrerequisites(t *testing.T) {
+	root := filepath.Join("..", "..")
+	script, err := os.ReadFile(filepath.Join(root, "scripts", "test-deps.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^pkgs="([^"]*)"$`).FindSubmatch(script)
+	if m == nil {
+		t.Fatalf("scripts/test-deps.sh: no pkgs=\"...\" line")
+	}
+	have := map[string]bool{}
+	for _, p := range strings.Fields(string(m[1])) {
+		have[p] = true
+	}
+	want := strings.Fields(Packages)
+	// RequireProgram(t, name, pkg) calls name their package.
+	req := regexp.MustCompile(`RequireProgram\([^,]+, "[^"]+", "([^"]+)"\)`)
+	_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, "_test.go") {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		for _, s := range req.FindAllSubmatch(data, -1) {
+			want = append(want, string(s[1]))
+		}
+		return nil
+	})
+	for _, p := range want {
+		if !have[p] {
+			t.Errorf("scripts/test-deps.sh does not install %s", p)
+		}
+	}
+	for _, f := range []string{"Makefile", filepath.Join(".ci", "run")} {
+		data, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(data), "scripts/test-deps.sh") {
+			t.Errorf("%s does not run scripts/test-deps.sh", f)
+		}
+	}
+}
