@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -112,5 +113,53 @@ func TestTestDepsInstallsPrerequisites(t *testing.T) {
 		if !strings.Contains(string(data), "scripts/test-deps.sh") {
 			t.Errorf("%s does not run scripts/test-deps.sh", f)
 		}
+	}
+}
+
+// TestTestDepsScript runs scripts/test-deps.sh against fake dpkg-query, id
+// and apt-get: nothing missing, it calls no apt-get; missing as root, it
+// installs exactly what is missing; missing as another user, it says so and
+// leaves the tests to skip.
+func TestTestDepsScript(t *testing.T) {
+	script, err := filepath.Abs(filepath.Join("..", "..", "scripts", "test-deps.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh := RequireProgram(t, "sh", "dash")
+	for _, tc := range []struct {
+		name, missing, uid, wantApt, wantErr string
+	}{
+		{"all present", "", "0", "", ""},
+		{"missing as root", "netcat-openbsd tzdata", "0", "update -qq\ninstall -y -qq --no-install-recommends netcat-openbsd tzdata\n", ""},
+		{"missing as a user", "curl", "1000", "", "test-deps: missing: curl. As root: apt-get install curl"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bin := t.TempDir()
+			log := filepath.Join(bin, "apt.log")
+			fakes := map[string]string{
+				"dpkg-query": "for p; do :; done\ncase \" $MISSING \" in *\" $p \"*) exit 1;; esac\nprintf installed\n",
+				"id":         "echo \"$FAKE_UID\"\n",
+				"apt-get":    "echo \"$*\" >>\"$APT_LOG\"\n",
+			}
+			for name, body := range fakes {
+				if err := os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\n"+body), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cmd := exec.Command(sh, script)
+			cmd.Env = []string{"PATH=" + bin + ":/usr/bin:/bin", "MISSING=" + tc.missing, "FAKE_UID=" + tc.uid, "APT_LOG=" + log}
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			if err := cmd.Run(); err != nil {
+				t.Fatalf("test-deps.sh: %v\n%s", err, stderr.String())
+			}
+			apt, _ := os.ReadFile(log)
+			if string(apt) != tc.wantApt {
+				t.Errorf("apt-get calls:\n%q\nwant\n%q", apt, tc.wantApt)
+			}
+			if !strings.Contains(stderr.String(), tc.wantErr) || (tc.wantErr == "" && stderr.Len() > 0) {
+				t.Errorf("stderr %q, want %q", stderr.String(), tc.wantErr)
+			}
+		})
 	}
 }
