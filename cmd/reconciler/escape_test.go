@@ -92,3 +92,9 @@ func TestDiffPrintsOneLinePerFinding(t *testing.T) {
 		t.Errorf("printed:\n%s", b.String())
 	}
 }
+
+func TestEscapeLinesKeepsStructure(t *testing.T) {
+	if got, want := escapeLines("a\x1b\nb\u2028c\rd"), "a\\x1b\nb\\u2028c\\rd"; got != want {
+		t.Errorf("escapeLines = %q, want %q", got, want)
+	}
+}
