@@ -94,6 +94,9 @@ func checkLoadContract(t *testing.T, set *Set, err error, dir string) {
 		if !utf8.ValidString(fe.Error()) {
 			t.Fatalf("error is not valid UTF-8: %q", fe.Error())
 		}
+		if strings.ContainsFunc(fe.Error(), needsEscape) {
+			t.Fatalf("error line holds a raw control character: %q", fe.Error())
+		}
 	}
 	checkBrokenConsistent(t, set, err, set.Dir)
 	for id, o := range set.Objects {
