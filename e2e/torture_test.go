@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"resil.dev/resil/reconcile"
+	"resil.dev/resil/e2e/sandbox"
 	"resil.dev/resil/reconcile/store"
 )
 
@@ -79,9 +80,7 @@ func tortureSeed(t *testing.T) uint64 {
 }
 
 func TestTortureProcess(t *testing.T) {
-	if os.Geteuid() != 0 {
-		tortureRequireRoot(t)
-	}
+	sandbox.RequireRoot(t, "(owner check on root-owned manifests, chown, user: nobody)")
 	seed := tortureSeed(t)
 	run := fmt.Sprintf("p%d", seed%1000000)
 	tr := newTorture(t, newProcTorture(t, run), run, seed, tortureSizing())
@@ -96,9 +95,7 @@ func TestTortureSystemd(t *testing.T) {
 }
 
 func TestTortureCrashAfterStepProcess(t *testing.T) {
-	if os.Geteuid() != 0 {
-		tortureRequireRoot(t)
-	}
+	sandbox.RequireRoot(t, "(owner check on root-owned manifests, chown, user: nobody)")
 	seed := tortureSeed(t)
 	run := fmt.Sprintf("c%d", seed%1000000)
 	tr := newTorture(t, newProcTorture(t, run), run, seed, tortureSizing())
@@ -110,17 +107,6 @@ func TestTortureCrashAfterStepSystemd(t *testing.T) {
 	run := fmt.Sprintf("d%d", seed%1000000)
 	tr := newTorture(t, newSDTorture(t, run, 30*time.Minute), run, seed, tortureSizing())
 	tr.crashAfterEveryStep()
-}
-
-// tortureRequireRoot fails or skips like the sandbox does: the process backend
-// run needs root for the owner check (files owned by root), chown and
-// `user: nobody`.
-func tortureRequireRoot(t *testing.T) {
-	t.Helper()
-	if os.Getenv("RESIL_E2E_REQUIRE") == "1" {
-		t.Fatalf("torture needs root (RESIL_E2E_REQUIRE=1)")
-	}
-	t.Skip("torture needs root")
 }
 
 // tortureAbsent is the key of a service that does not run.
