@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"resil.dev/resil/reconcile"
 	"resil.dev/resil/e2e/sandbox"
+	"resil.dev/resil/reconcile"
 	"resil.dev/resil/reconcile/store"
 )
 
