@@ -199,8 +199,17 @@ type torture struct {
 }
 
 func newTorture(t *testing.T, b tortureBackend, run string, seed uint64, size tortureSize) *torture {
-	return &torture{t: t, b: b, size: size, seed: seed, rng: rand.New(rand.NewPCG(seed, seed^0x5eed)), run: run,
+	tr := &torture{t: t, b: b, size: size, seed: seed, rng: rand.New(rand.NewPCG(seed, seed^0x5eed)), run: run,
 		svcs: map[string]*tSvc{}, begin: time.Now(), sampled: map[int]bool{}, classes: map[string]int{}}
+	// Before the backend's own cleanups (services, temp dirs): the agent
+	// must not write into a state dir being removed.
+	t.Cleanup(func() {
+		tr.held.Wait()
+		if tr.agent != nil {
+			tr.agent.stop(t)
+		}
+	})
+	return tr
 }
 
 func (tr *torture) logf(format string, args ...any) {
