@@ -445,8 +445,8 @@ func scanTortureProcs(run string) []tortureProc {
 				}
 			}
 		}
-		if p.uid == -2 {
-			continue
+		if p.uid < 0 {
+			continue // a zombie, or gone between the two reads
 		}
 		out = append(out, p)
 	}
