@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -186,7 +187,10 @@ func loadOnce(dir, orig string, opts Options) (*Set, bool, error) {
 	// relative to the descriptor of the directory resolved here.
 	stack, err := resolveDir(w, dir)
 	if err != nil {
-		return nil, false, fmt.Errorf("%w: %w", ErrUnreadable, err)
+		// A symlink whose old target was deleted under the walk (git-sync
+		// removes the old revision after the swap) is a race, not a loss.
+		raced := len(w.links) > 0 && errors.Is(err, fs.ErrNotExist)
+		return nil, raced, fmt.Errorf("%w: %w", ErrUnreadable, err)
 	}
 	top := stack[len(stack)-1]
 	entries, err := listDir(top)

@@ -345,6 +345,12 @@ func quotePathError(err error) string {
 	return err.Error()
 }
 
+// quotedError renders err with quotePathError and unwraps to it.
+type quotedError struct{ err error }
+
+func (q quotedError) Error() string { return quotePathError(q.err) }
+func (q quotedError) Unwrap() error { return q.err }
+
 // readFile reads one manifest or drop-in (rel to the manifests directory)
 // within the caps and ownership rules. A file some process holds open for
 // writing is not read: it is recorded in l.busy, with no error.
@@ -479,7 +485,7 @@ func resolveDir(w *fsWalker, abs string) ([]*dirNode, error) {
 		if errors.As(err, &r) {
 			return nil, fmt.Errorf("%q: %s", abs, r.msg)
 		}
-		return nil, fmt.Errorf("%q: %s", abs, quotePathError(err))
+		return nil, fmt.Errorf("%q: %w", abs, quotedError{err})
 	}
 	if d := ownerDetail(&stack[len(stack)-1].st, w.opts); d != "" {
 		return nil, fmt.Errorf("%s: %s", abs, d)
