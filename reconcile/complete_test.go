@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"resil.dev/resil/desired"
 )
 
 // Red-team cases of issue 9 item 1: only complete files are acted on. A
@@ -92,7 +94,12 @@ func emptiedKeepsService(t *testing.T, body string) {
 	want := snapshot(f)
 	writeManifest(t, dir, "web.yaml", body)
 	expectNoChange(t, dir, f, r, want)
-	if !hasEvent(ring, ReasonInvalid, "web.yaml\" holds no objects") || !hasEvent(ring, ReasonLastGoodRetained, "holds no objects") {
+	// It is a manifest problem, as apply, diff and status report them.
+	res, _ := r.Reconcile(context.Background(), Options{DryRun: true})
+	if fes := desired.FieldErrors(res.LoadErr); len(fes) != 1 || !strings.HasSuffix(fes[0].File, "web.yaml") {
+		t.Fatalf("LoadErr = %v", res.LoadErr)
+	}
+	if !hasEvent(ring, ReasonInvalid, "web.yaml: holds no objects") || !hasEvent(ring, ReasonLastGoodRetained, "holds no objects") {
 		t.Fatalf("events: %+v", ring.Events())
 	}
 	// The last good version stays across passes, not just the first.

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -251,17 +252,26 @@ func (r *Reconciler) desiredObjects(log *zap.Logger) ([]*desired.Object, map[str
 	for f := range set.Broken {
 		broken[f] = true
 	}
-	for _, fe := range desired.FieldErrors(lerr) {
-		r.event(Warning, ReasonInvalid, "", "", "", fe.Error())
-	}
-	// Busy and empty files protect what they held exactly as broken ones do.
+	// Busy and empty files protect what they held exactly as broken ones
+	// do. An empty file is invalid: it joins the load problems.
 	for _, f := range sortedKeys(set.Busy) {
 		broken[f] = true
 		r.event(Normal, ReasonBusy, "", "", "", fmt.Sprintf("%q is open for writing; it is read once the writer closes it (what it holds keeps its last good version)", filepath.Join(set.Dir, f)))
 	}
-	for _, f := range sortedKeys(set.Empty) {
-		broken[f] = true
-		r.event(Warning, ReasonInvalid, "", "", "", fmt.Sprintf("%q holds no objects (empty, only comments or only \"---\"); what it held keeps its last good version: delete the file to remove its objects", filepath.Join(set.Dir, f)))
+	if len(set.Empty) > 0 {
+		all := &multierror.Error{ErrorFormat: joinLines}
+		if lerr != nil {
+			all.Errors = append(all.Errors, lerr)
+		}
+		for _, f := range sortedKeys(set.Empty) {
+			broken[f] = true
+			all.Errors = append(all.Errors, &desired.FieldError{File: filepath.Join(set.Dir, f),
+				Detail: `holds no objects (empty, only comments or only "---"); what it held keeps its last good version: delete the file to remove its objects`})
+		}
+		lerr = all
+	}
+	for _, fe := range desired.FieldErrors(lerr) {
+		r.event(Warning, ReasonInvalid, "", "", "", fe.Error())
 	}
 	// An object whose drop-in is broken (unreadable), busy or empty is not
 	// applied without it: its last good version stays, or, with none, what
@@ -348,6 +358,14 @@ func holdReason(file string, busy bool) string {
 		return fmt.Sprintf("%q is open for writing", file)
 	}
 	return fmt.Sprintf("%q holds no objects", file)
+}
+
+func joinLines(es []error) string {
+	lines := make([]string, len(es))
+	for i, e := range es {
+		lines[i] = e.Error()
+	}
+	return strings.Join(lines, "\n")
 }
 
 func sortedKeys(m map[string]bool) []string {
