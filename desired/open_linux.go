@@ -488,7 +488,7 @@ func resolveDir(w *fsWalker, abs string) ([]*dirNode, error) {
 		return nil, fmt.Errorf("%q: %w", abs, quotedError{err})
 	}
 	if d := ownerDetail(&stack[len(stack)-1].st, w.opts); d != "" {
-		return nil, fmt.Errorf("%s: %s", abs, d)
+		return nil, fmt.Errorf("%q: %s", abs, d)
 	}
 	return stack, nil
 }

@@ -267,3 +267,20 @@ func TestWatchSetFollowsSymlinkChain(t *testing.T) {
 		t.Fatalf("watchSet = %v\nwant %v", got, want)
 	}
 }
+
+// A Kubernetes ConfigMap update (new hidden revision folder, "..data"
+// swapped, files are symlinks into it) wakes the loop.
+func TestWatchConfigMapSwapWakes(t *testing.T) {
+	dir := mkdir(t, filepath.Join(t.TempDir(), "resil.d"))
+	writeFiles(t, dir, map[string]string{"..2024_01/web.yaml": "x"})
+	symlink(t, "..2024_01", filepath.Join(dir, "..data"))
+	symlink(t, "..data/web.yaml", filepath.Join(dir, "web.yaml"))
+	wakes := startWatch(t, dir)
+	writeFiles(t, dir, map[string]string{"..2024_02/web.yaml": "y"})
+	drain(wakes)
+	symlink(t, "..2024_02", filepath.Join(dir, "..data_tmp"))
+	if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	expectWake(t, wakes, "the ..data swap")
+}
