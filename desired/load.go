@@ -146,7 +146,11 @@ type loader struct {
 //     *FieldError naming file:line:col: field; set holds every valid object
 //     and set.Broken names the bad files. One bad file never hides the others.
 //   - (nil, err) with errors.Is(err, ErrUnreadable): nothing could be read
-//     (missing or insecure directory). Nothing may be pruned on this.
+//     (missing or insecure directory, or swapped during every attempt).
+//     Nothing may be pruned on this.
+//
+// Files open for writing (set.Busy) and files with no document (set.Empty)
+// are not errors: Load reports them and the caller keeps what they held.
 func Load(dir string, opts Options) (*Set, error) {
 	if opts.MaxFileBytes <= 0 {
 		opts.MaxFileBytes = DefaultMaxFileBytes
