@@ -116,10 +116,22 @@ func (w *fsWalker) trustDir(n *dirNode) error {
 // walk resolves name (absolute, or relative to the last directory of from,
 // whose earlier entries are its ancestors) and opens what it names. With
 // wantDir it returns the stack of directories down to the named one and
-// fd -1; otherwise it returns the stack of the file's directory and an open
+// fd -1; otherwise it returns no stack and an open
 // descriptor of the regular file (O_RDONLY|O_NONBLOCK|O_CLOEXEC) with its
-// fstat. The caller closes that file descriptor.
+// fstat (and no stack). The caller closes that file descriptor.
 func (w *fsWalker) walk(from []*dirNode, name string, wantDir bool) ([]*dirNode, int, *unix.Stat_t, error) {
+	if !wantDir {
+		// Directories opened on the way to a file (through symlinks) are
+		// not needed after it: close them, so a ConfigMap of many files
+		// does not hold a descriptor per file for the whole load.
+		mark := len(w.fds)
+		defer func() {
+			for _, fd := range w.fds[mark:] {
+				_ = unix.Close(fd)
+			}
+			w.fds = w.fds[:mark]
+		}()
+	}
 	cur := slices.Clone(from)
 	if filepath.IsAbs(name) {
 		cur = slices.Clone(w.root)
@@ -221,7 +233,7 @@ func (w *fsWalker) walk(from []*dirNode, name string, wantDir bool) ([]*dirNode,
 				_ = unix.Close(fd)
 				return nil, -1, nil, errNotRegular
 			}
-			return cur, fd, st, nil
+			return nil, fd, st, nil
 		default:
 			if !last || wantDir {
 				return nil, -1, nil, &os.PathError{Op: "open", Path: full, Err: unix.ENOTDIR}
