@@ -116,9 +116,9 @@ func (w *fsWalker) trustDir(n *dirNode) error {
 // walk resolves name (absolute, or relative to the last directory of from,
 // whose earlier entries are its ancestors) and opens what it names. With
 // wantDir it returns the stack of directories down to the named one and
-// fd -1; otherwise it returns no stack and an open
-// descriptor of the regular file (O_RDONLY|O_NONBLOCK|O_CLOEXEC) with its
-// fstat (and no stack). The caller closes that file descriptor.
+// fd -1; otherwise it returns no stack, and an open descriptor of the
+// regular file (O_RDONLY|O_NONBLOCK|O_CLOEXEC) with its fstat, which the
+// caller closes.
 func (w *fsWalker) walk(from []*dirNode, name string, wantDir bool) ([]*dirNode, int, *unix.Stat_t, error) {
 	if !wantDir {
 		// Directories opened on the way to a file (through symlinks) are
