@@ -424,3 +424,42 @@ func TestLoadDuringGitSyncSwaps(t *testing.T) {
 	}
 	t.Logf("300 loads during swaps: %d whole revisions, the rest unreadable", whole)
 }
+
+// Load closes every descriptor it opened, whatever it read: files,
+// symlinked files, drop-in folders, busy, empty and refused files.
+func TestLoadClosesDescriptors(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{"..v1/x.yaml": "", "web.yaml": svcDoc("web", "/bin/true"), "web.d/1.yaml": "spec: {user: nobody}\n", "empty.yaml": "", "bad.yaml": "kind: [\n"}
+	for i := 0; i < 50; i++ {
+		files[fmt.Sprintf("..v1/s%d.yaml", i)] = svcDoc(fmt.Sprintf("s%d", i), "/bin/true")
+	}
+	writeFiles(t, dir, files)
+	for i := 0; i < 50; i++ {
+		symlink(t, fmt.Sprintf("..v1/s%d.yaml", i), filepath.Join(dir, fmt.Sprintf("s%d.yaml", i)))
+	}
+	if err := syscall.Mkfifo(filepath.Join(dir, "fifo.yaml"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w, err := os.OpenFile(filepath.Join(dir, "web.d", "1.yaml"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	count := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	before := count()
+	for i := 0; i < 5; i++ {
+		set, _ := loadInsecure(t, dir)
+		if set == nil || len(set.Objects) != 51 || !set.Busy["web.d/1.yaml"] {
+			t.Fatalf("load: %v", set)
+		}
+	}
+	if after := count(); after != before {
+		t.Fatalf("%d descriptors open after the loads, %d before", after, before)
+	}
+}
