@@ -35,7 +35,10 @@ type Options struct {
 	// Insecure skips the ownership and permission checks (tests, non-root
 	// validate/diff on a GitOps checkout).
 	Insecure bool
-	// OwnerUID is the owner manifests must have when not Insecure (default 0, root).
+	// OwnerUID is the owner manifests, drop-ins, the manifests directory
+	// and its drop-in folders must have when not Insecure (default 0,
+	// root). Other directories on their resolved paths may be owned by
+	// root or OwnerUID (see open_linux.go).
 	OwnerUID int
 	// MaxFileBytes and MaxDirBytes override the size caps (0: defaults).
 	MaxFileBytes int64
