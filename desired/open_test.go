@@ -463,3 +463,20 @@ func TestLoadClosesDescriptors(t *testing.T) {
 		t.Fatalf("%d descriptors open after the loads, %d before", after, before)
 	}
 }
+
+// BenchmarkLoad100: a directory of 100 manifests with the owner checks on
+// (openat walk, fstat, read lease per file).
+func BenchmarkLoad100(b *testing.B) {
+	dir := b.TempDir()
+	files := map[string]string{}
+	for i := 0; i < 100; i++ {
+		files[fmt.Sprintf("s%03d.yaml", i)] = svcDoc(fmt.Sprintf("s%03d", i), "/bin/true")
+	}
+	writeFiles(b, dir, files)
+	opts := Options{Host: testHost, OwnerUID: os.Getuid()}
+	for b.Loop() {
+		if set, err := Load(dir, opts); err != nil || len(set.Objects) != 100 {
+			b.Fatalf("%v", err)
+		}
+	}
+}
