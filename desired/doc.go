@@ -23,7 +23,7 @@
 // file's owner, EINVAL on filesystems without leases), a file is read
 // without that protection.
 //
-// Files are opened only by open_linux.go: each path is walked component by
+// Files are opened only by open_unix.go: each path is walked component by
 // component with openat(O_NOFOLLOW|O_NONBLOCK) from "/", every directory on
 // the way (and on the way to any symlink target) must be owned by root or
 // the manifests owner and not writable by group or others (a sticky one is

@@ -38,7 +38,7 @@ type Options struct {
 	// OwnerUID is the owner manifests, drop-ins, the manifests directory
 	// and its drop-in folders must have when not Insecure (default 0,
 	// root). Other directories on their resolved paths may be owned by
-	// root or OwnerUID (see open_linux.go).
+	// root or OwnerUID (see open_unix.go).
 	OwnerUID int
 	// MaxFileBytes and MaxDirBytes override the size caps (0: defaults).
 	MaxFileBytes int64

@@ -1,3 +1,5 @@
+//go:build unix
+
 package desired
 
 import (
@@ -367,12 +369,13 @@ func (q quotedError) Unwrap() error { return q.err }
 // within the caps and ownership rules. A file some process holds open for
 // writing is not read: it is recorded in l.busy, with no error.
 //
-// Busy is told by a read lease (fcntl F_SETLEASE F_RDLCK), which Linux
-// refuses with EAGAIN while any process has the file open for writing. The
-// lease is released as soon as the file is read. Where no lease can be
-// taken for another reason (EACCES when neither root nor the file's owner,
-// EINVAL on filesystems without leases such as some network or overlay
-// mounts), the file is read without this protection.
+// Busy is told by a read lease (fcntl F_SETLEASE F_RDLCK, see
+// lease_linux.go), which Linux refuses with EAGAIN while any process has
+// the file open for writing. The lease is released as soon as the file is
+// read. Where no lease can be taken for another reason (EACCES when neither
+// root nor the file's owner, EINVAL on filesystems without leases such as
+// some network or overlay mounts, or not Linux), the file is read without
+// this protection.
 func (l *loader) readFile(rel string) ([]byte, bool) {
 	if !safeFileRE.MatchString(filepath.Base(rel)) {
 		l.fail(rel, &FieldError{Detail: "refused: file names may use only letters, digits and . _ - + @ ="})
@@ -413,7 +416,7 @@ func (l *loader) readFile(rel string) ([]byte, bool) {
 	}
 	data, err := readAll(fd, l.opts.MaxFileBytes+1)
 	if leased {
-		_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_UNLCK)
+		releaseLease(fd)
 	}
 	if err != nil {
 		l.fail(rel, &FieldError{Detail: fmt.Sprintf("cannot read: %v", err)})
@@ -425,19 +428,6 @@ func (l *loader) readFile(rel string) ([]byte, bool) {
 	}
 	l.budget -= int64(len(data))
 	return data, true
-}
-
-// takeReadLease tries a read lease on fd. busy: some process has the file
-// open for writing. leased: the lease is held and must be released.
-func takeReadLease(fd int) (leased, busy bool) {
-	_, err := unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_RDLCK)
-	switch {
-	case err == nil:
-		return true, false
-	case errors.Is(err, unix.EAGAIN):
-		return false, true
-	}
-	return false, false // EACCES, EINVAL...: cannot tell
 }
 
 func readAll(fd int, limit int64) ([]byte, error) {
@@ -457,34 +447,6 @@ func readAll(fd int, limit int64) ([]byte, error) {
 		out = append(out, buf[:n]...)
 	}
 	return out, nil
-}
-
-// WriterOpen reports whether some process holds the regular file at path
-// open for writing (its content may be half written). known is false when
-// that cannot be told (no lease possible on this file or filesystem).
-// A missing or non-regular path is reported as not busy.
-func WriterOpen(path string) (busy, known bool) {
-	var st unix.Stat_t
-	if unix.Stat(path, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return false, true
-	}
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return errors.Is(err, unix.EWOULDBLOCK), true
-	}
-	defer unix.Close(fd)
-	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return false, true
-	}
-	_, err = unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_RDLCK)
-	switch {
-	case err == nil:
-		_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_UNLCK)
-		return false, true
-	case errors.Is(err, unix.EAGAIN):
-		return true, true
-	}
-	return false, false
 }
 
 // resolveDir resolves the manifests directory for one load: every
