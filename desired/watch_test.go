@@ -284,3 +284,22 @@ func TestWatchConfigMapSwapWakes(t *testing.T) {
 	}
 	expectWake(t, wakes, "the ..data swap")
 }
+
+// Loads (reads, leases) of the watched files wake nothing: a pass must not
+// wake the next one.
+func TestWatchLoadsDoNotWake(t *testing.T) {
+	dir := mkdir(t, filepath.Join(t.TempDir(), "resil.d"))
+	writeFiles(t, dir, map[string]string{"web.yaml": "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: web}\nspec: {command: [/bin/true]}\n", "web.d/1.yaml": "spec: {user: nobody}\n"})
+	wakes := startWatch(t, dir)
+	for i := 0; i < 20; i++ {
+		if _, err := Load(dir, Options{Host: testHost, OwnerUID: os.Getuid()}); err != nil {
+			t.Fatal(err)
+		}
+		if busy, known := WriterOpen(filepath.Join(dir, "web.yaml")); busy || !known {
+			t.Fatalf("WriterOpen = %v, %v", busy, known)
+		}
+	}
+	if n := countWakes(wakes); n != 0 {
+		t.Fatalf("loads woke %d passes", n)
+	}
+}
