@@ -170,6 +170,11 @@ func TestMultiDocCutAfterSeparatorWhileHeldOpen(t *testing.T) {
 	if !hasEvent(ring, ReasonBusy, "all.yaml") || !hasEvent(ring, ReasonLastGoodRetained, "open for writing") {
 		t.Fatalf("events: %+v", ring.Events())
 	}
+	// diff shows it as a finding; it is not a manifest error.
+	res, _ := r.Reconcile(context.Background(), Options{DryRun: true})
+	if len(res.Plan.Findings) != 1 || res.Plan.Findings[0].Reason != ReasonBusy || res.LoadErr != nil {
+		t.Fatalf("findings %+v, load error %v", res.Plan.Findings, res.LoadErr)
+	}
 	finish(apiManifest)
 	expectNoChange(t, dir, f, r, want)
 }

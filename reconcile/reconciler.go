@@ -163,7 +163,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 			log.Error("pass panicked", zap.Any("panic", p), zap.Stack("stack"))
 		}
 	}()
-	objs, protected, broken, prune, lerr := r.desiredObjects(log)
+	objs, protected, broken, prune, busy, lerr := r.desiredObjects(log)
 	res.LoadErr = lerr
 	if objs == nil && !prune && lerr != nil && len(r.lastGood) == 0 && errors.Is(lerr, desired.ErrUnreadable) {
 		return res, fmt.Errorf("load manifests: %w", lerr)
@@ -206,7 +206,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	res.Observed = obs
 	plan := Compute(Input{Objects: effective, Files: files, UnitDir: r.cfg.UnitDir, ManagerDir: r.cfg.ManagerDir,
 		Observed: obs, Prune: prune, Protected: protected, BrokenFiles: broken})
-	plan.Findings = append(plan.Findings, unsupported...)
+	plan.Findings = append(append(plan.Findings, busy...), unsupported...)
 	res.Plan = plan
 	res.Hash = plan.Hash()
 	for _, f := range plan.Findings {
@@ -237,7 +237,8 @@ const ReasonBusy = "ManifestBusy"
 // desiredObjects loads the manifests and applies the last-good rule.
 // It returns the effective objects, the IDs that must not be pruned, the
 // files whose owned units must not be pruned, whether pruning is allowed at
-// all, and the load problems.
+// all, a ManifestBusy finding per file open for writing, and the load
+// problems.
 //
 // The rule: an object keeps its last good version while the file it came
 // from, or one of its drop-ins, is broken, busy (open for writing) or
@@ -245,7 +246,7 @@ const ReasonBusy = "ManifestBusy"
 // agent restarted with no memory) is neither applied nor pruned: what is on
 // the host stays. An object disappears only when its file is removed, or it
 // is removed from a file that still holds other objects.
-func (r *Reconciler) desiredObjects(log *zap.Logger) ([]*desired.Object, map[string]bool, map[string]bool, bool, error) {
+func (r *Reconciler) desiredObjects(log *zap.Logger) ([]*desired.Object, map[string]bool, map[string]bool, bool, []Finding, error) {
 	protected := map[string]bool{}
 	broken := map[string]bool{}
 	set, lerr := desired.Load(r.cfg.Manifests, r.cfg.Load)
@@ -258,16 +259,18 @@ func (r *Reconciler) desiredObjects(log *zap.Logger) ([]*desired.Object, map[str
 			protected[id] = true
 		}
 		sortObjects(objs)
-		return objs, protected, broken, false, lerr
+		return objs, protected, broken, false, nil, lerr
 	}
 	for f := range set.Broken {
 		broken[f] = true
 	}
 	// Busy and empty files protect what they held exactly as broken ones
 	// do. An empty file is invalid: it joins the load problems.
+	var busy []Finding
 	for _, f := range sortedKeys(set.Busy) {
 		broken[f] = true
-		r.event(Normal, ReasonBusy, "", "", "", fmt.Sprintf("%q is open for writing; it is read once the writer closes it (what it holds keeps its last good version)", filepath.Join(set.Dir, f)))
+		busy = append(busy, Finding{Reason: ReasonBusy, Warning: true,
+			Message: fmt.Sprintf("%q is open for writing; it is read once the writer closes it (what it holds keeps its last good version)", filepath.Join(set.Dir, f))})
 	}
 	if len(set.Empty) > 0 {
 		all := &multierror.Error{ErrorFormat: joinLines}
@@ -360,7 +363,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger) ([]*desired.Object, map[str
 	if lerr != nil {
 		log.Warn("manifests have errors", zap.Int("broken_files", len(set.Broken)), zap.Error(lerr))
 	}
-	return objs, protected, broken, true, lerr
+	return objs, protected, broken, true, busy, lerr
 }
 
 // holdReason says why an object's file keeps it at its last good version.
