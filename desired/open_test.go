@@ -18,13 +18,7 @@ import (
 // needRoot fails (RESIL_E2E_REQUIRE=1) or skips a test that must chown.
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv(sandbox.RequireEnv) == "1" {
-		t.Fatalf("needs root to chown test files (euid %d) and %s=1", os.Geteuid(), sandbox.RequireEnv)
-	}
-	t.Skipf("needs root to chown test files (euid %d)", os.Geteuid())
+	sandbox.RequireRoot(t, "to chown test files")
 }
 
 const nobodyUID = 65534
