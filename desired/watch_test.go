@@ -193,6 +193,7 @@ func TestWatchParentBusyFileWakesNothing(t *testing.T) {
 // folder or the directory itself wake a pass at once (the owner checks
 // read them), not at the next resync.
 func TestWatchPermissionChangesWake(t *testing.T) {
+	needRoot(t)
 	dir := mkdir(t, filepath.Join(t.TempDir(), "resil.d"))
 	writeFiles(t, dir, map[string]string{"web.yaml": "x", "web.d/10.yaml": "y"})
 	wakes := startWatch(t, dir)
