@@ -6,7 +6,7 @@ FUZZTIME  ?= 10s
 STATICCHECK_VERSION ?= 2026.1
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build test unit e2e fuzz bench lint run clean
+.PHONY: all build test test-deps unit e2e fuzz bench lint run clean
 
 all: build
 
@@ -15,12 +15,17 @@ build:
 
 # The test command of README.md: unit + integration tests (the e2e packages
 # boot a sandboxed systemd when run as root), then a short run of every fuzz target.
-test: unit fuzz
+test: test-deps unit fuzz
+
+# As root: install what the e2e suite needs when missing (PostgreSQL 15 for
+# e2e/postgres_test.go; never starts a service or creates a cluster).
+test-deps:
+	@if [ "$$(id -u)" = 0 ]; then scripts/postgres-deps.sh; fi
 
 unit:
 	$(GO) test -count=1 -timeout 20m ./...
 
-e2e:
+e2e: test-deps
 	RESIL_E2E_REQUIRE=1 $(GO) test -count=1 -timeout 20m -v ./e2e/...
 
 # Each fuzz target for $(FUZZTIME) (go test allows one -fuzz target per run).
