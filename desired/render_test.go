@@ -132,6 +132,38 @@ func TestRenderExamples(t *testing.T) {
 	}
 }
 
+// postgresExampleDir is the runnable PostgreSQL example (README, e2e/postgres_test.go).
+var postgresExampleDir = filepath.Join("..", "manifests", "examples", "postgres")
+
+// TestRenderExamplePostgres: the PostgreSQL example loads without errors and
+// renders to testdata/golden/examples/postgres/<file>/.
+func TestRenderExamplePostgres(t *testing.T) {
+	set, byObj := renderAll(t, postgresExampleDir)
+	if want := []string{"pg-backup.yaml", "pg-worker.yaml", "pg.yaml"}; !slices.Equal(set.Files, want) {
+		t.Errorf("manifests/examples/postgres holds %q, want %q", set.Files, want)
+	}
+	if len(set.Objects) != 3 || len(set.NotSelected) != 0 {
+		t.Errorf("objects %v, not selected %v", sortedKeys(set.Objects), sortedKeys(set.NotSelected))
+	}
+	byFile := map[string]map[string][]byte{}
+	for _, id := range sortedKeys(byObj) {
+		o := set.Objects[id]
+		stem := strings.TrimSuffix(o.Source.File, ".yaml")
+		if byFile[stem] == nil {
+			byFile[stem] = map[string][]byte{}
+		}
+		for _, f := range byObj[id] {
+			byFile[stem][f.Name] = f.Data
+			checkRoundTrip(t, o, f)
+		}
+	}
+	for _, stem := range sortedKeys(byFile) {
+		t.Run(stem, func(t *testing.T) {
+			goldenDir(t, filepath.Join("testdata", "golden", "examples", "postgres", stem), byFile[stem])
+		})
+	}
+}
+
 // TestExampleScripts: the scripts the examples run are executable POSIX sh.
 func TestExampleScripts(t *testing.T) {
 	scripts, err := filepath.Glob(filepath.Join(exampleDir, "bin", "*"))
@@ -664,6 +696,8 @@ func TestSystemdAnalyzeVerify(t *testing.T) {
 	}
 	set, files := renderAll(t, exampleDir)
 	groups = append(groups, group{"manifests", set, files})
+	set, files = renderAll(t, postgresExampleDir)
+	groups = append(groups, group{"examples/postgres", set, files})
 
 	for _, g := range groups {
 		for _, id := range sortedKeys(g.files) {
