@@ -305,10 +305,19 @@ func runPGScenarios(t *testing.T, h *pgHost, startAgent func()) {
 	late = strings.Replace(late, "maxLateness: 6h", "maxLateness: 1m", 1)
 	late = strings.ReplaceAll(late, "/backup/runs", "/backup/runs-late")
 	backup = strings.Replace(backup, "maxLateness: 6h", "maxLateness: 1h", 1)
+	// The issue's frequent dump: every 3 s with retry (runs until scenario 3).
+	frequent := strings.Replace(backup, "name: pg-backup", "name: pg-dump", 1)
+	frequent = strings.Replace(frequent, fmt.Sprintf(`schedule: ["*-*-* *:%02d:%02d UTC"]`, due.Minute(), due.Second()), `schedule: ["*:*:0/3"]`, 1)
+	frequent = strings.Replace(frequent, "  persistent: true\n", "", 1)
+	frequent = strings.Replace(frequent, "  maxLateness: 1h\n", "", 1)
+	frequent = strings.Replace(frequent, "retry: {attempts: 5, delay: 1s}", "retry: {attempts: 3, delay: 1s}", 1)
+	frequent = strings.ReplaceAll(frequent, "/backup/runs", "/backup/frequent-runs")
+	frequent = strings.ReplaceAll(frequent, "/backup/all.sql", "/backup/frequent.sql")
 	h.write("pg.yaml", h.example("pg.yaml"))
 	h.write("pg-worker.yaml", h.example("pg-worker.yaml"))
 	h.write("pg-backup.yaml", backup)
 	h.write("pg-backup-late.yaml", late)
+	h.write("pg-dump.yaml", frequent)
 	h.stamp("pg-backup.timer", time.Now().Add(-10*time.Minute))
 	h.stamp("pg-backup-late.timer", time.Now().Add(-10*time.Minute))
 
@@ -363,6 +372,33 @@ func runPGScenarios(t *testing.T, h *pgHost, startAgent func()) {
 	if s := h.workerStarts(); len(s) != 1 {
 		t.Errorf("%s: the worker was restarted: %q", h.name, s)
 	}
+	// The frequent dump rode through the outage: every 3 s slot from the
+	// second one after the database was back has its dump (issue 10: with
+	// retry as restarts, systemd refused most activations, start-limit-hit).
+	from := killed.Add(back).Truncate(3 * time.Second).Add(6 * time.Second)
+	to := from.Add(12 * time.Second)
+	time.Sleep(time.Until(to.Add(1500 * time.Millisecond)))
+	runs := stamps(t, strings.Fields(h.read("backup/frequent-runs")))
+	var missing []string
+	n := 0
+	for slot := from; slot.Before(to); slot = slot.Add(3 * time.Second) {
+		found := false
+		for _, r := range runs {
+			if !r.Before(slot) && r.Before(slot.Add(3*time.Second)) {
+				found = true
+			}
+		}
+		if found {
+			n++
+		} else {
+			missing = append(missing, slot.Format("15:04:05"))
+		}
+	}
+	t.Logf("%s: pg_dumpall every 3 s with retry: %d of %d scheduled dumps in the 12 s after the database was back (%d dumps in all)", h.name, n, n+len(missing), len(runs))
+	if len(missing) > 0 {
+		t.Errorf("%s: no dump for the slots %v", h.name, missing)
+	}
+	h.remove("pg-dump.yaml")
 	h.converged("kill -9")
 
 	// 3. A bad setting in a drop-in: postgres crash-loops into its start
