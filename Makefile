@@ -13,19 +13,20 @@ all: build
 build:
 	$(GO) build -o $(BIN) ./cmd/reconciler
 
-# The test command of README.md: unit + integration tests (the e2e packages
-# boot a sandboxed systemd when run as root), then a short run of every fuzz target.
-test: test-deps unit fuzz
+# The test command of README.md: the Debian packages the tests need (installed
+# with apt-get when run as root and some are missing), unit + integration tests
+# (the e2e packages boot a sandboxed systemd when run as root), then a short run
+# of every fuzz target.
+test: test-deps
+	$(MAKE) --no-print-directory unit fuzz
 
-# As root: install what the e2e suite needs when missing (PostgreSQL 15 for
-# e2e/postgres_test.go; never starts a service or creates a cluster).
 test-deps:
-	@if [ "$$(id -u)" = 0 ]; then scripts/postgres-deps.sh; fi
+	@./scripts/test-deps.sh
 
 unit:
 	$(GO) test -count=1 -timeout 20m ./...
 
-e2e: test-deps
+e2e:
 	RESIL_E2E_REQUIRE=1 $(GO) test -count=1 -timeout 20m -v ./e2e/...
 
 # Each fuzz target for $(FUZZTIME) (go test allows one -fuzz target per run).

@@ -1,8 +1,12 @@
 // Package desired turns a directory of resil.dev/v1 manifests into the
 // desired state of a host: it loads YAML files (several documents per file),
 // merges operator drop-ins (NAME.d/*.yaml, JSON merge patch, lexical order),
-// validates strictly with file:line:column: field errors, selects the objects
-// meant for this host, and renders each object into systemd unit files.
+// validates strictly with file:line:column: field errors (every problem of
+// every object; each error one line, control characters escaped), selects
+// the objects meant for this host, and renders each object into systemd unit
+// files. Validation refuses what systemd or the kernel would refuse at start
+// (see MaxArgStrlen, MaxUnitLine, ExecArgMax), and any value that could
+// inject a line, a '%' specifier or a '$' expansion into a unit file.
 //
 // The package is level-triggered in the kubelet sense: Load always reads the
 // whole directory and returns the full Set; Watch (see watch.go) only says

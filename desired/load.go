@@ -117,6 +117,10 @@ type loader struct {
 	opts   Options
 	budget int64
 	errs   map[string][]error // by relative file
+	// unusable are the names of documents refused before they became
+	// objects (bad apiVersion, kind or metadata): their drop-ins are not
+	// orphans, and what they name keeps its last good version.
+	unusable map[string]bool
 }
 
 // Load reads every manifest in dir.
@@ -516,6 +520,15 @@ type positioned struct {
 // decode turns one document (plus its drop-ins, merged later in crossCheck)
 // into an Object, or records why not.
 func (l *loader) decode(d *doc) *Object {
+	// A type error in apiVersion, kind or metadata makes the document
+	// unusable. Report every type error of it then, not only the first that
+	// encoding/json stops at: the spec's too, when the kind is known. (Spec
+	// type errors alone are reported after the drop-ins are merged.)
+	if len(checkTypes(d.raw, nil)) > 0 {
+		l.failSorted([]*doc{d}, checkTypes(d.raw, specTypes[headerKind(d.raw)]))
+		l.markUnusable(d)
+		return nil
+	}
 	var h header
 	if err := json.Unmarshal(d.raw, &h); err != nil {
 		l.fail(d.file, l.position([]*doc{d}, typeErrorPath(err, nil), typeErrorDetail(err)))
@@ -524,11 +537,29 @@ func (l *loader) decode(d *doc) *Object {
 	o := &Object{APIVersion: h.APIVersion, Kind: h.Kind, Metadata: h.Metadata,
 		Source: Source{File: d.file, Doc: d.idx}}
 	if bad := l.checkHeader(d, &h); bad {
+		l.markUnusable(d)
 		return nil
 	}
 	o.Source = Source{File: d.file, Doc: d.idx}
 	o.docs = []*doc{d}
 	return o
+}
+
+// markUnusable records the name of a document that cannot become an
+// object, when it has one.
+func (l *loader) markUnusable(d *doc) {
+	var h struct {
+		Metadata struct {
+			Name any `json:"name"`
+		} `json:"metadata"`
+	}
+	_ = json.Unmarshal(d.raw, &h)
+	if n, ok := h.Metadata.Name.(string); ok && n != "" {
+		if l.unusable == nil {
+			l.unusable = map[string]bool{}
+		}
+		l.unusable[n] = true
+	}
 }
 
 // checkHeader validates apiVersion, kind and name; true when the document is unusable.
@@ -732,26 +763,17 @@ func (l *loader) finish(o *Object, dropIns []*doc) bool {
 	docs := append(o.docs[:1:1], dropIns...)
 	merged := o.docs[0].raw
 	ok := true
+	name := o.Metadata.Name
 	for _, d := range dropIns {
-		var h header
-		_ = json.Unmarshal(d.raw, &h)
-		if h.Kind != "" && h.Kind != o.Kind {
-			l.fail(d.file, l.position([]*doc{d}, path{"kind"}, fmt.Sprintf("drop-in for %s says kind %q", o.ID(), h.Kind)))
+		// A drop-in that says anything else about the object's identity is
+		// refused whole: merged, it would rename the object (an empty name
+		// made an object "Service/"), change its kind or delete its name.
+		if probs := dropInIdentity(d.raw, o); len(probs) > 0 {
+			for _, p := range probs {
+				l.fail(d.file, l.position([]*doc{d}, p.p, p.detail))
+			}
 			ok = false
-		}
-		if h.Metadata.Name != "" && h.Metadata.Name != o.Metadata.Name {
-			l.fail(d.file, l.position([]*doc{d}, path{"metadata", "name"}, fmt.Sprintf("drop-in in %s.d names %q", o.Metadata.Name, h.Metadata.Name)))
-			ok = false
-		}
-		// A merge patch deletes what it sets to null: the object's identity
-		// must survive its drop-ins.
-		if p, null := nullIdentity(d.raw); null {
-			l.fail(d.file, l.position([]*doc{d}, p, "a drop-in must not remove "+p.String()))
-			ok = false
-		}
-		if h.APIVersion != "" && h.APIVersion != APIVersion {
-			l.fail(d.file, l.position([]*doc{d}, path{"apiVersion"}, fmt.Sprintf("unsupported version %q; want %q", h.APIVersion, APIVersion)))
-			ok = false
+			continue
 		}
 		m, err := jsonpatch.MergePatch(merged, d.raw)
 		if err != nil {
@@ -783,10 +805,20 @@ func (l *loader) finish(o *Object, dropIns []*doc) bool {
 	if len(unknown) > 0 {
 		merged = dropPaths(merged, unknown)
 	}
-	// Go on decoding after unknown fields, so one run reports every problem.
+	// Go on decoding after unknown fields, so one run reports every problem,
+	// and report every type error (encoding/json stops at the first).
+	if probs := checkTypes(merged, specTypes[o.Kind]); len(probs) > 0 {
+		l.failSorted(docs, probs)
+		return false
+	}
 	var h header
 	if err := json.Unmarshal(merged, &h); err != nil {
 		l.failAt(docs, typeErrorPath(err, nil), typeErrorDetail(err))
+		return false
+	}
+	if h.Metadata.Name != name || h.Kind != o.Kind {
+		// dropInIdentity keeps this from happening; never rename an object.
+		l.failAt(docs, path{"metadata", "name"}, fmt.Sprintf("drop-ins changed the object's identity to %s/%s", h.Kind, h.Metadata.Name))
 		return false
 	}
 	o.Metadata = h.Metadata
@@ -830,24 +862,69 @@ func (l *loader) failAt(docs []*doc, p path, detail string) {
 	l.fail(rel, fe)
 }
 
-// nullIdentity reports whether a drop-in sets apiVersion, kind, metadata or
-// metadata.name to null, which a merge patch would delete.
-func nullIdentity(raw []byte) (path, bool) {
+// dropInIdentity checks what a drop-in of o says about o's identity. A
+// drop-in may omit apiVersion, kind, metadata and metadata.name; what it
+// gives must be exactly o's (README: "if it gives them they must match"):
+// an empty or other name, another kind, or null (which a merge patch
+// deletes) would rename, retype or unname the object.
+func dropInIdentity(raw []byte, o *Object) []positioned {
 	var m map[string]any
 	if json.Unmarshal(raw, &m) != nil {
-		return nil, false
+		return nil
 	}
-	for _, k := range []string{"apiVersion", "kind", "metadata"} {
-		if v, set := m[k]; set && v == nil {
-			return path{k}, true
+	var probs []positioned
+	removed := func(p path) { probs = append(probs, positioned{p, "a drop-in must not remove " + p.String()}) }
+	if v, set := m["kind"]; set {
+		switch k, isString := v.(string); {
+		case v == nil:
+			removed(path{"kind"})
+		case !isString || Kind(k) != o.Kind:
+			probs = append(probs, positioned{path{"kind"}, fmt.Sprintf("drop-in for %s says kind %s; omit kind or give %q", o.ID(), jsonText(v), o.Kind)})
 		}
 	}
-	if md, isMap := m["metadata"].(map[string]any); isMap {
-		if v, set := md["name"]; set && v == nil {
-			return path{"metadata", "name"}, true
+	if v, set := m["metadata"]; set {
+		md, isMap := v.(map[string]any)
+		switch {
+		case v == nil:
+			removed(path{"metadata"})
+		case !isMap:
+			probs = append(probs, positioned{path{"metadata"}, fmt.Sprintf("expected a mapping, got %s", jsonText(v))})
+		default:
+			if n, set := md["name"]; set {
+				switch s, isString := n.(string); {
+				case n == nil:
+					removed(path{"metadata", "name"})
+				case !isString || s != o.Metadata.Name:
+					probs = append(probs, positioned{path{"metadata", "name"}, fmt.Sprintf("drop-in in %s.d names %s; omit metadata.name or give %q", o.Metadata.Name, jsonText(n), o.Metadata.Name)})
+				}
+			}
 		}
 	}
-	return nil, false
+	if v, set := m["apiVersion"]; set {
+		switch a, isString := v.(string); {
+		case v == nil:
+			removed(path{"apiVersion"})
+		case !isString || a != APIVersion:
+			probs = append(probs, positioned{path{"apiVersion"}, fmt.Sprintf("unsupported version %s; want %q", jsonText(v), APIVersion)})
+		}
+	}
+	return probs
+}
+
+// jsonText shows a decoded JSON value as the manifest wrote it: strings
+// quoted, other scalars as they are, lists and mappings by kind.
+func jsonText(v any) string {
+	switch x := v.(type) {
+	case string:
+		return strconv.Quote(x)
+	case []any:
+		return "a list"
+	case map[string]any:
+		return "a mapping"
+	case nil:
+		return "null"
+	}
+	return fmt.Sprint(v)
 }
 
 func valueOf(m *yaml.Node, key string) *yaml.Node {
@@ -902,6 +979,12 @@ func (l *loader) crossCheck(all []*Object, dropInDirs map[string]bool, set *Set)
 			continue
 		}
 		if len(byName[n]) == 0 {
+			if l.unusable[n] {
+				// Its manifest is invalid (reported there): keep what it
+				// had, and check the drop-ins once it is fixed.
+				set.BrokenNames[n] = true
+				continue
+			}
 			l.fail(files[0], &FieldError{Detail: fmt.Sprintf("drop-in for %q, but no manifest defines an object named %q", n, n)})
 			continue
 		}
@@ -917,10 +1000,13 @@ func (l *loader) crossCheck(all []*Object, dropInDirs map[string]bool, set *Set)
 
 	var valid []*Object
 	for _, o := range all {
-		if l.finish(o, dropIns[o.Metadata.Name]) {
+		// The name from the base file: a broken drop-in must protect the
+		// object it was meant for, whatever it says.
+		name := o.Metadata.Name
+		if l.finish(o, dropIns[name]) {
 			valid = append(valid, o)
-		} else if len(dropIns[o.Metadata.Name]) > 0 {
-			set.BrokenNames[o.Metadata.Name] = true
+		} else if len(dropIns[name]) > 0 {
+			set.BrokenNames[name] = true
 		}
 	}
 

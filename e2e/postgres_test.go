@@ -33,30 +33,18 @@ const (
 	exampleDir  = "../manifests/examples/postgres"
 )
 
-// requirePostgres skips (or fails under RESIL_E2E_REQUIRE=1) without
-// PostgreSQL 15 and its user; `make test` installs the package.
+// requirePostgres gives up through sandbox.Missing (a failure under
+// RESIL_E2E_REQUIRE=1) without root, PostgreSQL 15 or its user; `make test`
+// installs the package (scripts/test-deps.sh → scripts/postgres-deps.sh).
 func requirePostgres(t *testing.T) {
 	t.Helper()
-	var missing []string
+	sandbox.RequireRoot(t, "to run postgres as user postgres")
 	for _, p := range []string{pgBin + "/postgres", pgBin + "/initdb", "/usr/bin/pg_isready", "/usr/bin/psql", "/usr/bin/pg_dumpall"} {
-		if _, err := os.Stat(p); err != nil {
-			missing = append(missing, p)
-		}
+		sandbox.RequireProgram(t, p, "postgresql")
 	}
 	if _, err := user.Lookup("postgres"); err != nil {
-		missing = append(missing, "user postgres")
+		sandbox.Missing(t, "user postgres (apt-get install postgresql): %v", err)
 	}
-	if os.Geteuid() != 0 {
-		missing = append(missing, "root")
-	}
-	if len(missing) == 0 {
-		return
-	}
-	msg := fmt.Sprintf("PostgreSQL 15 not usable here (missing %s; apt-get install postgresql, as scripts/test-deps.sh does)", strings.Join(missing, ", "))
-	if os.Getenv(sandbox.RequireEnv) == "1" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
 }
 
 // pgTemplate is one initdb'd data directory per test binary (initdb is

@@ -169,8 +169,18 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	files := map[string][]desired.UnitFile{}
 	var names []string
 	var effective []*desired.Object
+	var unsupported []Finding
 	for _, o := range objs {
 		fs, err := r.cfg.Render(o)
+		if errors.Is(err, actuators.ErrUnsupported) {
+			// The backend cannot honour it: never applied with less than it
+			// asks; what runs of it (a last good version) is left alone.
+			// It counts as invalid on this backend (diff exits 2, apply 1).
+			unsupported = append(unsupported, Finding{Object: o.ID(), Reason: ReasonUnsupported, Message: err.Error() + "; not applied", Warning: true})
+			res.LoadErr = errors.Join(res.LoadErr, err)
+			protected[o.ID()] = true
+			continue
+		}
 		if err != nil {
 			r.event(Warning, ReasonInvalid, o.ID(), "", "", fmt.Sprintf("render: %v", err))
 			protected[o.ID()] = true
@@ -194,6 +204,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	res.Observed = obs
 	plan := Compute(Input{Objects: effective, Files: files, UnitDir: r.cfg.UnitDir, ManagerDir: r.cfg.ManagerDir,
 		Observed: obs, Prune: prune, Protected: protected, BrokenFiles: broken})
+	plan.Findings = append(plan.Findings, unsupported...)
 	res.Plan = plan
 	res.Hash = plan.Hash()
 	for _, f := range plan.Findings {
