@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"go.uber.org/zap/zaptest"
 
@@ -45,9 +46,13 @@ func startAbandoned(t *testing.T, dir string, n int) map[string]uint32 {
 }
 
 // runAgain starts a second supervisor on dir and returns once it is Ready,
-// without the harness's waiting or polling.
+// without the harness's waiting or polling. Its unit goroutines are
+// scheduled late (testHookBeforeInit), so whatever Ready does not wait for
+// shows; the callers therefore do not run in parallel.
 func runAgain(t *testing.T, dir string) *harness {
 	t.Helper()
+	testHookBeforeInit = func() { time.Sleep(100 * time.Millisecond) }
+	t.Cleanup(func() { testHookBeforeInit = nil })
 	h := newHarness(t, dir, Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel, h.done = cancel, make(chan error, 1)
@@ -66,7 +71,6 @@ func runAgain(t *testing.T, dir string) *harness {
 // started twice, or, when its manifest was deleted, pruned without a stop
 // (its process left running).
 func TestObserveAtReadySeesAdoptedProcesses(t *testing.T) {
-	t.Parallel()
 	dir := t.TempDir()
 	pids := startAbandoned(t, dir, readyAgents)
 	h := runAgain(t, dir)
@@ -89,7 +93,6 @@ func TestObserveAtReadySeesAdoptedProcesses(t *testing.T) {
 // overtake the adoption of the units it unloads, and stopping them after
 // the reload still stops their processes.
 func TestReloadAtReadyThenStopAdopted(t *testing.T) {
-	t.Parallel()
 	dir := t.TempDir()
 	pids := startAbandoned(t, dir, readyAgents)
 	h := runAgain(t, dir)

@@ -165,6 +165,11 @@ type runner struct {
 	unwatch  func() // stops an adopted process's pidfd watch
 }
 
+// testHookBeforeInit, set only by tests that run alone, delays each new
+// service goroutine before it sets its first status (a unit goroutine
+// scheduled late).
+var testHookBeforeInit func()
+
 // runService is the goroutine of one service unit. It adopts adopt (a
 // process started from spec, the unit's spec when it was loaded), sets the
 // unit's first status, closes initialized, and serves commands. It returns
@@ -174,6 +179,9 @@ func (u *unit) runService(ctx context.Context, spec *Spec, adopt *procRecord, in
 	bgCtx, cancel := context.WithCancel(ctx)
 	r := &runner{u: u, log: u.s.log.With(zap.String("unit", u.name)), notifyCh: make(chan notifyMsg, 16), bgCancel: cancel}
 	defer r.shutdown()
+	if testHookBeforeInit != nil {
+		testHookBeforeInit()
+	}
 	if adopt != nil && spec != nil {
 		r.adopt(bgCtx, spec, adopt)
 	} else {
