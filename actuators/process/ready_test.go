@@ -123,3 +123,25 @@ func TestReloadAtReadyThenStopAdopted(t *testing.T) {
 		t.Errorf("process table after the stops: %+v", s.table)
 	}
 }
+
+// A unit whose goroutine has not set its first status is left out of
+// status.json, so a diff reading it while the agent starts judges that unit
+// by the process table (running if its recorded process runs), not as
+// inactive.
+func TestSnapshotLeavesOutUnitsNotYetInitialized(t *testing.T) {
+	t.Parallel()
+	s, err := New(t.TempDir(), zaptest.NewLogger(t), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.units["adopting.service"] = &unit{s: s, name: "adopting.service"}
+	s.units["up.service"] = &unit{s: s, name: "up.service", st: status{ActiveState: "active", SubState: "running", MainPID: 42}}
+	s.writeSnapshot()
+	snap, _ := s.loadSnapshot()
+	if _, ok := snap.Units["adopting.service"]; ok {
+		t.Errorf("uninitialized unit in status.json: %+v", snap.Units)
+	}
+	if u := snap.Units["up.service"]; u.ActiveState != "active" || u.MainPID != 42 {
+		t.Errorf("up.service in status.json: %+v", u)
+	}
+}
