@@ -137,8 +137,16 @@ func (s *Supervisor) observeUnit(name string, live bool, snap *snapshot, table m
 	if spec != nil && spec.Timer != nil {
 		ou.Triggers = []string{spec.Timer.Unit}
 	}
-	// StampPath stays empty: the supervisor applies persistent catch-up and
-	// maxLateness itself, so the planner has no stamp to refresh.
+	// The stamp, as systemd's: the planner reports a missed run as
+	// TimerCatchUp or TimerMissed and, over maxLateness, refreshes the stamp
+	// before the start (OpRefreshStamp), so the supervisor's own catch-up
+	// finds nothing left to fire.
+	if strings.HasSuffix(name, ".timer") {
+		ou.StampPath = s.stampPath(name)
+		if st := s.readStamp(name); !st.IsZero() {
+			ou.StampUSec = usec(st)
+		}
+	}
 	ou.LastTriggerUSec = usec(us.LastTrigger)
 	ou.NextElapseUSecRealtime = usec(us.NextElapse)
 	return ou
