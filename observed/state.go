@@ -42,6 +42,17 @@ type Unit struct {
 	DropIns map[string][]byte `json:"-"`
 	// NeedDaemonReload is systemd's "unit file changed on disk" flag.
 	NeedDaemonReload bool `json:"needDaemonReload,omitempty"`
+	// VendorPaths are the other files systemd could load for this unit
+	// name, in its search order: a vendor unit (/lib/systemd/system,
+	// /usr/lib/systemd/system), a runtime, transient or generated one under
+	// /run, or a symlink (alias, mask, link) at Path. Empty when resil's
+	// file (or nothing) is all there is. resil writes nothing for such a
+	// unit unless its manifest takes it over (spec.takeOver).
+	VendorPaths []string `json:"vendorPaths,omitempty"`
+	// VendorOverrides says the first of VendorPaths wins over a file at
+	// Path (it comes earlier in systemd's search path, or is a symlink at
+	// Path): a file resil writes would not be the one systemd loads.
+	VendorOverrides bool `json:"vendorOverrides,omitempty"`
 	// PendingJob says a job for the unit is queued (e.g. a timer's start
 	// waiting for the units it is ordered after).
 	PendingJob bool `json:"pendingJob,omitempty"`

@@ -228,6 +228,20 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 			return fileState{blocked: true}
 		}
 	}
+	if u != nil && len(u.VendorPaths) > 0 {
+		vendor := strings.Join(u.VendorPaths, ", ")
+		switch {
+		case u.VendorPaths[0] == path:
+			p.find(id, f.Name, ReasonConflict, fmt.Sprintf("%s is a symlink (a mask, an alias or a linked unit), not a file resil may replace; leaving it alone", path), true, false)
+			return fileState{blocked: true}
+		case u.VendorOverrides:
+			p.find(id, f.Name, ReasonConflict, fmt.Sprintf("%s already provides %s and takes precedence over %s; leaving it alone", vendor, f.Name, path), true, false)
+			return fileState{blocked: true}
+		case !o.TakesOver():
+			p.find(id, f.Name, ReasonConflict, fmt.Sprintf("%s already provides %s; leaving it alone (spec.takeOver: true replaces it with resil's unit)", vendor, f.Name), true, false)
+			return fileState{blocked: true}
+		}
+	}
 	p.foreignDropIns(o, u)
 	if cur != nil && bytes.Equal(cur, f.Data) {
 		if u.NeedDaemonReload {
@@ -318,6 +332,9 @@ func (p *planner) service(o *desired.Object) {
 	switch s.DesiredState() {
 	case desired.StateRunning:
 		switch {
+		case fs.isNew && u.Active():
+			// A unit taken over from a vendor file runs the vendor's version.
+			p.rt(actuators.OpRestart, o, f.Name, "taken over from "+strings.Join(u.VendorPaths, ", "))
 		case fs.isNew || u == nil:
 			p.rt(actuators.OpStart, o, f.Name, "new unit")
 		case u.ActiveState == "failed":
@@ -422,6 +439,9 @@ func (p *planner) timer(o *desired.Object) {
 		return
 	}
 	switch {
+	case isNew && written && u.Active():
+		p.catchUp(o, name, u)
+		p.rt(actuators.OpRestart, o, name, "taken over from "+strings.Join(u.VendorPaths, ", "))
 	case isNew:
 		p.catchUp(o, name, u)
 		p.rt(actuators.OpStart, o, name, "new timer")
@@ -641,11 +661,21 @@ func (p *planner) prune(wanted map[string]bool) {
 			continue
 		}
 		reason := fmt.Sprintf("pruned: %s no longer desired", u.Owner)
-		if u.Active() {
-			p.stops = append(p.stops, actuators.Step{Op: actuators.OpStop, Object: u.Owner, Unit: n, Reason: reason})
-		}
-		if u.Enabled() {
-			p.stops = append(p.stops, actuators.Step{Op: actuators.OpDisable, Object: u.Owner, Unit: n, Reason: reason})
+		if len(u.VendorPaths) > 0 {
+			// A unit taken over from a vendor file: remove only resil's
+			// file; the vendor unit (and its enablement) is in force again,
+			// and a running process is restarted from it.
+			if u.Active() && !u.VendorOverrides {
+				p.runtime = append(p.runtime, actuators.Step{Op: actuators.OpRestart, Object: u.Owner, Unit: n,
+					Reason: reason + "; " + strings.Join(u.VendorPaths, ", ") + " back in force"})
+			}
+		} else {
+			if u.Active() {
+				p.stops = append(p.stops, actuators.Step{Op: actuators.OpStop, Object: u.Owner, Unit: n, Reason: reason})
+			}
+			if u.Enabled() {
+				p.stops = append(p.stops, actuators.Step{Op: actuators.OpDisable, Object: u.Owner, Unit: n, Reason: reason})
+			}
 		}
 		path := u.Path
 		if path == "" {
