@@ -44,6 +44,9 @@ type Options struct {
 	Now func() time.Time
 	// ProcRoot is where /proc is (default "/proc"), for tests.
 	ProcRoot string
+	// ReadOnly (reconciler diff): New creates no directory; only Observe
+	// may be used, and it writes nothing.
+	ReadOnly bool
 }
 
 // Supervisor runs the units in <stateDir>/units as child processes, the way
@@ -106,6 +109,9 @@ func New(stateDir string, log *zap.Logger, opts Options) (*Supervisor, error) {
 		dirty: make(chan struct{}, 1), ctl: make(chan chan reloadReply), ready: make(chan struct{}), done: make(chan struct{}),
 	}
 	for _, d := range []string{s.unitDir, s.runDir, s.resetDir, filepath.Join(dir, "timers")} {
+		if opts.ReadOnly {
+			break
+		}
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("process supervisor: %w", err)
 		}
