@@ -31,6 +31,7 @@ type fidSpec struct {
 	disabled bool
 	stopped  bool
 	report   bool
+	takeOver bool
 }
 
 func (s fidSpec) manifest(name string) string {
@@ -43,6 +44,9 @@ func (s fidSpec) manifest(name string) string {
 	}
 	if s.report {
 		extra += "  drift: report\n"
+	}
+	if s.takeOver {
+		extra += "  takeOver: true\n"
 	}
 	return svc(name, extra)
 }
@@ -61,7 +65,12 @@ type fidelity struct {
 
 var fidNames = []string{"fa", "fb", "fc", "fd"}
 
-const unitDirPath = "/etc/systemd/system"
+const (
+	unitDirPath = "/etc/systemd/system"
+	// vendorDir is written inside the sandbox only: the overlay's upper
+	// layer is a tmpfs.
+	vendorDir = "/lib/systemd/system"
+)
 
 func TestDiffFidelity(t *testing.T) {
 	seqs, opsPerSeq := 12, 4
@@ -132,6 +141,9 @@ func (f *fidelity) reset() {
 	for _, n := range fidNames {
 		_ = os.Remove(filepath.Join(e.host, "m", n+".yaml"))
 		_ = os.RemoveAll(filepath.Join(e.sb.Root(), unitDirPath, n+".service.d"))
+		if err := e.sb.Remove(vendorDir + "/" + n + ".service"); err == nil {
+			_, _ = e.sb.Systemctl(e.ctx, "disable", "--now", n+".service")
+		}
 	}
 	f.specs = map[string]fidSpec{}
 	e.systemctl("daemon-reload")
@@ -169,7 +181,7 @@ func (f *fidelity) op() string {
 	}
 	wants := filepath.Join(unitDirPath, "multi-user.target.wants", unit)
 	dropIn := filepath.Join(unitDirPath, unit+".d", "50-foreign.conf")
-	switch f.rng.Intn(12) {
+	switch f.rng.Intn(13) {
 	case 0:
 		_, _ = e.sb.Systemctl(e.ctx, "stop", unit)
 		return f.note("systemctl stop %s", unit)
@@ -231,11 +243,27 @@ func (f *fidelity) op() string {
 		e.write(name+".yaml", s.manifest(name))
 		return f.note("edit manifest %s → %+v", name, s)
 	case 9:
-		if free := f.free(); len(free) > 0 {
-			return f.addManifest(free[f.rng.Intn(len(free))])
+		free := f.free()
+		if len(free) == 0 {
+			return f.note("no free name")
 		}
-		fallthrough
-	case 10:
+		n := free[f.rng.Intn(len(free))]
+		if f.rng.Intn(3) > 0 {
+			return f.addManifest(n)
+		}
+		// A vendor unit of that name, enabled and running, then a
+		// manifest for it, taking it over or not.
+		if err := e.sb.WriteFile(vendorDir+"/"+n+".service", []byte(vendorUnit), 0o644); err != nil {
+			e.t.Fatal(err)
+		}
+		e.systemctl("daemon-reload")
+		_, _ = e.sb.Systemctl(e.ctx, "enable", "--now", n+".service")
+		s := f.randomSpec()
+		s.takeOver = f.rng.Intn(2) == 0
+		f.specs[n] = s
+		e.write(n+".yaml", s.manifest(n))
+		return f.note("vendor unit %s/%s.service running, then manifest %s %+v", vendorDir, n, n, s)
+	case 10, 11:
 		delete(f.specs, name)
 		e.remove(name + ".yaml")
 		return f.note("delete manifest %s", name)

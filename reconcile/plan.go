@@ -380,7 +380,11 @@ func orDash(s string) string {
 func (p *planner) enable(o *desired.Object, unit string, want bool, fs fileState, u *observed.Unit) {
 	switch {
 	case want && (fs.isNew || u == nil):
-		p.rt(actuators.OpEnable, o, unit, "new unit")
+		// A unit taken over from an enabled vendor unit is enabled already
+		// (the symlink names the unit, not the file).
+		if !u.Enabled() {
+			p.rt(actuators.OpEnable, o, unit, "new unit")
+		}
 	case want && !u.Enabled():
 		if u.UnitFileState != "" && !fs.written && u.UnitFileState != "enabled" {
 			msg := fmt.Sprintf("%s is %s, want enabled", unit, u.UnitFileState)
