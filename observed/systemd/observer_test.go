@@ -195,7 +195,7 @@ func TestObserveWithoutManager(t *testing.T) {
 
 func TestObserveErrors(t *testing.T) {
 	boom := errors.New("boom")
-	for _, method := range []string{"ListUnitsByNames", "GetAll", "GetManagerProperty"} {
+	for _, method := range []string{"ListUnitsByNames", "ListUnitFilesByPatterns", "GetAll", "GetManagerProperty"} {
 		t.Run(method, func(t *testing.T) {
 			dir, f := fixture(t)
 			f.FailNext(method, boom)
