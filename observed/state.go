@@ -30,11 +30,16 @@ type Unit struct {
 	// Owner is the object ID from the file's X-Resil-Object marker ("" when not ours).
 	Owner string `json:"owner,omitempty"`
 
-	LoadState     string `json:"loadState"`     // loaded, not-found, masked, error
-	ActiveState   string `json:"activeState"`   // active, inactive, failed, activating, deactivating, reloading
-	SubState      string `json:"subState"`      // running, dead, exited, auto-restart, ...
-	Result        string `json:"result"`        // success, exit-code, signal, watchdog, start-limit-hit, ...
-	UnitFileState string `json:"unitFileState"` // enabled, disabled, static, linked, ...
+	LoadState   string `json:"loadState"`   // loaded, not-found, masked, error
+	ActiveState string `json:"activeState"` // active, inactive, failed, activating, deactivating, reloading
+	SubState    string `json:"subState"`    // running, dead, exited, auto-restart, ...
+	Result      string `json:"result"`      // success, exit-code, signal, watchdog, start-limit-hit, ...
+	// UnitFileState is the enablement as the unit files and symlinks on
+	// disk say now (systemd: ListUnitFilesByPatterns, not the property of
+	// the same name, which only daemon-reload refreshes): enabled,
+	// enabled-runtime, disabled, static, masked, linked, ...; "" when the
+	// name has no unit file.
+	UnitFileState string `json:"unitFileState"`
 	FragmentPath  string `json:"fragmentPath,omitempty"`
 	// DropInPaths are every drop-in systemd loaded for the unit.
 	DropInPaths []string `json:"dropInPaths,omitempty"`
