@@ -15,6 +15,7 @@ package e2e
 // test) runs 12. RESIL_FIDELITY_SEQUENCES=N overrides both.
 
 import (
+	"context"
 	"fmt"
 	"math/rand"
 	"os"
@@ -75,7 +76,7 @@ const (
 func TestDiffFidelity(t *testing.T) {
 	seqs, opsPerSeq := 12, 4
 	if os.Getenv("RESIL_TORTURE") == "1" {
-		seqs, opsPerSeq = 200, 6
+		seqs = 200
 	}
 	if v := os.Getenv("RESIL_FIDELITY_SEQUENCES"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -94,9 +95,23 @@ func TestDiffFidelity(t *testing.T) {
 	}
 	t.Logf("seed %d (replay: RESIL_FIDELITY_SEED=%d), %d sequences of %d operations", seed, seed, seqs, opsPerSeq)
 	e := newEnv(t)
+	// newEnv's context allows a few minutes; the long run needs more.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Hour)
+	t.Cleanup(cancel)
+	e.ctx = ctx
 	f := &fidelity{e: e, rng: rand.New(rand.NewSource(seed)), specs: map[string]fidSpec{}, seed: seed}
 	start := time.Now()
+	deadline, hasDeadline := t.Deadline()
 	for f.seq = 0; f.seq < seqs && f.failures < 5; f.seq++ {
+		if f.seq > 0 && f.seq%20 == 0 {
+			t.Logf("%d sequences, %d operations, %d failures, %s", f.seq, f.ops, f.failures, time.Since(start).Round(time.Second))
+		}
+		// One sequence takes about a second; stop (failing) rather than
+		// let go test's timeout kill the test without the figures.
+		if perSeq := time.Since(start) / time.Duration(max(f.seq, 1)); hasDeadline && time.Until(deadline) < 3*perSeq+30*time.Second {
+			t.Errorf("stopped after %d of %d sequences: go test -timeout too short (use -timeout 60m)", f.seq, seqs)
+			break
+		}
 		f.log = nil
 		f.reset()
 		for _, n := range f.pick(1 + f.rng.Intn(3)) {
