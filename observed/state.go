@@ -45,7 +45,10 @@ type Unit struct {
 	DropInPaths []string `json:"dropInPaths,omitempty"`
 	// DropIns holds the bytes of each drop-in on disk, by path.
 	DropIns map[string][]byte `json:"-"`
-	// NeedDaemonReload is systemd's "unit file changed on disk" flag.
+	// NeedDaemonReload is systemd's "unit file changed on disk" flag, or a
+	// drop-in on disk that systemd has not loaded (systemd 252 notices one
+	// in a directory created since its last load only once its path cache
+	// is refreshed, so its flag alone is not a stable reading).
 	NeedDaemonReload bool `json:"needDaemonReload,omitempty"`
 	// VendorPaths are the other files systemd could load for this unit
 	// name, in its search order: a vendor unit (/lib/systemd/system,

@@ -273,6 +273,9 @@ func (o *Observer) Observe(ctx context.Context, names []string) (*observed.State
 			errs = multierror.Append(errs, err)
 		}
 		dropInTimes[u.Name] = times
+		if !u.NeedDaemonReload && needsReload(o.cfg.root, u, vendor[u.Name].dropIns) {
+			u.NeedDaemonReload = true
+		}
 	}
 	// systemd's last unit load matters only while a reload is pending.
 	var loadStart uint64

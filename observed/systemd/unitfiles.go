@@ -8,6 +8,8 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
 	godbus "github.com/godbus/dbus/v5"
@@ -48,6 +50,9 @@ func (o *Observer) listUnitFiles(ctx context.Context, names []string) (map[strin
 type vendor struct {
 	paths     []string
 	overrides bool
+	// dropIns are the NAME.d/*.conf files on disk, in every directory of
+	// the search path.
+	dropIns []string
 }
 
 // vendorFiles finds, for each name, the files systemd could load for it
@@ -97,6 +102,18 @@ func (o *Observer) vendorFiles(ctx context.Context, want map[string]bool) (map[s
 		}
 		for _, e := range entries {
 			n := e.Name()
+			if base, ok := strings.CutSuffix(n, ".d"); ok && want[base] {
+				confs, err := dropInFiles(filepath.Join(host, n))
+				if err != nil {
+					return nil, fmt.Errorf("read drop-in dir %s: %w", path.Join(d, n), err)
+				}
+				v := out[base]
+				for _, c := range confs {
+					v.dropIns = append(v.dropIns, path.Join(d, n, c))
+				}
+				out[base] = v
+				continue
+			}
 			if !want[n] {
 				continue
 			}
@@ -112,6 +129,59 @@ func (o *Observer) vendorFiles(ctx context.Context, want map[string]bool) (map[s
 		}
 	}
 	return out, nil
+}
+
+// dropInFiles lists the *.conf files in a drop-in directory that systemd
+// would load: regular files, or symlinks to them (a link to /dev/null masks
+// a drop-in). A missing directory has none.
+func dropInFiles(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".conf") {
+			continue
+		}
+		fi, err := os.Stat(filepath.Join(dir, e.Name()))
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		out = append(out, e.Name())
+	}
+	return out, nil
+}
+
+// needsReload reports a drop-in on disk that systemd has not loaded for u.
+// systemd 252 finds drop-ins through a cache of the directories it saw at
+// its last load, so a drop-in in a NAME.d created since then raises
+// NeedDaemonReload only once something else refreshes that cache: read
+// alone, the flag would flip between two passes with nothing changed on
+// disk.
+//
+// Paths are compared after resolving symlinks below root, so /lib and
+// /usr/lib of a merged-/usr system are one directory.
+func needsReload(root string, u *observed.Unit, onDisk []string) bool {
+	canon := func(p string) string {
+		if r, err := filepath.EvalSymlinks(filepath.Join(root, filepath.Dir(p))); err == nil {
+			return filepath.Join(r, filepath.Base(p))
+		}
+		return filepath.Join(root, p)
+	}
+	loaded := make(map[string]bool, len(u.DropInPaths))
+	for _, p := range u.DropInPaths {
+		loaded[canon(p)] = true
+	}
+	for _, p := range onDisk {
+		if !loaded[canon(p)] {
+			return true
+		}
+	}
+	return false
 }
 
 // searchPath returns systemd's unit search path in priority order, read

@@ -136,3 +136,38 @@ func TestObserveEnablementFromDisk(t *testing.T) {
 		t.Errorf("calls = %v", f.Calls())
 	}
 }
+
+// A drop-in on disk that systemd has not loaded needs a reload, whatever
+// systemd's own flag says (it misses drop-ins in a directory created since
+// its last load until its path cache is refreshed).
+func TestObserveUnloadedDropInNeedsReload(t *testing.T) {
+	root := t.TempDir()
+	unitDir := filepath.Join(root, "etc/systemd/system")
+	writeFile(t, filepath.Join(unitDir, "a.service"), owned("Service/a"))
+	writeFile(t, filepath.Join(unitDir, "a.service.d/50-foreign.conf"), []byte("[Service]\nNice=3\n"))
+	writeFile(t, filepath.Join(unitDir, "b.service"), owned("Service/b"))
+	writeFile(t, filepath.Join(unitDir, "b.service.d/50-foreign.conf"), []byte("[Service]\nNice=3\n"))
+	writeFile(t, filepath.Join(unitDir, "c.service"), owned("Service/c"))
+	if err := os.MkdirAll(filepath.Join(unitDir, "c.service.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// A masked drop-in is not loaded either, and needs nothing.
+	if err := os.Symlink("/dev/null", filepath.Join(unitDir, "c.service.d/masked.conf")); err != nil {
+		t.Fatal(err)
+	}
+	f := systemdtest.New()
+	f.SetManager("UnitPath", []string{"/etc/systemd/system"})
+	f.AddUnit(systemdtest.Unit{Name: "a.service"})
+	f.AddUnit(systemdtest.Unit{Name: "b.service", DropInPaths: []string{"/etc/systemd/system/b.service.d/50-foreign.conf"}})
+	f.AddUnit(systemdtest.Unit{Name: "c.service"})
+	o := New(f, unitDir, WithRoot(root), WithoutManager())
+	st, err := o.Observe(context.Background(), []string{"a.service", "b.service", "c.service"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n, want := range map[string]bool{"a.service": true, "b.service": false, "c.service": false} {
+		if got := st.Units[n].NeedDaemonReload; got != want {
+			t.Errorf("%s NeedDaemonReload = %v, want %v", n, got, want)
+		}
+	}
+}
