@@ -33,6 +33,7 @@ type fidSpec struct {
 	stopped  bool
 	report   bool
 	takeOver bool
+	static   bool // wantedBy: [] (no [Install] section)
 }
 
 func (s fidSpec) manifest(name string) string {
@@ -48,6 +49,9 @@ func (s fidSpec) manifest(name string) string {
 	}
 	if s.takeOver {
 		extra += "  takeOver: true\n"
+	}
+	if s.static {
+		extra += "  wantedBy: []\n"
 	}
 	return svc(name, extra)
 }
@@ -167,7 +171,8 @@ func (f *fidelity) reset() {
 }
 
 func (f *fidelity) randomSpec() fidSpec {
-	return fidSpec{env: f.rng.Intn(1000), disabled: f.rng.Intn(4) == 0, stopped: f.rng.Intn(5) == 0, report: f.rng.Intn(6) == 0}
+	return fidSpec{env: f.rng.Intn(1000), disabled: f.rng.Intn(4) == 0, stopped: f.rng.Intn(5) == 0, report: f.rng.Intn(6) == 0,
+		static: f.rng.Intn(8) == 0}
 }
 
 func (f *fidelity) addManifest(name string) string {
@@ -244,7 +249,9 @@ func (f *fidelity) op() string {
 		return f.note("rm foreign drop-in %s%s", dropIn, maybeReload())
 	case 7, 8:
 		s := f.specs[name]
-		switch f.rng.Intn(4) {
+		switch f.rng.Intn(5) {
+		case 4:
+			s.static = !s.static
 		case 0:
 			s.disabled = !s.disabled
 		case 1:
