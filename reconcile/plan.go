@@ -19,16 +19,16 @@ import (
 
 // Reason constants for drift and failure findings; they end up in events.
 const (
-	ReasonFileEdited       = "FileEdited"
-	ReasonForeignDropIn    = "ForeignDropIn"
-	ReasonStopped          = "StoppedOutOfBand"
-	ReasonFailed           = "Failed"
-	ReasonStartLimitHit    = "StartLimitHit"
-	ReasonWatchdog         = "WatchdogTimeout"
-	ReasonDisabled         = "DisabledOutOfBand"
+	ReasonFileEdited    = "FileEdited"
+	ReasonForeignDropIn = "ForeignDropIn"
+	ReasonStopped       = "StoppedOutOfBand"
+	ReasonFailed        = "Failed"
+	ReasonStartLimitHit = "StartLimitHit"
+	ReasonWatchdog      = "WatchdogTimeout"
+	ReasonDisabled      = "DisabledOutOfBand"
 	// ReasonStaleProcess: the unit file matches but the running process was
 	// started from an older version of it (a restart was lost).
-	ReasonStaleProcess = "StaleProcess"
+	ReasonStaleProcess     = "StaleProcess"
 	ReasonConflict         = "ForeignUnitConflict"
 	ReasonTimerFailed      = "TimerFailed"
 	ReasonTimerInactive    = "TimerInactive"
