@@ -6,16 +6,22 @@ FUZZTIME  ?= 10s
 STATICCHECK_VERSION ?= 2026.1
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build test unit e2e fuzz bench lint run clean
+.PHONY: all build test test-deps unit e2e fuzz bench lint run clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/reconciler
 
-# The test command of README.md: unit + integration tests (the e2e packages
-# boot a sandboxed systemd when run as root), then a short run of every fuzz target.
-test: unit fuzz
+# The test command of README.md: the Debian packages the tests need (installed
+# with apt-get when run as root and some are missing), unit + integration tests
+# (the e2e packages boot a sandboxed systemd when run as root), then a short run
+# of every fuzz target.
+test: test-deps
+	$(MAKE) --no-print-directory unit fuzz
+
+test-deps:
+	@./scripts/test-deps.sh
 
 unit:
 	$(GO) test -count=1 -timeout 20m ./...

@@ -2,8 +2,15 @@ package actuators
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
+
+// ErrUnsupported is wrapped by a backend's render error when an object asks
+// for something that backend cannot honour (a directive, an isolation or
+// resource setting). The object is not applied there: the reconciler
+// reports an Unsupported finding and never starts it with less than it asks.
+var ErrUnsupported = errors.New("not supported by this backend")
 
 // Op is what a step does.
 type Op string

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // ErrUnreadable marks a Load that could read nothing at all: the directory is
@@ -22,7 +24,10 @@ type FieldError struct {
 	Detail string
 }
 
-// Error renders "file:line:col: field: detail", omitting unknown parts.
+// Error renders "file:line:col: field: detail", omitting unknown parts. It is
+// always one line: control characters anywhere in it (a newline in an
+// environment key, an ESC in a drop-in folder name) are escaped, see
+// EscapeControl.
 func (e *FieldError) Error() string {
 	var b strings.Builder
 	b.WriteString(e.File)
@@ -37,7 +42,51 @@ func (e *FieldError) Error() string {
 		b.WriteString(e.Field + ": ")
 	}
 	b.WriteString(e.Detail)
+	return EscapeControl(b.String())
+}
+
+// EscapeControl makes s safe to print as one line of a terminal or a log:
+// C0 and C1 control characters (newline, carriage return, tab, ESC, DEL,
+// U+0085), the Unicode line and paragraph separators U+2028/U+2029, the
+// bidirectional formatting characters (which reorder what a terminal shows)
+// and invalid UTF-8 bytes are written as Go escapes (\n, \x1b, \u2028).
+// Everything else, including '\', is kept as is, so text that is already
+// escaped (a %q in a message) reads the same.
+func EscapeControl(s string) string {
+	i := strings.IndexFunc(s, needsEscape)
+	if i < 0 && utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	for len(s) > 0 {
+		r, size := utf8.DecodeRuneInString(s)
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[0])
+		case needsEscape(r):
+			q := strconv.QuoteRune(r) // '\n', '\x1b', '\u0085'
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteString(s[:size])
+		}
+		s = s[size:]
+	}
 	return b.String()
+}
+
+// needsEscape: characters that break a line or change how a line looks.
+func needsEscape(r rune) bool {
+	switch {
+	case unicode.IsControl(r): // C0, DEL, C1
+		return true
+	case r == '\u2028' || r == '\u2029':
+		return true
+	case r == '\u061c' || r == '\u200e' || r == '\u200f',
+		r >= '\u202a' && r <= '\u202e', r >= '\u2066' && r <= '\u2069':
+		return true
+	}
+	return false
 }
 
 // FieldErrors extracts every FieldError from err (a multierror or a single error).

@@ -39,6 +39,9 @@ func FuzzLoad(f *testing.F) {
 	base := []byte("apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: x}\nspec: {command: [/bin/echo, \"a b\"]}\n")
 	f.Add(base, []byte("spec: {environment: {A: \"1 %\"}, restart: {policy: always}}\n"))
 	f.Add(base, []byte("metadata: {name: y}\n"))
+	f.Add(base, []byte("metadata: {name: \"\"}\n"))
+	f.Add(base, []byte("kind: \"\"\nmetadata: []\n"))
+	f.Add(base, []byte("spec: {environment: {\"A\\nB\": \"\\u2028\"}, command: [/bin/echo, \"\\x85\"]}\n"))
 	f.Add(base, []byte("spec: null\n"))
 	f.Add(base, []byte("spec: {command: null}\n"))
 	f.Add([]byte("apiVersion: resil.dev/v1\nkind: Timer\nmetadata: {name: x}\nspec: {schedule: [daily], command: [/bin/true]}\n"),
@@ -90,6 +93,9 @@ func checkLoadContract(t *testing.T, set *Set, err error, dir string) {
 		}
 		if !utf8.ValidString(fe.Error()) {
 			t.Fatalf("error is not valid UTF-8: %q", fe.Error())
+		}
+		if strings.ContainsFunc(fe.Error(), needsEscape) {
+			t.Fatalf("error line holds a raw control character: %q", fe.Error())
 		}
 	}
 	checkBrokenConsistent(t, set, err, set.Dir)
@@ -143,8 +149,8 @@ func checkRenders(t *testing.T, o *Object) {
 		for _, line := range bytes.Split(f.Data, []byte("\n")) {
 			longest = max(longest, len(line))
 		}
-		if longest > systemdLineMax {
-			t.Fatalf("%s: %s has a %d-byte line; systemd reads at most %d", o, f.Name, longest, systemdLineMax)
+		if longest > MaxUnitLine {
+			t.Fatalf("%s: %s has a %d-byte line; validation caps lines at %d (systemd reads at most %d)", o, f.Name, longest, MaxUnitLine, systemdLineMax)
 		}
 		if longest >= unit.SYSTEMD_LINE_MAX {
 			checkLongLines(t, o, f)
@@ -245,11 +251,11 @@ func yamlQuote(s string) string {
 	return b.String()
 }
 
-// validText is the validator's rule for free text: valid UTF-8, no control
-// characters.
+// validText is the validator's rule for free text: valid UTF-8, no C0 or
+// C1 control characters, no Unicode line or paragraph separator.
 func validText(s string) bool {
 	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) || r == '\u2028' || r == '\u2029' {
 			return false
 		}
 	}
@@ -262,7 +268,8 @@ func validText(s string) bool {
 // not hide the others. Every object Load accepts must render to units with
 // exactly the intended sections and directives, and command lines and
 // environment assignments must come back unchanged. Arguments and
-// environment values must be accepted unless they hold control characters.
+// environment values must be accepted unless they hold control characters
+// or exceed the kernel's and systemd's length limits.
 func FuzzRender(f *testing.F) {
 	seeds := [][5]string{
 		{"plain", "two words", "value", "A description", "/srv/app"},
@@ -308,14 +315,15 @@ func FuzzRender(f *testing.F) {
 			if want := []string{"/bin/echo", norm(arg1), norm(arg2)}; !slices.Equal(o.Service.Command, want) {
 				t.Fatalf("command decoded as %q, want %q", o.Service.Command, want)
 			}
-		} else if len(manifest) < int(DefaultMaxFileBytes) && validText(arg1) && validText(arg2) {
+		} else if len(manifest) < int(DefaultMaxFileBytes) && validText(arg1) && validText(arg2) &&
+			len(arg1) < MaxArgStrlen && len(arg2) < MaxArgStrlen && len("ExecStart="+CommandLine([]string{"/bin/echo", arg1, arg2})) <= MaxUnitLine {
 			t.Fatalf("arguments %q %q refused:\n%s", arg1, arg2, errorLines(t, err, dir))
 		}
 		if o := set.Objects["Service/env"]; o != nil {
 			if o.Service.Environment["V"] != norm(envValue) {
 				t.Fatalf("environment decoded as %q, want %q", o.Service.Environment["V"], envValue)
 			}
-		} else if len(manifest) < int(DefaultMaxFileBytes) && validText(envValue) {
+		} else if len(manifest) < int(DefaultMaxFileBytes) && validText(envValue) && len("V="+envValue) < MaxArgStrlen {
 			t.Fatalf("environment value %q refused:\n%s", envValue, errorLines(t, err, dir))
 		}
 		for _, id := range sortedKeys(set.Objects) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -13,7 +14,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/hashicorp/go-multierror"
@@ -35,7 +35,10 @@ type Options struct {
 	// Insecure skips the ownership and permission checks (tests, non-root
 	// validate/diff on a GitOps checkout).
 	Insecure bool
-	// OwnerUID is the owner manifests must have when not Insecure (default 0, root).
+	// OwnerUID is the owner manifests, drop-ins, the manifests directory
+	// and its drop-in folders must have when not Insecure (default 0,
+	// root). Other directories on their resolved paths may be owned by
+	// root or OwnerUID (see open_unix.go).
 	OwnerUID int
 	// MaxFileBytes and MaxDirBytes override the size caps (0: defaults).
 	MaxFileBytes int64
@@ -57,6 +60,15 @@ type Set struct {
 	Broken map[string]error
 	// BrokenNames are object names whose drop-ins or duplicates are broken.
 	BrokenNames map[string]bool
+	// Busy are files (relative: manifests and drop-ins) that some process
+	// held open for writing: they were not read, and are not errors. What
+	// they hold must keep its last good version (see IsBroken).
+	Busy map[string]bool
+	// Empty are files (relative) that hold no document: empty, only
+	// comments, only "---". They are not errors to Load, which has no
+	// memory; the caller decides (reconcile treats them like broken files,
+	// so truncating a file never removes what it held).
+	Empty map[string]bool
 }
 
 // Sorted returns the objects in ID order.
@@ -70,9 +82,12 @@ func (s *Set) Sorted() []*Object {
 }
 
 // IsBroken reports whether o's last good version must be kept because the
-// file it came from, or one of its drop-ins, is now invalid.
+// file it came from, or one of its drop-ins, is now invalid, busy or empty.
 func (s *Set) IsBroken(o *Object) bool {
 	if s.BrokenNames[o.Metadata.Name] {
+		return true
+	}
+	if f, _ := s.Unsettled(o); f != "" {
 		return true
 	}
 	if _, ok := s.Broken[o.Source.File]; ok {
@@ -117,6 +132,17 @@ type loader struct {
 	opts   Options
 	budget int64
 	errs   map[string][]error // by relative file
+	// w opens everything; stack is the manifests directory and its
+	// ancestors, subdirs the drop-in folders read so far (by relative name).
+	w       *fsWalker
+	stack   []*dirNode
+	subdirs map[string][]*dirNode
+	busy    map[string]bool
+	empty   map[string]bool
+	// unusable are the names of documents refused before they became
+	// objects (bad apiVersion, kind or metadata): their drop-ins are not
+	// orphans, and what they name keeps its last good version.
+	unusable map[string]bool
 }
 
 // Load reads every manifest in dir.
@@ -127,7 +153,11 @@ type loader struct {
 //     *FieldError naming file:line:col: field; set holds every valid object
 //     and set.Broken names the bad files. One bad file never hides the others.
 //   - (nil, err) with errors.Is(err, ErrUnreadable): nothing could be read
-//     (missing or insecure directory). Nothing may be pruned on this.
+//     (missing or insecure directory, or swapped during every attempt).
+//     Nothing may be pruned on this.
+//
+// Files open for writing (set.Busy) and files with no document (set.Empty)
+// are not errors: Load reports them and the caller keeps what they held.
 func Load(dir string, opts Options) (*Set, error) {
 	if opts.MaxFileBytes <= 0 {
 		opts.MaxFileBytes = DefaultMaxFileBytes
@@ -135,33 +165,68 @@ func Load(dir string, opts Options) (*Set, error) {
 	if opts.MaxDirBytes <= 0 {
 		opts.MaxDirBytes = DefaultMaxDirBytes
 	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %q: %w", ErrUnreadable, dir, err)
+	}
+	// A load that raced a swap of the directory (git-sync replaces the
+	// symlink, then deletes the old revision) is done again, so a half
+	// deleted revision is never taken for the desired state.
+	for attempt := 1; ; attempt++ {
+		set, raced, err := loadOnce(abs, dir, opts)
+		if !raced {
+			return set, err
+		}
+		if attempt == maxSwapRetries {
+			return nil, fmt.Errorf("%w: %q was swapped or removed during %d loads in a row", ErrUnreadable, dir, attempt)
+		}
+	}
+}
+
+// maxSwapRetries bounds the loads done again because the directory was
+// swapped during them.
+const maxSwapRetries = 5
+
+func loadOnce(dir, orig string, opts Options) (*Set, bool, error) {
+	w, err := newWalker(opts)
+	if err != nil {
+		return nil, false, fmt.Errorf("%w: %w", ErrUnreadable, err)
+	}
+	defer w.close()
 	// Resolve a symlinked directory once, so a git-sync / ConfigMap swap
-	// during the load cannot mix two versions.
-	resolved, err := filepath.EvalSymlinks(dir)
+	// during the load cannot mix two versions: everything below is read
+	// relative to the descriptor of the directory resolved here.
+	stack, err := resolveDir(w, dir)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrUnreadable, dir, err)
+		// A symlink whose old target was deleted under the walk (git-sync
+		// removes the old revision after the swap) is a race, not a loss.
+		raced := len(w.links) > 0 && errors.Is(err, fs.ErrNotExist)
+		return nil, raced, fmt.Errorf("%w: %w", ErrUnreadable, err)
 	}
-	fi, err := os.Stat(resolved)
+	top := stack[len(stack)-1]
+	entries, err := listDir(top)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrUnreadable, dir, err)
+		return nil, false, fmt.Errorf("%w: %q: %w", ErrUnreadable, dir, err)
 	}
-	if !fi.IsDir() {
-		return nil, fmt.Errorf("%w: %s: not a directory", ErrUnreadable, dir)
+	resolved := top.path
+	if !filepath.IsAbs(orig) {
+		// Keep a relative directory relative, as filepath.EvalSymlinks would.
+		if wd, err := os.Getwd(); err == nil {
+			if rel, err := filepath.Rel(wd, resolved); err == nil {
+				resolved = rel
+			}
+		}
 	}
-	if err := checkOwner(resolved, fi, opts); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUnreadable, err)
-	}
-	entries, err := os.ReadDir(resolved)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrUnreadable, dir, err)
-	}
-	l := &loader{dir: resolved, opts: opts, budget: opts.MaxDirBytes, errs: map[string][]error{}}
+	l := &loader{dir: resolved, opts: opts, budget: opts.MaxDirBytes, errs: map[string][]error{},
+		w: w, stack: stack, subdirs: map[string][]*dirNode{}, busy: map[string]bool{}, empty: map[string]bool{}}
 	set := &Set{
 		Dir:         resolved,
 		Objects:     map[string]*Object{},
 		NotSelected: map[string]*Object{},
 		Broken:      map[string]error{},
 		BrokenNames: map[string]bool{},
+		Busy:        l.busy,
+		Empty:       l.empty,
 	}
 	dropInDirs := map[string]bool{}
 	for _, e := range entries {
@@ -170,7 +235,7 @@ func Load(dir string, opts Options) (*Set, error) {
 			continue
 		}
 		if strings.HasSuffix(name, ".d") {
-			if st, err := os.Stat(filepath.Join(resolved, name)); err == nil && st.IsDir() {
+			if statIsDir(top, name) {
 				dropInDirs[strings.TrimSuffix(name, ".d")] = true
 			}
 			continue
@@ -214,7 +279,7 @@ func Load(dir string, opts Options) (*Set, error) {
 	if merr != nil {
 		merr.ErrorFormat = listFormat
 	}
-	return set, merr.ErrorOrNil()
+	return set, swapped(dir, top), merr.ErrorOrNil()
 }
 
 func listFormat(es []error) string {
@@ -232,74 +297,9 @@ func (l *loader) fail(file string, e *FieldError) {
 	l.errs[file] = append(l.errs[file], e)
 }
 
-// checkOwner refuses files and directories that a non-root user could have written.
-func checkOwner(p string, fi os.FileInfo, opts Options) error {
-	if opts.Insecure {
-		return nil
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fmt.Errorf("%s: cannot read owner", p)
-	}
-	if int(st.Uid) != opts.OwnerUID {
-		return fmt.Errorf("%s: owned by uid %d, want uid %d (manifests become root-run programs)", p, st.Uid, opts.OwnerUID)
-	}
-	if fi.Mode().Perm()&0o022 != 0 {
-		return fmt.Errorf("%s: mode %04o is writable by group or others (manifests become root-run programs)", p, fi.Mode().Perm())
-	}
-	return nil
-}
-
 var safeFileRE = regexp.MustCompile(`^[A-Za-z0-9_.+@=-]+$`)
 
 var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
-
-// readFile reads one manifest within the caps and ownership rules.
-func (l *loader) readFile(rel string) ([]byte, bool) {
-	abs := filepath.Join(l.dir, rel)
-	fi, err := os.Stat(abs)
-	if err != nil {
-		l.fail(rel, &FieldError{Detail: fmt.Sprintf("cannot read: %v", errors.Unwrap(err))})
-		return nil, false
-	}
-	if !fi.Mode().IsRegular() {
-		l.fail(rel, &FieldError{Detail: "not a regular file"})
-		return nil, false
-	}
-	if err := checkOwner(abs, fi, l.opts); err != nil {
-		l.fail(rel, &FieldError{Detail: "refused: " + strings.TrimPrefix(err.Error(), abs+": ")})
-		return nil, false
-	}
-	if !safeFileRE.MatchString(filepath.Base(rel)) {
-		l.fail(rel, &FieldError{Detail: "refused: file names may use only letters, digits and . _ - + @ ="})
-		return nil, false
-	}
-	if fi.Size() > l.opts.MaxFileBytes {
-		l.fail(rel, &FieldError{Detail: fmt.Sprintf("file is %d bytes, larger than the %d-byte cap", fi.Size(), l.opts.MaxFileBytes)})
-		return nil, false
-	}
-	if fi.Size() > l.budget {
-		l.fail(rel, &FieldError{Detail: fmt.Sprintf("directory size cap of %d bytes reached", l.opts.MaxDirBytes)})
-		return nil, false
-	}
-	f, err := os.Open(abs)
-	if err != nil {
-		l.fail(rel, &FieldError{Detail: fmt.Sprintf("cannot read: %v", err)})
-		return nil, false
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, l.opts.MaxFileBytes+1))
-	if err != nil {
-		l.fail(rel, &FieldError{Detail: fmt.Sprintf("cannot read: %v", err)})
-		return nil, false
-	}
-	if int64(len(data)) > l.opts.MaxFileBytes {
-		l.fail(rel, &FieldError{Detail: fmt.Sprintf("file is larger than the %d-byte cap", l.opts.MaxFileBytes)})
-		return nil, false
-	}
-	l.budget -= int64(len(data))
-	return data, true
-}
 
 // readDocs parses every YAML document of a file.
 func (l *loader) readDocs(rel string) []*doc {
@@ -311,6 +311,9 @@ func (l *loader) readDocs(rel string) []*doc {
 	if fe != nil {
 		l.fail(rel, fe)
 		return nil
+	}
+	if len(docs) == 0 {
+		l.empty[rel] = true
 	}
 	out := make([]*doc, 0, len(docs))
 	for i, n := range docs {
@@ -516,6 +519,15 @@ type positioned struct {
 // decode turns one document (plus its drop-ins, merged later in crossCheck)
 // into an Object, or records why not.
 func (l *loader) decode(d *doc) *Object {
+	// A type error in apiVersion, kind or metadata makes the document
+	// unusable. Report every type error of it then, not only the first that
+	// encoding/json stops at: the spec's too, when the kind is known. (Spec
+	// type errors alone are reported after the drop-ins are merged.)
+	if len(checkTypes(d.raw, nil)) > 0 {
+		l.failSorted([]*doc{d}, checkTypes(d.raw, specTypes[headerKind(d.raw)]))
+		l.markUnusable(d)
+		return nil
+	}
 	var h header
 	if err := json.Unmarshal(d.raw, &h); err != nil {
 		l.fail(d.file, l.position([]*doc{d}, typeErrorPath(err, nil), typeErrorDetail(err)))
@@ -524,11 +536,29 @@ func (l *loader) decode(d *doc) *Object {
 	o := &Object{APIVersion: h.APIVersion, Kind: h.Kind, Metadata: h.Metadata,
 		Source: Source{File: d.file, Doc: d.idx}}
 	if bad := l.checkHeader(d, &h); bad {
+		l.markUnusable(d)
 		return nil
 	}
 	o.Source = Source{File: d.file, Doc: d.idx}
 	o.docs = []*doc{d}
 	return o
+}
+
+// markUnusable records the name of a document that cannot become an
+// object, when it has one.
+func (l *loader) markUnusable(d *doc) {
+	var h struct {
+		Metadata struct {
+			Name any `json:"name"`
+		} `json:"metadata"`
+	}
+	_ = json.Unmarshal(d.raw, &h)
+	if n, ok := h.Metadata.Name.(string); ok && n != "" {
+		if l.unusable == nil {
+			l.unusable = map[string]bool{}
+		}
+		l.unusable[n] = true
+	}
 }
 
 // checkHeader validates apiVersion, kind and name; true when the document is unusable.
@@ -732,26 +762,17 @@ func (l *loader) finish(o *Object, dropIns []*doc) bool {
 	docs := append(o.docs[:1:1], dropIns...)
 	merged := o.docs[0].raw
 	ok := true
+	name := o.Metadata.Name
 	for _, d := range dropIns {
-		var h header
-		_ = json.Unmarshal(d.raw, &h)
-		if h.Kind != "" && h.Kind != o.Kind {
-			l.fail(d.file, l.position([]*doc{d}, path{"kind"}, fmt.Sprintf("drop-in for %s says kind %q", o.ID(), h.Kind)))
+		// A drop-in that says anything else about the object's identity is
+		// refused whole: merged, it would rename the object (an empty name
+		// made an object "Service/"), change its kind or delete its name.
+		if probs := dropInIdentity(d.raw, o); len(probs) > 0 {
+			for _, p := range probs {
+				l.fail(d.file, l.position([]*doc{d}, p.p, p.detail))
+			}
 			ok = false
-		}
-		if h.Metadata.Name != "" && h.Metadata.Name != o.Metadata.Name {
-			l.fail(d.file, l.position([]*doc{d}, path{"metadata", "name"}, fmt.Sprintf("drop-in in %s.d names %q", o.Metadata.Name, h.Metadata.Name)))
-			ok = false
-		}
-		// A merge patch deletes what it sets to null: the object's identity
-		// must survive its drop-ins.
-		if p, null := nullIdentity(d.raw); null {
-			l.fail(d.file, l.position([]*doc{d}, p, "a drop-in must not remove "+p.String()))
-			ok = false
-		}
-		if h.APIVersion != "" && h.APIVersion != APIVersion {
-			l.fail(d.file, l.position([]*doc{d}, path{"apiVersion"}, fmt.Sprintf("unsupported version %q; want %q", h.APIVersion, APIVersion)))
-			ok = false
+			continue
 		}
 		m, err := jsonpatch.MergePatch(merged, d.raw)
 		if err != nil {
@@ -783,10 +804,20 @@ func (l *loader) finish(o *Object, dropIns []*doc) bool {
 	if len(unknown) > 0 {
 		merged = dropPaths(merged, unknown)
 	}
-	// Go on decoding after unknown fields, so one run reports every problem.
+	// Go on decoding after unknown fields, so one run reports every problem,
+	// and report every type error (encoding/json stops at the first).
+	if probs := checkTypes(merged, specTypes[o.Kind]); len(probs) > 0 {
+		l.failSorted(docs, probs)
+		return false
+	}
 	var h header
 	if err := json.Unmarshal(merged, &h); err != nil {
 		l.failAt(docs, typeErrorPath(err, nil), typeErrorDetail(err))
+		return false
+	}
+	if h.Metadata.Name != name || h.Kind != o.Kind {
+		// dropInIdentity keeps this from happening; never rename an object.
+		l.failAt(docs, path{"metadata", "name"}, fmt.Sprintf("drop-ins changed the object's identity to %s/%s", h.Kind, h.Metadata.Name))
 		return false
 	}
 	o.Metadata = h.Metadata
@@ -830,24 +861,69 @@ func (l *loader) failAt(docs []*doc, p path, detail string) {
 	l.fail(rel, fe)
 }
 
-// nullIdentity reports whether a drop-in sets apiVersion, kind, metadata or
-// metadata.name to null, which a merge patch would delete.
-func nullIdentity(raw []byte) (path, bool) {
+// dropInIdentity checks what a drop-in of o says about o's identity. A
+// drop-in may omit apiVersion, kind, metadata and metadata.name; what it
+// gives must be exactly o's (README: "if it gives them they must match"):
+// an empty or other name, another kind, or null (which a merge patch
+// deletes) would rename, retype or unname the object.
+func dropInIdentity(raw []byte, o *Object) []positioned {
 	var m map[string]any
 	if json.Unmarshal(raw, &m) != nil {
-		return nil, false
+		return nil
 	}
-	for _, k := range []string{"apiVersion", "kind", "metadata"} {
-		if v, set := m[k]; set && v == nil {
-			return path{k}, true
+	var probs []positioned
+	removed := func(p path) { probs = append(probs, positioned{p, "a drop-in must not remove " + p.String()}) }
+	if v, set := m["kind"]; set {
+		switch k, isString := v.(string); {
+		case v == nil:
+			removed(path{"kind"})
+		case !isString || Kind(k) != o.Kind:
+			probs = append(probs, positioned{path{"kind"}, fmt.Sprintf("drop-in for %s says kind %s; omit kind or give %q", o.ID(), jsonText(v), o.Kind)})
 		}
 	}
-	if md, isMap := m["metadata"].(map[string]any); isMap {
-		if v, set := md["name"]; set && v == nil {
-			return path{"metadata", "name"}, true
+	if v, set := m["metadata"]; set {
+		md, isMap := v.(map[string]any)
+		switch {
+		case v == nil:
+			removed(path{"metadata"})
+		case !isMap:
+			probs = append(probs, positioned{path{"metadata"}, fmt.Sprintf("expected a mapping, got %s", jsonText(v))})
+		default:
+			if n, set := md["name"]; set {
+				switch s, isString := n.(string); {
+				case n == nil:
+					removed(path{"metadata", "name"})
+				case !isString || s != o.Metadata.Name:
+					probs = append(probs, positioned{path{"metadata", "name"}, fmt.Sprintf("drop-in in %s.d names %s; omit metadata.name or give %q", o.Metadata.Name, jsonText(n), o.Metadata.Name)})
+				}
+			}
 		}
 	}
-	return nil, false
+	if v, set := m["apiVersion"]; set {
+		switch a, isString := v.(string); {
+		case v == nil:
+			removed(path{"apiVersion"})
+		case !isString || a != APIVersion:
+			probs = append(probs, positioned{path{"apiVersion"}, fmt.Sprintf("unsupported version %s; want %q", jsonText(v), APIVersion)})
+		}
+	}
+	return probs
+}
+
+// jsonText shows a decoded JSON value as the manifest wrote it: strings
+// quoted, other scalars as they are, lists and mappings by kind.
+func jsonText(v any) string {
+	switch x := v.(type) {
+	case string:
+		return strconv.Quote(x)
+	case []any:
+		return "a list"
+	case map[string]any:
+		return "a mapping"
+	case nil:
+		return "null"
+	}
+	return fmt.Sprint(v)
 }
 
 func valueOf(m *yaml.Node, key string) *yaml.Node {
@@ -878,30 +954,22 @@ func (l *loader) crossCheck(all []*Object, dropInDirs map[string]bool, set *Set)
 	sort.Strings(names)
 	for _, n := range names {
 		sub := n + ".d"
-		ents, err := os.ReadDir(filepath.Join(l.dir, sub))
-		if err != nil {
-			l.fail(sub, &FieldError{Detail: fmt.Sprintf("cannot read drop-in folder: %v", err)})
+		files, fe := l.dropInFiles(sub)
+		if fe != nil {
+			l.fail(sub, fe)
 			set.BrokenNames[n] = true
 			continue
 		}
-		if fi, err := os.Stat(filepath.Join(l.dir, sub)); err == nil {
-			if err := checkOwner(filepath.Join(l.dir, sub), fi, l.opts); err != nil {
-				l.fail(sub, &FieldError{Detail: "refused: " + strings.TrimPrefix(err.Error(), filepath.Join(l.dir, sub)+": ")})
-				set.BrokenNames[n] = true
-				continue
-			}
-		}
-		var files []string
-		for _, e := range ents {
-			if IsManifestName(e.Name()) {
-				files = append(files, filepath.Join(sub, e.Name()))
-			}
-		}
-		sort.Strings(files)
 		if len(files) == 0 {
 			continue
 		}
 		if len(byName[n]) == 0 {
+			if l.unusable[n] {
+				// Its manifest is invalid (reported there): keep what it
+				// had, and check the drop-ins once it is fixed.
+				set.BrokenNames[n] = true
+				continue
+			}
 			l.fail(files[0], &FieldError{Detail: fmt.Sprintf("drop-in for %q, but no manifest defines an object named %q", n, n)})
 			continue
 		}
@@ -917,10 +985,13 @@ func (l *loader) crossCheck(all []*Object, dropInDirs map[string]bool, set *Set)
 
 	var valid []*Object
 	for _, o := range all {
-		if l.finish(o, dropIns[o.Metadata.Name]) {
+		// The name from the base file: a broken drop-in must protect the
+		// object it was meant for, whatever it says.
+		name := o.Metadata.Name
+		if l.finish(o, dropIns[name]) {
 			valid = append(valid, o)
-		} else if len(dropIns[o.Metadata.Name]) > 0 {
-			set.BrokenNames[o.Metadata.Name] = true
+		} else if len(dropIns[name]) > 0 {
+			set.BrokenNames[name] = true
 		}
 	}
 

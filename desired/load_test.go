@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"resil.dev/resil/e2e/sandbox"
 )
 
 // TestInvalidCorpus loads every case in testdata/invalid/ (a NAME.yaml file,
@@ -274,7 +276,7 @@ func TestLoadFileChecks(t *testing.T) {
 			setup: func(t *testing.T, dir string) string {
 				writeFiles(t, dir, map[string]string{"owner.yaml": good})
 				if err := os.Chown(filepath.Join(dir, "owner.yaml"), os.Getuid()+1, -1); err != nil {
-					t.Skipf("cannot chown as uid %d: %v", os.Getuid(), err)
+					sandbox.Missing(t, "cannot chown as uid %d (needs root): %v", os.Getuid(), err)
 				}
 				return "owner.yaml"
 			},

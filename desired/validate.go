@@ -14,6 +14,30 @@ import (
 	"unicode/utf8"
 )
 
+// Limits of what one unit can carry, as the kernel and systemd accept it.
+const (
+	// MaxArgStrlen is the kernel's MAX_ARG_STRLEN: execve refuses (E2BIG) an
+	// argument or environment string of this many bytes or more (the limit
+	// counts the terminating NUL). An argument may be at most MaxArgStrlen-1 bytes.
+	MaxArgStrlen = 32 * 4096
+	// LongLineMax is systemd's LONG_LINE_MAX: the longest unit-file line it reads.
+	LongLineMax = 1 << 20
+	// MaxUnitLine is the longest line a rendered unit may have: half of
+	// LongLineMax, so quoting and the directive name never get near it.
+	MaxUnitLine = LongLineMax / 2
+	// ExecArgMax is what one execve may pass in all (argument and
+	// environment strings with their NULs, plus one pointer each): a quarter
+	// of the stack limit, 2 MiB with the default 8 MiB (getconf ARG_MAX).
+	ExecArgMax = 2 << 20
+	// ExecReserve is kept free of ExecArgMax for what the manifest does not
+	// say: the variables systemd or the process backend add (PATH,
+	// INVOCATION_ID, NOTIFY_SOCKET, …) and environment files.
+	ExecReserve = 64 << 10
+	// PathMax is PATH_MAX: a path of this many bytes or more (NUL included)
+	// cannot be opened.
+	PathMax = 4096
+)
+
 // ParseCalendar validates one OnCalendar expression. It is a variable so the
 // calendar package can be wired in without an import cycle in tests.
 var ParseCalendar = func(expr string) error { return nil }
@@ -86,6 +110,9 @@ func (v *validator) label(p path, k, val string) {
 }
 
 // text refuses control characters: a newline would inject a unit-file line.
+// C1 controls (U+0080–U+009F, e.g. NEL U+0085) and the Unicode line and
+// paragraph separators are refused too: editors, terminals and log viewers
+// break lines on them, so a unit file or a log would not show what it holds.
 func (v *validator) text(p path, s string) bool {
 	if !utf8.ValidString(s) {
 		v.add(p, "not valid UTF-8")
@@ -96,8 +123,62 @@ func (v *validator) text(p path, s string) bool {
 			v.add(p, "control character %q not allowed (it could inject a line into a unit file)", r)
 			return false
 		}
+		if isLineBreaking(r) {
+			v.add(p, "character %q not allowed (a C1 control or Unicode line separator: editors, terminals and logs break the line on it)", r)
+			return false
+		}
 	}
 	return true
+}
+
+// isLineBreaking reports the non-C0 characters text refuses.
+func isLineBreaking(r rune) bool {
+	return (r >= 0x80 && r <= 0x9f) || r == '\u2028' || r == '\u2029'
+}
+
+// unitLine refuses a directive whose rendered line would be longer than
+// MaxUnitLine (systemd refuses a unit with a line over LongLineMax).
+func (v *validator) unitLine(p path, directive, value string) bool {
+	if n := len(directive) + 1 + len(value); n > MaxUnitLine {
+		v.add(p, "renders a %d-byte %s= line; a unit-file line may have at most %d bytes (systemd reads lines up to %d)", n, directive, MaxUnitLine, LongLineMax)
+		return false
+	}
+	return true
+}
+
+// argLen refuses one exec string (an argument, or an environment entry
+// KEY=VALUE) that the kernel would refuse with "argument list too long".
+func (v *validator) argLen(p path, what string, n int) bool {
+	if n >= MaxArgStrlen {
+		v.add(p, "%s is %d bytes; the kernel refuses one of %d bytes or more (MAX_ARG_STRLEN, %d including the terminating NUL)", what, n, MaxArgStrlen, MaxArgStrlen)
+		return false
+	}
+	return true
+}
+
+// execSize is what execve counts of argv and env: every string with its
+// NUL and one pointer. extra are raw environment entries (KEY=VALUE …).
+func execSize(argv []string, env map[string]string, extra ...string) int {
+	n := 0
+	for _, a := range argv {
+		n += len(a) + 1 + 8
+	}
+	for k, val := range env {
+		n += len(k) + 1 + len(val) + 1 + 8
+	}
+	for _, e := range extra {
+		n += len(e) + 1 + 8
+	}
+	return n
+}
+
+// execTotal refuses a command whose argv and environment together exceed
+// what one exec may pass. It reports at the environment when there is one
+// (each part alone is capped by the line and argument limits).
+func (v *validator) execTotal(p path, argv []string, env map[string]string, extra ...string) {
+	if n := execSize(argv, env, extra...); n > ExecArgMax-ExecReserve {
+		v.add(p, "command line and environment come to %d bytes (strings, NULs and pointers); an exec may pass %d (ARG_MAX with the default 8 MiB stack, %d kept for what systemd adds)", n, ExecArgMax-ExecReserve, ExecReserve)
+	}
 }
 
 // plain is text for directives without quoting: no control chars, no
@@ -119,41 +200,70 @@ func (v *validator) plain(p path, s string) bool {
 	return true
 }
 
-func (v *validator) absPath(p path, s string) {
+func (v *validator) absPath(p path, s string) bool {
 	if s == "" {
 		v.add(p, "must not be empty")
-		return
+		return false
+	}
+	if len(s) >= PathMax {
+		v.add(p, "path is %d bytes; a path may have at most %d (PATH_MAX, %d including the terminating NUL)", len(s), PathMax-1, PathMax)
+		return false
 	}
 	if !v.plain(p, s) {
-		return
+		return false
 	}
 	if !strings.HasPrefix(s, "/") {
 		v.add(p, "must be an absolute path, got %q", s)
-		return
+		return false
 	}
 	if strings.IndexFunc(s, unicode.IsSpace) >= 0 {
 		v.add(p, "must not contain whitespace, got %q", s)
-		return
+		return false
 	}
 	if filepath.Clean(s) != s {
 		v.add(p, "must be a clean path (no '..', '//' or trailing '/'), got %q; want %q", s, filepath.Clean(s))
+		return false
 	}
+	return true
 }
 
-func (v *validator) command(p path, argv []string) {
+// command checks one argv; it reports whether the argv is valid.
+func (v *validator) command(p path, argv []string) bool {
 	if len(argv) == 0 {
 		v.add(p, "required: the program and its arguments, e.g. [\"/usr/bin/env\", \"true\"]")
-		return
+		return false
 	}
-	v.absPath(p.index(0), argv[0])
+	ok := v.absPath(p.index(0), argv[0])
 	// systemd runs the path as written but expands "$$" in the arguments;
 	// a '$' in the path would make the two differ.
 	if strings.Contains(argv[0], "$") {
 		v.add(p.index(0), "'$' is not allowed in the program path %q", argv[0])
+		ok = false
 	}
 	for i, a := range argv[1:] {
-		v.text(p.index(i+1), a)
+		if !v.argLen(p.index(i+1), "argument", len(a)) || !v.text(p.index(i+1), a) {
+			ok = false
+		}
 	}
+	return ok
+}
+
+// execCommand checks an argv that a unit runs as directive (ExecStart=,
+// ExecStartPre=): the argv itself, then the rendered line and the exec size
+// of the argv as wrapped (lock, pre-start loop) with its environment.
+// The exec size is reported at envPath when there is an environment.
+func (v *validator) execCommand(p path, directive string, argv, wrapped []string, envPath path, env map[string]string, extraEnv []string) {
+	if !v.command(p, argv) {
+		return
+	}
+	if !v.unitLine(p, directive, CommandLine(wrapped)) {
+		return
+	}
+	q := p
+	if len(env) > 0 || len(extraEnv) > 0 {
+		q = envPath
+	}
+	v.execTotal(q, wrapped, env, extraEnv...)
 }
 
 func (v *validator) duration(p path, d Duration, min, max time.Duration) {
@@ -170,11 +280,16 @@ func (v *validator) duration(p path, d Duration, min, max time.Duration) {
 	}
 }
 
-func (v *validator) units(p path, list []string) {
+func (v *validator) units(p path, directive string, list []string) {
+	ok := true
 	for i, u := range list {
 		if !unitRefRE.MatchString(u) || len(u) > 255 {
 			v.add(p.index(i), "invalid unit name %q (want e.g. network-online.target)", u)
+			ok = false
 		}
+	}
+	if ok {
+		v.unitLine(p, directive, joinUnits(list))
 	}
 }
 
@@ -193,11 +308,26 @@ func (v *validator) user(p path, s string) {
 func (v *validator) env(p path, env map[string]string) {
 	for _, k := range sortedKeys(env) {
 		val := env[k]
-		if !envKeyRE.MatchString(k) {
+		keyOK := envKeyRE.MatchString(k)
+		if !keyOK {
 			v.add(p.key(k), "invalid variable name %q", k)
 		}
-		v.text(p.key(k), val)
+		if !v.argLen(p.key(k), "the entry KEY=VALUE", len(k)+1+len(val)) {
+			continue
+		}
+		if v.text(p.key(k), val) && keyOK {
+			v.unitLine(p.key(k), "Environment", envAssignment(k, val))
+		}
 	}
+}
+
+// escapeEnv returns the Environment= assignments of an escape hatch's
+// Service section, which add to the environment of every command.
+func escapeEnv(m map[string]map[string]string) []string {
+	if e, ok := m["Service"]["Environment"]; ok {
+		return []string{e}
+	}
+	return nil
 }
 
 func (v *validator) hosts(p path, h *HostSelector) {
@@ -236,7 +366,17 @@ func (v *validator) escapeHatch(p path, m map[string]map[string]string, sections
 				v.add(q, "directive %q is reserved", k)
 				continue
 			}
-			v.plain(q, val)
+			if !v.plain(q, val) {
+				continue
+			}
+			// Escape-hatch values are written verbatim, and systemd expands
+			// $VAR and ${VAR} in command lines: refuse '$' everywhere here
+			// (README: no '$' expansion from a manifest).
+			if strings.Contains(val, "$") {
+				v.add(q, "'$' is not allowed in %q (systemd would expand it as a variable)", val)
+				continue
+			}
+			v.unitLine(q, k, val)
 		}
 	}
 }
@@ -260,8 +400,10 @@ func (v *validator) logs(p path, l *Logs) {
 }
 
 func (v *validator) service(p path, s *ServiceSpec) {
-	v.plain(p.key("description"), s.Description)
-	v.command(p.key("command"), s.Command)
+	if v.plain(p.key("description"), s.Description) {
+		v.unitLine(p.key("description"), "Description", s.Description)
+	}
+	v.execCommand(p.key("command"), "ExecStart", s.Command, withLock(s.Lock, s.Command), p.key("environment"), s.Environment, escapeEnv(s.Systemd))
 	v.user(p.key("user"), s.User)
 	v.user(p.key("group"), s.Group)
 	if s.WorkingDirectory != "" {
@@ -271,10 +413,10 @@ func (v *validator) service(p path, s *ServiceSpec) {
 	for i, f := range s.EnvironmentFiles {
 		v.absPath(p.key("environmentFiles").index(i), strings.TrimPrefix(f, "-"))
 	}
-	v.units(p.key("after"), s.After)
-	v.units(p.key("requires"), s.Requires)
-	v.units(p.key("wants"), s.Wants)
-	v.units(p.key("wantedBy"), s.WantedBy)
+	v.units(p.key("after"), "After", s.After)
+	v.units(p.key("requires"), "Requires", s.Requires)
+	v.units(p.key("wants"), "Wants", s.Wants)
+	v.units(p.key("wantedBy"), "WantedBy", s.WantedBy)
 	switch s.State {
 	case "", StateRunning, StateStopped:
 	default:
@@ -300,7 +442,7 @@ func (v *validator) service(p path, s *ServiceSpec) {
 	}
 	for i, c := range s.PreStart {
 		q := p.key("preStart").index(i)
-		v.command(q.key("command"), c.Command)
+		v.execCommand(q.key("command"), "ExecStartPre", c.Command, checkArgv(c), p.key("environment"), s.Environment, escapeEnv(s.Systemd))
 		if c.Retries < 0 || c.Retries > 1000 {
 			v.add(q.key("retries"), "must be between 0 and 1000, got %d", c.Retries)
 		}
@@ -331,7 +473,7 @@ func (v *validator) service(p path, s *ServiceSpec) {
 			v.add(q.key("tasksMax"), "must not be negative, got %d", r.TasksMax)
 		}
 	}
-	if d := s.StateDirectory; d != "" && (!stateDirRE.MatchString(d) || strings.Contains(d, "..") || pathpkg.Clean(d) != d || d == ".") {
+	if d := s.StateDirectory; d != "" && (!stateDirRE.MatchString(d) || strings.Contains(d, "..") || pathpkg.Clean(d) != d || d == "." || len("/var/lib/"+d) >= PathMax) {
 		v.add(p.key("stateDirectory"), "invalid state directory %q (a clean relative path below /var/lib, no '.' or '..')", d)
 	}
 	if s.Lock != "" {
@@ -349,8 +491,8 @@ func (v *validator) service(p path, s *ServiceSpec) {
 			v.add(q.key("within"), "required")
 		}
 		v.duration(q.key("within"), a.Within, time.Second, 30*24*time.Hour)
-		if len(a.Command) > 0 {
-			v.command(q.key("command"), a.Command)
+		if len(a.Command) > 0 && v.command(q.key("command"), a.Command) {
+			v.execTotal(q.key("command"), a.Command, nil)
 		}
 	}
 	v.escapeHatch(p.key("systemd"), s.Systemd, serviceSections, "Service")
@@ -384,13 +526,16 @@ func (v *validator) drift(p path, d DriftPolicy) {
 }
 
 func (v *validator) timer(p path, t *TimerSpec) {
-	v.plain(p.key("description"), t.Description)
+	if v.plain(p.key("description"), t.Description) {
+		// The job service of an inline command says "DESCRIPTION (job)".
+		v.unitLine(p.key("description"), "Description", t.Description+" (job)")
+	}
 	if len(t.Schedule) == 0 && t.OnBoot == "" && t.OnUnitActive == "" {
 		v.add(p.key("schedule"), "required: give schedule, onBoot or onUnitActive")
 	}
 	for i, s := range t.Schedule {
 		q := p.key("schedule").index(i)
-		if !v.plain(q, s) {
+		if !v.plain(q, s) || !v.unitLine(q, "OnCalendar", s) {
 			continue
 		}
 		if err := ParseCalendar(s); err != nil {
@@ -432,7 +577,7 @@ func (v *validator) timer(p path, t *TimerSpec) {
 			}
 		}
 	default:
-		v.command(p.key("command"), t.Command)
+		v.execCommand(p.key("command"), "ExecStart", t.Command, withLock(t.Lock, t.Command), p.key("environment"), t.Environment, escapeEnv(t.Systemd))
 	}
 	v.user(p.key("user"), t.User)
 	v.user(p.key("group"), t.Group)

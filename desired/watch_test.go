@@ -2,6 +2,7 @@ package desired
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -107,5 +108,199 @@ func TestWatchMissingDirStillWakesOnce(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// startWatch runs Watch on dir until the test ends; each wake lands on the
+// returned channel (never blocking Watch).
+func startWatch(t *testing.T, dir string) <-chan struct{} {
+	t.Helper()
+	wakes := make(chan struct{}, 1024)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() {
+		done <- Watch(ctx, dir, zaptest.NewLogger(t), func() {
+			select {
+			case wakes <- struct{}{}:
+			default:
+			}
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	expectWake(t, wakes, "start (first snapshot)")
+	drain(wakes)
+	return wakes
+}
+
+func countWakes(wakes <-chan struct{}) int {
+	n := 0
+	for {
+		select {
+		case <-wakes:
+			n++
+		case <-time.After(300 * time.Millisecond):
+			return n
+		}
+	}
+}
+
+// Issue 9 item 10: the parent of the manifests directory is watched only
+// for a swap of the directory's own name. A busy file beside it (the parent
+// of /etc/resil.d is /etc) written many times wakes zero passes.
+func TestWatchParentBusyFileWakesNothing(t *testing.T) {
+	root := t.TempDir()
+	mkdir(t, filepath.Join(root, "rev1"))
+	mkdir(t, filepath.Join(root, "rev2"))
+	link := symlink(t, "rev1", filepath.Join(root, "resil.d"))
+	wakes := startWatch(t, link)
+	logf, err := os.OpenFile(filepath.Join(root, "busy.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	for i := 0; i < 500; i++ {
+		if _, err := logf.WriteString("a log line\n"); err != nil {
+			t.Fatal(err)
+		}
+		// Also whole-file rewrites and chmods of other names.
+		if i%50 == 0 {
+			if err := os.WriteFile(filepath.Join(root, "other.conf"), []byte("x"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(filepath.Join(root, "other.conf"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if n := countWakes(wakes); n != 0 {
+		t.Fatalf("writes beside the manifests directory woke %d passes, want 0", n)
+	}
+	// The swap of the directory's own name still wakes.
+	tmp := filepath.Join(root, "resil.d.tmp")
+	symlink(t, "rev2", tmp)
+	if err := os.Rename(tmp, link); err != nil {
+		t.Fatal(err)
+	}
+	expectWake(t, wakes, "a symlink swap of the manifests directory")
+}
+
+// Issue 9 item 10: chmod and chown of a manifest, a drop-in, a drop-in
+// folder or the directory itself wake a pass at once (the owner checks
+// read them), not at the next resync.
+func TestWatchPermissionChangesWake(t *testing.T) {
+	needRoot(t)
+	dir := mkdir(t, filepath.Join(t.TempDir(), "resil.d"))
+	writeFiles(t, dir, map[string]string{"web.yaml": "x", "web.d/10.yaml": "y"})
+	wakes := startWatch(t, dir)
+	steps := []struct {
+		what string
+		do   func() error
+	}{
+		{"chmod of a manifest", func() error { return os.Chmod(filepath.Join(dir, "web.yaml"), 0o666) }},
+		{"chown of a manifest", func() error { return os.Chown(filepath.Join(dir, "web.yaml"), 65534, -1) }},
+		{"chmod of a drop-in", func() error { return os.Chmod(filepath.Join(dir, "web.d", "10.yaml"), 0o666) }},
+		{"chown of a drop-in", func() error { return os.Chown(filepath.Join(dir, "web.d", "10.yaml"), 65534, -1) }},
+		{"chmod of a drop-in folder", func() error { return os.Chmod(filepath.Join(dir, "web.d"), 0o777) }},
+		{"chmod of the directory", func() error { return os.Chmod(dir, 0o777) }},
+		{"chown of the directory", func() error { return os.Chown(dir, 65534, -1) }},
+	}
+	for _, s := range steps {
+		if err := s.do(); err != nil {
+			t.Fatalf("%s: %v", s.what, err)
+		}
+		expectWake(t, wakes, s.what)
+		drain(wakes)
+	}
+}
+
+// A manifest being written wakes nothing while its writer holds it open,
+// however many writes it sees, and wakes once the writer closes it.
+func TestWatchWakesOnCloseNotOnWrite(t *testing.T) {
+	dir := mkdir(t, filepath.Join(t.TempDir(), "resil.d"))
+	writeFiles(t, dir, map[string]string{"web.yaml": "old\n"})
+	wakes := startWatch(t, dir)
+	f, err := os.OpenFile(filepath.Join(dir, "web.yaml"), os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		if _, err := f.WriteString("line\n"); err != nil {
+			t.Fatal(err)
+		}
+		if i%5 == 0 {
+			if n := countWakes(wakes); n != 0 {
+				t.Fatalf("write %d to a file held open woke %d passes", i, n)
+			}
+		}
+	}
+	if n := countWakes(wakes); n != 0 {
+		t.Fatalf("writes to a file held open woke %d passes", n)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	expectWake(t, wakes, "the writer closed the manifest")
+}
+
+// The parent of every symlink on the way to the manifests directory is
+// watched for that symlink's name only; the resolved directory and its
+// drop-in folders for everything.
+func TestWatchSetFollowsSymlinkChain(t *testing.T) {
+	root, _ := filepath.EvalSymlinks(t.TempDir())
+	rev := mkdir(t, filepath.Join(root, "sync", "rev-abc"))
+	mkdir(t, filepath.Join(rev, "web.d"))
+	symlink(t, "rev-abc", filepath.Join(root, "sync", "current"))
+	etc := mkdir(t, filepath.Join(root, "etc"))
+	link := symlink(t, filepath.Join(root, "sync", "current"), filepath.Join(etc, "resil.d"))
+	got := watchSet(link)
+	want := map[string]watchFilter{
+		etc:                         {names: map[string]bool{"resil.d": true}},
+		filepath.Join(root, "sync"): {names: map[string]bool{"current": true}},
+		rev:                         {all: true},
+		filepath.Join(rev, "web.d"): {all: true},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("watchSet = %v\nwant %v", got, want)
+	}
+}
+
+// A Kubernetes ConfigMap update (new hidden revision folder, "..data"
+// swapped, files are symlinks into it) wakes the loop.
+func TestWatchConfigMapSwapWakes(t *testing.T) {
+	dir := mkdir(t, filepath.Join(t.TempDir(), "resil.d"))
+	writeFiles(t, dir, map[string]string{"..2024_01/web.yaml": "x"})
+	symlink(t, "..2024_01", filepath.Join(dir, "..data"))
+	symlink(t, "..data/web.yaml", filepath.Join(dir, "web.yaml"))
+	wakes := startWatch(t, dir)
+	writeFiles(t, dir, map[string]string{"..2024_02/web.yaml": "y"})
+	drain(wakes)
+	symlink(t, "..2024_02", filepath.Join(dir, "..data_tmp"))
+	if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	expectWake(t, wakes, "the ..data swap")
+}
+
+// Loads (reads, leases) of the watched files wake nothing: a pass must not
+// wake the next one.
+func TestWatchLoadsDoNotWake(t *testing.T) {
+	dir := mkdir(t, filepath.Join(t.TempDir(), "resil.d"))
+	writeFiles(t, dir, map[string]string{"web.yaml": "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: web}\nspec: {command: [/bin/true]}\n", "web.d/1.yaml": "spec: {user: nobody}\n"})
+	wakes := startWatch(t, dir)
+	for i := 0; i < 20; i++ {
+		if _, err := Load(dir, Options{Host: testHost, OwnerUID: os.Getuid()}); err != nil {
+			t.Fatal(err)
+		}
+		if busy, known := WriterOpen(filepath.Join(dir, "web.yaml")); busy || !known {
+			t.Fatalf("WriterOpen = %v, %v", busy, known)
+		}
+	}
+	if n := countWakes(wakes); n != 0 {
+		t.Fatalf("loads woke %d passes", n)
 	}
 }

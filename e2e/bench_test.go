@@ -52,7 +52,7 @@ const (
 // runs alone (sequential subtests) so that the two cores are not shared.
 func TestBenchSystemd(t *testing.T) {
 	if os.Getenv(benchEnv) != "1" {
-		t.Skipf("benchmark: set %s=1 (make bench)", benchEnv)
+		t.Skipf("benchmark: set %s=1 (make bench)", benchEnv) // not a prerequisite: opt-in
 	}
 	rep := &benchReport{}
 	t.Run("n1", func(t *testing.T) { benchSandbox(t, rep, 1) })

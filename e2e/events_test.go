@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"resil.dev/resil/e2e/sandbox"
 	"resil.dev/resil/reconcile/store"
 )
 
@@ -111,6 +112,7 @@ next:
 // RestartStorm event, one hook run, the metric), and not again within the
 // window however long the loop goes on.
 func TestCrashLoopRestartStormAlert(t *testing.T) {
+	sandbox.RequireProgram(t, "curl", "curl") // scrapes /metrics inside the sandbox
 	e := newEnv(t)
 	e.write("crash.yaml", fmt.Sprintf(`apiVersion: resil.dev/v1
 kind: Service
@@ -182,6 +184,7 @@ spec:
 // A manual `systemctl restart` resets NRestarts (it stays 0), yet the
 // ledger counts it from the new MainPID and start time.
 func TestManualRestartCountsInLedger(t *testing.T) {
+	sandbox.RequireProgram(t, "curl", "curl") // scrapes /metrics inside the sandbox
 	e := newEnv(t)
 	e.write("web.yaml", svc("web", ""))
 	a := e.startAgent()
@@ -222,6 +225,7 @@ func TestManualRestartCountsInLedger(t *testing.T) {
 // Drift and invalid manifests appear in `reconciler events`, in the
 // journal with structured fields, in the metrics, and in status's exit code.
 func TestDriftEventsJournalStatusMetrics(t *testing.T) {
+	sandbox.RequireProgram(t, "curl", "curl") // scrapes /metrics inside the sandbox
 	e := newEnv(t)
 	e.write("web.yaml", svc("web", ""))
 	e.write("quiet.yaml", svc("quiet", "  drift: report\n"))
@@ -301,6 +305,7 @@ func TestDriftEventsJournalStatusMetrics(t *testing.T) {
 // A service that stops pinging is killed by systemd's watchdog and
 // restarted: the ledger books those restarts as cause watchdog.
 func TestWatchdogRestartsInLedger(t *testing.T) {
+	sandbox.RequireProgram(t, "curl", "curl") // scrapes /metrics inside the sandbox
 	e := newEnv(t)
 	e.write("wd.yaml", `apiVersion: resil.dev/v1
 kind: Service

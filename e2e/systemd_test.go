@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"resil.dev/resil/e2e/sandbox"
 )
 
 func svc(name, extra string) string {
@@ -254,6 +256,8 @@ spec:
 // Scenario 9: the seed-style worker whose pre-start TCP check succeeds on
 // the second try.
 func TestPreStartCheckSecondTry(t *testing.T) {
+	// The sandbox runs the host's programs: the listener and the check use nc.
+	sandbox.RequireProgram(t, "/usr/bin/nc", "netcat-openbsd")
 	e := newEnv(t)
 	listener := "[Service]\nExecStart=/usr/bin/nc -lk 127.0.0.1 7777\n"
 	if err := e.sb.WriteFile("/etc/systemd/system/listener.service", []byte(listener), 0o644); err != nil {

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -161,7 +163,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 			log.Error("pass panicked", zap.Any("panic", p), zap.Stack("stack"))
 		}
 	}()
-	objs, protected, broken, prune, lerr := r.desiredObjects(log)
+	objs, protected, broken, prune, busy, lerr := r.desiredObjects(log)
 	res.LoadErr = lerr
 	if objs == nil && !prune && lerr != nil && len(r.lastGood) == 0 && errors.Is(lerr, desired.ErrUnreadable) {
 		return res, fmt.Errorf("load manifests: %w", lerr)
@@ -169,8 +171,18 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	files := map[string][]desired.UnitFile{}
 	var names []string
 	var effective []*desired.Object
+	var unsupported []Finding
 	for _, o := range objs {
 		fs, err := r.cfg.Render(o)
+		if errors.Is(err, actuators.ErrUnsupported) {
+			// The backend cannot honour it: never applied with less than it
+			// asks; what runs of it (a last good version) is left alone.
+			// It counts as invalid on this backend (diff exits 2, apply 1).
+			unsupported = append(unsupported, Finding{Object: o.ID(), Reason: ReasonUnsupported, Message: err.Error() + "; not applied", Warning: true})
+			res.LoadErr = errors.Join(res.LoadErr, err)
+			protected[o.ID()] = true
+			continue
+		}
 		if err != nil {
 			r.event(Warning, ReasonInvalid, o.ID(), "", "", fmt.Sprintf("render: %v", err))
 			protected[o.ID()] = true
@@ -194,6 +206,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	res.Observed = obs
 	plan := Compute(Input{Objects: effective, Files: files, UnitDir: r.cfg.UnitDir, ManagerDir: r.cfg.ManagerDir,
 		Observed: obs, Prune: prune, Protected: protected, BrokenFiles: broken})
+	plan.Findings = append(append(plan.Findings, busy...), unsupported...)
 	res.Plan = plan
 	res.Hash = plan.Hash()
 	for _, f := range plan.Findings {
@@ -217,10 +230,23 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	return res, err
 }
 
+// ReasonBusy: a manifest or drop-in was open for writing when read, so it
+// was not read; what it holds keeps its last good version.
+const ReasonBusy = "ManifestBusy"
+
 // desiredObjects loads the manifests and applies the last-good rule.
-// It returns the effective objects, the IDs that must not be pruned, whether
-// pruning is allowed at all, and the load problems.
-func (r *Reconciler) desiredObjects(log *zap.Logger) ([]*desired.Object, map[string]bool, map[string]bool, bool, error) {
+// It returns the effective objects, the IDs that must not be pruned, the
+// files whose owned units must not be pruned, whether pruning is allowed at
+// all, a ManifestBusy finding per file open for writing, and the load
+// problems.
+//
+// The rule: an object keeps its last good version while the file it came
+// from, or one of its drop-ins, is broken, busy (open for writing) or
+// empty (no documents). Such an object that has no last good version (the
+// agent restarted with no memory) is neither applied nor pruned: what is on
+// the host stays. An object disappears only when its file is removed, or it
+// is removed from a file that still holds other objects.
+func (r *Reconciler) desiredObjects(log *zap.Logger) ([]*desired.Object, map[string]bool, map[string]bool, bool, []Finding, error) {
 	protected := map[string]bool{}
 	broken := map[string]bool{}
 	set, lerr := desired.Load(r.cfg.Manifests, r.cfg.Load)
@@ -233,18 +259,57 @@ func (r *Reconciler) desiredObjects(log *zap.Logger) ([]*desired.Object, map[str
 			protected[id] = true
 		}
 		sortObjects(objs)
-		return objs, protected, broken, false, lerr
+		return objs, protected, broken, false, nil, lerr
 	}
 	for f := range set.Broken {
 		broken[f] = true
 	}
+	// Busy and empty files protect what they held exactly as broken ones
+	// do. An empty file is invalid: it joins the load problems.
+	var busy []Finding
+	for _, f := range sortedKeys(set.Busy) {
+		broken[f] = true
+		busy = append(busy, Finding{Reason: ReasonBusy, Warning: true,
+			Message: fmt.Sprintf("%q is open for writing; it is read once the writer closes it (what it holds keeps its last good version)", filepath.Join(set.Dir, f))})
+	}
+	if len(set.Empty) > 0 {
+		all := &multierror.Error{ErrorFormat: joinLines}
+		if lerr != nil {
+			all.Errors = append(all.Errors, lerr)
+		}
+		for _, f := range sortedKeys(set.Empty) {
+			broken[f] = true
+			all.Errors = append(all.Errors, &desired.FieldError{File: filepath.Join(set.Dir, f),
+				Detail: `holds no objects (empty, only comments or only "---"); what it held keeps its last good version: delete the file to remove its objects`})
+		}
+		lerr = all
+	}
 	for _, fe := range desired.FieldErrors(lerr) {
 		r.event(Warning, ReasonInvalid, "", "", "", fe.Error())
 	}
-	objs := set.Sorted()
+	// An object whose drop-in is broken (unreadable), busy or empty is not
+	// applied without it: its last good version stays, or, with none, what
+	// is on the host.
+	var objs []*desired.Object
 	seen := map[string]bool{}
-	for _, o := range objs {
+	for _, o := range set.Sorted() {
 		seen[o.ID()] = true
+		file, busy := set.Unsettled(o)
+		if file == "" && !set.BrokenNames[o.Metadata.Name] {
+			objs = append(objs, o)
+			continue
+		}
+		protected[o.ID()] = true
+		why := "a drop-in of it is invalid"
+		if file != "" {
+			why = holdReason(file, busy)
+		}
+		if lg := r.lastGood[o.ID()]; lg != nil {
+			objs = append(objs, lg)
+			r.event(Warning, ReasonLastGoodRetained, o.ID(), "", "", why+"; the last good version stays in force")
+		} else {
+			r.event(Warning, ReasonLastGoodRetained, o.ID(), "", "", why+"; it is not applied, and what is on the host stays")
+		}
 	}
 	for id, o := range r.lastGood {
 		if seen[id] {
@@ -256,20 +321,36 @@ func (r *Reconciler) desiredObjects(log *zap.Logger) ([]*desired.Object, map[str
 		if set.IsBroken(o) {
 			objs = append(objs, o)
 			protected[id] = true
-			r.event(Warning, ReasonLastGoodRetained, id, "", "", fmt.Sprintf("%s is invalid; the last good version stays in force", o.Source.File))
+			why := fmt.Sprintf("%s is invalid", o.Source.File)
+			if file, busy := set.Unsettled(o); file != "" {
+				why = holdReason(file, busy)
+			}
+			r.event(Warning, ReasonLastGoodRetained, id, "", "", why+"; the last good version stays in force")
 		}
 	}
 	// Names whose defining file is broken but that never had a good version
-	// still must not be pruned if some owned unit carries them.
+	// still must not be pruned if some owned unit carries them; the same
+	// for names with a busy or empty drop-in.
+	names := map[string]bool{}
 	for name := range set.BrokenNames {
+		names[name] = true
+	}
+	for _, m := range []map[string]bool{set.Busy, set.Empty} {
+		for f := range m {
+			if n := desired.DropInName(f); n != "" {
+				names[n] = true
+			}
+		}
+	}
+	for name := range names {
 		for _, k := range []desired.Kind{desired.KindService, desired.KindTimer, desired.KindWatchdog} {
 			protected[string(k)+"/"+name] = true
 		}
 	}
-	// Objects from files that are broken as a whole (parse errors) cannot be
-	// named; protect what those files owned last time.
+	// Objects from files that are broken as a whole (parse errors), busy or
+	// empty cannot be named; protect what those files owned last time.
 	for id, o := range r.lastGood {
-		if _, bad := set.Broken[o.Source.File]; bad {
+		if broken[o.Source.File] {
 			protected[id] = true
 		}
 	}
@@ -282,7 +363,32 @@ func (r *Reconciler) desiredObjects(log *zap.Logger) ([]*desired.Object, map[str
 	if lerr != nil {
 		log.Warn("manifests have errors", zap.Int("broken_files", len(set.Broken)), zap.Error(lerr))
 	}
-	return objs, protected, broken, true, lerr
+	return objs, protected, broken, true, busy, lerr
+}
+
+// holdReason says why an object's file keeps it at its last good version.
+func holdReason(file string, busy bool) string {
+	if busy {
+		return fmt.Sprintf("%q is open for writing", file)
+	}
+	return fmt.Sprintf("%q holds no objects", file)
+}
+
+func joinLines(es []error) string {
+	lines := make([]string, len(es))
+	for i, e := range es {
+		lines[i] = e.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func sortObjects(objs []*desired.Object) {

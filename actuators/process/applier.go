@@ -58,6 +58,9 @@ func (a *Applier) Apply(ctx context.Context, st actuators.Step) (actuators.Resul
 		if a.s.isEnabled(st.Unit) {
 			return actuators.Unchanged, nil
 		}
+		if err := a.s.makeDirs(); err != nil {
+			return actuators.Unchanged, fmt.Errorf("enable %s: %w", st.Unit, err)
+		}
 		if err := renameio.WriteFile(a.s.enabledPath(st.Unit), nil, 0o644); err != nil {
 			return actuators.Unchanged, fmt.Errorf("enable %s: %w", st.Unit, err)
 		}
@@ -126,6 +129,9 @@ func (a *Applier) writeFile(st actuators.Step) (actuators.Result, error) {
 		if _, owned := desired.IsOwned(old); !owned {
 			return actuators.Unchanged, fmt.Errorf("write %s: file exists and is not owned by resil", p)
 		}
+	}
+	if err := a.s.makeDirs(); err != nil {
+		return actuators.Unchanged, fmt.Errorf("write %s: %w", p, err)
 	}
 	if err := renameio.WriteFile(p, st.Data, 0o644); err != nil {
 		return actuators.Unchanged, fmt.Errorf("write %s: %w", p, err)

@@ -12,9 +12,11 @@
 //
 // Files, all under the state dir:
 //
-//	units/NAME.service, units/NAME.timer  rendered specs (Render): ownership header + JSON
+//	units/NAME.service, units/NAME.timer  rendered specs (Render): ownership header
+//	                                      (X-Resil-Object, X-Resil-Source, X-Resil-Hash) + JSON
 //	units/NAME.enabled                    enable marker: started when the agent starts
-//	processes.json                        process table: unit, pid, start time, spec hash
+//	processes.json                        process table: unit, pid, start time, hash of the
+//	                                      unit file the process was started from, launch ID
 //	status.json                           unit status snapshot for read-only observers (diff)
 //	run/NAME.<id>.out|.err                stdout/stderr FIFOs of a running process
 //	run/NAME.notify                       NOTIFY_SOCKET of a watchdog (Type=notify) service
@@ -24,7 +26,35 @@
 // Processes outlive the agent: a new agent adopts every process whose PID
 // and /proc start time match the table (watching it with a pidfd, since it
 // is not its child), re-opens its output FIFOs and re-binds its notify
-// socket; what it cannot adopt it stops before starting anew.
+// socket; what it cannot adopt it stops before starting anew. The table is
+// crash-safe whatever instant the agent is killed: a main process's row is
+// written (temp file, fsync, rename; one writer at a time) as an intent,
+// PID 0, before the fork, and with its PID after. Every child carries
+// INVOCATION_ID (the launch ID, as systemd sets it), RESIL_UNIT and
+// RESIL_SUPERVISOR (a hash of the state dir) in its environment: on start
+// the agent scans /proc/*/environ, resolves an intent to the launch's group
+// leader (or to the process holding its stdout FIFO, should it have
+// rewritten its environment), and stops every marked process that is not of
+// an adopted launch (strays: a lost row, an orphaned pre-start check). It
+// also removes temporary files and FIFOs a killed agent left behind. So a
+// service whose manifest did not change keeps its PID across any number of
+// kill -9s, and none runs twice.
+//
+// A running process keeps the spec it was started from. Its table row and
+// status record the hash of that unit file, and Observe (live, or offline
+// from status.json and the table for diff) sets observed.Unit.StaleProcess
+// when the file on disk is newer: the planner restarts it (a restart lost
+// when the agent was killed between writing the file and restarting). The
+// supervisor never restarts a stale process on its own, so diff shows the
+// restart before apply runs it.
+//
+// Render refuses (actuators.ErrUnsupported: an Unsupported finding, the
+// object not applied, the manifest invalid on this backend) whatever the
+// supervisor cannot honour: spec.requires,
+// spec.resources, spec.stateDirectory, and spec.systemd directives outside
+// an allowlist (Unit Description/Documentation/After/Before/Wants, Service
+// User/Group/WorkingDirectory mapped onto the spec, Install WantedBy). A
+// manifest never runs here with less isolation than it asks for.
 //
 // Output: stdout and stderr are FIFOs the child holds open read-write, so a
 // write never fails with EPIPE while no agent reads (it blocks once 64 KiB

@@ -333,12 +333,17 @@ func TestStopOnExitReverseOrder(t *testing.T) {
 	h.run()
 	ctx := context.Background()
 	for _, n := range []string{"a", "b", "c"} {
+		// The service reports when its TERM trap is set: a start returns
+		// once the process runs, before the shell ran a line, and a SIGTERM
+		// before the trap kills it without a trace (the old flake: "b,a").
+		ready := filepath.Join(h.dir, n+".ready")
 		h.install(service(n, desired.ServiceSpec{
-			Command:     sh(`trap 'echo ` + n + ` >> ` + order + `; exit 0' TERM; while :; do sleep 0.05; done`),
+			Command:     sh(`trap 'echo ` + n + ` >> ` + order + `; exit 0' TERM; : > ` + ready + `; while :; do sleep 0.05; done`),
 			StopTimeout: "5s"}), true)
 		if _, err := h.apply(ctx, actuators.Step{Op: actuators.OpStart, Unit: n + ".service"}); err != nil {
 			t.Fatal(err)
 		}
+		waitFor(t, n+" trap set", func() bool { _, err := os.Stat(ready); return err == nil })
 	}
 	var pids []int
 	for _, n := range []string{"a", "b", "c"} {

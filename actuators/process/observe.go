@@ -130,6 +130,10 @@ func (s *Supervisor) observeUnit(name string, live bool, snap *snapshot, table m
 	ou.ExecMainStatus = us.ExecMainStatus
 	ou.ExecMainStartTimestamp = usec(us.ExecMainStart)
 	ou.ExecMainExitTimestamp = usec(us.ExecMainExit)
+	// The planner restarts a process started from an older version of the
+	// file on disk (a restart lost to a crash after the write, or a file
+	// written and not yet acted on); the supervisor never does it itself.
+	ou.StaleProcess = us.MainPID != 0 && us.SpecHash != "" && ou.File != nil && us.SpecHash != fileHash(ou.File)
 	if spec != nil && spec.Timer != nil {
 		ou.Triggers = []string{spec.Timer.Unit}
 	}

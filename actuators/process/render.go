@@ -84,18 +84,28 @@ const (
 // per unit, named like systemd units, in desired.DirUnit. Each file is
 //
 //	# X-Resil-Object=Service/worker
+//	# X-Resil-Source=worker.yaml worker.d/10-env.yaml
 //	# Managed by resil (process backend). Do not edit: the agent restores this file.
 //	X-Resil-Hash=sha256:...
 //	{...Spec as indented JSON...}
 //
-// so desired.IsOwned and desired.HashOf work on it. Same object, same bytes.
+// so desired.IsOwned, desired.SourceOf and desired.HashOf work on it, as on
+// systemd units: an agent with no memory tells a broken manifest from a
+// deleted one by the source marker. Same object, same bytes.
+//
+// An object asking for something the supervisor cannot do (see supported)
+// is refused with an error wrapping actuators.ErrUnsupported.
 func Render(o *desired.Object) ([]desired.UnitFile, error) {
+	esc, err := supported(o)
+	if err != nil {
+		return nil, err
+	}
 	switch o.Kind {
 	case desired.KindService:
 		if o.Service == nil {
 			return nil, fmt.Errorf("render %s: no service spec", o.ID())
 		}
-		f, err := finish(o, serviceSpec(o))
+		f, err := finish(o, esc.apply(serviceSpec(o)))
 		if err != nil {
 			return nil, err
 		}
@@ -116,7 +126,7 @@ func Render(o *desired.Object) ([]desired.UnitFile, error) {
 		}
 		files := []desired.UnitFile{tf}
 		if t.Service == "" {
-			jf, err := finish(o, jobSpec(o))
+			jf, err := finish(o, esc.apply(jobSpec(o)))
 			if err != nil {
 				return nil, err
 			}
@@ -185,11 +195,23 @@ func finish(o *desired.Object, s *Spec) (desired.UnitFile, error) {
 	if err != nil {
 		return desired.UnitFile{}, fmt.Errorf("render %s: %w", s.Unit, err)
 	}
-	head := fmt.Sprintf("# %s=%s\n# Managed by resil (process backend). Do not edit: the agent restores this file.\n", desired.KeyObject, o.ID())
+	src := strings.Join(append([]string{o.Source.File}, o.Source.DropIns...), " ")
+	head := fmt.Sprintf("# %s=%s\n# %s=%s\n# Managed by resil (process backend). Do not edit: the agent restores this file.\n",
+		desired.KeyObject, o.ID(), desired.KeySource, headerSafe(src))
 	unhashed := head + string(body) + "\n"
 	sum := sha256.Sum256([]byte(unhashed))
 	data := head + desired.KeyHash + "=sha256:" + hex.EncodeToString(sum[:12]) + "\n" + string(body) + "\n"
 	return desired.UnitFile{Name: s.Unit, Dir: desired.DirUnit, Data: []byte(data), Object: o.ID()}, nil
+}
+
+// headerSafe keeps a header value on one line.
+func headerSafe(v string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == 0x85 || r == 0x2028 || r == 0x2029 {
+			return '?'
+		}
+		return r
+	}, v)
 }
 
 var errNoBody = errors.New("no JSON body")

@@ -11,6 +11,7 @@ import (
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/desired"
+	"resil.dev/resil/e2e/sandbox"
 	"resil.dev/resil/observed"
 )
 
@@ -94,6 +95,8 @@ func TestRestartDelay(t *testing.T) {
 	if u.NRestarts != 1 {
 		t.Fatalf("NRestarts = %d", u.NRestarts)
 	}
+	// Active once the process runs, maybe before its first line.
+	waitFor(t, "second run's line", func() bool { return len(lines(t, runs)) >= 2 })
 	l := lines(t, runs)
 	a, _ := strconv.ParseInt(l[0], 10, 64)
 	b, _ := strconv.ParseInt(l[1], 10, 64)
@@ -180,9 +183,7 @@ func TestNotifyAccessMain(t *testing.T) {
 	}
 	// systemd-notify run by the main shell claims the shell's PID (as root,
 	// via SCM_CREDENTIALS), so main accepts it.
-	if os.Getuid() != 0 {
-		t.Skip("needs root to claim the parent PID")
-	}
+	sandbox.RequireRoot(t, "to claim the parent PID")
 	h.install(service("mainok", desired.ServiceSpec{Command: sh(`systemd-notify --ready; exec sleep 1000`),
 		Watchdog: &desired.ServiceWatchdog{Timeout: "10s"}}), false)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -194,9 +195,7 @@ func TestNotifyAccessMain(t *testing.T) {
 
 func TestIdentityEnvironmentDirectory(t *testing.T) {
 	t.Parallel()
-	if os.Getuid() != 0 {
-		t.Skip("needs root to switch users")
-	}
+	sandbox.RequireRoot(t, "to switch users")
 	h := newHarness(t, "", Options{})
 	envFile := filepath.Join(h.dir, "env")
 	os.WriteFile(envFile, []byte("# comment\nFROM_FILE=\"yes\"\nOVERRIDE=file\n"), 0o644)

@@ -33,6 +33,7 @@ type unitStatus struct {
 	ExecMainExit   time.Time `json:"execMainExit,omitzero"`
 	LastTrigger    time.Time `json:"lastTrigger,omitzero"`
 	NextElapse     time.Time `json:"nextElapse,omitzero"`
+	SpecHash       string    `json:"specHash,omitempty"`
 }
 
 func (s *Supervisor) snapshotPath() string { return filepath.Join(s.dir, "status.json") }
@@ -66,7 +67,7 @@ func (s *Supervisor) writeSnapshot() {
 		snap.Units[n] = unitStatus{
 			ActiveState: st.ActiveState, SubState: st.SubState, Result: st.Result, NRestarts: st.NRestarts,
 			MainPID: st.MainPID, ExecMainStatus: st.ExecMainStatus, ExecMainStart: st.ExecMainStart,
-			ExecMainExit: st.ExecMainExit, LastTrigger: st.LastTrigger, NextElapse: st.NextElapse,
+			ExecMainExit: st.ExecMainExit, LastTrigger: st.LastTrigger, NextElapse: st.NextElapse, SpecHash: st.SpecHash,
 		}
 	}
 	s.mu.Unlock()
@@ -93,7 +94,7 @@ func (s *Supervisor) offlineStatus(name string, snap *snapshot, table map[string
 	if ok {
 		st = status{ActiveState: us.ActiveState, SubState: us.SubState, Result: us.Result, NRestarts: us.NRestarts,
 			MainPID: us.MainPID, ExecMainStatus: us.ExecMainStatus, ExecMainStart: us.ExecMainStart,
-			ExecMainExit: us.ExecMainExit, LastTrigger: us.LastTrigger, NextElapse: us.NextElapse}
+			ExecMainExit: us.ExecMainExit, LastTrigger: us.LastTrigger, NextElapse: us.NextElapse, SpecHash: us.SpecHash}
 	}
 	agentAlive := false
 	if snap.AgentPID > 0 && snap.AgentPID != os.Getpid() {
@@ -101,18 +102,27 @@ func (s *Supervisor) offlineStatus(name string, snap *snapshot, table map[string
 			agentAlive = true
 		}
 	}
+	rec, has := table[name]
+	recAlive := false
+	if has && rec.PID > 0 {
+		ps, err := readProcStat(s.procRoot, rec.PID)
+		recAlive = err == nil && ps.StartTime == rec.StartTime && ps.State != 'Z'
+	}
 	if agentAlive && ok {
+		// The table is written when a process starts, status.json up to
+		// 100 ms later: the table says which process runs and what it came from.
+		if recAlive && st.MainPID != 0 {
+			st.MainPID, st.SpecHash, st.ExecMainStart = rec.PID, rec.SpecHash, time.UnixMicro(rec.Started)
+		}
 		return st
 	}
-	if rec, has := table[name]; has {
-		if ps, err := readProcStat(s.procRoot, rec.PID); err == nil && ps.StartTime == rec.StartTime && ps.State != 'Z' {
-			st.ActiveState, st.SubState, st.MainPID = "active", "running", rec.PID
-			st.ExecMainStart = time.UnixMicro(rec.Started)
-			if st.Result == "" {
-				st.Result = ResultSuccess
-			}
-			return st
+	if recAlive {
+		st.ActiveState, st.SubState, st.MainPID = "active", "running", rec.PID
+		st.ExecMainStart, st.SpecHash = time.UnixMicro(rec.Started), rec.SpecHash
+		if st.Result == "" {
+			st.Result = ResultSuccess
 		}
+		return st
 	}
 	if ok && st.ActiveState == "failed" {
 		st.MainPID = 0
@@ -127,13 +137,20 @@ func (s *Supervisor) loadSnapshot() (*snapshot, map[string]procRecord) {
 		_ = json.Unmarshal(b, snap)
 	}
 	table := map[string]procRecord{}
+	pending := false
 	if b, err := os.ReadFile(s.tablePath()); err == nil {
 		var t processTable
 		if json.Unmarshal(b, &t) == nil {
 			for _, r := range t.Processes {
 				table[r.Unit] = r
+				pending = pending || r.PID == 0
 			}
 		}
+	}
+	if pending {
+		// An agent was killed between writing an intent and its PID; the
+		// next one adopts that launch if it runs, so report it as running.
+		resolveIntents(s.procRoot, table, scanMarked(s.procRoot, s.id))
 	}
 	return snap, table
 }

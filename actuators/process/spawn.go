@@ -165,13 +165,21 @@ func lookPath(file string, env []string) (string, error) {
 // find the process again after the agent restarted.
 type procRecord struct {
 	Unit string `json:"unit"`
-	PID  int    `json:"pid"`
-	PGID int    `json:"pgid"`
+	// PID is 0 in an intent: written before the fork, so an agent killed
+	// between fork and table write still knows the launch (by Nonce).
+	PID  int `json:"pid"`
+	PGID int `json:"pgid"`
 	// StartTime is /proc/PID/stat field 22.
 	StartTime uint64 `json:"startTime"`
 	// Started is the wall-clock start, microseconds since the epoch.
-	Started  int64  `json:"started"`
+	Started int64 `json:"started"`
+	// SpecHash is fileHash of the unit file the process was started from.
 	SpecHash string `json:"specHash"`
+	// Nonce is the launch's INVOCATION_ID (see markerEnv); empty in tables
+	// written before it existed.
+	Nonce string `json:"nonce,omitempty"`
+	// Stopping: the agent asked it to stop (SIGTERM sent or about to be).
+	Stopping bool   `json:"stopping,omitempty"`
 	Stdout   string `json:"stdout,omitempty"`
 	Stderr   string `json:"stderr,omitempty"`
 }

@@ -44,9 +44,6 @@ type Options struct {
 	Now func() time.Time
 	// ProcRoot is where /proc is (default "/proc"), for tests.
 	ProcRoot string
-	// ReadOnly (reconciler diff): New creates no directory; only Observe
-	// may be used, and it writes nothing.
-	ReadOnly bool
 }
 
 // Supervisor runs the units in <stateDir>/units as child processes, the way
@@ -55,6 +52,7 @@ type Options struct {
 // <stateDir>/processes.json so a new agent adopts what an old one started.
 type Supervisor struct {
 	dir, unitDir, runDir, resetDir string
+	id                             string // stateID(dir), in every child's RESIL_SUPERVISOR
 	procRoot                       string
 	log                            *zap.Logger
 	opts                           Options
@@ -68,6 +66,9 @@ type Supervisor struct {
 	units map[string]*unit
 	order []string              // units by last process start, oldest first
 	table map[string]procRecord // the process table, by unit
+	// tableMu serializes saveTable: a snapshot of the table and its write
+	// happen as one, so a slower writer never replaces a newer table.
+	tableMu sync.Mutex
 
 	dirty   chan struct{} // status changed: rewrite status.json
 	ctl     chan chan reloadReply
@@ -81,7 +82,8 @@ type reloadReply struct {
 	err     error
 }
 
-// New returns a supervisor for stateDir. It starts no goroutines; Run does.
+// New returns a supervisor for stateDir. It starts no goroutines and
+// creates nothing; Run and the Applier's writes create the state dir.
 func New(stateDir string, log *zap.Logger, opts Options) (*Supervisor, error) {
 	if stateDir == "" {
 		return nil, errors.New("process supervisor: empty state dir")
@@ -103,20 +105,23 @@ func New(stateDir string, log *zap.Logger, opts Options) (*Supervisor, error) {
 		opts.ProcRoot = "/proc"
 	}
 	s := &Supervisor{
-		dir: dir, unitDir: filepath.Join(dir, "units"), runDir: filepath.Join(dir, "run"), resetDir: filepath.Join(dir, "reset"),
+		dir: dir, id: stateID(dir), unitDir: filepath.Join(dir, "units"), runDir: filepath.Join(dir, "run"), resetDir: filepath.Join(dir, "reset"),
 		procRoot: opts.ProcRoot, log: log.Named("process"), opts: opts, now: opts.Now,
 		units: map[string]*unit{}, table: map[string]procRecord{},
 		dirty: make(chan struct{}, 1), ctl: make(chan chan reloadReply), ready: make(chan struct{}), done: make(chan struct{}),
 	}
-	for _, d := range []string{s.unitDir, s.runDir, s.resetDir, filepath.Join(dir, "timers")} {
-		if opts.ReadOnly {
-			break
-		}
+	return s, nil
+}
+
+// makeDirs creates the state dir layout. New does not: a read-only
+// observer (diff) must not create a state dir that does not exist.
+func (s *Supervisor) makeDirs() error {
+	for _, d := range []string{s.unitDir, s.runDir, s.resetDir, filepath.Join(s.dir, "timers")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, fmt.Errorf("process supervisor: %w", err)
+			return fmt.Errorf("process supervisor: %w", err)
 		}
 	}
-	return s, nil
+	return nil
 }
 
 // UnitDir is where unit files live (<stateDir>/units).
@@ -135,6 +140,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.running = true
 	s.mu.Unlock()
 	defer close(s.done)
+	if err := s.makeDirs(); err != nil {
+		return err
+	}
 	s.started = s.now()
 
 	orphans := s.opts.Subreaper || os.Getpid() == 1
@@ -167,7 +175,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}()
 
 	s.loadTable()
-	if _, err := s.reload(runCtx, &wg, true); err != nil {
+	marks := scanMarked(s.procRoot, s.id)
+	s.mu.Lock()
+	resolveIntents(s.procRoot, s.table, marks)
+	s.mu.Unlock()
+	if _, err := s.reload(runCtx, &wg, true, marks); err != nil {
 		s.log.Error("load units failed", zap.Error(err))
 	}
 	s.startEnabled()
@@ -188,7 +200,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			s.log.Info("supervisor stopped", zap.Bool("stoppedUnits", s.opts.StopOnExit))
 			return nil
 		case reply := <-s.ctl:
-			changed, err := s.reload(runCtx, &wg, false)
+			changed, err := s.reload(runCtx, &wg, false, nil)
 			reply <- reloadReply{changed, err}
 		case <-resets:
 			s.applyResets()
@@ -207,10 +219,11 @@ func (s *Supervisor) wake() {
 }
 
 // reload reads every unit file. New units get a goroutine (adopting a
-// recorded process on the first load); changed files replace the loaded
-// spec, which a running process only picks up when it is next started
-// (manually or by its restart policy).
-func (s *Supervisor) reload(ctx context.Context, wg *sync.WaitGroup, first bool) (bool, error) {
+// recorded process on the first load, when marks are this supervisor's
+// processes found in /proc); changed files replace the loaded spec, which a
+// running process only picks up when it is next started (manually or by
+// its restart policy).
+func (s *Supervisor) reload(ctx context.Context, wg *sync.WaitGroup, first bool, marks []marked) (bool, error) {
 	ents, err := os.ReadDir(s.unitDir)
 	if err != nil {
 		return false, fmt.Errorf("read unit dir: %w", err)
@@ -248,7 +261,7 @@ func (s *Supervisor) reload(ctx context.Context, wg *sync.WaitGroup, first bool)
 			u.mu.Lock()
 			diff := string(u.file) != string(data) || (u.spec == nil) != (spec == nil)
 			if diff {
-				u.spec, u.file = spec, data
+				u.spec, u.file, u.hash = spec, data, fileHash(data)
 				changed = true
 			}
 			u.mu.Unlock()
@@ -261,7 +274,7 @@ func (s *Supervisor) reload(ctx context.Context, wg *sync.WaitGroup, first bool)
 			continue
 		}
 		changed = true
-		u = &unit{s: s, name: name, cmds: make(chan command, 16), spec: spec, file: data}
+		u = &unit{s: s, name: name, cmds: make(chan command, 16), spec: spec, file: data, hash: fileHash(data)}
 		s.mu.Lock()
 		s.units[name] = u
 		s.mu.Unlock()
@@ -285,7 +298,7 @@ func (s *Supervisor) reload(ctx context.Context, wg *sync.WaitGroup, first bool)
 		if !seen[name] {
 			u.mu.Lock()
 			if u.spec != nil || u.file != nil {
-				u.spec, u.file = nil, nil
+				u.spec, u.file, u.hash = nil, nil, ""
 				changed = true
 			}
 			u.mu.Unlock()
@@ -293,7 +306,7 @@ func (s *Supervisor) reload(ctx context.Context, wg *sync.WaitGroup, first bool)
 	}
 	s.mu.Unlock()
 	if first {
-		s.cleanupStale(adopted)
+		s.cleanupStale(adopted, marks)
 	}
 	return changed, errors.Join(errs...)
 }
@@ -307,6 +320,9 @@ func (s *Supervisor) adoptable(name string, spec *Spec) *procRecord {
 	if !ok || spec == nil || spec.Kind != "service" {
 		return nil
 	}
+	if rec.PID <= 0 {
+		return nil // an intent whose launch does not run
+	}
 	st, err := readProcStat(s.procRoot, rec.PID)
 	if err != nil || st.StartTime != rec.StartTime || st.State == 'Z' {
 		return nil
@@ -318,18 +334,31 @@ func (s *Supervisor) adoptable(name string, spec *Spec) *procRecord {
 }
 
 // cleanupStale stops what is left of recorded processes that could not be
-// adopted (dead main process, PID reused, unit gone), so no unit runs twice.
-func (s *Supervisor) cleanupStale(adopted map[string]bool) {
+// adopted (dead main process, PID reused, unit gone) and every marked
+// process (see scanMarked) that is not of an adopted launch, so no unit runs
+// twice; then it removes leftover temporary files and FIFOs.
+func (s *Supervisor) cleanupStale(adopted map[string]bool, marks []marked) {
 	s.mu.Lock()
 	var stale []procRecord
+	keep, keepGroups, keepFiles := map[string]bool{}, map[int]bool{}, map[string]bool{}
 	for name, rec := range s.table {
 		if !adopted[name] {
 			stale = append(stale, rec)
 			delete(s.table, name)
+			continue
 		}
+		keep[rec.Nonce], keepGroups[rec.PGID] = true, true
+		keepFiles[rec.Stdout], keepFiles[rec.Stderr] = true, true
 	}
 	s.mu.Unlock()
+	defer func() {
+		s.stopStrays(marks, keep, keepGroups)
+		s.removeLeftovers(keepFiles)
+	}()
 	for _, rec := range stale {
+		if rec.PID <= 0 {
+			continue // an intent whose launch never ran; strays cover the rest
+		}
 		reapIfChildNow(rec.PID)
 		for _, f := range []string{rec.Stdout, rec.Stderr} {
 			if f != "" && filepath.Dir(f) == s.runDir {
@@ -376,7 +405,8 @@ func (s *Supervisor) startEnabled() {
 	sort.Strings(names)
 	for _, n := range names {
 		u := s.units[n]
-		if u.loaded() == nil || !s.isEnabled(n) {
+		if u.loaded() == nil || !s.isEnabled(n) || s.table[n].Stopping {
+			// A stop the last agent began is finished, not undone.
 			continue
 		}
 		select {
@@ -600,6 +630,8 @@ func (s *Supervisor) recordProc(name string, rec *procRecord) {
 }
 
 func (s *Supervisor) saveTable() {
+	s.tableMu.Lock()
+	defer s.tableMu.Unlock()
 	s.mu.Lock()
 	t := processTable{Processes: make([]procRecord, 0, len(s.table))}
 	for _, r := range s.table {
@@ -613,11 +645,27 @@ func (s *Supervisor) saveTable() {
 	}
 }
 
-func specHash(u *unit) string {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	h, _ := desired.HashOf(u.file)
-	return h
+// recordStopping marks a unit's row (the process pid) as being stopped on request.
+func (s *Supervisor) recordStopping(name string, pid int) {
+	s.mu.Lock()
+	rec, ok := s.table[name]
+	if ok && rec.PID == pid {
+		rec.Stopping = true
+		s.table[name] = rec
+	}
+	s.mu.Unlock()
+	if ok {
+		s.saveTable()
+	}
+}
+
+// recordIntent writes a unit's row before its fork (rec.PID 0); recordProc
+// replaces it with the started process, or clears it when the fork failed.
+func (s *Supervisor) recordIntent(name string, rec procRecord) {
+	s.mu.Lock()
+	s.table[name] = rec
+	s.mu.Unlock()
+	s.saveTable()
 }
 
 // RequestReset asks the supervisor running on stateDir to clear a unit's

@@ -62,6 +62,10 @@ type status struct {
 	ExecMainStart  time.Time
 	ExecMainExit   time.Time // zero while the process started last has not exited
 	StatusText     string
+	// SpecHash is the hash (fileHash) of the unit file the main process was
+	// started from; empty while no process runs. Observe compares it with
+	// the file on disk (observed.Unit.StaleProcess).
+	SpecHash string
 	// Timers.
 	LastTrigger time.Time
 	NextElapse  time.Time
@@ -78,6 +82,7 @@ type unit struct {
 	mu   sync.Mutex
 	spec *Spec  // latest loaded spec; a running process keeps the one it started with
 	file []byte // bytes the spec was loaded from
+	hash string // fileHash(file)
 	st   status
 }
 
@@ -85,6 +90,14 @@ func (u *unit) loaded() *Spec {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.spec
+}
+
+// current returns the latest loaded spec and the hash of the file it was
+// loaded from, read together so a start records what it really runs.
+func (u *unit) current() (*Spec, string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.spec, u.hash
 }
 
 func (u *unit) status() status {
@@ -359,18 +372,18 @@ func (r *runner) command(ctx context.Context, c command) {
 	}
 }
 
-// beginStart starts the unit with its latest loaded spec.
+// beginStart starts the unit with its latest loaded spec. A new spec (file
+// hash) starts the restart tracker afresh.
 func (r *runner) beginStart(ctx context.Context) {
-	spec := r.u.loaded()
+	spec, hash := r.u.current()
 	if spec == nil {
 		r.answerStarts(actuators.Unchanged, fmt.Errorf("unit %s is not loaded", r.u.name))
 		return
 	}
-	if spec != r.spec || r.tracker == nil {
-		r.spec = spec
-		r.hash = specHash(r.u)
+	if hash != r.hash || r.tracker == nil {
 		r.tracker = NewTracker(*spec.Restart, r.u.s.now)
 	}
+	r.spec, r.hash = spec, hash
 	r.autoRestart = false
 	r.startAttempt(ctx)
 }
@@ -452,13 +465,13 @@ func (r *runner) startMain(ctx context.Context) {
 		return
 	}
 	r.proc, r.isCheck = p, false
-	p.rec.Unit, p.rec.SpecHash = r.u.name, r.hash
 	r.u.s.recordProc(r.u.name, &p.rec)
 	restarted := r.autoRestart
 	r.autoRestart = false
 	r.log.Info("process started", zap.Int("pid", p.rec.PID), zap.Bool("autoRestart", restarted))
 	r.u.update(func(st *status) {
 		st.MainPID, st.ExecMainStart, st.ExecMainStatus = p.rec.PID, time.UnixMicro(p.rec.Started), 0
+		st.SpecHash = p.rec.SpecHash
 		st.ExecMainExit = time.Time{}
 		if restarted {
 			st.NRestarts++
@@ -486,27 +499,38 @@ func (r *runner) startMain(ctx context.Context) {
 }
 
 // spawn forks argv (a check or the main command) with the unit's identity,
-// environment and logs.
+// environment and logs. Every child carries the markers of its launch in
+// its environment (markerEnv), so a restarted agent finds it without the
+// process table. A main process is written to the table as an intent
+// (PID 0) before the fork, then with its PID: whenever the agent is killed,
+// the table names every main process it may have started.
 func (r *runner) spawn(ctx context.Context, argv []string, extra []string, main bool) (*child, error) {
 	s := r.u.s
 	id, err := resolveIdentity(r.spec.User, r.spec.Group)
 	if err != nil {
 		return nil, err
 	}
-	env, err := buildEnv(r.spec, id, extra)
+	nonce := newNonce()
+	env, err := buildEnv(r.spec, id, append(extra, s.markerEnv(r.u.name, nonce)...))
 	if err != nil {
 		return nil, err
 	}
 	now := s.now()
 	base := filepath.Join(s.runDir, r.u.name+"."+strconv.FormatInt(now.UnixNano(), 36))
 	l := launch{argv: argv, env: env, dir: r.spec.WorkingDirectory, id: id, out: base + ".out", errp: base + ".err", stamp: now}
+	rec := procRecord{Unit: r.u.name, Nonce: nonce, Started: now.UnixMicro(), SpecHash: r.hash, Stdout: l.out, Stderr: l.errp}
 	if main {
 		l.lock = r.lock
+		s.recordIntent(r.u.name, rec)
 	}
 	p, err := s.forkExec(l)
 	if err != nil {
+		if main {
+			s.recordProc(r.u.name, nil)
+		}
 		return nil, err
 	}
+	p.rec.Unit, p.rec.Nonce, p.rec.SpecHash = rec.Unit, rec.Nonce, rec.SpecHash
 	r.startCopiers(p)
 	return p, nil
 }
@@ -551,6 +575,13 @@ func (r *runner) kill(sig syscall.Signal, sub string) {
 	if r.proc == nil {
 		return
 	}
+	if r.requested && !r.isCheck && !r.proc.rec.Stopping {
+		// Recorded before the signal: an agent killed now leaves a row
+		// that says the stop was asked for, and the next one finishes it
+		// instead of taking the exit for a failure.
+		r.proc.rec.Stopping = true
+		r.u.s.recordStopping(r.u.name, r.proc.rec.PID)
+	}
 	signalGroup(r.proc.rec.PGID, sig)
 	r.phase = phStopping
 	r.set("deactivating", sub, nil)
@@ -573,8 +604,8 @@ func (r *runner) timerFired(ctx context.Context) {
 		r.checkOrMain(ctx)
 	case phAutoRestart:
 		// Like systemd, an automatic restart runs the latest loaded spec.
-		if spec := r.u.loaded(); spec != nil && spec != r.spec {
-			r.spec, r.hash = spec, specHash(r.u)
+		if spec, hash := r.u.current(); spec != nil && (spec != r.spec || hash != r.hash) {
+			r.spec, r.hash = spec, hash
 			r.tracker.SetSpec(*spec.Restart)
 		}
 		r.autoRestart = true
@@ -693,7 +724,9 @@ func (r *runner) exited(ctx context.Context, es exitStatus) {
 		result, clean = ResultTimeout, false
 	}
 	exitAt := r.u.s.now()
-	r.u.update(func(st *status) { st.ExecMainStatus, st.MainPID, st.ExecMainExit = es.execMainStatus(), 0, exitAt })
+	r.u.update(func(st *status) {
+		st.ExecMainStatus, st.MainPID, st.ExecMainExit, st.SpecHash = es.execMainStatus(), 0, exitAt, ""
+	})
 	d, delay, reason := r.tracker.Decide(clean, r.requested)
 	r.log.Info("process exited", zap.Int("pid", p.rec.PID), zap.String("result", result),
 		zap.Int32("status", es.execMainStatus()), zap.Stringer("decision", d), zap.String("reason", string(reason)))
@@ -757,7 +790,10 @@ func (r *runner) fail(result string, err error) {
 	r.answerStops(actuators.Changed, nil)
 }
 
-// adopt takes over a process a previous agent started (same PID and start time).
+// adopt takes over a process a previous agent started (same PID and start
+// time). It keeps running what it was started from (rec.SpecHash): a newer
+// unit file on disk is the planner's business (StaleProcess), never a
+// restart the supervisor decides on its own.
 func (r *runner) adopt(ctx context.Context, rec *procRecord) {
 	r.spec = r.u.loaded()
 	r.hash = rec.SpecHash
@@ -791,9 +827,15 @@ func (r *runner) adopt(ctx context.Context, rec *procRecord) {
 	}
 	r.phase = phRunning
 	r.set("active", "running", func(st *status) {
-		st.MainPID, st.ExecMainStart = rec.PID, time.UnixMicro(rec.Started)
+		st.MainPID, st.ExecMainStart, st.SpecHash = rec.PID, time.UnixMicro(rec.Started), rec.SpecHash
 	})
-	r.log.Info("process adopted", zap.Int("pid", rec.PID))
+	r.log.Info("process adopted", zap.Int("pid", rec.PID), zap.Bool("stopping", rec.Stopping))
+	if rec.Stopping {
+		// The previous agent was stopping it (a stop or a restart) when it
+		// was killed: finish the stop; the planner starts it again if wanted.
+		r.requested = true
+		r.kill(syscall.SIGTERM, "stop-sigterm")
+	}
 }
 
 // watchExit reports the exit of a process that may not be our child, using

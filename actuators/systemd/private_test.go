@@ -26,7 +26,7 @@ const innerEnv = "RESIL_SD_PRIVATE_INNER"
 // TestPrivateSocketInner there, in all of the sandbox's namespaces.
 func TestSandboxPrivateSocket(t *testing.T) {
 	if os.Getenv(innerEnv) == "1" {
-		t.Skip("inside the sandbox already")
+		t.Skip("inside the sandbox already") // not a prerequisite: the inner run of this test
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -47,7 +47,7 @@ func TestSandboxPrivateSocket(t *testing.T) {
 
 func TestPrivateSocketInner(t *testing.T) {
 	if os.Getenv(innerEnv) != "1" {
-		t.Skip("runs inside a sandbox, started by TestSandboxPrivateSocket")
+		t.Skip("runs inside a sandbox, started by TestSandboxPrivateSocket") // not a prerequisite: a helper run
 	}
 	ctx := context.Background()
 	conn, err := sdobserve.Dial(ctx)

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"resil.dev/resil/desired"
 	"resil.dev/resil/reconcile"
 	"resil.dev/resil/reconcile/ledger"
 	"resil.dev/resil/reconcile/store"
@@ -82,16 +83,16 @@ func newApplyCmd(g *globals) *cobra.Command {
 			for _, o := range res.Outcomes {
 				switch {
 				case o.Skipped != "":
-					fmt.Fprintf(out, "skipped  %s: %s\n", o.Step, o.Skipped)
+					fmt.Fprintf(out, "skipped  %s: %s\n", desired.EscapeControl(o.Step.String()), desired.EscapeControl(o.Skipped))
 				case o.Err != nil:
-					fmt.Fprintf(out, "FAILED   %s: %v\n", o.Step, o.Err)
+					fmt.Fprintf(out, "FAILED   %s: %s\n", desired.EscapeControl(o.Step.String()), desired.EscapeControl(o.Err.Error()))
 				default:
-					fmt.Fprintf(out, "%-8s %s\n", o.Result, o.Step)
+					fmt.Fprintf(out, "%-8s %s\n", o.Result, desired.EscapeControl(o.Step.String()))
 				}
 			}
 			for _, f := range res.Plan.Findings {
 				if f.Warning {
-					fmt.Fprintf(out, "warning  %s %s: %s\n", f.Reason, f.Object, f.Message)
+					fmt.Fprintf(out, "warning  %s %s: %s\n", f.Reason, desired.EscapeControl(f.Object), desired.EscapeControl(f.Message))
 				}
 			}
 			fmt.Fprintf(out, "%d steps, %d failed, %d objects, %s (plan %s)\n", len(res.Outcomes), res.Failed(), res.Objects,

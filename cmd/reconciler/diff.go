@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"resil.dev/resil/actuators"
+	"resil.dev/resil/desired"
 	"resil.dev/resil/reconcile"
 )
 
@@ -135,7 +136,7 @@ func printPlan(out io.Writer, backend string, res reconcile.Result) {
 	if len(res.Plan.Steps) > 0 {
 		fmt.Fprintln(out, "Steps:")
 		for i, s := range res.Plan.Steps {
-			fmt.Fprintf(out, "  %2d. %s\n", i+1, s)
+			fmt.Fprintf(out, "  %2d. %s\n", i+1, desired.EscapeControl(s.String()))
 		}
 	}
 	if len(res.Plan.Findings) > 0 {
@@ -145,7 +146,7 @@ func printPlan(out io.Writer, backend string, res reconcile.Result) {
 			if f.Warning {
 				mark = "!"
 			}
-			fmt.Fprintf(out, "  %s %s %s: %s\n", mark, f.Reason, f.Object, f.Message)
+			fmt.Fprintf(out, "  %s %s %s: %s\n", mark, f.Reason, desired.EscapeControl(f.Object), desired.EscapeControl(f.Message))
 		}
 	}
 	if res.Observed != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"resil.dev/resil/desired"
 	"resil.dev/resil/reconcile"
 	"resil.dev/resil/reconcile/store"
 )
@@ -155,8 +156,10 @@ func printEvents(w io.Writer, evs []store.StoredEvent, header bool, now time.Tim
 		if obj == "" {
 			obj = "-"
 		}
-		msg := strings.ReplaceAll(e.Message, "\n", " ")
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", shortAge(now.Sub(e.LastSeen)), e.Type, e.Reason, obj, e.Count, msg)
+		// One event, one line: a multi-line message is joined, and control
+		// characters (a tab would also break the columns) are escaped.
+		msg := desired.EscapeControl(strings.ReplaceAll(e.Message, "\n", " "))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", shortAge(now.Sub(e.LastSeen)), e.Type, e.Reason, desired.EscapeControl(obj), e.Count, msg)
 	}
 	return tw.Flush()
 }

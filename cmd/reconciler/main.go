@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -152,10 +153,20 @@ func main() {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != nil {
-			fmt.Fprintln(os.Stderr, "reconciler:", ee.err)
+			fmt.Fprintln(os.Stderr, "reconciler:", escapeLines(ee.err.Error()))
 		}
 		os.Exit(ee.code)
 	}
-	fmt.Fprintln(os.Stderr, "reconciler:", err)
+	fmt.Fprintln(os.Stderr, "reconciler:", escapeLines(err.Error()))
 	os.Exit(2) // usage errors and anything unclassified
+}
+
+// escapeLines escapes the control characters of each line of s (a path or
+// a unit name from the host can hold any), keeping its line structure.
+func escapeLines(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = desired.EscapeControl(l)
+	}
+	return strings.Join(lines, "\n")
 }

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"resil.dev/resil/e2e/sandbox"
 )
 
 const good = `apiVersion: resil.dev/v1
@@ -65,9 +67,7 @@ func TestValidateJSON(t *testing.T) {
 }
 
 func TestValidateRefusesInsecureManifestsAsRoot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("ownership checks apply as root")
-	}
+	sandbox.RequireRoot(t, "for the ownership checks")
 	dir := dirWith(t, map[string]string{"web.yaml": good})
 	if err := os.Chmod(filepath.Join(dir, "web.yaml"), 0o666); err != nil {
 		t.Fatal(err)

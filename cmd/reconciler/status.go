@@ -307,7 +307,7 @@ func printStatus(w io.Writer, rep statusReport, wide bool, now time.Time) error 
 		fmt.Fprintf(w, "\nlast pass %s ago (agent pid %d, %s backend)\n", shortAge(now.Sub(a.LastPass)), a.PID, a.Backend)
 	}
 	if a.PassError != "" {
-		fmt.Fprintf(w, "last pass error: %s\n", a.PassError)
+		fmt.Fprintf(w, "last pass error: %s\n", desired.EscapeControl(a.PassError))
 	}
 	if a.LoadError != "" {
 		fmt.Fprintf(w, "invalid manifests (last good versions stay in force):\n%s\n", a.LoadError)

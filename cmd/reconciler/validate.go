@@ -117,5 +117,32 @@ func validatePath(p string, opts desired.Options) ([]string, []*desired.FieldErr
 		}
 		errs = append(errs, fe)
 	}
-	return objs, errs, nil
+	return objs, append(errs, unsettledErrors(set, only)...), nil
+}
+
+// unsettledErrors reports files the agent would not act on: open for
+// writing (not read), or holding no objects (what they held keeps its last
+// good version; only deleting the file removes it).
+func unsettledErrors(set *desired.Set, only string) []*desired.FieldError {
+	stem := strings.TrimSuffix(strings.TrimSuffix(only, ".yaml"), ".yml")
+	var errs []*desired.FieldError
+	for _, m := range []struct {
+		files  map[string]bool
+		detail string
+	}{
+		{set.Busy, "open for writing by some process; not read (validate again once it is closed)"},
+		{set.Empty, `holds no objects (empty, only comments or only "---"); the agent keeps what it last applied from it: delete the file to remove its objects`},
+	} {
+		files := make([]string, 0, len(m.files))
+		for f := range m.files {
+			if only == "" || f == only || strings.HasPrefix(f, stem+".d/") {
+				files = append(files, f)
+			}
+		}
+		sort.Strings(files)
+		for _, f := range files {
+			errs = append(errs, &desired.FieldError{File: filepath.Join(set.Dir, f), Detail: m.detail})
+		}
+	}
+	return errs
 }

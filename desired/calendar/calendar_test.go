@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"resil.dev/resil/e2e/sandbox"
 )
 
 func TestParseString(t *testing.T) {
@@ -83,7 +85,7 @@ func TestParseErrors(t *testing.T) {
 func TestNext(t *testing.T) {
 	berlin, err := time.LoadLocation("Europe/Berlin")
 	if err != nil {
-		t.Skipf("no zoneinfo: %v", err)
+		sandbox.Missing(t, "no zoneinfo (apt-get install tzdata): %v", err)
 	}
 	utc := func(s string) time.Time {
 		v, err := time.Parse("2006-01-02 15:04:05.999999", s)
@@ -135,7 +137,7 @@ func TestNextNeverBackwards(t *testing.T) {
 	} {
 		s, err := Parse(expr)
 		if err != nil {
-			t.Skipf("%v (no zoneinfo?)", err)
+			sandbox.Missing(t, "%v (no zoneinfo? apt-get install tzdata)", err)
 		}
 		at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 		end := at.AddDate(1, 0, 0)

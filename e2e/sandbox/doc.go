@@ -51,13 +51,18 @@
 // test when they are missing, unless RESIL_E2E_REQUIRE=1 is set, which turns
 // the skip into a failure (for CI).
 //
+// Missing is that rule for every test of the repository, sandbox or not: a
+// test that cannot run for want of root, a program (RequireProgram), zoneinfo
+// or a sandbox goes through it, so RESIL_E2E_REQUIRE=1 leaves no silent skip.
+// scripts/test-deps.sh (run by make test) installs the packages.
+//
 // Several sandboxes can run side by side; each has its own id ("sbx-" and 8
 // hex digits), used for its hostname, its mount sources, its cgroup and the
 // container= variable.
 package sandbox
 
-// Packages lists the Debian 12 packages the sandbox needs on the host, for
-// CI's apt-get install:
+// Packages lists the Debian 12 packages the sandbox needs on the host;
+// scripts/test-deps.sh installs them (and what other tests need):
 //
 //   - systemd: PID 1, systemctl, journalctl, busctl
 //   - dbus: the system bus inside the sandbox (dbus-daemon)

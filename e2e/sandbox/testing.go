@@ -84,16 +84,49 @@ mount -n -t overlay -o "lowerdir=/,upperdir=$1/u,workdir=$1/w" sbx-probe "$1/m"
 	return nil
 }
 
+// Missing is the one way a test of this repository gives up because a
+// prerequisite is missing here (root, a program such as systemd-analyze or
+// nc, zoneinfo, a sandbox): it skips t, or fails it when RESIL_E2E_REQUIRE=1,
+// so that CI, and anyone who wants the whole suite, cannot pass with a test
+// silently skipped. scripts/test-deps.sh installs the prerequisites.
+// Skips that are not about the host (an opt-in benchmark, -short, a helper
+// process) do not go through it.
+func Missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if os.Getenv(RequireEnv) == "1" {
+		t.Fatalf("prerequisite missing: %s (%s=1: a missing prerequisite fails)", msg, RequireEnv)
+	}
+	t.Skipf("prerequisite missing: %s (%s=1 makes this a failure)", msg, RequireEnv)
+}
+
+// RequireRoot calls Missing unless the test runs as root; why says what
+// needs it.
+func RequireRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		Missing(t, "needs root (euid %d) %s", os.Geteuid(), why)
+	}
+}
+
+// RequireProgram returns the path of a program, looked up in $PATH unless
+// it is absolute, or calls Missing naming the Debian package that has it.
+func RequireProgram(t testing.TB, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		Missing(t, "%s not found (apt-get install %s): %v", name, pkg, err)
+	}
+	return p
+}
+
 // RequireAvailable skips t when the host cannot run a sandbox (see
 // Available), or fails it when RESIL_E2E_REQUIRE=1. For tests that call
 // Start themselves; New calls it.
 func RequireAvailable(t testing.TB) {
 	t.Helper()
 	if err := Available(); err != nil {
-		if os.Getenv(RequireEnv) == "1" {
-			t.Fatalf("%v (%s=1)", err, RequireEnv)
-		}
-		t.Skipf("%v", err)
+		Missing(t, "%v", err)
 	}
 }
 

@@ -312,7 +312,7 @@ const crashEnv = "RESIL_STORE_CRASH_WRITER"
 func TestCrashWriterChild(t *testing.T) {
 	path := os.Getenv(crashEnv)
 	if path == "" {
-		t.Skip("helper process for TestKillDuringBurst")
+		t.Skip("helper process for TestKillDuringBurst") // not a prerequisite: a helper run
 	}
 	s, err := Open(path, Options{})
 	if err != nil {
@@ -346,7 +346,7 @@ func TestCrashWriterChild(t *testing.T) {
 
 func TestKillDuringBurst(t *testing.T) {
 	if testing.Short() {
-		t.Skip("re-executes the test binary")
+		t.Skip("re-executes the test binary") // not a prerequisite: -short
 	}
 	for round := range 3 {
 		t.Run(fmt.Sprint("round", round), func(t *testing.T) {
@@ -422,7 +422,7 @@ func TestKillDuringBurst(t *testing.T) {
 // events and a reader listing them during the prune are never held long.
 func TestPruneDoesNotBlockLong(t *testing.T) {
 	if testing.Short() {
-		t.Skip("fills 60k rows")
+		t.Skip("fills 60k rows") // not a prerequisite: -short
 	}
 	c := &clock{now: time.Now().Add(-30 * 24 * time.Hour)}
 	path := filepath.Join(t.TempDir(), FileName)

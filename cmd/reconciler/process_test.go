@@ -1,0 +1,292 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"resil.dev/resil/actuators/process"
+	"resil.dev/resil/desired"
+	"resil.dev/resil/e2e/sandbox"
+)
+
+// procEnv is a manifests dir and a state dir for the process backend,
+// driven through the CLI in this process (apply runs the supervisor for its
+// pass; the processes outlive it, as they outlive a killed agent).
+type procEnv struct {
+	t                *testing.T
+	manifests, state string
+}
+
+func newProcEnv(t *testing.T) *procEnv {
+	t.Helper()
+	e := &procEnv{t: t, manifests: t.TempDir(), state: t.TempDir()}
+	t.Cleanup(e.killAll)
+	return e
+}
+
+func (e *procEnv) write(name, body string) {
+	e.t.Helper()
+	if err := os.WriteFile(filepath.Join(e.manifests, name), []byte(body), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *procEnv) cli(cmd string, extra ...string) (string, int) {
+	e.t.Helper()
+	args := append([]string{cmd, "--backend", "process", "--manifests", e.manifests, "--state-dir", e.state}, extra...)
+	if !hasOwnerCheck(extra) {
+		args = append(args, "--owner-check", "off")
+	}
+	return runCLI(e.t, args...)
+}
+
+func hasOwnerCheck(args []string) bool {
+	for _, a := range args {
+		if strings.HasPrefix(a, "--owner-check") {
+			return true
+		}
+	}
+	return false
+}
+
+type procRow struct {
+	Unit     string `json:"unit"`
+	PID      int    `json:"pid"`
+	SpecHash string `json:"specHash"`
+}
+
+func (e *procEnv) rows() map[string]procRow {
+	e.t.Helper()
+	out := map[string]procRow{}
+	b, err := os.ReadFile(filepath.Join(e.state, "processes.json"))
+	if os.IsNotExist(err) {
+		return out
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var tab struct {
+		Processes []procRow `json:"processes"`
+	}
+	if err := json.Unmarshal(b, &tab); err != nil {
+		e.t.Fatal(err)
+	}
+	for _, r := range tab.Processes {
+		out[r.Unit] = r
+	}
+	return out
+}
+
+// pid is the running main process of unit, 0 if none.
+func (e *procEnv) pid(unit string) int {
+	r, ok := e.rows()[unit]
+	if !ok || r.PID <= 0 || syscall.Kill(r.PID, 0) != nil {
+		return 0
+	}
+	return r.PID
+}
+
+func (e *procEnv) killAll() {
+	for _, r := range e.rows() {
+		if r.PID > 1 {
+			_ = syscall.Kill(-r.PID, syscall.SIGKILL)
+			var ws syscall.WaitStatus
+			_, _ = syscall.Wait4(r.PID, &ws, 0, nil)
+		}
+	}
+}
+
+func environOf(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(bytes.ReplaceAll(b, []byte{0}, []byte{'\n'}))
+}
+
+const procWeb = `apiVersion: resil.dev/v1
+kind: Service
+metadata: {name: web}
+spec:
+  command: ["/bin/sleep", "infinity"]
+  environment: {MODE: one}
+`
+
+// A restarted agent has no memory of last good versions: a broken manifest
+// must still never stop or remove what it owned. The unit file's
+// X-Resil-Source names the broken file, as on systemd.
+func TestProcessBackendBrokenManifestNotPruned(t *testing.T) {
+	cases := []struct {
+		name   string
+		break_ func(e *procEnv)
+		owner  string
+	}{
+		{"typo comand", func(e *procEnv) { e.write("web.yaml", strings.Replace(procWeb, "command:", "comand:", 1)) }, "off"},
+		{"cut mid-line", func(e *procEnv) { e.write("web.yaml", procWeb[:strings.Index(procWeb, "sleep")]) }, "off"},
+		{"refused by the owner check", func(e *procEnv) {
+			if err := os.Chmod(filepath.Join(e.manifests, "web.yaml"), 0o666); err != nil {
+				e.t.Fatal(err)
+			}
+		}, "on"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if c.owner == "on" && os.Geteuid() != 0 {
+				if os.Getenv(sandbox.RequireEnv) == "1" {
+					t.Fatalf("the owner check needs root (%s=1)", sandbox.RequireEnv)
+				}
+				t.Skip("the owner check applies as root")
+			}
+			e := newProcEnv(t)
+			e.write("web.yaml", procWeb)
+			e.write("other.yaml", strings.Replace(procWeb, "name: web", "name: other", 1))
+			if out, code := e.cli("apply", "--owner-check", c.owner); code != 0 {
+				t.Fatalf("first apply: exit %d\n%s", code, out)
+			}
+			pid := e.pid("web.service")
+			if pid == 0 {
+				t.Fatal("web not running after apply")
+			}
+			unit := filepath.Join(e.state, "units", "web.service")
+			data, _ := os.ReadFile(unit)
+			if got := desired.SourceOf(data); len(got) != 1 || got[0] != "web.yaml" {
+				t.Fatalf("unit file source marker %q:\n%s", got, data)
+			}
+			c.break_(e)
+			// diff, then apply: each a fresh process, with no memory.
+			out, code := e.cli("diff", "--owner-check", c.owner)
+			if code != 2 || strings.Contains(out, "web.service (pruned") || strings.Contains(out, "stop web.service") {
+				t.Fatalf("diff with a broken manifest: exit %d\n%s", code, out)
+			}
+			out, code = e.cli("apply", "--owner-check", c.owner)
+			if code != 1 || strings.Contains(out, "web.service (pruned") {
+				t.Fatalf("apply with a broken manifest: exit %d\n%s", code, out)
+			}
+			if _, err := os.Stat(unit); err != nil || e.pid("web.service") != pid {
+				t.Fatalf("web disturbed: unit file %v, pid %d (was %d)\n%s", err, e.pid("web.service"), pid, out)
+			}
+			// Deleting the file really prunes.
+			if err := os.Remove(filepath.Join(e.manifests, "web.yaml")); err != nil {
+				t.Fatal(err)
+			}
+			if out, code := e.cli("apply", "--owner-check", c.owner); code != 0 || e.pid("web.service") != 0 {
+				t.Fatalf("apply after delete: exit %d, pid %d\n%s", code, e.pid("web.service"), out)
+			}
+			if _, err := os.Stat(unit); err == nil {
+				t.Fatal("unit file of a deleted manifest kept")
+			}
+		})
+	}
+}
+
+// Killed after the unit file was written, before the restart: the file
+// already matches, the process is older. diff shows exactly the restart;
+// apply runs it once; then diff is clean.
+func TestProcessBackendLostRestartAfterKill(t *testing.T) {
+	e := newProcEnv(t)
+	e.write("web.yaml", procWeb)
+	if out, code := e.cli("apply"); code != 0 {
+		t.Fatalf("apply: exit %d\n%s", code, out)
+	}
+	old := e.pid("web.service")
+	// The edit, and what the killed pass got done: the new unit file.
+	e.write("web.yaml", strings.Replace(procWeb, "MODE: one", "MODE: two", 1))
+	set, err := desired.Load(e.manifests, desired.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := process.Render(set.Objects["Service/web"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.state, "units", "web.service"), files[0].Data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, code := e.cli("diff")
+	if code != 1 || !strings.Contains(out, "restart web.service (running process started from an older unit file)") ||
+		strings.Contains(out, "write ") || !strings.Contains(out, "StaleProcess") {
+		t.Fatalf("diff after the lost restart: exit %d\n%s", code, out)
+	}
+	if strings.Count(out, "restart web.service") != 1 {
+		t.Fatalf("diff: not exactly one restart\n%s", out)
+	}
+	out, code = e.cli("apply")
+	if code != 0 || strings.Count(out, "restart web.service") != 1 {
+		t.Fatalf("apply: exit %d\n%s", code, out)
+	}
+	now := e.pid("web.service")
+	if now == 0 || now == old || syscall.Kill(old, 0) == nil {
+		t.Fatalf("after apply: pid %d, old %d", now, old)
+	}
+	if env := environOf(t, now); !strings.Contains(env, "\nMODE=two\n") && !strings.HasPrefix(env, "MODE=two\n") {
+		t.Fatalf("new process environment:\n%s", env)
+	}
+	if out, code := e.cli("diff"); code != 0 {
+		t.Fatalf("diff after apply: exit %d\n%s", code, out)
+	}
+	if out, code := e.cli("apply"); code != 0 || e.pid("web.service") != now || strings.Contains(out, "restart") {
+		t.Fatalf("second apply touched the service: exit %d pid %d\n%s", code, e.pid("web.service"), out)
+	}
+}
+
+// The process backend never runs a manifest with less isolation than it
+// asks: escape-hatch directives it cannot apply are refused (Unsupported,
+// nothing started); the ones it maps (User=) are honoured.
+func TestProcessBackendEscapeHatch(t *testing.T) {
+	t.Run("unsupported directives refused", func(t *testing.T) {
+		e := newProcEnv(t)
+		e.write("web.yaml", procWeb+"  systemd: {Service: {User: nobody, ExecStartPre: /bin/true, NoNewPrivileges: \"yes\"}}\n")
+		out, code := e.cli("diff")
+		for _, want := range []string{"Unsupported Service/web", "spec.systemd.Service.ExecStartPre", "spec.systemd.Service.NoNewPrivileges"} {
+			if code != 2 || !strings.Contains(out, want) {
+				t.Fatalf("diff: exit %d, missing %q\n%s", code, want, out)
+			}
+		}
+		if strings.Contains(out, "start web.service") {
+			t.Fatalf("diff plans a start:\n%s", out)
+		}
+		out, code = e.cli("apply")
+		if code != 1 || !strings.Contains(out, "Unsupported") || e.pid("web.service") != 0 {
+			t.Fatalf("apply: pid %d\n%s", e.pid("web.service"), out)
+		}
+		if _, err := os.Stat(filepath.Join(e.state, "units", "web.service")); err == nil {
+			t.Fatal("unit file written for an unsupported manifest")
+		}
+	})
+	t.Run("resources refused", func(t *testing.T) {
+		e := newProcEnv(t)
+		e.write("web.yaml", procWeb+"  resources: {memoryMax: 64M}\n")
+		out, code := e.cli("apply")
+		if code != 1 || !strings.Contains(out, "spec.resources.memoryMax") || e.pid("web.service") != 0 {
+			t.Fatalf("apply: pid %d\n%s", e.pid("web.service"), out)
+		}
+	})
+	t.Run("User honoured", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			if os.Getenv(sandbox.RequireEnv) == "1" {
+				t.Fatalf("setuid needs root (%s=1)", sandbox.RequireEnv)
+			}
+			t.Skip("setuid needs root")
+		}
+		e := newProcEnv(t)
+		e.write("web.yaml", procWeb+"  systemd: {Service: {User: nobody}}\n")
+		if out, code := e.cli("apply"); code != 0 {
+			t.Fatalf("apply: exit %d\n%s", code, out)
+		}
+		pid := e.pid("web.service")
+		status, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(status), "\nUid:\t65534\t65534\t65534\t65534\n") {
+			t.Fatalf("process %d does not run as nobody:\n%s", pid, status)
+		}
+	})
+}

@@ -1,0 +1,13 @@
+//go:build unix && !linux
+
+package desired
+
+// Without Linux leases, whether a writer holds a file open cannot be told:
+// files are read as they are, and Watch waits for a quiet period instead.
+
+func takeReadLease(int) (leased, busy bool) { return false, false }
+
+func releaseLease(int) {}
+
+// WriterOpen cannot tell on this system: known is always false.
+func WriterOpen(string) (busy, known bool) { return false, false }

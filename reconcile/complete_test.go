@@ -1,0 +1,234 @@
+package reconcile
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"resil.dev/resil/desired"
+)
+
+// Red-team cases of issue 9 item 1: only complete files are acted on. A
+// file that is truncated, holds only a comment or a "---", or is still
+// open for writing never stops, prunes or rewrites what it held; a fresh
+// agent (no memory) does not either.
+
+const apiManifest = `apiVersion: resil.dev/v1
+kind: Service
+metadata: {name: api}
+spec:
+  command: ["/bin/sleep", "infinity"]
+`
+
+const nobodyManifest = `apiVersion: resil.dev/v1
+kind: Service
+metadata: {name: web}
+spec:
+  command: ["/bin/sleep", "infinity"]
+  user: nobody
+`
+
+// converge runs passes until the fake backend is converged.
+func converge(t *testing.T, r *Reconciler) {
+	t.Helper()
+	if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Reconcile(context.Background(), Options{})
+	if err != nil || !res.Plan.Empty() {
+		t.Fatalf("not converged: %v %v", err, res.Plan.Steps)
+	}
+}
+
+// expectNoChange runs a pass with r and one with a fresh agent (no last
+// good memory): neither may plan a step, and the backend keeps want.
+func expectNoChange(t *testing.T, dir string, f *fakeBackend, r *Reconciler, want map[string][]byte) {
+	t.Helper()
+	f.applied = nil
+	res, err := r.Reconcile(context.Background(), Options{})
+	if err != nil || !res.Plan.Empty() {
+		t.Fatalf("pass planned %v (%v)", res.Plan.Steps, err)
+	}
+	fresh, _ := newTestReconciler(t, dir, f, nil)
+	res, err = fresh.Reconcile(context.Background(), Options{})
+	if err != nil || !res.Plan.Empty() {
+		t.Fatalf("fresh agent planned %v (%v)", res.Plan.Steps, err)
+	}
+	for unit, data := range want {
+		if string(f.files[unit]) != string(data) || !f.active[unit] {
+			t.Fatalf("%s changed: active %v, file\n%s", unit, f.active[unit], f.files[unit])
+		}
+	}
+	if len(f.applied) != 0 {
+		t.Fatalf("steps applied: %v", f.applied)
+	}
+}
+
+func snapshot(f *fakeBackend) map[string][]byte {
+	out := map[string][]byte{}
+	for k, v := range f.files {
+		out[k] = v
+	}
+	return out
+}
+
+func hasEvent(ring *Ring, reason, contains string) bool {
+	for _, e := range ring.Events() {
+		if e.Reason == reason && strings.Contains(e.Message, contains) {
+			return true
+		}
+	}
+	return false
+}
+
+// emptiedKeepsService: web.yaml rewritten as body (no documents) keeps the
+// service; deleting the file then really prunes it.
+func emptiedKeepsService(t *testing.T, body string) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", webManifest)
+	f := newFake()
+	r, ring := newTestReconciler(t, dir, f, nil)
+	converge(t, r)
+	want := snapshot(f)
+	writeManifest(t, dir, "web.yaml", body)
+	expectNoChange(t, dir, f, r, want)
+	// It is a manifest problem, as apply, diff and status report them.
+	res, _ := r.Reconcile(context.Background(), Options{DryRun: true})
+	if fes := desired.FieldErrors(res.LoadErr); len(fes) != 1 || !strings.HasSuffix(fes[0].File, "web.yaml") {
+		t.Fatalf("LoadErr = %v", res.LoadErr)
+	}
+	if !hasEvent(ring, ReasonInvalid, "web.yaml: holds no objects") || !hasEvent(ring, ReasonLastGoodRetained, "holds no objects") {
+		t.Fatalf("events: %+v", ring.Events())
+	}
+	// The last good version stays across passes, not just the first.
+	expectNoChange(t, dir, f, r, want)
+	if err := os.Remove(filepath.Join(dir, "web.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if f.files["web.service"] != nil || f.active["web.service"] {
+		t.Fatalf("removed manifest not pruned: %v", f.applied)
+	}
+}
+
+// `: > web.yaml` (the first instant of any `cat > web.yaml`) keeps web.
+func TestTruncatedManifestKeepsService(t *testing.T) { emptiedKeepsService(t, "") }
+
+// A file holding only a comment keeps what it held.
+func TestCommentOnlyManifestKeepsService(t *testing.T) {
+	emptiedKeepsService(t, "# web is being rewritten\n")
+}
+
+// A file holding only "---" (and blank lines) keeps what it held.
+func TestSeparatorOnlyManifestKeepsService(t *testing.T) { emptiedKeepsService(t, "---\n\n---\n") }
+
+// holdOpen truncates dir/name and writes part while keeping it open for
+// writing; the returned func writes rest and closes it.
+func holdOpen(t *testing.T, dir, name, part string) func(rest string) {
+	t.Helper()
+	w, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_TRUNC|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteString(part); err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	t.Cleanup(func() {
+		if !closed {
+			w.Close()
+		}
+	})
+	return func(rest string) {
+		if _, err := w.WriteString(rest); err != nil {
+			t.Fatal(err)
+		}
+		closed = true
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A multi-document file cut right after "---" while the writer still holds
+// it: the second object is not pruned, nothing changes, and once the writer
+// finishes the same content nothing changes either.
+func TestMultiDocCutAfterSeparatorWhileHeldOpen(t *testing.T) {
+	dir := t.TempDir()
+	full := webManifest + "---\n" + apiManifest
+	writeManifest(t, dir, "all.yaml", full)
+	f := newFake()
+	r, ring := newTestReconciler(t, dir, f, nil)
+	converge(t, r)
+	want := snapshot(f)
+	finish := holdOpen(t, dir, "all.yaml", webManifest+"---\n")
+	expectNoChange(t, dir, f, r, want)
+	if !hasEvent(ring, ReasonBusy, "all.yaml") || !hasEvent(ring, ReasonLastGoodRetained, "open for writing") {
+		t.Fatalf("events: %+v", ring.Events())
+	}
+	// diff shows it as a finding; it is not a manifest error.
+	res, _ := r.Reconcile(context.Background(), Options{DryRun: true})
+	if len(res.Plan.Findings) != 1 || res.Plan.Findings[0].Reason != ReasonBusy || res.LoadErr != nil {
+		t.Fatalf("findings %+v, load error %v", res.Plan.Findings, res.LoadErr)
+	}
+	finish(apiManifest)
+	expectNoChange(t, dir, f, r, want)
+}
+
+// A file cut just before its last line (`user: nobody` missing) while the
+// writer holds it: the service is not rewritten or restarted without its
+// user (it would run as root).
+func TestCutBeforeLastLineWhileHeldOpen(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", nobodyManifest)
+	f := newFake()
+	r, _ := newTestReconciler(t, dir, f, nil)
+	converge(t, r)
+	if !strings.Contains(string(f.files["web.service"]), "User=nobody") {
+		t.Fatalf("unit without User=nobody:\n%s", f.files["web.service"])
+	}
+	want := snapshot(f)
+	cut := strings.TrimSuffix(nobodyManifest, "  user: nobody\n")
+	finish := holdOpen(t, dir, "web.yaml", cut)
+	expectNoChange(t, dir, f, r, want)
+	finish("  user: nobody\n")
+	expectNoChange(t, dir, f, r, want)
+}
+
+// The same for a drop-in: a drop-in held open, or emptied, does not apply
+// the object without it; removing the drop-in does.
+func TestDropInHeldOpenOrEmptiedKeepsLastGood(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", webManifest)
+	if err := os.Mkdir(filepath.Join(dir, "web.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeManifest(t, dir, "web.d/50-user.yaml", "spec:\n  description: web\n  user: nobody\n")
+	f := newFake()
+	r, _ := newTestReconciler(t, dir, f, nil)
+	converge(t, r)
+	want := snapshot(f)
+	if !strings.Contains(string(want["web.service"]), "User=nobody") {
+		t.Fatalf("drop-in not applied:\n%s", want["web.service"])
+	}
+	// The part written so far is a valid drop-in without the user.
+	finish := holdOpen(t, dir, "web.d/50-user.yaml", "spec:\n  description: web\n")
+	expectNoChange(t, dir, f, r, want)
+	finish("  user: nobody\n")
+	expectNoChange(t, dir, f, r, want)
+	writeManifest(t, dir, "web.d/50-user.yaml", "# later\n")
+	expectNoChange(t, dir, f, r, want)
+	if err := os.Remove(filepath.Join(dir, "web.d/50-user.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(f.files["web.service"]), "User=") {
+		t.Fatalf("removed drop-in still applied:\n%s", f.files["web.service"])
+	}
+}

@@ -1,0 +1,71 @@
+package reconcile
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestDropInEmptyNameKeepsBase is issue 9 item 5 at the reconciler: a
+// drop-in whose metadata.name is "" used to create an object "Service/",
+// prune the base service and fail on every pass. Now the drop-in is
+// invalid, nothing is created or pruned, the base keeps its last good
+// version, and fixing the drop-in applies it.
+func TestDropInEmptyNameKeepsBase(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", webManifest)
+	f := newFake()
+	r, ring := newTestReconciler(t, dir, f, nil)
+	if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "web.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeManifest(t, dir, "web.d/10-local.yaml", "metadata: {name: \"\"}\nspec: {restart: {delay: 10s}}\n")
+	for pass := range 2 {
+		f.applied = nil
+		res, err := r.Reconcile(context.Background(), Options{})
+		if err != nil || !res.Plan.Empty() || res.LoadErr == nil {
+			t.Fatalf("pass %d with the broken drop-in: err %v, steps %v, load %v", pass, err, res.Plan.Steps, res.LoadErr)
+		}
+		if !strings.Contains(res.LoadErr.Error(), "web.d/10-local.yaml:1:12: metadata.name: ") {
+			t.Errorf("load error does not name the drop-in's metadata.name: %v", res.LoadErr)
+		}
+		if !f.active["web.service"] || f.files["web.service"] == nil || f.files[".service"] != nil {
+			t.Fatalf("the broken drop-in disturbed web.service or created .service: applied %v", f.applied)
+		}
+	}
+	retained := false
+	for _, e := range ring.Events() {
+		if e.Object == "Service/" {
+			t.Errorf("event about an object Service/: %+v", e)
+		}
+		retained = retained || (e.Reason == ReasonLastGoodRetained && e.Object == "Service/web")
+	}
+	if !retained {
+		t.Errorf("no %s event for Service/web", ReasonLastGoodRetained)
+	}
+	// A fresh agent (no memory of the last good version) prunes nothing either.
+	r2, _ := newTestReconciler(t, dir, f, nil)
+	if res, err := r2.Reconcile(context.Background(), Options{}); err != nil || !res.Plan.Empty() {
+		t.Fatalf("fresh agent with the broken drop-in planned %v (%v)", res.Plan.Steps, err)
+	}
+	// Fixed, the drop-in applies: one write and a restart, no prune.
+	writeManifest(t, dir, "web.d/10-local.yaml", "metadata: {name: web}\nspec: {restart: {delay: 10s}}\n")
+	f.applied = nil
+	res, err := r.Reconcile(context.Background(), Options{})
+	if err != nil || res.LoadErr != nil {
+		t.Fatalf("fixed drop-in: %v, %v", err, res.LoadErr)
+	}
+	if !strings.Contains(string(f.files["web.service"]), "RestartSec=10s") || !f.active["web.service"] {
+		t.Fatalf("fixed drop-in not applied: %v\n%s", f.applied, f.files["web.service"])
+	}
+	for _, s := range f.applied {
+		if strings.HasPrefix(s, "remove") || strings.HasPrefix(s, "stop") {
+			t.Errorf("fixing the drop-in ran %q", s)
+		}
+	}
+}
