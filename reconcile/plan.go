@@ -328,7 +328,7 @@ func (p *planner) service(o *desired.Object) {
 	}
 	p.watchdogKill(o, f.Name, u)
 	report := o.DriftPolicy() == desired.DriftReport
-	p.enable(o, f.Name, s.IsEnabled() && hasInstall(f.Data), fs, u)
+	p.enable(o, f.Name, s.IsEnabled() && !p.static(f.Data), fs, u)
 	switch s.DesiredState() {
 	case desired.StateRunning:
 		switch {
@@ -376,11 +376,15 @@ func orDash(s string) string {
 	return s
 }
 
-// hasInstall reports whether a rendered unit has an [Install] section. One
-// without (wantedBy: []) is static: systemd cannot enable it, so wanting it
-// enabled means nothing, and an enable step would fail on every pass.
-func hasInstall(data []byte) bool {
-	return bytes.HasPrefix(data, []byte("[Install]\n")) || bytes.Contains(data, []byte("\n[Install]\n"))
+// static reports whether a rendered systemd unit has no [Install] section
+// (wantedBy: []): systemd cannot enable it, so wanting it enabled means
+// nothing, and an enable step would fail on every pass. (Process-backend
+// files have no sections; enabled means started with the agent there.)
+func (p *planner) static(data []byte) bool {
+	if p.in.Observed == nil || p.in.Observed.Backend != "systemd" {
+		return false
+	}
+	return !bytes.HasPrefix(data, []byte("[Install]\n")) && !bytes.Contains(data, []byte("\n[Install]\n"))
 }
 
 // enable plans enable/disable; drift in the enablement is reported too.
@@ -428,7 +432,7 @@ func (p *planner) timer(o *desired.Object) {
 	u := p.unit(name)
 	isNew := u == nil || u.File == nil
 	fs := fileState{written: written, isNew: isNew}
-	p.enable(o, name, t.IsEnabled() && hasInstall(timerFile.Data), fs, u)
+	p.enable(o, name, t.IsEnabled() && !p.static(timerFile.Data), fs, u)
 	// The job is the timer's business: an inactive job between runs is not
 	// drift; a failed last run is a finding.
 	job := t.TriggeredService(o.Metadata.Name)
