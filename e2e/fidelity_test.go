@@ -160,8 +160,11 @@ func (f *fidelity) reset() {
 	for _, n := range fidNames {
 		_ = os.Remove(filepath.Join(e.host, "m", n+".yaml"))
 		_ = os.RemoveAll(filepath.Join(e.sb.Root(), unitDirPath, n+".service.d"))
-		if err := e.sb.Remove(vendorDir + "/" + n + ".service"); err == nil {
+		if _, err := e.sb.ReadFile(vendorDir + "/" + n + ".service"); err == nil {
 			_, _ = e.sb.Systemctl(e.ctx, "disable", "--now", n+".service")
+			if err := e.sb.Remove(vendorDir + "/" + n + ".service"); err != nil {
+				e.t.Fatal(err)
+			}
 		}
 	}
 	f.specs = map[string]fidSpec{}

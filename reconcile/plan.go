@@ -333,8 +333,14 @@ func (p *planner) service(o *desired.Object) {
 	case desired.StateRunning:
 		switch {
 		case fs.isNew && u.Active():
-			// A unit taken over from a vendor file runs the vendor's version.
-			p.rt(actuators.OpRestart, o, f.Name, "taken over from "+strings.Join(u.VendorPaths, ", "))
+			// A unit taken over from a vendor file runs the vendor's
+			// version; one still running after its file was removed runs
+			// a version that is gone.
+			why := "running without a unit file"
+			if len(u.VendorPaths) > 0 {
+				why = "taken over from " + strings.Join(u.VendorPaths, ", ")
+			}
+			p.rt(actuators.OpRestart, o, f.Name, why)
 		case fs.isNew || u == nil:
 			p.rt(actuators.OpStart, o, f.Name, "new unit")
 		case u.ActiveState == "failed":
@@ -456,7 +462,11 @@ func (p *planner) timer(o *desired.Object) {
 	switch {
 	case isNew && written && u.Active():
 		p.catchUp(o, name, u)
-		p.rt(actuators.OpRestart, o, name, "taken over from "+strings.Join(u.VendorPaths, ", "))
+		why := "running without a unit file"
+		if len(u.VendorPaths) > 0 {
+			why = "taken over from " + strings.Join(u.VendorPaths, ", ")
+		}
+		p.rt(actuators.OpRestart, o, name, why)
 	case isNew:
 		p.catchUp(o, name, u)
 		p.rt(actuators.OpStart, o, name, "new timer")
