@@ -27,7 +27,7 @@ const systemdLineMax = 1 << 20
 // error contract, and whatever it accepts must render into units that parse
 // back to exactly what the manifest says.
 func FuzzLoad(f *testing.F) {
-	for _, glob := range []string{"testdata/render/*.yaml", "testdata/invalid/*.yaml", "testdata/invalid/*/*.yaml", "../manifests/*.yaml"} {
+	for _, glob := range []string{"testdata/render/*.yaml", "testdata/invalid/*.yaml", "testdata/invalid/*/*.yaml", "../manifests/*.yaml", "../manifests/examples/*/*.yaml"} {
 		files, _ := filepath.Glob(glob)
 		for _, file := range files {
 			data, err := os.ReadFile(file)

@@ -233,7 +233,34 @@ func envAssignment(k, v string) string {
 const (
 	lockScript  = `exec 9>>"$0" && /usr/bin/flock 9 && exec "$@"`
 	checkScript = `n=0; until "$0" "$@"; do n=$((n+1)); if [ "$n" -gt %d ]; then echo "resil: pre-start check $0 failed after %d tries" >&2; exit 1; fi; sleep %s; done`
+	// retryScript runs a timer job's command up to retry.attempts times,
+	// retry.delay apart, within one run; it exits with the last status.
+	retryScript = `n=1; until "$0" "$@"; do s=$?; if [ "$n" -ge %d ]; then echo "resil: job failed after $n attempts (exit status $s)" >&2; exit "$s"; fi; echo "resil: job attempt $n failed (exit status $s), retrying in %ss" >&2; n=$((n+1)); sleep %s; done`
 )
+
+// DefaultRetryDelay is the pause between a timer job's attempts when
+// retry.delay is not set (systemd's RestartSec= default).
+const DefaultRetryDelay = 100 * time.Millisecond
+
+// RetryDelay is the pause between attempts of r.
+func RetryDelay(r *Retry) time.Duration {
+	if r == nil || !r.Delay.IsSet() {
+		return DefaultRetryDelay
+	}
+	return r.Delay.D()
+}
+
+// withRetry wraps argv in a bounded retry loop: one run of the job makes up
+// to r.Attempts attempts. The loop lives inside the run, so the retries
+// never count against a start limit shared with the timer's schedule.
+func withRetry(r *Retry, argv []string) []string {
+	if r == nil || r.Attempts <= 1 {
+		return argv
+	}
+	secs := strconv.FormatFloat(RetryDelay(r).Seconds(), 'f', -1, 64)
+	script := fmt.Sprintf(retryScript, r.Attempts, secs, secs)
+	return append([]string{"/bin/sh", "-c", script}, argv...)
+}
 
 // withLock wraps argv so it runs holding an exclusive flock on lock; the
 // shell execs the command, so MainPID (and sd_notify) stay the command's.
@@ -422,22 +449,14 @@ func timerJobOptions(o *Object) opts {
 	t := o.Timer
 	var u opts
 	u.add("Unit", "Description", description(o, t.Description)+" (job)")
-	if r := t.Retry; r != nil && r.Attempts > 1 {
-		// Attempts are starts: the first run plus Attempts-1 restarts. The
-		// interval covers them all with room to spare, and is short enough
-		// not to refuse the timer's next regular run.
-		win := time.Duration(r.Attempts)*r.Delay.D() + 30*time.Second
-		u.add("Unit", "StartLimitIntervalSec", Span(win))
-		u.add("Unit", "StartLimitBurst", strconv.Itoa(r.Attempts))
-	}
+	// systemd counts every start against a unit's start limit, the timer's
+	// activations included: a job scheduled faster than the default 5 starts
+	// per 10s would be refused (start-limit-hit). The schedule is the
+	// timer's business, so the job has no start limit; retries happen
+	// within one run (withRetry), never as restarts.
+	u.add("Unit", "StartLimitIntervalSec", "0")
 	u.add("Service", "Type", "oneshot")
-	u.add("Service", "ExecStart", CommandLine(withLock(t.Lock, t.Command)))
-	if r := t.Retry; r != nil && r.Attempts > 1 {
-		u.add("Service", "Restart", "on-failure")
-		if r.Delay.IsSet() {
-			u.add("Service", "RestartSec", Span(r.Delay.D()))
-		}
-	}
+	u.add("Service", "ExecStart", CommandLine(withRetry(t.Retry, withLock(t.Lock, t.Command))))
 	addProcess(&u, t.User, t.Group, t.WorkingDirectory, t.Environment, nil, t.Logs)
 	addEscape(&u, "Service", t.Systemd)
 	return u

@@ -134,6 +134,38 @@ func TestRenderExamples(t *testing.T) {
 	}
 }
 
+// postgresExampleDir is the runnable PostgreSQL example (README, e2e/postgres_test.go).
+var postgresExampleDir = filepath.Join("..", "manifests", "examples", "postgres")
+
+// TestRenderExamplePostgres: the PostgreSQL example loads without errors and
+// renders to testdata/golden/examples/postgres/<file>/.
+func TestRenderExamplePostgres(t *testing.T) {
+	set, byObj := renderAll(t, postgresExampleDir)
+	if want := []string{"pg-backup.yaml", "pg-worker.yaml", "pg.yaml"}; !slices.Equal(set.Files, want) {
+		t.Errorf("manifests/examples/postgres holds %q, want %q", set.Files, want)
+	}
+	if len(set.Objects) != 3 || len(set.NotSelected) != 0 {
+		t.Errorf("objects %v, not selected %v", sortedKeys(set.Objects), sortedKeys(set.NotSelected))
+	}
+	byFile := map[string]map[string][]byte{}
+	for _, id := range sortedKeys(byObj) {
+		o := set.Objects[id]
+		stem := strings.TrimSuffix(o.Source.File, ".yaml")
+		if byFile[stem] == nil {
+			byFile[stem] = map[string][]byte{}
+		}
+		for _, f := range byObj[id] {
+			byFile[stem][f.Name] = f.Data
+			checkRoundTrip(t, o, f)
+		}
+	}
+	for _, stem := range sortedKeys(byFile) {
+		t.Run(stem, func(t *testing.T) {
+			goldenDir(t, filepath.Join("testdata", "golden", "examples", "postgres", stem), byFile[stem])
+		})
+	}
+}
+
 // TestExampleScripts: the scripts the examples run are executable POSIX sh.
 func TestExampleScripts(t *testing.T) {
 	scripts, err := filepath.Glob(filepath.Join(exampleDir, "bin", "*"))
@@ -251,17 +283,14 @@ WantedBy=timers.target
 # Local changes belong in a drop-in manifest tick.d/*.yaml beside it.
 [Unit]
 Description=resil timer tick (job)
-StartLimitIntervalSec=40s
-StartLimitBurst=2
+StartLimitIntervalSec=0
 X-Resil-Object=Timer/tick
 X-Resil-Source=m.yaml
-X-Resil-Hash=sha256:28141a0b35411fba1b5247c3
+X-Resil-Hash=sha256:86fb0d15960a10a0ec394c86
 
 [Service]
 Type=oneshot
-ExecStart=/usr/bin/true
-Restart=on-failure
-RestartSec=5s
+ExecStart=/bin/sh -c "n=1; until \"$$0\" \"$$@\"; do s=$$?; if [ \"$$n\" -ge 2 ]; then echo \"resil: job failed after $$n attempts (exit status $$s)\" >&2; exit \"$$s\"; fi; echo \"resil: job attempt $$n failed (exit status $$s), retrying in 5s\" >&2; n=$$((n+1)); sleep 5; done" /usr/bin/true
 `,
 			},
 		},
@@ -565,19 +594,14 @@ func expectFile(o *Object, file string) ([]semOption, error) {
 	case o.Timer != nil && o.Timer.Service == "" && file == name+".service":
 		t := o.Timer
 		e.add("Unit", "Description", descriptionOr(t.Description, "resil timer "+name)+" (job)")
-		if t.Retry != nil && t.Retry.Attempts > 1 {
-			e.add("Unit", "StartLimitIntervalSec", Span(time.Duration(t.Retry.Attempts)*t.Retry.Delay.D()+30*time.Second))
-			e.add("Unit", "StartLimitBurst", strconv.Itoa(t.Retry.Attempts))
-		}
+		e.add("Unit", "StartLimitIntervalSec", "0")
 		e.owner(o)
 		e.add("Service", "Type", "oneshot")
-		e.argv("Service", "ExecStart", lockedArgv(t.Lock, t.Command))
+		argv := lockedArgv(t.Lock, t.Command)
 		if t.Retry != nil && t.Retry.Attempts > 1 {
-			e.add("Service", "Restart", "on-failure")
-			if t.Retry.Delay != "" {
-				e.add("Service", "RestartSec", Span(t.Retry.Delay.D()))
-			}
+			argv = retriedArgv(t.Retry.Attempts, t.Retry.Delay, argv)
 		}
+		e.argv("Service", "ExecStart", argv)
 		e.process(t.User, t.Group, t.WorkingDirectory, t.Environment, nil, t.Logs)
 		e.escape("Service", t.Systemd)
 	case o.Watchdog != nil && file == WatchdogFile:
@@ -675,6 +699,8 @@ func TestSystemdAnalyzeVerify(t *testing.T) {
 	}
 	set, files := renderAll(t, exampleDir)
 	groups = append(groups, group{"manifests", set, files})
+	set, files = renderAll(t, postgresExampleDir)
+	groups = append(groups, group{"examples/postgres", set, files})
 
 	for _, g := range groups {
 		for _, id := range sortedKeys(g.files) {
@@ -921,4 +947,16 @@ func TestSystemdAcceptsValidationBounds(t *testing.T) {
 	if s := strings.TrimSpace(string(output)); s != "" {
 		t.Errorf("systemd-analyze verify:\n%s", s)
 	}
+}
+
+// retriedArgv is the expected retry loop around argv: attempts tries, delay
+// apart (100ms when unset), inside one run of the job.
+func retriedArgv(attempts int, delay Duration, argv []string) []string {
+	d := 100 * time.Millisecond
+	if delay != "" {
+		d = delay.D()
+	}
+	secs := strconv.FormatFloat(d.Seconds(), 'f', -1, 64)
+	script := fmt.Sprintf(retryScript, attempts, secs, secs)
+	return append([]string{"/bin/sh", "-c", script}, argv...)
 }

@@ -134,8 +134,8 @@ func TestTimerPersistentCatchUp(t *testing.T) {
 	}
 }
 
-// A failing inline job with retry.attempts 3 runs three times (RestartSec
-// apart), ends failed, and the running agent reports TimerFailed with the
+// A failing inline job with retry.attempts 3 runs three times (delay apart,
+// within one run), ends failed, and the running agent reports TimerFailed with the
 // exit status once for that run, not on every pass.
 func TestTimerRetryThenReported(t *testing.T) {
 	e := newEnv(t)
@@ -151,7 +151,8 @@ func TestTimerRetryThenReported(t *testing.T) {
 	if n := len(e.lines("/run/flaky")); n != 3 {
 		t.Errorf("job ran %d times, want 3 (attempts)", n)
 	}
-	if p["ExecMainStatus"] != "3" || p["Restart"] != "on-failure" {
+	// The attempts are one run (a retry loop in ExecStart), not restarts.
+	if p["ExecMainStatus"] != "3" || p["Restart"] != "no" || p["NRestarts"] != "0" {
 		t.Errorf("job: %v", p)
 	}
 	e.eventually("TimerFailed event", 20*time.Second, func() bool { return a.hasEvent("TimerFailed", "exit status 3") })

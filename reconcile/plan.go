@@ -205,6 +205,10 @@ type fileState struct {
 	written bool // a write step was planned
 	isNew   bool // there was no file before
 	blocked bool // a foreign file sits there: leave the object alone
+	// edited: the file was edited out of band and left as is (drift
+	// policy report); its newer mtime or hash says nothing about a lost
+	// restart, so no stale-process restart is planned from it.
+	edited bool
 }
 
 // syncFile plans the write of one rendered unit file.
@@ -258,7 +262,7 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 			msg := fmt.Sprintf("%s was edited out of band (%s)", path, firstDifference(cur, f.Data))
 			if o.DriftPolicy() == desired.DriftReport {
 				p.find(id, f.Name, ReasonFileEdited, msg+"; drift policy report: left as is", true, false)
-				return fileState{}
+				return fileState{edited: true}
 			}
 			p.find(id, f.Name, ReasonFileEdited, msg+"; restoring", true, true)
 			reason = "edited out of band, restoring"
@@ -356,7 +360,7 @@ func (p *planner) service(o *desired.Object) {
 			p.rt(actuators.OpRestart, o, f.Name, "unit file changed")
 		case fs.written:
 			p.rt(actuators.OpStart, o, f.Name, u.ActiveState+", want active")
-		case u.Active() && u.StaleProcess:
+		case u.Active() && u.StaleProcess && !fs.edited:
 			p.find(o.ID(), f.Name, ReasonStaleProcess, f.Name+" runs a process started from an older unit file; restarting", true, true)
 			p.rt(actuators.OpRestart, o, f.Name, "running process started from an older unit file")
 		case u.ActiveState == "inactive" || u.ActiveState == "":

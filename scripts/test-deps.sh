@@ -12,28 +12,40 @@
 #   tzdata: calendar tests in other time zones
 #   make git ca-certificates: the build itself and Go module downloads
 #   dash: sh -n of the example scripts
+#   postgresql: e2e/postgres_test.go (Debian's PostgreSQL 15); installed by
+#     scripts/postgres-deps.sh, which starts no service and creates no cluster
 set -eu
 
-pkgs="make git ca-certificates dash systemd dbus util-linux bsdutils mount procps coreutils curl netcat-openbsd tzdata"
+pkgs="make git ca-certificates dash systemd dbus util-linux bsdutils mount procps coreutils curl netcat-openbsd tzdata postgresql"
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
 	echo "test-deps: not a Debian system; install the equivalents of: $pkgs" >&2
 	exit 0
 fi
 missing=""
+pg=""
 for p in $pkgs; do
 	if [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" != installed ]; then
-		missing="$missing $p"
+		if [ "$p" = postgresql ]; then
+			pg=$p
+		else
+			missing="$missing $p"
+		fi
 	fi
 done
-[ -n "$missing" ] || exit 0
+[ -n "$missing$pg" ] || exit 0
 if [ "$(id -u)" != 0 ]; then
-	echo "test-deps: missing:$missing. As root: apt-get install$missing" >&2
+	echo "test-deps: missing:$missing${pg:+ $pg}. As root: apt-get install$missing${pg:+; scripts/postgres-deps.sh}" >&2
 	echo "test-deps: the tests that need them skip (RESIL_E2E_REQUIRE=1: fail)" >&2
 	exit 0
 fi
-echo "test-deps: installing$missing"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-# shellcheck disable=SC2086 # one word per package
-apt-get install -y -qq --no-install-recommends $missing >/dev/null
+if [ -n "$missing" ]; then
+	echo "test-deps: installing$missing"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	# shellcheck disable=SC2086 # one word per package
+	apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+if [ -n "$pg" ]; then
+	"$(dirname "$0")/postgres-deps.sh"
+fi

@@ -87,9 +87,20 @@ func (a *Applier) Apply(ctx context.Context, st actuators.Step) (actuators.Resul
 		}
 		return res, nil
 	case actuators.OpRefreshStamp:
-		// The supervisor skips runs later than maxLateness itself and
-		// reports no StampPath, so the planner has no reason to send this.
-		return actuators.Unchanged, nil
+		// Only the stamp Observe reported for that timer.
+		if err := a.checkUnit(st.Unit); err != nil {
+			return actuators.Unchanged, err
+		}
+		if st.Path != a.s.stampPath(st.Unit) {
+			return actuators.Unchanged, fmt.Errorf("%s %s: stamp %q is not the unit's (%s)", st.Op, st.Unit, st.Path, a.s.stampPath(st.Unit))
+		}
+		if err := os.MkdirAll(filepath.Dir(st.Path), 0o755); err != nil {
+			return actuators.Unchanged, fmt.Errorf("%s %s: %w", st.Op, st.Unit, err)
+		}
+		if err := a.s.writeStamp(st.Unit, a.s.now()); err != nil {
+			return actuators.Unchanged, fmt.Errorf("%s %s: %w", st.Op, st.Unit, err)
+		}
+		return actuators.Changed, nil
 	case actuators.OpSetManager:
 		return actuators.Unchanged, fmt.Errorf("%s: not supported by the process backend", st.Op)
 	}

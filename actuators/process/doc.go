@@ -90,14 +90,18 @@
 // and here, so a manifest means the same on both backends; for shell workers,
 // use notifyAccess: all.
 //
+// Timer jobs: a timer's trigger is ignored while its job is not idle (never
+// two runs at once). retry: {attempts, delay} retries within one run, as
+// the loop the systemd backend renders into ExecStart: between attempts the
+// job stays activating (a trigger is ignored), no restart is counted, and
+// after the last attempt it fails with that attempt's result (exit-code).
+// A job has no start limit: its schedule is the timer's business.
+//
 // Differences from systemd worth knowing: NRestarts and the start-limit
 // window start afresh when the agent restarts; an adopted process's exit
 // status is unknown unless it is still our child (Result "unknown", treated
 // as a failure by restart policies); AccuracySec is not applied (timers fire
 // on time); a failed preStart check fails the unit without restarting it;
-// onUnitActive counts from the timer's last trigger; a timer job's retry
-// attempts count per activation (each trigger or manual start starts
-// afresh), and exhausting them leaves Result start-limit-hit as systemd's
-// StartLimitBurst rendering does; the notify socket path
+// onUnitActive counts from the timer's last trigger; the notify socket path
 // (<stateDir>/run/NAME.service.notify) must fit in 107 bytes.
 package process

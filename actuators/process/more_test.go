@@ -177,7 +177,9 @@ func TestJobRetryAttempts(t *testing.T) {
 	if n := len(lines(t, runs)); n != 3 {
 		t.Fatalf("attempts = %d, want 3", n)
 	}
-	if u.NRestarts != 2 || u.ExecMainStatus != 2 {
+	// The retries are within one run, as on systemd: no restarts counted,
+	// and the run fails with the last attempt's status.
+	if u.NRestarts != 0 || u.ExecMainStatus != 2 || u.Result != ResultExitCode {
 		t.Fatalf("job: %+v", u)
 	}
 }
@@ -398,5 +400,34 @@ func TestObserveListsOwnedFiles(t *testing.T) {
 		if err != nil || res != want {
 			t.Fatalf("remove #%d: %v %v", i, res, err)
 		}
+	}
+}
+
+// The stamp is observed like systemd's (so the planner can report
+// TimerCatchUp/TimerMissed), and refresh-stamp touches only that stamp.
+func TestTimerStampObservedAndRefreshed(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "", Options{})
+	old := time.Date(2019, 12, 31, 0, 0, 0, 0, time.UTC)
+	backdate(t, h.dir, "old.timer", old)
+	h.install(timer("old", desired.TimerSpec{Schedule: []string{"daily"}, Persistent: true, Command: sh(`true`)}), true)
+	u := h.unit("old.timer")
+	want := h.s.stampPath("old.timer")
+	if u.StampPath != want || u.StampUSec != uint64(old.UnixMicro()) {
+		t.Fatalf("observed stamp %q %d, want %q %d", u.StampPath, u.StampUSec, want, old.UnixMicro())
+	}
+	ctx := context.Background()
+	if _, err := h.apply(ctx, actuators.Step{Op: actuators.OpRefreshStamp, Unit: "old.timer", Path: filepath.Join(h.dir, "elsewhere")}); err == nil {
+		t.Fatal("refresh-stamp of a foreign path succeeded")
+	}
+	before := time.Now()
+	if res, err := h.apply(ctx, actuators.Step{Op: actuators.OpRefreshStamp, Unit: "old.timer", Path: want}); err != nil || res != actuators.Changed {
+		t.Fatalf("refresh-stamp: %v %v", res, err)
+	}
+	if got := h.s.readStamp("old.timer"); got.Before(before.Add(-time.Second)) {
+		t.Fatalf("stamp %v not refreshed", got)
+	}
+	if u := h.unit("old.service"); u.StampPath != "" {
+		t.Fatalf("a service has a stamp: %q", u.StampPath)
 	}
 }

@@ -133,12 +133,23 @@ func (s *Supervisor) observeUnit(name string, live bool, snap *snapshot, table m
 	// The planner restarts a process started from an older version of the
 	// file on disk (a restart lost to a crash after the write, or a file
 	// written and not yet acted on); the supervisor never does it itself.
-	ou.StaleProcess = us.MainPID != 0 && us.SpecHash != "" && ou.File != nil && us.SpecHash != fileHash(ou.File)
+	// Only an intact resil file counts: a hand-edited one is drift of its
+	// own (FileEdited), restored or reported by the planner.
+	_, intact := desired.HashOf(ou.File)
+	ou.StaleProcess = us.MainPID != 0 && us.SpecHash != "" && ou.File != nil && intact && us.SpecHash != fileHash(ou.File)
 	if spec != nil && spec.Timer != nil {
 		ou.Triggers = []string{spec.Timer.Unit}
 	}
-	// StampPath stays empty: the supervisor applies persistent catch-up and
-	// maxLateness itself, so the planner has no stamp to refresh.
+	// The stamp, as systemd's: the planner reports a missed run as
+	// TimerCatchUp or TimerMissed and, over maxLateness, refreshes the stamp
+	// before the start (OpRefreshStamp), so the supervisor's own catch-up
+	// finds nothing left to fire.
+	if strings.HasSuffix(name, ".timer") {
+		ou.StampPath = s.stampPath(name)
+		if st := s.readStamp(name); !st.IsZero() {
+			ou.StampUSec = usec(st)
+		}
+	}
 	ou.LastTriggerUSec = usec(us.LastTrigger)
 	ou.NextElapseUSecRealtime = usec(us.NextElapse)
 	return ou

@@ -43,6 +43,10 @@ type Spec struct {
 	Logs             *desired.Logs            `json:"logs,omitempty"`
 	Lock             string                   `json:"lock,omitempty"`
 	StopTimeout      desired.Duration         `json:"stopTimeout,omitempty"`
+	// Retry is a timer job's retry within one run: up to Attempts tries,
+	// Delay apart, while the unit stays activating; the run fails with the
+	// last attempt's result. Never restarts, never a start limit.
+	Retry *desired.Retry `json:"retry,omitempty"`
 
 	Timer *TimerSpec `json:"timer,omitempty"`
 }
@@ -52,8 +56,8 @@ type RestartSpec struct {
 	Policy desired.RestartPolicy `json:"policy"`
 	Delay  desired.Duration      `json:"delay,omitempty"`
 	// Burst starts within Interval are allowed; the next is refused
-	// (start-limit-hit). For a timer job, Burst is the retry attempts of one
-	// activation and Interval is empty.
+	// (start-limit-hit). Burst <= 0: no limit (a timer job: its schedule is
+	// the timer's business and its retries are Spec.Retry).
 	Burst    int              `json:"burst"`
 	Interval desired.Duration `json:"interval,omitempty"`
 }
@@ -179,14 +183,15 @@ func serviceSpec(o *desired.Object) *Spec {
 
 func jobSpec(o *desired.Object) *Spec {
 	t := o.Timer
-	r := &RestartSpec{Policy: desired.RestartNever, Burst: 1}
+	var retry *desired.Retry
 	if t.Retry != nil && t.Retry.Attempts > 1 {
-		r = &RestartSpec{Policy: desired.RestartOnFailure, Delay: t.Retry.Delay, Burst: t.Retry.Attempts}
+		retry = &desired.Retry{Attempts: t.Retry.Attempts, Delay: desired.Duration(desired.RetryDelay(t.Retry).String())}
 	}
 	return &Spec{
 		Kind: "service", Object: o.ID(), Unit: o.Metadata.Name + ".service", Type: TypeOneshot,
 		Command: t.Command, User: t.User, Group: t.Group, WorkingDirectory: t.WorkingDirectory,
-		Environment: t.Environment, Restart: r, Logs: t.Logs, Lock: t.Lock, StopTimeout: defaultStopTimeout,
+		Environment: t.Environment, Restart: &RestartSpec{Policy: desired.RestartNever}, Retry: retry,
+		Logs: t.Logs, Lock: t.Lock, StopTimeout: defaultStopTimeout,
 	}
 }
 

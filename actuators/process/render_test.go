@@ -58,7 +58,8 @@ func TestRender(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if job.Type != TypeOneshot || job.Restart.Burst != 3 || job.Restart.Interval != "" {
+	if job.Type != TypeOneshot || job.Restart.Policy != desired.RestartNever || job.Restart.Burst != 0 ||
+		job.Retry == nil || job.Retry.Attempts != 3 || job.Retry.Delay != "1s" {
 		t.Fatalf("job: %+v %+v", job, job.Restart)
 	}
 	ts, _ := ParseUnitFile(tf[0].Data)

@@ -112,6 +112,9 @@ func (t *timerState) start() error {
 		return err
 	}
 	t.spec, t.cals, t.active = spec, cals, true
+	if st := t.u.s.readStamp(t.u.name); st.After(t.last) {
+		t.last = st // refreshed by the agent (a run over maxLateness skipped)
+	}
 	t.u.update(func(st *status) { st.Result = ResultSuccess })
 	t.catchUp()
 	t.schedule()

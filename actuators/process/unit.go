@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"resil.dev/resil/actuators"
+	"resil.dev/resil/desired"
 )
 
 // Results, as systemd's Result= property.
@@ -124,6 +125,7 @@ const (
 	phRunning                  // active/running
 	phStopping                 // deactivating: signal sent, waiting for exit
 	phAutoRestart              // activating/auto-restart: waiting the restart delay
+	phRetryWait                // activating/start: a job waits between attempts of one run
 )
 
 // runner is the state of one service's goroutine; only that goroutine touches it.
@@ -139,6 +141,7 @@ type runner struct {
 	isCheck  bool
 	checkIdx int
 	checkTry int
+	attempt  int // a job's attempt within the current run, from 1
 	lock     *os.File
 
 	requested        bool // the current process is being stopped on request
@@ -322,7 +325,7 @@ func (r *runner) command(ctx context.Context, c command) {
 		switch r.phase {
 		case phIdle:
 			c.answer(actuators.Unchanged, nil)
-		case phLock, phCheckWait, phAutoRestart:
+		case phLock, phCheckWait, phAutoRestart, phRetryWait:
 			r.stopTimer()
 			r.releaseLock()
 			r.answerStarts(actuators.Unchanged, errors.New("start canceled by stop"))
@@ -344,7 +347,7 @@ func (r *runner) command(ctx context.Context, c command) {
 		case phIdle:
 			r.wait(c, &r.startWaiters)
 			r.beginStart(ctx)
-		case phLock, phCheckWait, phAutoRestart:
+		case phLock, phCheckWait, phAutoRestart, phRetryWait:
 			r.stopTimer()
 			r.releaseLock()
 			r.wait(c, &r.startWaiters)
@@ -385,6 +388,7 @@ func (r *runner) beginStart(ctx context.Context) {
 	}
 	r.spec, r.hash = spec, hash
 	r.autoRestart = false
+	r.attempt = 1
 	r.startAttempt(ctx)
 }
 
@@ -602,6 +606,8 @@ func (r *runner) timerFired(ctx context.Context) {
 		r.lockThenRun(ctx)
 	case phCheckWait:
 		r.checkOrMain(ctx)
+	case phRetryWait:
+		r.lockThenRun(ctx)
 	case phAutoRestart:
 		// Like systemd, an automatic restart runs the latest loaded spec.
 		if spec, hash := r.u.current(); spec != nil && (spec != r.spec || hash != r.hash) {
@@ -727,6 +733,18 @@ func (r *runner) exited(ctx context.Context, es exitStatus) {
 	r.u.update(func(st *status) {
 		st.ExecMainStatus, st.MainPID, st.ExecMainExit, st.SpecHash = es.execMainStatus(), 0, exitAt, ""
 	})
+	if rt := r.spec.Retry; !clean && !r.requested && rt != nil && r.attempt < rt.Attempts {
+		// A job's retry stays within the run: still activating, no
+		// restart counted, the schedule untouched (like the retry loop
+		// the systemd backend renders).
+		r.log.Warn("job attempt failed, retrying", zap.Int("pid", p.rec.PID), zap.String("result", result),
+			zap.Int32("status", es.execMainStatus()), zap.Int("attempt", r.attempt), zap.Int("attempts", rt.Attempts))
+		r.attempt++
+		r.phase = phRetryWait
+		r.set("activating", "start", nil)
+		r.setTimer(desired.RetryDelay(rt))
+		return
+	}
 	d, delay, reason := r.tracker.Decide(clean, r.requested)
 	r.log.Info("process exited", zap.Int("pid", p.rec.PID), zap.String("result", result),
 		zap.Int32("status", es.execMainStatus()), zap.Stringer("decision", d), zap.String("reason", string(reason)))
@@ -798,6 +816,7 @@ func (r *runner) adopt(ctx context.Context, rec *procRecord) {
 	r.spec = r.u.loaded()
 	r.hash = rec.SpecHash
 	r.tracker = NewTracker(*r.spec.Restart, r.u.s.now)
+	r.attempt = 1
 	exit := make(chan exitStatus, 1)
 	p := &child{rec: *rec, exit: exit}
 	for _, path := range []string{rec.Stdout, rec.Stderr} {

@@ -138,11 +138,8 @@ func TestProcessBackendBrokenManifestNotPruned(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			if c.owner == "on" && os.Geteuid() != 0 {
-				if os.Getenv(sandbox.RequireEnv) == "1" {
-					t.Fatalf("the owner check needs root (%s=1)", sandbox.RequireEnv)
-				}
-				t.Skip("the owner check applies as root")
+			if c.owner == "on" {
+				sandbox.RequireRoot(t, "for the owner check")
 			}
 			e := newProcEnv(t)
 			e.write("web.yaml", procWeb)
@@ -269,12 +266,7 @@ func TestProcessBackendEscapeHatch(t *testing.T) {
 		}
 	})
 	t.Run("User honoured", func(t *testing.T) {
-		if os.Geteuid() != 0 {
-			if os.Getenv(sandbox.RequireEnv) == "1" {
-				t.Fatalf("setuid needs root (%s=1)", sandbox.RequireEnv)
-			}
-			t.Skip("setuid needs root")
-		}
+		sandbox.RequireRoot(t, "for setuid")
 		e := newProcEnv(t)
 		e.write("web.yaml", procWeb+"  systemd: {Service: {User: nobody}}\n")
 		if out, code := e.cli("apply"); code != 0 {

@@ -1,0 +1,58 @@
+#!/bin/sh
+# Installs Debian's PostgreSQL 15 (package postgresql) for the e2e scenario
+# suite (e2e/postgres_test.go), run by scripts/test-deps.sh (`make test`,
+# .ci/run) when it is missing, without ever starting or creating a host
+# cluster:
+#   - a policy-rc.d that exits 101 is in place during the install, so no
+#     service is started (an existing policy that already does so is kept;
+#     any other is put back afterwards);
+#   - postgresql-common is installed first and create_main_cluster is set to
+#     false, so postgresql-15's postinst creates no "main" cluster.
+# The tests run their own postgres (initdb into a temp dir, under resil).
+# RESIL_POLICY_RC_D and RESIL_CREATECLUSTER_CONF override the two paths (for
+# the script's own test).
+set -eu
+
+policy=${RESIL_POLICY_RC_D:-/usr/sbin/policy-rc.d}
+conf=${RESIL_CREATECLUSTER_CONF:-/etc/postgresql-common/createcluster.conf}
+
+if [ "$(dpkg-query -W -f='${db:Status-Status}' postgresql 2>/dev/null)" = installed ]; then
+	exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+	echo "postgres-deps: postgresql missing. As root: scripts/postgres-deps.sh" >&2
+	exit 0
+fi
+
+restore=""
+if [ -e "$policy" ] || [ -L "$policy" ]; then
+	if ! grep -qx 'exit 101' "$policy" 2>/dev/null; then
+		mv "$policy" "$policy.resil-saved"
+		restore=move
+	fi
+else
+	restore=remove
+fi
+cleanup() {
+	case "$restore" in
+	move) mv -f "$policy.resil-saved" "$policy" ;;
+	remove) rm -f "$policy" ;;
+	esac
+}
+trap cleanup EXIT
+trap 'exit 1' HUP INT TERM
+if [ -n "$restore" ]; then
+	printf '#!/bin/sh\n# resil test deps: start no service while installing\nexit 101\n' >"$policy"
+	chmod 0755 "$policy"
+fi
+
+echo "postgres-deps: installing postgresql (no service started, no cluster created)"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends postgresql-common >/dev/null
+if grep -Eq '^[#[:space:]]*create_main_cluster' "$conf"; then
+	sed -i -E 's/^[#[:space:]]*create_main_cluster.*/create_main_cluster = false/' "$conf"
+else
+	echo 'create_main_cluster = false' >>"$conf"
+fi
+apt-get install -y -qq --no-install-recommends postgresql >/dev/null
