@@ -36,7 +36,10 @@
 // leader (or to the process holding its stdout FIFO, should it have
 // rewritten its environment), and stops every marked process that is not of
 // an adopted launch (strays: a lost row, an orphaned pre-start check). It
-// also removes temporary files and FIFOs a killed agent left behind. So a
+// also removes temporary files and FIFOs a killed agent left behind. Ready
+// is closed only once every unit has its first status (adopted processes
+// active), so the agent's first pass never takes an adopted service for
+// stopped: it neither starts it again nor prunes it without a stop. So a
 // service whose manifest did not change keeps its PID across any number of
 // kill -9s, and none runs twice.
 //
