@@ -955,6 +955,10 @@ func (tr *torture) checkpoint() {
 		tr.violate(v, obs)
 	}
 	tr.rebase(obs)
+	if tr.size.full {
+		tr.t.Logf("checkpoint %d: %d operations, %d kill -9, %s, %d violations", tr.checkpoints, tr.ops, tr.kills,
+			time.Since(tr.begin).Round(time.Second), len(v))
+	}
 	if tr.badCheckpoints >= tortureMaxBad() {
 		tr.summary()
 		tr.t.Fatalf("stopping after %d checkpoints with violations", tr.badCheckpoints)
