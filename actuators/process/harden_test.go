@@ -30,6 +30,20 @@ func startProc(t *testing.T, env []string, attr *syscall.SysProcAttr, argv ...st
 	return cmd
 }
 
+// killedBy sends cmd SIGUSR1 (fatal: no handler) and returns the signal it
+// died of: a fatal signal sent before (SIGTERM, SIGKILL) fixed the exit
+// status when it was sent, so anything else means someone signalled it.
+func killedBy(t *testing.T, cmd *exec.Cmd) syscall.Signal {
+	t.Helper()
+	_ = cmd.Process.Signal(syscall.SIGUSR1)
+	_ = cmd.Wait()
+	ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if !ok || !ws.Signaled() {
+		t.Fatalf("%v: not killed by a signal: %v", cmd.Args, cmd.ProcessState)
+	}
+	return ws.Signal()
+}
+
 func mode(t *testing.T, path string) os.FileMode {
 	t.Helper()
 	fi, err := os.Stat(path)
@@ -45,32 +59,38 @@ func mode(t *testing.T, path string) os.FileMode {
 // is random, not derived from the path.
 func TestStateFilesPrivate(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	os.Chmod(dir, 0o755)
-	writeTable(t, dir, map[string]procRecord{}) // an older agent's table, 0644
-	h := newHarness(t, dir, Options{})
-	h.run()
-	h.install(service("svc", desired.ServiceSpec{Command: sh(`exec sleep 1000`)}), true)
-	h.apply(context.Background(), actuators.Step{Op: actuators.OpStart, Unit: "svc.service"})
-	for path, want := range map[string]os.FileMode{
-		dir: 0o711, filepath.Join(dir, "run"): 0o711,
-		filepath.Join(dir, "processes.json"): 0o600, filepath.Join(dir, idFile): 0o600,
-	} {
-		if got := mode(t, path); got != want {
-			t.Errorf("%s: mode %v, want %v", path, got, want)
+	for _, older := range []bool{false, true} {
+		dir := t.TempDir()
+		if older { // an older agent's state dir and table, world-readable
+			os.Chmod(dir, 0o755)
+			writeTable(t, dir, map[string]procRecord{})
+			os.Chmod(filepath.Join(dir, "processes.json"), 0o644)
 		}
-	}
-	id, err := readStateID(dir)
-	if err != nil || id != h.s.id || id == legacyStateID(h.s.dir) {
-		t.Fatalf("supervisor id %q (%v), supervisor has %q", id, err, h.s.id)
-	}
-	// The ID survives agents.
-	h.abandon()
-	h2 := newHarness(t, dir, Options{})
-	h2.run()
-	h2.waitUnit("svc.service", "adopted", isActive)
-	if h2.s.id != id {
-		t.Fatalf("id changed from %q to %q", id, h2.s.id)
+		h := newHarness(t, dir, Options{})
+		h.run()
+		h.install(service("svc", desired.ServiceSpec{Command: sh(`exec sleep 1000`)}), true)
+		h.apply(context.Background(), actuators.Step{Op: actuators.OpStart, Unit: "svc.service"})
+		for path, want := range map[string]os.FileMode{
+			dir: 0o711, filepath.Join(dir, "run"): 0o711,
+			filepath.Join(dir, "processes.json"): 0o600, filepath.Join(dir, idFile): 0o600,
+		} {
+			if got := mode(t, path); got != want {
+				t.Errorf("older %v: %s: mode %v, want %v", older, path, got, want)
+			}
+		}
+		id, err := readStateID(dir)
+		if err != nil || id != h.s.id || id == legacyStateID(h.s.dir) {
+			t.Fatalf("supervisor id %q (%v), supervisor has %q", id, err, h.s.id)
+		}
+		// The ID survives agents.
+		h.abandon()
+		h2 := newHarness(t, dir, Options{})
+		h2.run()
+		h2.waitUnit("svc.service", "adopted", isActive)
+		if h2.s.id != id {
+			t.Fatalf("id changed from %q to %q", id, h2.s.id)
+		}
+		h2.stopUnits()
 	}
 }
 
@@ -153,8 +173,8 @@ func TestStrayInForeignGroupSignalledAlone(t *testing.T) {
 	h := newHarness(t, dir, Options{})
 	h.run()
 	waitFor(t, "stray stopped", func() bool { return !alive(stray.Process.Pid) })
-	if !alive(victim.Process.Pid) {
-		t.Fatal("the group the stray joined was signalled")
+	if sig := killedBy(t, victim); sig != syscall.SIGUSR1 {
+		t.Fatalf("the group the stray joined got %v", sig)
 	}
 }
 
@@ -182,8 +202,8 @@ func TestStopStraysChecksGroupAndQuit(t *testing.T) {
 	quit := make(chan struct{})
 	close(quit)
 	s.stopStrays(quit, marks, map[string]bool{}, map[int]bool{})
-	if !alive(pg) {
-		t.Fatal("a group none of the strays is in any more was signalled")
+	if sig := killedBy(t, victim); sig != syscall.SIGUSR1 {
+		t.Fatalf("a group none of the strays is in any more got %v", sig)
 	}
 
 	// A stray ignoring SIGTERM: the agent stopping (quit) does not wait for
@@ -197,8 +217,8 @@ func TestStopStraysChecksGroupAndQuit(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.stopStrays(quit, []marked{{pid: sp, pgid: sp, start: sst.StartTime, unit: "y.service", nonce: newNonce()}}, map[string]bool{}, map[int]bool{})
-	if !alive(sp) {
-		t.Fatal("a stray was killed although the agent was stopping")
+	if sig := killedBy(t, stubborn); sig != syscall.SIGUSR1 {
+		t.Fatalf("stray got %v", sig)
 	}
 }
 
