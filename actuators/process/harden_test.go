@@ -37,6 +37,9 @@ func killedBy(t *testing.T, cmd *exec.Cmd) syscall.Signal {
 	t.Helper()
 	_ = cmd.Process.Signal(syscall.SIGUSR1)
 	_ = cmd.Wait()
+	if cmd.ProcessState == nil {
+		t.Fatalf("%v was reaped by someone else: it was signalled", cmd.Args)
+	}
 	ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
 	if !ok || !ws.Signaled() {
 		t.Fatalf("%v: not killed by a signal: %v", cmd.Args, cmd.ProcessState)
@@ -67,9 +70,9 @@ func TestStateFilesPrivate(t *testing.T) {
 			os.Chmod(filepath.Join(dir, "processes.json"), 0o644)
 		}
 		h := newHarness(t, dir, Options{})
-		h.run()
 		h.install(service("svc", desired.ServiceSpec{Command: sh(`exec sleep 1000`)}), true)
-		h.apply(context.Background(), actuators.Step{Op: actuators.OpStart, Unit: "svc.service"})
+		h.run()
+		h.waitUnit("svc.service", "running", isActive)
 		for path, want := range map[string]os.FileMode{
 			dir: 0o711, filepath.Join(dir, "run"): 0o711,
 			filepath.Join(dir, "processes.json"): 0o600, filepath.Join(dir, idFile): 0o600,
@@ -300,4 +303,26 @@ func TestInterruptedRestartOfLiveProcessCompleted(t *testing.T) {
 		t.Fatalf("old process %d alive beside %d", u1.MainPID, u2.MainPID)
 	}
 	h2.stopUnits()
+}
+
+// Upgrading from an agent whose supervisor ID was the state dir's hash:
+// the first new agent still resolves that agent's intent to its launch.
+func TestLegacyMarkersAcceptedOnUpgrade(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	h := newHarness(t, dir, Options{})
+	h.install(service("svc", desired.ServiceSpec{Command: sh(`exec sleep 1000`)}), true)
+	os.Remove(filepath.Join(dir, idFile)) // written by the install: the old agent had none
+	nonce := newNonce()
+	writeTable(t, dir, map[string]procRecord{"svc.service": {Unit: "svc.service", Nonce: nonce, Started: 1}})
+	old := startProc(t, []string{envInvocation + "=" + nonce, envSupervisor + "=" + legacyStateID(h.s.dir), envUnit + "=svc.service"},
+		&syscall.SysProcAttr{Setpgid: true}, "/bin/sleep", "1000")
+	h2 := newHarness(t, dir, Options{})
+	h2.run()
+	if u := h2.waitUnit("svc.service", "running", isActive); int(u.MainPID) != old.Process.Pid {
+		t.Fatalf("pid %d, want the old agent's launch %d", u.MainPID, old.Process.Pid)
+	}
+	if h2.s.id == legacyStateID(h2.s.dir) {
+		t.Fatal("the new agent kept the guessable id")
+	}
 }
