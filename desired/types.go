@@ -171,6 +171,10 @@ type ServiceSpec struct {
 	Hosts          *HostSelector                `json:"hosts,omitempty"`
 	Alert          *Alert                       `json:"alert,omitempty"`
 	Systemd        map[string]map[string]string `json:"systemd,omitempty"`
+	// TakeOver lets resil replace a unit of the same name that systemd has
+	// from elsewhere (a vendor unit in /lib/systemd/system, a runtime one
+	// in /run/systemd/system); see Object.TakesOver.
+	TakeOver bool `json:"takeOver,omitempty"`
 }
 
 // RestartSpec is the restart policy of a service.
@@ -266,6 +270,8 @@ type TimerSpec struct {
 	Drift   DriftPolicy                  `json:"drift,omitempty"`
 	Hosts   *HostSelector                `json:"hosts,omitempty"`
 	Systemd map[string]map[string]string `json:"systemd,omitempty"`
+	// TakeOver: as ServiceSpec.TakeOver, for the timer and its job.
+	TakeOver bool `json:"takeOver,omitempty"`
 }
 
 // Retry is how an inline timer job retries: Attempts is the total number of
@@ -281,6 +287,22 @@ type WatchdogSpec struct {
 	RebootTimeout  Duration      `json:"rebootTimeout,omitempty"`
 	Device         string        `json:"device,omitempty"`
 	Hosts          *HostSelector `json:"hosts,omitempty"`
+}
+
+// TakesOver reports whether the object may replace units of its names that
+// systemd has from elsewhere (spec.takeOver). Without it such a unit is a
+// ForeignUnitConflict and resil writes nothing for the object. With it,
+// resil writes its own unit to the unit directory (/etc/systemd/system),
+// which systemd loads instead of the vendor file, and pruning removes only
+// that file, so the vendor unit is in force again.
+func (o *Object) TakesOver() bool {
+	switch {
+	case o.Service != nil:
+		return o.Service.TakeOver
+	case o.Timer != nil:
+		return o.Timer.TakeOver
+	}
+	return false
 }
 
 // IsEnabled reports the effective enabled flag (default true).

@@ -30,18 +30,37 @@ type Unit struct {
 	// Owner is the object ID from the file's X-Resil-Object marker ("" when not ours).
 	Owner string `json:"owner,omitempty"`
 
-	LoadState     string `json:"loadState"`     // loaded, not-found, masked, error
-	ActiveState   string `json:"activeState"`   // active, inactive, failed, activating, deactivating, reloading
-	SubState      string `json:"subState"`      // running, dead, exited, auto-restart, ...
-	Result        string `json:"result"`        // success, exit-code, signal, watchdog, start-limit-hit, ...
-	UnitFileState string `json:"unitFileState"` // enabled, disabled, static, linked, ...
+	LoadState   string `json:"loadState"`   // loaded, not-found, masked, error
+	ActiveState string `json:"activeState"` // active, inactive, failed, activating, deactivating, reloading
+	SubState    string `json:"subState"`    // running, dead, exited, auto-restart, ...
+	Result      string `json:"result"`      // success, exit-code, signal, watchdog, start-limit-hit, ...
+	// UnitFileState is the enablement as the unit files and symlinks on
+	// disk say now (systemd: ListUnitFilesByPatterns, not the property of
+	// the same name, which only daemon-reload refreshes): enabled,
+	// enabled-runtime, disabled, static, masked, linked, ...; "" when the
+	// name has no unit file.
+	UnitFileState string `json:"unitFileState"`
 	FragmentPath  string `json:"fragmentPath,omitempty"`
 	// DropInPaths are every drop-in systemd loaded for the unit.
 	DropInPaths []string `json:"dropInPaths,omitempty"`
 	// DropIns holds the bytes of each drop-in on disk, by path.
 	DropIns map[string][]byte `json:"-"`
-	// NeedDaemonReload is systemd's "unit file changed on disk" flag.
+	// NeedDaemonReload is systemd's "unit file changed on disk" flag, or a
+	// drop-in on disk that systemd has not loaded (systemd 252 notices one
+	// in a directory created since its last load only once its path cache
+	// is refreshed, so its flag alone is not a stable reading).
 	NeedDaemonReload bool `json:"needDaemonReload,omitempty"`
+	// VendorPaths are the other files systemd could load for this unit
+	// name, in its search order: a vendor unit (/lib/systemd/system,
+	// /usr/lib/systemd/system), a runtime, transient or generated one under
+	// /run, or a symlink (alias, mask, link) at Path. Empty when resil's
+	// file (or nothing) is all there is. resil writes nothing for such a
+	// unit unless its manifest takes it over (spec.takeOver).
+	VendorPaths []string `json:"vendorPaths,omitempty"`
+	// VendorOverrides says the first of VendorPaths wins over a file at
+	// Path (it comes earlier in systemd's search path, or is a symlink at
+	// Path): a file resil writes would not be the one systemd loads.
+	VendorOverrides bool `json:"vendorOverrides,omitempty"`
 	// PendingJob says a job for the unit is queued (e.g. a timer's start
 	// waiting for the units it is ordered after).
 	PendingJob bool `json:"pendingJob,omitempty"`

@@ -205,6 +205,10 @@ type fileState struct {
 	written bool // a write step was planned
 	isNew   bool // there was no file before
 	blocked bool // a foreign file sits there: leave the object alone
+	// edited: the file was edited out of band and left as is (drift
+	// policy report); its newer mtime or hash says nothing about a lost
+	// restart, so no stale-process restart is planned from it.
+	edited bool
 }
 
 // syncFile plans the write of one rendered unit file.
@@ -228,6 +232,20 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 			return fileState{blocked: true}
 		}
 	}
+	if u != nil && len(u.VendorPaths) > 0 {
+		vendor := strings.Join(u.VendorPaths, ", ")
+		switch {
+		case u.VendorPaths[0] == path:
+			p.find(id, f.Name, ReasonConflict, fmt.Sprintf("%s is a symlink (a mask, an alias or a linked unit), not a file resil may replace; leaving it alone", path), true, false)
+			return fileState{blocked: true}
+		case u.VendorOverrides:
+			p.find(id, f.Name, ReasonConflict, fmt.Sprintf("%s already provides %s and takes precedence over %s; leaving it alone", vendor, f.Name, path), true, false)
+			return fileState{blocked: true}
+		case !o.TakesOver():
+			p.find(id, f.Name, ReasonConflict, fmt.Sprintf("%s already provides %s; leaving it alone (spec.takeOver: true replaces it with resil's unit)", vendor, f.Name), true, false)
+			return fileState{blocked: true}
+		}
+	}
 	p.foreignDropIns(o, u)
 	if cur != nil && bytes.Equal(cur, f.Data) {
 		if u.NeedDaemonReload {
@@ -244,7 +262,7 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 			msg := fmt.Sprintf("%s was edited out of band (%s)", path, firstDifference(cur, f.Data))
 			if o.DriftPolicy() == desired.DriftReport {
 				p.find(id, f.Name, ReasonFileEdited, msg+"; drift policy report: left as is", true, false)
-				return fileState{}
+				return fileState{edited: true}
 			}
 			p.find(id, f.Name, ReasonFileEdited, msg+"; restoring", true, true)
 			reason = "edited out of band, restoring"
@@ -314,10 +332,19 @@ func (p *planner) service(o *desired.Object) {
 	}
 	p.watchdogKill(o, f.Name, u)
 	report := o.DriftPolicy() == desired.DriftReport
-	p.enable(o, f.Name, s.IsEnabled(), fs, u)
+	p.enable(o, f.Name, s.IsEnabled() && !p.static(f.Data), fs, u)
 	switch s.DesiredState() {
 	case desired.StateRunning:
 		switch {
+		case fs.isNew && u.Active():
+			// A unit taken over from a vendor file runs the vendor's
+			// version; one still running after its file was removed runs
+			// a version that is gone.
+			why := "running without a unit file"
+			if len(u.VendorPaths) > 0 {
+				why = "taken over from " + strings.Join(u.VendorPaths, ", ")
+			}
+			p.rt(actuators.OpRestart, o, f.Name, why)
 		case fs.isNew || u == nil:
 			p.rt(actuators.OpStart, o, f.Name, "new unit")
 		case u.ActiveState == "failed":
@@ -333,7 +360,7 @@ func (p *planner) service(o *desired.Object) {
 			p.rt(actuators.OpRestart, o, f.Name, "unit file changed")
 		case fs.written:
 			p.rt(actuators.OpStart, o, f.Name, u.ActiveState+", want active")
-		case u.Active() && u.StaleProcess:
+		case u.Active() && u.StaleProcess && !fs.edited:
 			p.find(o.ID(), f.Name, ReasonStaleProcess, f.Name+" runs a process started from an older unit file; restarting", true, true)
 			p.rt(actuators.OpRestart, o, f.Name, "running process started from an older unit file")
 		case u.ActiveState == "inactive" || u.ActiveState == "":
@@ -359,11 +386,26 @@ func orDash(s string) string {
 	return s
 }
 
+// static reports whether a rendered systemd unit has no [Install] section
+// (wantedBy: []): systemd cannot enable it, so wanting it enabled means
+// nothing, and an enable step would fail on every pass. (Process-backend
+// files have no sections; enabled means started with the agent there.)
+func (p *planner) static(data []byte) bool {
+	if p.in.Observed == nil || p.in.Observed.Backend != "systemd" {
+		return false
+	}
+	return !bytes.HasPrefix(data, []byte("[Install]\n")) && !bytes.Contains(data, []byte("\n[Install]\n"))
+}
+
 // enable plans enable/disable; drift in the enablement is reported too.
 func (p *planner) enable(o *desired.Object, unit string, want bool, fs fileState, u *observed.Unit) {
 	switch {
 	case want && (fs.isNew || u == nil):
-		p.rt(actuators.OpEnable, o, unit, "new unit")
+		// A unit taken over from an enabled vendor unit is enabled already
+		// (the symlink names the unit, not the file).
+		if !u.Enabled() {
+			p.rt(actuators.OpEnable, o, unit, "new unit")
+		}
 	case want && !u.Enabled():
 		if u.UnitFileState != "" && !fs.written && u.UnitFileState != "enabled" {
 			msg := fmt.Sprintf("%s is %s, want enabled", unit, u.UnitFileState)
@@ -400,7 +442,7 @@ func (p *planner) timer(o *desired.Object) {
 	u := p.unit(name)
 	isNew := u == nil || u.File == nil
 	fs := fileState{written: written, isNew: isNew}
-	p.enable(o, name, t.IsEnabled(), fs, u)
+	p.enable(o, name, t.IsEnabled() && !p.static(timerFile.Data), fs, u)
 	// The job is the timer's business: an inactive job between runs is not
 	// drift; a failed last run is a finding.
 	job := t.TriggeredService(o.Metadata.Name)
@@ -422,6 +464,13 @@ func (p *planner) timer(o *desired.Object) {
 		return
 	}
 	switch {
+	case isNew && written && u.Active():
+		p.catchUp(o, name, u)
+		why := "running without a unit file"
+		if len(u.VendorPaths) > 0 {
+			why = "taken over from " + strings.Join(u.VendorPaths, ", ")
+		}
+		p.rt(actuators.OpRestart, o, name, why)
 	case isNew:
 		p.catchUp(o, name, u)
 		p.rt(actuators.OpStart, o, name, "new timer")
@@ -641,11 +690,21 @@ func (p *planner) prune(wanted map[string]bool) {
 			continue
 		}
 		reason := fmt.Sprintf("pruned: %s no longer desired", u.Owner)
-		if u.Active() {
-			p.stops = append(p.stops, actuators.Step{Op: actuators.OpStop, Object: u.Owner, Unit: n, Reason: reason})
-		}
-		if u.Enabled() {
-			p.stops = append(p.stops, actuators.Step{Op: actuators.OpDisable, Object: u.Owner, Unit: n, Reason: reason})
+		if len(u.VendorPaths) > 0 {
+			// A unit taken over from a vendor file: remove only resil's
+			// file; the vendor unit (and its enablement) is in force again,
+			// and a running process is restarted from it.
+			if u.Active() && !u.VendorOverrides {
+				p.runtime = append(p.runtime, actuators.Step{Op: actuators.OpRestart, Object: u.Owner, Unit: n,
+					Reason: reason + "; " + strings.Join(u.VendorPaths, ", ") + " back in force"})
+			}
+		} else {
+			if u.Active() {
+				p.stops = append(p.stops, actuators.Step{Op: actuators.OpStop, Object: u.Owner, Unit: n, Reason: reason})
+			}
+			if u.Enabled() {
+				p.stops = append(p.stops, actuators.Step{Op: actuators.OpDisable, Object: u.Owner, Unit: n, Reason: reason})
+			}
 		}
 		path := u.Path
 		if path == "" {

@@ -35,6 +35,8 @@ type obsUnit struct {
 	NeedDaemonReload bool              `json:"needDaemonReload"`
 	StaleProcess     bool              `json:"staleProcess"`
 	DropIns          map[string]string `json:"dropIns"`
+	VendorPaths      []string          `json:"vendorPaths"`
+	VendorOverrides  bool              `json:"vendorOverrides"`
 	// Timers and jobs: times as RFC 3339; stamp is the Persistent= stamp
 	// file's mtime (the observer sets StampPath for every timer).
 	ExecMainExitTimestamp string `json:"execMainExitTimestamp"`
@@ -167,7 +169,8 @@ func TestPlanGolden(t *testing.T) {
 				ou := &observed.Unit{Name: name, Path: filepath.Join(unitDir, name), LoadState: u.LoadState, ActiveState: u.ActiveState,
 					SubState: u.SubState, Result: u.Result, UnitFileState: u.UnitFileState, NRestarts: u.NRestarts,
 					ExecMainStatus: u.ExecMainStatus, NeedDaemonReload: u.NeedDaemonReload, StaleProcess: u.StaleProcess,
-					ExecMainExitTimestamp: usecOf(t, u.ExecMainExitTimestamp), PendingJob: u.PendingJob}
+					ExecMainExitTimestamp: usecOf(t, u.ExecMainExitTimestamp), PendingJob: u.PendingJob,
+					VendorPaths: u.VendorPaths, VendorOverrides: u.VendorOverrides}
 				if strings.HasSuffix(name, ".timer") && backend == "systemd" {
 					ou.StampPath = "/var/lib/systemd/timers/stamp-" + name
 					ou.StampUSec = usecOf(t, u.Stamp)

@@ -50,7 +50,10 @@
 // those.) A row being stopped when the agent was killed is finished: a
 // stop stands even when the process exited meanwhile (the unit is not
 // started again), a restart is completed. It also removes temporary files
-// and FIFOs a killed agent left behind. So a
+// and FIFOs a killed agent left behind. Ready is closed only once every
+// unit has its first status (adopted processes active), so the agent's
+// first pass never takes an adopted service for stopped: it neither starts
+// it again nor prunes it without a stop. So a
 // service whose manifest did not change keeps its PID across any number of
 // kill -9s, and none runs twice.
 //

@@ -133,7 +133,10 @@ func (s *Supervisor) observeUnit(name string, live bool, snap *snapshot, table m
 	// The planner restarts a process started from an older version of the
 	// file on disk (a restart lost to a crash after the write, or a file
 	// written and not yet acted on); the supervisor never does it itself.
-	ou.StaleProcess = us.MainPID != 0 && us.SpecHash != "" && ou.File != nil && us.SpecHash != fileHash(ou.File)
+	// Only an intact resil file counts: a hand-edited one is drift of its
+	// own (FileEdited), restored or reported by the planner.
+	_, intact := desired.HashOf(ou.File)
+	ou.StaleProcess = us.MainPID != 0 && us.SpecHash != "" && ou.File != nil && intact && us.SpecHash != fileHash(ou.File)
 	if spec != nil && spec.Timer != nil {
 		ou.Triggers = []string{spec.Timer.Unit}
 	}

@@ -64,6 +64,10 @@ func (s *Supervisor) writeSnapshot() {
 	s.mu.Lock()
 	for n, u := range s.units {
 		st := u.status()
+		if st.ActiveState == "" {
+			// Its goroutine has not adopted yet: readers go by the table.
+			continue
+		}
 		snap.Units[n] = unitStatus{
 			ActiveState: st.ActiveState, SubState: st.SubState, Result: st.Result, NRestarts: st.NRestarts,
 			MainPID: st.MainPID, ExecMainStatus: st.ExecMainStatus, ExecMainStart: st.ExecMainStart,

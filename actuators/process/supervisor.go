@@ -247,7 +247,11 @@ func (s *Supervisor) wake() {
 // recorded process on the first load, when marks are this supervisor's
 // processes found in /proc); changed files replace the loaded spec, which a
 // running process only picks up when it is next started (manually or by
-// its restart policy).
+// its restart policy). It returns once every new unit's goroutine has set
+// the unit's first status (an adopted process is active): Ready follows
+// the first load, and an Observe after it must see what runs, or the
+// planner would start an adopted unit again, or prune one without stopping
+// its process; nor may a later reload unload a unit before it adopted.
 func (s *Supervisor) reload(ctx context.Context, wg *sync.WaitGroup, first bool, marks []marked) (bool, error) {
 	ents, err := os.ReadDir(s.unitDir)
 	if err != nil {
@@ -257,6 +261,12 @@ func (s *Supervisor) reload(ctx context.Context, wg *sync.WaitGroup, first bool,
 	adopted := map[string]bool{}
 	changed := false
 	var errs []error
+	var inits []chan struct{}
+	defer func() {
+		for _, c := range inits {
+			<-c
+		}
+	}()
 	for _, e := range ents {
 		name := e.Name()
 		if strings.HasPrefix(name, ".") || !(strings.HasSuffix(name, ".service") || strings.HasSuffix(name, ".timer")) {
@@ -308,13 +318,15 @@ func (s *Supervisor) reload(ctx context.Context, wg *sync.WaitGroup, first bool,
 			adopt = s.adoptable(name, spec)
 			adopted[name] = adopt != nil
 		}
+		initialized := make(chan struct{})
+		inits = append(inits, initialized)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if strings.HasSuffix(name, ".timer") {
-				u.runTimer(ctx)
+				u.runTimer(ctx, initialized)
 			} else {
-				u.runService(ctx, adopt)
+				u.runService(ctx, spec, adopt, initialized)
 			}
 		}()
 	}

@@ -35,8 +35,9 @@ type timerState struct {
 
 // runTimer is the goroutine of one timer unit: while active it sleeps until
 // the next elapse and then asks the target unit to start (ignored when that
-// unit is already running, so a job never runs twice at once).
-func (u *unit) runTimer(ctx context.Context) {
+// unit is already running, so a job never runs twice at once). It closes
+// initialized once the timer's first status is set.
+func (u *unit) runTimer(ctx context.Context, initialized chan<- struct{}) {
 	t := &timerState{u: u, log: u.s.log.With(zap.String("unit", u.name)), last: u.s.readStamp(u.name)}
 	defer t.stop()
 	u.update(func(st *status) {
@@ -45,6 +46,7 @@ func (u *unit) runTimer(ctx context.Context) {
 			st.ActiveState, st.SubState = "inactive", "dead"
 		}
 	})
+	close(initialized)
 	for {
 		select {
 		case <-ctx.Done():

@@ -168,15 +168,25 @@ type runner struct {
 	unwatch  func() // stops an adopted process's pidfd watch
 }
 
-// runService is the goroutine of one service unit. It returns when ctx is
-// done, leaving any process running (the supervisor stops processes before
-// cancelling ctx when it should).
-func (u *unit) runService(ctx context.Context, adopt *procRecord) {
+// testHookBeforeInit, set only by tests that run alone, delays each new
+// service goroutine before it sets its first status (a unit goroutine
+// scheduled late).
+var testHookBeforeInit func()
+
+// runService is the goroutine of one service unit. It adopts adopt (a
+// process started from spec, the unit's spec when it was loaded), sets the
+// unit's first status, closes initialized, and serves commands. It returns
+// when ctx is done, leaving any process running (the supervisor stops
+// processes before cancelling ctx when it should).
+func (u *unit) runService(ctx context.Context, spec *Spec, adopt *procRecord, initialized chan<- struct{}) {
 	bgCtx, cancel := context.WithCancel(ctx)
 	r := &runner{u: u, log: u.s.log.With(zap.String("unit", u.name)), notifyCh: make(chan notifyMsg, 16), bgCancel: cancel}
 	defer r.shutdown()
-	if adopt != nil {
-		r.adopt(bgCtx, adopt)
+	if testHookBeforeInit != nil {
+		testHookBeforeInit()
+	}
+	if adopt != nil && spec != nil {
+		r.adopt(bgCtx, spec, adopt)
 	} else {
 		u.update(func(st *status) {
 			if st.ActiveState == "" {
@@ -184,6 +194,7 @@ func (u *unit) runService(ctx context.Context, adopt *procRecord) {
 			}
 		})
 	}
+	close(initialized)
 	for {
 		var exitC <-chan exitStatus
 		if r.proc != nil {
@@ -829,9 +840,10 @@ func (r *runner) fail(result string, err error) {
 // adopt takes over a process a previous agent started (same PID and start
 // time). It keeps running what it was started from (rec.SpecHash): a newer
 // unit file on disk is the planner's business (StaleProcess), never a
-// restart the supervisor decides on its own.
-func (r *runner) adopt(ctx context.Context, rec *procRecord) {
-	r.spec = r.u.loaded()
+// restart the supervisor decides on its own. spec is the unit's spec at
+// load, not the unit's current one: a reload may have unloaded it since.
+func (r *runner) adopt(ctx context.Context, spec *Spec, rec *procRecord) {
+	r.spec = spec
 	r.hash = rec.SpecHash
 	r.tracker = NewTracker(*r.spec.Restart, r.u.s.now)
 	r.attempt = 1

@@ -29,6 +29,8 @@ type Client interface {
 	RestartUnitContext(ctx context.Context, name string, mode string, ch chan<- string) (int, error)
 	ResetFailedUnitContext(ctx context.Context, name string) error
 	GetUnitPropertyContext(ctx context.Context, unit string, propertyName string) (*sddbus.Property, error)
+	GetUnitTypePropertyContext(ctx context.Context, unit, unitType, propertyName string) (*sddbus.Property, error)
+	ListUnitFilesByPatternsContext(ctx context.Context, states, patterns []string) ([]sddbus.UnitFile, error)
 	GetManagerPropertyContext(ctx context.Context, name string) (godbus.Variant, error)
 	SetManagerProperty(ctx context.Context, name string, value godbus.Variant) error
 }

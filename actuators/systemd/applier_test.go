@@ -377,7 +377,41 @@ func TestCallHook(t *testing.T) {
 	e := newEnv(t, WithCallHook(func(m string) { seen = append(seen, m) }))
 	e.f.AddUnit(systemdtest.Unit{Name: "worker.service"})
 	e.must(t, unitStep(actuators.OpStart, "worker.service"), actuators.Changed)
-	if want := []string{"Get ActiveState", "start unit"}; strings.Join(seen, ",") != strings.Join(want, ",") || e.a.Calls() != 2 {
+	// The re-check, the job, the effect check.
+	if want := []string{"Get ActiveState", "start unit", "Get ActiveState"}; strings.Join(seen, ",") != strings.Join(want, ",") || e.a.Calls() != 3 {
 		t.Errorf("hook saw %v, Calls() = %d; want %v", seen, e.a.Calls(), want)
+	}
+}
+
+// A step systemd accepts but whose effect is not seen afterwards is an
+// error (ErrNotObserved), never a silent success.
+func TestEffectNotObserved(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		unit  systemdtest.Unit
+		step  actuators.Step
+		check func(*systemdtest.Fake)
+	}{
+		{name: "enable", unit: systemdtest.Unit{Name: "w.service", Inert: true}, step: unitStep(actuators.OpEnable, "w.service")},
+		{name: "disable", unit: systemdtest.Unit{Name: "w.service", UnitFileState: "enabled", Inert: true}, step: unitStep(actuators.OpDisable, "w.service")},
+		{name: "start", unit: systemdtest.Unit{Name: "w.service", Inert: true}, step: unitStep(actuators.OpStart, "w.service")},
+		{name: "stop", unit: systemdtest.Unit{Name: "w.service", ActiveState: "active", SubState: "running", MainPID: 7, Inert: true}, step: unitStep(actuators.OpStop, "w.service")},
+		{name: "restart", unit: systemdtest.Unit{Name: "w.service", ActiveState: "active", SubState: "running", MainPID: 7, ExecMainStartTimestamp: 5, Inert: true}, step: unitStep(actuators.OpRestart, "w.service")},
+		{name: "start fails after done", unit: systemdtest.Unit{Name: "w.service", Inert: true, ActiveState: "inactive", Result: "exit-code"}, step: unitStep(actuators.OpStart, "w.service")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.f.AddUnit(tc.unit)
+			_, err := e.a.Apply(context.Background(), tc.step)
+			if !errors.Is(err, ErrNotObserved) {
+				t.Fatalf("Apply(%s) = %v, want ErrNotObserved", tc.step, err)
+			}
+		})
+	}
+	// The same steps on a unit that does change pass the checks.
+	e := newEnv(t)
+	e.f.AddUnit(systemdtest.Unit{Name: "w.service"})
+	for _, op := range []actuators.Op{actuators.OpEnable, actuators.OpStart, actuators.OpRestart, actuators.OpStop, actuators.OpDisable} {
+		e.must(t, unitStep(op, "w.service"), actuators.Changed)
 	}
 }

@@ -5,6 +5,11 @@
 // already took effect returns (actuators.Unchanged, nil), so the
 // level-triggered loop may retry any step after a failure or a crash.
 //
+// Every Apply also reads its effect back: enablement from the files on disk
+// (ListUnitFilesByPatterns), a unit's state after its job, a new main
+// process after a restart. A step systemd accepted whose effect is not
+// seen fails with ErrNotObserved, never a silent success.
+//
 // The caller owns one long-lived connection (observed/systemd.Dial) shared
 // with the Observer; the Applier never dials.
 package systemd

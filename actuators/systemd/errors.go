@@ -34,6 +34,12 @@ var (
 	// override" and falls back to system.conf(.d); set such values in the
 	// drop-in and daemon-reload instead.
 	ErrNotApplied = errors.New("systemd kept another value")
+	// ErrNotObserved: systemd accepted the step (the call returned, the job
+	// finished "done") but reading the unit back does not show its effect:
+	// an enable after which the unit file is not enabled on disk, a start
+	// after which the unit is failed, a restart that started no new main
+	// process. The step is reported as failed, never as a silent success.
+	ErrNotObserved = errors.New("effect not observed afterwards")
 	// ErrUnknownOp: the step's op is not one this backend knows.
 	ErrUnknownOp = errors.New("unknown op")
 	// ErrInvalidStep: the step lacks a field its op needs, or a value is malformed.

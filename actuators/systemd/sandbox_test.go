@@ -257,3 +257,39 @@ func TestSandboxSetManager(t *testing.T) {
 		t.Errorf("set 0 = %v, want ErrNotApplied naming the drop-in's 30000000", err)
 	}
 }
+
+// An enable that systemd accepts, with changes, but after which the unit is
+// not enabled (its [Install] only has Also=, so systemd enables the other
+// unit and reports this one "indirect") fails with ErrNotObserved; and an
+// enable after the symlink was removed by hand, without a reload, acts and
+// is seen.
+func TestSandboxEnableEffectChecked(t *testing.T) {
+	e := newSandbox(t)
+	ctx := context.Background()
+	write := func(name, content string) {
+		t.Helper()
+		if err := e.sb.WriteFile("/etc/systemd/system/"+name, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("a.service", "[Service]\nExecStart=/bin/sleep infinity\n[Install]\nAlso=b.service\n")
+	write("b.service", "[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n")
+	if _, err := e.sb.Systemctl(ctx, "daemon-reload"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.a.Apply(ctx, actuators.Step{Op: actuators.OpEnable, Unit: "a.service", Reason: "test"})
+	if !errors.Is(err, ErrNotObserved) || res != actuators.Changed {
+		t.Fatalf("enable a.service = %s, %v; want changed and ErrNotObserved", res, err)
+	}
+
+	e.applyAll(t, []actuators.Step{{Op: actuators.OpEnable, Unit: "b.service", Reason: "test"}})
+	if err := e.sb.Remove("/etc/systemd/system/multi-user.target.wants/b.service"); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.applyAll(t, []actuators.Step{{Op: actuators.OpEnable, Unit: "b.service", Reason: "test"}}); r[0] != actuators.Changed {
+		t.Fatalf("enable after the symlink was removed: %s, want changed", r[0])
+	}
+	if r := e.applyAll(t, []actuators.Step{{Op: actuators.OpDisable, Unit: "b.service", Reason: "test"}}); r[0] != actuators.Changed {
+		t.Fatalf("disable: %s, want changed", r[0])
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path"
+	"strings"
 	"time"
 
 	godbus "github.com/godbus/dbus/v5"
@@ -28,7 +30,9 @@ func dbusErrorName(err error) string {
 
 // enable enables the unit file persistently (symlinks in /etc, runtime=false;
 // force replaces symlinks that point elsewhere). systemd's change list is the
-// re-check: an enabled unit yields no changes.
+// re-check: an enabled unit yields no changes. Afterwards the on-disk state
+// is read back (ListUnitFilesByPatterns): unless systemd then reports the
+// unit enabled, the step fails with ErrNotObserved.
 func (a *Applier) enable(ctx context.Context, s actuators.Step) (actuators.Result, error) {
 	if err := checkUnit(s); err != nil {
 		return actuators.Unchanged, err
@@ -38,17 +42,26 @@ func (a *Applier) enable(ctx context.Context, s actuators.Step) (actuators.Resul
 	if err != nil {
 		return actuators.Unchanged, fmt.Errorf("enable %s: %w", s.Unit, err)
 	}
+	res := actuators.Unchanged
 	if len(changes) > 0 {
-		return actuators.Changed, nil
-	}
-	if !install {
+		res = actuators.Changed
+	} else if !install {
 		return actuators.Unchanged, fmt.Errorf("enable %s: %w", s.Unit, ErrNoInstallInfo)
 	}
-	return actuators.Unchanged, nil
+	state, err := a.unitFileState(ctx, s.Unit)
+	if err != nil {
+		return res, fmt.Errorf("enable %s: %w", s.Unit, err)
+	}
+	if state != "enabled" && state != "enabled-runtime" {
+		return res, fmt.Errorf("enable %s: the unit file is %s afterwards: %w", s.Unit, orNone(state), ErrNotObserved)
+	}
+	return res, nil
 }
 
 // disable removes the unit's enablement symlinks in /etc. A unit file that
-// no longer exists counts as disabled: disable before remove.
+// no longer exists counts as disabled: disable before remove. Afterwards
+// the on-disk state is read back: a unit systemd still reports enabled
+// fails with ErrNotObserved.
 func (a *Applier) disable(ctx context.Context, s actuators.Step) (actuators.Result, error) {
 	if err := checkUnit(s); err != nil {
 		return actuators.Unchanged, err
@@ -61,28 +74,87 @@ func (a *Applier) disable(ctx context.Context, s actuators.Step) (actuators.Resu
 		}
 		return actuators.Unchanged, fmt.Errorf("disable %s: %w", s.Unit, err)
 	}
+	res := actuators.Unchanged
 	if len(changes) > 0 {
-		return actuators.Changed, nil
+		res = actuators.Changed
 	}
-	return actuators.Unchanged, nil
+	state, err := a.unitFileState(ctx, s.Unit)
+	if err != nil {
+		return res, fmt.Errorf("disable %s: %w", s.Unit, err)
+	}
+	if state == "enabled" || state == "enabled-runtime" {
+		return res, fmt.Errorf("disable %s: the unit file is %s afterwards: %w", s.Unit, state, ErrNotObserved)
+	}
+	return res, nil
+}
+
+// unitFileState reads a unit's enablement from disk as systemd computes it
+// now ("" when there is no unit file), not the UnitFileState property,
+// which only daemon-reload refreshes.
+func (a *Applier) unitFileState(ctx context.Context, unit string) (string, error) {
+	a.count("ListUnitFilesByPatterns")
+	files, err := a.c.ListUnitFilesByPatternsContext(ctx, nil, []string{unit})
+	if err != nil {
+		return "", fmt.Errorf("read unit file state: %w", err)
+	}
+	for _, f := range files {
+		if path.Base(f.Path) == unit {
+			return f.Type, nil
+		}
+	}
+	return "", nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "absent"
+	}
+	return s
 }
 
 func (a *Applier) activeState(ctx context.Context, s actuators.Step) (string, error) {
-	a.count("Get ActiveState")
-	p, err := a.c.GetUnitPropertyContext(ctx, s.Unit, "ActiveState")
+	return a.unitProp(ctx, s, "ActiveState")
+}
+
+// unitProp reads one string property of the Unit interface.
+func (a *Applier) unitProp(ctx context.Context, s actuators.Step, name string) (string, error) {
+	a.count("Get " + name)
+	p, err := a.c.GetUnitPropertyContext(ctx, s.Unit, name)
 	if err != nil {
-		return "", fmt.Errorf("%s %s: read ActiveState: %w", s.Op, s.Unit, err)
+		return "", fmt.Errorf("%s %s: read %s: %w", s.Op, s.Unit, name, err)
 	}
 	v, ok := p.Value.Value().(string)
 	if !ok {
-		return "", fmt.Errorf("%s %s: ActiveState is %s", s.Op, s.Unit, p.Value.Signature())
+		return "", fmt.Errorf("%s %s: %s is %s", s.Op, s.Unit, name, p.Value.Signature())
 	}
 	return v, nil
 }
 
-// job runs a start, stop or restart job and waits for its result.
+// mainStart reads a service's ExecMainStartTimestamp (µs; 0 for other unit
+// types and for a service that never ran).
+func (a *Applier) mainStart(ctx context.Context, s actuators.Step) (uint64, error) {
+	if !strings.HasSuffix(s.Unit, ".service") {
+		return 0, nil
+	}
+	a.count("Get ExecMainStartTimestamp")
+	p, err := a.c.GetUnitTypePropertyContext(ctx, s.Unit, "Service", "ExecMainStartTimestamp")
+	if err != nil {
+		return 0, fmt.Errorf("%s %s: read ExecMainStartTimestamp: %w", s.Op, s.Unit, err)
+	}
+	v, _ := p.Value.Value().(uint64)
+	return v, nil
+}
+
+// job runs a start, stop or restart job, waits for its result, then checks
+// its effect.
 // Re-checks: start of an active, activating or reloading unit and stop of
 // an inactive or failed one are Unchanged; restart always acts.
+// Effect checks (a "done" job whose effect is not seen fails with
+// ErrNotObserved): after a start or restart the unit is active, activating
+// or reloading (or, for a Type=oneshot service, inactive with result
+// success),
+// not failed; after a restart of a service its main process started anew
+// (ExecMainStartTimestamp moved); after a stop it is inactive or failed.
 func (a *Applier) job(ctx context.Context, s actuators.Step) (actuators.Result, error) {
 	if err := checkUnit(s); err != nil {
 		return actuators.Unchanged, err
@@ -96,6 +168,7 @@ func (a *Applier) job(ctx context.Context, s actuators.Step) (actuators.Result, 
 	case actuators.OpRestart:
 		call = a.c.RestartUnitContext
 	}
+	var before uint64
 	if s.Op != actuators.OpRestart {
 		state, err := a.activeState(ctx, s)
 		if err != nil {
@@ -106,6 +179,11 @@ func (a *Applier) job(ctx context.Context, s actuators.Step) (actuators.Result, 
 			return actuators.Unchanged, nil
 		case s.Op == actuators.OpStop && (state == "inactive" || state == "failed"):
 			return actuators.Unchanged, nil
+		}
+	} else {
+		var err error
+		if before, err = a.mainStart(ctx, s); err != nil {
+			return actuators.Unchanged, err
 		}
 	}
 
@@ -125,12 +203,66 @@ func (a *Applier) job(ctx context.Context, s actuators.Step) (actuators.Result, 
 		if r != "done" {
 			return actuators.Changed, &JobError{Unit: s.Unit, Op: s.Op, Result: r, JobID: id}
 		}
-		return actuators.Changed, nil
 	case <-ctx.Done():
 		return actuators.Changed, fmt.Errorf("%s %s: waiting for job %d: %w", s.Op, s.Unit, id, ctx.Err())
 	case <-timer.C:
 		return actuators.Changed, fmt.Errorf("%s %s: job %d after %s: %w", s.Op, s.Unit, id, a.cfg.jobTimeout, ErrJobTimeout)
 	}
+	return actuators.Changed, a.checkJob(ctx, s, before)
+}
+
+// checkJob reads the unit back after a "done" job; see job.
+func (a *Applier) checkJob(ctx context.Context, s actuators.Step, before uint64) error {
+	state, err := a.activeState(ctx, s)
+	if err != nil {
+		return err
+	}
+	switch s.Op {
+	case actuators.OpStop:
+		if state != "inactive" && state != "failed" {
+			return fmt.Errorf("stop %s: job done but the unit is %s: %w", s.Unit, state, ErrNotObserved)
+		}
+		return nil
+	}
+	switch state {
+	case "active", "activating", "reloading":
+	case "inactive":
+		// Only a oneshot service is inactive after a successful run.
+		if oneshot, err := a.finishedOneshot(ctx, s); err != nil || oneshot {
+			return err
+		}
+		return fmt.Errorf("%s %s: job done but the unit is inactive: %w", s.Op, s.Unit, ErrNotObserved)
+	default:
+		return fmt.Errorf("%s %s: job done but the unit is %s: %w", s.Op, s.Unit, state, ErrNotObserved)
+	}
+	if s.Op == actuators.OpRestart && before != 0 {
+		after, err := a.mainStart(ctx, s)
+		if err != nil {
+			return err
+		}
+		if after == before {
+			return fmt.Errorf("restart %s: job done but the main process was not started again: %w", s.Unit, ErrNotObserved)
+		}
+	}
+	return nil
+}
+
+// finishedOneshot reports whether s.Unit is a Type=oneshot service whose
+// last run succeeded.
+func (a *Applier) finishedOneshot(ctx context.Context, s actuators.Step) (bool, error) {
+	if !strings.HasSuffix(s.Unit, ".service") {
+		return false, nil
+	}
+	var vals [2]string
+	for i, name := range []string{"Type", "Result"} {
+		a.count("Get " + name)
+		p, err := a.c.GetUnitTypePropertyContext(ctx, s.Unit, "Service", name)
+		if err != nil {
+			return false, fmt.Errorf("%s %s: read %s: %w", s.Op, s.Unit, name, err)
+		}
+		vals[i], _ = p.Value.Value().(string)
+	}
+	return vals[0] == "oneshot" && vals[1] == "success", nil
 }
 
 // resetFailed clears a failed unit's state, result and restart counters.

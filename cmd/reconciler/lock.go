@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -23,7 +25,7 @@ func lockState(stateDir string) (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("open lock: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	if err := flockDeadHolder(f, path); err != nil {
 		holder, _ := os.ReadFile(path)
 		f.Close()
 		if err == unix.EWOULDBLOCK {
@@ -34,4 +36,34 @@ func lockState(stateDir string) (func(), error) {
 	_ = f.Truncate(0)
 	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	return func() { _ = unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
+}
+
+// flockDeadHolder takes the lock without blocking, except when the agent
+// recorded as its holder is dead: then a child it forked may still hold the
+// inherited descriptor for the instant between fork and exec (O_CLOEXEC
+// closes it only at exec), so a kill -9 of the agent during a start could
+// refuse the next agent. It retries for up to 3 s in that case only.
+func flockDeadHolder(f *os.File, path string) error {
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err != unix.EWOULDBLOCK || time.Now().After(deadline) || holderAlive(path) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// holderAlive reports whether the PID recorded in the lock file still runs
+// (true when unknown, so a live agent is never waited on).
+func holderAlive(path string) bool {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return true
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return true
+	}
+	return syscall.Kill(pid, 0) != syscall.ESRCH
 }

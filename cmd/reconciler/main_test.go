@@ -115,6 +115,31 @@ func TestDiffProcessBackend(t *testing.T) {
 	}
 }
 
+// diff writes nothing (issue 9, item 8): a state dir that does not exist
+// stays absent, subfolders included, and an existing one keeps its tree.
+func TestDiffWritesNothing(t *testing.T) {
+	dir := dirWith(t, map[string]string{"web.yaml": good})
+	state := filepath.Join(t.TempDir(), "state")
+	for _, args := range [][]string{{}, {"-o", "json"}} {
+		full := append([]string{"diff", "--backend", "process", "--owner-check", "off", "--manifests", dir, "--state-dir", state}, args...)
+		if out, code := runCLI(t, full...); code != 1 {
+			t.Fatalf("diff %v: exit %d:\n%s", args, code, out)
+		}
+		if _, err := os.Stat(state); !os.IsNotExist(err) {
+			t.Fatalf("diff %v created the state dir %s (%v)", args, state, err)
+		}
+	}
+	if err := os.Mkdir(state, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, code := runCLI(t, "diff", "--backend", "process", "--owner-check", "off", "--manifests", dir, "--state-dir", state); code != 1 {
+		t.Fatalf("diff: exit %d", code)
+	}
+	if ents, err := os.ReadDir(state); err != nil || len(ents) != 0 {
+		t.Fatalf("diff wrote into an empty state dir: %v %v", ents, err)
+	}
+}
+
 func TestSecondAgentRefused(t *testing.T) {
 	state := t.TempDir()
 	unlock, err := lockState(state)

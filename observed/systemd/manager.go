@@ -34,7 +34,7 @@ func (o *Observer) observeManager(ctx context.Context) (*observed.Manager, error
 		}
 		m.Properties[p] = PropertyText(v)
 	}
-	data, err := readFile(o.cfg.managerConf)
+	data, _, err := readFile(o.cfg.managerConf)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:

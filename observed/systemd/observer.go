@@ -34,6 +34,11 @@ type Client interface {
 	GetAllPropertiesContext(ctx context.Context, unit string) (map[string]any, error)
 	// GetManagerPropertyContext reads one org.freedesktop.systemd1.Manager property.
 	GetManagerPropertyContext(ctx context.Context, name string) (godbus.Variant, error)
+	// ListUnitFilesByPatternsContext lists the unit files on disk whose
+	// names match patterns, with their enablement as systemd computes it
+	// from the files and symlinks now (not from its loaded-unit cache,
+	// which only daemon-reload refreshes).
+	ListUnitFilesByPatternsContext(ctx context.Context, states, patterns []string) ([]sddbus.UnitFile, error)
 }
 
 var _ Client = (*Conn)(nil)
@@ -67,6 +72,10 @@ type Observer struct {
 	subscribing atomic.Bool
 
 	mu sync.Mutex
+	// unitPath is systemd's unit search path (Manager.UnitPath), read
+	// once: it changes only when PID 1 is re-executed with another
+	// environment.
+	unitPath []string
 	// hints are the managed units (last Observe) with their last known
 	// state, the baseline Subscribe deduplicates against.
 	hints map[string]hint
@@ -164,9 +173,20 @@ func (o *Observer) count(method string) {
 // ownership marker, the bytes of those files and of every drop-in systemd
 // loaded for them, and (unless WithoutManager) the manager's watchdog state.
 //
-// D-Bus cost: one ListUnitsByNames per 256 names, one GetAll per unit
-// systemd knows (LoadState other than "not-found"), and three manager
-// property reads.
+// Enablement (Unit.UnitFileState) is read from the unit files on disk, with
+// one ListUnitFilesByPatterns per 256 names: systemd's UnitFileState
+// property is a cache that only daemon-reload refreshes, so an enable or
+// disable done without a reload (the agent's own EnableUnitFiles, a
+// `systemctl disable` racing a reload) would otherwise be misread.
+//
+// Other files for a unit name (Unit.VendorPaths) are found by listing each
+// directory of systemd's unit search path (Manager.UnitPath, read once per
+// Observer). Unit.StaleProcess is derived as described at staleProcess.
+//
+// D-Bus cost: one ListUnitsByNames and one ListUnitFilesByPatterns per 256
+// names, one GetAll per unit systemd knows (LoadState other than
+// "not-found"), three manager property reads, and one read of UnitPath on
+// the first Observe.
 //
 // Outcomes:
 //   - (s, nil): s is complete. Units that systemd does not know have
@@ -186,7 +206,7 @@ func (o *Observer) Observe(ctx context.Context, names []string) (*observed.State
 		want[n] = true
 	}
 	for n, f := range files {
-		if _, ok := desired.IsOwned(f); ok {
+		if _, ok := desired.IsOwned(f.data); ok {
 			want[n] = true
 		}
 	}
@@ -205,6 +225,14 @@ func (o *Observer) Observe(ctx context.Context, names []string) (*observed.State
 	if err != nil {
 		return nil, err
 	}
+	enablement, err := o.listUnitFiles(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	vendor, err := o.vendorFiles(ctx, want)
+	if err != nil {
+		return nil, err
+	}
 
 	st := &observed.State{
 		Backend: "systemd",
@@ -216,7 +244,7 @@ func (o *Observer) Observe(ctx context.Context, names []string) (*observed.State
 		u := &observed.Unit{
 			Name:        n,
 			Path:        filepath.Join(o.unitDir, n),
-			File:        files[n],
+			File:        files[n].data,
 			LoadState:   "not-found",
 			ActiveState: "inactive",
 			SubState:    "dead",
@@ -238,10 +266,35 @@ func (o *Observer) Observe(ctx context.Context, names []string) (*observed.State
 
 	var errs *multierror.Error
 	errs = multierror.Append(errs, o.readProperties(ctx, loaded)...)
+	dropInTimes := make(map[string]map[string]time.Time, len(loaded))
 	for _, u := range loaded {
-		if err := o.readDropIns(u); err != nil {
+		times, err := o.readDropIns(u)
+		if err != nil {
 			errs = multierror.Append(errs, err)
 		}
+		dropInTimes[u.Name] = times
+		if !u.NeedDaemonReload && needsReload(o.cfg.root, u, vendor[u.Name].dropIns) {
+			u.NeedDaemonReload = true
+		}
+	}
+	// systemd's last unit load matters only while a reload is pending.
+	var loadStart uint64
+	for _, u := range loaded {
+		if u.NeedDaemonReload && u.Active() && u.Owner != "" {
+			if loadStart, err = o.unitsLoadStart(ctx); err != nil {
+				errs = multierror.Append(errs, err)
+			}
+			break
+		}
+	}
+	for _, n := range all {
+		u := st.Units[n]
+		// The on-disk enablement replaces the UnitFileState property (a
+		// cache refreshed only by daemon-reload); a name without any unit
+		// file on disk has none.
+		u.UnitFileState = enablement[n]
+		u.VendorPaths, u.VendorOverrides = vendor[n].paths, vendor[n].overrides
+		u.StaleProcess = staleProcess(u, files[n].mtime, dropInTimes[n], loadStart)
 	}
 	if o.cfg.manager {
 		m, err := o.observeManager(ctx)
@@ -266,30 +319,36 @@ func (o *Observer) Observe(ctx context.Context, names []string) (*observed.State
 	return st, nil
 }
 
+// unitFile is one regular file in the unit directory.
+type unitFile struct {
+	data  []byte
+	mtime time.Time
+}
+
 // scanUnitDir reads every regular file with a unit suffix directly in the
 // unit directory. A missing directory holds no files.
-func (o *Observer) scanUnitDir() (map[string][]byte, error) {
+func (o *Observer) scanUnitDir() (map[string]unitFile, error) {
 	entries, err := os.ReadDir(o.unitDir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return map[string][]byte{}, nil
+		return map[string]unitFile{}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read unit dir %s: %w", o.unitDir, err)
 	}
-	files := make(map[string][]byte, len(entries))
+	files := make(map[string]unitFile, len(entries))
 	var errs *multierror.Error
 	for _, e := range entries {
 		n := e.Name()
 		if !e.Type().IsRegular() || strings.HasPrefix(n, ".") || !HasUnitSuffix(n) {
 			continue
 		}
-		data, err := readFile(filepath.Join(o.unitDir, n))
+		data, mtime, err := readFile(filepath.Join(o.unitDir, n))
 		switch {
 		case errors.Is(err, fs.ErrNotExist): // removed meanwhile
 		case err != nil:
 			errs = multierror.Append(errs, err)
 		default:
-			files[n] = data
+			files[n] = unitFile{data: data, mtime: mtime}
 		}
 	}
 	return files, errs.ErrorOrNil()
@@ -357,7 +416,7 @@ func fillUnit(u *observed.Unit, p map[string]any) error {
 	u.ActiveState = r.str("ActiveState", u.ActiveState)
 	u.SubState = r.str("SubState", u.SubState)
 	u.Result = r.str("Result", "")
-	u.UnitFileState = r.str("UnitFileState", "")
+	// UnitFileState is not read here: Observe reads enablement from disk.
 	u.FragmentPath = r.str("FragmentPath", "")
 	u.DropInPaths = r.strs("DropInPaths")
 	u.NeedDaemonReload = r.bool("NeedDaemonReload")
@@ -437,43 +496,51 @@ func (o *Observer) readStamp(u *observed.Unit) {
 	}
 }
 
-// readDropIns reads the bytes of every drop-in systemd loaded for u. A
-// drop-in removed since systemd loaded it is listed but has no bytes.
-func (o *Observer) readDropIns(u *observed.Unit) error {
+// readDropIns reads the bytes of every drop-in systemd loaded for u and
+// returns their modification times, by path. A drop-in removed since
+// systemd loaded it is listed but has no bytes.
+func (o *Observer) readDropIns(u *observed.Unit) (map[string]time.Time, error) {
 	if len(u.DropInPaths) == 0 {
-		return nil
+		return nil, nil
 	}
 	u.DropIns = make(map[string][]byte, len(u.DropInPaths))
+	times := make(map[string]time.Time, len(u.DropInPaths))
 	var errs *multierror.Error
 	for _, p := range u.DropInPaths {
-		data, err := readFile(filepath.Join(o.cfg.root, p))
+		data, mtime, err := readFile(filepath.Join(o.cfg.root, p))
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 		case err != nil:
 			errs = multierror.Append(errs, fmt.Errorf("read drop-in of %s: %w", u.Name, err))
 		default:
 			u.DropIns[p] = data
+			times[p] = mtime
 		}
 	}
-	return errs.ErrorOrNil()
+	return times, errs.ErrorOrNil()
 }
 
-// readFile reads at most maxFileSize bytes of a file; larger files are an
-// error, not silently truncated.
-func readFile(path string) ([]byte, error) {
+// readFile reads at most maxFileSize bytes of a file and its modification
+// time (of the open file, so both describe the same inode); larger files
+// are an error, not silently truncated.
+func readFile(path string) ([]byte, time.Time, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("stat %s: %w", path, err)
+	}
 	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+		return nil, time.Time{}, fmt.Errorf("read %s: %w", path, err)
 	}
 	if len(data) > maxFileSize {
-		return nil, fmt.Errorf("read %s: larger than %d bytes", path, maxFileSize)
+		return nil, time.Time{}, fmt.Errorf("read %s: larger than %d bytes", path, maxFileSize)
 	}
-	return data, nil
+	return data, fi.ModTime(), nil
 }
 
 // unitTypes are systemd's unit type suffixes.

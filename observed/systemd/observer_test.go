@@ -118,8 +118,10 @@ func TestObserve(t *testing.T) {
 		t.Errorf("masked.service = %+v, want masked and no file (a symlink is not a unit file of ours)", m)
 	}
 
-	// One ListUnitsByNames, one GetAll per unit systemd knows (3), three manager reads.
-	if got, want := o.Calls(), uint64(1+3+3); got != want {
+	// One ListUnitsByNames, one ListUnitFilesByPatterns, one UnitPath read
+	// (first Observe only), one GetAll per unit systemd knows (3), three
+	// manager reads.
+	if got, want := o.Calls(), uint64(1+1+1+3+3); got != want {
 		t.Errorf("Calls() = %d, want %d; fake saw %v", got, want, f.Calls())
 	}
 	if len(hooked) != int(o.Calls()) {
@@ -185,14 +187,15 @@ func TestObserveWithoutManager(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Manager != nil || o.Calls() != 1 {
-		t.Errorf("manager = %v, calls = %d (%v); want nil and 1", st.Manager, o.Calls(), f.Calls())
+	// ListUnitsByNames, ListUnitFilesByPatterns, UnitPath.
+	if st.Manager != nil || o.Calls() != 3 {
+		t.Errorf("manager = %v, calls = %d (%v); want nil and 3", st.Manager, o.Calls(), f.Calls())
 	}
 }
 
 func TestObserveErrors(t *testing.T) {
 	boom := errors.New("boom")
-	for _, method := range []string{"ListUnitsByNames", "GetAll", "GetManagerProperty"} {
+	for _, method := range []string{"ListUnitsByNames", "ListUnitFilesByPatterns", "GetAll", "GetManagerProperty"} {
 		t.Run(method, func(t *testing.T) {
 			dir, f := fixture(t)
 			f.FailNext(method, boom)
@@ -223,8 +226,8 @@ func TestObserveConcurrency(t *testing.T) {
 			t.Fatalf("%s MainPID = %d", n, st.Units[n].MainPID)
 		}
 	}
-	if got := o.Calls(); got != 101 {
-		t.Errorf("Calls() = %d, want 101", got)
+	if got := o.Calls(); got != 103 {
+		t.Errorf("Calls() = %d, want 103", got)
 	}
 }
 

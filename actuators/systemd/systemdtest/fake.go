@@ -52,6 +52,11 @@ type Unit struct {
 	JobResult map[string]string
 	// HangJobs: jobs are queued but never finish (for timeouts).
 	HangJobs bool
+	// ServiceType is a service's Type property (default "simple").
+	ServiceType string
+	// Inert: jobs finish "done" and enable/disable report changes, but
+	// nothing changes (for the applier's effect checks).
+	Inert bool
 }
 
 // Fake is an in-memory systemd. Its zero value is not usable; call New.
@@ -84,6 +89,11 @@ func New() *Fake {
 			"RuntimeWatchdogPreGovernor": godbus.MakeVariant(""),
 			"ServiceWatchdogs":           godbus.MakeVariant(true),
 			"WatchdogDevice":             godbus.MakeVariant(""),
+			// No search path: Observe looks for vendor units in no
+			// directory, so tests never read the host's /lib/systemd.
+			"UnitPath":                godbus.MakeVariant([]string{}),
+			"UnitsLoadTimestamp":      godbus.MakeVariant(uint64(0)),
+			"UnitsLoadStartTimestamp": godbus.MakeVariant(uint64(0)),
 		},
 		conf:     map[string]godbus.Variant{},
 		readOnly: map[string]bool{"WatchdogDevice": true},
@@ -236,6 +246,10 @@ func (f *Fake) props(name string) map[string]any {
 		m["MainPID"] = u.MainPID
 		m["ExecMainStatus"] = u.ExecMainStatus
 		m["ExecMainStartTimestamp"] = u.ExecMainStartTimestamp
+		m["Type"] = u.ServiceType
+		if u.ServiceType == "" {
+			m["Type"] = "simple"
+		}
 	case ".timer":
 		m["Result"] = u.Result
 		m["LastTriggerUSec"] = u.LastTriggerUSec
@@ -260,6 +274,21 @@ func (f *Fake) GetUnitPropertyContext(_ context.Context, unit, name string) (*sd
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.call("GetUnitProperty", unit, name); err != nil {
+		return nil, err
+	}
+	v, ok := f.props(unit)[name]
+	if !ok {
+		return nil, godbus.Error{Name: "org.freedesktop.DBus.Error.UnknownProperty", Body: []any{"Unknown property " + name}}
+	}
+	return &sddbus.Property{Name: name, Value: godbus.MakeVariant(v)}, nil
+}
+
+// GetUnitTypePropertyContext implements the applier's Client (the type
+// interface is not checked: every property lives in one map).
+func (f *Fake) GetUnitTypePropertyContext(_ context.Context, unit, unitType, name string) (*sddbus.Property, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("GetUnitTypeProperty", unit, name); err != nil {
 		return nil, err
 	}
 	v, ok := f.props(unit)[name]
@@ -318,6 +347,64 @@ func (f *Fake) ReloadContext(context.Context) error {
 	return nil
 }
 
+// ListUnitFilesByPatternsContext implements both Clients: every known unit
+// (LoadState other than not-found) whose name is in patterns (matched
+// literally), with its UnitFileState as the on-disk state and its
+// FragmentPath (default /etc/systemd/system/NAME) as the path. An empty
+// patterns list lists every unit.
+func (f *Fake) ListUnitFilesByPatternsContext(_ context.Context, states, patterns []string) ([]sddbus.UnitFile, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("ListUnitFilesByPatterns", patterns...); err != nil {
+		return nil, err
+	}
+	match := func(n string) bool {
+		if len(patterns) == 0 {
+			return true
+		}
+		for _, p := range patterns {
+			if p == n {
+				return true
+			}
+		}
+		return false
+	}
+	var out []sddbus.UnitFile
+	for n, u := range f.units {
+		if u.LoadState == "not-found" || !match(n) {
+			continue
+		}
+		if len(states) > 0 && !contains(states, u.UnitFileState) {
+			continue
+		}
+		p := u.FragmentPath
+		if p == "" {
+			p = "/etc/systemd/system/" + n
+		}
+		out = append(out, sddbus.UnitFile{Path: p, Type: u.UnitFileState})
+	}
+	return out, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// SetUnitFileState changes a unit's enablement behind the agent's back
+// (a `systemctl disable` out of band). Unknown units are ignored.
+func (f *Fake) SetUnitFileState(name, state string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if u, ok := f.units[name]; ok {
+		u.UnitFileState = state
+	}
+}
+
 // EnableUnitFilesContext implements the applier's Client.
 func (f *Fake) EnableUnitFilesContext(_ context.Context, files []string, runtime, force bool) (bool, []sddbus.EnableUnitFileChange, error) {
 	f.mu.Lock()
@@ -337,7 +424,9 @@ func (f *Fake) EnableUnitFilesContext(_ context.Context, files []string, runtime
 		}
 		install = true
 		if u.UnitFileState != "enabled" {
-			u.UnitFileState = "enabled"
+			if !u.Inert {
+				u.UnitFileState = "enabled"
+			}
 			changes = append(changes, sddbus.EnableUnitFileChange{Type: "symlink",
 				Filename: "/etc/systemd/system/multi-user.target.wants/" + n, Destination: "/etc/systemd/system/" + n})
 		}
@@ -359,7 +448,9 @@ func (f *Fake) DisableUnitFilesContext(_ context.Context, files []string, runtim
 			return nil, noSuchUnit("Unit file %s does not exist.", n)
 		}
 		if u.UnitFileState == "enabled" {
-			u.UnitFileState = "disabled"
+			if !u.Inert {
+				u.UnitFileState = "disabled"
+			}
 			changes = append(changes, sddbus.DisableUnitFileChange{Type: "unlink", Filename: "/etc/systemd/system/multi-user.target.wants/" + n})
 		}
 	}
@@ -405,6 +496,7 @@ func (f *Fake) job(method, kind, name string, ch chan<- string) (int, error) {
 	}
 	before := *u
 	switch {
+	case u.Inert:
 	case kind == "stop":
 		u.ActiveState, u.SubState, u.MainPID = "inactive", "dead", 0
 	case result == "done":

@@ -1,0 +1,294 @@
+package systemd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	godbus "github.com/godbus/dbus/v5"
+
+	"resil.dev/resil/desired"
+	"resil.dev/resil/observed"
+)
+
+// listUnitFiles returns the enablement of each name that has a unit file on
+// disk, as systemd computes it now from the files and symlinks ("enabled",
+// "disabled", "static", "masked", "linked", "alias", ...). Names without a
+// unit file are absent.
+func (o *Observer) listUnitFiles(ctx context.Context, names []string) (map[string]string, error) {
+	out := make(map[string]string, len(names))
+	want := make(map[string]bool, len(names))
+	for _, n := range names {
+		want[n] = true
+	}
+	for len(names) > 0 {
+		// An empty pattern list would list every unit file.
+		chunk := names[:min(len(names), listChunk)]
+		names = names[len(chunk):]
+		o.count("ListUnitFilesByPatterns")
+		files, err := o.c.ListUnitFilesByPatternsContext(ctx, nil, chunk)
+		if err != nil {
+			return nil, fmt.Errorf("list unit files: %w", err)
+		}
+		for _, f := range files {
+			if n := path.Base(f.Path); want[n] {
+				out[n] = f.Type
+			}
+		}
+	}
+	return out, nil
+}
+
+// vendor is what vendorFiles found for one unit name.
+type vendor struct {
+	paths     []string
+	overrides bool
+	// dropIns are the NAME.d/*.conf files on disk, in every directory of
+	// the search path.
+	dropIns []string
+}
+
+// vendorFiles finds, for each name, the files systemd could load for it
+// other than a regular file in the unit directory: a unit in another
+// directory of systemd's unit search path (/lib/systemd/system,
+// /usr/lib/systemd/system, /run/systemd/system, /run/systemd/transient,
+// generator output, ...) or a symlink in the unit directory itself (an
+// alias, a mask, a linked unit). overrides says the first of them wins over
+// a file in the unit directory: it sits in an earlier directory of the
+// search path, or is the symlink at the unit's own path, or the unit
+// directory is not in the search path at all.
+//
+// Cost: one UnitPath read on the first call, then one directory listing
+// per search-path directory per call, however many names.
+func (o *Observer) vendorFiles(ctx context.Context, want map[string]bool) (map[string]vendor, error) {
+	out := map[string]vendor{}
+	if len(want) == 0 {
+		return out, nil
+	}
+	dirs, err := o.searchPath(ctx)
+	if err != nil {
+		return nil, err
+	}
+	own := len(dirs) // index of the unit directory in the search path
+	for i, d := range dirs {
+		if filepath.Clean(filepath.Join(o.cfg.root, d)) == filepath.Clean(o.unitDir) {
+			own = i
+			break
+		}
+	}
+	seen := map[string]bool{}
+	for i, d := range dirs {
+		host := filepath.Join(o.cfg.root, d)
+		// /lib and /usr/lib are one directory on a merged-/usr system.
+		if real, err := filepath.EvalSymlinks(host); err == nil {
+			if seen[real] {
+				continue
+			}
+			seen[real] = true
+		}
+		entries, err := os.ReadDir(host)
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read unit search path %s: %w", d, err)
+		}
+		for _, e := range entries {
+			n := e.Name()
+			if base, ok := strings.CutSuffix(n, ".d"); ok && want[base] {
+				confs, err := dropInFiles(filepath.Join(host, n))
+				if err != nil {
+					return nil, fmt.Errorf("read drop-in dir %s: %w", path.Join(d, n), err)
+				}
+				v := out[base]
+				for _, c := range confs {
+					v.dropIns = append(v.dropIns, path.Join(d, n, c))
+				}
+				out[base] = v
+				continue
+			}
+			if !want[n] {
+				continue
+			}
+			if i == own && e.Type().IsRegular() {
+				continue // resil's own file, or a foreign one in its place (File)
+			}
+			v := out[n]
+			if len(v.paths) == 0 {
+				v.overrides = i <= own
+			}
+			v.paths = append(v.paths, path.Join(d, n))
+			out[n] = v
+		}
+	}
+	return out, nil
+}
+
+// dropInFiles lists the *.conf files in a drop-in directory that systemd
+// would load: regular files, or symlinks to them (a link to /dev/null masks
+// a drop-in). A missing directory has none.
+func dropInFiles(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".conf") {
+			continue
+		}
+		fi, err := os.Stat(filepath.Join(dir, e.Name()))
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		out = append(out, e.Name())
+	}
+	return out, nil
+}
+
+// needsReload reports a drop-in on disk that systemd has not loaded for u.
+// systemd 252 finds drop-ins through a cache of the directories it saw at
+// its last load, so a drop-in in a NAME.d created since then raises
+// NeedDaemonReload only once something else refreshes that cache: read
+// alone, the flag would flip between two passes with nothing changed on
+// disk.
+//
+// Paths are compared after resolving symlinks below root, so /lib and
+// /usr/lib of a merged-/usr system are one directory.
+func needsReload(root string, u *observed.Unit, onDisk []string) bool {
+	canon := func(p string) string {
+		if r, err := filepath.EvalSymlinks(filepath.Join(root, filepath.Dir(p))); err == nil {
+			return filepath.Join(r, filepath.Base(p))
+		}
+		return filepath.Join(root, p)
+	}
+	loaded := make(map[string]bool, len(u.DropInPaths))
+	for _, p := range u.DropInPaths {
+		loaded[canon(p)] = true
+	}
+	for _, p := range onDisk {
+		if !loaded[canon(p)] {
+			return true
+		}
+	}
+	return false
+}
+
+// searchPath returns systemd's unit search path in priority order, read
+// once from the manager's UnitPath property.
+func (o *Observer) searchPath(ctx context.Context) ([]string, error) {
+	o.mu.Lock()
+	dirs := o.unitPath
+	o.mu.Unlock()
+	if dirs != nil {
+		return dirs, nil
+	}
+	o.count("Get UnitPath")
+	v, err := o.c.GetManagerPropertyContext(ctx, "UnitPath")
+	if err != nil {
+		return nil, fmt.Errorf("read unit search path: %w", err)
+	}
+	dirs, ok := v.Value().([]string)
+	if !ok {
+		return nil, fmt.Errorf("read unit search path: UnitPath is %s, want as", v.Signature())
+	}
+	if dirs == nil {
+		dirs = []string{}
+	}
+	o.mu.Lock()
+	o.unitPath = dirs
+	o.mu.Unlock()
+	return dirs, nil
+}
+
+// unitsLoadStart reads when systemd last (re)loaded its units, µs since the
+// epoch (0 when it does not say): UnitsLoadTimestamp, which systemd 252
+// sets at each daemon-reload (0 until the first), else
+// UnitsLoadStartTimestamp, the load at boot.
+func (o *Observer) unitsLoadStart(ctx context.Context) (uint64, error) {
+	for _, p := range []string{"UnitsLoadTimestamp", "UnitsLoadStartTimestamp"} {
+		o.count("Get " + p)
+		v, err := o.c.GetManagerPropertyContext(ctx, p)
+		if err != nil {
+			var derr godbus.Error
+			if errors.As(err, &derr) && derr.Name == "org.freedesktop.DBus.Error.UnknownProperty" {
+				continue
+			}
+			return 0, fmt.Errorf("read %s: %w", p, err)
+		}
+		if ts, _ := v.Value().(uint64); ts != 0 {
+			return ts, nil
+		}
+	}
+	return 0, nil
+}
+
+// staleProcess reports whether u runs a main process started from an older
+// version of its resil-owned files than the one on disk: a restart was
+// lost, e.g. the agent was killed between writing the file and restarting
+// the unit, and a new agent (with no memory of the old one) finds the file
+// already matching the manifest. It is derived only from what the kernel
+// and systemd report, so it survives the loss of all local state.
+//
+// The rule: u is active with a main process (MainPID and
+// ExecMainStartTimestamp set); its file at Path carries resil's marker and
+// an intact hash (a file edited by hand is FileEdited drift, restored by a
+// write that restarts anyway, or left alone under drift: report); and the
+// newest modification time M of that file and of u's resil-owned, intact
+// drop-ins on disk is
+//   - later than ExecMainStartTimestamp: the file changed after the process
+//     started; or
+//   - later than loadStart (systemd's last unit (re)load) while systemd
+//     reports NeedDaemonReload: systemd has not loaded this version yet, so
+//     no process, however recent, can have been started from it (this
+//     catches a Restart= restart between the agent's write and its
+//     daemon-reload).
+//
+// Foreign drop-ins never count: a change resil does not own is reported,
+// not acted on.
+//
+// Limits: file times come from the kernel's coarse clock, which lags the
+// precise clock systemd stamps ExecMainStartTimestamp with by up to one
+// tick (1–10 ms, CONFIG_HZ); a file written within one tick after the
+// process started can read as older, and is missed. The agent's own flow
+// never gets near that: a daemon-reload (tens of ms at least) separates its
+// writes from its starts, so a fresh process is never misread as stale.
+// Touching an owned file (same bytes, new mtime) reads as a new version and
+// costs one restart. A process restarted by systemd itself between the
+// write and a daemon-reload that has since happened ran the old definition
+// yet looks newer than the file: undetectable without local memory.
+func staleProcess(u *observed.Unit, fragment time.Time, dropIns map[string]time.Time, loadStart uint64) bool {
+	if !u.Active() || u.MainPID == 0 || u.ExecMainStartTimestamp == 0 || u.Owner == "" || fragment.IsZero() {
+		return false
+	}
+	if _, intact := desired.HashOf(u.File); !intact {
+		return false
+	}
+	newest := fragment
+	for p, t := range dropIns {
+		if _, owned := desired.IsOwned(u.DropIns[p]); !owned {
+			continue
+		}
+		if _, intact := desired.HashOf(u.DropIns[p]); !intact {
+			continue
+		}
+		if t.After(newest) {
+			newest = t
+		}
+	}
+	m := newest.UnixMicro()
+	if m > int64(u.ExecMainStartTimestamp) {
+		return true
+	}
+	return u.NeedDaemonReload && loadStart != 0 && m > int64(loadStart)
+}

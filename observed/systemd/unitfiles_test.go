@@ -1,0 +1,173 @@
+package systemd
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+
+	"resil.dev/resil/actuators/systemd/systemdtest"
+	"resil.dev/resil/desired"
+	"resil.dev/resil/observed"
+)
+
+func rendered(t *testing.T, name string) []byte {
+	t.Helper()
+	o := &desired.Object{APIVersion: desired.APIVersion, Kind: desired.KindService, Metadata: desired.ObjectMeta{Name: name},
+		Source: desired.Source{File: name + ".yaml"}, Service: &desired.ServiceSpec{Command: []string{"/bin/sleep", "infinity"}}}
+	fs, err := desired.Render(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fs[0].Data
+}
+
+func TestStaleProcess(t *testing.T) {
+	file := rendered(t, "w")
+	edited := append(append([]byte(nil), file...), "# edited by hand\n"...)
+	base := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	at := func(sec int) time.Time { return base.Add(time.Duration(sec) * time.Second) }
+	usec := func(sec int) uint64 { return uint64(at(sec).UnixMicro()) }
+	ownedDropIn := []byte("# X-Resil-Object=Service/w\n[Service]\nNice=5\n")
+	foreignDropIn := []byte("[Service]\nNice=5\n")
+	for _, tc := range []struct {
+		name      string
+		u         observed.Unit
+		fragment  time.Time
+		dropIns   map[string]time.Time
+		loadStart uint64
+		want      bool
+	}{
+		{name: "file written after the process started", u: observed.Unit{File: file, ActiveState: "active", MainPID: 7, ExecMainStartTimestamp: usec(10)}, fragment: at(20), want: true},
+		{name: "process started after the file", u: observed.Unit{File: file, ActiveState: "active", MainPID: 7, ExecMainStartTimestamp: usec(20)}, fragment: at(10)},
+		{name: "same instant is not newer", u: observed.Unit{File: file, ActiveState: "active", MainPID: 7, ExecMainStartTimestamp: usec(10)}, fragment: at(10)},
+		{name: "inactive", u: observed.Unit{File: file, ActiveState: "inactive", ExecMainStartTimestamp: usec(10)}, fragment: at(20)},
+		{name: "no main process", u: observed.Unit{File: file, ActiveState: "active", ExecMainStartTimestamp: usec(10)}, fragment: at(20)},
+		{name: "edited by hand is FileEdited, not stale", u: observed.Unit{File: edited, ActiveState: "active", MainPID: 7, ExecMainStartTimestamp: usec(10)}, fragment: at(20)},
+		{name: "foreign file", u: observed.Unit{File: foreignDropIn, ActiveState: "active", MainPID: 7, ExecMainStartTimestamp: usec(10)}, fragment: at(20)},
+		{name: "owned drop-in newer", u: observed.Unit{File: file, ActiveState: "active", MainPID: 7, ExecMainStartTimestamp: usec(10),
+			DropIns: map[string][]byte{"/d/o.conf": ownedDropIn}}, fragment: at(5), dropIns: map[string]time.Time{"/d/o.conf": at(20)}},
+		{name: "foreign drop-in newer never counts", u: observed.Unit{File: file, ActiveState: "active", MainPID: 7, ExecMainStartTimestamp: usec(10),
+			DropIns: map[string][]byte{"/d/f.conf": foreignDropIn}}, fragment: at(5), dropIns: map[string]time.Time{"/d/f.conf": at(20)}},
+		{name: "restarted by systemd between write and reload", u: observed.Unit{File: file, ActiveState: "active", MainPID: 7, ExecMainStartTimestamp: usec(20),
+			NeedDaemonReload: true}, fragment: at(10), loadStart: usec(5), want: true},
+		{name: "reload pending for another file", u: observed.Unit{File: file, ActiveState: "active", MainPID: 7, ExecMainStartTimestamp: usec(20),
+			NeedDaemonReload: true}, fragment: at(10), loadStart: usec(15)},
+		{name: "loaded after the write, no reload pending", u: observed.Unit{File: file, ActiveState: "active", MainPID: 7, ExecMainStartTimestamp: usec(20)},
+			fragment: at(10), loadStart: usec(5)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := tc.u
+			u.Owner, _ = desired.IsOwned(u.File)
+			if got := staleProcess(&u, tc.fragment, tc.dropIns, tc.loadStart); got != tc.want {
+				t.Errorf("staleProcess = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// Other files for a unit name are found along systemd's search path, in
+// its order; a symlink at the unit's own path overrides.
+func TestObserveVendorFiles(t *testing.T) {
+	root := t.TempDir()
+	unitDir := filepath.Join(root, "etc/systemd/system")
+	writeFile(t, filepath.Join(root, "lib/systemd/system/ssh.service"), []byte("[Service]\nExecStart=/usr/sbin/sshd\n"))
+	writeFile(t, filepath.Join(root, "lib/systemd/system/web.service"), []byte("[Service]\nExecStart=/bin/web\n"))
+	writeFile(t, filepath.Join(root, "run/systemd/transient/t.service"), []byte("[Service]\nExecStart=/bin/t\n"))
+	writeFile(t, filepath.Join(unitDir, "web.service"), owned("Service/web"))
+	writeFile(t, filepath.Join(unitDir, "ssh.service.d/override.conf"), []byte("[Service]\nNice=1\n"))
+	if err := os.Symlink("/dev/null", filepath.Join(unitDir, "m.service")); err != nil {
+		t.Fatal(err)
+	}
+	// /usr/lib is /lib here (merged /usr): listed once.
+	if err := os.Symlink("lib", filepath.Join(root, "usr")); err != nil {
+		t.Fatal(err)
+	}
+	f := systemdtest.New()
+	f.SetManager("UnitPath", []string{"/run/systemd/transient", "/etc/systemd/system", "/run/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system"})
+	o := New(f, unitDir, WithRoot(root), WithoutManager())
+	st, err := o.Observe(context.Background(), []string{"ssh.service", "t.service", "web.service", "m.service", "plain.service"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]vendor{
+		"ssh.service":   {paths: []string{"/lib/systemd/system/ssh.service"}},
+		"t.service":     {paths: []string{"/run/systemd/transient/t.service"}, overrides: true},
+		"web.service":   {paths: []string{"/lib/systemd/system/web.service"}},
+		"m.service":     {paths: []string{"/etc/systemd/system/m.service"}, overrides: true},
+		"plain.service": {},
+	}
+	for n, w := range want {
+		u := st.Units[n]
+		if got := (vendor{paths: u.VendorPaths, overrides: u.VendorOverrides}); !reflect.DeepEqual(got, w) {
+			t.Errorf("%s: vendor %+v, want %+v", n, got, w)
+		}
+	}
+	// UnitPath is read once per Observer.
+	if _, err := o.Observe(context.Background(), []string{"ssh.service"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.CallCount("GetManagerProperty UnitPath"); n != 1 {
+		t.Errorf("UnitPath read %d times, want once", n)
+	}
+}
+
+// Enablement comes from ListUnitFilesByPatterns, not the UnitFileState
+// property; a name without a unit file on disk has none.
+func TestObserveEnablementFromDisk(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "a.service"), owned("Service/a"))
+	f := systemdtest.New()
+	f.AddUnit(systemdtest.Unit{Name: "a.service", UnitFileState: "enabled"})
+	o := New(f, dir, WithoutManager())
+	st, err := o.Observe(context.Background(), []string{"a.service", "gone.service"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := st.Units["a.service"].UnitFileState; s != "enabled" {
+		t.Errorf("a.service UnitFileState = %q", s)
+	}
+	if s := st.Units["gone.service"].UnitFileState; s != "" {
+		t.Errorf("gone.service UnitFileState = %q, want none", s)
+	}
+	if f.CallCount("ListUnitFilesByPatterns a.service gone.service") != 1 {
+		t.Errorf("calls = %v", f.Calls())
+	}
+}
+
+// A drop-in on disk that systemd has not loaded needs a reload, whatever
+// systemd's own flag says (it misses drop-ins in a directory created since
+// its last load until its path cache is refreshed).
+func TestObserveUnloadedDropInNeedsReload(t *testing.T) {
+	root := t.TempDir()
+	unitDir := filepath.Join(root, "etc/systemd/system")
+	writeFile(t, filepath.Join(unitDir, "a.service"), owned("Service/a"))
+	writeFile(t, filepath.Join(unitDir, "a.service.d/50-foreign.conf"), []byte("[Service]\nNice=3\n"))
+	writeFile(t, filepath.Join(unitDir, "b.service"), owned("Service/b"))
+	writeFile(t, filepath.Join(unitDir, "b.service.d/50-foreign.conf"), []byte("[Service]\nNice=3\n"))
+	writeFile(t, filepath.Join(unitDir, "c.service"), owned("Service/c"))
+	if err := os.MkdirAll(filepath.Join(unitDir, "c.service.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// A masked drop-in is not loaded either, and needs nothing.
+	if err := os.Symlink("/dev/null", filepath.Join(unitDir, "c.service.d/masked.conf")); err != nil {
+		t.Fatal(err)
+	}
+	f := systemdtest.New()
+	f.SetManager("UnitPath", []string{"/etc/systemd/system"})
+	f.AddUnit(systemdtest.Unit{Name: "a.service"})
+	f.AddUnit(systemdtest.Unit{Name: "b.service", DropInPaths: []string{"/etc/systemd/system/b.service.d/50-foreign.conf"}})
+	f.AddUnit(systemdtest.Unit{Name: "c.service"})
+	o := New(f, unitDir, WithRoot(root), WithoutManager())
+	st, err := o.Observe(context.Background(), []string{"a.service", "b.service", "c.service"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n, want := range map[string]bool{"a.service": true, "b.service": false, "c.service": false} {
+		if got := st.Units[n].NeedDaemonReload; got != want {
+			t.Errorf("%s NeedDaemonReload = %v, want %v", n, got, want)
+		}
+	}
+}
