@@ -27,24 +27,22 @@ func releaseLease(fd int) {
 	_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_UNLCK)
 }
 
-// WriterOpen reports whether some process holds the regular file at path
-// open for writing (its content may be half written). known is false when
-// that cannot be told (no lease possible on this file or filesystem).
-// A missing or non-regular path is reported as not busy.
-func WriterOpen(path string) (busy, known bool) {
-	var st unix.Stat_t
-	if unix.Stat(path, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return false, true
-	}
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+// WriterOpen reports whether some process holds the manifest at path open
+// for writing (its content may be half written). known is false when that
+// cannot be told (no lease possible on this file or filesystem).
+//
+// The file is opened like Load opens it, through the checked walk with
+// opts (openManifest): a path Load would refuse (a user-writable folder, a
+// file of another owner) is never opened, nor is anything but a regular
+// file (a symlink swapped to a device or a tty opens nothing): those are
+// reported as not busy, and the load that follows reports them.
+func WriterOpen(path string, opts Options) (busy, known bool) {
+	fd, err := openManifest(path, opts)
 	if err != nil {
-		// EWOULDBLOCK: another process holds a write lease on it.
-		return errors.Is(err, unix.EWOULDBLOCK), true
+		// errBusy: another process holds a write lease on it.
+		return errors.Is(err, errBusy), true
 	}
 	defer unix.Close(fd)
-	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return false, true
-	}
 	leased, busy := takeReadLease(fd)
 	if leased {
 		releaseLease(fd)

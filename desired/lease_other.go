@@ -10,4 +10,4 @@ func takeReadLease(int) (leased, busy bool) { return false, false }
 func releaseLease(int) {}
 
 // WriterOpen cannot tell on this system: known is always false.
-func WriterOpen(string) (busy, known bool) { return false, false }
+func WriterOpen(string, Options) (busy, known bool) { return false, false }

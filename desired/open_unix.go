@@ -68,7 +68,7 @@ type fsWalker struct {
 
 func newWalker(opts Options) (*fsWalker, error) {
 	w := &fsWalker{opts: opts}
-	fd, err := unix.Open("/", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open("/", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open /: %w", err)
 	}
@@ -119,7 +119,7 @@ func (w *fsWalker) trustDir(n *dirNode) error {
 // whose earlier entries are its ancestors) and opens what it names. With
 // wantDir it returns the stack of directories down to the named one and
 // fd -1; otherwise it returns no stack, and an open descriptor of the
-// regular file (O_RDONLY|O_NONBLOCK|O_CLOEXEC) with its fstat, which the
+// regular file (O_RDONLY|O_NOFOLLOW|O_NOCTTY|O_NONBLOCK|O_CLOEXEC) with its fstat, which the
 // caller closes.
 func (w *fsWalker) walk(from []*dirNode, name string, wantDir bool) ([]*dirNode, int, *unix.Stat_t, error) {
 	if !wantDir {
@@ -188,7 +188,7 @@ func (w *fsWalker) walk(from []*dirNode, name string, wantDir bool) ([]*dirNode,
 			if last && !wantDir {
 				return nil, -1, nil, errNotRegular
 			}
-			fd, err := unix.Openat(parent.fd, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+			fd, err := unix.Openat(parent.fd, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_NOCTTY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 			if err != nil {
 				return nil, -1, nil, &os.PathError{Op: "open", Path: full, Err: err}
 			}
@@ -218,7 +218,7 @@ func (w *fsWalker) walk(from []*dirNode, name string, wantDir bool) ([]*dirNode,
 			}
 			// O_NONBLOCK: if a FIFO was swapped in after the fstatat, the
 			// open does not wait for a writer and the fstat below refuses it.
-			fd, err := unix.Openat(parent.fd, c, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+			fd, err := unix.Openat(parent.fd, c, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NOCTTY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 			if err != nil {
 				if errors.Is(err, unix.EWOULDBLOCK) {
 					// Another process holds a write lease on it.
@@ -269,7 +269,7 @@ func readlinkat(dirfd int, name string) (string, error) {
 // listDir lists the entries of an open directory (through a new open file
 // description, so the walker's descriptor is left as it is).
 func listDir(n *dirNode) ([]os.DirEntry, error) {
-	fd, err := unix.Openat(n.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fd, err := unix.Openat(n.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: n.path, Err: err}
 	}
@@ -465,6 +465,49 @@ func resolveDir(w *fsWalker, abs string) ([]*dirNode, error) {
 		return nil, fmt.Errorf("%q: %s", abs, d)
 	}
 	return stack, nil
+}
+
+// openManifest opens the manifest file at path for a look that is not a
+// load (Watch's writer check): through the checked walk with opts, the
+// folder holding it must pass the checks Load makes of the manifests
+// directory and drop-in folders, and the file those of a manifest. It
+// returns the descriptor of a regular file (see walk), or errBusy, a
+// refusal, errNotRegular or the walk's error; nothing else is opened.
+func openManifest(path string, opts Options) (int, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return -1, err
+	}
+	w, err := newWalker(opts)
+	if err != nil {
+		return -1, err
+	}
+	defer w.close()
+	stack, _, _, err := w.walk(w.root, filepath.Dir(abs), true)
+	if err != nil {
+		return -1, err
+	}
+	if d := ownerDetail(&stack[len(stack)-1].st, opts); d != "" {
+		return -1, &refusal{fmt.Sprintf("%q: %s", stack[len(stack)-1].path, d)}
+	}
+	// A file named directly (no symlink) is checked before it is opened;
+	// what a symlink leads to is checked on the descriptor (it is a
+	// regular file in trusted directories by then).
+	var lst unix.Stat_t
+	if err := unix.Fstatat(stack[len(stack)-1].fd, filepath.Base(abs), &lst, unix.AT_SYMLINK_NOFOLLOW); err == nil && lst.Mode&unix.S_IFMT == unix.S_IFREG {
+		if d := ownerDetail(&lst, opts); d != "" {
+			return -1, &refusal{fmt.Sprintf("%q: %s", abs, d)}
+		}
+	}
+	_, fd, st, err := w.walk(stack, filepath.Base(abs), false)
+	if err != nil {
+		return -1, err
+	}
+	if d := ownerDetail(st, opts); d != "" {
+		_ = unix.Close(fd)
+		return -1, &refusal{fmt.Sprintf("%q: %s", abs, d)}
+	}
+	return fd, nil
 }
 
 // swapped reports whether the manifests directory changed under a load:

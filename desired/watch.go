@@ -49,7 +49,9 @@ type watchFilter struct {
 // (its UnportableCloseWrite/WithOps are unexported), so Watch debounces
 // instead: a written (or newly created) manifest is checked every
 // settlePoll and wakes the loop once no process holds it open for writing
-// (a read lease can be taken, see WriterOpen), or, where that cannot be
+// (a read lease can be taken, see WriterOpen: the file is opened only
+// through the walk Load uses, with opts, so nothing Load would refuse and
+// nothing but a regular file is ever opened), or, where that cannot be
 // told, once it saw no write for settleQuiet. Load refuses busy files too,
 // which covers startup, the periodic resync and passes woken by another
 // file. Writes to names that are not manifests (swap files, logs) are
@@ -62,7 +64,7 @@ type watchFilter struct {
 // even when the directory is missing) and returns when ctx is done, after
 // closing its watcher; it returns an error only if inotify is unavailable.
 // It starts no goroutine of its own (fsnotify's reader is closed with it).
-func Watch(ctx context.Context, dir string, log *zap.Logger, wake func()) error {
+func Watch(ctx context.Context, dir string, opts Options, log *zap.Logger, wake func()) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("watch %q: %w", dir, err)
@@ -97,7 +99,7 @@ func Watch(ctx context.Context, dir string, log *zap.Logger, wake func()) error 
 		woke := false
 		now := time.Now()
 		for p, last := range pending {
-			busy, known := WriterOpen(p)
+			busy, known := WriterOpen(p, opts)
 			if busy || (!known && now.Sub(last) < settleQuiet) {
 				continue
 			}

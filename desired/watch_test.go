@@ -48,7 +48,7 @@ func TestWatchWakes(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() {
-		done <- Watch(ctx, link, zaptest.NewLogger(t), func() {
+		done <- Watch(ctx, link, watchOpts, zaptest.NewLogger(t), func() {
 			select {
 			case wakes <- struct{}{}:
 			default:
@@ -102,7 +102,7 @@ func TestWatchMissingDirStillWakesOnce(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() {
-		done <- Watch(ctx, filepath.Join(t.TempDir(), "nope"), zaptest.NewLogger(t), func() { wakes <- struct{}{} })
+		done <- Watch(ctx, filepath.Join(t.TempDir(), "nope"), watchOpts, zaptest.NewLogger(t), func() { wakes <- struct{}{} })
 	}()
 	expectWake(t, wakes, "start with a missing directory")
 	cancel()
@@ -119,7 +119,7 @@ func startWatch(t *testing.T, dir string) <-chan struct{} {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() {
-		done <- Watch(ctx, dir, zaptest.NewLogger(t), func() {
+		done <- Watch(ctx, dir, watchOpts, zaptest.NewLogger(t), func() {
 			select {
 			case wakes <- struct{}{}:
 			default:
@@ -296,7 +296,7 @@ func TestWatchLoadsDoNotWake(t *testing.T) {
 		if _, err := Load(dir, Options{Host: testHost, OwnerUID: os.Getuid()}); err != nil {
 			t.Fatal(err)
 		}
-		if busy, known := WriterOpen(filepath.Join(dir, "web.yaml")); busy || !known {
+		if busy, known := WriterOpen(filepath.Join(dir, "web.yaml"), watchOpts); busy || !known {
 			t.Fatalf("WriterOpen = %v, %v", busy, known)
 		}
 	}
@@ -304,3 +304,6 @@ func TestWatchLoadsDoNotWake(t *testing.T) {
 		t.Fatalf("loads woke %d passes", n)
 	}
 }
+
+// watchOpts are the checks Load makes, for the test's user.
+var watchOpts = Options{OwnerUID: os.Getuid()}

@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -17,15 +15,14 @@ import (
 
 // supervised lists the live main processes (group leaders) the process
 // backend on state started for unit, found by the markers every child
-// carries (RESIL_SUPERVISOR, RESIL_UNIT).
+// carries (RESIL_SUPERVISOR: the secret in state/supervisor-id; RESIL_UNIT).
 func supervised(t *testing.T, state, unit string) []int {
 	t.Helper()
-	abs, err := filepath.Abs(state)
+	id, err := os.ReadFile(filepath.Join(state, "supervisor-id"))
 	if err != nil {
-		t.Fatal(err)
+		return nil // no agent has run yet
 	}
-	sum := sha256.Sum256([]byte(abs))
-	want := [][]byte{[]byte("RESIL_SUPERVISOR=" + hex.EncodeToString(sum[:8])), []byte("RESIL_UNIT=" + unit)}
+	want := [][]byte{[]byte("RESIL_SUPERVISOR=" + strings.TrimSpace(string(id))), []byte("RESIL_UNIT=" + unit)}
 	ents, _ := os.ReadDir("/proc")
 	var pids []int
 	for _, e := range ents {

@@ -5,8 +5,12 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -25,7 +29,7 @@ import (
 const (
 	envInvocation = "INVOCATION_ID"    // per launch, 32 hex digits, as systemd sets it
 	envUnit       = "RESIL_UNIT"       // the unit name
-	envSupervisor = "RESIL_SUPERVISOR" // stateID of the supervisor's state dir
+	envSupervisor = "RESIL_SUPERVISOR" // the supervisor ID (idFile): a secret of the state dir
 )
 
 // newNonce returns a launch ID (systemd's INVOCATION_ID format).
@@ -35,11 +39,76 @@ func newNonce() string {
 	return hex.EncodeToString(b[:])
 }
 
-// stateID names a state dir in the markers: processes of another
-// supervisor (another state dir) are never touched.
-func stateID(dir string) string {
+// legacyStateID is the RESIL_SUPERVISOR of processes started before the
+// supervisor ID became a secret (idFile): a hash of the state dir, which
+// anyone can compute. It is accepted only by the agent that creates idFile
+// (the upgrade), so that agent still finds the old agent's processes.
+func legacyStateID(dir string) string {
 	sum := sha256.Sum256([]byte(dir))
 	return hex.EncodeToString(sum[:8])
+}
+
+// idFile holds the supervisor ID: a random secret (so no other user can
+// mark a process as ours), created once per state dir, mode 0600.
+const idFile = "supervisor-id"
+
+// readStateID returns the supervisor ID stored in dir ("" when none yet).
+func readStateID(dir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, idFile))
+	if err != nil {
+		return "", err
+	}
+	id := strings.TrimSpace(string(b))
+	if len(id) != 32 {
+		return "", fmt.Errorf("%s: malformed supervisor id", filepath.Join(dir, idFile))
+	}
+	if _, err := hex.DecodeString(id); err != nil {
+		return "", fmt.Errorf("%s: malformed supervisor id", filepath.Join(dir, idFile))
+	}
+	return id, nil
+}
+
+// ensureStateID returns dir's supervisor ID, creating it when there is none
+// (created reports that): written to a temporary file, then linked into
+// place, so concurrent creators agree on one ID and nobody ever reads a
+// partial one.
+func ensureStateID(dir string) (id string, created bool, err error) {
+	p := filepath.Join(dir, idFile)
+	if id, err := readStateID(dir); err == nil {
+		return id, false, os.Chmod(p, 0o600)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", false, err
+	}
+	tmp, err := os.CreateTemp(dir, "."+idFile+"-*.tmp")
+	if err != nil {
+		return "", false, err
+	}
+	defer os.Remove(tmp.Name())
+	id = newNonce()
+	_, err = tmp.WriteString(id + "\n")
+	if err == nil {
+		err = tmp.Chmod(0o600)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", false, err
+	}
+	if err := os.Link(tmp.Name(), p); errors.Is(err, fs.ErrExist) {
+		id, err := readStateID(dir)
+		return id, false, err
+	} else if err != nil {
+		return "", false, err
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return id, true, nil
 }
 
 func (s *Supervisor) markerEnv(unit, nonce string) []string {
@@ -65,15 +134,16 @@ type marked struct {
 }
 
 // scanMarked lists the live processes under root (/proc) whose environment
-// carries supervisor id. Processes whose environment cannot be read (not
-// ours, gone) are skipped.
-func scanMarked(root, id string) []marked {
+// carries one of the supervisor ids and whose real and effective UIDs
+// (/proc/PID/status) both pass owner: a process of another user than root
+// or its unit's user may forge the markers, so it is never ours. Processes
+// whose environment cannot be read (not ours, gone) are skipped.
+func scanMarked(root string, ids []string, owner func(unit string, uid int) bool) []marked {
 	ents, err := os.ReadDir(root)
 	if err != nil {
 		return nil
 	}
 	self := os.Getpid()
-	want := []byte(envSupervisor + "=" + id)
 	var out []marked
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
@@ -81,7 +151,7 @@ func scanMarked(root, id string) []marked {
 			continue
 		}
 		env, err := os.ReadFile(filepath.Join(root, e.Name(), "environ"))
-		if err != nil || !bytes.Contains(env, want) {
+		if err != nil || !bytes.Contains(env, []byte(envSupervisor+"=")) {
 			continue
 		}
 		m := marked{pid: pid}
@@ -90,7 +160,7 @@ func scanMarked(root, id string) []marked {
 			k, v, _ := strings.Cut(string(kv), "=")
 			switch k {
 			case envSupervisor:
-				ok = v == id
+				ok = v != "" && slices.Contains(ids, v)
 			case envUnit:
 				m.unit = v
 			case envInvocation:
@@ -98,6 +168,10 @@ func scanMarked(root, id string) []marked {
 			}
 		}
 		if !ok || m.nonce == "" {
+			continue
+		}
+		ruid, euid, err := readProcUIDs(root, pid)
+		if err != nil || !owner(m.unit, ruid) || !owner(m.unit, euid) {
 			continue
 		}
 		st, err := readProcStat(root, pid)
@@ -108,6 +182,81 @@ func scanMarked(root, id string) []marked {
 		out = append(out, m)
 	}
 	return out
+}
+
+// readProcUIDs returns the real and effective UID of root/PID/status.
+func readProcUIDs(root string, pid int) (ruid, euid int, err error) {
+	b, err := os.ReadFile(filepath.Join(root, strconv.Itoa(pid), "status"))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		rest, ok := strings.CutPrefix(l, "Uid:")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) < 2 {
+			break
+		}
+		if ruid, err = strconv.Atoi(f[0]); err == nil {
+			euid, err = strconv.Atoi(f[1])
+		}
+		return ruid, euid, err
+	}
+	return 0, 0, fmt.Errorf("%s/%d/status: no Uid line", root, pid)
+}
+
+// markIDs are the supervisor ids scanMarked accepts: the secret, and
+// legacyStateID only on the agent run that created the secret (upgrade) or,
+// for a read-only observer, while there is no secret yet.
+func (s *Supervisor) markIDs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.id == "":
+		return []string{legacyStateID(s.dir)}
+	case s.migrating:
+		return []string{s.id, legacyStateID(s.dir)}
+	}
+	return []string{s.id}
+}
+
+// scan lists this supervisor's marked processes (see scanMarked).
+func (s *Supervisor) scan() []marked {
+	users := map[string]int{}
+	return scanMarked(s.procRoot, s.markIDs(), func(unit string, uid int) bool {
+		if uid == 0 {
+			return true
+		}
+		u, ok := users[unit]
+		if !ok {
+			u = s.unitUID(unit)
+			users[unit] = u
+		}
+		return u >= 0 && uid == u
+	})
+}
+
+// unitUID is the UID a unit's processes run as by its unit file on disk
+// (-1: none but root, or unknown).
+func (s *Supervisor) unitUID(unit string) int {
+	if unit == "" || strings.ContainsAny(unit, "/\x00") || strings.HasPrefix(unit, ".") {
+		return -1
+	}
+	data, err := os.ReadFile(filepath.Join(s.unitDir, unit))
+	if err != nil {
+		return -1
+	}
+	spec, err := ParseUnitFile(data)
+	if err != nil || spec.User == "" {
+		return -1
+	}
+	id, err := resolveIdentity(spec.User, spec.Group)
+	if err != nil {
+		return -1
+	}
+	return id.uid
 }
 
 // resolveIntent fills in the PID of an intent (a row written before its
@@ -161,9 +310,15 @@ func resolveIntents(root string, table map[string]procRecord, marks []marked) {
 
 // stopStrays stops every marked process whose launch is not one the
 // supervisor adopted: a second process of a unit, the leftover of a launch
-// whose table row was lost, a pre-start check orphaned by a kill -9. Their
-// groups get SIGTERM, then SIGKILL after 5 s.
-func (s *Supervisor) stopStrays(marks []marked, keep map[string]bool, keepGroups map[int]bool) {
+// whose table row was lost, a pre-start check orphaned by a kill -9. They
+// get SIGTERM, then SIGKILL after 5 s (or none when quit closes first: the
+// next agent finishes). A stray's process group is signalled only when its
+// leader is a stray of the same launch (a marked process may have joined
+// another group of its session, say root's); otherwise the stray alone, by
+// pidfd after checking its start time. Before each signal a group must
+// still hold one of those strays (same PID, same start time), so a group ID
+// reused meanwhile is never signalled.
+func (s *Supervisor) stopStrays(quit <-chan struct{}, marks []marked, keep map[string]bool, keepGroups map[int]bool) {
 	var strays []marked
 	for _, m := range marks {
 		if !keep[m.nonce] {
@@ -173,17 +328,25 @@ func (s *Supervisor) stopStrays(marks []marked, keep map[string]bool, keepGroups
 	if len(strays) == 0 {
 		return
 	}
+	byPID := map[int]marked{}
+	for _, m := range marks {
+		byPID[m.pid] = m
+	}
 	own := unix.Getpgrp()
+	groups := map[int][]marked{} // pgid -> its strays, for groups led by one of the same launch
+	for _, m := range strays {
+		if l, ok := byPID[m.pgid]; ok && l.nonce == m.nonce && !keep[l.nonce] && m.pgid > 1 && m.pgid != own && !keepGroups[m.pgid] {
+			groups[m.pgid] = append(groups[m.pgid], m)
+		}
+	}
 	signal := func(sig syscall.Signal) {
-		groups := map[int]bool{}
+		for pgid, members := range groups {
+			if groupHolds(s.procRoot, pgid, members) {
+				signalGroup(pgid, sig)
+			}
+		}
 		for _, m := range strays {
-			if m.pgid > 1 && m.pgid != own && !keepGroups[m.pgid] && !groups[m.pgid] {
-				groups[m.pgid] = true
-				signalGroup(m.pgid, sig)
-			}
-			if st, err := readProcStat(s.procRoot, m.pid); err == nil && st.StartTime == m.start {
-				_ = unix.Kill(m.pid, sig)
-			}
+			signalProcess(s.procRoot, m.pid, m.start, sig)
 		}
 	}
 	alive := func() bool {
@@ -196,17 +359,71 @@ func (s *Supervisor) stopStrays(marks []marked, keep map[string]bool, keepGroups
 		return false
 	}
 	for _, m := range strays {
-		s.log.Warn("stopping stray process", zap.String("unit", m.unit), zap.Int("pid", m.pid), zap.Int("pgid", m.pgid), zap.String("invocation", m.nonce))
+		s.log.Warn("stopping stray process", zap.String("unit", m.unit), zap.Int("pid", m.pid), zap.Int("pgid", m.pgid),
+			zap.Bool("group", len(groups[m.pgid]) > 0), zap.String("invocation", m.nonce))
 	}
 	signal(syscall.SIGTERM)
-	deadline := time.Now().Add(5 * time.Second)
-	for alive() && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
+	if !waitGone(quit, 5*time.Second, alive) {
+		return
 	}
 	signal(syscall.SIGKILL)
 	for _, m := range strays {
 		reapIfChildNow(m.pid)
 	}
+}
+
+// waitGone polls gone-ness (alive false) until timeout. It reports false
+// when quit closed first.
+func waitGone(quit <-chan struct{}, timeout time.Duration, alive func() bool) bool {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for alive() {
+		select {
+		case <-quit:
+			return false
+		case <-deadline.C:
+			return true
+		case <-tick.C:
+		}
+	}
+	return true
+}
+
+// groupHolds reports whether process group pgid still holds one of members
+// (same PID, same start time, not a zombie): then it is the group they were
+// found in, since Linux does not reuse the ID of a group that exists.
+func groupHolds(root string, pgid int, members []marked) bool {
+	for _, m := range members {
+		if st, err := readProcStat(root, m.pid); err == nil && st.PGID == pgid && st.StartTime == m.start && st.State != 'Z' {
+			return true
+		}
+	}
+	return false
+}
+
+// signalProcess signals pid if it is still the process that started at
+// start: through a pidfd opened before the check, so the signal cannot
+// reach a process that reused the PID after it.
+func signalProcess(root string, pid int, start uint64, sig syscall.Signal) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		if !errors.Is(err, unix.ENOSYS) {
+			return // gone
+		}
+		fd = -1
+	} else {
+		defer unix.Close(fd)
+	}
+	if st, err := readProcStat(root, pid); err != nil || st.StartTime != start {
+		return
+	}
+	if fd >= 0 {
+		_ = unix.PidfdSendSignal(fd, sig, nil, 0)
+		return
+	}
+	_ = unix.Kill(pid, sig)
 }
 
 // removeLeftovers deletes what a killed agent may leave behind: temporary

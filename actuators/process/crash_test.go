@@ -21,12 +21,12 @@ import (
 // and unit's name, main processes first (group leaders).
 func markedPIDs(t *testing.T, dir, unit string) []int {
 	t.Helper()
-	abs, err := filepath.Abs(dir)
+	id, err := readStateID(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var pids []int
-	for _, m := range scanMarked("/proc", stateID(abs)) {
+	for _, m := range scanMarked("/proc", []string{id}, func(string, int) bool { return true }) {
 		if m.unit == unit && m.pid == m.pgid {
 			pids = append(pids, m.pid)
 		}

@@ -15,13 +15,19 @@
 //	units/NAME.service, units/NAME.timer  rendered specs (Render): ownership header
 //	                                      (X-Resil-Object, X-Resil-Source, X-Resil-Hash) + JSON
 //	units/NAME.enabled                    enable marker: started when the agent starts
-//	processes.json                        process table: unit, pid, start time, hash of the
-//	                                      unit file the process was started from, launch ID
+//	supervisor-id                         the supervisor ID, a random secret (0600)
+//	processes.json                        process table (0600): unit, pid, start time, hash of
+//	                                      the unit file the process was started from, launch
+//	                                      ID, and whether (and why: stop or restart) it is
+//	                                      being stopped
 //	status.json                           unit status snapshot for read-only observers (diff)
 //	run/NAME.<id>.out|.err                stdout/stderr FIFOs of a running process
 //	run/NAME.notify                       NOTIFY_SOCKET of a watchdog (Type=notify) service
 //	timers/NAME.timer.stamp               last trigger of a timer (persistent catch-up)
 //	reset/NAME                            reset requests (RequestReset)
+//
+// The state dir and run/ are 0711: nobody else may list them, but a unit's
+// user reaches its notify socket.
 //
 // Processes outlive the agent: a new agent adopts every process whose PID
 // and /proc start time match the table (watching it with a pidfd, since it
@@ -31,15 +37,23 @@
 // written (temp file, fsync, rename; one writer at a time) as an intent,
 // PID 0, before the fork, and with its PID after. Every child carries
 // INVOCATION_ID (the launch ID, as systemd sets it), RESIL_UNIT and
-// RESIL_SUPERVISOR (a hash of the state dir) in its environment: on start
-// the agent scans /proc/*/environ, resolves an intent to the launch's group
+// RESIL_SUPERVISOR (the supervisor ID) in its environment: on start the
+// agent scans /proc/*/environ, resolves an intent to the launch's group
 // leader (or to the process holding its stdout FIFO, should it have
 // rewritten its environment), and stops every marked process that is not of
-// an adopted launch (strays: a lost row, an orphaned pre-start check). It
-// also removes temporary files and FIFOs a killed agent left behind. Ready
-// is closed only once every unit has its first status (adopted processes
-// active), so the agent's first pass never takes an adopted service for
-// stopped: it neither starts it again nor prunes it without a stop. So a
+// an adopted launch (strays: a lost row, an orphaned pre-start check). A
+// marked process counts only when its real and effective UIDs are root or
+// its unit's user (anyone may copy an environment); a stray's group is
+// signalled only when its leader is of the same launch, otherwise the stray
+// alone, and never a group none of the strays is still in (a reused ID).
+// (The first agent after an upgrade from hash-derived IDs also accepts
+// those.) A row being stopped when the agent was killed is finished: a
+// stop stands even when the process exited meanwhile (the unit is not
+// started again), a restart is completed. It also removes temporary files
+// and FIFOs a killed agent left behind. Ready is closed only once every
+// unit has its first status (adopted processes active), so the agent's
+// first pass never takes an adopted service for stopped: it neither starts
+// it again nor prunes it without a stop. So a
 // service whose manifest did not change keeps its PID across any number of
 // kill -9s, and none runs twice.
 //

@@ -154,7 +154,7 @@ func (s *Supervisor) loadSnapshot() (*snapshot, map[string]procRecord) {
 	if pending {
 		// An agent was killed between writing an intent and its PID; the
 		// next one adopts that launch if it runs, so report it as running.
-		resolveIntents(s.procRoot, table, scanMarked(s.procRoot, s.id))
+		resolveIntents(s.procRoot, table, s.scan())
 	}
 	return snap, table
 }

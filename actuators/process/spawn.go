@@ -179,9 +179,25 @@ type procRecord struct {
 	// written before it existed.
 	Nonce string `json:"nonce,omitempty"`
 	// Stopping: the agent asked it to stop (SIGTERM sent or about to be).
-	Stopping bool   `json:"stopping,omitempty"`
-	Stdout   string `json:"stdout,omitempty"`
-	Stderr   string `json:"stderr,omitempty"`
+	Stopping bool `json:"stopping,omitempty"`
+	// StopReason says why it is Stopping: stopStop, or stopRestart (start
+	// it again once it exited); empty in older tables (a stop).
+	StopReason string `json:"stopReason,omitempty"`
+	Stdout     string `json:"stdout,omitempty"`
+	Stderr     string `json:"stderr,omitempty"`
+}
+
+// Why a process is being stopped (procRecord.StopReason).
+const (
+	stopStop    = "stop"
+	stopRestart = "restart"
+)
+
+func (r procRecord) stopReason() string {
+	if r.StopReason == stopRestart {
+		return stopRestart
+	}
+	return stopStop
 }
 
 // child is a running process the supervisor forked or adopted.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -52,7 +53,9 @@ type Options struct {
 // <stateDir>/processes.json so a new agent adopts what an old one started.
 type Supervisor struct {
 	dir, unitDir, runDir, resetDir string
-	id                             string // stateID(dir), in every child's RESIL_SUPERVISOR
+	id                             string          // the secret supervisor ID (idFile), in every child's RESIL_SUPERVISOR; "" until Run
+	migrating                      bool            // Run created the ID: legacyStateID marks are still ours
+	quit                           <-chan struct{} // Run's ctx.Done: stops waiting for stale processes
 	procRoot                       string
 	log                            *zap.Logger
 	opts                           Options
@@ -104,8 +107,9 @@ func New(stateDir string, log *zap.Logger, opts Options) (*Supervisor, error) {
 	if opts.ProcRoot == "" {
 		opts.ProcRoot = "/proc"
 	}
+	id, _ := readStateID(dir) // created by Run; a read-only observer creates nothing
 	s := &Supervisor{
-		dir: dir, id: stateID(dir), unitDir: filepath.Join(dir, "units"), runDir: filepath.Join(dir, "run"), resetDir: filepath.Join(dir, "reset"),
+		dir: dir, id: id, unitDir: filepath.Join(dir, "units"), runDir: filepath.Join(dir, "run"), resetDir: filepath.Join(dir, "reset"),
 		procRoot: opts.ProcRoot, log: log.Named("process"), opts: opts, now: opts.Now,
 		units: map[string]*unit{}, table: map[string]procRecord{},
 		dirty: make(chan struct{}, 1), ctl: make(chan chan reloadReply), ready: make(chan struct{}), done: make(chan struct{}),
@@ -113,14 +117,33 @@ func New(stateDir string, log *zap.Logger, opts Options) (*Supervisor, error) {
 	return s, nil
 }
 
-// makeDirs creates the state dir layout. New does not: a read-only
-// observer (diff) must not create a state dir that does not exist.
+// makeDirs creates the state dir layout and the supervisor ID. New does
+// not: a read-only observer (diff) must not create a state dir that does
+// not exist. The state dir and run/ are 0711: nobody else may list them
+// (nor read the process table, 0600), but a unit's user must reach its
+// notify socket in run/.
 func (s *Supervisor) makeDirs() error {
 	for _, d := range []string{s.unitDir, s.runDir, s.resetDir, filepath.Join(s.dir, "timers")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("process supervisor: %w", err)
 		}
 	}
+	for _, d := range []string{s.dir, s.runDir} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			return fmt.Errorf("process supervisor: %w", err)
+		}
+	}
+	if err := os.Chmod(s.tablePath(), 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("process supervisor: %w", err)
+	}
+	_, terr := os.Stat(s.tablePath())
+	id, created, err := ensureStateID(s.dir)
+	if err != nil {
+		return fmt.Errorf("process supervisor: supervisor id: %w", err)
+	}
+	s.mu.Lock()
+	s.id, s.migrating = id, created && terr == nil // an older agent's state dir
+	s.mu.Unlock()
 	return nil
 }
 
@@ -174,15 +197,17 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.reaper.run(runCtx, sigs)
 	}()
 
+	s.quit = ctx.Done()
 	s.loadTable()
-	marks := scanMarked(s.procRoot, s.id)
+	held := s.heldStops()
+	marks := s.scan()
 	s.mu.Lock()
 	resolveIntents(s.procRoot, s.table, marks)
 	s.mu.Unlock()
 	if _, err := s.reload(runCtx, &wg, true, marks); err != nil {
 		s.log.Error("load units failed", zap.Error(err))
 	}
-	s.startEnabled()
+	s.startEnabled(held)
 
 	resets := make(chan struct{}, 1)
 	stopWatch := s.watchResets(&wg, resets)
@@ -364,7 +389,7 @@ func (s *Supervisor) cleanupStale(adopted map[string]bool, marks []marked) {
 	}
 	s.mu.Unlock()
 	defer func() {
-		s.stopStrays(marks, keep, keepGroups)
+		s.stopStrays(s.quit, marks, keep, keepGroups)
 		s.removeLeftovers(keepFiles)
 	}()
 	for _, rec := range stale {
@@ -383,16 +408,27 @@ func (s *Supervisor) cleanupStale(adopted map[string]bool, marks []marked) {
 			continue
 		}
 		pids := groupMembers(s.procRoot, rec.PGID, rec.StartTime)
-		if len(pids) == 0 {
+		var members []marked
+		for _, p := range pids {
+			if st, err := readProcStat(s.procRoot, p); err == nil {
+				members = append(members, marked{pid: p, pgid: rec.PGID, start: st.StartTime})
+			}
+		}
+		if len(members) == 0 {
 			continue
 		}
 		s.log.Warn("stopping stale process group", zap.String("unit", rec.Unit), zap.Int("pgid", rec.PGID), zap.Ints("pids", pids))
-		signalGroup(rec.PGID, syscall.SIGTERM)
-		deadline := time.Now().Add(5 * time.Second)
-		for len(groupMembers(s.procRoot, rec.PGID, rec.StartTime)) > 0 && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
+		if groupHolds(s.procRoot, rec.PGID, members) {
+			signalGroup(rec.PGID, syscall.SIGTERM)
 		}
-		signalGroup(rec.PGID, syscall.SIGKILL)
+		if !waitGone(s.quit, 5*time.Second, func() bool { return groupHolds(s.procRoot, rec.PGID, members) }) {
+			break // the agent is stopping; the next one finishes
+		}
+		// SIGKILL only while one of the members found is still in it: a
+		// group ID reused once they are gone is someone else's.
+		if groupHolds(s.procRoot, rec.PGID, members) {
+			signalGroup(rec.PGID, syscall.SIGKILL)
+		}
 		for _, p := range pids {
 			reapIfChildNow(p)
 		}
@@ -406,8 +442,28 @@ func reapIfChildNow(pid int) {
 	_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
 }
 
-// startEnabled starts every enabled unit that is not running yet.
-func (s *Supervisor) startEnabled() {
+// heldStops returns the units whose row, in the table as loaded, says the
+// last agent was stopping them, by why (stopStop, stopRestart). Taken
+// before cleanupStale drops the rows of processes that exited meanwhile:
+// the stop stands (or the restart is completed) whether or not the
+// process is still there to adopt.
+func (s *Supervisor) heldStops() map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	held := map[string]string{}
+	for n, rec := range s.table {
+		if rec.Stopping {
+			held[n] = rec.stopReason()
+		}
+	}
+	return held
+}
+
+// startEnabled starts every enabled unit that is not running yet, except
+// one the last agent was stopping (held): that stop is finished, not
+// undone; an interrupted restart is completed, enabled or not. A unit
+// adopted while stopping finishes that itself (runner.adopt).
+func (s *Supervisor) startEnabled(held map[string]string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	names := make([]string, 0, len(s.units))
@@ -417,8 +473,12 @@ func (s *Supervisor) startEnabled() {
 	sort.Strings(names)
 	for _, n := range names {
 		u := s.units[n]
-		if u.loaded() == nil || !s.isEnabled(n) || s.table[n].Stopping {
-			// A stop the last agent began is finished, not undone.
+		if u.loaded() == nil || s.table[n].Stopping {
+			continue
+		}
+		if why, ok := held[n]; ok && why != stopRestart {
+			continue
+		} else if !ok && !s.isEnabled(n) {
 			continue
 		}
 		select {
@@ -652,17 +712,18 @@ func (s *Supervisor) saveTable() {
 	s.mu.Unlock()
 	sort.Slice(t.Processes, func(i, j int) bool { return t.Processes[i].Unit < t.Processes[j].Unit })
 	b, _ := json.MarshalIndent(t, "", "  ")
-	if err := renameio.WriteFile(s.tablePath(), append(b, '\n'), 0o644); err != nil {
+	if err := renameio.WriteFile(s.tablePath(), append(b, '\n'), 0o600); err != nil {
 		s.log.Error("write process table failed", zap.Error(err))
 	}
 }
 
-// recordStopping marks a unit's row (the process pid) as being stopped on request.
-func (s *Supervisor) recordStopping(name string, pid int) {
+// recordStopping marks a unit's row (the process pid) as being stopped on
+// request, and why (stopStop, stopRestart).
+func (s *Supervisor) recordStopping(name string, pid int, why string) {
 	s.mu.Lock()
 	rec, ok := s.table[name]
 	if ok && rec.PID == pid {
-		rec.Stopping = true
+		rec.Stopping, rec.StopReason = true, why
 		s.table[name] = rec
 	}
 	s.mu.Unlock()

@@ -318,6 +318,7 @@ func (r *runner) command(ctx context.Context, c command) {
 				return
 			}
 			r.restartAfterStop = true
+			r.recordStop()
 			r.wait(c, &r.startWaiters)
 		case phAutoRestart:
 			if c.op == opTrigger {
@@ -345,6 +346,7 @@ func (r *runner) command(ctx context.Context, c command) {
 			c.answer(actuators.Changed, nil)
 		case phStopping:
 			r.requested, r.restartAfterStop = true, false
+			r.recordStop()
 			r.answerStarts(actuators.Unchanged, errors.New("start canceled by stop"))
 			r.wait(c, &r.stopWaiters)
 		default: // check, start, running
@@ -365,6 +367,7 @@ func (r *runner) command(ctx context.Context, c command) {
 			r.beginStart(ctx)
 		case phStopping:
 			r.restartAfterStop = true
+			r.recordStop()
 			r.wait(c, &r.startWaiters)
 		default:
 			r.requested, r.restartAfterStop = true, true
@@ -590,17 +593,32 @@ func (r *runner) kill(sig syscall.Signal, sub string) {
 	if r.proc == nil {
 		return
 	}
-	if r.requested && !r.isCheck && !r.proc.rec.Stopping {
-		// Recorded before the signal: an agent killed now leaves a row
-		// that says the stop was asked for, and the next one finishes it
-		// instead of taking the exit for a failure.
-		r.proc.rec.Stopping = true
-		r.u.s.recordStopping(r.u.name, r.proc.rec.PID)
-	}
+	// Recorded before the signal: an agent killed now leaves a row that
+	// says the stop was asked for, and the next one finishes it instead of
+	// taking the exit for a failure.
+	r.recordStop()
 	signalGroup(r.proc.rec.PGID, sig)
 	r.phase = phStopping
 	r.set("deactivating", sub, nil)
 	r.setTimer(r.stopTimeout())
+}
+
+// recordStop writes to the table that the main process is being stopped
+// on request, and why: a stop, or a restart (restartAfterStop). It is
+// called again whenever a command changes the why during the stop.
+func (r *runner) recordStop() {
+	if r.proc == nil || !r.requested || r.isCheck {
+		return
+	}
+	why := stopStop
+	if r.restartAfterStop {
+		why = stopRestart
+	}
+	if r.proc.rec.Stopping && r.proc.rec.StopReason == why {
+		return
+	}
+	r.proc.rec.Stopping, r.proc.rec.StopReason = true, why
+	r.u.s.recordStopping(r.u.name, r.proc.rec.PID, why)
 }
 
 func (r *runner) stopTimeout() time.Duration {
@@ -862,9 +880,10 @@ func (r *runner) adopt(ctx context.Context, spec *Spec, rec *procRecord) {
 	})
 	r.log.Info("process adopted", zap.Int("pid", rec.PID), zap.Bool("stopping", rec.Stopping))
 	if rec.Stopping {
-		// The previous agent was stopping it (a stop or a restart) when it
-		// was killed: finish the stop; the planner starts it again if wanted.
+		// The previous agent was stopping it when it was killed: finish
+		// the stop, and start it again if that was a restart.
 		r.requested = true
+		r.restartAfterStop = rec.stopReason() == stopRestart
 		r.kill(syscall.SIGTERM, "stop-sigterm")
 	}
 }

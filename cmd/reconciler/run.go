@@ -69,7 +69,11 @@ func newRunCmd(g *globals) *cobra.Command {
 				zap.String("unit_dir", be.UnitDir), zap.String("state_dir", g.stateDir), zap.String("version", buildVersion()))
 			eg, ctx := errgroup.WithContext(ctx)
 			eg.Go(func() error { return loop.Run(ctx) })
-			eg.Go(func() error { return desired.Watch(ctx, g.manifests, log.Named("watch"), loop.Kick) })
+			wopts, err := g.loadOptions() // Watch opens files only as Load would
+			if err != nil {
+				return exitCode(2, err)
+			}
+			eg.Go(func() error { return desired.Watch(ctx, g.manifests, wopts, log.Named("watch"), loop.Kick) })
 			for _, bg := range be.Background {
 				eg.Go(func() error { return bg(ctx, loop.Kick) })
 			}

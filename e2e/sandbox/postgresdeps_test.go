@@ -10,32 +10,54 @@ import (
 // TestPostgresDepsScript runs scripts/test-deps.sh with postgresql missing,
 // as root, against fake dpkg-query, id and apt-get: postgresql-common is
 // installed first, create_main_cluster is set to false before postgresql is
-// installed, a policy-rc.d that exits 101 is in place during both installs
-// (so no service starts), and the previous policy-rc.d (none, or another
-// one) is back afterwards.
+// installed and put back as it was afterwards, a policy-rc.d that exits 101
+// is in place during both installs (so no service starts), and the previous
+// policy-rc.d (none, or another one) is back afterwards. What a run killed
+// with -9 left behind (its marked policy-rc.d, the saved policy-rc.d and
+// createcluster.conf) is put back by the next run, even one with nothing
+// to install.
 func TestPostgresDepsScript(t *testing.T) {
-	script, err := filepath.Abs(filepath.Join("..", "..", "scripts", "test-deps.sh"))
+	scripts, err := filepath.Abs(filepath.Join("..", "..", "scripts"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	sh := RequireProgram(t, "sh", "dash")
+	const (
+		fakeConf = "# comment\n#create_main_cluster = true\n" // as the fake postgresql-common installs it
+		other    = "#!/bin/sh\nexit 0\n"
+		ours     = "#!/bin/sh\n# resil postgres-deps: temporary, start no service while installing\nexit 101\n"
+	)
 	for _, tc := range []struct {
 		name, policy, missing, wantApt string
+		saved, conf, confSaved         string // leftovers of a killed run
+		wantPolicy, wantConf           string
+		direct                         bool // run postgres-deps.sh itself (test-deps.sh runs it only when postgresql is missing)
 	}{
-		{"no policy-rc.d", "", "postgresql",
-			"update -qq [exit 101]\ninstall -y -qq --no-install-recommends postgresql-common [exit 101]\n" +
+		{name: "no policy-rc.d", missing: "postgresql", wantConf: fakeConf,
+			wantApt: "update -qq [exit 101]\ninstall -y -qq --no-install-recommends postgresql-common [exit 101]\n" +
 				"install -y -qq --no-install-recommends postgresql [exit 101]\ncreate_main_cluster = false\n"},
-		{"another policy-rc.d", "#!/bin/sh\nexit 0\n", "curl postgresql",
-			"update -qq [exit 0]\ninstall -y -qq --no-install-recommends curl [exit 0]\n" +
+		{name: "another policy-rc.d", policy: other, missing: "curl postgresql", wantPolicy: other, wantConf: fakeConf,
+			wantApt: "update -qq [exit 0]\ninstall -y -qq --no-install-recommends curl [exit 0]\n" +
 				"update -qq [exit 101]\ninstall -y -qq --no-install-recommends postgresql-common [exit 101]\n" +
 				"install -y -qq --no-install-recommends postgresql [exit 101]\ncreate_main_cluster = false\n"},
-		{"present", "", "", ""},
+		{name: "present"},
+		{name: "leftover policy-rc.d", policy: ours, missing: "postgresql", wantConf: fakeConf,
+			wantApt: "update -qq [exit 101]\ninstall -y -qq --no-install-recommends postgresql-common [exit 101]\n" +
+				"install -y -qq --no-install-recommends postgresql [exit 101]\ncreate_main_cluster = false\n"},
+		{name: "leftovers, present", policy: ours, saved: other, conf: "create_main_cluster = false\n", confSaved: "create_main_cluster = true\n",
+			wantPolicy: other, wantConf: "create_main_cluster = true\n", direct: true},
+		{name: "leftover policy-rc.d, present", policy: ours, direct: true},
+		{name: "killed between the moves, present", saved: other, wantPolicy: other, direct: true},
+		{name: "another exit 101 policy-rc.d kept, present", policy: "#!/bin/sh\nexit 101\n", wantPolicy: "#!/bin/sh\nexit 101\n", direct: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bin := t.TempDir()
 			log, policy, conf := filepath.Join(bin, "apt.log"), filepath.Join(bin, "policy-rc.d"), filepath.Join(bin, "createcluster.conf")
-			if tc.policy != "" {
-				if err := os.WriteFile(policy, []byte(tc.policy), 0o755); err != nil {
+			for path, content := range map[string]string{policy: tc.policy, policy + ".resil-saved": tc.saved, conf: tc.conf, conf + ".resil-saved": tc.confSaved} {
+				if content == "" {
+					continue
+				}
+				if err := os.WriteFile(path, []byte(content), 0o755); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -57,23 +79,29 @@ esac
 					t.Fatal(err)
 				}
 			}
+			script := filepath.Join(scripts, "test-deps.sh")
+			if tc.direct {
+				script = filepath.Join(scripts, "postgres-deps.sh")
+			}
 			cmd := exec.Command(sh, script)
 			cmd.Env = []string{"PATH=" + bin + ":/usr/bin:/bin", "MISSING=" + tc.missing, "APT_LOG=" + log,
 				"RESIL_POLICY_RC_D=" + policy, "RESIL_CREATECLUSTER_CONF=" + conf}
 			out, err := cmd.CombinedOutput()
 			if err != nil {
-				t.Fatalf("test-deps.sh: %v\n%s", err, out)
+				t.Fatalf("%s: %v\n%s", filepath.Base(script), err, out)
 			}
 			apt, _ := os.ReadFile(log)
 			if string(apt) != tc.wantApt {
 				t.Errorf("apt-get calls:\n%s\nwant\n%s", apt, tc.wantApt)
 			}
-			left, err := os.ReadFile(policy)
-			switch {
-			case tc.policy == "" && !os.IsNotExist(err):
-				t.Errorf("policy-rc.d left behind: %q %v", left, err)
-			case tc.policy != "" && string(left) != tc.policy:
-				t.Errorf("policy-rc.d not restored: %q %v", left, err)
+			for path, want := range map[string]string{policy: tc.wantPolicy, conf: tc.wantConf, policy + ".resil-saved": "", conf + ".resil-saved": ""} {
+				got, err := os.ReadFile(path)
+				switch {
+				case want == "" && !os.IsNotExist(err):
+					t.Errorf("%s left behind: %q %v", filepath.Base(path), got, err)
+				case want != "" && string(got) != want:
+					t.Errorf("%s: %q %v, want %q", filepath.Base(path), got, err, want)
+				}
 			}
 		})
 	}

@@ -1,0 +1,97 @@
+package desired
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// opened reports whether anything opened path while f ran (inotify
+// IN_OPEN on path's inode, queued when the open happens).
+func opened(t *testing.T, path string, f func()) bool {
+	t.Helper()
+	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if _, err := unix.InotifyAddWatch(fd, path, unix.IN_OPEN); err != nil {
+		t.Fatal(err)
+	}
+	f()
+	buf := make([]byte, 4096)
+	n, err := unix.Read(fd, buf)
+	if errors.Is(err, unix.EAGAIN) {
+		return false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n > 0
+}
+
+// WriterOpen (Watch's check of a written manifest) opens nothing Load
+// would refuse or not read: a file in a folder others may write to, a file
+// of another owner, and - through a symlink or not - anything but a
+// regular file (a FIFO here; a device or a tty in the attack: opening
+// /dev/watchdog arms it, a tty becomes the agent's controlling terminal).
+func TestWriterOpenOpensOnlyWhatLoadWould(t *testing.T) {
+	base := t.TempDir()
+	uid := os.Getuid()
+	for _, tc := range []struct {
+		name   string
+		opts   Options
+		setup  func(dir string) (path, target string)
+		opened bool
+	}{
+		{name: "trusted file", opts: Options{OwnerUID: uid}, opened: true, setup: func(dir string) (string, string) {
+			writeFiles(t, dir, map[string]string{"x.yaml": "a"})
+			return filepath.Join(dir, "x.yaml"), filepath.Join(dir, "x.yaml")
+		}},
+		{name: "user-writable folder", opts: Options{OwnerUID: uid}, setup: func(dir string) (string, string) {
+			writeFiles(t, dir, map[string]string{"x.yaml": "a"})
+			chmod(t, dir, 0o777)
+			return filepath.Join(dir, "x.yaml"), filepath.Join(dir, "x.yaml")
+		}},
+		{name: "sticky user-writable folder", opts: Options{OwnerUID: uid}, setup: func(dir string) (string, string) {
+			writeFiles(t, dir, map[string]string{"x.yaml": "a"})
+			chmod(t, dir, 0o1777)
+			return filepath.Join(dir, "x.yaml"), filepath.Join(dir, "x.yaml")
+		}},
+		{name: "group-writable file", opts: Options{OwnerUID: uid}, setup: func(dir string) (string, string) {
+			writeFiles(t, dir, map[string]string{"x.yaml": "a"})
+			chmod(t, filepath.Join(dir, "x.yaml"), 0o664)
+			return filepath.Join(dir, "x.yaml"), filepath.Join(dir, "x.yaml")
+		}},
+		{name: "fifo", opts: Options{Insecure: true}, setup: func(dir string) (string, string) {
+			p := filepath.Join(dir, "x.yaml")
+			if err := unix.Mkfifo(p, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return p, p
+		}},
+		{name: "symlink to a fifo", opts: Options{Insecure: true}, setup: func(dir string) (string, string) {
+			p := filepath.Join(dir, "pipe")
+			if err := unix.Mkfifo(p, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return symlink(t, p, filepath.Join(dir, "x.yaml")), p
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := mkdir(t, filepath.Join(base, tc.name))
+			path, target := tc.setup(dir)
+			var busy, known bool
+			got := opened(t, target, func() { busy, known = WriterOpen(path, tc.opts) })
+			if got != tc.opened {
+				t.Fatalf("opened %v, want %v", got, tc.opened)
+			}
+			if busy || !known {
+				t.Fatalf("WriterOpen = %v, %v; want not busy, known", busy, known)
+			}
+		})
+	}
+}
