@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -395,5 +396,53 @@ func TestServeMetricsRetriesBusyPort(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("server did not return after ctx was done")
+	}
+}
+
+// baselineProbe is an event recorder that reads the saved ledger baseline
+// at the instant a Restarted event is recorded: an agent killed right then
+// must find a baseline that still predates the restart.
+type baselineProbe struct {
+	t    *testing.T
+	s    *store.Store
+	seen []uint32 // the baseline's NRestarts of web.service at each Restarted event
+}
+
+func (p *baselineProbe) Record(e reconcile.Event) {
+	p.s.Record(e)
+	if e.Reason != reconcile.ReasonRestarted {
+		return
+	}
+	_, data, err := p.s.Baseline(context.Background())
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	var units map[string]baselineUnit
+	if err := json.Unmarshal(data, &units); err != nil {
+		p.t.Fatalf("baseline %q: %v", data, err)
+	}
+	p.seen = append(p.seen, units["web.service"].NRestarts)
+}
+
+// The saved baseline moves on only after the restarts it covers are
+// recorded, so a kill -9 between the two loses no restart.
+func TestLedgerBaselineSavedAfterRestartsRecorded(t *testing.T) {
+	log := zaptest.NewLogger(t)
+	s, err := store.Open(filepath.Join(t.TempDir(), store.FileName), store.Options{Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	probe := &baselineProbe{t: t, s: s}
+	tel := newTelemetry(s, nil, probe, log, "systemd", ledger.Policy{}, time.Second)
+	tel.bootID = "boot-a"
+	tel.afterPass(reconcile.Result{Observed: webUnit(2, 100, 1000)}, nil)
+	tel.afterPass(reconcile.Result{Observed: webUnit(3, 101, 2000)}, nil)
+	if len(probe.seen) != 1 || probe.seen[0] != 2 {
+		t.Fatalf("baseline NRestarts when the restart was recorded: %v, want [2] (the restart not yet in it)", probe.seen)
+	}
+	_, data, err := s.Baseline(context.Background())
+	if err != nil || !strings.Contains(string(data), `"nRestarts":3`) {
+		t.Fatalf("baseline after the pass: %s, %v; want nRestarts 3", data, err)
 	}
 }
