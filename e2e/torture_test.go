@@ -932,6 +932,10 @@ func (tr *torture) checkpoint() {
 	var lastSince time.Time
 	for {
 		obs, v = tr.check()
+		if len(v) == 0 {
+			// Events are recorded by passes after the fact: poll them too.
+			v = tr.checkEvents()
+		}
 		if len(v) == 0 || time.Now().After(deadline) {
 			break
 		}
@@ -943,9 +947,6 @@ func (tr *torture) checkpoint() {
 			break
 		}
 		time.Sleep(250 * time.Millisecond)
-	}
-	if len(v) == 0 {
-		v = tr.checkEvents()
 	}
 	tr.mu.Lock()
 	v = append(v, tr.sampleBad...)
