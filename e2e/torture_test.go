@@ -1110,13 +1110,17 @@ func (tr *torture) checkEvents() []string {
 		if !s.killedAt.IsZero() && s.present {
 			found := false
 			for _, e := range evs {
+				// An Applied restart/start counts too: the agent may have
+				// restarted the service (an edit) just as the harness killed
+				// the old process.
+				applied := e.Reason == reconcile.ReasonApplied && (strings.HasPrefix(e.Step, "restart "+n+".service") || strings.HasPrefix(e.Step, "start "+n+".service"))
 				if strings.HasSuffix(e.Object, "/"+n) && !e.LastSeen.Before(s.killedAt.Add(-time.Second)) &&
-					(e.Reason == reconcile.ReasonRestarted || e.Reason == reconcile.ReasonStopped || e.Reason == reconcile.ReasonFailed) {
+					(applied || e.Reason == reconcile.ReasonRestarted || e.Reason == reconcile.ReasonStopped || e.Reason == reconcile.ReasonFailed) {
 					found = true
 				}
 			}
 			if !found {
-				v = append(v, fmt.Sprintf("[events] no Restarted/StoppedOutOfBand/Failed event for %s killed at %s", n, s.killedAt.Format(time.TimeOnly)))
+				v = append(v, fmt.Sprintf("[events] no Restarted/StoppedOutOfBand/Failed (or Applied restart) event for %s killed at %s", n, s.killedAt.Format(time.TimeOnly)))
 			}
 		}
 	}
