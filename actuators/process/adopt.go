@@ -441,7 +441,8 @@ func (s *Supervisor) removeLeftovers(keep map[string]bool) {
 			if !e.Type().IsRegular() {
 				continue
 			}
-			if (strings.HasPrefix(n, ".") && len(n) > 1 && isDigit(n[len(n)-1])) || (d == s.dir && n == "status.json.tmp") {
+			if (strings.HasPrefix(n, ".") && len(n) > 1 && isDigit(n[len(n)-1])) || (d == s.dir && n == "status.json.tmp") ||
+				(d == s.dir && strings.HasPrefix(n, "."+idFile+"-") && strings.HasSuffix(n, ".tmp")) {
 				os.Remove(filepath.Join(d, n))
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/google/renameio/v2"
 	"go.uber.org/zap"
 )
 
@@ -157,4 +158,12 @@ func (s *Supervisor) loadSnapshot() (*snapshot, map[string]procRecord) {
 		resolveIntents(s.procRoot, table, s.scan())
 	}
 	return snap, table
+}
+
+// writeFileAtomic writes path by temp file, fsync and rename, with the
+// temporary file beside it: renameio would otherwise put it in $TMPDIR when
+// that is on the same filesystem, where a kill -9 leaves it for good. Beside
+// the target, a leftover is removed at the next start (removeLeftovers).
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	return renameio.WriteFile(path, data, perm, renameio.WithTempDir(filepath.Dir(path)))
 }

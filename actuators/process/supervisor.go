@@ -16,7 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/google/renameio/v2"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
@@ -463,7 +462,26 @@ func (s *Supervisor) heldStops() map[string]string {
 // one the last agent was stopping (held): that stop is finished, not
 // undone; an interrupted restart is completed, enabled or not. A unit
 // adopted while stopping finishes that itself (runner.adopt).
+//
+// It returns once every unit it started has begun starting (bounded by
+// startTakenWait), so the first Observe after Ready sees those units as
+// activating or active, never as inactive: a pass that prunes one of them
+// plans its stop, and no start races a prune (seen as an orphan process
+// after a kill -9 right after a prune's stop step).
 func (s *Supervisor) startEnabled(held map[string]string) {
+	var taken []chan struct{}
+	defer func() {
+		deadline := time.NewTimer(startTakenWait)
+		defer deadline.Stop()
+		for _, c := range taken {
+			select {
+			case <-c:
+			case <-deadline.C:
+				s.log.Warn("enabled units still not starting at ready", zap.Duration("waited", startTakenWait))
+				return
+			}
+		}
+	}()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	names := make([]string, 0, len(s.units))
@@ -481,12 +499,17 @@ func (s *Supervisor) startEnabled(held map[string]string) {
 		} else if !ok && !s.isEnabled(n) {
 			continue
 		}
+		c := command{op: actuators.OpStart, taken: make(chan struct{})}
 		select {
-		case u.cmds <- command{op: actuators.OpStart}:
+		case u.cmds <- c:
+			taken = append(taken, c.taken)
 		default:
 		}
 	}
 }
+
+// startTakenWait bounds how long startEnabled waits for its starts to begin.
+const startTakenWait = 10 * time.Second
 
 func (s *Supervisor) enabledPath(name string) string {
 	return filepath.Join(s.unitDir, name+".enabled")
@@ -712,7 +735,7 @@ func (s *Supervisor) saveTable() {
 	s.mu.Unlock()
 	sort.Slice(t.Processes, func(i, j int) bool { return t.Processes[i].Unit < t.Processes[j].Unit })
 	b, _ := json.MarshalIndent(t, "", "  ")
-	if err := renameio.WriteFile(s.tablePath(), append(b, '\n'), 0o600); err != nil {
+	if err := writeFileAtomic(s.tablePath(), append(b, '\n'), 0o600); err != nil {
 		s.log.Error("write process table failed", zap.Error(err))
 	}
 }
@@ -757,7 +780,7 @@ func RequestReset(stateDir, unit string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("reset %s: %w", unit, err)
 	}
-	if err := renameio.WriteFile(filepath.Join(dir, unit), nil, 0o644); err != nil {
+	if err := writeFileAtomic(filepath.Join(dir, unit), nil, 0o644); err != nil {
 		return fmt.Errorf("reset %s: %w", unit, err)
 	}
 	return nil

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/renameio/v2"
 	"go.uber.org/zap"
 
 	"resil.dev/resil/actuators"
@@ -52,6 +51,7 @@ func (u *unit) runTimer(ctx context.Context, initialized chan<- struct{}) {
 		case <-ctx.Done():
 			return
 		case c := <-u.cmds:
+			c.done() // a timer acts at once
 			switch c.op {
 			case actuators.OpStart, opTrigger:
 				if t.active {
@@ -242,5 +242,5 @@ func (s *Supervisor) readStamp(name string) time.Time {
 }
 
 func (s *Supervisor) writeStamp(name string, t time.Time) error {
-	return renameio.WriteFile(s.stampPath(name), []byte(t.Format(time.RFC3339Nano)+"\n"), 0o644)
+	return writeFileAtomic(s.stampPath(name), []byte(t.Format(time.RFC3339Nano)+"\n"), 0o644)
 }

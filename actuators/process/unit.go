@@ -44,6 +44,17 @@ type opReply struct {
 type command struct {
 	op    actuators.Op
 	reply chan opReply // buffered 1; nil for fire-and-forget
+	// taken, when set, is closed once the unit's goroutine has acted on
+	// the command (a start has begun: the unit is activating, active or
+	// failed), without waiting for the command's outcome.
+	taken chan struct{}
+}
+
+// done closes taken, if set.
+func (c command) done() {
+	if c.taken != nil {
+		close(c.taken)
+	}
 }
 
 func (c command) answer(res actuators.Result, err error) {
@@ -205,6 +216,7 @@ func (u *unit) runService(ctx context.Context, spec *Spec, adopt *procRecord, in
 			return
 		case c := <-u.cmds:
 			r.command(bgCtx, c)
+			c.done()
 		case st := <-exitC:
 			r.exited(bgCtx, st)
 		case <-r.timerC:

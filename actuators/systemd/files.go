@@ -7,10 +7,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 
 	"github.com/google/renameio/v2"
+	"github.com/hashicorp/go-multierror"
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/desired"
@@ -208,4 +210,67 @@ func removeOwnedDropIns(dir string) error {
 
 func isNotEmpty(err error) bool {
 	return errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST)
+}
+
+// tempNameRE matches the temporary files writeAtomic creates (renameio:
+// "." + the target's base name + decimal digits), for the file names resil
+// writes: units, timers and drop-ins.
+var tempNameRE = regexp.MustCompile(`^\.[A-Za-z0-9_.:@+=-]+\.(service|timer|conf)[0-9]+$`)
+
+// RemoveTempFiles deletes the temporary files a killed agent left between
+// renameio's create and rename in the unit dir, its NAME.d drop-in folders
+// and the manager drop-in folder. Only names of writeAtomic's form whose
+// content is empty or carries resil's ownership marker are removed (a
+// temporary file is written from the start, and the marker is in its first
+// lines), so nobody else's file is touched. It returns how many it removed.
+// The agent calls it before its first pass (apply, run); diff never does.
+func (a *Applier) RemoveTempFiles() (int, error) {
+	dirs := []string{a.unitDir, a.managerConfDir}
+	if ents, err := os.ReadDir(a.unitDir); err == nil {
+		for _, e := range ents {
+			if e.IsDir() && strings.HasSuffix(e.Name(), ".d") {
+				dirs = append(dirs, filepath.Join(a.unitDir, e.Name()))
+			}
+		}
+	}
+	var merr *multierror.Error
+	n := 0
+	for _, d := range dirs {
+		ents, err := os.ReadDir(d)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			if !e.Type().IsRegular() || !tempNameRE.MatchString(e.Name()) {
+				continue
+			}
+			p := filepath.Join(d, e.Name())
+			data, err := os.ReadFile(p)
+			if err != nil {
+				continue
+			}
+			if _, owned := desired.IsOwned(data); len(data) > 0 && !owned && !ownedPrefix(data) {
+				continue
+			}
+			if err := os.Remove(p); err != nil {
+				merr = multierror.Append(merr, fmt.Errorf("remove temporary file %s: %w", p, err))
+				continue
+			}
+			n++
+		}
+	}
+	return n, merr.ErrorOrNil()
+}
+
+// ownedPrefix reports whether a cut-short file starts like one resil
+// renders: the marker comes first in [Unit] (units) or in the leading
+// comment block (drop-ins).
+func ownedPrefix(data []byte) bool {
+	head := data[:min(len(data), 512)]
+	for _, start := range []string{"[Unit]\n" + desired.KeyObject + "=", "# " + desired.KeyObject + "="} {
+		if bytes.HasPrefix([]byte(start), head) || bytes.HasPrefix(head, []byte(start)) {
+			return true
+		}
+	}
+	return bytes.Contains(head, []byte("\n"+desired.KeyObject+"="))
 }

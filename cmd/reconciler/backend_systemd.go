@@ -42,6 +42,11 @@ func openSystemd(ctx context.Context, g *globals, log *zap.Logger, readOnly bool
 		be.Applier = readOnlyApplier{}
 		return be, nil
 	}
+	// A kill -9 between renameio's create and rename leaves a temporary
+	// file beside the unit; the agent that takes over removes it.
+	if n, err := app.RemoveTempFiles(); err != nil || n > 0 {
+		log.Info("temporary files of a killed agent removed", zap.Int("removed", n), zap.Error(err))
+	}
 	be.Background = append(be.Background, func(ctx context.Context, wake func()) error {
 		// State-change signals are hints: when they fail, the periodic resync
 		// still converges, so log, wait and subscribe again.
