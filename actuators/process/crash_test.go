@@ -422,3 +422,43 @@ func TestResolveIntent(t *testing.T) {
 		t.Fatalf("resolveIntents: %+v", table)
 	}
 }
+
+// The restart count survives the agent (issue 9 torture suite: a service
+// killed while the agent was down, or restarted just before a kill -9 of
+// the agent, left no Restarted event): it is kept in the process table,
+// restored on adoption, and a process that died while no agent ran is
+// started again as an automatic restart on top of it.
+func TestRestartCountSurvivesAgent(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	obj := service("web", desired.ServiceSpec{Command: []string{"/bin/sleep", "infinity"},
+		Restart: &desired.RestartSpec{Policy: desired.RestartAlways}})
+	h1 := newHarness(t, dir, Options{})
+	h1.install(obj, true)
+	h1.run()
+	u := h1.waitUnit("web.service", "running", isActive)
+	// A crash restarted by the supervisor: NRestarts 1, recorded.
+	syscallKill(t, int(u.MainPID))
+	first := u.MainPID
+	u = h1.waitUnit("web.service", "restarted", func(u *observed.Unit) bool { return isActive(u) && u.MainPID != first && u.MainPID != 0 })
+	if u.NRestarts != 1 || readTable(t, dir)["web.service"].NRestarts != 1 {
+		t.Fatalf("after one crash: NRestarts %d, table %d", u.NRestarts, readTable(t, dir)["web.service"].NRestarts)
+	}
+	h1.abandon()
+	// The next agent adopts it: the count stays 1.
+	h2 := newHarness(t, dir, Options{})
+	h2.run()
+	if u2 := h2.waitUnit("web.service", "adopted", isActive); u2.MainPID != u.MainPID || u2.NRestarts != 1 {
+		t.Fatalf("adopted: pid %d (want %d), NRestarts %d (want 1)", u2.MainPID, u.MainPID, u2.NRestarts)
+	}
+	h2.abandon()
+	// It dies while no agent runs: the next agent's start is restart 2.
+	syscallKill(t, int(u.MainPID))
+	waitFor(t, "process gone", func() bool { return !alive(int(u.MainPID)) })
+	h3 := newHarness(t, dir, Options{})
+	h3.run()
+	u3 := h3.waitUnit("web.service", "started again", func(u *observed.Unit) bool { return isActive(u) && u.MainPID != 0 && alive(int(u.MainPID)) })
+	if u3.NRestarts != 2 {
+		t.Fatalf("died while no agent ran: NRestarts %d, want 2", u3.NRestarts)
+	}
+}

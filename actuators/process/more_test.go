@@ -322,6 +322,8 @@ func TestStaleGroupCleanup(t *testing.T) {
 			t.Fatalf("stale process %d still alive", p)
 		}
 	}
+	// The new process is active once it runs, before its shell wrote its line.
+	waitFor(t, "second run recorded", func() bool { return len(lines(t, runs)) >= 2 })
 	if n := len(lines(t, runs)); n != 2 {
 		t.Fatalf("runs = %d", n)
 	}

@@ -185,6 +185,10 @@ type procRecord struct {
 	StopReason string `json:"stopReason,omitempty"`
 	Stdout     string `json:"stdout,omitempty"`
 	Stderr     string `json:"stderr,omitempty"`
+	// NRestarts is the unit's automatic restart count (systemd's
+	// NRestarts) when this process started, so the count, and the restart
+	// ledger built on it, survive a kill -9 of the agent.
+	NRestarts uint32 `json:"nRestarts,omitempty"`
 }
 
 // Why a process is being stopped (procRecord.StopReason).

@@ -199,6 +199,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.quit = ctx.Done()
 	s.loadTable()
 	held := s.heldStops()
+	prev := s.tableCopy()
 	marks := s.scan()
 	s.mu.Lock()
 	resolveIntents(s.procRoot, s.table, marks)
@@ -206,7 +207,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	if _, err := s.reload(runCtx, &wg, true, marks); err != nil {
 		s.log.Error("load units failed", zap.Error(err))
 	}
-	s.startEnabled(held)
+	s.startEnabled(held, prev)
 
 	resets := make(chan struct{}, 1)
 	stopWatch := s.watchResets(&wg, resets)
@@ -441,6 +442,18 @@ func reapIfChildNow(pid int) {
 	_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
 }
 
+// tableCopy returns the process table as loaded, before adoption and
+// cleanup change it.
+func (s *Supervisor) tableCopy() map[string]procRecord {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]procRecord, len(s.table))
+	for n, r := range s.table {
+		out[n] = r
+	}
+	return out
+}
+
 // heldStops returns the units whose row, in the table as loaded, says the
 // last agent was stopping them, by why (stopStop, stopRestart). Taken
 // before cleanupStale drops the rows of processes that exited meanwhile:
@@ -468,7 +481,11 @@ func (s *Supervisor) heldStops() map[string]string {
 // activating or active, never as inactive: a pass that prunes one of them
 // plans its stop, and no start races a prune (seen as an orphan process
 // after a kill -9 right after a prune's stop step).
-func (s *Supervisor) startEnabled(held map[string]string) {
+//
+// A unit whose recorded process died while no agent ran (a row that was
+// neither stopping nor adopted) is started as an automatic restart, its
+// count carried on from the row, as systemd would have restarted it.
+func (s *Supervisor) startEnabled(held map[string]string, prev map[string]procRecord) {
 	var taken []chan struct{}
 	defer func() {
 		deadline := time.NewTimer(startTakenWait)
@@ -500,6 +517,9 @@ func (s *Supervisor) startEnabled(held map[string]string) {
 			continue
 		}
 		c := command{op: actuators.OpStart, taken: make(chan struct{})}
+		if rec, ok := prev[n]; ok && rec.PID > 0 && !rec.Stopping {
+			c.auto, c.nRestarts = true, rec.NRestarts
+		}
 		select {
 		case u.cmds <- c:
 			taken = append(taken, c.taken)

@@ -48,6 +48,11 @@ type command struct {
 	// the command (a start has begun: the unit is activating, active or
 	// failed), without waiting for the command's outcome.
 	taken chan struct{}
+	// auto (OpStart at agent start only): the unit's last process died
+	// while no agent ran; this start is an automatic restart, counted on
+	// top of nRestarts, the count recorded with that process.
+	auto      bool
+	nRestarts uint32
 }
 
 // done closes taken, if set.
@@ -322,7 +327,10 @@ func (r *runner) command(ctx context.Context, c command) {
 				r.tracker.Reset() // a job's attempts count per activation
 			}
 			r.wait(c, &r.startWaiters)
-			r.beginStart(ctx)
+			if c.auto {
+				r.u.update(func(st *status) { st.NRestarts = c.nRestarts })
+			}
+			r.beginStartAs(ctx, c.auto)
 		case phRunning:
 			c.answer(actuators.Unchanged, nil)
 		case phStopping:
@@ -403,7 +411,10 @@ func (r *runner) command(ctx context.Context, c command) {
 
 // beginStart starts the unit with its latest loaded spec. A new spec (file
 // hash) starts the restart tracker afresh.
-func (r *runner) beginStart(ctx context.Context) {
+func (r *runner) beginStart(ctx context.Context) { r.beginStartAs(ctx, false) }
+
+// beginStartAs is beginStart; auto counts the start as an automatic restart.
+func (r *runner) beginStartAs(ctx context.Context, auto bool) {
 	spec, hash := r.u.current()
 	if spec == nil {
 		r.answerStarts(actuators.Unchanged, fmt.Errorf("unit %s is not loaded", r.u.name))
@@ -413,7 +424,7 @@ func (r *runner) beginStart(ctx context.Context) {
 		r.tracker = NewTracker(*spec.Restart, r.u.s.now)
 	}
 	r.spec, r.hash = spec, hash
-	r.autoRestart = false
+	r.autoRestart = auto
 	r.attempt = 1
 	r.startAttempt(ctx)
 }
@@ -495,17 +506,20 @@ func (r *runner) startMain(ctx context.Context) {
 		return
 	}
 	r.proc, r.isCheck = p, false
-	r.u.s.recordProc(r.u.name, &p.rec)
 	restarted := r.autoRestart
 	r.autoRestart = false
+	n := r.u.status().NRestarts
+	if restarted {
+		n++
+	}
+	p.rec.NRestarts = n
+	r.u.s.recordProc(r.u.name, &p.rec)
 	r.log.Info("process started", zap.Int("pid", p.rec.PID), zap.Bool("autoRestart", restarted))
 	r.u.update(func(st *status) {
 		st.MainPID, st.ExecMainStart, st.ExecMainStatus = p.rec.PID, time.UnixMicro(p.rec.Started), 0
 		st.SpecHash = p.rec.SpecHash
 		st.ExecMainExit = time.Time{}
-		if restarted {
-			st.NRestarts++
-		}
+		st.NRestarts = n
 	})
 	r.wdTimeout = 0
 	if w := r.spec.Watchdog; w != nil {
@@ -889,6 +903,7 @@ func (r *runner) adopt(ctx context.Context, spec *Spec, rec *procRecord) {
 	r.phase = phRunning
 	r.set("active", "running", func(st *status) {
 		st.MainPID, st.ExecMainStart, st.SpecHash = rec.PID, time.UnixMicro(rec.Started), rec.SpecHash
+		st.NRestarts = rec.NRestarts
 	})
 	r.log.Info("process adopted", zap.Int("pid", rec.PID), zap.Bool("stopping", rec.Stopping))
 	if rec.Stopping {
