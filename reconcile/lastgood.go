@@ -145,10 +145,12 @@ func (f *LastGoodFile) Save(objs []*desired.Object) error {
 	if err := os.MkdirAll(f.dir, 0o755); err != nil {
 		return fmt.Errorf("save last good objects: %w", err)
 	}
+	// 0644 like the unit files it renders to (the manifests are readable
+	// too), so `diff` run by a non-root user plans from the same memory.
 	// WithTempDir: the temporary file goes beside the target (same file
 	// system, and a kill -9 leaves it where the agent cleans up), never in
 	// $TMPDIR.
-	if err := renameio.WriteFile(f.Path(), data, 0o600, renameio.WithTempDir(f.dir)); err != nil {
+	if err := renameio.WriteFile(f.Path(), data, 0o644, renameio.WithTempDir(f.dir)); err != nil {
 		return fmt.Errorf("save last good objects: %w", err)
 	}
 	f.written = data
