@@ -842,6 +842,7 @@ func (l *loader) finish(o *Object, dropIns []*doc) bool {
 		return false
 	}
 	o.docs = docs
+	o.document = merged
 	probs := validateObject(o)
 	for _, p := range probs {
 		l.failAt(docs, p.p, p.detail)

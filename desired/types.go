@@ -38,6 +38,9 @@ type Object struct {
 
 	// docs are the parsed documents (base, then drop-ins), for positions.
 	docs []*doc
+	// document is the merged JSON document the object was decoded from
+	// (base with its drop-ins), see Document.
+	document []byte
 }
 
 // Source records the files an object was assembled from.

@@ -25,6 +25,17 @@
 //	                                                             on its own (no storm on top of systemd's).
 //
 // Invalid manifests never stop or prune anything: the last good version of
-// every object whose file (or drop-in) is broken stays in force, and nothing
-// is pruned until one load succeeded.
+// every object whose file (or drop-in) is broken, busy or empty stays in
+// force, and nothing is pruned until one load succeeded.
+//
+// The last good versions outlive the agent: with Config.LastGood set (the
+// CLI uses LastGoodFile, <state-dir>/lastgood.json), New loads them and
+// every applying pass saves them, crash-safely and only when they changed,
+// before its first step; a dry run (diff) never writes. Each entry holds the
+// object's ID, Source and the merged JSON document it was decoded from, and
+// is rebuilt with desired.DecodeObject (Load's strict decode and
+// validation); an entry or file that fails is ignored with a warning. So a
+// restarted agent uses exactly the memory the killed one had: an object
+// whose drop-in broke while the agent was down still has its start or
+// lost restart done. A file really removed still prunes what it held.
 package reconcile

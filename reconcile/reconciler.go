@@ -59,6 +59,11 @@ type Config struct {
 	// deterministic crash mode uses it (cmd/reconciler wires it from
 	// RESIL_TEST_CRASH_AFTER_STEP) to kill the agent right after step k.
 	AfterStep func(index int, s actuators.Step)
+	// LastGood persists the last good desired objects, so an agent
+	// restarted after a crash keeps in force what it kept before (New
+	// loads them, each applying pass saves them before its first step).
+	// Nil keeps them in memory only.
+	LastGood LastGoodStore
 }
 
 // Reconciler runs passes. It is not safe for concurrent passes; the Loop
@@ -99,7 +104,20 @@ func New(cfg Config) *Reconciler {
 	if cfg.Parallel <= 0 {
 		cfg.Parallel = 8
 	}
-	return &Reconciler{cfg: cfg, log: cfg.Log.Named("reconcile"), lastGood: map[string]*desired.Object{}, failures: map[string]*backoff{}}
+	r := &Reconciler{cfg: cfg, log: cfg.Log.Named("reconcile"), lastGood: map[string]*desired.Object{}, failures: map[string]*backoff{}}
+	if cfg.LastGood != nil {
+		objs, err := cfg.LastGood.Load()
+		if err != nil {
+			r.log.Warn("persisted last good objects ignored", zap.Error(err))
+		}
+		for id, o := range objs {
+			r.lastGood[id] = o
+		}
+		if len(objs) > 0 {
+			r.log.Info("persisted last good objects loaded", zap.Int("objects", len(objs)))
+		}
+	}
+	return r
 }
 
 // StepOutcome is what happened to one planned step.
@@ -172,6 +190,18 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	}()
 	objs, protected, broken, prune, busy, lerr := r.desiredObjects(log)
 	res.LoadErr = lerr
+	if r.cfg.LastGood != nil && !opts.DryRun {
+		// Before any step: a kill -9 after a step leaves a restarted agent
+		// the memory this pass acted on.
+		lg := make([]*desired.Object, 0, len(r.lastGood))
+		for _, o := range r.lastGood {
+			lg = append(lg, o)
+		}
+		sortObjects(lg)
+		if err := r.cfg.LastGood.Save(lg); err != nil {
+			log.Warn("last good objects not persisted", zap.Error(err))
+		}
+	}
 	if objs == nil && !prune && lerr != nil && len(r.lastGood) == 0 && errors.Is(lerr, desired.ErrUnreadable) {
 		return res, fmt.Errorf("load manifests: %w", lerr)
 	}
@@ -249,9 +279,10 @@ const ReasonBusy = "ManifestBusy"
 //
 // The rule: an object keeps its last good version while the file it came
 // from, or one of its drop-ins, is broken, busy (open for writing) or
-// empty (no documents). Such an object that has no last good version (the
-// agent restarted with no memory) is neither applied nor pruned: what is on
-// the host stays. An object disappears only when its file is removed, or it
+// empty (no documents). The last good versions survive an agent restart
+// through Config.LastGood. Such an object that has no last good version
+// (the agent never saw it valid, or has no store) is neither applied nor
+// pruned: what is on the host stays. An object disappears only when its file is removed, or it
 // is removed from a file that still holds other objects.
 func (r *Reconciler) desiredObjects(log *zap.Logger) ([]*desired.Object, map[string]bool, map[string]bool, bool, []Finding, error) {
 	protected := map[string]bool{}

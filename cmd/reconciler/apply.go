@@ -55,7 +55,7 @@ func newApplyCmd(g *globals) *cobra.Command {
 				t := newTelemetry(s, nil, rec, log, be.Name, ledger.Policy{}, 0)
 				snapshot = func(res reconcile.Result, err error) { t.snapshot(ctx, res, err, time.Now()) }
 			}
-			r, err := newReconciler(g, be, log, rec)
+			r, err := newReconciler(g, be, log, rec, false)
 			if err != nil {
 				return exitCode(2, err)
 			}

@@ -60,7 +60,9 @@ func detectBackend(ctx context.Context) string {
 	return "systemd"
 }
 
-func newReconciler(g *globals, be *backend, log *zap.Logger, events reconcile.Recorder) (*reconcile.Reconciler, error) {
+// newReconciler wires a Reconciler. readOnly is for diff: the last good
+// objects in the state dir are read, never written (nor the dir created).
+func newReconciler(g *globals, be *backend, log *zap.Logger, events reconcile.Recorder, readOnly bool) (*reconcile.Reconciler, error) {
 	opts, err := g.loadOptions()
 	if err != nil {
 		return nil, err
@@ -76,6 +78,6 @@ func newReconciler(g *globals, be *backend, log *zap.Logger, events reconcile.Re
 	return reconcile.New(reconcile.Config{
 		Manifests: manifests, Load: opts, UnitDir: be.UnitDir, ManagerDir: be.ManagerDir,
 		Render: be.Render, Observer: be.Observer, Applier: be.Applier, Events: events, Log: log,
-		AfterStep: afterStep,
+		AfterStep: afterStep, LastGood: reconcile.NewLastGoodFile(g.stateDir, readOnly),
 	}), nil
 }

@@ -62,7 +62,7 @@ func newDiffCmd(g *globals) *cobra.Command {
 				return exitCode(2, err)
 			}
 			defer be.Close()
-			r, err := newReconciler(g, be, log, nil)
+			r, err := newReconciler(g, be, log, nil, true)
 			if err != nil {
 				return exitCode(2, err)
 			}

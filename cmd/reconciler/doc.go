@@ -15,4 +15,7 @@
 // <state-dir>/events.db (SQLite, WAL; see resil.dev/resil/reconcile/store),
 // sends events to the journal with RESIL_* fields, and serves Prometheus
 // metrics, /healthz and /readyz on --metrics-addr (127.0.0.1:9469).
+// run and apply keep the last good desired objects in
+// <state-dir>/lastgood.json (reconcile.LastGoodFile), so a restarted agent
+// keeps in force what the killed one kept; diff only reads it.
 package main

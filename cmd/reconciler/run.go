@@ -49,7 +49,7 @@ func newRunCmd(g *globals) *cobra.Command {
 				return exitCode(1, err)
 			}
 			defer obs.close()
-			r, err := newReconciler(g, be, log, obs.recorder)
+			r, err := newReconciler(g, be, log, obs.recorder, false)
 			if err != nil {
 				return exitCode(2, err)
 			}

@@ -1,0 +1,240 @@
+package reconcile
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.uber.org/zap/zaptest"
+
+	"resil.dev/resil/desired"
+	"resil.dev/resil/observed"
+)
+
+// staleObserver reports the named units as running a process older than
+// their unit file (a restart lost to a kill -9).
+type staleObserver struct {
+	Observer
+	stale map[string]bool
+}
+
+func (s staleObserver) Observe(ctx context.Context, names []string) (*observed.State, error) {
+	st, err := s.Observer.Observe(ctx, names)
+	if err != nil {
+		return nil, err
+	}
+	for n, u := range st.Units {
+		u.StaleProcess = s.stale[n] && u.Active()
+	}
+	return st, nil
+}
+
+func newStoreReconciler(t *testing.T, dir string, obs Observer, f *fakeBackend, store LastGoodStore) *Reconciler {
+	log := zaptest.NewLogger(t)
+	return New(Config{Manifests: dir, Load: desired.Options{Insecure: true}, UnitDir: "/units", Observer: obs, Applier: f,
+		Events: NewRing(100, log), Log: log, LastGood: store})
+}
+
+const (
+	webDropIn    = "spec:\n  environment:\n    MODE: fast\n"
+	brokenDropIn = "spec:\n  environment: {MODE: fa\n" // cut mid-line
+)
+
+// TestPersistedLastGoodAfterRestart: an agent killed after it converged
+// web (manifest plus a drop-in) restarts with web's drop-in broken. With
+// the persisted last good objects it keeps web's last good version in
+// force exactly (no file rewritten) and finishes what the kill cut short;
+// with no memory it would leave the host as it is.
+func TestPersistedLastGoodAfterRestart(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		// crash leaves the host as the killed agent left it.
+		crash func(f *fakeBackend)
+		stale bool
+		want  string // the restarted agent's plan
+	}{
+		{name: "unit enabled, start lost",
+			crash: func(f *fakeBackend) { f.active["web.service"] = false },
+			want:  "start web.service (inactive, want active)"},
+		{name: "restart lost", crash: func(*fakeBackend) {}, stale: true,
+			want: "restart web.service (running process started from an older unit file)"},
+		{name: "converged", crash: func(*fakeBackend) {}, want: ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir, state := t.TempDir(), filepath.Join(t.TempDir(), "state")
+			writeManifest(t, dir, "web.yaml", webManifest)
+			if err := os.Mkdir(filepath.Join(dir, "web.d"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			writeManifest(t, dir, "web.d/10-env.yaml", webDropIn)
+			f := newFake()
+			r1 := newStoreReconciler(t, dir, f, f, NewLastGoodFile(state, false))
+			if _, err := r1.Reconcile(context.Background(), Options{}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(filepath.Join(state, LastGoodFileName)); err != nil {
+				t.Fatalf("no last good file after an applying pass: %v", err)
+			}
+			c.crash(f)
+			writeManifest(t, dir, "web.d/10-env.yaml", brokenDropIn)
+			obs := staleObserver{Observer: f, stale: map[string]bool{"web.service": c.stale}}
+
+			// Control: with no memory, web is protected and nothing happens.
+			r0 := newStoreReconciler(t, dir, obs, f, nil)
+			res, err := r0.Reconcile(context.Background(), Options{DryRun: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := planSteps(res); c.want != "" && got != "" {
+				t.Fatalf("without memory the plan is %q; the test no longer shows the gap", got)
+			}
+
+			r2 := newStoreReconciler(t, dir, obs, f, NewLastGoodFile(state, false))
+			res, err = r2.Reconcile(context.Background(), Options{DryRun: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := planSteps(res); !strings.HasPrefix(got, c.want) || (c.want == "" && got != "") {
+				t.Fatalf("restarted agent plans %q, want %q", got, c.want)
+			}
+			if res.LoadErr == nil {
+				t.Fatal("the broken drop-in is not reported")
+			}
+			if res.Objects != 1 || res.Desired[0].Source.DropIns[0] != "web.d/10-env.yaml" {
+				t.Fatalf("effective objects: %v", res.Desired)
+			}
+		})
+	}
+}
+
+func planSteps(res Result) string {
+	var s []string
+	for _, st := range res.Plan.Steps {
+		s = append(s, st.String())
+	}
+	return strings.Join(s, "\n")
+}
+
+// TestPersistedLastGoodRemovedFilePrunes: a file removed while the agent
+// was down still prunes what it held.
+func TestPersistedLastGoodRemovedFilePrunes(t *testing.T) {
+	dir, state := t.TempDir(), t.TempDir()
+	writeManifest(t, dir, "web.yaml", webManifest)
+	f := newFake()
+	if _, err := newStoreReconciler(t, dir, f, f, NewLastGoodFile(state, false)).Reconcile(context.Background(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, "web.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newStoreReconciler(t, dir, f, f, NewLastGoodFile(state, false)).Reconcile(context.Background(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if f.files["web.service"] != nil || f.active["web.service"] {
+		t.Fatalf("removed manifest not pruned: %v", f.applied)
+	}
+	objs, err := NewLastGoodFile(state, true).Load()
+	if err != nil || len(objs) != 0 {
+		t.Fatalf("last good file after the prune: %v, %v", objs, err)
+	}
+}
+
+// TestLastGoodFileIgnoresBadContent: a file that does not parse, or an
+// entry that fails validation, is ignored with an error, never fatal; the
+// valid entries are kept.
+func TestLastGoodFileIgnoresBadContent(t *testing.T) {
+	good := `{"id":"Service/web","source":{"file":"web.yaml","doc":0},"document":{"apiVersion":"resil.dev/v1","kind":"Service","metadata":{"name":"web"},"spec":{"command":["/bin/sleep","infinity"]}}}`
+	for _, c := range []struct {
+		name, content string
+		want          []string // IDs kept
+		wantErr       string
+	}{
+		{"garbage", "{not json", nil, "lastgood.json"},
+		{"truncated", `{"version":1,"objects":[` + good[:40], nil, "lastgood.json"},
+		{"other version", `{"version":2,"objects":[` + good + `]}`, nil, "version 2"},
+		{"unknown field", `{"version":1,"objects":[` + good + `,` + strings.NewReplacer("web", "db", "command", "comand").Replace(good) + `]}`, []string{"Service/web"}, "unknown field"},
+		{"id mismatch", `{"version":1,"objects":[` + strings.Replace(good, `"id":"Service/web"`, `"id":"Service/db"`, 1) + `]}`, nil, "the document is Service/web"},
+		{"valid", `{"version":1,"objects":[` + good + `]}`, []string{"Service/web"}, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			state := t.TempDir()
+			if err := os.WriteFile(filepath.Join(state, LastGoodFileName), []byte(c.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			objs, err := NewLastGoodFile(state, true).Load()
+			if (err == nil) != (c.wantErr == "") || (err != nil && !strings.Contains(err.Error(), c.wantErr)) {
+				t.Fatalf("error %v, want one with %q", err, c.wantErr)
+			}
+			if len(objs) != len(c.want) {
+				t.Fatalf("kept %v, want %v", objs, c.want)
+			}
+			for _, id := range c.want {
+				if objs[id] == nil {
+					t.Fatalf("kept %v, want %v", objs, c.want)
+				}
+			}
+			// A reconciler starts with what is usable.
+			dir := t.TempDir()
+			f := newFake()
+			if _, err := newStoreReconciler(t, dir, f, f, NewLastGoodFile(state, false)).Reconcile(context.Background(), Options{}); err != nil {
+				t.Fatalf("pass: %v", err)
+			}
+		})
+	}
+}
+
+// TestLastGoodFileWrites: a dry run (diff) and a read-only store write
+// nothing, not even the directory; an unchanged set is not rewritten;
+// temporary files of a killed save are removed by the next agent.
+func TestLastGoodFileWrites(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", webManifest)
+	state := filepath.Join(t.TempDir(), "state")
+	f := newFake()
+	if _, err := newStoreReconciler(t, dir, f, f, NewLastGoodFile(state, false)).Reconcile(context.Background(), Options{DryRun: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newStoreReconciler(t, dir, f, f, NewLastGoodFile(state, true)).Reconcile(context.Background(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(state); !os.IsNotExist(err) {
+		t.Fatalf("dry run or read-only store created the state dir: %v", err)
+	}
+	r := newStoreReconciler(t, dir, f, f, NewLastGoodFile(state, false))
+	if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(state, LastGoodFileName)
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newStoreReconciler(t, dir, f, f, NewLastGoodFile(state, false)).Reconcile(context.Background(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.Stat(path)
+	if err != nil || !os.SameFile(before, after) {
+		t.Fatalf("unchanged last good objects rewritten (%v)", err)
+	}
+	leftover := filepath.Join(state, "."+LastGoodFileName+"8417293561")
+	if err := os.WriteFile(leftover, []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	NewLastGoodFile(state, true).Load()
+	if _, err := os.Stat(leftover); err != nil {
+		t.Fatal("a read-only store removed a file")
+	}
+	if _, err := NewLastGoodFile(state, false).Load(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(leftover); !os.IsNotExist(err) {
+		t.Fatalf("temporary file of a killed save left: %v", err)
+	}
+}
+
+var _ LastGoodStore = (*LastGoodFile)(nil)
