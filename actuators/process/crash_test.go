@@ -462,3 +462,25 @@ func TestRestartCountSurvivesAgent(t *testing.T) {
 		t.Fatalf("died while no agent ran: NRestarts %d, want 2", u3.NRestarts)
 	}
 }
+
+// An agent killed during a restart delay: the next agent's start is that
+// automatic restart (NRestarts counted), not a fresh start.
+func TestKilledDuringRestartDelayCountsRestart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	obj := service("web", desired.ServiceSpec{Command: []string{"/bin/sleep", "infinity"},
+		Restart: &desired.RestartSpec{Policy: desired.RestartAlways, Delay: "1h"}})
+	h1 := newHarness(t, dir, Options{})
+	h1.install(obj, true)
+	h1.run()
+	u := h1.waitUnit("web.service", "running", isActive)
+	syscallKill(t, int(u.MainPID))
+	h1.waitUnit("web.service", "waiting to restart", func(u *observed.Unit) bool { return u.SubState == "auto-restart" })
+	h1.abandon()
+	h2 := newHarness(t, dir, Options{})
+	h2.run()
+	u2 := h2.waitUnit("web.service", "started again", func(u *observed.Unit) bool { return isActive(u) && u.MainPID != 0 && alive(int(u.MainPID)) })
+	if u2.NRestarts != 1 {
+		t.Fatalf("killed during the restart delay: NRestarts %d, want 1", u2.NRestarts)
+	}
+}

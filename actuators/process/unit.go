@@ -777,7 +777,6 @@ func (r *runner) exited(ctx context.Context, es exitStatus) {
 	signalGroup(p.rec.PGID, syscall.SIGKILL) // what is left of the group (KillMode=control-group)
 	r.stopWatchdog()
 	r.stopTimer()
-	r.u.s.recordProc(r.u.name, nil)
 	switch {
 	case r.watchdogFired:
 		result, clean = ResultWatchdog, false
@@ -794,6 +793,7 @@ func (r *runner) exited(ctx context.Context, es exitStatus) {
 		// the systemd backend renders).
 		r.log.Warn("job attempt failed, retrying", zap.Int("pid", p.rec.PID), zap.String("result", result),
 			zap.Int32("status", es.execMainStatus()), zap.Int("attempt", r.attempt), zap.Int("attempts", rt.Attempts))
+		r.u.s.recordProc(r.u.name, nil)
 		r.attempt++
 		r.phase = phRetryWait
 		r.set("activating", "start", nil)
@@ -810,6 +810,14 @@ func (r *runner) exited(ctx context.Context, es exitStatus) {
 			r.answerStarts(actuators.Unchanged, fmt.Errorf("unit %s failed: %s", r.u.name, result))
 		}
 	}
+	if d != DecisionRestart {
+		r.u.s.recordProc(r.u.name, nil)
+	}
+	// On DecisionRestart the dead process's row stays until the restart's
+	// spawn replaces it: an agent killed during the restart delay finds it
+	// (PID dead, not stopping) and starts the unit as the automatic restart
+	// it was, its count carried on (startEnabled), so no restart escapes
+	// the ledger.
 	if d == DecisionRestart {
 		r.phase = phAutoRestart
 		r.set("activating", "auto-restart", func(st *status) { st.Result = result })
