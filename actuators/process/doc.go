@@ -114,8 +114,10 @@
 // after the last attempt it fails with that attempt's result (exit-code).
 // A job has no start limit: its schedule is the timer's business.
 //
-// Differences from systemd worth knowing: NRestarts and the start-limit
-// window start afresh when the agent restarts; an adopted process's exit
+// Differences from systemd worth knowing: the start-limit window starts
+// afresh when the agent restarts (NRestarts does not: it is kept in the
+// process table, and a process that died while no agent ran is started
+// again as an automatic restart); an adopted process's exit
 // status is unknown unless it is still our child (Result "unknown", treated
 // as a failure by restart policies); AccuracySec is not applied (timers fire
 // on time); a failed preStart check fails the unit without restarting it;
