@@ -324,23 +324,7 @@ func TestLeftoverTempFilesRemoved(t *testing.T) {
 func TestStopInterruptedByKillIsFinished(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	v := func(timeout desired.Duration) *desired.Object {
-		return service("slow", desired.ServiceSpec{Command: sh(`trap '' TERM; : > ` + filepath.Join(dir, "ready") + `; while :; do sleep 0.05; done`),
-			StopTimeout: timeout, Restart: &desired.RestartSpec{Policy: desired.RestartNever}})
-	}
-	h1 := newHarness(t, dir, Options{})
-	h1.install(v("1h"), true)
-	h1.run()
-	u1 := h1.waitUnit("slow.service", "running", isActive)
-	waitFor(t, "trap set", func() bool { _, err := os.Stat(filepath.Join(dir, "ready")); return err == nil })
-	stopped := make(chan error, 1)
-	go func() {
-		_, err := h1.a.Apply(context.Background(), actuators.Step{Op: actuators.OpStop, Unit: "slow.service"})
-		stopped <- err
-	}()
-	waitFor(t, "stop recorded", func() bool { return readTable(t, dir)["slow.service"].Stopping })
-	h1.abandon()
-	<-stopped
+	v, u1 := killedWhileStopping(t, dir, actuators.OpStop, func(r procRecord) bool { return r.Stopping })
 	if !alive(int(u1.MainPID)) {
 		t.Fatal("the process ignoring SIGTERM died with the agent")
 	}
@@ -483,4 +467,36 @@ func TestKilledDuringRestartDelayCountsRestart(t *testing.T) {
 	if u2.NRestarts != 1 {
 		t.Fatalf("killed during the restart delay: NRestarts %d, want 1", u2.NRestarts)
 	}
+}
+
+// slowStopper is a service that ignores SIGTERM (it writes dir/ready once
+// its trap is set), so a stop waits for its stop timeout.
+func slowStopper(dir string) func(desired.Duration) *desired.Object {
+	return func(timeout desired.Duration) *desired.Object {
+		return service("slow", desired.ServiceSpec{Command: sh(`trap '' TERM; : > ` + filepath.Join(dir, "ready") + `; while :; do sleep 0.05; done`),
+			StopTimeout: timeout, Restart: &desired.RestartSpec{Policy: desired.RestartNever}})
+	}
+}
+
+// killedWhileStopping runs slowStopper under an agent, applies op (stop or
+// restart), and kills the agent (abandons it) once the table row satisfies
+// recorded; the process, ignoring SIGTERM, outlives it. It returns the
+// service's constructor and the unit as the first agent last saw it.
+func killedWhileStopping(t *testing.T, dir string, op actuators.Op, recorded func(procRecord) bool) (func(desired.Duration) *desired.Object, *observed.Unit) {
+	t.Helper()
+	v := slowStopper(dir)
+	h1 := newHarness(t, dir, Options{})
+	h1.install(v("1h"), true)
+	h1.run()
+	u1 := h1.waitUnit("slow.service", "running", isActive)
+	waitFor(t, "trap set", func() bool { _, err := os.Stat(filepath.Join(dir, "ready")); return err == nil })
+	done := make(chan error, 1)
+	go func() {
+		_, err := h1.a.Apply(context.Background(), actuators.Step{Op: op, Unit: "slow.service"})
+		done <- err
+	}()
+	waitFor(t, string(op)+" recorded", func() bool { return recorded(readTable(t, dir)["slow.service"]) })
+	h1.abandon()
+	<-done
+	return v, u1
 }

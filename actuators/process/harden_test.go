@@ -275,23 +275,7 @@ func TestInterruptedRestartOfExitedProcessCompleted(t *testing.T) {
 func TestInterruptedRestartOfLiveProcessCompleted(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	v := func(timeout desired.Duration) *desired.Object {
-		return service("slow", desired.ServiceSpec{Command: sh(`trap '' TERM; : > ` + filepath.Join(dir, "ready") + `; while :; do sleep 0.05; done`),
-			StopTimeout: timeout, Restart: &desired.RestartSpec{Policy: desired.RestartNever}})
-	}
-	h1 := newHarness(t, dir, Options{})
-	h1.install(v("1h"), true)
-	h1.run()
-	u1 := h1.waitUnit("slow.service", "running", isActive)
-	waitFor(t, "trap set", func() bool { _, err := os.Stat(filepath.Join(dir, "ready")); return err == nil })
-	restarted := make(chan error, 1)
-	go func() {
-		_, err := h1.a.Apply(context.Background(), actuators.Step{Op: actuators.OpRestart, Unit: "slow.service"})
-		restarted <- err
-	}()
-	waitFor(t, "restart recorded", func() bool { return readTable(t, dir)["slow.service"].StopReason == stopRestart })
-	h1.abandon()
-	<-restarted
+	v, u1 := killedWhileStopping(t, dir, actuators.OpRestart, func(r procRecord) bool { return r.StopReason == stopRestart })
 	files, _ := Render(v("100ms"))
 	if err := os.WriteFile(filepath.Join(dir, "units", "slow.service"), files[0].Data, 0o644); err != nil {
 		t.Fatal(err)
