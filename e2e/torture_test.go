@@ -81,32 +81,28 @@ func tortureSeed(t *testing.T) uint64 {
 
 func TestTortureProcess(t *testing.T) {
 	sandbox.RequireRoot(t, "(owner check on root-owned manifests, chown, user: nobody)")
-	seed := tortureSeed(t)
-	run := fmt.Sprintf("p%d", seed%1000000)
-	tr := newTorture(t, newProcTorture(t, run), run, seed, tortureSizing())
-	tr.random()
+	newTortureRun(t, "p", func(run string) tortureBackend { return newProcTorture(t, run) }).random()
 }
 
 func TestTortureSystemd(t *testing.T) {
-	seed := tortureSeed(t)
-	run := fmt.Sprintf("s%d", seed%1000000)
-	tr := newTorture(t, newSDTorture(t, run, 70*time.Minute), run, seed, tortureSizing())
-	tr.random()
+	newTortureRun(t, "s", func(run string) tortureBackend { return newSDTorture(t, run, 70*time.Minute) }).random()
 }
 
 func TestTortureCrashAfterStepProcess(t *testing.T) {
 	sandbox.RequireRoot(t, "(owner check on root-owned manifests, chown, user: nobody)")
-	seed := tortureSeed(t)
-	run := fmt.Sprintf("c%d", seed%1000000)
-	tr := newTorture(t, newProcTorture(t, run), run, seed, tortureSizing())
-	tr.crashAfterEveryStep()
+	newTortureRun(t, "c", func(run string) tortureBackend { return newProcTorture(t, run) }).crashAfterEveryStep()
 }
 
 func TestTortureCrashAfterStepSystemd(t *testing.T) {
+	newTortureRun(t, "d", func(run string) tortureBackend { return newSDTorture(t, run, 30*time.Minute) }).crashAfterEveryStep()
+}
+
+// newTortureRun picks the seed and the run name (prefix + seed, the marker
+// of every process of this run) and builds the torture on that backend.
+func newTortureRun(t *testing.T, prefix string, backend func(run string) tortureBackend) *torture {
 	seed := tortureSeed(t)
-	run := fmt.Sprintf("d%d", seed%1000000)
-	tr := newTorture(t, newSDTorture(t, run, 30*time.Minute), run, seed, tortureSizing())
-	tr.crashAfterEveryStep()
+	run := fmt.Sprintf("%s%d", prefix, seed%1000000)
+	return newTorture(t, backend(run), run, seed, tortureSizing())
 }
 
 // tortureAbsent is the key of a service that does not run.
