@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -83,22 +82,7 @@ func (s *Supervisor) watchResets(wg *sync.WaitGroup, out chan<- struct{}) (stop 
 	}
 	if err != nil {
 		s.log.Warn("inotify unavailable, polling reset requests", zap.Error(err))
-		quit := make(chan struct{})
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t := time.NewTicker(time.Second)
-			defer t.Stop()
-			for {
-				select {
-				case <-quit:
-					return
-				case <-t.C:
-					kick()
-				}
-			}
-		}()
-		return func() { close(quit) }
+		return everySecond(wg, func() bool { kick(); return false })
 	}
 	f := os.NewFile(uintptr(fd), "inotify")
 	wg.Add(1)

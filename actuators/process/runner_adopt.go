@@ -98,6 +98,18 @@ func watchExit(wg *sync.WaitGroup, pid int, exit chan<- exitStatus) (stop func()
 
 // pollExit is watchExit without pidfd (kernels before 5.3): /proc, once a second.
 func pollExit(wg *sync.WaitGroup, pid int, exit chan<- exitStatus) (stop func()) {
+	return everySecond(wg, func() bool {
+		if st, err := readProcStat("/proc", pid); err != nil || st.State == 'Z' {
+			exit <- reapIfChild(pid)
+			return true
+		}
+		return false
+	})
+}
+
+// everySecond calls tick once a second on a goroutine wg tracks, until tick
+// returns true or the returned func is called.
+func everySecond(wg *sync.WaitGroup, tick func() (done bool)) (stop func()) {
 	quit := make(chan struct{})
 	wg.Add(1)
 	go func() {
@@ -109,8 +121,7 @@ func pollExit(wg *sync.WaitGroup, pid int, exit chan<- exitStatus) (stop func())
 			case <-quit:
 				return
 			case <-t.C:
-				if st, err := readProcStat("/proc", pid); err != nil || st.State == 'Z' {
-					exit <- reapIfChild(pid)
+				if tick() {
 					return
 				}
 			}
