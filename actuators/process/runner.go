@@ -110,7 +110,8 @@ type runner struct {
 	watchdogFired    bool
 	readyTimedOut    bool
 	restartAfterStop bool
-	autoRestart      bool // the next start is an automatic restart (NRestarts)
+	autoRestart      bool   // the next start is an automatic restart (NRestarts)
+	nextRestarts     uint32 // NRestarts of the main process being spawned (its intent row)
 
 	startWaiters []chan opReply
 	stopWaiters  []chan opReply
