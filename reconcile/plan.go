@@ -18,7 +18,7 @@ import (
 type Finding struct {
 	Object  string `json:"object"`
 	Unit    string `json:"unit,omitempty"`
-	Reason  string `json:"reason"`
+	Reason  Reason `json:"reason"`
 	Message string `json:"message"`
 	// Warning is false for informational findings.
 	Warning bool `json:"warning"`
@@ -150,7 +150,7 @@ func dedupe(in []string) []string {
 	return out
 }
 
-func (p *planner) find(o, unit, reason, msg string, warning, enforced bool) {
+func (p *planner) find(o, unit string, reason Reason, msg string, warning, enforced bool) {
 	p.findings = append(p.findings, Finding{Object: o, Unit: unit, Reason: reason, Message: msg, Warning: warning, Enforced: enforced})
 }
 

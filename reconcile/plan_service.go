@@ -10,7 +10,7 @@ import (
 )
 
 // failureReason classifies a failed unit.
-func failureReason(u *observed.Unit) (string, string) {
+func failureReason(u *observed.Unit) (Reason, string) {
 	switch u.Result {
 	case "start-limit-hit":
 		return ReasonStartLimitHit, "start limit hit"

@@ -43,10 +43,6 @@ type metrics struct {
 	prevFindings map[string]bool
 }
 
-// objectStates are the values of resil_objects{state}; each kind reports
-// every state (0 when none) so a state that empties reads 0, not stale.
-var objectStates = []string{stateConverged, stateConverging, stateDrifted, stateFailed, stateInvalid}
-
 func newMetrics(stale time.Duration, now func() time.Time) *metrics {
 	if now == nil {
 		now = time.Now
@@ -115,10 +111,10 @@ func (m *metrics) observePass(res reconcile.Result, err error) {
 			if !f.Warning {
 				continue
 			}
-			k := f.Object + "\x00" + f.Unit + "\x00" + f.Reason
+			k := f.Object + "\x00" + f.Unit + "\x00" + string(f.Reason)
 			cur[k] = true
 			if !m.prevFindings[k] {
-				m.drift.WithLabelValues(f.Reason).Inc()
+				m.drift.WithLabelValues(string(f.Reason)).Inc()
 			}
 		}
 		m.prevFindings = cur
@@ -145,8 +141,10 @@ func (m *metrics) setObjects(objs []store.ObjectStatus, gone []string) {
 		kinds[o.Kind] = true
 	}
 	for k := range kinds {
-		for _, s := range objectStates {
-			m.objects.WithLabelValues(k, s).Set(float64(counts[[2]string{k, s}]))
+		// Every state of every kind (0 when none), so a state that
+		// empties reads 0, not stale.
+		for _, s := range reconcile.States {
+			m.objects.WithLabelValues(k, string(s)).Set(float64(counts[[2]string{k, string(s)}]))
 		}
 	}
 	for _, obj := range gone {

@@ -289,7 +289,7 @@ func runHook(ctx context.Context, j hookJob, timeout time.Duration) error {
 	}
 	cmd.Stdin = bytes.NewReader(append(data, '\n'))
 	cmd.Env = append(os.Environ(),
-		"RESIL_OBJECT="+e.Object, "RESIL_REASON="+e.Reason, "RESIL_UNIT="+e.Unit, "RESIL_TYPE="+string(e.Type),
+		"RESIL_OBJECT="+e.Object, "RESIL_REASON="+string(e.Reason), "RESIL_UNIT="+e.Unit, "RESIL_TYPE="+string(e.Type),
 		"RESIL_MESSAGE="+e.Message, "RESIL_TIME="+e.Time.UTC().Format(time.RFC3339), "RESIL_COUNT="+strconv.Itoa(e.Count))
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

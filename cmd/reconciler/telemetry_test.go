@@ -171,8 +171,8 @@ func TestTelemetryLedgerAlertsMetrics(t *testing.T) {
 	want(t, fams, "resil_reconcile_passes_total", map[string]string{"result": "error"}, 0)
 	want(t, fams, "resil_reconcile_duration_seconds", nil, 5)
 	want(t, fams, "resil_daemon_reload_duration_seconds", nil, 1)
-	want(t, fams, "resil_objects", map[string]string{"kind": "Service", "state": stateConverged}, 1)
-	want(t, fams, "resil_objects", map[string]string{"kind": "Service", "state": stateFailed}, 0)
+	want(t, fams, "resil_objects", map[string]string{"kind": "Service", "state": string(reconcile.StateConverged)}, 1)
+	want(t, fams, "resil_objects", map[string]string{"kind": "Service", "state": string(reconcile.StateFailed)}, 0)
 	want(t, fams, "resil_last_successful_reconcile_timestamp_seconds", nil, float64(clk.Now().Unix()))
 
 	// A window after the storm, with 3 more restarts in the last hour: one more.
@@ -196,7 +196,7 @@ func TestTelemetryLedgerAlertsMetrics(t *testing.T) {
 	}
 	counts := map[string]int{}
 	for _, e := range evs {
-		counts[e.Reason+" "+e.Message] = e.Count
+		counts[string(e.Reason)+" "+e.Message] = e.Count
 	}
 	if counts["Restarted web.service restarted (cause auto)"] != 12 || counts["Restarted web.service restarted (cause manual)"] != 1 ||
 		counts["RestartStorm 3 or more restarts within 1h0m0s"] != 2 {
@@ -206,7 +206,7 @@ func TestTelemetryLedgerAlertsMetrics(t *testing.T) {
 	// A failing hook is itself an event.
 	tel.hooks <- hookJob{command: []string{"/bin/sh", "-c", "echo nope >&2; exit 7"}, event: reconcile.Event{Object: "Service/web", Reason: reconcile.ReasonRestartStorm}}
 	waitFor(t, "hook failure event", func() bool {
-		evs, _ := s.Events(context.Background(), store.Query{Reason: reconcile.ReasonAlertHookFailed})
+		evs, _ := s.Events(context.Background(), store.Query{Reason: string(reconcile.ReasonAlertHookFailed)})
 		return len(evs) == 1 && strings.Contains(evs[0].Message, "exit status 7: nope")
 	})
 

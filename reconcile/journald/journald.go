@@ -10,7 +10,8 @@
 // Findings that persist are re-recorded on every pass; a repeat of the
 // same (object, reason, message) is sent again at most once per Every (the
 // event store counts every repeat). Events that are occurrences, not
-// conditions (restarts, storms, applied steps), are always sent.
+// conditions (reasons of category occurrence: restarts, storms, applied
+// and failed steps), are always sent.
 package journald
 
 import (
@@ -40,12 +41,6 @@ type Recorder struct {
 	last  map[string]time.Time
 }
 
-// occurrences are reasons sent on every Record.
-var occurrences = map[string]bool{
-	reconcile.ReasonRestarted: true, reconcile.ReasonRestartStorm: true, reconcile.ReasonAlertHookFailed: true,
-	reconcile.ReasonApplied: true, reconcile.ReasonPruned: true, reconcile.ReasonApplyFailed: true,
-}
-
 var _ reconcile.Recorder = (*Recorder)(nil)
 
 // New returns a recorder sending with send (nil: journal.Send).
@@ -65,7 +60,7 @@ func Fields(e reconcile.Event) (string, journal.Priority, map[string]string) {
 	if e.Type == reconcile.Warning {
 		pri = journal.PriWarning
 	}
-	msg := e.Reason
+	msg := string(e.Reason)
 	if e.Object != "" {
 		msg += " " + e.Object
 	}
@@ -73,7 +68,7 @@ func Fields(e reconcile.Event) (string, journal.Priority, map[string]string) {
 	vars := map[string]string{
 		"SYSLOG_IDENTIFIER": "reconciler",
 		"RESIL_OBJECT":      e.Object,
-		"RESIL_REASON":      e.Reason,
+		"RESIL_REASON":      string(e.Reason),
 		"RESIL_UNIT":        e.Unit,
 		"RESIL_TYPE":        string(e.Type),
 		"RESIL_COUNT":       strconv.Itoa(max(e.Count, 1)),
@@ -89,14 +84,14 @@ func (r *Recorder) Record(e reconcile.Event) {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
-	if occurrences[e.Reason] {
+	if e.Reason.Category() == reconcile.CategoryOccurrence {
 		msg, pri, vars := Fields(e)
 		if err := r.send(msg, pri, vars); err != nil {
 			r.log.Debug("journal send failed", zap.Error(err))
 		}
 		return
 	}
-	k := e.Object + "\x00" + e.Reason + "\x00" + e.Message
+	k := e.Object + "\x00" + string(e.Reason) + "\x00" + e.Message
 	r.mu.Lock()
 	if t, ok := r.last[k]; ok && e.Time.Sub(t) < r.Every {
 		r.mu.Unlock()
