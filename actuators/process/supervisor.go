@@ -77,6 +77,10 @@ type Supervisor struct {
 	ready   chan struct{} // closed once Run has loaded and adopted
 	done    chan struct{} // closed when Run returns
 	running bool
+
+	// beforeFork, when set (tests), runs after a main process's intent row
+	// is written and before its fork.
+	beforeFork func(unit string)
 }
 
 type reloadReply struct {

@@ -164,7 +164,8 @@ type runner struct {
 	watchdogFired    bool
 	readyTimedOut    bool
 	restartAfterStop bool
-	autoRestart      bool // the next start is an automatic restart (NRestarts)
+	autoRestart      bool   // the next start is an automatic restart (NRestarts)
+	nextRestarts     uint32 // NRestarts of the main process being spawned (its intent row)
 
 	startWaiters []chan opReply
 	stopWaiters  []chan opReply
@@ -498,6 +499,16 @@ func (r *runner) startMain(ctx context.Context) {
 			extra = append(extra, "WATCHDOG_USEC="+strconv.FormatInt(w.Timeout.D().Microseconds(), 10))
 		}
 	}
+	// The restart count this process starts with goes into the intent row
+	// written before the fork: an agent killed between the fork and the
+	// table write leaves a launch the next agent adopts with its count (an
+	// automatic restart then stays counted; found by the torture suite).
+	restarted := r.autoRestart
+	n := r.u.status().NRestarts
+	if restarted {
+		n++
+	}
+	r.nextRestarts = n
 	p, err := r.spawn(ctx, r.spec.Command, extra, true)
 	r.releaseLock() // the child holds it now
 	if err != nil {
@@ -506,12 +517,7 @@ func (r *runner) startMain(ctx context.Context) {
 		return
 	}
 	r.proc, r.isCheck = p, false
-	restarted := r.autoRestart
 	r.autoRestart = false
-	n := r.u.status().NRestarts
-	if restarted {
-		n++
-	}
 	p.rec.NRestarts = n
 	r.u.s.recordProc(r.u.name, &p.rec)
 	r.log.Info("process started", zap.Int("pid", p.rec.PID), zap.Bool("autoRestart", restarted))
@@ -565,7 +571,11 @@ func (r *runner) spawn(ctx context.Context, argv []string, extra []string, main 
 	rec := procRecord{Unit: r.u.name, Nonce: nonce, Started: now.UnixMicro(), SpecHash: r.hash, Stdout: l.out, Stderr: l.errp}
 	if main {
 		l.lock = r.lock
+		rec.NRestarts = r.nextRestarts
 		s.recordIntent(r.u.name, rec)
+		if s.beforeFork != nil {
+			s.beforeFork(r.u.name)
+		}
 	}
 	p, err := s.forkExec(l)
 	if err != nil {
