@@ -80,7 +80,7 @@ func (p *planner) service(o *desired.Object) {
 			p.find(o.ID(), f.Name, ReasonStaleProcess, f.Name+" runs a process started from an older unit file; restarting", true, true)
 			p.rt(actuators.OpRestart, o, f.Name, "running process started from an older unit file")
 		case u.ActiveState == "inactive" || u.ActiveState == "":
-			msg := fmt.Sprintf("%s is %s, want active", f.Name, orDash(u.ActiveState))
+			msg := fmt.Sprintf("%s is %s, want active", f.Name, OrDash(u.ActiveState))
 			if report {
 				p.find(o.ID(), f.Name, ReasonStopped, msg+"; drift policy report: left as is", true, false)
 				return
@@ -93,13 +93,6 @@ func (p *planner) service(o *desired.Object) {
 			p.rt(actuators.OpStop, o, f.Name, "active, want stopped")
 		}
 	}
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }
 
 // watchdogKill reports a service the watchdog killed and systemd is
@@ -118,7 +111,7 @@ func (p *planner) watchdogKill(o *desired.Object, unit string, u *observed.Unit)
 		// with the kill time, so the message (the dedupe key) is stable.
 		return
 	}
-	when := "at " + usecText(u.ExecMainExitTimestamp)
+	when := "at " + FormatUSec(u.ExecMainExitTimestamp, LayoutMilli)
 	timeout := ""
 	if o.Service != nil && o.Service.Watchdog != nil {
 		timeout = fmt.Sprintf(" within %s", o.Service.Watchdog.Timeout)

@@ -44,7 +44,7 @@ func (p *planner) timer(o *desired.Object) {
 		_, msg := failureReason(ju)
 		when := ""
 		if ju.ExecMainExitTimestamp != 0 {
-			when = " at " + usecText(ju.ExecMainExitTimestamp)
+			when = " at " + FormatUSec(ju.ExecMainExitTimestamp, LayoutMilli)
 		}
 		p.find(o.ID(), job, ReasonTimerFailed, "last run"+when+" "+msg, true, false)
 	}
@@ -80,7 +80,7 @@ func (p *planner) timer(o *desired.Object) {
 		// pass; refreshing a stale stamp now is what the ordering is for.
 		p.catchUp(o, name, u)
 	case !u.Active():
-		msg := fmt.Sprintf("%s is %s, want active", name, orDash(u.ActiveState))
+		msg := fmt.Sprintf("%s is %s, want active", name, OrDash(u.ActiveState))
 		if o.DriftPolicy() == desired.DriftReport {
 			p.find(o.ID(), name, ReasonTimerInactive, msg+"; drift policy report: left as is", true, false)
 			return
@@ -130,18 +130,13 @@ func (p *planner) catchUp(o *desired.Object, name string, u *observed.Unit) {
 	late := now.Sub(missed).Truncate(time.Second)
 	if max := t.MaxLateness.D(); t.MaxLateness.IsSet() && late > max {
 		msg := fmt.Sprintf("run due %s missed (last run %s) is %s late, over maxLateness %s: skipped; stamp refreshed so systemd does not fire it late",
-			usecText(uint64(missed.UnixMicro())), usecText(u.StampUSec), late, max)
+			FormatUSec(uint64(missed.UnixMicro()), LayoutMilli), FormatUSec(u.StampUSec, LayoutMilli), late, max)
 		p.find(o.ID(), name, ReasonTimerMissed, msg, true, true)
 		p.runtime = append(p.runtime, actuators.Step{Op: actuators.OpRefreshStamp, Object: o.ID(), Unit: name, Path: u.StampPath,
 			Props:  map[string]string{"missed": strconv.FormatInt(missed.UnixMicro(), 10)},
-			Reason: fmt.Sprintf("skip run due %s, %s late", usecText(uint64(missed.UnixMicro())), late)})
+			Reason: fmt.Sprintf("skip run due %s, %s late", FormatUSec(uint64(missed.UnixMicro()), LayoutMilli), late)})
 		return
 	}
 	p.find(o.ID(), name, ReasonTimerCatchUp, fmt.Sprintf("run due %s missed (last run %s); systemd runs it once on start, %s late",
-		usecText(uint64(missed.UnixMicro())), usecText(u.StampUSec), late), false, false)
-}
-
-// usecText renders µs since the epoch as RFC 3339 UTC with milliseconds.
-func usecText(v uint64) string {
-	return time.UnixMicro(int64(v)).UTC().Format("2006-01-02T15:04:05.000Z")
+		FormatUSec(uint64(missed.UnixMicro()), LayoutMilli), FormatUSec(u.StampUSec, LayoutMilli), late), false, false)
 }

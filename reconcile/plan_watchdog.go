@@ -62,7 +62,7 @@ func (p *planner) watchdog(o *desired.Object) {
 	for _, k := range keys {
 		if m.Properties[k] != want[k] {
 			diff[k] = want[k]
-			why = append(why, fmt.Sprintf("%s %s, want %s", k, orDash(m.Properties[k]), want[k]))
+			why = append(why, fmt.Sprintf("%s %s, want %s", k, OrDash(m.Properties[k]), want[k]))
 		}
 	}
 	if len(diff) > 0 {

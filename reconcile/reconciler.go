@@ -377,7 +377,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger) ([]*desired.Object, map[str
 		}
 	}
 	for name := range names {
-		for _, k := range []desired.Kind{desired.KindService, desired.KindTimer, desired.KindWatchdog} {
+		for _, k := range desired.Kinds() {
 			protected[string(k)+"/"+name] = true
 		}
 	}

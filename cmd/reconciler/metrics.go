@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"resil.dev/resil/actuators"
+	"resil.dev/resil/desired"
 	"resil.dev/resil/reconcile"
 	"resil.dev/resil/reconcile/ledger"
 	"resil.dev/resil/reconcile/store"
@@ -135,7 +136,10 @@ func (m *metrics) storm(object string) { m.storms.WithLabelValues(object).Inc() 
 // of objects that are no longer desired.
 func (m *metrics) setObjects(objs []store.ObjectStatus, gone []string) {
 	counts := map[[2]string]int{}
-	kinds := map[string]bool{"Service": true, "Timer": true, "Watchdog": true}
+	kinds := map[string]bool{}
+	for _, k := range desired.Kinds() {
+		kinds[string(k)] = true
+	}
 	for _, o := range objs {
 		counts[[2]string{o.Kind, o.State}]++
 		kinds[o.Kind] = true

@@ -87,14 +87,7 @@ func observedWord(o *desired.Object, obs *observed.State) string {
 	if u.SubState != "" {
 		return u.ActiveState + " (" + u.SubState + ")"
 	}
-	return orDashStr(u.ActiveState)
-}
-
-func orDashStr(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
+	return reconcile.OrDash(u.ActiveState)
 }
 
 // statusRow is one object in `status` output.
