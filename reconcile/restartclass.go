@@ -175,3 +175,18 @@ func (c UnitChange) Reason() string {
 	}
 	return "unit file changed: comments only"
 }
+
+// ReloadOnlyKeys returns, per section, the keys a change of which needs
+// no restart ("*" for every key of the section), sorted; for tests that
+// check the table against a real systemd.
+func ReloadOnlyKeys() map[string][]string {
+	out := map[string][]string{}
+	for section, keys := range reloadOnly {
+		if keys == nil {
+			out[section] = []string{"*"}
+			continue
+		}
+		out[section] = sortedKeys(keys)
+	}
+	return out
+}
