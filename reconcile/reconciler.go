@@ -267,10 +267,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	return res, err
 }
 
-// ReasonBusy: a manifest or drop-in was open for writing when read, so it
-// was not read; what it holds keeps its last good version.
-const ReasonBusy = "ManifestBusy"
-
 // desiredObjects loads the manifests and applies the last-good rule.
 // It returns the effective objects, the IDs that must not be pruned, the
 // files whose owned units must not be pruned, whether pruning is allowed at
@@ -381,7 +377,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger) ([]*desired.Object, map[str
 		}
 	}
 	for name := range names {
-		for _, k := range []desired.Kind{desired.KindService, desired.KindTimer, desired.KindWatchdog} {
+		for _, k := range desired.Kinds() {
 			protected[string(k)+"/"+name] = true
 		}
 	}
@@ -433,7 +429,7 @@ func sortObjects(objs []*desired.Object) {
 	sort.Slice(objs, func(i, j int) bool { return objs[i].ID() < objs[j].ID() })
 }
 
-func (r *Reconciler) event(t EventType, reason, object, unit, step, msg string) {
+func (r *Reconciler) event(t EventType, reason Reason, object, unit, step, msg string) {
 	r.cfg.Events.Record(Event{Time: r.cfg.Now(), Type: t, Reason: reason, Object: object, Unit: unit, Step: step, Message: msg})
 }
 

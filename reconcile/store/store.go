@@ -229,7 +229,7 @@ func (s *Store) migrate(ctx context.Context) error {
 // in-memory ring and the journal still have the event).
 func (s *Store) Record(e reconcile.Event) {
 	if err := s.Add(context.Background(), e); err != nil {
-		s.log.Error("event not stored", zap.String("reason", e.Reason), zap.String("object", e.Object), zap.Error(err))
+		s.log.Error("event not stored", zap.String("reason", string(e.Reason)), zap.String("object", e.Object), zap.Error(err))
 	}
 }
 
