@@ -30,6 +30,7 @@ import (
 	godbus "github.com/godbus/dbus/v5"
 
 	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/sdbus"
 	sdobserve "resil.dev/resil/observed/systemd"
 )
 
@@ -103,14 +104,14 @@ func benchSandbox(t *testing.T, rep *benchReport, n int) {
 type bench struct {
 	*env
 	ctx  context.Context
-	conn *sdobserve.Conn
+	conn *sdbus.Conn
 }
 
 func newBench(t *testing.T) *bench {
 	e := newEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	t.Cleanup(cancel)
-	conn, err := sdobserve.DialBus(ctx, e.sb.Root()+"/run/dbus/system_bus_socket")
+	conn, err := sdbus.DialBus(ctx, e.sb.Root()+"/run/dbus/system_bus_socket")
 	if err != nil {
 		t.Fatal(err)
 	}

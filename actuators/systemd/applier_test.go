@@ -13,10 +13,10 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"resil.dev/resil/actuators"
-	"resil.dev/resil/actuators/systemd/systemdtest"
+	"resil.dev/resil/internal/sdbus/sdbustest"
 )
 
-var _ Client = (*systemdtest.Fake)(nil)
+var _ Client = (*sdbustest.Fake)(nil)
 
 func owned(object string) []byte {
 	return []byte("# Managed by resil from " + object + ".\n[Unit]\nDescription=x\nX-Resil-Object=" + object + "\n\n[Service]\nExecStart=/bin/true\n")
@@ -24,7 +24,7 @@ func owned(object string) []byte {
 
 type env struct {
 	unitDir, confDir string
-	f                *systemdtest.Fake
+	f                *sdbustest.Fake
 	a                *Applier
 }
 
@@ -34,7 +34,7 @@ func newEnv(t *testing.T, opts ...Option) *env {
 	e := &env{
 		unitDir: filepath.Join(root, "etc/systemd/system"),
 		confDir: filepath.Join(root, "etc/systemd/system.conf.d"),
-		f:       systemdtest.New(),
+		f:       sdbustest.New(),
 	}
 	if err := os.MkdirAll(e.unitDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -224,8 +224,8 @@ func TestDaemonReloadCounted(t *testing.T) {
 
 func TestEnableDisable(t *testing.T) {
 	e := newEnv(t)
-	e.f.AddUnit(systemdtest.Unit{Name: "worker.service"})
-	e.f.AddUnit(systemdtest.Unit{Name: "static.service", NoInstall: true})
+	e.f.AddUnit(sdbustest.Unit{Name: "worker.service"})
+	e.f.AddUnit(sdbustest.Unit{Name: "static.service", NoInstall: true})
 
 	e.must(t, unitStep(actuators.OpEnable, "worker.service"), actuators.Changed)
 	e.must(t, unitStep(actuators.OpEnable, "worker.service"), actuators.Unchanged)
@@ -250,7 +250,7 @@ func TestEnableDisable(t *testing.T) {
 
 func TestJobs(t *testing.T) {
 	e := newEnv(t)
-	e.f.AddUnit(systemdtest.Unit{Name: "worker.service"})
+	e.f.AddUnit(sdbustest.Unit{Name: "worker.service"})
 
 	e.must(t, unitStep(actuators.OpStart, "worker.service"), actuators.Changed)
 	e.must(t, unitStep(actuators.OpStart, "worker.service"), actuators.Unchanged)
@@ -274,7 +274,7 @@ func TestJobs(t *testing.T) {
 
 func TestJobFailure(t *testing.T) {
 	e := newEnv(t)
-	e.f.AddUnit(systemdtest.Unit{Name: "worker.service", JobResult: map[string]string{"start": "failed"}})
+	e.f.AddUnit(sdbustest.Unit{Name: "worker.service", JobResult: map[string]string{"start": "failed"}})
 	res, err := e.apply(t, unitStep(actuators.OpStart, "worker.service"))
 	var je *JobError
 	if !errors.As(err, &je) || je.Result != "failed" || je.Unit != "worker.service" || je.Op != actuators.OpStart {
@@ -304,12 +304,12 @@ func TestJobFailure(t *testing.T) {
 
 func TestJobTimeoutAndCancel(t *testing.T) {
 	e := newEnv(t, WithJobTimeout(20*time.Millisecond))
-	e.f.AddUnit(systemdtest.Unit{Name: "slow.service", HangJobs: true})
+	e.f.AddUnit(sdbustest.Unit{Name: "slow.service", HangJobs: true})
 	if _, err := e.apply(t, unitStep(actuators.OpStart, "slow.service")); !errors.Is(err, ErrJobTimeout) {
 		t.Errorf("err = %v, want ErrJobTimeout", err)
 	}
 	e2 := newEnv(t)
-	e2.f.AddUnit(systemdtest.Unit{Name: "slow.service", HangJobs: true})
+	e2.f.AddUnit(sdbustest.Unit{Name: "slow.service", HangJobs: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	if _, err := e2.a.Apply(ctx, unitStep(actuators.OpStart, "slow.service")); !errors.Is(err, context.DeadlineExceeded) {
@@ -375,7 +375,7 @@ func TestUnknownOp(t *testing.T) {
 func TestCallHook(t *testing.T) {
 	var seen []string
 	e := newEnv(t, WithCallHook(func(m string) { seen = append(seen, m) }))
-	e.f.AddUnit(systemdtest.Unit{Name: "worker.service"})
+	e.f.AddUnit(sdbustest.Unit{Name: "worker.service"})
 	e.must(t, unitStep(actuators.OpStart, "worker.service"), actuators.Changed)
 	// The re-check, the job, the effect check.
 	if want := []string{"Get ActiveState", "start unit", "Get ActiveState"}; strings.Join(seen, ",") != strings.Join(want, ",") || e.a.Calls() != 3 {
@@ -388,16 +388,16 @@ func TestCallHook(t *testing.T) {
 func TestEffectNotObserved(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		unit  systemdtest.Unit
+		unit  sdbustest.Unit
 		step  actuators.Step
-		check func(*systemdtest.Fake)
+		check func(*sdbustest.Fake)
 	}{
-		{name: "enable", unit: systemdtest.Unit{Name: "w.service", Inert: true}, step: unitStep(actuators.OpEnable, "w.service")},
-		{name: "disable", unit: systemdtest.Unit{Name: "w.service", UnitFileState: "enabled", Inert: true}, step: unitStep(actuators.OpDisable, "w.service")},
-		{name: "start", unit: systemdtest.Unit{Name: "w.service", Inert: true}, step: unitStep(actuators.OpStart, "w.service")},
-		{name: "stop", unit: systemdtest.Unit{Name: "w.service", ActiveState: "active", SubState: "running", MainPID: 7, Inert: true}, step: unitStep(actuators.OpStop, "w.service")},
-		{name: "restart", unit: systemdtest.Unit{Name: "w.service", ActiveState: "active", SubState: "running", MainPID: 7, ExecMainStartTimestamp: 5, Inert: true}, step: unitStep(actuators.OpRestart, "w.service")},
-		{name: "start fails after done", unit: systemdtest.Unit{Name: "w.service", Inert: true, ActiveState: "inactive", Result: "exit-code"}, step: unitStep(actuators.OpStart, "w.service")},
+		{name: "enable", unit: sdbustest.Unit{Name: "w.service", Inert: true}, step: unitStep(actuators.OpEnable, "w.service")},
+		{name: "disable", unit: sdbustest.Unit{Name: "w.service", UnitFileState: "enabled", Inert: true}, step: unitStep(actuators.OpDisable, "w.service")},
+		{name: "start", unit: sdbustest.Unit{Name: "w.service", Inert: true}, step: unitStep(actuators.OpStart, "w.service")},
+		{name: "stop", unit: sdbustest.Unit{Name: "w.service", ActiveState: "active", SubState: "running", MainPID: 7, Inert: true}, step: unitStep(actuators.OpStop, "w.service")},
+		{name: "restart", unit: sdbustest.Unit{Name: "w.service", ActiveState: "active", SubState: "running", MainPID: 7, ExecMainStartTimestamp: 5, Inert: true}, step: unitStep(actuators.OpRestart, "w.service")},
+		{name: "start fails after done", unit: sdbustest.Unit{Name: "w.service", Inert: true, ActiveState: "inactive", Result: "exit-code"}, step: unitStep(actuators.OpStart, "w.service")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
@@ -410,7 +410,7 @@ func TestEffectNotObserved(t *testing.T) {
 	}
 	// The same steps on a unit that does change pass the checks.
 	e := newEnv(t)
-	e.f.AddUnit(systemdtest.Unit{Name: "w.service"})
+	e.f.AddUnit(sdbustest.Unit{Name: "w.service"})
 	for _, op := range []actuators.Op{actuators.OpEnable, actuators.OpStart, actuators.OpRestart, actuators.OpStop, actuators.OpDisable} {
 		e.must(t, unitStep(op, "w.service"), actuators.Changed)
 	}

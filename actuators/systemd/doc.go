@@ -10,6 +10,6 @@
 // process after a restart. A step systemd accepted whose effect is not
 // seen fails with ErrNotObserved, never a silent success.
 //
-// The caller owns one long-lived connection (observed/systemd.Dial) shared
+// The caller owns one long-lived connection (internal/sdbus.Dial) shared
 // with the Observer; the Applier never dials.
 package systemd

@@ -12,6 +12,7 @@ import (
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/e2e/sandbox"
+	"resil.dev/resil/internal/sdbus"
 	sdobserve "resil.dev/resil/observed/systemd"
 )
 
@@ -19,7 +20,7 @@ import (
 const innerEnv = "RESIL_SD_PRIVATE_INNER"
 
 // TestSandboxPrivateSocket covers the path the agent takes as root:
-// sdobserve.Dial on systemd's private socket, where there is no bus daemon,
+// sdbus.Dial on systemd's private socket, where there is no bus daemon,
 // no Hello, no AddMatch, and systemd sends every signal unasked. The host
 // cannot use a sandbox's private socket (systemd resets peers outside its
 // PID namespace), so this test binary is bound into the sandbox and runs
@@ -50,7 +51,7 @@ func TestPrivateSocketInner(t *testing.T) {
 		t.Skip("runs inside a sandbox, started by TestSandboxPrivateSocket") // not a prerequisite: a helper run
 	}
 	ctx := context.Background()
-	conn, err := sdobserve.Dial(ctx)
+	conn, err := sdbus.Dial(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

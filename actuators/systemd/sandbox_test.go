@@ -25,12 +25,12 @@ import (
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/e2e/sandbox"
-	sdobserve "resil.dev/resil/observed/systemd"
+	"resil.dev/resil/internal/sdbus"
 )
 
 type sbEnv struct {
 	sb      *sandbox.Sandbox
-	conn    *sdobserve.Conn
+	conn    *sdbus.Conn
 	a       *Applier
 	unitDir string
 }
@@ -40,7 +40,7 @@ func newSandbox(t *testing.T, opts ...Option) *sbEnv {
 	sb := sandbox.New(t, sandbox.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := sdobserve.DialBus(ctx, filepath.Join(sb.Root(), "run/dbus/system_bus_socket"))
+	conn, err := sdbus.DialBus(ctx, filepath.Join(sb.Root(), "run/dbus/system_bus_socket"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +233,7 @@ func TestSandboxSetManager(t *testing.T) {
 		t.Errorf("set-manager twice = %v", r)
 	}
 	v, err := e.conn.GetManagerPropertyContext(ctx, "RuntimeWatchdogUSec")
-	if err != nil || sdobserve.PropertyText(v) != "20000000" {
+	if err != nil || sdbus.PropertyText(v) != "20000000" {
 		t.Errorf("RuntimeWatchdogUSec = %v, %v", v, err)
 	}
 
@@ -249,7 +249,7 @@ func TestSandboxSetManager(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.applyAll(t, []actuators.Step{{Op: actuators.OpDaemonReload, Reason: "test"}})
-	if v, _ := e.conn.GetManagerPropertyContext(ctx, "RuntimeWatchdogUSec"); sdobserve.PropertyText(v) != "20000000" {
+	if v, _ := e.conn.GetManagerPropertyContext(ctx, "RuntimeWatchdogUSec"); sdbus.PropertyText(v) != "20000000" {
 		t.Errorf("after drop-in and reload: RuntimeWatchdogUSec = %v, want the runtime override 20s to win", v)
 	}
 	_, err = e.a.Apply(ctx, actuators.Step{Op: actuators.OpSetManager, Props: map[string]string{"RuntimeWatchdogUSec": "0"}, Reason: "test"})

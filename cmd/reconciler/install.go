@@ -20,7 +20,7 @@ import (
 	"resil.dev/resil/actuators"
 	sdapply "resil.dev/resil/actuators/systemd"
 	"resil.dev/resil/desired"
-	sdobserve "resil.dev/resil/observed/systemd"
+	"resil.dev/resil/internal/sdbus"
 )
 
 // agentUnitTemplate is the agent's own unit, rendered by `reconciler install`.
@@ -256,7 +256,7 @@ func newInstallCmd(g *globals) *cobra.Command {
 
 // installStart reloads, enables and starts (or restarts) the agent's unit.
 func installStart(ctx context.Context, g *globals, out io.Writer, reload, changed, noStart bool, timeout time.Duration) error {
-	conn, err := sdobserve.Dial(ctx)
+	conn, err := sdbus.Dial(ctx)
 	if err != nil {
 		return exitCode(1, fmt.Errorf("connect to systemd: %w", err))
 	}

@@ -20,11 +20,12 @@ import (
 	"github.com/hashicorp/go-multierror"
 
 	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/sdbus"
 	"resil.dev/resil/observed"
 )
 
-// Client is the slice of a systemd connection Observe uses. *Conn (from
-// Dial) satisfies it; tests use a fake (actuators/systemd/systemdtest).
+// Client is the slice of a systemd connection Observe uses. *sdbus.Conn
+// (from sdbus.Dial) satisfies it; tests use a fake (internal/sdbus/sdbustest).
 type Client interface {
 	// ListUnitsByNamesContext returns the status of every named unit in one
 	// call, even of units that do not exist (LoadState "not-found").
@@ -41,7 +42,7 @@ type Client interface {
 	ListUnitFilesByPatternsContext(ctx context.Context, states, patterns []string) ([]sddbus.UnitFile, error)
 }
 
-var _ Client = (*Conn)(nil)
+var _ Client = (*sdbus.Conn)(nil)
 
 // ManagerProperties are the manager properties Observe reads.
 var ManagerProperties = []string{"RuntimeWatchdogUSec", "RebootWatchdogUSec", "WatchdogDevice"}
@@ -158,7 +159,7 @@ func New(c Client, unitDir string, opts ...Option) *Observer {
 }
 
 // Calls returns the number of D-Bus calls the Observer has made (Observe
-// and Subscribe together). Conn.Wire counts the whole connection.
+// and Subscribe together). sdbus.Conn.Wire counts the whole connection.
 func (o *Observer) Calls() uint64 { return o.calls.Load() }
 
 func (o *Observer) count(method string) {

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"resil.dev/resil/actuators/systemd/systemdtest"
 	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/sdbus/sdbustest"
 	"resil.dev/resil/observed"
 )
 
@@ -85,7 +85,7 @@ func TestObserveVendorFiles(t *testing.T) {
 	if err := os.Symlink("lib", filepath.Join(root, "usr")); err != nil {
 		t.Fatal(err)
 	}
-	f := systemdtest.New()
+	f := sdbustest.New()
 	f.SetManager("UnitPath", []string{"/run/systemd/transient", "/etc/systemd/system", "/run/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system"})
 	o := New(f, unitDir, WithRoot(root), WithoutManager())
 	st, err := o.Observe(context.Background(), []string{"ssh.service", "t.service", "web.service", "m.service", "plain.service"})
@@ -119,8 +119,8 @@ func TestObserveVendorFiles(t *testing.T) {
 func TestObserveEnablementFromDisk(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "a.service"), owned("Service/a"))
-	f := systemdtest.New()
-	f.AddUnit(systemdtest.Unit{Name: "a.service", UnitFileState: "enabled"})
+	f := sdbustest.New()
+	f.AddUnit(sdbustest.Unit{Name: "a.service", UnitFileState: "enabled"})
 	o := New(f, dir, WithoutManager())
 	st, err := o.Observe(context.Background(), []string{"a.service", "gone.service"})
 	if err != nil {
@@ -155,11 +155,11 @@ func TestObserveUnloadedDropInNeedsReload(t *testing.T) {
 	if err := os.Symlink("/dev/null", filepath.Join(unitDir, "c.service.d/masked.conf")); err != nil {
 		t.Fatal(err)
 	}
-	f := systemdtest.New()
+	f := sdbustest.New()
 	f.SetManager("UnitPath", []string{"/etc/systemd/system"})
-	f.AddUnit(systemdtest.Unit{Name: "a.service"})
-	f.AddUnit(systemdtest.Unit{Name: "b.service", DropInPaths: []string{"/etc/systemd/system/b.service.d/50-foreign.conf"}})
-	f.AddUnit(systemdtest.Unit{Name: "c.service"})
+	f.AddUnit(sdbustest.Unit{Name: "a.service"})
+	f.AddUnit(sdbustest.Unit{Name: "b.service", DropInPaths: []string{"/etc/systemd/system/b.service.d/50-foreign.conf"}})
+	f.AddUnit(sdbustest.Unit{Name: "c.service"})
 	o := New(f, unitDir, WithRoot(root), WithoutManager())
 	st, err := o.Observe(context.Background(), []string{"a.service", "b.service", "c.service"})
 	if err != nil {
