@@ -19,7 +19,7 @@ import (
 	godbus "github.com/godbus/dbus/v5"
 	"github.com/hashicorp/go-multierror"
 
-	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/ownmark"
 	"resil.dev/resil/internal/sdbus"
 	"resil.dev/resil/observed"
 )
@@ -49,7 +49,7 @@ var ManagerProperties = []string{"RuntimeWatchdogUSec", "RebootWatchdogUSec", "W
 
 // Defaults.
 const (
-	DefaultManagerConf = "/etc/systemd/system.conf.d/" + desired.WatchdogFile
+	DefaultManagerConf = "/etc/systemd/system.conf.d/" + ownmark.WatchdogFile
 	DefaultSysfs       = "/sys"
 	// DefaultStampDir is where systemd keeps Persistent= timer stamps.
 	DefaultStampDir = "/var/lib/systemd/timers"
@@ -207,7 +207,7 @@ func (o *Observer) Observe(ctx context.Context, names []string) (*observed.State
 		want[n] = true
 	}
 	for n, f := range files {
-		if _, ok := desired.IsOwned(f.data); ok {
+		if _, ok := ownmark.IsOwned(f.data); ok {
 			want[n] = true
 		}
 	}
@@ -250,7 +250,7 @@ func (o *Observer) Observe(ctx context.Context, names []string) (*observed.State
 			ActiveState: "inactive",
 			SubState:    "dead",
 		}
-		if owner, ok := desired.IsOwned(u.File); ok {
+		if owner, ok := ownmark.IsOwned(u.File); ok {
 			u.Owner = owner
 		}
 		if s, ok := status[n]; ok {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/ownmark"
 	"resil.dev/resil/internal/sdbus/sdbustest"
 	"resil.dev/resil/observed"
 )
@@ -60,7 +61,7 @@ func TestStaleProcess(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			u := tc.u
-			u.Owner, _ = desired.IsOwned(u.File)
+			u.Owner, _ = ownmark.IsOwned(u.File)
 			if got := staleProcess(&u, tc.fragment, tc.dropIns, tc.loadStart); got != tc.want {
 				t.Errorf("staleProcess = %v, want %v", got, tc.want)
 			}
