@@ -13,14 +13,11 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"resil.dev/resil/actuators"
+	"resil.dev/resil/internal/ownmark/ownmarktest"
 	"resil.dev/resil/internal/sdbus/sdbustest"
 )
 
 var _ Client = (*sdbustest.Fake)(nil)
-
-func owned(object string) []byte {
-	return []byte("# Managed by resil from " + object + ".\n[Unit]\nDescription=x\nX-Resil-Object=" + object + "\n\n[Service]\nExecStart=/bin/true\n")
-}
 
 type env struct {
 	unitDir, confDir string
@@ -74,13 +71,13 @@ func TestWriteFile(t *testing.T) {
 	old := syscall.Umask(0o077)
 	defer syscall.Umask(old)
 
-	e.must(t, write(p, owned("Service/worker")), actuators.Changed)
-	e.must(t, write(p, owned("Service/worker")), actuators.Unchanged)
+	e.must(t, write(p, ownmarktest.Unit(t, "Service/worker")), actuators.Changed)
+	e.must(t, write(p, ownmarktest.Unit(t, "Service/worker")), actuators.Unchanged)
 	fi, err := os.Stat(p)
 	if err != nil || fi.Mode().Perm() != 0o644 {
 		t.Fatalf("mode = %v, %v; want 0644 despite umask 077", fi.Mode(), err)
 	}
-	v2 := append(owned("Service/worker"), "Environment=A=1\n"...)
+	v2 := append(ownmarktest.Unit(t, "Service/worker"), "Environment=A=1\n"...)
 	e.must(t, write(p, v2), actuators.Changed)
 	if got, _ := os.ReadFile(p); string(got) != string(v2) {
 		t.Errorf("content = %q", got)
@@ -90,7 +87,7 @@ func TestWriteFile(t *testing.T) {
 	conf := filepath.Join(e.confDir, "50-resil-watchdog.conf")
 	e.must(t, write(conf, []byte("# X-Resil-Object=Watchdog/host\n[Manager]\nRuntimeWatchdogSec=30s\n")), actuators.Changed)
 	// Unit drop-in directory.
-	e.must(t, write(filepath.Join(e.unitDir, "worker.service.d", "10-resil.conf"), owned("Service/worker")), actuators.Changed)
+	e.must(t, write(filepath.Join(e.unitDir, "worker.service.d", "10-resil.conf"), ownmarktest.Unit(t, "Service/worker")), actuators.Changed)
 
 	// Data without the marker would leave a file resil cannot manage.
 	if _, err := e.apply(t, write(filepath.Join(e.unitDir, "bare.service"), []byte("[Service]\n"))); !errors.Is(err, ErrInvalidStep) {
@@ -115,7 +112,7 @@ func TestWriteFileRefusesForeign(t *testing.T) {
 	if err := os.WriteFile(p, foreign, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := e.apply(t, write(p, owned("Service/sshd"))); !errors.Is(err, ErrNotOwned) || res != actuators.Unchanged {
+	if res, err := e.apply(t, write(p, ownmarktest.Unit(t, "Service/sshd"))); !errors.Is(err, ErrNotOwned) || res != actuators.Unchanged {
 		t.Fatalf("Apply = %s, %v; want Unchanged, ErrNotOwned", res, err)
 	}
 	if got, _ := os.ReadFile(p); string(got) != string(foreign) {
@@ -126,7 +123,7 @@ func TestWriteFileRefusesForeign(t *testing.T) {
 	if err := os.Symlink("/dev/null", masked); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.apply(t, write(masked, owned("Service/masked"))); !errors.Is(err, ErrNotOwned) {
+	if _, err := e.apply(t, write(masked, ownmarktest.Unit(t, "Service/masked"))); !errors.Is(err, ErrNotOwned) {
 		t.Fatalf("write over symlink = %v, want ErrNotOwned", err)
 	}
 	// Adoption is opt-in.
@@ -135,7 +132,7 @@ func TestWriteFileRefusesForeign(t *testing.T) {
 	if err := os.WriteFile(p2, foreign, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e2.must(t, write(p2, owned("Service/sshd")), actuators.Changed)
+	e2.must(t, write(p2, ownmarktest.Unit(t, "Service/sshd")), actuators.Changed)
 }
 
 func TestPathChecks(t *testing.T) {
@@ -176,12 +173,12 @@ func TestRemoveFile(t *testing.T) {
 	}
 
 	// Owned unit with an owned and a foreign drop-in.
-	e.must(t, write(p, owned("Service/old")), actuators.Changed)
+	e.must(t, write(p, ownmarktest.Unit(t, "Service/old")), actuators.Changed)
 	dropDir := p + ".d"
 	if err := os.MkdirAll(dropDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dropDir, "10-resil.conf"), owned("Service/old"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dropDir, "10-resil.conf"), ownmarktest.Unit(t, "Service/old"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dropDir, "override.conf"), []byte("[Service]\nNice=5\n"), 0o644); err != nil {
@@ -201,8 +198,8 @@ func TestRemoveFile(t *testing.T) {
 
 	// Only owned drop-ins: the directory goes too.
 	q := filepath.Join(e.unitDir, "q.service")
-	e.must(t, write(q, owned("Service/q")), actuators.Changed)
-	e.must(t, write(filepath.Join(q+".d", "10-resil.conf"), owned("Service/q")), actuators.Changed)
+	e.must(t, write(q, ownmarktest.Unit(t, "Service/q")), actuators.Changed)
+	e.must(t, write(filepath.Join(q+".d", "10-resil.conf"), ownmarktest.Unit(t, "Service/q")), actuators.Changed)
 	e.must(t, remove(q), actuators.Changed)
 	if _, err := os.Stat(q + ".d"); !os.IsNotExist(err) {
 		t.Errorf("empty drop-in dir still there: %v", err)

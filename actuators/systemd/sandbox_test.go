@@ -25,6 +25,7 @@ import (
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/e2e/sandbox"
+	"resil.dev/resil/internal/ownmark/ownmarktest"
 	"resil.dev/resil/internal/sdbus"
 )
 
@@ -76,16 +77,10 @@ func (e *sbEnv) applyAll(t *testing.T, steps []actuators.Step) []actuators.Resul
 	return out
 }
 
-func ownedUnit(object, service string) []byte {
-	return []byte("# Managed by resil from " + object + " (test). Do not edit.\n" +
-		"[Unit]\nDescription=resil test " + object + "\nX-Resil-Object=" + object + "\n\n" +
-		"[Service]\n" + service + "\n\n[Install]\nWantedBy=multi-user.target\n")
-}
-
 func TestSandboxUnitLifecycle(t *testing.T) {
 	e := newSandbox(t)
 	path := filepath.Join(e.unitDir, "worker.service")
-	data := ownedUnit("Service/worker", "Type=exec\nExecStart=/bin/sleep infinity")
+	data := ownmarktest.Unit(t, "Service/worker", "/bin/sleep", "infinity")
 	converge := []actuators.Step{
 		{Op: actuators.OpWriteFile, Unit: "worker.service", Path: path, Data: data, Reason: "absent"},
 		{Op: actuators.OpDaemonReload, Reason: "files changed"},
@@ -162,7 +157,7 @@ func TestSandboxRemoveRefusesForeign(t *testing.T) {
 	path := filepath.Join(e.unitDir, "admin.service")
 	for _, s := range []actuators.Step{
 		{Op: actuators.OpRemoveFile, Path: path, Reason: "test"},
-		{Op: actuators.OpWriteFile, Path: path, Data: ownedUnit("Service/admin", "ExecStart=/bin/true"), Reason: "test"},
+		{Op: actuators.OpWriteFile, Path: path, Data: ownmarktest.Unit(t, "Service/admin"), Reason: "test"},
 	} {
 		if r, err := e.a.Apply(context.Background(), s); !errors.Is(err, ErrNotOwned) || r != actuators.Unchanged {
 			t.Errorf("Apply(%s) = %s, %v; want unchanged, ErrNotOwned", s, r, err)
@@ -177,7 +172,7 @@ func TestSandboxJobFailureAndResetFailed(t *testing.T) {
 	e := newSandbox(t)
 	path := filepath.Join(e.unitDir, "broken.service")
 	e.applyAll(t, []actuators.Step{
-		{Op: actuators.OpWriteFile, Path: path, Data: ownedUnit("Service/broken", "Type=oneshot\nExecStart=/bin/false"), Reason: "test"},
+		{Op: actuators.OpWriteFile, Path: path, Data: ownmarktest.Oneshot(t, "Service/broken", "/bin/false"), Reason: "test"},
 		{Op: actuators.OpDaemonReload, Reason: "test"},
 	})
 	_, err := e.a.Apply(context.Background(), actuators.Step{Op: actuators.OpStart, Unit: "broken.service", Reason: "test"})
@@ -211,7 +206,7 @@ func TestSandboxJobTimeout(t *testing.T) {
 	e := newSandbox(t, WithJobTimeout(200*time.Millisecond))
 	path := filepath.Join(e.unitDir, "slow.service")
 	e.applyAll(t, []actuators.Step{
-		{Op: actuators.OpWriteFile, Path: path, Data: ownedUnit("Service/slow", "Type=oneshot\nExecStart=/bin/sleep 5"), Reason: "test"},
+		{Op: actuators.OpWriteFile, Path: path, Data: ownmarktest.Oneshot(t, "Service/slow", "/bin/sleep", "5"), Reason: "test"},
 		{Op: actuators.OpDaemonReload, Reason: "test"},
 	})
 	begin := time.Now()

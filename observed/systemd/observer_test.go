@@ -25,6 +25,10 @@ var (
 	_ Watcher = (*sdbustest.Fake)(nil)
 )
 
+// owned is a marked file without the X-Resil-Hash desired.Render stamps:
+// Observe never reads such a file's process as stale, which TestObserve's
+// worker (started in 2023, file written now) relies on. Elsewhere use the
+// rendered bytes of ownmarktest.Unit.
 func owned(object string) []byte {
 	return []byte("# Managed by resil from " + object + ".\n[Unit]\nDescription=x\nX-Resil-Object=" + object + "\n\n[Service]\nExecStart=/bin/true\n")
 }

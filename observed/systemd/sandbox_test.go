@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"resil.dev/resil/e2e/sandbox"
+	"resil.dev/resil/internal/ownmark/ownmarktest"
 	"resil.dev/resil/internal/sdbus"
 )
 
@@ -69,15 +70,9 @@ func (e *sbEnv) systemctl(t *testing.T, args ...string) {
 	}
 }
 
-func ownedService(object, service string) []byte {
-	return []byte("# Managed by resil from " + object + " (test). Do not edit.\n" +
-		"[Unit]\nDescription=resil test " + object + "\nX-Resil-Object=" + object + "\n\n" +
-		"[Service]\n" + service + "\n\n[Install]\nWantedBy=multi-user.target\n")
-}
-
 func TestSandboxObserveForeignDropIn(t *testing.T) {
 	e := newSandbox(t)
-	unit := ownedService("Service/x", "Type=exec\nExecStart=/bin/sleep infinity")
+	unit := ownmarktest.Unit(t, "Service/x", "/bin/sleep", "infinity")
 	override := []byte("[Service]\nNice=5\n")
 	e.write(t, "/etc/systemd/system/x.service", unit)
 	e.write(t, "/etc/systemd/system/x.service.d/override.conf", override)
@@ -118,12 +113,12 @@ func TestSandboxObserveForeignDropIn(t *testing.T) {
 
 func TestSandboxObserveOwnedWithoutDesiredName(t *testing.T) {
 	e := newSandbox(t)
-	e.write(t, "/etc/systemd/system/orphan.service", ownedService("Service/orphan", "ExecStart=/bin/true"))
+	e.write(t, "/etc/systemd/system/orphan.service", ownmarktest.Unit(t, "Service/orphan"))
 	e.write(t, "/etc/systemd/system/admin.service", []byte("[Service]\nExecStart=/bin/true\n"))
-	e.write(t, "/etc/systemd/system/new.timer", ownedService("Timer/new", "ExecStart=/bin/true"))
+	e.write(t, "/etc/systemd/system/new.timer", ownmarktest.Unit(t, "Timer/new"))
 	// new.timer is on disk but systemd was not reloaded: only orphan is loaded.
 	e.systemctl(t, "daemon-reload")
-	e.write(t, "/etc/systemd/system/late.service", ownedService("Service/late", "ExecStart=/bin/true"))
+	e.write(t, "/etc/systemd/system/late.service", ownmarktest.Unit(t, "Service/late"))
 
 	st, err := e.observer().Observe(context.Background(), []string{"wanted.service"})
 	if err != nil {
@@ -165,8 +160,8 @@ func TestSandboxObserveManager(t *testing.T) {
 
 func TestSandboxSubscribeWakesOnStop(t *testing.T) {
 	e := newSandbox(t)
-	e.write(t, "/etc/systemd/system/w.service", ownedService("Service/w", "Type=exec\nExecStart=/bin/sleep infinity"))
-	e.write(t, "/etc/systemd/system/bystander.service", ownedService("Service/bystander", "Type=exec\nExecStart=/bin/sleep infinity"))
+	e.write(t, "/etc/systemd/system/w.service", ownmarktest.Unit(t, "Service/w", "/bin/sleep", "infinity"))
+	e.write(t, "/etc/systemd/system/bystander.service", ownmarktest.Unit(t, "Service/bystander", "/bin/sleep", "infinity"))
 	e.systemctl(t, "daemon-reload")
 	e.systemctl(t, "start", "w.service")
 
@@ -228,7 +223,7 @@ func TestSandboxCallCountsAndTiming(t *testing.T) {
 	for i := 0; i < max; i++ {
 		n := fmt.Sprintf("load%03d.service", i)
 		names = append(names, n)
-		e.write(t, "/etc/systemd/system/"+n, ownedService("Service/"+strings.TrimSuffix(n, ".service"), "Type=exec\nExecStart=/bin/sleep infinity"))
+		e.write(t, "/etc/systemd/system/"+n, ownmarktest.Unit(t, "Service/"+strings.TrimSuffix(n, ".service"), "/bin/sleep", "infinity"))
 	}
 	e.systemctl(t, "daemon-reload")
 	e.systemctl(t, append([]string{"start"}, names...)...)

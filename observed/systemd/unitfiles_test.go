@@ -8,25 +8,14 @@ import (
 	"testing"
 	"time"
 
-	"resil.dev/resil/desired"
 	"resil.dev/resil/internal/ownmark"
+	"resil.dev/resil/internal/ownmark/ownmarktest"
 	"resil.dev/resil/internal/sdbus/sdbustest"
 	"resil.dev/resil/observed"
 )
 
-func rendered(t *testing.T, name string) []byte {
-	t.Helper()
-	o := &desired.Object{APIVersion: desired.APIVersion, Kind: desired.KindService, Metadata: desired.ObjectMeta{Name: name},
-		Source: desired.Source{File: name + ".yaml"}, Service: &desired.ServiceSpec{Command: []string{"/bin/sleep", "infinity"}}}
-	fs, err := desired.Render(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fs[0].Data
-}
-
 func TestStaleProcess(t *testing.T) {
-	file := rendered(t, "w")
+	file := ownmarktest.Unit(t, "Service/w", "/bin/sleep", "infinity")
 	edited := append(append([]byte(nil), file...), "# edited by hand\n"...)
 	base := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 	at := func(sec int) time.Time { return base.Add(time.Duration(sec) * time.Second) }
@@ -77,7 +66,7 @@ func TestObserveVendorFiles(t *testing.T) {
 	writeFile(t, filepath.Join(root, "lib/systemd/system/ssh.service"), []byte("[Service]\nExecStart=/usr/sbin/sshd\n"))
 	writeFile(t, filepath.Join(root, "lib/systemd/system/web.service"), []byte("[Service]\nExecStart=/bin/web\n"))
 	writeFile(t, filepath.Join(root, "run/systemd/transient/t.service"), []byte("[Service]\nExecStart=/bin/t\n"))
-	writeFile(t, filepath.Join(unitDir, "web.service"), owned("Service/web"))
+	writeFile(t, filepath.Join(unitDir, "web.service"), ownmarktest.Unit(t, "Service/web"))
 	writeFile(t, filepath.Join(unitDir, "ssh.service.d/override.conf"), []byte("[Service]\nNice=1\n"))
 	if err := os.Symlink("/dev/null", filepath.Join(unitDir, "m.service")); err != nil {
 		t.Fatal(err)
@@ -119,7 +108,7 @@ func TestObserveVendorFiles(t *testing.T) {
 // property; a name without a unit file on disk has none.
 func TestObserveEnablementFromDisk(t *testing.T) {
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "a.service"), owned("Service/a"))
+	writeFile(t, filepath.Join(dir, "a.service"), ownmarktest.Unit(t, "Service/a"))
 	f := sdbustest.New()
 	f.AddUnit(sdbustest.Unit{Name: "a.service", UnitFileState: "enabled"})
 	o := New(f, dir, WithoutManager())
@@ -144,11 +133,11 @@ func TestObserveEnablementFromDisk(t *testing.T) {
 func TestObserveUnloadedDropInNeedsReload(t *testing.T) {
 	root := t.TempDir()
 	unitDir := filepath.Join(root, "etc/systemd/system")
-	writeFile(t, filepath.Join(unitDir, "a.service"), owned("Service/a"))
+	writeFile(t, filepath.Join(unitDir, "a.service"), ownmarktest.Unit(t, "Service/a"))
 	writeFile(t, filepath.Join(unitDir, "a.service.d/50-foreign.conf"), []byte("[Service]\nNice=3\n"))
-	writeFile(t, filepath.Join(unitDir, "b.service"), owned("Service/b"))
+	writeFile(t, filepath.Join(unitDir, "b.service"), ownmarktest.Unit(t, "Service/b"))
 	writeFile(t, filepath.Join(unitDir, "b.service.d/50-foreign.conf"), []byte("[Service]\nNice=3\n"))
-	writeFile(t, filepath.Join(unitDir, "c.service"), owned("Service/c"))
+	writeFile(t, filepath.Join(unitDir, "c.service"), ownmarktest.Unit(t, "Service/c"))
 	if err := os.MkdirAll(filepath.Join(unitDir, "c.service.d"), 0o755); err != nil {
 		t.Fatal(err)
 	}
