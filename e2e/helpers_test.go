@@ -190,7 +190,22 @@ func (e *env) startAgent(extra ...string) *agent {
 	if !hasFlag(extra, "--manifests") {
 		args = append(args, "--manifests", manifestsDir)
 	}
-	cmd := e.sb.Command(e.ctx, agentBin, args...)
+	a := e.launchAgent(e.ctx, args)
+	e.t.Cleanup(func() {
+		e.stopAgent(a, 10*time.Second)
+		if e.t.Failed() {
+			e.t.Logf("agent output:\n%s", a.output())
+		}
+	})
+	return a
+}
+
+// launchAgent starts the agent binary in the sandbox with args under ctx;
+// until it exits, its output goes to a.raw and its JSON log lines to
+// a.logs. The caller stops it (stopAgent).
+func (e *env) launchAgent(ctx context.Context, args []string) *agent {
+	e.t.Helper()
+	cmd := e.sb.Command(ctx, agentBin, args...)
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		e.t.Fatal(err)
@@ -218,12 +233,6 @@ func (e *env) startAgent(extra ...string) *agent {
 			a.mu.Unlock()
 		}
 	}()
-	e.t.Cleanup(func() {
-		e.stopAgent(a, 10*time.Second)
-		if e.t.Failed() {
-			e.t.Logf("agent output:\n%s", a.output())
-		}
-	})
 	return a
 }
 
