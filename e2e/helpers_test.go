@@ -106,7 +106,13 @@ func (e *env) reconciler(args ...string) (string, string, int) {
 	if !hasFlag(args, "--manifests") {
 		full = append(full, "--manifests", manifestsDir)
 	}
-	cmd := e.sb.Command(e.ctx, agentBin, full...)
+	return runCLI(e.t, e.sb.Command(e.ctx, agentBin, full...))
+}
+
+// runCLI runs cmd (a one-shot reconciler command) and returns its stdout,
+// stderr and exit code; it fails t only when cmd could not run at all.
+func runCLI(t *testing.T, cmd *exec.Cmd) (string, string, int) {
+	t.Helper()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -115,7 +121,7 @@ func (e *env) reconciler(args ...string) (string, string, int) {
 	if errors.As(err, &ee) {
 		code = ee.ExitCode()
 	} else if err != nil {
-		e.t.Fatalf("run reconciler %v: %v", args, err)
+		t.Fatalf("run %v: %v", cmd.Args, err)
 	}
 	return out.String(), errb.String(), code
 }
