@@ -27,6 +27,7 @@ import (
 	"resil.dev/resil/e2e/sandbox"
 	"resil.dev/resil/internal/ownmark/ownmarktest"
 	"resil.dev/resil/internal/sdbus"
+	"resil.dev/resil/internal/sdbus/sdbustest"
 )
 
 type sbEnv struct {
@@ -39,13 +40,7 @@ type sbEnv struct {
 func newSandbox(t *testing.T, opts ...Option) *sbEnv {
 	t.Helper()
 	sb := sandbox.New(t, sandbox.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := sdbus.DialBus(ctx, filepath.Join(sb.Root(), "run/dbus/system_bus_socket"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(conn.Close)
+	conn := sdbustest.DialSandbox(t, sb)
 	unitDir := filepath.Join(sb.Root(), "etc/systemd/system")
 	return &sbEnv{
 		sb: sb, conn: conn, unitDir: unitDir,

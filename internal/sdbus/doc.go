@@ -12,7 +12,8 @@
 //     observed.Manager.Properties holds it), UnitNameFromPath, and the
 //     PropertiesChanged signal name.
 //   - sdbustest/: Fake, an in-memory systemd for unit tests of the
-//     consumers. When in doubt, test the real thing (e2e/sandbox).
+//     consumers (fake.go), and DialSandbox, a Conn to a sandboxed systemd,
+//     the real thing to test against when in doubt (sandbox.go).
 //
 // The caller owns one long-lived connection and closes it; never open one
 // per pass. The host cannot use a sandbox's private socket (systemd resets

@@ -7,8 +7,8 @@
 // a flag, manager properties, and PropertiesChanged signals on every state
 // change. It does not read unit files, resolve dependencies, order jobs,
 // run processes, or apply start limits. When in doubt, test the real thing:
-// e2e/sandbox boots systemd 252 in a few hundred milliseconds, and the
-// packages' sandbox tests show how.
+// e2e/sandbox boots systemd 252 in a few hundred milliseconds, DialSandbox
+// connects to it, and the packages' sandbox tests show how.
 package sdbustest
 
 import (
