@@ -1,7 +1,3 @@
-// Package ownmarktest gives tests of the packages that read ownership marks
-// (observed/systemd, actuators/systemd) unit files as resil really writes
-// them: rendered by desired.Render, with the header, the three X-Resil-*
-// keys and an intact hash, never a hand-written imitation.
 package ownmarktest
 
 import (
