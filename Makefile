@@ -6,7 +6,7 @@ FUZZTIME  ?= 10s
 STATICCHECK_VERSION ?= 2026.1
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build test test-deps unit e2e torture fuzz bench lint run clean
+.PHONY: all build test test-deps unit e2e torture fuzz bench lint run clean schema
 
 all: build
 
@@ -74,6 +74,11 @@ lint:
 # supervising the examples in manifests/ (state under .state/).
 run: build
 	./scripts/run-examples.sh $(BIN) $(STATE)
+
+# Regenerate schema/resil.dev_v1.json from the manifest types (make test
+# fails while it is out of date: schema.TestSchemaUpToDate).
+schema:
+	RESIL_UPDATE_SCHEMA=1 $(GO) test -count=1 -run TestSchemaUpToDate ./schema/
 
 clean:
 	rm -rf bin .state
