@@ -61,7 +61,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	@echo "event store: insert throughput (events/s) and events --since 24h over 100k rows (ms/op):"
 	$(GO) test -run '^$$' -bench 'BenchmarkAdd|BenchmarkEventsSince24h' -benchtime 2s ./reconcile/store/
-	RESIL_BENCH=1 $(GO) test -count=1 -run TestBenchSystemd -v -timeout 30m ./e2e/
+	RESIL_BENCH=1 RESIL_BENCH_RESULTS=$(CURDIR)/e2e/bench/results-systemd.txt $(GO) test -count=1 -run TestBenchSystemd -v -timeout 30m ./e2e/
 	@if [ -x actuators/process/bench/peers.sh ]; then actuators/process/bench/peers.sh; fi
 
 lint:

@@ -21,7 +21,7 @@ import (
 	"resil.dev/resil/actuators"
 	sdapply "resil.dev/resil/actuators/systemd"
 	"resil.dev/resil/desired"
-	sdobserve "resil.dev/resil/observed/systemd"
+	"resil.dev/resil/internal/sdbus"
 )
 
 // agentUnitTemplate is the agent's own unit, rendered by `reconciler install`.
@@ -291,7 +291,7 @@ type agentSystemd struct {
 	g       *globals
 	out     io.Writer
 	timeout time.Duration
-	conn    *sdobserve.Conn
+	conn    *sdbus.Conn
 	app     *sdapply.Applier
 }
 
@@ -299,7 +299,7 @@ func (s *agentSystemd) dial(ctx context.Context) error {
 	if s.conn != nil {
 		return nil
 	}
-	conn, err := sdobserve.Dial(ctx)
+	conn, err := sdbus.Dial(ctx)
 	if err != nil {
 		return exitCode(1, fmt.Errorf("connect to systemd: %w", err))
 	}

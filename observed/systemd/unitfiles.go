@@ -14,7 +14,7 @@ import (
 
 	godbus "github.com/godbus/dbus/v5"
 
-	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/ownmark"
 	"resil.dev/resil/observed"
 )
 
@@ -271,15 +271,15 @@ func staleProcess(u *observed.Unit, fragment time.Time, dropIns map[string]time.
 	if !u.Active() || u.MainPID == 0 || u.ExecMainStartTimestamp == 0 || u.Owner == "" || fragment.IsZero() {
 		return false
 	}
-	if _, intact := desired.HashOf(u.File); !intact {
+	if _, intact := ownmark.HashOf(u.File); !intact {
 		return false
 	}
 	newest := fragment
 	for p, t := range dropIns {
-		if _, owned := desired.IsOwned(u.DropIns[p]); !owned {
+		if _, owned := ownmark.IsOwned(u.DropIns[p]); !owned {
 			continue
 		}
-		if _, intact := desired.HashOf(u.DropIns[p]); !intact {
+		if _, intact := ownmark.HashOf(u.DropIns[p]); !intact {
 			continue
 		}
 		if t.After(newest) {
