@@ -150,3 +150,86 @@ func TestReloadOnlyKeysAgainstSystemd(t *testing.T) {
 		t.Fatalf("running process has the new environment without a restart")
 	}
 }
+
+// The agent against a real systemd: a manifest change its process does
+// not depend on is written and reloaded with the main PID kept (diff says
+// "reload only"), also when the agent dies right after the write; a change
+// it depends on restarts it once.
+func TestReloadOnlyManifestChangeKeepsMainPID(t *testing.T) {
+	e := newEnv(t)
+	manifest := func(delay, description, mode string) string {
+		return `apiVersion: resil.dev/v1
+kind: Service
+metadata: {name: web}
+spec:
+  description: ` + description + `
+  command: ["/bin/sleep", "infinity"]
+  environment: {MODE: ` + mode + `}
+  restart: {policy: always, delay: ` + delay + `}
+`
+	}
+	e.write("web.yaml", manifest("1s", "web", "one"))
+	e.apply(0)
+	pid := e.prop("web.service", "MainPID")
+	if pid == "" || pid == "0" {
+		t.Fatalf("web.service not running: MainPID %q", pid)
+	}
+	keeps := func(what string) {
+		t.Helper()
+		if got := e.prop("web.service", "MainPID"); got != pid {
+			t.Fatalf("%s: MainPID %s → %s", what, pid, got)
+		}
+		if rep, code := e.diffJSON(); code != 0 {
+			t.Fatalf("%s: diff exit %d: %v %+v", what, code, rep.texts(), rep.Findings)
+		}
+	}
+
+	e.write("web.yaml", manifest("3s", "web", "one"))
+	out, _, code := e.reconciler("diff")
+	if code != 1 || !strings.Contains(out, "reload only: RestartSec changed") || strings.Contains(out, "restart web.service") {
+		t.Fatalf("diff of a RestartSec change: exit %d\n%s", code, out)
+	}
+	e.apply(0)
+	if got := e.prop("web.service", "RestartUSec"); got != "3s" {
+		t.Fatalf("RestartUSec %q after apply, want 3s", got)
+	}
+	keeps("RestartSec change")
+
+	e.write("web.yaml", manifest("3s", "the web server", "one"))
+	e.apply(0)
+	if got := e.prop("web.service", "Description"); got != "the web server" {
+		t.Fatalf("Description %q", got)
+	}
+	keeps("Description change")
+
+	// Killed right after the write (step 1): the next pass reloads and
+	// leaves the process alone.
+	e.write("web.yaml", manifest("4s", "the web server", "one"))
+	cmd := e.sb.Command(e.ctx, agentBin, "apply", "--backend", "systemd", "--state-dir", "/var/lib/resil", "--manifests", manifestsDir)
+	cmd.Env = append(cmd.Env, "RESIL_TEST_CRASH_AFTER_STEP=1")
+	if _, _, code := runCLI(t, cmd); code == 0 {
+		t.Fatal("apply with RESIL_TEST_CRASH_AFTER_STEP=1 was not killed")
+	}
+	out, _, code = e.reconciler("diff")
+	if code != 1 || !strings.Contains(out, "daemon-reload") || strings.Contains(out, "restart web.service") {
+		t.Fatalf("diff after a crash between write and reload: exit %d\n%s", code, out)
+	}
+	e.apply(0)
+	if got := e.prop("web.service", "RestartUSec"); got != "4s" {
+		t.Fatalf("RestartUSec %q after the crash and apply, want 4s", got)
+	}
+	keeps("RestartSec change across a crash")
+
+	// The environment: one restart, then converged.
+	e.write("web.yaml", manifest("4s", "the web server", "two"))
+	out = e.apply(0)
+	if strings.Count(out, "restart web.service") != 1 || !strings.Contains(out, "unit file changed: Environment") {
+		t.Fatalf("apply of an environment change:\n%s", out)
+	}
+	if got := e.prop("web.service", "MainPID"); got == pid || got == "0" {
+		t.Fatalf("environment change did not restart: MainPID %s", got)
+	}
+	if _, code := e.diffJSON(); code != 0 {
+		t.Fatalf("diff after the restart: exit %d", code)
+	}
+}

@@ -11,6 +11,7 @@ import (
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/ownmark"
 	"resil.dev/resil/observed"
 )
 
@@ -46,7 +47,18 @@ type Input struct {
 	// units whose X-Resil-Source names one of them are never pruned, even
 	// when the agent restarted and has no memory of their last good version.
 	BrokenFiles map[string]bool
+	// Classify says whether a rewritten unit file needs a restart of its
+	// running process; nil is ClassifyUnitChange (systemd unit files).
+	Classify Classifier
+	// MarkProcessSince (systemd): a unit rewritten with only reload-only
+	// changes for a running, not stale process carries the time since
+	// which its process settings are unchanged (ownmark.KeyProcessSince),
+	// so the file's newer mtime does not read as a lost restart.
+	MarkProcessSince bool
 }
+
+// Classifier compares the old and new bytes of one unit file.
+type Classifier func(old, cur []byte) UnitChange
 
 // Plan is the ordered list of steps plus what was noticed on the way.
 type Plan struct {
@@ -170,6 +182,9 @@ type fileState struct {
 	// policy report); its newer mtime or hash says nothing about a lost
 	// restart, so no stale-process restart is planned from it.
 	edited bool
+	// change says how a written file affects the running process (set
+	// when the file existed before).
+	change UnitChange
 }
 
 // syncFile plans the write of one rendered unit file.
@@ -208,7 +223,7 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 		}
 	}
 	p.foreignDropIns(o, u)
-	if cur != nil && bytes.Equal(cur, f.Data) {
+	if cur != nil && bytes.Equal(ownmark.WithoutProcessSince(cur), f.Data) {
 		if u.NeedDaemonReload {
 			p.reload = true
 			p.reloadWhy = append(p.reloadWhy, f.Name+" changed on disk since last reload")
@@ -216,7 +231,9 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 		return fileState{}
 	}
 	reason := "new unit"
+	change := UnitChange{Restart: true}
 	if cur != nil {
+		change = p.classify(cur, f.Data)
 		if _, intact := desired.HashOf(cur); intact {
 			reason = "manifest changed"
 		} else {
@@ -228,11 +245,31 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 			p.find(id, f.Name, ReasonFileEdited, msg+"; restoring", true, true)
 			reason = "edited out of band, restoring"
 		}
+		if !change.Restart {
+			reason += "; " + change.Reason()
+		}
 	}
-	p.files = append(p.files, actuators.Step{Op: actuators.OpWriteFile, Object: id, Unit: f.Name, Path: path, Data: f.Data, Old: cur, Reason: reason})
+	data := f.Data
+	if p.in.MarkProcessSince && cur != nil && !change.Restart && u.Active() && u.MainPID != 0 && !u.StaleProcess && u.ExecMainStartTimestamp != 0 {
+		since := int64(u.ExecMainStartTimestamp)
+		if prev, ok := ownmark.ProcessSince(cur); ok && prev < since {
+			since = prev
+		}
+		data = ownmark.WithProcessSince(f.Data, since)
+	}
+	p.files = append(p.files, actuators.Step{Op: actuators.OpWriteFile, Object: id, Unit: f.Name, Path: path, Data: data, Old: cur, Reason: reason})
 	p.reload = true
 	p.reloadWhy = append(p.reloadWhy, "unit files written")
-	return fileState{written: true, isNew: cur == nil}
+	return fileState{written: true, isNew: cur == nil, change: change}
+}
+
+// classify compares the old and new bytes of a unit file with the
+// backend's classifier.
+func (p *planner) classify(old, cur []byte) UnitChange {
+	if p.in.Classify != nil {
+		return p.in.Classify(old, cur)
+	}
+	return ClassifyUnitChange(old, cur)
 }
 
 // foreignDropIns reports drop-ins resil did not write; they are never deleted.

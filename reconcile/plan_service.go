@@ -72,8 +72,18 @@ func (p *planner) service(o *desired.Object) {
 				return
 			}
 			p.find(o.ID(), f.Name, reason, msg+"; not restarted by the agent until the manifest changes or `reconciler reset`", true, false)
+		case fs.written && u.Active() && (fs.change.Restart || u.StaleProcess):
+			why := fs.change.Reason()
+			if !fs.change.Restart {
+				// Only reload-only settings changed, but the process is
+				// older than the file it replaces (a lost restart).
+				p.find(o.ID(), f.Name, ReasonStaleProcess, f.Name+" runs a process started from an older unit file; restarting", true, true)
+				why = "running process started from an older unit file"
+			}
+			p.rt(actuators.OpRestart, o, f.Name, why)
 		case fs.written && u.Active():
-			p.rt(actuators.OpRestart, o, f.Name, "unit file changed")
+			// Reload only: systemd (or the supervisor) applies the change
+			// on daemon-reload; the running process is unaffected.
 		case fs.written:
 			p.rt(actuators.OpStart, o, f.Name, u.ActiveState+", want active")
 		case u.Active() && u.StaleProcess && !fs.edited:

@@ -40,10 +40,15 @@ type Config struct {
 	UnitDir    string
 	ManagerDir string
 	Render     Renderer
-	Observer   Observer
-	Applier    Applier
-	Events     Recorder
-	Log        *zap.Logger
+	// Classify says whether a rewritten unit file needs a restart (nil:
+	// ClassifyUnitChange, for systemd unit files).
+	Classify Classifier
+	// MarkProcessSince: see Input.MarkProcessSince (systemd backend).
+	MarkProcessSince bool
+	Observer         Observer
+	Applier          Applier
+	Events           Recorder
+	Log              *zap.Logger
 	// Now is the clock (tests inject one).
 	Now func() time.Time
 	// BackoffBase and BackoffMax bound the retry delay of a failing object.
@@ -242,7 +247,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	}
 	res.Observed = obs
 	plan := Compute(Input{Objects: effective, Files: files, UnitDir: r.cfg.UnitDir, ManagerDir: r.cfg.ManagerDir,
-		Observed: obs, Prune: prune, Protected: protected, BrokenFiles: broken})
+		Observed: obs, Prune: prune, Protected: protected, BrokenFiles: broken, Classify: r.cfg.Classify,
+		MarkProcessSince: r.cfg.MarkProcessSince})
 	plan.Findings = append(append(plan.Findings, busy...), unsupported...)
 	res.Plan = plan
 	res.Hash = plan.Hash()

@@ -52,6 +52,9 @@ func set(keys ...string) map[string]bool {
 // reloadOnlyKey reports whether a change to key in section needs no
 // restart.
 func reloadOnlyKey(section, key string) bool {
+	if strings.HasPrefix(key, "X-") {
+		return true // systemd ignores X- keys (resil's own markers are X-Resil-*)
+	}
 	keys, ok := reloadOnly[section]
 	if !ok {
 		return false
@@ -126,6 +129,9 @@ func ClassifyUnitChange(old, cur []byte) UnitChange {
 			return
 		}
 		name := k.key
+		if strings.HasPrefix(name, "X-Resil-") {
+			return // resil's own bookkeeping (hash, source): not a setting
+		}
 		if name == "" {
 			name = "[" + k.section + "] line"
 		}

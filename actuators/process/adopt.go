@@ -472,7 +472,14 @@ func (s *Supervisor) removeLeftovers(keep map[string]bool) {
 			if !e.Type().IsRegular() {
 				continue
 			}
-			if (strings.HasPrefix(n, ".") && len(n) > 1 && isDigit(n[len(n)-1])) || (d == s.dir && n == "status.json.tmp") ||
+			temp := strings.HasPrefix(n, ".") && len(n) > 1 && isDigit(n[len(n)-1])
+			if d == s.dir {
+				// The state dir is shared with the agent (lastgood.json,
+				// the event store, running their own atomic writes right
+				// now): only the supervisor's own files' leftovers go.
+				temp = temp && (strings.HasPrefix(n, ".processes.json") || strings.HasPrefix(n, ".status.json"))
+			}
+			if temp || (d == s.dir && n == "status.json.tmp") ||
 				(d == s.dir && strings.HasPrefix(n, "."+idFile+"-") && strings.HasSuffix(n, ".tmp")) {
 				os.Remove(filepath.Join(d, n))
 			}

@@ -309,10 +309,24 @@ func TestLeftoverTempFilesRemoved(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Files of others in the shared state dir: the agent's last good
+	// objects being written right now (a temp file the supervisor removed
+	// made that write fail, found by a loaded test run).
+	others := []string{filepath.Join(dir, ".lastgood.json4242"), filepath.Join(dir, ".events.db123")}
+	for _, f := range others {
+		if err := os.WriteFile(f, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	h.run()
 	for _, f := range junk {
 		if _, err := os.Lstat(f); err == nil {
 			t.Errorf("%s left behind", f)
+		}
+	}
+	for _, f := range others {
+		if _, err := os.Lstat(f); err != nil {
+			t.Errorf("the supervisor removed another writer's file %s: %v", f, err)
 		}
 	}
 }

@@ -144,7 +144,8 @@ func (s *Supervisor) observeUnit(name string, live bool, snap *snapshot, table m
 	// Only an intact resil file counts: a hand-edited one is drift of its
 	// own (FileEdited), restored or reported by the planner.
 	_, intact := desired.HashOf(ou.File)
-	ou.StaleProcess = us.MainPID != 0 && us.SpecHash != "" && ou.File != nil && intact && us.SpecHash != fileHash(ou.File)
+	ou.StaleProcess = us.MainPID != 0 && us.SpecHash != "" && ou.File != nil && intact && us.SpecHash != fileHash(ou.File) &&
+		!(us.ProcHash != "" && us.ProcHash == fileProcHash(ou.File))
 	if spec != nil && spec.Timer != nil {
 		ou.Triggers = []string{spec.Timer.Unit}
 	}

@@ -284,6 +284,8 @@ func (r *runner) command(ctx context.Context, c command) {
 			r.wait(c, &r.startWaiters)
 			r.kill(syscall.SIGTERM, "stop-sigterm")
 		}
+	case opReload:
+		r.reloadSpec()
 	case actuators.OpResetFailed:
 		if r.tracker != nil {
 			r.tracker.Reset()

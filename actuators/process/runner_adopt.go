@@ -53,10 +53,11 @@ func (r *runner) adopt(ctx context.Context, spec *Spec, rec *procRecord) {
 	}
 	r.phase = phRunning
 	r.set("active", "running", func(st *status) {
-		st.MainPID, st.ExecMainStart, st.SpecHash = rec.PID, time.UnixMicro(rec.Started), rec.SpecHash
+		st.MainPID, st.ExecMainStart, st.SpecHash, st.ProcHash = rec.PID, time.UnixMicro(rec.Started), rec.SpecHash, rec.ProcHash
 		st.NRestarts = rec.NRestarts
 	})
 	r.log.Info("process adopted", zap.Int("pid", rec.PID), zap.Bool("stopping", rec.Stopping))
+	r.reloadSpec() // a file newer than the process that changed nothing it depends on
 	if rec.Stopping {
 		// The previous agent was stopping it when it was killed: finish
 		// the stop, and start it again if that was a restart.

@@ -102,7 +102,7 @@ func (r *runner) exited(ctx context.Context, es exitStatus) {
 	}
 	exitAt := r.u.s.now()
 	r.u.update(func(st *status) {
-		st.ExecMainStatus, st.MainPID, st.ExecMainExit, st.SpecHash = es.execMainStatus(), 0, exitAt, ""
+		st.ExecMainStatus, st.MainPID, st.ExecMainExit, st.SpecHash, st.ProcHash = es.execMainStatus(), 0, exitAt, "", ""
 	})
 	if rt := r.spec.Retry; !clean && !r.requested && rt != nil && r.attempt < rt.Attempts {
 		// A job's retry stays within the run: still activating, no

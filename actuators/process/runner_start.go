@@ -128,7 +128,7 @@ func (r *runner) startMain(ctx context.Context) {
 	r.log.Info("process started", zap.Int("pid", p.rec.PID), zap.Bool("autoRestart", restarted))
 	r.u.update(func(st *status) {
 		st.MainPID, st.ExecMainStart, st.ExecMainStatus = p.rec.PID, time.UnixMicro(p.rec.Started), 0
-		st.SpecHash = p.rec.SpecHash
+		st.SpecHash, st.ProcHash = p.rec.SpecHash, p.rec.ProcHash
 		st.ExecMainExit = time.Time{}
 		st.NRestarts = n
 	})
@@ -173,7 +173,7 @@ func (r *runner) spawn(ctx context.Context, argv []string, extra []string, main 
 	now := s.now()
 	base := filepath.Join(s.runDir, r.u.name+"."+strconv.FormatInt(now.UnixNano(), 36))
 	l := launch{argv: argv, env: env, dir: r.spec.WorkingDirectory, id: id, out: base + ".out", errp: base + ".err", stamp: now}
-	rec := procRecord{Unit: r.u.name, Nonce: nonce, Started: now.UnixMicro(), SpecHash: r.hash, Stdout: l.out, Stderr: l.errp}
+	rec := procRecord{Unit: r.u.name, Nonce: nonce, Started: now.UnixMicro(), SpecHash: r.hash, ProcHash: procHash(r.spec), Stdout: l.out, Stderr: l.errp}
 	if main {
 		l.lock = r.lock
 		rec.NRestarts = r.nextRestarts
@@ -189,7 +189,7 @@ func (r *runner) spawn(ctx context.Context, argv []string, extra []string, main 
 		}
 		return nil, err
 	}
-	p.rec.Unit, p.rec.Nonce, p.rec.SpecHash = rec.Unit, rec.Nonce, rec.SpecHash
+	p.rec.Unit, p.rec.Nonce, p.rec.SpecHash, p.rec.ProcHash = rec.Unit, rec.Nonce, rec.SpecHash, rec.ProcHash
 	r.startCopiers(p)
 	return p, nil
 }

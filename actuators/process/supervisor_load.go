@@ -78,7 +78,9 @@ func (s *Supervisor) reload(ctx context.Context, wg *sync.WaitGroup, first bool,
 				changed = true
 			}
 			u.mu.Unlock()
-			if diff && strings.HasSuffix(name, ".timer") {
+			if diff {
+				// A timer reschedules; a service applies what needs no
+				// restart (runner.reloadSpec).
 				select {
 				case u.cmds <- command{op: opReload}:
 				default:

@@ -72,6 +72,8 @@ type status struct {
 	// started from; empty while no process runs. Observe compares it with
 	// the file on disk (observed.Unit.StaleProcess).
 	SpecHash string
+	// ProcHash is procHash of that file's spec (see procRecord.ProcHash).
+	ProcHash string
 	// Timers.
 	LastTrigger time.Time
 	NextElapse  time.Time

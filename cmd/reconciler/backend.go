@@ -20,8 +20,13 @@ type backend struct {
 	UnitDir    string
 	ManagerDir string
 	Render     reconcile.Renderer
-	Observer   reconcile.Observer
-	Applier    reconcile.Applier
+	// Classify says whether a rewritten unit file needs a restart (nil:
+	// systemd unit files).
+	Classify reconcile.Classifier
+	// MarkProcessSince: see reconcile.Input.MarkProcessSince.
+	MarkProcessSince bool
+	Observer         reconcile.Observer
+	Applier          reconcile.Applier
 	// Background tasks run beside the loop (supervisor, state subscriptions).
 	// Each returns when ctx is done, after its goroutines exit; wake must not block.
 	Background []func(ctx context.Context, wake func()) error
@@ -128,7 +133,7 @@ func newReconciler(g *globals, be *backend, log *zap.Logger, events reconcile.Re
 	}
 	return reconcile.New(reconcile.Config{
 		Manifests: manifests, Load: opts, UnitDir: be.UnitDir, ManagerDir: be.ManagerDir,
-		Render: be.Render, Observer: be.Observer, Applier: be.Applier, Events: events, Log: log,
+		Render: be.Render, Classify: be.Classify, MarkProcessSince: be.MarkProcessSince, Observer: be.Observer, Applier: be.Applier, Events: events, Log: log,
 		AfterStep: afterStep, LastGood: reconcile.NewLastGoodFile(g.stateDir, readOnly),
 	}), nil
 }

@@ -36,7 +36,7 @@ func openSystemd(ctx context.Context, g *globals, log *zap.Logger, readOnly bool
 	app := sdapply.New(conn, g.unitDir, g.managerDir, log.Named("systemd"))
 	be := &backend{
 		Name: "systemd", UnitDir: g.unitDir, ManagerDir: g.managerDir,
-		Render: desired.Render, Observer: obs, Applier: app,
+		Render: desired.Render, MarkProcessSince: true, Observer: obs, Applier: app,
 		Close: func() { conn.Close() },
 	}
 	if readOnly {

@@ -2,6 +2,7 @@ package ownmark
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -34,5 +35,40 @@ func TestMarks(t *testing.T) {
 				t.Errorf("HashOf intact = %v, want %v", intact, tc.intact)
 			}
 		})
+	}
+}
+
+func TestProcessSince(t *testing.T) {
+	body := "[Unit]\nDescription=x\nX-Resil-Object=Service/x\n"
+	file := []byte(body + KeyHash + "=" + Hash([]byte(body+"\n[Service]\nExecStart=/bin/true\n")) + "\n\n[Service]\nExecStart=/bin/true\n")
+	if _, intact := HashOf(file); !intact {
+		t.Fatal("fixture not intact")
+	}
+	if _, ok := ProcessSince(file); ok {
+		t.Fatal("marker found in a file without one")
+	}
+	marked := WithProcessSince(file, 1733000000123456)
+	if got, ok := ProcessSince(marked); !ok || got != 1733000000123456 {
+		t.Fatalf("ProcessSince = %d, %v", got, ok)
+	}
+	if _, intact := HashOf(marked); !intact {
+		t.Fatalf("the marker broke the hash:\n%s", marked)
+	}
+	if !strings.Contains(string(marked), KeyHash+"=sha256:") || strings.Index(string(marked), KeyProcessSince) < strings.Index(string(marked), KeyHash) {
+		t.Fatalf("marker not after the hash line:\n%s", marked)
+	}
+	if again := WithProcessSince(marked, 42); strings.Count(string(again), KeyProcessSince) != 1 {
+		t.Fatalf("marker twice:\n%s", again)
+	}
+	if got := WithoutProcessSince(marked); string(got) != string(file) {
+		t.Fatalf("WithoutProcessSince:\n%s\nwant:\n%s", got, file)
+	}
+	if got := WithProcessSince([]byte("[Unit]\n"), 1); string(got) != "[Unit]\n" {
+		t.Fatalf("a file without a hash line got a marker: %q", got)
+	}
+	// A hand edit of the marker's neighbours still breaks the hash.
+	edited := []byte(strings.Replace(string(marked), "Description=x", "Description=y", 1))
+	if _, intact := HashOf(edited); intact {
+		t.Fatal("edited file reads as intact")
 	}
 }

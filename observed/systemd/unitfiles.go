@@ -244,8 +244,9 @@ func (o *Observer) unitsLoadStart(ctx context.Context) (uint64, error) {
 // ExecMainStartTimestamp set); its file at Path carries resil's marker and
 // an intact hash (a file edited by hand is FileEdited drift, restored by a
 // write that restarts anyway, or left alone under drift: report); and the
-// newest modification time M of that file and of u's resil-owned, intact
-// drop-ins on disk is
+// newest modification time M of that file (or its X-Resil-Process-Since
+// marker, written by the agent with a change that needs no restart) and of
+// u's resil-owned, intact drop-ins on disk is
 //   - later than ExecMainStartTimestamp: the file changed after the process
 //     started; or
 //   - later than loadStart (systemd's last unit (re)load) while systemd
@@ -274,7 +275,13 @@ func staleProcess(u *observed.Unit, fragment time.Time, dropIns map[string]time.
 	if _, intact := ownmark.HashOf(u.File); !intact {
 		return false
 	}
+	// A unit rewritten with reload-only changes says since when its
+	// process settings are unchanged; that, not its mtime, is the time
+	// of its last version a process depends on.
 	newest := fragment
+	if since, ok := ownmark.ProcessSince(u.File); ok {
+		newest = time.UnixMicro(since)
+	}
 	for p, t := range dropIns {
 		if _, owned := ownmark.IsOwned(u.DropIns[p]); !owned {
 			continue

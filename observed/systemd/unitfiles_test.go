@@ -45,6 +45,12 @@ func TestStaleProcess(t *testing.T) {
 			NeedDaemonReload: true}, fragment: at(10), loadStart: usec(5), want: true},
 		{name: "reload pending for another file", u: observed.Unit{File: file, ActiveState: "active", MainPID: 7, ExecMainStartTimestamp: usec(20),
 			NeedDaemonReload: true}, fragment: at(10), loadStart: usec(15)},
+		{name: "reload-only rewrite: its marker, not its mtime, counts", u: observed.Unit{File: ownmark.WithProcessSince(file, int64(usec(10))), ActiveState: "active", MainPID: 7,
+			ExecMainStartTimestamp: usec(10)}, fragment: at(20)},
+		{name: "marker newer than the process", u: observed.Unit{File: ownmark.WithProcessSince(file, int64(usec(15))), ActiveState: "active", MainPID: 7,
+			ExecMainStartTimestamp: usec(10)}, fragment: at(20), want: true},
+		{name: "marker, reload pending, restarted by systemd in between", u: observed.Unit{File: ownmark.WithProcessSince(file, int64(usec(10))), ActiveState: "active", MainPID: 7,
+			ExecMainStartTimestamp: usec(20), NeedDaemonReload: true}, fragment: at(30), loadStart: usec(5), want: true},
 		{name: "loaded after the write, no reload pending", u: observed.Unit{File: file, ActiveState: "active", MainPID: 7, ExecMainStartTimestamp: usec(20)},
 			fragment: at(10), loadStart: usec(5)},
 	} {
