@@ -12,8 +12,8 @@ import (
 
 	"resil.dev/resil/actuators/process"
 	"resil.dev/resil/desired"
-	"resil.dev/resil/internal/ownmark"
 	"resil.dev/resil/e2e/sandbox"
+	"resil.dev/resil/internal/ownmark"
 )
 
 // procEnv is a manifests dir and a state dir for the process backend,
