@@ -54,11 +54,16 @@ const (
 	// DefaultStampDir is where systemd keeps Persistent= timer stamps.
 	DefaultStampDir = "/var/lib/systemd/timers"
 	// DefaultConcurrency bounds the property reads in flight per Observe.
-	DefaultConcurrency = 4
+	// systemd serves them one at a time; more in flight only hides the
+	// round trips (a bus daemon caps pending replies per connection at
+	// 128 by default).
+	DefaultConcurrency = 8
 	// maxFileSize caps how much of a unit file or drop-in is read.
 	maxFileSize = 1 << 20
-	// listChunk bounds the names sent in one ListUnitsByNames call.
-	listChunk = 256
+	// listChunk bounds the names sent in one ListUnitsByNames or
+	// ListUnitFilesByPatterns call: one call per pass up to 4096 units
+	// (about 0.3 MB of reply), however many units a pass covers.
+	listChunk = 4096
 )
 
 // Observer reads systemd's state for the planner. It holds no connection
@@ -184,10 +189,10 @@ func (o *Observer) count(method string) {
 // directory of systemd's unit search path (Manager.UnitPath, read once per
 // Observer). Unit.StaleProcess is derived as described at staleProcess.
 //
-// D-Bus cost: one ListUnitsByNames and one ListUnitFilesByPatterns per 256
-// names, one GetAll per unit systemd knows (LoadState other than
-// "not-found"), three manager property reads, and one read of UnitPath on
-// the first Observe.
+// D-Bus cost: one ListUnitsByNames and one ListUnitFilesByPatterns per 4096
+// names, one GetAll per unit that needsProperties (systemd knows it and it
+// is not masked), DefaultConcurrency in flight, three manager property
+// reads, and one read of UnitPath on the first Observe.
 //
 // Outcomes:
 //   - (s, nil): s is complete. Units that systemd does not know have
@@ -256,7 +261,7 @@ func (o *Observer) Observe(ctx context.Context, names []string) (*observed.State
 		if s, ok := status[n]; ok {
 			u.LoadState, u.ActiveState, u.SubState = s.LoadState, s.ActiveState, s.SubState
 		}
-		if u.LoadState != "not-found" {
+		if needsProperties(u) {
 			loaded = append(loaded, u)
 		}
 		if strings.HasSuffix(n, ".timer") {
@@ -318,6 +323,19 @@ func (o *Observer) Observe(ctx context.Context, names []string) (*observed.State
 
 	st.ReadAt = o.cfg.now()
 	return st, nil
+}
+
+// needsProperties reports whether Observe reads u's properties (GetAll)
+// after ListUnitsByNames gave its states: not for a unit systemd does not
+// know (not-found: its properties are all zero) nor for a masked one
+// (nothing of it can run; the planner only needs VendorPaths and File).
+// Everything else needs them: an active service's MainPID, NRestarts and
+// ExecMainStartTimestamp (restart ledger, StaleProcess), an inactive or
+// failed unit's Result and exit (failure and timer reports), every unit's
+// NeedDaemonReload and DropInPaths. systemd 252 has no bulk call for any
+// of these.
+func needsProperties(u *observed.Unit) bool {
+	return u.LoadState != "not-found" && u.LoadState != "masked"
 }
 
 // unitFile is one regular file in the unit directory.

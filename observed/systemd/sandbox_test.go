@@ -273,3 +273,33 @@ func TestSandboxCallCountsAndTiming(t *testing.T) {
 	}
 	t.Logf("Observe by owned scan of %d units + manager: %d calls, %v", len(st.Units), e.conn.Wire().Calls()-wire0, time.Since(begin).Round(10*time.Microsecond))
 }
+
+// One ListUnitsByNames and one ListUnitFilesByPatterns cover a pass of
+// 1000 names (no chunk of 256 any more); units systemd does not know cost
+// no GetAll.
+func TestSandboxObserveThousandNamesBulk(t *testing.T) {
+	e := newSandbox(t)
+	names := []string{"real.service"}
+	e.write(t, "/etc/systemd/system/real.service", ownmarktest.Unit(t, "Service/real", "/bin/sleep", "infinity"))
+	e.systemctl(t, "daemon-reload")
+	e.systemctl(t, "start", "real.service")
+	for i := range 999 {
+		names = append(names, fmt.Sprintf("absent%03d.service", i))
+	}
+	o := New(e.conn, e.unitDir, WithRoot(e.sb.Root()), WithoutManager())
+	if _, err := o.Observe(context.Background(), names); err != nil { // reads UnitPath once
+		t.Fatal(err)
+	}
+	calls0, wire0 := o.Calls(), e.conn.Wire().Calls()
+	st, err := o.Observe(context.Background(), names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Units) != 1000 || st.Units["real.service"].MainPID == 0 || st.Units["absent000.service"].LoadState != "not-found" {
+		t.Fatalf("observed %d units, real=%+v", len(st.Units), st.Units["real.service"])
+	}
+	// ListUnitsByNames, ListUnitFilesByPatterns, GetAll real.service.
+	if got, wire := o.Calls()-calls0, e.conn.Wire().Calls()-wire0; got != 3 || wire != 3 {
+		t.Errorf("Observe of 1000 names: %d calls (wire %d), want 3", got, wire)
+	}
+}
