@@ -55,7 +55,9 @@ type Config struct {
 	BackoffBase time.Duration
 	BackoffMax  time.Duration
 	// Parallel bounds how many units' runtime steps (start, restart, stop,
-	// enable...) run at once; default 8, 1 for strictly serial.
+	// enable...) run at once; default 8, 1 for strictly serial. Above 1, a
+	// BatchApplier runs the first steps of every unit in batches (see
+	// execution.batches), which this bound does not limit.
 	Parallel int
 	// AfterStep is a test hook: if set, it is called after each step that
 	// ran (skipped steps excluded), with the step's index in the plan, once
@@ -471,6 +473,7 @@ func (r *Reconciler) execute(ctx context.Context, log *zap.Logger, plan Plan) ([
 	if parallel <= 0 {
 		parallel = 1
 	}
+	ex.batches(ctx, plan.Steps, groups, order, out)
 	sem := make(chan struct{}, parallel)
 	var wg sync.WaitGroup
 	for _, k := range order {
@@ -540,8 +543,23 @@ func (ex *execution) step(ctx context.Context, i int, s actuators.Step) StepOutc
 // run executes one step unless an earlier failure, a cancelled pass or the
 // object's backoff says to skip it.
 func (ex *execution) run(ctx context.Context, s actuators.Step) (oc StepOutcome) {
-	r, log := ex.r, ex.log
 	oc.Step = s
+	if oc.Skipped = ex.admit(ctx, s); oc.Skipped != "" {
+		return oc
+	}
+
+	start := time.Now()
+	oc.Result, oc.Err = ex.apply(ctx, s)
+	oc.Duration = time.Since(start)
+	ex.record(&oc)
+	return oc
+}
+
+// admit returns why s is skipped ("" when it runs) and, when it runs,
+// marks its object touched.
+func (ex *execution) admit(ctx context.Context, s actuators.Step) (skipped string) {
+	r, log := ex.r, ex.log
+	var oc StepOutcome
 	ex.mu.Lock()
 	switch {
 	case ex.reloadFailed:
@@ -558,17 +576,19 @@ func (ex *execution) run(ctx context.Context, s actuators.Step) (oc StepOutcome)
 	if oc.Skipped != "" {
 		ex.mu.Unlock()
 		log.Info("step skipped", zap.Stringer("step", s), zap.String("why", oc.Skipped))
-		return oc
+		return oc.Skipped
 	}
 	if s.Object != "" {
 		ex.touched[s.Object] = true
 	}
 	ex.mu.Unlock()
+	return ""
+}
 
-	start := time.Now()
-	oc.Result, oc.Err = ex.apply(ctx, s)
-	oc.Duration = time.Since(start)
-
+// record logs the outcome of a step that ran, records its event and, on
+// failure, its unit's first failure and its object's backoff.
+func (ex *execution) record(oc *StepOutcome) {
+	r, log, s := ex.r, ex.log, oc.Step
 	ex.mu.Lock()
 	defer ex.mu.Unlock()
 	if oc.Err != nil {
@@ -585,7 +605,7 @@ func (ex *execution) run(ctx context.Context, s actuators.Step) (oc StepOutcome)
 			ex.failedObj[s.Object] = true
 			ex.requeueIn(r.fail(s.Object, ex.now))
 		}
-		return oc
+		return
 	}
 	if oc.Result == actuators.Changed {
 		log.Info("step applied", zap.Stringer("step", s))
@@ -597,7 +617,6 @@ func (ex *execution) run(ctx context.Context, s actuators.Step) (oc StepOutcome)
 	} else {
 		log.Debug("step unchanged", zap.Stringer("step", s))
 	}
-	return oc
 }
 
 // apply calls the Applier, turning a panic in a worker into a step error
