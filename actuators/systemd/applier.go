@@ -31,6 +31,7 @@ type Client interface {
 	GetUnitPropertyContext(ctx context.Context, unit string, propertyName string) (*sddbus.Property, error)
 	GetUnitTypePropertyContext(ctx context.Context, unit, unitType, propertyName string) (*sddbus.Property, error)
 	ListUnitFilesByPatternsContext(ctx context.Context, states, patterns []string) ([]sddbus.UnitFile, error)
+	ListUnitsByNamesContext(ctx context.Context, units []string) ([]sddbus.UnitStatus, error)
 	GetManagerPropertyContext(ctx context.Context, name string) (godbus.Variant, error)
 	SetManagerProperty(ctx context.Context, name string, value godbus.Variant) error
 }
@@ -164,6 +165,11 @@ func (a *Applier) Apply(ctx context.Context, s actuators.Step) (actuators.Result
 	if res == "" {
 		res = actuators.Unchanged
 	}
+	a.logOutcome(s, res, err)
+	return res, err
+}
+
+func (a *Applier) logOutcome(s actuators.Step, res actuators.Result, err error) {
 	switch {
 	case err != nil:
 		a.log.Debug("step failed", zap.Stringer("step", s), zap.String("result", string(res)), zap.Error(err))
@@ -172,7 +178,6 @@ func (a *Applier) Apply(ctx context.Context, s actuators.Step) (actuators.Result
 	default:
 		a.log.Debug("step unchanged", zap.Stringer("step", s))
 	}
-	return res, err
 }
 
 func (a *Applier) daemonReload(ctx context.Context) (actuators.Result, error) {

@@ -283,3 +283,80 @@ func TestSandboxEnableEffectChecked(t *testing.T) {
 		t.Fatalf("disable: %s, want changed", r[0])
 	}
 }
+
+// ApplyBatch against systemd: one EnableUnitFiles for every file (a missing
+// one fails only its own step), start jobs all queued at once with a
+// failing unit among them, restarts that start new main processes, then
+// stop and disable.
+func TestSandboxApplyBatch(t *testing.T) {
+	e := newSandbox(t)
+	names := []string{"b1.service", "b2.service", "b3.service"}
+	var writes []actuators.Step
+	for _, n := range names {
+		writes = append(writes, actuators.Step{Op: actuators.OpWriteFile, Unit: n, Path: filepath.Join(e.unitDir, n),
+			Data: ownmarktest.Unit(t, "Service/"+strings.TrimSuffix(n, ".service"), "/bin/sleep", "infinity"), Reason: "new"})
+	}
+	writes = append(writes, actuators.Step{Op: actuators.OpWriteFile, Unit: "bad.service", Path: filepath.Join(e.unitDir, "bad.service"),
+		Data: ownmarktest.Unit(t, "Service/bad", "/bin/false"), Reason: "new"})
+	e.applyAll(t, append(writes, actuators.Step{Op: actuators.OpDaemonReload, Reason: "files"}))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	calls0 := e.a.Calls()
+	res, errs := e.a.ApplyBatch(ctx, steps(actuators.OpEnable, "b1.service", "missing.service", "b2.service", "b3.service"))
+	checkOutcomes(t, res, errs, []outcome{{actuators.Changed, nil}, {actuators.Unchanged, errAny}, {actuators.Changed, nil}, {actuators.Changed, nil}})
+	for _, n := range names {
+		if got := e.show(t, n, "UnitFileState")["UnitFileState"]; got != "enabled" {
+			t.Errorf("%s is %s after the batch enable", n, got)
+		}
+	}
+	// Batch call, then each alone (EnableUnitFiles + read back, the
+	// missing one without read back).
+	if got := e.a.Calls() - calls0; got != 1+2+1+2+2 {
+		t.Errorf("enable batch with a missing file: %d calls", got)
+	}
+	calls0 = e.a.Calls()
+	res, errs = e.a.ApplyBatch(ctx, steps(actuators.OpEnable, names...))
+	checkOutcomes(t, res, errs, []outcome{{actuators.Unchanged, nil}, {actuators.Unchanged, nil}, {actuators.Unchanged, nil}})
+	if got := e.a.Calls() - calls0; got != 2 {
+		t.Errorf("enable batch of enabled units: %d calls, want 2", got)
+	}
+
+	calls0 = e.a.Calls()
+	res, errs = e.a.ApplyBatch(ctx, steps(actuators.OpStart, append(names, "bad.service")...))
+	var je *JobError
+	checkOutcomes(t, res[:3], errs[:3], []outcome{{actuators.Changed, nil}, {actuators.Changed, nil}, {actuators.Changed, nil}})
+	if !errors.As(errs[3], &je) && !errors.Is(errs[3], ErrNotObserved) {
+		t.Errorf("start of bad.service: %v, want a job error or ErrNotObserved", errs[3])
+	}
+	// One re-check, four jobs, one read back (plus a oneshot check at most).
+	if got := e.a.Calls() - calls0; got < 6 || got > 8 {
+		t.Errorf("start batch: %d calls", got)
+	}
+	pids := map[string]string{}
+	for _, n := range names {
+		m := e.show(t, n, "ActiveState", "MainPID")
+		if m["ActiveState"] != "active" || m["MainPID"] == "0" {
+			t.Fatalf("%s after batch start: %v", n, m)
+		}
+		pids[n] = m["MainPID"]
+	}
+
+	res, errs = e.a.ApplyBatch(ctx, steps(actuators.OpRestart, names...))
+	checkOutcomes(t, res, errs, []outcome{{actuators.Changed, nil}, {actuators.Changed, nil}, {actuators.Changed, nil}})
+	for _, n := range names {
+		if m := e.show(t, n, "ActiveState", "MainPID"); m["ActiveState"] != "active" || m["MainPID"] == pids[n] {
+			t.Errorf("%s after batch restart: %v (MainPID was %s)", n, m, pids[n])
+		}
+	}
+
+	res, errs = e.a.ApplyBatch(ctx, steps(actuators.OpStop, names...))
+	checkOutcomes(t, res, errs, []outcome{{actuators.Changed, nil}, {actuators.Changed, nil}, {actuators.Changed, nil}})
+	res, errs = e.a.ApplyBatch(ctx, steps(actuators.OpDisable, names...))
+	checkOutcomes(t, res, errs, []outcome{{actuators.Changed, nil}, {actuators.Changed, nil}, {actuators.Changed, nil}})
+	for _, n := range names {
+		if m := e.show(t, n, "ActiveState", "UnitFileState"); m["ActiveState"] != "inactive" || m["UnitFileState"] != "disabled" {
+			t.Errorf("%s after batch stop and disable: %v", n, m)
+		}
+	}
+}

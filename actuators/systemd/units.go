@@ -217,6 +217,12 @@ func (a *Applier) checkJob(ctx context.Context, s actuators.Step, before uint64)
 	if err != nil {
 		return err
 	}
+	return a.checkJobState(ctx, s, before, state)
+}
+
+// checkJobState checks the effect of a "done" job on a unit now in
+// ActiveState state; see job.
+func (a *Applier) checkJobState(ctx context.Context, s actuators.Step, before uint64, state string) error {
 	switch s.Op {
 	case actuators.OpStop:
 		if state != "inactive" && state != "failed" {

@@ -401,13 +401,17 @@ func (f *Fake) EnableUnitFilesContext(_ context.Context, files []string, runtime
 	if err := f.call("EnableUnitFiles", files...); err != nil {
 		return false, nil, err
 	}
+	// Like systemd, every file is looked up before anything changes: one
+	// missing file fails the call and changes nothing.
+	for _, n := range files {
+		if u, ok := f.units[n]; !ok || u.LoadState == "not-found" {
+			return false, nil, noSuchUnit("Unit file %s does not exist.", n)
+		}
+	}
 	install := false
 	var changes []sddbus.EnableUnitFileChange
 	for _, n := range files {
-		u, ok := f.units[n]
-		if !ok || u.LoadState == "not-found" {
-			return false, nil, noSuchUnit("Unit file %s does not exist.", n)
-		}
+		u := f.units[n]
 		if u.NoInstall {
 			continue
 		}
@@ -430,12 +434,14 @@ func (f *Fake) DisableUnitFilesContext(_ context.Context, files []string, runtim
 	if err := f.call("DisableUnitFiles", files...); err != nil {
 		return nil, err
 	}
-	var changes []sddbus.DisableUnitFileChange
 	for _, n := range files {
-		u, ok := f.units[n]
-		if !ok || u.LoadState == "not-found" {
+		if u, ok := f.units[n]; !ok || u.LoadState == "not-found" {
 			return nil, noSuchUnit("Unit file %s does not exist.", n)
 		}
+	}
+	var changes []sddbus.DisableUnitFileChange
+	for _, n := range files {
+		u := f.units[n]
 		if u.UnitFileState == "enabled" {
 			if !u.Inert {
 				u.UnitFileState = "disabled"

@@ -1,0 +1,306 @@
+package systemd
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"time"
+
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
+
+	"resil.dev/resil/actuators"
+)
+
+// Batches reports the ops ApplyBatch takes: enable, disable, start, stop
+// and restart. It makes the Applier a reconcile.BatchApplier.
+func (a *Applier) Batches(op actuators.Op) bool {
+	switch op {
+	case actuators.OpEnable, actuators.OpDisable, actuators.OpStart, actuators.OpStop, actuators.OpRestart:
+		return true
+	}
+	return false
+}
+
+// ApplyBatch runs steps of one op (each for a different unit) together and
+// returns, per step, what Apply would have returned for it alone:
+//
+//   - enable, disable: one EnableUnitFiles or DisableUnitFiles call with
+//     every file, then one ListUnitFilesByPatterns to read the on-disk
+//     enablement of all of them back (the checks of enable and disable).
+//     systemd refuses the whole call when one file is bad (no such unit);
+//     then each step is retried alone, so its outcome is its own call's
+//     and a bad file fails only its own step.
+//   - start, stop, restart: one ListUnitsByNames for the re-checks of start
+//     and stop (restart reads each service's ExecMainStartTimestamp), then
+//     every job is queued before any is waited for; the results come from
+//     systemd's JobRemoved signals as the jobs finish, under one job
+//     timeout for the batch; then one ListUnitsByNames reads every unit
+//     back for the effect checks of job (plus, per unit, the reads job
+//     does for a oneshot or a restarted service).
+//
+// A failure of a call the whole batch depends on (the re-check or read
+// back of every unit) is the error of every step it covered.
+func (a *Applier) ApplyBatch(ctx context.Context, steps []actuators.Step) ([]actuators.Result, []error) {
+	res := make([]actuators.Result, len(steps))
+	errs := make([]error, len(steps))
+	var valid []int
+	for i, s := range steps {
+		res[i] = actuators.Unchanged
+		switch {
+		case !a.Batches(s.Op) || (len(valid) > 0 && s.Op != steps[valid[0]].Op):
+			errs[i] = fmt.Errorf("apply %s: %w: not in a batch of %s", s, ErrInvalidStep, steps[0].Op)
+		default:
+			if errs[i] = checkUnit(s); errs[i] == nil {
+				valid = append(valid, i)
+			}
+		}
+	}
+	if len(valid) == 0 {
+		return res, errs
+	}
+	switch steps[valid[0]].Op {
+	case actuators.OpEnable, actuators.OpDisable:
+		a.unitFilesBatch(ctx, steps, valid, res, errs)
+	default:
+		a.jobBatch(ctx, steps, valid, res, errs)
+	}
+	for _, i := range valid {
+		a.logOutcome(steps[i], res[i], errs[i])
+	}
+	return res, errs
+}
+
+// unitFilesBatch enables or disables steps[idx] in one call; see ApplyBatch.
+func (a *Applier) unitFilesBatch(ctx context.Context, steps []actuators.Step, idx []int, res []actuators.Result, errs []error) {
+	op := steps[idx[0]].Op
+	units := make([]string, len(idx))
+	for j, i := range idx {
+		units[j] = steps[i].Unit
+	}
+	changed := map[string]bool{}
+	mark := func(paths ...string) {
+		for _, p := range paths {
+			if p != "" {
+				changed[path.Base(p)] = true
+			}
+		}
+	}
+	var err error
+	install := true
+	if op == actuators.OpEnable {
+		a.count("EnableUnitFiles")
+		var changes []sddbus.EnableUnitFileChange
+		install, changes, err = a.c.EnableUnitFilesContext(ctx, units, false, true)
+		for _, c := range changes {
+			mark(c.Filename, c.Destination)
+		}
+	} else {
+		a.count("DisableUnitFiles")
+		var changes []sddbus.DisableUnitFileChange
+		changes, err = a.c.DisableUnitFilesContext(ctx, units, false)
+		for _, c := range changes {
+			mark(c.Filename, c.Destination)
+		}
+	}
+	if err != nil {
+		// One bad file (no such unit) fails the whole call: each step
+		// alone then says which.
+		for _, i := range idx {
+			if op == actuators.OpEnable {
+				res[i], errs[i] = a.enable(ctx, steps[i])
+			} else {
+				res[i], errs[i] = a.disable(ctx, steps[i])
+			}
+		}
+		return
+	}
+	states, err := a.unitFileStates(ctx, units)
+	for _, i := range idx {
+		s := steps[i]
+		if changed[s.Unit] {
+			res[i] = actuators.Changed
+		}
+		if err != nil {
+			errs[i] = fmt.Errorf("%s %s: %w", op, s.Unit, err)
+			continue
+		}
+		state := states[s.Unit]
+		enabled := state == "enabled" || state == "enabled-runtime"
+		switch {
+		case op == actuators.OpEnable && !enabled && !changed[s.Unit] && (state == "static" || !install):
+			errs[i] = fmt.Errorf("enable %s: %w", s.Unit, ErrNoInstallInfo)
+		case op == actuators.OpEnable && !enabled:
+			errs[i] = fmt.Errorf("enable %s: the unit file is %s afterwards: %w", s.Unit, orNone(state), ErrNotObserved)
+		case op == actuators.OpDisable && enabled:
+			errs[i] = fmt.Errorf("disable %s: the unit file is %s afterwards: %w", s.Unit, state, ErrNotObserved)
+		}
+	}
+}
+
+// unitFileStates reads the on-disk enablement of units in one call ("" for
+// a unit without a unit file); see unitFileState.
+func (a *Applier) unitFileStates(ctx context.Context, units []string) (map[string]string, error) {
+	a.count("ListUnitFilesByPatterns")
+	files, err := a.c.ListUnitFilesByPatternsContext(ctx, nil, units)
+	if err != nil {
+		return nil, fmt.Errorf("read unit file state: %w", err)
+	}
+	want := make(map[string]bool, len(units))
+	for _, u := range units {
+		want[u] = true
+	}
+	out := make(map[string]string, len(units))
+	for _, f := range files {
+		if n := path.Base(f.Path); want[n] {
+			out[n] = f.Type
+		}
+	}
+	return out, nil
+}
+
+// activeStates reads the ActiveState of units in one ListUnitsByNames call.
+func (a *Applier) activeStates(ctx context.Context, units []string) (map[string]string, error) {
+	a.count("ListUnitsByNames")
+	list, err := a.c.ListUnitsByNamesContext(ctx, units)
+	if err != nil {
+		return nil, fmt.Errorf("read unit states: %w", err)
+	}
+	out := make(map[string]string, len(units))
+	// One status per name, in order (an alias's status carries the
+	// unit's primary name).
+	if len(list) == len(units) {
+		for j, s := range list {
+			out[units[j]] = s.ActiveState
+		}
+		return out, nil
+	}
+	for _, s := range list {
+		out[s.Name] = s.ActiveState
+	}
+	return out, nil
+}
+
+// queued is one job of a batch in flight.
+type queued struct {
+	i      int // step index
+	id     int
+	before uint64
+	ch     chan string
+}
+
+// jobBatch runs the start, stop or restart jobs of steps[idx]; see
+// ApplyBatch.
+func (a *Applier) jobBatch(ctx context.Context, steps []actuators.Step, idx []int, res []actuators.Result, errs []error) {
+	op := steps[idx[0]].Op
+	var call func(context.Context, string, string, chan<- string) (int, error)
+	switch op {
+	case actuators.OpStart:
+		call = a.c.StartUnitContext
+	case actuators.OpStop:
+		call = a.c.StopUnitContext
+	default:
+		call = a.c.RestartUnitContext
+	}
+	units := make([]string, len(idx))
+	for j, i := range idx {
+		units[j] = steps[i].Unit
+	}
+
+	// Re-checks.
+	act := make([]queued, 0, len(idx))
+	if op == actuators.OpRestart {
+		for _, i := range idx {
+			before, err := a.mainStart(ctx, steps[i])
+			if err != nil {
+				errs[i] = err
+				continue
+			}
+			act = append(act, queued{i: i, before: before})
+		}
+	} else {
+		states, err := a.activeStates(ctx, units)
+		if err != nil {
+			for _, i := range idx {
+				errs[i] = fmt.Errorf("%s %s: %w", op, steps[i].Unit, err)
+			}
+			return
+		}
+		for _, i := range idx {
+			state := states[steps[i].Unit]
+			switch {
+			case op == actuators.OpStart && (state == "active" || state == "activating" || state == "reloading"):
+			case op == actuators.OpStop && (state == "inactive" || state == "failed"):
+			default:
+				act = append(act, queued{i: i})
+			}
+		}
+	}
+
+	// Queue every job, then wait for each.
+	var inflight []queued
+	for _, q := range act {
+		s := steps[q.i]
+		// Buffered to 1: see job.
+		q.ch = make(chan string, 1)
+		a.count(string(s.Op) + " unit")
+		id, err := call(ctx, s.Unit, a.cfg.jobMode, q.ch)
+		if err != nil {
+			errs[q.i] = fmt.Errorf("%s %s: %w", s.Op, s.Unit, err)
+			continue
+		}
+		q.id = id
+		res[q.i] = actuators.Changed
+		inflight = append(inflight, q)
+	}
+	timer := time.NewTimer(a.cfg.jobTimeout)
+	defer timer.Stop()
+	var done []queued
+	expired := false
+	for _, q := range inflight {
+		s := steps[q.i]
+		if expired {
+			select {
+			case r := <-q.ch:
+				if r != "done" {
+					errs[q.i] = &JobError{Unit: s.Unit, Op: s.Op, Result: r, JobID: q.id}
+				} else {
+					done = append(done, q)
+				}
+			default:
+				errs[q.i] = fmt.Errorf("%s %s: job %d after %s: %w", s.Op, s.Unit, q.id, a.cfg.jobTimeout, ErrJobTimeout)
+			}
+			continue
+		}
+		select {
+		case r := <-q.ch:
+			if r != "done" {
+				errs[q.i] = &JobError{Unit: s.Unit, Op: s.Op, Result: r, JobID: q.id}
+				continue
+			}
+			done = append(done, q)
+		case <-ctx.Done():
+			errs[q.i] = fmt.Errorf("%s %s: waiting for job %d: %w", s.Op, s.Unit, q.id, ctx.Err())
+		case <-timer.C:
+			expired = true
+			errs[q.i] = fmt.Errorf("%s %s: job %d after %s: %w", s.Op, s.Unit, q.id, a.cfg.jobTimeout, ErrJobTimeout)
+		}
+	}
+	if len(done) == 0 {
+		return
+	}
+
+	// Effect checks.
+	names := make([]string, len(done))
+	for j, q := range done {
+		names[j] = steps[q.i].Unit
+	}
+	states, err := a.activeStates(ctx, names)
+	for _, q := range done {
+		s := steps[q.i]
+		if err != nil {
+			errs[q.i] = fmt.Errorf("%s %s: %w", s.Op, s.Unit, err)
+			continue
+		}
+		errs[q.i] = a.checkJobState(ctx, s, q.before, states[s.Unit])
+	}
+}
