@@ -59,6 +59,7 @@ var (
 )
 
 type config struct {
+	ownJobs          OwnJobs
 	jobTimeout       time.Duration
 	jobMode          string
 	overwriteForeign bool
@@ -84,6 +85,28 @@ func WithJobTimeout(d time.Duration) Option {
 // lacks resil's ownership marker (adoption). By default such a write fails
 // with ErrNotOwned, as OpRemoveFile always does.
 func WithOverwriteForeign() Option { return func(c *config) { c.overwriteForeign = true } }
+
+// OwnJobs is told about the jobs the Applier queues, so that a watcher of
+// unit signals can tell the agent's own changes from outside ones.
+// *observed/systemd.Observer implements it.
+type OwnJobs interface {
+	// JobQueued is called before a start, stop or restart job for unit is
+	// queued; finished is called once with the unit's ActiveState and
+	// SubState as read back after the job ("" for sub when not read; ""
+	// for active when the job failed or was not queued).
+	JobQueued(unit string) (finished func(active, sub string))
+}
+
+// WithOwnJobs reports every job the Applier queues to j.
+func WithOwnJobs(j OwnJobs) Option { return func(c *config) { c.ownJobs = j } }
+
+// jobQueued calls OwnJobs.JobQueued when set.
+func (a *Applier) jobQueued(unit string) func(active, sub string) {
+	if a.cfg.ownJobs == nil {
+		return func(string, string) {}
+	}
+	return a.cfg.ownJobs.JobQueued(unit)
+}
 
 // WithCallHook calls hook with the method name of every D-Bus call the
 // Applier makes (e.g. to feed a metric). It must be fast.

@@ -158,34 +158,35 @@ func (a *Applier) unitFileStates(ctx context.Context, units []string) (map[strin
 	return out, nil
 }
 
-// activeStates reads the ActiveState of units in one ListUnitsByNames call.
-func (a *Applier) activeStates(ctx context.Context, units []string) (map[string]string, error) {
+// unitStates reads the status of units in one ListUnitsByNames call.
+func (a *Applier) unitStates(ctx context.Context, units []string) (map[string]sddbus.UnitStatus, error) {
 	a.count("ListUnitsByNames")
 	list, err := a.c.ListUnitsByNamesContext(ctx, units)
 	if err != nil {
 		return nil, fmt.Errorf("read unit states: %w", err)
 	}
-	out := make(map[string]string, len(units))
+	out := make(map[string]sddbus.UnitStatus, len(units))
 	// One status per name, in order (an alias's status carries the
 	// unit's primary name).
 	if len(list) == len(units) {
 		for j, s := range list {
-			out[units[j]] = s.ActiveState
+			out[units[j]] = s
 		}
 		return out, nil
 	}
 	for _, s := range list {
-		out[s.Name] = s.ActiveState
+		out[s.Name] = s
 	}
 	return out, nil
 }
 
 // queued is one job of a batch in flight.
 type queued struct {
-	i      int // step index
-	id     int
-	before uint64
-	ch     chan string
+	i        int // step index
+	id       int
+	before   uint64
+	ch       chan string
+	finished func(active, sub string) // OwnJobs
 }
 
 // jobBatch runs the start, stop or restart jobs of steps[idx]; see
@@ -218,7 +219,7 @@ func (a *Applier) jobBatch(ctx context.Context, steps []actuators.Step, idx []in
 			act = append(act, queued{i: i, before: before})
 		}
 	} else {
-		states, err := a.activeStates(ctx, units)
+		states, err := a.unitStates(ctx, units)
 		if err != nil {
 			for _, i := range idx {
 				errs[i] = fmt.Errorf("%s %s: %w", op, steps[i].Unit, err)
@@ -226,7 +227,7 @@ func (a *Applier) jobBatch(ctx context.Context, steps []actuators.Step, idx []in
 			return
 		}
 		for _, i := range idx {
-			state := states[steps[i].Unit]
+			state := states[steps[i].Unit].ActiveState
 			switch {
 			case op == actuators.OpStart && (state == "active" || state == "activating" || state == "reloading"):
 			case op == actuators.OpStop && (state == "inactive" || state == "failed"):
@@ -238,13 +239,22 @@ func (a *Applier) jobBatch(ctx context.Context, steps []actuators.Step, idx []in
 
 	// Queue every job, then wait for each.
 	var inflight []queued
+	settled := map[int][2]string{} // step index → ActiveState, SubState read back
+	defer func() {
+		for _, q := range inflight {
+			st := settled[q.i]
+			q.finished(st[0], st[1])
+		}
+	}()
 	for _, q := range act {
 		s := steps[q.i]
 		// Buffered to 1: see job.
 		q.ch = make(chan string, 1)
+		q.finished = a.jobQueued(s.Unit)
 		a.count(string(s.Op) + " unit")
 		id, err := call(ctx, s.Unit, a.cfg.jobMode, q.ch)
 		if err != nil {
+			q.finished("", "")
 			errs[q.i] = fmt.Errorf("%s %s: %w", s.Op, s.Unit, err)
 			continue
 		}
@@ -294,13 +304,15 @@ func (a *Applier) jobBatch(ctx context.Context, steps []actuators.Step, idx []in
 	for j, q := range done {
 		names[j] = steps[q.i].Unit
 	}
-	states, err := a.activeStates(ctx, names)
+	states, err := a.unitStates(ctx, names)
 	for _, q := range done {
 		s := steps[q.i]
 		if err != nil {
 			errs[q.i] = fmt.Errorf("%s %s: %w", s.Op, s.Unit, err)
 			continue
 		}
-		errs[q.i] = a.checkJobState(ctx, s, q.before, states[s.Unit])
+		st := states[s.Unit]
+		settled[q.i] = [2]string{st.ActiveState, st.SubState}
+		errs[q.i] = a.checkJobState(ctx, s, q.before, st.ActiveState)
 	}
 }

@@ -191,6 +191,9 @@ func (a *Applier) job(ctx context.Context, s actuators.Step) (actuators.Result, 
 	// lock, so a result nobody waits for any more (timeout, ctx) must not
 	// block its signal dispatcher.
 	ch := make(chan string, 1)
+	settled := ""
+	finished := a.jobQueued(s.Unit)
+	defer func() { finished(settled, "") }()
 	a.count(string(s.Op) + " unit")
 	id, err := call(ctx, s.Unit, a.cfg.jobMode, ch)
 	if err != nil {
@@ -208,7 +211,12 @@ func (a *Applier) job(ctx context.Context, s actuators.Step) (actuators.Result, 
 	case <-timer.C:
 		return actuators.Changed, fmt.Errorf("%s %s: job %d after %s: %w", s.Op, s.Unit, id, a.cfg.jobTimeout, ErrJobTimeout)
 	}
-	return actuators.Changed, a.checkJob(ctx, s, before)
+	state, err := a.activeState(ctx, s)
+	if err != nil {
+		return actuators.Changed, err
+	}
+	settled = state
+	return actuators.Changed, a.checkJobState(ctx, s, before, state)
 }
 
 // checkJob reads the unit back after a "done" job; see job.

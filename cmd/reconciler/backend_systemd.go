@@ -34,7 +34,9 @@ func openSystemd(ctx context.Context, g *globals, log *zap.Logger, readOnly bool
 		return nil, fmt.Errorf("systemd backend: %w", err)
 	}
 	obs := sdobserve.New(conn, g.unitDir, sdobserve.WithManagerConf(filepath.Join(g.managerDir, ownmark.WatchdogFile)))
-	app := sdapply.New(conn, g.unitDir, g.managerDir, log.Named("systemd"))
+	// The applier tells the observer about its own jobs, so that their
+	// signals do not wake another pass (one pass per edit).
+	app := sdapply.New(conn, g.unitDir, g.managerDir, log.Named("systemd"), sdapply.WithOwnJobs(obs))
 	be := &backend{
 		Name: "systemd", UnitDir: g.unitDir, ManagerDir: g.managerDir,
 		Render: desired.Render, MarkProcessSince: true, Observer: obs, Applier: app,

@@ -85,6 +85,10 @@ type Observer struct {
 	// hints are the managed units (last Observe) with their last known
 	// state, the baseline Subscribe deduplicates against.
 	hints map[string]hint
+	// ownJobs are the units the agent's own jobs act on (JobQueued),
+	// whose signals do not wake; ownJobsKick tells Subscribe they changed.
+	ownJobs     map[string]*ownJob
+	ownJobsKick chan struct{}
 }
 
 type hint struct {
@@ -160,7 +164,7 @@ func New(c Client, unitDir string, opts ...Option) *Observer {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	return &Observer{c: c, unitDir: unitDir, cfg: cfg}
+	return &Observer{c: c, unitDir: unitDir, cfg: cfg, ownJobsKick: make(chan struct{}, 1)}
 }
 
 // Calls returns the number of D-Bus calls the Observer has made (Observe

@@ -14,15 +14,19 @@ package systemd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"resil.dev/resil/actuators"
+	sdapply "resil.dev/resil/actuators/systemd"
 	"resil.dev/resil/e2e/sandbox"
 	"resil.dev/resil/internal/ownmark/ownmarktest"
 	"resil.dev/resil/internal/sdbus"
@@ -301,5 +305,60 @@ func TestSandboxObserveThousandNamesBulk(t *testing.T) {
 	// ListUnitsByNames, ListUnitFilesByPatterns, GetAll real.service.
 	if got, wire := o.Calls()-calls0, e.conn.Wire().Calls()-wire0; got != 3 || wire != 3 {
 		t.Errorf("Observe of 1000 names: %d calls (wire %d), want 3", got, wire)
+	}
+}
+
+// The agent's own restarts (single and batched, through the real applier)
+// do not wake Subscribe; a crash of the unit afterwards does.
+func TestSandboxOwnJobsDoNotWake(t *testing.T) {
+	e := newSandbox(t)
+	names := []string{"x.service", "y.service"}
+	for _, n := range names {
+		e.write(t, "/etc/systemd/system/"+n, ownmarktest.Unit(t, "Service/"+strings.TrimSuffix(n, ".service"), "/bin/sleep", "infinity"))
+	}
+	e.systemctl(t, "daemon-reload")
+	e.systemctl(t, append([]string{"start"}, names...)...)
+	o := e.observer()
+	if _, err := o.Observe(context.Background(), names); err != nil {
+		t.Fatal(err)
+	}
+	a := sdapply.New(e.conn, e.unitDir, filepath.Join(e.sb.Root(), "etc/systemd/system.conf.d"), nil, sdapply.WithOwnJobs(o))
+
+	var wakes atomic.Int32
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o.Subscribe(ctx, func() { wakes.Add(1) }) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	time.Sleep(200 * time.Millisecond) // the watch is registered
+
+	if _, err := a.Apply(context.Background(), actuators.Step{Op: actuators.OpRestart, Unit: "x.service", Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // every signal of the restart has arrived
+	if n := wakes.Load(); n != 0 {
+		t.Errorf("own restart woke %d times", n)
+	}
+	_, errs := a.ApplyBatch(context.Background(), []actuators.Step{
+		{Op: actuators.OpRestart, Unit: "x.service", Reason: "test"}, {Op: actuators.OpRestart, Unit: "y.service", Reason: "test"}})
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if n := wakes.Load(); n != 0 {
+		t.Errorf("own batched restarts woke %d times", n)
+	}
+
+	e.systemctl(t, "kill", "--signal=KILL", "x.service")
+	deadline := time.Now().Add(10 * time.Second)
+	for wakes.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a crash after the own restart did not wake")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -3,6 +3,7 @@ package systemd
 import (
 	"context"
 	"errors"
+	"time"
 
 	godbus "github.com/godbus/dbus/v5"
 
@@ -45,6 +46,9 @@ const (
 // seen in a signal, before any Observe, is not managed and never wakes.
 // The loop re-reads state with Observe; nothing here is state.
 //
+// The agent's own jobs (JobQueued) do not wake: their signals are recorded
+// until the unit settles where the agent left it.
+//
 // wake is called from Subscribe's goroutine and must not block: send on a
 // channel buffered to 1 with select/default.
 //
@@ -72,10 +76,28 @@ func (o *Observer) Subscribe(ctx context.Context, wake func()) error {
 		return err
 	}
 	defer stop()
+	// The deadlines of the agent's own jobs (see JobQueued).
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	rearm := func() {
+		expired, next := o.expireOwnJobs(o.cfg.now())
+		if expired {
+			wake()
+		}
+		timer.Stop()
+		if !next.IsZero() {
+			timer.Reset(max(next.Sub(o.cfg.now()), time.Millisecond))
+		}
+	}
+	rearm()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-o.ownJobsKick:
+			rearm()
+		case <-timer.C:
+			rearm()
 		case s, ok := <-ch:
 			if !ok {
 				return ErrDisconnected
@@ -120,9 +142,10 @@ func (o *Observer) changed(s *godbus.Signal) bool {
 	} else if v, ok := props["MainPID"].Value().(uint32); ok {
 		n.mainPID = v
 	}
-	if n == h {
+	o.hints[name] = n
+	if j := o.ownJobs[name]; j != nil {
+		o.ownJobSignal(name, j, iface, props)
 		return false
 	}
-	o.hints[name] = n
-	return true
+	return n != h
 }

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	godbus "github.com/godbus/dbus/v5"
+
 	"resil.dev/resil/internal/sdbus/sdbustest"
 )
 
@@ -18,6 +20,13 @@ const (
 // (active/running, MainPID 4242) and returns its wake channel and a stop
 // function that returns Subscribe's error.
 func subscribed(t *testing.T) (*sdbustest.Fake, <-chan struct{}, func() error) {
+	t.Helper()
+	f, _, kick, stop := subscribedObserver(t)
+	return f, kick, stop
+}
+
+// subscribedObserver is subscribed, also returning the Observer.
+func subscribedObserver(t *testing.T) (*sdbustest.Fake, *Observer, <-chan struct{}, func() error) {
 	t.Helper()
 	f := sdbustest.New()
 	f.AddUnit(sdbustest.Unit{Name: "worker.service", ActiveState: "active", SubState: "running", MainPID: 4242})
@@ -49,7 +58,7 @@ func subscribed(t *testing.T) (*sdbustest.Fake, <-chan struct{}, func() error) {
 		}
 	}
 	t.Cleanup(func() { cancel() })
-	return f, kick, stop
+	return f, o, kick, stop
 }
 
 func expectWake(t *testing.T, kick <-chan struct{}, want bool, what string) {
@@ -146,5 +155,77 @@ func TestSubscribeNeedsWatcher(t *testing.T) {
 	o := New(noWatch{sdbustest.New()}, t.TempDir())
 	if err := o.Subscribe(context.Background(), func() {}); !errors.Is(err, ErrNoSignals) {
 		t.Errorf("Subscribe = %v, want ErrNoSignals", err)
+	}
+}
+
+// The agent's own job does not wake (its signals are recorded until the
+// unit settles where the agent read it back); a crash afterwards does.
+func TestSubscribeOwnJob(t *testing.T) {
+	tests := []struct {
+		name string
+		run  func(t *testing.T, f *sdbustest.Fake, o *Observer, kick <-chan struct{})
+	}{{
+		name: "restart, read back, then a crash",
+		run: func(t *testing.T, f *sdbustest.Fake, o *Observer, kick <-chan struct{}) {
+			finished := o.JobQueued("worker.service")
+			f.Emit("worker.service", ifaceUnit, map[string]any{"ActiveState": "active", "SubState": "running", "Job": []any{uint32(7), godbus.ObjectPath("/job/7")}})
+			f.Emit("worker.service", ifaceUnit, map[string]any{"ActiveState": "deactivating", "SubState": "stop-sigterm", "Job": []any{uint32(7), godbus.ObjectPath("/job/7")}})
+			f.Emit("worker.service", ifaceService, map[string]any{"MainPID": uint32(0)})
+			f.Emit("worker.service", ifaceService, map[string]any{"MainPID": uint32(5000)})
+			f.Emit("worker.service", ifaceUnit, map[string]any{"ActiveState": "active", "SubState": "running", "Job": []any{uint32(0), godbus.ObjectPath("/")}})
+			expectWake(t, kick, false, "own restart")
+			finished("active", "running")
+			expectWake(t, kick, false, "own restart read back")
+			f.Emit("worker.service", ifaceService, map[string]any{"MainPID": uint32(0)})
+			f.Emit("worker.service", ifaceUnit, map[string]any{"ActiveState": "failed", "SubState": "failed"})
+			expectWake(t, kick, true, "crash after the own restart")
+		},
+	}, {
+		name: "the settling signal comes after the job's result",
+		run: func(t *testing.T, f *sdbustest.Fake, o *Observer, kick <-chan struct{}) {
+			finished := o.JobQueued("worker.service")
+			f.Emit("worker.service", ifaceUnit, map[string]any{"ActiveState": "deactivating", "SubState": "stop-sigterm", "Job": []any{uint32(7), godbus.ObjectPath("/job/7")}})
+			expectWake(t, kick, false, "own restart under way")
+			finished("active", "running")
+			f.Emit("worker.service", ifaceService, map[string]any{"MainPID": uint32(5000)})
+			f.Emit("worker.service", ifaceUnit, map[string]any{"ActiveState": "active", "SubState": "running", "Job": []any{uint32(0), godbus.ObjectPath("/")}})
+			expectWake(t, kick, false, "own restart settled")
+			f.Emit("worker.service", ifaceService, map[string]any{"MainPID": uint32(5001)})
+			expectWake(t, kick, true, "a new main process afterwards")
+		},
+	}, {
+		name: "a failed own job releases the hold without a wake",
+		run: func(t *testing.T, f *sdbustest.Fake, o *Observer, kick <-chan struct{}) {
+			finished := o.JobQueued("worker.service")
+			f.Emit("worker.service", ifaceUnit, map[string]any{"ActiveState": "failed", "SubState": "failed", "Job": []any{uint32(0), godbus.ObjectPath("/")}})
+			expectWake(t, kick, false, "own failed job")
+			finished("", "")
+			f.Emit("worker.service", ifaceUnit, map[string]any{"ActiveState": "activating", "SubState": "auto-restart"})
+			expectWake(t, kick, true, "a change after the failed job")
+		},
+	}, {
+		name: "a unit that never settles where the agent left it wakes at the deadline",
+		run: func(t *testing.T, f *sdbustest.Fake, o *Observer, kick <-chan struct{}) {
+			defer func(d time.Duration) { ownJobSettle = d }(ownJobSettle)
+			ownJobSettle = 50 * time.Millisecond
+			finished := o.JobQueued("worker.service")
+			f.Emit("worker.service", ifaceUnit, map[string]any{"ActiveState": "deactivating", "SubState": "stop-sigterm", "Job": []any{uint32(7), godbus.ObjectPath("/job/7")}})
+			finished("active", "running")
+			f.Emit("worker.service", ifaceUnit, map[string]any{"ActiveState": "failed", "SubState": "failed", "Job": []any{uint32(0), godbus.ObjectPath("/")}})
+			select {
+			case <-kick:
+			case <-time.After(5 * time.Second):
+				t.Fatal("no wake after the settle deadline")
+			}
+		},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, o, kick, stop := subscribedObserver(t)
+			tt.run(t, f, o, kick)
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
