@@ -17,6 +17,10 @@ type State struct {
 	Manager *Manager `json:"manager,omitempty"`
 	// ReadAt is when the observation finished.
 	ReadAt time.Time `json:"readAt"`
+	// CacheDrift lists, by unit, what a full read found different from a
+	// backend's watch-fed cache (a change whose signal the cache missed);
+	// empty without a cache or when the cache was right.
+	CacheDrift map[string]string `json:"cacheDrift,omitempty"`
 }
 
 // Unit is one unit as the backend sees it. For a unit that does not exist,

@@ -53,11 +53,14 @@ func (l *Loop) Run(ctx context.Context) error {
 		}
 		return requeue.C
 	}
+	var lastFull time.Time
 	for {
+		full := false
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-resync.C:
+			full = true
 		case <-requeueC():
 			requeue = nil
 		case <-l.kick:
@@ -76,7 +79,12 @@ func (l *Loop) Run(ctx context.Context) error {
 			default:
 			}
 		}
-		res, err := l.once(ctx)
+		// Kicks reset the resync timer: a full read is also due when the
+		// last one is a resync interval old.
+		if full || time.Since(lastFull) >= l.Resync {
+			full, lastFull = true, time.Now()
+		}
+		res, err := l.once(ctx, full)
 		if l.AfterPass != nil {
 			l.AfterPass(res, err)
 		}
@@ -98,11 +106,13 @@ func (l *Loop) Run(ctx context.Context) error {
 	}
 }
 
-func (l *Loop) once(ctx context.Context) (Result, error) {
+// once runs one pass; full (the first pass and each resync) asks the
+// Observer for a full read past any watch-fed cache.
+func (l *Loop) once(ctx context.Context, full bool) (Result, error) {
 	pctx, cancel := context.WithTimeout(ctx, l.PassTimeout)
 	defer cancel()
 	start := time.Now()
-	res, err := l.R.Reconcile(pctx, Options{})
+	res, err := l.R.Reconcile(pctx, Options{Full: full})
 	fields := []zap.Field{zap.Duration("took", time.Since(start)), zap.Int("objects", res.Objects),
 		zap.Int("steps", len(res.Plan.Steps)), zap.Int("failed", res.Failed())}
 	switch {

@@ -65,6 +65,9 @@ const (
 	ReasonRestarted       Reason = "Restarted"
 	ReasonRestartStorm    Reason = "RestartStorm"
 	ReasonAlertHookFailed Reason = "AlertHookFailed"
+	// ReasonCacheDrift: a full read (the resync) found a unit different
+	// from the backend's watch-fed cache: a change whose signal was missed.
+	ReasonCacheDrift Reason = "CacheDrift"
 )
 
 // categories is the one table of reason → category.
@@ -102,6 +105,7 @@ var categories = map[Reason]Category{
 	ReasonTimerMissed:   CategoryInformational,
 	ReasonTimerCatchUp:  CategoryInformational,
 	ReasonReexecNeeded:  CategoryInformational,
+	ReasonCacheDrift:    CategoryInformational,
 }
 
 // Category returns the reason's category; a reason this package does not

@@ -22,7 +22,7 @@ func TestReasonCategories(t *testing.T) {
 		CategoryFailure:    "Failed ForeignUnitConflict StartLimitHit TimerFailed WatchdogTimeout",
 		CategoryInvalid:    "InvalidManifest LastGoodRetained ManifestBusy",
 		CategoryOccurrence: "AlertHookFailed Applied ApplyFailed Pruned RestartStorm Restarted",
-		CategoryInformational: "BackoffHeldBack DaemonReexecNeeded DriftReported NoWatchdogDevice StaleProcess TimerCatchUp " +
+		CategoryInformational: "BackoffHeldBack CacheDrift DaemonReexecNeeded DriftReported NoWatchdogDevice StaleProcess TimerCatchUp " +
 			"TimerMissed Unsupported",
 	} {
 		if got := strings.Join(by[c], " "); got != want {

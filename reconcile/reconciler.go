@@ -179,6 +179,8 @@ type Options struct {
 	DryRun bool
 	// ExpectPlan refuses to act unless the plan hash equals it.
 	ExpectPlan string
+	// Full asks a FullObserver for a full read (the loop's resync).
+	Full bool
 }
 
 // Reconcile runs one pass: load → observe → plan → (apply). It returns an
@@ -243,7 +245,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	sort.Strings(names)
 	res.Objects = len(effective)
 	res.Desired = effective
-	obs, err := r.cfg.Observer.Observe(ctx, names)
+	obs, err := r.observe(ctx, names, opts.Full)
 	if err != nil {
 		return res, fmt.Errorf("observe: %w", err)
 	}

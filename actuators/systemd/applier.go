@@ -95,6 +95,8 @@ type OwnJobs interface {
 	// SubState as read back after the job ("" for sub when not read; ""
 	// for active when the job failed or was not queued).
 	JobQueued(unit string) (finished func(active, sub string))
+	// Reloaded is called after each daemon-reload the Applier issued.
+	Reloaded()
 }
 
 // WithOwnJobs reports every job the Applier queues to j.
@@ -206,6 +208,9 @@ func (a *Applier) logOutcome(s actuators.Step, res actuators.Result, err error) 
 func (a *Applier) daemonReload(ctx context.Context) (actuators.Result, error) {
 	a.count("Reload")
 	a.reloads.Add(1)
+	if a.cfg.ownJobs != nil {
+		defer a.cfg.ownJobs.Reloaded()
+	}
 	if err := a.c.ReloadContext(ctx); err != nil {
 		return actuators.Unchanged, fmt.Errorf("daemon-reload: %w", err)
 	}

@@ -213,8 +213,9 @@ func (c *Conn) SetManagerProperty(ctx context.Context, name string, value godbus
 }
 
 // WatchUnitSignals delivers systemd's PropertiesChanged signals for unit
-// objects (every interface: Unit, Service, Timer...) to ch until stop is
-// called. On a bus it asks systemd to emit signals (Manager.Subscribe) and
+// objects (every interface: Unit, Service, Timer...) and the manager's
+// signals (UnitNew, UnitRemoved, JobNew, JobRemoved, Reloading, ...) to ch
+// until stop is called. On a bus it asks systemd to emit signals (Manager.Subscribe) and
 // the bus to route them (AddMatch); on the private socket systemd sends
 // every signal anyway. Other signals may also arrive on ch; filter them.
 //
@@ -231,9 +232,20 @@ func (c *Conn) WatchUnitSignals(ctx context.Context, ch chan<- *godbus.Signal) (
 		godbus.WithMatchMember("PropertiesChanged"),
 		godbus.WithMatchPathNamespace(godbus.ObjectPath(unitPathPrefix[:len(unitPathPrefix)-1])),
 	}
+	// The manager's own signals (UnitNew, UnitRemoved, JobRemoved,
+	// Reloading) feed the observer's cache.
+	managerMatch := []godbus.MatchOption{
+		godbus.WithMatchInterface(managerIface),
+		godbus.WithMatchObjectPath(systemdPath),
+	}
 	c.signals.Signal(ch)
 	if !c.private {
 		if err := c.signals.AddMatchSignalContext(ctx, match...); err != nil {
+			c.signals.RemoveSignal(ch)
+			return nil, fmt.Errorf("watch unit signals: add match: %w", err)
+		}
+		if err := c.signals.AddMatchSignalContext(ctx, managerMatch...); err != nil {
+			_ = c.signals.RemoveMatchSignalContext(context.WithoutCancel(ctx), match...)
 			c.signals.RemoveSignal(ch)
 			return nil, fmt.Errorf("watch unit signals: add match: %w", err)
 		}
@@ -244,6 +256,7 @@ func (c *Conn) WatchUnitSignals(ctx context.Context, ch chan<- *godbus.Signal) (
 		if !errors.As(err, &derr) || derr.Name != errAlreadySubsc {
 			if !c.private {
 				_ = c.signals.RemoveMatchSignalContext(context.WithoutCancel(ctx), match...)
+				_ = c.signals.RemoveMatchSignalContext(context.WithoutCancel(ctx), managerMatch...)
 			}
 			c.signals.RemoveSignal(ch)
 			return nil, fmt.Errorf("watch unit signals: subscribe: %w", err)
@@ -257,6 +270,7 @@ func (c *Conn) WatchUnitSignals(ctx context.Context, ch chan<- *godbus.Signal) (
 		}
 		if !c.private {
 			_ = c.signals.RemoveMatchSignalContext(bg, match...)
+			_ = c.signals.RemoveMatchSignalContext(bg, managerMatch...)
 		}
 		c.signals.RemoveSignal(ch)
 	}, nil

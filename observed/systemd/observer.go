@@ -89,6 +89,8 @@ type Observer struct {
 	// whose signals do not wake; ownJobsKick tells Subscribe they changed.
 	ownJobs     map[string]*ownJob
 	ownJobsKick chan struct{}
+	// cache is the watch-fed cache (cache.go).
+	cache cacheState
 }
 
 type hint struct {
@@ -206,6 +208,18 @@ func (o *Observer) count(method string) {
 //     (a multierror when there are several). The loop must not plan on a
 //     partial view; it retries.
 func (o *Observer) Observe(ctx context.Context, names []string) (*observed.State, error) {
+	return o.observe(ctx, names, false)
+}
+
+// ObserveFull is Observe without the watch-fed cache (see cache.go): it
+// reads every unit's properties, and reports in State.CacheDrift every
+// unit whose cached properties Observe would have used and that differ
+// from what it read. The loop's periodic resync calls it.
+func (o *Observer) ObserveFull(ctx context.Context, names []string) (*observed.State, error) {
+	return o.observe(ctx, names, true)
+}
+
+func (o *Observer) observe(ctx context.Context, names []string, full bool) (*observed.State, error) {
 	files, err := o.scanUnitDir()
 	if err != nil {
 		return nil, err
@@ -274,15 +288,37 @@ func (o *Observer) Observe(ctx context.Context, names []string) (*observed.State
 		st.Units[n] = u
 	}
 
+	triples := make(map[string][3]string, len(status))
+	for n, s := range status {
+		triples[n] = [3]string{s.LoadState, s.ActiveState, s.SubState}
+	}
+	read, reusable, gen := o.cachePlan(full, loaded, files, triples, vendor)
 	var errs *multierror.Error
-	errs = multierror.Append(errs, o.readProperties(ctx, loaded)...)
+	errs = multierror.Append(errs, o.readProperties(ctx, read)...)
 	dropInTimes := make(map[string]map[string]time.Time, len(loaded))
-	for _, u := range loaded {
-		times, err := o.readDropIns(u)
-		if err != nil {
-			errs = multierror.Append(errs, err)
+	readDropIns := func(units []*observed.Unit) {
+		for _, u := range units {
+			times, err := o.readDropIns(u)
+			if err != nil {
+				errs = multierror.Append(errs, err)
+			}
+			dropInTimes[u.Name] = times
 		}
-		dropInTimes[u.Name] = times
+	}
+	readDropIns(loaded)
+	if !full && len(reusable) > 0 {
+		// A unit answered from the cache whose loaded drop-ins changed
+		// on disk since: read it after all.
+		var again []*observed.Unit
+		for _, u := range loaded {
+			if e := reusable[u.Name]; e != nil && dropInsChanged(e, dropInTimes[u.Name]) {
+				again = append(again, u)
+			}
+		}
+		errs = multierror.Append(errs, o.readProperties(ctx, again)...)
+		readDropIns(again)
+	}
+	for _, u := range loaded {
 		if !u.NeedDaemonReload && needsReload(o.cfg.root, u, vendor[u.Name].dropIns) {
 			u.NeedDaemonReload = true
 		}
@@ -316,6 +352,10 @@ func (o *Observer) Observe(ctx context.Context, names []string) (*observed.State
 	if err := errs.ErrorOrNil(); err != nil {
 		return nil, err
 	}
+	if full {
+		st.CacheDrift = o.cacheDrift(reusable, st.Units)
+	}
+	o.cacheStore(gen, loaded, files, triples, vendor, dropInTimes)
 
 	hints := make(map[string]hint, len(st.Units))
 	for n, u := range st.Units {

@@ -33,6 +33,7 @@ var (
 const (
 	unitIface    = "org.freedesktop.systemd1.Unit"
 	serviceIface = "org.freedesktop.systemd1.Service"
+	managerIface = "org.freedesktop.systemd1.Manager"
 )
 
 // Subscribe calls wake whenever a managed unit (one the last Observe
@@ -76,6 +77,8 @@ func (o *Observer) Subscribe(ctx context.Context, wake func()) error {
 		return err
 	}
 	defer stop()
+	o.cacheStart()
+	defer o.cacheStop()
 	// The deadlines of the agent's own jobs (see JobQueued).
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -112,6 +115,11 @@ func (o *Observer) Subscribe(ctx context.Context, wake func()) error {
 // changed records what a signal says about a managed unit and reports
 // whether that differs from what was last seen.
 func (o *Observer) changed(s *godbus.Signal) bool {
+	if s != nil {
+		o.mu.Lock()
+		o.cacheSignal(s)
+		o.mu.Unlock()
+	}
 	if s == nil || s.Name != sdbus.PropertiesChanged || len(s.Body) < 2 {
 		return false
 	}

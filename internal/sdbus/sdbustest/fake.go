@@ -607,3 +607,17 @@ func (f *Fake) emitChanges(before, after *Unit) {
 		f.emit(after.Name, "org.freedesktop.systemd1.Service", map[string]any{"MainPID": after.MainPID})
 	}
 }
+
+// EmitSignal sends any signal (e.g. the manager's JobRemoved or
+// Reloading) to the watchers.
+func (f *Fake) EmitSignal(s *godbus.Signal) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for ch := range f.watchers {
+		select {
+		case ch <- s:
+		default:
+			f.dropped++
+		}
+	}
+}

@@ -1,0 +1,128 @@
+package systemd
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	godbus "github.com/godbus/dbus/v5"
+
+	"resil.dev/resil/internal/sdbus/sdbustest"
+)
+
+// The watch-fed cache: while Subscribe runs, Observe reads the properties
+// of changed units only; ObserveFull reads everything and reports what the
+// cache had wrong.
+func TestCache(t *testing.T) {
+	defer func(d time.Duration) { driftGrace = d }(driftGrace)
+	driftGrace = time.Millisecond
+	names := []string{"worker.service", "other.service"}
+	observe := func(t *testing.T, f *sdbustest.Fake, o *Observer, full bool) (int, map[string]string) {
+		t.Helper()
+		f.ResetCalls()
+		obs := o.Observe
+		if full {
+			obs = o.ObserveFull
+		}
+		st, err := obs(context.Background(), names)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Units["worker.service"].MainPID == 0 {
+			t.Fatalf("worker.service without MainPID: %+v", st.Units["worker.service"])
+		}
+		return f.CallCount("GetAll"), st.CacheDrift
+	}
+	// Let Subscribe's goroutine take every signal sent so far.
+	settle := func(*sdbustest.Fake) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	tests := []struct {
+		name string
+		run  func(t *testing.T, f *sdbustest.Fake, o *Observer)
+	}{{
+		name: "the first read after Subscribe fills the cache, the next reads nothing",
+		run: func(t *testing.T, f *sdbustest.Fake, o *Observer) {
+			if n, _ := observe(t, f, o, false); n != 2 {
+				t.Errorf("first Observe: %d GetAll, want 2", n)
+			}
+			if n, _ := observe(t, f, o, false); n != 0 {
+				t.Errorf("second Observe: %d GetAll, want 0", n)
+			}
+		},
+	}, {
+		name: "a unit signal marks its unit; a reload empties the cache",
+		run: func(t *testing.T, f *sdbustest.Fake, o *Observer) {
+			observe(t, f, o, false)
+			f.Emit("worker.service", "org.freedesktop.systemd1.Service", map[string]any{"NRestarts": uint32(1)})
+			settle(f)
+			if n, _ := observe(t, f, o, false); n != 1 {
+				t.Errorf("after a signal: %d GetAll, want 1", n)
+			}
+			o.Reloaded()
+			if n, _ := observe(t, f, o, false); n != 2 {
+				t.Errorf("after a reload: %d GetAll, want 2", n)
+			}
+		},
+	}, {
+		name: "a status change seen by ListUnitsByNames reads the unit even without a signal",
+		run: func(t *testing.T, f *sdbustest.Fake, o *Observer) {
+			observe(t, f, o, false)
+			u, _ := f.Unit("other.service")
+			u.ActiveState, u.SubState = "failed", "failed"
+			f.AddUnit(u) // no signal
+			if n, _ := observe(t, f, o, false); n != 1 {
+				t.Errorf("after a silent status change: %d GetAll, want 1", n)
+			}
+		},
+	}, {
+		name: "the full read reports a change the cache missed",
+		run: func(t *testing.T, f *sdbustest.Fake, o *Observer) {
+			observe(t, f, o, false)
+			u, _ := f.Unit("worker.service")
+			u.MainPID, u.NRestarts = 9999, 3
+			f.AddUnit(u) // no signal, same status
+			if n, drift := observe(t, f, o, false); n != 0 || drift != nil {
+				t.Errorf("cached Observe: %d GetAll, drift %v", n, drift)
+			}
+			n, drift := observe(t, f, o, true)
+			if n != 2 || len(drift) != 1 || !strings.Contains(drift["worker.service"], "9999") {
+				t.Errorf("ObserveFull: %d GetAll, drift %v; want 2 and worker.service's MainPID", n, drift)
+			}
+			if n, drift := observe(t, f, o, true); n != 2 || drift != nil {
+				t.Errorf("second ObserveFull: %d GetAll, drift %v; want 2, none", n, drift)
+			}
+		},
+	}, {
+		name: "the manager's JobRemoved and Reloading signals count",
+		run: func(t *testing.T, f *sdbustest.Fake, o *Observer) {
+			observe(t, f, o, false)
+			f.EmitSignal(&godbus.Signal{Path: "/org/freedesktop/systemd1", Name: "org.freedesktop.systemd1.Manager.JobRemoved",
+				Body: []any{uint32(5), godbus.ObjectPath("/org/freedesktop/systemd1/job/5"), "other.service", "done"}})
+			settle(f)
+			if n, _ := observe(t, f, o, false); n != 1 {
+				t.Errorf("after JobRemoved: %d GetAll, want 1", n)
+			}
+			f.EmitSignal(&godbus.Signal{Path: "/org/freedesktop/systemd1", Name: "org.freedesktop.systemd1.Manager.Reloading", Body: []any{false}})
+			settle(f)
+			if n, _ := observe(t, f, o, false); n != 2 {
+				t.Errorf("after Reloading: %d GetAll, want 2", n)
+			}
+		},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, o, _, stop := subscribedObserver(t)
+			f.AddUnit(sdbustest.Unit{Name: "other.service", ActiveState: "active", SubState: "running", MainPID: 77})
+			tt.run(t, f, o)
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
+			// Without Subscribe there is no cache.
+			if n, _ := observe(t, f, o, false); n != 2 {
+				t.Errorf("Observe after Subscribe returned: %d GetAll, want 2", n)
+			}
+		})
+	}
+}
