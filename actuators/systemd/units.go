@@ -219,15 +219,6 @@ func (a *Applier) job(ctx context.Context, s actuators.Step) (actuators.Result, 
 	return actuators.Changed, a.checkJobState(ctx, s, before, state)
 }
 
-// checkJob reads the unit back after a "done" job; see job.
-func (a *Applier) checkJob(ctx context.Context, s actuators.Step, before uint64) error {
-	state, err := a.activeState(ctx, s)
-	if err != nil {
-		return err
-	}
-	return a.checkJobState(ctx, s, before, state)
-}
-
 // checkJobState checks the effect of a "done" job on a unit now in
 // ActiveState state; see job.
 func (a *Applier) checkJobState(ctx context.Context, s actuators.Step, before uint64, state string) error {
