@@ -35,10 +35,10 @@ import (
 
 const (
 	benchEnv       = "RESIL_BENCH"
-	benchResults   = "bench/results-systemd.txt"
-	benchEdits     = 50               // edits per settle value (p99 of 50 is the maximum)
-	benchIdle      = 60 * time.Second // idle CPU window
-	benchStrace    = 15 * time.Second // idle syscall window (separate, so ptrace does not touch the CPU figure)
+	benchResults   = "results-systemd.txt" // under benchOutDir()
+	benchEdits     = 50                    // edits per settle value (p99 of 50 is the maximum)
+	benchIdle      = 60 * time.Second      // idle CPU window
+	benchStrace    = 15 * time.Second      // idle syscall window (separate, so ptrace does not touch the CPU figure)
 	benchQuiet     = 400 * time.Millisecond
 	benchReloads   = 5  // daemon-reloads timed per sandbox
 	benchStarts    = 10 // unit starts / enables timed per sandbox
@@ -55,18 +55,31 @@ func TestBenchSystemd(t *testing.T) {
 		t.Skipf("benchmark: set %s=1 (make bench)", benchEnv) // not a prerequisite: opt-in
 	}
 	rep := &benchReport{}
-	t.Run("n1", func(t *testing.T) { benchSandbox(t, rep, 1) })
-	t.Run("n100", func(t *testing.T) { benchSandbox(t, rep, 100) })
-	t.Run("n1000", func(t *testing.T) { benchSandbox(t, rep, 1000) })
+	parts := os.Getenv("RESIL_BENCH_PARTS") // "compare", "detail" or both (default)
+	if parts == "" || strings.Contains(parts, "compare") {
+		t100, t1000 := 3, 1                                // pairs of trials (resil + baseline) per size
+		if v := os.Getenv("RESIL_BENCH_TRIALS"); v != "" { // "100pairs,1000pairs", e.g. "1,0"
+			a, b, _ := strings.Cut(v, ",")
+			t100, _ = strconv.Atoi(a)
+			t1000, _ = strconv.Atoi(b)
+		}
+		benchCompare(t, rep, t100, t1000)
+	}
+	if parts == "" || strings.Contains(parts, "detail") {
+		t.Run("n1", func(t *testing.T) { benchSandbox(t, rep, 1) })
+		t.Run("n100", func(t *testing.T) { benchSandbox(t, rep, 100) })
+		t.Run("n1000", func(t *testing.T) { benchSandbox(t, rep, 1000) })
+	}
 	text := rep.render()
 	fmt.Print(text)
-	if err := os.MkdirAll(filepath.Dir(benchResults), 0o755); err != nil {
+	out := filepath.Join(benchOutDir(), benchResults)
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(benchResults, []byte(text), 0o644); err != nil {
+	if err := os.WriteFile(out, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("wrote %s", benchResults)
+	t.Logf("wrote %s", out)
 }
 
 // benchSandbox runs everything measured at one size in one fresh sandbox.
@@ -484,6 +497,7 @@ func (b *bench) startAgent(extra ...string) *agent {
 	args := append([]string{"run", "--backend", "systemd", "--state-dir", "/var/lib/resil", "--manifests", manifestsDir,
 		"--log-level", "debug"}, extra...)
 	cmd := b.sb.Command(b.ctx, agentBin, args...)
+	cmd.Env = append(cmd.Env, debugPprofEnv+"=1") // heap profiles for bench.memory; costs nothing unasked
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		b.t.Fatal(err)
@@ -1005,6 +1019,7 @@ type benchReport struct {
 	edits     []editResult
 	rss       rssResult
 	load      []string
+	trials    []cmpTrial // section 0 (bench_compare_test.go)
 }
 
 func sum(m map[string]int) int {
@@ -1058,10 +1073,14 @@ func (r *benchReport) render() string {
 	p("resil systemd benchmarks (TestBenchSystemd, RESIL_BENCH=1 make bench)")
 	p("run %s, commit %s (plus uncommitted work of the checkout), %d CPUs, kernel %s, %s",
 		time.Now().UTC().Format("2006-01-02 15:04Z"), strings.TrimSpace(string(commit)), runtime.NumCPU(), strings.TrimSpace(string(kernel)), runtime.Version())
-	p("systemd 252 in the e2e namespace sandbox, generators masked (sandbox default); one fresh sandbox per size, run one after another.")
+	p("systemd 252 in the e2e namespace sandbox, generators masked (sandbox default); one fresh sandbox per size (and per trial in section 0), run one after another.")
 	p("Host load average (1/5/15 min) before → after each sandbox (other work on this machine adds noise): %s", strings.Join(r.load, "; "))
 	p("Services: /bin/sleep infinity, restart always/100ms, one environment variable. Medians unless said otherwise.")
 	p("")
+	r.renderCompare(p)
+	if len(r.cold) == 0 {
+		return w.String() // RESIL_BENCH_PARTS=compare
+	}
 
 	p("1. Cold converge: `reconciler apply` on a fresh sandbox")
 	p("%-6s %-10s %-9s %-9s %-9s %-6s %-13s %-9s %-8s", "units", "wall", "agent", "agentCPU", "PID1CPU", "steps", "reloads", "active", "maxRSS")
