@@ -53,6 +53,8 @@ type memSample struct {
 	memstats map[string]float64 // go_memstats_* gauges of /metrics
 	series   int                // sample lines of /metrics
 	heapTop  string             // go tool pprof -top of /debug/pprof/heap?gc=1
+	maps     []string           // resident KiB per mapping group of /proc/PID/smaps
+	dbKiB    int                // size of the state dir's files (the SQLite database)
 }
 
 // benchCompare runs the alternating trials: sizes 100 (trials100 pairs)
@@ -133,10 +135,12 @@ func (b *bench) cmpResil(tr *cmpTrial, names []string) {
 	if len(names) >= 1000 {
 		edits = cmpEdits1000
 	}
+	b.agentEnv = []string{"GODEBUG=memprofilerate=4096"} // finer heap samples, for the memory agents only
 	a := b.startAgent("--settle", "100ms")
 	b.settle(a, benchQuiet, 20*time.Second)
 	tr.mem = append(tr.mem, b.memory("steady state after the first pass"))
 	b.stopAgent(a, 10*time.Second)
+	b.agentEnv = nil
 	tr.edits = b.edits(len(names), names[:edits], "100ms") // starts its own agent
 	// systemd's own: rewrite the unit file (new Environment), Reload,
 	// RestartUnit until its job is done; agent stopped, other units.
@@ -170,10 +174,18 @@ func (b *bench) cmpResil(tr *cmpTrial, names []string) {
 	}
 	// Memory after the edits, with the agent that made them gone: start one
 	// more, let it settle, read it.
+	b.agentEnv = []string{"GODEBUG=memprofilerate=4096"}
 	a = b.startAgent("--settle", "100ms")
 	b.settle(a, benchQuiet, 20*time.Second)
-	tr.mem = append(tr.mem, b.memory("steady state, second agent after the edits"))
+	for _, unit := range names[:5] { // a few restarts: the state the edits leave
+		if _, err := b.conn.RestartUnitContext(ctx, unit, "replace", nil); err != nil {
+			b.t.Fatal(err)
+		}
+	}
+	b.settle(a, benchQuiet, 20*time.Second)
+	tr.mem = append(tr.mem, b.memory("steady state after 5 restarts seen"))
 	b.stopAgent(a, 10*time.Second)
+	b.agentEnv = nil
 }
 
 // cmpBaseline: the same steps with bench/baseline.sh over unit files
@@ -271,6 +283,10 @@ func (b *bench) memory(label string) memSample {
 	pid := b.agentPID()
 	m := memSample{label: label, memstats: map[string]float64{}}
 	m.status = b.procStatus(pid, "VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem", "VmData", "Threads")
+	m.maps = b.smapsGroups(pid)
+	if out, err := b.sb.Run(b.ctx, "du", "-sk", "/var/lib/resil"); err == nil {
+		m.dbKiB, _ = strconv.Atoi(strings.Fields(out)[0])
+	}
 	out, err := b.sb.Run(b.ctx, "curl", "-sS", "--max-time", "10", cmpMetricsURL+"/metrics")
 	if err != nil {
 		b.t.Logf("metrics: %v", err)
@@ -295,7 +311,7 @@ func (b *bench) memory(label string) memSample {
 		b.t.Fatal(err)
 	}
 	dir := benchOutDir()
-	prof := filepath.Join(dir, fmt.Sprintf("heap-run-%d-%s.pb.gz", b.units(), strings.Fields(label)[0]))
+	prof := filepath.Join(dir, fmt.Sprintf("heap-run-%d-%s.pb.gz", b.units(), label[strings.LastIndexByte(label, ' ')+1:]))
 	if err := os.MkdirAll(dir, 0o755); err == nil {
 		_ = os.WriteFile(prof, data, 0o644)
 	}
@@ -306,6 +322,50 @@ func (b *bench) memory(label string) memSample {
 	}
 	m.heapTop = string(top)
 	return m
+}
+
+// smapsGroups sums Rss of /proc/PID/smaps per mapping: the binary's
+// segments by permission (r-xp text, r--p rodata+pclntab, rw-p data), other
+// files, and anonymous mappings.
+func (b *bench) smapsGroups(pid string) []string {
+	b.t.Helper()
+	data, err := b.sb.ReadFile("/proc/" + pid + "/smaps")
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	sums := map[string]int{}
+	var order []string
+	cur := ""
+	for _, l := range strings.Split(string(data), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
+			name := "anon"
+			if len(f) >= 6 {
+				name = f[5]
+			}
+			if strings.HasSuffix(name, "/reconciler") {
+				name = "binary " + f[1]
+			} else if !strings.HasPrefix(name, "[") && name != "anon" {
+				name = "file " + filepath.Base(name)
+			}
+			cur = name
+			continue
+		}
+		if len(f) >= 2 && f[0] == "Rss:" {
+			kb, _ := strconv.Atoi(f[1])
+			if _, ok := sums[cur]; !ok {
+				order = append(order, cur)
+			}
+			sums[cur] += kb
+		}
+	}
+	var out []string
+	for _, k := range order {
+		if sums[k] >= 64 {
+			out = append(out, fmt.Sprintf("%s %.1f", k, float64(sums[k])/1024))
+		}
+	}
+	return out
 }
 
 // units counts the manifests in the host's manifests dir.
@@ -419,10 +479,13 @@ func (r *benchReport) renderCompare(p func(string, ...any)) {
 					mib("go_memstats_sys_bytes"), mib("go_memstats_heap_inuse_bytes"), mib("go_memstats_heap_alloc_bytes"), mib("go_memstats_heap_idle_bytes"),
 					mib("go_memstats_heap_released_bytes"), mib("go_memstats_stack_inuse_bytes"), mib("go_memstats_mspan_inuse_bytes"), mib("go_memstats_mcache_inuse_bytes"),
 					mib("go_memstats_gc_sys_bytes"), mib("go_memstats_other_sys_bytes"), ms["go_goroutines"], m.series)
-				goRes := ms["go_memstats_sys_bytes"] - ms["go_memstats_heap_released_bytes"]
-				p("      anon RSS not accounted to the Go runtime (sys − released; modernc SQLite's libc heap, cgo-free): %.1f MiB",
-					float64(m.status["RssAnon"])/1024-goRes/(1<<20))
+				goRes := ms["go_memstats_heap_inuse_bytes"] + ms["go_memstats_heap_idle_bytes"] - ms["go_memstats_heap_released_bytes"] +
+					ms["go_memstats_stack_inuse_bytes"] + ms["go_memstats_mspan_inuse_bytes"] + ms["go_memstats_mcache_inuse_bytes"]
+				p("      Go heap+stacks+spans resident at most %.1f MiB of anon %.1f MiB; the rest is runtime metadata (gc sys, other sys:",
+					goRes/(1<<20), float64(m.status["RssAnon"])/1024)
+				p("      partly untouched) and non-Go allocations (modernc SQLite's libc heap); state dir (SQLite db + wal) %d KiB", m.dbKiB)
 			}
+			p("      resident MiB by mapping: %s", strings.Join(m.maps, ", "))
 			if m.heapTop != "" {
 				for _, l := range strings.Split(strings.TrimSpace(m.heapTop), "\n") {
 					if strings.HasPrefix(l, "File:") || strings.HasPrefix(l, "Build ID:") || strings.HasPrefix(l, "Type:") || strings.HasPrefix(l, "Time:") {

@@ -117,6 +117,9 @@ type bench struct {
 	*env
 	ctx  context.Context
 	conn *sdobserve.Conn
+	// agentEnv is added to the environment of agents started by
+	// startAgent (bench_compare_test.go sets GODEBUG for memory profiles).
+	agentEnv []string
 }
 
 func newBench(t *testing.T) *bench {
@@ -498,6 +501,7 @@ func (b *bench) startAgent(extra ...string) *agent {
 		"--log-level", "debug"}, extra...)
 	cmd := b.sb.Command(b.ctx, agentBin, args...)
 	cmd.Env = append(cmd.Env, debugPprofEnv+"=1") // heap profiles for bench.memory; costs nothing unasked
+	cmd.Env = append(cmd.Env, b.agentEnv...)
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		b.t.Fatal(err)
