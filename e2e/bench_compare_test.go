@@ -44,6 +44,14 @@ type cmpTrial struct {
 	edits   editResult      // resil only
 	own     []time.Duration // resil sandbox: systemd's own rewrite + Reload + RestartUnit
 	mem     []memSample     // resil only: run's memory, before and after the edits
+	passCPU passProfile     // resil only: CPU profile of forced converged passes
+}
+
+// passProfile is a CPU profile of `run` over a few converged passes.
+type passProfile struct {
+	took []time.Duration // "took" of each forced pass
+	cpu  time.Duration   // agent CPU (utime+stime) over the window
+	top  string          // go tool pprof -top
 }
 
 // memSample is the memory of `reconciler run` at one moment.
@@ -184,6 +192,7 @@ func (b *bench) cmpResil(tr *cmpTrial, names []string) {
 	}
 	b.settle(a, benchQuiet, 20*time.Second)
 	tr.mem = append(tr.mem, b.memory("steady state after 5 restarts seen"))
+	tr.passCPU = b.profilePasses(a)
 	b.stopAgent(a, 10*time.Second)
 	b.agentEnv = nil
 }
@@ -322,6 +331,58 @@ func (b *bench) memory(label string) memSample {
 	}
 	m.heapTop = string(top)
 	return m
+}
+
+// profilePasses takes a CPU profile of the agent while it runs converged
+// passes, each woken by writing a file that is not a manifest.
+func (b *bench) profilePasses(a *agent) passProfile {
+	b.t.Helper()
+	var pp passProfile
+	passes, secs := 5, 8
+	if b.units() >= 1000 {
+		passes, secs = 4, 20
+	}
+	const cpuFile = "/run/resil-bench.cpu"
+	cmd := b.sb.Command(b.ctx, "curl", "-sS", "--max-time", strconv.Itoa(secs+30), "-o", cpuFile,
+		cmpMetricsURL+"/debug/pprof/profile?seconds="+strconv.Itoa(secs))
+	if err := cmd.Start(); err != nil {
+		b.t.Fatal(err)
+	}
+	pid := b.agentPID()
+	c0 := b.procCPU(pid)
+	time.Sleep(300 * time.Millisecond)
+	for i := range passes {
+		li := a.logCount()
+		b.write("zz-unrelated.txt", strconv.Itoa(i))
+		deadline := time.Now().Add(time.Minute)
+		for done := false; !done && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+			for _, m := range a.logsSince(li) {
+				if isPass(m) {
+					pp.took = append(pp.took, tookOf(m))
+					done = true
+					break
+				}
+			}
+		}
+	}
+	pp.cpu = b.procCPU(pid) - c0
+	if err := cmd.Wait(); err != nil {
+		b.t.Logf("cpu profile: %v", err)
+		return pp
+	}
+	data, err := b.sb.ReadFile(cpuFile)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	prof := filepath.Join(benchOutDir(), fmt.Sprintf("cpu-run-%d-passes.pb.gz", b.units()))
+	_ = os.WriteFile(prof, data, 0o644)
+	top, err := exec.Command("go", "tool", "pprof", "-top", "-cum", "-nodecount=40", filepath.Join(agentDir, "reconciler"), prof).CombinedOutput()
+	if err != nil {
+		b.t.Logf("pprof: %v\n%s", err, top)
+	}
+	pp.top = string(top)
+	return pp
 }
 
 // smapsGroups sums Rss of /proc/PID/smaps per mapping: the binary's
@@ -467,6 +528,8 @@ func (r *benchReport) renderCompare(p func(string, ...any)) {
 			float64(passes)/float64(len(tot)), ms(median(t.own)), len(t.own))
 	}
 	p("")
+	r.renderPassProfiles(p)
+	p("")
 	p("  Memory of `reconciler run` (systemd backend, converged, settle 100ms, RESIL_DEBUG_PPROF=1):")
 	for _, t := range r.trials {
 		for _, m := range t.mem {
@@ -497,6 +560,23 @@ func (r *benchReport) renderCompare(p func(string, ...any)) {
 		}
 	}
 	p("")
+}
+
+func (r *benchReport) renderPassProfiles(p func(string, ...any)) {
+	for _, t := range r.trials {
+		if t.tool != "resil" || len(t.passCPU.took) == 0 {
+			continue
+		}
+		pp := t.passCPU
+		p("  CPU profile of `run`, %d:resil/%d: %d converged passes woken by a non-manifest file (took %s median), agent CPU %s over the window:",
+			t.seq, t.n, len(pp.took), ms(median(pp.took)), ms(pp.cpu))
+		for _, l := range strings.Split(strings.TrimSpace(pp.top), "\n") {
+			if strings.HasPrefix(l, "File:") || strings.HasPrefix(l, "Build ID:") || strings.HasPrefix(l, "Type:") || strings.HasPrefix(l, "Time:") {
+				continue
+			}
+			p("        %s", l)
+		}
+	}
 }
 
 func editP50(e editResult) time.Duration {
