@@ -586,3 +586,78 @@ func editP50(e editResult) time.Duration {
 	}
 	return median(v)
 }
+
+// callCount is the D-Bus traffic of one CLI run, counted with strace.
+type callCount struct {
+	what       string
+	n          int
+	sockWrites int // write/sendmsg on unix sockets (≈ D-Bus method calls: godbus writes a message at once)
+	sockReads  int // reads that returned data on unix sockets (replies and signals)
+	wall       time.Duration
+}
+
+// benchCalls counts, with strace (untimed figures: ptrace slows the run),
+// the D-Bus messages of apply (cold, nothing to do, one manifest changed)
+// and diff over n services.
+func benchCalls(t *testing.T, rep *benchReport, n int) {
+	b := newBench(t)
+	names := b.writeServices(n)
+	_ = names
+	traced := func(what string, args ...string) {
+		const out = "/run/resil-bench.strace"
+		full := append([]string{"-f", "-qq", "-yy", "-e", "trace=write,writev,sendmsg,sendto,read,recvmsg,recvfrom", "-e", "signal=none",
+			"-o", out, agentBin}, args...)
+		full = append(full, "--backend", "systemd", "--state-dir", "/var/lib/resil", "--manifests", manifestsDir, "--log-format", "console")
+		start := time.Now()
+		_, _ = b.sb.Command(b.ctx, "strace", full...).CombinedOutput()
+		c := callCount{what: what, n: n, wall: time.Since(start)}
+		data, err := b.sb.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(data), "\n") {
+			if _, rest, ok := strings.Cut(l, " "); ok && len(l) > 0 && l[0] >= '0' && l[0] <= '9' {
+				l = rest // strace -f -o: "PID call(...)"
+			}
+			call, args, ok := strings.Cut(strings.TrimSpace(l), "(")
+			if !ok || !strings.Contains(args, "<UNIX") {
+				continue
+			}
+			fdArg, _, _ := strings.Cut(args, ",")
+			if !strings.Contains(fdArg, "<UNIX") {
+				continue
+			}
+			ret := -1
+			if i := strings.LastIndex(l, ") = "); i >= 0 {
+				ret, _ = strconv.Atoi(strings.Fields(l[i+4:])[0])
+			}
+			switch call {
+			case "write", "writev", "sendmsg", "sendto":
+				c.sockWrites++
+			case "read", "recvmsg", "recvfrom":
+				if ret > 0 {
+					c.sockReads++
+				}
+			}
+		}
+		rep.calls12 = append(rep.calls12, c)
+	}
+	traced("apply, cold", "apply")
+	traced("apply, nothing to do", "apply")
+	traced("diff, converged", "diff")
+	name := strings.TrimSuffix(names[len(names)-1], ".service")
+	b.write(name+".yaml", svc(name, "  environment: {GEN: \"v-c-x\"}\n"))
+	traced("apply, one manifest changed", "apply")
+}
+
+func (r *benchReport) renderCalls(p func(string, ...any)) {
+	if len(r.calls12) == 0 {
+		return
+	}
+	p("  D-Bus messages per CLI run (strace -f -yy of the agent: writes and data reads on its unix sockets; godbus writes")
+	p("  one message per write, so writes ≈ method calls + the connection's auth/Hello; reads include replies and signals):")
+	for _, c := range r.calls12 {
+		p("    %4d services, %-28s %5d socket writes, %5d socket reads (traced wall %s)", c.n, c.what, c.sockWrites, c.sockReads, ms(c.wall))
+	}
+	p("")
+}

@@ -55,7 +55,7 @@ func TestBenchSystemd(t *testing.T) {
 		t.Skipf("benchmark: set %s=1 (make bench)", benchEnv) // not a prerequisite: opt-in
 	}
 	rep := &benchReport{}
-	parts := os.Getenv("RESIL_BENCH_PARTS") // "compare", "detail" or both (default)
+	parts := os.Getenv("RESIL_BENCH_PARTS") // any of "compare", "calls", "detail" (default: all)
 	if parts == "" || strings.Contains(parts, "compare") {
 		t100, t1000 := 3, 1                                // pairs of trials (resil + baseline) per size
 		if v := os.Getenv("RESIL_BENCH_TRIALS"); v != "" { // "100pairs,1000pairs", e.g. "1,0"
@@ -64,6 +64,11 @@ func TestBenchSystemd(t *testing.T) {
 			t1000, _ = strconv.Atoi(b)
 		}
 		benchCompare(t, rep, t100, t1000)
+	}
+	if parts == "" || strings.Contains(parts, "calls") {
+		for _, n := range []int{100, 1000} {
+			t.Run(fmt.Sprintf("calls_%d", n), func(t *testing.T) { benchCalls(t, rep, n) })
+		}
 	}
 	if parts == "" || strings.Contains(parts, "detail") {
 		t.Run("n1", func(t *testing.T) { benchSandbox(t, rep, 1) })
@@ -1023,7 +1028,8 @@ type benchReport struct {
 	edits     []editResult
 	rss       rssResult
 	load      []string
-	trials    []cmpTrial // section 0 (bench_compare_test.go)
+	trials    []cmpTrial  // section 0 (bench_compare_test.go)
+	calls12   []callCount // section 0, strace counts
 }
 
 func sum(m map[string]int) int {
@@ -1082,6 +1088,7 @@ func (r *benchReport) render() string {
 	p("Services: /bin/sleep infinity, restart always/100ms, one environment variable. Medians unless said otherwise.")
 	p("")
 	r.renderCompare(p)
+	r.renderCalls(p)
 	if len(r.cold) == 0 {
 		return w.String() // RESIL_BENCH_PARTS=compare
 	}
