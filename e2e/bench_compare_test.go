@@ -620,11 +620,11 @@ func benchCalls(t *testing.T, rep *benchReport, n int) {
 				l = rest // strace -f -o: "PID call(...)"
 			}
 			call, args, ok := strings.Cut(strings.TrimSpace(l), "(")
-			if !ok || !strings.Contains(args, "<UNIX") {
+			if !ok || !strings.Contains(args, "<UNIX-STREAM") {
 				continue
 			}
 			fdArg, _, _ := strings.Cut(args, ",")
-			if !strings.Contains(fdArg, "<UNIX") {
+			if !strings.Contains(fdArg, "<UNIX-STREAM") {
 				continue
 			}
 			ret := -1
@@ -654,7 +654,7 @@ func (r *benchReport) renderCalls(p func(string, ...any)) {
 	if len(r.calls12) == 0 {
 		return
 	}
-	p("  D-Bus messages per CLI run (strace -f -yy of the agent: writes and data reads on its unix sockets; godbus writes")
+	p("  D-Bus messages per CLI run (strace -f -yy of the agent: writes and data reads on its unix stream sockets, i.e. D-Bus, not the journal; godbus writes")
 	p("  one message per write, so writes ≈ method calls + the connection's auth/Hello; reads include replies and signals):")
 	for _, c := range r.calls12 {
 		p("    %4d services, %-28s %5d socket writes, %5d socket reads (traced wall %s)", c.n, c.what, c.sockWrites, c.sockReads, ms(c.wall))
