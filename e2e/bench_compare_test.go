@@ -192,9 +192,13 @@ func (b *bench) cmpResil(tr *cmpTrial, names []string) {
 	}
 	b.settle(a, benchQuiet, 20*time.Second)
 	tr.mem = append(tr.mem, b.memory("steady state after 5 restarts seen"))
-	tr.passCPU = b.profilePasses(a)
 	b.stopAgent(a, 10*time.Second)
 	b.agentEnv = nil
+	// CPU profile with the default memory profile rate (a finer one costs CPU).
+	a = b.startAgent("--settle", "100ms")
+	b.settle(a, benchQuiet, 20*time.Second)
+	tr.passCPU = b.profilePasses(a)
+	b.stopAgent(a, 10*time.Second)
 }
 
 // cmpBaseline: the same steps with bench/baseline.sh over unit files
