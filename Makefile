@@ -6,7 +6,7 @@ FUZZTIME  ?= 10s
 STATICCHECK_VERSION ?= 2026.1
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build test test-deps unit e2e torture fuzz bench lint run clean
+.PHONY: all build test test-deps unit e2e torture fuzz bench lint run clean schema
 
 all: build
 
@@ -58,7 +58,7 @@ fuzz:
 # Go benchmarks; the systemd benchmarks (e2e/bench_test.go): section 0 is
 # resil vs the shell baseline e2e/bench/baseline.sh in alternating fresh
 # sandboxes (100 services x3 pairs, 1000 x1; RESIL_BENCH_TRIALS=3,1;
-# RESIL_BENCH_PARTS=compare|detail to run one half), written to
+# RESIL_BENCH_PARTS=compare,calls,detail picks parts), written to
 # e2e/bench/results-systemd.txt with heap/CPU profiles beside it; the
 # whole agent on the process backend; the process backend vs its peers.
 bench:
@@ -67,7 +67,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	@echo "event store: insert throughput (events/s) and events --since 24h over 100k rows (ms/op):"
 	$(GO) test -run '^$$' -bench 'BenchmarkAdd|BenchmarkEventsSince24h' -benchtime 2s ./reconcile/store/
-	RESIL_BENCH=1 RESIL_BENCH_OUT=$(CURDIR)/e2e/bench $(GO) test -count=1 -run TestBenchSystemd -v -timeout 60m ./e2e/
+	RESIL_BENCH=1 RESIL_BENCH_RESULTS=$(CURDIR)/e2e/bench/results-systemd.txt $(GO) test -count=1 -run TestBenchSystemd -v -timeout 60m ./e2e/
 	OUT=$(CURDIR)/e2e/bench ./scripts/bench-process-agent.sh
 	@if [ -x actuators/process/bench/peers.sh ]; then actuators/process/bench/peers.sh; fi
 
@@ -81,6 +81,11 @@ lint:
 # supervising the examples in manifests/ (state under .state/).
 run: build
 	./scripts/run-examples.sh $(BIN) $(STATE)
+
+# Regenerate schema/resil.dev_v1.json from the manifest types (make test
+# fails while it is out of date: schema.TestSchemaUpToDate).
+schema:
+	RESIL_UPDATE_SCHEMA=1 $(GO) test -count=1 -run TestSchemaUpToDate ./schema/
 
 clean:
 	rm -rf bin .state

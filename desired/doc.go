@@ -1,51 +1,34 @@
 // Package desired turns a directory of resil.dev/v1 manifests into the
-// desired state of a host: it loads YAML files (several documents per file),
-// merges operator drop-ins (NAME.d/*.yaml, JSON merge patch, lexical order),
-// validates strictly with file:line:column: field errors (every problem of
-// every object; each error one line, control characters escaped), selects
-// the objects meant for this host, and renders each object into systemd unit
-// files. Validation refuses what systemd or the kernel would refuse at start
-// (see MaxArgStrlen, MaxUnitLine, ExecArgMax), and any value that could
-// inject a line, a '%' specifier or a '$' expansion into a unit file.
+// desired state of a host, and renders each object into systemd unit files.
 //
-// The package is level-triggered in the kubelet sense: Load always reads the
-// whole directory and returns the full Set; Watch (see watch.go) only says
-// "read again" and then sends a full Set. A bad file never hides the good
-// ones, and the caller learns which files were bad (Set.Broken) so that the
-// objects they used to hold keep their last good desired state instead of
-// being pruned.
+// Level-triggered, as kubelet's file source: Load always reads the whole
+// directory and returns the full Set; Watch only wakes the caller (it calls
+// wake, the caller then Loads). One bad file never hides the good ones:
+// Set.Broken, Set.Busy (open for writing) and Set.Empty (no document) name
+// the files whose objects must keep their last good desired state.
 //
-// Only complete files are acted on (settle.go). A file some process holds
-// open for writing is not read (Set.Busy: a read lease fails while a writer
-// has it open); a file with no document — empty, only comments, only "---" —
-// is reported in Set.Empty. Load has no memory and fails on neither; the
-// reconciler treats both like broken files: what they held (objects, or a
-// drop-in's settings) keeps its last good version, and owned units whose
-// X-Resil-Source names them are not pruned. An object disappears only when
-// its file is removed, or it is removed from a file that still holds other
-// objects. Where no lease can be taken (EACCES when neither root nor the
-// file's owner, EINVAL on filesystems without leases), a file is read
-// without that protection.
+// Files, in the order a load goes through them:
 //
-// Files are opened only by open_unix.go: each path is walked component by
-// component with openat(O_NOFOLLOW|O_NONBLOCK) from "/", every directory on
-// the way (and on the way to any symlink target) must be owned by root or
-// the manifests owner and not writable by group or others (a sticky one is
-// allowed when the entry in it is owned by root or the owner), and a file's
-// type, owner and mode are checked with fstat on the descriptor it is read
-// from, so nothing can be swapped between check and read and a FIFO never
-// blocks. Symlinks are followed only through that walk (git-sync's
-// directory symlink, a ConfigMap's "..data" and files into it); the
-// manifests directory is resolved once per load, and a load that raced a
-// swap or the removal of the old revision is done again.
-//
-// Watch (watch.go) wakes on a manifest's close rather than on each write,
-// on chmod/chown, and in the parent folders on the path only for the
-// watched names.
-//
-// Rendering uses go-systemd's unit.Serialize for deterministic bytes. The
-// quoting of command lines and environment assignments is written here
-// because go-systemd's unit package serialises values verbatim: it neither
-// quotes arguments nor escapes '$', '%', '"' or '\', which is exactly where
-// unit-file injection happens.
+//	load.go        Load, Options, Set: one pass over the directory
+//	files.go       which entries are manifests; safe file names
+//	open_unix.go   the only place that opens files: openat walk, owner and
+//	               mode checks on the descriptor read, symlink policy
+//	lease_*.go     read leases: is a writer still holding the file?
+//	yaml.go        YAML documents to JSON, keeping node positions for
+//	               file:line:column errors
+//	decode.go      strict decoding: header, type errors, unknown fields
+//	types_check.go every type error of a document, not only the first
+//	dropin.go      NAME.d/*.yaml merged onto an object (JSON merge patch)
+//	validate.go    per-object rules: what systemd or the kernel would refuse,
+//	               and anything that could inject into a unit file
+//	crosscheck.go  what only the whole set tells: duplicates, references,
+//	               orphan drop-in folders, one Watchdog per host
+//	settle.go      busy and empty files (Set.Unsettled)
+//	hosts.go       host labels and selectors
+//	types.go       the manifest schema; errors.go FieldError and paths
+//	document.go    an object's merged JSON, and DecodeObject to rebuild it
+//	render.go      unit files, via go-systemd's unit.Serialize (quoting of
+//	               command lines and environment written here)
+//	watch.go       Watch: inotify on directories, wake once a write settled
+//	calendar_wire.go  OnCalendar validation by the calendar subpackage
 package desired

@@ -2,8 +2,6 @@ package desired
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"sort"
@@ -12,6 +10,8 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/unit"
+
+	"resil.dev/resil/internal/ownmark"
 )
 
 // FileDir says which directory a rendered file belongs in.
@@ -25,13 +25,14 @@ const (
 	DirManager FileDir = "manager"
 )
 
-// Ownership markers written into every rendered unit.
+// Ownership markers written into every rendered unit, defined in
+// internal/ownmark and named here too for desired's callers.
 const (
-	KeyObject = "X-Resil-Object"
-	KeySource = "X-Resil-Source"
-	KeyHash   = "X-Resil-Hash"
+	KeyObject = ownmark.KeyObject
+	KeySource = ownmark.KeySource
+	KeyHash   = ownmark.KeyHash
 	// WatchdogFile is the manager drop-in the Watchdog kind renders.
-	WatchdogFile = "50-resil-watchdog.conf"
+	WatchdogFile = ownmark.WatchdogFile
 	headerMark   = "# Managed by resil"
 )
 
@@ -62,48 +63,17 @@ func Render(o *Object) ([]UnitFile, error) {
 	return nil, fmt.Errorf("render %s: unknown kind %q", o.ID(), o.Kind)
 }
 
-// IsOwned reports whether unit file content carries resil's ownership marker,
-// and returns the object ID it names. It works with no local state at all.
-func IsOwned(data []byte) (object string, ok bool) {
-	for _, line := range bytes.Split(data, []byte("\n")) {
-		line = bytes.TrimPrefix(line, []byte("# "))
-		if v, found := bytes.CutPrefix(line, []byte(KeyObject+"=")); found {
-			return string(bytes.TrimSpace(v)), true
-		}
-	}
-	return "", false
-}
+// IsOwned is ownmark.IsOwned: whether unit file content carries resil's
+// ownership marker, and the object ID it names.
+func IsOwned(data []byte) (object string, ok bool) { return ownmark.IsOwned(data) }
 
-// SourceOf returns the manifest files (relative to the manifests directory)
-// recorded in a rendered file's X-Resil-Source marker.
-func SourceOf(data []byte) []string {
-	for _, line := range bytes.Split(data, []byte("\n")) {
-		line = bytes.TrimPrefix(line, []byte("# "))
-		if v, found := bytes.CutPrefix(line, []byte(KeySource+"=")); found {
-			return strings.Fields(string(v))
-		}
-	}
-	return nil
-}
+// SourceOf is ownmark.SourceOf: the manifest files recorded in a rendered
+// file's X-Resil-Source marker.
+func SourceOf(data []byte) []string { return ownmark.SourceOf(data) }
 
-// HashOf returns the hash recorded in a rendered file and whether the body
-// still matches it (false means it was edited by hand).
-func HashOf(data []byte) (recorded string, intact bool) {
-	var body bytes.Buffer
-	for _, line := range bytes.SplitAfter(data, []byte("\n")) {
-		if v, found := bytes.CutPrefix(line, []byte(KeyHash+"=")); found {
-			recorded = strings.TrimSpace(string(v))
-			continue
-		}
-		body.Write(line)
-	}
-	return recorded, recorded != "" && recorded == hashBody(body.Bytes())
-}
-
-func hashBody(b []byte) string {
-	sum := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(sum[:12])
-}
+// HashOf is ownmark.HashOf: the hash recorded in a rendered file and
+// whether the body still matches it.
+func HashOf(data []byte) (recorded string, intact bool) { return ownmark.HashOf(data) }
 
 type opts []*unit.UnitOption
 
@@ -144,7 +114,7 @@ func finishUnit(o *Object, name string, body opts) UnitFile {
 	buf.WriteString(ownershipHeader(o))
 	_, _ = io.Copy(&buf, unit.Serialize(withKeys))
 	data := buf.Bytes()
-	h := hashBody(data)
+	h := ownmark.Hash(data)
 	// Insert the hash line right after the X-Resil-Source line. The marker
 	// starts at a line start: a value may contain the same text.
 	marker := []byte("\n" + KeySource + "=" + src + "\n")

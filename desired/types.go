@@ -15,6 +15,9 @@ const (
 	KindWatchdog Kind = "Watchdog"
 )
 
+// Kinds returns every object kind, in a fixed order.
+func Kinds() []Kind { return []Kind{KindService, KindTimer, KindWatchdog} }
+
 // ObjectMeta is the metadata every object carries.
 type ObjectMeta struct {
 	Name        string            `json:"name"`

@@ -143,12 +143,12 @@ func (b *bench) cmpResil(tr *cmpTrial, names []string) {
 	if len(names) >= 1000 {
 		edits = cmpEdits1000
 	}
-	b.agentEnv = []string{"GODEBUG=memprofilerate=4096"} // finer heap samples, for the memory agents only
+	b.agentEnv = []string{debugPprofEnv + "=1", "GODEBUG=memprofilerate=4096"} // finer heap samples, for the memory agents only
 	a := b.startAgent("--settle", "100ms")
 	b.settle(a, benchQuiet, 20*time.Second)
 	tr.mem = append(tr.mem, b.memory("steady state after the first pass"))
 	b.stopAgent(a, 10*time.Second)
-	b.agentEnv = nil
+	b.agentEnv = []string{debugPprofEnv + "=1"}
 	tr.edits = b.edits(len(names), names[:edits], "100ms") // starts its own agent
 	// systemd's own: rewrite the unit file (new Environment), Reload,
 	// RestartUnit until its job is done; agent stopped, other units.
@@ -182,7 +182,7 @@ func (b *bench) cmpResil(tr *cmpTrial, names []string) {
 	}
 	// Memory after the edits, with the agent that made them gone: start one
 	// more, let it settle, read it.
-	b.agentEnv = []string{"GODEBUG=memprofilerate=4096"}
+	b.agentEnv = []string{debugPprofEnv + "=1", "GODEBUG=memprofilerate=4096"}
 	a = b.startAgent("--settle", "100ms")
 	b.settle(a, benchQuiet, 20*time.Second)
 	for _, unit := range names[:5] { // a few restarts: the state the edits leave
@@ -193,7 +193,7 @@ func (b *bench) cmpResil(tr *cmpTrial, names []string) {
 	b.settle(a, benchQuiet, 20*time.Second)
 	tr.mem = append(tr.mem, b.memory("steady state after 5 restarts seen"))
 	b.stopAgent(a, 10*time.Second)
-	b.agentEnv = nil
+	b.agentEnv = []string{debugPprofEnv + "=1"}
 	// CPU profile with the default memory profile rate (a finer one costs CPU).
 	a = b.startAgent("--settle", "100ms")
 	b.settle(a, benchQuiet, 20*time.Second)
@@ -439,12 +439,13 @@ func (b *bench) units() int {
 	return len(m)
 }
 
-// benchOutDir is where the benchmark writes its results: $RESIL_BENCH_OUT
-// (make bench sets it to e2e/bench), else a folder under the temp dir, so
-// that a plain `go test` run leaves the source tree alone.
+// benchOutDir is where the benchmark writes its profiles: beside the
+// results file RESIL_BENCH_RESULTS names (make bench: e2e/bench), else a
+// folder under the temp dir, so that a plain `go test` run leaves the
+// source tree alone.
 func benchOutDir() string {
-	if d := os.Getenv("RESIL_BENCH_OUT"); d != "" {
-		return d
+	if f := os.Getenv(benchResults); f != "" {
+		return filepath.Dir(f)
 	}
 	return filepath.Join(os.TempDir(), "resil-bench")
 }

@@ -5,8 +5,9 @@ package e2e
 // and prints a table of figures, with systemd's own costs measured in the
 // same sandbox beside them. It asserts no timing; it fails only when the
 // agent does something wrong while being measured (a step fails, more than
-// one daemon-reload, a unit not active). The table is also written to
-// bench/results-systemd.txt. Skipped unless RESIL_BENCH=1.
+// one daemon-reload, a unit not active). The table is also written to the
+// file RESIL_BENCH_RESULTS names (make bench: e2e/bench/results-systemd.txt),
+// else under t.TempDir. Skipped unless RESIL_BENCH=1.
 
 import (
 	"bufio"
@@ -30,15 +31,16 @@ import (
 	godbus "github.com/godbus/dbus/v5"
 
 	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/sdbus"
 	sdobserve "resil.dev/resil/observed/systemd"
 )
 
 const (
 	benchEnv       = "RESIL_BENCH"
-	benchResults   = "results-systemd.txt" // under benchOutDir()
-	benchEdits     = 50                    // edits per settle value (p99 of 50 is the maximum)
-	benchIdle      = 60 * time.Second      // idle CPU window
-	benchStrace    = 15 * time.Second      // idle syscall window (separate, so ptrace does not touch the CPU figure)
+	benchResults   = "RESIL_BENCH_RESULTS"
+	benchEdits     = 50               // edits per settle value (p99 of 50 is the maximum)
+	benchIdle      = 60 * time.Second // idle CPU window
+	benchStrace    = 15 * time.Second // idle syscall window (separate, so ptrace does not touch the CPU figure)
 	benchQuiet     = 400 * time.Millisecond
 	benchReloads   = 5  // daemon-reloads timed per sandbox
 	benchStarts    = 10 // unit starts / enables timed per sandbox
@@ -77,7 +79,10 @@ func TestBenchSystemd(t *testing.T) {
 	}
 	text := rep.render()
 	fmt.Print(text)
-	out := filepath.Join(benchOutDir(), benchResults)
+	out := os.Getenv(benchResults)
+	if out == "" {
+		out = filepath.Join(benchOutDir(), "results-systemd.txt")
+	}
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -121,21 +126,19 @@ func benchSandbox(t *testing.T, rep *benchReport, n int) {
 type bench struct {
 	*env
 	ctx  context.Context
-	conn *sdobserve.Conn
-	// agentEnv is added to the environment of agents started by
-	// startAgent (bench_compare_test.go sets GODEBUG for memory profiles).
-	agentEnv []string
+	conn *sdbus.Conn
 }
 
 func newBench(t *testing.T) *bench {
 	e := newEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	t.Cleanup(cancel)
-	conn, err := sdobserve.DialBus(ctx, e.sb.Root()+"/run/dbus/system_bus_socket")
+	conn, err := sdbus.DialBus(ctx, e.sb.Root()+"/run/dbus/system_bus_socket")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(conn.Close)
+	e.agentEnv = []string{debugPprofEnv + "=1"} // heap and CPU profiles for section 0; costs nothing unasked
 	return &bench{env: e, ctx: ctx, conn: conn}
 }
 
@@ -504,34 +507,7 @@ func (b *bench) startAgent(extra ...string) *agent {
 	b.t.Helper()
 	args := append([]string{"run", "--backend", "systemd", "--state-dir", "/var/lib/resil", "--manifests", manifestsDir,
 		"--log-level", "debug"}, extra...)
-	cmd := b.sb.Command(b.ctx, agentBin, args...)
-	cmd.Env = append(cmd.Env, debugPprofEnv+"=1") // heap profiles for bench.memory; costs nothing unasked
-	cmd.Env = append(cmd.Env, b.agentEnv...)
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = pw, pw
-	if err := cmd.Start(); err != nil {
-		b.t.Fatal(err)
-	}
-	pw.Close()
-	a := &agent{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		defer close(a.done)
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var m map[string]any
-			a.mu.Lock()
-			a.raw.Write(sc.Bytes())
-			a.raw.WriteByte('\n')
-			if json.Unmarshal(sc.Bytes(), &m) == nil {
-				a.logs = append(a.logs, m)
-			}
-			a.mu.Unlock()
-		}
-	}()
+	a := b.launchAgent(b.ctx, args)
 	b.t.Cleanup(func() { b.stopAgent(a, 10*time.Second) })
 	deadline := time.Now().Add(3 * time.Minute)
 	for a.countLogs("first pass done") == 0 {

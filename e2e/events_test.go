@@ -38,7 +38,7 @@ func (e *env) storedEvents(args ...string) []store.StoredEvent {
 func (e *env) eventCount(object, reason, substr string) int {
 	n := 0
 	for _, ev := range e.storedEvents("--object", object) {
-		if ev.Reason == reason && strings.Contains(ev.Message, substr) {
+		if string(ev.Reason) == reason && strings.Contains(ev.Message, substr) {
 			n += ev.Count
 		}
 	}

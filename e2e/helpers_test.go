@@ -58,6 +58,9 @@ type env struct {
 	sb   *sandbox.Sandbox
 	host string // host directory bound at /srv/resil
 	ctx  context.Context
+	// agentEnv is added to the environment of agents launched by
+	// launchAgent (the benchmarks: RESIL_DEBUG_PPROF, GODEBUG).
+	agentEnv []string
 }
 
 func newEnv(t *testing.T) *env {
@@ -106,7 +109,13 @@ func (e *env) reconciler(args ...string) (string, string, int) {
 	if !hasFlag(args, "--manifests") {
 		full = append(full, "--manifests", manifestsDir)
 	}
-	cmd := e.sb.Command(e.ctx, agentBin, full...)
+	return runCLI(e.t, e.sb.Command(e.ctx, agentBin, full...))
+}
+
+// runCLI runs cmd (a one-shot reconciler command) and returns its stdout,
+// stderr and exit code; it fails t only when cmd could not run at all.
+func runCLI(t *testing.T, cmd *exec.Cmd) (string, string, int) {
+	t.Helper()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -115,7 +124,7 @@ func (e *env) reconciler(args ...string) (string, string, int) {
 	if errors.As(err, &ee) {
 		code = ee.ExitCode()
 	} else if err != nil {
-		e.t.Fatalf("run reconciler %v: %v", args, err)
+		t.Fatalf("run %v: %v", cmd.Args, err)
 	}
 	return out.String(), errb.String(), code
 }
@@ -190,7 +199,23 @@ func (e *env) startAgent(extra ...string) *agent {
 	if !hasFlag(extra, "--manifests") {
 		args = append(args, "--manifests", manifestsDir)
 	}
-	cmd := e.sb.Command(e.ctx, agentBin, args...)
+	a := e.launchAgent(e.ctx, args)
+	e.t.Cleanup(func() {
+		e.stopAgent(a, 10*time.Second)
+		if e.t.Failed() {
+			e.t.Logf("agent output:\n%s", a.output())
+		}
+	})
+	return a
+}
+
+// launchAgent starts the agent binary in the sandbox with args under ctx;
+// until it exits, its output goes to a.raw and its JSON log lines to
+// a.logs. The caller stops it (stopAgent).
+func (e *env) launchAgent(ctx context.Context, args []string) *agent {
+	e.t.Helper()
+	cmd := e.sb.Command(ctx, agentBin, args...)
+	cmd.Env = append(cmd.Env, e.agentEnv...)
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		e.t.Fatal(err)
@@ -218,12 +243,6 @@ func (e *env) startAgent(extra ...string) *agent {
 			a.mu.Unlock()
 		}
 	}()
-	e.t.Cleanup(func() {
-		e.stopAgent(a, 10*time.Second)
-		if e.t.Failed() {
-			e.t.Logf("agent output:\n%s", a.output())
-		}
-	})
 	return a
 }
 

@@ -208,7 +208,7 @@ func (h *pgHost) events(name string) []store.StoredEvent {
 func (h *pgHost) eventCount(name, reason, substr string) int {
 	n := 0
 	for _, ev := range h.events(name) {
-		if ev.Reason == reason && strings.Contains(ev.Message, substr) {
+		if string(ev.Reason) == reason && strings.Contains(ev.Message, substr) {
 			n += ev.Count
 		}
 	}

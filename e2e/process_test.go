@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,36 +10,16 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"resil.dev/resil/internal/syncbuf"
 )
 
 // procAgent is `reconciler run --backend process` on the host (no systemd
 // needed): the built-in supervisor, as on a container or CI machine.
 type procAgent struct {
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	out  *syncbuf.Buffer
 	done chan error
-}
-
-type lockedBuffer struct {
-	mu  chanMutex
-	buf bytes.Buffer
-}
-
-type chanMutex chan struct{}
-
-func (m chanMutex) lock()   { m <- struct{}{} }
-func (m chanMutex) unlock() { <-m }
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.lock()
-	defer b.mu.unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.lock()
-	defer b.mu.unlock()
-	return b.buf.String()
 }
 
 func startProcAgent(t *testing.T, manifests, state string, extra ...string) *procAgent {
@@ -48,7 +27,7 @@ func startProcAgent(t *testing.T, manifests, state string, extra ...string) *pro
 	args := append([]string{"run", "--backend", "process", "--manifests", manifests, "--state-dir", state,
 		"--owner-check", "off", "--settle", "20ms", "--resync", "1s", "--log-format", "console"}, extra...)
 	cmd := exec.Command(filepath.Join(agentDir, "reconciler"), args...)
-	out := &lockedBuffer{mu: make(chanMutex, 1)}
+	out := new(syncbuf.Buffer)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

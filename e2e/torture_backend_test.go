@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -229,22 +228,7 @@ func (b *procTorture) startAgent(env ...string) *tortureAgent {
 func (b *procTorture) cli(args ...string) (string, string, int) {
 	cmd := exec.Command(filepath.Join(agentDir, "reconciler"), append(args, b.flags()...)...)
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "TMPDIR=" + b.tmp}
-	return tortureCLI(b.t, cmd)
-}
-
-func tortureCLI(t *testing.T, cmd *exec.Cmd) (string, string, int) {
-	t.Helper()
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("run %v: %v", cmd.Args, err)
-	}
-	return out.String(), errb.String(), code
+	return runCLI(b.t, cmd)
 }
 
 func (b *procTorture) unitFile(name string) bool {

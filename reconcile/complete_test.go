@@ -74,7 +74,7 @@ func snapshot(f *fakeBackend) map[string][]byte {
 	return out
 }
 
-func hasEvent(ring *Ring, reason, contains string) bool {
+func hasEvent(ring *Ring, reason Reason, contains string) bool {
 	for _, e := range ring.Events() {
 		if e.Reason == reason && strings.Contains(e.Message, contains) {
 			return true

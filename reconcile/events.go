@@ -20,7 +20,7 @@ const (
 type Event struct {
 	Time    time.Time `json:"time"`
 	Type    EventType `json:"type"`
-	Reason  string    `json:"reason"`
+	Reason  Reason    `json:"reason"`
 	Object  string    `json:"object,omitempty"`
 	Unit    string    `json:"unit,omitempty"`
 	Step    string    `json:"step,omitempty"`
@@ -56,7 +56,7 @@ func NewRing(size int, log *zap.Logger) *Ring {
 	return &Ring{log: log.Named("events"), buf: make([]Event, size), latest: map[string]int{}}
 }
 
-func key(e Event) string { return e.Object + "\x00" + e.Reason + "\x00" + e.Message }
+func key(e Event) string { return e.Object + "\x00" + string(e.Reason) + "\x00" + e.Message }
 
 // Record implements Recorder.
 func (r *Ring) Record(e Event) {
@@ -67,7 +67,7 @@ func (r *Ring) Record(e Event) {
 		e.Count = 1
 	}
 	e.LastSeen = e.Time
-	fields := []zap.Field{zap.String("type", string(e.Type)), zap.String("reason", e.Reason),
+	fields := []zap.Field{zap.String("type", string(e.Type)), zap.String("reason", string(e.Reason)),
 		zap.String("object", e.Object), zap.String("unit", e.Unit), zap.String("step", e.Step), zap.String("message", e.Message)}
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -7,57 +7,19 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
-	"time"
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/desired"
-	"resil.dev/resil/desired/calendar"
+	"resil.dev/resil/internal/ownmark"
 	"resil.dev/resil/observed"
-)
-
-// Reason constants for drift and failure findings; they end up in events.
-const (
-	ReasonFileEdited    = "FileEdited"
-	ReasonForeignDropIn = "ForeignDropIn"
-	ReasonStopped       = "StoppedOutOfBand"
-	ReasonFailed        = "Failed"
-	ReasonStartLimitHit = "StartLimitHit"
-	ReasonWatchdog      = "WatchdogTimeout"
-	ReasonDisabled      = "DisabledOutOfBand"
-	// ReasonStaleProcess: the unit file matches but the running process was
-	// started from an older version of it (a restart was lost).
-	ReasonStaleProcess     = "StaleProcess"
-	ReasonConflict         = "ForeignUnitConflict"
-	ReasonTimerFailed      = "TimerFailed"
-	ReasonTimerInactive    = "TimerInactive"
-	ReasonUnsupported      = "Unsupported"
-	ReasonNoWatchdogDev    = "NoWatchdogDevice"
-	ReasonHeldBack         = "BackoffHeldBack"
-	ReasonInvalid          = "InvalidManifest"
-	ReasonApplied          = "Applied"
-	ReasonApplyFailed      = "ApplyFailed"
-	ReasonPruned           = "Pruned"
-	ReasonLastGoodRetained = "LastGoodRetained"
-	ReasonDriftReported    = "DriftReported"
-	ReasonTimerMissed      = "TimerMissed"
-	// ReasonTimerCatchUp: a persistent timer is about to run a missed run late.
-	ReasonTimerCatchUp = "TimerCatchUp"
-	// ReasonReexecNeeded: a manager setting (WatchdogDevice) takes effect only
-	// after `systemctl daemon-reexec`, which the agent never does by itself.
-	ReasonReexecNeeded = "DaemonReexecNeeded"
-	// Restart ledger and storm alerts (cmd/reconciler records them).
-	ReasonRestarted       = "Restarted"
-	ReasonRestartStorm    = "RestartStorm"
-	ReasonAlertHookFailed = "AlertHookFailed"
 )
 
 // Finding is something the planner noticed: drift, a failure, a conflict.
 type Finding struct {
 	Object  string `json:"object"`
 	Unit    string `json:"unit,omitempty"`
-	Reason  string `json:"reason"`
+	Reason  Reason `json:"reason"`
 	Message string `json:"message"`
 	// Warning is false for informational findings.
 	Warning bool `json:"warning"`
@@ -85,7 +47,18 @@ type Input struct {
 	// units whose X-Resil-Source names one of them are never pruned, even
 	// when the agent restarted and has no memory of their last good version.
 	BrokenFiles map[string]bool
+	// Classify says whether a rewritten unit file needs a restart of its
+	// running process; nil is ClassifyUnitChange (systemd unit files).
+	Classify Classifier
+	// MarkProcessSince (systemd): a unit rewritten with only reload-only
+	// changes for a running, not stale process carries the time since
+	// which its process settings are unchanged (ownmark.KeyProcessSince),
+	// so the file's newer mtime does not read as a lost restart.
+	MarkProcessSince bool
 }
+
+// Classifier compares the old and new bytes of one unit file.
+type Classifier func(old, cur []byte) UnitChange
 
 // Plan is the ordered list of steps plus what was noticed on the way.
 type Plan struct {
@@ -189,7 +162,7 @@ func dedupe(in []string) []string {
 	return out
 }
 
-func (p *planner) find(o, unit, reason, msg string, warning, enforced bool) {
+func (p *planner) find(o, unit string, reason Reason, msg string, warning, enforced bool) {
 	p.findings = append(p.findings, Finding{Object: o, Unit: unit, Reason: reason, Message: msg, Warning: warning, Enforced: enforced})
 }
 
@@ -209,6 +182,9 @@ type fileState struct {
 	// policy report); its newer mtime or hash says nothing about a lost
 	// restart, so no stale-process restart is planned from it.
 	edited bool
+	// change says how a written file affects the running process (set
+	// when the file existed before).
+	change UnitChange
 }
 
 // syncFile plans the write of one rendered unit file.
@@ -247,7 +223,7 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 		}
 	}
 	p.foreignDropIns(o, u)
-	if cur != nil && bytes.Equal(cur, f.Data) {
+	if cur != nil && bytes.Equal(ownmark.WithoutProcessSince(cur), f.Data) {
 		if u.NeedDaemonReload {
 			p.reload = true
 			p.reloadWhy = append(p.reloadWhy, f.Name+" changed on disk since last reload")
@@ -255,7 +231,9 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 		return fileState{}
 	}
 	reason := "new unit"
+	change := UnitChange{Restart: true}
 	if cur != nil {
+		change = p.classify(cur, f.Data)
 		if _, intact := desired.HashOf(cur); intact {
 			reason = "manifest changed"
 		} else {
@@ -267,11 +245,31 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 			p.find(id, f.Name, ReasonFileEdited, msg+"; restoring", true, true)
 			reason = "edited out of band, restoring"
 		}
+		if !change.Restart {
+			reason += "; " + change.Reason()
+		}
 	}
-	p.files = append(p.files, actuators.Step{Op: actuators.OpWriteFile, Object: id, Unit: f.Name, Path: path, Data: f.Data, Old: cur, Reason: reason})
+	data := f.Data
+	if p.in.MarkProcessSince && cur != nil && !change.Restart && u.Active() && u.MainPID != 0 && !u.StaleProcess && u.ExecMainStartTimestamp != 0 {
+		since := int64(u.ExecMainStartTimestamp)
+		if prev, ok := ownmark.ProcessSince(cur); ok && prev < since {
+			since = prev
+		}
+		data = ownmark.WithProcessSince(f.Data, since)
+	}
+	p.files = append(p.files, actuators.Step{Op: actuators.OpWriteFile, Object: id, Unit: f.Name, Path: path, Data: data, Old: cur, Reason: reason})
 	p.reload = true
 	p.reloadWhy = append(p.reloadWhy, "unit files written")
-	return fileState{written: true, isNew: cur == nil}
+	return fileState{written: true, isNew: cur == nil, change: change}
+}
+
+// classify compares the old and new bytes of a unit file with the
+// backend's classifier.
+func (p *planner) classify(old, cur []byte) UnitChange {
+	if p.in.Classify != nil {
+		return p.in.Classify(old, cur)
+	}
+	return ClassifyUnitChange(old, cur)
 }
 
 // foreignDropIns reports drop-ins resil did not write; they are never deleted.
@@ -291,99 +289,6 @@ func (p *planner) foreignDropIns(o *desired.Object, u *observed.Unit) {
 
 func (p *planner) rt(op actuators.Op, o *desired.Object, unit, reason string) {
 	p.runtime = append(p.runtime, actuators.Step{Op: op, Object: o.ID(), Unit: unit, Reason: reason})
-}
-
-// failureReason classifies a failed unit.
-func failureReason(u *observed.Unit) (string, string) {
-	switch u.Result {
-	case "start-limit-hit":
-		return ReasonStartLimitHit, "start limit hit"
-	case "watchdog":
-		return ReasonWatchdog, "killed by watchdog"
-	}
-	msg := fmt.Sprintf("failed: result %s", u.Result)
-	if u.ExecMainStatus != 0 {
-		msg += fmt.Sprintf(", exit status %d", u.ExecMainStatus)
-	}
-	if u.NRestarts > 0 {
-		msg += fmt.Sprintf(", %d restarts", u.NRestarts)
-	}
-	return ReasonFailed, msg
-}
-
-func (p *planner) service(o *desired.Object) {
-	s := o.Service
-	files := p.in.Files[o.ID()]
-	if len(files) == 0 {
-		return
-	}
-	f := files[0]
-	fs := p.syncFile(o, f)
-	if fs.blocked {
-		return
-	}
-	u := p.unit(f.Name)
-	if timer := p.jobs[f.Name]; timer != "" {
-		// A timer starts this service: an inactive service between runs is
-		// not drift, and the agent neither enables nor starts it (that would
-		// run the job outside its schedule). Failed runs are reported by the
-		// timer as TimerFailed.
-		return
-	}
-	p.watchdogKill(o, f.Name, u)
-	report := o.DriftPolicy() == desired.DriftReport
-	p.enable(o, f.Name, s.IsEnabled() && !p.static(f.Data), fs, u)
-	switch s.DesiredState() {
-	case desired.StateRunning:
-		switch {
-		case fs.isNew && u.Active():
-			// A unit taken over from a vendor file runs the vendor's
-			// version; one still running after its file was removed runs
-			// a version that is gone.
-			why := "running without a unit file"
-			if len(u.VendorPaths) > 0 {
-				why = "taken over from " + strings.Join(u.VendorPaths, ", ")
-			}
-			p.rt(actuators.OpRestart, o, f.Name, why)
-		case fs.isNew || u == nil:
-			p.rt(actuators.OpStart, o, f.Name, "new unit")
-		case u.ActiveState == "failed":
-			reason, msg := failureReason(u)
-			if fs.written {
-				p.rt(actuators.OpResetFailed, o, f.Name, "manifest changed after "+msg)
-				p.rt(actuators.OpStart, o, f.Name, "manifest changed")
-				p.find(o.ID(), f.Name, reason, msg+"; manifest changed, starting again", true, true)
-				return
-			}
-			p.find(o.ID(), f.Name, reason, msg+"; not restarted by the agent until the manifest changes or `reconciler reset`", true, false)
-		case fs.written && u.Active():
-			p.rt(actuators.OpRestart, o, f.Name, "unit file changed")
-		case fs.written:
-			p.rt(actuators.OpStart, o, f.Name, u.ActiveState+", want active")
-		case u.Active() && u.StaleProcess && !fs.edited:
-			p.find(o.ID(), f.Name, ReasonStaleProcess, f.Name+" runs a process started from an older unit file; restarting", true, true)
-			p.rt(actuators.OpRestart, o, f.Name, "running process started from an older unit file")
-		case u.ActiveState == "inactive" || u.ActiveState == "":
-			msg := fmt.Sprintf("%s is %s, want active", f.Name, orDash(u.ActiveState))
-			if report {
-				p.find(o.ID(), f.Name, ReasonStopped, msg+"; drift policy report: left as is", true, false)
-				return
-			}
-			p.find(o.ID(), f.Name, ReasonStopped, msg+"; starting", true, true)
-			p.rt(actuators.OpStart, o, f.Name, "inactive, want active")
-		}
-	case desired.StateStopped:
-		if u != nil && u.Active() {
-			p.rt(actuators.OpStop, o, f.Name, "active, want stopped")
-		}
-	}
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }
 
 // static reports whether a rendered systemd unit has no [Install] section
@@ -418,301 +323,6 @@ func (p *planner) enable(o *desired.Object, unit string, want bool, fs fileState
 		p.rt(actuators.OpEnable, o, unit, "disabled, want enabled")
 	case !want && u != nil && u.Enabled():
 		p.rt(actuators.OpDisable, o, unit, "enabled, want disabled")
-	}
-}
-
-func (p *planner) timer(o *desired.Object) {
-	t := o.Timer
-	var timerFile *desired.UnitFile
-	var written bool
-	for i, f := range p.in.Files[o.ID()] {
-		fs := p.syncFile(o, f)
-		if fs.blocked {
-			return
-		}
-		if strings.HasSuffix(f.Name, ".timer") {
-			timerFile = &p.in.Files[o.ID()][i]
-			written = fs.written
-		}
-	}
-	if timerFile == nil {
-		return
-	}
-	name := timerFile.Name
-	u := p.unit(name)
-	isNew := u == nil || u.File == nil
-	fs := fileState{written: written, isNew: isNew}
-	p.enable(o, name, t.IsEnabled() && !p.static(timerFile.Data), fs, u)
-	// The job is the timer's business: an inactive job between runs is not
-	// drift; a failed last run is a finding.
-	job := t.TriggeredService(o.Metadata.Name)
-	if ju := p.unit(job); ju != nil && ju.ActiveState == "failed" {
-		// One event per failed run: the message names the run by its exit
-		// time, so the event log (keyed by object, reason, message) keeps
-		// one row per run however many passes see it.
-		_, msg := failureReason(ju)
-		when := ""
-		if ju.ExecMainExitTimestamp != 0 {
-			when = " at " + usecText(ju.ExecMainExitTimestamp)
-		}
-		p.find(o.ID(), job, ReasonTimerFailed, "last run"+when+" "+msg, true, false)
-	}
-	if !t.IsEnabled() {
-		if u != nil && u.Active() {
-			p.rt(actuators.OpStop, o, name, "timer disabled")
-		}
-		return
-	}
-	switch {
-	case isNew && written && u.Active():
-		p.catchUp(o, name, u)
-		why := "running without a unit file"
-		if len(u.VendorPaths) > 0 {
-			why = "taken over from " + strings.Join(u.VendorPaths, ", ")
-		}
-		p.rt(actuators.OpRestart, o, name, why)
-	case isNew:
-		p.catchUp(o, name, u)
-		p.rt(actuators.OpStart, o, name, "new timer")
-	case u.ActiveState == "failed":
-		p.rt(actuators.OpResetFailed, o, name, "timer failed")
-		p.catchUp(o, name, u)
-		p.rt(actuators.OpStart, o, name, "timer failed, want active")
-		p.find(o.ID(), name, ReasonTimerInactive, "timer failed; starting", true, true)
-	case written && u.Active():
-		p.catchUp(o, name, u)
-		p.rt(actuators.OpRestart, o, name, "timer changed")
-	case !u.Active() && u.PendingJob && !written:
-		// Its start is queued, waiting for what it is ordered after (at
-		// boot, a timer with maxLateness waits for the agent's READY=1).
-		// Starting it again would wait on that same job, and so on this
-		// pass; refreshing a stale stamp now is what the ordering is for.
-		p.catchUp(o, name, u)
-	case !u.Active():
-		msg := fmt.Sprintf("%s is %s, want active", name, orDash(u.ActiveState))
-		if o.DriftPolicy() == desired.DriftReport {
-			p.find(o.ID(), name, ReasonTimerInactive, msg+"; drift policy report: left as is", true, false)
-			return
-		}
-		if !written {
-			p.find(o.ID(), name, ReasonTimerInactive, msg+"; starting", true, true)
-		}
-		p.catchUp(o, name, u)
-		p.rt(actuators.OpStart, o, name, "inactive, want active")
-	}
-}
-
-// catchUp decides, just before the agent starts (or restarts) a persistent
-// timer, what systemd will do about the runs it missed: systemd reads the
-// stamp file's mtime as the last trigger and, if the next calendar run
-// after it is already past, fires at once. Within spec.maxLateness (or
-// without one) that single late run is the catch-up (catchUp: once) and is
-// reported as TimerCatchUp. Later than maxLateness, the run is skipped: a
-// refresh-stamp step sets the stamp to now before the start, so systemd
-// computes the next run from now, and TimerMissed records the skipped run.
-// catchUp: skip renders no Persistent= at all, so nothing is caught up and
-// there is no stamp. Without an observed stamp (first start, process
-// backend) there is nothing to decide.
-func (p *planner) catchUp(o *desired.Object, name string, u *observed.Unit) {
-	t := o.Timer
-	if u == nil || u.StampPath == "" || u.StampUSec == 0 || !t.Persistent || t.CatchUp == desired.CatchUpSkip || len(t.Schedule) == 0 {
-		return
-	}
-	now := p.in.Observed.ReadAt
-	if now.IsZero() {
-		return
-	}
-	last := time.UnixMicro(int64(u.StampUSec)).In(now.Location())
-	var missed time.Time
-	for _, expr := range t.Schedule {
-		spec, err := calendar.Parse(expr)
-		if err != nil {
-			continue // validated before; the renderer would not get here
-		}
-		if next, ok := spec.Next(last); ok && (missed.IsZero() || next.Before(missed)) {
-			missed = next
-		}
-	}
-	if missed.IsZero() || !missed.Before(now) {
-		return
-	}
-	late := now.Sub(missed).Truncate(time.Second)
-	if max := t.MaxLateness.D(); t.MaxLateness.IsSet() && late > max {
-		msg := fmt.Sprintf("run due %s missed (last run %s) is %s late, over maxLateness %s: skipped; stamp refreshed so systemd does not fire it late",
-			usecText(uint64(missed.UnixMicro())), usecText(u.StampUSec), late, max)
-		p.find(o.ID(), name, ReasonTimerMissed, msg, true, true)
-		p.runtime = append(p.runtime, actuators.Step{Op: actuators.OpRefreshStamp, Object: o.ID(), Unit: name, Path: u.StampPath,
-			Props:  map[string]string{"missed": strconv.FormatInt(missed.UnixMicro(), 10)},
-			Reason: fmt.Sprintf("skip run due %s, %s late", usecText(uint64(missed.UnixMicro())), late)})
-		return
-	}
-	p.find(o.ID(), name, ReasonTimerCatchUp, fmt.Sprintf("run due %s missed (last run %s); systemd runs it once on start, %s late",
-		usecText(uint64(missed.UnixMicro())), usecText(u.StampUSec), late), false, false)
-}
-
-// watchdogKill reports a service the watchdog killed and systemd is
-// restarting (Result=watchdog while not failed: SubState auto-restart or
-// stop-watchdog). The window lasts RestartSec; the agent is woken by the
-// state change. The message carries the kill time and the restart count,
-// so each kill is one event. A unit the watchdog left failed is reported
-// by the failed branch of service().
-func (p *planner) watchdogKill(o *desired.Object, unit string, u *observed.Unit) {
-	if u == nil || u.Result != "watchdog" || u.ActiveState == "failed" {
-		return
-	}
-	if u.ExecMainExitTimestamp == 0 {
-		// SIGABRT sent, the process not yet gone (stop-watchdog): its exit
-		// is another state change that wakes the loop; report then, once,
-		// with the kill time, so the message (the dedupe key) is stable.
-		return
-	}
-	when := "at " + usecText(u.ExecMainExitTimestamp)
-	timeout := ""
-	if o.Service != nil && o.Service.Watchdog != nil {
-		timeout = fmt.Sprintf(" within %s", o.Service.Watchdog.Timeout)
-	}
-	msg := fmt.Sprintf("%s killed by the watchdog %s (no WATCHDOG=1%s); systemd restarts it, restart %d", unit, when, timeout, u.NRestarts+1)
-	p.find(o.ID(), unit, ReasonWatchdog, msg, true, false)
-}
-
-// usecText renders µs since the epoch as RFC 3339 UTC with milliseconds.
-func usecText(v uint64) string {
-	return time.UnixMicro(int64(v)).UTC().Format("2006-01-02T15:04:05.000Z")
-}
-
-func (p *planner) watchdog(o *desired.Object) {
-	m := p.in.Observed.Manager
-	if m == nil {
-		p.find(o.ID(), "", ReasonUnsupported, "host watchdog needs systemd; the "+p.in.Observed.Backend+" backend cannot apply it", true, false)
-		return
-	}
-	if len(m.Devices) == 0 {
-		p.find(o.ID(), "", ReasonNoWatchdogDev, "no watchdog device under /sys/class/watchdog; settings written but nothing will be armed", true, false)
-	}
-	if w := o.Watchdog; w.Device != "" && m.Properties["WatchdogDevice"] != w.Device {
-		// WatchdogDevice= is read-only over D-Bus and not re-read by
-		// daemon-reload: the drop-in carries it, PID 1 picks it up at the
-		// next daemon-reexec or boot. Re-executing PID 1 is the operator's call.
-		p.find(o.ID(), "", ReasonReexecNeeded, fmt.Sprintf("WatchdogDevice is %q, want %q: written to the drop-in; takes effect after `systemctl daemon-reexec` or a reboot (the agent does not re-execute PID 1)",
-			m.Properties["WatchdogDevice"], w.Device), true, false)
-	}
-	for _, f := range p.in.Files[o.ID()] {
-		path := m.ConfPath
-		if path == "" {
-			path = filepath.Join(p.in.ManagerDir, f.Name)
-		}
-		if !bytes.Equal(m.File, f.Data) {
-			reason := "new manager drop-in"
-			if m.File != nil {
-				reason = "manifest changed"
-			}
-			p.files = append(p.files, actuators.Step{Op: actuators.OpWriteFile, Object: o.ID(), Path: path, Data: f.Data, Old: m.File, Reason: reason})
-			// daemon-reload re-reads RuntimeWatchdogSec/RebootWatchdogSec from
-			// the drop-in; set-manager after it only fixes what is left.
-			p.reload = true
-			p.reloadWhy = append(p.reloadWhy, "manager drop-in written")
-		}
-	}
-	want := map[string]string{}
-	w := o.Watchdog
-	if w.RuntimeTimeout.IsSet() {
-		want["RuntimeWatchdogUSec"] = fmt.Sprint(uint64(w.RuntimeTimeout.D().Microseconds()))
-	}
-	if w.RebootTimeout.IsSet() {
-		want["RebootWatchdogUSec"] = fmt.Sprint(uint64(w.RebootTimeout.D().Microseconds()))
-	}
-	diff := map[string]string{}
-	keys := make([]string, 0, len(want))
-	for k := range want {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var why []string
-	for _, k := range keys {
-		if m.Properties[k] != want[k] {
-			diff[k] = want[k]
-			why = append(why, fmt.Sprintf("%s %s, want %s", k, orDash(m.Properties[k]), want[k]))
-		}
-	}
-	if len(diff) > 0 {
-		p.manager = append(p.manager, actuators.Step{Op: actuators.OpSetManager, Object: o.ID(), Props: diff, Reason: strings.Join(why, "; ")})
-	}
-}
-
-// pruneWatchdog removes the owned manager drop-in when no Watchdog object
-// is desired any more. daemon-reload then re-reads system.conf and its
-// other drop-ins; a runtime override set earlier by set-manager stays until
-// set to 0 (see actuators/systemd setManager).
-func (p *planner) pruneWatchdog() {
-	if p.in.Observed == nil || !p.in.Prune || p.in.Observed.Manager == nil {
-		return
-	}
-	m := p.in.Observed.Manager
-	if m.File == nil || m.ConfPath == "" {
-		return
-	}
-	owner, ok := desired.IsOwned(m.File)
-	if !ok || p.in.Protected[owner] {
-		return
-	}
-	reason := fmt.Sprintf("pruned: %s no longer desired", owner)
-	p.files = append(p.files, actuators.Step{Op: actuators.OpRemoveFile, Object: owner, Path: m.ConfPath, Old: m.File, Reason: reason})
-	p.reload = true
-	p.reloadWhy = append(p.reloadWhy, "manager drop-in removed")
-}
-
-func (p *planner) brokenSource(data []byte) bool {
-	for _, f := range desired.SourceOf(data) {
-		if p.in.BrokenFiles[f] {
-			return true
-		}
-	}
-	return false
-}
-
-// prune plans stop, disable and remove of every owned unit no object wants.
-func (p *planner) prune(wanted map[string]bool) {
-	if p.in.Observed == nil || !p.in.Prune {
-		return
-	}
-	names := make([]string, 0, len(p.in.Observed.Units))
-	for n := range p.in.Observed.Units {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		u := p.in.Observed.Units[n]
-		if wanted[n] || u.Owner == "" || u.File == nil || p.in.Protected[u.Owner] {
-			continue
-		}
-		if p.brokenSource(u.File) {
-			p.find(u.Owner, n, ReasonLastGoodRetained, "its manifest is invalid; not pruned", true, false)
-			continue
-		}
-		reason := fmt.Sprintf("pruned: %s no longer desired", u.Owner)
-		if len(u.VendorPaths) > 0 {
-			// A unit taken over from a vendor file: remove only resil's
-			// file; the vendor unit (and its enablement) is in force again,
-			// and a running process is restarted from it.
-			if u.Active() && !u.VendorOverrides {
-				p.runtime = append(p.runtime, actuators.Step{Op: actuators.OpRestart, Object: u.Owner, Unit: n,
-					Reason: reason + "; " + strings.Join(u.VendorPaths, ", ") + " back in force"})
-			}
-		} else {
-			if u.Active() {
-				p.stops = append(p.stops, actuators.Step{Op: actuators.OpStop, Object: u.Owner, Unit: n, Reason: reason})
-			}
-			if u.Enabled() {
-				p.stops = append(p.stops, actuators.Step{Op: actuators.OpDisable, Object: u.Owner, Unit: n, Reason: reason})
-			}
-		}
-		path := u.Path
-		if path == "" {
-			path = filepath.Join(p.in.UnitDir, n)
-		}
-		p.files = append(p.files, actuators.Step{Op: actuators.OpRemoveFile, Object: u.Owner, Unit: n, Path: path, Old: u.File, Reason: reason})
-		p.reload = true
-		p.reloadWhy = append(p.reloadWhy, "unit files removed")
 	}
 }
 

@@ -215,7 +215,7 @@ func TestPlanGolden(t *testing.T) {
 			}
 			b.WriteString("--- findings\n")
 			for _, f := range plan.Findings {
-				b.WriteString(f.Reason + " " + f.Object + " " + f.Unit + ": " + f.Message + "\n")
+				b.WriteString(string(f.Reason) + " " + f.Object + " " + f.Unit + ": " + f.Message + "\n")
 			}
 			got := b.String()
 			golden := filepath.Join(dir, "plan.txt")

@@ -40,10 +40,15 @@ type Config struct {
 	UnitDir    string
 	ManagerDir string
 	Render     Renderer
-	Observer   Observer
-	Applier    Applier
-	Events     Recorder
-	Log        *zap.Logger
+	// Classify says whether a rewritten unit file needs a restart (nil:
+	// ClassifyUnitChange, for systemd unit files).
+	Classify Classifier
+	// MarkProcessSince: see Input.MarkProcessSince (systemd backend).
+	MarkProcessSince bool
+	Observer         Observer
+	Applier          Applier
+	Events           Recorder
+	Log              *zap.Logger
 	// Now is the clock (tests inject one).
 	Now func() time.Time
 	// BackoffBase and BackoffMax bound the retry delay of a failing object.
@@ -242,7 +247,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	}
 	res.Observed = obs
 	plan := Compute(Input{Objects: effective, Files: files, UnitDir: r.cfg.UnitDir, ManagerDir: r.cfg.ManagerDir,
-		Observed: obs, Prune: prune, Protected: protected, BrokenFiles: broken})
+		Observed: obs, Prune: prune, Protected: protected, BrokenFiles: broken, Classify: r.cfg.Classify,
+		MarkProcessSince: r.cfg.MarkProcessSince})
 	plan.Findings = append(append(plan.Findings, busy...), unsupported...)
 	res.Plan = plan
 	res.Hash = plan.Hash()
@@ -266,10 +272,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	res.Outcomes, res.RequeueAfter, err = r.execute(ctx, log, plan)
 	return res, err
 }
-
-// ReasonBusy: a manifest or drop-in was open for writing when read, so it
-// was not read; what it holds keeps its last good version.
-const ReasonBusy = "ManifestBusy"
 
 // desiredObjects loads the manifests and applies the last-good rule.
 // It returns the effective objects, the IDs that must not be pruned, the
@@ -381,7 +383,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger) ([]*desired.Object, map[str
 		}
 	}
 	for name := range names {
-		for _, k := range []desired.Kind{desired.KindService, desired.KindTimer, desired.KindWatchdog} {
+		for _, k := range desired.Kinds() {
 			protected[string(k)+"/"+name] = true
 		}
 	}
@@ -433,7 +435,7 @@ func sortObjects(objs []*desired.Object) {
 	sort.Slice(objs, func(i, j int) bool { return objs[i].ID() < objs[j].ID() })
 }
 
-func (r *Reconciler) event(t EventType, reason, object, unit, step, msg string) {
+func (r *Reconciler) event(t EventType, reason Reason, object, unit, step, msg string) {
 	r.cfg.Events.Record(Event{Time: r.cfg.Now(), Type: t, Reason: reason, Object: object, Unit: unit, Step: step, Message: msg})
 }
 

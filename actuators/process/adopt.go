@@ -22,6 +22,37 @@ import (
 	"resil.dev/resil/desired"
 )
 
+// Adoption (the whole story; the table is table.go, the runner's side
+// runner_adopt.go):
+//
+// Processes outlive the agent: a new agent adopts every process whose PID
+// and /proc start time match the table (watching it with a pidfd, since it
+// is not its child), re-opens its output FIFOs and re-binds its notify
+// socket; what it cannot adopt it stops before starting anew. The table is
+// crash-safe whatever instant the agent is killed: a main process's row is
+// written (temp file, fsync, rename; one writer at a time) as an intent,
+// PID 0, before the fork, and with its PID after. Every child carries
+// INVOCATION_ID (the launch ID, as systemd sets it), RESIL_UNIT and
+// RESIL_SUPERVISOR (the supervisor ID) in its environment: on start the
+// agent scans /proc/*/environ, resolves an intent to the launch's group
+// leader (or to the process holding its stdout FIFO, should it have
+// rewritten its environment), and stops every marked process that is not of
+// an adopted launch (strays: a lost row, an orphaned pre-start check). A
+// marked process counts only when its real and effective UIDs are root or
+// its unit's user (anyone may copy an environment); a stray's group is
+// signalled only when its leader is of the same launch, otherwise the stray
+// alone, and never a group none of the strays is still in (a reused ID).
+// (The first agent after an upgrade from hash-derived IDs also accepts
+// those.) A row being stopped when the agent was killed is finished: a
+// stop stands even when the process exited meanwhile (the unit is not
+// started again), a restart is completed. It also removes temporary files
+// and FIFOs a killed agent left behind. Ready is closed only once every
+// unit has its first status (adopted processes active), so the agent's
+// first pass never takes an adopted service for stopped: it neither starts
+// it again nor prunes it without a stop. So a
+// service whose manifest did not change keeps its PID across any number of
+// kill -9s, and none runs twice.
+
 // Environment markers of every process the supervisor starts. With them a
 // restarted agent finds its children in /proc without the process table:
 // the launch an intent names (killed between fork and table write), and
@@ -441,7 +472,14 @@ func (s *Supervisor) removeLeftovers(keep map[string]bool) {
 			if !e.Type().IsRegular() {
 				continue
 			}
-			if (strings.HasPrefix(n, ".") && len(n) > 1 && isDigit(n[len(n)-1])) || (d == s.dir && n == "status.json.tmp") ||
+			temp := strings.HasPrefix(n, ".") && len(n) > 1 && isDigit(n[len(n)-1])
+			if d == s.dir {
+				// The state dir is shared with the agent (lastgood.json,
+				// the event store, running their own atomic writes right
+				// now): only the supervisor's own files' leftovers go.
+				temp = temp && (strings.HasPrefix(n, ".processes.json") || strings.HasPrefix(n, ".status.json"))
+			}
+			if temp || (d == s.dir && n == "status.json.tmp") ||
 				(d == s.dir && strings.HasPrefix(n, "."+idFile+"-") && strings.HasSuffix(n, ".tmp")) {
 				os.Remove(filepath.Join(d, n))
 			}

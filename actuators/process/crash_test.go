@@ -309,10 +309,24 @@ func TestLeftoverTempFilesRemoved(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Files of others in the shared state dir: the agent's last good
+	// objects being written right now (a temp file the supervisor removed
+	// made that write fail, found by a loaded test run).
+	others := []string{filepath.Join(dir, ".lastgood.json4242"), filepath.Join(dir, ".events.db123")}
+	for _, f := range others {
+		if err := os.WriteFile(f, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	h.run()
 	for _, f := range junk {
 		if _, err := os.Lstat(f); err == nil {
 			t.Errorf("%s left behind", f)
+		}
+	}
+	for _, f := range others {
+		if _, err := os.Lstat(f); err != nil {
+			t.Errorf("the supervisor removed another writer's file %s: %v", f, err)
 		}
 	}
 }
@@ -499,4 +513,54 @@ func killedWhileStopping(t *testing.T, dir string, op actuators.Op, recorded fun
 	h1.abandon()
 	<-done
 	return v, u1
+}
+
+// An agent killed between forking an automatic restart and writing its PID
+// leaves only the intent row: it carries the restart's count, so the next
+// agent adopts the launch as restart 1, not as a process that started with
+// no restart (the restart ledger would lose it; found by the torture suite).
+func TestIntentCarriesRestartCount(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	obj := service("web", desired.ServiceSpec{Command: []string{"/bin/sleep", "infinity"},
+		Restart: &desired.RestartSpec{Policy: desired.RestartAlways, Delay: "10ms"}})
+	h1 := newHarness(t, dir, Options{})
+	var mu sync.Mutex
+	var intents []procRecord
+	h1.s.beforeFork = func(unit string) {
+		rec := readTable(t, dir)[unit]
+		mu.Lock()
+		intents = append(intents, rec)
+		mu.Unlock()
+	}
+	h1.install(obj, true)
+	h1.run()
+	u := h1.waitUnit("web.service", "running", isActive)
+	first := u.MainPID
+	syscallKill(t, int(first))
+	u = h1.waitUnit("web.service", "restarted", func(u *observed.Unit) bool { return isActive(u) && u.MainPID != first && u.MainPID != 0 })
+	h1.abandon()
+	mu.Lock()
+	got := append([]procRecord(nil), intents...)
+	mu.Unlock()
+	if len(got) != 2 {
+		t.Fatalf("%d intents written, want 2 (start, restart): %+v", len(got), got)
+	}
+	intent := got[1]
+	if intent.PID != 0 || intent.NRestarts != 1 {
+		t.Fatalf("intent of the automatic restart: pid %d, NRestarts %d; want pid 0, NRestarts 1", intent.PID, intent.NRestarts)
+	}
+	// The agent dies right after the fork: the table still holds the
+	// intent. The next agent resolves it to the running launch and keeps
+	// the count.
+	rows := readTable(t, dir)
+	rows["web.service"] = intent
+	writeTable(t, dir, rows)
+	os.Remove(filepath.Join(dir, "status.json"))
+	h2 := newHarness(t, dir, Options{})
+	h2.run()
+	u2 := h2.waitUnit("web.service", "adopted", isActive)
+	if u2.MainPID != u.MainPID || u2.NRestarts != 1 {
+		t.Fatalf("adopted from the intent: pid %d (want %d), NRestarts %d (want 1)", u2.MainPID, u.MainPID, u2.NRestarts)
+	}
 }

@@ -1,12 +1,10 @@
 package process
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,26 +12,9 @@ import (
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/syncbuf"
 	"resil.dev/resil/observed"
 )
-
-// syncBuffer is the agent output in tests.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type harness struct {
 	t      *testing.T
@@ -41,7 +22,7 @@ type harness struct {
 	opts   Options
 	s      *Supervisor
 	a      *Applier
-	out    *syncBuffer
+	out    *syncbuf.Buffer // the agent output
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -53,7 +34,7 @@ func newHarness(t *testing.T, dir string, opts Options) *harness {
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	h := &harness{t: t, dir: dir, opts: opts, out: &syncBuffer{}}
+	h := &harness{t: t, dir: dir, opts: opts, out: new(syncbuf.Buffer)}
 	if opts.Output == nil {
 		h.opts.Output = h.out
 	}

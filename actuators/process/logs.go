@@ -15,6 +15,21 @@ import (
 	"resil.dev/resil/desired"
 )
 
+// Output: stdout and stderr are FIFOs the child holds open read-write, so a
+// write never fails with EPIPE while no agent reads (it blocks once 64 KiB
+// are buffered); copiers write whole lines to a lumberjack file (rotated by
+// maxSize/maxBackups; stderr follows stdout unless logs.stderr is set) or to
+// Options.Output as "NAME: line"; a last line without newline is flushed at
+// exit. Children: own process group (stop signals the group; what is left
+// of the group after the main process exits is killed, like
+// KillMode=control-group), setuid/setgid from user/group, stdin /dev/null,
+// lock as an inherited flock'd fd 3 (held for the process's life, also
+// across agent restarts). One reaper calls wait4, for registered PIDs only,
+// so exec.Cmd.Wait elsewhere in the agent keeps working; with
+// Options.Subreaper (forced as PID 1) it also reaps orphans with
+// wait4(-1), and then nothing else in the process may wait for children
+// and only one Supervisor may run per process.
+
 // lineWriter receives whole lines (with their trailing newline).
 type lineWriter interface {
 	writeLine(line []byte) error

@@ -13,6 +13,25 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// sd_notify: NOTIFY_SOCKET is a unixgram socket with SO_PASSCRED, so each
+// datagram carries the sender's PID; WATCHDOG_USEC is set like systemd does
+// (WATCHDOG_PID is not: the PID is unknown before fork, and sd_watchdog_enabled
+// accepts its absence). A notify service is started on READY=1; WATCHDOG=1
+// re-arms the watchdog; on expiry the group gets SIGABRT, then SIGKILL after
+// the stop timeout, Result is "watchdog" and the restart policy applies.
+// BARRIER=1 file descriptors are closed at once, so systemd-notify(1) never
+// waits on us.
+//
+// NotifyAccess=main accepts only datagrams from the main PID, all accepts any
+// process of the main process's group (a sender that already exited cannot
+// be checked and is accepted). systemd-notify(1) (systemd 252, as here) sends
+// READY=1/WATCHDOG=1 with its parent's PID in the credentials when it may
+// (as root), so a shell that is itself the main process works under main;
+// anything else - a non-root shell worker, a helper process, systemd-notify
+// run from a subshell - needs NotifyAccess=all. That is the same on systemd
+// and here, so a manifest means the same on both backends; for shell workers,
+// use notifyAccess: all.
+
 // notifyMsg is one parsed sd_notify datagram.
 type notifyMsg struct {
 	Ready    bool

@@ -12,6 +12,14 @@ import (
 	"resil.dev/resil/observed"
 )
 
+// A running process keeps the spec it was started from. Its table row and
+// status record the hash of that unit file, and Observe (live, or offline
+// from status.json and the table for diff) sets observed.Unit.StaleProcess
+// when the file on disk is newer: the planner restarts it (a restart lost
+// when the agent was killed between writing the file and restarting). The
+// supervisor never restarts a stale process on its own, so diff shows the
+// restart before apply runs it.
+
 // Observe reads the state of the named units plus every unit file in the
 // units dir that carries resil's ownership marker, with systemd's field
 // names and values, so the planner treats both backends alike. While Run is
@@ -136,7 +144,8 @@ func (s *Supervisor) observeUnit(name string, live bool, snap *snapshot, table m
 	// Only an intact resil file counts: a hand-edited one is drift of its
 	// own (FileEdited), restored or reported by the planner.
 	_, intact := desired.HashOf(ou.File)
-	ou.StaleProcess = us.MainPID != 0 && us.SpecHash != "" && ou.File != nil && intact && us.SpecHash != fileHash(ou.File)
+	ou.StaleProcess = us.MainPID != 0 && us.SpecHash != "" && ou.File != nil && intact && us.SpecHash != fileHash(ou.File) &&
+		!(us.ProcHash != "" && us.ProcHash == fileProcHash(ou.File))
 	if spec != nil && spec.Timer != nil {
 		ou.Triggers = []string{spec.Timer.Unit}
 	}

@@ -35,6 +35,7 @@ type unitStatus struct {
 	LastTrigger    time.Time `json:"lastTrigger,omitzero"`
 	NextElapse     time.Time `json:"nextElapse,omitzero"`
 	SpecHash       string    `json:"specHash,omitempty"`
+	ProcHash       string    `json:"procHash,omitempty"`
 }
 
 func (s *Supervisor) snapshotPath() string { return filepath.Join(s.dir, "status.json") }
@@ -73,6 +74,7 @@ func (s *Supervisor) writeSnapshot() {
 			ActiveState: st.ActiveState, SubState: st.SubState, Result: st.Result, NRestarts: st.NRestarts,
 			MainPID: st.MainPID, ExecMainStatus: st.ExecMainStatus, ExecMainStart: st.ExecMainStart,
 			ExecMainExit: st.ExecMainExit, LastTrigger: st.LastTrigger, NextElapse: st.NextElapse, SpecHash: st.SpecHash,
+			ProcHash: st.ProcHash,
 		}
 	}
 	s.mu.Unlock()
@@ -99,7 +101,8 @@ func (s *Supervisor) offlineStatus(name string, snap *snapshot, table map[string
 	if ok {
 		st = status{ActiveState: us.ActiveState, SubState: us.SubState, Result: us.Result, NRestarts: us.NRestarts,
 			MainPID: us.MainPID, ExecMainStatus: us.ExecMainStatus, ExecMainStart: us.ExecMainStart,
-			ExecMainExit: us.ExecMainExit, LastTrigger: us.LastTrigger, NextElapse: us.NextElapse, SpecHash: us.SpecHash}
+			ExecMainExit: us.ExecMainExit, LastTrigger: us.LastTrigger, NextElapse: us.NextElapse, SpecHash: us.SpecHash,
+			ProcHash: us.ProcHash}
 	}
 	agentAlive := false
 	if snap.AgentPID > 0 && snap.AgentPID != os.Getpid() {
@@ -117,13 +120,13 @@ func (s *Supervisor) offlineStatus(name string, snap *snapshot, table map[string
 		// The table is written when a process starts, status.json up to
 		// 100 ms later: the table says which process runs and what it came from.
 		if recAlive && st.MainPID != 0 {
-			st.MainPID, st.SpecHash, st.ExecMainStart = rec.PID, rec.SpecHash, time.UnixMicro(rec.Started)
+			st.MainPID, st.SpecHash, st.ProcHash, st.ExecMainStart = rec.PID, rec.SpecHash, rec.ProcHash, time.UnixMicro(rec.Started)
 		}
 		return st
 	}
 	if recAlive {
 		st.ActiveState, st.SubState, st.MainPID = "active", "running", rec.PID
-		st.ExecMainStart, st.SpecHash = time.UnixMicro(rec.Started), rec.SpecHash
+		st.ExecMainStart, st.SpecHash, st.ProcHash = time.UnixMicro(rec.Started), rec.SpecHash, rec.ProcHash
 		if st.Result == "" {
 			st.Result = ResultSuccess
 		}

@@ -175,6 +175,11 @@ type procRecord struct {
 	Started int64 `json:"started"`
 	// SpecHash is fileHash of the unit file the process was started from.
 	SpecHash string `json:"specHash"`
+	// ProcHash is procHash of that file's spec: what the process depends
+	// on. A file with another SpecHash but the same ProcHash changed only
+	// what applies on reload (restart policy, stop timeout); empty in
+	// tables written before it existed.
+	ProcHash string `json:"procHash,omitempty"`
 	// Nonce is the launch's INVOCATION_ID (see markerEnv); empty in tables
 	// written before it existed.
 	Nonce string `json:"nonce,omitempty"`

@@ -16,6 +16,13 @@ import (
 	"resil.dev/resil/desired/calendar"
 )
 
+// Timer jobs: a timer's trigger is ignored while its job is not idle (never
+// two runs at once). retry: {attempts, delay} retries within one run, as
+// the loop the systemd backend renders into ExecStart: between attempts the
+// job stays activating (a trigger is ignored), no restart is counted, and
+// after the last attempt it fails with that attempt's result (exit-code).
+// A job has no start limit: its schedule is the timer's business.
+
 // opReload tells a timer that its spec changed.
 const opReload actuators.Op = "reload"
 

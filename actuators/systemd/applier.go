@@ -14,12 +14,12 @@ import (
 	"go.uber.org/zap"
 
 	"resil.dev/resil/actuators"
+	"resil.dev/resil/internal/sdbus"
 )
 
 // Client is the slice of a systemd connection Apply uses.
-// *resil.dev/resil/observed/systemd.Conn (from its Dial) satisfies it; a
-// bare go-systemd *dbus.Conn lacks the two manager-property methods.
-// Tests use systemdtest.Fake.
+// *sdbus.Conn (from sdbus.Dial) satisfies it; a bare go-systemd *dbus.Conn
+// lacks the two manager-property methods. Tests use sdbustest.Fake.
 type Client interface {
 	ReloadContext(ctx context.Context) error
 	EnableUnitFilesContext(ctx context.Context, files []string, runtime bool, force bool) (bool, []sddbus.EnableUnitFileChange, error)
@@ -52,7 +52,10 @@ type Applier struct {
 	reloads atomic.Uint64
 }
 
-var _ actuators.Applier = (*Applier)(nil)
+var (
+	_ actuators.Applier = (*Applier)(nil)
+	_ Client            = (*sdbus.Conn)(nil)
+)
 
 type config struct {
 	jobTimeout       time.Duration

@@ -13,18 +13,15 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"resil.dev/resil/actuators"
-	"resil.dev/resil/actuators/systemd/systemdtest"
+	"resil.dev/resil/internal/ownmark/ownmarktest"
+	"resil.dev/resil/internal/sdbus/sdbustest"
 )
 
-var _ Client = (*systemdtest.Fake)(nil)
-
-func owned(object string) []byte {
-	return []byte("# Managed by resil from " + object + ".\n[Unit]\nDescription=x\nX-Resil-Object=" + object + "\n\n[Service]\nExecStart=/bin/true\n")
-}
+var _ Client = (*sdbustest.Fake)(nil)
 
 type env struct {
 	unitDir, confDir string
-	f                *systemdtest.Fake
+	f                *sdbustest.Fake
 	a                *Applier
 }
 
@@ -34,7 +31,7 @@ func newEnv(t *testing.T, opts ...Option) *env {
 	e := &env{
 		unitDir: filepath.Join(root, "etc/systemd/system"),
 		confDir: filepath.Join(root, "etc/systemd/system.conf.d"),
-		f:       systemdtest.New(),
+		f:       sdbustest.New(),
 	}
 	if err := os.MkdirAll(e.unitDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -74,13 +71,13 @@ func TestWriteFile(t *testing.T) {
 	old := syscall.Umask(0o077)
 	defer syscall.Umask(old)
 
-	e.must(t, write(p, owned("Service/worker")), actuators.Changed)
-	e.must(t, write(p, owned("Service/worker")), actuators.Unchanged)
+	e.must(t, write(p, ownmarktest.Unit(t, "Service/worker")), actuators.Changed)
+	e.must(t, write(p, ownmarktest.Unit(t, "Service/worker")), actuators.Unchanged)
 	fi, err := os.Stat(p)
 	if err != nil || fi.Mode().Perm() != 0o644 {
 		t.Fatalf("mode = %v, %v; want 0644 despite umask 077", fi.Mode(), err)
 	}
-	v2 := append(owned("Service/worker"), "Environment=A=1\n"...)
+	v2 := append(ownmarktest.Unit(t, "Service/worker"), "Environment=A=1\n"...)
 	e.must(t, write(p, v2), actuators.Changed)
 	if got, _ := os.ReadFile(p); string(got) != string(v2) {
 		t.Errorf("content = %q", got)
@@ -90,7 +87,7 @@ func TestWriteFile(t *testing.T) {
 	conf := filepath.Join(e.confDir, "50-resil-watchdog.conf")
 	e.must(t, write(conf, []byte("# X-Resil-Object=Watchdog/host\n[Manager]\nRuntimeWatchdogSec=30s\n")), actuators.Changed)
 	// Unit drop-in directory.
-	e.must(t, write(filepath.Join(e.unitDir, "worker.service.d", "10-resil.conf"), owned("Service/worker")), actuators.Changed)
+	e.must(t, write(filepath.Join(e.unitDir, "worker.service.d", "10-resil.conf"), ownmarktest.Unit(t, "Service/worker")), actuators.Changed)
 
 	// Data without the marker would leave a file resil cannot manage.
 	if _, err := e.apply(t, write(filepath.Join(e.unitDir, "bare.service"), []byte("[Service]\n"))); !errors.Is(err, ErrInvalidStep) {
@@ -115,7 +112,7 @@ func TestWriteFileRefusesForeign(t *testing.T) {
 	if err := os.WriteFile(p, foreign, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := e.apply(t, write(p, owned("Service/sshd"))); !errors.Is(err, ErrNotOwned) || res != actuators.Unchanged {
+	if res, err := e.apply(t, write(p, ownmarktest.Unit(t, "Service/sshd"))); !errors.Is(err, ErrNotOwned) || res != actuators.Unchanged {
 		t.Fatalf("Apply = %s, %v; want Unchanged, ErrNotOwned", res, err)
 	}
 	if got, _ := os.ReadFile(p); string(got) != string(foreign) {
@@ -126,7 +123,7 @@ func TestWriteFileRefusesForeign(t *testing.T) {
 	if err := os.Symlink("/dev/null", masked); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.apply(t, write(masked, owned("Service/masked"))); !errors.Is(err, ErrNotOwned) {
+	if _, err := e.apply(t, write(masked, ownmarktest.Unit(t, "Service/masked"))); !errors.Is(err, ErrNotOwned) {
 		t.Fatalf("write over symlink = %v, want ErrNotOwned", err)
 	}
 	// Adoption is opt-in.
@@ -135,7 +132,7 @@ func TestWriteFileRefusesForeign(t *testing.T) {
 	if err := os.WriteFile(p2, foreign, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e2.must(t, write(p2, owned("Service/sshd")), actuators.Changed)
+	e2.must(t, write(p2, ownmarktest.Unit(t, "Service/sshd")), actuators.Changed)
 }
 
 func TestPathChecks(t *testing.T) {
@@ -176,12 +173,12 @@ func TestRemoveFile(t *testing.T) {
 	}
 
 	// Owned unit with an owned and a foreign drop-in.
-	e.must(t, write(p, owned("Service/old")), actuators.Changed)
+	e.must(t, write(p, ownmarktest.Unit(t, "Service/old")), actuators.Changed)
 	dropDir := p + ".d"
 	if err := os.MkdirAll(dropDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dropDir, "10-resil.conf"), owned("Service/old"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dropDir, "10-resil.conf"), ownmarktest.Unit(t, "Service/old"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dropDir, "override.conf"), []byte("[Service]\nNice=5\n"), 0o644); err != nil {
@@ -201,8 +198,8 @@ func TestRemoveFile(t *testing.T) {
 
 	// Only owned drop-ins: the directory goes too.
 	q := filepath.Join(e.unitDir, "q.service")
-	e.must(t, write(q, owned("Service/q")), actuators.Changed)
-	e.must(t, write(filepath.Join(q+".d", "10-resil.conf"), owned("Service/q")), actuators.Changed)
+	e.must(t, write(q, ownmarktest.Unit(t, "Service/q")), actuators.Changed)
+	e.must(t, write(filepath.Join(q+".d", "10-resil.conf"), ownmarktest.Unit(t, "Service/q")), actuators.Changed)
 	e.must(t, remove(q), actuators.Changed)
 	if _, err := os.Stat(q + ".d"); !os.IsNotExist(err) {
 		t.Errorf("empty drop-in dir still there: %v", err)
@@ -224,8 +221,8 @@ func TestDaemonReloadCounted(t *testing.T) {
 
 func TestEnableDisable(t *testing.T) {
 	e := newEnv(t)
-	e.f.AddUnit(systemdtest.Unit{Name: "worker.service"})
-	e.f.AddUnit(systemdtest.Unit{Name: "static.service", NoInstall: true})
+	e.f.AddUnit(sdbustest.Unit{Name: "worker.service"})
+	e.f.AddUnit(sdbustest.Unit{Name: "static.service", NoInstall: true})
 
 	e.must(t, unitStep(actuators.OpEnable, "worker.service"), actuators.Changed)
 	e.must(t, unitStep(actuators.OpEnable, "worker.service"), actuators.Unchanged)
@@ -250,7 +247,7 @@ func TestEnableDisable(t *testing.T) {
 
 func TestJobs(t *testing.T) {
 	e := newEnv(t)
-	e.f.AddUnit(systemdtest.Unit{Name: "worker.service"})
+	e.f.AddUnit(sdbustest.Unit{Name: "worker.service"})
 
 	e.must(t, unitStep(actuators.OpStart, "worker.service"), actuators.Changed)
 	e.must(t, unitStep(actuators.OpStart, "worker.service"), actuators.Unchanged)
@@ -274,7 +271,7 @@ func TestJobs(t *testing.T) {
 
 func TestJobFailure(t *testing.T) {
 	e := newEnv(t)
-	e.f.AddUnit(systemdtest.Unit{Name: "worker.service", JobResult: map[string]string{"start": "failed"}})
+	e.f.AddUnit(sdbustest.Unit{Name: "worker.service", JobResult: map[string]string{"start": "failed"}})
 	res, err := e.apply(t, unitStep(actuators.OpStart, "worker.service"))
 	var je *JobError
 	if !errors.As(err, &je) || je.Result != "failed" || je.Unit != "worker.service" || je.Op != actuators.OpStart {
@@ -304,12 +301,12 @@ func TestJobFailure(t *testing.T) {
 
 func TestJobTimeoutAndCancel(t *testing.T) {
 	e := newEnv(t, WithJobTimeout(20*time.Millisecond))
-	e.f.AddUnit(systemdtest.Unit{Name: "slow.service", HangJobs: true})
+	e.f.AddUnit(sdbustest.Unit{Name: "slow.service", HangJobs: true})
 	if _, err := e.apply(t, unitStep(actuators.OpStart, "slow.service")); !errors.Is(err, ErrJobTimeout) {
 		t.Errorf("err = %v, want ErrJobTimeout", err)
 	}
 	e2 := newEnv(t)
-	e2.f.AddUnit(systemdtest.Unit{Name: "slow.service", HangJobs: true})
+	e2.f.AddUnit(sdbustest.Unit{Name: "slow.service", HangJobs: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	if _, err := e2.a.Apply(ctx, unitStep(actuators.OpStart, "slow.service")); !errors.Is(err, context.DeadlineExceeded) {
@@ -375,7 +372,7 @@ func TestUnknownOp(t *testing.T) {
 func TestCallHook(t *testing.T) {
 	var seen []string
 	e := newEnv(t, WithCallHook(func(m string) { seen = append(seen, m) }))
-	e.f.AddUnit(systemdtest.Unit{Name: "worker.service"})
+	e.f.AddUnit(sdbustest.Unit{Name: "worker.service"})
 	e.must(t, unitStep(actuators.OpStart, "worker.service"), actuators.Changed)
 	// The re-check, the job, the effect check.
 	if want := []string{"Get ActiveState", "start unit", "Get ActiveState"}; strings.Join(seen, ",") != strings.Join(want, ",") || e.a.Calls() != 3 {
@@ -388,16 +385,16 @@ func TestCallHook(t *testing.T) {
 func TestEffectNotObserved(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		unit  systemdtest.Unit
+		unit  sdbustest.Unit
 		step  actuators.Step
-		check func(*systemdtest.Fake)
+		check func(*sdbustest.Fake)
 	}{
-		{name: "enable", unit: systemdtest.Unit{Name: "w.service", Inert: true}, step: unitStep(actuators.OpEnable, "w.service")},
-		{name: "disable", unit: systemdtest.Unit{Name: "w.service", UnitFileState: "enabled", Inert: true}, step: unitStep(actuators.OpDisable, "w.service")},
-		{name: "start", unit: systemdtest.Unit{Name: "w.service", Inert: true}, step: unitStep(actuators.OpStart, "w.service")},
-		{name: "stop", unit: systemdtest.Unit{Name: "w.service", ActiveState: "active", SubState: "running", MainPID: 7, Inert: true}, step: unitStep(actuators.OpStop, "w.service")},
-		{name: "restart", unit: systemdtest.Unit{Name: "w.service", ActiveState: "active", SubState: "running", MainPID: 7, ExecMainStartTimestamp: 5, Inert: true}, step: unitStep(actuators.OpRestart, "w.service")},
-		{name: "start fails after done", unit: systemdtest.Unit{Name: "w.service", Inert: true, ActiveState: "inactive", Result: "exit-code"}, step: unitStep(actuators.OpStart, "w.service")},
+		{name: "enable", unit: sdbustest.Unit{Name: "w.service", Inert: true}, step: unitStep(actuators.OpEnable, "w.service")},
+		{name: "disable", unit: sdbustest.Unit{Name: "w.service", UnitFileState: "enabled", Inert: true}, step: unitStep(actuators.OpDisable, "w.service")},
+		{name: "start", unit: sdbustest.Unit{Name: "w.service", Inert: true}, step: unitStep(actuators.OpStart, "w.service")},
+		{name: "stop", unit: sdbustest.Unit{Name: "w.service", ActiveState: "active", SubState: "running", MainPID: 7, Inert: true}, step: unitStep(actuators.OpStop, "w.service")},
+		{name: "restart", unit: sdbustest.Unit{Name: "w.service", ActiveState: "active", SubState: "running", MainPID: 7, ExecMainStartTimestamp: 5, Inert: true}, step: unitStep(actuators.OpRestart, "w.service")},
+		{name: "start fails after done", unit: sdbustest.Unit{Name: "w.service", Inert: true, ActiveState: "inactive", Result: "exit-code"}, step: unitStep(actuators.OpStart, "w.service")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
@@ -410,7 +407,7 @@ func TestEffectNotObserved(t *testing.T) {
 	}
 	// The same steps on a unit that does change pass the checks.
 	e := newEnv(t)
-	e.f.AddUnit(systemdtest.Unit{Name: "w.service"})
+	e.f.AddUnit(sdbustest.Unit{Name: "w.service"})
 	for _, op := range []actuators.Op{actuators.OpEnable, actuators.OpStart, actuators.OpRestart, actuators.OpStop, actuators.OpDisable} {
 		e.must(t, unitStep(op, "w.service"), actuators.Changed)
 	}

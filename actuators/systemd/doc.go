@@ -10,6 +10,20 @@
 // process after a restart. A step systemd accepted whose effect is not
 // seen fails with ErrNotObserved, never a silent success.
 //
-// The caller owns one long-lived connection (observed/systemd.Dial) shared
-// with the Observer; the Applier never dials.
+// The caller owns one long-lived connection (internal/sdbus.Dial) shared
+// with the Observer; the Applier never dials. A file is replaced or removed
+// only when it carries resil's ownership marker (internal/ownmark); only
+// WithOverwriteForeign lets a write replace a foreign file (adoption).
+//
+// Files:
+//   - applier.go: Client (the slice of *sdbus.Conn it uses), Applier, its
+//     options, Apply's dispatch by Op, daemon-reload.
+//   - files.go: write and remove owned unit files and drop-ins (atomic,
+//     foreign files refused), RemoveTempFiles.
+//   - units.go: enable, disable, start/stop/restart jobs and their
+//     read-back, reset-failed.
+//   - manager.go: set manager properties at runtime, ParseUSec.
+//   - stamp.go: OpRefreshStamp, the mtime of a persistent timer's stamp
+//     file (so a late start does not fire a missed run).
+//   - errors.go: the sentinel errors, JobError, ReexecError.
 package systemd

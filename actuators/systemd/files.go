@@ -15,7 +15,7 @@ import (
 	"github.com/hashicorp/go-multierror"
 
 	"resil.dev/resil/actuators"
-	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/ownmark"
 )
 
 // fileMode is the mode of every file resil writes.
@@ -79,9 +79,9 @@ func (a *Applier) writeFile(s actuators.Step) (actuators.Result, error) {
 	if _, err := a.classify(s); err != nil {
 		return actuators.Unchanged, err
 	}
-	if _, owned := desired.IsOwned(s.Data); !owned {
+	if _, owned := ownmark.IsOwned(s.Data); !owned {
 		// resil could neither update nor remove such a file later.
-		return actuators.Unchanged, fmt.Errorf("write %s: %w: data lacks the %s marker", s.Path, ErrInvalidStep, desired.KeyObject)
+		return actuators.Unchanged, fmt.Errorf("write %s: %w: data lacks the %s marker", s.Path, ErrInvalidStep, ownmark.KeyObject)
 	}
 	cur, exists, err := readCurrent(s.Path)
 	if err != nil {
@@ -91,7 +91,7 @@ func (a *Applier) writeFile(s actuators.Step) (actuators.Result, error) {
 		return actuators.Unchanged, nil
 	}
 	if exists && !a.cfg.overwriteForeign {
-		if _, owned := desired.IsOwned(cur); !owned {
+		if _, owned := ownmark.IsOwned(cur); !owned {
 			return actuators.Unchanged, fmt.Errorf("write %s: existing file %w", s.Path, ErrNotOwned)
 		}
 	}
@@ -151,7 +151,7 @@ func (a *Applier) removeFile(s actuators.Step) (actuators.Result, error) {
 	if !exists {
 		return actuators.Unchanged, nil
 	}
-	if _, owned := desired.IsOwned(cur); !owned {
+	if _, owned := ownmark.IsOwned(cur); !owned {
 		return actuators.Unchanged, fmt.Errorf("remove %s: %w", s.Path, ErrNotOwned)
 	}
 	if kind == unitFile {
@@ -188,7 +188,7 @@ func removeOwnedDropIns(dir string) error {
 		if err != nil {
 			return err
 		}
-		if _, owned := desired.IsOwned(data); !owned {
+		if _, owned := ownmark.IsOwned(data); !owned {
 			continue
 		}
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -249,7 +249,7 @@ func (a *Applier) RemoveTempFiles() (int, error) {
 			if err != nil {
 				continue
 			}
-			if _, owned := desired.IsOwned(data); len(data) > 0 && !owned && !ownedPrefix(data) {
+			if _, owned := ownmark.IsOwned(data); len(data) > 0 && !owned && !ownedPrefix(data) {
 				continue
 			}
 			if err := os.Remove(p); err != nil {
@@ -267,10 +267,10 @@ func (a *Applier) RemoveTempFiles() (int, error) {
 // comment block (drop-ins).
 func ownedPrefix(data []byte) bool {
 	head := data[:min(len(data), 512)]
-	for _, start := range []string{"[Unit]\n" + desired.KeyObject + "=", "# " + desired.KeyObject + "="} {
+	for _, start := range []string{"[Unit]\n" + ownmark.KeyObject + "=", "# " + ownmark.KeyObject + "="} {
 		if bytes.HasPrefix([]byte(start), head) || bytes.HasPrefix(head, []byte(start)) {
 			return true
 		}
 	}
-	return bytes.Contains(head, []byte("\n"+desired.KeyObject+"="))
+	return bytes.Contains(head, []byte("\n"+ownmark.KeyObject+"="))
 }

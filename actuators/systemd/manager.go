@@ -11,7 +11,7 @@ import (
 	godbus "github.com/godbus/dbus/v5"
 
 	"resil.dev/resil/actuators"
-	sdobserve "resil.dev/resil/observed/systemd"
+	"resil.dev/resil/internal/sdbus"
 )
 
 type propKind int
@@ -73,7 +73,7 @@ func (a *Applier) setManager(ctx context.Context, s actuators.Step) (actuators.R
 			continue
 		}
 		if managerProps[name] == propReadOnly {
-			reexec.Props[name], reexec.Current[name] = s.Props[name], sdobserve.PropertyText(cur)
+			reexec.Props[name], reexec.Current[name] = s.Props[name], sdbus.PropertyText(cur)
 			continue
 		}
 		a.count("Set " + name)
@@ -87,7 +87,7 @@ func (a *Applier) setManager(ctx context.Context, s actuators.Step) (actuators.R
 			return res, fmt.Errorf("set-manager: %w", err)
 		}
 		if !sameValue(after, want[name]) {
-			return res, fmt.Errorf("set-manager %s=%s: systemd reports %s: %w", name, s.Props[name], sdobserve.PropertyText(after), ErrNotApplied)
+			return res, fmt.Errorf("set-manager %s=%s: systemd reports %s: %w", name, s.Props[name], sdbus.PropertyText(after), ErrNotApplied)
 		}
 	}
 	if len(reexec.Props) > 0 {

@@ -12,6 +12,8 @@ import (
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/e2e/sandbox"
+	"resil.dev/resil/internal/ownmark/ownmarktest"
+	"resil.dev/resil/internal/sdbus"
 	sdobserve "resil.dev/resil/observed/systemd"
 )
 
@@ -19,7 +21,7 @@ import (
 const innerEnv = "RESIL_SD_PRIVATE_INNER"
 
 // TestSandboxPrivateSocket covers the path the agent takes as root:
-// sdobserve.Dial on systemd's private socket, where there is no bus daemon,
+// sdbus.Dial on systemd's private socket, where there is no bus daemon,
 // no Hello, no AddMatch, and systemd sends every signal unasked. The host
 // cannot use a sandbox's private socket (systemd resets peers outside its
 // PID namespace), so this test binary is bound into the sandbox and runs
@@ -50,7 +52,7 @@ func TestPrivateSocketInner(t *testing.T) {
 		t.Skip("runs inside a sandbox, started by TestSandboxPrivateSocket") // not a prerequisite: a helper run
 	}
 	ctx := context.Background()
-	conn, err := sdobserve.Dial(ctx)
+	conn, err := sdbus.Dial(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +65,7 @@ func TestPrivateSocketInner(t *testing.T) {
 	a := New(conn, unitDir, "/etc/systemd/system.conf.d", zaptest.NewLogger(t))
 	path := unitDir + "/p.service"
 	for i, s := range []actuators.Step{
-		{Op: actuators.OpWriteFile, Path: path, Data: ownedUnit("Service/p", "Type=exec\nExecStart=/bin/sleep infinity"), Reason: "test"},
+		{Op: actuators.OpWriteFile, Path: path, Data: ownmarktest.Unit(t, "Service/p", "/bin/sleep", "infinity"), Reason: "test"},
 		{Op: actuators.OpDaemonReload, Reason: "test"},
 		{Op: actuators.OpEnable, Unit: "p.service", Reason: "test"},
 		{Op: actuators.OpStart, Unit: "p.service", Reason: "test"},
@@ -109,7 +111,7 @@ func TestPrivateSocketInner(t *testing.T) {
 		t.Errorf("Subscribe = %v", err)
 	}
 
-	if err := os.WriteFile(unitDir+"/f.service", ownedUnit("Service/f", "Type=oneshot\nExecStart=/bin/false"), 0o644); err != nil {
+	if err := os.WriteFile(unitDir+"/f.service", ownmarktest.Oneshot(t, "Service/f", "/bin/false"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := a.Apply(ctx, actuators.Step{Op: actuators.OpDaemonReload, Reason: "test"}); err != nil {

@@ -25,12 +25,14 @@ import (
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/e2e/sandbox"
-	sdobserve "resil.dev/resil/observed/systemd"
+	"resil.dev/resil/internal/ownmark/ownmarktest"
+	"resil.dev/resil/internal/sdbus"
+	"resil.dev/resil/internal/sdbus/sdbustest"
 )
 
 type sbEnv struct {
 	sb      *sandbox.Sandbox
-	conn    *sdobserve.Conn
+	conn    *sdbus.Conn
 	a       *Applier
 	unitDir string
 }
@@ -38,13 +40,7 @@ type sbEnv struct {
 func newSandbox(t *testing.T, opts ...Option) *sbEnv {
 	t.Helper()
 	sb := sandbox.New(t, sandbox.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := sdobserve.DialBus(ctx, filepath.Join(sb.Root(), "run/dbus/system_bus_socket"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(conn.Close)
+	conn := sdbustest.DialSandbox(t, sb)
 	unitDir := filepath.Join(sb.Root(), "etc/systemd/system")
 	return &sbEnv{
 		sb: sb, conn: conn, unitDir: unitDir,
@@ -76,16 +72,10 @@ func (e *sbEnv) applyAll(t *testing.T, steps []actuators.Step) []actuators.Resul
 	return out
 }
 
-func ownedUnit(object, service string) []byte {
-	return []byte("# Managed by resil from " + object + " (test). Do not edit.\n" +
-		"[Unit]\nDescription=resil test " + object + "\nX-Resil-Object=" + object + "\n\n" +
-		"[Service]\n" + service + "\n\n[Install]\nWantedBy=multi-user.target\n")
-}
-
 func TestSandboxUnitLifecycle(t *testing.T) {
 	e := newSandbox(t)
 	path := filepath.Join(e.unitDir, "worker.service")
-	data := ownedUnit("Service/worker", "Type=exec\nExecStart=/bin/sleep infinity")
+	data := ownmarktest.Unit(t, "Service/worker", "/bin/sleep", "infinity")
 	converge := []actuators.Step{
 		{Op: actuators.OpWriteFile, Unit: "worker.service", Path: path, Data: data, Reason: "absent"},
 		{Op: actuators.OpDaemonReload, Reason: "files changed"},
@@ -162,7 +152,7 @@ func TestSandboxRemoveRefusesForeign(t *testing.T) {
 	path := filepath.Join(e.unitDir, "admin.service")
 	for _, s := range []actuators.Step{
 		{Op: actuators.OpRemoveFile, Path: path, Reason: "test"},
-		{Op: actuators.OpWriteFile, Path: path, Data: ownedUnit("Service/admin", "ExecStart=/bin/true"), Reason: "test"},
+		{Op: actuators.OpWriteFile, Path: path, Data: ownmarktest.Unit(t, "Service/admin"), Reason: "test"},
 	} {
 		if r, err := e.a.Apply(context.Background(), s); !errors.Is(err, ErrNotOwned) || r != actuators.Unchanged {
 			t.Errorf("Apply(%s) = %s, %v; want unchanged, ErrNotOwned", s, r, err)
@@ -177,7 +167,7 @@ func TestSandboxJobFailureAndResetFailed(t *testing.T) {
 	e := newSandbox(t)
 	path := filepath.Join(e.unitDir, "broken.service")
 	e.applyAll(t, []actuators.Step{
-		{Op: actuators.OpWriteFile, Path: path, Data: ownedUnit("Service/broken", "Type=oneshot\nExecStart=/bin/false"), Reason: "test"},
+		{Op: actuators.OpWriteFile, Path: path, Data: ownmarktest.Oneshot(t, "Service/broken", "/bin/false"), Reason: "test"},
 		{Op: actuators.OpDaemonReload, Reason: "test"},
 	})
 	_, err := e.a.Apply(context.Background(), actuators.Step{Op: actuators.OpStart, Unit: "broken.service", Reason: "test"})
@@ -211,7 +201,7 @@ func TestSandboxJobTimeout(t *testing.T) {
 	e := newSandbox(t, WithJobTimeout(200*time.Millisecond))
 	path := filepath.Join(e.unitDir, "slow.service")
 	e.applyAll(t, []actuators.Step{
-		{Op: actuators.OpWriteFile, Path: path, Data: ownedUnit("Service/slow", "Type=oneshot\nExecStart=/bin/sleep 5"), Reason: "test"},
+		{Op: actuators.OpWriteFile, Path: path, Data: ownmarktest.Oneshot(t, "Service/slow", "/bin/sleep", "5"), Reason: "test"},
 		{Op: actuators.OpDaemonReload, Reason: "test"},
 	})
 	begin := time.Now()
@@ -233,7 +223,7 @@ func TestSandboxSetManager(t *testing.T) {
 		t.Errorf("set-manager twice = %v", r)
 	}
 	v, err := e.conn.GetManagerPropertyContext(ctx, "RuntimeWatchdogUSec")
-	if err != nil || sdobserve.PropertyText(v) != "20000000" {
+	if err != nil || sdbus.PropertyText(v) != "20000000" {
 		t.Errorf("RuntimeWatchdogUSec = %v, %v", v, err)
 	}
 
@@ -249,7 +239,7 @@ func TestSandboxSetManager(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.applyAll(t, []actuators.Step{{Op: actuators.OpDaemonReload, Reason: "test"}})
-	if v, _ := e.conn.GetManagerPropertyContext(ctx, "RuntimeWatchdogUSec"); sdobserve.PropertyText(v) != "20000000" {
+	if v, _ := e.conn.GetManagerPropertyContext(ctx, "RuntimeWatchdogUSec"); sdbus.PropertyText(v) != "20000000" {
 		t.Errorf("after drop-in and reload: RuntimeWatchdogUSec = %v, want the runtime override 20s to win", v)
 	}
 	_, err = e.a.Apply(ctx, actuators.Step{Op: actuators.OpSetManager, Props: map[string]string{"RuntimeWatchdogUSec": "0"}, Reason: "test"})

@@ -26,22 +26,12 @@ func newApplyCmd(g *globals) *cobra.Command {
 			"--expect-plan HASH refuses to act when the plan differs from the one `diff` showed.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
-			log, err := g.logger("warn")
+			c, done, err := g.openCommand("warn", true, false, 2)
 			if err != nil {
 				return err
 			}
-			unlock, err := lockState(g.stateDir)
-			if err != nil {
-				return exitCode(2, err)
-			}
-			defer unlock()
-			be, err := openBackend(ctx, g, log, false)
-			if err != nil {
-				return exitCode(2, err)
-			}
-			defer be.Close()
+			defer done()
+			ctx, log, be := c.ctx, c.log, c.be
 			// Events of a one-shot pass are recorded in the agent's store too,
 			// so `reconciler events` shows what apply did.
 			var rec reconcile.Recorder = reconcile.NewRing(1024, log)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -18,8 +20,13 @@ type backend struct {
 	UnitDir    string
 	ManagerDir string
 	Render     reconcile.Renderer
-	Observer   reconcile.Observer
-	Applier    reconcile.Applier
+	// Classify says whether a rewritten unit file needs a restart (nil:
+	// systemd unit files).
+	Classify reconcile.Classifier
+	// MarkProcessSince: see reconcile.Input.MarkProcessSince.
+	MarkProcessSince bool
+	Observer         reconcile.Observer
+	Applier          reconcile.Applier
 	// Background tasks run beside the loop (supervisor, state subscriptions).
 	// Each returns when ctx is done, after its goroutines exit; wake must not block.
 	Background []func(ctx context.Context, wake func()) error
@@ -27,6 +34,55 @@ type backend struct {
 	Reset func(ctx context.Context, unit string) error
 	// Close releases connections.
 	Close func()
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// opened is what a command that acts through a backend starts with.
+type opened struct {
+	ctx context.Context
+	log *zap.Logger
+	be  *backend
+}
+
+// openCommand opens, in order, a context cancelled by SIGINT or SIGTERM,
+// the logger (defaultLevel unless --log-level), the state-dir lock when
+// lock is set, and the backend (readOnly: for diff). A lock or backend
+// error carries exit status code. done releases all of it in reverse order.
+func (g *globals) openCommand(defaultLevel string, lock, readOnly bool, code int) (c *opened, done func(), err error) {
+	var undo []func()
+	done = func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			done()
+		}
+	}()
+	ctx, cancel := signalContext()
+	undo = append(undo, cancel)
+	log, err := g.logger(defaultLevel)
+	if err != nil {
+		return nil, nil, err
+	}
+	undo = append(undo, func() { _ = log.Sync() })
+	if lock {
+		unlock, err := lockState(g.stateDir)
+		if err != nil {
+			return nil, nil, exitCode(code, err)
+		}
+		undo = append(undo, unlock)
+	}
+	be, err := openBackend(ctx, g, log, readOnly)
+	if err != nil {
+		return nil, nil, exitCode(code, err)
+	}
+	undo = append(undo, be.Close)
+	return &opened{ctx: ctx, log: log, be: be}, done, nil
 }
 
 // openBackend picks and opens the backend. readOnly is for diff: it must not
@@ -77,7 +133,7 @@ func newReconciler(g *globals, be *backend, log *zap.Logger, events reconcile.Re
 	}
 	return reconcile.New(reconcile.Config{
 		Manifests: manifests, Load: opts, UnitDir: be.UnitDir, ManagerDir: be.ManagerDir,
-		Render: be.Render, Observer: be.Observer, Applier: be.Applier, Events: events, Log: log,
+		Render: be.Render, Classify: be.Classify, MarkProcessSince: be.MarkProcessSince, Observer: be.Observer, Applier: be.Applier, Events: events, Log: log,
 		AfterStep: afterStep, LastGood: reconcile.NewLastGoodFile(g.stateDir, readOnly),
 	}), nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"resil.dev/resil/actuators/process"
 	"resil.dev/resil/observed"
+	"resil.dev/resil/reconcile"
 )
 
 // openProcess opens the built-in supervisor on the state directory. Its Run
@@ -30,7 +31,7 @@ func openProcess(_ context.Context, g *globals, log *zap.Logger, readOnly bool) 
 	}
 	be := &backend{
 		Name: "process", UnitDir: sup.UnitDir(), ManagerDir: "",
-		Render: process.Render, Observer: sup, Applier: process.NewApplier(sup),
+		Render: process.Render, Classify: classifyProcessUnit, Observer: sup, Applier: process.NewApplier(sup),
 		Close: func() {},
 		Reset: func(_ context.Context, unit string) error { return process.RequestReset(g.stateDir, unit) },
 	}
@@ -60,4 +61,10 @@ func (r readyObserver) Observe(ctx context.Context, names []string) (*observed.S
 		return nil, ctx.Err()
 	}
 	return r.s.Observe(ctx, names)
+}
+
+// classifyProcessUnit is the planner's view of process.ClassifyChange.
+func classifyProcessUnit(old, cur []byte) reconcile.UnitChange {
+	restart, keys := process.ClassifyChange(old, cur)
+	return reconcile.UnitChange{Restart: restart, Keys: keys}
 }

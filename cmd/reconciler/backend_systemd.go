@@ -12,6 +12,7 @@ import (
 	"resil.dev/resil/actuators"
 	sdapply "resil.dev/resil/actuators/systemd"
 	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/sdbus"
 	sdobserve "resil.dev/resil/observed/systemd"
 )
 
@@ -27,7 +28,7 @@ func (readOnlyApplier) Apply(context.Context, actuators.Step) (actuators.Result,
 // openSystemd opens one long-lived D-Bus connection (the private socket as
 // root, the system bus otherwise) shared by the observer and the applier.
 func openSystemd(ctx context.Context, g *globals, log *zap.Logger, readOnly bool) (*backend, error) {
-	conn, err := sdobserve.Dial(ctx)
+	conn, err := sdbus.Dial(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("systemd backend: %w", err)
 	}
@@ -35,7 +36,7 @@ func openSystemd(ctx context.Context, g *globals, log *zap.Logger, readOnly bool
 	app := sdapply.New(conn, g.unitDir, g.managerDir, log.Named("systemd"))
 	be := &backend{
 		Name: "systemd", UnitDir: g.unitDir, ManagerDir: g.managerDir,
-		Render: desired.Render, Observer: obs, Applier: app,
+		Render: desired.Render, MarkProcessSince: true, Observer: obs, Applier: app,
 		Close: func() { conn.Close() },
 	}
 	if readOnly {
@@ -76,7 +77,7 @@ func openSystemd(ctx context.Context, g *globals, log *zap.Logger, readOnly bool
 
 // systemdAnswers reports whether systemd answers on D-Bus.
 func systemdAnswers(ctx context.Context) bool {
-	conn, err := sdobserve.Dial(ctx)
+	conn, err := sdbus.Dial(ctx)
 	if err != nil {
 		return false
 	}

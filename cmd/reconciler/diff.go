@@ -1,14 +1,10 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/pmezard/go-difflib/difflib"
 	"github.com/spf13/cobra"
@@ -34,10 +30,6 @@ type diffJSON struct {
 	Errors   []string            `json:"errors,omitempty"`
 }
 
-func signalContext() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-}
-
 func newDiffCmd(g *globals) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
@@ -51,17 +43,12 @@ func newDiffCmd(g *globals) *cobra.Command {
 			if output != "text" && output != "json" {
 				return exitCode(2, fmt.Errorf("-o must be text or json, got %q", output))
 			}
-			ctx, cancel := signalContext()
-			defer cancel()
-			log, err := g.logger("error")
+			c, done, err := g.openCommand("error", false, true, 2)
 			if err != nil {
 				return err
 			}
-			be, err := openBackend(ctx, g, log, true)
-			if err != nil {
-				return exitCode(2, err)
-			}
-			defer be.Close()
+			defer done()
+			ctx, log, be := c.ctx, c.log, c.be
 			r, err := newReconciler(g, be, log, nil, true)
 			if err != nil {
 				return exitCode(2, err)

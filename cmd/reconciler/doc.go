@@ -10,6 +10,8 @@
 //	reconciler reset      clear a unit's failed/start-limit state
 //	reconciler status     desired vs observed per object from the agent's store (0 converged, 1 drift/failure)
 //	reconciler events     the agent's recorded events (--since, --object, --type, -o json, --watch)
+//	reconciler install    install the agent as a hardened systemd service and start it (--dry-run prints the plan)
+//	reconciler version    print the version
 //
 // run keeps its events, restart ledger and status snapshot in
 // <state-dir>/events.db (SQLite, WAL; see resil.dev/resil/reconcile/store),
@@ -18,4 +20,17 @@
 // run and apply keep the last good desired objects in
 // <state-dir>/lastgood.json (reconcile.LastGoodFile), so a restarted agent
 // keeps in force what the killed one kept; diff only reads it.
+//
+// This package parses flags, wires packages and prints; the domain logic
+// lives in reconcile (planning, reasons, object states) and
+// reconcile/ledger (restarts, storm alerts, hooks). Files:
+//
+//	main.go            root command, global flags, logger, exit codes, version
+//	backend*.go        choosing and opening a backend; openCommand (signal context, logger, lock, backend)
+//	run.go, apply.go, diff.go, validate.go, render.go, status.go, events.go, install.go: one command each
+//	telemetry.go       run's after-pass wiring: ledger.Keeper, status snapshot, metrics, --metrics-addr etc.
+//	metrics.go         Prometheus metrics, /healthz, /readyz
+//	sdnotify.go        READY=1, STATUS=, WATCHDOG=1 (sd_notify)
+//	notes.go           timer notes in diff output and the timer-run log
+//	lock.go            the state-dir flock; testhook.go: a crash hook for tests
 package main

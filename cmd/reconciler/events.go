@@ -152,10 +152,7 @@ func printEvents(w io.Writer, evs []store.StoredEvent, header bool, now time.Tim
 		fmt.Fprintln(tw, "LAST SEEN\tTYPE\tREASON\tOBJECT\tCOUNT\tMESSAGE")
 	}
 	for _, e := range evs {
-		obj := e.Object
-		if obj == "" {
-			obj = "-"
-		}
+		obj := reconcile.OrDash(e.Object)
 		// One event, one line: a multi-line message is joined, and control
 		// characters (a tab would also break the columns) are escaped.
 		msg := desired.EscapeControl(strings.ReplaceAll(e.Message, "\n", " "))

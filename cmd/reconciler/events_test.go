@@ -1,31 +1,18 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"go.uber.org/zap/zaptest"
 
+	"resil.dev/resil/internal/syncbuf"
 	"resil.dev/resil/reconcile"
 	"resil.dev/resil/reconcile/store"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // events --watch -o json prints new and repeated events of the selected
 // object as the writer records them, and nothing else.
@@ -44,7 +31,7 @@ func TestEventsWatch(t *testing.T) {
 	defer r.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	q := store.Query{Object: "web"}
-	var out syncBuffer
+	var out syncbuf.Buffer
 	done := make(chan error, 1)
 	go func() { done <- watchEvents(ctx, r, q, &out, true) }()
 	waitFor(t, "first listing", func() bool { return strings.Count(out.String(), "\n") >= 1 })

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/template"
 	"time"
 
@@ -20,7 +21,7 @@ import (
 	"resil.dev/resil/actuators"
 	sdapply "resil.dev/resil/actuators/systemd"
 	"resil.dev/resil/desired"
-	sdobserve "resil.dev/resil/observed/systemd"
+	"resil.dev/resil/internal/sdbus"
 )
 
 // agentUnitTemplate is the agent's own unit, rendered by `reconciler install`.
@@ -58,75 +59,112 @@ func renderAgentUnit(p agentUnitParams) ([]byte, error) {
 	return data, nil
 }
 
-// installer performs (or, dry, describes) the steps of `reconciler install`.
+// action is one line of `reconciler install`'s plan. install builds the
+// whole plan first, then either prints it (--dry-run) or runs it: one
+// path, like diff and apply.
+type action struct {
+	// note is printed as is, dry run or not: something already in place
+	// (exists, unchanged), or with dryOnly the agent's unit text.
+	note    string
+	dryOnly bool
+	// what is a change: printed "would <what>" in a dry run, and "<what>"
+	// before run otherwise (unless run prints its own outcome: quiet).
+	what  string
+	quiet bool
+	run   func(ctx context.Context) error
+}
+
+// installer builds the actions of `reconciler install` and runs them.
 type installer struct {
 	out io.Writer
 	dry bool
+	// acts is the plan so far.
+	acts []action
 }
 
-func (in *installer) say(format string, args ...any) {
-	prefix := ""
-	if in.dry {
-		prefix = "would "
+func (in *installer) note(format string, args ...any) {
+	in.acts = append(in.acts, action{note: fmt.Sprintf(format, args...)})
+}
+
+func (in *installer) change(run func(ctx context.Context) error, format string, args ...any) {
+	in.acts = append(in.acts, action{what: fmt.Sprintf(format, args...), run: run})
+}
+
+// execute prints the plan (dry) or runs it, in order.
+func (in *installer) execute(ctx context.Context) error {
+	for _, a := range in.acts {
+		switch {
+		case a.run == nil:
+			if !a.dryOnly || in.dry {
+				fmt.Fprintln(in.out, a.note)
+			}
+		case in.dry:
+			fmt.Fprintf(in.out, "would %s\n", a.what)
+		default:
+			if !a.quiet {
+				fmt.Fprintln(in.out, a.what)
+			}
+			if err := a.run(ctx); err != nil {
+				return err
+			}
+		}
 	}
-	fmt.Fprintf(in.out, prefix+format+"\n", args...)
+	return nil
 }
 
-// mkdir creates dir (and parents) with mode, owned by root when we are root.
+// mkdir plans creating dir (and parents) with mode, owned by root when we are root.
 func (in *installer) mkdir(dir string, mode os.FileMode) error {
 	fi, err := os.Stat(dir)
 	switch {
 	case err == nil && fi.IsDir():
-		fmt.Fprintf(in.out, "exists %s\n", dir)
+		in.note("exists %s", dir)
 		return nil
 	case err == nil:
 		return fmt.Errorf("%s exists and is not a directory", dir)
 	case !errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("stat %s: %w", dir, err)
 	}
-	in.say("create directory %s (%04o, root)", dir, mode)
-	if in.dry {
-		return nil
-	}
-	if err := os.MkdirAll(dir, mode); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
-	}
-	if err := os.Chmod(dir, mode); err != nil { // not subject to umask
-		return fmt.Errorf("chmod %s: %w", dir, err)
-	}
-	if os.Geteuid() == 0 {
-		if err := os.Chown(dir, 0, 0); err != nil {
-			return fmt.Errorf("chown %s: %w", dir, err)
+	in.change(func(context.Context) error {
+		if err := os.MkdirAll(dir, mode); err != nil {
+			return fmt.Errorf("create %s: %w", dir, err)
 		}
-	}
+		if err := os.Chmod(dir, mode); err != nil { // not subject to umask
+			return fmt.Errorf("chmod %s: %w", dir, err)
+		}
+		if os.Geteuid() == 0 {
+			if err := os.Chown(dir, 0, 0); err != nil {
+				return fmt.Errorf("chown %s: %w", dir, err)
+			}
+		}
+		return nil
+	}, "create directory %s (%04o, root)", dir, mode)
 	return nil
 }
 
-// writeFile replaces path with data (temp file, fsync, rename) unless the
-// bytes are already there; it reports whether it wrote.
-func (in *installer) writeFile(path string, data []byte, mode os.FileMode, what string) (bool, error) {
+// writeFile plans replacing path with data (temp file, fsync, rename)
+// unless the bytes are already there; it reports whether it will write.
+func (in *installer) writeFile(path string, data []byte, mode os.FileMode, what string) bool {
 	cur, err := os.ReadFile(path)
 	if err == nil && bytes.Equal(cur, data) {
 		if fi, serr := os.Stat(path); serr == nil && fi.Mode().Perm() == mode {
-			fmt.Fprintf(in.out, "unchanged %s\n", path)
-			return false, nil
+			in.note("unchanged %s", path)
+			return false
 		}
 	}
 	verb := "write"
 	if err == nil {
 		verb = "update"
 	}
-	in.say("%s %s (%s, %04o)", verb, path, what, mode)
-	if in.dry {
-		return true, nil
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return false, fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := renameio.WriteFile(path, data, mode, renameio.WithTempDir(filepath.Dir(path))); err != nil {
-		return false, fmt.Errorf("write %s: %w", path, err)
-	}
-	return true, nil
+	in.change(func(context.Context) error {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+		if err := renameio.WriteFile(path, data, mode, renameio.WithTempDir(filepath.Dir(path))); err != nil {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+		return nil
+	}, "%s %s (%s, %04o)", verb, path, what, mode)
+	return true
 }
 
 func newInstallCmd(g *globals) *cobra.Command {
@@ -194,14 +232,12 @@ func newInstallCmd(g *globals) *cobra.Command {
 					if err != nil {
 						return exitCode(1, fmt.Errorf("read --binary: %w", err))
 					}
-					if binChanged, err = in.writeFile(target, data, 0o755, "agent binary from "+binary); err != nil {
-						return exitCode(1, err)
-					}
+					binChanged = in.writeFile(target, data, 0o755, "agent binary from "+binary)
 				} else {
-					fmt.Fprintf(out, "binary %s already in place\n", target)
+					in.note("binary %s already in place", target)
 				}
 			} else {
-				fmt.Fprintf(out, "referencing binary %s (not copied)\n", target)
+				in.note("referencing binary %s (not copied)", target)
 			}
 
 			// 3. Unit.
@@ -214,31 +250,26 @@ func newInstallCmd(g *globals) *cobra.Command {
 				return exitCode(1, err)
 			}
 			unitPath := filepath.Join(g.unitDir, AgentUnit)
-			unitChanged, err := in.writeFile(unitPath, unit, 0o644, "the agent's unit")
-			if err != nil {
-				return exitCode(1, err)
-			}
-			if dryRun {
-				fmt.Fprintf(out, "--- %s\n%s", unitPath, unit)
-			}
+			unitChanged := in.writeFile(unitPath, unit, 0o644, "the agent's unit")
+			in.acts = append(in.acts, action{note: fmt.Sprintf("--- %s\n%s", unitPath, strings.TrimSuffix(string(unit), "\n")), dryOnly: true})
 
 			// 4. systemd: reload, enable, start or restart.
-			changed := unitChanged || binChanged
-			if dryRun {
-				if unitChanged {
-					in.say("daemon-reload")
-				}
-				in.say("enable %s", AgentUnit)
-				if !noStart {
-					in.say("start %s, or restart it if it runs and its unit or binary changed, and wait for READY=1", AgentUnit)
-				}
-				return nil
-			}
+			sys := &agentSystemd{g: g, out: out, timeout: timeout}
+			defer sys.close()
+			sys.plan(in, unitChanged, unitChanged || binChanged, noStart)
+
 			ctx, cancel := signalContext()
 			defer cancel()
 			ctx, cancelT := context.WithTimeout(ctx, timeout+30*time.Second)
 			defer cancelT()
-			return installStart(ctx, g, out, unitChanged, changed, noStart, timeout)
+			if err := in.execute(ctx); err != nil {
+				var ee *exitError
+				if errors.As(err, &ee) {
+					return err
+				}
+				return exitCode(1, err)
+			}
+			return nil
 		},
 	}
 	f := cmd.Flags()
@@ -254,44 +285,87 @@ func newInstallCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-// installStart reloads, enables and starts (or restarts) the agent's unit.
-func installStart(ctx context.Context, g *globals, out io.Writer, reload, changed, noStart bool, timeout time.Duration) error {
-	conn, err := sdobserve.Dial(ctx)
+// agentSystemd plans and runs the systemd half of install over one
+// D-Bus connection, dialed by the first action that runs.
+type agentSystemd struct {
+	g       *globals
+	out     io.Writer
+	timeout time.Duration
+	conn    *sdbus.Conn
+	app     *sdapply.Applier
+}
+
+func (s *agentSystemd) dial(ctx context.Context) error {
+	if s.conn != nil {
+		return nil
+	}
+	conn, err := sdbus.Dial(ctx)
 	if err != nil {
 		return exitCode(1, fmt.Errorf("connect to systemd: %w", err))
 	}
-	defer conn.Close()
-	app := sdapply.New(conn, g.unitDir, g.managerDir, zap.NewNop(), sdapply.WithJobTimeout(timeout))
-	steps := []actuators.Step{}
+	s.conn = conn
+	s.app = sdapply.New(conn, s.g.unitDir, s.g.managerDir, zap.NewNop(), sdapply.WithJobTimeout(s.timeout))
+	return nil
+}
+
+func (s *agentSystemd) close() {
+	if s.conn != nil {
+		s.conn.Close()
+	}
+}
+
+// apply runs one step and prints its outcome.
+func (s *agentSystemd) apply(ctx context.Context, st actuators.Step) error {
+	if err := s.dial(ctx); err != nil {
+		return err
+	}
+	res, err := s.app.Apply(ctx, st)
+	if err != nil {
+		return exitCode(1, fmt.Errorf("%s: %w", st, err))
+	}
+	fmt.Fprintf(s.out, "%s %s\n", res, st)
+	return nil
+}
+
+// plan adds daemon-reload (when the unit changed), enable, and start or
+// restart the agent's unit (unless noStart), then waits for READY=1.
+func (s *agentSystemd) plan(in *installer, reload, changed, noStart bool) {
+	step := func(st actuators.Step, format string, args ...any) {
+		in.acts = append(in.acts, action{what: fmt.Sprintf(format, args...), quiet: true,
+			run: func(ctx context.Context) error { return s.apply(ctx, st) }})
+	}
 	if reload {
-		steps = append(steps, actuators.Step{Op: actuators.OpDaemonReload, Reason: "agent unit written"})
+		step(actuators.Step{Op: actuators.OpDaemonReload, Reason: "agent unit written"}, "daemon-reload")
 	}
-	steps = append(steps, actuators.Step{Op: actuators.OpEnable, Unit: AgentUnit, Reason: "install"})
-	if !noStart {
-		st, err := conn.GetUnitPropertyContext(ctx, AgentUnit, "ActiveState")
-		active := err == nil && fmt.Sprint(st.Value.Value()) == "active"
-		switch {
-		case active && changed:
-			steps = append(steps, actuators.Step{Op: actuators.OpRestart, Unit: AgentUnit, Reason: "unit or binary changed"})
-		case active:
-			fmt.Fprintf(out, "%s already active, unit and binary unchanged\n", AgentUnit)
-		default:
-			steps = append(steps, actuators.Step{Op: actuators.OpStart, Unit: AgentUnit, Reason: "install"})
-		}
-	}
-	for _, s := range steps {
-		res, err := app.Apply(ctx, s)
-		if err != nil {
-			return exitCode(1, fmt.Errorf("%s: %w", s, err))
-		}
-		fmt.Fprintf(out, "%s %s\n", res, s)
-	}
+	step(actuators.Step{Op: actuators.OpEnable, Unit: AgentUnit, Reason: "install"}, "enable %s", AgentUnit)
 	if noStart {
-		return nil
+		return
 	}
-	st, err := conn.GetUnitPropertyContext(ctx, AgentUnit, "StatusText")
-	if err == nil {
-		fmt.Fprintf(out, "%s is ready: %v\n", AgentUnit, st.Value.Value())
+	in.acts = append(in.acts, action{what: fmt.Sprintf("start %s, or restart it if it runs and its unit or binary changed, and wait for READY=1", AgentUnit),
+		quiet: true, run: func(ctx context.Context) error { return s.start(ctx, changed) }})
+}
+
+// start starts the agent's unit, or restarts it when it runs and changed;
+// the job returns once the agent sent READY=1 (Type=notify).
+func (s *agentSystemd) start(ctx context.Context, changed bool) error {
+	if err := s.dial(ctx); err != nil {
+		return err
+	}
+	st, err := s.conn.GetUnitPropertyContext(ctx, AgentUnit, "ActiveState")
+	active := err == nil && fmt.Sprint(st.Value.Value()) == "active"
+	switch {
+	case active && changed:
+		err = s.apply(ctx, actuators.Step{Op: actuators.OpRestart, Unit: AgentUnit, Reason: "unit or binary changed"})
+	case active:
+		fmt.Fprintf(s.out, "%s already active, unit and binary unchanged\n", AgentUnit)
+	default:
+		err = s.apply(ctx, actuators.Step{Op: actuators.OpStart, Unit: AgentUnit, Reason: "install"})
+	}
+	if err != nil {
+		return err
+	}
+	if st, err := s.conn.GetUnitPropertyContext(ctx, AgentUnit, "StatusText"); err == nil {
+		fmt.Fprintf(s.out, "%s is ready: %v\n", AgentUnit, st.Value.Value())
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"resil.dev/resil/actuators"
+	"resil.dev/resil/desired"
 	"resil.dev/resil/reconcile"
 	"resil.dev/resil/reconcile/ledger"
 	"resil.dev/resil/reconcile/store"
@@ -42,10 +43,6 @@ type metrics struct {
 	// findings of the previous pass, for drift onsets
 	prevFindings map[string]bool
 }
-
-// objectStates are the values of resil_objects{state}; each kind reports
-// every state (0 when none) so a state that empties reads 0, not stale.
-var objectStates = []string{stateConverged, stateConverging, stateDrifted, stateFailed, stateInvalid}
 
 func newMetrics(stale time.Duration, now func() time.Time) *metrics {
 	if now == nil {
@@ -115,10 +112,10 @@ func (m *metrics) observePass(res reconcile.Result, err error) {
 			if !f.Warning {
 				continue
 			}
-			k := f.Object + "\x00" + f.Unit + "\x00" + f.Reason
+			k := f.Object + "\x00" + f.Unit + "\x00" + string(f.Reason)
 			cur[k] = true
 			if !m.prevFindings[k] {
-				m.drift.WithLabelValues(f.Reason).Inc()
+				m.drift.WithLabelValues(string(f.Reason)).Inc()
 			}
 		}
 		m.prevFindings = cur
@@ -139,14 +136,19 @@ func (m *metrics) storm(object string) { m.storms.WithLabelValues(object).Inc() 
 // of objects that are no longer desired.
 func (m *metrics) setObjects(objs []store.ObjectStatus, gone []string) {
 	counts := map[[2]string]int{}
-	kinds := map[string]bool{"Service": true, "Timer": true, "Watchdog": true}
+	kinds := map[string]bool{}
+	for _, k := range desired.Kinds() {
+		kinds[string(k)] = true
+	}
 	for _, o := range objs {
 		counts[[2]string{o.Kind, o.State}]++
 		kinds[o.Kind] = true
 	}
 	for k := range kinds {
-		for _, s := range objectStates {
-			m.objects.WithLabelValues(k, s).Set(float64(counts[[2]string{k, s}]))
+		// Every state of every kind (0 when none), so a state that
+		// empties reads 0, not stale.
+		for _, s := range reconcile.States {
+			m.objects.WithLabelValues(k, string(s)).Set(float64(counts[[2]string{k, string(s)}]))
 		}
 	}
 	for _, obj := range gone {

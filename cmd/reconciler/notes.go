@@ -22,7 +22,7 @@ func timerNotes(res reconcile.Result) []string {
 	var out []string
 	for _, n := range ownedTimers(res.Observed) {
 		u := res.Observed.Units[n]
-		line := fmt.Sprintf("  timer %s: %s, last %s, next %s", n, orNone(u.ActiveState), usec(u.LastTriggerUSec), nextRun(u))
+		line := fmt.Sprintf("  timer %s: %s, last %s, next %s", n, reconcile.OrDash(u.ActiveState), usec(u.LastTriggerUSec), nextRun(u))
 		if job := jobOf(res.Observed, u); job != nil {
 			line += fmt.Sprintf("; %s %s", job.Name, jobResult(job))
 		}
@@ -87,19 +87,7 @@ func nextRun(u *observed.Unit) string {
 	return "-"
 }
 
-func orNone(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
-func usec(v uint64) string {
-	if v == 0 || v == ^uint64(0) {
-		return "-"
-	}
-	return time.UnixMicro(int64(v)).UTC().Format(time.RFC3339)
-}
+func usec(v uint64) string { return reconcile.FormatUSec(v, time.RFC3339) }
 
 // timerLog is an after-pass hook that logs each timer run once: when a
 // timer's LastTriggerUSec moves, or its job's run ends (exit timestamp moves).

@@ -25,23 +25,12 @@ func newRunCmd(g *globals) *cobra.Command {
 			"periodic resync wake it; bursts collapse into one pass after --settle.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
-			log, err := g.logger("info")
+			c, done, err := g.openCommand("info", true, false, 1)
 			if err != nil {
 				return err
 			}
-			defer func() { _ = log.Sync() }()
-			unlock, err := lockState(g.stateDir)
-			if err != nil {
-				return exitCode(1, err)
-			}
-			defer unlock()
-			be, err := openBackend(ctx, g, log, false)
-			if err != nil {
-				return exitCode(1, err)
-			}
-			defer be.Close()
+			defer done()
+			ctx, log, be := c.ctx, c.log, c.be
 			ring := reconcile.NewRing(4096, log)
 			// Events, restart ledger, alerts, status snapshot, metrics (telemetry.go).
 			obs, err := obsf.open(g, log, be.Name, ring, 2*resync+passTimeout)
@@ -116,17 +105,12 @@ func newResetCmd(g *globals) *cobra.Command {
 		Short: "Clear a unit's failed / start-limit state so it is started again",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
-			log, err := g.logger("warn")
+			c, done, err := g.openCommand("warn", false, false, 2)
 			if err != nil {
 				return err
 			}
-			be, err := openBackend(ctx, g, log, false)
-			if err != nil {
-				return exitCode(2, err)
-			}
-			defer be.Close()
+			defer done()
+			ctx, be := c.ctx, c.be
 			for _, a := range args {
 				unit := a
 				if !sdobserve.HasUnitSuffix(a) {

@@ -98,13 +98,13 @@ func (n *sdNotifier) stopping() {
 }
 
 // statusLine is the one-line STATUS= summary of a pass: objects, steps
-// applied, failed steps, drift (enforced or reported findings) and other
-// warnings.
+// applied, failed steps, drift (findings of category drift, enforced or
+// reported) and other warnings.
 func statusLine(res reconcile.Result, err error) string {
 	drift, warn := 0, 0
 	for _, f := range res.Plan.Findings {
 		switch {
-		case isDrift(f.Reason):
+		case f.Reason.Category() == reconcile.CategoryDrift:
 			drift++
 		case f.Warning:
 			warn++
@@ -125,13 +125,4 @@ func statusLine(res reconcile.Result, err error) string {
 		s += "; error: " + msg
 	}
 	return s
-}
-
-func isDrift(reason string) bool {
-	switch reason {
-	case reconcile.ReasonFileEdited, reconcile.ReasonForeignDropIn, reconcile.ReasonStopped,
-		reconcile.ReasonDisabled, reconcile.ReasonTimerInactive:
-		return true
-	}
-	return false
 }

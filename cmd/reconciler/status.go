@@ -15,91 +15,24 @@ import (
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
-	"resil.dev/resil/actuators"
 	"resil.dev/resil/desired"
 	"resil.dev/resil/observed"
 	"resil.dev/resil/reconcile"
 	"resil.dev/resil/reconcile/store"
 )
 
-// Object states in the status snapshot.
-const (
-	stateConverged  = "Converged"
-	stateConverging = "Converging" // steps applied this pass; the next pass confirms
-	stateDrifted    = "Drifted"    // drift reported, not corrected (drift: report, foreign drop-in)
-	stateFailed     = "Failed"     // unit failed, a step failed, or a foreign unit blocks it
-	stateInvalid    = "Invalid"    // its manifest is broken; the last good version stays in force
-)
-
-var failureReasons = map[string]bool{
-	reconcile.ReasonFailed: true, reconcile.ReasonStartLimitHit: true, reconcile.ReasonWatchdog: true,
-	reconcile.ReasonTimerFailed: true, reconcile.ReasonConflict: true, reconcile.ReasonApplyFailed: true,
-}
-
-var invalidReasons = map[string]bool{reconcile.ReasonInvalid: true, reconcile.ReasonLastGoodRetained: true}
-
 func storePath(g *globals) string { return filepath.Join(g.stateDir, store.FileName) }
 
 // objectStatuses computes the snapshot rows of one pass. It does no I/O.
 func objectStatuses(res reconcile.Result, now time.Time) []store.ObjectStatus {
 	var out []store.ObjectStatus
-	findings := map[string][]reconcile.Finding{}
-	for _, f := range res.Plan.Findings {
-		findings[f.Object] = append(findings[f.Object], f)
-	}
-	applied := map[string]bool{}
-	stepErr := map[string]string{}
-	for _, o := range res.Outcomes {
-		switch {
-		case o.Err != nil:
-			if _, ok := stepErr[o.Step.Object]; !ok {
-				stepErr[o.Step.Object] = fmt.Sprintf("%s: %v", o.Step, o.Err)
-			}
-		case o.Skipped == "" && o.Result == actuators.Changed:
-			applied[o.Step.Object] = true
-		}
-	}
+	classes := reconcile.Classify(res)
 	for _, o := range res.Desired {
 		id := o.ID()
-		st := store.ObjectStatus{Object: id, Kind: string(o.Kind), Name: o.Metadata.Name, Unit: o.UnitName(), Updated: now,
-			Desired: desiredWord(o), Observed: observedWord(o, res.Observed)}
-		var msgs []string
-		failed, invalid, drift := false, false, false
-		for _, f := range findings[id] {
-			if !f.Warning {
-				continue
-			}
-			switch {
-			case failureReasons[f.Reason]:
-				failed = true
-			case invalidReasons[f.Reason]:
-				invalid = true
-			case !f.Enforced:
-				drift = true
-			default:
-				continue // being corrected this pass
-			}
-			msgs = append(msgs, f.Reason+": "+f.Message)
-		}
-		if e, ok := stepErr[id]; ok {
-			failed = true
-			msgs = append(msgs, reconcile.ReasonApplyFailed+": "+e)
-		}
-		switch {
-		case failed:
-			st.State = stateFailed
-		case invalid:
-			st.State = stateInvalid
-		case drift:
-			st.State = stateDrifted
-		case applied[id]:
-			st.State = stateConverging
-		default:
-			st.State = stateConverged
-		}
-		st.Failed, st.Drift = failed, drift || invalid
-		st.Message = strings.Join(msgs, "; ")
-		out = append(out, st)
+		c := classes[id]
+		out = append(out, store.ObjectStatus{Object: id, Kind: string(o.Kind), Name: o.Metadata.Name, Unit: o.UnitName(), Updated: now,
+			Desired: desiredWord(o), Observed: observedWord(o, res.Observed),
+			State: string(c.State), Failed: c.Failed, Drift: c.Drift, Message: c.Message})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Object < out[j].Object })
 	return out
@@ -154,14 +87,7 @@ func observedWord(o *desired.Object, obs *observed.State) string {
 	if u.SubState != "" {
 		return u.ActiveState + " (" + u.SubState + ")"
 	}
-	return orDashStr(u.ActiveState)
-}
-
-func orDashStr(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
+	return reconcile.OrDash(u.ActiveState)
 }
 
 // statusRow is one object in `status` output.
@@ -258,7 +184,7 @@ func buildStatus(ctx context.Context, s *store.Store, names []string, now time.T
 		if e, ok := last[o.Object]; ok {
 			row.LastEvent = &e
 		}
-		if o.State == stateDrifted || o.State == stateFailed || o.State == stateInvalid {
+		if reconcile.ObjectState(o.State).Problem() {
 			rep.Converged = false
 		}
 		rep.Objects = append(rep.Objects, row)
@@ -287,7 +213,7 @@ func printStatus(w io.Writer, rep statusReport, wide bool, now time.Time) error 
 			last = fmt.Sprintf("%s (%s ago)", o.LastEvent.Reason, shortAge(now.Sub(o.LastEvent.LastSeen)))
 		}
 		observed := o.Observed
-		if o.State != stateConverged {
+		if o.State != string(reconcile.StateConverged) {
 			observed += " [" + o.State + "]"
 		}
 		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%s\t%s", o.Name, o.Kind, o.Desired, observed, o.Restarts24h, last, shortAge(now.Sub(o.FirstSeen)))

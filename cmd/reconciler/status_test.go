@@ -49,8 +49,8 @@ func TestStatusAndEventsCommands(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now()
 	ok := []store.ObjectStatus{
-		{Object: "Service/web", Kind: "Service", Name: "web", Unit: "web.service", Desired: "running", Observed: "active (running)", State: stateConverged, Updated: now, FirstSeen: now.Add(-3 * time.Hour)},
-		{Object: "Timer/nightly", Kind: "Timer", Name: "nightly", Unit: "nightly.timer", Desired: "active", Observed: "active (waiting)", State: stateConverged, Updated: now},
+		{Object: "Service/web", Kind: "Service", Name: "web", Unit: "web.service", Desired: "running", Observed: "active (running)", State: string(reconcile.StateConverged), Updated: now, FirstSeen: now.Add(-3 * time.Hour)},
+		{Object: "Timer/nightly", Kind: "Timer", Name: "nightly", Unit: "nightly.timer", Desired: "active", Observed: "active (waiting)", State: string(reconcile.StateConverged), Updated: now},
 	}
 	if err := s.PutStatus(ctx, ok, store.Agent{LastPass: now, PID: 7, Backend: "systemd"}); err != nil {
 		t.Fatal(err)
@@ -85,7 +85,7 @@ func TestStatusAndEventsCommands(t *testing.T) {
 	}
 
 	// Something fails: exit 1.
-	ok[1].State, ok[1].Failed = stateFailed, true
+	ok[1].State, ok[1].Failed = string(reconcile.StateFailed), true
 	if err := s.PutStatus(ctx, ok, store.Agent{LastPass: now, PID: 7, Backend: "systemd"}); err != nil {
 		t.Fatal(err)
 	}

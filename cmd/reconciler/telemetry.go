@@ -1,21 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"fmt"
 	"os"
-	"os/exec"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 
-	"resil.dev/resil/desired"
-	"resil.dev/resil/observed"
 	"resil.dev/resil/reconcile"
 	"resil.dev/resil/reconcile/journald"
 	"resil.dev/resil/reconcile/ledger"
@@ -23,130 +15,41 @@ import (
 )
 
 // telemetry is the agent's after-pass hook for everything observability:
-// the restart ledger, restart-storm alerts and their hooks, the status
-// snapshot and the metrics. It runs on the loop goroutine; alert hooks run
-// on the goroutine of runHooks, which run's errgroup owns.
+// the restart ledger with its storm alerts and hooks (reconcile/ledger),
+// the status snapshot and the metrics. It runs on the loop goroutine;
+// alert hooks run on the goroutine of runHooks, which run's errgroup owns.
 type telemetry struct {
 	store   *store.Store
 	metrics *metrics // nil when --metrics-addr is empty
-	events  reconcile.Recorder
+	ledger  *ledger.Keeper
 	log     *zap.Logger
 	now     func() time.Time
 	backend string
-	// def is the host-wide alert policy of services without spec.alert.
-	def         ledger.Policy
-	hookTimeout time.Duration
-	hooks       chan hookJob
 
-	prev    *observed.State
-	between []reconcile.StepOutcome
-	last    []store.ObjectStatus
-	known   map[string]bool
-	// bootID tags the saved baseline: counters from another boot are no baseline.
-	bootID       string
-	baselineRead bool
-}
-
-type hookJob struct {
-	command []string
-	event   reconcile.Event
+	last  []store.ObjectStatus
+	known map[string]bool
 }
 
 func newTelemetry(s *store.Store, m *metrics, events reconcile.Recorder, log *zap.Logger, backend string, def ledger.Policy, hookTimeout time.Duration) *telemetry {
-	return &telemetry{store: s, metrics: m, events: events, log: log.Named("telemetry"), now: time.Now, backend: backend,
-		def: def, hookTimeout: hookTimeout, hooks: make(chan hookJob, 16), known: map[string]bool{}, bootID: readBootID()}
+	t := &telemetry{store: s, metrics: m, log: log.Named("telemetry"), now: time.Now, backend: backend, known: map[string]bool{}}
+	t.ledger = ledger.NewKeeper(ledger.Config{Store: s, Events: events, Sink: t, Log: log, Default: def, HookTimeout: hookTimeout,
+		BootID: ledger.ReadBootID(ledger.BootIDPath)})
+	return t
 }
 
-func readBootID() string {
-	data, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	if err != nil {
-		return ""
+// Restarted implements ledger.Sink.
+func (t *telemetry) Restarted(object string, cause ledger.Cause, n int) {
+	if t.metrics != nil {
+		t.metrics.restarted(object, cause, n)
 	}
-	return strings.TrimSpace(string(data))
+	t.known[object] = true // its series go with the object
 }
 
-// baselineUnit is what the ledger needs of a unit across an agent restart.
-type baselineUnit struct {
-	Owner       string `json:"owner"`
-	ActiveState string `json:"activeState"`
-	SubState    string `json:"subState"`
-	Result      string `json:"result"`
-	NRestarts   uint32 `json:"nRestarts"`
-	MainPID     uint32 `json:"mainPID"`
-	Start       uint64 `json:"start"`
-}
-
-// saveBaseline stores the managed units' counters so that a restarted
-// agent counts the restarts that happened while it was down.
-func (t *telemetry) saveBaseline(ctx context.Context, obs *observed.State) {
-	if t.bootID == "" {
-		return
+// Storm implements ledger.Sink.
+func (t *telemetry) Storm(object string) {
+	if t.metrics != nil {
+		t.metrics.storm(object)
 	}
-	units := map[string]baselineUnit{}
-	for n, u := range obs.Units {
-		if ledger.Managed(u) {
-			units[n] = baselineUnit{Owner: u.Owner, ActiveState: u.ActiveState, SubState: u.SubState, Result: u.Result,
-				NRestarts: u.NRestarts, MainPID: u.MainPID, Start: u.ExecMainStartTimestamp}
-		}
-	}
-	data, err := json.Marshal(units)
-	if err == nil {
-		err = t.store.PutBaseline(ctx, t.bootID, data)
-	}
-	if err != nil {
-		t.log.Warn("ledger baseline not saved", zap.Error(err))
-	}
-}
-
-// loadBaseline returns the last agent's final observation when it is from
-// this boot (nil otherwise: after a reboot every start is a first start).
-func (t *telemetry) loadBaseline(ctx context.Context) *observed.State {
-	boot, data, err := t.store.Baseline(ctx)
-	if err != nil || boot == "" || boot != t.bootID {
-		return nil
-	}
-	var units map[string]baselineUnit
-	if err := json.Unmarshal(data, &units); err != nil {
-		return nil
-	}
-	st := &observed.State{Units: map[string]*observed.Unit{}}
-	for n, b := range units {
-		st.Units[n] = &observed.Unit{Name: n, Owner: b.Owner, ActiveState: b.ActiveState, SubState: b.SubState, Result: b.Result,
-			NRestarts: b.NRestarts, MainPID: b.MainPID, ExecMainStartTimestamp: b.Start}
-	}
-	t.log.Info("restart ledger continues from the last agent's observation", zap.Int("units", len(st.Units)))
-	return st
-}
-
-// parseAlertPolicy reads --alert-default: "N/DURATION" (10/1h) or "off".
-func parseAlertPolicy(s string) (ledger.Policy, error) {
-	if s == "" || s == "off" || s == "0" {
-		return ledger.Policy{}, nil
-	}
-	n, d, ok := strings.Cut(s, "/")
-	if !ok {
-		return ledger.Policy{}, fmt.Errorf("--alert-default must be RESTARTS/WITHIN like 10/1h, or off; got %q", s)
-	}
-	restarts, err := strconv.Atoi(n)
-	if err != nil || restarts < 1 {
-		return ledger.Policy{}, fmt.Errorf("--alert-default: restarts must be a positive number, got %q", n)
-	}
-	within, err := time.ParseDuration(d)
-	if err != nil || within <= 0 {
-		return ledger.Policy{}, fmt.Errorf("--alert-default: bad window %q", d)
-	}
-	return ledger.Policy{Restarts: restarts, Within: within}, nil
-}
-
-// policy returns the alert policy of a service object.
-func (t *telemetry) policy(o *desired.Object) ledger.Policy {
-	if o == nil || o.Service == nil {
-		return t.def
-	}
-	if a := o.Service.Alert; a != nil {
-		return ledger.Policy{Restarts: a.Restarts, Within: a.Within.D(), Command: a.Command}
-	}
-	return t.def
 }
 
 func (t *telemetry) afterPass(res reconcile.Result, err error) {
@@ -156,158 +59,12 @@ func (t *telemetry) afterPass(res reconcile.Result, err error) {
 	if t.metrics != nil {
 		t.metrics.observePass(res, err)
 	}
-	if res.Observed != nil {
-		t.ledger(ctx, res, now)
-	} else {
-		// No observation this pass: the steps (if any) still happened
-		// before the next one.
-		t.between = append(t.between, res.Outcomes...)
-	}
+	t.ledger.Observe(ctx, res, now)
 	t.snapshot(ctx, res, err, now)
 }
 
-// ledger records the restarts since the previous observation and fires
-// storm alerts.
-func (t *telemetry) ledger(ctx context.Context, res reconcile.Result, now time.Time) {
-	if t.prev == nil && !t.baselineRead {
-		t.baselineRead = true
-		t.prev = t.loadBaseline(ctx)
-	}
-	found := ledger.Detect(ledger.Input{Prev: t.prev, Cur: res.Observed, Between: t.between})
-	t.prev, t.between = res.Observed, res.Outcomes
-	// The baseline moves on only once the restarts it covers are recorded:
-	// an agent killed in between counts them again on restart (at least
-	// once) instead of losing them (found by the torture suite).
-	defer t.saveBaseline(ctx, res.Observed)
-	if len(found) == 0 {
-		return
-	}
-	var rows []store.Restart
-	objs := map[string]*desired.Object{}
-	for _, o := range res.Desired {
-		objs[o.ID()] = o
-	}
-	touched := map[string]string{}
-	for _, r := range found {
-		for range r.Count {
-			rows = append(rows, store.Restart{Time: now, Object: r.Object, Unit: r.Unit, Cause: string(r.Cause)})
-		}
-		typ := reconcile.Warning
-		if r.Cause == ledger.CauseAgent {
-			typ = reconcile.Normal
-		}
-		t.events.Record(reconcile.Event{Time: now, Type: typ, Reason: reconcile.ReasonRestarted, Object: r.Object, Unit: r.Unit,
-			Message: fmt.Sprintf("%s restarted (cause %s)", r.Unit, r.Cause), Count: r.Count})
-		if t.metrics != nil {
-			t.metrics.restarted(r.Object, r.Cause, r.Count)
-		}
-		touched[r.Object] = r.Unit
-		t.known[r.Object] = true // its series go with the object
-	}
-	if err := t.store.AddRestarts(ctx, rows); err != nil {
-		t.log.Error("restart ledger not written", zap.Error(err))
-		return
-	}
-	for obj, unit := range touched {
-		t.alert(ctx, objs[obj], obj, unit, now)
-	}
-}
-
-// alert fires the storm alert of obj when its policy says so.
-func (t *telemetry) alert(ctx context.Context, o *desired.Object, obj, unit string, now time.Time) {
-	p := t.policy(o)
-	if !p.Enabled() {
-		return
-	}
-	count, err := t.store.RestartCount(ctx, obj, now.Add(-p.Within))
-	if err != nil {
-		t.log.Error("restart count", zap.Error(err))
-		return
-	}
-	last, err := t.store.AlertFired(ctx, obj)
-	if err != nil {
-		t.log.Error("alert state", zap.Error(err))
-		return
-	}
-	if !ledger.Storm(p, count, last, now) {
-		return
-	}
-	if err := t.store.SetAlertFired(ctx, obj, now); err != nil {
-		// Without the mark the alert could fire again next pass: skip it.
-		t.log.Error("alert state not written; alert skipped", zap.String("object", obj), zap.Error(err))
-		return
-	}
-	ev := reconcile.Event{Time: now, Type: reconcile.Warning, Reason: reconcile.ReasonRestartStorm, Object: obj, Unit: unit,
-		Message: fmt.Sprintf("%d or more restarts within %s", p.Restarts, p.Within), Count: 1}
-	t.events.Record(ev)
-	t.log.Warn("restart storm", zap.String("object", obj), zap.Int("restarts", count), zap.Duration("within", p.Within))
-	if t.metrics != nil {
-		t.metrics.storm(obj)
-	}
-	if len(p.Command) == 0 {
-		return
-	}
-	ev.Message = fmt.Sprintf("%d restarts within %s (threshold %d)", count, p.Within, p.Restarts)
-	select {
-	case t.hooks <- hookJob{command: p.Command, event: ev}:
-	default:
-		t.events.Record(reconcile.Event{Time: now, Type: reconcile.Warning, Reason: reconcile.ReasonAlertHookFailed, Object: obj, Unit: unit,
-			Message: "alert hook not run: too many hooks pending"})
-	}
-}
-
-// runHooks runs alert commands one at a time until ctx is done.
-func (t *telemetry) runHooks(ctx context.Context) error {
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case j := <-t.hooks:
-			if err := runHook(ctx, j, t.hookTimeout); err != nil && ctx.Err() == nil {
-				t.log.Warn("alert hook failed", zap.String("object", j.event.Object), zap.Error(err))
-				t.events.Record(reconcile.Event{Type: reconcile.Warning, Reason: reconcile.ReasonAlertHookFailed, Object: j.event.Object,
-					Unit: j.event.Unit, Message: fmt.Sprintf("alert hook %s: %v", j.command[0], err)})
-			}
-		}
-	}
-}
-
-// runHook runs one alert command with the event as RESIL_* environment
-// variables and as JSON on stdin, bounded by timeout.
-func runHook(ctx context.Context, j hookJob, timeout time.Duration) error {
-	if timeout <= 0 {
-		timeout = 30 * time.Second
-	}
-	hctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	cmd := exec.CommandContext(hctx, j.command[0], j.command[1:]...)
-	cmd.WaitDelay = 2 * time.Second
-	e := j.event
-	data, err := json.Marshal(e)
-	if err != nil {
-		return fmt.Errorf("encode event: %w", err)
-	}
-	cmd.Stdin = bytes.NewReader(append(data, '\n'))
-	cmd.Env = append(os.Environ(),
-		"RESIL_OBJECT="+e.Object, "RESIL_REASON="+e.Reason, "RESIL_UNIT="+e.Unit, "RESIL_TYPE="+string(e.Type),
-		"RESIL_MESSAGE="+e.Message, "RESIL_TIME="+e.Time.UTC().Format(time.RFC3339), "RESIL_COUNT="+strconv.Itoa(e.Count))
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		if hctx.Err() == context.DeadlineExceeded {
-			return fmt.Errorf("timed out after %s", timeout)
-		}
-		msg := strings.TrimSpace(out.String())
-		if len(msg) > 200 {
-			msg = msg[len(msg)-200:]
-		}
-		if msg != "" {
-			return fmt.Errorf("%w: %s", err, msg)
-		}
-		return err
-	}
-	return nil
-}
+// runHooks runs alert commands until ctx is done.
+func (t *telemetry) runHooks(ctx context.Context) error { return t.ledger.RunHooks(ctx) }
 
 // snapshot writes the status rows and agent facts, and the object metrics.
 func (t *telemetry) snapshot(ctx context.Context, res reconcile.Result, err error, now time.Time) {
@@ -374,7 +131,7 @@ type observability struct {
 // open opens the event store, the journal recorder and the metrics
 // listener. stale is how old the last pass may be before /healthz fails.
 func (o *obsFlags) open(g *globals, log *zap.Logger, backend string, ring *reconcile.Ring, stale time.Duration) (*observability, error) {
-	def, err := parseAlertPolicy(o.alertDefault)
+	def, err := ledger.ParsePolicy(o.alertDefault)
 	if err != nil {
 		return nil, exitCode(2, err)
 	}

@@ -1,21 +1,32 @@
 // Package systemd observes systemd over D-Bus for the planner: the state of
 // the units the desired set renders plus every unit file in the unit
-// directory that carries resil's ownership marker (prune candidates), the
-// bytes of those files and of their drop-ins, and the manager's watchdog
-// settings.
+// directory that carries resil's ownership marker (prune candidates, read
+// with internal/ownmark), the bytes of those files and of their drop-ins,
+// and the manager's watchdog settings.
 //
 // It is level-triggered: Observe re-reads everything on every pass.
 // Subscribe only wakes the loop when a managed unit changes state; its
 // signals are hints, never state.
 //
-// The caller owns one long-lived connection (Dial) and passes it to both
-// this package and actuators/systemd. Never open a connection per pass.
+// The caller owns one long-lived connection (internal/sdbus.Dial) and
+// passes it to both this package and actuators/systemd. Never open a
+// connection per pass.
 //
 // Reaching a sandboxed systemd from the host (tests): systemd refuses its
-// private socket /run/systemd/private to a peer outside its PID namespace
-// (the peer's PID reads as 0), so host-side tests dial the sandbox's system
-// bus with DialBus("/proc/PID/root/run/dbus/system_bus_socket"), which does
-// EXTERNAL auth then Hello(). Paths systemd reports (FragmentPath,
-// DropInPaths) are inside the sandbox; WithRoot("/proc/PID/root") makes
-// Observe read them from the host.
+// private socket to a peer outside its PID namespace, so host-side tests
+// dial the sandbox's system bus with
+// sdbus.DialBus("/proc/PID/root/run/dbus/system_bus_socket"). Paths systemd
+// reports (FragmentPath, DropInPaths) are inside the sandbox;
+// WithRoot("/proc/PID/root") makes Observe read them from the host.
+//
+// Files:
+//   - observer.go: Client (the slice of *sdbus.Conn it uses), Observer and
+//     its options, Observe (list, properties, owned-file scan, files and
+//     drop-ins, stamps), HasUnitSuffix, Queryable.
+//   - unitfiles.go: what the files on disk say beyond D-Bus: enablement,
+//     vendor units and their drop-ins, whether systemd needs a reload, and
+//     whether a running process predates its unit file (stale).
+//   - manager.go: manager watchdog properties, the owned manager drop-in,
+//     the watchdog devices in sysfs.
+//   - subscribe.go: Watcher and Subscribe (wake-ups from PropertiesChanged).
 package systemd

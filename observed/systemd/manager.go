@@ -11,9 +11,9 @@ import (
 	"strconv"
 	"strings"
 
-	godbus "github.com/godbus/dbus/v5"
 	"github.com/hashicorp/go-multierror"
 
+	"resil.dev/resil/internal/sdbus"
 	"resil.dev/resil/observed"
 )
 
@@ -32,7 +32,7 @@ func (o *Observer) observeManager(ctx context.Context) (*observed.Manager, error
 			errs = multierror.Append(errs, err)
 			continue
 		}
-		m.Properties[p] = PropertyText(v)
+		m.Properties[p] = sdbus.PropertyText(v)
 	}
 	data, _, err := readFile(o.cfg.managerConf)
 	switch {
@@ -48,28 +48,6 @@ func (o *Observer) observeManager(ctx context.Context) (*observed.Manager, error
 	}
 	m.Devices = devs
 	return m, errs.ErrorOrNil()
-}
-
-// PropertyText renders a property value as observed.Manager.Properties
-// holds it: integers in decimal (microseconds for *USec, UINT64_MAX for
-// "infinity"), strings as they are, booleans as "true"/"false".
-func PropertyText(v godbus.Variant) string {
-	switch x := v.Value().(type) {
-	case string:
-		return x
-	case uint64:
-		return strconv.FormatUint(x, 10)
-	case uint32:
-		return strconv.FormatUint(uint64(x), 10)
-	case int64:
-		return strconv.FormatInt(x, 10)
-	case int32:
-		return strconv.FormatInt(int64(x), 10)
-	case bool:
-		return strconv.FormatBool(x)
-	default:
-		return v.String()
-	}
 }
 
 // ReadWatchdogDevices lists sysfsRoot/class/watchdog/* with each device's

@@ -19,12 +19,13 @@ import (
 	godbus "github.com/godbus/dbus/v5"
 	"github.com/hashicorp/go-multierror"
 
-	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/ownmark"
+	"resil.dev/resil/internal/sdbus"
 	"resil.dev/resil/observed"
 )
 
-// Client is the slice of a systemd connection Observe uses. *Conn (from
-// Dial) satisfies it; tests use a fake (actuators/systemd/systemdtest).
+// Client is the slice of a systemd connection Observe uses. *sdbus.Conn
+// (from sdbus.Dial) satisfies it; tests use a fake (internal/sdbus/sdbustest).
 type Client interface {
 	// ListUnitsByNamesContext returns the status of every named unit in one
 	// call, even of units that do not exist (LoadState "not-found").
@@ -41,14 +42,14 @@ type Client interface {
 	ListUnitFilesByPatternsContext(ctx context.Context, states, patterns []string) ([]sddbus.UnitFile, error)
 }
 
-var _ Client = (*Conn)(nil)
+var _ Client = (*sdbus.Conn)(nil)
 
 // ManagerProperties are the manager properties Observe reads.
 var ManagerProperties = []string{"RuntimeWatchdogUSec", "RebootWatchdogUSec", "WatchdogDevice"}
 
 // Defaults.
 const (
-	DefaultManagerConf = "/etc/systemd/system.conf.d/" + desired.WatchdogFile
+	DefaultManagerConf = "/etc/systemd/system.conf.d/" + ownmark.WatchdogFile
 	DefaultSysfs       = "/sys"
 	// DefaultStampDir is where systemd keeps Persistent= timer stamps.
 	DefaultStampDir = "/var/lib/systemd/timers"
@@ -158,7 +159,7 @@ func New(c Client, unitDir string, opts ...Option) *Observer {
 }
 
 // Calls returns the number of D-Bus calls the Observer has made (Observe
-// and Subscribe together). Conn.Wire counts the whole connection.
+// and Subscribe together). sdbus.Conn.Wire counts the whole connection.
 func (o *Observer) Calls() uint64 { return o.calls.Load() }
 
 func (o *Observer) count(method string) {
@@ -206,7 +207,7 @@ func (o *Observer) Observe(ctx context.Context, names []string) (*observed.State
 		want[n] = true
 	}
 	for n, f := range files {
-		if _, ok := desired.IsOwned(f.data); ok {
+		if _, ok := ownmark.IsOwned(f.data); ok {
 			want[n] = true
 		}
 	}
@@ -249,7 +250,7 @@ func (o *Observer) Observe(ctx context.Context, names []string) (*observed.State
 			ActiveState: "inactive",
 			SubState:    "dead",
 		}
-		if owner, ok := desired.IsOwned(u.File); ok {
+		if owner, ok := ownmark.IsOwned(u.File); ok {
 			u.Owner = owner
 		}
 		if s, ok := status[n]; ok {

@@ -5,17 +5,19 @@ import (
 	"errors"
 
 	godbus "github.com/godbus/dbus/v5"
+
+	"resil.dev/resil/internal/sdbus"
 )
 
 // Watcher is what Subscribe needs beyond Client: systemd's unit
-// property-change signals. *Conn implements it.
+// property-change signals. *sdbus.Conn implements it.
 type Watcher interface {
 	// WatchUnitSignals delivers unit PropertiesChanged signals to ch until
-	// stop is called; see Conn.WatchUnitSignals.
+	// stop is called; see sdbus.Conn.WatchUnitSignals.
 	WatchUnitSignals(ctx context.Context, ch chan<- *godbus.Signal) (stop func(), err error)
 }
 
-var _ Watcher = (*Conn)(nil)
+var _ Watcher = (*sdbus.Conn)(nil)
 
 // Errors of Subscribe.
 var (
@@ -47,7 +49,7 @@ const (
 // channel buffered to 1 with select/default.
 //
 // D-Bus cost: on a bus, AddMatch and Manager.Subscribe at start and their
-// undoing at the end (counted by Conn.Wire, not Observer.Calls); nothing
+// undoing at the end (counted by sdbus.Conn.Wire, not Observer.Calls); nothing
 // while idle.
 //
 // Outcomes:
@@ -88,10 +90,10 @@ func (o *Observer) Subscribe(ctx context.Context, wake func()) error {
 // changed records what a signal says about a managed unit and reports
 // whether that differs from what was last seen.
 func (o *Observer) changed(s *godbus.Signal) bool {
-	if s == nil || s.Name != propsChanged || len(s.Body) < 2 {
+	if s == nil || s.Name != sdbus.PropertiesChanged || len(s.Body) < 2 {
 		return false
 	}
-	name, ok := UnitNameFromPath(s.Path)
+	name, ok := sdbus.UnitNameFromPath(s.Path)
 	if !ok {
 		return false
 	}

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"resil.dev/resil/actuators/systemd/systemdtest"
+	"resil.dev/resil/internal/sdbus/sdbustest"
 )
 
 const (
@@ -17,11 +17,11 @@ const (
 // subscribed starts Subscribe on an Observer that has observed worker.service
 // (active/running, MainPID 4242) and returns its wake channel and a stop
 // function that returns Subscribe's error.
-func subscribed(t *testing.T) (*systemdtest.Fake, <-chan struct{}, func() error) {
+func subscribed(t *testing.T) (*sdbustest.Fake, <-chan struct{}, func() error) {
 	t.Helper()
-	f := systemdtest.New()
-	f.AddUnit(systemdtest.Unit{Name: "worker.service", ActiveState: "active", SubState: "running", MainPID: 4242})
-	f.AddUnit(systemdtest.Unit{Name: "other.service", ActiveState: "active", SubState: "running"})
+	f := sdbustest.New()
+	f.AddUnit(sdbustest.Unit{Name: "worker.service", ActiveState: "active", SubState: "running", MainPID: 4242})
+	f.AddUnit(sdbustest.Unit{Name: "other.service", ActiveState: "active", SubState: "running"})
 	o := New(f, t.TempDir(), WithoutManager())
 	if _, err := o.Observe(context.Background(), []string{"worker.service"}); err != nil {
 		t.Fatal(err)
@@ -123,7 +123,7 @@ func TestSubscribeDisconnect(t *testing.T) {
 }
 
 func TestSubscribeOnceAtATime(t *testing.T) {
-	f := systemdtest.New()
+	f := sdbustest.New()
 	o := New(f, t.TempDir(), WithoutManager())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -143,7 +143,7 @@ func TestSubscribeOnceAtATime(t *testing.T) {
 type noWatch struct{ Client }
 
 func TestSubscribeNeedsWatcher(t *testing.T) {
-	o := New(noWatch{systemdtest.New()}, t.TempDir())
+	o := New(noWatch{sdbustest.New()}, t.TempDir())
 	if err := o.Subscribe(context.Background(), func() {}); !errors.Is(err, ErrNoSignals) {
 		t.Errorf("Subscribe = %v, want ErrNoSignals", err)
 	}

@@ -14,7 +14,7 @@ import (
 
 	godbus "github.com/godbus/dbus/v5"
 
-	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/ownmark"
 	"resil.dev/resil/observed"
 )
 
@@ -244,8 +244,9 @@ func (o *Observer) unitsLoadStart(ctx context.Context) (uint64, error) {
 // ExecMainStartTimestamp set); its file at Path carries resil's marker and
 // an intact hash (a file edited by hand is FileEdited drift, restored by a
 // write that restarts anyway, or left alone under drift: report); and the
-// newest modification time M of that file and of u's resil-owned, intact
-// drop-ins on disk is
+// newest modification time M of that file (or its X-Resil-Process-Since
+// marker, written by the agent with a change that needs no restart) and of
+// u's resil-owned, intact drop-ins on disk is
 //   - later than ExecMainStartTimestamp: the file changed after the process
 //     started; or
 //   - later than loadStart (systemd's last unit (re)load) while systemd
@@ -271,15 +272,21 @@ func staleProcess(u *observed.Unit, fragment time.Time, dropIns map[string]time.
 	if !u.Active() || u.MainPID == 0 || u.ExecMainStartTimestamp == 0 || u.Owner == "" || fragment.IsZero() {
 		return false
 	}
-	if _, intact := desired.HashOf(u.File); !intact {
+	if _, intact := ownmark.HashOf(u.File); !intact {
 		return false
 	}
+	// A unit rewritten with reload-only changes says since when its
+	// process settings are unchanged; that, not its mtime, is the time
+	// of its last version a process depends on.
 	newest := fragment
+	if since, ok := ownmark.ProcessSince(u.File); ok {
+		newest = time.UnixMicro(since)
+	}
 	for p, t := range dropIns {
-		if _, owned := desired.IsOwned(u.DropIns[p]); !owned {
+		if _, owned := ownmark.IsOwned(u.DropIns[p]); !owned {
 			continue
 		}
-		if _, intact := desired.HashOf(u.DropIns[p]); !intact {
+		if _, intact := ownmark.HashOf(u.DropIns[p]); !intact {
 			continue
 		}
 		if t.After(newest) {

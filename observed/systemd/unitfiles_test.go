@@ -8,24 +8,14 @@ import (
 	"testing"
 	"time"
 
-	"resil.dev/resil/actuators/systemd/systemdtest"
-	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/ownmark"
+	"resil.dev/resil/internal/ownmark/ownmarktest"
+	"resil.dev/resil/internal/sdbus/sdbustest"
 	"resil.dev/resil/observed"
 )
 
-func rendered(t *testing.T, name string) []byte {
-	t.Helper()
-	o := &desired.Object{APIVersion: desired.APIVersion, Kind: desired.KindService, Metadata: desired.ObjectMeta{Name: name},
-		Source: desired.Source{File: name + ".yaml"}, Service: &desired.ServiceSpec{Command: []string{"/bin/sleep", "infinity"}}}
-	fs, err := desired.Render(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fs[0].Data
-}
-
 func TestStaleProcess(t *testing.T) {
-	file := rendered(t, "w")
+	file := ownmarktest.Unit(t, "Service/w", "/bin/sleep", "infinity")
 	edited := append(append([]byte(nil), file...), "# edited by hand\n"...)
 	base := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 	at := func(sec int) time.Time { return base.Add(time.Duration(sec) * time.Second) }
@@ -55,12 +45,18 @@ func TestStaleProcess(t *testing.T) {
 			NeedDaemonReload: true}, fragment: at(10), loadStart: usec(5), want: true},
 		{name: "reload pending for another file", u: observed.Unit{File: file, ActiveState: "active", MainPID: 7, ExecMainStartTimestamp: usec(20),
 			NeedDaemonReload: true}, fragment: at(10), loadStart: usec(15)},
+		{name: "reload-only rewrite: its marker, not its mtime, counts", u: observed.Unit{File: ownmark.WithProcessSince(file, int64(usec(10))), ActiveState: "active", MainPID: 7,
+			ExecMainStartTimestamp: usec(10)}, fragment: at(20)},
+		{name: "marker newer than the process", u: observed.Unit{File: ownmark.WithProcessSince(file, int64(usec(15))), ActiveState: "active", MainPID: 7,
+			ExecMainStartTimestamp: usec(10)}, fragment: at(20), want: true},
+		{name: "marker, reload pending, restarted by systemd in between", u: observed.Unit{File: ownmark.WithProcessSince(file, int64(usec(10))), ActiveState: "active", MainPID: 7,
+			ExecMainStartTimestamp: usec(20), NeedDaemonReload: true}, fragment: at(30), loadStart: usec(5), want: true},
 		{name: "loaded after the write, no reload pending", u: observed.Unit{File: file, ActiveState: "active", MainPID: 7, ExecMainStartTimestamp: usec(20)},
 			fragment: at(10), loadStart: usec(5)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			u := tc.u
-			u.Owner, _ = desired.IsOwned(u.File)
+			u.Owner, _ = ownmark.IsOwned(u.File)
 			if got := staleProcess(&u, tc.fragment, tc.dropIns, tc.loadStart); got != tc.want {
 				t.Errorf("staleProcess = %v, want %v", got, tc.want)
 			}
@@ -76,7 +72,7 @@ func TestObserveVendorFiles(t *testing.T) {
 	writeFile(t, filepath.Join(root, "lib/systemd/system/ssh.service"), []byte("[Service]\nExecStart=/usr/sbin/sshd\n"))
 	writeFile(t, filepath.Join(root, "lib/systemd/system/web.service"), []byte("[Service]\nExecStart=/bin/web\n"))
 	writeFile(t, filepath.Join(root, "run/systemd/transient/t.service"), []byte("[Service]\nExecStart=/bin/t\n"))
-	writeFile(t, filepath.Join(unitDir, "web.service"), owned("Service/web"))
+	writeFile(t, filepath.Join(unitDir, "web.service"), ownmarktest.Unit(t, "Service/web"))
 	writeFile(t, filepath.Join(unitDir, "ssh.service.d/override.conf"), []byte("[Service]\nNice=1\n"))
 	if err := os.Symlink("/dev/null", filepath.Join(unitDir, "m.service")); err != nil {
 		t.Fatal(err)
@@ -85,7 +81,7 @@ func TestObserveVendorFiles(t *testing.T) {
 	if err := os.Symlink("lib", filepath.Join(root, "usr")); err != nil {
 		t.Fatal(err)
 	}
-	f := systemdtest.New()
+	f := sdbustest.New()
 	f.SetManager("UnitPath", []string{"/run/systemd/transient", "/etc/systemd/system", "/run/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system"})
 	o := New(f, unitDir, WithRoot(root), WithoutManager())
 	st, err := o.Observe(context.Background(), []string{"ssh.service", "t.service", "web.service", "m.service", "plain.service"})
@@ -118,9 +114,9 @@ func TestObserveVendorFiles(t *testing.T) {
 // property; a name without a unit file on disk has none.
 func TestObserveEnablementFromDisk(t *testing.T) {
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "a.service"), owned("Service/a"))
-	f := systemdtest.New()
-	f.AddUnit(systemdtest.Unit{Name: "a.service", UnitFileState: "enabled"})
+	writeFile(t, filepath.Join(dir, "a.service"), ownmarktest.Unit(t, "Service/a"))
+	f := sdbustest.New()
+	f.AddUnit(sdbustest.Unit{Name: "a.service", UnitFileState: "enabled"})
 	o := New(f, dir, WithoutManager())
 	st, err := o.Observe(context.Background(), []string{"a.service", "gone.service"})
 	if err != nil {
@@ -143,11 +139,11 @@ func TestObserveEnablementFromDisk(t *testing.T) {
 func TestObserveUnloadedDropInNeedsReload(t *testing.T) {
 	root := t.TempDir()
 	unitDir := filepath.Join(root, "etc/systemd/system")
-	writeFile(t, filepath.Join(unitDir, "a.service"), owned("Service/a"))
+	writeFile(t, filepath.Join(unitDir, "a.service"), ownmarktest.Unit(t, "Service/a"))
 	writeFile(t, filepath.Join(unitDir, "a.service.d/50-foreign.conf"), []byte("[Service]\nNice=3\n"))
-	writeFile(t, filepath.Join(unitDir, "b.service"), owned("Service/b"))
+	writeFile(t, filepath.Join(unitDir, "b.service"), ownmarktest.Unit(t, "Service/b"))
 	writeFile(t, filepath.Join(unitDir, "b.service.d/50-foreign.conf"), []byte("[Service]\nNice=3\n"))
-	writeFile(t, filepath.Join(unitDir, "c.service"), owned("Service/c"))
+	writeFile(t, filepath.Join(unitDir, "c.service"), ownmarktest.Unit(t, "Service/c"))
 	if err := os.MkdirAll(filepath.Join(unitDir, "c.service.d"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -155,11 +151,11 @@ func TestObserveUnloadedDropInNeedsReload(t *testing.T) {
 	if err := os.Symlink("/dev/null", filepath.Join(unitDir, "c.service.d/masked.conf")); err != nil {
 		t.Fatal(err)
 	}
-	f := systemdtest.New()
+	f := sdbustest.New()
 	f.SetManager("UnitPath", []string{"/etc/systemd/system"})
-	f.AddUnit(systemdtest.Unit{Name: "a.service"})
-	f.AddUnit(systemdtest.Unit{Name: "b.service", DropInPaths: []string{"/etc/systemd/system/b.service.d/50-foreign.conf"}})
-	f.AddUnit(systemdtest.Unit{Name: "c.service"})
+	f.AddUnit(sdbustest.Unit{Name: "a.service"})
+	f.AddUnit(sdbustest.Unit{Name: "b.service", DropInPaths: []string{"/etc/systemd/system/b.service.d/50-foreign.conf"}})
+	f.AddUnit(sdbustest.Unit{Name: "c.service"})
 	o := New(f, unitDir, WithRoot(root), WithoutManager())
 	st, err := o.Observe(context.Background(), []string{"a.service", "b.service", "c.service"})
 	if err != nil {

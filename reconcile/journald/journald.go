@@ -1,16 +1,3 @@
-// Package journald sends resil's events to the systemd journal with
-// structured fields, so `journalctl RESIL_REASON=RestartStorm` or
-// `journalctl -o json RESIL_OBJECT=Service/web` find them:
-//
-//	MESSAGE           "<Reason> <object>: <message>"
-//	PRIORITY          4 (warning) for Warning events, 6 (info) for Normal
-//	SYSLOG_IDENTIFIER reconciler
-//	RESIL_OBJECT, RESIL_REASON, RESIL_UNIT, RESIL_TYPE, RESIL_STEP, RESIL_COUNT
-//
-// Findings that persist are re-recorded on every pass; a repeat of the
-// same (object, reason, message) is sent again at most once per Every (the
-// event store counts every repeat). Events that are occurrences, not
-// conditions (restarts, storms, applied steps), are always sent.
 package journald
 
 import (
@@ -40,12 +27,6 @@ type Recorder struct {
 	last  map[string]time.Time
 }
 
-// occurrences are reasons sent on every Record.
-var occurrences = map[string]bool{
-	reconcile.ReasonRestarted: true, reconcile.ReasonRestartStorm: true, reconcile.ReasonAlertHookFailed: true,
-	reconcile.ReasonApplied: true, reconcile.ReasonPruned: true, reconcile.ReasonApplyFailed: true,
-}
-
 var _ reconcile.Recorder = (*Recorder)(nil)
 
 // New returns a recorder sending with send (nil: journal.Send).
@@ -65,7 +46,7 @@ func Fields(e reconcile.Event) (string, journal.Priority, map[string]string) {
 	if e.Type == reconcile.Warning {
 		pri = journal.PriWarning
 	}
-	msg := e.Reason
+	msg := string(e.Reason)
 	if e.Object != "" {
 		msg += " " + e.Object
 	}
@@ -73,7 +54,7 @@ func Fields(e reconcile.Event) (string, journal.Priority, map[string]string) {
 	vars := map[string]string{
 		"SYSLOG_IDENTIFIER": "reconciler",
 		"RESIL_OBJECT":      e.Object,
-		"RESIL_REASON":      e.Reason,
+		"RESIL_REASON":      string(e.Reason),
 		"RESIL_UNIT":        e.Unit,
 		"RESIL_TYPE":        string(e.Type),
 		"RESIL_COUNT":       strconv.Itoa(max(e.Count, 1)),
@@ -89,14 +70,14 @@ func (r *Recorder) Record(e reconcile.Event) {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
-	if occurrences[e.Reason] {
+	if e.Reason.Category() == reconcile.CategoryOccurrence {
 		msg, pri, vars := Fields(e)
 		if err := r.send(msg, pri, vars); err != nil {
 			r.log.Debug("journal send failed", zap.Error(err))
 		}
 		return
 	}
-	k := e.Object + "\x00" + e.Reason + "\x00" + e.Message
+	k := e.Object + "\x00" + string(e.Reason) + "\x00" + e.Message
 	r.mu.Lock()
 	if t, ok := r.last[k]; ok && e.Time.Sub(t) < r.Every {
 		r.mu.Unlock()

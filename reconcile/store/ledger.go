@@ -21,13 +21,11 @@ func (s *Store) AddRestarts(ctx context.Context, rs []Restart) error {
 	if len(rs) == 0 {
 		return nil
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, end, err := s.begin(ctx)
 	if err != nil {
-		return fmt.Errorf("begin: %w", err)
+		return err
 	}
-	defer func() { _ = tx.Rollback() }()
+	defer end()
 	for _, r := range rs {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO restarts(time, object, unit, cause) VALUES (?, ?, ?, ?)`,
 			ts(r.Time), r.Object, r.Unit, r.Cause); err != nil {
@@ -152,13 +150,11 @@ type Agent struct {
 // desired go) and records the agent facts, in one transaction. FirstSeen
 // of a row already present is kept.
 func (s *Store) PutStatus(ctx context.Context, objs []ObjectStatus, a Agent) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, end, err := s.begin(ctx)
 	if err != nil {
-		return fmt.Errorf("begin: %w", err)
+		return err
 	}
-	defer func() { _ = tx.Rollback() }()
+	defer end()
 	if _, err := tx.ExecContext(ctx, `CREATE TEMP TABLE IF NOT EXISTS keep(object TEXT PRIMARY KEY)`); err != nil {
 		return fmt.Errorf("status: %w", err)
 	}

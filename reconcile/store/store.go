@@ -229,7 +229,7 @@ func (s *Store) migrate(ctx context.Context) error {
 // in-memory ring and the journal still have the event).
 func (s *Store) Record(e reconcile.Event) {
 	if err := s.Add(context.Background(), e); err != nil {
-		s.log.Error("event not stored", zap.String("reason", e.Reason), zap.String("object", e.Object), zap.Error(err))
+		s.log.Error("event not stored", zap.String("reason", string(e.Reason)), zap.String("object", e.Object), zap.Error(err))
 	}
 }
 
@@ -275,13 +275,11 @@ func (s *Store) normalize(e reconcile.Event) reconcile.Event {
 
 // AddBatch stores several events in one transaction (benchmarks, imports).
 func (s *Store) AddBatch(ctx context.Context, evs []reconcile.Event) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, end, err := s.begin(ctx)
 	if err != nil {
-		return fmt.Errorf("begin: %w", err)
+		return err
 	}
-	defer func() { _ = tx.Rollback() }()
+	defer end()
 	st, err := tx.PrepareContext(ctx, upsertEvent)
 	if err != nil {
 		return fmt.Errorf("prepare: %w", err)
@@ -371,15 +369,25 @@ func (s *Store) Events(ctx context.Context, q Query) ([]StoredEvent, error) {
 	defer rows.Close()
 	var out []StoredEvent
 	for rows.Next() {
-		var e StoredEvent
-		var first, last, typ string
-		if err := rows.Scan(&e.Seq, &first, &last, &typ, &e.Reason, &e.Object, &e.Unit, &e.Step, &e.Message, &e.Count); err != nil {
-			return nil, fmt.Errorf("scan event: %w", err)
+		e, err := scanEvent(rows)
+		if err != nil {
+			return nil, err
 		}
-		e.Time, e.LastSeen, e.Type = parseTS(first), parseTS(last), reconcile.EventType(typ)
 		out = append(out, e)
 	}
 	return out, rows.Err()
+}
+
+// scanEvent reads one row of the columns seq, first_seen, last_seen, type,
+// reason, object, unit, step, message, count.
+func scanEvent(rows *sql.Rows) (StoredEvent, error) {
+	var e StoredEvent
+	var first, last, typ string
+	if err := rows.Scan(&e.Seq, &first, &last, &typ, &e.Reason, &e.Object, &e.Unit, &e.Step, &e.Message, &e.Count); err != nil {
+		return e, fmt.Errorf("scan event: %w", err)
+	}
+	e.Time, e.LastSeen, e.Type = parseTS(first), parseTS(last), reconcile.EventType(typ)
+	return e, nil
 }
 
 func likeEscape(s string) string {
@@ -406,12 +414,10 @@ FROM events e JOIN (SELECT object, max(seq) AS seq FROM events WHERE object != '
 	defer rows.Close()
 	out := map[string]StoredEvent{}
 	for rows.Next() {
-		var e StoredEvent
-		var first, last, typ string
-		if err := rows.Scan(&e.Seq, &first, &last, &typ, &e.Reason, &e.Object, &e.Unit, &e.Step, &e.Message, &e.Count); err != nil {
-			return nil, fmt.Errorf("scan event: %w", err)
+		e, err := scanEvent(rows)
+		if err != nil {
+			return nil, err
 		}
-		e.Time, e.LastSeen, e.Type = parseTS(first), parseTS(last), reconcile.EventType(typ)
 		out[e.Object] = e
 	}
 	return out, rows.Err()
@@ -482,6 +488,22 @@ func (s *Store) deleteLoop(ctx context.Context, q string, arg any) (int, error) 
 			return total, ctx.Err()
 		}
 	}
+}
+
+// begin is the opening of every write transaction: it takes the writer
+// lock and begins; the caller defers end, which rolls back (a no-op after
+// Commit) and unlocks.
+func (s *Store) begin(ctx context.Context) (*sql.Tx, func(), error) {
+	s.mu.Lock()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		s.mu.Unlock()
+		return nil, nil, fmt.Errorf("begin: %w", err)
+	}
+	return tx, func() {
+		_ = tx.Rollback()
+		s.mu.Unlock()
+	}, nil
 }
 
 func (s *Store) exec(ctx context.Context, q string, args ...any) (int, error) {

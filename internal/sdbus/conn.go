@@ -1,4 +1,4 @@
-package systemd
+package sdbus
 
 import (
 	"context"
@@ -260,27 +260,4 @@ func (c *Conn) WatchUnitSignals(ctx context.Context, ch chan<- *godbus.Signal) (
 		}
 		c.signals.RemoveSignal(ch)
 	}, nil
-}
-
-// UnitNameFromPath returns the unit name of a systemd unit object path
-// ("/org/freedesktop/systemd1/unit/worker_2eservice" → "worker.service"),
-// and false for other paths.
-func UnitNameFromPath(p godbus.ObjectPath) (string, bool) {
-	s := string(p)
-	if len(s) <= len(unitPathPrefix) || s[:len(unitPathPrefix)] != unitPathPrefix {
-		return "", false
-	}
-	esc := s[len(unitPathPrefix):]
-	out := make([]byte, 0, len(esc))
-	for i := 0; i < len(esc); i++ {
-		if esc[i] == '_' && i+2 < len(esc) {
-			if b, err := strconv.ParseUint(esc[i+1:i+3], 16, 8); err == nil {
-				out = append(out, byte(b))
-				i += 2
-				continue
-			}
-		}
-		out = append(out, esc[i])
-	}
-	return string(out), true
 }

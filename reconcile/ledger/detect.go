@@ -1,24 +1,3 @@
-// Package ledger counts restarts of managed services and decides restart
-// storms. It does no I/O: the agent feeds it two consecutive observations
-// and the steps it executed between them, stores what it returns, and asks
-// Storm whether an alert fires. Level-triggered like the rest of
-// reconcile: every restart is inferred from observed state, whatever
-// caused it, so a missed wake-up loses no count (only its exact time).
-//
-// How a unit's counters move between two observations, and what Detect
-// concludes (p = previous, c = current observation):
-//
-//	NRestarts p→c        start time / MainPID   between           cause
-//	grows by n           any                    -                 n × auto (watchdog when Result says so)
-//	drops to k           changed                agent restart     1 × agent + k × auto
-//	drops to k           changed, p was running -                 1 × manual + k × auto
-//	same                 changed, p was running -                 1 × manual
-//	same / drops         changed                agent restart     1 × agent
-//	drops (reset-failed) p was not running      -                 nothing (a start, not a restart)
-//
-// systemd zeroes NRestarts on a manual (re)start and on reset-failed; a
-// manual restart followed by automatic ones before the next observation
-// counts as automatic restarts only.
 package ledger
 
 import (

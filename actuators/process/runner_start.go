@@ -1,0 +1,229 @@
+package process
+
+// Starting a unit: start limit, lock, preStart checks, then the main
+// process (spawn, output copiers, notify socket).
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+
+	"resil.dev/resil/actuators"
+)
+
+// beginStart starts the unit with its latest loaded spec. A new spec (file
+// hash) starts the restart tracker afresh.
+func (r *runner) beginStart(ctx context.Context) { r.beginStartAs(ctx, false) }
+
+// beginStartAs is beginStart; auto counts the start as an automatic restart.
+func (r *runner) beginStartAs(ctx context.Context, auto bool) {
+	spec, hash := r.u.current()
+	if spec == nil {
+		r.answerStarts(actuators.Unchanged, fmt.Errorf("unit %s is not loaded", r.u.name))
+		return
+	}
+	if hash != r.hash || r.tracker == nil {
+		r.tracker = NewTracker(*spec.Restart, r.u.s.now)
+	}
+	r.spec, r.hash = spec, hash
+	r.autoRestart = auto
+	r.attempt = 1
+	r.startAttempt(ctx)
+}
+
+// startAttempt is one start, manual or automatic: limit check, lock, checks, main.
+func (r *runner) startAttempt(ctx context.Context) {
+	if ok, reason := r.tracker.AllowStart(); !ok {
+		r.log.Warn("start refused", zap.String("reason", string(reason)))
+		r.fail(ResultStartLimitHit, nil)
+		return
+	}
+	r.tracker.Started()
+	r.checkIdx, r.checkTry = 0, 0
+	r.requested, r.watchdogFired, r.readyTimedOut = false, false, false
+	r.lockThenRun(ctx)
+}
+
+func (r *runner) lockThenRun(ctx context.Context) {
+	if r.spec.Lock != "" && r.lock == nil {
+		f, busy, err := tryLock(r.spec.Lock)
+		if err != nil {
+			r.log.Error("lock failed", zap.Error(err))
+			r.fail(ResultExitCode, err)
+			return
+		}
+		if busy {
+			r.phase = phLock
+			r.set("activating", "start-pre", nil)
+			r.setTimer(100 * time.Millisecond)
+			return
+		}
+		r.lock = f
+	}
+	r.checkOrMain(ctx)
+}
+
+func (r *runner) releaseLock() {
+	if r.lock != nil {
+		r.lock.Close()
+		r.lock = nil
+	}
+}
+
+func (r *runner) checkOrMain(ctx context.Context) {
+	if r.checkIdx < len(r.spec.PreStart) {
+		c := r.spec.PreStart[r.checkIdx]
+		r.phase = phCheck
+		r.set("activating", "start-pre", nil)
+		p, err := r.spawn(ctx, c.Command, nil, false)
+		if err != nil {
+			r.log.Error("pre-start check failed to run", zap.Error(err))
+			r.fail(ResultExitCode, err)
+			return
+		}
+		r.proc, r.isCheck = p, true
+		return
+	}
+	r.startMain(ctx)
+}
+
+func (r *runner) startMain(ctx context.Context) {
+	var extra []string
+	if r.spec.Type == TypeNotify {
+		if err := r.ensureNotify(ctx); err != nil {
+			r.log.Error("notify socket failed", zap.Error(err))
+			r.fail(ResultExitCode, err)
+			return
+		}
+		extra = append(extra, "NOTIFY_SOCKET="+r.notify.path)
+		if w := r.spec.Watchdog; w != nil && w.Timeout.D() > 0 {
+			extra = append(extra, "WATCHDOG_USEC="+strconv.FormatInt(w.Timeout.D().Microseconds(), 10))
+		}
+	}
+	// The restart count this process starts with goes into the intent row
+	// written before the fork: an agent killed between the fork and the
+	// table write leaves a launch the next agent adopts with its count (an
+	// automatic restart then stays counted; found by the torture suite).
+	restarted := r.autoRestart
+	n := r.u.status().NRestarts
+	if restarted {
+		n++
+	}
+	r.nextRestarts = n
+	p, err := r.spawn(ctx, r.spec.Command, extra, true)
+	r.releaseLock() // the child holds it now
+	if err != nil {
+		r.log.Error("start failed", zap.Error(err))
+		r.fail(ResultExitCode, err)
+		return
+	}
+	r.proc, r.isCheck = p, false
+	r.autoRestart = false
+	p.rec.NRestarts = n
+	r.u.s.recordProc(r.u.name, &p.rec)
+	r.log.Info("process started", zap.Int("pid", p.rec.PID), zap.Bool("autoRestart", restarted))
+	r.u.update(func(st *status) {
+		st.MainPID, st.ExecMainStart, st.ExecMainStatus = p.rec.PID, time.UnixMicro(p.rec.Started), 0
+		st.SpecHash, st.ProcHash = p.rec.SpecHash, p.rec.ProcHash
+		st.ExecMainExit = time.Time{}
+		st.NRestarts = n
+	})
+	r.wdTimeout = 0
+	if w := r.spec.Watchdog; w != nil {
+		r.wdTimeout = w.Timeout.D()
+	}
+	r.resetWatchdog()
+	switch r.spec.Type {
+	case TypeNotify:
+		r.phase = phStart
+		r.set("activating", "start", nil)
+		d, _ := time.ParseDuration(defaultReadyTimeout)
+		r.setTimer(d)
+	case TypeOneshot:
+		r.phase = phStart
+		r.set("activating", "start", nil)
+	default:
+		r.phase = phRunning
+		r.set("active", "running", nil)
+		r.answerStarts(actuators.Changed, nil)
+	}
+}
+
+// spawn forks argv (a check or the main command) with the unit's identity,
+// environment and logs. Every child carries the markers of its launch in
+// its environment (markerEnv), so a restarted agent finds it without the
+// process table. A main process is written to the table as an intent
+// (PID 0) before the fork, then with its PID: whenever the agent is killed,
+// the table names every main process it may have started.
+func (r *runner) spawn(ctx context.Context, argv []string, extra []string, main bool) (*child, error) {
+	s := r.u.s
+	id, err := resolveIdentity(r.spec.User, r.spec.Group)
+	if err != nil {
+		return nil, err
+	}
+	nonce := newNonce()
+	env, err := buildEnv(r.spec, id, append(extra, s.markerEnv(r.u.name, nonce)...))
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	base := filepath.Join(s.runDir, r.u.name+"."+strconv.FormatInt(now.UnixNano(), 36))
+	l := launch{argv: argv, env: env, dir: r.spec.WorkingDirectory, id: id, out: base + ".out", errp: base + ".err", stamp: now}
+	rec := procRecord{Unit: r.u.name, Nonce: nonce, Started: now.UnixMicro(), SpecHash: r.hash, ProcHash: procHash(r.spec), Stdout: l.out, Stderr: l.errp}
+	if main {
+		l.lock = r.lock
+		rec.NRestarts = r.nextRestarts
+		s.recordIntent(r.u.name, rec)
+		if s.beforeFork != nil {
+			s.beforeFork(r.u.name)
+		}
+	}
+	p, err := s.forkExec(l)
+	if err != nil {
+		if main {
+			s.recordProc(r.u.name, nil)
+		}
+		return nil, err
+	}
+	p.rec.Unit, p.rec.Nonce, p.rec.SpecHash, p.rec.ProcHash = rec.Unit, rec.Nonce, rec.SpecHash, rec.ProcHash
+	r.startCopiers(p)
+	return p, nil
+}
+
+func (r *runner) startCopiers(p *child) {
+	outW, errW := r.u.s.writers(r.u.name, r.spec.Logs)
+	for i, f := range p.readers {
+		w := outW
+		if i == 1 {
+			w = errW
+		}
+		r.copiers.Add(1)
+		go func() {
+			defer r.copiers.Done()
+			copyLines(f, w)
+			f.Close()
+		}()
+	}
+}
+
+func (r *runner) ensureNotify(ctx context.Context) error {
+	if r.notify != nil {
+		return nil
+	}
+	id, _ := resolveIdentity(r.spec.User, r.spec.Group)
+	ns, err := listenNotify(filepath.Join(r.u.s.runDir, r.u.name+".notify"), id.uid, id.gid)
+	if err != nil {
+		return err
+	}
+	r.notify = ns
+	r.bg.Add(1)
+	go func() {
+		defer r.bg.Done()
+		ns.serve(ctx, r.notifyCh)
+	}()
+	return nil
+}

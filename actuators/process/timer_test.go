@@ -1,0 +1,142 @@
+package process
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"resil.dev/resil/actuators"
+	"resil.dev/resil/desired"
+	"resil.dev/resil/observed"
+)
+
+func TestTimerCalendarFires(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "", Options{})
+	runs := filepath.Join(h.dir, "runs")
+	h.run()
+	h.install(timer("tick", desired.TimerSpec{Schedule: []string{"*:*:0/2"}, Command: sh(`echo tick >> ` + runs)}), true)
+	h.apply(context.Background(), actuators.Step{Op: actuators.OpStart, Unit: "tick.timer"})
+	u := h.unit("tick.timer")
+	if u.ActiveState != "active" || u.NextElapseUSecRealtime == 0 || len(u.Triggers) != 1 || u.Triggers[0] != "tick.service" {
+		t.Fatalf("timer: %+v", u)
+	}
+	waitFor(t, "two runs", func() bool { return len(lines(t, runs)) >= 2 })
+	if u := h.unit("tick.timer"); u.LastTriggerUSec == 0 {
+		t.Fatalf("LastTriggerUSec not set: %+v", u)
+	}
+	if u := h.unit("tick.service"); u.ActiveState == "failed" {
+		t.Fatalf("job: %+v", u)
+	}
+}
+
+// backdate writes a timer stamp as if the agent last fired it at t.
+func backdate(t *testing.T, dir, timer string, at time.Time) {
+	os.MkdirAll(filepath.Join(dir, "timers"), 0o755)
+	if err := os.WriteFile(filepath.Join(dir, "timers", timer+".stamp"), []byte(at.Format(time.RFC3339Nano)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPersistentCatchUpOnce(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "", Options{})
+	runs := filepath.Join(h.dir, "runs")
+	// Two daily schedules, due 90 and 60 minutes ago (so no regular run
+	// falls inside the test); last run two hours ago: two misses, one run.
+	due := time.Now().UTC().Add(-time.Hour)
+	daily := fmt.Sprintf("*-*-* %02d:%02d:00 UTC", due.Hour(), due.Minute())
+	alsoDue := time.Now().UTC().Add(-90 * time.Minute)
+	daily2 := fmt.Sprintf("*-*-* %02d:%02d:00 UTC", alsoDue.Hour(), alsoDue.Minute())
+	backdate(t, h.dir, "nightly.timer", time.Now().Add(-2*time.Hour))
+	h.install(timer("nightly", desired.TimerSpec{Schedule: []string{daily, daily2}, Persistent: true,
+		Command: sh(`echo run >> ` + runs)}), true)
+	h.run()
+	waitFor(t, "catch-up run", func() bool { return len(lines(t, runs)) >= 1 })
+	time.Sleep(1500 * time.Millisecond)
+	if n := len(lines(t, runs)); n != 1 {
+		t.Fatalf("catch-up ran %d times, want 1", n)
+	}
+	if at := h.s.readStamp("nightly.timer"); time.Since(at) > time.Minute {
+		t.Fatalf("stamp not advanced: %v", at)
+	}
+}
+
+func TestCatchUpSkips(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		spec desired.TimerSpec
+	}{
+		{"maxLateness", desired.TimerSpec{Schedule: []string{"2020-01-01 00:00:00"}, Persistent: true, MaxLateness: "1h"}},
+		{"catchUp skip", desired.TimerSpec{Schedule: []string{"2020-01-01 00:00:00"}, Persistent: true, CatchUp: desired.CatchUpSkip}},
+		{"not persistent", desired.TimerSpec{Schedule: []string{"2020-01-01 00:00:00"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, "", Options{})
+			runs := filepath.Join(h.dir, "runs")
+			backdate(t, h.dir, "old.timer", time.Date(2019, 12, 31, 0, 0, 0, 0, time.UTC))
+			tc.spec.Command = sh(`echo run >> ` + runs)
+			h.install(timer("old", tc.spec), true)
+			h.run()
+			h.waitUnit("old.timer", "started", func(u *observed.Unit) bool { return u.ActiveState == "active" })
+			time.Sleep(time.Second)
+			if n := len(lines(t, runs)); n != 0 {
+				t.Fatalf("ran %d times, want 0", n)
+			}
+			h.s.mu.Lock()
+			u := h.s.units["old.timer"]
+			h.s.mu.Unlock()
+			want := 0
+			if tc.name == "maxLateness" {
+				want = 1
+			}
+			if got := u.status().Missed; got != want {
+				t.Fatalf("missed runs reported = %d, want %d", got, want)
+			}
+		})
+	}
+	t.Run("within maxLateness", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t, "", Options{})
+		runs := filepath.Join(h.dir, "runs")
+		backdate(t, h.dir, "old.timer", time.Date(2019, 12, 31, 0, 0, 0, 0, time.UTC))
+		h.install(timer("old", desired.TimerSpec{Schedule: []string{"2020-01-01 00:00:00"}, Persistent: true,
+			MaxLateness: "87600h", Command: sh(`echo run >> ` + runs)}), true)
+		h.run()
+		waitFor(t, "catch-up", func() bool { return len(lines(t, runs)) == 1 })
+	})
+}
+
+// The stamp is observed like systemd's (so the planner can report
+// TimerCatchUp/TimerMissed), and refresh-stamp touches only that stamp.
+func TestTimerStampObservedAndRefreshed(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "", Options{})
+	old := time.Date(2019, 12, 31, 0, 0, 0, 0, time.UTC)
+	backdate(t, h.dir, "old.timer", old)
+	h.install(timer("old", desired.TimerSpec{Schedule: []string{"daily"}, Persistent: true, Command: sh(`true`)}), true)
+	u := h.unit("old.timer")
+	want := h.s.stampPath("old.timer")
+	if u.StampPath != want || u.StampUSec != uint64(old.UnixMicro()) {
+		t.Fatalf("observed stamp %q %d, want %q %d", u.StampPath, u.StampUSec, want, old.UnixMicro())
+	}
+	ctx := context.Background()
+	if _, err := h.apply(ctx, actuators.Step{Op: actuators.OpRefreshStamp, Unit: "old.timer", Path: filepath.Join(h.dir, "elsewhere")}); err == nil {
+		t.Fatal("refresh-stamp of a foreign path succeeded")
+	}
+	before := time.Now()
+	if res, err := h.apply(ctx, actuators.Step{Op: actuators.OpRefreshStamp, Unit: "old.timer", Path: want}); err != nil || res != actuators.Changed {
+		t.Fatalf("refresh-stamp: %v %v", res, err)
+	}
+	if got := h.s.readStamp("old.timer"); got.Before(before.Add(-time.Second)) {
+		t.Fatalf("stamp %v not refreshed", got)
+	}
+	if u := h.unit("old.service"); u.StampPath != "" {
+		t.Fatalf("a service has a stamp: %q", u.StampPath)
+	}
+}

@@ -1,0 +1,165 @@
+package desired
+
+// Cross-object checks: what only the whole set can tell (duplicate names
+// and units, timer to service references, drop-in folders without an
+// object, at most one Watchdog per host).
+
+import (
+	"fmt"
+	"sort"
+)
+
+// crossCheck merges drop-ins, validates each object and then checks what
+// only the whole set can tell: duplicate names and unit collisions,
+// timer→service references, drop-in folders without an object.
+func (l *loader) crossCheck(all []*Object, dropInDirs map[string]bool, set *Set) []*Object {
+	byName := map[string][]*Object{}
+	for _, o := range all {
+		byName[o.Metadata.Name] = append(byName[o.Metadata.Name], o)
+	}
+	dropIns := map[string][]*doc{}
+	names := make([]string, 0, len(dropInDirs))
+	for n := range dropInDirs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		sub := n + ".d"
+		files, fe := l.dropInFiles(sub)
+		if fe != nil {
+			l.fail(sub, fe)
+			set.BrokenNames[n] = true
+			continue
+		}
+		if len(files) == 0 {
+			continue
+		}
+		if len(byName[n]) == 0 {
+			if l.unusable[n] {
+				// Its manifest is invalid (reported there): keep what it
+				// had, and check the drop-ins once it is fixed.
+				set.BrokenNames[n] = true
+				continue
+			}
+			l.fail(files[0], &FieldError{Detail: fmt.Sprintf("drop-in for %q, but no manifest defines an object named %q", n, n)})
+			continue
+		}
+		for _, f := range files {
+			before := len(l.errs[f])
+			docs := l.readDocs(f)
+			if len(l.errs[f]) > before {
+				set.BrokenNames[n] = true
+			}
+			dropIns[n] = append(dropIns[n], docs...)
+		}
+	}
+
+	var valid []*Object
+	for _, o := range all {
+		// The name from the base file: a broken drop-in must protect the
+		// object it was meant for, whatever it says.
+		name := o.Metadata.Name
+		if l.finish(o, dropIns[name]) {
+			valid = append(valid, o)
+		} else if len(dropIns[name]) > 0 {
+			set.BrokenNames[name] = true
+		}
+	}
+
+	// Duplicates: the same ID, or two objects rendering the same unit.
+	units := map[string][]*Object{}
+	for _, o := range valid {
+		for _, u := range unitsOf(o) {
+			units[u] = append(units[u], o)
+		}
+	}
+	dup := map[*Object]bool{}
+	unitNames := make([]string, 0, len(units))
+	for u := range units {
+		unitNames = append(unitNames, u)
+	}
+	sort.Strings(unitNames)
+	for _, u := range unitNames {
+		os := units[u]
+		if len(os) < 2 {
+			continue
+		}
+		for i, o := range os {
+			other := os[(i+1)%len(os)]
+			if dup[o] {
+				continue // one error per object, even when it collides on several units
+			}
+			dup[o] = true
+			l.failAt(o.docs, path{"metadata", "name"}, fmt.Sprintf("%s is also defined by %s (%s); neither is applied", u, other.ID(), other.where()))
+			set.BrokenNames[o.Metadata.Name] = true
+		}
+	}
+	var out []*Object
+	byID := map[string]*Object{}
+	for _, o := range valid {
+		if !dup[o] {
+			out = append(out, o)
+			byID[o.ID()] = o
+		}
+	}
+	// References.
+	var final []*Object
+	for _, o := range out {
+		if o.Timer != nil && o.Timer.Service != "" {
+			if _, ok := byID["Service/"+o.Timer.Service]; !ok {
+				l.failAt(o.docs, path{"spec", "service"}, fmt.Sprintf("no Service named %q", o.Timer.Service))
+				continue
+			}
+		}
+		final = append(final, o)
+	}
+	return final
+}
+
+// checkSelected enforces rules about what this host ends up with.
+func (l *loader) checkSelected(set *Set) {
+	var wds []*Object
+	for _, o := range set.Sorted() {
+		if o.Kind == KindWatchdog {
+			wds = append(wds, o)
+		}
+		if o.Timer != nil && o.Timer.Service != "" {
+			if _, ok := set.Objects["Service/"+o.Timer.Service]; !ok {
+				l.failAt(o.docs, path{"spec", "service"}, fmt.Sprintf("Service %q does not select this host", o.Timer.Service))
+				delete(set.Objects, o.ID())
+			}
+		}
+	}
+	if len(wds) > 1 {
+		sort.Slice(wds, func(i, j int) bool { return wds[i].ID() < wds[j].ID() })
+		for _, o := range wds {
+			l.failAt(o.docs, path{"kind"}, fmt.Sprintf("%d Watchdog objects select this host; at most one may", len(wds)))
+			delete(set.Objects, o.ID())
+			set.BrokenNames[o.Metadata.Name] = true
+		}
+	}
+}
+
+func (o *Object) where() string {
+	if len(o.docs) > 0 {
+		n, _ := lookup(o.docs[0].node, path{"metadata", "name"})
+		if n != nil {
+			return fmt.Sprintf("%s:%d", o.docs[0].abs, n.Line)
+		}
+	}
+	return o.Source.File
+}
+
+// unitsOf lists the unit names (or files) an object owns.
+func unitsOf(o *Object) []string {
+	switch o.Kind {
+	case KindService:
+		return []string{o.Metadata.Name + ".service"}
+	case KindTimer:
+		if o.Timer != nil && o.Timer.Service == "" {
+			return []string{o.Metadata.Name + ".timer", o.Metadata.Name + ".service"}
+		}
+		return []string{o.Metadata.Name + ".timer"}
+	}
+	return []string{"Watchdog/" + o.Metadata.Name}
+}

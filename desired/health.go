@@ -1,0 +1,227 @@
+package desired
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// HealthSpec is spec.health of a service: probes of its running process.
+type HealthSpec struct {
+	// Startup: the start counts as done only once it passes.
+	Startup *Probe `json:"startup,omitempty"`
+	// Liveness: failing Failures times in a row restarts the service
+	// (Action report: only recorded).
+	Liveness *Probe `json:"liveness,omitempty"`
+	// Readiness: shown by status and metrics, and gates rollouts.
+	Readiness *Probe `json:"readiness,omitempty"`
+}
+
+// Probe is one health check, run every Interval. Exactly one of HTTP, TCP
+// and Exec is set.
+type Probe struct {
+	HTTP *HTTPProbe `json:"http,omitempty"`
+	// TCP is a host:port that must accept a connection.
+	TCP string `json:"tcp,omitempty"`
+	// Exec is an absolute argv run as the service's user; exit 0 passes.
+	Exec []string `json:"exec,omitempty"`
+	// Interval between attempts; default 10s (startup: 1s).
+	Interval Duration `json:"interval,omitempty"`
+	// Timeout bounds one attempt; default 1s. For a startup probe it is
+	// the time the start may take until the probe passes; default 60s.
+	Timeout Duration `json:"timeout,omitempty"`
+	// Failures in a row that make the probe fail; default 3.
+	Failures int `json:"failures,omitempty"`
+	// Successes in a row that make a failed probe pass again; default 1.
+	Successes int `json:"successes,omitempty"`
+	// InitialDelay after the process started before the first attempt.
+	InitialDelay Duration `json:"initialDelay,omitempty"`
+	// Action of a failed liveness probe: restart (default) or report.
+	Action ProbeAction `json:"action,omitempty"`
+}
+
+// HTTPProbe passes when a GET of URL answers with a status in Status.
+type HTTPProbe struct {
+	// URL is an http:// or https:// URL.
+	URL string `json:"url"`
+	// Status is the accepted status range, "200-399" by default; a single
+	// code ("204") or a range ("200-299").
+	Status string `json:"status,omitempty"`
+	// Headers are sent with the request.
+	Headers map[string]string `json:"headers,omitempty"`
+}
+
+// ProbeAction is what a failed liveness probe does.
+type ProbeAction string
+
+// Probe actions.
+const (
+	ProbeRestart ProbeAction = "restart"
+	ProbeReport  ProbeAction = "report"
+)
+
+// Probe kinds, as in events and metrics.
+const (
+	ProbeStartup   = "startup"
+	ProbeLiveness  = "liveness"
+	ProbeReadiness = "readiness"
+)
+
+// Defaults of a probe.
+const (
+	DefaultProbeInterval        = 10 * time.Second
+	DefaultStartupProbeInterval = time.Second
+	DefaultProbeTimeout         = time.Second
+	DefaultStartupProbeTimeout  = 60 * time.Second
+	DefaultProbeFailures        = 3
+	DefaultProbeSuccesses       = 1
+)
+
+// Effective returns the probe with its defaults filled in, for kind
+// (ProbeStartup, ProbeLiveness or ProbeReadiness).
+func (p Probe) Effective(kind string) Probe {
+	if !p.Interval.IsSet() {
+		p.Interval = Duration(DefaultProbeInterval.String())
+		if kind == ProbeStartup {
+			p.Interval = Duration(DefaultStartupProbeInterval.String())
+		}
+	}
+	if !p.Timeout.IsSet() {
+		p.Timeout = Duration(DefaultProbeTimeout.String())
+		if kind == ProbeStartup {
+			p.Timeout = Duration(DefaultStartupProbeTimeout.String())
+		}
+	}
+	if p.Failures == 0 {
+		p.Failures = DefaultProbeFailures
+	}
+	if p.Successes == 0 {
+		p.Successes = DefaultProbeSuccesses
+	}
+	if p.Action == "" && kind == ProbeLiveness {
+		p.Action = ProbeRestart
+	}
+	if p.HTTP != nil && p.HTTP.Status == "" {
+		h := *p.HTTP
+		h.Status = "200-399"
+		p.HTTP = &h
+	}
+	return p
+}
+
+// StatusRange returns the accepted HTTP status codes [lo, hi] of s ("200",
+// "200-299"; "" is 200-399).
+func StatusRange(s string) (lo, hi int, err error) {
+	if s == "" {
+		return 200, 399, nil
+	}
+	a, b, isRange := strings.Cut(s, "-")
+	lo, err = strconv.Atoi(a)
+	if err != nil {
+		return 0, 0, fmt.Errorf("bad status %q", s)
+	}
+	hi = lo
+	if isRange {
+		if hi, err = strconv.Atoi(b); err != nil {
+			return 0, 0, fmt.Errorf("bad status %q", s)
+		}
+	}
+	if lo < 100 || hi > 599 || lo > hi {
+		return 0, 0, fmt.Errorf("status %q out of range 100-599", s)
+	}
+	return lo, hi, nil
+}
+
+var headerNameRE = regexp.MustCompile(`^[A-Za-z0-9!#$%&'*+.^_|~-]+$`)
+
+func (v *validator) health(p path, h *HealthSpec, s *ServiceSpec) {
+	if h == nil {
+		return
+	}
+	for _, k := range []struct {
+		name  string
+		probe *Probe
+	}{{ProbeStartup, h.Startup}, {ProbeLiveness, h.Liveness}, {ProbeReadiness, h.Readiness}} {
+		if k.probe != nil {
+			v.probe(p.key(k.name), k.name, k.probe, s)
+		}
+	}
+}
+
+func (v *validator) probe(p path, kind string, pr *Probe, s *ServiceSpec) {
+	n := 0
+	if pr.HTTP != nil {
+		n++
+		q := p.key("http")
+		v.probeURL(q.key("url"), pr.HTTP.URL)
+		if _, _, err := StatusRange(pr.HTTP.Status); err != nil {
+			v.add(q.key("status"), "%v (want a code like 204 or a range like 200-299)", err)
+		}
+		for _, k := range sortedKeys(pr.HTTP.Headers) {
+			if !headerNameRE.MatchString(k) {
+				v.add(q.key("headers").key(k), "invalid header name %q", k)
+				continue
+			}
+			v.text(q.key("headers").key(k), pr.HTTP.Headers[k])
+		}
+	}
+	if pr.TCP != "" {
+		n++
+		host, port, err := net.SplitHostPort(pr.TCP)
+		if pn, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || pn < 1 || pn > 65535 {
+			v.add(p.key("tcp"), "want host:port like 127.0.0.1:8080, got %q", pr.TCP)
+		} else {
+			v.text(p.key("tcp"), pr.TCP)
+		}
+	}
+	if len(pr.Exec) > 0 {
+		n++
+		v.command(p.key("exec"), pr.Exec)
+	}
+	if n != 1 {
+		v.add(p, "exactly one of http, tcp and exec is required, got %d", n)
+	}
+	v.duration(p.key("interval"), pr.Interval, 100*time.Millisecond, 24*time.Hour)
+	v.duration(p.key("timeout"), pr.Timeout, 10*time.Millisecond, 24*time.Hour)
+	v.duration(p.key("initialDelay"), pr.InitialDelay, 0, 24*time.Hour)
+	if pr.Failures < 0 || pr.Failures > 1000 {
+		v.add(p.key("failures"), "must be between 1 and 1000, got %d", pr.Failures)
+	}
+	if pr.Successes < 0 || pr.Successes > 1000 {
+		v.add(p.key("successes"), "must be between 1 and 1000, got %d", pr.Successes)
+	}
+	switch pr.Action {
+	case "":
+	case ProbeRestart, ProbeReport:
+		if kind != ProbeLiveness {
+			v.add(p.key("action"), "only a liveness probe has an action")
+		}
+	default:
+		v.add(p.key("action"), "must be restart or report, got %q", pr.Action)
+	}
+	if kind == ProbeStartup && s != nil && s.DesiredState() == StateStopped {
+		v.add(p, "a stopped service has no start to probe")
+	}
+}
+
+func (v *validator) probeURL(p path, s string) {
+	if s == "" {
+		v.add(p, "required, e.g. http://127.0.0.1:8080/healthz")
+		return
+	}
+	if !v.text(p, s) {
+		return
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		v.add(p, "want an http:// or https:// URL with a host, got %q", s)
+		return
+	}
+	if strings.ContainsAny(s, " \t") {
+		v.add(p, "must not contain whitespace, got %q", s)
+	}
+}

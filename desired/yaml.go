@@ -1,0 +1,298 @@
+package desired
+
+// YAML to JSON with positions: a file's documents as yaml.Node trees (kept
+// for file:line:column) and their JSON (what is decoded), and where in those
+// trees a field path is set.
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	yaml "go.yaml.in/yaml/v3"
+)
+
+// doc is one parsed YAML document with its node tree for positions.
+type doc struct {
+	file string // relative path
+	abs  string
+	idx  int
+	node *yaml.Node // document content (mapping)
+	raw  []byte     // JSON
+}
+
+var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// readDocs parses every YAML document of a file.
+func (l *loader) readDocs(rel string) []*doc {
+	data, ok := l.readFile(rel)
+	if !ok {
+		return nil
+	}
+	docs, fe := parseDocs(data)
+	if fe != nil {
+		l.fail(rel, fe)
+		return nil
+	}
+	if len(docs) == 0 {
+		l.empty[rel] = true
+	}
+	out := make([]*doc, 0, len(docs))
+	for i, n := range docs {
+		d := &doc{file: rel, abs: filepath.Join(l.dir, rel), idx: i, node: n}
+		if n.Kind != yaml.MappingNode {
+			l.fail(rel, &FieldError{Line: n.Line, Column: n.Column, Detail: "document is not a mapping (want apiVersion, kind, metadata, spec)"})
+			continue
+		}
+		raw, err := nodeToJSON(n)
+		if err != nil {
+			fe := &FieldError{Line: n.Line, Column: n.Column, Detail: err.Error()}
+			var ne *nodeError
+			if errors.As(err, &ne) {
+				fe.Line, fe.Column, fe.Detail = ne.line, ne.column, ne.msg
+			}
+			l.fail(rel, fe)
+			continue
+		}
+		d.raw = raw
+		out = append(out, d)
+	}
+	return out
+}
+
+// parseDocs splits YAML into document nodes, dropping empty documents.
+func parseDocs(data []byte) ([]*yaml.Node, *FieldError) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var out []*yaml.Node
+	for {
+		var n yaml.Node
+		err := dec.Decode(&n)
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, yamlError(err)
+		}
+		if len(out) >= maxDocsPerFile {
+			return nil, &FieldError{Detail: fmt.Sprintf("more than %d documents", maxDocsPerFile)}
+		}
+		if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+			c := n.Content[0]
+			if c.Kind == yaml.ScalarNode && c.Tag == "!!null" {
+				continue
+			}
+			out = append(out, c)
+		}
+	}
+}
+
+// yamlParserProblems are the messages of yaml.v3's parser (parserc.go), as
+// opposed to its scanner. For parser errors yaml.v3 reports a 0-based line
+// (decode.go fail() adds one only for scanner errors), and none at all when
+// the problem is on the first line.
+var yamlParserProblems = map[string]bool{
+	"did not find expected <stream-start>":   true,
+	"did not find expected <document start>": true,
+	"found undefined tag handle":             true,
+	"did not find expected node content":     true,
+	"did not find expected '-' indicator":    true,
+	"did not find expected key":              true,
+	"did not find expected ',' or ']'":       true,
+	"did not find expected ',' or '}'":       true,
+	"found duplicate %YAML directive":        true,
+	"found incompatible YAML document":       true,
+	"found duplicate %TAG directive":         true,
+}
+
+func yamlError(err error) *FieldError {
+	msg := err.Error()
+	var te *yaml.TypeError
+	if errors.As(err, &te) && len(te.Errors) > 0 {
+		msg = te.Errors[0]
+	}
+	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		if yamlParserProblems[m[2]] {
+			line++
+		}
+		return &FieldError{Line: line, Detail: "invalid YAML: " + m[2]}
+	}
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	if yamlParserProblems[msg] {
+		return &FieldError{Line: 1, Detail: "invalid YAML: " + msg}
+	}
+	return &FieldError{Detail: "invalid YAML: " + msg}
+}
+
+// nodeToJSON converts a YAML node to JSON, refusing anchors/aliases that
+// would blow up in size, duplicate keys and non-string keys. Its errors are
+// *nodeError, with the position of the offending node.
+func nodeToJSON(n *yaml.Node) ([]byte, error) {
+	v, err := nodeValue(n, 0)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(v)
+}
+
+// nodeError is a problem at one node of a YAML document.
+type nodeError struct {
+	line, column int
+	msg          string
+}
+
+func (e *nodeError) Error() string { return fmt.Sprintf("line %d: %s", e.line, e.msg) }
+
+func nodeErrorf(n *yaml.Node, format string, args ...any) *nodeError {
+	return &nodeError{line: n.Line, column: n.Column, msg: fmt.Sprintf(format, args...)}
+}
+
+func nodeValue(n *yaml.Node, depth int) (any, error) {
+	if depth > 64 {
+		return nil, nodeErrorf(n, "document nested too deeply")
+	}
+	switch n.Kind {
+	case yaml.AliasNode:
+		return nil, nodeErrorf(n, "YAML aliases are not supported in manifests")
+	case yaml.MappingNode:
+		m := make(map[string]any, len(n.Content)/2)
+		seen := make(map[string]*yaml.Node, len(n.Content)/2)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.Kind == yaml.ScalarNode && (k.Tag == "!!merge" || k.Value == "<<") {
+				return nil, nodeErrorf(k, "YAML merge keys are not supported in manifests")
+			}
+			if k.Kind != yaml.ScalarNode || (k.Tag != "!!str" && k.Tag != "!!int" && k.Tag != "!!bool") {
+				return nil, nodeErrorf(k, "mapping keys must be strings")
+			}
+			// yaml.v3 checks duplicate keys only when decoding into Go
+			// values, not into a Node: without this the last one would
+			// silently win.
+			if first, dup := seen[k.Value]; dup {
+				return nil, nodeErrorf(k, "mapping key %q already defined at line %d", k.Value, first.Line)
+			}
+			seen[k.Value] = k
+			val, err := nodeValue(v, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			m[k.Value] = val
+		}
+		return m, nil
+	case yaml.SequenceNode:
+		s := make([]any, 0, len(n.Content))
+		for _, c := range n.Content {
+			// encoding/json would turn a null item into "" (or a zero
+			// struct): `command: [/bin/ls, ~]` must not run "ls ''".
+			if c.Kind == yaml.ScalarNode && c.Tag == "!!null" {
+				if c.Value == "" {
+					return nil, nodeErrorf(c, "list item is empty")
+				}
+				return nil, nodeErrorf(c, "list item is null; quote it (%q) if you mean the text", c.Value)
+			}
+			val, err := nodeValue(c, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			s = append(s, val)
+		}
+		return s, nil
+	case yaml.ScalarNode:
+		var v any
+		if err := n.Decode(&v); err != nil {
+			return nil, nodeErrorf(n, "%s", strings.TrimPrefix(err.Error(), "yaml: "))
+		}
+		switch x := v.(type) {
+		case float64:
+			if x != x || x > 1e300 || x < -1e300 { // NaN, Inf: no JSON form
+				return nil, nodeErrorf(n, "number out of range")
+			}
+		case int, int64, uint64, bool, string, nil:
+		default:
+			// timestamps and other YAML-only types become their text.
+			return n.Value, nil
+		}
+		return v, nil
+	}
+	return nil, nodeErrorf(n, "unsupported YAML node")
+}
+
+// position finds where p is set: in the last document (drop-in) that sets
+// it, else the nearest parent that exists. docs are base first, drop-ins after.
+func (l *loader) position(docs []*doc, p path, detail string) *FieldError {
+	fe := &FieldError{Field: p.String(), Detail: detail}
+	for i := len(docs) - 1; i >= 0; i-- {
+		if n, exact := lookup(docs[i].node, p); n != nil && (exact || i == 0) {
+			fe.File, fe.Line, fe.Column = docs[i].abs, n.Line, n.Column
+			return fe
+		}
+	}
+	if len(docs) > 0 {
+		fe.File = docs[0].abs
+	}
+	return fe
+}
+
+// lookup walks p from n; it returns the deepest node reached and whether p
+// was found whole. Keys point at their key node (where an operator looks).
+func lookup(n *yaml.Node, p path) (*yaml.Node, bool) {
+	cur := n
+	for i, seg := range p {
+		switch {
+		case strings.HasPrefix(seg, "[") && cur.Kind == yaml.SequenceNode:
+			idx, err := strconv.Atoi(strings.Trim(seg, "[]"))
+			if err != nil || idx < 0 || idx >= len(cur.Content) {
+				return cur, false
+			}
+			cur = cur.Content[idx]
+		case cur.Kind == yaml.MappingNode:
+			found := false
+			for j := 0; j+1 < len(cur.Content); j += 2 {
+				if cur.Content[j].Value == seg {
+					if i == len(p)-1 {
+						return cur.Content[j], true
+					}
+					cur = cur.Content[j+1]
+					found = true
+					break
+				}
+			}
+			if !found {
+				return cur, false
+			}
+		default:
+			return cur, false
+		}
+	}
+	return cur, true
+}
+
+// failAt records a problem at the position of p, in whichever of docs sets it.
+func (l *loader) failAt(docs []*doc, p path, detail string) {
+	fe := l.position(docs, p, detail)
+	rel := docs[0].file
+	for _, d := range docs {
+		if d.abs == fe.File {
+			rel = d.file
+		}
+	}
+	l.fail(rel, fe)
+}
+
+func valueOf(m *yaml.Node, key string) *yaml.Node {
+	if m.Kind != yaml.MappingNode {
+		return nil
+	}
+	for j := 0; j+1 < len(m.Content); j += 2 {
+		if m.Content[j].Value == key {
+			return m.Content[j+1]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,22 @@
+// Package sdbus is resil's one connection to systemd over D-Bus, shared by
+// observed/systemd (reads) and actuators/systemd (writes). It holds no
+// state about units: each consumer declares the small interface it needs,
+// and *Conn satisfies them all.
+//
+// Files:
+//   - conn.go: Conn (go-systemd's *dbus.Conn plus the raw connections under
+//     it), Dial (private socket as root, else the system bus), DialBus and
+//     DialPrivate, Wire (message counters), manager properties with a
+//     context, and WatchUnitSignals.
+//   - text.go: D-Bus values and paths as text: PropertyText (a property as
+//     observed.Manager.Properties holds it), UnitNameFromPath, and the
+//     PropertiesChanged signal name.
+//   - sdbustest/: Fake, an in-memory systemd for unit tests of the
+//     consumers (fake.go), and DialSandbox, a Conn to a sandboxed systemd,
+//     the real thing to test against when in doubt (sandbox.go).
+//
+// The caller owns one long-lived connection and closes it; never open one
+// per pass. The host cannot use a sandbox's private socket (systemd resets
+// peers outside its PID namespace): host-side tests use DialBus on
+// "/proc/PID/root/run/dbus/system_bus_socket".
+package sdbus

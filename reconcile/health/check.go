@@ -1,0 +1,162 @@
+package health
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"os/user"
+	"strconv"
+	"syscall"
+	"time"
+
+	"resil.dev/resil/desired"
+)
+
+// Checker runs one attempt of a probe. A nil error passes.
+type Checker interface {
+	Check(ctx context.Context) error
+}
+
+// Identity is who an exec probe runs as: the service's user and group
+// ("" keeps the agent's own).
+type Identity struct{ User, Group string }
+
+// NewChecker returns the checker of p (its defaults filled in by
+// desired.Probe.Effective).
+func NewChecker(p desired.Probe, id Identity) (Checker, error) {
+	switch {
+	case p.HTTP != nil:
+		lo, hi, err := desired.StatusRange(p.HTTP.Status)
+		if err != nil {
+			return nil, fmt.Errorf("http probe: %w", err)
+		}
+		return &httpCheck{url: p.HTTP.URL, lo: lo, hi: hi, headers: p.HTTP.Headers, client: &http.Client{
+			// A probe follows no redirect (like the kubelet's, a 3xx is an
+			// answer) and keeps no connection between attempts.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+			Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil},
+		}}, nil
+	case p.TCP != "":
+		return tcpCheck(p.TCP), nil
+	case len(p.Exec) > 0:
+		cred, err := credential(id)
+		if err != nil {
+			return nil, fmt.Errorf("exec probe: %w", err)
+		}
+		return &execCheck{argv: p.Exec, cred: cred}, nil
+	}
+	return nil, errors.New("probe has neither http, tcp nor exec")
+}
+
+type httpCheck struct {
+	url     string
+	lo, hi  int
+	headers map[string]string
+	client  *http.Client
+}
+
+func (c *httpCheck) Check(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url, nil)
+	if err != nil {
+		return fmt.Errorf("http probe %s: %w", c.url, err)
+	}
+	req.Header.Set("User-Agent", "resil-probe")
+	for k, v := range c.headers {
+		if http.CanonicalHeaderKey(k) == "Host" {
+			req.Host = v
+			continue
+		}
+		req.Header.Set(k, v)
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("http probe: %w", err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode < c.lo || resp.StatusCode > c.hi {
+		return fmt.Errorf("http probe %s: status %d, want %d-%d", c.url, resp.StatusCode, c.lo, c.hi)
+	}
+	return nil
+}
+
+type tcpCheck string
+
+func (c tcpCheck) Check(ctx context.Context) error {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", string(c))
+	if err != nil {
+		return fmt.Errorf("tcp probe: %w", err)
+	}
+	return conn.Close()
+}
+
+type execCheck struct {
+	argv []string
+	cred *syscall.Credential
+}
+
+func (c *execCheck) Check(ctx context.Context) error {
+	cmd := exec.CommandContext(ctx, c.argv[0], c.argv[1:]...)
+	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.Dir = "/"
+	// Its own process group, killed whole when the attempt times out.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: c.cred}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = time.Second
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		return fmt.Errorf("exec probe %s: timed out", c.argv[0])
+	}
+	if err != nil {
+		if len(out) > 200 {
+			out = out[:200]
+		}
+		return fmt.Errorf("exec probe %s: %w: %q", c.argv[0], err, out)
+	}
+	return nil
+}
+
+// credential resolves the user and group an exec probe runs as.
+func credential(id Identity) (*syscall.Credential, error) {
+	if id.User == "" && id.Group == "" {
+		return nil, nil
+	}
+	cred := &syscall.Credential{Uid: uint32(syscall.Getuid()), Gid: uint32(syscall.Getgid())}
+	if id.User != "" {
+		u, err := user.Lookup(id.User)
+		if err != nil {
+			if u, err = user.LookupId(id.User); err != nil {
+				return nil, fmt.Errorf("look up user %q: %w", id.User, err)
+			}
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		cred.Uid, cred.Gid = uint32(uid), uint32(gid)
+		if gids, err := u.GroupIds(); err == nil {
+			for _, g := range gids {
+				if n, err := strconv.Atoi(g); err == nil {
+					cred.Groups = append(cred.Groups, uint32(n))
+				}
+			}
+		}
+	}
+	if id.Group != "" {
+		g, err := user.LookupGroup(id.Group)
+		if err != nil {
+			if g, err = user.LookupGroupId(id.Group); err != nil {
+				return nil, fmt.Errorf("look up group %q: %w", id.Group, err)
+			}
+		}
+		gid, _ := strconv.Atoi(g.Gid)
+		cred.Gid = uint32(gid)
+	}
+	if cred.Groups == nil {
+		cred.Groups = []uint32{cred.Gid}
+	}
+	return cred, nil
+}

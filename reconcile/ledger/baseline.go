@@ -1,0 +1,78 @@
+package ledger
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"resil.dev/resil/observed"
+)
+
+// BootIDPath is where the kernel publishes this boot's ID.
+const BootIDPath = "/proc/sys/kernel/random/boot_id"
+
+// ReadBootID returns the boot ID in path (BootIDPath), or "" when it
+// cannot be read (no baseline is kept then).
+func ReadBootID(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(data))
+}
+
+// baselineUnit is what the ledger needs of a unit across an agent restart.
+type baselineUnit struct {
+	Owner       string `json:"owner"`
+	ActiveState string `json:"activeState"`
+	SubState    string `json:"subState"`
+	Result      string `json:"result"`
+	NRestarts   uint32 `json:"nRestarts"`
+	MainPID     uint32 `json:"mainPID"`
+	Start       uint64 `json:"start"`
+}
+
+// saveBaseline stores the managed units' counters so that a restarted
+// agent counts the restarts that happened while it was down.
+func (k *Keeper) saveBaseline(ctx context.Context, obs *observed.State) {
+	if k.bootID == "" {
+		return
+	}
+	units := map[string]baselineUnit{}
+	for n, u := range obs.Units {
+		if Managed(u) {
+			units[n] = baselineUnit{Owner: u.Owner, ActiveState: u.ActiveState, SubState: u.SubState, Result: u.Result,
+				NRestarts: u.NRestarts, MainPID: u.MainPID, Start: u.ExecMainStartTimestamp}
+		}
+	}
+	data, err := json.Marshal(units)
+	if err == nil {
+		err = k.store.PutBaseline(ctx, k.bootID, data)
+	}
+	if err != nil {
+		k.log.Warn("ledger baseline not saved", zap.Error(err))
+	}
+}
+
+// loadBaseline returns the last agent's final observation when it is from
+// this boot (nil otherwise: after a reboot every start is a first start).
+func (k *Keeper) loadBaseline(ctx context.Context) *observed.State {
+	boot, data, err := k.store.Baseline(ctx)
+	if err != nil || boot == "" || boot != k.bootID {
+		return nil
+	}
+	var units map[string]baselineUnit
+	if err := json.Unmarshal(data, &units); err != nil {
+		return nil
+	}
+	st := &observed.State{Units: map[string]*observed.Unit{}}
+	for n, b := range units {
+		st.Units[n] = &observed.Unit{Name: n, Owner: b.Owner, ActiveState: b.ActiveState, SubState: b.SubState, Result: b.Result,
+			NRestarts: b.NRestarts, MainPID: b.MainPID, ExecMainStartTimestamp: b.Start}
+	}
+	k.log.Info("restart ledger continues from the last agent's observation", zap.Int("units", len(st.Units)))
+	return st
+}

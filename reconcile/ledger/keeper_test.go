@@ -1,0 +1,165 @@
+package ledger
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"resil.dev/resil/observed"
+	"resil.dev/resil/reconcile"
+	"resil.dev/resil/reconcile/store"
+)
+
+func webUnit(n, pid uint32, start uint64) *observed.State {
+	return &observed.State{Backend: "systemd", Units: map[string]*observed.Unit{
+		"web.service": {Name: "web.service", Owner: "Service/web", File: []byte("x"), LoadState: "loaded", ActiveState: "active", SubState: "running",
+			Result: "success", NRestarts: n, MainPID: pid, ExecMainStartTimestamp: start},
+	}}
+}
+
+func openStore(t *testing.T) *store.Store {
+	t.Helper()
+	s, err := store.Open(filepath.Join(t.TempDir(), store.FileName), store.Options{Log: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func observe(k *Keeper, obs *observed.State) {
+	k.Observe(context.Background(), reconcile.Result{Observed: obs}, time.Now())
+}
+
+func TestParsePolicy(t *testing.T) {
+	for in, w := range map[string]string{"10/1h": "10 1h0m0s", "off": "0 0s", "3/90s": "3 1m30s", "x": "error", "0/1h": "error", "5/": "error"} {
+		p, err := ParsePolicy(in)
+		got := fmt.Sprintf("%d %s", p.Restarts, p.Within)
+		if err != nil {
+			got = "error"
+		}
+		if got != w {
+			t.Errorf("%q: got %s, want %s", in, got, w)
+		}
+	}
+}
+
+// TestLedgerSurvivesAgentRestart: a new agent (new keeper, same store)
+// continues from the last observation of the same boot, and counts the
+// restarts that happened while no agent ran; from another boot it does not.
+func TestLedgerSurvivesAgentRestart(t *testing.T) {
+	log := zaptest.NewLogger(t)
+	s := openStore(t)
+	newKeeper := func(boot string) *Keeper {
+		return NewKeeper(Config{Store: s, Events: s, Log: log, HookTimeout: time.Second, BootID: boot})
+	}
+	count := func() int {
+		n, err := s.RestartCount(context.Background(), "Service/web", time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	first := newKeeper("boot-a")
+	observe(first, webUnit(2, 100, 1000))
+	observe(first, webUnit(3, 101, 2000))
+	if n := count(); n != 1 {
+		t.Fatalf("first agent: %d restarts, want 1", n)
+	}
+	second := newKeeper("boot-a") // agent restarted; web crashed twice meanwhile
+	observe(second, webUnit(5, 105, 5000))
+	if n := count(); n != 3 {
+		t.Errorf("after an agent restart: %d restarts, want 3", n)
+	}
+	third := newKeeper("boot-b") // host rebooted: counters restarted from zero
+	observe(third, webUnit(0, 50, 100))
+	if n := count(); n != 3 {
+		t.Errorf("after a reboot: %d restarts, want still 3", n)
+	}
+}
+
+// baselineProbe is an event recorder that reads the saved ledger baseline
+// at the instant a Restarted event is recorded: an agent killed right then
+// must find a baseline that still predates the restart.
+type baselineProbe struct {
+	t    *testing.T
+	s    *store.Store
+	seen []uint32 // the baseline's NRestarts of web.service at each Restarted event
+}
+
+func (p *baselineProbe) Record(e reconcile.Event) {
+	p.s.Record(e)
+	if e.Reason != reconcile.ReasonRestarted {
+		return
+	}
+	_, data, err := p.s.Baseline(context.Background())
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	var units map[string]baselineUnit
+	if err := json.Unmarshal(data, &units); err != nil {
+		p.t.Fatalf("baseline %q: %v", data, err)
+	}
+	p.seen = append(p.seen, units["web.service"].NRestarts)
+}
+
+// The saved baseline moves on only after the restarts it covers are
+// recorded, so a kill -9 between the two loses no restart.
+func TestLedgerBaselineSavedAfterRestartsRecorded(t *testing.T) {
+	s := openStore(t)
+	probe := &baselineProbe{t: t, s: s}
+	k := NewKeeper(Config{Store: s, Events: probe, Log: zaptest.NewLogger(t), HookTimeout: time.Second, BootID: "boot-a"})
+	observe(k, webUnit(2, 100, 1000))
+	observe(k, webUnit(3, 101, 2000))
+	if len(probe.seen) != 1 || probe.seen[0] != 2 {
+		t.Fatalf("baseline NRestarts when the restart was recorded: %v, want [2] (the restart not yet in it)", probe.seen)
+	}
+	_, data, err := s.Baseline(context.Background())
+	if err != nil || !strings.Contains(string(data), `"nRestarts":3`) {
+		t.Fatalf("baseline after the pass: %s, %v; want nRestarts 3", data, err)
+	}
+}
+
+// A failing hook is itself an event.
+func TestFailingHookIsAnEvent(t *testing.T) {
+	s := openStore(t)
+	k := NewKeeper(Config{Store: s, Events: s, Log: zaptest.NewLogger(t), HookTimeout: 10 * time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- k.RunHooks(ctx) }()
+	defer func() { cancel(); <-done }()
+	k.hooks <- hookJob{command: []string{"/bin/sh", "-c", "echo nope >&2; exit 7"}, event: reconcile.Event{Object: "Service/web", Reason: reconcile.ReasonRestartStorm}}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		evs, _ := s.Events(context.Background(), store.Query{Reason: string(reconcile.ReasonAlertHookFailed)})
+		if len(evs) == 1 && strings.Contains(evs[0].Message, "exit status 7: nope") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for hook failure event: %+v", evs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestReadBootID(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "boot_id")
+	if got := ReadBootID(p); got != "" {
+		t.Errorf("missing file: %q", got)
+	}
+	if err := writeFile(p, "0f1e2d3c-aaaa-bbbb-cccc-000000000001\n"); err != nil {
+		t.Fatal(err)
+	}
+	if got := ReadBootID(p); got != "0f1e2d3c-aaaa-bbbb-cccc-000000000001" {
+		t.Errorf("got %q", got)
+	}
+}
+
+func writeFile(p, s string) error { return os.WriteFile(p, []byte(s), 0o644) }

@@ -1,0 +1,131 @@
+package reconcile
+
+import (
+	"fmt"
+	"strings"
+
+	"resil.dev/resil/actuators"
+	"resil.dev/resil/desired"
+	"resil.dev/resil/observed"
+)
+
+// failureReason classifies a failed unit.
+func failureReason(u *observed.Unit) (Reason, string) {
+	switch u.Result {
+	case "start-limit-hit":
+		return ReasonStartLimitHit, "start limit hit"
+	case "watchdog":
+		return ReasonWatchdog, "killed by watchdog"
+	}
+	msg := fmt.Sprintf("failed: result %s", u.Result)
+	if u.ExecMainStatus != 0 {
+		msg += fmt.Sprintf(", exit status %d", u.ExecMainStatus)
+	}
+	if u.NRestarts > 0 {
+		msg += fmt.Sprintf(", %d restarts", u.NRestarts)
+	}
+	return ReasonFailed, msg
+}
+
+func (p *planner) service(o *desired.Object) {
+	s := o.Service
+	files := p.in.Files[o.ID()]
+	if len(files) == 0 {
+		return
+	}
+	f := files[0]
+	fs := p.syncFile(o, f)
+	if fs.blocked {
+		return
+	}
+	u := p.unit(f.Name)
+	if timer := p.jobs[f.Name]; timer != "" {
+		// A timer starts this service: an inactive service between runs is
+		// not drift, and the agent neither enables nor starts it (that would
+		// run the job outside its schedule). Failed runs are reported by the
+		// timer as TimerFailed.
+		return
+	}
+	p.watchdogKill(o, f.Name, u)
+	report := o.DriftPolicy() == desired.DriftReport
+	p.enable(o, f.Name, s.IsEnabled() && !p.static(f.Data), fs, u)
+	switch s.DesiredState() {
+	case desired.StateRunning:
+		switch {
+		case fs.isNew && u.Active():
+			// A unit taken over from a vendor file runs the vendor's
+			// version; one still running after its file was removed runs
+			// a version that is gone.
+			why := "running without a unit file"
+			if len(u.VendorPaths) > 0 {
+				why = "taken over from " + strings.Join(u.VendorPaths, ", ")
+			}
+			p.rt(actuators.OpRestart, o, f.Name, why)
+		case fs.isNew || u == nil:
+			p.rt(actuators.OpStart, o, f.Name, "new unit")
+		case u.ActiveState == "failed":
+			reason, msg := failureReason(u)
+			if fs.written {
+				p.rt(actuators.OpResetFailed, o, f.Name, "manifest changed after "+msg)
+				p.rt(actuators.OpStart, o, f.Name, "manifest changed")
+				p.find(o.ID(), f.Name, reason, msg+"; manifest changed, starting again", true, true)
+				return
+			}
+			p.find(o.ID(), f.Name, reason, msg+"; not restarted by the agent until the manifest changes or `reconciler reset`", true, false)
+		case fs.written && u.Active() && (fs.change.Restart || u.StaleProcess):
+			why := fs.change.Reason()
+			if !fs.change.Restart {
+				// Only reload-only settings changed, but the process is
+				// older than the file it replaces (a lost restart).
+				p.find(o.ID(), f.Name, ReasonStaleProcess, f.Name+" runs a process started from an older unit file; restarting", true, true)
+				why = "running process started from an older unit file"
+			}
+			p.rt(actuators.OpRestart, o, f.Name, why)
+		case fs.written && u.Active():
+			// Reload only: systemd (or the supervisor) applies the change
+			// on daemon-reload; the running process is unaffected.
+		case fs.written:
+			p.rt(actuators.OpStart, o, f.Name, u.ActiveState+", want active")
+		case u.Active() && u.StaleProcess && !fs.edited:
+			p.find(o.ID(), f.Name, ReasonStaleProcess, f.Name+" runs a process started from an older unit file; restarting", true, true)
+			p.rt(actuators.OpRestart, o, f.Name, "running process started from an older unit file")
+		case u.ActiveState == "inactive" || u.ActiveState == "":
+			msg := fmt.Sprintf("%s is %s, want active", f.Name, OrDash(u.ActiveState))
+			if report {
+				p.find(o.ID(), f.Name, ReasonStopped, msg+"; drift policy report: left as is", true, false)
+				return
+			}
+			p.find(o.ID(), f.Name, ReasonStopped, msg+"; starting", true, true)
+			p.rt(actuators.OpStart, o, f.Name, "inactive, want active")
+		}
+	case desired.StateStopped:
+		if u != nil && u.Active() {
+			p.rt(actuators.OpStop, o, f.Name, "active, want stopped")
+		}
+	}
+}
+
+// watchdogKill reports a service the watchdog killed and systemd is
+// restarting (Result=watchdog while not failed: SubState auto-restart or
+// stop-watchdog). The window lasts RestartSec; the agent is woken by the
+// state change. The message carries the kill time and the restart count,
+// so each kill is one event. A unit the watchdog left failed is reported
+// by the failed branch of service().
+func (p *planner) watchdogKill(o *desired.Object, unit string, u *observed.Unit) {
+	if u == nil || u.Result != "watchdog" || u.ActiveState == "failed" {
+		return
+	}
+	if u.ExecMainExitTimestamp == 0 {
+		// SIGABRT sent, the process not yet gone (stop-watchdog): its exit
+		// is another state change that wakes the loop; report then, once,
+		// with the kill time, so the message (the dedupe key) is stable.
+		return
+	}
+	when := "at " + FormatUSec(u.ExecMainExitTimestamp, LayoutMilli)
+	timeout := ""
+	if o.Service != nil && o.Service.Watchdog != nil {
+		timeout = fmt.Sprintf(" within %s", o.Service.Watchdog.Timeout)
+	}
+	msg := fmt.Sprintf("%s killed by the watchdog %s (no WATCHDOG=1%s); systemd restarts it, restart %d", unit, when, timeout, u.NRestarts+1)
+	p.find(o.ID(), unit, ReasonWatchdog, msg, true, false)
+}

@@ -1,0 +1,142 @@
+package reconcile
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"resil.dev/resil/actuators"
+	"resil.dev/resil/desired"
+	"resil.dev/resil/desired/calendar"
+	"resil.dev/resil/observed"
+)
+
+func (p *planner) timer(o *desired.Object) {
+	t := o.Timer
+	var timerFile *desired.UnitFile
+	var written bool
+	for i, f := range p.in.Files[o.ID()] {
+		fs := p.syncFile(o, f)
+		if fs.blocked {
+			return
+		}
+		if strings.HasSuffix(f.Name, ".timer") {
+			timerFile = &p.in.Files[o.ID()][i]
+			written = fs.written
+		}
+	}
+	if timerFile == nil {
+		return
+	}
+	name := timerFile.Name
+	u := p.unit(name)
+	isNew := u == nil || u.File == nil
+	fs := fileState{written: written, isNew: isNew}
+	p.enable(o, name, t.IsEnabled() && !p.static(timerFile.Data), fs, u)
+	// The job is the timer's business: an inactive job between runs is not
+	// drift; a failed last run is a finding.
+	job := t.TriggeredService(o.Metadata.Name)
+	if ju := p.unit(job); ju != nil && ju.ActiveState == "failed" {
+		// One event per failed run: the message names the run by its exit
+		// time, so the event log (keyed by object, reason, message) keeps
+		// one row per run however many passes see it.
+		_, msg := failureReason(ju)
+		when := ""
+		if ju.ExecMainExitTimestamp != 0 {
+			when = " at " + FormatUSec(ju.ExecMainExitTimestamp, LayoutMilli)
+		}
+		p.find(o.ID(), job, ReasonTimerFailed, "last run"+when+" "+msg, true, false)
+	}
+	if !t.IsEnabled() {
+		if u != nil && u.Active() {
+			p.rt(actuators.OpStop, o, name, "timer disabled")
+		}
+		return
+	}
+	switch {
+	case isNew && written && u.Active():
+		p.catchUp(o, name, u)
+		why := "running without a unit file"
+		if len(u.VendorPaths) > 0 {
+			why = "taken over from " + strings.Join(u.VendorPaths, ", ")
+		}
+		p.rt(actuators.OpRestart, o, name, why)
+	case isNew:
+		p.catchUp(o, name, u)
+		p.rt(actuators.OpStart, o, name, "new timer")
+	case u.ActiveState == "failed":
+		p.rt(actuators.OpResetFailed, o, name, "timer failed")
+		p.catchUp(o, name, u)
+		p.rt(actuators.OpStart, o, name, "timer failed, want active")
+		p.find(o.ID(), name, ReasonTimerInactive, "timer failed; starting", true, true)
+	case written && u.Active():
+		p.catchUp(o, name, u)
+		p.rt(actuators.OpRestart, o, name, "timer changed")
+	case !u.Active() && u.PendingJob && !written:
+		// Its start is queued, waiting for what it is ordered after (at
+		// boot, a timer with maxLateness waits for the agent's READY=1).
+		// Starting it again would wait on that same job, and so on this
+		// pass; refreshing a stale stamp now is what the ordering is for.
+		p.catchUp(o, name, u)
+	case !u.Active():
+		msg := fmt.Sprintf("%s is %s, want active", name, OrDash(u.ActiveState))
+		if o.DriftPolicy() == desired.DriftReport {
+			p.find(o.ID(), name, ReasonTimerInactive, msg+"; drift policy report: left as is", true, false)
+			return
+		}
+		if !written {
+			p.find(o.ID(), name, ReasonTimerInactive, msg+"; starting", true, true)
+		}
+		p.catchUp(o, name, u)
+		p.rt(actuators.OpStart, o, name, "inactive, want active")
+	}
+}
+
+// catchUp decides, just before the agent starts (or restarts) a persistent
+// timer, what systemd will do about the runs it missed: systemd reads the
+// stamp file's mtime as the last trigger and, if the next calendar run
+// after it is already past, fires at once. Within spec.maxLateness (or
+// without one) that single late run is the catch-up (catchUp: once) and is
+// reported as TimerCatchUp. Later than maxLateness, the run is skipped: a
+// refresh-stamp step sets the stamp to now before the start, so systemd
+// computes the next run from now, and TimerMissed records the skipped run.
+// catchUp: skip renders no Persistent= at all, so nothing is caught up and
+// there is no stamp. Without an observed stamp (first start, process
+// backend) there is nothing to decide.
+func (p *planner) catchUp(o *desired.Object, name string, u *observed.Unit) {
+	t := o.Timer
+	if u == nil || u.StampPath == "" || u.StampUSec == 0 || !t.Persistent || t.CatchUp == desired.CatchUpSkip || len(t.Schedule) == 0 {
+		return
+	}
+	now := p.in.Observed.ReadAt
+	if now.IsZero() {
+		return
+	}
+	last := time.UnixMicro(int64(u.StampUSec)).In(now.Location())
+	var missed time.Time
+	for _, expr := range t.Schedule {
+		spec, err := calendar.Parse(expr)
+		if err != nil {
+			continue // validated before; the renderer would not get here
+		}
+		if next, ok := spec.Next(last); ok && (missed.IsZero() || next.Before(missed)) {
+			missed = next
+		}
+	}
+	if missed.IsZero() || !missed.Before(now) {
+		return
+	}
+	late := now.Sub(missed).Truncate(time.Second)
+	if max := t.MaxLateness.D(); t.MaxLateness.IsSet() && late > max {
+		msg := fmt.Sprintf("run due %s missed (last run %s) is %s late, over maxLateness %s: skipped; stamp refreshed so systemd does not fire it late",
+			FormatUSec(uint64(missed.UnixMicro()), LayoutMilli), FormatUSec(u.StampUSec, LayoutMilli), late, max)
+		p.find(o.ID(), name, ReasonTimerMissed, msg, true, true)
+		p.runtime = append(p.runtime, actuators.Step{Op: actuators.OpRefreshStamp, Object: o.ID(), Unit: name, Path: u.StampPath,
+			Props:  map[string]string{"missed": strconv.FormatInt(missed.UnixMicro(), 10)},
+			Reason: fmt.Sprintf("skip run due %s, %s late", FormatUSec(uint64(missed.UnixMicro()), LayoutMilli), late)})
+		return
+	}
+	p.find(o.ID(), name, ReasonTimerCatchUp, fmt.Sprintf("run due %s missed (last run %s); systemd runs it once on start, %s late",
+		FormatUSec(uint64(missed.UnixMicro()), LayoutMilli), FormatUSec(u.StampUSec, LayoutMilli), late), false, false)
+}

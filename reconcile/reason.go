@@ -1,0 +1,123 @@
+package reconcile
+
+// Reason names what a finding or an event is about. Each reason has one
+// Category; the consumers (status, sd_notify STATUS=, metrics, the
+// journal) decide by category, never by a list of their own.
+type Reason string
+
+// Category groups reasons by what they say about an object.
+type Category string
+
+// Reason categories.
+const (
+	// CategoryDrift: the host differs from a manifest because of a change
+	// made outside resil (a file edited, a foreign drop-in, a unit stopped,
+	// disabled or inactive out of band). README "Drift" defines it.
+	CategoryDrift Category = "drift"
+	// CategoryFailure: a unit failed, a step failed, or a foreign unit
+	// blocks the object.
+	CategoryFailure Category = "failure"
+	// CategoryInvalid: a manifest is broken; the last good version stays.
+	CategoryInvalid Category = "invalid"
+	// CategoryOccurrence: something happened once (a step applied, a
+	// restart, a storm); an event, not a standing condition.
+	CategoryOccurrence Category = "occurrence"
+	// CategoryInformational: everything else worth knowing: the agent's
+	// own decisions (a stale process restarted, a missed timer run, a
+	// held-back step) and limits of the host or backend.
+	CategoryInformational Category = "informational"
+)
+
+// Reason constants for drift and failure findings; they end up in events.
+const (
+	ReasonFileEdited    Reason = "FileEdited"
+	ReasonForeignDropIn Reason = "ForeignDropIn"
+	ReasonStopped       Reason = "StoppedOutOfBand"
+	ReasonFailed        Reason = "Failed"
+	ReasonStartLimitHit Reason = "StartLimitHit"
+	ReasonWatchdog      Reason = "WatchdogTimeout"
+	ReasonDisabled      Reason = "DisabledOutOfBand"
+	// ReasonStaleProcess: the unit file matches but the running process was
+	// started from an older version of it (a restart was lost).
+	ReasonStaleProcess     Reason = "StaleProcess"
+	ReasonConflict         Reason = "ForeignUnitConflict"
+	ReasonTimerFailed      Reason = "TimerFailed"
+	ReasonTimerInactive    Reason = "TimerInactive"
+	ReasonUnsupported      Reason = "Unsupported"
+	ReasonNoWatchdogDev    Reason = "NoWatchdogDevice"
+	ReasonHeldBack         Reason = "BackoffHeldBack"
+	ReasonInvalid          Reason = "InvalidManifest"
+	ReasonApplied          Reason = "Applied"
+	ReasonApplyFailed      Reason = "ApplyFailed"
+	ReasonPruned           Reason = "Pruned"
+	ReasonLastGoodRetained Reason = "LastGoodRetained"
+	ReasonDriftReported    Reason = "DriftReported"
+	ReasonTimerMissed      Reason = "TimerMissed"
+	// ReasonTimerCatchUp: a persistent timer is about to run a missed run late.
+	ReasonTimerCatchUp Reason = "TimerCatchUp"
+	// ReasonReexecNeeded: a manager setting (WatchdogDevice) takes effect only
+	// after `systemctl daemon-reexec`, which the agent never does by itself.
+	ReasonReexecNeeded Reason = "DaemonReexecNeeded"
+	// ReasonBusy: a manifest or drop-in was open for writing when read, so it
+	// was not read; what it holds keeps its last good version.
+	ReasonBusy Reason = "ManifestBusy"
+	// Restart ledger and storm alerts (reconcile/ledger records them).
+	ReasonRestarted       Reason = "Restarted"
+	ReasonRestartStorm    Reason = "RestartStorm"
+	ReasonAlertHookFailed Reason = "AlertHookFailed"
+)
+
+// categories is the one table of reason → category.
+var categories = map[Reason]Category{
+	ReasonFileEdited:    CategoryDrift,
+	ReasonForeignDropIn: CategoryDrift,
+	ReasonStopped:       CategoryDrift,
+	ReasonDisabled:      CategoryDrift,
+	ReasonTimerInactive: CategoryDrift,
+
+	ReasonFailed:        CategoryFailure,
+	ReasonStartLimitHit: CategoryFailure,
+	ReasonWatchdog:      CategoryFailure,
+	ReasonTimerFailed:   CategoryFailure,
+	ReasonConflict:      CategoryFailure,
+
+	ReasonInvalid:          CategoryInvalid,
+	ReasonLastGoodRetained: CategoryInvalid,
+	ReasonBusy:             CategoryInvalid,
+
+	// ApplyFailed is an occurrence (one event per failed step); the object
+	// it names is Failed in the status (StatusOf counts failed steps).
+	ReasonApplied:         CategoryOccurrence,
+	ReasonPruned:          CategoryOccurrence,
+	ReasonApplyFailed:     CategoryOccurrence,
+	ReasonRestarted:       CategoryOccurrence,
+	ReasonRestartStorm:    CategoryOccurrence,
+	ReasonAlertHookFailed: CategoryOccurrence,
+
+	ReasonStaleProcess:  CategoryInformational,
+	ReasonUnsupported:   CategoryInformational,
+	ReasonNoWatchdogDev: CategoryInformational,
+	ReasonHeldBack:      CategoryInformational,
+	ReasonDriftReported: CategoryInformational,
+	ReasonTimerMissed:   CategoryInformational,
+	ReasonTimerCatchUp:  CategoryInformational,
+	ReasonReexecNeeded:  CategoryInformational,
+}
+
+// Category returns the reason's category; a reason this package does not
+// define (another package's) is informational.
+func (r Reason) Category() Category {
+	if c, ok := categories[r]; ok {
+		return c
+	}
+	return CategoryInformational
+}
+
+// Reasons returns every reason this package defines.
+func Reasons() []Reason {
+	out := make([]Reason, 0, len(categories))
+	for r := range categories {
+		out = append(out, r)
+	}
+	return out
+}

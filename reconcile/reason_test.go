@@ -1,0 +1,35 @@
+package reconcile
+
+import (
+	"sort"
+	"strings"
+	"testing"
+)
+
+// TestReasonCategories pins the one reason → category table: the drift
+// reasons are the ones sd_notify's STATUS= counts as drift, the
+// occurrences the ones the journal sends on every repeat.
+func TestReasonCategories(t *testing.T) {
+	by := map[Category][]string{}
+	for _, r := range Reasons() {
+		by[r.Category()] = append(by[r.Category()], string(r))
+	}
+	for c := range by {
+		sort.Strings(by[c])
+	}
+	for c, want := range map[Category]string{
+		CategoryDrift:      "DisabledOutOfBand FileEdited ForeignDropIn StoppedOutOfBand TimerInactive",
+		CategoryFailure:    "Failed ForeignUnitConflict StartLimitHit TimerFailed WatchdogTimeout",
+		CategoryInvalid:    "InvalidManifest LastGoodRetained ManifestBusy",
+		CategoryOccurrence: "AlertHookFailed Applied ApplyFailed Pruned RestartStorm Restarted",
+		CategoryInformational: "BackoffHeldBack DaemonReexecNeeded DriftReported NoWatchdogDevice StaleProcess TimerCatchUp " +
+			"TimerMissed Unsupported",
+	} {
+		if got := strings.Join(by[c], " "); got != want {
+			t.Errorf("%s: %s, want %s", c, got, want)
+		}
+	}
+	if c := Reason("SomethingElse").Category(); c != CategoryInformational {
+		t.Errorf("unknown reason: %s", c)
+	}
+}
