@@ -63,18 +63,6 @@ func Render(o *Object) ([]UnitFile, error) {
 	return nil, fmt.Errorf("render %s: unknown kind %q", o.ID(), o.Kind)
 }
 
-// IsOwned is ownmark.IsOwned: whether unit file content carries resil's
-// ownership marker, and the object ID it names.
-func IsOwned(data []byte) (object string, ok bool) { return ownmark.IsOwned(data) }
-
-// SourceOf is ownmark.SourceOf: the manifest files recorded in a rendered
-// file's X-Resil-Source marker.
-func SourceOf(data []byte) []string { return ownmark.SourceOf(data) }
-
-// HashOf is ownmark.HashOf: the hash recorded in a rendered file and
-// whether the body still matches it.
-func HashOf(data []byte) (recorded string, intact bool) { return ownmark.HashOf(data) }
-
 type opts []*unit.UnitOption
 
 func (o *opts) add(section, name, value string) {

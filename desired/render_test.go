@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"resil.dev/resil/internal/ownmark"
 	"slices"
 	"strconv"
 	"strings"
@@ -324,7 +325,7 @@ RuntimeWatchdogSec=60s
 					t.Errorf("%s:\n%s", name, lineDiff(want, got[name]))
 				}
 				if strings.Contains(want, KeyHash) {
-					if rec, intact := HashOf([]byte(got[name])); !intact {
+					if rec, intact := ownmark.HashOf([]byte(got[name])); !intact {
 						t.Errorf("%s: HashOf = %q, not intact", name, rec)
 					}
 				}
@@ -355,22 +356,22 @@ func TestHashOfAndIsOwned(t *testing.T) {
 	writeFiles(t, dir, map[string]string{"m.yaml": "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: x}\nspec: {command: [/bin/true]}\n"})
 	_, byObj := renderAll(t, dir)
 	data := byObj["Service/x"][0].Data
-	if id, ok := IsOwned(data); !ok || id != "Service/x" {
+	if id, ok := ownmark.IsOwned(data); !ok || id != "Service/x" {
 		t.Errorf("IsOwned = %q, %v", id, ok)
 	}
-	rec, intact := HashOf(data)
+	rec, intact := ownmark.HashOf(data)
 	if !intact || !strings.HasPrefix(rec, "sha256:") {
-		t.Errorf("HashOf(rendered) = %q, %v; want intact", rec, intact)
+		t.Errorf("ownmark.HashOf(rendered) = %q, %v; want intact", rec, intact)
 	}
 	edited := bytes.Replace(data, []byte("Restart=on-failure"), []byte("Restart=always"), 1)
-	if rec2, intact := HashOf(edited); intact || rec2 != rec {
-		t.Errorf("HashOf(edited) = %q, %v; want %q, not intact", rec2, intact, rec)
+	if rec2, intact := ownmark.HashOf(edited); intact || rec2 != rec {
+		t.Errorf("ownmark.HashOf(edited) = %q, %v; want %q, not intact", rec2, intact, rec)
 	}
-	if _, intact := HashOf([]byte("[Unit]\nDescription=x\n")); intact {
-		t.Error("HashOf(unowned) is intact")
+	if _, intact := ownmark.HashOf([]byte("[Unit]\nDescription=x\n")); intact {
+		t.Error("ownmark.HashOf(unowned) is intact")
 	}
-	if _, ok := IsOwned([]byte("[Unit]\nDescription=x\n")); ok {
-		t.Error("IsOwned(unowned) = true")
+	if _, ok := ownmark.IsOwned([]byte("[Unit]\nDescription=x\n")); ok {
+		t.Error("ownmark.IsOwned(unowned) = true")
 	}
 }
 
@@ -632,11 +633,11 @@ func roundTrip(o *Object, f UnitFile) error {
 	if f.Object != o.ID() {
 		return fmt.Errorf("UnitFile.Object = %q", f.Object)
 	}
-	if id, ok := IsOwned(f.Data); !ok || id != o.ID() {
+	if id, ok := ownmark.IsOwned(f.Data); !ok || id != o.ID() {
 		return fmt.Errorf("IsOwned = %q, %v", id, ok)
 	}
 	if f.Dir == DirUnit {
-		if _, intact := HashOf(f.Data); !intact {
+		if _, intact := ownmark.HashOf(f.Data); !intact {
 			return fmt.Errorf("HashOf: hash does not match the body")
 		}
 	}

@@ -200,7 +200,7 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 	}
 	id := o.ID()
 	if cur != nil {
-		if owner, ok := desired.IsOwned(cur); !ok {
+		if owner, ok := ownmark.IsOwned(cur); !ok {
 			p.find(id, f.Name, ReasonConflict, fmt.Sprintf("%s exists and is not managed by resil; leaving it alone", path), true, false)
 			return fileState{blocked: true}
 		} else if owner != id {
@@ -234,7 +234,7 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 	change := UnitChange{Restart: true}
 	if cur != nil {
 		change = p.classify(cur, f.Data)
-		if _, intact := desired.HashOf(cur); intact {
+		if _, intact := ownmark.HashOf(cur); intact {
 			reason = "manifest changed"
 		} else {
 			msg := fmt.Sprintf("%s was edited out of band (%s)", path, firstDifference(cur, f.Data))
@@ -279,7 +279,7 @@ func (p *planner) foreignDropIns(o *desired.Object, u *observed.Unit) {
 	}
 	for _, d := range u.DropInPaths {
 		if data, ok := u.DropIns[d]; ok {
-			if _, owned := desired.IsOwned(data); owned {
+			if _, owned := ownmark.IsOwned(data); owned {
 				continue
 			}
 		}

@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"resil.dev/resil/actuators"
-	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/ownmark"
 )
 
 // pruneWatchdog removes the owned manager drop-in when no Watchdog object
@@ -22,7 +22,7 @@ func (p *planner) pruneWatchdog() {
 	if m.File == nil || m.ConfPath == "" {
 		return
 	}
-	owner, ok := desired.IsOwned(m.File)
+	owner, ok := ownmark.IsOwned(m.File)
 	if !ok || p.in.Protected[owner] {
 		return
 	}
@@ -33,7 +33,7 @@ func (p *planner) pruneWatchdog() {
 }
 
 func (p *planner) brokenSource(data []byte) bool {
-	for _, f := range desired.SourceOf(data) {
+	for _, f := range ownmark.SourceOf(data) {
 		if p.in.BrokenFiles[f] {
 			return true
 		}

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/ownmark"
 	"resil.dev/resil/observed"
 )
 
@@ -193,7 +194,7 @@ func TestPlanGolden(t *testing.T) {
 					t.Fatalf("unit %s: unknown file kind %q", name, u.File)
 				}
 				if ou.File != nil {
-					ou.Owner, _ = desired.IsOwned(ou.File)
+					ou.Owner, _ = ownmark.IsOwned(ou.File)
 					if ou.LoadState == "" {
 						ou.LoadState = "loaded"
 					}

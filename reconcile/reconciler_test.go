@@ -14,6 +14,7 @@ import (
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/ownmark"
 	"resil.dev/resil/observed"
 )
 
@@ -41,7 +42,7 @@ func (f *fakeBackend) Observe(_ context.Context, names []string) (*observed.Stat
 		u := &observed.Unit{Name: n, Path: "/units/" + n, LoadState: "not-found", ActiveState: "inactive"}
 		if d, ok := f.files[n]; ok {
 			u.File, u.LoadState = d, "loaded"
-			u.Owner, _ = desired.IsOwned(d)
+			u.Owner, _ = ownmark.IsOwned(d)
 			u.UnitFileState = "disabled"
 		}
 		if f.enabled[n] {

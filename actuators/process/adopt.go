@@ -19,7 +19,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
-	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/ownmark"
 )
 
 // Adoption (the whole story; the table is table.go, the runner's side
@@ -149,7 +149,7 @@ func (s *Supervisor) markerEnv(unit, nonce string) []string {
 // fileHash identifies the content of a unit file: its recorded X-Resil-Hash
 // when intact (that covers every other byte), else a hash of all its bytes.
 func fileHash(data []byte) string {
-	if h, intact := desired.HashOf(data); intact {
+	if h, intact := ownmark.HashOf(data); intact {
 		return h
 	}
 	sum := sha256.Sum256(data)

@@ -10,7 +10,7 @@ import (
 	"strings"
 
 	"resil.dev/resil/actuators"
-	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/ownmark"
 )
 
 // Applier executes planner steps against a Supervisor. Every op re-checks
@@ -135,7 +135,7 @@ func (a *Applier) writeFile(st actuators.Step) (actuators.Result, error) {
 		return actuators.Unchanged, nil
 	}
 	if err == nil {
-		if _, owned := desired.IsOwned(old); !owned {
+		if _, owned := ownmark.IsOwned(old); !owned {
 			return actuators.Unchanged, fmt.Errorf("write %s: file exists and is not owned by resil", p)
 		}
 	}
@@ -160,7 +160,7 @@ func (a *Applier) removeFile(st actuators.Step) (actuators.Result, error) {
 	if err != nil {
 		return actuators.Unchanged, fmt.Errorf("remove %s: %w", p, err)
 	}
-	if _, owned := desired.IsOwned(old); !owned {
+	if _, owned := ownmark.IsOwned(old); !owned {
 		return actuators.Unchanged, fmt.Errorf("remove %s: not owned by resil", p)
 	}
 	if err := os.Remove(p); err != nil {

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/ownmark"
 	"resil.dev/resil/observed"
 )
 
@@ -47,7 +47,7 @@ func (s *Supervisor) Observe(ctx context.Context, names []string) (*observed.Sta
 		if err != nil {
 			continue
 		}
-		if _, ok := desired.IsOwned(data); ok {
+		if _, ok := ownmark.IsOwned(data); ok {
 			want[n] = true
 		}
 	}
@@ -88,7 +88,7 @@ func (s *Supervisor) observeUnit(name string, live bool, snap *snapshot, table m
 		Result: ResultSuccess, UnitFileState: "disabled"}
 	if data, err := os.ReadFile(path); err == nil {
 		ou.File = data
-		ou.Owner, _ = desired.IsOwned(data)
+		ou.Owner, _ = ownmark.IsOwned(data)
 		ou.FragmentPath = path
 	}
 	if s.isEnabled(name) {
@@ -143,7 +143,7 @@ func (s *Supervisor) observeUnit(name string, live bool, snap *snapshot, table m
 	// written and not yet acted on); the supervisor never does it itself.
 	// Only an intact resil file counts: a hand-edited one is drift of its
 	// own (FileEdited), restored or reported by the planner.
-	_, intact := desired.HashOf(ou.File)
+	_, intact := ownmark.HashOf(ou.File)
 	ou.StaleProcess = us.MainPID != 0 && us.SpecHash != "" && ou.File != nil && intact && us.SpecHash != fileHash(ou.File) &&
 		!(us.ProcHash != "" && us.ProcHash == fileProcHash(ou.File))
 	if spec != nil && spec.Timer != nil {

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/ownmark"
 )
 
 // Unit types, as systemd's Type=.
@@ -93,7 +94,7 @@ const (
 //	X-Resil-Hash=sha256:...
 //	{...Spec as indented JSON...}
 //
-// so desired.IsOwned, desired.SourceOf and desired.HashOf work on it, as on
+// so ownmark.IsOwned, ownmark.SourceOf and ownmark.HashOf work on it, as on
 // systemd units: an agent with no memory tells a broken manifest from a
 // deleted one by the source marker. Same object, same bytes.
 //
@@ -202,10 +203,10 @@ func finish(o *desired.Object, s *Spec) (desired.UnitFile, error) {
 	}
 	src := strings.Join(append([]string{o.Source.File}, o.Source.DropIns...), " ")
 	head := fmt.Sprintf("# %s=%s\n# %s=%s\n# Managed by resil (process backend). Do not edit: the agent restores this file.\n",
-		desired.KeyObject, o.ID(), desired.KeySource, headerSafe(src))
+		ownmark.KeyObject, o.ID(), ownmark.KeySource, headerSafe(src))
 	unhashed := head + string(body) + "\n"
 	sum := sha256.Sum256([]byte(unhashed))
-	data := head + desired.KeyHash + "=sha256:" + hex.EncodeToString(sum[:12]) + "\n" + string(body) + "\n"
+	data := head + ownmark.KeyHash + "=sha256:" + hex.EncodeToString(sum[:12]) + "\n" + string(body) + "\n"
 	return desired.UnitFile{Name: s.Unit, Dir: desired.DirUnit, Data: []byte(data), Object: o.ID()}, nil
 }
 
@@ -228,7 +229,7 @@ func ParseUnitFile(data []byte) (*Spec, error) {
 		return nil, errNoBody
 	}
 	for _, line := range strings.Split(string(data[:i]), "\n") {
-		if line != "" && !strings.HasPrefix(line, "#") && !strings.HasPrefix(line, desired.KeyHash+"=") {
+		if line != "" && !strings.HasPrefix(line, "#") && !strings.HasPrefix(line, ownmark.KeyHash+"=") {
 			return nil, fmt.Errorf("unexpected header line %q", line)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/ownmark"
 )
 
 func TestRender(t *testing.T) {
@@ -23,10 +24,10 @@ func TestRender(t *testing.T) {
 	if !strings.HasPrefix(string(data), "# X-Resil-Object=Service/worker\n") {
 		t.Fatalf("header: %q", data[:40])
 	}
-	if id, ok := desired.IsOwned(data); !ok || id != "Service/worker" {
+	if id, ok := ownmark.IsOwned(data); !ok || id != "Service/worker" {
 		t.Fatalf("IsOwned = %q, %v", id, ok)
 	}
-	if _, intact := desired.HashOf(data); !intact {
+	if _, intact := ownmark.HashOf(data); !intact {
 		t.Fatal("HashOf: not intact")
 	}
 	again, _ := Render(o)
@@ -42,7 +43,7 @@ func TestRender(t *testing.T) {
 		t.Fatalf("defaults: %+v %+v", spec, spec.Restart)
 	}
 	edited := []byte(strings.Replace(string(data), "/bin/worker", "/bin/evil", 1))
-	if _, intact := desired.HashOf(edited); intact {
+	if _, intact := ownmark.HashOf(edited); intact {
 		t.Fatal("HashOf: edit not detected")
 	}
 
@@ -161,10 +162,10 @@ func TestRenderSourceMarker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := desired.SourceOf(files[0].Data); strings.Join(got, ",") != "web.yaml,web.d/10-env.yaml" {
+	if got := ownmark.SourceOf(files[0].Data); strings.Join(got, ",") != "web.yaml,web.d/10-env.yaml" {
 		t.Fatalf("SourceOf = %q", got)
 	}
-	if _, intact := desired.HashOf(files[0].Data); !intact {
+	if _, intact := ownmark.HashOf(files[0].Data); !intact {
 		t.Fatal("hash does not cover the marker")
 	}
 	if _, err := ParseUnitFile(files[0].Data); err != nil {

@@ -12,6 +12,7 @@ import (
 	"resil.dev/resil/actuators"
 	sdapply "resil.dev/resil/actuators/systemd"
 	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/ownmark"
 	"resil.dev/resil/internal/sdbus"
 	sdobserve "resil.dev/resil/observed/systemd"
 )
@@ -32,7 +33,7 @@ func openSystemd(ctx context.Context, g *globals, log *zap.Logger, readOnly bool
 	if err != nil {
 		return nil, fmt.Errorf("systemd backend: %w", err)
 	}
-	obs := sdobserve.New(conn, g.unitDir, sdobserve.WithManagerConf(filepath.Join(g.managerDir, desired.WatchdogFile)))
+	obs := sdobserve.New(conn, g.unitDir, sdobserve.WithManagerConf(filepath.Join(g.managerDir, ownmark.WatchdogFile)))
 	app := sdapply.New(conn, g.unitDir, g.managerDir, log.Named("systemd"))
 	be := &backend{
 		Name: "systemd", UnitDir: g.unitDir, ManagerDir: g.managerDir,

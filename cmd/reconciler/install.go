@@ -21,6 +21,7 @@ import (
 	"resil.dev/resil/actuators"
 	sdapply "resil.dev/resil/actuators/systemd"
 	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/ownmark"
 	"resil.dev/resil/internal/sdbus"
 )
 
@@ -53,8 +54,8 @@ func renderAgentUnit(p agentUnitParams) ([]byte, error) {
 	data := b.Bytes()
 	// The agent prunes every unit carrying its ownership marker that no
 	// manifest wants: its own unit must never carry one.
-	if _, owned := desired.IsOwned(data); owned {
-		return nil, fmt.Errorf("render unit: the agent's own unit must not carry %s", desired.KeyObject)
+	if _, owned := ownmark.IsOwned(data); owned {
+		return nil, fmt.Errorf("render unit: the agent's own unit must not carry %s", ownmark.KeyObject)
 	}
 	return data, nil
 }

@@ -9,7 +9,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/unit"
 
-	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/ownmark"
 )
 
 func TestAgentUnit(t *testing.T) {
@@ -23,7 +23,7 @@ func TestAgentUnit(t *testing.T) {
 	if again, _ := renderAgentUnit(p); !bytes.Equal(again, data) {
 		t.Errorf("not deterministic")
 	}
-	if _, owned := desired.IsOwned(data); owned {
+	if _, owned := ownmark.IsOwned(data); owned {
 		t.Errorf("the agent's unit carries the ownership marker: the agent would prune itself")
 	}
 	opts, err := unit.DeserializeOptions(bytes.NewReader(data))

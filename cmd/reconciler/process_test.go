@@ -13,6 +13,7 @@ import (
 	"resil.dev/resil/actuators/process"
 	"resil.dev/resil/desired"
 	"resil.dev/resil/e2e/sandbox"
+	"resil.dev/resil/internal/ownmark"
 )
 
 // procEnv is a manifests dir and a state dir for the process backend,
@@ -153,7 +154,7 @@ func TestProcessBackendBrokenManifestNotPruned(t *testing.T) {
 			}
 			unit := filepath.Join(e.state, "units", "web.service")
 			data, _ := os.ReadFile(unit)
-			if got := desired.SourceOf(data); len(got) != 1 || got[0] != "web.yaml" {
+			if got := ownmark.SourceOf(data); len(got) != 1 || got[0] != "web.yaml" {
 				t.Fatalf("unit file source marker %q:\n%s", got, data)
 			}
 			c.break_(e)
