@@ -1060,7 +1060,9 @@ func (r *benchReport) render() string {
 	p("run %s, commit %s (plus uncommitted work of the checkout), %d CPUs, kernel %s, %s",
 		time.Now().UTC().Format("2006-01-02 15:04Z"), strings.TrimSpace(string(commit)), runtime.NumCPU(), strings.TrimSpace(string(kernel)), runtime.Version())
 	p("systemd 252 in the e2e namespace sandbox, generators masked (sandbox default); one fresh sandbox per size (and per trial in section 0), run one after another.")
-	p("Host load average (1/5/15 min) before → after each sandbox (other work on this machine adds noise): %s", strings.Join(r.load, "; "))
+	if len(r.load) > 0 {
+		p("Host load average (1/5/15 min) before → after each sandbox (other work on this machine adds noise): %s", strings.Join(r.load, "; "))
+	}
 	p("Services: /bin/sleep infinity, restart always/100ms, one environment variable. Medians unless said otherwise.")
 	p("")
 	r.renderCompare(p)
