@@ -64,11 +64,6 @@ echo "resil agent, process backend, $N services (/bin/bash script exec'ing sleep
 echo "cold start until all $N ran: $cold"
 echo "memory after ${SETTLE}s steady state:"
 grep -E '^(VmRSS|VmHWM|RssAnon|RssFile|RssShmem|Threads):' "/proc/$pid/status" | tr -s ' \t' ' ' | sed 's/^/  /'
-# Anonymous resident memory: the Go heap arenas (0xc000000000...) vs the rest
-# (runtime metadata, stacks outside arenas, and C-side allocations such as
-# modernc SQLite's libc heap, which the Go heap profile cannot see).
-awk '/^[0-9a-f]+-[0-9a-f]+ / {arena = ($1 ~ /^c0/); named = (NF >= 6 && $6 != "[heap]")} /^Rss:/ {if (!named) {if (arena) a += $2; else o += $2}}
-	END {printf "  anon resident: Go heap arenas %.1f MiB, other anonymous mappings %.1f MiB\n", a/1024, o/1024}' "/proc/$pid/smaps"
 curl -sS --max-time 10 "http://127.0.0.1:$PORT/metrics" > "$work/metrics"
 awk '!/^#/ && /^(go_memstats_(sys|heap_inuse|heap_alloc|heap_idle|heap_released|stack_inuse|mspan_inuse|gc_sys|other_sys)_bytes|go_goroutines) / {printf "  %s %.1f%s\n", $1, ($1 ~ /bytes/ ? $2/1048576 : $2), ($1 ~ /bytes/ ? " MiB" : "")}' "$work/metrics"
 echo "  /metrics samples: $(grep -vc '^#' "$work/metrics")"
