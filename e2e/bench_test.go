@@ -7,7 +7,10 @@ package e2e
 // agent does something wrong while being measured (a step fails, more than
 // one daemon-reload, a unit not active). The table is also written to the
 // file RESIL_BENCH_RESULTS names (make bench: e2e/bench/results-systemd.txt),
-// else under t.TempDir. Skipped unless RESIL_BENCH=1.
+// else under $TMPDIR/resil-bench, with the profiles beside it (benchOutDir).
+// Section 0 (resil vs the shell baseline) is in bench_compare_test.go;
+// RESIL_BENCH_PARTS picks compare, calls and/or detail (sections 1-5).
+// Skipped unless RESIL_BENCH=1.
 
 import (
 	"bufio"
