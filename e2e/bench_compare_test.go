@@ -495,8 +495,8 @@ func (r *benchReport) renderCompare(p func(string, ...any)) {
 			if bm > 0 && rm > 0 {
 				ratio = fmt.Sprintf("%.2f×", rm.Seconds()/bm.Seconds())
 			}
-			if rs == "—" && bs == "—" {
-				return
+			if rm == 0 && bm == 0 {
+				return // no trial at this size
 			}
 			p("  %-5d %-40s %-24s %-24s %s", n, work, bs, rs, ratio)
 		}
