@@ -131,6 +131,10 @@ type tailBuffer struct {
 }
 
 func (b *tailBuffer) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte("cache drift")) {
+		tortureCacheDrifts.Add(1)
+		fmt.Fprintf(os.Stderr, "torture agent: %s\n", bytes.TrimSpace(p))
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.buf = append(b.buf, p...)

@@ -31,6 +31,7 @@ import (
 	"resil.dev/resil/internal/ownmark/ownmarktest"
 	"resil.dev/resil/internal/sdbus"
 	"resil.dev/resil/internal/sdbus/sdbustest"
+	"resil.dev/resil/observed"
 )
 
 type sbEnv struct {
@@ -360,5 +361,76 @@ func TestSandboxOwnJobsDoNotWake(t *testing.T) {
 			t.Fatal("a crash after the own restart did not wake")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// The watch-fed cache against systemd: with Subscribe running, a second
+// Observe reads no properties; a restart out of band marks its unit (its
+// new MainPID is read), a daemon-reload empties the cache, and the full
+// read finds no drift.
+func TestSandboxCache(t *testing.T) {
+	e := newSandbox(t)
+	names := []string{"c1.service", "c2.service", "c3.service"}
+	for _, n := range names {
+		e.write(t, "/etc/systemd/system/"+n, ownmarktest.Unit(t, "Service/"+strings.TrimSuffix(n, ".service"), "/bin/sleep", "infinity"))
+	}
+	e.systemctl(t, "daemon-reload")
+	e.systemctl(t, append([]string{"start"}, names...)...)
+	o := e.observer(WithoutManager())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o.Subscribe(ctx, func() {}) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	time.Sleep(200 * time.Millisecond) // the watch is registered
+
+	getAlls := func(full bool) (int, *observed.State) {
+		t.Helper()
+		var n atomic.Int32
+		o.cfg.hook = func(m string) {
+			if m == "GetAll" {
+				n.Add(1)
+			}
+		}
+		obs := o.Observe
+		if full {
+			obs = o.ObserveFull
+		}
+		st, err := obs(context.Background(), names)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int(n.Load()), st
+	}
+	if n, _ := getAlls(false); n != 3 {
+		t.Errorf("first Observe: %d GetAll, want 3", n)
+	}
+	if n, _ := getAlls(false); n != 0 {
+		t.Errorf("second Observe: %d GetAll, want 0", n)
+	}
+	e.systemctl(t, "restart", "c2.service")
+	time.Sleep(300 * time.Millisecond) // the signals arrive
+	n, st := getAlls(false)
+	if n != 1 {
+		t.Errorf("after a restart out of band: %d GetAll, want 1", n)
+	}
+	m, err := e.sb.Show(context.Background(), "c2.service", "MainPID")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pid := m["MainPID"]; fmt.Sprint(st.Units["c2.service"].MainPID) != pid {
+		t.Errorf("c2 MainPID %d, systemd says %s", st.Units["c2.service"].MainPID, pid)
+	}
+	e.systemctl(t, "daemon-reload")
+	time.Sleep(300 * time.Millisecond)
+	if n, _ := getAlls(false); n != 3 {
+		t.Errorf("after a daemon-reload out of band: %d GetAll, want 3", n)
+	}
+	if n, st := getAlls(true); n != 3 || st.CacheDrift != nil {
+		t.Errorf("full read: %d GetAll, drift %v; want 3, none", n, st.CacheDrift)
 	}
 }
