@@ -17,11 +17,15 @@
 //
 // Files:
 //   - applier.go: Client (the slice of *sdbus.Conn it uses), Applier, its
-//     options, Apply's dispatch by Op, daemon-reload.
+//     options (OwnJobs: the observer told about the Applier's own jobs and
+//     reloads), Apply's dispatch by Op, daemon-reload.
 //   - files.go: write and remove owned unit files and drop-ins (atomic,
 //     foreign files refused), RemoveTempFiles.
 //   - units.go: enable, disable, start/stop/restart jobs and their
 //     read-back, reset-failed.
+//   - batch.go: ApplyBatch (reconcile.BatchApplier): one EnableUnitFiles
+//     or DisableUnitFiles for a pass's steps of that op, jobs queued
+//     together and collected from JobRemoved.
 //   - manager.go: set manager properties at runtime, ParseUSec.
 //   - stamp.go: OpRefreshStamp, the mtime of a persistent timer's stamp
 //     file (so a late start does not fire a missed run).

@@ -4,9 +4,14 @@
 // with internal/ownmark), the bytes of those files and of their drop-ins,
 // and the manager's watchdog settings.
 //
-// It is level-triggered: Observe re-reads everything on every pass.
-// Subscribe only wakes the loop when a managed unit changes state; its
-// signals are hints, never state.
+// It is level-triggered: without a running Subscribe (apply, diff) Observe
+// re-reads everything on every pass. Subscribe wakes the loop when a
+// managed unit changes state, except for the agent's own jobs (JobQueued,
+// fed by actuators/systemd.WithOwnJobs: one pass per edit), and while it
+// runs feeds a cache (cache.go): Observe then reads the properties only of
+// the units a signal, a status change or a file change marked, and
+// ObserveFull (the loop's resync) reads everything and reports where the
+// cache was wrong (State.CacheDrift).
 //
 // The caller owns one long-lived connection (internal/sdbus.Dial) and
 // passes it to both this package and actuators/systemd. Never open a
@@ -29,4 +34,7 @@
 //   - manager.go: manager watchdog properties, the owned manager drop-in,
 //     the watchdog devices in sysfs.
 //   - subscribe.go: Watcher and Subscribe (wake-ups from PropertiesChanged).
+//   - ownjobs.go: JobQueued, the agent's own jobs whose signals do not wake.
+//   - cache.go: the watch-fed cache of unit properties, ObserveFull's drift
+//     check, Reloaded.
 package systemd
