@@ -199,6 +199,35 @@ func (c *Conn) GetManagerPropertyContext(ctx context.Context, name string) (godb
 	return v, nil
 }
 
+// GetAllPropertiesContext returns every property of every interface of a
+// unit (Unit plus Service, Timer, ...) in one call, as go-systemd's method
+// of the same name, which it shadows, does (the same map, values
+// unwrapped from their variants), without go-systemd's reflective copy of
+// the reply into an intermediate map: the decoded body is used as is
+// (that copy was a third of the agent's CPU in a pass reading 100 units).
+func (c *Conn) GetAllPropertiesContext(ctx context.Context, unit string) (map[string]any, error) {
+	path := godbus.ObjectPath(unitPathPrefix + sddbus.PathBusEscape(unit))
+	if !path.IsValid() {
+		return nil, fmt.Errorf("invalid unit name: %q", unit)
+	}
+	call := c.calls.Object(systemdDest, path).CallWithContext(ctx, propsIface+".GetAll", 0, "")
+	if call.Err != nil {
+		return nil, call.Err
+	}
+	if len(call.Body) != 1 {
+		return nil, fmt.Errorf("get properties of %s: reply has %d values, want 1", unit, len(call.Body))
+	}
+	props, ok := call.Body[0].(map[string]godbus.Variant)
+	if !ok {
+		return nil, fmt.Errorf("get properties of %s: reply is %T, want a{sv}", unit, call.Body[0])
+	}
+	out := make(map[string]any, len(props))
+	for k, v := range props {
+		out[k] = v.Value()
+	}
+	return out, nil
+}
+
 // SetManagerProperty sets one writable org.freedesktop.systemd1.Manager
 // property at runtime (systemd 252: RuntimeWatchdogUSec, RebootWatchdogUSec,
 // KExecWatchdogUSec, RuntimeWatchdogPreUSec, RuntimeWatchdogPreGovernor,
