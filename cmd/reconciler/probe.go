@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -83,4 +84,19 @@ func (d *durationFlag) Set(s string) error {
 	}
 	*d = durationFlag(s)
 	return nil
+}
+
+// agentRenderOptions are the render options of the agent's own backend:
+// rendered startup probes run this executable (symlinks resolved), so
+// they work wherever the agent was installed. `reconciler render` prints
+// desired.DefaultProbeCommand instead (where `install` puts the binary).
+func agentRenderOptions() desired.RenderOptions {
+	exe, err := os.Executable()
+	if err != nil {
+		return desired.RenderOptions{}
+	}
+	if p, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = p
+	}
+	return desired.RenderOptions{ProbeCommand: exe}
 }
