@@ -13,6 +13,7 @@ import (
 	"resil.dev/resil/desired"
 	"resil.dev/resil/internal/ownmark"
 	"resil.dev/resil/observed"
+	"resil.dev/resil/reconcile/health"
 )
 
 // Finding is something the planner noticed: drift, a failure, a conflict.
@@ -50,6 +51,9 @@ type Input struct {
 	// Classify says whether a rewritten unit file needs a restart of its
 	// running process; nil is ClassifyUnitChange (systemd unit files).
 	Classify Classifier
+	// Health are the agent's probe statuses (reconcile/health.Prober);
+	// a failing liveness probe of the running process plans its restart.
+	Health []health.Status
 	// MarkProcessSince (systemd): a unit rewritten with only reload-only
 	// changes for a running, not stale process carries the time since
 	// which its process settings are unchanged (ownmark.KeyProcessSince),

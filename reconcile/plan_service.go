@@ -51,6 +51,9 @@ func (p *planner) service(o *desired.Object) {
 	p.enable(o, f.Name, s.IsEnabled() && !p.static(f.Data), fs, u)
 	switch s.DesiredState() {
 	case desired.StateRunning:
+		if !fs.written && p.liveness(o, f.Name, u) {
+			return
+		}
 		switch {
 		case fs.isNew && u.Active():
 			// A unit taken over from a vendor file runs the vendor's

@@ -65,6 +65,10 @@ const (
 	ReasonRestarted       Reason = "Restarted"
 	ReasonRestartStorm    Reason = "RestartStorm"
 	ReasonAlertHookFailed Reason = "AlertHookFailed"
+	// ReasonUnhealthy: a running service failed its liveness probe
+	// spec.health.liveness.failures times in a row (restarted, or only
+	// reported with action report).
+	ReasonUnhealthy Reason = "Unhealthy"
 )
 
 // categories is the one table of reason → category.
@@ -80,6 +84,7 @@ var categories = map[Reason]Category{
 	ReasonWatchdog:      CategoryFailure,
 	ReasonTimerFailed:   CategoryFailure,
 	ReasonConflict:      CategoryFailure,
+	ReasonUnhealthy:     CategoryFailure,
 
 	ReasonInvalid:          CategoryInvalid,
 	ReasonLastGoodRetained: CategoryInvalid,
