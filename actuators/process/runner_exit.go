@@ -28,6 +28,9 @@ func (r *runner) kill(sig syscall.Signal, sub string) {
 	r.recordStop()
 	r.cancelProbe()
 	signalGroup(r.proc.rec.PGID, sig)
+	// Like systemd, SIGCONT after the signal: a stopped (SIGSTOP, hung
+	// in a debugger) process gets to act on it.
+	signalGroup(r.proc.rec.PGID, syscall.SIGCONT)
 	r.phase = phStopping
 	r.set("deactivating", sub, nil)
 	r.setTimer(r.stopTimeout())

@@ -190,6 +190,10 @@ func (p *Prober) run(ctx context.Context, t Target) {
 	}
 	interval, timeout := t.Probe.Interval.D(), t.Probe.Timeout.D()
 	for {
+		// Attempts begin interval apart (an attempt that runs into its
+		// timeout does not stretch the period), so a hung process fails
+		// its liveness probe within failures × interval.
+		begun := p.now()
 		actx, cancel := context.WithTimeout(ctx, timeout)
 		err := c.Check(actx)
 		cancel()
@@ -216,7 +220,7 @@ func (p *Prober) run(ctx context.Context, t Target) {
 			}
 			return changed
 		})
-		if !sleep(ctx, interval) {
+		if !sleep(ctx, max(begun.Add(interval).Sub(p.now()), 0)) {
 			return
 		}
 	}
