@@ -159,6 +159,8 @@ type Result struct {
 	Observed *observed.State
 	// RequeueAfter asks for another pass (a held-back object's backoff ends).
 	RequeueAfter time.Duration
+	// Health are the probe statuses the plan was computed from.
+	Health []health.Status
 }
 
 // Failed counts steps that ran and failed.
@@ -250,9 +252,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 		return res, fmt.Errorf("observe: %w", err)
 	}
 	res.Observed = obs
+	res.Health = r.probeStatuses()
 	plan := Compute(Input{Objects: effective, Files: files, UnitDir: r.cfg.UnitDir, ManagerDir: r.cfg.ManagerDir,
 		Observed: obs, Prune: prune, Protected: protected, BrokenFiles: broken, Classify: r.cfg.Classify,
-		MarkProcessSince: r.cfg.MarkProcessSince, Health: r.probeStatuses()})
+		MarkProcessSince: r.cfg.MarkProcessSince, Health: res.Health})
 	plan.Findings = append(append(plan.Findings, busy...), unsupported...)
 	res.Plan = plan
 	res.Hash = plan.Hash()

@@ -33,6 +33,7 @@ type metrics struct {
 	reloadDuration prometheus.Histogram
 	lastSuccess    prometheus.Gauge
 	storms         *prometheus.CounterVec
+	objectReady    *prometheus.GaugeVec
 
 	// health
 	mu        sync.Mutex
@@ -64,7 +65,7 @@ func newMetrics(stale time.Duration, now func() time.Time) *metrics {
 			Name: "resil_drift_events_total", Help: "Drift and failure findings by reason, counted when a finding appears (not on every pass it persists).",
 		}, []string{"reason"}),
 		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "resil_service_restarts_total", Help: "Restarts of managed services by object and cause (auto, watchdog, agent, manual).",
+			Name: "resil_service_restarts_total", Help: "Restarts of managed services by object and cause (auto, watchdog, agent, liveness, manual).",
 		}, []string{"object", "cause"}),
 		reloadDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "resil_daemon_reload_duration_seconds", Help: "Duration of daemon-reload steps.",
@@ -76,12 +77,15 @@ func newMetrics(stale time.Duration, now func() time.Time) *metrics {
 		storms: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "resil_restart_storms_total", Help: "Restart-storm alerts fired, by object.",
 		}, []string{"object"}),
+		objectReady: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "resil_object_ready", Help: "1 when a service desired running is ready (active, and its readiness probe passing), 0 when not or not known yet, after the last pass.",
+		}, []string{"object"}),
 		stale:        stale,
 		now:          now,
 		prevFindings: map[string]bool{},
 	}
 	m.heartbeat = now()
-	m.reg.MustRegister(m.passDuration, m.passes, m.objects, m.drift, m.restarts, m.reloadDuration, m.lastSuccess, m.storms,
+	m.reg.MustRegister(m.passDuration, m.passes, m.objects, m.drift, m.restarts, m.reloadDuration, m.lastSuccess, m.storms, m.objectReady,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []string{"success", "error"} {
 		m.passes.WithLabelValues(r)
@@ -151,7 +155,18 @@ func (m *metrics) setObjects(objs []store.ObjectStatus, gone []string) {
 			m.objects.WithLabelValues(k, string(s)).Set(float64(counts[[2]string{k, string(s)}]))
 		}
 	}
+	for _, o := range objs {
+		switch o.Ready {
+		case "":
+			m.objectReady.DeleteLabelValues(o.Object)
+		case reconcile.ReadyYes:
+			m.objectReady.WithLabelValues(o.Object).Set(1)
+		default:
+			m.objectReady.WithLabelValues(o.Object).Set(0)
+		}
+	}
 	for _, obj := range gone {
+		m.objectReady.DeleteLabelValues(obj)
 		m.restarts.DeletePartialMatch(prometheus.Labels{"object": obj})
 		m.storms.DeleteLabelValues(obj)
 	}
