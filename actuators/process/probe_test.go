@@ -86,3 +86,36 @@ func TestStartupProbeFailsStart(t *testing.T) {
 		})
 	}
 }
+
+// An agent killed while a start waited for its startup probe: the next
+// one adopts the process and probes it again (activating/start-post)
+// until it passes; it does not take the process for started.
+func TestStartupProbeAfterAdoption(t *testing.T) {
+	dir := t.TempDir()
+	gate := filepath.Join(dir, "gate")
+	web := service("web", desired.ServiceSpec{
+		Command: []string{"sleep", "1000"},
+		Health:  &desired.HealthSpec{Startup: &desired.Probe{Exec: []string{"/usr/bin/test", "-e", gate}, Interval: "100ms", Timeout: "10m"}},
+	})
+	h := newHarness(t, dir, Options{})
+	h.run()
+	h.install(web, true)
+	go func() { _, _ = h.a.Apply(context.Background(), actuators.Step{Op: actuators.OpStart, Unit: "web.service"}) }()
+	pid := h.waitUnit("web.service", "start-post", func(u *observed.Unit) bool { return u.SubState == "start-post" }).MainPID
+	h.abandon()
+	t.Cleanup(func() { signalGroup(int(pid), 9); reapAfter(int(pid)) })
+
+	h2 := newHarness(t, dir, Options{})
+	h2.run()
+	u := h2.waitUnit("web.service", "adopted", func(u *observed.Unit) bool { return u.MainPID == pid })
+	if u.ActiveState != "activating" || u.SubState != "start-post" {
+		t.Fatalf("adopted mid-probe: %s/%s, want activating/start-post", u.ActiveState, u.SubState)
+	}
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	u = h2.waitUnit("web.service", "active", isActive)
+	if u.MainPID != pid {
+		t.Fatalf("pid %d after the probe passed, want the adopted %d", u.MainPID, pid)
+	}
+}

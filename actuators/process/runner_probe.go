@@ -10,6 +10,7 @@ package process
 import (
 	"context"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -27,7 +28,17 @@ type probeResult struct {
 // start-post and runs the startup probe in a goroutine owned by r.bg; its
 // result comes back on r.probeCh.
 func (r *runner) beginStartupProbe(ctx context.Context) {
+	r.beginStartupProbeWithin(ctx, r.spec.Startup.Timeout.D())
+}
+
+// beginStartupProbeWithin is beginStartupProbe with the probe's timeout
+// (initial delay included) cut to timeout.
+func (r *runner) beginStartupProbeWithin(ctx context.Context, timeout time.Duration) {
 	p := *r.spec.Startup
+	delay := p.InitialDelay.D()
+	if full := p.Timeout.D(); timeout < full {
+		delay = max(delay-(full-timeout), 0)
+	}
 	r.stopTimer()
 	r.phase = phStart
 	r.set("activating", "start-post", nil)
@@ -39,11 +50,11 @@ func (r *runner) beginStartupProbe(ctx context.Context) {
 	pctx, cancel := context.WithCancel(ctx)
 	r.probeCancel = cancel
 	pid := r.proc.rec.PID
-	r.log.Info("startup probe begins", zap.Int("pid", pid), zap.Stringer("timeout", p.Timeout.D()))
+	r.log.Info("startup probe begins", zap.Int("pid", pid), zap.Stringer("timeout", timeout))
 	r.bg.Add(1)
 	go func() {
 		defer r.bg.Done()
-		err := health.Until(pctx, c, p.Interval.D(), p.Timeout.D(), p.InitialDelay.D())
+		err := health.Until(pctx, c, p.Interval.D(), timeout, delay)
 		select {
 		case r.probeCh <- probeResult{pid: pid, err: err}:
 		case <-pctx.Done():
@@ -83,4 +94,17 @@ func (r *runner) startupProbeFailed(err error) {
 	r.log.Warn("startup probe failed", zap.Error(err))
 	r.startupFailed = true
 	r.kill(syscall.SIGTERM, "stop-sigterm")
+}
+
+// adoptedInStartup reports whether an adopted main process may still be in
+// its start: the spec has a startup probe and the process is younger than
+// the probe's budget (an older one passed it, or it would have been
+// stopped).
+func (r *runner) adoptedInStartup(rec *procRecord) bool {
+	return r.spec.Startup != nil && r.spec.Type != TypeOneshot && r.startupLeft(rec) > 0
+}
+
+// startupLeft is what is left of the startup probe's budget for rec.
+func (r *runner) startupLeft(rec *procRecord) time.Duration {
+	return time.UnixMicro(rec.Started).Add(r.spec.Startup.Timeout.D()).Sub(r.u.s.now())
 }
