@@ -49,8 +49,10 @@ func (p *planner) liveness(o *desired.Object, unit string, u *observed.Unit) boo
 		return false
 	}
 	probe := h.Liveness.Effective(desired.ProbeLiveness)
-	why := fmt.Sprintf("%s %d times: %s", LivenessRestartReason, st.Failures, OrDash(st.LastError))
-	msg := fmt.Sprintf("%s (pid %d) failed its liveness probe %d times in a row: %s", unit, u.MainPID, st.Failures, OrDash(st.LastError))
+	// The threshold, not the running count, goes into the wording: a
+	// reported failure keeps one event (its count bumped) while it lasts.
+	why := fmt.Sprintf("%s %d times: %s", LivenessRestartReason, probe.Failures, OrDash(st.LastError))
+	msg := fmt.Sprintf("%s (pid %d) failed its liveness probe %d times in a row: %s", unit, u.MainPID, probe.Failures, OrDash(st.LastError))
 	if probe.Action == desired.ProbeReport {
 		p.find(o.ID(), unit, ReasonUnhealthy, msg+"; action report: left running", true, false)
 		return false

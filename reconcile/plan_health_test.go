@@ -30,6 +30,8 @@ func TestPlanLiveness(t *testing.T) {
 		{"failing: restart", "", "active", 42, []health.Status{failing},
 			"restart web.service (liveness probe failed 3 times: tcp probe: connection refused)", "web.service (pid 42) failed its liveness probe 3 times in a row: tcp probe: connection refused; restarting"},
 		{"failing: report only", desired.ProbeReport, "active", 42, []health.Status{failing}, "", "; action report: left running"},
+		{"failing longer: the wording stays", desired.ProbeReport, "active", 42, []health.Status{{Target: failing.Target, State: health.Failing, Failures: 7, LastError: failing.LastError}}, "",
+			"failed its liveness probe 3 times in a row: tcp probe: connection refused; action report"},
 		{"status of the replaced process", "", "active", 43, []health.Status{failing}, "", ""},
 		{"passing", "", "active", 42, []health.Status{{Target: failing.Target, State: health.Passing}}, "", ""},
 		{"unknown (failures below the threshold)", "", "active", 42, []health.Status{{Target: failing.Target, State: health.Unknown, Failures: 2}}, "", ""},
