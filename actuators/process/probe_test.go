@@ -100,7 +100,9 @@ func TestStartupProbeAfterAdoption(t *testing.T) {
 	h := newHarness(t, dir, Options{})
 	h.run()
 	h.install(web, true)
-	go func() { _, _ = h.a.Apply(context.Background(), actuators.Step{Op: actuators.OpStart, Unit: "web.service"}) }()
+	go func() {
+		_, _ = h.a.Apply(context.Background(), actuators.Step{Op: actuators.OpStart, Unit: "web.service"})
+	}()
 	pid := h.waitUnit("web.service", "start-post", func(u *observed.Unit) bool { return u.SubState == "start-post" }).MainPID
 	h.abandon()
 	t.Cleanup(func() { signalGroup(int(pid), 9); reapAfter(int(pid)) })
