@@ -100,11 +100,16 @@ func TestStartupProbeAfterAdoption(t *testing.T) {
 	h := newHarness(t, dir, Options{})
 	h.run()
 	h.install(web, true)
+	started := make(chan error, 1)
 	go func() {
-		_, _ = h.a.Apply(context.Background(), actuators.Step{Op: actuators.OpStart, Unit: "web.service"})
+		_, err := h.a.Apply(context.Background(), actuators.Step{Op: actuators.OpStart, Unit: "web.service"})
+		started <- err
 	}()
 	pid := h.waitUnit("web.service", "start-post", func(u *observed.Unit) bool { return u.SubState == "start-post" }).MainPID
 	h.abandon()
+	if err := <-started; err == nil {
+		t.Fatal("the abandoned start succeeded")
+	}
 	t.Cleanup(func() { signalGroup(int(pid), 9); reapAfter(int(pid)) })
 
 	h2 := newHarness(t, dir, Options{})
