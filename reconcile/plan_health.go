@@ -41,7 +41,15 @@ func (p *planner) probeStatus(unit, kind string, u *observed.Unit) (health.Statu
 // (action report). It returns true when it planned the restart.
 func (p *planner) liveness(o *desired.Object, unit string, u *observed.Unit) bool {
 	h := o.Service.Health
-	if h == nil || h.Liveness == nil || u == nil || u.ActiveState != "active" {
+	if h == nil || u == nil || u.ActiveState != "active" {
+		return false
+	}
+	for _, kind := range []string{desired.ProbeLiveness, desired.ProbeReadiness} {
+		if st, ok := p.probeStatus(unit, kind, u); ok && st.CannotProbe {
+			p.find(o.ID(), unit, ReasonProbeError, fmt.Sprintf("the agent cannot run the %s probe of %s: %s; the service is not judged by it", kind, unit, OrDash(st.LastError)), true, false)
+		}
+	}
+	if h.Liveness == nil {
 		return false
 	}
 	st, ok := p.probeStatus(unit, desired.ProbeLiveness, u)

@@ -38,6 +38,7 @@ func TestPlanLiveness(t *testing.T) {
 		{"readiness failing restarts nothing", "", "active", 42, []health.Status{{Target: health.Target{Unit: unit, Kind: desired.ProbeReadiness, MainPID: 42}, State: health.Failing}}, "", ""},
 		{"still starting", "", "activating", 42, []health.Status{failing}, "", ""},
 		{"no statuses", "", "active", 42, nil, "", ""},
+		{"cannot probe: reported, not restarted", "", "active", 42, []health.Status{{Target: failing.Target, State: health.Unknown, CannotProbe: true, LastError: "the agent cannot run this probe: tcp probe: connect: operation not permitted"}}, "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -63,13 +64,18 @@ func TestPlanLiveness(t *testing.T) {
 				t.Errorf("steps:\n%s\nwant:\n%s", got, tt.wantStep)
 			}
 			var found []string
+			probeErr := false
 			for _, f := range plan.Findings {
+				probeErr = probeErr || f.Reason == ReasonProbeError && strings.Contains(f.Message, "operation not permitted")
 				if f.Reason == ReasonUnhealthy {
 					found = append(found, f.Message)
 					if f.Enforced != (tt.wantStep != "") || !f.Warning {
 						t.Errorf("finding %+v: enforced must say whether a restart is planned", f)
 					}
 				}
+			}
+			if wantErr := len(tt.status) > 0 && tt.status[0].CannotProbe; probeErr != wantErr {
+				t.Errorf("ProbeError finding %v, want %v: %+v", probeErr, wantErr, plan.Findings)
 			}
 			if tt.wantFinding == "" && len(found) > 0 || tt.wantFinding != "" && (len(found) != 1 || !strings.Contains(found[0], tt.wantFinding)) {
 				t.Errorf("Unhealthy findings %q, want one with %q", found, tt.wantFinding)

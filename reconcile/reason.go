@@ -69,6 +69,10 @@ const (
 	// spec.health.liveness.failures times in a row (restarted, or only
 	// reported with action report).
 	ReasonUnhealthy Reason = "Unhealthy"
+	// ReasonProbeError: the agent cannot run a service's probe (its own
+	// sandbox refuses the connection or the user switch, an unknown user):
+	// no verdict on the service, which is neither restarted nor ready.
+	ReasonProbeError Reason = "ProbeError"
 )
 
 // categories is the one table of reason → category.
@@ -85,6 +89,7 @@ var categories = map[Reason]Category{
 	ReasonTimerFailed:   CategoryFailure,
 	ReasonConflict:      CategoryFailure,
 	ReasonUnhealthy:     CategoryFailure,
+	ReasonProbeError:    CategoryFailure,
 
 	ReasonInvalid:          CategoryInvalid,
 	ReasonLastGoodRetained: CategoryInvalid,

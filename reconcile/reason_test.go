@@ -19,7 +19,7 @@ func TestReasonCategories(t *testing.T) {
 	}
 	for c, want := range map[Category]string{
 		CategoryDrift:      "DisabledOutOfBand FileEdited ForeignDropIn StoppedOutOfBand TimerInactive",
-		CategoryFailure:    "Failed ForeignUnitConflict StartLimitHit TimerFailed Unhealthy WatchdogTimeout",
+		CategoryFailure:    "Failed ForeignUnitConflict ProbeError StartLimitHit TimerFailed Unhealthy WatchdogTimeout",
 		CategoryInvalid:    "InvalidManifest LastGoodRetained ManifestBusy",
 		CategoryOccurrence: "AlertHookFailed Applied ApplyFailed Pruned RestartStorm Restarted",
 		CategoryInformational: "BackoffHeldBack DaemonReexecNeeded DriftReported NoWatchdogDevice StaleProcess TimerCatchUp " +
