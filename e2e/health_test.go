@@ -168,3 +168,24 @@ func freeTCPPort(t *testing.T) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+// An exec startup probe under systemd runs as the service's user (the
+// ExecStartPost= inherits User=): here nobody, who can read a file the
+// service created only for itself.
+func TestStartupExecProbeAsServiceUserSystemd(t *testing.T) {
+	e := newEnv(t)
+	e.write("own.yaml", `apiVersion: resil.dev/v1
+kind: Service
+metadata: {name: own}
+spec:
+  command: ["/bin/sh", "-c", "sleep 1; umask 077; id -u > /tmp/own-ready.$(id -u); exec sleep infinity"]
+  user: nobody
+  restart: {policy: never}
+  health:
+    startup: {exec: ["/bin/sh", "-c", "test -r /tmp/own-ready.$(id -u)"], interval: 200ms, timeout: 20s}
+`)
+	e.apply(0)
+	if p := e.show("own.service", "ActiveState", "ExecStartPost"); p["ActiveState"] != "active" || !strings.Contains(p["ExecStartPost"], "test -r") {
+		t.Fatalf("own.service: %v", p)
+	}
+}
