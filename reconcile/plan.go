@@ -51,6 +51,9 @@ type Input struct {
 	// Classify says whether a rewritten unit file needs a restart of its
 	// running process; nil is ClassifyUnitChange (systemd unit files).
 	Classify Classifier
+	// MaxParallelRestarts paces the agent's restarts of running services
+	// whose unit changed into waves (plan_rollout.go); 0: all at once.
+	MaxParallelRestarts int
 	// Health are the agent's probe statuses (reconcile/health.Prober);
 	// a failing liveness probe of the running process plans its restart.
 	Health []health.Status
@@ -106,6 +109,8 @@ type planner struct {
 	// jobs are the services desired timers trigger (unit → timer object
 	// ID): the timer starts them, the agent never does.
 	jobs map[string]string
+	// rollout paces restarts (nil: MaxParallelRestarts is 0).
+	rollout *rolloutState
 }
 
 // Compute returns the steps that move the observed state toward the desired
@@ -133,6 +138,7 @@ func Compute(in Input) Plan {
 	if !hostWatchdog {
 		p.pruneWatchdog()
 	}
+	p.initRollout(objs)
 	for _, o := range objs {
 		switch o.Kind {
 		case desired.KindService:
@@ -143,6 +149,7 @@ func Compute(in Input) Plan {
 			p.watchdog(o)
 		}
 	}
+	p.finishRollout()
 	var steps []actuators.Step
 	steps = append(steps, p.stops...)
 	steps = append(steps, p.files...)

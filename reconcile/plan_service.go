@@ -34,6 +34,9 @@ func (p *planner) service(o *desired.Object) {
 		return
 	}
 	f := files[0]
+	if s.DesiredState() == desired.StateRunning && p.jobs[f.Name] == "" && p.holdForRollout(o, f, p.unit(f.Name)) {
+		return
+	}
 	fs := p.syncFile(o, f)
 	if fs.blocked {
 		return

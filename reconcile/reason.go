@@ -73,6 +73,12 @@ const (
 	// sandbox refuses the connection or the user switch, an unknown user):
 	// no verdict on the service, which is neither restarted nor ready.
 	ReasonProbeError Reason = "ProbeError"
+	// ReasonRolloutPending: a changed running service keeps its previous
+	// version until its rollout wave (informational).
+	ReasonRolloutPending Reason = "RolloutPending"
+	// ReasonRolloutHalted: a failed service halts the rollout; the pending
+	// services keep running their previous version.
+	ReasonRolloutHalted Reason = "RolloutHalted"
 )
 
 // categories is the one table of reason → category.
@@ -90,6 +96,7 @@ var categories = map[Reason]Category{
 	ReasonConflict:      CategoryFailure,
 	ReasonUnhealthy:     CategoryFailure,
 	ReasonProbeError:    CategoryFailure,
+	ReasonRolloutHalted: CategoryFailure,
 
 	ReasonInvalid:          CategoryInvalid,
 	ReasonLastGoodRetained: CategoryInvalid,
@@ -104,14 +111,15 @@ var categories = map[Reason]Category{
 	ReasonRestartStorm:    CategoryOccurrence,
 	ReasonAlertHookFailed: CategoryOccurrence,
 
-	ReasonStaleProcess:  CategoryInformational,
-	ReasonUnsupported:   CategoryInformational,
-	ReasonNoWatchdogDev: CategoryInformational,
-	ReasonHeldBack:      CategoryInformational,
-	ReasonDriftReported: CategoryInformational,
-	ReasonTimerMissed:   CategoryInformational,
-	ReasonTimerCatchUp:  CategoryInformational,
-	ReasonReexecNeeded:  CategoryInformational,
+	ReasonStaleProcess:   CategoryInformational,
+	ReasonRolloutPending: CategoryInformational,
+	ReasonUnsupported:    CategoryInformational,
+	ReasonNoWatchdogDev:  CategoryInformational,
+	ReasonHeldBack:       CategoryInformational,
+	ReasonDriftReported:  CategoryInformational,
+	ReasonTimerMissed:    CategoryInformational,
+	ReasonTimerCatchUp:   CategoryInformational,
+	ReasonReexecNeeded:   CategoryInformational,
 }
 
 // Category returns the reason's category; a reason this package does not

@@ -19,10 +19,10 @@ func TestReasonCategories(t *testing.T) {
 	}
 	for c, want := range map[Category]string{
 		CategoryDrift:      "DisabledOutOfBand FileEdited ForeignDropIn StoppedOutOfBand TimerInactive",
-		CategoryFailure:    "Failed ForeignUnitConflict ProbeError StartLimitHit TimerFailed Unhealthy WatchdogTimeout",
+		CategoryFailure:    "Failed ForeignUnitConflict ProbeError RolloutHalted StartLimitHit TimerFailed Unhealthy WatchdogTimeout",
 		CategoryInvalid:    "InvalidManifest LastGoodRetained ManifestBusy",
 		CategoryOccurrence: "AlertHookFailed Applied ApplyFailed Pruned RestartStorm Restarted",
-		CategoryInformational: "BackoffHeldBack DaemonReexecNeeded DriftReported NoWatchdogDevice StaleProcess TimerCatchUp " +
+		CategoryInformational: "BackoffHeldBack DaemonReexecNeeded DriftReported NoWatchdogDevice RolloutPending StaleProcess TimerCatchUp " +
 			"TimerMissed Unsupported",
 	} {
 		if got := strings.Join(by[c], " "); got != want {

@@ -49,6 +49,9 @@ type globals struct {
 	// stopOnExit (process backend): stop every supervised process when the
 	// agent exits, as a container's PID 1 must. Always on as PID 1.
 	stopOnExit bool
+	// maxParallelRestarts paces the agent's restarts of changed running
+	// services (reconcile.Input.MaxParallelRestarts; 0: all at once).
+	maxParallelRestarts int
 }
 
 func (g *globals) loadOptions() (desired.Options, error) {
@@ -118,6 +121,7 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.hostname, "hostname", "", "host name for spec.hosts (default: this host's)")
 	pf.StringVar(&g.logLevel, "log-level", "", "debug, info, warn, error")
 	pf.StringVar(&g.logFormat, "log-format", "json", "json or console")
+	pf.IntVar(&g.maxParallelRestarts, "max-parallel-restarts", 0, "restart changed running services in waves: at most N restarting or not ready at once (0: all at once)")
 	root.AddCommand(newVersionCmd(), newValidateCmd(g), newRenderCmd(g), newDiffCmd(g), newApplyCmd(g), newRunCmd(g), newResetCmd(g), newInstallCmd(g), newStatusCmd(g), newEventsCmd(g), newProbeCmd(), newSchemaCmd())
 	return root
 }

@@ -1,0 +1,91 @@
+package reconcile
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"resil.dev/resil/actuators"
+	"resil.dev/resil/desired"
+	"resil.dev/resil/observed"
+)
+
+func TestPlanRolloutWaves(t *testing.T) {
+	svc := func(name, version string) *desired.Object {
+		return &desired.Object{APIVersion: desired.APIVersion, Kind: desired.KindService, Metadata: desired.ObjectMeta{Name: name},
+			Source: desired.Source{File: name + ".yaml"}, Service: &desired.ServiceSpec{Command: []string{"/bin/sleep", version}}}
+	}
+	names := []string{"a", "b", "c", "d", "e"}
+	tests := []struct {
+		name     string
+		max      int
+		state    map[string]string // active state by name (default active)
+		restarts string            // units restarted, in order
+		pending  int
+		halted   bool
+	}{
+		{"all at once without a limit", 0, nil, "a b c d e", 0, false},
+		{"first wave of 2", 2, nil, "a b", 3, false},
+		{"one service of the last wave still starting takes a slot", 2, map[string]string{"a": "activating"}, "b", 3, false},
+		{"the last wave not ready: no wave this pass", 2, map[string]string{"a": "activating", "b": "activating"}, "", 3, false},
+		{"a failed service halts the rollout", 2, map[string]string{"e": "failed"}, "", 4, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := Input{Files: map[string][]desired.UnitFile{}, UnitDir: unitDir, MaxParallelRestarts: tt.max,
+				Observed: &observed.State{Backend: "systemd", Units: map[string]*observed.Unit{}}}
+			for _, n := range names {
+				o, old := svc(n, "2"), svc(n, "1")
+				files, _ := desired.Render(o)
+				oldFiles, _ := desired.Render(old)
+				in.Objects = append(in.Objects, o)
+				in.Files[o.ID()] = files
+				active := "active"
+				if s := tt.state[n]; s != "" {
+					active = s
+				}
+				pid := uint32(100)
+				if active != "active" {
+					// the previous wave: its file is current, it is no candidate
+					oldFiles = files
+				}
+				if active == "failed" {
+					pid = 0
+				}
+				in.Observed.Units[n+".service"] = &observed.Unit{Name: n + ".service", File: oldFiles[0].Data, Owner: o.ID(), LoadState: "loaded",
+					ActiveState: active, SubState: "running", UnitFileState: "enabled", MainPID: pid, ExecMainStartTimestamp: 1}
+			}
+			plan := Compute(in)
+			var restarted, written []string
+			for _, s := range plan.Steps {
+				switch s.Op {
+				case actuators.OpRestart:
+					restarted = append(restarted, strings.TrimSuffix(s.Unit, ".service"))
+				case actuators.OpWriteFile:
+					written = append(written, strings.TrimSuffix(s.Unit, ".service"))
+				}
+			}
+			if got := strings.Join(restarted, " "); got != tt.restarts {
+				t.Errorf("restarted %q, want %q", got, tt.restarts)
+			}
+			if got, want := strings.Join(written, " "), tt.restarts; got != want {
+				t.Errorf("written %q, want only the wave's files %q", got, want)
+			}
+			pending, halted := 0, false
+			for _, f := range plan.Findings {
+				switch f.Reason {
+				case ReasonRolloutPending:
+					pending++
+				case ReasonRolloutHalted:
+					halted = true
+					if !strings.Contains(f.Message, "e.service failed") || !strings.Contains(f.Message, fmt.Sprintf("%d pending", tt.pending)) {
+						t.Errorf("halted finding %q", f.Message)
+					}
+				}
+			}
+			if pending != tt.pending || halted != tt.halted {
+				t.Errorf("pending %d halted %v, want %d %v: %+v", pending, halted, tt.pending, tt.halted, plan.Findings)
+			}
+		})
+	}
+}
