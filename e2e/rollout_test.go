@@ -13,7 +13,7 @@ import (
 // listens on its port 1 s after it starts, and its readiness probe is that
 // port. bad: the version fails at once.
 func rolloutService(i int, v string, bad bool) string {
-	cmd := fmt.Sprintf(`["/bin/sh", "-c", "sleep 1; exec /usr/bin/python3 -m http.server %d --bind 127.0.0.1"]`, 18200+i)
+	cmd := fmt.Sprintf(`["/bin/sh", "-c", "echo $VERSION >> /tmp/starts-%02d; sleep 1; exec /usr/bin/python3 -m http.server %d --bind 127.0.0.1"]`, i, 18200+i)
 	if bad {
 		cmd = `["/bin/sh", "-c", "exit 3"]`
 	}
@@ -109,4 +109,46 @@ func TestRolloutWavesSystemd(t *testing.T) {
 	if failed != 2 || same != n-2 {
 		t.Fatalf("after the bad version: %d failed, %d still on the previous version (want 2, %d): %v", failed, same, n-2, pids())
 	}
+}
+
+// The agent is killed (-9) in the middle of a rollout; the next one
+// resumes it where the host is, and no service is restarted twice.
+func TestRolloutResumesAfterAgentKill9Systemd(t *testing.T) {
+	e := newEnv(t)
+	const n = 10
+	for i := 0; i < n; i++ {
+		e.write(fmt.Sprintf("r%02d.yaml", i), rolloutService(i, "1", false))
+	}
+	a := e.startAgent("--max-parallel-restarts", "2")
+	ready := func() int {
+		out, _, _ := e.reconciler("status")
+		return strings.Count(out, " yes ")
+	}
+	e.eventually("all ready", 60*time.Second, func() bool { return ready() == n })
+	starts := func() (v2 int) {
+		for i := 0; i < n; i++ {
+			data, _ := e.sb.ReadFile(fmt.Sprintf("/tmp/starts-%02d", i))
+			v2 += strings.Count(string(data), "2")
+		}
+		return v2
+	}
+	for i := 0; i < n; i++ {
+		e.write(fmt.Sprintf("r%02d.yaml", i), rolloutService(i, "2", false))
+	}
+	e.eventually("two waves begun", 60*time.Second, func() bool { return starts() >= 3 })
+	if _, err := e.sb.Run(e.ctx, "kill", "-9", e.agentPID()); err != nil {
+		t.Fatal(err)
+	}
+	<-a.done
+	killedAt := starts()
+	e.startAgent("--max-parallel-restarts", "2")
+	e.eventually("rollout done", 120*time.Second, func() bool { return starts() == n && ready() == n })
+	time.Sleep(3 * time.Second)
+	for i := 0; i < n; i++ {
+		data, _ := e.sb.ReadFile(fmt.Sprintf("/tmp/starts-%02d", i))
+		if got := strings.Fields(string(data)); strings.Join(got, " ") != "1 2" {
+			t.Errorf("r%02d started as versions %v, want 1 then 2 once", i, got)
+		}
+	}
+	t.Logf("agent killed with %d of %d services restarted; the next agent finished the rollout", killedAt, n)
 }
