@@ -12,6 +12,8 @@ import (
 )
 
 // Rollouts of the agent's own restarts (Input.MaxParallelRestarts > 0).
+// Input.Health nil (apply, diff: no probes run) counts an active service
+// with a readiness probe as ready.
 //
 // A running service whose unit file changed so that its process must be
 // restarted is a rollout candidate. The planner admits candidates, in plan
@@ -55,7 +57,13 @@ func (p *planner) initRollout(objs []*desired.Object) {
 		if u != nil && u.ActiveState == "failed" {
 			r.failed = append(r.failed, unit)
 		}
-		if Readiness(o, p.in.Observed, p.in.Health) != ReadyYes {
+		ready := Readiness(o, p.in.Observed, p.in.Health)
+		if ready == ReadyUnknown && p.in.Health == nil {
+			// No probes run (apply, diff): an active service counts as
+			// ready, so diff plans the wave run would.
+			ready = ReadyYes
+		}
+		if ready != ReadyYes {
 			notReady++
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/desired"
 	"resil.dev/resil/observed"
+	"resil.dev/resil/reconcile/health"
 )
 
 func TestPlanRolloutWaves(t *testing.T) {
@@ -85,6 +86,49 @@ func TestPlanRolloutWaves(t *testing.T) {
 			}
 			if pending != tt.pending || halted != tt.halted {
 				t.Errorf("pending %d halted %v, want %d %v: %+v", pending, halted, tt.pending, tt.halted, plan.Findings)
+			}
+		})
+	}
+}
+
+// With readiness probes, the agent (Input.Health set) counts a service
+// without a verdict as not ready; diff and apply (no probes, Health nil)
+// count an active one as ready, so diff shows the wave run would run
+// once the probes pass.
+func TestPlanRolloutReadinessUnknown(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		health []health.Status
+		want   int
+	}{
+		{"no probes run (diff, apply)", nil, 2},
+		{"agent, no verdict yet", []health.Status{}, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			in := Input{Files: map[string][]desired.UnitFile{}, UnitDir: unitDir, MaxParallelRestarts: 2, Health: tt.health,
+				Observed: &observed.State{Backend: "systemd", Units: map[string]*observed.Unit{}}}
+			for _, n := range []string{"a", "b", "c"} {
+				mk := func(v string) *desired.Object {
+					return &desired.Object{APIVersion: desired.APIVersion, Kind: desired.KindService, Metadata: desired.ObjectMeta{Name: n},
+						Source: desired.Source{File: n + ".yaml"}, Service: &desired.ServiceSpec{Command: []string{"/bin/sleep", v},
+							Health: &desired.HealthSpec{Readiness: &desired.Probe{TCP: "127.0.0.1:1"}}}}
+				}
+				o := mk("2")
+				files, _ := desired.Render(o)
+				old, _ := desired.Render(mk("1"))
+				in.Objects = append(in.Objects, o)
+				in.Files[o.ID()] = files
+				in.Observed.Units[n+".service"] = &observed.Unit{Name: n + ".service", File: old[0].Data, Owner: o.ID(), LoadState: "loaded",
+					ActiveState: "active", SubState: "running", UnitFileState: "enabled", MainPID: 100, ExecMainStartTimestamp: 1}
+			}
+			got := 0
+			for _, s := range Compute(in).Steps {
+				if s.Op == actuators.OpRestart {
+					got++
+				}
+			}
+			if got != tt.want {
+				t.Errorf("%d restarts, want %d", got, tt.want)
 			}
 		})
 	}
