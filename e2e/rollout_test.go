@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -151,4 +153,59 @@ func TestRolloutResumesAfterAgentKill9Systemd(t *testing.T) {
 		}
 	}
 	t.Logf("agent killed with %d of %d services restarted; the next agent finished the rollout", killedAt, n)
+}
+
+// The same pacing on the process backend: 4 services, one at a time.
+func TestRolloutWavesProcess(t *testing.T) {
+	dir := t.TempDir()
+	m, state, log := filepath.Join(dir, "m"), filepath.Join(dir, "state"), filepath.Join(dir, "starts")
+	if err := os.MkdirAll(m, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const n = 4
+	ports := make([]int, n)
+	for i := range ports {
+		ports[i] = freeTCPPort(t)
+	}
+	write := func(v string) {
+		for i := 0; i < n; i++ {
+			s := fmt.Sprintf(`apiVersion: resil.dev/v1
+kind: Service
+metadata: {name: p%d}
+spec:
+  command: ["/bin/sh", "-c", "echo $VERSION $(date +%%s%%N) >> %s; sleep 1; exec /usr/bin/python3 -m http.server %d --bind 127.0.0.1"]
+  environment: {VERSION: "%s"}
+  health:
+    readiness: {tcp: "127.0.0.1:%d", interval: 200ms, failures: 1}
+`, i, log, ports[i], v, ports[i])
+			if err := os.WriteFile(filepath.Join(m, fmt.Sprintf("p%d.yaml", i)), []byte(s), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	starts := func(v string) []int64 {
+		data, _ := os.ReadFile(log)
+		var out []int64
+		for _, l := range strings.Split(string(data), "\n") {
+			if f := strings.Fields(l); len(f) == 2 && f[0] == v {
+				x, _ := strconv.ParseInt(f[1], 10, 64)
+				out = append(out, x)
+			}
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+		return out
+	}
+	write("1")
+	startProcAgent(t, m, state, "--stop-on-exit", "--max-parallel-restarts", "1")
+	waitFor(t, "version 1 up", 60*time.Second, func() bool { return len(starts("1")) == n })
+	time.Sleep(2 * time.Second) // all ready
+	write("2")
+	waitFor(t, "version 2 everywhere", 90*time.Second, func() bool { return len(starts("2")) == n })
+	s := starts("2")
+	for i := 0; i+1 < n; i++ {
+		if d := time.Duration(s[i+1] - s[i]); d < time.Second {
+			t.Errorf("2 services started within %s: more than 1 restarting at once (%v)", d, s)
+		}
+	}
+	t.Logf("process backend: %d services one at a time in %s", n, time.Duration(s[n-1]-s[0]).Round(10*time.Millisecond))
 }
