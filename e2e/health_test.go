@@ -128,35 +128,30 @@ func TestStartupProbeProcessBackend(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(m, "web.yaml"), []byte(web), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a := startProcAgent(t, m, state, "--stop-on-exit")
-	waitFor(t, "web started", 60*time.Second, func() bool {
-		return strings.Contains(a.out.String(), "step applied\t{\"pass\": 1, \"step\": \"start web.service")
-	})
+	a := startProcAgent(t, m, state, "--stop-on-exit", "--log-format", "json", "--metrics-addr", "")
+	startApplied := map[string]string{"msg": "event", "reason": "Applied", "step": "start web.service"}
+	waitFor(t, "web started", 60*time.Second, func() bool { idx, _ := logMatch(a.out.String(), startApplied); return len(idx) > 0 })
 	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err != nil {
 		t.Fatalf("web's start is done but its port does not answer: %v", err)
 	} else {
 		c.Close()
 	}
 	out := a.out.String()
-	begin, passed, applied := strings.Index(out, "startup probe begins"), strings.Index(out, "startup probe passed"), strings.Index(out, "\"step\": \"start web.service")
+	first := func(want map[string]string) (int, time.Time) {
+		idx, lines := logMatch(out, want)
+		if len(idx) == 0 {
+			return -1, time.Time{}
+		}
+		ts, _ := time.Parse("2006-01-02T15:04:05.000Z0700", fmt.Sprint(lines[0]["time"]))
+		return idx[0], ts
+	}
+	begin, t0 := first(map[string]string{"msg": "startup probe begins"})
+	passed, t1 := first(map[string]string{"msg": "startup probe passed"})
+	applied, _ := first(startApplied)
 	if begin < 0 || passed < begin || applied < passed {
 		t.Fatalf("want probe begins < probe passed < start applied in the log, got %d, %d, %d", begin, passed, applied)
 	}
-	t.Logf("process start to probe passed: %s", logDelta(out, "startup probe begins", "startup probe passed"))
-}
-
-// logDelta is the time between the first console log lines holding a and b.
-func logDelta(out, a, b string) time.Duration {
-	at := func(s string) time.Time {
-		for _, l := range strings.Split(out, "\n") {
-			if strings.Contains(l, s) {
-				ts, _ := time.Parse("2006-01-02T15:04:05.000Z0700", strings.Fields(l)[0])
-				return ts
-			}
-		}
-		return time.Time{}
-	}
-	return at(b).Sub(at(a))
+	t.Logf("process start to probe passed: %s", t1.Sub(t0))
 }
 
 func freeTCPPort(t *testing.T) int {

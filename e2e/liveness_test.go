@@ -1,11 +1,11 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -82,7 +82,7 @@ func TestLivenessRestartsHungServerProcess(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(m, "web.yaml"), []byte(livenessManifest(port)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a := startProcAgent(t, m, state, "--stop-on-exit")
+	a := startProcAgent(t, m, state, "--stop-on-exit", "--log-format", "json", "--metrics-addr", "")
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	client := &http.Client{Timeout: 500 * time.Millisecond}
 	up := func() bool {
@@ -100,7 +100,10 @@ func TestLivenessRestartsHungServerProcess(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a new web process", 30*time.Second, func() bool { return strings.Count(a.out.String(), "process started") >= 2 })
+	waitFor(t, "a new web process", 30*time.Second, func() bool {
+		idx, _ := logMatch(a.out.String(), map[string]string{"msg": "process started"})
+		return len(idx) >= 2
+	})
 	waitFor(t, "web answers again", 30*time.Second, up)
 	took := time.Since(hung)
 	t.Logf("liveness (process backend): hung at SIGSTOP, answering again after %s (interval %s × failures %d + restart delay 100ms = %s)",
@@ -117,20 +120,47 @@ func TestLivenessRestartsHungServerProcess(t *testing.T) {
 	}
 }
 
-// serverPID is the pid of the first "process started" line of web.
+// serverPID is the pid of the first "process started" line of web (a
+// JSON log).
 func serverPID(t *testing.T, out string) int {
 	t.Helper()
+	_, lines := logMatch(out, map[string]string{"msg": "process started", "unit": "web.service"})
+	if len(lines) == 0 {
+		t.Fatal("no process started line")
+	}
+	pid, ok := lines[0]["pid"].(float64)
+	if !ok {
+		t.Fatalf("process started line without a pid: %v", lines[0])
+	}
+	return int(pid)
+}
+
+// logLines parses an agent's JSON log (--log-format json).
+func logLines(out string) []map[string]any {
+	var lines []map[string]any
 	for _, l := range strings.Split(out, "\n") {
-		if i := strings.Index(l, `"pid": `); i >= 0 && strings.Contains(l, "process started") {
-			s := l[i+len(`"pid": `):]
-			s = s[:strings.IndexAny(s, ",}")]
-			pid, err := strconv.Atoi(s)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return pid
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil {
+			lines = append(lines, m)
 		}
 	}
-	t.Fatal("no process started line")
-	return 0
+	return lines
+}
+
+// logMatch returns the index (in logLines order) and the lines whose
+// fields contain every key=substring of want.
+func logMatch(out string, want map[string]string) (idx []int, lines []map[string]any) {
+	for i, m := range logLines(out) {
+		ok := true
+		for k, v := range want {
+			if !strings.Contains(fmt.Sprint(m[k]), v) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			idx, lines = append(idx, i), append(lines, m)
+		}
+	}
+	return idx, lines
 }

@@ -81,7 +81,7 @@ func TestLivenessAfterAgentKill9Process(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(m, "web.yaml"), []byte(livenessManifest(port)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a1 := startProcAgent(t, m, state)
+	a1 := startProcAgent(t, m, state, "--log-format", "json", "--metrics-addr", "")
 	waitFor(t, "liveness probe passing", 30*time.Second, func() bool { return strings.Contains(a1.out.String(), "probe passing") })
 	pid := serverPID(t, a1.out.String())
 	if err := a1.cmd.Process.Kill(); err != nil {
@@ -91,18 +91,13 @@ func TestLivenessAfterAgentKill9Process(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	a2 := startProcAgent(t, m, state, "--stop-on-exit")
+	a2 := startProcAgent(t, m, state, "--stop-on-exit", "--log-format", "json", "--metrics-addr", "")
 	waitFor(t, "Restarted with cause liveness", 60*time.Second, func() bool { return strings.Contains(a2.out.String(), "restarted (cause liveness)") })
 	waitFor(t, "new process passing", 30*time.Second, func() bool { return strings.Count(a2.out.String(), "probe passing") >= 1 })
 	time.Sleep(3 * liveInterval)
 	out := a2.out.String()
-	n := 0
-	for _, l := range strings.Split(out, "\n") {
-		if strings.Contains(l, "step applied") && strings.Contains(l, "restart web.service (liveness probe failed") {
-			n++
-		}
-	}
-	if n != 1 {
+	applied, _ := logMatch(out, map[string]string{"msg": "event", "reason": "Applied", "step": "restart web.service (liveness probe failed"})
+	if n := len(applied); n != 1 {
 		t.Errorf("%d liveness restarts by the second agent, want 1", n)
 	}
 	if alive(pid) {
