@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/desired"
@@ -54,6 +55,9 @@ type Input struct {
 	// MaxParallelRestarts paces the agent's restarts of running services
 	// whose unit changed into waves (plan_rollout.go); 0: all at once.
 	MaxParallelRestarts int
+	// RolloutReadyTimeout: a service not ready this long halts a rollout
+	// (0: DefaultRolloutReadyTimeout).
+	RolloutReadyTimeout time.Duration
 	// Health are the agent's probe statuses (reconcile/health.Prober);
 	// a failing liveness probe of the running process plans its restart.
 	Health []health.Status

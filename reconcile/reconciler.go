@@ -73,8 +73,9 @@ type Config struct {
 	// Health returns the agent's probe statuses for each pass's plan
 	// (Input.Health); nil: no probes run (apply, diff).
 	Health func() []health.Status
-	// MaxParallelRestarts: see Input.MaxParallelRestarts.
+	// MaxParallelRestarts, RolloutReadyTimeout: see Input.
 	MaxParallelRestarts int
+	RolloutReadyTimeout time.Duration
 }
 
 // Reconciler runs passes. It is not safe for concurrent passes; the Loop
@@ -260,7 +261,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	res.Health = r.probeStatuses()
 	plan := Compute(Input{Objects: effective, Files: files, UnitDir: r.cfg.UnitDir, ManagerDir: r.cfg.ManagerDir,
 		Observed: obs, Prune: prune, Protected: protected, BrokenFiles: broken, Classify: r.cfg.Classify,
-		MarkProcessSince: r.cfg.MarkProcessSince, Health: res.Health, MaxParallelRestarts: r.cfg.MaxParallelRestarts})
+		MarkProcessSince: r.cfg.MarkProcessSince, Health: res.Health, MaxParallelRestarts: r.cfg.MaxParallelRestarts,
+		RolloutReadyTimeout: r.cfg.RolloutReadyTimeout})
 	plan.Findings = append(append(plan.Findings, busy...), unsupported...)
 	res.Plan = plan
 	res.Hash = plan.Hash()
