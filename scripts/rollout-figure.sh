@@ -1,5 +1,5 @@
 #!/bin/bash
-# usage: run.sh N MAX  -> seconds for a rollout of N services (ready 1 s after start) at MAX (0: all at once)
+# usage: scripts/rollout-figure.sh N MAX  -> seconds for a rollout of N services (ready 1 s after start) at MAX (0: all at once)
 # Rollout time on the process backend (this host, no systemd): N services that are ready 1 s after
 # they start (nc on 127.0.0.1:19001.., readiness tcp), all restarted by one manifest change, with
 # --max-parallel-restarts MAX (0: all at once). Prints the time until every new process answers.
