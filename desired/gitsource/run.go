@@ -1,0 +1,169 @@
+package gitsource
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"go.uber.org/zap"
+)
+
+// MaxBackoff caps the wait after failed fetches (unless the interval is
+// longer).
+const MaxBackoff = 10 * time.Minute
+
+// NextDelay is the wait before the next fetch after failures consecutive
+// failed ones: the interval, doubled per failure up to MaxBackoff (or the
+// interval, if longer), with jitter j in [0,1) spreading it over ±10 %, so
+// a fleet started at once does not fetch in step. It does no I/O.
+func NextDelay(interval time.Duration, failures int, j float64) time.Duration {
+	d := interval
+	limit := max(MaxBackoff, interval)
+	for i := 0; i < failures && d < limit; i++ {
+		d *= 2
+	}
+	d = min(d, limit)
+	return time.Duration(float64(d) * (0.9 + 0.2*j))
+}
+
+// Run fetches at start, then every interval (NextDelay) and on every sync
+// request, until ctx is done. wake is called after each deployment (the
+// manifests watcher sees the swap too; wake must not block). A failed fetch
+// keeps the deployed revision and backs off. Run returns nil when ctx is
+// done, or an error if the source cannot start (its directory, git).
+// It starts no goroutine of its own (fsnotify's reader is closed with it).
+func (s *Source) Run(ctx context.Context, wake func()) error {
+	if err := s.init(ctx); err != nil {
+		return err
+	}
+	reqDir := filepath.Join(s.cfg.Dir, requestDir)
+	var requests <-chan fsnotify.Event
+	var poll <-chan time.Time
+	w, err := fsnotify.NewWatcher()
+	if err == nil {
+		err = w.Add(reqDir)
+	}
+	if err != nil {
+		s.log.Warn("inotify unavailable, polling sync requests every second", zap.Error(err))
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		poll = t.C
+	} else {
+		defer w.Close()
+		requests = w.Events
+	}
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	failures := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev := <-requests:
+			if strings.HasPrefix(filepath.Base(ev.Name), ".") || !ev.Has(fsnotify.Create) && !ev.Has(fsnotify.Rename) {
+				continue
+			}
+			s.log.Debug("sync requested")
+		case <-poll:
+			if ents, _ := os.ReadDir(reqDir); !hasRequest(ents) {
+				continue
+			}
+		case <-timer.C:
+		}
+		takeRequests(s.cfg.Dir)
+		a, err := s.Sync(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			failures++
+			a.Error = err.Error()
+		} else {
+			failures = 0
+		}
+		if a.Outcome == OutcomeDeployed {
+			wake()
+		}
+		delay := NextDelay(s.cfg.Interval, failures, rand.Float64())
+		if err != nil {
+			s.log.Warn("fetch failed, keeping the deployed revision", zap.Int("failures", failures), zap.Duration("retry_in", delay), zap.Error(err))
+		} else {
+			s.log.Debug("fetched", zap.String("head", a.Head), zap.String("outcome", string(a.Outcome)))
+		}
+		if err := writeJSON(filepath.Join(s.cfg.Dir, lastFile), a); err != nil {
+			s.log.Warn("last attempt not recorded", zap.Error(err))
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(delay)
+	}
+}
+
+func hasRequest(ents []os.DirEntry) bool {
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), ".") {
+			return true
+		}
+	}
+	return false
+}
+
+// Checkout materialises rev (a commit, a ref or a branch of the recorded
+// repository) as the agent would deploy it, into into (which must not
+// exist), for `reconciler diff --revision`. rev is looked up in the
+// source's mirror first, then fetched from the repository. The revision's
+// signature is checked when the record names allowed signers: verr says
+// why it would be refused (nil: it would not be). The manifests are not
+// validated here: the caller loads them.
+func Checkout(ctx context.Context, dir string, rec *Record, rev, into string) (r *Revision, verr error, err error) {
+	g := &git{bin: "git", dir: filepath.Join(dir, repoDir),
+		creds: Credentials{SSHKey: rec.SSHKey, SSHKnownHosts: rec.SSHKnownHosts, TokenFile: rec.TokenFile}}
+	if err := g.ensure(ctx); err != nil {
+		return nil, nil, err
+	}
+	if strings.HasPrefix(rev, "-") {
+		return nil, nil, fmt.Errorf("bad revision %q", rev)
+	}
+	commit, err := resolve(ctx, g, rev)
+	if err != nil {
+		if _, ferr := g.run(ctx, "fetch", "--quiet", "--no-tags", "--force", "--no-write-fetch-head", "--", rec.Repo, "+"+rev+":refs/resil/diff"); ferr != nil {
+			return nil, nil, fmt.Errorf("revision %s: not in the mirror, and %w", rev, ferr)
+		}
+		if commit, err = resolve(ctx, g, "refs/resil/diff"); err != nil {
+			return nil, nil, err
+		}
+	}
+	d, err := describe(ctx, g, commit)
+	if err != nil {
+		return nil, nil, err
+	}
+	d.Ref = rev
+	if rec.VerifySigners != "" {
+		d.Signer, verr = verify(ctx, g, rec.VerifySigners, commit)
+	}
+	if _, err := materialise(ctx, g, commit, rec.Paths, rec.LocalDropIns, into); err != nil {
+		return nil, verr, err
+	}
+	return &d, verr, nil
+}
+
+// resolve finds rev in the mirror; HEAD is the last fetched head.
+func resolve(ctx context.Context, g *git, rev string) (string, error) {
+	if rev == "HEAD" {
+		rev = "refs/resil/head"
+	}
+	out, err := g.run(ctx, "rev-parse", "--verify", "--quiet", "--end-of-options", rev+"^{commit}")
+	if err != nil {
+		return "", fmt.Errorf("revision %s: unknown", rev)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
