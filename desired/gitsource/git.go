@@ -89,25 +89,24 @@ func (e *gitError) Unwrap() error { return e.err }
 
 // run runs git with args and returns its standard output.
 func (g *git) run(ctx context.Context, args ...string) ([]byte, error) {
-	return g.runIn(ctx, nil, args...)
+	out, _, err := g.run2(ctx, args...)
+	return out, err
 }
 
-func (g *git) runIn(ctx context.Context, stdin []byte, args ...string) ([]byte, error) {
+// run2 runs git with args and returns its standard output and error.
+func (g *git) run2(ctx context.Context, args ...string) ([]byte, string, error) {
 	cmd := exec.CommandContext(ctx, g.bin, args...)
 	cmd.Env = g.env()
 	cmd.Dir = g.dir
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	if stdin != nil {
-		cmd.Stdin = bytes.NewReader(stdin)
-	}
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("git %s: %w", args[0], ctx.Err())
+			return nil, "", fmt.Errorf("git %s: %w", args[0], ctx.Err())
 		}
-		return out.Bytes(), &gitError{args: args, stderr: errb.String(), err: err}
+		return out.Bytes(), errb.String(), &gitError{args: args, stderr: errb.String(), err: err}
 	}
-	return out.Bytes(), nil
+	return out.Bytes(), errb.String(), nil
 }
 
 // exitCode is git's exit status in err, or -1.

@@ -239,15 +239,12 @@ func verify(ctx context.Context, g *git, signers, commit string) (string, error)
 	if _, err := os.Stat(signers); err != nil {
 		return "", fmt.Errorf("allowed signers: %w", err)
 	}
-	out, err := g.run(ctx, "-c", "gpg.format=ssh", "-c", "gpg.ssh.allowedSignersFile="+signers, "verify-commit", "--raw", commit)
+	out, stderr, err := g.run2(ctx, "-c", "gpg.format=ssh", "-c", "gpg.ssh.allowedSignersFile="+signers, "verify-commit", commit)
 	var ge *gitError
 	if err != nil && !errors.As(err, &ge) {
 		return "", err
 	}
-	text := string(out)
-	if ge != nil {
-		text += ge.stderr
-	}
+	text := string(out) + stderr
 	if err == nil {
 		if m := goodSig.FindStringSubmatch(text); m != nil {
 			return m[1], nil
