@@ -429,3 +429,58 @@ func stopAgent(t *testing.T, a *procAgent) {
 		t.Fatal("agent did not stop")
 	}
 }
+
+// cpuTicks is a process's CPU time, its own and its waited-for children's
+// (git), in clock ticks (/proc/PID/stat utime stime cutime cstime).
+func cpuTicks(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	var sum int64
+	for _, i := range []int{11, 12, 13, 14} { // fields 14-17, counted from state (field 3)
+		v, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum += v
+	}
+	return sum
+}
+
+// The cost of an idle poll (nothing new on the ref): CPU time of the agent
+// and the git processes it runs, per fetch, over a few seconds of
+// --fetch-interval 200ms, against the same agent on a plain directory.
+// A figure for the report, not an assertion:
+//
+//	RESIL_E2E_REQUIRE=1 go test -count=1 -run TestGitSourceIdlePollCost -v ./e2e/
+func TestGitSourceIdlePollCost(t *testing.T) {
+	r := newGitRepo(t)
+	r.commit("one", "", map[string]string{"web.yaml": "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: idle}\nspec: {command: [/bin/sleep, infinity]}\n"})
+	const window = 6 * time.Second
+	measure := func(extra ...string) (ticks int64, fetches int) {
+		dir := t.TempDir()
+		if err := os.MkdirAll(filepath.Join(dir, "m"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		a := startProcAgent(t, filepath.Join(dir, "m"), filepath.Join(dir, "state"),
+			append([]string{"--metrics-addr", "", "--stop-on-exit", "--resync", "1h", "--log-level", "debug"}, extra...)...)
+		time.Sleep(2 * time.Second) // first deployment and pass done
+		before, n0 := cpuTicks(t, a.cmd.Process.Pid), strings.Count(a.out.String(), "\tfetched\t")
+		time.Sleep(window)
+		after, n1 := cpuTicks(t, a.cmd.Process.Pid), strings.Count(a.out.String(), "\tfetched\t")
+		stopAgent(t, a)
+		return after - before, n1 - n0
+	}
+	gitTicks, fetches := measure("--source", "git", "--repo", r.url(), "--fetch-interval", "200ms")
+	dirTicks, _ := measure()
+	if fetches == 0 {
+		t.Fatalf("no fetch in %s", window)
+	}
+	tick := time.Second / 100 // USER_HZ
+	perPoll := time.Duration(gitTicks-dirTicks) * tick / time.Duration(fetches)
+	t.Logf("idle: %d fetches in %s; CPU (agent + git children) %s with the git source, %s on a plain directory: ≈ %s per idle poll (file:// remote); at the default 30 s interval ≈ %.3f%% of one core",
+		fetches, window, time.Duration(gitTicks)*tick, time.Duration(dirTicks)*tick, perPoll, 100*perPoll.Seconds()/30)
+}
