@@ -119,22 +119,30 @@ func hasRequest(ents []os.DirEntry) bool {
 
 // Checkout materialises rev (a commit, a ref or a branch of the recorded
 // repository) as the agent would deploy it, into into (which must not
-// exist), for `reconciler diff --revision`. rev is looked up in the
-// source's mirror first, then fetched from the repository. The revision's
-// signature is checked when the record names allowed signers: verr says
-// why it would be refused (nil: it would not be). The manifests are not
-// validated here: the caller loads them.
+// exist), for `reconciler diff --revision`. It writes nothing in dir: rev
+// is looked up in the source's mirror, else fetched into a temporary
+// repository beside into that borrows the mirror's objects (git
+// alternates). The revision's signature is checked when the record names
+// allowed signers: verr says why the agent would refuse it (nil: it would
+// not). The manifests are not validated here: the caller loads them.
 func Checkout(ctx context.Context, dir string, rec *Record, rev, into string) (r *Revision, verr error, err error) {
-	g := &git{bin: "git", dir: filepath.Join(dir, repoDir),
-		creds: Credentials{SSHKey: rec.SSHKey, SSHKnownHosts: rec.SSHKnownHosts, TokenFile: rec.TokenFile}}
-	if err := g.ensure(ctx); err != nil {
-		return nil, nil, err
-	}
-	if strings.HasPrefix(rev, "-") {
+	if rev == "" || strings.HasPrefix(rev, "-") {
 		return nil, nil, fmt.Errorf("bad revision %q", rev)
 	}
+	creds := Credentials{SSHKey: rec.SSHKey, SSHKnownHosts: rec.SSHKnownHosts, TokenFile: rec.TokenFile}
+	mirror := filepath.Join(dir, repoDir)
+	g := &git{bin: "git", dir: mirror, creds: creds}
 	commit, err := resolve(ctx, g, rev)
 	if err != nil {
+		g = &git{bin: "git", dir: filepath.Join(filepath.Dir(into), "fetch.git"), creds: creds}
+		if err := g.ensure(ctx); err != nil {
+			return nil, nil, err
+		}
+		if st, serr := os.Stat(filepath.Join(mirror, "objects")); serr == nil && st.IsDir() {
+			if err := os.WriteFile(filepath.Join(g.dir, "objects", "info", "alternates"), []byte(filepath.Join(mirror, "objects")+"\n"), 0o644); err != nil {
+				return nil, nil, err
+			}
+		}
 		if _, ferr := g.run(ctx, "fetch", "--quiet", "--no-tags", "--force", "--no-write-fetch-head", "--", rec.Repo, "+"+rev+":refs/resil/diff"); ferr != nil {
 			return nil, nil, fmt.Errorf("revision %s: not in the mirror, and %w", rev, ferr)
 		}

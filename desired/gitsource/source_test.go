@@ -438,6 +438,20 @@ func TestCheckout(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(into, "db.yaml")); err != nil {
 		t.Error(err)
 	}
+	// Nothing written to the mirror: the feature branch was fetched into
+	// a temporary repository.
+	g := &git{bin: "git", dir: filepath.Join(s.cfg.Dir, repoDir)}
+	if _, err := g.run(context.Background(), "cat-file", "-e", c2); err == nil {
+		t.Error("diff's checkout fetched into the agent's mirror")
+	}
+	// A commit the mirror has is found there.
+	into2 := filepath.Join(t.TempDir(), "rev")
+	if rev, _, err := Checkout(context.Background(), s.cfg.Dir, rec, "HEAD", into2); err != nil || rev.Subject != "one" {
+		t.Errorf("HEAD: %+v %v", rev, err)
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(into2), "fetch.git")); !os.IsNotExist(err) {
+		t.Errorf("a temporary repository for a commit the mirror has: %v", err)
+	}
 }
 
 // The token helper hands git the token from its file, and nothing else
