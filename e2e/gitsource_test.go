@@ -404,7 +404,7 @@ func TestGitSourceKillDuringSwap(t *testing.T) {
 		t.Logf("kill %d: deployed rev %s (head rev %d)", k+1, got, n)
 	}
 	// Converges on the head.
-	a = startProcAgent(t, filepath.Join(dir, "unused"), state, append(args, "--stop-on-exit")...)
+	startProcAgent(t, filepath.Join(dir, "unused"), state, append(args, "--stop-on-exit")...)
 	want := strconv.Itoa(n)
 	waitFor(t, "the head deployed and converged", 60*time.Second, func() bool {
 		return revisionOf(t, state, nfiles) == want && readMarker(marker, "svc0") == want && readMarker(marker, "svc5") == want
