@@ -64,6 +64,12 @@ const crashBeforeSwapEnv = "RESIL_TEST_GIT_CRASH_BEFORE_SWAP"
 func (s *sourceFlags) open(g *globals, log *zap.Logger, events reconcile.Recorder, m *metrics) (*gitsource.Source, error) {
 	switch s.source {
 	case "dir", "":
+		// A git source used before on this state dir is not in use now:
+		// diff and status must not read its manifests link.
+		rec := filepath.Join(gitsource.Dir(g.stateDir), gitsource.RecordFile)
+		if err := os.Remove(rec); err == nil {
+			log.Info("git source no longer in use", zap.String("removed", rec))
+		}
 		return nil, nil
 	case "git":
 	default:
@@ -132,6 +138,9 @@ var _ gitsource.Metrics = (*metrics)(nil)
 // deployedRevision is the revision the git source in the state dir
 // deployed, or nil (no git source there, or nothing deployed yet).
 func deployedRevision(g *globals) *gitsource.Revision {
+	if rec, err := gitsource.ReadRecord(gitsource.Dir(g.stateDir)); err != nil || rec == nil {
+		return nil
+	}
 	r, err := gitsource.Deployed(gitsource.Dir(g.stateDir))
 	if err != nil {
 		return nil

@@ -19,9 +19,10 @@ const (
 	ManifestsLink = "manifests"
 	revsDir       = "revs"
 	repoDir       = "repo.git"
-	configFile    = "source.json"
-	lastFile      = "last.json"
-	requestDir    = "sync"
+	// RecordFile is the source's configuration as run last wrote it.
+	RecordFile = "source.json"
+	lastFile   = "last.json"
+	requestDir = "sync"
 	// revisionFile, inside a revision directory, records its revision.
 	// Hidden, so Load never reads it.
 	revisionFile = ".resil-revision.json"
@@ -98,7 +99,7 @@ type Record struct {
 // when the agent never ran with a git source there.
 func ReadRecord(dir string) (*Record, error) {
 	var r Record
-	err := readJSON(filepath.Join(dir, configFile), &r)
+	err := readJSON(filepath.Join(dir, RecordFile), &r)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}

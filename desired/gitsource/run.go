@@ -43,6 +43,7 @@ func (s *Source) Run(ctx context.Context, wake func()) error {
 	}
 	reqDir := filepath.Join(s.cfg.Dir, requestDir)
 	var requests <-chan fsnotify.Event
+	var watchErrs <-chan error
 	var poll <-chan time.Time
 	w, err := fsnotify.NewWatcher()
 	if err == nil {
@@ -55,7 +56,7 @@ func (s *Source) Run(ctx context.Context, wake func()) error {
 		poll = t.C
 	} else {
 		defer w.Close()
-		requests = w.Events
+		requests, watchErrs = w.Events, w.Errors
 	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -69,6 +70,9 @@ func (s *Source) Run(ctx context.Context, wake func()) error {
 				continue
 			}
 			s.log.Debug("sync requested")
+		case err := <-watchErrs:
+			// An overflow may have dropped a request: fetch.
+			s.log.Warn("sync request watch error", zap.Error(err))
 		case <-poll:
 			if ents, _ := os.ReadDir(reqDir); !hasRequest(ents) {
 				continue

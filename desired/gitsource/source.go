@@ -174,7 +174,7 @@ func (s *Source) init(ctx context.Context) error {
 	rec := Record{Repo: s.cfg.Repo, Ref: s.cfg.Ref, Paths: s.cfg.Paths, VerifySigners: s.cfg.VerifySigners,
 		AllowForcePush: s.cfg.AllowForcePush, LocalDropIns: s.cfg.LocalDropIns,
 		SSHKey: s.cfg.Credentials.SSHKey, SSHKnownHosts: s.cfg.Credentials.SSHKnownHosts, TokenFile: s.cfg.Credentials.TokenFile}
-	if err := writeJSON(filepath.Join(s.cfg.Dir, configFile), rec); err != nil {
+	if err := writeJSON(filepath.Join(s.cfg.Dir, RecordFile), rec); err != nil {
 		return fmt.Errorf("git source: %w", err)
 	}
 	_ = os.Remove(filepath.Join(s.cfg.Dir, tmpPrefix+ManifestsLink))
@@ -342,6 +342,11 @@ func (s *Source) Sync(ctx context.Context) (Attempt, error) {
 	}
 	rev.Ref, rev.LocalDropIns = s.cfg.Ref, local
 	if s.cfg.VerifySigners != "" {
+		// A missing or unreadable signers file is this host's fault, not
+		// the revision's: an error (retried), not a refusal.
+		if _, err := os.ReadFile(s.cfg.VerifySigners); err != nil {
+			return a, fmt.Errorf("allowed signers: %w", err)
+		}
 		signer, err := verify(ctx, s.git, s.cfg.VerifySigners, head)
 		if err != nil {
 			return s.refuse(a, rev, local, OutcomeRejected, fmt.Errorf("not verified: %w", err)), nil

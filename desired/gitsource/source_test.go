@@ -483,3 +483,26 @@ func TestTokenHelper(t *testing.T) {
 		}
 	}
 }
+
+// A missing allowed-signers file is a local error, retried: the head is
+// not refused for it, and is deployed once the file is there.
+func TestMissingSignersFileIsAnError(t *testing.T) {
+	alice := sshKey(t, "alice")
+	r := newRepo(t)
+	r.commit("one", alice, map[string]string{"web.yaml": service("web", "1")})
+	good := allowedSigners(t, map[string]string{"alice@example.com": alice})
+	missing := filepath.Join(t.TempDir(), "allowed_signers")
+	s, ev, m := newSource(t, r, func(c *Config) { c.VerifySigners = missing })
+	sync1(t, s, OutcomeError)
+	if m.rejected != 0 || len(ev.reasons()) != 0 {
+		t.Errorf("refused for a missing signers file: %d %v", m.rejected, ev.reasons())
+	}
+	b, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(missing, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sync1(t, s, OutcomeDeployed)
+}
