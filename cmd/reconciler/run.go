@@ -43,6 +43,9 @@ func newRunCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if src != nil {
+				src.Prime(ctx, 30*time.Second) // the first revision before the first pass
+			}
 			r, err := newReconciler(g, be, log, obs.recorder, false)
 			if err != nil {
 				return exitCode(2, err)

@@ -58,7 +58,11 @@ func (s *Source) Run(ctx context.Context, wake func()) error {
 		defer w.Close()
 		requests, watchErrs = w.Events, w.Errors
 	}
-	timer := time.NewTimer(0)
+	first := time.Duration(0)
+	if s.primed {
+		first = NextDelay(s.cfg.Interval, 0, rand.Float64())
+	}
+	timer := time.NewTimer(first)
 	defer timer.Stop()
 	failures := 0
 	for {
@@ -80,13 +84,12 @@ func (s *Source) Run(ctx context.Context, wake func()) error {
 		case <-timer.C:
 		}
 		takeRequests(s.cfg.Dir)
-		a, err := s.Sync(ctx)
+		a, err := s.attempt(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err != nil {
 			failures++
-			a.Error = err.Error()
 		} else {
 			failures = 0
 		}
@@ -99,9 +102,6 @@ func (s *Source) Run(ctx context.Context, wake func()) error {
 		} else {
 			s.log.Debug("fetched", zap.String("head", a.Head), zap.String("outcome", string(a.Outcome)))
 		}
-		if err := writeJSON(filepath.Join(s.cfg.Dir, lastFile), a); err != nil {
-			s.log.Warn("last attempt not recorded", zap.Error(err))
-		}
 		if !timer.Stop() {
 			select {
 			case <-timer.C:
@@ -110,6 +110,37 @@ func (s *Source) Run(ctx context.Context, wake func()) error {
 		}
 		timer.Reset(delay)
 	}
+}
+
+// attempt is Sync, recorded in last.json.
+func (s *Source) attempt(ctx context.Context) (Attempt, error) {
+	a, err := s.Sync(ctx)
+	if err != nil {
+		a.Error = err.Error()
+	}
+	if ctx.Err() == nil {
+		if werr := writeJSON(filepath.Join(s.cfg.Dir, lastFile), a); werr != nil {
+			s.log.Warn("last attempt not recorded", zap.Error(werr))
+		}
+	}
+	return a, err
+}
+
+// Prime deploys the first revision before the loop's first pass, when
+// none is deployed yet, so the agent does not start on a missing manifests
+// directory: one attempt, bounded by timeout. Its outcome is Run's first
+// fetch; a failure is logged and left to Run.
+func (s *Source) Prime(ctx context.Context, timeout time.Duration) {
+	if err := s.init(ctx); err != nil || s.deployed != nil {
+		return
+	}
+	pctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if _, err := s.attempt(pctx); err != nil {
+		s.log.Warn("first revision not deployed before the first pass", zap.Error(err))
+		return
+	}
+	s.primed = true
 }
 
 func hasRequest(ents []os.DirEntry) bool {

@@ -101,6 +101,7 @@ type Source struct {
 	log *zap.Logger
 
 	ready    bool
+	primed   bool // Prime fetched: Run waits an interval first
 	deployed *Revision
 	curKey   string
 	// refused is the head (and local drop-ins hash) last refused, so a

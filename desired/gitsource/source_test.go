@@ -506,3 +506,22 @@ func TestMissingSignersFileIsAnError(t *testing.T) {
 	}
 	sync1(t, s, OutcomeDeployed)
 }
+
+// Prime deploys the first revision (and records the attempt) before the
+// loop's first pass; with a revision deployed it does nothing.
+func TestPrime(t *testing.T) {
+	r := newRepo(t)
+	c1 := r.commit("one", "", map[string]string{"web.yaml": service("web", "1")})
+	s, _, m := newSource(t, r, nil)
+	s.Prime(context.Background(), 30*time.Second)
+	if d := s.Deployed(); d == nil || d.Commit != c1 || !s.primed {
+		t.Fatalf("after Prime: %+v primed=%v", d, s.primed)
+	}
+	if a, _ := LastAttempt(s.cfg.Dir); a == nil || a.Outcome != OutcomeDeployed {
+		t.Errorf("last attempt %+v", a)
+	}
+	s.Prime(context.Background(), 30*time.Second)
+	if m.fetches != 1 {
+		t.Errorf("%d fetches, want 1 (Prime with a revision deployed fetches nothing)", m.fetches)
+	}
+}
