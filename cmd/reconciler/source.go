@@ -160,7 +160,7 @@ func revisionLine(r *gitsource.Revision, now time.Time) string {
 	return line
 }
 
-// diffSource picks the manifests diff reads: with --revision, that
+// diffSource picks the manifests diff (and apply, without revision) reads: with --revision, that
 // revision composed into a temp dir as the agent would (cleanup removes
 // it); else, when the state dir holds a git source and --manifests is not
 // given, its manifests link. It returns the revision to name (or nil).

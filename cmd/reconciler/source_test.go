@@ -147,3 +147,27 @@ func TestStatusNamesRevision(t *testing.T) {
 		}
 	}
 }
+
+// apply without --manifests converges on the git source's deployed
+// revision, as the agent does.
+func TestApplyUsesDeployedRevision(t *testing.T) {
+	repo, e := t.TempDir(), newProcEnv(t) // its cleanup kills what apply started
+	state := e.state
+	gitIn(t, repo, "init", "--quiet", "--initial-branch=main")
+	if err := os.WriteFile(filepath.Join(repo, "web.yaml"), []byte(good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	gitIn(t, repo, "add", "-A")
+	gitIn(t, repo, "commit", "--quiet", "-m", "web")
+	src, err := gitsource.New(gitsource.Config{Repo: "file://" + repo, Dir: gitsource.Dir(state), Load: desired.Options{Insecure: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := src.Sync(context.Background()); err != nil || a.Outcome != gitsource.OutcomeDeployed {
+		t.Fatalf("sync: %+v %v", a, err)
+	}
+	out, code := runCLI(t, "apply", "--backend", "process", "--owner-check", "off", "--state-dir", state)
+	if code != 0 || !strings.Contains(out, "web.service") || e.rows()["web.service"].PID <= 1 {
+		t.Fatalf("apply: exit %d, rows %v\n%s", code, e.rows(), out)
+	}
+}
