@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
+	"sigs.k8s.io/yaml"
 
 	"resil.dev/resil/desired/gitsource"
 	"resil.dev/resil/reconcile"
@@ -36,6 +37,74 @@ type sourceFlags struct {
 	knownHosts     string
 	tokenFile      string
 	localDropIns   string
+	configFile     string
+	flags          *pflag.FlagSet
+}
+
+// sourceConfig is the agent config file's git source (--source-config):
+// the same settings as the flags, which override it when given.
+type sourceConfig struct {
+	Source         string   `json:"source"`
+	Repo           string   `json:"repo"`
+	Ref            string   `json:"ref"`
+	Paths          []string `json:"paths"`
+	FetchInterval  string   `json:"fetchInterval"`
+	VerifySigners  string   `json:"verifySigners"`
+	AllowForcePush bool     `json:"allowForcePush"`
+	SSHKey         string   `json:"sshKey"`
+	SSHKnownHosts  string   `json:"sshKnownHosts"`
+	TokenFile      string   `json:"tokenFile"`
+	LocalDropIns   string   `json:"localDropIns"`
+}
+
+// loadConfig fills the flags not given on the command line from the
+// config file; "%H" in a path is the host name (as in a systemd unit).
+func (s *sourceFlags) loadConfig(f *pflag.FlagSet, host string) error {
+	if s.configFile == "" {
+		return nil
+	}
+	data, err := os.ReadFile(s.configFile)
+	if err != nil {
+		return fmt.Errorf("--source-config: %w", err)
+	}
+	var c sourceConfig
+	if err := yaml.UnmarshalStrict(data, &c); err != nil {
+		return fmt.Errorf("--source-config %s: %w", s.configFile, err)
+	}
+	set := func(name string, apply func()) {
+		if !f.Changed(name) {
+			apply()
+		}
+	}
+	if c.Source != "" {
+		set("source", func() { s.source = c.Source })
+	}
+	if c.Repo != "" {
+		set("repo", func() { s.repo = c.Repo })
+	}
+	if c.Ref != "" {
+		set("ref", func() { s.ref = c.Ref })
+	}
+	if len(c.Paths) > 0 {
+		set("path", func() { s.paths = c.Paths })
+	}
+	if c.FetchInterval != "" {
+		d, err := time.ParseDuration(c.FetchInterval)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("--source-config %s: fetchInterval %q: want a positive duration", s.configFile, c.FetchInterval)
+		}
+		set("fetch-interval", func() { s.interval = d })
+	}
+	set("verify-signers", func() { s.verifySigners = c.VerifySigners })
+	set("allow-force-push", func() { s.allowForcePush = c.AllowForcePush })
+	set("ssh-key", func() { s.sshKey = c.SSHKey })
+	set("ssh-known-hosts", func() { s.knownHosts = c.SSHKnownHosts })
+	set("token-file", func() { s.tokenFile = c.TokenFile })
+	set("local-dropins", func() { s.localDropIns = c.LocalDropIns })
+	for i, p := range s.paths {
+		s.paths[i] = strings.ReplaceAll(p, "%H", host)
+	}
+	return nil
 }
 
 func addSourceFlags(f *pflag.FlagSet) *sourceFlags {
@@ -51,6 +120,8 @@ func addSourceFlags(f *pflag.FlagSet) *sourceFlags {
 	f.StringVar(&s.knownHosts, "ssh-known-hosts", "", "git source: known_hosts file for ssh URLs (strict checking)")
 	f.StringVar(&s.tokenFile, "token-file", "", "git source: file holding a token (or USER:TOKEN) for https URLs, read by a credential helper")
 	f.StringVar(&s.localDropIns, "local-dropins", "", "git source: directory whose NAME.d/ drop-in folders are composed into every revision (local edits on top)")
+	f.StringVar(&s.configFile, "source-config", "", "YAML file with the source settings (source, repo, ref, paths, fetchInterval, verifySigners, allowForcePush, sshKey, sshKnownHosts, tokenFile, localDropIns); flags override it; %H in a path is the host name")
+	s.flags = f
 	return s
 }
 
@@ -62,6 +133,13 @@ const crashBeforeSwapEnv = "RESIL_TEST_GIT_CRASH_BEFORE_SWAP"
 // open returns the git source (nil for --source dir) and points
 // g.manifests at its manifests link.
 func (s *sourceFlags) open(g *globals, log *zap.Logger, events reconcile.Recorder, m *metrics) (*gitsource.Source, error) {
+	opts, err := g.loadOptions()
+	if err != nil {
+		return nil, exitCode(2, err)
+	}
+	if err := s.loadConfig(s.flags, opts.Host.Name); err != nil {
+		return nil, exitCode(2, err)
+	}
 	switch s.source {
 	case "dir", "":
 		// A git source used before on this state dir is not in use now:
@@ -74,10 +152,6 @@ func (s *sourceFlags) open(g *globals, log *zap.Logger, events reconcile.Recorde
 	case "git":
 	default:
 		return nil, exitCode(2, fmt.Errorf("--source must be dir or git, got %q", s.source))
-	}
-	opts, err := g.loadOptions()
-	if err != nil {
-		return nil, exitCode(2, err)
 	}
 	stateDir, err := filepath.Abs(g.stateDir)
 	if err != nil {

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"resil.dev/resil/desired"
 	"resil.dev/resil/desired/gitsource"
 )
@@ -169,5 +171,45 @@ func TestApplyUsesDeployedRevision(t *testing.T) {
 	out, code := runCLI(t, "apply", "--backend", "process", "--owner-check", "off", "--state-dir", state)
 	if code != 0 || !strings.Contains(out, "web.service") || e.rows()["web.service"].PID <= 1 {
 		t.Fatalf("apply: exit %d, rows %v\n%s", code, e.rows(), out)
+	}
+}
+
+// The agent config file fills what the flags do not give; %H in a path is
+// the host name; unknown keys are errors.
+func TestSourceConfigFile(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "source.yaml")
+	write := func(body string) {
+		if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`source: git
+repo: ssh://git@git.example.com/fleet.git
+ref: release
+paths: [hosts/common, hosts/%H]
+fetchInterval: 1m
+verifySigners: /etc/resil/allowed_signers
+sshKey: /etc/resil/deploy_key
+`)
+	f := pflag.NewFlagSet("run", pflag.ContinueOnError)
+	s := addSourceFlags(f)
+	if err := f.Parse([]string{"--source-config", cfg, "--ref", "main"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.loadConfig(f, "web-1"); err != nil {
+		t.Fatal(err)
+	}
+	got := fmt.Sprintf("%s %s %s %v %s %s %s", s.source, s.repo, s.ref, s.paths, s.interval, s.verifySigners, s.sshKey)
+	want := "git ssh://git@git.example.com/fleet.git main [hosts/common hosts/web-1] 1m0s /etc/resil/allowed_signers /etc/resil/deploy_key"
+	if got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+	write("source: git\nrepos: typo\n")
+	if err := s.loadConfig(f, "web-1"); err == nil || !strings.Contains(err.Error(), "repos") {
+		t.Errorf("unknown key: %v", err)
+	}
+	write("fetchInterval: soon\n")
+	if err := s.loadConfig(f, "web-1"); err == nil || !strings.Contains(err.Error(), "fetchInterval") {
+		t.Errorf("bad interval: %v", err)
 	}
 }
