@@ -466,11 +466,11 @@ func TestGitSourceIdlePollCost(t *testing.T) {
 			t.Fatal(err)
 		}
 		a := startProcAgent(t, filepath.Join(dir, "m"), filepath.Join(dir, "state"),
-			append([]string{"--metrics-addr", "", "--stop-on-exit", "--resync", "1h", "--log-level", "debug"}, extra...)...)
+			append([]string{"--metrics-addr", "", "--stop-on-exit", "--resync", "1h", "--log-level", "debug", "--log-format", "json"}, extra...)...)
 		time.Sleep(2 * time.Second) // first deployment and pass done
-		before, n0 := cpuTicks(t, a.cmd.Process.Pid), strings.Count(a.out.String(), "\tfetched\t")
+		before, n0 := cpuTicks(t, a.cmd.Process.Pid), strings.Count(a.out.String(), `"msg":"fetched"`)
 		time.Sleep(window)
-		after, n1 := cpuTicks(t, a.cmd.Process.Pid), strings.Count(a.out.String(), "\tfetched\t")
+		after, n1 := cpuTicks(t, a.cmd.Process.Pid), strings.Count(a.out.String(), `"msg":"fetched"`)
 		stopAgent(t, a)
 		return after - before, n1 - n0
 	}
