@@ -46,8 +46,10 @@
 // OpenPGP keyrings (gpg.format=openpgp) are not supported: only SSH
 // allowed-signers files.
 //
-// Files: source.go (Source, Sync: one fetch and deploy), run.go (the
-// interval, backoff and sync requests), git.go (running git, credentials),
+// Files: source.go (Source, Sync: one fetch and deploy), run.go (Prime:
+// the first revision before the loop's first pass; Run: the interval,
+// backoff and sync requests; Checkout for diff --revision), git.go
+// (running git, credentials),
 // materialise.go (git archive of the paths into one directory, validation),
 // layout.go (the state layout: swap, garbage collection, records).
 package gitsource
