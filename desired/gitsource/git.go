@@ -59,9 +59,17 @@ func (g *git) env() []string {
 		ssh += " -o UserKnownHostsFile=" + shellQuote(g.creds.SSHKnownHosts) + " -o StrictHostKeyChecking=yes"
 	}
 	env = append(env, "GIT_SSH_COMMAND="+ssh)
+	// Config through the environment, never argv: git's automatic gc runs
+	// in the foreground (a detached one would outlive the command), and
+	// the token's credential helper.
+	cfg := [][2]string{{"gc.autoDetach", "false"}, {"maintenance.autoDetach", "false"}}
 	if g.creds.TokenFile != "" {
-		env = append(env, "RESIL_GIT_TOKEN_FILE="+g.creds.TokenFile,
-			"GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=credential.helper", "GIT_CONFIG_VALUE_0="+tokenHelper)
+		env = append(env, "RESIL_GIT_TOKEN_FILE="+g.creds.TokenFile)
+		cfg = append(cfg, [2]string{"credential.helper", tokenHelper})
+	}
+	env = append(env, fmt.Sprintf("GIT_CONFIG_COUNT=%d", len(cfg)))
+	for i, kv := range cfg {
+		env = append(env, fmt.Sprintf("GIT_CONFIG_KEY_%d=%s", i, kv[0]), fmt.Sprintf("GIT_CONFIG_VALUE_%d=%s", i, kv[1]))
 	}
 	return env
 }
