@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -124,6 +125,10 @@ func addSourceFlags(f *pflag.FlagSet) *sourceFlags {
 	s.flags = f
 	return s
 }
+
+// safeUnitPath is a path install may put in the agent unit's ExecStart=
+// unquoted (no space, specifier or quote).
+var safeUnitPath = regexp.MustCompile(`^/[A-Za-z0-9._/-]+$`)
 
 // crashBeforeSwapEnv names the test hook of the git source e2e tests: set
 // to 1, the agent SIGKILLs itself after materialising a revision and

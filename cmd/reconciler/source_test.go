@@ -213,3 +213,26 @@ sshKey: /etc/resil/deploy_key
 		t.Errorf("bad interval: %v", err)
 	}
 }
+
+// install --source-config runs the agent with the config file; without
+// it the unit is unchanged.
+func TestInstallSourceConfig(t *testing.T) {
+	p := agentUnitParams{Version: "v1", Name: AgentUnit, Binary: "/usr/local/bin/reconciler", Manifests: "/etc/resil.d",
+		StateDir: "/var/lib/resil", UnitDir: "/etc/systemd/system", ManagerDir: "/etc/systemd/system.conf.d",
+		WatchdogSec: "120s", RestartSec: "2s", StartTimeout: "300s", Resync: "5m0s"}
+	plain, err := renderAgentUnit(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.SourceConfig = "/etc/resil/source.yaml"
+	withSource, err := renderAgentUnit(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(plain), "source-config") || !strings.Contains(string(withSource), "--resync 5m0s --source-config /etc/resil/source.yaml\n") {
+		t.Errorf("units:\n%s\n%s", plain, withSource)
+	}
+	if _, code := runCLI(t, "install", "--dry-run", "--source-config", "/etc/resil/my source.yaml"); code != 2 {
+		t.Errorf("a path with a space: exit %d, want 2", code)
+	}
+}
