@@ -229,7 +229,9 @@ func TestInstallSourceConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(string(plain), "source-config") || !strings.Contains(string(withSource), "--resync 5m0s --source-config /etc/resil/source.yaml\n") {
+	if strings.Contains(string(plain), "source-config") || strings.Contains(string(plain), "IPAddressAllow=any") ||
+		!strings.Contains(string(withSource), "--resync 5m0s --source-config /etc/resil/source.yaml\n") ||
+		!strings.Contains(string(withSource), "IPAddressAllow=localhost\n# The git source") || !strings.Contains(string(withSource), "\nIPAddressAllow=any\nPrivateIPC=yes\n") {
 		t.Errorf("units:\n%s\n%s", plain, withSource)
 	}
 	if _, code := runCLI(t, "install", "--dry-run", "--source-config", "/etc/resil/my source.yaml"); code != 2 {
