@@ -79,6 +79,14 @@ const (
 	// ReasonRolloutHalted: a failed service halts the rollout; the pending
 	// services keep running their previous version.
 	ReasonRolloutHalted Reason = "RolloutHalted"
+	// The git source (desired/gitsource): a revision was deployed (the
+	// manifests directory switched to it), refused (unsigned, badly signed,
+	// or not descending from the deployed one), or not deployed because its
+	// manifests do not validate. Refused and invalid revisions leave the
+	// deployed one in force as a whole.
+	ReasonRevisionDeployed Reason = "RevisionDeployed"
+	ReasonRevisionRejected Reason = "RevisionRejected"
+	ReasonRevisionInvalid  Reason = "RevisionInvalid"
 )
 
 // categories is the one table of reason → category.
@@ -101,15 +109,18 @@ var categories = map[Reason]Category{
 	ReasonInvalid:          CategoryInvalid,
 	ReasonLastGoodRetained: CategoryInvalid,
 	ReasonBusy:             CategoryInvalid,
+	ReasonRevisionRejected: CategoryInvalid,
+	ReasonRevisionInvalid:  CategoryInvalid,
 
 	// ApplyFailed is an occurrence (one event per failed step); the object
 	// it names is Failed in the status (StatusOf counts failed steps).
-	ReasonApplied:         CategoryOccurrence,
-	ReasonPruned:          CategoryOccurrence,
-	ReasonApplyFailed:     CategoryOccurrence,
-	ReasonRestarted:       CategoryOccurrence,
-	ReasonRestartStorm:    CategoryOccurrence,
-	ReasonAlertHookFailed: CategoryOccurrence,
+	ReasonApplied:          CategoryOccurrence,
+	ReasonPruned:           CategoryOccurrence,
+	ReasonApplyFailed:      CategoryOccurrence,
+	ReasonRestarted:        CategoryOccurrence,
+	ReasonRestartStorm:     CategoryOccurrence,
+	ReasonAlertHookFailed:  CategoryOccurrence,
+	ReasonRevisionDeployed: CategoryOccurrence,
 
 	ReasonStaleProcess:   CategoryInformational,
 	ReasonRolloutPending: CategoryInformational,

@@ -20,8 +20,8 @@ func TestReasonCategories(t *testing.T) {
 	for c, want := range map[Category]string{
 		CategoryDrift:      "DisabledOutOfBand FileEdited ForeignDropIn StoppedOutOfBand TimerInactive",
 		CategoryFailure:    "Failed ForeignUnitConflict ProbeError RolloutHalted StartLimitHit TimerFailed Unhealthy WatchdogTimeout",
-		CategoryInvalid:    "InvalidManifest LastGoodRetained ManifestBusy",
-		CategoryOccurrence: "AlertHookFailed Applied ApplyFailed Pruned RestartStorm Restarted",
+		CategoryInvalid:    "InvalidManifest LastGoodRetained ManifestBusy RevisionInvalid RevisionRejected",
+		CategoryOccurrence: "AlertHookFailed Applied ApplyFailed Pruned RestartStorm Restarted RevisionDeployed",
 		CategoryInformational: "BackoffHeldBack DaemonReexecNeeded DriftReported NoWatchdogDevice RolloutPending StaleProcess TimerCatchUp " +
 			"TimerMissed Unsupported",
 	} {
