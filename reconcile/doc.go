@@ -38,6 +38,9 @@
 //	plan_timer.go     per-kind planning: timers (enable, start, missed runs, catch-up)
 //	plan_watchdog.go  per-kind planning: the host watchdog (manager drop-in, set-manager)
 //	plan_prune.go     pruning of owned units and the manager drop-in no object wants
+//	plan_health.go    liveness: a restart (or a report) for a failed liveness probe (Input.Health)
+//	readiness.go      Readiness: a service's READY word from its unit and readiness probe
+//	plan_rollout.go   rollouts: restarts of changed services in waves (Input.MaxParallelRestarts)
 //	reason.go         the event vocabulary: Reason, its Category (drift, failure, ...)
 //	status.go         Classify: an object's state after a pass (Converged … Invalid)
 //	restartclass.go   ClassifyUnitChange: restart or only daemon-reload for a rewritten unit

@@ -65,6 +65,28 @@ const (
 	ReasonRestarted       Reason = "Restarted"
 	ReasonRestartStorm    Reason = "RestartStorm"
 	ReasonAlertHookFailed Reason = "AlertHookFailed"
+	// ReasonUnhealthy: a running service failed its liveness probe
+	// spec.health.liveness.failures times in a row (restarted, or only
+	// reported with action report).
+	ReasonUnhealthy Reason = "Unhealthy"
+	// ReasonProbeError: the agent cannot run a service's probe (its own
+	// sandbox refuses the connection or the user switch, an unknown user):
+	// no verdict on the service, which is neither restarted nor ready.
+	ReasonProbeError Reason = "ProbeError"
+	// ReasonRolloutPending: a changed running service keeps its previous
+	// version until its rollout wave (informational).
+	ReasonRolloutPending Reason = "RolloutPending"
+	// ReasonRolloutHalted: a failed service halts the rollout; the pending
+	// services keep running their previous version.
+	ReasonRolloutHalted Reason = "RolloutHalted"
+	// The git source (desired/gitsource): a revision was deployed (the
+	// manifests directory switched to it), refused (unsigned, badly signed,
+	// or not descending from the deployed one), or not deployed because its
+	// manifests do not validate. Refused and invalid revisions leave the
+	// deployed one in force as a whole.
+	ReasonRevisionDeployed Reason = "RevisionDeployed"
+	ReasonRevisionRejected Reason = "RevisionRejected"
+	ReasonRevisionInvalid  Reason = "RevisionInvalid"
 	// ReasonCacheDrift: a full read (the resync) found a unit different
 	// from the backend's watch-fed cache: a change whose signal was missed.
 	ReasonCacheDrift Reason = "CacheDrift"
@@ -83,29 +105,36 @@ var categories = map[Reason]Category{
 	ReasonWatchdog:      CategoryFailure,
 	ReasonTimerFailed:   CategoryFailure,
 	ReasonConflict:      CategoryFailure,
+	ReasonUnhealthy:     CategoryFailure,
+	ReasonProbeError:    CategoryFailure,
+	ReasonRolloutHalted: CategoryFailure,
 
 	ReasonInvalid:          CategoryInvalid,
 	ReasonLastGoodRetained: CategoryInvalid,
 	ReasonBusy:             CategoryInvalid,
+	ReasonRevisionRejected: CategoryInvalid,
+	ReasonRevisionInvalid:  CategoryInvalid,
 
 	// ApplyFailed is an occurrence (one event per failed step); the object
 	// it names is Failed in the status (StatusOf counts failed steps).
-	ReasonApplied:         CategoryOccurrence,
-	ReasonPruned:          CategoryOccurrence,
-	ReasonApplyFailed:     CategoryOccurrence,
-	ReasonRestarted:       CategoryOccurrence,
-	ReasonRestartStorm:    CategoryOccurrence,
-	ReasonAlertHookFailed: CategoryOccurrence,
+	ReasonApplied:          CategoryOccurrence,
+	ReasonPruned:           CategoryOccurrence,
+	ReasonApplyFailed:      CategoryOccurrence,
+	ReasonRestarted:        CategoryOccurrence,
+	ReasonRestartStorm:     CategoryOccurrence,
+	ReasonAlertHookFailed:  CategoryOccurrence,
+	ReasonRevisionDeployed: CategoryOccurrence,
 
-	ReasonStaleProcess:  CategoryInformational,
-	ReasonUnsupported:   CategoryInformational,
-	ReasonNoWatchdogDev: CategoryInformational,
-	ReasonHeldBack:      CategoryInformational,
-	ReasonDriftReported: CategoryInformational,
-	ReasonTimerMissed:   CategoryInformational,
-	ReasonTimerCatchUp:  CategoryInformational,
-	ReasonReexecNeeded:  CategoryInformational,
-	ReasonCacheDrift:    CategoryInformational,
+	ReasonStaleProcess:   CategoryInformational,
+	ReasonRolloutPending: CategoryInformational,
+	ReasonUnsupported:    CategoryInformational,
+	ReasonNoWatchdogDev:  CategoryInformational,
+	ReasonHeldBack:       CategoryInformational,
+	ReasonDriftReported:  CategoryInformational,
+	ReasonTimerMissed:    CategoryInformational,
+	ReasonTimerCatchUp:   CategoryInformational,
+	ReasonReexecNeeded:   CategoryInformational,
+	ReasonCacheDrift:     CategoryInformational,
 }
 
 // Category returns the reason's category; a reason this package does not

@@ -19,10 +19,10 @@ func TestReasonCategories(t *testing.T) {
 	}
 	for c, want := range map[Category]string{
 		CategoryDrift:      "DisabledOutOfBand FileEdited ForeignDropIn StoppedOutOfBand TimerInactive",
-		CategoryFailure:    "Failed ForeignUnitConflict StartLimitHit TimerFailed WatchdogTimeout",
-		CategoryInvalid:    "InvalidManifest LastGoodRetained ManifestBusy",
-		CategoryOccurrence: "AlertHookFailed Applied ApplyFailed Pruned RestartStorm Restarted",
-		CategoryInformational: "BackoffHeldBack CacheDrift DaemonReexecNeeded DriftReported NoWatchdogDevice StaleProcess TimerCatchUp " +
+		CategoryFailure:    "Failed ForeignUnitConflict ProbeError RolloutHalted StartLimitHit TimerFailed Unhealthy WatchdogTimeout",
+		CategoryInvalid:    "InvalidManifest LastGoodRetained ManifestBusy RevisionInvalid RevisionRejected",
+		CategoryOccurrence: "AlertHookFailed Applied ApplyFailed Pruned RestartStorm Restarted RevisionDeployed",
+		CategoryInformational: "BackoffHeldBack CacheDrift DaemonReexecNeeded DriftReported NoWatchdogDevice RolloutPending StaleProcess TimerCatchUp " +
 			"TimerMissed Unsupported",
 	} {
 		if got := strings.Join(by[c], " "); got != want {

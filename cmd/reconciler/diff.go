@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/pmezard/go-difflib/difflib"
 	"github.com/spf13/cobra"
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/desired"
+	"resil.dev/resil/desired/gitsource"
 	"resil.dev/resil/reconcile"
 )
 
@@ -28,10 +30,12 @@ type diffJSON struct {
 	Steps    []stepJSON          `json:"steps"`
 	Findings []reconcile.Finding `json:"findings"`
 	Errors   []string            `json:"errors,omitempty"`
+	// Revision is the git source's revision the manifests come from.
+	Revision *gitsource.Revision `json:"revision,omitempty"`
 }
 
 func newDiffCmd(g *globals) *cobra.Command {
-	var output string
+	var output, revision string
 	cmd := &cobra.Command{
 		Use:   "diff",
 		Short: "Show exactly what apply would do, touching nothing",
@@ -49,6 +53,11 @@ func newDiffCmd(g *globals) *cobra.Command {
 			}
 			defer done()
 			ctx, log, be := c.ctx, c.log, c.be
+			rev, cleanup, err := diffSource(ctx, cmd, g, revision) // git source (source.go)
+			if err != nil {
+				return exitCode(2, err)
+			}
+			defer cleanup()
 			r, err := newReconciler(g, be, log, nil, true)
 			if err != nil {
 				return exitCode(2, err)
@@ -59,7 +68,7 @@ func newDiffCmd(g *globals) *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			if output == "json" {
-				rep := diffJSON{Backend: be.Name, Hash: res.Hash, Changes: !res.Plan.Empty(), Steps: []stepJSON{}, Findings: res.Plan.Findings}
+				rep := diffJSON{Backend: be.Name, Hash: res.Hash, Changes: !res.Plan.Empty(), Steps: []stepJSON{}, Findings: res.Plan.Findings, Revision: rev}
 				for _, s := range res.Plan.Steps {
 					rep.Steps = append(rep.Steps, stepJSON{Step: s, Text: s.String(), Diff: fileDiff(s)})
 				}
@@ -72,6 +81,9 @@ func newDiffCmd(g *globals) *cobra.Command {
 					return err
 				}
 			} else {
+				if rev != nil {
+					fmt.Fprintf(out, "Manifests: %s\n", revisionLine(rev, time.Now()))
+				}
 				printPlan(out, be.Name, res)
 			}
 			if res.LoadErr != nil {
@@ -85,6 +97,7 @@ func newDiffCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	cmd.Flags().StringVar(&revision, "revision", "", "git source: diff against this commit, branch or ref of the agent's repository instead of the deployed revision (composed as the agent would)")
 	return cmd
 }
 

@@ -33,6 +33,12 @@ type metrics struct {
 	reloadDuration prometheus.Histogram
 	lastSuccess    prometheus.Gauge
 	storms         *prometheus.CounterVec
+	objectReady    *prometheus.GaugeVec
+	// git source (registered by enableSource; methods in source.go)
+	sourceRevision    *prometheus.GaugeVec
+	sourceLastFetch   prometheus.Gauge
+	sourceFetchErrors prometheus.Counter
+	sourceRejected    *prometheus.CounterVec
 
 	// health
 	mu        sync.Mutex
@@ -64,7 +70,7 @@ func newMetrics(stale time.Duration, now func() time.Time) *metrics {
 			Name: "resil_drift_events_total", Help: "Drift and failure findings by reason, counted when a finding appears (not on every pass it persists).",
 		}, []string{"reason"}),
 		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "resil_service_restarts_total", Help: "Restarts of managed services by object and cause (auto, watchdog, agent, manual).",
+			Name: "resil_service_restarts_total", Help: "Restarts of managed services by object and cause (auto, watchdog, agent, liveness, manual).",
 		}, []string{"object", "cause"}),
 		reloadDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "resil_daemon_reload_duration_seconds", Help: "Duration of daemon-reload steps.",
@@ -76,12 +82,27 @@ func newMetrics(stale time.Duration, now func() time.Time) *metrics {
 		storms: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "resil_restart_storms_total", Help: "Restart-storm alerts fired, by object.",
 		}, []string{"object"}),
+		objectReady: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "resil_object_ready", Help: "1 when a service desired running is ready (active, and its readiness probe passing), 0 when not or not known yet, after the last pass.",
+		}, []string{"object"}),
+		sourceRevision: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "resil_source_revision_info", Help: "The revision (short commit) of the followed ref the git source deployed: 1 for the deployed one.",
+		}, []string{"revision", "ref"}),
+		sourceLastFetch: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "resil_source_last_fetch_timestamp_seconds", Help: "Unix time of the git source's last successful fetch.",
+		}),
+		sourceFetchErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "resil_source_fetch_errors_total", Help: "Failed fetches of the git source.",
+		}),
+		sourceRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "resil_source_revisions_rejected_total", Help: "Head revisions the git source refused (unsigned, badly signed, force-pushed, or invalid manifests), once per revision.",
+		}, []string{"ref"}),
 		stale:        stale,
 		now:          now,
 		prevFindings: map[string]bool{},
 	}
 	m.heartbeat = now()
-	m.reg.MustRegister(m.passDuration, m.passes, m.objects, m.drift, m.restarts, m.reloadDuration, m.lastSuccess, m.storms,
+	m.reg.MustRegister(m.passDuration, m.passes, m.objects, m.drift, m.restarts, m.reloadDuration, m.lastSuccess, m.storms, m.objectReady,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []string{"success", "error"} {
 		m.passes.WithLabelValues(r)
@@ -151,7 +172,18 @@ func (m *metrics) setObjects(objs []store.ObjectStatus, gone []string) {
 			m.objects.WithLabelValues(k, string(s)).Set(float64(counts[[2]string{k, string(s)}]))
 		}
 	}
+	for _, o := range objs {
+		switch o.Ready {
+		case "":
+			m.objectReady.DeleteLabelValues(o.Object)
+		case reconcile.ReadyYes:
+			m.objectReady.WithLabelValues(o.Object).Set(1)
+		default:
+			m.objectReady.WithLabelValues(o.Object).Set(0)
+		}
+	}
 	for _, obj := range gone {
+		m.objectReady.DeleteLabelValues(obj)
 		m.restarts.DeletePartialMatch(prometheus.Labels{"object": obj})
 		m.storms.DeleteLabelValues(obj)
 	}

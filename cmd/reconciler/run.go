@@ -17,6 +17,7 @@ import (
 func newRunCmd(g *globals) *cobra.Command {
 	var resync, settle, passTimeout time.Duration
 	var obsf *obsFlags
+	var srcf *sourceFlags
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the agent: keep the host converged until stopped",
@@ -38,6 +39,15 @@ func newRunCmd(g *globals) *cobra.Command {
 				return exitCode(1, err)
 			}
 			defer obs.close()
+			src, err := srcf.open(g, log, obs.recorder, obs.metrics) // --source git: g.manifests is its link (source.go)
+			if err != nil {
+				return err
+			}
+			if src != nil {
+				src.Prime(ctx, 30*time.Second) // the first revision before the first pass
+			}
+			hp := newProbes(log) // liveness and readiness (health.go)
+			be.Health = hp.status
 			r, err := newReconciler(g, be, log, obs.recorder, false)
 			if err != nil {
 				return exitCode(2, err)
@@ -48,7 +58,7 @@ func newRunCmd(g *globals) *cobra.Command {
 			loop.Resync, loop.Settle, loop.PassTimeout = sd.watchdogResync(resync), settle, passTimeout
 			// Each after-pass hook sees every pass result (heartbeat, sd_notify,
 			// metrics); add one per concern.
-			afterPass := []func(reconcile.Result, error){firstPassLog(log), sd.afterPass, newTimerLog(log).afterPass, obs.afterPass}
+			afterPass := []func(reconcile.Result, error){firstPassLog(log), sd.afterPass, newTimerLog(log).afterPass, obs.afterPass, hp.afterPass}
 			loop.AfterPass = func(res reconcile.Result, err error) {
 				for _, h := range afterPass {
 					h(res, err)
@@ -57,12 +67,17 @@ func newRunCmd(g *globals) *cobra.Command {
 			log.Info("agent starting", zap.String("backend", be.Name), zap.String("manifests", g.manifests),
 				zap.String("unit_dir", be.UnitDir), zap.String("state_dir", g.stateDir), zap.String("version", buildVersion()))
 			eg, ctx := errgroup.WithContext(ctx)
+			hp.wake = loop.Kick
 			eg.Go(func() error { return loop.Run(ctx) })
+			eg.Go(func() error { return hp.run(ctx) })
 			wopts, err := g.loadOptions() // Watch opens files only as Load would
 			if err != nil {
 				return exitCode(2, err)
 			}
 			eg.Go(func() error { return desired.Watch(ctx, g.manifests, wopts, log.Named("watch"), loop.Kick) })
+			if src != nil {
+				eg.Go(func() error { return src.Run(ctx, loop.Kick) })
+			}
 			for _, bg := range be.Background {
 				eg.Go(func() error { return bg(ctx, loop.Kick) })
 			}
@@ -82,6 +97,7 @@ func newRunCmd(g *globals) *cobra.Command {
 	f.DurationVar(&settle, "settle", 100*time.Millisecond, "wait after a change for more changes before a pass")
 	f.DurationVar(&passTimeout, "pass-timeout", 5*time.Minute, "upper bound of one pass")
 	obsf = addObsFlags(f)
+	srcf = addSourceFlags(f)
 	f.BoolVar(&g.stopOnExit, "stop-on-exit", false, "process backend: on SIGTERM stop all services in reverse start order and exit when all are down (always on as PID 1); otherwise they keep running for the next agent to adopt")
 	return cmd
 }

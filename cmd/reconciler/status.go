@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"resil.dev/resil/desired"
+	"resil.dev/resil/desired/gitsource"
 	"resil.dev/resil/observed"
 	"resil.dev/resil/reconcile"
 	"resil.dev/resil/reconcile/store"
@@ -35,7 +36,8 @@ func objectStatuses(res reconcile.Result, now time.Time) []store.ObjectStatus {
 		c := classes[id]
 		out = append(out, store.ObjectStatus{Object: id, Kind: string(o.Kind), Name: o.Metadata.Name, Unit: o.UnitName(), Updated: now,
 			Desired: desiredWord(o), Observed: observedWord(o, res.Observed),
-			State: string(c.State), Failed: c.Failed, Drift: c.Drift, Message: c.Message})
+			State: string(c.State), Failed: c.Failed, Drift: c.Drift, Message: c.Message,
+			Ready: reconcile.Readiness(o, res.Observed, res.Health)})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Object < out[j].Object })
 	return out
@@ -105,6 +107,10 @@ type statusReport struct {
 	Objects []statusRow `json:"objects"`
 	// Converged is false when an object is drifting, failed or invalid, or a manifest is broken.
 	Converged bool `json:"converged"`
+	// Revision is the git source's deployed revision; LastFetch its last
+	// fetch (source.go).
+	Revision  *gitsource.Revision `json:"revision,omitempty"`
+	LastFetch *gitsource.Attempt  `json:"lastFetch,omitempty"`
 }
 
 func newStatusCmd(g *globals) *cobra.Command {
@@ -138,6 +144,8 @@ func newStatusCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return exitCode(2, err)
 			}
+			rep.Revision = deployedRevision(g)
+			rep.LastFetch, _ = gitsource.LastAttempt(gitsource.Dir(g.stateDir))
 			out := cmd.OutOrStdout()
 			switch output {
 			case "json":
@@ -256,7 +264,7 @@ func buildStatus(ctx context.Context, s *store.Store, names []string, now time.T
 
 func printStatus(w io.Writer, rep statusReport, wide bool, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
-	hdr := "NAME\tKIND\tDESIRED\tOBSERVED\tRESTARTS 24h\tLAST EVENT\tAGE"
+	hdr := "NAME\tKIND\tDESIRED\tOBSERVED\tREADY\tRESTARTS 24h\tLAST EVENT\tAGE"
 	if wide {
 		hdr += "\tSTATE\tMESSAGE"
 	}
@@ -270,7 +278,7 @@ func printStatus(w io.Writer, rep statusReport, wide bool, now time.Time) error 
 		if o.State != string(reconcile.StateConverged) {
 			observed += " [" + o.State + "]"
 		}
-		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%s\t%s", o.Name, o.Kind, o.Desired, observed, o.Restarts24h, last, shortAge(now.Sub(o.FirstSeen)))
+		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s", o.Name, o.Kind, o.Desired, observed, reconcile.OrDash(o.Ready), o.Restarts24h, last, shortAge(now.Sub(o.FirstSeen)))
 		if wide {
 			line += "\t" + o.State + "\t" + o.Message
 		}
@@ -285,6 +293,12 @@ func printStatus(w io.Writer, rep statusReport, wide bool, now time.Time) error 
 		fmt.Fprintln(w, "\nthe agent has not finished a pass yet")
 	default:
 		fmt.Fprintf(w, "\nlast pass %s ago (agent pid %d, %s backend)\n", shortAge(now.Sub(a.LastPass)), a.PID, a.Backend)
+	}
+	if rep.Revision != nil {
+		fmt.Fprintln(w, revisionLine(rep.Revision, now))
+	}
+	if f := rep.LastFetch; f != nil && f.Outcome != gitsource.OutcomeDeployed && f.Outcome != gitsource.OutcomeUnchanged {
+		fmt.Fprintf(w, "last fetch %s ago: %s: %s\n", shortAge(now.Sub(f.Time)), f.Outcome, desired.EscapeControl(f.Error))
 	}
 	if a.PassError != "" {
 		fmt.Fprintf(w, "last pass error: %s\n", desired.EscapeControl(a.PassError))
