@@ -33,6 +33,7 @@
 //	loop.go           Loop: wake-ups, settle, resync (a full read), pass timeout, after-pass hooks
 //	batch.go          BatchApplier: the first runtime steps of every unit run in batches
 //	observe.go        FullObserver: the resync's full read past a watch-fed cache, CacheDrift events
+//	ownwake.go        requeueForRollout: the next wave's pass when own jobs wake nothing
 //	plan.go           Input, Plan, Finding, Compute and the unit-file sync shared by all kinds
 //	plan_service.go   per-kind planning: services (start, restart, failed, watchdog kills)
 //	plan_timer.go     per-kind planning: timers (enable, start, missed runs, catch-up)

@@ -291,6 +291,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 		log.Debug("converged", zap.Int("objects", res.Objects))
 	}
 	res.Outcomes, res.RequeueAfter, err = r.execute(ctx, log, plan)
+	res.RequeueAfter = requeueForRollout(plan, res.Outcomes, res.RequeueAfter)
 	return res, err
 }
 
