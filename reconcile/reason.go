@@ -65,6 +65,13 @@ const (
 	ReasonRestarted       Reason = "Restarted"
 	ReasonRestartStorm    Reason = "RestartStorm"
 	ReasonAlertHookFailed Reason = "AlertHookFailed"
+	// Operator safety rails (issue 14): pause leases, the mass-prune
+	// guard and delayed prune.
+	ReasonPaused       Reason = "Paused"
+	ReasonResumed      Reason = "Resumed"
+	ReasonLeaseExpired Reason = "LeaseExpired"
+	ReasonPruneBlocked Reason = "PruneBlocked"
+	ReasonPrunePending Reason = "PrunePending"
 )
 
 // categories is the one table of reason → category.
@@ -93,6 +100,8 @@ var categories = map[Reason]Category{
 	ReasonRestarted:       CategoryOccurrence,
 	ReasonRestartStorm:    CategoryOccurrence,
 	ReasonAlertHookFailed: CategoryOccurrence,
+	ReasonResumed:         CategoryOccurrence,
+	ReasonLeaseExpired:    CategoryOccurrence,
 
 	ReasonStaleProcess:  CategoryInformational,
 	ReasonUnsupported:   CategoryInformational,
@@ -102,6 +111,9 @@ var categories = map[Reason]Category{
 	ReasonTimerMissed:   CategoryInformational,
 	ReasonTimerCatchUp:  CategoryInformational,
 	ReasonReexecNeeded:  CategoryInformational,
+	ReasonPaused:        CategoryInformational,
+	ReasonPruneBlocked:  CategoryInformational,
+	ReasonPrunePending:  CategoryInformational,
 }
 
 // Category returns the reason's category; a reason this package does not

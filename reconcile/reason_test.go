@@ -21,9 +21,9 @@ func TestReasonCategories(t *testing.T) {
 		CategoryDrift:      "DisabledOutOfBand FileEdited ForeignDropIn StoppedOutOfBand TimerInactive",
 		CategoryFailure:    "Failed ForeignUnitConflict StartLimitHit TimerFailed WatchdogTimeout",
 		CategoryInvalid:    "InvalidManifest LastGoodRetained ManifestBusy",
-		CategoryOccurrence: "AlertHookFailed Applied ApplyFailed Pruned RestartStorm Restarted",
-		CategoryInformational: "BackoffHeldBack DaemonReexecNeeded DriftReported NoWatchdogDevice StaleProcess TimerCatchUp " +
-			"TimerMissed Unsupported",
+		CategoryOccurrence: "AlertHookFailed Applied ApplyFailed LeaseExpired Pruned RestartStorm Restarted Resumed",
+		CategoryInformational: "BackoffHeldBack DaemonReexecNeeded DriftReported NoWatchdogDevice Paused PruneBlocked PrunePending " +
+			"StaleProcess TimerCatchUp TimerMissed Unsupported",
 	} {
 		if got := strings.Join(by[c], " "); got != want {
 			t.Errorf("%s: %s, want %s", c, got, want)
