@@ -113,6 +113,16 @@ func (p *planner) prune(wanted map[string]bool) {
 		due = append(due, owner)
 	}
 	if b := p.guardPrune(due, len(owned)); b != nil {
+		// Planned, then taken out: the block says what it holds back.
+		m := p.mark()
+		for _, owner := range due {
+			for _, n := range units[owner] {
+				p.pruneUnit(n, p.in.Observed.Units[n])
+			}
+		}
+		b.Steps = append(append(append([]actuators.Step(nil), p.stops[m.stops:]...), p.files[m.files:]...), p.runtime[m.runtime:]...)
+		p.stops, p.files, p.runtime = p.stops[:m.stops], p.files[:m.files], p.runtime[:m.runtime]
+		p.reload, p.reloadWhy = m.reload, p.reloadWhy[:m.why]
 		p.blocked = b
 		p.find("", "", ReasonPruneBlocked, b.Why+": "+strings.Join(b.Objects, ", "), true, false)
 		return

@@ -66,6 +66,8 @@ type PruneBlock struct {
 	// Max is the share the guard allows.
 	Max float64 `json:"max"`
 	Why string  `json:"why"`
+	// Steps are the prune steps held back.
+	Steps []actuators.Step `json:"steps"`
 }
 
 // NextWake is when a pass is due for the safety rails: the earliest

@@ -131,9 +131,13 @@ func newReconciler(g *globals, be *backend, log *zap.Logger, events reconcile.Re
 	if err != nil {
 		return nil, err
 	}
+	safety, err := g.safety.config(g.stateDir, readOnly) // safety.go
+	if err != nil {
+		return nil, err
+	}
 	return reconcile.New(reconcile.Config{
 		Manifests: manifests, Load: opts, UnitDir: be.UnitDir, ManagerDir: be.ManagerDir,
 		Render: be.Render, Classify: be.Classify, MarkProcessSince: be.MarkProcessSince, Observer: be.Observer, Applier: be.Applier, Events: events, Log: log,
-		AfterStep: afterStep, LastGood: reconcile.NewLastGoodFile(g.stateDir, readOnly),
+		AfterStep: afterStep, LastGood: reconcile.NewLastGoodFile(g.stateDir, readOnly), Safety: safety,
 	}), nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/pmezard/go-difflib/difflib"
 	"github.com/spf13/cobra"
@@ -28,6 +29,8 @@ type diffJSON struct {
 	Steps    []stepJSON          `json:"steps"`
 	Findings []reconcile.Finding `json:"findings"`
 	Errors   []string            `json:"errors,omitempty"`
+	// paused, pruneBlocked, prunePending, pruned (diff_safety.go)
+	reconcile.SafetyReport
 }
 
 func newDiffCmd(g *globals) *cobra.Command {
@@ -59,7 +62,7 @@ func newDiffCmd(g *globals) *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			if output == "json" {
-				rep := diffJSON{Backend: be.Name, Hash: res.Hash, Changes: !res.Plan.Empty(), Steps: []stepJSON{}, Findings: res.Plan.Findings}
+				rep := diffJSON{Backend: be.Name, Hash: res.Hash, Changes: !res.Plan.Empty(), Steps: []stepJSON{}, Findings: res.Plan.Findings, SafetyReport: res.Plan.SafetyReport}
 				for _, s := range res.Plan.Steps {
 					rep.Steps = append(rep.Steps, stepJSON{Step: s, Text: s.String(), Diff: fileDiff(s)})
 				}
@@ -85,6 +88,7 @@ func newDiffCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	addSafetyFlags(g, cmd)
 	return cmd
 }
 
@@ -126,9 +130,15 @@ func printPlan(out io.Writer, backend string, res reconcile.Result) {
 			fmt.Fprintf(out, "  %2d. %s\n", i+1, desired.EscapeControl(s.String()))
 		}
 	}
-	if len(res.Plan.Findings) > 0 {
+	var findings []reconcile.Finding
+	for _, f := range res.Plan.Findings {
+		if !safetyReasons[f.Reason] {
+			findings = append(findings, f)
+		}
+	}
+	if len(findings) > 0 {
 		fmt.Fprintln(out, "Findings:")
-		for _, f := range res.Plan.Findings {
+		for _, f := range findings {
 			mark := " "
 			if f.Warning {
 				mark = "!"
@@ -136,6 +146,7 @@ func printPlan(out io.Writer, backend string, res reconcile.Result) {
 			fmt.Fprintf(out, "  %s %s %s: %s\n", mark, f.Reason, desired.EscapeControl(f.Object), desired.EscapeControl(f.Message))
 		}
 	}
+	printSafety(out, res, time.Now())
 	if res.Observed != nil {
 		for _, line := range timerNotes(res) {
 			fmt.Fprintln(out, line)

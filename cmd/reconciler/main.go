@@ -49,6 +49,8 @@ type globals struct {
 	// stopOnExit (process backend): stop every supervised process when the
 	// agent exits, as a container's PID 1 must. Always on as PID 1.
 	stopOnExit bool
+	// safety: the safety rails' flags of the running command (safety.go).
+	safety *safetyFlags
 }
 
 func (g *globals) loadOptions() (desired.Options, error) {
@@ -118,7 +120,8 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.hostname, "hostname", "", "host name for spec.hosts (default: this host's)")
 	pf.StringVar(&g.logLevel, "log-level", "", "debug, info, warn, error")
 	pf.StringVar(&g.logFormat, "log-format", "json", "json or console")
-	root.AddCommand(newVersionCmd(), newValidateCmd(g), newRenderCmd(g), newDiffCmd(g), newApplyCmd(g), newRunCmd(g), newResetCmd(g), newInstallCmd(g), newStatusCmd(g), newEventsCmd(g), newProbeCmd(), newSchemaCmd())
+	root.AddCommand(newVersionCmd(), newValidateCmd(g), newRenderCmd(g), newDiffCmd(g), newApplyCmd(g), newRunCmd(g), newResetCmd(g), newInstallCmd(g), newStatusCmd(g), newEventsCmd(g), newProbeCmd(), newSchemaCmd(),
+		newPauseCmd(g), newResumeCmd(g), newPruneCmd(g))
 	return root
 }
 

@@ -33,6 +33,7 @@ type metrics struct {
 	reloadDuration prometheus.Histogram
 	lastSuccess    prometheus.Gauge
 	storms         *prometheus.CounterVec
+	paused         *prometheus.GaugeVec
 
 	// health
 	mu        sync.Mutex
@@ -76,12 +77,15 @@ func newMetrics(stale time.Duration, now func() time.Time) *metrics {
 		storms: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "resil_restart_storms_total", Help: "Restart-storm alerts fired, by object.",
 		}, []string{"object"}),
+		paused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "resil_object_paused", Help: "1 while a pause lease holds the object (reconciler pause), else 0.",
+		}, []string{"object"}),
 		stale:        stale,
 		now:          now,
 		prevFindings: map[string]bool{},
 	}
 	m.heartbeat = now()
-	m.reg.MustRegister(m.passDuration, m.passes, m.objects, m.drift, m.restarts, m.reloadDuration, m.lastSuccess, m.storms,
+	m.reg.MustRegister(m.passDuration, m.passes, m.objects, m.drift, m.restarts, m.reloadDuration, m.lastSuccess, m.storms, m.paused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []string{"success", "error"} {
 		m.passes.WithLabelValues(r)
@@ -151,9 +155,17 @@ func (m *metrics) setObjects(objs []store.ObjectStatus, gone []string) {
 			m.objects.WithLabelValues(k, string(s)).Set(float64(counts[[2]string{k, string(s)}]))
 		}
 	}
+	for _, o := range objs {
+		v := 0.0
+		if o.State == string(reconcile.StatePaused) {
+			v = 1
+		}
+		m.paused.WithLabelValues(o.Object).Set(v)
+	}
 	for _, obj := range gone {
 		m.restarts.DeletePartialMatch(prometheus.Labels{"object": obj})
 		m.storms.DeleteLabelValues(obj)
+		m.paused.DeleteLabelValues(obj)
 	}
 }
 

@@ -63,7 +63,7 @@ func newRunCmd(g *globals) *cobra.Command {
 				return exitCode(2, err)
 			}
 			eg.Go(func() error { return desired.Watch(ctx, g.manifests, wopts, log.Named("watch"), loop.Kick) })
-			for _, bg := range be.Background {
+			for _, bg := range append(be.Background, watchSafety(g.stateDir, time.Second)) {
 				eg.Go(func() error { return bg(ctx, loop.Kick) })
 			}
 			for _, bg := range obs.background {
@@ -82,6 +82,7 @@ func newRunCmd(g *globals) *cobra.Command {
 	f.DurationVar(&settle, "settle", 100*time.Millisecond, "wait after a change for more changes before a pass")
 	f.DurationVar(&passTimeout, "pass-timeout", 5*time.Minute, "upper bound of one pass")
 	obsf = addObsFlags(f)
+	addSafetyFlags(g, cmd)
 	f.BoolVar(&g.stopOnExit, "stop-on-exit", false, "process backend: on SIGTERM stop all services in reverse start order and exit when all are down (always on as PID 1); otherwise they keep running for the next agent to adopt")
 	return cmd
 }

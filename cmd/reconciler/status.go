@@ -34,6 +34,7 @@ func objectStatuses(res reconcile.Result, now time.Time) []store.ObjectStatus {
 			Desired: desiredWord(o), Observed: observedWord(o, res.Observed),
 			State: string(c.State), Failed: c.Failed, Drift: c.Drift, Message: c.Message})
 	}
+	out = append(out, pendingStatuses(res, now)...) // status_safety.go
 	sort.Slice(out, func(i, j int) bool { return out[i].Object < out[j].Object })
 	return out
 }
@@ -95,6 +96,10 @@ type statusRow struct {
 	store.ObjectStatus
 	Restarts24h int                `json:"restarts24h"`
 	LastEvent   *store.StoredEvent `json:"lastEvent,omitempty"`
+	// Paused is the lease pausing the object, PruneAt its prune deadline
+	// (status_safety.go).
+	Paused  *reconcile.Lease `json:"paused,omitempty"`
+	PruneAt *time.Time       `json:"pruneAt,omitempty"`
 }
 
 type statusReport struct {
@@ -127,6 +132,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return exitCode(2, err)
 			}
+			addSafety(&rep, g.stateDir, time.Now())
 			out := cmd.OutOrStdout()
 			switch output {
 			case "json":
@@ -213,7 +219,9 @@ func printStatus(w io.Writer, rep statusReport, wide bool, now time.Time) error 
 			last = fmt.Sprintf("%s (%s ago)", o.LastEvent.Reason, shortAge(now.Sub(o.LastEvent.LastSeen)))
 		}
 		observed := o.Observed
-		if o.State != string(reconcile.StateConverged) {
+		if w := safetyWord(o, now); w != "" {
+			observed += w
+		} else if o.State != string(reconcile.StateConverged) {
 			observed += " [" + o.State + "]"
 		}
 		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%s\t%s", o.Name, o.Kind, o.Desired, observed, o.Restarts24h, last, shortAge(now.Sub(o.FirstSeen)))
