@@ -26,6 +26,11 @@
 // force (LastGoodFile keeps it across agent restarts), and nothing is
 // pruned until one load succeeded.
 //
+// The operator's safety rails are planner input too (SafetyInput, read
+// before the pass): a pause lease withholds an object's steps and reports
+// them; the mass-prune guard holds back a pass's prunes when they are too
+// many; a prune grace keeps a vanished object until its deadline.
+//
 // Files:
 //
 //	reconciler.go     Reconciler: one pass (load, last good, observe, Compute, execute), Result
@@ -35,6 +40,9 @@
 //	plan_timer.go     per-kind planning: timers (enable, start, missed runs, catch-up)
 //	plan_watchdog.go  per-kind planning: the host watchdog (manager drop-in, set-manager)
 //	plan_prune.go     pruning of owned units and the manager drop-in no object wants
+//	plan_safety.go    safety rails in the planner: paused objects' steps withheld, the mass-prune guard
+//	lease.go          Lease and LeaseDir: pause leases in <state-dir>/leases/
+//	safety.go         Safety: the rails' state-dir input and bookkeeping (expiry, prune deadlines, confirmations)
 //	reason.go         the event vocabulary: Reason, its Category (drift, failure, ...)
 //	status.go         Classify: an object's state after a pass (Converged … Invalid)
 //	restartclass.go   ClassifyUnitChange: restart or only daemon-reload for a rewritten unit

@@ -157,9 +157,21 @@ func (r *Reconciler) afterPlan(log *zap.Logger, in SafetyInput, expired []Lease,
 		r.event(Normal, ReasonLeaseExpired, l.Object, "", "", fmt.Sprintf("lease expired at %s (%s); converging",
 			l.Until.UTC().Format(LayoutMilli), strings.TrimPrefix(l.Describe(l.Since), "paused until ")))
 	}
+	// The confirmation as it is now (prune --confirm may have written a
+	// new one since the pass read it): removed when this pass used it, or
+	// when it is stale.
 	confirm := filepath.Join(sc.StateDir, PruneConfirmFileName)
-	used := len(in.ConfirmedPrune) > 0 && len(plan.Pruned) > 0
-	if _, err := os.Stat(confirm); err == nil && (used || in.ConfirmedPrune == nil) {
+	b, err := os.ReadFile(confirm)
+	if err != nil {
+		return
+	}
+	var c PruneConfirm
+	stale := json.Unmarshal(b, &c) != nil || !in.Now.Before(c.Until)
+	used := len(plan.Pruned) > 0 && len(c.Objects) > 0
+	for _, id := range c.Objects {
+		used = used && in.ConfirmedPrune[id]
+	}
+	if stale || used {
 		if err := os.Remove(confirm); err != nil {
 			log.Warn("prune confirmation not removed", zap.Error(err))
 		}
