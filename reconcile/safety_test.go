@@ -280,7 +280,6 @@ func TestPruneGrace(t *testing.T) {
 	if len(f.applied) != 0 || !res.Plan.Empty() {
 		t.Fatalf("grace: steps %v", f.applied)
 	}
-	deadline := c.t.Add(10 * time.Minute)
 	if p := findingsOf(res, ReasonPrunePending); len(p) != 1 || !strings.Contains(p[0].Message, "until 2026-12-01T10:10:00.000Z") {
 		t.Errorf("PrunePending: %+v", p)
 	}
@@ -297,7 +296,7 @@ func TestPruneGrace(t *testing.T) {
 	// gone again: a new deadline, which survives a restart
 	os.Remove(filepath.Join(dir, "web.yaml"))
 	pass(t, r, Options{})
-	deadline = c.t.Add(10 * time.Minute)
+	deadline := c.t.Add(10 * time.Minute)
 	b, err := os.ReadFile(filepath.Join(state, PrunePendingFileName))
 	if err != nil {
 		t.Fatal(err)

@@ -115,7 +115,8 @@ func newStatusCmd(g *globals) *cobra.Command {
 		Use:   "status [NAME...]",
 		Short: "Show each object's desired and observed state from the agent's last pass",
 		Long: "Reads the agent's store (<state-dir>/events.db) directly; needs no backend and works whether or\n" +
-			"not the agent runs. NAME is an object name (web) or ID (Service/web).\n" +
+			"not the agent runs. NAME is an object name (web) or ID (Service/web). A paused object shows\n" +
+			"[PAUSED 29m left] (from its lease, at once), one kept by --prune-grace [PRUNE in 9m].\n" +
 			"Exit status: 0 everything converged, 1 something is drifting, failed or invalid, 2 error.",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if output != "" && output != "json" && output != "yaml" && output != "wide" {
