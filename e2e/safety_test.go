@@ -45,8 +45,18 @@ func TestPauseLeaseSystemd(t *testing.T) {
 	if !strings.Contains(out, "[PAUSED ") {
 		t.Fatalf("status while paused:\n%s", out)
 	}
+	fams := e.metrics()
+	if v := metric(fams, "resil_object_paused", map[string]string{"object": "Service/web"}); v != 1 {
+		t.Errorf("resil_object_paused{Service/web} = %v, want 1", v)
+	}
+	if v := metric(fams, "resil_object_paused", map[string]string{"object": "Service/db"}); v != 0 {
+		t.Errorf("resil_object_paused{Service/db} = %v, want 0", v)
+	}
 	e.eventually("web.service started at the lease's expiry", 30*time.Second, func() bool { return e.prop("web.service", "ActiveState") == "active" })
 	e.eventually("LeaseExpired event", 10*time.Second, func() bool { return a.hasEvent("LeaseExpired", "hotfix INC-123") })
+	e.eventually("resil_object_paused back to 0", 10*time.Second, func() bool {
+		return metric(e.metrics(), "resil_object_paused", map[string]string{"object": "Service/web"}) == 0
+	})
 
 	// resume: converged without waiting for the lease or a resync
 	if out, errOut, code := e.reconciler("pause", "Service/web", "--for", "1h", "--reason", "second"); code != 0 {
