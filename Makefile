@@ -55,13 +55,20 @@ fuzz:
 	  done; \
 	done
 
+# Go benchmarks; the systemd benchmarks (e2e/bench_test.go): section 0 is
+# resil vs the shell baseline e2e/bench/baseline.sh in alternating fresh
+# sandboxes (100 services x3 pairs, 1000 x1; RESIL_BENCH_TRIALS=3,1;
+# RESIL_BENCH_PARTS=compare,calls,detail picks parts), written to
+# e2e/bench/results-systemd.txt with heap/CPU profiles beside it; the
+# whole agent on the process backend; the process backend vs its peers.
 bench:
 	@if [ "$$(id -u)" = 0 ] && ! { [ -x /usr/bin/time ] && command -v strace >/dev/null; }; then \
 	  apt-get install -y -qq --no-install-recommends time strace >/dev/null; fi
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	@echo "event store: insert throughput (events/s) and events --since 24h over 100k rows (ms/op):"
 	$(GO) test -run '^$$' -bench 'BenchmarkAdd|BenchmarkEventsSince24h' -benchtime 2s ./reconcile/store/
-	RESIL_BENCH=1 RESIL_BENCH_RESULTS=$(CURDIR)/e2e/bench/results-systemd.txt $(GO) test -count=1 -run TestBenchSystemd -v -timeout 30m ./e2e/
+	RESIL_BENCH=1 RESIL_BENCH_RESULTS=$(CURDIR)/e2e/bench/results-systemd.txt $(GO) test -count=1 -run TestBenchSystemd -v -timeout 60m ./e2e/
+	OUT=$(CURDIR)/e2e/bench ./scripts/bench-process-agent.sh
 	@if [ -x actuators/process/bench/peers.sh ]; then actuators/process/bench/peers.sh; fi
 
 lint:

@@ -7,7 +7,10 @@ package e2e
 // agent does something wrong while being measured (a step fails, more than
 // one daemon-reload, a unit not active). The table is also written to the
 // file RESIL_BENCH_RESULTS names (make bench: e2e/bench/results-systemd.txt),
-// else under t.TempDir. Skipped unless RESIL_BENCH=1.
+// else under $TMPDIR/resil-bench, with the profiles beside it (benchOutDir).
+// Section 0 (resil vs the shell baseline) is in bench_compare_test.go;
+// RESIL_BENCH_PARTS picks compare, calls and/or detail (sections 1-5).
+// Skipped unless RESIL_BENCH=1.
 
 import (
 	"bufio"
@@ -57,14 +60,31 @@ func TestBenchSystemd(t *testing.T) {
 		t.Skipf("benchmark: set %s=1 (make bench)", benchEnv) // not a prerequisite: opt-in
 	}
 	rep := &benchReport{}
-	t.Run("n1", func(t *testing.T) { benchSandbox(t, rep, 1) })
-	t.Run("n100", func(t *testing.T) { benchSandbox(t, rep, 100) })
-	t.Run("n1000", func(t *testing.T) { benchSandbox(t, rep, 1000) })
+	parts := os.Getenv("RESIL_BENCH_PARTS") // any of "compare", "calls", "detail" (default: all)
+	if parts == "" || strings.Contains(parts, "compare") {
+		t100, t1000 := 3, 1                                // pairs of trials (resil + baseline) per size
+		if v := os.Getenv("RESIL_BENCH_TRIALS"); v != "" { // "100pairs,1000pairs", e.g. "1,0"
+			a, b, _ := strings.Cut(v, ",")
+			t100, _ = strconv.Atoi(a)
+			t1000, _ = strconv.Atoi(b)
+		}
+		benchCompare(t, rep, t100, t1000)
+	}
+	if parts == "" || strings.Contains(parts, "calls") {
+		for _, n := range []int{100, 1000} {
+			t.Run(fmt.Sprintf("calls_%d", n), func(t *testing.T) { benchCalls(t, rep, n) })
+		}
+	}
+	if parts == "" || strings.Contains(parts, "detail") {
+		t.Run("n1", func(t *testing.T) { benchSandbox(t, rep, 1) })
+		t.Run("n100", func(t *testing.T) { benchSandbox(t, rep, 100) })
+		t.Run("n1000", func(t *testing.T) { benchSandbox(t, rep, 1000) })
+	}
 	text := rep.render()
 	fmt.Print(text)
 	out := os.Getenv(benchResults)
 	if out == "" {
-		out = filepath.Join(t.TempDir(), "results-systemd.txt")
+		out = filepath.Join(benchOutDir(), "results-systemd.txt")
 	}
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		t.Fatal(err)
@@ -121,6 +141,7 @@ func newBench(t *testing.T) *bench {
 		t.Fatal(err)
 	}
 	t.Cleanup(conn.Close)
+	e.agentEnv = []string{debugPprofEnv + "=1"} // heap and CPU profiles for section 0; costs nothing unasked
 	return &bench{env: e, ctx: ctx, conn: conn}
 }
 
@@ -986,6 +1007,8 @@ type benchReport struct {
 	edits     []editResult
 	rss       rssResult
 	load      []string
+	trials    []cmpTrial  // section 0 (bench_compare_test.go)
+	calls12   []callCount // section 0, strace counts
 }
 
 func sum(m map[string]int) int {
@@ -1039,10 +1062,17 @@ func (r *benchReport) render() string {
 	p("resil systemd benchmarks (TestBenchSystemd, RESIL_BENCH=1 make bench)")
 	p("run %s, commit %s (plus uncommitted work of the checkout), %d CPUs, kernel %s, %s",
 		time.Now().UTC().Format("2006-01-02 15:04Z"), strings.TrimSpace(string(commit)), runtime.NumCPU(), strings.TrimSpace(string(kernel)), runtime.Version())
-	p("systemd 252 in the e2e namespace sandbox, generators masked (sandbox default); one fresh sandbox per size, run one after another.")
-	p("Host load average (1/5/15 min) before → after each sandbox (other work on this machine adds noise): %s", strings.Join(r.load, "; "))
+	p("systemd 252 in the e2e namespace sandbox, generators masked (sandbox default); one fresh sandbox per size (and per trial in section 0), run one after another.")
+	if len(r.load) > 0 {
+		p("Host load average (1/5/15 min) before → after each sandbox (other work on this machine adds noise): %s", strings.Join(r.load, "; "))
+	}
 	p("Services: /bin/sleep infinity, restart always/100ms, one environment variable. Medians unless said otherwise.")
 	p("")
+	r.renderCompare(p)
+	r.renderCalls(p)
+	if len(r.cold) == 0 {
+		return w.String() // RESIL_BENCH_PARTS=compare
+	}
 
 	p("1. Cold converge: `reconciler apply` on a fresh sandbox")
 	p("%-6s %-10s %-9s %-9s %-9s %-6s %-13s %-9s %-8s", "units", "wall", "agent", "agentCPU", "PID1CPU", "steps", "reloads", "active", "maxRSS")

@@ -58,6 +58,9 @@ type env struct {
 	sb   *sandbox.Sandbox
 	host string // host directory bound at /srv/resil
 	ctx  context.Context
+	// agentEnv is added to the environment of agents launched by
+	// launchAgent (the benchmarks: RESIL_DEBUG_PPROF, GODEBUG).
+	agentEnv []string
 }
 
 func newEnv(t *testing.T) *env {
@@ -212,6 +215,7 @@ func (e *env) startAgent(extra ...string) *agent {
 func (e *env) launchAgent(ctx context.Context, args []string) *agent {
 	e.t.Helper()
 	cmd := e.sb.Command(ctx, agentBin, args...)
+	cmd.Env = append(cmd.Env, e.agentEnv...)
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		e.t.Fatal(err)

@@ -167,3 +167,49 @@ func TestInstalledAgentSkipsLateRunAtBoot(t *testing.T) {
 		t.Errorf("next run: %v", p)
 	}
 }
+
+// The agent's own unit, as `reconciler install` writes it, is rated by
+// `systemd-analyze security` at an exposure of at most 2.5 (of 10), and
+// the agent still converges a service under it.
+func TestInstalledAgentExposure(t *testing.T) {
+	e := newEnv(t)
+	if out, errOut, code := e.reconciler("install", "--binary", agentBin, "--manifests", "/etc/resil.d", "--resync", "1m"); code != 0 {
+		t.Fatalf("install exit %d:\n%s\n%s", code, out, errOut)
+	}
+	const unit = "resil-agent.service"
+	table, err := e.sb.Run(e.ctx, "systemd-analyze", "security", "--no-pager", unit)
+	if err != nil {
+		t.Fatalf("systemd-analyze security: %v\n%s", err, table)
+	}
+	level := ""
+	for _, l := range strings.Split(table, "\n") {
+		if strings.Contains(l, "Overall exposure level") {
+			level = strings.TrimSpace(l)
+		}
+	}
+	t.Logf("%s", level)
+	if _, err := e.sb.Run(e.ctx, "systemd-analyze", "security", "--no-pager", "--threshold=25", unit); err != nil {
+		t.Errorf("exposure above 2.5: %s\n%s", level, table)
+	}
+	if err := e.sb.WriteFile("/etc/resil.d/web.yaml", []byte(svc("web", "")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("web.service converged by the hardened agent", 30*time.Second, func() bool {
+		m := e.show("web.service", "ActiveState", "UnitFileState")
+		return m["ActiveState"] == "active" && m["UnitFileState"] == "enabled"
+	})
+	// Nothing the agent does needs more: no error or warning in its log
+	// (a denied system call or file would show as one).
+	j, _ := e.sb.Journal(e.ctx, "-u", unit, "-o", "cat")
+	if !strings.Contains(j, "first pass done") {
+		t.Errorf("the agent's log is not in the journal")
+	}
+	for _, l := range strings.Split(j, "\n") {
+		if strings.Contains(l, `"level":"error"`) || strings.Contains(l, `"level":"warn"`) || strings.Contains(l, "operation not permitted") {
+			t.Errorf("hardened agent logged: %s", l)
+		}
+	}
+	if t.Failed() {
+		t.Logf("agent journal:\n%s", j)
+	}
+}

@@ -103,8 +103,6 @@ type pgHost struct {
 	cli      func(args ...string) (string, int)
 	kill9    func(pid int)
 	stamp    func(timer string, at time.Time)
-	// descriptionRestarts: how often a description-only edit restarts pg.
-	descriptionRestarts int
 }
 
 // example reads a shipped manifest with the test's directory and port.
@@ -422,14 +420,14 @@ func runPGScenarios(t *testing.T, h *pgHost, startAgent func()) {
 		t.Errorf("%s: the worker was restarted: %q", h.name, s)
 	}
 
-	// 5. Edits that change only the description or the restart delay: on
-	// systemd the database restarts exactly once each (no reload-only
-	// classification yet); the process backend's unit carries no
-	// description, so that edit changes no file there and restarts nothing.
-	h.restartsOnEdit("description", h.descriptionRestarts, func(s string) string {
+	// 5. Edits that change only the description or the restart delay
+	// apply on reload: the database keeps running (same postmaster PID, no
+	// Restarted event) on both backends. The process backend's unit carries
+	// no description, so that edit changes no file there at all.
+	h.restartsOnEdit("description", 0, func(s string) string {
 		return strings.Replace(s, "description: PostgreSQL 15 (resil example)", "description: PostgreSQL 15 (resil example, edited)", 1)
 	})
-	h.restartsOnEdit("restart delay", 1, func(s string) string { return strings.Replace(s, "delay: 500ms", "delay: 700ms", 1) })
+	h.restartsOnEdit("restart delay", 0, func(s string) string { return strings.Replace(s, "delay: 500ms", "delay: 700ms", 1) })
 	if s := h.workerStarts(); len(s) != 1 {
 		t.Errorf("%s: the worker was restarted: %q", h.name, s)
 	}
@@ -446,7 +444,7 @@ func TestPostgresScenariosSystemd(t *testing.T) {
 	hostBase := filepath.Join(e.host, "pg")
 	newPGBase(t, hostBase)
 	h := &pgHost{t: t, name: "systemd", base: hostMount + "/pg", hostBase: hostBase, port: examplePort,
-		write: e.write, remove: e.remove, descriptionRestarts: 1}
+		write: e.write, remove: e.remove}
 	h.cli = func(args ...string) (string, int) {
 		if len(args) == 1 && args[0] == "__pg_isready" {
 			_, err := e.sb.Run(e.ctx, "/usr/bin/pg_isready", "-q", "-h", "127.0.0.1", "-p", h.port)
@@ -495,7 +493,7 @@ func TestPostgresScenariosProcess(t *testing.T) {
 	newPGBase(t, base)
 	port := freePort(t)
 	bin := filepath.Join(agentDir, "reconciler")
-	h := &pgHost{t: t, name: "process", base: base, hostBase: base, port: port, descriptionRestarts: 0}
+	h := &pgHost{t: t, name: "process", base: base, hostBase: base, port: port}
 	h.write = func(rel, content string) {
 		p := filepath.Join(m, rel)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {

@@ -1,6 +1,8 @@
 package reconcile
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 
 	"go.uber.org/zap/zaptest"
@@ -20,5 +22,27 @@ func TestFanoutSameEventEverywhere(t *testing.T) {
 	}
 	if a[0].Time.IsZero() || !a[0].Time.Equal(b[0].Time) || !a[0].Time.Equal(ring.Events()[0].Time) || a[0].Count != 1 {
 		t.Errorf("recorders disagree: %+v %+v %+v", a[0], b[0], ring.Events()[0])
+	}
+}
+
+// The ring keeps the newest size events, oldest first, before and after
+// it wraps; a repeat of the latest event bumps its count.
+func TestRingWraps(t *testing.T) {
+	r := NewRing(3, zaptest.NewLogger(t))
+	msgs := func() string {
+		var out []string
+		for _, e := range r.Events() {
+			out = append(out, fmt.Sprintf("%s×%d", e.Message, e.Count))
+		}
+		return strings.Join(out, " ")
+	}
+	steps := []struct{ add, want string }{
+		{"a", "a×1"}, {"b", "a×1 b×1"}, {"b", "a×1 b×2"}, {"c", "a×1 b×2 c×1"}, {"d", "b×2 c×1 d×1"}, {"e", "c×1 d×1 e×1"}, {"f", "d×1 e×1 f×1"}, {"g", "e×1 f×1 g×1"},
+	}
+	for _, s := range steps {
+		r.Record(Event{Object: "Service/x", Reason: ReasonApplied, Message: s.add})
+		if got := msgs(); got != s.want {
+			t.Fatalf("after %s: %q, want %q", s.add, got, s.want)
+		}
 	}
 }

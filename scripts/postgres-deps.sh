@@ -46,11 +46,19 @@ if [ "$(id -u)" = 0 ]; then
 	recover
 fi
 
-if [ "$(dpkg-query -W -f='${db:Status-Status}' postgresql 2>/dev/null)" = installed ]; then
+# prometheus (promtool, and the server the fleet-view e2e test runs) is a
+# daemon package too: installed under the same policy, it starts nothing.
+need=""
+for p in postgresql prometheus; do
+	if [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" != installed ]; then
+		need="$need $p"
+	fi
+done
+if [ -z "$need" ]; then
 	exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
-	echo "postgres-deps: postgresql missing. As root: scripts/postgres-deps.sh" >&2
+	echo "postgres-deps: missing:$need. As root: scripts/postgres-deps.sh" >&2
 	exit 0
 fi
 
@@ -79,9 +87,16 @@ if [ -n "$restore" ]; then
 	chmod 0755 "$policy"
 fi
 
-echo "postgres-deps: installing postgresql (no service started, no cluster created)"
+echo "postgres-deps: installing$need (no service started, no cluster created)"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
+case "$need" in
+*prometheus*) apt-get install -y -qq --no-install-recommends prometheus >/dev/null ;;
+esac
+case "$need" in
+*postgresql*) ;;
+*) exit 0 ;;
+esac
 apt-get install -y -qq --no-install-recommends postgresql-common >/dev/null
 cp -p "$conf" "$conf.resil-saved"
 if grep -Eq '^[#[:space:]]*create_main_cluster' "$conf"; then

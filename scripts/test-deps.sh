@@ -14,9 +14,12 @@
 #   dash: sh -n of the example scripts
 #   postgresql: e2e/postgres_test.go (Debian's PostgreSQL 15); installed by
 #     scripts/postgres-deps.sh, which starts no service and creates no cluster
+#   prometheus: promtool for deploy/prometheus's rule tests, and the server of
+#     the fleet-view e2e test; installed by scripts/postgres-deps.sh too (no
+#     service started)
 set -eu
 
-pkgs="make git ca-certificates dash systemd dbus util-linux bsdutils mount procps coreutils curl netcat-openbsd tzdata postgresql"
+pkgs="make git ca-certificates dash systemd dbus util-linux bsdutils mount procps coreutils curl netcat-openbsd tzdata postgresql prometheus"
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
 	echo "test-deps: not a Debian system; install the equivalents of: $pkgs" >&2
@@ -26,8 +29,8 @@ missing=""
 pg=""
 for p in $pkgs; do
 	if [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" != installed ]; then
-		if [ "$p" = postgresql ]; then
-			pg=$p
+		if [ "$p" = postgresql ] || [ "$p" = prometheus ]; then
+			pg="$pg $p"
 		else
 			missing="$missing $p"
 		fi

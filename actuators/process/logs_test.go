@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"resil.dev/resil/actuators"
@@ -58,5 +59,43 @@ func TestLogRotationNoLineLost(t *testing.T) {
 	}
 	if len(all) != n+1000+1 {
 		t.Fatalf("%d lines, want %d", len(all), n+1001)
+	}
+}
+
+// linesOf collects what copyLines writes.
+type linesOf struct{ got []string }
+
+func (l *linesOf) writeLine(b []byte) error {
+	l.got = append(l.got, string(b))
+	return nil
+}
+
+// copyLines keeps lines whole up to maxLine (its buffer grows from 4 KiB),
+// cuts longer ones into maxLine pieces, and ends a last unterminated line.
+func TestCopyLines(t *testing.T) {
+	long := strings.Repeat("a", 20<<10)
+	huge := strings.Repeat("b", maxLine+10)
+	tests := []struct {
+		name, in string
+		want     []string
+	}{
+		{"short lines", "one\ntwo\n", []string{"one\n", "two\n"}},
+		{"unterminated", "one\ntwo", []string{"one\n", "two\n"}},
+		{"line above the first buffer", "x\n" + long + "\ny\n", []string{"x\n", long + "\n", "y\n"}},
+		{"line above maxLine", huge + "\nz\n", []string{huge[:maxLine] + "\n", huge[maxLine:] + "\n", "z\n"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var w linesOf
+			copyLines(strings.NewReader(tt.in), &w)
+			if len(w.got) != len(tt.want) {
+				t.Fatalf("%d lines, want %d", len(w.got), len(tt.want))
+			}
+			for i := range w.got {
+				if w.got[i] != tt.want[i] {
+					t.Fatalf("line %d: %d bytes, want %d", i, len(w.got[i]), len(tt.want[i]))
+				}
+			}
+		})
 	}
 }

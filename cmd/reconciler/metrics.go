@@ -202,6 +202,7 @@ func (m *metrics) handler() http.Handler {
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	addDebugHandlers(mux) // RESIL_DEBUG_PPROF=1 only (debugpprof.go)
 	return mux
 }
 

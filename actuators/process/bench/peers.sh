@@ -8,6 +8,9 @@
 #   rss:    N services running `sleep`, agent VmRSS once all are up
 #           (runit: runsvdir + every runsv, since runit uses one supervisor per service).
 #   idle:   the same N sleepers, agent utime+stime over IDLE seconds (/proc/PID/stat).
+#   cold:   the same N sleepers from a cold start: supervisor launched (a
+#           $EPOCHREALTIME stamp just before) until the last service has run
+#           (each sleeper appends $EPOCHREALTIME to a file, then execs sleep).
 #
 # Usage: actuators/process/bench/peers.sh      (env: CRASHES=100 N=100 IDLE=60)
 # Needs: go, bash, python3, supervisor and runit from Debian
@@ -100,6 +103,15 @@ stop_pid() { # stop_pid PID: TERM, wait up to 20 s, KILL
 
 crash_cmd='echo $EPOCHREALTIME >> '
 
+# coldstart FILE T0 -> ms from T0 to the last stamp in FILE
+coldstart() {
+	python3 - "$1" "$2" <<'PY'
+import sys
+t = [float(l) for l in open(sys.argv[1]) if l.strip()]
+print(f"{(max(t) - float(sys.argv[2])) * 1000:.0f}")
+PY
+}
+
 # --- resil ---------------------------------------------------------------
 crash_resil() {
 	local d=$work/resil-crash
@@ -114,9 +126,10 @@ crash_resil() {
 sleepers_resil() {
 	local d=$work/resil-sleep
 	mkdir -p "$d"
-	"$work/driver" -state "$d/state" -n "$N" -cmd "exec -a resil-bench-sleeper sleep 1000000" 2>/dev/null &
+	T0=$EPOCHREALTIME
+	"$work/driver" -state "$d/state" -n "$N" -cmd "${crash_cmd}$d/up; exec -a resil-bench-sleeper sleep 1000000" 2>/dev/null &
 	local p=$!; started+=("$p")
-	measure_sleepers resil-bench-sleeper "$p" "$p"
+	measure_sleepers resil-bench-sleeper "$p" "$p" "$d/up"
 	stop_pid "$p"
 }
 
@@ -155,16 +168,17 @@ sleepers_supervisord() {
 	local d=$work/sup-sleep
 	mkdir -p "$d"
 	sup_conf "$d" "[program:s]
-command=/bin/bash -c 'exec -a sup-bench-sleeper sleep 1000000'
+command=/bin/bash -c '${crash_cmd}$d/up; exec -a sup-bench-sleeper sleep 1000000'
 process_name=%(program_name)s_%(process_num)03d
 numprocs=$N
 autorestart=true
 startsecs=0
 stdout_logfile=NONE
 stderr_logfile=NONE"
+	T0=$EPOCHREALTIME
 	supervisord -c "$d/supervisord.conf" >/dev/null 2>&1 &
 	local p=$!; started+=("$p")
-	measure_sleepers sup-bench-sleeper "$p" "$p"
+	measure_sleepers sup-bench-sleeper "$p" "$p" "$d/up"
 	stop_pid "$p"
 }
 
@@ -187,17 +201,19 @@ sleepers_runsv() {
 	mkdir -p "$d/sv"
 	for i in $(seq -w 1 "$N"); do
 		mkdir -p "$d/sv/s$i"
-		printf '#!/bin/bash\nexec -a runit-bench-sleeper sleep 1000000\n' > "$d/sv/s$i/run"
+		printf '#!/bin/bash\n%s%s\nexec -a runit-bench-sleeper sleep 1000000\n' "$crash_cmd" "$d/up" > "$d/sv/s$i/run"
 		chmod +x "$d/sv/s$i/run"
 	done
+	T0=$EPOCHREALTIME
 	runsvdir "$d/sv" >/dev/null 2>&1 &
 	local p=$!; started+=("$p")
-	measure_sleepers runit-bench-sleeper "$p" runsvdir-and-children
+	measure_sleepers runit-bench-sleeper "$p" runsvdir-and-children "$d/up"
 	sv -w 10 force-shutdown "$d"/sv/* >/dev/null 2>&1 || true
 	stop_pid "$p"
 }
 
-# measure_sleepers TAG AGENTPID PIDS -> sets RSS_KB CPU_MS UP
+# measure_sleepers TAG AGENTPID PIDS STAMPS -> sets RSS_KB CPU_MS UP COLD_MS
+# (T0: the $EPOCHREALTIME taken just before the supervisor was launched)
 measure_sleepers() {
 	local tag=$1 agent=$2 end=$((SECONDS + 120)) pids
 	until [ "$(pgrep -c -f "^$tag" || true)" -ge "$N" ]; do
@@ -205,6 +221,7 @@ measure_sleepers() {
 		sleep 0.2
 	done
 	UP=$(pgrep -c -f "^$tag" || true)
+	COLD_MS=$(coldstart "$4" "$T0")
 	sleep 2
 	if [ "$3" = runsvdir-and-children ]; then
 		pids="$agent $(pgrep -P "$agent" | tr '\n' ' ')"
@@ -225,15 +242,16 @@ read -r r50 r99 rn < <(crash_resil)
 read -r s50 s99 sn < <(crash_supervisord)
 read -r u50 u99 un < <(crash_runsv)
 echo "sleepers: $N services each, ${IDLE}s idle ..." >&2
-sleepers_resil; rr=$RSS_KB rp=$PSS_KB rc=$CPU_MS ru=$UP
-sleepers_supervisord; sr=$RSS_KB sp=$PSS_KB sc=$CPU_MS su=$UP
-sleepers_runsv; ur=$RSS_KB up=$PSS_KB uc=$CPU_MS uu=$UP
+sleepers_resil; rr=$RSS_KB rp=$PSS_KB rc=$CPU_MS ru=$UP rk=$COLD_MS
+sleepers_supervisord; sr=$RSS_KB sp=$PSS_KB sc=$CPU_MS su=$UP sk=$COLD_MS
+sleepers_runsv; ur=$RSS_KB up=$PSS_KB uc=$CPU_MS uu=$UP uk=$COLD_MS
 mb() { awk "BEGIN{printf \"%.1f\", $1/1024}"; }
 
 printf '\n%-40s %14s %14s %14s\n' "metric" "resil" "supervisord" "runsv"
 printf '%-40s %14s %14s %14s\n' "crash->restart p50 (ms, n=$rn/$sn/$un)" "$r50" "$s50" "$u50"
 printf '%-40s %14s %14s %14s\n' "crash->restart p99 (ms)" "$r99" "$s99" "$u99"
 printf '%-40s %14s %14s %14s\n' "services up (of $N)" "$ru" "$su" "$uu"
+printf '%-40s %14s %14s %14s\n' "cold start, all $N running (ms)" "$rk" "$sk" "$uk"
 printf '%-40s %14s %14s %14s\n' "agent RSS with $N sleepers (MB)" "$(mb $rr)" "$(mb $sr)" "$(mb $ur)"
 printf '%-40s %14s %14s %14s\n' "agent PSS with $N sleepers (MB)" "$(mb $rp)" "$(mb $sp)" "$(mb $up)"
 printf '%-40s %14s %14s %14s\n' "agent CPU over ${IDLE}s idle (ms)" "$rc" "$sc" "$uc"
