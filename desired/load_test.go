@@ -593,3 +593,29 @@ func TestValidMemoryMax(t *testing.T) {
 		}
 	}
 }
+
+// Objects leave Load without their YAML parse trees: an agent keeps the
+// objects between passes, and the trees only served this load's errors.
+func TestLoadReleasesParseTrees(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "web.yaml"), []byte("apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: web}\nspec:\n  command: [/bin/true]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "web.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "web.d", "10.yaml"), []byte("spec:\n  environment: {A: b}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	set, err := Load(dir, Options{Insecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := set.Objects["Service/web"]
+	if o == nil || o.Service.Environment["A"] != "b" || len(o.Document()) == 0 {
+		t.Fatalf("object %+v", o)
+	}
+	if o.docs != nil {
+		t.Fatal("the object keeps its YAML parse trees after Load")
+	}
+}

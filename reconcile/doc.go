@@ -13,7 +13,8 @@
 //	           write file (new)                 enable, start
 //	absent ────────────────────▶ loaded ────────────────────────▶ active
 //	  ▲                            │  ▲                           │   │
-//	  │ remove (prune)             │  │ restart (content changed) │   │ stop/crash out of band
+//	  │ remove (prune)             │  │ restart (process setting  │   │ stop/crash out of band
+//	  │                            │  │ changed; else reload only)│   │
 //	  │                            │  └───────────────────────────┘   ▼
 //	stopped+disabled ◀── stop, disable (manifest deleted) ──── inactive ──▶ start again (drift: enforce)
 //	                                                                │           or event only (drift: report)

@@ -181,6 +181,9 @@ var ErrExpectPlan = errors.New("plan differs from the reviewed plan")
 type Options struct {
 	// DryRun computes the plan and applies nothing (diff).
 	DryRun bool
+	// Quiet (with DryRun) records no events for the plan's findings: an
+	// observation for `status` right after a pass that recorded them.
+	Quiet bool
 	// ExpectPlan refuses to act unless the plan hash equals it.
 	ExpectPlan string
 	// AllowPrune lets a prune of at most this many objects through the
@@ -263,6 +266,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	res.Plan = plan
 	res.Hash = plan.Hash()
 	for _, f := range plan.Findings {
+		if opts.Quiet && opts.DryRun {
+			break
+		}
 		typ := Normal
 		if f.Warning {
 			typ = Warning

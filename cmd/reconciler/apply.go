@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"resil.dev/resil/actuators"
 	"resil.dev/resil/desired"
 	"resil.dev/resil/reconcile"
 	"resil.dev/resil/reconcile/ledger"
@@ -73,7 +74,7 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 	start := time.Now()
 	res, err := r.Reconcile(ctx, opts)
 	if snapshot != nil && res.Observed != nil {
-		snapshot(res, err)
+		snapshot(statusAfter(ctx, r, res, err, log))
 	}
 	out := cmd.OutOrStdout()
 	if errors.Is(err, reconcile.ErrExpectPlan) {
@@ -108,4 +109,33 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 		return exitCode(1, nil)
 	}
 	return nil
+}
+
+// statusAfter is what `reconciler status` should show after an apply pass:
+// the pass planned from what it observed before its steps, so when a step
+// changed something the host is observed again (a dry-run pass: nothing is
+// written or executed) and that is the snapshot; a failed step keeps the
+// pass's own result, which names it.
+func statusAfter(ctx context.Context, r *reconcile.Reconciler, res reconcile.Result, err error, log *zap.Logger) (reconcile.Result, error) {
+	if err != nil {
+		return res, err
+	}
+	changed := false
+	for _, o := range res.Outcomes {
+		if o.Err != nil {
+			return res, err
+		}
+		if o.Skipped == "" && o.Result == actuators.Changed {
+			changed = true
+		}
+	}
+	if !changed {
+		return res, err
+	}
+	after, aerr := r.Reconcile(ctx, reconcile.Options{DryRun: true, Quiet: true})
+	if aerr != nil || after.Observed == nil {
+		log.Warn("state after the pass not observed; status shows the pass", zap.Error(aerr))
+		return res, err
+	}
+	return after, nil
 }

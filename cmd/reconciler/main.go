@@ -84,10 +84,23 @@ func (g *globals) logger(defaultLevel string) (*zap.Logger, error) {
 	if err != nil {
 		return nil, exitCode(2, fmt.Errorf("--log-level: %w", err))
 	}
+	format := g.logFormat
+	if format == "" || format == "auto" {
+		format = "json"
+		if isTerminal(os.Stderr) {
+			format = "console"
+		}
+	}
 	var cfg zap.Config
-	if g.logFormat == "console" {
-		cfg = zap.NewDevelopmentConfig()
-	} else {
+	switch format {
+	case "console":
+		color := isTerminal(os.Stderr) && os.Getenv("NO_COLOR") == ""
+		return zap.New(newConsoleCore(zap.NewAtomicLevelAt(level), zapcore.Lock(os.Stderr), color)), nil
+	case "json":
+	default:
+		return nil, exitCode(2, fmt.Errorf("--log-format must be json, console or auto, got %q", g.logFormat))
+	}
+	{
 		cfg = zap.NewProductionConfig()
 		cfg.EncoderConfig.TimeKey = "time"
 		cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
@@ -119,7 +132,7 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.hostLabels, "host-labels", desired.DefaultHostLabelsFile, "YAML map of this host's labels, for spec.hosts")
 	pf.StringVar(&g.hostname, "hostname", "", "host name for spec.hosts (default: this host's)")
 	pf.StringVar(&g.logLevel, "log-level", "", "debug, info, warn, error")
-	pf.StringVar(&g.logFormat, "log-format", "json", "json or console")
+	pf.StringVar(&g.logFormat, "log-format", "auto", "json, console (one line per step and event, for people), or auto: console on a terminal, json otherwise")
 	root.AddCommand(newVersionCmd(), newValidateCmd(g), newRenderCmd(g), newDiffCmd(g), newApplyCmd(g), newRunCmd(g), newResetCmd(g), newInstallCmd(g), newStatusCmd(g), newEventsCmd(g), newProbeCmd(), newSchemaCmd(),
 		newPauseCmd(g), newResumeCmd(g), newPruneCmd(g))
 	return root

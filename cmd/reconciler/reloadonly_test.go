@@ -42,3 +42,17 @@ func TestProcessBackendRestartOnlyWhenAffected(t *testing.T) {
 		t.Fatalf("diff after apply: exit %d\n%s", code, out)
 	}
 }
+
+// `status` right after `apply` shows what the pass left (the service it
+// started running, Converged), not what the pass saw before its steps.
+func TestStatusAfterApplyShowsWhatThePassLeft(t *testing.T) {
+	e := newProcEnv(t)
+	e.write("web.yaml", procWeb)
+	if out, code := e.cli("apply"); code != 0 {
+		t.Fatalf("apply: exit %d\n%s", code, out)
+	}
+	out, code := e.cli("status")
+	if code != 0 || !strings.Contains(out, "active (running)") || strings.Contains(out, "absent") || strings.Contains(out, "Converging") {
+		t.Fatalf("status after apply: exit %d\n%s", code, out)
+	}
+}

@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -111,6 +114,8 @@ type statusReport struct {
 
 func newStatusCmd(g *globals) *cobra.Command {
 	var output string
+	var watch bool
+	var every time.Duration
 	cmd := &cobra.Command{
 		Use:   "status [NAME...]",
 		Short: "Show each object's desired and observed state from the agent's last pass",
@@ -127,6 +132,12 @@ func newStatusCmd(g *globals) *cobra.Command {
 				return exitCode(2, err)
 			}
 			defer s.Close()
+			if watch {
+				if output != "" && output != "wide" {
+					return exitCode(2, errors.New("--watch draws the table: -o wide or nothing"))
+				}
+				return watchStatus(cmd.Context(), cmd.OutOrStdout(), s, args, output == "wide", every, g.stateDir)
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
 			rep, err := buildStatus(ctx, s, args, time.Now())
@@ -158,7 +169,51 @@ func newStatusCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json, yaml or wide (default: table)")
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "redraw the table whenever the agent's store changes, until interrupted")
+	cmd.Flags().DurationVar(&every, "interval", time.Second, "with --watch: how often to look for a change")
 	return cmd
+}
+
+// watchStatus redraws the status table each time what it shows changes
+// (the agent's last pass or an object's row), checking every interval,
+// until ctx is done (Ctrl-C). On a terminal each table replaces the last.
+func watchStatus(ctx context.Context, out io.Writer, s *store.Store, names []string, wide bool, every time.Duration, stateDir string) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	clear := false
+	if f, ok := out.(*os.File); ok && isTerminal(f) {
+		clear = true
+	}
+	last, first := "", true
+	for {
+		rep, err := buildStatus(ctx, s, names, time.Now())
+		if err != nil && ctx.Err() == nil {
+			return exitCode(2, err)
+		}
+		addSafety(&rep, stateDir, time.Now())
+		var b strings.Builder
+		if err == nil {
+			_ = printStatus(&b, rep, wide, time.Now())
+		}
+		// Ages in the table change every second; redraw on a change of
+		// anything else.
+		k, _ := json.Marshal(rep)
+		if key := string(k); err == nil && key != last {
+			last = key
+			if clear {
+				fmt.Fprint(out, "\x1b[H\x1b[2J")
+			} else if !first {
+				fmt.Fprintln(out, "---")
+			}
+			first = false
+			fmt.Fprint(out, b.String())
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(every):
+		}
+	}
 }
 
 var errNoObject = errors.New("no such object in the agent's last pass")

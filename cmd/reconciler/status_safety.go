@@ -52,8 +52,11 @@ func pendingStatuses(res reconcile.Result, now time.Time) []store.ObjectStatus {
 
 // addSafety marks the rows of objects paused right now (from the lease
 // files, so a pause shows before the agent's next pass) and the prune
-// deadlines of pending rows (from the state dir).
+// deadlines of pending rows (from the state dir; "" reads nothing).
 func addSafety(rep *statusReport, stateDir string, now time.Time) {
+	if stateDir == "" {
+		return
+	}
 	leases, _ := reconcile.NewLeaseDir(stateDir).List()
 	var pending map[string]time.Time
 	if b, err := os.ReadFile(filepath.Join(stateDir, reconcile.PrunePendingFileName)); err == nil {
