@@ -89,7 +89,7 @@ func TestPruneGuardSystemd(t *testing.T) {
 	e.remove("b.yaml")
 	e.write("c.yaml", svc("c", "  environment: {MODE: two}\n"))
 	out := e.apply(0)
-	if !strings.Contains(out, "warning  PruneBlocked") || !strings.Contains(out, "would prune 2 of 3 owned objects") {
+	if !strings.Contains(out, "warning  PruneBlocked: would prune") || !strings.Contains(out, "would prune 2 of 3 owned objects") {
 		t.Fatalf("apply did not block the prune:\n%s", out)
 	}
 	for _, u := range []string{"a.service", "b.service"} {

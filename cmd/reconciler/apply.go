@@ -96,7 +96,11 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 	}
 	for _, f := range res.Plan.Findings {
 		if f.Warning {
-			fmt.Fprintf(out, "warning  %s %s: %s\n", f.Reason, desired.EscapeControl(f.Object), desired.EscapeControl(f.Message))
+			what := string(f.Reason)
+			if f.Object != "" { // PruneBlocked is about the host, not one object
+				what += " " + desired.EscapeControl(f.Object)
+			}
+			fmt.Fprintf(out, "warning  %s: %s\n", what, desired.EscapeControl(f.Message))
 		}
 	}
 	fmt.Fprintf(out, "%d steps, %d failed, %d objects, %s (plan %s)\n", len(res.Outcomes), res.Failed(), res.Objects,
