@@ -68,12 +68,12 @@ func TestProcessAgentSafetyRails(t *testing.T) {
 	})
 	write("web", "one")
 	write("db", "one")
-	a := startProcAgent(t, m, state, "--resync", "10m", "--prune-grace", "3s", "--metrics-addr", "")
+	a := startProcAgent(t, m, state, "--resync", "10m", "--prune-grace", "8s", "--metrics-addr", "")
 	waitFor(t, "web and db running", 30*time.Second, func() bool { return mode("web.service") == "one" && mode("db.service") == "one" })
 	web := pid("web.service")
 
 	// a lease that expires: the manifest change waits for it
-	if out := cli("pause", "web", "--for", "3s", "--reason", "hotfix INC-123"); !strings.Contains(out, "web paused until") {
+	if out := cli("pause", "web", "--for", "1h", "--reason", "hotfix INC-123"); !strings.Contains(out, "web paused until") {
 		t.Fatal(out)
 	}
 	write("web", "two")
@@ -82,6 +82,7 @@ func TestProcessAgentSafetyRails(t *testing.T) {
 	if p := pid("web.service"); p != web {
 		t.Fatalf("paused web restarted: %d → %d\n%s", web, p, a.out.String())
 	}
+	cli("pause", "web", "--for", "2s", "--reason", "hotfix INC-123") // shortened: expires soon
 	waitFor(t, "web converged at the lease's expiry", 30*time.Second, func() bool { return mode("web.service") == "two" })
 	if !strings.Contains(a.out.String(), "LeaseExpired") {
 		t.Errorf("no LeaseExpired in the agent's log")

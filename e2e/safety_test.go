@@ -24,7 +24,7 @@ func TestPauseLeaseSystemd(t *testing.T) {
 	a := e.startAgent("--resync", "10m")
 	e.eventually("first pass", 30*time.Second, func() bool { return a.countLogs("first pass done") > 0 })
 
-	out, errOut, code := e.reconciler("pause", "web", "--for", "8s", "--reason", "hotfix INC-123")
+	out, errOut, code := e.reconciler("pause", "web", "--for", "1h", "--reason", "hotfix INC-123")
 	if code != 0 || !strings.Contains(out, "web paused until ") {
 		t.Fatalf("pause: exit %d\n%s%s", code, out, errOut)
 	}
@@ -51,6 +51,11 @@ func TestPauseLeaseSystemd(t *testing.T) {
 	}
 	if v := metric(fams, "resil_object_paused", map[string]string{"object": "Service/db"}); v != 0 {
 		t.Errorf("resil_object_paused{Service/db} = %v, want 0", v)
+	}
+	// The lease shortened to 3s (a new pause replaces it): the agent
+	// wakes at its expiry, with no resync due.
+	if out, errOut, code := e.reconciler("pause", "web", "--for", "3s", "--reason", "hotfix INC-123"); code != 0 {
+		t.Fatalf("pause: exit %d\n%s%s", code, out, errOut)
 	}
 	e.eventually("web.service started at the lease's expiry", 30*time.Second, func() bool { return e.prop("web.service", "ActiveState") == "active" })
 	e.eventually("LeaseExpired event", 10*time.Second, func() bool { return a.hasEvent("LeaseExpired", "hotfix INC-123") })
@@ -162,13 +167,13 @@ func TestPruneGraceSystemd(t *testing.T) {
 	e.stopAgent(a, 10*time.Second)
 
 	// a short grace, and an agent restart in the middle of it
-	a = e.startAgent("--resync", "10m", "--prune-grace", "8s")
+	a = e.startAgent("--resync", "10m", "--prune-grace", "15s")
 	e.eventually("first pass", 30*time.Second, func() bool { return a.countLogs("first pass done") > 0 })
 	e.remove("web.yaml")
 	e.eventually("prune deadline persisted", 30*time.Second, func() bool { return !e.pendingPrunes()["Service/web"].IsZero() })
 	deadline := e.pendingPrunes()["Service/web"]
 	e.stopAgent(a, 10*time.Second)
-	a = e.startAgent("--resync", "10m", "--prune-grace", "8s")
+	a = e.startAgent("--resync", "10m", "--prune-grace", "15s")
 	e.eventually("first pass after the restart", 30*time.Second, func() bool { return a.countLogs("first pass done") > 0 })
 	if got := e.pendingPrunes()["Service/web"]; !got.Equal(deadline) {
 		t.Fatalf("deadline after a restart %s, was %s", got, deadline)
