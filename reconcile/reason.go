@@ -72,6 +72,14 @@ const (
 	ReasonLeaseExpired Reason = "LeaseExpired"
 	ReasonPruneBlocked Reason = "PruneBlocked"
 	ReasonPrunePending Reason = "PrunePending"
+	// The git source (desired/gitsource): a revision was deployed (the
+	// manifests directory switched to it), refused (unsigned, badly signed,
+	// or not descending from the deployed one), or not deployed because its
+	// manifests do not validate. Refused and invalid revisions leave the
+	// deployed one in force as a whole.
+	ReasonRevisionDeployed Reason = "RevisionDeployed"
+	ReasonRevisionRejected Reason = "RevisionRejected"
+	ReasonRevisionInvalid  Reason = "RevisionInvalid"
 )
 
 // categories is the one table of reason → category.
@@ -91,17 +99,20 @@ var categories = map[Reason]Category{
 	ReasonInvalid:          CategoryInvalid,
 	ReasonLastGoodRetained: CategoryInvalid,
 	ReasonBusy:             CategoryInvalid,
+	ReasonRevisionRejected: CategoryInvalid,
+	ReasonRevisionInvalid:  CategoryInvalid,
 
 	// ApplyFailed is an occurrence (one event per failed step); the object
 	// it names is Failed in the status (StatusOf counts failed steps).
-	ReasonApplied:         CategoryOccurrence,
-	ReasonPruned:          CategoryOccurrence,
-	ReasonApplyFailed:     CategoryOccurrence,
-	ReasonRestarted:       CategoryOccurrence,
-	ReasonRestartStorm:    CategoryOccurrence,
-	ReasonAlertHookFailed: CategoryOccurrence,
-	ReasonResumed:         CategoryOccurrence,
-	ReasonLeaseExpired:    CategoryOccurrence,
+	ReasonApplied:          CategoryOccurrence,
+	ReasonPruned:           CategoryOccurrence,
+	ReasonApplyFailed:      CategoryOccurrence,
+	ReasonRestarted:        CategoryOccurrence,
+	ReasonRestartStorm:     CategoryOccurrence,
+	ReasonAlertHookFailed:  CategoryOccurrence,
+	ReasonRevisionDeployed: CategoryOccurrence,
+	ReasonResumed:          CategoryOccurrence,
+	ReasonLeaseExpired:     CategoryOccurrence,
 
 	ReasonStaleProcess:  CategoryInformational,
 	ReasonUnsupported:   CategoryInformational,

@@ -20,8 +20,8 @@ func TestReasonCategories(t *testing.T) {
 	for c, want := range map[Category]string{
 		CategoryDrift:      "DisabledOutOfBand FileEdited ForeignDropIn StoppedOutOfBand TimerInactive",
 		CategoryFailure:    "Failed ForeignUnitConflict StartLimitHit TimerFailed WatchdogTimeout",
-		CategoryInvalid:    "InvalidManifest LastGoodRetained ManifestBusy",
-		CategoryOccurrence: "AlertHookFailed Applied ApplyFailed LeaseExpired Pruned RestartStorm Restarted Resumed",
+		CategoryInvalid:    "InvalidManifest LastGoodRetained ManifestBusy RevisionInvalid RevisionRejected",
+		CategoryOccurrence: "AlertHookFailed Applied ApplyFailed LeaseExpired Pruned RestartStorm Restarted Resumed RevisionDeployed",
 		CategoryInformational: "BackoffHeldBack DaemonReexecNeeded DriftReported NoWatchdogDevice Paused PruneBlocked PrunePending " +
 			"StaleProcess TimerCatchUp TimerMissed Unsupported",
 	} {

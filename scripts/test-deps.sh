@@ -10,7 +10,8 @@
 #   netcat-openbsd: nc, in e2e TestPreStartCheckSecondTry
 #   curl: e2e scrapes /metrics inside the sandbox
 #   tzdata: calendar tests in other time zones
-#   make git ca-certificates: the build itself and Go module downloads
+#   make git ca-certificates: the build itself and Go module downloads; git
+#     and openssh-client (ssh-keygen -Y): the git source's tests (signed commits)
 #   dash: sh -n of the example scripts
 #   postgresql: e2e/postgres_test.go (Debian's PostgreSQL 15); installed by
 #     scripts/postgres-deps.sh, which starts no service and creates no cluster
@@ -19,7 +20,7 @@
 #     service started)
 set -eu
 
-pkgs="make git ca-certificates dash systemd dbus util-linux bsdutils mount procps coreutils curl netcat-openbsd tzdata postgresql prometheus"
+pkgs="make git openssh-client ca-certificates dash systemd dbus util-linux bsdutils mount procps coreutils curl netcat-openbsd tzdata postgresql prometheus"
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
 	echo "test-deps: not a Debian system; install the equivalents of: $pkgs" >&2

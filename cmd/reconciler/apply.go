@@ -59,6 +59,11 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 		t := newTelemetry(s, nil, rec, log, be.Name, ledger.Policy{}, 0)
 		snapshot = func(res reconcile.Result, err error) { t.snapshot(ctx, res, err, time.Now()) }
 	}
+	// With a git source in the state dir (and no --manifests), apply
+	// converges on its deployed revision, as the agent does (source.go).
+	if _, _, err := diffSource(ctx, cmd, g, ""); err != nil {
+		return exitCode(2, err)
+	}
 	r, err := newReconciler(g, be, log, rec, false)
 	if err != nil {
 		return exitCode(2, err)

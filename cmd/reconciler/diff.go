@@ -12,6 +12,7 @@ import (
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/desired"
+	"resil.dev/resil/desired/gitsource"
 	"resil.dev/resil/reconcile"
 )
 
@@ -31,10 +32,12 @@ type diffJSON struct {
 	Errors   []string            `json:"errors,omitempty"`
 	// paused, pruneBlocked, prunePending, pruned (diff_safety.go)
 	reconcile.SafetyReport
+	// Revision is the git source's revision the manifests come from.
+	Revision *gitsource.Revision `json:"revision,omitempty"`
 }
 
 func newDiffCmd(g *globals) *cobra.Command {
-	var output string
+	var output, revision string
 	cmd := &cobra.Command{
 		Use:   "diff",
 		Short: "Show exactly what apply would do, touching nothing",
@@ -52,6 +55,11 @@ func newDiffCmd(g *globals) *cobra.Command {
 			}
 			defer done()
 			ctx, log, be := c.ctx, c.log, c.be
+			rev, cleanup, err := diffSource(ctx, cmd, g, revision) // git source (source.go)
+			if err != nil {
+				return exitCode(2, err)
+			}
+			defer cleanup()
 			r, err := newReconciler(g, be, log, nil, true)
 			if err != nil {
 				return exitCode(2, err)
@@ -62,7 +70,7 @@ func newDiffCmd(g *globals) *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			if output == "json" {
-				rep := diffJSON{Backend: be.Name, Hash: res.Hash, Changes: !res.Plan.Empty(), Steps: []stepJSON{}, Findings: res.Plan.Findings, SafetyReport: res.Plan.SafetyReport}
+				rep := diffJSON{Backend: be.Name, Hash: res.Hash, Changes: !res.Plan.Empty(), Steps: []stepJSON{}, Findings: res.Plan.Findings, Revision: rev, SafetyReport: res.Plan.SafetyReport}
 				for _, s := range res.Plan.Steps {
 					rep.Steps = append(rep.Steps, stepJSON{Step: s, Text: s.String(), Diff: fileDiff(s)})
 				}
@@ -75,6 +83,9 @@ func newDiffCmd(g *globals) *cobra.Command {
 					return err
 				}
 			} else {
+				if rev != nil {
+					fmt.Fprintf(out, "Manifests: %s\n", revisionLine(rev, time.Now()))
+				}
 				printPlan(out, be.Name, res)
 			}
 			if res.LoadErr != nil {
@@ -88,6 +99,7 @@ func newDiffCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	cmd.Flags().StringVar(&revision, "revision", "", "git source: diff against this commit, branch or ref of the agent's repository instead of the deployed revision (composed as the agent would)")
 	addSafetyFlags(g, cmd)
 	return cmd
 }

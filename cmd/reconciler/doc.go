@@ -10,6 +10,7 @@
 //	reconciler reset      clear a unit's failed/start-limit state
 //	reconciler status     desired vs observed per object from the agent's store (0 converged, 1 drift/failure)
 //	reconciler events     the agent's recorded events (--since, --object, --type, -o json, --watch)
+//	reconciler sync       ask the agent's git source to fetch now (--source git)
 //	reconciler install    install the agent as a hardened systemd service and start it (--dry-run prints the plan)
 //	reconciler version    print the version
 //
@@ -33,4 +34,6 @@
 //	sdnotify.go        READY=1, STATUS=, WATCHDOG=1 (sd_notify)
 //	notes.go           timer notes in diff output and the timer-run log
 //	lock.go            the state-dir flock; testhook.go: a crash hook for tests
+//	source.go          the git source's wiring (resil.dev/resil/desired/gitsource): run's --source
+//	                   flags, sync, the deployed revision in status and diff, diff --revision, its metrics
 package main

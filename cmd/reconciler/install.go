@@ -39,6 +39,8 @@ type agentUnitParams struct {
 	Version, Name                                    string
 	Binary, Manifests, StateDir, UnitDir, ManagerDir string
 	WatchdogSec, RestartSec, StartTimeout, Resync    string
+	// SourceConfig: run --source-config FILE (the git source), if set.
+	SourceConfig string
 }
 
 // renderAgentUnit renders the agent's unit. Same parameters, same bytes.
@@ -170,7 +172,7 @@ func (in *installer) writeFile(path string, data []byte, mode os.FileMode, what 
 
 func newInstallCmd(g *globals) *cobra.Command {
 	var (
-		binary, binDir                         string
+		binary, binDir, sourceConfig           string
 		copyBinary, dryRun, noStart            bool
 		watchdogTimeout, restartDelay, timeout time.Duration
 		resync                                 time.Duration
@@ -203,6 +205,9 @@ func newInstallCmd(g *globals) *cobra.Command {
 				if !filepath.IsAbs(d.v) {
 					return exitCode(2, fmt.Errorf("%s must be an absolute path, got %q", d.name, d.v))
 				}
+			}
+			if sourceConfig != "" && !safeUnitPath.MatchString(sourceConfig) {
+				return exitCode(2, fmt.Errorf("--source-config must be an absolute path of [A-Za-z0-9._/-], got %q", sourceConfig))
 			}
 			if watchdogTimeout < 2*time.Second {
 				return exitCode(2, fmt.Errorf("--watchdog-sec must be at least 2s, got %s", watchdogTimeout))
@@ -246,6 +251,7 @@ func newInstallCmd(g *globals) *cobra.Command {
 				Version: buildVersion(), Name: AgentUnit, Binary: target, Manifests: g.manifests, StateDir: g.stateDir,
 				UnitDir: g.unitDir, ManagerDir: g.managerDir, WatchdogSec: desired.Span(watchdogTimeout),
 				RestartSec: desired.Span(restartDelay), StartTimeout: desired.Span(timeout), Resync: resync.String(),
+				SourceConfig: sourceConfig,
 			})
 			if err != nil {
 				return exitCode(1, err)
@@ -283,6 +289,7 @@ func newInstallCmd(g *globals) *cobra.Command {
 	f.DurationVar(&restartDelay, "restart-sec", 2*time.Second, "the agent unit's RestartSec")
 	f.DurationVar(&timeout, "start-timeout", 5*time.Minute, "TimeoutStartSec: how long the first pass may take before READY=1")
 	f.DurationVar(&resync, "resync", 5*time.Minute, "the agent's periodic full pass")
+	f.StringVar(&sourceConfig, "source-config", "", "run the agent with this --source-config file (the git source; an absolute path of [A-Za-z0-9._/-])")
 	return cmd
 }
 

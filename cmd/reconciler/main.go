@@ -133,7 +133,7 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.hostname, "hostname", "", "host name for spec.hosts (default: this host's)")
 	pf.StringVar(&g.logLevel, "log-level", "", "debug, info, warn, error")
 	pf.StringVar(&g.logFormat, "log-format", "auto", "json, console (one line per step and event, for people), or auto: console on a terminal, json otherwise")
-	root.AddCommand(newVersionCmd(), newValidateCmd(g), newRenderCmd(g), newDiffCmd(g), newApplyCmd(g), newRunCmd(g), newResetCmd(g), newInstallCmd(g), newStatusCmd(g), newEventsCmd(g), newProbeCmd(), newSchemaCmd(),
+	root.AddCommand(newVersionCmd(), newValidateCmd(g), newRenderCmd(g), newDiffCmd(g), newApplyCmd(g), newRunCmd(g), newResetCmd(g), newInstallCmd(g), newStatusCmd(g), newEventsCmd(g), newProbeCmd(), newSchemaCmd(), newSyncCmd(g),
 		newPauseCmd(g), newResumeCmd(g), newPruneCmd(g))
 	return root
 }

@@ -34,6 +34,11 @@ type metrics struct {
 	lastSuccess    prometheus.Gauge
 	storms         *prometheus.CounterVec
 	paused         *prometheus.GaugeVec
+	// git source (registered by enableSource; methods in source.go)
+	sourceRevision    *prometheus.GaugeVec
+	sourceLastFetch   prometheus.Gauge
+	sourceFetchErrors prometheus.Counter
+	sourceRejected    *prometheus.CounterVec
 
 	// health
 	mu        sync.Mutex
@@ -80,6 +85,18 @@ func newMetrics(stale time.Duration, now func() time.Time) *metrics {
 		paused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "resil_object_paused", Help: "1 while a pause lease holds the object (reconciler pause), else 0.",
 		}, []string{"object"}),
+		sourceRevision: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "resil_source_revision_info", Help: "The revision (short commit) of the followed ref the git source deployed: 1 for the deployed one.",
+		}, []string{"revision", "ref"}),
+		sourceLastFetch: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "resil_source_last_fetch_timestamp_seconds", Help: "Unix time of the git source's last successful fetch.",
+		}),
+		sourceFetchErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "resil_source_fetch_errors_total", Help: "Failed fetches of the git source.",
+		}),
+		sourceRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "resil_source_revisions_rejected_total", Help: "Head revisions the git source refused (unsigned, badly signed, force-pushed, or invalid manifests), once per revision.",
+		}, []string{"ref"}),
 		stale:        stale,
 		now:          now,
 		prevFindings: map[string]bool{},

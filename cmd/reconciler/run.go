@@ -17,6 +17,7 @@ import (
 func newRunCmd(g *globals) *cobra.Command {
 	var resync, settle, passTimeout time.Duration
 	var obsf *obsFlags
+	var srcf *sourceFlags
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the agent: keep the host converged until stopped",
@@ -38,6 +39,13 @@ func newRunCmd(g *globals) *cobra.Command {
 				return exitCode(1, err)
 			}
 			defer obs.close()
+			src, err := srcf.open(g, log, obs.recorder, obs.metrics) // --source git: g.manifests is its link (source.go)
+			if err != nil {
+				return err
+			}
+			if src != nil {
+				src.Prime(ctx, 30*time.Second) // the first revision before the first pass
+			}
 			r, err := newReconciler(g, be, log, obs.recorder, false)
 			if err != nil {
 				return exitCode(2, err)
@@ -63,6 +71,9 @@ func newRunCmd(g *globals) *cobra.Command {
 				return exitCode(2, err)
 			}
 			eg.Go(func() error { return desired.Watch(ctx, g.manifests, wopts, log.Named("watch"), loop.Kick) })
+			if src != nil {
+				eg.Go(func() error { return src.Run(ctx, loop.Kick) })
+			}
 			for _, bg := range append(be.Background, watchSafety(g.stateDir, time.Second)) {
 				eg.Go(func() error { return bg(ctx, loop.Kick) })
 			}
@@ -82,6 +93,7 @@ func newRunCmd(g *globals) *cobra.Command {
 	f.DurationVar(&settle, "settle", 100*time.Millisecond, "wait after a change for more changes before a pass")
 	f.DurationVar(&passTimeout, "pass-timeout", 5*time.Minute, "upper bound of one pass")
 	obsf = addObsFlags(f)
+	srcf = addSourceFlags(f)
 	addSafetyFlags(g, cmd)
 	f.BoolVar(&g.stopOnExit, "stop-on-exit", false, "process backend: on SIGTERM stop all services in reverse start order and exit when all are down (always on as PID 1); otherwise they keep running for the next agent to adopt")
 	return cmd

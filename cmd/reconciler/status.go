@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"resil.dev/resil/desired"
+	"resil.dev/resil/desired/gitsource"
 	"resil.dev/resil/observed"
 	"resil.dev/resil/reconcile"
 	"resil.dev/resil/reconcile/store"
@@ -110,6 +111,10 @@ type statusReport struct {
 	Objects []statusRow `json:"objects"`
 	// Converged is false when an object is drifting, failed or invalid, or a manifest is broken.
 	Converged bool `json:"converged"`
+	// Revision is the git source's deployed revision; LastFetch its last
+	// fetch (source.go).
+	Revision  *gitsource.Revision `json:"revision,omitempty"`
+	LastFetch *gitsource.Attempt  `json:"lastFetch,omitempty"`
 }
 
 func newStatusCmd(g *globals) *cobra.Command {
@@ -144,6 +149,8 @@ func newStatusCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return exitCode(2, err)
 			}
+			rep.Revision = deployedRevision(g)
+			rep.LastFetch, _ = gitsource.LastAttempt(gitsource.Dir(g.stateDir))
 			addSafety(&rep, g.stateDir, time.Now())
 			out := cmd.OutOrStdout()
 			switch output {
@@ -295,6 +302,12 @@ func printStatus(w io.Writer, rep statusReport, wide bool, now time.Time) error 
 		fmt.Fprintln(w, "\nthe agent has not finished a pass yet")
 	default:
 		fmt.Fprintf(w, "\nlast pass %s ago (agent pid %d, %s backend)\n", shortAge(now.Sub(a.LastPass)), a.PID, a.Backend)
+	}
+	if rep.Revision != nil {
+		fmt.Fprintln(w, revisionLine(rep.Revision, now))
+	}
+	if f := rep.LastFetch; f != nil && f.Outcome != gitsource.OutcomeDeployed && f.Outcome != gitsource.OutcomeUnchanged {
+		fmt.Fprintf(w, "last fetch %s ago: %s: %s\n", shortAge(now.Sub(f.Time)), f.Outcome, desired.EscapeControl(f.Error))
 	}
 	if a.PassError != "" {
 		fmt.Fprintf(w, "last pass error: %s\n", desired.EscapeControl(a.PassError))

@@ -126,6 +126,7 @@ type observability struct {
 	afterPass  func(reconcile.Result, error)
 	background []func(ctx context.Context) error
 	close      func()
+	metrics    *metrics // nil when --metrics-addr is empty
 }
 
 // open opens the event store, the journal recorder and the metrics
@@ -150,6 +151,7 @@ func (o *obsFlags) open(g *globals, log *zap.Logger, backend string, ring *recon
 		m = newMetrics(stale, nil)
 		ob.background = append(ob.background, serveMetrics(o.metricsAddr, m.handler(), log.Named("metrics"), 5*time.Second))
 	}
+	ob.metrics = m
 	t := newTelemetry(s, m, rec, log, backend, def, o.hookTimeout)
 	ob.afterPass = t.afterPass
 	ob.background = append(ob.background, t.runHooks, func(ctx context.Context) error { return s.RunRetention(ctx, 10*time.Minute) })

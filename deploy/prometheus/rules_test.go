@@ -30,8 +30,7 @@ func TestRulesUnit(t *testing.T) { promtool(t, "test", "rules", "rules_test.yml"
 var metricRE = regexp.MustCompile(`\bresil_[a-z_]+\b`)
 
 // The dashboard is valid JSON, every panel has a query, and every metric it
-// queries is one the agent exports (or, for resil_source_*, the git source
-// will).
+// queries is one the agent exports.
 func TestDashboard(t *testing.T) {
 	data, err := os.ReadFile("grafana-dashboard.json")
 	if err != nil {
@@ -70,7 +69,7 @@ func TestDashboard(t *testing.T) {
 		for _, tg := range p.Targets {
 			for _, m := range metricRE.FindAllString(tg.Expr, -1) {
 				base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(m, "_bucket"), "_sum"), "_count")
-				if !exported[base] && !strings.HasPrefix(m, "resil_source_") {
+				if !exported[base] {
 					t.Errorf("panel %q queries %s, which the agent does not export", p.Title, m)
 				}
 			}
@@ -78,8 +77,7 @@ func TestDashboard(t *testing.T) {
 	}
 }
 
-// Every metric the rules use is one the agent exports (or, for
-// resil_source_*, the git source will).
+// Every metric the rules use is one the agent exports.
 func TestRulesMetricsExported(t *testing.T) {
 	rules, err := os.ReadFile("rules.yml")
 	if err != nil {
@@ -90,7 +88,7 @@ func TestRulesMetricsExported(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, m := range metricRE.FindAllString(string(rules), -1) {
-		if !strings.Contains(string(src), `"`+m+`"`) && !strings.HasPrefix(m, "resil_source_") {
+		if !strings.Contains(string(src), `"`+m+`"`) {
 			t.Errorf("rules.yml uses %s, which the agent does not export", m)
 		}
 	}

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"resil.dev/resil/desired"
+	"resil.dev/resil/desired/gitsource"
+)
+
+func gitIn(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1",
+		"GIT_AUTHOR_NAME=A", "GIT_AUTHOR_EMAIL=a@example.com", "GIT_COMMITTER_NAME=A", "GIT_COMMITTER_EMAIL=a@example.com")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("git %v: %v\n%s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// diff names the deployed revision of the state dir's git source, and
+// --revision diffs a branch the agent has not deployed, writing nothing.
+func TestDiffRevision(t *testing.T) {
+	repo, state := t.TempDir(), t.TempDir()
+	gitIn(t, repo, "init", "--quiet", "--initial-branch=main")
+	if err := os.MkdirAll(filepath.Join(repo, "m"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(repo, "m", "web.yaml"), []byte(good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	gitIn(t, repo, "add", "-A")
+	gitIn(t, repo, "commit", "--quiet", "-m", "web on main")
+	src, err := gitsource.New(gitsource.Config{Repo: "file://" + repo, Paths: []string{"m"}, Dir: gitsource.Dir(state),
+		Load: desired.Options{Insecure: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := src.Sync(context.Background()); err != nil || a.Outcome != gitsource.OutcomeDeployed {
+		t.Fatalf("sync: %+v %v", a, err)
+	}
+	out, code := runCLI(t, "diff", "--backend", "process", "--owner-check", "off", "--state-dir", state)
+	if code != 1 || !strings.Contains(out, `Manifests: revision `) || !strings.Contains(out, `"web on main"`) || !strings.Contains(out, "start web.service") {
+		t.Fatalf("diff: exit %d\n%s", code, out)
+	}
+	gitIn(t, repo, "checkout", "--quiet", "-b", "feature")
+	if err := os.WriteFile(filepath.Join(repo, "m", "web.yaml"), []byte(strings.Replace(good, "infinity", "1000", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	gitIn(t, repo, "commit", "--quiet", "-am", "feature")
+	refs := gitIn(t, filepath.Join(state, "git", "repo.git"), "for-each-ref")
+	out, code = runCLI(t, "diff", "--backend", "process", "--owner-check", "off", "--state-dir", state, "--revision", "feature")
+	if code != 1 || !strings.Contains(out, `"feature" (`) || !strings.Contains(out, "1000") {
+		t.Fatalf("diff --revision feature: exit %d\n%s", code, out)
+	}
+	if after := gitIn(t, filepath.Join(state, "git", "repo.git"), "for-each-ref"); after != refs {
+		t.Errorf("diff --revision changed the mirror's refs:\n%s\n->\n%s", refs, after)
+	}
+	if _, code := runCLI(t, "diff", "--backend", "process", "--owner-check", "off", "--state-dir", state, "--revision", "nope"); code != 2 {
+		t.Errorf("diff --revision nope: exit %d, want 2", code)
+	}
+	// sync with no agent running times out: exit 2.
+	if out, code := runCLI(t, "sync", "--state-dir", state, "--wait", "200ms"); code != 2 {
+		t.Errorf("sync without an agent: exit %d\n%s", code, out)
+	}
+}
+
+func TestSyncWithoutGitSource(t *testing.T) {
+	if out, code := runCLI(t, "sync", "--state-dir", t.TempDir()); code != 2 {
+		t.Fatalf("exit %d\n%s", code, out)
+	}
+	if out, code := runCLI(t, "run", "--state-dir", t.TempDir(), "--backend", "process", "--source", "svn", "--metrics-addr", ""); code != 2 {
+		t.Fatalf("run --source svn: exit %d\n%s", code, out)
+	}
+}
+
+// One resil_source_revision_info series, for the deployed revision;
+// rejections by ref; fetch errors; the last good fetch's time.
+func TestSourceMetrics(t *testing.T) {
+	m := newMetrics(time.Minute, nil)
+	m.enableSource()
+	m.Deployed("main", gitsource.Revision{Commit: "0123456789abcdef"})
+	m.Deployed("main", gitsource.Revision{Commit: "fedcba9876543210"})
+	m.Rejected("main")
+	m.Fetched(time.Unix(1000, 0), nil)
+	m.Fetched(time.Unix(2000, 0), errors.New("offline"))
+	mfs, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, mf := range mfs {
+		if !strings.HasPrefix(mf.GetName(), "resil_source_") {
+			continue
+		}
+		var series []string
+		for _, mt := range mf.GetMetric() {
+			var labels []string
+			for _, l := range mt.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			v := mt.GetGauge().GetValue() + mt.GetCounter().GetValue()
+			series = append(series, fmt.Sprintf("{%s} %g", strings.Join(labels, ","), v))
+		}
+		got[mf.GetName()] = strings.Join(series, " ")
+	}
+	for name, want := range map[string]string{
+		"resil_source_revision_info":                "{ref=main,revision=fedcba987654} 1",
+		"resil_source_revisions_rejected_total":     "{ref=main} 1",
+		"resil_source_fetch_errors_total":           "{} 1",
+		"resil_source_last_fetch_timestamp_seconds": "{} 1000",
+	} {
+		if got[name] != want {
+			t.Errorf("%s: %q, want %q", name, got[name], want)
+		}
+	}
+}
+
+func TestStatusNamesRevision(t *testing.T) {
+	now := time.Date(2026, 12, 1, 4, 0, 0, 0, time.UTC)
+	rep := statusReport{
+		Revision: &gitsource.Revision{Commit: "0123456789abcdef", Subject: "web v2", AuthorTime: now.Add(-time.Hour), Ref: "main",
+			Signer: "alice@example.com", Deployed: now.Add(-3 * time.Minute)},
+		LastFetch: &gitsource.Attempt{Time: now.Add(-time.Minute), Outcome: gitsource.OutcomeRejected, Error: "not verified: not signed"},
+	}
+	var b bytes.Buffer
+	if err := printStatus(&b, rep, false, now); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`revision 0123456789ab "web v2" (2026-12-01T03:00:00Z) of main, signed by alice@example.com, deployed 3m ago`,
+		"last fetch 60s ago: rejected: not verified: not signed",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
+// apply without --manifests converges on the git source's deployed
+// revision, as the agent does.
+func TestApplyUsesDeployedRevision(t *testing.T) {
+	repo, e := t.TempDir(), newProcEnv(t) // its cleanup kills what apply started
+	state := e.state
+	gitIn(t, repo, "init", "--quiet", "--initial-branch=main")
+	if err := os.WriteFile(filepath.Join(repo, "web.yaml"), []byte(good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	gitIn(t, repo, "add", "-A")
+	gitIn(t, repo, "commit", "--quiet", "-m", "web")
+	src, err := gitsource.New(gitsource.Config{Repo: "file://" + repo, Dir: gitsource.Dir(state), Load: desired.Options{Insecure: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := src.Sync(context.Background()); err != nil || a.Outcome != gitsource.OutcomeDeployed {
+		t.Fatalf("sync: %+v %v", a, err)
+	}
+	out, code := runCLI(t, "apply", "--backend", "process", "--owner-check", "off", "--state-dir", state)
+	if code != 0 || !strings.Contains(out, "web.service") || e.rows()["web.service"].PID <= 1 {
+		t.Fatalf("apply: exit %d, rows %v\n%s", code, e.rows(), out)
+	}
+}
+
+// The agent config file fills what the flags do not give; %H in a path is
+// the host name; unknown keys are errors.
+func TestSourceConfigFile(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "source.yaml")
+	write := func(body string) {
+		if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`source: git
+repo: ssh://git@git.example.com/fleet.git
+ref: release
+paths: [hosts/common, hosts/%H]
+fetchInterval: 1m
+verifySigners: /etc/resil/allowed_signers
+sshKey: /etc/resil/deploy_key
+`)
+	f := pflag.NewFlagSet("run", pflag.ContinueOnError)
+	s := addSourceFlags(f)
+	if err := f.Parse([]string{"--source-config", cfg, "--ref", "main"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.loadConfig(f, "web-1"); err != nil {
+		t.Fatal(err)
+	}
+	got := fmt.Sprintf("%s %s %s %v %s %s %s", s.source, s.repo, s.ref, s.paths, s.interval, s.verifySigners, s.sshKey)
+	want := "git ssh://git@git.example.com/fleet.git main [hosts/common hosts/web-1] 1m0s /etc/resil/allowed_signers /etc/resil/deploy_key"
+	if got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+	write("source: git\nrepos: typo\n")
+	if err := s.loadConfig(f, "web-1"); err == nil || !strings.Contains(err.Error(), "repos") {
+		t.Errorf("unknown key: %v", err)
+	}
+	write("fetchInterval: soon\n")
+	if err := s.loadConfig(f, "web-1"); err == nil || !strings.Contains(err.Error(), "fetchInterval") {
+		t.Errorf("bad interval: %v", err)
+	}
+}
+
+// install --source-config runs the agent with the config file; without
+// it the unit is unchanged.
+func TestInstallSourceConfig(t *testing.T) {
+	p := agentUnitParams{Version: "v1", Name: AgentUnit, Binary: "/usr/local/bin/reconciler", Manifests: "/etc/resil.d",
+		StateDir: "/var/lib/resil", UnitDir: "/etc/systemd/system", ManagerDir: "/etc/systemd/system.conf.d",
+		WatchdogSec: "120s", RestartSec: "2s", StartTimeout: "300s", Resync: "5m0s"}
+	plain, err := renderAgentUnit(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.SourceConfig = "/etc/resil/source.yaml"
+	withSource, err := renderAgentUnit(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(plain), "source-config") || strings.Contains(string(plain), "IPAddressAllow=any") ||
+		!strings.Contains(string(withSource), "--resync 5m0s --source-config /etc/resil/source.yaml\n") ||
+		!strings.Contains(string(withSource), "IPAddressAllow=localhost\n# The git source") || !strings.Contains(string(withSource), "\nIPAddressAllow=any\nPrivateIPC=yes\n") {
+		t.Errorf("units:\n%s\n%s", plain, withSource)
+	}
+	if _, code := runCLI(t, "install", "--dry-run", "--source-config", "/etc/resil/my source.yaml"); code != 2 {
+		t.Errorf("a path with a space: exit %d, want 2", code)
+	}
+}

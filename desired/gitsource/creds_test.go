@@ -1,0 +1,90 @@
+package gitsource
+
+import (
+	"context"
+	"net/http"
+	"net/http/cgi"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// An https-style fetch with --token-file: git's smart HTTP server
+// (git http-backend behind Go's CGI handler) demands basic auth; the token
+// from the file gets in, a wrong one does not (a fetch error, nothing
+// deployed).
+func TestFetchWithTokenFile(t *testing.T) {
+	backend := "/usr/lib/git-core/git-http-backend"
+	if _, err := os.Stat(backend); err != nil {
+		t.Fatalf("git http-backend (Debian package git): %v", err)
+	}
+	r := newRepo(t)
+	r.commit("one", "", map[string]string{"web.yaml": service("web", "1")})
+	h := &cgi.Handler{Path: backend, Env: []string{"GIT_PROJECT_ROOT=" + filepath.Dir(r.dir), "GIT_HTTP_EXPORT_ALL=1"}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		user, pass, ok := req.BasicAuth()
+		if !ok || user != "x-access-token" || pass != "s3cret" {
+			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
+			http.Error(w, "auth", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, req)
+	}))
+	defer srv.Close()
+	url := srv.URL + "/" + filepath.Base(r.dir)
+	for _, tc := range []struct {
+		token string
+		want  Outcome
+	}{
+		{"wrong\n", OutcomeError},
+		{"s3cret\n", OutcomeDeployed},
+	} {
+		f := filepath.Join(t.TempDir(), "token")
+		if err := os.WriteFile(f, []byte(tc.token), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s, _, _ := newSource(t, r, func(c *Config) { c.Repo = url; c.Credentials.TokenFile = f })
+		a, err := s.Sync(context.Background())
+		if a.Outcome != tc.want {
+			t.Fatalf("token %q: outcome %s (%v), want %s", tc.token, a.Outcome, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), strings.TrimSpace(tc.token)) {
+			t.Errorf("the token shows in the error: %v", err)
+		}
+	}
+}
+
+// --ssh-key reaches ssh through GIT_SSH_COMMAND (a fake ssh on PATH
+// records its arguments), and the key's path is all that is passed.
+func TestSSHKeyCommand(t *testing.T) {
+	bin := t.TempDir()
+	log := filepath.Join(t.TempDir(), "argv")
+	script := "#!/bin/sh\nprintf '%s\\n' \"$@\" > " + log + "\nexit 1\n"
+	if err := os.WriteFile(filepath.Join(bin, "ssh"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	key := filepath.Join(t.TempDir(), "deploy key")
+	r := newRepo(t)
+	s, _, m := newSource(t, r, func(c *Config) {
+		c.Repo = "ssh://git@git.example.com/fleet.git"
+		c.Credentials = Credentials{SSHKey: key, SSHKnownHosts: "/etc/resil/known_hosts"}
+	})
+	if a, err := s.Sync(context.Background()); a.Outcome != OutcomeError || err == nil {
+		t.Fatalf("outcome %s %v, want a fetch error", a.Outcome, err)
+	}
+	argv, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatalf("ssh not run: %v", err)
+	}
+	for _, want := range []string{"-i\n" + key + "\n", "IdentitiesOnly=yes", "BatchMode=yes", "UserKnownHostsFile=/etc/resil/known_hosts", "git@git.example.com"} {
+		if !strings.Contains(string(argv), want) {
+			t.Errorf("ssh argv lacks %q:\n%s", want, argv)
+		}
+	}
+	if m.errors != 1 {
+		t.Errorf("fetch errors %d, want 1", m.errors)
+	}
+}
