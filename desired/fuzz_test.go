@@ -118,7 +118,7 @@ func checkLoadContract(t *testing.T, set *Set, err error, dir string) {
 // knownDirectives are the directives Render generates, by section.
 var knownDirectives = map[string][]string{
 	"Unit": {"Description", "After", "Requires", "Wants", "StartLimitIntervalSec", "StartLimitBurst", KeyObject, KeySource, KeyHash},
-	"Service": {"Type", "NotifyAccess", "WatchdogSec", "ExecStartPre", "ExecStart", "Restart", "RestartSec", "TimeoutStartSec",
+	"Service": {"Type", "NotifyAccess", "WatchdogSec", "ExecStartPre", "ExecStart", "ExecStartPost", "Restart", "RestartSec", "TimeoutStartSec",
 		"TimeoutStopSec", "User", "Group", "WorkingDirectory", "Environment", "EnvironmentFile", "StandardOutput", "StandardError",
 		"MemoryMax", "CPUQuota", "TasksMax", "StateDirectory"},
 	"Install": {"WantedBy"},

@@ -46,11 +46,14 @@ type UnitFile struct {
 	Object string
 }
 
-// Render turns a validated object into its files. Same object, same bytes.
-func Render(o *Object) ([]UnitFile, error) {
+// Render turns a validated object into its files with the default
+// RenderOptions. Same object, same bytes.
+func Render(o *Object) ([]UnitFile, error) { return render(o, RenderOptions{}) }
+
+func render(o *Object, ro RenderOptions) ([]UnitFile, error) {
 	switch o.Kind {
 	case KindService:
-		return []UnitFile{finishUnit(o, o.Metadata.Name+".service", serviceOptions(o))}, nil
+		return []UnitFile{finishUnit(o, o.Metadata.Name+".service", serviceOptions(o, ro))}, nil
 	case KindTimer:
 		files := []UnitFile{finishUnit(o, o.Metadata.Name+".timer", timerOptions(o))}
 		if o.Timer.Service == "" {
@@ -248,7 +251,7 @@ func description(o *Object, d string) string {
 	return fmt.Sprintf("resil %s %s", strings.ToLower(string(o.Kind)), o.Metadata.Name)
 }
 
-func serviceOptions(o *Object) opts {
+func serviceOptions(o *Object, ro RenderOptions) opts {
 	s := o.Service
 	var u opts
 	u.add("Unit", "Description", description(o, s.Description))
@@ -282,6 +285,11 @@ func serviceOptions(o *Object) opts {
 		preTotal += time.Duration(c.Retries) * (d + 5*time.Second)
 	}
 	u.add("Service", "ExecStart", CommandLine(withLock(s.Lock, s.Command)))
+	var startTotal time.Duration
+	if h := s.Health; h != nil && h.Startup != nil {
+		u.add("Service", "ExecStartPost", CommandLine(startupProbeArgv(ro.probeCommand(), *h.Startup)))
+		startTotal = startupBudget(*h.Startup)
+	}
 	policy, delay := RestartOnFailure, Duration("")
 	if s.Restart != nil {
 		if s.Restart.Policy != "" {
@@ -293,8 +301,8 @@ func serviceOptions(o *Object) opts {
 	if delay.IsSet() {
 		u.add("Service", "RestartSec", Span(delay.D()))
 	}
-	if preTotal > 0 {
-		u.add("Service", "TimeoutStartSec", Span(preTotal+90*time.Second))
+	if preTotal+startTotal > 0 {
+		u.add("Service", "TimeoutStartSec", Span(preTotal+startTotal+90*time.Second))
 	}
 	if s.StopTimeout.IsSet() {
 		u.add("Service", "TimeoutStopSec", Span(s.StopTimeout.D()))

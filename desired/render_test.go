@@ -214,6 +214,9 @@ func commandsOf(o *Object) [][]string {
 		for _, c := range o.Service.PreStart {
 			out = append(out, c.Command)
 		}
+		if h := o.Service.Health; h != nil && h.Startup != nil {
+			out = append(out, []string{DefaultProbeCommand})
+		}
 	case o.Timer != nil && len(o.Timer.Command) > 0:
 		out = append(out, o.Timer.Command)
 	}
@@ -529,6 +532,33 @@ func expectFile(o *Object, file string) ([]semOption, error) {
 			pre += time.Duration(c.Retries) * (delay + 5*time.Second)
 		}
 		e.argv("Service", "ExecStart", lockedArgv(s.Lock, s.Command))
+		if h := s.Health; h != nil && h.Startup != nil {
+			p := h.Startup
+			timeout, interval := 60*time.Second, time.Second
+			if p.Timeout != "" {
+				timeout = p.Timeout.D()
+			}
+			if p.Interval != "" {
+				interval = p.Interval.D()
+			}
+			argv := []string{DefaultProbeCommand, "probe", "--timeout", timeout.String(), "--interval", interval.String()}
+			if p.InitialDelay != "" {
+				argv = append(argv, "--initial-delay", p.InitialDelay.D().String())
+			}
+			switch {
+			case p.HTTP != nil:
+				argv = append(argv, "--http", p.HTTP.URL, "--status", descriptionOr(p.HTTP.Status, "200-399"))
+				for _, k := range sortedKeys(p.HTTP.Headers) {
+					argv = append(argv, "--header", k+": "+p.HTTP.Headers[k])
+				}
+			case p.TCP != "":
+				argv = append(argv, "--tcp", p.TCP)
+			default:
+				argv = append(append(argv, "--"), p.Exec...)
+			}
+			e.argv("Service", "ExecStartPost", argv)
+			pre += p.InitialDelay.D() + timeout
+		}
 		restart, delay := "on-failure", Duration("")
 		if s.Restart != nil {
 			restart = map[RestartPolicy]string{"": "on-failure", RestartAlways: "always", RestartOnFailure: "on-failure", RestartNever: "no"}[s.Restart.Policy]
@@ -861,8 +891,10 @@ func TestRenderCorpusCoversEveryField(t *testing.T) {
 	fields("Timer", reflect.TypeOf(TimerSpec{}))
 	fields("Watchdog", reflect.TypeOf(WatchdogSpec{}))
 	fields("Metadata", reflect.TypeOf(ObjectMeta{}))
+	// Only a liveness probe has an action (validation refuses the others).
+	notSettable := map[string]bool{"Service.Health.Startup.Action": true, "Service.Health.Readiness.Action": true}
 	for _, f := range all {
-		if !seen[f] {
+		if !seen[f] && !notSettable[f] {
 			t.Errorf("no render case or example sets %s", f)
 		}
 	}

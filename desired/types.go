@@ -164,10 +164,12 @@ type ServiceSpec struct {
 	// State defaults to running.
 	State State `json:"state,omitempty"`
 	// Enabled defaults to true.
-	Enabled        *bool                        `json:"enabled,omitempty"`
-	Restart        *RestartSpec                 `json:"restart,omitempty"`
-	PreStart       []Check                      `json:"preStart,omitempty"`
-	Watchdog       *ServiceWatchdog             `json:"watchdog,omitempty"`
+	Enabled  *bool            `json:"enabled,omitempty"`
+	Restart  *RestartSpec     `json:"restart,omitempty"`
+	PreStart []Check          `json:"preStart,omitempty"`
+	Watchdog *ServiceWatchdog `json:"watchdog,omitempty"`
+	// Health are the service's startup, liveness and readiness probes.
+	Health         *HealthSpec                  `json:"health,omitempty"`
 	Logs           *Logs                        `json:"logs,omitempty"`
 	Resources      *Resources                   `json:"resources,omitempty"`
 	StateDirectory string                       `json:"stateDirectory,omitempty"`

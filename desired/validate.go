@@ -460,6 +460,7 @@ func (v *validator) service(p path, s *ServiceSpec) {
 			v.add(q.key("notifyAccess"), "must be main or all, got %q", w.NotifyAccess)
 		}
 	}
+	v.health(p.key("health"), s.Health, s)
 	v.logs(p.key("logs"), s.Logs)
 	if r := s.Resources; r != nil {
 		q := p.key("resources")

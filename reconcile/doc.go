@@ -41,6 +41,9 @@
 //	plan_timer.go     per-kind planning: timers (enable, start, missed runs, catch-up)
 //	plan_watchdog.go  per-kind planning: the host watchdog (manager drop-in, set-manager)
 //	plan_prune.go     pruning of owned units and the manager drop-in no object wants
+//	plan_health.go    liveness: a restart (or a report) for a failed liveness probe (Input.Health)
+//	readiness.go      Readiness: a service's READY word from its unit and readiness probe
+//	plan_rollout.go   rollouts: restarts of changed services in waves (Input.MaxParallelRestarts)
 //	plan_safety.go    safety rails in the planner: paused objects' steps withheld, the mass-prune guard
 //	lease.go          Lease and LeaseDir: pause leases in <state-dir>/leases/
 //	safety.go         Safety: the rails' state-dir input and bookkeeping (expiry, prune deadlines, confirmations)

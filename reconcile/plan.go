@@ -14,6 +14,7 @@ import (
 	"resil.dev/resil/desired"
 	"resil.dev/resil/internal/ownmark"
 	"resil.dev/resil/observed"
+	"resil.dev/resil/reconcile/health"
 )
 
 // Finding is something the planner noticed: drift, a failure, a conflict.
@@ -51,6 +52,15 @@ type Input struct {
 	// Classify says whether a rewritten unit file needs a restart of its
 	// running process; nil is ClassifyUnitChange (systemd unit files).
 	Classify Classifier
+	// MaxParallelRestarts paces the agent's restarts of running services
+	// whose unit changed into waves (plan_rollout.go); 0: all at once.
+	MaxParallelRestarts int
+	// RolloutReadyTimeout: a service not ready this long halts a rollout
+	// (0: DefaultRolloutReadyTimeout).
+	RolloutReadyTimeout time.Duration
+	// Health are the agent's probe statuses (reconcile/health.Prober);
+	// a failing liveness probe of the running process plans its restart.
+	Health []health.Status
 	// MarkProcessSince (systemd): a unit rewritten with only reload-only
 	// changes for a running, not stale process carries the time since
 	// which its process settings are unchanged (ownmark.KeyProcessSince),
@@ -113,6 +123,8 @@ type planner struct {
 	pending map[string]time.Time
 	blocked *PruneBlock
 	pruned  []string
+	// rollout paces restarts (nil: MaxParallelRestarts is 0).
+	rollout *rolloutState
 }
 
 // Compute returns the steps that move the observed state toward the desired
@@ -140,6 +152,7 @@ func Compute(in Input) Plan {
 	if !hostWatchdog {
 		p.pruneWatchdog()
 	}
+	p.initRollout(objs)
 	for _, o := range objs {
 		m := p.mark()
 		switch o.Kind {
@@ -158,6 +171,7 @@ func Compute(in Input) Plan {
 	if len(p.pending) > 0 {
 		safety.PrunePending = p.pending
 	}
+	p.finishRollout()
 	var steps []actuators.Step
 	steps = append(steps, p.stops...)
 	steps = append(steps, p.files...)

@@ -34,6 +34,9 @@ func (p *planner) service(o *desired.Object) {
 		return
 	}
 	f := files[0]
+	if s.DesiredState() == desired.StateRunning && p.jobs[f.Name] == "" && p.holdForRollout(o, f, p.unit(f.Name)) {
+		return
+	}
 	fs := p.syncFile(o, f)
 	if fs.blocked {
 		return
@@ -51,6 +54,9 @@ func (p *planner) service(o *desired.Object) {
 	p.enable(o, f.Name, s.IsEnabled() && !p.static(f.Data), fs, u)
 	switch s.DesiredState() {
 	case desired.StateRunning:
+		if !fs.written && p.liveness(o, f.Name, u) {
+			return
+		}
 		switch {
 		case fs.isNew && u.Active():
 			// A unit taken over from a vendor file runs the vendor's

@@ -72,6 +72,20 @@ const (
 	ReasonLeaseExpired Reason = "LeaseExpired"
 	ReasonPruneBlocked Reason = "PruneBlocked"
 	ReasonPrunePending Reason = "PrunePending"
+	// ReasonUnhealthy: a running service failed its liveness probe
+	// spec.health.liveness.failures times in a row (restarted, or only
+	// reported with action report).
+	ReasonUnhealthy Reason = "Unhealthy"
+	// ReasonProbeError: the agent cannot run a service's probe (its own
+	// sandbox refuses the connection or the user switch, an unknown user):
+	// no verdict on the service, which is neither restarted nor ready.
+	ReasonProbeError Reason = "ProbeError"
+	// ReasonRolloutPending: a changed running service keeps its previous
+	// version until its rollout wave (informational).
+	ReasonRolloutPending Reason = "RolloutPending"
+	// ReasonRolloutHalted: a failed service halts the rollout; the pending
+	// services keep running their previous version.
+	ReasonRolloutHalted Reason = "RolloutHalted"
 	// The git source (desired/gitsource): a revision was deployed (the
 	// manifests directory switched to it), refused (unsigned, badly signed,
 	// or not descending from the deployed one), or not deployed because its
@@ -95,6 +109,9 @@ var categories = map[Reason]Category{
 	ReasonWatchdog:      CategoryFailure,
 	ReasonTimerFailed:   CategoryFailure,
 	ReasonConflict:      CategoryFailure,
+	ReasonUnhealthy:     CategoryFailure,
+	ReasonProbeError:    CategoryFailure,
+	ReasonRolloutHalted: CategoryFailure,
 
 	ReasonInvalid:          CategoryInvalid,
 	ReasonLastGoodRetained: CategoryInvalid,
@@ -114,17 +131,18 @@ var categories = map[Reason]Category{
 	ReasonResumed:          CategoryOccurrence,
 	ReasonLeaseExpired:     CategoryOccurrence,
 
-	ReasonStaleProcess:  CategoryInformational,
-	ReasonUnsupported:   CategoryInformational,
-	ReasonNoWatchdogDev: CategoryInformational,
-	ReasonHeldBack:      CategoryInformational,
-	ReasonDriftReported: CategoryInformational,
-	ReasonTimerMissed:   CategoryInformational,
-	ReasonTimerCatchUp:  CategoryInformational,
-	ReasonReexecNeeded:  CategoryInformational,
-	ReasonPaused:        CategoryInformational,
-	ReasonPruneBlocked:  CategoryInformational,
-	ReasonPrunePending:  CategoryInformational,
+	ReasonStaleProcess:   CategoryInformational,
+	ReasonRolloutPending: CategoryInformational,
+	ReasonUnsupported:    CategoryInformational,
+	ReasonNoWatchdogDev:  CategoryInformational,
+	ReasonHeldBack:       CategoryInformational,
+	ReasonDriftReported:  CategoryInformational,
+	ReasonTimerMissed:    CategoryInformational,
+	ReasonTimerCatchUp:   CategoryInformational,
+	ReasonReexecNeeded:   CategoryInformational,
+	ReasonPaused:         CategoryInformational,
+	ReasonPruneBlocked:   CategoryInformational,
+	ReasonPrunePending:   CategoryInformational,
 }
 
 // Category returns the reason's category; a reason this package does not

@@ -19,11 +19,11 @@ func TestReasonCategories(t *testing.T) {
 	}
 	for c, want := range map[Category]string{
 		CategoryDrift:      "DisabledOutOfBand FileEdited ForeignDropIn StoppedOutOfBand TimerInactive",
-		CategoryFailure:    "Failed ForeignUnitConflict StartLimitHit TimerFailed WatchdogTimeout",
+		CategoryFailure:    "Failed ForeignUnitConflict ProbeError RolloutHalted StartLimitHit TimerFailed Unhealthy WatchdogTimeout",
 		CategoryInvalid:    "InvalidManifest LastGoodRetained ManifestBusy RevisionInvalid RevisionRejected",
 		CategoryOccurrence: "AlertHookFailed Applied ApplyFailed LeaseExpired Pruned RestartStorm Restarted Resumed RevisionDeployed",
 		CategoryInformational: "BackoffHeldBack DaemonReexecNeeded DriftReported NoWatchdogDevice Paused PruneBlocked PrunePending " +
-			"StaleProcess TimerCatchUp TimerMissed Unsupported",
+			"RolloutPending StaleProcess TimerCatchUp TimerMissed Unsupported",
 	} {
 		if got := strings.Join(by[c], " "); got != want {
 			t.Errorf("%s: %s, want %s", c, got, want)

@@ -17,6 +17,7 @@ import (
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/desired"
 	"resil.dev/resil/observed"
+	"resil.dev/resil/reconcile/health"
 )
 
 // Observer reads the backend's state for the named units (and every owned
@@ -71,6 +72,12 @@ type Config struct {
 	LastGood LastGoodStore
 	// Safety: pause leases, the mass-prune guard, delayed prune (safety.go).
 	Safety Safety
+	// Health returns the agent's probe statuses for each pass's plan
+	// (Input.Health); nil: no probes run (apply, diff).
+	Health func() []health.Status
+	// MaxParallelRestarts, RolloutReadyTimeout: see Input.
+	MaxParallelRestarts int
+	RolloutReadyTimeout time.Duration
 }
 
 // Reconciler runs passes. It is not safe for concurrent passes; the Loop
@@ -161,6 +168,8 @@ type Result struct {
 	Observed *observed.State
 	// RequeueAfter asks for another pass (a held-back object's backoff ends).
 	RequeueAfter time.Duration
+	// Health are the probe statuses the plan was computed from.
+	Health []health.Status
 }
 
 // Failed counts steps that ran and failed.
@@ -258,10 +267,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 		return res, fmt.Errorf("observe: %w", err)
 	}
 	res.Observed = obs
+	res.Health = r.probeStatuses()
 	safety, expired := r.safetyInput(log, opts, r.cfg.Now())
 	plan := Compute(Input{Objects: effective, Files: files, UnitDir: r.cfg.UnitDir, ManagerDir: r.cfg.ManagerDir,
 		Observed: obs, Prune: prune, Protected: protected, BrokenFiles: broken, Classify: r.cfg.Classify,
-		MarkProcessSince: r.cfg.MarkProcessSince, SafetyInput: safety})
+		MarkProcessSince: r.cfg.MarkProcessSince, Health: res.Health, MaxParallelRestarts: r.cfg.MaxParallelRestarts,
+		RolloutReadyTimeout: r.cfg.RolloutReadyTimeout, SafetyInput: safety})
 	plan.Findings = append(append(plan.Findings, busy...), unsupported...)
 	res.Plan = plan
 	res.Hash = plan.Hash()
@@ -646,4 +657,11 @@ func (r *Reconciler) fail(obj string, now time.Time) time.Duration {
 	d = time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 	b.next = now.Add(d)
 	return d
+}
+
+func (r *Reconciler) probeStatuses() []health.Status {
+	if r.cfg.Health == nil {
+		return nil
+	}
+	return r.cfg.Health()
 }

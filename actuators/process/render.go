@@ -32,18 +32,21 @@ type Spec struct {
 	Unit string `json:"unit"`
 	Type string `json:"type,omitempty"`
 
-	Command          []string                 `json:"command,omitempty"`
-	User             string                   `json:"user,omitempty"`
-	Group            string                   `json:"group,omitempty"`
-	WorkingDirectory string                   `json:"workingDirectory,omitempty"`
-	Environment      map[string]string        `json:"environment,omitempty"`
-	EnvironmentFiles []string                 `json:"environmentFiles,omitempty"`
-	Restart          *RestartSpec             `json:"restart,omitempty"`
-	PreStart         []desired.Check          `json:"preStart,omitempty"`
-	Watchdog         *desired.ServiceWatchdog `json:"watchdog,omitempty"`
-	Logs             *desired.Logs            `json:"logs,omitempty"`
-	Lock             string                   `json:"lock,omitempty"`
-	StopTimeout      desired.Duration         `json:"stopTimeout,omitempty"`
+	Command          []string          `json:"command,omitempty"`
+	User             string            `json:"user,omitempty"`
+	Group            string            `json:"group,omitempty"`
+	WorkingDirectory string            `json:"workingDirectory,omitempty"`
+	Environment      map[string]string `json:"environment,omitempty"`
+	EnvironmentFiles []string          `json:"environmentFiles,omitempty"`
+	Restart          *RestartSpec      `json:"restart,omitempty"`
+	PreStart         []desired.Check   `json:"preStart,omitempty"`
+	// Startup is spec.health.startup, defaults filled in: the start is
+	// done only once it passes (see runner_probe.go).
+	Startup     *desired.Probe           `json:"startup,omitempty"`
+	Watchdog    *desired.ServiceWatchdog `json:"watchdog,omitempty"`
+	Logs        *desired.Logs            `json:"logs,omitempty"`
+	Lock        string                   `json:"lock,omitempty"`
+	StopTimeout desired.Duration         `json:"stopTimeout,omitempty"`
 	// Retry is a timer job's retry within one run: up to Attempts tries,
 	// Delay apart, while the unit stays activating; the run fails with the
 	// last attempt's result. Never restarts, never a start limit.
@@ -174,8 +177,13 @@ func serviceSpec(o *desired.Object) *Spec {
 	if !stop.IsSet() {
 		stop = defaultStopTimeout
 	}
+	var startup *desired.Probe
+	if s.Health != nil && s.Health.Startup != nil {
+		p := s.Health.Startup.Effective(desired.ProbeStartup)
+		startup = &p
+	}
 	return &Spec{
-		Kind: "service", Object: o.ID(), Unit: o.Metadata.Name + ".service", Type: typ,
+		Kind: "service", Object: o.ID(), Unit: o.Metadata.Name + ".service", Type: typ, Startup: startup,
 		Command: s.Command, User: s.User, Group: s.Group, WorkingDirectory: s.WorkingDirectory,
 		Environment: s.Environment, EnvironmentFiles: s.EnvironmentFiles,
 		Restart: r, PreStart: s.PreStart, Watchdog: wd, Logs: s.Logs, Lock: s.Lock, StopTimeout: stop,

@@ -35,9 +35,13 @@ import (
 //	                     │                  └ failed, none left ───► Idle (failed)
 //	                     ▼
 //	                main process ──simple──────────────────► Running
-//	                     │ notify, oneshot
+//	                     │ notify, oneshot, startup probe
 //	                     ▼
 //	                   Start ──READY=1 (notify)────────────► Running
+//	                     │  (with a startup probe: simple at once, notify
+//	                     │  after READY=1, Start/start-post runs the probe)
+//	                     │ ──probe passed──────────────────► Running
+//	                     │ ──probe timed out──► Stopping (SIGTERM; exit-code)
 //	                     │ exit (oneshot)         Running ──exit──┐
 //	                     └────────────────────────────────────────┤
 //	                                                              ▼
@@ -109,6 +113,7 @@ type runner struct {
 	requested        bool // the current process is being stopped on request
 	watchdogFired    bool
 	readyTimedOut    bool
+	startupFailed    bool // the startup probe did not pass: a failed start
 	restartAfterStop bool
 	autoRestart      bool   // the next start is an automatic restart (NRestarts)
 	nextRestarts     uint32 // NRestarts of the main process being spawned (its intent row)
@@ -124,6 +129,9 @@ type runner struct {
 
 	notify   *notifySocket
 	notifyCh chan notifyMsg
+
+	probeCh     chan probeResult   // startup probe results
+	probeCancel context.CancelFunc // the running startup probe's
 
 	copiers  sync.WaitGroup
 	bg       sync.WaitGroup
@@ -143,7 +151,7 @@ var testHookBeforeInit func()
 // processes before cancelling ctx when it should).
 func (u *unit) runService(ctx context.Context, spec *Spec, adopt *procRecord, initialized chan<- struct{}) {
 	bgCtx, cancel := context.WithCancel(ctx)
-	r := &runner{u: u, log: u.s.log.With(zap.String("unit", u.name)), notifyCh: make(chan notifyMsg, 16), bgCancel: cancel}
+	r := &runner{u: u, log: u.s.log.With(zap.String("unit", u.name)), notifyCh: make(chan notifyMsg, 16), probeCh: make(chan probeResult, 1), bgCancel: cancel}
 	defer r.shutdown()
 	if testHookBeforeInit != nil {
 		testHookBeforeInit()
@@ -178,7 +186,9 @@ func (u *unit) runService(ctx context.Context, spec *Spec, adopt *procRecord, in
 			r.wdC = nil
 			r.watchdogExpired("timeout")
 		case m := <-r.notifyCh:
-			r.notified(m)
+			r.notified(bgCtx, m)
+		case res := <-r.probeCh:
+			r.probed(res)
 		}
 	}
 }
@@ -317,7 +327,7 @@ func (r *runner) timerFired(ctx context.Context) {
 		}
 		r.autoRestart = true
 		r.startAttempt(ctx)
-	case phStart: // no READY=1 in time
+	case phStart: // no READY=1 in time (a startup probe has no timer: it times out itself)
 		r.log.Warn("start timed out")
 		r.readyTimedOut = true
 		r.kill(syscall.SIGTERM, "stop-sigterm")

@@ -58,6 +58,13 @@ func (r *runner) adopt(ctx context.Context, spec *Spec, rec *procRecord) {
 	})
 	r.log.Info("process adopted", zap.Int("pid", rec.PID), zap.Bool("stopping", rec.Stopping))
 	r.reloadSpec() // a file newer than the process that changed nothing it depends on
+	if !rec.Stopping && r.adoptedInStartup(rec) {
+		// The killed agent may have been running its startup probe: probe
+		// again with what is left of its budget (a healthy process passes
+		// at the first attempt).
+		r.beginStartupProbeWithin(ctx, r.startupLeft(rec))
+		return
+	}
 	if rec.Stopping {
 		// The previous agent was stopping it when it was killed: finish
 		// the stop, and start it again if that was a restart.

@@ -26,7 +26,11 @@ func (r *runner) kill(sig syscall.Signal, sub string) {
 	// says the stop was asked for, and the next one finishes it instead of
 	// taking the exit for a failure.
 	r.recordStop()
+	r.cancelProbe()
 	signalGroup(r.proc.rec.PGID, sig)
+	// Like systemd, SIGCONT after the signal: a stopped (SIGSTOP, hung
+	// in a debugger) process gets to act on it.
+	signalGroup(r.proc.rec.PGID, syscall.SIGCONT)
 	r.phase = phStopping
 	r.set("deactivating", sub, nil)
 	r.setTimer(r.stopTimeout())
@@ -91,6 +95,7 @@ func (r *runner) exited(ctx context.Context, es exitStatus) {
 		r.fail(result, nil)
 		return
 	}
+	r.cancelProbe()
 	signalGroup(p.rec.PGID, syscall.SIGKILL) // what is left of the group (KillMode=control-group)
 	r.stopWatchdog()
 	r.stopTimer()
@@ -99,6 +104,8 @@ func (r *runner) exited(ctx context.Context, es exitStatus) {
 		result, clean = ResultWatchdog, false
 	case r.readyTimedOut:
 		result, clean = ResultTimeout, false
+	case r.startupFailed:
+		result, clean = ResultExitCode, false
 	}
 	exitAt := r.u.s.now()
 	r.u.update(func(st *status) {

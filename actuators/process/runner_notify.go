@@ -3,6 +3,7 @@ package process
 // sd_notify messages and the watchdog of a running unit.
 
 import (
+	"context"
 	"syscall"
 	"time"
 
@@ -21,7 +22,7 @@ func (r *runner) watchdogExpired(why string) {
 	r.kill(syscall.SIGABRT, "stop-watchdog")
 }
 
-func (r *runner) notified(m notifyMsg) {
+func (r *runner) notified(ctx context.Context, m notifyMsg) {
 	if r.proc == nil || r.isCheck || !r.accepts(m.Sender) {
 		r.log.Debug("notify message ignored", zap.Int("sender", m.Sender))
 		return
@@ -37,7 +38,11 @@ func (r *runner) notified(m notifyMsg) {
 			r.resetWatchdog()
 		}
 	}
-	if m.Ready && r.phase == phStart && r.spec.Type == TypeNotify {
+	if m.Ready && r.phase == phStart && r.spec.Type == TypeNotify && r.probeCancel == nil {
+		if r.spec.Startup != nil {
+			r.beginStartupProbe(ctx) // like ExecStartPost=: after READY=1
+			return
+		}
 		r.stopTimer()
 		r.phase = phRunning
 		r.set("active", "running", nil)

@@ -44,7 +44,7 @@ func (r *runner) startAttempt(ctx context.Context) {
 	}
 	r.tracker.Started()
 	r.checkIdx, r.checkTry = 0, 0
-	r.requested, r.watchdogFired, r.readyTimedOut = false, false, false
+	r.requested, r.watchdogFired, r.readyTimedOut, r.startupFailed = false, false, false, false
 	r.lockThenRun(ctx)
 }
 
@@ -147,6 +147,10 @@ func (r *runner) startMain(ctx context.Context) {
 		r.phase = phStart
 		r.set("activating", "start", nil)
 	default:
+		if r.spec.Startup != nil {
+			r.beginStartupProbe(ctx)
+			return
+		}
 		r.phase = phRunning
 		r.set("active", "running", nil)
 		r.answerStarts(actuators.Changed, nil)

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"resil.dev/resil/reconcile"
+	"resil.dev/resil/reconcile/health"
 )
 
 // backend is what the CLI needs from systemd or the process supervisor.
@@ -20,6 +21,8 @@ type backend struct {
 	UnitDir    string
 	ManagerDir string
 	Render     reconcile.Renderer
+	// Health are the probe statuses each pass plans from (run only).
+	Health func() []health.Status
 	// Classify says whether a rewritten unit file needs a restart (nil:
 	// systemd unit files).
 	Classify reconcile.Classifier
@@ -138,6 +141,7 @@ func newReconciler(g *globals, be *backend, log *zap.Logger, events reconcile.Re
 	return reconcile.New(reconcile.Config{
 		Manifests: manifests, Load: opts, UnitDir: be.UnitDir, ManagerDir: be.ManagerDir,
 		Render: be.Render, Classify: be.Classify, MarkProcessSince: be.MarkProcessSince, Observer: be.Observer, Applier: be.Applier, Events: events, Log: log,
-		AfterStep: afterStep, LastGood: reconcile.NewLastGoodFile(g.stateDir, readOnly), Safety: safety,
+		AfterStep: afterStep, Health: be.Health, MaxParallelRestarts: g.maxParallelRestarts, RolloutReadyTimeout: g.rolloutReadyTimeout, LastGood: reconcile.NewLastGoodFile(g.stateDir, readOnly),
+		Safety: safety,
 	}), nil
 }

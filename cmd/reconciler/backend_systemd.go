@@ -11,7 +11,6 @@ import (
 
 	"resil.dev/resil/actuators"
 	sdapply "resil.dev/resil/actuators/systemd"
-	"resil.dev/resil/desired"
 	"resil.dev/resil/internal/ownmark"
 	"resil.dev/resil/internal/sdbus"
 	sdobserve "resil.dev/resil/observed/systemd"
@@ -37,7 +36,7 @@ func openSystemd(ctx context.Context, g *globals, log *zap.Logger, readOnly bool
 	app := sdapply.New(conn, g.unitDir, g.managerDir, log.Named("systemd"))
 	be := &backend{
 		Name: "systemd", UnitDir: g.unitDir, ManagerDir: g.managerDir,
-		Render: desired.Render, MarkProcessSince: true, Observer: obs, Applier: app,
+		Render: agentRenderOptions().Render, MarkProcessSince: true, Observer: obs, Applier: app,
 		Close: func() { conn.Close() },
 	}
 	if readOnly {

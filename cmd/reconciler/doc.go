@@ -10,6 +10,7 @@
 //	reconciler reset      clear a unit's failed/start-limit state
 //	reconciler status     desired vs observed per object from the agent's store (0 converged, 1 drift/failure)
 //	reconciler events     the agent's recorded events (--since, --object, --type, -o json, --watch)
+//	reconciler probe      try a health probe until it passes or times out (rendered startup probes run it)
 //	reconciler sync       ask the agent's git source to fetch now (--source git)
 //	reconciler install    install the agent as a hardened systemd service and start it (--dry-run prints the plan)
 //	reconciler version    print the version
@@ -32,6 +33,8 @@
 //	telemetry.go       run's after-pass wiring: ledger.Keeper, status snapshot, metrics, --metrics-addr etc.
 //	metrics.go         Prometheus metrics, /healthz, /readyz
 //	sdnotify.go        READY=1, STATUS=, WATCHDOG=1 (sd_notify)
+//	health.go          run's liveness/readiness probes (reconcile/health.Prober) and their wiring
+//	probe.go           `reconciler probe`: a startup probe, as rendered ExecStartPost= run it
 //	notes.go           timer notes in diff output and the timer-run log
 //	lock.go            the state-dir flock; testhook.go: a crash hook for tests
 //	source.go          the git source's wiring (resil.dev/resil/desired/gitsource): run's --source

@@ -6,12 +6,14 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"resil.dev/resil/desired"
+	"resil.dev/resil/reconcile"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -51,6 +53,10 @@ type globals struct {
 	stopOnExit bool
 	// safety: the safety rails' flags of the running command (safety.go).
 	safety *safetyFlags
+	// maxParallelRestarts paces the agent's restarts of changed running
+	// services (reconcile.Input.MaxParallelRestarts; 0: all at once).
+	maxParallelRestarts int
+	rolloutReadyTimeout time.Duration
 }
 
 func (g *globals) loadOptions() (desired.Options, error) {
@@ -133,6 +139,8 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.hostname, "hostname", "", "host name for spec.hosts (default: this host's)")
 	pf.StringVar(&g.logLevel, "log-level", "", "debug, info, warn, error")
 	pf.StringVar(&g.logFormat, "log-format", "auto", "json, console (one line per step and event, for people), or auto: console on a terminal, json otherwise")
+	pf.IntVar(&g.maxParallelRestarts, "max-parallel-restarts", 0, "restart changed running services in waves: at most N restarting or not ready at once (0: all at once)")
+	pf.DurationVar(&g.rolloutReadyTimeout, "rollout-ready-timeout", reconcile.DefaultRolloutReadyTimeout, "with --max-parallel-restarts: a running service not ready this long halts the rollout")
 	root.AddCommand(newVersionCmd(), newValidateCmd(g), newRenderCmd(g), newDiffCmd(g), newApplyCmd(g), newRunCmd(g), newResetCmd(g), newInstallCmd(g), newStatusCmd(g), newEventsCmd(g), newProbeCmd(), newSchemaCmd(), newSyncCmd(g),
 		newPauseCmd(g), newResumeCmd(g), newPruneCmd(g))
 	return root

@@ -34,6 +34,7 @@ type metrics struct {
 	lastSuccess    prometheus.Gauge
 	storms         *prometheus.CounterVec
 	paused         *prometheus.GaugeVec
+	objectReady    *prometheus.GaugeVec
 	// git source (registered by enableSource; methods in source.go)
 	sourceRevision    *prometheus.GaugeVec
 	sourceLastFetch   prometheus.Gauge
@@ -70,7 +71,7 @@ func newMetrics(stale time.Duration, now func() time.Time) *metrics {
 			Name: "resil_drift_events_total", Help: "Drift and failure findings by reason, counted when a finding appears (not on every pass it persists).",
 		}, []string{"reason"}),
 		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "resil_service_restarts_total", Help: "Restarts of managed services by object and cause (auto, watchdog, agent, manual).",
+			Name: "resil_service_restarts_total", Help: "Restarts of managed services by object and cause (auto, watchdog, agent, liveness, manual).",
 		}, []string{"object", "cause"}),
 		reloadDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "resil_daemon_reload_duration_seconds", Help: "Duration of daemon-reload steps.",
@@ -84,6 +85,9 @@ func newMetrics(stale time.Duration, now func() time.Time) *metrics {
 		}, []string{"object"}),
 		paused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "resil_object_paused", Help: "1 while a pause lease holds the object (reconciler pause), else 0.",
+		}, []string{"object"}),
+		objectReady: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "resil_object_ready", Help: "1 when a service desired running is ready (active, and its readiness probe passing), 0 when not or not known yet, after the last pass.",
 		}, []string{"object"}),
 		sourceRevision: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "resil_source_revision_info", Help: "The revision (short commit) of the followed ref the git source deployed: 1 for the deployed one.",
@@ -102,7 +106,7 @@ func newMetrics(stale time.Duration, now func() time.Time) *metrics {
 		prevFindings: map[string]bool{},
 	}
 	m.heartbeat = now()
-	m.reg.MustRegister(m.passDuration, m.passes, m.objects, m.drift, m.restarts, m.reloadDuration, m.lastSuccess, m.storms, m.paused,
+	m.reg.MustRegister(m.passDuration, m.passes, m.objects, m.drift, m.restarts, m.reloadDuration, m.lastSuccess, m.storms, m.objectReady, m.paused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []string{"success", "error"} {
 		m.passes.WithLabelValues(r)
@@ -178,8 +182,17 @@ func (m *metrics) setObjects(objs []store.ObjectStatus, gone []string) {
 			v = 1
 		}
 		m.paused.WithLabelValues(o.Object).Set(v)
+		switch o.Ready {
+		case "":
+			m.objectReady.DeleteLabelValues(o.Object)
+		case reconcile.ReadyYes:
+			m.objectReady.WithLabelValues(o.Object).Set(1)
+		default:
+			m.objectReady.WithLabelValues(o.Object).Set(0)
+		}
 	}
 	for _, obj := range gone {
+		m.objectReady.DeleteLabelValues(obj)
 		m.restarts.DeletePartialMatch(prometheus.Labels{"object": obj})
 		m.storms.DeleteLabelValues(obj)
 		m.paused.DeleteLabelValues(obj)

@@ -1,11 +1,10 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -57,7 +56,7 @@ ExecStartPost= as the service's user).`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			if err := probeUntil(ctx, c, p.Interval.D(), p.Timeout.D(), p.InitialDelay.D()); err != nil {
+			if err := health.Until(ctx, c, p.Interval.D(), p.Timeout.D(), p.InitialDelay.D()); err != nil {
 				return exitCode(1, err)
 			}
 			return nil
@@ -74,41 +73,6 @@ ExecStartPost= as the service's user).`,
 	return cmd
 }
 
-// probeUntil tries c every interval until it passes or timeout has passed.
-func probeUntil(ctx context.Context, c health.Checker, interval, timeout, initialDelay time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	ctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
-	if initialDelay > 0 {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("startup probe: no attempt within %s (initial delay %s)", timeout, initialDelay)
-		case <-time.After(initialDelay):
-		}
-	}
-	attempt := max(interval, time.Second)
-	var last error
-	for n := 1; ; n++ {
-		actx, acancel := context.WithTimeout(ctx, attempt)
-		err := c.Check(actx)
-		acancel()
-		if err == nil {
-			return nil
-		}
-		last = err
-		wait := time.NewTimer(interval)
-		select {
-		case <-ctx.Done():
-			wait.Stop()
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return fmt.Errorf("startup probe did not pass within %s (%d attempts): %w", timeout, n, last)
-			}
-			return fmt.Errorf("startup probe interrupted after %d attempts: %w", n, last)
-		case <-wait.C:
-		}
-	}
-}
-
 // durationFlag is a pflag.Value holding a desired.Duration.
 type durationFlag desired.Duration
 
@@ -120,4 +84,19 @@ func (d *durationFlag) Set(s string) error {
 	}
 	*d = durationFlag(s)
 	return nil
+}
+
+// agentRenderOptions are the render options of the agent's own backend:
+// rendered startup probes run this executable (symlinks resolved), so
+// they work wherever the agent was installed. `reconciler render` prints
+// desired.DefaultProbeCommand instead (where `install` puts the binary).
+func agentRenderOptions() desired.RenderOptions {
+	exe, err := os.Executable()
+	if err != nil {
+		return desired.RenderOptions{}
+	}
+	if p, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = p
+	}
+	return desired.RenderOptions{ProbeCommand: exe}
 }

@@ -46,6 +46,8 @@ func newRunCmd(g *globals) *cobra.Command {
 			if src != nil {
 				src.Prime(ctx, 30*time.Second) // the first revision before the first pass
 			}
+			hp := newProbes(log) // liveness and readiness (health.go)
+			be.Health = hp.status
 			r, err := newReconciler(g, be, log, obs.recorder, false)
 			if err != nil {
 				return exitCode(2, err)
@@ -56,7 +58,7 @@ func newRunCmd(g *globals) *cobra.Command {
 			loop.Resync, loop.Settle, loop.PassTimeout = sd.watchdogResync(resync), settle, passTimeout
 			// Each after-pass hook sees every pass result (heartbeat, sd_notify,
 			// metrics); add one per concern.
-			afterPass := []func(reconcile.Result, error){firstPassLog(log), sd.afterPass, newTimerLog(log).afterPass, obs.afterPass}
+			afterPass := []func(reconcile.Result, error){firstPassLog(log), sd.afterPass, newTimerLog(log).afterPass, obs.afterPass, hp.afterPass}
 			loop.AfterPass = func(res reconcile.Result, err error) {
 				for _, h := range afterPass {
 					h(res, err)
@@ -65,7 +67,9 @@ func newRunCmd(g *globals) *cobra.Command {
 			log.Info("agent starting", zap.String("backend", be.Name), zap.String("manifests", g.manifests),
 				zap.String("unit_dir", be.UnitDir), zap.String("state_dir", g.stateDir), zap.String("version", buildVersion()))
 			eg, ctx := errgroup.WithContext(ctx)
+			hp.wake = loop.Kick
 			eg.Go(func() error { return loop.Run(ctx) })
+			eg.Go(func() error { return hp.run(ctx) })
 			wopts, err := g.loadOptions() // Watch opens files only as Load would
 			if err != nil {
 				return exitCode(2, err)

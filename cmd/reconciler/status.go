@@ -36,7 +36,8 @@ func objectStatuses(res reconcile.Result, now time.Time) []store.ObjectStatus {
 		c := classes[id]
 		out = append(out, store.ObjectStatus{Object: id, Kind: string(o.Kind), Name: o.Metadata.Name, Unit: o.UnitName(), Updated: now,
 			Desired: desiredWord(o), Observed: observedWord(o, res.Observed),
-			State: string(c.State), Failed: c.Failed, Drift: c.Drift, Message: c.Message})
+			State: string(c.State), Failed: c.Failed, Drift: c.Drift, Message: c.Message,
+			Ready: reconcile.Readiness(o, res.Observed, res.Health)})
 	}
 	out = append(out, pendingStatuses(res, now)...) // status_safety.go
 	sort.Slice(out, func(i, j int) bool { return out[i].Object < out[j].Object })
@@ -271,7 +272,7 @@ func buildStatus(ctx context.Context, s *store.Store, names []string, now time.T
 
 func printStatus(w io.Writer, rep statusReport, wide bool, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
-	hdr := "NAME\tKIND\tDESIRED\tOBSERVED\tRESTARTS 24h\tLAST EVENT\tAGE"
+	hdr := "NAME\tKIND\tDESIRED\tOBSERVED\tREADY\tRESTARTS 24h\tLAST EVENT\tAGE"
 	if wide {
 		hdr += "\tSTATE\tMESSAGE"
 	}
@@ -287,7 +288,7 @@ func printStatus(w io.Writer, rep statusReport, wide bool, now time.Time) error 
 		} else if o.State != string(reconcile.StateConverged) {
 			observed += " [" + o.State + "]"
 		}
-		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%s\t%s", o.Name, o.Kind, o.Desired, observed, o.Restarts24h, last, shortAge(now.Sub(o.FirstSeen)))
+		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s", o.Name, o.Kind, o.Desired, observed, reconcile.OrDash(o.Ready), o.Restarts24h, last, shortAge(now.Sub(o.FirstSeen)))
 		if wide {
 			line += "\t" + o.State + "\t" + o.Message
 		}

@@ -49,7 +49,7 @@ func TestStatusAndEventsCommands(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now()
 	ok := []store.ObjectStatus{
-		{Object: "Service/web", Kind: "Service", Name: "web", Unit: "web.service", Desired: "running", Observed: "active (running)", State: string(reconcile.StateConverged), Updated: now, FirstSeen: now.Add(-3 * time.Hour)},
+		{Object: "Service/web", Kind: "Service", Name: "web", Unit: "web.service", Desired: "running", Observed: "active (running)", Ready: reconcile.ReadyYes, State: string(reconcile.StateConverged), Updated: now, FirstSeen: now.Add(-3 * time.Hour)},
 		{Object: "Timer/nightly", Kind: "Timer", Name: "nightly", Unit: "nightly.timer", Desired: "active", Observed: "active (waiting)", State: string(reconcile.StateConverged), Updated: now},
 	}
 	if err := s.PutStatus(ctx, ok, store.Agent{LastPass: now, PID: 7, Backend: "systemd"}); err != nil {
@@ -66,15 +66,15 @@ func TestStatusAndEventsCommands(t *testing.T) {
 		t.Errorf("converged status exit %d\n%s", code, out)
 	}
 	lines := strings.Split(out, "\n")
-	if !strings.HasPrefix(lines[0], "NAME") || !strings.Contains(lines[0], "RESTARTS 24h") {
+	if !strings.HasPrefix(lines[0], "NAME") || !strings.Contains(lines[0], "READY") || !strings.Contains(lines[0], "RESTARTS 24h") {
 		t.Errorf("header: %q", lines[0])
 	}
-	if f := strings.Fields(lines[1]); len(f) < 8 || f[0] != "web" || f[5] != "2" || f[6] != "Restarted" || f[len(f)-1] != "3h" {
+	if f := strings.Fields(lines[1]); len(f) < 9 || f[0] != "web" || f[5] != "yes" || f[6] != "2" || f[7] != "Restarted" || f[len(f)-1] != "3h" {
 		t.Errorf("web row: %q", lines[1])
 	}
 	out, code = runCLI(t, "status", "--state-dir", dir, "-o", "json", "web")
 	var rep statusReport
-	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 0 || len(rep.Objects) != 1 || rep.Objects[0].Restarts24h != 2 || !rep.Converged {
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 0 || len(rep.Objects) != 1 || rep.Objects[0].Restarts24h != 2 || rep.Objects[0].Ready != reconcile.ReadyYes || !rep.Converged {
 		t.Errorf("json: exit %d %v\n%s", code, err, out)
 	}
 	if out, code := runCLI(t, "status", "--state-dir", dir, "nope"); code != 2 {

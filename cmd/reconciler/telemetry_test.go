@@ -172,6 +172,7 @@ func TestTelemetryLedgerAlertsMetrics(t *testing.T) {
 	want(t, fams, "resil_daemon_reload_duration_seconds", nil, 1)
 	want(t, fams, "resil_objects", map[string]string{"kind": "Service", "state": string(reconcile.StateConverged)}, 1)
 	want(t, fams, "resil_objects", map[string]string{"kind": "Service", "state": string(reconcile.StateFailed)}, 0)
+	want(t, fams, "resil_object_ready", map[string]string{"object": "Service/web"}, 1)
 	want(t, fams, "resil_last_successful_reconcile_timestamp_seconds", nil, float64(clk.Now().Unix()))
 
 	// A window after the storm, with 3 more restarts in the last hour: one more.

@@ -16,6 +16,22 @@ import (
 	"resil.dev/resil/desired"
 )
 
+// ErrCannotProbe wraps the error of an attempt the agent itself could not
+// make: its own sandbox denied the connection (IPAddressDeny= of the
+// agent's unit makes connect fail with EPERM) or the switch to the
+// service's user, or the probe command could not be executed. It is no
+// verdict on the service: the probe's state does not move, so a liveness
+// probe never restarts a service for it; the planner reports it.
+var ErrCannotProbe = errors.New("the agent cannot run this probe")
+
+// cannotProbe marks err as ErrCannotProbe when it is a permission error.
+func cannotProbe(err error) error {
+	if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) {
+		return fmt.Errorf("%w: %w", ErrCannotProbe, err)
+	}
+	return err
+}
+
 // Checker runs one attempt of a probe. A nil error passes.
 type Checker interface {
 	Check(ctx context.Context) error
@@ -74,7 +90,7 @@ func (c *httpCheck) Check(ctx context.Context) error {
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("http probe: %w", err)
+		return cannotProbe(fmt.Errorf("http probe: %w", err))
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
@@ -90,7 +106,7 @@ func (c tcpCheck) Check(ctx context.Context) error {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", string(c))
 	if err != nil {
-		return fmt.Errorf("tcp probe: %w", err)
+		return cannotProbe(fmt.Errorf("tcp probe: %w", err))
 	}
 	return conn.Close()
 }
@@ -111,6 +127,11 @@ func (c *execCheck) Check(ctx context.Context) error {
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil {
 		return fmt.Errorf("exec probe %s: timed out", c.argv[0])
+	}
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		// Not started: the user switch or the exec was refused.
+		return cannotProbe(fmt.Errorf("exec probe %s: %w", c.argv[0], err))
 	}
 	if err != nil {
 		if len(out) > 200 {

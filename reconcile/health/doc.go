@@ -7,6 +7,8 @@
 //	tracker.go  consecutive results -> passing/failing (Tracker: no I/O,
 //	            no clock; a state diagram in its comment)
 //	prober.go   the probe loops of every running unit, owned by Run
+//	targets.go  Targets: the probes to run for an observed state
+//	until.go    Until: one startup probe, tried until it passes or times out
 //
 // Where probes run. A startup probe is rendered into what runs the service
 // (systemd: an ExecStartPost= that waits for it; the process backend: the

@@ -3,6 +3,8 @@ package health
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -41,6 +43,9 @@ type Status struct {
 	Since time.Time
 	// Attempts counts attempts against this process.
 	Attempts int
+	// CannotProbe: the last attempt could not be made by the agent
+	// (ErrCannotProbe, in LastError); State did not move for it.
+	CannotProbe bool
 }
 
 // Prober runs a loop per Target. Set says which run; Run owns the loops
@@ -174,9 +179,11 @@ func (p *Prober) run(ctx context.Context, t Target) {
 	log := p.log.With(zap.String("unit", t.Unit), zap.String("probe", t.Kind))
 	c, err := p.checker(t.Probe, t.Identity)
 	if err != nil {
+		// A probe the agent cannot build (an unknown user) says nothing
+		// about the service: reported, never a liveness restart.
 		log.Error("probe not started", zap.Error(err))
 		p.update(ctx, t, func(s *Status) bool {
-			s.State, s.LastError, s.Since = Failing, err.Error(), p.now()
+			s.CannotProbe, s.LastError = true, fmt.Errorf("%w: %w", ErrCannotProbe, err).Error()
 			return true
 		})
 		return
@@ -190,11 +197,30 @@ func (p *Prober) run(ctx context.Context, t Target) {
 	}
 	interval, timeout := t.Probe.Interval.D(), t.Probe.Timeout.D()
 	for {
+		// Attempts begin interval apart (an attempt that runs into its
+		// timeout does not stretch the period), so a hung process fails
+		// its liveness probe within failures × interval.
+		begun := p.now()
 		actx, cancel := context.WithTimeout(ctx, timeout)
 		err := c.Check(actx)
 		cancel()
 		if ctx.Err() != nil {
 			return
+		}
+		if errors.Is(err, ErrCannotProbe) {
+			p.update(ctx, t, func(s *Status) bool {
+				s.Attempts++
+				first := !s.CannotProbe
+				s.CannotProbe, s.LastError = true, err.Error()
+				if first {
+					log.Error("probe cannot run", zap.Error(err))
+				}
+				return first
+			})
+			if !sleep(ctx, max(begun.Add(interval).Sub(p.now()), 0)) {
+				return
+			}
+			continue
 		}
 		state, changed := tr.Observe(err == nil)
 		if changed {
@@ -206,6 +232,8 @@ func (p *Prober) run(ctx context.Context, t Target) {
 		}
 		p.update(ctx, t, func(s *Status) bool {
 			s.Attempts++
+			wake := changed || s.CannotProbe
+			s.CannotProbe = false
 			s.State, s.Failures = state, tr.Failures()
 			s.LastError = ""
 			if err != nil {
@@ -214,9 +242,9 @@ func (p *Prober) run(ctx context.Context, t Target) {
 			if changed {
 				s.Since = p.now()
 			}
-			return changed
+			return wake
 		})
-		if !sleep(ctx, interval) {
+		if !sleep(ctx, max(begun.Add(interval).Sub(p.now()), 0)) {
 			return
 		}
 	}

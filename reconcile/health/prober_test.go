@@ -3,8 +3,13 @@ package health
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -101,11 +106,31 @@ func TestProberCheckerError(t *testing.T) {
 	go func() { done <- p.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 	waitStatus(t, p, "run", func([]Status) bool { p.mu.Lock(); defer p.mu.Unlock(); return p.ctx != nil })
-	// A user that does not exist: the probe fails at once, with the reason.
-	probe := desired.Probe{Exec: []string{"/bin/true"}}.Effective(desired.ProbeReadiness)
-	p.Set([]Target{{Unit: "x.service", Kind: desired.ProbeReadiness, Probe: probe, Identity: Identity{User: "no-such-user-resil"}}})
-	st := waitStatus(t, p, "failing", func(st []Status) bool { return len(st) == 1 && st[0].State == Failing })
-	if st[0].LastError == "" {
-		t.Fatalf("no reason: %+v", st[0])
+	// A user that does not exist: the agent cannot run the probe. That is
+	// no verdict on the service (State stays Unknown, so a liveness probe
+	// never restarts it), reported with the reason.
+	probe := desired.Probe{Exec: []string{"/bin/true"}}.Effective(desired.ProbeLiveness)
+	p.Set([]Target{{Unit: "x.service", Kind: desired.ProbeLiveness, Probe: probe, Identity: Identity{User: "no-such-user-resil"}}})
+	st := waitStatus(t, p, "cannot probe", func(st []Status) bool { return len(st) == 1 && st[0].CannotProbe })
+	if st[0].State != Unknown || !strings.Contains(st[0].LastError, "no-such-user-resil") {
+		t.Fatalf("status %+v, want Unknown with the reason", st[0])
+	}
+}
+
+// Permission errors of an attempt (the agent's sandbox refusing the
+// connection or the exec) are ErrCannotProbe; other failures are verdicts.
+func TestCannotProbe(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("tcp probe: %w", &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.EPERM)}), true},
+		{fmt.Errorf("exec probe: %w", &os.PathError{Op: "fork/exec", Path: "/x", Err: syscall.EACCES}), true},
+		{fmt.Errorf("tcp probe: %w", &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}), false},
+		{errors.New("http probe: status 500"), false},
+	} {
+		if got := errors.Is(cannotProbe(tt.err), ErrCannotProbe); got != tt.want {
+			t.Errorf("cannotProbe(%v) = %v, want %v", tt.err, got, tt.want)
+		}
 	}
 }

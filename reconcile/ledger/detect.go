@@ -21,13 +21,16 @@ const (
 	CauseWatchdog Cause = "watchdog"
 	// CauseAgent is a restart step the agent executed.
 	CauseAgent Cause = "agent"
+	// CauseLiveness is a restart step the agent executed because the
+	// service failed its liveness probe (reconcile.IsLivenessRestart).
+	CauseLiveness Cause = "liveness"
 	// CauseManual is anything else: systemctl restart, kill of the main
 	// process followed by a start, an operator's stop+start.
 	CauseManual Cause = "manual"
 )
 
 // Causes lists every cause, for metrics.
-var Causes = []Cause{CauseAuto, CauseWatchdog, CauseAgent, CauseManual}
+var Causes = []Cause{CauseAuto, CauseWatchdog, CauseAgent, CauseLiveness, CauseManual}
 
 // Restarts is what Detect found for one unit and cause.
 type Restarts struct {
@@ -67,10 +70,14 @@ func Detect(in Input) []Restarts {
 	if in.Prev == nil || in.Cur == nil {
 		return nil
 	}
-	agent := map[string]int{}
+	agent, liveness := map[string]int{}, map[string]int{}
 	for _, o := range in.Between {
 		if o.Step.Op == actuators.OpRestart && o.Err == nil && o.Skipped == "" {
-			agent[o.Step.Unit]++
+			if reconcile.IsLivenessRestart(o.Step) {
+				liveness[o.Step.Unit]++
+			} else {
+				agent[o.Step.Unit]++
+			}
 		}
 	}
 	names := make([]string, 0, len(in.Cur.Units))
@@ -101,8 +108,9 @@ func Detect(in Input) []Restarts {
 			autoCause = CauseWatchdog
 		}
 		switch {
-		case agent[n] > 0:
+		case agent[n] > 0 || liveness[n] > 0:
 			add(CauseAgent, agent[n])
+			add(CauseLiveness, liveness[n])
 			add(autoCause, auto)
 		case started && running(p) && c.ExecMainStartTimestamp != 0 && (reset || auto == 0):
 			add(CauseManual, 1)

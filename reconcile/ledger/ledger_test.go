@@ -29,6 +29,12 @@ func restartStep(unit string, err error, skipped string) reconcile.StepOutcome {
 	return reconcile.StepOutcome{Step: actuators.Step{Op: actuators.OpRestart, Object: "Service/web", Unit: unit}, Err: err, Skipped: skipped}
 }
 
+// livenessStep is a restart the planner made for a failed liveness probe.
+func livenessStep() reconcile.StepOutcome {
+	return reconcile.StepOutcome{Step: actuators.Step{Op: actuators.OpRestart, Object: "Service/web", Unit: "web.service",
+		Reason: reconcile.LivenessRestartReason + " 3 times: tcp probe: connection refused"}}
+}
+
 func TestDetect(t *testing.T) {
 	running := u("active", "running", "success", 0, 100, 1000)
 	for _, tc := range []struct {
@@ -52,6 +58,8 @@ func TestDetect(t *testing.T) {
 		{"same start time, new pid (pid-only backend)", running, u("active", "running", "success", 0, 222, 1000), nil, "[web.service manual 1]"},
 		{"agent restart", u("active", "running", "success", 4, 100, 1000), u("active", "running", "success", 0, 101, 2000), []reconcile.StepOutcome{restartStep("web.service", nil, "")}, "[web.service agent 1]"},
 		{"agent restart then a crash", running, u("active", "running", "success", 1, 102, 3000), []reconcile.StepOutcome{restartStep("web.service", nil, "")}, "[web.service agent 1 web.service auto 1]"},
+		{"liveness restart", running, u("active", "running", "success", 0, 101, 2000), []reconcile.StepOutcome{livenessStep()}, "[web.service liveness 1]"},
+		{"liveness restart then a crash", running, u("active", "running", "success", 1, 102, 3000), []reconcile.StepOutcome{livenessStep()}, "[web.service liveness 1 web.service auto 1]"},
 		{"failed restart step is not a restart", running, u("active", "running", "success", 0, 101, 2000), []reconcile.StepOutcome{restartStep("web.service", errors.New("boom"), "")}, "[web.service manual 1]"},
 		{"skipped restart step", running, running, []reconcile.StepOutcome{restartStep("web.service", nil, "held back")}, "[]"},
 		{"start after a stop out of band is not a restart", u("inactive", "dead", "success", 0, 0, 1000), u("active", "running", "success", 0, 101, 2000), nil, "[]"},

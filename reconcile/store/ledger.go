@@ -131,6 +131,9 @@ type ObjectStatus struct {
 	Drift   bool   `json:"drift"`
 	Failed  bool   `json:"failed"`
 	Message string `json:"message,omitempty"`
+	// Ready is the readiness of a service: yes, no, unknown (its
+	// readiness probe has no verdict yet); "" for other kinds.
+	Ready string `json:"ready,omitempty"`
 	// FirstSeen is when the agent first saw the object (AGE).
 	FirstSeen time.Time `json:"firstSeen"`
 	Updated   time.Time `json:"updated"`
@@ -165,12 +168,12 @@ func (s *Store) PutStatus(ctx context.Context, objs []ObjectStatus, a Agent) err
 		if o.FirstSeen.IsZero() {
 			o.FirstSeen = o.Updated
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO objects(object, kind, name, unit, desired, observed, state, drift, failed, message, first_seen, updated)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		_, err := tx.ExecContext(ctx, `INSERT INTO objects(object, kind, name, unit, desired, observed, state, drift, failed, message, first_seen, updated, ready)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT(object) DO UPDATE SET kind=excluded.kind, name=excluded.name, unit=excluded.unit, desired=excluded.desired,
 	observed=excluded.observed, state=excluded.state, drift=excluded.drift, failed=excluded.failed, message=excluded.message,
-	updated=excluded.updated`,
-			o.Object, o.Kind, o.Name, o.Unit, o.Desired, o.Observed, o.State, o.Drift, o.Failed, o.Message, ts(o.FirstSeen), ts(o.Updated))
+	updated=excluded.updated, ready=excluded.ready`,
+			o.Object, o.Kind, o.Name, o.Unit, o.Desired, o.Observed, o.State, o.Drift, o.Failed, o.Message, ts(o.FirstSeen), ts(o.Updated), o.Ready)
 		if err != nil {
 			return fmt.Errorf("status of %s: %w", o.Object, err)
 		}
@@ -199,7 +202,11 @@ ON CONFLICT(object) DO UPDATE SET kind=excluded.kind, name=excluded.name, unit=e
 // when the agent never finished a pass).
 func (s *Store) Status(ctx context.Context) ([]ObjectStatus, Agent, error) {
 	var a Agent
-	rows, err := s.db.QueryContext(ctx, `SELECT object, kind, name, unit, desired, observed, state, drift, failed, message, first_seen, updated FROM objects ORDER BY kind, name`)
+	ready := "''"
+	if ok, err := s.hasColumn(ctx, "objects", "ready"); err == nil && ok {
+		ready = "ready"
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT object, kind, name, unit, desired, observed, state, drift, failed, message, first_seen, updated, `+ready+` FROM objects ORDER BY kind, name`)
 	if err != nil {
 		return nil, a, fmt.Errorf("query status: %w", err)
 	}
@@ -208,7 +215,7 @@ func (s *Store) Status(ctx context.Context) ([]ObjectStatus, Agent, error) {
 	for rows.Next() {
 		var o ObjectStatus
 		var first, upd string
-		if err := rows.Scan(&o.Object, &o.Kind, &o.Name, &o.Unit, &o.Desired, &o.Observed, &o.State, &o.Drift, &o.Failed, &o.Message, &first, &upd); err != nil {
+		if err := rows.Scan(&o.Object, &o.Kind, &o.Name, &o.Unit, &o.Desired, &o.Observed, &o.State, &o.Drift, &o.Failed, &o.Message, &first, &upd, &o.Ready); err != nil {
 			return nil, a, fmt.Errorf("scan status: %w", err)
 		}
 		o.FirstSeen, o.Updated = parseTS(first), parseTS(upd)

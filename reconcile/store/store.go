@@ -205,7 +205,8 @@ CREATE TABLE IF NOT EXISTS objects (
 	failed     INTEGER NOT NULL DEFAULT 0,
 	message    TEXT NOT NULL DEFAULT '',
 	first_seen TEXT NOT NULL,
-	updated    TEXT NOT NULL
+	updated    TEXT NOT NULL,
+	ready      TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS agent (
 	key   TEXT PRIMARY KEY,
@@ -222,7 +223,24 @@ func (s *Store) migrate(ctx context.Context) error {
 	if _, err := s.db.ExecContext(ctx, schema); err != nil {
 		return fmt.Errorf("create schema: %w", err)
 	}
+	// objects.ready came with readiness probes: a store an older agent
+	// created gets the column.
+	if ok, err := s.hasColumn(ctx, "objects", "ready"); err != nil {
+		return fmt.Errorf("migrate schema: %w", err)
+	} else if !ok {
+		if _, err := s.db.ExecContext(ctx, `ALTER TABLE objects ADD COLUMN ready TEXT NOT NULL DEFAULT ''`); err != nil {
+			return fmt.Errorf("migrate schema: %w", err)
+		}
+	}
 	return nil
+}
+
+// hasColumn reports whether table has column (a reader of a store an
+// older agent wrote may find it missing).
+func (s *Store) hasColumn(ctx context.Context, table, column string) (bool, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM pragma_table_info(?) WHERE name = ?`, table, column).Scan(&n)
+	return n > 0, err
 }
 
 // Record implements reconcile.Recorder; a failed write is logged (the

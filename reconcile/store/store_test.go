@@ -486,3 +486,41 @@ func TestPruneDoesNotBlockLong(t *testing.T) {
 		t.Errorf("held too long: worst write %s, worst read %s", worstWrite, worstRead)
 	}
 }
+
+// A store an older agent created (objects without ready) gets the column
+// when the agent opens it; a reader of the old one still reads status.
+func TestMigrateReadyColumn(t *testing.T) {
+	path := filepath.Join(t.TempDir(), FileName)
+	s, err := Open(path, Options{Log: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	now := time.Now()
+	if _, err := s.DB().ExecContext(ctx, `ALTER TABLE objects DROP COLUMN ready`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DB().ExecContext(ctx, `INSERT INTO objects(object, kind, name, desired, observed, state, first_seen, updated) VALUES ('Service/old', 'Service', 'old', 'running', 'active', 'Converged', ?, ?)`, ts(now), ts(now)); err != nil {
+		t.Fatal(err)
+	}
+	r, err := OpenReader(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if objs, _, err := r.Status(ctx); err != nil || len(objs) != 1 || objs[0].Ready != "" {
+		t.Fatalf("reader of an old store: %v %+v", err, objs)
+	}
+	r.Close()
+	s.Close()
+	s, err = Open(path, Options{Log: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.PutStatus(ctx, []ObjectStatus{{Object: "Service/old", Kind: "Service", Name: "old", Desired: "running", Observed: "active", State: "Converged", Ready: "yes", Updated: now}}, Agent{LastPass: now}); err != nil {
+		t.Fatal(err)
+	}
+	if objs, _, err := s.Status(ctx); err != nil || len(objs) != 1 || objs[0].Ready != "yes" {
+		t.Fatalf("after migration: %v %+v", err, objs)
+	}
+}

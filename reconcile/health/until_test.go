@@ -1,4 +1,4 @@
-package main
+package health
 
 import (
 	"context"
@@ -19,7 +19,7 @@ func (c *countdown) Check(context.Context) error {
 	return nil
 }
 
-func TestProbeUntil(t *testing.T) {
+func TestUntil(t *testing.T) {
 	tests := []struct {
 		name    string
 		fails   int
@@ -32,7 +32,7 @@ func TestProbeUntil(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := probeUntil(context.Background(), &countdown{tt.fails}, 10*time.Millisecond, tt.timeout, 0)
+			err := Until(context.Background(), &countdown{tt.fails}, 10*time.Millisecond, tt.timeout, 0)
 			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), "not yet")) {
 				t.Fatalf("err %v, want %q", err, tt.wantErr)
 			}

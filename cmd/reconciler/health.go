@@ -1,0 +1,41 @@
+package main
+
+import (
+	"context"
+
+	"go.uber.org/zap"
+
+	"resil.dev/resil/reconcile"
+	"resil.dev/resil/reconcile/health"
+)
+
+// probes are the liveness and readiness probes `run` runs (startup probes
+// run where the service starts: its ExecStartPost= or the supervisor).
+// After each pass the targets follow the observed state (a restarted
+// process starts its probes afresh); each pass plans from their statuses;
+// a probe whose state changes wakes the loop.
+type probes struct {
+	prober *health.Prober
+	// wake is set (to the loop's Kick) before run starts the probe loops.
+	wake func()
+}
+
+func newProbes(log *zap.Logger) *probes {
+	p := &probes{wake: func() {}}
+	p.prober = health.New(log.Named("health"), func() { p.wake() })
+	return p
+}
+
+// status returns every probe's status (reconcile.Config.Health).
+func (p *probes) status() []health.Status { return p.prober.Status() }
+
+// afterPass points the probes at the processes this pass observed; a pass
+// that observed nothing leaves them as they are.
+func (p *probes) afterPass(res reconcile.Result, _ error) {
+	if res.Observed != nil {
+		p.prober.Set(health.Targets(res.Desired, res.Observed))
+	}
+}
+
+// run runs the probe loops until ctx is done and waits for them.
+func (p *probes) run(ctx context.Context) error { return p.prober.Run(ctx) }

@@ -1,0 +1,211 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// rolloutService is service i of the rollout tests at version v: it
+// listens on its port 1 s after it starts, and its readiness probe is that
+// port. bad: the version fails at once.
+func rolloutService(i int, v string, bad bool) string {
+	cmd := fmt.Sprintf(`["/bin/sh", "-c", "echo $VERSION >> /tmp/starts-%02d; sleep 1; exec /usr/bin/python3 -m http.server %d --bind 127.0.0.1"]`, i, 18200+i)
+	if bad {
+		cmd = `["/bin/sh", "-c", "exit 3"]`
+	}
+	return fmt.Sprintf(`apiVersion: resil.dev/v1
+kind: Service
+metadata: {name: r%02d}
+spec:
+  command: %s
+  environment: {VERSION: "%s"}
+  restart: {policy: never}
+  health:
+    readiness: {tcp: "127.0.0.1:%d", interval: 200ms, failures: 1}
+`, i, cmd, v, 18200+i)
+}
+
+// Readiness gates a rollout of 10 services with --max-parallel-restarts 2
+// (never more than 2 restarting: any 3 consecutive new processes span at
+// least the 1 s each takes to become ready); then a bad version halts the
+// rollout after its first wave, the other 8 still running the previous
+// version.
+func TestRolloutWavesSystemd(t *testing.T) {
+	e := newEnv(t)
+	const n = 10
+	for i := 0; i < n; i++ {
+		e.write(fmt.Sprintf("r%02d.yaml", i), rolloutService(i, "1", false))
+	}
+	a := e.startAgent("--max-parallel-restarts", "2")
+	pids := func() map[string]string {
+		out := map[string]string{}
+		for i := 0; i < n; i++ {
+			u := fmt.Sprintf("r%02d.service", i)
+			p := e.show(u, "MainPID", "ActiveState")
+			if p["ActiveState"] == "active" {
+				out[u] = p["MainPID"]
+			} else {
+				out[u] = p["ActiveState"]
+			}
+		}
+		return out
+	}
+	e.eventually("all ready", 60*time.Second, func() bool {
+		out, _, code := e.reconciler("status")
+		return code == 0 && strings.Count(out, " yes ") == n
+	})
+	v1 := pids()
+	began := time.Now()
+	for i := 0; i < n; i++ {
+		e.write(fmt.Sprintf("r%02d.yaml", i), rolloutService(i, "2", false))
+	}
+	e.eventually("all restarted and ready", 120*time.Second, func() bool {
+		cur := pids()
+		for u, p := range cur {
+			if p == v1[u] || p == "0" || strings.ContainsAny(p, "abcdefghijklmnopqrstuvwxyz") {
+				return false
+			}
+		}
+		out, _, code := e.reconciler("status")
+		return code == 0 && strings.Count(out, " yes ") == n
+	})
+	took := time.Since(began)
+	var starts []int64
+	for i := 0; i < n; i++ {
+		v, _ := strconv.ParseInt(e.prop(fmt.Sprintf("r%02d.service", i), "ExecMainStartTimestampMonotonic"), 10, 64)
+		starts = append(starts, v)
+	}
+	sort.Slice(starts, func(i, j int) bool { return starts[i] < starts[j] })
+	for i := 0; i+2 < n; i++ {
+		if d := time.Duration(starts[i+2]-starts[i]) * time.Microsecond; d < time.Second {
+			t.Errorf("3 services started within %s (starts %v): more than 2 restarting at once", d, starts)
+		}
+	}
+	t.Logf("rollout of %d services, 2 at a time, each ready 1 s after its start: %s", n, took.Round(10*time.Millisecond))
+	if !a.hasEvent("RolloutPending", "keeps its previous version until a wave slot frees") {
+		t.Errorf("no RolloutPending event")
+	}
+
+	// A bad version: the first wave fails, the rollout halts.
+	v2 := pids()
+	for i := 0; i < n; i++ {
+		e.write(fmt.Sprintf("r%02d.yaml", i), rolloutService(i, "3", true))
+	}
+	e.eventually("RolloutHalted", 60*time.Second, func() bool { return a.hasEvent("RolloutHalted", "8 pending") })
+	time.Sleep(3 * time.Second) // passes keep coming (resync 2s): nothing more is restarted
+	failed, same := 0, 0
+	for u, p := range pids() {
+		switch {
+		case p == "failed":
+			failed++
+		case p == v2[u]:
+			same++
+		}
+	}
+	if failed != 2 || same != n-2 {
+		t.Fatalf("after the bad version: %d failed, %d still on the previous version (want 2, %d): %v", failed, same, n-2, pids())
+	}
+}
+
+// The agent is killed (-9) in the middle of a rollout; the next one
+// resumes it where the host is, and no service is restarted twice.
+func TestRolloutResumesAfterAgentKill9Systemd(t *testing.T) {
+	e := newEnv(t)
+	const n = 10
+	for i := 0; i < n; i++ {
+		e.write(fmt.Sprintf("r%02d.yaml", i), rolloutService(i, "1", false))
+	}
+	a := e.startAgent("--max-parallel-restarts", "2")
+	ready := func() int {
+		out, _, _ := e.reconciler("status")
+		return strings.Count(out, " yes ")
+	}
+	e.eventually("all ready", 60*time.Second, func() bool { return ready() == n })
+	starts := func() (v2 int) {
+		for i := 0; i < n; i++ {
+			data, _ := e.sb.ReadFile(fmt.Sprintf("/tmp/starts-%02d", i))
+			v2 += strings.Count(string(data), "2")
+		}
+		return v2
+	}
+	for i := 0; i < n; i++ {
+		e.write(fmt.Sprintf("r%02d.yaml", i), rolloutService(i, "2", false))
+	}
+	e.eventually("two waves begun", 60*time.Second, func() bool { return starts() >= 3 })
+	if _, err := e.sb.Run(e.ctx, "kill", "-9", e.agentPID()); err != nil {
+		t.Fatal(err)
+	}
+	<-a.done
+	killedAt := starts()
+	e.startAgent("--max-parallel-restarts", "2")
+	e.eventually("rollout done", 120*time.Second, func() bool { return starts() == n && ready() == n })
+	time.Sleep(3 * time.Second)
+	for i := 0; i < n; i++ {
+		data, _ := e.sb.ReadFile(fmt.Sprintf("/tmp/starts-%02d", i))
+		if got := strings.Fields(string(data)); strings.Join(got, " ") != "1 2" {
+			t.Errorf("r%02d started as versions %v, want 1 then 2 once", i, got)
+		}
+	}
+	t.Logf("agent killed with %d of %d services restarted; the next agent finished the rollout", killedAt, n)
+}
+
+// The same pacing on the process backend: 4 services, one at a time.
+func TestRolloutWavesProcess(t *testing.T) {
+	dir := t.TempDir()
+	m, state, log := filepath.Join(dir, "m"), filepath.Join(dir, "state"), filepath.Join(dir, "starts")
+	if err := os.MkdirAll(m, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const n = 4
+	ports := make([]int, n)
+	for i := range ports {
+		ports[i] = freeTCPPort(t)
+	}
+	write := func(v string) {
+		for i := 0; i < n; i++ {
+			s := fmt.Sprintf(`apiVersion: resil.dev/v1
+kind: Service
+metadata: {name: p%d}
+spec:
+  command: ["/bin/sh", "-c", "echo $VERSION $(date +%%s%%N) >> %s; sleep 1; exec /usr/bin/python3 -m http.server %d --bind 127.0.0.1"]
+  environment: {VERSION: "%s"}
+  health:
+    readiness: {tcp: "127.0.0.1:%d", interval: 200ms, failures: 1}
+`, i, log, ports[i], v, ports[i])
+			if err := os.WriteFile(filepath.Join(m, fmt.Sprintf("p%d.yaml", i)), []byte(s), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	starts := func(v string) []int64 {
+		data, _ := os.ReadFile(log)
+		var out []int64
+		for _, l := range strings.Split(string(data), "\n") {
+			if f := strings.Fields(l); len(f) == 2 && f[0] == v {
+				x, _ := strconv.ParseInt(f[1], 10, 64)
+				out = append(out, x)
+			}
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+		return out
+	}
+	write("1")
+	startProcAgent(t, m, state, "--stop-on-exit", "--max-parallel-restarts", "1")
+	waitFor(t, "version 1 up", 60*time.Second, func() bool { return len(starts("1")) == n })
+	time.Sleep(2 * time.Second) // all ready
+	write("2")
+	waitFor(t, "version 2 everywhere", 90*time.Second, func() bool { return len(starts("2")) == n })
+	s := starts("2")
+	for i := 0; i+1 < n; i++ {
+		if d := time.Duration(s[i+1] - s[i]); d < time.Second {
+			t.Errorf("2 services started within %s: more than 1 restarting at once (%v)", d, s)
+		}
+	}
+	t.Logf("process backend: %d services one at a time in %s", n, time.Duration(s[n-1]-s[0]).Round(10*time.Millisecond))
+}
