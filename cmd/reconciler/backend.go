@@ -33,6 +33,8 @@ type backend struct {
 	// Background tasks run beside the loop (supervisor, state subscriptions).
 	// Each returns when ctx is done, after its goroutines exit; wake must not block.
 	Background []func(ctx context.Context, wake func()) error
+	// ProbeRunner runs exec health probes (nil: in the agent's process).
+	ProbeRunner health.Runner
 	// Reset clears a unit's failed state (reconciler reset).
 	Reset func(ctx context.Context, unit string) error
 	// Close releases connections.

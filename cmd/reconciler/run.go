@@ -46,7 +46,7 @@ func newRunCmd(g *globals) *cobra.Command {
 			if src != nil {
 				src.Prime(ctx, 30*time.Second) // the first revision before the first pass
 			}
-			hp := newProbes(log) // liveness and readiness (health.go)
+			hp := newProbes(log, be.ProbeRunner) // liveness and readiness (health.go)
 			be.Health = hp.status
 			r, err := newReconciler(g, be, log, obs.recorder, false)
 			if err != nil {
