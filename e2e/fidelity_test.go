@@ -66,6 +66,9 @@ type fidelity struct {
 	seq      int
 	ops      int
 	failures int
+	// flags go to check's diff and apply (the reset's mass prune turns
+	// the mass-prune guard off).
+	flags []string
 }
 
 var fidNames = []string{"fa", "fb", "fc", "fd"}
@@ -170,7 +173,11 @@ func (f *fidelity) reset() {
 	f.specs = map[string]fidSpec{}
 	e.systemctl("daemon-reload")
 	f.note("reset: all manifests and foreign drop-ins removed")
+	// Removing every manifest is the accident the mass-prune guard stops
+	// (PruneBlocked, nothing pruned); the reset means it.
+	f.flags = []string{"--max-prune", "0"}
 	f.check("reset")
+	f.flags = nil
 }
 
 func (f *fidelity) randomSpec() fidSpec {
@@ -320,12 +327,12 @@ func (f *fidelity) free() []string {
 func (f *fidelity) check(what string) {
 	e := f.e
 	f.ops++
-	rep, code := e.diffJSON()
+	rep, code := e.diffJSON(f.flags...)
 	if code != 0 && code != 1 {
 		f.fail(what, "diff exit %d", code)
 		return
 	}
-	out, errOut, acode := e.reconciler("apply", "--expect-plan", rep.Hash)
+	out, errOut, acode := e.reconciler(append([]string{"apply", "--expect-plan", rep.Hash}, f.flags...)...)
 	lines := outcomeLines(out)
 	var problems []string
 	if acode != 0 {
@@ -348,7 +355,7 @@ func (f *fidelity) check(what string) {
 			problems = append(problems, fmt.Sprintf("step %d: diff %q, apply %q", i+1, want[i], l))
 		}
 	}
-	after, acode2 := e.diffJSON()
+	after, acode2 := e.diffJSON(f.flags...)
 	if acode2 != 0 || len(after.Steps) != 0 {
 		problems = append(problems, fmt.Sprintf("second diff: exit %d, steps %q", acode2, after.texts()))
 	}

@@ -164,3 +164,70 @@ func logMatch(out string, want map[string]string) (idx []int, lines []map[string
 	}
 	return idx, lines
 }
+
+// Under the hardened unit `reconciler install` writes (no capabilities, a
+// system-call filter without setuid), an exec liveness probe still runs as
+// the service's user: the systemd backend runs it as a transient unit. It
+// passes while the service's user may read a file that only it can, and
+// restarts the service once it fails.
+func TestExecLivenessProbeAsUserUnderInstalledAgent(t *testing.T) {
+	e := newEnv(t)
+	if out, errOut, code := e.reconciler("install", "--binary", agentBin, "--manifests", "/etc/resil.d", "--resync", "1m"); code != 0 {
+		t.Fatalf("install exit %d:\n%s\n%s", code, out, errOut)
+	}
+	// Readable by nobody only: the probe passes only as nobody.
+	if err := e.sb.WriteFile("/run/web-ok", []byte("ok\n"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.sb.Run(e.ctx, "chown", "nobody", "/run/web-ok"); err != nil {
+		t.Fatal(err)
+	}
+	manifest := `apiVersion: resil.dev/v1
+kind: Service
+metadata: {name: web}
+spec:
+  command: ["/bin/sleep", "infinity"]
+  user: nobody
+  restart: {policy: always, delay: 100ms}
+  health:
+    liveness:
+      exec: ["/bin/sh", "-c", "test \"$(id -un)\" = nobody && cat /run/web-ok"]
+      interval: 1s
+      timeout: 5s
+      failures: 2
+`
+	if err := e.sb.WriteFile("/etc/resil.d/web.yaml", []byte(manifest), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("web active", 30*time.Second, func() bool { return e.prop("web.service", "ActiveState") == "active" })
+	pid := e.prop("web.service", "MainPID")
+	// Several passing attempts: the service is left alone.
+	time.Sleep(4 * time.Second)
+	if p := e.prop("web.service", "MainPID"); p != pid {
+		j, _ := e.sb.Journal(e.ctx, "-u", "resil-agent.service", "-o", "cat")
+		t.Fatalf("web restarted while its probe should pass (pid %s → %s); agent journal:\n%s", pid, p, j)
+	}
+	// The file goes: the probe fails as nobody, and the agent restarts web.
+	if err := e.sb.Remove("/run/web-ok"); err != nil {
+		t.Fatal(err)
+	}
+	restarted := false
+	deadline := time.Now().Add(60 * time.Second)
+	for !restarted && time.Now().Before(deadline) {
+		p := e.show("web.service", "MainPID", "ActiveState")
+		restarted = p["ActiveState"] == "active" && p["MainPID"] != pid && p["MainPID"] != "0"
+		time.Sleep(200 * time.Millisecond)
+	}
+	j, _ := e.sb.Journal(e.ctx, "-u", "resil-agent.service", "-o", "cat")
+	if !restarted {
+		all, _ := e.sb.Journal(e.ctx, "-o", "cat", "-n", "200")
+		t.Fatalf("web not restarted by its liveness probe; agent journal:\n%s\nlast journal lines:\n%s", j, all)
+	}
+	if !strings.Contains(j, "liveness probe failed") || strings.Contains(j, "ProbeError") {
+		t.Errorf("agent journal lacks the liveness restart or has a ProbeError:\n%s", j)
+	}
+	// No transient probe unit is left behind.
+	if out, _ := e.sb.Systemctl(e.ctx, "list-units", "--all", "--no-legend", "resil-probe-*"); strings.TrimSpace(out) != "" {
+		t.Errorf("probe units left: %s", out)
+	}
+}

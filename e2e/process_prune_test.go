@@ -40,10 +40,10 @@ func TestProcessBackendApplyAdoptsThenPrunes(t *testing.T) {
 			}
 		}
 	})
-	apply := func(what string) string {
+	apply := func(what string, extra ...string) string {
 		t.Helper()
-		cmd := exec.Command(filepath.Join(agentDir, "reconciler"), "apply", "--backend", "process",
-			"--manifests", m, "--state-dir", state, "--owner-check", "off", "--log-format", "console")
+		cmd := exec.Command(filepath.Join(agentDir, "reconciler"), append([]string{"apply", "--backend", "process",
+			"--manifests", m, "--state-dir", state, "--owner-check", "off", "--log-format", "console"}, extra...)...)
 		cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -76,7 +76,9 @@ func TestProcessBackendApplyAdoptsThenPrunes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	out := apply("apply after the manifests were deleted")
+	// Every manifest deleted at once is what the mass-prune guard stops
+	// (PruneBlocked): confirmed here, as an operator would.
+	out := apply("apply after the manifests were deleted", "--allow-prune", fmt.Sprint(n))
 	for _, u := range units {
 		if got := supervised(t, state, u); len(got) != 0 {
 			t.Errorf("pruned %s still runs %v", u, got)

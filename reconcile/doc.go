@@ -27,6 +27,11 @@
 // force (LastGoodFile keeps it across agent restarts), and nothing is
 // pruned until one load succeeded.
 //
+// The operator's safety rails are planner input too (SafetyInput, read
+// before the pass): a pause lease withholds an object's steps and reports
+// them; the mass-prune guard holds back a pass's prunes when they are too
+// many; a prune grace keeps a vanished object until its deadline.
+//
 // Files:
 //
 //	reconciler.go     Reconciler: one pass (load, last good, observe, Compute, execute), Result
@@ -42,6 +47,9 @@
 //	plan_health.go    liveness: a restart (or a report) for a failed liveness probe (Input.Health)
 //	readiness.go      Readiness: a service's READY word from its unit and readiness probe
 //	plan_rollout.go   rollouts: restarts of changed services in waves (Input.MaxParallelRestarts)
+//	plan_safety.go    safety rails in the planner: paused objects' steps withheld, the mass-prune guard
+//	lease.go          Lease and LeaseDir: pause leases in <state-dir>/leases/
+//	safety.go         Safety: the rails' state-dir input and bookkeeping (expiry, prune deadlines, confirmations)
 //	reason.go         the event vocabulary: Reason, its Category (drift, failure, ...)
 //	status.go         Classify: an object's state after a pass (Converged … Invalid)
 //	restartclass.go   ClassifyUnitChange: restart or only daemon-reload for a rewritten unit

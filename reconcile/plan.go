@@ -66,6 +66,8 @@ type Input struct {
 	// which its process settings are unchanged (ownmark.KeyProcessSince),
 	// so the file's newer mtime does not read as a lost restart.
 	MarkProcessSince bool
+	// SafetyInput: pause leases, the mass-prune guard, delayed prune.
+	SafetyInput
 }
 
 // Classifier compares the old and new bytes of one unit file.
@@ -75,6 +77,7 @@ type Classifier func(old, cur []byte) UnitChange
 type Plan struct {
 	Steps    []actuators.Step `json:"steps"`
 	Findings []Finding        `json:"findings,omitempty"`
+	SafetyReport
 }
 
 // Hash identifies a plan: the steps and the observed bytes they were
@@ -113,6 +116,13 @@ type planner struct {
 	// jobs are the services desired timers trigger (unit → timer object
 	// ID): the timer starts them, the agent never does.
 	jobs map[string]string
+	// Safety rails (plan_safety.go): paused objects with their withheld
+	// steps, prune deadlines after this pass, a blocked prune, what is
+	// pruned.
+	held    map[string]*PausedObject
+	pending map[string]time.Time
+	blocked *PruneBlock
+	pruned  []string
 	// rollout paces restarts (nil: MaxParallelRestarts is 0).
 	rollout *rolloutState
 }
@@ -120,7 +130,7 @@ type planner struct {
 // Compute returns the steps that move the observed state toward the desired
 // one. It does no I/O and is deterministic for the same input.
 func Compute(in Input) Plan {
-	p := &planner{in: in, jobs: map[string]string{}}
+	p := &planner{in: in, jobs: map[string]string{}, held: map[string]*PausedObject{}, pending: map[string]time.Time{}}
 	objs := append([]*desired.Object(nil), in.Objects...)
 	sort.Slice(objs, func(i, j int) bool { return objs[i].ID() < objs[j].ID() })
 	wanted := map[string]bool{}
@@ -144,6 +154,7 @@ func Compute(in Input) Plan {
 	}
 	p.initRollout(objs)
 	for _, o := range objs {
+		m := p.mark()
 		switch o.Kind {
 		case desired.KindService:
 			p.service(o)
@@ -152,6 +163,13 @@ func Compute(in Input) Plan {
 		case desired.KindWatchdog:
 			p.watchdog(o)
 		}
+		if l := p.lease(o.ID()); l != nil {
+			p.withhold(m, o.ID(), *l)
+		}
+	}
+	safety := SafetyReport{Paused: p.pausedReport(), PruneBlocked: p.blocked, Pruned: p.pruned}
+	if len(p.pending) > 0 {
+		safety.PrunePending = p.pending
 	}
 	p.finishRollout()
 	var steps []actuators.Step
@@ -162,7 +180,7 @@ func Compute(in Input) Plan {
 	}
 	steps = append(steps, p.manager...)
 	steps = append(steps, p.runtime...)
-	return Plan{Steps: steps, Findings: p.findings}
+	return Plan{Steps: steps, Findings: p.findings, SafetyReport: safety}
 }
 
 func dedupe(in []string) []string {

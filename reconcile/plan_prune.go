@@ -8,6 +8,7 @@ import (
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/internal/ownmark"
+	"resil.dev/resil/observed"
 )
 
 // pruneWatchdog removes the owned manager drop-in when no Watchdog object
@@ -26,10 +27,14 @@ func (p *planner) pruneWatchdog() {
 	if !ok || p.in.Protected[owner] {
 		return
 	}
+	mk := p.mark()
 	reason := fmt.Sprintf("pruned: %s no longer desired", owner)
 	p.files = append(p.files, actuators.Step{Op: actuators.OpRemoveFile, Object: owner, Path: m.ConfPath, Old: m.File, Reason: reason})
 	p.reload = true
 	p.reloadWhy = append(p.reloadWhy, "manager drop-in removed")
+	if l := p.lease(owner); l != nil {
+		p.withhold(mk, owner, *l)
+	}
 }
 
 func (p *planner) brokenSource(data []byte) bool {
@@ -41,9 +46,17 @@ func (p *planner) brokenSource(data []byte) bool {
 	return false
 }
 
-// prune plans stop, disable and remove of every owned unit no object wants.
+// prune plans stop, disable and remove of every owned unit no object wants,
+// object by object (an object's units go together), through the safety
+// rails: a paused object's prune is withheld; with PruneGrace an object
+// is kept until its deadline (PrunePending); and the mass-prune guard
+// blocks the pass's prunes when they are too many (PruneBlocked).
 func (p *planner) prune(wanted map[string]bool) {
 	if p.in.Observed == nil || !p.in.Prune {
+		// Nothing is pruned: the deadlines set so far stay as they are.
+		for id, d := range p.in.PrunePending {
+			p.pending[id] = d
+		}
 		return
 	}
 	names := make([]string, 0, len(p.in.Observed.Units))
@@ -51,8 +64,14 @@ func (p *planner) prune(wanted map[string]bool) {
 		names = append(names, n)
 	}
 	sort.Strings(names)
+	owned := map[string]bool{}
+	units := map[string][]string{} // owner → its units to prune
+	var owners []string
 	for _, n := range names {
 		u := p.in.Observed.Units[n]
+		if u.Owner != "" && u.File != nil {
+			owned[u.Owner] = true
+		}
 		if wanted[n] || u.Owner == "" || u.File == nil || p.in.Protected[u.Owner] {
 			continue
 		}
@@ -60,29 +79,87 @@ func (p *planner) prune(wanted map[string]bool) {
 			p.find(u.Owner, n, ReasonLastGoodRetained, "its manifest is invalid; not pruned", true, false)
 			continue
 		}
-		reason := fmt.Sprintf("pruned: %s no longer desired", u.Owner)
-		if len(u.VendorPaths) > 0 {
-			// A unit taken over from a vendor file: remove only resil's
-			// file; the vendor unit (and its enablement) is in force again,
-			// and a running process is restarted from it.
-			if u.Active() && !u.VendorOverrides {
-				p.runtime = append(p.runtime, actuators.Step{Op: actuators.OpRestart, Object: u.Owner, Unit: n,
-					Reason: reason + "; " + strings.Join(u.VendorPaths, ", ") + " back in force"})
-			}
-		} else {
-			if u.Active() {
-				p.stops = append(p.stops, actuators.Step{Op: actuators.OpStop, Object: u.Owner, Unit: n, Reason: reason})
-			}
-			if u.Enabled() {
-				p.stops = append(p.stops, actuators.Step{Op: actuators.OpDisable, Object: u.Owner, Unit: n, Reason: reason})
-			}
+		if _, ok := units[u.Owner]; !ok {
+			owners = append(owners, u.Owner)
 		}
-		path := u.Path
-		if path == "" {
-			path = filepath.Join(p.in.UnitDir, n)
-		}
-		p.files = append(p.files, actuators.Step{Op: actuators.OpRemoveFile, Object: u.Owner, Unit: n, Path: path, Old: u.File, Reason: reason})
-		p.reload = true
-		p.reloadWhy = append(p.reloadWhy, "unit files removed")
+		units[u.Owner] = append(units[u.Owner], n)
 	}
+	sort.Strings(owners)
+	var due []string
+	for _, owner := range owners {
+		if l := p.lease(owner); l != nil {
+			m := p.mark()
+			for _, n := range units[owner] {
+				p.pruneUnit(n, p.in.Observed.Units[n])
+			}
+			p.withhold(m, owner, *l)
+			if d, ok := p.in.PrunePending[owner]; ok {
+				p.pending[owner] = d
+			}
+			continue
+		}
+		if p.in.PruneGrace > 0 {
+			d, ok := p.in.PrunePending[owner]
+			if !ok {
+				d = p.in.Now.Add(p.in.PruneGrace)
+			}
+			p.pending[owner] = d
+			if p.in.Now.Before(d) {
+				p.find(owner, "", ReasonPrunePending, fmt.Sprintf("its manifest is gone; kept running until %s (--prune-grace %s), then pruned: %s",
+					d.UTC().Format(LayoutMilli), p.in.PruneGrace, strings.Join(units[owner], ", ")), false, false)
+				continue
+			}
+		}
+		due = append(due, owner)
+	}
+	if b := p.guardPrune(due, len(owned)); b != nil {
+		// Planned, then taken out: the block says what it holds back.
+		m := p.mark()
+		for _, owner := range due {
+			for _, n := range units[owner] {
+				p.pruneUnit(n, p.in.Observed.Units[n])
+			}
+		}
+		b.Steps = append(append(append([]actuators.Step(nil), p.stops[m.stops:]...), p.files[m.files:]...), p.runtime[m.runtime:]...)
+		p.stops, p.files, p.runtime = p.stops[:m.stops], p.files[:m.files], p.runtime[:m.runtime]
+		p.reload, p.reloadWhy = m.reload, p.reloadWhy[:m.why]
+		p.blocked = b
+		p.find("", "", ReasonPruneBlocked, b.Why+": "+strings.Join(b.Objects, ", "), true, false)
+		return
+	}
+	for _, owner := range due {
+		delete(p.pending, owner)
+		p.pruned = append(p.pruned, owner)
+		for _, n := range units[owner] {
+			p.pruneUnit(n, p.in.Observed.Units[n])
+		}
+	}
+}
+
+// pruneUnit plans the stop, disable and remove of one owned unit.
+func (p *planner) pruneUnit(n string, u *observed.Unit) {
+	reason := fmt.Sprintf("pruned: %s no longer desired", u.Owner)
+	if len(u.VendorPaths) > 0 {
+		// A unit taken over from a vendor file: remove only resil's
+		// file; the vendor unit (and its enablement) is in force again,
+		// and a running process is restarted from it.
+		if u.Active() && !u.VendorOverrides {
+			p.runtime = append(p.runtime, actuators.Step{Op: actuators.OpRestart, Object: u.Owner, Unit: n,
+				Reason: reason + "; " + strings.Join(u.VendorPaths, ", ") + " back in force"})
+		}
+	} else {
+		if u.Active() {
+			p.stops = append(p.stops, actuators.Step{Op: actuators.OpStop, Object: u.Owner, Unit: n, Reason: reason})
+		}
+		if u.Enabled() {
+			p.stops = append(p.stops, actuators.Step{Op: actuators.OpDisable, Object: u.Owner, Unit: n, Reason: reason})
+		}
+	}
+	path := u.Path
+	if path == "" {
+		path = filepath.Join(p.in.UnitDir, n)
+	}
+	p.files = append(p.files, actuators.Step{Op: actuators.OpRemoveFile, Object: u.Owner, Unit: n, Path: path, Old: u.File, Reason: reason})
+	p.reload = true
+	p.reloadWhy = append(p.reloadWhy, "unit files removed")
 }

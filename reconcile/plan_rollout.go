@@ -58,7 +58,8 @@ func (p *planner) initRollout(objs []*desired.Object) {
 		}
 		unit := o.Metadata.Name + ".service"
 		u := p.unit(unit)
-		if files := p.in.Files[o.ID()]; len(files) > 0 && p.rolloutCandidate(o, files[0], u) {
+		// A paused object (pause lease) is no candidate: its restart is withheld.
+		if files := p.in.Files[o.ID()]; len(files) > 0 && p.lease(o.ID()) == nil && p.rolloutCandidate(o, files[0], u) {
 			cands = append(cands, o)
 		}
 		switch {

@@ -65,6 +65,13 @@ const (
 	ReasonRestarted       Reason = "Restarted"
 	ReasonRestartStorm    Reason = "RestartStorm"
 	ReasonAlertHookFailed Reason = "AlertHookFailed"
+	// Operator safety rails (issue 14): pause leases, the mass-prune
+	// guard and delayed prune.
+	ReasonPaused       Reason = "Paused"
+	ReasonResumed      Reason = "Resumed"
+	ReasonLeaseExpired Reason = "LeaseExpired"
+	ReasonPruneBlocked Reason = "PruneBlocked"
+	ReasonPrunePending Reason = "PrunePending"
 	// ReasonUnhealthy: a running service failed its liveness probe
 	// spec.health.liveness.failures times in a row (restarted, or only
 	// reported with action report).
@@ -124,6 +131,8 @@ var categories = map[Reason]Category{
 	ReasonRestartStorm:     CategoryOccurrence,
 	ReasonAlertHookFailed:  CategoryOccurrence,
 	ReasonRevisionDeployed: CategoryOccurrence,
+	ReasonResumed:          CategoryOccurrence,
+	ReasonLeaseExpired:     CategoryOccurrence,
 
 	ReasonStaleProcess:   CategoryInformational,
 	ReasonRolloutPending: CategoryInformational,
@@ -134,6 +143,9 @@ var categories = map[Reason]Category{
 	ReasonTimerMissed:    CategoryInformational,
 	ReasonTimerCatchUp:   CategoryInformational,
 	ReasonReexecNeeded:   CategoryInformational,
+	ReasonPaused:         CategoryInformational,
+	ReasonPruneBlocked:   CategoryInformational,
+	ReasonPrunePending:   CategoryInformational,
 	ReasonCacheDrift:     CategoryInformational,
 }
 

@@ -21,9 +21,9 @@ func TestReasonCategories(t *testing.T) {
 		CategoryDrift:      "DisabledOutOfBand FileEdited ForeignDropIn StoppedOutOfBand TimerInactive",
 		CategoryFailure:    "Failed ForeignUnitConflict ProbeError RolloutHalted StartLimitHit TimerFailed Unhealthy WatchdogTimeout",
 		CategoryInvalid:    "InvalidManifest LastGoodRetained ManifestBusy RevisionInvalid RevisionRejected",
-		CategoryOccurrence: "AlertHookFailed Applied ApplyFailed Pruned RestartStorm Restarted RevisionDeployed",
-		CategoryInformational: "BackoffHeldBack CacheDrift DaemonReexecNeeded DriftReported NoWatchdogDevice RolloutPending StaleProcess TimerCatchUp " +
-			"TimerMissed Unsupported",
+		CategoryOccurrence: "AlertHookFailed Applied ApplyFailed LeaseExpired Pruned RestartStorm Restarted Resumed RevisionDeployed",
+		CategoryInformational: "BackoffHeldBack CacheDrift DaemonReexecNeeded DriftReported NoWatchdogDevice Paused PruneBlocked PrunePending " +
+			"RolloutPending StaleProcess TimerCatchUp TimerMissed Unsupported",
 	} {
 		if got := strings.Join(by[c], " "); got != want {
 			t.Errorf("%s: %s, want %s", c, got, want)

@@ -72,6 +72,8 @@ type Config struct {
 	// loads them, each applying pass saves them before its first step).
 	// Nil keeps them in memory only.
 	LastGood LastGoodStore
+	// Safety: pause leases, the mass-prune guard, delayed prune (safety.go).
+	Safety Safety
 	// Health returns the agent's probe statuses for each pass's plan
 	// (Input.Health); nil: no probes run (apply, diff).
 	Health func() []health.Status
@@ -88,6 +90,9 @@ type Reconciler struct {
 	lastGood map[string]*desired.Object
 	failures map[string]*backoff
 	pass     uint64
+	// pending are the prune deadlines (delayed prune), persisted in the
+	// state dir.
+	pending map[string]time.Time
 }
 
 type backoff struct {
@@ -119,6 +124,7 @@ func New(cfg Config) *Reconciler {
 		cfg.Parallel = 8
 	}
 	r := &Reconciler{cfg: cfg, log: cfg.Log.Named("reconcile"), lastGood: map[string]*desired.Object{}, failures: map[string]*backoff{}}
+	r.loadPending()
 	if cfg.LastGood != nil {
 		objs, err := cfg.LastGood.Load()
 		if err != nil {
@@ -191,6 +197,9 @@ type Options struct {
 	Quiet bool
 	// ExpectPlan refuses to act unless the plan hash equals it.
 	ExpectPlan string
+	// AllowPrune lets a prune of at most this many objects through the
+	// mass-prune guard (apply --allow-prune N).
+	AllowPrune int
 	// Full asks a FullObserver for a full read (the loop's resync).
 	Full bool
 }
@@ -263,10 +272,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	}
 	res.Observed = obs
 	res.Health = r.probeStatuses()
+	safety, expired := r.safetyInput(log, opts, r.cfg.Now())
 	plan := Compute(Input{Objects: effective, Files: files, UnitDir: r.cfg.UnitDir, ManagerDir: r.cfg.ManagerDir,
 		Observed: obs, Prune: prune, Protected: protected, BrokenFiles: broken, Classify: r.cfg.Classify,
 		MarkProcessSince: r.cfg.MarkProcessSince, Health: res.Health, MaxParallelRestarts: r.cfg.MaxParallelRestarts,
-		RolloutReadyTimeout: r.cfg.RolloutReadyTimeout})
+		RolloutReadyTimeout: r.cfg.RolloutReadyTimeout, SafetyInput: safety})
 	plan.Findings = append(append(plan.Findings, busy...), unsupported...)
 	res.Plan = plan
 	res.Hash = plan.Hash()
@@ -287,6 +297,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	if opts.ExpectPlan != "" && opts.ExpectPlan != res.Hash {
 		return res, fmt.Errorf("%w: reviewed %s, now %s", ErrExpectPlan, opts.ExpectPlan, res.Hash)
 	}
+	r.afterPlan(log, safety, expired, plan)
+	defer func() { res.RequeueAfter = wakeAfter(res.RequeueAfter, safety, plan.SafetyReport) }()
 	if len(plan.Steps) == 0 {
 		log.Debug("converged", zap.Int("objects", res.Objects))
 	}

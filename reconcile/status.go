@@ -18,10 +18,11 @@ const (
 	StateDrifted    ObjectState = "Drifted"    // drift reported, not corrected (drift: report, foreign drop-in)
 	StateFailed     ObjectState = "Failed"     // unit failed, a step failed, or a foreign unit blocks it
 	StateInvalid    ObjectState = "Invalid"    // its manifest is broken; the last good version stays in force
+	StatePaused     ObjectState = "Paused"     // under a pause lease: drift reported, not corrected (reconciler pause)
 )
 
 // States lists every object state, in the order metrics export them.
-var States = []ObjectState{StateConverged, StateConverging, StateDrifted, StateFailed, StateInvalid}
+var States = []ObjectState{StateConverged, StateConverging, StateDrifted, StateFailed, StateInvalid, StatePaused}
 
 // Problem reports whether the state keeps the host from counting as
 // converged (Drifted, Failed, Invalid).
@@ -65,8 +66,13 @@ func Classify(res Result) map[string]ObjectStatus {
 		id := o.ID()
 		var st ObjectStatus
 		var msgs []string
-		failed, invalid, drift := false, false, false
+		failed, invalid, drift, paused := false, false, false, false
 		for _, f := range findings[id] {
+			if f.Reason == ReasonPaused {
+				paused = true
+				msgs = append(msgs, string(f.Reason)+": "+f.Message)
+				continue
+			}
 			if !f.Warning {
 				continue
 			}
@@ -91,6 +97,8 @@ func Classify(res Result) map[string]ObjectStatus {
 			st.State = StateFailed
 		case invalid:
 			st.State = StateInvalid
+		case paused:
+			st.State = StatePaused
 		case drift:
 			st.State = StateDrifted
 		case applied[id]:

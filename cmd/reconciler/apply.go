@@ -19,6 +19,7 @@ import (
 
 func newApplyCmd(g *globals) *cobra.Command {
 	var expect string
+	var allowPrune int
 	cmd := &cobra.Command{
 		Use:   "apply",
 		Short: "Run one reconcile pass, then exit",
@@ -27,84 +28,96 @@ func newApplyCmd(g *globals) *cobra.Command {
 			"--expect-plan HASH refuses to act when the plan differs from the one `diff` showed.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, done, err := g.openCommand("warn", true, false, 2)
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, log, be := c.ctx, c.log, c.be
-			// Events of a one-shot pass are recorded in the agent's store too,
-			// so `reconciler events` shows what apply did.
-			var rec reconcile.Recorder = reconcile.NewRing(1024, log)
-			var snapshot func(reconcile.Result, error)
-			if s, err := store.Open(storePath(g), store.Options{Log: log}); err != nil {
-				log.Warn("event store unavailable, events go to the log only", zap.Error(err))
-			} else {
-				defer s.Close()
-				rec = reconcile.Fanout{rec, s}
-				// `reconciler status` then shows what this pass saw.
-				t := newTelemetry(s, nil, rec, log, be.Name, ledger.Policy{}, 0)
-				snapshot = func(res reconcile.Result, err error) { t.snapshot(ctx, res, err, time.Now()) }
-			}
-			// With a git source in the state dir (and no --manifests), apply
-			// converges on its deployed revision, as the agent does (source.go).
-			if _, _, err := diffSource(ctx, cmd, g, ""); err != nil {
-				return exitCode(2, err)
-			}
-			r, err := newReconciler(g, be, log, rec, false)
-			if err != nil {
-				return exitCode(2, err)
-			}
-			// The process backend's supervisor must run while the pass acts;
-			// afterwards its processes keep running for `run` to adopt.
-			bgCtx, stopBg := context.WithCancel(ctx)
-			var bg errgroup.Group
-			for _, task := range be.Background {
-				bg.Go(func() error { return task(bgCtx, func() {}) })
-			}
-			defer func() { stopBg(); _ = bg.Wait() }()
-			start := time.Now()
-			res, err := r.Reconcile(ctx, reconcile.Options{ExpectPlan: expect})
-			if snapshot != nil && res.Observed != nil {
-				snapshot(statusAfter(ctx, r, res, err, log))
-			}
-			out := cmd.OutOrStdout()
-			if errors.Is(err, reconcile.ErrExpectPlan) {
-				printPlan(out, be.Name, res)
-				return exitCode(1, err)
-			}
-			if err != nil && len(res.Outcomes) == 0 {
-				return exitCode(2, err)
-			}
-			for _, o := range res.Outcomes {
-				switch {
-				case o.Skipped != "":
-					fmt.Fprintf(out, "skipped  %s: %s\n", desired.EscapeControl(o.Step.String()), desired.EscapeControl(o.Skipped))
-				case o.Err != nil:
-					fmt.Fprintf(out, "FAILED   %s: %s\n", desired.EscapeControl(o.Step.String()), desired.EscapeControl(o.Err.Error()))
-				default:
-					fmt.Fprintf(out, "%-8s %s\n", o.Result, desired.EscapeControl(o.Step.String()))
-				}
-			}
-			for _, f := range res.Plan.Findings {
-				if f.Warning {
-					fmt.Fprintf(out, "warning  %s %s: %s\n", f.Reason, desired.EscapeControl(f.Object), desired.EscapeControl(f.Message))
-				}
-			}
-			fmt.Fprintf(out, "%d steps, %d failed, %d objects, %s (plan %s)\n", len(res.Outcomes), res.Failed(), res.Objects,
-				time.Since(start).Round(time.Millisecond), res.Hash)
-			if res.LoadErr != nil {
-				fmt.Fprintf(cmd.ErrOrStderr(), "invalid manifests (their last good version, if any, stays in force):\n%v\n", res.LoadErr)
-				return exitCode(1, nil)
-			}
-			if err != nil || res.Failed() > 0 {
-				return exitCode(1, nil)
-			}
-			return nil
+			return runApply(cmd, g, reconcile.Options{ExpectPlan: expect, AllowPrune: allowPrune})
 		},
 	}
 	cmd.Flags().StringVar(&expect, "expect-plan", "", "refuse to act unless the plan hash equals HASH (from diff)")
+	cmd.Flags().IntVar(&allowPrune, "allow-prune", 0, "let a prune of at most N objects through the mass-prune guard, this once")
+	addSafetyFlags(g, cmd)
 	return cmd
+}
+
+// runApply runs one applying pass and prints its outcomes (apply, and
+// prune --confirm with no agent running).
+func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
+	c, done, err := g.openCommand("warn", true, false, 2)
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, log, be := c.ctx, c.log, c.be
+	// Events of a one-shot pass are recorded in the agent's store too,
+	// so `reconciler events` shows what apply did.
+	var rec reconcile.Recorder = reconcile.NewRing(1024, log)
+	var snapshot func(reconcile.Result, error)
+	if s, err := store.Open(storePath(g), store.Options{Log: log}); err != nil {
+		log.Warn("event store unavailable, events go to the log only", zap.Error(err))
+	} else {
+		defer s.Close()
+		rec = reconcile.Fanout{rec, s}
+		// `reconciler status` then shows what this pass saw.
+		t := newTelemetry(s, nil, rec, log, be.Name, ledger.Policy{}, 0)
+		snapshot = func(res reconcile.Result, err error) { t.snapshot(ctx, res, err, time.Now()) }
+	}
+	// With a git source in the state dir (and no --manifests), apply
+	// converges on its deployed revision, as the agent does (source.go).
+	if _, _, err := diffSource(ctx, cmd, g, ""); err != nil {
+		return exitCode(2, err)
+	}
+	r, err := newReconciler(g, be, log, rec, false)
+	if err != nil {
+		return exitCode(2, err)
+	}
+	// The process backend's supervisor must run while the pass acts;
+	// afterwards its processes keep running for `run` to adopt.
+	bgCtx, stopBg := context.WithCancel(ctx)
+	var bg errgroup.Group
+	for _, task := range be.Background {
+		bg.Go(func() error { return task(bgCtx, func() {}) })
+	}
+	defer func() { stopBg(); _ = bg.Wait() }()
+	start := time.Now()
+	res, err := r.Reconcile(ctx, opts)
+	if snapshot != nil && res.Observed != nil {
+		snapshot(statusAfter(ctx, r, res, err, log))
+	}
+	out := cmd.OutOrStdout()
+	if errors.Is(err, reconcile.ErrExpectPlan) {
+		printPlan(out, be.Name, res)
+		return exitCode(1, err)
+	}
+	if err != nil && len(res.Outcomes) == 0 {
+		return exitCode(2, err)
+	}
+	for _, o := range res.Outcomes {
+		switch {
+		case o.Skipped != "":
+			fmt.Fprintf(out, "skipped  %s: %s\n", desired.EscapeControl(o.Step.String()), desired.EscapeControl(o.Skipped))
+		case o.Err != nil:
+			fmt.Fprintf(out, "FAILED   %s: %s\n", desired.EscapeControl(o.Step.String()), desired.EscapeControl(o.Err.Error()))
+		default:
+			fmt.Fprintf(out, "%-8s %s\n", o.Result, desired.EscapeControl(o.Step.String()))
+		}
+	}
+	for _, f := range res.Plan.Findings {
+		if f.Warning {
+			what := string(f.Reason)
+			if f.Object != "" { // PruneBlocked is about the host, not one object
+				what += " " + desired.EscapeControl(f.Object)
+			}
+			fmt.Fprintf(out, "warning  %s: %s\n", what, desired.EscapeControl(f.Message))
+		}
+	}
+	fmt.Fprintf(out, "%d steps, %d failed, %d objects, %s (plan %s)\n", len(res.Outcomes), res.Failed(), res.Objects,
+		time.Since(start).Round(time.Millisecond), res.Hash)
+	if res.LoadErr != nil {
+		fmt.Fprintf(cmd.ErrOrStderr(), "invalid manifests (their last good version, if any, stays in force):\n%v\n", res.LoadErr)
+		return exitCode(1, nil)
+	}
+	if err != nil || res.Failed() > 0 {
+		return exitCode(1, nil)
+	}
+	return nil
 }
 
 // statusAfter is what `reconciler status` should show after an apply pass:

@@ -33,6 +33,8 @@ type backend struct {
 	// Background tasks run beside the loop (supervisor, state subscriptions).
 	// Each returns when ctx is done, after its goroutines exit; wake must not block.
 	Background []func(ctx context.Context, wake func()) error
+	// ProbeRunner runs exec health probes (nil: in the agent's process).
+	ProbeRunner health.Runner
 	// Reset clears a unit's failed state (reconciler reset).
 	Reset func(ctx context.Context, unit string) error
 	// Close releases connections.
@@ -134,9 +136,14 @@ func newReconciler(g *globals, be *backend, log *zap.Logger, events reconcile.Re
 	if err != nil {
 		return nil, err
 	}
+	safety, err := g.safety.config(g.stateDir, readOnly) // safety.go
+	if err != nil {
+		return nil, err
+	}
 	return reconcile.New(reconcile.Config{
 		Manifests: manifests, Load: opts, UnitDir: be.UnitDir, ManagerDir: be.ManagerDir,
 		Render: be.Render, Classify: be.Classify, MarkProcessSince: be.MarkProcessSince, Observer: be.Observer, Applier: be.Applier, Events: events, Log: log,
 		AfterStep: afterStep, Health: be.Health, MaxParallelRestarts: g.maxParallelRestarts, RolloutReadyTimeout: g.rolloutReadyTimeout, LastGood: reconcile.NewLastGoodFile(g.stateDir, readOnly),
+		Safety: safety,
 	}), nil
 }

@@ -66,6 +66,9 @@ func openSystemd(ctx context.Context, g *globals, log *zap.Logger, readOnly bool
 			}
 		}
 	})
+	// Exec probes run as transient units: systemd switches to the
+	// service's user, the agent keeps no capability (its unit has none).
+	be.ProbeRunner = transientProbes{sdapply.NewProbeRunner(conn)}
 	be.Reset = func(ctx context.Context, unit string) error {
 		for _, op := range []actuators.Op{actuators.OpResetFailed, actuators.OpStart} {
 			if _, err := app.Apply(ctx, actuators.Step{Op: op, Unit: unit, Reason: "reconciler reset"}); err != nil {

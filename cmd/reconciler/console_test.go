@@ -112,7 +112,7 @@ func TestStatusWatchRedrawsOnChange(t *testing.T) {
 	var out syncWriter
 	wctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- watchStatus(wctx, &out, r, nil, false, 10*time.Millisecond) }()
+	go func() { done <- watchStatus(wctx, &out, r, nil, false, 10*time.Millisecond, "") }()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(out.String(), "absent") && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)

@@ -30,6 +30,8 @@ type diffJSON struct {
 	Steps    []stepJSON          `json:"steps"`
 	Findings []reconcile.Finding `json:"findings"`
 	Errors   []string            `json:"errors,omitempty"`
+	// paused, pruneBlocked, prunePending, pruned (diff_safety.go)
+	reconcile.SafetyReport
 	// Revision is the git source's revision the manifests come from.
 	Revision *gitsource.Revision `json:"revision,omitempty"`
 }
@@ -68,7 +70,7 @@ func newDiffCmd(g *globals) *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			if output == "json" {
-				rep := diffJSON{Backend: be.Name, Hash: res.Hash, Changes: !res.Plan.Empty(), Steps: []stepJSON{}, Findings: res.Plan.Findings, Revision: rev}
+				rep := diffJSON{Backend: be.Name, Hash: res.Hash, Changes: !res.Plan.Empty(), Steps: []stepJSON{}, Findings: res.Plan.Findings, Revision: rev, SafetyReport: res.Plan.SafetyReport}
 				for _, s := range res.Plan.Steps {
 					rep.Steps = append(rep.Steps, stepJSON{Step: s, Text: s.String(), Diff: fileDiff(s)})
 				}
@@ -98,6 +100,7 @@ func newDiffCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
 	cmd.Flags().StringVar(&revision, "revision", "", "git source: diff against this commit, branch or ref of the agent's repository instead of the deployed revision (composed as the agent would)")
+	addSafetyFlags(g, cmd)
 	return cmd
 }
 
@@ -139,9 +142,15 @@ func printPlan(out io.Writer, backend string, res reconcile.Result) {
 			fmt.Fprintf(out, "  %2d. %s\n", i+1, desired.EscapeControl(s.String()))
 		}
 	}
-	if len(res.Plan.Findings) > 0 {
+	var findings []reconcile.Finding
+	for _, f := range res.Plan.Findings {
+		if !safetyReasons[f.Reason] {
+			findings = append(findings, f)
+		}
+	}
+	if len(findings) > 0 {
 		fmt.Fprintln(out, "Findings:")
-		for _, f := range res.Plan.Findings {
+		for _, f := range findings {
 			mark := " "
 			if f.Warning {
 				mark = "!"
@@ -149,6 +158,7 @@ func printPlan(out io.Writer, backend string, res reconcile.Result) {
 			fmt.Fprintf(out, "  %s %s %s: %s\n", mark, f.Reason, desired.EscapeControl(f.Object), desired.EscapeControl(f.Message))
 		}
 	}
+	printSafety(out, res, time.Now())
 	if res.Observed != nil {
 		for _, line := range timerNotes(res) {
 			fmt.Fprintln(out, line)

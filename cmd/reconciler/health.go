@@ -5,6 +5,7 @@ import (
 
 	"go.uber.org/zap"
 
+	sdapply "resil.dev/resil/actuators/systemd"
 	"resil.dev/resil/reconcile"
 	"resil.dev/resil/reconcile/health"
 )
@@ -20,10 +21,18 @@ type probes struct {
 	wake func()
 }
 
-func newProbes(log *zap.Logger) *probes {
+func newProbes(log *zap.Logger, runner health.Runner) *probes {
 	p := &probes{wake: func() {}}
 	p.prober = health.New(log.Named("health"), func() { p.wake() })
+	p.prober.SetRunner(runner)
 	return p
+}
+
+// transientProbes runs exec probes as transient units (systemd backend).
+type transientProbes struct{ r *sdapply.ProbeRunner }
+
+func (t transientProbes) Run(ctx context.Context, argv []string, id health.Identity) error {
+	return t.r.Run(ctx, argv, id.User, id.Group)
 }
 
 // status returns every probe's status (reconcile.Config.Health).

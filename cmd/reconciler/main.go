@@ -51,6 +51,8 @@ type globals struct {
 	// stopOnExit (process backend): stop every supervised process when the
 	// agent exits, as a container's PID 1 must. Always on as PID 1.
 	stopOnExit bool
+	// safety: the safety rails' flags of the running command (safety.go).
+	safety *safetyFlags
 	// maxParallelRestarts paces the agent's restarts of changed running
 	// services (reconcile.Input.MaxParallelRestarts; 0: all at once).
 	maxParallelRestarts int
@@ -139,7 +141,8 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.logFormat, "log-format", "auto", "json, console (one line per step and event, for people), or auto: console on a terminal, json otherwise")
 	pf.IntVar(&g.maxParallelRestarts, "max-parallel-restarts", 0, "restart changed running services in waves: at most N restarting or not ready at once (0: all at once)")
 	pf.DurationVar(&g.rolloutReadyTimeout, "rollout-ready-timeout", reconcile.DefaultRolloutReadyTimeout, "with --max-parallel-restarts: a running service not ready this long halts the rollout")
-	root.AddCommand(newVersionCmd(), newValidateCmd(g), newRenderCmd(g), newDiffCmd(g), newApplyCmd(g), newRunCmd(g), newResetCmd(g), newInstallCmd(g), newStatusCmd(g), newEventsCmd(g), newProbeCmd(), newSchemaCmd(), newSyncCmd(g))
+	root.AddCommand(newVersionCmd(), newValidateCmd(g), newRenderCmd(g), newDiffCmd(g), newApplyCmd(g), newRunCmd(g), newResetCmd(g), newInstallCmd(g), newStatusCmd(g), newEventsCmd(g), newProbeCmd(), newSchemaCmd(), newSyncCmd(g),
+		newPauseCmd(g), newResumeCmd(g), newPruneCmd(g))
 	return root
 }
 

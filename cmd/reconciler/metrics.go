@@ -33,6 +33,7 @@ type metrics struct {
 	reloadDuration prometheus.Histogram
 	lastSuccess    prometheus.Gauge
 	storms         *prometheus.CounterVec
+	paused         *prometheus.GaugeVec
 	objectReady    *prometheus.GaugeVec
 	// git source (registered by enableSource; methods in source.go)
 	sourceRevision    *prometheus.GaugeVec
@@ -82,6 +83,9 @@ func newMetrics(stale time.Duration, now func() time.Time) *metrics {
 		storms: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "resil_restart_storms_total", Help: "Restart-storm alerts fired, by object.",
 		}, []string{"object"}),
+		paused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "resil_object_paused", Help: "1 while a pause lease holds the object (reconciler pause), else 0.",
+		}, []string{"object"}),
 		objectReady: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "resil_object_ready", Help: "1 when a service desired running is ready (active, and its readiness probe passing), 0 when not or not known yet, after the last pass.",
 		}, []string{"object"}),
@@ -102,7 +106,7 @@ func newMetrics(stale time.Duration, now func() time.Time) *metrics {
 		prevFindings: map[string]bool{},
 	}
 	m.heartbeat = now()
-	m.reg.MustRegister(m.passDuration, m.passes, m.objects, m.drift, m.restarts, m.reloadDuration, m.lastSuccess, m.storms, m.objectReady,
+	m.reg.MustRegister(m.passDuration, m.passes, m.objects, m.drift, m.restarts, m.reloadDuration, m.lastSuccess, m.storms, m.objectReady, m.paused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []string{"success", "error"} {
 		m.passes.WithLabelValues(r)
@@ -173,6 +177,11 @@ func (m *metrics) setObjects(objs []store.ObjectStatus, gone []string) {
 		}
 	}
 	for _, o := range objs {
+		v := 0.0
+		if o.State == string(reconcile.StatePaused) {
+			v = 1
+		}
+		m.paused.WithLabelValues(o.Object).Set(v)
 		switch o.Ready {
 		case "":
 			m.objectReady.DeleteLabelValues(o.Object)
@@ -186,6 +195,7 @@ func (m *metrics) setObjects(objs []store.ObjectStatus, gone []string) {
 		m.objectReady.DeleteLabelValues(obj)
 		m.restarts.DeletePartialMatch(prometheus.Labels{"object": obj})
 		m.storms.DeleteLabelValues(obj)
+		m.paused.DeleteLabelValues(obj)
 	}
 }
 

@@ -46,7 +46,7 @@ func newRunCmd(g *globals) *cobra.Command {
 			if src != nil {
 				src.Prime(ctx, 30*time.Second) // the first revision before the first pass
 			}
-			hp := newProbes(log) // liveness and readiness (health.go)
+			hp := newProbes(log, be.ProbeRunner) // liveness and readiness (health.go)
 			be.Health = hp.status
 			r, err := newReconciler(g, be, log, obs.recorder, false)
 			if err != nil {
@@ -78,7 +78,7 @@ func newRunCmd(g *globals) *cobra.Command {
 			if src != nil {
 				eg.Go(func() error { return src.Run(ctx, loop.Kick) })
 			}
-			for _, bg := range be.Background {
+			for _, bg := range append(be.Background, watchSafety(g.stateDir, time.Second)) {
 				eg.Go(func() error { return bg(ctx, loop.Kick) })
 			}
 			for _, bg := range obs.background {
@@ -98,6 +98,7 @@ func newRunCmd(g *globals) *cobra.Command {
 	f.DurationVar(&passTimeout, "pass-timeout", 5*time.Minute, "upper bound of one pass")
 	obsf = addObsFlags(f)
 	srcf = addSourceFlags(f)
+	addSafetyFlags(g, cmd)
 	f.BoolVar(&g.stopOnExit, "stop-on-exit", false, "process backend: on SIGTERM stop all services in reverse start order and exit when all are down (always on as PID 1); otherwise they keep running for the next agent to adopt")
 	return cmd
 }

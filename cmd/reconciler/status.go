@@ -39,6 +39,7 @@ func objectStatuses(res reconcile.Result, now time.Time) []store.ObjectStatus {
 			State: string(c.State), Failed: c.Failed, Drift: c.Drift, Message: c.Message,
 			Ready: reconcile.Readiness(o, res.Observed, res.Health)})
 	}
+	out = append(out, pendingStatuses(res, now)...) // status_safety.go
 	sort.Slice(out, func(i, j int) bool { return out[i].Object < out[j].Object })
 	return out
 }
@@ -100,6 +101,10 @@ type statusRow struct {
 	store.ObjectStatus
 	Restarts24h int                `json:"restarts24h"`
 	LastEvent   *store.StoredEvent `json:"lastEvent,omitempty"`
+	// Paused is the lease pausing the object, PruneAt its prune deadline
+	// (status_safety.go).
+	Paused  *reconcile.Lease `json:"paused,omitempty"`
+	PruneAt *time.Time       `json:"pruneAt,omitempty"`
 }
 
 type statusReport struct {
@@ -121,7 +126,8 @@ func newStatusCmd(g *globals) *cobra.Command {
 		Use:   "status [NAME...]",
 		Short: "Show each object's desired and observed state from the agent's last pass",
 		Long: "Reads the agent's store (<state-dir>/events.db) directly; needs no backend and works whether or\n" +
-			"not the agent runs. NAME is an object name (web) or ID (Service/web).\n" +
+			"not the agent runs. NAME is an object name (web) or ID (Service/web). A paused object shows\n" +
+			"[PAUSED 29m left] (from its lease, at once), one kept by --prune-grace [PRUNE in 9m].\n" +
 			"Exit status: 0 everything converged, 1 something is drifting, failed or invalid, 2 error.",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if output != "" && output != "json" && output != "yaml" && output != "wide" {
@@ -136,7 +142,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 				if output != "" && output != "wide" {
 					return exitCode(2, errors.New("--watch draws the table: -o wide or nothing"))
 				}
-				return watchStatus(cmd.Context(), cmd.OutOrStdout(), s, args, output == "wide", every)
+				return watchStatus(cmd.Context(), cmd.OutOrStdout(), s, args, output == "wide", every, g.stateDir)
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
@@ -146,6 +152,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 			}
 			rep.Revision = deployedRevision(g)
 			rep.LastFetch, _ = gitsource.LastAttempt(gitsource.Dir(g.stateDir))
+			addSafety(&rep, g.stateDir, time.Now())
 			out := cmd.OutOrStdout()
 			switch output {
 			case "json":
@@ -178,7 +185,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 // watchStatus redraws the status table each time what it shows changes
 // (the agent's last pass or an object's row), checking every interval,
 // until ctx is done (Ctrl-C). On a terminal each table replaces the last.
-func watchStatus(ctx context.Context, out io.Writer, s *store.Store, names []string, wide bool, every time.Duration) error {
+func watchStatus(ctx context.Context, out io.Writer, s *store.Store, names []string, wide bool, every time.Duration, stateDir string) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	clear := false
@@ -191,6 +198,7 @@ func watchStatus(ctx context.Context, out io.Writer, s *store.Store, names []str
 		if err != nil && ctx.Err() == nil {
 			return exitCode(2, err)
 		}
+		addSafety(&rep, stateDir, time.Now())
 		var b strings.Builder
 		if err == nil {
 			_ = printStatus(&b, rep, wide, time.Now())
@@ -275,7 +283,9 @@ func printStatus(w io.Writer, rep statusReport, wide bool, now time.Time) error 
 			last = fmt.Sprintf("%s (%s ago)", o.LastEvent.Reason, shortAge(now.Sub(o.LastEvent.LastSeen)))
 		}
 		observed := o.Observed
-		if o.State != string(reconcile.StateConverged) {
+		if w := safetyWord(o, now); w != "" {
+			observed += w
+		} else if o.State != string(reconcile.StateConverged) {
 			observed += " [" + o.State + "]"
 		}
 		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s", o.Name, o.Kind, o.Desired, observed, reconcile.OrDash(o.Ready), o.Restarts24h, last, shortAge(now.Sub(o.FirstSeen)))

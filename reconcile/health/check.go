@@ -181,3 +181,24 @@ func credential(id Identity) (*syscall.Credential, error) {
 	}
 	return cred, nil
 }
+
+// Runner runs an exec probe's argv as a user somewhere other than in the
+// agent's own process (the systemd backend: a transient unit, so the probe
+// needs no privilege of the agent's and gets systemd's own User= handling).
+type Runner interface {
+	Run(ctx context.Context, argv []string, id Identity) error
+}
+
+// runnerCheck is an exec probe run by a Runner.
+type runnerCheck struct {
+	r    Runner
+	argv []string
+	id   Identity
+}
+
+func (c *runnerCheck) Check(ctx context.Context) error {
+	if err := c.r.Run(ctx, c.argv, c.id); err != nil {
+		return fmt.Errorf("exec probe %s: %w", c.argv[0], err)
+	}
+	return nil
+}

@@ -276,3 +276,20 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
+
+// SetRunner makes exec probes run through r (nil: in the agent's process,
+// with the service's user and group set on the child). Call before Run.
+func (p *Prober) SetRunner(r Runner) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if r == nil {
+		p.checker = NewChecker
+		return
+	}
+	p.checker = func(pr desired.Probe, id Identity) (Checker, error) {
+		if len(pr.Exec) > 0 {
+			return &runnerCheck{r: r, argv: pr.Exec, id: id}, nil
+		}
+		return NewChecker(pr, id)
+	}
+}

@@ -1,0 +1,243 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"resil.dev/resil/desired"
+	"resil.dev/resil/reconcile"
+	"resil.dev/resil/reconcile/store"
+)
+
+func newPauseCmd(g *globals) *cobra.Command {
+	var dur, maxLease time.Duration
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "pause NAME... --for DURATION --reason TEXT",
+		Short: "Stop the agent from correcting or changing objects for a while (a lease in the state dir)",
+		Long: "Takes a pause lease on each NAME (an object name such as web, or an ID such as Service/web) in\n" +
+			"<state-dir>/leases/. Until it expires or `reconciler resume NAME`, the agent corrects no drift of the\n" +
+			"object and applies no manifest change to it (nor prunes it); it records the drift (DriftReported) and\n" +
+			"`diff` says what it would do. Everything else keeps converging. --for and --reason are required; the\n" +
+			"lease records who took it and when. Works whether or not the agent runs; a running agent sees the\n" +
+			"lease within a second, and converges the object when the lease expires (LeaseExpired).",
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case dur <= 0:
+				return exitCode(2, fmt.Errorf("--for is required: how long the pause lasts (e.g. 30m)"))
+			case maxLease > 0 && dur > maxLease:
+				return exitCode(2, fmt.Errorf("--for %s is longer than --max-lease %s", dur, maxLease))
+			case strings.TrimSpace(reason) == "":
+				return exitCode(2, fmt.Errorf("--reason is required: why the object is paused (e.g. \"hotfix INC-123\")"))
+			case strings.IndexFunc(reason, unicode.IsControl) >= 0:
+				return exitCode(2, fmt.Errorf("--reason must be one line of text"))
+			}
+			for _, a := range args {
+				if msg := reconcile.CheckLeaseObject(a); msg != "" {
+					return exitCode(2, fmt.Errorf("%s", msg))
+				}
+			}
+			now := time.Now()
+			uid, name := whoAmI()
+			ld := reconcile.NewLeaseDir(g.stateDir)
+			var events []reconcile.Event
+			for _, a := range args {
+				l := reconcile.Lease{Object: a, Reason: reason, Since: now, Until: now.Add(dur), UID: uid, User: name}
+				if err := ld.Put(l); err != nil {
+					return exitCode(1, err)
+				}
+				desc := l.Describe(now)
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %s (%s)\n", a, desired.EscapeControl(desc), dur)
+				events = append(events, reconcile.Event{Time: now, Type: reconcile.Normal, Reason: reconcile.ReasonPaused, Object: a,
+					Message: fmt.Sprintf("%s (for %s, uid %d)", desc, dur, uid)})
+			}
+			recordEvents(cmd.ErrOrStderr(), g, events)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.DurationVar(&dur, "for", 0, "how long the pause lasts (required)")
+	f.StringVar(&reason, "reason", "", "why, for the record (required)")
+	f.DurationVar(&maxLease, "max-lease", 24*time.Hour, "refuse a pause longer than this (the agent also ends leases at its own --max-lease)")
+	return cmd
+}
+
+func newResumeCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "resume NAME...",
+		Short: "End pause leases: the agent converges the objects at once",
+		Long: "Removes the pause lease of each NAME (as given to pause). A running agent notices within a second and\n" +
+			"converges the objects; otherwise the next apply does. Exit status 1 when a NAME was not paused.",
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ld := reconcile.NewLeaseDir(g.stateDir)
+			now := time.Now()
+			uid, name := whoAmI()
+			var events []reconcile.Event
+			missing := 0
+			for _, a := range args {
+				if msg := reconcile.CheckLeaseObject(a); msg != "" {
+					return exitCode(2, fmt.Errorf("%s", msg))
+				}
+				l, ok, err := ld.Get(a)
+				if err != nil {
+					return exitCode(1, err)
+				}
+				if !ok {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s was not paused\n", a)
+					missing++
+					continue
+				}
+				if _, err := ld.Remove(a); err != nil {
+					return exitCode(1, err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "resumed %s\n", a)
+				events = append(events, reconcile.Event{Time: now, Type: reconcile.Normal, Reason: reconcile.ReasonResumed, Object: a,
+					Message: fmt.Sprintf("resumed by %s (uid %d); was %s", name, uid, l.Describe(now))})
+			}
+			recordEvents(cmd.ErrOrStderr(), g, events)
+			if missing > 0 {
+				return exitCode(1, nil)
+			}
+			return nil
+		},
+	}
+}
+
+// recordEvents stores events in the agent's event store (shared with a
+// running agent: SQLite WAL), so `events` shows who paused and resumed.
+// A store that cannot be opened is a warning: the lease is what counts.
+func recordEvents(warn io.Writer, g *globals, events []reconcile.Event) {
+	if len(events) == 0 {
+		return
+	}
+	s, err := store.Open(storePath(g), store.Options{Log: zap.NewNop()})
+	if err != nil {
+		fmt.Fprintf(warn, "warning: event not recorded: %v\n", err)
+		return
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for _, e := range events {
+		if err := s.Add(ctx, e); err != nil {
+			fmt.Fprintf(warn, "warning: event not recorded: %v\n", err)
+		}
+	}
+}
+
+// whoAmI is the person behind this command: sudo's caller (SUDO_UID), else
+// the audit login uid, else the real uid; and that uid's login name.
+func whoAmI() (int, string) {
+	uid := os.Getuid()
+	if v, err := strconv.Atoi(os.Getenv("SUDO_UID")); err == nil && v >= 0 {
+		uid = v
+	} else if b, err := os.ReadFile("/proc/self/loginuid"); err == nil {
+		if v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32); err == nil && v != 1<<32-1 {
+			uid = int(v)
+		}
+	}
+	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
+		return uid, u.Username
+	}
+	if n := os.Getenv("SUDO_USER"); n != "" && uid != os.Getuid() {
+		return uid, n
+	}
+	return uid, "uid " + strconv.Itoa(uid)
+}
+
+func newPruneCmd(g *globals) *cobra.Command {
+	var confirm bool
+	var expect string
+	cmd := &cobra.Command{
+		Use:   "prune [--confirm]",
+		Short: "Show what the mass-prune guard holds back; with --confirm, prune it once",
+		Long: "Computes the plan as diff does and lists the objects a pass would prune (blocked by --max-prune or\n" +
+			"not). With --confirm it records a confirmation of exactly those objects in the state dir (valid 5\n" +
+			"minutes, used once) and prunes them: through its own pass when no agent runs, else through the running\n" +
+			"agent's next pass. Exit status: 0 nothing to prune or pruned, 1 something to prune (without --confirm)\n" +
+			"or a step failed, 2 error.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			out := cmd.OutOrStdout()
+			objs, steps, err := pruneList(g)
+			if err != nil {
+				return err
+			}
+			if len(objs) == 0 {
+				fmt.Fprintln(out, "nothing to prune")
+				return nil
+			}
+			fmt.Fprintf(out, "%d objects to prune:\n", len(objs))
+			for _, o := range objs {
+				fmt.Fprintf(out, "  %s\n", desired.EscapeControl(o))
+				for _, s := range steps[o] {
+					fmt.Fprintf(out, "      %s\n", desired.EscapeControl(s))
+				}
+			}
+			if !confirm {
+				fmt.Fprintln(out, "run `reconciler prune --confirm` to prune them")
+				return exitCode(1, nil)
+			}
+			if err := reconcile.WritePruneConfirm(g.stateDir, reconcile.PruneConfirm{Objects: objs, Until: time.Now().Add(5 * time.Minute)}); err != nil {
+				return exitCode(2, err)
+			}
+			unlock, err := lockState(g.stateDir)
+			if err != nil {
+				fmt.Fprintf(out, "confirmed; the running agent prunes them on its next pass (%v)\n", err)
+				return nil
+			}
+			unlock()
+			fmt.Fprintln(out, "confirmed; pruning:")
+			return runApply(cmd, g, reconcile.Options{ExpectPlan: expect})
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&confirm, "confirm", false, "prune the listed objects once, past the guard")
+	f.StringVar(&expect, "expect-plan", "", "with --confirm and no agent running: refuse to act unless the plan hash equals HASH")
+	addSafetyFlags(g, cmd)
+	return cmd
+}
+
+// pruneList computes (like diff, touching nothing) the objects a pass
+// would prune, blocked or not, with their steps.
+func pruneList(g *globals) ([]string, map[string][]string, error) {
+	c, done, err := g.openCommand("error", false, true, 2)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer done()
+	r, err := newReconciler(g, c.be, c.log, nil, true)
+	if err != nil {
+		return nil, nil, exitCode(2, err)
+	}
+	res, err := r.Reconcile(c.ctx, reconcile.Options{DryRun: true})
+	if err != nil {
+		return nil, nil, exitCode(2, err)
+	}
+	objs := res.Plan.Pruned
+	if b := res.Plan.PruneBlocked; b != nil {
+		objs = b.Objects
+	}
+	steps := map[string][]string{}
+	for _, s := range res.Plan.Steps {
+		steps[s.Object] = append(steps[s.Object], s.String())
+	}
+	if b := res.Plan.PruneBlocked; b != nil {
+		for _, s := range b.Steps {
+			steps[s.Object] = append(steps[s.Object], s.String())
+		}
+	}
+	return objs, steps, nil
+}

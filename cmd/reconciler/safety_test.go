@@ -1,0 +1,221 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseShare(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want float64
+		err  bool
+	}{
+		{"50%", 0.5, false}, {"0", 0, false}, {"0.25", 0.25, false}, {"100%", 1, false},
+		{"150%", 0, true}, {"-1", 0, true}, {"half", 0, true}, {"2", 0, true},
+	} {
+		got, err := parseShare(tc.in)
+		if (err != nil) != tc.err || got != tc.want {
+			t.Errorf("parseShare(%q) = %v, %v", tc.in, got, err)
+		}
+	}
+}
+
+// Process backend, one-shot commands: a paused service keeps its process
+// through a manifest change; diff says what it would do; status says
+// PAUSED; resume lets the next apply converge it.
+func TestProcessBackendPauseResume(t *testing.T) {
+	e := newProcEnv(t)
+	e.write("web.yaml", procWeb)
+	e.write("db.yaml", strings.Replace(procWeb, "name: web", "name: db", 1))
+	if out, code := e.cli("apply"); code != 0 {
+		t.Fatalf("apply: exit %d\n%s", code, out)
+	}
+	web, db := e.pid("web.service"), e.pid("db.service")
+	for _, bad := range [][]string{{"web", "--reason", "x"}, {"web", "--for", "30m"}, {"web", "--for", "48h", "--reason", "x"}, {"../x", "--for", "1m", "--reason", "x"}} {
+		if out, code := e.cli("pause", bad...); code != 2 {
+			t.Errorf("pause %v: exit %d\n%s", bad, code, out)
+		}
+	}
+	out, code := e.cli("pause", "web", "--for", "30m", "--reason", "hotfix INC-123")
+	if code != 0 || !strings.Contains(out, "web paused until ") || !strings.Contains(out, ": hotfix INC-123 (30m0s)") {
+		t.Fatalf("pause: exit %d\n%s", code, out)
+	}
+	e.write("web.yaml", strings.Replace(procWeb, "MODE: one", "MODE: two", 1))
+	e.write("db.yaml", strings.Replace(strings.Replace(procWeb, "name: web", "name: db", 1), "MODE: one", "MODE: two", 1))
+	out, code = e.cli("diff")
+	if code != 1 || !strings.Contains(out, "Paused (not applied):\n  Service/web: paused until ") ||
+		!strings.Contains(out, ": hotfix INC-123 (") || !strings.Contains(out, "would write ") || !strings.Contains(out, "would restart web.service") {
+		t.Fatalf("diff while paused: exit %d\n%s", code, out)
+	}
+	if strings.Contains(out, "  1. write "+filepath.Join(e.state, "units", "web.service")) {
+		t.Fatalf("diff plans web's write\n%s", out)
+	}
+	out, code = e.cli("apply")
+	if code != 0 || e.pid("web.service") != web || e.pid("db.service") == db {
+		t.Fatalf("apply while paused: exit %d, web %d (was %d), db %d (was %d)\n%s", code, e.pid("web.service"), web, e.pid("db.service"), db, out)
+	}
+	out, _ = e.cli("status")
+	if !strings.Contains(out, "[PAUSED 29m left]") && !strings.Contains(out, "[PAUSED 30m left]") {
+		t.Fatalf("status while paused:\n%s", out)
+	}
+	out, _ = e.cli("events")
+	if !strings.Contains(out, "Paused") {
+		t.Errorf("no Paused event:\n%s", out)
+	}
+	if out, code := e.cli("resume", "web"); code != 0 || !strings.Contains(out, "resumed web") {
+		t.Fatalf("resume: exit %d\n%s", code, out)
+	}
+	if out, code := e.cli("resume", "web"); code != 1 || !strings.Contains(out, "web was not paused") {
+		t.Fatalf("second resume: exit %d\n%s", code, out)
+	}
+	if out, code := e.cli("apply"); code != 0 || e.pid("web.service") == web || e.pid("web.service") == 0 {
+		t.Fatalf("apply after resume: exit %d\n%s", code, out)
+	}
+	if env := environOf(t, e.pid("web.service")); !strings.Contains(env, "MODE=two") {
+		t.Fatalf("web not converged after resume:\n%s", env)
+	}
+	out, _ = e.cli("events")
+	if !strings.Contains(out, "Resumed") {
+		t.Errorf("no Resumed event:\n%s", out)
+	}
+}
+
+// A pause lease that expires: the next apply converges the object and
+// records LeaseExpired.
+func TestProcessBackendLeaseExpiry(t *testing.T) {
+	e := newProcEnv(t)
+	e.write("web.yaml", procWeb)
+	if out, code := e.cli("apply"); code != 0 {
+		t.Fatalf("apply: exit %d\n%s", code, out)
+	}
+	web := e.pid("web.service")
+	if out, code := e.cli("pause", "Service/web", "--for", "1s", "--reason", "short"); code != 0 {
+		t.Fatalf("pause: exit %d\n%s", code, out)
+	}
+	e.write("web.yaml", strings.Replace(procWeb, "MODE: one", "MODE: two", 1))
+	time.Sleep(1100 * time.Millisecond) // past the lease
+	if out, code := e.cli("apply"); code != 0 || e.pid("web.service") == web {
+		t.Fatalf("apply after expiry: exit %d\n%s", code, out)
+	}
+	out, _ := e.cli("events")
+	if !strings.Contains(out, "LeaseExpired") {
+		t.Errorf("no LeaseExpired event:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(e.state, "leases", "Service%2Fweb.json")); !os.IsNotExist(err) {
+		t.Errorf("expired lease file: %v", err)
+	}
+}
+
+// Deleting most manifests prunes nothing; prune lists them, --confirm
+// prunes them once; apply --allow-prune does too.
+func TestProcessBackendPruneGuard(t *testing.T) {
+	e := newProcEnv(t)
+	names := []string{"a", "b", "c", "d"}
+	for _, n := range names {
+		e.write(n+".yaml", strings.Replace(procWeb, "name: web", "name: "+n, 1))
+	}
+	if out, code := e.cli("apply"); code != 0 {
+		t.Fatalf("apply: exit %d\n%s", code, out)
+	}
+	pids := map[string]int{}
+	for _, n := range names {
+		pids[n] = e.pid(n + ".service")
+	}
+	for _, n := range names[:3] {
+		os.Remove(filepath.Join(e.manifests, n+".yaml"))
+	}
+	out, code := e.cli("apply")
+	if !strings.Contains(out, "PruneBlocked") || !strings.Contains(out, "would prune 3 of 4 owned objects, more than --max-prune 50%") {
+		t.Fatalf("apply: exit %d\n%s", code, out)
+	}
+	for _, n := range names {
+		if e.pid(n+".service") != pids[n] {
+			t.Fatalf("%s touched by a blocked prune\n%s", n, out)
+		}
+	}
+	out, code = e.cli("diff")
+	if !strings.Contains(out, "Prune blocked: would prune 3 of 4") || !strings.Contains(out, "would stop a.service") {
+		t.Fatalf("diff: exit %d\n%s", code, out)
+	}
+	out, code = e.cli("prune")
+	if code != 1 || !strings.Contains(out, "3 objects to prune:\n  Service/a\n") || e.pid("a.service") == 0 {
+		t.Fatalf("prune without --confirm: exit %d\n%s", code, out)
+	}
+	// --allow-prune with too small a count stays blocked
+	if out, _ := e.cli("apply", "--allow-prune", "2"); e.pid("a.service") == 0 || !strings.Contains(out, "PruneBlocked") {
+		t.Fatalf("apply --allow-prune 2 pruned 3\n%s", out)
+	}
+	out, code = e.cli("prune", "--confirm")
+	if code != 0 || !strings.Contains(out, "confirmed; pruning:") {
+		t.Fatalf("prune --confirm: exit %d\n%s", code, out)
+	}
+	for _, n := range names[:3] {
+		if e.pid(n+".service") != 0 {
+			t.Errorf("%s not pruned by prune --confirm", n)
+		}
+	}
+	if e.pid("d.service") != pids["d"] {
+		t.Error("d touched")
+	}
+	// --allow-prune N, and the guard off
+	for _, n := range []string{"x", "y"} {
+		e.write(n+".yaml", strings.Replace(procWeb, "name: web", "name: "+n, 1))
+	}
+	e.cli("apply")
+	os.Remove(filepath.Join(e.manifests, "x.yaml"))
+	os.Remove(filepath.Join(e.manifests, "y.yaml"))
+	if out, code := e.cli("apply", "--allow-prune", "2"); code != 0 || e.pid("x.service") != 0 || e.pid("y.service") != 0 {
+		t.Fatalf("apply --allow-prune 2: exit %d\n%s", code, out)
+	}
+	e.write("x.yaml", strings.Replace(procWeb, "name: web", "name: x", 1))
+	e.cli("apply")
+	os.Remove(filepath.Join(e.manifests, "x.yaml"))
+	os.Remove(filepath.Join(e.manifests, "d.yaml"))
+	if out, code := e.cli("apply", "--max-prune", "0"); code != 0 || e.pid("x.service") != 0 || e.pid("d.service") != 0 {
+		t.Fatalf("apply --max-prune 0: exit %d\n%s", code, out)
+	}
+}
+
+// --prune-grace: a service whose manifest disappears keeps running (same
+// PID) and comes back untouched; after the grace it is pruned.
+func TestProcessBackendPruneGrace(t *testing.T) {
+	e := newProcEnv(t)
+	e.write("web.yaml", procWeb)
+	e.write("db.yaml", strings.Replace(procWeb, "name: web", "name: db", 1))
+	if out, code := e.cli("apply"); code != 0 {
+		t.Fatalf("apply: exit %d\n%s", code, out)
+	}
+	web := e.pid("web.service")
+	os.Remove(filepath.Join(e.manifests, "web.yaml"))
+	out, code := e.cli("apply", "--prune-grace", "1h")
+	if code != 0 || e.pid("web.service") != web || strings.Contains(out, "stop web.service") {
+		t.Fatalf("apply with a grace: exit %d\n%s", code, out)
+	}
+	out, _ = e.cli("status")
+	if !strings.Contains(out, "[PRUNE in 59m]") && !strings.Contains(out, "[PRUNE in 60m]") {
+		t.Fatalf("status of a pending prune:\n%s", out)
+	}
+	out, code = e.cli("diff", "--prune-grace", "1h")
+	if code != 0 || !strings.Contains(out, "Prune pending:\n  Service/web (in ") {
+		t.Fatalf("diff of a pending prune: exit %d\n%s", code, out)
+	}
+	e.write("web.yaml", procWeb)
+	out, code = e.cli("apply", "--prune-grace", "1h")
+	if code != 0 || e.pid("web.service") != web || strings.Contains(out, "web.service") {
+		t.Fatalf("apply after the comeback: exit %d\n%s", code, out)
+	}
+	os.Remove(filepath.Join(e.manifests, "web.yaml"))
+	e.cli("apply", "--prune-grace", "1s")
+	if e.pid("web.service") != web {
+		t.Fatal("pruned within the grace")
+	}
+	time.Sleep(1100 * time.Millisecond) // past the deadline
+	out, code = e.cli("apply", "--prune-grace", "1s")
+	if code != 0 || e.pid("web.service") != 0 {
+		t.Fatalf("apply after the grace: exit %d\n%s", code, out)
+	}
+}

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"resil.dev/resil/reconcile"
+	"resil.dev/resil/reconcile/store"
+)
+
+// StatePrunePending is the status of an object whose manifest is gone and
+// that --prune-grace keeps until its deadline (not an ObjectState of a
+// desired object: it is no longer desired).
+const StatePrunePending = "PrunePending"
+
+// pendingStatuses are the snapshot rows of the objects a pass keeps until
+// their prune deadline. It does no I/O.
+func pendingStatuses(res reconcile.Result, now time.Time) []store.ObjectStatus {
+	var out []store.ObjectStatus
+	for _, f := range res.Plan.Findings {
+		if f.Reason != reconcile.ReasonPrunePending {
+			continue
+		}
+		kind, name, _ := strings.Cut(f.Object, "/")
+		row := store.ObjectStatus{Object: f.Object, Kind: kind, Name: name, Updated: now, Desired: "absent", Observed: "unknown",
+			State: StatePrunePending, Message: string(f.Reason) + ": " + f.Message}
+		if res.Observed != nil {
+			var units []string
+			for n, u := range res.Observed.Units {
+				if u.Owner == f.Object {
+					units = append(units, n)
+				}
+			}
+			sort.Strings(units)
+			if len(units) > 0 {
+				u := res.Observed.Units[units[0]]
+				row.Unit, row.Observed = units[0], reconcile.OrDash(u.ActiveState)
+				if u.SubState != "" {
+					row.Observed += " (" + u.SubState + ")"
+				}
+			}
+		}
+		out = append(out, row)
+	}
+	return out
+}
+
+// addSafety marks the rows of objects paused right now (from the lease
+// files, so a pause shows before the agent's next pass) and the prune
+// deadlines of pending rows (from the state dir; "" reads nothing).
+func addSafety(rep *statusReport, stateDir string, now time.Time) {
+	if stateDir == "" {
+		return
+	}
+	leases, _ := reconcile.NewLeaseDir(stateDir).List()
+	var pending map[string]time.Time
+	if b, err := os.ReadFile(filepath.Join(stateDir, reconcile.PrunePendingFileName)); err == nil {
+		_ = json.Unmarshal(b, &pending)
+	}
+	for i := range rep.Objects {
+		row := &rep.Objects[i]
+		for _, l := range leases {
+			if l.Active(now) && l.Covers(row.Object) {
+				row.Paused = &l
+				break
+			}
+		}
+		if d, ok := pending[row.Object]; ok && row.State == StatePrunePending {
+			row.PruneAt = &d
+		}
+	}
+}
+
+// safetyWord is what the OBSERVED column adds for a paused or pending row
+// ("" for others).
+func safetyWord(o statusRow, now time.Time) string {
+	switch {
+	case o.Paused != nil:
+		return fmt.Sprintf(" [PAUSED %s left]", shortAge(o.Paused.Until.Sub(now)))
+	case o.PruneAt != nil:
+		return fmt.Sprintf(" [PRUNE in %s]", shortAge(o.PruneAt.Sub(now)))
+	}
+	return ""
+}
