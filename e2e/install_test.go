@@ -73,8 +73,9 @@ func TestInstallWatchdogRestart(t *testing.T) {
 	if ping > 0 && exit > ping {
 		lat := time.Duration(exit-ping) * time.Microsecond
 		t.Logf("watchdog kill %s after the last ping (WatchdogSec=3s)", lat.Round(time.Millisecond))
-		if lat < 3*time.Second || lat > 4*time.Second {
-			t.Errorf("kill latency %s, want ~3s", lat)
+		// Not before WatchdogSec; how much later is logged, not bounded.
+		if lat < 3*time.Second {
+			t.Errorf("kill latency %s, want at least WatchdogSec (3s)", lat)
 		}
 	} else if exit != 0 {
 		t.Errorf("no last ping before the kill (WatchdogTimestampMonotonic %q)", lastPing)

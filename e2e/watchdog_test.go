@@ -87,8 +87,10 @@ func TestServiceWatchdogKillsHungWorker(t *testing.T) {
 	if killed["ExecMainStatus"] != "6" { // SIGABRT
 		t.Errorf("killed by signal %s, want 6 (SIGABRT)", killed["ExecMainStatus"])
 	}
-	if lastPing == 0 || lat < 2*time.Second || lat > 2500*time.Millisecond {
-		t.Errorf("kill latency %s after the last ping, want 2s..2.5s", lat)
+	// Not before WatchdogSec (systemd's own timestamps); how much later
+	// is logged above, not bounded (no timing assertions).
+	if lastPing == 0 || lat < 2*time.Second {
+		t.Errorf("kill latency %s after the last ping, want at least WatchdogSec (2s)", lat)
 	}
 	e.eventually("worker restarted", 15*time.Second, func() bool {
 		m := e.show(unit, "ActiveState", "NRestarts", "MainPID")
