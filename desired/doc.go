@@ -31,4 +31,6 @@
 //	               command lines and environment written here)
 //	watch.go       Watch: inotify on directories, wake once a write settled
 //	calendar_wire.go  OnCalendar validation by the calendar subpackage
+//	health.go      spec.health: probe types, defaults, validation;
+//	               render_health.go: the startup probe's ExecStartPost=
 package desired

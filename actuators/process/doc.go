@@ -27,6 +27,8 @@
 //	render.go, supported.go  unit files (Spec as JSON); what is refused
 //	observe.go, snapshot.go  Observe: live, or offline for diff (status.json)
 //	applier.go          planner steps; proc.go /proc readers
+//	reloadonly.go       what a running process depends on (procHash, ClassifyChange)
+//	runner_probe.go     the startup probe in the start phase (spec.health.startup)
 //
 // State dir: units/NAME.service|.timer (rendered, ownership header + JSON),
 // units/NAME.enabled, supervisor-id (0600 secret), processes.json, status.json,

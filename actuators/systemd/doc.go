@@ -30,4 +30,6 @@
 //   - stamp.go: OpRefreshStamp, the mtime of a persistent timer's stamp
 //     file (so a late start does not fire a missed run).
 //   - errors.go: the sentinel errors, JobError, ReexecError.
+//   - transient.go: ProbeRunner, exec health probes as transient oneshot
+//     units with the service's User=/Group=.
 package systemd

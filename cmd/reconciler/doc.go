@@ -12,6 +12,9 @@
 //	reconciler events     the agent's recorded events (--since, --object, --type, -o json, --watch)
 //	reconciler probe      try a health probe until it passes or times out (rendered startup probes run it)
 //	reconciler sync       ask the agent's git source to fetch now (--source git)
+//	reconciler pause      withhold an object's changes for a while (--for, --reason); resume ends it
+//	reconciler prune      list what the mass-prune guard holds back; --confirm lets it through once
+//	reconciler schema     the JSON Schema of resil.dev/v1 manifests
 //	reconciler install    install the agent as a hardened systemd service and start it (--dry-run prints the plan)
 //	reconciler version    print the version
 //
@@ -37,6 +40,10 @@
 //	probe.go           `reconciler probe`: a startup probe, as rendered ExecStartPost= run it
 //	notes.go           timer notes in diff output and the timer-run log
 //	lock.go            the state-dir flock; testhook.go: a crash hook for tests
+//	console.go         --log-format console: one aligned line per step and event (a zap core)
+//	schema.go          `reconciler schema`; debugpprof.go: pprof on the metrics listener (RESIL_DEBUG_PPROF=1)
+//	pause.go, safety.go, diff_safety.go, status_safety.go: pause leases, the prune guard and grace
+//	                   (the commands, the flags, and their lines in diff and status)
 //	source.go          the git source's wiring (resil.dev/resil/desired/gitsource): run's --source
 //	                   flags, sync, the deployed revision in status and diff, diff --revision, its metrics
 package main
