@@ -181,7 +181,7 @@ func scanMarked(root string, ids []string, owner func(unit string, uid int) bool
 		if err != nil || pid == self {
 			continue
 		}
-		env, err := os.ReadFile(filepath.Join(root, e.Name(), "environ"))
+		env, err := readEnviron(root, pid)
 		if err != nil || !bytes.Contains(env, []byte(envSupervisor+"=")) {
 			continue
 		}
@@ -498,3 +498,27 @@ func (s *Supervisor) removeLeftovers(keep map[string]bool) {
 }
 
 func isDigit(b byte) bool { return b >= '0' && b <= '9' }
+
+// readEnviron reads root/PID/environ. A process in the middle of an execve
+// reads as an empty environment for a moment (the kernel is replacing its
+// memory): a launch caught then by a restarting agent would be missed (an
+// intent taken for one that never ran, a second process started; seen as a
+// flaky test). So an empty environment of a process that is not a kernel
+// thread is read again a few times, briefly.
+func readEnviron(root string, pid int) ([]byte, error) {
+	path := filepath.Join(root, strconv.Itoa(pid), "environ")
+	env, err := os.ReadFile(path)
+	if err != nil || len(env) > 0 {
+		return env, err
+	}
+	if st, serr := readProcStat(root, pid); serr != nil || st.PPID == 2 || pid == 2 || st.State == 'Z' {
+		return env, err // kernel threads (children of kthreadd) and zombies have none
+	}
+	for range 5 {
+		time.Sleep(2 * time.Millisecond)
+		if env, err = os.ReadFile(path); err != nil || len(env) > 0 {
+			return env, err
+		}
+	}
+	return env, err
+}
