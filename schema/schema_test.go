@@ -72,6 +72,13 @@ func TestExamplesValidate(t *testing.T) {
 	if len(files) < 10 {
 		t.Fatalf("found %d example manifests; the walk is broken", len(files))
 	}
+	// The valid corpus: every render test input (full manifests; the
+	// drop-ins beside them are partial documents and not covered).
+	corpus, err := filepath.Glob("../desired/testdata/render/*.yaml")
+	if err != nil || len(corpus) < 10 {
+		t.Fatalf("valid corpus: %d files, %v", len(corpus), err)
+	}
+	files = append(files, corpus...)
 	for _, f := range files {
 		for i, doc := range documents(t, f) {
 			if err := s.Validate(doc); err != nil {
