@@ -80,13 +80,12 @@ func TestUnitChangeReason(t *testing.T) {
 	}
 }
 
+// replace replaces the first old in s, which must be there.
 func replace(s, old, new string) string {
-	for i := 0; i+len(old) <= len(s); i++ {
-		if s[i:i+len(old)] == old {
-			return s[:i] + new + s[i+len(old):]
-		}
+	if !strings.Contains(s, old) {
+		panic("replace: " + old + " not found")
 	}
-	panic("replace: " + old + " not found")
+	return strings.Replace(s, old, new, 1)
 }
 
 // The planner restarts a running service only when its rewritten unit

@@ -5,15 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/user"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"resil.dev/resil/internal/ident"
 )
 
 // defaultPath is systemd's PATH for system services.
@@ -29,40 +29,14 @@ type identity struct {
 
 func resolveIdentity(userName, groupName string) (identity, error) {
 	id := identity{uid: -1, gid: -1}
-	if userName == "" && groupName == "" {
-		return id, nil
+	r, err := ident.Resolve(userName, groupName)
+	if err != nil || r.Cred == nil {
+		return id, err
 	}
-	uid, gid := os.Getuid(), os.Getgid()
-	var groups []uint32
-	if userName != "" {
-		u, err := user.Lookup(userName)
-		if err != nil {
-			if u, err = user.LookupId(userName); err != nil {
-				return id, fmt.Errorf("look up user %q: %w", userName, err)
-			}
-		}
-		uid, _ = strconv.Atoi(u.Uid)
-		gid, _ = strconv.Atoi(u.Gid)
+	if u := r.User; u != nil {
 		id.env = append(id.env, "HOME="+u.HomeDir, "USER="+u.Username, "LOGNAME="+u.Username, "SHELL=/bin/sh")
-		if gids, err := u.GroupIds(); err == nil {
-			for _, g := range gids {
-				if n, err := strconv.Atoi(g); err == nil {
-					groups = append(groups, uint32(n))
-				}
-			}
-		}
 	}
-	if groupName != "" {
-		g, err := user.LookupGroup(groupName)
-		if err != nil {
-			if g, err = user.LookupGroupId(groupName); err != nil {
-				return id, fmt.Errorf("look up group %q: %w", groupName, err)
-			}
-		}
-		gid, _ = strconv.Atoi(g.Gid)
-	}
-	id.uid, id.gid = uid, gid
-	id.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: groups}
+	id.uid, id.gid, id.cred = int(r.Cred.Uid), int(r.Cred.Gid), r.Cred
 	return id, nil
 }
 

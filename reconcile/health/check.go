@@ -8,12 +8,11 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
-	"os/user"
-	"strconv"
 	"syscall"
 	"time"
 
 	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/ident"
 )
 
 // ErrCannotProbe wraps the error of an attempt the agent itself could not
@@ -144,42 +143,14 @@ func (c *execCheck) Check(ctx context.Context) error {
 
 // credential resolves the user and group an exec probe runs as.
 func credential(id Identity) (*syscall.Credential, error) {
-	if id.User == "" && id.Group == "" {
-		return nil, nil
+	r, err := ident.Resolve(id.User, id.Group)
+	if err != nil || r.Cred == nil {
+		return nil, err
 	}
-	cred := &syscall.Credential{Uid: uint32(syscall.Getuid()), Gid: uint32(syscall.Getgid())}
-	if id.User != "" {
-		u, err := user.Lookup(id.User)
-		if err != nil {
-			if u, err = user.LookupId(id.User); err != nil {
-				return nil, fmt.Errorf("look up user %q: %w", id.User, err)
-			}
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		cred.Uid, cred.Gid = uint32(uid), uint32(gid)
-		if gids, err := u.GroupIds(); err == nil {
-			for _, g := range gids {
-				if n, err := strconv.Atoi(g); err == nil {
-					cred.Groups = append(cred.Groups, uint32(n))
-				}
-			}
-		}
+	if r.Cred.Groups == nil {
+		r.Cred.Groups = []uint32{r.Cred.Gid}
 	}
-	if id.Group != "" {
-		g, err := user.LookupGroup(id.Group)
-		if err != nil {
-			if g, err = user.LookupGroupId(id.Group); err != nil {
-				return nil, fmt.Errorf("look up group %q: %w", id.Group, err)
-			}
-		}
-		gid, _ := strconv.Atoi(g.Gid)
-		cred.Gid = uint32(gid)
-	}
-	if cred.Groups == nil {
-		cred.Groups = []uint32{cred.Gid}
-	}
-	return cred, nil
+	return r.Cred, nil
 }
 
 // Runner runs an exec probe's argv as a user somewhere other than in the
