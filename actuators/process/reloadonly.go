@@ -134,17 +134,7 @@ func (r *runner) reloadSpec() {
 	}
 	r.proc.rec.SpecHash = hash
 	rec.SpecHash = hash
-	s := r.u.s
-	s.mu.Lock()
-	cur, ok := s.table[r.u.name]
-	if ok && cur.PID == rec.PID {
-		cur.SpecHash = hash
-		s.table[r.u.name] = cur
-	}
-	s.mu.Unlock()
-	if ok {
-		s.saveTable()
-	}
+	r.u.s.updateRecord(r.u.name, rec.PID, func(cur *procRecord) { cur.SpecHash = hash })
 	r.u.update(func(st *status) {
 		if st.MainPID == rec.PID {
 			st.SpecHash = hash

@@ -79,10 +79,16 @@ func (s *Supervisor) recordProc(name string, rec *procRecord) {
 // recordStopping marks a unit's row (the process pid) as being stopped on
 // request, and why (stopStop, stopRestart).
 func (s *Supervisor) recordStopping(name string, pid int, why string) {
+	s.updateRecord(name, pid, func(rec *procRecord) { rec.Stopping, rec.StopReason = true, why })
+}
+
+// updateRecord changes the row of name in place, if it still names pid, and
+// saves the table; the unit keeps its place in the start order.
+func (s *Supervisor) updateRecord(name string, pid int, f func(*procRecord)) {
 	s.mu.Lock()
 	rec, ok := s.table[name]
 	if ok && rec.PID == pid {
-		rec.Stopping, rec.StopReason = true, why
+		f(&rec)
 		s.table[name] = rec
 	}
 	s.mu.Unlock()
