@@ -20,88 +20,18 @@ import (
 	"testing"
 	"time"
 
-	"resil.dev/resil/e2e/sandbox"
+	"resil.dev/resil/desired/gitsource/gittest"
 )
 
-// gitRepo is a working repository the tests commit to.
-type gitRepo struct {
-	t   *testing.T
-	dir string
-}
+// gitRepo is the shared test repository (gittest.Repo).
+type gitRepo = gittest.Repo
 
-func newGitRepo(t *testing.T) *gitRepo {
-	t.Helper()
-	for _, bin := range []string{"git", "ssh-keygen"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			sandbox.Missing(t, "%s (Debian packages git, openssh-client; scripts/test-deps.sh installs them)", bin)
-		}
-	}
-	r := &gitRepo{t: t, dir: t.TempDir()}
-	r.git("init", "--quiet", "--initial-branch=main")
-	return r
-}
+func newGitRepo(t *testing.T) *gitRepo { return gittest.New(t) }
 
-func (r *gitRepo) git(args ...string) string {
-	r.t.Helper()
-	cmd := exec.Command("git", args...)
-	cmd.Dir = r.dir
-	cmd.Env = append(os.Environ(), "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1",
-		"GIT_AUTHOR_NAME=Alice", "GIT_AUTHOR_EMAIL=alice@example.com", "GIT_COMMITTER_NAME=Alice", "GIT_COMMITTER_EMAIL=alice@example.com")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		r.t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return strings.TrimSpace(string(out))
-}
-
-func (r *gitRepo) url() string { return "file://" + r.dir }
-
-// commit writes files (content "" removes one) and commits them, signed
-// with key (a private key file) unless key is "".
-func (r *gitRepo) commit(msg, key string, files map[string]string) string {
-	r.t.Helper()
-	for p, c := range files {
-		full := filepath.Join(r.dir, p)
-		if c == "" {
-			_ = os.Remove(full)
-			continue
-		}
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			r.t.Fatal(err)
-		}
-		if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
-			r.t.Fatal(err)
-		}
-	}
-	r.git("add", "-A")
-	if key == "" {
-		r.git("commit", "--quiet", "--allow-empty", "-m", msg)
-	} else {
-		r.git("-c", "gpg.format=ssh", "-c", "user.signingkey="+key+".pub", "commit", "--quiet", "--allow-empty", "-S", "-m", msg)
-	}
-	return r.git("rev-parse", "HEAD")
-}
-
-func newSSHKey(t *testing.T, name string) string {
-	t.Helper()
-	key := filepath.Join(t.TempDir(), name)
-	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", key).CombinedOutput(); err != nil {
-		t.Fatalf("ssh-keygen: %v\n%s", err, out)
-	}
-	return key
-}
+func newSSHKey(t *testing.T, name string) string { return gittest.SSHKey(t, name) }
 
 func allowedSignersFile(t *testing.T, principal, key string) string {
-	t.Helper()
-	pub, err := os.ReadFile(key + ".pub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := filepath.Join(t.TempDir(), "allowed_signers")
-	if err := os.WriteFile(f, []byte(principal+" "+string(pub)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return f
+	return gittest.AllowedSigners(t, map[string]string{principal: key})
 }
 
 // markerService is a service that writes rev to marker/NAME when it
@@ -163,13 +93,13 @@ func TestGitSourceVerifiedRevisions(t *testing.T) {
 	if err := os.Mkdir(marker, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	c1 := r.commit("web and db v1", alice, map[string]string{
+	c1 := r.Commit("web and db v1", alice, map[string]string{
 		"hosts/common/web.yaml": markerService("web", "1", marker),
 		"hosts/common/db.yaml":  markerService("db", "1", marker),
 	})
 	start := time.Now()
 	startProcAgent(t, filepath.Join(dir, "unused"), state, "--stop-on-exit", "--metrics-addr", "",
-		"--source", "git", "--repo", r.url(), "--ref", "main", "--path", "hosts/common", "--verify-signers", signers, "--fetch-interval", "1h")
+		"--source", "git", "--repo", r.URL(), "--ref", "main", "--path", "hosts/common", "--verify-signers", signers, "--fetch-interval", "1h")
 	waitFor(t, "revision 1 converged", 60*time.Second, func() bool {
 		return readMarker(marker, "web") == "1" && readMarker(marker, "db") == "1"
 	})
@@ -179,34 +109,34 @@ func TestGitSourceVerifiedRevisions(t *testing.T) {
 	}
 
 	// Signed v2: fetch → converged latency.
-	r.commit("web v2", alice, map[string]string{"hosts/common/web.yaml": markerService("web", "2", marker)})
+	r.Commit("web v2", alice, map[string]string{"hosts/common/web.yaml": markerService("web", "2", marker)})
 	start = time.Now()
 	if out, code := syncNow(t, state); code != 0 || !strings.Contains(out, "fetch: deployed") {
 		t.Fatalf("sync: exit %d\n%s", code, out)
 	}
 	waitFor(t, "revision 2 converged", 60*time.Second, func() bool { return readMarker(marker, "web") == "2" })
 	t.Logf("sync (fetch) → signed revision converged: %s", time.Since(start).Round(time.Millisecond))
-	c2 := r.git("rev-parse", "HEAD")
+	c2 := r.Git("rev-parse", "HEAD")
 
 	refused := []struct {
 		name, want, reason string
 		commit             func() string
 	}{
 		{"unsigned", "not signed", "rejected", func() string {
-			return r.commit("web v3 unsigned", "", map[string]string{"hosts/common/web.yaml": markerService("web", "3", marker)})
+			return r.Commit("web v3 unsigned", "", map[string]string{"hosts/common/web.yaml": markerService("web", "3", marker)})
 		}},
 		{"foreign key", "not in", "rejected", func() string {
-			return r.commit("web v3 mallory", mallory, map[string]string{"hosts/common/web.yaml": markerService("web", "3", marker)})
+			return r.Commit("web v3 mallory", mallory, map[string]string{"hosts/common/web.yaml": markerService("web", "3", marker)})
 		}},
 		{"invalid", "hosts/common/bad.yaml:", "invalid", func() string {
-			return r.commit("web v3 and a broken file", alice, map[string]string{
+			return r.Commit("web v3 and a broken file", alice, map[string]string{
 				"hosts/common/web.yaml": markerService("web", "3", marker),
 				"hosts/common/bad.yaml": "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: bad}\nspec: {command: [relative]}\n",
 			})
 		}},
 		{"force-push", "does not descend", "rejected", func() string {
-			r.git("reset", "--quiet", "--hard", c2+"~1")
-			return r.commit("web v3 rewritten", alice, map[string]string{"hosts/common/web.yaml": markerService("web", "3", marker)})
+			r.Git("reset", "--quiet", "--hard", c2+"~1")
+			return r.Commit("web v3 rewritten", alice, map[string]string{"hosts/common/web.yaml": markerService("web", "3", marker)})
 		}},
 	}
 	for _, tc := range refused {
@@ -237,8 +167,8 @@ func TestGitSourceVerifiedRevisions(t *testing.T) {
 	}
 	// Back on a signed descendant of the deployed commit (the rewritten
 	// branch is reset to it first).
-	r.git("reset", "--quiet", "--hard", c2)
-	r.commit("web v4", alice, map[string]string{"hosts/common/web.yaml": markerService("web", "4", marker), "hosts/common/db.yaml": markerService("db", "4", marker)})
+	r.Git("reset", "--quiet", "--hard", c2)
+	r.Commit("web v4", alice, map[string]string{"hosts/common/web.yaml": markerService("web", "4", marker), "hosts/common/db.yaml": markerService("db", "4", marker)})
 	if out, code := syncNow(t, state); code != 0 {
 		t.Fatalf("sync: exit %d\n%s", code, out)
 	}
@@ -264,10 +194,10 @@ func TestGitSourceHostPaths(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r.commit("two hosts", "", files)
+	r.Commit("two hosts", "", files)
 	for _, h := range []string{"alpha", "beta"} {
 		startProcAgent(t, filepath.Join(dir, "unused"), filepath.Join(dir, "state-"+h), "--stop-on-exit", "--metrics-addr", "",
-			"--hostname", h, "--source", "git", "--repo", r.url(), "--path", "hosts/common", "--path", "hosts/"+h, "--fetch-interval", "200ms")
+			"--hostname", h, "--source", "git", "--repo", r.URL(), "--path", "hosts/common", "--path", "hosts/"+h, "--fetch-interval", "200ms")
 	}
 	waitFor(t, "each host's own service", 60*time.Second, func() bool {
 		return readMarker(marker, "own-alpha") == "alpha" && readMarker(marker, "own-beta") == "beta" &&
@@ -283,7 +213,7 @@ func TestGitSourceHostPaths(t *testing.T) {
 		}
 	}
 	// A new commit reaches both hosts by polling (no sync).
-	r.commit("beta v2", "", map[string]string{"hosts/beta/own.yaml": markerService("own-beta", "beta2", marker)})
+	r.Commit("beta v2", "", map[string]string{"hosts/beta/own.yaml": markerService("own-beta", "beta2", marker)})
 	start := time.Now()
 	waitFor(t, "beta's new revision by polling", 60*time.Second, func() bool { return readMarker(marker, "own-beta") == "beta2" })
 	t.Logf("commit → converged by polling (--fetch-interval 200ms): %s", time.Since(start).Round(time.Millisecond))
@@ -355,10 +285,10 @@ func TestGitSourceKillDuringSwap(t *testing.T) {
 			name := fmt.Sprintf("svc%d", i)
 			files[name+".yaml"] = markerService(name, strconv.Itoa(n), marker)
 		}
-		return r.commit("rev "+strconv.Itoa(n), "", files)
+		return r.Commit("rev "+strconv.Itoa(n), "", files)
 	}
 	rev(1)
-	args := []string{"--metrics-addr", "", "--source", "git", "--repo", r.url(), "--fetch-interval", "50ms"}
+	args := []string{"--metrics-addr", "", "--source", "git", "--repo", r.URL(), "--fetch-interval", "50ms"}
 	a := startProcAgent(t, filepath.Join(dir, "unused"), state, args...)
 	waitFor(t, "rev 1 deployed", 60*time.Second, func() bool { return revisionOf(t, state, nfiles) == "1" })
 	stopAgent(t, a)
@@ -458,7 +388,7 @@ func cpuTicks(t *testing.T, pid int) int64 {
 //	RESIL_E2E_REQUIRE=1 go test -count=1 -run TestGitSourceIdlePollCost -v ./e2e/
 func TestGitSourceIdlePollCost(t *testing.T) {
 	r := newGitRepo(t)
-	r.commit("one", "", map[string]string{"web.yaml": "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: idle}\nspec: {command: [/bin/sleep, infinity]}\n"})
+	r.Commit("one", "", map[string]string{"web.yaml": "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: idle}\nspec: {command: [/bin/sleep, infinity]}\n"})
 	const window = 6 * time.Second
 	measure := func(extra ...string) (ticks int64, fetches int) {
 		dir := t.TempDir()
@@ -474,7 +404,7 @@ func TestGitSourceIdlePollCost(t *testing.T) {
 		stopAgent(t, a)
 		return after - before, n1 - n0
 	}
-	gitTicks, fetches := measure("--source", "git", "--repo", r.url(), "--fetch-interval", "200ms")
+	gitTicks, fetches := measure("--source", "git", "--repo", r.URL(), "--fetch-interval", "200ms")
 	dirTicks, _ := measure()
 	if fetches == 0 {
 		t.Fatalf("no fetch in %s", window)

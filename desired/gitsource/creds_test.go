@@ -21,8 +21,8 @@ func TestFetchWithTokenFile(t *testing.T) {
 		t.Fatalf("git http-backend (Debian package git): %v", err)
 	}
 	r := newRepo(t)
-	r.commit("one", "", map[string]string{"web.yaml": service("web", "1")})
-	h := &cgi.Handler{Path: backend, Env: []string{"GIT_PROJECT_ROOT=" + filepath.Dir(r.dir), "GIT_HTTP_EXPORT_ALL=1"}}
+	r.Commit("one", "", map[string]string{"web.yaml": service("web", "1")})
+	h := &cgi.Handler{Path: backend, Env: []string{"GIT_PROJECT_ROOT=" + filepath.Dir(r.Dir), "GIT_HTTP_EXPORT_ALL=1"}}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		user, pass, ok := req.BasicAuth()
 		if !ok || user != "x-access-token" || pass != "s3cret" {
@@ -33,7 +33,7 @@ func TestFetchWithTokenFile(t *testing.T) {
 		h.ServeHTTP(w, req)
 	}))
 	defer srv.Close()
-	url := srv.URL + "/" + filepath.Base(r.dir)
+	url := srv.URL + "/" + filepath.Base(r.Dir)
 	for _, tc := range []struct {
 		token string
 		want  Outcome

@@ -16,7 +16,7 @@ import (
 func TestSyncVerifiesSignatures(t *testing.T) {
 	alice, mallory := sshKey(t, "alice"), sshKey(t, "mallory")
 	r := newRepo(t)
-	c1 := r.commit("web v1", alice, map[string]string{"web.yaml": service("web", "1")})
+	c1 := r.Commit("web v1", alice, map[string]string{"web.yaml": service("web", "1")})
 	s, ev, m := newSource(t, r, func(c *Config) { c.VerifySigners = allowedSigners(t, map[string]string{"alice@example.com": alice}) })
 
 	sync1(t, s, OutcomeDeployed)
@@ -31,7 +31,7 @@ func TestSyncVerifiesSignatures(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := m.rejected
-			r.commit("web "+tc.name, tc.key, map[string]string{"web.yaml": service("web", tc.name)})
+			r.Commit("web "+tc.name, tc.key, map[string]string{"web.yaml": service("web", tc.name)})
 			a := sync1(t, s, OutcomeRejected)
 			if !strings.Contains(a.Error, tc.why) {
 				t.Errorf("error %q, want it to say %q", a.Error, tc.why)
@@ -52,7 +52,7 @@ func TestSyncVerifiesSignatures(t *testing.T) {
 		})
 	}
 	// Signed by alice again: deployed (it descends from c1).
-	c4 := r.commit("web v4", alice, map[string]string{"web.yaml": service("web", "4")})
+	c4 := r.Commit("web v4", alice, map[string]string{"web.yaml": service("web", "4")})
 	sync1(t, s, OutcomeDeployed)
 	if s.Deployed().Commit != c4 || manifests(t, s)["web.yaml"] != service("web", "4") {
 		t.Fatalf("deployed %s, want %s", s.Deployed().Commit, c4)
@@ -69,12 +69,12 @@ func TestSyncRefusesForcePush(t *testing.T) {
 	for _, allow := range []bool{false, true} {
 		t.Run(map[bool]string{false: "refused", true: "allowed"}[allow], func(t *testing.T) {
 			r := newRepo(t)
-			c1 := r.commit("one", "", map[string]string{"web.yaml": service("web", "1")})
-			r.commit("two", "", map[string]string{"web.yaml": service("web", "2")})
+			c1 := r.Commit("one", "", map[string]string{"web.yaml": service("web", "1")})
+			r.Commit("two", "", map[string]string{"web.yaml": service("web", "2")})
 			s, ev, _ := newSource(t, r, func(c *Config) { c.AllowForcePush = allow })
 			sync1(t, s, OutcomeDeployed)
-			r.git("reset", "--quiet", "--hard", c1)
-			c3 := r.commit("rewritten", "", map[string]string{"web.yaml": service("web", "3")})
+			r.Git("reset", "--quiet", "--hard", c1)
+			c3 := r.Commit("rewritten", "", map[string]string{"web.yaml": service("web", "3")})
 			if !allow {
 				a := sync1(t, s, OutcomeRejected)
 				if !strings.Contains(a.Error, "does not descend") {
@@ -101,12 +101,12 @@ func TestSyncRefusesForcePush(t *testing.T) {
 // names the file by its repository path and line.
 func TestSyncInvalidRevisionKeepsPreviousWhole(t *testing.T) {
 	r := newRepo(t)
-	r.commit("one", "", map[string]string{"hosts/common/web.yaml": service("web", "1"), "hosts/common/db.yaml": service("db", "1")})
+	r.Commit("one", "", map[string]string{"hosts/common/web.yaml": service("web", "1"), "hosts/common/db.yaml": service("db", "1")})
 	s, ev, m := newSource(t, r, func(c *Config) { c.Paths = []string{"hosts/common"} })
 	sync1(t, s, OutcomeDeployed)
 	before := manifests(t, s)
 
-	r.commit("half broken", "", map[string]string{
+	r.Commit("half broken", "", map[string]string{
 		"hosts/common/web.yaml": service("web", "2"),
 		"hosts/common/db.yaml":  "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: db}\nspec:\n  command: [\"relative\"]\n",
 	})
@@ -124,12 +124,12 @@ func TestSyncInvalidRevisionKeepsPreviousWhole(t *testing.T) {
 		t.Errorf("rejected %d, want 1", m.rejected)
 	}
 	// An empty manifest is invalid too (it would prune what it held).
-	r.commit("emptied", "", map[string]string{"hosts/common/db.yaml": "# nothing\n"})
+	r.Commit("emptied", "", map[string]string{"hosts/common/db.yaml": "# nothing\n"})
 	if a := sync1(t, s, OutcomeInvalid); !strings.Contains(a.Error, "hosts/common/db.yaml: holds no document") {
 		t.Errorf("error %q", a.Error)
 	}
 	// Fixed: deployed.
-	r.commit("fixed", "", map[string]string{"hosts/common/db.yaml": service("db", "3")})
+	r.Commit("fixed", "", map[string]string{"hosts/common/db.yaml": service("db", "3")})
 	sync1(t, s, OutcomeDeployed)
 	if got := manifests(t, s); got["web.yaml"] != service("web", "2") || got["db.yaml"] != service("db", "3") {
 		t.Errorf("deployed %v", got)
@@ -166,14 +166,14 @@ func TestCompose(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRepo(t)
-			r.write(common)
-			r.write(tc.extra)
+			r.Write(common)
+			r.Write(tc.extra)
 			if tc.symlink {
-				if err := os.Symlink("/etc/passwd", filepath.Join(r.dir, "hosts/common/pw.yaml")); err != nil {
+				if err := os.Symlink("/etc/passwd", filepath.Join(r.Dir, "hosts/common/pw.yaml")); err != nil {
 					t.Fatal(err)
 				}
 			}
-			r.commit("c", "", nil)
+			r.Commit("c", "", nil)
 			s, _, _ := newSource(t, r, func(c *Config) { c.Paths = tc.paths })
 			a, err := s.Sync(context.Background())
 			if err != nil {
@@ -220,7 +220,7 @@ func TestGarbageCollection(t *testing.T) {
 	s, _, _ := newSource(t, r, nil)
 	var commits []string
 	for i := range 4 {
-		commits = append(commits, r.commit("c", "", map[string]string{"web.yaml": service("web", string(rune('a'+i)))}))
+		commits = append(commits, r.Commit("c", "", map[string]string{"web.yaml": service("web", string(rune('a'+i)))}))
 		sync1(t, s, OutcomeDeployed)
 	}
 	ents, err := os.ReadDir(filepath.Join(s.cfg.Dir, revsDir))
@@ -252,11 +252,11 @@ func TestGarbageCollection(t *testing.T) {
 // next agent deploys the new one and clears the leftovers.
 func TestCrashBeforeSwap(t *testing.T) {
 	r := newRepo(t)
-	r.commit("one", "", map[string]string{"web.yaml": service("web", "1")})
+	r.Commit("one", "", map[string]string{"web.yaml": service("web", "1")})
 	dir := filepath.Join(t.TempDir(), "git")
 	s, _, _ := newSource(t, r, func(c *Config) { c.Dir = dir })
 	sync1(t, s, OutcomeDeployed)
-	c2 := r.commit("two", "", map[string]string{"web.yaml": service("web", "2"), "db.yaml": service("db", "2")})
+	c2 := r.Commit("two", "", map[string]string{"web.yaml": service("web", "2"), "db.yaml": service("db", "2")})
 	crashing, _, _ := newSource(t, r, func(c *Config) { c.Dir = dir; c.BeforeSwap = func() { panic("crash") } })
 	func() {
 		defer func() { _ = recover() }()
@@ -289,13 +289,13 @@ func TestCrashBeforeSwap(t *testing.T) {
 // A failed fetch keeps the deployed revision and counts an error.
 func TestFetchErrorKeepsRevision(t *testing.T) {
 	r := newRepo(t)
-	r.commit("one", "", map[string]string{"web.yaml": service("web", "1")})
+	r.Commit("one", "", map[string]string{"web.yaml": service("web", "1")})
 	s, _, m := newSource(t, r, nil)
 	sync1(t, s, OutcomeDeployed)
-	if err := os.Rename(r.dir, r.dir+".gone"); err != nil {
+	if err := os.Rename(r.Dir, r.Dir+".gone"); err != nil {
 		t.Fatal(err)
 	}
-	defer os.Rename(r.dir+".gone", r.dir)
+	defer os.Rename(r.Dir+".gone", r.Dir)
 	sync1(t, s, OutcomeError)
 	if m.errors != 1 || m.fetches != 2 {
 		t.Errorf("fetches %d errors %d", m.fetches, m.errors)
@@ -309,7 +309,7 @@ func TestFetchErrorKeepsRevision(t *testing.T) {
 // local edit composes the revision again.
 func TestLocalDropIns(t *testing.T) {
 	r := newRepo(t)
-	r.commit("one", "", map[string]string{"web.yaml": service("web", "1")})
+	r.Commit("one", "", map[string]string{"web.yaml": service("web", "1")})
 	local := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(local, "web.d"), 0o755); err != nil {
 		t.Fatal(err)
@@ -365,7 +365,7 @@ func TestNextDelay(t *testing.T) {
 // deployment.
 func TestRunSyncRequest(t *testing.T) {
 	r := newRepo(t)
-	r.commit("one", "", map[string]string{"web.yaml": service("web", "1")})
+	r.Commit("one", "", map[string]string{"web.yaml": service("web", "1")})
 	s, _, _ := newSource(t, r, func(c *Config) { c.Interval = time.Hour })
 	ctx, cancel := context.WithCancel(context.Background())
 	woke := make(chan struct{}, 8)
@@ -386,7 +386,7 @@ func TestRunSyncRequest(t *testing.T) {
 		}
 	}
 	waitWake()
-	c2 := r.commit("two", "", map[string]string{"web.yaml": service("web", "2")})
+	c2 := r.Commit("two", "", map[string]string{"web.yaml": service("web", "2")})
 	req, err := RequestSync(s.cfg.Dir)
 	if err != nil {
 		t.Fatal(err)
@@ -415,14 +415,14 @@ func TestRunSyncRequest(t *testing.T) {
 func TestCheckout(t *testing.T) {
 	alice := sshKey(t, "alice")
 	r := newRepo(t)
-	r.commit("one", alice, map[string]string{"m/web.yaml": service("web", "1")})
+	r.Commit("one", alice, map[string]string{"m/web.yaml": service("web", "1")})
 	s, _, _ := newSource(t, r, func(c *Config) {
 		c.Paths = []string{"m"}
 		c.VerifySigners = allowedSigners(t, map[string]string{"alice@example.com": alice})
 	})
 	sync1(t, s, OutcomeDeployed)
-	r.git("checkout", "--quiet", "-b", "feature")
-	c2 := r.commit("unsigned feature", "", map[string]string{"m/db.yaml": service("db", "2")})
+	r.Git("checkout", "--quiet", "-b", "feature")
+	c2 := r.Commit("unsigned feature", "", map[string]string{"m/db.yaml": service("db", "2")})
 	rec, err := ReadRecord(s.cfg.Dir)
 	if err != nil || rec == nil {
 		t.Fatalf("record %v %v", rec, err)
@@ -489,7 +489,7 @@ func TestTokenHelper(t *testing.T) {
 func TestMissingSignersFileIsAnError(t *testing.T) {
 	alice := sshKey(t, "alice")
 	r := newRepo(t)
-	r.commit("one", alice, map[string]string{"web.yaml": service("web", "1")})
+	r.Commit("one", alice, map[string]string{"web.yaml": service("web", "1")})
 	good := allowedSigners(t, map[string]string{"alice@example.com": alice})
 	missing := filepath.Join(t.TempDir(), "allowed_signers")
 	s, ev, m := newSource(t, r, func(c *Config) { c.VerifySigners = missing })
@@ -511,7 +511,7 @@ func TestMissingSignersFileIsAnError(t *testing.T) {
 // loop's first pass; with a revision deployed it does nothing.
 func TestPrime(t *testing.T) {
 	r := newRepo(t)
-	c1 := r.commit("one", "", map[string]string{"web.yaml": service("web", "1")})
+	c1 := r.Commit("one", "", map[string]string{"web.yaml": service("web", "1")})
 	s, _, m := newSource(t, r, nil)
 	s.Prime(context.Background(), 30*time.Second)
 	if d := s.Deployed(); d == nil || d.Commit != c1 || !s.primed {
