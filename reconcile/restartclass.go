@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 )
 
@@ -125,7 +126,7 @@ func ClassifyUnitChange(old, cur []byte) UnitChange {
 	a, b := parseUnitSettings(old), parseUnitSettings(cur)
 	restart, reload := map[string]bool{}, map[string]bool{}
 	visit := func(k unitKey) {
-		if equalValues(a[k], b[k]) {
+		if slices.Equal(a[k], b[k]) {
 			return
 		}
 		name := k.key
@@ -156,18 +157,6 @@ func ClassifyUnitChange(old, cur []byte) UnitChange {
 		return UnitChange{Keys: sortedKeys(reload)}
 	}
 	return UnitChange{}
-}
-
-func equalValues(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // Reason is the diff wording of a change: "reload only: RestartSec

@@ -3,6 +3,7 @@ package systemd
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -100,23 +101,11 @@ func TestApplyBatchUnitFiles(t *testing.T) {
 			}
 			res, errs := e.a.ApplyBatch(context.Background(), steps(tt.op, tt.batch...))
 			checkOutcomes(t, res, errs, tt.want)
-			if got := e.f.Calls(); !equalStrings(got, tt.calls) {
+			if got := e.f.Calls(); !slices.Equal(got, tt.calls) {
 				t.Errorf("calls = %q, want %q", got, tt.calls)
 			}
 		})
 	}
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestApplyBatchJobs(t *testing.T) {
@@ -189,7 +178,7 @@ func TestApplyBatchJobs(t *testing.T) {
 			}
 			checkOutcomes(t, res, errs, tt.want)
 			if tt.calls != nil {
-				if got := e.f.Calls(); !equalStrings(got, tt.calls) {
+				if got := e.f.Calls(); !slices.Equal(got, tt.calls) {
 					t.Errorf("calls = %q, want %q", got, tt.calls)
 				}
 			}
