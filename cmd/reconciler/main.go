@@ -170,7 +170,9 @@ func newVersionCmd() *cobra.Command {
 
 func main() {
 	root := newRoot()
+	stopProfile := startCPUProfile() // RESIL_CPUPROFILE only (debugpprof.go)
 	err := root.Execute()
+	stopProfile()
 	if err == nil {
 		return
 	}

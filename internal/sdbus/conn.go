@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
@@ -51,6 +52,10 @@ type Conn struct {
 	private        bool
 	wire           *Wire
 	cancel         context.CancelFunc
+	// addr is where the property pipe (props.go) dials, lazily, once.
+	addr   string
+	pipeMu sync.Mutex
+	pipe   *pipe
 }
 
 // Wire counts D-Bus messages on the two connections under a Conn, including
@@ -140,7 +145,7 @@ func dial(ctx context.Context, addr string, private bool) (*Conn, error) {
 	// cancelled by Close, and ctx only cancels it while dialing.
 	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	detach := context.AfterFunc(ctx, cancel)
-	c := &Conn{private: private, wire: new(Wire), cancel: cancel}
+	c := &Conn{private: private, wire: new(Wire), cancel: cancel, addr: addr}
 	var dialed []*godbus.Conn
 	conn, err := sddbus.NewConnection(func() (*godbus.Conn, error) {
 		bc, err := godbus.Dial(addr,
@@ -180,10 +185,16 @@ func dial(ctx context.Context, addr string, private bool) (*Conn, error) {
 	return c, nil
 }
 
-// Close closes both connections under c.
+// Close closes the connections under c.
 func (c *Conn) Close() {
 	c.Conn.Close()
 	c.cancel()
+	c.pipeMu.Lock()
+	if c.pipe != nil {
+		c.pipe.close()
+		c.pipe = nil
+	}
+	c.pipeMu.Unlock()
 }
 
 func (c *Conn) manager(bc *godbus.Conn) godbus.BusObject { return bc.Object(systemdDest, systemdPath) }

@@ -42,6 +42,9 @@ type cacheEntry struct {
 	size    int
 	dropIns map[string]time.Time
 	onDisk  []string
+	// fileState is the UnitFileState property read with props (enablement
+	// checks it against the disk on every Observe).
+	fileState string
 }
 
 // cacheState is the cache, guarded by Observer.mu.
@@ -135,7 +138,7 @@ func (o *Observer) cachePlan(full bool, loaded []*observed.Unit, files map[strin
 		e := o.cache.units[u.Name]
 		ok := e != nil && !o.cache.dirty[u.Name] && !strings.HasSuffix(u.Name, ".timer") &&
 			e.status == status[u.Name] && e.mtime.Equal(files[u.Name].mtime) && e.size == len(files[u.Name].data) &&
-			slices.Equal(e.onDisk, vendor[u.Name].dropIns) && !e.props.PendingJob && settledState(e.props.ActiveState)
+			slices.Equal(e.onDisk, vendor[u.Name].dropIns) && !e.props.PendingJob && !u.PendingJob && settledState(e.props.ActiveState)
 		delete(o.cache.dirty, u.Name)
 		if !ok {
 			read = append(read, u)
@@ -159,7 +162,7 @@ func settledState(active string) bool {
 // units systemd knows, and drops every other unit; gen is cachePlan's. A
 // read that began before Subscribe started or before a reload fills
 // nothing.
-func (o *Observer) cacheStore(gen uint64, loaded []*observed.Unit, files map[string]unitFile, status map[string][3]string, vendor map[string]vendor, dropInTimes map[string]map[string]time.Time) {
+func (o *Observer) cacheStore(gen uint64, loaded []*observed.Unit, files map[string]unitFile, status map[string][3]string, vendor map[string]vendor, dropInTimes map[string]map[string]time.Time, fileStates map[string]string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if !o.cache.on || gen != o.cache.gen {
@@ -168,7 +171,7 @@ func (o *Observer) cacheStore(gen uint64, loaded []*observed.Unit, files map[str
 	units := make(map[string]*cacheEntry, len(loaded))
 	for _, u := range loaded {
 		e := &cacheEntry{status: status[u.Name], mtime: files[u.Name].mtime, size: len(files[u.Name].data),
-			dropIns: dropInTimes[u.Name], onDisk: vendor[u.Name].dropIns}
+			dropIns: dropInTimes[u.Name], onDisk: vendor[u.Name].dropIns, fileState: fileStates[u.Name]}
 		copyProps(&e.props, u)
 		units[u.Name] = e
 	}

@@ -32,7 +32,7 @@ func TestCache(t *testing.T) {
 		if st.Units["worker.service"].MainPID == 0 {
 			t.Fatalf("worker.service without MainPID: %+v", st.Units["worker.service"])
 		}
-		return f.CallCount("GetAll"), st.CacheDrift
+		return f.CallCount("GetProperties"), st.CacheDrift
 	}
 	// Let Subscribe's goroutine take every signal sent so far.
 	settle := func(*sdbustest.Fake) {

@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -33,6 +34,10 @@ type Client interface {
 	// GetAllPropertiesContext returns every property of every interface of
 	// a unit (Unit plus Service, Timer, ...) in one call.
 	GetAllPropertiesContext(ctx context.Context, unit string) (map[string]any, error)
+	// GetUnitPropertiesContext reads the named properties of many units
+	// with pipelined Properties.Get calls; errs[i] is the failure of
+	// queries[i] (see sdbus.Conn.GetUnitPropertiesContext).
+	GetUnitPropertiesContext(ctx context.Context, queries []sdbus.PropertyQuery) (props []map[string]any, errs []error, err error)
 	// GetManagerPropertyContext reads one org.freedesktop.systemd1.Manager property.
 	GetManagerPropertyContext(ctx context.Context, name string) (godbus.Variant, error)
 	// ListUnitFilesByPatternsContext lists the unit files on disk whose
@@ -105,6 +110,7 @@ type config struct {
 	stampDir    string
 	manager     bool
 	concurrency int
+	getAll      bool
 	hook        func(method string)
 	now         func() time.Time
 }
@@ -142,6 +148,11 @@ func WithConcurrency(n int) Option {
 		}
 	}
 }
+
+// WithGetAll reads each unit's properties with one GetAll of every
+// interface (concurrency bounded by WithConcurrency) instead of pipelined
+// Gets of the properties Observe uses (the default). Tests compare both.
+func WithGetAll() Option { return func(c *config) { c.getAll = true } }
 
 // WithCallHook calls hook with the method name of every D-Bus call the
 // Observer makes (e.g. to feed a metric). It must be fast and safe for
@@ -249,10 +260,6 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 	if err != nil {
 		return nil, err
 	}
-	enablement, err := o.listUnitFiles(ctx, query)
-	if err != nil {
-		return nil, err
-	}
 	vendor, err := o.vendorFiles(ctx, want)
 	if err != nil {
 		return nil, err
@@ -278,6 +285,7 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 		}
 		if s, ok := status[n]; ok {
 			u.LoadState, u.ActiveState, u.SubState = s.LoadState, s.ActiveState, s.SubState
+			u.PendingJob = s.JobId != 0
 		}
 		if needsProperties(u) {
 			loaded = append(loaded, u)
@@ -293,8 +301,12 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 		triples[n] = [3]string{s.LoadState, s.ActiveState, s.SubState}
 	}
 	read, reusable, gen := o.cachePlan(full, loaded, files, triples, vendor)
+	fileStates := make(map[string]string, len(loaded))
+	for n, e := range reusable {
+		fileStates[n] = e.fileState
+	}
 	var errs *multierror.Error
-	errs = multierror.Append(errs, o.readProperties(ctx, read)...)
+	errs = multierror.Append(errs, o.readProperties(ctx, read, fileStates)...)
 	dropInTimes := make(map[string]map[string]time.Time, len(loaded))
 	readDropIns := func(units []*observed.Unit) {
 		for _, u := range units {
@@ -315,7 +327,7 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 				again = append(again, u)
 			}
 		}
-		errs = multierror.Append(errs, o.readProperties(ctx, again)...)
+		errs = multierror.Append(errs, o.readProperties(ctx, again, fileStates)...)
 		readDropIns(again)
 	}
 	for _, u := range loaded {
@@ -333,11 +345,12 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 			break
 		}
 	}
+	enablement, err := o.enablement(ctx, query, st.Units, files, vendor, fileStates)
+	if err != nil {
+		errs = multierror.Append(errs, err)
+	}
 	for _, n := range all {
 		u := st.Units[n]
-		// The on-disk enablement replaces the UnitFileState property (a
-		// cache refreshed only by daemon-reload); a name without any unit
-		// file on disk has none.
 		u.UnitFileState = enablement[n]
 		u.VendorPaths, u.VendorOverrides = vendor[n].paths, vendor[n].overrides
 		u.StaleProcess = staleProcess(u, files[n].mtime, dropInTimes[n], loadStart)
@@ -355,7 +368,7 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 	if full {
 		st.CacheDrift = o.cacheDrift(reusable, st.Units)
 	}
-	o.cacheStore(gen, loaded, files, triples, vendor, dropInTimes)
+	o.cacheStore(gen, loaded, files, triples, vendor, dropInTimes, fileStates)
 
 	hints := make(map[string]hint, len(st.Units))
 	for n, u := range st.Units {
@@ -442,15 +455,27 @@ func (o *Observer) listUnits(ctx context.Context, names []string) (map[string]sd
 	return out, nil
 }
 
-// readProperties fills the units' properties, o.cfg.concurrency at a time.
-func (o *Observer) readProperties(ctx context.Context, units []*observed.Unit) []error {
+// readProperties fills the units' properties: the services' and timers'
+// with one batch of pipelined Gets of the properties fillUnit reads
+// (pipedProperties), any other unit's (or every unit's, WithGetAll) with
+// one GetAll each, o.cfg.concurrency at a time.
+//
+// fileStates receives each unit's UnitFileState property (see enablement).
+func (o *Observer) readProperties(ctx context.Context, units []*observed.Unit, fileStates map[string]string) []error {
 	var (
-		mu   sync.Mutex
-		errs []error
-		wg   sync.WaitGroup
-		sem  = make(chan struct{}, o.cfg.concurrency)
+		mu    sync.Mutex
+		errs  []error
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, o.cfg.concurrency)
+		piped []*observed.Unit
+		qs    []sdbus.PropertyQuery
 	)
 	for _, u := range units {
+		if props := pipedProperties(u.Name); props != nil && !o.cfg.getAll {
+			piped = append(piped, u)
+			qs = append(qs, sdbus.PropertyQuery{Unit: u.Name, Props: props})
+			continue
+		}
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
@@ -460,15 +485,86 @@ func (o *Observer) readProperties(ctx context.Context, units []*observed.Unit) [
 			if err == nil {
 				err = fillUnit(u, props)
 			}
+			mu.Lock()
 			if err != nil {
-				mu.Lock()
 				errs = append(errs, fmt.Errorf("read properties of %s: %w", u.Name, err))
-				mu.Unlock()
+			} else {
+				fileStates[u.Name], _ = props["UnitFileState"].(string)
 			}
+			mu.Unlock()
 		}()
+	}
+	if len(qs) > 0 {
+		for range qs {
+			o.count("GetProperties")
+		}
+		props, perr, err := o.c.GetUnitPropertiesContext(ctx, qs)
+		mu.Lock()
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for i, u := range piped {
+			if err != nil {
+				break
+			}
+			e := perr[i]
+			if e == nil {
+				e = fillUnit(u, props[i])
+			}
+			if e != nil {
+				errs = append(errs, fmt.Errorf("read properties of %s: %w", u.Name, e))
+				continue
+			}
+			fileStates[u.Name], _ = props[i]["UnitFileState"].(string)
+		}
+		mu.Unlock()
 	}
 	wg.Wait()
 	return errs
+}
+
+// The properties fillUnit reads, by interface. LoadState, ActiveState,
+// SubState come from ListUnitsByNames, and so does the pending job.
+var (
+	unitProps = []sdbus.Property{
+		{Interface: ifaceUnit, Name: "FragmentPath"},
+		{Interface: ifaceUnit, Name: "DropInPaths"},
+		{Interface: ifaceUnit, Name: "NeedDaemonReload"},
+		{Interface: ifaceUnit, Name: "UnitFileState"}, // checked against the disk: enablement
+	}
+	serviceProps = append(slices.Clone(unitProps),
+		sdbus.Property{Interface: ifaceService, Name: "Result"},
+		sdbus.Property{Interface: ifaceService, Name: "NRestarts"},
+		sdbus.Property{Interface: ifaceService, Name: "MainPID"},
+		sdbus.Property{Interface: ifaceService, Name: "ExecMainStatus"},
+		sdbus.Property{Interface: ifaceService, Name: "ExecMainStartTimestamp"},
+		sdbus.Property{Interface: ifaceService, Name: "ExecMainExitTimestamp"},
+	)
+	timerProps = append(slices.Clone(unitProps),
+		sdbus.Property{Interface: ifaceUnit, Name: "Triggers"},
+		sdbus.Property{Interface: ifaceTimer, Name: "Result"},
+		sdbus.Property{Interface: ifaceTimer, Name: "LastTriggerUSec"},
+		sdbus.Property{Interface: ifaceTimer, Name: "NextElapseUSecRealtime"},
+		sdbus.Property{Interface: ifaceTimer, Name: "NextElapseUSecMonotonic"},
+	)
+)
+
+const (
+	ifaceUnit    = "org.freedesktop.systemd1.Unit"
+	ifaceService = "org.freedesktop.systemd1.Service"
+	ifaceTimer   = "org.freedesktop.systemd1.Timer"
+)
+
+// pipedProperties returns the properties to Get of a unit, nil for a unit
+// type read with GetAll.
+func pipedProperties(name string) []sdbus.Property {
+	switch {
+	case strings.HasSuffix(name, ".service"):
+		return serviceProps
+	case strings.HasSuffix(name, ".timer"):
+		return timerProps
+	}
+	return nil
 }
 
 // fillUnit copies the properties the planner needs. A property of the wrong
@@ -489,7 +585,9 @@ func fillUnit(u *observed.Unit, p map[string]any) error {
 	u.ExecMainStartTimestamp = r.u64("ExecMainStartTimestamp")
 	u.ExecMainExitTimestamp = r.u64("ExecMainExitTimestamp")
 	u.Triggers = r.strs("Triggers")
-	u.PendingJob = r.jobID("Job") != 0
+	if _, ok := p["Job"]; ok { // GetAll; the pipelined read keeps ListUnitsByNames' job
+		u.PendingJob = r.jobID("Job") != 0
+	}
 	u.LastTriggerUSec = r.u64("LastTriggerUSec")
 	u.NextElapseUSecRealtime = r.u64("NextElapseUSecRealtime")
 	u.NextElapseUSecMonotonic = r.u64("NextElapseUSecMonotonic")
@@ -524,10 +622,18 @@ func (r *propReader) str(k, def string) string {
 	}
 	return def
 }
-func (r *propReader) strs(k string) []string { v, _ := get[[]string](r, k); return v }
-func (r *propReader) bool(k string) bool     { v, _ := get[bool](r, k); return v }
-func (r *propReader) u32(k string) uint32    { v, _ := get[uint32](r, k); return v }
-func (r *propReader) i32(k string) int32     { v, _ := get[int32](r, k); return v }
+
+// strs reads a string list; an empty one reads as nil, whichever way it
+// was read (GetAll gives every unit an empty Triggers).
+func (r *propReader) strs(k string) []string {
+	if v, _ := get[[]string](r, k); len(v) > 0 {
+		return v
+	}
+	return nil
+}
+func (r *propReader) bool(k string) bool  { v, _ := get[bool](r, k); return v }
+func (r *propReader) u32(k string) uint32 { v, _ := get[uint32](r, k); return v }
+func (r *propReader) i32(k string) int32  { v, _ := get[int32](r, k); return v }
 
 // jobID reads the Unit.Job property, a (uo) struct: the id of the unit's
 // pending job, 0 when none.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	godbus "github.com/godbus/dbus/v5"
 
+	"resil.dev/resil/internal/sdbus"
 	"resil.dev/resil/internal/sdbus/sdbustest"
 	"resil.dev/resil/observed"
 )
@@ -131,7 +133,7 @@ func TestObserve(t *testing.T) {
 	if len(hooked) != int(o.Calls()) {
 		t.Errorf("hook saw %d calls, Calls() = %d", len(hooked), o.Calls())
 	}
-	if f.CallCount("GetAll new.service") != 0 || f.CallCount("GetAll masked.service") != 0 {
+	if f.CallCount("GetProperties new.service") != 0 || f.CallCount("GetProperties masked.service") != 0 {
 		t.Errorf("GetAll of a not-found or masked unit: %v", f.Calls())
 	}
 
@@ -191,15 +193,16 @@ func TestObserveWithoutManager(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// ListUnitsByNames, ListUnitFilesByPatterns, UnitPath.
-	if st.Manager != nil || o.Calls() != 3 {
-		t.Errorf("manager = %v, calls = %d (%v); want nil and 3", st.Manager, o.Calls(), f.Calls())
+	// ListUnitsByNames, UnitPath (a.service has no unit file: no
+	// enablement to list).
+	if st.Manager != nil || o.Calls() != 2 {
+		t.Errorf("manager = %v, calls = %d (%v); want nil and 2", st.Manager, o.Calls(), f.Calls())
 	}
 }
 
 func TestObserveErrors(t *testing.T) {
 	boom := errors.New("boom")
-	for _, method := range []string{"ListUnitsByNames", "ListUnitFilesByPatterns", "GetAll", "GetManagerProperty"} {
+	for _, method := range []string{"ListUnitsByNames", "ListUnitFilesByPatterns", "GetProperties", "GetManagerProperty"} {
 		t.Run(method, func(t *testing.T) {
 			dir, f := fixture(t)
 			f.FailNext(method, boom)
@@ -230,8 +233,8 @@ func TestObserveConcurrency(t *testing.T) {
 			t.Fatalf("%s MainPID = %d", n, st.Units[n].MainPID)
 		}
 	}
-	if got := o.Calls(); got != 103 {
-		t.Errorf("Calls() = %d, want 103", got)
+	if got := o.Calls(); got != 102 {
+		t.Errorf("Calls() = %d, want 102", got)
 	}
 }
 
@@ -270,6 +273,16 @@ func (a aliasClient) GetAllPropertiesContext(ctx context.Context, unit string) (
 		unit = "primary.service"
 	}
 	return a.Fake.GetAllPropertiesContext(ctx, unit)
+}
+
+func (a aliasClient) GetUnitPropertiesContext(ctx context.Context, qs []sdbus.PropertyQuery) ([]map[string]any, []error, error) {
+	qs = slices.Clone(qs)
+	for i := range qs {
+		if qs[i].Unit == "alias.service" {
+			qs[i].Unit = "primary.service"
+		}
+	}
+	return a.Fake.GetUnitPropertiesContext(ctx, qs)
 }
 
 func TestObserveAliasMatchedByPosition(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -254,10 +255,11 @@ func TestSandboxCallCountsAndTiming(t *testing.T) {
 			}
 			perObserve := o.Calls() / rounds
 			wire := (e.conn.Wire().Calls() - wire0) / rounds
-			// ListUnitsByNames, ListUnitFilesByPatterns, one GetAll per
-			// unit (UnitPath, read once per Observer, rounds down).
-			if want := uint64(2 + n); perObserve != want || wire != want {
-				t.Errorf("n=%d: %d calls per Observe (wire %d), want %d", n, perObserve, wire, want)
+			// ListUnitsByNames, ListUnitFilesByPatterns, one property
+			// read per unit (a Get per property on the wire; UnitPath,
+			// read once per Observer, rounds down).
+			if want, wantWire := uint64(2+n), uint64(2+n*len(serviceProps)); perObserve != want || wire != wantWire {
+				t.Errorf("n=%d: %d calls per Observe (wire %d), want %d (wire %d)", n, perObserve, wire, want, wantWire)
 			}
 			slices.Sort(durs)
 			t.Logf("Observe of %3d units, concurrency %d: %d D-Bus calls, median %v (min %v, max %v)",
@@ -273,7 +275,7 @@ func TestSandboxCallCountsAndTiming(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := e.conn.Wire().Calls()-wire0, uint64(1+1+1+max+3); got != want || len(st.Units) != max {
+	if got, want := e.conn.Wire().Calls()-wire0, uint64(1+1+max*len(serviceProps)+3); got != want || len(st.Units) != max {
 		t.Errorf("owned scan: %d units, %d calls; want %d, %d", len(st.Units), got, max, want)
 	}
 	t.Logf("Observe by owned scan of %d units + manager: %d calls, %v", len(st.Units), e.conn.Wire().Calls()-wire0, time.Since(begin).Round(10*time.Microsecond))
@@ -303,9 +305,11 @@ func TestSandboxObserveThousandNamesBulk(t *testing.T) {
 	if len(st.Units) != 1000 || st.Units["real.service"].MainPID == 0 || st.Units["absent000.service"].LoadState != "not-found" {
 		t.Fatalf("observed %d units, real=%+v", len(st.Units), st.Units["real.service"])
 	}
-	// ListUnitsByNames, ListUnitFilesByPatterns, GetAll real.service.
-	if got, wire := o.Calls()-calls0, e.conn.Wire().Calls()-wire0; got != 3 || wire != 3 {
-		t.Errorf("Observe of 1000 names: %d calls (wire %d), want 3", got, wire)
+	// ListUnitsByNames, the properties of real.service (one Get each on
+	// the wire); its enablement (disabled) agrees with the disk: no
+	// ListUnitFilesByPatterns.
+	if got, wire := o.Calls()-calls0, e.conn.Wire().Calls()-wire0; got != 2 || wire != uint64(1+len(serviceProps)) {
+		t.Errorf("Observe of 1000 names: %d calls (wire %d), want 2 (wire %d)", got, wire, 1+len(serviceProps))
 	}
 }
 
@@ -392,7 +396,7 @@ func TestSandboxCache(t *testing.T) {
 		t.Helper()
 		var n atomic.Int32
 		o.cfg.hook = func(m string) {
-			if m == "GetAll" {
+			if m == "GetProperties" {
 				n.Add(1)
 			}
 		}
@@ -432,5 +436,89 @@ func TestSandboxCache(t *testing.T) {
 	}
 	if n, st := getAlls(true); n != 3 || st.CacheDrift != nil {
 		t.Errorf("full read: %d GetAll, drift %v; want 3, none", n, st.CacheDrift)
+	}
+}
+
+// The pipelined Gets of the properties Observe uses read the same State as
+// one GetAll of every interface per unit, over units in every state the
+// planner tells apart: running (with a drop-in), failed, exited, stopped,
+// a unit file rewritten without a reload (NeedDaemonReload), a timer that
+// ran, a masked and an unknown unit.
+func TestSandboxFidelityPipelinedReads(t *testing.T) {
+	e := newSandbox(t)
+	ctx := context.Background()
+	unit := func(name, cmd string, extra ...string) {
+		data := ownmarktest.Unit(t, "Service/"+strings.TrimSuffix(name, ".service"), "/bin/sh", "-c", cmd)
+		for _, x := range extra {
+			data = append(data, x...)
+		}
+		data = append(data, "\n[Install]\nWantedBy=multi-user.target\n"...)
+		e.write(t, "/etc/systemd/system/"+name, data)
+	}
+	unit("run.service", "exec sleep infinity")
+	e.write(t, "/etc/systemd/system/run.service.d/nice.conf", []byte("[Service]\nNice=3\n"))
+	unit("fail.service", "exit 3", "\n[Service]\nType=oneshot\n")
+	unit("done.service", "true", "\n[Service]\nType=oneshot\nRemainAfterExit=yes\n")
+	unit("stopped.service", "exec sleep infinity")
+	unit("stale.service", "exec sleep infinity")
+	unit("job.service", "true", "\n[Service]\nType=oneshot\n")
+	e.write(t, "/etc/systemd/system/job.timer", []byte("[Timer]\nOnActiveSec=1h\nAccuracySec=1ms\n"))
+	e.write(t, "/etc/systemd/system/masked.service", nil)
+	e.systemctl(t, "daemon-reload")
+	e.systemctl(t, "mask", "--runtime", "masked.service")
+	e.systemctl(t, "start", "run.service", "done.service", "stale.service", "job.timer")
+	e.systemctl(t, "start", "job.service")
+	_, _ = e.sb.Systemctl(ctx, "start", "fail.service") // fails: that is the point
+	// Enablement: through systemd, and behind its back (the property lags).
+	e.systemctl(t, "enable", "run.service", "done.service", "fail.service")
+	wants := "/etc/systemd/system/multi-user.target.wants/"
+	if err := os.Remove(filepath.Join(e.sb.Root(), wants, "done.service")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc/systemd/system/stopped.service", filepath.Join(e.sb.Root(), wants, "stopped.service")); err != nil {
+		t.Fatal(err)
+	}
+	unit("stale.service", "exec sleep 1000") // not reloaded (`systemctl enable` reloads)
+	names := []string{"run.service", "fail.service", "done.service", "stopped.service", "stale.service",
+		"job.service", "job.timer", "masked.service", "absent.service"}
+
+	piped, err := e.observer(WithoutManager()).Observe(ctx, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := e.observer(WithoutManager(), WithGetAll()).Observe(ctx, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !all.Units["stale.service"].NeedDaemonReload || all.Units["fail.service"].ActiveState != "failed" ||
+		all.Units["run.service"].MainPID == 0 || len(all.Units["run.service"].DropInPaths) != 1 ||
+		len(all.Units["job.timer"].Triggers) != 1 || all.Units["job.service"].ExecMainExitTimestamp == 0 {
+		t.Fatalf("the fixture is not what it should be: %+v", all.Units)
+	}
+	for _, n := range names {
+		if d := diffProps(all.Units[n], piped.Units[n]); d != "" {
+			t.Errorf("%s: pipelined reads differ from GetAll: %s", n, d)
+		}
+	}
+	listed, err := e.conn.ListUnitFilesByPatternsContext(ctx, nil, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	disk := map[string]string{}
+	for _, f := range listed {
+		disk[filepath.Base(f.Path)] = f.Type
+	}
+	if disk["done.service"] != "disabled" || disk["stopped.service"] != "enabled" || disk["run.service"] != "enabled" {
+		t.Fatalf("the enablement fixture is not what it should be: %v", disk)
+	}
+	for _, n := range names {
+		for mode, st := range map[string]*observed.State{"pipelined": piped, "GetAll": all} {
+			if got := st.Units[n].UnitFileState; got != disk[n] {
+				t.Errorf("%s (%s): UnitFileState %q, ListUnitFilesByPatterns says %q", n, mode, got, disk[n])
+			}
+		}
+	}
+	if len(piped.Units) != len(all.Units) {
+		t.Errorf("%d units pipelined, %d by GetAll", len(piped.Units), len(all.Units))
 	}
 }

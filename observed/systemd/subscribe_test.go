@@ -11,11 +11,6 @@ import (
 	"resil.dev/resil/internal/sdbus/sdbustest"
 )
 
-const (
-	ifaceUnit    = "org.freedesktop.systemd1.Unit"
-	ifaceService = "org.freedesktop.systemd1.Service"
-)
-
 // subscribed starts Subscribe on an Observer that has observed worker.service
 // (active/running, MainPID 4242) and returns its wake channel and a stop
 // function that returns Subscribe's error.

@@ -53,6 +53,11 @@ type vendor struct {
 	// dropIns are the NAME.d/*.conf files on disk, in every directory of
 	// the search path.
 	dropIns []string
+	// links counts the entries named like the unit in the .wants,
+	// .requires and .upholds directories of the unit directory (own) and
+	// of the other directories of the search path (other): what
+	// enablement checks systemd's UnitFileState against.
+	links struct{ own, other int }
 }
 
 // vendorFiles finds, for each name, the files systemd could load for it
@@ -102,6 +107,25 @@ func (o *Observer) vendorFiles(ctx context.Context, want map[string]bool) (map[s
 		}
 		for _, e := range entries {
 			n := e.Name()
+			if isDepDir(n) && (e.IsDir() || e.Type()&fs.ModeSymlink != 0) {
+				links, err := os.ReadDir(filepath.Join(host, n))
+				if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
+					return nil, fmt.Errorf("read %s: %w", path.Join(d, n), err)
+				}
+				for _, l := range links {
+					if !want[l.Name()] {
+						continue
+					}
+					v := out[l.Name()]
+					if i == own {
+						v.links.own++
+					} else {
+						v.links.other++
+					}
+					out[l.Name()] = v
+				}
+				continue
+			}
 			if base, ok := strings.CutSuffix(n, ".d"); ok && want[base] {
 				confs, err := dropInFiles(filepath.Join(host, n))
 				if err != nil {

@@ -5,8 +5,12 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
 
 	"resil.dev/resil/internal/ownmark"
 	"resil.dev/resil/internal/ownmark/ownmarktest"
@@ -110,8 +114,9 @@ func TestObserveVendorFiles(t *testing.T) {
 	}
 }
 
-// Enablement comes from ListUnitFilesByPatterns, not the UnitFileState
-// property; a name without a unit file on disk has none.
+// Enablement comes from ListUnitFilesByPatterns where the disk does not
+// confirm the UnitFileState property (here: "enabled" without a link); a
+// name without a unit file on disk has none.
 func TestObserveEnablementFromDisk(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "a.service"), ownmarktest.Unit(t, "Service/a"))
@@ -128,7 +133,7 @@ func TestObserveEnablementFromDisk(t *testing.T) {
 	if s := st.Units["gone.service"].UnitFileState; s != "" {
 		t.Errorf("gone.service UnitFileState = %q, want none", s)
 	}
-	if f.CallCount("ListUnitFilesByPatterns a.service gone.service") != 1 {
+	if f.CallCount("ListUnitFilesByPatterns a.service") != 1 || f.CallCount("ListUnitFilesByPatterns") != 1 {
 		t.Errorf("calls = %v", f.Calls())
 	}
 }
@@ -166,4 +171,72 @@ func TestObserveUnloadedDropInNeedsReload(t *testing.T) {
 			t.Errorf("%s NeedDaemonReload = %v, want %v", n, got, want)
 		}
 	}
+}
+
+// The UnitFileState property stands where the disk confirms it; every
+// other name with a unit file is listed with ListUnitFilesByPatterns.
+func TestObserveEnablementPropertyCheckedAgainstDisk(t *testing.T) {
+	root := t.TempDir()
+	unitDir := filepath.Join(root, "etc/systemd/system")
+	for _, n := range []string{"on.service", "off.service", "stale-on.service", "stale-off.service", "static.service", "twice.service"} {
+		writeFile(t, filepath.Join(unitDir, n), ownmarktest.Unit(t, "Service/"+strings.TrimSuffix(n, ".service")))
+	}
+	link := func(dir, n string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Join(root, dir), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(filepath.Join("/etc/systemd/system", n), filepath.Join(root, dir, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link("etc/systemd/system/multi-user.target.wants", "on.service")
+	link("etc/systemd/system/multi-user.target.wants", "stale-off.service") // made by hand: the property lags
+	link("etc/systemd/system/multi-user.target.wants", "twice.service")
+	link("run/systemd/system/multi-user.target.wants", "twice.service") // a runtime link as well
+	f := sdbustest.New()
+	f.SetManager("UnitPath", []string{"/etc/systemd/system", "/run/systemd/system", "/lib/systemd/system"})
+	prop := map[string]string{"on.service": "enabled", "off.service": "disabled", "stale-on.service": "enabled",
+		"stale-off.service": "disabled", "static.service": "static", "twice.service": "enabled"}
+	disk := map[string]string{"on.service": "enabled", "off.service": "disabled", "stale-on.service": "disabled",
+		"stale-off.service": "enabled", "static.service": "static", "twice.service": "enabled"}
+	var names []string
+	for n, s := range prop {
+		f.AddUnit(sdbustest.Unit{Name: n, ActiveState: "active", SubState: "running", UnitFileState: s})
+		names = append(names, n)
+	}
+	lister := diskLister{Fake: f, states: disk, asked: new([]string)}
+	o := New(lister, unitDir, WithRoot(root), WithoutManager())
+	st, err := o.Observe(context.Background(), names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n, want := range disk {
+		if got := st.Units[n].UnitFileState; got != want {
+			t.Errorf("%s: UnitFileState %q, want %q", n, got, want)
+		}
+	}
+	slices.Sort(*lister.asked)
+	if want := []string{"stale-off.service", "stale-on.service", "static.service", "twice.service"}; !slices.Equal(*lister.asked, want) {
+		t.Errorf("listed %v, want %v", *lister.asked, want)
+	}
+}
+
+// diskLister answers ListUnitFilesByPatterns with states (what the disk
+// says), unlike the UnitFileState property of its Fake.
+type diskLister struct {
+	*sdbustest.Fake
+	states map[string]string
+	asked  *[]string
+}
+
+func (d diskLister) ListUnitFilesByPatternsContext(_ context.Context, _, patterns []string) ([]sddbus.UnitFile, error) {
+	var out []sddbus.UnitFile
+	for _, p := range patterns {
+		*d.asked = append(*d.asked, p)
+		if s, ok := d.states[p]; ok {
+			out = append(out, sddbus.UnitFile{Path: "/etc/systemd/system/" + p, Type: s})
+		}
+	}
+	return out, nil
 }

@@ -10,6 +10,8 @@ import (
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	godbus "github.com/godbus/dbus/v5"
+
+	"resil.dev/resil/internal/sdbus"
 )
 
 // Unit is a unit as Fake knows it. The zero values of the state fields are
@@ -256,6 +258,30 @@ func (f *Fake) GetAllPropertiesContext(_ context.Context, unit string) (map[stri
 		return nil, err
 	}
 	return f.props(unit), nil
+}
+
+// GetUnitPropertiesContext implements the observer's Client: per query,
+// the requested properties the fake has (a property it lacks is left out,
+// where systemd would know it). It records one "GetProperties UNIT" per
+// query; FailNext("GetProperties") fails the whole batch, as a broken
+// pipe would.
+func (f *Fake) GetUnitPropertiesContext(_ context.Context, queries []sdbus.PropertyQuery) ([]map[string]any, []error, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	props := make([]map[string]any, len(queries))
+	for i, q := range queries {
+		if err := f.call("GetProperties", q.Unit); err != nil {
+			return nil, nil, err
+		}
+		all := f.props(q.Unit)
+		props[i] = map[string]any{}
+		for _, p := range q.Props {
+			if v, ok := all[p.Name]; ok {
+				props[i][p.Name] = v
+			}
+		}
+	}
+	return props, make([]error, len(queries)), nil
 }
 
 // GetUnitPropertyContext implements the applier's Client.
