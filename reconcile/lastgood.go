@@ -134,6 +134,11 @@ func (f *LastGoodFile) Save(objs []*desired.Object) error {
 		return fmt.Errorf("encode last good objects: %w", err)
 	}
 	data = append(data, '\n')
+	if f.written == nil {
+		// Not loaded (the reconciler loads only when it needs to): compare
+		// with the file as it is.
+		f.written, _ = os.ReadFile(f.Path())
+	}
 	if bytes.Equal(data, f.written) {
 		return nil
 	}

@@ -238,3 +238,64 @@ func TestLastGoodFileWrites(t *testing.T) {
 }
 
 var _ LastGoodStore = (*LastGoodFile)(nil)
+
+// countingLastGood counts the loads of a LastGoodFile.
+type countingLastGood struct {
+	*LastGoodFile
+	loads int
+}
+
+func (c *countingLastGood) Load() (map[string]*desired.Object, error) {
+	c.loads++
+	return c.LastGoodFile.Load()
+}
+
+// TestLastGoodLoadedOnlyWhenNeeded: a restarted agent whose first pass
+// loads every manifest cleanly never decodes the persisted objects (and
+// rewrites nothing when they are the same); one whose first pass finds a
+// broken file loads them once, and a later pass never again.
+func TestLastGoodLoadedOnlyWhenNeeded(t *testing.T) {
+	dir, state := t.TempDir(), t.TempDir()
+	writeManifest(t, dir, "web.yaml", webManifest)
+	if err := os.Mkdir(filepath.Join(dir, "web.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeManifest(t, dir, "web.d/10-env.yaml", webDropIn)
+	f := newFake()
+	ctx := context.Background()
+	if _, err := newStoreReconciler(t, dir, f, f, NewLastGoodFile(state, false)).Reconcile(ctx, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(state, LastGoodFileName)
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	clean := &countingLastGood{LastGoodFile: NewLastGoodFile(state, false)}
+	if _, err := newStoreReconciler(t, dir, f, f, clean).Reconcile(ctx, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if clean.loads != 0 {
+		t.Errorf("a clean first pass loaded the persisted objects %d times", clean.loads)
+	}
+	if after, err := os.Stat(path); err != nil || !os.SameFile(before, after) {
+		t.Errorf("the unchanged last good file was rewritten (%v)", err)
+	}
+
+	writeManifest(t, dir, "web.d/10-env.yaml", brokenDropIn)
+	broken := &countingLastGood{LastGoodFile: NewLastGoodFile(state, false)}
+	r := newStoreReconciler(t, dir, f, f, broken)
+	for range 2 {
+		res, err := r.Reconcile(ctx, Options{DryRun: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Objects != 1 || len(res.Desired[0].Source.DropIns) != 1 {
+			t.Fatalf("the last good version is not in force: %v", res.Desired)
+		}
+	}
+	if broken.loads != 1 {
+		t.Errorf("with a broken drop-in the persisted objects were loaded %d times, want once", broken.loads)
+	}
+}

@@ -88,6 +88,8 @@ type Reconciler struct {
 	cfg      Config
 	log      *zap.Logger
 	lastGood map[string]*desired.Object
+	// lastGoodPending: Config.LastGood is not loaded yet (lastgood_lazy.go).
+	lastGoodPending bool
 	failures map[string]*backoff
 	pass     uint64
 	// pending are the prune deadlines (delayed prune), persisted in the
@@ -125,18 +127,7 @@ func New(cfg Config) *Reconciler {
 	}
 	r := &Reconciler{cfg: cfg, log: cfg.Log.Named("reconcile"), lastGood: map[string]*desired.Object{}, failures: map[string]*backoff{}}
 	r.loadPending()
-	if cfg.LastGood != nil {
-		objs, err := cfg.LastGood.Load()
-		if err != nil {
-			r.log.Warn("persisted last good objects ignored", zap.Error(err))
-		}
-		for id, o := range objs {
-			r.lastGood[id] = o
-		}
-		if len(objs) > 0 {
-			r.log.Info("persisted last good objects loaded", zap.Int("objects", len(objs)))
-		}
-	}
+	r.lastGoodPending = cfg.LastGood != nil // loaded by the first pass that needs it (lastgood_lazy.go)
 	return r
 }
 
@@ -324,6 +315,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger) ([]*desired.Object, map[str
 	protected := map[string]bool{}
 	broken := map[string]bool{}
 	set, lerr := desired.Load(r.cfg.Manifests, r.cfg.Load)
+	r.loadLastGood(set)
 	if set == nil {
 		// Nothing readable: keep every last good object, prune nothing.
 		r.event(Warning, ReasonInvalid, "", "", "", fmt.Sprintf("manifests unreadable, keeping the last good state: %v", lerr))
