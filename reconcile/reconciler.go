@@ -90,8 +90,8 @@ type Reconciler struct {
 	lastGood map[string]*desired.Object
 	// lastGoodPending: Config.LastGood is not loaded yet (lastgood_lazy.go).
 	lastGoodPending bool
-	failures map[string]*backoff
-	pass     uint64
+	failures        map[string]*backoff
+	pass            uint64
 	// pending are the prune deadlines (delayed prune), persisted in the
 	// state dir.
 	pending map[string]time.Time
