@@ -236,7 +236,7 @@ ON CONFLICT(object) DO UPDATE SET kind=excluded.kind, name=excluded.name, unit=e
 // storedRow is a stored status row without its first_seen.
 type storedRow struct {
 	kind, name, unit, desired, observed, state, message, ready, updated string
-	drift, failed                                                         bool
+	drift, failed                                                       bool
 }
 
 // same reports whether o would store the same row, its Updated time aside.
