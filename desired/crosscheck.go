@@ -59,6 +59,10 @@ func (l *loader) crossCheck(all []*Object, dropInDirs map[string]bool, set *Set)
 		// The name from the base file: a broken drop-in must protect the
 		// object it was meant for, whatever it says.
 		name := o.Metadata.Name
+		if l.cached[o] {
+			valid = append(valid, o) // finished when it was cached; it has no drop-ins
+			continue
+		}
 		if l.finish(o, dropIns[name]) {
 			valid = append(valid, o)
 		} else if len(dropIns[name]) > 0 {
@@ -90,7 +94,7 @@ func (l *loader) crossCheck(all []*Object, dropInDirs map[string]bool, set *Set)
 				continue // one error per object, even when it collides on several units
 			}
 			dup[o] = true
-			l.failAt(o.docs, path{"metadata", "name"}, fmt.Sprintf("%s is also defined by %s (%s); neither is applied", u, other.ID(), other.where()))
+			l.failAt(l.docsOf(o), path{"metadata", "name"}, fmt.Sprintf("%s is also defined by %s (%s); neither is applied", u, other.ID(), other.where()))
 			set.BrokenNames[o.Metadata.Name] = true
 		}
 	}
@@ -107,7 +111,7 @@ func (l *loader) crossCheck(all []*Object, dropInDirs map[string]bool, set *Set)
 	for _, o := range out {
 		if o.Timer != nil && o.Timer.Service != "" {
 			if _, ok := byID["Service/"+o.Timer.Service]; !ok {
-				l.failAt(o.docs, path{"spec", "service"}, fmt.Sprintf("no Service named %q", o.Timer.Service))
+				l.failAt(l.docsOf(o), path{"spec", "service"}, fmt.Sprintf("no Service named %q", o.Timer.Service))
 				continue
 			}
 		}
@@ -125,7 +129,7 @@ func (l *loader) checkSelected(set *Set) {
 		}
 		if o.Timer != nil && o.Timer.Service != "" {
 			if _, ok := set.Objects["Service/"+o.Timer.Service]; !ok {
-				l.failAt(o.docs, path{"spec", "service"}, fmt.Sprintf("Service %q does not select this host", o.Timer.Service))
+				l.failAt(l.docsOf(o), path{"spec", "service"}, fmt.Sprintf("Service %q does not select this host", o.Timer.Service))
 				delete(set.Objects, o.ID())
 			}
 		}
@@ -133,7 +137,7 @@ func (l *loader) checkSelected(set *Set) {
 	if len(wds) > 1 {
 		sort.Slice(wds, func(i, j int) bool { return wds[i].ID() < wds[j].ID() })
 		for _, o := range wds {
-			l.failAt(o.docs, path{"kind"}, fmt.Sprintf("%d Watchdog objects select this host; at most one may", len(wds)))
+			l.failAt(l.docsOf(o), path{"kind"}, fmt.Sprintf("%d Watchdog objects select this host; at most one may", len(wds)))
 			delete(set.Objects, o.ID())
 			set.BrokenNames[o.Metadata.Name] = true
 		}

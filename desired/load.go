@@ -35,6 +35,11 @@ type Options struct {
 	// MaxFileBytes and MaxDirBytes override the size caps (0: defaults).
 	MaxFileBytes int64
 	MaxDirBytes  int64
+	// Cache, when set, answers manifest files that loaded cleanly last
+	// time and have not changed since (cache.go) without parsing them
+	// again; every check on opening them is still made. For the agent's
+	// loop, which loads the same directory pass after pass.
+	Cache *FileCache
 }
 
 // Set is the full desired state read from one directory.
@@ -109,6 +114,13 @@ type loader struct {
 	// objects (bad apiVersion, kind or metadata): their drop-ins are not
 	// orphans, and what they name keeps its last good version.
 	unusable map[string]bool
+	// cache is Options.Cache (nil: none); ids are the identities of the
+	// manifest files opened, served the files answered from it and
+	// cached their objects (cache.go).
+	cache  *FileCache
+	ids    map[string]fileID
+	served map[string]bool
+	cached map[*Object]bool
 }
 
 // Load reads every manifest in dir.
@@ -140,6 +152,13 @@ func Load(dir string, opts Options) (*Set, error) {
 	// deleted revision is never taken for the desired state.
 	for attempt := 1; ; attempt++ {
 		set, raced, err := loadOnce(abs, dir, opts)
+		if errors.Is(err, errCacheRetry) {
+			// A problem in a file the cache answered for: load again
+			// without it, for the problem's exact position.
+			noCache := opts
+			noCache.Cache = nil
+			set, raced, err = loadOnce(abs, dir, noCache)
+		}
 		if !raced {
 			return set, err
 		}
@@ -184,7 +203,8 @@ func loadOnce(dir, orig string, opts Options) (*Set, bool, error) {
 		}
 	}
 	l := &loader{dir: resolved, opts: opts, budget: opts.MaxDirBytes, errs: map[string][]error{},
-		w: w, stack: stack, subdirs: map[string][]*dirNode{}, busy: map[string]bool{}, empty: map[string]bool{}}
+		w: w, stack: stack, subdirs: map[string][]*dirNode{}, busy: map[string]bool{}, empty: map[string]bool{},
+		cache: opts.Cache, ids: map[string]fileID{}, served: map[string]bool{}, cached: map[*Object]bool{}}
 	set := &Set{
 		Dir:         resolved,
 		Objects:     map[string]*Object{},
@@ -214,7 +234,17 @@ func loadOnce(dir, orig string, opts Options) (*Set, bool, error) {
 
 	var all []*Object
 	for _, f := range set.Files {
-		docs := l.readDocs(f)
+		var docs []*doc
+		if l.cache != nil {
+			objs, read, hit := l.readCached(f, dropInDirs)
+			if hit {
+				all = append(all, objs...)
+				continue
+			}
+			docs = read
+		} else {
+			docs = l.readDocs(f)
+		}
 		for _, d := range docs {
 			if o := l.decode(d); o != nil {
 				all = append(all, o)
@@ -235,6 +265,19 @@ func loadOnce(dir, orig string, opts Options) (*Set, bool, error) {
 	// of the agent's heap with 1000 manifests, per the bench).
 	for _, o := range all {
 		o.docs = nil
+	}
+	if l.cache != nil {
+		var retry []string
+		for f := range l.served {
+			if len(l.errs[f]) > 0 {
+				retry = append(retry, f)
+			}
+		}
+		if len(retry) > 0 {
+			l.cache.forget(retry) // the next load reads them, and caches them again once clean
+			return nil, false, errCacheRetry
+		}
+		l.cache.store(l, set, all)
 	}
 
 	var merr *multierror.Error

@@ -377,6 +377,37 @@ func (q quotedError) Unwrap() error { return q.err }
 // some network or overlay mounts, or not Linux), the file is read without
 // this protection.
 func (l *loader) readFile(rel string) ([]byte, bool) {
+	of, ok := l.openFile(rel)
+	if !ok {
+		return nil, false
+	}
+	return l.readOpen(rel, of)
+}
+
+// openFile is a file opened with every check readFile makes before it
+// reads: the openat walk, owner and mode on the descriptor, the size caps,
+// and a read lease (a writer holding the file makes it busy).
+type openFile struct {
+	fd     int
+	st     *unix.Stat_t
+	leased bool
+}
+
+func (of *openFile) close() {
+	if of.leased {
+		releaseLease(of.fd)
+	}
+	unix.Close(of.fd)
+}
+
+// id is what identifies the file's content without reading it (FileCache).
+func (of *openFile) id() fileID {
+	return fileID{dev: uint64(of.st.Dev), ino: uint64(of.st.Ino), size: of.st.Size,
+		mtime: of.st.Mtim.Nano(), ctime: of.st.Ctim.Nano()}
+}
+
+// openFile opens rel for readFile (see openFile); the caller closes it.
+func (l *loader) openFile(rel string) (*openFile, bool) {
 	if !safeFileRE.MatchString(filepath.Base(rel)) {
 		l.fail(rel, &FieldError{Detail: "refused: file names may use only letters, digits and . _ - + @ ="})
 		return nil, false
@@ -396,28 +427,33 @@ func (l *loader) readFile(rel string) ([]byte, bool) {
 		l.fail(rel, l.readProblem(err, "cannot read"))
 		return nil, false
 	}
-	defer unix.Close(fd)
-	if d := ownerDetail(st, l.opts); d != "" {
-		l.fail(rel, &FieldError{Detail: "refused: " + d})
+	fail := func(fe *FieldError) (*openFile, bool) {
+		unix.Close(fd)
+		l.fail(rel, fe)
 		return nil, false
+	}
+	if d := ownerDetail(st, l.opts); d != "" {
+		return fail(&FieldError{Detail: "refused: " + d})
 	}
 	if st.Size > l.opts.MaxFileBytes {
-		l.fail(rel, &FieldError{Detail: fmt.Sprintf("file is %d bytes, larger than the %d-byte cap", st.Size, l.opts.MaxFileBytes)})
-		return nil, false
+		return fail(&FieldError{Detail: fmt.Sprintf("file is %d bytes, larger than the %d-byte cap", st.Size, l.opts.MaxFileBytes)})
 	}
 	if st.Size > l.budget {
-		l.fail(rel, &FieldError{Detail: fmt.Sprintf("directory size cap of %d bytes reached", l.opts.MaxDirBytes)})
-		return nil, false
+		return fail(&FieldError{Detail: fmt.Sprintf("directory size cap of %d bytes reached", l.opts.MaxDirBytes)})
 	}
 	leased, busy := takeReadLease(fd)
 	if busy {
+		unix.Close(fd)
 		l.busy[rel] = true
 		return nil, false
 	}
-	data, err := readAll(fd, l.opts.MaxFileBytes+1)
-	if leased {
-		releaseLease(fd)
-	}
+	return &openFile{fd: fd, st: st, leased: leased}, true
+}
+
+// readOpen reads a file openFile opened, and closes it.
+func (l *loader) readOpen(rel string, of *openFile) ([]byte, bool) {
+	data, err := readAll(of.fd, l.opts.MaxFileBytes+1, of.st.Size)
+	of.close()
 	if err != nil {
 		l.fail(rel, &FieldError{Detail: fmt.Sprintf("cannot read: %v", err)})
 		return nil, false
@@ -430,11 +466,16 @@ func (l *loader) readFile(rel string) ([]byte, bool) {
 	return data, true
 }
 
-func readAll(fd int, limit int64) ([]byte, error) {
-	var out []byte
-	buf := make([]byte, 64<<10)
+// readAll reads at most limit bytes of fd into a buffer sized for the
+// file's size (sizeHint, from fstat) plus one byte, so a file that grew
+// since is still read whole (up to limit); not a 64 KiB buffer per file.
+func readAll(fd int, limit, sizeHint int64) ([]byte, error) {
+	out := make([]byte, 0, max(min(sizeHint+1, limit), 512))
 	for int64(len(out)) < limit {
-		n, err := unix.Read(fd, buf[:min(int64(len(buf)), limit-int64(len(out)))])
+		if len(out) == cap(out) {
+			out = append(out, 0)[:len(out)]
+		}
+		n, err := unix.Read(fd, out[len(out):min(int64(cap(out)), limit)])
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
@@ -444,7 +485,7 @@ func readAll(fd int, limit int64) ([]byte, error) {
 		if n == 0 {
 			break
 		}
-		out = append(out, buf[:n]...)
+		out = out[:len(out)+n]
 	}
 	return out, nil
 }

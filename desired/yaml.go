@@ -35,6 +35,11 @@ func (l *loader) readDocs(rel string) []*doc {
 	if !ok {
 		return nil
 	}
+	return l.parseFile(rel, data)
+}
+
+// parseFile parses the YAML documents of a file read whole.
+func (l *loader) parseFile(rel string, data []byte) []*doc {
 	docs, fe := parseDocs(data)
 	if fe != nil {
 		l.fail(rel, fe)

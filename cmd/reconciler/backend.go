@@ -128,6 +128,7 @@ func newReconciler(g *globals, be *backend, log *zap.Logger, events reconcile.Re
 	if err != nil {
 		return nil, err
 	}
+	opts.Cache = desired.NewFileCache() // a pass parses only the manifests changed since the last
 	manifests, err := filepath.Abs(g.manifests)
 	if err != nil {
 		return nil, fmt.Errorf("manifests path: %w", err)
