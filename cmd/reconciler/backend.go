@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"resil.dev/resil/desired"
 	"resil.dev/resil/reconcile"
 	"resil.dev/resil/reconcile/health"
 )
