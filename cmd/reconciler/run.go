@@ -58,7 +58,8 @@ func newRunCmd(g *globals) *cobra.Command {
 			loop.Resync, loop.Settle, loop.PassTimeout = sd.watchdogResync(resync), settle, passTimeout
 			// Each after-pass hook sees every pass result (heartbeat, sd_notify,
 			// metrics); add one per concern.
-			afterPass := []func(reconcile.Result, error){firstPassLog(log), sd.afterPass, newTimerLog(log).afterPass, obs.afterPass, hp.afterPass}
+			trim := newMemTrim(time.Second) // heap back to the kernel once quiet (memtrim.go)
+			afterPass := []func(reconcile.Result, error){firstPassLog(log), sd.afterPass, newTimerLog(log).afterPass, obs.afterPass, hp.afterPass, trim.afterPass}
 			loop.AfterPass = func(res reconcile.Result, err error) {
 				for _, h := range afterPass {
 					h(res, err)
@@ -70,6 +71,7 @@ func newRunCmd(g *globals) *cobra.Command {
 			hp.wake = loop.Kick
 			eg.Go(func() error { return loop.Run(ctx) })
 			eg.Go(func() error { return hp.run(ctx) })
+			eg.Go(func() error { return trim.run(ctx) })
 			wopts, err := g.loadOptions() // Watch opens files only as Load would
 			if err != nil {
 				return exitCode(2, err)
