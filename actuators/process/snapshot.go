@@ -170,3 +170,44 @@ func (s *Supervisor) loadSnapshot() (*snapshot, map[string]procRecord) {
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	return renameio.WriteFile(path, data, perm, renameio.WithTempDir(filepath.Dir(path)))
 }
+
+// replaceFile writes path by temp file and rename, without fsync: a
+// process killed at any instant (the agent, SIGKILL) leaves the old or the
+// new content, complete, for the next agent. That is all the files that
+// use it need; an fsync guards only against a power loss or a kernel
+// crash, after which:
+//   - the process table (processes.json) describes processes of a boot
+//     that is over: the next agent finds them gone whatever it says;
+//   - a unit file or an enable marker the agent wrote is rendered from the
+//     manifests again and rewritten, or enabled again, by the next pass
+//     (one that is old, empty or missing differs from what it renders).
+//
+// Two fsyncs per start and one per written unit file, each a journal
+// commit on ext4, were what serialized a cold start of 100 services
+// (issue 12); timer stamps and reset markers keep writeFileAtomic.
+func replaceFile(path string, data []byte, perm os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}

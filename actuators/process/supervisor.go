@@ -69,6 +69,9 @@ type Supervisor struct {
 	// tableMu serializes saveTable: a snapshot of the table and its write
 	// happen as one, so a slower writer never replaces a newer table.
 	tableMu sync.Mutex
+	// tableGen counts saveTable's calls (under mu); savedGen is the last
+	// one a completed write holds (under tableMu): its group commit.
+	tableGen, savedGen uint64
 
 	dirty   chan struct{} // status changed: rewrite status.json
 	ctl     chan chan reloadReply

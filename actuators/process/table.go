@@ -97,10 +97,24 @@ func (s *Supervisor) updateRecord(name string, pid int, f func(*procRecord)) {
 	}
 }
 
+// saveTable writes the table (replaceFile: atomic, no fsync). It returns
+// once a write that holds every change made before the call is done, so an
+// intent row is in the file before its fork. Calls that arrive while a
+// write is under way wait for it and then share one write (group commit):
+// a cold start of 100 units, each writing its intent before its fork and
+// its PID after, does not write the whole table twice per unit.
 func (s *Supervisor) saveTable() {
+	s.mu.Lock()
+	s.tableGen++ // this call's request: a snapshot taken from now on holds its changes
+	want := s.tableGen
+	s.mu.Unlock()
 	s.tableMu.Lock()
 	defer s.tableMu.Unlock()
+	if s.savedGen >= want {
+		return // a write that began after the call holds its changes
+	}
 	s.mu.Lock()
+	gen := s.tableGen
 	t := processTable{Processes: make([]procRecord, 0, len(s.table))}
 	for _, r := range s.table {
 		t.Processes = append(t.Processes, r)
@@ -108,7 +122,9 @@ func (s *Supervisor) saveTable() {
 	s.mu.Unlock()
 	sort.Slice(t.Processes, func(i, j int) bool { return t.Processes[i].Unit < t.Processes[j].Unit })
 	b, _ := json.MarshalIndent(t, "", "  ")
-	if err := writeFileAtomic(s.tablePath(), append(b, '\n'), 0o600); err != nil {
+	if err := replaceFile(s.tablePath(), append(b, '\n'), 0o600); err != nil {
 		s.log.Error("write process table failed", zap.Error(err))
+		return
 	}
+	s.savedGen = gen
 }
