@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
+	"sync"
 
 	yaml "go.yaml.in/yaml/v3"
 )
@@ -173,15 +174,7 @@ func unknownFields(n *yaml.Node, t reflect.Type, p path, out *[]positioned) {
 		if n.Kind != yaml.MappingNode {
 			return // type errors are reported by the decoder
 		}
-		fields := map[string]reflect.Type{}
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			tag := strings.Split(f.Tag.Get("json"), ",")[0]
-			if tag == "" || tag == "-" {
-				continue
-			}
-			fields[tag] = f.Type
-		}
+		fields := tagFields(t)
 		for j := 0; j+1 < len(n.Content); j += 2 {
 			k := n.Content[j].Value
 			ft, ok := fields[k]
@@ -207,6 +200,27 @@ func unknownFields(n *yaml.Node, t reflect.Type, p path, out *[]positioned) {
 		}
 	}
 }
+
+// tagFields maps the json tag names of struct type t to their field types
+// (fields without a tag left out), computed once per type.
+func tagFields(t reflect.Type) map[string]reflect.Type {
+	if m, ok := tagFieldsCache.Load(t); ok {
+		return m.(map[string]reflect.Type)
+	}
+	fields := map[string]reflect.Type{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := strings.Split(f.Tag.Get("json"), ",")[0]
+		if tag == "" || tag == "-" {
+			continue
+		}
+		fields[tag] = f.Type
+	}
+	tagFieldsCache.Store(t, fields)
+	return fields
+}
+
+var tagFieldsCache sync.Map // reflect.Type → map[string]reflect.Type; read-only once stored
 
 // suggest names a known field that differs only in case, the usual typo.
 func suggest(k string, fields map[string]reflect.Type) string {

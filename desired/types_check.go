@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"sort"
 	"strconv"
+	"sync"
 )
 
 // headerTypes is the document as a whole, for the type check: the spec is
@@ -121,18 +122,38 @@ func walkTypes(v any, t reflect.Type, p path, out *[]positioned) {
 			bad(jsonKindOf(v))
 			return
 		}
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			name := jsonName(f)
-			if name == "" {
-				continue
-			}
-			if x, set := m[name]; set {
-				walkTypes(x, f.Type, p.key(name), out)
+		for _, f := range jsonFields(t) {
+			if x, set := m[f.name]; set {
+				walkTypes(x, f.typ, p.key(f.name), out)
 			}
 		}
 	}
 }
+
+// jsonField is a struct field that decodes from a JSON key.
+type jsonField struct {
+	name string
+	typ  reflect.Type
+}
+
+// jsonFields lists the fields of struct type t that decode from a key, in
+// field order, computed once per type.
+func jsonFields(t reflect.Type) []jsonField {
+	if fs, ok := jsonFieldsCache.Load(t); ok {
+		return fs.([]jsonField)
+	}
+	var fs []jsonField
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if name := jsonName(f); name != "" {
+			fs = append(fs, jsonField{name: name, typ: f.Type})
+		}
+	}
+	jsonFieldsCache.Store(t, fs)
+	return fs
+}
+
+var jsonFieldsCache sync.Map // reflect.Type → []jsonField; read-only once stored
 
 // jsonName is the key a struct field decodes from ("" for none).
 func jsonName(f reflect.StructField) string {

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# bench-noop-ab.sh - `apply` with nothing to do and `diff` on a converged
+# host, two agent builds side by side in one sandbox (alternating A, B, B,
+# A, ...), for issue 12's before/after figures. The sandbox comes from
+# TestBenchHold (e2e/bench_hold_test.go), which boots systemd, converges N
+# services and waits:
+#
+#   RESIL_E2E_REQUIRE=1 RESIL_BENCH_HOLD=/tmp/hold RESIL_BENCH_HOLD_N=1000 \
+#       go test -count=1 -run TestBenchHold -timeout 3h ./e2e/ &
+#   scripts/bench-noop-ab.sh /tmp/hold /path/to/reconciler-before /path/to/reconciler-after 5
+#   touch /tmp/hold/stop
+#
+# Prints the wall time of each run (nsenter included) and the medians with
+# the ratio B/A. Only the processes it starts are waited for.
+set -euo pipefail
+hold=$1 a=$2 b=$3 rounds=${4:-5}
+pid=$(cat "$hold/pid")
+host=$(cat "$hold/host")
+cp "$a" "$host/ab-a"
+cp "$b" "$host/ab-b"
+run() { # BIN CMD -> wall ms
+	local t0 t1
+	t0=$EPOCHREALTIME
+	nsenter -t "$pid" -m -p -u -i -n -C -r -w -- env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+		"/srv/resil/$1" "$2" --backend systemd --state-dir /var/lib/resil --manifests /srv/resil/m >/dev/null
+	t1=$EPOCHREALTIME
+	python3 -c "print(round(($t1 - $t0) * 1000))"
+}
+for cmd in apply diff; do
+	ra=() rb=()
+	for i in $(seq "$rounds"); do
+		if [ $((i % 2)) -eq 1 ]; then ra+=("$(run ab-a $cmd)"); rb+=("$(run ab-b $cmd)")
+		else rb+=("$(run ab-b $cmd)"); ra+=("$(run ab-a $cmd)"); fi
+	done
+	python3 - "$cmd" "${ra[*]}" "${rb[*]}" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'PY'
+import statistics, sys
+cmd, a, b, load = sys.argv[1], [int(x) for x in sys.argv[2].split()], [int(x) for x in sys.argv[3].split()], sys.argv[4]
+ma, mb = statistics.median(a), statistics.median(b)
+print(f"{cmd:5s} A median {ma:.0f} ms {a}  B median {mb:.0f} ms {b}  B/A {mb/ma:.2f}  (load {load})")
+PY
+done
