@@ -111,6 +111,68 @@ func TestRolloutWavesSystemd(t *testing.T) {
 	if failed != 2 || same != n-2 {
 		t.Fatalf("after the bad version: %d failed, %d still on the previous version (want 2, %d): %v", failed, same, n-2, pids())
 	}
+
+	// The halted rollout, as the operator sees it.
+	out, _, code := e.reconciler("rollout", "status")
+	if code != 1 || !strings.Contains(out, "Rollout HALTED: 2 of 10 services restarted") || !strings.Contains(out, "pending wave 4: r08.service, r09.service") {
+		t.Errorf("rollout status (exit %d):\n%s", code, out)
+	}
+	out, _, code = e.reconciler("status")
+	if code != 1 || strings.Count(out, "[ROLLOUT HALTED: previous version]") != n-2 || !strings.Contains(out, "rollout HALTED: 2 of 10 restarted") {
+		t.Errorf("status (exit %d) does not show the halted rollout:\n%s", code, out)
+	}
+	out, _, code = e.reconciler("diff", "--max-parallel-restarts", "2")
+	if code != 1 || !strings.Contains(out, "wave 1: r02.service, r03.service") || !strings.Contains(out, "halted: r00.service, r01.service failed") {
+		t.Errorf("diff (exit %d) does not show the halted waves:\n%s", code, out)
+	}
+
+	// rollout resume goes on past r00 and r01: the next wave gets the bad
+	// version too, fails, and halts the rollout again.
+	if out, _, code := e.reconciler("rollout", "resume"); code != 0 || !strings.Contains(out, "past r00.service, r01.service; 8 pending") {
+		t.Fatalf("rollout resume (exit %d): %s", code, out)
+	}
+	e.eventually("the next wave failed", 60*time.Second, func() bool {
+		f := 0
+		for _, p := range pids() {
+			if p == "failed" {
+				f++
+			}
+		}
+		return f == 4
+	})
+	time.Sleep(3 * time.Second)
+	failed, same = 0, 0
+	for u, p := range pids() {
+		switch {
+		case p == "failed":
+			failed++
+		case p == v2[u]:
+			same++
+		}
+	}
+	if failed != 4 || same != n-4 {
+		t.Fatalf("after resume: %d failed, %d on the previous version (want 4, %d): %v", failed, same, n-4, pids())
+	}
+	if !a.hasEvent("RolloutResumed", "past r00.service, r01.service") {
+		t.Errorf("no RolloutResumed event")
+	}
+
+	// A fixed version: the failed ones restart at once, the rest in waves;
+	// the rollout completes.
+	for i := 0; i < n; i++ {
+		e.write(fmt.Sprintf("r%02d.yaml", i), rolloutService(i, "4", false))
+	}
+	e.eventually("version 4 everywhere, ready", 180*time.Second, func() bool {
+		out, _, code := e.reconciler("status")
+		return code == 0 && strings.Count(out, " yes ") == n
+	})
+	e.eventually("rollout complete", 30*time.Second, func() bool {
+		out, _, code := e.reconciler("rollout", "status")
+		return code == 0 && strings.Contains(out, "Rollout complete")
+	})
+	if !a.hasEvent("RolloutComplete", "services restarted") {
+		t.Errorf("no RolloutComplete event")
+	}
 }
 
 // The agent is killed (-9) in the middle of a rollout; the next one

@@ -34,6 +34,8 @@ type diffJSON struct {
 	reconcile.SafetyReport
 	// Revision is the git source's revision the manifests come from.
 	Revision *gitsource.Revision `json:"revision,omitempty"`
+	// Rollout: the waves the plan's paced restarts form (rollout.go).
+	Rollout *reconcile.RolloutReport `json:"rollout,omitempty"`
 }
 
 func newDiffCmd(g *globals) *cobra.Command {
@@ -70,7 +72,7 @@ func newDiffCmd(g *globals) *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			if output == "json" {
-				rep := diffJSON{Backend: be.Name, Hash: res.Hash, Changes: !res.Plan.Empty(), Steps: []stepJSON{}, Findings: res.Plan.Findings, Revision: rev, SafetyReport: res.Plan.SafetyReport}
+				rep := diffJSON{Backend: be.Name, Hash: res.Hash, Changes: !res.Plan.Empty(), Steps: []stepJSON{}, Findings: res.Plan.Findings, Revision: rev, SafetyReport: res.Plan.SafetyReport, Rollout: res.Plan.Rollout}
 				for _, s := range res.Plan.Steps {
 					rep.Steps = append(rep.Steps, stepJSON{Step: s, Text: s.String(), Diff: fileDiff(s)})
 				}
@@ -159,6 +161,7 @@ func printPlan(out io.Writer, backend string, res reconcile.Result) {
 		}
 	}
 	printSafety(out, res, time.Now())
+	printRolloutPlan(out, res.Plan.Rollout, time.Now())
 	if res.Observed != nil {
 		for _, line := range timerNotes(res) {
 			fmt.Fprintln(out, line)
