@@ -113,16 +113,17 @@ func TestRolloutWavesSystemd(t *testing.T) {
 	}
 
 	// The halted rollout, as the operator sees it.
-	out, _, code := e.reconciler("rollout", "status")
+	out, serr, code := e.reconciler("rollout", "status")
 	if code != 1 || !strings.Contains(out, "Rollout HALTED: 2 of 10 services restarted") || !strings.Contains(out, "pending wave 4: r08.service, r09.service") {
-		t.Errorf("rollout status (exit %d):\n%s", code, out)
+		rec, _ := e.sb.ReadFile("/var/lib/resil/rollout.json")
+		t.Errorf("rollout status (exit %d):\n%s%s\nrecord: %s", code, out, serr, rec)
 	}
 	out, _, code = e.reconciler("status")
 	if code != 1 || strings.Count(out, "[ROLLOUT HALTED: previous version]") != n-2 || !strings.Contains(out, "rollout HALTED: 2 of 10 restarted") {
 		t.Errorf("status (exit %d) does not show the halted rollout:\n%s", code, out)
 	}
 	out, _, code = e.reconciler("diff", "--max-parallel-restarts", "2")
-	if code != 1 || !strings.Contains(out, "wave 1: r02.service, r03.service") || !strings.Contains(out, "halted: r00.service, r01.service failed") {
+	if code != 0 || !strings.Contains(out, "wave 1: r02.service, r03.service") || !strings.Contains(out, "halted: r00.service, r01.service failed") || !strings.Contains(out, "the rollout holds 8 services") {
 		t.Errorf("diff (exit %d) does not show the halted waves:\n%s", code, out)
 	}
 
@@ -153,8 +154,8 @@ func TestRolloutWavesSystemd(t *testing.T) {
 	if failed != 4 || same != n-4 {
 		t.Fatalf("after resume: %d failed, %d on the previous version (want 4, %d): %v", failed, same, n-4, pids())
 	}
-	if !a.hasEvent("RolloutResumed", "past r00.service, r01.service") {
-		t.Errorf("no RolloutResumed event")
+	if out, _, _ := e.reconciler("events"); !strings.Contains(out, "RolloutResumed") {
+		t.Errorf("no RolloutResumed event:\n%s", out)
 	}
 
 	// A fixed version: the failed ones restart at once, the rest in waves;

@@ -58,9 +58,25 @@ type RolloutRecord struct {
 	Last *RolloutReport `json:"last,omitempty"`
 }
 
-// Total is the rollout's size as known now: restarted plus pending.
+// Done are the services restarted and not pending again (a newer
+// version of one restarted earlier makes it pending).
+func (rec RolloutRecord) Done() []string {
+	var pending []string
+	if rec.Last != nil {
+		pending = rec.Last.Pending()
+	}
+	var out []string
+	for _, u := range rec.Restarted {
+		if !slices.Contains(pending, u) {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// Total is the rollout's size as known now: done plus pending.
 func (rec RolloutRecord) Total() int {
-	n := len(rec.Restarted)
+	n := len(rec.Done())
 	if rec.Last != nil {
 		n += len(rec.Last.Pending())
 	}
@@ -197,6 +213,18 @@ func (r *Reconciler) afterRollout(log *zap.Logger, plan Plan, now time.Time) {
 	case hasCands && !rec.Active:
 		rec = RolloutRecord{Active: true, Started: now}
 		r.event(Normal, ReasonRolloutStarted, "", "", "", fmt.Sprintf("rollout started: %d services to restart, at most %d at a time", len(rep.Admitted)+len(rep.Pending()), rep.MaxParallel))
+	case hasCands && supersedes(rec, rep):
+		// A newer version of a service this rollout restarted: a new
+		// rollout. Its services still in flight stay members (they hold
+		// their slots until ready).
+		next := RolloutRecord{Active: true, Started: now}
+		for _, u := range rec.Restarted {
+			if slices.Contains(rep.NotReady, u) || slices.ContainsFunc(rep.Failed, func(f RolloutFailure) bool { return f.Unit == u }) {
+				next.Restarted = append(next.Restarted, u)
+			}
+		}
+		rec = next
+		r.event(Normal, ReasonRolloutStarted, "", "", "", fmt.Sprintf("rollout started (a newer version supersedes the one in flight): %d services to restart, at most %d at a time", len(rep.Admitted)+len(rep.Pending()), rep.MaxParallel))
 	case !rec.Active:
 		return
 	}
@@ -230,6 +258,17 @@ func (r *Reconciler) afterRollout(log *zap.Logger, plan Plan, now time.Time) {
 	if err != nil {
 		log.Warn("rollout record not saved", zap.Error(err))
 	}
+}
+
+// supersedes reports whether the plan restarts or holds a service the
+// active rollout rec already restarted: a newer version arrived.
+func supersedes(rec RolloutRecord, rep *RolloutReport) bool {
+	for _, u := range append(rep.Pending(), rep.Admitted...) {
+		if slices.Contains(rec.Restarted, u) {
+			return true
+		}
+	}
+	return false
 }
 
 // restartedUnsettled reports whether a service the rollout restarted is

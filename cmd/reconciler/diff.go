@@ -167,7 +167,9 @@ func printPlan(out io.Writer, backend string, res reconcile.Result) {
 			fmt.Fprintln(out, line)
 		}
 	}
-	if res.Plan.Empty() {
+	if rep := res.Plan.Rollout; res.Plan.Empty() && rep != nil && len(rep.Waves) > 0 {
+		fmt.Fprintf(out, "No steps now: the rollout holds %d services on their previous version (%d objects, %s backend, plan %s).\n", len(rep.Pending()), res.Objects, backend, res.Hash)
+	} else if res.Plan.Empty() {
 		fmt.Fprintf(out, "No changes: %d objects converged on the %s backend (plan %s).\n", res.Objects, backend, res.Hash)
 	} else {
 		fmt.Fprintf(out, "Plan: %d steps for %d objects on the %s backend (plan %s).\n", len(res.Plan.Steps), res.Objects, backend, res.Hash)

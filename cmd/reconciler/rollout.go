@@ -90,7 +90,7 @@ func printRollout(out io.Writer, rec reconcile.RolloutRecord, ok bool, now time.
 		return
 	}
 	fmt.Fprintf(out, "Rollout %s: %d of %d services restarted in %d waves, started %s ago",
-		rolloutWord(rec), len(rec.Restarted), rec.Total(), rec.WaveCount, shortAge(now.Sub(rec.Started)))
+		rolloutWord(rec), len(rec.Done()), rec.Total(), rec.WaveCount, shortAge(now.Sub(rec.Started)))
 	if rec.Ended != nil {
 		fmt.Fprintf(out, ", took %s", rec.Ended.Sub(rec.Started).Round(10*time.Millisecond))
 	}
@@ -116,8 +116,8 @@ func printRollout(out io.Writer, rec reconcile.RolloutRecord, ok bool, now time.
 			fmt.Fprintln(out, "  The pending services keep their previous version. Fix the manifests, or `reconciler rollout resume` to go on past the failures.")
 		}
 	}
-	if len(rec.Restarted) > 0 {
-		fmt.Fprintf(out, "  restarted:    %s\n", strings.Join(rec.Restarted, ", "))
+	if done := rec.Done(); len(done) > 0 {
+		fmt.Fprintf(out, "  restarted:    %s\n", strings.Join(done, ", "))
 	}
 	fmt.Fprintf(out, "  updated %s ago\n", shortAge(now.Sub(rec.Updated)))
 }

@@ -56,7 +56,7 @@ func printRolloutLine(w io.Writer, rep statusReport, now time.Time) {
 	if rec == nil {
 		return
 	}
-	line := fmt.Sprintf("rollout %s: %d of %d restarted, %d waves", rolloutWord(*rec), len(rec.Restarted), rec.Total(), rec.WaveCount)
+	line := fmt.Sprintf("rollout %s: %d of %d restarted, %d waves", rolloutWord(*rec), len(rec.Done()), rec.Total(), rec.WaveCount)
 	if rec.Last.Halted {
 		var failed []string
 		for _, f := range rec.Last.Failed {
