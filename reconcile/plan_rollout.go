@@ -18,23 +18,26 @@ import (
 //
 // A running service whose unit file changed so that its process must be
 // restarted is a rollout candidate. The planner admits candidates, in plan
-// order, only while fewer than MaxParallelRestarts desired-running
-// services are not ready (restarting, starting, or active with a failing
-// readiness probe: every not-ready service counts, like a Deployment's
-// maxUnavailable). An admitted candidate gets its file written and its
-// restart; the others keep their old file and process untouched and are
-// reported RolloutPending. So waves form across passes, level-triggered:
-// the pass after a wave finds its services not ready and admits nothing;
-// a service becoming ready (its probe, READY=1, or active) wakes the loop
-// and the next pass admits the next wave. A killed agent resumes where the
+// order, only while fewer than MaxParallelRestarts of the rollout's
+// members (Rollout.Members: the services it restarted so far, from the
+// Reconciler's record, rollout_state.go) are not ready (restarting,
+// starting, failing their readiness probe, younger than Rollout.MinReady).
+// An admitted candidate gets its file written and its restart; the others
+// keep their old file and process untouched and are reported
+// RolloutPending. So waves form across passes: the pass after a wave finds
+// its services not ready and admits nothing; a service becoming ready
+// wakes the loop and the next pass admits the next wave (after
+// Rollout.HoldUntil, the jitter gate). A killed agent resumes where the
 // host is: a restarted service has its new file and is no candidate again.
 //
 // Candidates are admitted services-another-candidate-requires first, then
-// in ID order. A desired-running service that is failed, or active but not
-// ready for longer than RolloutReadyTimeout (default 5m), halts the
-// rollout: no candidate is admitted while one is, and RolloutHalted names
-// them. It resumes when they recover (a manifest fix restarts them,
-// `reconciler reset`, a probe passing again).
+// in ID order. A member that is failed, or active but not ready for longer
+// than RolloutReadyTimeout (default 5m), halts the rollout: no candidate
+// is admitted while one is, and RolloutHalted names them. It resumes when
+// they recover (a manifest fix restarts them, `reconciler reset`, a probe
+// passing again) or when `reconciler rollout resume` acknowledges their
+// failed version (Rollout.Acks). Plan.Rollout reports it all, with the
+// later waves projected for diff.
 
 // RolloutInput is the rollout state the planner gets from outside it.
 type RolloutInput struct {
