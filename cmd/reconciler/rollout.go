@@ -83,14 +83,22 @@ func rolloutWord(rec reconcile.RolloutRecord) string {
 	}
 }
 
+// waves is "1 wave", "3 waves".
+func waves(n int) string {
+	if n == 1 {
+		return "1 wave"
+	}
+	return fmt.Sprintf("%d waves", n)
+}
+
 // printRollout writes the human view of a rollout record.
 func printRollout(out io.Writer, rec reconcile.RolloutRecord, ok bool, now time.Time) {
 	if !ok {
 		fmt.Fprintln(out, "No rollout recorded (the agent records one when --max-parallel-restarts paces a restart).")
 		return
 	}
-	fmt.Fprintf(out, "Rollout %s: %d of %d services restarted in %d waves, started %s ago",
-		rolloutWord(rec), len(rec.Done()), rec.Total(), rec.WaveCount, shortAge(now.Sub(rec.Started)))
+	fmt.Fprintf(out, "Rollout %s: %d of %d services restarted in %s, started %s ago",
+		rolloutWord(rec), len(rec.Done()), rec.Total(), waves(rec.WaveCount), shortAge(now.Sub(rec.Started)))
 	if rec.Ended != nil {
 		fmt.Fprintf(out, ", took %s", rec.Ended.Sub(rec.Started).Round(10*time.Millisecond))
 	}
@@ -107,7 +115,7 @@ func printRollout(out io.Writer, rec reconcile.RolloutRecord, ok bool, now time.
 			fmt.Fprintf(out, "  let pass:     %s (rollout resume)\n", strings.Join(rep.Acknowledged, ", "))
 		}
 		if rep.HoldUntil != nil {
-			fmt.Fprintf(out, "  next wave at: %s (jitter)\n", rep.HoldUntil.Local().Format(time.TimeOnly))
+			fmt.Fprintf(out, "  next wave in: %s (jitter)\n", max(rep.HoldUntil.Sub(now), 0).Round(100*time.Millisecond))
 		}
 		for i, w := range rep.Waves {
 			fmt.Fprintf(out, "  pending wave %d: %s\n", i+1, strings.Join(w, ", "))

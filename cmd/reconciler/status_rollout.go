@@ -38,7 +38,7 @@ func addRollout(rep *statusReport, stateDir string) {
 	}
 }
 
-// rolloutWord is what the OBSERVED column adds for a service waiting for
+// rolloutRowWord is what the OBSERVED column adds for a service waiting for
 // its wave ("" for others).
 func rolloutRowWord(o statusRow, rep statusReport) string {
 	if o.RolloutWave == 0 || rep.Rollout == nil {
@@ -56,7 +56,7 @@ func printRolloutLine(w io.Writer, rep statusReport, now time.Time) {
 	if rec == nil {
 		return
 	}
-	line := fmt.Sprintf("rollout %s: %d of %d restarted, %d waves", rolloutWord(*rec), len(rec.Done()), rec.Total(), rec.WaveCount)
+	line := fmt.Sprintf("rollout %s: %d of %d restarted, %s", rolloutWord(*rec), len(rec.Done()), rec.Total(), waves(rec.WaveCount))
 	if rec.Last.Halted {
 		var failed []string
 		for _, f := range rec.Last.Failed {
