@@ -22,12 +22,12 @@ func TestRolloutGolden(t *testing.T) {
 	ended := now.Add(-time.Minute)
 	inProgress := reconcile.RolloutRecord{Active: true, Started: now.Add(-30 * time.Second), Updated: now.Add(-time.Second), WaveCount: 2,
 		Restarted: []string{"a.service", "b.service", "c.service"},
-		Last: &reconcile.RolloutReport{MaxParallel: 2, HoldUntil: &gate, Waves: [][]string{{"d.service", "e.service"}, {"f.service"}}}}
+		Last:      &reconcile.RolloutReport{MaxParallel: 2, HoldUntil: &gate, Waves: [][]string{{"d.service", "e.service"}, {"f.service"}}}}
 	halted := reconcile.RolloutRecord{Active: true, Started: now.Add(-10 * time.Second), Updated: now.Add(-2 * time.Second), WaveCount: 1,
 		Restarted: []string{"a.service", "b.service"},
 		Last: &reconcile.RolloutReport{MaxParallel: 2, Halted: true, NotReady: []string{"b.service"},
 			Failed: []reconcile.RolloutFailure{{Unit: "a.service", Object: "Service/a", Why: "failed", Hash: "sha256:1"}, {Unit: "b.service", Object: "Service/b", Why: "not ready within 5m0s"}},
-			Waves: [][]string{{"c.service", "d.service"}}}}
+			Waves:  [][]string{{"c.service", "d.service"}}}}
 	complete := reconcile.RolloutRecord{Started: ended.Add(-42 * time.Second), Ended: &ended, Updated: ended, WaveCount: 3,
 		Restarted: []string{"a.service", "b.service", "c.service", "d.service", "e.service"}}
 	var buf bytes.Buffer
