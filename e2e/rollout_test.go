@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -271,4 +272,69 @@ spec:
 		}
 	}
 	t.Logf("process backend: %d services one at a time in %s", n, time.Duration(s[n-1]-s[0]).Round(10*time.Millisecond))
+}
+
+// --min-ready on the process backend, services without a readiness probe
+// and with the run's default pacing given explicitly at 1: a restarted
+// service counts as ready only once it ran 1.5 s, so consecutive new
+// processes start at least 1.5 s apart; `rollout status` then reports the
+// rollout complete.
+func TestRolloutMinReadyProcess(t *testing.T) {
+	dir := t.TempDir()
+	m, state, log := filepath.Join(dir, "m"), filepath.Join(dir, "state"), filepath.Join(dir, "starts")
+	if err := os.MkdirAll(m, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const n = 3
+	write := func(v string) {
+		for i := 0; i < n; i++ {
+			s := fmt.Sprintf(`apiVersion: resil.dev/v1
+kind: Service
+metadata: {name: q%d}
+spec:
+  command: ["/bin/sh", "-c", "echo $VERSION $(date +%%s%%N) >> %s; exec sleep infinity"]
+  environment: {VERSION: "%s"}
+`, i, log, v)
+			if err := os.WriteFile(filepath.Join(m, fmt.Sprintf("q%d.yaml", i)), []byte(s), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	starts := func(v string) []int64 {
+		data, _ := os.ReadFile(log)
+		var out []int64
+		for _, l := range strings.Split(string(data), "\n") {
+			if f := strings.Fields(l); len(f) == 2 && f[0] == v {
+				x, _ := strconv.ParseInt(f[1], 10, 64)
+				out = append(out, x)
+			}
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+		return out
+	}
+	write("1")
+	startProcAgent(t, m, state, "--stop-on-exit", "--max-parallel-restarts", "1", "--min-ready", "1500ms")
+	waitFor(t, "version 1 up", 60*time.Second, func() bool { return len(starts("1")) == n })
+	time.Sleep(2 * time.Second) // older than --min-ready
+	write("2")
+	waitFor(t, "version 2 everywhere", 60*time.Second, func() bool { return len(starts("2")) == n })
+	s := starts("2")
+	for i := 0; i+1 < n; i++ {
+		if d := time.Duration(s[i+1] - s[i]); d < 1500*time.Millisecond {
+			t.Errorf("2 services started %s apart, under --min-ready 1.5s (%v)", d, s)
+		}
+	}
+	cli := func(args ...string) (string, int) {
+		out, err := exec.Command(filepath.Join(agentDir, "reconciler"), append(args, "--state-dir", state)...).CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return string(out), code
+	}
+	waitFor(t, "rollout complete", 30*time.Second, func() bool {
+		out, code := cli("rollout", "status")
+		return code == 0 && strings.Contains(out, "Rollout complete: 3 of 3 services restarted in 3 waves")
+	})
+	t.Logf("process backend: %d services one at a time, --min-ready 1.5s: %s", n, time.Duration(s[n-1]-s[0]).Round(10*time.Millisecond))
 }
