@@ -32,7 +32,7 @@ spec:
 // README, run by `make bench` (RESIL_BENCH=1); no timing assertion.
 func TestRolloutFigureSystemd(t *testing.T) {
 	if os.Getenv(benchEnv) != "1" {
-		t.Skip("a benchmark figure: RESIL_BENCH=1 (make bench)")
+		t.Skip("a benchmark figure: RESIL_BENCH=1 (make bench)") // not a prerequisite: an opt-in benchmark
 	}
 	if _, err := os.Stat("/usr/bin/nc"); err != nil {
 		t.Fatal("needs /usr/bin/nc (netcat-openbsd; make bench installs it)")

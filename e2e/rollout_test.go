@@ -93,6 +93,11 @@ func TestRolloutWavesSystemd(t *testing.T) {
 		t.Errorf("no RolloutPending event")
 	}
 
+	e.eventually("rollout complete", 30*time.Second, func() bool {
+		out, _, code := e.reconciler("rollout", "status")
+		return code == 0 && strings.Contains(out, "Rollout complete: 10 of 10 services restarted")
+	})
+
 	// A bad version: the first wave fails, the rollout halts.
 	v2 := pids()
 	for i := 0; i < n; i++ {

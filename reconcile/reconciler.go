@@ -99,6 +99,9 @@ type Reconciler struct {
 	// rolloutRec the rollout record (rollout_state.go).
 	rolloutGate time.Time
 	rolloutRec  RolloutRecord
+	// rolloutRecent are services restarted by a wave that needed no
+	// rollout record (everything fit), until they are ready.
+	rolloutRecent []string
 }
 
 type backoff struct {

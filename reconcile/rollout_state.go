@@ -139,9 +139,12 @@ func WriteRolloutResume(stateDir string, rr RolloutResume) error {
 // rolloutInput is the planner's rollout input for a pass at now.
 func (r *Reconciler) rolloutInput(log *zap.Logger) RolloutInput {
 	in := RolloutInput{MinReady: r.cfg.Rollout.MinReady, HoldUntil: r.rolloutGate}
-	if r.rolloutRec.Active {
+	if r.rolloutRec.Active || len(r.rolloutRecent) > 0 {
 		in.Members = map[string]bool{}
 		for _, u := range r.rolloutRec.Restarted {
+			in.Members[u] = r.rolloutRec.Active
+		}
+		for _, u := range r.rolloutRecent {
 			in.Members[u] = true
 		}
 	}
@@ -180,7 +183,7 @@ func (r *Reconciler) rolloutWake(requeue time.Duration, plan Plan, now time.Time
 	if plan.Rollout != nil && !plan.Rollout.ReadyAt.IsZero() {
 		at = append(at, plan.Rollout.ReadyAt)
 	}
-	if r.rolloutRec.Active && (plan.Rollout == nil || !plan.Rollout.Halted) {
+	if r.rolloutRec.Active && (plan.Rollout == nil || !plan.Rollout.Halted && len(plan.Rollout.Failed) == 0) {
 		// A wave in flight: look again soon, whatever wakes the loop (the
 		// agent's own restarts wake no pass; readiness of a service
 		// without a probe is its active state).
@@ -210,24 +213,24 @@ func (r *Reconciler) afterRollout(log *zap.Logger, plan Plan, now time.Time) {
 	prev, _ := json.Marshal(rec)
 	hasCands := rep != nil && (len(rep.Admitted) > 0 || len(rep.Waves) > 0)
 	switch {
+	case hasCands && !rec.Active && len(rep.Waves) == 0:
+		// Every candidate fits in this wave: no rollout to record (one
+		// pass per edit, no events). Its services still hold their slots
+		// until ready, should more changes come meanwhile.
+		r.rolloutRecent = append(r.rolloutRecent, rep.Admitted...)
+		return
 	case hasCands && !rec.Active:
-		rec = RolloutRecord{Active: true, Started: now}
+		rec = RolloutRecord{Active: true, Started: now, Restarted: slices.Clone(r.rolloutRecent)}
 		r.event(Normal, ReasonRolloutStarted, "", "", "", fmt.Sprintf("rollout started: %d services to restart, at most %d at a time", len(rep.Admitted)+len(rep.Pending()), rep.MaxParallel))
-	case hasCands && supersedes(rec, rep):
-		// A newer version of a service this rollout restarted: a new
-		// rollout. Its services still in flight stay members (they hold
-		// their slots until ready).
-		next := RolloutRecord{Active: true, Started: now}
-		for _, u := range rec.Restarted {
-			if slices.Contains(rep.NotReady, u) || slices.ContainsFunc(rep.Failed, func(f RolloutFailure) bool { return f.Unit == u }) {
-				next.Restarted = append(next.Restarted, u)
-			}
-		}
-		rec = next
-		r.event(Normal, ReasonRolloutStarted, "", "", "", fmt.Sprintf("rollout started (a newer version supersedes the one in flight): %d services to restart, at most %d at a time", len(rep.Admitted)+len(rep.Pending()), rep.MaxParallel))
 	case !rec.Active:
+		if !restartedUnsettled(r.rolloutRecent, rep) {
+			r.rolloutRecent = nil
+		}
 		return
 	}
+	r.rolloutRecent = nil
+	// A newer version of a service the rollout restarted extends it: the
+	// service is pending again (Done leaves it out) and restarted again.
 	if rep != nil && len(rep.Admitted) > 0 {
 		rec.WaveCount++
 		for _, u := range rep.Admitted {
@@ -258,17 +261,6 @@ func (r *Reconciler) afterRollout(log *zap.Logger, plan Plan, now time.Time) {
 	if err != nil {
 		log.Warn("rollout record not saved", zap.Error(err))
 	}
-}
-
-// supersedes reports whether the plan restarts or holds a service the
-// active rollout rec already restarted: a newer version arrived.
-func supersedes(rec RolloutRecord, rep *RolloutReport) bool {
-	for _, u := range append(rep.Pending(), rep.Admitted...) {
-		if slices.Contains(rec.Restarted, u) {
-			return true
-		}
-	}
-	return false
 }
 
 // restartedUnsettled reports whether a service the rollout restarted is
