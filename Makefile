@@ -64,10 +64,13 @@ fuzz:
 bench:
 	@if [ "$$(id -u)" = 0 ] && ! { [ -x /usr/bin/time ] && command -v strace >/dev/null; }; then \
 	  apt-get install -y -qq --no-install-recommends time strace >/dev/null; fi
+	@if [ "$$(id -u)" = 0 ] && [ ! -x /usr/bin/nc ]; then apt-get install -y -qq --no-install-recommends netcat-openbsd >/dev/null; fi
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	@echo "event store: insert throughput (events/s) and events --since 24h over 100k rows (ms/op):"
 	$(GO) test -run '^$$' -bench 'BenchmarkAdd|BenchmarkEventsSince24h' -benchtime 2s ./reconcile/store/
 	RESIL_BENCH=1 RESIL_BENCH_RESULTS=$(CURDIR)/e2e/bench/results-systemd.txt $(GO) test -count=1 -run TestBenchSystemd -v -timeout 60m ./e2e/
+	@echo "rollouts: 10 and 100 services ready 1 s after start, --max-parallel-restarts 2 vs all at once (real systemd):"
+	RESIL_BENCH=1 $(GO) test -count=1 -run TestRolloutFigureSystemd -v -timeout 30m ./e2e/
 	OUT=$(CURDIR)/e2e/bench ./scripts/bench-process-agent.sh
 	@if [ -x actuators/process/bench/peers.sh ]; then actuators/process/bench/peers.sh; fi
 

@@ -509,7 +509,7 @@ func (b *bench) observeCalls(names []string) callsResult {
 func (b *bench) startAgent(extra ...string) *agent {
 	b.t.Helper()
 	args := append([]string{"run", "--backend", "systemd", "--state-dir", "/var/lib/resil", "--manifests", manifestsDir,
-		"--log-level", "debug"}, extra...)
+		"--log-level", "debug", "--max-parallel-restarts", "0"}, extra...)
 	a := b.launchAgent(b.ctx, args)
 	b.t.Cleanup(func() { b.stopAgent(a, 10*time.Second) })
 	deadline := time.Now().Add(3 * time.Minute)

@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -92,6 +93,11 @@ func TestRolloutWavesSystemd(t *testing.T) {
 		t.Errorf("no RolloutPending event")
 	}
 
+	e.eventually("rollout complete", 30*time.Second, func() bool {
+		out, _, code := e.reconciler("rollout", "status")
+		return code == 0 && strings.Contains(out, "Rollout complete: 10 of 10 services restarted")
+	})
+
 	// A bad version: the first wave fails, the rollout halts.
 	v2 := pids()
 	for i := 0; i < n; i++ {
@@ -110,6 +116,69 @@ func TestRolloutWavesSystemd(t *testing.T) {
 	}
 	if failed != 2 || same != n-2 {
 		t.Fatalf("after the bad version: %d failed, %d still on the previous version (want 2, %d): %v", failed, same, n-2, pids())
+	}
+
+	// The halted rollout, as the operator sees it.
+	out, serr, code := e.reconciler("rollout", "status")
+	if code != 1 || !strings.Contains(out, "Rollout HALTED: 2 of 10 services restarted") || !strings.Contains(out, "pending wave 4: r08.service, r09.service") {
+		rec, _ := e.sb.ReadFile("/var/lib/resil/rollout.json")
+		t.Errorf("rollout status (exit %d):\n%s%s\nrecord: %s", code, out, serr, rec)
+	}
+	out, _, code = e.reconciler("status")
+	if code != 1 || strings.Count(out, "[ROLLOUT HALTED: previous version]") != n-2 || !strings.Contains(out, "rollout HALTED: 2 of 10 restarted") {
+		t.Errorf("status (exit %d) does not show the halted rollout:\n%s", code, out)
+	}
+	out, _, code = e.reconciler("diff", "--max-parallel-restarts", "2")
+	if code != 0 || !strings.Contains(out, "wave 1: r02.service, r03.service") || !strings.Contains(out, "halted: r00.service, r01.service failed") || !strings.Contains(out, "the rollout holds 8 services") {
+		t.Errorf("diff (exit %d) does not show the halted waves:\n%s", code, out)
+	}
+
+	// rollout resume goes on past r00 and r01: the next wave gets the bad
+	// version too, fails, and halts the rollout again.
+	if out, _, code := e.reconciler("rollout", "resume"); code != 0 || !strings.Contains(out, "past r00.service, r01.service; 8 pending") {
+		t.Fatalf("rollout resume (exit %d): %s", code, out)
+	}
+	e.eventually("the next wave failed", 60*time.Second, func() bool {
+		f := 0
+		for _, p := range pids() {
+			if p == "failed" {
+				f++
+			}
+		}
+		return f == 4
+	})
+	time.Sleep(3 * time.Second)
+	failed, same = 0, 0
+	for u, p := range pids() {
+		switch {
+		case p == "failed":
+			failed++
+		case p == v2[u]:
+			same++
+		}
+	}
+	if failed != 4 || same != n-4 {
+		t.Fatalf("after resume: %d failed, %d on the previous version (want 4, %d): %v", failed, same, n-4, pids())
+	}
+	if out, _, _ := e.reconciler("events"); !strings.Contains(out, "RolloutResumed") {
+		t.Errorf("no RolloutResumed event:\n%s", out)
+	}
+
+	// A fixed version: the failed ones restart at once, the rest in waves;
+	// the rollout completes.
+	for i := 0; i < n; i++ {
+		e.write(fmt.Sprintf("r%02d.yaml", i), rolloutService(i, "4", false))
+	}
+	e.eventually("version 4 everywhere, ready", 180*time.Second, func() bool {
+		out, _, code := e.reconciler("status")
+		return code == 0 && strings.Count(out, " yes ") == n
+	})
+	e.eventually("rollout complete", 30*time.Second, func() bool {
+		out, _, code := e.reconciler("rollout", "status")
+		return code == 0 && strings.Contains(out, "Rollout complete")
+	})
+	if !a.hasEvent("RolloutComplete", "services restarted") {
+		t.Errorf("no RolloutComplete event")
 	}
 }
 
@@ -208,4 +277,69 @@ spec:
 		}
 	}
 	t.Logf("process backend: %d services one at a time in %s", n, time.Duration(s[n-1]-s[0]).Round(10*time.Millisecond))
+}
+
+// --min-ready on the process backend, services without a readiness probe
+// and with the run's default pacing given explicitly at 1: a restarted
+// service counts as ready only once it ran 1.5 s, so consecutive new
+// processes start at least 1.5 s apart; `rollout status` then reports the
+// rollout complete.
+func TestRolloutMinReadyProcess(t *testing.T) {
+	dir := t.TempDir()
+	m, state, log := filepath.Join(dir, "m"), filepath.Join(dir, "state"), filepath.Join(dir, "starts")
+	if err := os.MkdirAll(m, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const n = 3
+	write := func(v string) {
+		for i := 0; i < n; i++ {
+			s := fmt.Sprintf(`apiVersion: resil.dev/v1
+kind: Service
+metadata: {name: q%d}
+spec:
+  command: ["/bin/sh", "-c", "echo $VERSION $(date +%%s%%N) >> %s; exec sleep infinity"]
+  environment: {VERSION: "%s"}
+`, i, log, v)
+			if err := os.WriteFile(filepath.Join(m, fmt.Sprintf("q%d.yaml", i)), []byte(s), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	starts := func(v string) []int64 {
+		data, _ := os.ReadFile(log)
+		var out []int64
+		for _, l := range strings.Split(string(data), "\n") {
+			if f := strings.Fields(l); len(f) == 2 && f[0] == v {
+				x, _ := strconv.ParseInt(f[1], 10, 64)
+				out = append(out, x)
+			}
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+		return out
+	}
+	write("1")
+	startProcAgent(t, m, state, "--stop-on-exit", "--max-parallel-restarts", "1", "--min-ready", "1500ms")
+	waitFor(t, "version 1 up", 60*time.Second, func() bool { return len(starts("1")) == n })
+	time.Sleep(2 * time.Second) // older than --min-ready
+	write("2")
+	waitFor(t, "version 2 everywhere", 60*time.Second, func() bool { return len(starts("2")) == n })
+	s := starts("2")
+	for i := 0; i+1 < n; i++ {
+		if d := time.Duration(s[i+1] - s[i]); d < 1500*time.Millisecond {
+			t.Errorf("2 services started %s apart, under --min-ready 1.5s (%v)", d, s)
+		}
+	}
+	cli := func(args ...string) (string, int) {
+		out, err := exec.Command(filepath.Join(agentDir, "reconciler"), append(args, "--state-dir", state)...).CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return string(out), code
+	}
+	waitFor(t, "rollout complete", 30*time.Second, func() bool {
+		out, code := cli("rollout", "status")
+		return code == 0 && strings.Contains(out, "Rollout complete: 3 of 3 services restarted in 3 waves")
+	})
+	t.Logf("process backend: %d services one at a time, --min-ready 1.5s: %s", n, time.Duration(s[n-1]-s[0]).Round(10*time.Millisecond))
 }

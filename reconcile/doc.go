@@ -47,6 +47,7 @@
 //	plan_health.go    liveness: a restart (or a report) for a failed liveness probe (Input.Health)
 //	readiness.go      Readiness: a service's READY word from its unit and readiness probe
 //	plan_rollout.go   rollouts: restarts of changed services in waves (Input.MaxParallelRestarts)
+//	rollout_state.go  the rollout record, the jitter gate, `rollout resume` acknowledgements
 //	plan_safety.go    safety rails in the planner: paused objects' steps withheld, the mass-prune guard
 //	lease.go          Lease and LeaseDir: pause leases in <state-dir>/leases/
 //	safety.go         Safety: the rails' state-dir input and bookkeeping (expiry, prune deadlines, confirmations)

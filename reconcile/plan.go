@@ -58,6 +58,9 @@ type Input struct {
 	// RolloutReadyTimeout: a service not ready this long halts a rollout
 	// (0: DefaultRolloutReadyTimeout).
 	RolloutReadyTimeout time.Duration
+	// Rollout: --min-ready, the jitter gate, `reconciler rollout resume`
+	// (plan_rollout.go).
+	Rollout RolloutInput
 	// Health are the agent's probe statuses (reconcile/health.Prober);
 	// a failing liveness probe of the running process plans its restart.
 	Health []health.Status
@@ -78,6 +81,9 @@ type Plan struct {
 	Steps    []actuators.Step `json:"steps"`
 	Findings []Finding        `json:"findings,omitempty"`
 	SafetyReport
+	// Rollout is the restart rollout this plan is part of (nil: none;
+	// plan_rollout.go).
+	Rollout *RolloutReport `json:"rollout,omitempty"`
 }
 
 // Hash identifies a plan: the steps and the observed bytes they were
@@ -171,7 +177,7 @@ func Compute(in Input) Plan {
 	if len(p.pending) > 0 {
 		safety.PrunePending = p.pending
 	}
-	p.finishRollout()
+	rollout := p.finishRollout()
 	var steps []actuators.Step
 	steps = append(steps, p.stops...)
 	steps = append(steps, p.files...)
@@ -180,7 +186,7 @@ func Compute(in Input) Plan {
 	}
 	steps = append(steps, p.manager...)
 	steps = append(steps, p.runtime...)
-	return Plan{Steps: steps, Findings: p.findings, SafetyReport: safety}
+	return Plan{Steps: steps, Findings: p.findings, SafetyReport: safety, Rollout: rollout}
 }
 
 func dedupe(in []string) []string {

@@ -18,30 +18,119 @@ import (
 //
 // A running service whose unit file changed so that its process must be
 // restarted is a rollout candidate. The planner admits candidates, in plan
-// order, only while fewer than MaxParallelRestarts desired-running
-// services are not ready (restarting, starting, or active with a failing
-// readiness probe: every not-ready service counts, like a Deployment's
-// maxUnavailable). An admitted candidate gets its file written and its
-// restart; the others keep their old file and process untouched and are
-// reported RolloutPending. So waves form across passes, level-triggered:
-// the pass after a wave finds its services not ready and admits nothing;
-// a service becoming ready (its probe, READY=1, or active) wakes the loop
-// and the next pass admits the next wave. A killed agent resumes where the
+// order, only while fewer than MaxParallelRestarts of the rollout's
+// members (Rollout.Members: the services it restarted so far, from the
+// Reconciler's record, rollout_state.go) are not ready (restarting,
+// starting, failing their readiness probe, younger than Rollout.MinReady).
+// An admitted candidate gets its file written and its restart; the others
+// keep their old file and process untouched and are reported
+// RolloutPending. So waves form across passes: the pass after a wave finds
+// its services not ready and admits nothing; a service becoming ready
+// wakes the loop and the next pass admits the next wave (after
+// Rollout.HoldUntil, the jitter gate). A killed agent resumes where the
 // host is: a restarted service has its new file and is no candidate again.
 //
 // Candidates are admitted services-another-candidate-requires first, then
-// in ID order. A desired-running service that is failed, or active but not
-// ready for longer than RolloutReadyTimeout (default 5m), halts the
-// rollout: no candidate is admitted while one is, and RolloutHalted names
-// them. It resumes when they recover (a manifest fix restarts them,
-// `reconciler reset`, a probe passing again).
+// in ID order. A member that is failed, or active but not ready for longer
+// than RolloutReadyTimeout (default 5m), halts the rollout: no candidate
+// is admitted while one is, and RolloutHalted names them. It resumes when
+// they recover (a manifest fix restarts them, `reconciler reset`, a probe
+// passing again) or when `reconciler rollout resume` acknowledges their
+// failed version (Rollout.Acks). Plan.Rollout reports it all, with the
+// later waves projected for diff.
+
+// RolloutInput is the rollout state the planner gets from outside it.
+type RolloutInput struct {
+	// MinReady: a service counts as ready only once its process has run
+	// this long (--min-ready), on top of its readiness probe or READY=1.
+	MinReady time.Duration
+	// HoldUntil: no wave is admitted before this time (the jitter between
+	// waves; the Reconciler draws it, rollout_state.go).
+	HoldUntil time.Time
+	// Members are the services this rollout restarted so far (from the
+	// rollout record): only they hold wave slots while not ready, and only
+	// their failure halts the rollout. A service that failed on its own,
+	// outside the rollout, does not stop other services' updates.
+	Members map[string]bool
+	// Acks are failures an operator let the rollout pass (`reconciler
+	// rollout resume`): unit → the ownership-marker hash of the unit file
+	// version that failed. While the unit still has that version, its
+	// failure neither halts the rollout nor holds a wave slot.
+	Acks map[string]string
+}
+
+// RolloutReport is the rollout a plan is part of: the services whose
+// changed unit needs a restart of their running process, in waves.
+type RolloutReport struct {
+	// MaxParallel is --max-parallel-restarts.
+	MaxParallel int `json:"maxParallel"`
+	// Admitted are restarted by this plan (the current wave).
+	Admitted []string `json:"admitted,omitempty"`
+	// Waves are the later waves the pending services would form, in
+	// order, if every wave becomes ready (what diff shows).
+	Waves [][]string `json:"waves,omitempty"`
+	// NotReady are desired-running services not ready (restarting,
+	// starting, failing their readiness probe, younger than MinReady):
+	// each holds a wave slot.
+	NotReady []string `json:"notReady,omitempty"`
+	// Failed are the services that halt the rollout.
+	Failed []RolloutFailure `json:"failed,omitempty"`
+	// Acknowledged are failures `reconciler rollout resume` let pass.
+	Acknowledged []string `json:"acknowledged,omitempty"`
+	// Halted: a failure holds every pending service on its previous version.
+	Halted bool `json:"halted"`
+	// HoldUntil is the jitter gate before the next wave (nil: none).
+	HoldUntil *time.Time `json:"holdUntil,omitempty"`
+	// ReadyAt is the earliest time a service younger than MinReady counts
+	// as ready: the loop wakes then (zero: none).
+	ReadyAt time.Time `json:"-"`
+}
+
+// Pending are the services not restarted yet (every later wave).
+func (r *RolloutReport) Pending() []string {
+	var out []string
+	for _, w := range r.Waves {
+		out = append(out, w...)
+	}
+	return out
+}
+
+// RolloutFailure is one service that halts a rollout.
+type RolloutFailure struct {
+	Unit   string `json:"unit"`
+	Object string `json:"object"`
+	// Why: "failed", or "not ready within 5m0s".
+	Why string `json:"why"`
+	// Hash identifies the unit file version that failed (its ownership
+	// marker), which `rollout resume` acknowledges.
+	Hash string `json:"hash,omitempty"`
+}
+
+func (f RolloutFailure) String() string {
+	if f.Why == "failed" {
+		return f.Unit
+	}
+	return f.Unit + " (" + f.Why + ")"
+}
 
 // rolloutState is the planner's admission state for one Compute.
 type rolloutState struct {
 	admitted map[string]bool // candidate units restarted this pass
-	failed   []string        // failed or never-ready services: the rollout halts
+	failed   []RolloutFailure
+	held     bool // HoldUntil is in the future: no wave now
+	report   RolloutReport
+	cands    []*desired.Object
 	// pending are the held candidates, for the summary finding.
 	pending []string
+}
+
+// planNow is the time readiness is judged at: when the observation
+// finished, else the pass's time.
+func (p *planner) planNow() time.Time {
+	if p.in.Observed != nil && !p.in.Observed.ReadAt.IsZero() {
+		return p.in.Observed.ReadAt
+	}
+	return p.in.Now
 }
 
 // initRollout counts the not-ready and failed services once per Compute.
@@ -49,9 +138,9 @@ func (p *planner) initRollout(objs []*desired.Object) {
 	if p.in.MaxParallelRestarts <= 0 {
 		return
 	}
-	r := &rolloutState{admitted: map[string]bool{}}
+	r := &rolloutState{admitted: map[string]bool{}, report: RolloutReport{MaxParallel: p.in.MaxParallelRestarts}}
 	notReady := 0
-	var cands []*desired.Object
+	now := p.planNow()
 	for _, o := range objs {
 		if o.Service == nil || o.Service.DesiredState() != desired.StateRunning || p.jobs[o.Metadata.Name+".service"] != "" {
 			continue
@@ -60,13 +149,28 @@ func (p *planner) initRollout(objs []*desired.Object) {
 		u := p.unit(unit)
 		// A paused object (pause lease) is no candidate: its restart is withheld.
 		if files := p.in.Files[o.ID()]; len(files) > 0 && p.lease(o.ID()) == nil && p.rolloutCandidate(o, files[0], u) {
-			cands = append(cands, o)
+			r.cands = append(r.cands, o)
 		}
+		if !p.in.Rollout.Members[unit] {
+			continue
+		}
+		var fail *RolloutFailure
 		switch {
 		case u != nil && u.ActiveState == "failed":
-			r.failed = append(r.failed, unit)
+			fail = &RolloutFailure{Unit: unit, Object: o.ID(), Why: "failed"}
 		case p.neverReady(o, u):
-			r.failed = append(r.failed, unit+" (not ready within "+p.readyTimeout().String()+")")
+			fail = &RolloutFailure{Unit: unit, Object: o.ID(), Why: "not ready within " + p.readyTimeout().String()}
+		}
+		if fail != nil && u.File != nil {
+			fail.Hash, _ = ownmark.HashOf(u.File)
+		}
+		if fail != nil && fail.Hash != "" && p.in.Rollout.Acks[unit] == fail.Hash {
+			// Let pass by `rollout resume`: neither halts nor holds a slot.
+			r.report.Acknowledged = append(r.report.Acknowledged, unit)
+			continue
+		}
+		if fail != nil {
+			r.failed = append(r.failed, *fail)
 		}
 		ready := Readiness(o, p.in.Observed, p.in.Health)
 		if ready == ReadyUnknown && p.in.Health == nil {
@@ -74,12 +178,28 @@ func (p *planner) initRollout(objs []*desired.Object) {
 			// ready, so diff plans the wave run would.
 			ready = ReadyYes
 		}
+		if ready == ReadyYes && p.in.Rollout.MinReady > 0 && u != nil && u.ExecMainStartTimestamp != 0 && !now.IsZero() {
+			if at := time.UnixMicro(int64(u.ExecMainStartTimestamp)).Add(p.in.Rollout.MinReady); now.Before(at) {
+				ready = ReadyNo
+				if r.report.ReadyAt.IsZero() || at.Before(r.report.ReadyAt) {
+					r.report.ReadyAt = at
+				}
+			}
+		}
 		if ready != ReadyYes {
 			notReady++
+			r.report.NotReady = append(r.report.NotReady, unit)
 		}
 	}
 	slots := max(p.in.MaxParallelRestarts-notReady, 0)
-	for _, o := range admissible(cands) {
+	if hu := p.in.Rollout.HoldUntil; !hu.IsZero() && p.in.Now.Before(hu) {
+		r.held, r.report.HoldUntil = true, &hu
+		slots = 0
+	}
+	if len(r.failed) > 0 {
+		slots = 0
+	}
+	for _, o := range admissible(r.cands) {
 		if slots == 0 {
 			break
 		}
@@ -87,6 +207,43 @@ func (p *planner) initRollout(objs []*desired.Object) {
 		slots--
 	}
 	p.rollout = r
+}
+
+// waves projects the candidates not admitted now into the later waves
+// they would form if every wave becomes ready: MaxParallelRestarts at a
+// time, services another one requires first.
+func (r *rolloutState) waves(size int) [][]string {
+	var rest []*desired.Object
+	for _, o := range r.cands {
+		if !r.admitted[o.Metadata.Name+".service"] {
+			rest = append(rest, o)
+		}
+	}
+	var out [][]string
+	for len(rest) > 0 {
+		adm := admissible(rest)
+		if len(adm) == 0 { // cannot happen (a cycle is admissible); never loop
+			adm = rest
+		}
+		if len(adm) > size {
+			adm = adm[:size]
+		}
+		taken := map[string]bool{}
+		var wave []string
+		for _, o := range adm {
+			taken[o.ID()] = true
+			wave = append(wave, o.Metadata.Name+".service")
+		}
+		out = append(out, wave)
+		var next []*desired.Object
+		for _, o := range rest {
+			if !taken[o.ID()] {
+				next = append(next, o)
+			}
+		}
+		rest = next
+	}
+	return out
 }
 
 // admissible are the candidates that require no other candidate, in ID
@@ -194,9 +351,11 @@ func (p *planner) holdForRollout(o *desired.Object, f desired.UnitFile, u *obser
 	}
 	switch {
 	case len(r.failed) > 0:
-		p.find(o.ID(), f.Name, ReasonRolloutPending, fmt.Sprintf("%s keeps its previous version: the rollout is halted (%s failed)", f.Name, strings.Join(r.failed, ", ")), false, false)
+		p.find(o.ID(), f.Name, ReasonRolloutPending, fmt.Sprintf("%s keeps its previous version: the rollout is halted (%s failed)", f.Name, failedList(r.failed)), false, false)
 	case r.admitted[f.Name]:
 		return false
+	case r.held:
+		p.find(o.ID(), f.Name, ReasonRolloutPending, fmt.Sprintf("%s keeps its previous version until the next wave at %s (jitter between waves)", f.Name, r.report.HoldUntil.UTC().Format(time.RFC3339)), false, false)
 	default:
 		p.find(o.ID(), f.Name, ReasonRolloutPending, fmt.Sprintf("%s keeps its previous version until a wave slot frees (at most %d services restarting or not ready)", f.Name, p.in.MaxParallelRestarts), false, false)
 	}
@@ -204,13 +363,35 @@ func (p *planner) holdForRollout(o *desired.Object, f desired.UnitFile, u *obser
 	return true
 }
 
-// finishRollout reports a halted rollout once per pass, naming the failed
-// services and what is pending.
-func (p *planner) finishRollout() {
-	r := p.rollout
-	if r == nil || len(r.failed) == 0 || len(r.pending) == 0 {
-		return
+func failedList(fs []RolloutFailure) string {
+	parts := make([]string, len(fs))
+	for i, f := range fs {
+		parts[i] = f.String()
 	}
-	sort.Strings(r.pending)
-	p.find("", "", ReasonRolloutHalted, fmt.Sprintf("rollout halted: %s failed; %d pending: %s", strings.Join(r.failed, ", "), len(r.pending), strings.Join(r.pending, ", ")), true, false)
+	return strings.Join(parts, ", ")
+}
+
+// finishRollout reports a halted rollout once per pass, naming the failed
+// services and what is pending, and returns the plan's rollout report
+// (nil when every desired-running service is ready and none waits for or
+// gets a paced restart).
+func (p *planner) finishRollout() *RolloutReport {
+	r := p.rollout
+	if r == nil || len(r.cands) == 0 && len(r.report.NotReady) == 0 && len(r.failed) == 0 && len(r.report.Acknowledged) == 0 {
+		return nil
+	}
+	rep := r.report
+	for _, o := range r.cands {
+		if u := o.Metadata.Name + ".service"; r.admitted[u] {
+			rep.Admitted = append(rep.Admitted, u)
+		}
+	}
+	rep.Waves = r.waves(p.in.MaxParallelRestarts)
+	rep.Failed = r.failed
+	rep.Halted = len(r.failed) > 0 && len(r.pending) > 0
+	if rep.Halted {
+		sort.Strings(r.pending)
+		p.find("", "", ReasonRolloutHalted, fmt.Sprintf("rollout halted: %s failed; %d pending: %s", failedList(r.failed), len(r.pending), strings.Join(r.pending, ", ")), true, false)
+	}
+	return &rep
 }

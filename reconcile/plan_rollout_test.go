@@ -8,6 +8,7 @@ import (
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/ownmark"
 	"resil.dev/resil/observed"
 	"resil.dev/resil/reconcile/health"
 )
@@ -30,12 +31,14 @@ func TestPlanRolloutWaves(t *testing.T) {
 		{"first wave of 2", 2, nil, "a b", 3, false},
 		{"one service of the last wave still starting takes a slot", 2, map[string]string{"a": "activating"}, "b", 3, false},
 		{"the last wave not ready: no wave this pass", 2, map[string]string{"a": "activating", "b": "activating"}, "", 3, false},
-		{"a failed service halts the rollout", 2, map[string]string{"e": "failed"}, "", 4, true},
+		{"a failed service of the rollout halts it", 2, map[string]string{"e": "failed"}, "", 4, true},
+		{"a service failed outside the rollout does not halt it", 2, map[string]string{"e": "failed outside"}, "a b", 2, false},
+		{"a service not ready outside the rollout holds no slot", 2, map[string]string{"a": "activating outside"}, "b c", 2, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			in := Input{Files: map[string][]desired.UnitFile{}, UnitDir: unitDir, MaxParallelRestarts: tt.max,
-				Observed: &observed.State{Backend: "systemd", Units: map[string]*observed.Unit{}}}
+				Observed: &observed.State{Backend: "systemd", Units: map[string]*observed.Unit{}}, Rollout: RolloutInput{Members: map[string]bool{}}}
 			for _, n := range names {
 				o, old := svc(n, "2"), svc(n, "1")
 				files, _ := desired.Render(o)
@@ -44,7 +47,10 @@ func TestPlanRolloutWaves(t *testing.T) {
 				in.Files[o.ID()] = files
 				active := "active"
 				if s := tt.state[n]; s != "" {
-					active = s
+					var outside bool
+					active, outside = strings.CutSuffix(s, " outside")
+					// the previous wave's services are the rollout's members
+					in.Rollout.Members[n+".service"] = !outside
 				}
 				pid := uint32(100)
 				if active != "active" {
@@ -92,10 +98,11 @@ func TestPlanRolloutWaves(t *testing.T) {
 	}
 }
 
-// With readiness probes, the agent (Input.Health set) counts a service
-// without a verdict as not ready; diff and apply (no probes, Health nil)
-// count an active one as ready, so diff shows the wave run would run
-// once the probes pass.
+// With readiness probes, the agent (Input.Health set) counts a service of
+// the rollout without a verdict (its process is new, or the agent just
+// restarted) as not ready; diff and apply (no probes, Health nil) count an
+// active one as ready, so diff shows the wave run would run once the
+// probes pass.
 func TestPlanRolloutReadinessUnknown(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
@@ -103,11 +110,12 @@ func TestPlanRolloutReadinessUnknown(t *testing.T) {
 		want   int
 	}{
 		{"no probes run (diff, apply)", nil, 2},
-		{"agent, no verdict yet", []health.Status{}, 0},
+		{"agent, no verdict yet for c of the last wave", []health.Status{}, 1},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			in := Input{Files: map[string][]desired.UnitFile{}, UnitDir: unitDir, MaxParallelRestarts: 2, Health: tt.health,
-				Observed: &observed.State{Backend: "systemd", Units: map[string]*observed.Unit{}}}
+				Observed: &observed.State{Backend: "systemd", Units: map[string]*observed.Unit{}},
+				Rollout:  RolloutInput{Members: map[string]bool{"c.service": true}}}
 			for _, n := range []string{"a", "b", "c"} {
 				mk := func(v string) *desired.Object {
 					return &desired.Object{APIVersion: desired.APIVersion, Kind: desired.KindService, Metadata: desired.ObjectMeta{Name: n},
@@ -117,6 +125,9 @@ func TestPlanRolloutReadinessUnknown(t *testing.T) {
 				o := mk("2")
 				files, _ := desired.Render(o)
 				old, _ := desired.Render(mk("1"))
+				if n == "c" {
+					old = files
+				}
 				in.Objects = append(in.Objects, o)
 				in.Files[o.ID()] = files
 				in.Observed.Units[n+".service"] = &observed.Unit{Name: n + ".service", File: old[0].Data, Owner: o.ID(), LoadState: "loaded",
@@ -143,7 +154,8 @@ func TestPlanRolloutOrderAndReadyTimeout(t *testing.T) {
 		name     string
 		requires []string
 		probe    bool
-		current  bool   // its file is already the new version
+		current  bool   // its file is already the new version: restarted by the rollout
+		outside  bool   // current, but not restarted by the rollout
 		status   string // readiness probe state of its process
 		started  time.Duration
 	}
@@ -157,11 +169,12 @@ func TestPlanRolloutOrderAndReadyTimeout(t *testing.T) {
 		{"chain", []svcCase{{name: "a", requires: []string{"b.service"}}, {name: "b", requires: []string{"c.service"}}, {name: "c"}, {name: "d"}}, "c d", false},
 		{"not ready, within the timeout: holds a slot", []svcCase{{name: "a"}, {name: "b"}, {name: "x", probe: true, current: true, status: "failing", started: time.Minute}}, "a", false},
 		{"not ready beyond the timeout: halts", []svcCase{{name: "a"}, {name: "b"}, {name: "x", probe: true, current: true, status: "failing", started: 10 * time.Minute}}, "", true},
+		{"not ready beyond the timeout outside the rollout: no halt, no slot", []svcCase{{name: "a"}, {name: "b"}, {name: "x", probe: true, current: true, outside: true, status: "failing", started: 10 * time.Minute}}, "a b", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			in := Input{Files: map[string][]desired.UnitFile{}, UnitDir: unitDir, MaxParallelRestarts: 2, Health: []health.Status{},
-				Observed: &observed.State{Backend: "systemd", Units: map[string]*observed.Unit{}, ReadAt: readAt}}
+				Observed: &observed.State{Backend: "systemd", Units: map[string]*observed.Unit{}, ReadAt: readAt}, Rollout: RolloutInput{Members: map[string]bool{}}}
 			for i, sc := range tt.svcs {
 				mk := func(v string) *desired.Object {
 					o := &desired.Object{APIVersion: desired.APIVersion, Kind: desired.KindService, Metadata: desired.ObjectMeta{Name: sc.name},
@@ -176,6 +189,7 @@ func TestPlanRolloutOrderAndReadyTimeout(t *testing.T) {
 				old, _ := desired.Render(mk("1"))
 				if sc.current {
 					old = files
+					in.Rollout.Members[sc.name+".service"] = !sc.outside
 				}
 				pid := uint32(100 + i)
 				in.Objects = append(in.Objects, o)
@@ -217,5 +231,119 @@ func TestAdmissibleCycle(t *testing.T) {
 	}
 	if strings.Join(names, " ") != "a b" {
 		t.Errorf("admissible in a cycle: %v, want a b", names)
+	}
+}
+
+// The plan's rollout report: the wave admitted now, the later waves diff
+// shows, --min-ready, the jitter gate, and failures let pass by `rollout
+// resume` (acknowledged by the hash of the version that failed).
+func TestPlanRolloutReport(t *testing.T) {
+	now := time.Date(2026, 12, 1, 6, 0, 0, 0, time.UTC)
+	mk := func(n, v string) *desired.Object {
+		return &desired.Object{APIVersion: desired.APIVersion, Kind: desired.KindService, Metadata: desired.ObjectMeta{Name: n},
+			Source: desired.Source{File: n + ".yaml"}, Service: &desired.ServiceSpec{Command: []string{"/bin/sleep", v}}}
+	}
+	type svc struct {
+		name    string
+		state   string        // "" candidate (old version, active); "member": restarted, active; "failed": restarted, failed
+		started time.Duration // how long ago its process started (default 1h)
+	}
+	input := func(svcs []svc, rin RolloutInput) Input {
+		in := Input{Files: map[string][]desired.UnitFile{}, UnitDir: unitDir, MaxParallelRestarts: 2, SafetyInput: SafetyInput{Now: now},
+			Observed: &observed.State{Backend: "systemd", Units: map[string]*observed.Unit{}, ReadAt: now}, Rollout: rin}
+		if in.Rollout.Members == nil {
+			in.Rollout.Members = map[string]bool{}
+		}
+		for i, s := range svcs {
+			o := mk(s.name, "2")
+			files, _ := desired.Render(o)
+			old, _ := desired.Render(mk(s.name, "1"))
+			active, pid := "active", uint32(100+i)
+			if s.state != "" {
+				old = files
+				in.Rollout.Members[s.name+".service"] = true
+			}
+			if s.state == "failed" {
+				active, pid = "failed", 0
+			}
+			started := s.started
+			if started == 0 {
+				started = time.Hour
+			}
+			in.Objects = append(in.Objects, o)
+			in.Files[o.ID()] = files
+			in.Observed.Units[s.name+".service"] = &observed.Unit{Name: s.name + ".service", File: old[0].Data, Owner: o.ID(), LoadState: "loaded",
+				ActiveState: active, SubState: "running", UnitFileState: "enabled", MainPID: pid, ExecMainStartTimestamp: uint64(now.Add(-started).UnixMicro())}
+		}
+		return in
+	}
+	cands := []svc{{name: "a"}, {name: "b"}, {name: "c"}, {name: "d"}, {name: "e"}}
+	failedHash := func(in Input, unit string) string {
+		h, _ := ownmark.HashOf(in.Observed.Units[unit].File)
+		return h
+	}
+	tests := []struct {
+		name     string
+		svcs     []svc
+		rin      RolloutInput
+		ack      string // unit whose failure is acknowledged
+		admitted string
+		waves    string
+		notReady string
+		halted   bool
+		readyAt  time.Duration // from now; 0: none
+	}{
+		{"waves of 2", cands, RolloutInput{}, "", "a b", "c d|e", "", false, 0},
+		{"min-ready: the last wave too young holds its slots", append([]svc{{name: "x", state: "member", started: 5 * time.Second}}, cands...), RolloutInput{MinReady: 30 * time.Second}, "", "a", "b c|d e", "x.service", false, 25 * time.Second},
+		{"min-ready passed", append([]svc{{name: "x", state: "member", started: time.Minute}}, cands...), RolloutInput{MinReady: 30 * time.Second}, "", "a b", "c d|e", "", false, 0},
+		{"jitter gate ahead: no wave now", cands, RolloutInput{HoldUntil: now.Add(3 * time.Second)}, "", "", "a b|c d|e", "", false, 0},
+		{"jitter gate passed", cands, RolloutInput{HoldUntil: now.Add(-time.Second)}, "", "a b", "c d|e", "", false, 0},
+		{"a failed member halts", append([]svc{{name: "x", state: "failed"}}, cands...), RolloutInput{}, "", "", "a b|c d|e", "x.service", true, 0},
+		{"a failed member acknowledged: passes", append([]svc{{name: "x", state: "failed"}}, cands...), RolloutInput{}, "x.service", "a b", "c d|e", "", false, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := input(tt.svcs, tt.rin)
+			if tt.ack != "" {
+				in.Rollout.Acks = map[string]string{tt.ack: failedHash(in, tt.ack)}
+			}
+			plan := Compute(in)
+			rep := plan.Rollout
+			if rep == nil {
+				t.Fatal("no rollout report")
+			}
+			var waves []string
+			for _, w := range rep.Waves {
+				waves = append(waves, strings.Join(w, " "))
+			}
+			trim := func(s string) string { return strings.ReplaceAll(s, ".service", "") }
+			if got := trim(strings.Join(rep.Admitted, " ")); got != tt.admitted {
+				t.Errorf("admitted %q, want %q", got, tt.admitted)
+			}
+			if got := trim(strings.Join(waves, "|")); got != tt.waves {
+				t.Errorf("waves %q, want %q", got, tt.waves)
+			}
+			if got := strings.Join(rep.NotReady, " "); tt.notReady != "" && !strings.Contains(got+" "+failedList(rep.Failed), tt.notReady) {
+				t.Errorf("not ready %q failed %v, want %s", got, rep.Failed, tt.notReady)
+			}
+			if rep.Halted != tt.halted {
+				t.Errorf("halted %v, want %v", rep.Halted, tt.halted)
+			}
+			if tt.ack != "" && (len(rep.Acknowledged) != 1 || rep.Acknowledged[0] != tt.ack) {
+				t.Errorf("acknowledged %v, want %s", rep.Acknowledged, tt.ack)
+			}
+			if want := now.Add(tt.readyAt); tt.readyAt != 0 && !rep.ReadyAt.Equal(want) || tt.readyAt == 0 && !rep.ReadyAt.IsZero() {
+				t.Errorf("ready at %v, want %v", rep.ReadyAt, tt.readyAt)
+			}
+			var restarted []string
+			for _, s := range plan.Steps {
+				if s.Op == actuators.OpRestart {
+					restarted = append(restarted, trim(s.Unit))
+				}
+			}
+			if got := strings.Join(restarted, " "); got != tt.admitted {
+				t.Errorf("restart steps %q, want the admitted wave %q", got, tt.admitted)
+			}
+		})
 	}
 }

@@ -86,6 +86,12 @@ const (
 	// ReasonRolloutHalted: a failed service halts the rollout; the pending
 	// services keep running their previous version.
 	ReasonRolloutHalted Reason = "RolloutHalted"
+	// ReasonRolloutStarted, ReasonRolloutComplete: a rollout's first wave
+	// was admitted; every service it restarted is ready (or let pass).
+	// ReasonRolloutResumed: `reconciler rollout resume` let failures pass.
+	ReasonRolloutStarted  Reason = "RolloutStarted"
+	ReasonRolloutComplete Reason = "RolloutComplete"
+	ReasonRolloutResumed  Reason = "RolloutResumed"
 	// The git source (desired/gitsource): a revision was deployed (the
 	// manifests directory switched to it), refused (unsigned, badly signed,
 	// or not descending from the deployed one), or not deployed because its
@@ -133,6 +139,9 @@ var categories = map[Reason]Category{
 	ReasonRevisionDeployed: CategoryOccurrence,
 	ReasonResumed:          CategoryOccurrence,
 	ReasonLeaseExpired:     CategoryOccurrence,
+	ReasonRolloutStarted:   CategoryOccurrence,
+	ReasonRolloutComplete:  CategoryOccurrence,
+	ReasonRolloutResumed:   CategoryOccurrence,
 
 	ReasonStaleProcess:   CategoryInformational,
 	ReasonRolloutPending: CategoryInformational,

@@ -80,6 +80,8 @@ type Config struct {
 	// MaxParallelRestarts, RolloutReadyTimeout: see Input.
 	MaxParallelRestarts int
 	RolloutReadyTimeout time.Duration
+	// Rollout: --min-ready and --rollout-jitter (rollout_state.go).
+	Rollout RolloutConfig
 }
 
 // Reconciler runs passes. It is not safe for concurrent passes; the Loop
@@ -95,6 +97,13 @@ type Reconciler struct {
 	// pending are the prune deadlines (delayed prune), persisted in the
 	// state dir.
 	pending map[string]time.Time
+	// rolloutGate is the jitter gate before the next wave (zero: none);
+	// rolloutRec the rollout record (rollout_state.go).
+	rolloutGate time.Time
+	rolloutRec  RolloutRecord
+	// rolloutRecent are services restarted by a wave that needed no
+	// rollout record (everything fit), until they are ready.
+	rolloutRecent []string
 }
 
 type backoff struct {
@@ -127,6 +136,7 @@ func New(cfg Config) *Reconciler {
 	}
 	r := &Reconciler{cfg: cfg, log: cfg.Log.Named("reconcile"), lastGood: map[string]*desired.Object{}, failures: map[string]*backoff{}}
 	r.loadPending()
+	r.loadRollout()
 	r.lastGoodPending = cfg.LastGood != nil // loaded by the first pass that needs it (lastgood_lazy.go)
 	return r
 }
@@ -264,10 +274,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	res.Observed = obs
 	res.Health = r.probeStatuses()
 	safety, expired := r.safetyInput(log, opts, r.cfg.Now())
-	plan := Compute(Input{Objects: effective, Files: files, UnitDir: r.cfg.UnitDir, ManagerDir: r.cfg.ManagerDir,
+	in := Input{Objects: effective, Files: files, UnitDir: r.cfg.UnitDir, ManagerDir: r.cfg.ManagerDir,
 		Observed: obs, Prune: prune, Protected: protected, BrokenFiles: broken, Classify: r.cfg.Classify,
 		MarkProcessSince: r.cfg.MarkProcessSince, Health: res.Health, MaxParallelRestarts: r.cfg.MaxParallelRestarts,
-		RolloutReadyTimeout: r.cfg.RolloutReadyTimeout, SafetyInput: safety})
+		RolloutReadyTimeout: r.cfg.RolloutReadyTimeout, Rollout: r.rolloutInput(log), SafetyInput: safety}
+	plan := Compute(in)
+	if !opts.DryRun && r.armJitter(plan, safety.Now) {
+		in.Rollout.HoldUntil = r.rolloutGate
+		plan = Compute(in)
+	}
 	plan.Findings = append(append(plan.Findings, busy...), unsupported...)
 	res.Plan = plan
 	res.Hash = plan.Hash()
@@ -289,7 +304,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 		return res, fmt.Errorf("%w: reviewed %s, now %s", ErrExpectPlan, opts.ExpectPlan, res.Hash)
 	}
 	r.afterPlan(log, safety, expired, plan)
-	defer func() { res.RequeueAfter = wakeAfter(res.RequeueAfter, safety, plan.SafetyReport) }()
+	r.afterRollout(log, plan, safety.Now)
+	defer func() {
+		res.RequeueAfter = r.rolloutWake(wakeAfter(res.RequeueAfter, safety, plan.SafetyReport), plan, safety.Now)
+	}()
 	if len(plan.Steps) == 0 {
 		log.Debug("converged", zap.Int("objects", res.Objects))
 	}

@@ -28,10 +28,17 @@ type fakeBackend struct {
 	enabled map[string]bool
 	failOn  map[string]error // step String prefix → error
 	applied []string
+	// pid is each active unit's main PID, new at each start or restart;
+	// after is the ActiveState a unit takes at its next start or restart
+	// ("failed", "activating"), state such a state in force.
+	pid          map[string]uint32
+	after, state map[string]string
+	nextPID      uint32
 }
 
 func newFake() *fakeBackend {
-	return &fakeBackend{files: map[string][]byte{}, active: map[string]bool{}, enabled: map[string]bool{}, failOn: map[string]error{}}
+	return &fakeBackend{files: map[string][]byte{}, active: map[string]bool{}, enabled: map[string]bool{}, failOn: map[string]error{},
+		pid: map[string]uint32{}, after: map[string]string{}, state: map[string]string{}, nextPID: 100}
 }
 
 func (f *fakeBackend) Observe(_ context.Context, names []string) (*observed.State, error) {
@@ -49,7 +56,10 @@ func (f *fakeBackend) Observe(_ context.Context, names []string) (*observed.Stat
 			u.UnitFileState = "enabled"
 		}
 		if f.active[n] {
-			u.ActiveState = "active"
+			u.ActiveState, u.MainPID = "active", f.pid[n]
+		}
+		if s := f.state[n]; s != "" {
+			u.ActiveState = s
 		}
 		st.Units[n] = u
 	}
@@ -81,6 +91,9 @@ func (f *fakeBackend) Apply(_ context.Context, s actuators.Step) (actuators.Resu
 		delete(f.files, filepath.Base(s.Path))
 	case actuators.OpStart, actuators.OpRestart:
 		f.active[s.Unit] = true
+		f.nextPID++
+		f.pid[s.Unit] = f.nextPID
+		f.state[s.Unit] = f.after[s.Unit]
 	case actuators.OpStop:
 		f.active[s.Unit] = false
 	case actuators.OpEnable:

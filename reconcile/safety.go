@@ -66,8 +66,10 @@ func WritePruneConfirm(stateDir string, c PruneConfirm) error {
 // written or removed in stateDir; the agent polls it to wake a pass.
 func SafetySignature(stateDir string) string {
 	s := NewLeaseDir(stateDir).Signature()
-	if fi, err := os.Stat(filepath.Join(stateDir, PruneConfirmFileName)); err == nil {
-		s += fmt.Sprintf("confirm %d %d\n", fi.Size(), fi.ModTime().UnixNano())
+	for _, name := range []string{PruneConfirmFileName, RolloutResumeFileName} {
+		if fi, err := os.Stat(filepath.Join(stateDir, name)); err == nil {
+			s += fmt.Sprintf("%s %d %d\n", name, fi.Size(), fi.ModTime().UnixNano())
+		}
 	}
 	return s
 }

@@ -34,6 +34,8 @@ type diffJSON struct {
 	reconcile.SafetyReport
 	// Revision is the git source's revision the manifests come from.
 	Revision *gitsource.Revision `json:"revision,omitempty"`
+	// Rollout: the waves the plan's paced restarts form (rollout.go).
+	Rollout *reconcile.RolloutReport `json:"rollout,omitempty"`
 }
 
 func newDiffCmd(g *globals) *cobra.Command {
@@ -70,7 +72,7 @@ func newDiffCmd(g *globals) *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			if output == "json" {
-				rep := diffJSON{Backend: be.Name, Hash: res.Hash, Changes: !res.Plan.Empty(), Steps: []stepJSON{}, Findings: res.Plan.Findings, Revision: rev, SafetyReport: res.Plan.SafetyReport}
+				rep := diffJSON{Backend: be.Name, Hash: res.Hash, Changes: !res.Plan.Empty(), Steps: []stepJSON{}, Findings: res.Plan.Findings, Revision: rev, SafetyReport: res.Plan.SafetyReport, Rollout: res.Plan.Rollout}
 				for _, s := range res.Plan.Steps {
 					rep.Steps = append(rep.Steps, stepJSON{Step: s, Text: s.String(), Diff: fileDiff(s)})
 				}
@@ -159,12 +161,15 @@ func printPlan(out io.Writer, backend string, res reconcile.Result) {
 		}
 	}
 	printSafety(out, res, time.Now())
+	printRolloutPlan(out, res.Plan.Rollout, time.Now())
 	if res.Observed != nil {
 		for _, line := range timerNotes(res) {
 			fmt.Fprintln(out, line)
 		}
 	}
-	if res.Plan.Empty() {
+	if rep := res.Plan.Rollout; res.Plan.Empty() && rep != nil && len(rep.Waves) > 0 {
+		fmt.Fprintf(out, "No steps now: the rollout holds %d services on their previous version (%d objects, %s backend, plan %s).\n", len(rep.Pending()), res.Objects, backend, res.Hash)
+	} else if res.Plan.Empty() {
 		fmt.Fprintf(out, "No changes: %d objects converged on the %s backend (plan %s).\n", res.Objects, backend, res.Hash)
 	} else {
 		fmt.Fprintf(out, "Plan: %d steps for %d objects on the %s backend (plan %s).\n", len(res.Plan.Steps), res.Objects, backend, res.Hash)

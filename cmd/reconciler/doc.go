@@ -44,6 +44,7 @@
 //	schema.go          `reconciler schema`; debugpprof.go: pprof on the metrics listener (RESIL_DEBUG_PPROF=1)
 //	pause.go, safety.go, diff_safety.go, status_safety.go: pause leases, the prune guard and grace
 //	                   (the commands, the flags, and their lines in diff and status)
+//	rollout.go, status_rollout.go: `rollout status|resume`, the waves in diff, the rollout in status
 //	source.go          the git source's wiring (resil.dev/resil/desired/gitsource): run's --source
 //	                   flags, sync, the deployed revision in status and diff, diff --revision, its metrics
 package main

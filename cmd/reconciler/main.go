@@ -57,6 +57,8 @@ type globals struct {
 	// services (reconcile.Input.MaxParallelRestarts; 0: all at once).
 	maxParallelRestarts int
 	rolloutReadyTimeout time.Duration
+	// rollout: --min-ready, --rollout-jitter.
+	rollout reconcile.RolloutConfig
 }
 
 func (g *globals) loadOptions() (desired.Options, error) {
@@ -139,10 +141,12 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.hostname, "hostname", "", "host name for spec.hosts (default: this host's)")
 	pf.StringVar(&g.logLevel, "log-level", "", "debug, info, warn, error")
 	pf.StringVar(&g.logFormat, "log-format", "auto", "json, console (one line per step and event, for people), or auto: console on a terminal, json otherwise")
-	pf.IntVar(&g.maxParallelRestarts, "max-parallel-restarts", 0, "restart changed running services in waves: at most N restarting or not ready at once (0: all at once)")
-	pf.DurationVar(&g.rolloutReadyTimeout, "rollout-ready-timeout", reconcile.DefaultRolloutReadyTimeout, "with --max-parallel-restarts: a running service not ready this long halts the rollout")
+	pf.IntVar(&g.maxParallelRestarts, "max-parallel-restarts", 0, fmt.Sprintf("restart changed running services in waves: at most N of the rollout restarting or not ready at once (0: all at once; run's default is %d, apply's and diff's 0)", defaultRunParallelRestarts))
+	pf.DurationVar(&g.rolloutReadyTimeout, "rollout-ready-timeout", reconcile.DefaultRolloutReadyTimeout, "with --max-parallel-restarts: a restarted service not ready this long halts the rollout")
+	pf.DurationVar(&g.rollout.MinReady, "min-ready", 0, "with --max-parallel-restarts: a restarted service counts as ready only once it has run this long (on top of its readiness probe)")
+	pf.DurationVar(&g.rollout.Jitter, "rollout-jitter", 0, "with --max-parallel-restarts: wait a random time below this before each wave after the first")
 	root.AddCommand(newVersionCmd(), newValidateCmd(g), newRenderCmd(g), newDiffCmd(g), newApplyCmd(g), newRunCmd(g), newResetCmd(g), newInstallCmd(g), newStatusCmd(g), newEventsCmd(g), newProbeCmd(), newSchemaCmd(), newSyncCmd(g),
-		newPauseCmd(g), newResumeCmd(g), newPruneCmd(g))
+		newPauseCmd(g), newResumeCmd(g), newPruneCmd(g), newRolloutCmd(g))
 	return root
 }
 

@@ -35,6 +35,9 @@ type metrics struct {
 	storms         *prometheus.CounterVec
 	paused         *prometheus.GaugeVec
 	objectReady    *prometheus.GaugeVec
+	// rollout: services by rollout state, 1 while halted
+	rolloutServices *prometheus.GaugeVec
+	rolloutHalted   prometheus.Gauge
 	// git source (registered by enableSource; methods in source.go)
 	sourceRevision    *prometheus.GaugeVec
 	sourceLastFetch   prometheus.Gauge
@@ -89,6 +92,12 @@ func newMetrics(stale time.Duration, now func() time.Time) *metrics {
 		objectReady: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "resil_object_ready", Help: "1 when a service desired running is ready (active, and its readiness probe passing), 0 when not or not known yet, after the last pass.",
 		}, []string{"object"}),
+		rolloutServices: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "resil_rollout_services", Help: "Services of the rollout in flight after the last pass: pending (keeping their previous version), unready (restarted, not ready yet), failed (halting it).",
+		}, []string{"state"}),
+		rolloutHalted: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "resil_rollout_halted", Help: "1 while a failed service halts the rollout of the agent's restarts (reconciler rollout status), else 0.",
+		}),
 		sourceRevision: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "resil_source_revision_info", Help: "The revision (short commit) of the followed ref the git source deployed: 1 for the deployed one.",
 		}, []string{"revision", "ref"}),
@@ -107,10 +116,11 @@ func newMetrics(stale time.Duration, now func() time.Time) *metrics {
 	}
 	m.heartbeat = now()
 	m.reg.MustRegister(m.passDuration, m.passes, m.objects, m.drift, m.restarts, m.reloadDuration, m.lastSuccess, m.storms, m.objectReady, m.paused,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.rolloutServices, m.rolloutHalted, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []string{"success", "error"} {
 		m.passes.WithLabelValues(r)
 	}
+	m.observeRollout(nil)
 	return m
 }
 
@@ -144,11 +154,27 @@ func (m *metrics) observePass(res reconcile.Result, err error) {
 			}
 		}
 		m.prevFindings = cur
+		m.observeRollout(res.Plan.Rollout)
 	}
 	m.mu.Lock()
 	m.heartbeat = m.now()
 	m.ready = true
 	m.mu.Unlock()
+}
+
+// observeRollout sets the rollout gauges from a pass's report (nil: none).
+func (m *metrics) observeRollout(rep *reconcile.RolloutReport) {
+	var pending, unready, failed, halted float64
+	if rep != nil {
+		pending, unready, failed = float64(len(rep.Pending())), float64(len(rep.NotReady)), float64(len(rep.Failed))
+		if rep.Halted {
+			halted = 1
+		}
+	}
+	m.rolloutServices.WithLabelValues("pending").Set(pending)
+	m.rolloutServices.WithLabelValues("unready").Set(unready)
+	m.rolloutServices.WithLabelValues("failed").Set(failed)
+	m.rolloutHalted.Set(halted)
 }
 
 func (m *metrics) restarted(object string, cause ledger.Cause, n int) {

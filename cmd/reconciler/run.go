@@ -14,6 +14,9 @@ import (
 	"resil.dev/resil/reconcile"
 )
 
+// defaultRunParallelRestarts is run's --max-parallel-restarts unless set.
+const defaultRunParallelRestarts = 2
+
 func newRunCmd(g *globals) *cobra.Command {
 	var resync, settle, passTimeout time.Duration
 	var obsf *obsFlags
@@ -26,6 +29,11 @@ func newRunCmd(g *globals) *cobra.Command {
 			"periodic resync wake it; bursts collapse into one pass after --settle.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("max-parallel-restarts") {
+				// The agent paces its restarts by default: a commit touching
+				// 40 services does not restart 40 services in the same second.
+				g.maxParallelRestarts = defaultRunParallelRestarts
+			}
 			c, done, err := g.openCommand("info", true, false, 1)
 			if err != nil {
 				return err

@@ -105,6 +105,9 @@ type statusRow struct {
 	// (status_safety.go).
 	Paused  *reconcile.Lease `json:"paused,omitempty"`
 	PruneAt *time.Time       `json:"pruneAt,omitempty"`
+	// RolloutWave: the service waits for the nth later wave of the
+	// rollout in flight (status_rollout.go).
+	RolloutWave int `json:"rolloutWave,omitempty"`
 }
 
 type statusReport struct {
@@ -116,6 +119,8 @@ type statusReport struct {
 	// fetch (source.go).
 	Revision  *gitsource.Revision `json:"revision,omitempty"`
 	LastFetch *gitsource.Attempt  `json:"lastFetch,omitempty"`
+	// Rollout is the rollout in flight (status_rollout.go).
+	Rollout *reconcile.RolloutRecord `json:"rollout,omitempty"`
 }
 
 func newStatusCmd(g *globals) *cobra.Command {
@@ -153,6 +158,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 			rep.Revision = deployedRevision(g)
 			rep.LastFetch, _ = gitsource.LastAttempt(gitsource.Dir(g.stateDir))
 			addSafety(&rep, g.stateDir, time.Now())
+			addRollout(&rep, g.stateDir)
 			out := cmd.OutOrStdout()
 			switch output {
 			case "json":
@@ -199,6 +205,7 @@ func watchStatus(ctx context.Context, out io.Writer, s *store.Store, names []str
 			return exitCode(2, err)
 		}
 		addSafety(&rep, stateDir, time.Now())
+		addRollout(&rep, stateDir)
 		var b strings.Builder
 		if err == nil {
 			_ = printStatus(&b, rep, wide, time.Now())
@@ -283,7 +290,7 @@ func printStatus(w io.Writer, rep statusReport, wide bool, now time.Time) error 
 			last = fmt.Sprintf("%s (%s ago)", o.LastEvent.Reason, shortAge(now.Sub(o.LastEvent.LastSeen)))
 		}
 		observed := o.Observed
-		if w := safetyWord(o, now); w != "" {
+		if w := safetyWord(o, now) + rolloutRowWord(o, rep); w != "" {
 			observed += w
 		} else if o.State != string(reconcile.StateConverged) {
 			observed += " [" + o.State + "]"
@@ -304,6 +311,7 @@ func printStatus(w io.Writer, rep statusReport, wide bool, now time.Time) error 
 	default:
 		fmt.Fprintf(w, "\nlast pass %s ago (agent pid %d, %s backend)\n", shortAge(now.Sub(a.LastPass)), a.PID, a.Backend)
 	}
+	printRolloutLine(w, rep, now)
 	if rep.Revision != nil {
 		fmt.Fprintln(w, revisionLine(rep.Revision, now))
 	}
