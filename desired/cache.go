@@ -52,11 +52,11 @@ var errCacheRetry = errors.New("load again without the cache")
 
 // readCached opens rel with every check; when the cache holds it unchanged
 // (and no drop-in folder names one of its objects), it returns its objects
-// (hit), else its parsed documents.
-func (l *loader) readCached(rel string, dropInDirs map[string]bool) (objs []*Object, docs []*doc, hit bool) {
+// (hit), else its bytes (ok false: it could not be read).
+func (l *loader) readCached(rel string, dropInDirs map[string]bool) (objs []*Object, data []byte, hit, ok bool) {
 	of, ok := l.openFile(rel)
 	if !ok {
-		return nil, nil, false
+		return nil, nil, false, false
 	}
 	id := of.id()
 	l.ids[rel] = id
@@ -78,13 +78,10 @@ func (l *loader) readCached(rel string, dropInDirs map[string]bool) (objs []*Obj
 		for _, o := range c.objs {
 			l.cached[o] = true
 		}
-		return c.objs, nil, true
+		return c.objs, nil, true, true
 	}
-	data, ok := l.readOpen(rel, of)
-	if !ok {
-		return nil, nil, false
-	}
-	return nil, l.parseFile(rel, data), false
+	data, ok = l.readOpen(rel, of)
+	return nil, data, false, ok
 }
 
 // docsOf is o's documents for an error's position; an object the cache

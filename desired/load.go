@@ -232,25 +232,7 @@ func loadOnce(dir, orig string, opts Options) (*Set, bool, error) {
 	}
 	sort.Strings(set.Files)
 
-	var all []*Object
-	for _, f := range set.Files {
-		var docs []*doc
-		if l.cache != nil {
-			objs, read, hit := l.readCached(f, dropInDirs)
-			if hit {
-				all = append(all, objs...)
-				continue
-			}
-			docs = read
-		} else {
-			docs = l.readDocs(f)
-		}
-		for _, d := range docs {
-			if o := l.decode(d); o != nil {
-				all = append(all, o)
-			}
-		}
-	}
+	all := l.readManifests(set.Files, dropInDirs)
 	all = l.crossCheck(all, dropInDirs, set)
 	for _, o := range all {
 		if opts.Host.Selects(o.Hosts()) {
