@@ -10,6 +10,8 @@
 // Files, in the order a load goes through them:
 //
 //	load.go        Load, Options, Set: one pass over the directory
+//	load_parallel.go  the manifests read in order, parsed on several cores
+//	cache.go       FileCache: unchanged files answered without parsing (the agent)
 //	files.go       which entries are manifests; safe file names
 //	open_unix.go   the only place that opens files: openat walk, owner and
 //	               mode checks on the descriptor read, symlink policy

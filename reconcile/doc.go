@@ -56,5 +56,6 @@
 //	restartclass.go   ClassifyUnitChange: restart or only daemon-reload for a rewritten unit
 //	events.go         Event, Recorder, the in-memory Ring, Fanout
 //	lastgood.go       LastGoodFile: the last good objects in <state-dir>/lastgood.json
+//	lastgood_lazy.go  loadLastGood: the persisted objects loaded only by a first pass that needs them
 //	text.go           OrDash, FormatUSec: the shared wording of messages
 package reconcile

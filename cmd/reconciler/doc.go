@@ -41,7 +41,9 @@
 //	notes.go           timer notes in diff output and the timer-run log
 //	lock.go            the state-dir flock; testhook.go: a crash hook for tests
 //	console.go         --log-format console: one aligned line per step and event (a zap core)
-//	schema.go          `reconciler schema`; debugpprof.go: pprof on the metrics listener (RESIL_DEBUG_PPROF=1)
+//	schema.go          `reconciler schema`; debugpprof.go: pprof on the metrics listener (RESIL_DEBUG_PPROF=1),
+//	                   a CPU profile of one command (RESIL_CPUPROFILE=file)
+//	memtrim.go         run: the heap a pass grew goes back to the kernel once the agent is quiet
 //	pause.go, safety.go, diff_safety.go, status_safety.go: pause leases, the prune guard and grace
 //	                   (the commands, the flags, and their lines in diff and status)
 //	rollout.go, status_rollout.go: `rollout status|resume`, the waves in diff, the rollout in status

@@ -8,6 +8,11 @@
 //     it), Dial (private socket as root, else the system bus), DialBus and
 //     DialPrivate, Wire (message counters), manager properties with a
 //     context, and WatchUnitSignals.
+//   - props.go, pipe.go: GetUnitPropertiesContext, the named properties of
+//     many units by Properties.Get calls pipelined on a connection of
+//     their own (the property pipe: a hand-written encoder and a decoder of
+//     the few value types unit properties have, at most 100 calls in
+//     flight, all on the calling goroutine).
 //   - text.go: D-Bus values and paths as text: PropertyText (a property as
 //     observed.Manager.Properties holds it), UnitNameFromPath, and the
 //     PropertiesChanged signal name.

@@ -27,7 +27,13 @@
 // Files:
 //   - observer.go: Client (the slice of *sdbus.Conn it uses), Observer and
 //     its options, Observe (list, properties, owned-file scan, files and
-//     drop-ins, stamps), HasUnitSuffix, Queryable.
+//     drop-ins, stamps), HasUnitSuffix, Queryable. A service's or timer's
+//     properties are the few fillUnit reads, by pipelined Gets
+//     (sdbus.Conn.GetUnitPropertiesContext); other units, or every unit
+//     WithGetAll, one GetAll each.
+//   - enablement.go: enablement from the UnitFileState property where the
+//     dependency symlinks on disk confirm it, ListUnitFilesByPatterns for
+//     the rest.
 //   - unitfiles.go: what the files on disk say beyond D-Bus: enablement,
 //     vendor units and their drop-ins, whether systemd needs a reload, and
 //     whether a running process predates its unit file (stale).
