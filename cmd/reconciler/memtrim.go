@@ -13,7 +13,8 @@ import (
 // frees, but Go's background scavenger returns freed pages over minutes,
 // so an idle agent would hold its peak (20-26 MB of anonymous memory at
 // 1000 manifests, against a live heap of 6-9 MB). After quiet with no
-// pass, debug.FreeOSMemory (a collection, then every free page returned):
+// pass (250 ms in run), debug.FreeOSMemory (a collection, then every free
+// page returned):
 // a few ms of CPU per burst of passes, none while idle.
 type memTrim struct {
 	quiet  time.Duration

@@ -66,7 +66,7 @@ func newRunCmd(g *globals) *cobra.Command {
 			loop.Resync, loop.Settle, loop.PassTimeout = sd.watchdogResync(resync), settle, passTimeout
 			// Each after-pass hook sees every pass result (heartbeat, sd_notify,
 			// metrics); add one per concern.
-			trim := newMemTrim(time.Second) // heap back to the kernel once quiet (memtrim.go)
+			trim := newMemTrim(250 * time.Millisecond) // heap back to the kernel once quiet (memtrim.go)
 			afterPass := []func(reconcile.Result, error){firstPassLog(log), sd.afterPass, newTimerLog(log).afterPass, obs.afterPass, hp.afterPass, trim.afterPass}
 			loop.AfterPass = func(res reconcile.Result, err error) {
 				for _, h := range afterPass {

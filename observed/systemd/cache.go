@@ -42,9 +42,6 @@ type cacheEntry struct {
 	size    int
 	dropIns map[string]time.Time
 	onDisk  []string
-	// fileState is the UnitFileState property read with props (enablement
-	// checks it against the disk on every Observe).
-	fileState string
 }
 
 // cacheState is the cache, guarded by Observer.mu.
@@ -162,7 +159,7 @@ func settledState(active string) bool {
 // units systemd knows, and drops every other unit; gen is cachePlan's. A
 // read that began before Subscribe started or before a reload fills
 // nothing.
-func (o *Observer) cacheStore(gen uint64, loaded []*observed.Unit, files map[string]unitFile, status map[string][3]string, vendor map[string]vendor, dropInTimes map[string]map[string]time.Time, fileStates map[string]string) {
+func (o *Observer) cacheStore(gen uint64, loaded []*observed.Unit, files map[string]unitFile, status map[string][3]string, vendor map[string]vendor, dropInTimes map[string]map[string]time.Time) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if !o.cache.on || gen != o.cache.gen {
@@ -171,7 +168,7 @@ func (o *Observer) cacheStore(gen uint64, loaded []*observed.Unit, files map[str
 	units := make(map[string]*cacheEntry, len(loaded))
 	for _, u := range loaded {
 		e := &cacheEntry{status: status[u.Name], mtime: files[u.Name].mtime, size: len(files[u.Name].data),
-			dropIns: dropInTimes[u.Name], onDisk: vendor[u.Name].dropIns, fileState: fileStates[u.Name]}
+			dropIns: dropInTimes[u.Name], onDisk: vendor[u.Name].dropIns}
 		copyProps(&e.props, u)
 		units[u.Name] = e
 	}

@@ -1,40 +1,47 @@
 package systemd
 
 import (
+	"bufio"
+	"bytes"
 	"context"
-
-	"resil.dev/resil/observed"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
 )
 
 // enablement returns the enablement of each name that has a unit file on
 // disk, as systemd would compute it from the files and symlinks now.
 //
-// systemd's UnitFileState property is a cache: a daemon-reload or an
-// enable or disable through systemd (EnableUnitFiles, `systemctl enable`)
-// refreshes it, a symlink made or removed by hand does not. Asking systemd
-// to compute it afresh (ListUnitFilesByPatterns) costs PID 1 about 0.5 ms
-// per unit at 1000 enabled units (it scans every .wants directory for
-// each one): 0.7 s per pass, most of a converged pass. So the property,
-// read with the other properties, is taken only where the disk agrees
-// with it: "enabled" with an entry of the unit's name in a .wants,
-// .requires or .upholds directory of the unit directory and none
-// elsewhere, "disabled" with no such entry anywhere, and in both cases no
-// other file for the name in the search path (vendorFiles). Every other
-// name that has a unit file (another state, a disagreement, a unit
-// systemd has not loaded, a masked one) is listed with
-// ListUnitFilesByPatterns, as before. A name without any unit file on
-// disk has no enablement.
-func (o *Observer) enablement(ctx context.Context, names []string, units map[string]*observed.Unit, files map[string]unitFile, vendor map[string]vendor, fileStates map[string]string) (map[string]string, error) {
+// Neither systemd's UnitFileState property (a cache: a daemon-reload or an
+// enable through systemd refreshes it, a symlink made or removed by hand
+// does not) nor asking systemd to compute it (ListUnitFilesByPatterns, or
+// reading the property after a reload) is cheap: PID 1 scans every .wants
+// directory for each unit, about 0.5 ms per unit at 1000 enabled units,
+// most of a converged pass. So the plain case is read from the disk the
+// way systemd reads it: a regular file in the unit directory, the only
+// file for its name in the search path, no drop-ins, an [Install] section
+// with WantedBy=, RequiredBy=, UpheldBy= or Alias= and nothing unusual in
+// it; then "enabled" when the .wants, .requires or .upholds directories of
+// the unit directory hold a symlink of its name to a file of its name and
+// no other directory of the search path holds one, "disabled" when none
+// does anywhere. Every other name with a unit file (static, indirect,
+// masked, linked, runtime-enabled, vendor or generated units, a link of
+// another name) is listed with ListUnitFilesByPatterns, as before; the
+// sandbox test TestSandboxFidelityPipelinedReads compares the two. A name
+// without any unit file on disk has no enablement.
+func (o *Observer) enablement(ctx context.Context, names []string, files map[string]unitFile, vendor map[string]vendor) (map[string]string, error) {
 	out := make(map[string]string, len(names))
 	var ask []string
 	for _, n := range names {
 		v := vendor[n]
-		_, hasFile := files[n]
+		f, hasFile := files[n]
 		if !hasFile && len(v.paths) == 0 {
 			continue
 		}
-		state, read := fileStates[n]
-		if u := units[n]; read && u != nil && needsProperties(u) && agrees(state, v) {
+		if state, ok := diskEnablement(f.data, hasFile, v); ok {
 			out[n] = state
 			continue
 		}
@@ -53,18 +60,108 @@ func (o *Observer) enablement(ctx context.Context, names []string, units map[str
 	return out, nil
 }
 
-// agrees reports whether the disk confirms the UnitFileState property.
-func agrees(state string, v vendor) bool {
-	if len(v.paths) > 0 {
-		return false
+// diskEnablement is systemd's verdict for the plain case (see enablement);
+// ok false: not a plain case, ask systemd.
+func diskEnablement(data []byte, hasFile bool, v vendor) (state string, ok bool) {
+	if !hasFile || len(v.paths) > 0 || len(v.dropIns) > 0 || v.links.odd || v.links.other > 0 {
+		return "", false
 	}
-	switch state {
-	case "enabled":
-		return v.links.own > 0 && v.links.other == 0
-	case "disabled":
-		return v.links.own == 0 && v.links.other == 0
+	if rules, plain := installRules(data); !plain || !rules {
+		return "", false
 	}
-	return false
+	if v.links.own > 0 {
+		return "enabled", true
+	}
+	return "disabled", true
+}
+
+// installRules reports whether a unit file's [Install] section has a rule
+// that makes it enableable (WantedBy=, RequiredBy=, UpheldBy=, Alias=
+// with a value); plain false when the section holds anything else that
+// bears on enablement (Also=, an empty assignment that resets a list, a
+// continued line) or the file cannot be read line by line.
+func installRules(data []byte) (rules, plain bool) {
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 4096), maxFileSize+1)
+	in := false
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' || line[0] == ';' {
+			continue
+		}
+		if line[0] == '[' {
+			in = line == "[Install]"
+			continue
+		}
+		if !in {
+			continue
+		}
+		if strings.HasSuffix(line, "\\") {
+			return false, false
+		}
+		k, val, found := strings.Cut(line, "=")
+		if !found {
+			return false, false
+		}
+		k, val = strings.TrimSpace(k), strings.TrimSpace(val)
+		switch k {
+		case "WantedBy", "RequiredBy", "UpheldBy", "Alias":
+			if val == "" {
+				return false, false
+			}
+			rules = true
+		case "Also", "DefaultInstance":
+			return false, false
+		}
+	}
+	if sc.Err() != nil {
+		return false, false
+	}
+	return rules, true
+}
+
+// depLinks counts, for the names in want, the entries of a dependency
+// directory (NAME.wants, .requires, .upholds) into out's links: a symlink
+// named like the unit that points to a file of its name counts (own: in
+// the unit directory); any other entry that names a unit of want, by its
+// own name or by its target's, makes that unit odd. A missing directory
+// holds none.
+func depLinks(dir string, own bool, want map[string]bool, out map[string]vendor) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		name := e.Name()
+		dest := ""
+		if e.Type()&fs.ModeSymlink != 0 {
+			if t, err := os.Readlink(filepath.Join(dir, name)); err == nil {
+				dest = filepath.Base(t)
+			}
+		}
+		switch {
+		case want[name] && dest == name:
+			v := out[name]
+			if own {
+				v.links.own++
+			} else {
+				v.links.other++
+			}
+			out[name] = v
+		default:
+			for _, n := range []string{name, dest} {
+				if n != "" && want[n] {
+					v := out[n]
+					v.links.odd = true
+					out[n] = v
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // isDepDir reports whether a directory name holds dependency symlinks

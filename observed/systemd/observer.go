@@ -301,12 +301,8 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 		triples[n] = [3]string{s.LoadState, s.ActiveState, s.SubState}
 	}
 	read, reusable, gen := o.cachePlan(full, loaded, files, triples, vendor)
-	fileStates := make(map[string]string, len(loaded))
-	for n, e := range reusable {
-		fileStates[n] = e.fileState
-	}
 	var errs *multierror.Error
-	errs = multierror.Append(errs, o.readProperties(ctx, read, fileStates)...)
+	errs = multierror.Append(errs, o.readProperties(ctx, read)...)
 	dropInTimes := make(map[string]map[string]time.Time, len(loaded))
 	readDropIns := func(units []*observed.Unit) {
 		for _, u := range units {
@@ -327,7 +323,7 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 				again = append(again, u)
 			}
 		}
-		errs = multierror.Append(errs, o.readProperties(ctx, again, fileStates)...)
+		errs = multierror.Append(errs, o.readProperties(ctx, again)...)
 		readDropIns(again)
 	}
 	for _, u := range loaded {
@@ -345,7 +341,7 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 			break
 		}
 	}
-	enablement, err := o.enablement(ctx, query, st.Units, files, vendor, fileStates)
+	enablement, err := o.enablement(ctx, query, files, vendor)
 	if err != nil {
 		errs = multierror.Append(errs, err)
 	}
@@ -368,7 +364,7 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 	if full {
 		st.CacheDrift = o.cacheDrift(reusable, st.Units)
 	}
-	o.cacheStore(gen, loaded, files, triples, vendor, dropInTimes, fileStates)
+	o.cacheStore(gen, loaded, files, triples, vendor, dropInTimes)
 
 	hints := make(map[string]hint, len(st.Units))
 	for n, u := range st.Units {
@@ -459,9 +455,7 @@ func (o *Observer) listUnits(ctx context.Context, names []string) (map[string]sd
 // with one batch of pipelined Gets of the properties fillUnit reads
 // (pipedProperties), any other unit's (or every unit's, WithGetAll) with
 // one GetAll each, o.cfg.concurrency at a time.
-//
-// fileStates receives each unit's UnitFileState property (see enablement).
-func (o *Observer) readProperties(ctx context.Context, units []*observed.Unit, fileStates map[string]string) []error {
+func (o *Observer) readProperties(ctx context.Context, units []*observed.Unit) []error {
 	var (
 		mu    sync.Mutex
 		errs  []error
@@ -485,13 +479,11 @@ func (o *Observer) readProperties(ctx context.Context, units []*observed.Unit, f
 			if err == nil {
 				err = fillUnit(u, props)
 			}
-			mu.Lock()
 			if err != nil {
+				mu.Lock()
 				errs = append(errs, fmt.Errorf("read properties of %s: %w", u.Name, err))
-			} else {
-				fileStates[u.Name], _ = props["UnitFileState"].(string)
+				mu.Unlock()
 			}
-			mu.Unlock()
 		}()
 	}
 	if len(qs) > 0 {
@@ -513,9 +505,7 @@ func (o *Observer) readProperties(ctx context.Context, units []*observed.Unit, f
 			}
 			if e != nil {
 				errs = append(errs, fmt.Errorf("read properties of %s: %w", u.Name, e))
-				continue
 			}
-			fileStates[u.Name], _ = props[i]["UnitFileState"].(string)
 		}
 		mu.Unlock()
 	}
@@ -530,7 +520,6 @@ var (
 		{Interface: ifaceUnit, Name: "FragmentPath"},
 		{Interface: ifaceUnit, Name: "DropInPaths"},
 		{Interface: ifaceUnit, Name: "NeedDaemonReload"},
-		{Interface: ifaceUnit, Name: "UnitFileState"}, // checked against the disk: enablement
 	}
 	serviceProps = append(slices.Clone(unitProps),
 		sdbus.Property{Interface: ifaceService, Name: "Result"},

@@ -306,8 +306,8 @@ func TestSandboxObserveThousandNamesBulk(t *testing.T) {
 		t.Fatalf("observed %d units, real=%+v", len(st.Units), st.Units["real.service"])
 	}
 	// ListUnitsByNames, the properties of real.service (one Get each on
-	// the wire); its enablement (disabled) agrees with the disk: no
-	// ListUnitFilesByPatterns.
+	// the wire); its enablement (disabled: WantedBy=, no link) is read
+	// from the disk.
 	if got, wire := o.Calls()-calls0, e.conn.Wire().Calls()-wire0; got != 2 || wire != uint64(1+len(serviceProps)) {
 		t.Errorf("Observe of 1000 names: %d calls (wire %d), want 2 (wire %d)", got, wire, 1+len(serviceProps))
 	}
@@ -476,6 +476,10 @@ func TestSandboxFidelityPipelinedReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := os.Symlink("/etc/systemd/system/stopped.service", filepath.Join(e.sb.Root(), wants, "stopped.service")); err != nil {
+		t.Fatal(err)
+	}
+	// A link of another name (systemd's call, asked).
+	if err := os.Symlink("/etc/systemd/system/job.service", filepath.Join(e.sb.Root(), wants, "other-name.service")); err != nil {
 		t.Fatal(err)
 	}
 	unit("stale.service", "exec sleep 1000") // not reloaded (`systemctl enable` reloads)

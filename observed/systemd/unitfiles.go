@@ -53,11 +53,16 @@ type vendor struct {
 	// dropIns are the NAME.d/*.conf files on disk, in every directory of
 	// the search path.
 	dropIns []string
-	// links counts the entries named like the unit in the .wants,
-	// .requires and .upholds directories of the unit directory (own) and
-	// of the other directories of the search path (other): what
-	// enablement checks systemd's UnitFileState against.
-	links struct{ own, other int }
+	// links counts the symlinks named like the unit and pointing to a file
+	// of its name in the .wants, .requires and .upholds directories of the
+	// unit directory (own) and of the other directories of the search path
+	// (other); odd says some entry there names the unit otherwise (a link
+	// under another name, to another name, or not a link). enablement.go
+	// reads them.
+	links struct {
+		own, other int
+		odd        bool
+	}
 }
 
 // vendorFiles finds, for each name, the files systemd could load for it
@@ -108,21 +113,8 @@ func (o *Observer) vendorFiles(ctx context.Context, want map[string]bool) (map[s
 		for _, e := range entries {
 			n := e.Name()
 			if isDepDir(n) && (e.IsDir() || e.Type()&fs.ModeSymlink != 0) {
-				links, err := os.ReadDir(filepath.Join(host, n))
-				if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
+				if err := depLinks(filepath.Join(host, n), i == own, want, out); err != nil {
 					return nil, fmt.Errorf("read %s: %w", path.Join(d, n), err)
-				}
-				for _, l := range links {
-					if !want[l.Name()] {
-						continue
-					}
-					v := out[l.Name()]
-					if i == own {
-						v.links.own++
-					} else {
-						v.links.other++
-					}
-					out[l.Name()] = v
 				}
 				continue
 			}

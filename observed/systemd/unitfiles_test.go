@@ -2,6 +2,7 @@ package systemd
 
 import (
 	"context"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -114,9 +115,9 @@ func TestObserveVendorFiles(t *testing.T) {
 	}
 }
 
-// Enablement comes from ListUnitFilesByPatterns where the disk does not
-// confirm the UnitFileState property (here: "enabled" without a link); a
-// name without a unit file on disk has none.
+// Enablement is read from the disk where it tells (here: WantedBy=, no
+// link: disabled, whatever systemd's cached property says); a name
+// without a unit file on disk has none.
 func TestObserveEnablementFromDisk(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "a.service"), ownmarktest.Unit(t, "Service/a"))
@@ -127,13 +128,13 @@ func TestObserveEnablementFromDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := st.Units["a.service"].UnitFileState; s != "enabled" {
+	if s := st.Units["a.service"].UnitFileState; s != "disabled" {
 		t.Errorf("a.service UnitFileState = %q", s)
 	}
 	if s := st.Units["gone.service"].UnitFileState; s != "" {
 		t.Errorf("gone.service UnitFileState = %q, want none", s)
 	}
-	if f.CallCount("ListUnitFilesByPatterns a.service") != 1 || f.CallCount("ListUnitFilesByPatterns") != 1 {
+	if f.CallCount("ListUnitFilesByPatterns") != 0 {
 		t.Errorf("calls = %v", f.Calls())
 	}
 }
@@ -173,52 +174,76 @@ func TestObserveUnloadedDropInNeedsReload(t *testing.T) {
 	}
 }
 
-// The UnitFileState property stands where the disk confirms it; every
-// other name with a unit file is listed with ListUnitFilesByPatterns.
-func TestObserveEnablementPropertyCheckedAgainstDisk(t *testing.T) {
+// Enablement of the plain case is read from the disk (a unit file with
+// [Install] rules, a symlink of its name in a dependency directory of the
+// unit directory, or none anywhere); every other name with a unit file is
+// listed with ListUnitFilesByPatterns (what systemd says wins).
+func TestObserveEnablementFromLinks(t *testing.T) {
 	root := t.TempDir()
 	unitDir := filepath.Join(root, "etc/systemd/system")
-	for _, n := range []string{"on.service", "off.service", "stale-on.service", "stale-off.service", "static.service", "twice.service"} {
-		writeFile(t, filepath.Join(unitDir, n), ownmarktest.Unit(t, "Service/"+strings.TrimSuffix(n, ".service")))
+	install := "\n[Install]\nWantedBy=multi-user.target\n"
+	units := map[string]string{
+		"on.service":       install,
+		"off.service":      install,
+		"static.service":   "",
+		"also.service":     "\n[Install]\nAlso=on.service\n",
+		"runtime.service":  install, // a link in /run as well: enabled-runtime is systemd's word
+		"alias.service":    install, // a link of another name points to it
+		"wrong.service":    install, // a link of its name points to another file
+		"dropin.service":   install, // a drop-in could say more
+		"reset.service":    "\n[Install]\nWantedBy=\n",
+		"continue.service": "\n[Install]\nWantedBy=a.target \\\n  b.target\n",
 	}
-	link := func(dir, n string) {
+	for n, extra := range units {
+		// ownmarktest units say WantedBy=multi-user.target; these do not.
+		data := strings.Replace(string(ownmarktest.Unit(t, "Service/"+strings.TrimSuffix(n, ".service"))), "WantedBy=multi-user.target", "", 1)
+		if !strings.Contains(data, "[Install]") {
+			t.Fatalf("ownmarktest's unit changed:\n%s", data)
+		}
+		writeFile(t, filepath.Join(unitDir, n), []byte(strings.Replace(data, "[Install]", "", 1)+extra))
+	}
+	writeFile(t, filepath.Join(unitDir, "dropin.service.d/x.conf"), []byte("[Service]\nNice=1\n"))
+	link := func(dir, name, target string) {
 		t.Helper()
 		if err := os.MkdirAll(filepath.Join(root, dir), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Symlink(filepath.Join("/etc/systemd/system", n), filepath.Join(root, dir, n)); err != nil {
+		if err := os.Symlink(target, filepath.Join(root, dir, name)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	link("etc/systemd/system/multi-user.target.wants", "on.service")
-	link("etc/systemd/system/multi-user.target.wants", "stale-off.service") // made by hand: the property lags
-	link("etc/systemd/system/multi-user.target.wants", "twice.service")
-	link("run/systemd/system/multi-user.target.wants", "twice.service") // a runtime link as well
+	wants := "etc/systemd/system/multi-user.target.wants"
+	link(wants, "on.service", "/etc/systemd/system/on.service")
+	link(wants, "runtime.service", "/etc/systemd/system/runtime.service")
+	link("run/systemd/system/multi-user.target.wants", "runtime.service", "/etc/systemd/system/runtime.service")
+	link(wants, "other.service", "/etc/systemd/system/alias.service")
+	link(wants, "wrong.service", "/etc/systemd/system/elsewhere.service")
 	f := sdbustest.New()
 	f.SetManager("UnitPath", []string{"/etc/systemd/system", "/run/systemd/system", "/lib/systemd/system"})
-	prop := map[string]string{"on.service": "enabled", "off.service": "disabled", "stale-on.service": "enabled",
-		"stale-off.service": "disabled", "static.service": "static", "twice.service": "enabled"}
-	disk := map[string]string{"on.service": "enabled", "off.service": "disabled", "stale-on.service": "disabled",
-		"stale-off.service": "enabled", "static.service": "static", "twice.service": "enabled"}
+	listed := map[string]string{"static.service": "static", "also.service": "indirect", "runtime.service": "enabled-runtime",
+		"alias.service": "enabled", "wrong.service": "disabled", "dropin.service": "disabled", "reset.service": "static",
+		"continue.service": "enabled", "on.service": "WRONG", "off.service": "WRONG"}
 	var names []string
-	for n, s := range prop {
-		f.AddUnit(sdbustest.Unit{Name: n, ActiveState: "active", SubState: "running", UnitFileState: s})
+	for n := range units {
+		f.AddUnit(sdbustest.Unit{Name: n, ActiveState: "active", SubState: "running"})
 		names = append(names, n)
 	}
-	lister := diskLister{Fake: f, states: disk, asked: new([]string)}
+	lister := diskLister{Fake: f, states: listed, asked: new([]string)}
 	o := New(lister, unitDir, WithRoot(root), WithoutManager())
 	st, err := o.Observe(context.Background(), names)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for n, want := range disk {
-		if got := st.Units[n].UnitFileState; got != want {
-			t.Errorf("%s: UnitFileState %q, want %q", n, got, want)
+	want := maps.Clone(listed)
+	want["on.service"], want["off.service"] = "enabled", "disabled"
+	for n, w := range want {
+		if got := st.Units[n].UnitFileState; got != w {
+			t.Errorf("%s: UnitFileState %q, want %q", n, got, w)
 		}
 	}
 	slices.Sort(*lister.asked)
-	if want := []string{"stale-off.service", "stale-on.service", "static.service", "twice.service"}; !slices.Equal(*lister.asked, want) {
-		t.Errorf("listed %v, want %v", *lister.asked, want)
+	if wantAsked := []string{"alias.service", "also.service", "continue.service", "dropin.service", "reset.service", "runtime.service", "static.service", "wrong.service"}; !slices.Equal(*lister.asked, wantAsked) {
+		t.Errorf("listed %v, want %v", *lister.asked, wantAsked)
 	}
 }
 
