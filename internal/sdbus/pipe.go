@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -55,12 +56,35 @@ const (
 	fieldSignature   = 8
 )
 
-// dialPipe connects to addr ("unix:path=..."), authenticates as the
-// caller's uid (EXTERNAL) and, on a bus (not private), says Hello.
+// errPipeAddress: the pipe dials only unix sockets by path or abstract
+// name (the first address of a list); Conn then uses godbus.
+var errPipeAddress = errors.New("property pipe: address not supported")
+
+// pipeSocket returns the unix socket of a D-Bus address.
+func pipeSocket(addr string) (string, error) {
+	first, _, _ := strings.Cut(addr, ";")
+	transport, params, ok := strings.Cut(first, ":")
+	if !ok || transport != "unix" {
+		return "", errPipeAddress
+	}
+	for _, kv := range strings.Split(params, ",") {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "path":
+			return v, nil
+		case "abstract":
+			return "@" + v, nil
+		}
+	}
+	return "", errPipeAddress
+}
+
+// dialPipe connects to addr, authenticates as the caller's uid (EXTERNAL)
+// and, on a bus (not private), says Hello.
 func dialPipe(ctx context.Context, addr string, private bool, wire *Wire) (*pipe, error) {
-	path, ok := strings.CutPrefix(addr, "unix:path=")
-	if !ok || strings.Contains(path, ",") {
-		return nil, fmt.Errorf("property pipe: unsupported address %q", addr)
+	path, err := pipeSocket(addr)
+	if err != nil {
+		return nil, err
 	}
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", path)

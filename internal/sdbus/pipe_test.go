@@ -4,8 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
+	"encoding/binary"
 	"net"
 	"path/filepath"
 	"reflect"
@@ -187,4 +187,20 @@ func socketPair(t *testing.T) (net.Conn, net.Conn) {
 	}
 	t.Cleanup(func() { client.Close(); server.Close() })
 	return client, server
+}
+
+func TestPipeSocket(t *testing.T) {
+	for _, c := range []struct{ addr, want string }{
+		{"unix:path=/run/dbus/system_bus_socket", "/run/dbus/system_bus_socket"},
+		{"unix:path=/run/x,guid=0123", "/run/x"},
+		{"unix:guid=0123,path=/run/x", "/run/x"},
+		{"unix:abstract=/tmp/dbus-x;unix:path=/run/y", "@/tmp/dbus-x"},
+		{"tcp:host=localhost,port=1", ""},
+		{"unix:tmpdir=/tmp", ""},
+	} {
+		got, err := pipeSocket(c.addr)
+		if got != c.want || (c.want == "") != errors.Is(err, errPipeAddress) {
+			t.Errorf("pipeSocket(%q) = %q, %v; want %q", c.addr, got, err, c.want)
+		}
+	}
 }

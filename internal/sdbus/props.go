@@ -2,6 +2,7 @@ package sdbus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
@@ -45,18 +46,27 @@ func (c *Conn) GetUnitPropertiesContext(ctx context.Context, queries []PropertyQ
 	}
 	c.pipeMu.Lock()
 	defer c.pipeMu.Unlock()
+	var vals []any
+	var errs []error
 	if c.pipe == nil {
 		p, err := dialPipe(ctx, c.addr, c.private, c.wire)
-		if err != nil {
+		switch {
+		case errors.Is(err, errPipeAddress):
+			vals, errs = c.getGodbus(ctx, calls)
+		case err != nil:
 			return nil, nil, err
+		default:
+			c.pipe = p
 		}
-		c.pipe = p
 	}
-	vals, errs, err := c.pipe.getBatch(ctx, calls)
-	if err != nil {
-		c.pipe.close()
-		c.pipe = nil
-		return nil, nil, fmt.Errorf("read unit properties: %w", err)
+	if c.pipe != nil {
+		var err error
+		vals, errs, err = c.pipe.getBatch(ctx, calls)
+		if err != nil {
+			c.pipe.close()
+			c.pipe = nil
+			return nil, nil, fmt.Errorf("read unit properties: %w", err)
+		}
 	}
 	props := make([]map[string]any, len(queries))
 	qerrs := make([]error, len(queries))
@@ -72,6 +82,38 @@ func (c *Conn) GetUnitPropertiesContext(ctx context.Context, queries []PropertyQ
 		props[i][call.name] = vals[k]
 	}
 	return props, qerrs, nil
+}
+
+// getGodbus is getBatch over the godbus connection, pipelineWindow calls
+// in flight: for an address the pipe does not dial.
+func (c *Conn) getGodbus(ctx context.Context, calls []getCall) ([]any, []error) {
+	vals, errs := make([]any, len(calls)), make([]error, len(calls))
+	done := make(chan *godbus.Call, pipeWindow)
+	index := make(map[*godbus.Call]int, len(calls))
+	next, inflight := 0, 0
+	for next < len(calls) || inflight > 0 {
+		for next < len(calls) && inflight < pipeWindow {
+			k := calls[next]
+			call := c.calls.Object(systemdDest, k.path).GoWithContext(ctx, propsIface+".Get", 0, done, k.iface, k.name)
+			index[call] = next
+			next++
+			inflight++
+		}
+		call := <-done
+		inflight--
+		i := index[call]
+		if call.Err != nil {
+			errs[i] = call.Err
+			continue
+		}
+		var v godbus.Variant
+		if err := call.Store(&v); err != nil {
+			errs[i] = err
+			continue
+		}
+		vals[i] = v.Value()
+	}
+	return vals, errs
 }
 
 func joinErr(a, b error) error {

@@ -68,3 +68,45 @@ func TestSandboxGetAllProperties(t *testing.T) {
 		}
 	}
 }
+
+// GetUnitPropertiesContext reads through the property pipe what it reads
+// through godbus (an address the pipe does not dial), value for value.
+func TestSandboxUnitPropertiesPipeAndGodbus(t *testing.T) {
+	sb := sandbox.New(t, sandbox.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := DialBus(ctx, filepath.Join(sb.Root(), "run/dbus/system_bus_socket"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	qs := []PropertyQuery{
+		{Unit: "dbus.service", Props: []Property{{"org.freedesktop.systemd1.Unit", "FragmentPath"}, {"org.freedesktop.systemd1.Unit", "DropInPaths"},
+			{"org.freedesktop.systemd1.Unit", "NeedDaemonReload"}, {"org.freedesktop.systemd1.Service", "MainPID"},
+			{"org.freedesktop.systemd1.Service", "ExecMainStartTimestamp"}, {"org.freedesktop.systemd1.Service", "ExecMainStatus"},
+			{"org.freedesktop.systemd1.Service", "Result"}}},
+		{Unit: "sandbox.target", Props: []Property{{"org.freedesktop.systemd1.Unit", "Triggers"}, {"org.freedesktop.systemd1.Unit", "NoSuchProperty"}}},
+	}
+	piped, perrs, err := c.GetUnitPropertiesContext(ctx, qs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.pipe == nil {
+		t.Fatal("the pipe was not used")
+	}
+	c.pipe.close()
+	c.pipe, c.addr = nil, "tcp:host=localhost,port=1" // not for the pipe: godbus
+	viaGodbus, gerrs, err := c.GetUnitPropertiesContext(ctx, qs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(piped, viaGodbus) {
+		t.Errorf("pipe %v\ngodbus %v", piped, viaGodbus)
+	}
+	if perrs[0] != nil || gerrs[0] != nil || perrs[1] == nil || gerrs[1] == nil {
+		t.Errorf("errors: pipe %v, godbus %v; want only sandbox.target's unknown property", perrs, gerrs)
+	}
+	if pid, _ := piped[0]["MainPID"].(uint32); pid == 0 {
+		t.Errorf("dbus.service MainPID = %v", piped[0]["MainPID"])
+	}
+}
