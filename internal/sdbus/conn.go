@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"sync"
 	"sync/atomic"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
@@ -52,10 +51,10 @@ type Conn struct {
 	private        bool
 	wire           *Wire
 	cancel         context.CancelFunc
-	// addr is where the property pipe (props.go) dials, lazily, once.
-	addr   string
-	pipeMu sync.Mutex
-	pipe   *pipe
+	// addr is where the property pipe (props.go) dials, for each batch;
+	// pipeBatches counts the batches it carried (tests).
+	addr        string
+	pipeBatches atomic.Uint64
 }
 
 // Wire counts D-Bus messages on the two connections under a Conn, including
@@ -189,12 +188,6 @@ func dial(ctx context.Context, addr string, private bool) (*Conn, error) {
 func (c *Conn) Close() {
 	c.Conn.Close()
 	c.cancel()
-	c.pipeMu.Lock()
-	if c.pipe != nil {
-		c.pipe.close()
-		c.pipe = nil
-	}
-	c.pipeMu.Unlock()
 }
 
 func (c *Conn) manager(bc *godbus.Conn) godbus.BusObject { return bc.Object(systemdDest, systemdPath) }

@@ -12,7 +12,9 @@
 //     many units by Properties.Get calls pipelined on a connection of
 //     their own (the property pipe: a hand-written encoder and a decoder of
 //     the few value types unit properties have, at most 100 calls in
-//     flight, all on the calling goroutine).
+//     flight, all on the calling goroutine). The one connection made per
+//     call: systemd sends every signal to every peer of its private socket,
+//     so an idle pipe would make PID 1 queue them.
 //   - text.go: D-Bus values and paths as text: PropertyText (a property as
 //     observed.Manager.Properties holds it), UnitNameFromPath, and the
 //     PropertiesChanged signal name.

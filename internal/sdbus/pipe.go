@@ -26,8 +26,9 @@ import (
 // in its decoder), ten times what systemd spends answering a Get; here a
 // batch of 9,000 Gets costs a few ms of CPU and one write per window.
 //
-// It is not safe for concurrent use (Conn serialises batches). After any
-// error it must be closed: replies of a batch may still be in flight.
+// It is not safe for concurrent use; Conn dials one per batch and closes
+// it after (systemd would otherwise queue its signals for it, see
+// GetUnitPropertiesContext).
 type pipe struct {
 	conn   net.Conn
 	r      *bufio.Reader

@@ -22,11 +22,17 @@ type PropertyQuery struct {
 }
 
 // GetUnitPropertiesContext reads the named properties of many units with
-// one Properties.Get per property, pipelined on a connection of c's own
-// (the property pipe, dialed on first use and kept until Close; see
-// pipe.go): a few hundred Gets per write, replies read as they come. For
-// the few properties a planner needs this costs systemd a third of what
-// one GetAll of every interface does, and costs the caller almost no CPU.
+// one Properties.Get per property, pipelined on a connection of its own
+// (the property pipe, pipe.go): a hundred Gets in flight, replies read as
+// they come. For the few properties a planner needs this costs systemd a
+// third of what one GetAll of every interface does, and costs the caller
+// almost no CPU.
+//
+// The pipe is dialed for each call and closed after it (a connect and an
+// EXTERNAL auth, well under a millisecond): systemd sends every signal to
+// every connection on its private socket, unasked, so a pipe kept open
+// between passes would have PID 1 queue signals for a reader that is not
+// reading. Calls may run concurrently, each on its own pipe.
 //
 // Outcomes:
 //   - (props, errs, nil): props[i] holds the values of queries[i] that
@@ -44,29 +50,21 @@ func (c *Conn) GetUnitPropertiesContext(ctx context.Context, queries []PropertyQ
 			owner = append(owner, i)
 		}
 	}
-	c.pipeMu.Lock()
-	defer c.pipeMu.Unlock()
 	var vals []any
 	var errs []error
-	if c.pipe == nil {
-		p, err := dialPipe(ctx, c.addr, c.private, c.wire)
-		switch {
-		case errors.Is(err, errPipeAddress):
-			vals, errs = c.getGodbus(ctx, calls)
-		case err != nil:
-			return nil, nil, err
-		default:
-			c.pipe = p
-		}
-	}
-	if c.pipe != nil {
-		var err error
-		vals, errs, err = c.pipe.getBatch(ctx, calls)
+	p, err := dialPipe(ctx, c.addr, c.private, c.wire)
+	switch {
+	case errors.Is(err, errPipeAddress):
+		vals, errs = c.getGodbus(ctx, calls)
+	case err != nil:
+		return nil, nil, err
+	default:
+		vals, errs, err = p.getBatch(ctx, calls)
+		p.close()
 		if err != nil {
-			c.pipe.close()
-			c.pipe = nil
 			return nil, nil, fmt.Errorf("read unit properties: %w", err)
 		}
+		c.pipeBatches.Add(1)
 	}
 	props := make([]map[string]any, len(queries))
 	qerrs := make([]error, len(queries))

@@ -91,11 +91,10 @@ func TestSandboxUnitPropertiesPipeAndGodbus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.pipe == nil {
+	if c.pipeBatches.Load() != 1 {
 		t.Fatal("the pipe was not used")
 	}
-	c.pipe.close()
-	c.pipe, c.addr = nil, "tcp:host=localhost,port=1" // not for the pipe: godbus
+	c.addr = "tcp:host=localhost,port=1" // not for the pipe: godbus
 	viaGodbus, gerrs, err := c.GetUnitPropertiesContext(ctx, qs)
 	if err != nil {
 		t.Fatal(err)
@@ -105,6 +104,9 @@ func TestSandboxUnitPropertiesPipeAndGodbus(t *testing.T) {
 	}
 	if perrs[0] != nil || gerrs[0] != nil || perrs[1] == nil || gerrs[1] == nil {
 		t.Errorf("errors: pipe %v, godbus %v; want only sandbox.target's unknown property", perrs, gerrs)
+	}
+	if c.pipeBatches.Load() != 1 {
+		t.Error("the godbus read went through the pipe")
 	}
 	if pid, _ := piped[0]["MainPID"].(uint32); pid == 0 {
 		t.Errorf("dbus.service MainPID = %v", piped[0]["MainPID"])
