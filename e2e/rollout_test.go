@@ -224,7 +224,8 @@ func TestRolloutResumesAfterAgentKill9Systemd(t *testing.T) {
 	t.Logf("agent killed with %d of %d services restarted; the next agent finished the rollout", killedAt, n)
 }
 
-// The same pacing on the process backend: 4 services, one at a time.
+// The same pacing on the process backend: 4 services, one at a time; an
+// agent kill -9 in the middle; then a bad version halts after one.
 func TestRolloutWavesProcess(t *testing.T) {
 	dir := t.TempDir()
 	m, state, log := filepath.Join(dir, "m"), filepath.Join(dir, "state"), filepath.Join(dir, "starts")
@@ -265,10 +266,19 @@ spec:
 		return out
 	}
 	write("1")
-	startProcAgent(t, m, state, "--stop-on-exit", "--max-parallel-restarts", "1")
+	a := startProcAgent(t, m, state, "--max-parallel-restarts", "1")
 	waitFor(t, "version 1 up", 60*time.Second, func() bool { return len(starts("1")) == n })
 	time.Sleep(2 * time.Second) // all ready
 	write("2")
+	// kill -9 the agent after the second restart; its successor (which
+	// adopts the running processes) finishes the rollout, restarting no
+	// service twice.
+	waitFor(t, "two restarts", 60*time.Second, func() bool { return len(starts("2")) >= 2 })
+	if err := a.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-a.done
+	a = startProcAgent(t, m, state, "--stop-on-exit", "--max-parallel-restarts", "1")
 	waitFor(t, "version 2 everywhere", 90*time.Second, func() bool { return len(starts("2")) == n })
 	s := starts("2")
 	for i := 0; i+1 < n; i++ {
@@ -276,7 +286,43 @@ spec:
 			t.Errorf("2 services started within %s: more than 1 restarting at once (%v)", d, s)
 		}
 	}
-	t.Logf("process backend: %d services one at a time in %s", n, time.Duration(s[n-1]-s[0]).Round(10*time.Millisecond))
+	t.Logf("process backend: %d services one at a time, agent kill -9 after 2, in %s", n, time.Duration(s[n-1]-s[0]).Round(10*time.Millisecond))
+	cli := func(args ...string) (string, int) {
+		out, err := exec.Command(filepath.Join(agentDir, "reconciler"), append(args, "--state-dir", state, "--backend", "process", "--manifests", m)...).CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return string(out), code
+	}
+	waitFor(t, "rollout complete", 30*time.Second, func() bool {
+		out, code := cli("rollout", "status")
+		return code == 0 && strings.Contains(out, "Rollout complete: 4 of 4")
+	})
+	time.Sleep(time.Second)
+	if got := len(starts("2")); got != n {
+		t.Errorf("%d starts of version 2, want %d: a service restarted twice", got, n)
+	}
+
+	// A bad version: the first wave's service fails, the other 3 keep
+	// version 2.
+	for i := 0; i < n; i++ {
+		s := fmt.Sprintf("apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: p%d}\nspec:\n  command: [\"/bin/sh\", \"-c\", \"echo 3 $(date +%%s%%N) >> %s; exit 3\"]\n  restart: {policy: never}\n", i, log)
+		if err := os.WriteFile(filepath.Join(m, fmt.Sprintf("p%d.yaml", i)), []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "rollout halted", 60*time.Second, func() bool {
+		out, code := cli("rollout", "status")
+		return code == 1 && strings.Contains(out, "Rollout HALTED: 1 of 4 services restarted") && strings.Contains(out, "failed:       p0.service")
+	})
+	time.Sleep(3 * time.Second) // passes go on (resync 1s): nothing more restarts
+	if got := len(starts("3")); got != 1 {
+		t.Errorf("%d services started the bad version, want 1 (the first wave)", got)
+	}
+	if out, code := cli("status"); code != 1 || strings.Count(out, "[ROLLOUT HALTED: previous version]") != n-1 {
+		t.Errorf("status (exit %d) does not show 3 services held:\n%s", code, out)
+	}
 }
 
 // --min-ready on the process backend, services without a readiness probe
