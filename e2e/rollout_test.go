@@ -105,15 +105,19 @@ func TestRolloutWavesSystemd(t *testing.T) {
 	}
 	e.eventually("RolloutHalted", 60*time.Second, func() bool { return a.hasEvent("RolloutHalted", "8 pending") })
 	time.Sleep(3 * time.Second) // passes keep coming (resync 2s): nothing more is restarted
-	failed, same := 0, 0
-	for u, p := range pids() {
-		switch {
-		case p == "failed":
-			failed++
-		case p == v2[u]:
-			same++
+	// held counts the failed services and those still on version 2.
+	held := func() (failed, same int) {
+		for u, p := range pids() {
+			switch {
+			case p == "failed":
+				failed++
+			case p == v2[u]:
+				same++
+			}
 		}
+		return failed, same
 	}
+	failed, same := held()
 	if failed != 2 || same != n-2 {
 		t.Fatalf("after the bad version: %d failed, %d still on the previous version (want 2, %d): %v", failed, same, n-2, pids())
 	}
@@ -138,26 +142,9 @@ func TestRolloutWavesSystemd(t *testing.T) {
 	if out, _, code := e.reconciler("rollout", "resume"); code != 0 || !strings.Contains(out, "past r00.service, r01.service; 8 pending") {
 		t.Fatalf("rollout resume (exit %d): %s", code, out)
 	}
-	e.eventually("the next wave failed", 60*time.Second, func() bool {
-		f := 0
-		for _, p := range pids() {
-			if p == "failed" {
-				f++
-			}
-		}
-		return f == 4
-	})
+	e.eventually("the next wave failed", 60*time.Second, func() bool { f, _ := held(); return f == 4 })
 	time.Sleep(3 * time.Second)
-	failed, same = 0, 0
-	for u, p := range pids() {
-		switch {
-		case p == "failed":
-			failed++
-		case p == v2[u]:
-			same++
-		}
-	}
-	if failed != 4 || same != n-4 {
+	if failed, same = held(); failed != 4 || same != n-4 {
 		t.Fatalf("after resume: %d failed, %d on the previous version (want 4, %d): %v", failed, same, n-4, pids())
 	}
 	if out, _, _ := e.reconciler("events"); !strings.Contains(out, "RolloutResumed") {
@@ -224,13 +211,10 @@ func TestRolloutResumesAfterAgentKill9Systemd(t *testing.T) {
 	t.Logf("agent killed with %d of %d services restarted; the next agent finished the rollout", killedAt, n)
 }
 
-// The same pacing on the process backend: 4 services, one at a time.
+// The same pacing on the process backend: 4 services, one at a time; an
+// agent kill -9 in the middle; then a bad version halts after one.
 func TestRolloutWavesProcess(t *testing.T) {
-	dir := t.TempDir()
-	m, state, log := filepath.Join(dir, "m"), filepath.Join(dir, "state"), filepath.Join(dir, "starts")
-	if err := os.MkdirAll(m, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	r := newProcRollout(t)
 	const n = 4
 	ports := make([]int, n)
 	for i := range ports {
@@ -238,45 +222,60 @@ func TestRolloutWavesProcess(t *testing.T) {
 	}
 	write := func(v string) {
 		for i := 0; i < n; i++ {
-			s := fmt.Sprintf(`apiVersion: resil.dev/v1
-kind: Service
-metadata: {name: p%d}
-spec:
-  command: ["/bin/sh", "-c", "echo $VERSION $(date +%%s%%N) >> %s; sleep 1; exec /usr/bin/python3 -m http.server %d --bind 127.0.0.1"]
+			r.write(fmt.Sprintf("p%d", i), fmt.Sprintf(`  command: ["/bin/sh", "-c", "echo $VERSION $(date +%%s%%N) >> %s; sleep 1; exec /usr/bin/python3 -m http.server %d --bind 127.0.0.1"]
   environment: {VERSION: "%s"}
   health:
     readiness: {tcp: "127.0.0.1:%d", interval: 200ms, failures: 1}
-`, i, log, ports[i], v, ports[i])
-			if err := os.WriteFile(filepath.Join(m, fmt.Sprintf("p%d.yaml", i)), []byte(s), 0o644); err != nil {
-				t.Fatal(err)
-			}
+`, r.log, ports[i], v, ports[i]))
 		}
-	}
-	starts := func(v string) []int64 {
-		data, _ := os.ReadFile(log)
-		var out []int64
-		for _, l := range strings.Split(string(data), "\n") {
-			if f := strings.Fields(l); len(f) == 2 && f[0] == v {
-				x, _ := strconv.ParseInt(f[1], 10, 64)
-				out = append(out, x)
-			}
-		}
-		sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
-		return out
 	}
 	write("1")
-	startProcAgent(t, m, state, "--stop-on-exit", "--max-parallel-restarts", "1")
-	waitFor(t, "version 1 up", 60*time.Second, func() bool { return len(starts("1")) == n })
+	a := startProcAgent(t, r.m, r.state, "--max-parallel-restarts", "1")
+	waitFor(t, "version 1 up", 60*time.Second, func() bool { return len(r.starts("1")) == n })
 	time.Sleep(2 * time.Second) // all ready
 	write("2")
-	waitFor(t, "version 2 everywhere", 90*time.Second, func() bool { return len(starts("2")) == n })
-	s := starts("2")
+	// kill -9 the agent after the second restart; its successor (which
+	// adopts the running processes) finishes the rollout, restarting no
+	// service twice.
+	waitFor(t, "two restarts", 60*time.Second, func() bool { return len(r.starts("2")) >= 2 })
+	if err := a.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-a.done
+	startProcAgent(t, r.m, r.state, "--stop-on-exit", "--max-parallel-restarts", "1")
+	waitFor(t, "version 2 everywhere", 90*time.Second, func() bool { return len(r.starts("2")) == n })
+	s := r.starts("2")
 	for i := 0; i+1 < n; i++ {
 		if d := time.Duration(s[i+1] - s[i]); d < time.Second {
 			t.Errorf("2 services started within %s: more than 1 restarting at once (%v)", d, s)
 		}
 	}
-	t.Logf("process backend: %d services one at a time in %s", n, time.Duration(s[n-1]-s[0]).Round(10*time.Millisecond))
+	t.Logf("process backend: %d services one at a time, agent kill -9 after 2, in %s", n, time.Duration(s[n-1]-s[0]).Round(10*time.Millisecond))
+	waitFor(t, "rollout complete", 30*time.Second, func() bool {
+		out, code := r.cli("rollout", "status")
+		return code == 0 && strings.Contains(out, "Rollout complete: 4 of 4")
+	})
+	time.Sleep(time.Second)
+	if got := len(r.starts("2")); got != n {
+		t.Errorf("%d starts of version 2, want %d: a service restarted twice", got, n)
+	}
+
+	// A bad version: the first wave's service fails, the other 3 keep
+	// version 2.
+	for i := 0; i < n; i++ {
+		r.write(fmt.Sprintf("p%d", i), fmt.Sprintf("  command: [\"/bin/sh\", \"-c\", \"echo 3 $(date +%%s%%N) >> %s; exit 3\"]\n  restart: {policy: never}\n", r.log))
+	}
+	waitFor(t, "rollout halted", 60*time.Second, func() bool {
+		out, code := r.cli("rollout", "status")
+		return code == 1 && strings.Contains(out, "Rollout HALTED: 1 of 4 services restarted") && strings.Contains(out, "failed:       p0.service")
+	})
+	time.Sleep(3 * time.Second) // passes go on (resync 1s): nothing more restarts
+	if got := len(r.starts("3")); got != 1 {
+		t.Errorf("%d services started the bad version, want 1 (the first wave)", got)
+	}
+	if out, code := r.cli("status"); code != 1 || strings.Count(out, "[ROLLOUT HALTED: previous version]") != n-1 {
+		t.Errorf("status (exit %d) does not show 3 services held:\n%s", code, out)
+	}
 }
 
 // --min-ready on the process backend, services without a readiness probe
@@ -285,61 +284,77 @@ spec:
 // processes start at least 1.5 s apart; `rollout status` then reports the
 // rollout complete.
 func TestRolloutMinReadyProcess(t *testing.T) {
-	dir := t.TempDir()
-	m, state, log := filepath.Join(dir, "m"), filepath.Join(dir, "state"), filepath.Join(dir, "starts")
-	if err := os.MkdirAll(m, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	r := newProcRollout(t)
 	const n = 3
 	write := func(v string) {
 		for i := 0; i < n; i++ {
-			s := fmt.Sprintf(`apiVersion: resil.dev/v1
-kind: Service
-metadata: {name: q%d}
-spec:
-  command: ["/bin/sh", "-c", "echo $VERSION $(date +%%s%%N) >> %s; exec sleep infinity"]
-  environment: {VERSION: "%s"}
-`, i, log, v)
-			if err := os.WriteFile(filepath.Join(m, fmt.Sprintf("q%d.yaml", i)), []byte(s), 0o644); err != nil {
-				t.Fatal(err)
-			}
+			r.write(fmt.Sprintf("q%d", i), fmt.Sprintf("  command: [\"/bin/sh\", \"-c\", \"echo $VERSION $(date +%%s%%N) >> %s; exec sleep infinity\"]\n  environment: {VERSION: \"%s\"}\n", r.log, v))
 		}
-	}
-	starts := func(v string) []int64 {
-		data, _ := os.ReadFile(log)
-		var out []int64
-		for _, l := range strings.Split(string(data), "\n") {
-			if f := strings.Fields(l); len(f) == 2 && f[0] == v {
-				x, _ := strconv.ParseInt(f[1], 10, 64)
-				out = append(out, x)
-			}
-		}
-		sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
-		return out
 	}
 	write("1")
-	startProcAgent(t, m, state, "--stop-on-exit", "--max-parallel-restarts", "1", "--min-ready", "1500ms")
-	waitFor(t, "version 1 up", 60*time.Second, func() bool { return len(starts("1")) == n })
+	startProcAgent(t, r.m, r.state, "--stop-on-exit", "--max-parallel-restarts", "1", "--min-ready", "1500ms")
+	waitFor(t, "version 1 up", 60*time.Second, func() bool { return len(r.starts("1")) == n })
 	time.Sleep(2 * time.Second) // older than --min-ready
 	write("2")
-	waitFor(t, "version 2 everywhere", 60*time.Second, func() bool { return len(starts("2")) == n })
-	s := starts("2")
+	waitFor(t, "version 2 everywhere", 60*time.Second, func() bool { return len(r.starts("2")) == n })
+	s := r.starts("2")
 	for i := 0; i+1 < n; i++ {
 		if d := time.Duration(s[i+1] - s[i]); d < 1500*time.Millisecond {
 			t.Errorf("2 services started %s apart, under --min-ready 1.5s (%v)", d, s)
 		}
 	}
-	cli := func(args ...string) (string, int) {
-		out, err := exec.Command(filepath.Join(agentDir, "reconciler"), append(args, "--state-dir", state)...).CombinedOutput()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		}
-		return string(out), code
-	}
 	waitFor(t, "rollout complete", 30*time.Second, func() bool {
-		out, code := cli("rollout", "status")
+		out, code := r.cli("rollout", "status")
 		return code == 0 && strings.Contains(out, "Rollout complete: 3 of 3 services restarted in 3 waves")
 	})
 	t.Logf("process backend: %d services one at a time, --min-ready 1.5s: %s", n, time.Duration(s[n-1]-s[0]).Round(10*time.Millisecond))
+}
+
+// procRollout is a process-backend rollout fixture: a manifests dir, a
+// state dir, and a log each service appends "VERSION start-ns" to.
+type procRollout struct {
+	t             *testing.T
+	m, state, log string
+}
+
+func newProcRollout(t *testing.T) *procRollout {
+	dir := t.TempDir()
+	r := &procRollout{t: t, m: filepath.Join(dir, "m"), state: filepath.Join(dir, "state"), log: filepath.Join(dir, "starts")}
+	if err := os.MkdirAll(r.m, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// write puts name.yaml with a spec (indented under spec:) in place.
+func (r *procRollout) write(name, spec string) {
+	r.t.Helper()
+	s := fmt.Sprintf("apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: %s}\nspec:\n%s", name, spec)
+	if err := os.WriteFile(filepath.Join(r.m, name+".yaml"), []byte(s), 0o644); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// starts are the start times (ns) logged for version v, in order.
+func (r *procRollout) starts(v string) []int64 {
+	data, _ := os.ReadFile(r.log)
+	var out []int64
+	for _, l := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(l); len(f) == 2 && f[0] == v {
+			x, _ := strconv.ParseInt(f[1], 10, 64)
+			out = append(out, x)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// cli runs a reconciler command on the fixture's dirs.
+func (r *procRollout) cli(args ...string) (string, int) {
+	out, err := exec.Command(filepath.Join(agentDir, "reconciler"), append(args, "--state-dir", r.state, "--backend", "process", "--manifests", r.m)...).CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	}
+	return string(out), code
 }

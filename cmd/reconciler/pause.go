@@ -48,6 +48,7 @@ func newPauseCmd(g *globals) *cobra.Command {
 					return exitCode(2, fmt.Errorf("%s", msg))
 				}
 			}
+			warnUnknownObjects(cmd.ErrOrStderr(), g, args)
 			now := time.Now()
 			uid, name := whoAmI()
 			ld := reconcile.NewLeaseDir(g.stateDir)
@@ -112,6 +113,35 @@ func newResumeCmd(g *globals) *cobra.Command {
 			}
 			return nil
 		},
+	}
+}
+
+// warnUnknownObjects warns of each name no manifest declares (a typo
+// pauses nothing): the lease is still taken, and holds an object of that
+// name should one appear. Manifests that cannot be read warn nothing.
+func warnUnknownObjects(w io.Writer, g *globals, names []string) {
+	opts, err := g.loadOptions()
+	if err != nil {
+		return
+	}
+	set, _ := desired.Load(g.manifests, opts)
+	if set == nil {
+		return
+	}
+	known := map[string]bool{}
+	for id, o := range set.Objects {
+		known[id], known[o.Metadata.Name] = true, true
+	}
+	for id, o := range set.NotSelected {
+		known[id], known[o.Metadata.Name] = true, true
+	}
+	for n := range set.BrokenNames {
+		known[n] = true
+	}
+	for _, n := range names {
+		if !known[n] && len(set.Broken) == 0 && len(set.Busy) == 0 {
+			fmt.Fprintf(w, "warning: no manifest in %s declares %s; the lease holds it should it appear\n", g.manifests, n)
+		}
 	}
 }
 

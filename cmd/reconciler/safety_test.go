@@ -41,8 +41,15 @@ func TestProcessBackendPauseResume(t *testing.T) {
 		}
 	}
 	out, code := e.cli("pause", "web", "--for", "30m", "--reason", "hotfix INC-123")
-	if code != 0 || !strings.Contains(out, "web paused until ") || !strings.Contains(out, ": hotfix INC-123 (30m0s)") {
+	if code != 0 || !strings.Contains(out, "web paused until ") || !strings.Contains(out, ": hotfix INC-123 (30m0s)") || strings.Contains(out, "warning") {
 		t.Fatalf("pause: exit %d\n%s", code, out)
+	}
+	// A typo pauses nothing that exists: a warning, and the lease anyway.
+	if out, code := e.cli("pause", "webb", "--for", "1m", "--reason", "typo"); code != 0 || !strings.Contains(out, "warning: no manifest in ") || !strings.Contains(out, " declares webb;") {
+		t.Errorf("pause of an unknown name: exit %d\n%s", code, out)
+	}
+	if out, code := e.cli("resume", "webb"); code != 0 {
+		t.Errorf("resume webb: exit %d\n%s", code, out)
 	}
 	e.write("web.yaml", strings.Replace(procWeb, "MODE: one", "MODE: two", 1))
 	e.write("db.yaml", strings.Replace(strings.Replace(procWeb, "name: web", "name: db", 1), "MODE: one", "MODE: two", 1))
