@@ -12,7 +12,7 @@
 //	supervisor.go       Supervisor: New, Run, commands to units, shutdown
 //	supervisor_load.go  loading unit files; adoption and stale processes at Run
 //	table.go            the process table (processes.json), crash-safe: intent
-//	                    before fork, group-committed writes (replaceFile: atomic, no fsync)
+//	                    before fork, group-committed writes (replaceFile: temp, fsync, rename)
 //	adopt.go            launch markers, /proc scan, intents and strays
 //	reset.go            reset requests (RequestReset)
 //	unit.go             a unit: its spec, status and commands

@@ -14,7 +14,7 @@ import (
 // snapshot is <stateDir>/status.json: the unit status as the running agent
 // sees it, so a read-only process (reconciler diff) or the next agent,
 // before it has adopted anything, observes the same state. It is advisory:
-// written without fsync, and trusted only as far as it can be checked (the
+// written atomically (at most every 100 ms), and trusted only as far as it can be checked (the
 // agent that wrote it must still run; a service's process must still match
 // the process table).
 type snapshot struct {
@@ -82,12 +82,8 @@ func (s *Supervisor) writeSnapshot() {
 	if err != nil {
 		return
 	}
-	tmp := s.snapshotPath() + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err == nil {
-		err = os.Rename(tmp, s.snapshotPath())
-		if err != nil {
-			s.log.Debug("write status snapshot failed", zap.Error(err))
-		}
+	if err := writeFileAtomic(s.snapshotPath(), b, 0o644); err != nil {
+		s.log.Debug("write status snapshot failed", zap.Error(err))
 	}
 }
 
@@ -171,43 +167,10 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	return renameio.WriteFile(path, data, perm, renameio.WithTempDir(filepath.Dir(path)))
 }
 
-// replaceFile writes path by temp file and rename, without fsync: a
-// process killed at any instant (the agent, SIGKILL) leaves the old or the
-// new content, complete, for the next agent. That is all the files that
-// use it need; an fsync guards only against a power loss or a kernel
-// crash, after which:
-//   - the process table (processes.json) describes processes of a boot
-//     that is over: the next agent finds them gone whatever it says;
-//   - a unit file or an enable marker the agent wrote is rendered from the
-//     manifests again and rewritten, or enabled again, by the next pass
-//     (one that is old, empty or missing differs from what it renders).
-//
-// Two fsyncs per start and one per written unit file, each a journal
-// commit on ext4, were what serialized a cold start of 100 services
-// (issue 12); timer stamps and reset markers keep writeFileAtomic.
+// replaceFile writes path atomically: temp file, fsync, rename (the
+// project's rule for every file the agent writes). The process table's
+// writes are group-committed (saveTable), so a cold start of many units
+// does not pay one fsync per change.
 func replaceFile(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
+	return writeFileAtomic(path, data, perm)
 }

@@ -97,7 +97,7 @@ func (s *Supervisor) updateRecord(name string, pid int, f func(*procRecord)) {
 	}
 }
 
-// saveTable writes the table (replaceFile: atomic, no fsync). It returns
+// saveTable writes the table (replaceFile: temp file, fsync, rename). It returns
 // once a write that holds every change made before the call is done, so an
 // intent row is in the file before its fork. Calls that arrive while a
 // write is under way wait for it and then share one write (group commit):
