@@ -43,6 +43,7 @@
 //	console.go         --log-format console: one aligned line per step and event (a zap core)
 //	schema.go          `reconciler schema`; debugpprof.go: pprof on the metrics listener (RESIL_DEBUG_PPROF=1),
 //	                   a CPU profile of one command (RESIL_CPUPROFILE=file)
+//	codepages_linux.go releaseCodePages: the executable's read-only pages dropped after quiet (memtrim.go)
 //	memtrim.go         run: the heap a pass grew goes back to the kernel once the agent is quiet
 //	pause.go, safety.go, diff_safety.go, status_safety.go: pause leases, the prune guard and grace
 //	                   (the commands, the flags, and their lines in diff and status)

@@ -21,7 +21,7 @@ import (
 type memTrim struct {
 	quiet  time.Duration
 	passed chan struct{}
-	free   func() // debug.FreeOSMemory; tests count calls
+	free   func() // trimMemory; tests count calls
 }
 
 func newMemTrim(quiet time.Duration) *memTrim {
