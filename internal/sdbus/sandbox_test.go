@@ -33,14 +33,7 @@ func TestSandboxPrivateSocketFromHost(t *testing.T) {
 // Conn.GetAllPropertiesContext answers what go-systemd's method of the same
 // name (which it shadows) answers.
 func TestSandboxGetAllProperties(t *testing.T) {
-	sb := sandbox.New(t, sandbox.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c, err := DialBus(ctx, filepath.Join(sb.Root(), "run/dbus/system_bus_socket"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	ctx, c := sandboxBus(t)
 	for _, unit := range []string{"dbus.service", "sandbox.target", "systemd-journald.socket", "no-such.service"} {
 		got, err := c.GetAllPropertiesContext(ctx, unit)
 		if err != nil {
@@ -72,14 +65,7 @@ func TestSandboxGetAllProperties(t *testing.T) {
 // GetUnitPropertiesContext reads through the property pipe what it reads
 // through godbus (an address the pipe does not dial), value for value.
 func TestSandboxUnitPropertiesPipeAndGodbus(t *testing.T) {
-	sb := sandbox.New(t, sandbox.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c, err := DialBus(ctx, filepath.Join(sb.Root(), "run/dbus/system_bus_socket"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	ctx, c := sandboxBus(t)
 	qs := []PropertyQuery{
 		{Unit: "dbus.service", Props: []Property{{"org.freedesktop.systemd1.Unit", "FragmentPath"}, {"org.freedesktop.systemd1.Unit", "DropInPaths"},
 			{"org.freedesktop.systemd1.Unit", "NeedDaemonReload"}, {"org.freedesktop.systemd1.Service", "MainPID"},
@@ -111,4 +97,19 @@ func TestSandboxUnitPropertiesPipeAndGodbus(t *testing.T) {
 	if pid, _ := piped[0]["MainPID"].(uint32); pid == 0 {
 		t.Errorf("dbus.service MainPID = %v", piped[0]["MainPID"])
 	}
+}
+
+// sandboxBus boots a sandboxed systemd and dials its system bus; both end
+// with the test.
+func sandboxBus(t *testing.T) (context.Context, *Conn) {
+	t.Helper()
+	sb := sandbox.New(t, sandbox.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	c, err := DialBus(ctx, filepath.Join(sb.Root(), "run/dbus/system_bus_socket"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return ctx, c
 }
