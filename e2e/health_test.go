@@ -117,11 +117,7 @@ func monoDelta(a, b string) time.Duration {
 // answers (what the steps after it wait for; this backend has no
 // requires, and after= orders nothing), and web is activating until then.
 func TestStartupProbeProcessBackend(t *testing.T) {
-	dir := t.TempDir()
-	m, state := filepath.Join(dir, "m"), filepath.Join(dir, "state")
-	if err := os.MkdirAll(m, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir, m, state := procDirs(t)
 	port := freeTCPPort(t)
 	web := startupManifests(port, filepath.Join(dir, "seen"), false)
 	web = web[:strings.Index(web, "---")]

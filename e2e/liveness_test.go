@@ -73,11 +73,7 @@ func TestLivenessRestartsHungServerSystemd(t *testing.T) {
 // The same on the process backend: the supervisor's restart of the
 // stopped server (SIGTERM then SIGCONT).
 func TestLivenessRestartsHungServerProcess(t *testing.T) {
-	dir := t.TempDir()
-	m, state := filepath.Join(dir, "m"), filepath.Join(dir, "state")
-	if err := os.MkdirAll(m, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	_, m, state := procDirs(t)
 	port := freeTCPPort(t)
 	if err := os.WriteFile(filepath.Join(m, "web.yaml"), []byte(livenessManifest(port)), 0o644); err != nil {
 		t.Fatal(err)

@@ -65,12 +65,8 @@ func hasVar(vars [][]byte, kv []byte) bool {
 // stable service keeps its PID and ran once, and after a last restart the
 // edited one runs its latest version while diff is clean.
 func TestProcessBackendKill9DuringEdits(t *testing.T) {
-	dir := t.TempDir()
-	m, state := filepath.Join(dir, "m"), filepath.Join(dir, "state")
+	dir, m, state := procDirs(t)
 	stableRuns, editedRuns := filepath.Join(dir, "stable.runs"), filepath.Join(dir, "edited.runs")
-	if err := os.MkdirAll(m, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() {
 		for _, u := range []string{"stable.service", "edited.service"} {
 			for _, pid := range supervised(t, state, u) {

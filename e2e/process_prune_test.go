@@ -19,11 +19,7 @@ import (
 // first observation would show.
 func TestProcessBackendApplyAdoptsThenPrunes(t *testing.T) {
 	const n = 24
-	dir := t.TempDir()
-	m, state := filepath.Join(dir, "m"), filepath.Join(dir, "state")
-	if err := os.MkdirAll(m, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	_, m, state := procDirs(t)
 	units := make([]string, n)
 	for i := range units {
 		name := fmt.Sprintf("p%02d", i)

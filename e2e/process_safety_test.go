@@ -16,11 +16,7 @@ import (
 // (One-shot CLI cases: cmd/reconciler/safety_test.go; systemd:
 // safety_test.go.)
 func TestProcessAgentSafetyRails(t *testing.T) {
-	dir := t.TempDir()
-	m, state := filepath.Join(dir, "m"), filepath.Join(dir, "state")
-	if err := os.MkdirAll(m, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	_, m, state := procDirs(t)
 	write := func(name, mode string) {
 		t.Helper()
 		body := fmt.Sprintf("apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: %s}\nspec:\n  command: [\"/bin/sleep\", \"infinity\"]\n  environment: {MODE: %s}\n", name, mode)

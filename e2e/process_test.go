@@ -51,6 +51,18 @@ func startProcAgent(t *testing.T, manifests, state string, extra ...string) *pro
 	return a
 }
 
+// procDirs makes a test's directory with an empty manifests dir m and
+// the path of a state dir for a process-backend agent.
+func procDirs(t *testing.T) (dir, m, state string) {
+	t.Helper()
+	dir = t.TempDir()
+	m, state = filepath.Join(dir, "m"), filepath.Join(dir, "state")
+	if err := os.MkdirAll(m, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir, m, state
+}
+
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)

@@ -72,11 +72,7 @@ spec:
 // again with its first pass and restarts the service once (cause
 // liveness), not more.
 func TestLivenessAfterAgentKill9Process(t *testing.T) {
-	dir := t.TempDir()
-	m, state := filepath.Join(dir, "m"), filepath.Join(dir, "state")
-	if err := os.MkdirAll(m, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	_, m, state := procDirs(t)
 	port := freeTCPPort(t)
 	if err := os.WriteFile(filepath.Join(m, "web.yaml"), []byte(livenessManifest(port)), 0o644); err != nil {
 		t.Fatal(err)

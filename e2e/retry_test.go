@@ -141,12 +141,8 @@ func TestTimerRetryRidesThroughOutage(t *testing.T) {
 
 // The same on the process backend (the agent on this host).
 func TestProcessTimerRetryRidesThroughOutage(t *testing.T) {
-	dir := t.TempDir()
-	m, state := filepath.Join(dir, "m"), filepath.Join(dir, "state")
+	dir, m, state := procDirs(t)
 	dep, attempts, ok := filepath.Join(dir, "dep"), filepath.Join(dir, "attempts"), filepath.Join(dir, "ok")
-	if err := os.MkdirAll(m, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	if err := os.WriteFile(dep, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -318,12 +318,8 @@ type procRollout struct {
 }
 
 func newProcRollout(t *testing.T) *procRollout {
-	dir := t.TempDir()
-	r := &procRollout{t: t, m: filepath.Join(dir, "m"), state: filepath.Join(dir, "state"), log: filepath.Join(dir, "starts")}
-	if err := os.MkdirAll(r.m, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return r
+	dir, m, state := procDirs(t)
+	return &procRollout{t: t, m: m, state: state, log: filepath.Join(dir, "starts")}
 }
 
 // write puts name.yaml with a spec (indented under spec:) in place.
