@@ -210,7 +210,6 @@ func (r *Reconciler) afterRollout(log *zap.Logger, plan Plan, now time.Time) {
 		r.rolloutGate = time.Time{} // the gated wave is admitted
 	}
 	rec := r.rolloutRec
-	prev, _ := json.Marshal(rec)
 	hasCands := rep != nil && (len(rep.Admitted) > 0 || len(rep.Waves) > 0)
 	switch {
 	case hasCands && !rec.Active && len(rep.Waves) == 0:
@@ -229,6 +228,7 @@ func (r *Reconciler) afterRollout(log *zap.Logger, plan Plan, now time.Time) {
 		return
 	}
 	r.rolloutRecent = nil
+	prev, _ := json.Marshal(r.rolloutRec) // the record before this pass
 	// A newer version of a service the rollout restarted extends it: the
 	// service is pending again (Done leaves it out) and restarted again.
 	if rep != nil && len(rep.Admitted) > 0 {
