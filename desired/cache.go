@@ -3,7 +3,9 @@ package desired
 import (
 	"errors"
 	"path/filepath"
+	"slices"
 	"sync"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -25,11 +27,26 @@ import (
 // Load start again without the cache, so the problem is reported with its
 // position as always.
 //
+// A file changed within racyWindow before a load began is read and
+// parsed, not cached: file times come from a coarse clock.
+//
+// The cache can be kept in a file from one command to the next
+// (LoadFileCache, Save; cache_file.go): `apply` and `diff` then parse
+// only what changed since the last command, as the agent does between
+// passes.
+//
 // Objects are shared between the Sets of successive loads; they are not
 // modified after Load returns. Safe for one Load at a time.
 type FileCache struct {
 	mu    sync.Mutex
 	files map[string]cachedFile
+	// dir is the resolved manifests directory the files are relative to
+	// ("" before the first store); a load of another directory misses.
+	dir string
+	// stamp and dirty are for the cache file (cache_file.go): who wrote
+	// it, and whether files changed since it was read or written.
+	stamp string
+	dirty bool
 }
 
 // NewFileCache returns an empty cache.
@@ -62,6 +79,9 @@ func (l *loader) readCached(rel string, dropInDirs map[string]bool) (objs []*Obj
 	l.ids[rel] = id
 	l.cache.mu.Lock()
 	c, found := l.cache.files[rel]
+	if l.cache.dir != l.dir {
+		found = false
+	}
 	l.cache.mu.Unlock()
 	if found && c.id == id {
 		hit = true
@@ -99,9 +119,22 @@ func (c *FileCache) forget(files []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, f := range files {
-		delete(c.files, f)
+		if _, ok := c.files[f]; ok {
+			delete(c.files, f)
+			c.dirty = true
+		}
 	}
 }
+
+// racyWindow: a file changed this recently before a load began is not
+// cached. File times come from a coarse clock (a kernel tick, seconds on
+// some file systems): a second write within the same tick as the one a
+// load read, of the same size, would leave every field of fileID as it
+// was, and the cache would answer with the old objects. A file is cached
+// only once its change time is older than the load by more than the
+// coarsest granularity (as git treats "racily clean" index entries). A
+// change time in the future (the clock was set back) is racy too.
+const racyWindow = 2 * time.Second
 
 // store replaces the cache with the files of this load that loaded
 // cleanly (see FileCache), with the objects they gave.
@@ -121,9 +154,22 @@ func (c *FileCache) store(l *loader, set *Set, all []*Object) {
 		if !opened || bad[f] || len(objs) == 0 || len(l.errs[f]) > 0 || l.busy[f] || l.empty[f] {
 			continue
 		}
+		if id.ctime > l.started.Add(-racyWindow).UnixNano() {
+			continue
+		}
 		files[f] = cachedFile{id: id, objs: objs}
 	}
 	c.mu.Lock()
-	c.files = files
-	c.mu.Unlock()
+	defer c.mu.Unlock()
+	if c.dir != l.dir || len(files) != len(c.files) {
+		c.dirty = true
+	} else {
+		for f, n := range files {
+			if o, ok := c.files[f]; !ok || o.id != n.id || !slices.Equal(o.objs, n.objs) {
+				c.dirty = true
+				break
+			}
+		}
+	}
+	c.files, c.dir = files, l.dir
 }

@@ -7,7 +7,15 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
+
+// ageFiles makes the loads of this test treat every file as changed long
+// enough ago to be cached (racyWindow); the test writes them just before.
+func ageFiles(t testing.TB) {
+	loadClock = func() time.Time { return time.Now().Add(racyWindow + time.Second) }
+	t.Cleanup(func() { loadClock = time.Now })
+}
 
 // loadCached loads dir with the cache c (owner checks off, as the other
 // tests of temporary directories).
@@ -22,6 +30,7 @@ func loadCached(t *testing.T, dir string, c *FileCache) (*Set, error) {
 // and mtime (another inode), a drop-in folder appearing for its object.
 // Each load with the cache equals a load without it.
 func TestFileCacheInvalidation(t *testing.T) {
+	ageFiles(t)
 	dir := t.TempDir()
 	writeFiles(t, dir, map[string]string{"a.yaml": svcDoc("a", "/bin/aaa"), "b.yaml": svcDoc("b", "/bin/bbb")})
 	c := NewFileCache()
@@ -99,6 +108,7 @@ func TestFileCacheInvalidation(t *testing.T) {
 // defines the same object) is reported exactly as without the cache, with
 // its line, and a busy or refused file is found on a cache hit as on a read.
 func TestFileCacheChecksStillMade(t *testing.T) {
+	ageFiles(t)
 	dir := t.TempDir()
 	writeFiles(t, dir, map[string]string{"a.yaml": svcDoc("a", "/bin/true")})
 	c := NewFileCache()
@@ -150,6 +160,7 @@ func TestFileCacheChecksStillMade(t *testing.T) {
 // BenchmarkLoad1000Cached is BenchmarkLoad1000 with a FileCache: the
 // agent's loop loading an unchanged directory (owner checks on).
 func BenchmarkLoad1000Cached(b *testing.B) {
+	ageFiles(b)
 	dir := b.TempDir()
 	files := map[string]string{}
 	for i := 1; i <= 1000; i++ {

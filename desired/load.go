@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/go-multierror"
 )
@@ -117,10 +118,12 @@ type loader struct {
 	// cache is Options.Cache (nil: none); ids are the identities of the
 	// manifest files opened, served the files answered from it and
 	// cached their objects (cache.go).
-	cache  *FileCache
-	ids    map[string]fileID
-	served map[string]bool
-	cached map[*Object]bool
+	cache *FileCache
+	// started is when the load began (the cache's racy-file rule).
+	started time.Time
+	ids     map[string]fileID
+	served  map[string]bool
+	cached  map[*Object]bool
 }
 
 // Load reads every manifest in dir.
@@ -168,6 +171,10 @@ func Load(dir string, opts Options) (*Set, error) {
 	}
 }
 
+// loadClock tells when a load begins (the cache's racy-file rule); tests
+// move it forward to treat files just written as old.
+var loadClock = time.Now
+
 // maxSwapRetries bounds the loads done again because the directory was
 // swapped during them.
 const maxSwapRetries = 5
@@ -204,7 +211,7 @@ func loadOnce(dir, orig string, opts Options) (*Set, bool, error) {
 	}
 	l := &loader{dir: resolved, opts: opts, budget: opts.MaxDirBytes, errs: map[string][]error{},
 		w: w, stack: stack, subdirs: map[string][]*dirNode{}, busy: map[string]bool{}, empty: map[string]bool{},
-		cache: opts.Cache, ids: map[string]fileID{}, served: map[string]bool{}, cached: map[*Object]bool{}}
+		cache: opts.Cache, started: loadClock(), ids: map[string]fileID{}, served: map[string]bool{}, cached: map[*Object]bool{}}
 	set := &Set{
 		Dir:         resolved,
 		Objects:     map[string]*Object{},

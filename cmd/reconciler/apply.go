@@ -78,6 +78,7 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 	defer func() { stopBg(); _ = bg.Wait() }()
 	start := time.Now()
 	res, err := r.Reconcile(ctx, opts)
+	g.saveManifestCache(log)
 	if snapshot != nil && res.Observed != nil {
 		snapshot(statusAfter(ctx, r, res, err, log))
 	}

@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -129,7 +132,16 @@ func newReconciler(g *globals, be *backend, log *zap.Logger, events reconcile.Re
 	if err != nil {
 		return nil, err
 	}
-	opts.Cache = desired.NewFileCache() // a pass parses only the manifests changed since the last
+	// A pass parses only the manifests changed since the last; the cache
+	// file carries that from one command to the next (desired/cache_file.go).
+	cache, cerr := desired.LoadFileCache(g.manifestCachePath(), binaryStamp())
+	if cerr != nil && !errors.Is(cerr, fs.ErrNotExist) {
+		log.Debug("manifest cache file not used", zap.Error(cerr))
+	}
+	opts.Cache = cache
+	if !readOnly {
+		g.cache = cache
+	}
 	manifests, err := filepath.Abs(g.manifests)
 	if err != nil {
 		return nil, fmt.Errorf("manifests path: %w", err)
@@ -148,4 +160,39 @@ func newReconciler(g *globals, be *backend, log *zap.Logger, events reconcile.Re
 		AfterStep: afterStep, Health: be.Health, MaxParallelRestarts: g.maxParallelRestarts, RolloutReadyTimeout: g.rolloutReadyTimeout, Rollout: g.rollout, LastGood: reconcile.NewLastGoodFile(g.stateDir, readOnly),
 		Safety: safety,
 	}), nil
+}
+
+// manifestCachePath is the manifest cache file in the state directory.
+func (g *globals) manifestCachePath() string { return filepath.Join(g.stateDir, desired.CacheFileName) }
+
+// saveManifestCache writes the manifest cache file when the last pass
+// changed what it holds (apply, and run after each pass). Not for read-only
+// commands (diff), which have no g.cache. A failure costs only speed.
+func (g *globals) saveManifestCache(log *zap.Logger) {
+	if g.cache == nil {
+		return
+	}
+	if err := g.cache.Save(g.manifestCachePath()); err != nil {
+		log.Warn("manifest cache file not saved", zap.Error(err))
+	}
+}
+
+// binaryStamp identifies this executable for the manifest cache file: a
+// cache written by another build is not used, as that build may parse
+// manifests differently. The identity is the executable file's inode,
+// size and modification time, and the Go version.
+func binaryStamp() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	fi, err := os.Stat(exe)
+	if err != nil {
+		return ""
+	}
+	var ino uint64
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		ino = st.Ino
+	}
+	return fmt.Sprintf("%s %d %d %d %s", buildVersion(), ino, fi.Size(), fi.ModTime().UnixNano(), runtime.Version())
 }

@@ -38,6 +38,9 @@ func exitCode(code int, err error) error { return &exitError{code: code, err: er
 
 // globals are the flags every command shares.
 type globals struct {
+	// cache is the manifest cache of a writing command, saved after its
+	// passes (saveManifestCache); nil for read-only ones.
+	cache      *desired.FileCache
 	manifests  string
 	unitDir    string
 	managerDir string

@@ -67,7 +67,8 @@ func newRunCmd(g *globals) *cobra.Command {
 			// Each after-pass hook sees every pass result (heartbeat, sd_notify,
 			// metrics); add one per concern.
 			trim := newMemTrim(250 * time.Millisecond) // heap back to the kernel once quiet (memtrim.go)
-			afterPass := []func(reconcile.Result, error){firstPassLog(log), sd.afterPass, newTimerLog(log).afterPass, obs.afterPass, hp.afterPass, trim.afterPass}
+			saveCache := func(reconcile.Result, error) { g.saveManifestCache(log) }
+			afterPass := []func(reconcile.Result, error){firstPassLog(log), sd.afterPass, newTimerLog(log).afterPass, obs.afterPass, hp.afterPass, saveCache, trim.afterPass}
 			loop.AfterPass = func(res reconcile.Result, err error) {
 				for _, h := range afterPass {
 					h(res, err)
