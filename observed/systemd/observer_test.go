@@ -104,7 +104,6 @@ func TestObserve(t *testing.T) {
 	want := &observed.Unit{
 		Name: "worker.service", Path: filepath.Join(dir, "worker.service"), File: owned("Service/worker"), Owner: "Service/worker",
 		LoadState: "loaded", ActiveState: "active", SubState: "running", Result: "success", UnitFileState: "enabled",
-		FragmentPath: filepath.Join(dir, "worker.service"),
 		DropInPaths:  []string{filepath.Join(dir, "worker.service.d", "override.conf"), "/nonexistent/gone.conf"},
 		DropIns:      map[string][]byte{filepath.Join(dir, "worker.service.d", "override.conf"): []byte("[Service]\nNice=5\n")},
 		NRestarts:    2, MainPID: 4242, ExecMainStartTimestamp: 1_700_000_000_000_000,
