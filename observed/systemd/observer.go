@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
@@ -260,7 +261,7 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 	if err != nil {
 		return nil, err
 	}
-	vendor, err := o.vendorFiles(ctx, want)
+	vendor, typeDropIns, err := o.vendorFiles(ctx, want)
 	if err != nil {
 		return nil, err
 	}
@@ -302,7 +303,38 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 	}
 	read, reusable, gen := o.cachePlan(full, loaded, files, triples, vendor)
 	var errs *multierror.Error
-	errs = multierror.Append(errs, o.readProperties(ctx, read)...)
+	// systemd's last unit load: a unit loaded from files that have not
+	// changed since has no reload pending (settled), and its
+	// NeedDaemonReload, the dearest property, is not asked for.
+	var loadStart uint64
+	settled := map[string]bool{}
+	var candidates []*observed.Unit
+	for _, u := range read {
+		if !typeDropIns && files[u.Name].data != nil && !vendor[u.Name].overrides {
+			candidates = append(candidates, u)
+		}
+	}
+	if len(candidates) > 0 {
+		if loadStart, err = o.unitsLoadStart(ctx); err != nil {
+			errs = multierror.Append(errs, err)
+		}
+		now := time.Now()
+		for _, u := range candidates {
+			if loadedAsOnDisk(u, files[u.Name], vendor[u.Name], loadStart, now) {
+				settled[u.Name] = true
+			}
+		}
+	}
+	errs = multierror.Append(errs, o.readProperties(ctx, read, settled)...)
+	// A settled unit with a loaded drop-in that is not where resil looks
+	// (or no longer there): systemd answers after all.
+	var unsure []*observed.Unit
+	for _, u := range read {
+		if settled[u.Name] && loadedElsewhere(o.cfg.root, u, vendor[u.Name].dropIns) {
+			unsure = append(unsure, u)
+		}
+	}
+	errs = multierror.Append(errs, o.readNeedDaemonReload(ctx, unsure)...)
 	dropInTimes := make(map[string]map[string]time.Time, len(loaded))
 	readDropIns := func(units []*observed.Unit) {
 		for _, u := range units {
@@ -323,7 +355,7 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 				again = append(again, u)
 			}
 		}
-		errs = multierror.Append(errs, o.readProperties(ctx, again)...)
+		errs = multierror.Append(errs, o.readProperties(ctx, again, nil)...)
 		readDropIns(again)
 	}
 	for _, u := range loaded {
@@ -332,9 +364,8 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 		}
 	}
 	// systemd's last unit load matters only while a reload is pending.
-	var loadStart uint64
 	for _, u := range loaded {
-		if u.NeedDaemonReload && u.Active() && u.Owner != "" {
+		if loadStart == 0 && u.NeedDaemonReload && u.Active() && u.Owner != "" {
 			if loadStart, err = o.unitsLoadStart(ctx); err != nil {
 				errs = multierror.Append(errs, err)
 			}
@@ -393,8 +424,8 @@ func needsProperties(u *observed.Unit) bool {
 
 // unitFile is one regular file in the unit directory.
 type unitFile struct {
-	data  []byte
-	mtime time.Time
+	data         []byte
+	mtime, ctime time.Time
 }
 
 // scanUnitDir reads every regular file with a unit suffix directly in the
@@ -414,13 +445,13 @@ func (o *Observer) scanUnitDir() (map[string]unitFile, error) {
 		if !e.Type().IsRegular() || strings.HasPrefix(n, ".") || !HasUnitSuffix(n) {
 			continue
 		}
-		data, mtime, err := readFile(filepath.Join(o.unitDir, n))
+		data, fi, err := readFileStat(filepath.Join(o.unitDir, n))
 		switch {
 		case errors.Is(err, fs.ErrNotExist): // removed meanwhile
 		case err != nil:
 			errs = multierror.Append(errs, err)
 		default:
-			files[n] = unitFile{data: data, mtime: mtime}
+			files[n] = unitFile{data: data, mtime: fi.ModTime(), ctime: changeTime(fi)}
 		}
 	}
 	return files, errs.ErrorOrNil()
@@ -455,7 +486,7 @@ func (o *Observer) listUnits(ctx context.Context, names []string) (map[string]sd
 // with one batch of pipelined Gets of the properties fillUnit reads
 // (pipedProperties), any other unit's (or every unit's, WithGetAll) with
 // one GetAll each, o.cfg.concurrency at a time.
-func (o *Observer) readProperties(ctx context.Context, units []*observed.Unit) []error {
+func (o *Observer) readProperties(ctx context.Context, units []*observed.Unit, settled map[string]bool) []error {
 	var (
 		mu    sync.Mutex
 		errs  []error
@@ -465,7 +496,7 @@ func (o *Observer) readProperties(ctx context.Context, units []*observed.Unit) [
 		qs    []sdbus.PropertyQuery
 	)
 	for _, u := range units {
-		if props := pipedProperties(u); props != nil && !o.cfg.getAll {
+		if props := pipedProperties(u, settled[u.Name]); props != nil && !o.cfg.getAll {
 			piped = append(piped, u)
 			qs = append(qs, sdbus.PropertyQuery{Unit: u.Name, Props: props})
 			continue
@@ -557,17 +588,122 @@ const (
 
 // pipedProperties returns the properties to Get of a unit (its SubState
 // as ListUnitsByNames gave it), nil for a unit type read with GetAll.
-func pipedProperties(u *observed.Unit) []sdbus.Property {
-	name := u.Name
-	switch {
+// settled leaves out NeedDaemonReload (loadedAsOnDisk).
+func pipedProperties(u *observed.Unit, settled bool) []sdbus.Property {
+	var props []sdbus.Property
+	switch name := u.Name; {
 	case strings.HasSuffix(name, ".service") && u.SubState == "running":
-		return serviceRunningProps
+		props = serviceRunningProps
 	case strings.HasSuffix(name, ".service"):
-		return serviceProps
+		props = serviceProps
 	case strings.HasSuffix(name, ".timer"):
-		return timerProps
+		props = timerProps
+	default:
+		return nil
 	}
-	return nil
+	if settled {
+		return withoutReloadFlag[&props[0]]
+	}
+	return props
+}
+
+// withoutReloadFlag holds each property list without NeedDaemonReload,
+// by the list's first element.
+var withoutReloadFlag = func() map[*sdbus.Property][]sdbus.Property {
+	m := map[*sdbus.Property][]sdbus.Property{}
+	for _, props := range [][]sdbus.Property{serviceRunningProps, serviceProps, timerProps} {
+		var out []sdbus.Property
+		for _, p := range props {
+			if p.Name != "NeedDaemonReload" {
+				out = append(out, p)
+			}
+		}
+		m[&props[0]] = out
+	}
+	return m
+}()
+
+// readNeedDaemonReload reads NeedDaemonReload alone, for units whose other
+// properties were read.
+func (o *Observer) readNeedDaemonReload(ctx context.Context, units []*observed.Unit) []error {
+	if len(units) == 0 {
+		return nil
+	}
+	qs := make([]sdbus.PropertyQuery, len(units))
+	for i, u := range units {
+		o.count("GetProperties")
+		qs[i] = sdbus.PropertyQuery{Unit: u.Name, Props: []sdbus.Property{{Interface: ifaceUnit, Name: "NeedDaemonReload"}}}
+	}
+	props, perr, err := o.c.GetUnitPropertiesContext(ctx, qs)
+	if err != nil {
+		return []error{err}
+	}
+	var errs []error
+	for i, u := range units {
+		if perr[i] != nil {
+			errs = append(errs, fmt.Errorf("read properties of %s: %w", u.Name, perr[i]))
+			continue
+		}
+		r := propReader{m: props[i]}
+		u.NeedDaemonReload = r.bool("NeedDaemonReload")
+		if r.err != nil {
+			errs = append(errs, fmt.Errorf("read properties of %s: %w", u.Name, r.err))
+		}
+	}
+	return errs
+}
+
+// loadMargin is how much older than systemd's last unit load a file must
+// be to count as loaded: file times come from the kernel's coarse clock,
+// which lags the precise one systemd stamps the load with by up to one
+// tick (1-10 ms).
+const loadMargin = 50 * time.Millisecond
+
+// loadedAsOnDisk reports whether systemd loaded u from the files on disk
+// as they are, without asking it (NeedDaemonReload costs PID 1 three
+// times any other property: it stats the fragment and scans every drop-in
+// directory of the search path). It is so when u is loaded from resil's
+// file in the unit directory (nothing earlier in the search path overrides
+// it) and that file, every NAME.d drop-in directory of the search path and
+// the files in them last changed (ctime: no one can set it back) before
+// systemd's last unit load began, loadStart (µs; UnitsLoadTimestamp, set
+// at the start of every daemon-reload, measured against the reload's call
+// in TestSandboxNeedDaemonReloadFromDisk). A daemon-reload loads every
+// unit again, and a unit loaded later reads the same files. systemd's own
+// check is the files' mtimes against those it loaded, and the drop-in
+// list. Drop-in directories for a whole type or prefix (service.d,
+// foo-.service.d) are not looked at per unit: the caller asks systemd
+// whenever one exists (typeDropIns); a loaded drop-in from anywhere else
+// makes it ask too (loadedElsewhere). A load time later than now (the
+// clock was set back) proves nothing.
+func loadedAsOnDisk(u *observed.Unit, f unitFile, v vendor, loadStart uint64, now time.Time) bool {
+	if loadStart == 0 || u.LoadState != "loaded" || f.data == nil || f.ctime.IsZero() || v.overrides {
+		return false
+	}
+	ls := time.UnixMicro(int64(loadStart))
+	if ls.After(now) {
+		return false
+	}
+	limit := ls.Add(-loadMargin)
+	return f.ctime.Before(limit) && (v.dropInsChanged.IsZero() || v.dropInsChanged.Before(limit))
+}
+
+// loadedElsewhere reports a drop-in systemd loaded for u that is not one
+// of the NAME.d files found on disk (onDisk).
+func loadedElsewhere(root string, u *observed.Unit, onDisk []string) bool {
+	if len(u.DropInPaths) == 0 {
+		return false
+	}
+	found := make(map[string]bool, len(onDisk))
+	for _, p := range onDisk {
+		found[canonPath(root, p)] = true
+	}
+	for _, p := range u.DropInPaths {
+		if !found[canonPath(root, p)] {
+			return true
+		}
+	}
+	return false
 }
 
 // fillUnit copies the properties the planner needs. A property of the wrong
@@ -695,23 +831,41 @@ func (o *Observer) readDropIns(u *observed.Unit) (map[string]time.Time, error) {
 // time (of the open file, so both describe the same inode); larger files
 // are an error, not silently truncated.
 func readFile(path string) ([]byte, time.Time, error) {
-	f, err := os.Open(path)
+	data, fi, err := readFileStat(path)
 	if err != nil {
 		return nil, time.Time{}, err
+	}
+	return data, fi.ModTime(), nil
+}
+
+// readFileStat is readFile with the whole stat of the open file.
+func readFileStat(path string) ([]byte, os.FileInfo, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("stat %s: %w", path, err)
+		return nil, nil, fmt.Errorf("stat %s: %w", path, err)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("read %s: %w", path, err)
+		return nil, nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	if len(data) > maxFileSize {
-		return nil, time.Time{}, fmt.Errorf("read %s: larger than %d bytes", path, maxFileSize)
+		return nil, nil, fmt.Errorf("read %s: larger than %d bytes", path, maxFileSize)
 	}
-	return data, fi.ModTime(), nil
+	return data, fi, nil
+}
+
+// changeTime is a file's ctime (the zero time when the system does not
+// say). Unlike the mtime, no one can set it back.
+func changeTime(fi os.FileInfo) time.Time {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return time.Unix(st.Ctim.Unix())
+	}
+	return time.Time{}
 }
 
 // unitTypes are systemd's unit type suffixes.

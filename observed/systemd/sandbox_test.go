@@ -226,6 +226,9 @@ func TestSandboxCallCountsAndTiming(t *testing.T) {
 		names = append(names, n)
 		e.write(t, "/etc/systemd/system/"+n, ownmarktest.Unit(t, "Service/"+strings.TrimSuffix(n, ".service"), "/bin/sleep", "infinity"))
 	}
+	// Files older than the load by more than loadMargin: systemd's
+	// NeedDaemonReload is known without asking (loadedAsOnDisk).
+	time.Sleep(loadMargin + 10*time.Millisecond)
 	e.systemctl(t, "daemon-reload")
 	e.systemctl(t, append([]string{"start"}, names...)...)
 
@@ -275,7 +278,10 @@ func TestSandboxCallCountsAndTiming(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := e.conn.Wire().Calls()-wire0, uint64(1+1+max*len(serviceRunningProps)+3); got != want || len(st.Units) != max {
+	// ListUnitsByNames, UnitPath (a new observer), UnitsLoadTimestamp,
+	// the properties but NeedDaemonReload of each unit, three manager
+	// reads.
+	if got, want := e.conn.Wire().Calls()-wire0, uint64(1+1+1+max*(len(serviceRunningProps)-1)+3); got != want || len(st.Units) != max {
 		t.Errorf("owned scan: %d units, %d calls; want %d, %d", len(st.Units), got, max, want)
 	}
 	t.Logf("Observe by owned scan of %d units + manager: %d calls, %v", len(st.Units), e.conn.Wire().Calls()-wire0, time.Since(begin).Round(10*time.Microsecond))
@@ -288,6 +294,7 @@ func TestSandboxObserveThousandNamesBulk(t *testing.T) {
 	e := newSandbox(t)
 	names := []string{"real.service"}
 	e.write(t, "/etc/systemd/system/real.service", ownmarktest.Unit(t, "Service/real", "/bin/sleep", "infinity"))
+	time.Sleep(loadMargin + 10*time.Millisecond) // loadedAsOnDisk
 	e.systemctl(t, "daemon-reload")
 	e.systemctl(t, "start", "real.service")
 	for i := range 999 {
@@ -305,11 +312,11 @@ func TestSandboxObserveThousandNamesBulk(t *testing.T) {
 	if len(st.Units) != 1000 || st.Units["real.service"].MainPID == 0 || st.Units["absent000.service"].LoadState != "not-found" {
 		t.Fatalf("observed %d units, real=%+v", len(st.Units), st.Units["real.service"])
 	}
-	// ListUnitsByNames, the properties of real.service (one Get each on
-	// the wire); its enablement (disabled: WantedBy=, no link) is read
-	// from the disk.
-	if got, wire := o.Calls()-calls0, e.conn.Wire().Calls()-wire0; got != 2 || wire != uint64(1+len(serviceRunningProps)) {
-		t.Errorf("Observe of 1000 names: %d calls (wire %d), want 2 (wire %d)", got, wire, 1+len(serviceRunningProps))
+	// ListUnitsByNames, UnitsLoadTimestamp, the properties of
+	// real.service but NeedDaemonReload (one Get each on the wire); its
+	// enablement (disabled: WantedBy=, no link) is read from the disk.
+	if got, wire := o.Calls()-calls0, e.conn.Wire().Calls()-wire0; got != 3 || wire != uint64(1+1+len(serviceRunningProps)-1) {
+		t.Errorf("Observe of 1000 names: %d calls (wire %d), want 3 (wire %d)", got, wire, 1+1+len(serviceRunningProps)-1)
 	}
 }
 
@@ -321,6 +328,9 @@ func TestSandboxOwnJobsDoNotWake(t *testing.T) {
 	for _, n := range names {
 		e.write(t, "/etc/systemd/system/"+n, ownmarktest.Unit(t, "Service/"+strings.TrimSuffix(n, ".service"), "/bin/sleep", "infinity"))
 	}
+	// Files older than the load by more than loadMargin: systemd's
+	// NeedDaemonReload is known without asking (loadedAsOnDisk).
+	time.Sleep(loadMargin + 10*time.Millisecond)
 	e.systemctl(t, "daemon-reload")
 	e.systemctl(t, append([]string{"start"}, names...)...)
 	o := e.observer()
@@ -378,6 +388,9 @@ func TestSandboxCache(t *testing.T) {
 	for _, n := range names {
 		e.write(t, "/etc/systemd/system/"+n, ownmarktest.Unit(t, "Service/"+strings.TrimSuffix(n, ".service"), "/bin/sleep", "infinity"))
 	}
+	// Files older than the load by more than loadMargin: systemd's
+	// NeedDaemonReload is known without asking (loadedAsOnDisk).
+	time.Sleep(loadMargin + 10*time.Millisecond)
 	e.systemctl(t, "daemon-reload")
 	e.systemctl(t, append([]string{"start"}, names...)...)
 	o := e.observer(WithoutManager())
@@ -525,4 +538,118 @@ func TestSandboxFidelityPipelinedReads(t *testing.T) {
 	if len(piped.Units) != len(all.Units) {
 		t.Errorf("%d units pipelined, %d by GetAll", len(piped.Units), len(all.Units))
 	}
+}
+
+// NeedDaemonReload derived from the disk (loadedAsOnDisk) agrees with
+// systemd's own flag (read with GetAll) through every change that raises
+// or clears it: a unit file and drop-ins written, edited, added and
+// removed without a reload, a reload, a backdated mtime, and a drop-in
+// directory for the whole service type (then systemd is always asked).
+// The derivation is used (no NeedDaemonReload on the wire) exactly when
+// the unit's files are older than the last load.
+func TestSandboxNeedDaemonReloadFromDisk(t *testing.T) {
+	e := newSandbox(t)
+	ctx := context.Background()
+	root := e.sb.Root()
+	names := []string{"a.service", "b.service"}
+	unit := func(name, cmd string) {
+		e.write(t, "/etc/systemd/system/"+name, ownmarktest.Unit(t, "Service/"+strings.TrimSuffix(name, ".service"), "/bin/sh", "-c", cmd))
+	}
+	reload := func() {
+		time.Sleep(loadMargin + 10*time.Millisecond) // files older than the load
+		e.systemctl(t, "daemon-reload")
+	}
+	unit("a.service", "exec sleep infinity")
+	unit("b.service", "exec sleep infinity")
+	e.write(t, "/etc/systemd/system/b.service.d/nice.conf", []byte("[Service]\nNice=3\n"))
+	reload()
+	e.systemctl(t, "start", "a.service", "b.service")
+
+	fast := e.observer(WithoutManager())
+	ref := e.observer(WithoutManager(), WithGetAll())
+	if _, err := fast.Observe(ctx, names); err != nil { // UnitPath, read once
+		t.Fatal(err)
+	}
+	typeDir := false
+	// asked is the number of units whose NeedDaemonReload is read.
+	check := func(step string, want map[string]bool, asked int) {
+		t.Helper()
+		wire0 := e.conn.Wire().Calls()
+		got, err := fast.Observe(ctx, names)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wire := e.conn.Wire().Calls() - wire0
+		sys, err := ref.Observe(ctx, names)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range names {
+			if got.Units[n].NeedDaemonReload != sys.Units[n].NeedDaemonReload || got.Units[n].NeedDaemonReload != want[n] {
+				t.Errorf("%s: %s NeedDaemonReload %v, systemd (GetAll) %v, want %v", step, n,
+					got.Units[n].NeedDaemonReload, sys.Units[n].NeedDaemonReload, want[n])
+			}
+			if d := diffProps(sys.Units[n], got.Units[n]); d != "" {
+				t.Errorf("%s: %s differs from GetAll: %s", step, n, d)
+			}
+		}
+		// ListUnitsByNames, the manager's load time, five Gets per
+		// running service, NeedDaemonReload where it is not derived, and
+		// ListUnitFilesByPatterns when a unit has drop-ins (enablement.go).
+		calls := uint64(1 + 2*(len(serviceRunningProps)-1) + asked)
+		if !typeDir {
+			calls++ // UnitsLoadTimestamp, read when some unit could be derived
+		}
+		if m, _ := filepath.Glob(filepath.Join(root, "etc/systemd/system/[ab].service.d/*.conf")); len(m) > 0 {
+			calls++
+		}
+		if wire != calls {
+			t.Errorf("%s: %d calls on the wire, want %d (NeedDaemonReload read for %d units)", step, wire, calls, asked)
+		}
+	}
+	none := map[string]bool{}
+	check("after a reload", none, 0)
+
+	unit("a.service", "exec sleep 1000")
+	check("unit file rewritten", map[string]bool{"a.service": true}, 1)
+	reload()
+	check("reloaded", none, 0)
+
+	e.write(t, "/etc/systemd/system/a.service.d/new.conf", []byte("[Service]\nNice=4\n"))
+	check("drop-in in a new directory", map[string]bool{"a.service": true}, 1)
+	reload()
+	check("reloaded with the new drop-in", none, 0)
+
+	e.write(t, "/etc/systemd/system/b.service.d/nice.conf", []byte("[Service]\nNice=5\n"))
+	check("drop-in edited", map[string]bool{"b.service": true}, 1)
+	reload()
+	check("reloaded after the edit", none, 0)
+
+	if err := os.Remove(filepath.Join(root, "etc/systemd/system/b.service.d/nice.conf")); err != nil {
+		t.Fatal(err)
+	}
+	check("drop-in removed", map[string]bool{"b.service": true}, 1)
+	reload()
+	check("reloaded after the removal", none, 0)
+
+	// New bytes with the old mtime: systemd compares mtimes and does not
+	// see it; the ctime tells resil to ask, and both say what systemd says.
+	a := filepath.Join(root, "etc/systemd/system/a.service")
+	fi, err := os.Stat(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit("a.service", "exec sleep 2000")
+	if err := os.Chtimes(a, fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	check("rewritten with a backdated mtime", none, 1)
+	reload()
+	check("reloaded after the backdated rewrite", none, 0)
+
+	// A drop-in directory for every service: resil does not derive.
+	e.write(t, "/etc/systemd/system/service.d/all.conf", []byte("[Service]\nNice=1\n"))
+	typeDir = true
+	reload()
+	check("service.d present", none, 2)
 }

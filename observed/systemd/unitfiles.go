@@ -53,6 +53,9 @@ type vendor struct {
 	// dropIns are the NAME.d/*.conf files on disk, in every directory of
 	// the search path.
 	dropIns []string
+	// dropInsChanged is the newest change time of those NAME.d
+	// directories and their files (zero when there are none).
+	dropInsChanged time.Time
 	// links counts the symlinks named like the unit and pointing to a file
 	// of its name in the .wants, .requires and .upholds directories of the
 	// unit directory (own) and of the other directories of the search path
@@ -77,14 +80,14 @@ type vendor struct {
 //
 // Cost: one UnitPath read on the first call, then one directory listing
 // per search-path directory per call, however many names.
-func (o *Observer) vendorFiles(ctx context.Context, want map[string]bool) (map[string]vendor, error) {
-	out := map[string]vendor{}
+func (o *Observer) vendorFiles(ctx context.Context, want map[string]bool) (out map[string]vendor, typeDropIns bool, err error) {
+	out = map[string]vendor{}
 	if len(want) == 0 {
-		return out, nil
+		return out, false, nil
 	}
 	dirs, err := o.searchPath(ctx)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	own := len(dirs) // index of the unit directory in the search path
 	for i, d := range dirs {
@@ -108,24 +111,30 @@ func (o *Observer) vendorFiles(ctx context.Context, want map[string]bool) (map[s
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read unit search path %s: %w", d, err)
+			return nil, false, fmt.Errorf("read unit search path %s: %w", d, err)
 		}
 		for _, e := range entries {
 			n := e.Name()
 			if isDepDir(n) && (e.IsDir() || e.Type()&fs.ModeSymlink != 0) {
 				if err := depLinks(filepath.Join(host, n), i == own, want, out); err != nil {
-					return nil, fmt.Errorf("read %s: %w", path.Join(d, n), err)
+					return nil, false, fmt.Errorf("read %s: %w", path.Join(d, n), err)
 				}
 				continue
 			}
+			if typeDropInDir(n) {
+				typeDropIns = true
+			}
 			if base, ok := strings.CutSuffix(n, ".d"); ok && want[base] {
-				confs, err := dropInFiles(filepath.Join(host, n))
+				confs, changed, err := dropInFiles(filepath.Join(host, n))
 				if err != nil {
-					return nil, fmt.Errorf("read drop-in dir %s: %w", path.Join(d, n), err)
+					return nil, false, fmt.Errorf("read drop-in dir %s: %w", path.Join(d, n), err)
 				}
 				v := out[base]
 				for _, c := range confs {
 					v.dropIns = append(v.dropIns, path.Join(d, n, c))
+				}
+				if changed.After(v.dropInsChanged) {
+					v.dropInsChanged = changed
 				}
 				out[base] = v
 				continue
@@ -144,32 +153,62 @@ func (o *Observer) vendorFiles(ctx context.Context, want map[string]bool) (map[s
 			out[n] = v
 		}
 	}
-	return out, nil
+	return out, typeDropIns, nil
 }
 
 // dropInFiles lists the *.conf files in a drop-in directory that systemd
 // would load: regular files, or symlinks to them (a link to /dev/null masks
-// a drop-in). A missing directory has none.
-func dropInFiles(dir string) ([]string, error) {
-	entries, err := os.ReadDir(dir)
+// a drop-in). A missing directory has none. changed is the newest change
+// time of the directory and of every entry it lists (zero when it is
+// missing).
+func dropInFiles(dir string) (confs []string, changed time.Time, err error) {
+	dfi, err := os.Stat(dir)
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
-		return nil, nil
+		return nil, time.Time{}, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
-	var out []string
+	changed = changeTime(dfi)
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return nil, time.Time{}, nil
+	}
+	if err != nil {
+		return nil, time.Time{}, err
+	}
 	for _, e := range entries {
 		if !strings.HasSuffix(e.Name(), ".conf") {
 			continue
 		}
-		fi, err := os.Stat(filepath.Join(dir, e.Name()))
+		p := filepath.Join(dir, e.Name())
+		fi, err := os.Stat(p)
 		if err != nil || !fi.Mode().IsRegular() {
 			continue
 		}
-		out = append(out, e.Name())
+		if c := changeTime(fi); c.After(changed) {
+			changed = c
+		}
+		if e.Type()&fs.ModeSymlink != 0 {
+			if lfi, err := os.Lstat(p); err == nil && changeTime(lfi).After(changed) {
+				changed = changeTime(lfi)
+			}
+		}
+		confs = append(confs, e.Name())
 	}
-	return out, nil
+	return confs, changed, nil
+}
+
+// typeDropInDir reports a drop-in directory for a whole unit type or name
+// prefix that applies to services or timers (service.d, timer.d,
+// foo-.service.d): drop-ins resil does not look for per unit.
+func typeDropInDir(name string) bool {
+	for _, t := range []string{"service", "timer"} {
+		if name == t+".d" || strings.HasSuffix(name, "-."+t+".d") {
+			return true
+		}
+	}
+	return false
 }
 
 // needsReload reports a drop-in on disk that systemd has not loaded for u.
@@ -182,22 +221,24 @@ func dropInFiles(dir string) ([]string, error) {
 // Paths are compared after resolving symlinks below root, so /lib and
 // /usr/lib of a merged-/usr system are one directory.
 func needsReload(root string, u *observed.Unit, onDisk []string) bool {
-	canon := func(p string) string {
-		if r, err := filepath.EvalSymlinks(filepath.Join(root, filepath.Dir(p))); err == nil {
-			return filepath.Join(r, filepath.Base(p))
-		}
-		return filepath.Join(root, p)
-	}
 	loaded := make(map[string]bool, len(u.DropInPaths))
 	for _, p := range u.DropInPaths {
-		loaded[canon(p)] = true
+		loaded[canonPath(root, p)] = true
 	}
 	for _, p := range onDisk {
-		if !loaded[canon(p)] {
+		if !loaded[canonPath(root, p)] {
 			return true
 		}
 	}
 	return false
+}
+
+// canonPath is p below root with its directory's symlinks resolved.
+func canonPath(root, p string) string {
+	if r, err := filepath.EvalSymlinks(filepath.Join(root, filepath.Dir(p))); err == nil {
+		return filepath.Join(r, filepath.Base(p))
+	}
+	return filepath.Join(root, p)
 }
 
 // searchPath returns systemd's unit search path in priority order, read
