@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	godbus "github.com/godbus/dbus/v5"
@@ -55,6 +57,13 @@ type Conn struct {
 	// pipeBatches counts the batches it carried (tests).
 	addr        string
 	pipeBatches atomic.Uint64
+	// pipeMu guards the idle property pipe kept between calls
+	// (pipepool.go), its timer, and closed.
+	pipeMu    sync.Mutex
+	pipeDials atomic.Uint64 // tests
+	idlePipe  *pipe
+	idleTimer *time.Timer
+	closed    bool
 }
 
 // Wire counts D-Bus messages on the two connections under a Conn, including
@@ -186,6 +195,13 @@ func dial(ctx context.Context, addr string, private bool) (*Conn, error) {
 
 // Close closes the connections under c.
 func (c *Conn) Close() {
+	c.pipeMu.Lock()
+	c.closed = true
+	if c.idleTimer != nil {
+		c.idleTimer.Stop()
+	}
+	c.pipeMu.Unlock()
+	c.closeIdlePipe()
 	c.Conn.Close()
 	c.cancel()
 }

@@ -26,9 +26,8 @@ import (
 // in its decoder), ten times what systemd spends answering a Get; here a
 // batch of 9,000 Gets costs a few ms of CPU and one write per window.
 //
-// It is not safe for concurrent use; Conn dials one per batch and closes
-// it after (systemd would otherwise queue its signals for it, see
-// GetUnitPropertiesContext).
+// It is not safe for concurrent use; Conn hands one to a call at a time
+// and closes it once idle (pipepool.go).
 type pipe struct {
 	conn   net.Conn
 	r      *bufio.Reader
@@ -114,11 +113,11 @@ func (p *pipe) handshake(ctx context.Context, private bool) error {
 	if !strings.HasPrefix(line, "OK ") {
 		return fmt.Errorf("auth: %q", strings.TrimSpace(line))
 	}
+	if private {
+		return p.settle(ctx)
+	}
 	if _, err := io.WriteString(p.conn, "BEGIN\r\n"); err != nil {
 		return err
-	}
-	if private {
-		return nil
 	}
 	p.wbuf = p.appendCall(p.wbuf[:0], "/org/freedesktop/DBus", "org.freedesktop.DBus", "Hello", "org.freedesktop.DBus")
 	serial := p.serial
@@ -138,6 +137,80 @@ func (p *pipe) handshake(ctx context.Context, private bool) error {
 		}
 	}
 }
+
+// settle sends BEGIN on a new private connection and waits until systemd
+// answers. sd-bus reads what follows BEGIN together with it, in its
+// authentication read (a few hundred bytes), and parses those bytes only
+// once the socket is readable again: a call small enough to be read whole
+// with BEGIN (ListUnitsByNames of one or two names, one Get) would wait
+// for an answer forever. So BEGIN goes out with settlePings Peer.Pings
+// (about 2 KB, more than that read takes: the rest keeps the socket
+// readable), and the handshake waits for an answer to one of them; should
+// none come within settleNudge, another Ping wakes systemd up.
+func (p *pipe) settle(ctx context.Context) error {
+	first := p.serial + 1
+	deadline, hasDeadline := ctx.Deadline()
+	defer func() {
+		if hasDeadline {
+			_ = p.conn.SetDeadline(deadline)
+		} else {
+			_ = p.conn.SetDeadline(time.Time{})
+		}
+	}()
+	p.wbuf = append(p.wbuf[:0], "BEGIN\r\n"...)
+	for range settlePings {
+		p.wbuf = p.appendPing(p.wbuf)
+	}
+	for try := 0; try < settleTries; try++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if try > 0 {
+			p.wbuf = p.appendPing(p.wbuf[:0])
+		}
+		if _, err := p.conn.Write(p.wbuf); err != nil {
+			return err
+		}
+		wait := time.Now().Add(settleNudge)
+		if hasDeadline && deadline.Before(wait) {
+			wait = deadline
+		}
+		_ = p.conn.SetReadDeadline(wait)
+		for {
+			m, err := p.read()
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && p.r.Buffered() == 0 {
+				break // nudge
+			}
+			if err != nil {
+				return err
+			}
+			if (m.typ == msgMethodReturn || m.typ == msgError) && m.replySerial >= first && m.replySerial <= p.serial {
+				// Answered. The other pings' replies come later and
+				// match no call (their serials are before the next).
+				return nil
+			}
+		}
+	}
+	return errors.New("systemd did not answer a ping on a new connection")
+}
+
+// appendPing appends a Peer.Ping to systemd's manager object. Its
+// messages are padded to 8 bytes, so they can follow each other in b.
+func (p *pipe) appendPing(b []byte) []byte {
+	start := len(b)
+	b = p.appendCall(b, "/org/freedesktop/systemd1", "org.freedesktop.DBus.Peer", "Ping", "org.freedesktop.systemd1")
+	for (len(b)-start)%8 != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+const (
+	settlePings = 16
+	settleNudge = 20 * time.Millisecond
+	settleTries = 250 // 5 s
+)
 
 // bound makes blocking I/O on p end at ctx's deadline or cancellation.
 func (p *pipe) bound(ctx context.Context) (stop func()) {

@@ -28,11 +28,11 @@ type PropertyQuery struct {
 // third of what one GetAll of every interface does, and costs the caller
 // almost no CPU.
 //
-// The pipe is dialed for each call and closed after it (a connect and an
-// EXTERNAL auth, well under a millisecond): systemd sends every signal to
-// every connection on its private socket, unasked, so a pipe kept open
-// between passes would have PID 1 queue signals for a reader that is not
-// reading. Calls may run concurrently, each on its own pipe.
+// The pipe is kept open for pipeIdle after a call, for the next call of
+// the same observation, and then closed (pipepool.go): systemd sends every
+// signal to every connection on its private socket, unasked, so a pipe
+// kept open between passes would have PID 1 queue signals for a reader
+// that is not reading. Calls may run concurrently, each on its own pipe.
 //
 // Outcomes:
 //   - (props, errs, nil): props[i] holds the values of queries[i] that
@@ -52,7 +52,7 @@ func (c *Conn) GetUnitPropertiesContext(ctx context.Context, queries []PropertyQ
 	}
 	var vals []any
 	var errs []error
-	p, err := dialPipe(ctx, c.addr, c.private, c.wire)
+	p, err := c.takePipe(ctx)
 	switch {
 	case errors.Is(err, errPipeAddress):
 		vals, errs = c.getGodbus(ctx, calls)
@@ -60,7 +60,7 @@ func (c *Conn) GetUnitPropertiesContext(ctx context.Context, queries []PropertyQ
 		return nil, nil, err
 	default:
 		vals, errs, err = p.getBatch(ctx, calls)
-		p.close()
+		c.putPipe(p, err == nil)
 		if err != nil {
 			return nil, nil, fmt.Errorf("read unit properties: %w", err)
 		}

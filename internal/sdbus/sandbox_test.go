@@ -7,6 +7,7 @@ package sdbus
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -81,6 +82,7 @@ func TestSandboxUnitPropertiesPipeAndGodbus(t *testing.T) {
 		t.Fatal("the pipe was not used")
 	}
 	c.addr = "tcp:host=localhost,port=1" // not for the pipe: godbus
+	c.closeIdlePipe()
 	viaGodbus, gerrs, err := c.GetUnitPropertiesContext(ctx, qs)
 	if err != nil {
 		t.Fatal(err)
@@ -112,4 +114,69 @@ func sandboxBus(t *testing.T) (context.Context, *Conn) {
 	}
 	t.Cleanup(func() { c.Close() })
 	return ctx, c
+}
+
+// ListUnitsByNamesContext through the pipe gives what go-systemd gives
+// through godbus, field for field, for loaded, unknown and repeated names.
+func TestSandboxListUnitsPipeAndGodbus(t *testing.T) {
+	ctx, c := sandboxBus(t)
+	names := []string{"dbus.service", "sandbox.target", "absent.service", "dbus.service", "-.slice"}
+	for i := range 300 {
+		names = append(names, fmt.Sprintf("many%03d.service", i))
+	}
+	wire0 := c.Wire().Calls()
+	piped, err := c.ListUnitsByNamesContext(ctx, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Wire().Calls() - wire0; got != 1 {
+		t.Errorf("%d calls on the wire, want 1", got)
+	}
+	viaGodbus, err := c.Conn.ListUnitsByNamesContext(ctx, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(piped) != len(names) || !reflect.DeepEqual(piped, viaGodbus) {
+		t.Errorf("pipe (%d) %+v\ngodbus (%d) %+v", len(piped), piped[:5], len(viaGodbus), viaGodbus[:5])
+	}
+	if piped[0].ActiveState != "active" || piped[2].LoadState != "not-found" {
+		t.Errorf("statuses: %+v", piped[:3])
+	}
+	c.addr = "tcp:host=localhost,port=1" // not for the pipe: godbus
+	c.closeIdlePipe()
+	fallback, err := c.ListUnitsByNamesContext(ctx, names[:3])
+	if err != nil || !reflect.DeepEqual(fallback, viaGodbus[:3]) {
+		t.Errorf("fallback: %v %+v", err, fallback)
+	}
+}
+
+// Calls in a row share one property pipe; it is closed once idle, and the
+// next call dials again.
+func TestSandboxPipeKeptWhileBusy(t *testing.T) {
+	ctx, c := sandboxBus(t)
+	q := []PropertyQuery{{Unit: "dbus.service", Props: []Property{{"org.freedesktop.systemd1.Service", "MainPID"}}}}
+	for range 3 {
+		if _, _, err := c.GetUnitPropertiesContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.ListUnitsByNamesContext(ctx, []string{"dbus.service"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := c.pipeDials.Load(); n != 1 {
+		t.Errorf("%d pipes dialed for six calls in a row, want 1", n)
+	}
+	time.Sleep(pipeIdle + time.Second)
+	c.pipeMu.Lock()
+	idle := c.idlePipe
+	c.pipeMu.Unlock()
+	if idle != nil {
+		t.Error("the pipe is still open after pipeIdle")
+	}
+	if _, _, err := c.GetUnitPropertiesContext(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.pipeDials.Load(); n != 2 {
+		t.Errorf("%d pipes dialed, want 2", n)
+	}
 }

@@ -1,0 +1,134 @@
+package sdbus
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
+	godbus "github.com/godbus/dbus/v5"
+)
+
+// ListUnitsByNamesContext returns the status of every named unit in one
+// Manager.ListUnitsByNames call, sent on a property pipe (pipe.go) and
+// decoded by hand: through godbus the reply of 1000 units costs the caller
+// about 10 ms of CPU (reflection into ten fields each), three times what
+// systemd spends building it. It replaces go-systemd's method of the same
+// name, with the same result; an address the pipe cannot dial falls back
+// to it.
+func (c *Conn) ListUnitsByNamesContext(ctx context.Context, units []string) ([]sddbus.UnitStatus, error) {
+	p, err := c.takePipe(ctx)
+	if errors.Is(err, errPipeAddress) {
+		return c.Conn.ListUnitsByNamesContext(ctx, units)
+	}
+	if err != nil {
+		return nil, err
+	}
+	list, err := p.listUnits(ctx, units)
+	c.putPipe(p, err == nil)
+	return list, err
+}
+
+// listUnits sends one ListUnitsByNames and reads its reply.
+func (p *pipe) listUnits(ctx context.Context, units []string) ([]sddbus.UnitStatus, error) {
+	stop := p.bound(ctx)
+	defer stop()
+	p.wbuf = p.appendListCall(p.wbuf[:0], units)
+	serial := p.serial
+	p.wire.calls.Add(1)
+	if _, err := p.conn.Write(p.wbuf); err != nil {
+		return nil, fmt.Errorf("list units: %w", err)
+	}
+	for {
+		m, err := p.read()
+		if err != nil {
+			return nil, fmt.Errorf("list units: %w", err)
+		}
+		if (m.typ != msgMethodReturn && m.typ != msgError) || m.replySerial != serial {
+			continue // a signal
+		}
+		if m.typ == msgError {
+			return nil, godbus.Error{Name: m.errName, Body: m.errBody}
+		}
+		if m.sig != "a(ssssssouso)" {
+			return nil, fmt.Errorf("list units: reply signature %q", m.sig)
+		}
+		return decodeUnitStatuses(m.body, m.order)
+	}
+}
+
+// appendListCall appends Manager.ListUnitsByNames(as units).
+func (p *pipe) appendListCall(b []byte, units []string) []byte {
+	p.serial++
+	start := len(b)
+	pad := func(n int) {
+		for (len(b)-start)%n != 0 {
+			b = append(b, 0)
+		}
+	}
+	str := func(s string) {
+		pad(4)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(s)))
+		b = append(b, s...)
+		b = append(b, 0)
+	}
+	field := func(code byte, sig byte, s string) {
+		pad(8)
+		b = append(b, code, 1, sig, 0)
+		if sig == 'g' {
+			b = append(b, byte(len(s)))
+			b = append(b, s...)
+			b = append(b, 0)
+			return
+		}
+		str(s)
+	}
+	b = append(b, 'l', msgMethodCall, 0, 1, 0, 0, 0, 0)
+	b = binary.LittleEndian.AppendUint32(b, p.serial)
+	b = append(b, 0, 0, 0, 0) // header fields' length, below
+	field(fieldPath, 'o', "/org/freedesktop/systemd1")
+	field(fieldInterface, 's', "org.freedesktop.systemd1.Manager")
+	field(fieldMember, 's', "ListUnitsByNames")
+	field(fieldDestination, 's', "org.freedesktop.systemd1")
+	field(fieldSignature, 'g', "as")
+	binary.LittleEndian.PutUint32(b[start+12:], uint32(len(b)-start-16))
+	pad(8)
+	body := len(b)
+	pad(4)
+	lenAt := len(b)
+	b = append(b, 0, 0, 0, 0) // array length, below
+	for _, u := range units {
+		str(u)
+	}
+	binary.LittleEndian.PutUint32(b[lenAt:], uint32(len(b)-lenAt-4))
+	binary.LittleEndian.PutUint32(b[start+4:], uint32(len(b)-body))
+	return b
+}
+
+// decodeUnitStatuses decodes an a(ssssssouso) body.
+func decodeUnitStatuses(body []byte, order binary.ByteOrder) ([]sddbus.UnitStatus, error) {
+	d := decoder{b: body, order: order}
+	n := int(d.uint32())
+	d.align(8)
+	end := d.pos + n
+	if n < 0 || end > len(body) {
+		return nil, fmt.Errorf("list units: array of %d bytes in a body of %d", n, len(body))
+	}
+	var out []sddbus.UnitStatus
+	for d.err == nil && d.pos < end {
+		d.align(8)
+		s := sddbus.UnitStatus{
+			Name: d.string(), Description: d.string(), LoadState: d.string(), ActiveState: d.string(),
+			SubState: d.string(), Followed: d.string(), Path: godbus.ObjectPath(d.string()),
+		}
+		s.JobId = d.uint32()
+		s.JobType = d.string()
+		s.JobPath = godbus.ObjectPath(d.string())
+		out = append(out, s)
+	}
+	if d.err != nil {
+		return nil, fmt.Errorf("list units: %w", d.err)
+	}
+	return out, nil
+}
