@@ -121,19 +121,10 @@ func (f *LastGoodFile) Save(objs []*desired.Object) error {
 	if f.readOnly {
 		return nil
 	}
-	lf := lastGoodFile{Version: lastGoodVersion, Objects: []lastGoodEntry{}}
-	for _, o := range objs {
-		if len(o.Document()) == 0 {
-			continue
-		}
-		lf.Objects = append(lf.Objects, lastGoodEntry{ID: o.ID(), Document: o.Document(),
-			Source: lastGoodSource{File: o.Source.File, Doc: o.Source.Doc, DropIns: o.Source.DropIns}})
-	}
-	data, err := json.MarshalIndent(lf, "", "  ")
+	data, n, err := encodeLastGood(objs)
 	if err != nil {
 		return fmt.Errorf("encode last good objects: %w", err)
 	}
-	data = append(data, '\n')
 	if f.written == nil {
 		// Not loaded (the reconciler loads only when it needs to): compare
 		// with the file as it is.
@@ -142,7 +133,7 @@ func (f *LastGoodFile) Save(objs []*desired.Object) error {
 	if bytes.Equal(data, f.written) {
 		return nil
 	}
-	if len(lf.Objects) == 0 && f.written == nil {
+	if n == 0 && f.written == nil {
 		if _, err := os.Stat(f.Path()); errors.Is(err, fs.ErrNotExist) {
 			return nil // nothing to remember, nothing remembered
 		}
@@ -178,4 +169,43 @@ func (f *LastGoodFile) removeTemp() {
 			_ = os.Remove(filepath.Join(f.dir, n))
 		}
 	}
+}
+
+// encodeLastGood encodes the objects that have a document as lastgood.json,
+// one object per line, and returns how many. It writes the documents as
+// they are instead of through encoding/json, which validates, compacts
+// and (indented) re-indents every one of them: 6 ms with 1000 objects, on
+// every pass. A document is always JSON: desired's YAML-to-JSON output, or
+// taken from its cache file, which encoding/json validated whole.
+func encodeLastGood(objs []*desired.Object) ([]byte, int, error) {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "{\"version\":%d,\"objects\":[", lastGoodVersion)
+	n := 0
+	for _, o := range objs {
+		doc := o.Document()
+		if len(doc) == 0 {
+			continue
+		}
+		src, err := json.Marshal(lastGoodSource{File: o.Source.File, Doc: o.Source.Doc, DropIns: o.Source.DropIns})
+		if err != nil {
+			return nil, 0, err
+		}
+		id, err := json.Marshal(o.ID())
+		if err != nil {
+			return nil, 0, err
+		}
+		if n > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("\n{\"id\":")
+		b.Write(id)
+		b.WriteString(",\"source\":")
+		b.Write(src)
+		b.WriteString(",\"document\":")
+		b.Write(bytes.TrimSpace(doc))
+		b.WriteByte('}')
+		n++
+	}
+	b.WriteString("\n]}\n")
+	return b.Bytes(), n, nil
 }

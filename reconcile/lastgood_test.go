@@ -2,8 +2,10 @@ package reconcile
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -297,5 +299,48 @@ func TestLastGoodLoadedOnlyWhenNeeded(t *testing.T) {
 	}
 	if broken.loads != 1 {
 		t.Errorf("with a broken drop-in the persisted objects were loaded %d times, want once", broken.loads)
+	}
+}
+
+// The hand-built encoding is JSON that Load reads back to the same
+// objects, with drop-ins, names that need quoting, and a document with
+// surrounding space.
+func TestEncodeLastGoodRoundTrip(t *testing.T) {
+	doc := func(name, cmd string) []byte {
+		return []byte(`{"apiVersion":"resil.dev/v1","kind":"Service","metadata":{"name":"` + name + `"},"spec":{"command":["` + cmd + `"]}}`)
+	}
+	var objs []*desired.Object
+	for i, c := range []struct {
+		name, file string
+		dropIns    []string
+		doc        []byte
+	}{
+		{"a", "a.yaml", nil, doc("a", "/bin/a")},
+		{"b", `we"ird\file.yaml`, []string{"b.d/10.yaml", "b.d/20.yaml"}, doc("b", `/bin/\"quoted\"`)},
+		{"c", "c.yaml", nil, append(append([]byte("\n  "), doc("c", "/bin/c")...), " \n"...)},
+	} {
+		o, err := desired.DecodeObject(c.doc, desired.Source{File: c.file, Doc: i, DropIns: c.dropIns})
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs = append(objs, o)
+	}
+	data, n, err := encodeLastGood(objs)
+	if err != nil || n != 3 || !json.Valid(data) {
+		t.Fatalf("encode: %d objects, %v, valid %v:\n%s", n, err, json.Valid(data), data)
+	}
+	state := t.TempDir()
+	if err := NewLastGoodFile(state, false).Save(objs); err != nil {
+		t.Fatal(err)
+	}
+	back, err := NewLastGoodFile(state, true).Load()
+	if err != nil || len(back) != 3 {
+		t.Fatalf("load: %d objects, %v", len(back), err)
+	}
+	for _, o := range objs {
+		got := back[o.ID()]
+		if got == nil || !reflect.DeepEqual(got.Service, o.Service) || !reflect.DeepEqual(got.Source, o.Source) {
+			t.Errorf("%s: got %+v, want %+v", o.ID(), got, o)
+		}
 	}
 }
