@@ -48,7 +48,7 @@ type Conn struct {
 	*sddbus.Conn
 	// calls is the connection go-systemd sends method calls on; signals is
 	// the one it receives signals on (go-systemd's NewConnection dials
-	// calls first, then signals).
+	// calls first, then signals). dial makes them one connection.
 	calls, signals *godbus.Conn
 	private        bool
 	wire           *Wire
@@ -66,7 +66,7 @@ type Conn struct {
 	closed    bool
 }
 
-// Wire counts D-Bus messages on the two connections under a Conn, including
+// Wire counts D-Bus messages on the connection under a Conn, including
 // the calls go-systemd makes on its own (AddMatch at connect) and the
 // Hello of a bus connection. It is safe for concurrent use.
 type Wire struct {
@@ -156,6 +156,14 @@ func dial(ctx context.Context, addr string, private bool) (*Conn, error) {
 	c := &Conn{private: private, wire: new(Wire), cancel: cancel, addr: addr}
 	var dialed []*godbus.Conn
 	conn, err := sddbus.NewConnection(func() (*godbus.Conn, error) {
+		// go-systemd dials twice, for calls and for signals. One
+		// connection serves both: each connection costs PID 1 about
+		// 1.4 ms, and on the private socket systemd sends every signal
+		// to every connection, so two would carry each one twice.
+		if len(dialed) > 0 {
+			dialed = append(dialed, dialed[0])
+			return dialed[0], nil
+		}
 		bc, err := godbus.Dial(addr,
 			godbus.WithContext(life),
 			godbus.WithOutgoingInterceptor(c.wire.outgoing),
