@@ -8,8 +8,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/google/renameio/v2"
@@ -38,16 +40,18 @@ import (
 // CacheFileName is the cache file's name in the agent's state directory.
 const CacheFileName = "manifest-cache.json"
 
-const cacheFileFormat = 1
+const cacheFileFormat = 2
 
 // cacheFileMaxBytes bounds what is read: a file this large is ignored.
 const cacheFileMaxBytes = 256 << 20
 
-type cacheFile struct {
-	Format int              `json:"format"`
-	Stamp  string           `json:"stamp"`
-	Dir    string           `json:"dir"`
-	Files  []cacheFileEntry `json:"files"`
+// The file is a header line (cacheFileHeader) and then one line per
+// manifest file (cacheFileEntry), so the lines decode in parallel. JSON
+// never puts a raw newline inside a value.
+type cacheFileHeader struct {
+	Format int    `json:"format"`
+	Stamp  string `json:"stamp"`
+	Dir    string `json:"dir"`
 }
 
 type cacheFileEntry struct {
@@ -64,6 +68,7 @@ type cacheFileEntry struct {
 // (the JSON it was decoded from), decoded again as Load's last step does.
 type cachedObject struct {
 	Doc      int             `json:"doc"`
+	Kind     Kind            `json:"kind"`
 	Document json.RawMessage `json:"document"`
 }
 
@@ -79,30 +84,67 @@ func LoadFileCache(path, stamp string) (*FileCache, error) {
 	if err != nil {
 		return c, err
 	}
-	var cf cacheFile
-	if err := json.Unmarshal(data, &cf); err != nil {
+	head, rest, _ := bytes.Cut(data, []byte("\n"))
+	var h cacheFileHeader
+	if err := json.Unmarshal(head, &h); err != nil {
 		return c, fmt.Errorf("%s: %w", path, err)
 	}
-	if cf.Format != cacheFileFormat || cf.Stamp != stamp {
-		return c, fmt.Errorf("%s: written by another build (format %d, stamp %q)", path, cf.Format, cf.Stamp)
+	if h.Format != cacheFileFormat || h.Stamp != stamp {
+		return c, fmt.Errorf("%s: written by another build (format %d, stamp %q)", path, h.Format, h.Stamp)
 	}
-	files := make(map[string]cachedFile, len(cf.Files))
-	for _, e := range cf.Files {
-		objs := make([]*Object, 0, len(e.Objects))
-		for _, co := range e.Objects {
-			o, err := decodeCached(co.Document, Source{File: e.File, Doc: co.Doc})
-			if err != nil {
-				return c, fmt.Errorf("%s: %s: %w", path, e.File, err)
+	var lines [][]byte
+	for len(rest) > 0 {
+		var line []byte
+		line, rest, _ = bytes.Cut(rest, []byte("\n"))
+		if len(line) > 0 {
+			lines = append(lines, line)
+		}
+	}
+	// Decoding is JSON and validation, all CPU: the lines are spread over
+	// the processors, each worker taking every n-th line.
+	entries := make([]cachedFile, len(lines))
+	names := make([]string, len(lines))
+	errs := make([]error, len(lines))
+	workers := min(runtime.GOMAXPROCS(0), 8, max(1, len(lines)/64))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(lines); i += workers {
+				names[i], entries[i], errs[i] = decodeCacheLine(lines[i])
 			}
-			objs = append(objs, o)
-		}
-		if len(objs) == 0 {
-			continue
-		}
-		files[e.File] = cachedFile{id: fileID{dev: e.Dev, ino: e.Ino, size: e.Size, mtime: e.Mtime, ctime: e.Ctime}, objs: objs}
+		}()
 	}
-	c.files, c.dir = files, cf.Dir
+	wg.Wait()
+	files := make(map[string]cachedFile, len(lines))
+	for i := range lines {
+		if errs[i] != nil {
+			return c, fmt.Errorf("%s: line %d: %w", path, i+2, errs[i])
+		}
+		if len(entries[i].objs) > 0 {
+			files[names[i]] = entries[i]
+		}
+	}
+	c.files, c.dir = files, h.Dir
 	return c, nil
+}
+
+// decodeCacheLine decodes one manifest file's line.
+func decodeCacheLine(line []byte) (string, cachedFile, error) {
+	var e cacheFileEntry
+	if err := json.Unmarshal(line, &e); err != nil {
+		return "", cachedFile{}, err
+	}
+	objs := make([]*Object, 0, len(e.Objects))
+	for _, co := range e.Objects {
+		o, err := decodeCached(co.Kind, co.Document, Source{File: e.File, Doc: co.Doc})
+		if err != nil {
+			return "", cachedFile{}, fmt.Errorf("%s: %w", e.File, err)
+		}
+		objs = append(objs, o)
+	}
+	return e.File, cachedFile{id: fileID{dev: e.Dev, ino: e.Ino, size: e.Size, mtime: e.Mtime, ctime: e.Ctime}, objs: objs}, nil
 }
 
 // readTrusted reads path when it is a regular file owned by root or the
@@ -141,22 +183,29 @@ func (c *FileCache) Save(path string) error {
 	if !c.dirty || c.dir == "" {
 		return nil
 	}
-	cf := cacheFile{Format: cacheFileFormat, Stamp: c.stamp, Dir: c.dir, Files: make([]cacheFileEntry, 0, len(c.files))}
-	for f, cached := range c.files {
+	names := make([]string, 0, len(c.files))
+	for f := range c.files {
+		names = append(names, f)
+	}
+	sort.Strings(names)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf) // one value per line
+	if err := enc.Encode(cacheFileHeader{Format: cacheFileFormat, Stamp: c.stamp, Dir: c.dir}); err != nil {
+		return fmt.Errorf("save manifest cache: %w", err)
+	}
+	for _, f := range names {
+		cached := c.files[f]
 		e := cacheFileEntry{File: f, Dev: cached.id.dev, Ino: cached.id.ino, Size: cached.id.size,
 			Mtime: cached.id.mtime, Ctime: cached.id.ctime, Objects: make([]cachedObject, 0, len(cached.objs))}
 		for _, o := range cached.objs {
 			if len(o.document) == 0 || len(o.Source.DropIns) > 0 {
 				return fmt.Errorf("save manifest cache: %s has no document of its own", o.ID())
 			}
-			e.Objects = append(e.Objects, cachedObject{Doc: o.Source.Doc, Document: o.document})
+			e.Objects = append(e.Objects, cachedObject{Doc: o.Source.Doc, Kind: o.Kind, Document: o.document})
 		}
-		cf.Files = append(cf.Files, e)
-	}
-	sort.Slice(cf.Files, func(i, j int) bool { return cf.Files[i].File < cf.Files[j].File })
-	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(cf); err != nil {
-		return fmt.Errorf("save manifest cache: %w", err)
+		if err := enc.Encode(e); err != nil {
+			return fmt.Errorf("save manifest cache: %w", err)
+		}
 	}
 	dir := filepath.Dir(path)
 	removeCacheTemps(dir, filepath.Base(path))
@@ -192,38 +241,54 @@ func removeCacheTemps(dir, name string) {
 
 // decodeCached rebuilds an object of a cached file from its document the
 // way Load's last step (finish) built it: the header, the spec decoded
-// into its type, the same validation. The document passed every check of
-// Load when it was cached; what is skipped is the YAML parse and the
-// checks that only serve error positions (types, unknown fields). An
-// object that no longer validates makes the whole file unusable.
-func decodeCached(doc []byte, src Source) (*Object, error) {
+// into its type (in one pass, the kind being known), the same validation.
+// The document passed every check of Load when it was cached; what is
+// skipped is the YAML parse and the checks that only serve error
+// positions (types, unknown fields). An object that no longer validates,
+// or whose document says another kind, makes the file's line unusable.
+func decodeCached(kind Kind, doc []byte, src Source) (*Object, error) {
 	if len(doc) == 0 {
 		return nil, errors.New("an object without its document")
 	}
-	var h header
-	if err := json.Unmarshal(doc, &h); err != nil {
-		return nil, err
-	}
-	o := &Object{APIVersion: h.APIVersion, Kind: h.Kind, Metadata: h.Metadata, Source: src, document: doc}
-	var target any
-	switch o.Kind {
+	o := &Object{Source: src, document: doc}
+	var err error
+	switch kind {
 	case KindService:
-		o.Service = &ServiceSpec{}
-		target = o.Service
+		o.Service, err = decodeDocument[ServiceSpec](doc, o)
 	case KindTimer:
-		o.Timer = &TimerSpec{}
-		target = o.Timer
+		o.Timer, err = decodeDocument[TimerSpec](doc, o)
 	case KindWatchdog:
-		o.Watchdog = &WatchdogSpec{}
-		target = o.Watchdog
+		o.Watchdog, err = decodeDocument[WatchdogSpec](doc, o)
 	default:
-		return nil, fmt.Errorf("kind %q", o.Kind)
+		return nil, fmt.Errorf("kind %q", kind)
 	}
-	if err := json.Unmarshal(h.Spec, target); err != nil {
+	if err != nil {
 		return nil, err
+	}
+	if o.Kind != kind {
+		return nil, fmt.Errorf("document of kind %q cached as %q", o.Kind, kind)
 	}
 	if probs := validateObject(o); len(probs) > 0 {
 		return nil, fmt.Errorf("%s: %s: %s", o.ID(), probs[0].p, probs[0].detail)
 	}
 	return o, nil
+}
+
+// decodeDocument decodes a whole document with a spec of type T into o's
+// header fields and returns the spec.
+func decodeDocument[T any](doc []byte, o *Object) (*T, error) {
+	var d struct {
+		APIVersion string     `json:"apiVersion"`
+		Kind       Kind       `json:"kind"`
+		Metadata   ObjectMeta `json:"metadata"`
+		Spec       *T         `json:"spec"`
+	}
+	if err := json.Unmarshal(doc, &d); err != nil {
+		return nil, err
+	}
+	if d.Spec == nil {
+		return nil, errors.New("a document without its spec")
+	}
+	o.APIVersion, o.Kind, o.Metadata = d.APIVersion, d.Kind, d.Metadata
+	return d.Spec, nil
 }

@@ -2,6 +2,7 @@ package desired
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -208,5 +209,31 @@ func TestCacheFileOtherDirectory(t *testing.T) {
 	set, err := loadCached(t, two, c)
 	if err != nil || set.Objects["Service/a"].Service.Command[0] != "/bin/two" {
 		t.Fatalf("load of another directory: %v %v", set, err)
+	}
+}
+
+// BenchmarkLoadFileCache1000: reading back the cache file of 1000
+// manifests as the systemd benchmark writes them.
+func BenchmarkLoadFileCache1000(b *testing.B) {
+	ageFiles(b)
+	dir := b.TempDir()
+	files := map[string]string{}
+	for i := 1; i <= 1000; i++ {
+		n := fmt.Sprintf("b%04d", i)
+		files[n+".yaml"] = "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: " + n + "}\nspec:\n  command: [\"/bin/sleep\", \"infinity\"]\n  restart: {policy: always, delay: 100ms}\n  environment: {GEN: \"v-0-x\"}\n"
+	}
+	writeFiles(b, dir, files)
+	path := filepath.Join(b.TempDir(), CacheFileName)
+	c, _ := LoadFileCache(path, "s")
+	if _, err := Load(dir, Options{Host: testHost, Insecure: true, Cache: c}); err != nil {
+		b.Fatal(err)
+	}
+	if err := c.Save(path); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if c, err := LoadFileCache(path, "s"); err != nil || len(c.files) != 1000 {
+			b.Fatalf("%d files, %v", len(c.files), err)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package systemd
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -438,24 +439,49 @@ func (o *Observer) scanUnitDir() (map[string]unitFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read unit dir %s: %w", o.unitDir, err)
 	}
-	files := make(map[string]unitFile, len(entries))
-	var errs *multierror.Error
+	var names []string
 	for _, e := range entries {
 		n := e.Name()
-		if !e.Type().IsRegular() || strings.HasPrefix(n, ".") || !HasUnitSuffix(n) {
-			continue
-		}
-		data, fi, err := readFileStat(filepath.Join(o.unitDir, n))
-		switch {
-		case errors.Is(err, fs.ErrNotExist): // removed meanwhile
-		case err != nil:
-			errs = multierror.Append(errs, err)
-		default:
-			files[n] = unitFile{data: data, mtime: fi.ModTime(), ctime: changeTime(fi)}
+		if e.Type().IsRegular() && !strings.HasPrefix(n, ".") && HasUnitSuffix(n) {
+			names = append(names, n)
 		}
 	}
-	return files, errs.ErrorOrNil()
+	// Five system calls per file: a few workers keep them in flight
+	// (1000 files: 15 ms read one after the other).
+	read := make([]unitFile, len(names))
+	errs := make([]error, len(names))
+	workers := min(scanWorkers, max(1, len(names)/32))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(names); i += workers {
+				data, fi, err := readFileStat(filepath.Join(o.unitDir, names[i]))
+				if err == nil {
+					read[i] = unitFile{data: data, mtime: fi.ModTime(), ctime: changeTime(fi)}
+				}
+				errs[i] = err
+			}
+		}()
+	}
+	wg.Wait()
+	files := make(map[string]unitFile, len(names))
+	var merr *multierror.Error
+	for i, n := range names {
+		switch err := errs[i]; {
+		case errors.Is(err, fs.ErrNotExist): // removed meanwhile
+		case err != nil:
+			merr = multierror.Append(merr, err)
+		default:
+			files[n] = read[i]
+		}
+	}
+	return files, merr.ErrorOrNil()
 }
+
+// scanWorkers bounds the goroutines reading the unit directory.
+const scanWorkers = 4
 
 func (o *Observer) listUnits(ctx context.Context, names []string) (map[string]sddbus.UnitStatus, error) {
 	out := make(map[string]sddbus.UnitStatus, len(names))
@@ -849,10 +875,12 @@ func readFileStat(path string) ([]byte, os.FileInfo, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("stat %s: %w", path, err)
 	}
-	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
-	if err != nil {
+	// Sized from the stat, as os.ReadFile does: one read and the EOF.
+	buf := bytes.NewBuffer(make([]byte, 0, min(fi.Size(), maxFileSize)+512))
+	if _, err := buf.ReadFrom(io.LimitReader(f, maxFileSize+1)); err != nil {
 		return nil, nil, fmt.Errorf("read %s: %w", path, err)
 	}
+	data := buf.Bytes()
 	if len(data) > maxFileSize {
 		return nil, nil, fmt.Errorf("read %s: larger than %d bytes", path, maxFileSize)
 	}
