@@ -66,3 +66,11 @@ func (c *Conn) closeIdlePipe() {
 		p.close()
 	}
 }
+
+// ReloadContext is go-systemd's daemon-reload, with the idle property pipe
+// closed first: a reload makes systemd send a signal per unit to every
+// connection, and the pipe would be one more to send them to.
+func (c *Conn) ReloadContext(ctx context.Context) error {
+	c.closeIdlePipe()
+	return c.Conn.ReloadContext(ctx)
+}
