@@ -179,4 +179,15 @@ func TestSandboxPipeKeptWhileBusy(t *testing.T) {
 	if n := c.pipeDials.Load(); n != 2 {
 		t.Errorf("%d pipes dialed, want 2", n)
 	}
+	// A daemon-reload closes it first (a signal per unit to every
+	// connection).
+	if err := c.ReloadContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.pipeMu.Lock()
+	idle = c.idlePipe
+	c.pipeMu.Unlock()
+	if idle != nil {
+		t.Error("the idle pipe is open after a daemon-reload")
+	}
 }
