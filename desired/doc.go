@@ -12,6 +12,9 @@
 //	load.go        Load, Options, Set: one pass over the directory
 //	load_parallel.go  the manifests read in order, parsed on several cores
 //	cache.go       FileCache: unchanged files answered without parsing (the agent)
+//	cache_file.go  the FileCache kept in a file from one command to the next
+//	               (no library fits: it is the loader's own memory, decoded
+//	               the way the loader decodes)
 //	files.go       which entries are manifests; safe file names
 //	open_unix.go   the only place that opens files: openat walk, owner and
 //	               mode checks on the descriptor read, symlink policy

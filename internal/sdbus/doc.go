@@ -4,17 +4,22 @@
 // and *Conn satisfies them all.
 //
 // Files:
-//   - conn.go: Conn (go-systemd's *dbus.Conn plus the raw connections under
-//     it), Dial (private socket as root, else the system bus), DialBus and
+//   - conn.go: Conn (go-systemd's *dbus.Conn plus the raw connection under
+//     it: one for its calls and signals), Dial (private socket as root, else the system bus), DialBus and
 //     DialPrivate, Wire (message counters), manager properties with a
 //     context, and WatchUnitSignals.
 //   - props.go, pipe.go: GetUnitPropertiesContext, the named properties of
 //     many units by Properties.Get calls pipelined on a connection of
 //     their own (the property pipe: a hand-written encoder and a decoder of
 //     the few value types unit properties have, at most 100 calls in
-//     flight, all on the calling goroutine). The one connection made per
-//     call: systemd sends every signal to every peer of its private socket,
-//     so an idle pipe would make PID 1 queue them.
+//     flight, all on the calling goroutine). The pipe's handshake waits for
+//     systemd to answer a Ping (sd-bus swallows a small first message sent
+//     right after BEGIN).
+//   - list.go: ListUnitsByNamesContext on the pipe, decoded by hand.
+//   - pipepool.go: one pipe kept for the calls of an observation, closed
+//     250 ms after the last (systemd sends every signal to every peer of
+//     its private socket, so an idle pipe would make PID 1 queue them) and
+//     before a daemon-reload (ReloadContext).
 //   - text.go: D-Bus values and paths as text: PropertyText (a property as
 //     observed.Manager.Properties holds it), UnitNameFromPath, and the
 //     PropertiesChanged signal name.

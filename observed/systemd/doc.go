@@ -36,7 +36,10 @@
 //     the rest.
 //   - unitfiles.go: what the files on disk say beyond D-Bus: enablement,
 //     vendor units and their drop-ins, whether systemd needs a reload, and
-//     whether a running process predates its unit file (stale).
+//     whether a running process predates its unit file (stale). A unit
+//     whose files all changed before systemd's last unit load has no
+//     reload pending, and its NeedDaemonReload (the dearest property) is
+//     not asked for (loadedAsOnDisk in observer.go).
 //   - manager.go: manager watchdog properties, the owned manager drop-in,
 //     the watchdog devices in sysfs.
 //   - subscribe.go: Watcher and Subscribe (wake-ups from PropertiesChanged).
