@@ -111,6 +111,31 @@ func TestCacheFileRoundTrip(t *testing.T) {
 	}
 }
 
+// Documents come back from the cache file byte for byte, characters JSON
+// encoders escape included.
+func TestCacheFileKeepsDocumentBytes(t *testing.T) {
+	ageFiles(t)
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"a.yaml": "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: a}\nspec:\n  command: [/bin/sh, -c, \"true && test 1 -lt 2 > /dev/null\"]\n"})
+	path := filepath.Join(t.TempDir(), CacheFileName)
+	c, _ := LoadFileCache(path, "s")
+	set, err := loadCached(t, dir, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	back, err := LoadFileCache(path, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := back.files["a.yaml"].objs[0].Document()
+	if want := set.Objects["Service/a"].Document(); string(got) != string(want) {
+		t.Errorf("document from the cache file:\n%s\nwant\n%s", got, want)
+	}
+}
+
 // The cache file is refused when another build wrote it, when it is
 // writable by group or other, when it is a symlink or does not decode;
 // the cache is then empty and usable.
