@@ -6,10 +6,10 @@ import (
 )
 
 // pipeIdle is how long a property pipe stays open after a call, for the
-// next one. A new connection costs systemd about 1.4 ms of PID 1 (it
-// registers its whole object tree on every connection; measured on systemd
-// 252), more than a hundred Gets; one observation makes two or three
-// calls in a row. An idle pipe is closed after pipeIdle: systemd sends
+// next one. A new connection to the private socket costs systemd about
+// 2.5 ms of PID 1 (it sets up its whole object tree for every connection;
+// TestSandboxCallCostsPID1, systemd 252), as much as 350 Gets; one
+// observation makes two or three calls in a row. An idle pipe is closed after pipeIdle: systemd sends
 // every signal to every connection on its private socket, and queues them
 // for a reader that is not reading. Signals that arrived meanwhile are
 // read and skipped by the next call.

@@ -579,9 +579,10 @@ func (o *Observer) readProperties(ctx context.Context, units []*observed.Unit, s
 // what fillUnit leaves (TestSandboxFidelityPipelinedReads compares with
 // GetAll). NeedDaemonReload is the dearest
 // Get (systemd stats the fragment and scans every drop-in directory of
-// the search path for it: 38 µs of PID 1 against 13 µs for the others,
-// measured on systemd 252 with 100 units); it is read for every loaded
-// unit all the same, as nothing else tells what systemd loaded.
+// the search path for it: 23 µs of PID 1 against 6-10 µs for the others
+// on the private socket, internal/sdbus TestSandboxCallCostsPID1); it is
+// left out when the unit's files predate systemd's last unit load
+// (loadedAsOnDisk).
 var (
 	unitProps = []sdbus.Property{
 		{Interface: ifaceUnit, Name: "DropInPaths"},
