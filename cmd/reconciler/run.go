@@ -67,7 +67,17 @@ func newRunCmd(g *globals) *cobra.Command {
 			// Each after-pass hook sees every pass result (heartbeat, sd_notify,
 			// metrics); add one per concern.
 			trim := newMemTrim(250 * time.Millisecond) // heap back to the kernel once quiet (memtrim.go)
-			saveCache := func(reconcile.Result, error) { g.saveManifestCache(log) }
+			// The manifest cache file, for the next agent or command: at
+			// most every cacheSaveEvery (an edit changes it twice: the
+			// file is parsed, then cached once older than 2 s), and at exit.
+			var cacheSaved time.Time
+			saveCache := func(reconcile.Result, error) {
+				if now := time.Now(); now.Sub(cacheSaved) >= cacheSaveEvery {
+					cacheSaved = now
+					g.saveManifestCache(log)
+				}
+			}
+			defer g.saveManifestCache(log)
 			afterPass := []func(reconcile.Result, error){firstPassLog(log), sd.afterPass, newTimerLog(log).afterPass, obs.afterPass, hp.afterPass, saveCache, trim.afterPass}
 			loop.AfterPass = func(res reconcile.Result, err error) {
 				for _, h := range afterPass {
@@ -113,6 +123,9 @@ func newRunCmd(g *globals) *cobra.Command {
 	f.BoolVar(&g.stopOnExit, "stop-on-exit", false, "process backend: on SIGTERM stop all services in reverse start order and exit when all are down (always on as PID 1); otherwise they keep running for the next agent to adopt")
 	return cmd
 }
+
+// cacheSaveEvery bounds how often run writes the manifest cache file.
+const cacheSaveEvery = 30 * time.Second
 
 // firstPassLog logs once, after the first pass, that the agent has converged
 // (or tried to) for the first time.
