@@ -2,7 +2,6 @@ package desired
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -249,13 +248,7 @@ func TestCacheFileOtherDirectory(t *testing.T) {
 // manifests as the systemd benchmark writes them.
 func BenchmarkLoadFileCache1000(b *testing.B) {
 	ageFiles(b)
-	dir := b.TempDir()
-	files := map[string]string{}
-	for i := 1; i <= 1000; i++ {
-		n := fmt.Sprintf("b%04d", i)
-		files[n+".yaml"] = "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: " + n + "}\nspec:\n  command: [\"/bin/sleep\", \"infinity\"]\n  restart: {policy: always, delay: 100ms}\n  environment: {GEN: \"v-0-x\"}\n"
-	}
-	writeFiles(b, dir, files)
+	dir := bench1000(b)
 	path := filepath.Join(b.TempDir(), CacheFileName)
 	c, _ := LoadFileCache(path, "s")
 	if _, err := Load(dir, Options{Host: testHost, Insecure: true, Cache: c}); err != nil {

@@ -1,7 +1,6 @@
 package desired
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -161,13 +160,7 @@ func TestFileCacheChecksStillMade(t *testing.T) {
 // agent's loop loading an unchanged directory (owner checks on).
 func BenchmarkLoad1000Cached(b *testing.B) {
 	ageFiles(b)
-	dir := b.TempDir()
-	files := map[string]string{}
-	for i := 1; i <= 1000; i++ {
-		n := fmt.Sprintf("b%04d", i)
-		files[n+".yaml"] = "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: " + n + "}\nspec:\n  command: [\"/bin/sleep\", \"infinity\"]\n  restart: {policy: always, delay: 100ms}\n  environment: {GEN: \"v-0-x\"}\n"
-	}
-	writeFiles(b, dir, files)
+	dir := bench1000(b)
 	opts := Options{Host: testHost, OwnerUID: os.Getuid(), Cache: NewFileCache()}
 	for b.Loop() {
 		if set, err := Load(dir, opts); err != nil || len(set.Objects) != 1000 {

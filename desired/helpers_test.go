@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -176,4 +177,17 @@ func lineDiff(want, got string) string {
 		}
 	}
 	return b.String()
+}
+
+// bench1000 writes 1000 manifests as the systemd benchmark writes them
+// (e2e/bench_test.go: writeServices) into a new directory.
+func bench1000(b *testing.B) string {
+	dir := b.TempDir()
+	files := map[string]string{}
+	for i := 1; i <= 1000; i++ {
+		n := fmt.Sprintf("b%04d", i)
+		files[n+".yaml"] = "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: " + n + "}\nspec:\n  command: [\"/bin/sleep\", \"infinity\"]\n  restart: {policy: always, delay: 100ms}\n  environment: {GEN: \"v-0-x\"}\n"
+	}
+	writeFiles(b, dir, files)
+	return dir
 }

@@ -478,13 +478,7 @@ func BenchmarkLoad100(b *testing.B) {
 // BenchmarkLoad1000: 1000 manifests as the systemd benchmark writes them
 // (e2e/bench_test.go: writeServices).
 func BenchmarkLoad1000(b *testing.B) {
-	dir := b.TempDir()
-	files := map[string]string{}
-	for i := 1; i <= 1000; i++ {
-		n := fmt.Sprintf("b%04d", i)
-		files[n+".yaml"] = "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: " + n + "}\nspec:\n  command: [\"/bin/sleep\", \"infinity\"]\n  restart: {policy: always, delay: 100ms}\n  environment: {GEN: \"v-0-x\"}\n"
-	}
-	writeFiles(b, dir, files)
+	dir := bench1000(b)
 	opts := Options{Host: testHost, OwnerUID: os.Getuid()}
 	for b.Loop() {
 		if set, err := Load(dir, opts); err != nil || len(set.Objects) != 1000 {

@@ -60,50 +60,16 @@ func (p *pipe) listUnits(ctx context.Context, units []string) ([]sddbus.UnitStat
 
 // appendListCall appends Manager.ListUnitsByNames(as units).
 func (p *pipe) appendListCall(b []byte, units []string) []byte {
-	p.serial++
-	start := len(b)
-	pad := func(n int) {
-		for (len(b)-start)%n != 0 {
-			b = append(b, 0)
-		}
-	}
-	str := func(s string) {
-		pad(4)
-		b = binary.LittleEndian.AppendUint32(b, uint32(len(s)))
-		b = append(b, s...)
-		b = append(b, 0)
-	}
-	field := func(code byte, sig byte, s string) {
-		pad(8)
-		b = append(b, code, 1, sig, 0)
-		if sig == 'g' {
-			b = append(b, byte(len(s)))
-			b = append(b, s...)
-			b = append(b, 0)
-			return
-		}
-		str(s)
-	}
-	b = append(b, 'l', msgMethodCall, 0, 1, 0, 0, 0, 0)
-	b = binary.LittleEndian.AppendUint32(b, p.serial)
-	b = append(b, 0, 0, 0, 0) // header fields' length, below
-	field(fieldPath, 'o', "/org/freedesktop/systemd1")
-	field(fieldInterface, 's', "org.freedesktop.systemd1.Manager")
-	field(fieldMember, 's', "ListUnitsByNames")
-	field(fieldDestination, 's', "org.freedesktop.systemd1")
-	field(fieldSignature, 'g', "as")
-	binary.LittleEndian.PutUint32(b[start+12:], uint32(len(b)-start-16))
-	pad(8)
-	body := len(b)
-	pad(4)
-	lenAt := len(b)
-	b = append(b, 0, 0, 0, 0) // array length, below
-	for _, u := range units {
-		str(u)
-	}
-	binary.LittleEndian.PutUint32(b[lenAt:], uint32(len(b)-lenAt-4))
-	binary.LittleEndian.PutUint32(b[start+4:], uint32(len(b)-body))
-	return b
+	return p.appendMethodCall(b, "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager", "ListUnitsByNames",
+		"org.freedesktop.systemd1", "as", func(w *callWriter) {
+			w.pad(4)
+			at := len(w.b)
+			w.b = append(w.b, 0, 0, 0, 0) // the array's length in bytes, below
+			for _, u := range units {
+				w.str(u)
+			}
+			binary.LittleEndian.PutUint32(w.b[at:], uint32(len(w.b)-at-4))
+		})
 }
 
 // decodeUnitStatuses decodes an a(ssssssouso) body.

@@ -290,48 +290,65 @@ func (p *pipe) getBatch(ctx context.Context, calls []getCall) (vals []any, errs 
 // appendCall appends a method call with string arguments (signature
 // "s..."), little-endian, and bumps p.serial.
 func (p *pipe) appendCall(b []byte, path godbus.ObjectPath, iface, member, dest string, args ...string) []byte {
+	return p.appendMethodCall(b, string(path), iface, member, dest, strings.Repeat("s", len(args)), func(w *callWriter) {
+		for _, a := range args {
+			w.str(a)
+		}
+	})
+}
+
+// callWriter appends to one message; alignment counts from its start.
+type callWriter struct {
+	b     []byte
+	start int
+}
+
+func (w *callWriter) pad(n int) {
+	for (len(w.b)-w.start)%n != 0 {
+		w.b = append(w.b, 0)
+	}
+}
+
+func (w *callWriter) str(s string) {
+	w.pad(4)
+	w.b = binary.LittleEndian.AppendUint32(w.b, uint32(len(s)))
+	w.b = append(w.b, s...)
+	w.b = append(w.b, 0)
+}
+
+func (w *callWriter) field(code byte, sig byte, s string) {
+	w.pad(8)
+	w.b = append(w.b, code, 1, sig, 0)
+	if sig == 'g' {
+		w.b = append(w.b, byte(len(s)))
+		w.b = append(w.b, s...)
+		w.b = append(w.b, 0)
+		return
+	}
+	w.str(s)
+}
+
+// appendMethodCall appends a method call, little-endian, whose body of
+// signature sig writeBody appends, and bumps p.serial.
+func (p *pipe) appendMethodCall(b []byte, path, iface, member, dest, sig string, writeBody func(*callWriter)) []byte {
 	p.serial++
-	start := len(b)
-	pad := func(n int) {
-		for (len(b)-start)%n != 0 {
-			b = append(b, 0)
-		}
+	w := &callWriter{b: b, start: len(b)}
+	w.b = append(w.b, 'l', msgMethodCall, 0, 1, 0, 0, 0, 0)
+	w.b = binary.LittleEndian.AppendUint32(w.b, p.serial)
+	w.b = append(w.b, 0, 0, 0, 0) // header fields' length, below
+	w.field(fieldPath, 'o', path)
+	w.field(fieldInterface, 's', iface)
+	w.field(fieldMember, 's', member)
+	w.field(fieldDestination, 's', dest)
+	if sig != "" {
+		w.field(fieldSignature, 'g', sig)
 	}
-	str := func(s string) {
-		pad(4)
-		b = binary.LittleEndian.AppendUint32(b, uint32(len(s)))
-		b = append(b, s...)
-		b = append(b, 0)
-	}
-	field := func(code byte, sig byte, s string) {
-		pad(8)
-		b = append(b, code, 1, sig, 0)
-		if sig == 'g' {
-			b = append(b, byte(len(s)))
-			b = append(b, s...)
-			b = append(b, 0)
-			return
-		}
-		str(s)
-	}
-	b = append(b, 'l', msgMethodCall, 0, 1, 0, 0, 0, 0)
-	b = binary.LittleEndian.AppendUint32(b, p.serial)
-	b = append(b, 0, 0, 0, 0) // header fields' length, below
-	field(fieldPath, 'o', string(path))
-	field(fieldInterface, 's', iface)
-	field(fieldMember, 's', member)
-	field(fieldDestination, 's', dest)
-	if len(args) > 0 {
-		field(fieldSignature, 'g', strings.Repeat("s", len(args)))
-	}
-	binary.LittleEndian.PutUint32(b[start+12:], uint32(len(b)-start-16))
-	pad(8)
-	body := len(b)
-	for _, a := range args {
-		str(a)
-	}
-	binary.LittleEndian.PutUint32(b[start+4:], uint32(len(b)-body))
-	return b
+	binary.LittleEndian.PutUint32(w.b[w.start+12:], uint32(len(w.b)-w.start-16))
+	w.pad(8)
+	body := len(w.b)
+	writeBody(w)
+	binary.LittleEndian.PutUint32(w.b[w.start+4:], uint32(len(w.b)-body))
+	return w.b
 }
 
 // message is the part of a received message the pipe uses.
