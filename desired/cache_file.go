@@ -11,10 +11,11 @@ import (
 	"runtime"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 
 	"github.com/google/renameio/v2"
+
+	"resil.dev/resil/internal/par"
 )
 
 // The cache file keeps a FileCache from one command to the next, so a
@@ -101,22 +102,13 @@ func LoadFileCache(path, stamp string) (*FileCache, error) {
 		}
 	}
 	// Decoding is JSON and validation, all CPU: the lines are spread over
-	// the processors, each worker taking every n-th line.
+	// the processors.
 	entries := make([]cachedFile, len(lines))
 	names := make([]string, len(lines))
 	errs := make([]error, len(lines))
-	workers := min(runtime.GOMAXPROCS(0), 8, max(1, len(lines)/64))
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < len(lines); i += workers {
-				names[i], entries[i], errs[i] = decodeCacheLine(lines[i])
-			}
-		}()
-	}
-	wg.Wait()
+	par.For(len(lines), min(runtime.GOMAXPROCS(0), 8), 64, func(i int) {
+		names[i], entries[i], errs[i] = decodeCacheLine(lines[i])
+	})
 	files := make(map[string]cachedFile, len(lines))
 	for i := range lines {
 		if errs[i] != nil {

@@ -2,7 +2,8 @@ package desired
 
 import (
 	"runtime"
-	"sync"
+
+	"resil.dev/resil/internal/par"
 )
 
 // readManifests reads the manifest files (relative names, in order) and
@@ -49,29 +50,7 @@ func (l *loader) readManifests(files []string, dropInDirs map[string]bool) []*Ob
 		}
 		w.data = nil
 	}
-	n := min(runtime.GOMAXPROCS(0), len(works)/parallelParseMin)
-	if n <= 1 {
-		for i := range works {
-			parse(&works[i])
-		}
-	} else {
-		var wg sync.WaitGroup
-		next := make(chan int)
-		for range n {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := range next {
-					parse(&works[i])
-				}
-			}()
-		}
-		for i := range works {
-			next <- i
-		}
-		close(next)
-		wg.Wait()
-	}
+	par.For(len(works), runtime.GOMAXPROCS(0), parallelParseMin, func(i int) { parse(&works[i]) })
 	var all []*Object
 	for _, w := range works {
 		if w.sub != nil {

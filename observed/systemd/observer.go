@@ -23,6 +23,7 @@ import (
 	"github.com/hashicorp/go-multierror"
 
 	"resil.dev/resil/internal/ownmark"
+	"resil.dev/resil/internal/par"
 	"resil.dev/resil/internal/sdbus"
 	"resil.dev/resil/observed"
 )
@@ -450,22 +451,13 @@ func (o *Observer) scanUnitDir() (map[string]unitFile, error) {
 	// (1000 files: 15 ms read one after the other).
 	read := make([]unitFile, len(names))
 	errs := make([]error, len(names))
-	workers := min(scanWorkers, max(1, len(names)/32))
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < len(names); i += workers {
-				data, fi, err := readFileStat(filepath.Join(o.unitDir, names[i]))
-				if err == nil {
-					read[i] = unitFile{data: data, mtime: fi.ModTime(), ctime: changeTime(fi)}
-				}
-				errs[i] = err
-			}
-		}()
-	}
-	wg.Wait()
+	par.For(len(names), scanWorkers, 32, func(i int) {
+		data, fi, err := readFileStat(filepath.Join(o.unitDir, names[i]))
+		if err == nil {
+			read[i] = unitFile{data: data, mtime: fi.ModTime(), ctime: changeTime(fi)}
+		}
+		errs[i] = err
+	})
 	files := make(map[string]unitFile, len(names))
 	var merr *multierror.Error
 	for i, n := range names {
