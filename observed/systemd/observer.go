@@ -316,7 +316,9 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 			candidates = append(candidates, u)
 		}
 	}
+	loadRead := false // unitsLoadStart asked this pass (it may say 0)
 	if len(candidates) > 0 {
+		loadRead = true
 		if loadStart, err = o.unitsLoadStart(ctx); err != nil {
 			errs = multierror.Append(errs, err)
 		}
@@ -367,7 +369,7 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 	}
 	// systemd's last unit load matters only while a reload is pending.
 	for _, u := range loaded {
-		if loadStart == 0 && u.NeedDaemonReload && u.Active() && u.Owner != "" {
+		if !loadRead && u.NeedDaemonReload && u.Active() && u.Owner != "" {
 			if loadStart, err = o.unitsLoadStart(ctx); err != nil {
 				errs = multierror.Append(errs, err)
 			}
@@ -609,38 +611,33 @@ const (
 // as ListUnitsByNames gave it), nil for a unit type read with GetAll.
 // settled leaves out NeedDaemonReload (loadedAsOnDisk).
 func pipedProperties(u *observed.Unit, settled bool) []sdbus.Property {
-	var props []sdbus.Property
+	var all, fewer []sdbus.Property
 	switch name := u.Name; {
 	case strings.HasSuffix(name, ".service") && u.SubState == "running":
-		props = serviceRunningProps
+		all, fewer = serviceRunningProps, serviceRunningSettled
 	case strings.HasSuffix(name, ".service"):
-		props = serviceProps
+		all, fewer = serviceProps, serviceSettled
 	case strings.HasSuffix(name, ".timer"):
-		props = timerProps
+		all, fewer = timerProps, timerSettled
 	default:
 		return nil
 	}
 	if settled {
-		return withoutReloadFlag[&props[0]]
+		return fewer
 	}
-	return props
+	return all
 }
 
-// withoutReloadFlag holds each property list without NeedDaemonReload,
-// by the list's first element.
-var withoutReloadFlag = func() map[*sdbus.Property][]sdbus.Property {
-	m := map[*sdbus.Property][]sdbus.Property{}
-	for _, props := range [][]sdbus.Property{serviceRunningProps, serviceProps, timerProps} {
-		var out []sdbus.Property
-		for _, p := range props {
-			if p.Name != "NeedDaemonReload" {
-				out = append(out, p)
-			}
-		}
-		m[&props[0]] = out
-	}
-	return m
-}()
+// The property lists of settled units: without NeedDaemonReload.
+var (
+	serviceRunningSettled = withoutReloadFlag(serviceRunningProps)
+	serviceSettled        = withoutReloadFlag(serviceProps)
+	timerSettled          = withoutReloadFlag(timerProps)
+)
+
+func withoutReloadFlag(props []sdbus.Property) []sdbus.Property {
+	return slices.DeleteFunc(slices.Clone(props), func(p sdbus.Property) bool { return p.Name == "NeedDaemonReload" })
+}
 
 // readNeedDaemonReload reads NeedDaemonReload alone, for units whose other
 // properties were read.
