@@ -150,13 +150,7 @@ func (p *pipe) handshake(ctx context.Context, private bool) error {
 func (p *pipe) settle(ctx context.Context) error {
 	first := p.serial + 1
 	deadline, hasDeadline := ctx.Deadline()
-	defer func() {
-		if hasDeadline {
-			_ = p.conn.SetDeadline(deadline)
-		} else {
-			_ = p.conn.SetDeadline(time.Time{})
-		}
-	}()
+	defer p.ctxDeadline(ctx) // the nudges below set their own
 	p.wbuf = append(p.wbuf[:0], "BEGIN\r\n"...)
 	for range settlePings {
 		p.wbuf = p.appendPing(p.wbuf)
@@ -212,13 +206,15 @@ const (
 	settleTries = 250 // 5 s
 )
 
+// ctxDeadline sets p's I/O deadline to ctx's (none when it has none).
+func (p *pipe) ctxDeadline(ctx context.Context) {
+	d, _ := ctx.Deadline() // zero: no deadline
+	_ = p.conn.SetDeadline(d)
+}
+
 // bound makes blocking I/O on p end at ctx's deadline or cancellation.
 func (p *pipe) bound(ctx context.Context) (stop func()) {
-	if d, ok := ctx.Deadline(); ok {
-		_ = p.conn.SetDeadline(d)
-	} else {
-		_ = p.conn.SetDeadline(time.Time{})
-	}
+	p.ctxDeadline(ctx)
 	unregister := context.AfterFunc(ctx, func() { _ = p.conn.SetDeadline(time.Unix(1, 0)) })
 	return func() { unregister() }
 }
