@@ -15,15 +15,27 @@ import (
 
 // The watch-fed cache (the informer pattern), for `run` only.
 //
-// While Subscribe runs, every signal about a unit (PropertiesChanged on any
-// of its interfaces, the manager's UnitNew, UnitRemoved and JobRemoved)
-// marks it dirty, and a daemon-reload (the manager's Reloading signal, or
-// the agent's own through Reloaded) empties the cache. Observe then reads
-// the properties (GetAll) only of units that are not in the cache, are
-// dirty, or whose ListUnitsByNames status, unit file or drop-ins changed
-// since they were cached; the others keep their cached properties. Timers,
-// units with a pending job and units in a transitional state
-// (activating, deactivating, reloading) are always read.
+// While Subscribe runs, signals mark the units whose cached properties
+// they may have changed (cacheSignal): a service's PropertiesChanged on
+// the Service interface when one of the values it carries differs from the
+// cached one (systemd sends every property it signals, values included),
+// any other unit's PropertiesChanged, the manager's UnitRemoved and
+// JobRemoved. Observe then reads the properties only of units that are
+// not in the cache, are marked, or whose ListUnitsByNames status, unit
+// file or drop-ins changed since they were cached; the others keep their
+// cached properties. Timers, units with a pending job and units in a
+// transitional state (activating, deactivating, reloading) are always
+// read.
+//
+// A daemon-reload (the manager's Reloading signal, or the agent's own
+// through Reloaded) keeps the cache: systemd carries every unit's runtime
+// state (MainPID, NRestarts, Result, the main process's exec status)
+// across it, and the PropertiesChanged it sends for every unit afterwards
+// carry the same values, so they mark nothing. What a reload does change
+// is what the unit was loaded from: an entry cached before it is used
+// only when the drop-ins it had loaded are exactly those on disk and no
+// drop-in directory for a whole type exists (so DropInPaths stands), and
+// its NeedDaemonReload is decided again (loadedAsOnDisk, or asked).
 //
 // ObserveFull (the loop's periodic resync) reads everything and reports,
 // in State.CacheDrift, every unit whose cached properties it would have
@@ -42,6 +54,9 @@ type cacheEntry struct {
 	size    int
 	dropIns map[string]time.Time
 	onDisk  []string
+	// reloads is cacheState.reloads when the entry was read: an entry
+	// from before systemd's last reload is checked again (cachePlan).
+	reloads uint64
 }
 
 // cacheState is the cache, guarded by Observer.mu.
@@ -54,6 +69,10 @@ type cacheState struct {
 	// gen counts the events that make a read in progress unfit to fill
 	// the cache (Subscribe started, a reload).
 	gen uint64
+	// reloads counts the daemon-reloads seen; reloading: between the
+	// manager's Reloading(true) and Reloading(false).
+	reloads   uint64
+	reloading bool
 }
 
 // cacheStart is called when Subscribe's watch is registered: the next
@@ -72,13 +91,18 @@ func (o *Observer) cacheStop() {
 }
 
 // Reloaded tells the cache that the agent reloaded systemd (every unit's
-// DropInPaths, FragmentPath and NeedDaemonReload may have changed): the
-// next Observe reads everything. actuators/systemd calls it through
-// WithOwnJobs after each daemon-reload.
+// DropInPaths and NeedDaemonReload may have changed): the next Observe
+// checks them again. actuators/systemd calls it through WithOwnJobs after
+// each daemon-reload.
 func (o *Observer) Reloaded() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.cache.valid = false
+	o.cacheReloaded()
+}
+
+// cacheReloaded records a daemon-reload. Called with o.mu held.
+func (o *Observer) cacheReloaded() {
+	o.cache.reloads++
 	o.cache.gen++
 }
 
@@ -88,7 +112,9 @@ func (o *Observer) cacheSignal(s *godbus.Signal) {
 		return
 	}
 	if name, ok := sdbus.UnitNameFromPath(s.Path); ok && s.Name == sdbus.PropertiesChanged {
-		o.cache.dirty[name] = true
+		if o.signalChangesEntry(name, s.Body) {
+			o.cache.dirty[name] = true
+		}
 		return
 	}
 	member, ok := strings.CutPrefix(s.Name, managerIface+".")
@@ -97,11 +123,17 @@ func (o *Observer) cacheSignal(s *godbus.Signal) {
 	}
 	switch member {
 	case "Reloading":
-		o.cache.valid = false
-		o.cache.gen++
-	case "UnitNew", "UnitRemoved":
+		o.cacheReloaded()
+		o.cache.reloading = false
 		if len(s.Body) > 0 {
-			if name, ok := s.Body[0].(string); ok {
+			o.cache.reloading, _ = s.Body[0].(bool)
+		}
+	case "UnitNew", "UnitRemoved":
+		// A reload removes every unit and adds it again, with its runtime
+		// state: that alone changes no entry. Otherwise a cached unit's
+		// UnitNew comes with its PropertiesChanged, which tell.
+		if len(s.Body) > 0 && !o.cache.reloading {
+			if name, ok := s.Body[0].(string); ok && (member == "UnitRemoved" || o.cache.units[name] == nil) {
 				o.cache.dirty[name] = true
 			}
 		}
@@ -114,41 +146,113 @@ func (o *Observer) cacheSignal(s *godbus.Signal) {
 	}
 }
 
+// signalProps are the Service properties the cache keeps from a read.
+// systemd signals each of them (EMITS_CHANGE): every PropertiesChanged of
+// a service's Service interface carries all of them.
+var signalProps = []string{"Result", "NRestarts", "MainPID", "ExecMainStatus", "ExecMainStartTimestamp", "ExecMainExitTimestamp"}
+
+// signalChangesEntry reports whether a PropertiesChanged (body: interface,
+// changed, invalidated) about unit name may make its cache entry wrong.
+// For a cached service: the Service interface's only when a value of
+// signalProps differs from the cached one or is missing; never the Unit
+// interface's, whose states and job cachePlan compares with
+// ListUnitsByNames on every pass. Any other unit's always. Called with
+// o.mu held.
+func (o *Observer) signalChangesEntry(name string, body []any) bool {
+	e := o.cache.units[name]
+	if e == nil || !strings.HasSuffix(name, ".service") || len(body) < 3 {
+		return true
+	}
+	iface, _ := body[0].(string)
+	changed, ok1 := body[1].(map[string]godbus.Variant)
+	invalidated, ok2 := body[2].([]string)
+	switch {
+	case iface == unitIface:
+		return false
+	case iface != serviceIface || !ok1 || !ok2:
+		return true
+	}
+	for _, k := range invalidated {
+		if slices.Contains(signalProps, k) {
+			return true
+		}
+	}
+	m := make(map[string]any, len(signalProps))
+	for _, k := range signalProps {
+		v, ok := changed[k]
+		if !ok {
+			return true
+		}
+		m[k] = v
+	}
+	var sent observed.Unit
+	r := propReader{m: m}
+	readService(&r, &sent)
+	c := &e.props
+	return r.err != nil || sent.Result != c.Result || sent.NRestarts != c.NRestarts || sent.MainPID != c.MainPID ||
+		sent.ExecMainStatus != c.ExecMainStatus || sent.ExecMainStartTimestamp != c.ExecMainStartTimestamp ||
+		sent.ExecMainExitTimestamp != c.ExecMainExitTimestamp
+}
+
+// cacheAnswer is cachePlan's split of the units systemd knows.
+type cacheAnswer struct {
+	read []*observed.Unit // properties to read
+	// reusable lists the units the cache answers for (full: would have
+	// answered for), with their entries, for the drift check.
+	reusable map[string]*cacheEntry
+	// reloaded are the units answered from entries cached before
+	// systemd's last reload: their NeedDaemonReload is to be decided again.
+	reloaded []*observed.Unit
+	gen      uint64 // for cacheStore
+	reloads  uint64 // the reloads seen when the plan was made
+}
+
 // cachePlan splits the units systemd knows into those whose properties
 // must be read and those whose cached properties stand (filled in here).
-// full reads every unit; reusable then lists the units the cache would
-// have answered for, with their entries, for the drift check. It clears
-// the dirty marks of the units it reads: a signal arriving during the read
-// marks them again.
-func (o *Observer) cachePlan(full bool, loaded []*observed.Unit, files map[string]unitFile, status map[string][3]string, vendor map[string]vendor) (read []*observed.Unit, reusable map[string]*cacheEntry, gen uint64) {
+// full reads every unit. It clears the dirty marks of the units it reads:
+// a signal arriving during the read marks them again. typeDropIns: a
+// drop-in directory for a whole type or prefix exists (an entry from
+// before a reload is then read again).
+func (o *Observer) cachePlan(full bool, loaded []*observed.Unit, files map[string]unitFile, status map[string][3]string, vendor map[string]vendor, typeDropIns bool) cacheAnswer {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	gen = o.cache.gen
+	ans := cacheAnswer{gen: o.cache.gen, reloads: o.cache.reloads}
 	if !o.cache.on || !o.cache.valid {
 		for _, u := range loaded {
 			delete(o.cache.dirty, u.Name)
 		}
-		return loaded, nil, gen
+		ans.read = loaded
+		return ans
 	}
-	reusable = map[string]*cacheEntry{}
+	ans.reusable = map[string]*cacheEntry{}
 	for _, u := range loaded {
 		e := o.cache.units[u.Name]
+		onDisk := vendor[u.Name].dropIns
 		ok := e != nil && !o.cache.dirty[u.Name] && !strings.HasSuffix(u.Name, ".timer") &&
 			e.status == status[u.Name] && e.mtime.Equal(files[u.Name].mtime) && e.size == len(files[u.Name].data) &&
-			slices.Equal(e.onDisk, vendor[u.Name].dropIns) && !e.props.PendingJob && !u.PendingJob && settledState(e.props.ActiveState)
+			slices.Equal(e.onDisk, onDisk) && !e.props.PendingJob && !u.PendingJob && settledState(e.props.ActiveState)
+		reloaded := ok && e.reloads != o.cache.reloads
+		if reloaded {
+			// A reload loads the drop-ins on disk: the ones the entry had
+			// loaded when those are exactly the ones on disk.
+			ok = !typeDropIns && !loadedElsewhere(o.cfg.root, &e.props, onDisk) && !needsReload(o.cfg.root, &e.props, onDisk)
+		}
 		delete(o.cache.dirty, u.Name)
 		if !ok {
-			read = append(read, u)
+			ans.read = append(ans.read, u)
 			continue
 		}
-		reusable[u.Name] = e
+		ans.reusable[u.Name] = e
 		if full {
-			read = append(read, u)
-		} else {
-			copyProps(u, &e.props)
+			ans.read = append(ans.read, u)
+			continue
+		}
+		copyProps(u, &e.props)
+		if reloaded {
+			ans.reloaded = append(ans.reloaded, u)
 		}
 	}
-	return read, reusable, gen
+	return ans
 }
 
 func settledState(active string) bool {
@@ -159,7 +263,7 @@ func settledState(active string) bool {
 // units systemd knows, and drops every other unit; gen is cachePlan's. A
 // read that began before Subscribe started or before a reload fills
 // nothing.
-func (o *Observer) cacheStore(gen uint64, loaded []*observed.Unit, files map[string]unitFile, status map[string][3]string, vendor map[string]vendor, dropInTimes map[string]map[string]time.Time) {
+func (o *Observer) cacheStore(gen, reloads uint64, loaded []*observed.Unit, files map[string]unitFile, status map[string][3]string, vendor map[string]vendor, dropInTimes map[string]map[string]time.Time) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if !o.cache.on || gen != o.cache.gen {
@@ -168,7 +272,7 @@ func (o *Observer) cacheStore(gen uint64, loaded []*observed.Unit, files map[str
 	units := make(map[string]*cacheEntry, len(loaded))
 	for _, u := range loaded {
 		e := &cacheEntry{status: status[u.Name], mtime: files[u.Name].mtime, size: len(files[u.Name].data),
-			dropIns: dropInTimes[u.Name], onDisk: vendor[u.Name].dropIns}
+			dropIns: dropInTimes[u.Name], onDisk: vendor[u.Name].dropIns, reloads: reloads}
 		copyProps(&e.props, u)
 		units[u.Name] = e
 	}
@@ -194,16 +298,21 @@ func dropInsChanged(e *cacheEntry, times map[string]time.Time) bool {
 // would have answered for them, and describes each difference. A unit
 // marked dirty meanwhile (a signal about a change during the read) is no
 // drift: the cache would have caught up.
-func (o *Observer) cacheDrift(reusable map[string]*cacheEntry, units map[string]*observed.Unit) map[string]string {
+func (o *Observer) cacheDrift(ans cacheAnswer, units map[string]*observed.Unit) map[string]string {
 	var drift map[string]string
-	for name, e := range reusable {
+	for name, e := range ans.reusable {
 		u := units[name]
 		if u == nil {
 			continue
 		}
-		var fresh observed.Unit
+		var fresh, cached observed.Unit
 		copyProps(&fresh, u)
-		if d := diffProps(&e.props, &fresh); d != "" {
+		copyProps(&cached, &e.props)
+		if e.reloads != ans.reloads {
+			// Decided again after a reload, not taken from the entry.
+			cached.NeedDaemonReload = fresh.NeedDaemonReload
+		}
+		if d := diffProps(&cached, &fresh); d != "" {
 			if drift == nil {
 				drift = map[string]string{}
 			}

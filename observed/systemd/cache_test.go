@@ -2,6 +2,7 @@ package systemd
 
 import (
 	"context"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -52,7 +53,7 @@ func TestCache(t *testing.T) {
 			}
 		},
 	}, {
-		name: "a unit signal marks its unit; a reload empties the cache",
+		name: "a unit signal marks its unit; a reload asks NeedDaemonReload again where no file tells",
 		run: func(t *testing.T, f *sdbustest.Fake, o *Observer) {
 			observe(t, f, o, false)
 			f.Emit("worker.service", "org.freedesktop.systemd1.Service", map[string]any{"NRestarts": uint32(1)})
@@ -61,8 +62,41 @@ func TestCache(t *testing.T) {
 				t.Errorf("after a signal: %d GetAll, want 1", n)
 			}
 			o.Reloaded()
-			if n, _ := observe(t, f, o, false); n != 2 {
-				t.Errorf("after a reload: %d GetAll, want 2", n)
+			f.ResetCalls()
+			if _, err := o.Observe(context.Background(), names); err != nil {
+				t.Fatal(err)
+			}
+			if n, ndr, pid := f.CallCount("GetProperties"), f.PropertyCount("NeedDaemonReload"), f.PropertyCount("MainPID"); n != 2 || ndr != 2 || pid != 0 {
+				t.Errorf("after a reload: %d reads, %d of NeedDaemonReload, %d of MainPID; want 2 of NeedDaemonReload alone", n, ndr, pid)
+			}
+		},
+	}, {
+		name: "a service's signal with the cached values marks nothing; a changed value or a missing one does",
+		run: func(t *testing.T, f *sdbustest.Fake, o *Observer) {
+			observe(t, f, o, false)
+			u, _ := f.Unit("other.service")
+			same := map[string]any{"Result": "success", "NRestarts": uint32(0), "MainPID": u.MainPID, "ExecMainStatus": int32(0),
+				"ExecMainStartTimestamp": u.ExecMainStartTimestamp, "ExecMainExitTimestamp": uint64(0)}
+			f.Emit("other.service", "org.freedesktop.systemd1.Service", same)
+			f.Emit("other.service", "org.freedesktop.systemd1.Unit", map[string]any{"ActiveState": "active"})
+			settle(f)
+			if n, _ := observe(t, f, o, false); n != 0 {
+				t.Errorf("after signals with the cached values: %d GetAll, want 0", n)
+			}
+			for _, change := range []map[string]any{{"MainPID": u.MainPID + 1}, {"MainPID": nil}} {
+				sent := maps.Clone(same)
+				for k, v := range change {
+					if v == nil {
+						delete(sent, k)
+					} else {
+						sent[k] = v
+					}
+				}
+				f.Emit("other.service", "org.freedesktop.systemd1.Service", sent)
+				settle(f)
+				if n, _ := observe(t, f, o, false); n != 1 {
+					t.Errorf("after a signal with %v: %d GetAll, want 1", change, n)
+				}
 			}
 		},
 	}, {
@@ -95,7 +129,7 @@ func TestCache(t *testing.T) {
 			}
 		},
 	}, {
-		name: "the manager's JobRemoved and Reloading signals count",
+		name: "the manager's JobRemoved and Reloading signals count; a reload's UnitRemoved and UnitNew do not",
 		run: func(t *testing.T, f *sdbustest.Fake, o *Observer) {
 			observe(t, f, o, false)
 			f.EmitSignal(&godbus.Signal{Path: "/org/freedesktop/systemd1", Name: "org.freedesktop.systemd1.Manager.JobRemoved",
@@ -104,10 +138,27 @@ func TestCache(t *testing.T) {
 			if n, _ := observe(t, f, o, false); n != 1 {
 				t.Errorf("after JobRemoved: %d GetAll, want 1", n)
 			}
-			f.EmitSignal(&godbus.Signal{Path: "/org/freedesktop/systemd1", Name: "org.freedesktop.systemd1.Manager.Reloading", Body: []any{false}})
+			manager := func(member string, body ...any) {
+				f.EmitSignal(&godbus.Signal{Path: "/org/freedesktop/systemd1", Name: "org.freedesktop.systemd1.Manager." + member, Body: body})
+			}
+			manager("Reloading", true)
+			for _, n := range names {
+				manager("UnitRemoved", n, godbus.ObjectPath("/org/freedesktop/systemd1/unit/x"))
+				manager("UnitNew", n, godbus.ObjectPath("/org/freedesktop/systemd1/unit/x"))
+			}
+			manager("Reloading", false)
 			settle(f)
-			if n, _ := observe(t, f, o, false); n != 2 {
-				t.Errorf("after Reloading: %d GetAll, want 2", n)
+			f.ResetCalls()
+			if _, err := o.Observe(context.Background(), names); err != nil {
+				t.Fatal(err)
+			}
+			if n, ndr, pid := f.CallCount("GetProperties"), f.PropertyCount("NeedDaemonReload"), f.PropertyCount("MainPID"); n != 2 || ndr != 2 || pid != 0 {
+				t.Errorf("after a reload: %d reads, %d of NeedDaemonReload, %d of MainPID; want 2 of NeedDaemonReload alone", n, ndr, pid)
+			}
+			manager("UnitRemoved", "other.service", godbus.ObjectPath("/org/freedesktop/systemd1/unit/x"))
+			settle(f)
+			if n, _ := observe(t, f, o, false); n != 1 {
+				t.Errorf("after UnitRemoved outside a reload: %d GetAll, want 1", n)
 			}
 		},
 	}}

@@ -303,7 +303,8 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 	for n, s := range status {
 		triples[n] = [3]string{s.LoadState, s.ActiveState, s.SubState}
 	}
-	read, reusable, gen := o.cachePlan(full, loaded, files, triples, vendor)
+	ans := o.cachePlan(full, loaded, files, triples, vendor, typeDropIns)
+	read := ans.read
 	var errs *multierror.Error
 	// systemd's last unit load: a unit loaded from files that have not
 	// changed since has no reload pending (settled), and its
@@ -311,7 +312,7 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 	var loadStart uint64
 	settled := map[string]bool{}
 	var candidates []*observed.Unit
-	for _, u := range read {
+	for _, u := range slices.Concat(read, ans.reloaded) {
 		if !typeDropIns && files[u.Name].data != nil && !vendor[u.Name].overrides {
 			candidates = append(candidates, u)
 		}
@@ -331,10 +332,18 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 	}
 	errs = multierror.Append(errs, o.readProperties(ctx, read, settled)...)
 	// A settled unit with a loaded drop-in that is not where resil looks
-	// (or no longer there): systemd answers after all.
+	// (or no longer there): systemd answers after all. A unit answered
+	// from an entry cached before systemd's last reload: settled, it has
+	// no reload pending; otherwise systemd answers.
 	var unsure []*observed.Unit
 	for _, u := range read {
 		if settled[u.Name] && loadedElsewhere(o.cfg.root, u, vendor[u.Name].dropIns) {
+			unsure = append(unsure, u)
+		}
+	}
+	for _, u := range ans.reloaded {
+		u.NeedDaemonReload = false
+		if !settled[u.Name] {
 			unsure = append(unsure, u)
 		}
 	}
@@ -350,12 +359,12 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 		}
 	}
 	readDropIns(loaded)
-	if !full && len(reusable) > 0 {
+	if !full && len(ans.reusable) > 0 {
 		// A unit answered from the cache whose loaded drop-ins changed
 		// on disk since: read it after all.
 		var again []*observed.Unit
 		for _, u := range loaded {
-			if e := reusable[u.Name]; e != nil && dropInsChanged(e, dropInTimes[u.Name]) {
+			if e := ans.reusable[u.Name]; e != nil && dropInsChanged(e, dropInTimes[u.Name]) {
 				again = append(again, u)
 			}
 		}
@@ -397,9 +406,9 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 		return nil, err
 	}
 	if full {
-		st.CacheDrift = o.cacheDrift(reusable, st.Units)
+		st.CacheDrift = o.cacheDrift(ans, st.Units)
 	}
-	o.cacheStore(gen, loaded, files, triples, vendor, dropInTimes)
+	o.cacheStore(ans.gen, ans.reloads, loaded, files, triples, vendor, dropInTimes)
 
 	hints := make(map[string]hint, len(st.Units))
 	for n, u := range st.Units {
@@ -729,15 +738,10 @@ func fillUnit(u *observed.Unit, p map[string]any) error {
 	u.LoadState = r.str("LoadState", u.LoadState)
 	u.ActiveState = r.str("ActiveState", u.ActiveState)
 	u.SubState = r.str("SubState", u.SubState)
-	u.Result = r.str("Result", "")
 	// UnitFileState is not read here: Observe reads enablement from disk.
 	u.DropInPaths = r.strs("DropInPaths")
 	u.NeedDaemonReload = r.bool("NeedDaemonReload")
-	u.NRestarts = r.u32("NRestarts")
-	u.MainPID = r.u32("MainPID")
-	u.ExecMainStatus = r.i32("ExecMainStatus")
-	u.ExecMainStartTimestamp = r.u64("ExecMainStartTimestamp")
-	u.ExecMainExitTimestamp = r.u64("ExecMainExitTimestamp")
+	readService(&r, u)
 	u.Triggers = r.strs("Triggers")
 	if _, ok := p["Job"]; ok { // GetAll; the pipelined read keeps ListUnitsByNames' job
 		u.PendingJob = r.jobID("Job") != 0
@@ -746,6 +750,17 @@ func fillUnit(u *observed.Unit, p map[string]any) error {
 	u.NextElapseUSecRealtime = r.u64("NextElapseUSecRealtime")
 	u.NextElapseUSecMonotonic = r.u64("NextElapseUSecMonotonic")
 	return r.err
+}
+
+// readService reads the result and the main process's figures (the cache
+// compares a signal's values with the cached ones through it too).
+func readService(r *propReader, u *observed.Unit) {
+	u.Result = r.str("Result", "")
+	u.NRestarts = r.u32("NRestarts")
+	u.MainPID = r.u32("MainPID")
+	u.ExecMainStatus = r.i32("ExecMainStatus")
+	u.ExecMainStartTimestamp = r.u64("ExecMainStartTimestamp")
+	u.ExecMainExitTimestamp = r.u64("ExecMainExitTimestamp")
 }
 
 type propReader struct {

@@ -442,13 +442,32 @@ func TestSandboxCache(t *testing.T) {
 	if pid := m["MainPID"]; fmt.Sprint(st.Units["c2.service"].MainPID) != pid {
 		t.Errorf("c2 MainPID %d, systemd says %s", st.Units["c2.service"].MainPID, pid)
 	}
+	// A daemon-reload keeps the cache: the runtime state survives it,
+	// and the files, older than the load, tell NeedDaemonReload.
 	e.systemctl(t, "daemon-reload")
 	time.Sleep(300 * time.Millisecond)
-	if n, _ := getAlls(false); n != 3 {
-		t.Errorf("after a daemon-reload out of band: %d GetAll, want 3", n)
+	if n, _ := getAlls(false); n != 0 {
+		t.Errorf("after a daemon-reload out of band: %d GetAll, want 0", n)
 	}
 	if n, st := getAlls(true); n != 3 || st.CacheDrift != nil {
 		t.Errorf("full read: %d GetAll, drift %v; want 3, none", n, st.CacheDrift)
+	}
+	// c1's file rewritten, reloaded and c1 restarted: c1 alone is read,
+	// and the others' entries from before the reload still match a full
+	// read.
+	e.write(t, "/etc/systemd/system/c1.service", ownmarktest.Unit(t, "Service/c1", "/bin/sleep", "1000"))
+	e.systemctl(t, "daemon-reload")
+	e.systemctl(t, "restart", "c1.service")
+	time.Sleep(300 * time.Millisecond)
+	n, st = getAlls(false)
+	if n != 1 {
+		t.Errorf("after c1's rewrite, reload and restart: %d GetAll, want 1", n)
+	}
+	if u := st.Units["c1.service"]; u.NeedDaemonReload || u.MainPID == 0 {
+		t.Errorf("c1 after its reload and restart: NeedDaemonReload %v, MainPID %d", u.NeedDaemonReload, u.MainPID)
+	}
+	if n, st := getAlls(true); n != 3 || st.CacheDrift != nil {
+		t.Errorf("full read after c1's rewrite: %d GetAll, drift %v; want 3, none", n, st.CacheDrift)
 	}
 }
 

@@ -60,6 +60,7 @@ type Fake struct {
 	readOnly map[string]bool
 	errs     map[string]error
 	calls    []string
+	propGets map[string]int // GetUnitPropertiesContext's properties, by name
 	watchers map[chan<- *godbus.Signal]bool
 	nextPID  uint32
 	nextJob  int
@@ -181,6 +182,15 @@ func (f *Fake) ResetCalls() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = nil
+	f.propGets = nil
+}
+
+// PropertyCount is how many times GetUnitPropertiesContext was asked for
+// the property name since the last ResetCalls.
+func (f *Fake) PropertyCount(name string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.propGets[name]
 }
 
 // call records a call and returns the error injected for it, if any.
@@ -276,6 +286,10 @@ func (f *Fake) GetUnitPropertiesContext(_ context.Context, queries []sdbus.Prope
 		all := f.props(q.Unit)
 		props[i] = map[string]any{}
 		for _, p := range q.Props {
+			if f.propGets == nil {
+				f.propGets = map[string]int{}
+			}
+			f.propGets[p.Name]++
 			if v, ok := all[p.Name]; ok {
 				props[i][p.Name] = v
 			}
