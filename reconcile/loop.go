@@ -22,6 +22,10 @@ type Loop struct {
 	// AfterPass, if set, is called after every pass with its result (the
 	// agent's heartbeat, sd_notify, status).
 	AfterPass func(Result, error)
+	// Kicked, if set, is called when a kick wakes the loop, before Settle:
+	// the backend readies what the pass will need meanwhile (systemd: the
+	// connection its first read uses). It must not block.
+	Kicked func()
 
 	kick chan struct{}
 }
@@ -64,6 +68,9 @@ func (l *Loop) Run(ctx context.Context) error {
 		case <-requeueC():
 			requeue = nil
 		case <-l.kick:
+			if l.Kicked != nil {
+				l.Kicked()
+			}
 			if l.Settle > 0 {
 				t := time.NewTimer(l.Settle)
 				select {

@@ -16,6 +16,7 @@ import (
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/par"
 	"resil.dev/resil/observed"
 	"resil.dev/resil/reconcile/health"
 )
@@ -31,8 +32,13 @@ type Applier interface {
 	Apply(ctx context.Context, s actuators.Step) (actuators.Result, error)
 }
 
-// Renderer renders an object into the backend's files.
+// Renderer renders an object into the backend's files. It must be safe
+// for concurrent use: a pass renders its objects on renderWorkers
+// goroutines.
 type Renderer func(*desired.Object) ([]desired.UnitFile, error)
+
+// renderWorkers bounds the goroutines rendering a pass's objects.
+const renderWorkers = 4
 
 // Config wires a Reconciler.
 type Config struct {
@@ -240,8 +246,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	var names []string
 	var effective []*desired.Object
 	var unsupported []Finding
-	for _, o := range objs {
-		fs, err := r.cfg.Render(o)
+	// Renderers are pure: render on a few goroutines (1000 objects: 12 ms
+	// a pass on one), then take the results in order.
+	type rendered struct {
+		files []desired.UnitFile
+		err   error
+	}
+	out := make([]rendered, len(objs))
+	par.For(len(objs), renderWorkers, 64, func(i int) { out[i].files, out[i].err = r.cfg.Render(objs[i]) })
+	for i, o := range objs {
+		fs, err := out[i].files, out[i].err
 		if errors.Is(err, actuators.ErrUnsupported) {
 			// The backend cannot honour it: never applied with less than it
 			// asks; what runs of it (a last good version) is left alone.

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -339,6 +340,40 @@ func TestLoopCollapsesKicks(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Kicked runs when a kick wakes the loop, before the settle and the pass.
+func TestLoopKickedBeforeSettle(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", webManifest)
+	r, _ := newTestReconciler(t, dir, newFake(), nil)
+	l := NewLoop(r, zaptest.NewLogger(t))
+	l.Resync, l.Settle = time.Hour, 50*time.Millisecond
+	var kicked atomic.Int32
+	var kickedAt time.Time
+	l.Kicked = func() {
+		if kicked.Add(1) == 1 {
+			kickedAt = time.Now()
+		}
+	}
+	passes := make(chan time.Time, 10)
+	l.AfterPass = func(Result, error) { passes <- time.Now() }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- l.Run(ctx) }()
+	<-passes // the first pass: no kick
+	if n := kicked.Load(); n != 0 {
+		t.Errorf("Kicked called %d times before any kick", n)
+	}
+	l.Kick()
+	passAt := <-passes
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := kicked.Load(); n != 1 || passAt.Sub(kickedAt) < l.Settle {
+		t.Errorf("Kicked called %d times, %s before the pass ended; want once, at least the settle (%s) before", n, passAt.Sub(kickedAt), l.Settle)
 	}
 }
 

@@ -41,6 +41,9 @@ type backend struct {
 	ProbeRunner health.Runner
 	// Reset clears a unit's failed state (reconciler reset).
 	Reset func(ctx context.Context, unit string) error
+	// Prepare, if set, readies what the next pass will need, without
+	// blocking (the loop's Kicked: called when a change wakes the agent).
+	Prepare func()
 	// Close releases connections.
 	Close func()
 }

@@ -32,6 +32,9 @@ func openSystemd(ctx context.Context, g *globals, log *zap.Logger, readOnly bool
 	if err != nil {
 		return nil, fmt.Errorf("systemd backend: %w", err)
 	}
+	// The first observation's connection, dialed while the command opens
+	// the state dir and loads the manifests.
+	conn.Prewarm()
 	obs := sdobserve.New(conn, g.unitDir, sdobserve.WithManagerConf(filepath.Join(g.managerDir, ownmark.WatchdogFile)))
 	// The applier tells the observer about its own jobs, so that their
 	// signals do not wake another pass (one pass per edit).
@@ -39,7 +42,7 @@ func openSystemd(ctx context.Context, g *globals, log *zap.Logger, readOnly bool
 	be := &backend{
 		Name: "systemd", UnitDir: g.unitDir, ManagerDir: g.managerDir,
 		Render: agentRenderOptions().Render, MarkProcessSince: true, Observer: obs, Applier: app,
-		Close: func() { conn.Close() },
+		Prepare: conn.Prewarm, Close: func() { conn.Close() },
 	}
 	if readOnly {
 		be.Applier = readOnlyApplier{}

@@ -61,6 +61,7 @@ func newRunCmd(g *globals) *cobra.Command {
 				return exitCode(2, err)
 			}
 			loop := reconcile.NewLoop(r, log)
+			loop.Kicked = be.Prepare
 			sd := newSDNotifier(log)
 			defer sd.stopping()
 			loop.Resync, loop.Settle, loop.PassTimeout = sd.watchdogResync(resync), settle, passTimeout

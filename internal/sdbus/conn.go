@@ -64,6 +64,8 @@ type Conn struct {
 	idlePipe  *pipe
 	idleTimer *time.Timer
 	closed    bool
+	// warm is closed when Prewarm's dial is done (nil: none started).
+	warm chan struct{}
 }
 
 // Wire counts D-Bus messages on the connection under a Conn, including
@@ -209,7 +211,11 @@ func (c *Conn) Close() {
 	if c.idleTimer != nil {
 		c.idleTimer.Stop()
 	}
+	warm := c.warm
 	c.pipeMu.Unlock()
+	if warm != nil {
+		<-warm // Prewarm's dial; its pipe is closed, c being closed
+	}
 	c.closeIdlePipe()
 	c.Conn.Close()
 	c.cancel()

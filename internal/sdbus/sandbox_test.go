@@ -191,3 +191,40 @@ func TestSandboxPipeKeptWhileBusy(t *testing.T) {
 		t.Error("the idle pipe is open after a daemon-reload")
 	}
 }
+
+// Prewarm's pipe is the one the first calls use; Close waits for its dial.
+func TestSandboxPrewarm(t *testing.T) {
+	sb := sandbox.New(t, sandbox.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	bus := filepath.Join(sb.Root(), "run/dbus/system_bus_socket")
+	c, err := DialBus(ctx, bus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Prewarm()
+	c.Prewarm() // once
+	if _, err := c.ListUnitsByNamesContext(ctx, []string{"dbus.service"}); err != nil {
+		t.Fatal(err)
+	}
+	q := []PropertyQuery{{Unit: "dbus.service", Props: []Property{{"org.freedesktop.systemd1.Service", "MainPID"}}}}
+	if _, _, err := c.GetUnitPropertiesContext(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.pipeDials.Load(); n != 1 {
+		t.Errorf("%d pipes dialed after Prewarm and two calls, want 1", n)
+	}
+	c2, err := DialBus(ctx, bus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2.Prewarm()
+	c2.Close() // waits for the dial, closes its pipe
+	c2.pipeMu.Lock()
+	idle := c2.idlePipe
+	c2.pipeMu.Unlock()
+	if idle != nil {
+		t.Error("a pipe is kept after Close")
+	}
+}

@@ -1,15 +1,14 @@
 package systemd
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
+	"time"
 )
 
 // enablement returns the enablement of each name that has a unit file on
@@ -81,41 +80,38 @@ func diskEnablement(data []byte, hasFile bool, v vendor) (state string, ok bool)
 // bears on enablement (Also=, an empty assignment that resets a list, a
 // continued line) or the file cannot be read line by line.
 func installRules(data []byte) (rules, plain bool) {
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 4096), maxFileSize+1)
 	in := false
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' || line[0] == ';' {
+	for len(data) > 0 {
+		var raw []byte
+		raw, data, _ = bytes.Cut(data, []byte{'\n'})
+		line := bytes.TrimSpace(raw)
+		if len(line) == 0 || line[0] == '#' || line[0] == ';' {
 			continue
 		}
 		if line[0] == '[' {
-			in = line == "[Install]"
+			in = string(line) == "[Install]"
 			continue
 		}
 		if !in {
 			continue
 		}
-		if strings.HasSuffix(line, "\\") {
+		if line[len(line)-1] == '\\' {
 			return false, false
 		}
-		k, val, found := strings.Cut(line, "=")
+		k, val, found := bytes.Cut(line, []byte{'='})
 		if !found {
 			return false, false
 		}
-		k, val = strings.TrimSpace(k), strings.TrimSpace(val)
-		switch k {
+		k, val = bytes.TrimSpace(k), bytes.TrimSpace(val)
+		switch string(k) {
 		case "WantedBy", "RequiredBy", "UpheldBy", "Alias":
-			if val == "" {
+			if len(val) == 0 {
 				return false, false
 			}
 			rules = true
 		case "Also", "DefaultInstance":
 			return false, false
 		}
-	}
-	if sc.Err() != nil {
-		return false, false
 	}
 	return rules, true
 }
@@ -126,22 +122,13 @@ func installRules(data []byte) (rules, plain bool) {
 // the unit directory); any other entry that names a unit of want, by its
 // own name or by its target's, makes that unit odd. A missing directory
 // holds none.
-func depLinks(dir string, own bool, want map[string]bool, out map[string]vendor) error {
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
-		return nil
-	}
+func (o *Observer) depLinks(dir string, own bool, want map[string]bool, out map[string]vendor) error {
+	links, err := o.dirLinks(dir)
 	if err != nil {
 		return err
 	}
-	for _, e := range entries {
-		name := e.Name()
-		dest := ""
-		if e.Type()&fs.ModeSymlink != 0 {
-			if t, err := os.Readlink(filepath.Join(dir, name)); err == nil {
-				dest = filepath.Base(t)
-			}
-		}
+	for _, l := range links {
+		name, dest := l.name, l.dest
 		switch {
 		case want[name] && dest == name:
 			v := out[name]
@@ -162,6 +149,68 @@ func depLinks(dir string, own bool, want map[string]bool, out map[string]vendor)
 		}
 	}
 	return nil
+}
+
+// dirLink is an entry of a dependency directory and, for a symlink, the
+// base name of its target.
+type dirLink struct{ name, dest string }
+
+// dirLinks lists a dependency directory's entries with their targets. A
+// directory read by an earlier pass whose stamp is the same is not read
+// again (1000 enabled units: 1000 readlinks a pass): a symlink's target
+// cannot change in place, and adding, removing or replacing an entry
+// changes the directory's times. As in scanUnitDir, only a directory that
+// had not changed for racyWindow when it was read is kept.
+func (o *Observer) dirLinks(dir string) ([]dirLink, error) {
+	start := time.Now()
+	fi, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	stamp := stampOf(fi)
+	o.scanMu.Lock()
+	c, ok := o.links[dir]
+	o.scanMu.Unlock()
+	if ok && stamp != (fileStamp{}) && c.stamp == stamp {
+		return c.links, nil
+	}
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	links := make([]dirLink, 0, len(entries))
+	for _, e := range entries {
+		l := dirLink{name: e.Name()}
+		if e.Type()&fs.ModeSymlink != 0 {
+			if t, err := os.Readlink(filepath.Join(dir, l.name)); err == nil {
+				l.dest = filepath.Base(t)
+			}
+		}
+		links = append(links, l)
+	}
+	o.scanMu.Lock()
+	defer o.scanMu.Unlock()
+	if o.links == nil {
+		o.links = map[string]linkDir{}
+	}
+	if stamp != (fileStamp{}) && changeTime(fi).Before(start.Add(-racyWindow)) {
+		o.links[dir] = linkDir{stamp: stamp, links: links}
+	} else {
+		delete(o.links, dir)
+	}
+	return links, nil
+}
+
+// linkDir is a dependency directory kept by dirLinks with its stamp.
+type linkDir struct {
+	stamp fileStamp
+	links []dirLink
 }
 
 // isDepDir reports whether a directory name holds dependency symlinks

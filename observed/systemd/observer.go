@@ -99,6 +99,13 @@ type Observer struct {
 	ownJobsKick chan struct{}
 	// cache is the watch-fed cache (cache.go).
 	cache cacheState
+
+	// scanned are the unit files the last scanUnitDir read, by name,
+	// with their stamps; links, the dependency directories dirLinks read
+	// (scanMu).
+	scanMu  sync.Mutex
+	scanned map[string]scannedFile
+	links   map[string]linkDir
 }
 
 type hint struct {
@@ -443,7 +450,15 @@ type unitFile struct {
 
 // scanUnitDir reads every regular file with a unit suffix directly in the
 // unit directory. A missing directory holds no files.
+//
+// A file read by an earlier scan whose identity (fileStamp: device, inode,
+// size, modification and change times) is the same is not read again: one
+// lstat instead of five system calls (1000 files: 20 ms a pass). Only
+// files whose change time was over racyWindow old when they were read are
+// kept for that: a file changed again within the same timestamp tick
+// keeps its stamp (see desired's FileCache for the same rule).
 func (o *Observer) scanUnitDir() (map[string]unitFile, error) {
+	start := time.Now()
 	entries, err := os.ReadDir(o.unitDir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return map[string]unitFile{}, nil
@@ -458,18 +473,30 @@ func (o *Observer) scanUnitDir() (map[string]unitFile, error) {
 			names = append(names, n)
 		}
 	}
-	// Five system calls per file: a few workers keep them in flight
+	o.scanMu.Lock()
+	prev := o.scanned
+	o.scanMu.Unlock()
+	// Five system calls per file read: a few workers keep them in flight
 	// (1000 files: 15 ms read one after the other).
 	read := make([]unitFile, len(names))
+	stamps := make([]fileStamp, len(names))
 	errs := make([]error, len(names))
 	par.For(len(names), scanWorkers, 32, func(i int) {
-		data, fi, err := readFileStat(filepath.Join(o.unitDir, names[i]))
+		path := filepath.Join(o.unitDir, names[i])
+		if c, ok := prev[names[i]]; ok {
+			if fi, err := os.Lstat(path); err == nil && fi.Mode().IsRegular() && stampOf(fi) == c.stamp {
+				read[i], stamps[i] = c.file, c.stamp
+				return
+			}
+		}
+		data, fi, err := readFileStat(path)
 		if err == nil {
-			read[i] = unitFile{data: data, mtime: fi.ModTime(), ctime: changeTime(fi)}
+			read[i], stamps[i] = unitFile{data: data, mtime: fi.ModTime(), ctime: changeTime(fi)}, stampOf(fi)
 		}
 		errs[i] = err
 	})
 	files := make(map[string]unitFile, len(names))
+	kept := make(map[string]scannedFile, len(names))
 	var merr *multierror.Error
 	for i, n := range names {
 		switch err := errs[i]; {
@@ -478,9 +505,43 @@ func (o *Observer) scanUnitDir() (map[string]unitFile, error) {
 			merr = multierror.Append(merr, err)
 		default:
 			files[n] = read[i]
+			if stamps[i] != (fileStamp{}) && read[i].ctime.Before(start.Add(-racyWindow)) {
+				kept[n] = scannedFile{stamp: stamps[i], file: read[i]}
+			}
 		}
 	}
+	o.scanMu.Lock()
+	o.scanned = kept
+	o.scanMu.Unlock()
 	return files, merr.ErrorOrNil()
+}
+
+// racyWindow: a file changed this recently when it was read may change
+// again with the same stamp (coarse timestamps: one tick; whole seconds
+// on some filesystems).
+var racyWindow = 2 * time.Second
+
+// fileStamp identifies a file's content without reading it.
+type fileStamp struct {
+	dev, ino     uint64
+	size         int64
+	mtime, ctime int64 // ns
+}
+
+// stampOf is fi's stamp (zero when the system does not give one).
+func stampOf(fi os.FileInfo) fileStamp {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileStamp{}
+	}
+	return fileStamp{dev: uint64(st.Dev), ino: st.Ino, size: st.Size, //nolint:unconvert // Dev's type differs by arch
+		mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}
+}
+
+// scannedFile is a unit file kept by scanUnitDir with its stamp.
+type scannedFile struct {
+	stamp fileStamp
+	file  unitFile
 }
 
 // scanWorkers bounds the goroutines reading the unit directory.
@@ -684,6 +745,18 @@ func (o *Observer) readNeedDaemonReload(ctx context.Context, units []*observed.U
 // tick (1-10 ms).
 const loadMargin = 50 * time.Millisecond
 
+// latestChange is the latest moment a change time t can stand for: on a
+// filesystem that keeps whole seconds (ext4 with 128-byte inodes, FAT)
+// every time has zero nanoseconds and the change may have come up to a
+// second later. (A finer time that happens to fall on a second costs one
+// Get.)
+func latestChange(t time.Time) time.Time {
+	if t.Nanosecond() == 0 {
+		return t.Add(time.Second)
+	}
+	return t
+}
+
 // loadedAsOnDisk reports whether systemd loaded u from the files on disk
 // as they are, without asking it (NeedDaemonReload costs PID 1 three
 // times any other property: it stats the fragment and scans every drop-in
@@ -710,7 +783,7 @@ func loadedAsOnDisk(u *observed.Unit, f unitFile, v vendor, loadStart uint64, no
 		return false
 	}
 	limit := ls.Add(-loadMargin)
-	return f.ctime.Before(limit) && (v.dropInsChanged.IsZero() || v.dropInsChanged.Before(limit))
+	return latestChange(f.ctime).Before(limit) && (v.dropInsChanged.IsZero() || latestChange(v.dropInsChanged).Before(limit))
 }
 
 // loadedElsewhere reports a drop-in systemd loaded for u that is not one

@@ -326,3 +326,155 @@ func sameSet(a, b []string) bool {
 	}
 	return true
 }
+
+func TestLoadedAsOnDisk(t *testing.T) {
+	load := time.Date(2026, 12, 1, 12, 0, 0, 500_000_000, time.UTC)
+	now := load.Add(time.Minute)
+	loaded := &observed.Unit{Name: "a.service", LoadState: "loaded"}
+	file := func(ctime time.Time) unitFile { return unitFile{data: []byte("x"), ctime: ctime} }
+	tests := []struct {
+		name string
+		u    *observed.Unit
+		f    unitFile
+		v    vendor
+		load time.Time
+		want bool
+	}{
+		{"file older than the load", loaded, file(load.Add(-time.Second + 123)), vendor{}, load, true},
+		{"file within the margin", loaded, file(load.Add(-loadMargin / 2)), vendor{}, load, false},
+		{"file after the load", loaded, file(load.Add(time.Millisecond)), vendor{}, load, false},
+		{"whole-second time under a second before", loaded, file(load.Truncate(time.Second)), vendor{}, load, false},
+		{"whole-second time over a second before", loaded, file(load.Truncate(time.Second).Add(-time.Second)), vendor{}, load, true},
+		{"drop-ins changed after", loaded, file(load.Add(-time.Minute)), vendor{dropInsChanged: load.Add(time.Millisecond)}, load, false},
+		{"drop-ins whole-second time", loaded, file(load.Add(-time.Minute)), vendor{dropInsChanged: load.Truncate(time.Second)}, load, false},
+		{"drop-ins older", loaded, file(load.Add(-time.Minute)), vendor{dropInsChanged: load.Add(-time.Second + 7)}, load, true},
+		{"overridden earlier in the search path", loaded, file(load.Add(-time.Minute)), vendor{overrides: true}, load, false},
+		{"not loaded", &observed.Unit{LoadState: "not-found"}, file(load.Add(-time.Minute)), vendor{}, load, false},
+		{"no file", loaded, unitFile{}, vendor{}, load, false},
+		{"load stamped after now", loaded, file(load.Add(-time.Minute)), vendor{}, now.Add(time.Hour), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := loadedAsOnDisk(tt.u, tt.f, tt.v, uint64(tt.load.UnixMicro()), now); got != tt.want {
+				t.Errorf("loadedAsOnDisk = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestInstallRules(t *testing.T) {
+	tests := []struct {
+		name, file   string
+		rules, plain bool
+	}{
+		{"wanted", "[Unit]\nDescription=x\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n", true, true},
+		{"no install section", "[Service]\nExecStart=/bin/true\n", false, true},
+		{"empty install section", "[Service]\nExecStart=/bin/true\n[Install]\n", false, true},
+		{"alias, CRLF, spaces, comments", "[Install]\r\n# c\r\n; c\r\n  Alias = x.service \r\n", true, true},
+		{"no final newline", "[Install]\nRequiredBy=a.target", true, true},
+		{"empty assignment resets", "[Install]\nWantedBy=a.target\nWantedBy=\n", false, false},
+		{"also", "[Install]\nWantedBy=a.target\nAlso=b.service\n", false, false},
+		{"default instance", "[Install]\nDefaultInstance=x\n", false, false},
+		{"continued line", "[Install]\nWantedBy=a.target \\\n b.target\n", false, false},
+		{"line without =", "[Install]\nWantedBy\n", false, false},
+		{"rule in another section", "[Service]\nWantedBy=a.target\n[Install]\n", false, true},
+		{"section after install", "[Install]\nUpheldBy=a.target\n[X-Other]\nAlso=y\n", true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rules, plain := installRules([]byte(tt.file))
+			if rules != tt.rules || plain != tt.plain {
+				t.Errorf("installRules = %v, %v; want %v, %v", rules, plain, tt.rules, tt.plain)
+			}
+		})
+	}
+}
+
+// scanUnitDir reads a file again only when its stamp changed, and keeps
+// none changed within racyWindow of the scan.
+func TestScanUnitDirKeepsUnchangedFiles(t *testing.T) {
+	defer func(d time.Duration) { racyWindow = d }(racyWindow)
+	dir := t.TempDir()
+	o := New(nil, dir)
+	path := filepath.Join(dir, "a.service")
+	if err := os.WriteFile(path, []byte("[Service]\nExecStart=/bin/a\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	scan := func() []byte {
+		t.Helper()
+		files, err := o.scanUnitDir()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return files["a.service"].data
+	}
+	same := func(a, b []byte) bool { return len(a) > 0 && len(b) > 0 && &a[0] == &b[0] }
+
+	// Just written: read on every scan.
+	if a, b := scan(), scan(); same(a, b) {
+		t.Error("a file changed within racyWindow was kept")
+	}
+	racyWindow = 0
+	time.Sleep(10 * time.Millisecond)
+	first := scan()
+	if again := scan(); !same(first, again) {
+		t.Error("an unchanged file was read again")
+	}
+	// Rewritten in place with the same size: a new change time.
+	time.Sleep(10 * time.Millisecond)
+	if err := os.WriteFile(path, []byte("[Service]\nExecStart=/bin/b\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := scan(); same(first, got) || !strings.Contains(string(got), "/bin/b") {
+		t.Errorf("after an in-place rewrite: %q (kept: %v)", got, same(first, got))
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if got := scan(); got != nil {
+		t.Errorf("after removal: %q", got)
+	}
+}
+
+// dirLinks reads a dependency directory again only when its stamp changed.
+func TestDirLinksKeepsUnchangedDirectories(t *testing.T) {
+	defer func(d time.Duration) { racyWindow = d }(racyWindow)
+	racyWindow = 0
+	dir := filepath.Join(t.TempDir(), "multi-user.target.wants")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc/systemd/system/a.service", filepath.Join(dir, "a.service")); err != nil {
+		t.Fatal(err)
+	}
+	o := New(nil, t.TempDir())
+	time.Sleep(10 * time.Millisecond)
+	read := func() []dirLink {
+		t.Helper()
+		l, err := o.dirLinks(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	first := read()
+	if again := read(); len(first) != 1 || &again[0] != &first[0] {
+		t.Errorf("an unchanged directory was read again (or %v)", first)
+	}
+	time.Sleep(10 * time.Millisecond)
+	if err := os.Remove(filepath.Join(dir, "a.service")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc/systemd/system/b.service", filepath.Join(dir, "a.service")); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(); len(got) != 1 || got[0] != (dirLink{name: "a.service", dest: "b.service"}) {
+		t.Errorf("after the link was replaced: %v", got)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(); got != nil {
+		t.Errorf("after removal: %v", got)
+	}
+}

@@ -116,7 +116,7 @@ func (o *Observer) vendorFiles(ctx context.Context, want map[string]bool) (out m
 		for _, e := range entries {
 			n := e.Name()
 			if isDepDir(n) && (e.IsDir() || e.Type()&fs.ModeSymlink != 0) {
-				if err := depLinks(filepath.Join(host, n), i == own, want, out); err != nil {
+				if err := o.depLinks(filepath.Join(host, n), i == own, want, out); err != nil {
 					return nil, false, fmt.Errorf("read %s: %w", path.Join(d, n), err)
 				}
 				continue
