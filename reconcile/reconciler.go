@@ -40,6 +40,12 @@ type Renderer func(*desired.Object) ([]desired.UnitFile, error)
 // renderWorkers bounds the goroutines rendering a pass's objects.
 const renderWorkers = 4
 
+// rendered is what the Renderer returned for an object.
+type rendered struct {
+	files []desired.UnitFile
+	err   error
+}
+
 // Config wires a Reconciler.
 type Config struct {
 	Manifests  string
@@ -110,6 +116,9 @@ type Reconciler struct {
 	// rolloutRecent are services restarted by a wave that needed no
 	// rollout record (everything fit), until they are ready.
 	rolloutRecent []string
+	// rendered is the last pass's Renderer output by object: the loader's
+	// cache returns the same *Object for a file that did not change.
+	rendered map[*desired.Object]rendered
 }
 
 type backoff struct {
@@ -227,17 +236,25 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	}()
 	objs, protected, broken, prune, busy, lerr := r.desiredObjects(log)
 	res.LoadErr = lerr
+	lastGoodSaved := func() {}
 	if r.cfg.LastGood != nil && !opts.DryRun {
-		// Before any step: a kill -9 after a step leaves a restarted agent
-		// the memory this pass acted on.
+		// Done before any step (lastGoodSaved): a kill -9 after a step
+		// leaves a restarted agent the memory this pass acted on. It is
+		// written while the pass renders and observes (1000 objects: 5-8 ms).
 		lg := make([]*desired.Object, 0, len(r.lastGood))
 		for _, o := range r.lastGood {
 			lg = append(lg, o)
 		}
 		sortObjects(lg)
-		if err := r.cfg.LastGood.Save(lg); err != nil {
-			log.Warn("last good objects not persisted", zap.Error(err))
-		}
+		saved := make(chan struct{})
+		go func() {
+			defer close(saved)
+			if err := r.cfg.LastGood.Save(lg); err != nil {
+				log.Warn("last good objects not persisted", zap.Error(err))
+			}
+		}()
+		lastGoodSaved = func() { <-saved }
+		defer lastGoodSaved()
 	}
 	if objs == nil && !prune && lerr != nil && len(r.lastGood) == 0 && errors.Is(lerr, desired.ErrUnreadable) {
 		return res, fmt.Errorf("load manifests: %w", lerr)
@@ -246,14 +263,24 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	var names []string
 	var effective []*desired.Object
 	var unsupported []Finding
-	// Renderers are pure: render on a few goroutines (1000 objects: 12 ms
-	// a pass on one), then take the results in order.
-	type rendered struct {
-		files []desired.UnitFile
-		err   error
-	}
+	// Renderers are pure (same object, same files): an object the last
+	// pass rendered (the loader's cache hands back the same *Object for an
+	// unchanged file) keeps its files; the others render on a few
+	// goroutines (1000 objects: 12-15 ms a pass on one). Results are taken
+	// in order.
 	out := make([]rendered, len(objs))
-	par.For(len(objs), renderWorkers, 64, func(i int) { out[i].files, out[i].err = r.cfg.Render(objs[i]) })
+	memo := r.rendered
+	par.For(len(objs), renderWorkers, 64, func(i int) {
+		if m, ok := memo[objs[i]]; ok {
+			out[i] = m
+			return
+		}
+		out[i].files, out[i].err = r.cfg.Render(objs[i])
+	})
+	r.rendered = make(map[*desired.Object]rendered, len(objs))
+	for i, o := range objs {
+		r.rendered[o] = out[i]
+	}
 	for i, o := range objs {
 		fs, err := out[i].files, out[i].err
 		if errors.Is(err, actuators.ErrUnsupported) {
@@ -325,6 +352,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	if len(plan.Steps) == 0 {
 		log.Debug("converged", zap.Int("objects", res.Objects))
 	}
+	lastGoodSaved()
 	res.Outcomes, res.RequeueAfter, err = r.execute(ctx, log, plan)
 	res.RequeueAfter = requeueForRollout(plan, res.Outcomes, res.RequeueAfter)
 	return res, err

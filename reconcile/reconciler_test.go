@@ -456,3 +456,40 @@ func TestAfterStepHookSeesStepsThatRan(t *testing.T) {
 		t.Fatalf("hook saw %d of %d steps; want all but the skipped start of db: %v", len(seen), len(res.Outcomes), seen)
 	}
 }
+
+// A pass renders only the objects the loader did not hand back unchanged
+// (its FileCache returns the same *Object for an unchanged file).
+func TestReconcileRendersChangedObjectsOnly(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", webManifest)
+	writeManifest(t, dir, "api.yaml", strings.ReplaceAll(webManifest, "web", "api"))
+	time.Sleep(2100 * time.Millisecond) // past the loader's racy window: cacheable
+	f := newFake()
+	log := zaptest.NewLogger(t)
+	var mu sync.Mutex
+	renders := map[string]int{}
+	r := New(Config{Manifests: dir, Load: desired.Options{Insecure: true, Cache: desired.NewFileCache()}, UnitDir: "/units",
+		Observer: f, Applier: f, Events: NewRing(100, log), Log: log,
+		Render: func(o *desired.Object) ([]desired.UnitFile, error) {
+			mu.Lock()
+			renders[o.ID()]++
+			mu.Unlock()
+			return desired.Render(o)
+		}})
+	pass := func() {
+		t.Helper()
+		if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pass()
+	pass()
+	if renders["Service/web"] != 1 || renders["Service/api"] != 1 {
+		t.Errorf("two passes over unchanged files: renders %v, want one each", renders)
+	}
+	writeManifest(t, dir, "web.yaml", strings.Replace(webManifest, "/bin/sleep", "/bin/true", 1))
+	pass()
+	if renders["Service/web"] != 2 || renders["Service/api"] != 1 {
+		t.Errorf("after web.yaml changed: renders %v, want web 2, api 1", renders)
+	}
+}

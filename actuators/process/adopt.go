@@ -143,7 +143,10 @@ func ensureStateID(dir string) (id string, created bool, err error) {
 }
 
 func (s *Supervisor) markerEnv(unit, nonce string) []string {
-	return []string{envInvocation + "=" + nonce, envUnit + "=" + unit, envSupervisor + "=" + s.id}
+	s.mu.Lock()
+	id := s.id // makeDirs sets it again on every Apply
+	s.mu.Unlock()
+	return []string{envInvocation + "=" + nonce, envUnit + "=" + unit, envSupervisor + "=" + id}
 }
 
 // fileHash identifies the content of a unit file: its recorded X-Resil-Hash

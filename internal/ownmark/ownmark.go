@@ -29,8 +29,8 @@ const (
 // IsOwned reports whether unit file content carries resil's ownership marker,
 // and returns the object ID it names. It works with no local state at all.
 func IsOwned(data []byte) (object string, ok bool) {
-	for _, line := range bytes.Split(data, []byte("\n")) {
-		line = bytes.TrimPrefix(line, []byte("# "))
+	for line := range bytes.Lines(data) {
+		line = bytes.TrimPrefix(bytes.TrimSuffix(line, []byte("\n")), []byte("# "))
 		if v, found := bytes.CutPrefix(line, []byte(KeyObject+"=")); found {
 			return string(bytes.TrimSpace(v)), true
 		}
@@ -41,8 +41,8 @@ func IsOwned(data []byte) (object string, ok bool) {
 // SourceOf returns the manifest files (relative to the manifests directory)
 // recorded in a rendered file's X-Resil-Source marker.
 func SourceOf(data []byte) []string {
-	for _, line := range bytes.Split(data, []byte("\n")) {
-		line = bytes.TrimPrefix(line, []byte("# "))
+	for line := range bytes.Lines(data) {
+		line = bytes.TrimPrefix(bytes.TrimSuffix(line, []byte("\n")), []byte("# "))
 		if v, found := bytes.CutPrefix(line, []byte(KeySource+"=")); found {
 			return strings.Fields(string(v))
 		}
@@ -53,8 +53,10 @@ func SourceOf(data []byte) []string {
 // HashOf returns the hash recorded in a rendered file and whether the body
 // still matches it (false means it was edited by hand).
 func HashOf(data []byte) (recorded string, intact bool) {
-	var body bytes.Buffer
-	for _, line := range bytes.SplitAfter(data, []byte("\n")) {
+	// The body is hashed line by line as it is found (no copy of it: the
+	// observer checks every owned unit file on every pass).
+	h := sha256.New()
+	for line := range bytes.Lines(data) {
 		if v, found := bytes.CutPrefix(line, []byte(KeyHash+"=")); found {
 			recorded = strings.TrimSpace(string(v))
 			continue
@@ -62,21 +64,27 @@ func HashOf(data []byte) (recorded string, intact bool) {
 		if bytes.HasPrefix(line, []byte(KeyProcessSince+"=")) {
 			continue
 		}
-		body.Write(line)
+		h.Write(line)
 	}
-	return recorded, recorded != "" && recorded == Hash(body.Bytes())
+	if recorded == "" {
+		return "", false
+	}
+	var sum [sha256.Size]byte
+	return recorded, recorded == hashText(h.Sum(sum[:0]))
 }
 
 // Hash returns the value of the X-Resil-Hash marker for a file body (the
 // file without its X-Resil-Hash line).
 func Hash(b []byte) string {
 	sum := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(sum[:12])
+	return hashText(sum[:])
 }
+
+func hashText(sum []byte) string { return "sha256:" + hex.EncodeToString(sum[:12]) }
 
 // ProcessSince returns the KeyProcessSince value of a unit file.
 func ProcessSince(data []byte) (usec int64, ok bool) {
-	for _, line := range bytes.Split(data, []byte("\n")) {
+	for line := range bytes.Lines(data) {
 		if v, found := bytes.CutPrefix(line, []byte(KeyProcessSince+"=")); found {
 			n, err := strconv.ParseInt(string(bytes.TrimSpace(v)), 10, 64)
 			return n, err == nil && n > 0

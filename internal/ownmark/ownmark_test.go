@@ -9,6 +9,9 @@ import (
 func TestMarks(t *testing.T) {
 	body := "[Unit]\nX-Resil-Object=Service/web\nX-Resil-Source=web.yaml web.d/10.yaml\n\n[Service]\nExecStart=/bin/true\n"
 	stamped := body[:len("[Unit]\n")] + KeyHash + "=" + Hash([]byte(body)) + "\n" + body[len("[Unit]\n"):]
+	since := strings.Replace(stamped, "\n[Service]", "\n"+KeyProcessSince+"=1700000000000000\n[Service]", 1)
+	short := strings.TrimSuffix(body, "\n")
+	stampedShort := short[:len("[Unit]\n")] + KeyHash + "=" + Hash([]byte(short)) + "\n" + short[len("[Unit]\n"):]
 	for _, tc := range []struct {
 		name   string
 		data   string
@@ -18,6 +21,9 @@ func TestMarks(t *testing.T) {
 		intact bool
 	}{
 		{"stamped unit", stamped, "Service/web", true, []string{"web.yaml", "web.d/10.yaml"}, true},
+		{"stamped, with its process-since line", since, "Service/web", true, []string{"web.yaml", "web.d/10.yaml"}, true},
+		{"stamped, no final newline", stampedShort, "Service/web", true, []string{"web.yaml", "web.d/10.yaml"}, true},
+		{"no final newline, hash of the body with one", stampedShort + "\n", "Service/web", true, []string{"web.yaml", "web.d/10.yaml"}, false},
 		{"edited unit", stamped + "# edited\n", "Service/web", true, []string{"web.yaml", "web.d/10.yaml"}, false},
 		{"no hash", body, "Service/web", true, []string{"web.yaml", "web.d/10.yaml"}, false},
 		{"manager drop-in", "# X-Resil-Object=Watchdog/host\n[Manager]\nRuntimeWatchdogSec=30s\n", "Watchdog/host", true, nil, false},
