@@ -15,11 +15,14 @@
 //     flight, all on the calling goroutine). The pipe's handshake waits for
 //     systemd to answer a Ping (sd-bus swallows a small first message sent
 //     right after BEGIN).
-//   - list.go: ListUnitsByNamesContext on the pipe, decoded by hand.
+//   - list.go: ListUnitsByNamesContext on the pipe, decoded by hand, and
+//     the pipe's argument-less call.
 //   - pipepool.go: one pipe kept for the calls of an observation, closed
 //     250 ms after the last (systemd sends every signal to every peer of
-//     its private socket, so an idle pipe would make PID 1 queue them) and
-//     before a daemon-reload (ReloadContext).
+//     its private socket, so an idle pipe would make PID 1 queue them);
+//     Prewarm, which dials it ahead of need; ReloadContext, the
+//     daemon-reload on the pipe (it skips the signal per unit systemd
+//     sends before the reply, which godbus would decode first).
 //   - cost_test.go: what PID 1 spends per call of each kind, on the bus
 //     and on the private socket (by hand, RESIL_BENCH=1): the figures
 //     behind the choices above.

@@ -58,6 +58,32 @@ func (p *pipe) listUnits(ctx context.Context, units []string) ([]sddbus.UnitStat
 	}
 }
 
+// call sends a method call without arguments to systemd and reads its
+// reply, skipping signals; a D-Bus error reply is a godbus.Error.
+func (p *pipe) call(ctx context.Context, path godbus.ObjectPath, iface, member string) error {
+	stop := p.bound(ctx)
+	defer stop()
+	p.wbuf = p.appendCall(p.wbuf[:0], path, iface, member, "org.freedesktop.systemd1")
+	serial := p.serial
+	p.wire.calls.Add(1)
+	if _, err := p.conn.Write(p.wbuf); err != nil {
+		return err
+	}
+	for {
+		m, err := p.read()
+		if err != nil {
+			return err
+		}
+		if (m.typ != msgMethodReturn && m.typ != msgError) || m.replySerial != serial {
+			continue // a signal
+		}
+		if m.typ == msgError {
+			return godbus.Error{Name: m.errName, Body: m.errBody}
+		}
+		return nil
+	}
+}
+
 // appendListCall appends Manager.ListUnitsByNames(as units).
 func (p *pipe) appendListCall(b []byte, units []string) []byte {
 	return p.appendMethodCall(b, "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager", "ListUnitsByNames",

@@ -2,7 +2,11 @@ package sdbus
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
+
+	godbus "github.com/godbus/dbus/v5"
 )
 
 // pipeIdle is how long a property pipe stays open after a call, for the
@@ -114,10 +118,28 @@ func (c *Conn) closeIdlePipe() {
 	}
 }
 
-// ReloadContext is go-systemd's daemon-reload, with the idle property pipe
-// closed first: a reload makes systemd send a signal per unit to every
-// connection, and the pipe would be one more to send them to.
+// ReloadContext is the manager's Reload (daemon-reload), sent on the
+// property pipe. A reload makes systemd send a signal for every unit to
+// every connection on its private socket (UnitRemoved, then UnitNew, all
+// before its reply: over 2000 at 1000 units). The pipe skips them reading
+// their headers only; on the godbus connection each is decoded first
+// (about 25 µs each), which held the reply, and so the restart that
+// follows it, some 15 ms at 100 units and 30 ms at 1000. The godbus
+// connection still decodes them meanwhile, as its signal watch must. On
+// an address the pipe does not dial it is go-systemd's call.
 func (c *Conn) ReloadContext(ctx context.Context) error {
-	c.closeIdlePipe()
-	return c.Conn.ReloadContext(ctx)
+	p, err := c.takePipe(ctx)
+	switch {
+	case errors.Is(err, errPipeAddress):
+		return c.Conn.ReloadContext(ctx)
+	case err != nil:
+		return fmt.Errorf("daemon-reload: %w", err)
+	}
+	err = p.call(ctx, systemdPath, managerIface, "Reload")
+	var derr godbus.Error
+	c.putPipe(p, err == nil || errors.As(err, &derr)) // an error reply leaves it clean
+	if err != nil {
+		return fmt.Errorf("daemon-reload: %w", err)
+	}
+	return nil
 }

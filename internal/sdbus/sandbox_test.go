@@ -179,16 +179,30 @@ func TestSandboxPipeKeptWhileBusy(t *testing.T) {
 	if n := c.pipeDials.Load(); n != 2 {
 		t.Errorf("%d pipes dialed, want 2", n)
 	}
-	// A daemon-reload closes it first (a signal per unit to every
-	// connection).
+	// A daemon-reload goes on the pipe: it returns once systemd loaded
+	// the units again (a later UnitsLoadTimestamp), the pipe skipped the
+	// signal per unit that came before the reply, and stays for the next
+	// call.
+	loads := func() uint64 {
+		t.Helper()
+		v, err := c.GetManagerPropertyContext(ctx, "UnitsLoadTimestamp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v.Value().(uint64)
+	}
+	before := loads()
 	if err := c.ReloadContext(ctx); err != nil {
 		t.Fatal(err)
 	}
-	c.pipeMu.Lock()
-	idle = c.idlePipe
-	c.pipeMu.Unlock()
-	if idle != nil {
-		t.Error("the idle pipe is open after a daemon-reload")
+	if after := loads(); after <= before {
+		t.Errorf("UnitsLoadTimestamp %d after the reload, %d before", after, before)
+	}
+	if _, err := c.ListUnitsByNamesContext(ctx, []string{"dbus.service"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.pipeDials.Load(); n != 2 {
+		t.Errorf("%d pipes dialed after the reload and a list, want 2", n)
 	}
 }
 
