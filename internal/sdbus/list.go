@@ -35,52 +35,50 @@ func (p *pipe) listUnits(ctx context.Context, units []string) ([]sddbus.UnitStat
 	stop := p.bound(ctx)
 	defer stop()
 	p.wbuf = p.appendListCall(p.wbuf[:0], units)
-	serial := p.serial
-	p.wire.calls.Add(1)
-	if _, err := p.conn.Write(p.wbuf); err != nil {
+	m, err := p.exchange()
+	if err != nil {
+		var derr godbus.Error
+		if errors.As(err, &derr) {
+			return nil, derr
+		}
 		return nil, fmt.Errorf("list units: %w", err)
 	}
-	for {
-		m, err := p.read()
-		if err != nil {
-			return nil, fmt.Errorf("list units: %w", err)
-		}
-		if (m.typ != msgMethodReturn && m.typ != msgError) || m.replySerial != serial {
-			continue // a signal
-		}
-		if m.typ == msgError {
-			return nil, godbus.Error{Name: m.errName, Body: m.errBody}
-		}
-		if m.sig != "a(ssssssouso)" {
-			return nil, fmt.Errorf("list units: reply signature %q", m.sig)
-		}
-		return decodeUnitStatuses(m.body, m.order)
+	if m.sig != "a(ssssssouso)" {
+		return nil, fmt.Errorf("list units: reply signature %q", m.sig)
 	}
+	return decodeUnitStatuses(m.body, m.order)
 }
 
 // call sends a method call without arguments to systemd and reads its
-// reply, skipping signals; a D-Bus error reply is a godbus.Error.
+// reply; a D-Bus error reply is a godbus.Error.
 func (p *pipe) call(ctx context.Context, path godbus.ObjectPath, iface, member string) error {
 	stop := p.bound(ctx)
 	defer stop()
 	p.wbuf = p.appendCall(p.wbuf[:0], path, iface, member, "org.freedesktop.systemd1")
+	_, err := p.exchange()
+	return err
+}
+
+// exchange writes p.wbuf, one method call (the last serial), and returns
+// its reply, skipping signals; a D-Bus error reply is a godbus.Error.
+func (p *pipe) exchange() (message, error) {
 	serial := p.serial
 	p.wire.calls.Add(1)
 	if _, err := p.conn.Write(p.wbuf); err != nil {
-		return err
+		return message{}, err
 	}
 	for {
 		m, err := p.read()
 		if err != nil {
-			return err
+			return message{}, err
 		}
 		if (m.typ != msgMethodReturn && m.typ != msgError) || m.replySerial != serial {
 			continue // a signal
 		}
 		if m.typ == msgError {
-			return godbus.Error{Name: m.errName, Body: m.errBody}
+			return message{}, godbus.Error{Name: m.errName, Body: m.errBody}
 		}
-		return nil
+		return m, nil
 	}
 }
 
