@@ -21,6 +21,7 @@ import (
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	godbus "github.com/godbus/dbus/v5"
 	"github.com/hashicorp/go-multierror"
+	"golang.org/x/sys/unix"
 
 	"resil.dev/resil/internal/ownmark"
 	"resil.dev/resil/internal/par"
@@ -740,19 +741,30 @@ func (o *Observer) readNeedDaemonReload(ctx context.Context, units []*observed.U
 }
 
 // loadMargin is how much older than systemd's last unit load a file must
-// be to count as loaded: file times come from the kernel's coarse clock,
-// which lags the precise one systemd stamps the load with by up to one
-// tick (1-10 ms).
-const loadMargin = 50 * time.Millisecond
+// be to count as loaded: systemd stamps the load (UnitsLoadTimestamp, at
+// the start of each daemon-reload, before it reads a file) with the
+// precise clock, and the kernel stamps file changes with its coarse clock,
+// which lags the precise one by up to one tick. The tick is the coarse
+// clock's resolution (clock_getres: 4 ms at HZ=250, 10 ms at HZ=100); the
+// margin is two ticks and a millisecond. With no answer, 50 ms.
+var loadMargin = coarseMargin()
+
+func coarseMargin() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGetres(unix.CLOCK_REALTIME_COARSE, &ts); err != nil || ts.Nano() <= 0 || ts.Nano() > int64(20*time.Millisecond) {
+		return 50 * time.Millisecond
+	}
+	return 2*time.Duration(ts.Nano()) + time.Millisecond
+}
 
 // latestChange is the latest moment a change time t can stand for: on a
-// filesystem that keeps whole seconds (ext4 with 128-byte inodes, FAT)
-// every time has zero nanoseconds and the change may have come up to a
-// second later. (A finer time that happens to fall on a second costs one
-// Get.)
+// filesystem that keeps whole seconds (ext4 with 128-byte inodes) or two
+// (FAT) every time has zero nanoseconds, and the change may have come up
+// to that much later. (A finer time that happens to fall on a second costs
+// one Get.)
 func latestChange(t time.Time) time.Time {
 	if t.Nanosecond() == 0 {
-		return t.Add(time.Second)
+		return t.Add(2 * time.Second)
 	}
 	return t
 }

@@ -16,6 +16,7 @@ import (
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	godbus "github.com/godbus/dbus/v5"
+	"golang.org/x/sys/unix"
 
 	"resil.dev/resil/internal/sdbus"
 	"resil.dev/resil/internal/sdbus/sdbustest"
@@ -343,8 +344,8 @@ func TestLoadedAsOnDisk(t *testing.T) {
 		{"file older than the load", loaded, file(load.Add(-time.Second + 123)), vendor{}, load, true},
 		{"file within the margin", loaded, file(load.Add(-loadMargin / 2)), vendor{}, load, false},
 		{"file after the load", loaded, file(load.Add(time.Millisecond)), vendor{}, load, false},
-		{"whole-second time under a second before", loaded, file(load.Truncate(time.Second)), vendor{}, load, false},
-		{"whole-second time over a second before", loaded, file(load.Truncate(time.Second).Add(-time.Second)), vendor{}, load, true},
+		{"whole-second time under two seconds before", loaded, file(load.Truncate(time.Second).Add(-time.Second)), vendor{}, load, false},
+		{"whole-second time over two seconds before", loaded, file(load.Truncate(time.Second).Add(-2 * time.Second)), vendor{}, load, true},
 		{"drop-ins changed after", loaded, file(load.Add(-time.Minute)), vendor{dropInsChanged: load.Add(time.Millisecond)}, load, false},
 		{"drop-ins whole-second time", loaded, file(load.Add(-time.Minute)), vendor{dropInsChanged: load.Truncate(time.Second)}, load, false},
 		{"drop-ins older", loaded, file(load.Add(-time.Minute)), vendor{dropInsChanged: load.Add(-time.Second + 7)}, load, true},
@@ -476,5 +477,17 @@ func TestDirLinksKeepsUnchangedDirectories(t *testing.T) {
 	}
 	if got := read(); got != nil {
 		t.Errorf("after removal: %v", got)
+	}
+}
+
+// The margin is two ticks of the coarse clock the kernel stamps file
+// changes with, and a millisecond; 50 ms when the tick is unknown.
+func TestCoarseMargin(t *testing.T) {
+	var ts unix.Timespec
+	if err := unix.ClockGetres(unix.CLOCK_REALTIME_COARSE, &ts); err != nil {
+		t.Fatal(err)
+	}
+	if m, want := coarseMargin(), 2*time.Duration(ts.Nano())+time.Millisecond; m != want || m > 50*time.Millisecond {
+		t.Errorf("coarseMargin = %s, want %s (tick %s), at most 50 ms", m, want, time.Duration(ts.Nano()))
 	}
 }
