@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/google/renameio/v2"
@@ -189,11 +190,21 @@ func (d LeaseDir) List() ([]Lease, error) {
 // Signature changes whenever a lease file is written or removed; the agent
 // polls it to notice pause and resume without waiting for a resync.
 func (d LeaseDir) Signature() string {
+	// The directory's own times change with every lease added or removed:
+	// a pause and a resume between two polls leave the same files (none)
+	// but not the same directory.
+	var b strings.Builder
+	if fi, err := os.Stat(d.Dir); err == nil {
+		var ctime int64
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			ctime = st.Ctim.Nano()
+		}
+		fmt.Fprintf(&b, ". %d %d\n", fi.ModTime().UnixNano(), ctime)
+	}
 	ents, err := os.ReadDir(d.Dir)
 	if err != nil {
-		return ""
+		return b.String()
 	}
-	var b strings.Builder
 	for _, e := range ents {
 		fi, err := e.Info()
 		if err != nil {

@@ -319,3 +319,26 @@ func TestPruneGrace(t *testing.T) {
 		t.Error("db touched")
 	}
 }
+
+// A pause and a resume between two polls of the signature change it: the
+// same files (none) but not the same directory.
+func TestLeaseSignaturePauseThenResume(t *testing.T) {
+	d := NewLeaseDir(t.TempDir())
+	if err := d.Put(Lease{Object: "web", Reason: "first", Since: time.Now(), Until: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Remove("web"); err != nil {
+		t.Fatal(err)
+	}
+	before := d.Signature()
+	time.Sleep(10 * time.Millisecond)
+	if err := d.Put(Lease{Object: "web", Reason: "second", Since: time.Now(), Until: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Remove("web"); err != nil {
+		t.Fatal(err)
+	}
+	if after := d.Signature(); after == before {
+		t.Errorf("signature unchanged by a pause and a resume: %q", after)
+	}
+}
