@@ -123,10 +123,11 @@ func (c *Conn) closeIdlePipe() {
 // every connection on its private socket (UnitRemoved, then UnitNew, all
 // before its reply: over 2000 at 1000 units). The pipe skips them reading
 // their headers only; on the godbus connection each is decoded first
-// (about 25 µs each), which held the reply, and so the restart that
-// follows it, some 15 ms at 100 units and 30 ms at 1000. The godbus
-// connection still decodes them meanwhile, as its signal watch must. On
-// an address the pipe does not dial it is go-systemd's call.
+// (about 25 µs each) before the reply is seen. The godbus connection
+// still decodes them meanwhile, as its signal watch must. (An A/B of
+// edit -> active at 1000 units, 20 edits each: p50 1.81 s before, 1.79 s
+// after, within this host's noise.) On an address the pipe does not dial
+// it is go-systemd's call.
 func (c *Conn) ReloadContext(ctx context.Context) error {
 	p, err := c.takePipe(ctx)
 	switch {
