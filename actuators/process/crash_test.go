@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/desired"
@@ -282,9 +283,14 @@ func TestChildEnvironmentMarkers(t *testing.T) {
 	h.install(service("env", desired.ServiceSpec{Command: sh(`exec sleep 1000`), Environment: map[string]string{"INVOCATION_ID": "forged"}}), true)
 	h.apply(context.Background(), actuators.Step{Op: actuators.OpStart, Unit: "env.service"})
 	u := h.unit("env.service")
-	env, err := os.ReadFile("/proc/" + strconv.Itoa(int(u.MainPID)) + "/environ")
-	if err != nil {
-		t.Fatal(err)
+	// The child may still be between its fork and its exec, with no
+	// environment of its own yet: read until it has one.
+	var env []byte
+	for deadline := time.Now().Add(5 * time.Second); len(env) == 0 && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		var err error
+		if env, err = os.ReadFile("/proc/" + strconv.Itoa(int(u.MainPID)) + "/environ"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	rec := readTable(t, h.dir)["env.service"]
 	for _, want := range []string{"INVOCATION_ID=" + rec.Nonce, "RESIL_UNIT=env.service", "RESIL_SUPERVISOR=" + h.s.id} {
