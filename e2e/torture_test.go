@@ -204,6 +204,9 @@ type torture struct {
 
 	agent   *tortureAgent
 	tails   []string // output of agents killed since the last checkpoint
+	// fullLogs holds the whole (tail-buffered) output of every agent killed
+	// since the last checkpoint; a violation writes them to files.
+	fullLogs []string
 	downOps int      // operations left before a killed agent is restarted
 
 	ops, kills, checkpoints int
@@ -789,6 +792,7 @@ func (tr *torture) killAgent() {
 	tr.agent.kill9(tr.t)
 	tr.kills++
 	tr.tails = append(tr.tails, tr.agent.out.tail(20))
+	tr.fullLogs = append(tr.fullLogs, tr.agent.out.tail(1<<20))
 	if len(tr.tails) > 2 {
 		tr.tails = tr.tails[len(tr.tails)-2:]
 	}
@@ -1166,10 +1170,42 @@ func (tr *torture) violate(v []string, obs tortureObs) {
 	if tr.agent != nil {
 		agentOut = tr.agent.out.tail(40)
 	}
+	agentOut += "\n--- " + tr.keepLogs(oplog)
 	tr.t.Errorf("TORTURE VIOLATION on the %s backend at checkpoint %d (seed %d, replay: RESIL_TORTURE_SEED=%d):\n%s\n"+
 		"--- operations since the last checkpoint:\n%s\n--- state:\n%s\n--- diff (exit %d):\n%s%s\n--- killed agents' last lines:\n%s\n--- agent's last lines:\n%s",
 		tr.b.name(), tr.checkpoints, tr.seed, tr.seed, strings.Join(v, "\n"), oplog, strings.Join(state, "\n"),
 		obs.code, obs.diff, obs.diffErr, strings.Join(tr.tails, "\n...\n"), agentOut)
+}
+
+// keepLogs writes the operation log, the whole output of every agent since
+// the last checkpoint and the event store's events to a directory that
+// outlives the test ($RESIL_TORTURE_LOGDIR, default below os.TempDir), so
+// a violation can be read in full; it returns a line naming it.
+func (tr *torture) keepLogs(oplog string) string {
+	dir := os.Getenv("RESIL_TORTURE_LOGDIR")
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	dir = filepath.Join(dir, fmt.Sprintf("resil-torture-%s-%d-cp%d", tr.b.name(), tr.seed, tr.checkpoints))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Sprintf("full logs not kept: %v", err)
+	}
+	files := map[string]string{"ops.log": "times are seconds since " + tr.begin.Format("15:04:05.000") + "\n" + oplog}
+	for i, l := range tr.fullLogs {
+		files[fmt.Sprintf("agent-killed-%02d.log", i)] = l
+	}
+	if tr.agent != nil {
+		files["agent-current.log"] = tr.agent.out.tail(1 << 20)
+	}
+	if out, errOut, _ := tr.b.cli("events", "-o", "json"); out != "" || errOut != "" {
+		files["events.json"] = out + errOut
+	}
+	for name, text := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			return fmt.Sprintf("full logs not kept: %v", err)
+		}
+	}
+	return "full agent logs, operations and events kept in " + dir
 }
 
 // rebase takes what runs now as the baseline of the next checkpoint and
@@ -1189,6 +1225,7 @@ func (tr *torture) rebase(obs tortureObs) {
 	}
 	tr.oplog = nil
 	tr.tails = nil
+	tr.fullLogs = nil
 	cur := filepath.Base(tr.dir())
 	ents, _ := os.ReadDir(tr.b.root())
 	for _, e := range ents {
