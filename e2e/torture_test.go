@@ -202,12 +202,12 @@ type torture struct {
 	dirLock sync.RWMutex
 	held    sync.WaitGroup
 
-	agent   *tortureAgent
-	tails   []string // output of agents killed since the last checkpoint
+	agent *tortureAgent
+	tails []string // output of agents killed since the last checkpoint
 	// fullLogs holds the whole (tail-buffered) output of every agent killed
 	// since the last checkpoint; a violation writes them to files.
 	fullLogs []string
-	downOps int      // operations left before a killed agent is restarted
+	downOps  int // operations left before a killed agent is restarted
 
 	ops, kills, checkpoints int
 	classes                 map[string]int
