@@ -220,9 +220,24 @@ PRAGMA user_version = 1;
 `
 
 func (s *Store) migrate(ctx context.Context) error {
+	// The schema sets user_version last: a store that has it has every
+	// table, and setting it again would be a write transaction on every
+	// open (each `apply` opens the store).
+	var v int
+	if err := s.db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if v >= 1 {
+		return s.migrateReady(ctx)
+	}
 	if _, err := s.db.ExecContext(ctx, schema); err != nil {
 		return fmt.Errorf("create schema: %w", err)
 	}
+	return s.migrateReady(ctx)
+}
+
+// migrateReady adds objects.ready to a store created before it.
+func (s *Store) migrateReady(ctx context.Context) error {
 	// objects.ready came with readiness probes: a store an older agent
 	// created gets the column.
 	if ok, err := s.hasColumn(ctx, "objects", "ready"); err != nil {

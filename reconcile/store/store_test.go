@@ -525,3 +525,31 @@ func TestMigrateReadyColumn(t *testing.T) {
 		t.Fatalf("after migration: %v %+v", err, objs)
 	}
 }
+
+// TestOpenExistingStoreWritesNothing: opening a store that has its schema
+// is read-only (every `apply` opens it; a write there costs a WAL commit
+// and a checkpoint's fsync on close even when the pass changes nothing).
+func TestOpenExistingStoreWritesNothing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), FileName)
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if fi, err := os.Stat(path + "-wal"); err != nil {
+		t.Fatal(err)
+	} else if fi.Size() != 0 {
+		t.Errorf("the WAL holds %d bytes after opening an existing store, want 0 (a write at open)", fi.Size())
+	}
+	var v int
+	if err := s.DB().QueryRow(`PRAGMA user_version`).Scan(&v); err != nil || v != 1 {
+		t.Errorf("user_version %d, %v; want 1", v, err)
+	}
+}
