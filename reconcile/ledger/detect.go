@@ -42,8 +42,10 @@ type Restarts struct {
 
 // Input of Detect.
 type Input struct {
-	// Prev and Cur are consecutive observations; a unit missing from
-	// either is skipped (its first observation is its baseline).
+	// Prev and Cur are consecutive observations. A unit missing from Cur
+	// is skipped; one missing from Prev (Prev not nil) is new since: its
+	// automatic restarts (NRestarts) all count. Without Prev nothing
+	// counts (the first observation is the baseline).
 	Prev, Cur *observed.State
 	// Between are the outcomes of the steps executed after Prev was read
 	// (the previous pass's outcomes).
@@ -88,13 +90,26 @@ func Detect(in Input) []Restarts {
 	var out []Restarts
 	for _, n := range names {
 		c, p := in.Cur.Units[n], in.Prev.Units[n]
-		if p == nil || c == nil || !Managed(c) {
+		if c == nil || !Managed(c) {
 			continue
 		}
 		add := func(cause Cause, k int) {
 			if k > 0 {
 				out = append(out, Restarts{Object: c.Owner, Unit: n, Cause: cause, Count: k})
 			}
+		}
+		if p == nil {
+			// New since the previous observation: started (NRestarts 0)
+			// after it, so its automatic restarts happened since. A
+			// baseline keeps every managed unit observed, so a unit is
+			// missing from it only when no agent observed it owned yet
+			// (an agent killed between starting it and its ledger).
+			cause := CauseAuto
+			if watchdog(c) {
+				cause = CauseWatchdog
+			}
+			add(cause, int(c.NRestarts))
+			continue
 		}
 		reset := c.NRestarts < p.NRestarts
 		auto := int(c.NRestarts) - int(p.NRestarts)

@@ -45,7 +45,15 @@ func TestDetect(t *testing.T) {
 		want    string
 	}{
 		{"steady", running, running, nil, "[]"},
-		{"first observation is the baseline", nil, u("active", "running", "success", 7, 100, 1000), nil, "[]"},
+		// A unit the previous observation did not have was started since
+		// (by the agent, from NRestarts 0): every automatic restart it
+		// shows happened since. An agent killed between starting a new
+		// unit and observing it leaves no baseline row for it (found by
+		// the torture suite: the next agent's supervisor restarted the
+		// killed process and no event said so).
+		{"new since the previous observation", nil, u("active", "running", "success", 7, 100, 1000), nil, "[web.service auto 7]"},
+		{"new since the previous observation, never restarted", nil, u("active", "running", "success", 0, 100, 1000), nil, "[]"},
+		{"new since the previous observation, in its restart delay", nil, u("activating", "auto-restart", "watchdog", 2, 0, 1000), nil, "[web.service watchdog 2]"},
 		{"systemd restarted it 3 times", running, u("active", "running", "success", 3, 130, 4000), nil, "[web.service auto 3]"},
 		{"caught in auto-restart", running, u("activating", "auto-restart", "exit-code", 0, 0, 1000), nil, "[]"},
 		{"from auto-restart to running", u("activating", "auto-restart", "exit-code", 1, 0, 1000), u("active", "running", "success", 2, 140, 5000), nil, "[web.service auto 1]"},
