@@ -85,6 +85,25 @@ func TestLedgerSurvivesAgentRestart(t *testing.T) {
 	}
 }
 
+// TestLedgerCountsUnitNewSinceBaseline: an agent started a new unit and
+// was killed before its ledger observed it; the unit crashed and was
+// restarted automatically. The next agent's baseline has no row for it, and
+// the restart is still counted (found by the torture suite).
+func TestLedgerCountsUnitNewSinceBaseline(t *testing.T) {
+	s := openStore(t)
+	k := NewKeeper(Config{Store: s, Events: s, Log: zaptest.NewLogger(t), HookTimeout: time.Second, BootID: "boot-a"})
+	observe(k, &observed.State{Backend: "process", Units: map[string]*observed.Unit{}}) // the killed agent's last observation
+	next := NewKeeper(Config{Store: s, Events: s, Log: zaptest.NewLogger(t), HookTimeout: time.Second, BootID: "boot-a"})
+	observe(next, webUnit(1, 105, 5000))
+	if n, err := s.RestartCount(context.Background(), "Service/web", time.Time{}); err != nil || n != 1 {
+		t.Errorf("restarts of a unit new since the baseline: %d, %v; want 1", n, err)
+	}
+	evs, err := s.Events(context.Background(), store.Query{Reason: string(reconcile.ReasonRestarted)})
+	if err != nil || len(evs) != 1 {
+		t.Errorf("Restarted events: %+v, %v; want 1", evs, err)
+	}
+}
+
 // baselineProbe is an event recorder that reads the saved ledger baseline
 // at the instant a Restarted event is recorded: an agent killed right then
 // must find a baseline that still predates the restart.
