@@ -77,6 +77,8 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 	}
 	defer func() { stopBg(); _ = bg.Wait() }()
 	start := time.Now()
+	// systemd's state is read while the manifests load (reconcile/prefetch.go).
+	opts.Prefetch = be.Name == "systemd"
 	res, err := r.Reconcile(ctx, opts)
 	g.saveManifestCache(log)
 	if snapshot != nil && res.Observed != nil {

@@ -66,7 +66,7 @@ func newDiffCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return exitCode(2, err)
 			}
-			res, err := r.Reconcile(ctx, reconcile.Options{DryRun: true})
+			res, err := r.Reconcile(ctx, reconcile.Options{DryRun: true, Prefetch: be.Name == "systemd"})
 			if err != nil {
 				return exitCode(2, err)
 			}

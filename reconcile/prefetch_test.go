@@ -1,0 +1,79 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"resil.dev/resil/observed"
+)
+
+// callObserver records the names of each Observe call and may fail the
+// prefetch (a call without names).
+type callObserver struct {
+	*fakeBackend
+	mu        sync.Mutex
+	calls     []string
+	failNoNil bool
+}
+
+func (c *callObserver) Observe(ctx context.Context, names []string) (*observed.State, error) {
+	c.mu.Lock()
+	c.calls = append(c.calls, fmt.Sprint(names))
+	c.mu.Unlock()
+	if names == nil && c.failNoNil {
+		return nil, errors.New("prefetch failed")
+	}
+	return c.fakeBackend.Observe(ctx, names)
+}
+
+// TestPrefetch: the observation made while the manifests load is used
+// when it covers every desired unit, and made again with the desired names
+// otherwise; the plan is the plan without the prefetch either way.
+func TestPrefetch(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		add       bool // a new manifest after the first apply
+		failNoNil bool
+		calls     string
+	}{
+		{name: "converged: one read, the prefetch", calls: "[[]]"},
+		{name: "new unit: read again with the names", add: true, calls: "[[] [api.service web.service]]"},
+		{name: "prefetch failed: read again", failNoNil: true, calls: "[[] [web.service]]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeManifest(t, dir, "web.yaml", webManifest)
+			f := newFake()
+			r, _ := newTestReconciler(t, dir, f, nil)
+			if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
+				t.Fatal(err)
+			}
+			if tc.add {
+				writeManifest(t, dir, "api.yaml", strings.ReplaceAll(webManifest, "web", "api"))
+			}
+			want, err := r.Reconcile(context.Background(), Options{DryRun: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			obs := &callObserver{fakeBackend: f, failNoNil: tc.failNoNil}
+			r.cfg.Observer = obs
+			got, err := r.Reconcile(context.Background(), Options{DryRun: true, Prefetch: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(obs.calls) != tc.calls {
+				t.Errorf("Observe calls %v, want %s", obs.calls, tc.calls)
+			}
+			if got.Hash != want.Hash || len(got.Plan.Steps) != len(want.Plan.Steps) {
+				t.Errorf("plan with the prefetch %s (%d steps), without %s (%d steps)", got.Hash, len(got.Plan.Steps), want.Hash, len(want.Plan.Steps))
+			}
+			if tc.add && len(got.Plan.Steps) == 0 {
+				t.Error("no steps for the new manifest")
+			}
+		})
+	}
+}
