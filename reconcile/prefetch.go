@@ -27,8 +27,8 @@ import (
 type prefetched struct {
 	cancel context.CancelFunc
 	done   chan struct{}
-	st   *observed.State
-	err  error
+	st     *observed.State
+	err    error
 }
 
 // prefetch starts the observation when opts ask for it. The goroutine is
