@@ -2,53 +2,53 @@ package reconcile
 
 import (
 	"context"
+	"sync"
 
 	"resil.dev/resil/observed"
 )
 
-// prefetched is an observation started before the desired names were
-// known (Options.Prefetch). A one-shot `apply` or `diff` spends most of
-// its time in two independent halves: loading, checking and rendering
-// the manifests (the agent's CPU) and reading systemd's state (PID 1's
-// CPU, one property read after another). The backend already observes
+// Prefetched is an observation started before the desired names are known
+// (StartPrefetch, Options.Prefetched). A one-shot `apply` or `diff` spends
+// most of its time in two independent halves: loading, checking and
+// rendering the manifests (the agent's CPU) and reading systemd's state
+// (PID 1's CPU, one property read after another). The backend observes
 // every unit it finds owned in its unit directory whatever the names
 // asked (they are the units a prune would remove), so on a host where
 // every desired unit has its owned file (a converged host, or one where
-// only contents changed) that read does not depend on the names, and
-// it runs while the manifests load.
+// only contents changed) that read does not depend on the names, and it
+// can run while the command opens its store and loads the manifests.
 //
-// The read is used only when it covers every desired unit; otherwise
-// (a new unit, a unit taken over from a foreign file) the pass observes
-// again with the desired names, as without the prefetch. Either way the
-// pass plans from one observation made after the pass began: the
-// observation may be a few milliseconds older than the manifests it is
-// compared with, which no pass can avoid (systemd changes while a pass
-// runs too).
-type prefetched struct {
+// A pass uses the read only when it covers every desired unit; otherwise
+// (a new unit, a unit taken over from a foreign file) it observes again
+// with the desired names, as without the prefetch. Either way the pass
+// plans from one observation made after the command began: it may be a
+// few milliseconds older than the manifests it is compared with, which no
+// pass can avoid (systemd changes while a pass runs too).
+type Prefetched struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	st     *observed.State
 	err    error
+
+	mu   sync.Mutex
+	used bool
 }
 
-// prefetch starts the observation when opts ask for it. The goroutine is
-// owned by the pass: Reconcile waits for it (wait) before returning.
-func (r *Reconciler) prefetch(ctx context.Context, opts Options) *prefetched {
-	if !opts.Prefetch || opts.Full {
-		return nil
-	}
+// StartPrefetch starts observing every unit o finds owned. The caller owns
+// the goroutine: it calls Wait before returning.
+func StartPrefetch(ctx context.Context, o Observer) *Prefetched {
 	ctx, cancel := context.WithCancel(ctx)
-	p := &prefetched{cancel: cancel, done: make(chan struct{})}
+	p := &Prefetched{cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(p.done)
-		p.st, p.err = r.cfg.Observer.Observe(ctx, nil)
+		p.st, p.err = o.Observe(ctx, nil)
 	}()
 	return p
 }
 
-// wait cancels the prefetch if it still runs (a pass that returns before
-// it observes) and waits for its goroutine (nil: none).
-func (p *prefetched) wait() {
+// Wait cancels the read if it still runs (a command that ends before its
+// pass observes) and waits for its goroutine. A nil Prefetched is none.
+func (p *Prefetched) Wait() {
 	if p != nil {
 		p.cancel()
 		<-p.done
@@ -56,15 +56,18 @@ func (p *prefetched) wait() {
 }
 
 // covering returns the prefetched observation when it read without error
-// and has every one of names.
-func (p *prefetched) covering(names []string) (*observed.State, bool) {
+// and has every one of names; only the first pass that asks gets it.
+func (p *Prefetched) covering(names []string) (*observed.State, bool) {
 	if p == nil {
 		return nil, false
 	}
 	<-p.done
-	if p.err != nil || p.st == nil {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.used || p.err != nil || p.st == nil {
 		return nil, false
 	}
+	p.used = true
 	for _, n := range names {
 		if _, ok := p.st.Units[n]; !ok {
 			return nil, false

@@ -40,9 +40,11 @@ func TestPrefetch(t *testing.T) {
 		failNoNil bool
 		calls     string
 	}{
-		{name: "converged: one read, the prefetch", calls: "[[]]"},
-		{name: "new unit: read again with the names", add: true, calls: "[[] [api.service web.service]]"},
-		{name: "prefetch failed: read again", failNoNil: true, calls: "[[] [web.service]]"},
+		// The second pass of each case reads with the names: a prefetch
+		// serves one pass only.
+		{name: "converged: one read, the prefetch", calls: "[[] [web.service]]"},
+		{name: "new unit: read again with the names", add: true, calls: "[[] [api.service web.service] [api.service web.service]]"},
+		{name: "prefetch failed: read again", failNoNil: true, calls: "[[] [web.service] [web.service]]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -61,9 +63,18 @@ func TestPrefetch(t *testing.T) {
 			}
 			obs := &callObserver{fakeBackend: f, failNoNil: tc.failNoNil}
 			r.cfg.Observer = obs
-			got, err := r.Reconcile(context.Background(), Options{DryRun: true, Prefetch: true})
+			pre := StartPrefetch(context.Background(), obs)
+			defer pre.Wait()
+			got, err := r.Reconcile(context.Background(), Options{DryRun: true, Prefetched: pre})
 			if err != nil {
 				t.Fatal(err)
+			}
+			again, err := r.Reconcile(context.Background(), Options{DryRun: true, Prefetched: pre})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if again.Hash != want.Hash {
+				t.Errorf("second pass with a used prefetch: plan %s, want %s", again.Hash, want.Hash)
 			}
 			if fmt.Sprint(obs.calls) != tc.calls {
 				t.Errorf("Observe calls %v, want %s", obs.calls, tc.calls)

@@ -218,12 +218,12 @@ type Options struct {
 	AllowPrune int
 	// Full asks a FullObserver for a full read (the loop's resync).
 	Full bool
-	// Prefetch reads the backend's state while the manifests load and
-	// render: every unit the backend finds owned, read without waiting for
-	// the desired names (prefetch.go). A one-shot command (apply, diff)
-	// sets it; the read is used when it covers every desired unit, and
-	// made again with the desired names otherwise.
-	Prefetch bool
+	// Prefetched is the backend's state read while the command opened
+	// and the manifests loaded: every unit the backend finds owned, read
+	// without waiting for the desired names (StartPrefetch). A one-shot
+	// command (apply, diff) sets it; the pass uses it when it covers every
+	// desired unit, and observes again with the desired names otherwise.
+	Prefetched *Prefetched
 }
 
 // Reconcile runs one pass: load → observe → plan → (apply). It returns an
@@ -240,8 +240,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 			log.Error("pass panicked", zap.Any("panic", p), zap.Stack("stack"))
 		}
 	}()
-	pre := r.prefetch(ctx, opts)
-	defer pre.wait()
 	objs, protected, broken, prune, busy, lerr := r.desiredObjects(log)
 	res.LoadErr = lerr
 	lastGoodSaved := func() {}
@@ -316,8 +314,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	sort.Strings(names)
 	res.Objects = len(effective)
 	res.Desired = effective
-	obs, ok := pre.covering(names)
-	if !ok {
+	obs, ok := opts.Prefetched.covering(names)
+	if !ok || opts.Full {
 		obs, err = r.observe(ctx, names, opts.Full)
 		if err != nil {
 			return res, fmt.Errorf("observe: %w", err)

@@ -46,6 +46,12 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 	}
 	defer done()
 	ctx, log, be := c.ctx, c.log, c.be
+	// systemd's state is read while the store opens and the manifests
+	// load (reconcile/prefetch.go).
+	if be.Name == "systemd" && opts.Prefetched == nil {
+		opts.Prefetched = reconcile.StartPrefetch(ctx, be.Observer)
+		defer opts.Prefetched.Wait()
+	}
 	// Events of a one-shot pass are recorded in the agent's store too,
 	// so `reconciler events` shows what apply did.
 	var rec reconcile.Recorder = reconcile.NewRing(1024, log)
@@ -77,8 +83,6 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 	}
 	defer func() { stopBg(); _ = bg.Wait() }()
 	start := time.Now()
-	// systemd's state is read while the manifests load (reconcile/prefetch.go).
-	opts.Prefetch = be.Name == "systemd"
 	res, err := r.Reconcile(ctx, opts)
 	g.saveManifestCache(log)
 	if snapshot != nil && res.Observed != nil {

@@ -57,6 +57,12 @@ func newDiffCmd(g *globals) *cobra.Command {
 			}
 			defer done()
 			ctx, log, be := c.ctx, c.log, c.be
+			var pre *reconcile.Prefetched
+			if be.Name == "systemd" && revision == "" {
+				// systemd's state is read while the manifests load (reconcile/prefetch.go).
+				pre = reconcile.StartPrefetch(ctx, be.Observer)
+				defer pre.Wait()
+			}
 			rev, cleanup, err := diffSource(ctx, cmd, g, revision) // git source (source.go)
 			if err != nil {
 				return exitCode(2, err)
@@ -66,7 +72,7 @@ func newDiffCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return exitCode(2, err)
 			}
-			res, err := r.Reconcile(ctx, reconcile.Options{DryRun: true, Prefetch: be.Name == "systemd"})
+			res, err := r.Reconcile(ctx, reconcile.Options{DryRun: true, Prefetched: pre})
 			if err != nil {
 				return exitCode(2, err)
 			}
