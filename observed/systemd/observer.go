@@ -267,13 +267,25 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 	sort.Strings(all)
 	sort.Strings(query)
 
+	// The search path's listings (the agent's CPU) are read while systemd
+	// lists the units (PID 1's): neither needs the other.
+	var (
+		vendor      map[string]vendor
+		typeDropIns bool
+		verr        error
+		vdone       = make(chan struct{})
+	)
+	go func() {
+		defer close(vdone)
+		vendor, typeDropIns, verr = o.vendorFiles(ctx, want)
+	}()
 	status, err := o.listUnits(ctx, query)
+	<-vdone
 	if err != nil {
 		return nil, err
 	}
-	vendor, typeDropIns, err := o.vendorFiles(ctx, want)
-	if err != nil {
-		return nil, err
+	if verr != nil {
+		return nil, verr
 	}
 
 	st := &observed.State{

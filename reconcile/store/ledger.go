@@ -2,8 +2,13 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -154,16 +159,87 @@ type Agent struct {
 // desired go) and records the agent facts, in one transaction. FirstSeen
 // of a row already present is kept.
 //
-// Cost: one read of the stored rows; a row is written only when
-// something but its Updated time changed, and the Updated times of the
-// others in one statement (every row of a converged pass at 1000
-// objects would otherwise be a statement of its own: 60 ms per pass).
+// Cost: a snapshot whose rows all have the pass's time (every pass's) is
+// stored with that time standing for last_pass, and a hash of its rows;
+// when the next one hashes the same (a converged host) only the agent's
+// facts are written, the rows not even read (BenchmarkPutStatus1000:
+// 10.8 ms before, 1.8 ms). Otherwise the stored rows are read once, a row
+// is written only when something but its Updated time changed, and the
+// Updated times of the others in one statement (every row of a converged
+// pass at 1000 objects would otherwise be a statement of its own: 60 ms).
 func (s *Store) PutStatus(ctx context.Context, objs []ObjectStatus, a Agent) error {
 	tx, end, err := s.begin(ctx)
 	if err != nil {
 		return err
 	}
 	defer end()
+	// A snapshot of the last pass's time whose rows are those stored (by a
+	// snapshot of the same kind: their times stand for last_pass) writes
+	// only the agent's facts, without reading the rows (statusHash).
+	hash := statusHash(objs, a.LastPass)
+	var storedHash string
+	if hash != "" {
+		if err := tx.QueryRowContext(ctx, `SELECT value FROM agent WHERE key = 'status_hash'`).Scan(&storedHash); err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("status: %w", err)
+		}
+	}
+	if hash == "" || hash != storedHash {
+		if err := putRows(ctx, tx, objs, a); err != nil {
+			return err
+		}
+	}
+	for k, v := range map[string]string{
+		"last_pass": ts(a.LastPass), "pass_error": a.PassError, "load_error": a.LoadError,
+		"pid": strconv.Itoa(a.PID), "backend": a.Backend, "version": a.Version, "status_hash": hash,
+	} {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO agent(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`, k, v); err != nil {
+			return fmt.Errorf("agent status: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	return nil
+}
+
+// statusHash identifies the rows of a snapshot whose every row has the
+// pass's time (they are stored as updatedAtLastPass): a SHA-256 over the
+// rows in object order, FirstSeen and Updated left out. It is "" for any
+// other snapshot, which never matches.
+func statusHash(objs []ObjectStatus, lastPass time.Time) string {
+	if len(objs) == 0 {
+		return ""
+	}
+	for _, o := range objs {
+		if !o.Updated.Equal(lastPass) {
+			return ""
+		}
+	}
+	sorted := slices.Clone(objs)
+	slices.SortFunc(sorted, func(x, y ObjectStatus) int { return strings.Compare(x.Object, y.Object) })
+	h := sha256.New()
+	var buf []byte
+	for _, o := range sorted {
+		buf = buf[:0]
+		for _, f := range [...]string{o.Object, o.Kind, o.Name, o.Unit, o.Desired, o.Observed, o.State, o.Message, o.Ready} {
+			buf = binary.AppendUvarint(buf, uint64(len(f))) // length-prefixed: no field can fake a boundary
+			buf = append(buf, f...)
+		}
+		buf = append(buf, boolByte(o.Drift), boolByte(o.Failed))
+		h.Write(buf)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func boolByte(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// putRows writes the rows of a snapshot that differ from those stored.
+func putRows(ctx context.Context, tx *sql.Tx, objs []ObjectStatus, a Agent) error {
 	stored, err := storedStatus(ctx, tx)
 	if err != nil {
 		return err
@@ -181,18 +257,30 @@ ON CONFLICT(object) DO UPDATE SET kind=excluded.kind, name=excluded.name, unit=e
 	var touch []ObjectStatus // unchanged rows with a new Updated time
 	oneTime := true          // every row has the same Updated time
 	for _, o := range objs {
+		oneTime = oneTime && o.Updated.Equal(objs[0].Updated)
+	}
+	// Rows updated by this pass (the usual snapshot: every row has the
+	// pass's time) store updatedAtLastPass instead of the time, so a pass
+	// that changes nothing rewrites no row, only the agent's facts.
+	asPass := oneTime && len(objs) > 0 && objs[0].Updated.Equal(a.LastPass)
+	updated := func(o ObjectStatus) string {
+		if asPass {
+			return updatedAtLastPass
+		}
+		return ts(o.Updated)
+	}
+	for _, o := range objs {
 		keep[o.Object] = true
 		if o.FirstSeen.IsZero() {
 			o.FirstSeen = o.Updated
 		}
-		oneTime = oneTime && o.Updated.Equal(objs[0].Updated)
 		if cur, ok := stored[o.Object]; ok && cur.same(o) {
-			if cur.updated != ts(o.Updated) {
+			if cur.updated != updated(o) {
 				touch = append(touch, o)
 			}
 			continue
 		}
-		if _, err := upsert.ExecContext(ctx, o.Object, o.Kind, o.Name, o.Unit, o.Desired, o.Observed, o.State, o.Drift, o.Failed, o.Message, ts(o.FirstSeen), ts(o.Updated), o.Ready); err != nil {
+		if _, err := upsert.ExecContext(ctx, o.Object, o.Kind, o.Name, o.Unit, o.Desired, o.Observed, o.State, o.Drift, o.Failed, o.Message, ts(o.FirstSeen), updated(o), o.Ready); err != nil {
 			return fmt.Errorf("status of %s: %w", o.Object, err)
 		}
 	}
@@ -208,30 +296,23 @@ ON CONFLICT(object) DO UPDATE SET kind=excluded.kind, name=excluded.name, unit=e
 	case len(touch) == 0:
 	case oneTime:
 		// Every row left has this time or is to get it.
-		u := ts(objs[0].Updated)
+		u := updated(objs[0])
 		if _, err := tx.ExecContext(ctx, `UPDATE objects SET updated = ? WHERE updated <> ?`, u, u); err != nil {
 			return fmt.Errorf("status: %w", err)
 		}
 	default:
 		for _, o := range touch {
-			if _, err := tx.ExecContext(ctx, `UPDATE objects SET updated = ? WHERE object = ?`, ts(o.Updated), o.Object); err != nil {
+			if _, err := tx.ExecContext(ctx, `UPDATE objects SET updated = ? WHERE object = ?`, updated(o), o.Object); err != nil {
 				return fmt.Errorf("status of %s: %w", o.Object, err)
 			}
 		}
 	}
-	for k, v := range map[string]string{
-		"last_pass": ts(a.LastPass), "pass_error": a.PassError, "load_error": a.LoadError,
-		"pid": strconv.Itoa(a.PID), "backend": a.Backend, "version": a.Version,
-	} {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO agent(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`, k, v); err != nil {
-			return fmt.Errorf("agent status: %w", err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("status: %w", err)
-	}
 	return nil
 }
+
+// updatedAtLastPass in objects.updated stands for the agent's last_pass:
+// the row was observed by the last pass.
+const updatedAtLastPass = ""
 
 // storedRow is a stored status row without its first_seen.
 type storedRow struct {
@@ -275,7 +356,10 @@ func (s *Store) Status(ctx context.Context) ([]ObjectStatus, Agent, error) {
 	if ok, err := s.hasColumn(ctx, "objects", "ready"); err == nil && ok {
 		ready = "ready"
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT object, kind, name, unit, desired, observed, state, drift, failed, message, first_seen, updated, `+ready+` FROM objects ORDER BY kind, name`)
+	// A row observed by the last pass has that pass's time (updatedAtLastPass),
+	// read in the same statement: one snapshot.
+	rows, err := s.db.QueryContext(ctx, `SELECT object, kind, name, unit, desired, observed, state, drift, failed, message, first_seen,
+	CASE WHEN updated = '' THEN coalesce((SELECT value FROM agent WHERE key = 'last_pass'), '') ELSE updated END, `+ready+` FROM objects ORDER BY kind, name`)
 	if err != nil {
 		return nil, a, fmt.Errorf("query status: %w", err)
 	}

@@ -51,6 +51,24 @@ func TestPutStatusWritesChangedRows(t *testing.T) {
 	c.Add(2 * time.Minute)
 	put(row("a", "active (running)", t2), row("b", "failed (exit-code)", t3), row("d", "active (running)", t1))
 	check(first(row("a", "active (running)", t2), t0), first(row("b", "failed (exit-code)", t3), t0), first(row("d", "active (running)", t1), t1))
+
+	// Converged passes: every row has the pass's time; the second writes
+	// no row (the status hash matches), yet reads back with its time.
+	for range 2 {
+		c.Add(time.Minute)
+		tn := c.Now()
+		put(row("a", "active (running)", tn), row("b", "failed (exit-code)", tn), row("d", "active (running)", tn))
+		check(first(row("a", "active (running)", tn), t0), first(row("b", "failed (exit-code)", tn), t0), first(row("d", "active (running)", tn), t1))
+	}
+	var explicit int
+	if err := s.DB().QueryRow(`SELECT count(*) FROM objects WHERE updated <> ''`).Scan(&explicit); err != nil || explicit != 0 {
+		t.Errorf("rows of converged passes with their own time: %d, %v; want 0 (they stand for last_pass)", explicit, err)
+	}
+	// A row that changes after a matching hash is written.
+	c.Add(time.Minute)
+	t5 := c.Now()
+	put(row("a", "active (running)", t5), row("b", "active (running)", t5), row("d", "active (running)", t5))
+	check(first(row("a", "active (running)", t5), t0), first(row("b", "active (running)", t5), t0), first(row("d", "active (running)", t5), t1))
 }
 
 // BenchmarkPutStatus1000 is the status snapshot of a converged pass at
