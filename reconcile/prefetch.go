@@ -75,3 +75,19 @@ func (p *Prefetched) covering(names []string) (*observed.State, bool) {
 	}
 	return p.st, true
 }
+
+// observeAgain is the read after a prefetch that did not cover the desired
+// units: a full read when the Observer has a cache (the prefetch may have
+// filled it), whose differences from the cache are changes since the
+// prefetch, not missed signals (no CacheDrift).
+func (r *Reconciler) observeAgain(ctx context.Context, names []string) (*observed.State, error) {
+	fo, ok := r.cfg.Observer.(FullObserver)
+	if !ok {
+		return r.cfg.Observer.Observe(ctx, names)
+	}
+	st, err := fo.ObserveFull(ctx, names)
+	if st != nil {
+		st.CacheDrift = nil
+	}
+	return st, err
+}

@@ -315,11 +315,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	res.Objects = len(effective)
 	res.Desired = effective
 	obs, ok := opts.Prefetched.covering(names)
-	if !ok || opts.Full {
+	switch {
+	case ok && !opts.Full:
+	case opts.Prefetched != nil && !opts.Full:
+		// Read again, in full: the prefetch may have filled a watch-fed
+		// cache, and a one-shot command reads everything.
+		obs, err = r.observeAgain(ctx, names)
+	default:
 		obs, err = r.observe(ctx, names, opts.Full)
-		if err != nil {
-			return res, fmt.Errorf("observe: %w", err)
-		}
+	}
+	if err != nil {
+		return res, fmt.Errorf("observe: %w", err)
 	}
 	res.Observed = obs
 	res.Health = r.probeStatuses()
