@@ -5,9 +5,10 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
-	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"resil.dev/resil/internal/filestamp"
 )
 
 // FileCache remembers, from one Load to the next, the objects of each
@@ -27,8 +28,8 @@ import (
 // Load start again without the cache, so the problem is reported with its
 // position as always.
 //
-// A file changed within racyWindow before a load began is read and
-// parsed, not cached: file times come from a coarse clock.
+// A file changed within filestamp.RacyWindow before a load began is read
+// and parsed, not cached: file times come from a coarse clock.
 //
 // The cache can be kept in a file from one command to the next
 // (LoadFileCache, Save; cache_file.go): `apply` and `diff` then parse
@@ -52,15 +53,8 @@ type FileCache struct {
 // NewFileCache returns an empty cache.
 func NewFileCache() *FileCache { return &FileCache{files: map[string]cachedFile{}} }
 
-// fileID identifies a file's content without reading it.
-type fileID struct {
-	dev, ino     uint64
-	size         int64
-	mtime, ctime int64 // ns
-}
-
 type cachedFile struct {
-	id   fileID
+	id   filestamp.Stamp
 	objs []*Object
 }
 
@@ -93,7 +87,7 @@ func (l *loader) readCached(rel string, dropInDirs map[string]bool) (objs []*Obj
 	}
 	if hit {
 		of.close()
-		l.budget -= id.size
+		l.budget -= id.Size
 		l.served[rel] = true
 		for _, o := range c.objs {
 			l.cached[o] = true
@@ -126,16 +120,6 @@ func (c *FileCache) forget(files []string) {
 	}
 }
 
-// racyWindow: a file changed this recently before a load began is not
-// cached. File times come from a coarse clock (a kernel tick, seconds on
-// some file systems): a second write within the same tick as the one a
-// load read, of the same size, would leave every field of fileID as it
-// was, and the cache would answer with the old objects. A file is cached
-// only once its change time is older than the load by more than the
-// coarsest granularity (as git treats "racily clean" index entries). A
-// change time in the future (the clock was set back) is racy too.
-const racyWindow = 2 * time.Second
-
 // store replaces the cache with the files of this load that loaded
 // cleanly (see FileCache), with the objects they gave.
 func (c *FileCache) store(l *loader, set *Set, all []*Object) {
@@ -154,7 +138,9 @@ func (c *FileCache) store(l *loader, set *Set, all []*Object) {
 		if !opened || bad[f] || len(objs) == 0 || len(l.errs[f]) > 0 || l.busy[f] || l.empty[f] {
 			continue
 		}
-		if id.ctime > l.started.Add(-racyWindow).UnixNano() {
+		// A file changed within filestamp.RacyWindow before the load
+		// began may change again and keep its stamp: it is read again.
+		if !id.Settled(l.started, filestamp.RacyWindow) {
 			continue
 		}
 		files[f] = cachedFile{id: id, objs: objs}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/renameio/v2"
 
+	"resil.dev/resil/internal/filestamp"
 	"resil.dev/resil/internal/par"
 )
 
@@ -136,7 +137,7 @@ func decodeCacheLine(line []byte) (string, cachedFile, error) {
 		}
 		objs = append(objs, o)
 	}
-	return e.File, cachedFile{id: fileID{dev: e.Dev, ino: e.Ino, size: e.Size, mtime: e.Mtime, ctime: e.Ctime}, objs: objs}, nil
+	return e.File, cachedFile{id: filestamp.Stamp{Dev: e.Dev, Ino: e.Ino, Size: e.Size, Mtime: e.Mtime, Ctime: e.Ctime}, objs: objs}, nil
 }
 
 // readTrusted reads path when it is a regular file owned by root or the
@@ -187,8 +188,8 @@ func (c *FileCache) Save(path string) error {
 	}
 	for _, f := range names {
 		cached := c.files[f]
-		e := cacheFileEntry{File: f, Dev: cached.id.dev, Ino: cached.id.ino, Size: cached.id.size,
-			Mtime: cached.id.mtime, Ctime: cached.id.ctime, Objects: make([]cachedObject, 0, len(cached.objs))}
+		e := cacheFileEntry{File: f, Dev: cached.id.Dev, Ino: cached.id.Ino, Size: cached.id.Size,
+			Mtime: cached.id.Mtime, Ctime: cached.id.Ctime, Objects: make([]cachedObject, 0, len(cached.objs))}
 		for _, o := range cached.objs {
 			if len(o.document) == 0 || len(o.Source.DropIns) > 0 {
 				return fmt.Errorf("save manifest cache: %s has no document of its own", o.ID())

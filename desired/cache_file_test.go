@@ -10,7 +10,7 @@ import (
 )
 
 // A file written just before a load is not cached (its change time is
-// within racyWindow of the load): a second write in the same clock tick
+// within filestamp.RacyWindow of the load): a second write in the same clock tick
 // would leave its identity unchanged. Once older, it is.
 func TestFileCacheRacyFileNotCached(t *testing.T) {
 	dir := t.TempDir()

@@ -7,12 +7,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"resil.dev/resil/internal/filestamp"
 )
 
 // ageFiles makes the loads of this test treat every file as changed long
-// enough ago to be cached (racyWindow); the test writes them just before.
+// enough ago to be cached (filestamp.RacyWindow); the test writes them just before.
 func ageFiles(t testing.TB) {
-	loadClock = func() time.Time { return time.Now().Add(racyWindow + time.Second) }
+	loadClock = func() time.Time { return time.Now().Add(filestamp.RacyWindow + time.Second) }
 	t.Cleanup(func() { loadClock = time.Now })
 }
 

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-multierror"
+
+	"resil.dev/resil/internal/filestamp"
 )
 
 // Size caps. A manifest larger than MaxFileBytes is refused; once a directory
@@ -121,7 +123,7 @@ type loader struct {
 	cache *FileCache
 	// started is when the load began (the cache's racy-file rule).
 	started time.Time
-	ids     map[string]fileID
+	ids     map[string]filestamp.Stamp
 	served  map[string]bool
 	cached  map[*Object]bool
 }
@@ -211,7 +213,7 @@ func loadOnce(dir, orig string, opts Options) (*Set, bool, error) {
 	}
 	l := &loader{dir: resolved, opts: opts, budget: opts.MaxDirBytes, errs: map[string][]error{},
 		w: w, stack: stack, subdirs: map[string][]*dirNode{}, busy: map[string]bool{}, empty: map[string]bool{},
-		cache: opts.Cache, started: loadClock(), ids: map[string]fileID{}, served: map[string]bool{}, cached: map[*Object]bool{}}
+		cache: opts.Cache, started: loadClock(), ids: map[string]filestamp.Stamp{}, served: map[string]bool{}, cached: map[*Object]bool{}}
 	set := &Set{
 		Dir:         resolved,
 		Objects:     map[string]*Object{},

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"resil.dev/resil/internal/filestamp"
 )
 
 // This file is the only place that opens manifests. Every path is resolved
@@ -401,9 +403,9 @@ func (of *openFile) close() {
 }
 
 // id is what identifies the file's content without reading it (FileCache).
-func (of *openFile) id() fileID {
-	return fileID{dev: uint64(of.st.Dev), ino: uint64(of.st.Ino), size: of.st.Size,
-		mtime: of.st.Mtim.Nano(), ctime: of.st.Ctim.Nano()}
+func (of *openFile) id() filestamp.Stamp {
+	return filestamp.Stamp{Dev: uint64(of.st.Dev), Ino: uint64(of.st.Ino), Size: of.st.Size, //nolint:unconvert // the types differ by arch
+		Mtime: of.st.Mtim.Nano(), Ctime: of.st.Ctim.Nano()}
 }
 
 // openFile opens rel for readFile (see openFile); the caller closes it.

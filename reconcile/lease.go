@@ -10,10 +10,11 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/google/renameio/v2"
+
+	"resil.dev/resil/internal/filestamp"
 )
 
 // Lease is an operator's pause of one object (`reconciler pause`): until
@@ -195,11 +196,7 @@ func (d LeaseDir) Signature() string {
 	// but not the same directory.
 	var b strings.Builder
 	if fi, err := os.Stat(d.Dir); err == nil {
-		var ctime int64
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			ctime = st.Ctim.Nano()
-		}
-		fmt.Fprintf(&b, ". %d %d\n", fi.ModTime().UnixNano(), ctime)
+		fmt.Fprintf(&b, ". %+v\n", filestamp.Of(fi))
 	}
 	ents, err := os.ReadDir(d.Dir)
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"resil.dev/resil/internal/filestamp"
 )
 
 // enablement returns the enablement of each name that has a unit file on
@@ -159,8 +161,8 @@ type dirLink struct{ name, dest string }
 // directory read by an earlier pass whose stamp is the same is not read
 // again (1000 enabled units: 1000 readlinks a pass): a symlink's target
 // cannot change in place, and adding, removing or replacing an entry
-// changes the directory's times. As in scanUnitDir, only a directory that
-// had not changed for racyWindow when it was read is kept.
+// changes the directory's times. As in scanUnitDir, only a directory whose
+// stamp was settled when it was read is kept.
 func (o *Observer) dirLinks(dir string) ([]dirLink, error) {
 	start := time.Now()
 	fi, err := os.Stat(dir)
@@ -170,11 +172,11 @@ func (o *Observer) dirLinks(dir string) ([]dirLink, error) {
 	if err != nil {
 		return nil, err
 	}
-	stamp := stampOf(fi)
+	stamp := filestamp.Of(fi)
 	o.scanMu.Lock()
 	c, ok := o.links[dir]
 	o.scanMu.Unlock()
-	if ok && stamp != (fileStamp{}) && c.stamp == stamp {
+	if ok && !stamp.IsZero() && c.stamp == stamp {
 		return c.links, nil
 	}
 	entries, err := os.ReadDir(dir)
@@ -199,7 +201,7 @@ func (o *Observer) dirLinks(dir string) ([]dirLink, error) {
 	if o.links == nil {
 		o.links = map[string]linkDir{}
 	}
-	if stamp != (fileStamp{}) && changeTime(fi).Before(start.Add(-racyWindow)) {
+	if stamp.Settled(start, racyWindow) {
 		o.links[dir] = linkDir{stamp: stamp, links: links}
 	} else {
 		delete(o.links, dir)
@@ -209,7 +211,7 @@ func (o *Observer) dirLinks(dir string) ([]dirLink, error) {
 
 // linkDir is a dependency directory kept by dirLinks with its stamp.
 type linkDir struct {
-	stamp fileStamp
+	stamp filestamp.Stamp
 	links []dirLink
 }
 

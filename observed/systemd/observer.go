@@ -23,6 +23,7 @@ import (
 	"github.com/hashicorp/go-multierror"
 	"golang.org/x/sys/unix"
 
+	"resil.dev/resil/internal/filestamp"
 	"resil.dev/resil/internal/ownmark"
 	"resil.dev/resil/internal/par"
 	"resil.dev/resil/internal/sdbus"
@@ -464,12 +465,11 @@ type unitFile struct {
 // scanUnitDir reads every regular file with a unit suffix directly in the
 // unit directory. A missing directory holds no files.
 //
-// A file read by an earlier scan whose identity (fileStamp: device, inode,
+// A file read by an earlier scan whose stamp (filestamp: device, inode,
 // size, modification and change times) is the same is not read again: one
 // lstat instead of five system calls (1000 files: 20 ms a pass). Only
-// files whose change time was over racyWindow old when they were read are
-// kept for that: a file changed again within the same timestamp tick
-// keeps its stamp (see desired's FileCache for the same rule).
+// files whose stamp was settled when they were read are kept for that
+// (filestamp's racy-file rule, as desired's FileCache).
 func (o *Observer) scanUnitDir() (map[string]unitFile, error) {
 	start := time.Now()
 	entries, err := os.ReadDir(o.unitDir)
@@ -492,19 +492,19 @@ func (o *Observer) scanUnitDir() (map[string]unitFile, error) {
 	// Five system calls per file read: a few workers keep them in flight
 	// (1000 files: 15 ms read one after the other).
 	read := make([]unitFile, len(names))
-	stamps := make([]fileStamp, len(names))
+	stamps := make([]filestamp.Stamp, len(names))
 	errs := make([]error, len(names))
 	par.For(len(names), scanWorkers, 32, func(i int) {
 		path := filepath.Join(o.unitDir, names[i])
 		if c, ok := prev[names[i]]; ok {
-			if fi, err := os.Lstat(path); err == nil && fi.Mode().IsRegular() && stampOf(fi) == c.stamp {
+			if fi, err := os.Lstat(path); err == nil && fi.Mode().IsRegular() && filestamp.Of(fi) == c.stamp {
 				read[i], stamps[i] = c.file, c.stamp
 				return
 			}
 		}
 		data, fi, err := readFileStat(path)
 		if err == nil {
-			read[i], stamps[i] = unitFile{data: data, mtime: fi.ModTime(), ctime: changeTime(fi)}, stampOf(fi)
+			read[i], stamps[i] = unitFile{data: data, mtime: fi.ModTime(), ctime: changeTime(fi)}, filestamp.Of(fi)
 		}
 		errs[i] = err
 	})
@@ -518,7 +518,7 @@ func (o *Observer) scanUnitDir() (map[string]unitFile, error) {
 			merr = multierror.Append(merr, err)
 		default:
 			files[n] = read[i]
-			if stamps[i] != (fileStamp{}) && read[i].ctime.Before(start.Add(-racyWindow)) {
+			if stamps[i].Settled(start, racyWindow) {
 				kept[n] = scannedFile{stamp: stamps[i], file: read[i]}
 			}
 		}
@@ -529,31 +529,12 @@ func (o *Observer) scanUnitDir() (map[string]unitFile, error) {
 	return files, merr.ErrorOrNil()
 }
 
-// racyWindow: a file changed this recently when it was read may change
-// again with the same stamp (coarse timestamps: one tick; whole seconds
-// on some filesystems).
-var racyWindow = 2 * time.Second
-
-// fileStamp identifies a file's content without reading it.
-type fileStamp struct {
-	dev, ino     uint64
-	size         int64
-	mtime, ctime int64 // ns
-}
-
-// stampOf is fi's stamp (zero when the system does not give one).
-func stampOf(fi os.FileInfo) fileStamp {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fileStamp{}
-	}
-	return fileStamp{dev: uint64(st.Dev), ino: st.Ino, size: st.Size, //nolint:unconvert // Dev's type differs by arch
-		mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}
-}
+// racyWindow is filestamp.RacyWindow (a variable: tests shorten it).
+var racyWindow = filestamp.RacyWindow
 
 // scannedFile is a unit file kept by scanUnitDir with its stamp.
 type scannedFile struct {
-	stamp fileStamp
+	stamp filestamp.Stamp
 	file  unitFile
 }
 
