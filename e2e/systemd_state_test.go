@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"resil.dev/resil/desired"
 )
@@ -140,6 +141,56 @@ func TestLostRestartAfterCrash(t *testing.T) {
 				t.Fatalf("second diff: exit %d, steps %q", code, rep.texts())
 			}
 		})
+	}
+}
+
+// The window the stale-process rule cannot see: the agent is killed after
+// writing the new unit file, systemd restarts the crashed service itself
+// (Restart=) from the old definition, then a daemon-reload (the killed
+// agent's, in flight) loads the new file. The process is newer than the
+// file and no reload is pending; only the restart journal tells the next
+// agent the restart is owed.
+func TestLostRestartSystemdRestartedBeforeReload(t *testing.T) {
+	e := newEnv(t)
+	e.write("web.yaml", svc("web", "  environment: {MODE: one}\n"))
+	e.apply(0)
+	oldPID := e.prop("web.service", "MainPID")
+
+	e.write("web.yaml", svc("web", "  environment: {MODE: two}\n"))
+	cmd := e.sb.Command(e.ctx, agentBin, "apply", "--backend", "systemd", "--state-dir", "/var/lib/resil", "--manifests", manifestsDir)
+	cmd.Env = append(cmd.Env, "RESIL_TEST_CRASH_AFTER_STEP=1")
+	if _, _, code := runCLI(t, cmd); code == 0 {
+		t.Fatal("apply with RESIL_TEST_CRASH_AFTER_STEP=1 was not killed")
+	}
+	if got := e.prop("web.service", "NeedDaemonReload"); got != "yes" {
+		t.Fatalf("NeedDaemonReload %q after the killed write, want yes", got)
+	}
+	e.systemctl("kill", "--kill-whom=main", "--signal=KILL", "web.service")
+	var restarted string
+	e.eventually("systemd restarts web.service itself", 10*time.Second, func() bool {
+		st := e.show("web.service", "MainPID", "ActiveState")
+		restarted = st["MainPID"]
+		return st["ActiveState"] == "active" && restarted != "0" && restarted != oldPID
+	})
+	if env := e.mainEnviron("web.service"); !strings.Contains(env, "MODE=one") {
+		t.Fatalf("systemd's own restart runs %q, want the old MODE=one", env)
+	}
+	e.systemctl("daemon-reload")
+
+	rep, code := e.diffJSON()
+	want := []string{"restart web.service (restart owed by an interrupted pass)"}
+	if code != 1 || strings.Join(rep.texts(), "\n") != strings.Join(want, "\n") || !rep.hasFinding("StaleProcess", "interrupted pass") {
+		t.Fatalf("diff exit %d, steps %q, findings %+v; want exit 1 and %q", code, rep.texts(), rep.Findings, want)
+	}
+	e.apply(0)
+	if pid := e.prop("web.service", "MainPID"); pid == restarted {
+		t.Fatalf("MainPID still %s", pid)
+	}
+	if env := e.mainEnviron("web.service"); !strings.Contains(env, "MODE=two") {
+		t.Fatalf("restarted process runs with %q, want MODE=two", env)
+	}
+	if rep, code := e.diffJSON(); code != 0 || len(rep.Steps) != 0 {
+		t.Fatalf("diff after the restart: exit %d, steps %q", code, rep.texts())
 	}
 }
 

@@ -69,6 +69,10 @@ type Input struct {
 	// which its process settings are unchanged (ownmark.KeyProcessSince),
 	// so the file's newer mtime does not read as a lost restart.
 	MarkProcessSince bool
+	// RestartPending are the services the restart journal says an earlier
+	// pass rewrote and did not restart (restart_journal.go); a running
+	// one is restarted like a stale process.
+	RestartPending map[string]bool
 	// SafetyInput: pause leases, the mass-prune guard, delayed prune.
 	SafetyInput
 }
@@ -212,6 +216,13 @@ func (p *planner) unit(name string) *observed.Unit {
 	return p.in.Observed.Units[name]
 }
 
+// staleProcess reports whether u, running, runs a process older than its
+// unit file: the observer's rule (observed.Unit.StaleProcess) or a
+// restart the journal says is owed.
+func (p *planner) staleProcess(u *observed.Unit) bool {
+	return u.Active() && (u.StaleProcess || p.in.RestartPending[u.Name])
+}
+
 // fileState is what syncFile learned about one unit file.
 type fileState struct {
 	written bool // a write step was planned
@@ -289,7 +300,7 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 		}
 	}
 	data := f.Data
-	if p.in.MarkProcessSince && cur != nil && !change.Restart && u.Active() && u.MainPID != 0 && !u.StaleProcess && u.ExecMainStartTimestamp != 0 {
+	if p.in.MarkProcessSince && cur != nil && !change.Restart && u.Active() && u.MainPID != 0 && !p.staleProcess(u) && u.ExecMainStartTimestamp != 0 {
 		since := int64(u.ExecMainStartTimestamp)
 		if prev, ok := ownmark.ProcessSince(cur); ok && prev < since {
 			since = prev

@@ -78,7 +78,7 @@ func (p *planner) service(o *desired.Object) {
 				return
 			}
 			p.find(o.ID(), f.Name, reason, msg+"; not restarted by the agent until the manifest changes or `reconciler reset`", true, false)
-		case fs.written && u.Active() && (fs.change.Restart || u.StaleProcess):
+		case fs.written && u.Active() && (fs.change.Restart || p.staleProcess(u)):
 			why := fs.change.Reason()
 			if !fs.change.Restart {
 				// Only reload-only settings changed, but the process is
@@ -95,6 +95,11 @@ func (p *planner) service(o *desired.Object) {
 		case u.Active() && u.StaleProcess && !fs.edited:
 			p.find(o.ID(), f.Name, ReasonStaleProcess, f.Name+" runs a process started from an older unit file; restarting", true, true)
 			p.rt(actuators.OpRestart, o, f.Name, "running process started from an older unit file")
+		case u.Active() && p.staleProcess(u) && !fs.edited:
+			// The restart journal: an agent wrote this file and did not
+			// live to restart the service (restart_journal.go).
+			p.find(o.ID(), f.Name, ReasonStaleProcess, f.Name+" was rewritten by an interrupted pass that did not restart it; restarting", true, true)
+			p.rt(actuators.OpRestart, o, f.Name, "restart owed by an interrupted pass")
 		case u.ActiveState == "inactive" || u.ActiveState == "":
 			msg := fmt.Sprintf("%s is %s, want active", f.Name, OrDash(u.ActiveState))
 			if report {

@@ -58,10 +58,13 @@ type Config struct {
 	Classify Classifier
 	// MarkProcessSince: see Input.MarkProcessSince (systemd backend).
 	MarkProcessSince bool
-	Observer         Observer
-	Applier          Applier
-	Events           Recorder
-	Log              *zap.Logger
+	// RestartJournal keeps the restart journal in Safety.StateDir
+	// (restart_journal.go; systemd backend).
+	RestartJournal bool
+	Observer       Observer
+	Applier        Applier
+	Events         Recorder
+	Log            *zap.Logger
 	// Now is the clock (tests inject one).
 	Now func() time.Time
 	// BackoffBase and BackoffMax bound the retry delay of a failing object.
@@ -116,6 +119,8 @@ type Reconciler struct {
 	// rolloutRecent are services restarted by a wave that needed no
 	// rollout record (everything fit), until they are ready.
 	rolloutRecent []string
+	// restartOwed is the restart journal as last read or written.
+	restartOwed map[string]time.Time
 	// rendered is the last pass's Renderer output by object: the loader's
 	// cache returns the same *Object for a file that did not change.
 	rendered map[*desired.Object]rendered
@@ -152,6 +157,7 @@ func New(cfg Config) *Reconciler {
 	r := &Reconciler{cfg: cfg, log: cfg.Log.Named("reconcile"), lastGood: map[string]*desired.Object{}, failures: map[string]*backoff{}}
 	r.loadPending()
 	r.loadRollout()
+	r.loadRestartJournal()
 	r.lastGoodPending = cfg.LastGood != nil // loaded by the first pass that needs it (lastgood_lazy.go)
 	return r
 }
@@ -333,7 +339,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	in := Input{Objects: effective, Files: files, UnitDir: r.cfg.UnitDir, ManagerDir: r.cfg.ManagerDir,
 		Observed: obs, Prune: prune, Protected: protected, BrokenFiles: broken, Classify: r.cfg.Classify,
 		MarkProcessSince: r.cfg.MarkProcessSince, Health: res.Health, MaxParallelRestarts: r.cfg.MaxParallelRestarts,
-		RolloutReadyTimeout: r.cfg.RolloutReadyTimeout, Rollout: r.rolloutInput(log), SafetyInput: safety}
+		RolloutReadyTimeout: r.cfg.RolloutReadyTimeout, Rollout: r.rolloutInput(log), SafetyInput: safety,
+		RestartPending: r.restartPending()}
 	plan := Compute(in)
 	if !opts.DryRun && r.armJitter(plan, safety.Now) {
 		in.Rollout.HoldUntil = r.rolloutGate
@@ -368,7 +375,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 		log.Debug("converged", zap.Int("objects", res.Objects))
 	}
 	lastGoodSaved()
+	r.saveRestartJournal(log, r.journalBefore(plan))
 	res.Outcomes, res.RequeueAfter, err = r.execute(ctx, log, plan)
+	r.saveRestartJournal(log, journalAfter(r.restartOwed, obs, res.Outcomes))
 	res.RequeueAfter = requeueForRollout(plan, res.Outcomes, res.RequeueAfter)
 	return res, err
 }

@@ -32,8 +32,10 @@ type backend struct {
 	Classify reconcile.Classifier
 	// MarkProcessSince: see reconcile.Input.MarkProcessSince.
 	MarkProcessSince bool
-	Observer         reconcile.Observer
-	Applier          reconcile.Applier
+	// RestartJournal: see reconcile.Config.RestartJournal.
+	RestartJournal bool
+	Observer       reconcile.Observer
+	Applier        reconcile.Applier
 	// Background tasks run beside the loop (supervisor, state subscriptions).
 	// Each returns when ctx is done, after its goroutines exit; wake must not block.
 	Background []func(ctx context.Context, wake func()) error
@@ -159,7 +161,7 @@ func newReconciler(g *globals, be *backend, log *zap.Logger, events reconcile.Re
 	}
 	return reconcile.New(reconcile.Config{
 		Manifests: manifests, Load: opts, UnitDir: be.UnitDir, ManagerDir: be.ManagerDir,
-		Render: be.Render, Classify: be.Classify, MarkProcessSince: be.MarkProcessSince, Observer: be.Observer, Applier: be.Applier, Events: events, Log: log,
+		Render: be.Render, Classify: be.Classify, MarkProcessSince: be.MarkProcessSince, RestartJournal: be.RestartJournal, Observer: be.Observer, Applier: be.Applier, Events: events, Log: log,
 		AfterStep: afterStep, Health: be.Health, MaxParallelRestarts: g.maxParallelRestarts, RolloutReadyTimeout: g.rolloutReadyTimeout, Rollout: g.rollout, LastGood: reconcile.NewLastGoodFile(g.stateDir, readOnly),
 		Safety: safety,
 	}), nil

@@ -324,7 +324,8 @@ func (o *Observer) unitsLoadStart(ctx context.Context) (uint64, error) {
 // Touching an owned file (same bytes, new mtime) reads as a new version and
 // costs one restart. A process restarted by systemd itself between the
 // write and a daemon-reload that has since happened ran the old definition
-// yet looks newer than the file: undetectable without local memory.
+// yet looks newer than the file: undetectable without local memory, which
+// the reconciler's restart journal is (reconcile/restart_journal.go).
 func staleProcess(u *observed.Unit, fragment time.Time, dropIns map[string]time.Time, loadStart uint64) bool {
 	if !u.Active() || u.MainPID == 0 || u.ExecMainStartTimestamp == 0 || u.Owner == "" || fragment.IsZero() {
 		return false
