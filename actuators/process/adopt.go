@@ -332,14 +332,33 @@ func resolveIntent(root string, rec *procRecord, marks []marked) bool {
 	return false
 }
 
-// resolveIntents resolves every intent in table (see resolveIntent).
-// Unresolved intents keep PID 0: they name nothing that runs.
+// resolveIntents resolves every intent in table (see resolveIntent), and
+// the reservation (procRecord.Next) of every row whose process is gone: an
+// agent killed between an automatic restart's fork and its table write
+// leaves the row of the process that exited, and the launch it reserved
+// replaces it. Unresolved intents keep PID 0: they name nothing that runs.
 func resolveIntents(root string, table map[string]procRecord, marks []marked) {
 	for name, rec := range table {
-		if rec.PID == 0 && rec.Nonce != "" && resolveIntent(root, &rec, marks) {
-			table[name] = rec
+		switch {
+		case rec.PID == 0 && rec.Nonce != "":
+			if resolveIntent(root, &rec, marks) {
+				table[name] = rec
+			}
+		case rec.PID > 0 && rec.Next != nil && rec.Next.Nonce != "" && !procAlive(root, rec):
+			nx := *rec.Next
+			if resolveIntent(root, &nx, marks) {
+				nx.Started = procStarted(root, nx.StartTime)
+				table[name] = nx
+			}
 		}
 	}
+}
+
+// procAlive reports whether rec's process still runs: same PID, same
+// start time, not a zombie.
+func procAlive(root string, rec procRecord) bool {
+	st, err := readProcStat(root, rec.PID)
+	return err == nil && st.StartTime == rec.StartTime && st.State != 'Z'
 }
 
 // stopStrays stops every marked process whose launch is not one the

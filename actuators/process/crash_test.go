@@ -425,6 +425,25 @@ func TestResolveIntent(t *testing.T) {
 	if table["w.service"].PID != 699 || table["done.service"].PID != 9 {
 		t.Fatalf("resolveIntents: %+v", table)
 	}
+
+	// A reservation (procRecord.Next) replaces its row only when the row's
+	// process is gone and the reserved launch runs.
+	if err := os.WriteFile(filepath.Join(root, "stat"), []byte("cpu 1 2 3\nbtime 1700000000\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	next := &procRecord{Unit: "r.service", Nonce: "n3", NRestarts: 4}
+	marks = append(marks, marked{pid: 800, pgid: 800, start: 250, nonce: "n3"})
+	table = map[string]procRecord{
+		"r.service":    {Unit: "r.service", PID: 12345, StartTime: 7, Nonce: "n0", Next: next}, // gone
+		"live.service": {Unit: "live.service", PID: 500, StartTime: 1500, Nonce: "n5", Next: &procRecord{Nonce: "n3"}},
+	}
+	resolveIntents(root, table, marks)
+	if r := table["r.service"]; r.PID != 800 || r.Nonce != "n3" || r.NRestarts != 4 || r.StartTime != 250 || r.Next != nil || r.Started != 1700000002500000 {
+		t.Fatalf("reserved launch: %+v", r)
+	}
+	if r := table["live.service"]; r.PID != 500 || r.Nonce != "n5" {
+		t.Fatalf("a running row was replaced by its reservation: %+v", r)
+	}
 }
 
 // The restart count survives the agent (issue 9 torture suite: a service
@@ -522,21 +541,24 @@ func killedWhileStopping(t *testing.T, dir string, op actuators.Op, recorded fun
 }
 
 // An agent killed between forking an automatic restart and writing its PID
-// leaves only the intent row: it carries the restart's count, so the next
-// agent adopts the launch as restart 1, not as a process that started with
-// no restart (the restart ledger would lose it; found by the torture suite).
-func TestIntentCarriesRestartCount(t *testing.T) {
+// leaves the row of the process that exited, with the reservation of that
+// restart (procRecord.Next): it carries the restart's launch ID and count,
+// so the next agent adopts the launch as restart 1, not as a stray or a
+// process that started with no restart (the restart ledger would lose it;
+// found by the torture suite). The first start, not an automatic restart,
+// writes an intent row before its fork instead.
+func TestReservationCarriesRestartCount(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	obj := service("web", desired.ServiceSpec{Command: []string{"/bin/sleep", "infinity"},
 		Restart: &desired.RestartSpec{Policy: desired.RestartAlways, Delay: "10ms"}})
 	h1 := newHarness(t, dir, Options{})
 	var mu sync.Mutex
-	var intents []procRecord
+	var atFork []procRecord
 	h1.s.beforeFork = func(unit string) {
 		rec := readTable(t, dir)[unit]
 		mu.Lock()
-		intents = append(intents, rec)
+		atFork = append(atFork, rec)
 		mu.Unlock()
 	}
 	h1.install(obj, true)
@@ -547,26 +569,36 @@ func TestIntentCarriesRestartCount(t *testing.T) {
 	u = h1.waitUnit("web.service", "restarted", func(u *observed.Unit) bool { return isActive(u) && u.MainPID != first && u.MainPID != 0 })
 	h1.abandon()
 	mu.Lock()
-	got := append([]procRecord(nil), intents...)
+	got := append([]procRecord(nil), atFork...)
 	mu.Unlock()
 	if len(got) != 2 {
-		t.Fatalf("%d intents written, want 2 (start, restart): %+v", len(got), got)
+		t.Fatalf("%d forks seen, want 2 (start, restart): %+v", len(got), got)
 	}
-	intent := got[1]
-	if intent.PID != 0 || intent.NRestarts != 1 {
-		t.Fatalf("intent of the automatic restart: pid %d, NRestarts %d; want pid 0, NRestarts 1", intent.PID, intent.NRestarts)
+	if got[0].PID != 0 || got[0].NRestarts != 0 {
+		t.Fatalf("the first start's row at its fork: %+v; want an intent (pid 0)", got[0])
+	}
+	row := got[1]
+	if row.PID != int(first) || row.Next == nil || row.Next.NRestarts != 1 {
+		t.Fatalf("the automatic restart's row at its fork: %+v (next %+v); want the exited pid %d reserving restart 1", row, row.Next, first)
+	}
+	after := readTable(t, dir)["web.service"]
+	if after.PID != int(u.MainPID) || after.Nonce != row.Next.Nonce || after.Stdout != row.Next.Stdout || after.Next == nil || after.Next.NRestarts != 2 {
+		t.Fatalf("row after the restart: %+v; want pid %d, the reserved launch, and restart 2 reserved", after, u.MainPID)
 	}
 	// The agent dies right after the fork: the table still holds the
-	// intent. The next agent resolves it to the running launch and keeps
-	// the count.
+	// exited process's row. The next agent finds the reserved launch and
+	// keeps the count.
 	rows := readTable(t, dir)
-	rows["web.service"] = intent
+	rows["web.service"] = row
 	writeTable(t, dir, rows)
 	os.Remove(filepath.Join(dir, "status.json"))
 	h2 := newHarness(t, dir, Options{})
 	h2.run()
 	u2 := h2.waitUnit("web.service", "adopted", isActive)
 	if u2.MainPID != u.MainPID || u2.NRestarts != 1 {
-		t.Fatalf("adopted from the intent: pid %d (want %d), NRestarts %d (want 1)", u2.MainPID, u.MainPID, u2.NRestarts)
+		t.Fatalf("adopted from the reservation: pid %d (want %d), NRestarts %d (want 1)", u2.MainPID, u.MainPID, u2.NRestarts)
+	}
+	if d := time.Since(time.UnixMicro(int64(u2.ExecMainStartTimestamp))); d < 0 || d > time.Minute {
+		t.Fatalf("adopted launch's start time %v is %v away", u2.ExecMainStartTimestamp, d)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 )
 
 // procStat is the part of /proc/PID/stat the supervisor uses.
@@ -76,4 +77,26 @@ func groupMembers(root string, pgid int, minStart uint64) []int {
 		pids = append(pids, pid)
 	}
 	return pids
+}
+
+// userHZ is the unit of /proc/PID/stat's start time (USER_HZ, 100 on
+// every Linux architecture).
+const userHZ = 100
+
+// procStarted returns the wall-clock start, in µs since the epoch, of a
+// process whose /proc/PID/stat start time is startTime (clock ticks since
+// boot; 10 ms resolution), from the boot time in root/stat; now when that
+// cannot be read.
+func procStarted(root string, startTime uint64) int64 {
+	b, err := os.ReadFile(filepath.Join(root, "stat"))
+	if err == nil {
+		for _, line := range bytes.Split(b, []byte("\n")) {
+			if v, ok := bytes.CutPrefix(line, []byte("btime ")); ok {
+				if btime, err := strconv.ParseInt(string(bytes.TrimSpace(v)), 10, 64); err == nil {
+					return btime*1_000_000 + int64(startTime)*(1_000_000/userHZ)
+				}
+			}
+		}
+	}
+	return time.Now().UnixMicro()
 }

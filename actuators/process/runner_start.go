@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"resil.dev/resil/actuators"
+	"resil.dev/resil/desired"
 )
 
 // beginStart starts the unit with its latest loaded spec. A new spec (file
@@ -124,6 +125,7 @@ func (r *runner) startMain(ctx context.Context) {
 	r.proc, r.isCheck = p, false
 	r.autoRestart = false
 	p.rec.NRestarts = n
+	p.rec.Next = r.reserveNext(n + 1)
 	r.u.s.recordProc(r.u.name, &p.rec)
 	r.log.Info("process started", zap.Int("pid", p.rec.PID), zap.Bool("autoRestart", restarted))
 	r.u.update(func(st *status) {
@@ -170,6 +172,13 @@ func (r *runner) spawn(ctx context.Context, argv []string, extra []string, main 
 		return nil, err
 	}
 	nonce := newNonce()
+	var reserved *procRecord
+	if main && r.autoRestart {
+		reserved = r.reserved()
+		if reserved != nil {
+			nonce = reserved.Nonce
+		}
+	}
 	env, err := buildEnv(r.spec, id, append(extra, s.markerEnv(r.u.name, nonce)...))
 	if err != nil {
 		return nil, err
@@ -177,11 +186,16 @@ func (r *runner) spawn(ctx context.Context, argv []string, extra []string, main 
 	now := s.now()
 	base := filepath.Join(s.runDir, r.u.name+"."+strconv.FormatInt(now.UnixNano(), 36))
 	l := launch{argv: argv, env: env, dir: r.spec.WorkingDirectory, id: id, out: base + ".out", errp: base + ".err", stamp: now}
+	if reserved != nil {
+		l.out, l.errp = reserved.Stdout, reserved.Stderr
+	}
 	rec := procRecord{Unit: r.u.name, Nonce: nonce, Started: now.UnixMicro(), SpecHash: r.hash, ProcHash: procHash(r.spec), Stdout: l.out, Stderr: l.errp}
 	if main {
 		l.lock = r.lock
 		rec.NRestarts = r.nextRestarts
-		s.recordIntent(r.u.name, rec)
+		if reserved == nil {
+			s.recordIntent(r.u.name, rec)
+		}
 		if s.beforeFork != nil {
 			s.beforeFork(r.u.name)
 		}
@@ -196,6 +210,37 @@ func (r *runner) spawn(ctx context.Context, argv []string, extra []string, main 
 	p.rec.Unit, p.rec.Nonce, p.rec.SpecHash, p.rec.ProcHash = rec.Unit, rec.Nonce, rec.SpecHash, rec.ProcHash
 	r.startCopiers(p)
 	return p, nil
+}
+
+// reserveNext returns the reservation of the unit's next automatic
+// restart, with count n (procRecord.Next), or nil when its policy never
+// restarts.
+func (r *runner) reserveNext(n uint32) *procRecord {
+	if r.spec.Restart == nil || r.spec.Restart.Policy == desired.RestartNever || r.spec.Restart.Policy == "" {
+		return nil
+	}
+	nonce := newNonce()
+	base := filepath.Join(r.u.s.runDir, r.u.name+".r"+nonce[:16])
+	return &procRecord{Unit: r.u.name, Nonce: nonce, SpecHash: r.hash, ProcHash: procHash(r.spec),
+		Stdout: base + ".out", Stderr: base + ".err", NRestarts: n}
+}
+
+// reserved returns the reservation in the unit's table row that this
+// automatic restart may use: the row still names the process that exited
+// (so the reservation is in the file), and its spec and count are this
+// launch's. Otherwise the restart writes an intent row before its fork.
+func (r *runner) reserved() *procRecord {
+	s := r.u.s
+	s.mu.Lock()
+	rec, ok := s.table[r.u.name]
+	s.mu.Unlock()
+	if !ok || rec.Next == nil || rec.PID == 0 || s.tableDirty {
+		return nil
+	}
+	if nx := rec.Next; nx.SpecHash == r.hash && nx.ProcHash == procHash(r.spec) && nx.NRestarts == r.nextRestarts {
+		return nx
+	}
+	return nil
 }
 
 func (r *runner) startCopiers(p *child) {

@@ -147,13 +147,14 @@ func (s *Supervisor) loadSnapshot() (*snapshot, map[string]procRecord) {
 		if json.Unmarshal(b, &t) == nil {
 			for _, r := range t.Processes {
 				table[r.Unit] = r
-				pending = pending || r.PID == 0
+				pending = pending || r.PID == 0 || (r.Next != nil && !procAlive(s.procRoot, r))
 			}
 		}
 	}
 	if pending {
-		// An agent was killed between writing an intent and its PID; the
-		// next one adopts that launch if it runs, so report it as running.
+		// An agent was killed between writing an intent (or forking a
+		// reserved restart) and its PID; the next one adopts that launch if
+		// it runs, so report it as running.
 		resolveIntents(s.procRoot, table, s.scan())
 	}
 	return snap, table

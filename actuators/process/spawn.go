@@ -168,6 +168,14 @@ type procRecord struct {
 	// NRestarts) when this process started, so the count, and the restart
 	// ledger built on it, survive a kill -9 of the agent.
 	NRestarts uint32 `json:"nRestarts,omitempty"`
+	// Next reserves the unit's next automatic restart (a service whose
+	// policy restarts): its launch ID, output FIFOs, spec and count,
+	// written with this process's row. The restart then forks without a
+	// table write before the fork (the crash → restart path; its row is
+	// written after): an agent killed between that fork and that write
+	// leaves this row, and the next agent adopts the launch by Next.Nonce
+	// (resolveIntents), count included. Started is 0 in a reservation.
+	Next *procRecord `json:"next,omitempty"`
 }
 
 // Why a process is being stopped (procRecord.StopReason).

@@ -72,6 +72,10 @@ type Supervisor struct {
 	// tableGen counts saveTable's calls (under mu); savedGen is the last
 	// one a completed write holds (under tableMu): its group commit.
 	tableGen, savedGen uint64
+	// tableDirty (under mu): the last table write failed, so the file may
+	// lack rows held in memory (a restart's reservation is used only from
+	// the file).
+	tableDirty bool
 
 	dirty   chan struct{} // status changed: rewrite status.json
 	ctl     chan chan reloadReply

@@ -122,7 +122,11 @@ func (s *Supervisor) saveTable() {
 	s.mu.Unlock()
 	sort.Slice(t.Processes, func(i, j int) bool { return t.Processes[i].Unit < t.Processes[j].Unit })
 	b, _ := json.MarshalIndent(t, "", "  ")
-	if err := replaceFile(s.tablePath(), append(b, '\n'), 0o600); err != nil {
+	err := replaceFile(s.tablePath(), append(b, '\n'), 0o600)
+	s.mu.Lock()
+	s.tableDirty = err != nil
+	s.mu.Unlock()
+	if err != nil {
 		s.log.Error("write process table failed", zap.Error(err))
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -70,6 +71,24 @@ func BenchmarkCrashRestart(b *testing.B) {
 	}
 	b.StopTimer()
 	stop()
+	reportGaps(b, stamps)
+}
+
+// BenchmarkCrashRestartFloor is BenchmarkCrashRestart's floor on this
+// host, for its ratio: the same bash child run again at once by a bare Go
+// loop (fork, exec, wait), with no supervisor, table or status.
+func BenchmarkCrashRestartFloor(b *testing.B) {
+	stamps := filepath.Join(b.TempDir(), "stamps")
+	b.ResetTimer()
+	for i := 0; i <= b.N; i++ {
+		_ = exec.Command("/bin/bash", "-c", "echo $EPOCHREALTIME >> "+stamps+"; exit 1").Run()
+	}
+	b.StopTimer()
+	reportGaps(b, stamps)
+}
+
+// reportGaps reports the p50 and p99 of the gaps between the stamps.
+func reportGaps(b *testing.B, stamps string) {
 	var ts []float64
 	for _, l := range strings.Fields(readFile(stamps)) {
 		v, _ := strconv.ParseFloat(l, 64)
