@@ -22,12 +22,16 @@ type batchFake struct {
 	batches []string
 	// failBatch fails every step of a batch of this op as a whole.
 	failBatch actuators.Op
+	// writes: unit file writes are batched too (the process backend).
+	writes bool
 }
 
 func (b *batchFake) Batches(op actuators.Op) bool {
 	switch op {
 	case actuators.OpEnable, actuators.OpDisable, actuators.OpStart, actuators.OpRestart, actuators.OpStop:
 		return true
+	case actuators.OpWriteFile:
+		return b.writes
 	}
 	return false
 }
@@ -62,6 +66,7 @@ func TestBatchedRuntimeSteps(t *testing.T) {
 	tests := []struct {
 		name      string
 		parallel  int
+		writes    bool         // the applier batches unit file writes
 		failOn    string       // fakeBackend failOn prefix
 		failBatch actuators.Op // whole batch fails
 		batches   []string
@@ -84,7 +89,17 @@ func TestBatchedRuntimeSteps(t *testing.T) {
 		active:    map[string]bool{},
 		failed:    3,
 	}, {
-		name: "parallel 1 is strictly serial: no batches", parallel: 1,
+		name: "unit file writes in one batch, then the reload", parallel: 8, writes: true,
+		batches: []string{"write a.service,b.service,c.service", "enable a.service,b.service,c.service", "start a.service,b.service,c.service"},
+		active:  map[string]bool{"a.service": true, "b.service": true, "c.service": true},
+	}, {
+		name: "a write failing in a batch skips only its unit's later steps", parallel: 8, writes: true,
+		failOn:  "write /units/b.service",
+		batches: []string{"write a.service,b.service,c.service", "enable a.service,c.service", "start a.service,c.service"},
+		active:  map[string]bool{"a.service": true, "c.service": true},
+		failed:  1,
+	}, {
+		name: "parallel 1 is strictly serial: no batches", parallel: 1, writes: true,
 		active: map[string]bool{"a.service": true, "b.service": true, "c.service": true},
 	}}
 	for _, tt := range tests {
@@ -93,7 +108,7 @@ func TestBatchedRuntimeSteps(t *testing.T) {
 			for _, n := range []string{"a", "b", "c"} {
 				writeManifest(t, dir, n+".yaml", strings.Replace(webManifest, "name: web", "name: "+n, 1))
 			}
-			b := &batchFake{fakeBackend: newFake(), failBatch: tt.failBatch}
+			b := &batchFake{fakeBackend: newFake(), failBatch: tt.failBatch, writes: tt.writes}
 			if tt.failOn != "" {
 				b.failOn[tt.failOn] = errors.New("boom")
 			}

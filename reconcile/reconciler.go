@@ -561,9 +561,7 @@ func (r *Reconciler) execute(ctx context.Context, log *zap.Logger, plan Plan) ([
 	ex := &execution{r: r, log: log, now: r.cfg.Now(), failedUnit: map[string]bool{}, failedObj: map[string]bool{}, touched: map[string]bool{}}
 	out := make([]StepOutcome, len(plan.Steps))
 	split := runtimeStart(plan.Steps)
-	for i := 0; i < split; i++ {
-		out[i] = ex.step(ctx, i, plan.Steps[i])
-	}
+	ex.fileSteps(ctx, plan.Steps, split, out)
 	// Runtime steps, grouped by unit in order of first appearance.
 	groups := map[string][]int{}
 	var order []string
@@ -603,6 +601,32 @@ func (r *Reconciler) execute(ctx context.Context, log *zap.Logger, plan Plan) ([
 		}
 	}
 	return out, ex.requeue, ex.merr.ErrorOrNil()
+}
+
+// fileSteps runs steps[:split] (prune stops, files, the daemon-reload,
+// manager settings) in order. A run of unit file writes goes through one
+// ApplyBatch when the Applier batches writes and Config.Parallel allows
+// more than one at a time (the process backend: their fsyncs overlap).
+func (ex *execution) fileSteps(ctx context.Context, steps []actuators.Step, split int, out []StepOutcome) {
+	b, ok := ex.r.cfg.Applier.(BatchApplier)
+	batching := ok && ex.r.cfg.Parallel > 1 && b.Batches(actuators.OpWriteFile)
+	for i := 0; i < split; {
+		j := i
+		for batching && j < split && steps[j].Op == actuators.OpWriteFile {
+			j++
+		}
+		if j-i < 2 {
+			out[i] = ex.step(ctx, i, steps[i])
+			i++
+			continue
+		}
+		idx := make([]int, 0, j-i)
+		for k := i; k < j; k++ {
+			idx = append(idx, k)
+		}
+		ex.batch(ctx, b, steps, idx, out)
+		i = j
+	}
 }
 
 // runtimeStart returns the index of the first step after the last file,
