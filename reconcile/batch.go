@@ -91,6 +91,12 @@ func (ex *execution) batch(ctx context.Context, b BatchApplier, steps []actuator
 	start := time.Now()
 	results, errs := ex.applyBatch(ctx, b, batch)
 	took := time.Since(start)
+	// The batch's events are recorded together (the store: one
+	// transaction), before any AfterStep hook runs.
+	var evs []Event
+	ex.mu.Lock()
+	ex.buffered = &evs
+	ex.mu.Unlock()
 	for j, i := range run {
 		oc := &out[i]
 		oc.Result, oc.Err, oc.Duration = results[j], errs[j], took
@@ -98,8 +104,14 @@ func (ex *execution) batch(ctx context.Context, b BatchApplier, steps []actuator
 			oc.Result = actuators.Unchanged
 		}
 		ex.record(oc)
-		if h := ex.r.cfg.AfterStep; h != nil {
-			h(i, oc.Step)
+	}
+	ex.mu.Lock()
+	ex.buffered = nil
+	ex.mu.Unlock()
+	RecordAll(ex.r.cfg.Events, evs)
+	if h := ex.r.cfg.AfterStep; h != nil {
+		for _, i := range run {
+			h(i, out[i].Step)
 		}
 	}
 }

@@ -150,3 +150,42 @@ func TestBatchedRuntimeSteps(t *testing.T) {
 		})
 	}
 }
+
+// countingRecorder is a BatchRecorder that counts how events arrive.
+type countingRecorder struct {
+	mu      sync.Mutex
+	singles int
+	batches []int
+}
+
+func (c *countingRecorder) Record(Event) { c.mu.Lock(); c.singles++; c.mu.Unlock() }
+func (c *countingRecorder) RecordBatch(evs []Event) {
+	c.mu.Lock()
+	c.batches = append(c.batches, len(evs))
+	c.mu.Unlock()
+}
+
+// The events of a batch of steps reach a BatchRecorder (the store) in one
+// call; the other steps' events one by one, as before.
+func TestBatchEventsRecordedTogether(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []string{"a", "b", "c"} {
+		writeManifest(t, dir, n+".yaml", strings.Replace(webManifest, "name: web", "name: "+n, 1))
+	}
+	b := &batchFake{fakeBackend: newFake(), writes: true}
+	rec := &countingRecorder{}
+	log := zaptest.NewLogger(t)
+	ring := NewRing(100, log)
+	r := New(Config{Manifests: dir, Load: desired.Options{Insecure: true}, UnitDir: "/units", Observer: b.fakeBackend, Applier: b,
+		Events: Fanout{ring, rec}, Log: log, Parallel: 8})
+	if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	// write ×3, enable ×3, start ×3 in batches; the daemon-reload alone.
+	if fmt.Sprint(rec.batches) != "[3 3 3]" || rec.singles != 1 {
+		t.Fatalf("batches %v, single events %d; want [3 3 3] and 1 (the daemon-reload)", rec.batches, rec.singles)
+	}
+	if n := len(ring.Events()); n != 10 {
+		t.Fatalf("the ring has %d events, want 10", n)
+	}
+}

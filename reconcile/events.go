@@ -109,10 +109,51 @@ func (r *Ring) Events() []Event {
 	return append(out, r.buf[:r.next]...)
 }
 
+// BatchRecorder is a Recorder that records several events at once (the
+// store: one transaction). Declared here, by its consumer.
+type BatchRecorder interface {
+	Recorder
+	RecordBatch(evs []Event)
+}
+
+// RecordAll records evs in order: in one RecordBatch when rec is a
+// BatchRecorder, else one Record each.
+func RecordAll(rec Recorder, evs []Event) {
+	if len(evs) == 0 {
+		return
+	}
+	if b, ok := rec.(BatchRecorder); ok {
+		b.RecordBatch(evs)
+		return
+	}
+	for _, e := range evs {
+		rec.Record(e)
+	}
+}
+
 // Fanout records each event in every recorder, in order (the ring, the
 // durable store, the journal). It fills Time and Count first so they all
 // keep the same values.
 type Fanout []Recorder
+
+// RecordBatch implements BatchRecorder: each recorder gets the whole batch
+// (RecordAll).
+func (f Fanout) RecordBatch(evs []Event) {
+	evs = append([]Event(nil), evs...)
+	for i := range evs {
+		if evs[i].Time.IsZero() {
+			evs[i].Time = time.Now()
+		}
+		if evs[i].Count == 0 {
+			evs[i].Count = 1
+		}
+	}
+	for _, r := range f {
+		if r != nil {
+			RecordAll(r, evs)
+		}
+	}
+}
 
 // Record implements Recorder.
 func (f Fanout) Record(e Event) {

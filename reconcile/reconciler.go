@@ -655,6 +655,19 @@ type execution struct {
 	touched      map[string]bool
 	requeue      time.Duration
 	reloadFailed bool
+	// buffered, when set, collects the events record makes (a batch's,
+	// recorded together once all its outcomes are in).
+	buffered *[]Event
+}
+
+// event records an event of a step's outcome, or buffers it during a
+// batch; called with mu held.
+func (ex *execution) event(t EventType, reason Reason, object, unit, step, msg string) {
+	if ex.buffered != nil {
+		*ex.buffered = append(*ex.buffered, Event{Time: ex.r.cfg.Now(), Type: t, Reason: reason, Object: object, Unit: unit, Step: step, Message: msg})
+		return
+	}
+	ex.r.event(t, reason, object, unit, step, msg)
 }
 
 func (ex *execution) requeueIn(d time.Duration) {
@@ -725,7 +738,7 @@ func (ex *execution) record(oc *StepOutcome) {
 	defer ex.mu.Unlock()
 	if oc.Err != nil {
 		log.Error("step failed", zap.Stringer("step", s), zap.Error(oc.Err))
-		r.event(Warning, ReasonApplyFailed, s.Object, s.Unit, s.String(), oc.Err.Error())
+		ex.event(Warning, ReasonApplyFailed, s.Object, s.Unit, s.String(), oc.Err.Error())
 		ex.merr = multierror.Append(ex.merr, fmt.Errorf("%s: %w", s, oc.Err))
 		if s.Unit != "" {
 			ex.failedUnit[s.Unit] = true
@@ -745,7 +758,7 @@ func (ex *execution) record(oc *StepOutcome) {
 		if s.Op == actuators.OpRemoveFile {
 			reason = ReasonPruned
 		}
-		r.event(Normal, reason, s.Object, s.Unit, s.String(), s.String())
+		ex.event(Normal, reason, s.Object, s.Unit, s.String(), s.String())
 	} else {
 		log.Debug("step unchanged", zap.Stringer("step", s))
 	}

@@ -266,7 +266,15 @@ func (s *Store) Record(e reconcile.Event) {
 	}
 }
 
-var _ reconcile.Recorder = (*Store)(nil)
+// RecordBatch implements reconcile.BatchRecorder: one transaction for the
+// events of a batch of steps (100 starts: one commit, not 100).
+func (s *Store) RecordBatch(evs []reconcile.Event) {
+	if err := s.AddBatch(context.Background(), evs); err != nil {
+		s.log.Error("events not stored", zap.Int("events", len(evs)), zap.Error(err))
+	}
+}
+
+var _ reconcile.BatchRecorder = (*Store)(nil)
 
 const upsertEvent = `INSERT INTO events(seq, first_seen, last_seen, type, reason, object, unit, step, message, count)
 VALUES ((SELECT coalesce(max(seq), 0) + 1 FROM events), ?, ?, ?, ?, ?, ?, ?, ?, ?)
