@@ -5,6 +5,9 @@
 #   cold:   agent launched (an $EPOCHREALTIME stamp just before) until the
 #           last service has run (each appends $EPOCHREALTIME to a file,
 #           then execs sleep); includes the agent's own start, load and plan.
+#           Beside it, just before, its floor: the same N scripts started at
+#           once by a bare Go loop (actuators/process/bench/coldfloor), and
+#           the ratio.
 #   memory: after SETTLE seconds: VmRSS (anon/file), the Go runtime's gauges
 #           from /metrics, and the top of a heap profile (RESIL_DEBUG_PPROF=1).
 #
@@ -44,6 +47,12 @@ YAML
 done
 chmod 0644 "$work"/m/*.yaml
 
+# The floor: the same script started N times at once by a bare Go loop.
+(cd "$repo" && go build -o "$work/coldfloor" ./actuators/process/bench/coldfloor)
+printf '#!/bin/bash\necho $EPOCHREALTIME >> %s/floor-up\nexec -a resil-agent-sleeper sleep 1000000\n' "$work" > "$work/floor.sh"
+chmod 0755 "$work/floor.sh"
+floor=$("$work/coldfloor" "$work/floor.sh" "$N" "$work/floor-up")
+
 T0=$EPOCHREALTIME
 RESIL_DEBUG_PPROF=1 "$work/reconciler" run --backend process --manifests "$work/m" --state-dir "$work/state" \
 	--owner-check off --log-format console --stop-on-exit --metrics-addr "127.0.0.1:$PORT" >"$work/agent.log" 2>&1 &
@@ -62,6 +71,8 @@ PY
 sleep "$SETTLE"
 echo "resil agent, process backend, $N services (/bin/bash script exec'ing sleep), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "cold start until all $N ran: $cold"
+echo "floor (the same $N scripts started at once by a bare Go loop, just before): $floor"
+python3 -c "import sys; a=float(sys.argv[1].split()[0]); f=float(sys.argv[2].split()[0]); print(f'agent / floor: {a/f:.2f}x')" "$cold" "$floor"
 echo "memory after ${SETTLE}s steady state:"
 grep -E '^(VmRSS|VmHWM|RssAnon|RssFile|RssShmem|Threads):' "/proc/$pid/status" | tr -s ' \t' ' ' | sed 's/^/  /'
 curl -sS --max-time 10 "http://127.0.0.1:$PORT/metrics" > "$work/metrics"
