@@ -12,6 +12,12 @@ import (
 // together), few enough not to flood the disk queue.
 const batchFileWorkers = 16
 
+// batchRunWorkers bounds the units a batch of runtime steps works on at
+// once: their runners' table writes still share commits, and the agent
+// does not grow an OS thread per unit blocked in a syscall (each one RSS
+// it keeps).
+const batchRunWorkers = 16
+
 // Batches reports whether ApplyBatch takes steps of op (the reconciler's
 // BatchApplier): unit file writes, enablement and the runtime ops.
 func (a *Applier) Batches(op actuators.Op) bool {
@@ -30,16 +36,16 @@ func (a *Applier) Batches(op actuators.Op) bool {
 //     file is still its own temp file, fsync and rename; the fsyncs
 //     overlap instead of queueing one behind the other (a cold start of
 //     100 services writes 100 unit files and 100 enablement markers).
-//   - start, stop, restart: all at once. Each waits for its unit's runner;
-//     the runners fork concurrently and their process table rows share
-//     writes (saveTable's group commit).
+//   - start, stop, restart: on up to batchRunWorkers goroutines. Each
+//     waits for its unit's runner; the runners fork concurrently and their
+//     process table rows share writes (saveTable's group commit).
 func (a *Applier) ApplyBatch(ctx context.Context, steps []actuators.Step) ([]actuators.Result, []error) {
 	res := make([]actuators.Result, len(steps))
 	errs := make([]error, len(steps))
 	if len(steps) == 0 {
 		return res, errs
 	}
-	workers := len(steps)
+	workers := batchRunWorkers
 	switch steps[0].Op {
 	case actuators.OpWriteFile, actuators.OpEnable, actuators.OpDisable:
 		workers = batchFileWorkers
