@@ -192,6 +192,33 @@ func TestLostRestartSystemdRestartedBeforeReload(t *testing.T) {
 	if rep, code := e.diffJSON(); code != 0 || len(rep.Steps) != 0 {
 		t.Fatalf("diff after the restart: exit %d, steps %q", code, rep.texts())
 	}
+
+	// Killed right after its own restart (step 3: write, reload, restart),
+	// before it dropped the record: the process started after the reload,
+	// so nothing is owed and the next agent leaves it alone.
+	e.write("web.yaml", svc("web", "  environment: {MODE: three}\n"))
+	cmd = e.sb.Command(e.ctx, agentBin, "apply", "--backend", "systemd", "--state-dir", "/var/lib/resil", "--manifests", manifestsDir)
+	cmd.Env = append(cmd.Env, "RESIL_TEST_CRASH_AFTER_STEP=3")
+	if _, _, code := runCLI(t, cmd); code == 0 {
+		t.Fatal("apply with RESIL_TEST_CRASH_AFTER_STEP=3 was not killed")
+	}
+	if j, err := e.sb.ReadFile("/var/lib/resil/restart-pending.json"); err != nil || !strings.Contains(string(j), "web.service") {
+		t.Fatalf("restart journal after a kill right after the restart: %q, %v; want web.service recorded", j, err)
+	}
+	third := e.prop("web.service", "MainPID")
+	if env := e.mainEnviron("web.service"); !strings.Contains(env, "MODE=three") {
+		t.Fatalf("the killed agent's restart runs %q, want MODE=three", env)
+	}
+	if rep, code := e.diffJSON(); code != 0 || len(rep.Steps) != 0 {
+		t.Fatalf("diff after a kill right after the restart: exit %d, steps %q (a needless restart)", code, rep.texts())
+	}
+	e.apply(0)
+	if pid := e.prop("web.service", "MainPID"); pid != third {
+		t.Fatalf("MainPID %s after apply, want %s kept", pid, third)
+	}
+	if j, err := e.sb.ReadFile("/var/lib/resil/restart-pending.json"); err != nil || strings.Contains(string(j), "web.service") {
+		t.Fatalf("restart journal after the next apply: %q, %v; want the record dropped", j, err)
+	}
 }
 
 // Item 12: enablement is read from the unit files on disk, both directions,

@@ -17,6 +17,9 @@ type State struct {
 	Manager *Manager `json:"manager,omitempty"`
 	// ReadAt is when the observation finished.
 	ReadAt time.Time `json:"readAt"`
+	// UnitsLoadStart is when systemd last (re)loaded its units, µs since
+	// the epoch; 0 when this observation did not read it.
+	UnitsLoadStart uint64 `json:"unitsLoadStart,omitempty"`
 	// CacheDrift lists, by unit, what a full read found different from a
 	// backend's watch-fed cache (a change whose signal the cache missed);
 	// empty without a cache or when the cache was right.

@@ -88,6 +88,11 @@ type Plan struct {
 	// Rollout is the restart rollout this plan is part of (nil: none;
 	// plan_rollout.go).
 	Rollout *RolloutReport `json:"rollout,omitempty"`
+	// RestartIntents are the services whose unit file this plan rewrites
+	// while a process runs (or is about to: deactivating, activating) that
+	// must be restarted for it: the restart journal records them before
+	// the first step (restart_journal.go).
+	RestartIntents []string `json:"-"`
 }
 
 // Hash identifies a plan: the steps and the observed bytes they were
@@ -123,6 +128,8 @@ type planner struct {
 	manager   []actuators.Step // phase 4
 	runtime   []actuators.Step // phase 5
 	findings  []Finding
+	// intents: see Plan.RestartIntents.
+	intents []string
 	// jobs are the services desired timers trigger (unit → timer object
 	// ID): the timer starts them, the agent never does.
 	jobs map[string]string
@@ -190,7 +197,28 @@ func Compute(in Input) Plan {
 	}
 	steps = append(steps, p.manager...)
 	steps = append(steps, p.runtime...)
-	return Plan{Steps: steps, Findings: p.findings, SafetyReport: safety, Rollout: rollout}
+	return Plan{Steps: steps, Findings: p.findings, SafetyReport: safety, Rollout: rollout, RestartIntents: p.restartIntents(steps)}
+}
+
+// restartIntents are the services of p.intents whose unit file the plan
+// still writes (a paused object's steps were withheld).
+func (p *planner) restartIntents(steps []actuators.Step) []string {
+	if len(p.intents) == 0 {
+		return nil
+	}
+	written := map[string]bool{}
+	for _, s := range steps {
+		if s.Op == actuators.OpWriteFile {
+			written[s.Unit] = true
+		}
+	}
+	var out []string
+	for _, u := range p.intents {
+		if written[u] {
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
 func dedupe(in []string) []string {
@@ -218,9 +246,9 @@ func (p *planner) unit(name string) *observed.Unit {
 
 // staleProcess reports whether u, running, runs a process older than its
 // unit file: the observer's rule (observed.Unit.StaleProcess) or a
-// restart the journal says is owed.
+// restart the journal says is owed (restartOwed).
 func (p *planner) staleProcess(u *observed.Unit) bool {
-	return u.Active() && (u.StaleProcess || p.in.RestartPending[u.Name])
+	return u.Active() && (u.StaleProcess || (p.in.RestartPending[u.Name] && restartOwed(u, p.in.Observed)))
 }
 
 // fileState is what syncFile learned about one unit file.

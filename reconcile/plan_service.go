@@ -52,6 +52,13 @@ func (p *planner) service(o *desired.Object) {
 	p.watchdogKill(o, f.Name, u)
 	report := o.DriftPolicy() == desired.DriftReport
 	p.enable(o, f.Name, s.IsEnabled() && !p.static(f.Data), fs, u)
+	if s.DesiredState() == desired.StateRunning && fs.written && u != nil && (u.Active() || u.ActiveState == "deactivating") &&
+		(fs.isNew || fs.change.Restart || p.staleProcess(u)) {
+		// A process runs, or systemd may start one (Restart=) from the old
+		// definition before the daemon-reload: the restart journal keeps
+		// the restart owed until one runs after the reload.
+		p.intents = append(p.intents, f.Name)
+	}
 	switch s.DesiredState() {
 	case desired.StateRunning:
 		if !fs.written && p.liveness(o, f.Name, u) {

@@ -119,8 +119,8 @@ type Reconciler struct {
 	// rolloutRecent are services restarted by a wave that needed no
 	// rollout record (everything fit), until they are ready.
 	rolloutRecent []string
-	// restartOwed is the restart journal as last read or written.
-	restartOwed map[string]time.Time
+	// journal is the restart journal as last read or written.
+	journal map[string]time.Time
 	// rendered is the last pass's Renderer output by object: the loader's
 	// cache returns the same *Object for a file that did not change.
 	rendered map[*desired.Object]rendered
@@ -377,7 +377,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	lastGoodSaved()
 	r.saveRestartJournal(log, r.journalBefore(plan))
 	res.Outcomes, res.RequeueAfter, err = r.execute(ctx, log, plan)
-	r.saveRestartJournal(log, journalAfter(r.restartOwed, obs, res.Outcomes))
+	r.saveRestartJournal(log, journalAfter(r.journal, obs, plan.RestartIntents, res.Outcomes))
 	res.RequeueAfter = requeueForRollout(plan, res.Outcomes, res.RequeueAfter)
 	return res, err
 }

@@ -18,27 +18,32 @@ import (
 
 // The restart journal (systemd backend, Config.RestartJournal) is the
 // agent's memory of restarts it owes: before a pass writes the unit file
-// of a running service with a change that needs a restart, it records the
-// service in the state dir (renameio: temp file, fsync, rename), and it
-// drops the record once the restart (or a start or stop) succeeded.
+// of a service whose process runs (or that systemd may start again, being
+// deactivating or activating) with a change that needs a restart, it
+// records the service in the state dir (renameio: temp file, fsync,
+// rename); Plan.RestartIntents are those services.
 //
 // It closes the one window the stale-process rule cannot see
 // (observed/systemd staleProcess): systemd restarting the process itself
 // (Restart=) between the agent's write and a daemon-reload that has since
 // happened. That process ran the old definition yet started after the new
-// file was written, and nothing systemd or the kernel reports tells it
-// apart from a process started after the reload. An agent killed in that
-// window leaves the record, and the next agent restarts the service
-// (ReasonStaleProcess). The cost is at most one needless restart per
-// service after a crash (a kill after the restart, before the record was
-// dropped), and one fsync'd write before a pass that rewrites running
-// services (none for a pass that creates units or changes nothing).
+// file was written. With the record, the rule is plain: the service runs
+// the version on disk only if its process started after systemd's last
+// unit load (observed.State.UnitsLoadStart) and no reload is pending
+// (systemd's manager loads units and forks processes on one thread, so a
+// process started after a load runs what that load read). A record whose
+// service does not is owed (restartOwed): the planner restarts the
+// service (ReasonStaleProcess).
 //
-// A record is dropped without a restart when the observation shows it
-// moot: the unit is not loaded, or it is inactive or failed (no process,
-// nor a Restart= one pending, runs the old definition) and systemd has
-// loaded its file (no NeedDaemonReload, or the pass's daemon-reload
-// succeeded).
+// A record goes (journalAfter) once that holds (the agent's own restart
+// after its reload, or systemd's own restart after it: no needless restart
+// whenever the agent was killed), after a restart or stop the pass ran
+// successfully, and when there is nothing left to restart: the unit is
+// gone, or inactive or failed with its file loaded. Costs: one fsync'd
+// write before a pass that rewrites running services (none for a pass that
+// creates units, changes nothing, or only reload-only settings), one after
+// it; and a needless restart only for an agent killed between the record
+// and the file write while the manifest is then reverted.
 
 // RestartJournalFileName is the state dir file of the restart journal.
 const RestartJournalFileName = "restart-pending.json"
@@ -61,74 +66,68 @@ func (r *Reconciler) loadRestartJournal() {
 		r.log.Warn("restart journal ignored", zap.Error(err))
 		return
 	}
-	r.restartOwed = m
+	r.journal = m
 }
 
-// saveRestartJournal persists m when it differs from what is on disk.
+// saveRestartJournal persists m when it differs from what is on disk. A
+// failed write keeps the memory of what the file holds, so the next pass
+// tries again.
 func (r *Reconciler) saveRestartJournal(log *zap.Logger, m map[string]time.Time) {
-	if !r.cfg.RestartJournal || maps.EqualFunc(m, r.restartOwed, time.Time.Equal) {
+	if !r.cfg.RestartJournal || maps.EqualFunc(m, r.journal, time.Time.Equal) {
 		return
 	}
-	if r.cfg.Safety.StateDir != "" && !r.cfg.Safety.ReadOnly {
-		b, err := json.Marshal(m)
-		if err == nil {
-			if err = os.MkdirAll(r.cfg.Safety.StateDir, 0o755); err == nil {
-				err = renameio.WriteFile(filepath.Join(r.cfg.Safety.StateDir, RestartJournalFileName), append(b, '\n'), 0o644)
-			}
-		}
-		if err != nil {
-			// The stale-process rule still covers all but a narrow window.
-			log.Warn("restart journal not written", zap.Error(err))
+	if r.cfg.Safety.StateDir == "" || r.cfg.Safety.ReadOnly {
+		r.journal = m
+		return
+	}
+	b, err := json.Marshal(m)
+	if err == nil {
+		if err = os.MkdirAll(r.cfg.Safety.StateDir, 0o755); err == nil {
+			err = renameio.WriteFile(filepath.Join(r.cfg.Safety.StateDir, RestartJournalFileName), append(b, '\n'), 0o644)
 		}
 	}
-	r.restartOwed = m
+	if err != nil {
+		// The stale-process rule still covers all but a narrow window.
+		log.Warn("restart journal not written", zap.Error(err))
+		return
+	}
+	r.journal = m
 }
 
 // restartPending is the planner's view of the journal.
 func (r *Reconciler) restartPending() map[string]bool {
-	if len(r.restartOwed) == 0 {
+	if len(r.journal) == 0 {
 		return nil
 	}
-	out := make(map[string]bool, len(r.restartOwed))
-	for u := range r.restartOwed {
+	out := make(map[string]bool, len(r.journal))
+	for u := range r.journal {
 		out[u] = true
 	}
 	return out
 }
 
-// restartIntents are the units a plan both rewrites and restarts: their
-// processes run the old version until the restart.
-func restartIntents(steps []actuators.Step) []string {
-	written := map[string]bool{}
-	var out []string
-	for _, s := range steps {
-		switch s.Op {
-		case actuators.OpWriteFile:
-			if s.Unit != "" {
-				written[s.Unit] = true
-			}
-		case actuators.OpRestart:
-			if written[s.Unit] && !slices.Contains(out, s.Unit) {
-				out = append(out, s.Unit)
-			}
-		}
+// restartOwed reports whether a journaled service u still owes its
+// restart: a reload is pending, or its process (if any) may have started
+// before systemd's last unit load, or that load's time is unknown.
+func restartOwed(u *observed.Unit, obs *observed.State) bool {
+	if u.NeedDaemonReload || u.ExecMainStartTimestamp == 0 || obs == nil || obs.UnitsLoadStart == 0 {
+		return true
 	}
-	return out
+	return u.ExecMainStartTimestamp <= obs.UnitsLoadStart
 }
 
 // journalBefore is the journal to persist before a plan's first step: the
 // records so far and the plan's intents.
 func (r *Reconciler) journalBefore(plan Plan) map[string]time.Time {
-	intents := restartIntents(plan.Steps)
-	if !r.cfg.RestartJournal || len(intents) == 0 {
-		return r.restartOwed
+	if !r.cfg.RestartJournal || len(plan.RestartIntents) == 0 {
+		return r.journal
 	}
-	m := maps.Clone(r.restartOwed)
+	m := maps.Clone(r.journal)
 	if m == nil {
 		m = map[string]time.Time{}
 	}
 	now := r.cfg.Now().UTC()
-	for _, u := range intents {
+	for _, u := range plan.RestartIntents {
 		if _, ok := m[u]; !ok {
 			m[u] = now
 		}
@@ -136,12 +135,23 @@ func (r *Reconciler) journalBefore(plan Plan) map[string]time.Time {
 	return m
 }
 
-// journalAfter drops the records a pass settled: a restart, start or stop
-// that succeeded, and records the observation shows moot (see the file
-// comment) once the pass's daemon-reload, if any, succeeded.
-func journalAfter(owed map[string]time.Time, obs *observed.State, out []StepOutcome) map[string]time.Time {
+// journalAfter drops the records a pass settled (see the file comment):
+// a restart or stop that succeeded; a start that succeeded of a unit
+// observed inactive or failed; and records the observation shows moot
+// (for a stopped unit, once the pass's daemon-reload, if any, succeeded),
+// except the pass's own intents: the observation predates their write.
+func journalAfter(owed map[string]time.Time, obs *observed.State, intents []string, out []StepOutcome) map[string]time.Time {
 	if len(owed) == 0 {
 		return owed
+	}
+	unit := func(name string) *observed.Unit {
+		if obs == nil {
+			return nil
+		}
+		return obs.Units[name]
+	}
+	stopped := func(u *observed.Unit) bool {
+		return u == nil || u.ActiveState == "inactive" || u.ActiveState == "failed" || u.ActiveState == ""
 	}
 	m := maps.Clone(owed)
 	reloaded, reloadOK := false, true
@@ -152,24 +162,33 @@ func journalAfter(owed map[string]time.Time, obs *observed.State, out []StepOutc
 		}
 	}
 	for _, oc := range out {
+		if oc.Skipped != "" || oc.Err != nil {
+			continue
+		}
 		switch oc.Step.Op {
-		case actuators.OpRestart, actuators.OpStart, actuators.OpStop:
-			if oc.Skipped == "" && oc.Err == nil {
+		case actuators.OpRestart, actuators.OpStop:
+			delete(m, oc.Step.Unit)
+		case actuators.OpStart:
+			if stopped(unit(oc.Step.Unit)) {
 				delete(m, oc.Step.Unit)
 			}
 		}
 	}
-	for u := range m {
-		var ou *observed.Unit
-		if obs != nil {
-			ou = obs.Units[u]
+	for name := range m {
+		if slices.Contains(intents, name) {
+			continue
 		}
+		u := unit(name)
 		switch {
-		case ou == nil:
-			delete(m, u)
-		case ou.ActiveState != "inactive" && ou.ActiveState != "failed":
-		case ou.LoadState == "not-found" || !ou.NeedDaemonReload || (reloaded && reloadOK):
-			delete(m, u)
+		case u == nil:
+			delete(m, name)
+		case u.Active():
+			if !restartOwed(u, obs) {
+				delete(m, name)
+			}
+		case !stopped(u): // deactivating: systemd may start it again
+		case u.LoadState == "not-found" || !u.NeedDaemonReload || (reloaded && reloadOK):
+			delete(m, name)
 		}
 	}
 	return m

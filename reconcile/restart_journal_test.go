@@ -3,6 +3,7 @@ package reconcile
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -126,8 +127,9 @@ func TestRestartJournalReloadOnlyChange(t *testing.T) {
 
 func TestJournalAfter(t *testing.T) {
 	at := time.Unix(1, 0)
-	unit := func(active string, reload bool) *observed.Unit {
-		return &observed.Unit{ActiveState: active, LoadState: "loaded", NeedDaemonReload: reload}
+	const load = 5_000_000 // systemd's last unit load, µs
+	unit := func(active string, reload bool, started uint64) *observed.Unit {
+		return &observed.Unit{ActiveState: active, LoadState: "loaded", NeedDaemonReload: reload, ExecMainStartTimestamp: started}
 	}
 	ok := func(op actuators.Op, unit string) StepOutcome {
 		return StepOutcome{Step: actuators.Step{Op: op, Unit: unit}}
@@ -137,51 +139,124 @@ func TestJournalAfter(t *testing.T) {
 		oc.Err = errors.New("boom")
 		return oc
 	}
+	old, fresh := uint64(load-1), uint64(load+1) // started before / after the last load
 	for _, tc := range []struct {
-		name string
-		u    *observed.Unit
-		out  []StepOutcome
-		keep bool
+		name   string
+		u      *observed.Unit
+		load   uint64
+		intent bool // the pass's own intent
+		out    []StepOutcome
+		keep   bool
 	}{
-		{name: "restarted", u: unit("active", false), out: []StepOutcome{ok(actuators.OpRestart, "a")}},
-		{name: "restart failed", u: unit("active", false), out: []StepOutcome{failed(actuators.OpRestart, "a")}, keep: true},
-		{name: "restart skipped", u: unit("active", false), out: []StepOutcome{{Step: actuators.Step{Op: actuators.OpRestart, Unit: "a"}, Skipped: "earlier failure"}}, keep: true},
-		{name: "running, no step (held back)", u: unit("active", false), keep: true},
-		{name: "Restart= pending (activating)", u: unit("activating", false), keep: true},
-		{name: "stopped, file loaded", u: unit("inactive", false)},
-		{name: "failed, file loaded", u: unit("failed", false)},
-		{name: "stopped, reload pending", u: unit("inactive", true), keep: true},
-		{name: "stopped, the pass reloaded", u: unit("inactive", true), out: []StepOutcome{ok(actuators.OpDaemonReload, "")}},
-		{name: "stopped, the pass's reload failed", u: unit("inactive", true), out: []StepOutcome{failed(actuators.OpDaemonReload, "")}, keep: true},
+		{name: "restarted", u: unit("active", false, old), out: []StepOutcome{ok(actuators.OpRestart, "a")}},
+		{name: "restart failed", u: unit("active", false, old), out: []StepOutcome{failed(actuators.OpRestart, "a")}, keep: true},
+		{name: "restart skipped", u: unit("active", false, old), out: []StepOutcome{{Step: actuators.Step{Op: actuators.OpRestart, Unit: "a"}, Skipped: "earlier failure"}}, keep: true},
+		{name: "running from before the last load (held back)", u: unit("active", false, old), keep: true},
+		{name: "running since after the last load: moot", u: unit("active", false, fresh)},
+		{name: "running since after the last load, a reload pending", u: unit("active", true, fresh), keep: true},
+		{name: "running, the last load unknown", u: unit("active", false, fresh), load: 1, keep: true},
+		{name: "this pass's intent, restart failed: the observation predates the write", u: unit("active", false, fresh), intent: true,
+			out: []StepOutcome{failed(actuators.OpRestart, "a")}, keep: true},
+		{name: "Restart= pending (activating, no process)", u: unit("activating", false, 0), keep: true},
+		{name: "deactivating, started by the pass (systemd may have restarted it first)", u: unit("deactivating", false, old),
+			out: []StepOutcome{ok(actuators.OpStart, "a")}, keep: true},
+		{name: "inactive, started by the pass", u: unit("inactive", true, 0), out: []StepOutcome{ok(actuators.OpStart, "a")}},
+		{name: "stopped, file loaded", u: unit("inactive", false, 0)},
+		{name: "failed, file loaded", u: unit("failed", false, 0)},
+		{name: "stopped, reload pending", u: unit("inactive", true, 0), keep: true},
+		{name: "stopped, the pass reloaded", u: unit("inactive", true, 0), out: []StepOutcome{ok(actuators.OpDaemonReload, "")}},
+		{name: "stopped, the pass's reload failed", u: unit("inactive", true, 0), out: []StepOutcome{failed(actuators.OpDaemonReload, "")}, keep: true},
 		{name: "gone", u: nil},
-		{name: "stopped by the pass", u: unit("active", false), out: []StepOutcome{ok(actuators.OpStop, "a")}},
+		{name: "stopped by the pass", u: unit("active", false, old), out: []StepOutcome{ok(actuators.OpStop, "a")}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			obs := &observed.State{Units: map[string]*observed.Unit{"b": unit("active", false)}}
+			obs := &observed.State{UnitsLoadStart: load, Units: map[string]*observed.Unit{"b": unit("active", false, old)}}
+			if tc.load == 1 {
+				obs.UnitsLoadStart = 0
+			}
 			if tc.u != nil {
 				obs.Units["a"] = tc.u
 			}
-			got := journalAfter(map[string]time.Time{"a": at, "b": at}, obs, tc.out)
+			var intents []string
+			if tc.intent {
+				intents = []string{"a"}
+			}
+			got := journalAfter(map[string]time.Time{"a": at, "b": at}, obs, intents, tc.out)
 			if _, kept := got["a"]; kept != tc.keep {
 				t.Fatalf("a kept = %v, want %v", kept, tc.keep)
 			}
 			if _, kept := got["b"]; !kept {
-				t.Fatal("b, untouched and running, was dropped")
+				t.Fatal("b, untouched and running from before the last load, was dropped")
 			}
 		})
 	}
 }
 
-func TestRestartIntents(t *testing.T) {
-	steps := []actuators.Step{
-		{Op: actuators.OpWriteFile, Unit: "a.service"},
-		{Op: actuators.OpWriteFile, Unit: "b.service"},
-		{Op: actuators.OpDaemonReload},
-		{Op: actuators.OpRestart, Unit: "a.service"},
-		{Op: actuators.OpRestart, Unit: "c.service"}, // liveness: no file written
-		{Op: actuators.OpStart, Unit: "b.service"},
+// The planner journals a service whose file it rewrites with a change
+// that needs a restart while a process runs or may start (intents), and
+// restarts a journaled service only while the restart is owed.
+func TestPlanRestartJournal(t *testing.T) {
+	svc := func(cmd, delay string) *desired.Object {
+		return &desired.Object{APIVersion: desired.APIVersion, Kind: desired.KindService, Metadata: desired.ObjectMeta{Name: "web"},
+			Source:  desired.Source{File: "web.yaml"},
+			Service: &desired.ServiceSpec{Command: []string{"/bin/sleep", cmd}, Restart: &desired.RestartSpec{Policy: desired.RestartAlways, Delay: desired.Duration(delay)}}}
 	}
-	if got := restartIntents(steps); !slices.Equal(got, []string{"a.service"}) {
-		t.Fatalf("intents = %v", got)
+	render := func(o *desired.Object) []desired.UnitFile {
+		fs, err := desired.Render(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fs
+	}
+	const load = 5_000_000
+	cur := render(svc("1000", "5s"))[0].Data
+	for _, tt := range []struct {
+		name    string
+		want    *desired.Object
+		active  string
+		started uint64
+		reload  bool
+		pending bool
+		intents string
+		steps   string
+	}{
+		{name: "command changed, running: journaled", want: svc("2000", "5s"), active: "active", started: 1, intents: "[web.service]",
+			steps: "write /etc/systemd/system/web.service (manifest changed); daemon-reload (unit files written); restart web.service (unit file changed: ExecStart)"},
+		{name: "reload-only change: nothing owed", want: svc("1000", "1s"), active: "active", started: 1, intents: "[]",
+			steps: "write /etc/systemd/system/web.service (manifest changed; reload only: RestartSec changed); daemon-reload (unit files written)"},
+		{name: "command changed, deactivating: journaled (Restart= may fire first)", want: svc("2000", "5s"), active: "deactivating", intents: "[web.service]",
+			steps: "write /etc/systemd/system/web.service (manifest changed); daemon-reload (unit files written); start web.service (deactivating, want active)"},
+		{name: "command changed, inactive: nothing runs", want: svc("2000", "5s"), active: "inactive", intents: "[]",
+			steps: "write /etc/systemd/system/web.service (manifest changed); daemon-reload (unit files written); start web.service (inactive, want active)"},
+		{name: "journaled, started before the last load: owed", want: svc("1000", "5s"), active: "active", started: load - 1, pending: true, intents: "[]",
+			steps: "restart web.service (restart owed by an interrupted pass)"},
+		{name: "journaled, a reload pending: owed", want: svc("1000", "5s"), active: "active", started: load + 1, reload: true, pending: true, intents: "[]",
+			steps: "daemon-reload (web.service changed on disk since last reload); restart web.service (restart owed by an interrupted pass)"},
+		{name: "journaled, started after the last load: moot", want: svc("1000", "5s"), active: "active", started: load + 1, pending: true, intents: "[]",
+			steps: ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			u := &observed.Unit{Name: "web.service", Owner: "Service/web", Path: "/etc/systemd/system/web.service", File: cur, LoadState: "loaded",
+				ActiveState: tt.active, UnitFileState: "enabled", ExecMainStartTimestamp: tt.started, NeedDaemonReload: tt.reload}
+			if tt.active == "active" {
+				u.SubState, u.MainPID = "running", 10
+			}
+			in := Input{Objects: []*desired.Object{tt.want}, Files: map[string][]desired.UnitFile{"Service/web": render(tt.want)},
+				UnitDir: "/etc/systemd/system", Observed: &observed.State{UnitsLoadStart: load, Units: map[string]*observed.Unit{"web.service": u}}, Prune: true}
+			if tt.pending {
+				in.RestartPending = map[string]bool{"web.service": true}
+			}
+			plan := Compute(in)
+			var got []string
+			for _, s := range plan.Steps {
+				got = append(got, s.String())
+			}
+			if strings.Join(got, "; ") != tt.steps {
+				t.Errorf("steps:\n%s\nwant:\n%s", strings.Join(got, "; "), tt.steps)
+			}
+			if g := fmt.Sprint(plan.RestartIntents); g != tt.intents && !(g == "[]" && tt.intents == "[]") {
+				t.Errorf("intents %s, want %s", g, tt.intents)
+			}
+		})
 	}
 }

@@ -2,6 +2,7 @@ package process
 
 import (
 	"context"
+	"fmt"
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/internal/par"
@@ -38,7 +39,10 @@ func (a *Applier) Batches(op actuators.Op) bool {
 //     100 services writes 100 unit files and 100 enablement markers).
 //   - start, stop, restart: on up to batchRunWorkers goroutines. Each
 //     waits for its unit's runner; the runners fork concurrently and their
-//     process table rows share writes (saveTable's group commit).
+//     process table rows share writes (saveTable's group commit). As with
+//     systemd's job batches, the batch answers once its slowest step did
+//     (a notify service's READY=1, a startup probe): the outcomes and
+//     events of the others wait for it, their units' later steps too.
 func (a *Applier) ApplyBatch(ctx context.Context, steps []actuators.Step) ([]actuators.Result, []error) {
 	res := make([]actuators.Result, len(steps))
 	errs := make([]error, len(steps))
@@ -59,7 +63,18 @@ func (a *Applier) ApplyBatch(ctx context.Context, steps []actuators.Step) ([]act
 		}
 	}
 	par.For(len(steps), workers, 1, func(i int) {
-		res[i], errs[i] = a.Apply(ctx, steps[i])
+		res[i], errs[i] = a.applyOne(ctx, steps[i])
 	})
 	return res, errs
+}
+
+// applyOne is Apply with a panic turned into the step's error (it runs on
+// a batch goroutine, where the reconciler's recover does not reach).
+func (a *Applier) applyOne(ctx context.Context, st actuators.Step) (res actuators.Result, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			res, err = actuators.Unchanged, fmt.Errorf("apply %s: panic: %v", st, p)
+		}
+	}()
+	return a.Apply(ctx, st)
 }

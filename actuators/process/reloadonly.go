@@ -134,7 +134,16 @@ func (r *runner) reloadSpec() {
 	}
 	r.proc.rec.SpecHash = hash
 	rec.SpecHash = hash
-	r.u.s.updateRecord(r.u.name, rec.PID, func(cur *procRecord) { cur.SpecHash = hash })
+	r.u.s.updateRecord(r.u.name, rec.PID, func(cur *procRecord) {
+		cur.SpecHash = hash
+		if cur.Next != nil {
+			// The reserved restart runs the new file too (a copy: rows
+			// share the pointer).
+			nx := *cur.Next
+			nx.SpecHash = hash
+			cur.Next = &nx
+		}
+	})
 	r.u.update(func(st *status) {
 		if st.MainPID == rec.PID {
 			st.SpecHash = hash

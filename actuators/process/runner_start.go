@@ -233,8 +233,9 @@ func (r *runner) reserved() *procRecord {
 	s := r.u.s
 	s.mu.Lock()
 	rec, ok := s.table[r.u.name]
+	dirty := s.tableDirty
 	s.mu.Unlock()
-	if !ok || rec.Next == nil || rec.PID == 0 || s.tableDirty {
+	if !ok || rec.Next == nil || rec.PID == 0 || dirty {
 		return nil
 	}
 	if nx := rec.Next; nx.SpecHash == r.hash && nx.ProcHash == procHash(r.spec) && nx.NRestarts == r.nextRestarts {

@@ -416,6 +416,7 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 		u.VendorPaths, u.VendorOverrides = vendor[n].paths, vendor[n].overrides
 		u.StaleProcess = staleProcess(u, files[n].mtime, dropInTimes[n], loadStart)
 	}
+	st.UnitsLoadStart = loadStart
 	if o.cfg.manager {
 		m, err := o.observeManager(ctx)
 		if err != nil {
