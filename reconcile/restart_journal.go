@@ -2,7 +2,6 @@ package reconcile
 
 import (
 	"encoding/json"
-	"errors"
 	"maps"
 	"os"
 	"path/filepath"
@@ -51,22 +50,9 @@ const RestartJournalFileName = "restart-pending.json"
 // loadRestartJournal reads the journal (empty when missing; a file that
 // does not parse is ignored with a warning).
 func (r *Reconciler) loadRestartJournal() {
-	if !r.cfg.RestartJournal || r.cfg.Safety.StateDir == "" {
-		return
+	if r.cfg.RestartJournal && r.cfg.Safety.StateDir != "" {
+		r.journal = r.readTimes(RestartJournalFileName)
 	}
-	b, err := os.ReadFile(filepath.Join(r.cfg.Safety.StateDir, RestartJournalFileName))
-	if err != nil {
-		if !errors.Is(err, os.ErrNotExist) {
-			r.log.Warn("restart journal not read", zap.Error(err))
-		}
-		return
-	}
-	var m map[string]time.Time
-	if err := json.Unmarshal(b, &m); err != nil {
-		r.log.Warn("restart journal ignored", zap.Error(err))
-		return
-	}
-	r.journal = m
 }
 
 // saveRestartJournal persists m when it differs from what is on disk. A

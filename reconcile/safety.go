@@ -77,22 +77,29 @@ func SafetySignature(stateDir string) string {
 // loadPending reads the persisted prune deadlines (none when missing; a
 // file that does not parse is ignored with a warning).
 func (r *Reconciler) loadPending() {
-	if r.cfg.Safety.StateDir == "" {
-		return
+	if r.cfg.Safety.StateDir != "" {
+		r.pending = r.readTimes(PrunePendingFileName)
 	}
-	b, err := os.ReadFile(filepath.Join(r.cfg.Safety.StateDir, PrunePendingFileName))
+}
+
+// readTimes reads a state dir file holding a JSON object of times by
+// name: nil when it is missing, or unreadable or malformed (then with a
+// warning naming the file).
+func (r *Reconciler) readTimes(name string) map[string]time.Time {
+	path := filepath.Join(r.cfg.Safety.StateDir, name)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
-			r.log.Warn("prune deadlines not read", zap.Error(err))
+			r.log.Warn("state file not read", zap.String("path", path), zap.Error(err))
 		}
-		return
+		return nil
 	}
 	var m map[string]time.Time
 	if err := json.Unmarshal(b, &m); err != nil {
-		r.log.Warn("prune deadlines ignored", zap.Error(err))
-		return
+		r.log.Warn("state file ignored", zap.String("path", path), zap.Error(err))
+		return nil
 	}
-	r.pending = m
+	return m
 }
 
 // safetyInput reads what the planner needs for the safety rails: the
