@@ -36,7 +36,8 @@
 //
 //	reconciler.go     Reconciler: one pass (load, last good, observe, Compute, execute), Result
 //	loop.go           Loop: wake-ups, settle, resync (a full read), pass timeout, after-pass hooks
-//	batch.go          BatchApplier: the first runtime steps of every unit run in batches
+//	batch.go          BatchApplier: the first runtime steps of every unit (and, for an
+//	                  applier that takes them, a run of unit file writes) run in batches
 //	observe.go        FullObserver: the resync's full read past a watch-fed cache, CacheDrift events
 //	ownwake.go        requeueForRollout: the next wave's pass when own jobs wake nothing
 //	plan.go           Input, Plan, Finding, Compute and the unit-file sync shared by all kinds
@@ -54,7 +55,9 @@
 //	reason.go         the event vocabulary: Reason, its Category (drift, failure, ...)
 //	status.go         Classify: an object's state after a pass (Converged … Invalid)
 //	restartclass.go   ClassifyUnitChange: restart or only daemon-reload for a rewritten unit
-//	events.go         Event, Recorder, the in-memory Ring, Fanout
+//	restart_journal.go  the restart journal: restarts owed by a killed agent (systemd backend)
+//	prefetch.go       StartPrefetch: a one-shot command's read of systemd while the manifests load
+//	events.go         Event, Recorder, BatchRecorder, the in-memory Ring, Fanout
 //	lastgood.go       LastGoodFile: the last good objects in <state-dir>/lastgood.json
 //	lastgood_lazy.go  loadLastGood: the persisted objects loaded only by a first pass that needs them
 //	text.go           OrDash, FormatUSec: the shared wording of messages

@@ -11,7 +11,8 @@
 //
 //	supervisor.go       Supervisor: New, Run, commands to units, shutdown
 //	supervisor_load.go  loading unit files; adoption and stale processes at Run
-//	table.go            the process table (processes.json), crash-safe: intent
+//	table.go            the process table (processes.json), crash-safe: intent (or,
+//	                    for an automatic restart, the previous row's reservation)
 //	                    before fork, group-committed writes (replaceFile: temp, fsync, rename)
 //	adopt.go            launch markers, /proc scan, intents and strays
 //	reset.go            reset requests (RequestReset)
@@ -28,6 +29,7 @@
 //	render.go, supported.go  unit files (Spec as JSON); what is refused
 //	observe.go, snapshot.go  Observe: live, or offline for diff (status.json)
 //	applier.go          planner steps; proc.go /proc readers
+//	batch.go            BatchApplier: file and runtime steps of many units at once
 //	reloadonly.go       what a running process depends on (procHash, ClassifyChange)
 //	runner_probe.go     the startup probe in the start phase (spec.health.startup)
 //
