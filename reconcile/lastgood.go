@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/google/renameio/v2"
 
@@ -154,22 +153,7 @@ func (f *LastGoodFile) Save(objs []*desired.Object) error {
 }
 
 // removeTemp deletes the temporary files of a Save interrupted by a kill -9.
-func (f *LastGoodFile) removeTemp() {
-	ents, err := os.ReadDir(f.dir)
-	if err != nil {
-		return
-	}
-	prefix := "." + LastGoodFileName
-	for _, e := range ents {
-		n := e.Name()
-		if !e.Type().IsRegular() || !strings.HasPrefix(n, prefix) || len(n) == len(prefix) {
-			continue
-		}
-		if strings.Trim(strings.TrimPrefix(n[len(prefix):], "-"), "0123456789") == "" {
-			_ = os.Remove(filepath.Join(f.dir, n))
-		}
-	}
-}
+func (f *LastGoodFile) removeTemp() { removeStateTemps(f.dir, LastGoodFileName) }
 
 // encodeLastGood encodes the objects that have a document as lastgood.json,
 // one object per line, and returns how many. It writes the documents as

@@ -12,8 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/renameio/v2"
-
 	"resil.dev/resil/internal/filestamp"
 )
 
@@ -108,7 +106,7 @@ func (d LeaseDir) Put(l Lease) error {
 	if err != nil {
 		return fmt.Errorf("encode lease %s: %w", l.Object, err)
 	}
-	if err := renameio.WriteFile(d.path(l.Object), append(b, '\n'), 0o644); err != nil {
+	if err := writeStateFile(d.path(l.Object), append(b, '\n')); err != nil {
 		return fmt.Errorf("write lease %s: %w", l.Object, err)
 	}
 	return nil

@@ -155,6 +155,11 @@ func New(cfg Config) *Reconciler {
 		cfg.Parallel = 8
 	}
 	r := &Reconciler{cfg: cfg, log: cfg.Log.Named("reconcile"), lastGood: map[string]*desired.Object{}, failures: map[string]*backoff{}}
+	if cfg.Safety.StateDir != "" && !cfg.Safety.ReadOnly {
+		// The agent holds the state dir's lock: its own files' temporary
+		// files are a killed agent's.
+		removeStateTemps(cfg.Safety.StateDir, PrunePendingFileName, RolloutFileName, RestartJournalFileName)
+	}
 	r.loadPending()
 	r.loadRollout()
 	r.loadRestartJournal()

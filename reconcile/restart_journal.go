@@ -8,7 +8,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/google/renameio/v2"
 	"go.uber.org/zap"
 
 	"resil.dev/resil/actuators"
@@ -69,7 +68,7 @@ func (r *Reconciler) saveRestartJournal(log *zap.Logger, m map[string]time.Time)
 	b, err := json.Marshal(m)
 	if err == nil {
 		if err = os.MkdirAll(r.cfg.Safety.StateDir, 0o755); err == nil {
-			err = renameio.WriteFile(filepath.Join(r.cfg.Safety.StateDir, RestartJournalFileName), append(b, '\n'), 0o644)
+			err = writeStateFile(filepath.Join(r.cfg.Safety.StateDir, RestartJournalFileName), append(b, '\n'))
 		}
 	}
 	if err != nil {

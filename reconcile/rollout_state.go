@@ -11,7 +11,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/google/renameio/v2"
 	"go.uber.org/zap"
 )
 
@@ -133,7 +132,7 @@ func WriteRolloutResume(stateDir string, rr RolloutResume) error {
 	if err := os.MkdirAll(stateDir, 0o755); err != nil {
 		return err
 	}
-	return renameio.WriteFile(filepath.Join(stateDir, RolloutResumeFileName), append(b, '\n'), 0o644)
+	return writeStateFile(filepath.Join(stateDir, RolloutResumeFileName), append(b, '\n'))
 }
 
 // rolloutInput is the planner's rollout input for a pass at now.
@@ -256,7 +255,7 @@ func (r *Reconciler) afterRollout(log *zap.Logger, plan Plan, now time.Time) {
 	r.rolloutRec.Updated = now
 	b, err := json.MarshalIndent(rec, "", "  ")
 	if err == nil {
-		err = renameio.WriteFile(filepath.Join(r.cfg.Safety.StateDir, RolloutFileName), append(b, '\n'), 0o644)
+		err = writeStateFile(filepath.Join(r.cfg.Safety.StateDir, RolloutFileName), append(b, '\n'))
 	}
 	if err != nil {
 		log.Warn("rollout record not saved", zap.Error(err))

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/renameio/v2"
 	"go.uber.org/zap"
 )
 
@@ -56,7 +55,7 @@ func WritePruneConfirm(stateDir string, c PruneConfirm) error {
 	if err := os.MkdirAll(stateDir, 0o755); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
-	if err := renameio.WriteFile(filepath.Join(stateDir, PruneConfirmFileName), append(b, '\n'), 0o644); err != nil {
+	if err := writeStateFile(filepath.Join(stateDir, PruneConfirmFileName), append(b, '\n')); err != nil {
 		return fmt.Errorf("write prune confirmation: %w", err)
 	}
 	return nil
@@ -198,7 +197,7 @@ func (r *Reconciler) savePending() error {
 	if err := os.MkdirAll(r.cfg.Safety.StateDir, 0o755); err != nil {
 		return err
 	}
-	return renameio.WriteFile(filepath.Join(r.cfg.Safety.StateDir, PrunePendingFileName), append(b, '\n'), 0o644)
+	return writeStateFile(filepath.Join(r.cfg.Safety.StateDir, PrunePendingFileName), append(b, '\n'))
 }
 
 // wakeAfter merges the safety rails' next wake-up (a lease expiry, a
