@@ -10,11 +10,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
-	"strings"
 	"syscall"
 
-	"github.com/google/renameio/v2"
-
+	"resil.dev/resil/internal/atomicfile"
 	"resil.dev/resil/internal/filestamp"
 	"resil.dev/resil/internal/par"
 )
@@ -201,35 +199,17 @@ func (c *FileCache) Save(path string) error {
 		}
 	}
 	dir := filepath.Dir(path)
-	removeCacheTemps(dir, filepath.Base(path))
+	atomicfile.RemoveTemps(dir, filepath.Base(path))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("save manifest cache: %w", err)
 	}
 	// 0644 like the last good objects: the manifests it caches are
 	// readable, and `diff` run by another user reads it too.
-	if err := renameio.WriteFile(path, buf.Bytes(), 0o644, renameio.WithTempDir(dir)); err != nil {
+	if err := atomicfile.WriteFile(path, buf.Bytes(), 0o644); err != nil {
 		return fmt.Errorf("save manifest cache: %w", err)
 	}
 	c.dirty = false
 	return nil
-}
-
-// removeCacheTemps deletes renameio's temporary files for name in dir.
-func removeCacheTemps(dir, name string) {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return
-	}
-	prefix := "." + name
-	for _, e := range ents {
-		n := e.Name()
-		if !e.Type().IsRegular() || !strings.HasPrefix(n, prefix) || len(n) == len(prefix) || strings.Trim(n[len(prefix):], "0123456789") != "" {
-			continue
-		}
-		if err := os.Remove(filepath.Join(dir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return
-		}
-	}
 }
 
 // decodeCached rebuilds an object of a cached file from its document the

@@ -131,6 +131,17 @@ func RecordAll(rec Recorder, evs []Event) {
 	}
 }
 
+// filled is e with its Time (now) and Count (1) set when they are not.
+func (e Event) filled() Event {
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	if e.Count == 0 {
+		e.Count = 1
+	}
+	return e
+}
+
 // Fanout records each event in every recorder, in order (the ring, the
 // durable store, the journal). It fills Time and Count first so they all
 // keep the same values.
@@ -141,12 +152,7 @@ type Fanout []Recorder
 func (f Fanout) RecordBatch(evs []Event) {
 	evs = append([]Event(nil), evs...)
 	for i := range evs {
-		if evs[i].Time.IsZero() {
-			evs[i].Time = time.Now()
-		}
-		if evs[i].Count == 0 {
-			evs[i].Count = 1
-		}
+		evs[i] = evs[i].filled()
 	}
 	for _, r := range f {
 		if r != nil {
@@ -157,12 +163,7 @@ func (f Fanout) RecordBatch(evs []Event) {
 
 // Record implements Recorder.
 func (f Fanout) Record(e Event) {
-	if e.Time.IsZero() {
-		e.Time = time.Now()
-	}
-	if e.Count == 0 {
-		e.Count = 1
-	}
+	e = e.filled()
 	for _, r := range f {
 		if r != nil {
 			r.Record(e)

@@ -9,8 +9,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/google/renameio/v2"
-
 	"resil.dev/resil/desired"
 )
 
@@ -145,7 +143,7 @@ func (f *LastGoodFile) Save(objs []*desired.Object) error {
 	// WithTempDir: the temporary file goes beside the target (same file
 	// system, and a kill -9 leaves it where the agent cleans up), never in
 	// $TMPDIR.
-	if err := renameio.WriteFile(f.Path(), data, 0o644, renameio.WithTempDir(f.dir)); err != nil {
+	if err := writeStateFile(f.Path(), data); err != nil {
 		return fmt.Errorf("save last good objects: %w", err)
 	}
 	f.written = data

@@ -7,8 +7,9 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/google/renameio/v2"
 	"go.uber.org/zap"
+
+	"resil.dev/resil/internal/atomicfile"
 )
 
 // snapshot is <stateDir>/status.json: the unit status as the running agent
@@ -165,7 +166,7 @@ func (s *Supervisor) loadSnapshot() (*snapshot, map[string]procRecord) {
 // that is on the same filesystem, where a kill -9 leaves it for good. Beside
 // the target, a leftover is removed at the next start (removeLeftovers).
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	return renameio.WriteFile(path, data, perm, renameio.WithTempDir(filepath.Dir(path)))
+	return atomicfile.WriteFile(path, data, perm)
 }
 
 // replaceFile writes path atomically: temp file, fsync, rename (the

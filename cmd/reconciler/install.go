@@ -14,13 +14,13 @@ import (
 	"text/template"
 	"time"
 
-	"github.com/google/renameio/v2"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
 	"resil.dev/resil/actuators"
 	sdapply "resil.dev/resil/actuators/systemd"
 	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/atomicfile"
 	"resil.dev/resil/internal/ownmark"
 	"resil.dev/resil/internal/sdbus"
 )
@@ -162,7 +162,7 @@ func (in *installer) writeFile(path string, data []byte, mode os.FileMode, what 
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return fmt.Errorf("write %s: %w", path, err)
 		}
-		if err := renameio.WriteFile(path, data, mode, renameio.WithTempDir(filepath.Dir(path))); err != nil {
+		if err := atomicfile.WriteFile(path, data, mode); err != nil {
 			return fmt.Errorf("write %s: %w", path, err)
 		}
 		return nil
