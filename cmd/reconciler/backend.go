@@ -36,9 +36,16 @@ type backend struct {
 	RestartJournal bool
 	Observer       reconcile.Observer
 	Applier        reconcile.Applier
-	// Background tasks run beside the loop (supervisor, state subscriptions).
-	// Each returns when ctx is done, after its goroutines exit; wake must not block.
+	// Background tasks run beside every pass that acts (the process
+	// backend's supervisor). Each returns when ctx is done, after its
+	// goroutines exit; wake must not block.
 	Background []func(ctx context.Context, wake func()) error
+	// Watches run beside `run`'s loop only: subscriptions to state changes
+	// that wake it and feed the observer's cache. A one-shot `apply` reads
+	// everything anyway and needs no wake-ups, so it does not subscribe:
+	// on systemd's private socket that saves Subscribe, Unsubscribe and
+	// PID 1's copy of every signal of the pass.
+	Watches []func(ctx context.Context, wake func()) error
 	// ProbeRunner runs exec health probes (nil: in the agent's process).
 	ProbeRunner health.Runner
 	// Reset clears a unit's failed state (reconciler reset).

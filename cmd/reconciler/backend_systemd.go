@@ -53,7 +53,7 @@ func openSystemd(ctx context.Context, g *globals, log *zap.Logger, readOnly bool
 	if n, err := app.RemoveTempFiles(); err != nil || n > 0 {
 		log.Info("temporary files of a killed agent removed", zap.Int("removed", n), zap.Error(err))
 	}
-	be.Background = append(be.Background, func(ctx context.Context, wake func()) error {
+	watch := func(ctx context.Context, wake func()) error {
 		// State-change signals are hints: when they fail, the periodic resync
 		// still converges, so log, wait and subscribe again.
 		for {
@@ -68,7 +68,16 @@ func openSystemd(ctx context.Context, g *globals, log *zap.Logger, readOnly bool
 			case <-time.After(5 * time.Second):
 			}
 		}
-	})
+	}
+	if conn.Private() {
+		// systemd sends every signal to each private connection, job
+		// results (JobRemoved) included: only run needs the watch.
+		be.Watches = append(be.Watches, watch)
+	} else {
+		// On a bus systemd emits signals only while someone subscribed,
+		// and job results come as signals: every acting command watches.
+		be.Background = append(be.Background, watch)
+	}
 	// Exec probes run as transient units: systemd switches to the
 	// service's user, the agent keeps no capability (its unit has none).
 	be.ProbeRunner = transientProbes{sdapply.NewProbeRunner(conn)}

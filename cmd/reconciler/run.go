@@ -100,7 +100,7 @@ func newRunCmd(g *globals) *cobra.Command {
 			if src != nil {
 				eg.Go(func() error { return src.Run(ctx, loop.Kick) })
 			}
-			for _, bg := range append(be.Background, watchSafety(g.stateDir, time.Second)) {
+			for _, bg := range append(append(be.Background[:len(be.Background):len(be.Background)], be.Watches...), watchSafety(g.stateDir, time.Second)) {
 				eg.Go(func() error { return bg(ctx, loop.Kick) })
 			}
 			for _, bg := range obs.background {

@@ -351,7 +351,7 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 			}
 		}
 	}
-	errs = multierror.Append(errs, o.readProperties(ctx, read, settled)...)
+	errs = multierror.Append(errs, o.readProperties(ctx, read, settled, vendor)...)
 	// A settled unit with a loaded drop-in that is not where resil looks
 	// (or no longer there): systemd answers after all. A unit answered
 	// from an entry cached before systemd's last reload: settled, it has
@@ -389,7 +389,7 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 				again = append(again, u)
 			}
 		}
-		errs = multierror.Append(errs, o.readProperties(ctx, again, nil)...)
+		errs = multierror.Append(errs, o.readProperties(ctx, again, nil, nil)...)
 		readDropIns(again)
 	}
 	for _, u := range loaded {
@@ -570,8 +570,11 @@ func (o *Observer) listUnits(ctx context.Context, names []string) (map[string]sd
 // readProperties fills the units' properties: the services' and timers'
 // with one batch of pipelined Gets of the properties fillUnit reads
 // (pipedProperties), any other unit's (or every unit's, WithGetAll) with
-// one GetAll each, o.cfg.concurrency at a time.
-func (o *Observer) readProperties(ctx context.Context, units []*observed.Unit, settled map[string]bool) []error {
+// one GetAll each, o.cfg.concurrency at a time. A settled unit's
+// DropInPaths come from the disk when they can (dropInsFromDisk; vendor
+// is vendorFiles' answer), and a running service's Result is success
+// (resultWhileRunning).
+func (o *Observer) readProperties(ctx context.Context, units []*observed.Unit, settled map[string]bool, vendor map[string]vendor) []error {
 	var (
 		mu    sync.Mutex
 		errs  []error
@@ -581,7 +584,9 @@ func (o *Observer) readProperties(ctx context.Context, units []*observed.Unit, s
 		qs    []sdbus.PropertyQuery
 	)
 	for _, u := range units {
-		if props := pipedProperties(u, settled[u.Name]); props != nil && !o.cfg.getAll {
+		// vendor has no entry for a unit without drop-ins or aliases.
+		fromDisk := vendor != nil && dropInsFromDisk(u.Name, vendor[u.Name])
+		if props := pipedProperties(u, settled[u.Name], fromDisk); props != nil && !o.cfg.getAll {
 			piped = append(piped, u)
 			qs = append(qs, sdbus.PropertyQuery{Unit: u.Name, Props: props})
 			continue
@@ -619,6 +624,12 @@ func (o *Observer) readProperties(ctx context.Context, units []*observed.Unit, s
 			if e == nil {
 				e = fillUnit(u, props[i])
 			}
+			if _, asked := props[i]["DropInPaths"]; e == nil && !asked {
+				u.DropInPaths = loadOrder(vendor[u.Name].dropIns)
+			}
+			if _, asked := props[i]["Result"]; e == nil && !asked {
+				u.Result = resultWhileRunning
+			}
 			if e != nil {
 				errs = append(errs, fmt.Errorf("read properties of %s: %w", u.Name, e))
 			}
@@ -636,24 +647,26 @@ func (o *Observer) readProperties(ctx context.Context, units []*observed.Unit, s
 // zeroes a service's main exec status when it sets a new main PID
 // (exec_status_start), so while the service runs they are 0, which is
 // what fillUnit leaves (TestSandboxFidelityPipelinedReads compares with
-// GetAll). NeedDaemonReload is the dearest
+// GetAll), and nor is its Result (resultWhileRunning). NeedDaemonReload
+// is the dearest
 // Get (systemd stats the fragment and scans every drop-in directory of
 // the search path for it: 23 µs of PID 1 against 6-10 µs for the others
 // on the private socket, internal/sdbus TestSandboxCallCostsPID1); it is
 // left out when the unit's files predate systemd's last unit load
-// (loadedAsOnDisk).
+// (loadedAsOnDisk), and DropInPaths too when the disk tells them
+// (dropInsFromDisk).
 var (
 	unitProps = []sdbus.Property{
 		{Interface: ifaceUnit, Name: "DropInPaths"},
 		{Interface: ifaceUnit, Name: "NeedDaemonReload"},
 	}
 	serviceRunningProps = append(slices.Clone(unitProps),
-		sdbus.Property{Interface: ifaceService, Name: "Result"},
 		sdbus.Property{Interface: ifaceService, Name: "NRestarts"},
 		sdbus.Property{Interface: ifaceService, Name: "MainPID"},
 		sdbus.Property{Interface: ifaceService, Name: "ExecMainStartTimestamp"},
 	)
 	serviceProps = append(slices.Clone(serviceRunningProps),
+		sdbus.Property{Interface: ifaceService, Name: "Result"},
 		sdbus.Property{Interface: ifaceService, Name: "ExecMainStatus"},
 		sdbus.Property{Interface: ifaceService, Name: "ExecMainExitTimestamp"},
 	)
@@ -674,34 +687,78 @@ const (
 
 // pipedProperties returns the properties to Get of a unit (its SubState
 // as ListUnitsByNames gave it), nil for a unit type read with GetAll.
-// settled leaves out NeedDaemonReload (loadedAsOnDisk).
-func pipedProperties(u *observed.Unit, settled bool) []sdbus.Property {
-	var all, fewer []sdbus.Property
+// settled leaves out NeedDaemonReload (loadedAsOnDisk), and DropInPaths
+// too when diskDropIns says the disk tells them.
+func pipedProperties(u *observed.Unit, settled, diskDropIns bool) []sdbus.Property {
+	var lists [3][]sdbus.Property // all, settled, settled with drop-ins from disk
 	switch name := u.Name; {
 	case strings.HasSuffix(name, ".service") && u.SubState == "running":
-		all, fewer = serviceRunningProps, serviceRunningSettled
+		lists = serviceRunningLists
 	case strings.HasSuffix(name, ".service"):
-		all, fewer = serviceProps, serviceSettled
+		lists = serviceLists
 	case strings.HasSuffix(name, ".timer"):
-		all, fewer = timerProps, timerSettled
+		lists = timerLists
 	default:
 		return nil
 	}
-	if settled {
-		return fewer
+	switch {
+	case settled && diskDropIns:
+		return lists[2]
+	case settled:
+		return lists[1]
 	}
-	return all
+	return lists[0]
 }
 
-// The property lists of settled units: without NeedDaemonReload.
+// The property lists of each kind of unit: all of them, a settled unit's
+// (without NeedDaemonReload), and a settled unit's whose drop-ins the disk
+// tells (without DropInPaths either).
 var (
-	serviceRunningSettled = withoutReloadFlag(serviceRunningProps)
-	serviceSettled        = withoutReloadFlag(serviceProps)
-	timerSettled          = withoutReloadFlag(timerProps)
+	serviceRunningLists = propLists(serviceRunningProps)
+	serviceLists        = propLists(serviceProps)
+	timerLists          = propLists(timerProps)
 )
 
-func withoutReloadFlag(props []sdbus.Property) []sdbus.Property {
-	return slices.DeleteFunc(slices.Clone(props), func(p sdbus.Property) bool { return p.Name == "NeedDaemonReload" })
+func propLists(all []sdbus.Property) [3][]sdbus.Property {
+	without := func(props []sdbus.Property, name string) []sdbus.Property {
+		return slices.DeleteFunc(slices.Clone(props), func(p sdbus.Property) bool { return p.Name == name })
+	}
+	settled := without(all, "NeedDaemonReload")
+	return [3][]sdbus.Property{all, settled, without(settled, "DropInPaths")}
+}
+
+// resultWhileRunning is a running service's Result, not asked for: systemd
+// resets a service's result to success when it starts it (service_start,
+// for an automatic restart too), and sets any other result only as it
+// leaves the running state (service_enter_signal, _stop, _dead and
+// _running with a failure all move it on), so while SubState is running
+// Result is success. TestSandboxFidelityPipelinedReads compares with
+// GetAll.
+const resultWhileRunning = "success"
+
+// dropInsFromDisk reports whether a settled unit's DropInPaths are the
+// NAME.d/*.conf files vendorFiles found (v.dropIns, in load order): every
+// directory of the search path was read, the unit is not an instance of a
+// template (whose TEMPLATE@.service.d drop-ins apply too) and has no alias
+// (whose drop-ins apply too), and each drop-in is a plain regular file of
+// its own name (no link, no masking, no hidden file). A settled unit's
+// files and drop-in directories have not changed since systemd last loaded
+// it (loadedAsOnDisk), and drop-in directories for a whole type make no
+// unit settled. Otherwise systemd is asked (one Get per unit).
+func dropInsFromDisk(name string, v vendor) bool {
+	return !strings.Contains(name, "@") && !v.aliased && !v.oddDropIns
+}
+
+// loadOrder is the order systemd lists drop-ins in (conf_files_list): by
+// file name, whichever directory holds it (the names are distinct:
+// dropInsFromDisk).
+func loadOrder(paths []string) []string {
+	if len(paths) == 0 {
+		return nil
+	}
+	out := slices.Clone(paths)
+	slices.SortStableFunc(out, func(a, b string) int { return strings.Compare(filepath.Base(a), filepath.Base(b)) })
+	return out
 }
 
 // readNeedDaemonReload reads NeedDaemonReload alone, for units whose other

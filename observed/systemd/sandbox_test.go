@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -279,9 +280,9 @@ func TestSandboxCallCountsAndTiming(t *testing.T) {
 		t.Fatal(err)
 	}
 	// ListUnitsByNames, UnitPath (a new observer), UnitsLoadTimestamp,
-	// the properties but NeedDaemonReload of each unit, three manager
-	// reads.
-	if got, want := e.conn.Wire().Calls()-wire0, uint64(1+1+1+max*(len(serviceRunningProps)-1)+3); got != want || len(st.Units) != max {
+	// the properties but NeedDaemonReload and DropInPaths of each unit
+	// (settled), three manager reads.
+	if got, want := e.conn.Wire().Calls()-wire0, uint64(1+1+1+max*(len(serviceRunningProps)-2)+3); got != want || len(st.Units) != max {
 		t.Errorf("owned scan: %d units, %d calls; want %d, %d", len(st.Units), got, max, want)
 	}
 	t.Logf("Observe by owned scan of %d units + manager: %d calls, %v", len(st.Units), e.conn.Wire().Calls()-wire0, time.Since(begin).Round(10*time.Microsecond))
@@ -313,10 +314,11 @@ func TestSandboxObserveThousandNamesBulk(t *testing.T) {
 		t.Fatalf("observed %d units, real=%+v", len(st.Units), st.Units["real.service"])
 	}
 	// ListUnitsByNames, UnitsLoadTimestamp, the properties of
-	// real.service but NeedDaemonReload (one Get each on the wire); its
-	// enablement (disabled: WantedBy=, no link) is read from the disk.
-	if got, wire := o.Calls()-calls0, e.conn.Wire().Calls()-wire0; got != 3 || wire != uint64(1+1+len(serviceRunningProps)-1) {
-		t.Errorf("Observe of 1000 names: %d calls (wire %d), want 3 (wire %d)", got, wire, 1+1+len(serviceRunningProps)-1)
+	// real.service but NeedDaemonReload and DropInPaths (one Get each on
+	// the wire); its enablement (disabled: WantedBy=, no link) is read
+	// from the disk.
+	if got, wire := o.Calls()-calls0, e.conn.Wire().Calls()-wire0; got != 3 || wire != uint64(1+1+len(serviceRunningProps)-2) {
+		t.Errorf("Observe of 1000 names: %d calls (wire %d), want 3 (wire %d)", got, wire, 1+1+len(serviceRunningProps)-2)
 	}
 }
 
@@ -612,10 +614,11 @@ func TestSandboxNeedDaemonReloadFromDisk(t *testing.T) {
 				t.Errorf("%s: %s differs from GetAll: %s", step, n, d)
 			}
 		}
-		// ListUnitsByNames, the manager's load time, five Gets per
-		// running service, NeedDaemonReload where it is not derived, and
-		// ListUnitFilesByPatterns when a unit has drop-ins (enablement.go).
-		calls := uint64(1 + 2*(len(serviceRunningProps)-1) + asked)
+		// ListUnitsByNames, the manager's load time, three Gets per
+		// running service, NeedDaemonReload and DropInPaths where they are
+		// not derived, and ListUnitFilesByPatterns when a unit has
+		// drop-ins (enablement.go).
+		calls := uint64(1 + 2*(len(serviceRunningProps)-2) + 2*asked)
 		if !typeDir {
 			calls++ // UnitsLoadTimestamp, read when some unit could be derived
 		}
@@ -671,4 +674,115 @@ func TestSandboxNeedDaemonReloadFromDisk(t *testing.T) {
 	typeDir = true
 	reload()
 	check("service.d present", none, 2)
+}
+
+// DropInPaths of settled units come from the disk only where the disk
+// tells them (dropInsFromDisk): they agree with systemd's own list (read
+// with GetAll) for a unit with drop-ins in two directories of the search
+// path, and systemd is asked for a unit with an alias that has drop-ins of
+// its own, one whose drop-in is masked by a link to /dev/null, one with a
+// drop-in of the same name in two directories, an instance of a template
+// with template drop-ins, and a unit with a hidden drop-in.
+func TestSandboxDropInPathsFromDisk(t *testing.T) {
+	e := newSandbox(t)
+	ctx := context.Background()
+	root := e.sb.Root()
+	unit := func(name string) {
+		e.write(t, "/etc/systemd/system/"+name, ownmarktest.Unit(t, "Service/"+strings.TrimSuffix(name, ".service"), "/bin/sleep", "infinity"))
+	}
+	conf := []byte("[Service]\nNice=3\n")
+	// Derived: two directories, sorted by file name across them.
+	unit("plain.service")
+	e.write(t, "/etc/systemd/system/plain.service.d/b.conf", conf)
+	e.write(t, "/run/systemd/system/plain.service.d/a.conf", conf)
+	e.write(t, "/run/systemd/system/plain.service.d/c.conf", conf)
+	// Asked: a drop-in in /lib, which the search path names twice with
+	// /usr/lib on a merged-/usr host (systemd then lists /usr/lib/... and
+	// raises NeedDaemonReload for good: compared apart below).
+	unit("vendor.service")
+	e.write(t, "/lib/systemd/system/vendor.service.d/x.conf", conf)
+	// Asked: an alias with its own drop-in.
+	unit("aliased.service")
+	if err := os.Symlink("/etc/systemd/system/aliased.service", filepath.Join(root, "etc/systemd/system/other-name.service")); err != nil {
+		t.Fatal(err)
+	}
+	e.write(t, "/etc/systemd/system/other-name.service.d/x.conf", conf)
+	// Asked: a drop-in masked by a higher directory's link to /dev/null.
+	unit("masked.service")
+	e.write(t, "/lib/systemd/system/masked.service.d/x.conf", conf)
+	if err := os.MkdirAll(filepath.Join(root, "etc/systemd/system/masked.service.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/dev/null", filepath.Join(root, "etc/systemd/system/masked.service.d/x.conf")); err != nil {
+		t.Fatal(err)
+	}
+	// Asked: one name in two directories.
+	unit("twice.service")
+	e.write(t, "/etc/systemd/system/twice.service.d/x.conf", conf)
+	e.write(t, "/lib/systemd/system/twice.service.d/x.conf", []byte("[Service]\nNice=4\n"))
+	// Asked: a hidden drop-in (systemd skips it).
+	unit("hidden.service")
+	e.write(t, "/etc/systemd/system/hidden.service.d/.x.conf", conf)
+	// Asked: an instance of a template with a template drop-in.
+	e.write(t, "/etc/systemd/system/inst@.service", ownmarktest.Unit(t, "Service/inst", "/bin/sleep", "infinity"))
+	e.write(t, "/etc/systemd/system/inst@.service.d/x.conf", conf)
+	names := []string{"plain.service", "aliased.service", "masked.service", "twice.service", "hidden.service", "inst@one.service"}
+	merged := false
+	if fi, err := os.Lstat(filepath.Join(root, "lib")); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		merged = true
+		names = append(names, "vendor.service")
+	}
+
+	time.Sleep(loadMargin + 10*time.Millisecond) // files older than the load
+	e.systemctl(t, "daemon-reload")
+	e.systemctl(t, append([]string{"start"}, names...)...)
+
+	var asked []string
+	fast := New(e.conn, e.unitDir, WithRoot(root), WithoutManager())
+	ref := e.observer(WithoutManager(), WithGetAll())
+	if _, err := fast.Observe(ctx, names); err != nil { // UnitPath, read once
+		t.Fatal(err)
+	}
+	got, err := fast.Observe(ctx, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys, err := ref.Observe(ctx, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := sys.Units["plain.service"].DropInPaths; len(d) != 3 || len(sys.Units["aliased.service"].DropInPaths) != 1 ||
+		len(sys.Units["inst@one.service"].DropInPaths) != 1 {
+		t.Fatalf("the fixture is not what it should be: plain %v, aliased %v, instance %v", d,
+			sys.Units["aliased.service"].DropInPaths, sys.Units["inst@one.service"].DropInPaths)
+	}
+	for _, n := range names {
+		if n == "vendor.service" {
+			if !slices.Equal(sys.Units[n].DropInPaths, got.Units[n].DropInPaths) {
+				t.Errorf("%s: DropInPaths %v, GetAll %v", n, got.Units[n].DropInPaths, sys.Units[n].DropInPaths)
+			}
+		} else if d := diffProps(sys.Units[n], got.Units[n]); d != "" {
+			t.Errorf("%s differs from GetAll: %s", n, d)
+		}
+		if got.Units[n].Result != "success" || got.Units[n].SubState != "running" {
+			t.Errorf("%s: %s, result %q", n, got.Units[n].SubState, got.Units[n].Result)
+		}
+	}
+	// Which units systemd was asked for DropInPaths: all but plain.
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	vendor, _, err := fast.vendorFiles(ctx, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if dropInsFromDisk(n, vendor[n]) {
+			asked = append(asked, n)
+		}
+	}
+	if !slices.Equal(asked, []string{"plain.service"}) {
+		t.Errorf("drop-ins from the disk for %v, want only plain.service (merged /usr: %v)", asked, merged)
+	}
 }

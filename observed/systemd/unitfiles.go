@@ -56,6 +56,15 @@ type vendor struct {
 	// dropInsChanged is the newest change time of those NAME.d
 	// directories and their files (zero when there are none).
 	dropInsChanged time.Time
+	// oddDropIns says the list of dropIns may not be what systemd loads
+	// from them: an entry ending in .conf that is not a plain regular
+	// file (a symlink, a hidden name, anything else), one name in two
+	// directories (the higher one wins, and masks), or a drop-in in a
+	// directory the search path names twice. aliased says a
+	// symlink of another name in the search path points to the unit's
+	// name: systemd also loads that name's drop-ins. Either way only
+	// systemd can say which drop-ins it loaded (dropInsFromDisk).
+	oddDropIns, aliased bool
 	// links counts the symlinks named like the unit and pointing to a file
 	// of its name in the .wants, .requires and .upholds directories of the
 	// unit directory (own) and of the other directories of the search path
@@ -97,10 +106,21 @@ func (o *Observer) vendorFiles(ctx context.Context, want map[string]bool) (out m
 		}
 	}
 	seen := map[string]bool{}
+	// twice: real directories that two entries of the search path name.
+	twice := map[string]bool{}
+	reals := make([]string, len(dirs))
+	for i, d := range dirs {
+		if real, err := filepath.EvalSymlinks(filepath.Join(o.cfg.root, d)); err == nil {
+			reals[i] = real
+			twice[real] = seen[real]
+			seen[real] = true
+		}
+	}
+	clear(seen)
 	for i, d := range dirs {
 		host := filepath.Join(o.cfg.root, d)
 		// /lib and /usr/lib are one directory on a merged-/usr system.
-		if real, err := filepath.EvalSymlinks(host); err == nil {
+		if real := reals[i]; real != "" {
 			if seen[real] {
 				continue
 			}
@@ -125,12 +145,21 @@ func (o *Observer) vendorFiles(ctx context.Context, want map[string]bool) (out m
 				typeDropIns = true
 			}
 			if base, ok := strings.CutSuffix(n, ".d"); ok && want[base] {
-				confs, changed, err := dropInFiles(filepath.Join(host, n))
+				confs, plain, changed, err := dropInFiles(filepath.Join(host, n))
 				if err != nil {
 					return nil, false, fmt.Errorf("read drop-in dir %s: %w", path.Join(d, n), err)
 				}
 				v := out[base]
+				// In a directory the search path names twice (/lib and
+				// /usr/lib), systemd lists a drop-in under one name when
+				// it loads and finds it under the other when it checks.
+				v.oddDropIns = v.oddDropIns || !plain || (len(confs) > 0 && twice[reals[i]])
 				for _, c := range confs {
+					for _, had := range v.dropIns {
+						if path.Base(had) == c {
+							v.oddDropIns = true
+						}
+					}
 					v.dropIns = append(v.dropIns, path.Join(d, n, c))
 				}
 				if changed.After(v.dropInsChanged) {
@@ -140,6 +169,15 @@ func (o *Observer) vendorFiles(ctx context.Context, want map[string]bool) (out m
 				continue
 			}
 			if !want[n] {
+				if e.Type()&fs.ModeSymlink != 0 && HasUnitSuffix(n) {
+					// An alias (or a link to the unit's file under
+					// another name): its NAME.d drop-ins apply too.
+					if t, err := os.Readlink(filepath.Join(host, n)); err == nil && want[path.Base(t)] {
+						v := out[path.Base(t)]
+						v.aliased = true
+						out[path.Base(t)] = v
+					}
+				}
 				continue
 			}
 			if i == own && e.Type().IsRegular() {
@@ -160,26 +198,31 @@ func (o *Observer) vendorFiles(ctx context.Context, want map[string]bool) (out m
 // would load: regular files, or symlinks to them (a link to /dev/null masks
 // a drop-in). A missing directory has none. changed is the newest change
 // time of the directory and of every entry it lists (zero when it is
-// missing).
-func dropInFiles(dir string) (confs []string, changed time.Time, err error) {
+// missing). plain says every entry ending in .conf is a regular file
+// (not a link) with a name that does not start with a dot.
+func dropInFiles(dir string) (confs []string, plain bool, changed time.Time, err error) {
 	dfi, err := os.Stat(dir)
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
-		return nil, time.Time{}, nil
+		return nil, true, time.Time{}, nil
 	}
 	if err != nil {
-		return nil, time.Time{}, err
+		return nil, false, time.Time{}, err
 	}
 	changed = changeTime(dfi)
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
-		return nil, time.Time{}, nil
+		return nil, true, time.Time{}, nil
 	}
 	if err != nil {
-		return nil, time.Time{}, err
+		return nil, false, time.Time{}, err
 	}
+	plain = true
 	for _, e := range entries {
 		if !strings.HasSuffix(e.Name(), ".conf") {
 			continue
+		}
+		if !e.Type().IsRegular() || strings.HasPrefix(e.Name(), ".") {
+			plain = false
 		}
 		p := filepath.Join(dir, e.Name())
 		fi, err := os.Stat(p)
@@ -196,7 +239,7 @@ func dropInFiles(dir string) (confs []string, changed time.Time, err error) {
 		}
 		confs = append(confs, e.Name())
 	}
-	return confs, changed, nil
+	return confs, plain, changed, nil
 }
 
 // typeDropInDir reports a drop-in directory for a whole unit type or name
