@@ -11,9 +11,14 @@
 #   touch /tmp/hold/stop
 #
 # Prints the wall time of each run (nsenter included) and the medians with
-# the ratio B/A. Only the processes it starts are waited for.
+# the ratio B/A. Only the processes it starts are waited for. With INSIDE=1
+# each run is timed inside the sandbox (bash's EPOCHREALTIME around the
+# command, in one shell entered once), so the figure is the command's own
+# wall time, as an operator on a systemd host sees it, without nsenter's
+# ~4 ms of entering seven namespaces.
 set -euo pipefail
 hold=$1 a=$2 b=$3 rounds=${4:-5}
+inside=${INSIDE:-0}
 pid=$(cat "$hold/pid")
 host=$(cat "$hold/host")
 cp "$a" "$host/ab-a"
@@ -26,6 +31,14 @@ for x in ab-a ab-b; do
 done
 run() { # BIN CMD -> wall ms
 	local t0 t1
+	if [ "$inside" = 1 ]; then
+		nsenter -t "$pid" -m -p -u -i -n -C -r -w -- env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin bash -c '
+			t0=$EPOCHREALTIME
+			"/srv/resil/$1" "$2" --backend systemd --state-dir "/var/lib/resil-$1" --manifests /srv/resil/m >/dev/null
+			t1=$EPOCHREALTIME
+			echo $(( (${t1/./} - ${t0/./}) / 1000 ))' _ "$1" "$2"
+		return
+	fi
 	t0=$EPOCHREALTIME
 	nsenter -t "$pid" -m -p -u -i -n -C -r -w -- env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
 		"/srv/resil/$1" "$2" --backend systemd --state-dir "/var/lib/resil-$1" --manifests /srv/resil/m >/dev/null

@@ -40,11 +40,13 @@ func newApplyCmd(g *globals) *cobra.Command {
 // runApply runs one applying pass and prints its outcomes (apply, and
 // prune --confirm with no agent running).
 func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
+	phase("runApply")
 	c, done, err := g.openCommand("warn", true, false, 2)
+	phase("opened")
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer func() { phase("done start"); done(); phase("done end") }()
 	ctx, log, be := c.ctx, c.log, c.be
 	// systemd's state is read while the store opens and the manifests
 	// load (reconcile/prefetch.go).
@@ -59,7 +61,7 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 	if s, err := store.Open(storePath(g), store.Options{Log: log}); err != nil {
 		log.Warn("event store unavailable, events go to the log only", zap.Error(err))
 	} else {
-		defer s.Close()
+		defer func() { phase("close start"); s.Close(); phase("closed") }()
 		rec = reconcile.Fanout{rec, s}
 		// `reconciler status` then shows what this pass saw.
 		t := newTelemetry(s, nil, rec, log, be.Name, ledger.Policy{}, 0)
@@ -67,10 +69,12 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 	}
 	// With a git source in the state dir (and no --manifests), apply
 	// converges on its deployed revision, as the agent does (source.go).
+	phase("store opened")
 	if _, _, err := diffSource(ctx, cmd, g, ""); err != nil {
 		return exitCode(2, err)
 	}
 	r, err := newReconciler(g, be, log, rec, false)
+	phase("reconciler")
 	if err != nil {
 		return exitCode(2, err)
 	}
@@ -84,10 +88,13 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 	defer func() { stopBg(); _ = bg.Wait() }()
 	start := time.Now()
 	res, err := r.Reconcile(ctx, opts)
+	phase("reconciled")
 	g.saveManifestCache(log)
+	phase("cache saved")
 	if snapshot != nil && res.Observed != nil {
 		snapshot(statusAfter(ctx, r, res, err, log))
 	}
+	phase("snapshot")
 	out := cmd.OutOrStdout()
 	if errors.Is(err, reconcile.ErrExpectPlan) {
 		printPlan(out, be.Name, res)

@@ -32,27 +32,37 @@ const (
 	errAlreadySubsc = "org.freedesktop.systemd1.AlreadySubscribed"
 )
 
-// Conn is one connection to systemd: go-systemd's *dbus.Conn (embedded, so
-// every go-systemd method is available and *Conn satisfies the consumer
-// interfaces of this package and of actuators/systemd) plus the raw bus
-// connections under it, for the three things go-systemd cannot do:
-// counting every message on the wire (Wire), watching unit property-change
-// signals without go-systemd's subscriber (WatchUnitSignals), and reading
-// or setting manager properties with a context (GetManagerPropertyContext,
+// Conn is one connection to systemd: the property pipe (pipe.go), which
+// carries the reads, and go-systemd's *dbus.Conn with the raw bus
+// connection under it, dialed when first needed (the go-systemd methods
+// the consumers use are in godbus.go; *Conn satisfies the consumer
+// interfaces of this package and of actuators/systemd), for jobs, unit
+// files and the three things go-systemd cannot do: counting every message
+// on the wire (Wire), watching unit property-change signals without
+// go-systemd's subscriber (WatchUnitSignals), and reading or setting
+// manager properties with a context (GetManagerPropertyContext,
 // SetManagerProperty).
 //
 // Close it with Close. ctx given to Dial bounds the dialing only: the
 // connection lives until Close (go-systemd's *Context constructors close
 // it when their ctx ends instead).
 type Conn struct {
-	*sddbus.Conn
-	// calls is the connection go-systemd sends method calls on; signals is
-	// the one it receives signals on (go-systemd's NewConnection dials
-	// calls first, then signals). dial makes them one connection.
+	// sdMu guards the go-systemd connection, dialed on its first use
+	// (godbus.go): sd is go-systemd's *dbus.Conn; calls is the connection
+	// it sends method calls on, signals the one it receives signals on
+	// (go-systemd's NewConnection dials calls first, then signals; dial
+	// makes them one connection). A command that only reads (diff, apply
+	// with nothing to do) uses the property pipe alone and never dials
+	// them: a connection to the private socket costs PID 1 about 2.5 ms.
+	sdMu           sync.Mutex
+	sd             *sddbus.Conn
 	calls, signals *godbus.Conn
 	private        bool
 	wire           *Wire
 	cancel         context.CancelFunc
+	// life is the context the go-systemd connection lives in (cancelled
+	// by Close).
+	life context.Context
 	// addr is where the property pipe (props.go) dials, for each batch;
 	// pipeBatches counts the batches it carried (tests).
 	addr        string
@@ -106,6 +116,10 @@ func (c *Conn) Private() bool { return c.private }
 // not root, it uses the system bus (DBUS_SYSTEM_BUS_ADDRESS or
 // /run/dbus/system_bus_socket; EXTERNAL auth, then Hello).
 //
+// Dialing is one connection, the property pipe, kept idle for the first
+// call; the go-systemd connection is dialed by the first call that needs
+// it (an address the pipe cannot dial: at once).
+//
 // Outcomes:
 //   - (c, nil): connected; the caller owns c and must Close it.
 //   - (nil, err): no connection; as root err names both attempts.
@@ -150,12 +164,46 @@ func systemBusAddress() string {
 }
 
 func dial(ctx context.Context, addr string, private bool) (*Conn, error) {
-	// godbus closes a connection when its context ends. The connection must
-	// outlive ctx (like net.Dialer.DialContext), so it gets its own context,
-	// cancelled by Close, and ctx only cancels it while dialing.
+	// The go-systemd connection must outlive ctx (like
+	// net.Dialer.DialContext), so it gets its own context, cancelled by
+	// Close; ctx only bounds each dial.
 	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	c := &Conn{private: private, wire: new(Wire), cancel: cancel, life: life, addr: addr}
+	// Dialing proves systemd answers. The property pipe does it when it
+	// can dial the address, and stays idle for the first call (most
+	// commands start with a read); otherwise go-systemd's connection.
+	p, err := dialPipe(ctx, addr, private, c.wire)
+	switch {
+	case err == nil:
+		c.pipeDials.Add(1)
+		c.putPipe(p, true)
+		return c, nil
+	case errors.Is(err, errPipeAddress):
+		if _, err := c.godbus(ctx); err != nil {
+			cancel()
+			return nil, err
+		}
+		return c, nil
+	}
+	cancel()
+	return nil, fmt.Errorf("connect to systemd at %s: %w", addr, err)
+}
+
+// godbus returns the go-systemd connection, dialing it on the first call.
+// A failed dial is returned and the next call dials again.
+func (c *Conn) godbus(ctx context.Context) (*sddbus.Conn, error) {
+	c.sdMu.Lock()
+	defer c.sdMu.Unlock()
+	if c.sd != nil {
+		return c.sd, nil
+	}
+	if err := c.life.Err(); err != nil {
+		return nil, fmt.Errorf("connect to systemd at %s: connection closed", c.addr)
+	}
+	// The connection lives until Close (c.life); while it is dialed, an
+	// end of ctx closes it too (a hung handshake).
+	life, cancel := context.WithCancel(c.life)
 	detach := context.AfterFunc(ctx, cancel)
-	c := &Conn{private: private, wire: new(Wire), cancel: cancel, addr: addr}
 	var dialed []*godbus.Conn
 	conn, err := sddbus.NewConnection(func() (*godbus.Conn, error) {
 		// go-systemd dials twice, for calls and for signals. One
@@ -167,7 +215,7 @@ func dial(ctx context.Context, addr string, private bool) (*Conn, error) {
 			dialed = append(dialed, dialed[0])
 			return dialed[0], nil
 		}
-		bc, err := godbus.Dial(addr,
+		bc, err := godbus.Dial(c.addr,
 			godbus.WithContext(life),
 			godbus.WithOutgoingInterceptor(c.wire.outgoing),
 			godbus.WithIncomingInterceptor(c.wire.incoming))
@@ -178,7 +226,7 @@ func dial(ctx context.Context, addr string, private bool) (*Conn, error) {
 			bc.Close()
 			return nil, err
 		}
-		if !private {
+		if !c.private {
 			if err := bc.Hello(); err != nil {
 				bc.Close()
 				return nil, err
@@ -187,21 +235,20 @@ func dial(ctx context.Context, addr string, private bool) (*Conn, error) {
 		dialed = append(dialed, bc)
 		return bc, nil
 	})
-	if err == nil && !detach() {
+	if !detach() && err == nil {
 		conn.Close()
 		err = ctx.Err()
 	}
+	if err == nil && len(dialed) != 2 {
+		conn.Close()
+		err = fmt.Errorf("go-systemd dialed %d connections, want 2", len(dialed))
+	}
 	if err != nil {
 		cancel()
-		return nil, fmt.Errorf("connect to systemd at %s: %w", addr, err)
+		return nil, fmt.Errorf("connect to systemd at %s: %w", c.addr, err)
 	}
-	if len(dialed) != 2 {
-		conn.Close()
-		cancel()
-		return nil, fmt.Errorf("connect to systemd at %s: go-systemd dialed %d connections, want 2", addr, len(dialed))
-	}
-	c.Conn, c.calls, c.signals = conn, dialed[0], dialed[1]
-	return c, nil
+	c.sd, c.calls, c.signals = conn, dialed[0], dialed[1]
+	return conn, nil
 }
 
 // Close closes the connections under c.
@@ -217,15 +264,43 @@ func (c *Conn) Close() {
 		<-warm // Prewarm's dial; its pipe is closed, c being closed
 	}
 	c.closeIdlePipe()
-	c.Conn.Close()
-	c.cancel()
+	c.sdMu.Lock()
+	if c.sd != nil {
+		c.sd.Close()
+	}
+	c.cancel() // under sdMu: no dial starts after it
+	c.sdMu.Unlock()
 }
 
 func (c *Conn) manager(bc *godbus.Conn) godbus.BusObject { return bc.Object(systemdDest, systemdPath) }
 
 // GetManagerPropertyContext reads one org.freedesktop.systemd1.Manager
 // property, bounded by ctx (go-systemd's GetManagerProperty takes none).
+//
+// It is sent on the property pipe when the pipe can dial the address (a
+// read-only command then needs no other connection) and the value is of a
+// type the pipe decodes; otherwise on the go-systemd connection.
 func (c *Conn) GetManagerPropertyContext(ctx context.Context, name string) (godbus.Variant, error) {
+	if p, err := c.takePipe(ctx); err == nil {
+		vals, errs, err := p.getBatch(ctx, []getCall{{path: systemdPath, iface: managerIface, name: name}})
+		c.putPipe(p, err == nil)
+		switch {
+		case err != nil:
+			return godbus.Variant{}, fmt.Errorf("get manager property %s: %w", name, err)
+		case errs[0] == nil:
+			return godbus.MakeVariant(vals[0]), nil
+		}
+		var derr godbus.Error
+		if errors.As(errs[0], &derr) {
+			return godbus.Variant{}, fmt.Errorf("get manager property %s: %w", name, errs[0])
+		}
+		// A type the pipe does not decode: ask through godbus.
+	} else if !errors.Is(err, errPipeAddress) {
+		return godbus.Variant{}, fmt.Errorf("get manager property %s: %w", name, err)
+	}
+	if _, err := c.godbus(ctx); err != nil {
+		return godbus.Variant{}, err
+	}
 	var v godbus.Variant
 	err := c.manager(c.calls).CallWithContext(ctx, propsIface+".Get", 0, managerIface, name).Store(&v)
 	if err != nil {
@@ -244,6 +319,9 @@ func (c *Conn) GetAllPropertiesContext(ctx context.Context, unit string) (map[st
 	path := godbus.ObjectPath(unitPathPrefix + sddbus.PathBusEscape(unit))
 	if !path.IsValid() {
 		return nil, fmt.Errorf("invalid unit name: %q", unit)
+	}
+	if _, err := c.godbus(ctx); err != nil {
+		return nil, err
 	}
 	call := c.calls.Object(systemdDest, path).CallWithContext(ctx, propsIface+".GetAll", 0, "")
 	if call.Err != nil {
@@ -269,6 +347,9 @@ func (c *Conn) GetAllPropertiesContext(ctx context.Context, unit string) (map[st
 // ServiceWatchdogs; WatchdogDevice is read-only). The error of a read-only
 // property is a godbus.Error named org.freedesktop.DBus.Error.PropertyReadOnly.
 func (c *Conn) SetManagerProperty(ctx context.Context, name string, value godbus.Variant) error {
+	if _, err := c.godbus(ctx); err != nil {
+		return err
+	}
 	err := c.manager(c.calls).CallWithContext(ctx, propsIface+".Set", 0, managerIface, name, value).Err
 	if err != nil {
 		return fmt.Errorf("set manager property %s: %w", name, err)
@@ -301,6 +382,9 @@ func (c *Conn) WatchUnitSignals(ctx context.Context, ch chan<- *godbus.Signal) (
 	managerMatch := []godbus.MatchOption{
 		godbus.WithMatchInterface(managerIface),
 		godbus.WithMatchObjectPath(systemdPath),
+	}
+	if _, err := c.godbus(ctx); err != nil {
+		return nil, fmt.Errorf("watch unit signals: %w", err)
 	}
 	c.signals.Signal(ch)
 	if !c.private {

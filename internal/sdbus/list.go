@@ -20,7 +20,11 @@ import (
 func (c *Conn) ListUnitsByNamesContext(ctx context.Context, units []string) ([]sddbus.UnitStatus, error) {
 	p, err := c.takePipe(ctx)
 	if errors.Is(err, errPipeAddress) {
-		return c.Conn.ListUnitsByNamesContext(ctx, units)
+		sd, err := c.godbus(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return sd.ListUnitsByNamesContext(ctx, units)
 	}
 	if err != nil {
 		return nil, err

@@ -132,7 +132,11 @@ func (c *Conn) ReloadContext(ctx context.Context) error {
 	p, err := c.takePipe(ctx)
 	switch {
 	case errors.Is(err, errPipeAddress):
-		return c.Conn.ReloadContext(ctx)
+		sd, err := c.godbus(ctx)
+		if err != nil {
+			return err
+		}
+		return sd.ReloadContext(ctx)
 	case err != nil:
 		return fmt.Errorf("daemon-reload: %w", err)
 	}

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	godbus "github.com/godbus/dbus/v5"
+
 	"resil.dev/resil/e2e/sandbox"
 )
 
@@ -40,7 +42,11 @@ func TestSandboxGetAllProperties(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", unit, err)
 		}
-		want, err := c.Conn.GetAllPropertiesContext(ctx, unit)
+		sd, err := c.godbus(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := sd.GetAllPropertiesContext(ctx, unit)
 		if err != nil {
 			t.Fatalf("%s (go-systemd): %v", unit, err)
 		}
@@ -80,6 +86,9 @@ func TestSandboxUnitPropertiesPipeAndGodbus(t *testing.T) {
 	}
 	if c.pipeBatches.Load() != 1 {
 		t.Fatal("the pipe was not used")
+	}
+	if _, err := c.godbus(ctx); err != nil { // dialed on first use, at the real address
+		t.Fatal(err)
 	}
 	c.addr = "tcp:host=localhost,port=1" // not for the pipe: godbus
 	c.closeIdlePipe()
@@ -132,7 +141,11 @@ func TestSandboxListUnitsPipeAndGodbus(t *testing.T) {
 	if got := c.Wire().Calls() - wire0; got != 1 {
 		t.Errorf("%d calls on the wire, want 1", got)
 	}
-	viaGodbus, err := c.Conn.ListUnitsByNamesContext(ctx, names)
+	sd, err := c.godbus(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	viaGodbus, err := sd.ListUnitsByNamesContext(ctx, names)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,6 +154,9 @@ func TestSandboxListUnitsPipeAndGodbus(t *testing.T) {
 	}
 	if piped[0].ActiveState != "active" || piped[2].LoadState != "not-found" {
 		t.Errorf("statuses: %+v", piped[:3])
+	}
+	if _, err := c.godbus(ctx); err != nil { // dialed on first use, at the real address
+		t.Fatal(err)
 	}
 	c.addr = "tcp:host=localhost,port=1" // not for the pipe: godbus
 	c.closeIdlePipe()
@@ -240,5 +256,56 @@ func TestSandboxPrewarm(t *testing.T) {
 	c2.pipeMu.Unlock()
 	if idle != nil {
 		t.Error("a pipe is kept after Close")
+	}
+}
+
+// A read-only command's calls (the unit list, unit and manager properties)
+// all go on the one connection Dial made, the property pipe; the
+// go-systemd connection is dialed by the first call that needs it (a job),
+// and the manager property read through the pipe is what godbus reads.
+func TestSandboxReadsNeedOneConnection(t *testing.T) {
+	ctx, c := sandboxBus(t)
+	if _, err := c.ListUnitsByNamesContext(ctx, []string{"dbus.service"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.GetUnitPropertiesContext(ctx, []PropertyQuery{{Unit: "dbus.service",
+		Props: []Property{{"org.freedesktop.systemd1.Service", "MainPID"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	piped := map[string]godbus.Variant{}
+	for _, p := range []string{"UnitPath", "UnitsLoadTimestamp", "RuntimeWatchdogUSec", "WatchdogDevice"} {
+		v, err := c.GetManagerPropertyContext(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		piped[p] = v
+	}
+	if _, err := c.GetManagerPropertyContext(ctx, "NoSuchProperty"); err == nil {
+		t.Error("NoSuchProperty: no error")
+	}
+	c.sdMu.Lock()
+	dialed := c.sd != nil
+	c.sdMu.Unlock()
+	if dialed || c.pipeDials.Load() != 1 {
+		t.Fatalf("after reads: go-systemd connection dialed %v, %d pipes; want none and 1", dialed, c.pipeDials.Load())
+	}
+	sd, err := c.godbus(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, v := range piped {
+		w, err := sd.GetManagerProperty(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.String() != w {
+			t.Errorf("%s: pipe %s, godbus %s", p, v.String(), w)
+		}
+	}
+	if _, err := c.StartUnitContext(ctx, "sandbox.target", "replace", nil); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := c.godbus(ctx); again != sd {
+		t.Error("the go-systemd connection was dialed twice")
 	}
 }

@@ -269,7 +269,14 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 	sort.Strings(query)
 
 	// The search path's listings (the agent's CPU) are read while systemd
-	// lists the units (PID 1's): neither needs the other.
+	// lists the units (PID 1's): neither needs the other. The search path
+	// itself is read first (once per Observer): one call at a time on the
+	// connection's property pipe, which a second caller would dial again.
+	if len(want) > 0 {
+		if _, err := o.searchPath(ctx); err != nil {
+			return nil, err
+		}
+	}
 	var (
 		vendor      map[string]vendor
 		typeDropIns bool
