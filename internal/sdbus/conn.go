@@ -48,18 +48,18 @@ const (
 // it when their ctx ends instead).
 type Conn struct {
 	// sdMu guards the go-systemd connection, dialed on its first use
-	// (godbus.go): sd is go-systemd's *dbus.Conn; calls is the connection
-	// it sends method calls on, signals the one it receives signals on
-	// (go-systemd's NewConnection dials calls first, then signals; dial
-	// makes them one connection). A command that only reads (diff, apply
-	// with nothing to do) uses the property pipe alone and never dials
-	// them: a connection to the private socket costs PID 1 about 2.5 ms.
-	sdMu           sync.Mutex
-	sd             *sddbus.Conn
-	calls, signals *godbus.Conn
-	private        bool
-	wire           *Wire
-	cancel         context.CancelFunc
+	// (godbus.go): sd is go-systemd's *dbus.Conn; calls is the raw
+	// connection under it (go-systemd's NewConnection dials one for calls
+	// and one for signals; godbus makes them one). A command that only
+	// reads (diff, apply with nothing to do) uses the property pipe alone
+	// and never dials it: a connection to the private socket costs PID 1
+	// about 2.5 ms.
+	sdMu    sync.Mutex
+	sd      *sddbus.Conn
+	calls   *godbus.Conn
+	private bool
+	wire    *Wire
+	cancel  context.CancelFunc
 	// life is the context the go-systemd connection lives in (cancelled
 	// by Close).
 	life context.Context
@@ -189,13 +189,34 @@ func dial(ctx context.Context, addr string, private bool) (*Conn, error) {
 	return nil, fmt.Errorf("connect to systemd at %s: %w", addr, err)
 }
 
-// godbus returns the go-systemd connection, dialing it on the first call.
-// A failed dial is returned and the next call dials again.
+// bus returns the raw connection under the go-systemd one (go-systemd's
+// calls and signals share it), dialing as godbus does.
+func (c *Conn) bus(ctx context.Context) (*godbus.Conn, error) {
+	if _, err := c.godbus(ctx); err != nil {
+		return nil, err
+	}
+	c.sdMu.Lock()
+	defer c.sdMu.Unlock()
+	if c.calls == nil {
+		return nil, fmt.Errorf("connect to systemd at %s: connection closed", c.addr)
+	}
+	return c.calls, nil
+}
+
+// godbus returns the go-systemd connection, dialing it on the first call,
+// and again once it closed (systemd closes every connection when it
+// re-executes itself): a subscription's retry (observed/systemd's
+// ErrDisconnected) then watches on the new one. A failed dial is returned
+// and the next call dials again.
 func (c *Conn) godbus(ctx context.Context) (*sddbus.Conn, error) {
 	c.sdMu.Lock()
 	defer c.sdMu.Unlock()
-	if c.sd != nil {
+	if c.sd != nil && c.calls.Connected() {
 		return c.sd, nil
+	}
+	if c.sd != nil {
+		c.sd.Close()
+		c.sd, c.calls = nil, nil
 	}
 	if err := c.life.Err(); err != nil {
 		return nil, fmt.Errorf("connect to systemd at %s: connection closed", c.addr)
@@ -247,7 +268,7 @@ func (c *Conn) godbus(ctx context.Context) (*sddbus.Conn, error) {
 		cancel()
 		return nil, fmt.Errorf("connect to systemd at %s: %w", c.addr, err)
 	}
-	c.sd, c.calls, c.signals = conn, dialed[0], dialed[1]
+	c.sd, c.calls = conn, dialed[0]
 	return conn, nil
 }
 
@@ -298,11 +319,12 @@ func (c *Conn) GetManagerPropertyContext(ctx context.Context, name string) (godb
 	} else if !errors.Is(err, errPipeAddress) {
 		return godbus.Variant{}, fmt.Errorf("get manager property %s: %w", name, err)
 	}
-	if _, err := c.godbus(ctx); err != nil {
+	bc, err := c.bus(ctx)
+	if err != nil {
 		return godbus.Variant{}, err
 	}
 	var v godbus.Variant
-	err := c.manager(c.calls).CallWithContext(ctx, propsIface+".Get", 0, managerIface, name).Store(&v)
+	err = c.manager(bc).CallWithContext(ctx, propsIface+".Get", 0, managerIface, name).Store(&v)
 	if err != nil {
 		return godbus.Variant{}, fmt.Errorf("get manager property %s: %w", name, err)
 	}
@@ -320,10 +342,11 @@ func (c *Conn) GetAllPropertiesContext(ctx context.Context, unit string) (map[st
 	if !path.IsValid() {
 		return nil, fmt.Errorf("invalid unit name: %q", unit)
 	}
-	if _, err := c.godbus(ctx); err != nil {
+	bc, err := c.bus(ctx)
+	if err != nil {
 		return nil, err
 	}
-	call := c.calls.Object(systemdDest, path).CallWithContext(ctx, propsIface+".GetAll", 0, "")
+	call := bc.Object(systemdDest, path).CallWithContext(ctx, propsIface+".GetAll", 0, "")
 	if call.Err != nil {
 		return nil, call.Err
 	}
@@ -347,10 +370,11 @@ func (c *Conn) GetAllPropertiesContext(ctx context.Context, unit string) (map[st
 // ServiceWatchdogs; WatchdogDevice is read-only). The error of a read-only
 // property is a godbus.Error named org.freedesktop.DBus.Error.PropertyReadOnly.
 func (c *Conn) SetManagerProperty(ctx context.Context, name string, value godbus.Variant) error {
-	if _, err := c.godbus(ctx); err != nil {
+	bc, err := c.bus(ctx)
+	if err != nil {
 		return err
 	}
-	err := c.manager(c.calls).CallWithContext(ctx, propsIface+".Set", 0, managerIface, name, value).Err
+	err = c.manager(bc).CallWithContext(ctx, propsIface+".Set", 0, managerIface, name, value).Err
 	if err != nil {
 		return fmt.Errorf("set manager property %s: %w", name, err)
 	}
@@ -383,30 +407,31 @@ func (c *Conn) WatchUnitSignals(ctx context.Context, ch chan<- *godbus.Signal) (
 		godbus.WithMatchInterface(managerIface),
 		godbus.WithMatchObjectPath(systemdPath),
 	}
-	if _, err := c.godbus(ctx); err != nil {
+	sig, err := c.bus(ctx)
+	if err != nil {
 		return nil, fmt.Errorf("watch unit signals: %w", err)
 	}
-	c.signals.Signal(ch)
+	sig.Signal(ch)
 	if !c.private {
-		if err := c.signals.AddMatchSignalContext(ctx, match...); err != nil {
-			c.signals.RemoveSignal(ch)
+		if err := sig.AddMatchSignalContext(ctx, match...); err != nil {
+			sig.RemoveSignal(ch)
 			return nil, fmt.Errorf("watch unit signals: add match: %w", err)
 		}
-		if err := c.signals.AddMatchSignalContext(ctx, managerMatch...); err != nil {
-			_ = c.signals.RemoveMatchSignalContext(context.WithoutCancel(ctx), match...)
-			c.signals.RemoveSignal(ch)
+		if err := sig.AddMatchSignalContext(ctx, managerMatch...); err != nil {
+			_ = sig.RemoveMatchSignalContext(context.WithoutCancel(ctx), match...)
+			sig.RemoveSignal(ch)
 			return nil, fmt.Errorf("watch unit signals: add match: %w", err)
 		}
 	}
 	subscribed := true
-	if err := c.manager(c.signals).CallWithContext(ctx, managerIface+".Subscribe", 0).Err; err != nil {
+	if err := c.manager(sig).CallWithContext(ctx, managerIface+".Subscribe", 0).Err; err != nil {
 		var derr godbus.Error
 		if !errors.As(err, &derr) || derr.Name != errAlreadySubsc {
 			if !c.private {
-				_ = c.signals.RemoveMatchSignalContext(context.WithoutCancel(ctx), match...)
-				_ = c.signals.RemoveMatchSignalContext(context.WithoutCancel(ctx), managerMatch...)
+				_ = sig.RemoveMatchSignalContext(context.WithoutCancel(ctx), match...)
+				_ = sig.RemoveMatchSignalContext(context.WithoutCancel(ctx), managerMatch...)
 			}
-			c.signals.RemoveSignal(ch)
+			sig.RemoveSignal(ch)
 			return nil, fmt.Errorf("watch unit signals: subscribe: %w", err)
 		}
 		subscribed = false // someone else on this connection subscribed; leave it to them
@@ -414,12 +439,12 @@ func (c *Conn) WatchUnitSignals(ctx context.Context, ch chan<- *godbus.Signal) (
 	return func() {
 		bg := context.WithoutCancel(ctx)
 		if subscribed {
-			_ = c.manager(c.signals).CallWithContext(bg, managerIface+".Unsubscribe", 0).Err
+			_ = c.manager(sig).CallWithContext(bg, managerIface+".Unsubscribe", 0).Err
 		}
 		if !c.private {
-			_ = c.signals.RemoveMatchSignalContext(bg, match...)
-			_ = c.signals.RemoveMatchSignalContext(bg, managerMatch...)
+			_ = sig.RemoveMatchSignalContext(bg, match...)
+			_ = sig.RemoveMatchSignalContext(bg, managerMatch...)
 		}
-		c.signals.RemoveSignal(ch)
+		sig.RemoveSignal(ch)
 	}, nil
 }

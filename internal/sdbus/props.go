@@ -86,7 +86,8 @@ func (c *Conn) GetUnitPropertiesContext(ctx context.Context, queries []PropertyQ
 // in flight: for an address the pipe does not dial.
 func (c *Conn) getGodbus(ctx context.Context, calls []getCall) ([]any, []error) {
 	vals, errs := make([]any, len(calls)), make([]error, len(calls))
-	if _, err := c.godbus(ctx); err != nil {
+	bc, err := c.bus(ctx)
+	if err != nil {
 		for i := range errs {
 			errs[i] = err
 		}
@@ -98,7 +99,7 @@ func (c *Conn) getGodbus(ctx context.Context, calls []getCall) ([]any, []error) 
 	for next < len(calls) || inflight > 0 {
 		for next < len(calls) && inflight < pipeWindow {
 			k := calls[next]
-			call := c.calls.Object(systemdDest, k.path).GoWithContext(ctx, propsIface+".Get", 0, done, k.iface, k.name)
+			call := bc.Object(systemdDest, k.path).GoWithContext(ctx, propsIface+".Get", 0, done, k.iface, k.name)
 			index[call] = next
 			next++
 			inflight++

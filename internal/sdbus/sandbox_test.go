@@ -308,4 +308,17 @@ func TestSandboxReadsNeedOneConnection(t *testing.T) {
 	if again, _ := c.godbus(ctx); again != sd {
 		t.Error("the go-systemd connection was dialed twice")
 	}
+	// A closed connection (systemd re-executed) is dialed again.
+	c.sdMu.Lock()
+	c.calls.Close()
+	c.sdMu.Unlock()
+	if _, err := c.GetManagerPropertyContext(ctx, "Version"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.StartUnitContext(ctx, "sandbox.target", "replace", nil); err != nil {
+		t.Fatalf("after the connection closed: %v", err)
+	}
+	if again, _ := c.godbus(ctx); again == sd {
+		t.Error("a closed go-systemd connection was not dialed again")
+	}
 }
