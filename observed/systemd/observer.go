@@ -288,6 +288,13 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 		vendor, typeDropIns, verr = o.vendorFiles(ctx, want)
 	}()
 	status, err := o.listUnits(ctx, query)
+	var (
+		early    map[string]map[string]any
+		earlyGen uint64
+	)
+	if err == nil {
+		early, earlyGen, err = o.earlyProps(ctx, query, status)
+	}
 	<-vdone
 	if err != nil {
 		return nil, err
@@ -333,6 +340,9 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 	}
 	ans := o.cachePlan(full, loaded, files, triples, vendor, typeDropIns)
 	read := ans.read
+	if ans.gen != earlyGen {
+		early = nil // the cache went on meanwhile: read after its plan
+	}
 	var errs *multierror.Error
 	// systemd's last unit load: a unit loaded from files that have not
 	// changed since has no reload pending (settled), and its
@@ -358,7 +368,7 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 			}
 		}
 	}
-	errs = multierror.Append(errs, o.readProperties(ctx, read, settled, vendor)...)
+	errs = multierror.Append(errs, o.readProperties(ctx, read, settled, vendor, early)...)
 	// A settled unit with a loaded drop-in that is not where resil looks
 	// (or no longer there): systemd answers after all. A unit answered
 	// from an entry cached before systemd's last reload: settled, it has
@@ -396,7 +406,7 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 				again = append(again, u)
 			}
 		}
-		errs = multierror.Append(errs, o.readProperties(ctx, again, nil, nil)...)
+		errs = multierror.Append(errs, o.readProperties(ctx, again, nil, nil, nil)...)
 		readDropIns(again)
 	}
 	for _, u := range loaded {
@@ -574,14 +584,73 @@ func (o *Observer) listUnits(ctx context.Context, names []string) (map[string]sd
 	return out, nil
 }
 
+// earlyProps reads, for every service and timer systemd knows of names
+// (status: ListUnitsByNames' answer), the properties each read of it asks
+// whatever its files say (pipedProperties of a settled unit whose drop-ins
+// the disk tells), in one batch while vendorFiles lists the search path
+// (the agent's CPU against PID 1's). readProperties then asks only for
+// what the disk does not tell (NeedDaemonReload, DropInPaths; nothing on a
+// converged host). It reads only while the watch-fed cache answers for no
+// unit and is off (a one-shot command, the agent's passes before its
+// watch starts): a read made before cachePlan would race the cache's dirty
+// marks, so its answer is dropped if the cache went on meanwhile (gen, the
+// cache's generation then, differs from cachePlan's; cacheStore keeps
+// nothing read while the cache was off). A unit whose read failed is not
+// in the answer (read again in full); nil when nothing was read early.
+// err: the read itself failed (the pass's observation fails, as a later
+// read's failure would fail it).
+func (o *Observer) earlyProps(ctx context.Context, names []string, status map[string]sddbus.UnitStatus) (early map[string]map[string]any, gen uint64, err error) {
+	o.mu.Lock()
+	off, gen := !o.cache.on, o.cache.gen
+	o.mu.Unlock()
+	if !off || o.cfg.getAll {
+		return nil, gen, nil
+	}
+	var (
+		units []string
+		qs    []sdbus.PropertyQuery
+	)
+	for _, n := range names {
+		s, ok := status[n]
+		if !ok {
+			continue
+		}
+		u := &observed.Unit{Name: n, LoadState: s.LoadState, SubState: s.SubState}
+		if !needsProperties(u) {
+			continue
+		}
+		if props := pipedProperties(u, true, true); props != nil {
+			units = append(units, n)
+			qs = append(qs, sdbus.PropertyQuery{Unit: n, Props: props})
+		}
+	}
+	if len(qs) == 0 {
+		return nil, gen, nil
+	}
+	for range qs {
+		o.count("GetProperties")
+	}
+	props, perr, err := o.c.GetUnitPropertiesContext(ctx, qs)
+	if err != nil {
+		return nil, gen, err
+	}
+	early = make(map[string]map[string]any, len(units))
+	for i, n := range units {
+		if perr[i] == nil {
+			early[n] = props[i]
+		}
+	}
+	return early, gen, nil
+}
+
 // readProperties fills the units' properties: the services' and timers'
 // with one batch of pipelined Gets of the properties fillUnit reads
-// (pipedProperties), any other unit's (or every unit's, WithGetAll) with
-// one GetAll each, o.cfg.concurrency at a time. A settled unit's
-// DropInPaths come from the disk when they can (dropInsFromDisk; vendor
-// is vendorFiles' answer), and a running service's Result is success
-// (resultWhileRunning).
-func (o *Observer) readProperties(ctx context.Context, units []*observed.Unit, settled map[string]bool, vendor map[string]vendor) []error {
+// (pipedProperties) but those read early (earlyProps), any other unit's
+// (or every unit's, WithGetAll) with one GetAll each, o.cfg.concurrency at
+// a time. A settled unit's DropInPaths come from the disk when they can
+// (dropInsFromDisk; vendor is vendorFiles' answer), and a running
+// service's Result is success (resultWhileRunning).
+func (o *Observer) readProperties(ctx context.Context, units []*observed.Unit, settled map[string]bool, vendor map[string]vendor, early map[string]map[string]any) []error {
 	var (
 		mu    sync.Mutex
 		errs  []error
@@ -594,6 +663,12 @@ func (o *Observer) readProperties(ctx context.Context, units []*observed.Unit, s
 		// vendor has no entry for a unit without drop-ins or aliases.
 		fromDisk := vendor != nil && dropInsFromDisk(u.Name, vendor[u.Name])
 		if props := pipedProperties(u, settled[u.Name], fromDisk); props != nil && !o.cfg.getAll {
+			if got, ok := early[u.Name]; ok {
+				props = slices.DeleteFunc(slices.Clone(props), func(p sdbus.Property) bool {
+					_, read := got[p.Name]
+					return read
+				})
+			}
 			piped = append(piped, u)
 			qs = append(qs, sdbus.PropertyQuery{Unit: u.Name, Props: props})
 			continue
@@ -615,10 +690,38 @@ func (o *Observer) readProperties(ctx context.Context, units []*observed.Unit, s
 		}()
 	}
 	if len(qs) > 0 {
-		for range qs {
-			o.count("GetProperties")
+		// Only the units with something left to ask are sent.
+		var ask []sdbus.PropertyQuery
+		var at []int
+		for i, q := range qs {
+			if len(q.Props) > 0 {
+				ask = append(ask, q)
+				at = append(at, i)
+				if _, counted := early[piped[i].Name]; !counted {
+					o.count("GetProperties") // one per unit (earlyProps counts its own)
+				}
+			}
 		}
-		props, perr, err := o.c.GetUnitPropertiesContext(ctx, qs)
+		props, perr := make([]map[string]any, len(qs)), make([]error, len(qs))
+		var err error
+		if len(ask) > 0 {
+			var got []map[string]any
+			var gerr []error
+			got, gerr, err = o.c.GetUnitPropertiesContext(ctx, ask)
+			for j, i := range at {
+				if err == nil {
+					props[i], perr[i] = got[j], gerr[j]
+				}
+			}
+		}
+		for i, u := range piped {
+			if props[i] == nil {
+				props[i] = map[string]any{}
+			}
+			for k, v := range early[u.Name] {
+				props[i][k] = v
+			}
+		}
 		mu.Lock()
 		if err != nil {
 			errs = append(errs, err)
