@@ -4,10 +4,16 @@
 // and *Conn satisfies them all.
 //
 // Files:
-//   - conn.go: Conn (go-systemd's *dbus.Conn plus the raw connection under
-//     it: one for its calls and signals), Dial (private socket as root, else the system bus), DialBus and
-//     DialPrivate, Wire (message counters), manager properties with a
-//     context, and WatchUnitSignals.
+//   - conn.go: Conn (the property pipe, and go-systemd's *dbus.Conn with
+//     the raw connection under it, one for its calls and signals, dialed
+//     on first use and again once closed), Dial (private socket as root,
+//     else the system bus; it dials the pipe only, so a read-only command
+//     costs PID 1 one connection), DialBus and DialPrivate, Wire (message
+//     counters), manager properties with a context (read on the pipe), and
+//     WatchUnitSignals.
+//   - godbus.go: the go-systemd methods the consumers use (jobs, unit
+//     files, transient units), each dialing the go-systemd connection if
+//     it is not yet.
 //   - props.go, pipe.go: GetUnitPropertiesContext, the named properties of
 //     many units by Properties.Get calls pipelined on a connection of
 //     their own (the property pipe: a hand-written encoder and a decoder of

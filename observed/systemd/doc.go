@@ -30,7 +30,12 @@
 //     drop-ins, stamps), HasUnitSuffix, Queryable. A service's or timer's
 //     properties are the few fillUnit reads, by pipelined Gets
 //     (sdbus.Conn.GetUnitPropertiesContext); other units, or every unit
-//     WithGetAll, one GetAll each.
+//     WithGetAll, one GetAll each. Without the watch-fed cache the Gets
+//     every read asks go out right after ListUnitsByNames, while the
+//     search path is listed (earlyProps); NeedDaemonReload and
+//     DropInPaths follow only where the disk does not tell
+//     (loadedAsOnDisk, dropInsFromDisk), and a running service's Result
+//     is success without asking (resultWhileRunning).
 //   - enablement.go: enablement from the UnitFileState property where the
 //     dependency symlinks on disk confirm it, ListUnitFilesByPatterns for
 //     the rest.
