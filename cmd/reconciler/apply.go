@@ -40,13 +40,11 @@ func newApplyCmd(g *globals) *cobra.Command {
 // runApply runs one applying pass and prints its outcomes (apply, and
 // prune --confirm with no agent running).
 func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
-	phase("runApply")
 	c, done, err := g.openCommand("warn", true, false, 2)
-	phase("opened")
 	if err != nil {
 		return err
 	}
-	defer func() { phase("done start"); done(); phase("done end") }()
+	defer done()
 	ctx, log, be := c.ctx, c.log, c.be
 	// systemd's state is read while the store opens and the manifests
 	// load (reconcile/prefetch.go).
@@ -61,7 +59,7 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 	if s, err := store.Open(storePath(g), store.Options{Log: log}); err != nil {
 		log.Warn("event store unavailable, events go to the log only", zap.Error(err))
 	} else {
-		defer func() { phase("close start"); s.Close(); phase("closed") }()
+		defer s.Close()
 		rec = reconcile.Fanout{rec, s}
 		// `reconciler status` then shows what this pass saw.
 		t := newTelemetry(s, nil, rec, log, be.Name, ledger.Policy{}, 0)
@@ -69,12 +67,10 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 	}
 	// With a git source in the state dir (and no --manifests), apply
 	// converges on its deployed revision, as the agent does (source.go).
-	phase("store opened")
 	if _, _, err := diffSource(ctx, cmd, g, ""); err != nil {
 		return exitCode(2, err)
 	}
 	r, err := newReconciler(g, be, log, rec, false)
-	phase("reconciler")
 	if err != nil {
 		return exitCode(2, err)
 	}
@@ -88,13 +84,10 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 	defer func() { stopBg(); _ = bg.Wait() }()
 	start := time.Now()
 	res, err := r.Reconcile(ctx, opts)
-	phase("reconciled")
 	g.saveManifestCache(log)
-	phase("cache saved")
 	if snapshot != nil && res.Observed != nil {
 		snapshot(statusAfter(ctx, r, res, err, log))
 	}
-	phase("snapshot")
 	out := cmd.OutOrStdout()
 	if errors.Is(err, reconcile.ErrExpectPlan) {
 		printPlan(out, be.Name, res)

@@ -176,13 +176,11 @@ func newVersionCmd() *cobra.Command {
 }
 
 func main() {
-	phase("main")
 	root := newRoot()
 	stopProfile := startCPUProfile() // RESIL_CPUPROFILE only (debugpprof.go)
 	err := root.Execute()
 	stopProfile()
 	if err == nil {
-		phase("exit")
 		return
 	}
 	var ee *exitError
