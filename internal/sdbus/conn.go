@@ -285,11 +285,13 @@ func (c *Conn) Close() {
 		<-warm // Prewarm's dial; its pipe is closed, c being closed
 	}
 	c.closeIdlePipe()
+	// First cancel: it ends a dial in progress (which holds sdMu), and
+	// godbus checks it under sdMu, so no dial starts after it.
+	c.cancel()
 	c.sdMu.Lock()
 	if c.sd != nil {
 		c.sd.Close()
 	}
-	c.cancel() // under sdMu: no dial starts after it
 	c.sdMu.Unlock()
 }
 

@@ -278,14 +278,14 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 		}
 	}
 	var (
-		vendor      map[string]vendor
-		typeDropIns bool
-		verr        error
-		vdone       = make(chan struct{})
+		vendor map[string]vendor
+		scan   searchScan
+		verr   error
+		vdone  = make(chan struct{})
 	)
 	go func() {
 		defer close(vdone)
-		vendor, typeDropIns, verr = o.vendorFiles(ctx, want)
+		vendor, scan, verr = o.vendorFiles(ctx, want)
 	}()
 	status, err := o.listUnits(ctx, query)
 	var (
@@ -338,6 +338,7 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 	for n, s := range status {
 		triples[n] = [3]string{s.LoadState, s.ActiveState, s.SubState}
 	}
+	typeDropIns := scan.typeDropIns
 	ans := o.cachePlan(full, loaded, files, triples, vendor, typeDropIns)
 	read := ans.read
 	if ans.gen != earlyGen {
@@ -368,7 +369,15 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 			}
 		}
 	}
-	errs = multierror.Append(errs, o.readProperties(ctx, read, settled, vendor, early)...)
+	// A settled unit's drop-ins are those on disk only if nothing that
+	// leaves no trace below a search-path directory changed since the
+	// load either (a NAME.d directory or an alias removed): otherwise
+	// systemd says which it loaded.
+	diskTells := vendor
+	if loadStart == 0 || scan.unread || !dirsOlderThan(scan.dirsChanged, loadStart, time.Now()) {
+		diskTells = nil
+	}
+	errs = multierror.Append(errs, o.readProperties(ctx, read, settled, diskTells, early)...)
 	// A settled unit with a loaded drop-in that is not where resil looks
 	// (or no longer there): systemd answers after all. A unit answered
 	// from an entry cached before systemd's last reload: settled, it has
@@ -928,6 +937,14 @@ func latestChange(t time.Time) time.Time {
 		return t.Add(2 * time.Second)
 	}
 	return t
+}
+
+// dirsOlderThan reports whether the search path's directories last
+// changed (changed: zero when none was read) before systemd's last unit
+// load began (loadStart, µs), with loadedAsOnDisk's margin.
+func dirsOlderThan(changed time.Time, loadStart uint64, now time.Time) bool {
+	ls := time.UnixMicro(int64(loadStart))
+	return loadStart != 0 && !ls.After(now) && latestChange(changed).Before(ls.Add(-loadMargin))
 }
 
 // loadedAsOnDisk reports whether systemd loaded u from the files on disk

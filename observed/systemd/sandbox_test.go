@@ -681,8 +681,10 @@ func TestSandboxNeedDaemonReloadFromDisk(t *testing.T) {
 // with GetAll) for a unit with drop-ins in two directories of the search
 // path, and systemd is asked for a unit with an alias that has drop-ins of
 // its own, one whose drop-in is masked by a link to /dev/null, one with a
-// drop-in of the same name in two directories, an instance of a template
-// with template drop-ins, and a unit with a hidden drop-in.
+// drop-in of the same name in two directories, a hidden drop-in, a drop-in
+// directory that is a symlink, a drop-in under /lib (merged /usr), and an
+// instance of a template with template drop-ins; then, once a drop-in
+// directory was removed behind systemd's back, for every unit.
 func TestSandboxDropInPathsFromDisk(t *testing.T) {
 	e := newSandbox(t)
 	ctx := context.Background()
@@ -690,46 +692,51 @@ func TestSandboxDropInPathsFromDisk(t *testing.T) {
 	unit := func(name string) {
 		e.write(t, "/etc/systemd/system/"+name, ownmarktest.Unit(t, "Service/"+strings.TrimSuffix(name, ".service"), "/bin/sleep", "infinity"))
 	}
+	symlink := func(target, link string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(root, link)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(target, filepath.Join(root, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	conf := []byte("[Service]\nNice=3\n")
 	// Derived: two directories, sorted by file name across them.
 	unit("plain.service")
 	e.write(t, "/etc/systemd/system/plain.service.d/b.conf", conf)
 	e.write(t, "/run/systemd/system/plain.service.d/a.conf", conf)
 	e.write(t, "/run/systemd/system/plain.service.d/c.conf", conf)
-	// Asked: a drop-in in /lib, which the search path names twice with
-	// /usr/lib on a merged-/usr host (systemd then lists /usr/lib/... and
-	// raises NeedDaemonReload for good: compared apart below).
-	unit("vendor.service")
-	e.write(t, "/lib/systemd/system/vendor.service.d/x.conf", conf)
 	// Asked: an alias with its own drop-in.
 	unit("aliased.service")
-	if err := os.Symlink("/etc/systemd/system/aliased.service", filepath.Join(root, "etc/systemd/system/other-name.service")); err != nil {
-		t.Fatal(err)
-	}
+	symlink("/etc/systemd/system/aliased.service", "/etc/systemd/system/other-name.service")
 	e.write(t, "/etc/systemd/system/other-name.service.d/x.conf", conf)
 	// Asked: a drop-in masked by a higher directory's link to /dev/null.
 	unit("masked.service")
-	e.write(t, "/lib/systemd/system/masked.service.d/x.conf", conf)
-	if err := os.MkdirAll(filepath.Join(root, "etc/systemd/system/masked.service.d"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink("/dev/null", filepath.Join(root, "etc/systemd/system/masked.service.d/x.conf")); err != nil {
-		t.Fatal(err)
-	}
+	e.write(t, "/run/systemd/system/masked.service.d/x.conf", conf)
+	symlink("/dev/null", "/etc/systemd/system/masked.service.d/x.conf")
 	// Asked: one name in two directories.
 	unit("twice.service")
 	e.write(t, "/etc/systemd/system/twice.service.d/x.conf", conf)
-	e.write(t, "/lib/systemd/system/twice.service.d/x.conf", []byte("[Service]\nNice=4\n"))
+	e.write(t, "/run/systemd/system/twice.service.d/x.conf", []byte("[Service]\nNice=4\n"))
 	// Asked: a hidden drop-in (systemd skips it).
 	unit("hidden.service")
 	e.write(t, "/etc/systemd/system/hidden.service.d/.x.conf", conf)
+	// Asked: a drop-in directory that is a symlink.
+	unit("linked.service")
+	e.write(t, "/etc/linked-drop-ins/x.conf", conf)
+	symlink("/etc/linked-drop-ins", "/etc/systemd/system/linked.service.d")
 	// Asked: an instance of a template with a template drop-in.
 	e.write(t, "/etc/systemd/system/inst@.service", ownmarktest.Unit(t, "Service/inst", "/bin/sleep", "infinity"))
 	e.write(t, "/etc/systemd/system/inst@.service.d/x.conf", conf)
-	names := []string{"plain.service", "aliased.service", "masked.service", "twice.service", "hidden.service", "inst@one.service"}
-	merged := false
+	names := []string{"plain.service", "aliased.service", "masked.service", "twice.service", "hidden.service",
+		"linked.service", "inst@one.service"}
+	// Asked: a drop-in in /lib, which the search path names twice with
+	// /usr/lib on a merged-/usr host (systemd then lists /usr/lib/... and
+	// raises NeedDaemonReload for good: compared apart below).
 	if fi, err := os.Lstat(filepath.Join(root, "lib")); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
-		merged = true
+		unit("vendor.service")
+		e.write(t, "/lib/systemd/system/vendor.service.d/x.conf", conf)
 		names = append(names, "vendor.service")
 	}
 
@@ -737,52 +744,115 @@ func TestSandboxDropInPathsFromDisk(t *testing.T) {
 	e.systemctl(t, "daemon-reload")
 	e.systemctl(t, append([]string{"start"}, names...)...)
 
-	var asked []string
-	fast := New(e.conn, e.unitDir, WithRoot(root), WithoutManager())
 	ref := e.observer(WithoutManager(), WithGetAll())
-	if _, err := fast.Observe(ctx, names); err != nil { // UnitPath, read once
-		t.Fatal(err)
-	}
-	got, err := fast.Observe(ctx, names)
-	if err != nil {
-		t.Fatal(err)
+	// compare observes names (and every owned unit) with a new observer
+	// and with GetAll, compares, and returns the units whose DropInPaths
+	// the observer asked systemd for.
+	compare := func(step string, names []string) []string {
+		t.Helper()
+		spy := &dropInSpy{Conn: e.conn}
+		fast := New(spy, e.unitDir, WithRoot(root), WithoutManager())
+		got, err := fast.Observe(ctx, names)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sys, err := ref.Observe(ctx, names)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range names {
+			if n == "vendor.service" {
+				if !slices.Equal(sys.Units[n].DropInPaths, got.Units[n].DropInPaths) {
+					t.Errorf("%s: %s: DropInPaths %v, GetAll %v", step, n, got.Units[n].DropInPaths, sys.Units[n].DropInPaths)
+				}
+			} else if d := diffProps(sys.Units[n], got.Units[n]); d != "" {
+				t.Errorf("%s: %s differs from GetAll: %s", step, n, d)
+			}
+			if got.Units[n].Result != "success" || got.Units[n].SubState != "running" {
+				t.Errorf("%s: %s: %s, result %q", step, n, got.Units[n].SubState, got.Units[n].Result)
+			}
+		}
+		slices.Sort(spy.asked)
+		return spy.asked
 	}
 	sys, err := ref.Observe(ctx, names)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if d := sys.Units["plain.service"].DropInPaths; len(d) != 3 || len(sys.Units["aliased.service"].DropInPaths) != 1 ||
-		len(sys.Units["inst@one.service"].DropInPaths) != 1 {
-		t.Fatalf("the fixture is not what it should be: plain %v, aliased %v, instance %v", d,
-			sys.Units["aliased.service"].DropInPaths, sys.Units["inst@one.service"].DropInPaths)
+		len(sys.Units["inst@one.service"].DropInPaths) != 1 || len(sys.Units["linked.service"].DropInPaths) != 1 {
+		t.Fatalf("the fixture is not what it should be: plain %v, aliased %v, instance %v, linked %v", d,
+			sys.Units["aliased.service"].DropInPaths, sys.Units["inst@one.service"].DropInPaths, sys.Units["linked.service"].DropInPaths)
 	}
-	for _, n := range names {
-		if n == "vendor.service" {
-			if !slices.Equal(sys.Units[n].DropInPaths, got.Units[n].DropInPaths) {
-				t.Errorf("%s: DropInPaths %v, GetAll %v", n, got.Units[n].DropInPaths, sys.Units[n].DropInPaths)
+	wantAsked := slices.Sorted(slices.Values(names[1:]))
+	if asked := compare("all", names); !slices.Equal(asked, wantAsked) {
+		t.Errorf("DropInPaths asked of %v, want %v (all but plain.service)", asked, wantAsked)
+	}
+	// A drop-in directory removed without a reload: the disk no longer
+	// shows what systemd loaded (nor that a reload is due); it is asked.
+	if err := os.RemoveAll(filepath.Join(root, "etc/systemd/system/plain.service.d")); err != nil {
+		t.Fatal(err)
+	}
+	if asked := compare("plain.service.d removed", names); !slices.Contains(asked, "plain.service") {
+		t.Errorf("plain.service.d removed: DropInPaths asked of %v, want plain.service among them", asked)
+	}
+	if sys, err := ref.Observe(ctx, []string{"plain.service"}); err != nil || !sys.Units["plain.service"].NeedDaemonReload {
+		t.Fatalf("the fixture is not what it should be: systemd has no reload pending after the removal (%v)", err)
+	}
+}
+
+// dropInSpy is the observer's connection, recording the units whose
+// DropInPaths it reads.
+type dropInSpy struct {
+	*sdbus.Conn
+	asked []string
+}
+
+func (s *dropInSpy) GetUnitPropertiesContext(ctx context.Context, qs []sdbus.PropertyQuery) ([]map[string]any, []error, error) {
+	for _, q := range qs {
+		for _, p := range q.Props {
+			if p.Name == "DropInPaths" {
+				s.asked = append(s.asked, q.Unit)
 			}
-		} else if d := diffProps(sys.Units[n], got.Units[n]); d != "" {
-			t.Errorf("%s differs from GetAll: %s", n, d)
-		}
-		if got.Units[n].Result != "success" || got.Units[n].SubState != "running" {
-			t.Errorf("%s: %s, result %q", n, got.Units[n].SubState, got.Units[n].Result)
 		}
 	}
-	// Which units systemd was asked for DropInPaths: all but plain.
-	want := map[string]bool{}
-	for _, n := range names {
-		want[n] = true
+	return s.Conn.GetUnitPropertiesContext(ctx, qs)
+}
+
+// A running service's Result is success, which Observe says without
+// asking (resultWhileRunning): systemd's own answer agrees after the
+// service failed and Restart= started it again, the case where a result
+// other than success would last if systemd kept it.
+func TestSandboxResultWhileRunning(t *testing.T) {
+	e := newSandbox(t)
+	ctx := context.Background()
+	data := ownmarktest.Unit(t, "Service/flaky", "/bin/sh", "-c", "test -e /run/flaky-ran && exec sleep infinity; touch /run/flaky-ran; exit 3")
+	data = append(data, "\n[Service]\nRestart=always\nRestartSec=100ms\n"...)
+	e.write(t, "/etc/systemd/system/flaky.service", data)
+	e.systemctl(t, "daemon-reload")
+	e.systemctl(t, "start", "flaky.service")
+	ref := e.observer(WithoutManager(), WithGetAll())
+	var sys *observed.State
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var err error
+		if sys, err = ref.Observe(ctx, []string{"flaky.service"}); err != nil {
+			t.Fatal(err)
+		}
+		if u := sys.Units["flaky.service"]; u.SubState == "running" && u.NRestarts > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("flaky.service not running again after a failure: %+v", sys.Units["flaky.service"])
+		}
 	}
-	vendor, _, err := fast.vendorFiles(ctx, want)
+	if r := sys.Units["flaky.service"].Result; r != resultWhileRunning {
+		t.Errorf("systemd says Result %q of a service running again after a failure, want %q", r, resultWhileRunning)
+	}
+	got, err := e.observer(WithoutManager()).Observe(ctx, []string{"flaky.service"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range names {
-		if dropInsFromDisk(n, vendor[n]) {
-			asked = append(asked, n)
-		}
-	}
-	if !slices.Equal(asked, []string{"plain.service"}) {
-		t.Errorf("drop-ins from the disk for %v, want only plain.service (merged /usr: %v)", asked, merged)
+	if d := diffProps(sys.Units["flaky.service"], got.Units["flaky.service"]); d != "" {
+		t.Errorf("pipelined reads differ from GetAll: %s", d)
 	}
 }

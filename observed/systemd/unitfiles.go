@@ -46,6 +46,30 @@ func (o *Observer) listUnitFiles(ctx context.Context, names []string) (map[strin
 	return out, nil
 }
 
+// searchScan is what vendorFiles found about the search path as a whole.
+type searchScan struct {
+	// typeDropIns: a drop-in directory for a whole unit type or name
+	// prefix exists (service.d, foo-.service.d).
+	typeDropIns bool
+	// dirsChanged is the newest change time of the directories of the
+	// search path read, but those systemd regenerates at each reload
+	// (regenerated): a NAME.d directory, an alias or a type drop-in
+	// directory removed since a load changes it, where nothing below is
+	// left to show it.
+	dirsChanged time.Time
+	// unread: a directory of the search path could not be read.
+	unread bool
+}
+
+// regenerated reports a directory of the search path that systemd itself
+// rewrites at every daemon-reload, before it loads units, from what it
+// then loads (the generators' output), or as it creates units
+// (transient ones): its change time says nothing about files changed
+// behind a loaded unit's back.
+func regenerated(dir string) bool {
+	return strings.HasPrefix(dir, "/run/systemd/generator") || dir == "/run/systemd/transient"
+}
+
 // vendor is what vendorFiles found for one unit name.
 type vendor struct {
 	paths     []string
@@ -89,14 +113,14 @@ type vendor struct {
 //
 // Cost: one UnitPath read on the first call, then one directory listing
 // per search-path directory per call, however many names.
-func (o *Observer) vendorFiles(ctx context.Context, want map[string]bool) (out map[string]vendor, typeDropIns bool, err error) {
+func (o *Observer) vendorFiles(ctx context.Context, want map[string]bool) (out map[string]vendor, scan searchScan, err error) {
 	out = map[string]vendor{}
 	if len(want) == 0 {
-		return out, false, nil
+		return out, scan, nil
 	}
 	dirs, err := o.searchPath(ctx)
 	if err != nil {
-		return nil, false, err
+		return nil, scan, err
 	}
 	own := len(dirs) // index of the unit directory in the search path
 	for i, d := range dirs {
@@ -107,13 +131,18 @@ func (o *Observer) vendorFiles(ctx context.Context, want map[string]bool) (out m
 	}
 	seen := map[string]bool{}
 	// twice: real directories that two entries of the search path name.
+	// aliased: entries of the search path that are not their real
+	// directory (a symlink on the way: /lib on a merged-/usr host).
 	twice := map[string]bool{}
+	aliased := make([]bool, len(dirs))
 	reals := make([]string, len(dirs))
+	rootReal, rerr := filepath.EvalSymlinks(filepath.Join("/", o.cfg.root))
 	for i, d := range dirs {
 		if real, err := filepath.EvalSymlinks(filepath.Join(o.cfg.root, d)); err == nil {
 			reals[i] = real
 			twice[real] = seen[real]
 			seen[real] = true
+			aliased[i] = rerr != nil || real != filepath.Join(rootReal, d)
 		}
 	}
 	clear(seen)
@@ -126,34 +155,48 @@ func (o *Observer) vendorFiles(ctx context.Context, want map[string]bool) (out m
 			}
 			seen[real] = true
 		}
-		entries, err := os.ReadDir(host)
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+		dfi, err := os.Stat(host)
+		var entries []os.DirEntry
+		if err == nil {
+			entries, err = os.ReadDir(host)
+		}
+		if errors.Is(err, fs.ErrPermission) {
+			scan.unread = true
+			continue
+		}
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
 			continue
 		}
 		if err != nil {
-			return nil, false, fmt.Errorf("read unit search path %s: %w", d, err)
+			return nil, scan, fmt.Errorf("read unit search path %s: %w", d, err)
+		}
+		if c := changeTime(dfi); !regenerated(d) && c.After(scan.dirsChanged) {
+			scan.dirsChanged = c
 		}
 		for _, e := range entries {
 			n := e.Name()
 			if isDepDir(n) && (e.IsDir() || e.Type()&fs.ModeSymlink != 0) {
 				if err := o.depLinks(filepath.Join(host, n), i == own, want, out); err != nil {
-					return nil, false, fmt.Errorf("read %s: %w", path.Join(d, n), err)
+					return nil, scan, fmt.Errorf("read %s: %w", path.Join(d, n), err)
 				}
 				continue
 			}
 			if typeDropInDir(n) {
-				typeDropIns = true
+				scan.typeDropIns = true
 			}
 			if base, ok := strings.CutSuffix(n, ".d"); ok && want[base] {
 				confs, plain, changed, err := dropInFiles(filepath.Join(host, n))
 				if err != nil {
-					return nil, false, fmt.Errorf("read drop-in dir %s: %w", path.Join(d, n), err)
+					return nil, scan, fmt.Errorf("read drop-in dir %s: %w", path.Join(d, n), err)
 				}
 				v := out[base]
 				// In a directory the search path names twice (/lib and
 				// /usr/lib), systemd lists a drop-in under one name when
 				// it loads and finds it under the other when it checks.
-				v.oddDropIns = v.oddDropIns || !plain || (len(confs) > 0 && twice[reals[i]])
+				// A drop-in directory reached through a symlink (its own,
+				// or the search path's) may be listed under either name.
+				v.oddDropIns = v.oddDropIns || !plain || e.Type()&fs.ModeSymlink != 0 ||
+					(len(confs) > 0 && (twice[reals[i]] || aliased[i]))
 				for _, c := range confs {
 					for _, had := range v.dropIns {
 						if path.Base(had) == c {
@@ -191,7 +234,7 @@ func (o *Observer) vendorFiles(ctx context.Context, want map[string]bool) (out m
 			out[n] = v
 		}
 	}
-	return out, typeDropIns, nil
+	return out, scan, nil
 }
 
 // dropInFiles lists the *.conf files in a drop-in directory that systemd
