@@ -109,10 +109,14 @@ type vendor struct {
 // alias, a mask, a linked unit). overrides says the first of them wins over
 // a file in the unit directory: it sits in an earlier directory of the
 // search path, or is the symlink at the unit's own path, or the unit
-// directory is not in the search path at all.
+// directory is not in the search path at all. It also finds each name's
+// NAME.d drop-ins and aliases, and scan says what it saw of the search path
+// as a whole (type drop-in directories, the directories' change time, an
+// unreadable one).
 //
-// Cost: one UnitPath read on the first call, then one directory listing
-// per search-path directory per call, however many names.
+// Cost: one UnitPath read on the first call, then one stat and one
+// directory listing per search-path directory per call, however many
+// names, and a readlink per symlink with a unit's suffix.
 func (o *Observer) vendorFiles(ctx context.Context, want map[string]bool) (out map[string]vendor, scan searchScan, err error) {
 	out = map[string]vendor{}
 	if len(want) == 0 {
