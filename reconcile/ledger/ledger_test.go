@@ -57,6 +57,13 @@ func TestDetect(t *testing.T) {
 		{"systemd restarted it 3 times", running, u("active", "running", "success", 3, 130, 4000), nil, "[web.service auto 3]"},
 		{"caught in auto-restart", running, u("activating", "auto-restart", "exit-code", 0, 0, 1000), nil, "[]"},
 		{"from auto-restart to running", u("activating", "auto-restart", "exit-code", 1, 0, 1000), u("active", "running", "success", 2, 140, 5000), nil, "[web.service auto 1]"},
+		// The restart a pending auto-restart owed happened, but the count
+		// did not move or started again (torture seed 1796159261286330423:
+		// the process backend's agent killed in the restart delay, the next
+		// one started the unit afresh).
+		{"from auto-restart to running, count reset", u("activating", "auto-restart", "exit-code", 4, 0, 1000), u("active", "running", "success", 0, 140, 5000), nil, "[web.service auto 1]"},
+		{"from auto-restart to running, same count", u("activating", "auto-restart", "exit-code", 1, 0, 1000), u("active", "running", "success", 1, 140, 5000), nil, "[web.service auto 1]"},
+		{"from auto-restart to running, watchdog", u("activating", "auto-restart", "watchdog", 1, 0, 1000), u("active", "running", "success", 1, 140, 5000), nil, "[web.service watchdog 1]"},
 		{"crash loop ends failed", u("activating", "auto-restart", "exit-code", 1, 0, 1000), u("failed", "failed", "exit-code", 3, 0, 6000), nil, "[web.service auto 2]"},
 		{"watchdog kill seen before the restart", u("activating", "auto-restart", "watchdog", 0, 0, 1000), u("active", "running", "success", 1, 150, 2000), nil, "[web.service watchdog 1]"},
 		{"watchdog result still shown", running, u("active", "running", "watchdog", 1, 150, 2000), nil, "[web.service watchdog 1]"},
