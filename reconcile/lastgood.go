@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/atomicfile"
 )
 
 // LastGoodStore keeps the last good desired objects across agent restarts,
@@ -140,9 +141,8 @@ func (f *LastGoodFile) Save(objs []*desired.Object) error {
 	}
 	// 0644 like the unit files it renders to (the manifests are readable
 	// too), so `diff` run by a non-root user plans from the same memory.
-	// WithTempDir: the temporary file goes beside the target (same file
-	// system, and a kill -9 leaves it where the agent cleans up), never in
-	// $TMPDIR.
+	// The temporary file goes beside the target (same file system, and a
+	// kill -9 leaves it where the agent cleans up), never in $TMPDIR.
 	if err := writeStateFile(f.Path(), data); err != nil {
 		return fmt.Errorf("save last good objects: %w", err)
 	}
@@ -151,7 +151,7 @@ func (f *LastGoodFile) Save(objs []*desired.Object) error {
 }
 
 // removeTemp deletes the temporary files of a Save interrupted by a kill -9.
-func (f *LastGoodFile) removeTemp() { removeStateTemps(f.dir, LastGoodFileName) }
+func (f *LastGoodFile) removeTemp() { atomicfile.RemoveTemps(f.dir, LastGoodFileName) }
 
 // encodeLastGood encodes the objects that have a document as lastgood.json,
 // one object per line, and returns how many. It writes the documents as

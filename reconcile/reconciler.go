@@ -16,6 +16,7 @@ import (
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/atomicfile"
 	"resil.dev/resil/internal/par"
 	"resil.dev/resil/observed"
 	"resil.dev/resil/reconcile/health"
@@ -158,7 +159,7 @@ func New(cfg Config) *Reconciler {
 	if cfg.Safety.StateDir != "" && !cfg.Safety.ReadOnly {
 		// The agent holds the state dir's lock: its own files' temporary
 		// files are a killed agent's.
-		removeStateTemps(cfg.Safety.StateDir, PrunePendingFileName, RolloutFileName, RestartJournalFileName)
+		atomicfile.RemoveTemps(cfg.Safety.StateDir, PrunePendingFileName, RolloutFileName, RestartJournalFileName)
 	}
 	r.loadPending()
 	r.loadRollout()

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -100,7 +101,7 @@ func newRunCmd(g *globals) *cobra.Command {
 			if src != nil {
 				eg.Go(func() error { return src.Run(ctx, loop.Kick) })
 			}
-			for _, bg := range append(append(be.Background[:len(be.Background):len(be.Background)], be.Watches...), watchSafety(g.stateDir, time.Second)) {
+			for _, bg := range slices.Concat(be.Background, be.Watches, []func(context.Context, func()) error{watchSafety(g.stateDir, time.Second)}) {
 				eg.Go(func() error { return bg(ctx, loop.Kick) })
 			}
 			for _, bg := range obs.background {

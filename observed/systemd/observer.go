@@ -338,8 +338,7 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 	for n, s := range status {
 		triples[n] = [3]string{s.LoadState, s.ActiveState, s.SubState}
 	}
-	typeDropIns := scan.typeDropIns
-	ans := o.cachePlan(full, loaded, files, triples, vendor, typeDropIns)
+	ans := o.cachePlan(full, loaded, files, triples, vendor, scan.typeDropIns)
 	read := ans.read
 	if ans.gen != earlyGen {
 		early = nil // the cache went on meanwhile: read after its plan
@@ -352,7 +351,7 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 	settled := map[string]bool{}
 	var candidates []*observed.Unit
 	for _, u := range slices.Concat(read, ans.reloaded) {
-		if !typeDropIns && files[u.Name].data != nil && !vendor[u.Name].overrides {
+		if !scan.typeDropIns && files[u.Name].data != nil && !vendor[u.Name].overrides {
 			candidates = append(candidates, u)
 		}
 	}
@@ -374,7 +373,7 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 	// load either (a NAME.d directory or an alias removed): otherwise
 	// systemd says which it loaded.
 	diskTells := vendor
-	if loadStart == 0 || scan.unread || !dirsOlderThan(scan.dirsChanged, loadStart, time.Now()) {
+	if loadStart == 0 || scan.unread || !beforeLoad(scan.dirsChanged, loadStart, time.Now()) {
 		diskTells = nil
 	}
 	errs = multierror.Append(errs, o.readProperties(ctx, read, settled, diskTells, early)...)
@@ -939,12 +938,13 @@ func latestChange(t time.Time) time.Time {
 	return t
 }
 
-// dirsOlderThan reports whether the search path's directories last
-// changed (changed: zero when none was read) before systemd's last unit
-// load began (loadStart, µs), with loadedAsOnDisk's margin.
-func dirsOlderThan(changed time.Time, loadStart uint64, now time.Time) bool {
+// beforeLoad reports whether a change at t (zero: none) came before
+// systemd's last unit load began (loadStart, µs), by more than loadMargin.
+// A load time of 0 or later than now (the clock was set back) proves
+// nothing.
+func beforeLoad(t time.Time, loadStart uint64, now time.Time) bool {
 	ls := time.UnixMicro(int64(loadStart))
-	return loadStart != 0 && !ls.After(now) && latestChange(changed).Before(ls.Add(-loadMargin))
+	return loadStart != 0 && !ls.After(now) && (t.IsZero() || latestChange(t).Before(ls.Add(-loadMargin)))
 }
 
 // loadedAsOnDisk reports whether systemd loaded u from the files on disk
@@ -965,15 +965,10 @@ func dirsOlderThan(changed time.Time, loadStart uint64, now time.Time) bool {
 // makes it ask too (loadedElsewhere). A load time later than now (the
 // clock was set back) proves nothing.
 func loadedAsOnDisk(u *observed.Unit, f unitFile, v vendor, loadStart uint64, now time.Time) bool {
-	if loadStart == 0 || u.LoadState != "loaded" || f.data == nil || f.ctime.IsZero() || v.overrides {
+	if u.LoadState != "loaded" || f.data == nil || f.ctime.IsZero() || v.overrides {
 		return false
 	}
-	ls := time.UnixMicro(int64(loadStart))
-	if ls.After(now) {
-		return false
-	}
-	limit := ls.Add(-loadMargin)
-	return latestChange(f.ctime).Before(limit) && (v.dropInsChanged.IsZero() || latestChange(v.dropInsChanged).Before(limit))
+	return beforeLoad(f.ctime, loadStart, now) && beforeLoad(v.dropInsChanged, loadStart, now)
 }
 
 // loadedElsewhere reports a drop-in systemd loaded for u that is not one
