@@ -35,7 +35,7 @@
 //
 // State dir: units/NAME.service|.timer (rendered, ownership header + JSON),
 // units/NAME.enabled, supervisor-id (0600 secret), processes.json, status.json,
-// run/NAME.<id>.out|.err (output FIFOs), run/NAME.notify, timers/NAME.timer.stamp,
+// run/NAME.<id>.out[|.err] (output FIFOs; .err only for a stderr file of its own), run/NAME.notify, timers/NAME.timer.stamp,
 // reset/NAME. The state dir and run/ are 0711.
 //
 // Differences from systemd are listed in the README (process backend).

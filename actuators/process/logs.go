@@ -15,7 +15,8 @@ import (
 	"resil.dev/resil/desired"
 )
 
-// Output: stdout and stderr are FIFOs the child holds open read-write, so a
+// Output: stdout and stderr are FIFOs (one FIFO, fd 1 and fd 2, when stderr
+// follows stdout: errPath) the child holds open read-write, so a
 // write never fails with EPIPE while no agent reads (it blocks once 64 KiB
 // are buffered); copiers write whole lines to a lumberjack file (rotated by
 // maxSize/maxBackups; stderr follows stdout unless logs.stderr is set) or to

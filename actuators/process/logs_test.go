@@ -99,3 +99,98 @@ func TestCopyLines(t *testing.T) {
 		})
 	}
 }
+
+// A process whose stderr follows stdout gets one FIFO, as fd 1 and fd 2
+// (systemd's StandardError=inherit); a stderr file of its own gets a
+// second. Either way every line reaches its file, also from a process the
+// next agent adopted, which reads each FIFO once.
+func TestOutputFIFOs(t *testing.T) {
+	tests := []struct {
+		name      string
+		stderr    bool // logs.stderr set
+		fifos     int
+		outWant   []string
+		errWant   []string
+		sameFifos bool
+	}{
+		{name: "stderr follows stdout", fifos: 1, outWant: []string{"o1", "e1", "o2", "e2"}, sameFifos: true},
+		{name: "stderr file of its own", stderr: true, fifos: 2, outWant: []string{"o1", "o2"}, errWant: []string{"e1", "e2"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			logs := &desired.Logs{Stdout: filepath.Join(dir, "logs", "out.log")}
+			if tc.stderr {
+				logs.Stderr = filepath.Join(dir, "logs", "err.log")
+			}
+			// It prints one line to each stream, then again once go exists.
+			gate := filepath.Join(dir, "go")
+			obj := service("talk", desired.ServiceSpec{
+				Command: sh(fmt.Sprintf(`echo o1; echo e1 >&2; while [ ! -e %s ]; do sleep 0.02; done; echo o2; echo e2 >&2; exec sleep 1000`, gate)),
+				Logs:    logs, Restart: &desired.RestartSpec{Policy: desired.RestartNever}})
+			h1 := newHarness(t, dir, Options{})
+			h1.install(obj, true)
+			h1.run()
+			u := h1.waitUnit("talk.service", "running", isActive)
+			rec := readTable(t, dir)["talk.service"]
+			if (rec.Stderr == rec.Stdout) != tc.sameFifos {
+				t.Fatalf("row stdout %s, stderr %s", rec.Stdout, rec.Stderr)
+			}
+			fifos, _ := filepath.Glob(filepath.Join(dir, "run", "talk.service.*"))
+			if len(fifos) != tc.fifos {
+				t.Fatalf("FIFOs %v, want %d", fifos, tc.fifos)
+			}
+			for _, fd := range []string{"1", "2"} {
+				l, err := os.Readlink(filepath.Join("/proc", strconv.Itoa(int(u.MainPID)), "fd", fd))
+				if err != nil || (l != rec.Stdout && l != rec.Stderr) || (fd == "2" && l != rec.Stderr) {
+					t.Fatalf("fd %s: %s %v (row %s, %s)", fd, l, err, rec.Stdout, rec.Stderr)
+				}
+			}
+			waitFor(t, "first lines", func() bool {
+				n := len(lines(t, logs.Stdout))
+				if tc.stderr {
+					n += len(lines(t, logs.Stderr))
+				}
+				return n == 2
+			})
+			h1.abandon()
+			h2 := newHarness(t, dir, Options{})
+			h2.run()
+			if u2 := h2.waitUnit("talk.service", "adopted", isActive); u2.MainPID != u.MainPID {
+				t.Fatalf("not adopted: pid %d, want %d", u2.MainPID, u.MainPID)
+			}
+			if err := os.WriteFile(gate, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			check := func(path string, want []string) bool {
+				if len(want) == 0 {
+					return true
+				}
+				got := lines(t, path)
+				if len(got) != len(want) {
+					return false
+				}
+				seen := map[string]bool{}
+				for _, l := range got {
+					seen[l] = true
+				}
+				for _, w := range want {
+					if !seen[w] {
+						t.Fatalf("%s: %q, want %q", path, got, want)
+					}
+				}
+				return true
+			}
+			waitFor(t, "every line in its file", func() bool {
+				return check(logs.Stdout, tc.outWant) && check(logs.Stderr, tc.errWant)
+			})
+			if tc.stderr {
+				return
+			}
+			if _, err := os.Stat(filepath.Join(dir, "logs", "err.log")); !os.IsNotExist(err) {
+				t.Fatalf("stderr file written: %v", err)
+			}
+		})
+	}
+}

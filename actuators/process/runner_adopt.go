@@ -26,10 +26,16 @@ func (r *runner) adopt(ctx context.Context, spec *Spec, rec *procRecord) {
 	r.attempt = 1
 	exit := make(chan exitStatus, 1)
 	p := &child{rec: *rec, exit: exit}
-	for _, path := range []string{rec.Stdout, rec.Stderr} {
+	paths := []string{rec.Stdout}
+	if rec.Stderr != rec.Stdout {
+		paths = append(paths, rec.Stderr) // one FIFO for both (errPath) is read once
+	}
+	want := 0
+	for _, path := range paths {
 		if path == "" {
 			continue
 		}
+		want++
 		f, err := openFIFOReader(path)
 		if err != nil {
 			r.log.Warn("adopted process output lost", zap.Error(err))
@@ -37,7 +43,7 @@ func (r *runner) adopt(ctx context.Context, spec *Spec, rec *procRecord) {
 		}
 		p.readers = append(p.readers, f)
 	}
-	if len(p.readers) == 2 {
+	if want > 0 && len(p.readers) == want {
 		r.startCopiers(p)
 	}
 	r.proc = p

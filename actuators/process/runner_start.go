@@ -185,7 +185,7 @@ func (r *runner) spawn(ctx context.Context, argv []string, extra []string, main 
 	}
 	now := s.now()
 	base := filepath.Join(s.runDir, r.u.name+"."+strconv.FormatInt(now.UnixNano(), 36))
-	l := launch{argv: argv, env: env, dir: r.spec.WorkingDirectory, id: id, out: base + ".out", errp: base + ".err", stamp: now}
+	l := launch{argv: argv, env: env, dir: r.spec.WorkingDirectory, id: id, out: base + ".out", errp: errPath(base, r.spec.Logs), stamp: now}
 	if reserved != nil {
 		l.out, l.errp = reserved.Stdout, reserved.Stderr
 	}
@@ -222,7 +222,18 @@ func (r *runner) reserveNext(n uint32) *procRecord {
 	nonce := newNonce()
 	base := filepath.Join(r.u.s.runDir, r.u.name+".r"+nonce[:16])
 	return &procRecord{Unit: r.u.name, Nonce: nonce, SpecHash: r.hash, ProcHash: procHash(r.spec),
-		Stdout: base + ".out", Stderr: base + ".err", NRestarts: n}
+		Stdout: base + ".out", Stderr: errPath(base, r.spec.Logs), NRestarts: n}
+}
+
+// errPath is the stderr FIFO of a launch whose stdout FIFO is base.out:
+// the same FIFO when stderr goes where stdout goes (no logs.stderr of its
+// own; systemd's StandardError=inherit, where both are one stream too),
+// so a process costs one FIFO, not two; otherwise base.err.
+func errPath(base string, logs *desired.Logs) string {
+	if logs == nil || logs.Stderr == "" || logs.Stderr == logs.Stdout {
+		return base + ".out"
+	}
+	return base + ".err"
 }
 
 // reserved returns the reservation in the unit's table row that this
@@ -244,6 +255,9 @@ func (r *runner) reserved() *procRecord {
 	return nil
 }
 
+// startCopiers drains the launch's FIFOs: the first to stdout's writer,
+// the second, if any, to stderr's (one FIFO carries both when stderr
+// follows stdout).
 func (r *runner) startCopiers(p *child) {
 	outW, errW := r.u.s.writers(r.u.name, r.spec.Logs)
 	for i, f := range p.readers {

@@ -207,7 +207,7 @@ type launch struct {
 	id    identity
 	lock  *os.File // passed as fd 3 when set
 	out   string   // stdout FIFO path
-	errp  string   // stderr FIFO path
+	errp  string   // stderr FIFO path (out: the same FIFO)
 	stamp time.Time
 }
 
@@ -228,7 +228,11 @@ func (s *Supervisor) forkExec(l launch) (*child, error) {
 			f.Close()
 		}
 	}()
-	for _, p := range []string{l.out, l.errp} {
+	paths := []string{l.out}
+	if l.errp != l.out {
+		paths = append(paths, l.errp)
+	}
+	for _, p := range paths {
 		r, w, err := makeFIFO(p)
 		if err != nil {
 			for _, f := range readers {
@@ -239,7 +243,8 @@ func (s *Supervisor) forkExec(l launch) (*child, error) {
 		readers = append(readers, r)
 		childEnds = append(childEnds, w)
 	}
-	files := []uintptr{devnull.Fd(), childEnds[0].Fd(), childEnds[1].Fd()}
+	// One FIFO (stderr follows stdout, errPath) is both fd 1 and fd 2.
+	files := []uintptr{devnull.Fd(), childEnds[0].Fd(), childEnds[len(childEnds)-1].Fd()}
 	if l.lock != nil {
 		files = append(files, l.lock.Fd())
 	}

@@ -72,6 +72,8 @@ type Supervisor struct {
 	// tableGen counts saveTable's calls (under mu); savedGen is the last
 	// one a completed write holds (under tableMu): its group commit.
 	tableGen, savedGen uint64
+	// rows caches each row's JSON for saveTable (under tableMu).
+	rows rowCache
 	// tableDirty (under mu): the last table write failed, so the file may
 	// lack rows held in memory (a restart's reservation is used only from
 	// the file).

@@ -1,6 +1,7 @@
 package process
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"sync"
@@ -47,5 +48,49 @@ func TestSaveTableGroupCommit(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
 		t.Errorf("state dir holds %d entries, want the table only (no temporary file left)", len(ents))
+	}
+}
+
+// The table file is the JSON of processTable whatever the cache holds: a
+// row is encoded again when any field changed, its reservation's too
+// (also when changed in place through a shared Next), and a removed
+// unit's row goes.
+func TestRowCacheEncode(t *testing.T) {
+	nx := &procRecord{Unit: "a.service", Nonce: "n1", NRestarts: 1}
+	a := procRecord{Unit: "a.service", PID: 10, PGID: 10, Nonce: "n0", Next: nx}
+	b := procRecord{Unit: "b.service", Stdout: "/run/b \"q\".out"}
+	var c rowCache
+	steps := []struct {
+		name   string
+		change func()
+		rows   func() []procRecord
+	}{
+		{"first", func() {}, func() []procRecord { return []procRecord{a, b} }},
+		{"unchanged", func() {}, func() []procRecord { return []procRecord{a, b} }},
+		{"field", func() { a.Stopping, a.StopReason = true, stopRestart }, func() []procRecord { return []procRecord{a, b} }},
+		{"next in place", func() { nx.NRestarts = 2 }, func() []procRecord { return []procRecord{a, b} }},
+		{"next gone", func() { a.Next = nil }, func() []procRecord { return []procRecord{a, b} }},
+		{"row gone", func() {}, func() []procRecord { return []procRecord{b} }},
+		{"none", func() {}, func() []procRecord { return nil }},
+	}
+	for _, st := range steps {
+		st.change()
+		rows := st.rows()
+		var got processTable
+		if err := json.Unmarshal(c.encode(rows), &got); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		want := processTable{Processes: rows}
+		wb, _ := json.Marshal(want)
+		gb, _ := json.Marshal(got)
+		if len(rows) == 0 {
+			wb = []byte(`{"processes":[]}`)
+		}
+		if string(gb) != string(wb) {
+			t.Errorf("%s:\n got %s\nwant %s", st.name, gb, wb)
+		}
+		if len(c) != len(rows) {
+			t.Errorf("%s: cache holds %d rows, want %d", st.name, len(c), len(rows))
+		}
 	}
 }
