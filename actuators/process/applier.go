@@ -60,6 +60,7 @@ func (a *Applier) Apply(ctx context.Context, st actuators.Step) (actuators.Resul
 			return actuators.Unchanged, fmt.Errorf("enable %s: %w", st.Unit, err)
 		}
 		if err := replaceFile(a.s.enabledPath(st.Unit), nil, 0o644); err != nil {
+			a.s.forgetDirs()
 			return actuators.Unchanged, fmt.Errorf("enable %s: %w", st.Unit, err)
 		}
 		return actuators.Changed, nil
@@ -143,6 +144,7 @@ func (a *Applier) writeFile(st actuators.Step) (actuators.Result, error) {
 		return actuators.Unchanged, fmt.Errorf("write %s: %w", p, err)
 	}
 	if err := replaceFile(p, st.Data, 0o644); err != nil {
+		a.s.forgetDirs()
 		return actuators.Unchanged, fmt.Errorf("write %s: %w", p, err)
 	}
 	return actuators.Changed, nil

@@ -54,7 +54,9 @@ func (a *Applier) ApplyBatch(ctx context.Context, steps []actuators.Step) ([]act
 	case actuators.OpWriteFile, actuators.OpEnable, actuators.OpDisable:
 		workers = batchFileWorkers
 		// Create the state dirs (and the supervisor ID) once, before the
-		// writers race to.
+		// writers race to, and set their modes again (once a batch: the
+		// writers' own calls return at once).
+		a.s.forgetDirs()
 		if err := a.s.makeDirs(); err != nil {
 			for i := range steps {
 				res[i], errs[i] = actuators.Unchanged, err

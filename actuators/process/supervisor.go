@@ -52,6 +52,7 @@ type Supervisor struct {
 	dir, unitDir, runDir, resetDir string
 	id                             string          // the secret supervisor ID (idFile), in every child's RESIL_SUPERVISOR; "" until Run
 	migrating                      bool            // Run created the ID: legacyStateID marks are still ours
+	dirsMade                       bool            // makeDirs succeeded (under mu); forgetDirs clears it
 	quit                           <-chan struct{} // Run's ctx.Done: stops waiting for stale processes
 	procRoot                       string
 	log                            *zap.Logger
@@ -132,7 +133,19 @@ func New(stateDir string, log *zap.Logger, opts Options) (*Supervisor, error) {
 // not exist. The state dir and run/ are 0711: nobody else may list them
 // (nor read the process table, 0600), but a unit's user must reach its
 // notify socket in run/.
+//
+// Once they were made it returns at once (dirsMade): a cold start of 100
+// units called it for every unit file and enablement marker, and its
+// chmods on the state dir queued the 16 writers on the directory's lock.
+// A failed write in the state dir (forgetDirs) makes the next call check
+// again.
 func (s *Supervisor) makeDirs() error {
+	s.mu.Lock()
+	made := s.dirsMade
+	s.mu.Unlock()
+	if made {
+		return nil
+	}
 	for _, d := range []string{s.unitDir, s.runDir, s.resetDir, filepath.Join(s.dir, "timers")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("process supervisor: %w", err)
@@ -153,8 +166,17 @@ func (s *Supervisor) makeDirs() error {
 	}
 	s.mu.Lock()
 	s.id, s.migrating = id, created && terr == nil // an older agent's state dir
+	s.dirsMade = true
 	s.mu.Unlock()
 	return nil
+}
+
+// forgetDirs makes the next makeDirs check the state dirs again (a write
+// in them failed: removed behind the agent's back?).
+func (s *Supervisor) forgetDirs() {
+	s.mu.Lock()
+	s.dirsMade = false
+	s.mu.Unlock()
 }
 
 // UnitDir is where unit files live (<stateDir>/units).
