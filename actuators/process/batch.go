@@ -64,6 +64,13 @@ func (a *Applier) ApplyBatch(ctx context.Context, steps []actuators.Step) ([]act
 			return res, errs
 		}
 	}
+	if steps[0].Op == actuators.OpStart {
+		names := make([]string, len(steps))
+		for i, st := range steps {
+			names[i] = st.Unit
+		}
+		defer a.s.dropPreIntents(a.s.preIntents(names))
+	}
 	par.For(len(steps), workers, 1, func(i int) {
 		res[i], errs[i] = a.applyOne(ctx, steps[i])
 	})

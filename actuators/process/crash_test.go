@@ -602,3 +602,81 @@ func TestReservationCarriesRestartCount(t *testing.T) {
 		t.Fatalf("adopted launch's start time %v is %v away", u2.ExecMainStartTimestamp, d)
 	}
 }
+
+// A batch of starts writes its intents in one table write before the
+// first fork (preIntents): every main fork finds its intent row in the
+// file, with the launch ID the process then runs as, and the units
+// without pre-start checks wrote no intent of their own. A start that
+// fails before its fork (before or after taking its intent) leaves no
+// intent behind.
+func TestBatchStartWritesIntentsOnce(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	h := newHarness(t, dir, Options{})
+	var mu sync.Mutex
+	atFork := map[string]procRecord{}
+	writesAtFork := map[string]uint64{}
+	h.s.beforeFork = func(unit string) {
+		mu.Lock()
+		defer mu.Unlock()
+		atFork[unit] = readTable(t, dir)[unit]
+		writesAtFork[unit] = h.s.tableWrites.Load()
+	}
+	h.run()
+	var steps []actuators.Step
+	for i := range 10 {
+		h.install(service(fmt.Sprintf("s%d", i), desired.ServiceSpec{Command: sh(`exec sleep 1000`)}), false)
+		steps = append(steps, actuators.Step{Op: actuators.OpStart, Unit: fmt.Sprintf("s%d.service", i)})
+	}
+	h.install(service("checked", desired.ServiceSpec{Command: sh(`exec sleep 1000`),
+		PreStart: []desired.Check{{Command: []string{"/bin/true"}}}}), false)
+	h.install(service("nobody-here", desired.ServiceSpec{Command: sh(`exec sleep 1000`), User: "resil-no-such-user"}), false)
+	h.install(service("no-env", desired.ServiceSpec{Command: sh(`exec sleep 1000`), EnvironmentFiles: []string{filepath.Join(dir, "missing.env")}}), false)
+	steps = append(steps, actuators.Step{Op: actuators.OpStart, Unit: "checked.service"}, actuators.Step{Op: actuators.OpStart, Unit: "nobody-here.service"},
+		actuators.Step{Op: actuators.OpStart, Unit: "no-env.service"})
+	before, ownBefore := h.s.tableWrites.Load(), h.s.ownIntents.Load()
+	_, errs := h.a.ApplyBatch(context.Background(), steps)
+	if own := h.s.ownIntents.Load() - ownBefore; own != 1 {
+		t.Errorf("%d starts wrote their own intent, want 1 (the one with a pre-start check)", own)
+	}
+	rows := readTable(t, dir)
+	for i, st := range steps {
+		name := st.Unit
+		if name == "nobody-here.service" || name == "no-env.service" {
+			if errs[i] == nil {
+				t.Errorf("%s: started", name)
+			}
+			if r, ok := rows[name]; ok {
+				t.Errorf("%s: row left after a failed start: %+v", name, r)
+			}
+			continue
+		}
+		if errs[i] != nil {
+			t.Fatalf("%s: %v", name, errs[i])
+		}
+		in, r := atFork[name], rows[name]
+		if in.Unit != name || in.PID != 0 || in.Nonce == "" {
+			t.Errorf("%s: at its fork the file held %+v, want its intent", name, in)
+		}
+		if r.PID == 0 || r.Nonce != in.Nonce || r.Stdout != in.Stdout {
+			t.Errorf("%s: runs %+v, not the launch of its intent %+v", name, r, in)
+		}
+		if name != "checked.service" && writesAtFork[name] < before+1 {
+			t.Errorf("%s: forked before the batch's intents were written", name)
+		}
+	}
+	for i := range 10 {
+		name := fmt.Sprintf("s%d.service", i)
+		if w := writesAtFork[name]; w == 0 {
+			t.Fatalf("%s: not forked", name)
+		}
+	}
+	// The first fork of the batch: only the intents' write before it.
+	first := ^uint64(0)
+	for i := range 10 {
+		first = min(first, writesAtFork[fmt.Sprintf("s%d.service", i)])
+	}
+	if first != before+1 {
+		t.Errorf("first fork after %d table writes, want 1 (one for the whole batch)", first-before)
+	}
+}

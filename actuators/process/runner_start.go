@@ -175,12 +175,20 @@ func (r *runner) spawn(ctx context.Context, argv []string, extra []string, main 
 	var reserved *procRecord
 	if main && r.autoRestart {
 		reserved = r.reserved()
-		if reserved != nil {
-			nonce = reserved.Nonce
-		}
+	}
+	pre := false
+	if main && reserved == nil {
+		reserved = r.usePreIntent() // its intent is in the file already
+		pre = reserved != nil
+	}
+	if reserved != nil {
+		nonce = reserved.Nonce
 	}
 	env, err := buildEnv(r.spec, id, append(extra, s.markerEnv(r.u.name, nonce)...))
 	if err != nil {
+		if pre {
+			s.recordProc(r.u.name, nil) // the batch's intent: never forked
+		}
 		return nil, err
 	}
 	now := s.now()

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -75,6 +76,12 @@ type Supervisor struct {
 	tableGen, savedGen uint64
 	// rows caches each row's JSON for saveTable (under tableMu).
 	rows rowCache
+	// tableWrites counts the table's completed writes, ownIntents the
+	// intents a start wrote for itself, before its fork (tests).
+	tableWrites, ownIntents atomic.Uint64
+	// pre holds the launch IDs of the intents a batch of starts wrote
+	// (preIntents), by unit, until each runner takes its own (under mu).
+	pre map[string]string
 	// tableDirty (under mu): the last table write failed, so the file may
 	// lack rows held in memory (a restart's reservation is used only from
 	// the file).

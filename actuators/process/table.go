@@ -51,6 +51,7 @@ func (s *Supervisor) tableCopy() map[string]procRecord {
 // recordIntent writes a unit's row before its fork (rec.PID 0); recordProc
 // replaces it with the started process, or clears it when the fork failed.
 func (s *Supervisor) recordIntent(name string, rec procRecord) {
+	s.ownIntents.Add(1)
 	s.mu.Lock()
 	s.table[name] = rec
 	s.mu.Unlock()
@@ -133,6 +134,7 @@ func (s *Supervisor) saveTable() {
 		return
 	}
 	s.savedGen = gen
+	s.tableWrites.Add(1)
 }
 
 // rowCache keeps each table row's JSON with the row it encodes; only
