@@ -13,7 +13,9 @@
 //	supervisor_load.go  loading unit files; adoption and stale processes at Run
 //	table.go            the process table (processes.json), crash-safe: intent (or,
 //	                    for an automatic restart, the previous row's reservation)
-//	                    before fork, group-committed writes (replaceFile: temp, fsync, rename)
+//	                    before fork, group-committed writes (replaceFile: temp, fsync, rename),
+//	                    each row encoded once per change
+//	preintent.go        a batch of starts: every intent in one table write before the forks
 //	adopt.go            launch markers, /proc scan, intents and strays
 //	reset.go            reset requests (RequestReset)
 //	unit.go             a unit: its spec, status and commands
