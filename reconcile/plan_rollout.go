@@ -334,7 +334,14 @@ func (p *planner) rolloutCandidate(o *desired.Object, f desired.UnitFile, u *obs
 	if owner, ok := ownmark.IsOwned(u.File); !ok || owner != o.ID() {
 		return false
 	}
-	if _, intact := ownmark.HashOf(u.File); !intact || bytes.Equal(ownmark.WithoutProcessSince(u.File), f.Data) {
+	// The file as rendered is the common case (a converged service):
+	// compared first, the hash of the file on disk (a sha256 per service,
+	// twice a pass: initRollout and service) is computed only for a file
+	// that differs.
+	if bytes.Equal(ownmark.WithoutProcessSince(u.File), f.Data) {
+		return false
+	}
+	if _, intact := ownmark.HashOf(u.File); !intact {
 		return false
 	}
 	return p.classify(u.File, f.Data).Restart || u.StaleProcess
