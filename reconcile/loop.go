@@ -47,8 +47,14 @@ func (l *Loop) Kick() {
 // Run runs a first pass at once, then one per kick (after Settle), per
 // Resync, and when a failing object's backoff ends. It returns when ctx is
 // done; it starts no goroutines of its own.
+//
+// The first pass does not wait for a kick that came before it (a backend
+// or a watch kicks as it starts): it covers that kick. A select between
+// the two picked the kick half the time and waited Settle for it (a
+// process backend's cold start of 100 services began 100 ms late in half
+// its runs).
 func (l *Loop) Run(ctx context.Context) error {
-	resync := time.NewTimer(0)
+	resync := time.NewTimer(l.Resync)
 	defer resync.Stop()
 	var requeue *time.Timer
 	requeueC := func() <-chan time.Time {
@@ -57,14 +63,14 @@ func (l *Loop) Run(ctx context.Context) error {
 		}
 		return requeue.C
 	}
-	var lastFull time.Time
-	for {
-		full := false
+	// wait returns when the next pass is due (full: the resync's), or
+	// false when ctx is done.
+	wait := func() (full, ok bool) {
 		select {
 		case <-ctx.Done():
-			return nil
+			return false, false
 		case <-resync.C:
-			full = true
+			return true, true
 		case <-requeueC():
 			requeue = nil
 		case <-l.kick:
@@ -76,15 +82,30 @@ func (l *Loop) Run(ctx context.Context) error {
 				select {
 				case <-ctx.Done():
 					t.Stop()
-					return nil
+					return false, false
 				case <-t.C:
 				}
 			}
-			// Drain a kick that arrived while settling: this pass covers it.
-			select {
-			case <-l.kick:
-			default:
+		}
+		return false, true
+	}
+	var lastFull time.Time
+	for first := true; ; first = false {
+		full := first
+		if !first {
+			var ok bool
+			if full, ok = wait(); !ok {
+				return nil
 			}
+		}
+		// Drain a kick that arrived before this pass (while settling, or
+		// before the first): the pass covers it.
+		select {
+		case <-l.kick:
+		default:
+		}
+		if ctx.Err() != nil {
+			return nil
 		}
 		// Kicks reset the resync timer: a full read is also due when the
 		// last one is a resync interval old.

@@ -343,6 +343,40 @@ func TestLoopCollapsesKicks(t *testing.T) {
 	}
 }
 
+// A kick that came before Run (a backend or watch starting) does not delay
+// the first pass by the settle: the first pass covers it, and runs once.
+// (Run chose between that kick and its first pass at random: a few runs
+// catch it.)
+func TestLoopFirstPassDoesNotSettle(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", webManifest)
+	for i := range 8 {
+		r, _ := newTestReconciler(t, dir, newFake(), nil)
+		l := NewLoop(r, zaptest.NewLogger(t))
+		l.Resync, l.Settle = time.Hour, time.Hour
+		passes := make(chan struct{}, 10)
+		l.AfterPass = func(Result, error) { passes <- struct{}{} }
+		l.Kick()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- l.Run(ctx) }()
+		select {
+		case <-passes:
+		case <-time.After(10 * time.Second):
+			t.Errorf("run %d: the first pass waited for the settle of a kick that came before it", i)
+		}
+		select {
+		case <-passes:
+			t.Errorf("run %d: the kick before the first pass ran a second pass", i)
+		case <-time.After(20 * time.Millisecond):
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // Kicked runs when a kick wakes the loop, before the settle and the pass.
 func TestLoopKickedBeforeSettle(t *testing.T) {
 	dir := t.TempDir()
