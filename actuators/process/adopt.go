@@ -295,9 +295,10 @@ func (s *Supervisor) unitUID(unit string) int {
 
 // resolveIntent fills in the PID of an intent (a row written before its
 // fork): the launch's group leader, found by its INVOCATION_ID, or else by
-// its stdout/stderr FIFO (a process may rewrite its environment). It
+// its stdout/stderr FIFO (a process may rewrite its environment; out
+// indexes every process's fd 1 and 2, nil: read for this call). It
 // reports false when the launch does not run.
-func resolveIntent(root string, rec *procRecord, marks []marked) bool {
+func resolveIntent(root string, rec *procRecord, marks []marked, out *outputIndex) bool {
 	for _, m := range marks {
 		if m.nonce == rec.Nonce && m.pid == m.pgid {
 			rec.PID, rec.PGID, rec.StartTime = m.pid, m.pgid, m.start
@@ -307,20 +308,11 @@ func resolveIntent(root string, rec *procRecord, marks []marked) bool {
 	if rec.Stdout == "" {
 		return false
 	}
-	ents, err := os.ReadDir(root)
-	if err != nil {
-		return false
+	if out == nil {
+		out = &outputIndex{root: root}
 	}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		for _, fd := range []string{"1", "2"} {
-			l, err := os.Readlink(filepath.Join(root, e.Name(), "fd", fd))
-			if err != nil || (l != rec.Stdout && l != rec.Stderr) {
-				continue
-			}
+	for _, path := range []string{rec.Stdout, rec.Stderr} {
+		for _, pid := range out.holders(path) {
 			st, err := readProcStat(root, pid)
 			if err != nil || st.State == 'Z' || st.PGID != pid {
 				continue
@@ -332,21 +324,65 @@ func resolveIntent(root string, rec *procRecord, marks []marked) bool {
 	return false
 }
 
+// outputIndex maps what every process's fd 1 and 2 point to onto those
+// processes, read from /proc once, on first use, for all the intents of
+// one resolveIntents: a kill -9 in a batch of starts leaves an intent per
+// unit of the batch (preIntents), each of which scanned /proc alone.
+type outputIndex struct {
+	root   string
+	read   bool
+	byPath map[string][]int
+}
+
+// holders returns the PIDs (in /proc order) whose fd 1 or 2 is path.
+func (x *outputIndex) holders(path string) []int {
+	if path == "" {
+		return nil
+	}
+	if !x.read {
+		x.read = true
+		x.byPath = map[string][]int{}
+		ents, _ := os.ReadDir(x.root)
+		for _, e := range ents {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			prev := ""
+			for _, fd := range []string{"1", "2"} {
+				l, err := os.Readlink(filepath.Join(x.root, e.Name(), "fd", fd))
+				if err != nil || l == prev {
+					continue
+				}
+				prev = l
+				x.byPath[l] = append(x.byPath[l], pid)
+			}
+		}
+	}
+	return x.byPath[path]
+}
+
 // resolveIntents resolves every intent in table (see resolveIntent), and
 // the reservation (procRecord.Next) of every row whose process is gone: an
 // agent killed between an automatic restart's fork and its table write
 // leaves the row of the process that exited, and the launch it reserved
 // replaces it. Unresolved intents keep PID 0: they name nothing that runs.
+// An intent without a start time (a batch's, written before the batch's
+// forks: preIntents) gets its process's.
 func resolveIntents(root string, table map[string]procRecord, marks []marked) {
+	out := &outputIndex{root: root}
 	for name, rec := range table {
 		switch {
 		case rec.PID == 0 && rec.Nonce != "":
-			if resolveIntent(root, &rec, marks) {
+			if resolveIntent(root, &rec, marks, out) {
+				if rec.Started == 0 {
+					rec.Started = procStarted(root, rec.StartTime)
+				}
 				table[name] = rec
 			}
 		case rec.PID > 0 && rec.Next != nil && rec.Next.Nonce != "" && !procAlive(root, rec):
 			nx := *rec.Next
-			if resolveIntent(root, &nx, marks) {
+			if resolveIntent(root, &nx, marks, out) {
 				nx.Started = procStarted(root, nx.StartTime)
 				table[name] = nx
 			}

@@ -407,17 +407,17 @@ func TestResolveIntent(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := procRecord{Unit: "w.service", Nonce: "n1", Stdout: "/state/run/w.service.x.out", Stderr: "/state/run/w.service.x.err"}
-	if r := rec; resolveIntent(root, &r, nil) {
+	if r := rec; resolveIntent(root, &r, nil, nil) {
 		t.Fatalf("a helper holding the FIFO was taken for the main process: %+v", r)
 	}
 	if err := os.Symlink("/state/run/w.service.x.out", filepath.Join(root, "500", "fd", "1")); err != nil {
 		t.Fatal(err)
 	}
-	if r := rec; !resolveIntent(root, &r, nil) || r.PID != 500 || r.PGID != 500 || r.StartTime != 1500 {
+	if r := rec; !resolveIntent(root, &r, nil, nil) || r.PID != 500 || r.PGID != 500 || r.StartTime != 1500 {
 		t.Fatalf("by FIFO: %+v", r)
 	}
 	marks := []marked{{pid: 700, pgid: 699, nonce: "n1"}, {pid: 699, pgid: 699, start: 42, nonce: "n1"}}
-	if r := rec; !resolveIntent(root, &r, marks) || r.PID != 699 || r.StartTime != 42 {
+	if r := rec; !resolveIntent(root, &r, marks, nil) || r.PID != 699 || r.StartTime != 42 {
 		t.Fatalf("by INVOCATION_ID: %+v", r)
 	}
 	table := map[string]procRecord{"w.service": rec, "done.service": {Unit: "done.service", PID: 9, Nonce: "n2"}}
@@ -671,12 +671,39 @@ func TestBatchStartWritesIntentsOnce(t *testing.T) {
 			t.Fatalf("%s: not forked", name)
 		}
 	}
-	// The first fork of the batch: only the intents' write before it.
-	first := ^uint64(0)
-	for i := range 10 {
-		first = min(first, writesAtFork[fmt.Sprintf("s%d.service", i)])
+}
+
+// When the batch's intent write fails, no start forks by those intents,
+// and they do not reach the file with a later write either (a start that
+// failed before its fork would leave its intent there for good).
+func TestBatchIntentsWriteFailedLeavesNoRows(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	h := newHarness(t, dir, Options{})
+	h.run()
+	h.install(service("bad", desired.ServiceSpec{Command: sh(`exec sleep 1000`), User: "resil-no-such-user"}), false)
+	h.install(service("good", desired.ServiceSpec{Command: sh(`exec sleep 1000`)}), false)
+	// The table cannot be replaced while a non-empty directory has its name.
+	table := filepath.Join(dir, "processes.json")
+	os.Remove(table)
+	if err := os.MkdirAll(filepath.Join(table, "x"), 0o755); err != nil {
+		t.Fatal(err)
 	}
-	if first != before+1 {
-		t.Errorf("first fork after %d table writes, want 1 (one for the whole batch)", first-before)
+	_, errs := h.a.ApplyBatch(context.Background(), []actuators.Step{{Op: actuators.OpStart, Unit: "bad.service"}})
+	if errs[0] == nil {
+		t.Fatal("bad.service started")
+	}
+	if err := os.RemoveAll(table); err != nil {
+		t.Fatal(err)
+	}
+	if _, errs := h.a.ApplyBatch(context.Background(), []actuators.Step{{Op: actuators.OpStart, Unit: "good.service"}}); errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	rows := readTable(t, dir)
+	if r, ok := rows["bad.service"]; ok {
+		t.Errorf("bad.service: an intent no launch used reached the file: %+v", r)
+	}
+	if rows["good.service"].PID == 0 {
+		t.Errorf("good.service: row %+v", rows["good.service"])
 	}
 }

@@ -21,7 +21,6 @@ func (s *Supervisor) preIntents(names []string) map[string]string {
 		unit *unit
 		rec  procRecord
 	}
-	now := s.now()
 	var ls []launch
 	for _, n := range names {
 		s.mu.Lock()
@@ -37,7 +36,10 @@ func (s *Supervisor) preIntents(names []string) map[string]string {
 		}
 		nonce := newNonce()
 		base := filepath.Join(s.runDir, n+".p"+nonce[:16])
-		ls = append(ls, launch{u, procRecord{Unit: n, Nonce: nonce, Started: now.UnixMicro(), SpecHash: hash,
+		// Started stays 0: the fork may come much later in the batch (behind
+		// slow starts); a next agent that adopts the launch by this row
+		// takes the process's own start time (resolveIntents).
+		ls = append(ls, launch{u, procRecord{Unit: n, Nonce: nonce, SpecHash: hash,
 			ProcHash: procHash(spec), Stdout: base + ".out", Stderr: errPath(base, spec.Logs), NRestarts: u.status().NRestarts}})
 	}
 	if len(ls) == 0 {
@@ -56,7 +58,14 @@ func (s *Supervisor) preIntents(names []string) map[string]string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.tableDirty {
-		return written // not in the file: no runner may fork by them; dropped after the batch
+		// Not in the file: no runner may fork by them, and the next write
+		// must not put them there.
+		for n, nonce := range written {
+			if rec, ok := s.table[n]; ok && rec.PID == 0 && rec.Nonce == nonce {
+				delete(s.table, n)
+			}
+		}
+		return nil
 	}
 	if s.pre == nil {
 		s.pre = map[string]string{}
@@ -79,12 +88,12 @@ func (r *runner) usePreIntent() *procRecord {
 	if !ok {
 		return nil
 	}
-	delete(s.pre, r.u.name)
 	rec, ok := s.table[r.u.name]
 	if !ok || rec.PID != 0 || rec.Nonce != nonce || s.tableDirty ||
 		rec.SpecHash != r.hash || rec.ProcHash != procHash(r.spec) || rec.NRestarts != r.nextRestarts {
-		return nil
+		return nil // left for dropPreIntents (or replaced by this start's own intent)
 	}
+	delete(s.pre, r.u.name) // taken
 	return &rec
 }
 
