@@ -2,10 +2,6 @@ package process
 
 // Intents written for a whole batch of starts: see preIntents.
 
-import (
-	"path/filepath"
-)
-
 // preIntents writes the intent rows of a batch of starts (ApplyBatch) in
 // one table write, before any of them is sent to its runner. It covers
 // each named unit that is a loaded service with no table row (nothing of
@@ -34,13 +30,10 @@ func (s *Supervisor) preIntents(names []string) map[string]string {
 		if spec == nil || spec.Timer != nil || len(spec.PreStart) > 0 || spec.Lock != "" || spec.Type == TypeNotify {
 			continue
 		}
-		nonce := newNonce()
-		base := filepath.Join(s.runDir, n+".p"+nonce[:16])
 		// Started stays 0: the fork may come much later in the batch (behind
 		// slow starts); a next agent that adopts the launch by this row
 		// takes the process's own start time (resolveIntents).
-		ls = append(ls, launch{u, procRecord{Unit: n, Nonce: nonce, SpecHash: hash,
-			ProcHash: procHash(spec), Stdout: base + ".out", Stderr: errPath(base, spec.Logs), NRestarts: u.status().NRestarts}})
+		ls = append(ls, launch{u, s.launchRecord(n, "p", spec, hash, u.status().NRestarts)})
 	}
 	if len(ls) == 0 {
 		return nil
@@ -61,9 +54,7 @@ func (s *Supervisor) preIntents(names []string) map[string]string {
 		// Not in the file: no runner may fork by them, and the next write
 		// must not put them there.
 		for n, nonce := range written {
-			if rec, ok := s.table[n]; ok && rec.PID == 0 && rec.Nonce == nonce {
-				delete(s.table, n)
-			}
+			s.dropIntentLocked(n, nonce)
 		}
 		return nil
 	}
@@ -112,13 +103,20 @@ func (s *Supervisor) dropPreIntents(written map[string]string) {
 			continue // taken
 		}
 		delete(s.pre, n)
-		if rec, ok := s.table[n]; ok && rec.PID == 0 && rec.Nonce == nonce {
-			delete(s.table, n)
-			dropped = true
-		}
+		dropped = s.dropIntentLocked(n, nonce) || dropped
 	}
 	s.mu.Unlock()
 	if dropped {
 		s.saveTable()
 	}
+}
+
+// dropIntentLocked removes the unit's row if it is still the intent of
+// launch nonce (nothing forked by it); s.mu held.
+func (s *Supervisor) dropIntentLocked(unit, nonce string) bool {
+	if rec, ok := s.table[unit]; ok && rec.PID == 0 && rec.Nonce == nonce {
+		delete(s.table, unit)
+		return true
+	}
+	return false
 }

@@ -227,10 +227,20 @@ func (r *runner) reserveNext(n uint32) *procRecord {
 	if r.spec.Restart == nil || r.spec.Restart.Policy == desired.RestartNever || r.spec.Restart.Policy == "" {
 		return nil
 	}
+	rec := r.u.s.launchRecord(r.u.name, "r", r.spec, r.hash, n)
+	return &rec
+}
+
+// launchRecord is a launch written before its fork (a restart's
+// reservation, tag "r"; a batch's intent, tag "p"): a new launch ID, the
+// output FIFOs named after it, the spec and file it runs, restart count n.
+// Started stays 0 (the process's own start time is taken when it is
+// adopted by it).
+func (s *Supervisor) launchRecord(unit, tag string, spec *Spec, hash string, n uint32) procRecord {
 	nonce := newNonce()
-	base := filepath.Join(r.u.s.runDir, r.u.name+".r"+nonce[:16])
-	return &procRecord{Unit: r.u.name, Nonce: nonce, SpecHash: r.hash, ProcHash: procHash(r.spec),
-		Stdout: base + ".out", Stderr: errPath(base, r.spec.Logs), NRestarts: n}
+	base := filepath.Join(s.runDir, unit+"."+tag+nonce[:16])
+	return procRecord{Unit: unit, Nonce: nonce, SpecHash: hash, ProcHash: procHash(spec),
+		Stdout: base + ".out", Stderr: errPath(base, spec.Logs), NRestarts: n}
 }
 
 // errPath is the stderr FIFO of a launch whose stdout FIFO is base.out:
