@@ -26,6 +26,8 @@ type Loop struct {
 	// the backend readies what the pass will need meanwhile (systemd: the
 	// connection its first read uses). It must not block.
 	Kicked func()
+	// Overlap sets Options.Overlap on the passes that are not full.
+	Overlap bool
 
 	kick chan struct{}
 }
@@ -140,7 +142,7 @@ func (l *Loop) once(ctx context.Context, full bool) (Result, error) {
 	pctx, cancel := context.WithTimeout(ctx, l.PassTimeout)
 	defer cancel()
 	start := time.Now()
-	res, err := l.R.Reconcile(pctx, Options{Full: full})
+	res, err := l.R.Reconcile(pctx, Options{Full: full, Overlap: l.Overlap})
 	fields := []zap.Field{zap.Duration("took", time.Since(start)), zap.Int("objects", res.Objects),
 		zap.Int("steps", len(res.Plan.Steps)), zap.Int("failed", res.Failed())}
 	switch {

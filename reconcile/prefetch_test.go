@@ -88,3 +88,52 @@ func TestPrefetch(t *testing.T) {
 		})
 	}
 }
+
+// TestOverlap: an agent's pass (Options.Overlap) reads the backend while
+// it loads and uses that read when it covers every desired unit, reads
+// again with the desired names when it does not (the observed-only read
+// of a new unit, from the cache in the agent) and not at all with Full;
+// the plan is the plan without it.
+func TestOverlap(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		add       bool
+		full      bool
+		failNoNil bool
+		calls     string
+	}{
+		{name: "converged: one read, made while loading", calls: "[[]]"},
+		{name: "new unit: read again with the names", add: true, calls: "[[] [api.service web.service]]"},
+		{name: "read while loading failed: read again", failNoNil: true, calls: "[[] [web.service]]"},
+		{name: "full pass: no read while loading", full: true, calls: "[[web.service]]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeManifest(t, dir, "web.yaml", webManifest)
+			f := newFake()
+			r, _ := newTestReconciler(t, dir, f, nil)
+			if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
+				t.Fatal(err)
+			}
+			if tc.add {
+				writeManifest(t, dir, "api.yaml", strings.ReplaceAll(webManifest, "web", "api"))
+			}
+			want, err := r.Reconcile(context.Background(), Options{DryRun: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			obs := &callObserver{fakeBackend: f, failNoNil: tc.failNoNil}
+			r.cfg.Observer = obs
+			got, err := r.Reconcile(context.Background(), Options{DryRun: true, Overlap: true, Full: tc.full})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(obs.calls) != tc.calls {
+				t.Errorf("Observe calls %v, want %s", obs.calls, tc.calls)
+			}
+			if got.Hash != want.Hash || len(got.Plan.Steps) != len(want.Plan.Steps) {
+				t.Errorf("plan with Overlap %s (%d steps), without %s (%d steps)", got.Hash, len(got.Plan.Steps), want.Hash, len(want.Plan.Steps))
+			}
+		})
+	}
+}

@@ -236,6 +236,14 @@ type Options struct {
 	// command (apply, diff) sets it; the pass uses it when it covers every
 	// desired unit, and observes again with the desired names otherwise.
 	Prefetched *Prefetched
+	// Overlap (the agent's passes on the systemd backend; not with Full):
+	// with no Prefetched, the pass starts one itself, reading the
+	// backend's state while it loads and renders the manifests, and
+	// observes again (from the watch-fed cache, as any pass) only when
+	// that read does not cover a desired unit. At 1000 units a pass after
+	// an edit spends about 10 ms loading and rendering and 15 ms
+	// observing, one after the other without it.
+	Overlap bool
 }
 
 // Reconcile runs one pass: load → observe → plan → (apply). It returns an
@@ -252,6 +260,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 			log.Error("pass panicked", zap.Any("panic", p), zap.Stack("stack"))
 		}
 	}()
+	pre := opts.Prefetched
+	if pre == nil && opts.Overlap && !opts.Full {
+		pre = StartPrefetch(ctx, r.cfg.Observer)
+		defer pre.Wait()
+	}
 	objs, protected, broken, prune, busy, lerr := r.desiredObjects(log)
 	res.LoadErr = lerr
 	lastGoodSaved := func() {}
@@ -326,7 +339,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	sort.Strings(names)
 	res.Objects = len(effective)
 	res.Desired = effective
-	obs, ok := opts.Prefetched.covering(names)
+	obs, ok := pre.covering(names)
 	switch {
 	case ok && !opts.Full:
 	case opts.Prefetched != nil && !opts.Full:

@@ -24,9 +24,7 @@ type Client interface {
 	ReloadContext(ctx context.Context) error
 	EnableUnitFilesContext(ctx context.Context, files []string, runtime bool, force bool) (bool, []sddbus.EnableUnitFileChange, error)
 	DisableUnitFilesContext(ctx context.Context, files []string, runtime bool) ([]sddbus.DisableUnitFileChange, error)
-	StartUnitContext(ctx context.Context, name string, mode string, ch chan<- string) (int, error)
-	StopUnitContext(ctx context.Context, name string, mode string, ch chan<- string) (int, error)
-	RestartUnitContext(ctx context.Context, name string, mode string, ch chan<- string) (int, error)
+	RunJobsContext(ctx context.Context, jobs []sdbus.Job, timeout time.Duration) ([]sdbus.JobResult, error)
 	ResetFailedUnitContext(ctx context.Context, name string) error
 	GetUnitPropertyContext(ctx context.Context, unit string, propertyName string) (*sddbus.Property, error)
 	GetUnitTypePropertyContext(ctx context.Context, unit, unitType, propertyName string) (*sddbus.Property, error)

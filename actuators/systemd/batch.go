@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"path"
-	"time"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 
 	"resil.dev/resil/actuators"
+	"resil.dev/resil/internal/sdbus"
 )
 
 // Batches reports the ops ApplyBatch takes: enable, disable, start, stop
@@ -180,28 +180,43 @@ func (a *Applier) unitStates(ctx context.Context, units []string) (map[string]sd
 	return out, nil
 }
 
-// queued is one job of a batch in flight.
+// queued is one job of a batch.
 type queued struct {
 	i        int // step index
-	id       int
 	before   uint64
-	ch       chan string
 	finished func(active, sub string) // OwnJobs
+}
+
+// jobMethod is the D-Bus method of a job step's op.
+func jobMethod(op actuators.Op) string {
+	switch op {
+	case actuators.OpStart:
+		return sdbus.MethodStartUnit
+	case actuators.OpStop:
+		return sdbus.MethodStopUnit
+	}
+	return sdbus.MethodRestartUnit
+}
+
+// jobOutcome is the error of a queued job's step from its result: nil
+// for "done"; a JobError for another result; ErrJobTimeout or the wait's
+// error (werr, RunJobsContext's) when it had not finished.
+func (a *Applier) jobOutcome(s actuators.Step, r sdbus.JobResult, werr error) error {
+	switch {
+	case r.Result == "done":
+		return nil
+	case r.Result != "":
+		return &JobError{Unit: s.Unit, Op: s.Op, Result: r.Result, JobID: r.ID}
+	case werr != nil:
+		return fmt.Errorf("%s %s: waiting for job %d: %w", s.Op, s.Unit, r.ID, werr)
+	}
+	return fmt.Errorf("%s %s: job %d after %s: %w", s.Op, s.Unit, r.ID, a.cfg.jobTimeout, ErrJobTimeout)
 }
 
 // jobBatch runs the start, stop or restart jobs of steps[idx]; see
 // ApplyBatch.
 func (a *Applier) jobBatch(ctx context.Context, steps []actuators.Step, idx []int, res []actuators.Result, errs []error) {
 	op := steps[idx[0]].Op
-	var call func(context.Context, string, string, chan<- string) (int, error)
-	switch op {
-	case actuators.OpStart:
-		call = a.c.StartUnitContext
-	case actuators.OpStop:
-		call = a.c.StopUnitContext
-	default:
-		call = a.c.RestartUnitContext
-	}
 	units := make([]string, len(idx))
 	for j, i := range idx {
 		units[j] = steps[i].Unit
@@ -238,61 +253,31 @@ func (a *Applier) jobBatch(ctx context.Context, steps []actuators.Step, idx []in
 	}
 
 	// Queue every job, then wait for each.
-	var inflight []queued
+	var done []queued
 	settled := map[int][2]string{} // step index → ActiveState, SubState read back
+	jobs := make([]sdbus.Job, len(act))
+	for j, q := range act {
+		s := steps[q.i]
+		jobs[j] = sdbus.Job{Method: jobMethod(op), Unit: s.Unit, Mode: a.cfg.jobMode}
+		act[j].finished = a.jobQueued(s.Unit)
+		a.count(string(s.Op) + " unit")
+	}
 	defer func() {
-		for _, q := range inflight {
+		for _, q := range act {
 			st := settled[q.i]
 			q.finished(st[0], st[1])
 		}
 	}()
-	for _, q := range act {
-		s := steps[q.i]
-		// Buffered to 1: see job.
-		q.ch = make(chan string, 1)
-		q.finished = a.jobQueued(s.Unit)
-		a.count(string(s.Op) + " unit")
-		id, err := call(ctx, s.Unit, a.cfg.jobMode, q.ch)
-		if err != nil {
-			q.finished("", "")
-			errs[q.i] = fmt.Errorf("%s %s: %w", s.Op, s.Unit, err)
+	results, werr := a.c.RunJobsContext(ctx, jobs, a.cfg.jobTimeout)
+	for j, q := range act {
+		s, r := steps[q.i], results[j]
+		if r.Err != nil {
+			errs[q.i] = fmt.Errorf("%s %s: %w", s.Op, s.Unit, r.Err)
 			continue
 		}
-		q.id = id
 		res[q.i] = actuators.Changed
-		inflight = append(inflight, q)
-	}
-	timer := time.NewTimer(a.cfg.jobTimeout)
-	defer timer.Stop()
-	var done []queued
-	expired := false
-	for _, q := range inflight {
-		s := steps[q.i]
-		if expired {
-			select {
-			case r := <-q.ch:
-				if r != "done" {
-					errs[q.i] = &JobError{Unit: s.Unit, Op: s.Op, Result: r, JobID: q.id}
-				} else {
-					done = append(done, q)
-				}
-			default:
-				errs[q.i] = fmt.Errorf("%s %s: job %d after %s: %w", s.Op, s.Unit, q.id, a.cfg.jobTimeout, ErrJobTimeout)
-			}
-			continue
-		}
-		select {
-		case r := <-q.ch:
-			if r != "done" {
-				errs[q.i] = &JobError{Unit: s.Unit, Op: s.Op, Result: r, JobID: q.id}
-				continue
-			}
+		if errs[q.i] = a.jobOutcome(s, r, werr); errs[q.i] == nil {
 			done = append(done, q)
-		case <-ctx.Done():
-			errs[q.i] = fmt.Errorf("%s %s: waiting for job %d: %w", s.Op, s.Unit, q.id, ctx.Err())
-		case <-timer.C:
-			expired = true
-			errs[q.i] = fmt.Errorf("%s %s: job %d after %s: %w", s.Op, s.Unit, q.id, a.cfg.jobTimeout, ErrJobTimeout)
 		}
 	}
 	if len(done) == 0 {

@@ -122,4 +122,75 @@ func TestPrivateSocketInner(t *testing.T) {
 	if !errors.As(err, &je) || je.Result != "failed" {
 		t.Errorf("start f.service = %v, want a JobError", err)
 	}
+	privateJobs(t, conn, a, unitDir)
+}
+
+// privateJobs: jobs queued and awaited on the private socket's property
+// pipe (sdbus.Conn.RunJobsContext): a batch of starts and restarts (each
+// restarted service gets a new main PID), a failed job in a batch, a job
+// past the job timeout, and a unit that does not exist.
+func privateJobs(t *testing.T, conn *sdbus.Conn, a *Applier, unitDir string) {
+	ctx := context.Background()
+	names := []string{"q1.service", "q2.service", "q3.service"}
+	for _, n := range names {
+		if err := os.WriteFile(unitDir+"/"+n, ownmarktest.Unit(t, "Service/"+strings.TrimSuffix(n, ".service"), "/bin/sleep", "infinity"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slow := "[Service]\nExecStartPre=/bin/sleep 30\nExecStart=/bin/sleep infinity\n"
+	if err := os.WriteFile(unitDir+"/slow.service", []byte(slow), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Apply(ctx, actuators.Step{Op: actuators.OpDaemonReload, Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	mainPID := func(unit string) uint32 {
+		p, err := conn.GetUnitTypePropertyContext(ctx, unit, "Service", "MainPID")
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := p.Value.Value().(uint32)
+		return v
+	}
+	batch := func(op actuators.Op, units ...string) ([]actuators.Result, []error) {
+		var steps []actuators.Step
+		for _, u := range units {
+			steps = append(steps, actuators.Step{Op: op, Unit: u, Reason: "test"})
+		}
+		return a.ApplyBatch(ctx, steps)
+	}
+	res, errs := batch(actuators.OpStart, append(names, "f.service")...)
+	for i, n := range names {
+		if res[i] != actuators.Changed || errs[i] != nil || mainPID(n) == 0 {
+			t.Errorf("batch start %s = %s, %v, main PID %d", n, res[i], errs[i], mainPID(n))
+		}
+	}
+	var je *JobError
+	if !errors.As(errs[3], &je) || je.Result != "failed" {
+		t.Errorf("batch start f.service = %v, want a JobError", errs[3])
+	}
+	before := map[string]uint32{}
+	for _, n := range names {
+		before[n] = mainPID(n)
+	}
+	res, errs = batch(actuators.OpRestart, names...)
+	for i, n := range names {
+		if after := mainPID(n); res[i] != actuators.Changed || errs[i] != nil || after == 0 || after == before[n] {
+			t.Errorf("batch restart %s = %s, %v; main PID %d before, %d after", n, res[i], errs[i], before[n], after)
+		}
+	}
+
+	short := New(conn, unitDir, "/etc/systemd/system.conf.d", zaptest.NewLogger(t), WithJobTimeout(300*time.Millisecond))
+	t0 := time.Now()
+	_, err := short.Apply(ctx, actuators.Step{Op: actuators.OpStart, Unit: "slow.service", Reason: "test"})
+	if !errors.Is(err, ErrJobTimeout) || time.Since(t0) > 20*time.Second {
+		t.Errorf("start slow.service = %v after %s, want ErrJobTimeout", err, time.Since(t0))
+	}
+	// The connection still works after a wait that timed out.
+	if r, err := a.Apply(ctx, actuators.Step{Op: actuators.OpStop, Unit: "slow.service", Reason: "test"}); r != actuators.Changed || err != nil {
+		t.Errorf("stop slow.service = %s, %v", r, err)
+	}
+	if r, err := a.Apply(ctx, actuators.Step{Op: actuators.OpStart, Unit: "no-such-unit.service", Reason: "test"}); r != actuators.Unchanged || err == nil || errors.As(err, &je) {
+		t.Errorf("start no-such-unit.service = %s, %v; want an error of the call", r, err)
+	}
 }

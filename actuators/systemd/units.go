@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"path"
 	"strings"
-	"time"
 
 	godbus "github.com/godbus/dbus/v5"
 
 	"resil.dev/resil/actuators"
+	"resil.dev/resil/internal/sdbus"
 )
 
 // noSuchUnit is systemd's D-Bus error for a unit file that does not exist.
@@ -159,15 +159,6 @@ func (a *Applier) job(ctx context.Context, s actuators.Step) (actuators.Result, 
 	if err := checkUnit(s); err != nil {
 		return actuators.Unchanged, err
 	}
-	var call func(context.Context, string, string, chan<- string) (int, error)
-	switch s.Op {
-	case actuators.OpStart:
-		call = a.c.StartUnitContext
-	case actuators.OpStop:
-		call = a.c.StopUnitContext
-	case actuators.OpRestart:
-		call = a.c.RestartUnitContext
-	}
 	var before uint64
 	if s.Op != actuators.OpRestart {
 		state, err := a.activeState(ctx, s)
@@ -187,29 +178,15 @@ func (a *Applier) job(ctx context.Context, s actuators.Step) (actuators.Result, 
 		}
 	}
 
-	// Buffered to 1: go-systemd sends the result while holding its job
-	// lock, so a result nobody waits for any more (timeout, ctx) must not
-	// block its signal dispatcher.
-	ch := make(chan string, 1)
 	settled := ""
 	finished := a.jobQueued(s.Unit)
 	defer func() { finished(settled, "") }()
 	a.count(string(s.Op) + " unit")
-	id, err := call(ctx, s.Unit, a.cfg.jobMode, ch)
-	if err != nil {
-		return actuators.Unchanged, fmt.Errorf("%s %s: %w", s.Op, s.Unit, err)
-	}
-	timer := time.NewTimer(a.cfg.jobTimeout)
-	defer timer.Stop()
-	select {
-	case r := <-ch:
-		if r != "done" {
-			return actuators.Changed, &JobError{Unit: s.Unit, Op: s.Op, Result: r, JobID: id}
-		}
-	case <-ctx.Done():
-		return actuators.Changed, fmt.Errorf("%s %s: waiting for job %d: %w", s.Op, s.Unit, id, ctx.Err())
-	case <-timer.C:
-		return actuators.Changed, fmt.Errorf("%s %s: job %d after %s: %w", s.Op, s.Unit, id, a.cfg.jobTimeout, ErrJobTimeout)
+	results, werr := a.c.RunJobsContext(ctx, []sdbus.Job{{Method: jobMethod(s.Op), Unit: s.Unit, Mode: a.cfg.jobMode}}, a.cfg.jobTimeout)
+	if r := results[0]; r.Err != nil {
+		return actuators.Unchanged, fmt.Errorf("%s %s: %w", s.Op, s.Unit, r.Err)
+	} else if err := a.jobOutcome(s, r, werr); err != nil {
+		return actuators.Changed, err
 	}
 	state, err := a.activeState(ctx, s)
 	if err != nil {

@@ -63,6 +63,7 @@ func newRunCmd(g *globals) *cobra.Command {
 			}
 			loop := reconcile.NewLoop(r, log)
 			loop.Kicked = be.Prepare
+			loop.Overlap = be.Name == "systemd" // see reconcile.Options.Overlap
 			sd := newSDNotifier(log)
 			defer sd.stopping()
 			loop.Resync, loop.Settle, loop.PassTimeout = sd.watchdogResync(resync), settle, passTimeout

@@ -13,7 +13,13 @@
 //     WatchUnitSignals.
 //   - godbus.go: the go-systemd methods the consumers use (jobs, unit
 //     files, transient units), each dialing the go-systemd connection if
-//     it is not yet.
+//     it is not yet; a unit's single property is read on the pipe.
+//   - jobs.go: RunJobsContext, start/stop/restart jobs queued together and
+//     awaited by their JobRemoved, on the pipe on the private socket
+//     (there the go-systemd connection would decode every unit's signal
+//     queued after a daemon-reload before the job's reply), through
+//     go-systemd on a bus; RunJobsWith, the same over go-systemd-style
+//     calls.
 //   - props.go, pipe.go: GetUnitPropertiesContext, the named properties of
 //     many units by Properties.Get calls pipelined on a connection of
 //     their own (the property pipe: a hand-written encoder and a decoder of

@@ -2,8 +2,11 @@ package sdbus
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
+	godbus "github.com/godbus/dbus/v5"
 )
 
 // The go-systemd methods the consumers use, each on the go-systemd
@@ -72,22 +75,56 @@ func (c *Conn) StartTransientUnitContext(ctx context.Context, name, mode string,
 	return sd.StartTransientUnitContext(ctx, name, mode, properties, ch)
 }
 
-// GetUnitPropertyContext is go-systemd's method of the same name.
+// GetUnitPropertyContext is go-systemd's method of the same name, read on
+// the property pipe (see unitProperty).
 func (c *Conn) GetUnitPropertyContext(ctx context.Context, unit, propertyName string) (*sddbus.Property, error) {
-	sd, err := c.godbus(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return sd.GetUnitPropertyContext(ctx, unit, propertyName)
+	return c.unitProperty(ctx, unit, "org.freedesktop.systemd1.Unit", propertyName, func(sd *sddbus.Conn) (*sddbus.Property, error) {
+		return sd.GetUnitPropertyContext(ctx, unit, propertyName)
+	})
 }
 
-// GetUnitTypePropertyContext is go-systemd's method of the same name.
+// GetUnitTypePropertyContext is go-systemd's method of the same name, read
+// on the property pipe (see unitProperty).
 func (c *Conn) GetUnitTypePropertyContext(ctx context.Context, unit, unitType, propertyName string) (*sddbus.Property, error) {
-	sd, err := c.godbus(ctx)
-	if err != nil {
+	return c.unitProperty(ctx, unit, "org.freedesktop.systemd1."+unitType, propertyName, func(sd *sddbus.Conn) (*sddbus.Property, error) {
+		return sd.GetUnitTypePropertyContext(ctx, unit, unitType, propertyName)
+	})
+}
+
+// unitProperty reads one property of a unit with one Get on the property
+// pipe: after a daemon-reload the go-systemd connection has every unit's
+// signals to decode before the reply (see RunJobsContext). A value the
+// pipe does not decode, or an address it does not dial, is read by
+// viaGodbus.
+func (c *Conn) unitProperty(ctx context.Context, unit, iface, name string, viaGodbus func(*sddbus.Conn) (*sddbus.Property, error)) (*sddbus.Property, error) {
+	godbusRead := func() (*sddbus.Property, error) {
+		sd, err := c.godbus(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return viaGodbus(sd)
+	}
+	p, err := c.takePipe(ctx)
+	switch {
+	case errors.Is(err, errPipeAddress):
+		return godbusRead()
+	case err != nil:
 		return nil, err
 	}
-	return sd.GetUnitTypePropertyContext(ctx, unit, unitType, propertyName)
+	path := godbus.ObjectPath(unitPathPrefix + sddbus.PathBusEscape(unit))
+	vals, errs, err := p.getBatch(ctx, []getCall{{path: path, iface: iface, name: name}})
+	c.putPipe(p, err == nil)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("read %s of %s: %w", name, unit, err)
+	case errs[0] != nil:
+		var derr godbus.Error
+		if errors.As(errs[0], &derr) {
+			return nil, derr
+		}
+		return godbusRead() // a type the pipe does not decode
+	}
+	return &sddbus.Property{Name: name, Value: godbus.MakeVariant(vals[0])}, nil
 }
 
 // ListUnitFilesByPatternsContext is go-systemd's method of the same name.

@@ -46,6 +46,7 @@ const (
 	msgMethodCall   = 1
 	msgMethodReturn = 2
 	msgError        = 3
+	msgSignal       = 4
 
 	fieldPath        = 1
 	fieldInterface   = 2
@@ -354,6 +355,8 @@ type message struct {
 	replySerial uint32
 	errName     string
 	errBody     []any
+	iface       string // of a signal
+	member      string // of a signal
 	sig         string
 	body        []byte
 }
@@ -396,6 +399,10 @@ func (p *pipe) read() (message, error) {
 			switch code {
 			case fieldErrorName:
 				m.errName = s
+			case fieldInterface:
+				m.iface = s
+			case fieldMember:
+				m.member = s
 			}
 		case "g":
 			s := d.signature()

@@ -7,6 +7,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"time"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	godbus "github.com/godbus/dbus/v5"
@@ -505,6 +506,20 @@ func (f *Fake) StopUnitContext(_ context.Context, name, mode string, ch chan<- s
 // RestartUnitContext implements the applier's Client.
 func (f *Fake) RestartUnitContext(_ context.Context, name, mode string, ch chan<- string) (int, error) {
 	return f.job("RestartUnit", "restart", name, ch)
+}
+
+// RunJobsContext implements the applier's Client: each job through the
+// method of its name above (a HangJobs unit's never finishes).
+func (f *Fake) RunJobsContext(ctx context.Context, jobs []sdbus.Job, timeout time.Duration) ([]sdbus.JobResult, error) {
+	return sdbus.RunJobsWith(ctx, jobs, timeout, func(ctx context.Context, j sdbus.Job, ch chan<- string) (int, error) {
+		switch j.Method {
+		case sdbus.MethodStartUnit:
+			return f.StartUnitContext(ctx, j.Unit, j.Mode, ch)
+		case sdbus.MethodStopUnit:
+			return f.StopUnitContext(ctx, j.Unit, j.Mode, ch)
+		}
+		return f.RestartUnitContext(ctx, j.Unit, j.Mode, ch)
+	})
 }
 
 func (f *Fake) job(method, kind, name string, ch chan<- string) (int, error) {
