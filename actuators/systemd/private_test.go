@@ -159,6 +159,21 @@ func privateJobs(t *testing.T, conn *sdbus.Conn, a *Applier, unitDir string) {
 		}
 		return a.ApplyBatch(ctx, steps)
 	}
+	// The go-systemd connection: dialed for an enable, closed once idle
+	// (systemd would send it every signal), dialed again when needed.
+	waitClosed := func(what string) {
+		for deadline := time.Now().Add(10 * time.Second); conn.GodbusOpen(); time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the go-systemd connection is still open %s", what)
+			}
+		}
+	}
+	for i := 0; i < 2; i++ {
+		if _, err := a.Apply(ctx, actuators.Step{Op: actuators.OpEnable, Unit: "q1.service", Reason: "test"}); err != nil {
+			t.Fatal(err)
+		}
+		waitClosed("after an enable")
+	}
 	res, errs := batch(actuators.OpStart, append(names, "f.service")...)
 	for i, n := range names {
 		if res[i] != actuators.Changed || errs[i] != nil || mainPID(n) == 0 {
@@ -178,6 +193,10 @@ func privateJobs(t *testing.T, conn *sdbus.Conn, a *Applier, unitDir string) {
 		if after := mainPID(n); res[i] != actuators.Changed || errs[i] != nil || after == 0 || after == before[n] {
 			t.Errorf("batch restart %s = %s, %v; main PID %d before, %d after", n, res[i], errs[i], before[n], after)
 		}
+	}
+
+	if conn.GodbusOpen() {
+		t.Error("jobs on the private socket dialed the go-systemd connection")
 	}
 
 	short := New(conn, unitDir, "/etc/systemd/system.conf.d", zaptest.NewLogger(t), WithJobTimeout(300*time.Millisecond))

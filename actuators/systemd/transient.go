@@ -16,7 +16,7 @@ import (
 // TransientClient is what a ProbeRunner needs of systemd: start a
 // transient unit and stop it.
 type TransientClient interface {
-	StartTransientUnitContext(ctx context.Context, name string, mode string, properties []sddbus.Property, ch chan<- string) (int, error)
+	RunTransientUnitContext(ctx context.Context, name string, mode string, properties []sddbus.Property) (string, error)
 	StopUnitContext(ctx context.Context, name string, mode string, ch chan<- string) (int, error)
 }
 
@@ -60,22 +60,19 @@ func (p *ProbeRunner) Run(ctx context.Context, argv []string, user, group string
 	if group != "" {
 		props = append(props, sddbus.Property{Name: "Group", Value: godbus.MakeVariant(group)})
 	}
-	ch := make(chan string, 1)
-	if _, err := p.c.StartTransientUnitContext(ctx, name, "fail", props, ch); err != nil {
+	res, err := p.c.RunTransientUnitContext(ctx, name, "fail", props)
+	switch {
+	case err == nil && res != "done":
+		return fmt.Errorf("%s: job %s (the command failed or could not run)", name, res)
+	case err == nil:
+		return nil
+	case ctx.Err() == nil:
 		return fmt.Errorf("start %s: %w", name, err)
 	}
-	select {
-	case res := <-ch:
-		if res != "done" {
-			return fmt.Errorf("%s: job %s (the command failed or could not run)", name, res)
-		}
-		return nil
-	case <-ctx.Done():
-		// The probe ran into its timeout: stop it (and everything it
-		// started) without waiting long for the stop job.
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_, _ = p.c.StopUnitContext(sctx, name, "replace", nil)
-		return fmt.Errorf("%s: timed out", name)
-	}
+	// The probe ran into its timeout: stop it (and everything it
+	// started) without waiting long for the stop job.
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _ = p.c.StopUnitContext(sctx, name, "replace", nil)
+	return fmt.Errorf("%s: timed out", name)
 }

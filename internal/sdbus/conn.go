@@ -54,12 +54,18 @@ type Conn struct {
 	// reads (diff, apply with nothing to do) uses the property pipe alone
 	// and never dials it: a connection to the private socket costs PID 1
 	// about 2.5 ms.
-	sdMu    sync.Mutex
-	sd      *sddbus.Conn
-	calls   *godbus.Conn
-	private bool
-	wire    *Wire
-	cancel  context.CancelFunc
+	sdMu  sync.Mutex
+	sd    *sddbus.Conn
+	calls *godbus.Conn
+	// sdRefs counts the calls and watches using sd; sdPinned keeps it
+	// for good (a job whose result go-systemd sends later); sdIdle closes
+	// it once unused on the private socket (see godbusIdle).
+	sdRefs   int
+	sdPinned bool
+	sdIdle   *time.Timer
+	private  bool
+	wire     *Wire
+	cancel   context.CancelFunc
 	// life is the context the go-systemd connection lives in (cancelled
 	// by Close).
 	life context.Context
@@ -179,10 +185,12 @@ func dial(ctx context.Context, addr string, private bool) (*Conn, error) {
 		c.putPipe(p, true)
 		return c, nil
 	case errors.Is(err, errPipeAddress):
-		if _, err := c.godbus(ctx); err != nil {
+		_, done, err := c.godbus(ctx)
+		if err != nil {
 			cancel()
 			return nil, err
 		}
+		done()
 		return c, nil
 	}
 	cancel()
@@ -190,17 +198,76 @@ func dial(ctx context.Context, addr string, private bool) (*Conn, error) {
 }
 
 // bus returns the raw connection under the go-systemd one (go-systemd's
-// calls and signals share it), dialing as godbus does.
-func (c *Conn) bus(ctx context.Context) (*godbus.Conn, error) {
-	if _, err := c.godbus(ctx); err != nil {
-		return nil, err
-	}
+// calls and signals share it), dialing and counting a use as godbus does.
+func (c *Conn) bus(ctx context.Context) (*godbus.Conn, func(), error) {
 	c.sdMu.Lock()
 	defer c.sdMu.Unlock()
-	if c.calls == nil {
-		return nil, fmt.Errorf("connect to systemd at %s: connection closed", c.addr)
+	if _, err := c.godbusLocked(ctx); err != nil {
+		return nil, nil, err
 	}
-	return c.calls, nil
+	return c.calls, c.use(), nil
+}
+
+// godbusIdle is how long the go-systemd connection to the private socket
+// stays open after its last use. systemd sends every signal to every
+// connection on that socket, and godbus decodes each one (after a
+// daemon-reload of 1000 units, over 2000 at about 25 µs): kept open by
+// the agent for an enable or a probe long ago, it would cost that at every
+// reload for nothing. The agent's reads, jobs and watch use connections of
+// their own (the pipe, watch.go), so it is dialed only for the rarer calls
+// (enable, disable, transient units, GetAll) and closed again. A bus
+// connection stays: there a peer gets no signal it did not ask for.
+const godbusIdle = time.Second
+
+// use counts a use of the go-systemd connection; the returned func ends
+// it. Called with sdMu held.
+func (c *Conn) use() func() {
+	c.sdRefs++
+	if c.sdIdle != nil {
+		c.sdIdle.Stop()
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			c.sdMu.Lock()
+			defer c.sdMu.Unlock()
+			c.sdRefs--
+			if c.sdRefs > 0 || c.sdPinned || !c.private || c.sd == nil {
+				return
+			}
+			if c.sdIdle == nil {
+				c.sdIdle = time.AfterFunc(godbusIdle, c.closeIdleGodbus)
+			} else {
+				c.sdIdle.Reset(godbusIdle)
+			}
+		})
+	}
+}
+
+// GodbusOpen reports whether the go-systemd connection is open (tests).
+func (c *Conn) GodbusOpen() bool {
+	c.sdMu.Lock()
+	defer c.sdMu.Unlock()
+	return c.sd != nil
+}
+
+// pin keeps the go-systemd connection open for good: a job queued with a
+// result channel gets its result from a signal on it, later.
+func (c *Conn) pin() {
+	c.sdMu.Lock()
+	c.sdPinned = true
+	c.sdMu.Unlock()
+}
+
+// closeIdleGodbus closes the go-systemd connection if nothing uses it.
+func (c *Conn) closeIdleGodbus() {
+	c.sdMu.Lock()
+	defer c.sdMu.Unlock()
+	if c.sdRefs > 0 || c.sdPinned || c.sd == nil {
+		return
+	}
+	c.sd.Close()
+	c.sd, c.calls = nil, nil
 }
 
 // godbus returns the go-systemd connection, dialing it on the first call,
@@ -208,9 +275,20 @@ func (c *Conn) bus(ctx context.Context) (*godbus.Conn, error) {
 // re-executes itself): a subscription's retry (observed/systemd's
 // ErrDisconnected) then watches on the new one. A failed dial is returned
 // and the next call dials again.
-func (c *Conn) godbus(ctx context.Context) (*sddbus.Conn, error) {
+//
+// The caller calls the returned func when done with it (see godbusIdle).
+func (c *Conn) godbus(ctx context.Context) (*sddbus.Conn, func(), error) {
 	c.sdMu.Lock()
 	defer c.sdMu.Unlock()
+	sd, err := c.godbusLocked(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return sd, c.use(), nil
+}
+
+// godbusLocked is godbus without the use count, with sdMu held.
+func (c *Conn) godbusLocked(ctx context.Context) (*sddbus.Conn, error) {
 	if c.sd != nil && c.calls.Connected() {
 		return c.sd, nil
 	}
@@ -289,6 +367,9 @@ func (c *Conn) Close() {
 	// godbus checks it under sdMu, so no dial starts after it.
 	c.cancel()
 	c.sdMu.Lock()
+	if c.sdIdle != nil {
+		c.sdIdle.Stop()
+	}
 	if c.sd != nil {
 		c.sd.Close()
 	}
@@ -321,10 +402,11 @@ func (c *Conn) GetManagerPropertyContext(ctx context.Context, name string) (godb
 	} else if !errors.Is(err, errPipeAddress) {
 		return godbus.Variant{}, fmt.Errorf("get manager property %s: %w", name, err)
 	}
-	bc, err := c.bus(ctx)
+	bc, done, err := c.bus(ctx)
 	if err != nil {
 		return godbus.Variant{}, err
 	}
+	defer done()
 	var v godbus.Variant
 	err = c.manager(bc).CallWithContext(ctx, propsIface+".Get", 0, managerIface, name).Store(&v)
 	if err != nil {
@@ -344,10 +426,11 @@ func (c *Conn) GetAllPropertiesContext(ctx context.Context, unit string) (map[st
 	if !path.IsValid() {
 		return nil, fmt.Errorf("invalid unit name: %q", unit)
 	}
-	bc, err := c.bus(ctx)
+	bc, done, err := c.bus(ctx)
 	if err != nil {
 		return nil, err
 	}
+	defer done()
 	call := bc.Object(systemdDest, path).CallWithContext(ctx, propsIface+".GetAll", 0, "")
 	if call.Err != nil {
 		return nil, call.Err
@@ -372,10 +455,11 @@ func (c *Conn) GetAllPropertiesContext(ctx context.Context, unit string) (map[st
 // ServiceWatchdogs; WatchdogDevice is read-only). The error of a read-only
 // property is a godbus.Error named org.freedesktop.DBus.Error.PropertyReadOnly.
 func (c *Conn) SetManagerProperty(ctx context.Context, name string, value godbus.Variant) error {
-	bc, err := c.bus(ctx)
+	bc, done, err := c.bus(ctx)
 	if err != nil {
 		return err
 	}
+	defer done()
 	err = c.manager(bc).CallWithContext(ctx, propsIface+".Set", 0, managerIface, name, value).Err
 	if err != nil {
 		return fmt.Errorf("set manager property %s: %w", name, err)
@@ -386,9 +470,14 @@ func (c *Conn) SetManagerProperty(ctx context.Context, name string, value godbus
 // WatchUnitSignals delivers systemd's PropertiesChanged signals for unit
 // objects (every interface: Unit, Service, Timer...) and the manager's
 // signals (UnitNew, UnitRemoved, JobNew, JobRemoved, Reloading, ...) to ch
-// until stop is called. On a bus it asks systemd to emit signals (Manager.Subscribe) and
-// the bus to route them (AddMatch); on the private socket systemd sends
-// every signal anyway. Other signals may also arrive on ch; filter them.
+// until stop is called. On a bus it asks systemd to emit signals
+// (Manager.Subscribe) and the bus to route them (AddMatch), on go-systemd's
+// connection. On the private socket, where systemd sends every signal to
+// every peer anyway, it reads a connection of its own by hand (watch.go):
+// a PropertiesChanged there carries only the properties of the types it
+// decodes (basic types, arrays of them, structs of them), and signals
+// arrive a few ms late, gathered. Other signals may also arrive on ch;
+// filter them.
 //
 // stop undoes the subscription and returns once nothing more is sent on ch;
 // the caller keeps ownership of ch. If the connection closes, godbus closes
@@ -398,6 +487,9 @@ func (c *Conn) SetManagerProperty(ctx context.Context, name string, value godbus
 //   - (stop, nil): watching.
 //   - (nil, err): nothing registered.
 func (c *Conn) WatchUnitSignals(ctx context.Context, ch chan<- *godbus.Signal) (stop func(), err error) {
+	if _, err := pipeSocket(c.addr); err == nil && c.private {
+		return c.watchRaw(ctx, ch) // watch.go
+	}
 	match := []godbus.MatchOption{
 		godbus.WithMatchInterface(propsIface),
 		godbus.WithMatchMember("PropertiesChanged"),
@@ -409,10 +501,16 @@ func (c *Conn) WatchUnitSignals(ctx context.Context, ch chan<- *godbus.Signal) (
 		godbus.WithMatchInterface(managerIface),
 		godbus.WithMatchObjectPath(systemdPath),
 	}
-	sig, err := c.bus(ctx)
+	sig, release, err := c.bus(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("watch unit signals: %w", err)
 	}
+	ok := false
+	defer func() {
+		if !ok {
+			release()
+		}
+	}()
 	sig.Signal(ch)
 	if !c.private {
 		if err := sig.AddMatchSignalContext(ctx, match...); err != nil {
@@ -438,7 +536,9 @@ func (c *Conn) WatchUnitSignals(ctx context.Context, ch chan<- *godbus.Signal) (
 		}
 		subscribed = false // someone else on this connection subscribed; leave it to them
 	}
+	ok = true
 	return func() {
+		defer release()
 		bg := context.WithoutCancel(ctx)
 		if subscribed {
 			_ = c.manager(sig).CallWithContext(bg, managerIface+".Unsubscribe", 0).Err

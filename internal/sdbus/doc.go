@@ -14,6 +14,12 @@
 //   - godbus.go: the go-systemd methods the consumers use (jobs, unit
 //     files, transient units), each dialing the go-systemd connection if
 //     it is not yet; a unit's single property is read on the pipe.
+//   - watch.go: WatchUnitSignals on the private socket: a connection of
+//     its own read by one goroutine, headers parsed, only the observer's
+//     signals decoded, reads gathered a few ms (a reload's thousands of
+//     signals in a few reads, not a wake-up each). The go-systemd
+//     connection is then dialed only for the rarer calls and closed after
+//     godbusIdle unused (conn.go).
 //   - jobs.go: RunJobsContext, start/stop/restart jobs queued together and
 //     awaited by their JobRemoved, on the pipe on the private socket
 //     (there the go-systemd connection would decode every unit's signal

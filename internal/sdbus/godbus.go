@@ -14,65 +14,93 @@ import (
 
 // EnableUnitFilesContext is go-systemd's method of the same name.
 func (c *Conn) EnableUnitFilesContext(ctx context.Context, files []string, runtime, force bool) (bool, []sddbus.EnableUnitFileChange, error) {
-	sd, err := c.godbus(ctx)
+	sd, done, err := c.godbus(ctx)
 	if err != nil {
 		return false, nil, err
 	}
+	defer done()
 	return sd.EnableUnitFilesContext(ctx, files, runtime, force)
 }
 
 // DisableUnitFilesContext is go-systemd's method of the same name.
 func (c *Conn) DisableUnitFilesContext(ctx context.Context, files []string, runtime bool) ([]sddbus.DisableUnitFileChange, error) {
-	sd, err := c.godbus(ctx)
+	sd, done, err := c.godbus(ctx)
 	if err != nil {
 		return nil, err
 	}
+	defer done()
 	return sd.DisableUnitFilesContext(ctx, files, runtime)
 }
 
 // StartUnitContext is go-systemd's method of the same name.
 func (c *Conn) StartUnitContext(ctx context.Context, name, mode string, ch chan<- string) (int, error) {
-	sd, err := c.godbus(ctx)
+	sd, done, err := c.godbus(ctx)
 	if err != nil {
 		return 0, err
+	}
+	defer done()
+	if ch != nil {
+		c.pin() // its result comes later, on this connection
 	}
 	return sd.StartUnitContext(ctx, name, mode, ch)
 }
 
 // StopUnitContext is go-systemd's method of the same name.
 func (c *Conn) StopUnitContext(ctx context.Context, name, mode string, ch chan<- string) (int, error) {
-	sd, err := c.godbus(ctx)
+	sd, done, err := c.godbus(ctx)
 	if err != nil {
 		return 0, err
+	}
+	defer done()
+	if ch != nil {
+		c.pin() // its result comes later, on this connection
 	}
 	return sd.StopUnitContext(ctx, name, mode, ch)
 }
 
 // RestartUnitContext is go-systemd's method of the same name.
 func (c *Conn) RestartUnitContext(ctx context.Context, name, mode string, ch chan<- string) (int, error) {
-	sd, err := c.godbus(ctx)
+	sd, done, err := c.godbus(ctx)
 	if err != nil {
 		return 0, err
+	}
+	defer done()
+	if ch != nil {
+		c.pin() // its result comes later, on this connection
 	}
 	return sd.RestartUnitContext(ctx, name, mode, ch)
 }
 
 // ResetFailedUnitContext is go-systemd's method of the same name.
 func (c *Conn) ResetFailedUnitContext(ctx context.Context, name string) error {
-	sd, err := c.godbus(ctx)
+	sd, done, err := c.godbus(ctx)
 	if err != nil {
 		return err
 	}
+	defer done()
 	return sd.ResetFailedUnitContext(ctx, name)
 }
 
-// StartTransientUnitContext is go-systemd's method of the same name.
-func (c *Conn) StartTransientUnitContext(ctx context.Context, name, mode string, properties []sddbus.Property, ch chan<- string) (int, error) {
-	sd, err := c.godbus(ctx)
+// RunTransientUnitContext starts a transient unit (go-systemd's
+// StartTransientUnitContext) and waits for its start job's result, which
+// it returns ("done", "failed", ...), or until ctx is done (ctx.Err()).
+// The go-systemd connection the result comes on stays open meanwhile.
+func (c *Conn) RunTransientUnitContext(ctx context.Context, name, mode string, properties []sddbus.Property) (string, error) {
+	sd, done, err := c.godbus(ctx)
 	if err != nil {
-		return 0, err
+		return "", err
 	}
-	return sd.StartTransientUnitContext(ctx, name, mode, properties, ch)
+	defer done()
+	ch := make(chan string, 1) // buffered: go-systemd must not block on a result nobody waits for
+	if _, err := sd.StartTransientUnitContext(ctx, name, mode, properties, ch); err != nil {
+		return "", err
+	}
+	select {
+	case r := <-ch:
+		return r, nil
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
 }
 
 // GetUnitPropertyContext is go-systemd's method of the same name, read on
@@ -98,10 +126,11 @@ func (c *Conn) GetUnitTypePropertyContext(ctx context.Context, unit, unitType, p
 // viaGodbus.
 func (c *Conn) unitProperty(ctx context.Context, unit, iface, name string, viaGodbus func(*sddbus.Conn) (*sddbus.Property, error)) (*sddbus.Property, error) {
 	godbusRead := func() (*sddbus.Property, error) {
-		sd, err := c.godbus(ctx)
+		sd, done, err := c.godbus(ctx)
 		if err != nil {
 			return nil, err
 		}
+		defer done()
 		return viaGodbus(sd)
 	}
 	p, err := c.takePipe(ctx)
@@ -129,9 +158,10 @@ func (c *Conn) unitProperty(ctx context.Context, unit, iface, name string, viaGo
 
 // ListUnitFilesByPatternsContext is go-systemd's method of the same name.
 func (c *Conn) ListUnitFilesByPatternsContext(ctx context.Context, states, patterns []string) ([]sddbus.UnitFile, error) {
-	sd, err := c.godbus(ctx)
+	sd, done, err := c.godbus(ctx)
 	if err != nil {
 		return nil, err
 	}
+	defer done()
 	return sd.ListUnitFilesByPatternsContext(ctx, states, patterns)
 }

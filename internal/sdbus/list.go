@@ -20,10 +20,11 @@ import (
 func (c *Conn) ListUnitsByNamesContext(ctx context.Context, units []string) ([]sddbus.UnitStatus, error) {
 	p, err := c.takePipe(ctx)
 	if errors.Is(err, errPipeAddress) {
-		sd, err := c.godbus(ctx)
+		sd, done, err := c.godbus(ctx)
 		if err != nil {
 			return nil, err
 		}
+		defer done()
 		return sd.ListUnitsByNamesContext(ctx, units)
 	}
 	if err != nil {

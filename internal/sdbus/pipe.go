@@ -355,6 +355,7 @@ type message struct {
 	replySerial uint32
 	errName     string
 	errBody     []any
+	path        string // of a signal
 	iface       string // of a signal
 	member      string // of a signal
 	sig         string
@@ -399,6 +400,8 @@ func (p *pipe) read() (message, error) {
 			switch code {
 			case fieldErrorName:
 				m.errName = s
+			case fieldPath:
+				m.path = s
 			case fieldInterface:
 				m.iface = s
 			case fieldMember:

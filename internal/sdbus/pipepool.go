@@ -132,10 +132,11 @@ func (c *Conn) ReloadContext(ctx context.Context) error {
 	p, err := c.takePipe(ctx)
 	switch {
 	case errors.Is(err, errPipeAddress):
-		sd, err := c.godbus(ctx)
+		sd, done, err := c.godbus(ctx)
 		if err != nil {
 			return err
 		}
+		defer done()
 		return sd.ReloadContext(ctx)
 	case err != nil:
 		return fmt.Errorf("daemon-reload: %w", err)

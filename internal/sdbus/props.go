@@ -86,13 +86,14 @@ func (c *Conn) GetUnitPropertiesContext(ctx context.Context, queries []PropertyQ
 // in flight: for an address the pipe does not dial.
 func (c *Conn) getGodbus(ctx context.Context, calls []getCall) ([]any, []error) {
 	vals, errs := make([]any, len(calls)), make([]error, len(calls))
-	bc, err := c.bus(ctx)
+	bc, release, err := c.bus(ctx)
 	if err != nil {
 		for i := range errs {
 			errs[i] = err
 		}
 		return vals, errs
 	}
+	defer release()
 	done := make(chan *godbus.Call, pipeWindow)
 	index := make(map[*godbus.Call]int, len(calls))
 	next, inflight := 0, 0

@@ -42,7 +42,7 @@ func TestSandboxGetAllProperties(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", unit, err)
 		}
-		sd, err := c.godbus(ctx)
+		sd, _, err := c.godbus(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -87,7 +87,7 @@ func TestSandboxUnitPropertiesPipeAndGodbus(t *testing.T) {
 	if c.pipeBatches.Load() != 1 {
 		t.Fatal("the pipe was not used")
 	}
-	if _, err := c.godbus(ctx); err != nil { // dialed on first use, at the real address
+	if _, _, err := c.godbus(ctx); err != nil { // dialed on first use, at the real address
 		t.Fatal(err)
 	}
 	c.addr = "tcp:host=localhost,port=1" // not for the pipe: godbus
@@ -141,7 +141,7 @@ func TestSandboxListUnitsPipeAndGodbus(t *testing.T) {
 	if got := c.Wire().Calls() - wire0; got != 1 {
 		t.Errorf("%d calls on the wire, want 1", got)
 	}
-	sd, err := c.godbus(ctx)
+	sd, _, err := c.godbus(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestSandboxListUnitsPipeAndGodbus(t *testing.T) {
 	if piped[0].ActiveState != "active" || piped[2].LoadState != "not-found" {
 		t.Errorf("statuses: %+v", piped[:3])
 	}
-	if _, err := c.godbus(ctx); err != nil { // dialed on first use, at the real address
+	if _, _, err := c.godbus(ctx); err != nil { // dialed on first use, at the real address
 		t.Fatal(err)
 	}
 	c.addr = "tcp:host=localhost,port=1" // not for the pipe: godbus
@@ -289,7 +289,7 @@ func TestSandboxReadsNeedOneConnection(t *testing.T) {
 	if dialed || c.pipeDials.Load() != 1 {
 		t.Fatalf("after reads: go-systemd connection dialed %v, %d pipes; want none and 1", dialed, c.pipeDials.Load())
 	}
-	sd, err := c.godbus(ctx)
+	sd, _, err := c.godbus(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,7 +305,7 @@ func TestSandboxReadsNeedOneConnection(t *testing.T) {
 	if _, err := c.StartUnitContext(ctx, "sandbox.target", "replace", nil); err != nil {
 		t.Fatal(err)
 	}
-	if again, _ := c.godbus(ctx); again != sd {
+	if again, _, _ := c.godbus(ctx); again != sd {
 		t.Error("the go-systemd connection was dialed twice")
 	}
 	// A closed connection (systemd re-executed) is dialed again.
@@ -318,7 +318,7 @@ func TestSandboxReadsNeedOneConnection(t *testing.T) {
 	if _, err := c.StartUnitContext(ctx, "sandbox.target", "replace", nil); err != nil {
 		t.Fatalf("after the connection closed: %v", err)
 	}
-	if again, _ := c.godbus(ctx); again == sd {
+	if again, _, _ := c.godbus(ctx); again == sd {
 		t.Error("a closed go-systemd connection was not dialed again")
 	}
 }

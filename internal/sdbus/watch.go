@@ -1,0 +1,325 @@
+package sdbus
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	godbus "github.com/godbus/dbus/v5"
+)
+
+// watchRaw is WatchUnitSignals on systemd's private socket: a connection
+// of its own (dialed as the property pipe is), read by one goroutine that
+// parses every message's header and decodes the body only of the signals
+// the observer uses: PropertiesChanged of unit objects and the manager's
+// own. systemd sends every signal to every peer of that socket: after a
+// daemon-reload of 1000 units over 2000 at once, and go-systemd's
+// connection decodes each one by reflection (about 25 µs and a dozen
+// allocations), a hundred milliseconds of the agent's CPU per reload,
+// taken from PID 1's share of a small host while it reloads.
+//
+// The values kept are those of the types decodeValue handles (every basic
+// type, arrays of a basic type, structs of basic types): the properties
+// the observer reads are all of them. A property of another type (an
+// array of structs, a dictionary) is left out of the changed map.
+//
+// stop closes the connection and returns once its goroutine has ended;
+// if the connection fails first, the goroutine closes ch, as godbus does.
+func (c *Conn) watchRaw(ctx context.Context, ch chan<- *godbus.Signal) (stop func(), err error) {
+	p, err := dialPipe(ctx, c.addr, true, c.wire)
+	if err != nil {
+		return nil, fmt.Errorf("watch unit signals: %w", err)
+	}
+	_ = p.conn.SetDeadline(time.Time{}) // the dial's ctx bounded the handshake only
+	stopped := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		for {
+			if p.r.Buffered() == 0 {
+				// Let a burst gather: see watchGather.
+				select {
+				case <-stopped:
+				case <-time.After(watchGather):
+				}
+			}
+			m, err := p.read()
+			if err != nil {
+				select {
+				case <-stopped:
+				default:
+					close(ch) // the connection failed: Subscribe re-dials
+				}
+				return
+			}
+			if m.typ != msgSignal {
+				continue
+			}
+			c.wire.signals.Add(1)
+			s := decodeSignal(m)
+			if s == nil {
+				continue
+			}
+			select {
+			case ch <- s:
+			case <-stopped:
+				return
+			}
+		}
+	}()
+	return func() {
+		close(stopped)
+		p.close()
+		<-exited
+	}, nil
+}
+
+// watchGather is how long the watch waits before reading again once it
+// has read everything that had arrived. systemd writes each signal on its
+// own (a reload: a few per unit, back to back); read as they come, each
+// one wakes the reader's thread and then the observer's, thousands of
+// wake-ups that take turns with PID 1 on a small host's CPUs while it
+// reloads. Read after a short wait they come in a few large reads. A
+// signal is a hint that wakes a pass after its settle delay (100 ms by
+// default): a few ms more are nothing there.
+const watchGather = 2 * time.Millisecond
+
+// decodeSignal returns the signal m as godbus would deliver it, or nil
+// when it is none the observer uses (or its body does not decode).
+func decodeSignal(m message) *godbus.Signal {
+	d := decoder{b: m.body, order: m.order}
+	var body []any
+	switch {
+	case m.member == "PropertiesChanged" && m.iface == propsIface && strings.HasPrefix(m.path, unitPathPrefix) && m.sig == "sa{sv}as":
+		iface := d.string()
+		changed := map[string]godbus.Variant{}
+		n := int(d.uint32())
+		d.align(8)
+		end := d.pos + n
+		for d.err == nil && d.pos < end {
+			d.align(8)
+			key := d.string()
+			sig := d.signature()
+			if v, ok := d.value(sig); ok {
+				g, err := godbus.ParseSignature(sig)
+				if err != nil {
+					return nil
+				}
+				changed[key] = godbus.MakeVariantWithSignature(v, g)
+			}
+		}
+		inv, _ := d.value("as")
+		body = []any{iface, changed, inv}
+	case m.path == string(systemdPath) && m.iface == managerIface:
+		for rest := m.sig; rest != "" && d.err == nil; {
+			t := firstType(rest)
+			rest = rest[len(t):]
+			v, ok := d.value(t)
+			if !ok {
+				return nil
+			}
+			body = append(body, v)
+		}
+	default:
+		return nil
+	}
+	if d.err != nil {
+		return nil
+	}
+	return &godbus.Signal{Path: godbus.ObjectPath(m.path), Name: m.iface + "." + m.member, Body: body}
+}
+
+// value decodes one value of signature sig as the Go type godbus gives
+// it; a type it does not decode is skipped and ok is false.
+func (d *decoder) value(sig string) (v any, ok bool) {
+	if sig == "" || firstType(sig) != sig {
+		d.fail("signature %q is not one complete type", sig)
+		return nil, false
+	}
+	switch sig[0] {
+	case 'y':
+		return d.byte(), true
+	case 'b':
+		return d.uint32() != 0, true
+	case 'n':
+		return int16(d.uint16()), true
+	case 'q':
+		return d.uint16(), true
+	case 'i':
+		return int32(d.uint32()), true
+	case 'u':
+		return d.uint32(), true
+	case 'h':
+		return godbus.UnixFDIndex(d.uint32()), true
+	case 'x':
+		return int64(d.uint64()), true
+	case 't':
+		return d.uint64(), true
+	case 'd':
+		return math.Float64frombits(d.uint64()), true
+	case 's':
+		return d.string(), true
+	case 'o':
+		return godbus.ObjectPath(d.string()), true
+	case 'g':
+		g, err := godbus.ParseSignature(d.signature())
+		if err != nil {
+			d.fail("signature value: %w", err)
+		}
+		return g, d.err == nil
+	case 'a':
+		switch sig {
+		case "as":
+			return arrayOf(d, 4, func() string { return d.string() }), true
+		case "ao":
+			return arrayOf(d, 4, func() godbus.ObjectPath { return godbus.ObjectPath(d.string()) }), true
+		case "ay":
+			n := int(d.uint32())
+			return append([]byte{}, d.take(n)...), true
+		case "au":
+			return arrayOf(d, 4, func() uint32 { return d.uint32() }), true
+		case "ai":
+			return arrayOf(d, 4, func() int32 { return int32(d.uint32()) }), true
+		case "at":
+			return arrayOf(d, 8, func() uint64 { return d.uint64() }), true
+		case "ax":
+			return arrayOf(d, 8, func() int64 { return int64(d.uint64()) }), true
+		}
+	case '(':
+		inner := sig[1 : len(sig)-1]
+		if basicOnly(inner) {
+			d.align(8)
+			var out []any
+			for rest := inner; rest != "" && d.err == nil; {
+				t := rest[:1]
+				rest = rest[1:]
+				v, _ := d.value(t)
+				out = append(out, v)
+			}
+			return out, d.err == nil
+		}
+	}
+	d.skip(sig)
+	return nil, false
+}
+
+// arrayOf decodes an array whose elements (aligned to align) elem reads.
+func arrayOf[T any](d *decoder, align int, elem func() T) []T {
+	n := int(d.uint32())
+	d.align(align)
+	end := d.pos + n
+	if n < 0 || end > len(d.b) {
+		d.fail("array of %d bytes past the end of the message", n)
+		return nil
+	}
+	out := []T{}
+	for d.err == nil && d.pos < end {
+		out = append(out, elem())
+	}
+	return out
+}
+
+// skip moves past one value of the complete type sig.
+func (d *decoder) skip(sig string) {
+	switch sig[0] {
+	case 'y':
+		d.take(1)
+	case 'n', 'q':
+		d.uint16()
+	case 'b', 'i', 'u', 'h':
+		d.uint32()
+	case 'x', 't', 'd':
+		d.uint64()
+	case 's', 'o':
+		d.string()
+	case 'g':
+		d.signature()
+	case 'v':
+		d.skip(d.signature())
+	case 'a':
+		n := int(d.uint32())
+		d.align(alignOf(sig[1]))
+		d.take(n)
+	case '(', '{':
+		d.align(8)
+		for rest := sig[1 : len(sig)-1]; rest != "" && d.err == nil; {
+			t := firstType(rest)
+			if t == "" {
+				d.fail("bad signature %q", sig)
+				return
+			}
+			rest = rest[len(t):]
+			d.skip(t)
+		}
+	default:
+		d.fail("type %q", sig)
+	}
+}
+
+func (d *decoder) uint16() uint16 {
+	d.align(2)
+	if v := d.take(2); v != nil {
+		return d.order.Uint16(v)
+	}
+	return 0
+}
+
+// alignOf is the alignment of values of type code t.
+func alignOf(t byte) int {
+	switch t {
+	case 'y', 'g', 'v':
+		return 1
+	case 'n', 'q':
+		return 2
+	case 'x', 't', 'd', '(', '{':
+		return 8
+	}
+	return 4
+}
+
+// firstType returns the first complete type of signature sig ("" if it is
+// malformed).
+func firstType(sig string) string {
+	if sig == "" {
+		return ""
+	}
+	switch sig[0] {
+	case 'a':
+		t := firstType(sig[1:])
+		if t == "" {
+			return ""
+		}
+		return sig[:1+len(t)]
+	case '(', '{':
+		closer := byte(')')
+		if sig[0] == '{' {
+			closer = '}'
+		}
+		for i := 1; i < len(sig); {
+			if sig[i] == closer {
+				return sig[:i+1]
+			}
+			t := firstType(sig[i:])
+			if t == "" {
+				return ""
+			}
+			i += len(t)
+		}
+		return ""
+	case ')', '}':
+		return ""
+	}
+	return sig[:1]
+}
+
+// basicOnly reports whether sig is a sequence of basic type codes.
+func basicOnly(sig string) bool {
+	for i := 0; i < len(sig); i++ {
+		if !strings.ContainsRune("ybnqiuxtdsogh", rune(sig[i])) {
+			return false
+		}
+	}
+	return sig != ""
+}
