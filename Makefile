@@ -3,7 +3,7 @@ GO        ?= go
 BIN       ?= bin/reconciler
 STATE     ?= $(CURDIR)/.state
 FUZZTIME  ?= 10s
-STATICCHECK_VERSION ?= 2026.1
+STATICCHECK_VERSION ?= v0.8.2
 export GOFLAGS := -buildvcs=false
 
 .PHONY: all build test test-deps unit e2e torture fuzz bench lint run clean schema
