@@ -122,16 +122,31 @@ func TestPrivateSocketInner(t *testing.T) {
 	if !errors.As(err, &je) || je.Result != "failed" {
 		t.Errorf("start f.service = %v, want a JobError", err)
 	}
-	privateJobs(t, conn, a, unitDir)
+	privateJobs(t, conn, a, unitDir, "")
+	// Again with a watch running: the reload and the jobs then go on the
+	// watch's connection (sdbus watch.go).
+	wctx, wcancel := context.WithCancel(ctx)
+	wdone := make(chan error, 1)
+	go func() { wdone <- o.Subscribe(wctx, func() {}) }()
+	time.Sleep(200 * time.Millisecond)
+	w0 := conn.Wire().WatchCalls()
+	privateJobs(t, conn, a, unitDir, "w")
+	if n := conn.Wire().WatchCalls() - w0; n < 8 { // 2 reloads, 3+4 starts, 3 restarts, ...
+		t.Errorf("%d calls on the watch's connection, want the reloads and jobs there", n)
+	}
+	wcancel()
+	if err := <-wdone; err != nil {
+		t.Errorf("Subscribe = %v", err)
+	}
 }
 
 // privateJobs: jobs queued and awaited on the private socket's property
 // pipe (sdbus.Conn.RunJobsContext): a batch of starts and restarts (each
 // restarted service gets a new main PID), a failed job in a batch, a job
 // past the job timeout, and a unit that does not exist.
-func privateJobs(t *testing.T, conn *sdbus.Conn, a *Applier, unitDir string) {
+func privateJobs(t *testing.T, conn *sdbus.Conn, a *Applier, unitDir, tag string) {
 	ctx := context.Background()
-	names := []string{"q1.service", "q2.service", "q3.service"}
+	names := []string{"q1" + tag + ".service", "q2" + tag + ".service", "q3" + tag + ".service"}
 	for _, n := range names {
 		if err := os.WriteFile(unitDir+"/"+n, ownmarktest.Unit(t, "Service/"+strings.TrimSuffix(n, ".service"), "/bin/sleep", "infinity"), 0o644); err != nil {
 			t.Fatal(err)
@@ -169,7 +184,7 @@ func privateJobs(t *testing.T, conn *sdbus.Conn, a *Applier, unitDir string) {
 		}
 	}
 	for i := 0; i < 2; i++ {
-		if _, err := a.Apply(ctx, actuators.Step{Op: actuators.OpEnable, Unit: "q1.service", Reason: "test"}); err != nil {
+		if _, err := a.Apply(ctx, actuators.Step{Op: actuators.OpEnable, Unit: names[0], Reason: "test"}); err != nil {
 			t.Fatal(err)
 		}
 		waitClosed("after an enable")

@@ -82,15 +82,22 @@ type Conn struct {
 	closed    bool
 	// warm is closed when Prewarm's dial is done (nil: none started).
 	warm chan struct{}
+	// watch is the running watch's connection (watch.go), nil if none.
+	watch *watchConn
 }
 
 // Wire counts D-Bus messages on the connection under a Conn, including
 // the calls go-systemd makes on its own (AddMatch at connect) and the
 // Hello of a bus connection. It is safe for concurrent use.
 type Wire struct {
-	calls   atomic.Uint64
-	signals atomic.Uint64
+	calls      atomic.Uint64
+	signals    atomic.Uint64
+	watchCalls atomic.Uint64
 }
+
+// WatchCalls returns the number of those calls sent on the watch's
+// connection (watch.go).
+func (w *Wire) WatchCalls() uint64 { return w.watchCalls.Load() }
 
 // Calls returns the number of method calls sent.
 func (w *Wire) Calls() uint64 { return w.calls.Load() }

@@ -17,7 +17,10 @@
 //   - watch.go: WatchUnitSignals on the private socket: a connection of
 //     its own read by one goroutine, headers parsed, only the observer's
 //     signals decoded, reads gathered a few ms (a reload's thousands of
-//     signals in a few reads, not a wake-up each). The go-systemd
+//     signals in a few reads, not a wake-up each). While it runs it also
+//     carries the daemon-reloads (the idle pipe closed first) and the
+//     jobs, its reader handing each reply and JobRemoved to its caller:
+//     during a reload the agent is one connection of systemd's, not two. The go-systemd
 //     connection is then dialed only for the rarer calls and closed after
 //     godbusIdle unused (conn.go).
 //   - jobs.go: RunJobsContext, start/stop/restart jobs queued together and

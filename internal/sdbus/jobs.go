@@ -58,8 +58,14 @@ const (
 //   - (results, err): the connection failed, or ctx ended, during the
 //     wait; results holds what was learned before.
 func (c *Conn) RunJobsContext(ctx context.Context, jobs []Job, timeout time.Duration) ([]JobResult, error) {
+	if len(jobs) == 0 {
+		return nil, nil
+	}
 	if !c.private {
 		return c.runJobsGodbus(ctx, jobs, timeout)
+	}
+	if w := c.watching(); w != nil {
+		return c.runJobsOnWatch(ctx, w, jobs, timeout) // watch.go
 	}
 	p, err := c.takePipe(ctx)
 	if errors.Is(err, errPipeAddress) {

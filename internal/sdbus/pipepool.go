@@ -129,6 +129,9 @@ func (c *Conn) closeIdlePipe() {
 // after, within this host's noise.) On an address the pipe does not dial
 // it is go-systemd's call.
 func (c *Conn) ReloadContext(ctx context.Context) error {
+	if w := c.watching(); w != nil {
+		return c.reloadOnWatch(ctx, w) // watch.go
+	}
 	p, err := c.takePipe(ctx)
 	switch {
 	case errors.Is(err, errPipeAddress):

@@ -2,9 +2,11 @@ package sdbus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 	"time"
 
 	godbus "github.com/godbus/dbus/v5"
@@ -33,16 +35,18 @@ func (c *Conn) watchRaw(ctx context.Context, ch chan<- *godbus.Signal) (stop fun
 		return nil, fmt.Errorf("watch unit signals: %w", err)
 	}
 	_ = p.conn.SetDeadline(time.Time{}) // the dial's ctx bounded the handshake only
+	w := &watchConn{p: p, replies: map[uint32]*watchCall{}, jobs: map[string]*watchCall{}}
 	stopped := make(chan struct{})
 	exited := make(chan struct{})
 	go func() {
 		defer close(exited)
+		defer w.fail()
 		for {
 			if p.r.Buffered() == 0 {
 				// Let a burst gather: see watchGather.
 				select {
 				case <-stopped:
-				case <-time.After(watchGather):
+				case <-time.After(w.gather()):
 				}
 			}
 			m, err := p.read()
@@ -54,6 +58,10 @@ func (c *Conn) watchRaw(ctx context.Context, ch chan<- *godbus.Signal) (stop fun
 				}
 				return
 			}
+			if m.typ == msgMethodReturn || m.typ == msgError {
+				w.replied(m)
+				continue
+			}
 			if m.typ != msgSignal {
 				continue
 			}
@@ -62,6 +70,11 @@ func (c *Conn) watchRaw(ctx context.Context, ch chan<- *godbus.Signal) (stop fun
 			if s == nil {
 				continue
 			}
+			if m.member == "JobRemoved" && len(s.Body) == 4 {
+				path, _ := s.Body[1].(godbus.ObjectPath)
+				result, _ := s.Body[3].(string)
+				w.jobRemoved(string(path), result)
+			}
 			select {
 			case ch <- s:
 			case <-stopped:
@@ -69,11 +82,261 @@ func (c *Conn) watchRaw(ctx context.Context, ch chan<- *godbus.Signal) (stop fun
 			}
 		}
 	}()
+	c.pipeMu.Lock()
+	c.watch = w
+	c.pipeMu.Unlock()
 	return func() {
+		c.pipeMu.Lock()
+		if c.watch == w {
+			c.watch = nil
+		}
+		c.pipeMu.Unlock()
 		close(stopped)
 		p.close()
 		<-exited
 	}, nil
+}
+
+// watchConn is the watch's connection while it runs, which also carries
+// the agent's daemon-reloads and jobs (ReloadContext, RunJobsContext):
+// systemd sends every signal to every connection on its private socket,
+// so a reload with the property pipe open would have PID 1 send each of
+// its thousands of signals twice to the agent; on this connection, with
+// the idle pipe closed first, once. Its reader hands each reply to its
+// call and each JobRemoved to the job it ends.
+type watchConn struct {
+	p *pipe
+	// mu guards writes (p.wbuf, p.serial) and what follows.
+	mu      sync.Mutex
+	closed  bool
+	replies map[uint32]*watchCall // by serial
+	jobs    map[string]*watchCall // by job object path, once queued
+}
+
+// watchCall is one call on a watchConn: its reply and, for a job, the
+// result JobRemoved gives. Both are buffered to 1 and closed, unsent, when
+// the connection ends.
+type watchCall struct {
+	reply chan message
+	job   chan string // nil unless a job call
+	gone  bool        // forgotten: no one waits (guarded by watchConn.mu)
+}
+
+// Errors of calls on the watch connection.
+var errWatchClosed = errors.New("systemd connection closed")
+
+// gather is how long the reader waits before reading again (see
+// watchGather): shorter while a call waits for its reply.
+func (w *watchConn) gather() time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.replies) > 0 {
+		return watchGather / 8
+	}
+	return watchGather
+}
+
+// send writes the calls build appends (each by p.appendCall or
+// appendMethodCall, n of them) in one write and returns them registered;
+// jobs marks job calls.
+func (w *watchConn) send(n int, jobs bool, build func(b []byte) []byte) ([]*watchCall, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return nil, errWatchClosed
+	}
+	first := w.p.serial + 1
+	w.p.wbuf = build(w.p.wbuf[:0])
+	if w.p.serial-first+1 != uint32(n) {
+		return nil, fmt.Errorf("watch connection: %d calls built, want %d", w.p.serial-first+1, n)
+	}
+	calls := make([]*watchCall, n)
+	for i := range calls {
+		calls[i] = &watchCall{reply: make(chan message, 1)}
+		if jobs {
+			calls[i].job = make(chan string, 1)
+		}
+		w.replies[first+uint32(i)] = calls[i]
+	}
+	w.p.wire.calls.Add(uint64(n))
+	w.p.wire.watchCalls.Add(uint64(n))
+	if _, err := w.p.conn.Write(w.p.wbuf); err != nil {
+		for i := range calls {
+			delete(w.replies, first+uint32(i))
+		}
+		return nil, err
+	}
+	return calls, nil
+}
+
+// replied hands a reply to its call; a job call's job is then known by
+// its path.
+func (w *watchConn) replied(m message) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	c := w.replies[m.replySerial]
+	if c == nil {
+		return
+	}
+	delete(w.replies, m.replySerial)
+	if c.job != nil && !c.gone && m.typ == msgMethodReturn && m.sig == "o" {
+		d := decoder{b: m.body, order: m.order}
+		if path := d.string(); d.err == nil {
+			w.jobs[path] = c
+		}
+	}
+	c.reply <- m
+}
+
+// jobRemoved hands a JobRemoved's result to the job it ends.
+func (w *watchConn) jobRemoved(path, result string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if c := w.jobs[path]; c != nil {
+		delete(w.jobs, path)
+		c.job <- result
+	}
+}
+
+// forget drops the jobs of calls no one waits for any more.
+func (w *watchConn) forget(calls []*watchCall) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, c := range calls {
+		c.gone = true
+	}
+	for path, c := range w.jobs {
+		if c.gone {
+			delete(w.jobs, path)
+		}
+	}
+}
+
+// fail ends every call waiting: the connection is gone.
+func (w *watchConn) fail() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.closed = true
+	for serial, c := range w.replies {
+		close(c.reply)
+		if c.job != nil {
+			close(c.job)
+		}
+		delete(w.replies, serial)
+	}
+	for path, c := range w.jobs {
+		close(c.job)
+		delete(w.jobs, path)
+	}
+}
+
+// await returns the reply of c, a godbus.Error for an error reply.
+func (c *watchCall) await(ctx context.Context) (message, error) {
+	select {
+	case m, ok := <-c.reply:
+		if !ok {
+			return m, errWatchClosed
+		}
+		if m.typ == msgError {
+			return m, godbus.Error{Name: m.errName, Body: m.errBody}
+		}
+		return m, nil
+	case <-ctx.Done():
+		return message{}, ctx.Err()
+	}
+}
+
+// watching returns the watch connection, if a watch runs.
+func (c *Conn) watching() *watchConn {
+	c.pipeMu.Lock()
+	defer c.pipeMu.Unlock()
+	return c.watch
+}
+
+// reloadOnWatch is ReloadContext on the watch connection, the idle pipe
+// closed first (see watchConn).
+func (c *Conn) reloadOnWatch(ctx context.Context, w *watchConn) error {
+	c.closeIdlePipe()
+	calls, err := w.send(1, false, func(b []byte) []byte {
+		return w.p.appendCall(b, systemdPath, managerIface, "Reload", systemdDest)
+	})
+	if err != nil {
+		return fmt.Errorf("daemon-reload: %w", err)
+	}
+	if _, err := calls[0].await(ctx); err != nil {
+		var derr godbus.Error
+		if errors.As(err, &derr) {
+			return derr
+		}
+		return fmt.Errorf("daemon-reload: %w", err)
+	}
+	return nil
+}
+
+// runJobsOnWatch is RunJobsContext on the watch connection.
+func (c *Conn) runJobsOnWatch(ctx context.Context, w *watchConn, jobs []Job, timeout time.Duration) ([]JobResult, error) {
+	res := make([]JobResult, len(jobs))
+	calls, err := w.send(len(jobs), true, func(b []byte) []byte {
+		for _, j := range jobs {
+			b = w.p.appendCall(b, systemdPath, managerIface, j.Method, systemdDest, j.Unit, j.Mode)
+		}
+		return b
+	})
+	if err != nil {
+		return res, fmt.Errorf("queue jobs: %w", err)
+	}
+	defer w.forget(calls)
+	for i, call := range calls {
+		m, err := call.await(ctx)
+		var derr godbus.Error
+		switch {
+		case errors.As(err, &derr):
+			res[i].Err = derr
+			continue
+		case err != nil:
+			return res, fmt.Errorf("queue jobs: %w", err)
+		}
+		d := decoder{b: m.body, order: m.order}
+		path := d.string()
+		if d.err != nil || m.sig != "o" {
+			res[i].Err = fmt.Errorf("%s %s: reply of signature %q", jobs[i].Method, jobs[i].Unit, m.sig)
+			continue
+		}
+		res[i].ID = jobID(path)
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	expired := false
+	for i, call := range calls {
+		if res[i].Err != nil {
+			continue
+		}
+		if expired { // the job timeout: take what finished, the rest keep Result ""
+			select {
+			case r := <-call.job:
+				res[i].Result = r
+			default:
+			}
+			continue
+		}
+		select {
+		case r, ok := <-call.job:
+			if !ok {
+				return res, fmt.Errorf("wait for jobs: %w", errWatchClosed)
+			}
+			res[i].Result = r
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-timer.C:
+			expired = true
+			select {
+			case r := <-call.job:
+				res[i].Result = r
+			default:
+			}
+		}
+	}
+	return res, nil
 }
 
 // watchGather is how long the watch waits before reading again once it
