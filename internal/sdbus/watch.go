@@ -126,11 +126,12 @@ type watchCall struct {
 var errWatchClosed = errors.New("systemd connection closed")
 
 // gather is how long the reader waits before reading again (see
-// watchGather): shorter while a call waits for its reply.
+// watchGather): shorter while a call waits for its reply or a job for
+// its end.
 func (w *watchConn) gather() time.Duration {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if len(w.replies) > 0 {
+	if len(w.replies) > 0 || len(w.jobs) > 0 {
 		return watchGather / 8
 	}
 	return watchGather
@@ -271,6 +272,31 @@ func (c *Conn) reloadOnWatch(ctx context.Context, w *watchConn) error {
 		return fmt.Errorf("daemon-reload: %w", err)
 	}
 	return nil
+}
+
+// getOnWatch is one Properties.Get on the watch connection: a unit's
+// property the applier reads right after a reload (a restart's re-check),
+// when the idle pipe was closed for it.
+func (c *Conn) getOnWatch(ctx context.Context, w *watchConn, path godbus.ObjectPath, iface, name string) (any, error) {
+	calls, err := w.send(1, false, func(b []byte) []byte {
+		return w.p.appendCall(b, path, propsIface, "Get", systemdDest, iface, name)
+	})
+	if err != nil {
+		return nil, err
+	}
+	m, err := calls[0].await(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if m.sig != "v" {
+		return nil, fmt.Errorf("get %s.%s: reply signature %q, want v", iface, name, m.sig)
+	}
+	d := decoder{b: m.body, order: m.order}
+	v := d.variant()
+	if d.err != nil {
+		return nil, fmt.Errorf("get %s.%s: %w", iface, name, d.err)
+	}
+	return v, nil
 }
 
 // runJobsOnWatch is RunJobsContext on the watch connection.
