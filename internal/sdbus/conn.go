@@ -239,7 +239,7 @@ func (c *Conn) use() func() {
 			c.sdMu.Lock()
 			defer c.sdMu.Unlock()
 			c.sdRefs--
-			if c.sdRefs > 0 || c.sdPinned || !c.private || c.sd == nil {
+			if c.sdRefs > 0 || c.sdPinned || !c.private || c.sd == nil || c.life.Err() != nil {
 				return
 			}
 			if c.sdIdle == nil {
@@ -370,6 +370,9 @@ func (c *Conn) Close() {
 		<-warm // Prewarm's dial; its pipe is closed, c being closed
 	}
 	c.closeIdlePipe()
+	if w := c.watching(); w != nil {
+		w.p.close() // its reader ends and closes the watch's channel, as godbus did
+	}
 	// First cancel: it ends a dial in progress (which holds sdMu), and
 	// godbus checks it under sdMu, so no dial starts after it.
 	c.cancel()

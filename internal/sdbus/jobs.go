@@ -53,8 +53,9 @@ const (
 // job calls, as does any address the pipe does not dial.
 //
 // Outcomes:
-//   - (results, nil): every job queued or refused; Result says how each
-//     queued one ended, or "" if it had not by the end of the wait.
+//   - (results, nil): every job queued or refused (Err: refused, or not
+//     sent at all); Result says how each queued one ended, or "" if it
+//     had not by the end of the wait.
 //   - (results, err): the connection failed, or ctx ended, during the
 //     wait; results holds what was learned before.
 func (c *Conn) RunJobsContext(ctx context.Context, jobs []Job, timeout time.Duration) ([]JobResult, error) {
@@ -65,18 +66,31 @@ func (c *Conn) RunJobsContext(ctx context.Context, jobs []Job, timeout time.Dura
 		return c.runJobsGodbus(ctx, jobs, timeout)
 	}
 	if w := c.watching(); w != nil {
-		return c.runJobsOnWatch(ctx, w, jobs, timeout) // watch.go
+		res, err := c.runJobsOnWatch(ctx, w, jobs, timeout) // watch.go
+		if !errors.Is(err, errWatchClosed) || res != nil {
+			return res, err
+		}
+		// The watch's connection ended before anything was sent: the pipe.
 	}
 	p, err := c.takePipe(ctx)
 	if errors.Is(err, errPipeAddress) {
 		return c.runJobsGodbus(ctx, jobs, timeout)
 	}
 	if err != nil {
-		return make([]JobResult, len(jobs)), fmt.Errorf("queue jobs: %w", err)
+		return notQueued(len(jobs), err), nil
 	}
 	res, clean, err := p.runJobs(ctx, jobs, timeout)
 	c.putPipe(p, clean)
 	return res, err
+}
+
+// notQueued is the results of n jobs none of which was queued: err each.
+func notQueued(n int, err error) []JobResult {
+	res := make([]JobResult, n)
+	for i := range res {
+		res[i].Err = err
+	}
+	return res
 }
 
 // runJobs is RunJobsContext on p. clean reports whether p may be kept (no
@@ -92,7 +106,7 @@ func (p *pipe) runJobs(ctx context.Context, jobs []Job, timeout time.Duration) (
 		p.wire.calls.Add(1)
 	}
 	if _, err := p.conn.Write(p.wbuf); err != nil {
-		return res, false, fmt.Errorf("queue jobs: %w", err)
+		return notQueued(len(jobs), err), false, nil
 	}
 	byPath := make(map[string]int, len(jobs)) // job object path → index
 	removed := map[string]string{}            // JobRemoved seen before its reply
@@ -105,6 +119,9 @@ func (p *pipe) runJobs(ctx context.Context, jobs []Job, timeout time.Duration) (
 			if errors.As(err, &ne) && ne.Timeout() {
 				if cerr := ctx.Err(); cerr != nil {
 					return res, false, cerr
+				}
+				if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+					return res, false, context.DeadlineExceeded // before ctx's own timer said so
 				}
 				if replies == len(jobs) {
 					return res, false, nil // the job timeout: unfinished jobs keep Result ""
@@ -163,6 +180,9 @@ func (p *pipe) runJobs(ctx context.Context, jobs []Job, timeout time.Duration) (
 				deadline = d
 			}
 			_ = p.conn.SetReadDeadline(deadline)
+			if ctx.Err() != nil { // cancelled meanwhile: bound's deadline was just overwritten
+				_ = p.conn.SetDeadline(time.Unix(1, 0))
+			}
 		}
 	}
 	return res, true, nil

@@ -130,7 +130,10 @@ func (c *Conn) closeIdlePipe() {
 // it is go-systemd's call.
 func (c *Conn) ReloadContext(ctx context.Context) error {
 	if w := c.watching(); w != nil {
-		return c.reloadOnWatch(ctx, w) // watch.go
+		if err := c.reloadOnWatch(ctx, w); !errors.Is(err, errWatchClosed) { // watch.go
+			return err
+		}
+		// The watch's connection ended before the call was sent: the pipe.
 	}
 	p, err := c.takePipe(ctx)
 	switch {

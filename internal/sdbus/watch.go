@@ -40,7 +40,14 @@ func (c *Conn) watchRaw(ctx context.Context, ch chan<- *godbus.Signal) (stop fun
 	exited := make(chan struct{})
 	go func() {
 		defer close(exited)
-		defer w.fail()
+		defer func() {
+			c.pipeMu.Lock()
+			if c.watch == w {
+				c.watch = nil // calls go on the pipe again
+			}
+			c.pipeMu.Unlock()
+			w.fail()
+		}()
 		for {
 			if p.r.Buffered() == 0 {
 				// Let a burst gather: see watchGather.
@@ -262,7 +269,7 @@ func (c *Conn) reloadOnWatch(ctx context.Context, w *watchConn) error {
 		return w.p.appendCall(b, systemdPath, managerIface, "Reload", systemdDest)
 	})
 	if err != nil {
-		return fmt.Errorf("daemon-reload: %w", err)
+		return err // errWatchClosed: nothing sent, ReloadContext takes the pipe
 	}
 	if _, err := calls[0].await(ctx); err != nil {
 		var derr godbus.Error
@@ -308,8 +315,11 @@ func (c *Conn) runJobsOnWatch(ctx context.Context, w *watchConn, jobs []Job, tim
 		}
 		return b
 	})
-	if err != nil {
-		return res, fmt.Errorf("queue jobs: %w", err)
+	switch {
+	case errors.Is(err, errWatchClosed):
+		return nil, err // nothing sent: RunJobsContext takes the pipe
+	case err != nil:
+		return notQueued(len(jobs), err), nil
 	}
 	defer w.forget(calls)
 	for i, call := range calls {
@@ -415,7 +425,11 @@ func decodeSignal(m message) *godbus.Signal {
 		return nil
 	}
 	if d.err != nil {
-		return nil
+		if m.member == "PropertiesChanged" {
+			body = nil // still a change of that unit: its cache entry is read again
+		} else {
+			return nil
+		}
 	}
 	return &godbus.Signal{Path: godbus.ObjectPath(m.path), Name: m.iface + "." + m.member, Body: body}
 }
@@ -512,6 +526,13 @@ func arrayOf[T any](d *decoder, align int, elem func() T) []T {
 
 // skip moves past one value of the complete type sig.
 func (d *decoder) skip(sig string) {
+	if d.err != nil {
+		return
+	}
+	if sig == "" || firstType(sig) != sig {
+		d.fail("signature %q is not one complete type", sig)
+		return
+	}
 	switch sig[0] {
 	case 'y':
 		d.take(1)
