@@ -30,6 +30,30 @@ func (c *callObserver) Observe(ctx context.Context, names []string) (*observed.S
 	return c.fakeBackend.Observe(ctx, names)
 }
 
+// prefetchSetup: a reconciler that applied web.yaml (and, with add, has
+// api.yaml new), its observer now a callObserver, and the dry-run plan
+// without any prefetch.
+func prefetchSetup(t *testing.T, add, failNoNil bool) (*Reconciler, *callObserver, Result) {
+	t.Helper()
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", webManifest)
+	f := newFake()
+	r, _ := newTestReconciler(t, dir, f, nil)
+	if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if add {
+		writeManifest(t, dir, "api.yaml", strings.ReplaceAll(webManifest, "web", "api"))
+	}
+	want, err := r.Reconcile(context.Background(), Options{DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs := &callObserver{fakeBackend: f, failNoNil: failNoNil}
+	r.cfg.Observer = obs
+	return r, obs, want
+}
+
 // TestPrefetch: the observation made while the manifests load is used
 // when it covers every desired unit, and made again with the desired names
 // otherwise; the plan is the plan without the prefetch either way.
@@ -47,22 +71,7 @@ func TestPrefetch(t *testing.T) {
 		{name: "prefetch failed: read again", failNoNil: true, calls: "[[] [web.service] [web.service]]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			writeManifest(t, dir, "web.yaml", webManifest)
-			f := newFake()
-			r, _ := newTestReconciler(t, dir, f, nil)
-			if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
-				t.Fatal(err)
-			}
-			if tc.add {
-				writeManifest(t, dir, "api.yaml", strings.ReplaceAll(webManifest, "web", "api"))
-			}
-			want, err := r.Reconcile(context.Background(), Options{DryRun: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			obs := &callObserver{fakeBackend: f, failNoNil: tc.failNoNil}
-			r.cfg.Observer = obs
+			r, obs, want := prefetchSetup(t, tc.add, tc.failNoNil)
 			pre := StartPrefetch(context.Background(), obs)
 			defer pre.Wait()
 			got, err := r.Reconcile(context.Background(), Options{DryRun: true, Prefetched: pre})
@@ -108,22 +117,7 @@ func TestOverlap(t *testing.T) {
 		{name: "full pass: no read while loading", full: true, calls: "[[web.service]]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			writeManifest(t, dir, "web.yaml", webManifest)
-			f := newFake()
-			r, _ := newTestReconciler(t, dir, f, nil)
-			if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
-				t.Fatal(err)
-			}
-			if tc.add {
-				writeManifest(t, dir, "api.yaml", strings.ReplaceAll(webManifest, "web", "api"))
-			}
-			want, err := r.Reconcile(context.Background(), Options{DryRun: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			obs := &callObserver{fakeBackend: f, failNoNil: tc.failNoNil}
-			r.cfg.Observer = obs
+			r, obs, want := prefetchSetup(t, tc.add, tc.failNoNil)
 			got, err := r.Reconcile(context.Background(), Options{DryRun: true, Overlap: true, Full: tc.full})
 			if err != nil {
 				t.Fatal(err)

@@ -140,10 +140,9 @@ func (p *pipe) runJobs(ctx context.Context, jobs []Job, timeout time.Duration) (
 				res[i].Err = godbus.Error{Name: m.errName, Body: m.errBody}
 				break
 			}
-			d := decoder{b: m.body, order: m.order}
-			path := d.string()
-			if d.err != nil || m.sig != "o" {
-				res[i].Err = fmt.Errorf("%s %s: reply of signature %q", jobs[i].Method, jobs[i].Unit, m.sig)
+			path, err := jobReply(m, jobs[i])
+			if err != nil {
+				res[i].Err = err
 				break
 			}
 			res[i].ID = jobID(path)
@@ -186,6 +185,16 @@ func (p *pipe) runJobs(ctx context.Context, jobs []Job, timeout time.Duration) (
 		}
 	}
 	return res, true, nil
+}
+
+// jobReply returns the job object path a job call's reply m holds.
+func jobReply(m message, j Job) (string, error) {
+	d := decoder{b: m.body, order: m.order}
+	path := d.string()
+	if d.err != nil || m.sig != "o" {
+		return "", fmt.Errorf("%s %s: reply of signature %q", j.Method, j.Unit, m.sig)
+	}
+	return path, nil
 }
 
 // jobID is the number at the end of a job's object path (0 if none).

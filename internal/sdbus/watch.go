@@ -332,10 +332,9 @@ func (c *Conn) runJobsOnWatch(ctx context.Context, w *watchConn, jobs []Job, tim
 		case err != nil:
 			return res, fmt.Errorf("queue jobs: %w", err)
 		}
-		d := decoder{b: m.body, order: m.order}
-		path := d.string()
-		if d.err != nil || m.sig != "o" {
-			res[i].Err = fmt.Errorf("%s %s: reply of signature %q", jobs[i].Method, jobs[i].Unit, m.sig)
+		path, err := jobReply(m, jobs[i])
+		if err != nil {
+			res[i].Err = err
 			continue
 		}
 		res[i].ID = jobID(path)
