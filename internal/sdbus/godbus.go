@@ -119,9 +119,8 @@ func (c *Conn) GetUnitTypePropertyContext(ctx context.Context, unit, unitType, p
 	})
 }
 
-// unitProperty reads one property of a unit with one Get on the watch's
-// connection while a watch runs (watch.go), else on the property pipe:
-// after a daemon-reload the go-systemd connection has every unit's
+// unitProperty reads one property of a unit with one Get on the property
+// pipe: after a daemon-reload the go-systemd connection has every unit's
 // signals to decode before the reply (see RunJobsContext). A value the
 // pipe does not decode, or an address it does not dial, is read by
 // viaGodbus.
@@ -134,20 +133,6 @@ func (c *Conn) unitProperty(ctx context.Context, unit, iface, name string, viaGo
 		defer done()
 		return viaGodbus(sd)
 	}
-	path := godbus.ObjectPath(unitPathPrefix + sddbus.PathBusEscape(unit))
-	if w := c.watching(); w != nil {
-		v, err := c.getOnWatch(ctx, w, path, iface, name) // watch.go
-		var derr godbus.Error
-		switch {
-		case errors.As(err, &derr):
-			return nil, derr
-		case err == nil:
-			return &sddbus.Property{Name: name, Value: godbus.MakeVariant(v)}, nil
-		case ctx.Err() != nil:
-			return nil, err
-		}
-		// The watch ended, or a type the decoder does not read: the pipe.
-	}
 	p, err := c.takePipe(ctx)
 	switch {
 	case errors.Is(err, errPipeAddress):
@@ -155,6 +140,7 @@ func (c *Conn) unitProperty(ctx context.Context, unit, iface, name string, viaGo
 	case err != nil:
 		return nil, err
 	}
+	path := godbus.ObjectPath(unitPathPrefix + sddbus.PathBusEscape(unit))
 	vals, errs, err := p.getBatch(ctx, []getCall{{path: path, iface: iface, name: name}})
 	c.putPipe(p, err == nil)
 	switch {

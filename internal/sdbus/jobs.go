@@ -234,27 +234,44 @@ func RunJobsWith(ctx context.Context, jobs []Job, timeout time.Duration, call fu
 		chans[i] = make(chan string, 1)
 		res[i].ID, res[i].Err = call(ctx, j, chans[i])
 	}
+	results := make([]<-chan string, len(chans))
+	for i, ch := range chans {
+		results[i] = ch
+	}
+	return res, awaitJobs(ctx, res, results, timeout)
+}
+
+// awaitJobs sets res[i].Result from results[i] for every job queued (Err
+// nil), in order, until each result came, timeout passed (the rest keep
+// Result "", those already in are taken) or ctx is done (its error). A
+// closed channel (the connection ended) ends the wait with an error.
+func awaitJobs(ctx context.Context, res []JobResult, results []<-chan string, timeout time.Duration) error {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	expired := false
-	for i := range jobs {
+	for i, ch := range results {
 		if res[i].Err != nil {
 			continue
 		}
-		if expired {
+		if !expired {
 			select {
-			case res[i].Result = <-chans[i]:
-			default:
+			case r, ok := <-ch:
+				if !ok {
+					return fmt.Errorf("wait for jobs: %w", errWatchClosed)
+				}
+				res[i].Result = r
+				continue
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-timer.C:
+				expired = true
 			}
-			continue
 		}
 		select {
-		case res[i].Result = <-chans[i]:
-		case <-ctx.Done():
-			return res, ctx.Err()
-		case <-timer.C:
-			expired = true
+		case r := <-ch:
+			res[i].Result = r
+		default:
 		}
 	}
-	return res, nil
+	return nil
 }

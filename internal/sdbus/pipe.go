@@ -269,19 +269,22 @@ func (p *pipe) getBatch(ctx context.Context, calls []getCall) (vals []any, errs 
 			errs[i] = godbus.Error{Name: m.errName, Body: m.errBody}
 			continue
 		}
-		if m.sig != "v" {
-			errs[i] = fmt.Errorf("get %s.%s: reply signature %q, want v", c.iface, c.name, m.sig)
-			continue
-		}
-		d := decoder{b: m.body, order: m.order}
-		v := d.variant()
-		if d.err != nil {
-			errs[i] = fmt.Errorf("get %s.%s: %w", c.iface, c.name, d.err)
-			continue
-		}
-		vals[i] = v
+		vals[i], errs[i] = getReplyValue(m, c.iface, c.name)
 	}
 	return vals, errs, nil
+}
+
+// getReplyValue decodes the value of a Properties.Get reply m (a variant).
+func getReplyValue(m message, iface, name string) (any, error) {
+	if m.sig != "v" {
+		return nil, fmt.Errorf("get %s.%s: reply signature %q, want v", iface, name, m.sig)
+	}
+	d := decoder{b: m.body, order: m.order}
+	v := d.variant()
+	if d.err != nil {
+		return nil, fmt.Errorf("get %s.%s: %w", iface, name, d.err)
+	}
+	return v, nil
 }
 
 // appendCall appends a method call with string arguments (signature

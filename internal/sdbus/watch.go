@@ -281,31 +281,6 @@ func (c *Conn) reloadOnWatch(ctx context.Context, w *watchConn) error {
 	return nil
 }
 
-// getOnWatch is one Properties.Get on the watch connection: a unit's
-// property the applier reads right after a reload (a restart's re-check),
-// when the idle pipe was closed for it.
-func (c *Conn) getOnWatch(ctx context.Context, w *watchConn, path godbus.ObjectPath, iface, name string) (any, error) {
-	calls, err := w.send(1, false, func(b []byte) []byte {
-		return w.p.appendCall(b, path, propsIface, "Get", systemdDest, iface, name)
-	})
-	if err != nil {
-		return nil, err
-	}
-	m, err := calls[0].await(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if m.sig != "v" {
-		return nil, fmt.Errorf("get %s.%s: reply signature %q, want v", iface, name, m.sig)
-	}
-	d := decoder{b: m.body, order: m.order}
-	v := d.variant()
-	if d.err != nil {
-		return nil, fmt.Errorf("get %s.%s: %w", iface, name, d.err)
-	}
-	return v, nil
-}
-
 // runJobsOnWatch is RunJobsContext on the watch connection.
 func (c *Conn) runJobsOnWatch(ctx context.Context, w *watchConn, jobs []Job, timeout time.Duration) ([]JobResult, error) {
 	res := make([]JobResult, len(jobs))
@@ -339,39 +314,11 @@ func (c *Conn) runJobsOnWatch(ctx context.Context, w *watchConn, jobs []Job, tim
 		}
 		res[i].ID = jobID(path)
 	}
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	expired := false
+	results := make([]<-chan string, len(calls))
 	for i, call := range calls {
-		if res[i].Err != nil {
-			continue
-		}
-		if expired { // the job timeout: take what finished, the rest keep Result ""
-			select {
-			case r := <-call.job:
-				res[i].Result = r
-			default:
-			}
-			continue
-		}
-		select {
-		case r, ok := <-call.job:
-			if !ok {
-				return res, fmt.Errorf("wait for jobs: %w", errWatchClosed)
-			}
-			res[i].Result = r
-		case <-ctx.Done():
-			return res, ctx.Err()
-		case <-timer.C:
-			expired = true
-			select {
-			case r := <-call.job:
-				res[i].Result = r
-			default:
-			}
-		}
+		results[i] = call.job
 	}
-	return res, nil
+	return res, awaitJobs(ctx, res, results, timeout)
 }
 
 // watchGather is how long the watch waits before reading again once it
@@ -401,7 +348,7 @@ func decodeSignal(m message) *godbus.Signal {
 			key := d.string()
 			sig := d.signature()
 			if v, ok := d.value(sig); ok {
-				g, err := godbus.ParseSignature(sig)
+				g, err := signatureOf(sig)
 				if err != nil {
 					return nil
 				}
@@ -431,6 +378,22 @@ func decodeSignal(m message) *godbus.Signal {
 		}
 	}
 	return &godbus.Signal{Path: godbus.ObjectPath(m.path), Name: m.iface + "." + m.member, Body: body}
+}
+
+// signatures caches parsed signatures (string → godbus.Signature): a
+// reload's signals carry thousands of properties of a dozen signatures.
+var signatures sync.Map
+
+// signatureOf is godbus.ParseSignature, cached.
+func signatureOf(sig string) (godbus.Signature, error) {
+	if g, ok := signatures.Load(sig); ok {
+		return g.(godbus.Signature), nil
+	}
+	g, err := godbus.ParseSignature(sig)
+	if err == nil {
+		signatures.Store(sig, g)
+	}
+	return g, err
 }
 
 // value decodes one value of signature sig as the Go type godbus gives
