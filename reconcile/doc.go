@@ -56,8 +56,9 @@
 //	status.go         Classify: an object's state after a pass (Converged … Invalid)
 //	restartclass.go   ClassifyUnitChange: restart or only daemon-reload for a rewritten unit
 //	restart_journal.go  the restart journal: restarts owed by a killed agent (systemd backend)
-//	prefetch.go       StartPrefetch: a one-shot command's read of systemd while the manifests load (the agent's passes: Options.Overlap)
-//	events.go         Event, Recorder, BatchRecorder, the in-memory Ring, Fanout
+//	prefetch.go       StartPrefetch: a one-shot command's read of systemd while the manifests load (the agent's passes: Options.Overlap);
+//	                  Ahead: the agent's read started at a kick, used by the pass after the settle when nothing changed since
+//	events.go         Event, Recorder, BatchRecorder, the in-memory Ring, Fanout, Queue (the store's commits beside the pass)
 //	lastgood.go       LastGoodFile: the last good objects in <state-dir>/lastgood.json
 //	lastgood_lazy.go  loadLastGood: the persisted objects loaded only by a first pass that needs them
 //	text.go           OrDash, FormatUSec: the shared wording of messages

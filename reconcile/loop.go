@@ -26,7 +26,8 @@ type Loop struct {
 	// the backend readies what the pass will need meanwhile (systemd: the
 	// connection its first read uses). It must not block.
 	Kicked func()
-	// Overlap sets Options.Overlap on the passes that are not full.
+	// Overlap sets Options.Overlap on the passes that are not full, and
+	// starts an Options.Ahead read when a kick wakes the loop.
 	Overlap bool
 
 	kick chan struct{}
@@ -48,7 +49,8 @@ func (l *Loop) Kick() {
 
 // Run runs a first pass at once, then one per kick (after Settle), per
 // Resync, and when a failing object's backoff ends. It returns when ctx is
-// done; it starts no goroutines of its own.
+// done; the only goroutine it starts is an Ahead read (Overlap), which it
+// waits for after the pass that used it.
 //
 // The first pass does not wait for a kick that came before it (a backend
 // or a watch kicks as it starts): it covers that kick. A select between
@@ -66,37 +68,44 @@ func (l *Loop) Run(ctx context.Context) error {
 		return requeue.C
 	}
 	// wait returns when the next pass is due (full: the resync's), or
-	// false when ctx is done.
-	wait := func() (full, ok bool) {
+	// false when ctx is done; ahead is the read started at a kick (the
+	// caller waits for it).
+	wait := func() (full bool, ahead *Ahead, ok bool) {
 		select {
 		case <-ctx.Done():
-			return false, false
+			return false, nil, false
 		case <-resync.C:
-			return true, true
+			return true, nil, true
 		case <-requeueC():
 			requeue = nil
 		case <-l.kick:
 			if l.Kicked != nil {
 				l.Kicked()
 			}
+			if l.Overlap {
+				ahead = l.R.ObserveAhead(ctx)
+			}
 			if l.Settle > 0 {
 				t := time.NewTimer(l.Settle)
 				select {
 				case <-ctx.Done():
 					t.Stop()
-					return false, false
+					return false, ahead, false
 				case <-t.C:
 				}
 			}
 		}
-		return false, true
+		return false, ahead, true
 	}
 	var lastFull time.Time
 	for first := true; ; first = false {
 		full := first
+		var ahead *Ahead
 		if !first {
 			var ok bool
-			if full, ok = wait(); !ok {
+			full, ahead, ok = wait()
+			if !ok {
+				ahead.Wait()
 				return nil
 			}
 		}
@@ -107,6 +116,7 @@ func (l *Loop) Run(ctx context.Context) error {
 		default:
 		}
 		if ctx.Err() != nil {
+			ahead.Wait()
 			return nil
 		}
 		// Kicks reset the resync timer: a full read is also due when the
@@ -114,7 +124,8 @@ func (l *Loop) Run(ctx context.Context) error {
 		if full || time.Since(lastFull) >= l.Resync {
 			full, lastFull = true, time.Now()
 		}
-		res, err := l.once(ctx, full)
+		res, err := l.once(ctx, full, ahead)
+		ahead.Wait()
 		if l.AfterPass != nil {
 			l.AfterPass(res, err)
 		}
@@ -138,11 +149,11 @@ func (l *Loop) Run(ctx context.Context) error {
 
 // once runs one pass; full (the first pass and each resync) asks the
 // Observer for a full read past any watch-fed cache.
-func (l *Loop) once(ctx context.Context, full bool) (Result, error) {
+func (l *Loop) once(ctx context.Context, full bool, ahead *Ahead) (Result, error) {
 	pctx, cancel := context.WithTimeout(ctx, l.PassTimeout)
 	defer cancel()
 	start := time.Now()
-	res, err := l.R.Reconcile(pctx, Options{Full: full, Overlap: l.Overlap})
+	res, err := l.R.Reconcile(pctx, Options{Full: full, Overlap: l.Overlap, Ahead: ahead})
 	fields := []zap.Field{zap.Duration("took", time.Since(start)), zap.Int("objects", res.Objects),
 		zap.Int("steps", len(res.Plan.Steps)), zap.Int("failed", res.Failed())}
 	switch {

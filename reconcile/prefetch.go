@@ -91,3 +91,64 @@ func (r *Reconciler) observeAgain(ctx context.Context, names []string) (*observe
 	}
 	return st, err
 }
+
+// ChangeCounter is an Observer that can tell whether what it reads may have
+// changed since an earlier moment (observed/systemd: any signal its watch
+// delivered, any daemon-reload). ok is false when it cannot tell.
+type ChangeCounter interface {
+	ChangeSeq() (seq uint64, ok bool)
+}
+
+// Ahead is an observation the loop starts when a change wakes it, before
+// its settle delay (Loop.Overlap): the pass after the delay uses it when
+// the Observer reports no change since it began (ChangeCounter), and
+// observes as usual otherwise. A pass woken by an edit then spends its
+// first milliseconds loading the manifests only (100 services: a pass
+// after an edit observed for 4-5 ms, the critical half of it, in the
+// settle delay's idle time instead). The observation is then up to one
+// settle delay older than the manifests it is compared with; what systemd
+// signals (unit states, jobs, reloads) has not changed since, and files
+// on disk that no signal tells of (unit files written by hand) wake no
+// pass either: the next pass or resync sees them, as it would have.
+type Ahead struct {
+	pre *Prefetched
+	seq uint64
+	cc  ChangeCounter
+}
+
+// ObserveAhead starts an Ahead read, or returns nil when the Observer
+// cannot tell changes (no ChangeCounter, no watch running). The caller
+// owns the read's goroutine: it calls Wait (a pass given it in
+// Options.Ahead does not).
+func (r *Reconciler) ObserveAhead(ctx context.Context) *Ahead {
+	cc, ok := r.cfg.Observer.(ChangeCounter)
+	if !ok {
+		return nil
+	}
+	seq, ok := cc.ChangeSeq()
+	if !ok {
+		return nil
+	}
+	return &Ahead{pre: StartPrefetch(ctx, r.cfg.Observer), seq: seq, cc: cc}
+}
+
+// Wait waits for the read's goroutine (cancelling it if it still runs). A
+// nil Ahead is none.
+func (a *Ahead) Wait() {
+	if a != nil {
+		a.pre.Wait()
+	}
+}
+
+// take returns the read once it is done, if nothing changed since it
+// began; nil otherwise.
+func (a *Ahead) take() *Prefetched {
+	if a == nil {
+		return nil
+	}
+	<-a.pre.done
+	if seq, ok := a.cc.ChangeSeq(); !ok || seq != a.seq {
+		return nil
+	}
+	return a.pre
+}

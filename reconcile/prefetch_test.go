@@ -7,6 +7,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
 
 	"resil.dev/resil/observed"
 )
@@ -129,5 +132,101 @@ func TestOverlap(t *testing.T) {
 				t.Errorf("plan with Overlap %s (%d steps), without %s (%d steps)", got.Hash, len(got.Plan.Steps), want.Hash, len(want.Plan.Steps))
 			}
 		})
+	}
+}
+
+// seqObserver is a callObserver that is a ChangeCounter: seq is what
+// ChangeSeq says (ok unless blind); change, if set, runs after the read
+// ahead is made (a signal arriving before the pass).
+type seqObserver struct {
+	*callObserver
+	seq   uint64
+	blind bool
+}
+
+func (s *seqObserver) ChangeSeq() (uint64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.seq, !s.blind
+}
+
+// TestAhead: the read the loop starts before its settle delay serves the
+// pass when nothing changed since it began; otherwise (a change, an
+// Observer that cannot tell, a full pass) the pass observes as it would
+// have. The plan is the same either way.
+func TestAhead(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		blind   bool // ChangeSeq cannot tell
+		changed bool // ChangeSeq moved after the read ahead began
+		full    bool
+		noAhead bool // ObserveAhead returned nil
+		calls   string
+	}{
+		{name: "nothing changed: the read ahead is the pass's only read", calls: "[[]]"},
+		{name: "a change since: the pass reads again", changed: true, calls: "[[] []]"},
+		{name: "cannot tell: no read ahead", blind: true, noAhead: true, calls: "[[]]"},
+		{name: "full pass: not used", full: true, calls: "[[] [web.service]]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, obs, want := prefetchSetup(t, false, false)
+			so := &seqObserver{callObserver: obs, seq: 7, blind: tc.blind}
+			r.cfg.Observer = so
+			ahead := r.ObserveAhead(context.Background())
+			if (ahead == nil) != tc.noAhead {
+				t.Fatalf("ObserveAhead = %v, want nil: %v", ahead, tc.noAhead)
+			}
+			defer ahead.Wait()
+			if ahead != nil {
+				<-ahead.pre.done // as after the loop's settle delay
+			}
+			if tc.changed {
+				so.mu.Lock()
+				so.seq++
+				so.mu.Unlock()
+			}
+			got, err := r.Reconcile(context.Background(), Options{DryRun: true, Overlap: true, Full: tc.full, Ahead: ahead})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(obs.calls) != tc.calls {
+				t.Errorf("Observe calls %v, want %s", obs.calls, tc.calls)
+			}
+			if got.Hash != want.Hash || len(got.Plan.Steps) != len(want.Plan.Steps) {
+				t.Errorf("plan with Ahead %s (%d steps), without %s (%d steps)", got.Hash, len(got.Plan.Steps), want.Hash, len(want.Plan.Steps))
+			}
+		})
+	}
+}
+
+// TestLoopAhead: with Overlap, a kick starts the read ahead before the
+// settle delay and the pass after it uses that read (no read of its own);
+// cancelling during the settle waits for the read.
+func TestLoopAhead(t *testing.T) {
+	r, obs, _ := prefetchSetup(t, false, false)
+	so := &seqObserver{callObserver: obs, seq: 1}
+	r.cfg.Observer = so
+	l := NewLoop(r, zaptest.NewLogger(t))
+	l.Resync, l.Settle, l.Overlap = time.Hour, 30*time.Millisecond, true
+	passes := make(chan struct{}, 10)
+	l.AfterPass = func(Result, error) { passes <- struct{}{} }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- l.Run(ctx) }()
+	<-passes // the first pass: full
+	l.Kick()
+	<-passes
+	obs.mu.Lock()
+	got := fmt.Sprint(obs.calls)
+	obs.mu.Unlock()
+	if want := "[[web.service] []]"; got != want {
+		t.Errorf("Observe calls %s, want %s (the full first pass, then the read ahead only)", got, want)
+	}
+	l.Settle = time.Hour
+	l.Kick()
+	time.Sleep(20 * time.Millisecond) // in the settle delay
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -244,6 +244,11 @@ type Options struct {
 	// an edit spends about 10 ms loading and rendering and 15 ms
 	// observing, one after the other without it.
 	Overlap bool
+	// Ahead (the agent's passes woken by a change; not with Full): the
+	// read the loop started before its settle delay. The pass uses it
+	// instead of observing when nothing changed since it began (see
+	// Ahead); the caller waits for it.
+	Ahead *Ahead
 }
 
 // Reconcile runs one pass: load → observe → plan → (apply). It returns an
@@ -261,6 +266,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 		}
 	}()
 	pre := opts.Prefetched
+	if opts.Ahead != nil && !opts.Full {
+		pre = opts.Ahead.take()
+		log.Debug("observation read ahead", zap.Bool("used", pre != nil))
+	}
 	if pre == nil && opts.Overlap && !opts.Full {
 		pre = StartPrefetch(ctx, r.cfg.Observer)
 		defer pre.Wait()

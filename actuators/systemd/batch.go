@@ -222,16 +222,12 @@ func (a *Applier) jobBatch(ctx context.Context, steps []actuators.Step, idx []in
 		units[j] = steps[i].Unit
 	}
 
-	// Re-checks.
+	// Re-checks (a restart's is the ExecMainStartTimestamp its job reads
+	// just before it is queued).
 	act := make([]queued, 0, len(idx))
 	if op == actuators.OpRestart {
 		for _, i := range idx {
-			before, err := a.mainStart(ctx, steps[i])
-			if err != nil {
-				errs[i] = err
-				continue
-			}
-			act = append(act, queued{i: i, before: before})
+			act = append(act, queued{i: i})
 		}
 	} else {
 		states, err := a.unitStates(ctx, units)
@@ -258,9 +254,8 @@ func (a *Applier) jobBatch(ctx context.Context, steps []actuators.Step, idx []in
 	jobs := make([]sdbus.Job, len(act))
 	for j, q := range act {
 		s := steps[q.i]
-		jobs[j] = sdbus.Job{Method: jobMethod(op), Unit: s.Unit, Mode: a.cfg.jobMode}
+		jobs[j] = a.jobOf(s)
 		act[j].finished = a.jobQueued(s.Unit)
-		a.count(string(s.Op) + " unit")
 	}
 	defer func() {
 		for _, q := range act {
@@ -276,7 +271,12 @@ func (a *Applier) jobBatch(ctx context.Context, steps []actuators.Step, idx []in
 			continue
 		}
 		res[q.i] = actuators.Changed
-		if errs[q.i] = a.jobOutcome(s, r, werr); errs[q.i] == nil {
+		q.before = r.MainStart
+		switch errs[q.i] = a.jobOutcome(s, r, werr); {
+		case errs[q.i] != nil:
+		case r.MainStartErr != nil:
+			errs[q.i] = fmt.Errorf("%s %s: %w", s.Op, s.Unit, r.MainStartErr)
+		default:
 			done = append(done, q)
 		}
 	}

@@ -210,13 +210,58 @@ func privateJobs(t *testing.T, conn *sdbus.Conn, a *Applier, unitDir, tag string
 		}
 	}
 
+	// A job's MainStartBefore is read with its call, before the job: a
+	// batch mixing jobs with and without it gets each value in its place.
+	mainStart := func(unit string) uint64 {
+		p, err := conn.GetUnitTypePropertyContext(ctx, unit, "Service", "ExecMainStartTimestamp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := p.Value.Value().(uint64)
+		return v
+	}
+	starts := map[string]uint64{}
+	for _, n := range names {
+		starts[n] = mainStart(n)
+	}
+	jobs := []sdbus.Job{
+		{Method: sdbus.MethodRestartUnit, Unit: names[1], Mode: "replace", MainStartBefore: true},
+		{Method: sdbus.MethodStartUnit, Unit: names[2], Mode: "replace"},
+		{Method: sdbus.MethodRestartUnit, Unit: names[0], Mode: "replace", MainStartBefore: true},
+		{Method: sdbus.MethodRestartUnit, Unit: "no-such/unit.service", Mode: "replace", MainStartBefore: true},
+	}
+	jr, err := conn.RunJobsContext(ctx, jobs, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, j := range jobs[:3] {
+		want := uint64(0)
+		if j.MainStartBefore {
+			want = starts[j.Unit]
+		}
+		if r := jr[i]; r.Err != nil || r.Result != "done" || r.MainStartErr != nil || r.MainStart != want || want == 0 && j.MainStartBefore {
+			t.Errorf("job %d (%s %s): %+v, want done with MainStart %d", i, j.Method, j.Unit, r, want)
+		}
+	}
+	if r := jr[3]; r.Err == nil || r.MainStartErr == nil {
+		t.Errorf("restart of an invalid name: %+v, want the job's error and the read's", r)
+	}
+	for _, n := range []string{names[0], names[1]} {
+		if after := mainStart(n); after <= starts[n] {
+			t.Errorf("%s: ExecMainStartTimestamp %d after its restart, %d before", n, after, starts[n])
+		}
+	}
+	if after := mainStart(names[2]); after != starts[names[2]] {
+		t.Errorf("%s: ExecMainStartTimestamp moved (%d → %d) on a start of an active unit", names[2], starts[names[2]], after)
+	}
+
 	if conn.GodbusOpen() {
 		t.Error("jobs on the private socket dialed the go-systemd connection")
 	}
 
 	short := New(conn, unitDir, "/etc/systemd/system.conf.d", zaptest.NewLogger(t), WithJobTimeout(300*time.Millisecond))
 	t0 := time.Now()
-	_, err := short.Apply(ctx, actuators.Step{Op: actuators.OpStart, Unit: "slow.service", Reason: "test"})
+	_, err = short.Apply(ctx, actuators.Step{Op: actuators.OpStart, Unit: "slow.service", Reason: "test"})
 	if !errors.Is(err, ErrJobTimeout) || time.Since(t0) > 20*time.Second {
 		t.Errorf("start slow.service = %v after %s, want ErrJobTimeout", err, time.Since(t0))
 	}

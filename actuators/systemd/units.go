@@ -145,6 +145,18 @@ func (a *Applier) mainStart(ctx context.Context, s actuators.Step) (uint64, erro
 	return v, nil
 }
 
+// jobOf is the job of a start, stop or restart step: a restart of a
+// service reads its ExecMainStartTimestamp just before (checkJobState).
+func (a *Applier) jobOf(s actuators.Step) sdbus.Job {
+	j := sdbus.Job{Method: jobMethod(s.Op), Unit: s.Unit, Mode: a.cfg.jobMode}
+	if s.Op == actuators.OpRestart && strings.HasSuffix(s.Unit, ".service") {
+		j.MainStartBefore = true
+		a.count("Get ExecMainStartTimestamp")
+	}
+	a.count(string(s.Op) + " unit")
+	return j
+}
+
 // job runs a start, stop or restart job, waits for its result, then checks
 // its effect.
 // Re-checks: start of an active, activating or reloading unit and stop of
@@ -159,7 +171,6 @@ func (a *Applier) job(ctx context.Context, s actuators.Step) (actuators.Result, 
 	if err := checkUnit(s); err != nil {
 		return actuators.Unchanged, err
 	}
-	var before uint64
 	if s.Op != actuators.OpRestart {
 		state, err := a.activeState(ctx, s)
 		if err != nil {
@@ -171,29 +182,26 @@ func (a *Applier) job(ctx context.Context, s actuators.Step) (actuators.Result, 
 		case s.Op == actuators.OpStop && (state == "inactive" || state == "failed"):
 			return actuators.Unchanged, nil
 		}
-	} else {
-		var err error
-		if before, err = a.mainStart(ctx, s); err != nil {
-			return actuators.Unchanged, err
-		}
 	}
 
 	settled := ""
 	finished := a.jobQueued(s.Unit)
 	defer func() { finished(settled, "") }()
-	a.count(string(s.Op) + " unit")
-	results, werr := a.c.RunJobsContext(ctx, []sdbus.Job{{Method: jobMethod(s.Op), Unit: s.Unit, Mode: a.cfg.jobMode}}, a.cfg.jobTimeout)
-	if r := results[0]; r.Err != nil {
+	results, werr := a.c.RunJobsContext(ctx, []sdbus.Job{a.jobOf(s)}, a.cfg.jobTimeout)
+	r := results[0]
+	if r.Err != nil {
 		return actuators.Unchanged, fmt.Errorf("%s %s: %w", s.Op, s.Unit, r.Err)
 	} else if err := a.jobOutcome(s, r, werr); err != nil {
 		return actuators.Changed, err
+	} else if r.MainStartErr != nil {
+		return actuators.Changed, fmt.Errorf("%s %s: %w", s.Op, s.Unit, r.MainStartErr)
 	}
 	state, err := a.activeState(ctx, s)
 	if err != nil {
 		return actuators.Changed, err
 	}
 	settled = state
-	return actuators.Changed, a.checkJobState(ctx, s, before, state)
+	return actuators.Changed, a.checkJobState(ctx, s, r.MainStart, state)
 }
 
 // checkJobState checks the effect of a "done" job on a unit now in

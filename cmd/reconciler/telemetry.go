@@ -140,12 +140,16 @@ func (o *obsFlags) open(g *globals, log *zap.Logger, backend string, ring *recon
 	if err != nil {
 		return nil, err
 	}
-	rec := reconcile.Fanout{ring, s}
+	// The store's commits happen beside the pass, not between its steps
+	// (reconcile.Queue); every pass's events are in it before the
+	// after-pass hooks run.
+	q := reconcile.NewQueue(s)
+	rec := reconcile.Fanout{ring, q}
 	if o.journal && journald.Enabled() {
 		rec = append(rec, journald.New(nil, log))
 		log.Info("events go to the journal too")
 	}
-	ob := &observability{recorder: rec, close: func() { s.Close() }}
+	ob := &observability{recorder: rec, close: func() { q.Flush(); s.Close() }}
 	var m *metrics
 	if o.metricsAddr != "" {
 		m = newMetrics(stale, nil)
@@ -153,7 +157,10 @@ func (o *obsFlags) open(g *globals, log *zap.Logger, backend string, ring *recon
 	}
 	ob.metrics = m
 	t := newTelemetry(s, m, rec, log, backend, def, o.hookTimeout)
-	ob.afterPass = t.afterPass
-	ob.background = append(ob.background, t.runHooks, func(ctx context.Context) error { return s.RunRetention(ctx, 10*time.Minute) })
+	ob.afterPass = func(res reconcile.Result, err error) {
+		q.Flush()
+		t.afterPass(res, err)
+	}
+	ob.background = append(ob.background, q.Run, t.runHooks, func(ctx context.Context) error { return s.RunRetention(ctx, 10*time.Minute) })
 	return ob, nil
 }

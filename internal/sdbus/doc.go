@@ -28,7 +28,8 @@
 //     (there the go-systemd connection would decode every unit's signal
 //     queued after a daemon-reload before the job's reply), through
 //     go-systemd on a bus; RunJobsWith, the same over go-systemd-style
-//     calls.
+//     calls. A restart's ExecMainStartTimestamp before the job
+//     (Job.MainStartBefore) is read by a Get written with the job's call.
 //   - props.go, pipe.go: GetUnitPropertiesContext, the named properties of
 //     many units by Properties.Get calls pipelined on a connection of
 //     their own (the property pipe: a hand-written encoder and a decoder of

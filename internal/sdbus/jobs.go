@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	godbus "github.com/godbus/dbus/v5"
 )
 
@@ -17,6 +18,15 @@ type Job struct {
 	Method string // StartUnit, StopUnit or RestartUnit
 	Unit   string
 	Mode   string // replace, fail, ...
+	// MainStartBefore asks for the service's ExecMainStartTimestamp (µs)
+	// as it was just before the job was queued (JobResult.MainStart): a
+	// restart's check that the main process started anew. Where the job
+	// goes by hand (the private socket), the property's Get is written
+	// with the job's call and answered first (systemd answers one
+	// connection's calls in order): no round trip of its own. Through
+	// go-systemd it is read just before the call. The job is queued
+	// whether or not the read succeeds.
+	MainStartBefore bool
 }
 
 // JobResult is what became of one Job.
@@ -29,6 +39,57 @@ type JobResult struct {
 	// dependency, skipped); "" when the job had not finished when the
 	// wait ended (timeout, ctx).
 	Result string
+	// MainStart is the ExecMainStartTimestamp read before the job when
+	// Job.MainStartBefore asked for it; MainStartErr is why it could not
+	// be read (MainStart is then 0).
+	MainStart    uint64
+	MainStartErr error
+}
+
+// jobCall is one call RunJobsContext writes for a batch: a job's call, or
+// the Get of its MainStartBefore written just before it.
+type jobCall struct {
+	job int  // index in the batch
+	get bool // the MainStartBefore read
+}
+
+// Where a job's MainStartBefore is read from.
+const (
+	serviceIface  = "org.freedesktop.systemd1.Service"
+	mainStartProp = "ExecMainStartTimestamp"
+)
+
+// appendJobCalls appends the calls of jobs to b, in order, each job's
+// MainStartBefore Get just before its call, and returns what each is.
+func (p *pipe) appendJobCalls(b []byte, jobs []Job) ([]byte, []jobCall) {
+	calls := make([]jobCall, 0, len(jobs))
+	for i, j := range jobs {
+		if j.MainStartBefore {
+			path := godbus.ObjectPath(unitPathPrefix + sddbus.PathBusEscape(j.Unit))
+			b = p.appendCall(b, path, propsIface, "Get", systemdDest, serviceIface, mainStartProp)
+			calls = append(calls, jobCall{job: i, get: true})
+		}
+		b = p.appendCall(b, systemdPath, managerIface, j.Method, systemdDest, j.Unit, j.Mode)
+		calls = append(calls, jobCall{job: i})
+	}
+	return b, calls
+}
+
+// setMainStart records in r the reply m (or err) of unit's MainStartBefore
+// Get.
+func setMainStart(r *JobResult, unit string, m message, err error) {
+	if err == nil {
+		var v any
+		if v, err = getReplyValue(m, serviceIface, mainStartProp); err == nil {
+			var ok bool
+			if r.MainStart, ok = v.(uint64); !ok {
+				err = fmt.Errorf("get %s: value %T, want uint64", mainStartProp, v)
+			}
+		}
+	}
+	if err != nil {
+		r.MainStart, r.MainStartErr = 0, fmt.Errorf("read %s of %s before the job: %w", mainStartProp, unit, err)
+	}
 }
 
 // The job methods RunJobsContext takes.
@@ -100,11 +161,9 @@ func (p *pipe) runJobs(ctx context.Context, jobs []Job, timeout time.Duration) (
 	stop := p.bound(ctx)
 	defer stop()
 	first := p.serial + 1
-	p.wbuf = p.wbuf[:0]
-	for _, j := range jobs {
-		p.wbuf = p.appendCall(p.wbuf, systemdPath, managerIface, j.Method, systemdDest, j.Unit, j.Mode)
-		p.wire.calls.Add(1)
-	}
+	var calls []jobCall
+	p.wbuf, calls = p.appendJobCalls(p.wbuf[:0], jobs)
+	p.wire.calls.Add(uint64(len(calls)))
 	if _, err := p.conn.Write(p.wbuf); err != nil {
 		return notQueued(len(jobs), err), false, nil
 	}
@@ -112,7 +171,7 @@ func (p *pipe) runJobs(ctx context.Context, jobs []Job, timeout time.Duration) (
 	removed := map[string]string{}            // JobRemoved seen before its reply
 	replies, waiting := 0, 0
 	var deadline time.Time
-	for replies < len(jobs) || waiting > 0 {
+	for replies < len(calls) || waiting > 0 {
 		m, err := p.read()
 		if err != nil {
 			var ne net.Error
@@ -123,7 +182,7 @@ func (p *pipe) runJobs(ctx context.Context, jobs []Job, timeout time.Duration) (
 				if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
 					return res, false, context.DeadlineExceeded // before ctx's own timer said so
 				}
-				if replies == len(jobs) {
+				if replies == len(calls) {
 					return res, false, nil // the job timeout: unfinished jobs keep Result ""
 				}
 			}
@@ -131,13 +190,22 @@ func (p *pipe) runJobs(ctx context.Context, jobs []Job, timeout time.Duration) (
 		}
 		switch m.typ {
 		case msgMethodReturn, msgError:
-			i := int(m.replySerial - first)
-			if m.replySerial-first >= uint32(len(jobs)) {
+			if m.replySerial-first >= uint32(len(calls)) {
 				continue // not a reply of this batch
 			}
 			replies++
+			c := calls[m.replySerial-first]
+			i := c.job
+			var rerr error
 			if m.typ == msgError {
-				res[i].Err = godbus.Error{Name: m.errName, Body: m.errBody}
+				rerr = godbus.Error{Name: m.errName, Body: m.errBody}
+			}
+			if c.get {
+				setMainStart(&res[i], jobs[i].Unit, m, rerr)
+				break
+			}
+			if rerr != nil {
+				res[i].Err = rerr
 				break
 			}
 			path, err := jobReply(m, jobs[i])
@@ -167,11 +235,11 @@ func (p *pipe) runJobs(ctx context.Context, jobs []Job, timeout time.Duration) (
 				res[i].Result = result
 				delete(byPath, path)
 				waiting--
-			} else if replies < len(jobs) {
+			} else if replies < len(calls) {
 				removed[path] = result
 			}
 		}
-		if replies == len(jobs) && deadline.IsZero() {
+		if replies == len(calls) && deadline.IsZero() {
 			// Every job queued: the timeout runs from here, as it did
 			// for the calls one by one.
 			deadline = time.Now().Add(timeout)
@@ -205,7 +273,7 @@ func jobID(path string) int {
 
 // runJobsGodbus is RunJobsContext through go-systemd.
 func (c *Conn) runJobsGodbus(ctx context.Context, jobs []Job, timeout time.Duration) ([]JobResult, error) {
-	return RunJobsWith(ctx, jobs, timeout, func(ctx context.Context, j Job, ch chan<- string) (int, error) {
+	return RunJobsWith(ctx, jobs, timeout, c.mainStartGodbus, func(ctx context.Context, j Job, ch chan<- string) (int, error) {
 		switch j.Method {
 		case MethodStartUnit:
 			return c.StartUnitContext(ctx, j.Unit, j.Mode, ch)
@@ -220,14 +288,36 @@ func (c *Conn) runJobsGodbus(ctx context.Context, jobs []Job, timeout time.Durat
 
 var errJobMethod = errors.New("not a job method")
 
+// mainStartGodbus reads unit's ExecMainStartTimestamp (RunJobsWith's
+// mainStart on go-systemd).
+func (c *Conn) mainStartGodbus(ctx context.Context, unit string) (uint64, error) {
+	p, err := c.GetUnitTypePropertyContext(ctx, unit, "Service", mainStartProp)
+	if err != nil {
+		return 0, err
+	}
+	v, ok := p.Value.Value().(uint64)
+	if !ok {
+		return 0, fmt.Errorf("get %s: value %s, want uint64", mainStartProp, p.Value.Signature())
+	}
+	return v, nil
+}
+
 // RunJobsWith is RunJobsContext over go-systemd-style job calls (call
 // queues one job and sends its result on ch once it finishes): each job is
-// queued in order, then each result awaited under one timeout. sdbustest's
-// Fake uses it too.
-func RunJobsWith(ctx context.Context, jobs []Job, timeout time.Duration, call func(ctx context.Context, j Job, ch chan<- string) (int, error)) ([]JobResult, error) {
+// queued in order, its MainStartBefore read by mainStart just before, then
+// each result awaited under one timeout. sdbustest's Fake uses it too.
+func RunJobsWith(ctx context.Context, jobs []Job, timeout time.Duration,
+	mainStart func(ctx context.Context, unit string) (uint64, error),
+	call func(ctx context.Context, j Job, ch chan<- string) (int, error)) ([]JobResult, error) {
 	res := make([]JobResult, len(jobs))
 	chans := make([]chan string, len(jobs))
 	for i, j := range jobs {
+		if j.MainStartBefore {
+			var err error
+			if res[i].MainStart, err = mainStart(ctx, j.Unit); err != nil {
+				res[i].MainStart, res[i].MainStartErr = 0, fmt.Errorf("read %s of %s before the job: %w", mainStartProp, j.Unit, err)
+			}
+		}
 		// Buffered to 1: go-systemd sends the result while holding its
 		// job lock, so a result nobody waits for any more (timeout,
 		// ctx) must not block its signal dispatcher.

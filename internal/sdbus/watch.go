@@ -147,7 +147,7 @@ func (w *watchConn) gather() time.Duration {
 // send writes the calls build appends (each by p.appendCall or
 // appendMethodCall, n of them) in one write and returns them registered;
 // jobs marks job calls.
-func (w *watchConn) send(n int, jobs bool, build func(b []byte) []byte) ([]*watchCall, error) {
+func (w *watchConn) send(n int, job func(i int) bool, build func(b []byte) []byte) ([]*watchCall, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
@@ -161,7 +161,7 @@ func (w *watchConn) send(n int, jobs bool, build func(b []byte) []byte) ([]*watc
 	calls := make([]*watchCall, n)
 	for i := range calls {
 		calls[i] = &watchCall{reply: make(chan message, 1)}
-		if jobs {
+		if job != nil && job(i) {
 			calls[i].job = make(chan string, 1)
 		}
 		w.replies[first+uint32(i)] = calls[i]
@@ -265,7 +265,7 @@ func (c *Conn) watching() *watchConn {
 // closed first (see watchConn).
 func (c *Conn) reloadOnWatch(ctx context.Context, w *watchConn) error {
 	c.closeIdlePipe()
-	calls, err := w.send(1, false, func(b []byte) []byte {
+	calls, err := w.send(1, nil, func(b []byte) []byte {
 		return w.p.appendCall(b, systemdPath, managerIface, "Reload", systemdDest)
 	})
 	if err != nil {
@@ -284,10 +284,9 @@ func (c *Conn) reloadOnWatch(ctx context.Context, w *watchConn) error {
 // runJobsOnWatch is RunJobsContext on the watch connection.
 func (c *Conn) runJobsOnWatch(ctx context.Context, w *watchConn, jobs []Job, timeout time.Duration) ([]JobResult, error) {
 	res := make([]JobResult, len(jobs))
-	calls, err := w.send(len(jobs), true, func(b []byte) []byte {
-		for _, j := range jobs {
-			b = w.p.appendCall(b, systemdPath, managerIface, j.Method, systemdDest, j.Unit, j.Mode)
-		}
+	var kinds []jobCall
+	calls, err := w.send(len(jobs)+mainStartReads(jobs), func(i int) bool { return !kinds[i].get }, func(b []byte) []byte {
+		b, kinds = w.p.appendJobCalls(b, jobs)
 		return b
 	})
 	switch {
@@ -297,10 +296,15 @@ func (c *Conn) runJobsOnWatch(ctx context.Context, w *watchConn, jobs []Job, tim
 		return notQueued(len(jobs), err), nil
 	}
 	defer w.forget(calls)
-	for i, call := range calls {
+	results := make([]<-chan string, len(jobs))
+	for c, call := range calls {
+		i := kinds[c].job
 		m, err := call.await(ctx)
 		var derr godbus.Error
 		switch {
+		case kinds[c].get && (err == nil || errors.As(err, &derr)):
+			setMainStart(&res[i], jobs[i].Unit, m, err)
+			continue
 		case errors.As(err, &derr):
 			res[i].Err = derr
 			continue
@@ -313,12 +317,20 @@ func (c *Conn) runJobsOnWatch(ctx context.Context, w *watchConn, jobs []Job, tim
 			continue
 		}
 		res[i].ID = jobID(path)
-	}
-	results := make([]<-chan string, len(calls))
-	for i, call := range calls {
 		results[i] = call.job
 	}
 	return res, awaitJobs(ctx, res, results, timeout)
+}
+
+// mainStartReads counts the jobs that ask for MainStartBefore.
+func mainStartReads(jobs []Job) int {
+	n := 0
+	for _, j := range jobs {
+		if j.MainStartBefore {
+			n++
+		}
+	}
+	return n
 }
 
 // watchGather is how long the watch waits before reading again once it

@@ -78,6 +78,7 @@ type cacheState struct {
 // cacheStart is called when Subscribe's watch is registered: the next
 // Observe reads everything and fills the cache.
 func (o *Observer) cacheStart() {
+	o.changes.Add(1)
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.cache = cacheState{on: true, dirty: map[string]bool{}, gen: o.cache.gen + 1}
@@ -85,6 +86,7 @@ func (o *Observer) cacheStart() {
 
 // cacheStop is called when Subscribe returns: no more signals, no cache.
 func (o *Observer) cacheStop() {
+	o.changes.Add(1)
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.cache = cacheState{gen: o.cache.gen + 1}
@@ -95,9 +97,30 @@ func (o *Observer) cacheStop() {
 // checks them again. actuators/systemd calls it through WithOwnJobs after
 // each daemon-reload.
 func (o *Observer) Reloaded() {
+	o.changes.Add(1)
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.cacheReloaded()
+}
+
+// ChangeSeq returns a number that moves whenever what Observe reads from
+// systemd may have changed: every signal the watch delivers (a unit's
+// state, a job, a reload), every daemon-reload the agent reports, the
+// watch starting or ending. ok is false while no watch runs or its cache
+// has not been filled by a read yet, and while signals the watch read
+// wait to be handled: then nothing tells. An observation
+// read while ChangeSeq stayed the same is as current as a new one would
+// be, for what systemd tells by signals (reconcile.Ahead); files on disk
+// are not watched (a change there wakes no pass either).
+func (o *Observer) ChangeSeq() (seq uint64, ok bool) {
+	o.mu.Lock()
+	ok = o.cache.on && o.cache.valid
+	o.mu.Unlock()
+	seq = o.changes.Load()
+	if q := o.queued.Load(); q == nil || (*q)() > 0 {
+		ok = false
+	}
+	return seq, ok
 }
 
 // cacheReloaded records a daemon-reload. Called with o.mu held.

@@ -165,6 +165,36 @@ func TestCache(t *testing.T) {
 			}
 		},
 	}}
+	tests = append(tests, struct {
+		name string
+		run  func(t *testing.T, f *sdbustest.Fake, o *Observer)
+	}{
+		name: "ChangeSeq tells only once the cache is filled, and moves with a signal and a reload, not with a read",
+		run: func(t *testing.T, f *sdbustest.Fake, o *Observer) {
+			if _, ok := o.ChangeSeq(); ok {
+				t.Error("ChangeSeq ok before the cache was filled")
+			}
+			observe(t, f, o, false)
+			s0, ok := o.ChangeSeq()
+			if !ok {
+				t.Fatal("ChangeSeq not ok with the watch on and the cache filled")
+			}
+			observe(t, f, o, false)
+			if s, _ := o.ChangeSeq(); s != s0 {
+				t.Errorf("a read moved ChangeSeq %d → %d", s0, s)
+			}
+			f.Emit("worker.service", "org.freedesktop.systemd1.Service", map[string]any{"NRestarts": uint32(1)})
+			settle(f)
+			s1, _ := o.ChangeSeq()
+			if s1 == s0 {
+				t.Error("a signal did not move ChangeSeq")
+			}
+			o.Reloaded()
+			if s, _ := o.ChangeSeq(); s == s1 {
+				t.Error("a reload did not move ChangeSeq")
+			}
+		},
+	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f, o, _, stop := subscribedObserver(t)
@@ -174,6 +204,9 @@ func TestCache(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Without Subscribe there is no cache.
+			if _, ok := o.ChangeSeq(); ok {
+				t.Error("ChangeSeq ok after Subscribe returned")
+			}
 			if n, _ := observe(t, f, o, false); n != 2 {
 				t.Errorf("Observe after Subscribe returned: %d GetAll, want 2", n)
 			}

@@ -50,5 +50,5 @@
 //   - subscribe.go: Watcher and Subscribe (wake-ups from PropertiesChanged).
 //   - ownjobs.go: JobQueued, the agent's own jobs whose signals do not wake.
 //   - cache.go: the watch-fed cache of unit properties, ObserveFull's drift
-//     check, Reloaded.
+//     check, Reloaded, ChangeSeq (whether anything signalled since).
 package systemd

@@ -86,6 +86,13 @@ type Observer struct {
 
 	calls       atomic.Uint64
 	subscribing atomic.Bool
+	// changes moves with every signal Subscribe's watch delivers, every
+	// daemon-reload the agent reports and every start and end of the
+	// watch (ChangeSeq).
+	changes atomic.Uint64
+	// queued reports the signals the watch read that Subscribe has not
+	// handled yet (nil while no watch runs).
+	queued atomic.Pointer[func() int]
 
 	mu sync.Mutex
 	// unitPath is systemd's unit search path (Manager.UnitPath), read

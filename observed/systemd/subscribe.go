@@ -77,6 +77,9 @@ func (o *Observer) Subscribe(ctx context.Context, wake func()) error {
 		return err
 	}
 	defer stop()
+	queued := func() int { return len(ch) }
+	o.queued.Store(&queued)
+	defer o.queued.Store(nil)
 	o.cacheStart()
 	defer o.cacheStop()
 	// The deadlines of the agent's own jobs (see JobQueued).
@@ -115,6 +118,7 @@ func (o *Observer) Subscribe(ctx context.Context, wake func()) error {
 // changed records what a signal says about a managed unit and reports
 // whether that differs from what was last seen.
 func (o *Observer) changed(s *godbus.Signal) bool {
+	o.changes.Add(1)
 	if s != nil {
 		o.mu.Lock()
 		o.cacheSignal(s)
