@@ -181,7 +181,9 @@ func (f Fanout) Record(e Event) {
 // before the hooks that read the store (status, ledger, alerts), so they
 // see every event of the pass as before. Events are recorded in the order
 // they came; once Run has returned, Record writes at once. A kill -9
-// loses at most the events of the step in progress, as it could before.
+// loses the events not yet committed: those of the steps since the
+// writer's last commit (one step's, unless a commit is slow), where a
+// store written between steps lost those of the step in progress.
 type Queue struct {
 	dst  BatchRecorder
 	wake chan struct{}

@@ -67,6 +67,7 @@ func (l *Loop) Run(ctx context.Context) error {
 		}
 		return requeue.C
 	}
+	var lastFull time.Time
 	// wait returns when the next pass is due (full: the resync's), or
 	// false when ctx is done; ahead is the read started at a kick (the
 	// caller waits for it).
@@ -82,7 +83,9 @@ func (l *Loop) Run(ctx context.Context) error {
 			if l.Kicked != nil {
 				l.Kicked()
 			}
-			if l.Overlap {
+			if l.Overlap && time.Since(lastFull) < l.Resync {
+				// Not before a pass that will be full (it reads
+				// everything itself).
 				ahead = l.R.ObserveAhead(ctx)
 			}
 			if l.Settle > 0 {
@@ -97,7 +100,6 @@ func (l *Loop) Run(ctx context.Context) error {
 		}
 		return false, ahead, true
 	}
-	var lastFull time.Time
 	for first := true; ; first = false {
 		full := first
 		var ahead *Ahead

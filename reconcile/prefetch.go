@@ -141,12 +141,17 @@ func (a *Ahead) Wait() {
 }
 
 // take returns the read once it is done, if nothing changed since it
-// began; nil otherwise.
-func (a *Ahead) take() *Prefetched {
+// began; nil otherwise, or when ctx (the pass's, with its timeout) ends
+// first: the pass then observes under its own deadline.
+func (a *Ahead) take(ctx context.Context) *Prefetched {
 	if a == nil {
 		return nil
 	}
-	<-a.pre.done
+	select {
+	case <-a.pre.done:
+	case <-ctx.Done():
+		return nil
+	}
 	if seq, ok := a.cc.ChangeSeq(); !ok || seq != a.seq {
 		return nil
 	}

@@ -266,8 +266,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 		}
 	}()
 	pre := opts.Prefetched
-	if opts.Ahead != nil && !opts.Full {
-		pre = opts.Ahead.take()
+	switch {
+	case opts.Ahead != nil && opts.Full:
+		// Not used; ended before the full read, which must not race it
+		// over the cache's marks.
+		opts.Ahead.Wait()
+	case opts.Ahead != nil:
+		pre = opts.Ahead.take(ctx)
 		log.Debug("observation read ahead", zap.Bool("used", pre != nil))
 	}
 	if pre == nil && opts.Overlap && !opts.Full {

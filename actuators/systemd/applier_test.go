@@ -1,6 +1,7 @@
 package systemd
 
 import (
+	"fmt"
 	"context"
 	"errors"
 	"os"
@@ -410,5 +411,32 @@ func TestEffectNotObserved(t *testing.T) {
 	e.f.AddUnit(sdbustest.Unit{Name: "w.service"})
 	for _, op := range []actuators.Op{actuators.OpEnable, actuators.OpStart, actuators.OpRestart, actuators.OpStop, actuators.OpDisable} {
 		e.must(t, unitStep(op, "w.service"), actuators.Changed)
+	}
+}
+
+// A restart whose ExecMainStartTimestamp could not be read before its job
+// still runs and is applied (a failed step would restart it again next
+// pass); alone and in a batch.
+func TestRestartBeforeReadFails(t *testing.T) {
+	for _, batch := range []bool{false, true} {
+		t.Run(fmt.Sprintf("batch=%v", batch), func(t *testing.T) {
+			e := newEnv(t)
+			e.f.AddUnit(sdbustest.Unit{Name: "w.service", ActiveState: "active", SubState: "running", MainPID: 7, ExecMainStartTimestamp: 5})
+			e.f.FailNext("GetUnitTypeProperty", errors.New("connection reset"))
+			var res actuators.Result
+			var err error
+			if batch {
+				rs, errs := e.a.ApplyBatch(context.Background(), []actuators.Step{unitStep(actuators.OpRestart, "w.service")})
+				res, err = rs[0], errs[0]
+			} else {
+				res, err = e.a.Apply(context.Background(), unitStep(actuators.OpRestart, "w.service"))
+			}
+			if res != actuators.Changed || err != nil {
+				t.Errorf("restart = %s, %v; want changed, no error", res, err)
+			}
+			if u, _ := e.f.Unit("w.service"); u.MainPID == 7 || e.f.CallCount("RestartUnit") != 1 {
+				t.Errorf("restart did not run: main PID %d, %d RestartUnit", u.MainPID, e.f.CallCount("RestartUnit"))
+			}
+		})
 	}
 }

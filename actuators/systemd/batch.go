@@ -272,11 +272,8 @@ func (a *Applier) jobBatch(ctx context.Context, steps []actuators.Step, idx []in
 		}
 		res[q.i] = actuators.Changed
 		q.before = r.MainStart
-		switch errs[q.i] = a.jobOutcome(s, r, werr); {
-		case errs[q.i] != nil:
-		case r.MainStartErr != nil:
-			errs[q.i] = fmt.Errorf("%s %s: %w", s.Op, s.Unit, r.MainStartErr)
-		default:
+		if errs[q.i] = a.jobOutcome(s, r, werr); errs[q.i] == nil {
+			a.mainStartUnread(s, r)
 			done = append(done, q)
 		}
 	}

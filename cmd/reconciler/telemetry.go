@@ -142,11 +142,13 @@ func (o *obsFlags) open(g *globals, log *zap.Logger, backend string, ring *recon
 	}
 	// The store's commits happen beside the pass, not between its steps
 	// (reconcile.Queue); every pass's events are in it before the
-	// after-pass hooks run.
+	// after-pass hooks run. The hooks record theirs at once (direct): an
+	// alert's command may read the store as soon as it starts.
 	q := reconcile.NewQueue(s)
-	rec := reconcile.Fanout{ring, q}
+	rec, direct := reconcile.Fanout{ring, q}, reconcile.Fanout{ring, s}
 	if o.journal && journald.Enabled() {
-		rec = append(rec, journald.New(nil, log))
+		j := journald.New(nil, log)
+		rec, direct = append(rec, j), append(direct, j)
 		log.Info("events go to the journal too")
 	}
 	ob := &observability{recorder: rec, close: func() { q.Flush(); s.Close() }}
@@ -156,7 +158,7 @@ func (o *obsFlags) open(g *globals, log *zap.Logger, backend string, ring *recon
 		ob.background = append(ob.background, serveMetrics(o.metricsAddr, m.handler(), log.Named("metrics"), 5*time.Second))
 	}
 	ob.metrics = m
-	t := newTelemetry(s, m, rec, log, backend, def, o.hookTimeout)
+	t := newTelemetry(s, m, direct, log, backend, def, o.hookTimeout)
 	ob.afterPass = func(res reconcile.Result, err error) {
 		q.Flush()
 		t.afterPass(res, err)
