@@ -14,13 +14,7 @@ import (
 // invalid, nothing is created or pruned, the base keeps its last good
 // version, and fixing the drop-in applies it.
 func TestDropInEmptyNameKeepsBase(t *testing.T) {
-	dir := t.TempDir()
-	writeManifest(t, dir, "web.yaml", webManifest)
-	f := newFake()
-	r, ring := newTestReconciler(t, dir, f, nil)
-	if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
-		t.Fatal(err)
-	}
+	dir, f, r, ring := appliedWeb(t)
 	if err := os.Mkdir(filepath.Join(dir, "web.d"), 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -38,13 +38,7 @@ func (c *callObserver) Observe(ctx context.Context, names []string) (*observed.S
 // without any prefetch.
 func prefetchSetup(t *testing.T, add, failNoNil bool) (*Reconciler, *callObserver, Result) {
 	t.Helper()
-	dir := t.TempDir()
-	writeManifest(t, dir, "web.yaml", webManifest)
-	f := newFake()
-	r, _ := newTestReconciler(t, dir, f, nil)
-	if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
-		t.Fatal(err)
-	}
+	dir, f, r, _ := appliedWeb(t)
 	if add {
 		writeManifest(t, dir, "api.yaml", strings.ReplaceAll(webManifest, "web", "api"))
 	}

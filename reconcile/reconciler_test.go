@@ -122,6 +122,20 @@ spec:
   command: ["/bin/sleep", "infinity"]
 `
 
+// appliedWeb is a manifests dir with web.yaml and a reconciler over a fake
+// backend that has applied it once.
+func appliedWeb(t *testing.T) (dir string, f *fakeBackend, r *Reconciler, ring *Ring) {
+	t.Helper()
+	dir = t.TempDir()
+	writeManifest(t, dir, "web.yaml", webManifest)
+	f = newFake()
+	r, ring = newTestReconciler(t, dir, f, nil)
+	if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	return dir, f, r, ring
+}
+
 func newTestReconciler(t *testing.T, dir string, f *fakeBackend, now func() time.Time) (*Reconciler, *Ring) {
 	log := zaptest.NewLogger(t)
 	ring := NewRing(100, log)
@@ -187,13 +201,7 @@ func TestExpectPlanMismatchRefuses(t *testing.T) {
 
 // An invalid manifest keeps the last good version: nothing is stopped or pruned.
 func TestInvalidManifestKeepsLastGood(t *testing.T) {
-	dir := t.TempDir()
-	writeManifest(t, dir, "web.yaml", webManifest)
-	f := newFake()
-	r, ring := newTestReconciler(t, dir, f, nil)
-	if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
-		t.Fatal(err)
-	}
+	dir, f, r, ring := appliedWeb(t)
 	for _, bad := range []string{"apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: web\n", // half-written
 		strings.Replace(webManifest, "command", "comand", 1)} { // invalid field
 		writeManifest(t, dir, "web.yaml", bad)
@@ -233,13 +241,7 @@ func TestInvalidManifestKeepsLastGood(t *testing.T) {
 }
 
 func TestUnreadableDirPrunesNothing(t *testing.T) {
-	dir := t.TempDir()
-	writeManifest(t, dir, "web.yaml", webManifest)
-	f := newFake()
-	r, _ := newTestReconciler(t, dir, f, nil)
-	if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
-		t.Fatal(err)
-	}
+	dir, _, r, _ := appliedWeb(t)
 	r.cfg.Manifests = filepath.Join(dir, "missing")
 	res, err := r.Reconcile(context.Background(), Options{})
 	if err != nil || !res.Plan.Empty() {

@@ -138,11 +138,10 @@ func (a *Applier) mainStart(ctx context.Context, s actuators.Step) (uint64, erro
 		return 0, nil
 	}
 	a.count("Get ExecMainStartTimestamp")
-	p, err := a.c.GetUnitTypePropertyContext(ctx, s.Unit, "Service", "ExecMainStartTimestamp")
+	v, err := sdbus.MainStart(ctx, a.c, s.Unit)
 	if err != nil {
 		return 0, fmt.Errorf("%s %s: read ExecMainStartTimestamp: %w", s.Op, s.Unit, err)
 	}
-	v, _ := p.Value.Value().(uint64)
 	return v, nil
 }
 

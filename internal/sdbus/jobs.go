@@ -88,8 +88,33 @@ func setMainStart(r *JobResult, unit string, m message, err error) {
 		}
 	}
 	if err != nil {
-		r.MainStart, r.MainStartErr = 0, fmt.Errorf("read %s of %s before the job: %w", mainStartProp, unit, err)
+		r.MainStart, r.MainStartErr = 0, mainStartUnread(unit, err)
 	}
+}
+
+// mainStartUnread is the MainStartErr of a job whose read failed with err.
+func mainStartUnread(unit string, err error) error {
+	return fmt.Errorf("read %s of %s before the job: %w", mainStartProp, unit, err)
+}
+
+// UnitTypePropertyGetter reads one property of a unit's type interface
+// (Conn and sdbustest.Fake).
+type UnitTypePropertyGetter interface {
+	GetUnitTypePropertyContext(ctx context.Context, unit, unitType, name string) (*sddbus.Property, error)
+}
+
+// MainStart reads a service's ExecMainStartTimestamp (µs; 0 if it never
+// ran) through g.
+func MainStart(ctx context.Context, g UnitTypePropertyGetter, unit string) (uint64, error) {
+	p, err := g.GetUnitTypePropertyContext(ctx, unit, "Service", mainStartProp)
+	if err != nil {
+		return 0, err
+	}
+	v, ok := p.Value.Value().(uint64)
+	if !ok {
+		return 0, fmt.Errorf("get %s of %s: value %s, want uint64", mainStartProp, unit, p.Value.Signature())
+	}
+	return v, nil
 }
 
 // The job methods RunJobsContext takes.
@@ -273,7 +298,7 @@ func jobID(path string) int {
 
 // runJobsGodbus is RunJobsContext through go-systemd.
 func (c *Conn) runJobsGodbus(ctx context.Context, jobs []Job, timeout time.Duration) ([]JobResult, error) {
-	return RunJobsWith(ctx, jobs, timeout, c.mainStartGodbus, func(ctx context.Context, j Job, ch chan<- string) (int, error) {
+	return RunJobsWith(ctx, jobs, timeout, c, func(ctx context.Context, j Job, ch chan<- string) (int, error) {
 		switch j.Method {
 		case MethodStartUnit:
 			return c.StartUnitContext(ctx, j.Unit, j.Mode, ch)
@@ -288,34 +313,20 @@ func (c *Conn) runJobsGodbus(ctx context.Context, jobs []Job, timeout time.Durat
 
 var errJobMethod = errors.New("not a job method")
 
-// mainStartGodbus reads unit's ExecMainStartTimestamp (RunJobsWith's
-// mainStart on go-systemd).
-func (c *Conn) mainStartGodbus(ctx context.Context, unit string) (uint64, error) {
-	p, err := c.GetUnitTypePropertyContext(ctx, unit, "Service", mainStartProp)
-	if err != nil {
-		return 0, err
-	}
-	v, ok := p.Value.Value().(uint64)
-	if !ok {
-		return 0, fmt.Errorf("get %s: value %s, want uint64", mainStartProp, p.Value.Signature())
-	}
-	return v, nil
-}
-
 // RunJobsWith is RunJobsContext over go-systemd-style job calls (call
 // queues one job and sends its result on ch once it finishes): each job is
-// queued in order, its MainStartBefore read by mainStart just before, then
-// each result awaited under one timeout. sdbustest's Fake uses it too.
-func RunJobsWith(ctx context.Context, jobs []Job, timeout time.Duration,
-	mainStart func(ctx context.Context, unit string) (uint64, error),
+// queued in order, its MainStartBefore read through props just before
+// (MainStart), then each result awaited under one timeout. sdbustest's
+// Fake uses it too.
+func RunJobsWith(ctx context.Context, jobs []Job, timeout time.Duration, props UnitTypePropertyGetter,
 	call func(ctx context.Context, j Job, ch chan<- string) (int, error)) ([]JobResult, error) {
 	res := make([]JobResult, len(jobs))
 	chans := make([]chan string, len(jobs))
 	for i, j := range jobs {
 		if j.MainStartBefore {
 			var err error
-			if res[i].MainStart, err = mainStart(ctx, j.Unit); err != nil {
-				res[i].MainStart, res[i].MainStartErr = 0, fmt.Errorf("read %s of %s before the job: %w", mainStartProp, j.Unit, err)
+			if res[i].MainStart, err = MainStart(ctx, props, j.Unit); err != nil {
+				res[i].MainStart, res[i].MainStartErr = 0, mainStartUnread(j.Unit, err)
 			}
 		}
 		// Buffered to 1: go-systemd sends the result while holding its

@@ -145,23 +145,25 @@ func (w *watchConn) gather() time.Duration {
 }
 
 // send writes the calls build appends (each by p.appendCall or
-// appendMethodCall, n of them) in one write and returns them registered;
-// jobs marks job calls.
-func (w *watchConn) send(n int, job func(i int) bool, build func(b []byte) []byte) ([]*watchCall, error) {
+// appendMethodCall) in one write and returns them registered; build
+// returns, per call it appended, whether it queues a job.
+func (w *watchConn) send(build func(b []byte) ([]byte, []bool)) ([]*watchCall, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
 		return nil, errWatchClosed
 	}
 	first := w.p.serial + 1
-	w.p.wbuf = build(w.p.wbuf[:0])
+	var jobs []bool
+	w.p.wbuf, jobs = build(w.p.wbuf[:0])
+	n := len(jobs)
 	if w.p.serial-first+1 != uint32(n) {
-		return nil, fmt.Errorf("watch connection: %d calls built, want %d", w.p.serial-first+1, n)
+		return nil, fmt.Errorf("watch connection: %d calls built, %d described", w.p.serial-first+1, n)
 	}
 	calls := make([]*watchCall, n)
 	for i := range calls {
 		calls[i] = &watchCall{reply: make(chan message, 1)}
-		if job != nil && job(i) {
+		if jobs[i] {
 			calls[i].job = make(chan string, 1)
 		}
 		w.replies[first+uint32(i)] = calls[i]
@@ -265,8 +267,8 @@ func (c *Conn) watching() *watchConn {
 // closed first (see watchConn).
 func (c *Conn) reloadOnWatch(ctx context.Context, w *watchConn) error {
 	c.closeIdlePipe()
-	calls, err := w.send(1, nil, func(b []byte) []byte {
-		return w.p.appendCall(b, systemdPath, managerIface, "Reload", systemdDest)
+	calls, err := w.send(func(b []byte) ([]byte, []bool) {
+		return w.p.appendCall(b, systemdPath, managerIface, "Reload", systemdDest), []bool{false}
 	})
 	if err != nil {
 		return err // errWatchClosed: nothing sent, ReloadContext takes the pipe
@@ -285,9 +287,13 @@ func (c *Conn) reloadOnWatch(ctx context.Context, w *watchConn) error {
 func (c *Conn) runJobsOnWatch(ctx context.Context, w *watchConn, jobs []Job, timeout time.Duration) ([]JobResult, error) {
 	res := make([]JobResult, len(jobs))
 	var kinds []jobCall
-	calls, err := w.send(len(jobs)+mainStartReads(jobs), func(i int) bool { return !kinds[i].get }, func(b []byte) []byte {
+	calls, err := w.send(func(b []byte) ([]byte, []bool) {
 		b, kinds = w.p.appendJobCalls(b, jobs)
-		return b
+		isJob := make([]bool, len(kinds))
+		for i, k := range kinds {
+			isJob[i] = !k.get
+		}
+		return b, isJob
 	})
 	switch {
 	case errors.Is(err, errWatchClosed):
@@ -320,17 +326,6 @@ func (c *Conn) runJobsOnWatch(ctx context.Context, w *watchConn, jobs []Job, tim
 		results[i] = call.job
 	}
 	return res, awaitJobs(ctx, res, results, timeout)
-}
-
-// mainStartReads counts the jobs that ask for MainStartBefore.
-func mainStartReads(jobs []Job) int {
-	n := 0
-	for _, j := range jobs {
-		if j.MainStartBefore {
-			n++
-		}
-	}
-	return n
 }
 
 // watchGather is how long the watch waits before reading again once it

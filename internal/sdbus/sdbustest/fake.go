@@ -511,7 +511,7 @@ func (f *Fake) RestartUnitContext(_ context.Context, name, mode string, ch chan<
 // RunJobsContext implements the applier's Client: each job through the
 // method of its name above (a HangJobs unit's never finishes).
 func (f *Fake) RunJobsContext(ctx context.Context, jobs []sdbus.Job, timeout time.Duration) ([]sdbus.JobResult, error) {
-	return sdbus.RunJobsWith(ctx, jobs, timeout, f.mainStart, func(ctx context.Context, j sdbus.Job, ch chan<- string) (int, error) {
+	return sdbus.RunJobsWith(ctx, jobs, timeout, f, func(ctx context.Context, j sdbus.Job, ch chan<- string) (int, error) {
 		switch j.Method {
 		case sdbus.MethodStartUnit:
 			return f.StartUnitContext(ctx, j.Unit, j.Mode, ch)
@@ -520,17 +520,6 @@ func (f *Fake) RunJobsContext(ctx context.Context, jobs []sdbus.Job, timeout tim
 		}
 		return f.RestartUnitContext(ctx, j.Unit, j.Mode, ch)
 	})
-}
-
-// mainStart is RunJobsWith's read of a job's MainStartBefore: the
-// GetUnitTypeProperty the applier made itself before jobs carried it.
-func (f *Fake) mainStart(ctx context.Context, unit string) (uint64, error) {
-	p, err := f.GetUnitTypePropertyContext(ctx, unit, "Service", "ExecMainStartTimestamp")
-	if err != nil {
-		return 0, err
-	}
-	v, _ := p.Value.Value().(uint64)
-	return v, nil
 }
 
 func (f *Fake) job(method, kind, name string, ch chan<- string) (int, error) {
