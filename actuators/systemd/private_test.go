@@ -134,6 +134,7 @@ func TestPrivateSocketInner(t *testing.T) {
 	if n := conn.Wire().WatchCalls() - w0; n < 8 { // 2 reloads, 3+4 starts, 3 restarts, ...
 		t.Errorf("%d calls on the watch's connection, want the reloads and jobs there", n)
 	}
+	readsOnWatch(t, conn)
 	wcancel()
 	if err := <-wdone; err != nil {
 		t.Errorf("Subscribe = %v", err)
@@ -271,5 +272,33 @@ func privateJobs(t *testing.T, conn *sdbus.Conn, a *Applier, unitDir, tag string
 	}
 	if r, err := a.Apply(ctx, actuators.Step{Op: actuators.OpStart, Unit: "no-such-unit.service", Reason: "test"}); r != actuators.Unchanged || err == nil || errors.As(err, &je) {
 		t.Errorf("start no-such-unit.service = %s, %v; want an error of the call", r, err)
+	}
+}
+
+// readsOnWatch: with a watch running, a unit list and a property read
+// go on the watch's connection (none dialed after a reload closed the idle
+// pipe) and answer what they answer on a pipe; systemd's error for an
+// unknown property comes back as such.
+func readsOnWatch(t *testing.T, conn *sdbus.Conn) {
+	t.Helper()
+	ctx := context.Background()
+	names := []string{"q1w.service", "no-such.service"}
+	w0 := conn.Wire().WatchCalls()
+	list, err := conn.ListUnitsByNamesContext(ctx, names)
+	if err != nil || len(list) != 2 || list[0].Name != "q1w.service" || list[0].ActiveState != "active" || list[1].LoadState != "not-found" {
+		t.Fatalf("list on the watch: %v %+v", err, list)
+	}
+	pid, err := conn.GetUnitTypePropertyContext(ctx, "q1w.service", "Service", "MainPID")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := pid.Value.Value().(uint32); v == 0 {
+		t.Errorf("MainPID of q1w.service on the watch = %v", pid.Value)
+	}
+	if _, err := conn.GetUnitTypePropertyContext(ctx, "q1w.service", "Service", "NoSuchProperty"); err == nil {
+		t.Error("NoSuchProperty on the watch: no error")
+	}
+	if n := conn.Wire().WatchCalls() - w0; n != 3 {
+		t.Errorf("%d of 3 reads on the watch's connection", n)
 	}
 }

@@ -133,27 +133,54 @@ func (c *Conn) unitProperty(ctx context.Context, unit, iface, name string, viaGo
 		defer done()
 		return viaGodbus(sd)
 	}
-	p, err := c.takePipe(ctx)
+	path := godbus.ObjectPath(unitPathPrefix + sddbus.PathBusEscape(unit))
+	val, callErr, err := c.getOne(ctx, path, iface, name)
 	switch {
 	case errors.Is(err, errPipeAddress):
 		return godbusRead()
 	case err != nil:
-		return nil, err
-	}
-	path := godbus.ObjectPath(unitPathPrefix + sddbus.PathBusEscape(unit))
-	vals, errs, err := p.getBatch(ctx, []getCall{{path: path, iface: iface, name: name}})
-	c.putPipe(p, err == nil)
-	switch {
-	case err != nil:
 		return nil, fmt.Errorf("read %s of %s: %w", name, unit, err)
-	case errs[0] != nil:
+	case callErr != nil:
 		var derr godbus.Error
-		if errors.As(errs[0], &derr) {
+		if errors.As(callErr, &derr) {
 			return nil, derr
 		}
 		return godbusRead() // a type the pipe does not decode
 	}
-	return &sddbus.Property{Name: name, Value: godbus.MakeVariant(vals[0])}, nil
+	return &sddbus.Property{Name: name, Value: godbus.MakeVariant(val)}, nil
+}
+
+// getOne reads one property with one Get: on the watch connection while
+// a watch runs (no connection to dial, none for PID 1 to set up: after a
+// daemon-reload the idle pipe is closed), else on a property pipe. callErr
+// is the call's (systemd's error, or a value the pipe does not decode);
+// err the connection's (errPipeAddress: no pipe for this address).
+func (c *Conn) getOne(ctx context.Context, path godbus.ObjectPath, iface, name string) (val any, callErr, err error) {
+	if w := c.watching(); w != nil {
+		m, err := w.call(ctx, func(b []byte) []byte {
+			return w.p.appendCall(b, path, propsIface, "Get", systemdDest, iface, name)
+		})
+		if !readOnWatchFailed(ctx, err) {
+			if ctx.Err() != nil {
+				return nil, nil, ctx.Err()
+			}
+			if err != nil {
+				return nil, err, nil
+			}
+			val, callErr = getReplyValue(m, iface, name)
+			return val, callErr, nil
+		}
+	}
+	p, err := c.takePipe(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	vals, errs, err := p.getBatch(ctx, []getCall{{path: path, iface: iface, name: name}})
+	c.putPipe(p, err == nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	return vals[0], errs[0], nil
 }
 
 // ListUnitFilesByPatternsContext is go-systemd's method of the same name.

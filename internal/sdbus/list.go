@@ -18,6 +18,12 @@ import (
 // name, with the same result; an address the pipe cannot dial falls back
 // to it.
 func (c *Conn) ListUnitsByNamesContext(ctx context.Context, units []string) ([]sddbus.UnitStatus, error) {
+	if w := c.watching(); w != nil {
+		m, err := w.call(ctx, func(b []byte) []byte { return w.p.appendListCall(b, units) })
+		if !readOnWatchFailed(ctx, err) {
+			return listReply(m, err)
+		}
+	}
 	p, err := c.takePipe(ctx)
 	if errors.Is(err, errPipeAddress) {
 		sd, done, err := c.godbus(ctx)
@@ -40,7 +46,11 @@ func (p *pipe) listUnits(ctx context.Context, units []string) ([]sddbus.UnitStat
 	stop := p.bound(ctx)
 	defer stop()
 	p.wbuf = p.appendListCall(p.wbuf[:0], units)
-	m, err := p.exchange()
+	return listReply(p.exchange())
+}
+
+// listReply decodes the reply of a ListUnitsByNames call.
+func listReply(m message, err error) ([]sddbus.UnitStatus, error) {
 	if err != nil {
 		var derr godbus.Error
 		if errors.As(err, &derr) {

@@ -29,7 +29,7 @@ import (
 // It is not safe for concurrent use; Conn hands one to a call at a time
 // and closes it once idle (pipepool.go).
 type pipe struct {
-	conn   net.Conn
+	conn   pipeConn
 	r      *bufio.Reader
 	wbuf   []byte
 	serial uint32

@@ -34,8 +34,11 @@ func (c *Conn) watchRaw(ctx context.Context, ch chan<- *godbus.Signal) (stop fun
 	if err != nil {
 		return nil, fmt.Errorf("watch unit signals: %w", err)
 	}
-	_ = p.conn.SetDeadline(time.Time{}) // the dial's ctx bounded the handshake only
-	w := &watchConn{p: p, replies: map[uint32]*watchCall{}, jobs: map[string]*watchCall{}}
+	if err := p.blocking(); err != nil { // see blockingConn
+		p.close()
+		return nil, fmt.Errorf("watch unit signals: %w", err)
+	}
+	w := &watchConn{p: p, replies: map[uint32]*watchCall{}, jobs: map[string]*watchCall{}, wake: make(chan struct{}, 1)}
 	stopped := make(chan struct{})
 	exited := make(chan struct{})
 	go func() {
@@ -53,6 +56,7 @@ func (c *Conn) watchRaw(ctx context.Context, ch chan<- *godbus.Signal) (stop fun
 				// Let a burst gather: see watchGather.
 				select {
 				case <-stopped:
+				case <-w.wake:
 				case <-time.After(w.gather()):
 				}
 			}
@@ -118,7 +122,18 @@ type watchConn struct {
 	closed  bool
 	replies map[uint32]*watchCall // by serial
 	jobs    map[string]*watchCall // by job object path, once queued
+	// wake ends the reader's gathering pause once a call is sent: its
+	// reply is read as soon as it comes.
+	wake chan struct{}
 }
+
+// callKind is what a call on the watch connection is, for send.
+type callKind uint8
+
+const (
+	callPlain callKind = iota // a reply only
+	callJob                   // a reply, then the job's JobRemoved
+)
 
 // watchCall is one call on a watchConn: its reply and, for a job, the
 // result JobRemoved gives. Both are buffered to 1 and closed, unsent, when
@@ -147,23 +162,23 @@ func (w *watchConn) gather() time.Duration {
 // send writes the calls build appends (each by p.appendCall or
 // appendMethodCall) in one write and returns them registered; build
 // returns, per call it appended, whether it queues a job.
-func (w *watchConn) send(build func(b []byte) ([]byte, []bool)) ([]*watchCall, error) {
+func (w *watchConn) send(build func(b []byte) ([]byte, []callKind)) ([]*watchCall, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
 		return nil, errWatchClosed
 	}
 	first := w.p.serial + 1
-	var jobs []bool
-	w.p.wbuf, jobs = build(w.p.wbuf[:0])
-	n := len(jobs)
+	var kinds []callKind
+	w.p.wbuf, kinds = build(w.p.wbuf[:0])
+	n := len(kinds)
 	if w.p.serial-first+1 != uint32(n) {
 		return nil, fmt.Errorf("watch connection: %d calls built, %d described", w.p.serial-first+1, n)
 	}
 	calls := make([]*watchCall, n)
 	for i := range calls {
 		calls[i] = &watchCall{reply: make(chan message, 1)}
-		if jobs[i] {
+		if kinds[i] == callJob {
 			calls[i].job = make(chan string, 1)
 		}
 		w.replies[first+uint32(i)] = calls[i]
@@ -176,7 +191,29 @@ func (w *watchConn) send(build func(b []byte) ([]byte, []bool)) ([]*watchCall, e
 		}
 		return nil, err
 	}
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
 	return calls, nil
+}
+
+// call sends the one call build appends (by p.appendCall or
+// appendMethodCall) on the watch connection and returns its reply.
+func (w *watchConn) call(ctx context.Context, build func(b []byte) []byte) (message, error) {
+	calls, err := w.send(func(b []byte) ([]byte, []callKind) { return build(b), []callKind{callPlain} })
+	if err != nil {
+		return message{}, err
+	}
+	return calls[0].await(ctx)
+}
+
+// readOnWatchFailed reports whether a read that failed on the watch connection
+// with err should be made again on a property pipe: the connection
+// failed (the call may not have been answered), not systemd nor ctx.
+func readOnWatchFailed(ctx context.Context, err error) bool {
+	var derr godbus.Error
+	return err != nil && !errors.As(err, &derr) && ctx.Err() == nil
 }
 
 // replied hands a reply to its call; a job call's job is then known by
@@ -267,8 +304,8 @@ func (c *Conn) watching() *watchConn {
 // closed first (see watchConn).
 func (c *Conn) reloadOnWatch(ctx context.Context, w *watchConn) error {
 	c.closeIdlePipe()
-	calls, err := w.send(func(b []byte) ([]byte, []bool) {
-		return w.p.appendCall(b, systemdPath, managerIface, "Reload", systemdDest), []bool{false}
+	calls, err := w.send(func(b []byte) ([]byte, []callKind) {
+		return w.p.appendCall(b, systemdPath, managerIface, "Reload", systemdDest), []callKind{callPlain}
 	})
 	if err != nil {
 		return err // errWatchClosed: nothing sent, ReloadContext takes the pipe
@@ -287,13 +324,15 @@ func (c *Conn) reloadOnWatch(ctx context.Context, w *watchConn) error {
 func (c *Conn) runJobsOnWatch(ctx context.Context, w *watchConn, jobs []Job, timeout time.Duration) ([]JobResult, error) {
 	res := make([]JobResult, len(jobs))
 	var kinds []jobCall
-	calls, err := w.send(func(b []byte) ([]byte, []bool) {
+	calls, err := w.send(func(b []byte) ([]byte, []callKind) {
 		b, kinds = w.p.appendJobCalls(b, jobs)
-		isJob := make([]bool, len(kinds))
+		ck := make([]callKind, len(kinds))
 		for i, k := range kinds {
-			isJob[i] = !k.get
+			if !k.get {
+				ck[i] = callJob
+			}
 		}
-		return b, isJob
+		return b, ck
 	})
 	switch {
 	case errors.Is(err, errWatchClosed):
