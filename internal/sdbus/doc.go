@@ -13,16 +13,21 @@
 //     WatchUnitSignals.
 //   - godbus.go: the go-systemd methods the consumers use (jobs, unit
 //     files, transient units), each dialing the go-systemd connection if
-//     it is not yet; a unit's single property is read on the pipe.
+//     it is not yet; a unit's single property is read on the pipe (on
+//     the watch's connection while a watch runs).
 //   - watch.go: WatchUnitSignals on the private socket: a connection of
 //     its own read by one goroutine, headers parsed, only the observer's
 //     signals decoded, reads gathered a few ms (a reload's thousands of
 //     signals in a few reads, not a wake-up each). While it runs it also
-//     carries the daemon-reloads (the idle pipe closed first) and the
-//     jobs, its reader handing each reply and JobRemoved to its caller:
-//     during a reload the agent is one connection of systemd's, not two. The go-systemd
-//     connection is then dialed only for the rarer calls and closed after
-//     godbusIdle unused (conn.go).
+//     carries the daemon-reloads (the idle pipe closed first), the jobs
+//     and the small reads (a ListUnitsByNames, one Get), its reader
+//     handing each reply and JobRemoved to its caller: during a reload
+//     the agent is one connection of systemd's, not two, and a read after
+//     it dials none. The go-systemd connection is then dialed only for
+//     the rarer calls and closed after godbusIdle unused (conn.go).
+//   - blocking.go: the watch connection moved out of Go's network poller
+//     (blockingConn): PID 1 writes each signal to it as it emits it, and
+//     through the poller each write woke the runtime, gathering or not.
 //   - jobs.go: RunJobsContext, start/stop/restart jobs queued together and
 //     awaited by their JobRemoved, on the pipe on the private socket
 //     (there the go-systemd connection would decode every unit's signal
@@ -37,7 +42,8 @@
 //     flight, all on the calling goroutine). The pipe's handshake waits for
 //     systemd to answer a Ping (sd-bus swallows a small first message sent
 //     right after BEGIN).
-//   - list.go: ListUnitsByNamesContext on the pipe, decoded by hand, and
+//   - list.go: ListUnitsByNamesContext on the pipe (on the watch's
+//     connection while a watch runs), decoded by hand, and
 //     the pipe's argument-less call.
 //   - pipepool.go: one pipe kept for the calls of an observation, closed
 //     250 ms after the last (systemd sends every signal to every peer of

@@ -119,8 +119,8 @@ func (c *Conn) GetUnitTypePropertyContext(ctx context.Context, unit, unitType, p
 	})
 }
 
-// unitProperty reads one property of a unit with one Get on the property
-// pipe: after a daemon-reload the go-systemd connection has every unit's
+// unitProperty reads one property of a unit with one Get (getOne: on the
+// watch's connection or a property pipe): after a daemon-reload the go-systemd connection has every unit's
 // signals to decode before the reply (see RunJobsContext). A value the
 // pipe does not decode, or an address it does not dial, is read by
 // viaGodbus.

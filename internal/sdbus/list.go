@@ -11,7 +11,8 @@ import (
 )
 
 // ListUnitsByNamesContext returns the status of every named unit in one
-// Manager.ListUnitsByNames call, sent on a property pipe (pipe.go) and
+// Manager.ListUnitsByNames call, sent on a property pipe (pipe.go), or
+// on the watch's connection while a watch runs (watch.go), and
 // decoded by hand: through godbus the reply of 1000 units costs the caller
 // about 10 ms of CPU (reflection into ten fields each), three times what
 // systemd spends building it. It replaces go-systemd's method of the same

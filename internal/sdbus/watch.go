@@ -161,7 +161,8 @@ func (w *watchConn) gather() time.Duration {
 
 // send writes the calls build appends (each by p.appendCall or
 // appendMethodCall) in one write and returns them registered; build
-// returns, per call it appended, whether it queues a job.
+// returns, per call it appended, its kind. The reader, if it was letting
+// signals gather, reads at once.
 func (w *watchConn) send(build func(b []byte) ([]byte, []callKind)) ([]*watchCall, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
