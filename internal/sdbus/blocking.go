@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"syscall"
 	"time"
@@ -80,7 +79,7 @@ func (p *pipe) blocking() error {
 		ahead, _ := p.r.Peek(n)
 		r = io.MultiReader(bytes.NewReader(bytes.Clone(ahead)), c)
 	}
-	_ = p.conn.(net.Conn).Close()
+	_ = p.conn.Close()
 	p.conn = c
 	p.r = bufio.NewReaderSize(r, 64<<10)
 	return nil
