@@ -2,11 +2,15 @@ package sdbus
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestBlockingConn: a pipe moved out of the poller keeps the bytes it had
@@ -43,11 +47,23 @@ func TestBlockingConn(t *testing.T) {
 	if _, err := p.r.Peek(len("ahead|after")); err != nil { // read ahead into p.r
 		t.Fatal(err)
 	}
+	fds := openFDs(t)
 	if err := p.blocking(); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := p.conn.(*blockingConn); !ok {
+	bc, ok := p.conn.(*blockingConn)
+	if !ok {
 		t.Fatalf("conn is %T", p.conn)
+	}
+	if n := openFDs(t); n != fds {
+		t.Errorf("%d descriptors open after blocking(), %d before: the poller's one not closed", n, fds)
+	}
+	flags, err := unix.FcntlInt(bc.f.Fd(), unix.F_GETFL, 0)
+	if err != nil || flags&unix.O_NONBLOCK != 0 {
+		t.Errorf("flags %#x, %v: want a blocking descriptor", flags, err)
+	}
+	if err := bc.f.SetReadDeadline(time.Now()); !errors.Is(err, os.ErrNoDeadline) {
+		t.Errorf("the file takes deadlines (%v): it is in the poller", err)
 	}
 	if _, err := srv.Write([]byte("|later")); err != nil {
 		t.Fatal(err)
@@ -85,4 +101,14 @@ func TestBlockingConn(t *testing.T) {
 	if _, err := srv.Read(out); err != io.EOF {
 		t.Errorf("server read after Close: %v, want EOF", err)
 	}
+}
+
+// openFDs counts this process's open descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
 }

@@ -33,7 +33,8 @@ const (
 )
 
 // Conn is one connection to systemd: the property pipe (pipe.go), which
-// carries the reads, and go-systemd's *dbus.Conn with the raw bus
+// carries the reads (the small ones on the watch's connection while a
+// watch runs, watch.go), and go-systemd's *dbus.Conn with the raw bus
 // connection under it, dialed when first needed (the go-systemd methods
 // the consumers use are in godbus.go; *Conn satisfies the consumer
 // interfaces of this package and of actuators/systemd), for jobs, unit
@@ -93,11 +94,16 @@ type Wire struct {
 	calls      atomic.Uint64
 	signals    atomic.Uint64
 	watchCalls atomic.Uint64
+	watchActs  atomic.Uint64
 }
 
 // WatchCalls returns the number of those calls sent on the watch's
 // connection (watch.go).
 func (w *Wire) WatchCalls() uint64 { return w.watchCalls.Load() }
+
+// WatchActs returns the number of daemon-reloads and job calls among
+// WatchCalls (reads left out).
+func (w *Wire) WatchActs() uint64 { return w.watchActs.Load() }
 
 // Calls returns the number of method calls sent.
 func (w *Wire) Calls() uint64 { return w.calls.Load() }
@@ -492,6 +498,12 @@ func (c *Conn) SetManagerProperty(ctx context.Context, name string, value godbus
 // stop undoes the subscription and returns once nothing more is sent on ch;
 // the caller keeps ownership of ch. If the connection closes, godbus closes
 // ch. One watcher per Conn at a time.
+//
+// On the private socket the watch's connection also carries reloads, jobs
+// and small reads of this Conn, whose replies its reader hands over in the
+// order they come, after every signal sent before them: whoever receives
+// from ch must not wait for a call of this Conn (it would wait for itself
+// once ch is full).
 //
 // Outcomes:
 //   - (stop, nil): watching.

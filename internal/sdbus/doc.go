@@ -22,15 +22,18 @@
 //     carries the daemon-reloads (the idle pipe closed first), the jobs
 //     and the small reads (a ListUnitsByNames, one Get), its reader
 //     handing each reply and JobRemoved to its caller: during a reload
-//     the agent is one connection of systemd's, not two, and a read after
-//     it dials none. The go-systemd connection is then dialed only for
+//     the agent is one connection of systemd's, not two, and the
+//     applier's checks after a job dial none (an observation's reads, the
+//     manager's properties and GetUnitPropertiesContext still take a
+//     pipe). Whoever receives the watch's signals must not wait for a call
+//     of the same Conn. The go-systemd connection is then dialed only for
 //     the rarer calls and closed after godbusIdle unused (conn.go).
 //   - blocking.go: the watch connection moved out of Go's network poller
 //     (blockingConn): PID 1 writes each signal to it as it emits it, and
 //     through the poller each write woke the runtime, gathering or not.
 //   - jobs.go: RunJobsContext, start/stop/restart jobs queued together and
-//     awaited by their JobRemoved, on the pipe on the private socket
-//     (there the go-systemd connection would decode every unit's signal
+//     awaited by their JobRemoved, on the private socket on the watch's
+//     connection or else the pipe (there the go-systemd connection would decode every unit's signal
 //     queued after a daemon-reload before the job's reply), through
 //     go-systemd on a bus; RunJobsWith, the same over go-systemd-style
 //     calls. A restart's ExecMainStartTimestamp before the job
@@ -49,8 +52,9 @@
 //     250 ms after the last (systemd sends every signal to every peer of
 //     its private socket, so an idle pipe would make PID 1 queue them);
 //     Prewarm, which dials it ahead of need; ReloadContext, the
-//     daemon-reload on the pipe (it skips the signal per unit systemd
-//     sends before the reply, which godbus would decode first).
+//     daemon-reload on the watch's connection or else the pipe (each
+//     skips the signal per unit systemd sends before the reply, which
+//     godbus would decode first).
 //   - cost_test.go: what PID 1 spends per call of each kind, on the bus
 //     and on the private socket (by hand, RESIL_BENCH=1): the figures
 //     behind the choices above.

@@ -104,7 +104,7 @@ func (c *Conn) RunTransientUnitContext(ctx context.Context, name, mode string, p
 }
 
 // GetUnitPropertyContext is go-systemd's method of the same name, read on
-// the property pipe (see unitProperty).
+// the watch's connection or a property pipe (see unitProperty).
 func (c *Conn) GetUnitPropertyContext(ctx context.Context, unit, propertyName string) (*sddbus.Property, error) {
 	return c.unitProperty(ctx, unit, "org.freedesktop.systemd1.Unit", propertyName, func(sd *sddbus.Conn) (*sddbus.Property, error) {
 		return sd.GetUnitPropertyContext(ctx, unit, propertyName)
@@ -112,7 +112,7 @@ func (c *Conn) GetUnitPropertyContext(ctx context.Context, unit, propertyName st
 }
 
 // GetUnitTypePropertyContext is go-systemd's method of the same name, read
-// on the property pipe (see unitProperty).
+// on the watch's connection or a property pipe (see unitProperty).
 func (c *Conn) GetUnitTypePropertyContext(ctx context.Context, unit, unitType, propertyName string) (*sddbus.Property, error) {
 	return c.unitProperty(ctx, unit, "org.freedesktop.systemd1."+unitType, propertyName, func(sd *sddbus.Conn) (*sddbus.Property, error) {
 		return sd.GetUnitTypePropertyContext(ctx, unit, unitType, propertyName)
@@ -120,8 +120,9 @@ func (c *Conn) GetUnitTypePropertyContext(ctx context.Context, unit, unitType, p
 }
 
 // unitProperty reads one property of a unit with one Get (getOne: on the
-// watch's connection or a property pipe): after a daemon-reload the go-systemd connection has every unit's
-// signals to decode before the reply (see RunJobsContext). A value the
+// watch's connection or a property pipe), not through go-systemd: after a
+// daemon-reload the go-systemd connection has every unit's signals to
+// decode before the reply (see RunJobsContext). A value the
 // pipe does not decode, or an address it does not dial, is read by
 // viaGodbus.
 func (c *Conn) unitProperty(ctx context.Context, unit, iface, name string, viaGodbus func(*sddbus.Conn) (*sddbus.Property, error)) (*sddbus.Property, error) {

@@ -109,7 +109,8 @@ func (c *Conn) watchRaw(ctx context.Context, ch chan<- *godbus.Signal) (stop fun
 }
 
 // watchConn is the watch's connection while it runs, which also carries
-// the agent's daemon-reloads and jobs (ReloadContext, RunJobsContext):
+// the agent's daemon-reloads and jobs (ReloadContext, RunJobsContext) and
+// its small reads (ListUnitsByNamesContext, one property's Get):
 // systemd sends every signal to every connection on its private socket,
 // so a reload with the property pipe open would have PID 1 send each of
 // its thousands of signals twice to the agent; on this connection, with
@@ -131,8 +132,9 @@ type watchConn struct {
 type callKind uint8
 
 const (
-	callPlain callKind = iota // a reply only
-	callJob                   // a reply, then the job's JobRemoved
+	callPlain  callKind = iota // a reply only
+	callJob                    // a reply, then the job's JobRemoved
+	callReload                 // a daemon-reload: a reply only
 )
 
 // watchCall is one call on a watchConn: its reply and, for a job, the
@@ -144,8 +146,13 @@ type watchCall struct {
 	gone  bool        // forgotten: no one waits (guarded by watchConn.mu)
 }
 
-// Errors of calls on the watch connection.
-var errWatchClosed = errors.New("systemd connection closed")
+// Errors of calls on the watch connection: errWatchClosed, nothing was
+// sent (or, from a read, no reply came: read again elsewhere);
+// errReplyLost, a reload was sent and no reply came (it may have run).
+var (
+	errWatchClosed = errors.New("systemd connection closed")
+	errReplyLost   = errors.New("systemd connection closed before the reply (the call may have run)")
+)
 
 // gather is how long the reader waits before reading again (see
 // watchGather): shorter while a call waits for its reply or a job for
@@ -182,6 +189,9 @@ func (w *watchConn) send(build func(b []byte) ([]byte, []callKind)) ([]*watchCal
 		if kinds[i] == callJob {
 			calls[i].job = make(chan string, 1)
 		}
+		if kinds[i] != callPlain {
+			w.p.wire.watchActs.Add(1)
+		}
 		w.replies[first+uint32(i)] = calls[i]
 	}
 	w.p.wire.calls.Add(uint64(n))
@@ -201,7 +211,14 @@ func (w *watchConn) send(build func(b []byte) ([]byte, []callKind)) ([]*watchCal
 
 // call sends the one call build appends (by p.appendCall or
 // appendMethodCall) on the watch connection and returns its reply.
+//
+// ctx bounds the wait for the reply, not the write (the watch's
+// connection has no deadlines): a call is small and systemd reads its
+// connections' calls as they come.
 func (w *watchConn) call(ctx context.Context, build func(b []byte) []byte) (message, error) {
+	if err := ctx.Err(); err != nil {
+		return message{}, err
+	}
 	calls, err := w.send(func(b []byte) ([]byte, []callKind) { return build(b), []callKind{callPlain} })
 	if err != nil {
 		return message{}, err
@@ -306,15 +323,20 @@ func (c *Conn) watching() *watchConn {
 func (c *Conn) reloadOnWatch(ctx context.Context, w *watchConn) error {
 	c.closeIdlePipe()
 	calls, err := w.send(func(b []byte) ([]byte, []callKind) {
-		return w.p.appendCall(b, systemdPath, managerIface, "Reload", systemdDest), []callKind{callPlain}
+		return w.p.appendCall(b, systemdPath, managerIface, "Reload", systemdDest), []callKind{callReload}
 	})
 	if err != nil {
 		return err // errWatchClosed: nothing sent, ReloadContext takes the pipe
 	}
 	if _, err := calls[0].await(ctx); err != nil {
 		var derr godbus.Error
-		if errors.As(err, &derr) {
+		switch {
+		case errors.As(err, &derr):
 			return derr
+		case errors.Is(err, errWatchClosed):
+			// Sent: not errWatchClosed, which would have ReloadContext
+			// reload again on the pipe.
+			return fmt.Errorf("daemon-reload: %w", errReplyLost)
 		}
 		return fmt.Errorf("daemon-reload: %w", err)
 	}
