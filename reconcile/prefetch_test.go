@@ -116,22 +116,30 @@ func TestOverlap(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r, obs, want := prefetchSetup(t, tc.add, tc.failNoNil)
 			got, err := r.Reconcile(context.Background(), Options{DryRun: true, Overlap: true, Full: tc.full})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if fmt.Sprint(obs.calls) != tc.calls {
-				t.Errorf("Observe calls %v, want %s", obs.calls, tc.calls)
-			}
-			if got.Hash != want.Hash || len(got.Plan.Steps) != len(want.Plan.Steps) {
-				t.Errorf("plan with Overlap %s (%d steps), without %s (%d steps)", got.Hash, len(got.Plan.Steps), want.Hash, len(want.Plan.Steps))
-			}
+			checkSamePlan(t, "Overlap", obs, tc.calls, got, err, want)
 		})
 	}
 }
 
+// checkSamePlan checks a pass's result got (err) made with option what:
+// the Observe calls it made are calls, and its plan is want's, the plan
+// made without the option.
+func checkSamePlan(t *testing.T, what string, obs *callObserver, calls string, got Result, err error, want Result) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(obs.calls) != calls {
+		t.Errorf("Observe calls %v, want %s", obs.calls, calls)
+	}
+	if got.Hash != want.Hash || len(got.Plan.Steps) != len(want.Plan.Steps) {
+		t.Errorf("plan with %s %s (%d steps), without %s (%d steps)", what, got.Hash, len(got.Plan.Steps), want.Hash, len(want.Plan.Steps))
+	}
+}
+
 // seqObserver is a callObserver that is a ChangeCounter: seq is what
-// ChangeSeq says (ok unless blind); change, if set, runs after the read
-// ahead is made (a signal arriving before the pass).
+// ChangeSeq says (ok unless blind); a test moves seq to stand for a
+// signal arriving after the read ahead began.
 type seqObserver struct {
 	*callObserver
 	seq   uint64
@@ -180,15 +188,7 @@ func TestAhead(t *testing.T) {
 				so.mu.Unlock()
 			}
 			got, err := r.Reconcile(context.Background(), Options{DryRun: true, Overlap: true, Full: tc.full, Ahead: ahead})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if fmt.Sprint(obs.calls) != tc.calls {
-				t.Errorf("Observe calls %v, want %s", obs.calls, tc.calls)
-			}
-			if got.Hash != want.Hash || len(got.Plan.Steps) != len(want.Plan.Steps) {
-				t.Errorf("plan with Ahead %s (%d steps), without %s (%d steps)", got.Hash, len(got.Plan.Steps), want.Hash, len(want.Plan.Steps))
-			}
+			checkSamePlan(t, "Ahead", obs, tc.calls, got, err, want)
 		})
 	}
 }

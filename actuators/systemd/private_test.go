@@ -215,11 +215,10 @@ func privateJobs(t *testing.T, conn *sdbus.Conn, a *Applier, unitDir, tag string
 	// A job's MainStartBefore is read with its call, before the job: a
 	// batch mixing jobs with and without it gets each value in its place.
 	mainStart := func(unit string) uint64 {
-		p, err := conn.GetUnitTypePropertyContext(ctx, unit, "Service", "ExecMainStartTimestamp")
+		v, err := sdbus.MainStart(ctx, conn, unit)
 		if err != nil {
 			t.Fatal(err)
 		}
-		v, _ := p.Value.Value().(uint64)
 		return v
 	}
 	starts := map[string]uint64{}
