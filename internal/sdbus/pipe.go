@@ -222,6 +222,28 @@ func (p *pipe) bound(ctx context.Context) (stop func()) {
 
 func (p *pipe) close() { p.conn.Close() }
 
+// closeAcked closes p once systemd has closed its end, or after wait.
+// systemd learns that a peer hung up only when its event loop gets to
+// that connection, and a daemon-reload requested just after the close can
+// come first: the closed connection is then still one of the private
+// socket's peers, and PID 1 builds the reload's signals (one per unit and
+// more) for it as well. Half-closing and reading until systemd's EOF makes
+// sure it is gone; when systemd is idle that takes tens of µs. Measured
+// in a 100-service sandbox (edit → new process active under run, 60
+// edits each, alternating builds): p50 173.2 → 169.6 ms, the restart after
+// the reload 19 → 16 ms.
+func (p *pipe) closeAcked(wait time.Duration) {
+	uc, ok := p.conn.(*net.UnixConn)
+	if !ok {
+		p.close()
+		return
+	}
+	if uc.CloseWrite() == nil && uc.SetReadDeadline(time.Now().Add(wait)) == nil {
+		_, _ = io.Copy(io.Discard, uc) // until EOF (systemd closed its end), the deadline, or an error
+	}
+	uc.Close()
+}
+
 // getCall is one Properties.Get of a unit object.
 type getCall struct {
 	path        godbus.ObjectPath

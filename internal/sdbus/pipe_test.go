@@ -204,3 +204,66 @@ func TestPipeSocket(t *testing.T) {
 		}
 	}
 }
+
+// TestPipeCloseAcked: closeAcked returns once the peer has closed its end
+// (the peer first reads the half-close, then takes its time), skipping
+// what the peer still sends meanwhile; a peer that never closes holds it
+// only until the wait.
+func TestPipeCloseAcked(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		peerClose bool
+	}{
+		{"peer closes after EOF", true},
+		{"peer never closes", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			closed := make(chan struct{})
+			served := make(chan struct{})
+			go func() {
+				defer close(served)
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				_, _ = c.Write(bytes.Repeat([]byte("s"), 100<<10)) // signals queued for the pipe
+				if _, err := c.Read(make([]byte, 1)); err == nil {
+					t.Error("peer read data, want EOF")
+				}
+				if !tc.peerClose {
+					<-closed // until the client is gone
+					return
+				}
+				time.Sleep(50 * time.Millisecond) // a busy systemd
+				close(closed)
+			}()
+			conn, err := net.Dial("unix", l.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := &pipe{conn: conn, r: bufio.NewReader(conn)}
+			p.closeAcked(map[bool]time.Duration{true: time.Minute, false: 100 * time.Millisecond}[tc.peerClose])
+			select {
+			case <-closed:
+				if !tc.peerClose {
+					t.Fatal("peer closed, want it still open")
+				}
+			default:
+				if tc.peerClose {
+					t.Fatal("closeAcked returned before the peer closed its end")
+				}
+				close(closed)
+			}
+			if _, err := conn.Write([]byte("x")); err == nil {
+				t.Error("connection still open after closeAcked")
+			}
+			<-served
+		})
+	}
+}

@@ -118,6 +118,23 @@ func (c *Conn) closeIdlePipe() {
 	}
 }
 
+// closeIdlePipeAcked is closeIdlePipe, waiting (at most
+// reloadPeerWait) until systemd has dropped the connection: see
+// pipe.closeAcked.
+func (c *Conn) closeIdlePipeAcked() {
+	c.pipeMu.Lock()
+	p := c.idlePipe
+	c.idlePipe = nil
+	c.pipeMu.Unlock()
+	if p != nil {
+		p.closeAcked(reloadPeerWait)
+	}
+}
+
+// reloadPeerWait bounds how long a reload waits for systemd to drop the
+// idle pipe first.
+const reloadPeerWait = 10 * time.Millisecond
+
 // ReloadContext is the manager's Reload (daemon-reload), sent on the
 // property pipe. A reload makes systemd send a signal for every unit to
 // every connection on its private socket (UnitRemoved, then UnitNew, all

@@ -319,9 +319,9 @@ func (c *Conn) watching() *watchConn {
 }
 
 // reloadOnWatch is ReloadContext on the watch connection, the idle pipe
-// closed first (see watchConn).
+// closed first and dropped by systemd (see watchConn, pipe.closeAcked).
 func (c *Conn) reloadOnWatch(ctx context.Context, w *watchConn) error {
-	c.closeIdlePipe()
+	c.closeIdlePipeAcked()
 	calls, err := w.send(func(b []byte) ([]byte, []callKind) {
 		return w.p.appendCall(b, systemdPath, managerIface, "Reload", systemdDest), []callKind{callReload}
 	})
