@@ -73,6 +73,10 @@ type cacheState struct {
 	// manager's Reloading(true) and Reloading(false).
 	reloads   uint64
 	reloading bool
+	// hold: the cache is on for a command without a watch (KeepReads);
+	// every Observe reads as with the cache off and fills it, until
+	// Recheck.
+	hold bool
 }
 
 // cacheStart is called when Subscribe's watch is registered: the next
@@ -82,6 +86,37 @@ func (o *Observer) cacheStart() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.cache = cacheState{on: true, dirty: map[string]bool{}, gen: o.cache.gen + 1}
+}
+
+// KeepReads turns the cache on for a one-shot command that observes again
+// after acting (apply, for its status snapshot), with no watch: every
+// Observe still reads everything, as with the cache off (early property
+// reads included), and keeps what it read. After Recheck, Observe answers
+// from those entries for the units whose ListUnitsByNames status, unit
+// file and drop-ins are unchanged and that no job of the command touched
+// (JobQueued), as with a watch but without its signals: a change that
+// leaves all of those as they were (a crash and automatic restart
+// between the two reads) is not seen. A no-op while the cache is on
+// (Subscribe runs: its signals keep the cache).
+func (o *Observer) KeepReads() {
+	o.mu.Lock()
+	on := o.cache.on
+	o.mu.Unlock()
+	if on {
+		return
+	}
+	o.cacheStart()
+	o.mu.Lock()
+	o.cache.hold = true
+	o.mu.Unlock()
+}
+
+// Recheck lets the Observes after it answer from the cache KeepReads
+// keeps (see KeepReads).
+func (o *Observer) Recheck() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.cache.hold = false
 }
 
 // cacheStop is called when Subscribe returns: no more signals, no cache.
@@ -114,7 +149,7 @@ func (o *Observer) Reloaded() {
 // are not watched (a change there wakes no pass either).
 func (o *Observer) ChangeSeq() (seq uint64, ok bool) {
 	o.mu.Lock()
-	ok = o.cache.on && o.cache.valid
+	ok = o.cache.on && o.cache.valid && !o.cache.hold
 	o.mu.Unlock()
 	seq = o.changes.Load()
 	if q := o.queued.Load(); q == nil || (*q)() > 0 {
@@ -240,7 +275,7 @@ func (o *Observer) cachePlan(full bool, loaded []*observed.Unit, files map[strin
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	ans := cacheAnswer{gen: o.cache.gen, reloads: o.cache.reloads}
-	if !o.cache.on || !o.cache.valid {
+	if !o.cache.on || !o.cache.valid || o.cache.hold {
 		for _, u := range loaded {
 			delete(o.cache.dirty, u.Name)
 		}

@@ -10,6 +10,7 @@ import (
 	godbus "github.com/godbus/dbus/v5"
 
 	"resil.dev/resil/internal/sdbus/sdbustest"
+	"resil.dev/resil/observed"
 )
 
 // The watch-fed cache: while Subscribe runs, Observe reads the properties
@@ -211,5 +212,97 @@ func TestCache(t *testing.T) {
 				t.Errorf("Observe after Subscribe returned: %d GetAll, want 2", n)
 			}
 		})
+	}
+}
+
+// KeepReads (apply, no watch): every Observe reads everything until
+// Recheck; after it, only the units a job touched (JobQueued), whose
+// status ListUnitsByNames changed or that a reload left unsure.
+func TestCacheKeepReads(t *testing.T) {
+	names := []string{"worker.service", "other.service", "third.service"}
+	tests := []struct {
+		name string
+		// act runs between the last read and Recheck; want is the
+		// services whose properties the read after Recheck asks for.
+		act  func(f *sdbustest.Fake, o *Observer)
+		want int
+	}{
+		{"nothing changed", func(*sdbustest.Fake, *Observer) {}, 0},
+		{"a job queued and finished", func(f *sdbustest.Fake, o *Observer) {
+			u, _ := f.Unit("worker.service")
+			u.MainPID++ // restarted: same status, new process
+			f.AddUnit(u)
+			o.JobQueued("worker.service")("active", "running")
+		}, 1},
+		{"a status changed by someone else", func(f *sdbustest.Fake, _ *Observer) {
+			u, _ := f.Unit("other.service")
+			u.ActiveState, u.SubState = "failed", "failed"
+			f.AddUnit(u)
+		}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := sdbustest.New()
+			for i, n := range names {
+				f.AddUnit(sdbustest.Unit{Name: n, ActiveState: "active", SubState: "running", MainPID: uint32(100 + i)})
+			}
+			o := New(f, t.TempDir(), WithoutManager())
+			o.KeepReads()
+			read := func() (int, *observed.State) {
+				t.Helper()
+				f.ResetCalls()
+				st, err := o.Observe(context.Background(), names)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return f.PropertyCount("NRestarts"), st
+			}
+			for i := range 2 {
+				n, st := read()
+				if n != len(names) {
+					t.Fatalf("read %d before Recheck: %d services' properties, want all %d", i+1, n, len(names))
+				}
+				u, _ := f.Unit("third.service")
+				if st.Units["third.service"].MainPID != u.MainPID {
+					t.Fatalf("read %d before Recheck: third.service pid %d, systemd has %d", i+1, st.Units["third.service"].MainPID, u.MainPID)
+				}
+				u.MainPID += 10 // a new process, same status: only a full read sees it
+				f.AddUnit(u)
+			}
+			u, _ := f.Unit("third.service")
+			u.MainPID -= 10 // back to what the last read saw
+			f.AddUnit(u)
+			if _, ok := o.ChangeSeq(); ok {
+				t.Error("ChangeSeq ok with no watch")
+			}
+			tt.act(f, o)
+			o.Recheck()
+			n, st := read()
+			if n != tt.want {
+				t.Errorf("after Recheck: %d services' properties read, want %d", n, tt.want)
+			}
+			for _, name := range names {
+				u, _ := f.Unit(name)
+				if got := st.Units[name]; got.MainPID != u.MainPID || got.ActiveState != u.ActiveState {
+					t.Errorf("%s: observed %s pid %d, systemd has %s pid %d", name, got.ActiveState, got.MainPID, u.ActiveState, u.MainPID)
+				}
+			}
+		})
+	}
+	// With a watch running KeepReads changes nothing: the watch's cache stands.
+	f, o, _, stop := subscribedObserver(t)
+	if _, err := o.Observe(context.Background(), []string{"worker.service"}); err != nil {
+		t.Fatal(err)
+	}
+	o.KeepReads()
+	f.ResetCalls()
+	if _, err := o.Observe(context.Background(), []string{"worker.service"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.PropertyCount("NRestarts"); n != 0 {
+		t.Errorf("KeepReads under a watch: %d services read, want 0 (cache kept)", n)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -616,7 +616,7 @@ func (o *Observer) listUnits(ctx context.Context, names []string) (map[string]sd
 // read's failure would fail it).
 func (o *Observer) earlyProps(ctx context.Context, names []string, status map[string]sddbus.UnitStatus) (early map[string]map[string]any, gen uint64, err error) {
 	o.mu.Lock()
-	off, gen := !o.cache.on, o.cache.gen
+	off, gen := !o.cache.on || o.cache.hold, o.cache.gen // hold: no watch, no signals to race
 	o.mu.Unlock()
 	if !off || o.cfg.getAll {
 		return nil, gen, nil

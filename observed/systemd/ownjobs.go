@@ -50,6 +50,11 @@ func (o *Observer) JobQueued(unit string) (finished func(active, sub string)) {
 	}
 	j := &ownJob{deadline: o.cfg.now().Add(ownJobMaxWait)}
 	o.ownJobs[unit] = j
+	if o.cache.on {
+		// Read again by the next Observe whatever signals say (or, with
+		// no watch, KeepReads, none will).
+		o.cache.dirty[unit] = true
+	}
 	o.mu.Unlock()
 	o.ownJobsChanged()
 	return func(active, sub string) {
