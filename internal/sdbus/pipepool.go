@@ -109,24 +109,25 @@ func (c *Conn) putPipe(p *pipe, ok bool) {
 
 // closeIdlePipe closes the idle pipe, if any (pipeIdle passed, or Close).
 func (c *Conn) closeIdlePipe() {
-	c.pipeMu.Lock()
-	p := c.idlePipe
-	c.idlePipe = nil
-	c.pipeMu.Unlock()
-	if p != nil {
+	if p := c.dropIdlePipe(); p != nil {
 		p.close()
 	}
+}
+
+// dropIdlePipe takes the idle pipe, if any, for the caller to close.
+func (c *Conn) dropIdlePipe() *pipe {
+	c.pipeMu.Lock()
+	defer c.pipeMu.Unlock()
+	p := c.idlePipe
+	c.idlePipe = nil
+	return p
 }
 
 // closeIdlePipeAcked is closeIdlePipe, waiting (at most
 // reloadPeerWait) until systemd has dropped the connection: see
 // pipe.closeAcked.
 func (c *Conn) closeIdlePipeAcked() {
-	c.pipeMu.Lock()
-	p := c.idlePipe
-	c.idlePipe = nil
-	c.pipeMu.Unlock()
-	if p != nil {
+	if p := c.dropIdlePipe(); p != nil {
 		p.closeAcked(reloadPeerWait)
 	}
 }
