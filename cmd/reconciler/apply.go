@@ -47,8 +47,9 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 	defer done()
 	ctx, log, be := c.ctx, c.log, c.be
 	// The pass's reads are kept for the status snapshot's second read
-	// after the steps (statusAfter): that one reads only what the steps
-	// or anyone else visibly changed (observed/systemd KeepReads).
+	// after the steps (statusAfter): that one reads again only the units
+	// whose status, files or main process changed (observed/systemd
+	// KeepReads).
 	recheck := func() {}
 	if k, ok := be.Observer.(rechecker); ok {
 		k.KeepReads()
@@ -150,9 +151,9 @@ type rechecker interface {
 //
 // recheck is called before that second read: with the systemd backend it
 // reads the properties only of the units a step's job touched or whose
-// status or files changed, the rest as the pass read them (KeepReads);
-// at 1000 units the full read it replaces took ~70 ms of each `apply` that
-// acted.
+// status, files or main process's start changed, the rest as the pass
+// read them (KeepReads); at 1000 units the full read it replaces took
+// ~70 ms of each `apply` that acted.
 func statusAfter(ctx context.Context, r *reconcile.Reconciler, res reconcile.Result, err error, recheck func(), log *zap.Logger) (reconcile.Result, error) {
 	if err != nil {
 		return res, err

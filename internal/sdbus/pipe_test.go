@@ -248,7 +248,11 @@ func TestPipeCloseAcked(t *testing.T) {
 				t.Fatal(err)
 			}
 			p := &pipe{conn: conn, r: bufio.NewReader(conn)}
+			start := time.Now()
 			p.closeAcked(map[bool]time.Duration{true: time.Minute, false: 100 * time.Millisecond}[tc.peerClose])
+			if !tc.peerClose && time.Since(start) > 30*time.Second {
+				t.Errorf("closeAcked held %v past its 100ms wait", time.Since(start))
+			}
 			select {
 			case <-closed:
 				if !tc.peerClose {

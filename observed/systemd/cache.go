@@ -1,6 +1,7 @@
 package systemd
 
 import (
+	"context"
 	"fmt"
 	"reflect"
 	"slices"
@@ -13,7 +14,8 @@ import (
 	"resil.dev/resil/observed"
 )
 
-// The watch-fed cache (the informer pattern), for `run` only.
+// The watch-fed cache (the informer pattern), for `run`; `apply` keeps
+// its reads in it for one narrower read after acting (KeepReads).
 //
 // While Subscribe runs, signals mark the units whose cached properties
 // they may have changed (cacheSignal): a service's PropertiesChanged on
@@ -40,8 +42,8 @@ import (
 // ObserveFull (the loop's periodic resync) reads everything and reports,
 // in State.CacheDrift, every unit whose cached properties it would have
 // used and that differ from what it read: a signal the cache missed. With
-// no Subscribe running (apply, diff) there is no cache: every Observe is a
-// full read.
+// no Subscribe running (apply, diff) there is no cache and every Observe
+// is a full read, but for apply's read after its steps (KeepReads).
 
 // cacheEntry is what the cache keeps of one unit.
 type cacheEntry struct {
@@ -61,8 +63,8 @@ type cacheEntry struct {
 
 // cacheState is the cache, guarded by Observer.mu.
 type cacheState struct {
-	// on: Subscribe is watching; valid: the cache was filled by a full
-	// read since Subscribe started and no reload emptied it.
+	// on: Subscribe is watching, or KeepReads; valid: the cache was
+	// filled by a full read since then and no reload emptied it.
 	on, valid bool
 	units     map[string]*cacheEntry
 	dirty     map[string]bool
@@ -73,10 +75,9 @@ type cacheState struct {
 	// manager's Reloading(true) and Reloading(false).
 	reloads   uint64
 	reloading bool
-	// hold: the cache is on for a command without a watch (KeepReads);
-	// every Observe reads as with the cache off and fills it, until
-	// Recheck.
-	hold bool
+	// noWatch: turned on by KeepReads, with no watch; hold: until
+	// Recheck, every Observe reads as with the cache off and fills it.
+	noWatch, hold bool
 }
 
 // cacheStart is called when Subscribe's watch is registered: the next
@@ -93,22 +94,21 @@ func (o *Observer) cacheStart() {
 // Observe still reads everything, as with the cache off (early property
 // reads included), and keeps what it read. After Recheck, Observe answers
 // from those entries for the units whose ListUnitsByNames status, unit
-// file and drop-ins are unchanged and that no job of the command touched
-// (JobQueued), as with a watch but without its signals: a change that
-// leaves all of those as they were (a crash and automatic restart
-// between the two reads) is not seen. A no-op while the cache is on
-// (Subscribe runs: its signals keep the cache).
+// file and drop-ins are unchanged, that no job of the command touched
+// (JobQueued) and whose main process started when the entry says: with no
+// signals to tell, one Get of ExecMainStartTimestamp per cached service
+// stands in for them (recheckStarts), so a service restarted by another
+// unit's job (Requires=), run by a timer or restarted by systemd after a
+// crash since the first read is read again. A no-op while the cache is
+// on (Subscribe runs: its signals keep the cache).
 func (o *Observer) KeepReads() {
 	o.mu.Lock()
-	on := o.cache.on
-	o.mu.Unlock()
-	if on {
+	defer o.mu.Unlock()
+	if o.cache.on {
 		return
 	}
-	o.cacheStart()
-	o.mu.Lock()
-	o.cache.hold = true
-	o.mu.Unlock()
+	o.changes.Add(1)
+	o.cache = cacheState{on: true, dirty: map[string]bool{}, gen: o.cache.gen + 1, hold: true, noWatch: true}
 }
 
 // Recheck lets the Observes after it answer from the cache KeepReads
@@ -118,6 +118,56 @@ func (o *Observer) Recheck() {
 	defer o.mu.Unlock()
 	o.cache.hold = false
 }
+
+// recheckStarts marks every cached service of loaded whose
+// ExecMainStartTimestamp is no longer the cached one (or cannot be read),
+// when the cache has no watch (KeepReads, after Recheck): one pipelined
+// Get per service instead of the signal a watch would have had. err: the
+// read itself failed.
+func (o *Observer) recheckStarts(ctx context.Context, loaded []*observed.Unit) error {
+	o.mu.Lock()
+	if !o.cache.on || !o.cache.noWatch || o.cache.hold || !o.cache.valid {
+		o.mu.Unlock()
+		return nil
+	}
+	var (
+		names []string
+		qs    []sdbus.PropertyQuery
+		was   []uint64
+	)
+	for _, u := range loaded {
+		e := o.cache.units[u.Name]
+		if e == nil || o.cache.dirty[u.Name] || !strings.HasSuffix(u.Name, ".service") {
+			continue
+		}
+		names = append(names, u.Name)
+		qs = append(qs, sdbus.PropertyQuery{Unit: u.Name, Props: startProp})
+		was = append(was, e.props.ExecMainStartTimestamp)
+	}
+	o.mu.Unlock()
+	if len(qs) == 0 {
+		return nil
+	}
+	for range qs {
+		o.count("GetProperties")
+	}
+	props, perr, err := o.c.GetUnitPropertiesContext(ctx, qs)
+	if err != nil {
+		return err
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for i, n := range names {
+		v, ok := props[i]["ExecMainStartTimestamp"].(uint64)
+		if perr[i] != nil || !ok || v != was[i] {
+			o.cache.dirty[n] = true
+		}
+	}
+	return nil
+}
+
+// startProp is what recheckStarts asks of each cached service.
+var startProp = []sdbus.Property{{Interface: ifaceService, Name: "ExecMainStartTimestamp"}}
 
 // cacheStop is called when Subscribe returns: no more signals, no cache.
 func (o *Observer) cacheStop() {

@@ -216,29 +216,40 @@ func TestCache(t *testing.T) {
 }
 
 // KeepReads (apply, no watch): every Observe reads everything until
-// Recheck; after it, only the units a job touched (JobQueued), whose
-// status ListUnitsByNames changed or that a reload left unsure.
+// Recheck; after it, the properties only of the units a job touched
+// (JobQueued), whose status ListUnitsByNames changed, or whose main
+// process started since (one ExecMainStartTimestamp per cached service
+// stands in for the signals); a reload has NeedDaemonReload asked again.
 func TestCacheKeepReads(t *testing.T) {
 	names := []string{"worker.service", "other.service", "third.service"}
 	tests := []struct {
 		name string
 		// act runs between the last read and Recheck; want is the
-		// services whose properties the read after Recheck asks for.
-		act  func(f *sdbustest.Fake, o *Observer)
-		want int
+		// services whose properties the read after Recheck asks for,
+		// wantNDR how many are asked NeedDaemonReload (-1: any).
+		act           func(f *sdbustest.Fake, o *Observer)
+		want, wantNDR int
 	}{
-		{"nothing changed", func(*sdbustest.Fake, *Observer) {}, 0},
+		{"nothing changed", func(*sdbustest.Fake, *Observer) {}, 0, 0},
 		{"a job queued and finished", func(f *sdbustest.Fake, o *Observer) {
 			u, _ := f.Unit("worker.service")
 			u.MainPID++ // restarted: same status, new process
+			u.ExecMainStartTimestamp++
 			f.AddUnit(u)
 			o.JobQueued("worker.service")("active", "running")
-		}, 1},
+		}, 1, -1},
+		{"restarted with no job of its own (Requires=, a timer, a crash)", func(f *sdbustest.Fake, _ *Observer) {
+			u, _ := f.Unit("third.service")
+			u.MainPID, u.NRestarts = u.MainPID+1, 1
+			u.ExecMainStartTimestamp++
+			f.AddUnit(u)
+		}, 1, -1},
 		{"a status changed by someone else", func(f *sdbustest.Fake, _ *Observer) {
 			u, _ := f.Unit("other.service")
 			u.ActiveState, u.SubState = "failed", "failed"
 			f.AddUnit(u)
-		}, 1},
+		}, 1, -1},
+		{"a daemon-reload by the command", func(_ *sdbustest.Fake, o *Observer) { o.Reloaded() }, 0, 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -256,6 +267,16 @@ func TestCacheKeepReads(t *testing.T) {
 					t.Fatal(err)
 				}
 				return f.PropertyCount("NRestarts"), st
+			}
+			check := func(when string, st *observed.State) {
+				t.Helper()
+				for _, name := range names {
+					u, _ := f.Unit(name)
+					if got := st.Units[name]; got.MainPID != u.MainPID || got.ActiveState != u.ActiveState || got.NRestarts != u.NRestarts {
+						t.Errorf("%s: %s: observed %s pid %d restarts %d, systemd has %s pid %d restarts %d", when, name,
+							got.ActiveState, got.MainPID, got.NRestarts, u.ActiveState, u.MainPID, u.NRestarts)
+					}
+				}
 			}
 			for i := range 2 {
 				n, st := read()
@@ -281,12 +302,13 @@ func TestCacheKeepReads(t *testing.T) {
 			if n != tt.want {
 				t.Errorf("after Recheck: %d services' properties read, want %d", n, tt.want)
 			}
-			for _, name := range names {
-				u, _ := f.Unit(name)
-				if got := st.Units[name]; got.MainPID != u.MainPID || got.ActiveState != u.ActiveState {
-					t.Errorf("%s: observed %s pid %d, systemd has %s pid %d", name, got.ActiveState, got.MainPID, u.ActiveState, u.MainPID)
-				}
+			if ndr := f.PropertyCount("NeedDaemonReload"); tt.wantNDR >= 0 && ndr != tt.wantNDR {
+				t.Errorf("after Recheck: NeedDaemonReload asked of %d, want %d", ndr, tt.wantNDR)
 			}
+			if probes := f.PropertyCount("ExecMainStartTimestamp"); probes < len(names)-tt.want {
+				t.Errorf("after Recheck: ExecMainStartTimestamp asked of %d services, want each cached one", probes)
+			}
+			check("after Recheck", st)
 		})
 	}
 	// With a watch running KeepReads changes nothing: the watch's cache stands.

@@ -11,7 +11,10 @@
 // runs feeds a cache (cache.go): Observe then reads the properties only of
 // the units a signal, a status change or a file change marked, and
 // ObserveFull (the loop's resync) reads everything and reports where the
-// cache was wrong (State.CacheDrift).
+// cache was wrong (State.CacheDrift). apply keeps its pass's reads in that
+// cache with no watch (KeepReads) for its status read after acting, which
+// then asks one ExecMainStartTimestamp per cached service in place of the
+// signals.
 //
 // The caller owns one long-lived connection (internal/sdbus.Dial) and
 // passes it to both this package and actuators/systemd. Never open a

@@ -345,6 +345,9 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 	for n, s := range status {
 		triples[n] = [3]string{s.LoadState, s.ActiveState, s.SubState}
 	}
+	if err := o.recheckStarts(ctx, loaded); err != nil { // KeepReads only
+		return nil, err
+	}
 	ans := o.cachePlan(full, loaded, files, triples, vendor, scan.typeDropIns)
 	read := ans.read
 	if ans.gen != earlyGen {
@@ -606,8 +609,9 @@ func (o *Observer) listUnits(ctx context.Context, names []string) (map[string]sd
 // (the agent's CPU against PID 1's). readProperties then asks only for
 // what the disk does not tell (NeedDaemonReload, DropInPaths; nothing on a
 // converged host). It reads only while the watch-fed cache answers for no
-// unit and is off (a one-shot command, the agent's passes before its
-// watch starts): a read made before cachePlan would race the cache's dirty
+// unit and is off or held (a one-shot command, KeepReads before Recheck;
+// the agent's passes before its watch starts): a read made before
+// cachePlan would race the cache's dirty
 // marks, so its answer is dropped if the cache went on meanwhile (gen, the
 // cache's generation then, differs from cachePlan's; cacheStore keeps
 // nothing read while the cache was off). A unit whose read failed is not

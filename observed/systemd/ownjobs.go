@@ -39,6 +39,8 @@ type ownJob struct {
 // usual; so does a unit that does not settle within 5 s after finished,
 // or 2 min after JobQueued without finished.
 //
+// With the cache on, the unit is read again by the next Observe.
+//
 // finished must be called once the job's outcome is known, with active ""
 // when the job failed or was not queued: nothing more is held back (a
 // signal of the failure still on its way may then wake one more pass,
