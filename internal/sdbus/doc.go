@@ -33,8 +33,9 @@
 //     through the poller each write woke the runtime, gathering or not.
 //   - jobs.go: RunJobsContext, start/stop/restart jobs queued together and
 //     awaited by their JobRemoved, on the private socket on the watch's
-//     connection or else the pipe (there the go-systemd connection would decode every unit's signal
-//     queued after a daemon-reload before the job's reply), through
+//     connection or else the pipe (there the go-systemd connection would
+//     decode every unit's signal queued after a daemon-reload before the
+//     job's reply), through
 //     go-systemd on a bus; RunJobsWith, the same over go-systemd-style
 //     calls. A restart's ExecMainStartTimestamp before the job
 //     (Job.MainStartBefore) is read by a Get written with the job's call.

@@ -611,8 +611,8 @@ func (o *Observer) listUnits(ctx context.Context, names []string) (map[string]sd
 // converged host). It reads only while the watch-fed cache answers for no
 // unit and is off or held (a one-shot command, KeepReads before Recheck;
 // the agent's passes before its watch starts): a read made before
-// cachePlan would race the cache's dirty
-// marks, so its answer is dropped if the cache went on meanwhile (gen, the
+// cachePlan would race the cache's dirty marks, so its answer is dropped
+// if the cache went on meanwhile (gen, the
 // cache's generation then, differs from cachePlan's; cacheStore keeps
 // nothing read while the cache was off). A unit whose read failed is not
 // in the answer (read again in full); nil when nothing was read early.
