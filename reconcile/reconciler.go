@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"path/filepath"
 	"sort"
@@ -125,6 +126,18 @@ type Reconciler struct {
 	// rendered is the last pass's Renderer output by object: the loader's
 	// cache returns the same *Object for a file that did not change.
 	rendered map[*desired.Object]rendered
+	// loaded is what the last pass's desiredObjects returned, for a pass
+	// with Options.SameDesired.
+	loaded *loadedDesired
+}
+
+// loadedDesired is desiredObjects' result, kept for Options.SameDesired.
+type loadedDesired struct {
+	objs              []*desired.Object
+	protected, broken map[string]bool
+	prune             bool
+	busy              []Finding
+	err               error
 }
 
 type backoff struct {
@@ -249,6 +262,11 @@ type Options struct {
 	// instead of observing when nothing changed since it began (see
 	// Ahead); the caller waits for it.
 	Ahead *Ahead
+	// SameDesired (with DryRun) plans against the manifests the previous
+	// pass loaded, not loading them again: apply's status read after its
+	// steps, which shows what that pass's steps left (a manifest edited
+	// meanwhile is the next pass's).
+	SameDesired bool
 }
 
 // Reconcile runs one pass: load → observe → plan → (apply). It returns an
@@ -279,7 +297,19 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 		pre = StartPrefetch(ctx, r.cfg.Observer)
 		defer pre.Wait()
 	}
-	objs, protected, broken, prune, busy, lerr := r.desiredObjects(log)
+	var (
+		objs              []*desired.Object
+		protected, broken map[string]bool
+		prune             bool
+		busy              []Finding
+		lerr              error
+	)
+	if l := r.loaded; opts.SameDesired && opts.DryRun && l != nil {
+		objs, protected, broken, prune, busy, lerr = l.objs, maps.Clone(l.protected), l.broken, l.prune, l.busy, l.err
+	} else {
+		objs, protected, broken, prune, busy, lerr = r.desiredObjects(log)
+		r.loaded = &loadedDesired{objs: objs, protected: maps.Clone(protected), broken: broken, prune: prune, busy: busy, err: lerr}
+	}
 	res.LoadErr = lerr
 	lastGoodSaved := func() {}
 	if r.cfg.LastGood != nil && !opts.DryRun {

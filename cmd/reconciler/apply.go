@@ -171,7 +171,7 @@ func statusAfter(ctx context.Context, r *reconcile.Reconciler, res reconcile.Res
 		return res, err
 	}
 	recheck()
-	after, aerr := r.Reconcile(ctx, reconcile.Options{DryRun: true, Quiet: true})
+	after, aerr := r.Reconcile(ctx, reconcile.Options{DryRun: true, Quiet: true, SameDesired: true})
 	if aerr != nil || after.Observed == nil {
 		log.Warn("state after the pass not observed; status shows the pass", zap.Error(aerr))
 		return res, err

@@ -42,7 +42,11 @@ func openSystemd(ctx context.Context, g *globals, log *zap.Logger, readOnly bool
 	be := &backend{
 		Name: "systemd", UnitDir: g.unitDir, ManagerDir: g.managerDir,
 		Render: agentRenderOptions().Render, MarkProcessSince: true, RestartJournal: true, Observer: obs, Applier: app,
-		Prepare: conn.Prewarm, Close: func() { conn.Close() },
+		Prepare: conn.Prewarm, Close: func() {
+			conn.Close()
+			w := conn.Wire()
+			log.Debug("systemd connection closed", zap.Uint64("calls", w.Calls()), zap.Uint64("signals", w.Signals()))
+		},
 	}
 	if readOnly {
 		be.Applier = readOnlyApplier{}

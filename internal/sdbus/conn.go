@@ -85,6 +85,11 @@ type Conn struct {
 	warm chan struct{}
 	// watch is the running watch's connection (watch.go), nil if none.
 	watch *watchConn
+	// busAddr is the system bus a private Conn's reloads go through while
+	// no watch runs ("" when none: busreload.go); busPipe is that
+	// connection, kept idle between uses.
+	busAddr string
+	busPipe *pipe
 }
 
 // Wire counts D-Bus messages on the connection under a Conn, including
@@ -188,6 +193,9 @@ func dial(ctx context.Context, addr string, private bool) (*Conn, error) {
 	// Close; ctx only bounds each dial.
 	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c := &Conn{private: private, wire: new(Wire), cancel: cancel, life: life, addr: addr}
+	if private {
+		c.busAddr = reloadBusAddr()
+	}
 	// Dialing proves systemd answers. The property pipe does it when it
 	// can dial the address, and stays idle for the first call (most
 	// commands start with a read); otherwise go-systemd's connection.
@@ -376,6 +384,7 @@ func (c *Conn) Close() {
 		<-warm // Prewarm's dial; its pipe is closed, c being closed
 	}
 	c.closeIdlePipe()
+	c.closeBusPipe()
 	if w := c.watching(); w != nil {
 		w.p.close() // its reader ends and closes the watch's channel, as godbus did
 	}

@@ -56,6 +56,13 @@
 //     daemon-reload on the watch's connection or else the pipe (each
 //     skips the signal per unit systemd sends before the reply, which
 //     godbus would decode first).
+//   - busreload.go: a command's daemon-reload (no watch running) through
+//     the system bus daemon when there is one, the private idle pipe
+//     closed first: PID 1 sends every unit's signals to each peer of its
+//     private socket but none to the bus while nobody there subscribed.
+//     The few jobs queued right after it (busJobsMax) go the same way,
+//     their JobRemoved through a match rule. Without a bus daemon, the
+//     private socket as before.
 //   - cost_test.go: what PID 1 spends per call of each kind, on the bus
 //     and on the private socket (by hand, RESIL_BENCH=1): the figures
 //     behind the choices above.

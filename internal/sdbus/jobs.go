@@ -158,6 +158,9 @@ func (c *Conn) RunJobsContext(ctx context.Context, jobs []Job, timeout time.Dura
 		}
 		// The watch's connection ended before anything was sent: the pipe.
 	}
+	if res, ok, err := c.runJobsOnBus(ctx, jobs, timeout); ok { // busreload.go
+		return res, err
+	}
 	p, err := c.takePipe(ctx)
 	if errors.Is(err, errPipeAddress) {
 		return c.runJobsGodbus(ctx, jobs, timeout)

@@ -456,6 +456,9 @@ func (p *pipe) read() (message, error) {
 			m.errBody = []any{s}
 		}
 	}
+	if m.typ == msgSignal && p.wire != nil {
+		p.wire.signals.Add(1)
+	}
 	return m, nil
 }
 

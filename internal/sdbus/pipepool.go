@@ -153,6 +153,9 @@ func (c *Conn) ReloadContext(ctx context.Context) error {
 		}
 		// The watch's connection ended before the call was sent: the pipe.
 	}
+	if handled, err := c.reloadOnBus(ctx); handled { // busreload.go
+		return err
+	}
 	p, err := c.takePipe(ctx)
 	switch {
 	case errors.Is(err, errPipeAddress):

@@ -76,7 +76,6 @@ func (c *Conn) watchRaw(ctx context.Context, ch chan<- *godbus.Signal) (stop fun
 			if m.typ != msgSignal {
 				continue
 			}
-			c.wire.signals.Add(1)
 			s := decodeSignal(m)
 			if s == nil {
 				continue
