@@ -42,8 +42,9 @@ func (e *env) applySignals(mode string, env ...string) int {
 // unit through the system bus daemon, with no connection left on
 // systemd's private socket meanwhile: PID 1 then sends it none of the
 // reload's signals (on the private socket it sends every peer a few per
-// unit). Without a bus daemon (or with RESIL_RELOAD_BUS=0) it does both
-// on the private socket, as before, with the same outcome.
+// unit). Without a bus daemon, with DBUS_SYSTEM_BUS_ADDRESS set, or with
+// RESIL_RELOAD_BUS=0 it does both on the private socket, as before, with
+// the same outcome.
 func TestApplyReloadsThroughBus(t *testing.T) {
 	e := newEnv(t)
 	const n = 30
@@ -60,6 +61,11 @@ func TestApplyReloadsThroughBus(t *testing.T) {
 	}
 	if got := e.applySignals("private", "RESIL_RELOAD_BUS=0"); got < n {
 		t.Errorf("apply on the private socket received %d signals, want at least %d (the reload's; is the count measured?)", got, n)
+	}
+	// A bus address chosen for the process may not be its systemd's bus:
+	// the private socket.
+	if got := e.applySignals("envbus", "DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/dbus/system_bus_socket"); got < n {
+		t.Errorf("apply with DBUS_SYSTEM_BUS_ADDRESS set received %d signals, want at least %d (the reload's, on the private socket)", got, n)
 	}
 	// No bus daemon (its socket file stays, refusing connections): the
 	// private socket.

@@ -10,27 +10,35 @@ import (
 	godbus "github.com/godbus/dbus/v5"
 )
 
-// The daemon-reload of a command (no watch running) goes through the
-// system bus daemon when there is one, with no connection of the command's
-// left on systemd's private socket: PID 1 sends every unit's signals to
-// every peer of its private socket, unconditionally, but to the bus only
-// while some client there has called Subscribe. So on a private connection
-// each reload had PID 1 build, and the command read, a signal or more per
-// unit (UnitRemoved, UnitNew, then PropertiesChanged) for nothing; through
-// the bus, with nobody subscribed, none. The restart jobs queued right
-// after it go on the same connection while they are few (busJobsMax): a
-// private connection dialed then would receive the reload's signals PID 1
-// has not sent yet, and costs PID 1 about 2.5 ms to set up. A job's
-// JobRemoved reaches its requester on the bus even unsubscribed (systemd
-// tracks the sender of each job), through a match rule for it alone.
+// The daemon-reload of a command (a Conn that never ran a watch) goes
+// through the system bus daemon when there is one, with the command's idle
+// property pipe on systemd's private socket closed first: PID 1 sends every
+// unit's signals to every peer of its private socket, unconditionally, but
+// to the bus only while some client there has called Subscribe, and then
+// the bus daemon passes on only what a client's match rules ask for. So on
+// the private socket each reload had the command read, and PID 1 build for
+// it, a signal or more per unit (UnitRemoved, UnitNew, then
+// PropertiesChanged) for nothing; through the bus, none (and nothing for
+// PID 1 to build when nobody subscribed there; with a subscriber such as
+// logind it builds one copy for the bus anyway). The restart jobs queued
+// right after it go on the same connection while they are few
+// (busJobsMax): a private connection dialed then would receive the
+// reload's signals PID 1 has not sent yet, and costs PID 1 about 2.5 ms to
+// set up. A job's JobRemoved reaches its requester on the bus even
+// unsubscribed (systemd tracks each job's sender), through a match rule
+// for the manager's JobRemoved signals (other clients' are skipped).
 //
-// Measured in a 100-service sandbox (`apply` after one manifest changed,
-// write → restart job done): see the README's scale follow-ups.
+// Only the default bus socket is used (not DBUS_SYSTEM_BUS_ADDRESS), and
+// only when the systemd answering there is the one on the private socket
+// (the same UserspaceTimestampMonotonic: a container may see its host's
+// bus). A Conn that runs a watch (the agent) never uses it: there the
+// reload goes on the watch's connection (watch.go). The bus connection is
+// dialed at the first reload and kept until Close (a command lives
+// seconds). A failed dial or check keeps the Conn's reloads on the
+// private socket, as before.
 //
-// The bus connection is dialed at the first reload and kept until Close
-// (an idle one costs PID 1 nothing: it sends the bus nothing unasked). A
-// failed dial (no bus daemon, or it refuses) keeps this Conn's reloads on
-// the private socket, as before.
+// Measured in 100- and 1000-service sandboxes: see the README's scale
+// follow-up 12.
 
 // busJobsMax is the largest batch of jobs RunJobsContext sends on the bus
 // connection. Each job is one call, a restart two (its main process's
@@ -48,24 +56,22 @@ const jobRemovedMatch = "type='signal',sender='org.freedesktop.systemd1',path='/
 	"interface='org.freedesktop.systemd1.Manager',member='JobRemoved'"
 
 // reloadBusAddr is the bus address a private Conn reloads through, or ""
-// when there is none to try (RESIL_RELOAD_BUS=0 turns it off; a socket
-// path that does not exist is none).
+// when there is none to try: RESIL_RELOAD_BUS=0, DBUS_SYSTEM_BUS_ADDRESS
+// set (a bus chosen for this process, maybe not its systemd's), or no
+// socket at the default path.
 func reloadBusAddr() string {
-	if os.Getenv("RESIL_RELOAD_BUS") == "0" {
+	if os.Getenv("RESIL_RELOAD_BUS") == "0" || os.Getenv("DBUS_SYSTEM_BUS_ADDRESS") != "" {
 		return ""
 	}
-	addr := systemBusAddress()
-	path, err := pipeSocket(addr)
-	if err != nil {
+	if _, err := os.Stat(SystemBusSocket); err != nil {
 		return ""
 	}
-	if path[0] != '@' {
-		if _, err := os.Stat(path); err != nil {
-			return ""
-		}
-	}
-	return addr
+	return "unix:path=" + SystemBusSocket
 }
+
+// identityProp is the manager property that tells two systemd instances
+// apart (when each started, in µs).
+const identityProp = "UserspaceTimestampMonotonic"
 
 // takeBusPipe returns the bus connection for a reload, dialing it (and
 // its JobRemoved match) when there is none yet, or nil when reloads stay
@@ -82,21 +88,55 @@ func (c *Conn) takeBusPipe(ctx context.Context) *pipe {
 	defer cancel()
 	p, err := dialPipe(dctx, addr, false, c.wire)
 	if err == nil {
-		stop := p.bound(dctx)
-		p.wbuf = p.appendCall(p.wbuf[:0], "/org/freedesktop/DBus", "org.freedesktop.DBus", "AddMatch", "org.freedesktop.DBus", jobRemovedMatch)
-		_, err = p.exchange()
-		stop()
-		if err != nil {
+		if err = c.checkBus(dctx, p); err != nil {
 			p.close()
 		}
 	}
 	if err != nil {
 		c.pipeMu.Lock()
-		c.busAddr = "" // no bus here: the private socket from now on
+		if ctx.Err() == nil { // not merely cancelled: no usable bus here
+			c.busAddr = "" // the private socket from now on
+		}
 		c.pipeMu.Unlock()
 		return nil
 	}
 	return p
+}
+
+// checkBus makes sure the systemd on the bus connection p is the one on
+// the private socket, and adds the JobRemoved match rule.
+func (c *Conn) checkBus(ctx context.Context, p *pipe) error {
+	want, err := c.GetManagerPropertyContext(ctx, identityProp)
+	if err != nil {
+		return err
+	}
+	vals, errs, err := p.getBatch(ctx, []getCall{{path: systemdPath, iface: managerIface, name: identityProp}})
+	switch {
+	case err != nil:
+		return err
+	case errs[0] != nil:
+		return errs[0]
+	case vals[0] != want.Value():
+		return fmt.Errorf("the bus's systemd (%s %v) is not the private socket's (%v)", identityProp, vals[0], want.Value())
+	}
+	stop := p.bound(ctx)
+	defer stop()
+	p.wbuf = p.appendCall(p.wbuf[:0], "/org/freedesktop/DBus", "org.freedesktop.DBus", "AddMatch", "org.freedesktop.DBus", jobRemovedMatch)
+	_, err = p.exchange()
+	return err
+}
+
+// noBusReloads keeps c's reloads and jobs off the bus for good (a watch
+// started: the agent's reloads go on the watch's connection).
+func (c *Conn) noBusReloads() {
+	c.pipeMu.Lock()
+	c.busAddr = ""
+	p := c.busPipe
+	c.busPipe = nil
+	c.pipeMu.Unlock()
+	if p != nil {
+		p.close()
+	}
 }
 
 // idleBusPipe returns the bus connection if a reload dialed it and no one

@@ -75,7 +75,7 @@ type Conn struct {
 	addr        string
 	pipeBatches atomic.Uint64
 	// pipeMu guards the idle property pipe kept between calls
-	// (pipepool.go), its timer, and closed.
+	// (pipepool.go), its timer, closed, watch, busAddr and busPipe.
 	pipeMu    sync.Mutex
 	pipeDials atomic.Uint64 // tests
 	idlePipe  *pipe

@@ -136,7 +136,10 @@ const (
 // of every signal queued before it on its connection: after a
 // daemon-reload of 1000 units, over 2000 (about 25 µs each). On a bus
 // (where a peer gets no signal it did not ask for) it uses go-systemd's
-// job calls, as does any address the pipe does not dial.
+// job calls, as does any address the pipe does not dial. While a watch
+// runs they go on its connection (watch.go); right after a command's
+// reload through the bus daemon, a batch of at most busJobsMax goes on
+// that bus connection (busreload.go).
 //
 // Outcomes:
 //   - (results, nil): every job queued or refused (Err: refused, or not

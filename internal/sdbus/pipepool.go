@@ -144,8 +144,10 @@ const reloadPeerWait = 10 * time.Millisecond
 // (about 25 µs each) before the reply is seen. The godbus connection
 // still decodes them meanwhile, as its signal watch must. (An A/B of
 // edit -> active at 1000 units, 20 edits each: p50 1.81 s before, 1.79 s
-// after, within this host's noise.) On an address the pipe does not dial
-// it is go-systemd's call.
+// after, within this host's noise.) While a watch runs it goes on the
+// watch's connection (watch.go); for a command, through the system bus
+// daemon when it has this systemd (busreload.go). On an address the pipe
+// does not dial it is go-systemd's call.
 func (c *Conn) ReloadContext(ctx context.Context) error {
 	if w := c.watching(); w != nil {
 		if err := c.reloadOnWatch(ctx, w); !errors.Is(err, errWatchClosed) { // watch.go

@@ -30,6 +30,7 @@ import (
 // stop closes the connection and returns once its goroutine has ended;
 // if the connection fails first, the goroutine closes ch, as godbus does.
 func (c *Conn) watchRaw(ctx context.Context, ch chan<- *godbus.Signal) (stop func(), err error) {
+	c.noBusReloads() // busreload.go: the agent reloads on this connection
 	p, err := dialPipe(ctx, c.addr, true, c.wire)
 	if err != nil {
 		return nil, fmt.Errorf("watch unit signals: %w", err)
