@@ -571,6 +571,18 @@ func (r *benchReport) renderCompare(p func(string, ...any)) {
 		p("    %d:resil/%d  %d edits: p50 %s, max %s; →unit written %s, reload %s, restart %s; passes/edit %.1f; own p50 %s (n=%d), bare %s (n=%d)",
 			t.seq, t.n, len(tot), ms(median(tot)), ms(slices.Max(tot)), ms(median(toW)), ms(median(rel)), ms(median(rst)),
 			float64(passes)/float64(len(tot)), ms(median(t.own)), len(t.own), ms(median(t.ownBare)), len(t.ownBare))
+		limit := 100*time.Millisecond + median(t.own)*105/100 + 5*time.Millisecond
+		p("      goal p50 ≤ settle + 1.05 × own + 5 ms = %s: %s", ms(limit), verdict(median(tot), limit))
+	}
+	p("  one manifest changed, per resil trial: what it adds to an apply with nothing to do (medians of each), against")
+	p("  the goal of systemd's own reload + restart (\"bare\" above, the same sandbox) + 10 ms:")
+	for _, t := range r.trials {
+		if t.tool != "resil" || len(t.changed) == 0 || len(t.noop) == 0 || len(t.ownBare) == 0 {
+			continue
+		}
+		add, limit := median(t.changed)-median(t.noop), median(t.ownBare)+10*time.Millisecond
+		p("    %d:resil/%d  %s − %s = %s; limit %s + 10 ms = %s: %s", t.seq, t.n, ms(median(t.changed)), ms(median(t.noop)), ms(add),
+			ms(median(t.ownBare)), ms(limit), verdict(add, limit))
 	}
 	p("")
 	r.renderPassProfiles(p)
@@ -705,4 +717,12 @@ func (r *benchReport) renderCalls(p func(string, ...any)) {
 		p("    %4d services, %-28s %5d socket writes, %5d socket reads (traced wall %s)", c.n, c.what, c.sockWrites, c.sockReads, ms(c.wall))
 	}
 	p("")
+}
+
+// verdict says whether got is within limit, and by how much it is over.
+func verdict(got, limit time.Duration) string {
+	if got <= limit {
+		return "met"
+	}
+	return "over by " + ms(got-limit)
 }
