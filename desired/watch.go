@@ -64,7 +64,15 @@ type watchFilter struct {
 // even when the directory is missing) and returns when ctx is done, after
 // closing its watcher; it returns an error only if inotify is unavailable.
 // It starts no goroutine of its own (fsnotify's reader is closed with it).
-func Watch(ctx context.Context, dir string, opts Options, log *zap.Logger, wake func()) error {
+//
+// changed (nil: none) is called, before anything else is done about it,
+// for every event that may change what Load returns, a write that does not
+// wake the loop yet included, and for a watch error: a load begun before
+// it may be stale (reconcile's LoadAhead). It must not block.
+func Watch(ctx context.Context, dir string, opts Options, log *zap.Logger, wake, changed func()) error {
+	if changed == nil {
+		changed = func() {}
+	}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("watch %q: %w", dir, err)
@@ -121,7 +129,11 @@ func Watch(ctx context.Context, dir string, opts Options, log *zap.Logger, wake 
 			if !ok {
 				return nil
 			}
-			switch classify(watched, ev) {
+			act := classify(watched, ev)
+			if act != evIgnore {
+				changed()
+			}
+			switch act {
 			case evIgnore:
 				continue
 			case evSettle:
@@ -150,6 +162,7 @@ func Watch(ctx context.Context, dir string, opts Options, log *zap.Logger, wake 
 			if !ok {
 				return nil
 			}
+			changed()
 			if errors.Is(err, fsnotify.ErrEventOverflow) {
 				log.Warn("watch overflow, relisting")
 			} else {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -53,7 +54,7 @@ func TestWatchWakes(t *testing.T) {
 			case wakes <- struct{}{}:
 			default:
 			}
-		})
+		}, nil)
 	}()
 	expectWake(t, wakes, "start (first snapshot)")
 	drain(wakes)
@@ -102,7 +103,7 @@ func TestWatchMissingDirStillWakesOnce(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() {
-		done <- Watch(ctx, filepath.Join(t.TempDir(), "nope"), watchOpts, zaptest.NewLogger(t), func() { wakes <- struct{}{} })
+		done <- Watch(ctx, filepath.Join(t.TempDir(), "nope"), watchOpts, zaptest.NewLogger(t), func() { wakes <- struct{}{} }, nil)
 	}()
 	expectWake(t, wakes, "start with a missing directory")
 	cancel()
@@ -124,7 +125,7 @@ func startWatch(t *testing.T, dir string) <-chan struct{} {
 			case wakes <- struct{}{}:
 			default:
 			}
-		})
+		}, nil)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -307,3 +308,59 @@ func TestWatchLoadsDoNotWake(t *testing.T) {
 
 // watchOpts are the checks Load makes, for the test's user.
 var watchOpts = Options{OwnerUID: os.Getuid()}
+
+// Watch's changed hook counts every event that may change a load, a
+// write to a manifest whose writer still holds it open included (counted
+// at once, not once it settles), and nothing for files Load ignores.
+func TestWatchChangedCountsUnsettledWrites(t *testing.T) {
+	dir := t.TempDir()
+	swap := filepath.Join(dir, ".web.yaml.swp")
+	if err := os.WriteFile(swap, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var changed atomic.Int64
+	wakes := make(chan struct{}, 1024)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() {
+		done <- Watch(ctx, dir, watchOpts, zaptest.NewLogger(t), func() {
+			select {
+			case wakes <- struct{}{}:
+			default:
+			}
+		}, func() { changed.Add(1) })
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	expectWake(t, wakes, "start (first snapshot)")
+	drain(wakes)
+
+	// A write to a file Load ignores: no count.
+	if err := os.WriteFile(swap, []byte("xy"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := changed.Load(); n != 0 {
+		t.Errorf("a swap file counted %d changes, want 0", n)
+	}
+	// A manifest held open for writing: counted at once.
+	f, err := os.OpenFile(filepath.Join(dir, "web.yaml"), os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString("apiVersion: resil.dev/v1\n"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for changed.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if changed.Load() == 0 {
+		t.Fatal("a write to an open manifest counted no change")
+	}
+}

@@ -58,6 +58,8 @@
 //	restart_journal.go  the restart journal: restarts owed by a killed agent (systemd backend)
 //	prefetch.go       StartPrefetch: a one-shot command's read of systemd while the manifests load (the agent's passes: Options.Overlap);
 //	                  Ahead: the agent's read started at a kick, used by the pass after the settle when nothing changed since
+//	loadahead.go      LoadAhead: the agent's manifest load begun during the settle delay, used by the pass when no manifest
+//	                  event came since (Config.ManifestSeq)
 //	events.go         Event, Recorder, BatchRecorder, the in-memory Ring, Fanout, Queue (the store's commits beside the pass)
 //	lastgood.go       LastGoodFile: the last good objects in <state-dir>/lastgood.json
 //	lastgood_lazy.go  loadLastGood: the persisted objects loaded only by a first pass that needs them

@@ -33,6 +33,10 @@ type Loop struct {
 	kick chan struct{}
 }
 
+// loadAheadQuiet is how long the wake-ups after a kick must pause before
+// the settle delay's load ahead begins (see LoadAhead).
+const loadAheadQuiet = 5 * time.Millisecond
+
 // NewLoop returns a loop with defaults filled in.
 func NewLoop(r *Reconciler, log *zap.Logger) *Loop {
 	return &Loop{R: r, Resync: 5 * time.Minute, Settle: 100 * time.Millisecond, PassTimeout: 5 * time.Minute,
@@ -49,8 +53,9 @@ func (l *Loop) Kick() {
 
 // Run runs a first pass at once, then one per kick (after Settle), per
 // Resync, and when a failing object's backoff ends. It returns when ctx is
-// done; the only goroutine it starts is an Ahead read (Overlap), which it
-// waits for after the pass that used it.
+// done; the only goroutines it starts are an Ahead read (Overlap) and a
+// LoadAhead (Reconciler with a ManifestSeq), which it waits for after the
+// pass that used them.
 //
 // The first pass does not wait for a kick that came before it (a backend
 // or a watch kicks as it starts): it covers that kick. A select between
@@ -69,14 +74,14 @@ func (l *Loop) Run(ctx context.Context) error {
 	}
 	var lastFull time.Time
 	// wait returns when the next pass is due (full: the resync's), or
-	// false when ctx is done; ahead is the read started at a kick (the
-	// caller waits for it).
-	wait := func() (full bool, ahead *Ahead, ok bool) {
+	// false when ctx is done; ahead is the read and la the load started
+	// at a kick (the caller waits for them).
+	wait := func() (full bool, ahead *Ahead, la *LoadAhead, ok bool) {
 		select {
 		case <-ctx.Done():
-			return false, nil, false
+			return false, nil, nil, false
 		case <-resync.C:
-			return true, nil, true
+			return true, nil, nil, true
 		case <-requeueC():
 			requeue = nil
 		case <-l.kick:
@@ -89,25 +94,56 @@ func (l *Loop) Run(ctx context.Context) error {
 				ahead = l.R.ObserveAhead(ctx)
 			}
 			if l.Settle > 0 {
+				// The load ahead begins once the wake-ups have been
+				// quiet for loadAheadQuiet (an editor's temporary file,
+				// its rename and the renamed file are three events a few
+				// µs apart: one load, not three), if the delay leaves
+				// time for it.
 				t := time.NewTimer(l.Settle)
-				select {
-				case <-ctx.Done():
-					t.Stop()
-					return false, ahead, false
-				case <-t.C:
+				defer t.Stop()
+				var quiet *time.Timer
+				var quietC <-chan time.Time
+				if l.Settle >= 2*loadAheadQuiet {
+					quiet = time.NewTimer(loadAheadQuiet)
+					defer quiet.Stop()
+					quietC = quiet.C
+				}
+			settle:
+				for {
+					select {
+					case <-ctx.Done():
+						return false, ahead, la, false
+					case <-l.kick:
+						// Covered by the pass after the delay, as a kick
+						// before it is; a load ahead begun before its
+						// event begins again.
+						switch {
+						case la != nil:
+							la = l.R.restartLoadAhead(la)
+						case quietC != nil:
+							quiet.Reset(loadAheadQuiet)
+						}
+					case <-quietC:
+						quietC = nil
+						la = l.R.StartLoadAhead()
+					case <-t.C:
+						break settle
+					}
 				}
 			}
 		}
-		return false, ahead, true
+		return false, ahead, la, true
 	}
 	for first := true; ; first = false {
 		full := first
 		var ahead *Ahead
+		var la *LoadAhead
 		if !first {
 			var ok bool
-			full, ahead, ok = wait()
+			full, ahead, la, ok = wait()
 			if !ok {
 				ahead.Wait()
+				la.Wait()
 				return nil
 			}
 		}
@@ -119,6 +155,7 @@ func (l *Loop) Run(ctx context.Context) error {
 		}
 		if ctx.Err() != nil {
 			ahead.Wait()
+			la.Wait()
 			return nil
 		}
 		// Kicks reset the resync timer: a full read is also due when the
@@ -126,8 +163,9 @@ func (l *Loop) Run(ctx context.Context) error {
 		if full || time.Since(lastFull) >= l.Resync {
 			full, lastFull = true, time.Now()
 		}
-		res, err := l.once(ctx, full, ahead)
+		res, err := l.once(ctx, full, ahead, la)
 		ahead.Wait()
+		la.Wait()
 		if l.AfterPass != nil {
 			l.AfterPass(res, err)
 		}
@@ -151,11 +189,11 @@ func (l *Loop) Run(ctx context.Context) error {
 
 // once runs one pass; full (the first pass and each resync) asks the
 // Observer for a full read past any watch-fed cache.
-func (l *Loop) once(ctx context.Context, full bool, ahead *Ahead) (Result, error) {
+func (l *Loop) once(ctx context.Context, full bool, ahead *Ahead, la *LoadAhead) (Result, error) {
 	pctx, cancel := context.WithTimeout(ctx, l.PassTimeout)
 	defer cancel()
 	start := time.Now()
-	res, err := l.R.Reconcile(pctx, Options{Full: full, Overlap: l.Overlap, Ahead: ahead})
+	res, err := l.R.Reconcile(pctx, Options{Full: full, Overlap: l.Overlap, Ahead: ahead, LoadAhead: la})
 	fields := []zap.Field{zap.Duration("took", time.Since(start)), zap.Int("objects", res.Objects),
 		zap.Int("steps", len(res.Plan.Steps)), zap.Int("failed", res.Failed())}
 	switch {

@@ -50,11 +50,15 @@ type rendered struct {
 
 // Config wires a Reconciler.
 type Config struct {
-	Manifests  string
-	Load       desired.Options
-	UnitDir    string
-	ManagerDir string
-	Render     Renderer
+	Manifests string
+	Load      desired.Options
+	// ManifestSeq (nil: none) counts the manifest watcher's events
+	// (desired.Watch's changed): a LoadAhead is used only while it has
+	// not moved.
+	ManifestSeq func() uint64
+	UnitDir     string
+	ManagerDir  string
+	Render      Renderer
 	// Classify says whether a rewritten unit file needs a restart (nil:
 	// ClassifyUnitChange, for systemd unit files).
 	Classify Classifier
@@ -129,6 +133,8 @@ type Reconciler struct {
 	// loaded is what the last pass's desiredObjects returned, for a pass
 	// with Options.SameDesired.
 	loaded *loadedDesired
+	// loadsAhead counts the passes that used a LoadAhead (tests).
+	loadsAhead int
 }
 
 // loadedDesired is desiredObjects' result, kept for Options.SameDesired.
@@ -262,6 +268,10 @@ type Options struct {
 	// instead of observing when nothing changed since it began (see
 	// Ahead); the caller waits for it.
 	Ahead *Ahead
+	// LoadAhead (the agent's passes woken by a change): the manifests
+	// loaded before the settle delay, used when no manifest event came
+	// since (see LoadAhead); the caller waits for it.
+	LoadAhead *LoadAhead
 	// SameDesired (with DryRun) plans against the manifests the previous
 	// pass loaded, not loading them again: apply's status read after its
 	// steps, which shows what that pass's steps left (a manifest edited
@@ -307,7 +317,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	if l := r.loaded; opts.SameDesired && opts.DryRun && l != nil {
 		objs, protected, broken, prune, busy, lerr = l.objs, maps.Clone(l.protected), l.broken, l.prune, l.busy, l.err
 	} else {
-		objs, protected, broken, prune, busy, lerr = r.desiredObjects(log)
+		objs, protected, broken, prune, busy, lerr = r.desiredObjects(ctx, log, opts.LoadAhead)
 		r.loaded = &loadedDesired{objs: objs, protected: maps.Clone(protected), broken: broken, prune: prune, busy: busy, err: lerr}
 	}
 	res.LoadErr = lerr
@@ -458,10 +468,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 // (the agent never saw it valid, or has no store) is neither applied nor
 // pruned: what is on the host stays. An object disappears only when its file is removed, or it
 // is removed from a file that still holds other objects.
-func (r *Reconciler) desiredObjects(log *zap.Logger) ([]*desired.Object, map[string]bool, map[string]bool, bool, []Finding, error) {
+func (r *Reconciler) desiredObjects(ctx context.Context, log *zap.Logger, la *LoadAhead) ([]*desired.Object, map[string]bool, map[string]bool, bool, []Finding, error) {
 	protected := map[string]bool{}
 	broken := map[string]bool{}
-	set, lerr := desired.Load(r.cfg.Manifests, r.cfg.Load)
+	set, lerr := r.load(ctx, la)
 	r.loadLastGood(set)
 	if set == nil {
 		// Nothing readable: keep every last good object, prune nothing.

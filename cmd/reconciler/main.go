@@ -40,17 +40,20 @@ func exitCode(code int, err error) error { return &exitError{code: code, err: er
 type globals struct {
 	// cache is the manifest cache of a writing command, saved after its
 	// passes (saveManifestCache); nil for read-only ones.
-	cache      *desired.FileCache
-	manifests  string
-	unitDir    string
-	managerDir string
-	stateDir   string
-	backend    string
-	ownerCheck string
-	hostLabels string
-	hostname   string
-	logLevel   string
-	logFormat  string
+	cache *desired.FileCache
+	// manifestSeq counts the manifest watch's events under run (nil
+	// otherwise): reconcile.Config.ManifestSeq.
+	manifestSeq func() uint64
+	manifests   string
+	unitDir     string
+	managerDir  string
+	stateDir    string
+	backend     string
+	ownerCheck  string
+	hostLabels  string
+	hostname    string
+	logLevel    string
+	logFormat   string
 	// stopOnExit (process backend): stop every supervised process when the
 	// agent exits, as a container's PID 1 must. Always on as PID 1.
 	stopOnExit bool

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -57,6 +58,11 @@ func newRunCmd(g *globals) *cobra.Command {
 			}
 			hp := newProbes(log, be.ProbeRunner) // liveness and readiness (health.go)
 			be.Health = hp.status
+			// The manifest watch's events: a load started when the loop
+			// wakes stands in for the pass's own only while none came
+			// (reconcile.LoadAhead).
+			var manifestEvents atomic.Uint64
+			g.manifestSeq = manifestEvents.Load
 			r, err := newReconciler(g, be, log, obs.recorder, false)
 			if err != nil {
 				return exitCode(2, err)
@@ -98,9 +104,12 @@ func newRunCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return exitCode(2, err)
 			}
-			eg.Go(func() error { return desired.Watch(ctx, g.manifests, wopts, log.Named("watch"), loop.Kick) })
+			manifestChanged := func() { manifestEvents.Add(1) }
+			eg.Go(func() error {
+				return desired.Watch(ctx, g.manifests, wopts, log.Named("watch"), loop.Kick, manifestChanged)
+			})
 			if src != nil {
-				eg.Go(func() error { return src.Run(ctx, loop.Kick) })
+				eg.Go(func() error { return src.Run(ctx, func() { manifestChanged(); loop.Kick() }) })
 			}
 			for _, bg := range slices.Concat(be.Background, be.Watches, []func(context.Context, func()) error{watchSafety(g.stateDir, time.Second)}) {
 				eg.Go(func() error { return bg(ctx, loop.Kick) })
