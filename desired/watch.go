@@ -65,13 +65,23 @@ type watchFilter struct {
 // closing its watcher; it returns an error only if inotify is unavailable.
 // It starts no goroutine of its own (fsnotify's reader is closed with it).
 //
-// changed (nil: none) is called, before anything else is done about it,
-// for every event that may change what Load returns, a write that does not
-// wake the loop yet included, and for a watch error: a load begun before
-// it may be stale (reconcile's LoadAhead). It must not block.
+// changed (nil: none) is called for every event that may change what Load
+// returns, at once (a write whose writer still holds the file open
+// included), and again just before each wake, after the watches were
+// re-added (a writer that closed its file changes what Load returns: busy
+// before, read after; a new drop-in folder is watched only from then):
+// a load begun before either may be stale (reconcile's LoadAhead). It
+// must not block. What inotify does not report (a symlinked file's target
+// outside the watched folders, a permission change above the parent of
+// dir, writes through mmap) calls neither, as it wakes nothing.
 func Watch(ctx context.Context, dir string, opts Options, log *zap.Logger, wake, changed func()) error {
 	if changed == nil {
 		changed = func() {}
+	}
+	signal := wake
+	wake = func() {
+		changed()
+		signal()
 	}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -162,7 +172,6 @@ func Watch(ctx context.Context, dir string, opts Options, log *zap.Logger, wake,
 			if !ok {
 				return nil
 			}
-			changed()
 			if errors.Is(err, fsnotify.ErrEventOverflow) {
 				log.Warn("watch overflow, relisting")
 			} else {

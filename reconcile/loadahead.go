@@ -1,8 +1,6 @@
 package reconcile
 
 import (
-	"context"
-
 	"resil.dev/resil/desired"
 )
 
@@ -15,10 +13,12 @@ import (
 // otherwise starts with it, before the unit file it writes.
 //
 // Level-triggered as before: it is a full load, only taken up to one
-// settle delay earlier, and anything that may change what Load returns
-// meanwhile (a write, even one whose writer has not closed the file yet,
-// a rename, a chmod, a symlink swap, a watch error, a git revision
-// deployed) moves the sequence, and the pass loads again.
+// settle delay earlier, and every manifest event meanwhile (a write, even
+// one whose writer has not closed the file yet; the close that lets the
+// watch wake the loop; a rename, a chmod, a symlink swap, a watch error, a
+// git revision deployed) moves the sequence, and the pass loads again.
+// What the watch cannot see (desired.Watch) wakes nothing either way: the
+// next wake-up or resync reads it, as before.
 type LoadAhead struct {
 	seq  uint64
 	done chan struct{}
@@ -59,16 +59,14 @@ func (la *LoadAhead) Wait() {
 }
 
 // load is desired.Load, or the LoadAhead's result when nothing changed
-// since it began (ctx ending first: a load of its own).
-func (r *Reconciler) load(ctx context.Context, la *LoadAhead) (*desired.Set, error) {
+// since it began. It waits for the load ahead either way: two loads must
+// not run at once (they share the file cache).
+func (r *Reconciler) load(la *LoadAhead) (*desired.Set, error) {
 	if la != nil && r.cfg.ManifestSeq != nil {
-		select {
-		case <-la.done:
-			if r.cfg.ManifestSeq() == la.seq {
-				r.loadsAhead++
-				return la.set, la.err
-			}
-		case <-ctx.Done():
+		<-la.done
+		if r.cfg.ManifestSeq() == la.seq {
+			r.loadsAhead++
+			return la.set, la.err
 		}
 	}
 	return desired.Load(r.cfg.Manifests, r.cfg.Load)

@@ -317,7 +317,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	if l := r.loaded; opts.SameDesired && opts.DryRun && l != nil {
 		objs, protected, broken, prune, busy, lerr = l.objs, maps.Clone(l.protected), l.broken, l.prune, l.busy, l.err
 	} else {
-		objs, protected, broken, prune, busy, lerr = r.desiredObjects(ctx, log, opts.LoadAhead)
+		objs, protected, broken, prune, busy, lerr = r.desiredObjects(log, opts.LoadAhead)
 		r.loaded = &loadedDesired{objs: objs, protected: maps.Clone(protected), broken: broken, prune: prune, busy: busy, err: lerr}
 	}
 	res.LoadErr = lerr
@@ -468,10 +468,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 // (the agent never saw it valid, or has no store) is neither applied nor
 // pruned: what is on the host stays. An object disappears only when its file is removed, or it
 // is removed from a file that still holds other objects.
-func (r *Reconciler) desiredObjects(ctx context.Context, log *zap.Logger, la *LoadAhead) ([]*desired.Object, map[string]bool, map[string]bool, bool, []Finding, error) {
+func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) ([]*desired.Object, map[string]bool, map[string]bool, bool, []Finding, error) {
 	protected := map[string]bool{}
 	broken := map[string]bool{}
-	set, lerr := r.load(ctx, la)
+	set, lerr := r.load(la)
 	r.loadLastGood(set)
 	if set == nil {
 		// Nothing readable: keep every last good object, prune nothing.
