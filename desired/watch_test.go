@@ -116,6 +116,12 @@ func TestWatchMissingDirStillWakesOnce(t *testing.T) {
 // returned channel (never blocking Watch).
 func startWatch(t *testing.T, dir string) <-chan struct{} {
 	t.Helper()
+	return startWatchChanged(t, dir, nil)
+}
+
+// startWatchChanged is startWatch with Watch's changed hook.
+func startWatchChanged(t *testing.T, dir string, changed func()) <-chan struct{} {
+	t.Helper()
 	wakes := make(chan struct{}, 1024)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
@@ -125,7 +131,7 @@ func startWatch(t *testing.T, dir string) <-chan struct{} {
 			case wakes <- struct{}{}:
 			default:
 			}
-		}, nil)
+		}, changed)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -320,25 +326,7 @@ func TestWatchChangedCountsUnsettledWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	var changed atomic.Int64
-	wakes := make(chan struct{}, 1024)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() {
-		done <- Watch(ctx, dir, watchOpts, zaptest.NewLogger(t), func() {
-			select {
-			case wakes <- struct{}{}:
-			default:
-			}
-		}, func() { changed.Add(1) })
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
-	expectWake(t, wakes, "start (first snapshot)")
-	drain(wakes)
+	wakes := startWatchChanged(t, dir, func() { changed.Add(1) })
 
 	// A write to a file Load ignores: no count.
 	base := changed.Load() // the first snapshot's wake counts one
