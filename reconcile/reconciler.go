@@ -137,7 +137,10 @@ type Reconciler struct {
 	loadsAhead int
 }
 
-// loadedDesired is desiredObjects' result, kept for Options.SameDesired.
+// loadedDesired is desiredObjects' result (kept for Options.SameDesired):
+// the effective objects, the IDs that must not be pruned, the files whose
+// owned units must not be pruned, whether pruning is allowed at all, a
+// ManifestBusy finding per file open for writing, and the load problems.
 type loadedDesired struct {
 	objs              []*desired.Object
 	protected, broken map[string]bool
@@ -307,19 +310,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 		pre = StartPrefetch(ctx, r.cfg.Observer)
 		defer pre.Wait()
 	}
-	var (
-		objs              []*desired.Object
-		protected, broken map[string]bool
-		prune             bool
-		busy              []Finding
-		lerr              error
-	)
-	if l := r.loaded; opts.SameDesired && opts.DryRun && l != nil {
-		objs, protected, broken, prune, busy, lerr = l.objs, maps.Clone(l.protected), l.broken, l.prune, l.busy, l.err
-	} else {
-		objs, protected, broken, prune, busy, lerr = r.desiredObjects(log, opts.LoadAhead)
-		r.loaded = &loadedDesired{objs: objs, protected: maps.Clone(protected), broken: broken, prune: prune, busy: busy, err: lerr}
+	d := r.loaded
+	if !opts.SameDesired || !opts.DryRun || d == nil {
+		d = r.desiredObjects(log, opts.LoadAhead)
+		r.loaded = d
 	}
+	objs, broken, prune, busy, lerr := d.objs, d.broken, d.prune, d.busy, d.err
+	protected := maps.Clone(d.protected) // the pass adds to it; d stays as loaded
 	res.LoadErr = lerr
 	lastGoodSaved := func() {}
 	if r.cfg.LastGood != nil && !opts.DryRun {
@@ -455,11 +452,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	return res, err
 }
 
-// desiredObjects loads the manifests and applies the last-good rule.
-// It returns the effective objects, the IDs that must not be pruned, the
-// files whose owned units must not be pruned, whether pruning is allowed at
-// all, a ManifestBusy finding per file open for writing, and the load
-// problems.
+// desiredObjects loads the manifests (or takes la's load, see LoadAhead)
+// and applies the last-good rule (loadedDesired says what it returns).
 //
 // The rule: an object keeps its last good version while the file it came
 // from, or one of its drop-ins, is broken, busy (open for writing) or
@@ -468,7 +462,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 // (the agent never saw it valid, or has no store) is neither applied nor
 // pruned: what is on the host stays. An object disappears only when its file is removed, or it
 // is removed from a file that still holds other objects.
-func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) ([]*desired.Object, map[string]bool, map[string]bool, bool, []Finding, error) {
+func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesired {
 	protected := map[string]bool{}
 	broken := map[string]bool{}
 	set, lerr := r.load(la)
@@ -482,7 +476,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) ([]*desired.
 			protected[id] = true
 		}
 		sortObjects(objs)
-		return objs, protected, broken, false, nil, lerr
+		return &loadedDesired{objs: objs, protected: protected, broken: broken, prune: false, err: lerr}
 	}
 	for f := range set.Broken {
 		broken[f] = true
@@ -586,7 +580,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) ([]*desired.
 	if lerr != nil {
 		log.Warn("manifests have errors", zap.Int("broken_files", len(set.Broken)), zap.Error(lerr))
 	}
-	return objs, protected, broken, true, busy, lerr
+	return &loadedDesired{objs: objs, protected: protected, broken: broken, prune: true, busy: busy, err: lerr}
 }
 
 // holdReason says why an object's file keeps it at its last good version.

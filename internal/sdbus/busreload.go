@@ -141,13 +141,7 @@ func (c *Conn) noBusReloads() {
 
 // idleBusPipe returns the bus connection if a reload dialed it and no one
 // uses it, else nil; the caller owns it until putBusPipe.
-func (c *Conn) idleBusPipe() *pipe {
-	c.pipeMu.Lock()
-	defer c.pipeMu.Unlock()
-	p := c.busPipe
-	c.busPipe = nil
-	return p
-}
+func (c *Conn) idleBusPipe() *pipe { return c.takeSlot(&c.busPipe) }
 
 // putBusPipe keeps p for the next reload or jobs when ok (every reply
 // read), else closes it (the next reload dials again).

@@ -115,11 +115,15 @@ func (c *Conn) closeIdlePipe() {
 }
 
 // dropIdlePipe takes the idle pipe, if any, for the caller to close.
-func (c *Conn) dropIdlePipe() *pipe {
+func (c *Conn) dropIdlePipe() *pipe { return c.takeSlot(&c.idlePipe) }
+
+// takeSlot empties slot (c.idlePipe, c.busPipe) under pipeMu and returns
+// what it held.
+func (c *Conn) takeSlot(slot **pipe) *pipe {
 	c.pipeMu.Lock()
 	defer c.pipeMu.Unlock()
-	p := c.idlePipe
-	c.idlePipe = nil
+	p := *slot
+	*slot = nil
 	return p
 }
 
