@@ -71,11 +71,23 @@ func run(modes []string, rounds, first int) (err error) {
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	drain := func(ch <-chan *godbus.Signal) {
+	// drain reads a watch's channel until stop returns (the channel is
+	// not closed by us: a watch whose connection fails closes it itself).
+	drain := func(ch <-chan *godbus.Signal) (stopped func()) {
+		done := make(chan struct{})
 		wg.Go(func() {
-			for range ch {
+			for {
+				select {
+				case _, ok := <-ch:
+					if !ok {
+						return
+					}
+				case <-done:
+					return
+				}
 			}
 		})
+		return func() { close(done) }
 	}
 	subscriber, err := sdbus.DialBus(ctx, sdbus.SystemBusSocket)
 	if err != nil {
@@ -87,8 +99,8 @@ func run(modes []string, rounds, first int) (err error) {
 	if err != nil {
 		return err
 	}
-	drain(sch)
-	defer func() { stopSub(); close(sch) }()
+	endSub := drain(sch)
+	defer func() { stopSub(); endSub() }()
 
 	conns := map[string]*sdbus.Conn{}
 	for _, m := range modes {
@@ -157,15 +169,15 @@ func run(modes []string, rounds, first int) (err error) {
 
 // edit is one round of a mode: the watch started (if any) and left to
 // settle, the drop-in written, Reload and the restart job timed.
-func edit(ctx context.Context, c *sdbus.Conn, watch bool, unit, dir string, round int, busPID string, drain func(<-chan *godbus.Signal)) (sample, error) {
+func edit(ctx context.Context, c *sdbus.Conn, watch bool, unit, dir string, round int, busPID string, drain func(<-chan *godbus.Signal) func()) (sample, error) {
 	if watch {
 		ch := make(chan *godbus.Signal, 4096)
 		stop, err := c.WatchUnitSignals(ctx, ch)
 		if err != nil {
 			return sample{}, err
 		}
-		drain(ch)
-		defer func() { stop(); close(ch) }()
+		end := drain(ch)
+		defer func() { stop(); end() }()
 	}
 	time.Sleep(300 * time.Millisecond)
 	body := fmt.Sprintf("[Service]\nEnvironment=WATCHCOST=%d\n", round)
