@@ -71,9 +71,10 @@ func run(modes []string, rounds, first int) (err error) {
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	// drain reads a watch's channel until stop returns (the channel is
-	// not closed by us: a watch whose connection fails closes it itself).
-	drain := func(ch <-chan *godbus.Signal) (stopped func()) {
+	// drain reads a watch's channel until the func it returns is called
+	// (after the watch's stop) or the channel closes: it is not closed
+	// here, a watch whose connection fails closes it itself.
+	drain := func(ch <-chan *godbus.Signal) (end func()) {
 		done := make(chan struct{})
 		wg.Go(func() {
 			for {
