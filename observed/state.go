@@ -47,7 +47,16 @@ type Unit struct {
 	// enabled-runtime, disabled, static, masked, linked, ...; "" when the
 	// name has no unit file.
 	UnitFileState string `json:"unitFileState"`
-	FragmentPath  string `json:"fragmentPath,omitempty"`
+	// InstallLinks are the dependency directories of the unit directory
+	// (TARGET.wants, .requires, .upholds) holding a symlink of the unit's
+	// name to its file, sorted: where enabling put it. Set, with
+	// InstallLinksKnown, only for an enabled unit whose links are all
+	// there (systemd backend: its file in the unit directory is its only
+	// file, with no drop-ins, and nothing else links it); the planner then
+	// compares them with the unit file's [Install] section.
+	InstallLinks      []string `json:"installLinks,omitempty"`
+	InstallLinksKnown bool     `json:"installLinksKnown,omitempty"`
+	FragmentPath      string   `json:"fragmentPath,omitempty"`
 	// DropInPaths are every drop-in systemd loaded for the unit.
 	DropInPaths []string `json:"dropInPaths,omitempty"`
 	// DropIns holds the bytes of each drop-in on disk, by path.

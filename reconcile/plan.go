@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -381,7 +382,11 @@ func (p *planner) static(data []byte) bool {
 }
 
 // enable plans enable/disable; drift in the enablement is reported too.
-func (p *planner) enable(o *desired.Object, unit string, want bool, fs fileState, u *observed.Unit) {
+// data is the rendered unit file: an enabled unit whose links are not
+// where its [Install] section puts them (wantedBy changed, or a link
+// added or removed by hand) is disabled and enabled again, what
+// `systemctl reenable` does (disable removes every link of the unit).
+func (p *planner) enable(o *desired.Object, unit string, want bool, fs fileState, u *observed.Unit, data []byte) {
 	switch {
 	case want && (fs.isNew || u == nil):
 		// A unit taken over from an enabled vendor unit is enabled already
@@ -399,9 +404,52 @@ func (p *planner) enable(o *desired.Object, unit string, want bool, fs fileState
 			p.find(o.ID(), unit, ReasonDisabled, msg+"; enabling", true, true)
 		}
 		p.rt(actuators.OpEnable, o, unit, "disabled, want enabled")
+	case want && u.InstallLinksKnown && !fs.edited:
+		wantLinks, ok := installLinks(data)
+		if !ok || slices.Equal(wantLinks, u.InstallLinks) {
+			return
+		}
+		why := fmt.Sprintf("enabled in %s, want %s", strings.Join(u.InstallLinks, " "), strings.Join(wantLinks, " "))
+		if !fs.written {
+			// The file is as rendered: a link was added or removed by hand.
+			if o.DriftPolicy() == desired.DriftReport {
+				p.find(o.ID(), unit, ReasonEnablementDrift, unit+" is "+why+"; drift policy report: left as is", true, false)
+				return
+			}
+			p.find(o.ID(), unit, ReasonEnablementDrift, unit+" is "+why+"; enabling again", true, true)
+		}
+		p.rt(actuators.OpDisable, o, unit, why)
+		p.rt(actuators.OpEnable, o, unit, why)
 	case !want && u != nil && u.Enabled():
 		p.rt(actuators.OpDisable, o, unit, "enabled, want disabled")
 	}
+}
+
+// installLinks returns the dependency directories enabling a unit file
+// links it into (WantedBy=T: T.wants, RequiredBy=: .requires, UpheldBy=:
+// .upholds), sorted, deduplicated; ok false when its [Install] section
+// does more than that (Alias=, Also=, a specifier, an empty assignment),
+// which only systemd's enable logic can tell.
+func installLinks(data []byte) (links []string, ok bool) {
+	for k, vals := range parseUnitSettings(data) {
+		if k.section != "Install" {
+			continue
+		}
+		suffix := map[string]string{"WantedBy": ".wants", "RequiredBy": ".requires", "UpheldBy": ".upholds"}[k.key]
+		if suffix == "" {
+			return nil, false
+		}
+		for _, v := range vals {
+			if v == "" || strings.Contains(v, "%") {
+				return nil, false
+			}
+			for _, t := range strings.Fields(v) {
+				links = append(links, t+suffix)
+			}
+		}
+	}
+	slices.Sort(links)
+	return slices.Compact(links), true
 }
 
 // firstDifference names the first line where an edited file departs from

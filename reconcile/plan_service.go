@@ -51,7 +51,7 @@ func (p *planner) service(o *desired.Object) {
 	}
 	p.watchdogKill(o, f.Name, u)
 	report := o.DriftPolicy() == desired.DriftReport
-	p.enable(o, f.Name, s.IsEnabled() && !p.static(f.Data), fs, u)
+	p.enable(o, f.Name, s.IsEnabled() && !p.static(f.Data), fs, u, f.Data)
 	if s.DesiredState() == desired.StateRunning && fs.written && u != nil && (u.Active() || u.ActiveState == "deactivating") &&
 		(fs.isNew || fs.change.Restart || p.staleProcess(u)) {
 		// A process runs, or systemd may start one (Restart=) from the old

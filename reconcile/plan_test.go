@@ -23,14 +23,17 @@ var update = flag.Bool("update", false, "rewrite golden plan.txt files")
 // intact resil file of an older manifest version, owned by Owner or the
 // object), or "" (absent).
 type obsUnit struct {
-	File             string            `json:"file"`
-	Owner            string            `json:"owner"`
-	Source           string            `json:"source"`
-	LoadState        string            `json:"loadState"`
-	ActiveState      string            `json:"activeState"`
-	SubState         string            `json:"subState"`
-	Result           string            `json:"result"`
-	UnitFileState    string            `json:"unitFileState"`
+	File          string `json:"file"`
+	Owner         string `json:"owner"`
+	Source        string `json:"source"`
+	LoadState     string `json:"loadState"`
+	ActiveState   string `json:"activeState"`
+	SubState      string `json:"subState"`
+	Result        string `json:"result"`
+	UnitFileState string `json:"unitFileState"`
+	// InstallLinks, when set, are the dependency directories holding the
+	// unit's enablement links (InstallLinksKnown).
+	InstallLinks     []string          `json:"installLinks"`
 	NRestarts        uint32            `json:"nRestarts"`
 	ExecMainStatus   int32             `json:"execMainStatus"`
 	NeedDaemonReload bool              `json:"needDaemonReload"`
@@ -171,7 +174,8 @@ func TestPlanGolden(t *testing.T) {
 					SubState: u.SubState, Result: u.Result, UnitFileState: u.UnitFileState, NRestarts: u.NRestarts,
 					ExecMainStatus: u.ExecMainStatus, NeedDaemonReload: u.NeedDaemonReload, StaleProcess: u.StaleProcess,
 					ExecMainExitTimestamp: usecOf(t, u.ExecMainExitTimestamp), PendingJob: u.PendingJob,
-					VendorPaths: u.VendorPaths, VendorOverrides: u.VendorOverrides}
+					VendorPaths: u.VendorPaths, VendorOverrides: u.VendorOverrides,
+					InstallLinks: u.InstallLinks, InstallLinksKnown: u.InstallLinks != nil}
 				if strings.HasSuffix(name, ".timer") && backend == "systemd" {
 					ou.StampPath = "/var/lib/systemd/timers/stamp-" + name
 					ou.StampUSec = usecOf(t, u.Stamp)

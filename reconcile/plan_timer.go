@@ -33,7 +33,7 @@ func (p *planner) timer(o *desired.Object) {
 	u := p.unit(name)
 	isNew := u == nil || u.File == nil
 	fs := fileState{written: written, isNew: isNew}
-	p.enable(o, name, t.IsEnabled() && !p.static(timerFile.Data), fs, u)
+	p.enable(o, name, t.IsEnabled() && !p.static(timerFile.Data), fs, u, timerFile.Data)
 	// The job is the timer's business: an inactive job between runs is not
 	// drift; a failed last run is a finding.
 	job := t.TriggeredService(o.Metadata.Name)

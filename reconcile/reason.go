@@ -37,6 +37,9 @@ const (
 	ReasonStartLimitHit Reason = "StartLimitHit"
 	ReasonWatchdog      Reason = "WatchdogTimeout"
 	ReasonDisabled      Reason = "DisabledOutOfBand"
+	// ReasonEnablementDrift: an enabled unit's links are not where its
+	// [Install] section puts them (one added or removed by hand).
+	ReasonEnablementDrift Reason = "EnablementDrift"
 	// ReasonStaleProcess: the unit file matches but the running process was
 	// started from an older version of it (a restart was lost).
 	ReasonStaleProcess     Reason = "StaleProcess"
@@ -107,11 +110,12 @@ const (
 
 // categories is the one table of reason → category.
 var categories = map[Reason]Category{
-	ReasonFileEdited:    CategoryDrift,
-	ReasonForeignDropIn: CategoryDrift,
-	ReasonStopped:       CategoryDrift,
-	ReasonDisabled:      CategoryDrift,
-	ReasonTimerInactive: CategoryDrift,
+	ReasonFileEdited:      CategoryDrift,
+	ReasonForeignDropIn:   CategoryDrift,
+	ReasonStopped:         CategoryDrift,
+	ReasonDisabled:        CategoryDrift,
+	ReasonEnablementDrift: CategoryDrift,
+	ReasonTimerInactive:   CategoryDrift,
 
 	ReasonFailed:        CategoryFailure,
 	ReasonStartLimitHit: CategoryFailure,

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -136,6 +137,7 @@ func (o *Observer) depLinks(dir string, own bool, want map[string]bool, out map[
 			v := out[name]
 			if own {
 				v.links.own++
+				v.links.dirs = append(v.links.dirs, filepath.Base(dir))
 			} else {
 				v.links.other++
 			}
@@ -213,6 +215,19 @@ func (o *Observer) dirLinks(dir string) ([]dirLink, error) {
 type linkDir struct {
 	stamp filestamp.Stamp
 	links []dirLink
+}
+
+// installLinks returns the dependency directories of the unit directory
+// that hold the unit's enablement links, sorted, and whether they are all
+// of them: only where the enablement was read from the disk (the plain
+// case of diskEnablement, see enablement) and is "enabled".
+func installLinks(data []byte, hasFile bool, v vendor) ([]string, bool) {
+	if state, ok := diskEnablement(data, hasFile, v); !ok || state != "enabled" {
+		return nil, false
+	}
+	dirs := slices.Clone(v.links.dirs)
+	slices.Sort(dirs)
+	return slices.Compact(dirs), true
 }
 
 // isDepDir reports whether a directory name holds dependency symlinks

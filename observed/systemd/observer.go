@@ -448,6 +448,8 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 	for _, n := range all {
 		u := st.Units[n]
 		u.UnitFileState = enablement[n]
+		f, hasFile := files[n]
+		u.InstallLinks, u.InstallLinksKnown = installLinks(f.data, hasFile, vendor[n])
 		u.VendorPaths, u.VendorOverrides = vendor[n].paths, vendor[n].overrides
 		u.StaleProcess = staleProcess(u, files[n].mtime, dropInTimes[n], loadStart)
 	}

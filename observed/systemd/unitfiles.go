@@ -94,10 +94,12 @@ type vendor struct {
 	// unit directory (own) and of the other directories of the search path
 	// (other); odd says some entry there names the unit otherwise (a link
 	// under another name, to another name, or not a link). enablement.go
-	// reads them.
+	// reads them. dirs names the unit directory's dependency directories
+	// holding an own link (multi-user.target.wants, ...), in scan order.
 	links struct {
 		own, other int
 		odd        bool
+		dirs       []string
 	}
 }
 

@@ -184,6 +184,7 @@ func TestObserveEnablementFromLinks(t *testing.T) {
 	install := "\n[Install]\nWantedBy=multi-user.target\n"
 	units := map[string]string{
 		"on.service":       install,
+		"two.service":      "\n[Install]\nWantedBy=multi-user.target default.target\n",
 		"off.service":      install,
 		"static.service":   "",
 		"also.service":     "\n[Install]\nAlso=on.service\n",
@@ -214,6 +215,8 @@ func TestObserveEnablementFromLinks(t *testing.T) {
 	}
 	wants := "etc/systemd/system/multi-user.target.wants"
 	link(wants, "on.service", "/etc/systemd/system/on.service")
+	link(wants, "two.service", "/etc/systemd/system/two.service")
+	link("etc/systemd/system/default.target.wants", "two.service", "/etc/systemd/system/two.service")
 	link(wants, "runtime.service", "/etc/systemd/system/runtime.service")
 	link("run/systemd/system/multi-user.target.wants", "runtime.service", "/etc/systemd/system/runtime.service")
 	link(wants, "other.service", "/etc/systemd/system/alias.service")
@@ -222,7 +225,7 @@ func TestObserveEnablementFromLinks(t *testing.T) {
 	f.SetManager("UnitPath", []string{"/etc/systemd/system", "/run/systemd/system", "/lib/systemd/system"})
 	listed := map[string]string{"static.service": "static", "also.service": "indirect", "runtime.service": "enabled-runtime",
 		"alias.service": "enabled", "wrong.service": "disabled", "dropin.service": "disabled", "reset.service": "static",
-		"continue.service": "enabled", "on.service": "WRONG", "off.service": "WRONG"}
+		"continue.service": "enabled", "on.service": "WRONG", "off.service": "WRONG", "two.service": "WRONG"}
 	var names []string
 	for n := range units {
 		f.AddUnit(sdbustest.Unit{Name: n, ActiveState: "active", SubState: "running"})
@@ -235,10 +238,19 @@ func TestObserveEnablementFromLinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := maps.Clone(listed)
-	want["on.service"], want["off.service"] = "enabled", "disabled"
+	want["on.service"], want["off.service"], want["two.service"] = "enabled", "disabled", "enabled"
 	for n, w := range want {
 		if got := st.Units[n].UnitFileState; got != w {
 			t.Errorf("%s: UnitFileState %q, want %q", n, got, w)
+		}
+	}
+	// The links, where the disk says all of them: enabled units read from
+	// the disk only.
+	wantLinks := map[string][]string{"on.service": {"multi-user.target.wants"}, "two.service": {"default.target.wants", "multi-user.target.wants"}}
+	for n := range units {
+		u := st.Units[n]
+		if w, ok := wantLinks[n]; u.InstallLinksKnown != ok || !slices.Equal(u.InstallLinks, w) {
+			t.Errorf("%s: InstallLinks %v (known %v), want %v (known %v)", n, u.InstallLinks, u.InstallLinksKnown, w, ok)
 		}
 	}
 	slices.Sort(*lister.asked)
