@@ -67,21 +67,18 @@ type watchFilter struct {
 //
 // changed (nil: none) is called for every event that may change what Load
 // returns, at once (a write whose writer still holds the file open
-// included), and again just before each wake, after the watches were
+// included), and again right after each wake, once the watches were
 // re-added (a writer that closed its file changes what Load returns: busy
 // before, read after; a new drop-in folder is watched only from then):
 // a load begun before either may be stale (reconcile's LoadAhead). It
-// must not block. What inotify does not report (a symlinked file's target
+// must not block. The wake comes first so that the loop's settle delay
+// counts from the event; the debug line naming the event is written
+// after it. What inotify does not report (a symlinked file's target
 // outside the watched folders, a permission change above the parent of
 // dir, writes through mmap) calls neither, as it wakes nothing.
 func Watch(ctx context.Context, dir string, opts Options, log *zap.Logger, wake, changed func()) error {
 	if changed == nil {
 		changed = func() {}
-	}
-	signal := wake
-	wake = func() {
-		changed()
-		signal()
 	}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -129,7 +126,17 @@ func Watch(ctx context.Context, dir string, opts Options, log *zap.Logger, wake,
 		}
 		return woke
 	}
+	// wakeNow kicks the loop first (its settle delay counts from the
+	// event, not from the bookkeeping after it), then re-adds the watches
+	// and counts the change: a load begun before that count is taken as
+	// stale, so one begun between the kick and the count is only wasted.
+	wakeNow := func() {
+		wake()
+		resync()
+		changed()
+	}
 	resync()
+	changed()
 	wake()
 	for {
 		select {
@@ -152,21 +159,19 @@ func Watch(ctx context.Context, dir string, opts Options, log *zap.Logger, wake,
 				if known {
 					continue // the poll checks it
 				}
-				log.Debug("manifest written", zap.String("path", ev.Name), zap.Stringer("op", ev.Op))
-				if !check() {
-					continue
+				if check() {
+					wakeNow()
 				}
+				log.Debug("manifest written", zap.String("path", ev.Name), zap.Stringer("op", ev.Op))
 			case evWake:
-				log.Debug("manifest change", zap.String("path", ev.Name), zap.Stringer("op", ev.Op))
 				// A removed or renamed file no longer needs settling.
 				delete(pending, ev.Name)
+				wakeNow()
+				log.Debug("manifest change", zap.String("path", ev.Name), zap.Stringer("op", ev.Op))
 			}
-			resync()
-			wake()
 		case <-settle.C:
 			if check() {
-				resync()
-				wake()
+				wakeNow()
 			}
 		case err, ok := <-w.Errors:
 			if !ok {
@@ -177,8 +182,7 @@ func Watch(ctx context.Context, dir string, opts Options, log *zap.Logger, wake,
 			} else {
 				log.Warn("watch error", zap.Error(err))
 			}
-			resync()
-			wake()
+			wakeNow()
 		}
 	}
 }

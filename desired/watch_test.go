@@ -363,6 +363,11 @@ func TestWatchChangedCountsUnsettledWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectWake(t, wakes, "the writer closed the manifest")
+	// The count follows the wake (once the watches are re-added).
+	deadline = time.Now().Add(5 * time.Second)
+	for changed.Load() == before && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 	if changed.Load() == before {
 		t.Error("the wake after the writer closed the manifest counted no change")
 	}
