@@ -74,14 +74,16 @@ type opened struct {
 // error carries exit status code. done releases all of it in reverse order.
 func (g *globals) openCommand(defaultLevel string, lock, readOnly bool, code int) (c *opened, done func(), err error) {
 	var undo []func()
-	done = func() {
+	// release, not done: an error return sets the named done to nil
+	// before the deferred call below reads it.
+	release := func() {
 		for i := len(undo) - 1; i >= 0; i-- {
 			undo[i]()
 		}
 	}
 	defer func() {
 		if err != nil {
-			done()
+			release()
 		}
 	}()
 	ctx, cancel := signalContext()
@@ -103,7 +105,7 @@ func (g *globals) openCommand(defaultLevel string, lock, readOnly bool, code int
 		return nil, nil, exitCode(code, err)
 	}
 	undo = append(undo, be.Close)
-	return &opened{ctx: ctx, log: log, be: be}, done, nil
+	return &opened{ctx: ctx, log: log, be: be}, release, nil
 }
 
 // openBackend picks and opens the backend. readOnly is for diff: it must not

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -150,4 +153,87 @@ func TestSecondAgentRefused(t *testing.T) {
 	if _, err := lockState(state); err == nil || !strings.Contains(err.Error(), "another reconciler holds") {
 		t.Fatalf("second lock: %v", err)
 	}
+}
+
+// A command that cannot open (the state dir locked by another agent, a bad
+// flag value) returns its error with its exit status: it released what it
+// had opened without calling through a nil func (every such error was a
+// SIGSEGV and exit 2 before).
+func TestCommandOpenErrors(t *testing.T) {
+	dir := dirWith(t, map[string]string{"web.yaml": good})
+	locked := t.TempDir()
+	unlock, err := lockState(locked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	free := t.TempDir()
+	tests := []struct {
+		name  string
+		args  []string
+		state string
+		code  int
+		want  string
+	}{
+		{"run, state dir locked", []string{"run", "--metrics-addr", ""}, locked, 1, "another reconciler holds"},
+		{"apply, state dir locked", []string{"apply"}, locked, 2, "another reconciler holds"},
+		{"reset, bad backend", []string{"reset", "web", "--backend", "bogus"}, free, 2, "--backend must be"},
+		{"diff, bad backend", []string{"diff", "--backend", "bogus"}, free, 2, "--backend must be"},
+		{"apply, bad log level", []string{"apply", "--log-level", "bogus"}, free, 2, "bogus"},
+		{"prune, bad backend", []string{"prune", "--backend", "bogus"}, free, 2, "--backend must be"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"--owner-check", "off", "--manifests", dir, "--state-dir", tt.state}, tt.args...)
+			if !hasArg(tt.args, "--backend") {
+				args = append(args, "--backend", "process")
+			}
+			var out string
+			var code int
+			func() {
+				defer func() {
+					if r := recover(); r != nil {
+						t.Fatalf("panicked: %v", r)
+					}
+				}()
+				out, code = runCLIErr(t, args...)
+			}()
+			if code != tt.code || !strings.Contains(out, tt.want) {
+				t.Fatalf("exit %d, want %d with %q:\n%s", code, tt.code, tt.want, out)
+			}
+		})
+	}
+}
+
+// runCLIErr is runCLI with the returned error's text (what main prints)
+// appended to the output.
+func runCLIErr(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	root := newRoot()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(args)
+	err := root.ExecuteContext(context.Background())
+	code := 0
+	var ee *exitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.code
+	case err != nil:
+		code = 2
+	}
+	if err != nil {
+		out.WriteString(err.Error())
+	}
+	return out.String(), code
+}
+
+func hasArg(args []string, flag string) bool {
+	for _, a := range args {
+		if a == flag {
+			return true
+		}
+	}
+	return false
 }
