@@ -58,24 +58,30 @@ func (u *unit) runTimer(ctx context.Context, initialized chan<- struct{}) {
 		case <-ctx.Done():
 			return
 		case c := <-u.cmds:
-			c.done() // a timer acts at once
+			// A timer acts at once: the command is taken (startEnabled's
+			// wait ends) once its status says what it did, so the first
+			// pass after Ready sees a started timer active.
+			answer := func(res actuators.Result, err error) {
+				c.done()
+				c.answer(res, err)
+			}
 			switch c.op {
 			case actuators.OpStart, opTrigger:
 				if t.active {
-					c.answer(actuators.Unchanged, nil)
+					answer(actuators.Unchanged, nil)
 					continue
 				}
-				c.answer(actuators.Changed, t.start())
+				answer(actuators.Changed, t.start())
 			case actuators.OpStop:
 				if !t.active {
-					c.answer(actuators.Unchanged, nil)
+					answer(actuators.Unchanged, nil)
 					continue
 				}
 				t.deactivate()
-				c.answer(actuators.Changed, nil)
+				answer(actuators.Changed, nil)
 			case actuators.OpRestart:
 				t.deactivate()
-				c.answer(actuators.Changed, t.start())
+				answer(actuators.Changed, t.start())
 			case opReload:
 				if t.active && t.u.loaded() != t.spec {
 					t.deactivate()
@@ -83,9 +89,9 @@ func (u *unit) runTimer(ctx context.Context, initialized chan<- struct{}) {
 						t.log.Error("timer restart after reload failed", zap.Error(err))
 					}
 				}
-				c.answer(actuators.Unchanged, nil)
+				answer(actuators.Unchanged, nil)
 			default: // reset-failed
-				c.answer(actuators.Unchanged, nil)
+				answer(actuators.Unchanged, nil)
 			}
 		case <-t.tC:
 			t.tC = nil

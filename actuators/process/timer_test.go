@@ -140,3 +140,33 @@ func TestTimerStampObservedAndRefreshed(t *testing.T) {
 		t.Fatalf("a service has a stamp: %q", u.StampPath)
 	}
 }
+
+// An enabled timer is active in the first Observe after Ready, every time
+// the supervisor starts (the command was taken before the timer had
+// started, so `apply` after `apply` planned "start hourly.timer (inactive,
+// want active)" now and then, and `run` recorded a TimerInactive drift).
+func TestEnabledTimerActiveAtReady(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	h := newHarness(t, dir, Options{})
+	var names []string
+	for k := 0; k < 20; k++ {
+		name := fmt.Sprintf("hourly-%02d", k)
+		h.install(timer(name, desired.TimerSpec{Schedule: []string{"hourly"}, Command: sh(`true`)}), true)
+		names = append(names, name+".timer")
+	}
+	for i := 0; i < 20; i++ {
+		h := newHarness(t, dir, Options{})
+		h.run()
+		st, err := h.s.Observe(context.Background(), names)
+		h.abandon()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range names {
+			if u := st.Units[n]; u.ActiveState != "active" {
+				t.Fatalf("start %d: %s %s/%s at ready, want active", i+1, n, u.ActiveState, u.SubState)
+			}
+		}
+	}
+}
