@@ -125,6 +125,9 @@ func (s *Supervisor) observeUnit(name string, live bool, snap *snapshot, table m
 		}
 		if !live {
 			us = s.offlineStatus(name, snap, table)
+			if us.ActiveState == "inactive" || us.ActiveState == "failed" {
+				us = s.startedAtRun(name, us, spec, table)
+			}
 		}
 	}
 	if us.ActiveState != "" {

@@ -136,6 +136,30 @@ func (s *Supervisor) offlineStatus(name string, snap *snapshot, table map[string
 	return status{ActiveState: "inactive", SubState: "dead", Result: ResultSuccess, LastTrigger: st.LastTrigger}
 }
 
+// startedAtRun is the status a timer that offlineStatus found stopped will
+// have once `apply`'s Supervisor runs: with no agent alive, `apply` starts
+// one first, and its startEnabled starts every loaded, enabled timer
+// (services are left to the pass's steps: Options.OneShot) before the
+// first pass observes. A read-only observer (`diff` with no agent running)
+// reports that status, so that it plans what `apply` will: an enabled
+// timer was otherwise always inactive to `diff` on a host that only runs
+// `apply`, which planned a start that `apply` never made, and `apply
+// --expect-plan` refused every reviewed plan. Mirrors startEnabled.
+func (s *Supervisor) startedAtRun(name string, st status, spec *Spec, table map[string]procRecord) status {
+	if spec == nil || spec.Timer == nil {
+		return st
+	}
+	rec, has := table[name]
+	owed := has && rec.Stopping && rec.stopReason() == stopRestart
+	if has && rec.Stopping && !owed {
+		return st // the last agent's stop stands
+	}
+	if !owed && !s.isEnabled(name) {
+		return st
+	}
+	return status{ActiveState: "active", SubState: "waiting", Result: ResultSuccess, LastTrigger: st.LastTrigger}
+}
+
 func (s *Supervisor) loadSnapshot() (*snapshot, map[string]procRecord) {
 	snap := &snapshot{}
 	if b, err := os.ReadFile(s.snapshotPath()); err == nil {

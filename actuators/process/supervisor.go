@@ -43,6 +43,11 @@ type Options struct {
 	Now func() time.Time
 	// ProcRoot is where /proc is (default "/proc"), for tests.
 	ProcRoot string
+	// OneShot (`apply`): Run starts the enabled timers, not the services;
+	// a service that is not running is started by the pass's own step, so
+	// `diff` and `apply` plan the same start (the agent, `run`, starts
+	// every enabled unit at once, as systemd does at boot).
+	OneShot bool
 }
 
 // Supervisor runs the units in <stateDir>/units as child processes, the way

@@ -276,7 +276,7 @@ func (s *Supervisor) startEnabled(held map[string]string, prev map[string]procRe
 	sort.Strings(names)
 	for _, n := range names {
 		u := s.units[n]
-		if u.loaded() == nil || s.table[n].Stopping {
+		if u.loaded() == nil || s.table[n].Stopping || (s.opts.OneShot && u.loaded().Timer == nil) {
 			continue
 		}
 		if why, ok := held[n]; ok && why != stopRestart {

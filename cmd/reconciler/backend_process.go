@@ -20,6 +20,7 @@ func openProcess(_ context.Context, g *globals, log *zap.Logger, readOnly bool) 
 	sup, err := process.New(g.stateDir, log, process.Options{
 		StopOnExit: g.stopOnExit || os.Getpid() == 1,
 		Subreaper:  os.Getpid() == 1,
+		OneShot:    !g.agent,
 		Wake: func() {
 			if f := wake.Load(); f != nil {
 				(*f)()

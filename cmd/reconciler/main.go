@@ -57,6 +57,10 @@ type globals struct {
 	// stopOnExit (process backend): stop every supervised process when the
 	// agent exits, as a container's PID 1 must. Always on as PID 1.
 	stopOnExit bool
+	// agent: the command is `run` (the process backend starts every
+	// enabled unit as it starts; a one-shot command leaves services to its
+	// pass, see process.Options.OneShot).
+	agent bool
 	// safety: the safety rails' flags of the running command (safety.go).
 	safety *safetyFlags
 	// maxParallelRestarts paces the agent's restarts of changed running

@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"resil.dev/resil/actuators/process"
 	"resil.dev/resil/desired"
@@ -282,4 +284,66 @@ func TestProcessBackendEscapeHatch(t *testing.T) {
 			t.Fatalf("process %d does not run as nobody:\n%s", pid, status)
 		}
 	})
+}
+
+// On a host that only runs `apply` (no agent), `diff` plans what `apply`
+// does, under the same hash, and a second `apply` has nothing to do: an
+// enabled timer is started by every `apply`'s supervisor as it starts
+// (`diff` sees it as that start leaves it), and a service whose process
+// died meanwhile is started by the pass's step, shown by both (the
+// supervisor used to start it before the pass: `diff` showed a start that
+// `apply` never planned, and `apply --expect-plan` refused the plan).
+func TestApplyOnlyHostDiffMatchesApply(t *testing.T) {
+	e := newProcEnv(t)
+	e.write("web.yaml", procWeb)
+	e.write("tick.yaml", "apiVersion: resil.dev/v1\nkind: Timer\nmetadata: {name: tick}\nspec:\n  schedule: [hourly]\n  command: [/bin/true]\n")
+	if out, code := e.cli("apply"); code != 0 {
+		t.Fatalf("first apply: exit %d\n%s", code, out)
+	}
+	planOf := func() diffJSON {
+		t.Helper()
+		out, _ := e.cli("diff", "-o", "json")
+		var d diffJSON
+		if err := json.Unmarshal([]byte(out[:strings.LastIndex(out, "}")+1]), &d); err != nil {
+			t.Fatalf("diff -o json: %v\n%s", err, out)
+		}
+		return d
+	}
+	for i := 0; i < 3; i++ {
+		if d := planOf(); d.Changes {
+			t.Fatalf("diff %d after apply: %+v", i+1, d.Steps)
+		}
+		if out, code := e.cli("apply"); code != 0 || !strings.Contains(out, "0 steps") {
+			t.Fatalf("apply %d after apply: exit %d\n%s", i+2, code, out)
+		}
+	}
+	pid := e.pid("web.service")
+	if pid == 0 {
+		t.Fatal("web not running")
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, pid)
+	d := planOf()
+	if !d.Changes || len(d.Steps) != 1 || !strings.HasPrefix(d.Steps[0].Text, "start web.service") {
+		t.Fatalf("diff after web died with no agent: %+v", d.Steps)
+	}
+	if out, code := e.cli("apply", "--expect-plan", d.Hash); code != 0 || !strings.Contains(out, "start web.service") {
+		t.Fatalf("apply --expect-plan %s: exit %d\n%s", d.Hash, code, out)
+	}
+	if e.pid("web.service") == 0 {
+		t.Fatal("web not started again")
+	}
+}
+
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil || strings.Contains(string(b), ") Z ") {
+			return
+		}
+	}
+	t.Fatalf("pid %d still alive", pid)
 }

@@ -36,6 +36,7 @@ func newRunCmd(g *globals) *cobra.Command {
 				// 40 services does not restart 40 services in the same second.
 				g.maxParallelRestarts = defaultRunParallelRestarts
 			}
+			g.agent = true
 			c, done, err := g.openCommand("info", true, false, 1)
 			if err != nil {
 				return err
