@@ -65,6 +65,7 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 	// so `reconciler events` shows what apply did.
 	var rec reconcile.Recorder = reconcile.NewRing(1024, log)
 	var snapshot func(reconcile.Result, error)
+	var restarts func(pass, after reconcile.Result)
 	if s, err := store.Open(storePath(g), store.Options{Log: log}); err != nil {
 		log.Warn("event store unavailable, events go to the log only", zap.Error(err))
 	} else {
@@ -73,6 +74,7 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 		// `reconciler status` then shows what this pass saw.
 		t := newTelemetry(s, nil, rec, log, be.Name, ledger.Policy{}, 0)
 		snapshot = func(res reconcile.Result, err error) { t.snapshot(ctx, res, err, time.Now()) }
+		restarts = func(pass, after reconcile.Result) { ledgerApply(ctx, t.ledger, pass, after) }
 	}
 	// With a git source in the state dir (and no --manifests), apply
 	// converges on its deployed revision, as the agent does (source.go).
@@ -95,7 +97,9 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 	res, err := r.Reconcile(ctx, opts)
 	g.saveManifestCache(log)
 	if snapshot != nil && res.Observed != nil {
-		snapshot(statusAfter(ctx, r, res, err, recheck, log))
+		after, aerr := statusAfter(ctx, r, res, err, recheck, log)
+		restarts(res, after)
+		snapshot(after, aerr)
 	}
 	out := cmd.OutOrStdout()
 	if errors.Is(err, reconcile.ErrExpectPlan) {
@@ -154,6 +158,29 @@ type rechecker interface {
 // status, files or main process's start changed, the rest as the pass
 // read them (KeepReads); at 1000 units the full read it replaces took
 // ~70 ms of each `apply` that acted.
+// ledgerApply records in the restart ledger what a pass that changed
+// something did: the restarts since the last agent's (or apply's)
+// baseline, as the pass saw them before its steps, then its own restarts
+// and starts (cause agent), from its observation after the steps; the
+// baseline the next agent continues from is that last one. Without it the
+// next agent found a new main process and no step of its own, and counted
+// apply's restart as a manual one. A pass that changed nothing leaves the
+// ledger to the next agent (what it would find is what that agent finds).
+func ledgerApply(ctx context.Context, k *ledger.Keeper, pass, after reconcile.Result) {
+	changed := false
+	for _, o := range pass.Outcomes {
+		changed = changed || (o.Skipped == "" && o.Err == nil && o.Result == actuators.Changed)
+	}
+	if !changed || pass.Observed == nil {
+		return
+	}
+	now := time.Now()
+	k.Observe(ctx, pass, now)
+	if after.Observed != pass.Observed {
+		k.Observe(ctx, reconcile.Result{Observed: after.Observed, Desired: pass.Desired}, now)
+	}
+}
+
 func statusAfter(ctx context.Context, r *reconcile.Reconciler, res reconcile.Result, err error, recheck func(), log *zap.Logger) (reconcile.Result, error) {
 	if err != nil {
 		return res, err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -12,10 +13,15 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap/zaptest"
+
 	"resil.dev/resil/actuators/process"
 	"resil.dev/resil/desired"
 	"resil.dev/resil/e2e/sandbox"
 	"resil.dev/resil/internal/ownmark"
+	"resil.dev/resil/reconcile"
+	"resil.dev/resil/reconcile/ledger"
+	"resil.dev/resil/reconcile/store"
 )
 
 // procEnv is a manifests dir and a state dir for the process backend,
@@ -346,4 +352,57 @@ func waitGone(t *testing.T, pid int) {
 		}
 	}
 	t.Fatalf("pid %d still alive", pid)
+}
+
+// A restart made by `apply` is the agent's own in the restart ledger
+// (cause agent), and the next agent, continuing from the baseline apply
+// left, counts nothing more for it (it counted a manual restart: apply
+// kept no ledger, so a new main process with no step of its own looked
+// like someone else's restart).
+func TestApplyRestartIsTheAgents(t *testing.T) {
+	e := newProcEnv(t)
+	e.write("web.yaml", procWeb)
+	if out, code := e.cli("apply"); code != 0 {
+		t.Fatalf("first apply: exit %d\n%s", code, out)
+	}
+	e.write("web.yaml", strings.Replace(procWeb, "MODE: one", "MODE: two", 1))
+	if out, code := e.cli("apply"); code != 0 || !strings.Contains(out, "restart web.service") {
+		t.Fatalf("apply of the change: exit %d\n%s", code, out)
+	}
+	ctx := context.Background()
+	log := zaptest.NewLogger(t)
+	s, err := store.Open(filepath.Join(e.state, store.FileName), store.Options{Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	causes := func() []string {
+		t.Helper()
+		rs, err := s.Restarts(ctx, "Service/web", time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, r := range rs {
+			out = append(out, r.Cause)
+		}
+		return out
+	}
+	if got := causes(); len(got) != 1 || got[0] != string(ledger.CauseAgent) {
+		t.Fatalf("restarts of web after apply's restart: %v, want [agent]", got)
+	}
+	// The next agent's first observation, against apply's baseline.
+	sup, err := process.New(e.state, log, process.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs, err := sup.Observe(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tel := newTelemetry(s, nil, reconcile.NewRing(16, log), log, "process", ledger.Policy{}, 0)
+	tel.ledger.Observe(ctx, reconcile.Result{Observed: obs}, time.Now())
+	if got := causes(); len(got) != 1 {
+		t.Fatalf("the next agent counted apply's restart again: %v", got)
+	}
 }
