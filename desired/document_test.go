@@ -69,16 +69,20 @@ func TestDecodeObjectRefuses(t *testing.T) {
 	for _, c := range []struct {
 		name, raw string
 		want      []string
+		not       []string // (validate lists a mistyped field's own problem once)
 	}{
-		{"not a document", `{"apiVersion":`, []string{"invalid YAML"}},
-		{"two documents", "{\"a\": 1}\n---\n{\"b\": 2}\n", []string{"exactly one mapping document"}},
-		{"a list", `[1, 2]`, []string{"exactly one mapping document"}},
-		{"unknown field", `{"apiVersion":"resil.dev/v1","kind":"Service","metadata":{"name":"web"},"spec":{"comand":["/bin/true"]}}`, []string{"unknown field"}},
-		{"bad kind", `{"apiVersion":"resil.dev/v1","kind":"Pod","metadata":{"name":"web"},"spec":{}}`, []string{"unknown kind"}},
-		{"empty name", `{"apiVersion":"resil.dev/v1","kind":"Service","metadata":{"name":""},"spec":{"command":["/bin/true"]}}`, []string{"metadata.name"}},
-		{"type error", `{"apiVersion":"resil.dev/v1","kind":"Service","metadata":{"name":"web"},"spec":{"command":"/bin/true"}}`, []string{"expected a list"}},
-		{"no spec", `{"apiVersion":"resil.dev/v1","kind":"Service","metadata":{"name":"web"}}`, []string{"spec", "required"}},
-		{"invalid spec", `{"apiVersion":"resil.dev/v1","kind":"Service","metadata":{"name":"web"},"spec":{"command":["bin/true"]}}`, []string{"spec.command"}},
+		{"not a document", `{"apiVersion":`, []string{"invalid YAML"}, nil},
+		{"two documents", "{\"a\": 1}\n---\n{\"b\": 2}\n", []string{"exactly one mapping document"}, nil},
+		{"a list", `[1, 2]`, []string{"exactly one mapping document"}, nil},
+		{"unknown field", `{"apiVersion":"resil.dev/v1","kind":"Service","metadata":{"name":"web"},"spec":{"comand":["/bin/true"]}}`, []string{"unknown field"}, nil},
+		{"bad kind", `{"apiVersion":"resil.dev/v1","kind":"Pod","metadata":{"name":"web"},"spec":{}}`, []string{"unknown kind"}, nil},
+		{"empty name", `{"apiVersion":"resil.dev/v1","kind":"Service","metadata":{"name":""},"spec":{"command":["/bin/true"]}}`, []string{"metadata.name"}, nil},
+		{"type error", `{"apiVersion":"resil.dev/v1","kind":"Service","metadata":{"name":"web"},"spec":{"command":"/bin/true"}}`, []string{"expected a list"}, []string{"required"}},
+		{"type error and more", `{"apiVersion":"resil.dev/v1","kind":"Service","metadata":{"name":"web"},"spec":{"enabled":"yes","command":["bin/true"],"restart":{"policy":"sometimes","delay":"5 seconds"}}}`,
+			[]string{"spec.enabled", "spec.command[0]", "spec.restart.policy", "spec.restart.delay"}, nil},
+		{"spec not a mapping", `{"apiVersion":"resil.dev/v1","kind":"Service","metadata":{"name":"web"},"spec":"x"}`, []string{"expected a mapping"}, []string{"required"}},
+		{"no spec", `{"apiVersion":"resil.dev/v1","kind":"Service","metadata":{"name":"web"}}`, []string{"spec", "required"}, nil},
+		{"invalid spec", `{"apiVersion":"resil.dev/v1","kind":"Service","metadata":{"name":"web"},"spec":{"command":["bin/true"]}}`, []string{"spec.command"}, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			o, err := DecodeObject([]byte(c.raw), src)
@@ -88,6 +92,11 @@ func TestDecodeObjectRefuses(t *testing.T) {
 			for _, w := range c.want {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+			for _, w := range c.not {
+				if strings.Contains(err.Error(), w) {
+					t.Errorf("error %q mentions %q", err, w)
 				}
 			}
 		})

@@ -6,6 +6,7 @@ package desired
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -62,13 +63,24 @@ func (l *loader) finish(o *Object, dropIns []*doc) bool {
 	}
 	// Go on decoding after unknown fields, so one run reports every problem,
 	// and report every type error (encoding/json stops at the first).
+	// A field of the wrong type is dropped too (after its error), so the
+	// rest of the object is still validated; what validation then says of
+	// a dropped field itself ("required") is left out: its type error is
+	// the problem.
+	var mistyped []path
 	if probs := checkTypes(merged, specTypes[o.Kind]); len(probs) > 0 {
 		l.failSorted(docs, probs)
-		return false
+		ok = false
+		for _, p := range probs {
+			mistyped = append(mistyped, p.p)
+		}
+		merged = dropPaths(merged, mistyped)
 	}
 	var h header
 	if err := json.Unmarshal(merged, &h); err != nil {
-		l.failAt(docs, typeErrorPath(err, nil), typeErrorDetail(err))
+		if len(mistyped) == 0 {
+			l.failAt(docs, typeErrorPath(err, nil), typeErrorDetail(err))
+		}
 		return false
 	}
 	if h.Metadata.Name != name || h.Kind != o.Kind {
@@ -78,7 +90,9 @@ func (l *loader) finish(o *Object, dropIns []*doc) bool {
 	}
 	o.Metadata = h.Metadata
 	if len(h.Spec) == 0 || string(h.Spec) == "null" {
-		l.failAt(docs, path{"spec"}, "required")
+		if !under(path{"spec"}, mistyped) {
+			l.failAt(docs, path{"spec"}, "required")
+		}
 		return false
 	}
 	var target any
@@ -94,16 +108,33 @@ func (l *loader) finish(o *Object, dropIns []*doc) bool {
 		target = o.Watchdog
 	}
 	if err := json.Unmarshal(h.Spec, target); err != nil {
-		l.failAt(docs, typeErrorPath(err, path{"spec"}), typeErrorDetail(err))
+		if len(mistyped) == 0 {
+			l.failAt(docs, typeErrorPath(err, path{"spec"}), typeErrorDetail(err))
+		}
 		return false
 	}
 	o.docs = docs
 	o.document = merged
 	probs := validateObject(o)
+	reported := 0
 	for _, p := range probs {
+		if under(p.p, mistyped) {
+			continue
+		}
 		l.failAt(docs, p.p, p.detail)
+		reported++
 	}
-	return ok && len(probs) == 0
+	return ok && reported == 0 && len(probs) == 0
+}
+
+// under reports whether p is one of roots or inside one.
+func under(p path, roots []path) bool {
+	for _, r := range roots {
+		if len(p) >= len(r) && slices.Equal(p[:len(r)], r) {
+			return true
+		}
+	}
+	return false
 }
 
 // dropInIdentity checks what a drop-in of o says about o's identity. A
