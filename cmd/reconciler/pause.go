@@ -49,6 +49,7 @@ func newPauseCmd(g *globals) *cobra.Command {
 				}
 			}
 			warnUnknownObjects(cmd.ErrOrStderr(), g, args)
+			ids := objectIDs(g)
 			now := time.Now()
 			uid, name := whoAmI()
 			ld := reconcile.NewLeaseDir(g.stateDir)
@@ -60,7 +61,7 @@ func newPauseCmd(g *globals) *cobra.Command {
 				}
 				desc := l.Describe(now)
 				fmt.Fprintf(cmd.OutOrStdout(), "%s %s (%s)\n", a, desired.EscapeControl(desc), dur)
-				events = append(events, reconcile.Event{Time: now, Type: reconcile.Normal, Reason: reconcile.ReasonPaused, Object: a,
+				events = append(events, reconcile.Event{Time: now, Type: reconcile.Normal, Reason: reconcile.ReasonPaused, Object: eventObject(ids, a),
 					Message: fmt.Sprintf("%s (for %s, uid %d)", desc, dur, uid)})
 			}
 			recordEvents(cmd.ErrOrStderr(), g, events)
@@ -85,27 +86,34 @@ func newResumeCmd(g *globals) *cobra.Command {
 			ld := reconcile.NewLeaseDir(g.stateDir)
 			now := time.Now()
 			uid, name := whoAmI()
+			ids := objectIDs(g)
 			var events []reconcile.Event
 			missing := 0
 			for _, a := range args {
 				if msg := reconcile.CheckLeaseObject(a); msg != "" {
 					return exitCode(2, fmt.Errorf("%s", msg))
 				}
-				l, ok, err := ld.Get(a)
+				leases, err := leasesFor(ld, a)
 				if err != nil {
 					return exitCode(1, err)
 				}
-				if !ok {
+				if len(leases) == 0 {
 					fmt.Fprintf(cmd.OutOrStdout(), "%s was not paused\n", a)
 					missing++
 					continue
 				}
-				if _, err := ld.Remove(a); err != nil {
-					return exitCode(1, err)
+				for _, l := range leases {
+					if _, err := ld.Remove(l.Object); err != nil {
+						return exitCode(1, err)
+					}
+					if l.Object == a {
+						fmt.Fprintf(cmd.OutOrStdout(), "resumed %s\n", a)
+					} else {
+						fmt.Fprintf(cmd.OutOrStdout(), "resumed %s (its lease was taken as %s)\n", a, l.Object)
+					}
+					events = append(events, reconcile.Event{Time: now, Type: reconcile.Normal, Reason: reconcile.ReasonResumed,
+						Object: eventObject(ids, l.Object), Message: fmt.Sprintf("resumed by %s (uid %d); was %s", name, uid, l.Describe(now))})
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "resumed %s\n", a)
-				events = append(events, reconcile.Event{Time: now, Type: reconcile.Normal, Reason: reconcile.ReasonResumed, Object: a,
-					Message: fmt.Sprintf("resumed by %s (uid %d); was %s", name, uid, l.Describe(now))})
 			}
 			recordEvents(cmd.ErrOrStderr(), g, events)
 			if missing > 0 {
@@ -114,6 +122,57 @@ func newResumeCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// leasesFor returns the leases `resume a` ends: a's own, and those that
+// pause what a names (a name's lease covers Kind/name, so `pause web` is
+// ended by `resume Service/web`; `resume web` ends `pause Service/web`).
+func leasesFor(ld reconcile.LeaseDir, a string) ([]reconcile.Lease, error) {
+	all, err := ld.List()
+	if err != nil && len(all) == 0 {
+		return nil, err
+	}
+	var out []reconcile.Lease
+	for _, l := range all {
+		if l.Object == a || l.Covers(a) || (!strings.Contains(a, "/") && strings.HasSuffix(l.Object, "/"+a)) {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
+// objectIDs maps each object name the manifests declare to its IDs
+// (nil when they cannot be read).
+func objectIDs(g *globals) map[string][]string {
+	opts, err := g.loadOptions()
+	if err != nil {
+		return nil
+	}
+	set, _ := desired.Load(g.manifests, opts)
+	if set == nil {
+		return nil
+	}
+	ids := map[string][]string{}
+	for id, o := range set.Objects {
+		ids[o.Metadata.Name] = append(ids[o.Metadata.Name], id)
+	}
+	for id, o := range set.NotSelected {
+		ids[o.Metadata.Name] = append(ids[o.Metadata.Name], id)
+	}
+	return ids
+}
+
+// eventObject is the object a pause or resume event is recorded under: the
+// ID of the one object a bare name declares (so `events --object
+// Service/web` and status's LAST EVENT find it), else the name as given.
+func eventObject(ids map[string][]string, a string) string {
+	if strings.Contains(a, "/") {
+		return a
+	}
+	if l := ids[a]; len(l) == 1 {
+		return l[0]
+	}
+	return a
 }
 
 // warnUnknownObjects warns of each name no manifest declares (a typo

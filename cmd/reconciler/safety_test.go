@@ -69,15 +69,23 @@ func TestProcessBackendPauseResume(t *testing.T) {
 	if !strings.Contains(out, "[PAUSED 29m left]") && !strings.Contains(out, "[PAUSED 30m left]") {
 		t.Fatalf("status while paused:\n%s", out)
 	}
-	out, _ = e.cli("events")
+	// The events name the object by its ID, as every other event does.
+	out, _ = e.cli("events", "--object", "Service/web")
 	if !strings.Contains(out, "Paused") {
-		t.Errorf("no Paused event:\n%s", out)
+		t.Errorf("no Paused event of Service/web:\n%s", out)
 	}
-	if out, code := e.cli("resume", "web"); code != 0 || !strings.Contains(out, "resumed web") {
+	// A lease taken by name is ended by the object's ID (and the reverse).
+	if out, code := e.cli("resume", "Service/web"); code != 0 || !strings.Contains(out, "resumed Service/web (its lease was taken as web)") {
 		t.Fatalf("resume: exit %d\n%s", code, out)
 	}
 	if out, code := e.cli("resume", "web"); code != 1 || !strings.Contains(out, "web was not paused") {
 		t.Fatalf("second resume: exit %d\n%s", code, out)
+	}
+	if out, code := e.cli("pause", "Service/db", "--for", "1m", "--reason", "x"); code != 0 {
+		t.Fatalf("pause Service/db: exit %d\n%s", code, out)
+	}
+	if out, code := e.cli("resume", "db"); code != 0 || !strings.Contains(out, "resumed db (its lease was taken as Service/db)") {
+		t.Fatalf("resume db: exit %d\n%s", code, out)
 	}
 	if out, code := e.cli("apply"); code != 0 || e.pid("web.service") == web || e.pid("web.service") == 0 {
 		t.Fatalf("apply after resume: exit %d\n%s", code, out)
@@ -85,9 +93,9 @@ func TestProcessBackendPauseResume(t *testing.T) {
 	if env := environOf(t, e.pid("web.service")); !strings.Contains(env, "MODE=two") {
 		t.Fatalf("web not converged after resume:\n%s", env)
 	}
-	out, _ = e.cli("events")
+	out, _ = e.cli("events", "--object", "Service/web")
 	if !strings.Contains(out, "Resumed") {
-		t.Errorf("no Resumed event:\n%s", out)
+		t.Errorf("no Resumed event of Service/web:\n%s", out)
 	}
 }
 
