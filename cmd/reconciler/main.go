@@ -82,6 +82,14 @@ func (g *globals) loadOptions() (desired.Options, error) {
 	default:
 		return opts, exitCode(2, fmt.Errorf("--owner-check must be auto, on or off, got %q", g.ownerCheck))
 	}
+	if g.hostLabels != desired.DefaultHostLabelsFile {
+		// A labels file named on the command line must exist: read as no
+		// labels, a typo would deselect (and prune) every object that
+		// selects this host by label.
+		if _, err := os.Stat(g.hostLabels); err != nil {
+			return opts, exitCode(2, fmt.Errorf("--host-labels: %w", err))
+		}
+	}
 	host, err := desired.ThisHost(g.hostLabels)
 	if err != nil {
 		return opts, err
