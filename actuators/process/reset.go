@@ -28,6 +28,14 @@ func RequestReset(stateDir, unit string) error {
 	if !strings.HasSuffix(unit, ".service") && !strings.HasSuffix(unit, ".timer") {
 		unit += ".service"
 	}
+	// A unit the supervisor does not know would leave a request that
+	// nothing takes (and `reset` would say it reset it).
+	if _, err := os.Stat(filepath.Join(stateDir, "units", unit)); err != nil {
+		if os.IsNotExist(err) {
+			return fmt.Errorf("no unit %s in %s", unit, filepath.Join(stateDir, "units"))
+		}
+		return fmt.Errorf("reset %s: %w", unit, err)
+	}
 	dir := filepath.Join(stateDir, "reset")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("reset %s: %w", unit, err)
