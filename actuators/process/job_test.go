@@ -2,8 +2,12 @@ package process
 
 import (
 	"context"
+	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -78,5 +82,71 @@ func TestLockPreventsOverlap(t *testing.T) {
 	}
 	if u := h.unit("second.service"); !isActive(u) {
 		t.Fatalf("second: %+v", u)
+	}
+}
+
+// The lock file is opened as the service's user, as systemd's unit opens it
+// in the service's shell: a lock path in a folder the service owns that it
+// turned into a symlink to a root-only file does not hand it that file for
+// writing (it did, as fd 3, opened by the agent as root); its own lock
+// file there works and is its own.
+func TestLockOpenedAsTheServiceUser(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root (make test runs as root): the check is about a root agent")
+	}
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(nobody.Uid)
+	h := newHarness(t, "", Options{})
+	// t.TempDir's folders are 0700: nobody could not reach its own folder.
+	for _, d := range []string{filepath.Dir(h.dir), h.dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	own := filepath.Join(h.dir, "svc")
+	if err := os.Mkdir(own, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(own, uid, -1); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(h.dir, "secret")
+	if err := os.WriteFile(secret, []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(secret, filepath.Join(own, "evil.lock")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(filepath.Join(own, "evil.lock"), uid, -1); err != nil {
+		t.Fatal(err)
+	}
+	h.run()
+	h.install(service("evil", desired.ServiceSpec{User: "nobody", Lock: filepath.Join(own, "evil.lock"),
+		Command: sh(`echo PWNED >&3; sleep 1000`), Restart: &desired.RestartSpec{Policy: "never"}}), false)
+	h.install(service("fair", desired.ServiceSpec{User: "nobody", Lock: filepath.Join(own, "fair.lock"),
+		Command: []string{"sleep", "1000"}}), false)
+	ctx := context.Background()
+	_, _ = h.apply(ctx, actuators.Step{Op: actuators.OpStart, Unit: "evil.service"})
+	time.Sleep(300 * time.Millisecond) // time for the shell's echo, had it the file
+	if b, _ := os.ReadFile(secret); string(b) != "secret\n" {
+		t.Fatalf("a service running as nobody wrote to a root-only file through its lock: %q", b)
+	}
+	if u := h.unit("evil.service"); isActive(u) {
+		t.Fatalf("evil runs: %+v", u)
+	}
+	if _, err := h.apply(ctx, actuators.Step{Op: actuators.OpStart, Unit: "fair.service"}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitUnit("fair.service", "running", isActive)
+	fi, err := os.Stat(filepath.Join(own, "fair.lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); int(st.Uid) != uid {
+		t.Fatalf("fair.lock owned by uid %d, want the service's %d", st.Uid, uid)
 	}
 }

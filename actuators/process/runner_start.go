@@ -51,7 +51,13 @@ func (r *runner) startAttempt(ctx context.Context) {
 
 func (r *runner) lockThenRun(ctx context.Context) {
 	if r.spec.Lock != "" && r.lock == nil {
-		f, busy, err := tryLock(r.spec.Lock)
+		id, err := resolveIdentity(r.spec.User, r.spec.Group)
+		if err != nil {
+			r.log.Error("lock failed", zap.Error(err))
+			r.fail(ResultExitCode, err)
+			return
+		}
+		f, busy, err := tryLock(r.spec.Lock, id.cred)
 		if err != nil {
 			r.log.Error("lock failed", zap.Error(err))
 			r.fail(ResultExitCode, err)

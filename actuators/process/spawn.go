@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"syscall"
@@ -284,8 +285,13 @@ func signalGroup(pgid int, sig syscall.Signal) {
 //	                  for its whole life; the agent closes its copy after fork
 //	(nil, true, nil) - someone else holds it; try again later
 //	(nil, false, err) - the lock file cannot be used
-func tryLock(path string) (*os.File, bool, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_CLOEXEC, 0o644)
+//
+// The file is opened as the service's user (cred; nil: the agent's own), as
+// systemd's unit opens it in the service's shell: opened as root, a lock
+// path the service controls could name, through a symlink, any file on
+// the host, which the service would then hold open for writing as fd 3.
+func tryLock(path string, cred *syscall.Credential) (*os.File, bool, error) {
+	f, err := openAs(path, os.O_RDWR|os.O_CREATE|syscall.O_CLOEXEC, 0o644, cred)
 	if err != nil {
 		return nil, false, fmt.Errorf("open lock %s: %w", path, err)
 	}
@@ -298,4 +304,49 @@ func tryLock(path string) (*os.File, bool, error) {
 		return nil, true, nil
 	}
 	return nil, false, fmt.Errorf("flock %s: %w", path, err)
+}
+
+// openAs opens path with the file-system identity of cred (nil: the
+// agent's own): on a thread of its own whose fsuid, fsgid and supplementary
+// groups are cred's, so the kernel checks the path (symlinks included) as
+// it would for the service. Those credentials are per thread on Linux (the
+// raw system calls, not the libc ones that change every thread); the
+// goroutine ends still locked to the thread, so Go discards the thread
+// instead of reusing it with the service's identity.
+func openAs(path string, flag int, perm os.FileMode, cred *syscall.Credential) (*os.File, error) {
+	if cred == nil || (cred.Uid == 0 && cred.Gid == 0) {
+		return os.OpenFile(path, flag, perm)
+	}
+	type result struct {
+		f   *os.File
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		groups := make([]int, len(cred.Groups))
+		for i, g := range cred.Groups {
+			groups[i] = int(g)
+		}
+		// x/sys's wrappers are the raw, per-thread system calls.
+		if err := unix.Setgroups(groups); err != nil {
+			ch <- result{nil, fmt.Errorf("setgroups: %w", err)}
+			return
+		}
+		_ = unix.Setfsgid(int(cred.Gid))
+		_ = unix.Setfsuid(int(cred.Uid))
+		// setfsuid reports no error: check that both took.
+		if uid, _ := unix.SetfsuidRetUid(-1); uid != int(cred.Uid) {
+			ch <- result{nil, fmt.Errorf("setfsuid %d did not take", cred.Uid)}
+			return
+		}
+		if gid, _ := unix.SetfsgidRetGid(-1); gid != int(cred.Gid) {
+			ch <- result{nil, fmt.Errorf("setfsgid %d did not take", cred.Gid)}
+			return
+		}
+		f, err := os.OpenFile(path, flag, perm)
+		ch <- result{f, err}
+	}()
+	r := <-ch
+	return r.f, r.err
 }
