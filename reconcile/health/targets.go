@@ -28,7 +28,7 @@ func Targets(objs []*desired.Object, st *observed.State) []Target {
 			continue
 		}
 		started := time.UnixMicro(int64(u.ExecMainStartTimestamp))
-		id := Identity{User: s.User, Group: s.Group}
+		id := probeIdentity(s)
 		for _, k := range []struct {
 			kind  string
 			probe *desired.Probe
@@ -41,4 +41,22 @@ func Targets(objs []*desired.Object, st *observed.State) []Target {
 		}
 	}
 	return out
+}
+
+// probeIdentity is who the service runs as, so its exec probes run as that
+// too: user and group, overridden by the systemd escape hatch's
+// [Service] User= and Group=, which win on both backends (systemd reads
+// them last; the process backend applies them to the process). Without
+// them a probe of a service the escape hatch runs as nobody ran as root.
+func probeIdentity(s *desired.ServiceSpec) Identity {
+	id := Identity{User: s.User, Group: s.Group}
+	if svc := s.Systemd["Service"]; svc != nil {
+		if v, ok := svc["User"]; ok {
+			id.User = v
+		}
+		if v, ok := svc["Group"]; ok {
+			id.Group = v
+		}
+	}
+	return id
 }
