@@ -230,7 +230,11 @@ func loadOnce(dir, orig string, opts Options) (*Set, bool, error) {
 			continue
 		}
 		if strings.HasSuffix(name, ".d") {
-			if statIsDir(top, name) {
+			// A NAME.d that cannot be stat'ed (a dangling symlink, no
+			// permission) is a drop-in folder that cannot be read: its
+			// open reports it, and the object keeps its last good
+			// version, instead of being applied without its drop-ins.
+			if isDir, err := statDir(top, name); isDir || err != nil {
 				dropInDirs[strings.TrimSuffix(name, ".d")] = true
 			}
 			continue

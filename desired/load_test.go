@@ -364,6 +364,28 @@ func TestLoadSecureOK(t *testing.T) {
 	}
 }
 
+// A NAME.d symlink whose target is gone is a drop-in folder that cannot be
+// read: the object is broken (its last good version stays in force), not
+// loaded without its drop-ins (which could drop its user: and run it as
+// root).
+func TestLoadDanglingDropInFolder(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"a.yaml": "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [/bin/true]}\n",
+		"w.yaml": "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: w}\nspec: {command: [/bin/true]}\n",
+	})
+	if err := os.Symlink(filepath.Join(dir, "gone"), filepath.Join(dir, "w.d")); err != nil {
+		t.Fatal(err)
+	}
+	set, err := Load(dir, Options{Insecure: true})
+	if got := errorLines(t, err, dir); !strings.Contains(got, "w.d: cannot read drop-in folder") {
+		t.Errorf("errors:\n%s", got)
+	}
+	if set.Objects["Service/a"] == nil || !set.BrokenNames["w"] {
+		t.Errorf("objects %v, BrokenNames %v", sortedKeys(set.Objects), set.BrokenNames)
+	}
+}
+
 // TestLoadSymlinkedDir: the directory is resolved once (a git-sync or
 // ConfigMap "..data" swap), and Set.Dir is the resolved path.
 func TestLoadSymlinkedDir(t *testing.T) {

@@ -282,11 +282,15 @@ func listDir(n *dirNode) ([]os.DirEntry, error) {
 	return ents, err
 }
 
-// statIsDir reports whether name in n is (or leads through symlinks to) a
-// directory. It only classifies entries; the walk checks what is read.
-func statIsDir(n *dirNode, name string) bool {
+// statDir reports whether name in n is (or leads through symlinks to) a
+// directory, and the error when it cannot be told. It only classifies
+// entries; the walk checks what is read.
+func statDir(n *dirNode, name string) (bool, error) {
 	var st unix.Stat_t
-	return unix.Fstatat(n.fd, name, &st, 0) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR
+	if err := unix.Fstatat(n.fd, name, &st, 0); err != nil {
+		return false, err
+	}
+	return st.Mode&unix.S_IFMT == unix.S_IFDIR, nil
 }
 
 // ownerDetail checks a manifest file or folder's own owner and mode (must
