@@ -344,3 +344,29 @@ func TestEncodeLastGoodRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// A file of two objects one of which turns invalid holds both: the valid
+// one's change is not applied either (the file may be half edited), its
+// last good version stays in force, with an event saying why.
+func TestBrokenSiblingDocumentHoldsTheFile(t *testing.T) {
+	dir := t.TempDir()
+	db := strings.Replace(webManifest, "name: web", "name: db", 1)
+	writeManifest(t, dir, "both.yaml", webManifest+"---\n"+db)
+	f := newFake()
+	r := newStoreReconciler(t, dir, f, f, nil)
+	if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	web2 := strings.Replace(webManifest, `["/bin/sleep", "infinity"]`, `["/bin/sleep", "1000"]`, 1)
+	writeManifest(t, dir, "both.yaml", web2+"---\n"+db+"  stopTimeout: forever\n")
+	res, err := r.Reconcile(context.Background(), Options{DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := planSteps(res); got != "" {
+		t.Fatalf("plan with an invalid sibling document: %q, want none", got)
+	}
+	if res.LoadErr == nil || !strings.Contains(res.LoadErr.Error(), "stopTimeout") {
+		t.Fatalf("load error: %v", res.LoadErr)
+	}
+}

@@ -512,14 +512,19 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 	for _, o := range set.Sorted() {
 		seen[o.ID()] = true
 		file, busy := set.Unsettled(o)
-		if file == "" && !set.BrokenNames[o.Metadata.Name] {
+		if file == "" && !set.IsBroken(o) {
 			objs = append(objs, o)
 			continue
 		}
 		protected[o.ID()] = true
 		why := "a drop-in of it is invalid"
-		if file != "" {
+		switch _, fileBroken := set.Broken[o.Source.File]; {
+		case file != "":
 			why = holdReason(file, busy)
+		case fileBroken && !set.BrokenNames[o.Metadata.Name]:
+			// Another document of its file is invalid: the file may be
+			// half edited, so none of it is applied yet.
+			why = o.Source.File + " has an invalid document"
 		}
 		if lg := r.lastGood[o.ID()]; lg != nil {
 			objs = append(objs, lg)
