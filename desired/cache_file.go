@@ -140,7 +140,14 @@ func decodeCacheLine(line []byte) (string, cachedFile, error) {
 
 // readTrusted reads path when it is a regular file owned by root or the
 // caller, not writable by group or other, checked on the open descriptor.
-func readTrusted(path string) ([]byte, error) {
+func readTrusted(path string) ([]byte, error) { return ReadTrusted(path) }
+
+// ReadTrusted reads a file of the agent's state dir that it acts on (the
+// manifest cache, the last good objects): not through a symlink, a regular
+// file owned by root or this user and not writable by group or others, at
+// most 256 MiB. A state file anyone else could write would otherwise turn
+// into root-run programs past the manifests' own checks.
+func ReadTrusted(path string) ([]byte, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err

@@ -80,7 +80,7 @@ func (f *LastGoodFile) Load() (map[string]*desired.Object, error) {
 	if !f.readOnly {
 		f.removeTemp()
 	}
-	data, err := os.ReadFile(f.Path())
+	data, err := desired.ReadTrusted(f.Path())
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}

@@ -370,3 +370,37 @@ func TestBrokenSiblingDocumentHoldsTheFile(t *testing.T) {
 		t.Fatalf("load error: %v", res.LoadErr)
 	}
 }
+
+// The last good objects are programs the agent will run as root: a file
+// others could write, or a symlink, is refused like a manifest would be.
+func TestLastGoodFileMustBeTrusted(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", webManifest)
+	state := filepath.Join(t.TempDir(), "state")
+	f := newFake()
+	if _, err := newStoreReconciler(t, dir, f, f, NewLastGoodFile(state, false)).Reconcile(context.Background(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(state, LastGoodFileName)
+	if objs, err := NewLastGoodFile(state, true).Load(); err != nil || len(objs) != 1 {
+		t.Fatalf("load: %v %v", objs, err)
+	}
+	if err := os.Chmod(path, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if objs, err := NewLastGoodFile(state, true).Load(); err == nil || len(objs) != 0 {
+		t.Fatalf("a group/other-writable last good file loaded: %v %v", objs, err)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path, path+".real"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(path+".real", path); err != nil {
+		t.Fatal(err)
+	}
+	if objs, err := NewLastGoodFile(state, true).Load(); err == nil || len(objs) != 0 {
+		t.Fatalf("a symlinked last good file loaded: %v %v", objs, err)
+	}
+}
