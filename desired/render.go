@@ -443,6 +443,9 @@ func renderWatchdog(o *Object) UnitFile {
 	var buf bytes.Buffer
 	buf.WriteString(ownershipHeader(o))
 	fmt.Fprintf(&buf, "# %s=%s\n", KeyObject, o.ID())
+	// The source files, as a unit's X-Resil-Source: an agent with no
+	// memory does not prune this drop-in while one of them is invalid.
+	fmt.Fprintf(&buf, "# %s=%s\n", KeySource, strings.Join(append([]string{o.Source.File}, o.Source.DropIns...), " "))
 	_, _ = io.Copy(&buf, unit.Serialize(u))
 	return UnitFile{Name: WatchdogFile, Dir: DirManager, Data: buf.Bytes(), Object: o.ID()}
 }

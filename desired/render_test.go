@@ -308,6 +308,7 @@ spec: {runtimeTimeout: 1m}
 			want: map[string]string{WatchdogFile: `# Managed by resil from Watchdog/wd (m.yaml). Do not edit: the agent restores this file.
 # Local changes belong in a drop-in manifest wd.d/*.yaml beside it.
 # X-Resil-Object=Watchdog/wd
+# X-Resil-Source=m.yaml
 [Manager]
 RuntimeWatchdogSec=60s
 `},

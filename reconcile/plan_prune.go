@@ -27,6 +27,25 @@ func (p *planner) pruneWatchdog() {
 	if !ok || p.in.Protected[owner] {
 		return
 	}
+	// As for units: not while the manifest it came from is invalid (a
+	// drop-in written before it named its source: not while any is).
+	if src := ownmark.SourceOf(m.File); p.brokenSource(m.File) || (len(src) == 0 && len(p.in.BrokenFiles) > 0) {
+		p.find(owner, "", ReasonLastGoodRetained, "its manifest is invalid; the manager drop-in "+m.ConfPath+" is not pruned", true, false)
+		return
+	}
+	if p.in.PruneGrace > 0 {
+		d, ok := p.in.PrunePending[owner]
+		if !ok {
+			d = p.in.Now.Add(p.in.PruneGrace)
+		}
+		p.pending[owner] = d
+		if p.in.Now.Before(d) {
+			p.find(owner, "", ReasonPrunePending, fmt.Sprintf("its manifest is gone; the manager drop-in %s is kept until %s (--prune-grace %s), then pruned",
+				m.ConfPath, d.UTC().Format(LayoutMilli), p.in.PruneGrace), false, false)
+			return
+		}
+		delete(p.pending, owner)
+	}
 	mk := p.mark()
 	reason := fmt.Sprintf("pruned: %s no longer desired", owner)
 	p.files = append(p.files, actuators.Step{Op: actuators.OpRemoveFile, Object: owner, Path: m.ConfPath, Old: m.File, Reason: reason})
