@@ -577,7 +577,11 @@ func TestYAMLErrorLines(t *testing.T) {
 		{"x: 1\na: [1, 2\n", "m.yaml:2: invalid YAML: did not find expected ',' or ']'"},
 		{"x: 1\ny: 2\na: {b: 1\nc: 2\n", "m.yaml:3: invalid YAML: did not find expected ',' or '}'"},
 		{"x: 1\ny: 2\n- a\n", "m.yaml:3: invalid YAML: did not find expected key"},
-		{"x: 1\ny:\n  - a\n  b: 2\n", "m.yaml:3: invalid YAML: did not find expected '-' indicator"},
+		{"x: 1\ny:\n  - a\n  b: 2\n", "m.yaml:4: invalid YAML: did not find expected '-' indicator"},
+		// yaml.v3 names the line where the enclosing block began (6 and
+		// 2 here); the error names the line it could not parse.
+		{"a: 1\nspec:\n  command: [x]\n  env:\n    A: 1\n  restart:\n    policy: always\n   delay: 5s\n  stop: 1\n", "m.yaml:8: invalid YAML: did not find expected key"},
+		{"x: 1\n---\na: 1\nb:\n  c: 1\n d: 2\n", "m.yaml:6: invalid YAML: did not find expected key"},
 		{"x: 1\n\ty: 2\n", "m.yaml:2: invalid YAML: found a tab character that violates indentation"},
 		{"x: 1\ny: 2\nz: a: b\n", "m.yaml:3: invalid YAML: mapping values are not allowed in this context"},
 		{"x: 1\ny: 2\nz: 'abc\n", "m.yaml:3: invalid YAML: found unexpected end of stream"},

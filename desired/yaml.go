@@ -82,7 +82,9 @@ func parseDocs(data []byte) ([]*yaml.Node, *FieldError) {
 			return out, nil
 		}
 		if err != nil {
-			return nil, yamlError(err)
+			fe := yamlError(err)
+			fe.Line = problemLine(data, fe)
+			return nil, fe
 		}
 		if len(out) >= maxDocsPerFile {
 			return nil, &FieldError{Detail: fmt.Sprintf("more than %d documents", maxDocsPerFile)}
@@ -113,6 +115,45 @@ var yamlParserProblems = map[string]bool{
 	"found duplicate %YAML directive":        true,
 	"found incompatible YAML document":       true,
 	"found duplicate %TAG directive":         true,
+}
+
+// problemLine returns the line of fe's parser problem. yaml.v3 names the
+// line where the enclosing block (a mapping under spec:, a document)
+// began, not the line it could not parse: the problem is on the first
+// line from there whose prefix of the file fails the same way, looked for
+// within problemLineMax lines (each look is a parse of the prefix: an error
+// path only, bounded).
+func problemLine(data []byte, fe *FieldError) int {
+	if fe.Line < 1 || !strings.HasPrefix(fe.Detail, "invalid YAML: ") {
+		return fe.Line
+	}
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	prefixLen := 0
+	for i := 0; i < fe.Line-1 && i < len(lines); i++ {
+		prefixLen += len(lines[i])
+	}
+	for k := fe.Line; k <= len(lines) && k < fe.Line+problemLineMax; k++ {
+		prefixLen += len(lines[k-1])
+		if parseFails(data[:prefixLen], fe.Detail) {
+			return k
+		}
+	}
+	return fe.Line
+}
+
+const problemLineMax = 200
+
+// parseFails reports whether data fails to parse with detail.
+func parseFails(data []byte, detail string) bool {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var n yaml.Node
+		err := dec.Decode(&n)
+		if err == nil {
+			continue
+		}
+		return !errors.Is(err, io.EOF) && yamlError(err).Detail == detail
+	}
 }
 
 func yamlError(err error) *FieldError {
