@@ -6,6 +6,7 @@ package process
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -299,10 +300,19 @@ func (r *runner) startCopiers(p *child) {
 }
 
 func (r *runner) ensureNotify(ctx context.Context) error {
+	id, _ := resolveIdentity(r.spec.User, r.spec.Group)
 	if r.notify != nil {
+		// The socket outlives the process: a changed user or group must
+		// still be able to send to it (0660, its owner the service's).
+		uid, gid := id.uid, id.gid
+		if uid < 0 {
+			uid, gid = os.Geteuid(), os.Getegid()
+		}
+		if err := os.Lchown(r.notify.path, uid, gid); err != nil {
+			return fmt.Errorf("chown notify socket: %w", err)
+		}
 		return nil
 	}
-	id, _ := resolveIdentity(r.spec.User, r.spec.Group)
 	ns, err := listenNotify(filepath.Join(r.u.s.runDir, r.u.name+".notify"), id.uid, id.gid)
 	if err != nil {
 		return err

@@ -243,3 +243,32 @@ func TestStopEscalatesToKill(t *testing.T) {
 		t.Fatalf("after stop: %+v", u)
 	}
 }
+
+// A watchdog service whose user changes keeps working after its restart:
+// the notify socket (kept across restarts, 0660) is handed to the new
+// user (it stayed the old one's, READY=1 was refused, and the watchdog
+// killed the service in a loop).
+func TestNotifySocketFollowsUserChange(t *testing.T) {
+	t.Parallel()
+	sandbox.RequireRoot(t, "to switch users")
+	h := newHarness(t, "", Options{})
+	os.Chmod(h.dir, 0o755) // t.TempDir is 0700: nobody could not reach the socket
+	os.Chmod(filepath.Dir(h.dir), 0o755)
+	h.run()
+	spec := desired.ServiceSpec{Command: sh(`systemd-notify --ready; while sleep 0.2; do systemd-notify WATCHDOG=1; done`),
+		Watchdog: &desired.ServiceWatchdog{Timeout: "5s", NotifyAccess: "all"}}
+	h.install(service("nw", spec), false)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := h.apply(ctx, actuators.Step{Op: actuators.OpStart, Unit: "nw.service"}); err != nil {
+		t.Fatalf("start as root: %v", err)
+	}
+	spec.User = "nobody"
+	h.install(service("nw", spec), false)
+	if _, err := h.apply(ctx, actuators.Step{Op: actuators.OpRestart, Unit: "nw.service"}); err != nil {
+		t.Fatalf("restart as nobody (waits for READY=1): %v", err)
+	}
+	if u := h.unit("nw.service"); !isActive(u) {
+		t.Fatalf("after the user change: %+v", u)
+	}
+}
