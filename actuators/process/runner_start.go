@@ -200,7 +200,11 @@ func (r *runner) spawn(ctx context.Context, argv []string, extra []string, main 
 	}
 	now := s.now()
 	base := filepath.Join(s.runDir, r.u.name+"."+strconv.FormatInt(now.UnixNano(), 36))
-	l := launch{argv: argv, env: env, dir: r.spec.WorkingDirectory, id: id, out: base + ".out", errp: errPath(base, r.spec.Logs), stamp: now}
+	dir := r.spec.WorkingDirectory
+	if dir == "" {
+		dir = "/" // systemd's for system services, not the agent's own
+	}
+	l := launch{argv: argv, env: env, dir: dir, id: id, out: base + ".out", errp: errPath(base, r.spec.Logs), stamp: now}
 	if reserved != nil {
 		l.out, l.errp = reserved.Stdout, reserved.Stderr
 	}

@@ -272,3 +272,20 @@ func TestNotifySocketFollowsUserChange(t *testing.T) {
 		t.Fatalf("after the user change: %+v", u)
 	}
 }
+
+// With no workingDirectory a service runs in / (systemd's default for
+// system services), not in the agent's own working directory.
+func TestDefaultWorkingDirectoryIsRoot(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "", Options{})
+	h.run()
+	out := filepath.Join(h.dir, "pwd")
+	h.install(service("wd", desired.ServiceSpec{Command: sh(`pwd > ` + out + `; exec sleep 1000`)}), false)
+	if _, err := h.apply(context.Background(), actuators.Step{Op: actuators.OpStart, Unit: "wd.service"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "pwd written", func() bool { b, _ := os.ReadFile(out); return len(b) > 0 })
+	if b, _ := os.ReadFile(out); string(b) != "/\n" {
+		t.Fatalf("working directory %q, want /", b)
+	}
+}
