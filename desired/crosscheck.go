@@ -65,7 +65,11 @@ func (l *loader) crossCheck(all []*Object, dropInDirs map[string]bool, set *Set)
 		}
 		if l.finish(o, dropIns[name]) {
 			valid = append(valid, o)
-		} else if len(dropIns[name]) > 0 {
+		} else {
+			// Its file's errors protect what came from that file; the
+			// name protects its last good version when it came from
+			// another (an object moved to a new file with an error in
+			// it was pruned, its old file gone).
 			set.BrokenNames[name] = true
 		}
 	}

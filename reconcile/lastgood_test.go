@@ -404,3 +404,27 @@ func TestLastGoodFileMustBeTrusted(t *testing.T) {
 		t.Fatalf("a symlinked last good file loaded: %v %v", objs, err)
 	}
 }
+
+// An object moved to another file with an error in it keeps its last good
+// version: its old file is gone, so only its name says it is broken (it
+// was pruned).
+func TestMovedObjectWithErrorNotPruned(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "a.yaml", webManifest)
+	f := newFake()
+	r := newStoreReconciler(t, dir, f, f, nil)
+	if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	writeManifest(t, dir, "b.yaml", webManifest+"  stopTimeout: forever\n")
+	if err := os.Remove(filepath.Join(dir, "a.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Reconcile(context.Background(), Options{DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := planSteps(res); got != "" {
+		t.Fatalf("plan after web moved to an invalid file: %q, want none", got)
+	}
+}
