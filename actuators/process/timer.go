@@ -35,6 +35,7 @@ type timerState struct {
 	active   bool
 	last     time.Time // last trigger
 	bootDone bool
+	bootFor  time.Duration // the onBoot that bootDone is for: a changed one is scheduled again
 	t        *time.Timer
 	tC       <-chan time.Time
 }
@@ -197,7 +198,7 @@ func (t *timerState) schedule() {
 			consider(n)
 		}
 	}
-	if d := ts.OnBoot.D(); ts.OnBoot.IsSet() && !t.bootDone {
+	if d := ts.OnBoot.D(); ts.OnBoot.IsSet() && !(t.bootDone && t.bootFor == d) {
 		consider(t.u.s.started.Add(d))
 	}
 	if d := ts.OnUnitActive.D(); d > 0 && !t.last.IsZero() {
@@ -225,7 +226,7 @@ func (t *timerState) fire(why string) {
 	now := t.u.s.now()
 	ts := t.spec.Timer
 	if ts.OnBoot.IsSet() && !now.Before(t.u.s.started.Add(ts.OnBoot.D())) {
-		t.bootDone = true
+		t.bootDone, t.bootFor = true, ts.OnBoot.D()
 	}
 	t.last = now
 	if err := t.u.s.writeStamp(t.u.name, now); err != nil {

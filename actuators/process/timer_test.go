@@ -170,3 +170,28 @@ func TestEnabledTimerActiveAtReady(t *testing.T) {
 		}
 	}
 }
+
+// A changed onBoot is scheduled again (relative to the agent's start, as
+// systemd's to boot: already past, it elapses at once); an unchanged one
+// that fired does not fire again when the timer restarts for another
+// change. (bootDone kept any new onBoot from ever firing.)
+func TestTimerOnBootChangeSchedulesAgain(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "", Options{})
+	runs := filepath.Join(h.dir, "runs")
+	h.run()
+	job := sh(`echo run >> ` + runs)
+	h.install(timer("tb", desired.TimerSpec{OnBoot: "1ms", Command: job}), true)
+	ctx := context.Background()
+	if _, err := h.apply(ctx, actuators.Step{Op: actuators.OpStart, Unit: "tb.timer"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first run", func() bool { return len(lines(t, runs)) == 1 })
+	h.install(timer("tb", desired.TimerSpec{OnBoot: "2ms", Command: job}), true)
+	waitFor(t, "a run for the changed onBoot", func() bool { return len(lines(t, runs)) == 2 })
+	h.install(timer("tb", desired.TimerSpec{OnBoot: "2ms", Command: sh(`echo run >> ` + runs + `; true`)}), true)
+	time.Sleep(time.Second)
+	if n := len(lines(t, runs)); n != 2 {
+		t.Fatalf("%d runs after a change that kept onBoot, want 2", n)
+	}
+}
