@@ -76,9 +76,6 @@ type logFiles struct {
 func (l *logFiles) get(path string, logs *desired.Logs) (fileWriter, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if w, ok := l.files[path]; ok {
-		return w, nil
-	}
 	size, err := parseSizeMB(logs.MaxSize)
 	if err != nil {
 		return fileWriter{}, err
@@ -86,6 +83,15 @@ func (l *logFiles) get(path string, logs *desired.Logs) (fileWriter, error) {
 	backups := 3
 	if logs.MaxBackups != nil {
 		backups = *logs.MaxBackups
+	}
+	if w, ok := l.files[path]; ok {
+		// The writer lives as long as the agent; a process started from a
+		// changed manifest brings its rotation settings (lumberjack reads
+		// them at each write, under the writer's lock).
+		w.mu.Lock()
+		w.lj.MaxSize, w.lj.MaxBackups = size, backups
+		w.mu.Unlock()
+		return w, nil
 	}
 	w := fileWriter{mu: &sync.Mutex{}, lj: &lumberjack.Logger{Filename: path, MaxSize: size, MaxBackups: backups}}
 	if l.files == nil {

@@ -194,3 +194,28 @@ func TestOutputFIFOs(t *testing.T) {
 		})
 	}
 }
+
+// The rotation settings follow the manifest: the writer of a path is kept
+// for the agent's life, and a later get (a process started from a changed
+// manifest) brings its maxSize and maxBackups (they stayed the first ones).
+func TestLogFilesTakeChangedRotation(t *testing.T) {
+	var l logFiles
+	defer l.close()
+	path := filepath.Join(t.TempDir(), "x.log")
+	one := 1
+	w, err := l.get(path, &desired.Logs{MaxSize: "1M", MaxBackups: &one})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.lj.MaxSize != 1 || w.lj.MaxBackups != 1 {
+		t.Fatalf("first: %d MB, %d backups", w.lj.MaxSize, w.lj.MaxBackups)
+	}
+	ten := 10
+	w2, err := l.get(path, &desired.Logs{MaxSize: "5M", MaxBackups: &ten})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w2.lj != w.lj || w.lj.MaxSize != 5 || w.lj.MaxBackups != 10 {
+		t.Fatalf("after the change: same writer %v, %d MB, %d backups", w2.lj == w.lj, w.lj.MaxSize, w.lj.MaxBackups)
+	}
+}
