@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/internal/ownmark"
@@ -33,19 +34,12 @@ func (p *planner) pruneWatchdog() {
 		p.find(owner, "", ReasonLastGoodRetained, "its manifest is invalid; the manager drop-in "+m.ConfPath+" is not pruned", true, false)
 		return
 	}
-	if p.in.PruneGrace > 0 {
-		d, ok := p.in.PrunePending[owner]
-		if !ok {
-			d = p.in.Now.Add(p.in.PruneGrace)
-		}
-		p.pending[owner] = d
-		if p.in.Now.Before(d) {
-			p.find(owner, "", ReasonPrunePending, fmt.Sprintf("its manifest is gone; the manager drop-in %s is kept until %s (--prune-grace %s), then pruned",
-				m.ConfPath, d.UTC().Format(LayoutMilli), p.in.PruneGrace), false, false)
-			return
-		}
-		delete(p.pending, owner)
+	if d, wait := p.graceFor(owner); wait {
+		p.find(owner, "", ReasonPrunePending, fmt.Sprintf("its manifest is gone; the manager drop-in %s is kept until %s (--prune-grace %s), then pruned",
+			m.ConfPath, d.UTC().Format(LayoutMilli), p.in.PruneGrace), false, false)
+		return
 	}
+	delete(p.pending, owner)
 	mk := p.mark()
 	reason := fmt.Sprintf("pruned: %s no longer desired", owner)
 	p.files = append(p.files, actuators.Step{Op: actuators.OpRemoveFile, Object: owner, Path: m.ConfPath, Old: m.File, Reason: reason})
@@ -54,6 +48,21 @@ func (p *planner) pruneWatchdog() {
 	if l := p.lease(owner); l != nil {
 		p.withhold(mk, owner, *l)
 	}
+}
+
+// graceFor records owner's prune deadline under --prune-grace (kept from
+// the pass that first found its manifest gone) and reports whether the
+// prune must wait for it.
+func (p *planner) graceFor(owner string) (time.Time, bool) {
+	if p.in.PruneGrace <= 0 {
+		return time.Time{}, false
+	}
+	d, ok := p.in.PrunePending[owner]
+	if !ok {
+		d = p.in.Now.Add(p.in.PruneGrace)
+	}
+	p.pending[owner] = d
+	return d, p.in.Now.Before(d)
 }
 
 func (p *planner) brokenSource(data []byte) bool {
@@ -117,17 +126,10 @@ func (p *planner) prune(wanted map[string]bool) {
 			}
 			continue
 		}
-		if p.in.PruneGrace > 0 {
-			d, ok := p.in.PrunePending[owner]
-			if !ok {
-				d = p.in.Now.Add(p.in.PruneGrace)
-			}
-			p.pending[owner] = d
-			if p.in.Now.Before(d) {
-				p.find(owner, "", ReasonPrunePending, fmt.Sprintf("its manifest is gone; kept running until %s (--prune-grace %s), then pruned: %s",
-					d.UTC().Format(LayoutMilli), p.in.PruneGrace, strings.Join(units[owner], ", ")), false, false)
-				continue
-			}
+		if d, wait := p.graceFor(owner); wait {
+			p.find(owner, "", ReasonPrunePending, fmt.Sprintf("its manifest is gone; kept running until %s (--prune-grace %s), then pruned: %s",
+				d.UTC().Format(LayoutMilli), p.in.PruneGrace, strings.Join(units[owner], ", ")), false, false)
+			continue
 		}
 		due = append(due, owner)
 	}

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -213,24 +210,11 @@ func TestCommandOpenErrors(t *testing.T) {
 // appended to the output.
 func runCLIErr(t *testing.T, args ...string) (string, int) {
 	t.Helper()
-	root := newRoot()
-	var out bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&out)
-	root.SetArgs(args)
-	err := root.ExecuteContext(context.Background())
-	code := 0
-	var ee *exitError
-	switch {
-	case errors.As(err, &ee):
-		code = ee.code
-	case err != nil:
-		code = 2
-	}
+	out, code, err := execCLI(args...)
 	if err != nil {
-		out.WriteString(err.Error())
+		out += err.Error()
 	}
-	return out.String(), code
+	return out, code
 }
 
 func hasArg(args []string, flag string) bool {

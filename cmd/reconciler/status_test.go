@@ -19,6 +19,13 @@ import (
 // runCLI runs the root command and returns stdout and the exit code.
 func runCLI(t *testing.T, args ...string) (string, int) {
 	t.Helper()
+	out, code, _ := execCLI(args...)
+	return out, code
+}
+
+// execCLI runs the CLI in this process: its output (stdout, then stderr),
+// its exit status and the error it returned.
+func execCLI(args ...string) (string, int, error) {
 	root := newRoot()
 	var out, errb bytes.Buffer
 	root.SetOut(&out)
@@ -33,7 +40,7 @@ func runCLI(t *testing.T, args ...string) (string, int) {
 	case err != nil:
 		code = 2
 	}
-	return out.String() + errb.String(), code
+	return out.String() + errb.String(), code, err
 }
 
 func TestStatusAndEventsCommands(t *testing.T) {
