@@ -3,6 +3,7 @@ package reconcile
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -426,5 +427,56 @@ func TestMovedObjectWithErrorNotPruned(t *testing.T) {
 	}
 	if got := planSteps(res); got != "" {
 		t.Fatalf("plan after web moved to an invalid file: %q, want none", got)
+	}
+}
+
+// drift: report leaves out-of-band changes as found, but a manifest that
+// changes state or enabled (which its unit file does not carry) is applied:
+// in the same agent (its memory) and in a new one (the persisted last good
+// objects, as `apply` and `diff` read them).
+func TestReportAppliesManifestStateChange(t *testing.T) {
+	stopped := webManifest + "  drift: report\n  state: stopped\n  enabled: false\n"
+	running := webManifest + "  drift: report\n"
+	for _, fresh := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fresh agent %v", fresh), func(t *testing.T) {
+			dir, state := t.TempDir(), filepath.Join(t.TempDir(), "state")
+			writeManifest(t, dir, "web.yaml", stopped)
+			f := newFake()
+			r := newStoreReconciler(t, dir, f, f, NewLastGoodFile(state, false))
+			if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
+				t.Fatal(err)
+			}
+			if f.active["web.service"] {
+				t.Fatal("web started although stopped")
+			}
+			writeManifest(t, dir, "web.yaml", running)
+			if fresh {
+				r = newStoreReconciler(t, dir, f, f, NewLastGoodFile(state, false))
+			}
+			res, err := r.Reconcile(context.Background(), Options{DryRun: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := planSteps(res)
+			if !strings.Contains(got, "enable web.service") || !strings.Contains(got, "start web.service (manifest changed: state running)") {
+				t.Fatalf("plan after the manifest asked for running and enabled: %q", got)
+			}
+		})
+	}
+	// Control: with no manifest change, a unit found stopped is reported.
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", running)
+	f := newFake()
+	r := newStoreReconciler(t, dir, f, f, nil)
+	if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	f.active["web.service"] = false
+	res, err := r.Reconcile(context.Background(), Options{DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := planSteps(res); got != "" {
+		t.Fatalf("drift: report planned %q for a unit stopped out of band", got)
 	}
 }

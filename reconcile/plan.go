@@ -46,6 +46,12 @@ type Input struct {
 	// Protected are object IDs whose owned units must not be pruned even if
 	// absent from Objects (their manifest is broken right now).
 	Protected map[string]bool
+	// StateChanged: objects with drift: report whose manifest changed
+	// state or enabled since their last good version. Neither is in the
+	// unit file, so without it a unit found not as they now say reads as
+	// out-of-band drift and is left as is: the manifest's change was never
+	// applied.
+	StateChanged map[string]bool
 	// BrokenFiles are manifest files (relative) that failed to load; owned
 	// units whose X-Resil-Source names one of them are never pruned, even
 	// when the agent restarted and has no memory of their last good version.
@@ -395,7 +401,7 @@ func (p *planner) enable(o *desired.Object, unit string, want bool, fs fileState
 			p.rt(actuators.OpEnable, o, unit, "new unit")
 		}
 	case want && !u.Enabled():
-		if u.UnitFileState != "" && !fs.written && u.UnitFileState != "enabled" {
+		if u.UnitFileState != "" && !fs.written && u.UnitFileState != "enabled" && !p.in.StateChanged[o.ID()] {
 			msg := fmt.Sprintf("%s is %s, want enabled", unit, u.UnitFileState)
 			if o.DriftPolicy() == desired.DriftReport {
 				p.find(o.ID(), unit, ReasonDisabled, msg+"; drift policy report: left as is", true, false)

@@ -109,6 +109,10 @@ func (p *planner) service(o *desired.Object) {
 			p.rt(actuators.OpRestart, o, f.Name, "restart owed by an interrupted pass")
 		case u.ActiveState == "inactive" || u.ActiveState == "":
 			msg := fmt.Sprintf("%s is %s, want active", f.Name, OrDash(u.ActiveState))
+			if p.in.StateChanged[o.ID()] {
+				p.rt(actuators.OpStart, o, f.Name, "manifest changed: state running")
+				return
+			}
 			if report {
 				p.find(o.ID(), f.Name, ReasonStopped, msg+"; drift policy report: left as is", true, false)
 				return

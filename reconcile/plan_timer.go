@@ -81,7 +81,7 @@ func (p *planner) timer(o *desired.Object) {
 		p.catchUp(o, name, u)
 	case !u.Active():
 		msg := fmt.Sprintf("%s is %s, want active", name, OrDash(u.ActiveState))
-		if o.DriftPolicy() == desired.DriftReport {
+		if o.DriftPolicy() == desired.DriftReport && !p.in.StateChanged[o.ID()] {
 			p.find(o.ID(), name, ReasonTimerInactive, msg+"; drift policy report: left as is", true, false)
 			return
 		}

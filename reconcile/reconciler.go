@@ -144,6 +144,9 @@ type Reconciler struct {
 type loadedDesired struct {
 	objs              []*desired.Object
 	protected, broken map[string]bool
+	// stateChanged: objects with drift: report whose state or enabled
+	// changed since the last good version (see Input.StateChanged).
+	stateChanged map[string]bool
 	prune             bool
 	busy              []Finding
 	err               error
@@ -407,7 +410,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	res.Health = r.probeStatuses()
 	safety, expired := r.safetyInput(log, opts, r.cfg.Now())
 	in := Input{Objects: effective, Files: files, UnitDir: r.cfg.UnitDir, ManagerDir: r.cfg.ManagerDir,
-		Observed: obs, Prune: prune, Protected: protected, BrokenFiles: broken, Classify: r.cfg.Classify,
+		Observed: obs, Prune: prune, Protected: protected, BrokenFiles: broken, StateChanged: d.stateChanged, Classify: r.cfg.Classify,
 		MarkProcessSince: r.cfg.MarkProcessSince, Health: res.Health, MaxParallelRestarts: r.cfg.MaxParallelRestarts,
 		RolloutReadyTimeout: r.cfg.RolloutReadyTimeout, Rollout: r.rolloutInput(log), SafetyInput: safety,
 		RestartPending: r.restartPending()}
@@ -578,14 +581,33 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 	}
 	sortObjects(objs)
 	next := map[string]*desired.Object{}
+	var stateChanged map[string]bool
 	for _, o := range objs {
 		next[o.ID()] = o
+		if prev := r.lastGood[o.ID()]; prev != nil && o.DriftPolicy() == desired.DriftReport && runState(prev) != runState(o) {
+			if stateChanged == nil {
+				stateChanged = map[string]bool{}
+			}
+			stateChanged[o.ID()] = true
+		}
 	}
 	r.lastGood = next
 	if lerr != nil {
 		log.Warn("manifests have errors", zap.Int("broken_files", len(set.Broken)), zap.Error(lerr))
 	}
-	return &loadedDesired{objs: objs, protected: protected, broken: broken, prune: true, busy: busy, err: lerr}
+	return &loadedDesired{objs: objs, protected: protected, broken: broken, stateChanged: stateChanged, prune: true, busy: busy, err: lerr}
+}
+
+// runState is what an object says about running and enablement, which its
+// unit file does not carry: state and enabled.
+func runState(o *desired.Object) string {
+	switch {
+	case o.Service != nil:
+		return fmt.Sprintf("%s %v", o.Service.DesiredState(), o.Service.IsEnabled())
+	case o.Timer != nil:
+		return fmt.Sprintf("%v", o.Timer.IsEnabled())
+	}
+	return ""
 }
 
 // holdReason says why an object's file keeps it at its last good version.
