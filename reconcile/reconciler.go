@@ -147,9 +147,9 @@ type loadedDesired struct {
 	// stateChanged: objects with drift: report whose state or enabled
 	// changed since the last good version (see Input.StateChanged).
 	stateChanged map[string]bool
-	prune             bool
-	busy              []Finding
-	err               error
+	prune        bool
+	busy         []Finding
+	err          error
 }
 
 type backoff struct {
