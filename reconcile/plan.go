@@ -302,6 +302,19 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 		case u.VendorOverrides:
 			p.find(id, f.Name, ReasonConflict, fmt.Sprintf("%s already provides %s and takes precedence over %s; leaving it alone", vendor, f.Name, path), true, false)
 			return fileState{blocked: true}
+		case !o.TakesOver() && cur != nil:
+			// resil's own file, from when the object took the unit over:
+			// takeOver was turned off, so the vendor unit is given back
+			// (what a prune of a taken-over unit does). Left, resil's
+			// stale file would shadow it for good.
+			reason := fmt.Sprintf("takeOver turned off: %s back in force", vendor)
+			if u.Active() {
+				p.runtime = append(p.runtime, actuators.Step{Op: actuators.OpRestart, Object: id, Unit: f.Name, Reason: reason})
+			}
+			p.files = append(p.files, actuators.Step{Op: actuators.OpRemoveFile, Object: id, Unit: f.Name, Path: path, Old: cur, Reason: reason})
+			p.reload = true
+			p.reloadWhy = append(p.reloadWhy, "unit files removed")
+			return fileState{blocked: true}
 		case !o.TakesOver():
 			p.find(id, f.Name, ReasonConflict, fmt.Sprintf("%s already provides %s; leaving it alone (spec.takeOver: true replaces it with resil's unit)", vendor, f.Name), true, false)
 			return fileState{blocked: true}
