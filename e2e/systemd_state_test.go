@@ -328,6 +328,25 @@ func TestVendorUnitTakeOver(t *testing.T) {
 		t.Fatalf("diff after take-over: exit %d, steps %q", code, rep.texts())
 	}
 
+	// takeOver turned off: resil's file goes, the vendor unit is back in
+	// force (it stayed shadowed by resil's stale file before).
+	e.write("vend.yaml", svc("vend", "  environment: {FROM: resil}\n"))
+	out = e.apply(0)
+	if !strings.Contains(out, "takeOver turned off") {
+		t.Fatalf("apply with takeOver turned off:\n%s", out)
+	}
+	if p := e.show("vend.service", "FragmentPath", "ActiveState"); p["FragmentPath"] != "/lib/systemd/system/vend.service" || p["ActiveState"] != "active" {
+		t.Fatalf("after takeOver turned off: %v", p)
+	}
+	if env := e.mainEnviron("vend.service"); !strings.Contains(env, "FROM=vendor") {
+		t.Fatalf("after takeOver turned off the unit runs with %q, want the vendor's", env)
+	}
+	if rep, code := e.diffJSON(); code != 0 || len(rep.Steps) != 0 {
+		t.Fatalf("diff after takeOver turned off: exit %d, steps %q", code, rep.texts())
+	}
+	e.write("vend.yaml", svc("vend", "  takeOver: true\n  environment: {FROM: resil}\n"))
+	e.apply(0)
+
 	// Prune: only resil's file goes; the vendor unit is in force again.
 	e.remove("vend.yaml")
 	out = e.apply(0)
