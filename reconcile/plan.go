@@ -272,6 +272,18 @@ type fileState struct {
 	change UnitChange
 }
 
+// ownerGone reports whether owner, the object that owns a unit file a
+// desired object renders, is gone for good: not desired, not protected
+// (its manifest broken or busy), its source files not invalid, not paused.
+func (p *planner) ownerGone(owner string, file []byte) bool {
+	for _, o := range p.in.Objects {
+		if o.ID() == owner {
+			return false
+		}
+	}
+	return !p.in.Protected[owner] && !p.brokenSource(file) && p.lease(owner) == nil
+}
+
 // syncFile plans the write of one rendered unit file.
 func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 	u := p.unit(f.Name)
@@ -284,13 +296,27 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 		}
 	}
 	id := o.ID()
+	takenFrom := ""
 	if cur != nil {
 		if owner, ok := ownmark.IsOwned(cur); !ok {
 			p.find(id, f.Name, ReasonConflict, fmt.Sprintf("%s exists and is not managed by resil; leaving it alone", path), true, false)
 			return fileState{blocked: true}
-		} else if owner != id {
+		} else if owner != id && !p.ownerGone(owner, cur) {
 			p.find(id, f.Name, ReasonConflict, fmt.Sprintf("%s is owned by %s", path, owner), true, false)
 			return fileState{blocked: true}
+		} else if owner != id {
+			// Its owner is no longer desired (the object changed kind,
+			// Service/job to Timer/job): what a prune would do to the
+			// old unit is done, then the file is this object's. Left,
+			// the old unit ran on and the new object never converged.
+			why := fmt.Sprintf("%s no longer desired; %s takes %s", owner, id, f.Name)
+			if u.Active() {
+				p.stops = append(p.stops, actuators.Step{Op: actuators.OpStop, Object: owner, Unit: f.Name, Reason: "pruned: " + why})
+			}
+			if u.Enabled() {
+				p.stops = append(p.stops, actuators.Step{Op: actuators.OpDisable, Object: owner, Unit: f.Name, Reason: "pruned: " + why})
+			}
+			takenFrom = owner
 		}
 	}
 	if u != nil && len(u.VendorPaths) > 0 {
@@ -332,8 +358,11 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 	change := UnitChange{Restart: true}
 	if cur != nil {
 		change = p.classify(cur, f.Data)
-		if _, intact := ownmark.HashOf(cur); intact {
+		if _, intact := ownmark.HashOf(cur); intact || takenFrom != "" {
 			reason = "manifest changed"
+			if takenFrom != "" {
+				reason = "taken from " + takenFrom + ", no longer desired"
+			}
 		} else {
 			msg := fmt.Sprintf("%s was edited out of band (%s)", path, firstDifference(cur, f.Data))
 			if o.DriftPolicy() == desired.DriftReport {
