@@ -402,3 +402,41 @@ func (e *env) reconcilerState(state string, args ...string) (string, string, int
 	}
 	return out.String(), errb.String(), code
 }
+
+// An object that changes kind keeping its name takes the unit its old self
+// owned, both ways: Service/job to Timer/job stops and disables the old
+// service and makes job.service the timer's job; back to a Service prunes
+// the timer and runs the service again. Each time diff is clean after.
+func TestKindChangeTakesUnit(t *testing.T) {
+	e := newEnv(t)
+	e.write("job.yaml", svc("job", ""))
+	e.apply(0)
+	if p := e.show("job.service", "ActiveState", "UnitFileState"); p["ActiveState"] != "active" || p["UnitFileState"] != "enabled" {
+		t.Fatalf("service: %v", p)
+	}
+	e.write("job.yaml", "apiVersion: resil.dev/v1\nkind: Timer\nmetadata: {name: job}\nspec:\n  onBoot: 1h\n  command: [\"/bin/echo\", \"x\"]\n")
+	out := e.apply(0)
+	if !strings.Contains(out, "taken from Service/job") {
+		t.Fatalf("apply of the kind change:\n%s", out)
+	}
+	if p := e.show("job.service", "ActiveState", "UnitFileState"); p["ActiveState"] != "inactive" || p["UnitFileState"] == "enabled" {
+		t.Fatalf("the old service after the change to a timer: %v", p)
+	}
+	if p := e.show("job.timer", "ActiveState"); p["ActiveState"] != "active" {
+		t.Fatalf("timer: %v", p)
+	}
+	if rep, code := e.diffJSON(); code != 0 {
+		t.Fatalf("diff after the change to a timer: exit %d, steps %q, findings %+v", code, rep.texts(), rep.Findings)
+	}
+	e.write("job.yaml", svc("job", ""))
+	e.apply(0)
+	if p := e.show("job.service", "ActiveState", "UnitFileState"); p["ActiveState"] != "active" || p["UnitFileState"] != "enabled" {
+		t.Fatalf("service again: %v", p)
+	}
+	if p := e.show("job.timer", "LoadState"); p["LoadState"] != "not-found" {
+		t.Fatalf("timer after the change back: %v", p)
+	}
+	if rep, code := e.diffJSON(); code != 0 {
+		t.Fatalf("diff after the change back: exit %d, steps %q", code, rep.texts())
+	}
+}
