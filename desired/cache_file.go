@@ -80,7 +80,7 @@ type cachedObject struct {
 func LoadFileCache(path, stamp string) (*FileCache, error) {
 	c := NewFileCache()
 	c.stamp = stamp
-	data, err := readTrusted(path)
+	data, err := ReadTrusted(path)
 	if err != nil {
 		return c, err
 	}
@@ -138,15 +138,12 @@ func decodeCacheLine(line []byte) (string, cachedFile, error) {
 	return e.File, cachedFile{id: filestamp.Stamp{Dev: e.Dev, Ino: e.Ino, Size: e.Size, Mtime: e.Mtime, Ctime: e.Ctime}, objs: objs}, nil
 }
 
-// readTrusted reads path when it is a regular file owned by root or the
-// caller, not writable by group or other, checked on the open descriptor.
-func readTrusted(path string) ([]byte, error) { return ReadTrusted(path) }
-
 // ReadTrusted reads a file of the agent's state dir that it acts on (the
 // manifest cache, the last good objects): not through a symlink, a regular
-// file owned by root or this user and not writable by group or others, at
-// most 256 MiB. A state file anyone else could write would otherwise turn
-// into root-run programs past the manifests' own checks.
+// file owned by root or this user and not writable by group or others,
+// checked on the open descriptor, at most 256 MiB. A state file anyone
+// else could write would otherwise turn into root-run programs past the
+// manifests' own checks.
 func ReadTrusted(path string) ([]byte, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {

@@ -309,13 +309,7 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 			// Service/job to Timer/job): what a prune would do to the
 			// old unit is done, then the file is this object's. Left,
 			// the old unit ran on and the new object never converged.
-			why := fmt.Sprintf("%s no longer desired; %s takes %s", owner, id, f.Name)
-			if u.Active() {
-				p.stops = append(p.stops, actuators.Step{Op: actuators.OpStop, Object: owner, Unit: f.Name, Reason: "pruned: " + why})
-			}
-			if u.Enabled() {
-				p.stops = append(p.stops, actuators.Step{Op: actuators.OpDisable, Object: owner, Unit: f.Name, Reason: "pruned: " + why})
-			}
+			p.stopDisable(owner, f.Name, u, fmt.Sprintf("pruned: %s no longer desired; %s takes %s", owner, id, f.Name))
 			takenFrom = owner
 		}
 	}
@@ -333,13 +327,7 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 			// takeOver was turned off, so the vendor unit is given back
 			// (what a prune of a taken-over unit does). Left, resil's
 			// stale file would shadow it for good.
-			reason := fmt.Sprintf("takeOver turned off: %s back in force", vendor)
-			if u.Active() {
-				p.runtime = append(p.runtime, actuators.Step{Op: actuators.OpRestart, Object: id, Unit: f.Name, Reason: reason})
-			}
-			p.files = append(p.files, actuators.Step{Op: actuators.OpRemoveFile, Object: id, Unit: f.Name, Path: path, Old: cur, Reason: reason})
-			p.reload = true
-			p.reloadWhy = append(p.reloadWhy, "unit files removed")
+			p.removeUnit(f.Name, u, "takeOver turned off")
 			return fileState{blocked: true}
 		case !o.TakesOver():
 			p.find(id, f.Name, ReasonConflict, fmt.Sprintf("%s already provides %s; leaving it alone (spec.takeOver: true replaces it with resil's unit)", vendor, f.Name), true, false)

@@ -30,7 +30,7 @@ func (p *planner) pruneWatchdog() {
 	}
 	// As for units: not while the manifest it came from is invalid (a
 	// drop-in written before it named its source: not while any is).
-	if src := ownmark.SourceOf(m.File); p.brokenSource(m.File) || (len(src) == 0 && len(p.in.BrokenFiles) > 0) {
+	if p.brokenSource(m.File) || (len(p.in.BrokenFiles) > 0 && ownmark.SourceOf(m.File) == nil) {
 		p.find(owner, "", ReasonLastGoodRetained, "its manifest is invalid; the manager drop-in "+m.ConfPath+" is not pruned", true, false)
 		return
 	}
@@ -159,22 +159,21 @@ func (p *planner) prune(wanted map[string]bool) {
 
 // pruneUnit plans the stop, disable and remove of one owned unit.
 func (p *planner) pruneUnit(n string, u *observed.Unit) {
-	reason := fmt.Sprintf("pruned: %s no longer desired", u.Owner)
+	p.removeUnit(n, u, fmt.Sprintf("pruned: %s no longer desired", u.Owner))
+}
+
+// removeUnit plans the removal of resil's file of unit n, for reason: the
+// unit stopped and disabled first, or, taken over from a vendor file, the
+// vendor unit (and its enablement) in force again and a running process
+// restarted from it.
+func (p *planner) removeUnit(n string, u *observed.Unit, reason string) {
 	if len(u.VendorPaths) > 0 {
-		// A unit taken over from a vendor file: remove only resil's
-		// file; the vendor unit (and its enablement) is in force again,
-		// and a running process is restarted from it.
 		if u.Active() && !u.VendorOverrides {
 			p.runtime = append(p.runtime, actuators.Step{Op: actuators.OpRestart, Object: u.Owner, Unit: n,
 				Reason: reason + "; " + strings.Join(u.VendorPaths, ", ") + " back in force"})
 		}
 	} else {
-		if u.Active() {
-			p.stops = append(p.stops, actuators.Step{Op: actuators.OpStop, Object: u.Owner, Unit: n, Reason: reason})
-		}
-		if u.Enabled() {
-			p.stops = append(p.stops, actuators.Step{Op: actuators.OpDisable, Object: u.Owner, Unit: n, Reason: reason})
-		}
+		p.stopDisable(u.Owner, n, u, reason)
 	}
 	path := u.Path
 	if path == "" {
@@ -183,4 +182,15 @@ func (p *planner) pruneUnit(n string, u *observed.Unit) {
 	p.files = append(p.files, actuators.Step{Op: actuators.OpRemoveFile, Object: u.Owner, Unit: n, Path: path, Old: u.File, Reason: reason})
 	p.reload = true
 	p.reloadWhy = append(p.reloadWhy, "unit files removed")
+}
+
+// stopDisable plans the stop of unit n when active and its disable when
+// enabled, in the prune phase, as owner's.
+func (p *planner) stopDisable(owner, n string, u *observed.Unit, reason string) {
+	if u.Active() {
+		p.stops = append(p.stops, actuators.Step{Op: actuators.OpStop, Object: owner, Unit: n, Reason: reason})
+	}
+	if u.Enabled() {
+		p.stops = append(p.stops, actuators.Step{Op: actuators.OpDisable, Object: owner, Unit: n, Reason: reason})
+	}
 }

@@ -147,6 +147,35 @@ type rechecker interface {
 	Recheck()
 }
 
+// ledgerApply records in the restart ledger what a pass that changed
+// something did: the restarts since the last agent's (or apply's)
+// baseline, as the pass saw them before its steps, then its own restarts
+// and starts (cause agent), from its observation after the steps; the
+// baseline the next agent continues from is that last one. Without it the
+// next agent found a new main process and no step of its own, and counted
+// apply's restart as a manual one. A pass that changed nothing leaves the
+// ledger to the next agent (what it would find is what that agent finds).
+func ledgerApply(ctx context.Context, k *ledger.Keeper, pass, after reconcile.Result) {
+	if !changedSomething(pass) || pass.Observed == nil {
+		return
+	}
+	now := time.Now()
+	k.Observe(ctx, pass, now)
+	if after.Observed != pass.Observed {
+		k.Observe(ctx, reconcile.Result{Observed: after.Observed, Desired: pass.Desired}, now)
+	}
+}
+
+// changedSomething reports whether a step of the pass changed the host.
+func changedSomething(res reconcile.Result) bool {
+	for _, o := range res.Outcomes {
+		if o.Skipped == "" && o.Err == nil && o.Result == actuators.Changed {
+			return true
+		}
+	}
+	return false
+}
+
 // statusAfter is what `reconciler status` should show after an apply pass:
 // the pass planned from what it observed before its steps, so when a step
 // changed something the host is observed again (a dry-run pass: nothing is
@@ -158,43 +187,16 @@ type rechecker interface {
 // status, files or main process's start changed, the rest as the pass
 // read them (KeepReads); at 1000 units the full read it replaces took
 // ~70 ms of each `apply` that acted.
-// ledgerApply records in the restart ledger what a pass that changed
-// something did: the restarts since the last agent's (or apply's)
-// baseline, as the pass saw them before its steps, then its own restarts
-// and starts (cause agent), from its observation after the steps; the
-// baseline the next agent continues from is that last one. Without it the
-// next agent found a new main process and no step of its own, and counted
-// apply's restart as a manual one. A pass that changed nothing leaves the
-// ledger to the next agent (what it would find is what that agent finds).
-func ledgerApply(ctx context.Context, k *ledger.Keeper, pass, after reconcile.Result) {
-	changed := false
-	for _, o := range pass.Outcomes {
-		changed = changed || (o.Skipped == "" && o.Err == nil && o.Result == actuators.Changed)
-	}
-	if !changed || pass.Observed == nil {
-		return
-	}
-	now := time.Now()
-	k.Observe(ctx, pass, now)
-	if after.Observed != pass.Observed {
-		k.Observe(ctx, reconcile.Result{Observed: after.Observed, Desired: pass.Desired}, now)
-	}
-}
-
 func statusAfter(ctx context.Context, r *reconcile.Reconciler, res reconcile.Result, err error, recheck func(), log *zap.Logger) (reconcile.Result, error) {
 	if err != nil {
 		return res, err
 	}
-	changed := false
 	for _, o := range res.Outcomes {
 		if o.Err != nil {
 			return res, err
 		}
-		if o.Skipped == "" && o.Result == actuators.Changed {
-			changed = true
-		}
 	}
-	if !changed {
+	if !changedSomething(res) {
 		return res, err
 	}
 	recheck()

@@ -48,8 +48,9 @@ func newPauseCmd(g *globals) *cobra.Command {
 					return exitCode(2, fmt.Errorf("%s", msg))
 				}
 			}
-			warnUnknownObjects(cmd.ErrOrStderr(), g, args)
-			ids := objectIDs(g)
+			set := loadForLeases(g)
+			warnUnknownObjects(cmd.ErrOrStderr(), g.manifests, set, args)
+			ids := objectIDs(set)
 			now := time.Now()
 			uid, name := whoAmI()
 			ld := reconcile.NewLeaseDir(g.stateDir)
@@ -86,7 +87,7 @@ func newResumeCmd(g *globals) *cobra.Command {
 			ld := reconcile.NewLeaseDir(g.stateDir)
 			now := time.Now()
 			uid, name := whoAmI()
-			ids := objectIDs(g)
+			ids := objectIDs(loadForLeases(g))
 			var events []reconcile.Event
 			missing := 0
 			for _, a := range args {
@@ -134,21 +135,26 @@ func leasesFor(ld reconcile.LeaseDir, a string) ([]reconcile.Lease, error) {
 	}
 	var out []reconcile.Lease
 	for _, l := range all {
-		if l.Object == a || l.Covers(a) || (!strings.Contains(a, "/") && strings.HasSuffix(l.Object, "/"+a)) {
+		if l.Covers(a) || (!strings.Contains(a, "/") && strings.HasSuffix(l.Object, "/"+a)) {
 			out = append(out, l)
 		}
 	}
 	return out, nil
 }
 
-// objectIDs maps each object name the manifests declare to its IDs
-// (nil when they cannot be read).
-func objectIDs(g *globals) map[string][]string {
+// loadForLeases loads the manifests for pause and resume, which only
+// name what they hold (nil when they cannot be read).
+func loadForLeases(g *globals) *desired.Set {
 	opts, err := g.loadOptions()
 	if err != nil {
 		return nil
 	}
 	set, _ := desired.Load(g.manifests, opts)
+	return set
+}
+
+// objectIDs maps each object name the manifests declare to its IDs.
+func objectIDs(set *desired.Set) map[string][]string {
 	if set == nil {
 		return nil
 	}
@@ -178,12 +184,7 @@ func eventObject(ids map[string][]string, a string) string {
 // warnUnknownObjects warns of each name no manifest declares (a typo
 // pauses nothing): the lease is still taken, and holds an object of that
 // name should one appear. Manifests that cannot be read warn nothing.
-func warnUnknownObjects(w io.Writer, g *globals, names []string) {
-	opts, err := g.loadOptions()
-	if err != nil {
-		return
-	}
-	set, _ := desired.Load(g.manifests, opts)
+func warnUnknownObjects(w io.Writer, manifests string, set *desired.Set, names []string) {
 	if set == nil {
 		return
 	}
@@ -199,7 +200,7 @@ func warnUnknownObjects(w io.Writer, g *globals, names []string) {
 	}
 	for _, n := range names {
 		if !known[n] && len(set.Broken) == 0 && len(set.Busy) == 0 {
-			fmt.Fprintf(w, "warning: no manifest in %s declares %s; the lease holds it should it appear\n", g.manifests, n)
+			fmt.Fprintf(w, "warning: no manifest in %s declares %s; the lease holds it should it appear\n", manifests, n)
 		}
 	}
 }
