@@ -73,6 +73,8 @@ func TestAdoptedExitRestarts(t *testing.T) {
 	h2.waitUnit("short.service", "adopted", func(u *observed.Unit) bool { return isActive(u) && u.MainPID == u1.MainPID })
 	syscallKill(t, int(u1.MainPID))
 	u2 := h2.waitUnit("short.service", "restarted", func(u *observed.Unit) bool { return isActive(u) && u.MainPID != u1.MainPID })
+	// Active once forked: its shell writes "run" a moment later.
+	waitFor(t, "the restarted process's run", func() bool { return len(lines(t, runs)) >= 2 })
 	if u2.NRestarts != 1 || len(lines(t, runs)) != 2 {
 		t.Fatalf("after adopted exit: %+v runs %d", u2, len(lines(t, runs)))
 	}
