@@ -179,3 +179,80 @@ func TestTimerRetryThenReported(t *testing.T) {
 		t.Errorf("the agent started the job again")
 	}
 }
+
+// A changed timer is not restarted while it waits: a start forgets the
+// last trigger, so its OnBootSec (past) would fire the job again at once.
+// Moving the manifest to another file (only the X-Resil-Source comment
+// changes) and changing the schedule both keep the timer's activation and
+// last trigger, and the new schedule is in force after the daemon-reload
+// alone. An elapsed timer with a new schedule is restarted: nothing else
+// schedules it.
+func TestTimerChangeKeepsLastTrigger(t *testing.T) {
+	e := newEnv(t)
+	spec := `  onBoot: 1ms
+  schedule: ["*-*-* %s:00:00 UTC"]
+  accuracy: 1ms
+  command: ["/bin/sh", "-c", "echo run >> /run/boot"]
+`
+	e.write("boot.yaml", timer("boot", fmt.Sprintf(spec, "03")))
+	e.apply(0)
+	e.eventually("the boot run", 10*time.Second, func() bool { return len(e.lines("/run/boot")) == 1 })
+	e.eventually("the job done", 10*time.Second, func() bool { return e.prop("boot.timer", "SubState") == "waiting" })
+	before := e.show("boot.timer", "ActiveEnterTimestampMonotonic", "LastTriggerUSecMonotonic")
+	kept := func(step string) {
+		t.Helper()
+		time.Sleep(1500 * time.Millisecond)
+		if n := len(e.lines("/run/boot")); n != 1 {
+			t.Errorf("%s: the job ran %d times, want once (timer restarted?)", step, n)
+		}
+		if now := e.show("boot.timer", "ActiveEnterTimestampMonotonic", "LastTriggerUSecMonotonic"); now["ActiveEnterTimestampMonotonic"] != before["ActiveEnterTimestampMonotonic"] ||
+			now["LastTriggerUSecMonotonic"] != before["LastTriggerUSecMonotonic"] {
+			t.Errorf("%s: timer restarted: %v, before %v", step, now, before)
+		}
+	}
+
+	// The manifest moves to another file.
+	e.write("jobs.yaml", timer("boot", fmt.Sprintf(spec, "03")))
+	e.remove("boot.yaml")
+	out := e.apply(0)
+	if !strings.Contains(out, "write /etc/systemd/system/boot.timer") || strings.Contains(out, "restart boot.timer") {
+		t.Errorf("moved manifest, apply:\n%s", out)
+	}
+	kept("moved manifest")
+
+	// The schedule changes while the timer waits: daemon-reload alone.
+	e.write("jobs.yaml", timer("boot", fmt.Sprintf(spec, "04")))
+	out, _, code := e.reconciler("diff")
+	if code != 1 || !strings.Contains(out, "reload only: OnCalendar changed") || strings.Contains(out, "restart boot.timer") {
+		t.Errorf("schedule change, diff exit %d:\n%s", code, out)
+	}
+	e.apply(0)
+	kept("schedule change")
+	if next := e.prop("boot.timer", "NextElapseUSecRealtime"); !strings.Contains(next, " 04:00:00") {
+		t.Errorf("NextElapseUSecRealtime %q after the reload, want the new schedule (04:00)", next)
+	}
+	if out, _, code := e.reconciler("diff"); code != 0 {
+		t.Errorf("not converged, diff exit %d:\n%s", code, out)
+	}
+
+	// An elapsed timer (only onBoot, fired) given a schedule: restarted.
+	e.write("once.yaml", timer("once", `  onBoot: 1ms
+  accuracy: 1ms
+  command: ["/bin/true"]
+`))
+	e.apply(0)
+	e.eventually("once.timer elapsed", 10*time.Second, func() bool { return e.prop("once.timer", "SubState") == "elapsed" })
+	e.write("once.yaml", timer("once", `  onBoot: 1ms
+  schedule: ["*-*-* 05:00:00 UTC"]
+  accuracy: 1ms
+  command: ["/bin/true"]
+`))
+	out = e.apply(0)
+	if !strings.Contains(out, "restart once.timer (unit file changed: OnCalendar; elapsed, only a start schedules it)") {
+		t.Errorf("elapsed timer given a schedule, apply:\n%s", out)
+	}
+	e.eventually("once.timer waiting for 05:00", 10*time.Second, func() bool {
+		p := e.show("once.timer", "SubState", "NextElapseUSecRealtime")
+		return p["SubState"] == "waiting" && strings.Contains(p["NextElapseUSecRealtime"], " 05:00:00")
+	})
+}

@@ -346,6 +346,9 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 	change := UnitChange{Restart: true}
 	if cur != nil {
 		change = p.classify(cur, f.Data)
+		if strings.HasSuffix(f.Name, ".timer") {
+			change = timerChange(change, u)
+		}
 		if _, intact := ownmark.HashOf(cur); intact || takenFrom != "" {
 			reason = "manifest changed"
 			if takenFrom != "" {
@@ -376,6 +379,24 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 	p.reload = true
 	p.reloadWhy = append(p.reloadWhy, "unit files written")
 	return fileState{written: true, isNew: cur == nil, change: change}
+}
+
+// timerChange turns a timer's restart-class change into a reload-only one
+// while the timer waits for its next elapse (or runs its job). On
+// daemon-reload systemd re-reads the file and computes a waiting timer's
+// next elapse from the new settings (timer_coldplug; a running timer does
+// when its job ends), so nothing is lost without a restart, and a restart
+// would do harm: a start forgets the last trigger, so a one-time trigger
+// already past (OnBootSec=) fires again at once, and the job runs outside
+// its schedule. An elapsed timer has nothing left to wait for: only a
+// start schedules its new settings, so its change stays a restart. The
+// process backend reschedules a changed timer on its reload the same way.
+// Checked against a real systemd by TestTimerChangeKeepsLastTrigger.
+func timerChange(c UnitChange, u *observed.Unit) UnitChange {
+	if c.Restart && u != nil && u.ActiveState == "active" && (u.SubState == "waiting" || u.SubState == "running") {
+		return UnitChange{Keys: c.Keys}
+	}
+	return c
 }
 
 // classify compares the old and new bytes of a unit file with the

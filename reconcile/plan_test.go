@@ -19,7 +19,9 @@ var update = flag.Bool("update", false, "rewrite golden plan.txt files")
 
 // obsUnit is the test-side form of an observed unit. File is one of:
 // "rendered" (exactly what the manifest renders), "edited" (rendered, then a
-// line changed by hand), "foreign" (a unit resil does not own), "stale" (an
+// line changed by hand), "moved" (rendered from the same object in another
+// manifest file: only the X-Resil-Source comment differs), "foreign" (a unit
+// resil does not own), "stale" (an
 // intact resil file of an older manifest version, owned by Owner or the
 // object), or "" (absent).
 type obsUnit struct {
@@ -127,7 +129,7 @@ func TestPlanGolden(t *testing.T) {
 			}
 			in := Input{Files: map[string][]desired.UnitFile{}, UnitDir: unitDir, ManagerDir: "/etc/systemd/system.conf.d",
 				Prune: !of.NoPrune, Protected: map[string]bool{}, BrokenFiles: map[string]bool{}}
-			rendered := map[string][]byte{}
+			rendered, moved := map[string][]byte{}, map[string][]byte{}
 			for _, o := range set.Sorted() {
 				in.Objects = append(in.Objects, o)
 				fs, err := desired.Render(o)
@@ -137,6 +139,15 @@ func TestPlanGolden(t *testing.T) {
 				in.Files[o.ID()] = fs
 				for _, f := range fs {
 					rendered[f.Name] = f.Data
+				}
+				old := *o
+				old.Source.File = "old-" + o.Source.File
+				fs, err = desired.Render(&old)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, f := range fs {
+					moved[f.Name] = f.Data
 				}
 			}
 			for _, f := range of.BrokenFiles {
@@ -183,6 +194,8 @@ func TestPlanGolden(t *testing.T) {
 				switch u.File {
 				case "rendered":
 					ou.File = rendered[name]
+				case "moved":
+					ou.File = moved[name]
 				case "edited":
 					ou.File = []byte(strings.Replace(string(rendered[name]), "Restart=", "Restart=no\n#", 1))
 				case "foreign":

@@ -16,6 +16,7 @@ func (p *planner) timer(o *desired.Object) {
 	t := o.Timer
 	var timerFile *desired.UnitFile
 	var written bool
+	var change UnitChange
 	for i, f := range p.in.Files[o.ID()] {
 		fs := p.syncFile(o, f)
 		if fs.blocked {
@@ -23,7 +24,7 @@ func (p *planner) timer(o *desired.Object) {
 		}
 		if strings.HasSuffix(f.Name, ".timer") {
 			timerFile = &p.in.Files[o.ID()][i]
-			written = fs.written
+			written, change = fs.written, fs.change
 		}
 	}
 	if timerFile == nil {
@@ -70,9 +71,14 @@ func (p *planner) timer(o *desired.Object) {
 		p.catchUp(o, name, u)
 		p.rt(actuators.OpStart, o, name, "timer failed, want active")
 		p.find(o.ID(), name, ReasonTimerInactive, "timer failed; starting", true, true)
-	case written && u.Active():
+	case written && u.Active() && change.Restart:
+		// Elapsed: only a start schedules the new settings (timerChange).
 		p.catchUp(o, name, u)
-		p.rt(actuators.OpRestart, o, name, "timer changed")
+		p.rt(actuators.OpRestart, o, name, change.Reason()+"; "+u.SubState+", only a start schedules it")
+	case written && u.Active():
+		// Reload only: daemon-reload reschedules a waiting timer from its
+		// new file; comments (a renamed manifest's X-Resil-Source),
+		// Description and [Install] need no restart either.
 	case !u.Active() && u.PendingJob && !written:
 		// Its start is queued, waiting for what it is ordered after (at
 		// boot, a timer with maxLateness waits for the agent's READY=1).

@@ -35,7 +35,7 @@ type timerState struct {
 	active   bool
 	last     time.Time // last trigger
 	bootDone bool
-	bootFor  time.Duration // the onBoot that bootDone is for: a changed one is scheduled again
+	bootFor  time.Duration // the onBoot that bootDone is for: a changed one is scheduled again if still ahead
 	t        *time.Timer
 	tC       <-chan time.Time
 }
@@ -199,7 +199,15 @@ func (t *timerState) schedule() {
 		}
 	}
 	if d := ts.OnBoot.D(); ts.OnBoot.IsSet() && !(t.bootDone && t.bootFor == d) {
-		consider(t.u.s.started.Add(d))
+		at := t.u.s.started.Add(d)
+		if at.After(now) || !t.firedSinceBoot() {
+			consider(at) // a past one fires at once: the first start after boot
+		} else {
+			// A changed onBoot already past, on a timer that fired since
+			// boot: as systemd's daemon-reload, a one-time trigger in the
+			// past is dropped, not fired late.
+			t.bootDone, t.bootFor = true, d
+		}
 	}
 	if d := ts.OnUnitActive.D(); d > 0 && !t.last.IsZero() {
 		consider(t.last.Add(d))
@@ -218,6 +226,14 @@ func (t *timerState) schedule() {
 	t.t = time.NewTimer(wait)
 	t.tC = t.t.C
 	t.u.update(func(st *status) { st.ActiveState, st.SubState, st.NextElapse = "active", "waiting", next })
+}
+
+// firedSinceBoot: the timer triggered since the supervisor started (the
+// process backend's boot). systemd keeps the last trigger in memory from
+// the timer's start, and its reload drops one-time triggers already past
+// only when there is one.
+func (t *timerState) firedSinceBoot() bool {
+	return !t.last.IsZero() && !t.last.Before(t.u.s.started)
 }
 
 // fire triggers the target and stores the trigger time (atomically) for

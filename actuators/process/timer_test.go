@@ -187,11 +187,22 @@ func TestTimerOnBootChangeSchedulesAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the first run", func() bool { return len(lines(t, runs)) == 1 })
-	h.install(timer("tb", desired.TimerSpec{OnBoot: "2ms", Command: job}), true)
+	// Changed, still ahead: scheduled.
+	ahead := time.Since(h.s.started) + 1500*time.Millisecond
+	h.install(timer("tb", desired.TimerSpec{OnBoot: desired.Duration(ahead.String()), Command: job}), true)
 	waitFor(t, "a run for the changed onBoot", func() bool { return len(lines(t, runs)) == 2 })
-	h.install(timer("tb", desired.TimerSpec{OnBoot: "2ms", Command: sh(`echo run >> ` + runs + `; true`)}), true)
+	h.install(timer("tb", desired.TimerSpec{OnBoot: desired.Duration(ahead.String()), Command: sh(`echo run >> ` + runs + `; true`)}), true)
 	time.Sleep(time.Second)
 	if n := len(lines(t, runs)); n != 2 {
 		t.Fatalf("%d runs after a change that kept onBoot, want 2", n)
 	}
+	// Changed, already past, on a timer that fired: dropped, as systemd's
+	// daemon-reload drops a one-time trigger in the past (the e2e
+	// TestTimerChangeKeepsLastTrigger).
+	h.install(timer("tb", desired.TimerSpec{OnBoot: "2ms", Command: job}), true)
+	time.Sleep(time.Second)
+	if n := len(lines(t, runs)); n != 2 {
+		t.Fatalf("%d runs after onBoot changed to a time already past, want 2", n)
+	}
+	h.waitUnit("tb.timer", "elapsed (nothing left to wait for)", func(u *observed.Unit) bool { return u.SubState == "elapsed" })
 }
