@@ -2,13 +2,17 @@ package process
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 	"gopkg.in/natefinch/lumberjack.v2"
 
@@ -58,19 +62,158 @@ func (p prefixWriter) writeLine(line []byte) error {
 type fileWriter struct {
 	mu *sync.Mutex
 	lj *lumberjack.Logger
+	// failing: the last write failed (logged once per failure spell:
+	// the line is lost, the process is not blocked).
+	failing *bool
+	log     *zap.Logger
+	// as, when the log's folder belongs to someone other than root,
+	// runs every file operation with that owner's file-system identity
+	// (fsThread); nil: on the caller's thread, as root.
+	as *fsThread
 }
 
 func (f fileWriter) writeLine(line []byte) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	_, err := f.lj.Write(line)
+	var err error
+	if f.as != nil {
+		err = f.as.do(func() error {
+			_, err := f.lj.Write(line)
+			return err
+		})
+	} else {
+		_, err = f.lj.Write(line)
+	}
+	if f.failing != nil && (err != nil) != *f.failing {
+		*f.failing = err != nil
+		if err != nil {
+			f.log.Error("log file write failed; lines are lost until it works again", zap.String("path", f.lj.Filename), zap.Error(err))
+		} else {
+			f.log.Info("log file written again", zap.String("path", f.lj.Filename))
+		}
+	}
 	return err
+}
+
+// Log files are written by the agent, which runs as root, in a folder the
+// manifest names. lumberjack opens, renames, creates and chowns files by
+// path; in a folder another user can write (a service's own log folder),
+// that user could swap the log file for a symlink between two of those
+// steps and have root truncate, append to or chown any file on the host.
+// So in such a folder every file operation runs with the folder owner's
+// file-system identity: the kernel then checks each path as it would for
+// that user, who gains nothing they could not do themselves. A folder of
+// root's that nobody else may write is used as root (systemd's
+// StandardOutput=append: opens as root too).
+
+// fsThread is one goroutine locked to an OS thread whose fsuid, fsgid and
+// supplementary groups are a user's (raw, per-thread system calls, as
+// openAs); it runs the functions it is given. It never unlocks: when it
+// ends, Go discards the thread instead of reusing it with that identity.
+type fsThread struct {
+	reqs chan fsReq
+	done chan struct{}
+}
+
+type fsReq struct {
+	fn  func() error
+	err chan error
+}
+
+func startFSThread(uid, gid int) (*fsThread, error) {
+	t := &fsThread{reqs: make(chan fsReq), done: make(chan struct{})}
+	ready := make(chan error, 1)
+	go func() {
+		defer close(t.done)
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		if err := unix.Setgroups(nil); err != nil {
+			ready <- fmt.Errorf("setgroups: %w", err)
+			return
+		}
+		_ = unix.Setfsgid(gid)
+		_ = unix.Setfsuid(uid)
+		if got, _ := unix.SetfsuidRetUid(-1); got != uid {
+			ready <- fmt.Errorf("setfsuid %d did not take", uid)
+			return
+		}
+		if got, _ := unix.SetfsgidRetGid(-1); got != gid {
+			ready <- fmt.Errorf("setfsgid %d did not take", gid)
+			return
+		}
+		ready <- nil
+		for r := range t.reqs {
+			r.err <- r.fn()
+		}
+	}()
+	if err := <-ready; err != nil {
+		<-t.done
+		return nil, err
+	}
+	return t, nil
+}
+
+// do runs fn on the thread and returns its error.
+func (t *fsThread) do(fn func() error) error {
+	r := fsReq{fn: fn, err: make(chan error, 1)}
+	t.reqs <- r
+	return <-r.err
+}
+
+// stop ends the goroutine and waits for it.
+func (t *fsThread) stop() {
+	close(t.reqs)
+	<-t.done
+}
+
+// nobody is the overflow user and group (nobody, nogroup).
+const nobody = 65534
+
+// logIdentity returns the file-system identity log files at path are
+// written with: as root (root true) when root owns the folder that holds
+// (or will hold, once lumberjack creates it) path and nobody else may
+// write it, or it is sticky (/tmp) and the kernel refuses to follow
+// another user's symlinks there (fs.protected_symlinks and
+// fs.protected_regular); as the folder's owner when a user owns it; as
+// nobody with the folder's group when root owns it but its group may
+// write it, or with nogroup when anyone may.
+func logIdentity(path string) (uid, gid int, root bool, err error) {
+	dir := filepath.Dir(filepath.Clean(path))
+	var st unix.Stat_t
+	for {
+		err := unix.Stat(dir, &st)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.ENOENT) || dir == "/" {
+			return 0, 0, false, fmt.Errorf("log folder %s: %w", dir, err)
+		}
+		dir = filepath.Dir(dir)
+	}
+	switch {
+	case st.Uid != 0:
+		return int(st.Uid), int(st.Gid), false, nil
+	case st.Mode&0o022 == 0:
+		return 0, 0, true, nil
+	case st.Mode&unix.S_ISVTX != 0 && sysctlOn("protected_symlinks") && sysctlOn("protected_regular"):
+		return 0, 0, true, nil
+	case st.Mode&0o002 == 0:
+		return nobody, int(st.Gid), false, nil
+	}
+	return nobody, nobody, false, nil
+}
+
+// sysctlOn reports whether /proc/sys/fs/NAME is set (not 0).
+func sysctlOn(name string) bool {
+	b, err := os.ReadFile("/proc/sys/fs/" + name)
+	v := strings.TrimSpace(string(b))
+	return err == nil && v != "" && v != "0"
 }
 
 // logFiles owns the lumberjack loggers, by path.
 type logFiles struct {
 	mu    sync.Mutex
 	files map[string]fileWriter
+	log   *zap.Logger // nil: zap.NewNop
 }
 
 func (l *logFiles) get(path string, logs *desired.Logs) (fileWriter, error) {
@@ -93,7 +236,20 @@ func (l *logFiles) get(path string, logs *desired.Logs) (fileWriter, error) {
 		w.mu.Unlock()
 		return w, nil
 	}
-	w := fileWriter{mu: &sync.Mutex{}, lj: &lumberjack.Logger{Filename: path, MaxSize: size, MaxBackups: backups}}
+	log := l.log
+	if log == nil {
+		log = zap.NewNop()
+	}
+	w := fileWriter{mu: &sync.Mutex{}, lj: &lumberjack.Logger{Filename: path, MaxSize: size, MaxBackups: backups}, failing: new(bool), log: log}
+	uid, gid, root, err := logIdentity(path)
+	if err != nil {
+		return fileWriter{}, err
+	}
+	if !root {
+		if w.as, err = startFSThread(uid, gid); err != nil {
+			return fileWriter{}, fmt.Errorf("log file %s: %w", path, err)
+		}
+	}
 	if l.files == nil {
 		l.files = map[string]fileWriter{}
 	}
@@ -106,7 +262,12 @@ func (l *logFiles) close() {
 	defer l.mu.Unlock()
 	for p, w := range l.files {
 		w.mu.Lock()
-		w.lj.Close()
+		if w.as != nil {
+			_ = w.as.do(w.lj.Close)
+			w.as.stop()
+		} else {
+			w.lj.Close()
+		}
 		w.mu.Unlock()
 		delete(l.files, p)
 	}

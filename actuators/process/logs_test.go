@@ -9,6 +9,10 @@ import (
 	"strings"
 	"testing"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/sys/unix"
+
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/desired"
 	"resil.dev/resil/observed"
@@ -217,5 +221,110 @@ func TestLogFilesTakeChangedRotation(t *testing.T) {
 	}
 	if w2.lj != w.lj || w.lj.MaxSize != 5 || w.lj.MaxBackups != 10 {
 		t.Fatalf("after the change: same writer %v, %d MB, %d backups", w2.lj == w.lj, w.lj.MaxSize, w.lj.MaxBackups)
+	}
+}
+
+// logsBase returns a folder every user may traverse (t.TempDir is 0700).
+func logsBase(t *testing.T) string {
+	t.Helper()
+	base := t.TempDir()
+	for _, d := range []string{filepath.Dir(base), base} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return base
+}
+
+func TestLogIdentity(t *testing.T) {
+	base := logsBase(t)
+	cases := []struct {
+		name     string
+		uid, gid int
+		mode     os.FileMode
+		path     string // below the folder
+		wantUID  int
+		wantGID  int
+		wantRoot bool
+	}{
+		{"root only", 0, 0, 0o755, "x.log", 0, 0, true},
+		{"a user's", 1234, 4321, 0o755, "x.log", 1234, 4321, false},
+		{"a user's, folders to create", 1234, 4321, 0o700, "a/b/x.log", 1234, 4321, false},
+		{"root's, group may write", 0, 4, 0o775, "x.log", nobody, 4, false},
+		{"root's, anyone may write", 0, 0, 0o777, "x.log", nobody, nobody, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := filepath.Join(base, strings.ReplaceAll(c.name, " ", "-"))
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(dir, c.uid, c.gid); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(dir, c.mode); err != nil {
+				t.Fatal(err)
+			}
+			uid, gid, root, err := logIdentity(filepath.Join(dir, c.path))
+			if err != nil || uid != c.wantUID || gid != c.wantGID || root != c.wantRoot {
+				t.Errorf("logIdentity = %d, %d, root %v, %v; want %d, %d, root %v", uid, gid, root, err, c.wantUID, c.wantGID, c.wantRoot)
+			}
+		})
+	}
+}
+
+// A service's own log folder: the service may swap its log file for a
+// symlink. The agent (root) writes there as the folder's owner, so the
+// symlink gives nothing the owner could not write itself; a plain file is
+// created and owned by that user.
+func TestLogFileInAUsersFolderWrittenAsThatUser(t *testing.T) {
+	base := logsBase(t)
+	dir := filepath.Join(base, "app")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(base, "secret")
+	if err := os.WriteFile(secret, []byte("root only\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "app.log")
+	if err := os.Symlink(secret, path); err != nil {
+		t.Fatal(err)
+	}
+	core, logged := observer.New(zap.InfoLevel)
+	l := logFiles{log: zap.New(core)}
+	defer l.close()
+	w, err := l.get(path, &desired.Logs{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.writeLine([]byte("planted\n")); err == nil {
+		t.Errorf("a write through the service's symlink to a file of root's succeeded")
+	}
+	if b, _ := os.ReadFile(secret); string(b) != "root only\n" {
+		t.Fatalf("root's file written through the service's symlink: %q", b)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.writeLine([]byte("line\n")); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "line\n" || st.Uid != nobody {
+		t.Errorf("log file %q owned by %d, want \"line\\n\" owned by %d", b, st.Uid, nobody)
+	}
+	var msgs []string
+	for _, e := range logged.All() {
+		msgs = append(msgs, e.Message)
+	}
+	if len(msgs) != 2 || !strings.HasPrefix(msgs[0], "log file write failed") || msgs[1] != "log file written again" {
+		t.Errorf("agent log %q, want the failure once, then the recovery", msgs)
 	}
 }

@@ -137,6 +137,7 @@ func New(stateDir string, log *zap.Logger, opts Options) (*Supervisor, error) {
 		units: map[string]*unit{}, table: map[string]procRecord{},
 		dirty: make(chan struct{}, 1), ctl: make(chan chan reloadReply), ready: make(chan struct{}), done: make(chan struct{}),
 	}
+	s.logFiles.log = s.log
 	return s, nil
 }
 
