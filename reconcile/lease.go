@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"resil.dev/resil/desired"
 	"resil.dev/resil/internal/filestamp"
 )
 
@@ -114,7 +115,9 @@ func (d LeaseDir) Put(l Lease) error {
 
 // Get returns the lease of object; (Lease{}, false, nil) when there is none.
 func (d LeaseDir) Get(object string) (Lease, bool, error) {
-	b, err := os.ReadFile(d.path(object))
+	// Trusted: a lease written by anyone but root would let them hold
+	// back every change and drift correction of an object.
+	b, err := desired.ReadTrusted(d.path(object))
 	if errors.Is(err, os.ErrNotExist) {
 		return Lease{}, false, nil
 	}

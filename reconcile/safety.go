@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"resil.dev/resil/desired"
 )
 
 // Safety configures the operator's safety rails of a Reconciler (issue
@@ -86,7 +88,7 @@ func (r *Reconciler) loadPending() {
 // warning naming the file).
 func (r *Reconciler) readTimes(name string) map[string]time.Time {
 	path := filepath.Join(r.cfg.Safety.StateDir, name)
-	b, err := os.ReadFile(path)
+	b, err := desired.ReadTrusted(path) // a forged prune deadline would prune early
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			r.log.Warn("state file not read", zap.String("path", path), zap.Error(err))
@@ -126,7 +128,11 @@ func (r *Reconciler) safetyInput(log *zap.Logger, opts Options, now time.Time) (
 			expired = append(expired, l)
 		}
 	}
-	if b, err := os.ReadFile(filepath.Join(sc.StateDir, PruneConfirmFileName)); err == nil {
+	// Trusted: a confirmation written by anyone but root would let them
+	// prune past the mass-prune guard.
+	if b, err := desired.ReadTrusted(filepath.Join(sc.StateDir, PruneConfirmFileName)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		log.Warn("prune confirmation ignored", zap.Error(err))
+	} else if err == nil {
 		var c PruneConfirm
 		if err := json.Unmarshal(b, &c); err != nil {
 			log.Warn("prune confirmation ignored", zap.Error(err))
@@ -169,7 +175,7 @@ func (r *Reconciler) afterPlan(log *zap.Logger, in SafetyInput, expired []Lease,
 	// new one since the pass read it): removed when this pass used it, or
 	// when it is stale.
 	confirm := filepath.Join(sc.StateDir, PruneConfirmFileName)
-	b, err := os.ReadFile(confirm)
+	b, err := desired.ReadTrusted(confirm)
 	if err != nil {
 		return
 	}

@@ -342,3 +342,51 @@ func TestLeaseSignaturePauseThenResume(t *testing.T) {
 		t.Errorf("signature unchanged by a pause and a resume: %q", after)
 	}
 }
+
+// The state files that authorize or hold back a change are acted on only
+// when root wrote them: a prune confirmation, a lease or a prune deadline
+// writable by group or other is ignored (the confirmation prunes nothing,
+// the lease pauses nothing).
+func TestSafetyStateFilesMustBeTrusted(t *testing.T) {
+	dir, state := t.TempDir(), t.TempDir()
+	for _, n := range []string{"a", "b", "c"} {
+		writeManifest(t, dir, n+".yaml", svcManifest(n, "one"))
+	}
+	f := newFake()
+	c := &clock{t: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)}
+	r, _ := newSafetyReconciler(t, dir, state, f, c, Safety{MaxPrune: 0.5})
+	pass(t, r, Options{})
+	os.Remove(filepath.Join(dir, "a.yaml"))
+	os.Remove(filepath.Join(dir, "b.yaml"))
+	if err := WritePruneConfirm(state, PruneConfirm{Objects: []string{"Service/a", "Service/b"}, Until: c.t.Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	confirm := filepath.Join(state, PruneConfirmFileName)
+	if err := os.Chmod(confirm, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if res := pass(t, r, Options{}); res.Plan.PruneBlocked == nil || f.files["a.service"] == nil {
+		t.Fatalf("a world-writable confirmation let the prune through: %v", f.applied)
+	}
+	if err := os.Chmod(confirm, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if pass(t, r, Options{}); f.files["a.service"] != nil || f.files["b.service"] != nil {
+		t.Fatalf("the confirmation, root's again, did not prune: %v", f.applied)
+	}
+
+	leases := NewLeaseDir(state)
+	if err := leases.Put(Lease{Object: "Service/c", Reason: "test", Since: c.t, Until: c.t.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(leases.path("Service/c"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := leases.Get("Service/c"); ok || err == nil || !strings.Contains(err.Error(), "writable by group or other") {
+		t.Errorf("a world-writable lease read: ok %v, err %v", ok, err)
+	}
+	writeManifest(t, dir, "c.yaml", svcManifest("c", "two"))
+	if pass(t, r, Options{}); !strings.Contains(string(f.files["c.service"]), "MODE=two") {
+		t.Errorf("a world-writable lease held c back: %v", f.applied)
+	}
+}
