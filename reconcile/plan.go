@@ -386,9 +386,9 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 // daemon-reload systemd re-reads the file and computes a waiting timer's
 // next elapse from the new settings (timer_coldplug; a running timer does
 // when its job ends), so nothing is lost without a restart, and a restart
-// would do harm: a start forgets the last trigger, so a one-time trigger
-// already past (OnBootSec=) fires again at once, and the job runs outside
-// its schedule. An elapsed timer has nothing left to wait for: only a
+// would do harm: a start forgets the last trigger, and a timer without one
+// fires a one-time trigger already past (OnBootSec=) at once, at that
+// start or at the next daemon-reload: the job runs outside its schedule. An elapsed timer has nothing left to wait for: only a
 // start schedules its new settings, so its change stays a restart. The
 // process backend reschedules a changed timer on its reload the same way.
 // Checked against a real systemd by TestTimerChangeKeepsLastTrigger.
