@@ -169,37 +169,48 @@ func (t *fsThread) stop() {
 const nobody = 65534
 
 // logIdentity returns the file-system identity log files at path are
-// written with: as root (root true) when root owns the folder that holds
-// (or will hold, once lumberjack creates it) path and nobody else may
-// write it, or it is sticky (/tmp) and the kernel refuses to follow
-// another user's symlinks there (fs.protected_symlinks and
-// fs.protected_regular); as the folder's owner when a user owns it; as
-// nobody with the folder's group when root owns it but its group may
-// write it, or with nogroup when anyone may.
+// written with. Every folder from the one that holds path (or the nearest
+// that exists: lumberjack creates the rest) up to / is looked at, the
+// deepest first, since whoever may change one of them can redirect the
+// path: a folder a user owns makes it that user; a folder of root's that
+// its group or anyone may write makes it nobody (with that group, or
+// nogroup). A sticky one (/tmp) is safe above a folder of root's (nobody
+// else may rename that away); where files or folders are created in it,
+// only while the kernel refuses to follow another user's symlinks there
+// (fs.protected_symlinks and fs.protected_regular). Folders of root's that
+// nobody else may write all the way up: root (root true), as systemd's
+// StandardOutput=append: opens.
 func logIdentity(path string) (uid, gid int, root bool, err error) {
 	dir := filepath.Dir(filepath.Clean(path))
-	var st unix.Stat_t
+	creates := true // the deepest existing folder: names are created in it
+	found := false
 	for {
+		var st unix.Stat_t
 		err := unix.Stat(dir, &st)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, unix.ENOENT) || dir == "/" {
+		switch {
+		case err == nil:
+			found = true
+			sticky := st.Mode&unix.S_ISVTX != 0
+			switch {
+			case st.Uid != 0:
+				return int(st.Uid), int(st.Gid), false, nil
+			case st.Mode&0o022 == 0:
+			case sticky && !creates:
+			case sticky && sysctlOn("protected_symlinks") && sysctlOn("protected_regular"):
+			case st.Mode&0o002 == 0:
+				return nobody, int(st.Gid), false, nil
+			default:
+				return nobody, nobody, false, nil
+			}
+			creates = false
+		case found || !errors.Is(err, unix.ENOENT):
 			return 0, 0, false, fmt.Errorf("log folder %s: %w", dir, err)
+		}
+		if dir == "/" {
+			return 0, 0, true, nil
 		}
 		dir = filepath.Dir(dir)
 	}
-	switch {
-	case st.Uid != 0:
-		return int(st.Uid), int(st.Gid), false, nil
-	case st.Mode&0o022 == 0:
-		return 0, 0, true, nil
-	case st.Mode&unix.S_ISVTX != 0 && sysctlOn("protected_symlinks") && sysctlOn("protected_regular"):
-		return 0, 0, true, nil
-	case st.Mode&0o002 == 0:
-		return nobody, int(st.Gid), false, nil
-	}
-	return nobody, nobody, false, nil
 }
 
 // sysctlOn reports whether /proc/sys/fs/NAME is set (not 0).

@@ -238,6 +238,10 @@ func logsBase(t *testing.T) string {
 
 func TestLogIdentity(t *testing.T) {
 	base := logsBase(t)
+	stickyUID, stickyRoot := nobody, false
+	if sysctlOn("protected_symlinks") && sysctlOn("protected_regular") {
+		stickyUID, stickyRoot = 0, true
+	}
 	cases := []struct {
 		name     string
 		uid, gid int
@@ -252,6 +256,14 @@ func TestLogIdentity(t *testing.T) {
 		{"a user's, folders to create", 1234, 4321, 0o700, "a/b/x.log", 1234, 4321, false},
 		{"root's, group may write", 0, 4, 0o775, "x.log", nobody, 4, false},
 		{"root's, anyone may write", 0, 0, 0o777, "x.log", nobody, nobody, false},
+		// root's, in a folder of a user's: the user may swap it.
+		{"root's in a user's", 1234, 4321, 0o755, "sub/x.log", 1234, 4321, false},
+		// root's, in a sticky folder anyone may write: nobody else may
+		// rename it away.
+		{"root's in a sticky one", 0, 0, os.ModeSticky | 0o777, "sub/x.log", 0, 0, true},
+		// missing folders are created in a sticky folder anyone may
+		// write: safe only with the kernel's protections.
+		{"to create in a sticky one", 0, 0, os.ModeSticky | 0o777, "new/x.log", stickyUID, stickyUID, stickyRoot},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -264,6 +276,11 @@ func TestLogIdentity(t *testing.T) {
 			}
 			if err := os.Chmod(dir, c.mode); err != nil {
 				t.Fatal(err)
+			}
+			if d := filepath.Dir(c.path); d == "sub" {
+				if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil { // root's
+					t.Fatal(err)
+				}
 			}
 			uid, gid, root, err := logIdentity(filepath.Join(dir, c.path))
 			if err != nil || uid != c.wantUID || gid != c.wantGID || root != c.wantRoot {
