@@ -388,10 +388,11 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 // when its job ends), so nothing is lost without a restart, and a restart
 // would do harm: a start forgets the last trigger, and a timer without one
 // fires a one-time trigger already past (OnBootSec=) at once, at that
-// start or at the next daemon-reload: the job runs outside its schedule. An elapsed timer has nothing left to wait for: only a
-// start schedules its new settings, so its change stays a restart. The
-// process backend reschedules a changed timer on its reload the same way.
-// Checked against a real systemd by TestTimerChangeKeepsLastTrigger.
+// start or at the next daemon-reload: the job runs outside its schedule.
+// An elapsed timer has nothing left to wait for: only a start schedules
+// its new settings, so its change stays a restart. The process backend
+// reschedules a changed timer on its reload the same way. Checked against
+// a real systemd by TestTimerChangeKeepsLastTrigger.
 func timerChange(c UnitChange, u *observed.Unit) UnitChange {
 	if c.Restart && u != nil && u.ActiveState == "active" && (u.SubState == "waiting" || u.SubState == "running") {
 		return UnitChange{Keys: c.Keys}
