@@ -3,7 +3,9 @@ package e2e
 // The generated diff-fidelity check (issue 9, item 12): random sequences of
 // out-of-band changes and manifest edits against the sandboxed systemd,
 // each followed by `diff`, then `apply --expect-plan HASH`, then `diff`
-// again. After every operation:
+// again. One operation in five is on a Timer object (timerOp): a schedule,
+// onBoot, persistent or enabled change, a move to another file, a delete,
+// a stop or start by hand. After every operation:
 //   - apply executes exactly the steps diff showed, under the same plan
 //     hash, and every step succeeds and changes something (a step apply
 //     finds already done means the observer misread the host);
@@ -56,10 +58,42 @@ func (s fidSpec) manifest(name string) string {
 	return svc(name, extra)
 }
 
+// fidTimer is a Timer manifest of the generator: an inline /bin/true job
+// on a daily schedule, optionally also on boot (1ms: already past, so it
+// fires when the timer starts, and the timer elapses only when nothing
+// else is ahead), persistent, disabled.
+type fidTimer struct {
+	hour       int
+	onBoot     bool
+	onlyBoot   bool // no schedule: the timer elapses once its boot run is done
+	persistent bool
+	disabled   bool
+}
+
+func (s fidTimer) manifest(name string) string {
+	m := "  accuracy: 1ms\n  command: [\"/bin/true\"]\n"
+	if !s.onlyBoot {
+		m += fmt.Sprintf("  schedule: [\"*-*-* %02d:00:00 UTC\"]\n", s.hour)
+	}
+	if s.onBoot || s.onlyBoot {
+		m += "  onBoot: 1ms\n"
+	}
+	if s.persistent {
+		m += "  persistent: true\n"
+	}
+	if s.disabled {
+		m += "  enabled: false\n"
+	}
+	return timer(name, m)
+}
+
+var fidTimerNames = []string{"ta", "tb"}
+
 type fidelity struct {
-	e     *env
-	rng   *rand.Rand
-	specs map[string]fidSpec
+	e      *env
+	rng    *rand.Rand
+	specs  map[string]fidSpec
+	timers map[string]fidTimer
 	// log is the current sequence's operations, for the failure report.
 	log      []string
 	seed     int64
@@ -106,7 +140,7 @@ func TestDiffFidelity(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Hour)
 	t.Cleanup(cancel)
 	e.ctx = ctx
-	f := &fidelity{e: e, rng: rand.New(rand.NewSource(seed)), specs: map[string]fidSpec{}, seed: seed}
+	f := &fidelity{e: e, rng: rand.New(rand.NewSource(seed)), specs: map[string]fidSpec{}, timers: map[string]fidTimer{}, seed: seed}
 	start := time.Now()
 	deadline, hasDeadline := t.Deadline()
 	for f.seq = 0; f.seq < seqs && f.failures < 5; f.seq++ {
@@ -170,7 +204,11 @@ func (f *fidelity) reset() {
 			}
 		}
 	}
-	f.specs = map[string]fidSpec{}
+	for _, n := range fidTimerNames {
+		_ = os.Remove(filepath.Join(e.host, "m", n+".yaml"))
+		_ = os.Remove(filepath.Join(e.host, "m", n+"-moved.yaml"))
+	}
+	f.specs, f.timers = map[string]fidSpec{}, map[string]fidTimer{}
 	e.systemctl("daemon-reload")
 	f.note("reset: all manifests and foreign drop-ins removed")
 	// Removing every manifest is the accident the mass-prune guard stops
@@ -192,9 +230,77 @@ func (f *fidelity) addManifest(name string) string {
 	return f.note("add manifest %s %+v", name, s)
 }
 
+func (f *fidelity) randomTimer() fidTimer {
+	return fidTimer{hour: f.rng.Intn(24), onBoot: f.rng.Intn(2) == 0, onlyBoot: f.rng.Intn(5) == 0,
+		persistent: f.rng.Intn(3) == 0, disabled: f.rng.Intn(6) == 0}
+}
+
+// timerOp applies one random operation to a Timer object: a manifest
+// added, changed (schedule, onBoot, persistent, enabled) or deleted, or
+// the timer stopped or started by hand.
+func (f *fidelity) timerOp() string {
+	e := f.e
+	name := fidTimerNames[f.rng.Intn(len(fidTimerNames))]
+	s, ok := f.timers[name]
+	if !ok {
+		s = f.randomTimer()
+		f.timers[name] = s
+		e.write(name+".yaml", s.manifest(name))
+		return f.note("add timer %s %+v", name, s)
+	}
+	switch f.rng.Intn(8) {
+	case 0:
+		_, _ = e.sb.Systemctl(e.ctx, "stop", name+".timer")
+		return f.note("systemctl stop %s.timer", name)
+	case 1:
+		_, _ = e.sb.Systemctl(e.ctx, "start", name+".timer")
+		return f.note("systemctl start %s.timer", name)
+	case 2:
+		delete(f.timers, name)
+		e.remove(f.timerFile(name))
+		return f.note("delete timer %s", name)
+	case 3:
+		// Moved to another file: only the X-Resil-Source comment changes.
+		from, to := f.timerFile(name), name+"-moved.yaml"
+		if from == to {
+			to = name + ".yaml"
+		}
+		e.write(to, s.manifest(name))
+		e.remove(from)
+		return f.note("timer %s moved to %s", name, to)
+	}
+	switch f.rng.Intn(5) {
+	case 0:
+		s.onBoot = !s.onBoot
+	case 1:
+		s.persistent = !s.persistent
+	case 2:
+		s.disabled = !s.disabled
+	case 3:
+		s.onlyBoot = !s.onlyBoot
+	default:
+		s.hour = (s.hour + 1 + f.rng.Intn(22)) % 24
+	}
+	f.timers[name] = s
+	e.write(f.timerFile(name), s.manifest(name))
+	return f.note("edit timer %s → %+v", name, s)
+}
+
+// timerFile is the manifest file (relative) of timer name: NAME.yaml, or
+// NAME-moved.yaml after a move.
+func (f *fidelity) timerFile(name string) string {
+	if _, err := os.Stat(filepath.Join(f.e.host, "m", name+"-moved.yaml")); err == nil {
+		return name + "-moved.yaml"
+	}
+	return name + ".yaml"
+}
+
 // op applies one random operation and describes it.
 func (f *fidelity) op() string {
 	e := f.e
+	if f.rng.Intn(5) == 0 {
+		return f.timerOp()
+	}
 	names := f.present()
 	if len(names) == 0 {
 		return f.addManifest(f.pick(1)[0])
