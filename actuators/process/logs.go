@@ -60,51 +60,95 @@ func (p prefixWriter) writeLine(line []byte) error {
 // fileWriter appends lines to a rotating log file shared by every process
 // (and unit) that names the same path.
 type fileWriter struct {
-	mu *sync.Mutex
-	lj *lumberjack.Logger
+	mu   sync.Mutex
+	path string // as the manifest names it
+	lj   *lumberjack.Logger
 	// failing: the last write failed (logged once per failure spell:
 	// the line is lost, the process is not blocked).
-	failing *bool
+	failing bool
 	log     *zap.Logger
-	// as, when the log's folder belongs to someone other than root,
-	// runs every file operation with that owner's file-system identity
+	// as, when someone other than root may change the log's folder,
+	// runs every file operation with that user's file-system identity
 	// (fsThread); nil: on the caller's thread, as root.
 	as *fsThread
+	// pin, when root writes but someone else may change a folder above
+	// the log's: the log's folder, held open; lumberjack works through
+	// /proc/self/fd/N (see logAccess).
+	pin *pinnedDir
 }
 
-func (f fileWriter) writeLine(line []byte) error {
+type pinnedDir struct {
+	f        *os.File // O_PATH
+	dev, ino uint64
+}
+
+func (f *fileWriter) writeLine(line []byte) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var err error
-	if f.as != nil {
-		err = f.as.do(func() error {
-			_, err := f.lj.Write(line)
-			return err
-		})
-	} else {
-		_, err = f.lj.Write(line)
+	err := f.write(line)
+	if err != nil && f.pin != nil && f.repin() {
+		err = f.write(line)
 	}
-	if f.failing != nil && (err != nil) != *f.failing {
-		*f.failing = err != nil
+	if (err != nil) != f.failing {
+		f.failing = err != nil
 		if err != nil {
-			f.log.Error("log file write failed; lines are lost until it works again", zap.String("path", f.lj.Filename), zap.Error(err))
+			f.log.Error("log file write failed; lines are lost until it works again", zap.String("path", f.path), zap.Error(err))
 		} else {
-			f.log.Info("log file written again", zap.String("path", f.lj.Filename))
+			f.log.Info("log file written again", zap.String("path", f.path))
 		}
 	}
 	return err
 }
 
+func (f *fileWriter) write(line []byte) error {
+	if f.as != nil {
+		return f.as.do(func() error {
+			_, err := f.lj.Write(line)
+			return err
+		})
+	}
+	_, err := f.lj.Write(line)
+	return err
+}
+
+// repin, after a failed write through a pinned folder (removed, or
+// replaced by the operator), looks at the path again and pins the folder
+// now there if root may still write it; it reports whether it did.
+func (f *fileWriter) repin() bool {
+	a, err := logIdentity(f.path)
+	if err != nil || !a.root || !a.pinned || (a.dev == f.pin.dev && a.ino == f.pin.ino) {
+		return false
+	}
+	pin, name, err := a.open()
+	if err != nil {
+		return false
+	}
+	_ = f.lj.Close()
+	f.lj.Filename = name
+	_ = f.pin.f.Close()
+	f.pin = pin
+	return true
+}
+
 // Log files are written by the agent, which runs as root, in a folder the
 // manifest names. lumberjack opens, renames, creates and chowns files by
-// path; in a folder another user can write (a service's own log folder),
-// that user could swap the log file for a symlink between two of those
-// steps and have root truncate, append to or chown any file on the host.
-// So in such a folder every file operation runs with the folder owner's
-// file-system identity: the kernel then checks each path as it would for
-// that user, who gains nothing they could not do themselves. A folder of
-// root's that nobody else may write is used as root (systemd's
-// StandardOutput=append: opens as root too).
+// path; whoever may change a folder on that path (its owner, or anyone its
+// mode lets write it) could swap the log file, or a folder, for a symlink
+// between two of those steps and have root truncate, append to or chown
+// any file on the host. So (logIdentity):
+//   - where a user other than root owns a folder or symlink on the path,
+//     every file operation runs with that user's file-system identity: the
+//     kernel then checks each path as it would for that user, who gains
+//     nothing they could not do themselves;
+//   - where the log's own folder is root's but others may write it, with
+//     the identity nobody (and the folder's group, when only it may
+//     write): such a folder is no place for root's files;
+//   - where only a folder above it is writable by others (Ubuntu's
+//     /var/log, root:syslog 0775, above /var/log/app), root writes, but
+//     through the log's folder held open (pinnedDir): a swapped folder
+//     above it changes nothing;
+//   - otherwise root writes by path, as systemd's StandardOutput=append:
+//     opens.
 
 // fsThread is one goroutine locked to an OS thread whose fsuid, fsgid and
 // supplementary groups are a user's (raw, per-thread system calls, as
@@ -168,49 +212,157 @@ func (t *fsThread) stop() {
 // nobody is the overflow user and group (nobody, nogroup).
 const nobody = 65534
 
-// logIdentity returns the file-system identity log files at path are
-// written with. Every folder from the one that holds path (or the nearest
-// that exists: lumberjack creates the rest) up to / is looked at, the
-// deepest first, since whoever may change one of them can redirect the
-// path: a folder a user owns makes it that user; a folder of root's that
-// its group or anyone may write makes it nobody (with that group, or
-// nogroup). A sticky one (/tmp) is safe above a folder of root's (nobody
-// else may rename that away); where files or folders are created in it,
-// only while the kernel refuses to follow another user's symlinks there
-// (fs.protected_symlinks and fs.protected_regular). Folders of root's that
-// nobody else may write all the way up: root (root true), as systemd's
-// StandardOutput=append: opens.
-func logIdentity(path string) (uid, gid int, root bool, err error) {
-	dir := filepath.Dir(filepath.Clean(path))
-	creates := true // the deepest existing folder: names are created in it
-	found := false
-	for {
-		var st unix.Stat_t
-		err := unix.Stat(dir, &st)
-		switch {
-		case err == nil:
-			found = true
-			sticky := st.Mode&unix.S_ISVTX != 0
-			switch {
-			case st.Uid != 0:
-				return int(st.Uid), int(st.Gid), false, nil
-			case st.Mode&0o022 == 0:
-			case sticky && !creates:
-			case sticky && sysctlOn("protected_symlinks") && sysctlOn("protected_regular"):
-			case st.Mode&0o002 == 0:
-				return nobody, int(st.Gid), false, nil
-			default:
-				return nobody, nobody, false, nil
-			}
-			creates = false
-		case found || !errors.Is(err, unix.ENOENT):
-			return 0, 0, false, fmt.Errorf("log folder %s: %w", dir, err)
-		}
-		if dir == "/" {
-			return 0, 0, true, nil
-		}
-		dir = filepath.Dir(dir)
+// logAccess is how log files at a path are written.
+type logAccess struct {
+	uid, gid int  // the file-system identity, unless root
+	root     bool // root writes
+	// pinned (root only): a folder above dir may be changed by someone
+	// other than root; dir is opened once and every file operation goes
+	// through it.
+	pinned   bool
+	dir      string // the deepest folder that exists, symlinks resolved
+	dev, ino uint64 // dir's, as checked
+	rest     string // the path below dir: folders to create, the file
+}
+
+// maxLinks is how many symlinks logIdentity follows (the kernel's 40).
+const maxLinks = 40
+
+// logIdentity walks path from / as the kernel resolves it, one component
+// at a time with lstat, following symlinks, and decides how its log files
+// are written (see the comment above fsThread). A user's folder or
+// symlink: that user (the deepest, when several); the deepest existing
+// folder of root's but writable by others: nobody (with its group when
+// only the group may write), except a sticky one (/tmp) holding the file
+// itself while the kernel protects such folders (fs.protected_symlinks,
+// _hardlinks, _regular and _fifos all set); a folder above it writable by
+// others and not sticky: root, pinned; else root.
+func logIdentity(path string) (logAccess, error) {
+	path = filepath.Clean(path)
+	if !filepath.IsAbs(path) {
+		return logAccess{}, fmt.Errorf("log file %s: not an absolute path", path)
 	}
+	var cur unix.Stat_t
+	if err := unix.Lstat("/", &cur); err != nil {
+		return logAccess{}, fmt.Errorf("log folder /: %w", err)
+	}
+	dir := "/"
+	owner, ownerGID := -1, -1
+	if cur.Uid != 0 {
+		owner, ownerGID = int(cur.Uid), int(cur.Gid)
+	}
+	unsafeAbove := false
+	var missing []string
+	queue := strings.Split(filepath.Dir(path), "/")
+	for links := 0; len(queue) > 0; {
+		name := queue[0]
+		queue = queue[1:]
+		switch name {
+		case "", ".":
+			continue
+		case "..":
+			dir = filepath.Dir(dir)
+			if err := unix.Lstat(dir, &cur); err != nil {
+				return logAccess{}, fmt.Errorf("log folder %s: %w", dir, err)
+			}
+			continue
+		}
+		next := filepath.Join(dir, name)
+		var st unix.Stat_t
+		err := unix.Lstat(next, &st)
+		if errors.Is(err, unix.ENOENT) {
+			missing = append([]string{name}, queue...)
+			for _, m := range missing {
+				if m == ".." {
+					return logAccess{}, fmt.Errorf("log folder %s: a symlink leads to .. below a missing folder", next)
+				}
+			}
+			break
+		}
+		if err != nil {
+			return logAccess{}, fmt.Errorf("log folder %s: %w", next, err)
+		}
+		// Who may rename name away in dir: dir's owner (root: checked
+		// as dir was entered), and anyone its mode lets write it, unless
+		// it is sticky and name is root's.
+		if cur.Mode&0o022 != 0 && cur.Mode&unix.S_ISVTX == 0 {
+			unsafeAbove = true
+		}
+		if st.Uid != 0 {
+			owner, ownerGID = int(st.Uid), int(st.Gid)
+		}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFLNK:
+			if links++; links > maxLinks {
+				return logAccess{}, fmt.Errorf("log folder %s: %w", path, unix.ELOOP)
+			}
+			target, err := os.Readlink(next)
+			if err != nil {
+				return logAccess{}, fmt.Errorf("log folder %s: %w", next, err)
+			}
+			queue = append(strings.Split(target, "/"), queue...)
+			if filepath.IsAbs(target) {
+				dir = "/"
+				if err := unix.Lstat(dir, &cur); err != nil {
+					return logAccess{}, fmt.Errorf("log folder /: %w", err)
+				}
+			}
+		case unix.S_IFDIR:
+			dir, cur = next, st
+		default:
+			return logAccess{}, fmt.Errorf("log folder %s: not a folder", next)
+		}
+	}
+	if owner >= 0 {
+		return logAccess{uid: owner, gid: ownerGID}, nil
+	}
+	// Names are created in dir: the file (at each rotation too), or the
+	// folders missing.
+	sticky := cur.Mode&unix.S_ISVTX != 0
+	switch {
+	case cur.Mode&0o022 == 0:
+	case sticky && len(missing) == 0 && kernelProtectsSticky():
+	case cur.Mode&0o002 == 0:
+		return logAccess{uid: nobody, gid: int(cur.Gid)}, nil
+	default:
+		return logAccess{uid: nobody, gid: nobody}, nil
+	}
+	return logAccess{root: true, pinned: unsafeAbove, dir: dir, dev: cur.Dev, ino: cur.Ino,
+		rest: filepath.Join(append(missing, filepath.Base(path))...)}, nil
+}
+
+// open pins a.dir: opens it (O_PATH) and checks it is the folder
+// logIdentity looked at; name is the log file's path through it.
+func (a logAccess) open() (pin *pinnedDir, name string, err error) {
+	fd, err := unix.Open(a.dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, "", fmt.Errorf("log folder %s: %w", a.dir, err)
+	}
+	f := os.NewFile(uintptr(fd), a.dir)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Dev != a.dev || st.Ino != a.ino {
+		f.Close()
+		return nil, "", fmt.Errorf("log folder %s changed while it was checked (%v)", a.dir, err)
+	}
+	name = fmt.Sprintf("/proc/self/fd/%d/%s", fd, a.rest)
+	if err := unix.Stat(fmt.Sprintf("/proc/self/fd/%d", fd), &st); err != nil || st.Ino != a.ino {
+		f.Close()
+		return nil, "", fmt.Errorf("log folder %s: held open, not reachable through /proc: %w", a.dir, err)
+	}
+	return &pinnedDir{f: f, dev: a.dev, ino: a.ino}, name, nil
+}
+
+// kernelProtectsSticky reports whether the kernel keeps root from
+// following another user's symlink, opening another user's file or FIFO,
+// and lets nobody hard-link a file they may not write, in sticky folders
+// anyone may write.
+func kernelProtectsSticky() bool {
+	for _, n := range []string{"protected_symlinks", "protected_hardlinks", "protected_regular", "protected_fifos"} {
+		if !sysctlOn(n) {
+			return false
+		}
+	}
+	return true
 }
 
 // sysctlOn reports whether /proc/sys/fs/NAME is set (not 0).
@@ -223,16 +375,16 @@ func sysctlOn(name string) bool {
 // logFiles owns the lumberjack loggers, by path.
 type logFiles struct {
 	mu    sync.Mutex
-	files map[string]fileWriter
+	files map[string]*fileWriter
 	log   *zap.Logger // nil: zap.NewNop
 }
 
-func (l *logFiles) get(path string, logs *desired.Logs) (fileWriter, error) {
+func (l *logFiles) get(path string, logs *desired.Logs) (*fileWriter, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	size, err := parseSizeMB(logs.MaxSize)
 	if err != nil {
-		return fileWriter{}, err
+		return nil, err
 	}
 	backups := 3
 	if logs.MaxBackups != nil {
@@ -251,18 +403,23 @@ func (l *logFiles) get(path string, logs *desired.Logs) (fileWriter, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	w := fileWriter{mu: &sync.Mutex{}, lj: &lumberjack.Logger{Filename: path, MaxSize: size, MaxBackups: backups}, failing: new(bool), log: log}
-	uid, gid, root, err := logIdentity(path)
+	w := &fileWriter{path: path, lj: &lumberjack.Logger{Filename: path, MaxSize: size, MaxBackups: backups}, log: log}
+	a, err := logIdentity(path)
 	if err != nil {
-		return fileWriter{}, err
+		return nil, err
 	}
-	if !root {
-		if w.as, err = startFSThread(uid, gid); err != nil {
-			return fileWriter{}, fmt.Errorf("log file %s: %w", path, err)
+	switch {
+	case !a.root:
+		if w.as, err = startFSThread(a.uid, a.gid); err != nil {
+			return nil, fmt.Errorf("log file %s: %w", path, err)
+		}
+	case a.pinned:
+		if w.pin, w.lj.Filename, err = a.open(); err != nil {
+			return nil, err
 		}
 	}
 	if l.files == nil {
-		l.files = map[string]fileWriter{}
+		l.files = map[string]*fileWriter{}
 	}
 	l.files[path] = w
 	return w, nil
@@ -278,6 +435,9 @@ func (l *logFiles) close() {
 			w.as.stop()
 		} else {
 			w.lj.Close()
+		}
+		if w.pin != nil {
+			w.pin.f.Close()
 		}
 		w.mu.Unlock()
 		delete(l.files, p)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -238,56 +239,214 @@ func logsBase(t *testing.T) string {
 
 func TestLogIdentity(t *testing.T) {
 	base := logsBase(t)
-	stickyUID, stickyRoot := nobody, false
-	if sysctlOn("protected_symlinks") && sysctlOn("protected_regular") {
-		stickyUID, stickyRoot = 0, true
+	// mk makes a folder with an owner and mode.
+	mk := func(t *testing.T, path string, uid, gid int, mode os.FileMode) {
+		t.Helper()
+		if err := os.Mkdir(path, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(path, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ln := func(t *testing.T, target, path string, uid int) {
+		t.Helper()
+		if err := os.Symlink(target, path); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Lchown(path, uid, uid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sticky := os.ModeSticky | 0o777
+	stickyFile := logAccess{uid: nobody, gid: nobody}
+	if kernelProtectsSticky() {
+		stickyFile = logAccess{root: true}
 	}
 	cases := []struct {
-		name     string
-		uid, gid int
-		mode     os.FileMode
-		path     string // below the folder
-		wantUID  int
-		wantGID  int
-		wantRoot bool
+		name  string
+		setup func(t *testing.T, dir string) string // returns the log file's path
+		want  logAccess                              // dir, dev, ino, rest not compared
 	}{
-		{"root only", 0, 0, 0o755, "x.log", 0, 0, true},
-		{"a user's", 1234, 4321, 0o755, "x.log", 1234, 4321, false},
-		{"a user's, folders to create", 1234, 4321, 0o700, "a/b/x.log", 1234, 4321, false},
-		{"root's, group may write", 0, 4, 0o775, "x.log", nobody, 4, false},
-		{"root's, anyone may write", 0, 0, 0o777, "x.log", nobody, nobody, false},
+		{"root only", func(t *testing.T, d string) string {
+			mk(t, d, 0, 0, 0o755)
+			return d + "/x.log"
+		}, logAccess{root: true}},
+		{"a user's", func(t *testing.T, d string) string {
+			mk(t, d, 1234, 4321, 0o755)
+			return d + "/x.log"
+		}, logAccess{uid: 1234, gid: 4321}},
+		{"a user's, folders to create", func(t *testing.T, d string) string {
+			mk(t, d, 1234, 4321, 0o700)
+			return d + "/a/b/x.log"
+		}, logAccess{uid: 1234, gid: 4321}},
+		{"root's, group may write", func(t *testing.T, d string) string {
+			mk(t, d, 0, 4, 0o775)
+			return d + "/x.log"
+		}, logAccess{uid: nobody, gid: 4}},
+		{"root's, anyone may write", func(t *testing.T, d string) string {
+			mk(t, d, 0, 0, 0o777)
+			return d + "/x.log"
+		}, logAccess{uid: nobody, gid: nobody}},
 		// root's, in a folder of a user's: the user may swap it.
-		{"root's in a user's", 1234, 4321, 0o755, "sub/x.log", 1234, 4321, false},
+		{"root's in a user's", func(t *testing.T, d string) string {
+			mk(t, d, 1234, 4321, 0o755)
+			mk(t, d+"/sub", 0, 0, 0o755)
+			return d + "/sub/x.log"
+		}, logAccess{uid: 1234, gid: 4321}},
+		// Ubuntu's /var/log (root:syslog 0775) above /var/log/app: the
+		// group may swap app; root writes through app held open.
+		{"root's below a folder its group may write", func(t *testing.T, d string) string {
+			mk(t, d, 0, 4, 0o775)
+			mk(t, d+"/app", 0, 0, 0o755)
+			return d + "/app/x.log"
+		}, logAccess{root: true, pinned: true}},
 		// root's, in a sticky folder anyone may write: nobody else may
 		// rename it away.
-		{"root's in a sticky one", 0, 0, os.ModeSticky | 0o777, "sub/x.log", 0, 0, true},
-		// missing folders are created in a sticky folder anyone may
-		// write: safe only with the kernel's protections.
-		{"to create in a sticky one", 0, 0, os.ModeSticky | 0o777, "new/x.log", stickyUID, stickyUID, stickyRoot},
+		{"root's in a sticky one", func(t *testing.T, d string) string {
+			mk(t, d, 0, 0, sticky)
+			mk(t, d+"/sub", 0, 0, 0o755)
+			return d + "/sub/x.log"
+		}, logAccess{root: true}},
+		// A folder to create in a sticky folder: another user may create
+		// it first (their own, where the kernel protects nothing).
+		{"to create in a sticky one", func(t *testing.T, d string) string {
+			mk(t, d, 0, 0, sticky)
+			return d + "/new/x.log"
+		}, logAccess{uid: nobody, gid: nobody}},
+		{"the file in a sticky one", func(t *testing.T, d string) string {
+			mk(t, d, 0, 0, sticky)
+			return d + "/x.log"
+		}, stickyFile},
+		// A user's symlink leads to a folder of root's: the user may
+		// point it anywhere.
+		{"a user's symlink", func(t *testing.T, d string) string {
+			mk(t, d, 0, 0, 0o755)
+			mk(t, d+"/real", 0, 0, 0o755)
+			ln(t, "real", d+"/link", 1234)
+			return d + "/link/x.log"
+		}, logAccess{uid: 1234, gid: 1234}},
+		// root's symlink to a user's folder (/var/log/app -> /home/alice/logs).
+		{"root's symlink to a user's", func(t *testing.T, d string) string {
+			mk(t, d, 0, 0, 0o755)
+			mk(t, d+"/home", 1234, 4321, 0o755)
+			mk(t, d+"/home/logs", 0, 0, 0o755)
+			ln(t, d+"/home/logs", d+"/link", 0)
+			return d + "/link/x.log"
+		}, logAccess{uid: 1234, gid: 4321}},
+		{"root's symlink to root's", func(t *testing.T, d string) string {
+			mk(t, d, 0, 0, 0o755)
+			mk(t, d+"/real", 0, 0, 0o755)
+			ln(t, "../"+filepath.Base(d)+"/real", d+"/link", 0)
+			return d + "/link/x.log"
+		}, logAccess{root: true}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			dir := filepath.Join(base, strings.ReplaceAll(c.name, " ", "-"))
-			if err := os.Mkdir(dir, 0o700); err != nil {
+			path := c.setup(t, filepath.Join(base, strings.ReplaceAll(c.name, " ", "-")))
+			got, err := logIdentity(path)
+			if err != nil {
 				t.Fatal(err)
 			}
-			if err := os.Chown(dir, c.uid, c.gid); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Chmod(dir, c.mode); err != nil {
-				t.Fatal(err)
-			}
-			if d := filepath.Dir(c.path); d == "sub" {
-				if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil { // root's
-					t.Fatal(err)
-				}
-			}
-			uid, gid, root, err := logIdentity(filepath.Join(dir, c.path))
-			if err != nil || uid != c.wantUID || gid != c.wantGID || root != c.wantRoot {
-				t.Errorf("logIdentity = %d, %d, root %v, %v; want %d, %d, root %v", uid, gid, root, err, c.wantUID, c.wantGID, c.wantRoot)
+			got.dir, got.dev, got.ino, got.rest = "", 0, 0, ""
+			if got != c.want {
+				t.Errorf("logIdentity = %+v, want %+v", got, c.want)
 			}
 		})
 	}
+}
+
+// Ubuntu's /var/log is root:syslog 0775: its group may swap
+// /var/log/app for a symlink to /etc. The agent writes app's log as root
+// (nobody could not write app) through app held open: lines and rotation
+// stay in app. When app is removed and made again, the next failed write
+// finds the new folder.
+func TestLogFilePinnedBelowAFolderOthersMayWrite(t *testing.T) {
+	base := logsBase(t)
+	varlog, app, etc := filepath.Join(base, "varlog"), filepath.Join(base, "varlog", "app"), filepath.Join(base, "etc")
+	for _, d := range []string{varlog, app, etc} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chown(varlog, 0, 4); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(varlog, 0o775); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(app, "app.log")
+	var l logFiles
+	defer l.close()
+	w, err := l.get(path, &desired.Logs{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.writeLine([]byte("one\n")); err != nil {
+		t.Fatal(err)
+	}
+	// The group swaps app for a symlink to etc.
+	if err := os.Rename(app, app+".old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(etc, app); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.writeLine([]byte("two\n")); err != nil {
+		t.Fatal(err)
+	}
+	w.mu.Lock()
+	err = w.lj.Rotate()
+	w.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.writeLine([]byte("three\n")); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(etc); len(ents) != 0 {
+		t.Fatalf("written through the swapped folder: %v", ents)
+	}
+	if got := strings.Join(globLines(t, app+".old/app*.log"), " "); got != "one two three" {
+		t.Fatalf("lines in the folder held open: %q, want \"one two three\"", got)
+	}
+	// The operator removes the folder and makes it again.
+	if err := os.Remove(app); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(app + ".old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(app, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	w.mu.Lock()
+	w.lj.Close() // rotation: the next write creates the file
+	w.mu.Unlock()
+	if err := w.writeLine([]byte("four\n")); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != "four\n" {
+		t.Fatalf("after the folder was made again: %q, %v", b, err)
+	}
+}
+
+// globLines returns the lines of the files matching pattern, oldest
+// (lumberjack's backups sort first, the current file last) first.
+func globLines(t *testing.T, pattern string) []string {
+	t.Helper()
+	files, _ := filepath.Glob(pattern)
+	sort.Slice(files, func(i, j int) bool {
+		return !strings.HasSuffix(files[i], "/app.log") && strings.HasSuffix(files[j], "/app.log") || files[i] < files[j] && strings.HasSuffix(files[i], "/app.log") == strings.HasSuffix(files[j], "/app.log")
+	})
+	var out []string
+	for _, f := range files {
+		out = append(out, lines(t, f)...)
+	}
+	return out
 }
 
 // A service's own log folder: the service may swap its log file for a
