@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"resil.dev/resil/desired"
 )
 
 // The Reconciler's side of rollouts (the planner's is plan_rollout.go):
@@ -94,7 +96,9 @@ type RolloutResume struct {
 // ReadRolloutRecord reads the record in stateDir (ok false: none yet).
 func ReadRolloutRecord(stateDir string) (RolloutRecord, bool, error) {
 	var rec RolloutRecord
-	b, err := os.ReadFile(filepath.Join(stateDir, RolloutFileName))
+	// Trusted: a forged record would mark restarts as done and the
+	// rollout as settled.
+	b, err := desired.ReadTrusted(filepath.Join(stateDir, RolloutFileName))
 	if errors.Is(err, os.ErrNotExist) {
 		return rec, false, nil
 	}
@@ -110,7 +114,8 @@ func ReadRolloutRecord(stateDir string) (RolloutRecord, bool, error) {
 // ReadRolloutResume reads the acknowledgements in stateDir (empty: none).
 func ReadRolloutResume(stateDir string) (RolloutResume, error) {
 	var rr RolloutResume
-	b, err := os.ReadFile(filepath.Join(stateDir, RolloutResumeFileName))
+	// Trusted: a forged acknowledgement would resume a halted rollout.
+	b, err := desired.ReadTrusted(filepath.Join(stateDir, RolloutResumeFileName))
 	if errors.Is(err, os.ErrNotExist) {
 		return rr, nil
 	}

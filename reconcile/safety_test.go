@@ -3,13 +3,16 @@ package reconcile
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"resil.dev/resil/desired"
 )
@@ -388,5 +391,60 @@ func TestSafetyStateFilesMustBeTrusted(t *testing.T) {
 	writeManifest(t, dir, "c.yaml", svcManifest("c", "two"))
 	if pass(t, r, Options{}); !strings.Contains(string(f.files["c.service"]), "MODE=two") {
 		t.Errorf("a world-writable lease held c back: %v", f.applied)
+	}
+}
+
+// Every state file the agent acts on is read only when root's and
+// writable by nobody else: a forged rollout record would mark restarts
+// done, a forged acknowledgement resume a halted rollout, a forged prune
+// deadline prune early.
+func TestStateFileReadersRefuseUntrusted(t *testing.T) {
+	readers := []struct {
+		file string
+		read func(state string) error
+	}{
+		{RolloutFileName, func(s string) error { _, _, err := ReadRolloutRecord(s); return err }},
+		{RolloutResumeFileName, func(s string) error { _, err := ReadRolloutResume(s); return err }},
+		{PrunePendingFileName, func(s string) error {
+			core, logged := observer.New(zap.WarnLevel)
+			r := &Reconciler{cfg: Config{Safety: Safety{StateDir: s}}, log: zap.New(core)}
+			r.readTimes(PrunePendingFileName)
+			if logged.Len() > 0 {
+				return fmt.Errorf("%s", logged.All()[0].ContextMap()["error"])
+			}
+			return nil
+		}},
+	}
+	files := []struct {
+		name     string
+		uid      int
+		mode     os.FileMode
+		wantFail string
+	}{
+		{"root's", 0, 0o644, ""},
+		{"writable by others", 0, 0o666, "writable by group or other"},
+		{"writable by the group", 0, 0o664, "writable by group or other"},
+		{"a user's", 1234, 0o644, "not owned by root"},
+	}
+	for _, rd := range readers {
+		for _, f := range files {
+			t.Run(rd.file+"/"+f.name, func(t *testing.T) {
+				state := t.TempDir()
+				path := filepath.Join(state, rd.file)
+				if err := os.WriteFile(path, []byte("{}\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chown(path, f.uid, f.uid); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chmod(path, f.mode); err != nil {
+					t.Fatal(err)
+				}
+				err := rd.read(state)
+				if f.wantFail == "" && err != nil || f.wantFail != "" && (err == nil || !strings.Contains(err.Error(), f.wantFail)) {
+					t.Errorf("read: %v, want %q", err, f.wantFail)
+				}
+			})
+		}
 	}
 }

@@ -269,7 +269,7 @@ func TestLogIdentity(t *testing.T) {
 	cases := []struct {
 		name  string
 		setup func(t *testing.T, dir string) string // returns the log file's path
-		want  logAccess                              // dir, dev, ino, rest not compared
+		want  logAccess                             // dir, dev, ino, rest not compared
 	}{
 		{"root only", func(t *testing.T, d string) string {
 			mk(t, d, 0, 0, 0o755)

@@ -3,12 +3,12 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"time"
 
+	"resil.dev/resil/desired"
 	"resil.dev/resil/reconcile"
 	"resil.dev/resil/reconcile/store"
 )
@@ -59,7 +59,7 @@ func addSafety(rep *statusReport, stateDir string, now time.Time) {
 	}
 	leases, _ := reconcile.NewLeaseDir(stateDir).List()
 	var pending map[string]time.Time
-	if b, err := os.ReadFile(filepath.Join(stateDir, reconcile.PrunePendingFileName)); err == nil {
+	if b, err := desired.ReadTrusted(filepath.Join(stateDir, reconcile.PrunePendingFileName)); err == nil { // as the agent reads it
 		_ = json.Unmarshal(b, &pending)
 	}
 	for i := range rep.Objects {
