@@ -256,3 +256,41 @@ func TestTimerChangeKeepsLastTrigger(t *testing.T) {
 		return p["SubState"] == "waiting" && strings.Contains(p["NextElapseUSecRealtime"], " 05:00:00")
 	})
 }
+
+// A schedule moved to a time between the timer's last trigger and now:
+// on daemon-reload systemd counts from the last trigger and would run the
+// job at once, outside both schedules. The timer is not persistent, so
+// the agent stops it before the reload and starts it after (a start counts from now): the job does not
+// run.
+func TestTimerScheduleMovedBeforeNow(t *testing.T) {
+	e := newEnv(t)
+	e.write("slot.yaml", timer("slot", `  schedule: ["*:*:0/10"]
+  accuracy: 1ms
+  command: ["/bin/sh", "-c", "date -u +%s >> /run/slot"]
+`))
+	e.apply(0)
+	e.eventually("the first run", 20*time.Second, func() bool { return len(e.lines("/run/slot")) == 1 })
+	ran, err := strconv.ParseInt(e.lines("/run/slot")[0], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A daily run one second after the trigger, already past when applied
+	// (the old schedule's next run is 10 s after the first).
+	slot := time.Unix(ran+1, 0).UTC()
+	time.Sleep(time.Until(slot.Add(500 * time.Millisecond)))
+	e.write("slot.yaml", timer("slot", fmt.Sprintf(`  schedule: ["*-*-* %s UTC"]
+  accuracy: 1ms
+  command: ["/bin/sh", "-c", "date -u +%%s >> /run/slot"]
+`, slot.Format("15:04:05"))))
+	out := e.apply(0)
+	if !strings.Contains(out, "stop slot.timer (unit file changed: OnCalendar; the new schedule's run due") || !strings.Contains(out, "start slot.timer") {
+		t.Errorf("apply:\n%s", out)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if n := len(e.lines("/run/slot")); n != 1 {
+		t.Errorf("the job ran %d times, want once (the reload fired the moved run at once)", n)
+	}
+	if p := e.show("slot.timer", "SubState", "NextElapseUSecRealtime"); p["SubState"] != "waiting" || !strings.Contains(p["NextElapseUSecRealtime"], slot.Format("15:04:05")) {
+		t.Errorf("after the restart: %v, want waiting for %s tomorrow", p, slot.Format("15:04:05"))
+	}
+}

@@ -13,6 +13,7 @@ import (
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/desired"
+	"resil.dev/resil/desired/calendar"
 	"resil.dev/resil/internal/ownmark"
 	"resil.dev/resil/observed"
 	"resil.dev/resil/reconcile/health"
@@ -347,7 +348,7 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 	if cur != nil {
 		change = p.classify(cur, f.Data)
 		if strings.HasSuffix(f.Name, ".timer") {
-			change = timerChange(change, u)
+			change = p.timerChange(o, change, u)
 		}
 		if _, intact := ownmark.HashOf(cur); intact || takenFrom != "" {
 			reason = "manifest changed"
@@ -389,15 +390,86 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 // would do harm: a start forgets the last trigger, and a timer without one
 // fires a one-time trigger already past (OnBootSec=) at once, at that
 // start or at the next daemon-reload: the job runs outside its schedule.
-// An elapsed timer has nothing left to wait for: only a start schedules
-// its new settings, so its change stays a restart. The process backend
-// reschedules a changed timer on its reload the same way. Checked against
-// a real systemd by TestTimerChangeKeepsLastTrigger.
-func timerChange(c UnitChange, u *observed.Unit) UnitChange {
-	if c.Restart && u != nil && u.ActiveState == "active" && (u.SubState == "waiting" || u.SubState == "running") {
-		return UnitChange{Keys: c.Keys}
+// Checked against a real systemd by TestTimerChangeKeepsLastTrigger.
+// It stays a restart (Why says why) when:
+//   - the timer is elapsed: it has nothing left to wait for, only a start
+//     schedules its new settings;
+//   - it is running and Unit= changed: the end of the old job no longer
+//     reaches the timer, which would stay running;
+//   - OnCalendar= changed and the new schedule has a run due between the
+//     timer's base and now (timerSlotMissed): on reload systemd computes
+//     the next run from the last trigger (or, without one, from the
+//     timer's start) and fires that run at once. The timer is stopped
+//     before the reload (StopFirst) and started after it: a start
+//     computes from now, or for a persistent timer from its stamp, where
+//     catchUp (and maxLateness) decide; the process backend's reload does
+//     the same. A non-persistent timer with onBoot is left to the reload
+//     (a start would fire a past onBoot instead), reported as
+//     TimerCatchUp. Checked against a real systemd by
+//     TestTimerScheduleMovedBeforeNow.
+func (p *planner) timerChange(o *desired.Object, c UnitChange, u *observed.Unit) UnitChange {
+	if !c.Restart || u == nil || u.ActiveState != "active" {
+		return c
 	}
-	return c
+	switch {
+	case u.SubState == "running" && slices.Contains(c.Keys, "Unit"):
+		c.Why = "running, and its job's end would not reach the timer with Unit= changed: only a start does"
+		return c
+	case u.SubState != "waiting" && u.SubState != "running":
+		c.Why = u.SubState + ", only a start schedules it"
+		return c
+	}
+	if why := p.timerSlotMissed(o, c, u); why != "" {
+		c.Why, c.StopFirst = why, true
+		return c
+	}
+	return UnitChange{Keys: c.Keys}
+}
+
+// timerSlotMissed returns why a restart must replace the reload of a
+// timer whose schedule changed ("" when none must; see timerChange).
+func (p *planner) timerSlotMissed(o *desired.Object, c UnitChange, u *observed.Unit) string {
+	t := o.Timer
+	now := p.in.Observed.ReadAt
+	if t == nil || !slices.Contains(c.Keys, "OnCalendar") || len(t.Schedule) == 0 || now.IsZero() {
+		return ""
+	}
+	persistent := t.Persistent && t.CatchUp != desired.CatchUpSkip
+	if u.LastTriggerUSec == 0 {
+		// The base is the timer's start, which is not observed: a start
+		// (from now, or the stamp) is what a reload would at best do.
+		return "OnCalendar changed on a timer that has not triggered since it started: a reload schedules from that start; stopped before the reload, a start schedules from now"
+	}
+	last := time.UnixMicro(int64(u.LastTriggerUSec)).In(now.Location())
+	due := nextRun(t.Schedule, last)
+	if due.IsZero() || !due.Before(now) {
+		return ""
+	}
+	at := fmt.Sprintf("the new schedule's run due %s, after the last trigger %s, would fire at once on reload",
+		FormatUSec(uint64(due.UnixMicro()), LayoutMilli), FormatUSec(u.LastTriggerUSec, LayoutMilli))
+	switch {
+	case persistent:
+		return at + "; stopped before the reload, a start applies catchUp and maxLateness to it"
+	case t.OnBoot.IsSet():
+		p.find(o.ID(), u.Name, ReasonTimerCatchUp, at+" (not restarted: a start would fire a past onBoot instead)", false, false)
+		return ""
+	}
+	return at + "; stopped before the reload, a start schedules from now (not persistent: no catch-up)"
+}
+
+// nextRun is the earliest run of the schedules after t (zero: none).
+func nextRun(schedule []string, t time.Time) time.Time {
+	var first time.Time
+	for _, expr := range schedule {
+		spec, err := calendar.Parse(expr)
+		if err != nil {
+			continue // validated before
+		}
+		if next, ok := spec.Next(t); ok && (first.IsZero() || next.Before(first)) {
+			first = next
+		}
+	}
+	return first
 }
 
 // classify compares the old and new bytes of a unit file with the

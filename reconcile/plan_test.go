@@ -19,7 +19,8 @@ var update = flag.Bool("update", false, "rewrite golden plan.txt files")
 
 // obsUnit is the test-side form of an observed unit. File is one of:
 // "rendered" (exactly what the manifest renders), "edited" (rendered, then a
-// line changed by hand), "moved" (rendered from the same object in another
+// line changed by hand), "rescheduled" (rendered with OnCalendar=
+// OldSchedule), "moved" (rendered from the same object in another
 // manifest file: only the X-Resil-Source comment differs), "foreign" (a unit
 // resil does not own), "stale" (an
 // intact resil file of an older manifest version, owned by Owner or the
@@ -47,7 +48,11 @@ type obsUnit struct {
 	// file's mtime (the observer sets StampPath for every timer).
 	ExecMainExitTimestamp string `json:"execMainExitTimestamp"`
 	Stamp                 string `json:"stamp"`
+	LastTrigger           string `json:"lastTrigger"`
 	PendingJob            bool   `json:"pendingJob"`
+	// OldSchedule, with file "rescheduled": the rendered timer with its
+	// OnCalendar= lines replaced by this one (only the schedule changed).
+	OldSchedule string `json:"oldSchedule"`
 }
 
 type obsFile struct {
@@ -59,6 +64,32 @@ type obsFile struct {
 	BrokenFiles []string           `json:"brokenFiles"`
 	// ReadAt is the observation time (the planner's "now"), RFC 3339.
 	ReadAt string `json:"readAt"`
+}
+
+// rescheduled renders the Timer object of unit name with schedule old:
+// an intact owned file of the manifest's previous version.
+func rescheduled(t *testing.T, set *desired.Set, name, old string) []byte {
+	t.Helper()
+	for _, o := range set.Sorted() {
+		if o.Timer == nil {
+			continue
+		}
+		prev := *o
+		tm := *o.Timer
+		tm.Schedule = []string{old}
+		prev.Timer = &tm
+		fs, err := desired.Render(&prev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range fs {
+			if f.Name == name {
+				return f.Data
+			}
+		}
+	}
+	t.Fatalf("unit %s: no Timer renders it", name)
+	return nil
 }
 
 func usecOf(t *testing.T, s string) uint64 {
@@ -185,7 +216,8 @@ func TestPlanGolden(t *testing.T) {
 					SubState: u.SubState, Result: u.Result, UnitFileState: u.UnitFileState, NRestarts: u.NRestarts,
 					ExecMainStatus: u.ExecMainStatus, NeedDaemonReload: u.NeedDaemonReload, StaleProcess: u.StaleProcess,
 					ExecMainExitTimestamp: usecOf(t, u.ExecMainExitTimestamp), PendingJob: u.PendingJob,
-					VendorPaths: u.VendorPaths, VendorOverrides: u.VendorOverrides,
+					LastTriggerUSec: usecOf(t, u.LastTrigger),
+					VendorPaths:     u.VendorPaths, VendorOverrides: u.VendorOverrides,
 					InstallLinks: u.InstallLinks, InstallLinksKnown: u.InstallLinks != nil}
 				if strings.HasSuffix(name, ".timer") && backend == "systemd" {
 					ou.StampPath = "/var/lib/systemd/timers/stamp-" + name
@@ -196,6 +228,8 @@ func TestPlanGolden(t *testing.T) {
 					ou.File = rendered[name]
 				case "moved":
 					ou.File = moved[name]
+				case "rescheduled":
+					ou.File = rescheduled(t, set, name, u.OldSchedule)
 				case "edited":
 					ou.File = []byte(strings.Replace(string(rendered[name]), "Restart=", "Restart=no\n#", 1))
 				case "foreign":

@@ -8,7 +8,6 @@ import (
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/desired"
-	"resil.dev/resil/desired/calendar"
 	"resil.dev/resil/observed"
 )
 
@@ -72,9 +71,15 @@ func (p *planner) timer(o *desired.Object) {
 		p.rt(actuators.OpStart, o, name, "timer failed, want active")
 		p.find(o.ID(), name, ReasonTimerInactive, "timer failed; starting", true, true)
 	case written && u.Active() && change.Restart:
-		// Elapsed: only a start schedules the new settings (timerChange).
+		// Elapsed, or a reload would misfire (timerChange).
+		if change.StopFirst {
+			p.stops = append(p.stops, actuators.Step{Op: actuators.OpStop, Object: o.ID(), Unit: name, Reason: change.Reason() + "; " + change.Why})
+			p.catchUp(o, name, u)
+			p.rt(actuators.OpStart, o, name, "stopped for the schedule change, want active")
+			break
+		}
 		p.catchUp(o, name, u)
-		p.rt(actuators.OpRestart, o, name, change.Reason()+"; "+u.SubState+", only a start schedules it")
+		p.rt(actuators.OpRestart, o, name, change.Reason()+"; "+change.Why)
 	case written && u.Active():
 		// Reload only: daemon-reload reschedules a waiting timer from its
 		// new file; comments (a renamed manifest's X-Resil-Source),
@@ -120,16 +125,7 @@ func (p *planner) catchUp(o *desired.Object, name string, u *observed.Unit) {
 		return
 	}
 	last := time.UnixMicro(int64(u.StampUSec)).In(now.Location())
-	var missed time.Time
-	for _, expr := range t.Schedule {
-		spec, err := calendar.Parse(expr)
-		if err != nil {
-			continue // validated before; the renderer would not get here
-		}
-		if next, ok := spec.Next(last); ok && (missed.IsZero() || next.Before(missed)) {
-			missed = next
-		}
-	}
+	missed := nextRun(t.Schedule, last)
 	if missed.IsZero() || !missed.Before(now) {
 		return
 	}

@@ -114,6 +114,12 @@ type UnitChange struct {
 	// Keys are the changed settings that decided it: the restart keys
 	// when Restart, else the reload-only keys; sorted, deduplicated.
 	Keys []string
+	// Why, for a restart, says why the keys need one where that depends
+	// on the unit's state (timers: timerChange).
+	Why string
+	// StopFirst: the restart is a stop before the files are written (and
+	// daemon-reload reschedules the unit) and a start after.
+	StopFirst bool
 }
 
 // ClassifyUnitChange compares the old and new contents of one unit file

@@ -1,0 +1,48 @@
+package reconcile
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"resil.dev/resil/desired"
+	"resil.dev/resil/observed"
+)
+
+// timerChange: which restart-class changes of an active timer are left to
+// daemon-reload, by the timer's state and the keys changed.
+func TestTimerChange(t *testing.T) {
+	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	last := uint64(time.Date(2026, 12, 1, 3, 0, 0, 0, time.UTC).UnixMicro())
+	cases := []struct {
+		name        string
+		sub         string
+		keys        []string
+		schedule    string
+		lastTrigger uint64
+		wantRestart bool
+		wantWhy     string
+	}{
+		{"waiting, accuracy", "waiting", []string{"AccuracySec"}, "*-*-* 09:00:00 UTC", last, false, ""},
+		{"running, accuracy", "running", []string{"AccuracySec"}, "*-*-* 09:00:00 UTC", last, false, ""},
+		// The old job's end no longer reaches the timer: it would stay running.
+		{"running, Unit", "running", []string{"Unit"}, "*-*-* 09:00:00 UTC", last, true, "Unit= changed"},
+		{"waiting, Unit", "waiting", []string{"Unit"}, "*-*-* 09:00:00 UTC", last, false, ""},
+		{"elapsed", "elapsed", []string{"AccuracySec"}, "*-*-* 09:00:00 UTC", last, true, "elapsed, only a start"},
+		{"waiting, schedule, run passed", "waiting", []string{"OnCalendar"}, "*-*-* 09:00:00 UTC", last, true, "would fire at once on reload"},
+		{"waiting, schedule, run ahead", "waiting", []string{"OnCalendar"}, "*-*-* 12:00:00 UTC", last, false, ""},
+		{"waiting, schedule, never triggered", "waiting", []string{"OnCalendar"}, "*-*-* 12:00:00 UTC", 0, true, "not triggered since it started"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			o := &desired.Object{Kind: desired.KindTimer, Metadata: desired.ObjectMeta{Name: "report"},
+				Timer: &desired.TimerSpec{Schedule: []string{c.schedule}}}
+			p := &planner{in: Input{Observed: &observed.State{ReadAt: now}}}
+			u := &observed.Unit{Name: "report.timer", ActiveState: "active", SubState: c.sub, LastTriggerUSec: c.lastTrigger}
+			got := p.timerChange(o, UnitChange{Restart: true, Keys: c.keys}, u)
+			if got.Restart != c.wantRestart || !strings.Contains(got.Why, c.wantWhy) || strings.Join(got.Keys, ",") != strings.Join(c.keys, ",") {
+				t.Errorf("timerChange = %+v, want restart %v, why containing %q", got, c.wantRestart, c.wantWhy)
+			}
+		})
+	}
+}
