@@ -393,7 +393,8 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 // Checked against a real systemd by TestTimerChangeKeepsLastTrigger.
 // It stays a restart (Why says why) when:
 //   - the timer is elapsed: it has nothing left to wait for, only a start
-//     schedules its new settings;
+//     schedules its new settings (unless they schedule nothing either: no
+//     schedule, no onUnitActive, onBoot unchanged);
 //   - it is running and Unit= changed: the end of the old job no longer
 //     reaches the timer, which would stay running;
 //   - OnCalendar= changed and the new schedule has a run due between the
@@ -415,6 +416,10 @@ func (p *planner) timerChange(o *desired.Object, c UnitChange, u *observed.Unit)
 	case u.SubState == "running" && slices.Contains(c.Keys, "Unit"):
 		c.Why = "running, and its job's end would not reach the timer with Unit= changed: only a start does"
 		return c
+	case u.SubState == "elapsed" && !slices.Contains(c.Keys, "OnBootSec") && o.Timer != nil && len(o.Timer.Schedule) == 0 && !o.Timer.OnUnitActive.IsSet():
+		// Nothing left to schedule (onBoot only, fired, unchanged): a
+		// start would only fire that onBoot again.
+		return UnitChange{Keys: c.Keys}
 	case u.SubState != "waiting" && u.SubState != "running":
 		c.Why = u.SubState + ", only a start schedules it"
 		return c

@@ -29,14 +29,19 @@ func TestTimerChange(t *testing.T) {
 		{"running, Unit", "running", []string{"Unit"}, "*-*-* 09:00:00 UTC", last, true, "Unit= changed"},
 		{"waiting, Unit", "waiting", []string{"Unit"}, "*-*-* 09:00:00 UTC", last, false, ""},
 		{"elapsed", "elapsed", []string{"AccuracySec"}, "*-*-* 09:00:00 UTC", last, true, "elapsed, only a start"},
+		// onBoot only, fired: a start would fire it again for nothing.
+		{"elapsed, nothing to schedule", "elapsed", []string{"AccuracySec"}, "", last, false, ""},
+		{"elapsed, onBoot changed", "elapsed", []string{"OnBootSec"}, "", last, true, "elapsed, only a start"},
 		{"waiting, schedule, run passed", "waiting", []string{"OnCalendar"}, "*-*-* 09:00:00 UTC", last, true, "would fire at once on reload"},
 		{"waiting, schedule, run ahead", "waiting", []string{"OnCalendar"}, "*-*-* 12:00:00 UTC", last, false, ""},
 		{"waiting, schedule, never triggered", "waiting", []string{"OnCalendar"}, "*-*-* 12:00:00 UTC", 0, true, "not triggered since it started"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			o := &desired.Object{Kind: desired.KindTimer, Metadata: desired.ObjectMeta{Name: "report"},
-				Timer: &desired.TimerSpec{Schedule: []string{c.schedule}}}
+			o := &desired.Object{Kind: desired.KindTimer, Metadata: desired.ObjectMeta{Name: "report"}, Timer: &desired.TimerSpec{}}
+			if c.schedule != "" {
+				o.Timer.Schedule = []string{c.schedule}
+			}
 			p := &planner{in: Input{Observed: &observed.State{ReadAt: now}}}
 			u := &observed.Unit{Name: "report.timer", ActiveState: "active", SubState: c.sub, LastTriggerUSec: c.lastTrigger}
 			got := p.timerChange(o, UnitChange{Restart: true, Keys: c.keys}, u)
