@@ -259,8 +259,9 @@ func TestTimerChangeKeepsLastTrigger(t *testing.T) {
 
 // A schedule moved to a time between the timer's last trigger and now:
 // on daemon-reload systemd counts from the last trigger and would run the
-// job at once, outside both schedules. The timer is not persistent, so
-// the agent stops it before the reload and starts it after (a start counts from now): the job does not
+// job at once, outside both schedules (a restart after the reload is too
+// late). The timer is not persistent, so the agent stops it before the
+// reload and starts it after (a start counts from now): the job does not
 // run.
 func TestTimerScheduleMovedBeforeNow(t *testing.T) {
 	e := newEnv(t)
