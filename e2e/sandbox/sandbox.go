@@ -389,7 +389,9 @@ func (s *Sandbox) Systemctl(ctx context.Context, args ...string) (string, error)
 // them when props is empty. Unknown properties are absent from the map; a
 // unit that does not exist reads as LoadState=not-found, not as an error.
 func (s *Sandbox) Show(ctx context.Context, unit string, props ...string) (map[string]string, error) {
-	args := []string{"show"}
+	// Timestamps in UTC, whatever the host's zone: tests compare them
+	// with schedules written in UTC.
+	args := []string{"show", "--timestamp=utc"}
 	if len(props) > 0 {
 		args = append(args, "--property="+strings.Join(props, ","))
 	}
