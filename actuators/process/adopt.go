@@ -520,6 +520,8 @@ func signalProcess(root string, pid int, start uint64, sig syscall.Signal) {
 // and output FIFOs of processes nobody runs any more (keep: the FIFOs of
 // adopted processes).
 func (s *Supervisor) removeLeftovers(keep map[string]bool) {
+	s.writeMu.Lock() // no write of ours is under way (see writeMu)
+	defer s.writeMu.Unlock()
 	for _, d := range []string{s.dir, s.unitDir, s.resetDir, filepath.Join(s.dir, "timers")} {
 		ents, err := os.ReadDir(d)
 		if err != nil {

@@ -59,7 +59,7 @@ func (a *Applier) Apply(ctx context.Context, st actuators.Step) (actuators.Resul
 		if err := a.s.makeDirs(); err != nil {
 			return actuators.Unchanged, fmt.Errorf("enable %s: %w", st.Unit, err)
 		}
-		if err := replaceFile(a.s.enabledPath(st.Unit), nil, 0o644); err != nil {
+		if err := a.s.writeFile(a.s.enabledPath(st.Unit), nil, 0o644); err != nil {
 			a.s.forgetDirs()
 			return actuators.Unchanged, fmt.Errorf("enable %s: %w", st.Unit, err)
 		}
@@ -143,7 +143,7 @@ func (a *Applier) writeFile(st actuators.Step) (actuators.Result, error) {
 	if err := a.s.makeDirs(); err != nil {
 		return actuators.Unchanged, fmt.Errorf("write %s: %w", p, err)
 	}
-	if err := replaceFile(p, st.Data, 0o644); err != nil {
+	if err := a.s.writeFile(p, st.Data, 0o644); err != nil {
 		a.s.forgetDirs()
 		return actuators.Unchanged, fmt.Errorf("write %s: %w", p, err)
 	}

@@ -337,6 +337,86 @@ func TestLeftoverTempFilesRemoved(t *testing.T) {
 	}
 }
 
+// The start's cleanup runs while adopted units already write the table:
+// the temporary file of a write under way is not a leftover (CI saw an
+// adopted process's table write fail with ENOENT at its rename, and the
+// table kept the old row).
+func TestLeftoverCleanupSparesWritesUnderWay(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	h := newHarness(t, dir, Options{})
+	path := filepath.Join(dir, "processes.json")
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				h.s.removeLeftovers(nil)
+			}
+		}
+	}()
+	failed := 0
+	for range 300 {
+		if err := h.s.writeFile(path, []byte(`{"processes":[]}`), 0o600); err != nil {
+			failed++
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if failed > 0 {
+		t.Fatalf("%d of 300 writes failed while the cleanup ran", failed)
+	}
+}
+
+// A table write that failed is tried again on its own: the file does not
+// keep a stopped unit's row until some other unit changes.
+func TestFailedTableWriteRetried(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	h := newHarness(t, dir, Options{})
+	h.install(service("web", desired.ServiceSpec{Command: []string{"/bin/sleep", "1000"}}), true)
+	h.run()
+	h.waitUnit("web.service", "running", isActive)
+	table := filepath.Join(dir, "processes.json")
+	if _, ok := readTable(t, dir)["web.service"]; !ok {
+		t.Fatal("no row for the running unit")
+	}
+	// A folder in the table's place: the rename of the next write fails.
+	if err := os.Remove(table); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(table, "block"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.apply(context.Background(), actuators.Step{Op: actuators.OpStop, Unit: "web.service"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(table); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the table written again without the stopped unit's row", func() bool {
+		b, err := os.ReadFile(table)
+		if err != nil {
+			return false
+		}
+		var pt processTable
+		if json.Unmarshal(b, &pt) != nil {
+			return false
+		}
+		for _, r := range pt.Processes {
+			if r.Unit == "web.service" {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // Killed while stopping a process (a stop or a restart, SIGTERM sent, the
 // process not yet gone): the row says so, and the next agent finishes the
 // stop - its exit is a requested one, not a failure that a restart: never

@@ -39,15 +39,32 @@ type unitStatus struct {
 	ProcHash       string    `json:"procHash,omitempty"`
 }
 
+// tableRetry is how often a failed process table write is tried again.
+const tableRetry = 2 * time.Second
+
 func (s *Supervisor) snapshotPath() string { return filepath.Join(s.dir, "status.json") }
 
 // writeSnapshots writes status.json whenever units changed, at most every
-// 100 ms, until ctx is done.
+// 100 ms, and tries a failed process table write again every tableRetry,
+// until ctx is done.
 func (s *Supervisor) writeSnapshots(ctx context.Context) {
+	retry := time.NewTicker(tableRetry)
+	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-retry.C:
+			// A table write that failed (disk full, EIO) is tried again
+			// until one succeeds; before, the file kept the old rows until
+			// the next change of any unit.
+			s.mu.Lock()
+			dirty := s.tableDirty
+			s.mu.Unlock()
+			if dirty {
+				s.saveTable()
+			}
+			continue
 		case <-s.dirty:
 		}
 		s.writeSnapshot()
@@ -83,7 +100,7 @@ func (s *Supervisor) writeSnapshot() {
 	if err != nil {
 		return
 	}
-	if err := writeFileAtomic(s.snapshotPath(), b, 0o644); err != nil {
+	if err := s.writeFile(s.snapshotPath(), b, 0o644); err != nil {
 		s.log.Debug("write status snapshot failed", zap.Error(err))
 	}
 }
@@ -199,4 +216,12 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 // does not pay one fsync per change.
 func replaceFile(path string, data []byte, perm os.FileMode) error {
 	return writeFileAtomic(path, data, perm)
+}
+
+// writeFile is replaceFile for the supervisor's own writes: under writeMu,
+// so removeLeftovers never takes its temporary file for a leftover.
+func (s *Supervisor) writeFile(path string, data []byte, perm os.FileMode) error {
+	s.writeMu.RLock()
+	defer s.writeMu.RUnlock()
+	return replaceFile(path, data, perm)
 }

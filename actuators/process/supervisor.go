@@ -76,6 +76,12 @@ type Supervisor struct {
 	// tableMu serializes saveTable: a snapshot of the table and its write
 	// happen as one, so a slower writer never replaces a newer table.
 	tableMu sync.Mutex
+	// writeMu is held shared by every atomic write into the state dir
+	// (writeFile) and exclusively by removeLeftovers: the temporary file
+	// of a write under way is not a killed agent's leftover (an adopted
+	// process's first table write lost its temporary file to the start's
+	// cleanup, and the table stayed old until the next change).
+	writeMu sync.RWMutex
 	// tableGen counts saveTable's calls (under mu); savedGen is the last
 	// one a completed write holds (under tableMu): its group commit.
 	tableGen, savedGen uint64

@@ -125,7 +125,7 @@ func (s *Supervisor) saveTable() {
 	}
 	s.mu.Unlock()
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Unit < rows[j].Unit })
-	err := replaceFile(s.tablePath(), s.rows.encode(rows), 0o600)
+	err := s.writeFile(s.tablePath(), s.rows.encode(rows), 0o600)
 	s.mu.Lock()
 	s.tableDirty = err != nil
 	s.mu.Unlock()

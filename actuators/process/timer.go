@@ -272,5 +272,5 @@ func (s *Supervisor) readStamp(name string) time.Time {
 }
 
 func (s *Supervisor) writeStamp(name string, t time.Time) error {
-	return writeFileAtomic(s.stampPath(name), []byte(t.Format(time.RFC3339Nano)+"\n"), 0o644)
+	return s.writeFile(s.stampPath(name), []byte(t.Format(time.RFC3339Nano)+"\n"), 0o644)
 }
