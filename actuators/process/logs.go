@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -75,6 +78,13 @@ type fileWriter struct {
 	// the log's: the log's folder, held open; lumberjack works through
 	// /proc/self/fd/N (see logAccess).
 	pin *pinnedDir
+	// backups is how many rotated files to keep (0: all). lumberjack is
+	// told to keep all: its own clean-up runs on a goroutine of its own,
+	// as root and by path, outside as and pin (and reads its settings
+	// there without a lock); prune removes them instead, on the writer's
+	// thread, whenever sincePrune shows a rotation may have happened.
+	backups    int
+	sincePrune int64
 }
 
 type pinnedDir struct {
@@ -101,14 +111,59 @@ func (f *fileWriter) writeLine(line []byte) error {
 }
 
 func (f *fileWriter) write(line []byte) error {
-	if f.as != nil {
-		return f.as.do(func() error {
-			_, err := f.lj.Write(line)
+	do := func() error {
+		if _, err := f.lj.Write(line); err != nil {
 			return err
-		})
+		}
+		if f.sincePrune += int64(len(line)); f.sincePrune >= int64(f.lj.MaxSize)<<20 {
+			f.sincePrune = 0
+			f.prune()
+		}
+		return nil
 	}
-	_, err := f.lj.Write(line)
-	return err
+	if f.as != nil {
+		return f.as.do(do)
+	}
+	return do()
+}
+
+// backupTime is the time lumberjack puts in a rotated file's name.
+const backupTime = "2006-01-02T15-04-05.000"
+
+// prune removes rotated files beyond the newest f.backups (lumberjack's
+// names: NAME-TIME.EXT, or .EXT.gz), through the same path and identity
+// as the writes. Called on the writer's thread, under f.mu.
+func (f *fileWriter) prune() {
+	if f.backups <= 0 {
+		return
+	}
+	dir, base := filepath.Split(f.lj.Filename)
+	ext := filepath.Ext(base)
+	prefix := strings.TrimSuffix(base, ext) + "-"
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	var old []string // the time in each name sorts as the name does
+	for _, e := range ents {
+		n := e.Name()
+		if !e.Type().IsRegular() || !strings.HasPrefix(n, prefix) {
+			continue
+		}
+		ts := strings.TrimSuffix(strings.TrimSuffix(n, ".gz"), ext)[len(prefix):]
+		if len(ts) != len(backupTime) || !strings.HasSuffix(strings.TrimSuffix(n, ".gz"), ext) {
+			continue
+		}
+		if _, err := time.Parse(backupTime, ts); err == nil {
+			old = append(old, n)
+		}
+	}
+	slices.Sort(old)
+	for _, n := range old[:max(0, len(old)-f.backups)] {
+		if err := os.Remove(filepath.Join(dir, n)); err != nil {
+			f.log.Warn("remove rotated log file failed", zap.String("path", filepath.Join(filepath.Dir(f.path), n)), zap.Error(err))
+		}
+	}
 }
 
 // repin, after a failed write through a pinned folder (removed, or
@@ -137,7 +192,8 @@ func (f *fileWriter) repin() bool {
 // between two of those steps and have root truncate, append to or chown
 // any file on the host. So (logIdentity):
 //   - where a user other than root owns a folder or symlink on the path,
-//     every file operation runs with that user's file-system identity: the
+//     lumberjack's file operations run with that user's file-system
+//     identity (their uid and primary group, not the folder's group): the
 //     kernel then checks each path as it would for that user, who gains
 //     nothing they could not do themselves;
 //   - where the log's own folder is root's but others may write it, with
@@ -229,31 +285,33 @@ type logAccess struct {
 const maxLinks = 40
 
 // logIdentity walks path from / as the kernel resolves it, one component
-// at a time with lstat, following symlinks, and decides how its log files
-// are written (see the comment above fsThread). A user's folder or
-// symlink: that user (the deepest, when several); the deepest existing
-// folder of root's but writable by others: nobody (with its group when
-// only the group may write), except a sticky one (/tmp) holding the file
+// at a time with lstat, following symlinks (the log file's own name too),
+// and decides how its log files are written (see the comment above
+// fsThread). A user's folder, symlink or existing log file: that user (the
+// deepest, when several); the deepest existing folder of root's but
+// writable by others: nobody (with its group when only the group may
+// write), except a sticky one anyone may write (/tmp) holding the file
 // itself while the kernel protects such folders (fs.protected_symlinks,
 // _hardlinks, _regular and _fifos all set); a folder above it writable by
 // others and not sticky: root, pinned; else root.
 func logIdentity(path string) (logAccess, error) {
 	path = filepath.Clean(path)
-	if !filepath.IsAbs(path) {
-		return logAccess{}, fmt.Errorf("log file %s: not an absolute path", path)
+	if !filepath.IsAbs(path) || path == "/" {
+		return logAccess{}, fmt.Errorf("log file %s: not an absolute path to a file", path)
 	}
 	var cur unix.Stat_t
 	if err := unix.Lstat("/", &cur); err != nil {
 		return logAccess{}, fmt.Errorf("log folder /: %w", err)
 	}
 	dir := "/"
-	owner, ownerGID := -1, -1
+	owner := -1
 	if cur.Uid != 0 {
-		owner, ownerGID = int(cur.Uid), int(cur.Gid)
+		owner = int(cur.Uid)
 	}
 	unsafeAbove := false
 	var missing []string
-	queue := strings.Split(filepath.Dir(path), "/")
+	leaf := "" // the log file's name in dir, when it exists
+	queue := strings.Split(path, "/")
 	for links := 0; len(queue) > 0; {
 		name := queue[0]
 		queue = queue[1:]
@@ -268,6 +326,7 @@ func logIdentity(path string) (logAccess, error) {
 			continue
 		}
 		next := filepath.Join(dir, name)
+		last := !slices.ContainsFunc(queue, func(q string) bool { return q != "" && q != "." })
 		var st unix.Stat_t
 		err := unix.Lstat(next, &st)
 		if errors.Is(err, unix.ENOENT) {
@@ -289,12 +348,15 @@ func logIdentity(path string) (logAccess, error) {
 			unsafeAbove = true
 		}
 		if st.Uid != 0 {
-			owner, ownerGID = int(st.Uid), int(st.Gid)
+			// A user's folder, symlink, or log file (one they made
+			// before the agent: root appending to it, and chowning it
+			// at rotation, would write where they point it).
+			owner = int(st.Uid)
 		}
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFLNK:
 			if links++; links > maxLinks {
-				return logAccess{}, fmt.Errorf("log folder %s: %w", path, unix.ELOOP)
+				return logAccess{}, fmt.Errorf("log file %s: %w", path, unix.ELOOP)
 			}
 			target, err := os.Readlink(next)
 			if err != nil {
@@ -308,27 +370,42 @@ func logIdentity(path string) (logAccess, error) {
 				}
 			}
 		case unix.S_IFDIR:
+			if last {
+				return logAccess{}, fmt.Errorf("log file %s: %s is a folder", path, next)
+			}
 			dir, cur = next, st
 		default:
-			return logAccess{}, fmt.Errorf("log folder %s: not a folder", next)
+			if !last {
+				return logAccess{}, fmt.Errorf("log folder %s: not a folder", next)
+			}
+			leaf = name
 		}
 	}
+	if leaf == "" && len(missing) == 0 {
+		return logAccess{}, fmt.Errorf("log file %s: %s is a folder", path, dir)
+	}
 	if owner >= 0 {
-		return logAccess{uid: owner, gid: ownerGID}, nil
+		return logAccess{uid: owner, gid: primaryGID(owner)}, nil
 	}
 	// Names are created in dir: the file (at each rotation too), or the
 	// folders missing.
 	sticky := cur.Mode&unix.S_ISVTX != 0
 	switch {
 	case cur.Mode&0o022 == 0:
-	case sticky && len(missing) == 0 && kernelProtectsSticky():
+	case sticky && cur.Mode&0o002 != 0 && len(missing) <= 1 && stickyProtected():
+		// The kernel's protections cover sticky folders anyone may
+		// write; one only a group may write needs protected_regular=2
+		// and protected_fifos=2, so it is written as nobody below.
 	case cur.Mode&0o002 == 0:
 		return logAccess{uid: nobody, gid: int(cur.Gid)}, nil
 	default:
 		return logAccess{uid: nobody, gid: nobody}, nil
 	}
-	return logAccess{root: true, pinned: unsafeAbove, dir: dir, dev: cur.Dev, ino: cur.Ino,
-		rest: filepath.Join(append(missing, filepath.Base(path))...)}, nil
+	rest := leaf
+	if len(missing) > 0 {
+		rest = filepath.Join(missing...)
+	}
+	return logAccess{root: true, pinned: unsafeAbove, dir: dir, dev: cur.Dev, ino: cur.Ino, rest: rest}, nil
 }
 
 // open pins a.dir: opens it (O_PATH) and checks it is the folder
@@ -351,6 +428,25 @@ func (a logAccess) open() (pin *pinnedDir, name string, err error) {
 	}
 	return &pinnedDir{f: f, dev: a.dev, ino: a.ino}, name, nil
 }
+
+// primaryGID is uid's group in the user database, or nogroup: not the
+// folder's group (/var/log/mysql is mysql:adm), which the user need not be
+// in; writing with it would let them point the agent's writes at files
+// only that group may write.
+func primaryGID(uid int) int {
+	u, err := user.LookupId(strconv.Itoa(uid))
+	if err != nil {
+		return nobody
+	}
+	gid, err := strconv.Atoi(u.Gid)
+	if err != nil || gid == 0 {
+		return nobody
+	}
+	return gid
+}
+
+// stickyProtected is kernelProtectsSticky; tests set it to try both.
+var stickyProtected = kernelProtectsSticky
 
 // kernelProtectsSticky reports whether the kernel keeps root from
 // following another user's symlink, opening another user's file or FIFO,
@@ -395,7 +491,7 @@ func (l *logFiles) get(path string, logs *desired.Logs) (*fileWriter, error) {
 		// changed manifest brings its rotation settings (lumberjack reads
 		// them at each write, under the writer's lock).
 		w.mu.Lock()
-		w.lj.MaxSize, w.lj.MaxBackups = size, backups
+		w.lj.MaxSize, w.backups = size, backups
 		w.mu.Unlock()
 		return w, nil
 	}
@@ -403,7 +499,7 @@ func (l *logFiles) get(path string, logs *desired.Logs) (*fileWriter, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	w := &fileWriter{path: path, lj: &lumberjack.Logger{Filename: path, MaxSize: size, MaxBackups: backups}, log: log}
+	w := &fileWriter{path: path, lj: &lumberjack.Logger{Filename: path, MaxSize: size}, backups: backups, log: log}
 	a, err := logIdentity(path)
 	if err != nil {
 		return nil, err

@@ -67,6 +67,58 @@ func TestLogRotationNoLineLost(t *testing.T) {
 	}
 }
 
+// Rotated files beyond maxBackups are removed by the writer itself, as the
+// folder's owner for a user's folder (lumberjack's own clean-up ran as
+// root by path on a goroutine of its own; it is off).
+func TestLogRotationKeepsMaxBackups(t *testing.T) {
+	base := logsBase(t)
+	dir := filepath.Join(base, "alice")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, 1234, 1234); err != nil {
+		t.Fatal(err)
+	}
+	// Not lumberjack's: left alone.
+	other := filepath.Join(dir, "app-notes.log")
+	if err := os.WriteFile(other, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var l logFiles
+	defer l.close()
+	two := 2
+	w, err := l.get(filepath.Join(dir, "app.log"), &desired.Logs{MaxSize: "1M", MaxBackups: &two})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.as == nil {
+		t.Fatal("a user's folder written as root")
+	}
+	line := []byte(strings.Repeat("x", 1023) + "\n")
+	for range 5 * 1024 {
+		if err := w.writeLine(line); err != nil {
+			t.Fatal(err)
+		}
+	}
+	backups, _ := filepath.Glob(filepath.Join(dir, "app-*.log"))
+	var rotated []string
+	for _, b := range backups {
+		if b != other {
+			rotated = append(rotated, b)
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(b, &st); err != nil || (b != other && st.Uid != 1234) {
+			t.Errorf("%s: owner %d (%v), want the folder's", b, st.Uid, err)
+		}
+	}
+	if len(rotated) != 2 {
+		t.Fatalf("rotated files %v, want 2", rotated)
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Fatalf("a file not lumberjack's removed: %v", err)
+	}
+}
+
 // linesOf collects what copyLines writes.
 type linesOf struct{ got []string }
 
@@ -212,16 +264,16 @@ func TestLogFilesTakeChangedRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w.lj.MaxSize != 1 || w.lj.MaxBackups != 1 {
-		t.Fatalf("first: %d MB, %d backups", w.lj.MaxSize, w.lj.MaxBackups)
+	if w.lj.MaxSize != 1 || w.backups != 1 {
+		t.Fatalf("first: %d MB, %d backups", w.lj.MaxSize, w.backups)
 	}
 	ten := 10
 	w2, err := l.get(path, &desired.Logs{MaxSize: "5M", MaxBackups: &ten})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w2.lj != w.lj || w.lj.MaxSize != 5 || w.lj.MaxBackups != 10 {
-		t.Fatalf("after the change: same writer %v, %d MB, %d backups", w2.lj == w.lj, w.lj.MaxSize, w.lj.MaxBackups)
+	if w2.lj != w.lj || w.lj.MaxSize != 5 || w.backups != 10 {
+		t.Fatalf("after the change: same writer %v, %d MB, %d backups", w2.lj == w.lj, w.lj.MaxSize, w.backups)
 	}
 }
 
@@ -261,9 +313,23 @@ func TestLogIdentity(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Run with the kernel's sticky-folder protections off, and on.
+	for _, protected := range []bool{false, true} {
+		t.Run(fmt.Sprintf("protected=%v", protected), func(t *testing.T) {
+			stickyProtected = func() bool { return protected }
+			t.Cleanup(func() { stickyProtected = kernelProtectsSticky })
+			testLogIdentity(t, filepath.Join(base, fmt.Sprint(protected)), protected, mk, ln)
+		})
+	}
+}
+
+func testLogIdentity(t *testing.T, base string, protected bool, mk func(*testing.T, string, int, int, os.FileMode), ln func(*testing.T, string, string, int)) {
+	if err := os.Mkdir(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	sticky := os.ModeSticky | 0o777
 	stickyFile := logAccess{uid: nobody, gid: nobody}
-	if kernelProtectsSticky() {
+	if protected {
 		stickyFile = logAccess{root: true}
 	}
 	cases := []struct {
@@ -278,11 +344,16 @@ func TestLogIdentity(t *testing.T) {
 		{"a user's", func(t *testing.T, d string) string {
 			mk(t, d, 1234, 4321, 0o755)
 			return d + "/x.log"
-		}, logAccess{uid: 1234, gid: 4321}},
+		}, logAccess{uid: 1234, gid: nobody}},
+		// /var/log/mysql is mysql:adm: the user's own group, not adm.
+		{"a user's, another group", func(t *testing.T, d string) string {
+			mk(t, d, 1, 4, 0o750)
+			return d + "/x.log"
+		}, logAccess{uid: 1, gid: 1}},
 		{"a user's, folders to create", func(t *testing.T, d string) string {
 			mk(t, d, 1234, 4321, 0o700)
 			return d + "/a/b/x.log"
-		}, logAccess{uid: 1234, gid: 4321}},
+		}, logAccess{uid: 1234, gid: nobody}},
 		{"root's, group may write", func(t *testing.T, d string) string {
 			mk(t, d, 0, 4, 0o775)
 			return d + "/x.log"
@@ -296,7 +367,7 @@ func TestLogIdentity(t *testing.T) {
 			mk(t, d, 1234, 4321, 0o755)
 			mk(t, d+"/sub", 0, 0, 0o755)
 			return d + "/sub/x.log"
-		}, logAccess{uid: 1234, gid: 4321}},
+		}, logAccess{uid: 1234, gid: nobody}},
 		// Ubuntu's /var/log (root:syslog 0775) above /var/log/app: the
 		// group may swap app; root writes through app held open.
 		{"root's below a folder its group may write", func(t *testing.T, d string) string {
@@ -328,7 +399,7 @@ func TestLogIdentity(t *testing.T) {
 			mk(t, d+"/real", 0, 0, 0o755)
 			ln(t, "real", d+"/link", 1234)
 			return d + "/link/x.log"
-		}, logAccess{uid: 1234, gid: 1234}},
+		}, logAccess{uid: 1234, gid: nobody}},
 		// root's symlink to a user's folder (/var/log/app -> /home/alice/logs).
 		{"root's symlink to a user's", func(t *testing.T, d string) string {
 			mk(t, d, 0, 0, 0o755)
@@ -336,12 +407,49 @@ func TestLogIdentity(t *testing.T) {
 			mk(t, d+"/home/logs", 0, 0, 0o755)
 			ln(t, d+"/home/logs", d+"/link", 0)
 			return d + "/link/x.log"
-		}, logAccess{uid: 1234, gid: 4321}},
+		}, logAccess{uid: 1234, gid: nobody}},
 		{"root's symlink to root's", func(t *testing.T, d string) string {
 			mk(t, d, 0, 0, 0o755)
 			mk(t, d+"/real", 0, 0, 0o755)
 			ln(t, "../"+filepath.Base(d)+"/real", d+"/link", 0)
 			return d + "/link/x.log"
+		}, logAccess{root: true}},
+		// Sticky, but only a group may write: the kernel protects such a
+		// folder only with protected_regular=2 and protected_fifos=2.
+		{"the file in a sticky one a group may write", func(t *testing.T, d string) string {
+			mk(t, d, 0, 4, os.ModeSticky|0o770)
+			return d + "/x.log"
+		}, logAccess{uid: nobody, gid: 4}},
+		// The log file itself: a user's file (made before the agent, in
+		// a sticky folder), root's symlink to a user's file, a user's
+		// symlink, and root's own file.
+		{"a user's file in a sticky one", func(t *testing.T, d string) string {
+			mk(t, d, 0, 0, sticky)
+			if err := os.WriteFile(d+"/x.log", nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(d+"/x.log", 1234, 4321); err != nil {
+				t.Fatal(err)
+			}
+			return d + "/x.log"
+		}, logAccess{uid: 1234, gid: nobody}},
+		{"root's symlink to a user's file", func(t *testing.T, d string) string {
+			mk(t, d, 0, 0, 0o755)
+			mk(t, d+"/home", 1234, 4321, 0o755)
+			ln(t, d+"/home/app.log", d+"/x.log", 0)
+			return d + "/x.log"
+		}, logAccess{uid: 1234, gid: nobody}},
+		{"a user's symlink as the file", func(t *testing.T, d string) string {
+			mk(t, d, 0, 0, sticky)
+			ln(t, "/etc/passwd", d+"/x.log", 1234)
+			return d + "/x.log"
+		}, logAccess{uid: 1234, gid: nobody}},
+		{"root's file", func(t *testing.T, d string) string {
+			mk(t, d, 0, 0, 0o755)
+			if err := os.WriteFile(d+"/x.log", nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return d + "/x.log"
 		}, logAccess{root: true}},
 	}
 	for _, c := range cases {
@@ -356,6 +464,22 @@ func TestLogIdentity(t *testing.T) {
 				t.Errorf("logIdentity = %+v, want %+v", got, c.want)
 			}
 		})
+	}
+}
+
+// A log path naming a folder is refused, directly or through a symlink.
+func TestLogIdentityRefusesFolder(t *testing.T) {
+	base := logsBase(t)
+	if err := os.Mkdir(filepath.Join(base, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("d/..", filepath.Join(base, "up")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{filepath.Join(base, "d"), filepath.Join(base, "up")} {
+		if _, err := logIdentity(p); err == nil || !strings.Contains(err.Error(), "is a folder") {
+			t.Errorf("logIdentity(%s) = %v, want a folder refused", p, err)
+		}
 	}
 }
 
