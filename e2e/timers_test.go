@@ -295,3 +295,41 @@ func TestTimerScheduleMovedBeforeNow(t *testing.T) {
 		t.Errorf("after the restart: %v, want waiting for %s tomorrow", p, slot.Format("15:04:05"))
 	}
 }
+
+// A timer the agent stopped for a schedule change (stop before the reload,
+// start after it) and was killed before starting is started by the next
+// agent, even under drift: report: the restart journal names it, so the
+// stop reads as the agent's own, not as someone's out-of-band stop.
+func TestTimerStoppedForScheduleSurvivesCrash(t *testing.T) {
+	e := newEnv(t)
+	spec := func(at string) string {
+		return fmt.Sprintf("  schedule: [\"*-*-* %s UTC\"]\n  drift: report\n  command: [\"/bin/true\"]\n", at)
+	}
+	e.write("slot.yaml", timer("slot", spec("03:00:00")))
+	e.apply(0)
+	// Not triggered since it started: a reload would schedule from that
+	// start, so the change stops the timer first.
+	e.write("slot.yaml", timer("slot", spec("04:00:00")))
+	cmd := e.sb.Command(e.ctx, agentBin, "apply", "--backend", "systemd", "--state-dir", "/var/lib/resil",
+		"--log-format", "console", "--manifests", manifestsDir)
+	cmd.Env = append(cmd.Env, "RESIL_TEST_CRASH_AFTER_STEP=1")
+	out, errOut, code := runCLI(t, cmd)
+	if code == 0 {
+		t.Fatalf("the crashing apply: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	if s := e.prop("slot.timer", "ActiveState"); s != "inactive" {
+		t.Fatalf("after a crash right after the stop: slot.timer %s, want inactive", s)
+	}
+	out = e.apply(0)
+	if !strings.Contains(out, "start slot.timer (start owed by an interrupted pass)") {
+		t.Errorf("apply after the crash:\n%s", out)
+	}
+	if p := e.show("slot.timer", "ActiveState", "NextElapseUSecRealtime"); p["ActiveState"] != "active" || !strings.Contains(p["NextElapseUSecRealtime"], "04:00:00") {
+		t.Errorf("slot.timer %v, want active, next run at 04:00:00", p)
+	}
+	// Settled: the record is gone, a manual stop is drift again (report).
+	e.systemctl("stop", "slot.timer")
+	if out := e.apply(0); strings.Contains(out, "start slot.timer") {
+		t.Errorf("a manual stop under drift: report was undone:\n%s", out)
+	}
+}

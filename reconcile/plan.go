@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -416,9 +417,11 @@ func (p *planner) timerChange(o *desired.Object, c UnitChange, u *observed.Unit)
 	case u.SubState == "running" && slices.Contains(c.Keys, "Unit"):
 		c.Why = "running, and its job's end would not reach the timer with Unit= changed: only a start does"
 		return c
-	case u.SubState == "elapsed" && !slices.Contains(c.Keys, "OnBootSec") && o.Timer != nil && len(o.Timer.Schedule) == 0 && !o.Timer.OnUnitActive.IsSet():
-		// Nothing left to schedule (onBoot only, fired, unchanged): a
-		// start would only fire that onBoot again.
+	case u.SubState == "elapsed" && o.Timer != nil && len(o.Timer.Schedule) == 0 && !o.Timer.OnUnitActive.IsSet() &&
+		!slices.ContainsFunc(c.Keys, isTrigger) && !slices.ContainsFunc(slices.Collect(maps.Keys(o.Timer.Systemd["Timer"])), isTrigger):
+		// Nothing left to schedule (onBoot only, fired, unchanged; no
+		// trigger set through systemd: either): a start would only fire
+		// that onBoot again.
 		return UnitChange{Keys: c.Keys}
 	case u.SubState != "waiting" && u.SubState != "running":
 		c.Why = u.SubState + ", only a start schedules it"
@@ -430,6 +433,10 @@ func (p *planner) timerChange(o *desired.Object, c UnitChange, u *observed.Unit)
 	}
 	return UnitChange{Keys: c.Keys}
 }
+
+// isTrigger reports whether a [Timer] key schedules an elapse
+// (OnCalendar=, OnBootSec=, OnUnitInactiveSec=, OnClockChange=, ...).
+func isTrigger(key string) bool { return strings.HasPrefix(key, "On") }
 
 // timerSlotMissed returns why a restart must replace the reload of a
 // timer whose schedule changed ("" when none must; see timerChange).

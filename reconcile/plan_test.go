@@ -64,6 +64,8 @@ type obsFile struct {
 	BrokenFiles []string           `json:"brokenFiles"`
 	// ReadAt is the observation time (the planner's "now"), RFC 3339.
 	ReadAt string `json:"readAt"`
+	// RestartPending are the units the restart journal names.
+	RestartPending []string `json:"restartPending"`
 }
 
 // rescheduled renders the Timer object of unit name with schedule old:
@@ -260,6 +262,12 @@ func TestPlanGolden(t *testing.T) {
 				st.Units[name] = ou
 			}
 			in.Observed = st
+			for _, u := range of.RestartPending {
+				if in.RestartPending == nil {
+					in.RestartPending = map[string]bool{}
+				}
+				in.RestartPending[u] = true
+			}
 			plan := Compute(in)
 			var b strings.Builder
 			for _, s := range plan.Steps {
@@ -268,6 +276,9 @@ func TestPlanGolden(t *testing.T) {
 			b.WriteString("--- findings\n")
 			for _, f := range plan.Findings {
 				b.WriteString(string(f.Reason) + " " + f.Object + " " + f.Unit + ": " + f.Message + "\n")
+			}
+			if len(plan.RestartIntents) > 0 {
+				b.WriteString("--- restart journal before the first step\n" + strings.Join(plan.RestartIntents, "\n") + "\n")
 			}
 			got := b.String()
 			golden := filepath.Join(dir, "plan.txt")

@@ -73,6 +73,10 @@ func (p *planner) timer(o *desired.Object) {
 	case written && u.Active() && change.Restart:
 		// Elapsed, or a reload would misfire (timerChange).
 		if change.StopFirst {
+			// The restart journal keeps the start owed: an agent killed
+			// between this stop and the start would otherwise leave the
+			// timer stopped (for good under drift: report).
+			p.intents = append(p.intents, name)
 			p.stops = append(p.stops, actuators.Step{Op: actuators.OpStop, Object: o.ID(), Unit: name, Reason: change.Reason() + "; " + change.Why})
 			p.catchUp(o, name, u)
 			p.rt(actuators.OpStart, o, name, "stopped for the schedule change, want active")
@@ -90,6 +94,12 @@ func (p *planner) timer(o *desired.Object) {
 		// Starting it again would wait on that same job, and so on this
 		// pass; refreshing a stale stamp now is what the ordering is for.
 		p.catchUp(o, name, u)
+	case !u.Active() && p.in.RestartPending[name]:
+		// The restart journal: an earlier pass stopped it for a schedule
+		// change and did not live to start it (restart_journal.go).
+		p.find(o.ID(), name, ReasonTimerInactive, fmt.Sprintf("%s was stopped for a schedule change by an interrupted pass; starting", name), true, true)
+		p.catchUp(o, name, u)
+		p.rt(actuators.OpStart, o, name, "start owed by an interrupted pass")
 	case !u.Active():
 		msg := fmt.Sprintf("%s is %s, want active", name, OrDash(u.ActiveState))
 		if o.DriftPolicy() == desired.DriftReport && !p.in.StateChanged[o.ID()] {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -32,6 +33,12 @@ import (
 // process started after a load runs what that load read). A record whose
 // service does not is owed (restartOwed): the planner restarts the
 // service (ReasonStaleProcess).
+//
+// A timer stopped before a schedule change is written (plan_timer.go,
+// UnitChange.StopFirst) is recorded too: its record is a start owed. A
+// pass that finds it inactive starts it whatever its drift policy; the
+// record goes once a start succeeds, or when a pass plans none (the timer
+// runs, is disabled or gone).
 //
 // A record goes (journalAfter) once that holds (the agent's own restart
 // after its reload, or systemd's own restart after it: no needless restart
@@ -150,11 +157,16 @@ func journalAfter(owed map[string]time.Time, obs *observed.State, intents []stri
 		if oc.Skipped != "" || oc.Err != nil {
 			continue
 		}
+		timer := strings.HasSuffix(oc.Step.Unit, ".timer")
 		switch oc.Step.Op {
-		case actuators.OpRestart, actuators.OpStop:
+		case actuators.OpRestart:
 			delete(m, oc.Step.Unit)
+		case actuators.OpStop:
+			if !timer { // a timer's stop comes before its owed start
+				delete(m, oc.Step.Unit)
+			}
 		case actuators.OpStart:
-			if stopped(unit(oc.Step.Unit)) {
+			if timer || stopped(unit(oc.Step.Unit)) {
 				delete(m, oc.Step.Unit)
 			}
 		}
@@ -164,6 +176,17 @@ func journalAfter(owed map[string]time.Time, obs *observed.State, intents []stri
 			continue
 		}
 		u := unit(name)
+		if strings.HasSuffix(name, ".timer") {
+			// A timer's record is a start owed: it stays while the pass
+			// planned that start and it did not succeed; a timer the
+			// pass did not start (running, disabled, gone) owes none.
+			if !slices.ContainsFunc(out, func(oc StepOutcome) bool {
+				return oc.Step.Unit == name && (oc.Step.Op == actuators.OpStart || oc.Step.Op == actuators.OpRestart)
+			}) {
+				delete(m, name)
+			}
+			continue
+		}
 		switch {
 		case u == nil:
 			delete(m, name)

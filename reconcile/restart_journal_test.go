@@ -192,6 +192,52 @@ func TestJournalAfter(t *testing.T) {
 	}
 }
 
+// A timer's record is a start owed (stopped for a schedule change): a
+// successful stop keeps it, a successful start settles it, and a pass that
+// plans no start for the timer drops it.
+func TestJournalAfterTimer(t *testing.T) {
+	at := time.Unix(1, 0)
+	const name = "report.timer"
+	oc := func(op actuators.Op, err error, skipped string) StepOutcome {
+		return StepOutcome{Step: actuators.Step{Op: op, Unit: name}, Err: err, Skipped: skipped}
+	}
+	boom := errors.New("boom")
+	for _, tc := range []struct {
+		name   string
+		active string // "": gone
+		intent bool
+		out    []StepOutcome
+		keep   bool
+	}{
+		{name: "stopped and started by the pass", active: "active", intent: true,
+			out: []StepOutcome{oc(actuators.OpStop, nil, ""), oc(actuators.OpDaemonReload, nil, ""), oc(actuators.OpStart, nil, "")}},
+		{name: "stopped, the start failed", active: "active", intent: true,
+			out: []StepOutcome{oc(actuators.OpStop, nil, ""), oc(actuators.OpStart, boom, "")}, keep: true},
+		{name: "stopped, the reload failed: start skipped", active: "active", intent: true,
+			out: []StepOutcome{oc(actuators.OpStop, nil, ""), oc(actuators.OpDaemonReload, boom, ""), oc(actuators.OpStart, nil, "earlier failure")}, keep: true},
+		{name: "found inactive, started", active: "inactive", out: []StepOutcome{oc(actuators.OpStart, nil, "")}},
+		{name: "found inactive, the start failed", active: "inactive", out: []StepOutcome{oc(actuators.OpStart, boom, "")}, keep: true},
+		{name: "found inactive, file loaded, no start planned (disabled)", active: "inactive"},
+		{name: "found active, nothing planned", active: "active"},
+		{name: "gone", active: ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			obs := &observed.State{UnitsLoadStart: 5, Units: map[string]*observed.Unit{}}
+			if tc.active != "" {
+				obs.Units[name] = &observed.Unit{Name: name, ActiveState: tc.active, LoadState: "loaded"}
+			}
+			var intents []string
+			if tc.intent {
+				intents = []string{name}
+			}
+			got := journalAfter(map[string]time.Time{name: at}, obs, intents, tc.out)
+			if _, kept := got[name]; kept != tc.keep {
+				t.Fatalf("kept = %v, want %v", kept, tc.keep)
+			}
+		})
+	}
+}
+
 // The planner journals a service whose file it rewrites with a change
 // that needs a restart while a process runs or may start (intents), and
 // restarts a journaled service only while the restart is owed.

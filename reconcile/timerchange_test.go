@@ -22,25 +22,36 @@ func TestTimerChange(t *testing.T) {
 		lastTrigger uint64
 		wantRestart bool
 		wantWhy     string
+		passthrough map[string]string // the manifest's systemd: Timer: keys
 	}{
-		{"waiting, accuracy", "waiting", []string{"AccuracySec"}, "*-*-* 09:00:00 UTC", last, false, ""},
-		{"running, accuracy", "running", []string{"AccuracySec"}, "*-*-* 09:00:00 UTC", last, false, ""},
+		{"waiting, accuracy", "waiting", []string{"AccuracySec"}, "*-*-* 09:00:00 UTC", last, false, "", nil},
+		{"running, accuracy", "running", []string{"AccuracySec"}, "*-*-* 09:00:00 UTC", last, false, "", nil},
 		// The old job's end no longer reaches the timer: it would stay running.
-		{"running, Unit", "running", []string{"Unit"}, "*-*-* 09:00:00 UTC", last, true, "Unit= changed"},
-		{"waiting, Unit", "waiting", []string{"Unit"}, "*-*-* 09:00:00 UTC", last, false, ""},
-		{"elapsed", "elapsed", []string{"AccuracySec"}, "*-*-* 09:00:00 UTC", last, true, "elapsed, only a start"},
+		{"running, Unit", "running", []string{"Unit"}, "*-*-* 09:00:00 UTC", last, true, "Unit= changed", nil},
+		{"waiting, Unit", "waiting", []string{"Unit"}, "*-*-* 09:00:00 UTC", last, false, "", nil},
+		{"elapsed", "elapsed", []string{"AccuracySec"}, "*-*-* 09:00:00 UTC", last, true, "elapsed, only a start", nil},
 		// onBoot only, fired: a start would fire it again for nothing.
-		{"elapsed, nothing to schedule", "elapsed", []string{"AccuracySec"}, "", last, false, ""},
-		{"elapsed, onBoot changed", "elapsed", []string{"OnBootSec"}, "", last, true, "elapsed, only a start"},
-		{"waiting, schedule, run passed", "waiting", []string{"OnCalendar"}, "*-*-* 09:00:00 UTC", last, true, "would fire at once on reload"},
-		{"waiting, schedule, run ahead", "waiting", []string{"OnCalendar"}, "*-*-* 12:00:00 UTC", last, false, ""},
-		{"waiting, schedule, never triggered", "waiting", []string{"OnCalendar"}, "*-*-* 12:00:00 UTC", 0, true, "not triggered since it started"},
+		{"elapsed, nothing to schedule", "elapsed", []string{"AccuracySec"}, "", last, false, "", nil},
+		{"elapsed, onBoot changed", "elapsed", []string{"OnBootSec"}, "", last, true, "elapsed, only a start", nil},
+		// A trigger added through the systemd: passthrough schedules
+		// something: only a start arms it.
+		{"elapsed, OnUnitInactiveSec added through systemd", "elapsed", []string{"OnUnitInactiveSec"}, "", last, true, "elapsed, only a start",
+			map[string]string{"OnUnitInactiveSec": "1h"}},
+		{"elapsed, OnCalendar through systemd, accuracy", "elapsed", []string{"AccuracySec"}, "", last, true, "elapsed, only a start",
+			map[string]string{"OnCalendar": "daily"}},
+		{"elapsed, OnCalendar removed from systemd", "elapsed", []string{"OnCalendar"}, "", last, true, "elapsed, only a start", nil},
+		{"waiting, schedule, run passed", "waiting", []string{"OnCalendar"}, "*-*-* 09:00:00 UTC", last, true, "would fire at once on reload", nil},
+		{"waiting, schedule, run ahead", "waiting", []string{"OnCalendar"}, "*-*-* 12:00:00 UTC", last, false, "", nil},
+		{"waiting, schedule, never triggered", "waiting", []string{"OnCalendar"}, "*-*-* 12:00:00 UTC", 0, true, "not triggered since it started", nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			o := &desired.Object{Kind: desired.KindTimer, Metadata: desired.ObjectMeta{Name: "report"}, Timer: &desired.TimerSpec{}}
 			if c.schedule != "" {
 				o.Timer.Schedule = []string{c.schedule}
+			}
+			if c.passthrough != nil {
+				o.Timer.Systemd = map[string]map[string]string{"Timer": c.passthrough}
 			}
 			p := &planner{in: Input{Observed: &observed.State{ReadAt: now}}}
 			u := &observed.Unit{Name: "report.timer", ActiveState: "active", SubState: c.sub, LastTriggerUSec: c.lastTrigger}
