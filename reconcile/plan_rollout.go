@@ -57,6 +57,12 @@ type RolloutInput struct {
 	// version that failed. While the unit still has that version, its
 	// failure neither halts the rollout nor holds a wave slot.
 	Acks map[string]string
+	// Distrusted, when set, says why the rollout record on disk was
+	// refused (not root's, writable by others, unreadable): who restarted
+	// what is unknown, so every service counts as a member (a failed one
+	// halts the rollout, an unready one holds a slot) rather than none
+	// (which would drop a halt an earlier agent recorded).
+	Distrusted string
 }
 
 // RolloutReport is the rollout a plan is part of: the services whose
@@ -151,7 +157,7 @@ func (p *planner) initRollout(objs []*desired.Object) {
 		if files := p.in.Files[o.ID()]; len(files) > 0 && p.lease(o.ID()) == nil && p.rolloutCandidate(o, files[0], u) {
 			r.cands = append(r.cands, o)
 		}
-		if !p.in.Rollout.Members[unit] {
+		if !p.in.Rollout.Members[unit] && p.in.Rollout.Distrusted == "" {
 			continue
 		}
 		var fail *RolloutFailure
@@ -198,6 +204,9 @@ func (p *planner) initRollout(objs []*desired.Object) {
 	}
 	if len(r.failed) > 0 {
 		slots = 0
+	}
+	if d := p.in.Rollout.Distrusted; d != "" && (len(r.cands) > 0 || len(r.failed) > 0) {
+		p.find("", "", ReasonRolloutPending, "rollout record refused ("+d+"): every service counts as restarted by the rollout, so a failed one halts it and an unready one holds a slot, until the file is fixed or removed", true, false)
 	}
 	for _, o := range admissible(r.cands) {
 		if slots == 0 {

@@ -122,6 +122,9 @@ type Reconciler struct {
 	// rolloutRec the rollout record (rollout_state.go).
 	rolloutGate time.Time
 	rolloutRec  RolloutRecord
+	// rolloutRefused: why the rollout record on disk was refused ("":
+	// trusted or absent); see RolloutInput.Distrusted.
+	rolloutRefused string
 	// rolloutRecent are services restarted by a wave that needed no
 	// rollout record (everything fit), until they are ready.
 	rolloutRecent []string

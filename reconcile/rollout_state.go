@@ -142,7 +142,8 @@ func WriteRolloutResume(stateDir string, rr RolloutResume) error {
 
 // rolloutInput is the planner's rollout input for a pass at now.
 func (r *Reconciler) rolloutInput(log *zap.Logger) RolloutInput {
-	in := RolloutInput{MinReady: r.cfg.Rollout.MinReady, HoldUntil: r.rolloutGate}
+	r.retrustRollout(log)
+	in := RolloutInput{MinReady: r.cfg.Rollout.MinReady, HoldUntil: r.rolloutGate, Distrusted: r.rolloutRefused}
 	if r.rolloutRec.Active || len(r.rolloutRecent) > 0 {
 		in.Members = map[string]bool{}
 		for _, u := range r.rolloutRec.Restarted {
@@ -256,6 +257,12 @@ func (r *Reconciler) afterRollout(log *zap.Logger, plan Plan, now time.Time) {
 	if bytes.Equal(prev, cur) || r.cfg.Safety.StateDir == "" || r.cfg.Safety.ReadOnly {
 		return
 	}
+	if r.rolloutRefused != "" {
+		// Replacing the refused file would make this agent's partial
+		// record trusted, and forget the halt it may hold.
+		log.Warn("rollout record not saved: the file there is refused", zap.String("why", r.rolloutRefused))
+		return
+	}
 	rec.Updated = now
 	r.rolloutRec.Updated = now
 	b, err := json.MarshalIndent(rec, "", "  ")
@@ -293,9 +300,29 @@ func (r *Reconciler) loadRollout() {
 	}
 	rec, ok, err := ReadRolloutRecord(r.cfg.Safety.StateDir)
 	if err != nil {
-		r.log.Warn("rollout record ignored", zap.Error(err))
+		// Not an empty record: that would forget a halt (RolloutInput.Distrusted).
+		r.log.Warn("rollout record refused", zap.Error(err))
+		r.rolloutRefused = err.Error()
 		return
 	}
+	if ok {
+		r.rolloutRec = rec
+	}
+}
+
+// retrustRollout reads a refused rollout record again (each pass while it
+// is refused) and takes it once it is trusted, or gone.
+func (r *Reconciler) retrustRollout(log *zap.Logger) {
+	if r.rolloutRefused == "" {
+		return
+	}
+	rec, ok, err := ReadRolloutRecord(r.cfg.Safety.StateDir)
+	if err != nil {
+		r.rolloutRefused = err.Error()
+		return
+	}
+	log.Info("rollout record trusted again", zap.Bool("present", ok))
+	r.rolloutRefused = ""
 	if ok {
 		r.rolloutRec = rec
 	}

@@ -107,6 +107,33 @@ func TestRolloutRecordJitterHaltResume(t *testing.T) {
 	if res = pass(t, r, Options{}); res.Plan.Rollout == nil || !res.Plan.Rollout.Halted {
 		t.Fatalf("a new agent forgot the halted rollout: %+v", res.Plan.Rollout)
 	}
+	// A record the agent may not trust (writable by others: anyone could
+	// have emptied it) keeps the halt too: every service counts as the
+	// rollout's; the file is left for the operator, then trusted again.
+	recPath := filepath.Join(state, RolloutFileName)
+	if err := os.Chmod(recPath, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	r = newR()
+	for range 2 {
+		res = pass(t, r, Options{})
+		if got := restartsOf(res); got != "" || res.Plan.Rollout == nil || !res.Plan.Rollout.Halted {
+			t.Fatalf("a refused record dropped the halt: restarted %q, report %+v", got, res.Plan.Rollout)
+		}
+		if !slices.ContainsFunc(findingsOf(res, ReasonRolloutPending), func(f Finding) bool { return strings.Contains(f.Message, "rollout record refused") }) {
+			t.Fatalf("no finding names the refused record: %+v", res.Plan.Findings)
+		}
+	}
+	if fi, err := os.Stat(recPath); err != nil || fi.Mode().Perm() != 0o666 {
+		t.Fatalf("the refused record was replaced: %v %v", fi.Mode(), err)
+	}
+	if err := os.Chmod(recPath, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if res = pass(t, r, Options{}); res.Plan.Rollout == nil || !res.Plan.Rollout.Halted ||
+		slices.ContainsFunc(findingsOf(res, ReasonRolloutPending), func(f Finding) bool { return strings.Contains(f.Message, "rollout record refused") }) {
+		t.Fatalf("record trusted again: %+v %+v", res.Plan.Rollout, res.Plan.Findings)
+	}
 	// rollout resume: acknowledge a's failed version.
 	if err := WriteRolloutResume(state, RolloutResume{Time: c.t, User: "alice", Acks: map[string]string{"a.service": res.Plan.Rollout.Failed[0].Hash}}); err != nil {
 		t.Fatal(err)
