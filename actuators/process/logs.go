@@ -85,7 +85,20 @@ type fileWriter struct {
 	// thread, whenever sincePrune shows a rotation may have happened.
 	backups    int
 	sincePrune int64
+	// access is the identity as and pin implement; checked when it was
+	// last decided. A folder chowned to a user, or opened to others,
+	// while the agent runs changes it: writeLine decides again at most
+	// every identityRecheck.
+	access  logAccess
+	checked time.Time
+	// accessErr: the last decision failed to set up (the writes fail
+	// until the next one works).
+	accessErr error
 }
+
+// identityRecheck is how often (at most, while lines are written) a log
+// file's identity is decided again.
+var identityRecheck = 5 * time.Second
 
 type pinnedDir struct {
 	f        *os.File // O_PATH
@@ -95,7 +108,14 @@ type pinnedDir struct {
 func (f *fileWriter) writeLine(line []byte) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	err := f.write(line)
+	if now := time.Now(); now.Sub(f.checked) >= identityRecheck || f.accessErr != nil {
+		f.checked = now
+		f.recheck()
+	}
+	err := f.accessErr
+	if err == nil {
+		err = f.write(line)
+	}
 	if err != nil && f.pin != nil && f.repin() {
 		err = f.write(line)
 	}
@@ -125,6 +145,67 @@ func (f *fileWriter) write(line []byte) error {
 		return f.as.do(do)
 	}
 	return do()
+}
+
+// recheck decides the identity again; a different one replaces as or pin
+// (the open file is closed: the next write opens it anew), and so does a
+// log file no longer at its path. A path that can no longer be decided
+// keeps the current identity (the failing write says why). Under f.mu.
+func (f *fileWriter) recheck() {
+	a, err := logIdentity(f.path)
+	if err != nil {
+		return
+	}
+	if a == f.access && f.accessErr == nil {
+		// The file moved away (logrotate without copytruncate) or
+		// removed: open it anew rather than write where no one reads.
+		if _, err := os.Lstat(f.lj.Filename); errors.Is(err, os.ErrNotExist) {
+			if f.as != nil {
+				_ = f.as.do(f.lj.Close)
+			} else {
+				_ = f.lj.Close()
+			}
+		}
+		return
+	}
+	f.release()
+	if f.accessErr = f.setAccess(a); f.accessErr != nil {
+		return
+	}
+	f.log.Info("log file identity changed", zap.String("path", f.path), zap.Bool("root", a.root), zap.Bool("pinned", a.pinned),
+		zap.Int("uid", a.uid), zap.Int("gid", a.gid))
+}
+
+// setAccess makes f write with a's identity (see logIdentity).
+func (f *fileWriter) setAccess(a logAccess) error {
+	f.access, f.lj.Filename = a, f.path
+	var err error
+	switch {
+	case !a.root:
+		if f.as, err = startFSThread(a.uid, a.gid); err != nil {
+			return fmt.Errorf("log file %s: %w", f.path, err)
+		}
+	case a.pinned:
+		if f.pin, f.lj.Filename, err = a.open(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// release closes the open file and ends as and pin.
+func (f *fileWriter) release() {
+	if f.as != nil {
+		_ = f.as.do(f.lj.Close)
+		f.as.stop()
+		f.as = nil
+	} else {
+		_ = f.lj.Close()
+	}
+	if f.pin != nil {
+		_ = f.pin.f.Close()
+		f.pin = nil
+	}
 }
 
 // backupTime is the time lumberjack puts in a rotated file's name.
@@ -181,7 +262,7 @@ func (f *fileWriter) repin() bool {
 	_ = f.lj.Close()
 	f.lj.Filename = name
 	_ = f.pin.f.Close()
-	f.pin = pin
+	f.pin, f.access = pin, a
 	return true
 }
 
@@ -422,7 +503,7 @@ func (a logAccess) open() (pin *pinnedDir, name string, err error) {
 		return nil, "", fmt.Errorf("log folder %s changed while it was checked (%v)", a.dir, err)
 	}
 	name = fmt.Sprintf("/proc/self/fd/%d/%s", fd, a.rest)
-	if err := unix.Stat(fmt.Sprintf("/proc/self/fd/%d", fd), &st); err != nil || st.Ino != a.ino {
+	if err := unix.Stat(fmt.Sprintf("/proc/self/fd/%d", fd), &st); err != nil || st.Dev != a.dev || st.Ino != a.ino {
 		f.Close()
 		return nil, "", fmt.Errorf("log folder %s: held open, not reachable through /proc: %w", a.dir, err)
 	}
@@ -499,20 +580,13 @@ func (l *logFiles) get(path string, logs *desired.Logs) (*fileWriter, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	w := &fileWriter{path: path, lj: &lumberjack.Logger{Filename: path, MaxSize: size}, backups: backups, log: log}
+	w := &fileWriter{path: path, lj: &lumberjack.Logger{Filename: path, MaxSize: size}, backups: backups, log: log, checked: time.Now()}
 	a, err := logIdentity(path)
 	if err != nil {
 		return nil, err
 	}
-	switch {
-	case !a.root:
-		if w.as, err = startFSThread(a.uid, a.gid); err != nil {
-			return nil, fmt.Errorf("log file %s: %w", path, err)
-		}
-	case a.pinned:
-		if w.pin, w.lj.Filename, err = a.open(); err != nil {
-			return nil, err
-		}
+	if err := w.setAccess(a); err != nil {
+		return nil, err
 	}
 	if l.files == nil {
 		l.files = map[string]*fileWriter{}
@@ -526,15 +600,7 @@ func (l *logFiles) close() {
 	defer l.mu.Unlock()
 	for p, w := range l.files {
 		w.mu.Lock()
-		if w.as != nil {
-			_ = w.as.do(w.lj.Close)
-			w.as.stop()
-		} else {
-			w.lj.Close()
-		}
-		if w.pin != nil {
-			w.pin.f.Close()
-		}
+		w.release()
 		w.mu.Unlock()
 		delete(l.files, p)
 	}

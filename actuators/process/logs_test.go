@@ -628,3 +628,86 @@ func TestLogFileInAUsersFolderWrittenAsThatUser(t *testing.T) {
 		t.Errorf("agent log %q, want the failure once, then the recovery", msgs)
 	}
 }
+
+// A log's identity is decided again while the agent runs: a folder that
+// is chowned to a user after the first write is then written as that
+// user (the root writer would otherwise keep appending, and rotating, by
+// path in a folder the user controls).
+func TestLogIdentityDecidedAgain(t *testing.T) {
+	old := identityRecheck
+	identityRecheck = 0
+	defer func() { identityRecheck = old }()
+	base := logsBase(t)
+	dir := filepath.Join(base, "app")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "app.log")
+	core, logged := observer.New(zap.InfoLevel)
+	l := logFiles{log: zap.New(core)}
+	defer l.close()
+	w, err := l.get(path, &desired.Logs{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.writeLine([]byte("as root\n")); err != nil {
+		t.Fatal(err)
+	}
+	// The operator hands the folder to the service's user, who replaces
+	// the file.
+	if err := os.Chown(dir, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.writeLine([]byte("as the user\n")); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		t.Fatalf("no new log file (still writing to the removed one?): %v", err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "as the user\n" || st.Uid != nobody {
+		t.Errorf("log file %q owned by %d, want \"as the user\\n\" owned by %d", b, st.Uid, nobody)
+	}
+	if n := logged.FilterMessage("log file identity changed").Len(); n != 1 {
+		t.Errorf("%d identity changes logged, want 1", n)
+	}
+	// Unchanged since: no more changes.
+	if err := w.writeLine([]byte("again\n")); err != nil {
+		t.Fatal(err)
+	}
+	if n := logged.FilterMessage("log file identity changed").Len(); n != 1 {
+		t.Errorf("%d identity changes logged, want 1", n)
+	}
+}
+
+// A log file moved away (logrotate without copytruncate) or removed is
+// opened anew at its path at the next identity check.
+func TestLogFileMovedAwayOpenedAgain(t *testing.T) {
+	old := identityRecheck
+	identityRecheck = 0
+	defer func() { identityRecheck = old }()
+	path := filepath.Join(logsBase(t), "app.log")
+	l := logFiles{}
+	defer l.close()
+	w, err := l.get(path, &desired.Logs{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.writeLine([]byte("one\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.writeLine([]byte("two\n")); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.ReadFile(path + ".1")
+	b, _ := os.ReadFile(path)
+	if string(a) != "one\n" || string(b) != "two\n" {
+		t.Errorf("moved file %q, new file %q; want \"one\\n\", \"two\\n\"", a, b)
+	}
+}
