@@ -634,9 +634,7 @@ func TestLogFileInAUsersFolderWrittenAsThatUser(t *testing.T) {
 // user (the root writer would otherwise keep appending, and rotating, by
 // path in a folder the user controls).
 func TestLogIdentityDecidedAgain(t *testing.T) {
-	old := identityRecheck
-	identityRecheck = 0
-	defer func() { identityRecheck = old }()
+	recheckEveryWrite(t)
 	base := logsBase(t)
 	dir := filepath.Join(base, "app")
 	if err := os.Mkdir(dir, 0o755); err != nil {
@@ -686,9 +684,7 @@ func TestLogIdentityDecidedAgain(t *testing.T) {
 // A log file moved away (logrotate without copytruncate) or removed is
 // opened anew at its path at the next identity check.
 func TestLogFileMovedAwayOpenedAgain(t *testing.T) {
-	old := identityRecheck
-	identityRecheck = 0
-	defer func() { identityRecheck = old }()
+	recheckEveryWrite(t)
 	path := filepath.Join(logsBase(t), "app.log")
 	l := logFiles{}
 	defer l.close()
@@ -710,4 +706,11 @@ func TestLogFileMovedAwayOpenedAgain(t *testing.T) {
 	if string(a) != "one\n" || string(b) != "two\n" {
 		t.Errorf("moved file %q, new file %q; want \"one\\n\", \"two\\n\"", a, b)
 	}
+}
+
+// recheckEveryWrite makes writeLine decide the identity at every line.
+func recheckEveryWrite(t *testing.T) {
+	old := identityRecheck
+	identityRecheck = 0
+	t.Cleanup(func() { identityRecheck = old })
 }
