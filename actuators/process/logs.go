@@ -142,7 +142,21 @@ func (f *fileWriter) write(line []byte) error {
 		return nil
 	}
 	if f.as != nil {
-		return f.as.do(do)
+		// Others may create names in this folder: a FIFO at the log's
+		// name (or where a symlink there points) would block
+		// lumberjack's open, and the writer, the copier and the agent's
+		// shutdown with it. Refused up front (then the open file is
+		// closed: it may be that FIFO); an open still blocked after
+		// fifoWait (one made between this check and the open) is
+		// released by opening its read end (fsThread.doUnblocking).
+		return f.as.doUnblocking(func() error {
+			var st unix.Stat_t
+			if err := unix.Stat(f.lj.Filename, &st); err == nil && st.Mode&unix.S_IFMT != unix.S_IFREG {
+				_ = f.lj.Close()
+				return fmt.Errorf("log file %s: not a regular file (mode %#o)", f.path, st.Mode&unix.S_IFMT)
+			}
+			return do()
+		}, f.lj.Filename)
 	}
 	return do()
 }
@@ -292,8 +306,9 @@ func (f *fileWriter) repin() bool {
 // openAs); it runs the functions it is given. It never unlocks: when it
 // ends, Go discards the thread instead of reusing it with that identity.
 type fsThread struct {
-	reqs chan fsReq
-	done chan struct{}
+	reqs     chan fsReq
+	done     chan struct{}
+	uid, gid int
 }
 
 type fsReq struct {
@@ -302,7 +317,7 @@ type fsReq struct {
 }
 
 func startFSThread(uid, gid int) (*fsThread, error) {
-	t := &fsThread{reqs: make(chan fsReq), done: make(chan struct{})}
+	t := &fsThread{reqs: make(chan fsReq), done: make(chan struct{}), uid: uid, gid: gid}
 	ready := make(chan error, 1)
 	go func() {
 		defer close(t.done)
@@ -338,6 +353,52 @@ func (t *fsThread) do(fn func() error) error {
 	r := fsReq{fn: fn, err: make(chan error, 1)}
 	t.reqs <- r
 	return <-r.err
+}
+
+// fifoWait is how long doUnblocking lets fn block before it looks for a
+// FIFO to release.
+var fifoWait = 2 * time.Second
+
+// doUnblocking is do, for fn that opens path: if fn has not returned after
+// fifoWait and path is a FIFO (an open for writing waits for a reader), a
+// second thread with the same identity opens its read end (through an
+// O_PATH descriptor checked to be that FIFO, so nothing else is opened),
+// which lets the open return; the read end is closed once fn returns. A
+// wait for anything else (a slow disk) is waited out.
+func (t *fsThread) doUnblocking(fn func() error, path string) error {
+	r := fsReq{fn: fn, err: make(chan error, 1)}
+	t.reqs <- r
+	timer := time.NewTimer(fifoWait)
+	defer timer.Stop()
+	select {
+	case err := <-r.err:
+		return err
+	case <-timer.C:
+	}
+	h, err := startFSThread(t.uid, t.gid)
+	if err != nil {
+		return <-r.err
+	}
+	defer h.stop()
+	var reader int = -1
+	_ = h.do(func() error {
+		fd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+			return err
+		}
+		reader, err = unix.Open(fmt.Sprintf("/proc/self/fd/%d", fd), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		return err
+	})
+	err = <-r.err
+	if reader >= 0 {
+		_ = unix.Close(reader)
+	}
+	return err
 }
 
 // stop ends the goroutine and waits for it.

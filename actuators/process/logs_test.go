@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -713,4 +714,91 @@ func recheckEveryWrite(t *testing.T) {
 	old := identityRecheck
 	identityRecheck = 0
 	t.Cleanup(func() { identityRecheck = old })
+}
+
+// A FIFO at a log's name in a folder others may write (here the service
+// user's) neither blocks the writer nor takes the lines: the write fails
+// at once; a regular file there again is written.
+func TestLogFIFORefused(t *testing.T) {
+	dir := filepath.Join(logsBase(t), "app")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "app.log")
+	if err := unix.Mkfifo(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(path, nobody, nobody); err != nil { // the user made it
+		t.Fatal(err)
+	}
+	var l logFiles
+	defer l.close()
+	w, err := l.get(path, &desired.Logs{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.writeLine([]byte("line\n")) }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Fatalf("write to a FIFO: %v, want refused", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the write blocked on the FIFO")
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.writeLine([]byte("again\n")); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "again\n" {
+		t.Errorf("log file %q, want \"again\\n\"", b)
+	}
+}
+
+// An open that blocks on a FIFO (one made after the check) is released:
+// its read end is opened by a second thread of the same identity.
+func TestFSThreadReleasesBlockedFIFOOpen(t *testing.T) {
+	old := fifoWait
+	fifoWait = 50 * time.Millisecond
+	t.Cleanup(func() { fifoWait = old })
+	dir := logsBase(t)
+	if err := os.Chown(dir, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(path, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	th, err := startFSThread(nobody, nobody)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer th.stop()
+	done := make(chan error, 1)
+	go func() {
+		done <- th.doUnblocking(func() error {
+			f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+			if err == nil {
+				f.Close()
+			}
+			return err
+		}, path)
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the open stayed blocked on the FIFO")
+	}
 }
