@@ -91,9 +91,13 @@ type fileWriter struct {
 	// every identityRecheck.
 	access  logAccess
 	checked time.Time
-	// accessErr: the last decision failed to set up (the writes fail
-	// until the next one works).
+	// accessErr: the last decision failed, or failed to set up (the
+	// writes fail until the next one works).
 	accessErr error
+	// file is the device and inode at the path after the first write
+	// since the file was (re)opened (zero: not known yet); a different
+	// one at a recheck means the file was moved away.
+	file [2]uint64
 }
 
 // identityRecheck is how often (at most, while lines are written) a log
@@ -135,6 +139,12 @@ func (f *fileWriter) write(line []byte) error {
 		if _, err := f.lj.Write(line); err != nil {
 			return err
 		}
+		if f.file == [2]uint64{} {
+			var st unix.Stat_t
+			if unix.Stat(f.lj.Filename, &st) == nil {
+				f.file = [2]uint64{st.Dev, st.Ino}
+			}
+		}
 		if f.sincePrune += int64(len(line)); f.sincePrune >= int64(f.lj.MaxSize)<<20 {
 			f.sincePrune = 0
 			f.prune()
@@ -168,17 +178,24 @@ func (f *fileWriter) write(line []byte) error {
 func (f *fileWriter) recheck() {
 	a, err := logIdentity(f.path)
 	if err != nil {
+		// Undecidable now (a folder put at the file's name): writing on
+		// with the old identity could be root by path in a folder that
+		// since became a user's. Nothing is written until it decides.
+		f.release()
+		f.access, f.accessErr = logAccess{}, err
 		return
 	}
 	if a == f.access && f.accessErr == nil {
-		// The file moved away (logrotate without copytruncate) or
+		// The file moved away (logrotate, with or without `create`) or
 		// removed: open it anew rather than write where no one reads.
-		if _, err := os.Lstat(f.lj.Filename); errors.Is(err, os.ErrNotExist) {
+		var st unix.Stat_t
+		if err := unix.Stat(f.lj.Filename, &st); (err == nil && f.file != [2]uint64{st.Dev, st.Ino}) || errors.Is(err, unix.ENOENT) {
 			if f.as != nil {
 				_ = f.as.do(f.lj.Close)
 			} else {
 				_ = f.lj.Close()
 			}
+			f.file = [2]uint64{}
 		}
 		return
 	}
@@ -209,6 +226,7 @@ func (f *fileWriter) setAccess(a logAccess) error {
 
 // release closes the open file and ends as and pin.
 func (f *fileWriter) release() {
+	f.file = [2]uint64{}
 	if f.as != nil {
 		_ = f.as.do(f.lj.Close)
 		f.as.stop()
@@ -245,10 +263,11 @@ func (f *fileWriter) prune() {
 		if !e.Type().IsRegular() || !strings.HasPrefix(n, prefix) {
 			continue
 		}
-		ts := strings.TrimSuffix(strings.TrimSuffix(n, ".gz"), ext)[len(prefix):]
-		if len(ts) != len(backupTime) || !strings.HasSuffix(strings.TrimSuffix(n, ".gz"), ext) {
+		stem := strings.TrimSuffix(n, ".gz")
+		if !strings.HasSuffix(stem, ext) || len(stem) != len(prefix)+len(backupTime)+len(ext) {
 			continue
 		}
+		ts := stem[len(prefix) : len(prefix)+len(backupTime)]
 		if _, err := time.Parse(backupTime, ts); err == nil {
 			old = append(old, n)
 		}
@@ -429,8 +448,8 @@ const maxLinks = 40
 // logIdentity walks path from / as the kernel resolves it, one component
 // at a time with lstat, following symlinks (the log file's own name too),
 // and decides how its log files are written (see the comment above
-// fsThread). A user's folder, symlink or existing log file: that user (the
-// deepest, when several); the deepest existing folder of root's but
+// fsThread). A user's folder, symlink or existing log file: that user
+// (nobody, when there are two or more); the deepest existing folder of root's but
 // writable by others: nobody (with its group when only the group may
 // write), except a sticky one anyone may write (/tmp) holding the file
 // itself while the kernel protects such folders (fs.protected_symlinks,
@@ -446,7 +465,7 @@ func logIdentity(path string) (logAccess, error) {
 		return logAccess{}, fmt.Errorf("log folder /: %w", err)
 	}
 	dir := "/"
-	owner := -1
+	owner, twoUsers := -1, false
 	if cur.Uid != 0 {
 		owner = int(cur.Uid)
 	}
@@ -493,6 +512,12 @@ func logIdentity(path string) (logAccess, error) {
 			// A user's folder, symlink, or log file (one they made
 			// before the agent: root appending to it, and chowning it
 			// at rotation, would write where they point it).
+			if owner >= 0 && owner != int(st.Uid) {
+				// Two users: the first could point the path into the
+				// second's files (a symlink to their authorized_keys);
+				// writing as either would let one act as the other.
+				twoUsers = true
+			}
 			owner = int(st.Uid)
 		}
 		switch st.Mode & unix.S_IFMT {
@@ -525,6 +550,9 @@ func logIdentity(path string) (logAccess, error) {
 	}
 	if leaf == "" && len(missing) == 0 {
 		return logAccess{}, fmt.Errorf("log file %s: %s is a folder", path, dir)
+	}
+	if twoUsers {
+		return logAccess{uid: nobody, gid: nobody}, nil
 	}
 	if owner >= 0 {
 		return logAccess{uid: owner, gid: primaryGID(owner)}, nil

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/sys/unix"
+	"gopkg.in/natefinch/lumberjack.v2"
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/desired"
@@ -445,6 +446,25 @@ func testLogIdentity(t *testing.T, base string, protected bool, mk func(*testing
 			ln(t, "/etc/passwd", d+"/x.log", 1234)
 			return d + "/x.log"
 		}, logAccess{uid: 1234, gid: nobody}},
+		// Two users: alice's symlink into bob's files (his
+		// authorized_keys); writing as bob would let alice act as him.
+		{"a user's symlink to another user's file", func(t *testing.T, d string) string {
+			mk(t, d, 1234, 4321, 0o755)
+			mk(t, d+"/bob", 1235, 1235, 0o755)
+			ln(t, d+"/bob/keys", d+"/x.log", 1234)
+			if err := os.WriteFile(d+"/bob/keys", nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(d+"/bob/keys", 1235, 1235); err != nil {
+				t.Fatal(err)
+			}
+			return d + "/x.log"
+		}, logAccess{uid: nobody, gid: nobody}},
+		{"a user's folder in another user's", func(t *testing.T, d string) string {
+			mk(t, d, 1234, 4321, 0o777)
+			mk(t, d+"/sub", 1235, 1235, 0o755)
+			return d + "/sub/x.log"
+		}, logAccess{uid: nobody, gid: nobody}},
 		{"root's file", func(t *testing.T, d string) string {
 			mk(t, d, 0, 0, 0o755)
 			if err := os.WriteFile(d+"/x.log", nil, 0o644); err != nil {
@@ -800,5 +820,104 @@ func TestFSThreadReleasesBlockedFIFOOpen(t *testing.T) {
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("the open stayed blocked on the FIFO")
+	}
+}
+
+// A path that can no longer be decided (a folder put at the log file's
+// name) stops the writes, and closes the file, until it can: the old
+// identity is not kept.
+func TestLogIdentityUndecidedStopsWrites(t *testing.T) {
+	recheckEveryWrite(t)
+	path := filepath.Join(logsBase(t), "app.log")
+	var l logFiles
+	defer l.close()
+	w, err := l.get(path, &desired.Logs{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.writeLine([]byte("one\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(path, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.writeLine([]byte("two\n")); err == nil || !strings.Contains(err.Error(), "is a folder") {
+		t.Fatalf("write with a folder at the name: %v, want refused", err)
+	}
+	if b, _ := os.ReadFile(path + ".1"); string(b) != "one\n" {
+		t.Errorf("the moved file got %q: the old file was kept open", b)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.writeLine([]byte("three\n")); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "three\n" {
+		t.Errorf("log file %q, want \"three\\n\"", b)
+	}
+}
+
+// logrotate's default (create): the file is moved away and a new one made
+// at the path; the writer moves to the new one.
+func TestLogFileRotatedWithCreate(t *testing.T) {
+	recheckEveryWrite(t)
+	path := filepath.Join(logsBase(t), "app.log")
+	var l logFiles
+	defer l.close()
+	w, err := l.get(path, &desired.Logs{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.writeLine([]byte("one\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.writeLine([]byte("two\n")); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.ReadFile(path + ".1")
+	b, _ := os.ReadFile(path)
+	if string(a) != "one\n" || string(b) != "two\n" {
+		t.Errorf("moved file %q, new file %q; want \"one\\n\", \"two\\n\"", a, b)
+	}
+}
+
+// prune leaves names that only look like lumberjack's alone, and does not
+// panic on short ones.
+func TestLogPruneOddNames(t *testing.T) {
+	dir := logsBase(t)
+	path := filepath.Join(dir, "a..-")
+	keep := []string{"a.-", "a..--", "a.-2026-12-01T10-00-00.000", "a..-x", "a.-2026-12-01T10-00-00.000.gz"}
+	for _, n := range keep {
+		if err := os.WriteFile(filepath.Join(dir, n), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := []string{"a.-2026-12-01T10-00-00.000.-", "a.-2026-12-02T10-00-00.000.-.gz", "a.-2026-12-03T10-00-00.000.-"}
+	for _, n := range old {
+		if err := os.WriteFile(filepath.Join(dir, n), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w := &fileWriter{path: path, lj: &lumberjack.Logger{Filename: path}, backups: 1, log: zap.NewNop()}
+	w.prune()
+	for _, n := range keep {
+		if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
+			t.Errorf("%s removed", n)
+		}
+	}
+	for i, n := range old {
+		if _, err := os.Stat(filepath.Join(dir, n)); (err == nil) != (i == len(old)-1) {
+			t.Errorf("%s: %v (only the newest backup stays)", n, err)
+		}
 	}
 }
