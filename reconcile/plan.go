@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"maps"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -102,6 +101,11 @@ type Plan struct {
 	// must be restarted for it: the restart journal records them before
 	// the first step (restart_journal.go).
 	RestartIntents []string `json:"-"`
+	// TimerStartsOwed are the journaled timers (stopped for a schedule
+	// change by an interrupted pass) the planner still wants started:
+	// enabled and not active. Their records stay until a start succeeds,
+	// even when this plan withholds the start (a pause lease).
+	TimerStartsOwed []string `json:"-"`
 }
 
 // Hash identifies a plan: the steps and the observed bytes they were
@@ -139,6 +143,8 @@ type planner struct {
 	findings  []Finding
 	// intents: see Plan.RestartIntents.
 	intents []string
+	// startsOwed: see Plan.TimerStartsOwed.
+	startsOwed []string
 	// jobs are the services desired timers trigger (unit → timer object
 	// ID): the timer starts them, the agent never does.
 	jobs map[string]string
@@ -206,7 +212,7 @@ func Compute(in Input) Plan {
 	}
 	steps = append(steps, p.manager...)
 	steps = append(steps, p.runtime...)
-	return Plan{Steps: steps, Findings: p.findings, SafetyReport: safety, Rollout: rollout, RestartIntents: p.restartIntents(steps)}
+	return Plan{Steps: steps, Findings: p.findings, SafetyReport: safety, Rollout: rollout, RestartIntents: p.restartIntents(steps), TimerStartsOwed: p.startsOwed}
 }
 
 // restartIntents are the services of p.intents whose unit file the plan
@@ -417,11 +423,9 @@ func (p *planner) timerChange(o *desired.Object, c UnitChange, u *observed.Unit)
 	case u.SubState == "running" && slices.Contains(c.Keys, "Unit"):
 		c.Why = "running, and its job's end would not reach the timer with Unit= changed: only a start does"
 		return c
-	case u.SubState == "elapsed" && o.Timer != nil && len(o.Timer.Schedule) == 0 && !o.Timer.OnUnitActive.IsSet() &&
-		!slices.ContainsFunc(c.Keys, isTrigger) && !slices.ContainsFunc(slices.Collect(maps.Keys(o.Timer.Systemd["Timer"])), isTrigger):
-		// Nothing left to schedule (onBoot only, fired, unchanged; no
-		// trigger set through systemd: either): a start would only fire
-		// that onBoot again.
+	case u.SubState == "elapsed" && o.Timer != nil && schedulesNothing(o.Timer, c.Keys):
+		// Nothing left to schedule (onBoot only, fired, unchanged): a
+		// start would only fire that onBoot again.
 		return UnitChange{Keys: c.Keys}
 	case u.SubState != "waiting" && u.SubState != "running":
 		c.Why = u.SubState + ", only a start schedules it"
@@ -434,9 +438,32 @@ func (p *planner) timerChange(o *desired.Object, c UnitChange, u *observed.Unit)
 	return UnitChange{Keys: c.Keys}
 }
 
-// isTrigger reports whether a [Timer] key schedules an elapse
-// (OnCalendar=, OnBootSec=, OnUnitInactiveSec=, OnClockChange=, ...).
-func isTrigger(key string) bool { return strings.HasPrefix(key, "On") }
+// schedulesNothing reports whether an elapsed timer with t's settings,
+// keys changed, has nothing a start would schedule that it lacks: no
+// trigger that fires again and again (a schedule, onUnitActive, or
+// OnCalendar=, OnUnit*Sec=, OnClockChange=, OnTimezoneChange= through the
+// systemd: passthrough), and no one-time trigger (onBoot, OnStartupSec=,
+// OnActiveSec=, ...) set by this change. A trigger the change removed
+// schedules nothing.
+func schedulesNothing(t *desired.TimerSpec, keys []string) bool {
+	if len(t.Schedule) > 0 || t.OnUnitActive.IsSet() {
+		return false
+	}
+	pass := t.Systemd["Timer"]
+	for k := range pass {
+		switch k {
+		case "OnCalendar", "OnUnitActiveSec", "OnUnitInactiveSec", "OnClockChange", "OnTimezoneChange":
+			return false
+		}
+	}
+	for _, k := range keys {
+		_, set := pass[k]
+		if strings.HasPrefix(k, "On") && (set || k == "OnBootSec" && t.OnBoot.IsSet()) {
+			return false
+		}
+	}
+	return true
+}
 
 // timerSlotMissed returns why a restart must replace the reload of a
 // timer whose schedule changed ("" when none must; see timerChange).

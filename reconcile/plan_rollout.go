@@ -59,9 +59,9 @@ type RolloutInput struct {
 	Acks map[string]string
 	// Distrusted, when set, says why the rollout record on disk was
 	// refused (not root's, writable by others, unreadable): who restarted
-	// what is unknown, so every service counts as a member (a failed one
-	// halts the rollout, an unready one holds a slot) rather than none
-	// (which would drop a halt an earlier agent recorded).
+	// what is unknown, so any failed service halts the rollout, as a
+	// member's failure does, rather than none (which would drop a halt an
+	// earlier agent recorded); readiness of a non-member holds no slot.
 	Distrusted string
 }
 
@@ -157,13 +157,19 @@ func (p *planner) initRollout(objs []*desired.Object) {
 		if files := p.in.Files[o.ID()]; len(files) > 0 && p.lease(o.ID()) == nil && p.rolloutCandidate(o, files[0], u) {
 			r.cands = append(r.cands, o)
 		}
-		if !p.in.Rollout.Members[unit] && p.in.Rollout.Distrusted == "" {
+		// Membership unknown (the record refused): a failed service
+		// halts the rollout, as if the rollout had restarted it; its
+		// readiness holds no slot (a oneshot, or a service left stopped
+		// under drift: report, is never ready and would hold one for good).
+		unknown := !p.in.Rollout.Members[unit] && p.in.Rollout.Distrusted != ""
+		if !p.in.Rollout.Members[unit] && !unknown {
 			continue
 		}
 		var fail *RolloutFailure
 		switch {
 		case u != nil && u.ActiveState == "failed":
 			fail = &RolloutFailure{Unit: unit, Object: o.ID(), Why: "failed"}
+		case unknown:
 		case p.neverReady(o, u):
 			fail = &RolloutFailure{Unit: unit, Object: o.ID(), Why: "not ready within " + p.readyTimeout().String()}
 		}
@@ -177,6 +183,9 @@ func (p *planner) initRollout(objs []*desired.Object) {
 		}
 		if fail != nil {
 			r.failed = append(r.failed, *fail)
+		}
+		if unknown {
+			continue
 		}
 		ready := Readiness(o, p.in.Observed, p.in.Health)
 		if ready == ReadyUnknown && p.in.Health == nil {
@@ -206,7 +215,7 @@ func (p *planner) initRollout(objs []*desired.Object) {
 		slots = 0
 	}
 	if d := p.in.Rollout.Distrusted; d != "" && (len(r.cands) > 0 || len(r.failed) > 0) {
-		p.find("", "", ReasonRolloutPending, "rollout record refused ("+d+"): every service counts as restarted by the rollout, so a failed one halts it and an unready one holds a slot, until the file is fixed or removed", true, false)
+		p.find("", "", ReasonRolloutPending, "rollout record refused ("+d+"): which services the rollout restarted is unknown, so any failed service halts it, until the file is fixed or removed", true, false)
 	}
 	for _, o := range admissible(r.cands) {
 		if slots == 0 {

@@ -26,19 +26,27 @@ func TestPlanRolloutWaves(t *testing.T) {
 		restarts string            // units restarted, in order
 		pending  int
 		halted   bool
+		distrust bool // the rollout record was refused
 	}{
-		{"all at once without a limit", 0, nil, "a b c d e", 0, false},
-		{"first wave of 2", 2, nil, "a b", 3, false},
-		{"one service of the last wave still starting takes a slot", 2, map[string]string{"a": "activating"}, "b", 3, false},
-		{"the last wave not ready: no wave this pass", 2, map[string]string{"a": "activating", "b": "activating"}, "", 3, false},
-		{"a failed service of the rollout halts it", 2, map[string]string{"e": "failed"}, "", 4, true},
-		{"a service failed outside the rollout does not halt it", 2, map[string]string{"e": "failed outside"}, "a b", 2, false},
-		{"a service not ready outside the rollout holds no slot", 2, map[string]string{"a": "activating outside"}, "b c", 2, false},
+		{"all at once without a limit", 0, nil, "a b c d e", 0, false, false},
+		{"first wave of 2", 2, nil, "a b", 3, false, false},
+		{"one service of the last wave still starting takes a slot", 2, map[string]string{"a": "activating"}, "b", 3, false, false},
+		{"the last wave not ready: no wave this pass", 2, map[string]string{"a": "activating", "b": "activating"}, "", 3, false, false},
+		{"a failed service of the rollout halts it", 2, map[string]string{"e": "failed"}, "", 4, true, false},
+		{"a service failed outside the rollout does not halt it", 2, map[string]string{"e": "failed outside"}, "a b", 2, false, false},
+		{"a service not ready outside the rollout holds no slot", 2, map[string]string{"a": "activating outside"}, "b c", 2, false, false},
+		// The record refused: who the rollout restarted is unknown. Any
+		// failed service halts it; none holds a slot by its readiness.
+		{"record refused: a failed service halts it", 2, map[string]string{"e": "failed outside"}, "", 4, true, true},
+		{"record refused: a service not ready holds no slot", 2, map[string]string{"a": "activating outside"}, "b c", 2, false, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			in := Input{Files: map[string][]desired.UnitFile{}, UnitDir: unitDir, MaxParallelRestarts: tt.max,
 				Observed: &observed.State{Backend: "systemd", Units: map[string]*observed.Unit{}}, Rollout: RolloutInput{Members: map[string]bool{}}}
+			if tt.distrust {
+				in.Rollout.Distrusted = "rollout.json: refused"
+			}
 			for _, n := range names {
 				o, old := svc(n, "2"), svc(n, "1")
 				files, _ := desired.Render(o)
@@ -79,17 +87,22 @@ func TestPlanRolloutWaves(t *testing.T) {
 			if got, want := strings.Join(written, " "), tt.restarts; got != want {
 				t.Errorf("written %q, want only the wave's files %q", got, want)
 			}
-			pending, halted := 0, false
+			pending, halted, refused := 0, false, false
 			for _, f := range plan.Findings {
-				switch f.Reason {
-				case ReasonRolloutPending:
+				switch {
+				case f.Reason == ReasonRolloutPending && strings.Contains(f.Message, "rollout record refused"):
+					refused = true
+				case f.Reason == ReasonRolloutPending:
 					pending++
-				case ReasonRolloutHalted:
+				case f.Reason == ReasonRolloutHalted:
 					halted = true
 					if !strings.Contains(f.Message, "e.service failed") || !strings.Contains(f.Message, fmt.Sprintf("%d pending", tt.pending)) {
 						t.Errorf("halted finding %q", f.Message)
 					}
 				}
+			}
+			if refused != tt.distrust {
+				t.Errorf("refused-record finding %v, want %v", refused, tt.distrust)
 			}
 			if pending != tt.pending || halted != tt.halted {
 				t.Errorf("pending %d halted %v, want %d %v: %+v", pending, halted, tt.pending, tt.halted, plan.Findings)

@@ -13,6 +13,11 @@ import (
 
 func (p *planner) timer(o *desired.Object) {
 	t := o.Timer
+	for _, f := range p.in.Files[o.ID()] {
+		if u := p.unit(f.Name); strings.HasSuffix(f.Name, ".timer") && p.in.RestartPending[f.Name] && t.IsEnabled() && (u == nil || !u.Active()) {
+			p.startsOwed = append(p.startsOwed, f.Name)
+		}
+	}
 	var timerFile *desired.UnitFile
 	var written bool
 	var change UnitChange

@@ -453,7 +453,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	lastGoodSaved()
 	r.saveRestartJournal(log, r.journalBefore(plan))
 	res.Outcomes, res.RequeueAfter, err = r.execute(ctx, log, plan)
-	r.saveRestartJournal(log, journalAfter(r.journal, obs, plan.RestartIntents, res.Outcomes))
+	r.saveRestartJournal(log, journalAfter(r.journal, obs, plan.RestartIntents, plan.TimerStartsOwed, res.Outcomes))
 	res.RequeueAfter = requeueForRollout(plan, res.Outcomes, res.RequeueAfter)
 	return res, err
 }

@@ -37,8 +37,9 @@ import (
 // A timer stopped before a schedule change is written (plan_timer.go,
 // UnitChange.StopFirst) is recorded too: its record is a start owed. A
 // pass that finds it inactive starts it whatever its drift policy; the
-// record goes once a start succeeds, or when a pass plans none (the timer
-// runs, is disabled or gone).
+// record goes once a start succeeds, or when the planner owes none
+// (Plan.TimerStartsOwed: the timer runs, is disabled or gone; a start a
+// pause lease withholds is still owed).
 //
 // A record goes (journalAfter) once that holds (the agent's own restart
 // after its reload, or systemd's own restart after it: no needless restart
@@ -132,7 +133,7 @@ func (r *Reconciler) journalBefore(plan Plan) map[string]time.Time {
 // observed inactive or failed; and records the observation shows moot
 // (for a stopped unit, once the pass's daemon-reload, if any, succeeded),
 // except the pass's own intents: the observation predates their write.
-func journalAfter(owed map[string]time.Time, obs *observed.State, intents []string, out []StepOutcome) map[string]time.Time {
+func journalAfter(owed map[string]time.Time, obs *observed.State, intents, startsOwed []string, out []StepOutcome) map[string]time.Time {
 	if len(owed) == 0 {
 		return owed
 	}
@@ -177,12 +178,11 @@ func journalAfter(owed map[string]time.Time, obs *observed.State, intents []stri
 		}
 		u := unit(name)
 		if strings.HasSuffix(name, ".timer") {
-			// A timer's record is a start owed: it stays while the pass
-			// planned that start and it did not succeed; a timer the
-			// pass did not start (running, disabled, gone) owes none.
-			if !slices.ContainsFunc(out, func(oc StepOutcome) bool {
-				return oc.Step.Unit == name && (oc.Step.Op == actuators.OpStart || oc.Step.Op == actuators.OpRestart)
-			}) {
+			// A timer's record is a start owed: it stays while the
+			// planner still owes it (enabled, not active) and no start
+			// succeeded (one failed, skipped or withheld); a timer
+			// running, disabled or gone owes none.
+			if !slices.Contains(startsOwed, name) {
 				delete(m, name)
 			}
 			continue

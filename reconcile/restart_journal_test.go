@@ -181,7 +181,7 @@ func TestJournalAfter(t *testing.T) {
 			if tc.intent {
 				intents = []string{"a"}
 			}
-			got := journalAfter(map[string]time.Time{"a": at, "b": at}, obs, intents, tc.out)
+			got := journalAfter(map[string]time.Time{"a": at, "b": at}, obs, intents, nil, tc.out)
 			if _, kept := got["a"]; kept != tc.keep {
 				t.Fatalf("a kept = %v, want %v", kept, tc.keep)
 			}
@@ -206,6 +206,7 @@ func TestJournalAfterTimer(t *testing.T) {
 		name   string
 		active string // "": gone
 		intent bool
+		owed   bool // the planner still owes the start (Plan.TimerStartsOwed)
 		out    []StepOutcome
 		keep   bool
 	}{
@@ -215,9 +216,10 @@ func TestJournalAfterTimer(t *testing.T) {
 			out: []StepOutcome{oc(actuators.OpStop, nil, ""), oc(actuators.OpStart, boom, "")}, keep: true},
 		{name: "stopped, the reload failed: start skipped", active: "active", intent: true,
 			out: []StepOutcome{oc(actuators.OpStop, nil, ""), oc(actuators.OpDaemonReload, boom, ""), oc(actuators.OpStart, nil, "earlier failure")}, keep: true},
-		{name: "found inactive, started", active: "inactive", out: []StepOutcome{oc(actuators.OpStart, nil, "")}},
-		{name: "found inactive, the start failed", active: "inactive", out: []StepOutcome{oc(actuators.OpStart, boom, "")}, keep: true},
-		{name: "found inactive, file loaded, no start planned (disabled)", active: "inactive"},
+		{name: "found inactive, started", active: "inactive", owed: true, out: []StepOutcome{oc(actuators.OpStart, nil, "")}},
+		{name: "found inactive, the start failed", active: "inactive", owed: true, out: []StepOutcome{oc(actuators.OpStart, boom, "")}, keep: true},
+		{name: "found inactive, the start withheld (pause lease)", active: "inactive", owed: true, keep: true},
+		{name: "found inactive, no start owed (disabled)", active: "inactive"},
 		{name: "found active, nothing planned", active: "active"},
 		{name: "gone", active: ""},
 	} {
@@ -230,7 +232,11 @@ func TestJournalAfterTimer(t *testing.T) {
 			if tc.intent {
 				intents = []string{name}
 			}
-			got := journalAfter(map[string]time.Time{name: at}, obs, intents, tc.out)
+			var owed []string
+			if tc.owed {
+				owed = []string{name}
+			}
+			got := journalAfter(map[string]time.Time{name: at}, obs, intents, owed, tc.out)
 			if _, kept := got[name]; kept != tc.keep {
 				t.Fatalf("kept = %v, want %v", kept, tc.keep)
 			}

@@ -324,6 +324,28 @@ func (r *Reconciler) retrustRollout(log *zap.Logger) {
 	log.Info("rollout record trusted again", zap.Bool("present", ok))
 	r.rolloutRefused = ""
 	if ok {
-		r.rolloutRec = rec
+		r.rolloutRec = mergeRollout(rec, r.rolloutRec)
 	}
+}
+
+// mergeRollout is the record read back (rec) with what this agent did
+// while it was refused (mem): services restarted by either stay members,
+// and a rollout this agent has in flight stays in flight.
+func mergeRollout(rec, mem RolloutRecord) RolloutRecord {
+	for _, u := range mem.Restarted {
+		if !slices.Contains(rec.Restarted, u) {
+			rec.Restarted = append(rec.Restarted, u)
+		}
+	}
+	if mem.Active {
+		if !rec.Active || mem.Started.Before(rec.Started) {
+			rec.Started = mem.Started
+		}
+		rec.Active, rec.Ended = true, nil
+		rec.WaveCount = max(rec.WaveCount, mem.WaveCount)
+		if mem.Last != nil {
+			rec.Last = mem.Last
+		}
+	}
+	return rec
 }

@@ -159,3 +159,22 @@ func TestRolloutRecordJitterHaltResume(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A record trusted again keeps what this agent did while it was refused.
+func TestMergeRollout(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 6, 0, 0, 0, time.UTC)
+	ended := t0.Add(time.Minute)
+	old := RolloutRecord{Active: false, Started: t0, Ended: &ended, Restarted: []string{"a.service"}, WaveCount: 1}
+	mem := RolloutRecord{Active: true, Started: t0.Add(time.Hour), Restarted: []string{"b.service", "c.service"}, WaveCount: 1,
+		Last: &RolloutReport{MaxParallel: 2}}
+	got := mergeRollout(old, mem)
+	if !got.Active || got.Ended != nil || !got.Started.Equal(mem.Started) || got.Last == nil ||
+		strings.Join(got.Restarted, " ") != "a.service b.service c.service" {
+		t.Errorf("merged %+v", got)
+	}
+	// Nothing in flight here: the file's record as read, plus members.
+	got = mergeRollout(RolloutRecord{Active: true, Started: t0, Restarted: []string{"a.service"}, WaveCount: 2}, RolloutRecord{Restarted: []string{"b.service"}})
+	if !got.Active || !got.Started.Equal(t0) || got.WaveCount != 2 || strings.Join(got.Restarted, " ") != "a.service b.service" {
+		t.Errorf("merged %+v", got)
+	}
+}

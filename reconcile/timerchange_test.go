@@ -39,7 +39,14 @@ func TestTimerChange(t *testing.T) {
 			map[string]string{"OnUnitInactiveSec": "1h"}},
 		{"elapsed, OnCalendar through systemd, accuracy", "elapsed", []string{"AccuracySec"}, "", last, true, "elapsed, only a start",
 			map[string]string{"OnCalendar": "daily"}},
-		{"elapsed, OnCalendar removed from systemd", "elapsed", []string{"OnCalendar"}, "", last, true, "elapsed, only a start", nil},
+		// Removed: nothing new to schedule.
+		{"elapsed, OnCalendar removed from systemd", "elapsed", []string{"OnCalendar"}, "", last, false, "", nil},
+		// A one-time trigger through systemd, unchanged: a start would
+		// fire it again.
+		{"elapsed, OnStartupSec through systemd, accuracy", "elapsed", []string{"AccuracySec"}, "", last, false, "",
+			map[string]string{"OnStartupSec": "5m"}},
+		{"elapsed, OnStartupSec through systemd changed", "elapsed", []string{"OnStartupSec"}, "", last, true, "elapsed, only a start",
+			map[string]string{"OnStartupSec": "10m"}},
 		{"waiting, schedule, run passed", "waiting", []string{"OnCalendar"}, "*-*-* 09:00:00 UTC", last, true, "would fire at once on reload", nil},
 		{"waiting, schedule, run ahead", "waiting", []string{"OnCalendar"}, "*-*-* 12:00:00 UTC", last, false, "", nil},
 		{"waiting, schedule, never triggered", "waiting", []string{"OnCalendar"}, "*-*-* 12:00:00 UTC", 0, true, "not triggered since it started", nil},
@@ -49,6 +56,9 @@ func TestTimerChange(t *testing.T) {
 			o := &desired.Object{Kind: desired.KindTimer, Metadata: desired.ObjectMeta{Name: "report"}, Timer: &desired.TimerSpec{}}
 			if c.schedule != "" {
 				o.Timer.Schedule = []string{c.schedule}
+			}
+			if c.schedule == "" {
+				o.Timer.OnBoot = "5m" // what an elapsed timer without a schedule has
 			}
 			if c.passthrough != nil {
 				o.Timer.Systemd = map[string]map[string]string{"Timer": c.passthrough}
