@@ -669,7 +669,10 @@ func (l *logFiles) get(path string, logs *desired.Logs) (*fileWriter, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	w := &fileWriter{path: path, lj: &lumberjack.Logger{Filename: path, MaxSize: size}, backups: backups, log: log, checked: time.Now()}
+	// sincePrune starts full: the first write prunes what earlier agents
+	// left (an agent restarted often might never write MaxSize).
+	w := &fileWriter{path: path, lj: &lumberjack.Logger{Filename: path, MaxSize: size}, backups: backups, log: log, checked: time.Now(),
+		sincePrune: int64(size) << 20}
 	a, err := logIdentity(path)
 	if err != nil {
 		return nil, err

@@ -921,3 +921,27 @@ func TestLogPruneOddNames(t *testing.T) {
 		}
 	}
 }
+
+// Rotated files an earlier agent left beyond maxBackups are pruned at the
+// first write: an agent restarted often may never write maxSize itself.
+func TestLogPrunedAtFirstWrite(t *testing.T) {
+	dir := logsBase(t)
+	for _, n := range []string{"app-2026-12-01T10-00-00.000.log", "app-2026-12-02T10-00-00.000.log", "app-2026-12-03T10-00-00.000.log"} {
+		if err := os.WriteFile(filepath.Join(dir, n), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var l logFiles
+	defer l.close()
+	one := 1
+	w, err := l.get(filepath.Join(dir, "app.log"), &desired.Logs{MaxSize: "1M", MaxBackups: &one})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.writeLine([]byte("line\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := filepath.Glob(filepath.Join(dir, "app-*.log")); len(got) != 1 || filepath.Base(got[0]) != "app-2026-12-03T10-00-00.000.log" {
+		t.Errorf("backups after the first write %v, want only the newest", got)
+	}
+}
