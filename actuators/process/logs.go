@@ -94,6 +94,10 @@ type fileWriter struct {
 	// accessErr: the last decision failed, or failed to set up (the
 	// writes fail until the next one works).
 	accessErr error
+	// abandoned counts the writes left blocked (abandon); dead: too
+	// many, the writer writes no more.
+	abandoned int
+	dead      bool
 	// file is the device and inode at the path after the first write
 	// since the file was (re)opened (zero: not known yet); a different
 	// one at a recheck means the file was moved away.
@@ -101,8 +105,11 @@ type fileWriter struct {
 }
 
 // identityRecheck is how often (at most, while lines are written) a log
-// file's identity is decided again.
-var identityRecheck = 5 * time.Second
+// file's identity is decided again; failedRecheck, while it fails.
+var (
+	identityRecheck = 5 * time.Second
+	failedRecheck   = time.Second
+)
 
 type pinnedDir struct {
 	f        *os.File // O_PATH
@@ -112,7 +119,7 @@ type pinnedDir struct {
 func (f *fileWriter) writeLine(line []byte) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if now := time.Now(); now.Sub(f.checked) >= identityRecheck || f.accessErr != nil {
+	if now := time.Now(); !f.dead && (now.Sub(f.checked) >= identityRecheck || f.accessErr != nil && now.Sub(f.checked) >= failedRecheck) {
 		f.checked = now
 		f.recheck()
 	}
@@ -135,40 +142,63 @@ func (f *fileWriter) writeLine(line []byte) error {
 }
 
 func (f *fileWriter) write(line []byte) error {
-	do := func() error {
+	if f.as == nil {
 		if _, err := f.lj.Write(line); err != nil {
 			return err
 		}
-		if f.file == [2]uint64{} {
-			var st unix.Stat_t
-			if unix.Stat(f.lj.Filename, &st) == nil {
-				f.file = [2]uint64{st.Dev, st.Ino}
-			}
-		}
-		if f.sincePrune += int64(len(line)); f.sincePrune >= int64(f.lj.MaxSize)<<20 {
-			f.sincePrune = 0
-			f.prune()
+		if f.due(len(line)) {
+			f.settle()
 		}
 		return nil
 	}
-	if f.as != nil {
-		// Others may create names in this folder: a FIFO at the log's
-		// name (or where a symlink there points) would block
-		// lumberjack's open, and the writer, the copier and the agent's
-		// shutdown with it. Refused up front (then the open file is
-		// closed: it may be that FIFO); an open still blocked after
-		// fifoWait (one made between this check and the open) is
-		// released by opening its read end (fsThread.doUnblocking).
-		return f.as.doUnblocking(func() error {
-			var st unix.Stat_t
-			if err := unix.Stat(f.lj.Filename, &st); err == nil && st.Mode&unix.S_IFMT != unix.S_IFREG {
-				_ = f.lj.Close()
-				return fmt.Errorf("log file %s: not a regular file (mode %#o)", f.path, st.Mode&unix.S_IFMT)
-			}
-			return do()
-		}, f.lj.Filename)
+	// Others may create names in this folder: a FIFO at the log's name
+	// (or where a symlink there points) would block lumberjack's open,
+	// and the writer, the copier and the agent's shutdown with it.
+	// Refused up front (then the open file is closed: it may be that
+	// FIFO); an open still blocked after fifoWait (one made between this
+	// check and the open) is released by opening its read end, and a
+	// write that stays blocked is abandoned (fsThread.doUnblocking). The
+	// function touches only lj and line: an abandoned one may run on.
+	lj, path := f.lj, f.path
+	err := f.as.doUnblocking(func() error {
+		var st unix.Stat_t
+		if err := unix.Stat(lj.Filename, &st); err == nil && st.Mode&unix.S_IFMT != unix.S_IFREG {
+			_ = lj.Close()
+			return fmt.Errorf("log file %s: not a regular file (mode %#o)", path, st.Mode&unix.S_IFMT)
+		}
+		_, err := lj.Write(line)
+		return err
+	}, lj.Filename)
+	if errors.Is(err, errWriteBlocked) {
+		f.abandon()
+		return f.accessErr
 	}
-	return do()
+	if err == nil && f.due(len(line)) {
+		err = f.as.do(func() error { f.settle(); return nil })
+	}
+	return err
+}
+
+// due counts n bytes written and reports whether settle has work: the
+// file's identity to note after an open, or a prune.
+func (f *fileWriter) due(n int) bool {
+	f.sincePrune += int64(n)
+	return f.file == [2]uint64{} || f.sincePrune >= int64(f.lj.MaxSize)<<20
+}
+
+// settle notes the open file's device and inode (see recheck) and prunes
+// rotated files when due; on the writer's thread, under f.mu.
+func (f *fileWriter) settle() {
+	if f.file == [2]uint64{} {
+		var st unix.Stat_t
+		if unix.Stat(f.lj.Filename, &st) == nil {
+			f.file = [2]uint64{st.Dev, st.Ino}
+		}
+	}
+	if f.sincePrune >= int64(f.lj.MaxSize)<<20 {
+		f.sincePrune = 0
+		f.prune()
+	}
 }
 
 // recheck decides the identity again; a different one replaces as or pin
@@ -382,8 +412,9 @@ var fifoWait = 2 * time.Second
 // fifoWait and path is a FIFO (an open for writing waits for a reader), a
 // second thread with the same identity opens its read end (through an
 // O_PATH descriptor checked to be that FIFO, so nothing else is opened),
-// which lets the open return; the read end is closed once fn returns. A
-// wait for anything else (a slow disk) is waited out.
+// which lets the open return; the read end is closed once fn returns. If
+// fn is still blocked fifoWait later, it returns errWriteBlocked and t,
+// still running fn, must not be used again.
 func (t *fsThread) doUnblocking(fn func() error, path string) error {
 	r := fsReq{fn: fn, err: make(chan error, 1)}
 	t.reqs <- r
@@ -413,12 +444,45 @@ func (t *fsThread) doUnblocking(fn func() error, path string) error {
 		reader, err = unix.Open(fmt.Sprintf("/proc/self/fd/%d", fd), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 		return err
 	})
-	err = <-r.err
+	wait := time.NewTimer(fifoWait)
+	defer wait.Stop()
+	select {
+	case err = <-r.err:
+	case <-wait.C:
+		// Not a FIFO's open (it moved away, or the file is a FIFO a
+		// reader holds and does not read): the caller abandons t.
+		err = errWriteBlocked
+	}
 	if reader >= 0 {
 		_ = unix.Close(reader)
 	}
 	return err
 }
+
+// errWriteBlocked: doUnblocking's fn is still blocked; its thread is
+// abandoned (fileWriter.abandon).
+var errWriteBlocked = errors.New("write blocked")
+
+// abandon leaves the thread and the lumberjack file of a write that stays
+// blocked to it (the thread ends if the write ever returns) and starts
+// over: the next identity check (at most a second later) makes a new
+// thread and opens the file anew. After maxAbandoned the writer stops:
+// each abandoned write holds a thread and maybe a descriptor.
+func (f *fileWriter) abandon() {
+	close(f.as.reqs)
+	f.as = nil
+	f.lj = &lumberjack.Logger{Filename: f.path, MaxSize: f.lj.MaxSize}
+	f.file, f.access = [2]uint64{}, logAccess{}
+	f.abandoned++
+	f.accessErr = fmt.Errorf("log file %s: a write stayed blocked for %s (a FIFO, or a reader that stopped reading): %w", f.path, 2*fifoWait, errWriteBlocked)
+	if f.abandoned >= maxAbandoned {
+		f.dead = true
+		f.accessErr = fmt.Errorf("log file %s: writes stayed blocked %d times; not written again until the agent restarts: %w", f.path, f.abandoned, errWriteBlocked)
+	}
+}
+
+// maxAbandoned is how many blocked writes a log file may leave behind.
+const maxAbandoned = 4
 
 // stop ends the goroutine and waits for it.
 func (t *fsThread) stop() {
@@ -450,11 +514,9 @@ const maxLinks = 40
 // and decides how its log files are written (see the comment above
 // fsThread). A user's folder, symlink or existing log file: that user
 // (nobody, when there are two or more); the deepest existing folder of root's but
-// writable by others: nobody (with its group when only the group may
-// write), except a sticky one anyone may write (/tmp) holding the file
-// itself while the kernel protects such folders (fs.protected_symlinks,
-// _hardlinks, _regular and _fifos all set); a folder above it writable by
-// others and not sticky: root, pinned; else root.
+// writable by others, sticky (/tmp) or not: nobody (with its group when
+// only the group may write); a folder above it writable by others and
+// not sticky: root, pinned; else root.
 func logIdentity(path string) (logAccess, error) {
 	path = filepath.Clean(path)
 	if !filepath.IsAbs(path) || path == "/" {
@@ -559,13 +621,12 @@ func logIdentity(path string) (logAccess, error) {
 	}
 	// Names are created in dir: the file (at each rotation too), or the
 	// folders missing.
-	sticky := cur.Mode&unix.S_ISVTX != 0
 	switch {
 	case cur.Mode&0o022 == 0:
-	case sticky && cur.Mode&0o002 != 0 && len(missing) <= 1 && stickyProtected():
-		// The kernel's protections cover sticky folders anyone may
-		// write; one only a group may write needs protected_regular=2
-		// and protected_fifos=2, so it is written as nobody below.
+	// A sticky folder (/tmp) is no exception: the kernel's protections
+	// (fs.protected_fifos, _regular) cover only opens that may create,
+	// and lumberjack opens an existing file without O_CREAT, so another
+	// user's FIFO there would block root's open.
 	case cur.Mode&0o002 == 0:
 		return logAccess{uid: nobody, gid: int(cur.Gid)}, nil
 	default:
@@ -613,29 +674,6 @@ func primaryGID(uid int) int {
 		return nobody
 	}
 	return gid
-}
-
-// stickyProtected is kernelProtectsSticky; tests set it to try both.
-var stickyProtected = kernelProtectsSticky
-
-// kernelProtectsSticky reports whether the kernel keeps root from
-// following another user's symlink, opening another user's file or FIFO,
-// and lets nobody hard-link a file they may not write, in sticky folders
-// anyone may write.
-func kernelProtectsSticky() bool {
-	for _, n := range []string{"protected_symlinks", "protected_hardlinks", "protected_regular", "protected_fifos"} {
-		if !sysctlOn(n) {
-			return false
-		}
-	}
-	return true
-}
-
-// sysctlOn reports whether /proc/sys/fs/NAME is set (not 0).
-func sysctlOn(name string) bool {
-	b, err := os.ReadFile("/proc/sys/fs/" + name)
-	v := strings.TrimSpace(string(b))
-	return err == nil && v != "" && v != "0"
 }
 
 // logFiles owns the lumberjack loggers, by path.
