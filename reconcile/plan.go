@@ -212,7 +212,7 @@ func Compute(in Input) Plan {
 	}
 	steps = append(steps, p.manager...)
 	steps = append(steps, p.runtime...)
-	return Plan{Steps: steps, Findings: p.findings, SafetyReport: safety, Rollout: rollout, RestartIntents: p.restartIntents(steps), TimerStartsOwed: p.startsOwed}
+	return Plan{Steps: steps, Findings: p.findings, SafetyReport: safety, Rollout: rollout, RestartIntents: p.restartIntents(steps), TimerStartsOwed: p.timerStartsOwed()}
 }
 
 // restartIntents are the services of p.intents whose unit file the plan
@@ -233,6 +233,20 @@ func (p *planner) restartIntents(steps []actuators.Step) []string {
 			out = append(out, u)
 		}
 	}
+	return out
+}
+
+// timerStartsOwed is p.startsOwed plus the journaled timers of objects
+// whose manifest is broken now (Input.Protected): their start is owed
+// once the manifest is good again.
+func (p *planner) timerStartsOwed() []string {
+	out := p.startsOwed
+	for name := range p.in.RestartPending {
+		if u := p.unit(name); strings.HasSuffix(name, ".timer") && u != nil && u.Owner != "" && p.in.Protected[u.Owner] && !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
 	return out
 }
 

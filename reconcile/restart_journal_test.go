@@ -312,3 +312,19 @@ func TestPlanRestartJournal(t *testing.T) {
 		})
 	}
 }
+
+// A journaled timer whose manifest is broken now (protected, not in the
+// desired set) still owes its start: the record stays for when the
+// manifest is good again.
+func TestTimerStartOwedWhileManifestBroken(t *testing.T) {
+	u := &observed.Unit{Name: "report.timer", Owner: "Timer/report", ActiveState: "inactive", LoadState: "loaded"}
+	in := Input{UnitDir: unitDir, Observed: &observed.State{Units: map[string]*observed.Unit{"report.timer": u}},
+		Protected: map[string]bool{"Timer/report": true}, RestartPending: map[string]bool{"report.timer": true}}
+	if got := Compute(in).TimerStartsOwed; len(got) != 1 || got[0] != "report.timer" {
+		t.Fatalf("starts owed %v, want report.timer", got)
+	}
+	in.Protected = nil // gone for good: nothing owed
+	if got := Compute(in).TimerStartsOwed; len(got) != 0 {
+		t.Fatalf("starts owed %v, want none", got)
+	}
+}
