@@ -695,30 +695,40 @@ func TestLogIdentityDecidedAgain(t *testing.T) {
 	}
 }
 
-// A log file moved away (logrotate without copytruncate) or removed is
-// opened anew at its path at the next identity check.
+// A log file moved away (logrotate without copytruncate, with or without
+// create: a new file at the path) is opened anew at its path at the next
+// identity check.
 func TestLogFileMovedAwayOpenedAgain(t *testing.T) {
 	recheckEveryWrite(t)
-	path := filepath.Join(logsBase(t), "app.log")
-	l := logFiles{}
-	defer l.close()
-	w, err := l.get(path, &desired.Logs{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.writeLine([]byte("one\n")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(path, path+".1"); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.writeLine([]byte("two\n")); err != nil {
-		t.Fatal(err)
-	}
-	a, _ := os.ReadFile(path + ".1")
-	b, _ := os.ReadFile(path)
-	if string(a) != "one\n" || string(b) != "two\n" {
-		t.Errorf("moved file %q, new file %q; want \"one\\n\", \"two\\n\"", a, b)
+	for _, create := range []bool{false, true} {
+		t.Run(fmt.Sprintf("create=%v", create), func(t *testing.T) {
+			path := filepath.Join(logsBase(t), "app.log")
+			l := logFiles{}
+			defer l.close()
+			w, err := l.get(path, &desired.Logs{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.writeLine([]byte("one\n")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(path, path+".1"); err != nil {
+				t.Fatal(err)
+			}
+			if create {
+				if err := os.WriteFile(path, nil, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := w.writeLine([]byte("two\n")); err != nil {
+				t.Fatal(err)
+			}
+			a, _ := os.ReadFile(path + ".1")
+			b, _ := os.ReadFile(path)
+			if string(a) != "one\n" || string(b) != "two\n" {
+				t.Errorf("moved file %q, new file %q; want \"one\\n\", \"two\\n\"", a, b)
+			}
+		})
 	}
 }
 
@@ -851,36 +861,6 @@ func TestLogIdentityUndecidedStopsWrites(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(path); string(b) != "three\n" {
 		t.Errorf("log file %q, want \"three\\n\"", b)
-	}
-}
-
-// logrotate's default (create): the file is moved away and a new one made
-// at the path; the writer moves to the new one.
-func TestLogFileRotatedWithCreate(t *testing.T) {
-	recheckEveryWrite(t)
-	path := filepath.Join(logsBase(t), "app.log")
-	var l logFiles
-	defer l.close()
-	w, err := l.get(path, &desired.Logs{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.writeLine([]byte("one\n")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(path, path+".1"); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.writeLine([]byte("two\n")); err != nil {
-		t.Fatal(err)
-	}
-	a, _ := os.ReadFile(path + ".1")
-	b, _ := os.ReadFile(path)
-	if string(a) != "one\n" || string(b) != "two\n" {
-		t.Errorf("moved file %q, new file %q; want \"one\\n\", \"two\\n\"", a, b)
 	}
 }
 
