@@ -773,23 +773,13 @@ func TestLogFIFORefused(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("the write blocked on the FIFO")
 	}
-	if err := os.Remove(path); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.writeLine([]byte("again\n")); err != nil {
-		t.Fatal(err)
-	}
-	if b, _ := os.ReadFile(path); string(b) != "again\n" {
-		t.Errorf("log file %q, want \"again\\n\"", b)
-	}
+	removeThenWrite(t, w, path, "again\n")
 }
 
 // An open that blocks on a FIFO (one made after the check) is released:
 // its read end is opened by a second thread of the same identity.
 func TestFSThreadReleasesBlockedFIFOOpen(t *testing.T) {
-	old := fifoWait
-	fifoWait = 50 * time.Millisecond
-	t.Cleanup(func() { fifoWait = old })
+	shortFIFOWait(t)
 	dir := logsBase(t)
 	if err := os.Chown(dir, nobody, nobody); err != nil {
 		t.Fatal(err)
@@ -853,15 +843,7 @@ func TestLogIdentityUndecidedStopsWrites(t *testing.T) {
 	if b, _ := os.ReadFile(path + ".1"); string(b) != "one\n" {
 		t.Errorf("the moved file got %q: the old file was kept open", b)
 	}
-	if err := os.Remove(path); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.writeLine([]byte("three\n")); err != nil {
-		t.Fatal(err)
-	}
-	if b, _ := os.ReadFile(path); string(b) != "three\n" {
-		t.Errorf("log file %q, want \"three\\n\"", b)
-	}
+	removeThenWrite(t, w, path, "three\n")
 }
 
 // prune leaves names that only look like lumberjack's alone, and does not
@@ -924,9 +906,7 @@ func TestLogPrunedAtFirstWrite(t *testing.T) {
 // left to its thread: the writer returns, starts over with a new thread
 // and file, and writes the regular file at the path again.
 func TestLogWriteBlockedAbandoned(t *testing.T) {
-	old := fifoWait
-	fifoWait = 50 * time.Millisecond
-	t.Cleanup(func() { fifoWait = old })
+	shortFIFOWait(t)
 	recheckEveryWrite(t)
 	dir := filepath.Join(logsBase(t), "app")
 	if err := os.Mkdir(dir, 0o755); err != nil {
@@ -1000,4 +980,26 @@ func TestLogWriteBlockedAbandoned(t *testing.T) {
 	if b, _ := os.ReadFile(path); string(b) != "again\n" {
 		t.Errorf("log file %q, want \"again\\n\"", b)
 	}
+}
+
+// removeThenWrite removes what is at path, writes line and expects a new
+// file holding just that line.
+func removeThenWrite(t *testing.T, w *fileWriter, path, line string) {
+	t.Helper()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.writeLine([]byte(line)); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != line {
+		t.Errorf("log file %q, want %q", b, line)
+	}
+}
+
+// shortFIFOWait makes doUnblocking act after 50 ms.
+func shortFIFOWait(t *testing.T) {
+	old := fifoWait
+	fifoWait = 50 * time.Millisecond
+	t.Cleanup(func() { fifoWait = old })
 }
