@@ -204,7 +204,8 @@ func (f *fileWriter) settle() {
 // recheck decides the identity again; a different one replaces as or pin
 // (the open file is closed: the next write opens it anew), and so does a
 // log file no longer at its path. A path that can no longer be decided
-// keeps the current identity (the failing write says why). Under f.mu.
+// closes the file and sets accessErr: nothing is written until it can.
+// Under f.mu.
 func (f *fileWriter) recheck() {
 	a, err := logIdentity(f.path)
 	if err != nil {
