@@ -127,8 +127,14 @@ func (f *fileWriter) writeLine(line []byte) error {
 	if err == nil {
 		err = f.write(line)
 	}
-	if err != nil && f.pin != nil && f.repin() {
-		err = f.write(line)
+	if prev := f.access; err != nil && f.pin != nil {
+		// The pinned folder removed, or replaced by the operator: decide
+		// again now, not at the next check, and retry if that changed it.
+		f.checked = time.Now()
+		f.recheck()
+		if f.accessErr == nil && f.access != prev {
+			err = f.write(line)
+		}
 	}
 	if (err != nil) != f.failing {
 		f.failing = err != nil
@@ -221,12 +227,7 @@ func (f *fileWriter) recheck() {
 		// removed: open it anew rather than write where no one reads.
 		var st unix.Stat_t
 		if err := unix.Stat(f.lj.Filename, &st); (err == nil && f.file != [2]uint64{st.Dev, st.Ino}) || errors.Is(err, unix.ENOENT) {
-			if f.as != nil {
-				_ = f.as.do(f.lj.Close)
-			} else {
-				_ = f.lj.Close()
-			}
-			f.file = [2]uint64{}
+			f.closeFile()
 		}
 		return
 	}
@@ -255,15 +256,23 @@ func (f *fileWriter) setAccess(a logAccess) error {
 	return nil
 }
 
-// release closes the open file and ends as and pin.
-func (f *fileWriter) release() {
+// closeFile closes the open file, with the writer's identity: the next
+// write opens it anew.
+func (f *fileWriter) closeFile() {
 	f.file = [2]uint64{}
 	if f.as != nil {
 		_ = f.as.do(f.lj.Close)
-		f.as.stop()
-		f.as = nil
 	} else {
 		_ = f.lj.Close()
+	}
+}
+
+// release closes the open file and ends as and pin.
+func (f *fileWriter) release() {
+	f.closeFile()
+	if f.as != nil {
+		f.as.stop()
+		f.as = nil
 	}
 	if f.pin != nil {
 		_ = f.pin.f.Close()
@@ -309,25 +318,6 @@ func (f *fileWriter) prune() {
 			f.log.Warn("remove rotated log file failed", zap.String("path", filepath.Join(filepath.Dir(f.path), n)), zap.Error(err))
 		}
 	}
-}
-
-// repin, after a failed write through a pinned folder (removed, or
-// replaced by the operator), looks at the path again and pins the folder
-// now there if root may still write it; it reports whether it did.
-func (f *fileWriter) repin() bool {
-	a, err := logIdentity(f.path)
-	if err != nil || !a.root || !a.pinned || (a.dev == f.pin.dev && a.ino == f.pin.ino) {
-		return false
-	}
-	pin, name, err := a.open()
-	if err != nil {
-		return false
-	}
-	_ = f.lj.Close()
-	f.lj.Filename = name
-	_ = f.pin.f.Close()
-	f.pin, f.access = pin, a
-	return true
 }
 
 // Log files are written by the agent, which runs as root, in a folder the
@@ -431,7 +421,7 @@ func (t *fsThread) doUnblocking(fn func() error, path string) error {
 		return <-r.err
 	}
 	defer h.stop()
-	var reader int = -1
+	reader := -1
 	_ = h.do(func() error {
 		fd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
 		if err != nil {
@@ -514,10 +504,10 @@ const maxLinks = 40
 // at a time with lstat, following symlinks (the log file's own name too),
 // and decides how its log files are written (see the comment above
 // fsThread). A user's folder, symlink or existing log file: that user
-// (nobody, when there are two or more); the deepest existing folder of root's but
-// writable by others, sticky (/tmp) or not: nobody (with its group when
-// only the group may write); a folder above it writable by others and
-// not sticky: root, pinned; else root.
+// (nobody, when there are two or more); the deepest existing folder of
+// root's but writable by others, sticky (/tmp) or not: nobody (with its
+// group when only the group may write); a folder above it writable by
+// others and not sticky: root, pinned; else root.
 func logIdentity(path string) (logAccess, error) {
 	path = filepath.Clean(path)
 	if !filepath.IsAbs(path) || path == "/" {

@@ -517,15 +517,8 @@ func TestLogFilePinnedBelowAFolderOthersMayWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(app, "app.log")
-	var l logFiles
-	defer l.close()
-	w, err := l.get(path, &desired.Logs{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.writeLine([]byte("one\n")); err != nil {
-		t.Fatal(err)
-	}
+	w := openWriter(t, path, &desired.Logs{})
+	mustWrite(t, w, "one\n")
 	// The group swaps app for a symlink to etc.
 	if err := os.Rename(app, app+".old"); err != nil {
 		t.Fatal(err)
@@ -533,18 +526,14 @@ func TestLogFilePinnedBelowAFolderOthersMayWrite(t *testing.T) {
 	if err := os.Symlink(etc, app); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.writeLine([]byte("two\n")); err != nil {
-		t.Fatal(err)
-	}
+	mustWrite(t, w, "two\n")
 	w.mu.Lock()
-	err = w.lj.Rotate()
+	err := w.lj.Rotate()
 	w.mu.Unlock()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.writeLine([]byte("three\n")); err != nil {
-		t.Fatal(err)
-	}
+	mustWrite(t, w, "three\n")
 	if ents, _ := os.ReadDir(etc); len(ents) != 0 {
 		t.Fatalf("written through the swapped folder: %v", ents)
 	}
@@ -564,9 +553,7 @@ func TestLogFilePinnedBelowAFolderOthersMayWrite(t *testing.T) {
 	w.mu.Lock()
 	w.lj.Close() // rotation: the next write creates the file
 	w.mu.Unlock()
-	if err := w.writeLine([]byte("four\n")); err != nil {
-		t.Fatal(err)
-	}
+	mustWrite(t, w, "four\n")
 	if b, err := os.ReadFile(path); err != nil || string(b) != "four\n" {
 		t.Fatalf("after the folder was made again: %q, %v", b, err)
 	}
@@ -624,9 +611,7 @@ func TestLogFileInAUsersFolderWrittenAsThatUser(t *testing.T) {
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.writeLine([]byte("line\n")); err != nil {
-		t.Fatal(err)
-	}
+	mustWrite(t, w, "line\n")
 	var st unix.Stat_t
 	if err := unix.Lstat(path, &st); err != nil {
 		t.Fatal(err)
@@ -662,9 +647,7 @@ func TestLogIdentityDecidedAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.writeLine([]byte("as root\n")); err != nil {
-		t.Fatal(err)
-	}
+	mustWrite(t, w, "as root\n")
 	// The operator hands the folder to the service's user, who replaces
 	// the file.
 	if err := os.Chown(dir, nobody, nobody); err != nil {
@@ -673,9 +656,7 @@ func TestLogIdentityDecidedAgain(t *testing.T) {
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.writeLine([]byte("as the user\n")); err != nil {
-		t.Fatal(err)
-	}
+	mustWrite(t, w, "as the user\n")
 	var st unix.Stat_t
 	if err := unix.Lstat(path, &st); err != nil {
 		t.Fatalf("no new log file (still writing to the removed one?): %v", err)
@@ -687,9 +668,7 @@ func TestLogIdentityDecidedAgain(t *testing.T) {
 		t.Errorf("%d identity changes logged, want 1", n)
 	}
 	// Unchanged since: no more changes.
-	if err := w.writeLine([]byte("again\n")); err != nil {
-		t.Fatal(err)
-	}
+	mustWrite(t, w, "again\n")
 	if n := logged.FilterMessage("log file identity changed").Len(); n != 1 {
 		t.Errorf("%d identity changes logged, want 1", n)
 	}
@@ -703,15 +682,8 @@ func TestLogFileMovedAwayOpenedAgain(t *testing.T) {
 	for _, create := range []bool{false, true} {
 		t.Run(fmt.Sprintf("create=%v", create), func(t *testing.T) {
 			path := filepath.Join(logsBase(t), "app.log")
-			l := logFiles{}
-			defer l.close()
-			w, err := l.get(path, &desired.Logs{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := w.writeLine([]byte("one\n")); err != nil {
-				t.Fatal(err)
-			}
+			w := openWriter(t, path, &desired.Logs{})
+			mustWrite(t, w, "one\n")
 			if err := os.Rename(path, path+".1"); err != nil {
 				t.Fatal(err)
 			}
@@ -720,9 +692,7 @@ func TestLogFileMovedAwayOpenedAgain(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if err := w.writeLine([]byte("two\n")); err != nil {
-				t.Fatal(err)
-			}
+			mustWrite(t, w, "two\n")
 			a, _ := os.ReadFile(path + ".1")
 			b, _ := os.ReadFile(path)
 			if string(a) != "one\n" || string(b) != "two\n" {
@@ -757,12 +727,7 @@ func TestLogFIFORefused(t *testing.T) {
 	if err := os.Chown(path, nobody, nobody); err != nil { // the user made it
 		t.Fatal(err)
 	}
-	var l logFiles
-	defer l.close()
-	w, err := l.get(path, &desired.Logs{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := openWriter(t, path, &desired.Logs{})
 	done := make(chan error, 1)
 	go func() { done <- w.writeLine([]byte("line\n")) }()
 	select {
@@ -822,15 +787,8 @@ func TestFSThreadReleasesBlockedFIFOOpen(t *testing.T) {
 func TestLogIdentityUndecidedStopsWrites(t *testing.T) {
 	recheckEveryWrite(t)
 	path := filepath.Join(logsBase(t), "app.log")
-	var l logFiles
-	defer l.close()
-	w, err := l.get(path, &desired.Logs{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.writeLine([]byte("one\n")); err != nil {
-		t.Fatal(err)
-	}
+	w := openWriter(t, path, &desired.Logs{})
+	mustWrite(t, w, "one\n")
 	if err := os.Rename(path, path+".1"); err != nil {
 		t.Fatal(err)
 	}
@@ -893,9 +851,7 @@ func TestLogPrunedAtFirstWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.writeLine([]byte("line\n")); err != nil {
-		t.Fatal(err)
-	}
+	mustWrite(t, w, "line\n")
 	if got, _ := filepath.Glob(filepath.Join(dir, "app-*.log")); len(got) != 1 || filepath.Base(got[0]) != "app-2026-12-03T10-00-00.000.log" {
 		t.Errorf("backups after the first write %v, want only the newest", got)
 	}
@@ -926,12 +882,7 @@ func TestLogWriteBlockedAbandoned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var l logFiles
-	defer l.close()
-	w, err := l.get(path, &desired.Logs{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := openWriter(t, path, &desired.Logs{})
 	// lumberjack opens the FIFO (the race won), then a regular file
 	// takes its name: the path looks right, the open file is the FIFO.
 	w.mu.Lock()
@@ -974,9 +925,7 @@ func TestLogWriteBlockedAbandoned(t *testing.T) {
 	}
 	unix.Close(reader) // the abandoned write fails with EPIPE and its thread ends
 	identityRecheck = 0
-	if err := w.writeLine([]byte("again\n")); err != nil {
-		t.Fatal(err)
-	}
+	mustWrite(t, w, "again\n")
 	if b, _ := os.ReadFile(path); string(b) != "again\n" {
 		t.Errorf("log file %q, want \"again\\n\"", b)
 	}
@@ -1002,4 +951,24 @@ func shortFIFOWait(t *testing.T) {
 	old := fifoWait
 	fifoWait = 50 * time.Millisecond
 	t.Cleanup(func() { fifoWait = old })
+}
+
+// openWriter is the writer logFiles gives for path, closed at the test's end.
+func openWriter(t *testing.T, path string, logs *desired.Logs) *fileWriter {
+	t.Helper()
+	var l logFiles
+	t.Cleanup(l.close)
+	w, err := l.get(path, logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// mustWrite writes line and fails the test if that fails.
+func mustWrite(t *testing.T, w *fileWriter, line string) {
+	t.Helper()
+	if err := w.writeLine([]byte(line)); err != nil {
+		t.Fatal(err)
+	}
 }
