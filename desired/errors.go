@@ -1,6 +1,7 @@
 package desired
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -15,13 +16,28 @@ var ErrUnreadable = errors.New("manifests directory unreadable")
 
 // FieldError is one problem in one manifest, with its position.
 // Line and Column are 1-based; 0 means unknown.
+// Its JSON form (validate -o json) has lower-case keys, omits unknown
+// positions and an empty field, and adds "message", the one-line Error text.
 type FieldError struct {
-	File   string
-	Line   int
-	Column int
+	File   string `json:"file"`
+	Line   int    `json:"line,omitempty"`
+	Column int    `json:"column,omitempty"`
 	// Field is the field path, e.g. "spec.restart.delay"; empty for file-level problems.
-	Field  string
-	Detail string
+	Field  string `json:"field,omitempty"`
+	Detail string `json:"detail"`
+}
+
+// MarshalJSON adds "message", the text Error renders, to the fields.
+func (e *FieldError) MarshalJSON() ([]byte, error) {
+	type plain FieldError // no methods: no recursion
+	b, err := json.Marshal(struct {
+		*plain
+		Message string `json:"message"`
+	}{(*plain)(e), e.Error()})
+	if err != nil {
+		return nil, fmt.Errorf("field error as json: %w", err)
+	}
+	return b, nil
 }
 
 // Error renders "file:line:col: field: detail", omitting unknown parts. It is

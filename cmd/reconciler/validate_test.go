@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -65,5 +66,43 @@ func TestValidateFIFOReturns(t *testing.T) {
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("validate hangs on a FIFO")
+	}
+}
+
+// validate -o json: each error has lower-case keys, its position and field
+// when known, and the one-line message the text form prints.
+func TestValidateJSONErrors(t *testing.T) {
+	bad := strings.Replace(good, "kind: Service", "kind: Service\nbogus: 1", 1)
+	if bad == good {
+		t.Fatal("fixture: good manifest has no 'kind: Service' line")
+	}
+	dir := dirWith(t, map[string]string{"web.yaml": bad})
+	out, code := runCLI(t, "validate", "--owner-check", "off", "-o", "json", dir)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1:\n%s", code, out)
+	}
+	var rep struct {
+		Valid  bool
+		Errors []map[string]any `json:"errors"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("not json: %v\n%s", err, out)
+	}
+	if rep.Valid || len(rep.Errors) == 0 {
+		t.Fatalf("report %+v", rep)
+	}
+	e := rep.Errors[0]
+	for _, k := range []string{"file", "line", "detail", "message"} {
+		if _, ok := e[k]; !ok {
+			t.Errorf("error lacks key %q: %v", k, e)
+		}
+	}
+	for k := range e {
+		if k != strings.ToLower(k) {
+			t.Errorf("key %q is not lower case", k)
+		}
+	}
+	if msg, _ := e["message"].(string); !strings.Contains(msg, "web.yaml:") || !strings.Contains(msg, "bogus") {
+		t.Errorf("message %q", msg)
 	}
 }
