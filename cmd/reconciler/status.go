@@ -121,6 +121,9 @@ type statusReport struct {
 	LastFetch *gitsource.Attempt  `json:"lastFetch,omitempty"`
 	// Rollout is the rollout in flight (status_rollout.go).
 	Rollout *reconcile.RolloutRecord `json:"rollout,omitempty"`
+	// RolloutError says why the rollout record was refused (not trusted
+	// or not readable); the report is then not converged.
+	RolloutError string `json:"rolloutError,omitempty"`
 }
 
 func newStatusCmd(g *globals) *cobra.Command {

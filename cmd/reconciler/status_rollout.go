@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"resil.dev/resil/desired"
 	"resil.dev/resil/reconcile"
 )
 
@@ -17,7 +18,15 @@ func addRollout(rep *statusReport, stateDir string) {
 		return
 	}
 	rec, ok, err := reconcile.ReadRolloutRecord(stateDir)
-	if err != nil || !ok || !rec.Active || rec.Last == nil {
+	if err != nil {
+		// The agent refuses the record too (RolloutPending: any failed
+		// service halts its rollout until the file is fixed or removed):
+		// an operator must act, so the host does not read as converged.
+		rep.RolloutError = desired.EscapeControl(err.Error())
+		rep.Converged = false
+		return
+	}
+	if !ok || !rec.Active || rec.Last == nil {
 		return
 	}
 	rep.Rollout = &rec
@@ -52,6 +61,9 @@ func rolloutRowWord(o statusRow, rep statusReport) string {
 
 // printRolloutLine is status's one line about a rollout in flight.
 func printRolloutLine(w io.Writer, rep statusReport, now time.Time) {
+	if rep.RolloutError != "" {
+		fmt.Fprintf(w, "rollout record refused: %s; the agent halts its rollout on any failed service until the file is fixed or removed\n", rep.RolloutError)
+	}
 	rec := rep.Rollout
 	if rec == nil {
 		return

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -89,6 +90,30 @@ func TestStatusAndEventsCommands(t *testing.T) {
 	}
 	if out, code := runCLI(t, "status", "--state-dir", dir, "-o", "yaml"); code != 0 || !strings.Contains(out, "converged: true") {
 		t.Errorf("yaml: exit %d\n%s", code, out)
+	}
+
+	// A rollout record the agent refuses (writable by others): status says
+	// so and exits 1, as the agent halts on any failed service meanwhile.
+	rp := filepath.Join(dir, reconcile.RolloutFileName)
+	if err := os.WriteFile(rp, []byte(`{"active":true}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(rp, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := runCLI(t, "status", "--state-dir", dir); code != 1 || !strings.Contains(out, "rollout record refused: ") || !strings.Contains(out, reconcile.RolloutFileName) {
+		t.Errorf("refused rollout record: exit %d\n%s", code, out)
+	}
+	out, code = runCLI(t, "status", "--state-dir", dir, "-o", "json")
+	rep = statusReport{}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 1 || rep.RolloutError == "" || rep.Converged {
+		t.Errorf("refused rollout record, json: exit %d %v\n%s", code, err, out)
+	}
+	if err := os.Remove(rp); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := runCLI(t, "status", "--state-dir", dir); code != 0 || strings.Contains(out, "rollout") {
+		t.Errorf("record removed: exit %d\n%s", code, out)
 	}
 
 	// Something fails: exit 1.
