@@ -571,3 +571,47 @@ func swapped(abs string, top *dirNode) bool {
 	}
 	return now.Dev != st.Dev || now.Ino != st.Ino
 }
+
+// ErrBusy is ReadChecked's error for a file some process holds open for
+// writing (it may be half written).
+var ErrBusy = errBusy
+
+// ReadChecked reads the manifest or drop-in at path that is not part of a
+// load (a GitOps source's local drop-ins, copied into the revision it
+// composes, where Load would find them as root's own files): through the
+// checked walk with opts, as Load reads a drop-in. Every directory on the
+// path must be root's or the manifests owner's and not writable by group
+// or others (unless sticky), the folder holding the file and the file
+// itself the manifests owner's and not writable by group or others,
+// checked on the descriptors read; it must be a regular file of at most
+// the file cap, not held open for writing (ErrBusy).
+func ReadChecked(path string, opts Options) ([]byte, error) {
+	fd, err := openManifest(path, opts)
+	if err != nil {
+		var r *refusal
+		if errors.As(err, &r) {
+			return nil, fmt.Errorf("%s: refused: %s", path, r.msg)
+		}
+		return nil, fmt.Errorf("%s: %w", path, quotedError{err})
+	}
+	defer unix.Close(fd)
+	leased, busy := takeReadLease(fd)
+	if busy {
+		return nil, fmt.Errorf("%s: %w", path, ErrBusy)
+	}
+	if leased {
+		defer releaseLease(fd)
+	}
+	limit := opts.MaxFileBytes
+	if limit <= 0 {
+		limit = DefaultMaxFileBytes
+	}
+	b, err := readAll(fd, limit+1, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s: more than %d bytes", path, limit)
+	}
+	return b, nil
+}

@@ -270,7 +270,12 @@ func diffSource(ctx context.Context, cmd *cobra.Command, g *globals, revision st
 	}
 	cleanup = func() { os.RemoveAll(tmp) }
 	into := filepath.Join(tmp, "manifests")
-	r, verr, err := gitsource.Checkout(ctx, dir, rec, revision, into)
+	opts, err := g.loadOptions()
+	if err != nil {
+		cleanup()
+		return nil, func() {}, err
+	}
+	r, verr, err := gitsource.Checkout(ctx, dir, rec, revision, into, opts)
 	if err != nil {
 		cleanup()
 		return nil, func() {}, err

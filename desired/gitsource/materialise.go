@@ -38,7 +38,7 @@ type composed struct {
 // and directory is fsynced. Then the local drop-in folders (NAME.d/ of
 // localDropIns, if set) are copied in. An ErrInvalid error says the
 // revision itself is at fault; any other error is local (disk, git).
-func materialise(ctx context.Context, g *git, commit string, paths []string, localDropIns, dir string) (*composed, error) {
+func materialise(ctx context.Context, g *git, commit string, paths []string, localDropIns, dir string, opts desired.Options) (*composed, error) {
 	args := []string{"archive", "--format=tar", commit, "--"}
 	for _, p := range paths {
 		args = append(args, cleanRepoPath(p))
@@ -107,7 +107,7 @@ func materialise(ctx context.Context, g *git, commit string, paths []string, loc
 		}
 	}
 	if localDropIns != "" {
-		if err := copyDropIns(localDropIns, dir, c, dirs); err != nil {
+		if err := copyDropIns(localDropIns, dir, c, dirs, opts); err != nil {
 			return nil, err
 		}
 	}
@@ -193,8 +193,13 @@ func syncPath(name string) error {
 
 // copyDropIns copies the NAME.d/ folders of local (only their regular,
 // non-hidden files) into dir. A local file with the name of a file of the
-// revision is an error.
-func copyDropIns(local, dir string, c *composed, dirs map[string]bool) error {
+// revision is an error. Each file is read as Load reads a drop-in, with
+// the agent's load options (desired.ReadChecked: owner and mode of the
+// file, its folder and every directory above it, on the descriptors
+// read): the copy is root's, so the composed revision's own load would
+// not see who could write the original. A refused or busy file fails the
+// composition (a local error: the deployed revision stays).
+func copyDropIns(local, dir string, c *composed, dirs map[string]bool, opts desired.Options) error {
 	ents, err := os.ReadDir(local)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -222,13 +227,11 @@ func copyDropIns(local, dir string, c *composed, dirs map[string]bool) error {
 			if err := mkParents(dir, rel, dirs); err != nil {
 				return err
 			}
-			in, err := os.Open(src)
+			b, err := desired.ReadChecked(src, opts)
 			if err != nil {
 				return fmt.Errorf("local drop-ins: %w", err)
 			}
-			err = writeSynced(filepath.Join(dir, rel), io.LimitReader(in, desired.DefaultMaxFileBytes+1))
-			in.Close()
-			if err != nil {
+			if err := writeSynced(filepath.Join(dir, rel), bytes.NewReader(b)); err != nil {
 				return err
 			}
 			c.origin[rel] = src

@@ -11,6 +11,8 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"go.uber.org/zap"
+
+	"resil.dev/resil/desired"
 )
 
 // MaxBackoff caps the wait after failed fetches (unless the interval is
@@ -159,8 +161,10 @@ func hasRequest(ents []os.DirEntry) bool {
 // repository beside into that borrows the mirror's objects (git
 // alternates). The revision's signature is checked when the record names
 // allowed signers: verr says why the agent would refuse it (nil: it would
-// not). The manifests are not validated here: the caller loads them.
-func Checkout(ctx context.Context, dir string, rec *Record, rev, into string) (r *Revision, verr error, err error) {
+// not). The manifests are not validated here: the caller loads them; the
+// local drop-ins are read with opts, the caller's load options (see
+// copyDropIns).
+func Checkout(ctx context.Context, dir string, rec *Record, rev, into string, opts desired.Options) (r *Revision, verr error, err error) {
 	if rev == "" || strings.HasPrefix(rev, "-") {
 		return nil, nil, fmt.Errorf("bad revision %q", rev)
 	}
@@ -193,7 +197,7 @@ func Checkout(ctx context.Context, dir string, rec *Record, rev, into string) (r
 	if rec.VerifySigners != "" {
 		d.Signer, verr = verify(ctx, g, rec.VerifySigners, commit)
 	}
-	if _, err := materialise(ctx, g, commit, rec.Paths, rec.LocalDropIns, into); err != nil {
+	if _, err := materialise(ctx, g, commit, rec.Paths, rec.LocalDropIns, into, opts); err != nil {
 		return nil, verr, err
 	}
 	return &d, verr, nil

@@ -366,7 +366,7 @@ func (s *Source) Sync(ctx context.Context) (Attempt, error) {
 	}
 	key := head[:12] + "-" + strconv.FormatInt(now.UnixNano(), 36)
 	tmp := filepath.Join(s.cfg.Dir, revsDir, tmpPrefix+key)
-	c, err := materialise(ctx, s.git, head, s.cfg.Paths, s.cfg.LocalDropIns, tmp)
+	c, err := materialise(ctx, s.git, head, s.cfg.Paths, s.cfg.LocalDropIns, tmp, s.cfg.Load)
 	if err == nil {
 		err = validate(tmp, s.cfg.Load, c)
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"resil.dev/resil/desired"
 )
 
 // A signed head is deployed; an unsigned one, and one signed by a key the
@@ -340,6 +342,62 @@ func TestLocalDropIns(t *testing.T) {
 	}
 }
 
+// Local drop-ins are read as Load reads a drop-in, with the agent's load
+// options: a file or folder group or others may write fails the
+// composition (the copy would be root's, passing the composed revision's
+// own checks), naming the file, and the deployed revision stays.
+func TestLocalDropInsChecked(t *testing.T) {
+	r := newRepo(t)
+	r.Commit("one", "", map[string]string{"web.yaml": service("web", "1")})
+	local := t.TempDir()
+	folder := filepath.Join(local, "web.d")
+	if err := os.MkdirAll(folder, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	drop := filepath.Join(folder, "50-local.yaml")
+	if err := os.WriteFile(drop, []byte("spec: {environment: {LOCAL: \"1\"}}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, _, _ := newSource(t, r, func(c *Config) {
+		c.LocalDropIns = local
+		c.Load = desired.Options{OwnerUID: os.Geteuid(), Host: desired.Host{Name: "h1"}}
+	})
+	sync1(t, s, OutcomeDeployed)
+	for _, tc := range []struct {
+		name string
+		path string
+		mode os.FileMode
+		ok   os.FileMode
+		want string
+	}{
+		{"file writable by others", drop, 0o666, 0o644, "writable by group or others"},
+		{"folder writable by others", folder, 0o777, 0o755, "writable by group or others"},
+		{"top folder writable by group", local, 0o775, 0o755, "writable by group or others"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := os.WriteFile(drop, []byte("spec: {command: [/bin/sh, -c, 'id > /tmp/pwned']}\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(tc.path, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			defer os.Chmod(tc.path, tc.ok)
+			a, err := s.Sync(context.Background())
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.path) {
+				t.Errorf("Sync: outcome %s, error %v; want an error naming %s: %s", a.Outcome, err, tc.path, tc.want)
+			}
+			if got := manifests(t, s)["web.d/50-local.yaml"]; !strings.Contains(got, "LOCAL") {
+				t.Errorf("deployed drop-in replaced: %q", got)
+			}
+		})
+	}
+	// Trusted again: composed.
+	sync1(t, s, OutcomeDeployed)
+	if got := manifests(t, s)["web.d/50-local.yaml"]; !strings.Contains(got, "/bin/sh") {
+		t.Errorf("trusted drop-in not composed: %q", got)
+	}
+}
+
 func TestNextDelay(t *testing.T) {
 	for _, tc := range []struct {
 		interval time.Duration
@@ -428,7 +486,7 @@ func TestCheckout(t *testing.T) {
 		t.Fatalf("record %v %v", rec, err)
 	}
 	into := filepath.Join(t.TempDir(), "rev")
-	rev, verr, err := Checkout(context.Background(), s.cfg.Dir, rec, "feature", into)
+	rev, verr, err := Checkout(context.Background(), s.cfg.Dir, rec, "feature", into, s.cfg.Load)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -446,7 +504,7 @@ func TestCheckout(t *testing.T) {
 	}
 	// A commit the mirror has is found there.
 	into2 := filepath.Join(t.TempDir(), "rev")
-	if rev, _, err := Checkout(context.Background(), s.cfg.Dir, rec, "HEAD", into2); err != nil || rev.Subject != "one" {
+	if rev, _, err := Checkout(context.Background(), s.cfg.Dir, rec, "HEAD", into2, s.cfg.Load); err != nil || rev.Subject != "one" {
 		t.Errorf("HEAD: %+v %v", rev, err)
 	}
 	if _, err := os.Stat(filepath.Join(filepath.Dir(into2), "fetch.git")); !os.IsNotExist(err) {
