@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -286,9 +287,15 @@ func (s *Source) localHash() (string, error) {
 			if !e.Type().IsRegular() || strings.HasPrefix(e.Name(), ".") {
 				continue
 			}
-			f, err := os.Open(filepath.Join(d, e.Name()))
+			// Only a change detector (the copy is read checked, see
+			// copyDropIns), but never blocked by a FIFO swapped in.
+			f, err := os.OpenFile(filepath.Join(d, e.Name()), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 			if err != nil {
 				return "", fmt.Errorf("local drop-ins: %w", err)
+			}
+			if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+				f.Close()
+				return "", fmt.Errorf("local drop-ins: %s: not a regular file", f.Name())
 			}
 			fmt.Fprintf(h, "%s/%s\x00", filepath.Base(d), e.Name())
 			_, err = io.Copy(h, io.LimitReader(f, desired.DefaultMaxFileBytes+1))
