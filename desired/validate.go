@@ -344,7 +344,13 @@ func (v *validator) hosts(p path, h *HostSelector) {
 	}
 }
 
-func (v *validator) escapeHatch(p path, m map[string]map[string]string, sections map[string]bool, kind string) {
+// escapeHatch checks the systemd: passthrough. In [Install], Also= (it
+// enables other units, which resil does not own) and DefaultInstance= (for
+// templates, which resil does not write) are refused, and Alias= only with
+// takeOver: an alias is another name for the unit, linked in the unit
+// directory by the enable, which would shadow a vendor unit of that name
+// or replace an admin's unit or mask there (the enable is forced).
+func (v *validator) escapeHatch(p path, m map[string]map[string]string, sections map[string]bool, kind string, takeOver bool) {
 	for _, sec := range sortedKeys(m) {
 		kv := m[sec]
 		if !sections[sec] {
@@ -365,6 +371,21 @@ func (v *validator) escapeHatch(p path, m map[string]map[string]string, sections
 			if strings.HasPrefix(k, "X") {
 				v.add(q, "directive %q is reserved", k)
 				continue
+			}
+			if sec == "Install" {
+				switch k {
+				case "Also":
+					v.add(q, "not allowed: Also= enables other units, which resil does not own (give each its own manifest)")
+					continue
+				case "DefaultInstance":
+					v.add(q, "not allowed: DefaultInstance= is for template units, which resil does not write")
+					continue
+				case "Alias":
+					if !takeOver {
+						v.add(q, "Alias= links this unit under another unit's name, over any unit of that name (a vendor unit, an admin's unit or mask): allowed only with takeOver: true")
+						continue
+					}
+				}
 			}
 			if !v.plain(q, val) {
 				continue
@@ -496,7 +517,7 @@ func (v *validator) service(p path, s *ServiceSpec) {
 			v.execTotal(q.key("command"), a.Command, nil)
 		}
 	}
-	v.escapeHatch(p.key("systemd"), s.Systemd, serviceSections, "Service")
+	v.escapeHatch(p.key("systemd"), s.Systemd, serviceSections, "Service", s.TakeOver)
 }
 
 // validMemoryMax accepts what systemd's MemoryMax= does of sizeRE: "infinity",
@@ -602,7 +623,7 @@ func (v *validator) timer(p path, t *TimerSpec) {
 	if t.Service != "" {
 		sections = timerRefSections
 	}
-	v.escapeHatch(p.key("systemd"), t.Systemd, sections, "Timer")
+	v.escapeHatch(p.key("systemd"), t.Systemd, sections, "Timer", t.TakeOver)
 }
 
 func (v *validator) watchdog(p path, w *WatchdogSpec) {
