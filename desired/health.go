@@ -181,6 +181,11 @@ func (v *validator) probe(p path, kind string, pr *Probe, s *ServiceSpec) {
 	if len(pr.Exec) > 0 {
 		n++
 		v.command(p.key("exec"), pr.Exec)
+		if kind != ProbeStartup && s != nil {
+			if keys := probeUnsharedKeys(s.Systemd["Service"]); len(keys) > 0 {
+				v.add(p.key("exec"), "the service's systemd.Service %s would not apply to this probe (on systemd it runs as a transient unit with only the service's User= and Group=): use an http or tcp probe, or drop them", strings.Join(keys, ", "))
+			}
+		}
 	}
 	if n != 1 {
 		v.add(p, "exactly one of http, tcp and exec is required, got %d", n)
@@ -224,4 +229,47 @@ func (v *validator) probeURL(p path, s string) {
 	if strings.ContainsAny(s, " \t") {
 		v.add(p, "must not contain whitespace, got %q", s)
 	}
+}
+
+// probeSharedKeys are the [Service] passthrough directives an exec
+// liveness or readiness probe may do without: they do not narrow who the
+// service's processes run as or what they can reach (User= and Group= are
+// carried to the probe). Any other directive — DynamicUser=, Protect*=,
+// Private*=, capabilities, system-call filters, paths, rlimits — is
+// isolation the probe, run beside the service rather than in it, would
+// not get, so such a service must use an http or tcp probe (a startup
+// probe runs in the service: ExecStartPost=).
+var probeSharedKeys = map[string]bool{
+	"Type": true, "Restart": true, "RestartSec": true, "RestartPreventExitStatus": true,
+	"RestartForceExitStatus": true, "SuccessExitStatus": true, "TimeoutSec": true,
+	"TimeoutStartSec": true, "TimeoutStopSec": true, "TimeoutAbortSec": true,
+	"RuntimeMaxSec": true, "RuntimeRandomizedExtraSec": true, "WatchdogSec": true,
+	"NotifyAccess": true, "RemainAfterExit": true, "GuessMainPID": true, "PIDFile": true,
+	"ExecCondition": true, "ExecStartPre": true, "ExecStart": true, "ExecStartPost": true,
+	"ExecReload": true, "ExecStop": true, "ExecStopPost": true,
+	"KillMode": true, "KillSignal": true, "RestartKillSignal": true, "FinalKillSignal": true,
+	"SendSIGKILL": true, "SendSIGHUP": true, "WatchdogSignal": true,
+	"User": true, "Group": true,
+	"Environment": true, "EnvironmentFile": true, "PassEnvironment": true, "UnsetEnvironment": true,
+	"WorkingDirectory": true, "StandardInput": true, "StandardOutput": true, "StandardError": true,
+	"SyslogIdentifier": true, "SyslogFacility": true, "SyslogLevel": true, "SyslogLevelPrefix": true,
+	"LogLevelMax": true, "LogExtraFields": true, "LogRateLimitIntervalSec": true, "LogRateLimitBurst": true,
+	"Nice": true, "CPUSchedulingPolicy": true, "CPUSchedulingPriority": true,
+	"IOSchedulingClass": true, "IOSchedulingPriority": true, "OOMScoreAdjust": true, "OOMPolicy": true,
+	"FileDescriptorStoreMax": true, "Slice": true,
+	"CPUQuota": true, "CPUWeight": true, "StartupCPUWeight": true, "AllowedCPUs": true,
+	"MemoryMin": true, "MemoryLow": true, "MemoryHigh": true, "MemoryMax": true, "MemorySwapMax": true,
+	"TasksMax": true, "IOWeight": true, "StartupIOWeight": true,
+}
+
+// probeUnsharedKeys lists, sorted, the directives of a service's [Service]
+// passthrough that are not in probeSharedKeys.
+func probeUnsharedKeys(svc map[string]string) []string {
+	var out []string
+	for _, k := range sortedKeys(svc) {
+		if !probeSharedKeys[k] {
+			out = append(out, k)
+		}
+	}
+	return out
 }
