@@ -1,7 +1,9 @@
 package desired
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	pathpkg "path"
 
@@ -45,12 +47,16 @@ func (h Host) Selects(sel *HostSelector) bool {
 const DefaultHostLabelsFile = "/etc/resil/host-labels.yaml"
 
 // LoadHostLabels reads a flat YAML map of labels. A missing file is no labels.
+// The labels choose which objects run here (and which are pruned), so the
+// file is read as a manifest is (ReadChecked with opts: owner and mode of
+// the file, its folder and the path, on the descriptors read).
 //
 // Outcomes: (labels, nil) when read; (nil, nil) when the file does not
-// exist; (nil, err) when it exists but is unreadable or not a string map.
-func LoadHostLabels(file string) (map[string]string, error) {
-	data, err := os.ReadFile(file)
-	if os.IsNotExist(err) {
+// exist; (nil, err) when it exists but is refused, unreadable or not a
+// string map.
+func LoadHostLabels(file string, opts Options) (map[string]string, error) {
+	data, err := ReadChecked(file, opts)
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
@@ -64,11 +70,12 @@ func LoadHostLabels(file string) (map[string]string, error) {
 }
 
 // ThisHost returns the hostname and labels of the machine.
-func ThisHost(labelsFile string) (Host, error) {
+// The labels file is read with opts (LoadHostLabels).
+func ThisHost(labelsFile string, opts Options) (Host, error) {
 	name, err := os.Hostname()
 	if err != nil {
 		return Host{}, fmt.Errorf("hostname: %w", err)
 	}
-	labels, err := LoadHostLabels(labelsFile)
+	labels, err := LoadHostLabels(labelsFile, opts)
 	return Host{Name: name, Labels: labels}, err
 }

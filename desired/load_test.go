@@ -529,18 +529,36 @@ func TestLoadHostLabels(t *testing.T) {
 		"ok.yaml":    "role: web\nenv: prod\n",
 		"bad.yaml":   "role: [web]\n",
 		"typed.yaml": "port: 8080\n",
+		"open.yaml":  "role: db\n",
 	})
-	if m, err := LoadHostLabels(filepath.Join(dir, "ok.yaml")); err != nil || m["role"] != "web" || m["env"] != "prod" {
+	// Checked as a manifest is (the owner is this test's user).
+	opts := Options{OwnerUID: os.Geteuid()}
+	if m, err := LoadHostLabels(filepath.Join(dir, "ok.yaml"), opts); err != nil || m["role"] != "web" || m["env"] != "prod" {
 		t.Errorf("ok: %v, %v", m, err)
 	}
-	if m, err := LoadHostLabels(filepath.Join(dir, "missing.yaml")); err != nil || m != nil {
+	if m, err := LoadHostLabels(filepath.Join(dir, "missing.yaml"), opts); err != nil || m != nil {
 		t.Errorf("missing: %v, %v", m, err)
 	}
-	if _, err := LoadHostLabels(filepath.Join(dir, "bad.yaml")); err == nil {
+	if m, err := LoadHostLabels(filepath.Join(dir, "nodir", "missing.yaml"), opts); err != nil || m != nil {
+		t.Errorf("missing folder: %v, %v", m, err)
+	}
+	if _, err := LoadHostLabels(filepath.Join(dir, "bad.yaml"), opts); err == nil {
 		t.Error("bad: no error")
 	}
-	if m, err := LoadHostLabels(filepath.Join(dir, "typed.yaml")); err != nil || m["port"] != "8080" {
+	if m, err := LoadHostLabels(filepath.Join(dir, "typed.yaml"), opts); err != nil || m["port"] != "8080" {
 		t.Errorf("typed: %v, %v", m, err)
+	}
+	// Labels choose what runs and what is pruned: a file others may
+	// write is refused, not read as no labels.
+	open := filepath.Join(dir, "open.yaml")
+	if err := os.Chmod(open, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := LoadHostLabels(open, opts); err == nil || !strings.Contains(err.Error(), "writable by group or others") {
+		t.Errorf("group/other-writable labels file: %v, %v", m, err)
+	}
+	if m, err := LoadHostLabels(open, Options{Insecure: true}); err != nil || m["role"] != "db" {
+		t.Errorf("insecure: %v, %v", m, err)
 	}
 }
 

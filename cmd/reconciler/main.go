@@ -90,7 +90,7 @@ func (g *globals) loadOptions() (desired.Options, error) {
 			return opts, exitCode(2, fmt.Errorf("--host-labels: %w", err))
 		}
 	}
-	host, err := desired.ThisHost(g.hostLabels)
+	host, err := desired.ThisHost(g.hostLabels, opts)
 	if err != nil {
 		return opts, err
 	}
