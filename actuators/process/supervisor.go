@@ -73,6 +73,17 @@ type Supervisor struct {
 	units map[string]*unit
 	order []string              // units by last process start, oldest first
 	table map[string]procRecord // the process table, by unit
+	// bootID is this boot's /proc/sys/kernel/random/boot_id ("" when it
+	// cannot be read), written into the table. restartedAgent: the table
+	// loaded at Run was written by an agent of this boot that was not
+	// stopping every service on its way out, so a service with no row
+	// there was not running when it died (stopped by a pass, failed, or
+	// never started): Run does not start it (startEnabled), the pass
+	// decides. shuttingDown (under mu): stopAll has begun, and the table
+	// says so (the next agent starts enabled services as at boot).
+	bootID         string
+	restartedAgent bool
+	shuttingDown   bool
 	// tableMu serializes saveTable: a snapshot of the table and its write
 	// happen as one, so a slower writer never replaces a newer table.
 	tableMu sync.Mutex
@@ -249,6 +260,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}()
 
 	s.quit = ctx.Done()
+	s.bootID = readBootID()
 	s.loadTable()
 	held := s.heldStops()
 	prev := s.tableCopy()
@@ -297,6 +309,12 @@ func (s *Supervisor) wake() {
 
 // stopAll stops timers first (no new jobs), then services in reverse start order.
 func (s *Supervisor) stopAll() {
+	// First say so in the table: the next agent, even if this one is
+	// killed halfway, starts the enabled services as at boot.
+	s.mu.Lock()
+	s.shuttingDown = true
+	s.mu.Unlock()
+	s.saveTable()
 	s.mu.Lock()
 	order := append([]string(nil), s.order...)
 	var timers, others []string

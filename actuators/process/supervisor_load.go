@@ -242,7 +242,12 @@ func (s *Supervisor) heldStops() map[string]string {
 // startEnabled starts every enabled unit that is not running yet, except
 // one the last agent was stopping (held): that stop is finished, not
 // undone; an interrupted restart is completed, enabled or not. A unit
-// adopted while stopping finishes that itself (runner.adopt).
+// adopted while stopping finishes that itself (runner.adopt). After an
+// agent of this boot died without stopping everything (restartedAgent), a
+// service with no row in its table is not started either: it was not
+// running then (a pass stopped it for state: stopped, it failed, or no
+// pass had started it yet), and the first pass starts it if its manifest
+// says so. Timers hold no row: an enabled one is always started.
 //
 // It returns once every unit it started has begun starting (bounded by
 // startTakenWait), so the first Observe after Ready sees those units as
@@ -282,6 +287,12 @@ func (s *Supervisor) startEnabled(held map[string]string, prev map[string]procRe
 		if why, ok := held[n]; ok && why != stopRestart {
 			continue
 		} else if !ok && !s.isEnabled(n) {
+			continue
+		}
+		if _, had := prev[n]; !had && s.restartedAgent && u.loaded().Timer == nil {
+			// Not running when the last agent of this boot died: stopped
+			// by a pass (state: stopped), failed, or not started yet. An
+			// agent restart is not a boot; the first pass decides.
 			continue
 		}
 		c := command{op: actuators.OpStart, taken: make(chan struct{})}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/desired"
@@ -49,5 +50,81 @@ func TestStopOnExitReverseOrder(t *testing.T) {
 	json.Unmarshal(b, &tab)
 	if len(tab.Processes) != 0 {
 		t.Fatalf("process table not empty: %s", b)
+	}
+}
+
+// An agent restart within one boot is not a boot: a service that was not
+// running when the last agent died (a pass stopped it for state: stopped)
+// is not started by Run; the pass decides. After another boot, or after
+// an agent that stopped everything on its way out (StopOnExit), enabled
+// services start as at boot. Timers start either way.
+func TestAgentRestartStartsOnlyAsAtBoot(t *testing.T) {
+	// bootIDPath is package state: not parallel.
+	bootFile := filepath.Join(t.TempDir(), "boot_id")
+	setBoot := func(id string) {
+		if err := os.WriteFile(bootFile, []byte(id+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := bootIDPath
+	bootIDPath = bootFile
+	t.Cleanup(func() { bootIDPath = old })
+	setBoot("boot-1")
+
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name       string
+		bootAfter  string
+		stopOnExit bool
+		wantStart  bool
+	}{
+		{"same boot", "boot-1", false, false},
+		{"another boot", "boot-2", false, true},
+		{"after stop on exit", "boot-1", true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			setBoot("boot-1")
+			dir := t.TempDir()
+			marker := filepath.Join(dir, "starts")
+			h1 := newHarness(t, dir, Options{StopOnExit: tc.stopOnExit})
+			h1.run()
+			h1.install(service("stopme", desired.ServiceSpec{Command: sh(`echo x >> ` + marker + `; exec sleep 1000`)}), true)
+			h1.install(service("runs", desired.ServiceSpec{Command: []string{"sleep", "1000"}}), true)
+			if _, err := h1.apply(ctx, actuators.Step{Op: actuators.OpStart, Unit: "runs.service"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := h1.apply(ctx, actuators.Step{Op: actuators.OpStart, Unit: "stopme.service"}); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "stopme ran", func() bool { return len(lines(t, marker)) == 1 })
+			if _, err := h1.apply(ctx, actuators.Step{Op: actuators.OpStop, Unit: "stopme.service"}); err != nil {
+				t.Fatal(err)
+			}
+			runsPID := h1.unit("runs.service").MainPID
+			h1.abandon()
+
+			setBoot(tc.bootAfter)
+			h2 := newHarness(t, dir, Options{})
+			h2.run()
+			if !tc.stopOnExit && tc.bootAfter == "boot-1" {
+				if u := h2.unit("runs.service"); !isActive(u) || u.MainPID != runsPID {
+					t.Errorf("running service not adopted: %+v (pid was %d)", u, runsPID)
+				}
+			} else {
+				h2.waitUnit("runs.service", "started again", isActive)
+			}
+			if tc.wantStart {
+				h2.waitUnit("stopme.service", "started as at boot", isActive)
+				waitFor(t, "stopme ran again", func() bool { return len(lines(t, marker)) == 2 })
+				return
+			}
+			time.Sleep(300 * time.Millisecond)
+			if u := h2.unit("stopme.service"); u.ActiveState != "inactive" {
+				t.Errorf("stopped service started by an agent restart: %s/%s", u.ActiveState, u.SubState)
+			}
+			if n := len(lines(t, marker)); n != 1 {
+				t.Errorf("stopped service ran %d times, want 1", n)
+			}
+		})
 	}
 }

@@ -4,17 +4,37 @@ package process
 // process, written as an intent before the fork and with its PID after.
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"go.uber.org/zap"
 )
 
-// processTable is the JSON form of <stateDir>/processes.json.
+// processTable is the JSON form of <stateDir>/processes.json. BootID is
+// the boot the writing agent ran in; ShuttingDown says it was stopping
+// every service (Options.StopOnExit). Tables written before they existed
+// have neither: read as another boot.
 type processTable struct {
-	Processes []procRecord `json:"processes"`
+	BootID       string       `json:"bootID,omitempty"`
+	ShuttingDown bool         `json:"shuttingDown,omitempty"`
+	Processes    []procRecord `json:"processes"`
+}
+
+// bootIDPath is where the kernel gives this boot's ID.
+var bootIDPath = "/proc/sys/kernel/random/boot_id"
+
+// readBootID returns this boot's ID, "" when it cannot be read (then
+// every agent start counts as a boot).
+func readBootID() string {
+	b, err := os.ReadFile(bootIDPath)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 func (s *Supervisor) tablePath() string { return filepath.Join(s.dir, "processes.json") }
@@ -34,6 +54,7 @@ func (s *Supervisor) loadTable() {
 	for _, r := range t.Processes {
 		s.table[r.Unit] = r
 	}
+	s.restartedAgent = s.bootID != "" && t.BootID == s.bootID && !t.ShuttingDown
 }
 
 // tableCopy returns the process table as loaded, before adoption and
@@ -123,9 +144,10 @@ func (s *Supervisor) saveTable() {
 	for _, r := range s.table {
 		rows = append(rows, r)
 	}
+	head := processTable{BootID: s.bootID, ShuttingDown: s.shuttingDown}
 	s.mu.Unlock()
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Unit < rows[j].Unit })
-	err := s.writeFile(s.tablePath(), s.rows.encode(rows), 0o600)
+	err := s.writeFile(s.tablePath(), s.rows.encode(head, rows), 0o600)
 	s.mu.Lock()
 	s.tableDirty = err != nil
 	s.mu.Unlock()
@@ -146,11 +168,12 @@ type cachedRow struct {
 	b   []byte
 }
 
-// encode returns the table file for rows (sorted by unit): one row per
-// line, {"processes":[...]}, as json.Marshal of processTable would
-// (compact, so readers see the same JSON), from the cached rows that did
-// not change. Rows no longer in the table leave the cache.
-func (c *rowCache) encode(rows []procRecord) []byte {
+// encode returns the table file for rows (sorted by unit) with head's
+// boot fields: one row per line, {"bootID":...,"processes":[...]}, as
+// json.Marshal of processTable would (compact, so readers see the same
+// JSON), from the cached rows that did not change. Rows no longer in the
+// table leave the cache.
+func (c *rowCache) encode(head processTable, rows []procRecord) []byte {
 	if *c == nil {
 		*c = rowCache{}
 	}
@@ -176,8 +199,15 @@ func (c *rowCache) encode(rows []procRecord) []byte {
 			delete(*c, n)
 		}
 	}
-	out := make([]byte, 0, size)
-	out = append(out, `{"processes":[`...)
+	head.Processes = nil
+	hb, err := json.Marshal(head) // {"bootID":"…","processes":null}
+	if err != nil {
+		hb = []byte(`{"processes":null}`)
+	}
+	hb = bytes.TrimSuffix(hb, []byte(`"processes":null}`))
+	out := make([]byte, 0, size+len(hb))
+	out = append(out, hb...)
+	out = append(out, `"processes":[`...)
 	for i, b := range enc {
 		if i > 0 {
 			out = append(out, ',')

@@ -73,18 +73,24 @@ func TestRowCacheEncode(t *testing.T) {
 		{"row gone", func() {}, func() []procRecord { return []procRecord{b} }},
 		{"none", func() {}, func() []procRecord { return nil }},
 	}
-	for _, st := range steps {
+	for i, st := range steps {
 		st.change()
 		rows := st.rows()
+		head := processTable{BootID: "b-1", ShuttingDown: i == 2}
+		if i == 3 {
+			head = processTable{}
+		}
 		var got processTable
-		if err := json.Unmarshal(c.encode(rows), &got); err != nil {
+		if err := json.Unmarshal(c.encode(head, rows), &got); err != nil {
 			t.Fatalf("%s: %v", st.name, err)
 		}
-		want := processTable{Processes: rows}
+		want := head
+		want.Processes = rows
 		wb, _ := json.Marshal(want)
 		gb, _ := json.Marshal(got)
 		if len(rows) == 0 {
-			wb = []byte(`{"processes":[]}`)
+			want.Processes = []procRecord{}
+			wb, _ = json.Marshal(want)
 		}
 		if string(gb) != string(wb) {
 			t.Errorf("%s:\n got %s\nwant %s", st.name, gb, wb)
