@@ -156,6 +156,14 @@ func TestProcessBackendPruneGuard(t *testing.T) {
 	if !strings.Contains(out, "Prune blocked: would prune 3 of 4") || !strings.Contains(out, "would stop a.service") {
 		t.Fatalf("diff: exit %d\n%s", code, out)
 	}
+	// status lists what the guard keeps, and is not converged.
+	out, code = e.cli("status")
+	if code != 1 || strings.Count(out, "[PRUNE BLOCKED]") != 3 {
+		t.Fatalf("status with a blocked prune: exit %d\n%s", code, out)
+	}
+	if out, code := e.cli("status", "a"); code != 1 || !strings.Contains(out, "[PRUNE BLOCKED]") {
+		t.Fatalf("status a with a blocked prune: exit %d\n%s", code, out)
+	}
 	out, code = e.cli("prune")
 	if code != 1 || !strings.Contains(out, "3 objects to prune:\n  Service/a\n") || e.pid("a.service") == 0 {
 		t.Fatalf("prune without --confirm: exit %d\n%s", code, out)

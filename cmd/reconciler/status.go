@@ -264,7 +264,7 @@ func buildStatus(ctx context.Context, s *store.Store, names []string, now time.T
 		if e, ok := last[o.Object]; ok {
 			row.LastEvent = &e
 		}
-		if reconcile.ObjectState(o.State).Problem() {
+		if reconcile.ObjectState(o.State).Problem() || o.State == StatePruneBlocked {
 			rep.Converged = false
 		}
 		rep.Objects = append(rep.Objects, row)

@@ -18,36 +18,52 @@ import (
 // desired object: it is no longer desired).
 const StatePrunePending = "PrunePending"
 
-// pendingStatuses are the snapshot rows of the objects a pass keeps until
-// their prune deadline. It does no I/O.
+// StatePruneBlocked is the status of an object whose manifest is gone and
+// that the mass-prune guard kept (PruneBlocked): not converged, it needs
+// an operator (prune --confirm, or its manifest back).
+const StatePruneBlocked = "PruneBlocked"
+
+// pendingStatuses are the snapshot rows of the objects a pass keeps
+// although their manifest is gone: until their prune deadline, or because
+// the mass-prune guard blocked their prune. It does no I/O.
 func pendingStatuses(res reconcile.Result, now time.Time) []store.ObjectStatus {
 	var out []store.ObjectStatus
 	for _, f := range res.Plan.Findings {
 		if f.Reason != reconcile.ReasonPrunePending {
 			continue
 		}
-		kind, name, _ := strings.Cut(f.Object, "/")
-		row := store.ObjectStatus{Object: f.Object, Kind: kind, Name: name, Updated: now, Desired: "absent", Observed: "unknown",
-			State: StatePrunePending, Message: string(f.Reason) + ": " + f.Message}
-		if res.Observed != nil {
-			var units []string
-			for n, u := range res.Observed.Units {
-				if u.Owner == f.Object {
-					units = append(units, n)
-				}
-			}
-			sort.Strings(units)
-			if len(units) > 0 {
-				u := res.Observed.Units[units[0]]
-				row.Unit, row.Observed = units[0], reconcile.OrDash(u.ActiveState)
-				if u.SubState != "" {
-					row.Observed += " (" + u.SubState + ")"
-				}
-			}
+		out = append(out, goneRow(res, f.Object, StatePrunePending, string(f.Reason)+": "+f.Message, now))
+	}
+	if b := res.Plan.PruneBlocked; b != nil {
+		for _, id := range b.Objects {
+			out = append(out, goneRow(res, id, StatePruneBlocked, string(reconcile.ReasonPruneBlocked)+": "+b.Why, now))
 		}
-		out = append(out, row)
 	}
 	return out
+}
+
+// goneRow is the row of an object no manifest declares that still runs.
+func goneRow(res reconcile.Result, id, state, msg string, now time.Time) store.ObjectStatus {
+	kind, name, _ := strings.Cut(id, "/")
+	row := store.ObjectStatus{Object: id, Kind: kind, Name: name, Updated: now, Desired: "absent", Observed: "unknown",
+		State: state, Message: msg}
+	if res.Observed != nil {
+		var units []string
+		for n, u := range res.Observed.Units {
+			if u.Owner == id {
+				units = append(units, n)
+			}
+		}
+		sort.Strings(units)
+		if len(units) > 0 {
+			u := res.Observed.Units[units[0]]
+			row.Unit, row.Observed = units[0], reconcile.OrDash(u.ActiveState)
+			if u.SubState != "" {
+				row.Observed += " (" + u.SubState + ")"
+			}
+		}
+	}
+	return row
 }
 
 // addSafety marks the rows of objects paused right now (from the lease
@@ -84,6 +100,8 @@ func safetyWord(o statusRow, now time.Time) string {
 		return fmt.Sprintf(" [PAUSED %s left]", shortAge(o.Paused.Until.Sub(now)))
 	case o.PruneAt != nil:
 		return fmt.Sprintf(" [PRUNE in %s]", shortAge(o.PruneAt.Sub(now)))
+	case o.State == StatePruneBlocked:
+		return " [PRUNE BLOCKED]"
 	}
 	return ""
 }
