@@ -369,9 +369,12 @@ func (p *planner) rolloutCandidate(o *desired.Object, f desired.UnitFile, u *obs
 // changed file f must wait for a later wave; if so it reports it pending
 // and the caller leaves the object alone this pass (old file, old
 // process). An admitted candidate takes a slot.
+//
+// A paused object is no candidate (initRollout): its steps are planned
+// and then withheld by the lease, which reports them (Paused).
 func (p *planner) holdForRollout(o *desired.Object, f desired.UnitFile, u *observed.Unit) bool {
 	r := p.rollout
-	if r == nil || !p.rolloutCandidate(o, f, u) {
+	if r == nil || p.lease(o.ID()) != nil || !p.rolloutCandidate(o, f, u) {
 		return false
 	}
 	switch {

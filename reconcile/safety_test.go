@@ -448,3 +448,42 @@ func TestStateFileReadersRefuseUntrusted(t *testing.T) {
 		}
 	}
 }
+
+// A paused object's manifest change is withheld by its lease, not held for
+// a rollout wave: with rollouts on (run's default), the lease reports the
+// write and the restart it withholds, and no RolloutPending finding claims
+// it waits for a slot.
+func TestPausedChangeNotPacedByRollout(t *testing.T) {
+	dir, state := t.TempDir(), t.TempDir()
+	writeManifest(t, dir, "web.yaml", svcManifest("web", "one"))
+	writeManifest(t, dir, "db.yaml", svcManifest("db", "one"))
+	f := newFake()
+	c := &clock{t: time.Date(2026, 12, 1, 14, 2, 0, 0, time.Local)}
+	log := zaptest.NewLogger(t)
+	r := New(Config{Manifests: dir, Load: desired.Options{Insecure: true}, UnitDir: "/units", Observer: f, Applier: f,
+		Events: NewRing(200, log), Log: log, Now: c.now, Safety: Safety{MaxLease: 24 * time.Hour, StateDir: state}, MaxParallelRestarts: 2})
+	pass(t, r, Options{})
+	if err := NewLeaseDir(state).Put(Lease{Object: "web", Reason: "hotfix", Since: c.t, Until: c.t.Add(30 * time.Minute), UID: 1000, User: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	writeManifest(t, dir, "web.yaml", svcManifest("web", "two"))
+	c.advance(time.Minute)
+	f.applied = nil
+	res := pass(t, r, Options{})
+	if len(f.applied) != 0 {
+		t.Errorf("paused web touched: %v", f.applied)
+	}
+	if rp := findingsOf(res, ReasonRolloutPending); len(rp) != 0 {
+		t.Errorf("RolloutPending for a paused object: %+v", rp)
+	}
+	if len(res.Plan.Paused) != 1 {
+		t.Fatalf("paused report: %+v", res.Plan.Paused)
+	}
+	var ops []string
+	for _, s := range res.Plan.Paused[0].Withheld {
+		ops = append(ops, s.String())
+	}
+	if w := strings.Join(ops, "\n"); !strings.Contains(w, "web.service") || !strings.Contains(w, "restart") {
+		t.Errorf("withheld steps lack the write and restart:\n%s", w)
+	}
+}
