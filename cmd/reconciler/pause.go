@@ -50,7 +50,7 @@ func newPauseCmd(g *globals) *cobra.Command {
 			}
 			set := loadForLeases(g)
 			warnUnknownObjects(cmd.ErrOrStderr(), g.manifests, set, args)
-			ids := objectIDs(set)
+			ids := leaseIDs(cmd.Context(), g, set)
 			now := time.Now()
 			uid, name := whoAmI()
 			ld := reconcile.NewLeaseDir(g.stateDir)
@@ -87,7 +87,7 @@ func newResumeCmd(g *globals) *cobra.Command {
 			ld := reconcile.NewLeaseDir(g.stateDir)
 			now := time.Now()
 			uid, name := whoAmI()
-			ids := objectIDs(loadForLeases(g))
+			ids := leaseIDs(cmd.Context(), g, loadForLeases(g))
 			var events []reconcile.Event
 			missing := 0
 			for _, a := range args {
@@ -164,6 +164,30 @@ func objectIDs(set *desired.Set) map[string][]string {
 	}
 	for id, o := range set.NotSelected {
 		ids[o.Metadata.Name] = append(ids[o.Metadata.Name], id)
+	}
+	return ids
+}
+
+// leaseIDs maps object names to IDs for pause and resume's events: from
+// the manifests, or, when they cannot be read (pause works without them),
+// from the objects of the agent's last pass in its store; nil when
+// neither is there.
+func leaseIDs(ctx context.Context, g *globals, set *desired.Set) map[string][]string {
+	if set != nil {
+		return objectIDs(set)
+	}
+	s, err := store.OpenReader(storePath(g))
+	if err != nil {
+		return nil
+	}
+	defer s.Close()
+	objs, _, err := s.Status(ctx)
+	if err != nil {
+		return nil
+	}
+	ids := map[string][]string{}
+	for _, o := range objs {
+		ids[o.Name] = append(ids[o.Name], o.Object)
 	}
 	return ids
 }

@@ -97,6 +97,19 @@ func TestProcessBackendPauseResume(t *testing.T) {
 	if !strings.Contains(out, "Resumed") {
 		t.Errorf("no Resumed event of Service/web:\n%s", out)
 	}
+	// With no manifests to read, the name is resolved from the agent's
+	// last pass: the event is still recorded under the object's ID.
+	gone := filepath.Join(t.TempDir(), "absent")
+	if out, code := e.cli("pause", "db", "--manifests", gone, "--for", "1m", "--reason", "no-manifests"); code != 0 {
+		t.Fatalf("pause without manifests: exit %d\n%s", code, out)
+	}
+	if out, code := e.cli("resume", "db", "--manifests", gone); code != 0 {
+		t.Fatalf("resume without manifests: exit %d\n%s", code, out)
+	}
+	out, _ = e.cli("events", "--object", "Service/db")
+	if !strings.Contains(out, "no-manifests") || strings.Count(out, "Resumed") != 2 {
+		t.Errorf("pause/resume without manifests not recorded under Service/db:\n%s", out)
+	}
 }
 
 // A pause lease that expires: the next apply converges the object and
