@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	yaml "go.yaml.in/yaml/v3"
 )
@@ -84,6 +85,14 @@ func parseDocs(data []byte) ([]*yaml.Node, *FieldError) {
 		if err != nil {
 			fe := yamlError(err)
 			fe.Line = problemLine(data, fe)
+			if fe.Line < 1 && fe.Detail == yamlControlDetail {
+				// yaml.v3's reader gives no position for this one: the
+				// first such character's.
+				if i := bytes.IndexFunc(data, yamlRefusedControl); i >= 0 {
+					fe.Line = bytes.Count(data[:i], []byte("\n")) + 1
+					fe.Column = utf8.RuneCount(data[bytes.LastIndexByte(data[:i], '\n')+1:i]) + 1
+				}
+			}
 			return nil, fe
 		}
 		if len(out) >= maxDocsPerFile {
@@ -142,6 +151,23 @@ func problemLine(data []byte, fe *FieldError) int {
 }
 
 const problemLineMax = 200
+
+const yamlControlDetail = "invalid YAML: control characters are not allowed"
+
+// yamlRefusedControl: the characters yaml.v3's reader refuses (YAML 1.2's
+// printable set leaves out C0 controls but tab, LF and CR, DEL, C1
+// controls but NEL, surrogates and U+FFFE/U+FFFF).
+func yamlRefusedControl(r rune) bool {
+	switch {
+	case r == '\t' || r == '\n' || r == '\r' || r == 0x85:
+		return false
+	case r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f):
+		return true
+	case r >= 0xd800 && r <= 0xdfff || r == 0xfffe || r == 0xffff:
+		return true
+	}
+	return false
+}
 
 // parseFails reports whether data fails to parse with detail.
 func parseFails(data []byte, detail string) bool {
