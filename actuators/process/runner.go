@@ -159,8 +159,14 @@ func (u *unit) runService(ctx context.Context, spec *Spec, adopt *procRecord, in
 	if adopt != nil && spec != nil {
 		r.adopt(bgCtx, spec, adopt)
 	} else {
+		res, failed := u.s.failedAtLoad(u.name)
 		u.update(func(st *status) {
-			if st.ActiveState == "" {
+			switch {
+			case st.ActiveState != "":
+			case failed && adopt == nil:
+				// Failed when the last agent of this boot died.
+				st.ActiveState, st.SubState, st.Result = "failed", "failed", res
+			default:
 				st.ActiveState, st.SubState = "inactive", "dead"
 			}
 		})

@@ -84,6 +84,11 @@ type Supervisor struct {
 	bootID         string
 	restartedAgent bool
 	shuttingDown   bool
+	// failed (under mu) are the services that are failed now, with their
+	// Result, kept in the table: after an agent restart of the same boot
+	// such a service is failed again (no start until its manifest changes
+	// or reset-failed), as systemd keeps it across a daemon re-exec.
+	failed map[string]string
 	// tableMu serializes saveTable: a snapshot of the table and its write
 	// happen as one, so a slower writer never replaces a newer table.
 	tableMu sync.Mutex
@@ -151,7 +156,7 @@ func New(stateDir string, log *zap.Logger, opts Options) (*Supervisor, error) {
 	s := &Supervisor{
 		dir: dir, id: id, unitDir: filepath.Join(dir, "units"), runDir: filepath.Join(dir, "run"), resetDir: filepath.Join(dir, "reset"),
 		procRoot: opts.ProcRoot, log: log.Named("process"), opts: opts, now: opts.Now,
-		units: map[string]*unit{}, table: map[string]procRecord{},
+		units: map[string]*unit{}, table: map[string]procRecord{}, failed: map[string]string{},
 		dirty: make(chan struct{}, 1), ctl: make(chan chan reloadReply), ready: make(chan struct{}), done: make(chan struct{}),
 	}
 	s.logFiles.log = s.log

@@ -111,6 +111,7 @@ func (s *Supervisor) reload(ctx context.Context, wg *sync.WaitGroup, first bool,
 		}()
 	}
 	s.mu.Lock()
+	var gone []string
 	for name, u := range s.units {
 		if !seen[name] {
 			u.mu.Lock()
@@ -121,7 +122,15 @@ func (s *Supervisor) reload(ctx context.Context, wg *sync.WaitGroup, first bool,
 			u.mu.Unlock()
 		}
 	}
+	for name := range s.failed {
+		if !seen[name] {
+			gone = append(gone, name) // its file is gone: a later one starts afresh
+		}
+	}
 	s.mu.Unlock()
+	for _, name := range gone {
+		s.noteFailed(name, "")
+	}
 	if first {
 		s.cleanupStale(adopted, marks)
 	}

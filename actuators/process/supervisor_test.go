@@ -11,6 +11,7 @@ import (
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/desired"
+	"resil.dev/resil/observed"
 )
 
 func TestStopOnExitReverseOrder(t *testing.T) {
@@ -90,6 +91,10 @@ func TestAgentRestartStartsOnlyAsAtBoot(t *testing.T) {
 			h1.run()
 			h1.install(service("stopme", desired.ServiceSpec{Command: sh(`echo x >> ` + marker + `; exec sleep 1000`)}), true)
 			h1.install(service("runs", desired.ServiceSpec{Command: []string{"sleep", "1000"}}), true)
+			h1.install(service("crasher", desired.ServiceSpec{Command: sh(`exit 3`),
+				Restart: &desired.RestartSpec{Policy: desired.RestartAlways, Delay: "10ms", Limit: &desired.StartLimit{Burst: 2, Interval: "1h"}}}), true)
+			h1.apply(ctx, actuators.Step{Op: actuators.OpStart, Unit: "crasher.service"})
+			h1.waitUnit("crasher.service", "start-limit-hit", func(u *observed.Unit) bool { return u.ActiveState == "failed" && u.Result == ResultStartLimitHit })
 			if _, err := h1.apply(ctx, actuators.Step{Op: actuators.OpStart, Unit: "runs.service"}); err != nil {
 				t.Fatal(err)
 			}
@@ -114,6 +119,7 @@ func TestAgentRestartStartsOnlyAsAtBoot(t *testing.T) {
 				h2.waitUnit("runs.service", "started again", isActive)
 			}
 			if tc.wantStart {
+				h2.waitUnit("crasher.service", "started as at boot", func(u *observed.Unit) bool { return u.NRestarts > 0 || u.ActiveState != "failed" })
 				h2.waitUnit("stopme.service", "started as at boot", isActive)
 				waitFor(t, "stopme ran again", func() bool { return len(lines(t, marker)) == 2 })
 				return
@@ -124,6 +130,20 @@ func TestAgentRestartStartsOnlyAsAtBoot(t *testing.T) {
 			}
 			if n := len(lines(t, marker)); n != 1 {
 				t.Errorf("stopped service ran %d times, want 1", n)
+			}
+			// Failed stays failed: no start until reset-failed.
+			if u := h2.unit("crasher.service"); u.ActiveState != "failed" || u.Result != ResultStartLimitHit || u.MainPID != 0 {
+				t.Errorf("failed service after an agent restart: %s/%s result %s pid %d", u.ActiveState, u.SubState, u.Result, u.MainPID)
+			}
+			if res, err := h2.apply(ctx, actuators.Step{Op: actuators.OpResetFailed, Unit: "crasher.service"}); err != nil || res != actuators.Changed {
+				t.Errorf("reset-failed: %v %v", res, err)
+			}
+			h3dir := dir
+			h2.abandon()
+			h3 := newHarness(t, h3dir, Options{})
+			h3.run()
+			if u := h3.unit("crasher.service"); u.ActiveState != "inactive" {
+				t.Errorf("reset service after another agent restart: %s/%s", u.ActiveState, u.SubState)
 			}
 		})
 	}

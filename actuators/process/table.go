@@ -19,9 +19,11 @@ import (
 // every service (Options.StopOnExit). Tables written before they existed
 // have neither: read as another boot.
 type processTable struct {
-	BootID       string       `json:"bootID,omitempty"`
-	ShuttingDown bool         `json:"shuttingDown,omitempty"`
-	Processes    []procRecord `json:"processes"`
+	BootID       string `json:"bootID,omitempty"`
+	ShuttingDown bool   `json:"shuttingDown,omitempty"`
+	// Failed are the services failed when it was written (Supervisor.failed).
+	Failed    map[string]string `json:"failed,omitempty"`
+	Processes []procRecord      `json:"processes"`
 }
 
 // bootIDPath is where the kernel gives this boot's ID.
@@ -55,6 +57,38 @@ func (s *Supervisor) loadTable() {
 		s.table[r.Unit] = r
 	}
 	s.restartedAgent = s.bootID != "" && t.BootID == s.bootID && !t.ShuttingDown
+	if s.restartedAgent {
+		for n, res := range t.Failed {
+			s.failed[n] = res
+		}
+	}
+}
+
+// failedAtLoad reports whether a service was failed when the last agent of
+// this boot died (and with which Result): its first status.
+func (s *Supervisor) failedAtLoad(name string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	res, ok := s.failed[name]
+	return res, ok
+}
+
+// noteFailed records that a service became failed with result, or (result
+// "") is no longer failed, and writes the table when that changed it.
+func (s *Supervisor) noteFailed(name, result string) {
+	s.mu.Lock()
+	old, had := s.failed[name]
+	switch {
+	case result == "" && !had, result != "" && had && old == result:
+		s.mu.Unlock()
+		return
+	case result == "":
+		delete(s.failed, name)
+	default:
+		s.failed[name] = result
+	}
+	s.mu.Unlock()
+	s.saveTable()
 }
 
 // tableCopy returns the process table as loaded, before adoption and
@@ -145,6 +179,12 @@ func (s *Supervisor) saveTable() {
 		rows = append(rows, r)
 	}
 	head := processTable{BootID: s.bootID, ShuttingDown: s.shuttingDown}
+	if len(s.failed) > 0 {
+		head.Failed = make(map[string]string, len(s.failed))
+		for n, res := range s.failed {
+			head.Failed[n] = res
+		}
+	}
 	s.mu.Unlock()
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Unit < rows[j].Unit })
 	err := s.writeFile(s.tablePath(), s.rows.encode(head, rows), 0o600)

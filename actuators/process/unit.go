@@ -1,6 +1,7 @@
 package process
 
 import (
+	"strings"
 	"sync"
 	"time"
 
@@ -114,9 +115,21 @@ func (u *unit) status() status {
 	return u.st
 }
 
+// A service that becomes failed, or stops being failed, is noted in the
+// process table (Supervisor.noteFailed) before the wake-up.
 func (u *unit) update(f func(st *status)) {
 	u.mu.Lock()
+	was := u.st.ActiveState
 	f(&u.st)
+	now, res := u.st.ActiveState, u.st.Result
 	u.mu.Unlock()
+	if (was == "failed") != (now == "failed") && strings.HasSuffix(u.name, ".service") {
+		if now != "failed" {
+			res = ""
+		} else if res == "" {
+			res = ResultUnknown
+		}
+		u.s.noteFailed(u.name, res)
+	}
 	u.s.wake()
 }
