@@ -32,6 +32,11 @@ type Options struct {
 	// Wake is called, without blocking, whenever a unit changes state (start,
 	// exit, restart, failure, timer elapse), so the reconcile loop re-plans.
 	Wake func()
+	// Event, when set, receives what the supervisor decides itself and no
+	// pass plans: a persistent timer's run missed while no agent ran,
+	// caught up (TimerCatchUp) or skipped over maxLateness (TimerMissed)
+	// when the timer starts at Run. It must not block.
+	Event func(reason, object, unit string, warning bool, msg string)
 	// Output receives the "NAME: line" output of units without log files;
 	// default os.Stdout.
 	Output io.Writer

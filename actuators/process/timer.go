@@ -3,6 +3,7 @@ package process
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -158,26 +159,50 @@ func (t *timerState) catchUp() {
 		return
 	}
 	now := t.u.s.now()
-	var latest time.Time
+	// As the planner judges it for systemd (plan_timer.go catchUp): the
+	// missed run is the earliest one after the last trigger, and its
+	// lateness decides, however many runs followed it.
+	var missed time.Time
 	for _, c := range t.cals {
-		n, ok := c.Next(t.last)
-		for i := 0; ok && !n.After(now) && i < 100000; i++ {
-			if n.After(latest) {
-				latest = n
-			}
-			n, ok = c.Next(n)
+		if n, ok := c.Next(t.last); ok && (missed.IsZero() || n.Before(missed)) {
+			missed = n
 		}
 	}
-	if latest.IsZero() {
+	if missed.IsZero() || !missed.Before(now) {
 		return
 	}
-	if ml := ts.MaxLateness.D(); ml > 0 && now.Sub(latest) > ml {
-		t.log.Warn("missed timer run skipped", zap.Time("due", latest), zap.Duration("late", now.Sub(latest)), zap.Duration("maxLateness", ml))
+	late := now.Sub(missed).Truncate(time.Second)
+	last := t.last.Format(time.RFC3339)
+	if ml := ts.MaxLateness.D(); ts.MaxLateness.IsSet() && late > ml {
+		t.log.Warn("missed timer run skipped", zap.Time("due", missed), zap.Duration("late", late), zap.Duration("maxLateness", ml))
 		t.u.update(func(st *status) { st.Missed++ })
+		// Skipped for good: the stamp says so (as refresh-stamp does for
+		// systemd), or the next agent would skip it, and report it, again.
+		if err := t.u.s.writeStamp(t.u.name, now); err != nil {
+			t.log.Error("write timer stamp failed", zap.Error(err))
+		}
+		t.u.s.event(eventTimerMissed, t.spec.Object, t.u.name, true, fmt.Sprintf("run due %s missed (last run %s) is %s late, over maxLateness %s: skipped; stamp refreshed",
+			missed.Format(time.RFC3339), last, late, ml))
 		return
 	}
-	t.log.Info("missed timer run caught up", zap.Time("due", latest))
+	t.log.Info("missed timer run caught up", zap.Time("due", missed))
+	t.u.s.event(eventTimerCatchUp, t.spec.Object, t.u.name, false, fmt.Sprintf("run due %s missed (last run %s); run once now, %s late",
+		missed.Format(time.RFC3339), last, late))
 	t.fire("catch-up")
+}
+
+// Reasons of the events the supervisor reports itself (Options.Event): as
+// reconcile's, which this package does not import.
+const (
+	eventTimerMissed  = "TimerMissed"
+	eventTimerCatchUp = "TimerCatchUp"
+)
+
+// event hands one of the supervisor's own decisions to Options.Event.
+func (s *Supervisor) event(reason, object, unit string, warning bool, msg string) {
+	if s.opts.Event != nil {
+		s.opts.Event(reason, object, unit, warning, msg)
+	}
 }
 
 func (t *timerState) schedule() {

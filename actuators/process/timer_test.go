@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -110,6 +112,61 @@ func TestCatchUpSkips(t *testing.T) {
 		h.run()
 		waitFor(t, "catch-up", func() bool { return len(lines(t, runs)) == 1 })
 	})
+}
+
+// The lateness of a catch-up is the earliest missed run's, as the planner
+// judges it for systemd: a timer whose last run was two hours ago, with
+// maxLateness 10m, skips (the run due 1.5 h ago is late, though another
+// was due seconds ago), refreshes its stamp and reports
+// TimerMissed; within maxLateness it runs once and reports TimerCatchUp.
+func TestCatchUpLatenessOfEarliestMissed(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, maxLateness, reason string
+		runs                      int
+	}{
+		{"over", "10m", "TimerMissed", 0},
+		{"within", "3h", "TimerCatchUp", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var mu sync.Mutex
+			var got []string
+			h := newHarness(t, "", Options{Event: func(reason, object, unit string, warning bool, msg string) {
+				mu.Lock()
+				defer mu.Unlock()
+				got = append(got, fmt.Sprintf("%s %s %s %v %s", reason, object, unit, warning, msg))
+			}})
+			runs := filepath.Join(h.dir, "runs")
+			backdate(t, h.dir, "often.timer", time.Now().Add(-2*time.Hour))
+			// Hourly at a minute 30 minutes away (missed 1.5 h ago), daily
+			// 5 s ago (missed just now): no regular run within the test.
+			at, just := time.Now().UTC().Add(30*time.Minute), time.Now().UTC().Add(-5*time.Second)
+			h.install(timer("often", desired.TimerSpec{Schedule: []string{fmt.Sprintf("*-*-* *:%02d:00 UTC", at.Minute()),
+				fmt.Sprintf("*-*-* %02d:%02d:%02d UTC", just.Hour(), just.Minute(), just.Second())},
+				Persistent: true, MaxLateness: desired.Duration(tc.maxLateness), Command: sh(`echo run >> ` + runs)}), true)
+			h.run()
+			h.waitUnit("often.timer", "started", func(u *observed.Unit) bool { return u.ActiveState == "active" })
+			waitFor(t, tc.reason+" event", func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return len(got) > 0
+			})
+			time.Sleep(time.Second)
+			mu.Lock()
+			events := strings.Join(got, "\n")
+			mu.Unlock()
+			if len(got) != 1 || !strings.HasPrefix(events, tc.reason+" Timer/often often.timer "+fmt.Sprint(tc.reason == "TimerMissed")) {
+				t.Errorf("events:\n%s", events)
+			}
+			if n := len(lines(t, runs)); n != tc.runs {
+				t.Errorf("ran %d times, want %d", n, tc.runs)
+			}
+			if st := h.s.readStamp("often.timer"); time.Since(st) > time.Minute {
+				t.Errorf("stamp not refreshed: %v", st)
+			}
+		})
+	}
 }
 
 // The stamp is observed like systemd's (so the planner can report

@@ -81,6 +81,9 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 	if _, _, err := diffSource(ctx, cmd, g, ""); err != nil {
 		return exitCode(2, err)
 	}
+	if be.SetEvents != nil {
+		be.SetEvents(rec)
+	}
 	r, err := newReconciler(g, be, log, rec, false)
 	if err != nil {
 		return exitCode(2, err)

@@ -48,6 +48,9 @@ type backend struct {
 	Watches []func(ctx context.Context, wake func()) error
 	// ProbeRunner runs exec health probes (nil: in the agent's process).
 	ProbeRunner health.Runner
+	// SetEvents, if set, gives the backend the recorder of the events it
+	// reports itself (the process supervisor's timer catch-up decisions).
+	SetEvents func(reconcile.Recorder)
 	// Reset clears a unit's failed state (reconciler reset).
 	Reset func(ctx context.Context, unit string) error
 	// Prepare, if set, readies what the next pass will need, without

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -17,7 +18,17 @@ import (
 // process exit, restart or timer firing wakes a pass.
 func openProcess(_ context.Context, g *globals, log *zap.Logger, readOnly bool) (*backend, error) {
 	var wake atomic.Pointer[func()]
+	var events atomic.Pointer[reconcile.Recorder]
 	sup, err := process.New(g.stateDir, log, process.Options{
+		Event: func(reason, object, unit string, warning bool, msg string) {
+			if r := events.Load(); r != nil {
+				typ := reconcile.Normal
+				if warning {
+					typ = reconcile.Warning
+				}
+				(*r).Record(reconcile.Event{Time: time.Now(), Type: typ, Reason: reconcile.Reason(reason), Object: object, Unit: unit, Message: msg})
+			}
+		},
 		StopOnExit: g.stopOnExit || os.Getpid() == 1,
 		Subreaper:  os.Getpid() == 1,
 		OneShot:    !g.agent,
@@ -33,8 +44,9 @@ func openProcess(_ context.Context, g *globals, log *zap.Logger, readOnly bool) 
 	be := &backend{
 		Name: "process", UnitDir: sup.UnitDir(), ManagerDir: "",
 		Render: process.Render, Classify: classifyProcessUnit, Observer: sup, Applier: process.NewApplier(sup),
-		Close: func() {},
-		Reset: func(_ context.Context, unit string) error { return process.RequestReset(g.stateDir, unit) },
+		Close:     func() {},
+		Reset:     func(_ context.Context, unit string) error { return process.RequestReset(g.stateDir, unit) },
+		SetEvents: func(r reconcile.Recorder) { events.Store(&r) },
 	}
 	if readOnly {
 		be.Applier = readOnlyApplier{}

@@ -64,6 +64,9 @@ func newRunCmd(g *globals) *cobra.Command {
 			// (reconcile.LoadAhead).
 			var manifestEvents atomic.Uint64
 			g.manifestSeq = manifestEvents.Load
+			if be.SetEvents != nil {
+				be.SetEvents(obs.recorder)
+			}
 			r, err := newReconciler(g, be, log, obs.recorder, false)
 			if err != nil {
 				return exitCode(2, err)
