@@ -136,4 +136,15 @@ spec:
 		t.Fatal("agent did not exit on SIGTERM")
 	}
 	waitFor(t, "workload stopped by --stop-on-exit", 15*time.Second, func() bool { return !alive(pid) })
+	// The next agent starts it as at boot: a start, not a restart (the
+	// ledger continues from the state the stopping agent left).
+	a3 := startProcAgent(t, m, state, "--stop-on-exit")
+	waitFor(t, "third agent's first pass", 30*time.Second, func() bool { return strings.Contains(a3.out.String(), "first pass done") })
+	waitFor(t, "the service's run under the third agent", 30*time.Second, func() bool { return len(readRuns()) == 2 })
+	time.Sleep(time.Second)
+	ev := exec.Command(filepath.Join(agentDir, "reconciler"), "events", "--state-dir", state, "--reason", "Restarted")
+	out, err := ev.CombinedOutput()
+	if err != nil || strings.Contains(string(out), "restarted") {
+		t.Errorf("a start after --stop-on-exit counted as a restart (%v):\n%s", err, out)
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"resil.dev/resil/desired"
+	"resil.dev/resil/observed"
 	"resil.dev/resil/reconcile"
 	"resil.dev/resil/reconcile/health"
 )
@@ -48,6 +49,10 @@ type backend struct {
 	Watches []func(ctx context.Context, wake func()) error
 	// ProbeRunner runs exec health probes (nil: in the agent's process).
 	ProbeRunner health.Runner
+	// StoppedAll, if set, returns after the background tasks ended the
+	// state they left when they stopped every service on the way out (the
+	// process backend's --stop-on-exit), nil when they did not.
+	StoppedAll func() *observed.State
 	// SetEvents, if set, gives the backend the recorder of the events it
 	// reports itself (the process supervisor's timer catch-up decisions).
 	SetEvents func(reconcile.Recorder)

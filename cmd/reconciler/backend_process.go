@@ -17,6 +17,7 @@ import (
 // is a background task of the agent; the loop's kick is handed to it so a
 // process exit, restart or timer firing wakes a pass.
 func openProcess(_ context.Context, g *globals, log *zap.Logger, readOnly bool) (*backend, error) {
+	stopOnExit := g.stopOnExit || os.Getpid() == 1
 	var wake atomic.Pointer[func()]
 	var events atomic.Pointer[reconcile.Recorder]
 	sup, err := process.New(g.stateDir, log, process.Options{
@@ -29,7 +30,7 @@ func openProcess(_ context.Context, g *globals, log *zap.Logger, readOnly bool) 
 				(*r).Record(reconcile.Event{Time: time.Now(), Type: typ, Reason: reconcile.Reason(reason), Object: object, Unit: unit, Message: msg})
 			}
 		},
-		StopOnExit: g.stopOnExit || os.Getpid() == 1,
+		StopOnExit: stopOnExit,
 		Subreaper:  os.Getpid() == 1,
 		OneShot:    !g.agent,
 		Wake: func() {
@@ -47,6 +48,15 @@ func openProcess(_ context.Context, g *globals, log *zap.Logger, readOnly bool) 
 		Close:     func() {},
 		Reset:     func(_ context.Context, unit string) error { return process.RequestReset(g.stateDir, unit) },
 		SetEvents: func(r reconcile.Recorder) { events.Store(&r) },
+	}
+	if stopOnExit {
+		be.StoppedAll = func() *observed.State {
+			st, err := sup.Observe(context.Background(), nil)
+			if err != nil {
+				return nil
+			}
+			return st
+		}
 	}
 	if readOnly {
 		be.Applier = readOnlyApplier{}

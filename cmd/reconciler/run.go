@@ -122,6 +122,10 @@ func newRunCmd(g *globals) *cobra.Command {
 				eg.Go(func() error { return bg(ctx) })
 			}
 			err = eg.Wait()
+			if be.StoppedAll != nil {
+				// Stopped, not restarted: the next agent's starts are first starts.
+				obs.stopped(context.Background(), be.StoppedAll())
+			}
 			log.Info("agent stopped", zap.Error(err))
 			if err != nil && ctx.Err() == nil {
 				return exitCode(1, err)

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 
+	"resil.dev/resil/observed"
 	"resil.dev/resil/reconcile"
 	"resil.dev/resil/reconcile/journald"
 	"resil.dev/resil/reconcile/ledger"
@@ -127,6 +128,9 @@ type observability struct {
 	background []func(ctx context.Context) error
 	close      func()
 	metrics    *metrics // nil when --metrics-addr is empty
+	// stopped records, in the restart ledger, the state the backend left
+	// after stopping every service at exit (ledger.Keeper.SaveFinal).
+	stopped func(ctx context.Context, st *observed.State)
 }
 
 // open opens the event store, the journal recorder and the metrics
@@ -163,6 +167,7 @@ func (o *obsFlags) open(g *globals, log *zap.Logger, backend string, ring *recon
 		q.Flush()
 		t.afterPass(res, err)
 	}
+	ob.stopped = t.ledger.SaveFinal
 	ob.background = append(ob.background, q.Run, t.runHooks, func(ctx context.Context) error { return s.RunRetention(ctx, 10*time.Minute) })
 	return ob, nil
 }

@@ -57,6 +57,17 @@ func (k *Keeper) saveBaseline(ctx context.Context, obs *observed.State) {
 	}
 }
 
+// SaveFinal stores obs, an observation taken after the agent itself
+// stopped the services it supervises (the process backend's stop on
+// exit), as the baseline the next agent continues from: they were
+// stopped, not restarted, so starting them again is a first start, not a
+// manual restart of the processes the previous pass saw running.
+func (k *Keeper) SaveFinal(ctx context.Context, obs *observed.State) {
+	if obs != nil {
+		k.saveBaseline(ctx, obs)
+	}
+}
+
 // loadBaseline returns the last agent's final observation when it is from
 // this boot (nil otherwise: after a reboot every start is a first start).
 func (k *Keeper) loadBaseline(ctx context.Context) *observed.State {
