@@ -68,7 +68,7 @@ func (k *Keeper) alert(ctx context.Context, o *desired.Object, obj, unit string,
 		k.log.Error("alert state not written; alert skipped", zap.String("object", obj), zap.Error(err))
 		return
 	}
-	ev := reconcile.Event{Time: now, Type: reconcile.Warning, Reason: reconcile.ReasonRestartStorm, Object: obj, Unit: unit,
+	ev := reconcile.Event{Time: now, LastSeen: now, Type: reconcile.Warning, Reason: reconcile.ReasonRestartStorm, Object: obj, Unit: unit,
 		Message: fmt.Sprintf("%d or more restarts within %s", p.Restarts, p.Within), Count: 1}
 	k.events.Record(ev)
 	k.log.Warn("restart storm", zap.String("object", obj), zap.Int("restarts", count), zap.Duration("within", p.Within))
@@ -78,6 +78,8 @@ func (k *Keeper) alert(ctx context.Context, o *desired.Object, obj, unit string,
 	if len(p.Command) == 0 {
 		return
 	}
+	// The hook gets the stored event with the exact count (the stored
+	// message stays the same for every storm, so repeats fold into one).
 	ev.Message = fmt.Sprintf("%d restarts within %s (threshold %d)", count, p.Within, p.Restarts)
 	select {
 	case k.hooks <- hookJob{command: p.Command, event: ev}:
