@@ -159,13 +159,15 @@ func (u *unit) runService(ctx context.Context, spec *Spec, adopt *procRecord, in
 	if adopt != nil && spec != nil {
 		r.adopt(bgCtx, spec, adopt)
 	} else {
-		res, failed := u.s.failedAtLoad(u.name)
+		_, hash := u.current()
+		idle, ok := u.s.idleAtLoad(u.name, hash)
 		u.update(func(st *status) {
 			switch {
 			case st.ActiveState != "":
-			case failed && adopt == nil:
-				// Failed when the last agent of this boot died.
-				st.ActiveState, st.SubState, st.Result = "failed", "failed", res
+			case ok && idle.State == idleFailed:
+				// Failed when the last agent of this boot died, from
+				// this same unit file.
+				st.ActiveState, st.SubState, st.Result = "failed", "failed", idle.Result
 			default:
 				st.ActiveState, st.SubState = "inactive", "dead"
 			}
@@ -260,6 +262,10 @@ func (r *runner) command(ctx context.Context, c command) {
 			r.wait(c, &r.startWaiters)
 		}
 	case actuators.OpStop:
+		// Stopped on request: the next agent of this boot leaves it
+		// stopped (startEnabled), unless its unit file changed.
+		_, hash := r.u.current()
+		r.u.s.noteIdle(r.u.name, idleEntry{State: idleStopped, Hash: hash})
 		switch r.phase {
 		case phIdle:
 			c.answer(actuators.Unchanged, nil)

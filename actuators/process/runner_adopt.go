@@ -20,6 +20,7 @@ import (
 // restart the supervisor decides on its own. spec is the unit's spec at
 // load, not the unit's current one: a reload may have unloaded it since.
 func (r *runner) adopt(ctx context.Context, spec *Spec, rec *procRecord) {
+	r.u.s.forgetIdle(r.u.name) // it runs: a record from before its start is stale
 	r.spec = spec
 	r.hash = rec.SpecHash
 	r.tracker = NewTracker(*r.spec.Restart, r.u.s.now)

@@ -34,6 +34,7 @@ func (r *runner) beginStartAs(ctx context.Context, auto bool) {
 	r.spec, r.hash = spec, hash
 	r.autoRestart = auto
 	r.attempt = 1
+	r.u.s.forgetIdle(r.u.name)
 	r.startAttempt(ctx)
 }
 

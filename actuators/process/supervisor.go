@@ -81,19 +81,20 @@ type Supervisor struct {
 	// bootID is this boot's /proc/sys/kernel/random/boot_id ("" when it
 	// cannot be read), written into the table. restartedAgent: the table
 	// loaded at Run was written by an agent of this boot that was not
-	// stopping every service on its way out, so a service with no row
-	// there was not running when it died (stopped by a pass, failed, or
-	// never started): Run does not start it (startEnabled), the pass
-	// decides. shuttingDown (under mu): stopAll has begun, and the table
-	// says so (the next agent starts enabled services as at boot).
+	// stopping every service on its way out: its idle records stand (an
+	// agent restart is not a boot). shuttingDown (under mu): stopAll has
+	// begun, and the table says so (the next agent starts enabled
+	// services as at boot).
 	bootID         string
 	restartedAgent bool
 	shuttingDown   bool
-	// failed (under mu) are the services that are failed now, with their
-	// Result, kept in the table: after an agent restart of the same boot
-	// such a service is failed again (no start until its manifest changes
-	// or reset-failed), as systemd keeps it across a daemon re-exec.
-	failed map[string]string
+	// idle (under mu) are the services left stopped by a stop request or
+	// failed, with the unit file they were loaded from, kept in the table
+	// (table.go): after an agent restart of the same boot such a service
+	// is not started at Run, and a failed one is failed again (no start
+	// until its manifest changes or reset-failed), as systemd keeps them
+	// across a daemon re-exec, while its unit file is the same.
+	idle map[string]idleEntry
 	// tableMu serializes saveTable: a snapshot of the table and its write
 	// happen as one, so a slower writer never replaces a newer table.
 	tableMu sync.Mutex
@@ -161,7 +162,7 @@ func New(stateDir string, log *zap.Logger, opts Options) (*Supervisor, error) {
 	s := &Supervisor{
 		dir: dir, id: id, unitDir: filepath.Join(dir, "units"), runDir: filepath.Join(dir, "run"), resetDir: filepath.Join(dir, "reset"),
 		procRoot: opts.ProcRoot, log: log.Named("process"), opts: opts, now: opts.Now,
-		units: map[string]*unit{}, table: map[string]procRecord{}, failed: map[string]string{},
+		units: map[string]*unit{}, table: map[string]procRecord{}, idle: map[string]idleEntry{},
 		dirty: make(chan struct{}, 1), ctl: make(chan chan reloadReply), ready: make(chan struct{}), done: make(chan struct{}),
 	}
 	s.logFiles.log = s.log

@@ -122,14 +122,14 @@ func (s *Supervisor) reload(ctx context.Context, wg *sync.WaitGroup, first bool,
 			u.mu.Unlock()
 		}
 	}
-	for name := range s.failed {
+	for name := range s.idle {
 		if !seen[name] {
 			gone = append(gone, name) // its file is gone: a later one starts afresh
 		}
 	}
 	s.mu.Unlock()
 	for _, name := range gone {
-		s.noteFailed(name, "")
+		s.forgetIdle(name)
 	}
 	if first {
 		s.cleanupStale(adopted, marks)
@@ -251,12 +251,11 @@ func (s *Supervisor) heldStops() map[string]string {
 // startEnabled starts every enabled unit that is not running yet, except
 // one the last agent was stopping (held): that stop is finished, not
 // undone; an interrupted restart is completed, enabled or not. A unit
-// adopted while stopping finishes that itself (runner.adopt). After an
-// agent of this boot died without stopping everything (restartedAgent), a
-// service with no row in its table is not started either: it was not
-// running then (a pass stopped it for state: stopped, it failed, or no
-// pass had started it yet), and the first pass starts it if its manifest
-// says so. Timers hold no row: an enabled one is always started.
+// adopted while stopping finishes that itself (runner.adopt). A service
+// the last agent of this boot left stopped on request or failed
+// (Supervisor.idle), from the unit file loaded now, is not started either;
+// one caught between a stop and its start, or in its lock or checks, is.
+// Timers hold no record: an enabled one is always started.
 //
 // It returns once every unit it started has begun starting (bounded by
 // startTakenWait), so the first Observe after Ready sees those units as
@@ -298,11 +297,14 @@ func (s *Supervisor) startEnabled(held map[string]string, prev map[string]procRe
 		} else if !ok && !s.isEnabled(n) {
 			continue
 		}
-		if _, had := prev[n]; !had && s.restartedAgent && u.loaded().Timer == nil {
-			// Not running when the last agent of this boot died: stopped
-			// by a pass (state: stopped), failed, or not started yet. An
-			// agent restart is not a boot; the first pass decides.
-			continue
+		if _, had := prev[n]; !had && u.loaded().Timer == nil {
+			_, hash := u.current()
+			if e, ok := s.idle[n]; ok && e.Hash == hash { // s.mu is held
+				// Stopped on request or failed when the last agent of
+				// this boot died, from this unit file: an agent restart
+				// is not a boot.
+				continue
+			}
 		}
 		c := command{op: actuators.OpStart, taken: make(chan struct{})}
 		if rec, ok := prev[n]; ok && rec.PID > 0 && !rec.Stopping {

@@ -142,9 +142,60 @@ func TestAgentRestartStartsOnlyAsAtBoot(t *testing.T) {
 			h2.abandon()
 			h3 := newHarness(t, h3dir, Options{})
 			h3.run()
-			if u := h3.unit("crasher.service"); u.ActiveState != "inactive" {
-				t.Errorf("reset service after another agent restart: %s/%s", u.ActiveState, u.SubState)
-			}
+			// Reset: no longer held; started as before (a start since).
+			h3.waitUnit("crasher.service", "started after reset", func(u *observed.Unit) bool { return u.ExecMainStartTimestamp != 0 })
 		})
 	}
+}
+
+// The idle records hold only for the unit file they were made from, and
+// only a stop request or a failure makes one: a failed service whose unit
+// file changed before the agent died (its start cut off), and a service
+// caught in its preStart checks, are started by the next agent of the
+// same boot as before.
+func TestAgentRestartIdleRecordsNarrow(t *testing.T) {
+	// bootIDPath is package state: not parallel.
+	bootFile := filepath.Join(t.TempDir(), "boot_id")
+	if err := os.WriteFile(bootFile, []byte("boot-1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old := bootIDPath
+	bootIDPath = bootFile
+	t.Cleanup(func() { bootIDPath = old })
+	ctx := context.Background()
+
+	t.Run("failed, file changed", func(t *testing.T) {
+		dir := t.TempDir()
+		h1 := newHarness(t, dir, Options{})
+		h1.run()
+		limit := &desired.RestartSpec{Policy: desired.RestartAlways, Delay: "10ms", Limit: &desired.StartLimit{Burst: 2, Interval: "1h"}}
+		h1.install(service("crasher", desired.ServiceSpec{Command: sh(`exit 3`), Restart: limit}), true)
+		h1.apply(ctx, actuators.Step{Op: actuators.OpStart, Unit: "crasher.service"})
+		h1.waitUnit("crasher.service", "start-limit-hit", func(u *observed.Unit) bool { return u.ActiveState == "failed" })
+		// The manifest changed: the new file is written, then the agent dies.
+		h1.install(service("crasher", desired.ServiceSpec{Command: []string{"sleep", "1000"}, Restart: limit}), true)
+		h1.abandon()
+		h2 := newHarness(t, dir, Options{})
+		h2.run()
+		h2.waitUnit("crasher.service", "the new version started", isActive)
+	})
+	t.Run("in its preStart", func(t *testing.T) {
+		dir := t.TempDir()
+		h1 := newHarness(t, dir, Options{})
+		h1.run()
+		checking := filepath.Join(dir, "checking")
+		h1.install(service("slow", desired.ServiceSpec{Command: []string{"sleep", "1000"},
+			PreStart: []desired.Check{{Command: sh(`: > ` + checking + `; sleep 2`)}}}), true)
+		started := make(chan struct{})
+		go func() {
+			defer close(started)
+			_, _ = h1.a.Apply(ctx, actuators.Step{Op: actuators.OpStart, Unit: "slow.service"}) // ends with the supervisor
+		}()
+		waitFor(t, "preStart running", func() bool { _, err := os.Stat(checking); return err == nil })
+		h1.abandon()
+		<-started
+		h2 := newHarness(t, dir, Options{})
+		h2.run()
+		h2.waitUnit("slow.service", "started by the next agent", isActive)
+	})
 }

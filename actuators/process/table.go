@@ -21,10 +21,25 @@ import (
 type processTable struct {
 	BootID       string `json:"bootID,omitempty"`
 	ShuttingDown bool   `json:"shuttingDown,omitempty"`
-	// Failed are the services failed when it was written (Supervisor.failed).
-	Failed    map[string]string `json:"failed,omitempty"`
-	Processes []procRecord      `json:"processes"`
+	// Idle are the services stopped on request or failed when it was
+	// written (Supervisor.idle).
+	Idle      map[string]idleEntry `json:"idle,omitempty"`
+	Processes []procRecord         `json:"processes"`
 }
+
+// idleEntry is why a service is not running: State "stopped" (a stop
+// request) or "failed" (with its Result), and Hash, the fileHash of the
+// unit file it was loaded from then.
+type idleEntry struct {
+	State  string `json:"state"`
+	Result string `json:"result,omitempty"`
+	Hash   string `json:"hash,omitempty"`
+}
+
+const (
+	idleStopped = "stopped"
+	idleFailed  = "failed"
+)
 
 // bootIDPath is where the kernel gives this boot's ID.
 var bootIDPath = "/proc/sys/kernel/random/boot_id"
@@ -58,38 +73,46 @@ func (s *Supervisor) loadTable() {
 	}
 	s.restartedAgent = s.bootID != "" && t.BootID == s.bootID && !t.ShuttingDown
 	if s.restartedAgent {
-		for n, res := range t.Failed {
-			s.failed[n] = res
+		for n, e := range t.Idle {
+			s.idle[n] = e
 		}
 	}
 }
 
-// failedAtLoad reports whether a service was failed when the last agent of
-// this boot died (and with which Result): its first status.
-func (s *Supervisor) failedAtLoad(name string) (string, bool) {
+// idleAtLoad returns the idle record of a service when it holds for the
+// unit file now loaded (hash): a changed file (a manifest change whose
+// start a crash cut off) is started as before.
+func (s *Supervisor) idleAtLoad(name, hash string) (idleEntry, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	res, ok := s.failed[name]
-	return res, ok
+	e, ok := s.idle[name]
+	return e, ok && e.Hash == hash
 }
 
-// noteFailed records that a service became failed with result, or (result
-// "") is no longer failed, and writes the table when that changed it.
-func (s *Supervisor) noteFailed(name, result string) {
+// noteIdle records e for a service (e.State ""): forget its record) and
+// writes the table when that changed it. A stop request does not replace
+// a failed record (a stopped failed unit stays failed), and none is
+// recorded while stopAll runs (the next agent starts everything).
+func (s *Supervisor) noteIdle(name string, e idleEntry) {
 	s.mu.Lock()
-	old, had := s.failed[name]
+	old, had := s.idle[name]
 	switch {
-	case result == "" && !had, result != "" && had && old == result:
+	case e.State == "" && !had, e.State != "" && had && old == e,
+		e.State == idleStopped && (s.shuttingDown || had && old.State == idleFailed):
 		s.mu.Unlock()
 		return
-	case result == "":
-		delete(s.failed, name)
+	case e.State == "":
+		delete(s.idle, name)
 	default:
-		s.failed[name] = result
+		s.idle[name] = e
 	}
 	s.mu.Unlock()
 	s.saveTable()
 }
+
+// forgetIdle drops a service's idle record: it starts, or was adopted
+// running.
+func (s *Supervisor) forgetIdle(name string) { s.noteIdle(name, idleEntry{}) }
 
 // tableCopy returns the process table as loaded, before adoption and
 // cleanup change it.
@@ -179,10 +202,10 @@ func (s *Supervisor) saveTable() {
 		rows = append(rows, r)
 	}
 	head := processTable{BootID: s.bootID, ShuttingDown: s.shuttingDown}
-	if len(s.failed) > 0 {
-		head.Failed = make(map[string]string, len(s.failed))
-		for n, res := range s.failed {
-			head.Failed[n] = res
+	if len(s.idle) > 0 {
+		head.Idle = make(map[string]idleEntry, len(s.idle))
+		for n, e := range s.idle {
+			head.Idle[n] = e
 		}
 	}
 	s.mu.Unlock()

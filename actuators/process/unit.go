@@ -115,21 +115,25 @@ func (u *unit) status() status {
 	return u.st
 }
 
-// A service that becomes failed, or stops being failed, is noted in the
-// process table (Supervisor.noteFailed) before the wake-up.
+// update changes the unit's status and wakes the loop. A service that
+// becomes failed is noted in the process table (Supervisor.noteIdle)
+// first; one that stops being failed (reset-failed, a start) loses that
+// record.
 func (u *unit) update(f func(st *status)) {
 	u.mu.Lock()
 	was := u.st.ActiveState
 	f(&u.st)
-	now, res := u.st.ActiveState, u.st.Result
+	now, res, hash := u.st.ActiveState, u.st.Result, u.hash
 	u.mu.Unlock()
 	if (was == "failed") != (now == "failed") && strings.HasSuffix(u.name, ".service") {
-		if now != "failed" {
-			res = ""
-		} else if res == "" {
-			res = ResultUnknown
+		if now == "failed" {
+			if res == "" {
+				res = ResultUnknown
+			}
+			u.s.noteIdle(u.name, idleEntry{State: idleFailed, Result: res, Hash: hash})
+		} else {
+			u.s.forgetIdle(u.name)
 		}
-		u.s.noteFailed(u.name, res)
 	}
 	u.s.wake()
 }
