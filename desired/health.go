@@ -235,7 +235,7 @@ func (v *validator) probeURL(p path, s string) {
 // liveness or readiness probe may do without: they do not narrow who the
 // service's processes run as or what they can reach (User= and Group= are
 // carried to the probe). Any other directive — DynamicUser=, Protect*=,
-// Private*=, capabilities, system-call filters, paths, rlimits — is
+// Private*=, capabilities, system-call filters, paths — is
 // isolation the probe, run beside the service rather than in it, would
 // not get, so such a service must use an http or tcp probe (a startup
 // probe runs in the service: ExecStartPost=).
@@ -260,14 +260,25 @@ var probeSharedKeys = map[string]bool{
 	"CPUQuota": true, "CPUWeight": true, "StartupCPUWeight": true, "AllowedCPUs": true,
 	"MemoryMin": true, "MemoryLow": true, "MemoryHigh": true, "MemoryMax": true, "MemorySwapMax": true,
 	"TasksMax": true, "IOWeight": true, "StartupIOWeight": true,
+	"CPUAffinity": true, "UMask": true, "SupplementaryGroups": true, "TimeoutStartFailureMode": true,
+	"TimeoutStopFailureMode": true, "RuntimeDirectoryPreserve": true,
 }
+
+// probeSharedPrefixes are families of such directives: resource limits
+// (rlimits, like the cgroup limits above, bound what the service uses, not
+// what it may reach) and the directories systemd creates for it.
+var probeSharedPrefixes = []string{"Limit", "RuntimeDirectory", "StateDirectory", "CacheDirectory", "LogsDirectory", "ConfigurationDirectory"}
 
 // probeUnsharedKeys lists, sorted, the directives of a service's [Service]
 // passthrough that are not in probeSharedKeys.
 func probeUnsharedKeys(svc map[string]string) []string {
 	var out []string
 	for _, k := range sortedKeys(svc) {
-		if !probeSharedKeys[k] {
+		shared := probeSharedKeys[k]
+		for _, p := range probeSharedPrefixes {
+			shared = shared || strings.HasPrefix(k, p)
+		}
+		if !shared {
 			out = append(out, k)
 		}
 	}
