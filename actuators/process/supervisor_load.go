@@ -306,7 +306,7 @@ func (s *Supervisor) startEnabled(held map[string]string, prev map[string]procRe
 				continue
 			}
 		}
-		c := command{op: actuators.OpStart, taken: make(chan struct{})}
+		c := command{op: actuators.OpStart, taken: make(chan struct{}), atRun: true}
 		if rec, ok := prev[n]; ok && rec.PID > 0 && !rec.Stopping {
 			c.auto, c.nRestarts = true, rec.NRestarts
 		}

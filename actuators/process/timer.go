@@ -73,7 +73,7 @@ func (u *unit) runTimer(ctx context.Context, initialized chan<- struct{}) {
 					answer(actuators.Unchanged, nil)
 					continue
 				}
-				answer(actuators.Changed, t.start())
+				answer(actuators.Changed, t.start(c.atRun))
 			case actuators.OpStop:
 				if !t.active {
 					answer(actuators.Unchanged, nil)
@@ -83,11 +83,11 @@ func (u *unit) runTimer(ctx context.Context, initialized chan<- struct{}) {
 				answer(actuators.Changed, nil)
 			case actuators.OpRestart:
 				t.deactivate()
-				answer(actuators.Changed, t.start())
+				answer(actuators.Changed, t.start(false))
 			case opReload:
 				if t.active && t.u.loaded() != t.spec {
 					t.deactivate()
-					if err := t.start(); err != nil {
+					if err := t.start(false); err != nil {
 						t.log.Error("timer restart after reload failed", zap.Error(err))
 					}
 				}
@@ -118,7 +118,9 @@ func (t *timerState) deactivate() {
 	})
 }
 
-func (t *timerState) start() error {
+// start activates the timer; report: its catch-up decision is recorded as
+// an event (a start no pass planned, see command.atRun).
+func (t *timerState) start(report bool) error {
 	spec := t.u.loaded()
 	if spec == nil || spec.Timer == nil {
 		return errors.New("timer not loaded")
@@ -133,7 +135,7 @@ func (t *timerState) start() error {
 		t.last = st // refreshed by the agent (a run over maxLateness skipped)
 	}
 	t.u.update(func(st *status) { st.Result = ResultSuccess })
-	t.catchUp()
+	t.catchUp(report)
 	t.schedule()
 	return nil
 }
@@ -153,7 +155,7 @@ func parseSchedules(exprs []string) ([]*calendar.Spec, error) {
 // catchUp fires once for calendar runs missed while the agent was down
 // (persistent timers with a stamp, catchUp once). A miss whose latest due
 // time is older than maxLateness is skipped and reported instead.
-func (t *timerState) catchUp() {
+func (t *timerState) catchUp(report bool) {
 	ts := t.spec.Timer
 	if !ts.Persistent || ts.CatchUp == desired.CatchUpSkip || t.last.IsZero() {
 		return
@@ -181,12 +183,12 @@ func (t *timerState) catchUp() {
 		if err := t.u.s.writeStamp(t.u.name, now); err != nil {
 			t.log.Error("write timer stamp failed", zap.Error(err))
 		}
-		t.u.s.event(eventTimerMissed, t.spec.Object, t.u.name, true, fmt.Sprintf("run due %s missed (last run %s) is %s late, over maxLateness %s: skipped; stamp refreshed",
+		t.u.s.event(report, eventTimerMissed, t.spec.Object, t.u.name, true, fmt.Sprintf("run due %s missed (last run %s) is %s late, over maxLateness %s: skipped; stamp refreshed",
 			missed.Format(time.RFC3339), last, late, ml))
 		return
 	}
 	t.log.Info("missed timer run caught up", zap.Time("due", missed))
-	t.u.s.event(eventTimerCatchUp, t.spec.Object, t.u.name, false, fmt.Sprintf("run due %s missed (last run %s); run once now, %s late",
+	t.u.s.event(report, eventTimerCatchUp, t.spec.Object, t.u.name, false, fmt.Sprintf("run due %s missed (last run %s); run once now, %s late",
 		missed.Format(time.RFC3339), last, late))
 	t.fire("catch-up")
 }
@@ -198,9 +200,10 @@ const (
 	eventTimerCatchUp = "TimerCatchUp"
 )
 
-// event hands one of the supervisor's own decisions to Options.Event.
-func (s *Supervisor) event(reason, object, unit string, warning bool, msg string) {
-	if s.opts.Event != nil {
+// event hands one of the supervisor's own decisions to Options.Event
+// (report false: a pass planned it and reports it).
+func (s *Supervisor) event(report bool, reason, object, unit string, warning bool, msg string) {
+	if report && s.opts.Event != nil {
 		s.opts.Event(reason, object, unit, warning, msg)
 	}
 }

@@ -43,6 +43,10 @@ type command struct {
 	// top of nRestarts, the count recorded with that process.
 	auto      bool
 	nRestarts uint32
+	// atRun: the start is startEnabled's, before any pass; a timer then
+	// reports its own catch-up decision (a pass's start reports the
+	// planner's).
+	atRun bool
 }
 
 // done closes taken, if set.
