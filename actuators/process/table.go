@@ -89,7 +89,7 @@ func (s *Supervisor) idleAtLoad(name, hash string) (idleEntry, bool) {
 	return e, ok && e.Hash == hash
 }
 
-// noteIdle records e for a service (e.State ""): forget its record) and
+// noteIdle records e for a service (e.State "": forget its record) and
 // writes the table when that changed it. A stop request does not replace
 // a failed record (a stopped failed unit stays failed), and none is
 // recorded while stopAll runs (the next agent starts everything).
