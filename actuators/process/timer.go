@@ -153,8 +153,9 @@ func parseSchedules(exprs []string) ([]*calendar.Spec, error) {
 }
 
 // catchUp fires once for calendar runs missed while the agent was down
-// (persistent timers with a stamp, catchUp once). A miss whose latest due
-// time is older than maxLateness is skipped and reported instead.
+// (persistent timers with a stamp, catchUp once). A miss whose earliest
+// due time is more than maxLateness ago is skipped (the stamp refreshed)
+// instead; report records the decision as an event.
 func (t *timerState) catchUp(report bool) {
 	ts := t.spec.Timer
 	if !ts.Persistent || ts.CatchUp == desired.CatchUpSkip || t.last.IsZero() {
