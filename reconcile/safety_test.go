@@ -23,13 +23,17 @@ type clock struct{ t time.Time }
 func (c *clock) now() time.Time          { return c.t }
 func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
 
-func newSafetyReconciler(t *testing.T, dir, state string, f *fakeBackend, c *clock, s Safety) (*Reconciler, *Ring) {
+func newSafetyReconciler(t *testing.T, dir, state string, f *fakeBackend, c *clock, s Safety, mods ...func(*Config)) (*Reconciler, *Ring) {
 	t.Helper()
 	log := zaptest.NewLogger(t)
 	ring := NewRing(200, log)
 	s.StateDir = state
-	return New(Config{Manifests: dir, Load: desired.Options{Insecure: true}, UnitDir: "/units", Observer: f, Applier: f,
-		Events: ring, Log: log, Now: c.now, Safety: s}), ring
+	cfg := Config{Manifests: dir, Load: desired.Options{Insecure: true}, UnitDir: "/units", Observer: f, Applier: f,
+		Events: ring, Log: log, Now: c.now, Safety: s}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	return New(cfg), ring
 }
 
 func svcManifest(name, mode string) string {
@@ -459,9 +463,7 @@ func TestPausedChangeNotPacedByRollout(t *testing.T) {
 	writeManifest(t, dir, "db.yaml", svcManifest("db", "one"))
 	f := newFake()
 	c := &clock{t: time.Date(2026, 12, 1, 14, 2, 0, 0, time.Local)}
-	log := zaptest.NewLogger(t)
-	r := New(Config{Manifests: dir, Load: desired.Options{Insecure: true}, UnitDir: "/units", Observer: f, Applier: f,
-		Events: NewRing(200, log), Log: log, Now: c.now, Safety: Safety{MaxLease: 24 * time.Hour, StateDir: state}, MaxParallelRestarts: 2})
+	r, _ := newSafetyReconciler(t, dir, state, f, c, Safety{MaxLease: 24 * time.Hour}, func(cfg *Config) { cfg.MaxParallelRestarts = 2 })
 	pass(t, r, Options{})
 	if err := NewLeaseDir(state).Put(Lease{Object: "web", Reason: "hotfix", Since: c.t, Until: c.t.Add(30 * time.Minute), UID: 1000, User: "alice"}); err != nil {
 		t.Fatal(err)
