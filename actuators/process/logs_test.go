@@ -580,13 +580,7 @@ func globLines(t *testing.T, pattern string) []string {
 // created and owned by that user.
 func TestLogFileInAUsersFolderWrittenAsThatUser(t *testing.T) {
 	base := logsBase(t)
-	dir := filepath.Join(base, "app")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(dir, nobody, nobody); err != nil {
-		t.Fatal(err)
-	}
+	dir := usersLogFolder(t, base)
 	secret := filepath.Join(base, "secret")
 	if err := os.WriteFile(secret, []byte("root only\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -702,6 +696,31 @@ func TestLogFileMovedAwayOpenedAgain(t *testing.T) {
 	}
 }
 
+// usersLogFolder makes base/app, a log folder the service's user (nobody)
+// owns, and returns it.
+func usersLogFolder(t *testing.T, base string) string {
+	t.Helper()
+	dir := filepath.Join(base, "app")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// usersFIFO makes a FIFO at path that the service's user (nobody) owns.
+func usersFIFO(t *testing.T, path string, mode uint32) {
+	t.Helper()
+	if err := unix.Mkfifo(path, mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(path, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // recheckEveryWrite makes writeLine decide the identity at every line.
 func recheckEveryWrite(t *testing.T) {
 	old := identityRecheck
@@ -713,20 +732,9 @@ func recheckEveryWrite(t *testing.T) {
 // user's) neither blocks the writer nor takes the lines: the write fails
 // at once; a regular file there again is written.
 func TestLogFIFORefused(t *testing.T) {
-	dir := filepath.Join(logsBase(t), "app")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(dir, nobody, nobody); err != nil {
-		t.Fatal(err)
-	}
+	dir := usersLogFolder(t, logsBase(t))
 	path := filepath.Join(dir, "app.log")
-	if err := unix.Mkfifo(path, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(path, nobody, nobody); err != nil { // the user made it
-		t.Fatal(err)
-	}
+	usersFIFO(t, path, 0o644) // the user made it
 	w := openWriter(t, path, &desired.Logs{})
 	done := make(chan error, 1)
 	go func() { done <- w.writeLine([]byte("line\n")) }()
@@ -750,12 +758,7 @@ func TestFSThreadReleasesBlockedFIFOOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "fifo")
-	if err := unix.Mkfifo(path, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(path, nobody, nobody); err != nil {
-		t.Fatal(err)
-	}
+	usersFIFO(t, path, 0o600)
 	th, err := startFSThread(nobody, nobody)
 	if err != nil {
 		t.Fatal(err)
@@ -864,20 +867,9 @@ func TestLogPrunedAtFirstWrite(t *testing.T) {
 func TestLogWriteBlockedAbandoned(t *testing.T) {
 	shortFIFOWait(t)
 	recheckEveryWrite(t)
-	dir := filepath.Join(logsBase(t), "app")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(dir, nobody, nobody); err != nil {
-		t.Fatal(err)
-	}
+	dir := usersLogFolder(t, logsBase(t))
 	path := filepath.Join(dir, "app.log")
-	if err := unix.Mkfifo(path, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(path, nobody, nobody); err != nil {
-		t.Fatal(err)
-	}
+	usersFIFO(t, path, 0o644)
 	reader, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
