@@ -36,6 +36,16 @@ func newSafetyReconciler(t *testing.T, dir, state string, f *fakeBackend, c *clo
 	return New(cfg), ring
 }
 
+// webAndDB is the fixture of the pause tests: manifests of two services
+// (web, db), a state dir, the fake backend and a clock at 14:02.
+func webAndDB(t *testing.T) (dir, state string, f *fakeBackend, c *clock) {
+	t.Helper()
+	dir, state = t.TempDir(), t.TempDir()
+	writeManifest(t, dir, "web.yaml", svcManifest("web", "one"))
+	writeManifest(t, dir, "db.yaml", svcManifest("db", "one"))
+	return dir, state, newFake(), &clock{t: time.Date(2026, 12, 1, 14, 2, 0, 0, time.Local)}
+}
+
 func svcManifest(name, mode string) string {
 	return "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: " + name + "}\nspec:\n  command: [\"/bin/sleep\", \"infinity\"]\n  environment: {MODE: " + mode + "}\n"
 }
@@ -73,11 +83,7 @@ func eventsOf(ring *Ring, reason Reason) []Event {
 // while everything else converges; at the lease's expiry (injected clock)
 // the next pass converges it and records LeaseExpired.
 func TestPauseLeaseWithholdsUntilExpiry(t *testing.T) {
-	dir, state := t.TempDir(), t.TempDir()
-	writeManifest(t, dir, "web.yaml", svcManifest("web", "one"))
-	writeManifest(t, dir, "db.yaml", svcManifest("db", "one"))
-	f := newFake()
-	c := &clock{t: time.Date(2026, 12, 1, 14, 2, 0, 0, time.Local)}
+	dir, state, f, c := webAndDB(t)
 	r, ring := newSafetyReconciler(t, dir, state, f, c, Safety{MaxLease: 24 * time.Hour})
 	pass(t, r, Options{})
 
@@ -458,11 +464,7 @@ func TestStateFileReadersRefuseUntrusted(t *testing.T) {
 // write and the restart it withholds, and no RolloutPending finding claims
 // it waits for a slot.
 func TestPausedChangeNotPacedByRollout(t *testing.T) {
-	dir, state := t.TempDir(), t.TempDir()
-	writeManifest(t, dir, "web.yaml", svcManifest("web", "one"))
-	writeManifest(t, dir, "db.yaml", svcManifest("db", "one"))
-	f := newFake()
-	c := &clock{t: time.Date(2026, 12, 1, 14, 2, 0, 0, time.Local)}
+	dir, state, f, c := webAndDB(t)
 	r, _ := newSafetyReconciler(t, dir, state, f, c, Safety{MaxLease: 24 * time.Hour}, func(cfg *Config) { cfg.MaxParallelRestarts = 2 })
 	pass(t, r, Options{})
 	if err := NewLeaseDir(state).Put(Lease{Object: "web", Reason: "hotfix", Since: c.t, Until: c.t.Add(30 * time.Minute), UID: 1000, User: "alice"}); err != nil {
