@@ -14,7 +14,10 @@ import (
 func (p *planner) timer(o *desired.Object) {
 	t := o.Timer
 	for _, f := range p.in.Files[o.ID()] {
-		if u := p.unit(f.Name); strings.HasSuffix(f.Name, ".timer") && p.in.RestartPending[f.Name] && t.IsEnabled() && (u == nil || !u.Active()) {
+		if !p.in.RestartPending[f.Name] { // the common case: no record
+			continue
+		}
+		if u := p.unit(f.Name); strings.HasSuffix(f.Name, ".timer") && t.IsEnabled() && (u == nil || !u.Active()) {
 			p.startsOwed = append(p.startsOwed, f.Name)
 		}
 	}
