@@ -3,6 +3,7 @@ package reconcile
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -147,6 +148,12 @@ func (p *planner) initRollout(objs []*desired.Object) {
 	r := &rolloutState{admitted: map[string]bool{}, report: RolloutReport{MaxParallel: p.in.MaxParallelRestarts}}
 	notReady := 0
 	now := p.planNow()
+	// holding are the members not ready or failed: a new version of one
+	// of them (a fix) is admitted at once, whatever the slots and the
+	// halt, since its restart replaces a process that already holds a
+	// slot or halts the rollout; holding it back would keep the broken
+	// version, and the halt, for good.
+	holding := map[string]bool{}
 	for _, o := range objs {
 		if o.Service == nil || o.Service.DesiredState() != desired.StateRunning || p.jobs[o.Metadata.Name+".service"] != "" {
 			continue
@@ -183,6 +190,7 @@ func (p *planner) initRollout(objs []*desired.Object) {
 		}
 		if fail != nil {
 			r.failed = append(r.failed, *fail)
+			holding[unit] = true
 		}
 		if unknown {
 			continue
@@ -204,6 +212,13 @@ func (p *planner) initRollout(objs []*desired.Object) {
 		if ready != ReadyYes {
 			notReady++
 			r.report.NotReady = append(r.report.NotReady, unit)
+			holding[unit] = true
+		}
+	}
+	for _, o := range r.cands {
+		if unit := o.Metadata.Name + ".service"; holding[unit] {
+			r.admitted[unit] = true
+			r.failed = slices.DeleteFunc(r.failed, func(f RolloutFailure) bool { return f.Unit == unit })
 		}
 	}
 	slots := max(p.in.MaxParallelRestarts-notReady, 0)
@@ -221,8 +236,10 @@ func (p *planner) initRollout(objs []*desired.Object) {
 		if slots == 0 {
 			break
 		}
-		r.admitted[o.Metadata.Name+".service"] = true
-		slots--
+		if unit := o.Metadata.Name + ".service"; !r.admitted[unit] {
+			r.admitted[unit] = true
+			slots--
+		}
 	}
 	p.rollout = r
 }
@@ -378,10 +395,10 @@ func (p *planner) holdForRollout(o *desired.Object, f desired.UnitFile, u *obser
 		return false
 	}
 	switch {
-	case len(r.failed) > 0:
-		p.find(o.ID(), f.Name, ReasonRolloutPending, fmt.Sprintf("%s keeps its previous version: the rollout is halted (%s failed)", f.Name, failedList(r.failed)), false, false)
 	case r.admitted[f.Name]:
 		return false
+	case len(r.failed) > 0:
+		p.find(o.ID(), f.Name, ReasonRolloutPending, fmt.Sprintf("%s keeps its previous version: the rollout is halted (%s failed)", f.Name, failedList(r.failed)), false, false)
 	case r.held:
 		p.find(o.ID(), f.Name, ReasonRolloutPending, fmt.Sprintf("%s keeps its previous version until the next wave at %s (jitter between waves)", f.Name, r.report.HoldUntil.UTC().Format(time.RFC3339)), false, false)
 	default:

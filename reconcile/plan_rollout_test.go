@@ -169,6 +169,7 @@ func TestPlanRolloutOrderAndReadyTimeout(t *testing.T) {
 		probe    bool
 		current  bool   // its file is already the new version: restarted by the rollout
 		outside  bool   // current, but not restarted by the rollout
+		member   bool   // restarted by the rollout, and its file changed since (a fix)
 		status   string // readiness probe state of its process
 		started  time.Duration
 	}
@@ -183,6 +184,12 @@ func TestPlanRolloutOrderAndReadyTimeout(t *testing.T) {
 		{"not ready, within the timeout: holds a slot", []svcCase{{name: "a"}, {name: "b"}, {name: "x", probe: true, current: true, status: "failing", started: time.Minute}}, "a", false},
 		{"not ready beyond the timeout: halts", []svcCase{{name: "a"}, {name: "b"}, {name: "x", probe: true, current: true, status: "failing", started: 10 * time.Minute}}, "", true},
 		{"not ready beyond the timeout outside the rollout: no halt, no slot", []svcCase{{name: "a"}, {name: "b"}, {name: "x", probe: true, current: true, outside: true, status: "failing", started: 10 * time.Minute}}, "a b", false},
+		// A fix of the service that holds a slot or halts the rollout
+		// replaces it at once: held back, it would keep the broken
+		// version, and the halt, for good.
+		{"a fix of a service not ready beyond the timeout: restarted at once, no halt", []svcCase{{name: "a"}, {name: "b"}, {name: "x", probe: true, member: true, status: "failing", started: 10 * time.Minute}}, "a x", false},
+		{"a fix of a service not ready within the timeout: restarted at once, on its own slot", []svcCase{{name: "a"}, {name: "b"}, {name: "x", probe: true, member: true, status: "failing", started: time.Minute}}, "a x", false},
+		{"a fix of a not-ready service while another halts: only the fix", []svcCase{{name: "a"}, {name: "w", probe: true, current: true, status: "failing", started: 10 * time.Minute}, {name: "x", probe: true, member: true, status: "failing", started: time.Minute}}, "x", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -203,6 +210,9 @@ func TestPlanRolloutOrderAndReadyTimeout(t *testing.T) {
 				if sc.current {
 					old = files
 					in.Rollout.Members[sc.name+".service"] = !sc.outside
+				}
+				if sc.member {
+					in.Rollout.Members[sc.name+".service"] = true
 				}
 				pid := uint32(100 + i)
 				in.Objects = append(in.Objects, o)
