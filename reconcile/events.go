@@ -77,16 +77,16 @@ func (r *Ring) Record(e Event) {
 	defer r.mu.Unlock()
 	k := key(e)
 	if i, ok := r.latest[k]; ok && key(r.buf[i]) == k {
+		// A repeat is logged like the first: the log is the operator's
+		// record of what happened (a second restart of the same service
+		// for the same reason is a second restart). Conditions seen again
+		// by every pass do not come here (Reconciler.recordFindings).
 		r.buf[i].Count++
 		r.buf[i].LastSeen = e.Time
-		r.log.Debug("event repeated", append(fields, zap.Int("count", r.buf[i].Count))...)
+		r.logEvent(e.Type, append(fields, zap.Int("count", r.buf[i].Count)))
 		return
 	}
-	if e.Type == Warning {
-		r.log.Warn("event", fields...)
-	} else {
-		r.log.Info("event", fields...)
-	}
+	r.logEvent(e.Type, fields)
 	if len(r.buf) < r.size {
 		r.buf = append(r.buf, e)
 	} else {
@@ -96,6 +96,14 @@ func (r *Ring) Record(e Event) {
 	r.next = (r.next + 1) % r.size
 	if r.next == 0 {
 		r.full = true
+	}
+}
+
+func (r *Ring) logEvent(t EventType, fields []zap.Field) {
+	if t == Warning {
+		r.log.Warn("event", fields...)
+	} else {
+		r.log.Info("event", fields...)
 	}
 }
 

@@ -5,7 +5,9 @@ import (
 	"strings"
 	"testing"
 
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 type captured []Event
@@ -44,5 +46,23 @@ func TestRingWraps(t *testing.T) {
 		if got := msgs(); got != s.want {
 			t.Fatalf("after %s: %q, want %q", s.add, got, s.want)
 		}
+	}
+}
+
+// Every recorded event is logged, a repeat too (with its count): the
+// log is the operator's record of what happened, and a second restart
+// of a service for the same reason is a second restart.
+func TestRingLogsRepeats(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	r := NewRing(8, zap.New(core))
+	for range 3 {
+		r.Record(Event{Type: Normal, Reason: ReasonApplied, Object: "Service/x", Message: "restart x.service (unit file changed: environment)"})
+	}
+	got := logs.FilterMessage("event").All()
+	if len(got) != 3 {
+		t.Fatalf("%d event lines logged, want 3", len(got))
+	}
+	if c := got[2].ContextMap()["count"]; c != int64(3) {
+		t.Errorf("third line's count %v, want 3", c)
 	}
 }

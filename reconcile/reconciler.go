@@ -138,6 +138,13 @@ type Reconciler struct {
 	loaded *loadedDesired
 	// loadsAhead counts the passes that used a LoadAhead (tests).
 	loadsAhead int
+	// conditions are the findings the last pass recorded, by event key:
+	// a finding is a condition seen (a unit failed, a file edited, a
+	// pause), recorded as an event at its onset only. The same finding in
+	// the next pass is the same condition, not a new occurrence: recorded
+	// again it would raise the event's count and last-seen time on every
+	// pass (a failure minutes old reading "0s ago", COUNT 700).
+	conditions map[string]bool
 }
 
 // loadedDesired is desiredObjects' result (kept for Options.SameDesired):
@@ -425,15 +432,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	plan.Findings = append(append(plan.Findings, busy...), unsupported...)
 	res.Plan = plan
 	res.Hash = plan.Hash()
-	for _, f := range plan.Findings {
-		if opts.Quiet && opts.DryRun {
-			break
-		}
-		typ := Normal
-		if f.Warning {
-			typ = Warning
-		}
-		r.event(typ, f.Reason, f.Object, f.Unit, "", f.Message)
+	if !opts.Quiet || !opts.DryRun {
+		r.recordFindings(plan.Findings)
 	}
 	if opts.DryRun {
 		log.Debug("planned", zap.Int("steps", len(plan.Steps)), zap.String("hash", res.Hash))
@@ -640,6 +640,26 @@ func sortedKeys(m map[string]bool) []string {
 
 func sortObjects(objs []*desired.Object) {
 	sort.Slice(objs, func(i, j int) bool { return objs[i].ID() < objs[j].ID() })
+}
+
+// recordFindings records each finding as an event at its onset: one the
+// previous recording pass did not have (see Reconciler.conditions). A
+// condition that goes away and comes back is a new onset.
+func (r *Reconciler) recordFindings(fs []Finding) {
+	now := make(map[string]bool, len(fs))
+	for _, f := range fs {
+		typ := Normal
+		if f.Warning {
+			typ = Warning
+		}
+		k := key(Event{Object: f.Object, Reason: f.Reason, Message: f.Message})
+		now[k] = true
+		if r.conditions[k] {
+			continue
+		}
+		r.event(typ, f.Reason, f.Object, f.Unit, "", f.Message)
+	}
+	r.conditions = now
 }
 
 func (r *Reconciler) event(t EventType, reason Reason, object, unit, step, msg string) {

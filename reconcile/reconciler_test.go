@@ -529,3 +529,35 @@ func TestReconcileRendersChangedObjectsOnly(t *testing.T) {
 		t.Errorf("after web.yaml changed: renders %v, want web 2, api 1", renders)
 	}
 }
+
+// A condition seen by consecutive passes (a unit left failed) is one
+// event, recorded at its onset; it going away and coming back is a new
+// occurrence of it.
+func TestFindingRecordedAtOnsetOnly(t *testing.T) {
+	_, f, r, ring := appliedWeb(t)
+	count := func() int {
+		n := 0
+		for _, e := range ring.Events() {
+			if e.Reason == ReasonFailed && e.Object == "Service/web" {
+				n += e.Count
+			}
+		}
+		return n
+	}
+	for i, tt := range []struct {
+		state string
+		want  int
+	}{
+		{"failed", 1}, {"failed", 1}, {"failed", 1}, {"", 1}, {"failed", 2}, {"failed", 2},
+	} {
+		f.mu.Lock()
+		f.state["web.service"] = tt.state
+		f.mu.Unlock()
+		if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
+			t.Fatal(err)
+		}
+		if got := count(); got != tt.want {
+			t.Fatalf("pass %d (%q): %d Failed events, want %d: %+v", i+2, tt.state, got, tt.want, ring.Events())
+		}
+	}
+}

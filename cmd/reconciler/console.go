@@ -79,6 +79,7 @@ const (
 	ansiGreen  = "\x1b[32m"
 	ansiYellow = "\x1b[33m"
 	ansiCyan   = "\x1b[36m"
+	ansiDim    = "\x1b[2m"
 )
 
 func (c *consoleCore) paint(color, s string) string {
@@ -137,6 +138,12 @@ func (c *consoleCore) format(ent zapcore.Entry, f map[string]any) string {
 		msg := str(f, "message")
 		if step := str(f, "step"); step != "" && step != msg {
 			msg = step + ": " + msg // a failed step: what, then why
+		}
+		// One line per event: a message of several lines (a revision's
+		// validation errors) is joined.
+		msg = strings.ReplaceAll(msg, "\n", " ⏎ ")
+		if n := str(f, "count"); n != "" && n != "1" {
+			msg += c.paint(ansiDim, " (×"+n+")")
 		}
 		return fmt.Sprintf("%s  %s %s %s\n", ts, c.paint(ansiBold, pad(who, 22)), c.paint(colour, pad(str(f, "reason"), 18)), msg)
 	case ent.Message == "pass applied changes":

@@ -44,6 +44,12 @@ func TestConsoleGolden(t *testing.T) {
 		ring.Record(reconcile.Event{Type: reconcile.Warning, Reason: reconcile.ReasonApplyFailed, Object: "Service/db", Unit: "db.service",
 			Step: "start db.service (new unit)", Message: "job failed"})
 		ring.Record(reconcile.Event{Type: reconcile.Normal, Reason: reconcile.ReasonApplied, Message: "daemon-reload (unit files written)"})
+		// A second identical restart is printed again, with its count; a
+		// message of several lines stays on one.
+		ring.Record(reconcile.Event{Type: reconcile.Normal, Reason: reconcile.ReasonApplied, Object: "Service/web", Unit: "web.service",
+			Message: "restart web.service (unit file changed: Environment)"})
+		ring.Record(reconcile.Event{Type: reconcile.Warning, Reason: reconcile.ReasonRevisionInvalid,
+			Message: "revision 0123456789ab not deployed:\nweb.yaml:3:1: spec.comand: unknown field"})
 		pass.Info("step skipped", zap.String("step", "start db2.service"), zap.String("why", "an earlier step for this unit failed"))
 		log.Named("loop").Info("pass applied changes", zap.Duration("took", 41237*time.Microsecond), zap.Int("objects", 2), zap.Int("steps", 4), zap.Int("failed", 1))
 		log.Named("reconcile").Warn("manifests have errors", zap.Int("broken_files", 1), zap.String("error", "web.yaml:3: spec.comand: unknown field"))
