@@ -316,6 +316,14 @@ func (o *Object) TakesOver() bool {
 // IsEnabled reports the effective enabled flag (default true).
 func (s *ServiceSpec) IsEnabled() bool { return s.Enabled == nil || *s.Enabled }
 
+// RestartPolicy returns the effective restart policy (default on-failure).
+func (s *ServiceSpec) RestartPolicy() RestartPolicy {
+	if s.Restart == nil || s.Restart.Policy == "" {
+		return RestartOnFailure
+	}
+	return s.Restart.Policy
+}
+
 // DesiredState reports the effective state (default running).
 func (s *ServiceSpec) DesiredState() State {
 	if s.State == "" {

@@ -100,6 +100,10 @@ type Unit struct {
 	// ExecMainStatus and Result it identifies one run of a timer's job or
 	// one watchdog kill, so an event about it is recorded once.
 	ExecMainExitTimestamp uint64 `json:"execMainExitTimestamp,omitempty"`
+	// ActiveExitTimestamp is when the unit last left the active state, µs
+	// since the epoch; set only while it is inactive or failed (0
+	// otherwise). See ExitedOnItsOwn.
+	ActiveExitTimestamp uint64 `json:"activeExitTimestamp,omitempty"`
 
 	// Timer fields (timers only), microseconds; 0 means never/none.
 	LastTriggerUSec         uint64 `json:"lastTriggerUSec,omitempty"`
@@ -121,6 +125,18 @@ func (u *Unit) Exists() bool { return u != nil && (u.File != nil || u.LoadState 
 // Active reports whether the unit is running or about to (activating, reloading).
 func (u *Unit) Active() bool {
 	return u != nil && (u.ActiveState == "active" || u.ActiveState == "activating" || u.ActiveState == "reloading")
+}
+
+// ExitedOnItsOwn reports whether an inactive service is inactive because
+// its main process's last run ended by itself with exit status 0: the
+// process exited before the unit left the active state. A stop (systemctl
+// stop, the agent's, a prune) makes the unit leave the active state first
+// (deactivating) and the process exit after; so does nothing else. A
+// process killed by a signal (status = the signal) does not count.
+func (u *Unit) ExitedOnItsOwn() bool {
+	return u != nil && u.ActiveState == "inactive" && u.ExecMainStatus == 0 && u.ExecMainStartTimestamp != 0 &&
+		u.ExecMainExitTimestamp >= u.ExecMainStartTimestamp && u.ActiveExitTimestamp != 0 &&
+		u.ExecMainExitTimestamp <= u.ActiveExitTimestamp
 }
 
 // Enabled reports whether the unit file is enabled.

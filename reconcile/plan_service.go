@@ -113,6 +113,13 @@ func (p *planner) service(o *desired.Object) {
 				p.rt(actuators.OpStart, o, f.Name, "manifest changed: state running")
 				return
 			}
+			if pol := s.RestartPolicy(); u.ExitedOnItsOwn() && pol != desired.RestartAlways {
+				// Done, as its restart policy has it: not drift. Started
+				// again by a manifest change (or by hand).
+				p.find(o.ID(), f.Name, ReasonExited, fmt.Sprintf("%s exited by itself at %s with status 0; restart policy %s does not restart it: left inactive until its manifest changes",
+					f.Name, FormatUSec(u.ExecMainExitTimestamp, LayoutMilli), pol), false, false)
+				return
+			}
 			if report {
 				p.find(o.ID(), f.Name, ReasonStopped, msg+"; drift policy report: left as is", true, false)
 				return

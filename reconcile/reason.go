@@ -58,6 +58,11 @@ const (
 	ReasonTimerMissed      Reason = "TimerMissed"
 	// ReasonTimerCatchUp: a persistent timer is about to run a missed run late.
 	ReasonTimerCatchUp Reason = "TimerCatchUp"
+	// ReasonExited: a service's process exited by itself with status 0 and
+	// its restart policy (on-failure, never) does not restart it: done,
+	// not drift; the agent does not start it again until its manifest
+	// changes.
+	ReasonExited Reason = "Exited"
 	// ReasonReexecNeeded: a manager setting (WatchdogDevice) takes effect only
 	// after `systemctl daemon-reexec`, which the agent never does by itself.
 	ReasonReexecNeeded Reason = "DaemonReexecNeeded"
@@ -155,6 +160,7 @@ var categories = map[Reason]Category{
 	ReasonDriftReported:  CategoryInformational,
 	ReasonTimerMissed:    CategoryInformational,
 	ReasonTimerCatchUp:   CategoryInformational,
+	ReasonExited:         CategoryInformational,
 	ReasonReexecNeeded:   CategoryInformational,
 	ReasonPaused:         CategoryInformational,
 	ReasonPruneBlocked:   CategoryInformational,

@@ -141,6 +141,9 @@ func (s *Supervisor) observeUnit(name string, live bool, snap *snapshot, table m
 	ou.ExecMainStatus = us.ExecMainStatus
 	ou.ExecMainStartTimestamp = usec(us.ExecMainStart)
 	ou.ExecMainExitTimestamp = usec(us.ExecMainExit)
+	if ou.ActiveState == "inactive" || ou.ActiveState == "failed" {
+		ou.ActiveExitTimestamp = usec(us.ActiveExit) // as systemd's observer has it
+	}
 	// The planner restarts a process started from an older version of the
 	// file on disk (a restart lost to a crash after the write, or a file
 	// written and not yet acted on); the supervisor never does it itself.

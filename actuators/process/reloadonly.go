@@ -21,7 +21,7 @@ import (
 
 // reloadOnlyFields are the Spec fields (JSON names) a running process does
 // not depend on.
-var reloadOnlyFields = map[string]bool{"restart": true, "stopTimeout": true, "object": true}
+var reloadOnlyFields = map[string]bool{"restart": true, "stopTimeout": true, "object": true, "stopped": true}
 
 // procHash hashes what a running process of spec depends on; "" for nil.
 func procHash(spec *Spec) string {
@@ -29,7 +29,7 @@ func procHash(spec *Spec) string {
 		return ""
 	}
 	c := *spec
-	c.Restart, c.StopTimeout, c.Object = nil, "", ""
+	c.Restart, c.StopTimeout, c.Object, c.Stopped = nil, "", "", false
 	b, err := json.Marshal(&c)
 	if err != nil {
 		return ""

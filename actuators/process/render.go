@@ -53,6 +53,11 @@ type Spec struct {
 	Retry *desired.Retry `json:"retry,omitempty"`
 
 	Timer *TimerSpec `json:"timer,omitempty"`
+	// Stopped: the manifest wants the service stopped (state: stopped).
+	// An agent's start (startEnabled) never runs it: a program declared
+	// stopped does not run, not even until the first pass stops it. The
+	// planner starts and stops by the manifest, as on systemd.
+	Stopped bool `json:"stopped,omitempty"`
 }
 
 // RestartSpec is the effective restart policy of a unit: defaults filled in.
@@ -187,6 +192,7 @@ func serviceSpec(o *desired.Object) *Spec {
 		Command: s.Command, User: s.User, Group: s.Group, WorkingDirectory: s.WorkingDirectory,
 		Environment: s.Environment, EnvironmentFiles: s.EnvironmentFiles,
 		Restart: r, PreStart: s.PreStart, Watchdog: wd, Logs: s.Logs, Lock: s.Lock, StopTimeout: stop,
+		Stopped: s.DesiredState() == desired.StateStopped,
 	}
 }
 

@@ -168,6 +168,9 @@ func (u *unit) runService(ctx context.Context, spec *Spec, adopt *procRecord, in
 				// Failed when the last agent of this boot died, from
 				// this same unit file.
 				st.ActiveState, st.SubState, st.Result = "failed", "failed", idle.Result
+			case ok && idle.State == idleExited:
+				// Done (exited by itself, not restarted by its policy).
+				*st = idle.status()
 			default:
 				st.ActiveState, st.SubState = "inactive", "dead"
 			}

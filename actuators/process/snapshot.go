@@ -22,6 +22,9 @@ type snapshot struct {
 	AgentPID   int                   `json:"agentPID"`
 	AgentStart uint64                `json:"agentStart"`
 	Units      map[string]unitStatus `json:"units"`
+	// idle is the process table's idle records when the table is this
+	// boot's (loadSnapshot), not part of status.json.
+	idle map[string]idleEntry
 }
 
 type unitStatus struct {
@@ -33,6 +36,7 @@ type unitStatus struct {
 	ExecMainStatus int32     `json:"execMainStatus"`
 	ExecMainStart  time.Time `json:"execMainStart,omitzero"`
 	ExecMainExit   time.Time `json:"execMainExit,omitzero"`
+	ActiveExit     time.Time `json:"activeExit,omitzero"`
 	LastTrigger    time.Time `json:"lastTrigger,omitzero"`
 	NextElapse     time.Time `json:"nextElapse,omitzero"`
 	SpecHash       string    `json:"specHash,omitempty"`
@@ -91,7 +95,7 @@ func (s *Supervisor) writeSnapshot() {
 		snap.Units[n] = unitStatus{
 			ActiveState: st.ActiveState, SubState: st.SubState, Result: st.Result, NRestarts: st.NRestarts,
 			MainPID: st.MainPID, ExecMainStatus: st.ExecMainStatus, ExecMainStart: st.ExecMainStart,
-			ExecMainExit: st.ExecMainExit, LastTrigger: st.LastTrigger, NextElapse: st.NextElapse, SpecHash: st.SpecHash,
+			ExecMainExit: st.ExecMainExit, ActiveExit: st.ActiveExit, LastTrigger: st.LastTrigger, NextElapse: st.NextElapse, SpecHash: st.SpecHash,
 			ProcHash: st.ProcHash,
 		}
 	}
@@ -115,7 +119,7 @@ func (s *Supervisor) offlineStatus(name string, snap *snapshot, table map[string
 	if ok {
 		st = status{ActiveState: us.ActiveState, SubState: us.SubState, Result: us.Result, NRestarts: us.NRestarts,
 			MainPID: us.MainPID, ExecMainStatus: us.ExecMainStatus, ExecMainStart: us.ExecMainStart,
-			ExecMainExit: us.ExecMainExit, LastTrigger: us.LastTrigger, NextElapse: us.NextElapse, SpecHash: us.SpecHash,
+			ExecMainExit: us.ExecMainExit, ActiveExit: us.ActiveExit, LastTrigger: us.LastTrigger, NextElapse: us.NextElapse, SpecHash: us.SpecHash,
 			ProcHash: us.ProcHash}
 	}
 	agentAlive := false
@@ -149,6 +153,9 @@ func (s *Supervisor) offlineStatus(name string, snap *snapshot, table map[string
 	if ok && st.ActiveState == "failed" {
 		st.MainPID = 0
 		return st
+	}
+	if e, ok := snap.idle[name]; ok && e.State == idleExited {
+		return e.status()
 	}
 	return status{ActiveState: "inactive", SubState: "dead", Result: ResultSuccess, LastTrigger: st.LastTrigger}
 }
@@ -187,6 +194,13 @@ func (s *Supervisor) loadSnapshot() (*snapshot, map[string]procRecord) {
 	if b, err := os.ReadFile(s.tablePath()); err == nil {
 		var t processTable
 		if json.Unmarshal(b, &t) == nil {
+			boot := s.bootID
+			if boot == "" { // not running: a reader (diff)
+				boot = readBootID()
+			}
+			if t.BootID != "" && t.BootID == boot && !t.ShuttingDown {
+				snap.idle = t.Idle
+			}
 			for _, r := range t.Processes {
 				table[r.Unit] = r
 				pending = pending || r.PID == 0 || (r.Next != nil && !procAlive(s.procRoot, r))

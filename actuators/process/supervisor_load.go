@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"resil.dev/resil/actuators"
+	"resil.dev/resil/desired"
 )
 
 // reload reads every unit file. New units get a goroutine (adopting a
@@ -280,6 +281,16 @@ func (s *Supervisor) startEnabled(held map[string]string, prev map[string]procRe
 			}
 		}
 	}()
+	// died are the services set failed below, once s.mu is released
+	// (update notes them in the process table, under s.mu).
+	var died []*unit
+	defer func() {
+		for _, u := range died {
+			u.update(func(st *status) {
+				st.ActiveState, st.SubState, st.Result, st.MainPID = "failed", "failed", ResultUnknown, 0
+			})
+		}
+	}()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	names := make([]string, 0, len(s.units))
@@ -295,6 +306,18 @@ func (s *Supervisor) startEnabled(held map[string]string, prev map[string]procRe
 		if why, ok := held[n]; ok && why != stopRestart {
 			continue
 		} else if !ok && !s.isEnabled(n) {
+			continue
+		}
+		if u.loaded().Stopped {
+			continue // state: stopped
+		}
+		if rec, ok := prev[n]; ok && rec.PID > 0 && !rec.Stopping && u.loaded().Restart != nil && u.loaded().Restart.Policy == desired.RestartNever &&
+			u.status().MainPID == 0 && !procAlive(s.procRoot, rec) {
+			// Its process died while no agent ran, how is unknown: its
+			// policy never restarts it. Failed, as the supervisor leaves a
+			// never-restarted unit whose process ended in failure.
+			s.log.Info("process died while no agent ran; restart policy never", zap.String("unit", n), zap.Int("pid", rec.PID))
+			died = append(died, u)
 			continue
 		}
 		if _, had := prev[n]; !had && u.loaded().Timer == nil {

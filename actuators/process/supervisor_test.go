@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -198,4 +199,77 @@ func TestAgentRestartIdleRecordsNarrow(t *testing.T) {
 		h2.run()
 		h2.waitUnit("slow.service", "started by the next agent", isActive)
 	})
+}
+
+// A service whose process exited by itself with status 0 under a policy
+// that does not restart a clean exit is reported done
+// (observed.Unit.ExitedOnItsOwn) and stays so after an agent restart; a
+// stop request is not "on its own"; a service the manifest wants stopped
+// is not run by an agent restart even if never stopped before; a process
+// of a never-restarted service that died while no agent ran is not
+// started again (failed, result unknown).
+func TestAgentRestartLeavesDoneServicesAlone(t *testing.T) {
+	bootFile := filepath.Join(t.TempDir(), "boot_id")
+	if err := os.WriteFile(bootFile, []byte("boot-1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old := bootIDPath
+	bootIDPath = bootFile
+	t.Cleanup(func() { bootIDPath = old })
+
+	ctx := context.Background()
+	dir := t.TempDir()
+	runs := func(name string) int { return len(lines(t, filepath.Join(dir, name+".runs"))) }
+	cmd := func(name, tail string) []string {
+		return sh(`echo x >> ` + filepath.Join(dir, name+".runs") + `; ` + tail)
+	}
+	h1 := newHarness(t, dir, Options{})
+	h1.run()
+	h1.install(service("once", desired.ServiceSpec{Command: cmd("once", "exit 0"), Restart: &desired.RestartSpec{Policy: desired.RestartNever}}), true)
+	h1.install(service("clean", desired.ServiceSpec{Command: cmd("clean", "exit 0")}), true) // on-failure
+	h1.install(service("stopped", desired.ServiceSpec{Command: cmd("stopped", "exec sleep 1000"), State: desired.StateStopped}), true)
+	h1.install(service("lost", desired.ServiceSpec{Command: cmd("lost", "exec sleep 1000"), Restart: &desired.RestartSpec{Policy: desired.RestartNever}}), true)
+	h1.install(service("held", desired.ServiceSpec{Command: cmd("held", "exec sleep 1000")}), true)
+	for _, n := range []string{"once", "clean", "lost", "held"} {
+		if _, err := h1.apply(ctx, actuators.Step{Op: actuators.OpStart, Unit: n + ".service"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []string{"once", "clean"} {
+		h1.waitUnit(n+".service", "exited on its own", func(u *observed.Unit) bool { return u.ExitedOnItsOwn() })
+	}
+	waitFor(t, "held and lost ran", func() bool { return runs("held") == 1 && runs("lost") == 1 })
+	if _, err := h1.apply(ctx, actuators.Step{Op: actuators.OpStop, Unit: "held.service"}); err != nil {
+		t.Fatal(err)
+	}
+	if u := h1.unit("held.service"); u.ExitedOnItsOwn() {
+		t.Errorf("a stopped service reads as exited on its own: %+v", u)
+	}
+	lostPID := int(h1.unit("lost.service").MainPID)
+	h1.abandon()
+	if err := syscall.Kill(lostPID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "lost's process gone", func() bool { ps, err := readProcStat("/proc", lostPID); return err != nil || ps.State == 'Z' })
+
+	h2 := newHarness(t, dir, Options{})
+	h2.run()
+	time.Sleep(300 * time.Millisecond)
+	for name, want := range map[string]int{"once": 1, "clean": 1, "stopped": 0, "lost": 1, "held": 1} {
+		if got := runs(name); got != want {
+			t.Errorf("%s ran %d times, want %d", name, got, want)
+		}
+	}
+	for _, n := range []string{"once", "clean"} {
+		if u := h2.unit(n + ".service"); !u.ExitedOnItsOwn() {
+			t.Errorf("%s after the agent restart: %s/%s exit %d start %d exit %d active-exit %d", n, u.ActiveState, u.SubState,
+				u.ExecMainStatus, u.ExecMainStartTimestamp, u.ExecMainExitTimestamp, u.ActiveExitTimestamp)
+		}
+	}
+	if u := h2.unit("lost.service"); u.ActiveState != "failed" || u.Result != ResultUnknown {
+		t.Errorf("lost after the agent restart: %s/%s result %s", u.ActiveState, u.SubState, u.Result)
+	}
+	if u := h2.unit("stopped.service"); u.ActiveState != "inactive" {
+		t.Errorf("stopped after the agent restart: %s/%s", u.ActiveState, u.SubState)
+	}
 }

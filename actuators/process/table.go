@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -34,12 +35,33 @@ type idleEntry struct {
 	State  string `json:"state"`
 	Result string `json:"result,omitempty"`
 	Hash   string `json:"hash,omitempty"`
+	// An exited service's last run (State "exited"), in µs since the
+	// epoch: what observe reports for it (observed.Unit.ExitedOnItsOwn).
+	Started    int64 `json:"started,omitempty"`
+	Exited     int64 `json:"exited,omitempty"`
+	ActiveExit int64 `json:"activeExit,omitempty"`
 }
 
 const (
 	idleStopped = "stopped"
 	idleFailed  = "failed"
+	// idleExited: the process exited by itself with status 0 and the
+	// restart policy does not restart it (done, not drift).
+	idleExited = "exited"
 )
+
+// status is the status of a service an exited record describes.
+func (e idleEntry) status() status {
+	return status{ActiveState: "inactive", SubState: "dead", Result: ResultSuccess, ExecMainStart: usecTime(e.Started),
+		ExecMainExit: usecTime(e.Exited), ActiveExit: usecTime(e.ActiveExit)}
+}
+
+func usecTime(us int64) time.Time {
+	if us == 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(us)
+}
 
 // bootIDPath is where the kernel gives this boot's ID.
 var bootIDPath = "/proc/sys/kernel/random/boot_id"

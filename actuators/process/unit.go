@@ -72,7 +72,11 @@ type status struct {
 	ExecMainStatus int32
 	ExecMainStart  time.Time
 	ExecMainExit   time.Time // zero while the process started last has not exited
-	StatusText     string
+	// ActiveExit is when the unit last left the active state (active,
+	// reloading): a stop leaves it before the process exits, a process
+	// that exits by itself before (observed.Unit.ExitedOnItsOwn).
+	ActiveExit time.Time
+	StatusText string
 	// SpecHash is the hash (fileHash) of the unit file the main process was
 	// started from; empty while no process runs. Observe compares it with
 	// the file on disk (observed.Unit.StaleProcess).
@@ -85,6 +89,8 @@ type status struct {
 	// Missed counts timer runs skipped because they were later than maxLateness.
 	Missed int
 }
+
+func activeOrReloading(s string) bool { return s == "active" || s == "reloading" }
 
 // unit is one loaded unit and the goroutine that runs it.
 type unit struct {
@@ -128,6 +134,9 @@ func (u *unit) update(f func(st *status)) {
 	was := u.st.ActiveState
 	f(&u.st)
 	now, res, hash := u.st.ActiveState, u.st.Result, u.hash
+	if activeOrReloading(was) && !activeOrReloading(now) {
+		u.st.ActiveExit = u.s.now()
+	}
 	u.mu.Unlock()
 	if (was == "failed") != (now == "failed") && strings.HasSuffix(u.name, ".service") {
 		if now == "failed" {

@@ -457,6 +457,7 @@ func copyProps(dst, src *observed.Unit) {
 	dst.NeedDaemonReload = src.NeedDaemonReload
 	dst.NRestarts, dst.MainPID, dst.ExecMainStatus = src.NRestarts, src.MainPID, src.ExecMainStatus
 	dst.ExecMainStartTimestamp, dst.ExecMainExitTimestamp = src.ExecMainStartTimestamp, src.ExecMainExitTimestamp
+	dst.ActiveExitTimestamp = src.ActiveExitTimestamp
 	dst.Triggers = slices.Clone(src.Triggers)
 	dst.PendingJob = src.PendingJob
 	dst.LastTriggerUSec, dst.NextElapseUSecRealtime, dst.NextElapseUSecMonotonic = src.LastTriggerUSec, src.NextElapseUSecRealtime, src.NextElapseUSecMonotonic

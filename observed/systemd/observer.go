@@ -800,6 +800,7 @@ var (
 		sdbus.Property{Interface: ifaceService, Name: "Result"},
 		sdbus.Property{Interface: ifaceService, Name: "ExecMainStatus"},
 		sdbus.Property{Interface: ifaceService, Name: "ExecMainExitTimestamp"},
+		sdbus.Property{Interface: ifaceUnit, Name: "ActiveExitTimestamp"},
 	)
 	timerProps = append(slices.Clone(unitProps),
 		sdbus.Property{Interface: ifaceUnit, Name: "Triggers"},
@@ -1013,6 +1014,13 @@ func fillUnit(u *observed.Unit, p map[string]any) error {
 	u.DropInPaths = r.strs("DropInPaths")
 	u.NeedDaemonReload = r.bool("NeedDaemonReload")
 	readService(&r, u)
+	if strings.HasSuffix(u.Name, ".service") && (u.ActiveState == "inactive" || u.ActiveState == "failed") {
+		// Read for a service that is not running (serviceProps); kept
+		// only while it is inactive or failed, so that a GetAll (which
+		// has it always) and the pipelined read (which asks for it only
+		// then) agree.
+		u.ActiveExitTimestamp = r.u64("ActiveExitTimestamp")
+	}
 	u.Triggers = r.strs("Triggers")
 	if _, ok := p["Job"]; ok { // GetAll; the pipelined read keeps ListUnitsByNames' job
 		u.PendingJob = r.jobID("Job") != 0

@@ -1,0 +1,62 @@
+package reconcile
+
+import (
+	"testing"
+
+	"resil.dev/resil/actuators"
+	"resil.dev/resil/desired"
+	"resil.dev/resil/observed"
+)
+
+// A service whose process exited by itself with status 0 is done when its
+// restart policy does not restart a clean exit (never, on-failure): the
+// agent leaves it inactive (Exited, not drift). Stopped out of band (the
+// unit left the active state before the process exited), killed by a
+// signal, or under policy always, it is started again.
+func TestPlanExitedOnItsOwn(t *testing.T) {
+	const start, exit = 1_000_000, 2_000_000
+	tests := []struct {
+		name       string
+		policy     desired.RestartPolicy
+		status     int32
+		activeExit uint64
+		wantStart  bool
+	}{
+		{"never, exited 0", desired.RestartNever, 0, exit + 50, false},
+		{"on-failure, exited 0", desired.RestartOnFailure, 0, exit + 50, false},
+		{"default policy, exited 0", "", 0, exit + 50, false},
+		{"always, exited 0 and not restarted", desired.RestartAlways, 0, exit + 50, true},
+		{"never, stopped out of band", desired.RestartNever, 0, exit - 500, true},
+		{"on-failure, killed by SIGTERM", desired.RestartOnFailure, 15, exit + 50, true},
+		{"never, exit time unknown", desired.RestartNever, 0, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := &desired.Object{APIVersion: desired.APIVersion, Kind: desired.KindService, Metadata: desired.ObjectMeta{Name: "job"},
+				Source: desired.Source{File: "job.yaml"}, Service: &desired.ServiceSpec{Command: []string{"/bin/true"}}}
+			if tt.policy != "" {
+				o.Service.Restart = &desired.RestartSpec{Policy: tt.policy}
+			}
+			files, err := desired.Render(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			u := &observed.Unit{Name: "job.service", File: files[0].Data, Owner: o.ID(), LoadState: "loaded", ActiveState: "inactive", SubState: "dead",
+				UnitFileState: "enabled", Result: "success", ExecMainStatus: tt.status, ExecMainStartTimestamp: start, ExecMainExitTimestamp: exit,
+				ActiveExitTimestamp: tt.activeExit}
+			plan := Compute(Input{Objects: []*desired.Object{o}, Files: map[string][]desired.UnitFile{o.ID(): files}, UnitDir: unitDir,
+				Observed: &observed.State{Backend: "systemd", Units: map[string]*observed.Unit{"job.service": u}}})
+			started, exited, stopped := false, false, false
+			for _, s := range plan.Steps {
+				started = started || s.Op == actuators.OpStart
+			}
+			for _, f := range plan.Findings {
+				exited = exited || f.Reason == ReasonExited && !f.Warning
+				stopped = stopped || f.Reason == ReasonStopped
+			}
+			if started != tt.wantStart || exited == tt.wantStart || stopped != tt.wantStart {
+				t.Errorf("start %v, Exited %v, StoppedOutOfBand %v; want start %v: %v %+v", started, exited, stopped, tt.wantStart, plan.Steps, plan.Findings)
+			}
+		})
+	}
+}
