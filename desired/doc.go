@@ -26,6 +26,9 @@
 //	dropin.go      NAME.d/*.yaml merged onto an object (JSON merge patch)
 //	validate.go    per-object rules: what systemd or the kernel would refuse,
 //	               and anything that could inject into a unit file
+//	directives.go  the systemd: passthrough's directives and values, as
+//	               systemd parses them; directives_gen.go (go generate:
+//	               gen_directives.go) is systemd's own list per section
 //	crosscheck.go  what only the whole set tells: duplicates, references,
 //	               orphan drop-in folders, one Watchdog per host
 //	settle.go      busy and empty files (Set.Unsettled)

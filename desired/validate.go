@@ -350,6 +350,11 @@ func (v *validator) hosts(p path, h *HostSelector) {
 // takeOver: an alias is another name for the unit, linked in the unit
 // directory by the enable, which would shadow a vendor unit of that name
 // or replace an admin's unit or mask there (the enable is forced).
+//
+// What systemd would ignore is refused too, since the unit would then run
+// with less than the manifest asks for: a directive systemd does not know
+// in that section (systemdDirectives), and a value the grammar of
+// directives.go says systemd cannot parse.
 func (v *validator) escapeHatch(p path, m map[string]map[string]string, sections map[string]bool, kind string, takeOver bool) {
 	for _, sec := range sortedKeys(m) {
 		kv := m[sec]
@@ -370,6 +375,10 @@ func (v *validator) escapeHatch(p path, m map[string]map[string]string, sections
 			}
 			if strings.HasPrefix(k, "X") {
 				v.add(q, "directive %q is reserved", k)
+				continue
+			}
+			if why := unknownDirective(sec, k, sections); why != "" {
+				v.add(q, "%s", why)
 				continue
 			}
 			if sec == "Install" {
@@ -395,6 +404,10 @@ func (v *validator) escapeHatch(p path, m map[string]map[string]string, sections
 			// (README: no '$' expansion from a manifest).
 			if strings.Contains(val, "$") {
 				v.add(q, "'$' is not allowed in %q (systemd would expand it as a variable)", val)
+				continue
+			}
+			if why := directiveValue(sec, k, val); why != "" {
+				v.add(q, "%s (systemd %s would not apply it)", why, directivesVersion)
 				continue
 			}
 			v.unitLine(q, k, val)
