@@ -277,3 +277,56 @@ func TestInstallSourceConfig(t *testing.T) {
 		t.Errorf("a path with a space: exit %d, want 2", code)
 	}
 }
+
+// prune reads the manifests diff and apply read: without --manifests, the
+// git source's deployed revision. An object the deployed revision drops
+// is listed (and pruned with --confirm), one it keeps is not; it never
+// reads the default --manifests directory, which under a git source may
+// hold only local drop-ins (or nothing). A manifests directory that
+// cannot be read is an error, not "nothing to prune".
+func TestPruneUsesDeployedRevision(t *testing.T) {
+	repo, e := t.TempDir(), newProcEnv(t) // its cleanup kills what apply started
+	state := e.state
+	gitIn(t, repo, "init", "--quiet", "--initial-branch=main")
+	db := strings.Replace(good, "name: web", "name: db", 1)
+	for name, body := range map[string]string{"web.yaml": good, "db.yaml": db} {
+		if err := os.WriteFile(filepath.Join(repo, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gitIn(t, repo, "add", "-A")
+	gitIn(t, repo, "commit", "--quiet", "-m", "web and db")
+	src, err := gitsource.New(gitsource.Config{Repo: "file://" + repo, Dir: gitsource.Dir(state), Load: desired.Options{Insecure: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := src.Sync(context.Background()); err != nil || a.Outcome != gitsource.OutcomeDeployed {
+		t.Fatalf("sync: %+v %v", a, err)
+	}
+	cli := func(args ...string) (string, int) {
+		return runCLIErr(t, append([]string{"--backend", "process", "--owner-check", "off", "--state-dir", state}, args...)...)
+	}
+	if out, code := cli("apply"); code != 0 || e.rows()["db.service"].PID <= 1 {
+		t.Fatalf("apply: exit %d\n%s", code, out)
+	}
+	if out, code := cli("prune"); code != 0 || !strings.Contains(out, "nothing to prune") {
+		t.Fatalf("prune, both deployed: exit %d\n%s", code, out)
+	}
+	gitIn(t, repo, "rm", "--quiet", "db.yaml")
+	gitIn(t, repo, "commit", "--quiet", "-m", "no db")
+	if a, err := src.Sync(context.Background()); err != nil || a.Outcome != gitsource.OutcomeDeployed {
+		t.Fatalf("sync: %+v %v", a, err)
+	}
+	if out, code := cli("prune"); code != 1 || !strings.Contains(out, "1 objects to prune:\n  Service/db\n") || strings.Contains(out, "Service/web") {
+		t.Fatalf("prune, db dropped: exit %d\n%s", code, out)
+	}
+	if out, code := cli("prune", "--confirm"); code != 0 || e.rows()["db.service"].PID > 1 || e.rows()["web.service"].PID <= 1 {
+		t.Fatalf("prune --confirm: exit %d, rows %v\n%s", code, e.rows(), out)
+	}
+	// Unreadable (here: missing) manifests: an error naming the cause,
+	// although the agent's memory holds the last good objects.
+	missing := filepath.Join(t.TempDir(), "none")
+	if out, code := cli("prune", "--manifests", missing); code != 2 || !strings.Contains(out, "manifests directory unreadable") || strings.Contains(out, "nothing to prune") {
+		t.Fatalf("prune, manifests missing: exit %d\n%s", code, out)
+	}
+}
