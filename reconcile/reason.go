@@ -108,6 +108,11 @@ const (
 	ReasonRevisionDeployed Reason = "RevisionDeployed"
 	ReasonRevisionRejected Reason = "RevisionRejected"
 	ReasonRevisionInvalid  Reason = "RevisionInvalid"
+	// ReasonFetchFailed: an attempt of the git source failed before it
+	// could judge the head (the fetch itself, or a local file it needs
+	// refused or unreadable); the deployed revision stays. Recorded when a
+	// failure starts or its message changes, not on every retry.
+	ReasonFetchFailed Reason = "FetchFailed"
 	// ReasonCacheDrift: a full read (the resync) found a unit different
 	// from the backend's watch-fed cache: a change whose signal was missed.
 	ReasonCacheDrift Reason = "CacheDrift"
@@ -146,6 +151,7 @@ var categories = map[Reason]Category{
 	ReasonRestartStorm:     CategoryOccurrence,
 	ReasonAlertHookFailed:  CategoryOccurrence,
 	ReasonRevisionDeployed: CategoryOccurrence,
+	ReasonFetchFailed:      CategoryOccurrence,
 	ReasonResumed:          CategoryOccurrence,
 	ReasonLeaseExpired:     CategoryOccurrence,
 	ReasonRolloutStarted:   CategoryOccurrence,

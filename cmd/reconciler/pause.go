@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -285,7 +286,7 @@ func newPruneCmd(g *globals) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
-			objs, steps, err := pruneList(g)
+			objs, steps, err := pruneList(cmd, g)
 			if err != nil {
 				return err
 			}
@@ -325,13 +326,21 @@ func newPruneCmd(g *globals) *cobra.Command {
 }
 
 // pruneList computes (like diff, touching nothing) the objects a pass
-// would prune, blocked or not, with their steps.
-func pruneList(g *globals) ([]string, map[string][]string, error) {
+// would prune, blocked or not, with their steps. It reads the manifests
+// diff and apply read (diffSource: the git source's deployed revision
+// when the state dir has one and --manifests is not given). A manifests
+// directory that cannot be read is an error: its objects keep their last
+// good version, so the plan would show nothing to prune whatever was
+// removed.
+func pruneList(cmd *cobra.Command, g *globals) ([]string, map[string][]string, error) {
 	c, done, err := g.openCommand("error", false, true, 2)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer done()
+	if _, _, err := diffSource(c.ctx, cmd, g, ""); err != nil { // source.go
+		return nil, nil, exitCode(2, err)
+	}
 	r, err := newReconciler(g, c.be, c.log, nil, true)
 	if err != nil {
 		return nil, nil, exitCode(2, err)
@@ -339,6 +348,9 @@ func pruneList(g *globals) ([]string, map[string][]string, error) {
 	res, err := r.Reconcile(c.ctx, reconcile.Options{DryRun: true})
 	if err != nil {
 		return nil, nil, exitCode(2, err)
+	}
+	if errors.Is(res.LoadErr, desired.ErrUnreadable) {
+		return nil, nil, exitCode(2, fmt.Errorf("cannot tell what to prune: %w", res.LoadErr))
 	}
 	objs := res.Plan.Pruned
 	if b := res.Plan.PruneBlocked; b != nil {

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 	"sigs.k8s.io/yaml"
 
+	"resil.dev/resil/desired"
 	"resil.dev/resil/desired/gitsource"
 	"resil.dev/resil/reconcile"
 )
@@ -59,12 +60,18 @@ type sourceConfig struct {
 }
 
 // loadConfig fills the flags not given on the command line from the
-// config file; "%H" in a path is the host name (as in a systemd unit).
-func (s *sourceFlags) loadConfig(f *pflag.FlagSet, host string) error {
+// config file; "%H" in a path is the host name (as in a systemd unit),
+// opts.Host.Name. The file names the repository, the allowed signers and
+// whether force-pushes deploy, so it is read as a manifest is
+// (desired.ReadChecked with opts, the --owner-check options: owner and
+// mode of the file, its folder and the path, on the descriptor read): one
+// that group or others may write fails the agent's start.
+func (s *sourceFlags) loadConfig(f *pflag.FlagSet, opts desired.Options) error {
 	if s.configFile == "" {
 		return nil
 	}
-	data, err := os.ReadFile(s.configFile)
+	host := opts.Host.Name
+	data, err := desired.ReadChecked(s.configFile, opts)
 	if err != nil {
 		return fmt.Errorf("--source-config: %w", err)
 	}
@@ -142,7 +149,7 @@ func (s *sourceFlags) open(g *globals, log *zap.Logger, events reconcile.Recorde
 	if err != nil {
 		return nil, exitCode(2, err)
 	}
-	if err := s.loadConfig(s.flags, opts.Host.Name); err != nil {
+	if err := s.loadConfig(s.flags, opts); err != nil {
 		return nil, exitCode(2, err)
 	}
 	switch s.source {
@@ -169,7 +176,6 @@ func (s *sourceFlags) open(g *globals, log *zap.Logger, events reconcile.Recorde
 		Load:        opts, Events: events, Log: log,
 	}
 	if m != nil {
-		m.enableSource()
 		cfg.Metrics = m
 	}
 	if v := os.Getenv(crashBeforeSwapEnv); v != "" {
@@ -185,13 +191,20 @@ func (s *sourceFlags) open(g *globals, log *zap.Logger, events reconcile.Recorde
 	if err != nil {
 		return nil, exitCode(2, err)
 	}
+	if m != nil {
+		m.enableSource(src.Ref())
+	}
 	g.manifests = src.ManifestsDir()
 	return src, nil
 }
 
-// enableSource registers the git source's metrics.
-func (m *metrics) enableSource() {
+// enableSource registers the git source's metrics, its counters at 0
+// for ref, the ref followed: a counter that first appears at 1 has no
+// increase() in Prometheus, so the first rejection after each start
+// would not fire ResilRevisionRejected (deploy/prometheus).
+func (m *metrics) enableSource(ref string) {
 	m.reg.MustRegister(m.sourceRevision, m.sourceLastFetch, m.sourceFetchErrors, m.sourceRejected)
+	m.sourceRejected.WithLabelValues(ref)
 }
 
 // Fetched implements gitsource.Metrics.

@@ -90,12 +90,33 @@ func TestSyncWithoutGitSource(t *testing.T) {
 // rejections by ref; fetch errors; the last good fetch's time.
 func TestSourceMetrics(t *testing.T) {
 	m := newMetrics(time.Minute, nil)
-	m.enableSource()
+	m.enableSource("main")
+	// At 0 from the start, before any event: Prometheus' increase() sees
+	// the first rejection after an agent start (ResilRevisionRejected).
+	if got := sourceSeries(t, m); got["resil_source_revisions_rejected_total"] != "{ref=main} 0" || got["resil_source_fetch_errors_total"] != "{} 0" {
+		t.Errorf("at start: %v", got)
+	}
 	m.Deployed("main", gitsource.Revision{Commit: "0123456789abcdef"})
 	m.Deployed("main", gitsource.Revision{Commit: "fedcba9876543210"})
 	m.Rejected("main")
 	m.Fetched(time.Unix(1000, 0), nil)
 	m.Fetched(time.Unix(2000, 0), errors.New("offline"))
+	got := sourceSeries(t, m)
+	for name, want := range map[string]string{
+		"resil_source_revision_info":                "{ref=main,revision=fedcba987654} 1",
+		"resil_source_revisions_rejected_total":     "{ref=main} 1",
+		"resil_source_fetch_errors_total":           "{} 1",
+		"resil_source_last_fetch_timestamp_seconds": "{} 1000",
+	} {
+		if got[name] != want {
+			t.Errorf("%s: %q, want %q", name, got[name], want)
+		}
+	}
+}
+
+// sourceSeries gathers the resil_source_ metrics: name → its series.
+func sourceSeries(t *testing.T, m *metrics) map[string]string {
+	t.Helper()
 	mfs, err := m.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -116,16 +137,7 @@ func TestSourceMetrics(t *testing.T) {
 		}
 		got[mf.GetName()] = strings.Join(series, " ")
 	}
-	for name, want := range map[string]string{
-		"resil_source_revision_info":                "{ref=main,revision=fedcba987654} 1",
-		"resil_source_revisions_rejected_total":     "{ref=main} 1",
-		"resil_source_fetch_errors_total":           "{} 1",
-		"resil_source_last_fetch_timestamp_seconds": "{} 1000",
-	} {
-		if got[name] != want {
-			t.Errorf("%s: %q, want %q", name, got[name], want)
-		}
-	}
+	return got
 }
 
 func TestStatusNamesRevision(t *testing.T) {
@@ -195,7 +207,8 @@ sshKey: /etc/resil/deploy_key
 	if err := f.Parse([]string{"--source-config", cfg, "--ref", "main"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.loadConfig(f, "web-1"); err != nil {
+	opts := desired.Options{OwnerUID: os.Geteuid(), Host: desired.Host{Name: "web-1"}}
+	if err := s.loadConfig(f, opts); err != nil {
 		t.Fatal(err)
 	}
 	got := fmt.Sprintf("%s %s %s %v %s %s %s", s.source, s.repo, s.ref, s.paths, s.interval, s.verifySigners, s.sshKey)
@@ -204,12 +217,39 @@ sshKey: /etc/resil/deploy_key
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
 	write("source: git\nrepos: typo\n")
-	if err := s.loadConfig(f, "web-1"); err == nil || !strings.Contains(err.Error(), "repos") {
+	if err := s.loadConfig(f, opts); err == nil || !strings.Contains(err.Error(), "repos") {
 		t.Errorf("unknown key: %v", err)
 	}
 	write("fetchInterval: soon\n")
-	if err := s.loadConfig(f, "web-1"); err == nil || !strings.Contains(err.Error(), "fetchInterval") {
+	if err := s.loadConfig(f, opts); err == nil || !strings.Contains(err.Error(), "fetchInterval") {
 		t.Errorf("bad interval: %v", err)
+	}
+	// It names the repository and the signers: read as a manifest is. A
+	// file or folder others may write is refused, naming the file.
+	write("source: git\nrepo: file:///home/mallory/repo\nverifySigners: \"\"\n")
+	for _, p := range []string{cfg, filepath.Dir(cfg)} {
+		if err := os.Chmod(p, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		err := s.loadConfig(f, opts)
+		if err == nil || !strings.Contains(err.Error(), cfg) || !strings.Contains(err.Error(), "writable by group or others") {
+			t.Errorf("%s writable by others: %v", p, err)
+		}
+		if err := os.Chmod(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The agent fails to start on it (exit 2), naming the file. (A
+	// source it would reject when read, so a run that reads it does not
+	// start either.)
+	write("source: bogus\n")
+	if err := os.Chmod(cfg, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	out, code := runCLIErr(t, "run", "--backend", "process", "--owner-check", "on", "--state-dir", t.TempDir(), "--metrics-addr", "",
+		"--source-config", cfg)
+	if code != 2 || !strings.Contains(out, "--source-config: "+cfg) || !strings.Contains(out, "refused") {
+		t.Errorf("run with a writable --source-config: exit %d\n%s", code, out)
 	}
 }
 
@@ -235,5 +275,58 @@ func TestInstallSourceConfig(t *testing.T) {
 	}
 	if _, code := runCLI(t, "install", "--dry-run", "--source-config", "/etc/resil/my source.yaml"); code != 2 {
 		t.Errorf("a path with a space: exit %d, want 2", code)
+	}
+}
+
+// prune reads the manifests diff and apply read: without --manifests, the
+// git source's deployed revision. An object the deployed revision drops
+// is listed (and pruned with --confirm), one it keeps is not; it never
+// reads the default --manifests directory, which under a git source may
+// hold only local drop-ins (or nothing). A manifests directory that
+// cannot be read is an error, not "nothing to prune".
+func TestPruneUsesDeployedRevision(t *testing.T) {
+	repo, e := t.TempDir(), newProcEnv(t) // its cleanup kills what apply started
+	state := e.state
+	gitIn(t, repo, "init", "--quiet", "--initial-branch=main")
+	db := strings.Replace(good, "name: web", "name: db", 1)
+	for name, body := range map[string]string{"web.yaml": good, "db.yaml": db} {
+		if err := os.WriteFile(filepath.Join(repo, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gitIn(t, repo, "add", "-A")
+	gitIn(t, repo, "commit", "--quiet", "-m", "web and db")
+	src, err := gitsource.New(gitsource.Config{Repo: "file://" + repo, Dir: gitsource.Dir(state), Load: desired.Options{Insecure: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := src.Sync(context.Background()); err != nil || a.Outcome != gitsource.OutcomeDeployed {
+		t.Fatalf("sync: %+v %v", a, err)
+	}
+	cli := func(args ...string) (string, int) {
+		return runCLIErr(t, append([]string{"--backend", "process", "--owner-check", "off", "--state-dir", state}, args...)...)
+	}
+	if out, code := cli("apply"); code != 0 || e.rows()["db.service"].PID <= 1 {
+		t.Fatalf("apply: exit %d\n%s", code, out)
+	}
+	if out, code := cli("prune"); code != 0 || !strings.Contains(out, "nothing to prune") {
+		t.Fatalf("prune, both deployed: exit %d\n%s", code, out)
+	}
+	gitIn(t, repo, "rm", "--quiet", "db.yaml")
+	gitIn(t, repo, "commit", "--quiet", "-m", "no db")
+	if a, err := src.Sync(context.Background()); err != nil || a.Outcome != gitsource.OutcomeDeployed {
+		t.Fatalf("sync: %+v %v", a, err)
+	}
+	if out, code := cli("prune"); code != 1 || !strings.Contains(out, "1 objects to prune:\n  Service/db\n") || strings.Contains(out, "Service/web") {
+		t.Fatalf("prune, db dropped: exit %d\n%s", code, out)
+	}
+	if out, code := cli("prune", "--confirm"); code != 0 || e.rows()["db.service"].PID > 1 || e.rows()["web.service"].PID <= 1 {
+		t.Fatalf("prune --confirm: exit %d, rows %v\n%s", code, e.rows(), out)
+	}
+	// Unreadable (here: missing) manifests: an error naming the cause,
+	// although the agent's memory holds the last good objects.
+	missing := filepath.Join(t.TempDir(), "none")
+	if out, code := cli("prune", "--manifests", missing); code != 2 || !strings.Contains(out, "manifests directory unreadable") || strings.Contains(out, "nothing to prune") {
+		t.Fatalf("prune, manifests missing: exit %d\n%s", code, out)
 	}
 }

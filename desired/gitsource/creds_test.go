@@ -57,7 +57,8 @@ func TestFetchWithTokenFile(t *testing.T) {
 }
 
 // --ssh-key reaches ssh through GIT_SSH_COMMAND (a fake ssh on PATH
-// records its arguments), and the key's path is all that is passed.
+// records its arguments) as the path of the agent's private copy of it,
+// and a path is all that is passed.
 func TestSSHKeyCommand(t *testing.T) {
 	bin := t.TempDir()
 	log := filepath.Join(t.TempDir(), "argv")
@@ -67,11 +68,19 @@ func TestSSHKeyCommand(t *testing.T) {
 	}
 	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
 	key := filepath.Join(t.TempDir(), "deploy key")
+	known := filepath.Join(t.TempDir(), "known_hosts")
+	for _, f := range []string{key, known} {
+		if err := os.WriteFile(f, []byte("x\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	r := newRepo(t)
 	s, _, m := newSource(t, r, func(c *Config) {
 		c.Repo = "ssh://git@git.example.com/fleet.git"
-		c.Credentials = Credentials{SSHKey: key, SSHKnownHosts: "/etc/resil/known_hosts"}
+		c.Credentials = Credentials{SSHKey: key, SSHKnownHosts: known}
 	})
+	// ssh is given the agent's checked copies (privateCopies).
+	priv := filepath.Join(s.cfg.Dir, privateDir)
 	if a, err := s.Sync(context.Background()); a.Outcome != OutcomeError || err == nil {
 		t.Fatalf("outcome %s %v, want a fetch error", a.Outcome, err)
 	}
@@ -79,7 +88,8 @@ func TestSSHKeyCommand(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ssh not run: %v", err)
 	}
-	for _, want := range []string{"-i\n" + key + "\n", "IdentitiesOnly=yes", "BatchMode=yes", "UserKnownHostsFile=/etc/resil/known_hosts", "git@git.example.com"} {
+	for _, want := range []string{"-i\n" + filepath.Join(priv, privSSHKey) + "\n", "IdentitiesOnly=yes", "BatchMode=yes",
+		"UserKnownHostsFile=" + filepath.Join(priv, privKnownHosts), "git@git.example.com"} {
 		if !strings.Contains(string(argv), want) {
 			t.Errorf("ssh argv lacks %q:\n%s", want, argv)
 		}

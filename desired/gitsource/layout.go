@@ -183,7 +183,12 @@ func writeJSON(name string, v any) error {
 
 // writeFileAtomic writes data to a temp file in name's directory, fsyncs
 // it, renames it to name and fsyncs the directory.
-func writeFileAtomic(name string, data []byte) error {
+func writeFileAtomic(name string, data []byte) error { return writeFileAtomicMode(name, data, 0o644) }
+
+// writeFileAtomicMode is writeFileAtomic giving the file mode perm (the
+// temp file is created 0600, so the data is never readable by others
+// before the chmod).
+func writeFileAtomicMode(name string, data []byte, perm os.FileMode) error {
 	f, err := os.CreateTemp(filepath.Dir(name), ".tmp-"+filepath.Base(name)+"-*")
 	if err != nil {
 		return err
@@ -191,7 +196,7 @@ func writeFileAtomic(name string, data []byte) error {
 	tmp := f.Name()
 	_, err = f.Write(data)
 	if err == nil {
-		err = f.Chmod(0o644)
+		err = f.Chmod(perm)
 	}
 	if err == nil {
 		err = f.Sync()

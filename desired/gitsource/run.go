@@ -162,13 +162,20 @@ func hasRequest(ents []os.DirEntry) bool {
 // alternates). The revision's signature is checked when the record names
 // allowed signers: verr says why the agent would refuse it (nil: it would
 // not). The manifests are not validated here: the caller loads them; the
-// local drop-ins are read with opts, the caller's load options (see
-// copyDropIns).
+// local drop-ins, the allowed signers and the credential files are read
+// with opts, the caller's load options (copyDropIns, privateCopies).
 func Checkout(ctx context.Context, dir string, rec *Record, rev, into string, opts desired.Options) (r *Revision, verr error, err error) {
 	if rev == "" || strings.HasPrefix(rev, "-") {
 		return nil, nil, fmt.Errorf("bad revision %q", rev)
 	}
-	creds := Credentials{SSHKey: rec.SSHKey, SSHKnownHosts: rec.SSHKnownHosts, TokenFile: rec.TokenFile}
+	// git and ssh read checked private copies (privateCopies), here in
+	// into's parent, the caller's temp dir.
+	priv, err := privateCopies(filepath.Dir(into), rec.VerifySigners,
+		Credentials{SSHKey: rec.SSHKey, SSHKnownHosts: rec.SSHKnownHosts, TokenFile: rec.TokenFile}, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	creds := priv.creds
 	mirror := filepath.Join(dir, repoDir)
 	g := &git{bin: "git", dir: mirror, creds: creds}
 	commit, err := resolve(ctx, g, rev)
@@ -195,7 +202,7 @@ func Checkout(ctx context.Context, dir string, rec *Record, rev, into string, op
 	}
 	d.Ref = rev
 	if rec.VerifySigners != "" {
-		d.Signer, verr = verify(ctx, g, rec.VerifySigners, commit)
+		d.Signer, verr = verify(ctx, g, priv.signers, rec.VerifySigners, commit)
 	}
 	if _, err := materialise(ctx, g, commit, rec.Paths, rec.LocalDropIns, into, opts); err != nil {
 		return nil, verr, err

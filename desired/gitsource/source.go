@@ -44,7 +44,11 @@ const (
 // Metrics receives what the source's Prometheus metrics show. Its methods
 // must not block.
 type Metrics interface {
-	// Fetched is called after every fetch, err nil on success.
+	// Fetched is called after every attempt (Sync) with its error: a
+	// failed fetch, or a local step that failed after it (a refused local
+	// drop-in, allowed-signers or credential file); nil when the head was
+	// deployed, unchanged or refused. An attempt ended by its context
+	// (the agent stopping) is not reported.
 	Fetched(at time.Time, err error)
 	// Deployed is called when a revision is deployed, and at start for the
 	// revision found deployed.
@@ -105,10 +109,17 @@ type Source struct {
 	primed   bool // Prime fetched: Run waits an interval first
 	deployed *Revision
 	curKey   string
-	// refused is the head (and local drop-ins hash) last refused, so a
-	// refused head is reported once, not on every fetch.
+	// refused is the head (with the local drop-ins' and the allowed
+	// signers' hashes) last refused, so a refused head is reported once
+	// (an event, the metric), not on every fetch; refusedErr is why, given
+	// to every attempt that finds it again.
 	refused        string
 	refusedOutcome Outcome
+	refusedErr     string
+	// failed is the error of the FetchFailed event last recorded ("" after
+	// a successful attempt): a failure is recorded when it starts or its
+	// message changes, not on every retry.
+	failed string
 }
 
 // New checks cfg and returns a Source. It does no I/O.
@@ -148,6 +159,9 @@ func New(cfg Config) (*Source, error) {
 	return &Source{cfg: cfg, log: cfg.Log.Named("source"),
 		git: &git{bin: cfg.Git, dir: filepath.Join(cfg.Dir, repoDir), creds: cfg.Credentials}}, nil
 }
+
+// Ref is the ref followed (Config.Ref, "main" when not given).
+func (s *Source) Ref() string { return s.cfg.Ref }
 
 // ManifestsDir is the directory the loop reads (a symlink, switched on
 // every deployment).
@@ -235,12 +249,11 @@ func describe(ctx context.Context, g *git, commit string) (Revision, error) {
 
 var goodSig = regexp.MustCompile(`Good "git" signature for (\S+) with`)
 
-// verify checks commit's signature against the allowed-signers file and
-// returns the signer's principal. Its error says why not.
-func verify(ctx context.Context, g *git, signers, commit string) (string, error) {
-	if _, err := os.Stat(signers); err != nil {
-		return "", fmt.Errorf("allowed signers: %w", err)
-	}
+// verify checks commit's signature against the allowed-signers file
+// signers (the agent's private copy, see privateCopies) and returns the
+// signer's principal. Its error says why not, naming the file as name
+// (the configured one).
+func verify(ctx context.Context, g *git, signers, name, commit string) (string, error) {
 	out, stderr, err := g.run2(ctx, "-c", "gpg.format=ssh", "-c", "gpg.ssh.allowedSignersFile="+signers, "verify-commit", commit)
 	var ge *gitError
 	if err != nil && !errors.As(err, &ge) {
@@ -258,7 +271,7 @@ func verify(ctx context.Context, g *git, signers, commit string) (string, error)
 	case msg == "":
 		return "", errors.New("not signed")
 	case strings.Contains(msg, "No principal matched"):
-		return "", fmt.Errorf("signed by a key not in %s", signers)
+		return "", fmt.Errorf("signed by a key not in %s", name)
 	}
 	if i := strings.IndexByte(msg, '\n'); i > 0 {
 		msg = msg[:i]
@@ -315,19 +328,49 @@ func (s *Source) localHash() (string, error) {
 //   - (OutcomeUnchanged, nil): the head is deployed already.
 //   - (OutcomeDeployed, nil): the manifests link now names the head.
 //   - (OutcomeRejected or OutcomeInvalid, nil): the head was refused (an
-//     event and the metric, once per head); the deployed revision stays.
-//   - (OutcomeError, err): the fetch or a local step failed; nothing
-//     changed. The caller backs off.
+//     event and the metric, once per head, local drop-ins and allowed
+//     signers); the deployed revision stays. Attempt.Error says why, on
+//     every attempt that finds the same head refused.
+//   - (OutcomeError, err): the fetch or a local step failed (a refused
+//     allowed-signers, credential or local drop-in file among them);
+//     nothing changed. It is counted (Metrics.Fetched) and recorded as a
+//     FetchFailed event when the failure starts or its message changes.
+//     The caller backs off.
 func (s *Source) Sync(ctx context.Context) (Attempt, error) {
+	a, err := s.sync(ctx)
+	if err != nil && ctx.Err() != nil {
+		return a, err
+	}
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.Fetched(s.cfg.Now(), err)
+	}
+	if err == nil {
+		s.failed = ""
+		return a, nil
+	}
+	if msg := err.Error(); msg != s.failed {
+		s.failed = msg
+		s.record(reconcile.Warning, reconcile.ReasonFetchFailed,
+			fmt.Sprintf("fetch of %s failed (%s): %v", s.cfg.Ref, s.keeps(), err))
+	}
+	return a, err
+}
+
+// sync is one attempt of Sync, before it is counted.
+func (s *Source) sync(ctx context.Context) (Attempt, error) {
 	now := s.cfg.Now()
 	a := Attempt{Time: now, Outcome: OutcomeError}
 	if err := s.init(ctx); err != nil {
 		return a, err
 	}
-	head, err := s.fetch(ctx)
-	if s.cfg.Metrics != nil {
-		s.cfg.Metrics.Fetched(s.cfg.Now(), err)
+	// git and ssh read the agent's checked copies, never the configured
+	// files (privateCopies says why).
+	priv, err := privateCopies(s.cfg.Dir, s.cfg.VerifySigners, s.cfg.Credentials, s.cfg.Load)
+	if err != nil {
+		return a, err
 	}
+	s.git.creds = priv.creds
+	head, err := s.fetch(ctx)
 	if err != nil {
 		return a, fmt.Errorf("fetch %s %s: %w", s.cfg.Repo, s.cfg.Ref, err)
 	}
@@ -340,8 +383,9 @@ func (s *Source) Sync(ctx context.Context) (Attempt, error) {
 		a.Outcome = OutcomeUnchanged
 		return a, nil
 	}
-	if s.refused == head+local {
-		a.Outcome = s.refusedOutcome
+	refusedKey := head + local + priv.signersHash
+	if s.refused == refusedKey {
+		a.Outcome, a.Error = s.refusedOutcome, s.refusedErr
 		return a, nil
 	}
 	rev, err := describe(ctx, s.git, head)
@@ -350,14 +394,12 @@ func (s *Source) Sync(ctx context.Context) (Attempt, error) {
 	}
 	rev.Ref, rev.LocalDropIns = s.cfg.Ref, local
 	if s.cfg.VerifySigners != "" {
-		// A missing or unreadable signers file is this host's fault, not
-		// the revision's: an error (retried), not a refusal.
-		if _, err := os.ReadFile(s.cfg.VerifySigners); err != nil {
-			return a, fmt.Errorf("allowed signers: %w", err)
-		}
-		signer, err := verify(ctx, s.git, s.cfg.VerifySigners, head)
+		// A missing, unreadable or refused signers file is this host's
+		// fault, not the revision's: an error (retried) from
+		// privateCopies above, not a refusal.
+		signer, err := verify(ctx, s.git, priv.signers, s.cfg.VerifySigners, head)
 		if err != nil {
-			return s.refuse(a, rev, local, OutcomeRejected, fmt.Errorf("not verified: %w", err)), nil
+			return s.refuse(a, rev, refusedKey, OutcomeRejected, fmt.Errorf("not verified: %w", err)), nil
 		}
 		rev.Signer = signer
 	}
@@ -367,7 +409,7 @@ func (s *Source) Sync(ctx context.Context) (Attempt, error) {
 			return a, err
 		}
 		if !ok {
-			return s.refuse(a, rev, local, OutcomeRejected,
+			return s.refuse(a, rev, refusedKey, OutcomeRejected,
 				fmt.Errorf("does not descend from the deployed commit %s (history rewritten; --allow-force-push deploys it)", s.deployed.Short())), nil
 		}
 	}
@@ -380,7 +422,7 @@ func (s *Source) Sync(ctx context.Context) (Attempt, error) {
 	if err != nil {
 		os.RemoveAll(tmp)
 		if errors.Is(err, ErrInvalid) {
-			return s.refuse(a, rev, local, OutcomeInvalid, err), nil
+			return s.refuse(a, rev, refusedKey, OutcomeInvalid, err), nil
 		}
 		return a, fmt.Errorf("materialise %s: %w", rev.Short(), err)
 	}
@@ -452,13 +494,13 @@ func (s *Source) descends(ctx context.Context, head, ancestor string) (bool, err
 	return false, err
 }
 
-func (s *Source) refuse(a Attempt, rev Revision, local string, out Outcome, why error) Attempt {
-	s.refused, s.refusedOutcome = rev.Commit+local, out
+// refuse records a refused head (key: refusedKey of Sync): once, an event
+// and the metric; every later attempt that finds the same key gets the
+// same outcome and reason.
+func (s *Source) refuse(a Attempt, rev Revision, key string, out Outcome, why error) Attempt {
+	s.refused, s.refusedOutcome, s.refusedErr = key, out, why.Error()
 	a.Outcome, a.Error = out, why.Error()
-	keeps := "no revision deployed yet"
-	if s.deployed != nil {
-		keeps = "deployed revision " + s.deployed.Short() + " stays"
-	}
+	keeps := s.keeps()
 	if out == OutcomeInvalid {
 		s.record(reconcile.Warning, reconcile.ReasonRevisionInvalid,
 			fmt.Sprintf("revision %s of %s not deployed (%s): %v", rev, s.cfg.Ref, keeps, why))
@@ -471,6 +513,14 @@ func (s *Source) refuse(a Attempt, rev Revision, local string, out Outcome, why 
 		s.cfg.Metrics.Rejected(s.cfg.Ref)
 	}
 	return a
+}
+
+// keeps says what stays in force after a refusal or a failure.
+func (s *Source) keeps() string {
+	if s.deployed == nil {
+		return "no revision deployed yet"
+	}
+	return "deployed revision " + s.deployed.Short() + " stays"
 }
 
 func (s *Source) record(t reconcile.EventType, r reconcile.Reason, msg string) {

@@ -38,7 +38,15 @@ func TestSyncVerifiesSignatures(t *testing.T) {
 			if !strings.Contains(a.Error, tc.why) {
 				t.Errorf("error %q, want it to say %q", a.Error, tc.why)
 			}
-			sync1(t, s, OutcomeRejected) // again: no new event or count
+			// Again (as the agent's loop does, recording last.json): no
+			// new event or count, and the same reason.
+			again, err := s.attempt(context.Background())
+			if err != nil || again.Outcome != OutcomeRejected || again.Error != a.Error {
+				t.Errorf("again: %s %q %v, want rejected %q", again.Outcome, again.Error, err, a.Error)
+			}
+			if last, err := LastAttempt(s.cfg.Dir); err != nil || last == nil || last.Error != a.Error {
+				t.Errorf("last.json: %+v %v, want the reason %q", last, err, a.Error)
+			}
 			if m.rejected != n+1 {
 				t.Errorf("rejected counted %d times, want once", m.rejected-n)
 			}
@@ -292,7 +300,7 @@ func TestCrashBeforeSwap(t *testing.T) {
 func TestFetchErrorKeepsRevision(t *testing.T) {
 	r := newRepo(t)
 	r.Commit("one", "", map[string]string{"web.yaml": service("web", "1")})
-	s, _, m := newSource(t, r, nil)
+	s, ev, m := newSource(t, r, nil)
 	sync1(t, s, OutcomeDeployed)
 	if err := os.Rename(r.Dir, r.Dir+".gone"); err != nil {
 		t.Fatal(err)
@@ -301,6 +309,9 @@ func TestFetchErrorKeepsRevision(t *testing.T) {
 	sync1(t, s, OutcomeError)
 	if m.errors != 1 || m.fetches != 2 {
 		t.Errorf("fetches %d errors %d", m.fetches, m.errors)
+	}
+	if got := strings.Join(ev.reasons(), " "); got != "RevisionDeployed FetchFailed" {
+		t.Errorf("events %s, want RevisionDeployed FetchFailed", got)
 	}
 	if manifests(t, s)["web.yaml"] != service("web", "1") {
 		t.Error("deployed revision lost")
@@ -345,7 +356,8 @@ func TestLocalDropIns(t *testing.T) {
 // Local drop-ins are read as Load reads a drop-in, with the agent's load
 // options: a file or folder group or others may write fails the
 // composition (the copy would be root's, passing the composed revision's
-// own checks), naming the file, and the deployed revision stays.
+// own checks), naming the file, and the deployed revision stays. It is a
+// failed fetch: counted, and a FetchFailed event names it.
 func TestLocalDropInsChecked(t *testing.T) {
 	r := newRepo(t)
 	r.Commit("one", "", map[string]string{"web.yaml": service("web", "1")})
@@ -358,7 +370,7 @@ func TestLocalDropInsChecked(t *testing.T) {
 	if err := os.WriteFile(drop, []byte("spec: {environment: {LOCAL: \"1\"}}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s, _, _ := newSource(t, r, func(c *Config) {
+	s, ev, m := newSource(t, r, func(c *Config) {
 		c.LocalDropIns = local
 		c.Load = desired.Options{OwnerUID: os.Geteuid(), Host: desired.Host{Name: "h1"}}
 	})
@@ -382,9 +394,16 @@ func TestLocalDropInsChecked(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer os.Chmod(tc.path, tc.ok)
+			errs := m.errors
 			a, err := s.Sync(context.Background())
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.path) {
 				t.Errorf("Sync: outcome %s, error %v; want an error naming %s: %s", a.Outcome, err, tc.path, tc.want)
+			}
+			if m.errors != errs+1 {
+				t.Errorf("fetch errors %d, want %d", m.errors, errs+1)
+			}
+			if e := ev.last(); e.Reason != "FetchFailed" || !strings.Contains(e.Message, tc.path) || !strings.Contains(e.Message, tc.want) {
+				t.Errorf("last event %+v, want FetchFailed naming %s", e, tc.path)
 			}
 			if got := manifests(t, s)["web.d/50-local.yaml"]; !strings.Contains(got, "LOCAL") {
 				t.Errorf("deployed drop-in replaced: %q", got)
@@ -551,9 +570,12 @@ func TestMissingSignersFileIsAnError(t *testing.T) {
 	good := allowedSigners(t, map[string]string{"alice@example.com": alice})
 	missing := filepath.Join(t.TempDir(), "allowed_signers")
 	s, ev, m := newSource(t, r, func(c *Config) { c.VerifySigners = missing })
-	sync1(t, s, OutcomeError)
-	if m.rejected != 0 || len(ev.reasons()) != 0 {
-		t.Errorf("refused for a missing signers file: %d %v", m.rejected, ev.reasons())
+	a := sync1(t, s, OutcomeError)
+	if m.rejected != 0 || strings.Join(ev.reasons(), " ") != "FetchFailed" || m.errors != 1 {
+		t.Errorf("refused for a missing signers file: %d %v, %d fetch errors", m.rejected, ev.reasons(), m.errors)
+	}
+	if a.Head != "" {
+		t.Errorf("head %s judged without the signers file", a.Head)
 	}
 	b, err := os.ReadFile(good)
 	if err != nil {
