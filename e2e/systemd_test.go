@@ -370,3 +370,63 @@ func TestDiffAsNonRoot(t *testing.T) {
 		t.Errorf("diff changed the host")
 	}
 }
+
+// A service whose process exits by itself with status 0 under a policy
+// that does not restart a clean exit (never, on-failure) is done: the
+// agent reports it Exited and does not start it again (it used to start
+// it every pass into its start limit). A stop out of band of a service
+// whose process exits 0 on SIGTERM is still a stop: started again.
+func TestExitedOnItsOwnNotStartedAgain(t *testing.T) {
+	e := newEnv(t)
+	e.write("once.yaml", `apiVersion: resil.dev/v1
+kind: Service
+metadata: {name: once}
+spec:
+  command: ["/bin/sh", "-c", "sleep 2; exit 0"]
+  restart: {policy: never}
+`)
+	e.write("clean.yaml", `apiVersion: resil.dev/v1
+kind: Service
+metadata: {name: clean}
+spec:
+  command: ["/bin/sh", "-c", "sleep 2; exit 0"]
+`)
+	e.write("graceful.yaml", `apiVersion: resil.dev/v1
+kind: Service
+metadata: {name: graceful}
+spec:
+  command: ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done"]
+`)
+	e.apply(0)
+	// systemd unloads an inactive unit nothing references, and its run
+	// history (the timestamps the judgement needs) with it: a unit the
+	// apply enabled is referenced by multi-user.target from the next
+	// daemon-reload on (at boot, always).
+	e.systemctl("daemon-reload")
+	a := e.startAgent()
+	e.eventually("first pass", 30*time.Second, func() bool { return a.countLogs("first pass done") > 0 })
+	for _, u := range []string{"once.service", "clean.service"} {
+		e.eventually(u+" exited", 30*time.Second, func() bool { return e.prop(u, "ActiveState") == "inactive" && e.prop(u, "ExecMainExitTimestamp") != "" })
+	}
+	e.eventually("Exited events", 30*time.Second, func() bool {
+		return a.hasEvent("Exited", "once.service exited by itself") && a.hasEvent("Exited", "clean.service exited by itself")
+	})
+	starts := map[string]string{}
+	for _, u := range []string{"once.service", "clean.service"} {
+		starts[u] = e.prop(u, "ExecMainStartTimestamp")
+	}
+	e.systemctl("stop", "graceful.service")
+	e.eventually("graceful.service started again", 30*time.Second, func() bool { return e.prop("graceful.service", "ActiveState") == "active" })
+	if !a.hasEvent("StoppedOutOfBand", "graceful.service is inactive") {
+		t.Errorf("no StoppedOutOfBand event for graceful.service")
+	}
+	time.Sleep(2 * time.Second) // passes woken by graceful's stop and start
+	for u, was := range starts {
+		if p := e.show(u, "ActiveState", "ExecMainStartTimestamp"); p["ActiveState"] != "inactive" || p["ExecMainStartTimestamp"] != was {
+			t.Errorf("%s started again: %v (started %s before)", u, p, was)
+		}
+	}
+	if a.hasEvent("StoppedOutOfBand", "once.service") || a.hasEvent("StoppedOutOfBand", "clean.service") {
+		t.Errorf("a service that exited by itself reported as stopped out of band")
+	}
+}

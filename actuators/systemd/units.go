@@ -7,11 +7,13 @@ import (
 	"path"
 	"strings"
 
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	godbus "github.com/godbus/dbus/v5"
 	"go.uber.org/zap"
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/internal/sdbus"
+	"resil.dev/resil/observed"
 )
 
 // noSuchUnit is systemd's D-Bus error for a unit file that does not exist.
@@ -226,8 +228,10 @@ func (a *Applier) checkJobState(ctx context.Context, s actuators.Step, before ui
 	switch state {
 	case "active", "activating", "reloading":
 	case "inactive":
-		// Only a oneshot service is inactive after a successful run.
-		if oneshot, err := a.finishedOneshot(ctx, s); err != nil || oneshot {
+		// A oneshot service is inactive after a successful run, and so is
+		// a service whose process the job started and that exited by
+		// itself with status 0 (restart policy on-failure or never).
+		if done, err := a.finishedRun(ctx, s, before); err != nil || done {
 			return err
 		}
 		return fmt.Errorf("%s %s: job done but the unit is inactive: %w", s.Op, s.Unit, ErrNotObserved)
@@ -246,22 +250,59 @@ func (a *Applier) checkJobState(ctx context.Context, s actuators.Step, before ui
 	return nil
 }
 
-// finishedOneshot reports whether s.Unit is a Type=oneshot service whose
-// last run succeeded.
-func (a *Applier) finishedOneshot(ctx context.Context, s actuators.Step) (bool, error) {
+// finishedRun reports whether s.Unit is a service whose run the job
+// started and that has finished well: a Type=oneshot service with result
+// success, or a service whose main process started after before (the
+// main process's start before the job, 0 when unknown) and exited by
+// itself with status 0 (observed.Unit.ExitedOnItsOwn: it exited before
+// the unit left the active state).
+func (a *Applier) finishedRun(ctx context.Context, s actuators.Step, before uint64) (bool, error) {
 	if !strings.HasSuffix(s.Unit, ".service") {
 		return false, nil
 	}
-	var vals [2]string
-	for i, name := range []string{"Type", "Result"} {
+	str := func(name string) (string, error) {
 		a.count("Get " + name)
 		p, err := a.c.GetUnitTypePropertyContext(ctx, s.Unit, "Service", name)
 		if err != nil {
-			return false, fmt.Errorf("%s %s: read %s: %w", s.Op, s.Unit, name, err)
+			return "", fmt.Errorf("%s %s: read %s: %w", s.Op, s.Unit, name, err)
 		}
-		vals[i], _ = p.Value.Value().(string)
+		v, _ := p.Value.Value().(string)
+		return v, nil
 	}
-	return vals[0] == "oneshot" && vals[1] == "success", nil
+	typ, err := str("Type")
+	if err != nil {
+		return false, err
+	}
+	res, err := str("Result")
+	if err != nil || res != "success" {
+		return false, err
+	}
+	if typ == "oneshot" {
+		return true, nil
+	}
+	u := &observed.Unit{ActiveState: "inactive"}
+	for _, f := range []struct {
+		iface, name string
+		set         func(v any)
+	}{
+		{"Service", "ExecMainStatus", func(v any) { u.ExecMainStatus, _ = v.(int32) }},
+		{"Service", "ExecMainStartTimestamp", func(v any) { u.ExecMainStartTimestamp, _ = v.(uint64) }},
+		{"Service", "ExecMainExitTimestamp", func(v any) { u.ExecMainExitTimestamp, _ = v.(uint64) }},
+		{"", "ActiveExitTimestamp", func(v any) { u.ActiveExitTimestamp, _ = v.(uint64) }},
+	} {
+		a.count("Get " + f.name)
+		var p *sddbus.Property
+		if f.iface == "" {
+			p, err = a.c.GetUnitPropertyContext(ctx, s.Unit, f.name)
+		} else {
+			p, err = a.c.GetUnitTypePropertyContext(ctx, s.Unit, f.iface, f.name)
+		}
+		if err != nil {
+			return false, fmt.Errorf("%s %s: read %s: %w", s.Op, s.Unit, f.name, err)
+		}
+		f.set(p.Value.Value())
+	}
+	return u.ExitedOnItsOwn() && u.ExecMainStartTimestamp > before, nil
 }
 
 // resetFailed clears a failed unit's state, result and restart counters.
