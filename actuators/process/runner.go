@@ -164,12 +164,10 @@ func (u *unit) runService(ctx context.Context, spec *Spec, adopt *procRecord, in
 		u.update(func(st *status) {
 			switch {
 			case st.ActiveState != "":
-			case ok && idle.State == idleFailed:
-				// Failed when the last agent of this boot died, from
-				// this same unit file.
-				st.ActiveState, st.SubState, st.Result = "failed", "failed", idle.Result
-			case ok && idle.State == idleExited:
-				// Done (exited by itself, not restarted by its policy).
+			case ok && (idle.State == idleFailed || idle.State == idleExited):
+				// Failed, or done (exited by itself, not restarted by its
+				// policy), when the last agent of this boot died, from
+				// this same unit file: with its last run.
 				*st = idle.status()
 			default:
 				st.ActiveState, st.SubState = "inactive", "dead"

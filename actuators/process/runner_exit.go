@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -164,13 +165,13 @@ func (r *runner) afterExit(ctx context.Context, d Decision, result string) {
 			result = ResultSuccess
 		}
 		r.set("inactive", "dead", func(st *status) { st.Result = result })
-		if st := r.u.status(); !r.requested && r.spec.Type != TypeOneshot && st.ExecMainStatus == 0 {
-			// Exited by itself and not restarted by its policy: the next
-			// agent of this boot leaves it so (startEnabled), and reports
-			// it done (observed.Unit.ExitedOnItsOwn).
+		if st := r.u.status(); !r.requested && st.ExecMainStatus == 0 && strings.HasSuffix(r.u.name, ".service") {
+			// Exited by itself and not restarted by its policy (or a
+			// timer's job run that succeeded): the next agent of this
+			// boot leaves it so (startEnabled), and reports it done
+			// (observed.Unit.ExitedOnItsOwn) with its last run.
 			_, hash := r.u.current()
-			r.u.s.noteIdle(r.u.name, idleEntry{State: idleExited, Hash: hash, Started: int64(usec(st.ExecMainStart)),
-				Exited: int64(usec(st.ExecMainExit)), ActiveExit: int64(usec(st.ActiveExit))})
+			r.u.s.noteIdle(r.u.name, lastRun(idleExited, "", hash, st))
 		}
 	default:
 		r.set("failed", "failed", func(st *status) { st.Result = result })

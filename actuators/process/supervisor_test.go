@@ -230,7 +230,8 @@ func TestAgentRestartLeavesDoneServicesAlone(t *testing.T) {
 	h1.install(service("stopped", desired.ServiceSpec{Command: cmd("stopped", "exec sleep 1000"), State: desired.StateStopped}), true)
 	h1.install(service("lost", desired.ServiceSpec{Command: cmd("lost", "exec sleep 1000"), Restart: &desired.RestartSpec{Policy: desired.RestartNever}}), true)
 	h1.install(service("held", desired.ServiceSpec{Command: cmd("held", "exec sleep 1000")}), true)
-	for _, n := range []string{"once", "clean", "lost", "held"} {
+	h1.install(service("bad", desired.ServiceSpec{Command: cmd("bad", "exit 3"), Restart: &desired.RestartSpec{Policy: desired.RestartNever}}), true)
+	for _, n := range []string{"once", "clean", "lost", "held", "bad"} {
 		if _, err := h1.apply(ctx, actuators.Step{Op: actuators.OpStart, Unit: n + ".service"}); err != nil {
 			t.Fatal(err)
 		}
@@ -245,6 +246,8 @@ func TestAgentRestartLeavesDoneServicesAlone(t *testing.T) {
 	if u := h1.unit("held.service"); u.ExitedOnItsOwn() {
 		t.Errorf("a stopped service reads as exited on its own: %+v", u)
 	}
+	h1.waitUnit("bad.service", "failed", func(u *observed.Unit) bool { return u.ActiveState == "failed" })
+	badExit := h1.unit("bad.service").ExecMainExitTimestamp
 	lostPID := int(h1.unit("lost.service").MainPID)
 	h1.abandon()
 	if err := syscall.Kill(lostPID, syscall.SIGKILL); err != nil {
@@ -255,7 +258,7 @@ func TestAgentRestartLeavesDoneServicesAlone(t *testing.T) {
 	h2 := newHarness(t, dir, Options{})
 	h2.run()
 	time.Sleep(300 * time.Millisecond)
-	for name, want := range map[string]int{"once": 1, "clean": 1, "stopped": 0, "lost": 1, "held": 1} {
+	for name, want := range map[string]int{"once": 1, "clean": 1, "stopped": 0, "lost": 1, "held": 1, "bad": 1} {
 		if got := runs(name); got != want {
 			t.Errorf("%s ran %d times, want %d", name, got, want)
 		}
@@ -268,6 +271,11 @@ func TestAgentRestartLeavesDoneServicesAlone(t *testing.T) {
 	}
 	if u := h2.unit("lost.service"); u.ActiveState != "failed" || u.Result != ResultUnknown {
 		t.Errorf("lost after the agent restart: %s/%s result %s", u.ActiveState, u.SubState, u.Result)
+	}
+	// A failed run keeps its exit status and time (they name the failed
+	// run in its event: not a second event after an agent restart).
+	if u := h2.unit("bad.service"); u.ActiveState != "failed" || u.ExecMainStatus != 3 || u.ExecMainExitTimestamp != badExit {
+		t.Errorf("bad after the agent restart: %s/%s status %d exit %d (was %d)", u.ActiveState, u.Result, u.ExecMainStatus, u.ExecMainExitTimestamp, badExit)
 	}
 	if u := h2.unit("stopped.service"); u.ActiveState != "inactive" {
 		t.Errorf("stopped after the agent restart: %s/%s", u.ActiveState, u.SubState)

@@ -35,11 +35,14 @@ type idleEntry struct {
 	State  string `json:"state"`
 	Result string `json:"result,omitempty"`
 	Hash   string `json:"hash,omitempty"`
-	// An exited service's last run (State "exited"), in µs since the
-	// epoch: what observe reports for it (observed.Unit.ExitedOnItsOwn).
+	// The last run of an exited or failed service, times in µs since the
+	// epoch: what observe reports for it after an agent restart
+	// (observed.Unit.ExitedOnItsOwn; a failure's exit status and time,
+	// which name the failed run in its event).
 	Started    int64 `json:"started,omitempty"`
 	Exited     int64 `json:"exited,omitempty"`
 	ActiveExit int64 `json:"activeExit,omitempty"`
+	Status     int32 `json:"status,omitempty"`
 }
 
 const (
@@ -50,10 +53,20 @@ const (
 	idleExited = "exited"
 )
 
-// status is the status of a service an exited record describes.
+// status is the status of a service an exited or failed record describes.
 func (e idleEntry) status() status {
-	return status{ActiveState: "inactive", SubState: "dead", Result: ResultSuccess, ExecMainStart: usecTime(e.Started),
-		ExecMainExit: usecTime(e.Exited), ActiveExit: usecTime(e.ActiveExit)}
+	st := status{ActiveState: "inactive", SubState: "dead", Result: ResultSuccess, ExecMainStart: usecTime(e.Started),
+		ExecMainExit: usecTime(e.Exited), ActiveExit: usecTime(e.ActiveExit), ExecMainStatus: e.Status}
+	if e.State == idleFailed {
+		st.ActiveState, st.SubState, st.Result = "failed", "failed", e.Result
+	}
+	return st
+}
+
+// lastRun is an idle record of state and result holding st's last run.
+func lastRun(state, result, hash string, st status) idleEntry {
+	return idleEntry{State: state, Result: result, Hash: hash, Started: int64(usec(st.ExecMainStart)), Exited: int64(usec(st.ExecMainExit)),
+		ActiveExit: int64(usec(st.ActiveExit)), Status: st.ExecMainStatus}
 }
 
 func usecTime(us int64) time.Time {

@@ -137,13 +137,14 @@ func (u *unit) update(f func(st *status)) {
 	if activeOrReloading(was) && !activeOrReloading(now) {
 		u.st.ActiveExit = u.s.now()
 	}
+	st := u.st
 	u.mu.Unlock()
 	if (was == "failed") != (now == "failed") && strings.HasSuffix(u.name, ".service") {
 		if now == "failed" {
 			if res == "" {
 				res = ResultUnknown
 			}
-			u.s.noteIdle(u.name, idleEntry{State: idleFailed, Result: res, Hash: hash})
+			u.s.noteIdle(u.name, lastRun(idleFailed, res, hash, st))
 		} else {
 			u.s.forgetIdle(u.name)
 		}
