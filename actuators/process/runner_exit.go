@@ -34,7 +34,11 @@ func (r *runner) kill(sig syscall.Signal, sub string) {
 	signalGroup(r.proc.rec.PGID, syscall.SIGCONT)
 	r.phase = phStopping
 	r.set("deactivating", sub, nil)
-	r.setTimer(r.stopTimeout())
+	if d := r.stopTimeout(); d > 0 {
+		r.setTimer(d)
+	} else {
+		r.stopTimer() // stopTimeout: 0 waits for the exit (TimeoutStopSec=0)
+	}
 }
 
 // recordStop writes to the table that the main process is being stopped
@@ -55,8 +59,10 @@ func (r *runner) recordStop() {
 	r.u.s.recordStopping(r.u.name, r.proc.rec.PID, why)
 }
 
+// stopTimeout is how long a stop waits before SIGKILL; 0 (an explicit
+// `stopTimeout: 0s`) waits for good, as systemd's TimeoutStopSec=0 does.
 func (r *runner) stopTimeout() time.Duration {
-	if d := r.spec.StopTimeout.D(); d > 0 {
+	if d := r.spec.StopTimeout.D(); d > 0 || r.spec.StopTimeout.IsSet() {
 		return d
 	}
 	d, _ := time.ParseDuration(defaultStopTimeout)

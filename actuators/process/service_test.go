@@ -289,3 +289,17 @@ func TestDefaultWorkingDirectoryIsRoot(t *testing.T) {
 		t.Fatalf("working directory %q, want /", b)
 	}
 }
+
+// stopTimeout: unset is the default (10s), an explicit 0 waits for good
+// (systemd's TimeoutStopSec=0: no SIGKILL), anything else is itself.
+func TestStopTimeout(t *testing.T) {
+	for _, tt := range []struct {
+		set  desired.Duration
+		want time.Duration
+	}{{"", 10 * time.Second}, {"0s", 0}, {"0", 0}, {"3s", 3 * time.Second}} {
+		r := &runner{spec: &Spec{StopTimeout: tt.set}}
+		if got := r.stopTimeout(); got != tt.want {
+			t.Errorf("stopTimeout %q: %v, want %v", tt.set, got, tt.want)
+		}
+	}
+}
