@@ -74,6 +74,9 @@ func (l *loader) parseFile(rel string, data []byte) []*doc {
 
 // parseDocs splits YAML into document nodes, dropping empty documents.
 func parseDocs(data []byte) ([]*yaml.Node, *FieldError) {
+	if fe := oddLineBreak(data); fe != nil {
+		return nil, fe
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var out []*yaml.Node
 	for {
@@ -106,6 +109,33 @@ func parseDocs(data []byte) ([]*yaml.Node, *FieldError) {
 			out = append(out, c)
 		}
 	}
+}
+
+// oddLineBreak refuses the line breaks other than LF and CRLF that
+// yaml.v3 honours (a CR alone, NEL, U+2028, U+2029): editors and grep do
+// not break lines there, so every position after one would name the wrong
+// line, and inside a quoted value yaml.v3 folds one into a space. The
+// position is counted in LF lines, as the editor shows it.
+func oddLineBreak(data []byte) *FieldError {
+	if bytes.IndexByte(data, '\r') < 0 && !bytes.Contains(data, []byte("\u0085")) && !bytes.Contains(data, []byte("\u2028")) && !bytes.Contains(data, []byte("\u2029")) {
+		return nil
+	}
+	for i, r := range string(data) {
+		var what string
+		switch {
+		case r == '\r' && (i+1 >= len(data) || data[i+1] != '\n'):
+			what = "a carriage return (CR) not followed by a newline"
+		case r == 0x85:
+			what = "the line break U+0085 (NEL)"
+		case r == 0x2028 || r == 0x2029:
+			what = fmt.Sprintf("the line break U+%04X", r)
+		default:
+			continue
+		}
+		return &FieldError{Line: bytes.Count(data[:i], []byte("\n")) + 1, Column: utf8.RuneCount(data[bytes.LastIndexByte(data[:i], '\n')+1:i]) + 1,
+			Detail: "invalid YAML: " + what + ": only LF and CRLF end lines here (write it as an escape in a double-quoted string: \\r, \\u0085, \\u2028)"}
+	}
+	return nil
 }
 
 // yamlParserProblems are the messages of yaml.v3's parser (parserc.go), as
