@@ -5,8 +5,11 @@ package desired
 // object, at most one Watchdog per host).
 
 import (
+	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 )
 
 // crossCheck merges drop-ins, validates each object and then checks what
@@ -54,6 +57,23 @@ func (l *loader) crossCheck(all []*Object, dropInDirs map[string]bool, set *Set)
 		}
 	}
 
+	// A drop-in that names a kind is for the object of that kind only
+	// (NAME.d/ is shared by every kind named NAME: a Service and the Timer
+	// that starts it); one naming a kind no object of that name has is an
+	// error, not ignored.
+	for _, n := range sortedKeys(dropIns) {
+		for _, d := range dropIns[n] {
+			k := dropInKind(d)
+			if k == "" || len(byName[n]) < 2 {
+				continue // one object: finish refuses another kind
+			}
+			if !slices.ContainsFunc(byName[n], func(o *Object) bool { return o.Kind == k }) {
+				l.fail(d.file, l.position([]*doc{d}, path{"kind"}, fmt.Sprintf("drop-in for %s %q, but no manifest defines one (%s)", k, n, kindsOf(byName[n]))))
+				set.BrokenNames[n] = true
+			}
+		}
+	}
+
 	var valid []*Object
 	for _, o := range all {
 		// The name from the base file: a broken drop-in must protect the
@@ -63,7 +83,7 @@ func (l *loader) crossCheck(all []*Object, dropInDirs map[string]bool, set *Set)
 			valid = append(valid, o) // finished when it was cached; it has no drop-ins
 			continue
 		}
-		if l.finish(o, dropIns[name]) {
+		if l.finish(o, dropInsFor(dropIns[name], o.Kind, len(byName[name]) > 1)) {
 			valid = append(valid, o)
 		} else {
 			// Its file's errors protect what came from that file; the
@@ -170,4 +190,41 @@ func unitsOf(o *Object) []string {
 		return []string{o.Metadata.Name + ".timer"}
 	}
 	return []string{"Watchdog/" + o.Metadata.Name}
+}
+
+// dropInKind is the kind a drop-in document names ("" when none).
+func dropInKind(d *doc) Kind {
+	var h struct {
+		Kind any `json:"kind"`
+	}
+	if json.Unmarshal(d.raw, &h) != nil {
+		return ""
+	}
+	k, _ := h.Kind.(string)
+	return Kind(k)
+}
+
+// dropInsFor are the drop-ins of one object of kind: when several kinds
+// share its name (shared), those naming no kind and those naming its
+// kind; else all (one naming another kind is refused by finish).
+func dropInsFor(ds []*doc, kind Kind, shared bool) []*doc {
+	if !shared {
+		return ds
+	}
+	var out []*doc
+	for _, d := range ds {
+		if k := dropInKind(d); k == "" || k == kind {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func kindsOf(objs []*Object) string {
+	var ks []string
+	for _, o := range objs {
+		ks = append(ks, o.ID())
+	}
+	sort.Strings(ks)
+	return strings.Join(ks, ", ")
 }

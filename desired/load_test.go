@@ -663,3 +663,39 @@ func TestLoadReleasesParseTrees(t *testing.T) {
 		t.Fatal("the object keeps its YAML parse trees after Load")
 	}
 }
+
+// NAME.d/ is shared by every object named NAME (a Service and the Timer of
+// that name): a drop-in that names a kind is for that kind only; one
+// without applies to all of them; one naming a kind none has is an error.
+func TestDropInKindTargetsOneObject(t *testing.T) {
+	const base = "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: web}\nspec: {command: [/bin/sleep, '1000']}\n---\n" +
+		"apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: api}\nspec: {command: [/bin/true]}\n---\n" +
+		"apiVersion: resil.dev/v1\nkind: Timer\nmetadata: {name: web}\nspec: {schedule: [hourly], service: api}\n"
+	for _, tt := range []struct {
+		name, dropIn, errs string
+		user               string // Service/web's user after the merge
+		broken             bool
+	}{
+		{"kind Service: the Service only", "kind: Service\nspec: {user: nobody}\n", "", "nobody", false},
+		{"no kind: every object of the name", "spec: {user: nobody}\n", `web.d/50-local.yaml:1:8: spec.user: only for an inline command; set it on Service "api" instead`, "nobody", true},
+		{"a kind none has", "kind: Watchdog\nspec: {user: nobody}\n", `web.d/50-local.yaml:1:1: kind: drop-in for Watchdog "web", but no manifest defines one (Service/web, Timer/web)`, "", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeFiles(t, dir, map[string]string{"web.yaml": base, "web.d/50-local.yaml": tt.dropIn})
+			set, err := loadInsecure(t, dir)
+			if got := strings.TrimSpace(errorLines(t, err, dir)); got != tt.errs {
+				t.Errorf("errors:\n%s\nwant:\n%s", got, tt.errs)
+			}
+			if set.BrokenNames["web"] != tt.broken {
+				t.Errorf("web broken %v, want %v", set.BrokenNames["web"], tt.broken)
+			}
+			if o := set.Objects["Service/web"]; tt.user != "" && (o == nil || o.Service.User != tt.user) {
+				t.Errorf("Service/web: %+v", o)
+			}
+			if !tt.broken && set.Objects["Timer/web"] == nil {
+				t.Errorf("Timer/web missing: %v", sortedKeys(set.Objects))
+			}
+		})
+	}
+}
