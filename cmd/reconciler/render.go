@@ -33,6 +33,11 @@ func newRenderCmd(g *globals) *cobra.Command {
 				if len(want) > 0 && !want[o.Metadata.Name] && !want[o.ID()] {
 					continue
 				}
+				if set.BrokenNames[o.Metadata.Name] {
+					// A drop-in of its name is refused or broken: what
+					// would run is its last good version, not this.
+					continue
+				}
 				found[o.Metadata.Name], found[o.ID()] = true, true
 				files, err := desired.Render(o)
 				if err != nil {

@@ -100,7 +100,9 @@ func validatePath(p string, opts desired.Options) ([]string, []*desired.FieldErr
 	var objs []string
 	for _, m := range []map[string]*desired.Object{set.Objects, set.NotSelected} {
 		for id, o := range m {
-			if only == "" || o.Source.File == only {
+			// An object whose drop-in folder has a refused or broken
+			// file is not valid: the agent keeps its last good version.
+			if (only == "" || o.Source.File == only) && !set.BrokenNames[o.Metadata.Name] {
 				objs = append(objs, id)
 			}
 		}
