@@ -106,3 +106,28 @@ func TestValidateJSONErrors(t *testing.T) {
 		t.Errorf("message %q", msg)
 	}
 }
+
+// An object whose drop-in is broken is neither counted valid by validate
+// nor rendered by render: what runs is its last good version.
+func TestBrokenDropInObjectNotValidNorRendered(t *testing.T) {
+	dir := dirWith(t, map[string]string{"web.yaml": good})
+	if err := os.MkdirAll(filepath.Join(dir, "web.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Refused (writable by others): the object itself loads without it.
+	dropIn := filepath.Join(dir, "web.d", "10-local.yaml")
+	if err := os.WriteFile(dropIn, []byte("spec: {user: nobody}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dropIn, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	out, code := runCLI(t, "validate", "--owner-check", "on", dir)
+	if code != 1 || !strings.Contains(out, "1 errors; 0 objects valid") {
+		t.Errorf("validate: exit %d:\n%s", code, out)
+	}
+	out, code = runCLIErr(t, "render", "--owner-check", "on", "--manifests", dir)
+	if code != 1 || strings.Contains(out, "[Service]") {
+		t.Errorf("render: exit %d:\n%s", code, out)
+	}
+}
