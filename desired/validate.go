@@ -283,8 +283,14 @@ func (v *validator) duration(p path, d Duration, min, max time.Duration) {
 func (v *validator) units(p path, directive string, list []string) {
 	ok := true
 	for i, u := range list {
-		if !unitRefRE.MatchString(u) || len(u) > 255 {
+		switch {
+		case !unitRefRE.MatchString(u) || len(u) > 255:
 			v.add(p.index(i), "invalid unit name %q (want e.g. network-online.target)", u)
+			ok = false
+		case strings.Contains(u, "@.") || strings.Count(u, "@") > 1:
+			// A template (foo@.service) is not a unit systemd can start
+			// or order against: it needs an instance (foo@x.service).
+			v.add(p.index(i), "%q is a template unit: name an instance (e.g. %s)", u, strings.Replace(u, "@.", "@instance.", 1))
 			ok = false
 		}
 	}
