@@ -311,6 +311,10 @@ func printStatus(w io.Writer, rep statusReport, wide bool, now time.Time) error 
 	switch {
 	case a.LastPass.IsZero():
 		fmt.Fprintln(w, "\nthe agent has not finished a pass yet")
+	case a.PID > 0 && a.PID != os.Getpid() && syscall.Kill(a.PID, 0) == syscall.ESRCH:
+		// An apply's pass, or an agent that died (kill -9, a crash): what
+		// is shown is what that pass left, not watched since.
+		fmt.Fprintf(w, "\nlast pass %s ago (pid %d, no longer running: nothing has watched the host since; %s backend)\n", shortAge(now.Sub(a.LastPass)), a.PID, a.Backend)
 	default:
 		fmt.Fprintf(w, "\nlast pass %s ago (agent pid %d, %s backend)\n", shortAge(now.Sub(a.LastPass)), a.PID, a.Backend)
 	}

@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -140,5 +142,39 @@ func TestStatusAndEventsCommands(t *testing.T) {
 	out, code = runCLI(t, "events", "--state-dir", dir, "--object", "nightly")
 	if code != 0 || !strings.Contains(out, "start nightly.timer") || strings.Contains(out, "Restarted") {
 		t.Errorf("events --object: exit %d\n%s", code, out)
+	}
+}
+
+// status says when the process that made the last pass no longer runs
+// (an apply, or an agent killed): nothing has watched the host since.
+func TestStatusSaysWhenTheAgentIsGone(t *testing.T) {
+	dir := t.TempDir()
+	s, err := store.Open(filepath.Join(dir, store.FileName), store.Options{Log: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	gone := exec.Command("/bin/true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	live := exec.Command("/bin/sleep", "60")
+	if err := live.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { live.Process.Kill(); live.Wait() }()
+	for _, tt := range []struct {
+		pid  int
+		want string
+	}{
+		{gone.Process.Pid, "no longer running"},
+		{live.Process.Pid, fmt.Sprintf("(agent pid %d, process backend)", live.Process.Pid)},
+	} {
+		if err := s.PutStatus(context.Background(), nil, store.Agent{LastPass: time.Now(), PID: tt.pid, Backend: "process"}); err != nil {
+			t.Fatal(err)
+		}
+		if out, _ := runCLI(t, "status", "--state-dir", dir); !strings.Contains(out, tt.want) {
+			t.Errorf("pid %d: want %q:\n%s", tt.pid, tt.want, out)
+		}
 	}
 }
