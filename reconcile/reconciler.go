@@ -235,6 +235,11 @@ type Result struct {
 	RequeueAfter time.Duration
 	// Health are the probe statuses the plan was computed from.
 	Health []health.Status
+	// Unsupported are the desired objects the backend cannot honour
+	// (their render refused: actuators.ErrUnsupported): not in Desired,
+	// nothing applied for them, what runs of them left alone; Classify
+	// reports them Invalid (they count as an invalid manifest here).
+	Unsupported []*desired.Object
 }
 
 // Failed counts steps that ran and failed.
@@ -383,6 +388,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 			// asks; what runs of it (a last good version) is left alone.
 			// It counts as invalid on this backend (diff exits 2, apply 1).
 			unsupported = append(unsupported, Finding{Object: o.ID(), Reason: ReasonUnsupported, Message: err.Error() + "; not applied", Warning: true})
+			res.Unsupported = append(res.Unsupported, o)
 			res.LoadErr = errors.Join(res.LoadErr, err)
 			protected[o.ID()] = true
 			continue

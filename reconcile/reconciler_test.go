@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"fmt"
 	"errors"
 	"os"
 	"path/filepath"
@@ -559,5 +560,26 @@ func TestFindingRecordedAtOnsetOnly(t *testing.T) {
 		if got := count(); got != tt.want {
 			t.Fatalf("pass %d (%q): %d Failed events, want %d: %+v", i+2, tt.state, got, tt.want, ring.Events())
 		}
+	}
+}
+
+// An object the backend cannot honour (its render refused with
+// actuators.ErrUnsupported) is not applied, and its status is Invalid,
+// not missing (it vanished from `status` and the Invalid metric).
+func TestUnsupportedObjectIsInvalidInStatus(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", webManifest)
+	f := newFake()
+	log := zaptest.NewLogger(t)
+	r := New(Config{Manifests: dir, Load: desired.Options{Insecure: true}, UnitDir: "/units", Observer: f, Applier: f, Events: NewRing(100, log), Log: log,
+		Render: func(o *desired.Object) ([]desired.UnitFile, error) {
+			return nil, fmt.Errorf("%s: resources: %w", o.ID(), actuators.ErrUnsupported)
+		}})
+	res, _ := r.Reconcile(context.Background(), Options{})
+	if len(f.applied) != 0 || len(res.Unsupported) != 1 {
+		t.Fatalf("applied %v, unsupported %v", f.applied, res.Unsupported)
+	}
+	if st := Classify(res)["Service/web"]; st.State != StateInvalid || !strings.Contains(st.Message, "Unsupported: ") {
+		t.Errorf("status %+v", st)
 	}
 }

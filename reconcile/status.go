@@ -62,6 +62,13 @@ func Classify(res Result) map[string]ObjectStatus {
 		}
 	}
 	out := map[string]ObjectStatus{}
+	for _, o := range res.Unsupported {
+		var msgs []string
+		for _, f := range findings[o.ID()] {
+			msgs = append(msgs, string(f.Reason)+": "+f.Message)
+		}
+		out[o.ID()] = ObjectStatus{State: StateInvalid, Drift: true, Message: strings.Join(msgs, "; ")}
+	}
 	for _, o := range res.Desired {
 		id := o.ID()
 		var st ObjectStatus

@@ -50,7 +50,7 @@ func newRunCmd(g *globals) *cobra.Command {
 				return exitCode(1, err)
 			}
 			defer obs.close()
-			src, err := srcf.open(g, log, obs.recorder, obs.metrics) // --source git: g.manifests is its link (source.go)
+			src, err := srcf.open(g, log, obs.recorder, obs.metrics, be.Render) // --source git: g.manifests is its link (source.go)
 			if err != nil {
 				return err
 			}

@@ -144,7 +144,9 @@ const crashBeforeSwapEnv = "RESIL_TEST_GIT_CRASH_BEFORE_SWAP"
 
 // open returns the git source (nil for --source dir) and points
 // g.manifests at its manifests link.
-func (s *sourceFlags) open(g *globals, log *zap.Logger, events reconcile.Recorder, m *metrics) (*gitsource.Source, error) {
+// render is the backend's renderer: a revision with an object it cannot
+// honour is invalid on this host (gitsource.Config.Render).
+func (s *sourceFlags) open(g *globals, log *zap.Logger, events reconcile.Recorder, m *metrics, render func(*desired.Object) ([]desired.UnitFile, error)) (*gitsource.Source, error) {
 	opts, err := g.loadOptions()
 	if err != nil {
 		return nil, exitCode(2, err)
@@ -173,7 +175,7 @@ func (s *sourceFlags) open(g *globals, log *zap.Logger, events reconcile.Recorde
 		Repo: s.repo, Ref: s.ref, Paths: s.paths, Dir: gitsource.Dir(stateDir), Interval: s.interval,
 		VerifySigners: s.verifySigners, AllowForcePush: s.allowForcePush, LocalDropIns: s.localDropIns,
 		Credentials: gitsource.Credentials{SSHKey: s.sshKey, SSHKnownHosts: s.knownHosts, TokenFile: s.tokenFile},
-		Load:        opts, Events: events, Log: log,
+		Load:        opts, Events: events, Log: log, Render: render,
 	}
 	if m != nil {
 		cfg.Metrics = m

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -31,7 +32,7 @@ func storePath(g *globals) string { return filepath.Join(g.stateDir, store.FileN
 func objectStatuses(res reconcile.Result, now time.Time) []store.ObjectStatus {
 	var out []store.ObjectStatus
 	classes := reconcile.Classify(res)
-	for _, o := range res.Desired {
+	for _, o := range append(slices.Clip(res.Desired), res.Unsupported...) {
 		id := o.ID()
 		c := classes[id]
 		out = append(out, store.ObjectStatus{Object: id, Kind: string(o.Kind), Name: o.Metadata.Name, Unit: o.UnitName(), Updated: now,

@@ -242,11 +242,18 @@ func copyDropIns(local, dir string, c *composed, dirs map[string]bool, opts desi
 
 // validate loads dir as the agent would (opts) and returns an ErrInvalid
 // error naming every problem, with repository paths for file names.
-func validate(dir string, opts desired.Options, c *composed) error {
+func validate(dir string, opts desired.Options, c *composed, render func(*desired.Object) ([]desired.UnitFile, error)) error {
 	set, err := desired.Load(dir, opts)
 	var problems []string
 	if err != nil {
 		problems = append(problems, err.Error())
+	}
+	if set != nil && render != nil {
+		for _, o := range set.Sorted() {
+			if _, err := render(o); err != nil {
+				problems = append(problems, fmt.Sprintf("%s: %s: %v", filepath.Join(dir, o.Source.File), o.ID(), err))
+			}
+		}
 	}
 	if set != nil {
 		var empty []string

@@ -82,6 +82,11 @@ type Config struct {
 	Interval time.Duration
 	// Load are the agent's load options, used to validate a revision.
 	Load desired.Options
+	// Render, if set, is the backend's renderer: a revision with an
+	// object it refuses (e.g. a setting the process backend cannot
+	// apply: actuators.ErrUnsupported) is invalid on this host, so a
+	// commit is never deployed in part.
+	Render func(*desired.Object) ([]desired.UnitFile, error)
 	// Events receives RevisionDeployed, RevisionRejected, RevisionInvalid.
 	Events  reconcile.Recorder
 	Metrics Metrics
@@ -417,7 +422,7 @@ func (s *Source) sync(ctx context.Context) (Attempt, error) {
 	tmp := filepath.Join(s.cfg.Dir, revsDir, tmpPrefix+key)
 	c, err := materialise(ctx, s.git, head, s.cfg.Paths, s.cfg.LocalDropIns, tmp, s.cfg.Load)
 	if err == nil {
-		err = validate(tmp, s.cfg.Load, c)
+		err = validate(tmp, s.cfg.Load, c, s.cfg.Render)
 	}
 	if err != nil {
 		os.RemoveAll(tmp)

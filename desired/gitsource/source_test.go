@@ -2,6 +2,8 @@ package gitsource
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -605,3 +607,33 @@ func TestPrime(t *testing.T) {
 		t.Errorf("%d fetches, want 1 (Prime with a revision deployed fetches nothing)", m.fetches)
 	}
 }
+
+// A revision with an object the backend cannot honour (Config.Render
+// refuses it: a setting the process backend cannot apply) is invalid on
+// this host as a whole: no commit is deployed in part.
+func TestSyncRevisionUnsupportedByBackendKeepsPreviousWhole(t *testing.T) {
+	r := newRepo(t)
+	r.Commit("one", "", map[string]string{"web.yaml": service("web", "1"), "db.yaml": service("db", "1")})
+	render := func(o *desired.Object) ([]desired.UnitFile, error) {
+		if o.Service != nil && o.Service.Environment["REV"] == "unsupported" {
+			return nil, fmt.Errorf("%s: resources.memoryMax: %w", o.ID(), errUnsupportedForTest)
+		}
+		return desired.Render(o)
+	}
+	s, ev, _ := newSource(t, r, func(c *Config) { c.Render = render })
+	sync1(t, s, OutcomeDeployed)
+	before := manifests(t, s)
+	r.Commit("half unsupported", "", map[string]string{"web.yaml": service("web", "2"), "db.yaml": service("db", "unsupported")})
+	a := sync1(t, s, OutcomeInvalid)
+	if !strings.Contains(a.Error, "db.yaml: Service/db: ") || !strings.Contains(a.Error, "not supported here") {
+		t.Errorf("error %q", a.Error)
+	}
+	if got := manifests(t, s); got["web.yaml"] != before["web.yaml"] {
+		t.Errorf("web deployed from a half-unsupported commit: %v", got)
+	}
+	if e := ev.last(); e.Reason != "RevisionInvalid" {
+		t.Errorf("last event %+v", e)
+	}
+}
+
+var errUnsupportedForTest = errors.New("not supported here")
