@@ -54,6 +54,18 @@ func flockDeadHolder(f *os.File, path string) error {
 	}
 }
 
+// agentRunning reports whether the process recorded in the state
+// directory's lock file still runs (true when that cannot be told). It
+// takes no lock: a probe must never make a starting agent find the lock
+// held.
+func agentRunning(stateDir string) bool {
+	path := filepath.Join(stateDir, "agent.lock")
+	if _, err := os.Stat(path); os.IsNotExist(err) {
+		return false
+	}
+	return holderAlive(path)
+}
+
 // holderAlive reports whether the PID recorded in the lock file still runs
 // (true when unknown, so a live agent is never waited on).
 func holderAlive(path string) bool {

@@ -316,6 +316,9 @@ func newSyncCmd(g *globals) *cobra.Command {
 			if rec, err := gitsource.ReadRecord(dir); err != nil || rec == nil {
 				return exitCode(2, fmt.Errorf("no git source in %s (the agent runs with --source git): %w", g.stateDir, errors.Join(err, errors.New("no source.json"))))
 			}
+			if !agentRunning(g.stateDir) {
+				return exitCode(2, fmt.Errorf("no agent is running on %s (its lock is free): nothing would answer", g.stateDir))
+			}
 			start := time.Now()
 			req, err := gitsource.RequestSync(dir)
 			if err != nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -71,9 +72,20 @@ func TestDiffRevision(t *testing.T) {
 	if _, code := runCLI(t, "diff", "--backend", "process", "--owner-check", "off", "--state-dir", state, "--revision", "nope"); code != 2 {
 		t.Errorf("diff --revision nope: exit %d, want 2", code)
 	}
-	// sync with no agent running times out: exit 2.
-	if out, code := runCLI(t, "sync", "--state-dir", state, "--wait", "200ms"); code != 2 {
-		t.Errorf("sync without an agent: exit %d\n%s", code, out)
+	// sync with no agent running says so at once (no lock file; then a
+	// lock file whose holder is gone), not after --wait: exit 2.
+	if _, code, err := execCLI("sync", "--state-dir", state, "--wait", "1h"); code != 2 || err == nil || !strings.Contains(err.Error(), "no agent is running") {
+		t.Errorf("sync without an agent: exit %d: %v", code, err)
+	}
+	gone := exec.Command("/bin/true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(state, "agent.lock"), []byte(strconv.Itoa(gone.Process.Pid)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, code, err := execCLI("sync", "--state-dir", state, "--wait", "1h"); code != 2 || err == nil || !strings.Contains(err.Error(), "no agent is running") {
+		t.Errorf("sync with a dead agent's lock file: exit %d: %v", code, err)
 	}
 }
 
