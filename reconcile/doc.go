@@ -30,7 +30,9 @@
 // The operator's safety rails are planner input too (SafetyInput, read
 // before the pass): a pause lease withholds an object's steps and reports
 // them; the mass-prune guard holds back a pass's prunes when they are too
-// many; a prune grace keeps a vanished object until its deadline.
+// many, and keeps holding those objects (PruneHeld, persisted) until a
+// confirmation or their manifests are back; a prune grace keeps a vanished
+// object until its deadline.
 //
 // Files:
 //
@@ -51,7 +53,7 @@
 //	rollout_state.go  the rollout record, the jitter gate, `rollout resume` acknowledgements
 //	plan_safety.go    safety rails in the planner: paused objects' steps withheld, the mass-prune guard
 //	lease.go          Lease and LeaseDir: pause leases in <state-dir>/leases/
-//	safety.go         Safety: the rails' state-dir input and bookkeeping (expiry, prune deadlines, confirmations)
+//	safety.go         Safety: the rails' state-dir input and bookkeeping (expiry, prune deadlines, held objects, confirmations)
 //	reason.go         the event vocabulary: Reason, its Category (drift, failure, ...)
 //	status.go         Classify: an object's state after a pass (Converged … Invalid)
 //	restartclass.go   ClassifyUnitChange: restart or only daemon-reload for a rewritten unit

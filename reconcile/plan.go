@@ -150,11 +150,12 @@ type planner struct {
 	jobs map[string]string
 	// Safety rails (plan_safety.go): paused objects with their withheld
 	// steps, prune deadlines after this pass, a blocked prune, what is
-	// pruned.
-	held    map[string]*PausedObject
-	pending map[string]time.Time
-	blocked *PruneBlock
-	pruned  []string
+	// pruned, the objects a block holds after this pass.
+	held      map[string]*PausedObject
+	pending   map[string]time.Time
+	blocked   *PruneBlock
+	pruned    []string
+	pruneHeld map[string]time.Time
 	// rollout paces restarts (nil: MaxParallelRestarts is 0).
 	rollout *rolloutState
 }
@@ -162,7 +163,8 @@ type planner struct {
 // Compute returns the steps that move the observed state toward the desired
 // one. It does no I/O and is deterministic for the same input.
 func Compute(in Input) Plan {
-	p := &planner{in: in, jobs: map[string]string{}, held: map[string]*PausedObject{}, pending: map[string]time.Time{}}
+	p := &planner{in: in, jobs: map[string]string{}, held: map[string]*PausedObject{}, pending: map[string]time.Time{},
+		pruneHeld: map[string]time.Time{}}
 	objs := append([]*desired.Object(nil), in.Objects...)
 	sort.Slice(objs, func(i, j int) bool { return objs[i].ID() < objs[j].ID() })
 	wanted := map[string]bool{}
@@ -202,6 +204,9 @@ func Compute(in Input) Plan {
 	safety := SafetyReport{Paused: p.pausedReport(), PruneBlocked: p.blocked, Pruned: p.pruned}
 	if len(p.pending) > 0 {
 		safety.PrunePending = p.pending
+	}
+	if len(p.pruneHeld) > 0 {
+		safety.PruneHeld = p.pruneHeld
 	}
 	rollout := p.finishRollout()
 	var steps []actuators.Step

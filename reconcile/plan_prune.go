@@ -78,12 +78,17 @@ func (p *planner) brokenSource(data []byte) bool {
 // object by object (an object's units go together), through the safety
 // rails: a paused object's prune is withheld; with PruneGrace an object
 // is kept until its deadline (PrunePending); and the mass-prune guard
-// blocks the pass's prunes when they are too many (PruneBlocked).
+// blocks the pass's prunes when they are too many, or when an earlier
+// block still holds one of them (PruneBlocked, PruneHeld).
 func (p *planner) prune(wanted map[string]bool) {
 	if p.in.Observed == nil || !p.in.Prune {
-		// Nothing is pruned: the deadlines set so far stay as they are.
+		// Nothing is pruned: the deadlines set so far stay as they are,
+		// and so do the objects a block holds.
 		for id, d := range p.in.PrunePending {
 			p.pending[id] = d
+		}
+		for id, t := range p.in.PruneHeld {
+			p.pruneHeld[id] = t
 		}
 		return
 	}
@@ -100,7 +105,15 @@ func (p *planner) prune(wanted map[string]bool) {
 		if u.Owner != "" && u.File != nil {
 			owned[u.Owner] = true
 		}
-		if wanted[n] || u.Owner == "" || u.File == nil || p.in.Protected[u.Owner] {
+		if wanted[n] || u.Owner == "" || u.File == nil {
+			continue
+		}
+		// Still owned and not desired: a block holding it holds on
+		// (also while its manifest is broken, paused or in its grace).
+		if t, ok := p.in.PruneHeld[u.Owner]; ok {
+			p.pruneHeld[u.Owner] = t
+		}
+		if p.in.Protected[u.Owner] {
 			continue
 		}
 		if p.brokenSource(u.File) {
@@ -145,11 +158,23 @@ func (p *planner) prune(wanted map[string]bool) {
 		p.stops, p.files, p.runtime = p.stops[:m.stops], p.files[:m.files], p.runtime[:m.runtime]
 		p.reload, p.reloadWhy = m.reload, p.reloadWhy[:m.why]
 		p.blocked = b
+		// Held from now on: the objects of a block by share. A block only
+		// by held objects holds on to those (kept above); a due object it
+		// did not hold waits with them, and is judged by the share again
+		// once they are released.
+		if b.OverShare {
+			for _, owner := range due {
+				if _, ok := p.pruneHeld[owner]; !ok {
+					p.pruneHeld[owner] = p.in.Now
+				}
+			}
+		}
 		p.find("", "", ReasonPruneBlocked, b.Why+": "+strings.Join(b.Objects, ", "), true, false)
 		return
 	}
 	for _, owner := range due {
 		delete(p.pending, owner)
+		delete(p.pruneHeld, owner)
 		p.pruned = append(p.pruned, owner)
 		for _, n := range units[owner] {
 			p.pruneUnit(n, p.in.Observed.Units[n])

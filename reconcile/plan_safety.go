@@ -32,6 +32,14 @@ type SafetyInput struct {
 	// object ID).
 	PruneGrace   time.Duration        `json:"-"`
 	PrunePending map[string]time.Time `json:"-"`
+	// PruneHeld are the objects an earlier pass's mass-prune guard blocked
+	// and nothing released since, by ID, with when the guard first held
+	// them (SafetyReport.PruneHeld of the last applying pass, persisted in
+	// prune-held.json). While one of them is due for pruning the guard
+	// blocks the pass's prunes whatever their share of the owned objects:
+	// the objects the blocked pass created count as owned in the passes
+	// after it, so the share alone would let the same prune through.
+	PruneHeld map[string]time.Time `json:"-"`
 }
 
 // SafetyReport is what the safety rails did to a plan.
@@ -48,6 +56,11 @@ type SafetyReport struct {
 	PrunePending map[string]time.Time `json:"prunePending,omitempty"`
 	// Pruned are the object IDs this plan prunes.
 	Pruned []string `json:"pruned,omitempty"`
+	// PruneHeld are the objects the mass-prune guard holds after this pass
+	// (see SafetyInput.PruneHeld): those of this pass's block, and those
+	// held before that are still owned and still not desired, less what
+	// this pass prunes. The caller persists them.
+	PruneHeld map[string]time.Time `json:"pruneHeld,omitempty"`
 }
 
 // PausedObject is one paused object and the steps withheld from the plan.
@@ -65,7 +78,14 @@ type PruneBlock struct {
 	Owned   int      `json:"owned"`
 	// Max is the share the guard allows.
 	Max float64 `json:"max"`
-	Why string  `json:"why"`
+	// OverShare: Objects are more than Max of Owned (and more than one);
+	// the share alone blocks them.
+	OverShare bool `json:"overShare"`
+	// Held are the objects of Objects an earlier pass's block held
+	// (SafetyInput.PruneHeld), since HeldSince.
+	Held      []string  `json:"held,omitempty"`
+	HeldSince time.Time `json:"heldSince,omitempty"`
+	Why       string    `json:"why"`
 	// Steps are the prune steps held back.
 	Steps []actuators.Step `json:"steps"`
 }
@@ -165,13 +185,39 @@ func (p *planner) pausedReport() []PausedObject {
 	return out
 }
 
-// guardPrune decides whether the objects due for pruning may be pruned:
-// the guard blocks a pass that would prune more than one object and more
-// than MaxPrune of the owned ones, unless AllowPrune or ConfirmedPrune
-// lets it through.
+// guardPrune decides whether the objects due for pruning may be pruned.
+// The guard blocks the pass's prunes when they are more than one object
+// and more than MaxPrune of the owned ones, or when one of them is held by
+// an earlier block (PruneHeld): a block holds until it is confirmed or its
+// objects are desired again, not only until the share drops (the objects
+// the blocked pass created raise the owned count). AllowPrune, or a
+// ConfirmedPrune naming every due object, lets it through; MaxPrune 0
+// turns the guard off.
+//
+//	          share > MaxPrune (and more than one object)
+//	ordinary ──────────────────────────────────────────▶ blocked (its objects held) ──┐
+//	  ▲  ▲                                                 │      │       ▲            │ next pass, a held object
+//	  │  │ confirmed (prune --confirm, apply --allow-prune) │      │       └────────────┘ still due: blocked again,
+//	  │  └─────────────────────────────────────────────────┘      │                      whatever the share (a due
+//	  └──────────── every held object desired again, or gone ─────┘                      object it did not hold waits
+//	                                                                                     with it, is not held after)
 func (p *planner) guardPrune(due []string, owned int) *PruneBlock {
 	n := len(due)
-	if p.in.MaxPrune <= 0 || n <= 1 || float64(n) <= p.in.MaxPrune*float64(owned) {
+	if p.in.MaxPrune <= 0 || n == 0 {
+		return nil
+	}
+	var held []string
+	var since time.Time
+	for _, id := range due {
+		if t, ok := p.in.PruneHeld[id]; ok {
+			held = append(held, id)
+			if since.IsZero() || t.Before(since) {
+				since = t
+			}
+		}
+	}
+	over := n > 1 && float64(n) > p.in.MaxPrune*float64(owned)
+	if !over && len(held) == 0 {
 		return nil
 	}
 	if p.in.AllowPrune >= n {
@@ -186,9 +232,16 @@ func (p *planner) guardPrune(due []string, owned int) *PruneBlock {
 			return nil
 		}
 	}
-	why := fmt.Sprintf("would prune %d of %d owned objects, more than --max-prune %s; nothing pruned (`reconciler prune --confirm` or `apply --allow-prune %d` lets it through once)",
-		n, owned, FormatShare(p.in.MaxPrune), n)
-	return &PruneBlock{Objects: due, Owned: owned, Max: p.in.MaxPrune, Why: why}
+	let := fmt.Sprintf("(`reconciler prune --confirm` or `apply --allow-prune %d` lets it through once)", n)
+	b := &PruneBlock{Objects: due, Owned: owned, Max: p.in.MaxPrune, OverShare: over, Held: held, HeldSince: since}
+	if over {
+		b.Why = fmt.Sprintf("would prune %d of %d owned objects, more than --max-prune %s; nothing pruned %s",
+			n, owned, FormatShare(p.in.MaxPrune), let)
+		return b
+	}
+	b.Why = fmt.Sprintf("would prune %d of %d owned objects; the guard has held %s since %s and nothing confirmed it; nothing pruned until it is confirmed or they are desired again %s",
+		n, owned, strings.Join(held, ", "), since.UTC().Format(LayoutMilli), let)
+	return b
 }
 
 // FormatShare renders a share as a percentage: 0.5 → "50%".

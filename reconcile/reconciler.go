@@ -118,6 +118,9 @@ type Reconciler struct {
 	// pending are the prune deadlines (delayed prune), persisted in the
 	// state dir.
 	pending map[string]time.Time
+	// pruneHeld are the objects a blocked prune holds until it is
+	// confirmed (SafetyInput.PruneHeld), persisted in the state dir.
+	pruneHeld map[string]time.Time
 	// rolloutGate is the jitter gate before the next wave (zero: none);
 	// rolloutRec the rollout record (rollout_state.go).
 	rolloutGate time.Time
@@ -194,7 +197,7 @@ func New(cfg Config) *Reconciler {
 	if cfg.Safety.StateDir != "" && !cfg.Safety.ReadOnly {
 		// The agent holds the state dir's lock: its own files' temporary
 		// files are a killed agent's.
-		atomicfile.RemoveTemps(cfg.Safety.StateDir, PrunePendingFileName, RolloutFileName, RestartJournalFileName)
+		atomicfile.RemoveTemps(cfg.Safety.StateDir, PrunePendingFileName, PruneHeldFileName, RolloutFileName, RestartJournalFileName)
 	}
 	r.loadPending()
 	r.loadRollout()

@@ -19,8 +19,9 @@ import (
 // 14). The zero value turns them off (no leases, no guard, no grace).
 type Safety struct {
 	// StateDir holds the leases (leases/), the prune deadlines
-	// (prune-pending.json) and a prune confirmation (prune-confirm.json);
-	// "" keeps deadlines in memory and reads no leases.
+	// (prune-pending.json), the objects a blocked prune holds
+	// (prune-held.json) and a prune confirmation (prune-confirm.json); ""
+	// keeps deadlines and held objects in memory and reads no leases.
 	StateDir string
 	// ReadOnly (diff): read the state dir, never write it.
 	ReadOnly bool
@@ -32,10 +33,13 @@ type Safety struct {
 	PruneGrace time.Duration
 }
 
-// PrunePendingFileName and PruneConfirmFileName are the state dir files
-// of delayed prune and of `reconciler prune --confirm`.
+// PrunePendingFileName, PruneHeldFileName and PruneConfirmFileName are
+// the state dir files of delayed prune, of the mass-prune guard's blocks
+// (the objects a blocked prune holds until it is confirmed, by ID, with
+// when they were first held) and of `reconciler prune --confirm`.
 const (
 	PrunePendingFileName = "prune-pending.json"
+	PruneHeldFileName    = "prune-held.json"
 	PruneConfirmFileName = "prune-confirm.json"
 )
 
@@ -75,11 +79,16 @@ func SafetySignature(stateDir string) string {
 	return s
 }
 
-// loadPending reads the persisted prune deadlines (none when missing; a
-// file that does not parse is ignored with a warning).
+// loadPending reads the persisted prune deadlines and the objects a
+// blocked prune holds (none when missing; a file that does not parse is
+// ignored with a warning).
 func (r *Reconciler) loadPending() {
 	if r.cfg.Safety.StateDir != "" {
 		r.pending = r.readTimes(PrunePendingFileName)
+		// Trusted like the deadlines: a forged file could hold objects
+		// (never prune one); one refused is a block forgotten, and the
+		// share judges the pass again.
+		r.pruneHeld = r.readTimes(PruneHeldFileName)
 	}
 }
 
@@ -109,7 +118,7 @@ func (r *Reconciler) readTimes(name string) map[string]time.Time {
 func (r *Reconciler) safetyInput(log *zap.Logger, opts Options, now time.Time) (SafetyInput, []Lease) {
 	sc := r.cfg.Safety
 	in := SafetyInput{Now: now, MaxPrune: sc.MaxPrune, AllowPrune: opts.AllowPrune, PruneGrace: sc.PruneGrace,
-		PrunePending: maps.Clone(r.pending)}
+		PrunePending: maps.Clone(r.pending), PruneHeld: maps.Clone(r.pruneHeld)}
 	if sc.StateDir == "" {
 		return in, nil
 	}
@@ -148,15 +157,24 @@ func (r *Reconciler) safetyInput(log *zap.Logger, opts Options, now time.Time) (
 
 // afterPlan does the state-dir bookkeeping of an applying pass's safety
 // rails: expired leases are removed (LeaseExpired; this pass converges
-// their objects), the prune deadlines are saved, a used or stale
-// confirmation is removed.
+// their objects), the prune deadlines and the objects a blocked prune
+// holds are saved, a used or stale confirmation is removed.
 func (r *Reconciler) afterPlan(log *zap.Logger, in SafetyInput, expired []Lease, plan Plan) {
 	sc := r.cfg.Safety
+	persist := sc.StateDir != "" && !sc.ReadOnly
 	if !maps.Equal(r.pending, plan.PrunePending) {
 		r.pending = maps.Clone(plan.PrunePending)
-		if sc.StateDir != "" && !sc.ReadOnly {
-			if err := r.savePending(); err != nil {
+		if persist {
+			if err := r.saveTimes(PrunePendingFileName, r.pending); err != nil {
 				log.Warn("prune deadlines not persisted", zap.Error(err))
+			}
+		}
+	}
+	if !maps.EqualFunc(r.pruneHeld, plan.PruneHeld, time.Time.Equal) {
+		r.pruneHeld = maps.Clone(plan.PruneHeld)
+		if persist {
+			if err := r.saveTimes(PruneHeldFileName, r.pruneHeld); err != nil {
+				log.Warn("objects held by a blocked prune not persisted", zap.Error(err))
 			}
 		}
 	}
@@ -192,18 +210,23 @@ func (r *Reconciler) afterPlan(log *zap.Logger, in SafetyInput, expired []Lease,
 	}
 }
 
-func (r *Reconciler) savePending() error {
-	b, err := json.MarshalIndent(r.pending, "", "  ")
+// saveTimes writes a state dir file of times by name (readTimes reads
+// it) atomically: temporary file, fsync, rename.
+func (r *Reconciler) saveTimes(name string, m map[string]time.Time) error {
+	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
-		return err
+		return fmt.Errorf("encode %s: %w", name, err)
 	}
-	if r.pending == nil {
+	if m == nil {
 		b = []byte("{}")
 	}
 	if err := os.MkdirAll(r.cfg.Safety.StateDir, 0o755); err != nil {
-		return err
+		return fmt.Errorf("state dir: %w", err)
 	}
-	return writeStateFile(filepath.Join(r.cfg.Safety.StateDir, PrunePendingFileName), append(b, '\n'))
+	if err := writeStateFile(filepath.Join(r.cfg.Safety.StateDir, name), append(b, '\n')); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	return nil
 }
 
 // wakeAfter merges the safety rails' next wake-up (a lease expiry, a

@@ -182,18 +182,26 @@ func TestGuardPrune(t *testing.T) {
 		name              string
 		due, owned, allow int
 		max               float64
-		confirmed         []string
+		confirmed, held   []string
 		blocked           bool
 	}{
-		{"one of one", 1, 1, 0, 0.5, nil, false},
-		{"half", 2, 4, 0, 0.5, nil, false},
-		{"more than half", 3, 4, 0, 0.5, nil, true},
-		{"all of two", 2, 2, 0, 0.5, nil, true},
-		{"guard off", 4, 4, 0, 0, nil, false},
-		{"allowed", 3, 4, 3, 0.5, nil, false},
-		{"allowed too few", 3, 4, 2, 0.5, nil, true},
-		{"confirmed", 2, 2, 0, 0.5, []string{"Service/o0", "Service/o1"}, false},
-		{"confirmed in part", 2, 2, 0, 0.5, []string{"Service/o0"}, true},
+		{"one of one", 1, 1, 0, 0.5, nil, nil, false},
+		{"half", 2, 4, 0, 0.5, nil, nil, false},
+		{"more than half", 3, 4, 0, 0.5, nil, nil, true},
+		{"all of two", 2, 2, 0, 0.5, nil, nil, true},
+		{"guard off", 4, 4, 0, 0, nil, nil, false},
+		{"allowed", 3, 4, 3, 0.5, nil, nil, false},
+		{"allowed too few", 3, 4, 2, 0.5, nil, nil, true},
+		{"confirmed", 2, 2, 0, 0.5, []string{"Service/o0", "Service/o1"}, nil, false},
+		{"confirmed in part", 2, 2, 0, 0.5, []string{"Service/o0"}, nil, true},
+		// an earlier block holds, whatever the share
+		{"held, half", 4, 8, 0, 0.5, nil, []string{"Service/o0", "Service/o1", "Service/o2", "Service/o3"}, true},
+		{"held, one", 1, 8, 0, 0.5, nil, []string{"Service/o0"}, true},
+		{"held other objects", 1, 8, 0, 0.5, nil, []string{"Service/x"}, false},
+		{"held, allowed", 2, 8, 2, 0.5, nil, []string{"Service/o0"}, false},
+		{"held, confirmed", 2, 8, 0, 0.5, []string{"Service/o0", "Service/o1"}, []string{"Service/o0"}, false},
+		{"held, confirmed in part", 2, 8, 0, 0.5, []string{"Service/o0"}, []string{"Service/o0"}, true},
+		{"held, guard off", 2, 8, 0, 0, nil, []string{"Service/o0"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var due []string
@@ -203,6 +211,12 @@ func TestGuardPrune(t *testing.T) {
 			in := Input{SafetyInput: SafetyInput{MaxPrune: tc.max, AllowPrune: tc.allow, ConfirmedPrune: map[string]bool{}}}
 			for _, id := range tc.confirmed {
 				in.ConfirmedPrune[id] = true
+			}
+			for _, id := range tc.held {
+				if in.PruneHeld == nil {
+					in.PruneHeld = map[string]time.Time{}
+				}
+				in.PruneHeld[id] = time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
 			}
 			p := &planner{in: in}
 			if got := p.guardPrune(due, tc.owned) != nil; got != tc.blocked {
@@ -415,15 +429,10 @@ func TestStateFileReadersRefuseUntrusted(t *testing.T) {
 	}{
 		{RolloutFileName, func(s string) error { _, _, err := ReadRolloutRecord(s); return err }},
 		{RolloutResumeFileName, func(s string) error { _, err := ReadRolloutResume(s); return err }},
-		{PrunePendingFileName, func(s string) error {
-			core, logged := observer.New(zap.WarnLevel)
-			r := &Reconciler{cfg: Config{Safety: Safety{StateDir: s}}, log: zap.New(core)}
-			r.readTimes(PrunePendingFileName)
-			if logged.Len() > 0 {
-				return fmt.Errorf("%s", logged.All()[0].ContextMap()["error"])
-			}
-			return nil
-		}},
+		{PrunePendingFileName, readTimesErr(PrunePendingFileName)},
+		// a forged held set is harmless (it holds, never prunes), but
+		// it is read as the others are
+		{PruneHeldFileName, readTimesErr(PruneHeldFileName)},
 	}
 	files := []struct {
 		name     string
@@ -456,6 +465,20 @@ func TestStateFileReadersRefuseUntrusted(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// readTimesErr reads a state file of times as the agent does and returns
+// the warning it logged, if any.
+func readTimesErr(name string) func(state string) error {
+	return func(s string) error {
+		core, logged := observer.New(zap.WarnLevel)
+		r := &Reconciler{cfg: Config{Safety: Safety{StateDir: s}}, log: zap.New(core)}
+		r.readTimes(name)
+		if logged.Len() > 0 {
+			return fmt.Errorf("%s", logged.All()[0].ContextMap()["error"])
+		}
+		return nil
 	}
 }
 

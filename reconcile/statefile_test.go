@@ -14,7 +14,7 @@ import (
 // one (diff) removes nothing. State files are written with their
 // temporary file beside them, never in $TMPDIR.
 func TestStateTempFiles(t *testing.T) {
-	left := []string{".restart-pending.json2539384133", ".rollout.json77", ".prune-pending.json-12"}
+	left := []string{".restart-pending.json2539384133", ".rollout.json77", ".prune-pending.json-12", ".prune-held.json5"}
 	kept := []string{"restart-pending.json", ".rollout-resume.json123", ".prune-confirm.json9", ".restart-pending.jsonx1", "notes.txt"}
 	for _, readOnly := range []bool{true, false} {
 		dir := t.TempDir()

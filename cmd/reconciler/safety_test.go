@@ -216,6 +216,79 @@ func TestProcessBackendPruneGuard(t *testing.T) {
 	}
 }
 
+// A sync accident that swaps in an equally sized wrong set: web, live,
+// never and rep replaced by s1–s4. The first apply creates s1–s4 and
+// blocks the prune (4 of 4); the next ones, counting s1–s4 as owned (4 of
+// 8), still block it until the prune is confirmed. Each apply is a new
+// process: the held objects come from the state dir.
+func TestProcessBackendPruneGuardReplacement(t *testing.T) {
+	e := newProcEnv(t)
+	old, repl := []string{"live", "never", "rep", "web"}, []string{"s1", "s2", "s3", "s4"}
+	for _, n := range old {
+		e.write(n+".yaml", strings.Replace(procWeb, "name: web", "name: "+n, 1))
+	}
+	if out, code := e.cli("apply"); code != 0 {
+		t.Fatalf("apply: exit %d\n%s", code, out)
+	}
+	pids := map[string]int{}
+	for _, n := range old {
+		pids[n] = e.pid(n + ".service")
+		os.Remove(filepath.Join(e.manifests, n+".yaml"))
+	}
+	for _, n := range repl {
+		e.write(n+".yaml", strings.Replace(procWeb, "name: web", "name: "+n, 1))
+	}
+	kept := func(when, out string) {
+		t.Helper()
+		for _, n := range old {
+			if e.pid(n+".service") != pids[n] {
+				t.Fatalf("%s: %s touched by a blocked prune\n%s", when, n, out)
+			}
+		}
+	}
+	out, code := e.cli("apply")
+	if code != 0 || !strings.Contains(out, "would prune 4 of 4 owned objects, more than --max-prune 50%") {
+		t.Fatalf("first apply: exit %d\n%s", code, out)
+	}
+	kept("first apply", out)
+	for _, n := range repl {
+		if e.pid(n+".service") == 0 {
+			t.Fatalf("%s not created beside the blocked prune\n%s", n, out)
+		}
+	}
+	out, code = e.cli("diff")
+	if !strings.Contains(out, "Prune blocked: would prune 4 of 8 owned objects; the guard has held Service/live, Service/never, Service/rep, Service/web since ") ||
+		!strings.Contains(out, "would stop web.service") {
+		t.Fatalf("diff: exit %d\n%s", code, out)
+	}
+	out, code = e.cli("apply")
+	if !strings.Contains(out, "PruneBlocked") || strings.Contains(out, "stop web.service") {
+		t.Fatalf("second apply: exit %d\n%s", code, out)
+	}
+	kept("second apply", out)
+	out, code = e.cli("status")
+	if code != 1 || strings.Count(out, "[PRUNE BLOCKED]") != 4 {
+		t.Fatalf("status: exit %d\n%s", code, out)
+	}
+	out, code = e.cli("prune", "--confirm")
+	if code != 0 || !strings.Contains(out, "4 objects to prune:\n  Service/live\n") {
+		t.Fatalf("prune --confirm: exit %d\n%s", code, out)
+	}
+	for _, n := range old {
+		if e.pid(n+".service") != 0 {
+			t.Errorf("%s not pruned by prune --confirm", n)
+		}
+	}
+	// released: an ordinary prune of one object goes through
+	os.Remove(filepath.Join(e.manifests, "s1.yaml"))
+	if out, code := e.cli("apply"); code != 0 || e.pid("s1.service") != 0 || strings.Contains(out, "PruneBlocked") {
+		t.Fatalf("apply after the confirmation: exit %d\n%s", code, out)
+	}
+	if out, code := e.cli("status"); code != 0 || strings.Contains(out, "PRUNE BLOCKED") {
+		t.Fatalf("status after the confirmation: exit %d\n%s", code, out)
+	}
+}
+
 // --prune-grace: a service whose manifest disappears keeps running (same
 // PID) and comes back untouched; after the grace it is pruned.
 func TestProcessBackendPruneGrace(t *testing.T) {
