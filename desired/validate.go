@@ -103,10 +103,18 @@ func validateObject(o *Object) []positioned {
 }
 
 func (v *validator) label(p path, k, val string) {
-	if !labelKeyRE.MatchString(k) || len(k) > 253 {
+	if !validLabelKey(k) {
 		v.add(p, "invalid label key %q", k)
 	}
 	v.text(p, val)
+}
+
+// validLabelKey reports whether k is a label key: an optional DNS-like
+// prefix and '/', then alphanumerics with '-', '_' and '.' inside; at most
+// 253 bytes. Manifest labels, spec.hosts.labels and the host labels file
+// share it.
+func validLabelKey(k string) bool {
+	return labelKeyRE.MatchString(k) && len(k) <= 253
 }
 
 // text refuses control characters: a newline would inject a unit-file line.

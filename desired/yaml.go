@@ -74,6 +74,12 @@ func (l *loader) parseFile(rel string, data []byte) []*doc {
 
 // parseDocs splits YAML into document nodes, dropping empty documents.
 func parseDocs(data []byte) ([]*yaml.Node, *FieldError) {
+	return parseDocNodes(data, false)
+}
+
+// parseDocNodes splits YAML into document nodes; keepEmpty keeps empty
+// documents (a null scalar, see isNullDoc) where parseDocs drops them.
+func parseDocNodes(data []byte, keepEmpty bool) ([]*yaml.Node, *FieldError) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var out []*yaml.Node
 	for {
@@ -100,12 +106,17 @@ func parseDocs(data []byte) ([]*yaml.Node, *FieldError) {
 		}
 		if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
 			c := n.Content[0]
-			if c.Kind == yaml.ScalarNode && c.Tag == "!!null" {
+			if isNullDoc(c) && !keepEmpty {
 				continue
 			}
 			out = append(out, c)
 		}
 	}
+}
+
+// isNullDoc reports whether a document's content is empty (or null).
+func isNullDoc(c *yaml.Node) bool {
+	return c.Kind == yaml.ScalarNode && c.Tag == "!!null"
 }
 
 // yamlParserProblems are the messages of yaml.v3's parser (parserc.go), as
