@@ -153,6 +153,7 @@ func (v *validator) health(p path, h *HealthSpec, s *ServiceSpec) {
 }
 
 func (v *validator) probe(p path, kind string, pr *Probe, s *ServiceSpec) {
+	before := len(v.probs)
 	n := 0
 	if pr.HTTP != nil {
 		n++
@@ -166,7 +167,12 @@ func (v *validator) probe(p path, kind string, pr *Probe, s *ServiceSpec) {
 				v.add(q.key("headers").key(k), "invalid header name %q", k)
 				continue
 			}
-			v.text(q.key("headers").key(k), pr.HTTP.Headers[k])
+			if !v.text(q.key("headers").key(k), pr.HTTP.Headers[k]) {
+				continue
+			}
+			if n := len(k) + 2 + len(pr.HTTP.Headers[k]); n > MaxProbeHeader {
+				v.add(q.key("headers").key(k), "header is %d bytes (name: value); a probe header may have at most %d", n, MaxProbeHeader)
+			}
 		}
 	}
 	if pr.TCP != "" {
@@ -180,7 +186,13 @@ func (v *validator) probe(p path, kind string, pr *Probe, s *ServiceSpec) {
 	}
 	if len(pr.Exec) > 0 {
 		n++
-		v.command(p.key("exec"), pr.Exec)
+		if v.command(p.key("exec"), pr.Exec) && kind != ProbeStartup {
+			// A transient unit's ExecStart= (systemd backend) or the
+			// agent's own exec (process backend): the service command's
+			// limits, with no environment of the manifest's.
+			v.unitLine(p.key("exec"), "ExecStart", CommandLine(pr.Exec))
+			v.execTotal(p.key("exec"), pr.Exec, nil)
+		}
 		if kind != ProbeStartup && s != nil {
 			if keys := probeUnsharedKeys(s.Systemd["Service"]); len(keys) > 0 {
 				v.add(p.key("exec"), "the service's systemd.Service %s would not apply to this probe (on systemd it runs as a transient unit with only the service's User= and Group=): use an http or tcp probe, or drop them", strings.Join(keys, ", "))
@@ -208,14 +220,62 @@ func (v *validator) probe(p path, kind string, pr *Probe, s *ServiceSpec) {
 	default:
 		v.add(p.key("action"), "must be restart or report, got %q", pr.Action)
 	}
+	if kind == ProbeStartup && n == 1 && len(v.probs) == before {
+		v.startupLine(p, pr, s)
+	}
 	if kind == ProbeStartup && s != nil && s.DesiredState() == StateStopped {
 		v.add(p, "a stopped service has no start to probe")
+	}
+}
+
+// Limits of an http probe's request.
+const (
+	// MaxProbeURL is the longest http probe URL, in bytes.
+	MaxProbeURL = 8 << 10
+	// MaxProbeHeader is the longest http probe header ("Name: value"), in bytes.
+	MaxProbeHeader = 8 << 10
+)
+
+// probeCommandBound stands for the agent binary in a startup probe's
+// ExecStartPost= line when its length is checked: the binary is the
+// running agent's own path (RenderOptions.ProbeCommand), so the check
+// counts the longest one (PATH_MAX - 1 bytes).
+var probeCommandBound = "/" + strings.Repeat("x", PathMax-2)
+
+// startupLine checks a valid startup probe as it is rendered: the
+// ExecStartPost= line (the agent's probe command with the probe's
+// arguments, `$` escaped), each argument, and what the exec passes with
+// the service's environment, against the limits of the service command.
+// Problems are reported at the probe's http, tcp or exec field.
+func (v *validator) startupLine(p path, pr *Probe, s *ServiceSpec) {
+	q := p.key("exec")
+	switch {
+	case pr.HTTP != nil:
+		q = p.key("http")
+	case pr.TCP != "":
+		q = p.key("tcp")
+	}
+	argv := startupProbeArgv(probeCommandBound, *pr)
+	for _, a := range argv {
+		if !v.argLen(q, "a probe command argument", len(a)) {
+			return
+		}
+	}
+	if !v.unitLine(q, "ExecStartPost", CommandLine(argv)) {
+		return
+	}
+	if s != nil {
+		v.execTotal(q, argv, s.Environment, escapeEnv(s.Systemd)...)
 	}
 }
 
 func (v *validator) probeURL(p path, s string) {
 	if s == "" {
 		v.add(p, "required, e.g. http://127.0.0.1:8080/healthz")
+		return
+	}
+	if len(s) > MaxProbeURL {
+		v.add(p, "URL is %d bytes; a probe URL may have at most %d", len(s), MaxProbeURL)
 		return
 	}
 	if !v.text(p, s) {

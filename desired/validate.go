@@ -620,7 +620,8 @@ func (v *validator) timer(p path, t *TimerSpec) {
 			}
 		}
 	default:
-		v.execCommand(p.key("command"), "ExecStart", t.Command, withLock(t.Lock, t.Command), p.key("environment"), t.Environment, escapeEnv(t.Systemd))
+		// What is rendered: the retry loop around the lock around the command.
+		v.execCommand(p.key("command"), "ExecStart", t.Command, withRetry(t.Retry, withLock(t.Lock, t.Command)), p.key("environment"), t.Environment, escapeEnv(t.Systemd))
 	}
 	v.user(p.key("user"), t.User)
 	v.user(p.key("group"), t.Group)
