@@ -1,9 +1,12 @@
 package desired
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/url"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -49,10 +52,38 @@ type HTTPProbe struct {
 	// URL is an http:// or https:// URL.
 	URL string `json:"url"`
 	// Status is the accepted status range, "200-399" by default; a single
-	// code ("204") or a range ("200-299").
-	Status string `json:"status,omitempty"`
+	// code (204 or "204") or a range ("200-299").
+	Status HTTPStatus `json:"status,omitempty"`
 	// Headers are sent with the request.
 	Headers map[string]string `json:"headers,omitempty"`
+}
+
+// HTTPStatus is an http probe's accepted status: a code or a range
+// ("200-299"), see StatusRange. In a manifest a code may be a YAML integer
+// (status: 204) as well as a string.
+type HTTPStatus string
+
+// UnmarshalJSON takes a string, or an integer as its decimal text.
+func (s *HTTPStatus) UnmarshalJSON(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return fmt.Errorf("http status: %w", err)
+	}
+	switch x := v.(type) {
+	case string:
+		*s = HTTPStatus(x)
+		return nil
+	case json.Number:
+		if _, err := x.Int64(); err == nil {
+			*s = HTTPStatus(x.String())
+			return nil
+		}
+	case nil:
+		return nil
+	}
+	return &json.UnmarshalTypeError{Value: jsonKindOf(v), Type: reflect.TypeOf(""), Offset: dec.InputOffset()}
 }
 
 // ProbeAction is what a failed liveness probe does.
@@ -115,7 +146,8 @@ func (p Probe) Effective(kind string) Probe {
 
 // StatusRange returns the accepted HTTP status codes [lo, hi] of s ("200",
 // "200-299"; "" is 200-399).
-func StatusRange(s string) (lo, hi int, err error) {
+func StatusRange(st HTTPStatus) (lo, hi int, err error) {
+	s := string(st)
 	if s == "" {
 		return 200, 399, nil
 	}
@@ -205,11 +237,19 @@ func (v *validator) probe(p path, kind string, pr *Probe, s *ServiceSpec) {
 	v.duration(p.key("interval"), pr.Interval, 100*time.Millisecond, 24*time.Hour)
 	v.duration(p.key("timeout"), pr.Timeout, 10*time.Millisecond, 24*time.Hour)
 	v.duration(p.key("initialDelay"), pr.InitialDelay, 0, 24*time.Hour)
-	if pr.Failures < 0 || pr.Failures > 1000 {
+	// 0 is the Go value of a count left out (the default); given, it is
+	// out of range like any other.
+	if pr.Failures < 0 || pr.Failures > 1000 || v.explicitZero(p.key("failures")) {
 		v.add(p.key("failures"), "must be between 1 and 1000, got %d", pr.Failures)
 	}
-	if pr.Successes < 0 || pr.Successes > 1000 {
+	if pr.Successes < 0 || pr.Successes > 1000 || v.explicitZero(p.key("successes")) {
 		v.add(p.key("successes"), "must be between 1 and 1000, got %d", pr.Successes)
+	}
+	if kind == ProbeStartup && pr.InitialDelay.IsSet() {
+		e := pr.Effective(kind)
+		if d, t := pr.InitialDelay.D(), e.Timeout.D(); d > 0 && t > 0 && d >= t {
+			v.add(p.key("initialDelay"), "initial delay %s is not shorter than the startup timeout %s, which includes it: the probe could never pass (raise timeout)", pr.InitialDelay, e.Timeout)
+		}
 	}
 	switch pr.Action {
 	case "":
