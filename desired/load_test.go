@@ -716,3 +716,27 @@ func TestLoadReleasesParseTrees(t *testing.T) {
 		t.Fatal("the object keeps its YAML parse trees after Load")
 	}
 }
+
+// TestSortByPosition: one file's errors read top to bottom; errors
+// without a position come first, and equal positions keep the order they
+// were found in.
+func TestSortByPosition(t *testing.T) {
+	fe := func(line, col int, d string) error { return &FieldError{File: "f", Line: line, Column: col, Detail: d} }
+	for _, tc := range []struct {
+		name string
+		in   []error
+		want string
+	}{
+		{"lines", []error{fe(8, 41, "a"), fe(7, 16, "b")}, "f:7:16: b\nf:8:41: a"},
+		{"columns", []error{fe(7, 41, "a"), fe(7, 16, "b"), fe(7, 0, "c")}, "f:7: c\nf:7:16: b\nf:7:41: a"},
+		{"no position first, stable", []error{fe(3, 1, "a"), fe(0, 0, "b"), errors.New("c"), fe(0, 0, "d")}, "f: b\nc\nf: d\nf:3:1: a"},
+		{"same position stable", []error{fe(2, 2, "x"), fe(1, 1, "y"), fe(2, 2, "z")}, "f:1:1: y\nf:2:2: x\nf:2:2: z"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sortByPosition(tc.in)
+			if got := listFormat(tc.in); got != tc.want {
+				t.Errorf("got\n%s\nwant\n%s", got, tc.want)
+			}
+		})
+	}
+}
