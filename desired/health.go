@@ -1,9 +1,12 @@
 package desired
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/url"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -49,10 +52,38 @@ type HTTPProbe struct {
 	// URL is an http:// or https:// URL.
 	URL string `json:"url"`
 	// Status is the accepted status range, "200-399" by default; a single
-	// code ("204") or a range ("200-299").
-	Status string `json:"status,omitempty"`
+	// code (204 or "204") or a range ("200-299").
+	Status HTTPStatus `json:"status,omitempty"`
 	// Headers are sent with the request.
 	Headers map[string]string `json:"headers,omitempty"`
+}
+
+// HTTPStatus is an http probe's accepted status: a code or a range
+// ("200-299"), see StatusRange. In a manifest a code may be a YAML integer
+// (status: 204) as well as a string.
+type HTTPStatus string
+
+// UnmarshalJSON takes a string, or an integer as its decimal text.
+func (s *HTTPStatus) UnmarshalJSON(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return fmt.Errorf("http status: %w", err)
+	}
+	switch x := v.(type) {
+	case string:
+		*s = HTTPStatus(x)
+		return nil
+	case json.Number:
+		if _, err := x.Int64(); err == nil {
+			*s = HTTPStatus(x.String())
+			return nil
+		}
+	case nil:
+		return nil
+	}
+	return &json.UnmarshalTypeError{Value: jsonKindOf(v), Type: reflect.TypeOf(""), Offset: dec.InputOffset()}
 }
 
 // ProbeAction is what a failed liveness probe does.
@@ -115,7 +146,8 @@ func (p Probe) Effective(kind string) Probe {
 
 // StatusRange returns the accepted HTTP status codes [lo, hi] of s ("200",
 // "200-299"; "" is 200-399).
-func StatusRange(s string) (lo, hi int, err error) {
+func StatusRange(st HTTPStatus) (lo, hi int, err error) {
+	s := string(st)
 	if s == "" {
 		return 200, 399, nil
 	}
@@ -153,6 +185,7 @@ func (v *validator) health(p path, h *HealthSpec, s *ServiceSpec) {
 }
 
 func (v *validator) probe(p path, kind string, pr *Probe, s *ServiceSpec) {
+	before := len(v.probs)
 	n := 0
 	if pr.HTTP != nil {
 		n++
@@ -166,7 +199,12 @@ func (v *validator) probe(p path, kind string, pr *Probe, s *ServiceSpec) {
 				v.add(q.key("headers").key(k), "invalid header name %q", k)
 				continue
 			}
-			v.text(q.key("headers").key(k), pr.HTTP.Headers[k])
+			if !v.text(q.key("headers").key(k), pr.HTTP.Headers[k]) {
+				continue
+			}
+			if n := len(k) + 2 + len(pr.HTTP.Headers[k]); n > MaxProbeHeader {
+				v.add(q.key("headers").key(k), "header is %d bytes (name: value); a probe header may have at most %d", n, MaxProbeHeader)
+			}
 		}
 	}
 	if pr.TCP != "" {
@@ -180,7 +218,13 @@ func (v *validator) probe(p path, kind string, pr *Probe, s *ServiceSpec) {
 	}
 	if len(pr.Exec) > 0 {
 		n++
-		v.command(p.key("exec"), pr.Exec)
+		if v.command(p.key("exec"), pr.Exec) && kind != ProbeStartup {
+			// A transient unit's ExecStart= (systemd backend) or the
+			// agent's own exec (process backend): the service command's
+			// limits, with no environment of the manifest's.
+			v.unitLine(p.key("exec"), "ExecStart", CommandLine(pr.Exec))
+			v.execTotal(p.key("exec"), pr.Exec, nil)
+		}
 		if kind != ProbeStartup && s != nil {
 			if keys := probeUnsharedKeys(s.Systemd["Service"]); len(keys) > 0 {
 				v.add(p.key("exec"), "the service's systemd.Service %s would not apply to this probe (on systemd it runs as a transient unit with only the service's User= and Group=): use an http or tcp probe, or drop them", strings.Join(keys, ", "))
@@ -193,11 +237,19 @@ func (v *validator) probe(p path, kind string, pr *Probe, s *ServiceSpec) {
 	v.duration(p.key("interval"), pr.Interval, 100*time.Millisecond, 24*time.Hour)
 	v.duration(p.key("timeout"), pr.Timeout, 10*time.Millisecond, 24*time.Hour)
 	v.duration(p.key("initialDelay"), pr.InitialDelay, 0, 24*time.Hour)
-	if pr.Failures < 0 || pr.Failures > 1000 {
+	// 0 is the Go value of a count left out (the default); given, it is
+	// out of range like any other.
+	if pr.Failures < 0 || pr.Failures > 1000 || v.explicitZero(p.key("failures")) {
 		v.add(p.key("failures"), "must be between 1 and 1000, got %d", pr.Failures)
 	}
-	if pr.Successes < 0 || pr.Successes > 1000 {
+	if pr.Successes < 0 || pr.Successes > 1000 || v.explicitZero(p.key("successes")) {
 		v.add(p.key("successes"), "must be between 1 and 1000, got %d", pr.Successes)
+	}
+	if kind == ProbeStartup && pr.InitialDelay.IsSet() {
+		e := pr.Effective(kind)
+		if d, t := pr.InitialDelay.D(), e.Timeout.D(); d > 0 && t > 0 && d >= t {
+			v.add(p.key("initialDelay"), "initial delay %s is not shorter than the startup timeout %s, which includes it: the probe could never pass (raise timeout)", pr.InitialDelay, e.Timeout)
+		}
 	}
 	switch pr.Action {
 	case "":
@@ -208,14 +260,62 @@ func (v *validator) probe(p path, kind string, pr *Probe, s *ServiceSpec) {
 	default:
 		v.add(p.key("action"), "must be restart or report, got %q", pr.Action)
 	}
+	if kind == ProbeStartup && n == 1 && len(v.probs) == before {
+		v.startupLine(p, pr, s)
+	}
 	if kind == ProbeStartup && s != nil && s.DesiredState() == StateStopped {
 		v.add(p, "a stopped service has no start to probe")
+	}
+}
+
+// Limits of an http probe's request.
+const (
+	// MaxProbeURL is the longest http probe URL, in bytes.
+	MaxProbeURL = 8 << 10
+	// MaxProbeHeader is the longest http probe header ("Name: value"), in bytes.
+	MaxProbeHeader = 8 << 10
+)
+
+// probeCommandBound stands for the agent binary in a startup probe's
+// ExecStartPost= line when its length is checked: the binary is the
+// running agent's own path (RenderOptions.ProbeCommand), so the check
+// counts the longest one (PATH_MAX - 1 bytes).
+var probeCommandBound = "/" + strings.Repeat("x", PathMax-2)
+
+// startupLine checks a valid startup probe as it is rendered: the
+// ExecStartPost= line (the agent's probe command with the probe's
+// arguments, `$` escaped), each argument, and what the exec passes with
+// the service's environment, against the limits of the service command.
+// Problems are reported at the probe's http, tcp or exec field.
+func (v *validator) startupLine(p path, pr *Probe, s *ServiceSpec) {
+	q := p.key("exec")
+	switch {
+	case pr.HTTP != nil:
+		q = p.key("http")
+	case pr.TCP != "":
+		q = p.key("tcp")
+	}
+	argv := startupProbeArgv(probeCommandBound, *pr)
+	for _, a := range argv {
+		if !v.argLen(q, "a probe command argument", len(a)) {
+			return
+		}
+	}
+	if !v.unitLine(q, "ExecStartPost", CommandLine(argv)) {
+		return
+	}
+	if s != nil {
+		v.execTotal(q, argv, s.Environment, escapeEnv(s.Systemd)...)
 	}
 }
 
 func (v *validator) probeURL(p path, s string) {
 	if s == "" {
 		v.add(p, "required, e.g. http://127.0.0.1:8080/healthz")
+		return
+	}
+	if len(s) > MaxProbeURL {
+		v.add(p, "URL is %d bytes; a probe URL may have at most %d", len(s), MaxProbeURL)
 		return
 	}
 	if !v.text(p, s) {

@@ -68,3 +68,74 @@ func TestProbeEffective(t *testing.T) {
 		t.Fatalf("liveness defaults: %+v", l)
 	}
 }
+
+// TestProbeValues: probe fields as written in a manifest. A status may be
+// a YAML integer; a count given as 0 is out of range (left out, it is the
+// default); a startup probe's initial delay must leave time for its
+// timeout, which includes it.
+func TestProbeValues(t *testing.T) {
+	svc := func(health string) string {
+		return "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: s}\nspec:\n  command: [/bin/true]\n  health:\n" + health
+	}
+	for _, tc := range []struct {
+		name, manifest string
+		want           string       // error lines, "" for none
+		check          func(*Probe) // on success: the liveness or startup probe
+	}{
+		{"status an integer", svc("    liveness: {http: {url: 'http://a/', status: 204}}\n"), "",
+			func(p *Probe) {
+				if lo, hi, err := StatusRange(p.HTTP.Status); p.HTTP.Status != "204" || lo != 204 || hi != 204 || err != nil {
+					t.Errorf("status %q: %d-%d, %v", p.HTTP.Status, lo, hi, err)
+				}
+			}},
+		{"status a string", svc("    liveness: {http: {url: 'http://a/', status: '200-299'}}\n"), "",
+			func(p *Probe) {
+				if p.HTTP.Status != "200-299" {
+					t.Errorf("status %q", p.HTTP.Status)
+				}
+			}},
+		{"status an integer out of range", svc("    liveness: {http: {url: 'http://a/', status: 99}}\n"),
+			`m.yaml:7:41: spec.health.liveness.http.status: status "99" out of range 100-599 (want a code like 204 or a range like 200-299)`, nil},
+		{"status a float", svc("    liveness: {http: {url: 'http://a/', status: 204.5}}\n"),
+			"m.yaml:7:41: spec.health.liveness.http.status: expected a string, got number", nil},
+		{"status a list", svc("    liveness: {http: {url: 'http://a/', status: [204]}}\n"),
+			"m.yaml:7:41: spec.health.liveness.http.status: expected a string, got array", nil},
+		{"counts left out are the defaults", svc("    liveness: {tcp: 'localhost:1'}\n"), "",
+			func(p *Probe) {
+				if e := p.Effective(ProbeLiveness); e.Failures != DefaultProbeFailures || e.Successes != DefaultProbeSuccesses {
+					t.Errorf("effective failures %d, successes %d", e.Failures, e.Successes)
+				}
+			}},
+		{"counts null are the defaults", svc("    liveness: {tcp: 'localhost:1', failures: ~, successes: null}\n"), "", nil},
+		{"counts of 1", svc("    liveness: {tcp: 'localhost:1', failures: 1, successes: 1}\n"), "", nil},
+		{"failures 0", svc("    liveness: {tcp: 'localhost:1', failures: 0}\n"),
+			"m.yaml:7:36: spec.health.liveness.failures: must be between 1 and 1000, got 0", nil},
+		{"successes 0", svc("    readiness: {tcp: 'localhost:1', successes: 0}\n"),
+			"m.yaml:7:37: spec.health.readiness.successes: must be between 1 and 1000, got 0", nil},
+		{"startup delay shorter than its timeout", svc("    startup: {tcp: 'localhost:1', initialDelay: 9s, timeout: 10s}\n"), "", nil},
+		{"startup delay as long as its timeout", svc("    startup: {tcp: 'localhost:1', initialDelay: 10s, timeout: 10s}\n"),
+			"m.yaml:7:35: spec.health.startup.initialDelay: initial delay 10s is not shorter than the startup timeout 10s, which includes it: the probe could never pass (raise timeout)", nil},
+		{"startup delay beyond its timeout", svc("    startup: {tcp: 'localhost:1', initialDelay: 5m, timeout: 10s}\n"),
+			"m.yaml:7:35: spec.health.startup.initialDelay: initial delay 5m is not shorter than the startup timeout 10s, which includes it: the probe could never pass (raise timeout)", nil},
+		{"startup delay beyond the default timeout", svc("    startup: {tcp: 'localhost:1', initialDelay: 2m}\n"),
+			"m.yaml:7:35: spec.health.startup.initialDelay: initial delay 2m is not shorter than the startup timeout 1m0s, which includes it: the probe could never pass (raise timeout)", nil},
+		{"liveness delay beyond its timeout", svc("    liveness: {tcp: 'localhost:1', initialDelay: 5m, timeout: 10s}\n"), "", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeFiles(t, dir, map[string]string{"m.yaml": tc.manifest})
+			set, err := Load(dir, Options{Host: testHost, Insecure: true})
+			if got := strings.TrimSpace(errorLines(t, err, dir)); got != tc.want {
+				t.Fatalf("errors:\n got %s\nwant %s", got, tc.want)
+			}
+			if tc.check != nil {
+				h := set.Objects["Service/s"].Service.Health
+				p := h.Liveness
+				if p == nil {
+					p = h.Startup
+				}
+				tc.check(p)
+			}
+		})
+	}
+}

@@ -7,7 +7,7 @@ import (
 	"os"
 	pathpkg "path"
 
-	"sigs.k8s.io/yaml"
+	yaml "go.yaml.in/yaml/v3"
 )
 
 // Host is what host selectors are matched against.
@@ -49,11 +49,19 @@ const DefaultHostLabelsFile = "/etc/resil/host-labels.yaml"
 // LoadHostLabels reads a flat YAML map of labels. A missing file is no labels.
 // The labels choose which objects run here (and which are pruned), so the
 // file is read as a manifest is (ReadChecked with opts: owner and mode of
-// the file, its folder and the path, on the descriptors read).
+// the file, its folder and the path, on the descriptors read), and parsed
+// as strictly: one document, a mapping of label keys (the rule of
+// spec.hosts.labels) to scalar values, no aliases, merge keys or duplicate
+// keys. A file with no document (empty, only comments or only `---`, such as
+// one caught at the first instant of `cat > labels.yaml`) is an error, as an
+// empty manifest is: read as no labels, it would deselect (and prune) every
+// object that selects this host by label. `{}` says "no labels".
 //
-// Outcomes: (labels, nil) when read; (nil, nil) when the file does not
-// exist; (nil, err) when it exists but is refused, unreadable or not a
-// string map.
+// Outcomes: (labels, nil) when read (an empty, non-nil map for `{}`);
+// (nil, nil) when the file does not exist; (nil, err) when it exists but
+// is refused, unreadable, empty or invalid. Problems in the file's content
+// are *FieldError values naming the file with line and column (several are
+// joined with errors.Join; FieldErrors lists them).
 func LoadHostLabels(file string, opts Options) (map[string]string, error) {
 	data, err := ReadChecked(file, opts)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -62,9 +70,85 @@ func LoadHostLabels(file string, opts Options) (map[string]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read host labels: %w", err)
 	}
-	var m map[string]string
-	if err := yaml.UnmarshalStrict(data, &m); err != nil {
-		return nil, fmt.Errorf("host labels %s: %w", file, err)
+	m, err := parseHostLabels(file, data)
+	if err != nil {
+		return nil, fmt.Errorf("host labels: %w", err)
+	}
+	return m, nil
+}
+
+// parseHostLabels parses the content of a labels file; see LoadHostLabels.
+func parseHostLabels(file string, data []byte) (map[string]string, error) {
+	docs, fe := parseDocNodes(data, true)
+	if fe != nil {
+		fe.File = file
+		return nil, fe
+	}
+	var nonEmpty []*yaml.Node
+	for _, n := range docs {
+		if !isNullDoc(n) {
+			nonEmpty = append(nonEmpty, n)
+		}
+	}
+	if len(nonEmpty) == 0 {
+		return nil, &FieldError{File: file, Detail: "no document (the file is empty or holds only comments); write {} for no labels"}
+	}
+	if len(docs) > 1 {
+		n := docs[1]
+		if n.Line < 1 && len(nonEmpty) > 1 {
+			n = nonEmpty[1]
+		}
+		return nil, &FieldError{File: file, Line: n.Line, Column: n.Column, Detail: "a second YAML document: a labels file is one mapping of labels"}
+	}
+	root := docs[0]
+	if root.Kind != yaml.MappingNode {
+		return nil, &FieldError{File: file, Line: root.Line, Column: root.Column, Detail: "not a mapping of labels (want key: value lines)"}
+	}
+	var errs []error
+	failAt := func(n *yaml.Node, field, format string, args ...any) {
+		errs = append(errs, &FieldError{File: file, Line: n.Line, Column: n.Column, Field: field, Detail: fmt.Sprintf(format, args...)})
+	}
+	m := make(map[string]string, len(root.Content)/2)
+	seen := make(map[string]*yaml.Node, len(root.Content)/2)
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		switch {
+		case k.Kind == yaml.ScalarNode && (k.Tag == "!!merge" || k.Value == "<<"):
+			failAt(k, "", "YAML merge keys are not supported in a labels file")
+			continue
+		case k.Kind == yaml.AliasNode || v.Kind == yaml.AliasNode:
+			failAt(k, "", "YAML aliases are not supported in a labels file")
+			continue
+		case k.Kind != yaml.ScalarNode || (k.Tag != "!!str" && k.Tag != "!!int" && k.Tag != "!!bool"):
+			failAt(k, "", "label keys must be strings")
+			continue
+		}
+		if first, dup := seen[k.Value]; dup {
+			failAt(k, k.Value, "label already defined at line %d", first.Line)
+			continue
+		}
+		seen[k.Value] = k
+		if !validLabelKey(k.Value) {
+			failAt(k, "", "invalid label key %q", k.Value)
+			continue
+		}
+		if v.Kind != yaml.ScalarNode {
+			failAt(v, k.Value, "label value must be a string")
+			continue
+		}
+		val := v.Value
+		if v.Tag == "!!null" {
+			val = ""
+		}
+		tv := &validator{}
+		if !tv.text(nil, val) {
+			failAt(v, k.Value, "%s", tv.probs[0].detail)
+			continue
+		}
+		m[k.Value] = val
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	return m, nil
 }

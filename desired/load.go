@@ -282,6 +282,7 @@ func loadOnce(dir, orig string, opts Options) (*Set, bool, error) {
 	}
 	sort.Strings(files)
 	for _, f := range files {
+		sortByPosition(l.errs[f])
 		fe := &multierror.Error{Errors: l.errs[f], ErrorFormat: listFormat}
 		set.Broken[f] = fe.ErrorOrNil()
 		merr = multierror.Append(merr, l.errs[f]...)
@@ -290,6 +291,27 @@ func loadOnce(dir, orig string, opts Options) (*Set, bool, error) {
 		merr.ErrorFormat = listFormat
 	}
 	return set, swapped(dir, top), merr.ErrorOrNil()
+}
+
+// sortByPosition orders one file's errors by line, then column, so they
+// read top to bottom. Errors without a line (about the whole file) come
+// first; errors that compare equal keep the order they were found in.
+func sortByPosition(es []error) {
+	pos := func(e error) (int, int) {
+		var fe *FieldError
+		if errors.As(e, &fe) {
+			return fe.Line, fe.Column
+		}
+		return 0, 0
+	}
+	sort.SliceStable(es, func(i, j int) bool {
+		li, ci := pos(es[i])
+		lj, cj := pos(es[j])
+		if li != lj {
+			return li < lj
+		}
+		return ci < cj
+	})
 }
 
 func listFormat(es []error) string {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -525,28 +526,80 @@ func TestHostSelection(t *testing.T) {
 
 func TestLoadHostLabels(t *testing.T) {
 	dir := t.TempDir()
-	writeFiles(t, dir, map[string]string{
-		"ok.yaml":    "role: web\nenv: prod\n",
-		"bad.yaml":   "role: [web]\n",
-		"typed.yaml": "port: 8080\n",
-		"open.yaml":  "role: db\n",
-	})
+	files := map[string]string{
+		"ok.yaml":       "role: web\nenv: prod\n",
+		"bad.yaml":      "role: [web]\n",
+		"typed.yaml":    "port: 8080\n",
+		"open.yaml":     "role: db\n",
+		"none.yaml":     "# no labels on this host\n{}\n",
+		"empty.yaml":    "",
+		"comments.yaml": "# role: web\n",
+		"dashes.yaml":   "---\n",
+		"start.yaml":    "---\nrole: web\n",
+		"twodocs.yaml":  "role: web\n---\nrole: db\n",
+		"trailing.yaml": "role: web\n---\n",
+		"merge.yaml":    "base: &b {role: web}\n<<: *b\n",
+		"alias.yaml":    "role: &r web\ntier: *r\n",
+		"badkey.yaml":   "role: web\nnot a key: x\n",
+		"slashkey.yaml": "resil.dev/role: web\n",
+		"badval.yaml":   "role: \"web\\ndb\"\n",
+		"dup.yaml":      "role: web\nrole: db\n",
+		"list.yaml":     "- role\n",
+		"syntax.yaml":   "role: web\n  env: [\n",
+		"several.yaml":  "role: web\n-x-: 1\nenv: [prod]\n",
+	}
+	writeFiles(t, dir, files)
 	// Checked as a manifest is (the owner is this test's user).
 	opts := Options{OwnerUID: os.Geteuid()}
-	if m, err := LoadHostLabels(filepath.Join(dir, "ok.yaml"), opts); err != nil || m["role"] != "web" || m["env"] != "prod" {
-		t.Errorf("ok: %v, %v", m, err)
-	}
-	if m, err := LoadHostLabels(filepath.Join(dir, "missing.yaml"), opts); err != nil || m != nil {
-		t.Errorf("missing: %v, %v", m, err)
-	}
-	if m, err := LoadHostLabels(filepath.Join(dir, "nodir", "missing.yaml"), opts); err != nil || m != nil {
-		t.Errorf("missing folder: %v, %v", m, err)
-	}
-	if _, err := LoadHostLabels(filepath.Join(dir, "bad.yaml"), opts); err == nil {
-		t.Error("bad: no error")
-	}
-	if m, err := LoadHostLabels(filepath.Join(dir, "typed.yaml"), opts); err != nil || m["port"] != "8080" {
-		t.Errorf("typed: %v, %v", m, err)
+	for _, tc := range []struct {
+		file string
+		want map[string]string // on success
+		err  string            // the error's text, "" for none; FILE is the file's path
+	}{
+		{file: "ok.yaml", want: map[string]string{"role": "web", "env": "prod"}},
+		{file: "missing.yaml"},
+		{file: "nodir/missing.yaml"},
+		{file: "typed.yaml", want: map[string]string{"port": "8080"}},
+		{file: "none.yaml", want: map[string]string{}},
+		{file: "start.yaml", want: map[string]string{"role": "web"}},
+		{file: "slashkey.yaml", want: map[string]string{"resil.dev/role": "web"}},
+		{file: "bad.yaml", err: "host labels: FILE:1:7: role: label value must be a string"},
+		// No document is not "no labels": every object selected by label
+		// would be pruned at the first instant of `cat > labels.yaml`.
+		{file: "empty.yaml", err: "host labels: FILE: no document (the file is empty or holds only comments); write {} for no labels"},
+		{file: "comments.yaml", err: "host labels: FILE: no document (the file is empty or holds only comments); write {} for no labels"},
+		{file: "dashes.yaml", err: "host labels: FILE: no document (the file is empty or holds only comments); write {} for no labels"},
+		{file: "twodocs.yaml", err: "host labels: FILE:3:1: a second YAML document: a labels file is one mapping of labels"},
+		{file: "trailing.yaml", err: "host labels: FILE:3:1: a second YAML document: a labels file is one mapping of labels"},
+		{file: "merge.yaml", err: "host labels: FILE:1:7: base: label value must be a string\nFILE:2:1: YAML merge keys are not supported in a labels file"},
+		{file: "alias.yaml", err: "host labels: FILE:2:1: YAML aliases are not supported in a labels file"},
+		{file: "badkey.yaml", err: `host labels: FILE:2:1: invalid label key "not a key"`},
+		{file: "badval.yaml", err: `host labels: FILE:1:7: role: control character '\n' not allowed (it could inject a line into a unit file)`},
+		{file: "dup.yaml", err: "host labels: FILE:2:1: role: label already defined at line 1"},
+		{file: "list.yaml", err: "host labels: FILE:1:1: not a mapping of labels (want key: value lines)"},
+		{file: "syntax.yaml", err: "host labels: FILE:2: invalid YAML: mapping values are not allowed in this context"},
+		{file: "several.yaml", err: "host labels: FILE:2:1: invalid label key \"-x-\"\nFILE:3:6: env: label value must be a string"},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			file := filepath.Join(dir, tc.file)
+			m, err := LoadHostLabels(file, opts)
+			if tc.err != "" {
+				want := strings.ReplaceAll(tc.err, "FILE", file)
+				if err == nil || err.Error() != want {
+					t.Fatalf("got %v, %v; want error\n%s", m, err, want)
+				}
+				if m != nil {
+					t.Errorf("labels %v with the error", m)
+				}
+				if fes := FieldErrors(err); len(fes) == 0 || fes[0].File != file {
+					t.Errorf("field errors %v, want ones naming %s", fes, file)
+				}
+				return
+			}
+			if err != nil || !reflect.DeepEqual(m, tc.want) {
+				t.Fatalf("got %#v, %v; want %#v", m, err, tc.want)
+			}
+		})
 	}
 	// Labels choose what runs and what is pruned: a file others may
 	// write is refused, not read as no labels.
@@ -695,6 +748,30 @@ func TestDropInKindTargetsOneObject(t *testing.T) {
 			}
 			if !tt.broken && set.Objects["Timer/web"] == nil {
 				t.Errorf("Timer/web missing: %v", sortedKeys(set.Objects))
+			}
+		})
+	}
+}
+
+// TestSortByPosition: one file's errors read top to bottom; errors
+// without a position come first, and equal positions keep the order they
+// were found in.
+func TestSortByPosition(t *testing.T) {
+	fe := func(line, col int, d string) error { return &FieldError{File: "f", Line: line, Column: col, Detail: d} }
+	for _, tc := range []struct {
+		name string
+		in   []error
+		want string
+	}{
+		{"lines", []error{fe(8, 41, "a"), fe(7, 16, "b")}, "f:7:16: b\nf:8:41: a"},
+		{"columns", []error{fe(7, 41, "a"), fe(7, 16, "b"), fe(7, 0, "c")}, "f:7: c\nf:7:16: b\nf:7:41: a"},
+		{"no position first, stable", []error{fe(3, 1, "a"), fe(0, 0, "b"), errors.New("c"), fe(0, 0, "d")}, "f: b\nc\nf: d\nf:3:1: a"},
+		{"same position stable", []error{fe(2, 2, "x"), fe(1, 1, "y"), fe(2, 2, "z")}, "f:1:1: y\nf:2:2: x\nf:2:2: z"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sortByPosition(tc.in)
+			if got := listFormat(tc.in); got != tc.want {
+				t.Errorf("got\n%s\nwant\n%s", got, tc.want)
 			}
 		})
 	}

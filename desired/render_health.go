@@ -46,7 +46,7 @@ func startupProbeArgv(cmd string, p Probe) []string {
 	case p.HTTP != nil:
 		argv = append(argv, "--http", p.HTTP.URL)
 		if p.HTTP.Status != "" {
-			argv = append(argv, "--status", p.HTTP.Status)
+			argv = append(argv, "--status", string(p.HTTP.Status))
 		}
 		keys := make([]string, 0, len(p.HTTP.Headers))
 		for k := range p.HTTP.Headers {

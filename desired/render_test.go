@@ -548,7 +548,7 @@ func expectFile(o *Object, file string) ([]semOption, error) {
 			}
 			switch {
 			case p.HTTP != nil:
-				argv = append(argv, "--http", p.HTTP.URL, "--status", descriptionOr(p.HTTP.Status, "200-399"))
+				argv = append(argv, "--http", p.HTTP.URL, "--status", descriptionOr(string(p.HTTP.Status), "200-399"))
 				for _, k := range sortedKeys(p.HTTP.Headers) {
 					argv = append(argv, "--header", k+": "+p.HTTP.Headers[k])
 				}

@@ -13,7 +13,10 @@ import (
 // checked against the kind's spec type separately.
 var headerTypes = reflect.TypeOf(header{})
 
-var rawMessageType = reflect.TypeOf(json.RawMessage{})
+var (
+	rawMessageType = reflect.TypeOf(json.RawMessage{})
+	httpStatusType = reflect.TypeOf(HTTPStatus(""))
+)
 
 // checkTypes reports every value of a document (JSON) whose type does not
 // fit the Go type it decodes into, with its field path, in the words of
@@ -59,6 +62,14 @@ func walkTypes(v any, t reflect.Type, p path, out *[]positioned) {
 	}
 	bad := func(got string) {
 		*out = append(*out, positioned{p, typeErrorDetail(&json.UnmarshalTypeError{Value: got, Type: t})})
+	}
+	if t == httpStatusType {
+		// A string, or an integer code (HTTPStatus.UnmarshalJSON).
+		if n, ok := v.(json.Number); ok {
+			if _, err := strconv.ParseInt(string(n), 10, 64); err == nil {
+				return
+			}
+		}
 	}
 	switch t.Kind() {
 	case reflect.String:

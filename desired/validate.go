@@ -1,6 +1,7 @@
 package desired
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	pathpkg "path"
@@ -75,7 +76,30 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 // validator collects problems with their field paths.
-type validator struct{ probs []positioned }
+type validator struct {
+	probs []positioned
+	// doc is the object's document as decoded from JSON (nil when the
+	// object was built in code): what a zero Go value cannot tell, such as
+	// whether a field was given as 0 or left out.
+	doc map[string]any
+}
+
+// explicitZero reports whether the document sets the number at p to 0 (a
+// field left out, or null, is not).
+func (v *validator) explicitZero(p path) bool {
+	var cur any = v.doc
+	for _, seg := range p {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return false
+		}
+		if cur, ok = m[seg]; !ok {
+			return false
+		}
+	}
+	n, ok := cur.(float64)
+	return ok && n == 0
+}
 
 func (v *validator) add(p path, format string, args ...any) {
 	v.probs = append(v.probs, positioned{p, fmt.Sprintf(format, args...)})
@@ -84,6 +108,10 @@ func (v *validator) add(p path, format string, args ...any) {
 // validateObject runs the semantic checks of one decoded object.
 func validateObject(o *Object) []positioned {
 	v := &validator{}
+	if o.document != nil {
+		// Decoded before: it is valid JSON.
+		_ = json.Unmarshal(o.document, &v.doc)
+	}
 	m := path{"metadata"}
 	for _, k := range sortedKeys(o.Metadata.Labels) {
 		v.label(m.key("labels").key(k), k, o.Metadata.Labels[k])
@@ -103,10 +131,18 @@ func validateObject(o *Object) []positioned {
 }
 
 func (v *validator) label(p path, k, val string) {
-	if !labelKeyRE.MatchString(k) || len(k) > 253 {
+	if !validLabelKey(k) {
 		v.add(p, "invalid label key %q", k)
 	}
 	v.text(p, val)
+}
+
+// validLabelKey reports whether k is a label key: an optional DNS-like
+// prefix and '/', then alphanumerics with '-', '_' and '.' inside; at most
+// 253 bytes. Manifest labels, spec.hosts.labels and the host labels file
+// share it.
+func validLabelKey(k string) bool {
+	return labelKeyRE.MatchString(k) && len(k) <= 253
 }
 
 // text refuses control characters: a newline would inject a unit-file line.
@@ -618,7 +654,8 @@ func (v *validator) timer(p path, t *TimerSpec) {
 			}
 		}
 	default:
-		v.execCommand(p.key("command"), "ExecStart", t.Command, withLock(t.Lock, t.Command), p.key("environment"), t.Environment, escapeEnv(t.Systemd))
+		// What is rendered: the retry loop around the lock around the command.
+		v.execCommand(p.key("command"), "ExecStart", t.Command, withRetry(t.Retry, withLock(t.Lock, t.Command)), p.key("environment"), t.Environment, escapeEnv(t.Systemd))
 	}
 	v.user(p.key("user"), t.User)
 	v.user(p.key("group"), t.Group)

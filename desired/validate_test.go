@@ -128,9 +128,52 @@ func TestLengthCaps(t *testing.T) {
 		}
 		return b.String()
 	}
+	// A timer job whose ExecStart= line is MaxUnitLine long as wrapped
+	// in its lock, so that the retry loop around it makes it too long.
+	timerArgv := func(n int) []string {
+		return []string{"/bin/echo", x(100 << 10), x(100 << 10), x(100 << 10), x(100 << 10), x(n)}
+	}
+	lockedLine := func(n int) int { return len("ExecStart=" + CommandLine(withLock("/run/l", timerArgv(n)))) }
+	fill := MaxUnitLine - lockedLine(1) + 1
+	timer := func(retry string) string {
+		return "apiVersion: resil.dev/v1\nkind: Timer\nmetadata: {name: s}\nspec:\n  onBoot: 1m\n  lock: /run/l\n" + retry +
+			"  command: [" + strings.Join(timerArgv(fill), ", ") + "]\n"
+	}
+	retried := len("ExecStart=" + CommandLine(withRetry(&Retry{Attempts: 3}, withLock("/run/l", timerArgv(fill)))))
+	headers := func(n, size int) string {
+		var b strings.Builder
+		for i := range n {
+			fmt.Fprintf(&b, "H%d: %s, ", i, x(size))
+		}
+		return strings.TrimSuffix(b.String(), ", ")
+	}
+	dollars := strings.Repeat("$", 60<<10) // 60 KiB as written, 120 KiB as rendered ($$)
 	for _, tc := range []struct {
 		name, manifest, want string
 	}{
+		{"timer job at the line limit", timer(""), ""},
+		{"timer job over the line limit once retried", timer("  retry: {attempts: 3}\n"),
+			fmt.Sprintf("m.yaml:8:3: spec.command: renders a %d-byte ExecStart= line; a unit-file line may have at most 524288 bytes (systemd reads lines up to 1048576)", retried)},
+		{"startup exec probe line", svc("  health: {startup: {exec: [/bin/echo" + strings.Repeat(", "+x(100<<10), 6) + "]}}\n"),
+			"m.yaml:6:22: spec.health.startup.exec: renders a 618563-byte ExecStartPost= line; a unit-file line may have at most 524288 bytes (systemd reads lines up to 1048576)"},
+		{"startup exec probe line, $ as rendered", svc("  health: {startup: {exec: [/bin/echo" + strings.Repeat(", '"+dollars+"'", 5) + "]}}\n"),
+			"m.yaml:6:22: spec.health.startup.exec: renders a 618562-byte ExecStartPost= line; a unit-file line may have at most 524288 bytes (systemd reads lines up to 1048576)"},
+		{"startup exec probe argument", svc("  health: {startup: {exec: [/bin/echo, " + x(MaxArgStrlen) + "]}}\n"),
+			"m.yaml:6:40: spec.health.startup.exec[1]: argument is 131072 bytes; the kernel refuses one of 131072 bytes or more (MAX_ARG_STRLEN, 131072 including the terminating NUL)"},
+		{"startup exec probe with the environment over the exec limit", svc(env(16, 120<<10) + "  health: {startup: {exec: [/bin/echo, " + x(120<<10) + "]}}\n"),
+			"m.yaml:23:22: spec.health.startup.exec: command line and environment come to 2093375 bytes (strings, NULs and pointers); an exec may pass 2031616 (ARG_MAX with the default 8 MiB stack, 65536 kept for what systemd adds)"},
+		{"liveness exec probe line", svc("  health: {liveness: {exec: [/bin/echo" + strings.Repeat(", "+x(100<<10), 6) + "]}}\n"),
+			"m.yaml:6:23: spec.health.liveness.exec: renders a 614425-byte ExecStart= line; a unit-file line may have at most 524288 bytes (systemd reads lines up to 1048576)"},
+		{"readiness exec probe argument", svc("  health: {readiness: {exec: [/bin/echo, " + x(MaxArgStrlen) + "]}}\n"),
+			"m.yaml:6:42: spec.health.readiness.exec[1]: argument is 131072 bytes; the kernel refuses one of 131072 bytes or more (MAX_ARG_STRLEN, 131072 including the terminating NUL)"},
+		{"longest probe URL", svc("  health: {liveness: {http: {url: 'http://h/" + x(MaxProbeURL-9) + "'}}}\n"), ""},
+		{"probe URL too long", svc("  health: {liveness: {http: {url: 'http://h/" + x(MaxProbeURL-8) + "'}}}\n"),
+			"m.yaml:6:30: spec.health.liveness.http.url: URL is 8193 bytes; a probe URL may have at most 8192"},
+		{"longest probe header", svc("  health: {startup: {http: {url: 'http://h/', headers: {H: " + x(MaxProbeHeader-3) + "}}}}\n"), ""},
+		{"probe header too long", svc("  health: {readiness: {http: {url: 'http://h/', headers: {H: " + x(MaxProbeHeader-2) + "}}}}\n"),
+			"m.yaml:6:59: spec.health.readiness.http.headers.H: header is 8193 bytes (name: value); a probe header may have at most 8192"},
+		{"startup http probe line", svc("  health: {startup: {http: {url: 'http://h/', headers: {" + headers(70, 8000) + "}}}}\n"),
+			"m.yaml:6:22: spec.health.startup.http: renders a 565358-byte ExecStartPost= line; a unit-file line may have at most 524288 bytes (systemd reads lines up to 1048576)"},
 		{"700 KiB argument",
 			"apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: s}\nspec:\n  command: [/bin/echo, " + x(700<<10) + "]\n",
 			"m.yaml:5:24: spec.command[1]: argument is 716800 bytes; the kernel refuses one of 131072 bytes or more (MAX_ARG_STRLEN, 131072 including the terminating NUL)"},
@@ -163,7 +206,13 @@ func TestLengthCaps(t *testing.T) {
 				t.Errorf("errors:\n got %s\nwant %s", got, tc.want)
 			}
 			if tc.want == "" {
-				files, err := Render(set.Objects["Service/s"])
+				// The agent's binary may be anywhere: render with the
+				// longest path it may have.
+				o := set.Objects["Service/s"]
+				if o == nil {
+					o = set.Objects["Timer/s"]
+				}
+				files, err := RenderOptions{ProbeCommand: probeCommandBound}.Render(o)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -74,6 +74,12 @@ func (l *loader) parseFile(rel string, data []byte) []*doc {
 
 // parseDocs splits YAML into document nodes, dropping empty documents.
 func parseDocs(data []byte) ([]*yaml.Node, *FieldError) {
+	return parseDocNodes(data, false)
+}
+
+// parseDocNodes splits YAML into document nodes; keepEmpty keeps empty
+// documents (a null scalar, see isNullDoc) where parseDocs drops them.
+func parseDocNodes(data []byte, keepEmpty bool) ([]*yaml.Node, *FieldError) {
 	if fe := oddLineBreak(data); fe != nil {
 		return nil, fe
 	}
@@ -103,7 +109,7 @@ func parseDocs(data []byte) ([]*yaml.Node, *FieldError) {
 		}
 		if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
 			c := n.Content[0]
-			if c.Kind == yaml.ScalarNode && c.Tag == "!!null" {
+			if isNullDoc(c) && !keepEmpty {
 				continue
 			}
 			out = append(out, c)
@@ -136,6 +142,11 @@ func oddLineBreak(data []byte) *FieldError {
 			Detail: "invalid YAML: " + what + ": only LF and CRLF end lines here (write it as an escape in a double-quoted string: \\r, \\u0085, \\u2028)"}
 	}
 	return nil
+}
+
+// isNullDoc reports whether a document's content is empty (or null).
+func isNullDoc(c *yaml.Node) bool {
+	return c.Kind == yaml.ScalarNode && c.Tag == "!!null"
 }
 
 // yamlParserProblems are the messages of yaml.v3's parser (parserc.go), as

@@ -50,6 +50,16 @@ func Generate(srcDir string) ([]byte, error) {
 				return &jsonschema.Schema{Type: "string", Pattern: durationPattern,
 					Description: "A Go duration: 500ms, 5s, 1m30s.", Examples: []any{"5s"}}
 			}
+			if t == reflect.TypeOf(desired.HTTPStatus("")) {
+				return &jsonschema.Schema{
+					OneOf: []*jsonschema.Schema{
+						{Type: "integer", Minimum: "100", Maximum: "599"},
+						{Type: "string", Pattern: `^[0-9]{3}(-[0-9]{3})?$`},
+					},
+					Description: "An HTTP status code (204) or range (\"200-299\"); default 200-399.",
+					Examples:    []any{204, "200-299"},
+				}
+			}
 			if vals, ok := enums[t]; ok {
 				return &jsonschema.Schema{Type: "string", Enum: vals}
 			}

@@ -71,16 +71,16 @@ type globals struct {
 	rollout reconcile.RolloutConfig
 }
 
+// loadOptions returns the load options of the command: fileOptions plus
+// this host (its name and labels). The labels are read once, here: an
+// agent keeps the labels it started with. A labels file that cannot be
+// read as labels (refused, unreadable, empty, invalid) is an error, so the
+// command fails rather than select objects with no labels (and prune the
+// ones selected by label).
 func (g *globals) loadOptions() (desired.Options, error) {
-	var opts desired.Options
-	switch g.ownerCheck {
-	case "on":
-	case "off":
-		opts.Insecure = true
-	case "auto", "":
-		opts.Insecure = os.Geteuid() != 0
-	default:
-		return opts, exitCode(2, fmt.Errorf("--owner-check must be auto, on or off, got %q", g.ownerCheck))
+	opts, err := g.fileOptions()
+	if err != nil {
+		return opts, err
 	}
 	if g.hostLabels != desired.DefaultHostLabelsFile {
 		// A labels file named on the command line must exist: read as no
@@ -98,6 +98,22 @@ func (g *globals) loadOptions() (desired.Options, error) {
 		host.Name = g.hostname
 	}
 	opts.Host = host
+	return opts, nil
+}
+
+// fileOptions returns how the command reads files (--owner-check), without
+// reading the host labels.
+func (g *globals) fileOptions() (desired.Options, error) {
+	var opts desired.Options
+	switch g.ownerCheck {
+	case "on":
+	case "off":
+		opts.Insecure = true
+	case "auto", "":
+		opts.Insecure = os.Geteuid() != 0
+	default:
+		return opts, exitCode(2, fmt.Errorf("--owner-check must be auto, on or off, got %q", g.ownerCheck))
+	}
 	return opts, nil
 }
 

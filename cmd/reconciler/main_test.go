@@ -165,6 +165,11 @@ func TestCommandOpenErrors(t *testing.T) {
 	}
 	defer unlock()
 	free := t.TempDir()
+	// A labels file caught empty (the first instant of `cat > labels.yaml`)
+	// or holding two documents is an error naming it, never "no labels",
+	// which would prune every object selected by label.
+	labels := dirWith(t, map[string]string{"empty.yaml": "# labels\n", "two.yaml": "role: web\n---\nrole: db\n"})
+	empty, two := filepath.Join(labels, "empty.yaml"), filepath.Join(labels, "two.yaml")
 	tests := []struct {
 		name  string
 		args  []string
@@ -182,6 +187,9 @@ func TestCommandOpenErrors(t *testing.T) {
 		{"apply, labels file missing", []string{"apply", "--host-labels", "/nonexistent/labels.yaml"}, free, 2, "--host-labels"},
 		{"diff, labels file missing", []string{"diff", "--host-labels", "/nonexistent/labels.yaml"}, free, 2, "--host-labels"},
 		{"validate, labels file missing", []string{"validate", "--host-labels", "/nonexistent/labels.yaml"}, free, 2, "--host-labels"},
+		{"apply, labels file empty", []string{"apply", "--host-labels", empty}, free, 2, empty + ": no document"},
+		{"diff, labels file empty", []string{"diff", "--host-labels", empty}, free, 2, empty + ": no document"},
+		{"apply, labels file with two documents", []string{"apply", "--host-labels", two}, free, 2, two + ":3:1: a second YAML document"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -36,7 +36,7 @@ ExecStartPost= as the service's user).`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if httpURL != "" {
-				p.HTTP = &desired.HTTPProbe{URL: httpURL, Status: status}
+				p.HTTP = &desired.HTTPProbe{URL: httpURL, Status: desired.HTTPStatus(status)}
 				for _, h := range headers {
 					k, v, ok := strings.Cut(h, ":")
 					if !ok {

@@ -104,7 +104,9 @@ func newRunCmd(g *globals) *cobra.Command {
 			eg.Go(func() error { return loop.Run(ctx) })
 			eg.Go(func() error { return hp.run(ctx) })
 			eg.Go(func() error { return trim.run(ctx) })
-			wopts, err := g.loadOptions() // Watch opens files only as Load would
+			// Watch opens files only as Load would; the labels were read
+			// once, by newReconciler, and are not read again.
+			wopts, err := g.fileOptions()
 			if err != nil {
 				return exitCode(2, err)
 			}

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -51,6 +52,21 @@ func runHook(ctx context.Context, j hookJob, timeout time.Duration) error {
 	hctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(hctx, j.command[0], j.command[1:]...)
+	// The hook runs in a process group of its own, and a timeout kills the
+	// whole group: killing only the direct child (a shell) would leave what
+	// it started (`sh -c 'sleep 301'`) running, orphaned, one per storm
+	// window, and holding the output pipe, so Wait would return only after
+	// WaitDelay. The group is killed while the leader is not yet reaped, so
+	// its ID cannot have been reused.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error {
+		if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); err != nil {
+			return fmt.Errorf("kill hook process group %d: %w", cmd.Process.Pid, err)
+		}
+		return nil
+	}
+	// Bounds the wait for output still held open by a process that left
+	// the group (setsid), or by one a finished hook left behind.
 	cmd.WaitDelay = 2 * time.Second
 	e := j.event
 	data, err := json.Marshal(e)
