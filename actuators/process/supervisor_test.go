@@ -61,16 +61,7 @@ func TestStopOnExitReverseOrder(t *testing.T) {
 // an agent that stopped everything on its way out (StopOnExit), enabled
 // services start as at boot. Timers start either way.
 func TestAgentRestartStartsOnlyAsAtBoot(t *testing.T) {
-	// bootIDPath is package state: not parallel.
-	bootFile := filepath.Join(t.TempDir(), "boot_id")
-	setBoot := func(id string) {
-		if err := os.WriteFile(bootFile, []byte(id+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	old := bootIDPath
-	bootIDPath = bootFile
-	t.Cleanup(func() { bootIDPath = old })
+	setBoot := fakeBootID(t)
 	setBoot("boot-1")
 
 	ctx := context.Background()
@@ -155,14 +146,7 @@ func TestAgentRestartStartsOnlyAsAtBoot(t *testing.T) {
 // caught in its preStart checks, are started by the next agent of the
 // same boot as before.
 func TestAgentRestartIdleRecordsNarrow(t *testing.T) {
-	// bootIDPath is package state: not parallel.
-	bootFile := filepath.Join(t.TempDir(), "boot_id")
-	if err := os.WriteFile(bootFile, []byte("boot-1\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	old := bootIDPath
-	bootIDPath = bootFile
-	t.Cleanup(func() { bootIDPath = old })
+	fakeBootID(t)("boot-1")
 	ctx := context.Background()
 
 	t.Run("failed, file changed", func(t *testing.T) {
@@ -209,13 +193,7 @@ func TestAgentRestartIdleRecordsNarrow(t *testing.T) {
 // of a never-restarted service that died while no agent ran is not
 // started again (failed, result unknown).
 func TestAgentRestartLeavesDoneServicesAlone(t *testing.T) {
-	bootFile := filepath.Join(t.TempDir(), "boot_id")
-	if err := os.WriteFile(bootFile, []byte("boot-1\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	old := bootIDPath
-	bootIDPath = bootFile
-	t.Cleanup(func() { bootIDPath = old })
+	fakeBootID(t)("boot-1")
 
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -279,5 +257,21 @@ func TestAgentRestartLeavesDoneServicesAlone(t *testing.T) {
 	}
 	if u := h2.unit("stopped.service"); u.ActiveState != "inactive" {
 		t.Errorf("stopped after the agent restart: %s/%s", u.ActiveState, u.SubState)
+	}
+}
+
+// fakeBootID points the supervisor's boot ID at a file of the test's and
+// returns what sets it. bootIDPath is package state: the test must not
+// run in parallel.
+func fakeBootID(t *testing.T) func(id string) {
+	t.Helper()
+	bootFile := filepath.Join(t.TempDir(), "boot_id")
+	old := bootIDPath
+	bootIDPath = bootFile
+	t.Cleanup(func() { bootIDPath = old })
+	return func(id string) {
+		if err := os.WriteFile(bootFile, []byte(id+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
