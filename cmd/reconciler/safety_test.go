@@ -143,9 +143,7 @@ func TestProcessBackendLeaseExpiry(t *testing.T) {
 func TestProcessBackendPruneGuard(t *testing.T) {
 	e := newProcEnv(t)
 	names := []string{"a", "b", "c", "d"}
-	for _, n := range names {
-		e.write(n+".yaml", strings.Replace(procWeb, "name: web", "name: "+n, 1))
-	}
+	e.writeWebs(names...)
 	if out, code := e.cli("apply"); code != 0 {
 		t.Fatalf("apply: exit %d\n%s", code, out)
 	}
@@ -198,9 +196,7 @@ func TestProcessBackendPruneGuard(t *testing.T) {
 		t.Error("d touched")
 	}
 	// --allow-prune N, and the guard off
-	for _, n := range []string{"x", "y"} {
-		e.write(n+".yaml", strings.Replace(procWeb, "name: web", "name: "+n, 1))
-	}
+	e.writeWebs("x", "y")
 	e.cli("apply")
 	os.Remove(filepath.Join(e.manifests, "x.yaml"))
 	os.Remove(filepath.Join(e.manifests, "y.yaml"))
@@ -224,9 +220,7 @@ func TestProcessBackendPruneGuard(t *testing.T) {
 func TestProcessBackendPruneGuardReplacement(t *testing.T) {
 	e := newProcEnv(t)
 	old, repl := []string{"live", "never", "rep", "web"}, []string{"s1", "s2", "s3", "s4"}
-	for _, n := range old {
-		e.write(n+".yaml", strings.Replace(procWeb, "name: web", "name: "+n, 1))
-	}
+	e.writeWebs(old...)
 	if out, code := e.cli("apply"); code != 0 {
 		t.Fatalf("apply: exit %d\n%s", code, out)
 	}
@@ -235,9 +229,7 @@ func TestProcessBackendPruneGuardReplacement(t *testing.T) {
 		pids[n] = e.pid(n + ".service")
 		os.Remove(filepath.Join(e.manifests, n+".yaml"))
 	}
-	for _, n := range repl {
-		e.write(n+".yaml", strings.Replace(procWeb, "name: web", "name: "+n, 1))
-	}
+	e.writeWebs(repl...)
 	kept := func(when, out string) {
 		t.Helper()
 		for _, n := range old {
@@ -326,5 +318,12 @@ func TestProcessBackendPruneGrace(t *testing.T) {
 	out, code = e.cli("apply", "--prune-grace", "1s")
 	if code != 0 || e.pid("web.service") != 0 {
 		t.Fatalf("apply after the grace: exit %d\n%s", code, out)
+	}
+}
+
+// writeWebs writes one procWeb service manifest per name (NAME.yaml).
+func (e *procEnv) writeWebs(names ...string) {
+	for _, n := range names {
+		e.write(n+".yaml", strings.Replace(procWeb, "name: web", "name: "+n, 1))
 	}
 }
