@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"strings"
 	"testing"
 
 	"resil.dev/resil/actuators"
@@ -58,5 +59,34 @@ func TestPlanExitedOnItsOwn(t *testing.T) {
 				t.Errorf("start %v, Exited %v, StoppedOutOfBand %v; want start %v: %v %+v", started, exited, stopped, tt.wantStart, plan.Steps, plan.Findings)
 			}
 		})
+	}
+}
+
+// A failed service's finding names its run (the exit time): the same
+// failure seen by later passes is one event, a new failure (after a reset
+// or a start by hand that failed at once) another.
+func TestPlanFailedFindingNamesTheRun(t *testing.T) {
+	o := &desired.Object{APIVersion: desired.APIVersion, Kind: desired.KindService, Metadata: desired.ObjectMeta{Name: "web"},
+		Source: desired.Source{File: "web.yaml"}, Service: &desired.ServiceSpec{Command: []string{"/bin/false"}}}
+	files, err := desired.Render(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := func(exit uint64) string {
+		u := &observed.Unit{Name: "web.service", File: files[0].Data, Owner: o.ID(), LoadState: "loaded", ActiveState: "failed", SubState: "failed",
+			UnitFileState: "enabled", Result: "exit-code", ExecMainStatus: 1, ExecMainStartTimestamp: exit - 100, ExecMainExitTimestamp: exit}
+		plan := Compute(Input{Objects: []*desired.Object{o}, Files: map[string][]desired.UnitFile{o.ID(): files}, UnitDir: unitDir,
+			Observed: &observed.State{Backend: "systemd", Units: map[string]*observed.Unit{"web.service": u}}})
+		for _, f := range plan.Findings {
+			if f.Reason == ReasonFailed {
+				return f.Message
+			}
+		}
+		t.Fatalf("no Failed finding: %+v", plan.Findings)
+		return ""
+	}
+	a, b := msg(1_000_000_000), msg(2_000_000_000)
+	if a == b || !strings.Contains(a, "last run exited at 1970-01-01T00:16:40.000Z") {
+		t.Errorf("two runs' failures: %q, %q", a, b)
 	}
 }

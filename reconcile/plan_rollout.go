@@ -172,6 +172,10 @@ func (p *planner) initRollout(objs []*desired.Object) {
 		if !p.in.Rollout.Members[unit] && !unknown {
 			continue
 		}
+		if u.ExitedOnItsOwn() && o.Service.RestartPolicy() != desired.RestartAlways {
+			// Done (Exited): settled, neither ready nor holding a slot.
+			continue
+		}
 		var fail *RolloutFailure
 		switch {
 		case u != nil && u.ActiveState == "failed":

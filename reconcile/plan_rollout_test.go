@@ -35,6 +35,9 @@ func TestPlanRolloutWaves(t *testing.T) {
 		{"a failed service of the rollout halts it", 2, map[string]string{"e": "failed"}, "", 4, true, false},
 		{"a service failed outside the rollout does not halt it", 2, map[string]string{"e": "failed outside"}, "a b", 2, false, false},
 		{"a service not ready outside the rollout holds no slot", 2, map[string]string{"a": "activating outside"}, "b c", 2, false, false},
+		// A member that exited by itself under on-failure is done, not
+		// unready: it holds no slot (it held one for good).
+		{"a member that exited by itself holds no slot", 2, map[string]string{"a": "exited"}, "b c", 2, false, false},
 		// The record refused: who the rollout restarted is unknown. Any
 		// failed service halts it; none holds a slot by its readiness.
 		{"record refused: a failed service halts it", 2, map[string]string{"e": "failed outside"}, "", 4, true, true},
@@ -68,8 +71,12 @@ func TestPlanRolloutWaves(t *testing.T) {
 				if active == "failed" {
 					pid = 0
 				}
-				in.Observed.Units[n+".service"] = &observed.Unit{Name: n + ".service", File: oldFiles[0].Data, Owner: o.ID(), LoadState: "loaded",
+				u := &observed.Unit{Name: n + ".service", File: oldFiles[0].Data, Owner: o.ID(), LoadState: "loaded",
 					ActiveState: active, SubState: "running", UnitFileState: "enabled", MainPID: pid, ExecMainStartTimestamp: 1}
+				if active == "exited" {
+					u.ActiveState, u.SubState, u.MainPID, u.ExecMainExitTimestamp, u.ActiveExitTimestamp = "inactive", "dead", 0, 2, 3
+				}
+				in.Observed.Units[n+".service"] = u
 			}
 			plan := Compute(in)
 			var restarted, written []string

@@ -78,6 +78,11 @@ func (p *planner) service(o *desired.Object) {
 			p.rt(actuators.OpStart, o, f.Name, "new unit")
 		case u.ActiveState == "failed":
 			reason, msg := failureReason(u)
+			if u.ExecMainExitTimestamp != 0 {
+				// Names the run: each failure is one event (the same
+				// failure seen by later passes is not a new one).
+				msg += " (last run exited at " + FormatUSec(u.ExecMainExitTimestamp, LayoutMilli) + ")"
+			}
 			if fs.written {
 				p.rt(actuators.OpResetFailed, o, f.Name, "manifest changed after "+msg)
 				p.rt(actuators.OpStart, o, f.Name, "manifest changed")
@@ -116,7 +121,7 @@ func (p *planner) service(o *desired.Object) {
 			if pol := s.RestartPolicy(); u.ExitedOnItsOwn() && pol != desired.RestartAlways {
 				// Done, as its restart policy has it: not drift. Started
 				// again by a manifest change (or by hand).
-				p.find(o.ID(), f.Name, ReasonExited, fmt.Sprintf("%s exited by itself at %s with status 0; restart policy %s does not restart it: left inactive until its manifest changes",
+				p.find(o.ID(), f.Name, ReasonExited, fmt.Sprintf("%s exited by itself at %s with status 0; restart policy %s does not restart it: left inactive until its unit changes (or a start by hand)",
 					f.Name, FormatUSec(u.ExecMainExitTimestamp, LayoutMilli), pol), false, false)
 				return
 			}

@@ -113,7 +113,11 @@ func (s *Supervisor) writeSnapshot() {
 // not ready yet): from status.json while its agent lives; otherwise a
 // service is active when its recorded process still runs (it will be
 // adopted), failed states are kept, and everything else is inactive.
-func (s *Supervisor) offlineStatus(name string, snap *snapshot, table map[string]procRecord) status {
+//
+// An exited record of this boot counts only for the unit file it was made
+// from (file, the one on disk): a changed file is started by the next
+// agent (idleAtLoad), so diff must plan that start too.
+func (s *Supervisor) offlineStatus(name string, snap *snapshot, table map[string]procRecord, file []byte) status {
 	var st status
 	us, ok := snap.Units[name]
 	if ok {
@@ -154,7 +158,7 @@ func (s *Supervisor) offlineStatus(name string, snap *snapshot, table map[string
 		st.MainPID = 0
 		return st
 	}
-	if e, ok := snap.idle[name]; ok && e.State == idleExited {
+	if e, ok := snap.idle[name]; ok && e.State == idleExited && file != nil && e.Hash == fileHash(file) {
 		return e.status()
 	}
 	return status{ActiveState: "inactive", SubState: "dead", Result: ResultSuccess, LastTrigger: st.LastTrigger}
