@@ -141,13 +141,15 @@ type Reconciler struct {
 	loaded *loadedDesired
 	// loadsAhead counts the passes that used a LoadAhead (tests).
 	loadsAhead int
-	// conditions are the findings the last pass recorded, by event key:
-	// a finding is a condition seen (a unit failed, a file edited, a
-	// pause), recorded as an event at its onset only. The same finding in
-	// the next pass is the same condition, not a new occurrence: recorded
-	// again it would raise the event's count and last-seen time on every
-	// pass (a failure minutes old reading "0s ago", COUNT 700).
-	conditions map[string]bool
+	// conditions are the conditions the last pass saw, by event key, and
+	// condNext those this pass has seen so far (see condition): a finding
+	// (a unit failed, a file edited, a pause) or a load problem (an
+	// invalid manifest, a last good version retained) is recorded as an
+	// event at its onset only. The same one in the next pass is the same
+	// condition, not a new occurrence: recorded again it would raise the
+	// event's count and last-seen time on every pass (a failure minutes
+	// old reading "0s ago", COUNT 700) and log it again.
+	conditions, condNext map[string]bool
 }
 
 // loadedDesired is desiredObjects' result (kept for Options.SameDesired):
@@ -310,7 +312,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	r.pass++
 	log := r.log.With(zap.Uint64("pass", r.pass))
 	res.Started = time.Now()
+	r.condNext = map[string]bool{}
 	defer func() {
+		if !opts.Quiet || !opts.DryRun {
+			r.conditions = r.condNext
+		}
+		r.condNext = nil
 		res.Took = time.Since(res.Started)
 		if p := recover(); p != nil {
 			err = fmt.Errorf("reconcile pass %d panicked: %v", r.pass, p)
@@ -397,7 +404,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 			continue
 		}
 		if err != nil {
-			r.event(Warning, ReasonInvalid, o.ID(), "", "", fmt.Sprintf("render: %v", err))
+			r.condition(Warning, ReasonInvalid, o.ID(), "", fmt.Sprintf("render: %v", err))
 			protected[o.ID()] = true
 			continue
 		}
@@ -484,7 +491,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 	r.loadLastGood(set)
 	if set == nil {
 		// Nothing readable: keep every last good object, prune nothing.
-		r.event(Warning, ReasonInvalid, "", "", "", fmt.Sprintf("manifests unreadable, keeping the last good state: %v", lerr))
+		r.condition(Warning, ReasonInvalid, "", "", fmt.Sprintf("manifests unreadable, keeping the last good state: %v", lerr))
 		var objs []*desired.Object
 		for id, o := range r.lastGood {
 			objs = append(objs, o)
@@ -517,7 +524,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 		lerr = all
 	}
 	for _, fe := range desired.FieldErrors(lerr) {
-		r.event(Warning, ReasonInvalid, "", "", "", fe.Error())
+		r.condition(Warning, ReasonInvalid, "", "", fe.Error())
 	}
 	// An object whose drop-in is broken (unreadable), busy or empty is not
 	// applied without it: its last good version stays, or, with none, what
@@ -543,9 +550,9 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 		}
 		if lg := r.lastGood[o.ID()]; lg != nil {
 			objs = append(objs, lg)
-			r.event(Warning, ReasonLastGoodRetained, o.ID(), "", "", why+"; the last good version stays in force")
+			r.condition(Warning, ReasonLastGoodRetained, o.ID(), "", why+"; the last good version stays in force")
 		} else {
-			r.event(Warning, ReasonLastGoodRetained, o.ID(), "", "", why+"; it is not applied, and what is on the host stays")
+			r.condition(Warning, ReasonLastGoodRetained, o.ID(), "", why+"; it is not applied, and what is on the host stays")
 		}
 	}
 	for id, o := range r.lastGood {
@@ -562,7 +569,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 			if file, busy := set.Unsettled(o); file != "" {
 				why = holdReason(file, busy)
 			}
-			r.event(Warning, ReasonLastGoodRetained, id, "", "", why+"; the last good version stays in force")
+			r.condition(Warning, ReasonLastGoodRetained, id, "", why+"; the last good version stays in force")
 		}
 	}
 	// Names whose defining file is broken but that never had a good version
@@ -651,24 +658,29 @@ func sortObjects(objs []*desired.Object) {
 	sort.Slice(objs, func(i, j int) bool { return objs[i].ID() < objs[j].ID() })
 }
 
-// recordFindings records each finding as an event at its onset: one the
-// previous recording pass did not have (see Reconciler.conditions). A
-// condition that goes away and comes back is a new onset.
+// recordFindings records each finding as a condition (see condition).
 func (r *Reconciler) recordFindings(fs []Finding) {
-	now := make(map[string]bool, len(fs))
 	for _, f := range fs {
 		typ := Normal
 		if f.Warning {
 			typ = Warning
 		}
-		k := key(Event{Object: f.Object, Reason: f.Reason, Message: f.Message})
-		now[k] = true
-		if r.conditions[k] {
-			continue
-		}
-		r.event(typ, f.Reason, f.Object, f.Unit, "", f.Message)
+		r.condition(typ, f.Reason, f.Object, f.Unit, f.Message)
 	}
-	r.conditions = now
+}
+
+// condition records what this pass sees as an event at its onset: one the
+// previous pass did not see (Reconciler.conditions). A condition that goes
+// away for a pass and comes back is a new onset.
+func (r *Reconciler) condition(t EventType, reason Reason, object, unit, msg string) {
+	k := key(Event{Object: object, Reason: reason, Message: msg})
+	if r.condNext != nil {
+		r.condNext[k] = true
+	}
+	if r.conditions[k] {
+		return
+	}
+	r.event(t, reason, object, unit, "", msg)
 }
 
 func (r *Reconciler) event(t EventType, reason Reason, object, unit, step, msg string) {

@@ -583,3 +583,20 @@ func TestUnsupportedObjectIsInvalidInStatus(t *testing.T) {
 		t.Errorf("status %+v", st)
 	}
 }
+
+// A load problem (an invalid manifest, the last good version retained)
+// is a condition too: recorded once while it lasts, not every pass.
+func TestLoadConditionRecordedAtOnsetOnly(t *testing.T) {
+	dir, _, r, ring := appliedWeb(t)
+	writeManifest(t, dir, "web.yaml", webManifest+"  comand: [x]\n")
+	for range 3 {
+		r.Reconcile(context.Background(), Options{})
+	}
+	counts := map[Reason]int{}
+	for _, e := range ring.Events() {
+		counts[e.Reason] += e.Count
+	}
+	if counts[ReasonInvalid] != 1 || counts[ReasonLastGoodRetained] != 1 {
+		t.Errorf("over 3 passes: %d InvalidManifest, %d LastGoodRetained events, want 1 each: %+v", counts[ReasonInvalid], counts[ReasonLastGoodRetained], ring.Events())
+	}
+}
