@@ -148,9 +148,15 @@ type Reconciler struct {
 	// event at its onset only. The same one in the next pass is the same
 	// condition, not a new occurrence: recorded again it would raise the
 	// event's count and last-seen time on every pass (a failure minutes
-	// old reading "0s ago", COUNT 700) and log it again.
-	conditions, condNext map[string]bool
+	// old reading "0s ago", COUNT 700) and log it again. Each maps to
+	// when it was last recorded: one that lasts is recorded again every
+	// conditionRefresh, so the event store's retention (by last seen)
+	// does not drop a condition still in force.
+	conditions, condNext map[string]time.Time
 }
+
+// conditionRefresh is how often a lasting condition is recorded again.
+const conditionRefresh = 24 * time.Hour
 
 // loadedDesired is desiredObjects' result (kept for Options.SameDesired):
 // the effective objects, the IDs that must not be pruned, the files whose
@@ -312,7 +318,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	r.pass++
 	log := r.log.With(zap.Uint64("pass", r.pass))
 	res.Started = time.Now()
-	r.condNext = map[string]bool{}
+	r.condNext = map[string]time.Time{}
 	defer func() {
 		if !opts.Quiet || !opts.DryRun {
 			r.conditions = r.condNext
@@ -674,11 +680,15 @@ func (r *Reconciler) recordFindings(fs []Finding) {
 // away for a pass and comes back is a new onset.
 func (r *Reconciler) condition(t EventType, reason Reason, object, unit, msg string) {
 	k := key(Event{Object: object, Reason: reason, Message: msg})
-	if r.condNext != nil {
-		r.condNext[k] = true
-	}
-	if r.conditions[k] {
+	now := r.cfg.Now()
+	if at, ok := r.conditions[k]; ok && now.Sub(at) < conditionRefresh {
+		if r.condNext != nil {
+			r.condNext[k] = at
+		}
 		return
+	}
+	if r.condNext != nil {
+		r.condNext[k] = now
 	}
 	r.event(t, reason, object, unit, "", msg)
 }

@@ -600,3 +600,36 @@ func TestLoadConditionRecordedAtOnsetOnly(t *testing.T) {
 		t.Errorf("over 3 passes: %d InvalidManifest, %d LastGoodRetained events, want 1 each: %+v", counts[ReasonInvalid], counts[ReasonLastGoodRetained], ring.Events())
 	}
 }
+
+// A condition that lasts is recorded again once a day, so the event
+// store's retention (by last seen) never drops one still in force.
+func TestLastingConditionRefreshedDaily(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", webManifest)
+	f := newFake()
+	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	r, ring := newTestReconciler(t, dir, f, func() time.Time { return now })
+	r.Reconcile(context.Background(), Options{})
+	f.mu.Lock()
+	f.state["web.service"] = "failed"
+	f.mu.Unlock()
+	count := func() int {
+		n := 0
+		for _, e := range ring.Events() {
+			if e.Reason == ReasonFailed {
+				n += e.Count
+			}
+		}
+		return n
+	}
+	for _, step := range []struct {
+		after time.Duration
+		want  int
+	}{{time.Minute, 1}, {time.Hour, 1}, {23 * time.Hour, 2}, {time.Hour, 2}} {
+		now = now.Add(step.after)
+		r.Reconcile(context.Background(), Options{})
+		if got := count(); got != step.want {
+			t.Fatalf("at %s: %d Failed events, want %d", now, got, step.want)
+		}
+	}
+}
