@@ -126,9 +126,10 @@ func (p *planner) prune(wanted map[string]bool) {
 		units[u.Owner] = append(units[u.Owner], n)
 	}
 	sort.Strings(owners)
-	var due []string
+	var due, later []string // later: waiting in their grace or a lease
 	for _, owner := range owners {
 		if l := p.lease(owner); l != nil {
+			later = append(later, owner)
 			m := p.mark()
 			for _, n := range units[owner] {
 				p.pruneUnit(n, p.in.Observed.Units[n])
@@ -140,12 +141,14 @@ func (p *planner) prune(wanted map[string]bool) {
 			continue
 		}
 		if d, wait := p.graceFor(owner); wait {
+			later = append(later, owner)
 			p.find(owner, "", ReasonPrunePending, fmt.Sprintf("its manifest is gone; kept running until %s (--prune-grace %s), then pruned: %s",
 				d.UTC().Format(LayoutMilli), p.in.PruneGrace, strings.Join(units[owner], ", ")), false, false)
 			continue
 		}
 		due = append(due, owner)
 	}
+	p.holdLater(due, later, len(owned))
 	if b := p.guardPrune(due, len(owned)); b != nil {
 		// Planned, then taken out: the block says what it holds back.
 		m := p.mark()
@@ -217,5 +220,31 @@ func (p *planner) stopDisable(owner, n string, u *observed.Unit, reason string) 
 	}
 	if u.Enabled() {
 		p.stops = append(p.stops, actuators.Step{Op: actuators.OpDisable, Object: owner, Unit: n, Reason: reason})
+	}
+}
+
+// holdLater judges the share of a prune when its objects stop being
+// wanted, not only when they fall due: objects waiting in their grace
+// (--prune-grace) or a pause lease count with the due ones, and when
+// together they are more than --max-prune of the owned objects, the
+// waiting ones are held (PruneHeld) from now on. Judged only at their
+// deadline, the objects created meanwhile would count as owned, and a
+// swap of the whole set (4 old out, 4 new in: 4 of 8) would get through.
+// The due ones are guardPrune's.
+func (p *planner) holdLater(due, later []string, owned int) {
+	n := len(due) + len(later)
+	if p.in.MaxPrune <= 0 || len(later) == 0 || n < 2 || float64(n) <= p.in.MaxPrune*float64(owned) || p.in.AllowPrune >= n {
+		return
+	}
+	var added []string
+	for _, id := range later {
+		if _, ok := p.pruneHeld[id]; !ok {
+			p.pruneHeld[id] = p.in.Now
+			added = append(added, id)
+		}
+	}
+	if len(added) > 0 {
+		p.find("", "", ReasonPruneBlocked, fmt.Sprintf("%d of %d owned objects are no longer desired, more than --max-prune %s: held; when their grace or lease ends they are pruned only once confirmed (`reconciler prune --confirm`): %s",
+			n, owned, FormatShare(p.in.MaxPrune), strings.Join(added, ", ")), true, false)
 	}
 }

@@ -223,3 +223,38 @@ func TestPruneBlockClearedByManifestsBack(t *testing.T) {
 		t.Errorf("held after the revert: %v", held)
 	}
 }
+
+// With --prune-grace the share is judged when the objects stop being
+// wanted: a swap of the whole set is held then, and still blocked when
+// the grace ends, although the new objects count as owned by then (4 of
+// 8 is not over 50 %).
+func TestPruneHeldWithGrace(t *testing.T) {
+	dir, state, f := t.TempDir(), t.TempDir(), newFake()
+	c := &clock{t: time.Date(2026, 12, 1, 9, 13, 17, 0, time.UTC)}
+	s := Safety{MaxPrune: 0.5, PruneGrace: 10 * time.Minute}
+	for _, n := range oldSet {
+		writeManifest(t, dir, n+".yaml", svcManifest(n, "one"))
+	}
+	r, _ := newSafetyReconciler(t, dir, state, f, c, s)
+	pass(t, r, Options{})
+	for _, n := range oldSet {
+		if err := os.Remove(filepath.Join(dir, n+".yaml")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range newSet {
+		writeManifest(t, dir, n+".yaml", svcManifest(n, "one"))
+	}
+	res := pass(t, r, Options{})
+	if f := findingsOf(res, ReasonPruneBlocked); len(f) != 1 || !strings.Contains(f[0].Message, "4 of 4 owned objects are no longer desired") {
+		t.Errorf("swap in grace: PruneBlocked findings %+v", f)
+	}
+	checkOldKept(t, f, "in their grace")
+	c.t = c.t.Add(11 * time.Minute)
+	r, _ = newSafetyReconciler(t, dir, state, f, c, s) // and an agent restart meanwhile
+	res = pass(t, r, Options{})
+	if b := res.Plan.PruneBlocked; b == nil || !slices.Equal(b.Held, ids(oldSet)) {
+		t.Fatalf("grace over: PruneBlocked %+v", b)
+	}
+	checkOldKept(t, f, "grace over")
+}
