@@ -3,9 +3,15 @@ package desired
 //go:generate go run gen_directives.go
 
 import (
+	"context"
 	"fmt"
+	"os/exec"
 	"slices"
 	"strings"
+	"sync"
+	"time"
+
+	"resil.dev/resil/desired/internal/directivegen"
 )
 
 // The systemd: passthrough writes its directives verbatim, and systemd
@@ -62,6 +68,9 @@ func directiveSections(k string, sections map[string]bool) []string {
 func unknownDirective(sec, k string, allowed map[string]bool) string {
 	if _, ok := systemdDirectives[sec][k]; ok {
 		return ""
+	}
+	if _, ok := hostDirectives()[sec][k]; ok {
+		return "" // newer than the table: this host's systemd knows it
 	}
 	if in := directiveSections(k, allowed); len(in) > 0 {
 		return fmt.Sprintf("%s belongs in [%s], not [%s] (systemd %s would ignore it)", k, strings.Join(in, "] or ["), sec, directivesVersion)
@@ -121,7 +130,10 @@ func editDistance(a, b string) int {
 // directives of enumValues and RestrictNamespaces=. Other values are
 // passed as they are.
 func directiveValue(sec, k, val string) string {
-	typ := systemdDirectives[sec][k]
+	typ, ok := systemdDirectives[sec][k]
+	if !ok {
+		typ = hostDirectives()[sec][k]
+	}
 	if typ == "BOOLEAN" {
 		if !isSystemdBoolean(val) {
 			return fmt.Sprintf("%s= takes a boolean (%s), got %q", k, strings.Join(systemdBooleans, ", "), val)
@@ -167,4 +179,38 @@ func restrictNamespaces(val string) string {
 		}
 	}
 	return ""
+}
+
+// hostSystemd is this host's systemd binary, asked for the directives it
+// knows (--dump-configuration-items) when a key is not in the generated
+// table: a host with a newer systemd knows directives systemd 252 does not
+// (ImportCredential=, MemoryKSM=), and refusing them there would hold
+// every such manifest at its last good version. A host without the binary
+// (no systemd: the process backend, which refuses what it cannot apply)
+// has only the table. Tests replace it.
+var hostSystemd = []string{"/lib/systemd/systemd", "/usr/lib/systemd/systemd"}
+
+var (
+	hostDirectivesOnce = new(sync.Once)
+	hostDirectivesMap  map[string]map[string]string
+)
+
+// hostDirectives returns the directives this host's systemd knows, per
+// section (nil when it cannot tell), read once per process.
+func hostDirectives() map[string]map[string]string {
+	hostDirectivesOnce.Do(func() {
+		for _, bin := range hostSystemd {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			out, err := exec.CommandContext(ctx, bin, "--dump-configuration-items").Output()
+			cancel()
+			if err != nil {
+				continue
+			}
+			if m, err := directivegen.Parse(out, directivegen.Sections); err == nil {
+				hostDirectivesMap = m
+				return
+			}
+		}
+	})
+	return hostDirectivesMap
 }

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"resil.dev/resil/desired/internal/directivegen"
@@ -515,6 +516,33 @@ func TestUnknownDirectiveMessages(t *testing.T) {
 	} {
 		if got := unknownDirective(c.sec, c.key, c.allowed); got != c.want {
 			t.Errorf("unknownDirective(%s, %s) = %q, want %q", c.sec, c.key, got, c.want)
+		}
+	}
+}
+
+// A directive newer than the table (systemd 252's) is accepted where this
+// host's systemd knows it, with its type's value check; one neither knows
+// is refused.
+func TestHostSystemdNewerDirectives(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "systemd")
+	dump := "[Unit]\nDescription=STRING\n[Service]\nMemoryKSM=BOOLEAN\nExecStart=PATH [ARGUMENT [...]]\n[Timer]\nOnCalendar=OTHER\n[Install]\nWantedBy=UNIT [...]\n"
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\ncat <<'EOF'\n"+dump+"EOF\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	oldBin, oldOnce, oldMap := hostSystemd, hostDirectivesOnce, hostDirectivesMap
+	hostSystemd, hostDirectivesOnce, hostDirectivesMap = []string{bin}, new(sync.Once), nil
+	t.Cleanup(func() { hostSystemd, hostDirectivesOnce, hostDirectivesMap = oldBin, oldOnce, oldMap })
+	for _, tt := range []struct{ key, val, want string }{
+		{"MemoryKSM", "yes", ""},
+		{"MemoryKSM", "maybe", "takes a boolean"},
+		{"MemoryKSMX", "yes", `unknown directive "MemoryKSMX" in [Service]`},
+	} {
+		got := unknownDirective("Service", tt.key, map[string]bool{"Unit": true, "Service": true, "Install": true})
+		if got == "" {
+			got = directiveValue("Service", tt.key, tt.val)
+		}
+		if (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
+			t.Errorf("%s=%s: %q, want %q", tt.key, tt.val, got, tt.want)
 		}
 	}
 }
