@@ -431,22 +431,29 @@ func (o *Observer) cacheDrift(ans cacheAnswer, units map[string]*observed.Unit) 
 		return nil
 	}
 	// The signal of a change made just before the read may still be on
-	// its way: give it a moment, then drop the units it marked.
-	time.Sleep(driftGrace)
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	for name := range drift {
-		if o.cache.dirty[name] || !o.cache.valid {
-			delete(drift, name)
+	// its way: give it a moment, then drop the units it marked. On a
+	// loaded host the watch can lag further behind (a torture run beside
+	// two other suites on 2 cores: restarts 0.3-0.6 s old not yet read),
+	// so a drift that stays is looked at again, longer, before it counts:
+	// at most 20 × driftGrace (2 s), on this path only (a resync that
+	// found a difference).
+	for _, wait := range []time.Duration{driftGrace, 4 * driftGrace, 15 * driftGrace} {
+		time.Sleep(wait)
+		o.mu.Lock()
+		for name := range drift {
+			if o.cache.dirty[name] || !o.cache.valid {
+				delete(drift, name)
+			}
 		}
-	}
-	if len(drift) == 0 {
-		return nil
+		o.mu.Unlock()
+		if len(drift) == 0 {
+			return nil
+		}
 	}
 	return drift
 }
 
-// driftGrace is how long a suspected drift waits for a late signal.
+// driftGrace is the first wait of a suspected drift for a late signal.
 var driftGrace = 100 * time.Millisecond
 
 // copyProps copies the fields fillUnit sets.
