@@ -233,7 +233,7 @@ func (p *planner) stopDisable(owner, n string, u *observed.Unit, reason string) 
 // The due ones are guardPrune's.
 func (p *planner) holdLater(due, later []string, owned int) {
 	n := len(due) + len(later)
-	if p.in.MaxPrune <= 0 || len(later) == 0 || n < 2 || float64(n) <= p.in.MaxPrune*float64(owned) || p.in.AllowPrune >= n {
+	if p.in.MaxPrune <= 0 || len(later) == 0 || !p.overShare(n, owned) || p.in.AllowPrune >= n {
 		return
 	}
 	var added []string

@@ -216,7 +216,7 @@ func (p *planner) guardPrune(due []string, owned int) *PruneBlock {
 			}
 		}
 	}
-	over := n > 1 && float64(n) > p.in.MaxPrune*float64(owned)
+	over := p.overShare(n, owned)
 	if !over && len(held) == 0 {
 		return nil
 	}
@@ -242,6 +242,12 @@ func (p *planner) guardPrune(due []string, owned int) *PruneBlock {
 	b.Why = fmt.Sprintf("would prune %d of %d owned objects; the guard has held %s since %s and nothing confirmed it; nothing pruned until it is confirmed or they are desired again %s",
 		n, owned, strings.Join(held, ", "), since.UTC().Format(LayoutMilli), let)
 	return b
+}
+
+// overShare reports whether pruning n of owned objects is more than
+// --max-prune allows (more than one object, and over the share).
+func (p *planner) overShare(n, owned int) bool {
+	return n > 1 && float64(n) > p.in.MaxPrune*float64(owned)
 }
 
 // FormatShare renders a share as a percentage: 0.5 → "50%".
