@@ -251,7 +251,7 @@ func TestEnablementFromDisk(t *testing.T) {
 
 	// systemctl disable (it reloads).
 	e.systemctl("disable", "web.service")
-	check("systemctl disable", []string{"enable web.service (disabled, want enabled)"})
+	check("systemctl disable", []string{"enable web.service (disabled, want enabled)", "daemon-reload (enablement changed)"})
 	if s := strings.TrimSpace(e.systemctl("is-enabled", "web.service")); s != "enabled" {
 		t.Fatalf("is-enabled = %s", s)
 	}
@@ -260,17 +260,17 @@ func TestEnablementFromDisk(t *testing.T) {
 	if err := e.sb.Remove(link); err != nil {
 		t.Fatal(err)
 	}
-	check("symlink removed without reload", []string{"enable web.service (disabled, want enabled)"})
+	check("symlink removed without reload", []string{"enable web.service (disabled, want enabled)", "daemon-reload (enablement changed)"})
 
 	// A manual enable of a unit that must stay disabled, no reload.
 	if err := os.Symlink("/etc/systemd/system/off.service", filepath.Join(e.sb.Root(), offLink)); err != nil {
 		t.Fatal(err)
 	}
-	check("symlink added without reload", []string{"disable off.service (enabled, want disabled)"})
+	check("symlink added without reload", []string{"disable off.service (enabled, want disabled)", "daemon-reload (enablement changed)"})
 
 	// systemctl enable of it (reloads).
 	e.systemctl("enable", "off.service")
-	check("systemctl enable", []string{"disable off.service (enabled, want disabled)"})
+	check("systemctl enable", []string{"disable off.service (enabled, want disabled)", "daemon-reload (enablement changed)"})
 }
 
 const vendorUnit = `[Unit]

@@ -397,12 +397,14 @@ metadata: {name: graceful}
 spec:
   command: ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done"]
 `)
-	e.apply(0)
-	// systemd unloads an inactive unit nothing references, and its run
-	// history (the timestamps the judgement needs) with it: a unit the
-	// apply enabled is referenced by multi-user.target from the next
-	// daemon-reload on (at boot, always).
-	e.systemctl("daemon-reload")
+	// No daemon-reload after this apply: systemd unloads an inactive unit
+	// nothing references, and its run history (the timestamps the
+	// judgement needs) with it. The apply enables before its reload, so
+	// multi-user.target references the new units from that reload on.
+	out := e.apply(0)
+	if i, j := strings.Index(out, "enable once.service"), strings.Index(out, "daemon-reload"); i < 0 || j < 0 || i > j {
+		t.Errorf("apply did not enable before its daemon-reload:\n%s", out)
+	}
 	a := e.startAgent()
 	e.eventually("first pass", 30*time.Second, func() bool { return a.countLogs("first pass done") > 0 })
 	for _, u := range []string{"once.service", "clean.service"} {

@@ -296,36 +296,60 @@ func TestTimerScheduleMovedBeforeNow(t *testing.T) {
 	}
 }
 
-// A timer the agent stopped for a schedule change (stop before the reload,
-// start after it) and was killed before starting is started by the next
-// agent, even under drift: report: the restart journal names it, so the
-// stop reads as the agent's own, not as someone's out-of-band stop.
+// A timer the agent stops for a schedule change (disable, reload, stop
+// before the files; enable before the reload, start after it) and was
+// killed in between is stopped if need be, enabled again and started by
+// the next agent, even under drift: report: the restart journal names it,
+// so the disable and the stop read as the agent's own, not as someone's.
+// Killed after the disable (still loaded, still referenced), after its
+// reload, and after the stop; each time the next apply's start does not
+// run the job (the new schedule's run is already past).
 func TestTimerStoppedForScheduleSurvivesCrash(t *testing.T) {
+	for _, k := range []int{1, 2, 3} {
+		t.Run(fmt.Sprintf("after-step-%d", k), func(t *testing.T) { timerStoppedForScheduleCrash(t, k) })
+	}
+}
+
+func timerStoppedForScheduleCrash(t *testing.T, k int) {
 	e := newEnv(t)
 	spec := func(at string) string {
-		return fmt.Sprintf("  schedule: [\"*-*-* %s UTC\"]\n  drift: report\n  command: [\"/bin/true\"]\n", at)
+		return fmt.Sprintf("  schedule: [\"*-*-* %s UTC\"]\n  drift: report\n  accuracy: 1ms\n  command: [\"/bin/sh\", \"-c\", \"date -u +%%s >> /run/slot\"]\n", at)
 	}
 	e.write("slot.yaml", timer("slot", spec("03:00:00")))
 	e.apply(0)
 	// Not triggered since it started: a reload would schedule from that
-	// start, so the change stops the timer first.
-	e.write("slot.yaml", timer("slot", spec("04:00:00")))
+	// start, so the change stops the timer first. The new run (the
+	// second one second ago, more than one after the start) is past since
+	// its start.
+	time.Sleep(2100 * time.Millisecond)
+	e.write("slot.yaml", timer("slot", spec(time.Now().UTC().Add(-time.Second).Format("15:04:05"))))
 	cmd := e.sb.Command(e.ctx, agentBin, "apply", "--backend", "systemd", "--state-dir", "/var/lib/resil",
 		"--log-format", "console", "--manifests", manifestsDir)
-	cmd.Env = append(cmd.Env, "RESIL_TEST_CRASH_AFTER_STEP=1")
+	cmd.Env = append(cmd.Env, fmt.Sprintf("RESIL_TEST_CRASH_AFTER_STEP=%d", k))
 	out, errOut, code := runCLI(t, cmd)
 	if code == 0 {
 		t.Fatalf("the crashing apply: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
-	if s := e.prop("slot.timer", "ActiveState"); s != "inactive" {
-		t.Fatalf("after a crash right after the stop: slot.timer %s, want inactive", s)
+	wantState := map[int]string{1: "active", 2: "active", 3: "inactive"}[k]
+	if p := e.show("slot.timer", "ActiveState", "UnitFileState"); p["ActiveState"] != wantState || p["UnitFileState"] != "disabled" {
+		t.Fatalf("after a crash after step %d: slot.timer %v, want %s and disabled", k, p, wantState)
 	}
 	out = e.apply(0)
-	if !strings.Contains(out, "start slot.timer (start owed by an interrupted pass)") {
+	if !strings.Contains(out, "start slot.timer") || !strings.Contains(out, "enable slot.timer (disabled for a schedule change's stop by an interrupted pass)") {
 		t.Errorf("apply after the crash:\n%s", out)
 	}
-	if p := e.show("slot.timer", "ActiveState", "NextElapseUSecRealtime"); p["ActiveState"] != "active" || !strings.Contains(p["NextElapseUSecRealtime"], "04:00:00") {
-		t.Errorf("slot.timer %v, want active, next run at 04:00:00", p)
+	if k == 3 && !strings.Contains(out, "start slot.timer (start owed by an interrupted pass)") {
+		t.Errorf("apply after the crash:\n%s", out)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n := len(e.lines("/run/slot")); n != 0 {
+		t.Errorf("the job ran %d times, want never (the start counted from the timer's earlier start)", n)
+	}
+	if p := e.show("slot.timer", "ActiveState", "UnitFileState", "NextElapseUSecRealtime"); p["ActiveState"] != "active" || p["UnitFileState"] != "enabled" {
+		t.Errorf("slot.timer %v, want active and enabled", p)
+	}
+	if out, _, code := e.reconciler("diff"); code != 0 {
+		t.Errorf("not converged, diff exit %d:\n%s", code, out)
 	}
 	// Settled: the record is gone, a manual stop is drift again (report).
 	e.systemctl("stop", "slot.timer")

@@ -130,17 +130,22 @@ func (p Plan) Hash() string {
 func (p Plan) Empty() bool { return len(p.Steps) == 0 }
 
 // planner accumulates steps in phases so the order is fixed:
-// prune stops/disables, file writes/removes, one daemon-reload, manager
-// settings, then per-unit enable/reset/start/restart/stop.
+// prune stops/disables, file writes/removes, (systemd) disables and
+// enables (see links), one daemon-reload, manager settings, then per-unit
+// enable (process backend)/reset/start/restart/stop.
 type planner struct {
-	in        Input
-	stops     []actuators.Step // phase 1: prune stops and disables
-	files     []actuators.Step // phase 2
-	reload    bool
-	reloadWhy []string
-	manager   []actuators.Step // phase 4
-	runtime   []actuators.Step // phase 5
-	findings  []Finding
+	in Input
+	// pre: phase 0, a timer's stop that must unload it (unloadFirst),
+	// with its own daemon-reload (preReloadWhy) before the stop.
+	pre          []actuators.Step
+	preReloadWhy []string
+	stops        []actuators.Step // phase 1: prune stops and disables
+	files        []actuators.Step // phase 2
+	reload       bool
+	reloadWhy    []string
+	manager      []actuators.Step // phase 4
+	runtime      []actuators.Step // phase 5
+	findings     []Finding
 	// intents: see Plan.RestartIntents.
 	intents []string
 	// startsOwed: see Plan.TimerStartsOwed.
@@ -209,15 +214,73 @@ func Compute(in Input) Plan {
 		safety.PruneHeld = p.pruneHeld
 	}
 	rollout := p.finishRollout()
+	links := p.links()
 	var steps []actuators.Step
+	if len(p.pre) > 0 {
+		// Disables, the reload, then the stops (see unloadFirst).
+		var stops []actuators.Step
+		for _, s := range p.pre {
+			if s.Op == actuators.OpDisable {
+				steps = append(steps, s)
+			} else {
+				stops = append(stops, s)
+			}
+		}
+		steps = append(steps, actuators.Step{Op: actuators.OpDaemonReload, Reason: strings.Join(dedupe(p.preReloadWhy), ", ")})
+		steps = append(steps, stops...)
+	}
 	steps = append(steps, p.stops...)
 	steps = append(steps, p.files...)
+	steps = append(steps, links...)
 	if p.reload {
 		steps = append(steps, actuators.Step{Op: actuators.OpDaemonReload, Reason: strings.Join(dedupe(p.reloadWhy), ", ")})
 	}
 	steps = append(steps, p.manager...)
 	steps = append(steps, p.runtime...)
 	return Plan{Steps: steps, Findings: p.findings, SafetyReport: safety, Rollout: rollout, RestartIntents: p.restartIntents(steps), TimerStartsOwed: p.timerStartsOwed()}
+}
+
+// links takes the enable and disable steps out of the runtime phase of a
+// systemd plan, to run after the files and before the daemon-reload:
+// disables first, then enables, each in plan order (a re-enable's disable
+// still precedes its enable). EnableUnitFiles and DisableUnitFiles only
+// change symlinks on disk; the dependency they add (multi-user.target
+// wants the unit) exists in the running manager from the next reload.
+// Enabled after the reload, a new unit stayed unreferenced until the next
+// one, and systemd unloads an inactive unit nothing references, with its
+// run history: a run-once service that exited cleanly looked as if it had
+// never run and was started again. So a pass that links also reloads,
+// what `systemctl enable` does too. The process backend has no such
+// dependency; its plan is left as it is.
+func (p *planner) links() []actuators.Step {
+	if !p.systemd() {
+		return nil
+	}
+	var disables, enables, rest []actuators.Step
+	for _, s := range p.runtime {
+		switch s.Op {
+		case actuators.OpDisable:
+			disables = append(disables, s)
+		case actuators.OpEnable:
+			enables = append(enables, s)
+		default:
+			rest = append(rest, s)
+		}
+	}
+	if len(disables)+len(enables) == 0 {
+		return nil
+	}
+	p.runtime = rest
+	if !p.reload {
+		p.reload = true
+		p.reloadWhy = append(p.reloadWhy, "enablement changed")
+	}
+	return append(disables, enables...)
+}
+
+// systemd reports whether the plan is for the systemd backend.
+func (p *planner) systemd() bool {
+	return p.in.Observed != nil && p.in.Observed.Backend == "systemd"
 }
 
 // restartIntents are the services of p.intents whose unit file the plan
@@ -582,6 +645,10 @@ func (p *planner) enable(o *desired.Object, unit string, want bool, fs fileState
 		if !u.Enabled() {
 			p.rt(actuators.OpEnable, o, unit, "new unit")
 		}
+	case want && !u.Enabled() && strings.HasSuffix(unit, ".timer") && p.in.RestartPending[unit]:
+		// The agent's own disable (unloadFirst), its pass killed before
+		// the enable: not drift, whatever the drift policy.
+		p.rt(actuators.OpEnable, o, unit, "disabled for a schedule change's stop by an interrupted pass")
 	case want && !u.Enabled():
 		if u.UnitFileState != "" && !fs.written && u.UnitFileState != "enabled" && !p.in.StateChanged[o.ID()] {
 			msg := fmt.Sprintf("%s is %s, want enabled", unit, u.UnitFileState)

@@ -121,12 +121,12 @@ func (p *planner) lease(id string) *Lease {
 // mark is where the planner's step lists stood before one object was
 // planned, so its steps can be taken out again (withhold).
 type mark struct {
-	stops, files, manager, runtime, findings, why int
-	reload                                        bool
+	pre, preWhy, stops, files, manager, runtime, findings, why int
+	reload                                                     bool
 }
 
 func (p *planner) mark() mark {
-	return mark{stops: len(p.stops), files: len(p.files), manager: len(p.manager), runtime: len(p.runtime),
+	return mark{pre: len(p.pre), preWhy: len(p.preReloadWhy), stops: len(p.stops), files: len(p.files), manager: len(p.manager), runtime: len(p.runtime),
 		findings: len(p.findings), why: len(p.reloadWhy), reload: p.reload}
 }
 
@@ -136,6 +136,8 @@ func (p *planner) mark() mark {
 // the lease. A daemon-reload only they asked for goes too.
 func (p *planner) withhold(m mark, id string, l Lease) {
 	var held []actuators.Step
+	held = append(held, p.pre[m.pre:]...)
+	p.pre, p.preReloadWhy = p.pre[:m.pre], p.preReloadWhy[:m.preWhy]
 	held = append(held, p.stops[m.stops:]...)
 	held = append(held, p.files[m.files:]...)
 	held = append(held, p.manager[m.manager:]...)

@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -85,7 +86,12 @@ func (p *planner) timer(o *desired.Object) {
 			// between this stop and the start would otherwise leave the
 			// timer stopped (for good under drift: report).
 			p.intents = append(p.intents, name)
-			p.stops = append(p.stops, actuators.Step{Op: actuators.OpStop, Object: o.ID(), Unit: name, Reason: change.Reason() + "; " + change.Why})
+			stop := actuators.Step{Op: actuators.OpStop, Object: o.ID(), Unit: name, Reason: change.Reason() + "; " + change.Why}
+			if p.systemd() && (u.Enabled() || p.in.RestartPending[name]) {
+				p.unloadFirst(o, name, stop, u.Enabled())
+			} else {
+				p.stops = append(p.stops, stop)
+			}
 			p.catchUp(o, name, u)
 			p.rt(actuators.OpStart, o, name, "stopped for the schedule change, want active")
 			break
@@ -119,6 +125,35 @@ func (p *planner) timer(o *desired.Object) {
 		}
 		p.catchUp(o, name, u)
 		p.rt(actuators.OpStart, o, name, "inactive, want active")
+	}
+}
+
+// unloadFirst plans the stop of an enabled timer for a schedule change so
+// that systemd unloads it: disable, a daemon-reload, the stop, all before
+// the pass writes its files; the timer is enabled again before the pass's
+// own reload (links) and started after it. systemd 252 computes a started
+// timer's first calendar run from its last activation
+// (InactiveExitTimestamp) when it has no last trigger, and a stop keeps
+// that timestamp while the unit stays loaded, which an enabled timer does
+// (timers.target wants it): the start would fire the moved run at once,
+// as the reload would have. A stopped timer nothing references is
+// unloaded at once, and the next load has no history; the disable and its
+// reload drop timers.target's reference. (Later systemd counts from now
+// for a timer that was inactive.) TestTimerScheduleMovedBeforeNow checks
+// it against a real systemd.
+//
+// A timer the restart journal names may have been disabled by a pass
+// killed before its reload: disabled on disk, still referenced by the
+// running manager. It gets the reload and the stop without the disable.
+func (p *planner) unloadFirst(o *desired.Object, name string, stop actuators.Step, enabled bool) {
+	if enabled {
+		why := "so that its stop unloads it: systemd counts a loaded timer's start from its last one"
+		p.pre = append(p.pre, actuators.Step{Op: actuators.OpDisable, Object: o.ID(), Unit: name, Reason: why})
+	}
+	p.pre = append(p.pre, stop)
+	p.preReloadWhy = append(p.preReloadWhy, name+" disabled for its stop")
+	if !slices.ContainsFunc(p.runtime, func(s actuators.Step) bool { return s.Op == actuators.OpEnable && s.Unit == name }) {
+		p.rt(actuators.OpEnable, o, name, "disabled for the schedule change's stop")
 	}
 }
 

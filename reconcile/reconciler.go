@@ -751,16 +751,24 @@ func (r *Reconciler) execute(ctx context.Context, log *zap.Logger, plan Plan) ([
 	return out, ex.requeue, ex.merr.ErrorOrNil()
 }
 
-// fileSteps runs steps[:split] (prune stops, files, the daemon-reload,
-// manager settings) in order. A run of unit file writes goes through one
-// ApplyBatch when the Applier batches writes and Config.Parallel allows
-// more than one at a time (the process backend: their fsyncs overlap).
+// fileSteps runs steps[:split] (prune stops, files, enablement on
+// systemd, the daemon-reload, manager settings) in order. A run of unit
+// file writes, enables or disables goes through one ApplyBatch when the
+// Applier batches that op and Config.Parallel allows more than one at a
+// time (the process backend's writes: their fsyncs overlap; systemd's
+// enables: one EnableUnitFiles).
 func (ex *execution) fileSteps(ctx context.Context, steps []actuators.Step, split int, out []StepOutcome) {
 	b, ok := ex.r.cfg.Applier.(BatchApplier)
-	batching := ok && ex.r.cfg.Parallel > 1 && b.Batches(actuators.OpWriteFile)
+	batching := func(op actuators.Op) bool {
+		switch op {
+		case actuators.OpWriteFile, actuators.OpEnable, actuators.OpDisable:
+			return ok && ex.r.cfg.Parallel > 1 && b.Batches(op)
+		}
+		return false
+	}
 	for i := 0; i < split; {
 		j := i
-		for batching && j < split && steps[j].Op == actuators.OpWriteFile {
+		for batching(steps[i].Op) && j < split && steps[j].Op == steps[i].Op {
 			j++
 		}
 		if j-i < 2 {
