@@ -72,7 +72,22 @@ func TestBatchedRuntimeSteps(t *testing.T) {
 		batches   []string
 		active    map[string]bool
 		failed    int
+		// systemd: the fake observes as the systemd backend (enables
+		// before the reload, in the file phase).
+		systemd           bool
+		reloadAfterEnable bool
 	}{{
+		name: "systemd: one enable batch before the reload, then one start batch", parallel: 8, systemd: true,
+		batches:           []string{"enable a.service,b.service,c.service", "start a.service,b.service,c.service"},
+		active:            map[string]bool{"a.service": true, "b.service": true, "c.service": true},
+		reloadAfterEnable: true,
+	}, {
+		name: "systemd: an enable failing in its batch skips its unit's start", parallel: 8, systemd: true,
+		failOn:  "enable b.service",
+		batches: []string{"enable a.service,b.service,c.service", "start a.service,c.service"},
+		active:  map[string]bool{"a.service": true, "c.service": true},
+		failed:  1, reloadAfterEnable: true,
+	}, {
 		name: "one enable batch, then one start batch", parallel: 8,
 		batches: []string{"enable a.service,b.service,c.service", "start a.service,b.service,c.service"},
 		active:  map[string]bool{"a.service": true, "b.service": true, "c.service": true},
@@ -109,6 +124,9 @@ func TestBatchedRuntimeSteps(t *testing.T) {
 				writeManifest(t, dir, n+".yaml", strings.Replace(webManifest, "name: web", "name: "+n, 1))
 			}
 			b := &batchFake{fakeBackend: newFake(), failBatch: tt.failBatch, writes: tt.writes}
+			if tt.systemd {
+				b.backend = "systemd"
+			}
 			if tt.failOn != "" {
 				b.failOn[tt.failOn] = errors.New("boom")
 			}
@@ -146,6 +164,18 @@ func TestBatchedRuntimeSteps(t *testing.T) {
 			}
 			if stepStrings(res.Plan.Steps) != stepStringsOf(res.Outcomes) {
 				t.Errorf("outcomes out of plan order")
+			}
+			lastEnable, reload := -1, -1
+			for i, s := range res.Plan.Steps {
+				switch s.Op {
+				case actuators.OpEnable:
+					lastEnable = i
+				case actuators.OpDaemonReload:
+					reload = i
+				}
+			}
+			if got := lastEnable >= 0 && reload > lastEnable; got != tt.reloadAfterEnable {
+				t.Errorf("daemon-reload after every enable: %v, want %v\n%s", got, tt.reloadAfterEnable, stepStrings(res.Plan.Steps))
 			}
 		})
 	}

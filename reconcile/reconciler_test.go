@@ -36,6 +36,8 @@ type fakeBackend struct {
 	pid          map[string]uint32
 	after, state map[string]string
 	nextPID      uint32
+	// backend is the observed Backend ("fake" when empty).
+	backend string
 }
 
 func newFake() *fakeBackend {
@@ -47,6 +49,9 @@ func (f *fakeBackend) Observe(_ context.Context, names []string) (*observed.Stat
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	st := &observed.State{Backend: "fake", UnitDir: "/units", Units: map[string]*observed.Unit{}}
+	if f.backend != "" {
+		st.Backend = f.backend
+	}
 	add := func(n string) {
 		u := &observed.Unit{Name: n, Path: "/units/" + n, LoadState: "not-found", ActiveState: "inactive"}
 		if d, ok := f.files[n]; ok {
