@@ -1082,8 +1082,8 @@ func (r *benchReport) render() string {
 	}
 	p("  wall: measured by the test around nsenter; agent: the DURATION apply prints; agentCPU: user+sys (/usr/bin/time);")
 	p("  PID1CPU: utime+stime of the sandbox's systemd during the run; reloads: daemon-reload step lines / \"Reloading.\" lines of PID 1 in the journal.")
-	p("  The cold daemon-reload is cheap at any size: new units are loaded by enable/start, after it. The reload that scales")
-	p("  with loaded units (systemd's costs below) is paid by every later edit (section 2).")
+	p("  The cold daemon-reload loads every new unit: they are enabled before it, so their targets reference them. The reload")
+	p("  that scales with loaded units (systemd's costs below) is paid by every later edit (section 2).")
 	p("  Where the time goes (from the step log timestamps, ms precision; \"before steps\" = exec, dial, load, render, observe, plan, first write):")
 	for _, c := range r.cold {
 		var parts []string
@@ -1092,7 +1092,7 @@ func (r *benchReport) render() string {
 		}
 		p("    %4d: %s", c.n, strings.Join(parts, ", "))
 		if c.startsPerSecond > 0 {
-			p("          enable+start after the reload: %s per unit, %.0f units/s", ms(c.perUnitAfterReload), c.startsPerSecond)
+			p("          enable (before the reload) + start (after it): %s per unit, %.0f units/s", ms(c.perUnitAfterReload), c.startsPerSecond)
 		}
 	}
 	p("")

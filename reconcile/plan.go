@@ -273,10 +273,15 @@ func (p *planner) links() []actuators.Step {
 	p.runtime = rest
 	if !p.reload {
 		p.reload = true
-		p.reloadWhy = append(p.reloadWhy, "enablement changed")
+		p.reloadWhy = append(p.reloadWhy, linksReloadReason)
 	}
 	return append(disables, enables...)
 }
+
+// linksReloadReason is the reason of a daemon-reload a plan has only for
+// its enables and disables: execute runs it only if one of them changed
+// something (one held back by backoff, or failing, costs no reload).
+const linksReloadReason = "enablement changed"
 
 // systemd reports whether the plan is for the systemd backend.
 func (p *planner) systemd() bool {
@@ -646,8 +651,11 @@ func (p *planner) enable(o *desired.Object, unit string, want bool, fs fileState
 			p.rt(actuators.OpEnable, o, unit, "new unit")
 		}
 	case want && !u.Enabled() && strings.HasSuffix(unit, ".timer") && p.in.RestartPending[unit]:
-		// The agent's own disable (unloadFirst), its pass killed before
-		// the enable: not drift, whatever the drift policy.
+		// Most likely the agent's own disable (unloadFirst), its pass
+		// killed before the enable: not drift, whatever the drift policy.
+		// (Also re-enabled: a timer disabled by hand whose schedule
+		// change stopped it, the pass killed before its start; rare, and
+		// the timer is desired enabled.)
 		p.rt(actuators.OpEnable, o, unit, "disabled for a schedule change's stop by an interrupted pass")
 	case want && !u.Enabled():
 		if u.UnitFileState != "" && !fs.written && u.UnitFileState != "enabled" && !p.in.StateChanged[o.ID()] {

@@ -87,8 +87,8 @@ func (p *planner) timer(o *desired.Object) {
 			// timer stopped (for good under drift: report).
 			p.intents = append(p.intents, name)
 			stop := actuators.Step{Op: actuators.OpStop, Object: o.ID(), Unit: name, Reason: change.Reason() + "; " + change.Why}
-			if p.systemd() && (u.Enabled() || p.in.RestartPending[name]) {
-				p.unloadFirst(o, name, stop, u.Enabled())
+			if p.systemd() && (u.UnitFileState == "enabled" || p.in.RestartPending[name]) {
+				p.unloadFirst(o, name, stop, u.UnitFileState == "enabled")
 			} else {
 				p.stops = append(p.stops, stop)
 			}
@@ -145,6 +145,10 @@ func (p *planner) timer(o *desired.Object) {
 // A timer the restart journal names may have been disabled by a pass
 // killed before its reload: disabled on disk, still referenced by the
 // running manager. It gets the reload and the stop without the disable.
+// Only a timer enabled in /etc is disabled (enabled-runtime links in /run
+// stay: DisableUnitFiles does not remove them, and the disable would fail
+// every pass); one enabled otherwise is stopped as before, and a start
+// may fire the moved run.
 func (p *planner) unloadFirst(o *desired.Object, name string, stop actuators.Step, enabled bool) {
 	if enabled {
 		why := "so that its stop unloads it: systemd counts a loaded timer's start from its last one"
@@ -152,6 +156,9 @@ func (p *planner) unloadFirst(o *desired.Object, name string, stop actuators.Ste
 	}
 	p.pre = append(p.pre, stop)
 	p.preReloadWhy = append(p.preReloadWhy, name+" disabled for its stop")
+	// Links moved by the change (enable: disable + enable) need no second
+	// disable: the first removed every link.
+	p.runtime = slices.DeleteFunc(p.runtime, func(s actuators.Step) bool { return enabled && s.Op == actuators.OpDisable && s.Unit == name })
 	if !slices.ContainsFunc(p.runtime, func(s actuators.Step) bool { return s.Op == actuators.OpEnable && s.Unit == name }) {
 		p.rt(actuators.OpEnable, o, name, "disabled for the schedule change's stop")
 	}

@@ -698,8 +698,11 @@ func (r *Reconciler) event(t EventType, reason Reason, object, unit, step, msg s
 }
 
 // execute runs the steps. Everything up to the last file, daemon-reload or
-// manager step runs in plan order, one at a time. The remaining steps
-// (enable, start, restart, stop, reset-failed per unit) run unit by unit in
+// manager step (on systemd the enables and disables too) runs in plan
+// order, one at a time or one batch per run of an op. A daemon-reload the
+// plan has only for enablement (linksReloadReason) runs only if an enable
+// or disable before it changed something. The remaining steps (start,
+// restart, stop, reset-failed, on the process backend enable, per unit) run unit by unit in
 // plan order within a unit, up to Config.Parallel units at once, so one slow
 // start (a pre-start check retrying, a notify service taking its time) does
 // not hold back the others. Outcomes come back in plan order. A unit's
@@ -767,6 +770,13 @@ func (ex *execution) fileSteps(ctx context.Context, steps []actuators.Step, spli
 		return false
 	}
 	for i := 0; i < split; {
+		if s := steps[i]; s.Op == actuators.OpDaemonReload && s.Reason == linksReloadReason && !linked(steps[:i], out[:i]) {
+			// An enable or disable held back or failing costs no reload.
+			out[i] = StepOutcome{Step: s, Skipped: "no enablement changed"}
+			ex.log.Info("step skipped", zap.Stringer("step", s), zap.String("why", out[i].Skipped))
+			i++
+			continue
+		}
 		j := i
 		for batching(steps[i].Op) && j < split && steps[j].Op == steps[i].Op {
 			j++
@@ -783,6 +793,17 @@ func (ex *execution) fileSteps(ctx context.Context, steps []actuators.Step, spli
 		ex.batch(ctx, b, steps, idx, out)
 		i = j
 	}
+}
+
+// linked reports whether an enable or disable step among out changed
+// something.
+func linked(steps []actuators.Step, out []StepOutcome) bool {
+	for i, s := range steps {
+		if (s.Op == actuators.OpEnable || s.Op == actuators.OpDisable) && out[i].Skipped == "" && out[i].Err == nil && out[i].Result == actuators.Changed {
+			return true
+		}
+	}
+	return false
 }
 
 // runtimeStart returns the index of the first step after the last file,
