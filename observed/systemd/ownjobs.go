@@ -24,8 +24,13 @@ type ownJob struct {
 	// it read back (active "" when none: the job failed).
 	finished bool
 	target   hint
-	// job is the unit's job id as the last Unit signal said (0: none).
+	// job is the unit's job id as the last Unit signal said (0: none);
+	// seen: a signal showed a job on the unit since JobQueued. Until one
+	// does, the unit's state is the one from before the job (the watch's
+	// signals may lag behind the job's result, read on another
+	// connection), and a restarted unit's old state equals its target.
 	job      uint32
+	seen     bool
 	deadline time.Time
 }
 
@@ -36,7 +41,10 @@ type ownJob struct {
 // "" matches any), Subscribe records the unit's signals without waking: a
 // pass's own restart does not wake another pass. A signal that shows the
 // unit anywhere else afterwards (a crash after the restart) wakes as
-// usual; so does a unit that does not settle within 5 s after finished,
+// usual. The unit settles only once a signal showed its job (a unit's Job
+// property changes with every job systemd queues), so signals that lag
+// behind the job's result do not end the hold early. A unit that does
+// not settle within 5 s after finished wakes too,
 // or 2 min after JobQueued without finished.
 //
 // With the cache on, the unit is read again by the next Observe.
@@ -82,7 +90,7 @@ func (o *Observer) JobQueued(unit string) (finished func(active, sub string)) {
 // finished own job, with no job pending. Called with o.mu held.
 func (o *Observer) settled(unit string, j *ownJob) bool {
 	h := o.hints[unit]
-	return j.finished && j.job == 0 && h.active == j.target.active && (j.target.sub == "" || h.sub == j.target.sub)
+	return j.finished && j.seen && j.job == 0 && h.active == j.target.active && (j.target.sub == "" || h.sub == j.target.sub)
 }
 
 // ownJobsChanged tells a running Subscribe to re-arm its deadline timer.
@@ -101,6 +109,7 @@ func (o *Observer) ownJobSignal(unit string, j *ownJob, iface string, props map[
 	if iface == unitIface {
 		if v, ok := props["Job"]; ok {
 			j.job = jobIDOf(v.Value())
+			j.seen = j.seen || j.job != 0
 		}
 	}
 	if o.settled(unit, j) {

@@ -189,6 +189,30 @@ func TestSubscribeOwnJob(t *testing.T) {
 			expectWake(t, kick, true, "a new main process afterwards")
 		},
 	}, {
+		name: "the job's signals come after its result",
+		run: func(t *testing.T, f *sdbustest.Fake, o *Observer, kick <-chan struct{}) {
+			// Seen running before the restart: the state the restart
+			// leaves it in too. A watch that lags behind the job's
+			// result (JobRemoved and the read back on another connection)
+			// sees the restart's signals after finished.
+			f.Emit("worker.service", ifaceUnit, map[string]any{"ActiveState": "active", "SubState": "running", "Job": []any{uint32(0), godbus.ObjectPath("/")}})
+			time.Sleep(100 * time.Millisecond) // recorded; a wake it may cause is not the point
+			select {
+			case <-kick:
+			default:
+			}
+			finished := o.JobQueued("worker.service")
+			finished("active", "running")
+			f.Emit("worker.service", ifaceUnit, map[string]any{"ActiveState": "deactivating", "SubState": "stop-sigterm", "Job": []any{uint32(7), godbus.ObjectPath("/job/7")}})
+			f.Emit("worker.service", ifaceService, map[string]any{"MainPID": uint32(0)})
+			f.Emit("worker.service", ifaceService, map[string]any{"MainPID": uint32(5000)})
+			f.Emit("worker.service", ifaceUnit, map[string]any{"ActiveState": "active", "SubState": "running", "Job": []any{uint32(0), godbus.ObjectPath("/")}})
+			expectWake(t, kick, false, "own restart's late signals")
+			f.Emit("worker.service", ifaceService, map[string]any{"MainPID": uint32(0)})
+			f.Emit("worker.service", ifaceUnit, map[string]any{"ActiveState": "failed", "SubState": "failed"})
+			expectWake(t, kick, true, "crash after the own restart")
+		},
+	}, {
 		name: "a failed own job releases the hold without a wake",
 		run: func(t *testing.T, f *sdbustest.Fake, o *Observer, kick <-chan struct{}) {
 			finished := o.JobQueued("worker.service")
