@@ -172,7 +172,7 @@ func (p *planner) initRollout(objs []*desired.Object) {
 		if !p.in.Rollout.Members[unit] && !unknown {
 			continue
 		}
-		if u.ExitedOnItsOwn() && o.Service.RestartPolicy() != desired.RestartAlways {
+		if done(u, o.Service) {
 			// Done (Exited): settled, neither ready nor holding a slot.
 			continue
 		}

@@ -118,7 +118,7 @@ func (p *planner) service(o *desired.Object) {
 				p.rt(actuators.OpStart, o, f.Name, "manifest changed: state running")
 				return
 			}
-			if pol := s.RestartPolicy(); u.ExitedOnItsOwn() && pol != desired.RestartAlways {
+			if pol := s.RestartPolicy(); done(u, s) {
 				// Done, as its restart policy has it: not drift. Started
 				// again by a manifest change (or by hand).
 				p.find(o.ID(), f.Name, ReasonExited, fmt.Sprintf("%s exited by itself at %s with status 0; restart policy %s does not restart it: left inactive until its unit changes (or a start by hand)",
@@ -162,4 +162,11 @@ func (p *planner) watchdogKill(o *desired.Object, unit string, u *observed.Unit)
 	}
 	msg := fmt.Sprintf("%s killed by the watchdog %s (no WATCHDOG=1%s); systemd restarts it, restart %d", unit, when, timeout, u.NRestarts+1)
 	p.find(o.ID(), unit, ReasonWatchdog, msg, true, false)
+}
+
+// done reports whether a service's process exited by itself with status 0
+// under a restart policy that does not restart a clean exit (on-failure,
+// never): it ran as its manifest has it, and is not started again.
+func done(u *observed.Unit, s *desired.ServiceSpec) bool {
+	return u.ExitedOnItsOwn() && s.RestartPolicy() != desired.RestartAlways
 }

@@ -23,6 +23,19 @@ func ids(names []string) []string {
 	return out
 }
 
+// swapSets replaces the manifests of oldSet by those of newSet in dir.
+func swapSets(t *testing.T, dir string) {
+	t.Helper()
+	for _, n := range oldSet {
+		if err := os.Remove(filepath.Join(dir, n+".yaml")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range newSet {
+		writeManifest(t, dir, n+".yaml", svcManifest(n, "one"))
+	}
+}
+
 // replaced is the tester's sequence up to the first pass after it: the
 // agent owns web, live, never and rep; all four manifests are replaced by
 // s1–s4 (while the agent was stopped) and a pass runs: it creates s1–s4
@@ -36,14 +49,7 @@ func replaced(t *testing.T, s Safety) (dir, state string, f *fakeBackend, c *clo
 	}
 	r, _ = newSafetyReconciler(t, dir, state, f, c, s)
 	pass(t, r, Options{})
-	for _, n := range oldSet {
-		if err := os.Remove(filepath.Join(dir, n+".yaml")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, n := range newSet {
-		writeManifest(t, dir, n+".yaml", svcManifest(n, "one"))
-	}
+	swapSets(t, dir)
 	r, _ = newSafetyReconciler(t, dir, state, f, c, s) // the agent started again
 	res := pass(t, r, Options{})
 	b := res.Plan.PruneBlocked
@@ -237,14 +243,7 @@ func TestPruneHeldWithGrace(t *testing.T) {
 	}
 	r, _ := newSafetyReconciler(t, dir, state, f, c, s)
 	pass(t, r, Options{})
-	for _, n := range oldSet {
-		if err := os.Remove(filepath.Join(dir, n+".yaml")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, n := range newSet {
-		writeManifest(t, dir, n+".yaml", svcManifest(n, "one"))
-	}
+	swapSets(t, dir)
 	res := pass(t, r, Options{})
 	if f := findingsOf(res, ReasonPruneBlocked); len(f) != 1 || !strings.Contains(f[0].Message, "4 of 4 owned objects are no longer desired") {
 		t.Errorf("swap in grace: PruneBlocked findings %+v", f)
