@@ -89,6 +89,10 @@ type Unit struct {
 	// recorded when it spawned the process, systemd from the owned files'
 	// modification times against ExecMainStartTimestamp.
 	StaleProcess bool `json:"staleProcess,omitempty"`
+	// HistoryRemembered says the run history below (start, exit, status,
+	// result) is the agent's memory of the unit's last run, not systemd's:
+	// systemd unloaded the unit after it (reconcile's run memory).
+	HistoryRemembered bool `json:"historyRemembered,omitempty"`
 
 	NRestarts      uint32 `json:"nRestarts"`
 	MainPID        uint32 `json:"mainPID"`

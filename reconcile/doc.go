@@ -58,6 +58,7 @@
 //	status.go         Classify: an object's state after a pass (Converged … Invalid)
 //	restartclass.go   ClassifyUnitChange: restart or only daemon-reload for a rewritten unit
 //	restart_journal.go  the restart journal: restarts owed by a killed agent (systemd backend)
+//	runs.go             the run memory: the last run of a service systemd unloaded (systemd backend)
 //	prefetch.go       StartPrefetch: a one-shot command's read of systemd while the manifests load (the agent's passes: Options.Overlap);
 //	                  Ahead: the agent's read started at a kick, used by the pass after the settle when nothing changed since
 //	loadahead.go      LoadAhead: the agent's manifest load begun during the settle delay, used by the pass when no manifest

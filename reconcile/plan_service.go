@@ -121,6 +121,11 @@ func (p *planner) service(o *desired.Object) {
 			if pol := s.RestartPolicy(); done(u, s) {
 				// Done, as its restart policy has it: not drift. Started
 				// again by a manifest change (or by hand).
+				if u.HistoryRemembered {
+					p.find(o.ID(), f.Name, ReasonExited, fmt.Sprintf("%s ran (started at %s) and systemd has since unloaded it, as it does an inactive unit nothing references; restart policy %s does not restart it: left inactive until its unit changes (or a start by hand)",
+						f.Name, FormatUSec(u.ExecMainStartTimestamp, LayoutMilli), pol), false, false)
+					return
+				}
 				p.find(o.ID(), f.Name, ReasonExited, fmt.Sprintf("%s exited by itself at %s with status 0; restart policy %s does not restart it: left inactive until its unit changes (or a start by hand)",
 					f.Name, FormatUSec(u.ExecMainExitTimestamp, LayoutMilli), pol), false, false)
 				return

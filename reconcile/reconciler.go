@@ -67,10 +67,13 @@ type Config struct {
 	// RestartJournal keeps the restart journal in Safety.StateDir
 	// (restart_journal.go; systemd backend).
 	RestartJournal bool
-	Observer       Observer
-	Applier        Applier
-	Events         Recorder
-	Log            *zap.Logger
+	// RunMemory keeps the run memory in Safety.StateDir (runs.go; systemd
+	// backend).
+	RunMemory bool
+	Observer  Observer
+	Applier   Applier
+	Events    Recorder
+	Log       *zap.Logger
 	// Now is the clock (tests inject one).
 	Now func() time.Time
 	// BackoffBase and BackoffMax bound the retry delay of a failing object.
@@ -133,6 +136,10 @@ type Reconciler struct {
 	rolloutRecent []string
 	// journal is the restart journal as last read or written.
 	journal map[string]time.Time
+	// runs is the run memory as last read or written, boot the boot's ID
+	// ("" without a run memory).
+	runs map[string]runRecord
+	boot string
 	// rendered is the last pass's Renderer output by object: the loader's
 	// cache returns the same *Object for a file that did not change.
 	rendered map[*desired.Object]rendered
@@ -205,11 +212,12 @@ func New(cfg Config) *Reconciler {
 	if cfg.Safety.StateDir != "" && !cfg.Safety.ReadOnly {
 		// The agent holds the state dir's lock: its own files' temporary
 		// files are a killed agent's.
-		atomicfile.RemoveTemps(cfg.Safety.StateDir, PrunePendingFileName, PruneHeldFileName, RolloutFileName, RestartJournalFileName)
+		atomicfile.RemoveTemps(cfg.Safety.StateDir, PrunePendingFileName, PruneHeldFileName, RolloutFileName, RestartJournalFileName, RunMemoryFileName)
 	}
 	r.loadPending()
 	r.loadRollout()
 	r.loadRestartJournal()
+	r.loadRunMemory()
 	r.lastGoodPending = cfg.LastGood != nil // loaded by the first pass that needs it (lastgood_lazy.go)
 	return r
 }
@@ -438,6 +446,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	if err != nil {
 		return res, fmt.Errorf("observe: %w", err)
 	}
+	var runCands map[string]string
+	if r.boot != "" {
+		runCands = runCandidates(effective, files)
+		obs = rememberRuns(obs, runCands, r.runs, r.boot)
+	}
 	res.Observed = obs
 	res.Health = r.probeStatuses()
 	safety, expired := r.safetyInput(log, opts, r.cfg.Now())
@@ -476,6 +489,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	r.saveRestartJournal(log, r.journalBefore(plan))
 	res.Outcomes, res.RequeueAfter, err = r.execute(ctx, log, plan)
 	r.saveRestartJournal(log, journalAfter(r.journal, obs, plan.RestartIntents, plan.TimerStartsOwed, res.Outcomes))
+	if r.boot != "" {
+		r.saveRunMemory(log, runsAfter(r.runs, obs, runCands, res.Outcomes, r.boot, usec(r.cfg.Now())))
+	}
 	res.RequeueAfter = requeueForRollout(plan, res.Outcomes, res.RequeueAfter)
 	return res, err
 }

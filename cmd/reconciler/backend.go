@@ -35,8 +35,10 @@ type backend struct {
 	MarkProcessSince bool
 	// RestartJournal: see reconcile.Config.RestartJournal.
 	RestartJournal bool
-	Observer       reconcile.Observer
-	Applier        reconcile.Applier
+	// RunMemory: see reconcile.Config.RunMemory.
+	RunMemory bool
+	Observer  reconcile.Observer
+	Applier   reconcile.Applier
 	// Background tasks run beside every pass that acts (the process
 	// backend's supervisor). Each returns when ctx is done, after its
 	// goroutines exit; wake must not block.
@@ -178,7 +180,7 @@ func newReconciler(g *globals, be *backend, log *zap.Logger, events reconcile.Re
 	}
 	return reconcile.New(reconcile.Config{
 		Manifests: manifests, Load: opts, ManifestSeq: g.manifestSeq, UnitDir: be.UnitDir, ManagerDir: be.ManagerDir,
-		Render: be.Render, Classify: be.Classify, MarkProcessSince: be.MarkProcessSince, RestartJournal: be.RestartJournal, Observer: be.Observer, Applier: be.Applier, Events: events, Log: log,
+		Render: be.Render, Classify: be.Classify, MarkProcessSince: be.MarkProcessSince, RestartJournal: be.RestartJournal, RunMemory: be.RunMemory, Observer: be.Observer, Applier: be.Applier, Events: events, Log: log,
 		AfterStep: afterStep, Health: be.Health, MaxParallelRestarts: g.maxParallelRestarts, RolloutReadyTimeout: g.rolloutReadyTimeout, Rollout: g.rollout, LastGood: reconcile.NewLastGoodFile(g.stateDir, readOnly),
 		Safety: safety,
 	}), nil

@@ -41,7 +41,7 @@ func openSystemd(ctx context.Context, g *globals, log *zap.Logger, readOnly bool
 	app := sdapply.New(conn, g.unitDir, g.managerDir, log.Named("systemd"), sdapply.WithOwnJobs(obs))
 	be := &backend{
 		Name: "systemd", UnitDir: g.unitDir, ManagerDir: g.managerDir,
-		Render: agentRenderOptions().Render, MarkProcessSince: true, RestartJournal: true, Observer: obs, Applier: app,
+		Render: agentRenderOptions().Render, MarkProcessSince: true, RestartJournal: true, RunMemory: true, Observer: obs, Applier: app,
 		Prepare: conn.Prewarm, Close: func() {
 			conn.Close()
 			w := conn.Wire()

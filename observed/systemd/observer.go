@@ -102,6 +102,10 @@ type Observer struct {
 	// hints are the managed units (last Observe) with their last known
 	// state, the baseline Subscribe deduplicates against.
 	hints map[string]hint
+	// runs are the run figures the watch last heard of each managed
+	// service, gone the last runs of those systemd unloaded since
+	// (lastrun.go).
+	runs, gone map[string]lastRun
 	// ownJobs are the units the agent's own jobs act on (JobQueued),
 	// whose signals do not wake; ownJobsKick tells Subscribe they changed.
 	ownJobs     map[string]*ownJob
@@ -475,6 +479,7 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 	}
 	o.mu.Lock()
 	o.hints = hints
+	o.relayLastRuns(st.Units)
 	o.mu.Unlock()
 
 	st.ReadAt = o.cfg.now()

@@ -121,6 +121,7 @@ func (o *Observer) changed(s *godbus.Signal) bool {
 	o.changes.Add(1)
 	if s != nil {
 		o.mu.Lock()
+		o.runSignal(s)
 		o.cacheSignal(s)
 		o.mu.Unlock()
 	}

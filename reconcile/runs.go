@@ -1,0 +1,257 @@
+package reconcile
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"maps"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"resil.dev/resil/actuators"
+	"resil.dev/resil/desired"
+	"resil.dev/resil/observed"
+)
+
+// The run memory (systemd backend, Config.RunMemory) is the agent's
+// memory of the last run of each service systemd may unload.
+//
+// systemd unloads ("garbage-collects") an inactive unit that nothing
+// references, and the unit's run history goes with it: loaded again, it
+// reads as a unit that never ran (ExecMainStartTimestamp 0). An enabled
+// service is referenced by the target that wants it; one that is not
+// (wantedBy: [], enabled: false) is not, so a run-once service of that
+// kind (restart policy never or on-failure) that exited cleanly looked to
+// the planner like one never started, and was started again by every
+// pass. (A failed unit is not unloaded: CollectMode=inactive, the
+// default, keeps it.)
+//
+// A record holds, by unit, the boot it belongs to, a hash of the object's
+// rendered files, and the run's start (and exit, when a pass saw it) in µs
+// since the epoch. It is written after a pass whose start or restart of
+// the service succeeded, and when a pass observes the service running or
+// exited by itself; a pass that sees the service stopped or failed (its
+// history loaded), a failed start, a stop, another boot, or the service no
+// longer such a candidate drops it. A pass that observes such a service
+// inactive with no history and no job (unloaded since) takes the record's
+// run as the service's last one (observed.Unit.HistoryRemembered) when the
+// record is of this boot and of the same files: the planner then judges it
+// as it would the loaded unit (ExitedOnItsOwn: done, not drift). The run's
+// exit time is the start's when no pass saw the exit.
+//
+// What it cannot tell: an unloaded unit that was stopped by hand, not one
+// that exited, is also taken as done (systemd keeps neither's history; a
+// run-once service is rather not run twice), unless the agent's watch
+// heard the run end (observed/systemd/lastrun.go relays systemd's figures:
+// the pass then sees the stop, drops the record and starts the service). An agent killed between a
+// start's success and the record's write starts the service again once.
+// Different files (a changed manifest, or one written by an agent killed
+// before its start) match no record: the planner starts the service.
+
+// RunMemoryFileName is the state dir file of the run memory.
+const RunMemoryFileName = "runs.json"
+
+// runRecord is one remembered run.
+type runRecord struct {
+	Boot  string `json:"boot"`
+	Files string `json:"files"`
+	Start uint64 `json:"start"`
+	Exit  uint64 `json:"exit,omitempty"`
+}
+
+// bootIDPath is where the kernel tells the boot's ID (a var for tests).
+var bootIDPath = "/proc/sys/kernel/random/boot_id"
+
+// loadRunMemory reads the run memory and the boot ID (a missing or
+// malformed file is an empty memory; the latter with a warning).
+func (r *Reconciler) loadRunMemory() {
+	if !r.cfg.RunMemory || r.cfg.Safety.StateDir == "" {
+		return
+	}
+	if b, err := os.ReadFile(bootIDPath); err == nil {
+		r.boot = strings.TrimSpace(string(b))
+	} else {
+		r.log.Warn("boot ID not read; runs are not remembered", zap.Error(err))
+		return
+	}
+	path := filepath.Join(r.cfg.Safety.StateDir, RunMemoryFileName)
+	b, err := desired.ReadTrusted(path)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			r.log.Warn("state file not read", zap.String("path", path), zap.Error(err))
+		}
+		return
+	}
+	if err := json.Unmarshal(b, &r.runs); err != nil {
+		r.log.Warn("state file ignored", zap.String("path", path), zap.Error(err))
+		r.runs = nil
+	}
+}
+
+// saveRunMemory persists m when it differs from what is on disk. A failed
+// write keeps the memory of what the file holds, so the next pass tries
+// again.
+func (r *Reconciler) saveRunMemory(log *zap.Logger, m map[string]runRecord) {
+	if !r.cfg.RunMemory || r.boot == "" || maps.Equal(m, r.runs) {
+		return
+	}
+	if r.cfg.Safety.StateDir == "" || r.cfg.Safety.ReadOnly {
+		r.runs = m
+		return
+	}
+	b, err := json.Marshal(m)
+	if err == nil {
+		if err = os.MkdirAll(r.cfg.Safety.StateDir, 0o755); err == nil {
+			err = writeStateFile(filepath.Join(r.cfg.Safety.StateDir, RunMemoryFileName), append(b, '\n'))
+		}
+	}
+	if err != nil {
+		log.Warn("run memory not persisted", zap.Error(err))
+		return
+	}
+	r.runs = m
+}
+
+// runCandidates returns, by unit name, the services systemd may unload
+// after a run that the planner would not start again: desired running,
+// restart policy never or on-failure, not started by a timer, and not
+// enabled (wantedBy: [], enabled: false). Each maps to the hash of its
+// object's rendered files.
+func runCandidates(objs []*desired.Object, files map[string][]desired.UnitFile) map[string]string {
+	jobs := map[string]bool{}
+	for _, o := range objs {
+		if o.Timer != nil {
+			jobs[o.Timer.TriggeredService(o.Metadata.Name)] = true
+		}
+	}
+	var m map[string]string
+	for _, o := range objs {
+		s := o.Service
+		fs := files[o.ID()]
+		if s == nil || len(fs) == 0 || s.DesiredState() != desired.StateRunning || s.RestartPolicy() == desired.RestartAlways {
+			continue
+		}
+		f := fs[0]
+		if jobs[f.Name] || !strings.HasSuffix(f.Name, ".service") || (s.IsEnabled() && hasInstall(f.Data)) {
+			continue
+		}
+		h := sha256.New()
+		for _, f := range fs {
+			h.Write([]byte(string(f.Dir) + "/" + f.Name + "\x00"))
+			h.Write(f.Data)
+			h.Write([]byte{0})
+		}
+		if m == nil {
+			m = map[string]string{}
+		}
+		m[f.Name] = hex.EncodeToString(h.Sum(nil))
+	}
+	return m
+}
+
+func hasInstall(data []byte) bool {
+	return bytes.HasPrefix(data, []byte("[Install]\n")) || bytes.Contains(data, []byte("\n[Install]\n"))
+}
+
+// unloaded reports whether a unit reads as one that never ran: inactive,
+// no run history, no job.
+func unloaded(u *observed.Unit) bool {
+	return u != nil && u.ActiveState == "inactive" && u.ExecMainStartTimestamp == 0 && !u.PendingJob && !u.HistoryRemembered
+}
+
+// rememberRuns returns obs with the remembered run filled into each
+// candidate that systemd unloaded since (see the file comment); obs
+// itself when there is none. The units it changes are copies: obs may be
+// a watch-fed cache's.
+func rememberRuns(obs *observed.State, cands map[string]string, runs map[string]runRecord, boot string) *observed.State {
+	if obs == nil || boot == "" {
+		return obs
+	}
+	var out *observed.State
+	for name, fp := range cands {
+		u, rec := obs.Units[name], runs[name]
+		if !unloaded(u) || rec.Boot != boot || rec.Files != fp || rec.Start == 0 {
+			continue
+		}
+		if out == nil {
+			c := *obs
+			c.Units = maps.Clone(obs.Units)
+			out = &c
+		}
+		cu := *u
+		cu.HistoryRemembered = true
+		cu.ExecMainStartTimestamp = rec.Start
+		cu.ExecMainExitTimestamp = max(rec.Exit, rec.Start)
+		cu.ActiveExitTimestamp = cu.ExecMainExitTimestamp
+		cu.ExecMainStatus = 0
+		if cu.Result == "" {
+			cu.Result = "success"
+		}
+		out.Units[name] = &cu
+	}
+	if out == nil {
+		return obs
+	}
+	return out
+}
+
+// runsAfter is the run memory after a pass: obs is what the pass planned
+// from (remembered runs filled in), out its step outcomes, now when its
+// steps ended (µs since the epoch).
+func runsAfter(runs map[string]runRecord, obs *observed.State, cands map[string]string, out []StepOutcome, boot string, now uint64) map[string]runRecord {
+	m := map[string]runRecord{}
+	for name, fp := range cands {
+		rec, ok := runs[name]
+		if ok && (rec.Boot != boot || rec.Files != fp) {
+			ok = false
+		}
+		var u *observed.Unit
+		if obs != nil {
+			u = obs.Units[name]
+		}
+		switch {
+		case u == nil || u.HistoryRemembered:
+		case u.Active() && u.ExecMainStartTimestamp != 0:
+			rec, ok = runRecord{Boot: boot, Files: fp, Start: u.ExecMainStartTimestamp}, true
+		case u.ExitedOnItsOwn():
+			rec, ok = runRecord{Boot: boot, Files: fp, Start: u.ExecMainStartTimestamp, Exit: u.ExecMainExitTimestamp}, true
+		case u.Active():
+			// Starting: its record, if any, stands until the start is seen.
+		default:
+			ok = false // stopped, failed, or never ran
+		}
+		if ok {
+			m[name] = rec
+		}
+	}
+	for _, oc := range out {
+		fp, cand := cands[oc.Step.Unit]
+		if !cand {
+			continue
+		}
+		switch oc.Step.Op {
+		case actuators.OpStart, actuators.OpRestart:
+			switch {
+			case oc.Skipped != "":
+			case oc.Err != nil:
+				delete(m, oc.Step.Unit)
+			default:
+				m[oc.Step.Unit] = runRecord{Boot: boot, Files: fp, Start: now}
+			}
+		case actuators.OpStop:
+			if oc.Skipped == "" {
+				delete(m, oc.Step.Unit)
+			}
+		}
+	}
+	return m
+}
+
+// usec is t in µs since the epoch.
+func usec(t time.Time) uint64 { return uint64(t.UnixMicro()) }
