@@ -134,3 +134,37 @@ spec:
 		t.Fatalf("nowants-once ran %d times, want 1", n)
 	}
 }
+
+// Between applies, with no watch to hear how a run ended, an unloaded
+// service a pass saw running is started again under on-failure (a
+// long-running service stopped by hand is drift) and left done under
+// never (a job is rather not run twice).
+func TestUnloadedServiceBetweenApplies(t *testing.T) {
+	e := newEnv(t)
+	for _, m := range []struct{ name, policy string }{{"daemon-nw", "on-failure"}, {"job-nw", "never"}} {
+		e.write(m.name+".yaml", `apiVersion: resil.dev/v1
+kind: Service
+metadata: {name: `+m.name+`}
+spec:
+  command: ["/bin/sh", "-c", "echo run >> /var/tmp/`+m.name+`.runs; exec sleep infinity"]
+  restart: {policy: `+m.policy+`}
+  wantedBy: []
+`)
+	}
+	e.apply(0)
+	for _, u := range []string{"daemon-nw.service", "job-nw.service"} {
+		e.eventually(u+" active", 30*time.Second, func() bool { return e.prop(u, "ActiveState") == "active" })
+	}
+	e.apply(0) // sees both running
+	for _, u := range []string{"daemon-nw.service", "job-nw.service"} {
+		e.systemctl("stop", u)
+	}
+	out := e.apply(0)
+	if !strings.Contains(out, "start daemon-nw.service") || strings.Contains(out, "job-nw.service") {
+		t.Fatalf("apply after the stops: want daemon-nw started, job-nw left alone:\n%s", out)
+	}
+	e.eventually("daemon-nw active again", 30*time.Second, func() bool { return e.prop("daemon-nw.service", "ActiveState") == "active" })
+	if got := e.prop("job-nw.service", "ActiveState"); got != "inactive" {
+		t.Fatalf("job-nw.service is %s, want inactive", got)
+	}
+}

@@ -446,7 +446,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	if err != nil {
 		return res, fmt.Errorf("observe: %w", err)
 	}
-	var runCands map[string]string
+	var runCands map[string]runCand
 	if r.boot != "" {
 		runCands = runCandidates(effective, files)
 		obs = rememberRuns(obs, runCands, r.runs, r.boot)

@@ -33,24 +33,30 @@ import (
 // default, keeps it.)
 //
 // A record holds, by unit, the boot it belongs to, a hash of the object's
-// rendered files, and the run's start (and exit, when a pass saw it) in µs
-// since the epoch. It is written after a pass whose start or restart of
-// the service succeeded, and when a pass observes the service running or
-// exited by itself; a pass that sees the service stopped or failed (its
-// history loaded), a failed start, a stop, another boot, or the service no
-// longer such a candidate drops it. A pass that observes such a service
-// inactive with no history and no job (unloaded since) takes the record's
-// run as the service's last one (observed.Unit.HistoryRemembered) when the
-// record is of this boot and of the same files: the planner then judges it
-// as it would the loaded unit (ExitedOnItsOwn: done, not drift). The run's
-// exit time is the start's when no pass saw the exit.
+// rendered files, the run's start (and exit, when a pass saw it) in µs
+// since the epoch, and whether a pass saw it running. It is written after
+// a pass whose start or restart of the service succeeded, and when a pass
+// observes the service running or exited by itself; a pass that sees the
+// service stopped or failed (its history loaded), a failed start, a stop,
+// another boot, or the service no longer such a candidate drops it. A
+// pass that observes such a service inactive with no history and no job
+// (unloaded since) takes the record's run as the service's last one
+// (observed.Unit.HistoryRemembered) when the record is of this boot and of
+// the same files and stands for a finished run (doneRun): the planner
+// then judges it as it would the loaded unit (ExitedOnItsOwn: done, not
+// drift). The run's exit time is the start's when no pass saw the exit.
 //
-// What it cannot tell: an unloaded unit that was stopped by hand, not one
-// that exited, is also taken as done (systemd keeps neither's history; a
-// run-once service is rather not run twice), unless the agent's watch
-// heard the run end (observed/systemd/lastrun.go relays systemd's figures:
-// the pass then sees the stop, drops the record and starts the service). An agent killed between a
-// start's success and the record's write starts the service again once.
+// What it cannot tell: how a run a pass saw going on ended, once systemd
+// unloaded the unit (a stop by hand leaves no more history than an exit),
+// unless the agent's watch heard the run end (observed/systemd/lastrun.go
+// relays systemd's figures: the pass then sees the exit or the stop, and
+// the record follows). Without that, doneRun decides by the restart
+// policy: under never the run is done (a run-once job is rather not run
+// twice); under on-failure the service is started again (a long-running
+// service stopped by hand is drift). One the agent started and no pass
+// saw running, then stopped by hand, is taken as done too. An agent killed
+// between a start's success and the record's write starts the service
+// again once.
 // Different files (a changed manifest, or one written by an agent killed
 // before its start) match no record: the planner starts the service.
 
@@ -63,6 +69,26 @@ type runRecord struct {
 	Files string `json:"files"`
 	Start uint64 `json:"start"`
 	Exit  uint64 `json:"exit,omitempty"`
+	// Running: a pass saw the run going on and none saw it end (Exit 0):
+	// unloaded since, it either exited or was stopped (see doneRun).
+	Running bool `json:"running,omitempty"`
+}
+
+// runCand is a candidate service: its files' hash, and whether its
+// restart policy is never.
+type runCand struct {
+	files string
+	never bool
+}
+
+// doneRun says whether a record stands for a finished run: one a pass
+// saw exit by itself; one the agent started that no pass saw running (a
+// short job, unloaded before the next read); and one a pass saw running,
+// unloaded since with no one to tell an exit from a stop, only under
+// restart policy never (a job that is not to run twice; under on-failure
+// a long-running service stopped by hand is drift, started again).
+func (rec runRecord) doneRun(c runCand) bool {
+	return rec.Exit != 0 || !rec.Running || c.never
 }
 
 // bootIDPath is where the kernel tells the boot's ID (a var for tests).
@@ -112,8 +138,9 @@ func (r *Reconciler) saveRunMemory(log *zap.Logger, m map[string]runRecord) {
 		}
 	}
 	if err != nil {
+		// Kept in memory all the same: this agent does not start a
+		// finished run again; the next write tries again.
 		log.Warn("run memory not persisted", zap.Error(err))
-		return
 	}
 	r.runs = m
 }
@@ -121,16 +148,15 @@ func (r *Reconciler) saveRunMemory(log *zap.Logger, m map[string]runRecord) {
 // runCandidates returns, by unit name, the services systemd may unload
 // after a run that the planner would not start again: desired running,
 // restart policy never or on-failure, not started by a timer, and not
-// enabled (wantedBy: [], enabled: false). Each maps to the hash of its
-// object's rendered files.
-func runCandidates(objs []*desired.Object, files map[string][]desired.UnitFile) map[string]string {
+// enabled (wantedBy: [], enabled: false).
+func runCandidates(objs []*desired.Object, files map[string][]desired.UnitFile) map[string]runCand {
 	jobs := map[string]bool{}
 	for _, o := range objs {
 		if o.Timer != nil {
 			jobs[o.Timer.TriggeredService(o.Metadata.Name)] = true
 		}
 	}
-	var m map[string]string
+	var m map[string]runCand
 	for _, o := range objs {
 		s := o.Service
 		fs := files[o.ID()]
@@ -148,9 +174,9 @@ func runCandidates(objs []*desired.Object, files map[string][]desired.UnitFile) 
 			h.Write([]byte{0})
 		}
 		if m == nil {
-			m = map[string]string{}
+			m = map[string]runCand{}
 		}
-		m[f.Name] = hex.EncodeToString(h.Sum(nil))
+		m[f.Name] = runCand{files: hex.EncodeToString(h.Sum(nil)), never: s.RestartPolicy() == desired.RestartNever}
 	}
 	return m
 }
@@ -169,14 +195,14 @@ func unloaded(u *observed.Unit) bool {
 // candidate that systemd unloaded since (see the file comment); obs
 // itself when there is none. The units it changes are copies: obs may be
 // a watch-fed cache's.
-func rememberRuns(obs *observed.State, cands map[string]string, runs map[string]runRecord, boot string) *observed.State {
+func rememberRuns(obs *observed.State, cands map[string]runCand, runs map[string]runRecord, boot string) *observed.State {
 	if obs == nil || boot == "" {
 		return obs
 	}
 	var out *observed.State
-	for name, fp := range cands {
+	for name, c := range cands {
 		u, rec := obs.Units[name], runs[name]
-		if !unloaded(u) || rec.Boot != boot || rec.Files != fp || rec.Start == 0 {
+		if !unloaded(u) || rec.Boot != boot || rec.Files != c.files || rec.Start == 0 || !rec.doneRun(c) {
 			continue
 		}
 		if out == nil {
@@ -204,9 +230,10 @@ func rememberRuns(obs *observed.State, cands map[string]string, runs map[string]
 // runsAfter is the run memory after a pass: obs is what the pass planned
 // from (remembered runs filled in), out its step outcomes, now when its
 // steps ended (µs since the epoch).
-func runsAfter(runs map[string]runRecord, obs *observed.State, cands map[string]string, out []StepOutcome, boot string, now uint64) map[string]runRecord {
+func runsAfter(runs map[string]runRecord, obs *observed.State, cands map[string]runCand, out []StepOutcome, boot string, now uint64) map[string]runRecord {
 	m := map[string]runRecord{}
-	for name, fp := range cands {
+	for name, c := range cands {
+		fp := c.files
 		rec, ok := runs[name]
 		if ok && (rec.Boot != boot || rec.Files != fp) {
 			ok = false
@@ -218,7 +245,7 @@ func runsAfter(runs map[string]runRecord, obs *observed.State, cands map[string]
 		switch {
 		case u == nil || u.HistoryRemembered:
 		case u.Active() && u.ExecMainStartTimestamp != 0:
-			rec, ok = runRecord{Boot: boot, Files: fp, Start: u.ExecMainStartTimestamp}, true
+			rec, ok = runRecord{Boot: boot, Files: fp, Start: u.ExecMainStartTimestamp, Running: true}, true
 		case u.ExitedOnItsOwn():
 			rec, ok = runRecord{Boot: boot, Files: fp, Start: u.ExecMainStartTimestamp, Exit: u.ExecMainExitTimestamp}, true
 		case u.Active():
@@ -231,17 +258,23 @@ func runsAfter(runs map[string]runRecord, obs *observed.State, cands map[string]
 		}
 	}
 	for _, oc := range out {
-		fp, cand := cands[oc.Step.Unit]
+		c, cand := cands[oc.Step.Unit]
 		if !cand {
 			continue
 		}
+		fp := c.files
 		switch oc.Step.Op {
 		case actuators.OpStart, actuators.OpRestart:
 			switch {
 			case oc.Skipped != "":
-			case oc.Err != nil:
-				delete(m, oc.Step.Unit)
+			case oc.Err != nil && oc.Result != actuators.Changed:
+				delete(m, oc.Step.Unit) // no job ran
 			default:
+				// A job ran. Failed with it, the unit stays loaded and the
+				// next pass sees it failed (the record goes). Done but its
+				// effect not seen ("effect not observed"): a process that
+				// exited at once and was unloaded before the read back
+				// looks so, and it ran.
 				m[oc.Step.Unit] = runRecord{Boot: boot, Files: fp, Start: now}
 			}
 		case actuators.OpStop:

@@ -142,9 +142,9 @@ func TestRunCandidates(t *testing.T) {
 	}
 	got := runCandidates(objs, files)
 	var names []string
-	for n, fp := range got {
-		if len(fp) != 64 {
-			t.Errorf("%s: hash %q", n, fp)
+	for n, c := range got {
+		if len(c.files) != 64 || c.never != (n == "never.service") {
+			t.Errorf("%s: %+v", n, c)
 		}
 		names = append(names, n)
 	}
@@ -157,6 +157,8 @@ func TestRunCandidates(t *testing.T) {
 func TestRememberRuns(t *testing.T) {
 	const boot, fp = "b1", "h1"
 	rec := runRecord{Boot: boot, Files: fp, Start: 100, Exit: 150}
+	cand := map[string]runCand{"once.service": {files: fp}}
+	never := map[string]runCand{"once.service": {files: fp, never: true}}
 	unloadedUnit := func() *observed.Unit {
 		return &observed.Unit{Name: "once.service", LoadState: "loaded", ActiveState: "inactive", SubState: "dead", Result: "success"}
 	}
@@ -164,17 +166,20 @@ func TestRememberRuns(t *testing.T) {
 		name  string
 		unit  func(u *observed.Unit)
 		rec   runRecord
-		cands map[string]string
+		cands map[string]runCand
 		want  bool // remembered
 	}{
-		{"unloaded", nil, rec, map[string]string{"once.service": fp}, true},
-		{"other boot", nil, runRecord{Boot: "b0", Files: fp, Start: 100}, map[string]string{"once.service": fp}, false},
-		{"other files", nil, runRecord{Boot: boot, Files: "h0", Start: 100}, map[string]string{"once.service": fp}, false},
+		{"unloaded", nil, rec, cand, true},
+		{"started by the agent, not seen running", nil, runRecord{Boot: boot, Files: fp, Start: 100}, cand, true},
+		{"seen running, on-failure", nil, runRecord{Boot: boot, Files: fp, Start: 100, Running: true}, cand, false},
+		{"seen running, never", nil, runRecord{Boot: boot, Files: fp, Start: 100, Running: true}, never, true},
+		{"other boot", nil, runRecord{Boot: "b0", Files: fp, Start: 100}, cand, false},
+		{"other files", nil, runRecord{Boot: boot, Files: "h0", Start: 100}, cand, false},
 		{"not a candidate", nil, rec, nil, false},
-		{"running", func(u *observed.Unit) { u.ActiveState = "active" }, rec, map[string]string{"once.service": fp}, false},
-		{"history loaded", func(u *observed.Unit) { u.ExecMainStartTimestamp = 90 }, rec, map[string]string{"once.service": fp}, false},
-		{"job queued", func(u *observed.Unit) { u.PendingJob = true }, rec, map[string]string{"once.service": fp}, false},
-		{"failed", func(u *observed.Unit) { u.ActiveState = "failed" }, rec, map[string]string{"once.service": fp}, false},
+		{"running", func(u *observed.Unit) { u.ActiveState = "active" }, rec, cand, false},
+		{"history loaded", func(u *observed.Unit) { u.ExecMainStartTimestamp = 90 }, rec, cand, false},
+		{"job queued", func(u *observed.Unit) { u.PendingJob = true }, rec, cand, false},
+		{"failed", func(u *observed.Unit) { u.ActiveState = "failed" }, rec, cand, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -192,7 +197,7 @@ func TestRememberRuns(t *testing.T) {
 			if gu.HistoryRemembered != tt.want {
 				t.Fatalf("remembered %v, want %v", gu.HistoryRemembered, tt.want)
 			}
-			if tt.want && (!gu.ExitedOnItsOwn() || gu.ExecMainStartTimestamp != 100 || gu.ExecMainExitTimestamp != 150) {
+			if tt.want && (!gu.ExitedOnItsOwn() || gu.ExecMainStartTimestamp != 100 || gu.ExecMainExitTimestamp != max(tt.rec.Exit, 100)) {
 				t.Fatalf("remembered run %+v", gu)
 			}
 			if !tt.want && got != obs {
@@ -204,7 +209,7 @@ func TestRememberRuns(t *testing.T) {
 
 func TestRunsAfter(t *testing.T) {
 	const boot, fp = "b1", "h1"
-	cands := map[string]string{"once.service": fp}
+	cands := map[string]runCand{"once.service": {files: fp}}
 	old := runRecord{Boot: boot, Files: fp, Start: 100}
 	step := func(op actuators.Op, err error, skipped string) []StepOutcome {
 		return []StepOutcome{{Step: actuators.Step{Op: op, Unit: "once.service"}, Err: err, Skipped: skipped}}
@@ -217,10 +222,13 @@ func TestRunsAfter(t *testing.T) {
 		want *runRecord
 	}{
 		{"started", &observed.Unit{ActiveState: "inactive"}, nil, step(actuators.OpStart, nil, ""), &runRecord{Boot: boot, Files: fp, Start: 500}},
-		{"start failed", &observed.Unit{ActiveState: "inactive"}, map[string]runRecord{"once.service": old}, step(actuators.OpStart, context.Canceled, ""), nil},
+		{"start not queued", &observed.Unit{ActiveState: "inactive"}, map[string]runRecord{"once.service": old}, step(actuators.OpStart, context.Canceled, ""), nil},
+		{"start job ran, effect not seen", &observed.Unit{ActiveState: "inactive"}, nil,
+			[]StepOutcome{{Step: actuators.Step{Op: actuators.OpStart, Unit: "once.service"}, Result: actuators.Changed, Err: context.Canceled}}, &runRecord{Boot: boot, Files: fp, Start: 500}},
 		{"start skipped", &observed.Unit{ActiveState: "inactive", HistoryRemembered: true, ExecMainStartTimestamp: 100}, map[string]runRecord{"once.service": old}, step(actuators.OpStart, nil, "held"), &old},
 		{"stopped by the pass", &observed.Unit{ActiveState: "active", ExecMainStartTimestamp: 100}, nil, step(actuators.OpStop, nil, ""), nil},
-		{"seen running", &observed.Unit{ActiveState: "active", ExecMainStartTimestamp: 120}, map[string]runRecord{"once.service": old}, nil, &runRecord{Boot: boot, Files: fp, Start: 120}},
+		{"seen running", &observed.Unit{ActiveState: "active", ExecMainStartTimestamp: 120}, map[string]runRecord{"once.service": old}, nil, &runRecord{Boot: boot, Files: fp, Start: 120, Running: true}},
+		{"seen running, unloaded since, not remembered", &observed.Unit{ActiveState: "inactive"}, map[string]runRecord{"once.service": {Boot: boot, Files: fp, Start: 120, Running: true}}, nil, nil},
 		{"seen exited", &observed.Unit{ActiveState: "inactive", ExecMainStartTimestamp: 120, ExecMainExitTimestamp: 130, ActiveExitTimestamp: 131}, nil, nil,
 			&runRecord{Boot: boot, Files: fp, Start: 120, Exit: 130}},
 		{"seen stopped", &observed.Unit{ActiveState: "inactive", ExecMainStartTimestamp: 120, ExecMainExitTimestamp: 132, ActiveExitTimestamp: 131}, map[string]runRecord{"once.service": old}, nil, nil},
@@ -249,5 +257,29 @@ func TestRunsAfter(t *testing.T) {
 				t.Fatalf("a record of a unit no longer a candidate stayed")
 			}
 		})
+	}
+}
+
+// A run memory the state dir cannot hold is kept in memory: this agent
+// does not start the finished run again.
+func TestRunMemoryKeptWhenNotPersisted(t *testing.T) {
+	dir, parent := t.TempDir(), t.TempDir()
+	state := filepath.Join(parent, "state")
+	if err := os.WriteFile(state, []byte("not a directory"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	writeManifest(t, dir, "once.yaml", onceManifest)
+	f := newFake()
+	r := newRunsReconciler(t, dir, state, f)
+	if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	f.active["once.service"] = false
+	res, err := r.Reconcile(context.Background(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := stepStringsOf(res.Outcomes); got != "" {
+		t.Fatalf("second pass: %q, want nothing", got)
 	}
 }

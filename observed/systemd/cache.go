@@ -87,6 +87,7 @@ func (o *Observer) cacheStart() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.cache = cacheState{on: true, dirty: map[string]bool{}, gen: o.cache.gen + 1}
+	o.forgetRuns()
 }
 
 // KeepReads turns the cache on for a one-shot command that observes again

@@ -24,9 +24,11 @@ import (
 // on UnitRemoved outside a daemon-reload, when they name a run, keeps
 // them as the unit's last run. A read that finds the unit inactive with
 // no history and no job fills them in: they are systemd's own figures,
-// relayed. They go once a read finds the unit with a history of its own.
-// Without a watch (apply, diff, an agent started after the unload) there
-// is nothing to relay; reconcile's run memory remembers what a pass saw.
+// relayed. They go once a read finds the unit with a history of its own,
+// a signal tells of a later run, or a watch starts again.
+// Without a watch (diff; apply on the private socket; an agent started
+// after the unload) there is nothing to relay; reconcile's run memory
+// remembers what a pass saw.
 
 // lastRun is the run figures of one service.
 type lastRun struct {
@@ -61,6 +63,9 @@ func (o *Observer) runSignal(s *godbus.Signal) {
 			var u observed.Unit
 			readService(&r, &u)
 			run.start, run.exit, run.status, run.result = u.ExecMainStartTimestamp, u.ExecMainExitTimestamp, u.ExecMainStatus, u.Result
+			if g, ok := o.gone[name]; ok && r.err == nil && run.start != 0 && run.start != g.start {
+				delete(o.gone, name) // a run since: what was relayed is past
+			}
 		case unitIface:
 			if _, ok := m["ActiveExitTimestamp"]; !ok {
 				return
@@ -98,8 +103,19 @@ func (o *Observer) runSignal(s *godbus.Signal) {
 
 // relayLastRuns fills the last run of each unloaded service the watch saw
 // go into a read's units, and forgets those a read found with a history of
-// their own (or that are not managed any more). Called with o.mu held.
+// their own (or that are not managed any more). A read that loaded the
+// unit again before the watch took its UnitRemoved finds it with no
+// history too: the run figures last heard are relayed then, once they
+// tell the run ended (the unit left the active state). Called with o.mu
+// held.
 func (o *Observer) relayLastRuns(units map[string]*observed.Unit) {
+	relay := func(u *observed.Unit, run lastRun) {
+		u.ExecMainStartTimestamp, u.ExecMainExitTimestamp, u.ActiveExitTimestamp = run.start, run.exit, run.activeExit
+		u.ExecMainStatus = run.status
+		if run.result != "" {
+			u.Result = run.result
+		}
+	}
 	for name, run := range o.gone {
 		u := units[name]
 		switch {
@@ -110,11 +126,29 @@ func (o *Observer) relayLastRuns(units map[string]*observed.Unit) {
 		case u.ExecMainStartTimestamp != 0 || u.ActiveState != "inactive":
 			delete(o.gone, name)
 		case !u.PendingJob:
-			u.ExecMainStartTimestamp, u.ExecMainExitTimestamp, u.ActiveExitTimestamp = run.start, run.exit, run.activeExit
-			u.ExecMainStatus = run.status
-			if run.result != "" {
-				u.Result = run.result
-			}
+			relay(u, run)
 		}
 	}
+	for name, run := range o.runs {
+		u := units[name]
+		if _, managed := o.hints[name]; !managed {
+			delete(o.runs, name)
+			continue
+		}
+		if _, gone := o.gone[name]; !gone && unloadedRead(u) && run.start != 0 && run.activeExit >= run.start {
+			relay(u, run)
+		}
+	}
+}
+
+// unloadedRead reports whether a read found a service inactive with no
+// history and no job.
+func unloadedRead(u *observed.Unit) bool {
+	return u != nil && u.ActiveState == "inactive" && u.ExecMainStartTimestamp == 0 && !u.PendingJob
+}
+
+// forgetRuns drops what the watch heard: called when a watch starts (what
+// a watch that ended heard may be past). Called with o.mu held.
+func (o *Observer) forgetRuns() {
+	o.runs, o.gone = nil, nil
 }

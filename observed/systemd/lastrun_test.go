@@ -1,6 +1,7 @@
 package systemd
 
 import (
+	"slices"
 	"testing"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
@@ -37,9 +38,15 @@ func TestLastRunRelayed(t *testing.T) {
 	}{
 		{"exited, unloaded", true, false, []*godbus.Signal{service(100, 150, 0), unit(151), removed}, nil, 100},
 		{"not managed", false, false, []*godbus.Signal{service(100, 150, 0), unit(151), removed}, nil, 0},
-		{"removed by a reload", true, true, []*godbus.Signal{service(100, 150, 0), unit(151), removed}, nil, 0},
+		// A reload's UnitRemoved keeps no last run (the unit comes back
+		// with its history); a read that finds it unloaded after that
+		// gets the figures last heard.
+		{"removed by a reload", true, true, []*godbus.Signal{service(100, 150, 0), unit(151), removed}, nil, 100},
 		{"never ran", true, false, []*godbus.Signal{service(0, 0, 0), removed}, nil, 0},
-		{"not unloaded", true, false, []*godbus.Signal{service(100, 150, 0), unit(151)}, nil, 0},
+		{"unloaded, its UnitRemoved not yet heard", true, false, []*godbus.Signal{service(100, 150, 0), unit(151)}, nil, 100},
+		{"running when last heard", true, false, []*godbus.Signal{service(100, 0, 0), unit(90)}, nil, 0},
+		{"a job queued", true, false, []*godbus.Signal{service(100, 150, 0), unit(151), removed}, func(u *observed.Unit) { u.PendingJob = true }, 0},
+		{"a later run heard", true, false, []*godbus.Signal{service(100, 150, 0), unit(151), removed, service(200, 0, 0)}, nil, 0},
 		{"read with its own history", true, false, []*godbus.Signal{service(100, 150, 0), unit(151), removed}, func(u *observed.Unit) { u.ExecMainStartTimestamp = 200 }, 200},
 		{"running again", true, false, []*godbus.Signal{service(100, 150, 0), unit(151), removed}, func(u *observed.Unit) { u.ActiveState = "active" }, 0},
 		{"loaded again and unloaded again", true, false, []*godbus.Signal{service(100, 150, 0), unit(151), removed, service(0, 0, 0), removed}, nil, 100},
@@ -54,6 +61,9 @@ func TestLastRunRelayed(t *testing.T) {
 			for _, s := range tt.signals {
 				o.runSignal(s)
 			}
+			if _, kept := o.gone[name]; tt.unit == nil && tt.want != 0 && slices.Contains(tt.signals, removed) && kept == tt.reloading {
+				t.Fatalf("last run kept on UnitRemoved: %v, reloading %v", kept, tt.reloading)
+			}
 			u := fresh()
 			if tt.unit != nil {
 				tt.unit(u)
@@ -66,7 +76,7 @@ func TestLastRunRelayed(t *testing.T) {
 				t.Fatalf("relayed run %+v: want an exit by itself", u)
 			}
 			// Once a read found a history of its own, nothing is relayed.
-			if tt.unit != nil {
+			if tt.unit != nil && tt.want != 0 {
 				u2 := fresh()
 				o.relayLastRuns(map[string]*observed.Unit{name: u2})
 				if u2.ExecMainStartTimestamp != 0 {
