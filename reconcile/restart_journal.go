@@ -1,10 +1,7 @@
 package reconcile
 
 import (
-	"encoding/json"
 	"maps"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -73,13 +70,7 @@ func (r *Reconciler) saveRestartJournal(log *zap.Logger, m map[string]time.Time)
 		r.journal = m
 		return
 	}
-	b, err := json.Marshal(m)
-	if err == nil {
-		if err = os.MkdirAll(r.cfg.Safety.StateDir, 0o755); err == nil {
-			err = writeStateFile(filepath.Join(r.cfg.Safety.StateDir, RestartJournalFileName), append(b, '\n'))
-		}
-	}
-	if err != nil {
+	if err := writeStateJSON(r.cfg.Safety.StateDir, RestartJournalFileName, m); err != nil {
 		// The stale-process rule still covers all but a narrow window.
 		log.Warn("restart journal not written", zap.Error(err))
 		return

@@ -131,13 +131,7 @@ func (r *Reconciler) saveRunMemory(log *zap.Logger, m map[string]runRecord) {
 		r.runs = m
 		return
 	}
-	b, err := json.Marshal(m)
-	if err == nil {
-		if err = os.MkdirAll(r.cfg.Safety.StateDir, 0o755); err == nil {
-			err = writeStateFile(filepath.Join(r.cfg.Safety.StateDir, RunMemoryFileName), append(b, '\n'))
-		}
-	}
-	if err != nil {
+	if err := writeStateJSON(r.cfg.Safety.StateDir, RunMemoryFileName, m); err != nil {
 		// Kept in memory all the same: this agent does not start a
 		// finished run again; the next write tries again.
 		log.Warn("run memory not persisted", zap.Error(err))
