@@ -179,10 +179,10 @@ func hasInstall(data []byte) bool {
 	return bytes.HasPrefix(data, []byte("[Install]\n")) || bytes.Contains(data, []byte("\n[Install]\n"))
 }
 
-// unloaded reports whether a unit reads as one that never ran: inactive,
-// no run history, no job.
+// unloaded reports whether a unit reads as one that never ran: loaded,
+// inactive, no run history, no job.
 func unloaded(u *observed.Unit) bool {
-	return u != nil && u.ActiveState == "inactive" && u.ExecMainStartTimestamp == 0 && !u.PendingJob && !u.HistoryRemembered
+	return u != nil && u.LoadState == "loaded" && u.ActiveState == "inactive" && u.ExecMainStartTimestamp == 0 && !u.PendingJob && !u.HistoryRemembered
 }
 
 // rememberRuns returns obs with the remembered run filled into each

@@ -49,16 +49,20 @@ func (o *Observer) runSignal(s *godbus.Signal) {
 		}
 		iface, _ := s.Body[0].(string)
 		changed, _ := s.Body[1].(map[string]godbus.Variant)
-		m := make(map[string]any, len(changed))
-		for k, v := range changed {
-			m[k] = v
-		}
+		// Only the figures read below are copied (a reload sends every
+		// unit's signals: no copy of the Unit interface's ~80).
+		m := map[string]any{}
 		r := propReader{m: m}
 		run := o.runs[name]
 		switch iface {
 		case serviceIface:
-			if _, ok := m["ExecMainStartTimestamp"]; !ok {
+			if _, ok := changed["ExecMainStartTimestamp"]; !ok {
 				return
+			}
+			for _, k := range signalProps {
+				if v, ok := changed[k]; ok {
+					m[k] = v
+				}
 			}
 			var u observed.Unit
 			readService(&r, &u)
@@ -67,9 +71,11 @@ func (o *Observer) runSignal(s *godbus.Signal) {
 				delete(o.gone, name) // a run since: what was relayed is past
 			}
 		case unitIface:
-			if _, ok := m["ActiveExitTimestamp"]; !ok {
+			v, ok := changed["ActiveExitTimestamp"]
+			if !ok {
 				return
 			}
+			m["ActiveExitTimestamp"] = v
 			run.activeExit = r.u64("ActiveExitTimestamp")
 		default:
 			return
@@ -125,7 +131,7 @@ func (o *Observer) relayLastRuns(units map[string]*observed.Unit) {
 			}
 		case u.ExecMainStartTimestamp != 0 || u.ActiveState != "inactive":
 			delete(o.gone, name)
-		case !u.PendingJob:
+		case unloadedRead(u):
 			relay(u, run)
 		}
 	}
@@ -141,10 +147,11 @@ func (o *Observer) relayLastRuns(units map[string]*observed.Unit) {
 	}
 }
 
-// unloadedRead reports whether a read found a service inactive with no
-// history and no job.
+// unloadedRead reports whether a read found a service loaded (again),
+// inactive, with no history and no job. (A unit whose file is gone is
+// not-found: nothing to relay to.)
 func unloadedRead(u *observed.Unit) bool {
-	return u != nil && u.ActiveState == "inactive" && u.ExecMainStartTimestamp == 0 && !u.PendingJob
+	return u != nil && u.LoadState == "loaded" && u.ActiveState == "inactive" && u.ExecMainStartTimestamp == 0 && !u.PendingJob
 }
 
 // forgetRuns drops what the watch heard: called when a watch starts (what

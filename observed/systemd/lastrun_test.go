@@ -46,6 +46,7 @@ func TestLastRunRelayed(t *testing.T) {
 		{"unloaded, its UnitRemoved not yet heard", true, false, []*godbus.Signal{service(100, 150, 0), unit(151)}, nil, 100},
 		{"running when last heard", true, false, []*godbus.Signal{service(100, 0, 0), unit(90)}, nil, 0},
 		{"a job queued", true, false, []*godbus.Signal{service(100, 150, 0), unit(151), removed}, func(u *observed.Unit) { u.PendingJob = true }, 0},
+		{"its file gone", true, false, []*godbus.Signal{service(100, 150, 0), unit(151), removed}, func(u *observed.Unit) { u.LoadState = "not-found" }, 0},
 		{"a later run heard", true, false, []*godbus.Signal{service(100, 150, 0), unit(151), removed, service(200, 0, 0)}, nil, 0},
 		{"read with its own history", true, false, []*godbus.Signal{service(100, 150, 0), unit(151), removed}, func(u *observed.Unit) { u.ExecMainStartTimestamp = 200 }, 200},
 		{"running again", true, false, []*godbus.Signal{service(100, 150, 0), unit(151), removed}, func(u *observed.Unit) { u.ActiveState = "active" }, 0},
