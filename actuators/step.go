@@ -12,6 +12,11 @@ import (
 // reports an Unsupported finding and never starts it with less than it asks.
 var ErrUnsupported = errors.New("not supported by this backend")
 
+// ErrNotObserved is wrapped by a backend's step error when the backend
+// accepted the step (for a job: it finished "done") but reading the unit
+// back does not show its effect (actuators/systemd.ErrNotObserved).
+var ErrNotObserved = errors.New("effect not observed afterwards")
+
 // Op is what a step does.
 type Op string
 

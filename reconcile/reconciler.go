@@ -140,6 +140,8 @@ type Reconciler struct {
 	// ("" without a run memory).
 	runs map[string]runRecord
 	boot string
+	// runsUnsaved: runs differs from the file (its write failed).
+	runsUnsaved bool
 	// rendered is the last pass's Renderer output by object: the loader's
 	// cache returns the same *Object for a file that did not change.
 	rendered map[*desired.Object]rendered

@@ -38,7 +38,9 @@ import (
 // a pass whose start or restart of the service succeeded, and when a pass
 // observes the service running or exited by itself; a pass that sees the
 // service stopped or failed (its history loaded), a failed start, a stop,
-// another boot, or the service no longer such a candidate drops it. A
+// another boot, or the service no longer such a candidate drops it, and
+// so does a start whose job did not run or failed; a start done with its
+// effect not seen (an at-once exit unloaded before the read back) counts. A
 // pass that observes such a service inactive with no history and no job
 // (unloaded since) takes the record's run as the service's last one
 // (observed.Unit.HistoryRemembered) when the record is of this boot and of
@@ -121,22 +123,21 @@ func (r *Reconciler) loadRunMemory() {
 }
 
 // saveRunMemory persists m when it differs from what is on disk. A failed
-// write keeps the memory of what the file holds, so the next pass tries
-// again.
+// write keeps m in memory (this agent does not start a finished run
+// again) and is tried again by every later pass until one succeeds.
 func (r *Reconciler) saveRunMemory(log *zap.Logger, m map[string]runRecord) {
-	if !r.cfg.RunMemory || r.boot == "" || maps.Equal(m, r.runs) {
+	if !r.cfg.RunMemory || r.boot == "" || (maps.Equal(m, r.runs) && !r.runsUnsaved) {
 		return
 	}
 	if r.cfg.Safety.StateDir == "" || r.cfg.Safety.ReadOnly {
 		r.runs = m
 		return
 	}
-	if err := writeStateJSON(r.cfg.Safety.StateDir, RunMemoryFileName, m); err != nil {
-		// Kept in memory all the same: this agent does not start a
-		// finished run again; the next write tries again.
+	err := writeStateJSON(r.cfg.Safety.StateDir, RunMemoryFileName, m)
+	if err != nil {
 		log.Warn("run memory not persisted", zap.Error(err))
 	}
-	r.runs = m
+	r.runs, r.runsUnsaved = m, err != nil
 }
 
 // runCandidates returns, by unit name, the services systemd may unload
@@ -242,8 +243,9 @@ func runsAfter(runs map[string]runRecord, obs *observed.State, cands map[string]
 			rec, ok = runRecord{Boot: boot, Files: fp, Start: u.ExecMainStartTimestamp, Running: true}, true
 		case u.ExitedOnItsOwn():
 			rec, ok = runRecord{Boot: boot, Files: fp, Start: u.ExecMainStartTimestamp, Exit: u.ExecMainExitTimestamp}, true
-		case u.Active():
-			// Starting: its record, if any, stands until the start is seen.
+		case u.Active() || u.PendingJob:
+			// Starting, or a job queued: its record, if any, stands
+			// until the start is seen.
 		default:
 			ok = false // stopped, failed, or never ran
 		}
@@ -261,15 +263,17 @@ func runsAfter(runs map[string]runRecord, obs *observed.State, cands map[string]
 		case actuators.OpStart, actuators.OpRestart:
 			switch {
 			case oc.Skipped != "":
-			case oc.Err != nil && oc.Result != actuators.Changed:
-				delete(m, oc.Step.Unit) // no job ran
-			default:
-				// A job ran. Failed with it, the unit stays loaded and the
-				// next pass sees it failed (the record goes). Done but its
-				// effect not seen ("effect not observed"): a process that
+			case oc.Err == nil || errors.Is(oc.Err, actuators.ErrNotObserved):
+				// Done; or done with its effect not seen: a process that
 				// exited at once and was unloaded before the read back
-				// looks so, and it ran.
+				// looks so (so does a start a false Condition*= skipped).
+				// A start that left the unit failed is seen so by the next
+				// pass, which drops the record.
 				m[oc.Step.Unit] = runRecord{Boot: boot, Files: fp, Start: now}
+			default:
+				// Not queued, or the job failed (dependency, canceled,
+				// timeout): nothing is known to have run.
+				delete(m, oc.Step.Unit)
 			}
 		case actuators.OpStop:
 			if oc.Skipped == "" {

@@ -2,6 +2,8 @@ package reconcile
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -223,8 +225,11 @@ func TestRunsAfter(t *testing.T) {
 	}{
 		{"started", &observed.Unit{ActiveState: "inactive"}, nil, step(actuators.OpStart, nil, ""), &runRecord{Boot: boot, Files: fp, Start: 500}},
 		{"start not queued", &observed.Unit{ActiveState: "inactive"}, map[string]runRecord{"once.service": old}, step(actuators.OpStart, context.Canceled, ""), nil},
-		{"start job ran, effect not seen", &observed.Unit{ActiveState: "inactive"}, nil,
-			[]StepOutcome{{Step: actuators.Step{Op: actuators.OpStart, Unit: "once.service"}, Result: actuators.Changed, Err: context.Canceled}}, &runRecord{Boot: boot, Files: fp, Start: 500}},
+		{"start job done, effect not seen", &observed.Unit{ActiveState: "inactive"}, nil,
+			[]StepOutcome{{Step: actuators.Step{Op: actuators.OpStart, Unit: "once.service"}, Result: actuators.Changed, Err: fmt.Errorf("start: %w", actuators.ErrNotObserved)}}, &runRecord{Boot: boot, Files: fp, Start: 500}},
+		{"start job failed (dependency)", &observed.Unit{ActiveState: "inactive"}, map[string]runRecord{"once.service": old},
+			[]StepOutcome{{Step: actuators.Step{Op: actuators.OpStart, Unit: "once.service"}, Result: actuators.Changed, Err: errors.New("job dependency")}}, nil},
+		{"start job queued", &observed.Unit{ActiveState: "inactive", PendingJob: true}, map[string]runRecord{"once.service": old}, nil, &old},
 		{"start skipped", &observed.Unit{ActiveState: "inactive", HistoryRemembered: true, ExecMainStartTimestamp: 100}, map[string]runRecord{"once.service": old}, step(actuators.OpStart, nil, "held"), &old},
 		{"stopped by the pass", &observed.Unit{ActiveState: "active", ExecMainStartTimestamp: 100}, nil, step(actuators.OpStop, nil, ""), nil},
 		{"seen running", &observed.Unit{ActiveState: "active", ExecMainStartTimestamp: 120}, map[string]runRecord{"once.service": old}, nil, &runRecord{Boot: boot, Files: fp, Start: 120, Running: true}},
@@ -281,5 +286,16 @@ func TestRunMemoryKeptWhenNotPersisted(t *testing.T) {
 	}
 	if got := stepStringsOf(res.Outcomes); got != "" {
 		t.Fatalf("second pass: %q, want nothing", got)
+	}
+	// Once the state dir can be written, the next pass writes the file
+	// (the memory did not change since).
+	if err := os.Remove(state); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(state, RunMemoryFileName)); err != nil || !strings.Contains(string(b), `"once.service"`) {
+		t.Fatalf("run memory not written once it could be: %s, %v", b, err)
 	}
 }

@@ -39,7 +39,7 @@ var (
 	// an enable after which the unit file is not enabled on disk, a start
 	// after which the unit is failed, a restart that started no new main
 	// process. The step is reported as failed, never as a silent success.
-	ErrNotObserved = errors.New("effect not observed afterwards")
+	ErrNotObserved = actuators.ErrNotObserved
 	// ErrUnknownOp: the step's op is not one this backend knows.
 	ErrUnknownOp = errors.New("unknown op")
 	// ErrInvalidStep: the step lacks a field its op needs, or a value is malformed.

@@ -176,6 +176,7 @@ func (o *Observer) cacheStop() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.cache = cacheState{gen: o.cache.gen + 1}
+	o.forgetRuns() // no signal tells any more when a unit runs again
 }
 
 // Reloaded tells the cache that the agent reloaded systemd (every unit's

@@ -87,3 +87,17 @@ func TestLastRunRelayed(t *testing.T) {
 		})
 	}
 }
+
+// A watch that ends leaves nothing to relay: no signal would tell that
+// the unit ran again.
+func TestLastRunForgottenWhenTheWatchEnds(t *testing.T) {
+	const name = "once.service"
+	o := &Observer{hints: map[string]hint{name: {}}, gone: map[string]lastRun{name: {start: 100, exit: 150, activeExit: 151}},
+		runs: map[string]lastRun{name: {start: 100, exit: 150, activeExit: 151}}}
+	o.cacheStop()
+	u := &observed.Unit{Name: name, LoadState: "loaded", ActiveState: "inactive"}
+	o.relayLastRuns(map[string]*observed.Unit{name: u})
+	if u.ExecMainStartTimestamp != 0 {
+		t.Fatalf("relayed after the watch ended: %+v", u)
+	}
+}
