@@ -143,6 +143,13 @@ func (u *Unit) ExitedOnItsOwn() bool {
 		u.ExecMainExitTimestamp <= u.ActiveExitTimestamp
 }
 
+// ReadsNeverRun reports whether a unit reads as one that never ran:
+// loaded, inactive, no run history, no job. It is also how systemd shows a
+// unit it unloaded after a run and loaded again (its history went with it).
+func (u *Unit) ReadsNeverRun() bool {
+	return u != nil && u.LoadState == "loaded" && u.ActiveState == "inactive" && u.ExecMainStartTimestamp == 0 && !u.PendingJob
+}
+
 // Enabled reports whether the unit file is enabled.
 func (u *Unit) Enabled() bool {
 	return u != nil && (u.UnitFileState == "enabled" || u.UnitFileState == "enabled-runtime")

@@ -634,7 +634,7 @@ func (p *planner) static(data []byte) bool {
 	if p.in.Observed == nil || p.in.Observed.Backend != "systemd" {
 		return false
 	}
-	return !bytes.HasPrefix(data, []byte("[Install]\n")) && !bytes.Contains(data, []byte("\n[Install]\n"))
+	return !hasInstall(data)
 }
 
 // enable plans enable/disable; drift in the enablement is reported too.

@@ -176,15 +176,15 @@ func runCandidates(objs []*desired.Object, files map[string][]desired.UnitFile) 
 	return m
 }
 
+// hasInstall reports whether a rendered unit file has an [Install]
+// section (without one, systemd cannot enable it).
 func hasInstall(data []byte) bool {
 	return bytes.HasPrefix(data, []byte("[Install]\n")) || bytes.Contains(data, []byte("\n[Install]\n"))
 }
 
-// unloaded reports whether a unit reads as one that never ran: loaded,
-// inactive, no run history, no job.
-func unloaded(u *observed.Unit) bool {
-	return u != nil && u.LoadState == "loaded" && u.ActiveState == "inactive" && u.ExecMainStartTimestamp == 0 && !u.PendingJob && !u.HistoryRemembered
-}
+// unloaded reports whether a unit reads as one that never ran
+// (observed.Unit.ReadsNeverRun) with nothing remembered of it yet.
+func unloaded(u *observed.Unit) bool { return u.ReadsNeverRun() && !u.HistoryRemembered }
 
 // rememberRuns returns obs with the remembered run filled into each
 // candidate that systemd unloaded since (see the file comment); obs

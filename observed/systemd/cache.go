@@ -261,6 +261,21 @@ func (o *Observer) cacheSignal(s *godbus.Signal) {
 // a service's Service interface carries all of them.
 var signalProps = []string{"Result", "NRestarts", "MainPID", "ExecMainStatus", "ExecMainStartTimestamp", "ExecMainExitTimestamp"}
 
+// signalledService reads the figures of signalProps a Service
+// PropertiesChanged carries (readService); complete says it carries them
+// all.
+func signalledService(changed map[string]godbus.Variant) (u observed.Unit, complete bool, err error) {
+	m := make(map[string]any, len(signalProps))
+	for _, k := range signalProps {
+		if v, ok := changed[k]; ok {
+			m[k] = v
+		}
+	}
+	r := propReader{m: m}
+	readService(&r, &u)
+	return u, len(m) == len(signalProps), r.err
+}
+
 // signalChangesEntry reports whether a PropertiesChanged (body: interface,
 // changed, invalidated) about unit name may make its cache entry wrong.
 // For a cached service: the Service interface's only when a value of
@@ -287,19 +302,12 @@ func (o *Observer) signalChangesEntry(name string, body []any) bool {
 			return true
 		}
 	}
-	m := make(map[string]any, len(signalProps))
-	for _, k := range signalProps {
-		v, ok := changed[k]
-		if !ok {
-			return true
-		}
-		m[k] = v
+	sent, complete, err := signalledService(changed)
+	if !complete {
+		return true
 	}
-	var sent observed.Unit
-	r := propReader{m: m}
-	readService(&r, &sent)
 	c := &e.props
-	return r.err != nil || sent.Result != c.Result || sent.NRestarts != c.NRestarts || sent.MainPID != c.MainPID ||
+	return err != nil || sent.Result != c.Result || sent.NRestarts != c.NRestarts || sent.MainPID != c.MainPID ||
 		sent.ExecMainStatus != c.ExecMainStatus || sent.ExecMainStartTimestamp != c.ExecMainStartTimestamp ||
 		sent.ExecMainExitTimestamp != c.ExecMainExitTimestamp
 }

@@ -49,38 +49,28 @@ func (o *Observer) runSignal(s *godbus.Signal) {
 		}
 		iface, _ := s.Body[0].(string)
 		changed, _ := s.Body[1].(map[string]godbus.Variant)
-		// Only the figures read below are copied (a reload sends every
-		// unit's signals: no copy of the Unit interface's ~80).
-		m := map[string]any{}
-		r := propReader{m: m}
 		run := o.runs[name]
 		switch iface {
 		case serviceIface:
 			if _, ok := changed["ExecMainStartTimestamp"]; !ok {
 				return
 			}
-			for _, k := range signalProps {
-				if v, ok := changed[k]; ok {
-					m[k] = v
-				}
+			u, _, err := signalledService(changed)
+			if err != nil {
+				return
 			}
-			var u observed.Unit
-			readService(&r, &u)
 			run.start, run.exit, run.status, run.result = u.ExecMainStartTimestamp, u.ExecMainExitTimestamp, u.ExecMainStatus, u.Result
-			if g, ok := o.gone[name]; ok && r.err == nil && run.start != 0 && run.start != g.start {
+			if g, ok := o.gone[name]; ok && run.start != 0 && run.start != g.start {
 				delete(o.gone, name) // a run since: what was relayed is past
 			}
 		case unitIface:
 			v, ok := changed["ActiveExitTimestamp"]
-			if !ok {
+			t, isU64 := v.Value().(uint64)
+			if !ok || !isU64 {
 				return
 			}
-			m["ActiveExitTimestamp"] = v
-			run.activeExit = r.u64("ActiveExitTimestamp")
+			run.activeExit = t
 		default:
-			return
-		}
-		if r.err != nil {
 			return
 		}
 		if o.runs == nil {
@@ -131,7 +121,7 @@ func (o *Observer) relayLastRuns(units map[string]*observed.Unit) {
 			}
 		case u.ExecMainStartTimestamp != 0 || u.ActiveState != "inactive":
 			delete(o.gone, name)
-		case unloadedRead(u):
+		case u.ReadsNeverRun():
 			relay(u, run)
 		}
 	}
@@ -141,17 +131,10 @@ func (o *Observer) relayLastRuns(units map[string]*observed.Unit) {
 			delete(o.runs, name)
 			continue
 		}
-		if _, gone := o.gone[name]; !gone && unloadedRead(u) && run.start != 0 && run.activeExit >= run.start {
+		if _, gone := o.gone[name]; !gone && u.ReadsNeverRun() && run.start != 0 && run.activeExit >= run.start {
 			relay(u, run)
 		}
 	}
-}
-
-// unloadedRead reports whether a read found a service loaded (again),
-// inactive, with no history and no job. (A unit whose file is gone is
-// not-found: nothing to relay to.)
-func unloadedRead(u *observed.Unit) bool {
-	return u != nil && u.LoadState == "loaded" && u.ActiveState == "inactive" && u.ExecMainStartTimestamp == 0 && !u.PendingJob
 }
 
 // forgetRuns drops what the watch heard: called when a watch starts (what
