@@ -22,13 +22,14 @@ spec:
   restart: {policy: never}
   wantedBy: []
 `)
-	// A job done before the apply that started it has read the state
-	// after its steps: no pass ever sees it run or exit.
+	// A job done right after its start: no pass sees it run or exit (the
+	// apply's own read back after the start job sees it active; one that
+	// is already unloaded then reads "effect not observed", README).
 	e.write("static-quick.yaml", `apiVersion: resil.dev/v1
 kind: Service
 metadata: {name: static-quick}
 spec:
-  command: ["/bin/sh", "-c", "echo run >> /var/tmp/static-quick.runs"]
+  command: ["/bin/sh", "-c", "echo run >> /var/tmp/static-quick.runs; sleep 0.2"]
   wantedBy: []
 `)
 	count := func(file string) int {
