@@ -89,6 +89,14 @@ type Unit struct {
 	// recorded when it spawned the process, systemd from the owned files'
 	// modification times against ExecMainStartTimestamp.
 	StaleProcess bool `json:"staleProcess,omitempty"`
+	// StaleRun says the unit's last run exited by itself (ExitedOnItsOwn)
+	// and was started from an older version of its owned files than the
+	// one on disk now: the run the files describe never happened (the
+	// agent was killed between writing a file and starting the unit). The
+	// planner does not take such a run as done: it starts the unit.
+	// Backends derive it as StaleProcess, for the last run instead of a
+	// running process.
+	StaleRun bool `json:"staleRun,omitempty"`
 	// HistoryRemembered says the run history below (start, exit, status,
 	// result) is the agent's memory of the unit's last run, not systemd's:
 	// systemd unloaded the unit after it (reconcile's run memory).

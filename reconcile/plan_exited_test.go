@@ -62,6 +62,53 @@ func TestPlanExitedOnItsOwn(t *testing.T) {
 	}
 }
 
+// A run that exited by itself from older files than the ones on disk
+// (observed.Unit.StaleRun: an agent killed between writing a run-once
+// service's file and starting it) is not done: the planner starts it, under
+// drift: report too, as the pass that wrote the file would have.
+func TestPlanStaleRunStarted(t *testing.T) {
+	const start, exit = 1_000_000, 2_000_000
+	for _, tt := range []struct {
+		name   string
+		policy desired.RestartPolicy
+		drift  desired.DriftPolicy
+		stale  bool
+		want   bool
+	}{
+		{"never, stale", desired.RestartNever, "", true, true},
+		{"on-failure, stale, drift report", desired.RestartOnFailure, desired.DriftReport, true, true},
+		{"never, not stale", desired.RestartNever, "", false, false},
+		{"on-failure, not stale, drift report", desired.RestartOnFailure, desired.DriftReport, false, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			o := &desired.Object{APIVersion: desired.APIVersion, Kind: desired.KindService, Metadata: desired.ObjectMeta{Name: "job"},
+				Source: desired.Source{File: "job.yaml"}, Service: &desired.ServiceSpec{Command: []string{"/bin/true"}, Restart: &desired.RestartSpec{Policy: tt.policy}}}
+			if tt.drift != "" {
+				o.Service.Drift = tt.drift
+			}
+			files, err := desired.Render(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			u := &observed.Unit{Name: "job.service", File: files[0].Data, Owner: o.ID(), LoadState: "loaded", ActiveState: "inactive", SubState: "dead",
+				UnitFileState: "enabled", Result: "success", ExecMainStartTimestamp: start, ExecMainExitTimestamp: exit, ActiveExitTimestamp: exit + 50,
+				StaleRun: tt.stale}
+			plan := Compute(Input{Objects: []*desired.Object{o}, Files: map[string][]desired.UnitFile{o.ID(): files}, UnitDir: unitDir,
+				Observed: &observed.State{Backend: "systemd", Units: map[string]*observed.Unit{"job.service": u}}})
+			started, stale := false, false
+			for _, s := range plan.Steps {
+				started = started || s.Op == actuators.OpStart && s.Unit == "job.service"
+			}
+			for _, f := range plan.Findings {
+				stale = stale || f.Reason == ReasonStaleProcess && strings.Contains(f.Message, "whose start was lost")
+			}
+			if started != tt.want || stale != tt.want {
+				t.Errorf("start %v, StaleProcess finding %v, want %v: %v %+v", started, stale, tt.want, plan.Steps, plan.Findings)
+			}
+		})
+	}
+}
+
 // A failed service's finding names its run (the exit time): the same
 // failure seen by later passes is one event, a new failure (after a reset
 // or a start by hand that failed at once) another.

@@ -118,6 +118,17 @@ func (p *planner) service(o *desired.Object) {
 				p.rt(actuators.OpStart, o, f.Name, "manifest changed: state running")
 				return
 			}
+			if u.StaleRun {
+				// Its files were rewritten after its last run started, and
+				// the start that pass owed was lost (an agent killed between
+				// the write and the start): the run the files describe
+				// never happened. Owed whatever the drift policy, as the
+				// pass that wrote them would have started it.
+				p.find(o.ID(), f.Name, ReasonStaleProcess, fmt.Sprintf("%s last ran (started at %s) from an older unit file than the one on disk, whose start was lost (an interrupted pass); starting",
+					f.Name, FormatUSec(u.ExecMainStartTimestamp, LayoutMilli)), true, true)
+				p.rt(actuators.OpStart, o, f.Name, "unit file newer than its last run")
+				return
+			}
 			if pol := s.RestartPolicy(); done(u, s) {
 				// Done, as its restart policy has it: not drift. Started
 				// again by a manifest change (or by hand).
@@ -171,7 +182,8 @@ func (p *planner) watchdogKill(o *desired.Object, unit string, u *observed.Unit)
 
 // done reports whether a service's process exited by itself with status 0
 // under a restart policy that does not restart a clean exit (on-failure,
-// never): it ran as its manifest has it, and is not started again.
+// never), started from the files on disk (not observed.Unit.StaleRun): it
+// ran as its manifest has it, and is not started again.
 func done(u *observed.Unit, s *desired.ServiceSpec) bool {
-	return u.ExitedOnItsOwn() && s.RestartPolicy() != desired.RestartAlways
+	return u.ExitedOnItsOwn() && !u.StaleRun && s.RestartPolicy() != desired.RestartAlways
 }

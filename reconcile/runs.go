@@ -241,7 +241,7 @@ func runsAfter(runs map[string]runRecord, obs *observed.State, cands map[string]
 		case u == nil || u.HistoryRemembered:
 		case u.Active() && u.ExecMainStartTimestamp != 0:
 			rec, ok = runRecord{Boot: boot, Files: fp, Start: u.ExecMainStartTimestamp, Running: true}, true
-		case u.ExitedOnItsOwn():
+		case u.ExitedOnItsOwn() && !u.StaleRun: // a stale run is of older files
 			rec, ok = runRecord{Boot: boot, Files: fp, Start: u.ExecMainStartTimestamp, Exit: u.ExecMainExitTimestamp}, true
 		case u.Active() || u.PendingJob:
 			// Starting, or a job queued: its record, if any, stands

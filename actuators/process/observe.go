@@ -152,6 +152,9 @@ func (s *Supervisor) observeUnit(name string, live bool, snap *snapshot, table m
 	_, intact := ownmark.HashOf(ou.File)
 	ou.StaleProcess = us.MainPID != 0 && us.SpecHash != "" && ou.File != nil && intact && us.SpecHash != fileHash(ou.File) &&
 		!(us.ProcHash != "" && us.ProcHash == fileProcHash(ou.File))
+	// The same for a run that exited by itself: from another file than
+	// the one on disk, it is not the run the file describes.
+	ou.StaleRun = ou.ExitedOnItsOwn() && us.RunHash != "" && ou.File != nil && intact && us.RunHash != fileHash(ou.File)
 	if spec != nil && spec.Timer != nil {
 		ou.Triggers = []string{spec.Timer.Unit}
 	}

@@ -116,6 +116,7 @@ func (r *runner) exited(ctx context.Context, es exitStatus) {
 	}
 	exitAt := r.u.s.now()
 	r.u.update(func(st *status) {
+		st.RunHash = st.SpecHash
 		st.ExecMainStatus, st.MainPID, st.ExecMainExit, st.SpecHash, st.ProcHash = es.execMainStatus(), 0, exitAt, "", ""
 	})
 	if rt := r.spec.Retry; !clean && !r.requested && rt != nil && r.attempt < rt.Attempts {
@@ -176,7 +177,14 @@ func (r *runner) afterExit(ctx context.Context, d Decision, result string) {
 			// timer's job run that succeeded): the next agent of this
 			// boot leaves it so (startEnabled), and reports it done
 			// (observed.Unit.ExitedOnItsOwn) with its last run.
-			_, hash := r.u.current()
+			// The record names the file the run was started from, which
+			// may be older than the one loaded now (a change whose
+			// restart a crash cut off): that run is stale to the next
+			// agent (idleEntry.status).
+			hash := st.RunHash
+			if hash == "" {
+				_, hash = r.u.current()
+			}
 			r.u.s.noteIdle(r.u.name, lastRun(idleExited, "", hash, st))
 		}
 	default:

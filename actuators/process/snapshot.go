@@ -41,6 +41,7 @@ type unitStatus struct {
 	NextElapse     time.Time `json:"nextElapse,omitzero"`
 	SpecHash       string    `json:"specHash,omitempty"`
 	ProcHash       string    `json:"procHash,omitempty"`
+	RunHash        string    `json:"runHash,omitempty"`
 }
 
 // tableRetry is how often a failed process table write is tried again.
@@ -96,7 +97,7 @@ func (s *Supervisor) writeSnapshot() {
 			ActiveState: st.ActiveState, SubState: st.SubState, Result: st.Result, NRestarts: st.NRestarts,
 			MainPID: st.MainPID, ExecMainStatus: st.ExecMainStatus, ExecMainStart: st.ExecMainStart,
 			ExecMainExit: st.ExecMainExit, ActiveExit: st.ActiveExit, LastTrigger: st.LastTrigger, NextElapse: st.NextElapse, SpecHash: st.SpecHash,
-			ProcHash: st.ProcHash,
+			ProcHash: st.ProcHash, RunHash: st.RunHash,
 		}
 	}
 	s.mu.Unlock()
@@ -114,9 +115,10 @@ func (s *Supervisor) writeSnapshot() {
 // service is active when its recorded process still runs (it will be
 // adopted), failed states are kept, and everything else is inactive.
 //
-// An exited record of this boot counts only for the unit file it was made
-// from (file, the one on disk): a changed file is started by the next
-// agent (idleAtLoad), so diff must plan that start too.
+// An exited record of this boot is the run of the unit file it was made
+// from: one of another file than the one on disk reads as a stale run
+// (observed.Unit.StaleRun), started by the next agent's pass
+// (idleAtLoad), so diff must plan that start too.
 func (s *Supervisor) offlineStatus(name string, snap *snapshot, table map[string]procRecord, file []byte) status {
 	var st status
 	us, ok := snap.Units[name]
@@ -124,7 +126,7 @@ func (s *Supervisor) offlineStatus(name string, snap *snapshot, table map[string
 		st = status{ActiveState: us.ActiveState, SubState: us.SubState, Result: us.Result, NRestarts: us.NRestarts,
 			MainPID: us.MainPID, ExecMainStatus: us.ExecMainStatus, ExecMainStart: us.ExecMainStart,
 			ExecMainExit: us.ExecMainExit, ActiveExit: us.ActiveExit, LastTrigger: us.LastTrigger, NextElapse: us.NextElapse, SpecHash: us.SpecHash,
-			ProcHash: us.ProcHash}
+			ProcHash: us.ProcHash, RunHash: us.RunHash}
 	}
 	agentAlive := false
 	if snap.AgentPID > 0 && snap.AgentPID != os.Getpid() {
@@ -158,7 +160,7 @@ func (s *Supervisor) offlineStatus(name string, snap *snapshot, table map[string
 		st.MainPID = 0
 		return st
 	}
-	if e, ok := snap.idle[name]; ok && e.State == idleExited && file != nil && e.Hash == fileHash(file) {
+	if e, ok := snap.idle[name]; ok && e.State == idleExited && file != nil {
 		return e.status()
 	}
 	return status{ActiveState: "inactive", SubState: "dead", Result: ResultSuccess, LastTrigger: st.LastTrigger}

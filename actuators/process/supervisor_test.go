@@ -239,15 +239,15 @@ func TestAgentRestartLeavesDoneServicesAlone(t *testing.T) {
 
 	// Read with no agent running (diff): done, but only for the unit file
 	// the record was made from; edited since (a pass wrote it and was
-	// killed before its start), the next agent starts it, so diff sees
-	// no finished run either.
+	// killed before its start), the run is stale (observed.Unit.StaleRun):
+	// the next agent starts it, and diff plans that start.
 	ro := newHarness(t, dir, Options{})
-	if u := ro.unit("once.service"); !u.ExitedOnItsOwn() {
-		t.Errorf("once read offline: %s/%s", u.ActiveState, u.SubState)
+	if u := ro.unit("once.service"); !u.ExitedOnItsOwn() || u.StaleRun {
+		t.Errorf("once read offline: %s/%s stale run %v", u.ActiveState, u.SubState, u.StaleRun)
 	}
 	ro.install(edited("exit 0 # edited"), true)
-	if u := ro.unit("edited.service"); u.ExitedOnItsOwn() {
-		t.Errorf("edited read offline as done with its unit file changed")
+	if u := ro.unit("edited.service"); !u.StaleRun {
+		t.Errorf("edited read offline with its unit file changed: %s/%s, not a stale run", u.ActiveState, u.SubState)
 	}
 
 	h2 := newHarness(t, dir, Options{})
@@ -258,8 +258,8 @@ func TestAgentRestartLeavesDoneServicesAlone(t *testing.T) {
 			t.Errorf("%s ran %d times, want %d", name, got, want)
 		}
 	}
-	for _, n := range []string{"once", "clean"} {
-		if u := h2.unit(n + ".service"); !u.ExitedOnItsOwn() {
+	for _, n := range []string{"once", "clean", "edited"} {
+		if u := h2.unit(n + ".service"); !u.ExitedOnItsOwn() || u.StaleRun {
 			t.Errorf("%s after the agent restart: %s/%s exit %d start %d exit %d active-exit %d", n, u.ActiveState, u.SubState,
 				u.ExecMainStatus, u.ExecMainStartTimestamp, u.ExecMainExitTimestamp, u.ActiveExitTimestamp)
 		}
@@ -274,6 +274,63 @@ func TestAgentRestartLeavesDoneServicesAlone(t *testing.T) {
 	}
 	if u := h2.unit("stopped.service"); u.ActiveState != "inactive" {
 		t.Errorf("stopped after the agent restart: %s/%s", u.ActiveState, u.SubState)
+	}
+}
+
+// A run-once service whose unit file a pass rewrote and whose start a
+// crash cut off: the next one-shot command's Supervisor (apply: services
+// are left to the pass's steps) reports its last run as stale
+// (observed.Unit.StaleRun), which the planner starts; the run the start
+// makes is not stale.
+func TestStaleRunAfterAgentRestart(t *testing.T) {
+	fakeBootID(t)("boot-1")
+	ctx := context.Background()
+	dir := t.TempDir()
+	runs := func() int { return len(lines(t, filepath.Join(dir, "job.runs"))) }
+	job := func(v string) *desired.Object {
+		return service("job", desired.ServiceSpec{Command: sh(`echo x >> ` + filepath.Join(dir, "job.runs") + `; exit 0`),
+			Environment: map[string]string{"V": v}, Restart: &desired.RestartSpec{Policy: desired.RestartNever}})
+	}
+	h1 := newHarness(t, dir, Options{})
+	h1.run()
+	h1.install(job("1"), true)
+	if _, err := h1.apply(ctx, actuators.Step{Op: actuators.OpStart, Unit: "job.service"}); err != nil {
+		t.Fatal(err)
+	}
+	h1.waitUnit("job.service", "exited on its own", func(u *observed.Unit) bool { return u.ExitedOnItsOwn() })
+	if u := h1.unit("job.service"); u.StaleRun {
+		t.Fatalf("a run of the file on disk reads as stale")
+	}
+	h1.abandon()
+	// A changed environment, written by a pass that was killed before its
+	// start.
+	ro := newHarness(t, dir, Options{})
+	ro.install(job("2"), true)
+	if u := ro.unit("job.service"); !u.ExitedOnItsOwn() || !u.StaleRun {
+		t.Errorf("read offline (diff) with the file changed: %s/%s stale run %v", u.ActiveState, u.SubState, u.StaleRun)
+	}
+	h2 := newHarness(t, dir, Options{OneShot: true})
+	h2.run()
+	if u := h2.unit("job.service"); !u.ExitedOnItsOwn() || !u.StaleRun {
+		t.Errorf("under apply with the file changed: %s/%s stale run %v", u.ActiveState, u.SubState, u.StaleRun)
+	}
+	if n := runs(); n != 1 {
+		t.Fatalf("job ran %d times before the pass's start, want 1", n)
+	}
+	if _, err := h2.apply(ctx, actuators.Step{Op: actuators.OpStart, Unit: "job.service"}); err != nil {
+		t.Fatal(err)
+	}
+	h2.waitUnit("job.service", "exited on its own again", func(u *observed.Unit) bool {
+		return u.ExitedOnItsOwn() && u.ExecMainStartTimestamp != 0 && runs() == 2
+	})
+	if u := h2.unit("job.service"); u.StaleRun {
+		t.Errorf("the new run reads as stale")
+	}
+	h2.abandon()
+	h3 := newHarness(t, dir, Options{OneShot: true})
+	h3.run()
+	if u := h3.unit("job.service"); !u.ExitedOnItsOwn() || u.StaleRun {
+		t.Errorf("the next agent: %s/%s stale run %v", u.ActiveState, u.SubState, u.StaleRun)
 	}
 }
 

@@ -56,7 +56,7 @@ const (
 // status is the status of a service an exited or failed record describes.
 func (e idleEntry) status() status {
 	st := status{ActiveState: "inactive", SubState: "dead", Result: ResultSuccess, ExecMainStart: usecTime(e.Started),
-		ExecMainExit: usecTime(e.Exited), ActiveExit: usecTime(e.ActiveExit), ExecMainStatus: e.Status}
+		ExecMainExit: usecTime(e.Exited), ActiveExit: usecTime(e.ActiveExit), ExecMainStatus: e.Status, RunHash: e.Hash}
 	if e.State == idleFailed {
 		st.ActiveState, st.SubState, st.Result = "failed", "failed", e.Result
 	}
@@ -115,13 +115,15 @@ func (s *Supervisor) loadTable() {
 }
 
 // idleAtLoad returns the idle record of a service when it holds for the
-// unit file now loaded (hash): a changed file (a manifest change whose
-// start a crash cut off) is started as before.
+// unit file now loaded (hash), or is an exited run of another file (a
+// manifest change whose start a crash cut off: its status reads as a
+// stale run, observed.Unit.StaleRun, which the planner starts). A failed
+// record of another file is not: the service reads as never run.
 func (s *Supervisor) idleAtLoad(name, hash string) (idleEntry, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.idle[name]
-	return e, ok && e.Hash == hash
+	return e, ok && (e.Hash == hash || e.State == idleExited)
 }
 
 // noteIdle records e for a service (e.State "": forget its record) and

@@ -83,6 +83,10 @@ type status struct {
 	SpecHash string
 	// ProcHash is procHash of that file's spec (see procRecord.ProcHash).
 	ProcHash string
+	// RunHash is the SpecHash of the last run's process, kept after it
+	// exited ("" when unknown): a run that exited by itself from another
+	// file than the one on disk is stale (observed.Unit.StaleRun).
+	RunHash string
 	// Timers.
 	LastTrigger time.Time
 	NextElapse  time.Time

@@ -449,6 +449,7 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 	if err != nil {
 		errs = multierror.Append(errs, err)
 	}
+	readAt := time.Now() // file and run times are the real clock's
 	for _, n := range all {
 		u := st.Units[n]
 		u.UnitFileState = enablement[n]
@@ -456,6 +457,7 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 		u.InstallLinks, u.InstallLinksKnown = installLinks(f.data, hasFile, vendor[n])
 		u.VendorPaths, u.VendorOverrides = vendor[n].paths, vendor[n].overrides
 		u.StaleProcess = staleProcess(u, files[n].mtime, dropInTimes[n], loadStart)
+		u.StaleRun = staleRun(u, files[n].mtime, dropInTimes[n], readAt)
 	}
 	st.UnitsLoadStart = loadStart
 	if o.cfg.manager {

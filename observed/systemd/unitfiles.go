@@ -419,11 +419,48 @@ func (o *Observer) unitsLoadStart(ctx context.Context) (uint64, error) {
 // yet looks newer than the file: undetectable without local memory, which
 // the reconciler's restart journal is (reconcile/restart_journal.go).
 func staleProcess(u *observed.Unit, fragment time.Time, dropIns map[string]time.Time, loadStart uint64) bool {
-	if !u.Active() || u.MainPID == 0 || u.ExecMainStartTimestamp == 0 || u.Owner == "" || fragment.IsZero() {
+	if !u.Active() || u.MainPID == 0 || u.ExecMainStartTimestamp == 0 {
 		return false
 	}
-	if _, intact := ownmark.HashOf(u.File); !intact {
+	m, ok := processVersionTime(u, fragment, dropIns)
+	if !ok {
 		return false
+	}
+	if m > int64(u.ExecMainStartTimestamp) {
+		return true
+	}
+	return u.NeedDaemonReload && loadStart != 0 && m > int64(loadStart)
+}
+
+// staleRun reports whether u's last run, which exited by itself
+// (observed.Unit.ExitedOnItsOwn), started before the version of its
+// resil-owned files on disk (processVersionTime, as staleProcess has it):
+// a start was lost, e.g. the agent was killed between writing the file of
+// a run-once service and starting it, and a new agent would otherwise take
+// the old run for the new version's. A version time after now (a clock
+// stepped back since the write, a file touched into the future) does not
+// count: it would read every later run as stale too, and start the unit on
+// every pass. Same limits as staleProcess.
+func staleRun(u *observed.Unit, fragment time.Time, dropIns map[string]time.Time, now time.Time) bool {
+	if !u.ExitedOnItsOwn() {
+		return false
+	}
+	m, ok := processVersionTime(u, fragment, dropIns)
+	return ok && m > int64(u.ExecMainStartTimestamp) && m <= now.UnixMicro()
+}
+
+// processVersionTime is the time of the version of u's resil-owned files a
+// process depends on, in µs since the epoch: the newest modification time
+// of its file (or that file's X-Resil-Process-Since marker, written by the
+// agent with a change that needs no restart) and of its resil-owned,
+// intact drop-ins. ok is false when u is not resil's or its file was
+// edited by hand (FileEdited drift of its own).
+func processVersionTime(u *observed.Unit, fragment time.Time, dropIns map[string]time.Time) (int64, bool) {
+	if u.Owner == "" || fragment.IsZero() {
+		return 0, false
+	}
+	if _, intact := ownmark.HashOf(u.File); !intact {
+		return 0, false
 	}
 	// A unit rewritten with reload-only changes says since when its
 	// process settings are unchanged; that, not its mtime, is the time
@@ -443,9 +480,5 @@ func staleProcess(u *observed.Unit, fragment time.Time, dropIns map[string]time.
 			newest = t
 		}
 	}
-	m := newest.UnixMicro()
-	if m > int64(u.ExecMainStartTimestamp) {
-		return true
-	}
-	return u.NeedDaemonReload && loadStart != 0 && m > int64(loadStart)
+	return newest.UnixMicro(), true
 }

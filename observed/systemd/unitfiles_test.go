@@ -69,6 +69,55 @@ func TestStaleProcess(t *testing.T) {
 	}
 }
 
+// A run that exited by itself is stale when the owned files' version is
+// newer than its start: the start a pass owed for them was lost.
+func TestStaleRun(t *testing.T) {
+	file := ownmarktest.Unit(t, "Service/w", "/bin/true")
+	edited := append(append([]byte(nil), file...), "# edited by hand\n"...)
+	base := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	at := func(sec int) time.Time { return base.Add(time.Duration(sec) * time.Second) }
+	usec := func(sec int) uint64 { return uint64(at(sec).UnixMicro()) }
+	ownedDropIn := ownmarktest.Unit(t, "Service/w", "/bin/false") // owned and intact
+	foreignDropIn := []byte("[Service]\nNice=5\n")
+	exited := func(f []byte) observed.Unit {
+		return observed.Unit{File: f, LoadState: "loaded", ActiveState: "inactive", ExecMainStartTimestamp: usec(10), ExecMainExitTimestamp: usec(11), ActiveExitTimestamp: usec(11)}
+	}
+	with := func(u observed.Unit, f func(*observed.Unit)) observed.Unit { f(&u); return u }
+	for _, tc := range []struct {
+		name     string
+		u        observed.Unit
+		fragment time.Time
+		dropIns  map[string]time.Time
+		want     bool
+	}{
+		{name: "file written after the run started", u: exited(file), fragment: at(20), want: true},
+		{name: "file written during the run", u: exited(file), fragment: at(10).Add(500 * time.Millisecond), want: true},
+		{name: "run started after the file", u: exited(file), fragment: at(5)},
+		{name: "same instant is not newer", u: exited(file), fragment: at(10)},
+		{name: "reload pending still counts", u: with(exited(file), func(u *observed.Unit) { u.NeedDaemonReload = true }), fragment: at(20), want: true},
+		{name: "failed, not exited", u: with(exited(file), func(u *observed.Unit) { u.ActiveState, u.ExecMainStatus = "failed", 1 }), fragment: at(20)},
+		{name: "stopped (left active before the exit)", u: with(exited(file), func(u *observed.Unit) { u.ActiveExitTimestamp = usec(10) + 5 }), fragment: at(20)},
+		{name: "never ran", u: with(exited(file), func(u *observed.Unit) { u.ExecMainStartTimestamp, u.ExecMainExitTimestamp = 0, 0 }), fragment: at(20)},
+		{name: "running", u: with(exited(file), func(u *observed.Unit) { u.ActiveState, u.MainPID, u.ExecMainExitTimestamp = "active", 7, 0 }), fragment: at(20)},
+		{name: "edited by hand is FileEdited, not stale", u: exited(edited), fragment: at(20)},
+		{name: "foreign file", u: exited(foreignDropIn), fragment: at(20)},
+		{name: "owned drop-in newer", u: with(exited(file), func(u *observed.Unit) { u.DropIns = map[string][]byte{"/d/o.conf": ownedDropIn} }),
+			fragment: at(5), dropIns: map[string]time.Time{"/d/o.conf": at(20)}, want: true},
+		{name: "foreign drop-in newer never counts", u: with(exited(file), func(u *observed.Unit) { u.DropIns = map[string][]byte{"/d/f.conf": foreignDropIn} }),
+			fragment: at(5), dropIns: map[string]time.Time{"/d/f.conf": at(20)}},
+		{name: "reload-only rewrite: its marker, not its mtime, counts", u: exited(ownmark.WithProcessSince(file, int64(usec(5)))), fragment: at(20)},
+		{name: "file from the future (a clock stepped back) does not count", u: exited(file), fragment: at(100)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := tc.u
+			u.Owner, _ = ownmark.IsOwned(u.File)
+			if got := staleRun(&u, tc.fragment, tc.dropIns, at(50)); got != tc.want {
+				t.Errorf("staleRun = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 // Other files for a unit name are found along systemd's search path, in
 // its order; a symlink at the unit's own path overrides.
 func TestObserveVendorFiles(t *testing.T) {

@@ -1,0 +1,108 @@
+package e2e
+
+// A run-once service that systemd keeps loaded (enabled: its [Install]
+// links reference it), whose manifest changed, against a real systemd: an
+// agent killed after any step of the pass that rewrites its unit file
+// (before or after the daemon-reload, before the start) leaves the old
+// run's history in place. The next agent must see that run as older than
+// the file (observed.Unit.StaleRun) and run the new version exactly once,
+// not take the old run for the new version's and call the service done.
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRunOnceChangeSurvivesCrashAfterEveryStep(t *testing.T) {
+	e := newEnv(t)
+	const runsFile = "/var/tmp/once-crash.runs"
+	manifest := func(v int) string {
+		return fmt.Sprintf(`apiVersion: resil.dev/v1
+kind: Service
+metadata: {name: once-crash}
+spec:
+  command: ["/bin/sh", "-c", "echo run $V >> %s; sleep 0.3"]
+  environment: {V: "%d"}
+  restart: {policy: never}
+`, runsFile, v)
+	}
+	runs := func(v int) int {
+		t.Helper()
+		b, err := e.sb.ReadFile(runsFile)
+		if err != nil {
+			return 0
+		}
+		return strings.Count(string(b), fmt.Sprintf("run %d\n", v))
+	}
+	exited := func() bool {
+		p := e.show("once-crash.service", "ActiveState", "ExecMainStatus", "UnitFileState")
+		return p["ActiveState"] == "inactive" && p["ExecMainStatus"] == "0"
+	}
+	e.write("once-crash.yaml", manifest(1))
+	e.apply(0)
+	e.eventually("version 1 ran and exited", 30*time.Second, func() bool { return runs(1) == 1 && exited() })
+	if p := e.show("once-crash.service", "UnitFileState"); p["UnitFileState"] != "enabled" {
+		t.Fatalf("once-crash.service is %s, want enabled (systemd keeps it loaded)", p["UnitFileState"])
+	}
+
+	// The plan of a change: its steps, each a crash point.
+	e.write("once-crash.yaml", manifest(2))
+	out, _, code := e.reconciler("diff", "-o", "json")
+	var dj struct {
+		Steps []struct {
+			Text string `json:"text"`
+		} `json:"steps"`
+	}
+	if err := json.Unmarshal([]byte(out), &dj); err != nil || code != 1 {
+		t.Fatalf("diff of the change: exit %d, %v\n%s", code, err, out)
+	}
+	n := len(dj.Steps)
+	var texts []string
+	for _, s := range dj.Steps {
+		texts = append(texts, s.Text)
+	}
+	t.Logf("plan of a change (%d steps):\n%s", n, strings.Join(texts, "\n"))
+	if n < 3 || !strings.Contains(texts[n-1], "start") {
+		t.Fatalf("the plan of a change does not end with a start:\n%s", strings.Join(texts, "\n"))
+	}
+	// The last step is the start: a crash after it leaves nothing owed.
+	for k := 1; k < n; k++ {
+		v := k + 1
+		if k > 1 {
+			e.write("once-crash.yaml", manifest(v))
+		}
+		cmd := e.sb.Command(e.ctx, agentBin, "apply", "--backend", "systemd", "--state-dir", "/var/lib/resil",
+			"--log-format", "console", "--manifests", manifestsDir)
+		cmd.Env = append(cmd.Env, fmt.Sprintf("RESIL_TEST_CRASH_AFTER_STEP=%d", k))
+		cout, cerr, ccode := runCLI(t, cmd)
+		if ccode != -1 && ccode != 137 {
+			t.Fatalf("k=%d: apply with a crash after step %d exited %d, want killed\nstdout:\n%s\nstderr:\n%s", k, k, ccode, cout, cerr)
+		}
+		if got := runs(v); got != 0 {
+			t.Fatalf("k=%d: version %d ran %d times before its start step", k, v, got)
+		}
+		// diff, then apply, see the old run as older than the file: the
+		// start is still owed.
+		dout, _, dcode := e.reconciler("diff")
+		if dcode != 1 || !strings.Contains(dout, "start once-crash.service") {
+			t.Errorf("k=%d: diff after the crash: exit %d, want 1 with the start\n%s", k, dcode, dout)
+		}
+		aout := e.apply(0)
+		e.eventually(fmt.Sprintf("k=%d: version %d ran and exited", k, v), 30*time.Second, func() bool { return runs(v) == 1 && exited() })
+		if !strings.Contains(aout, "whose start was lost") {
+			t.Errorf("k=%d: apply after the crash does not report the lost start:\n%s", k, aout)
+		}
+		// Once, not on every pass.
+		if dout, _, dcode := e.reconciler("diff"); dcode != 0 {
+			t.Errorf("k=%d: diff after the new run: exit %d, want 0\n%s", k, dcode, dout)
+		}
+		e.apply(0)
+		time.Sleep(500 * time.Millisecond)
+		if got := runs(v); got != 1 {
+			t.Fatalf("k=%d: version %d ran %d times, want 1", k, v, got)
+		}
+	}
+}
