@@ -7,6 +7,8 @@ package e2e
 // run's history in place. The next agent must see that run as older than
 // the file (observed.Unit.StaleRun) and run the new version exactly once,
 // not take the old run for the new version's and call the service done.
+// The same for a failed service whose manifest changed (the restart
+// journal keeps its start owed): not left failed until the next change.
 
 import (
 	"encoding/json"
@@ -17,17 +19,35 @@ import (
 )
 
 func TestRunOnceChangeSurvivesCrashAfterEveryStep(t *testing.T) {
+	crashEachStepOfChange(t, "once-crash", `["/bin/sh", "-c", "echo run $V >> /var/tmp/once-crash.runs; sleep 0.3"]`,
+		"once-crash.service is inactive", "whose start was lost")
+}
+
+func TestFailedServiceChangeSurvivesCrashAfterEveryStep(t *testing.T) {
+	// Version 1 fails; every later version runs and exits 0.
+	crashEachStepOfChange(t, "failed-crash", `["/bin/sh", "-c", "echo run $V >> /var/tmp/failed-crash.runs; sleep 0.3; [ $V != 1 ]"]`,
+		"failed-crash.service failed", "rewritten by an interrupted pass that did not start it")
+}
+
+// crashEachStepOfChange applies a run-once service (restart policy never)
+// whose command appends "run $V" to /var/tmp/NAME.runs, then, for each
+// step k but the last (the start) of the pass that applies a change of V,
+// kills an apply after step k and checks that the next apply reports
+// found (a finding of the owed start) and runs the new version exactly
+// once, and that diff then has nothing to do.
+func crashEachStepOfChange(t *testing.T, name, command, first, found string) {
 	e := newEnv(t)
-	const runsFile = "/var/tmp/once-crash.runs"
+	unit := name + ".service"
+	runsFile := "/var/tmp/" + name + ".runs"
 	manifest := func(v int) string {
 		return fmt.Sprintf(`apiVersion: resil.dev/v1
 kind: Service
-metadata: {name: once-crash}
+metadata: {name: %s}
 spec:
-  command: ["/bin/sh", "-c", "echo run $V >> %s; sleep 0.3"]
+  command: %s
   environment: {V: "%d"}
   restart: {policy: never}
-`, runsFile, v)
+`, name, command, v)
 	}
 	runs := func(v int) int {
 		t.Helper()
@@ -37,19 +57,25 @@ spec:
 		}
 		return strings.Count(string(b), fmt.Sprintf("run %d\n", v))
 	}
-	exited := func() bool {
-		p := e.show("once-crash.service", "ActiveState", "ExecMainStatus", "UnitFileState")
-		return p["ActiveState"] == "inactive" && p["ExecMainStatus"] == "0"
+	settled := func() string {
+		p := e.show(unit, "ActiveState", "ExecMainStatus")
+		switch {
+		case p["ActiveState"] == "inactive" && p["ExecMainStatus"] == "0":
+			return unit + " is inactive"
+		case p["ActiveState"] == "failed":
+			return unit + " failed"
+		}
+		return ""
 	}
-	e.write("once-crash.yaml", manifest(1))
+	e.write(name+".yaml", manifest(1))
 	e.apply(0)
-	e.eventually("version 1 ran and exited", 30*time.Second, func() bool { return runs(1) == 1 && exited() })
-	if p := e.show("once-crash.service", "UnitFileState"); p["UnitFileState"] != "enabled" {
-		t.Fatalf("once-crash.service is %s, want enabled (systemd keeps it loaded)", p["UnitFileState"])
+	e.eventually("version 1 ran: "+first, 30*time.Second, func() bool { return runs(1) == 1 && settled() == first })
+	if p := e.show(unit, "UnitFileState"); p["UnitFileState"] != "enabled" {
+		t.Fatalf("%s is %s, want enabled (systemd keeps it loaded)", unit, p["UnitFileState"])
 	}
 
 	// The plan of a change: its steps, each a crash point.
-	e.write("once-crash.yaml", manifest(2))
+	e.write(name+".yaml", manifest(2))
 	out, _, code := e.reconciler("diff", "-o", "json")
 	var dj struct {
 		Steps []struct {
@@ -65,14 +91,14 @@ spec:
 		texts = append(texts, s.Text)
 	}
 	t.Logf("plan of a change (%d steps):\n%s", n, strings.Join(texts, "\n"))
-	if n < 3 || !strings.Contains(texts[n-1], "start") {
+	if n < 3 || !strings.HasPrefix(texts[n-1], "start "+unit) {
 		t.Fatalf("the plan of a change does not end with a start:\n%s", strings.Join(texts, "\n"))
 	}
 	// The last step is the start: a crash after it leaves nothing owed.
 	for k := 1; k < n; k++ {
 		v := k + 1
 		if k > 1 {
-			e.write("once-crash.yaml", manifest(v))
+			e.write(name+".yaml", manifest(v))
 		}
 		cmd := e.sb.Command(e.ctx, agentBin, "apply", "--backend", "systemd", "--state-dir", "/var/lib/resil",
 			"--log-format", "console", "--manifests", manifestsDir)
@@ -84,16 +110,17 @@ spec:
 		if got := runs(v); got != 0 {
 			t.Fatalf("k=%d: version %d ran %d times before its start step", k, v, got)
 		}
-		// diff, then apply, see the old run as older than the file: the
-		// start is still owed.
+		// diff, then apply, see the start still owed.
 		dout, _, dcode := e.reconciler("diff")
-		if dcode != 1 || !strings.Contains(dout, "start once-crash.service") {
+		if dcode != 1 || !strings.Contains(dout, "start "+unit) {
 			t.Errorf("k=%d: diff after the crash: exit %d, want 1 with the start\n%s", k, dcode, dout)
 		}
 		aout := e.apply(0)
-		e.eventually(fmt.Sprintf("k=%d: version %d ran and exited", k, v), 30*time.Second, func() bool { return runs(v) == 1 && exited() })
-		if !strings.Contains(aout, "whose start was lost") {
-			t.Errorf("k=%d: apply after the crash does not report the lost start:\n%s", k, aout)
+		e.eventually(fmt.Sprintf("k=%d: version %d ran and exited", k, v), 30*time.Second, func() bool {
+			return runs(v) == 1 && settled() == unit+" is inactive"
+		})
+		if !strings.Contains(aout, found) {
+			t.Errorf("k=%d: apply after the crash does not report the owed start (%q):\n%s", k, found, aout)
 		}
 		// Once, not on every pass.
 		if dout, _, dcode := e.reconciler("diff"); dcode != 0 {
@@ -103,6 +130,15 @@ spec:
 		time.Sleep(500 * time.Millisecond)
 		if got := runs(v); got != 1 {
 			t.Fatalf("k=%d: version %d ran %d times, want 1", k, v, got)
+		}
+		if k < n-1 && settled() != unit+" is inactive" {
+			t.Fatalf("k=%d: %s not done", k, unit)
+		}
+		if first != unit+" is inactive" {
+			// Back to the failing version for the next crash point.
+			e.write(name+".yaml", manifest(1))
+			e.apply(0)
+			e.eventually("version 1 failed again", 30*time.Second, func() bool { return settled() == first })
 		}
 	}
 }

@@ -101,11 +101,13 @@ type Plan struct {
 	// must be restarted for it: the restart journal records them before
 	// the first step (restart_journal.go).
 	RestartIntents []string `json:"-"`
-	// TimerStartsOwed are the journaled timers (stopped for a schedule
-	// change by an interrupted pass) the planner still wants started:
-	// enabled and not active. Their records stay until a start succeeds,
-	// even when this plan withholds the start (a pause lease).
-	TimerStartsOwed []string `json:"-"`
+	// StartsOwed are the journaled units whose start the planner still
+	// owes: timers stopped for a schedule change by an interrupted pass
+	// (enabled and not active), and failed or inactive services whose
+	// unit file an interrupted pass rewrote without starting them. Their records stay
+	// until a start is made (for a timer, one that succeeds), even when
+	// this plan withholds it (a pause lease).
+	StartsOwed []string `json:"-"`
 }
 
 // Hash identifies a plan: the steps and the observed bytes they were
@@ -148,7 +150,7 @@ type planner struct {
 	findings     []Finding
 	// intents: see Plan.RestartIntents.
 	intents []string
-	// startsOwed: see Plan.TimerStartsOwed.
+	// startsOwed: see Plan.StartsOwed.
 	startsOwed []string
 	// jobs are the services desired timers trigger (unit → timer object
 	// ID): the timer starts them, the agent never does.
@@ -237,7 +239,7 @@ func Compute(in Input) Plan {
 	}
 	steps = append(steps, p.manager...)
 	steps = append(steps, p.runtime...)
-	return Plan{Steps: steps, Findings: p.findings, SafetyReport: safety, Rollout: rollout, RestartIntents: p.restartIntents(steps), TimerStartsOwed: p.timerStartsOwed()}
+	return Plan{Steps: steps, Findings: p.findings, SafetyReport: safety, Rollout: rollout, RestartIntents: p.restartIntents(steps), StartsOwed: p.startsOwedAll()}
 }
 
 // links takes the enable and disable steps out of the runtime phase of a
@@ -309,13 +311,13 @@ func (p *planner) restartIntents(steps []actuators.Step) []string {
 	return out
 }
 
-// timerStartsOwed is p.startsOwed plus the journaled timers of objects
-// whose manifest is broken now (Input.Protected): their start is owed
-// once the manifest is good again.
-func (p *planner) timerStartsOwed() []string {
+// startsOwedAll is p.startsOwed plus the journaled timers and failed
+// services of objects whose manifest is broken now (Input.Protected):
+// their start is owed once the manifest is good again.
+func (p *planner) startsOwedAll() []string {
 	out := p.startsOwed
 	for name := range p.in.RestartPending {
-		if u := p.unit(name); strings.HasSuffix(name, ".timer") && u != nil && u.Owner != "" && p.in.Protected[u.Owner] && !slices.Contains(out, name) {
+		if u := p.unit(name); u != nil && (strings.HasSuffix(name, ".timer") || u.ActiveState == "failed" || u.ActiveState == "inactive") && u.Owner != "" && p.in.Protected[u.Owner] && !slices.Contains(out, name) {
 			out = append(out, name)
 		}
 	}

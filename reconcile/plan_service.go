@@ -59,6 +59,12 @@ func (p *planner) service(o *desired.Object) {
 		// the restart owed until one runs after the reload.
 		p.intents = append(p.intents, f.Name)
 	}
+	if s.DesiredState() == desired.StateRunning && fs.written && u != nil && u.ActiveState == "failed" {
+		// The new file is started below; a failed unit found with a file
+		// that already matches is otherwise left failed: the restart
+		// journal keeps the start owed until one is made.
+		p.intents = append(p.intents, f.Name)
+	}
 	switch s.DesiredState() {
 	case desired.StateRunning:
 		if !fs.written && p.liveness(o, f.Name, u) {
@@ -87,6 +93,18 @@ func (p *planner) service(o *desired.Object) {
 				p.rt(actuators.OpResetFailed, o, f.Name, "manifest changed after "+msg)
 				p.rt(actuators.OpStart, o, f.Name, "manifest changed")
 				p.find(o.ID(), f.Name, reason, msg+"; manifest changed, starting again", true, true)
+				return
+			}
+			if p.in.RestartPending[f.Name] && !fs.edited && restartOwed(u, p.in.Observed) {
+				// The restart journal: an earlier pass rewrote its file
+				// (to start it, or to restart it while it ran) and did not
+				// live to start it (restart_journal.go), and the failed
+				// run may be the old file's (not started after systemd's
+				// last unit load). One start is owed, whatever its result.
+				p.startsOwed = append(p.startsOwed, f.Name)
+				p.rt(actuators.OpResetFailed, o, f.Name, "start owed by an interrupted pass")
+				p.rt(actuators.OpStart, o, f.Name, "start owed by an interrupted pass")
+				p.find(o.ID(), f.Name, reason, msg+"; its unit file was rewritten by an interrupted pass that did not start it; starting", true, true)
 				return
 			}
 			p.find(o.ID(), f.Name, reason, msg+"; not restarted by the agent until the manifest changes or `reconciler reset`", true, false)
@@ -127,6 +145,14 @@ func (p *planner) service(o *desired.Object) {
 				p.find(o.ID(), f.Name, ReasonStaleProcess, fmt.Sprintf("%s last ran (started at %s) from an older unit file than the one on disk, whose start was lost (an interrupted pass); starting",
 					f.Name, FormatUSec(u.ExecMainStartTimestamp, LayoutMilli)), true, true)
 				p.rt(actuators.OpStart, o, f.Name, "unit file newer than its last run")
+				return
+			}
+			if p.in.RestartPending[f.Name] && !fs.edited && restartOwed(u, p.in.Observed) {
+				// The restart journal, as for a failed service above (an
+				// agent killed after its reset-failed leaves it inactive).
+				p.startsOwed = append(p.startsOwed, f.Name)
+				p.find(o.ID(), f.Name, ReasonStopped, msg+"; its unit file was rewritten by an interrupted pass that did not start it; starting", true, true)
+				p.rt(actuators.OpStart, o, f.Name, "start owed by an interrupted pass")
 				return
 			}
 			if pol := s.RestartPolicy(); done(u, s) {

@@ -277,8 +277,8 @@ func TestPlanGolden(t *testing.T) {
 			for _, f := range plan.Findings {
 				b.WriteString(string(f.Reason) + " " + f.Object + " " + f.Unit + ": " + f.Message + "\n")
 			}
-			if len(plan.TimerStartsOwed) > 0 {
-				b.WriteString("--- timer starts owed\n" + strings.Join(plan.TimerStartsOwed, "\n") + "\n")
+			if len(plan.StartsOwed) > 0 {
+				b.WriteString("--- starts owed\n" + strings.Join(plan.StartsOwed, "\n") + "\n")
 			}
 			if len(plan.RestartIntents) > 0 {
 				b.WriteString("--- restart journal before the first step\n" + strings.Join(plan.RestartIntents, "\n") + "\n")

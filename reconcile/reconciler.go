@@ -490,7 +490,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	lastGoodSaved()
 	r.saveRestartJournal(log, r.journalBefore(plan))
 	res.Outcomes, res.RequeueAfter, err = r.execute(ctx, log, plan)
-	r.saveRestartJournal(log, journalAfter(r.journal, obs, plan.RestartIntents, plan.TimerStartsOwed, res.Outcomes))
+	r.saveRestartJournal(log, journalAfter(r.journal, obs, plan.RestartIntents, plan.StartsOwed, res.Outcomes))
 	if r.boot != "" {
 		r.saveRunMemory(log, runsAfter(r.runs, obs, runCands, res.Outcomes, r.boot, usec(r.cfg.Now())))
 	}

@@ -35,14 +35,22 @@ import (
 // UnitChange.StopFirst) is recorded too: its record is a start owed. A
 // pass that finds it inactive starts it whatever its drift policy; the
 // record goes once a start succeeds, or when the planner owes none
-// (Plan.TimerStartsOwed: the timer runs, is disabled or gone; a start a
+// (Plan.StartsOwed: the timer runs, is disabled or gone; a start a
 // pause lease withholds is still owed).
+//
+// A failed service whose file a pass rewrites to start it is recorded
+// too (a start it would otherwise lose: a failed unit whose file matches
+// is left failed). A failed or inactive service with a record is owed one
+// start while restartOwed holds (its last run may be the old file's),
+// whatever its drift policy (Plan.StartsOwed); the record goes with the
+// first start made, whatever its result (a failing new version is not
+// started on every pass).
 //
 // A record goes (journalAfter) once that holds (the agent's own restart
 // after its reload, or systemd's own restart after it: no needless restart
 // whenever the agent was killed), after a restart or stop the pass ran
 // successfully, and when there is nothing left to restart: the unit is
-// gone, or inactive or failed with its file loaded. Costs: one fsync'd
+// gone, or inactive or failed with its file loaded and no start owed. Costs: one fsync'd
 // write before a pass that rewrites running services (none for a pass that
 // creates units, changes nothing, or only reload-only settings), one after
 // it; and a needless restart only for an agent killed between the record
@@ -146,10 +154,20 @@ func journalAfter(owed map[string]time.Time, obs *observed.State, intents, start
 		}
 	}
 	for _, oc := range out {
-		if oc.Skipped != "" || oc.Err != nil {
+		if oc.Skipped != "" {
 			continue
 		}
 		timer := strings.HasSuffix(oc.Step.Unit, ".timer")
+		if oc.Err != nil {
+			// A start made of a stopped service settles the start owed,
+			// whatever its result: as after a pass that was not cut off,
+			// a failed start is not tried again until the manifest
+			// changes (or `reconciler reset`).
+			if oc.Step.Op == actuators.OpStart && !timer && stopped(unit(oc.Step.Unit)) {
+				delete(m, oc.Step.Unit)
+			}
+			continue
+		}
 		switch oc.Step.Op {
 		case actuators.OpRestart:
 			delete(m, oc.Step.Unit)
@@ -186,6 +204,10 @@ func journalAfter(owed map[string]time.Time, obs *observed.State, intents, start
 				delete(m, name)
 			}
 		case !stopped(u): // deactivating: systemd may start it again
+		case slices.Contains(startsOwed, name):
+			// Stopped or failed, its start owed (the planner's
+			// restartOwed) and not made by this pass (withheld by a
+			// pause lease, skipped).
 		case u.LoadState == "not-found" || !u.NeedDaemonReload || (reloaded && reloadOK):
 			delete(m, name)
 		}

@@ -206,7 +206,7 @@ func TestJournalAfterTimer(t *testing.T) {
 		name   string
 		active string // "": gone
 		intent bool
-		owed   bool // the planner still owes the start (Plan.TimerStartsOwed)
+		owed   bool // the planner still owes the start (Plan.StartsOwed)
 		out    []StepOutcome
 		keep   bool
 	}{
@@ -237,6 +237,50 @@ func TestJournalAfterTimer(t *testing.T) {
 				owed = []string{name}
 			}
 			got := journalAfter(map[string]time.Time{name: at}, obs, intents, owed, tc.out)
+			if _, kept := got[name]; kept != tc.keep {
+				t.Fatalf("kept = %v, want %v", kept, tc.keep)
+			}
+		})
+	}
+}
+
+// A failed service's record is a start owed (its unit file rewritten by
+// a pass cut off before its start): it stays while the planner owes it and
+// no start was made, and goes with the first start made, whatever its
+// result (a failed start is not tried again until the manifest changes).
+func TestJournalAfterFailedService(t *testing.T) {
+	const name = "worker.service"
+	oc := func(op actuators.Op, err error, skipped string) StepOutcome {
+		return StepOutcome{Step: actuators.Step{Op: op, Unit: name}, Err: err, Skipped: skipped}
+	}
+	boom := errors.New("boom")
+	for _, tc := range []struct {
+		name   string
+		intent bool
+		owed   bool
+		reload bool // the unit reads NeedDaemonReload
+		out    []StepOutcome
+		keep   bool
+	}{
+		{name: "owed, started", owed: true, out: []StepOutcome{oc(actuators.OpResetFailed, nil, ""), oc(actuators.OpStart, nil, "")}},
+		{name: "owed, the start failed", owed: true, out: []StepOutcome{oc(actuators.OpResetFailed, nil, ""), oc(actuators.OpStart, boom, "")}},
+		{name: "owed, the start skipped after an earlier failure", owed: true, out: []StepOutcome{oc(actuators.OpResetFailed, boom, ""), oc(actuators.OpStart, nil, "earlier failure")}, keep: true},
+		{name: "owed, withheld (pause lease)", owed: true, keep: true},
+		{name: "not owed (its failed run is the new file's)"},
+		{name: "not owed, a reload pending and none this pass", reload: true, keep: true},
+		{name: "the pass's own intent, its start failed", intent: true, out: []StepOutcome{oc(actuators.OpWriteFile, nil, ""), oc(actuators.OpDaemonReload, nil, ""), oc(actuators.OpStart, boom, "")}},
+		{name: "the pass's own intent, cut off before its start", intent: true, out: []StepOutcome{oc(actuators.OpWriteFile, nil, "")}, keep: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			obs := &observed.State{Units: map[string]*observed.Unit{name: {Name: name, ActiveState: "failed", LoadState: "loaded", NeedDaemonReload: tc.reload}}}
+			var intents, owed []string
+			if tc.intent {
+				intents = []string{name}
+			}
+			if tc.owed {
+				owed = []string{name}
+			}
+			got := journalAfter(map[string]time.Time{name: time.Unix(100, 0)}, obs, intents, owed, tc.out)
 			if _, kept := got[name]; kept != tc.keep {
 				t.Fatalf("kept = %v, want %v", kept, tc.keep)
 			}
@@ -320,11 +364,11 @@ func TestTimerStartOwedWhileManifestBroken(t *testing.T) {
 	u := &observed.Unit{Name: "report.timer", Owner: "Timer/report", ActiveState: "inactive", LoadState: "loaded"}
 	in := Input{UnitDir: unitDir, Observed: &observed.State{Units: map[string]*observed.Unit{"report.timer": u}},
 		Protected: map[string]bool{"Timer/report": true}, RestartPending: map[string]bool{"report.timer": true}}
-	if got := Compute(in).TimerStartsOwed; len(got) != 1 || got[0] != "report.timer" {
+	if got := Compute(in).StartsOwed; len(got) != 1 || got[0] != "report.timer" {
 		t.Fatalf("starts owed %v, want report.timer", got)
 	}
 	in.Protected = nil // gone for good: nothing owed
-	if got := Compute(in).TimerStartsOwed; len(got) != 0 {
+	if got := Compute(in).StartsOwed; len(got) != 0 {
 		t.Fatalf("starts owed %v, want none", got)
 	}
 }

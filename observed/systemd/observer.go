@@ -436,9 +436,11 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 			u.NeedDaemonReload = true
 		}
 	}
-	// systemd's last unit load matters only while a reload is pending.
+	// systemd's last unit load matters only while a reload is pending, and
+	// for a failed unit (was its failed run of the file on disk? The
+	// restart journal asks: reconcile/restart_journal.go).
 	for _, u := range loaded {
-		if !loadRead && u.NeedDaemonReload && u.Active() && u.Owner != "" {
+		if !loadRead && (u.NeedDaemonReload && u.Active() || u.ActiveState == "failed") && u.Owner != "" {
 			if loadStart, err = o.unitsLoadStart(ctx); err != nil {
 				errs = multierror.Append(errs, err)
 			}
