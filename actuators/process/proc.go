@@ -20,6 +20,17 @@ type procStat struct {
 	StartTime uint64
 }
 
+// StartTime returns the start time of process pid (/proc/PID/stat field
+// 22, clock ticks after boot), which names it across PID reuse; ok is
+// false when no such process runs (gone, or a zombie).
+func StartTime(pid int) (start uint64, ok bool) {
+	st, err := readProcStat("/proc", pid)
+	if err != nil || st.State == 'Z' {
+		return 0, false
+	}
+	return st.StartTime, true
+}
+
 // readProcStat reads root/PID/stat (root is "/proc" outside tests).
 func readProcStat(root string, pid int) (procStat, error) {
 	b, err := os.ReadFile(filepath.Join(root, strconv.Itoa(pid), "stat"))

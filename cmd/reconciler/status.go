@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
+	"resil.dev/resil/actuators/process"
 	"resil.dev/resil/desired"
 	"resil.dev/resil/desired/gitsource"
 	"resil.dev/resil/observed"
@@ -312,7 +313,7 @@ func printStatus(w io.Writer, rep statusReport, wide bool, now time.Time) error 
 	switch {
 	case a.LastPass.IsZero():
 		fmt.Fprintln(w, "\nthe agent has not finished a pass yet")
-	case a.PID > 0 && a.PID != os.Getpid() && syscall.Kill(a.PID, 0) == syscall.ESRCH:
+	case a.PID > 0 && a.PID != os.Getpid() && !agentAlive(a):
 		// An apply's pass, or an agent that died (kill -9, a crash): what
 		// is shown is what that pass left, not watched since.
 		fmt.Fprintf(w, "\nlast pass %s ago (pid %d, no longer running: nothing has watched the host since; %s backend)\n", shortAge(now.Sub(a.LastPass)), a.PID, a.Backend)
@@ -348,4 +349,19 @@ func shortAge(d time.Duration) string {
 		return fmt.Sprintf("%dh", int(d.Hours()))
 	}
 	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}
+
+// agentAlive reports whether the process that wrote a's pass still runs:
+// its PID is taken and, when its start time was recorded (agents before
+// 2026-12-04 did not), by a live process that started then, not another
+// one that reuses the PID.
+func agentAlive(a store.Agent) bool {
+	if syscall.Kill(a.PID, 0) == syscall.ESRCH {
+		return false
+	}
+	if a.PIDStart == 0 {
+		return true
+	}
+	start, ok := process.StartTime(a.PID)
+	return ok && start == a.PIDStart
 }

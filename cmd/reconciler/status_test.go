@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
+	"resil.dev/resil/actuators/process"
 	"resil.dev/resil/reconcile"
 	"resil.dev/resil/reconcile/store"
 )
@@ -163,18 +164,26 @@ func TestStatusSaysWhenTheAgentIsGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { live.Process.Kill(); live.Wait() }()
+	start, ok := process.StartTime(live.Process.Pid)
+	if !ok {
+		t.Fatal("no start time for a live process")
+	}
 	for _, tt := range []struct {
-		pid  int
-		want string
+		pid   int
+		start uint64
+		want  string
 	}{
-		{gone.Process.Pid, "no longer running"},
-		{live.Process.Pid, fmt.Sprintf("(agent pid %d, process backend)", live.Process.Pid)},
+		{gone.Process.Pid, 0, "no longer running"},
+		{live.Process.Pid, 0, fmt.Sprintf("(agent pid %d, process backend)", live.Process.Pid)},
+		{live.Process.Pid, start, fmt.Sprintf("(agent pid %d, process backend)", live.Process.Pid)},
+		// The recorded agent's PID now taken by another process.
+		{live.Process.Pid, start + 1, "no longer running"},
 	} {
-		if err := s.PutStatus(context.Background(), nil, store.Agent{LastPass: time.Now(), PID: tt.pid, Backend: "process"}); err != nil {
+		if err := s.PutStatus(context.Background(), nil, store.Agent{LastPass: time.Now(), PID: tt.pid, PIDStart: tt.start, Backend: "process"}); err != nil {
 			t.Fatal(err)
 		}
 		if out, _ := runCLI(t, "status", "--state-dir", dir); !strings.Contains(out, tt.want) {
-			t.Errorf("pid %d: want %q:\n%s", tt.pid, tt.want, out)
+			t.Errorf("pid %d started at %d: want %q:\n%s", tt.pid, tt.start, tt.want, out)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 
+	"resil.dev/resil/actuators/process"
 	"resil.dev/resil/observed"
 	"resil.dev/resil/reconcile"
 	"resil.dev/resil/reconcile/journald"
@@ -26,6 +27,8 @@ type telemetry struct {
 	log     *zap.Logger
 	now     func() time.Time
 	backend string
+	// start is this process's start time (store.Agent.PIDStart).
+	start uint64
 
 	last  []store.ObjectStatus
 	known map[string]bool
@@ -33,6 +36,7 @@ type telemetry struct {
 
 func newTelemetry(s *store.Store, m *metrics, events reconcile.Recorder, log *zap.Logger, backend string, def ledger.Policy, hookTimeout time.Duration) *telemetry {
 	t := &telemetry{store: s, metrics: m, log: log.Named("telemetry"), now: time.Now, backend: backend, known: map[string]bool{}}
+	t.start, _ = process.StartTime(os.Getpid())
 	t.ledger = ledger.NewKeeper(ledger.Config{Store: s, Events: events, Sink: t, Log: log, Default: def, HookTimeout: hookTimeout,
 		BootID: ledger.ReadBootID(ledger.BootIDPath)})
 	return t
@@ -72,7 +76,7 @@ func (t *telemetry) snapshot(ctx context.Context, res reconcile.Result, err erro
 	if res.Observed != nil {
 		t.last = objectStatuses(res, now)
 	}
-	a := store.Agent{LastPass: now, PID: os.Getpid(), Backend: t.backend, Version: buildVersion()}
+	a := store.Agent{LastPass: now, PID: os.Getpid(), PIDStart: t.start, Backend: t.backend, Version: buildVersion()}
 	if err != nil {
 		a.PassError = err.Error()
 	}

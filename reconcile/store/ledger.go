@@ -151,8 +151,12 @@ type Agent struct {
 	PassError string    `json:"passError,omitempty"`
 	LoadError string    `json:"loadError,omitempty"`
 	PID       int       `json:"pid"`
-	Backend   string    `json:"backend"`
-	Version   string    `json:"version"`
+	// PIDStart is the agent process's start time (/proc/PID/stat field
+	// 22, clock ticks after boot; 0: unknown): with PID it names the
+	// process across PID reuse.
+	PIDStart uint64 `json:"pidStart,omitempty"`
+	Backend  string `json:"backend"`
+	Version  string `json:"version"`
 }
 
 // PutStatus replaces the snapshot with objs (rows of objects no longer
@@ -190,7 +194,7 @@ func (s *Store) PutStatus(ctx context.Context, objs []ObjectStatus, a Agent) err
 	}
 	for k, v := range map[string]string{
 		"last_pass": ts(a.LastPass), "pass_error": a.PassError, "load_error": a.LoadError,
-		"pid": strconv.Itoa(a.PID), "backend": a.Backend, "version": a.Version, "status_hash": hash,
+		"pid": strconv.Itoa(a.PID), "pid_start": strconv.FormatUint(a.PIDStart, 10), "backend": a.Backend, "version": a.Version, "status_hash": hash,
 	} {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO agent(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`, k, v); err != nil {
 			return fmt.Errorf("agent status: %w", err)
@@ -396,6 +400,8 @@ func (s *Store) Status(ctx context.Context) ([]ObjectStatus, Agent, error) {
 			a.LoadError = v
 		case "pid":
 			a.PID, _ = strconv.Atoi(v)
+		case "pid_start":
+			a.PIDStart, _ = strconv.ParseUint(v, 10, 64)
 		case "backend":
 			a.Backend = v
 		case "version":
