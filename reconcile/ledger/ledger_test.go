@@ -62,8 +62,11 @@ func TestDetect(t *testing.T) {
 		// the process backend's agent killed in the restart delay, the next
 		// one started the unit afresh).
 		{"from auto-restart to running, count reset", u("activating", "auto-restart", "exit-code", 4, 0, 1000), u("active", "running", "success", 0, 140, 5000), nil, "[web.service auto 1]"},
-		{"from auto-restart to running, same count", u("activating", "auto-restart", "exit-code", 1, 0, 1000), u("active", "running", "success", 1, 140, 5000), nil, "[web.service auto 1]"},
-		{"from auto-restart to running, watchdog", u("activating", "auto-restart", "watchdog", 1, 0, 1000), u("active", "running", "success", 1, 140, 5000), nil, "[web.service watchdog 1]"},
+		// systemd adds to NRestarts as it queues the restart, while the unit
+		// is still in auto-restart: an observation that read both already
+		// counted that restart.
+		{"from auto-restart to running, same count (systemd)", u("activating", "auto-restart", "exit-code", 1, 0, 1000), u("active", "running", "success", 1, 140, 5000), nil, "[]"},
+		{"from auto-restart to running, count reset, watchdog", u("activating", "auto-restart", "watchdog", 1, 0, 1000), u("active", "running", "success", 0, 140, 5000), nil, "[web.service watchdog 1]"},
 		{"crash loop ends failed", u("activating", "auto-restart", "exit-code", 1, 0, 1000), u("failed", "failed", "exit-code", 3, 0, 6000), nil, "[web.service auto 2]"},
 		{"watchdog kill seen before the restart", u("activating", "auto-restart", "watchdog", 0, 0, 1000), u("active", "running", "success", 1, 150, 2000), nil, "[web.service watchdog 1]"},
 		{"watchdog result still shown", running, u("active", "running", "watchdog", 1, 150, 2000), nil, "[web.service watchdog 1]"},
@@ -101,6 +104,29 @@ func TestDetect(t *testing.T) {
 				t.Errorf("got %s, want %s", s, tc.want)
 			}
 		})
+	}
+}
+
+// On the process backend a restart the previous observation saw pending
+// that happened with the same count is one (a next agent started it
+// afresh); on systemd it was counted when NRestarts moved.
+func TestDetectAutoRestartSameCount(t *testing.T) {
+	for _, tc := range []struct {
+		backend string
+		want    string
+	}{
+		{"process", "[web.service auto 1]"},
+		{"systemd", "[]"},
+	} {
+		prev, cur := state(u("activating", "auto-restart", "exit-code", 1, 0, 1000)), state(u("active", "running", "success", 1, 140, 5000))
+		prev.Backend, cur.Backend = tc.backend, tc.backend
+		var got []string
+		for _, r := range Detect(Input{Prev: prev, Cur: cur}) {
+			got = append(got, fmt.Sprintf("%s %s %d", r.Unit, r.Cause, r.Count))
+		}
+		if s := fmt.Sprint(got); s != tc.want {
+			t.Errorf("%s: got %s, want %s", tc.backend, s, tc.want)
+		}
 	}
 }
 
