@@ -19,14 +19,76 @@ import (
 )
 
 func TestRunOnceChangeSurvivesCrashAfterEveryStep(t *testing.T) {
-	crashEachStepOfChange(t, "once-crash", `["/bin/sh", "-c", "echo run $V >> /var/tmp/once-crash.runs; sleep 0.3"]`,
+	crashEachStepOfChange(t, "once-crash", `["/bin/sh", "-c", "echo run $V >> /var/tmp/once-crash.runs; sleep 0.3"]`, "",
 		"once-crash.service is inactive", "whose start was lost")
 }
 
 func TestFailedServiceChangeSurvivesCrashAfterEveryStep(t *testing.T) {
 	// Version 1 fails; every later version runs and exits 0.
-	crashEachStepOfChange(t, "failed-crash", `["/bin/sh", "-c", "echo run $V >> /var/tmp/failed-crash.runs; sleep 0.3; [ $V != 1 ]"]`,
+	crashEachStepOfChange(t, "failed-crash", `["/bin/sh", "-c", "echo run $V >> /var/tmp/failed-crash.runs; sleep 0.3; [ $V != 1 ]"]`, "",
 		"failed-crash.service failed", "rewritten by an interrupted pass that did not start it")
+}
+
+// Not enabled, so systemd unloads it after each run (it reads as never
+// run), under drift: report (a service found inactive is left as is):
+// the restart journal keeps the start owed.
+func TestUnloadedReportServiceChangeSurvivesCrashAfterEveryStep(t *testing.T) {
+	crashEachStepOfChange(t, "report-crash", `["/bin/sh", "-c", "echo run $V >> /var/tmp/report-crash.runs; sleep 0.3"]`,
+		"  enabled: false\n  drift: report\n", "report-crash.service is inactive", "rewritten by an interrupted pass that did not start it")
+}
+
+// A start that a false Condition*= skips leaves the last run's history in
+// place, older than the unit file: the start was made, and is not made
+// again on every pass.
+func TestConditionSkippedStartNotRetried(t *testing.T) {
+	e := newEnv(t)
+	const allow = "/var/tmp/cond-once.allow"
+	manifest := func(v int) string {
+		return fmt.Sprintf(`apiVersion: resil.dev/v1
+kind: Service
+metadata: {name: cond-once}
+spec:
+  command: ["/bin/sh", "-c", "echo run $V >> /var/tmp/cond-once.runs"]
+  environment: {V: "%d"}
+  restart: {policy: never}
+  systemd:
+    Unit: {ConditionPathExists: "%s"}
+`, v, allow)
+	}
+	runs := func() int {
+		b, err := e.sb.ReadFile("/var/tmp/cond-once.runs")
+		if err != nil {
+			return 0
+		}
+		return strings.Count(string(b), "run ")
+	}
+	if err := e.sb.WriteFile(allow, []byte("yes\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.write("cond-once.yaml", manifest(1))
+	e.apply(0)
+	e.eventually("version 1 ran and exited", 30*time.Second, func() bool {
+		return runs() == 1 && e.prop("cond-once.service", "ActiveState") == "inactive"
+	})
+	if err := e.sb.Remove(allow); err != nil {
+		t.Fatal(err)
+	}
+	e.write("cond-once.yaml", manifest(2))
+	out, errOut, code := e.reconciler("apply")
+	t.Logf("apply of version 2 (its start skipped): exit %d\n%s%s", code, out, errOut)
+	time.Sleep(300 * time.Millisecond)
+	if p := e.show("cond-once.service", "ConditionResult", "ActiveState"); p["ConditionResult"] != "no" {
+		t.Fatalf("the start was not skipped by its condition: %v", p)
+	}
+	for i := range 2 {
+		if dout, _, dcode := e.reconciler("diff"); dcode != 0 || strings.Contains(dout, "start cond-once.service") {
+			t.Fatalf("diff %d after the skipped start: exit %d, want 0 (no start again)\n%s", i, dcode, dout)
+		}
+		e.apply(0)
+	}
+	if n := runs(); n != 1 {
+		t.Fatalf("ran %d times, want 1", n)
+	}
 }
 
 // crashEachStepOfChange applies a run-once service (restart policy never)
@@ -35,7 +97,7 @@ func TestFailedServiceChangeSurvivesCrashAfterEveryStep(t *testing.T) {
 // kills an apply after step k and checks that the next apply reports
 // found (a finding of the owed start) and runs the new version exactly
 // once, and that diff then has nothing to do.
-func crashEachStepOfChange(t *testing.T, name, command, first, found string) {
+func crashEachStepOfChange(t *testing.T, name, command, extra, first, found string) {
 	e := newEnv(t)
 	unit := name + ".service"
 	runsFile := "/var/tmp/" + name + ".runs"
@@ -47,7 +109,7 @@ spec:
   command: %s
   environment: {V: "%d"}
   restart: {policy: never}
-`, name, command, v)
+%s`, name, command, v, extra)
 	}
 	runs := func(v int) int {
 		t.Helper()
@@ -70,7 +132,7 @@ spec:
 	e.write(name+".yaml", manifest(1))
 	e.apply(0)
 	e.eventually("version 1 ran: "+first, 30*time.Second, func() bool { return runs(1) == 1 && settled() == first })
-	if p := e.show(unit, "UnitFileState"); p["UnitFileState"] != "enabled" {
+	if p := e.show(unit, "UnitFileState"); extra == "" && p["UnitFileState"] != "enabled" {
 		t.Fatalf("%s is %s, want enabled (systemd keeps it loaded)", unit, p["UnitFileState"])
 	}
 

@@ -77,10 +77,11 @@ type Input struct {
 	// which its process settings are unchanged (ownmark.KeyProcessSince),
 	// so the file's newer mtime does not read as a lost restart.
 	MarkProcessSince bool
-	// RestartPending are the services the restart journal says an earlier
-	// pass rewrote and did not restart (restart_journal.go); a running
-	// one is restarted like a stale process.
-	RestartPending map[string]bool
+	// RestartPending are the units the restart journal says an earlier
+	// pass rewrote and did not restart or start (restart_journal.go), with
+	// the time of each record: a running one is restarted like a stale
+	// process, a stopped one that has not run since is started.
+	RestartPending map[string]time.Time
 	// SafetyInput: pause leases, the mass-prune guard, delayed prune.
 	SafetyInput
 }
@@ -348,11 +349,28 @@ func (p *planner) unit(name string) *observed.Unit {
 	return p.in.Observed.Units[name]
 }
 
+// journaled reports whether the restart journal names unit.
+func (p *planner) journaled(unit string) bool {
+	_, ok := p.in.RestartPending[unit]
+	return ok
+}
+
+// startOwed reports whether a journaled service found stopped (inactive or
+// failed) has not run since its record was made: its last run started
+// before the record (a record is made before the file it stands for is
+// written, and a stopped unit is not being restarted by systemd), or it
+// never ran (or systemd unloaded it since). Such a service is owed one
+// start (restart_journal.go).
+func (p *planner) startOwed(u *observed.Unit) bool {
+	t, ok := p.in.RestartPending[u.Name]
+	return ok && (u.ExecMainStartTimestamp == 0 || int64(u.ExecMainStartTimestamp) < t.UnixMicro())
+}
+
 // staleProcess reports whether u, running, runs a process older than its
 // unit file: the observer's rule (observed.Unit.StaleProcess) or a
 // restart the journal says is owed (restartOwed).
 func (p *planner) staleProcess(u *observed.Unit) bool {
-	return u.Active() && (u.StaleProcess || (p.in.RestartPending[u.Name] && restartOwed(u, p.in.Observed)))
+	return u.Active() && (u.StaleProcess || (p.journaled(u.Name) && restartOwed(u, p.in.Observed)))
 }
 
 // fileState is what syncFile learned about one unit file.
@@ -652,7 +670,7 @@ func (p *planner) enable(o *desired.Object, unit string, want bool, fs fileState
 		if !u.Enabled() {
 			p.rt(actuators.OpEnable, o, unit, "new unit")
 		}
-	case want && !u.Enabled() && strings.HasSuffix(unit, ".timer") && p.in.RestartPending[unit]:
+	case want && !u.Enabled() && strings.HasSuffix(unit, ".timer") && p.journaled(unit):
 		// Most likely the agent's own disable (unloadFirst), its pass
 		// killed before the enable: not drift, whatever the drift policy.
 		// (Also re-enabled: a timer disabled by hand whose schedule

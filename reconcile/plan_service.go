@@ -59,10 +59,12 @@ func (p *planner) service(o *desired.Object) {
 		// the restart owed until one runs after the reload.
 		p.intents = append(p.intents, f.Name)
 	}
-	if s.DesiredState() == desired.StateRunning && fs.written && u != nil && u.ActiveState == "failed" {
-		// The new file is started below; a failed unit found with a file
-		// that already matches is otherwise left failed: the restart
-		// journal keeps the start owed until one is made.
+	if s.DesiredState() == desired.StateRunning && fs.written && (u == nil || !u.Active() && u.ActiveState != "deactivating") {
+		// The new file is started below. A unit found stopped with a file
+		// that already matches is otherwise not started: left failed, done
+		// (an exit of the old version), or, unloaded or never run, left as
+		// is under drift: report. The restart journal keeps the start owed
+		// until one is made.
 		p.intents = append(p.intents, f.Name)
 	}
 	switch s.DesiredState() {
@@ -95,12 +97,12 @@ func (p *planner) service(o *desired.Object) {
 				p.find(o.ID(), f.Name, reason, msg+"; manifest changed, starting again", true, true)
 				return
 			}
-			if p.in.RestartPending[f.Name] && !fs.edited && restartOwed(u, p.in.Observed) {
+			if !fs.edited && p.startOwed(u) {
 				// The restart journal: an earlier pass rewrote its file
 				// (to start it, or to restart it while it ran) and did not
-				// live to start it (restart_journal.go), and the failed
-				// run may be the old file's (not started after systemd's
-				// last unit load). One start is owed, whatever its result.
+				// live to start it (restart_journal.go): the failed run is
+				// older than the record. One start is owed, whatever its
+				// result.
 				p.startsOwed = append(p.startsOwed, f.Name)
 				p.rt(actuators.OpResetFailed, o, f.Name, "start owed by an interrupted pass")
 				p.rt(actuators.OpStart, o, f.Name, "start owed by an interrupted pass")
@@ -147,7 +149,7 @@ func (p *planner) service(o *desired.Object) {
 				p.rt(actuators.OpStart, o, f.Name, "unit file newer than its last run")
 				return
 			}
-			if p.in.RestartPending[f.Name] && !fs.edited && restartOwed(u, p.in.Observed) {
+			if !fs.edited && p.startOwed(u) {
 				// The restart journal, as for a failed service above (an
 				// agent killed after its reset-failed leaves it inactive).
 				p.startsOwed = append(p.startsOwed, f.Name)

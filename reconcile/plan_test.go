@@ -264,9 +264,9 @@ func TestPlanGolden(t *testing.T) {
 			in.Observed = st
 			for _, u := range of.RestartPending {
 				if in.RestartPending == nil {
-					in.RestartPending = map[string]bool{}
+					in.RestartPending = map[string]time.Time{}
 				}
-				in.RestartPending[u] = true
+				in.RestartPending[u] = time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC) // the record's time
 			}
 			plan := Compute(in)
 			var b strings.Builder

@@ -15,7 +15,7 @@ import (
 func (p *planner) timer(o *desired.Object) {
 	t := o.Timer
 	for _, f := range p.in.Files[o.ID()] {
-		if !p.in.RestartPending[f.Name] { // the common case: no record
+		if !p.journaled(f.Name) { // the common case: no record
 			continue
 		}
 		if u := p.unit(f.Name); strings.HasSuffix(f.Name, ".timer") && t.IsEnabled() && (u == nil || !u.Active()) {
@@ -87,7 +87,7 @@ func (p *planner) timer(o *desired.Object) {
 			// timer stopped (for good under drift: report).
 			p.intents = append(p.intents, name)
 			stop := actuators.Step{Op: actuators.OpStop, Object: o.ID(), Unit: name, Reason: change.Reason() + "; " + change.Why}
-			if p.systemd() && (u.UnitFileState == "enabled" || p.in.RestartPending[name]) {
+			if p.systemd() && (u.UnitFileState == "enabled" || p.journaled(name)) {
 				p.unloadFirst(o, name, stop, u.UnitFileState == "enabled")
 			} else {
 				p.stops = append(p.stops, stop)
@@ -108,7 +108,7 @@ func (p *planner) timer(o *desired.Object) {
 		// Starting it again would wait on that same job, and so on this
 		// pass; refreshing a stale stamp now is what the ordering is for.
 		p.catchUp(o, name, u)
-	case !u.Active() && p.in.RestartPending[name]:
+	case !u.Active() && p.journaled(name):
 		// The restart journal: an earlier pass stopped it for a schedule
 		// change and did not live to start it (restart_journal.go).
 		p.find(o.ID(), name, ReasonTimerInactive, fmt.Sprintf("%s was stopped for a schedule change by an interrupted pass; starting", name), true, true)

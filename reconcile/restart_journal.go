@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"errors"
 	"maps"
 	"slices"
 	"strings"
@@ -38,23 +39,27 @@ import (
 // (Plan.StartsOwed: the timer runs, is disabled or gone; a start a
 // pause lease withholds is still owed).
 //
-// A failed service whose file a pass rewrites to start it is recorded
-// too (a start it would otherwise lose: a failed unit whose file matches
-// is left failed). A failed or inactive service with a record is owed one
-// start while restartOwed holds (its last run may be the old file's),
-// whatever its drift policy (Plan.StartsOwed); the record goes with the
-// first start made, whatever its result (a failing new version is not
-// started on every pass).
+// A service that is not running (new, inactive, failed) whose file a pass
+// writes to start it is recorded too: a start it would otherwise lose (a
+// failed unit whose file matches is left failed; a never-run or unloaded
+// one is left as is under drift: report). A stopped service with a record
+// is owed one start while it has not run since the record
+// (planner.startOwed), whatever its drift policy (Plan.StartsOwed); the
+// record goes with the first start made (startMade), whatever its result
+// (a failing new version is not started on every pass).
 //
 // A record goes (journalAfter) once that holds (the agent's own restart
 // after its reload, or systemd's own restart after it: no needless restart
 // whenever the agent was killed), after a restart or stop the pass ran
 // successfully, and when there is nothing left to restart: the unit is
-// gone, or inactive or failed with its file loaded and no start owed. Costs: one fsync'd
-// write before a pass that rewrites running services (none for a pass that
-// creates units, changes nothing, or only reload-only settings), one after
-// it; and a needless restart only for an agent killed between the record
-// and the file write while the manifest is then reverted.
+// gone, or inactive or failed with its file loaded and no start owed.
+// Costs: one fsync'd write before a pass that writes the file of a
+// service it restarts or starts (none for a pass that changes nothing, or
+// only reload-only settings of running services), one after it; a
+// needless restart only for an agent killed between the record and the
+// file write while the manifest is then reverted; and one more run of a
+// run-once service for an agent killed between its start and the write
+// after it.
 
 // RestartJournalFileName is the state dir file of the restart journal.
 const RestartJournalFileName = "restart-pending.json"
@@ -86,16 +91,13 @@ func (r *Reconciler) saveRestartJournal(log *zap.Logger, m map[string]time.Time)
 	r.journal = m
 }
 
-// restartPending is the planner's view of the journal.
-func (r *Reconciler) restartPending() map[string]bool {
+// restartPending is the planner's view of the journal (a copy: the
+// planner must not see a later pass's records).
+func (r *Reconciler) restartPending() map[string]time.Time {
 	if len(r.journal) == 0 {
 		return nil
 	}
-	out := make(map[string]bool, len(r.journal))
-	for u := range r.journal {
-		out[u] = true
-	}
-	return out
+	return maps.Clone(r.journal)
 }
 
 // restartOwed reports whether a journaled service u still owes its
@@ -162,8 +164,10 @@ func journalAfter(owed map[string]time.Time, obs *observed.State, intents, start
 			// A start made of a stopped service settles the start owed,
 			// whatever its result: as after a pass that was not cut off,
 			// a failed start is not tried again until the manifest
-			// changes (or `reconciler reset`).
-			if oc.Step.Op == actuators.OpStart && !timer && stopped(unit(oc.Step.Unit)) {
+			// changes (or `reconciler reset`). One not made (not queued,
+			// the job canceled or its dependency failed, the agent
+			// stopping) is still owed.
+			if oc.Step.Op == actuators.OpStart && !timer && stopped(unit(oc.Step.Unit)) && startMade(oc.Err) {
 				delete(m, oc.Step.Unit)
 			}
 			continue
@@ -213,4 +217,20 @@ func journalAfter(owed map[string]time.Time, obs *observed.State, intents, start
 		}
 	}
 	return m
+}
+
+// jobResulter is the error of a unit job that finished with a result
+// other than done (actuators/systemd.JobError).
+type jobResulter interface{ JobResult() string }
+
+// startMade reports whether a start step that returned err was made:
+// systemd ran its job, whether or not the unit then ran (done with its
+// effect not observed: a process that exited at once, a false condition;
+// or failed).
+func startMade(err error) bool {
+	if err == nil || errors.Is(err, actuators.ErrNotObserved) {
+		return true
+	}
+	var jr jobResulter
+	return errors.As(err, &jr) && jr.JobResult() == "failed"
 }

@@ -52,8 +52,13 @@ func TestRestartJournalSurvivesTheAgent(t *testing.T) {
 	if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
 		t.Fatal(err)
 	}
-	if app.atWrite["web.service"] {
-		t.Fatal("a new unit (nothing running) was journaled")
+	// A new unit is journaled before its file is written (its start owed
+	// until made), and the record goes with the start.
+	if !app.atWrite["web.service"] {
+		t.Fatal("a new unit was not journaled before its write")
+	}
+	if j := r.journal; len(j) != 0 {
+		t.Fatalf("journal after the start: %v", j)
 	}
 	pid := f.pid["web.service"]
 
@@ -254,6 +259,7 @@ func TestJournalAfterFailedService(t *testing.T) {
 		return StepOutcome{Step: actuators.Step{Op: op, Unit: name}, Err: err, Skipped: skipped}
 	}
 	boom := errors.New("boom")
+	jobFailed := &testJobError{"failed"}
 	for _, tc := range []struct {
 		name   string
 		intent bool
@@ -263,12 +269,15 @@ func TestJournalAfterFailedService(t *testing.T) {
 		keep   bool
 	}{
 		{name: "owed, started", owed: true, out: []StepOutcome{oc(actuators.OpResetFailed, nil, ""), oc(actuators.OpStart, nil, "")}},
-		{name: "owed, the start failed", owed: true, out: []StepOutcome{oc(actuators.OpResetFailed, nil, ""), oc(actuators.OpStart, boom, "")}},
+		{name: "owed, the start's job failed", owed: true, out: []StepOutcome{oc(actuators.OpResetFailed, nil, ""), oc(actuators.OpStart, jobFailed, "")}},
+		{name: "owed, started, its effect not seen", owed: true, out: []StepOutcome{oc(actuators.OpStart, fmt.Errorf("start: %w", actuators.ErrNotObserved), "")}},
+		{name: "owed, the start not made (not queued, dependency)", owed: true, out: []StepOutcome{oc(actuators.OpStart, boom, "")}, keep: true},
+		{name: "owed, the start's job canceled", owed: true, out: []StepOutcome{oc(actuators.OpStart, &testJobError{"canceled"}, "")}, keep: true},
 		{name: "owed, the start skipped after an earlier failure", owed: true, out: []StepOutcome{oc(actuators.OpResetFailed, boom, ""), oc(actuators.OpStart, nil, "earlier failure")}, keep: true},
 		{name: "owed, withheld (pause lease)", owed: true, keep: true},
 		{name: "not owed (its failed run is the new file's)"},
 		{name: "not owed, a reload pending and none this pass", reload: true, keep: true},
-		{name: "the pass's own intent, its start failed", intent: true, out: []StepOutcome{oc(actuators.OpWriteFile, nil, ""), oc(actuators.OpDaemonReload, nil, ""), oc(actuators.OpStart, boom, "")}},
+		{name: "the pass's own intent, its start failed", intent: true, out: []StepOutcome{oc(actuators.OpWriteFile, nil, ""), oc(actuators.OpDaemonReload, nil, ""), oc(actuators.OpStart, jobFailed, "")}},
 		{name: "the pass's own intent, cut off before its start", intent: true, out: []StepOutcome{oc(actuators.OpWriteFile, nil, "")}, keep: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -322,7 +331,7 @@ func TestPlanRestartJournal(t *testing.T) {
 			steps: "write /etc/systemd/system/web.service (manifest changed; reload only: RestartSec changed); daemon-reload (unit files written)"},
 		{name: "command changed, deactivating: journaled (Restart= may fire first)", want: svc("2000", "5s"), active: "deactivating", intents: "[web.service]",
 			steps: "write /etc/systemd/system/web.service (manifest changed); daemon-reload (unit files written); start web.service (deactivating, want active)"},
-		{name: "command changed, inactive: nothing runs", want: svc("2000", "5s"), active: "inactive", intents: "[]",
+		{name: "command changed, inactive: its start journaled", want: svc("2000", "5s"), active: "inactive", intents: "[web.service]",
 			steps: "write /etc/systemd/system/web.service (manifest changed); daemon-reload (unit files written); start web.service (inactive, want active)"},
 		{name: "journaled, started before the last load: owed", want: svc("1000", "5s"), active: "active", started: load - 1, pending: true, intents: "[]",
 			steps: "restart web.service (restart owed by an interrupted pass)"},
@@ -340,7 +349,7 @@ func TestPlanRestartJournal(t *testing.T) {
 			in := Input{Objects: []*desired.Object{tt.want}, Files: map[string][]desired.UnitFile{"Service/web": render(tt.want)},
 				UnitDir: "/etc/systemd/system", Observed: &observed.State{UnitsLoadStart: load, Units: map[string]*observed.Unit{"web.service": u}}, Prune: true}
 			if tt.pending {
-				in.RestartPending = map[string]bool{"web.service": true}
+				in.RestartPending = map[string]time.Time{"web.service": time.Unix(1, 0)}
 			}
 			plan := Compute(in)
 			var got []string
@@ -363,12 +372,73 @@ func TestPlanRestartJournal(t *testing.T) {
 func TestTimerStartOwedWhileManifestBroken(t *testing.T) {
 	u := &observed.Unit{Name: "report.timer", Owner: "Timer/report", ActiveState: "inactive", LoadState: "loaded"}
 	in := Input{UnitDir: unitDir, Observed: &observed.State{Units: map[string]*observed.Unit{"report.timer": u}},
-		Protected: map[string]bool{"Timer/report": true}, RestartPending: map[string]bool{"report.timer": true}}
+		Protected: map[string]bool{"Timer/report": true}, RestartPending: map[string]time.Time{"report.timer": time.Unix(1, 0)}}
 	if got := Compute(in).StartsOwed; len(got) != 1 || got[0] != "report.timer" {
 		t.Fatalf("starts owed %v, want report.timer", got)
 	}
 	in.Protected = nil // gone for good: nothing owed
 	if got := Compute(in).StartsOwed; len(got) != 0 {
 		t.Fatalf("starts owed %v, want none", got)
+	}
+}
+
+// testJobError is a job that finished with another result than done, as
+// actuators/systemd.JobError.
+type testJobError struct{ result string }
+
+func (e *testJobError) Error() string     { return "job result " + e.result }
+func (e *testJobError) JobResult() string { return e.result }
+
+// A journaled service found stopped is owed one start, under drift:
+// report too, while it has not run since the record (never ran, unloaded
+// since, failed or exited before it); one that ran since owes none.
+func TestPlanJournaledStartOwed(t *testing.T) {
+	rec := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	before, after := uint64(rec.Add(-time.Minute).UnixMicro()), uint64(rec.Add(time.Second).UnixMicro())
+	for _, tc := range []struct {
+		name    string
+		active  string
+		status  int32
+		start   uint64
+		journal bool
+		want    string
+	}{
+		{"never ran (or unloaded since)", "inactive", 0, 0, true, "start job.service (start owed by an interrupted pass)"},
+		{"exited before the record", "inactive", 0, before, true, "start job.service (start owed by an interrupted pass)"},
+		{"failed before the record", "failed", 1, before, true, "reset-failed job.service (start owed by an interrupted pass); start job.service (start owed by an interrupted pass)"},
+		{"exited after the record: ran", "inactive", 0, after, true, ""},
+		{"failed after the record: ran", "failed", 1, after, true, ""},
+		{"never ran, no record: drift report", "inactive", 0, 0, false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := &desired.Object{APIVersion: desired.APIVersion, Kind: desired.KindService, Metadata: desired.ObjectMeta{Name: "job"},
+				Source: desired.Source{File: "job.yaml"}, Service: &desired.ServiceSpec{Command: []string{"/bin/true"}, Drift: desired.DriftReport,
+					Restart: &desired.RestartSpec{Policy: desired.RestartNever}}}
+			files, err := desired.Render(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			u := &observed.Unit{Name: "job.service", File: files[0].Data, Owner: o.ID(), LoadState: "loaded", ActiveState: tc.active, SubState: "dead",
+				UnitFileState: "enabled", Result: "success", ExecMainStatus: tc.status, ExecMainStartTimestamp: tc.start}
+			if tc.start != 0 {
+				u.ExecMainExitTimestamp, u.ActiveExitTimestamp = tc.start+10, tc.start+20
+			}
+			in := Input{Objects: []*desired.Object{o}, Files: map[string][]desired.UnitFile{o.ID(): files}, UnitDir: unitDir,
+				Observed: &observed.State{Backend: "systemd", Units: map[string]*observed.Unit{"job.service": u}}}
+			if tc.journal {
+				in.RestartPending = map[string]time.Time{"job.service": rec}
+			}
+			plan := Compute(in)
+			var steps []string
+			for _, s := range plan.Steps {
+				steps = append(steps, s.String())
+			}
+			if got := strings.Join(steps, "; "); got != tc.want {
+				t.Errorf("steps %q, want %q", got, tc.want)
+			}
+			if owed := slices.Contains(plan.StartsOwed, "job.service"); owed != (tc.want != "") {
+				t.Errorf("start owed %v, want %v", owed, tc.want != "")
+			}
+		})
 	}
 }

@@ -57,6 +57,11 @@ type JobError struct {
 	JobID int
 }
 
+var _ interface{ JobResult() string } = (*JobError)(nil) // reconcile's startMade asks
+
+// JobResult is systemd's result of the job.
+func (e *JobError) JobResult() string { return e.Result }
+
 func (e *JobError) Error() string {
 	return fmt.Sprintf("%s %s: job result %q", e.Op, e.Unit, e.Result)
 }

@@ -436,11 +436,9 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 			u.NeedDaemonReload = true
 		}
 	}
-	// systemd's last unit load matters only while a reload is pending, and
-	// for a failed unit (was its failed run of the file on disk? The
-	// restart journal asks: reconcile/restart_journal.go).
+	// systemd's last unit load matters only while a reload is pending.
 	for _, u := range loaded {
-		if !loadRead && (u.NeedDaemonReload && u.Active() || u.ActiveState == "failed") && u.Owner != "" {
+		if !loadRead && u.NeedDaemonReload && u.Active() && u.Owner != "" {
 			if loadStart, err = o.unitsLoadStart(ctx); err != nil {
 				errs = multierror.Append(errs, err)
 			}
@@ -452,6 +450,7 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 		errs = multierror.Append(errs, err)
 	}
 	readAt := time.Now() // file and run times are the real clock's
+	var stale []*observed.Unit
 	for _, n := range all {
 		u := st.Units[n]
 		u.UnitFileState = enablement[n]
@@ -459,7 +458,12 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 		u.InstallLinks, u.InstallLinksKnown = installLinks(f.data, hasFile, vendor[n])
 		u.VendorPaths, u.VendorOverrides = vendor[n].paths, vendor[n].overrides
 		u.StaleProcess = staleProcess(u, files[n].mtime, dropInTimes[n], loadStart)
-		u.StaleRun = staleRun(u, files[n].mtime, dropInTimes[n], readAt)
+		if u.StaleRun = staleRun(u, files[n].mtime, dropInTimes[n], readAt); u.StaleRun {
+			stale = append(stale, u)
+		}
+	}
+	if err := o.startTriedSince(ctx, stale, files, dropInTimes); err != nil {
+		errs = multierror.Append(errs, err)
 	}
 	st.UnitsLoadStart = loadStart
 	if o.cfg.manager {
@@ -1224,4 +1228,44 @@ func Queryable(name string) bool {
 		}
 	}
 	return true
+}
+
+// startTriedSince clears StaleRun of each unit in stale that systemd was
+// asked to start after the version of its files (processVersionTime) was
+// written: it left the inactive state since (InactiveExitTimestamp: an
+// ExecCondition= or ExecStartPre= that failed), or checked its
+// Condition*= since (ConditionTimestamp: a false one skips the start and
+// leaves the old run's history in place). That start was made, and the
+// run it would be is not owed again on every pass. Two Gets per stale
+// run, which only a lost start or such a skip leaves.
+func (o *Observer) startTriedSince(ctx context.Context, stale []*observed.Unit, files map[string]unitFile, dropInTimes map[string]map[string]time.Time) error {
+	if len(stale) == 0 {
+		return nil
+	}
+	qs := make([]sdbus.PropertyQuery, len(stale))
+	for i, u := range stale {
+		qs[i] = sdbus.PropertyQuery{Unit: u.Name, Props: []sdbus.Property{
+			{Interface: ifaceUnit, Name: "InactiveExitTimestamp"}, {Interface: ifaceUnit, Name: "ConditionTimestamp"}}}
+	}
+	o.count("Get start tried")
+	props, perrs, err := o.c.GetUnitPropertiesContext(ctx, qs)
+	if err != nil {
+		return fmt.Errorf("read start times: %w", err)
+	}
+	var errs *multierror.Error
+	for i, u := range stale {
+		if i < len(perrs) && perrs[i] != nil {
+			errs = multierror.Append(errs, fmt.Errorf("read start times of %s: %w", u.Name, perrs[i]))
+			continue
+		}
+		if i >= len(props) {
+			continue
+		}
+		r := propReader{m: props[i]}
+		m, _ := processVersionTime(u, files[u.Name].mtime, dropInTimes[u.Name])
+		if tried := max(r.u64("InactiveExitTimestamp"), r.u64("ConditionTimestamp")); tried != 0 && int64(tried) >= m {
+			u.StaleRun = false
+		}
+	}
+	return errs.ErrorOrNil()
 }
