@@ -17,6 +17,10 @@ var ErrUnsupported = errors.New("not supported by this backend")
 // back does not show its effect (actuators/systemd.ErrNotObserved).
 var ErrNotObserved = errors.New("effect not observed afterwards")
 
+// ErrJobTimeout: the backend did not see a job it queued finish within its
+// job timeout; the job goes on (systemd's applier re-exports it).
+var ErrJobTimeout = errors.New("job did not finish in time")
+
 // Op is what a step does.
 type Op string
 

@@ -363,7 +363,9 @@ func (p *planner) journaled(unit string) bool {
 // start (restart_journal.go).
 func (p *planner) startOwed(u *observed.Unit) bool {
 	t, ok := p.in.RestartPending[u.Name]
-	return ok && (u.ExecMainStartTimestamp == 0 || int64(u.ExecMainStartTimestamp) < t.UnixMicro())
+	// A reload pending: no run can be of the file on disk (systemd may
+	// have restarted the old definition after the record, Restart=).
+	return ok && (u.NeedDaemonReload || u.ExecMainStartTimestamp == 0 || int64(u.ExecMainStartTimestamp) < t.UnixMicro())
 }
 
 // staleProcess reports whether u, running, runs a process older than its

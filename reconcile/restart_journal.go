@@ -122,9 +122,9 @@ func (r *Reconciler) journalBefore(plan Plan) map[string]time.Time {
 	}
 	now := r.cfg.Now().UTC()
 	for _, u := range plan.RestartIntents {
-		if _, ok := m[u]; !ok {
-			m[u] = now
-		}
+		// The time of this write: a stopped service owes a start until
+		// a run after it (planner.startOwed).
+		m[u] = now
 	}
 	return m
 }
@@ -228,8 +228,8 @@ type jobResulter interface{ JobResult() string }
 // effect not observed: a process that exited at once, a false condition;
 // or failed).
 func startMade(err error) bool {
-	if err == nil || errors.Is(err, actuators.ErrNotObserved) {
-		return true
+	if err == nil || errors.Is(err, actuators.ErrNotObserved) || errors.Is(err, actuators.ErrJobTimeout) {
+		return true // done, or queued and still running (a slow pre-start check)
 	}
 	var jr jobResulter
 	return errors.As(err, &jr) && jr.JobResult() == "failed"

@@ -402,13 +402,16 @@ func TestPlanJournaledStartOwed(t *testing.T) {
 		start   uint64
 		journal bool
 		want    string
+		reload  bool // NeedDaemonReload: systemd restarted the old definition after the record
 	}{
-		{"never ran (or unloaded since)", "inactive", 0, 0, true, "start job.service (start owed by an interrupted pass)"},
-		{"exited before the record", "inactive", 0, before, true, "start job.service (start owed by an interrupted pass)"},
-		{"failed before the record", "failed", 1, before, true, "reset-failed job.service (start owed by an interrupted pass); start job.service (start owed by an interrupted pass)"},
-		{"exited after the record: ran", "inactive", 0, after, true, ""},
-		{"failed after the record: ran", "failed", 1, after, true, ""},
-		{"never ran, no record: drift report", "inactive", 0, 0, false, ""},
+		{"never ran (or unloaded since)", "inactive", 0, 0, true, "start job.service (start owed by an interrupted pass)", false},
+		{"exited before the record", "inactive", 0, before, true, "start job.service (start owed by an interrupted pass)", false},
+		{"failed before the record", "failed", 1, before, true, "reset-failed job.service (start owed by an interrupted pass); start job.service (start owed by an interrupted pass)", false},
+		{"exited after the record: ran", "inactive", 0, after, true, "", false},
+		{"failed after the record: ran", "failed", 1, after, true, "", false},
+		{"never ran, no record: drift report", "inactive", 0, 0, false, "", false},
+		{"failed after the record, a reload pending: the old file's run", "failed", 1, after, true,
+			"daemon-reload (job.service changed on disk since last reload); reset-failed job.service (start owed by an interrupted pass); start job.service (start owed by an interrupted pass)", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := &desired.Object{APIVersion: desired.APIVersion, Kind: desired.KindService, Metadata: desired.ObjectMeta{Name: "job"},
@@ -419,7 +422,7 @@ func TestPlanJournaledStartOwed(t *testing.T) {
 				t.Fatal(err)
 			}
 			u := &observed.Unit{Name: "job.service", File: files[0].Data, Owner: o.ID(), LoadState: "loaded", ActiveState: tc.active, SubState: "dead",
-				UnitFileState: "enabled", Result: "success", ExecMainStatus: tc.status, ExecMainStartTimestamp: tc.start}
+				UnitFileState: "enabled", Result: "success", ExecMainStatus: tc.status, ExecMainStartTimestamp: tc.start, NeedDaemonReload: tc.reload}
 			if tc.start != 0 {
 				u.ExecMainExitTimestamp, u.ActiveExitTimestamp = tc.start+10, tc.start+20
 			}

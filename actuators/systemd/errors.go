@@ -20,7 +20,7 @@ var (
 	ErrOutsideDirs = errors.New("path outside the managed directories")
 	// ErrJobTimeout: systemd did not finish the job within the job timeout.
 	// The job keeps running in systemd.
-	ErrJobTimeout = errors.New("job did not finish in time")
+	ErrJobTimeout = actuators.ErrJobTimeout
 	// ErrNoInstallInfo: the unit has no [Install] section, so it cannot be
 	// enabled.
 	ErrNoInstallInfo = errors.New("unit file has no installation config")

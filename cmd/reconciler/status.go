@@ -363,5 +363,6 @@ func agentAlive(a store.Agent) bool {
 		return true
 	}
 	start, ok := process.StartTime(a.PID)
-	return ok && start == a.PIDStart
+	// Unreadable (/proc mounted hidepid=): the PID is taken, say running.
+	return !ok || start == a.PIDStart
 }

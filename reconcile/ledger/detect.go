@@ -135,14 +135,15 @@ func Detect(in Input) []Restarts {
 			// happened without counting: the process backend's agent was
 			// killed in the restart delay and the next one started the
 			// unit after its table lost the row that carried the count
-			// (found by the torture suite), or systemd's start job was
-			// asked for during the delay (which zeroes NRestarts). Either
-			// way the process died and runs again. Not systemd's count
-			// unchanged: systemd adds to NRestarts when it queues the
-			// restart, before the unit leaves auto-restart, so an
-			// observation can read both, and the restart it shows was
+			// (found by the torture suite), or the count was reset in
+			// the delay. Either way the process died and runs again. Not
+			// systemd's count unchanged: systemd adds to NRestarts when it
+			// queues the restart, before the unit leaves auto-restart, so
+			// an observation can read both, and the restart it shows was
 			// counted then (e2e TestPostgresScenariosSystemd counted one
-			// kill -9 twice).
+			// kill -9 twice). Left uncounted: a `systemctl restart` in the
+			// delay (systemd stops the unit without counting; the manual
+			// start is not counted either).
 			add(autoCause, 1)
 		default:
 			add(autoCause, auto)
