@@ -104,8 +104,8 @@ type Plan struct {
 	RestartIntents []string `json:"-"`
 	// StartsOwed are the journaled units whose start the planner still
 	// owes: timers stopped for a schedule change by an interrupted pass
-	// (enabled and not active), and failed or inactive services whose
-	// unit file an interrupted pass rewrote without starting them. Their records stay
+	// (enabled and not active), and stopped services whose unit file an
+	// interrupted pass wrote without starting them. Their records stay
 	// until a start is made (for a timer, one that succeeds), even when
 	// this plan withholds it (a pause lease).
 	StartsOwed []string `json:"-"`
@@ -312,7 +312,7 @@ func (p *planner) restartIntents(steps []actuators.Step) []string {
 	return out
 }
 
-// startsOwedAll is p.startsOwed plus the journaled timers and failed
+// startsOwedAll is p.startsOwed plus the journaled timers and stopped
 // services of objects whose manifest is broken now (Input.Protected):
 // their start is owed once the manifest is good again.
 func (p *planner) startsOwedAll() []string {

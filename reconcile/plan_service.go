@@ -52,19 +52,15 @@ func (p *planner) service(o *desired.Object) {
 	p.watchdogKill(o, f.Name, u)
 	report := o.DriftPolicy() == desired.DriftReport
 	p.enable(o, f.Name, s.IsEnabled() && !p.static(f.Data), fs, u, f.Data)
-	if s.DesiredState() == desired.StateRunning && fs.written && u != nil && (u.Active() || u.ActiveState == "deactivating") &&
-		(fs.isNew || fs.change.Restart || p.staleProcess(u)) {
-		// A process runs, or systemd may start one (Restart=) from the old
-		// definition before the daemon-reload: the restart journal keeps
-		// the restart owed until one runs after the reload.
-		p.intents = append(p.intents, f.Name)
-	}
-	if s.DesiredState() == desired.StateRunning && fs.written && (u == nil || !u.Active() && u.ActiveState != "deactivating") {
-		// The new file is started below. A unit found stopped with a file
-		// that already matches is otherwise not started: left failed, done
-		// (an exit of the old version), or, unloaded or never run, left as
-		// is under drift: report. The restart journal keeps the start owed
-		// until one is made.
+	if running := u != nil && (u.Active() || u.ActiveState == "deactivating"); s.DesiredState() == desired.StateRunning && fs.written &&
+		(!running || fs.isNew || fs.change.Restart || p.staleProcess(u)) {
+		// The restart journal keeps owed what this pass does after the
+		// write. A process runs, or systemd may start one (Restart=) from
+		// the old definition before the daemon-reload: the restart, until
+		// one runs after the reload. Stopped: the start below, until one
+		// is made (a unit found stopped with a file that already matches
+		// is otherwise left failed, done by an exit of the old version,
+		// or, unloaded or never run, as is under drift: report).
 		p.intents = append(p.intents, f.Name)
 	}
 	switch s.DesiredState() {

@@ -209,8 +209,8 @@ func journalAfter(owed map[string]time.Time, obs *observed.State, intents, start
 			}
 		case !stopped(u): // deactivating: systemd may start it again
 		case slices.Contains(startsOwed, name):
-			// Stopped or failed, its start owed (the planner's
-			// restartOwed) and not made by this pass (withheld by a
+			// Stopped or failed, its start owed (planner.startOwed) and
+			// not made by this pass (withheld by a
 			// pause lease, skipped).
 		case u.LoadState == "not-found" || !u.NeedDaemonReload || (reloaded && reloadOK):
 			delete(m, name)
