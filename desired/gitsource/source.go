@@ -442,12 +442,14 @@ func (s *Source) sync(ctx context.Context) (Attempt, error) {
 	if err := swap(s.cfg.Dir, key); err != nil {
 		return a, err
 	}
+	// The old revisions go first: a local removal, while update-ref forks
+	// git and is cut short when the agent stops.
 	prevKey := s.curKey
-	if _, err := s.git.run(ctx, "update-ref", "refs/resil/deployed", head); err != nil {
-		s.log.Warn("deployed ref not updated", zap.Error(err))
-	}
 	if err := gc(s.cfg.Dir, key, prevKey); err != nil {
 		s.log.Warn("old revisions not removed", zap.Error(err))
+	}
+	if _, err := s.git.run(ctx, "update-ref", "refs/resil/deployed", head); err != nil {
+		s.log.Warn("deployed ref not updated", zap.Error(err))
 	}
 	prev := s.deployed
 	s.deployed, s.curKey, s.refused = &rev, key, ""
