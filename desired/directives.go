@@ -45,6 +45,7 @@ var enumValues = map[string]struct {
 	"ProcSubset":    {false, []string{"all", "pid"}},
 	"DevicePolicy":  {false, []string{"auto", "closed", "strict"}},
 	"KeyringMode":   {false, []string{"inherit", "private", "shared"}},
+	"Restart":       {false, []string{"no", "on-success", "on-failure", "on-abnormal", "on-watchdog", "on-abort", "always"}},
 }
 
 // namespaceTypes are the words of RestrictNamespaces= in systemd 252.
@@ -157,7 +158,21 @@ func directiveValue(sec, k, val string) string {
 	if k == "RestrictNamespaces" {
 		return restrictNamespaces(val)
 	}
+	if k == "WorkingDirectory" {
+		return workingDirectory(val)
+	}
 	return ""
+}
+
+// workingDirectory checks a WorkingDirectory= value: "~" (the user's home)
+// or an absolute path, either after an optional '-' (missing is fine).
+// systemd refuses a relative one as a fatal error: the unit does not load.
+func workingDirectory(val string) string {
+	v := strings.TrimPrefix(val, "-")
+	if v == "~" || strings.HasPrefix(v, "/") {
+		return ""
+	}
+	return fmt.Sprintf("WorkingDirectory= takes an absolute path or \"~\" (optionally after '-'), got %q", val)
 }
 
 // restrictNamespaces checks a RestrictNamespaces= value: a boolean, or a

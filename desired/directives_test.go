@@ -221,6 +221,20 @@ var directiveValueCases = []struct {
 	{"Service", "RestrictNamespaces", `"net"`, false, false},
 	{"Service", "RestrictNamespaces", "", false, true},  // a reset: restricts nothing
 	{"Service", "RestrictNamespaces", "~", false, true}, // all but none: restricts nothing
+	// WorkingDirectory: absolute or "~", optionally after '-' (a relative
+	// one is a fatal error: the unit does not load).
+	{"Service", "WorkingDirectory", "/srv/app", true, false},
+	{"Service", "WorkingDirectory", "-/srv/app", true, false},
+	{"Service", "WorkingDirectory", "~", true, false},
+	{"Service", "WorkingDirectory", "-~", true, false},
+	{"Service", "WorkingDirectory", "relative/dir", false, false},
+	{"Service", "WorkingDirectory", "-relative", false, false},
+	{"Service", "WorkingDirectory", "~/x", false, false},
+	// Restart: systemd's words.
+	{"Service", "Restart", "on-abnormal", true, false},
+	{"Service", "Restart", "always", true, false},
+	{"Service", "Restart", "sometimes", false, false},
+	{"Service", "Restart", "Always", false, false},
 	// Values outside the grammar pass as they are.
 	{"Service", "Nice", "5", true, false},
 	{"Service", "SystemCallFilter", "@system-service", true, false},
@@ -241,7 +255,8 @@ func TestDirectiveValueGrammar(t *testing.T) {
 				if err == nil {
 					t.Fatal("accepted")
 				}
-				if !strings.Contains(err.Error(), "systemd 252 would") && !strings.Contains(err.Error(), "restricts nothing") {
+				if !strings.Contains(err.Error(), "systemd 252 would") && !strings.Contains(err.Error(), "restricts nothing") &&
+					!(c.val == "" && strings.Contains(err.Error(), "must not be empty")) {
 					t.Fatalf("refused for another reason: %v", err)
 				}
 			}
@@ -321,7 +336,10 @@ func systemdVerify(t *testing.T, sa string, files map[string]string) map[string]
 // DynamicUser=: "Failed to parse boolean value: maybe").
 func refusedBySystemd(msgs []string) bool {
 	for _, m := range msgs {
-		if strings.Contains(m, "ignoring") || strings.Contains(m, "is ignored") || strings.HasPrefix(m, "Failed to parse") {
+		// "path is not absolute" (WorkingDirectory=) is worse than
+		// ignored: a fatal error, the unit does not load.
+		if strings.Contains(m, "ignoring") || strings.Contains(m, "is ignored") || strings.HasPrefix(m, "Failed to parse") ||
+			strings.Contains(m, "path is not absolute") {
 			return true
 		}
 	}

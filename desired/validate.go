@@ -438,6 +438,14 @@ func (v *validator) escapeHatch(p path, m map[string]map[string]string, sections
 					}
 				}
 			}
+			if sec == "Service" && k == "ExecStart" {
+				v.add(q, "not allowed: ExecStart= comes from command (systemd refuses a second one but for Type=oneshot, and an empty one drops the command)")
+				continue
+			}
+			if val == "" {
+				v.add(q, "must not be empty: an empty %s= resets it in systemd, dropping what the manifest's own fields set (a user, the environment, the checks before start, the startup probe); leave the directive out", k)
+				continue
+			}
 			if !v.plain(q, val) {
 				continue
 			}
@@ -573,6 +581,41 @@ func (v *validator) service(p path, s *ServiceSpec) {
 		}
 	}
 	v.escapeHatch(p.key("systemd"), s.Systemd, serviceSections, "Service", s.TakeOver)
+	typ, restart := "exec", "on-failure"
+	if s.Watchdog != nil {
+		typ = "notify"
+	}
+	if s.Restart != nil {
+		restart = map[RestartPolicy]string{RestartAlways: "always", RestartOnFailure: "on-failure", RestartNever: "no", "": restart}[s.Restart.Policy]
+	}
+	v.oneshotRestart(p, s.Systemd, typ, restart)
+}
+
+// oneshotRestart refuses a passthrough that makes the unit Type=oneshot
+// with Restart=always or on-success, which systemd refuses to load
+// ("Restart= set to either always or on-success, which isn't allowed for
+// Type=oneshot services"). typ and restart are what the manifest's own
+// fields render; the passthrough's lines come after them and win.
+func (v *validator) oneshotRestart(p path, m map[string]map[string]string, typ, restart string) {
+	svc := m["Service"]
+	if t, ok := svc["Type"]; ok {
+		typ = t
+	}
+	if r, ok := svc["Restart"]; ok {
+		restart = r
+	}
+	if typ != "oneshot" || (restart != "always" && restart != "on-success") {
+		return
+	}
+	q := p.key("systemd").key("Service").key("Type")
+	if _, ok := svc["Type"]; !ok {
+		q = p.key("systemd").key("Service").key("Restart")
+	}
+	if _, ok := svc["Restart"]; !ok && restart == "always" {
+		v.add(q, "Type=oneshot with restart.policy: always: systemd refuses to load a oneshot service that restarts always or on success")
+		return
+	}
+	v.add(q, "Type=oneshot with Restart=%s: systemd refuses to load a oneshot service that restarts always or on success", restart)
 }
 
 // validMemoryMax accepts what systemd's MemoryMax= does of sizeRE: "infinity",
@@ -680,6 +723,10 @@ func (v *validator) timer(p path, t *TimerSpec) {
 		sections = timerRefSections
 	}
 	v.escapeHatch(p.key("systemd"), t.Systemd, sections, "Timer", t.TakeOver)
+	if t.Service == "" {
+		// The inline job: Type=oneshot, no Restart= of its own.
+		v.oneshotRestart(p, t.Systemd, "oneshot", "no")
+	}
 }
 
 func (v *validator) watchdog(p path, w *WatchdogSpec) {
