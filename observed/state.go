@@ -145,10 +145,24 @@ func (u *Unit) Active() bool {
 // stop, the agent's, a prune) makes the unit leave the active state first
 // (deactivating) and the process exit after; so does nothing else. A
 // process killed by a signal (status = the signal) does not count.
+//
+// A process that exits before the unit became active counts too: the
+// unit did not leave the active state since the process started
+// (ActiveExitTimestamp older than ExecMainStartTimestamp, or 0). systemd
+// 252 shows it for a Type=exec service whose process exits before PID 1
+// has handled its exec (a busy PID 1 takes the child's exit first): the
+// unit goes activating → deactivating → inactive and its start job ends
+// "done". Limit: a stop while the unit is still activating (a notify
+// service before READY=1) whose process exits 0 on SIGTERM reads the same.
 func (u *Unit) ExitedOnItsOwn() bool {
-	return u != nil && u.ActiveState == "inactive" && u.ExecMainStatus == 0 && u.ExecMainStartTimestamp != 0 &&
-		u.ExecMainExitTimestamp >= u.ExecMainStartTimestamp && u.ActiveExitTimestamp != 0 &&
-		u.ExecMainExitTimestamp <= u.ActiveExitTimestamp
+	if u == nil || u.ActiveState != "inactive" || u.ExecMainStatus != 0 || u.ExecMainStartTimestamp == 0 ||
+		u.ExecMainExitTimestamp < u.ExecMainStartTimestamp {
+		return false
+	}
+	if u.ActiveExitTimestamp < u.ExecMainStartTimestamp {
+		return true // never active in this run
+	}
+	return u.ExecMainExitTimestamp <= u.ActiveExitTimestamp
 }
 
 // ReadsNeverRun reports whether a unit reads as one that never ran:

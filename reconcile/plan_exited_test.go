@@ -29,7 +29,11 @@ func TestPlanExitedOnItsOwn(t *testing.T) {
 		{"always, exited 0 and not restarted", desired.RestartAlways, 0, exit + 50, true},
 		{"never, stopped out of band", desired.RestartNever, 0, exit - 500, true},
 		{"on-failure, killed by SIGTERM", desired.RestartOnFailure, 15, exit + 50, true},
-		{"never, exit time unknown", desired.RestartNever, 0, 0, true},
+		// The process exited before the unit became active (a busy PID 1
+		// handled its exit before its exec): no active exit in this run.
+		{"never, exited before the unit became active", desired.RestartNever, 0, 0, false},
+		{"never, exited before active, an earlier run's active exit", desired.RestartNever, 0, start - 500, false},
+		{"never, killed before active", desired.RestartNever, 9, 0, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
