@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -115,6 +116,59 @@ func (g *git) run2(ctx context.Context, args ...string) ([]byte, string, error) 
 		return out.Bytes(), errb.String(), &gitError{args: args, stderr: errb.String(), err: err}
 	}
 	return out.Bytes(), errb.String(), nil
+}
+
+// stream runs git with args and hands its standard output to read as it
+// comes, so a large output is never held whole. An error from read stops
+// git (killed) and is returned as it is; otherwise git's own failure is
+// returned (a *gitError with its standard error), then read's. Standard
+// error is kept up to 64 KiB.
+func (g *git) stream(ctx context.Context, read func(io.Reader) error, args ...string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, g.bin, args...)
+	cmd.Env = g.env()
+	cmd.Dir = g.dir
+	errb := &limitedBuffer{max: 64 << 10}
+	cmd.Stderr = errb
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return fmt.Errorf("git %s: %w", args[0], err)
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("git %s: %w", args[0], err)
+	}
+	rerr := read(out)
+	if rerr != nil {
+		cancel() // git may be blocked writing what read no longer takes
+	} else {
+		// Drain what read left (trailing padding), so git is not stopped
+		// by a closed pipe before it exits.
+		_, _ = io.Copy(io.Discard, out)
+	}
+	werr := cmd.Wait()
+	switch {
+	case rerr != nil:
+		return rerr
+	case werr != nil && ctx.Err() != nil:
+		return fmt.Errorf("git %s: %w", args[0], ctx.Err())
+	case werr != nil:
+		return &gitError{args: args, stderr: errb.String(), err: werr}
+	}
+	return nil
+}
+
+// limitedBuffer keeps the first max bytes written to it and drops the rest.
+type limitedBuffer struct {
+	bytes.Buffer
+	max int
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if room := b.max - b.Len(); room > 0 {
+		b.Buffer.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
 }
 
 // exitCode is git's exit status in err, or -1.

@@ -43,68 +43,21 @@ func materialise(ctx context.Context, g *git, commit string, paths []string, loc
 	for _, p := range paths {
 		args = append(args, cleanRepoPath(p))
 	}
-	data, err := g.run(ctx, args...)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return nil, err
+	}
+	c := &composed{origin: map[string]string{}}
+	dirs := map[string]bool{".": true}
+	// The archive is read as git writes it: a revision over the cap is
+	// refused at the header that passes it, with git stopped, instead of
+	// held whole in the agent's memory first.
+	err := g.stream(ctx, func(r io.Reader) error { return untar(r, commit, paths, dir, c, dirs) }, args...)
 	if err != nil {
 		var ge *gitError
 		if errors.As(err, &ge) && strings.Contains(ge.stderr, "did not match any files") {
 			return nil, fmt.Errorf("%w: %s", ErrInvalid, strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(ge.stderr), "fatal: ")))
 		}
 		return nil, err
-	}
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		return nil, err
-	}
-	c := &composed{origin: map[string]string{}}
-	dirs := map[string]bool{".": true}
-	tr := tar.NewReader(bytes.NewReader(data))
-	var total int64
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("git archive %s: %w", commit, err)
-		}
-		if h.Typeflag == tar.TypeXGlobalHeader {
-			continue
-		}
-		name := strings.TrimSuffix(h.Name, "/")
-		rel, ok := relTo(name, paths)
-		if !ok || rel == "." {
-			continue // a parent directory of a path
-		}
-		if !filepath.IsLocal(rel) {
-			return nil, fmt.Errorf("%w: %s: path escapes the manifests directory", ErrInvalid, name)
-		}
-		switch h.Typeflag {
-		case tar.TypeDir:
-			if !dirs[rel] {
-				if err := os.Mkdir(filepath.Join(dir, rel), 0o755); err != nil {
-					return nil, err
-				}
-				dirs[rel] = true
-			}
-		case tar.TypeReg:
-			if prev, dup := c.origin[rel]; dup {
-				return nil, fmt.Errorf("%w: %s and %s: two files named %s in the composed manifests", ErrInvalid, prev, name, rel)
-			}
-			total += h.Size
-			if total > maxRevisionBytes {
-				return nil, fmt.Errorf("%w: more than %d bytes under the paths", ErrInvalid, maxRevisionBytes)
-			}
-			if err := mkParents(dir, rel, dirs); err != nil {
-				return nil, err
-			}
-			if err := writeSynced(filepath.Join(dir, rel), tr); err != nil {
-				return nil, err
-			}
-			c.origin[rel] = name
-		case tar.TypeSymlink, tar.TypeLink:
-			return nil, fmt.Errorf("%w: %s: symlinks are not deployed", ErrInvalid, name)
-		default:
-			return nil, fmt.Errorf("%w: %s: unsupported file type", ErrInvalid, name)
-		}
 	}
 	if localDropIns != "" {
 		if err := copyDropIns(localDropIns, dir, c, dirs, opts); err != nil {
@@ -125,6 +78,63 @@ func materialise(ctx context.Context, g *git, commit string, paths []string, loc
 	return c, nil
 }
 
+// untar writes the entries of a git archive stream that lie under paths
+// into dir (see materialise), recording each file's origin in c and each
+// directory made in dirs.
+func untar(r io.Reader, commit string, paths []string, dir string, c *composed, dirs map[string]bool) error {
+	tr := tar.NewReader(r)
+	var total int64
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("git archive %s: %w", commit, err)
+		}
+		if h.Typeflag == tar.TypeXGlobalHeader {
+			continue
+		}
+		name := strings.TrimSuffix(h.Name, "/")
+		rel, ok := relTo(name, h.Typeflag == tar.TypeDir, paths)
+		if !ok || rel == "." {
+			continue // a parent directory of a path
+		}
+		if !filepath.IsLocal(rel) {
+			return fmt.Errorf("%w: %s: path escapes the manifests directory", ErrInvalid, name)
+		}
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if !dirs[rel] {
+				if err := os.Mkdir(filepath.Join(dir, rel), 0o755); err != nil {
+					return err
+				}
+				dirs[rel] = true
+			}
+		case tar.TypeReg:
+			if prev, dup := c.origin[rel]; dup {
+				return fmt.Errorf("%w: %s and %s: two files named %s in the composed manifests", ErrInvalid, prev, name, rel)
+			}
+			total += h.Size
+			if total > maxRevisionBytes {
+				return fmt.Errorf("%w: more than %d bytes under the paths", ErrInvalid, maxRevisionBytes)
+			}
+			if err := mkParents(dir, rel, dirs); err != nil {
+				return err
+			}
+			if err := writeSynced(filepath.Join(dir, rel), tr); err != nil {
+				return err
+			}
+			c.origin[rel] = name
+		case tar.TypeSymlink, tar.TypeLink:
+			return fmt.Errorf("%w: %s: symlinks are not deployed", ErrInvalid, name)
+		default:
+			return fmt.Errorf("%w: %s: unsupported file type", ErrInvalid, name)
+		}
+	}
+	return nil
+}
+
 // cleanRepoPath is p as git archive takes it ("." for the whole tree).
 func cleanRepoPath(p string) string {
 	p = path.Clean(strings.Trim(p, "/"))
@@ -135,13 +145,16 @@ func cleanRepoPath(p string) string {
 }
 
 // relTo says where archive entry name goes: relative to the path that
-// contains it (a file given as a path goes to the top by its base name).
-func relTo(name string, paths []string) (string, bool) {
+// contains it (a file given as a path goes to the top by its base name; a
+// directory given as a path is the top itself, ".").
+func relTo(name string, isDir bool, paths []string) (string, bool) {
 	for _, p := range paths {
 		p = cleanRepoPath(p)
 		switch {
 		case p == ".":
 			return name, true
+		case name == p && isDir:
+			return ".", true
 		case name == p:
 			return path.Base(name), true
 		case strings.HasPrefix(name, p+"/"):

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -210,7 +211,50 @@ func TestCompose(t *testing.T) {
 			if got := strings.Join(sorted(files), " "); got != tc.want {
 				t.Errorf("files %s, want %s", got, tc.want)
 			}
+			// No directory but those the files are in (a path's own
+			// directory is the top, not a folder of its name).
+			ents, err := os.ReadDir(s.ManifestsDir() + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range ents {
+				if e.IsDir() && !strings.HasSuffix(e.Name(), ".d") {
+					t.Errorf("directory %s/ in the composed manifests", e.Name())
+				}
+			}
 		})
+	}
+}
+
+// A revision over the size cap is refused while git writes it: the agent
+// never holds the archive whole (an archive of a 100 MiB file allocated
+// ~100 MiB before the change).
+func TestOversizedRevisionStreamed(t *testing.T) {
+	r := newRepo(t)
+	r.Write(map[string]string{"web.yaml": service("web", "1")})
+	f, err := os.Create(filepath.Join(r.Dir, "big.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(100 << 20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	r.Commit("big", "", nil)
+	s, _, _ := newSource(t, r, nil)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	a, err := s.Sync(context.Background())
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Outcome != OutcomeInvalid || !strings.Contains(a.Error, "more than") {
+		t.Fatalf("outcome %s %q, want invalid: over the cap", a.Outcome, a.Error)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > maxRevisionBytes/2 {
+		t.Errorf("the refused revision allocated %d MiB in the agent, want well under the %d MiB cap", alloc>>20, maxRevisionBytes>>20)
 	}
 }
 
