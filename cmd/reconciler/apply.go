@@ -73,6 +73,7 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 		rec = reconcile.Fanout{rec, s}
 		// `reconciler status` then shows what this pass saw.
 		t := newTelemetry(s, nil, rec, log, be.Name, ledger.Policy{}, 0)
+		t.command = "apply"
 		snapshot = func(res reconcile.Result, err error) { t.snapshot(ctx, res, err, time.Now()) }
 		restarts = func(pass, after reconcile.Result) { ledgerApply(ctx, t.ledger, pass, after) }
 	}

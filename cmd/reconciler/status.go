@@ -115,8 +115,12 @@ type statusRow struct {
 type statusReport struct {
 	Agent   store.Agent `json:"agent"`
 	Objects []statusRow `json:"objects"`
-	// Converged is false when an object is drifting, failed or invalid, or a manifest is broken.
+	// Converged is false when an object is drifting, failed or invalid, a
+	// manifest is broken, or the agent (run) that wrote the snapshot is no
+	// longer running (AgentGone): nothing watches the host, and what the
+	// rows show may have changed since.
 	Converged bool `json:"converged"`
+	AgentGone bool `json:"agentGone,omitempty"`
 	// Revision is the git source's deployed revision; LastFetch its last
 	// fetch (source.go).
 	Revision  *gitsource.Revision `json:"revision,omitempty"`
@@ -138,7 +142,8 @@ func newStatusCmd(g *globals) *cobra.Command {
 		Long: "Reads the agent's store (<state-dir>/events.db) directly; needs no backend and works whether or\n" +
 			"not the agent runs. NAME is an object name (web) or ID (Service/web). A paused object shows\n" +
 			"[PAUSED 29m left] (from its lease, at once), one kept by --prune-grace [PRUNE in 9m].\n" +
-			"Exit status: 0 everything converged, 1 something is drifting, failed or invalid, 2 error.",
+			"Exit status: 0 everything converged, 1 something is drifting, failed or invalid, or the agent\n" +
+			"(run) that wrote the snapshot is no longer running, 2 error.",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if output != "" && output != "json" && output != "yaml" && output != "wide" {
 				return exitCode(2, fmt.Errorf("-o must be json, yaml or wide, got %q", output))
@@ -279,6 +284,9 @@ func buildStatus(ctx context.Context, s *store.Store, names []string, now time.T
 	if len(names) == 0 && agent.LoadError != "" {
 		rep.Converged = false
 	}
+	if agent.Command == "run" && agent.PID > 0 && agent.PID != os.Getpid() && !agentAlive(agent) {
+		rep.AgentGone, rep.Converged = true, false
+	}
 	return rep, nil
 }
 
@@ -316,7 +324,11 @@ func printStatus(w io.Writer, rep statusReport, wide bool, now time.Time) error 
 	case a.PID > 0 && a.PID != os.Getpid() && !agentAlive(a):
 		// An apply's pass, or an agent that died (kill -9, a crash): what
 		// is shown is what that pass left, not watched since.
-		fmt.Fprintf(w, "\nlast pass %s ago (pid %d, no longer running: nothing has watched the host since; %s backend)\n", shortAge(now.Sub(a.LastPass)), a.PID, a.Backend)
+		what := "pid"
+		if rep.AgentGone {
+			what = "agent pid" // exit 1: the rows may no longer be true
+		}
+		fmt.Fprintf(w, "\nlast pass %s ago (%s %d, no longer running: nothing has watched the host since; %s backend)\n", shortAge(now.Sub(a.LastPass)), what, a.PID, a.Backend)
 	default:
 		fmt.Fprintf(w, "\nlast pass %s ago (agent pid %d, %s backend)\n", shortAge(now.Sub(a.LastPass)), a.PID, a.Backend)
 	}

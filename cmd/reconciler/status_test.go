@@ -169,21 +169,32 @@ func TestStatusSaysWhenTheAgentIsGone(t *testing.T) {
 		t.Fatal("no start time for a live process")
 	}
 	for _, tt := range []struct {
-		pid   int
-		start uint64
-		want  string
+		pid      int
+		start    uint64
+		command  string
+		want     string
+		wantCode int
 	}{
-		{gone.Process.Pid, 0, "no longer running"},
-		{live.Process.Pid, 0, fmt.Sprintf("(agent pid %d, process backend)", live.Process.Pid)},
-		{live.Process.Pid, start, fmt.Sprintf("(agent pid %d, process backend)", live.Process.Pid)},
+		{gone.Process.Pid, 0, "", "no longer running", 0},
+		// An apply's pass: it was to exit.
+		{gone.Process.Pid, 0, "apply", "(pid", 0},
+		// An agent's: nothing watches the host, the rows may be stale.
+		{gone.Process.Pid, 0, "run", "(agent pid", 1},
+		{live.Process.Pid, 0, "run", fmt.Sprintf("(agent pid %d, process backend)", live.Process.Pid), 0},
+		{live.Process.Pid, start, "run", fmt.Sprintf("(agent pid %d, process backend)", live.Process.Pid), 0},
 		// The recorded agent's PID now taken by another process.
-		{live.Process.Pid, start + 1, "no longer running"},
+		{live.Process.Pid, start + 1, "run", "no longer running", 1},
 	} {
-		if err := s.PutStatus(context.Background(), nil, store.Agent{LastPass: time.Now(), PID: tt.pid, PIDStart: tt.start, Backend: "process"}); err != nil {
+		if err := s.PutStatus(context.Background(), nil, store.Agent{LastPass: time.Now(), PID: tt.pid, PIDStart: tt.start, Backend: "process", Command: tt.command}); err != nil {
 			t.Fatal(err)
 		}
-		if out, _ := runCLI(t, "status", "--state-dir", dir); !strings.Contains(out, tt.want) {
-			t.Errorf("pid %d started at %d: want %q:\n%s", tt.pid, tt.start, tt.want, out)
+		if out, code := runCLI(t, "status", "--state-dir", dir); !strings.Contains(out, tt.want) || code != tt.wantCode {
+			t.Errorf("pid %d started at %d by %q: exit %d, want %d and %q:\n%s", tt.pid, tt.start, tt.command, code, tt.wantCode, tt.want, out)
+		}
+		out, _ := runCLI(t, "status", "--state-dir", dir, "-o", "json")
+		var rep statusReport
+		if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.AgentGone != (tt.wantCode == 1) || rep.Agent.Command != tt.command {
+			t.Errorf("pid %d by %q, json: agentGone %v, command %q (%v)\n%s", tt.pid, tt.command, rep.AgentGone, rep.Agent.Command, err, out)
 		}
 	}
 }

@@ -29,6 +29,8 @@ type telemetry struct {
 	backend string
 	// start is this process's start time (store.Agent.PIDStart).
 	start uint64
+	// command is "run" or "apply" (store.Agent.Command).
+	command string
 
 	last  []store.ObjectStatus
 	known map[string]bool
@@ -76,7 +78,7 @@ func (t *telemetry) snapshot(ctx context.Context, res reconcile.Result, err erro
 	if res.Observed != nil {
 		t.last = objectStatuses(res, now)
 	}
-	a := store.Agent{LastPass: now, PID: os.Getpid(), PIDStart: t.start, Backend: t.backend, Version: buildVersion()}
+	a := store.Agent{LastPass: now, PID: os.Getpid(), PIDStart: t.start, Backend: t.backend, Version: buildVersion(), Command: t.command}
 	if err != nil {
 		a.PassError = err.Error()
 	}
@@ -167,6 +169,7 @@ func (o *obsFlags) open(g *globals, log *zap.Logger, backend string, ring *recon
 	}
 	ob.metrics = m
 	t := newTelemetry(s, m, direct, log, backend, def, o.hookTimeout)
+	t.command = "run"
 	ob.afterPass = func(res reconcile.Result, err error) {
 		q.Flush()
 		t.afterPass(res, err)

@@ -157,6 +157,9 @@ type Agent struct {
 	PIDStart uint64 `json:"pidStart,omitempty"`
 	Backend  string `json:"backend"`
 	Version  string `json:"version"`
+	// Command is what wrote the snapshot: "run" (the agent, which keeps
+	// watching) or "apply" (one pass); "" from agents before 2026-12-04.
+	Command string `json:"command,omitempty"`
 }
 
 // PutStatus replaces the snapshot with objs (rows of objects no longer
@@ -194,7 +197,7 @@ func (s *Store) PutStatus(ctx context.Context, objs []ObjectStatus, a Agent) err
 	}
 	for k, v := range map[string]string{
 		"last_pass": ts(a.LastPass), "pass_error": a.PassError, "load_error": a.LoadError,
-		"pid": strconv.Itoa(a.PID), "pid_start": strconv.FormatUint(a.PIDStart, 10), "backend": a.Backend, "version": a.Version, "status_hash": hash,
+		"pid": strconv.Itoa(a.PID), "pid_start": strconv.FormatUint(a.PIDStart, 10), "backend": a.Backend, "version": a.Version, "command": a.Command, "status_hash": hash,
 	} {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO agent(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`, k, v); err != nil {
 			return fmt.Errorf("agent status: %w", err)
@@ -406,6 +409,8 @@ func (s *Store) Status(ctx context.Context) ([]ObjectStatus, Agent, error) {
 			a.Backend = v
 		case "version":
 			a.Version = v
+		case "command":
+			a.Command = v
 		}
 	}
 	return out, a, kv.Err()
