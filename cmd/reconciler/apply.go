@@ -74,6 +74,9 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 		// `reconciler status` then shows what this pass saw.
 		t := newTelemetry(s, nil, rec, log, be.Name, ledger.Policy{}, 0)
 		t.command = "apply"
+		if g.safety != nil {
+			t.maxLease = g.safety.maxLease
+		}
 		snapshot = func(res reconcile.Result, err error) { t.snapshot(ctx, res, err, time.Now()) }
 		restarts = func(pass, after reconcile.Result) { ledgerApply(ctx, t.ledger, pass, after) }
 	}

@@ -112,6 +112,26 @@ func TestProcessBackendPauseResume(t *testing.T) {
 	}
 }
 
+// status shows a lease as long as the agent honours it: a 30h lease under
+// an agent whose --max-lease is 24h ends after 24h.
+func TestStatusPauseClampedToMaxLease(t *testing.T) {
+	e := newProcEnv(t)
+	e.write("web.yaml", procWeb)
+	if out, code := e.cli("apply"); code != 0 {
+		t.Fatalf("apply: exit %d\n%s", code, out)
+	}
+	if out, code := e.cli("pause", "web", "--for", "30h", "--max-lease", "48h", "--reason", "long"); code != 0 {
+		t.Fatalf("pause: exit %d\n%s", code, out)
+	}
+	if out, code := e.cli("apply", "--max-lease", "24h"); code != 0 {
+		t.Fatalf("apply: exit %d\n%s", code, out)
+	}
+	out, _ := e.cli("status")
+	if !strings.Contains(out, "[PAUSED 23h") && !strings.Contains(out, "[PAUSED 24h") {
+		t.Fatalf("status of a 30h lease under a 24h --max-lease:\n%s", out)
+	}
+}
+
 // A pause lease that expires: the next apply converges the object and
 // records LeaseExpired.
 func TestProcessBackendLeaseExpiry(t *testing.T) {

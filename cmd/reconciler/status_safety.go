@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -56,8 +57,14 @@ func goneRow(res reconcile.Result, id, state, msg string, now time.Time) store.O
 		}
 		sort.Strings(units)
 		if len(units) > 0 {
-			u := res.Observed.Units[units[0]]
-			row.Unit, row.Observed = units[0], reconcile.OrDash(u.ActiveState)
+			// The object's own unit (a Timer's NAME.timer, not its inline
+			// job's NAME.service), else the first.
+			pick := units[0]
+			if own := name + "." + strings.ToLower(kind); slices.Contains(units, own) {
+				pick = own
+			}
+			u := res.Observed.Units[pick]
+			row.Unit, row.Observed = pick, reconcile.OrDash(u.ActiveState)
 			if u.SubState != "" {
 				row.Observed += " (" + u.SubState + ")"
 			}
@@ -81,6 +88,11 @@ func addSafety(rep *statusReport, stateDir string, now time.Time) {
 	for i := range rep.Objects {
 		row := &rep.Objects[i]
 		for _, l := range leases {
+			// The agent ends a lease at its --max-lease after it was
+			// taken, whatever the file says (reconcile.Safety.MaxLease).
+			if m := rep.Agent.MaxLease; m > 0 && l.Until.After(l.Since.Add(m)) {
+				l.Until = l.Since.Add(m)
+			}
 			if l.Active(now) && l.Covers(row.Object) {
 				row.Paused = &l
 				break

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"resil.dev/resil/actuators/process"
+	"resil.dev/resil/observed"
 	"resil.dev/resil/reconcile"
 	"resil.dev/resil/reconcile/store"
 )
@@ -195,6 +196,25 @@ func TestStatusSaysWhenTheAgentIsGone(t *testing.T) {
 		var rep statusReport
 		if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.AgentGone != (tt.wantCode == 1) || rep.Agent.Command != tt.command {
 			t.Errorf("pid %d by %q, json: agentGone %v, command %q (%v)\n%s", tt.pid, tt.command, rep.AgentGone, rep.Agent.Command, err, out)
+		}
+	}
+}
+
+// The row of a Timer kept from pruning shows the timer, not its inline
+// job (which sorts first and is inactive between runs).
+func TestGoneRowShowsTheObjectsOwnUnit(t *testing.T) {
+	res := reconcile.Result{Observed: &observed.State{Units: map[string]*observed.Unit{
+		"ta.service":  {Name: "ta.service", Owner: "Timer/ta", ActiveState: "inactive", SubState: "dead"},
+		"ta.timer":    {Name: "ta.timer", Owner: "Timer/ta", ActiveState: "active", SubState: "waiting"},
+		"web.service": {Name: "web.service", Owner: "Service/web", ActiveState: "active", SubState: "running"},
+	}}}
+	for _, tt := range []struct{ id, unit, observed string }{
+		{"Timer/ta", "ta.timer", "active (waiting)"},
+		{"Service/web", "web.service", "active (running)"},
+	} {
+		row := goneRow(res, tt.id, StatePruneBlocked, "", time.Now())
+		if row.Unit != tt.unit || row.Observed != tt.observed {
+			t.Errorf("%s: unit %s, observed %q; want %s, %q", tt.id, row.Unit, row.Observed, tt.unit, tt.observed)
 		}
 	}
 }

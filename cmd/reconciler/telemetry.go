@@ -29,8 +29,10 @@ type telemetry struct {
 	backend string
 	// start is this process's start time (store.Agent.PIDStart).
 	start uint64
-	// command is "run" or "apply" (store.Agent.Command).
-	command string
+	// command is "run" or "apply" (store.Agent.Command); maxLease the
+	// command's --max-lease (store.Agent.MaxLease).
+	command  string
+	maxLease time.Duration
 
 	last  []store.ObjectStatus
 	known map[string]bool
@@ -78,7 +80,7 @@ func (t *telemetry) snapshot(ctx context.Context, res reconcile.Result, err erro
 	if res.Observed != nil {
 		t.last = objectStatuses(res, now)
 	}
-	a := store.Agent{LastPass: now, PID: os.Getpid(), PIDStart: t.start, Backend: t.backend, Version: buildVersion(), Command: t.command}
+	a := store.Agent{LastPass: now, PID: os.Getpid(), PIDStart: t.start, Backend: t.backend, Version: buildVersion(), Command: t.command, MaxLease: t.maxLease}
 	if err != nil {
 		a.PassError = err.Error()
 	}
@@ -170,6 +172,9 @@ func (o *obsFlags) open(g *globals, log *zap.Logger, backend string, ring *recon
 	ob.metrics = m
 	t := newTelemetry(s, m, direct, log, backend, def, o.hookTimeout)
 	t.command = "run"
+	if g.safety != nil {
+		t.maxLease = g.safety.maxLease
+	}
 	ob.afterPass = func(res reconcile.Result, err error) {
 		q.Flush()
 		t.afterPass(res, err)

@@ -160,6 +160,9 @@ type Agent struct {
 	// Command is what wrote the snapshot: "run" (the agent, which keeps
 	// watching) or "apply" (one pass); "" from agents before 2026-12-04.
 	Command string `json:"command,omitempty"`
+	// MaxLease is the agent's --max-lease (0: unknown): a pause lease ends
+	// at most this long after it was taken, whatever its file says.
+	MaxLease time.Duration `json:"maxLease,omitempty"`
 }
 
 // PutStatus replaces the snapshot with objs (rows of objects no longer
@@ -197,7 +200,7 @@ func (s *Store) PutStatus(ctx context.Context, objs []ObjectStatus, a Agent) err
 	}
 	for k, v := range map[string]string{
 		"last_pass": ts(a.LastPass), "pass_error": a.PassError, "load_error": a.LoadError,
-		"pid": strconv.Itoa(a.PID), "pid_start": strconv.FormatUint(a.PIDStart, 10), "backend": a.Backend, "version": a.Version, "command": a.Command, "status_hash": hash,
+		"pid": strconv.Itoa(a.PID), "pid_start": strconv.FormatUint(a.PIDStart, 10), "backend": a.Backend, "version": a.Version, "command": a.Command, "max_lease": strconv.FormatInt(int64(a.MaxLease), 10), "status_hash": hash,
 	} {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO agent(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`, k, v); err != nil {
 			return fmt.Errorf("agent status: %w", err)
@@ -411,6 +414,9 @@ func (s *Store) Status(ctx context.Context) ([]ObjectStatus, Agent, error) {
 			a.Version = v
 		case "command":
 			a.Command = v
+		case "max_lease":
+			n, _ := strconv.ParseInt(v, 10, 64)
+			a.MaxLease = time.Duration(n)
 		}
 	}
 	return out, a, kv.Err()
