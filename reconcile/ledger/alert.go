@@ -33,9 +33,16 @@ func ParsePolicy(s string) (Policy, error) {
 	return Policy{Restarts: restarts, Within: within}, nil
 }
 
-// policy returns the alert policy of a service object.
-func (k *Keeper) policy(o *desired.Object) Policy {
-	if o == nil || o.Service == nil {
+// policy returns the alert policy of a service object; for one no
+// longer desired (nil), the spec.alert it last had, if any.
+func (k *Keeper) policy(o *desired.Object, obj string) Policy {
+	if o == nil {
+		if p, ok := k.lastAlert[obj]; ok {
+			return p
+		}
+		return k.def
+	}
+	if o.Service == nil {
 		return k.def
 	}
 	if a := o.Service.Alert; a != nil {
@@ -46,7 +53,7 @@ func (k *Keeper) policy(o *desired.Object) Policy {
 
 // alert fires the storm alert of obj when its policy says so.
 func (k *Keeper) alert(ctx context.Context, o *desired.Object, obj, unit string, now time.Time) {
-	p := k.policy(o)
+	p := k.policy(o, obj)
 	if !p.Enabled() {
 		return
 	}

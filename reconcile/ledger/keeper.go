@@ -64,6 +64,11 @@ type Keeper struct {
 	// bootID tags the saved baseline: counters from another boot are no baseline.
 	bootID       string
 	baselineRead bool
+	// lastAlert is the spec.alert of each service object last seen with
+	// one: restarts counted in the pass that prunes the object (its crash
+	// loop until the stop) are judged by the threshold it asked for, not
+	// the default.
+	lastAlert map[string]Policy
 }
 
 // NewKeeper returns a Keeper; nothing runs until Observe or RunHooks.
@@ -89,6 +94,7 @@ func (k *Keeper) Observe(ctx context.Context, res reconcile.Result, now time.Tim
 // ledger records the restarts since the previous observation and fires
 // storm alerts.
 func (k *Keeper) ledger(ctx context.Context, res reconcile.Result, now time.Time) {
+	k.noteAlerts(res.Desired)
 	if k.prev == nil && !k.baselineRead {
 		k.baselineRead = true
 		k.prev = k.loadBaseline(ctx)
@@ -129,5 +135,23 @@ func (k *Keeper) ledger(ctx context.Context, res reconcile.Result, now time.Time
 	}
 	for obj, unit := range touched {
 		k.alert(ctx, objs[obj], obj, unit, now)
+	}
+}
+
+// noteAlerts keeps the spec.alert of the desired service objects
+// (lastAlert); an object no longer desired keeps its last.
+func (k *Keeper) noteAlerts(objs []*desired.Object) {
+	for _, o := range objs {
+		if o.Service == nil {
+			continue
+		}
+		if a := o.Service.Alert; a != nil {
+			if k.lastAlert == nil {
+				k.lastAlert = map[string]Policy{}
+			}
+			k.lastAlert[o.ID()] = Policy{Restarts: a.Restarts, Within: a.Within.D(), Command: a.Command}
+		} else if k.lastAlert != nil {
+			delete(k.lastAlert, o.ID())
+		}
 	}
 }

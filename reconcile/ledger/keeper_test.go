@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
+	"resil.dev/resil/desired"
 	"resil.dev/resil/observed"
 	"resil.dev/resil/reconcile"
 	"resil.dev/resil/reconcile/store"
@@ -182,3 +183,42 @@ func TestReadBootID(t *testing.T) {
 }
 
 func writeFile(p, s string) error { return os.WriteFile(p, []byte(s), 0o644) }
+
+// Restarts counted in the pass that prunes a crash-looping service (no
+// longer desired) are judged by the spec.alert it last had, not by the
+// default policy: deleting a noisy service raises no storm it never asked
+// for.
+func TestPrunedServiceKeepsItsAlertPolicy(t *testing.T) {
+	s := openStore(t)
+	k := NewKeeper(Config{Store: s, Events: s, Log: zaptest.NewLogger(t), Default: Policy{Restarts: 2, Within: time.Hour}})
+	web := &desired.Object{APIVersion: desired.APIVersion, Kind: desired.KindService, Metadata: desired.ObjectMeta{Name: "web"},
+		Service: &desired.ServiceSpec{Command: []string{"/bin/false"}, Alert: &desired.Alert{Restarts: 1000, Within: "1h"}}}
+	ctx, now := context.Background(), time.Now()
+	k.Observe(ctx, reconcile.Result{Desired: []*desired.Object{web}, Observed: webUnit(0, 100, 1000)}, now)
+	k.Observe(ctx, reconcile.Result{Desired: []*desired.Object{web}, Observed: webUnit(1, 101, 2000)}, now)
+	// The manifest is gone; the loop crashed twice more before the prune.
+	k.Observe(ctx, reconcile.Result{Observed: webUnit(3, 103, 4000)}, now)
+	if n, _ := s.RestartCount(ctx, "Service/web", time.Time{}); n != 3 {
+		t.Fatalf("%d restarts counted, want 3", n)
+	}
+	evs, err := s.Events(ctx, store.Query{Reason: string(reconcile.ReasonRestartStorm)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 0 {
+		t.Errorf("storm alert at the default threshold for a service whose own is 1000: %+v", evs)
+	}
+	// A service that never had a spec.alert keeps the default.
+	k.Observe(ctx, reconcile.Result{Observed: webUnitNamed("db", 0, 200, 1000)}, now)
+	k.Observe(ctx, reconcile.Result{Observed: webUnitNamed("db", 3, 203, 4000)}, now)
+	if evs, _ := s.Events(ctx, store.Query{Reason: string(reconcile.ReasonRestartStorm)}); len(evs) != 1 || evs[0].Object != "Service/db" {
+		t.Errorf("default policy of an undeclared service: %+v", evs)
+	}
+}
+
+func webUnitNamed(name string, n, pid uint32, start uint64) *observed.State {
+	return &observed.State{Backend: "systemd", Units: map[string]*observed.Unit{
+		name + ".service": {Name: name + ".service", Owner: "Service/" + name, File: []byte("x"), LoadState: "loaded", ActiveState: "active", SubState: "running",
+			Result: "success", NRestarts: n, MainPID: pid, ExecMainStartTimestamp: start},
+	}}
+}
