@@ -5,7 +5,9 @@ package process
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,6 +17,7 @@ import (
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/desired"
+	"resil.dev/resil/internal/ident"
 )
 
 // beginStart starts the unit with its latest loaded spec. A new spec (file
@@ -127,6 +130,13 @@ func (r *runner) startMain(ctx context.Context) {
 	r.releaseLock() // the child holds it now
 	if err != nil {
 		r.log.Error("start failed", zap.Error(err))
+		// This start is the last run, as systemd shows a main process
+		// whose exec failed (its exit status 217/USER, 203/EXEC, …), not
+		// the process before it.
+		now := r.u.s.now()
+		r.u.update(func(st *status) {
+			st.MainPID, st.ExecMainStart, st.ExecMainExit, st.ExecMainStatus = 0, now, now, spawnStatus(err)
+		})
 		r.fail(ResultExitCode, err)
 		return
 	}
@@ -329,4 +339,19 @@ func (r *runner) ensureNotify(ctx context.Context) error {
 		ns.serve(ctx, r.notifyCh)
 	}()
 	return nil
+}
+
+// spawnStatus is the exit status systemd gives a main process that could
+// not be started for err (systemd.exec(5), "Process exit codes").
+func spawnStatus(err error) int32 {
+	var pe *fs.PathError
+	switch {
+	case errors.Is(err, ident.ErrUser):
+		return 217 // USER
+	case errors.Is(err, ident.ErrGroup):
+		return 216 // GROUP
+	case errors.As(err, &pe) && pe.Op == "chdir":
+		return 200 // CHDIR
+	}
+	return 203 // EXEC
 }

@@ -349,3 +349,30 @@ func fakeBootID(t *testing.T) func(id string) {
 		}
 	}
 }
+
+// A restart whose new start fails before any process forks (an unknown
+// user) reports that start as the last run, with systemd's exit status
+// (217/USER), not the exit status and time of the process the restart
+// stopped.
+func TestFailedSpawnIsTheLastRun(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, t.TempDir(), Options{})
+	h.run()
+	h.install(service("web", desired.ServiceSpec{Command: sh("exec sleep 1000")}), true)
+	if _, err := h.apply(ctx, actuators.Step{Op: actuators.OpStart, Unit: "web.service"}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitUnit("web.service", "running", func(u *observed.Unit) bool { return u.ActiveState == "active" && u.MainPID != 0 })
+	before := h.unit("web.service").ExecMainStartTimestamp
+	h.install(service("web", desired.ServiceSpec{Command: sh("exec sleep 1000"), User: "no-such-user-resil"}), true)
+	_, err := h.apply(ctx, actuators.Step{Op: actuators.OpRestart, Unit: "web.service"})
+	if err == nil || !strings.Contains(err.Error(), "unknown user no-such-user-resil") {
+		t.Fatalf("restart as an unknown user: %v, want its lookup error", err)
+	}
+	u := h.unit("web.service")
+	if u.ActiveState != "failed" || u.ExecMainStatus != 217 || u.ExecMainStartTimestamp <= before ||
+		u.ExecMainExitTimestamp < u.ExecMainStartTimestamp || u.MainPID != 0 {
+		t.Errorf("after the failed start: %s, status %d, start %d (before %d), exit %d, pid %d; want failed, 217, a new start and exit, no pid",
+			u.ActiveState, u.ExecMainStatus, u.ExecMainStartTimestamp, before, u.ExecMainExitTimestamp, u.MainPID)
+	}
+}

@@ -4,6 +4,7 @@
 package ident
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/user"
@@ -20,6 +21,24 @@ type Resolved struct {
 	User *user.User
 }
 
+// ErrUser and ErrGroup mark a user or group Resolve cannot find (systemd's
+// exit statuses 217/USER and 216/GROUP).
+var (
+	ErrUser  = errors.New("no such user")
+	ErrGroup = errors.New("no such group")
+)
+
+// lookupErr is the error of looking name up by name, then by ID: the ID
+// lookup's when name is a number, else the name lookup's ("unknown user
+// x", not strconv's complaint about x as a number).
+func lookupErr(kind string, sentinel error, name string, byName, byID error) error {
+	err := byName
+	if _, nerr := strconv.Atoi(name); nerr == nil {
+		err = byID
+	}
+	return fmt.Errorf("look up %s %q: %w: %w", kind, name, sentinel, err)
+}
+
 // Resolve looks userName and groupName up (names first, then IDs). The
 // user's supplementary groups come with it; a group overrides the user's
 // primary group. Unset parts keep the caller's own IDs.
@@ -33,8 +52,9 @@ func Resolve(userName, groupName string) (Resolved, error) {
 	if userName != "" {
 		u, err := user.Lookup(userName)
 		if err != nil {
-			if u, err = user.LookupId(userName); err != nil {
-				return r, fmt.Errorf("look up user %q: %w", userName, err)
+			var idErr error
+			if u, idErr = user.LookupId(userName); idErr != nil {
+				return r, lookupErr("user", ErrUser, userName, err, idErr)
 			}
 		}
 		r.User = u
@@ -51,8 +71,9 @@ func Resolve(userName, groupName string) (Resolved, error) {
 	if groupName != "" {
 		g, err := user.LookupGroup(groupName)
 		if err != nil {
-			if g, err = user.LookupGroupId(groupName); err != nil {
-				return r, fmt.Errorf("look up group %q: %w", groupName, err)
+			var idErr error
+			if g, idErr = user.LookupGroupId(groupName); idErr != nil {
+				return r, lookupErr("group", ErrGroup, groupName, err, idErr)
 			}
 		}
 		gid, _ = strconv.Atoi(g.Gid)
