@@ -170,7 +170,7 @@ func (l *loader) checkSelected(set *Set) {
 
 func (o *Object) where() string {
 	if len(o.docs) > 0 {
-		n, _ := lookup(o.docs[0].node, path{"metadata", "name"})
+		n, _, _ := lookup(o.docs[0].node, path{"metadata", "name"})
 		if n != nil {
 			return fmt.Sprintf("%s:%d", o.docs[0].abs, n.Line)
 		}

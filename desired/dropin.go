@@ -47,7 +47,7 @@ func (l *loader) finish(o *Object, dropIns []*doc) bool {
 	for _, d := range docs {
 		var probs []positioned
 		unknownFields(d.node, topType, nil, &probs)
-		if specNode, found := lookup(d.node, path{"spec"}); found && specNode != nil {
+		if specNode, _, found := lookup(d.node, path{"spec"}); found && specNode != nil {
 			if v := valueOf(d.node, "spec"); v != nil {
 				unknownFields(v, specTypes[o.Kind], path{"spec"}, &probs)
 			}

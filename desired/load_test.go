@@ -776,3 +776,23 @@ func TestSortByPosition(t *testing.T) {
 		})
 	}
 }
+
+// A field required under a parent that only a drop-in sets is reported at
+// that drop-in, not at the deepest line of the base file; a parent both
+// set stays the base file's.
+func TestRequiredFieldOfADropInsParent(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"web.yaml": "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: web}\nspec:\n  command: [/bin/sleep, \"100\"]\n  alert: {restarts: 3}\n",
+		"web.d/50-local.yaml": "spec:\n  restart:\n    limit: {burst: 5}\n  watchdog: {notifyAccess: all}\n  alert: {command: [/bin/true]}\n",
+	})
+	_, err := loadInsecure(t, dir)
+	want := strings.Join([]string{
+		"web.d/50-local.yaml:3:12: spec.restart.limit.interval: required",
+		"web.d/50-local.yaml:4:13: spec.watchdog.timeout: required",
+		"web.yaml:6:10: spec.alert.within: required",
+	}, "\n")
+	if got := strings.TrimSpace(errorLines(t, err, dir)); got != want {
+		t.Errorf("errors:\n%s\nwant:\n%s", got, want)
+	}
+}

@@ -337,31 +337,45 @@ func nodeValue(n *yaml.Node, depth int) (any, error) {
 }
 
 // position finds where p is set: in the last document (drop-in) that sets
-// it, else the nearest parent that exists. docs are base first, drop-ins after.
+// it, else the nearest parent that exists, in the document that goes
+// deepest (a field required under a parent only a drop-in sets is that
+// drop-in's; the base file wins a tie). docs are base first, drop-ins after.
 func (l *loader) position(docs []*doc, p path, detail string) *FieldError {
 	fe := &FieldError{Field: p.String(), Detail: detail}
+	var best *yaml.Node
+	bestDepth, bestDoc := -1, 0
 	for i := len(docs) - 1; i >= 0; i-- {
-		if n, exact := lookup(docs[i].node, p); n != nil && (exact || i == 0) {
+		n, depth, exact := lookup(docs[i].node, p)
+		if n == nil {
+			continue
+		}
+		if exact {
 			fe.File, fe.Line, fe.Column = docs[i].abs, n.Line, n.Column
 			return fe
 		}
+		if depth >= bestDepth {
+			best, bestDepth, bestDoc = n, depth, i
+		}
 	}
-	if len(docs) > 0 {
+	if best != nil {
+		fe.File, fe.Line, fe.Column = docs[bestDoc].abs, best.Line, best.Column
+	} else if len(docs) > 0 {
 		fe.File = docs[0].abs
 	}
 	return fe
 }
 
-// lookup walks p from n; it returns the deepest node reached and whether p
-// was found whole. Keys point at their key node (where an operator looks).
-func lookup(n *yaml.Node, p path) (*yaml.Node, bool) {
+// lookup walks p from n; it returns the deepest node reached, how many
+// segments of p it took, and whether p was found whole. Keys point at
+// their key node (where an operator looks).
+func lookup(n *yaml.Node, p path) (*yaml.Node, int, bool) {
 	cur := n
 	for i, seg := range p {
 		switch {
 		case strings.HasPrefix(seg, "[") && cur.Kind == yaml.SequenceNode:
 			idx, err := strconv.Atoi(strings.Trim(seg, "[]"))
 			if err != nil || idx < 0 || idx >= len(cur.Content) {
-				return cur, false
+				return cur, i, false
 			}
 			cur = cur.Content[idx]
 		case cur.Kind == yaml.MappingNode:
@@ -369,7 +383,7 @@ func lookup(n *yaml.Node, p path) (*yaml.Node, bool) {
 			for j := 0; j+1 < len(cur.Content); j += 2 {
 				if cur.Content[j].Value == seg {
 					if i == len(p)-1 {
-						return cur.Content[j], true
+						return cur.Content[j], i + 1, true
 					}
 					cur = cur.Content[j+1]
 					found = true
@@ -377,13 +391,13 @@ func lookup(n *yaml.Node, p path) (*yaml.Node, bool) {
 				}
 			}
 			if !found {
-				return cur, false
+				return cur, i, false
 			}
 		default:
-			return cur, false
+			return cur, i, false
 		}
 	}
-	return cur, true
+	return cur, len(p), true
 }
 
 // failAt records a problem at the position of p, in whichever of docs sets it.
