@@ -657,11 +657,14 @@ func TestYAMLErrorLines(t *testing.T) {
 		{"x: 1\ny: 2\nz: a: b\n", "m.yaml:3: invalid YAML: mapping values are not allowed in this context"},
 		{"x: 1\ny: 2\nz: 'abc\n", "m.yaml:3: invalid YAML: found unexpected end of stream"},
 		{"x: 1\ny: 2\nz: @x\n", "m.yaml:3: invalid YAML: found character that cannot start any token"},
-		{"x: 1\ny: 2\nx: 3\n", "m.yaml:3:1: mapping key \"x\" already defined at line 1"},
-		{"x: 1\ny: 2\nz: !!int abc\n", "m.yaml:3:4: cannot decode !!str `abc` as a !!int"},
+		{"x: 1\ny: 2\nx: 3\n", "m.yaml:3:1: x: mapping key \"x\" already defined at line 1"},
+		{"x: 1\ny: 2\nz: !!int abc\n", "m.yaml:3:4: z: cannot decode !!str `abc` as a !!int"},
 		{"x: 1\ny: &a 2\nz: *b\n", "m.yaml: invalid YAML: unknown anchor 'b' referenced"},
 		{"x: 1\n---\ny: [\n", "m.yaml:4: invalid YAML: did not find expected node content"},
-		{"x: .inf\n", "m.yaml:1:4: number out of range"},
+		// .inf and .nan have no JSON form: their text, so a number field
+		// says it wants a number and a text field takes them as written.
+		{"apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: w}\nspec:\n  command: [/bin/true]\n  description: .nan\n  restart: {limit: {burst: .inf, interval: 1s}}\n",
+			"m.yaml:7:21: spec.restart.limit.burst: expected an integer, got string"},
 		{"? [a]\n: x\n", "m.yaml:1:3: mapping keys must be strings"},
 	} {
 		dir := t.TempDir()

@@ -61,7 +61,7 @@ func (l *loader) parseFile(rel string, data []byte) []*doc {
 			fe := &FieldError{Line: n.Line, Column: n.Column, Detail: err.Error()}
 			var ne *nodeError
 			if errors.As(err, &ne) {
-				fe.Line, fe.Column, fe.Detail = ne.line, ne.column, ne.msg
+				fe.Line, fe.Column, fe.Field, fe.Detail = ne.line, ne.column, ne.field(), ne.msg
 			}
 			l.fail(rel, fe)
 			continue
@@ -254,10 +254,31 @@ func nodeToJSON(n *yaml.Node) ([]byte, error) {
 	return json.Marshal(v)
 }
 
-// nodeError is a problem at one node of a YAML document.
+// nodeError is a problem at one node of a YAML document. rpath is the
+// node's field path, innermost segment first (each level adds its own as
+// the error goes up: nothing is built while nothing fails).
 type nodeError struct {
 	line, column int
 	msg          string
+	rpath        []string
+	nopath       bool // too deep to name
+}
+
+// field is the node's field path ("spec.command[1]"; "" at the top).
+func (e *nodeError) field() string {
+	p := make(path, len(e.rpath))
+	for i, s := range e.rpath {
+		p[len(p)-1-i] = s
+	}
+	return p.String()
+}
+
+// nodeUnder adds seg to the path of err when it is a *nodeError.
+func nodeUnder(err error, seg string) error {
+	if ne, ok := err.(*nodeError); ok && !ne.nopath {
+		ne.rpath = append(ne.rpath, seg)
+	}
+	return err
 }
 
 func (e *nodeError) Error() string { return fmt.Sprintf("line %d: %s", e.line, e.msg) }
@@ -268,7 +289,9 @@ func nodeErrorf(n *yaml.Node, format string, args ...any) *nodeError {
 
 func nodeValue(n *yaml.Node, depth int) (any, error) {
 	if depth > 64 {
-		return nil, nodeErrorf(n, "document nested too deeply")
+		ne := nodeErrorf(n, "document nested too deeply")
+		ne.nopath = true
+		return nil, ne
 	}
 	switch n.Kind {
 	case yaml.AliasNode:
@@ -288,30 +311,30 @@ func nodeValue(n *yaml.Node, depth int) (any, error) {
 			// values, not into a Node: without this the last one would
 			// silently win.
 			if first, dup := seen[k.Value]; dup {
-				return nil, nodeErrorf(k, "mapping key %q already defined at line %d", k.Value, first.Line)
+				return nil, nodeUnder(nodeErrorf(k, "mapping key %q already defined at line %d", k.Value, first.Line), k.Value)
 			}
 			seen[k.Value] = k
 			val, err := nodeValue(v, depth+1)
 			if err != nil {
-				return nil, err
+				return nil, nodeUnder(err, k.Value)
 			}
 			m[k.Value] = val
 		}
 		return m, nil
 	case yaml.SequenceNode:
 		s := make([]any, 0, len(n.Content))
-		for _, c := range n.Content {
+		for i, c := range n.Content {
 			// encoding/json would turn a null item into "" (or a zero
 			// struct): `command: [/bin/ls, ~]` must not run "ls ''".
 			if c.Kind == yaml.ScalarNode && c.Tag == "!!null" {
 				if c.Value == "" {
-					return nil, nodeErrorf(c, "list item is empty")
+					return nil, nodeUnder(nodeErrorf(c, "list item is empty"), "["+strconv.Itoa(i)+"]")
 				}
-				return nil, nodeErrorf(c, "list item is null; quote it (%q) if you mean the text", c.Value)
+				return nil, nodeUnder(nodeErrorf(c, "list item is null; quote it (%q) if you mean the text", c.Value), "["+strconv.Itoa(i)+"]")
 			}
 			val, err := nodeValue(c, depth+1)
 			if err != nil {
-				return nil, err
+				return nil, nodeUnder(err, "["+strconv.Itoa(i)+"]")
 			}
 			s = append(s, val)
 		}
@@ -323,8 +346,11 @@ func nodeValue(n *yaml.Node, depth int) (any, error) {
 		}
 		switch x := v.(type) {
 		case float64:
-			if x != x || x > 1e300 || x < -1e300 { // NaN, Inf: no JSON form
-				return nil, nodeErrorf(n, "number out of range")
+			if x != x || x > 1e300 || x < -1e300 {
+				// NaN, Inf (.inf, .nan) have no JSON form: their text, as
+				// for timestamps, so a text field takes it as written and
+				// a number field says which field wants a number.
+				return n.Value, nil
 			}
 		case int, int64, uint64, bool, string, nil:
 		default:
