@@ -63,3 +63,37 @@ func TestDropInEmptyNameKeepsBase(t *testing.T) {
 		}
 	}
 }
+
+// A manifest removed while its drop-in folder stays: the object is kept
+// (its drop-in names no manifest, an invalid set), and the event says
+// what holds it, not that the removed file is invalid.
+func TestRemovedManifestWithDropInLeft(t *testing.T) {
+	dir, f, r, ring := appliedWeb(t)
+	if err := os.Mkdir(filepath.Join(dir, "web.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeManifest(t, dir, "web.d/10-local.yaml", "spec: {restart: {delay: 10s}}\n")
+	if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, "web.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Reconcile(context.Background(), Options{})
+	if err != nil || !res.Plan.Empty() || !f.active["web.service"] {
+		t.Fatalf("manifest removed, drop-in left: err %v, steps %v, active %v", err, res.Plan.Steps, f.active["web.service"])
+	}
+	found := false
+	for _, e := range ring.Events() {
+		if e.Reason != ReasonLastGoodRetained || e.Object != "Service/web" {
+			continue
+		}
+		if strings.Contains(e.Message, "web.yaml is invalid") {
+			t.Errorf("event blames the removed file: %s", e.Message)
+		}
+		found = found || strings.Contains(e.Message, "web.d/; remove it to prune the object")
+	}
+	if !found {
+		t.Errorf("no %s event naming the drop-in folder: %+v", ReasonLastGoodRetained, ring.Events())
+	}
+}

@@ -590,6 +590,12 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 			objs = append(objs, o)
 			protected[id] = true
 			why := fmt.Sprintf("%s is invalid", o.Source.File)
+			if _, fileBroken := set.Broken[o.Source.File]; !fileBroken {
+				// Its file is gone (it declares the object no more): what
+				// holds it is a drop-in of its name, say one left behind
+				// when the manifest was removed.
+				why = fmt.Sprintf("no manifest declares it now, but a drop-in of %q is left or invalid (%s.d/; remove it to prune the object)", o.Metadata.Name, o.Metadata.Name)
+			}
 			if file, busy := set.Unsettled(o); file != "" {
 				why = holdReason(file, busy)
 			}
