@@ -120,6 +120,9 @@ func checkName(n string) string {
 		return fmt.Sprintf("invalid name %q: must not contain a path separator", n)
 	case strings.Contains(n, ".."):
 		return fmt.Sprintf("invalid name %q: must not contain \"..\"", n)
+	case strings.HasSuffix(n, "."):
+		// NAME.service would hold ".." (a.service from "a." reads as "a..service").
+		return fmt.Sprintf("invalid name %q: must not end with '.'", n)
 	case !nameRE.MatchString(n):
 		return fmt.Sprintf("invalid name %q: use letters, digits, '-', '_' and '.', starting with a letter or digit", n)
 	case strings.HasSuffix(n, ".service") || strings.HasSuffix(n, ".timer") || strings.HasSuffix(n, ".d"):

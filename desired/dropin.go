@@ -38,7 +38,9 @@ func (l *loader) finish(o *Object, dropIns []*doc) bool {
 			continue
 		}
 		merged = m
-		o.Source.DropIns = append(o.Source.DropIns, d.file)
+		if n := len(o.Source.DropIns); n == 0 || o.Source.DropIns[n-1] != d.file { // a file's documents come together
+			o.Source.DropIns = append(o.Source.DropIns, d.file)
+		}
 	}
 	// Unknown fields, reported in the file that wrote them, then removed so
 	// encoding/json's case-insensitive matching cannot apply "Command" to

@@ -786,7 +786,7 @@ func TestSortByPosition(t *testing.T) {
 func TestRequiredFieldOfADropInsParent(t *testing.T) {
 	dir := t.TempDir()
 	writeFiles(t, dir, map[string]string{
-		"web.yaml": "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: web}\nspec:\n  command: [/bin/sleep, \"100\"]\n  alert: {restarts: 3}\n",
+		"web.yaml":            "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: web}\nspec:\n  command: [/bin/sleep, \"100\"]\n  alert: {restarts: 3}\n",
 		"web.d/50-local.yaml": "spec:\n  restart:\n    limit: {burst: 5}\n  watchdog: {notifyAccess: all}\n  alert: {command: [/bin/true]}\n",
 	})
 	_, err := loadInsecure(t, dir)
@@ -797,5 +797,27 @@ func TestRequiredFieldOfADropInsParent(t *testing.T) {
 	}, "\n")
 	if got := strings.TrimSpace(errorLines(t, err, dir)); got != want {
 		t.Errorf("errors:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// A drop-in file of two documents is one source of the object (its unit's
+// X-Resil-Source names it once).
+func TestMultiDocumentDropInListedOnce(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"web.yaml":        "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: web}\nspec:\n  command: [/bin/true]\n",
+		"web.d/10.yaml":   "spec: {environment: {A: \"1\"}}\n---\nspec: {environment: {B: \"2\"}}\n",
+		"web.d/20-b.yaml": "spec: {description: b}\n",
+	})
+	set, err := loadInsecure(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := set.Objects["Service/web"]
+	if got := strings.Join(o.Source.DropIns, " "); got != "web.d/10.yaml web.d/20-b.yaml" {
+		t.Errorf("drop-ins %q, want each file once", got)
+	}
+	if o.Service.Environment["A"] != "1" || o.Service.Environment["B"] != "2" {
+		t.Errorf("environment %v, want both documents merged", o.Service.Environment)
 	}
 }

@@ -110,7 +110,7 @@ func (w *fsWalker) trustDir(n *dirNode) error {
 	}
 	if n.st.Mode&0o022 != 0 {
 		if n.st.Mode&unix.S_ISVTX == 0 {
-			return &refusal{fmt.Sprintf("directory %q has mode %04o, writable by group or others (manifests become root-run programs)", n.path, n.st.Mode&0o777)}
+			return &refusal{fmt.Sprintf("directory %q has mode %04o, writable by group or others (manifests become root-run programs)", n.path, n.st.Mode&0o7777)}
 		}
 		n.sticky = true
 	}
@@ -303,7 +303,7 @@ func ownerDetail(st *unix.Stat_t, opts Options) string {
 		return fmt.Sprintf("owned by uid %d, want uid %d (manifests become root-run programs)", st.Uid, opts.OwnerUID)
 	}
 	if st.Mode&0o022 != 0 {
-		return fmt.Sprintf("mode %04o is writable by group or others (manifests become root-run programs)", st.Mode&0o777)
+		return fmt.Sprintf("mode %04o is writable by group or others (manifests become root-run programs)", st.Mode&0o7777)
 	}
 	return ""
 }

@@ -99,6 +99,7 @@ func (p *planner) prune(wanted map[string]bool) {
 	sort.Strings(names)
 	owned := map[string]bool{}
 	units := map[string][]string{} // owner → its units to prune
+	retained := map[string]bool{}
 	var owners []string
 	for _, n := range names {
 		u := p.in.Observed.Units[n]
@@ -117,7 +118,10 @@ func (p *planner) prune(wanted map[string]bool) {
 			continue
 		}
 		if p.brokenSource(u.File) {
-			p.find(u.Owner, n, ReasonLastGoodRetained, "its manifest is invalid; not pruned", true, false)
+			if !retained[u.Owner] { // once per object, not per unit (a Timer's two)
+				retained[u.Owner] = true
+				p.find(u.Owner, n, ReasonLastGoodRetained, "its manifest is invalid; not pruned", true, false)
+			}
 			continue
 		}
 		if _, ok := units[u.Owner]; !ok {
