@@ -11,6 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"resil.dev/resil/actuators"
+	"resil.dev/resil/actuators/process"
 	"resil.dev/resil/desired"
 )
 
@@ -25,7 +27,9 @@ func newValidateCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "validate [PATH...]",
 		Short: "Check manifests: every error with file:line:column: field",
-		Long: "Validate manifest directories or files (default: --manifests). Prints every problem.\n" +
+		Long: "Validate manifest directories or files (default: --manifests). Prints every problem. A file\n" +
+			"in a drop-in folder (NAME.d/FILE.yaml) is validated merged into its object. With --backend\n" +
+			"process, what that backend cannot honour is an error too (apply refuses it there).\n" +
 			"Exit status: 0 valid, 1 some manifest is invalid, 2 usage error.",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if output != "text" && output != "json" {
@@ -40,7 +44,7 @@ func newValidateCmd(g *globals) *cobra.Command {
 			}
 			rep := validateReport{Valid: true, Objects: []string{}, Errors: []*desired.FieldError{}}
 			for _, a := range args {
-				objs, errs, err := validatePath(a, opts)
+				objs, errs, err := validatePath(a, opts, g.backend == "process")
 				if err != nil {
 					return exitCode(2, err)
 				}
@@ -76,17 +80,25 @@ func newValidateCmd(g *globals) *cobra.Command {
 }
 
 // validatePath validates a directory, or one file (with its drop-ins) by
-// loading its directory and keeping what concerns that file.
-func validatePath(p string, opts desired.Options) ([]string, []*desired.FieldError, error) {
+// loading its directory and keeping what concerns that file; a file of a
+// drop-in folder (NAME.d/) by loading the folder's parent and keeping what
+// concerns the objects named NAME. With forProcess, what the process backend
+// cannot honour is an error too.
+func validatePath(p string, opts desired.Options, forProcess bool) ([]string, []*desired.FieldError, error) {
 	st, err := os.Stat(p)
 	if err != nil {
 		return nil, nil, fmt.Errorf("validate: %w", err)
 	}
-	dir, only := p, ""
+	dir, only, dropInOf := p, "", ""
 	if !st.IsDir() {
 		dir, only = filepath.Dir(p), filepath.Base(p)
 		if !desired.IsManifestName(only) {
 			return nil, nil, fmt.Errorf("validate %s: not a manifest file name (*.yaml, *.yml)", p)
+		}
+		if sub := filepath.Base(dir); strings.HasSuffix(sub, ".d") && sub != ".d" {
+			// A drop-in: its object is loaded from the folder's parent.
+			dropInOf = strings.TrimSuffix(sub, ".d")
+			dir, only = filepath.Dir(dir), sub+"/"+only
 		}
 	}
 	// Validation must see every object, whatever host it is meant for.
@@ -97,27 +109,64 @@ func validatePath(p string, opts desired.Options) ([]string, []*desired.FieldErr
 		}
 		return nil, nil, lerr
 	}
+	// concerns says whether an object is one the path validates.
+	concerns := func(o *desired.Object) bool {
+		switch {
+		case dropInOf != "":
+			return o.Metadata.Name == dropInOf
+		case only != "":
+			return o.Source.File == only
+		}
+		return true
+	}
 	var objs []string
+	var errs []*desired.FieldError
 	for _, m := range []map[string]*desired.Object{set.Objects, set.NotSelected} {
 		for id, o := range m {
 			// An object whose drop-in folder has a refused or broken
 			// file is not valid: the agent keeps its last good version.
-			if (only == "" || o.Source.File == only) && !set.BrokenNames[o.Metadata.Name] {
-				objs = append(objs, id)
+			if !concerns(o) || set.BrokenNames[o.Metadata.Name] {
+				continue
 			}
+			if forProcess {
+				if _, err := process.Render(o); errors.Is(err, actuators.ErrUnsupported) {
+					errs = append(errs, &desired.FieldError{File: filepath.Join(set.Dir, o.Source.File), Field: "spec", Detail: err.Error()})
+					continue
+				}
+			}
+			objs = append(objs, id)
 		}
 	}
 	sort.Strings(objs)
-	var errs []*desired.FieldError
+	sort.SliceStable(errs, func(i, j int) bool { return errs[i].File < errs[j].File })
+	var mains map[string]bool // a drop-in's objects' own files
+	if dropInOf != "" {
+		mains = map[string]bool{}
+		for _, m := range []map[string]*desired.Object{set.Objects, set.NotSelected} {
+			for _, o := range m {
+				if o.Metadata.Name == dropInOf {
+					mains[o.Source.File] = true
+				}
+			}
+		}
+	}
 	for _, fe := range desired.FieldErrors(lerr) {
 		if only != "" {
 			rel, _ := filepath.Rel(set.Dir, fe.File)
 			stem := strings.TrimSuffix(strings.TrimSuffix(only, ".yaml"), ".yml")
-			if rel != only && !strings.HasPrefix(rel, stem+".d/") && filepath.Base(fe.File) != only {
+			switch {
+			case dropInOf != "":
+				if !strings.HasPrefix(rel, dropInOf+".d/") && !mains[rel] {
+					continue
+				}
+			case rel != only && !strings.HasPrefix(rel, stem+".d/") && filepath.Base(fe.File) != only:
 				continue
 			}
 		}
 		errs = append(errs, fe)
+	}
+	if dropInOf != "" {
+		only = dropInOf + ".yaml" // its folder's busy and empty files
 	}
 	return objs, append(errs, unsettledErrors(set, only)...), nil
 }

@@ -131,3 +131,35 @@ func TestBrokenDropInObjectNotValidNorRendered(t *testing.T) {
 		t.Errorf("render: exit %d:\n%s", code, out)
 	}
 }
+
+// A drop-in file given alone is validated merged into its object (it
+// needs no apiVersion, kind or name of its own); its object's problems
+// are its problems. With --backend process, what that backend cannot
+// honour is an error, as apply there refuses it.
+func TestValidateDropInFileAndProcessBackend(t *testing.T) {
+	dir := dirWith(t, map[string]string{
+		"web.yaml":      good,
+		"web.d/10.yaml": "spec: {description: hello}\n",
+		"home.yaml":     "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: home}\nspec:\n  command: [/bin/true]\n  systemd: {Service: {WorkingDirectory: \"~\"}}\n",
+	})
+	if out, code := runCLI(t, "validate", "--owner-check", "off", filepath.Join(dir, "web.d", "10.yaml")); code != 0 || !strings.Contains(out, "1 objects valid") {
+		t.Errorf("valid drop-in alone: exit %d\n%s", code, out)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "web.d", "20.yaml"), []byte("spec: {bogus: 1}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, code := runCLI(t, "validate", "--owner-check", "off", filepath.Join(dir, "web.d", "20.yaml"))
+	if code != 1 || !strings.Contains(out, "web.d/20.yaml:1:8: spec.bogus: unknown field") || strings.Contains(out, "apiVersion") {
+		t.Errorf("invalid drop-in alone: exit %d\n%s", code, out)
+	}
+	if err := os.Remove(filepath.Join(dir, "web.d", "20.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := runCLI(t, "validate", "--owner-check", "off", dir); code != 0 {
+		t.Errorf("default validate (any backend): exit %d\n%s", code, out)
+	}
+	out, code = runCLI(t, "validate", "--owner-check", "off", "--backend", "process", dir)
+	if code != 1 || !strings.Contains(out, "home.yaml: spec: the process backend cannot honour Service/home") || !strings.Contains(out, "1 objects valid") {
+		t.Errorf("validate --backend process: exit %d\n%s", code, out)
+	}
+}
