@@ -2,6 +2,7 @@ package gitsource
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -204,8 +205,29 @@ func Checkout(ctx context.Context, dir string, rec *Record, rev, into string, op
 	if rec.VerifySigners != "" {
 		d.Signer, verr = verify(ctx, g, priv.signers, rec.VerifySigners, commit)
 	}
-	if _, err := materialise(ctx, g, commit, rec.Paths, rec.LocalDropIns, into, opts); err != nil {
+	c, err := materialise(ctx, g, commit, rec.Paths, rec.LocalDropIns, into, opts)
+	if errors.Is(err, ErrInvalid) {
+		// Not a revision the agent would deploy (a symlink, a path
+		// missing, over the cap): nothing to diff against.
 		return nil, verr, err
+	}
+	if err != nil {
+		return nil, verr, err
+	}
+	// What else the agent checks before it deploys a head: its manifests
+	// all valid (any error refuses the whole revision), and that it
+	// descends from the deployed commit.
+	if err := validate(into, opts, c, nil); err != nil {
+		verr = errors.Join(verr, err)
+	}
+	if !rec.AllowForcePush {
+		if dep, derr := Deployed(dir); derr == nil && dep != nil && dep.Commit != commit {
+			_, cerr := g.run(ctx, "cat-file", "-e", dep.Commit+"^{commit}")
+			_, aerr := g.run(ctx, "merge-base", "--is-ancestor", dep.Commit, commit)
+			if cerr != nil || exitCode(aerr) == 1 {
+				verr = errors.Join(verr, fmt.Errorf("does not descend from the deployed commit %s (history rewritten; the agent's --allow-force-push deploys it)", dep.Short()))
+			}
+		}
 	}
 	return &d, verr, nil
 }

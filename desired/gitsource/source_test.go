@@ -575,6 +575,20 @@ func TestCheckout(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(filepath.Dir(into2), "fetch.git")); !os.IsNotExist(err) {
 		t.Errorf("a temporary repository for a commit the mirror has: %v", err)
 	}
+	// What the agent would refuse is said, by repository path: an invalid
+	// manifest (the whole revision), a history that does not descend from
+	// the deployed commit.
+	r.Commit("bad manifest", "", map[string]string{"m/bad.yaml": service("bad", "3") + "  bogus: 1\n"})
+	_, verr, err = Checkout(context.Background(), s.cfg.Dir, rec, "feature", filepath.Join(t.TempDir(), "rev"), s.cfg.Load)
+	if err != nil || verr == nil || !strings.Contains(verr.Error(), "m/bad.yaml") || !strings.Contains(verr.Error(), "bogus") || strings.Contains(verr.Error(), "does not descend") {
+		t.Errorf("invalid manifest: verr %v, err %v", verr, err)
+	}
+	r.Git("checkout", "--quiet", "--orphan", "rewritten")
+	r.Commit("rewritten", "", map[string]string{"m/web.yaml": service("web", "9")})
+	_, verr, err = Checkout(context.Background(), s.cfg.Dir, rec, "rewritten", filepath.Join(t.TempDir(), "rev"), s.cfg.Load)
+	if err != nil || verr == nil || !strings.Contains(verr.Error(), "does not descend from the deployed commit") {
+		t.Errorf("rewritten history: verr %v, err %v", verr, err)
+	}
 }
 
 // The token helper hands git the token from its file, and nothing else
