@@ -124,7 +124,7 @@ func (s *Supervisor) observeUnit(name string, live bool, snap *snapshot, table m
 			ou.NeedDaemonReload = live // written, not yet reloaded
 		}
 		if !live {
-			us = s.offlineStatus(name, snap, table, ou.File)
+			us = s.offlineStatus(name, snap, table, ou.File, spec, s.isEnabled(name))
 			if us.ActiveState == "inactive" || us.ActiveState == "failed" {
 				us = s.startedAtRun(name, us, spec, table)
 			}

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"resil.dev/resil/desired"
 	"resil.dev/resil/internal/atomicfile"
 )
 
@@ -119,7 +120,11 @@ func (s *Supervisor) writeSnapshot() {
 // from: one of another file than the one on disk reads as a stale run
 // (observed.Unit.StaleRun), started by the next agent's pass
 // (idleAtLoad), so diff must plan that start too.
-func (s *Supervisor) offlineStatus(name string, snap *snapshot, table map[string]procRecord, file []byte) status {
+//
+// A service whose recorded process died while no agent ran, whose policy
+// never restarts it, reads as failed (result unknown), as the next agent
+// leaves it (startEnabled): diff and apply plan what run does.
+func (s *Supervisor) offlineStatus(name string, snap *snapshot, table map[string]procRecord, file []byte, spec *Spec, enabled bool) status {
 	var st status
 	us, ok := snap.Units[name]
 	if ok {
@@ -158,6 +163,13 @@ func (s *Supervisor) offlineStatus(name string, snap *snapshot, table map[string
 	}
 	if ok && st.ActiveState == "failed" {
 		st.MainPID = 0
+		return st
+	}
+	if has && rec.PID > 0 && diedUnsupervised(rec, spec) && enabled {
+		st.ActiveState, st.SubState, st.Result, st.MainPID = "failed", "failed", ResultUnknown, 0
+		if st.ExecMainStart.IsZero() {
+			st.ExecMainStart = time.UnixMicro(rec.Started)
+		}
 		return st
 	}
 	if e, ok := snap.idle[name]; ok && e.State == idleExited && file != nil {
@@ -244,4 +256,12 @@ func (s *Supervisor) writeFile(path string, data []byte, perm os.FileMode) error
 	s.writeMu.RLock()
 	defer s.writeMu.RUnlock()
 	return replaceFile(path, data, perm)
+}
+
+// diedUnsupervised says whether a service's recorded process, found gone
+// by an agent starting up, is left failed rather than started: a row that
+// was not stopping, of a service whose restart policy is never (how it
+// ended is unknown: systemd would have restarted any other).
+func diedUnsupervised(rec procRecord, spec *Spec) bool {
+	return rec.PID > 0 && !rec.Stopping && spec != nil && spec.Timer == nil && spec.Restart != nil && spec.Restart.Policy == desired.RestartNever
 }

@@ -19,7 +19,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"resil.dev/resil/actuators"
-	"resil.dev/resil/desired"
 )
 
 // reload reads every unit file. New units get a goroutine (adopting a
@@ -300,7 +299,7 @@ func (s *Supervisor) startEnabled(held map[string]string, prev map[string]procRe
 	sort.Strings(names)
 	for _, n := range names {
 		u := s.units[n]
-		if u.loaded() == nil || s.table[n].Stopping || (s.opts.OneShot && u.loaded().Timer == nil) {
+		if u.loaded() == nil || s.table[n].Stopping {
 			continue
 		}
 		if why, ok := held[n]; ok && why != stopRestart {
@@ -311,14 +310,16 @@ func (s *Supervisor) startEnabled(held map[string]string, prev map[string]procRe
 		if u.loaded().Stopped {
 			continue // state: stopped
 		}
-		if rec, ok := prev[n]; ok && rec.PID > 0 && !rec.Stopping && u.loaded().Restart != nil && u.loaded().Restart.Policy == desired.RestartNever &&
-			u.status().MainPID == 0 && !procAlive(s.procRoot, rec) {
+		if rec, ok := prev[n]; ok && diedUnsupervised(rec, u.loaded()) && u.status().MainPID == 0 && !procAlive(s.procRoot, rec) {
 			// Its process died while no agent ran, how is unknown: its
 			// policy never restarts it. Failed, as the supervisor leaves a
 			// never-restarted unit whose process ended in failure.
 			s.log.Info("process died while no agent ran; restart policy never", zap.String("unit", n), zap.Int("pid", rec.PID))
 			died = append(died, u)
 			continue
+		}
+		if s.opts.OneShot && u.loaded().Timer == nil {
+			continue // apply: services are left to the pass's steps
 		}
 		if _, had := prev[n]; !had && u.loaded().Timer == nil {
 			_, hash := u.current()

@@ -245,6 +245,18 @@ func TestAgentRestartLeavesDoneServicesAlone(t *testing.T) {
 	if u := ro.unit("once.service"); !u.ExitedOnItsOwn() || u.StaleRun {
 		t.Errorf("once read offline: %s/%s stale run %v", u.ActiveState, u.SubState, u.StaleRun)
 	}
+	// lost's process died while no agent ran: failed (result unknown), as
+	// the next agent leaves it, so diff plans no start run would not make.
+	if u := ro.unit("lost.service"); u.ActiveState != "failed" || u.Result != ResultUnknown {
+		t.Errorf("lost read offline: %s/%s result %s, want failed (unknown)", u.ActiveState, u.SubState, u.Result)
+	}
+	// apply's one-shot supervisor leaves it so too.
+	one := newHarness(t, dir, Options{OneShot: true})
+	one.run()
+	if u := one.unit("lost.service"); u.ActiveState != "failed" || u.Result != ResultUnknown {
+		t.Errorf("lost under apply's supervisor: %s/%s result %s, want failed (unknown)", u.ActiveState, u.SubState, u.Result)
+	}
+	one.abandon()
 	ro.install(edited("exit 0 # edited"), true)
 	if u := ro.unit("edited.service"); !u.StaleRun {
 		t.Errorf("edited read offline with its unit file changed: %s/%s, not a stale run", u.ActiveState, u.SubState)
