@@ -324,6 +324,23 @@ func (s *ServiceSpec) RestartPolicy() RestartPolicy {
 	return s.Restart.Policy
 }
 
+// ActiveOnExec reports whether the rendered unit is active as soon as its
+// main process has exec'd: Type=exec (no watchdog, so not notify; no
+// passthrough Type= but exec or simple) and no ExecStartPost= (a startup
+// probe, or one given through the passthrough). Then "activating" is only
+// that exec window (observed.Unit.ExitedBeforeActive).
+func (s *ServiceSpec) ActiveOnExec() bool {
+	if s.Watchdog != nil || (s.Health != nil && s.Health.Startup != nil) {
+		return false
+	}
+	svc := s.Systemd["Service"]
+	if _, ok := svc["ExecStartPost"]; ok {
+		return false
+	}
+	t, ok := svc["Type"]
+	return !ok || t == "exec" || t == "simple"
+}
+
 // DesiredState reports the effective state (default running).
 func (s *ServiceSpec) DesiredState() State {
 	if s.State == "" {

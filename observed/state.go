@@ -145,24 +145,27 @@ func (u *Unit) Active() bool {
 // stop, the agent's, a prune) makes the unit leave the active state first
 // (deactivating) and the process exit after; so does nothing else. A
 // process killed by a signal (status = the signal) does not count.
-//
-// A process that exits before the unit became active counts too: the
-// unit did not leave the active state since the process started
-// (ActiveExitTimestamp older than ExecMainStartTimestamp, or 0). systemd
-// 252 shows it for a Type=exec service whose process exits before PID 1
-// has handled its exec (a busy PID 1 takes the child's exit first): the
-// unit goes activating → deactivating → inactive and its start job ends
-// "done". Limit: a stop while the unit is still activating (a notify
-// service before READY=1) whose process exits 0 on SIGTERM reads the same.
+// See ExitedBeforeActive for a run that never made the unit active.
 func (u *Unit) ExitedOnItsOwn() bool {
-	if u == nil || u.ActiveState != "inactive" || u.ExecMainStatus != 0 || u.ExecMainStartTimestamp == 0 ||
-		u.ExecMainExitTimestamp < u.ExecMainStartTimestamp {
-		return false
-	}
-	if u.ActiveExitTimestamp < u.ExecMainStartTimestamp {
-		return true // never active in this run
-	}
-	return u.ExecMainExitTimestamp <= u.ActiveExitTimestamp
+	return u != nil && u.ActiveState == "inactive" && u.ExecMainStatus == 0 && u.ExecMainStartTimestamp != 0 &&
+		u.ExecMainExitTimestamp >= u.ExecMainStartTimestamp && u.ActiveExitTimestamp != 0 &&
+		u.ExecMainExitTimestamp <= u.ActiveExitTimestamp
+}
+
+// ExitedBeforeActive reports whether an inactive service's last run ended
+// with exit status 0 without the unit ever becoming active: the unit did
+// not leave the active state since the process started (ActiveExitTimestamp
+// older than ExecMainStartTimestamp, or 0). systemd 252 shows it for a
+// Type=exec service whose process exits before PID 1 has handled its exec
+// (a busy PID 1 takes the child's exit first): activating → deactivating →
+// inactive, its start job "done". It is a run that ended by itself only
+// where activating is that exec window alone (the caller knows: no
+// Type=notify, no ExecStartPost= such as a startup probe): a stop while
+// a notify service waits for READY=1, or while a startup probe runs, reads
+// the same when the process exits 0 on SIGTERM.
+func (u *Unit) ExitedBeforeActive() bool {
+	return u != nil && u.ActiveState == "inactive" && u.ExecMainStatus == 0 && u.ExecMainStartTimestamp != 0 &&
+		u.ExecMainExitTimestamp >= u.ExecMainStartTimestamp && u.ActiveExitTimestamp < u.ExecMainStartTimestamp
 }
 
 // ReadsNeverRun reports whether a unit reads as one that never ran:

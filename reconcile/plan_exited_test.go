@@ -141,3 +141,26 @@ func TestPlanFailedFindingNamesTheRun(t *testing.T) {
 		t.Errorf("two runs' failures: %q, %q", a, b)
 	}
 }
+
+// A run that ended before the unit became active is done only where
+// activating is the exec window alone: not for a notify service (a stop
+// before READY=1) or one with a startup probe (a stop while it runs).
+func TestDoneBeforeActiveOnlyWhenActiveOnExec(t *testing.T) {
+	u := &observed.Unit{ActiveState: "inactive", ExecMainStartTimestamp: 1_000_000, ExecMainExitTimestamp: 1_000_500}
+	for _, tt := range []struct {
+		name string
+		spec desired.ServiceSpec
+		want bool
+	}{
+		{"exec", desired.ServiceSpec{}, true},
+		{"passthrough Type=simple", desired.ServiceSpec{Systemd: map[string]map[string]string{"Service": {"Type": "simple"}}}, true},
+		{"notify (watchdog)", desired.ServiceSpec{Watchdog: &desired.ServiceWatchdog{}}, false},
+		{"startup probe", desired.ServiceSpec{Health: &desired.HealthSpec{Startup: &desired.Probe{}}}, false},
+		{"passthrough Type=forking", desired.ServiceSpec{Systemd: map[string]map[string]string{"Service": {"Type": "forking"}}}, false},
+		{"passthrough ExecStartPost", desired.ServiceSpec{Systemd: map[string]map[string]string{"Service": {"ExecStartPost": "/bin/true"}}}, false},
+	} {
+		if got := done(u, &tt.spec); got != tt.want {
+			t.Errorf("%s: done %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

@@ -207,7 +207,15 @@ func (p *planner) watchdogKill(o *desired.Object, unit string, u *observed.Unit)
 // done reports whether a service's process exited by itself with status 0
 // under a restart policy that does not restart a clean exit (on-failure,
 // never), started from the files on disk (not observed.Unit.StaleRun): it
-// ran as its manifest has it, and is not started again.
+// ran as its manifest has it, and is not started again. A run that ended
+// before the unit became active counts only where activating is the exec
+// window alone (desired.ServiceSpec.ActiveOnExec).
 func done(u *observed.Unit, s *desired.ServiceSpec) bool {
-	return u.ExitedOnItsOwn() && !u.StaleRun && s.RestartPolicy() != desired.RestartAlways
+	return exitedOnItsOwn(u, s.ActiveOnExec()) && !u.StaleRun && s.RestartPolicy() != desired.RestartAlways
+}
+
+// exitedOnItsOwn is observed.Unit.ExitedOnItsOwn, or ExitedBeforeActive
+// for a unit active on exec.
+func exitedOnItsOwn(u *observed.Unit, activeOnExec bool) bool {
+	return u.ExitedOnItsOwn() || activeOnExec && u.ExitedBeforeActive()
 }

@@ -81,6 +81,8 @@ type runRecord struct {
 type runCand struct {
 	files string
 	never bool
+	// activeOnExec: desired.ServiceSpec.ActiveOnExec.
+	activeOnExec bool
 }
 
 // doneRun says whether a record stands for a finished run: one a pass
@@ -171,7 +173,7 @@ func runCandidates(objs []*desired.Object, files map[string][]desired.UnitFile) 
 		if m == nil {
 			m = map[string]runCand{}
 		}
-		m[f.Name] = runCand{files: hex.EncodeToString(h.Sum(nil)), never: s.RestartPolicy() == desired.RestartNever}
+		m[f.Name] = runCand{files: hex.EncodeToString(h.Sum(nil)), never: s.RestartPolicy() == desired.RestartNever, activeOnExec: s.ActiveOnExec()}
 	}
 	return m
 }
@@ -241,7 +243,7 @@ func runsAfter(runs map[string]runRecord, obs *observed.State, cands map[string]
 		case u == nil || u.HistoryRemembered:
 		case u.Active() && u.ExecMainStartTimestamp != 0:
 			rec, ok = runRecord{Boot: boot, Files: fp, Start: u.ExecMainStartTimestamp, Running: true}, true
-		case u.ExitedOnItsOwn() && !u.StaleRun: // a stale run is of older files
+		case exitedOnItsOwn(u, c.activeOnExec) && !u.StaleRun: // a stale run is of older files
 			rec, ok = runRecord{Boot: boot, Files: fp, Start: u.ExecMainStartTimestamp, Exit: u.ExecMainExitTimestamp}, true
 		case u.Active() || u.PendingJob:
 			// Starting, or a job queued: its record, if any, stands

@@ -307,7 +307,11 @@ func (a *Applier) finishedRun(ctx context.Context, s actuators.Step, before uint
 			return false, nil // the job started no process
 		}
 	}
-	return u.ExitedOnItsOwn() && u.ExecMainStartTimestamp > before, nil
+	// A Type=exec or simple unit is active once its process has exec'd: a
+	// run that ended before systemd saw it active (a busy PID 1) is one
+	// that exited by itself (observed.Unit.ExitedBeforeActive).
+	exited := u.ExitedOnItsOwn() || (typ == "exec" || typ == "simple") && u.ExitedBeforeActive()
+	return exited && u.ExecMainStartTimestamp > before, nil
 }
 
 // resetFailed clears a failed unit's state, result and restart counters.

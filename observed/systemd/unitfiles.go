@@ -442,7 +442,10 @@ func staleProcess(u *observed.Unit, fragment time.Time, dropIns map[string]time.
 // count: it would read every later run as stale too, and start the unit on
 // every pass. Same limits as staleProcess.
 func staleRun(u *observed.Unit, fragment time.Time, dropIns map[string]time.Time, now time.Time) bool {
-	if !u.ExitedOnItsOwn() {
+	// A run that ended before the unit became active counts too (the
+	// observer does not know whether it is active on exec): either way
+	// it is older than the files, and its start is owed.
+	if !u.ExitedOnItsOwn() && !u.ExitedBeforeActive() {
 		return false
 	}
 	m, ok := processVersionTime(u, fragment, dropIns)
