@@ -169,10 +169,16 @@ func directiveValue(sec, k, val string) string {
 // systemd refuses a relative one as a fatal error: the unit does not load.
 func workingDirectory(val string) string {
 	v := strings.TrimPrefix(val, "-")
-	if v == "~" || strings.HasPrefix(v, "/") {
+	switch {
+	case v == "~":
 		return ""
+	case !strings.HasPrefix(v, "/"):
+		return fmt.Sprintf("WorkingDirectory= takes an absolute path or \"~\" (optionally after '-'), got %q", val)
+	case strings.HasSuffix(v, "/..") || strings.Contains(v, "/../"):
+		// systemd simplifies "//" and "/./", and refuses "..": also fatal.
+		return fmt.Sprintf("WorkingDirectory= %q is not a normalized path (no \"..\")", val)
 	}
-	return fmt.Sprintf("WorkingDirectory= takes an absolute path or \"~\" (optionally after '-'), got %q", val)
+	return ""
 }
 
 // restrictNamespaces checks a RestrictNamespaces= value: a boolean, or a

@@ -230,11 +230,17 @@ var directiveValueCases = []struct {
 	{"Service", "WorkingDirectory", "relative/dir", false, false},
 	{"Service", "WorkingDirectory", "-relative", false, false},
 	{"Service", "WorkingDirectory", "~/x", false, false},
+	{"Service", "WorkingDirectory", "/srv/../x", false, false},
+	{"Service", "WorkingDirectory", "/srv//x", true, false}, // systemd simplifies it
+	{"Service", "WorkingDirectory", "/srv/./x", true, false},
 	// Restart: systemd's words.
 	{"Service", "Restart", "on-abnormal", true, false},
 	{"Service", "Restart", "always", true, false},
 	{"Service", "Restart", "sometimes", false, false},
 	{"Service", "Restart", "Always", false, false},
+	// An empty value where resil writes nothing has its own meaning.
+	{"Service", "CapabilityBoundingSet", "", true, false}, // no capabilities at all
+	{"Service", "AmbientCapabilities", "", true, false},
 	// Values outside the grammar pass as they are.
 	{"Service", "Nice", "5", true, false},
 	{"Service", "SystemCallFilter", "@system-service", true, false},
@@ -339,7 +345,7 @@ func refusedBySystemd(msgs []string) bool {
 		// "path is not absolute" (WorkingDirectory=) is worse than
 		// ignored: a fatal error, the unit does not load.
 		if strings.Contains(m, "ignoring") || strings.Contains(m, "is ignored") || strings.HasPrefix(m, "Failed to parse") ||
-			strings.Contains(m, "path is not absolute") {
+			strings.Contains(m, "path is not absolute") || strings.Contains(m, "is not normalized") {
 			return true
 		}
 	}

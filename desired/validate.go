@@ -58,7 +58,22 @@ var (
 	serviceSections  = map[string]bool{"Unit": true, "Service": true, "Install": true}
 	timerSections    = map[string]bool{"Unit": true, "Timer": true, "Install": true, "Service": true}
 	timerRefSections = map[string]bool{"Unit": true, "Timer": true, "Install": true}
-	escapeHatchHelp  = map[string]string{
+	// renderedDirectives are the directives resil itself may write into a
+	// unit: an empty passthrough value of one resets what the manifest's
+	// fields set (User= empty would run as root). Elsewhere an empty value
+	// has a meaning of its own (CapabilityBoundingSet= empty: no
+	// capabilities) and passes.
+	renderedDirectives = map[string]map[string]bool{
+		"Unit": {"Description": true, "After": true, "Requires": true, "Wants": true, "StartLimitIntervalSec": true, "StartLimitBurst": true},
+		"Service": {"Type": true, "NotifyAccess": true, "WatchdogSec": true, "ExecStartPre": true, "ExecStart": true, "ExecStartPost": true,
+			"Restart": true, "RestartSec": true, "User": true, "Group": true, "WorkingDirectory": true, "Environment": true, "EnvironmentFile": true,
+			"StandardOutput": true, "StandardError": true, "MemoryMax": true, "CPUQuota": true, "TasksMax": true, "StateDirectory": true,
+			"TimeoutStartSec": true, "TimeoutStopSec": true},
+		"Timer": {"OnCalendar": true, "OnBootSec": true, "OnUnitActiveSec": true, "Persistent": true, "AccuracySec": true,
+			"RandomizedDelaySec": true, "Unit": true},
+		"Install": {"WantedBy": true},
+	}
+	escapeHatchHelp = map[string]string{
 		"Service": "Unit, Service, Install",
 		"Timer":   "Unit, Timer, Install and, for an inline command, Service",
 	}
@@ -442,8 +457,8 @@ func (v *validator) escapeHatch(p path, m map[string]map[string]string, sections
 				v.add(q, "not allowed: ExecStart= comes from command (systemd refuses a second one but for Type=oneshot, and an empty one drops the command)")
 				continue
 			}
-			if val == "" {
-				v.add(q, "must not be empty: an empty %s= resets it in systemd, dropping what the manifest's own fields set (a user, the environment, the checks before start, the startup probe); leave the directive out", k)
+			if val == "" && renderedDirectives[sec][k] {
+				v.add(q, "must not be empty: an empty %s= resets it in systemd, dropping what the manifest's own fields may set there (a user, the environment, the checks before start, the startup probe); leave the directive out", k)
 				continue
 			}
 			if !v.plain(q, val) {
