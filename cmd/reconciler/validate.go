@@ -89,16 +89,24 @@ func validatePath(p string, opts desired.Options, forProcess bool) ([]string, []
 	if err != nil {
 		return nil, nil, fmt.Errorf("validate: %w", err)
 	}
-	dir, only, dropInOf := p, "", ""
+	dir, only, dropInOf, mainFile := p, "", "", ""
 	if !st.IsDir() {
 		dir, only = filepath.Dir(p), filepath.Base(p)
 		if !desired.IsManifestName(only) {
 			return nil, nil, fmt.Errorf("validate %s: not a manifest file name (*.yaml, *.yml)", p)
 		}
+		// A drop-in: a file of NAME.d/ beside a manifest NAME.yaml (or
+		// .yml); its object is loaded from the folder's parent. A folder
+		// named so for another reason (/etc/resil.d itself) is not one.
 		if sub := filepath.Base(dir); strings.HasSuffix(sub, ".d") && sub != ".d" {
-			// A drop-in: its object is loaded from the folder's parent.
-			dropInOf = strings.TrimSuffix(sub, ".d")
-			dir, only = filepath.Dir(dir), sub+"/"+only
+			name := strings.TrimSuffix(sub, ".d")
+			for _, ext := range []string{".yaml", ".yml"} {
+				if st, err := os.Stat(filepath.Join(filepath.Dir(dir), name+ext)); err == nil && st.Mode().IsRegular() {
+					dropInOf, mainFile = name, name+ext
+					dir, only = filepath.Dir(dir), sub+"/"+only
+					break
+				}
+			}
 		}
 	}
 	// Validation must see every object, whatever host it is meant for.
@@ -141,7 +149,9 @@ func validatePath(p string, opts desired.Options, forProcess bool) ([]string, []
 	sort.SliceStable(errs, func(i, j int) bool { return errs[i].File < errs[j].File })
 	var mains map[string]bool // a drop-in's objects' own files
 	if dropInOf != "" {
-		mains = map[string]bool{}
+		// Its main file's errors too: an object that does not load cannot
+		// take the drop-in.
+		mains = map[string]bool{mainFile: true}
 		for _, m := range []map[string]*desired.Object{set.Objects, set.NotSelected} {
 			for _, o := range m {
 				if o.Metadata.Name == dropInOf {
@@ -166,7 +176,7 @@ func validatePath(p string, opts desired.Options, forProcess bool) ([]string, []
 		errs = append(errs, fe)
 	}
 	if dropInOf != "" {
-		only = dropInOf + ".yaml" // its folder's busy and empty files
+		only = mainFile // its busy and empty files, and its folder's
 	}
 	return objs, append(errs, unsettledErrors(set, only)...), nil
 }

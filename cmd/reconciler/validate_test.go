@@ -155,6 +155,28 @@ func TestValidateDropInFileAndProcessBackend(t *testing.T) {
 	if err := os.Remove(filepath.Join(dir, "web.d", "20.yaml")); err != nil {
 		t.Fatal(err)
 	}
+	// Its object's own file broken: that is the drop-in's problem too.
+	if err := os.WriteFile(filepath.Join(dir, "web.yaml"), []byte(good+"  bad: [\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := runCLI(t, "validate", "--owner-check", "off", filepath.Join(dir, "web.d", "10.yaml")); code != 1 || !strings.Contains(out, "web.yaml:") || !strings.Contains(out, "invalid YAML") {
+		t.Errorf("drop-in of a broken manifest: exit %d\n%s", code, out)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "web.yaml"), []byte(good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A file of a folder named *.d that is not a drop-in folder (the
+	// manifests directory /etc/resil.d itself) is a manifest.
+	etc := filepath.Join(t.TempDir(), "resil.d")
+	if err := os.MkdirAll(etc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(etc, "web.yaml"), []byte(good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := runCLI(t, "validate", "--owner-check", "off", filepath.Join(etc, "web.yaml")); code != 0 || !strings.Contains(out, "1 objects valid") {
+		t.Errorf("a manifest in resil.d/: exit %d\n%s", code, out)
+	}
 	if out, code := runCLI(t, "validate", "--owner-check", "off", dir); code != 0 {
 		t.Errorf("default validate (any backend): exit %d\n%s", code, out)
 	}
