@@ -60,6 +60,10 @@ type Set struct {
 	Broken map[string]error
 	// BrokenNames are object names whose drop-ins or duplicates are broken.
 	BrokenNames map[string]bool
+	// DeclaredInvalid names, by object name, a file whose document
+	// declares that name but is invalid (decoded, not valid): an object
+	// moved into a file with an error in it. Nil when there is none.
+	DeclaredInvalid map[string]string
 	// Busy are files (relative: manifests and drop-ins) that some process
 	// held open for writing: they were not read, and are not errors. What
 	// they hold must keep its last good version (see IsBroken).

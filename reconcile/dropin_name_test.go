@@ -97,3 +97,28 @@ func TestRemovedManifestWithDropInLeft(t *testing.T) {
 		t.Errorf("no %s event naming the drop-in folder: %+v", ReasonLastGoodRetained, ring.Events())
 	}
 }
+
+// An object moved into a file with an error in it (its old file gone): the
+// event names the new file, not a drop-in folder there is none of.
+func TestObjectMovedIntoInvalidFile(t *testing.T) {
+	dir, _, r, ring := appliedWeb(t)
+	if err := os.Remove(filepath.Join(dir, "web.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	writeManifest(t, dir, "services.yaml", strings.Replace(webManifest, "spec:\n", "spec:\n  restart: {policy: sometimes}\n", 1))
+	if res, err := r.Reconcile(context.Background(), Options{}); err != nil || !res.Plan.Empty() {
+		t.Fatalf("moved into an invalid file: err %v, plan %v", err, res.Plan.Steps)
+	}
+	found := false
+	for _, e := range ring.Events() {
+		if e.Reason == ReasonLastGoodRetained && e.Object == "Service/web" {
+			if strings.Contains(e.Message, "drop-in") {
+				t.Errorf("event speaks of a drop-in: %s", e.Message)
+			}
+			found = found || strings.Contains(e.Message, "services.yaml declares it now and is invalid")
+		}
+	}
+	if !found {
+		t.Errorf("no %s event naming services.yaml: %+v", ReasonLastGoodRetained, ring.Events())
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -591,10 +592,18 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 			protected[id] = true
 			why := fmt.Sprintf("%s is invalid", o.Source.File)
 			if _, fileBroken := set.Broken[o.Source.File]; !fileBroken {
-				// Its file is gone (it declares the object no more): what
-				// holds it is a drop-in of its name, say one left behind
-				// when the manifest was removed.
-				why = fmt.Sprintf("no manifest declares it now, but a drop-in of %q is left or invalid (%s.d/; remove it to prune the object)", o.Metadata.Name, o.Metadata.Name)
+				// Its file declares it no more (or is gone): what holds it
+				// is a document of another file that declares it and is
+				// invalid (it moved there), or a drop-in of its name, say
+				// one left behind when the manifest was removed.
+				switch f := set.DeclaredInvalid[o.Metadata.Name]; {
+				case f != "":
+					why = fmt.Sprintf("%s declares it now and is invalid", f)
+				case dropInDir(set.Dir, o.Metadata.Name):
+					why = fmt.Sprintf("no manifest declares it now, but a drop-in of %q is left or invalid (%s.d/; remove it to prune the object)", o.Metadata.Name, o.Metadata.Name)
+				default:
+					why = fmt.Sprintf("no valid manifest declares it now (%s declares it no more) and some manifest of its name is invalid", o.Source.File)
+				}
 			}
 			if file, busy := set.Unsettled(o); file != "" {
 				why = holdReason(file, busy)
@@ -1000,4 +1009,11 @@ func (r *Reconciler) probeStatuses() []health.Status {
 		return nil
 	}
 	return r.cfg.Health()
+}
+
+// dropInDir says whether the manifests directory holds a drop-in folder
+// for name.
+func dropInDir(dir, name string) bool {
+	st, err := os.Stat(filepath.Join(dir, name+".d"))
+	return err == nil && st.IsDir()
 }
