@@ -98,8 +98,8 @@ func (p *planner) prune(wanted map[string]bool) {
 	}
 	sort.Strings(names)
 	owned := map[string]bool{}
-	units := map[string][]string{} // owner → its units to prune
-	retained := map[string]bool{}
+	units := map[string][]string{}  // owner → its units to prune
+	retained := map[string]string{} // owner → the unit its finding names
 	var owners []string
 	for _, n := range names {
 		u := p.in.Observed.Units[n]
@@ -118,9 +118,10 @@ func (p *planner) prune(wanted map[string]bool) {
 			continue
 		}
 		if p.brokenSource(u.File) {
-			if !retained[u.Owner] { // once per object, not per unit (a Timer's two)
-				retained[u.Owner] = true
-				p.find(u.Owner, n, ReasonLastGoodRetained, "its manifest is invalid; not pruned", true, false)
+			// Once per object, not per unit (a Timer's two), naming its
+			// own unit (NAME.timer, not the inline job that sorts first).
+			if _, seen := retained[u.Owner]; !seen || n == ownUnit(u.Owner) {
+				retained[u.Owner] = n
 			}
 			continue
 		}
@@ -128,6 +129,14 @@ func (p *planner) prune(wanted map[string]bool) {
 			owners = append(owners, u.Owner)
 		}
 		units[u.Owner] = append(units[u.Owner], n)
+	}
+	held := make([]string, 0, len(retained))
+	for owner := range retained {
+		held = append(held, owner)
+	}
+	sort.Strings(held)
+	for _, owner := range held {
+		p.find(owner, retained[owner], ReasonLastGoodRetained, "its manifest is invalid; not pruned", true, false)
 	}
 	sort.Strings(owners)
 	var due, later []string // later: waiting in their grace or a lease
@@ -251,4 +260,11 @@ func (p *planner) holdLater(due, later []string, owned int) {
 		p.find("", "", ReasonPruneBlocked, fmt.Sprintf("%d of %d owned objects are no longer desired, more than --max-prune %s: held; when their grace or lease ends they are pruned only once confirmed (`reconciler prune --confirm`): %s",
 			n, owned, FormatShare(p.in.MaxPrune), strings.Join(added, ", ")), true, false)
 	}
+}
+
+// ownUnit is the unit an object ID names as its own: Timer/x → x.timer,
+// Service/x → x.service.
+func ownUnit(id string) string {
+	kind, name, _ := strings.Cut(id, "/")
+	return name + "." + strings.ToLower(kind)
 }

@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -135,7 +134,7 @@ func (r *runner) startMain(ctx context.Context) {
 		// the process before it.
 		now := r.u.s.now()
 		r.u.update(func(st *status) {
-			st.MainPID, st.ExecMainStart, st.ExecMainExit, st.ExecMainStatus = 0, now, now, spawnStatus(err)
+			st.MainPID, st.ExecMainStart, st.ExecMainExit, st.ExecMainStatus = 0, now, now, spawnStatus(err, r.spec.WorkingDirectory)
 		})
 		r.fail(ResultExitCode, err)
 		return
@@ -342,16 +341,20 @@ func (r *runner) ensureNotify(ctx context.Context) error {
 }
 
 // spawnStatus is the exit status systemd gives a main process that could
-// not be started for err (systemd.exec(5), "Process exit codes").
-func spawnStatus(err error) int32 {
-	var pe *fs.PathError
+// not be started for err (systemd.exec(5), "Process exit codes"). The
+// fork's errno does not say whether the chdir to wd or the exec failed:
+// wd is looked at afterwards.
+func spawnStatus(err error, wd string) int32 {
 	switch {
 	case errors.Is(err, ident.ErrUser):
 		return 217 // USER
 	case errors.Is(err, ident.ErrGroup):
 		return 216 // GROUP
-	case errors.As(err, &pe) && pe.Op == "chdir":
-		return 200 // CHDIR
+	}
+	if wd != "" {
+		if st, serr := os.Stat(wd); serr != nil || !st.IsDir() {
+			return 200 // CHDIR
+		}
 	}
 	return 203 // EXEC
 }

@@ -263,5 +263,5 @@ func (s *Supervisor) writeFile(path string, data []byte, perm os.FileMode) error
 // was not stopping, of a service whose restart policy is never (how it
 // ended is unknown: systemd would have restarted any other).
 func diedUnsupervised(rec procRecord, spec *Spec) bool {
-	return rec.PID > 0 && !rec.Stopping && spec != nil && spec.Timer == nil && spec.Restart != nil && spec.Restart.Policy == desired.RestartNever
+	return rec.PID > 0 && !rec.Stopping && spec != nil && spec.Timer == nil && !spec.Stopped && spec.Restart != nil && spec.Restart.Policy == desired.RestartNever
 }

@@ -387,4 +387,35 @@ func TestFailedSpawnIsTheLastRun(t *testing.T) {
 		t.Errorf("after the failed start: %s, status %d, start %d (before %d), exit %d, pid %d; want failed, 217, a new start and exit, no pid",
 			u.ActiveState, u.ExecMainStatus, u.ExecMainStartTimestamp, before, u.ExecMainExitTimestamp, u.MainPID)
 	}
+	// A working directory that does not exist: 200/CHDIR.
+	h.install(service("web", desired.ServiceSpec{Command: sh("exec sleep 1000"), WorkingDirectory: "/nonexistent-resil-dir"}), true)
+	if _, err := h.apply(ctx, actuators.Step{Op: actuators.OpStart, Unit: "web.service"}); err == nil {
+		t.Fatal("start in a missing working directory succeeded")
+	}
+	if u := h.unit("web.service"); u.ActiveState != "failed" || u.ExecMainStatus != 200 {
+		t.Errorf("missing working directory: %s, status %d; want failed, 200", u.ActiveState, u.ExecMainStatus)
+	}
+}
+
+func TestDiedUnsupervised(t *testing.T) {
+	never := &RestartSpec{Policy: desired.RestartNever}
+	rec := procRecord{PID: 42}
+	for _, tt := range []struct {
+		name string
+		rec  procRecord
+		spec *Spec
+		want bool
+	}{
+		{"never-restarted service", rec, &Spec{Restart: never}, true},
+		{"default policy: restarted", rec, &Spec{}, false},
+		{"stopping when the agent died", procRecord{PID: 42, Stopping: true}, &Spec{Restart: never}, false},
+		{"state: stopped (run leaves it inactive)", rec, &Spec{Restart: never, Stopped: true}, false},
+		{"a timer", rec, &Spec{Restart: never, Timer: &TimerSpec{}}, false},
+		{"no process recorded", procRecord{}, &Spec{Restart: never}, false},
+		{"no spec", rec, nil, false},
+	} {
+		if got := diedUnsupervised(tt.rec, tt.spec); got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
 }

@@ -161,10 +161,11 @@ func hasRequest(ents []os.DirEntry) bool {
 // is looked up in the source's mirror, else fetched into a temporary
 // repository beside into that borrows the mirror's objects (git
 // alternates). The revision's signature is checked when the record names
-// allowed signers: verr says why the agent would refuse it (nil: it would
-// not). The manifests are not validated here: the caller loads them; the
-// local drop-ins, the allowed signers and the credential files are read
-// with opts, the caller's load options (copyDropIns, privateCopies).
+// allowed signers, its manifests validated and its descent from the
+// deployed commit checked, as the agent does before a deploy: verr says
+// why the agent would refuse it (nil: it would not). The local drop-ins,
+// the allowed signers and the credential files are read with opts, the
+// caller's load options (copyDropIns, privateCopies).
 func Checkout(ctx context.Context, dir string, rec *Record, rev, into string, opts desired.Options) (r *Revision, verr error, err error) {
 	if rev == "" || strings.HasPrefix(rev, "-") {
 		return nil, nil, fmt.Errorf("bad revision %q", rev)
@@ -224,8 +225,11 @@ func Checkout(ctx context.Context, dir string, rec *Record, rev, into string, op
 		if dep, derr := Deployed(dir); derr == nil && dep != nil && dep.Commit != commit {
 			_, cerr := g.run(ctx, "cat-file", "-e", dep.Commit+"^{commit}")
 			_, aerr := g.run(ctx, "merge-base", "--is-ancestor", dep.Commit, commit)
-			if cerr != nil || exitCode(aerr) == 1 {
+			switch {
+			case cerr != nil || exitCode(aerr) == 1:
 				verr = errors.Join(verr, fmt.Errorf("does not descend from the deployed commit %s (history rewritten; the agent's --allow-force-push deploys it)", dep.Short()))
+			case aerr != nil:
+				return nil, verr, fmt.Errorf("descent from the deployed commit %s: %w", dep.Short(), aerr)
 			}
 		}
 	}
