@@ -91,10 +91,12 @@ func (l *loader) crossCheck(all []*Object, dropInDirs map[string]bool, set *Set)
 			// another (an object moved to a new file with an error in
 			// it was pruned, its old file gone).
 			set.BrokenNames[name] = true
-			if set.DeclaredInvalid == nil {
-				set.DeclaredInvalid = map[string]string{}
+			if len(l.errs[o.Source.File]) > 0 { // its own file's fault, not a drop-in's
+				if set.DeclaredInvalid == nil {
+					set.DeclaredInvalid = map[string]string{}
+				}
+				set.DeclaredInvalid[name] = o.Source.File
 			}
-			set.DeclaredInvalid[name] = o.Source.File
 		}
 	}
 

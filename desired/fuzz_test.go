@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"resil.dev/resil/internal/ownmark"
 	"slices"
 	"strings"
 	"testing"
@@ -117,7 +118,7 @@ func checkLoadContract(t *testing.T, set *Set, err error, dir string) {
 
 // knownDirectives are the directives Render generates, by section.
 var knownDirectives = map[string][]string{
-	"Unit": {"Description", "After", "Requires", "Wants", "StartLimitIntervalSec", "StartLimitBurst", KeyObject, KeySource, KeyHash},
+	"Unit": {"Description", "After", "Requires", "Wants", "StartLimitIntervalSec", "StartLimitBurst", KeyObject, KeySource, KeyHash, ownmark.KeyTakeOver},
 	"Service": {"Type", "NotifyAccess", "WatchdogSec", "ExecStartPre", "ExecStart", "ExecStartPost", "Restart", "RestartSec", "TimeoutStartSec",
 		"TimeoutStopSec", "User", "Group", "WorkingDirectory", "Environment", "EnvironmentFile", "StandardOutput", "StandardError",
 		"MemoryMax", "CPUQuota", "TasksMax", "StateDirectory"},

@@ -95,11 +95,18 @@ func finishUnit(o *Object, name string, body opts) UnitFile {
 		if op.Section == "Unit" && last && !inserted {
 			withKeys.add("Unit", KeyObject, o.ID())
 			withKeys.add("Unit", KeySource, src)
+			if o.TakesOver() {
+				withKeys.add("Unit", ownmark.KeyTakeOver, "yes")
+			}
 			inserted = true
 		}
 	}
 	if !inserted {
-		withKeys = append(opts{unit.NewUnitOption("Unit", KeyObject, o.ID()), unit.NewUnitOption("Unit", KeySource, src)}, withKeys...)
+		keys := opts{unit.NewUnitOption("Unit", KeyObject, o.ID()), unit.NewUnitOption("Unit", KeySource, src)}
+		if o.TakesOver() {
+			keys = append(keys, unit.NewUnitOption("Unit", ownmark.KeyTakeOver, "yes"))
+		}
+		withKeys = append(keys, withKeys...)
 	}
 	var buf bytes.Buffer
 	buf.WriteString(ownershipHeader(o))

@@ -463,6 +463,9 @@ func (e *expected) owner(o *Object) {
 	e.add("Unit", KeyObject, o.ID())
 	e.add("Unit", KeySource, strings.Join(append([]string{o.Source.File}, o.Source.DropIns...), " "))
 	e.add("Unit", KeyHash, "") // value checked with HashOf
+	if o.TakesOver() {
+		e.add("Unit", ownmark.KeyTakeOver, "yes")
+	}
 }
 
 func (e *expected) process(user, group, wd string, env map[string]string, envFiles []string, logs *Logs) {

@@ -91,7 +91,7 @@ func TestRemovedManifestWithDropInLeft(t *testing.T) {
 		if strings.Contains(e.Message, "web.yaml is invalid") {
 			t.Errorf("event blames the removed file: %s", e.Message)
 		}
-		found = found || strings.Contains(e.Message, "web.d/; remove it to prune the object")
+		found = found || strings.Contains(e.Message, "in web.d/ is invalid, or left without a manifest declaring it")
 	}
 	if !found {
 		t.Errorf("no %s event naming the drop-in folder: %+v", ReasonLastGoodRetained, ring.Events())
@@ -120,5 +120,23 @@ func TestObjectMovedIntoInvalidFile(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no %s event naming services.yaml: %+v", ReasonLastGoodRetained, ring.Events())
+	}
+}
+
+// A valid manifest whose drop-in is broken: the event names the drop-in
+// folder, not the manifest.
+func TestBrokenDropInNamedNotItsManifest(t *testing.T) {
+	dir, _, r, ring := appliedWeb(t)
+	if err := os.Mkdir(filepath.Join(dir, "web.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeManifest(t, dir, "web.d/60-more.yaml", "spec: {environment: [oops]}\n")
+	if res, err := r.Reconcile(context.Background(), Options{}); err != nil || !res.Plan.Empty() {
+		t.Fatalf("broken drop-in: err %v, plan %v", err, res.Plan.Steps)
+	}
+	for _, e := range ring.Events() {
+		if e.Reason == ReasonLastGoodRetained && strings.Contains(e.Message, "web.yaml declares it now and is invalid") {
+			t.Errorf("event blames the valid manifest: %s", e.Message)
+		}
 	}
 }

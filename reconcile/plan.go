@@ -439,13 +439,18 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 		case u.VendorOverrides:
 			p.find(id, f.Name, ReasonConflict, fmt.Sprintf("%s already provides %s and takes precedence over %s; leaving it alone", vendor, f.Name, path), true, false)
 			return fileState{blocked: true}
-		case !o.TakesOver() && cur != nil:
+		case !o.TakesOver() && cur != nil && ownmark.TookOver(cur):
 			// resil's own file, from when the object took the unit over:
 			// takeOver was turned off, so the vendor unit is given back
 			// (what a prune of a taken-over unit does). Left, resil's
 			// stale file would shadow it for good.
 			p.removeUnit(f.Name, u, "takeOver turned off")
 			return fileState{blocked: true}
+		case !o.TakesOver() && cur != nil:
+			// resil's file came first: a unit of that name appeared
+			// elsewhere since (a package, a runtime mask). resil's file
+			// is the one in force and stays so; said once per pass.
+			p.find(id, f.Name, ReasonConflict, fmt.Sprintf("%s also provides %s; resil's %s, written before it, stays in force", vendor, f.Name, path), true, false)
 		case !o.TakesOver():
 			p.find(id, f.Name, ReasonConflict, fmt.Sprintf("%s already provides %s; leaving it alone (spec.takeOver: true replaces it with resil's unit)", vendor, f.Name), true, false)
 			return fileState{blocked: true}
@@ -466,19 +471,29 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 		if strings.HasSuffix(f.Name, ".timer") {
 			change = p.timerChange(o, change, u)
 		}
-		if _, intact := ownmark.HashOf(cur); intact || takenFrom != "" {
+		if recorded, intact := ownmark.HashOf(cur); intact || takenFrom != "" {
 			reason = "manifest changed"
 			if takenFrom != "" {
 				reason = "taken from " + takenFrom + ", no longer desired"
 			}
 		} else {
 			msg := fmt.Sprintf("%s was edited out of band (%s)", path, firstDifference(cur, f.Data))
-			if o.DriftPolicy() == desired.DriftReport {
+			want, _ := ownmark.HashOf(f.Data)
+			switch {
+			case o.DriftPolicy() == desired.DriftReport && recorded != "" && recorded != want:
+				// The manifest changed since resil wrote the file (the
+				// hash it recorded then is not the new render's): under
+				// report too, a change of the manifest is applied, the
+				// edit with it.
+				p.find(id, f.Name, ReasonFileEdited, msg+"; the manifest changed since: its change is applied over the edit", true, false)
+				reason = "manifest changed, over an out-of-band edit"
+			case o.DriftPolicy() == desired.DriftReport:
 				p.find(id, f.Name, ReasonFileEdited, msg+"; drift policy report: left as is", true, false)
 				return fileState{edited: true}
+			default:
+				p.find(id, f.Name, ReasonFileEdited, msg+"; restoring", true, true)
+				reason = "edited out of band, restoring"
 			}
-			p.find(id, f.Name, ReasonFileEdited, msg+"; restoring", true, true)
-			reason = "edited out of band, restoring"
 		}
 		if !change.Restart {
 			reason += "; " + change.Reason()

@@ -24,7 +24,8 @@ var update = flag.Bool("update", false, "rewrite golden plan.txt files")
 // manifest file: only the X-Resil-Source comment differs), "foreign" (a unit
 // resil does not own), "stale" (an
 // intact resil file of an older manifest version, owned by Owner or the
-// object), or "" (absent).
+// object), "stale-takeover" (the same, written with takeOver),
+// "stale-edited" (the same, then edited by hand), or "" (absent).
 type obsUnit struct {
 	File          string `json:"file"`
 	Owner         string `json:"owner"`
@@ -110,6 +111,12 @@ const unitDir = "/etc/systemd/system"
 
 func staleFile(t *testing.T, owner, source string) []byte {
 	t.Helper()
+	return staleFileOf(t, owner, source, false)
+}
+
+// staleFileOf is staleFile, rendered with takeOver when takeOver is set.
+func staleFileOf(t *testing.T, owner, source string, takeOver bool) []byte {
+	t.Helper()
 	kind, name, _ := strings.Cut(owner, "/")
 	if source == "" {
 		source = name + ".yaml"
@@ -120,7 +127,7 @@ func staleFile(t *testing.T, owner, source string) []byte {
 	case desired.KindTimer:
 		o.Timer = &desired.TimerSpec{Schedule: []string{"daily"}, Command: []string{"/bin/stale"}}
 	default:
-		o.Service = &desired.ServiceSpec{Command: []string{"/bin/stale"}}
+		o.Service = &desired.ServiceSpec{Command: []string{"/bin/stale"}, TakeOver: takeOver}
 	}
 	fs, err := desired.Render(o)
 	if err != nil {
@@ -236,12 +243,15 @@ func TestPlanGolden(t *testing.T) {
 					ou.File = []byte(strings.Replace(string(rendered[name]), "Restart=", "Restart=no\n#", 1))
 				case "foreign":
 					ou.File = []byte("[Service]\nExecStart=/bin/true\n")
-				case "stale":
+				case "stale", "stale-takeover", "stale-edited":
 					owner := u.Owner
 					if owner == "" {
 						owner = ownerFor(name)
 					}
-					ou.File = staleFile(t, owner, u.Source)
+					ou.File = staleFileOf(t, owner, u.Source, u.File == "stale-takeover")
+					if u.File == "stale-edited" {
+						ou.File = []byte(strings.Replace(string(ou.File), "Restart=", "Restart=no\n#", 1))
+					}
 				case "":
 				default:
 					t.Fatalf("unit %s: unknown file kind %q", name, u.File)

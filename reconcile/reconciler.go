@@ -600,7 +600,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 				case f != "":
 					why = fmt.Sprintf("%s declares it now and is invalid", f)
 				case dropInDir(set.Dir, o.Metadata.Name):
-					why = fmt.Sprintf("no manifest declares it now, but a drop-in of %q is left or invalid (%s.d/; remove it to prune the object)", o.Metadata.Name, o.Metadata.Name)
+					why = fmt.Sprintf("a drop-in of %q in %s.d/ is invalid, or left without a manifest declaring it (fix it, or remove it to prune the object)", o.Metadata.Name, o.Metadata.Name)
 				default:
 					why = fmt.Sprintf("no valid manifest declares it now (%s declares it no more) and some manifest of its name is invalid", o.Source.File)
 				}

@@ -13,6 +13,10 @@ import (
 const (
 	KeyObject = "X-Resil-Object"
 	KeySource = "X-Resil-Source"
+	// KeyTakeOver ("yes") marks a unit written over a unit of the same
+	// name found elsewhere (spec.takeOver): only such a file is removed,
+	// to give the unit back, when takeOver is turned off.
+	KeyTakeOver = "X-Resil-TakeOver"
 	KeyHash   = "X-Resil-Hash"
 	// KeyProcessSince (systemd units) is the time, in µs since the epoch,
 	// since which the settings a running process depends on are unchanged:
@@ -125,4 +129,15 @@ func WithProcessSince(data []byte, usec int64) []byte {
 		return data
 	}
 	return out.Bytes()
+}
+
+// TookOver reports whether a rendered file was written with takeOver
+// (a KeyTakeOver=yes line).
+func TookOver(data []byte) bool {
+	for line := range bytes.Lines(data) {
+		if v, found := bytes.CutPrefix(line, []byte(KeyTakeOver+"=")); found {
+			return string(bytes.TrimSpace(v)) == "yes"
+		}
+	}
+	return false
 }
