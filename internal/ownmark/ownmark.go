@@ -17,7 +17,7 @@ const (
 	// name found elsewhere (spec.takeOver): only such a file is removed,
 	// to give the unit back, when takeOver is turned off.
 	KeyTakeOver = "X-Resil-TakeOver"
-	KeyHash   = "X-Resil-Hash"
+	KeyHash     = "X-Resil-Hash"
 	// KeyProcessSince (systemd units) is the time, in µs since the epoch,
 	// since which the settings a running process depends on are unchanged:
 	// the agent writes it, right after the KeyHash line, when it rewrites a
