@@ -109,12 +109,8 @@ func usecOf(t *testing.T, s string) uint64 {
 
 const unitDir = "/etc/systemd/system"
 
-func staleFile(t *testing.T, owner, source string) []byte {
-	t.Helper()
-	return staleFileOf(t, owner, source, false)
-}
-
-// staleFileOf is staleFile, rendered with takeOver when takeOver is set.
+// staleFileOf is an intact resil file of an older version of owner's
+// manifest (from source), rendered with takeOver when takeOver is set.
 func staleFileOf(t *testing.T, owner, source string, takeOver bool) []byte {
 	t.Helper()
 	kind, name, _ := strings.Cut(owner, "/")
