@@ -437,10 +437,16 @@ func (p *planner) finishRollout() *RolloutReport {
 	}
 	rep.Waves = r.waves(p.in.MaxParallelRestarts)
 	rep.Failed = r.failed
-	rep.Halted = len(r.failed) > 0 && len(r.pending) > 0
+	// A failure halts the rollout even in its last wave (nothing pending):
+	// it is never complete, and "in progress" would hide it for good.
+	rep.Halted = len(r.failed) > 0
 	if rep.Halted {
 		sort.Strings(r.pending)
-		p.find("", "", ReasonRolloutHalted, fmt.Sprintf("rollout halted: %s failed; %d pending: %s", failedList(r.failed), len(r.pending), strings.Join(r.pending, ", ")), true, false)
+		pending := "nothing pending (the last wave)"
+		if len(r.pending) > 0 {
+			pending = fmt.Sprintf("%d pending: %s", len(r.pending), strings.Join(r.pending, ", "))
+		}
+		p.find("", "", ReasonRolloutHalted, fmt.Sprintf("rollout halted: %s failed; %s", failedList(r.failed), pending), true, false)
 	}
 	return &rep
 }

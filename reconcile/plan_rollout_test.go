@@ -330,6 +330,9 @@ func TestPlanRolloutReport(t *testing.T) {
 		{"jitter gate passed", cands, RolloutInput{HoldUntil: now.Add(-time.Second)}, "", "a b", "c d|e", "", false, 0},
 		{"a failed member halts", append([]svc{{name: "x", state: "failed"}}, cands...), RolloutInput{}, "", "", "a b|c d|e", "x.service", true, 0},
 		{"a failed member acknowledged: passes", append([]svc{{name: "x", state: "failed"}}, cands...), RolloutInput{}, "x.service", "a b", "c d|e", "", false, 0},
+		// The last wave: nothing pending, one member failed. Halted (an
+		// alert), not "in progress" for good.
+		{"a failed member of the last wave halts", []svc{{name: "x", state: "failed"}, {name: "y", state: "member"}}, RolloutInput{}, "", "", "", "x.service", true, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
