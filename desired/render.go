@@ -304,7 +304,7 @@ func serviceOptions(o *Object, ro RenderOptions) opts {
 		}
 		delay = s.Restart.Delay
 	}
-	u.add("Service", "Restart", map[RestartPolicy]string{RestartAlways: "always", RestartOnFailure: "on-failure", RestartNever: "no"}[policy])
+	u.add("Service", "Restart", systemdRestart(policy))
 	if delay.IsSet() {
 		u.add("Service", "RestartSec", Span(delay.D()))
 	}
@@ -455,4 +455,10 @@ func renderWatchdog(o *Object) UnitFile {
 	fmt.Fprintf(&buf, "# %s=%s\n", KeySource, strings.Join(append([]string{o.Source.File}, o.Source.DropIns...), " "))
 	_, _ = io.Copy(&buf, unit.Serialize(u))
 	return UnitFile{Name: WatchdogFile, Dir: DirManager, Data: buf.Bytes(), Object: o.ID()}
+}
+
+// systemdRestart is the Restart= value of a restart policy ("" is the
+// default, on-failure).
+func systemdRestart(p RestartPolicy) string {
+	return map[RestartPolicy]string{"": "on-failure", RestartAlways: "always", RestartOnFailure: "on-failure", RestartNever: "no"}[p]
 }

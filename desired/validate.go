@@ -596,14 +596,11 @@ func (v *validator) service(p path, s *ServiceSpec) {
 		}
 	}
 	v.escapeHatch(p.key("systemd"), s.Systemd, serviceSections, "Service", s.TakeOver)
-	typ, restart := "exec", "on-failure"
+	typ := "exec"
 	if s.Watchdog != nil {
 		typ = "notify"
 	}
-	if s.Restart != nil {
-		restart = map[RestartPolicy]string{RestartAlways: "always", RestartOnFailure: "on-failure", RestartNever: "no", "": restart}[s.Restart.Policy]
-	}
-	v.oneshotRestart(p, s.Systemd, typ, restart)
+	v.oneshotRestart(p, s.Systemd, typ, systemdRestart(s.RestartPolicy()))
 }
 
 // oneshotRestart refuses a passthrough that makes the unit Type=oneshot

@@ -147,9 +147,14 @@ func (u *Unit) Active() bool {
 // process killed by a signal (status = the signal) does not count.
 // See ExitedBeforeActive for a run that never made the unit active.
 func (u *Unit) ExitedOnItsOwn() bool {
+	return u.ranToZero() && u.ActiveExitTimestamp != 0 && u.ExecMainExitTimestamp <= u.ActiveExitTimestamp
+}
+
+// ranToZero: an inactive service whose last main process started and
+// exited with status 0 (how the unit got inactive is the callers' rule).
+func (u *Unit) ranToZero() bool {
 	return u != nil && u.ActiveState == "inactive" && u.ExecMainStatus == 0 && u.ExecMainStartTimestamp != 0 &&
-		u.ExecMainExitTimestamp >= u.ExecMainStartTimestamp && u.ActiveExitTimestamp != 0 &&
-		u.ExecMainExitTimestamp <= u.ActiveExitTimestamp
+		u.ExecMainExitTimestamp >= u.ExecMainStartTimestamp
 }
 
 // ExitedBeforeActive reports whether an inactive service's last run ended
@@ -164,8 +169,7 @@ func (u *Unit) ExitedOnItsOwn() bool {
 // a notify service waits for READY=1, or while a startup probe runs, reads
 // the same when the process exits 0 on SIGTERM.
 func (u *Unit) ExitedBeforeActive() bool {
-	return u != nil && u.ActiveState == "inactive" && u.ExecMainStatus == 0 && u.ExecMainStartTimestamp != 0 &&
-		u.ExecMainExitTimestamp >= u.ExecMainStartTimestamp && u.ActiveExitTimestamp < u.ExecMainStartTimestamp
+	return u.ranToZero() && u.ActiveExitTimestamp < u.ExecMainStartTimestamp
 }
 
 // ReadsNeverRun reports whether a unit reads as one that never ran:

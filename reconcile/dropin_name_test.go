@@ -83,18 +83,25 @@ func TestRemovedManifestWithDropInLeft(t *testing.T) {
 	if err != nil || !res.Plan.Empty() || !f.active["web.service"] {
 		t.Fatalf("manifest removed, drop-in left: err %v, steps %v, active %v", err, res.Plan.Steps, f.active["web.service"])
 	}
+	checkRetained(t, ring, "in web.d/ is invalid, or left without a manifest declaring it", "web.yaml is invalid")
+}
+
+// checkRetained checks that Service/web has a LastGoodRetained event
+// saying want, and none saying not.
+func checkRetained(t *testing.T, ring *Ring, want, not string) {
+	t.Helper()
 	found := false
 	for _, e := range ring.Events() {
 		if e.Reason != ReasonLastGoodRetained || e.Object != "Service/web" {
 			continue
 		}
-		if strings.Contains(e.Message, "web.yaml is invalid") {
-			t.Errorf("event blames the removed file: %s", e.Message)
+		if strings.Contains(e.Message, not) {
+			t.Errorf("event says %q: %s", not, e.Message)
 		}
-		found = found || strings.Contains(e.Message, "in web.d/ is invalid, or left without a manifest declaring it")
+		found = found || strings.Contains(e.Message, want)
 	}
 	if !found {
-		t.Errorf("no %s event naming the drop-in folder: %+v", ReasonLastGoodRetained, ring.Events())
+		t.Errorf("no %s event saying %q: %+v", ReasonLastGoodRetained, want, ring.Events())
 	}
 }
 
@@ -109,18 +116,7 @@ func TestObjectMovedIntoInvalidFile(t *testing.T) {
 	if res, err := r.Reconcile(context.Background(), Options{}); err != nil || !res.Plan.Empty() {
 		t.Fatalf("moved into an invalid file: err %v, plan %v", err, res.Plan.Steps)
 	}
-	found := false
-	for _, e := range ring.Events() {
-		if e.Reason == ReasonLastGoodRetained && e.Object == "Service/web" {
-			if strings.Contains(e.Message, "drop-in") {
-				t.Errorf("event speaks of a drop-in: %s", e.Message)
-			}
-			found = found || strings.Contains(e.Message, "services.yaml declares it now and is invalid")
-		}
-	}
-	if !found {
-		t.Errorf("no %s event naming services.yaml: %+v", ReasonLastGoodRetained, ring.Events())
-	}
+	checkRetained(t, ring, "services.yaml declares it now and is invalid", "drop-in")
 }
 
 // A valid manifest whose drop-in is broken: the event names the drop-in

@@ -120,7 +120,7 @@ func (p *planner) prune(wanted map[string]bool) {
 		if p.brokenSource(u.File) {
 			// Once per object, not per unit (a Timer's two), naming its
 			// own unit (NAME.timer, not the inline job that sorts first).
-			if _, seen := retained[u.Owner]; !seen || n == ownUnit(u.Owner) {
+			if _, seen := retained[u.Owner]; !seen || n == OwnUnit(u.Owner) {
 				retained[u.Owner] = n
 			}
 			continue
@@ -262,9 +262,9 @@ func (p *planner) holdLater(due, later []string, owned int) {
 	}
 }
 
-// ownUnit is the unit an object ID names as its own: Timer/x → x.timer,
+// OwnUnit is the unit an object ID names as its own: Timer/x → x.timer,
 // Service/x → x.service.
-func ownUnit(id string) string {
+func OwnUnit(id string) string {
 	kind, name, _ := strings.Cut(id, "/")
 	return name + "." + strings.ToLower(kind)
 }

@@ -60,7 +60,7 @@ func goneRow(res reconcile.Result, id, state, msg string, now time.Time) store.O
 			// The object's own unit (a Timer's NAME.timer, not its inline
 			// job's NAME.service), else the first.
 			pick := units[0]
-			if own := name + "." + strings.ToLower(kind); slices.Contains(units, own) {
+			if own := reconcile.OwnUnit(id); slices.Contains(units, own) {
 				pick = own
 			}
 			u := res.Observed.Units[pick]

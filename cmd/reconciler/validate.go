@@ -129,8 +129,14 @@ func validatePath(p string, opts desired.Options, forProcess bool) ([]string, []
 	}
 	var objs []string
 	var errs []*desired.FieldError
+	// A drop-in's objects' own files: their errors are the drop-in's too
+	// (an object that does not load cannot take it).
+	mains := map[string]bool{mainFile: true}
 	for _, m := range []map[string]*desired.Object{set.Objects, set.NotSelected} {
 		for id, o := range m {
+			if dropInOf != "" && o.Metadata.Name == dropInOf {
+				mains[o.Source.File] = true
+			}
 			// An object whose drop-in folder has a refused or broken
 			// file is not valid: the agent keeps its last good version.
 			if !concerns(o) || set.BrokenNames[o.Metadata.Name] {
@@ -147,19 +153,6 @@ func validatePath(p string, opts desired.Options, forProcess bool) ([]string, []
 	}
 	sort.Strings(objs)
 	sort.SliceStable(errs, func(i, j int) bool { return errs[i].File < errs[j].File })
-	var mains map[string]bool // a drop-in's objects' own files
-	if dropInOf != "" {
-		// Its main file's errors too: an object that does not load cannot
-		// take the drop-in.
-		mains = map[string]bool{mainFile: true}
-		for _, m := range []map[string]*desired.Object{set.Objects, set.NotSelected} {
-			for _, o := range m {
-				if o.Metadata.Name == dropInOf {
-					mains[o.Source.File] = true
-				}
-			}
-		}
-	}
 	for _, fe := range desired.FieldErrors(lerr) {
 		if only != "" {
 			rel, _ := filepath.Rel(set.Dir, fe.File)
