@@ -70,9 +70,14 @@ type Supervisor struct {
 	opts                           Options
 	now                            func() time.Time
 	started                        time.Time
-	reaper                         *reaper
-	logFiles                       logFiles
-	outMu                          sync.Mutex
+	// boot is when this boot's first agent started (Run, or the process
+	// table of an agent of the same boot: table.go): what a timer's onBoot
+	// counts from, so an agent restart (kill -9, upgrade) does not fire a
+	// once-per-boot job again.
+	boot     time.Time
+	reaper   *reaper
+	logFiles logFiles
+	outMu    sync.Mutex
 
 	mu    sync.Mutex
 	units map[string]*unit
@@ -272,7 +277,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 
 	s.quit = ctx.Done()
 	s.bootID = readBootID()
-	s.loadTable()
+	s.boot = s.started
+	if s.loadTable() {
+		// A new boot: record it before any timer can fire, so an agent
+		// killed before its table changed again still counts from it.
+		s.saveTable()
+	}
 	held := s.heldStops()
 	prev := s.tableCopy()
 	marks := s.scan()

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,6 +23,9 @@ import (
 type processTable struct {
 	BootID       string `json:"bootID,omitempty"`
 	ShuttingDown bool   `json:"shuttingDown,omitempty"`
+	// BootStart is when the boot's first agent started, µs since the
+	// epoch (Supervisor.boot).
+	BootStart int64 `json:"bootStart,omitempty"`
 	// Idle are the services stopped on request or failed when it was
 	// written (Supervisor.idle).
 	Idle      map[string]idleEntry `json:"idle,omitempty"`
@@ -91,15 +95,19 @@ func readBootID() string {
 
 func (s *Supervisor) tablePath() string { return filepath.Join(s.dir, "processes.json") }
 
-func (s *Supervisor) loadTable() {
+// loadTable reads the table an earlier agent wrote. It says whether the
+// table's boot fields must be written: this agent starts a boot (no table,
+// another boot ID, or one written while stopping every service), or the
+// table predates BootStart.
+func (s *Supervisor) loadTable() (newBoot bool) {
 	b, err := os.ReadFile(s.tablePath())
 	if err != nil {
-		return
+		return true
 	}
 	var t processTable
 	if err := json.Unmarshal(b, &t); err != nil {
 		s.log.Error("process table unreadable", zap.Error(err))
-		return
+		return true
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -107,11 +115,46 @@ func (s *Supervisor) loadTable() {
 		s.table[r.Unit] = r
 	}
 	s.restartedAgent = s.bootID != "" && t.BootID == s.bootID && !t.ShuttingDown
-	if s.restartedAgent {
-		for n, e := range t.Idle {
-			s.idle[n] = e
+	if !s.restartedAgent {
+		return true
+	}
+	for n, e := range t.Idle {
+		s.idle[n] = e
+	}
+	switch boot := usecTime(t.BootStart); {
+	case t.BootStart == 0:
+		// A table of an older agent of this boot: the boot began no later
+		// than the kernel's (a timer that fired since then does not fire
+		// its onBoot again on the upgrade).
+		if k, ok := kernelBoot(); ok && k.Before(s.started) {
+			s.boot = k
+		}
+		return true
+	case boot.After(s.started):
+		return true // a clock that went back: count from now
+	default:
+		s.boot = boot
+		return false
+	}
+}
+
+// statPath is where the kernel gives its boot time (btime).
+var statPath = "/proc/stat"
+
+// kernelBoot is when the kernel booted, to the second.
+func kernelBoot() (time.Time, bool) {
+	b, err := os.ReadFile(statPath)
+	if err != nil {
+		return time.Time{}, false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "btime "); ok {
+			if sec, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil && sec > 0 {
+				return time.Unix(sec, 0), true
+			}
 		}
 	}
+	return time.Time{}, false
 }
 
 // idleAtLoad returns the idle record of a service when it holds for the
@@ -239,6 +282,9 @@ func (s *Supervisor) saveTable() {
 		rows = append(rows, r)
 	}
 	head := processTable{BootID: s.bootID, ShuttingDown: s.shuttingDown}
+	if !s.boot.IsZero() {
+		head.BootStart = s.boot.UnixMicro()
+	}
 	if len(s.idle) > 0 {
 		head.Idle = make(map[string]idleEntry, len(s.idle))
 		for n, e := range s.idle {

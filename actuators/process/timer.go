@@ -228,7 +228,7 @@ func (t *timerState) schedule() {
 		}
 	}
 	if d := ts.OnBoot.D(); ts.OnBoot.IsSet() && !(t.bootDone && t.bootFor == d) {
-		at := t.u.s.started.Add(d)
+		at := t.u.s.boot.Add(d)
 		if at.After(now) || !t.firedSinceBoot() {
 			consider(at) // a past one fires at once: the first start after boot
 		} else {
@@ -257,12 +257,12 @@ func (t *timerState) schedule() {
 	t.u.update(func(st *status) { st.ActiveState, st.SubState, st.NextElapse = "active", "waiting", next })
 }
 
-// firedSinceBoot: the timer triggered since the supervisor started (the
-// process backend's boot). systemd keeps the last trigger in memory from
+// firedSinceBoot: the timer triggered since the boot's first agent started
+// (the process backend's boot, Supervisor.boot). systemd keeps the last trigger in memory from
 // the timer's start, and its reload drops one-time triggers already past
 // only when there is one.
 func (t *timerState) firedSinceBoot() bool {
-	return !t.last.IsZero() && !t.last.Before(t.u.s.started)
+	return !t.last.IsZero() && !t.last.Before(t.u.s.boot)
 }
 
 // fire triggers the target and stores the trigger time (atomically) for
@@ -270,7 +270,7 @@ func (t *timerState) firedSinceBoot() bool {
 func (t *timerState) fire(why string) {
 	now := t.u.s.now()
 	ts := t.spec.Timer
-	if ts.OnBoot.IsSet() && !now.Before(t.u.s.started.Add(ts.OnBoot.D())) {
+	if ts.OnBoot.IsSet() && !now.Before(t.u.s.boot.Add(ts.OnBoot.D())) {
 		t.bootDone, t.bootFor = true, ts.OnBoot.D()
 	}
 	t.last = now

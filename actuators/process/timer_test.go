@@ -245,7 +245,7 @@ func TestEnabledTimerActiveAtReady(t *testing.T) {
 	}
 }
 
-// A changed onBoot is scheduled again (relative to the agent's start, as
+// A changed onBoot is scheduled again (relative to the boot's first agent, as
 // systemd's to boot: already past, it elapses at once); an unchanged one
 // that fired does not fire again when the timer restarts for another
 // change. (bootDone kept any new onBoot from ever firing.)
@@ -262,7 +262,7 @@ func TestTimerOnBootChangeSchedulesAgain(t *testing.T) {
 	}
 	waitFor(t, "the first run", func() bool { return len(lines(t, runs)) == 1 })
 	// Changed, still ahead: scheduled.
-	ahead := time.Since(h.s.started) + 1500*time.Millisecond
+	ahead := time.Since(h.s.boot) + 1500*time.Millisecond
 	h.install(timer("tb", desired.TimerSpec{OnBoot: desired.Duration(ahead.String()), Command: job}), true)
 	waitFor(t, "a run for the changed onBoot", func() bool { return len(lines(t, runs)) == 2 })
 	h.install(timer("tb", desired.TimerSpec{OnBoot: desired.Duration(ahead.String()), Command: sh(`echo run >> ` + runs + `; true`)}), true)
@@ -279,4 +279,97 @@ func TestTimerOnBootChangeSchedulesAgain(t *testing.T) {
 		t.Fatalf("%d runs after onBoot changed to a time already past, want 2", n)
 	}
 	h.waitUnit("tb.timer", "elapsed (nothing left to wait for)", func(u *observed.Unit) bool { return u.SubState == "elapsed" })
+}
+
+// A timer's onBoot counts from the boot's first agent: an agent restarted
+// within the same boot (kill -9, upgrade) neither fires a boot job that
+// already ran nor moves one still ahead; a new boot, or an agent after one
+// that stopped every service on its way out, fires it again.
+func TestAgentRestartKeepsOnBoot(t *testing.T) {
+	setBoot := fakeBootID(t)
+	for _, tc := range []struct {
+		name       string
+		bootAfter  string
+		stopOnExit bool
+		wantRuns   int
+	}{
+		{"same boot", "boot-1", false, 1},
+		{"another boot", "boot-2", false, 2},
+		{"after stop on exit", "boot-1", true, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			setBoot("boot-1")
+			dir := t.TempDir()
+			runs := filepath.Join(dir, "runs")
+			h1 := newHarness(t, dir, Options{StopOnExit: tc.stopOnExit})
+			h1.run()
+			h1.install(timer("once", desired.TimerSpec{OnBoot: "1ms", Command: sh(`echo run >> ` + runs)}), true)
+			h1.install(timer("later", desired.TimerSpec{OnBoot: "1h", Command: []string{"true"}}), true)
+			for _, n := range []string{"once.timer", "later.timer"} {
+				if _, err := h1.apply(context.Background(), actuators.Step{Op: actuators.OpStart, Unit: n}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitFor(t, "the boot job's run", func() bool { return len(lines(t, runs)) == 1 })
+			h1.waitUnit("once.timer", "elapsed", func(u *observed.Unit) bool { return u.SubState == "elapsed" })
+			next := h1.unit("later.timer").NextElapseUSecRealtime
+			if next == 0 {
+				t.Fatal("later.timer has no next elapse")
+			}
+			boot := h1.s.boot
+			h1.abandon()
+
+			setBoot(tc.bootAfter)
+			h2 := newHarness(t, dir, Options{})
+			h2.run()
+			if tc.wantRuns > 1 {
+				waitFor(t, "the boot job's run at the new boot", func() bool { return len(lines(t, runs)) == tc.wantRuns })
+				if !h2.s.boot.After(boot) {
+					t.Errorf("boot %v after a new boot, want after %v", h2.s.boot, boot)
+				}
+				return
+			}
+			h2.waitUnit("later.timer", "waiting", func(u *observed.Unit) bool { return u.SubState == "waiting" })
+			if got := h2.unit("later.timer").NextElapseUSecRealtime; got != next {
+				t.Errorf("onBoot 1h elapses at %d after the agent restart, want %d (the boot's)", got, next)
+			}
+			time.Sleep(500 * time.Millisecond)
+			if n := len(lines(t, runs)); n != 1 {
+				t.Fatalf("the boot job ran %d times after an agent restart in the same boot, want 1", n)
+			}
+			if !h2.s.boot.Equal(boot.Truncate(time.Microsecond)) {
+				t.Errorf("boot %v after an agent restart, want the first agent's %v", h2.s.boot, boot)
+			}
+		})
+	}
+}
+
+// A table an older agent of this boot wrote (no bootStart) counts the boot
+// from the kernel's, so the upgrade does not fire a boot job that ran.
+func TestOlderTableCountsBootFromTheKernel(t *testing.T) {
+	setBoot := fakeBootID(t)
+	setBoot("boot-1")
+	dir := t.TempDir()
+	stat := filepath.Join(t.TempDir(), "stat")
+	if err := os.WriteFile(stat, []byte("cpu  1 2 3\nbtime 1700000000\nprocesses 9\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old := statPath
+	statPath = stat
+	t.Cleanup(func() { statPath = old })
+	if err := os.WriteFile(filepath.Join(dir, "processes.json"), []byte(`{"bootID":"boot-1","processes":[]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, dir, Options{})
+	h.run()
+	if want := time.Unix(1700000000, 0); !h.s.boot.Equal(want) {
+		t.Errorf("boot %v, want the kernel's %v", h.s.boot, want)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "processes.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"bootStart":1700000000000000`) {
+		t.Errorf("table not rewritten with the boot: %s", b)
+	}
 }
