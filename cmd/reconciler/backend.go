@@ -58,8 +58,10 @@ type backend struct {
 	// SetEvents, if set, gives the backend the recorder of the events it
 	// reports itself (the process supervisor's timer catch-up decisions).
 	SetEvents func(reconcile.Recorder)
-	// Reset clears a unit's failed state (reconciler reset).
-	Reset func(ctx context.Context, unit string) error
+	// Reset clears a unit's failed state (reconciler reset) and, with
+	// start, starts it (the process backend leaves the start to the
+	// agent's next pass).
+	Reset func(ctx context.Context, unit string, start bool) error
 	// Prepare, if set, readies what the next pass will need, without
 	// blocking (the loop's Kicked: called when a change wakes the agent).
 	Prepare func()

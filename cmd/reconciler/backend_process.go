@@ -46,7 +46,7 @@ func openProcess(_ context.Context, g *globals, log *zap.Logger, readOnly bool) 
 		Name: "process", UnitDir: sup.UnitDir(), ManagerDir: "",
 		Render: process.Render, Classify: classifyProcessUnit, Observer: sup, Applier: process.NewApplier(sup),
 		Close:     func() {},
-		Reset:     func(_ context.Context, unit string) error { return process.RequestReset(g.stateDir, unit) },
+		Reset:     func(_ context.Context, unit string, _ bool) error { return process.RequestReset(g.stateDir, unit) },
 		SetEvents: func(r reconcile.Recorder) { events.Store(&r) },
 	}
 	if stopOnExit {

@@ -85,8 +85,12 @@ func openSystemd(ctx context.Context, g *globals, log *zap.Logger, readOnly bool
 	// Exec probes run as transient units: systemd switches to the
 	// service's user, the agent keeps no capability (its unit has none).
 	be.ProbeRunner = transientProbes{sdapply.NewProbeRunner(conn)}
-	be.Reset = func(ctx context.Context, unit string) error {
-		for _, op := range []actuators.Op{actuators.OpResetFailed, actuators.OpStart} {
+	be.Reset = func(ctx context.Context, unit string, start bool) error {
+		ops := []actuators.Op{actuators.OpResetFailed, actuators.OpStart}
+		if !start {
+			ops = ops[:1]
+		}
+		for _, op := range ops {
 			if _, err := app.Apply(ctx, actuators.Step{Op: op, Unit: unit, Reason: "reconciler reset"}); err != nil {
 				return err
 			}

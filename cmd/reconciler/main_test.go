@@ -186,7 +186,7 @@ func TestCommandOpenErrors(t *testing.T) {
 		{"diff, bad backend", []string{"diff", "--backend", "bogus"}, free, 2, "--backend must be"},
 		{"apply, bad log level", []string{"apply", "--log-level", "bogus"}, free, 2, "bogus"},
 		{"prune, bad backend", []string{"prune", "--backend", "bogus"}, free, 2, "--backend must be"},
-		{"reset, unknown unit", []string{"reset", "nosuch"}, free, 1, "no unit nosuch.service"},
+		{"reset, unknown unit", []string{"reset", "nosuch"}, free, 1, "reset nosuch.service: no manifest in"},
 		{"apply, labels file missing", []string{"apply", "--host-labels", "/nonexistent/labels.yaml"}, free, 2, "--host-labels"},
 		{"diff, labels file missing", []string{"diff", "--host-labels", "/nonexistent/labels.yaml"}, free, 2, "--host-labels"},
 		{"validate, labels file missing", []string{"validate", "--host-labels", "/nonexistent/labels.yaml"}, free, 2, "--host-labels"},

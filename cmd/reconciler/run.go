@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync/atomic"
@@ -166,7 +167,11 @@ func newResetCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "reset NAME...",
 		Short: "Clear a unit's failed / start-limit state so it is started again",
-		Args:  cobra.MinimumNArgs(1),
+		Long: `Clear a unit's failed / start-limit state and start it again, as its
+manifest says: a unit no manifest declares is refused; a service whose
+manifest says state: stopped, a timer's job and a disabled timer only have
+their failed state cleared (the timer starts its job).`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, done, err := g.openCommand("warn", false, false, 2)
 			if err != nil {
@@ -174,20 +179,85 @@ func newResetCmd(g *globals) *cobra.Command {
 			}
 			defer done()
 			ctx, be := c.ctx, c.be
+			_, cleanup, err := diffSource(ctx, cmd, g, "") // source.go: the git source's manifests
+			if err != nil {
+				return exitCode(2, err)
+			}
+			defer cleanup()
+			set, loadErr := loadDeclared(g)
 			for _, a := range args {
 				unit := a
 				if !sdobserve.HasUnitSuffix(a) {
 					unit = a + ".service"
 				}
+				start, why, err := resetTarget(set, loadErr, g.manifests, unit)
+				if err != nil {
+					return exitCode(1, fmt.Errorf("reset %s: %w", unit, err))
+				}
 				rctx, cancel := context.WithTimeout(ctx, time.Minute)
-				err := be.Reset(rctx, unit)
+				err = be.Reset(rctx, unit, start)
 				cancel()
 				if err != nil {
 					return exitCode(1, fmt.Errorf("reset %s: %w", unit, err))
+				}
+				if why != "" {
+					fmt.Fprintf(cmd.OutOrStdout(), "reset %s (failed state cleared; not started: %s)\n", unit, why)
+					continue
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "reset %s\n", unit)
 			}
 			return nil
 		},
 	}
+}
+
+// loadDeclared reads the manifests for reset (nil and the error when they
+// cannot be read).
+func loadDeclared(g *globals) (*desired.Set, error) {
+	opts, err := g.loadOptions()
+	if err != nil {
+		return nil, err
+	}
+	set, err := desired.Load(g.manifests, opts)
+	if err != nil && (set == nil || errors.Is(err, desired.ErrUnreadable)) {
+		return nil, err
+	}
+	return set, nil
+}
+
+// resetTarget decides what reset does with unit: start it again (its
+// manifest declares it running), only clear its failed state (why says
+// why it is not started), or refuse it (no manifest declares it: resil
+// starts only what it manages). Manifests that cannot be read, or that
+// have an invalid file which may declare the unit, only clear the failed
+// state: the agent's next pass starts what its manifests say.
+func resetTarget(set *desired.Set, loadErr error, dir, unit string) (start bool, why string, err error) {
+	if set == nil {
+		return false, fmt.Sprintf("the manifests cannot be read (%v)", loadErr), nil
+	}
+	for _, o := range set.Sorted() {
+		switch {
+		case o.Kind == desired.KindService && o.UnitName() == unit:
+			if o.Service.DesiredState() == desired.StateStopped {
+				return false, "its manifest says state: stopped", nil
+			}
+			return true, "", nil
+		case o.Kind == desired.KindTimer && o.UnitName() == unit:
+			if !o.Timer.IsEnabled() {
+				return false, "its manifest says enabled: false", nil
+			}
+			return true, "", nil
+		case o.Kind == desired.KindTimer && o.Timer.Service == "" && o.Timer.TriggeredService(o.Metadata.Name) == unit:
+			return false, "it is the job of " + o.UnitName() + ", which starts it", nil
+		}
+	}
+	for _, o := range set.NotSelected {
+		if o.UnitName() == unit {
+			return false, "", fmt.Errorf("%s declares it for other hosts (hosts: does not select this one): resil does not manage it here", o.Source.File)
+		}
+	}
+	if len(set.Broken) > 0 || len(set.Busy) > 0 || len(set.Empty) > 0 || len(set.BrokenNames) > 0 {
+		return false, "no valid manifest declares it, and an invalid one may (the agent keeps its last good version)", nil
+	}
+	return false, "", fmt.Errorf("no manifest in %s declares it: resil resets only the units it manages", dir)
 }
