@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -108,8 +109,8 @@ func printRollout(out io.Writer, rec reconcile.RolloutRecord, ok bool, now time.
 		for _, f := range rep.Failed {
 			fmt.Fprintf(out, "  failed:       %s (%s)\n", f.Unit, f.Why)
 		}
-		if len(rep.NotReady) > 0 {
-			fmt.Fprintf(out, "  not ready:    %s\n", strings.Join(rep.NotReady, ", "))
+		if nr := notReadyOnly(rep); len(nr) > 0 {
+			fmt.Fprintf(out, "  not ready:    %s\n", strings.Join(nr, ", "))
 		}
 		if len(rep.Acknowledged) > 0 {
 			fmt.Fprintf(out, "  let pass:     %s (rollout resume)\n", strings.Join(rep.Acknowledged, ", "))
@@ -202,7 +203,19 @@ func printRolloutPlan(out io.Writer, rep *reconcile.RolloutReport, now time.Time
 		fmt.Fprintf(out, "  halted: %s failed; the pending services keep their previous version\n", strings.Join(failed, ", "))
 	case rep.HoldUntil != nil:
 		fmt.Fprintf(out, "  next wave in %s (jitter)\n", rep.HoldUntil.Sub(now).Round(100*time.Millisecond))
-	case len(rep.Admitted) == 0 && len(rep.NotReady) > 0:
-		fmt.Fprintf(out, "  waiting for %s to be ready\n", strings.Join(rep.NotReady, ", "))
+	case len(rep.Admitted) == 0 && len(notReadyOnly(rep)) > 0:
+		fmt.Fprintf(out, "  waiting for %s to be ready\n", strings.Join(notReadyOnly(rep), ", "))
 	}
+}
+
+// notReadyOnly is rep.NotReady without the services listed as failed (a
+// failed service holds its wave slot too, but is shown once, as failed).
+func notReadyOnly(rep *reconcile.RolloutReport) []string {
+	var out []string
+	for _, u := range rep.NotReady {
+		if !slices.ContainsFunc(rep.Failed, func(f reconcile.RolloutFailure) bool { return f.Unit == u }) {
+			out = append(out, u)
+		}
+	}
+	return out
 }
