@@ -162,8 +162,11 @@ func StatusRange(st HTTPStatus) (lo, hi int, err error) {
 			return 0, 0, fmt.Errorf("bad status %q", s)
 		}
 	}
-	if lo < 100 || hi > 599 || lo > hi {
+	if lo < 100 || lo > 599 || hi < 100 || hi > 599 {
 		return 0, 0, fmt.Errorf("status %q out of range 100-599", s)
+	}
+	if lo > hi {
+		return 0, 0, fmt.Errorf("status %q: the low code comes first, %d-%d", s, hi, lo)
 	}
 	return lo, hi, nil
 }
