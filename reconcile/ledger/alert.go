@@ -57,7 +57,7 @@ func (k *Keeper) alert(ctx context.Context, o *desired.Object, obj, unit string,
 	if !p.Enabled() {
 		return
 	}
-	count, err := k.store.RestartCount(ctx, obj, now.Add(-p.Within))
+	count, err := k.store.StormRestarts(ctx, obj, now.Add(-p.Within))
 	if err != nil {
 		k.log.Error("restart count", zap.Error(err))
 		return

@@ -16,7 +16,7 @@ import (
 // Store is what the Keeper needs of the agent's store (*store.Store).
 type Store interface {
 	AddRestarts(ctx context.Context, rs []store.Restart) error
-	RestartCount(ctx context.Context, object string, since time.Time) (int, error)
+	StormRestarts(ctx context.Context, object string, since time.Time) (int, error)
 	AlertFired(ctx context.Context, object string) (time.Time, error)
 	SetAlertFired(ctx context.Context, object string, t time.Time) error
 	PutBaseline(ctx context.Context, boot string, data []byte) error

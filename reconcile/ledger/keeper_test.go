@@ -222,3 +222,39 @@ func webUnitNamed(name string, n, pid uint32, start uint64) *observed.State {
 			Result: "success", NRestarts: n, MainPID: pid, ExecMainStartTimestamp: start},
 	}}
 }
+
+// The storm alert counts crashes, watchdog kills, liveness and manual
+// restarts, not the agent's own restart steps: a day of deploys does not
+// page (the fleet rule ResilRestartStorm leaves them out too). The ledger
+// keeps them.
+func TestStormLeavesOutTheAgentsOwnRestarts(t *testing.T) {
+	s := openStore(t)
+	k := NewKeeper(Config{Store: s, Events: s, Log: zaptest.NewLogger(t), Default: Policy{Restarts: 2, Within: time.Hour}})
+	ctx, now := context.Background(), time.Now()
+	var deploys []store.Restart
+	for i := range 5 {
+		deploys = append(deploys, store.Restart{Time: now.Add(-time.Duration(i) * time.Minute), Object: "Service/web", Unit: "web.service", Cause: string(CauseAgent)})
+	}
+	if err := s.AddRestarts(ctx, deploys); err != nil {
+		t.Fatal(err)
+	}
+	storms := func() int {
+		evs, err := s.Events(ctx, store.Query{Reason: string(reconcile.ReasonRestartStorm)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(evs)
+	}
+	k.Observe(ctx, reconcile.Result{Observed: webUnit(0, 100, 1000)}, now)
+	k.Observe(ctx, reconcile.Result{Observed: webUnit(1, 101, 2000)}, now)
+	if n := storms(); n != 0 {
+		t.Fatalf("%d storm alerts after 5 deploys and 1 crash, threshold 2: want 0", n)
+	}
+	k.Observe(ctx, reconcile.Result{Observed: webUnit(2, 102, 3000)}, now)
+	if n := storms(); n != 1 {
+		t.Fatalf("%d storm alerts after a second crash, want 1", n)
+	}
+	if n, _ := s.RestartCount(ctx, "Service/web", time.Time{}); n != 7 {
+		t.Errorf("ledger holds %d restarts, want 7 (deploys included)", n)
+	}
+}

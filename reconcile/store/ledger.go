@@ -73,6 +73,18 @@ func (s *Store) RestartCount(ctx context.Context, object string, since time.Time
 	return n, nil
 }
 
+// StormRestarts returns the number of restarts of object since t that a
+// restart storm counts: every cause but the agent's own restart steps
+// (applying manifest changes is a deploy, not a storm).
+func (s *Store) StormRestarts(ctx context.Context, object string, since time.Time) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM restarts WHERE object = ? AND time >= ? AND cause != 'agent'`, object, ts(since)).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count restarts of %s: %w", object, err)
+	}
+	return n, nil
+}
+
 // Restarts returns the ledger rows of object (all objects when "") since t, oldest first.
 func (s *Store) Restarts(ctx context.Context, object string, since time.Time) ([]Restart, error) {
 	q := `SELECT time, object, unit, cause FROM restarts WHERE time >= ?`
