@@ -49,7 +49,7 @@ func newPauseCmd(g *globals) *cobra.Command {
 					return exitCode(2, fmt.Errorf("%s", msg))
 				}
 			}
-			set := loadForLeases(g)
+			set := loadForLeases(cmd, g)
 			warnUnknownObjects(cmd.ErrOrStderr(), g.manifests, set, args)
 			ids := leaseIDs(cmd.Context(), g, set)
 			now := time.Now()
@@ -88,7 +88,7 @@ func newResumeCmd(g *globals) *cobra.Command {
 			ld := reconcile.NewLeaseDir(g.stateDir)
 			now := time.Now()
 			uid, name := whoAmI()
-			ids := leaseIDs(cmd.Context(), g, loadForLeases(g))
+			ids := leaseIDs(cmd.Context(), g, loadForLeases(cmd, g))
 			var events []reconcile.Event
 			missing := 0
 			for _, a := range args {
@@ -144,8 +144,13 @@ func leasesFor(ld reconcile.LeaseDir, a string) ([]reconcile.Lease, error) {
 }
 
 // loadForLeases loads the manifests for pause and resume, which only
-// name what they hold (nil when they cannot be read).
-func loadForLeases(g *globals) *desired.Set {
+// name what they hold (nil when they cannot be read): those diff reads
+// (the git source's deployed revision when the state dir has one and
+// --manifests is not given).
+func loadForLeases(cmd *cobra.Command, g *globals) *desired.Set {
+	if _, _, err := diffSource(cmd.Context(), cmd, g, ""); err != nil {
+		return nil
+	}
 	opts, err := g.loadOptions()
 	if err != nil {
 		return nil

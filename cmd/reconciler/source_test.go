@@ -342,3 +342,37 @@ func TestPruneUsesDeployedRevision(t *testing.T) {
 		t.Fatalf("prune, manifests missing: exit %d\n%s", code, out)
 	}
 }
+
+// pause, resume and reset read the manifests diff reads: under a git
+// source with no --manifests, its deployed revision. pause warned of no
+// unknown name there (it read the default directory, which under a git
+// source may not exist), and reset refused every unit.
+func TestLeasesAndResetUseDeployedRevision(t *testing.T) {
+	repo, state := t.TempDir(), t.TempDir()
+	gitIn(t, repo, "init", "--quiet", "--initial-branch=main")
+	if err := os.WriteFile(filepath.Join(repo, "web.yaml"), []byte(good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	gitIn(t, repo, "add", "-A")
+	gitIn(t, repo, "commit", "--quiet", "-m", "web")
+	src, err := gitsource.New(gitsource.Config{Repo: "file://" + repo, Dir: gitsource.Dir(state), Load: desired.Options{Insecure: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := src.Sync(context.Background()); err != nil || a.Outcome != gitsource.OutcomeDeployed {
+		t.Fatalf("sync: %+v %v", a, err)
+	}
+	cli := func(args ...string) (string, int) {
+		return runCLIErr(t, append([]string{"--backend", "process", "--owner-check", "off", "--state-dir", state,
+			"--host-labels", desired.DefaultHostLabelsFile}, args...)...)
+	}
+	if out, code := cli("pause", "webb", "--for", "1m", "--reason", "typo"); code != 0 || !strings.Contains(out, "warning: no manifest in ") {
+		t.Errorf("pause of a name the deployed revision lacks: exit %d, want 0 with a warning\n%s", code, out)
+	}
+	if out, code := cli("pause", "web", "--for", "1m", "--reason", "hotfix"); code != 0 || strings.Contains(out, "warning") {
+		t.Errorf("pause of a deployed name: exit %d, want 0 without a warning\n%s", code, out)
+	}
+	if out, code := cli("reset", "db"); code != 1 || !strings.Contains(out, "no manifest in "+filepath.Join(gitsource.Dir(state), gitsource.ManifestsLink)) {
+		t.Errorf("reset of a name the deployed revision lacks: exit %d, want 1 naming the revision's manifests\n%s", code, out)
+	}
+}
