@@ -106,12 +106,17 @@ func (r *RolloutReport) Pending() []string {
 type RolloutFailure struct {
 	Unit   string `json:"unit"`
 	Object string `json:"object"`
-	// Why: "failed", or "not ready within 5m0s".
+	// Why: "failed", WhyCrashed, or "not ready within 5m0s".
 	Why string `json:"why"`
 	// Hash identifies the unit file version that failed (its ownership
 	// marker), which `rollout resume` acknowledges.
 	Hash string `json:"hash,omitempty"`
 }
+
+// WhyCrashed is the RolloutFailure.Why of a service the rollout restarted
+// that its restart policy restarted since (it crashed, and may recover
+// between crashes).
+const WhyCrashed = "crashed since its restart"
 
 func (f RolloutFailure) String() string {
 	if f.Why == "failed" {
@@ -183,6 +188,14 @@ func (p *planner) initRollout(objs []*desired.Object) {
 		case unknown:
 		case p.neverReady(o, u):
 			fail = &RolloutFailure{Unit: unit, Object: o.ID(), Why: "not ready within " + p.readyTimeout().String()}
+		case u != nil && u.NRestarts > 0:
+			// Restarted by its policy since the rollout's restart (a
+			// start by a job zeroes NRestarts, on systemd and the process
+			// backend alike): the new version crashed. Its start limit
+			// may be far off (a long restart delay never reaches it), and
+			// between crashes it reads active, or ready, and would free
+			// its slot for the next wave.
+			fail = &RolloutFailure{Unit: unit, Object: o.ID(), Why: WhyCrashed}
 		}
 		if fail != nil && u.File != nil {
 			fail.Hash, _ = ownmark.HashOf(u.File)

@@ -275,7 +275,7 @@ func TestPlanRolloutReport(t *testing.T) {
 	}
 	type svc struct {
 		name    string
-		state   string        // "" candidate (old version, active); "member": restarted, active; "failed": restarted, failed
+		state   string        // "" candidate (old version, active); "member": restarted, active; "failed": restarted, failed; "crashed": restarted, active again after crashes
 		started time.Duration // how long ago its process started (default 1h)
 	}
 	input := func(svcs []svc, rin RolloutInput) Input {
@@ -296,6 +296,10 @@ func TestPlanRolloutReport(t *testing.T) {
 			if s.state == "failed" {
 				active, pid = "failed", 0
 			}
+			var nRestarts uint32
+			if s.state == "crashed" {
+				nRestarts = 2
+			}
 			started := s.started
 			if started == 0 {
 				started = time.Hour
@@ -303,7 +307,8 @@ func TestPlanRolloutReport(t *testing.T) {
 			in.Objects = append(in.Objects, o)
 			in.Files[o.ID()] = files
 			in.Observed.Units[s.name+".service"] = &observed.Unit{Name: s.name + ".service", File: old[0].Data, Owner: o.ID(), LoadState: "loaded",
-				ActiveState: active, SubState: "running", UnitFileState: "enabled", MainPID: pid, ExecMainStartTimestamp: uint64(now.Add(-started).UnixMicro())}
+				ActiveState: active, SubState: "running", UnitFileState: "enabled", MainPID: pid, ExecMainStartTimestamp: uint64(now.Add(-started).UnixMicro()),
+				NRestarts: nRestarts}
 		}
 		return in
 	}
@@ -333,6 +338,12 @@ func TestPlanRolloutReport(t *testing.T) {
 		// The last wave: nothing pending, one member failed. Halted (an
 		// alert), not "in progress" for good.
 		{"a failed member of the last wave halts", []svc{{name: "x", state: "failed"}, {name: "y", state: "member"}}, RolloutInput{}, "", "", "", "x.service", true, 0},
+		// A member its policy restarted since the rollout's restart: the new
+		// version crashes, though it reads active (and ready) between
+		// crashes. It halted only at its start limit, which a long restart
+		// delay never reaches, while the other slot kept admitting waves.
+		{"a member that crashed since its restart halts", append([]svc{{name: "x", state: "crashed"}}, cands...), RolloutInput{}, "", "", "a b|c d|e", "", true, 0},
+		{"a crashed member acknowledged: passes", append([]svc{{name: "x", state: "crashed"}}, cands...), RolloutInput{}, "x.service", "a b", "c d|e", "", false, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -119,10 +119,13 @@ func (r *runner) startMain(ctx context.Context) {
 	// written before the fork: an agent killed between the fork and the
 	// table write leaves a launch the next agent adopts with its count (an
 	// automatic restart then stays counted; found by the torture suite).
+	// A start that is not an automatic restart (a start or restart job,
+	// a boot) zeroes the count, as systemd's does: NRestarts counts the
+	// restarts by policy since the unit was last started.
 	restarted := r.autoRestart
-	n := r.u.status().NRestarts
+	var n uint32
 	if restarted {
-		n++
+		n = r.u.status().NRestarts + 1
 	}
 	r.nextRestarts = n
 	p, err := r.spawn(ctx, r.spec.Command, extra, true)

@@ -104,6 +104,15 @@ func TestRestartDelay(t *testing.T) {
 	if gap := time.Duration(b - a); gap < 1500*time.Millisecond {
 		t.Fatalf("restarted after %v, before the 1.5s delay", gap)
 	}
+	// A restart job zeroes the count, as systemd's does (NRestarts counts
+	// the restarts by policy since the last start by a job: a rollout
+	// tells a new version that crashed by it).
+	if _, err := h.apply(context.Background(), actuators.Step{Op: actuators.OpRestart, Unit: "slow.service"}); err != nil {
+		t.Fatal(err)
+	}
+	if u := h.waitUnit("slow.service", "restarted by a job", isActive); u.NRestarts != 0 {
+		t.Errorf("NRestarts = %d after a restart job, want 0", u.NRestarts)
+	}
 }
 
 func TestPreStart(t *testing.T) {
