@@ -257,6 +257,11 @@ type Result struct {
 	RequeueAfter time.Duration
 	// Health are the probe statuses the plan was computed from.
 	Health []health.Status
+	// RestartPending is the restart journal as the pass read it (Input's):
+	// restarts an earlier pass, maybe of an agent since killed, made or
+	// owes. The ledger counts a restart of such a service, after its
+	// record, as the agent's.
+	RestartPending map[string]time.Time
 	// Unsupported are the desired objects the backend cannot honour
 	// (their render refused: actuators.ErrUnsupported): not in Desired,
 	// nothing applied for them, what runs of them left alone; Classify
@@ -462,6 +467,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 		MarkProcessSince: r.cfg.MarkProcessSince, Health: res.Health, MaxParallelRestarts: r.cfg.MaxParallelRestarts,
 		RolloutReadyTimeout: r.cfg.RolloutReadyTimeout, Rollout: r.rolloutInput(log), SafetyInput: safety,
 		RestartPending: r.restartPending()}
+	res.RestartPending = in.RestartPending
 	plan := Compute(in)
 	if !opts.DryRun && r.armJitter(plan, safety.Now) {
 		in.Rollout.HoldUntil = r.rolloutGate

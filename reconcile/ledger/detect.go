@@ -50,6 +50,11 @@ type Input struct {
 	// Between are the outcomes of the steps executed after Prev was read
 	// (the previous pass's outcomes).
 	Between []reconcile.StepOutcome
+	// Journaled are the restart journal's records (Result.RestartPending):
+	// a restart whose cause would read manual, of a process started after
+	// the service's record, is the agent's (a restart an agent killed
+	// before its ledger made, or one the restart journal owed).
+	Journaled map[string]time.Time
 }
 
 // Managed reports whether a unit's restarts count: a .service owned by a
@@ -128,7 +133,11 @@ func Detect(in Input) []Restarts {
 			add(CauseLiveness, liveness[n])
 			add(autoCause, auto)
 		case started && running(p) && c.ExecMainStartTimestamp != 0 && (reset || auto == 0):
-			add(CauseManual, 1)
+			cause := CauseManual
+			if t, ok := in.Journaled[n]; ok && !t.IsZero() && int64(c.ExecMainStartTimestamp) >= t.UnixMicro() {
+				cause = CauseAgent
+			}
+			add(cause, 1)
 			add(autoCause, auto)
 		case started && p.SubState == "auto-restart" && c.ExecMainStartTimestamp != 0 && (reset || auto == 0 && in.Cur.Backend != "systemd"):
 			// The automatic restart the previous observation saw pending

@@ -99,7 +99,7 @@ func (k *Keeper) ledger(ctx context.Context, res reconcile.Result, now time.Time
 		k.baselineRead = true
 		k.prev = k.loadBaseline(ctx)
 	}
-	found := Detect(Input{Prev: k.prev, Cur: res.Observed, Between: k.between})
+	found := Detect(Input{Prev: k.prev, Cur: res.Observed, Between: k.between, Journaled: res.RestartPending})
 	k.prev, k.between = res.Observed, res.Outcomes
 	// The baseline moves on only once the restarts it covers are recorded:
 	// an agent killed in between counts them again on restart (at least

@@ -212,3 +212,35 @@ func TestStormTable(t *testing.T) {
 		})
 	}
 }
+
+// A restart the restart journal records, made after its record, is the
+// agent's though no step outcome says so: the agent that made it was
+// killed before its ledger saw it (kill -9 during its startup probe), and
+// the next one read manual. One made before the record stays manual.
+func TestDetectJournaledRestart(t *testing.T) {
+	prev := u("active", "running", "success", 0, 100, 1000)
+	cur := u("active", "running", "success", 0, 101, 2000)
+	for _, tc := range []struct {
+		name   string
+		record time.Time
+		want   string
+	}{
+		{"made after the record", time.UnixMicro(1500), "[web.service agent 1]"},
+		{"made before the record", time.UnixMicro(3000), "[web.service manual 1]"},
+		{"no record", time.Time{}, "[web.service manual 1]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := Input{Prev: state(prev), Cur: state(cur)}
+			if !tc.record.IsZero() {
+				in.Journaled = map[string]time.Time{"web.service": tc.record}
+			}
+			var got []string
+			for _, r := range Detect(in) {
+				got = append(got, fmt.Sprintf("%s %s %d", r.Unit, r.Cause, r.Count))
+			}
+			if s := fmt.Sprint(got); s != tc.want {
+				t.Errorf("got %s, want %s", s, tc.want)
+			}
+		})
+	}
+}
