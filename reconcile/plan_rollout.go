@@ -197,6 +197,13 @@ func (p *planner) initRollout(objs []*desired.Object) {
 			// its slot for the next wave.
 			fail = &RolloutFailure{Unit: unit, Object: o.ID(), Why: WhyCrashed}
 		}
+		if fail != nil && p.fixing(o, u) {
+			// A new version of a failed service: this pass starts it at
+			// once (not paced: the failure already holds a slot). It holds
+			// its slot until ready and halts nothing: the pass that wrote
+			// the fix recorded RolloutHalted and held the others.
+			fail = nil
+		}
 		if fail != nil && u.File != nil {
 			fail.Hash, _ = ownmark.HashOf(u.File)
 		}
@@ -397,6 +404,23 @@ func (p *planner) rolloutCandidate(o *desired.Object, f desired.UnitFile, u *obs
 		return false
 	}
 	return p.classify(u.File, f.Data).Restart || u.StaleProcess
+}
+
+// fixing reports whether this pass writes a new version of o's unit file
+// that its process must run: a failed service of the rollout gets it
+// started at once (a manifest change is the fix).
+func (p *planner) fixing(o *desired.Object, u *observed.Unit) bool {
+	files := p.in.Files[o.ID()]
+	if u == nil || u.File == nil || len(files) == 0 || p.lease(o.ID()) != nil {
+		return false
+	}
+	if owner, ok := ownmark.IsOwned(u.File); !ok || owner != o.ID() {
+		return false
+	}
+	if bytes.Equal(ownmark.WithoutProcessSince(u.File), files[0].Data) {
+		return false
+	}
+	return p.classify(u.File, files[0].Data).Restart
 }
 
 // holdForRollout reports whether the restart of a running service for its

@@ -275,7 +275,7 @@ func TestPlanRolloutReport(t *testing.T) {
 	}
 	type svc struct {
 		name    string
-		state   string        // "" candidate (old version, active); "member": restarted, active; "failed": restarted, failed; "crashed": restarted, active again after crashes
+		state   string        // "" candidate (old version, active); "member": restarted, active; "failed": restarted, failed; "crashed": restarted, active again after crashes; "fixed": failed, and a new version written this pass
 		started time.Duration // how long ago its process started (default 1h)
 	}
 	input := func(svcs []svc, rin RolloutInput) Input {
@@ -290,10 +290,12 @@ func TestPlanRolloutReport(t *testing.T) {
 			old, _ := desired.Render(mk(s.name, "1"))
 			active, pid := "active", uint32(100+i)
 			if s.state != "" {
-				old = files
+				if s.state != "fixed" {
+					old = files
+				}
 				in.Rollout.Members[s.name+".service"] = true
 			}
-			if s.state == "failed" {
+			if s.state == "failed" || s.state == "fixed" {
 				active, pid = "failed", 0
 			}
 			var nRestarts uint32
@@ -343,6 +345,9 @@ func TestPlanRolloutReport(t *testing.T) {
 		// crashes. It halted only at its start limit, which a long restart
 		// delay never reaches, while the other slot kept admitting waves.
 		{"a member that crashed since its restart halts", append([]svc{{name: "x", state: "crashed"}}, cands...), RolloutInput{}, "", "", "a b|c d|e", "", true, 0},
+		// A fix of a failed member: started at once, holding its slot,
+		// halting nothing (the pass that wrote it halted: RolloutHalted).
+		{"a failed member's fix", append([]svc{{name: "x", state: "fixed"}}, cands...), RolloutInput{}, "", "a", "b c|d e", "x.service", false, 0},
 		{"a crashed member acknowledged: passes", append([]svc{{name: "x", state: "crashed"}}, cands...), RolloutInput{}, "x.service", "a b", "c d|e", "", false, 0},
 	}
 	for _, tt := range tests {
