@@ -176,21 +176,9 @@ func TestStatusNamesRevision(t *testing.T) {
 // apply without --manifests converges on the git source's deployed
 // revision, as the agent does.
 func TestApplyUsesDeployedRevision(t *testing.T) {
-	repo, e := t.TempDir(), newProcEnv(t) // its cleanup kills what apply started
+	e := newProcEnv(t) // its cleanup kills what apply started
 	state := e.state
-	gitIn(t, repo, "init", "--quiet", "--initial-branch=main")
-	if err := os.WriteFile(filepath.Join(repo, "web.yaml"), []byte(good), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	gitIn(t, repo, "add", "-A")
-	gitIn(t, repo, "commit", "--quiet", "-m", "web")
-	src, err := gitsource.New(gitsource.Config{Repo: "file://" + repo, Dir: gitsource.Dir(state), Load: desired.Options{Insecure: true}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a, err := src.Sync(context.Background()); err != nil || a.Outcome != gitsource.OutcomeDeployed {
-		t.Fatalf("sync: %+v %v", a, err)
-	}
+	deployWeb(t, state)
 	out, code := runCLI(t, "apply", "--backend", "process", "--owner-check", "off", "--state-dir", state)
 	if code != 0 || !strings.Contains(out, "web.service") || e.rows()["web.service"].PID <= 1 {
 		t.Fatalf("apply: exit %d, rows %v\n%s", code, e.rows(), out)
@@ -348,20 +336,8 @@ func TestPruneUsesDeployedRevision(t *testing.T) {
 // unknown name there (it read the default directory, which under a git
 // source may not exist), and reset refused every unit.
 func TestLeasesAndResetUseDeployedRevision(t *testing.T) {
-	repo, state := t.TempDir(), t.TempDir()
-	gitIn(t, repo, "init", "--quiet", "--initial-branch=main")
-	if err := os.WriteFile(filepath.Join(repo, "web.yaml"), []byte(good), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	gitIn(t, repo, "add", "-A")
-	gitIn(t, repo, "commit", "--quiet", "-m", "web")
-	src, err := gitsource.New(gitsource.Config{Repo: "file://" + repo, Dir: gitsource.Dir(state), Load: desired.Options{Insecure: true}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a, err := src.Sync(context.Background()); err != nil || a.Outcome != gitsource.OutcomeDeployed {
-		t.Fatalf("sync: %+v %v", a, err)
-	}
+	state := t.TempDir()
+	deployWeb(t, state)
 	cli := func(args ...string) (string, int) {
 		return runCLIErr(t, append([]string{"--backend", "process", "--owner-check", "off", "--state-dir", state,
 			"--host-labels", desired.DefaultHostLabelsFile}, args...)...)
@@ -374,5 +350,25 @@ func TestLeasesAndResetUseDeployedRevision(t *testing.T) {
 	}
 	if out, code := cli("reset", "db"); code != 1 || !strings.Contains(out, "no manifest in "+filepath.Join(gitsource.Dir(state), gitsource.ManifestsLink)) {
 		t.Errorf("reset of a name the deployed revision lacks: exit %d, want 1 naming the revision's manifests\n%s", code, out)
+	}
+}
+
+// deployWeb commits web.yaml (good) to a new repository and deploys it as
+// state's git source.
+func deployWeb(t *testing.T, state string) {
+	t.Helper()
+	repo := t.TempDir()
+	gitIn(t, repo, "init", "--quiet", "--initial-branch=main")
+	if err := os.WriteFile(filepath.Join(repo, "web.yaml"), []byte(good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	gitIn(t, repo, "add", "-A")
+	gitIn(t, repo, "commit", "--quiet", "-m", "web")
+	src, err := gitsource.New(gitsource.Config{Repo: "file://" + repo, Dir: gitsource.Dir(state), Load: desired.Options{Insecure: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := src.Sync(context.Background()); err != nil || a.Outcome != gitsource.OutcomeDeployed {
+		t.Fatalf("sync: %+v %v", a, err)
 	}
 }
