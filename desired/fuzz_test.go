@@ -116,16 +116,21 @@ func checkLoadContract(t *testing.T, set *Set, err error, dir string) {
 	}
 }
 
-// knownDirectives are the directives Render generates, by section.
-var knownDirectives = map[string][]string{
-	"Unit": {"Description", "After", "Requires", "Wants", "StartLimitIntervalSec", "StartLimitBurst", KeyObject, KeySource, KeyHash, ownmark.KeyTakeOver},
-	"Service": {"Type", "NotifyAccess", "WatchdogSec", "ExecStartPre", "ExecStart", "ExecStartPost", "Restart", "RestartSec", "TimeoutStartSec",
-		"TimeoutStopSec", "User", "Group", "WorkingDirectory", "Environment", "EnvironmentFile", "StandardOutput", "StandardError",
-		"MemoryMax", "CPUQuota", "TasksMax", "StateDirectory"},
-	"Install": {"WantedBy"},
-	"Timer":   {"OnCalendar", "OnBootSec", "OnUnitActiveSec", "Persistent", "RandomizedDelaySec", "AccuracySec", "Unit"},
-	"Manager": {"RuntimeWatchdogSec", "RebootWatchdogSec", "WatchdogDevice"},
-}
+// knownDirectives are the directives Render generates, by section: the
+// ones validate.go's renderedDirectives lists (an empty passthrough value
+// of one is refused), the ownership markers, and the manager drop-in's.
+// One list: a directive Render learns to write and renderedDirectives
+// lacks fails checkRenders.
+var knownDirectives = func() map[string][]string {
+	m := map[string][]string{
+		"Unit":    {KeyObject, KeySource, KeyHash, ownmark.KeyTakeOver},
+		"Manager": {"RuntimeWatchdogSec", "RebootWatchdogSec", "WatchdogDevice"},
+	}
+	for sec, keys := range renderedDirectives {
+		m[sec] = append(m[sec], sortedKeys(keys)...)
+	}
+	return m
+}()
 
 // checkRenders renders an accepted object and proves every file says exactly
 // what the manifest says: no section or directive that the manifest did not

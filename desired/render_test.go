@@ -91,6 +91,7 @@ func TestRenderGolden(t *testing.T) {
 			}
 			got := map[string][]byte{}
 			for _, id := range sortedKeys(byObj) {
+				checkRenders(t, set.Objects[id]) // no directive outside knownDirectives (renderedDirectives)
 				for _, f := range byObj[id] {
 					if _, dup := got[f.Name]; dup {
 						t.Fatalf("two objects render %s", f.Name)
