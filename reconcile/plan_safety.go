@@ -234,7 +234,7 @@ func (p *planner) guardPrune(due []string, owned int) *PruneBlock {
 			return nil
 		}
 	}
-	let := fmt.Sprintf("(`reconciler prune --confirm` or `apply --allow-prune %d` lets it through once)", n)
+	let := fmt.Sprintf("(`reconciler prune --confirm` lets it through once; with no agent running, `apply --allow-prune %d` too)", n)
 	b := &PruneBlock{Objects: due, Owned: owned, Max: p.in.MaxPrune, OverShare: over, Held: held, HeldSince: since}
 	if over {
 		b.Why = fmt.Sprintf("would prune %d of %d owned objects, more than --max-prune %s; nothing pruned %s",
