@@ -101,6 +101,11 @@ type Unit struct {
 	// result) is the agent's memory of the unit's last run, not systemd's:
 	// systemd unloaded the unit after it (reconcile's run memory).
 	HistoryRemembered bool `json:"historyRemembered,omitempty"`
+	// OwedRestart says the main process was started to finish a restart
+	// an earlier agent asked for and did not live to see (the process
+	// backend: an agent killed while stopping the old process). The
+	// restart ledger counts it as the agent's, not as a manual restart.
+	OwedRestart bool `json:"owedRestart,omitempty"`
 
 	NRestarts      uint32 `json:"nRestarts"`
 	MainPID        uint32 `json:"mainPID"`

@@ -267,7 +267,16 @@ func TestInterruptedRestartOfExitedProcessCompleted(t *testing.T) {
 	writeTable(t, dir, map[string]procRecord{"svc.service": {Unit: "svc.service", PID: dead.Process.Pid, PGID: dead.Process.Pid,
 		StartTime: 1, Started: 1, Nonce: newNonce(), Stopping: true, StopReason: stopRestart}})
 	h.run()
-	h.waitUnit("svc.service", "restarted", isActive)
+	if u := h.waitUnit("svc.service", "restarted", isActive); !u.OwedRestart {
+		t.Errorf("the restart a killed agent began reads as not owed (the ledger counts it manual): %+v", u)
+	}
+	// A later restart by a pass is the pass's own.
+	if _, err := h.apply(context.Background(), actuators.Step{Op: actuators.OpRestart, Unit: "svc.service"}); err != nil {
+		t.Fatal(err)
+	}
+	if u := h.unit("svc.service"); u.OwedRestart {
+		t.Errorf("a pass's restart reads as owed: %+v", u)
+	}
 }
 
 // Killed during a restart of a process that ignores SIGTERM: the row says
@@ -283,6 +292,9 @@ func TestInterruptedRestartOfLiveProcessCompleted(t *testing.T) {
 	h2 := newHarness(t, dir, Options{})
 	h2.run()
 	u2 := h2.waitUnit("slow.service", "restarted", func(u *observed.Unit) bool { return isActive(u) && u.MainPID != u1.MainPID })
+	if !u2.OwedRestart {
+		t.Errorf("the restart a killed agent began reads as not owed (the ledger counts it manual): %+v", u2)
+	}
 	if alive(int(u1.MainPID)) {
 		t.Fatalf("old process %d alive beside %d", u1.MainPID, u2.MainPID)
 	}

@@ -168,6 +168,7 @@ func (s *Supervisor) observeUnit(name string, live bool, snap *snapshot, table m
 			ou.StampUSec = usec(st)
 		}
 	}
+	ou.OwedRestart = us.Owed && us.MainPID != 0
 	ou.LastTriggerUSec = usec(us.LastTrigger)
 	ou.NextElapseUSecRealtime = usec(us.NextElapse)
 	return ou

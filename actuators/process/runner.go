@@ -116,6 +116,7 @@ type runner struct {
 	startupFailed    bool // the startup probe did not pass: a failed start
 	restartAfterStop bool
 	autoRestart      bool   // the next start is an automatic restart (NRestarts)
+	owedRestart      bool   // the next start finishes a restart a killed agent began (procRecord.Owed)
 	nextRestarts     uint32 // NRestarts of the main process being spawned (its intent row)
 
 	startWaiters []chan opReply
@@ -239,6 +240,7 @@ func (r *runner) command(ctx context.Context, c command) {
 			if c.auto {
 				r.u.update(func(st *status) { st.NRestarts = c.nRestarts })
 			}
+			r.owedRestart = c.owed
 			r.beginStartAs(ctx, c.auto)
 		case phRunning:
 			c.answer(actuators.Unchanged, nil)

@@ -62,6 +62,7 @@ func (r *runner) adopt(ctx context.Context, spec *Spec, rec *procRecord) {
 	r.set("active", "running", func(st *status) {
 		st.MainPID, st.ExecMainStart, st.SpecHash, st.ProcHash = rec.PID, time.UnixMicro(rec.Started), rec.SpecHash, rec.ProcHash
 		st.NRestarts = rec.NRestarts
+		st.Owed = rec.Owed
 	})
 	r.log.Info("process adopted", zap.Int("pid", rec.PID), zap.Bool("stopping", rec.Stopping))
 	r.reloadSpec() // a file newer than the process that changed nothing it depends on
@@ -77,6 +78,7 @@ func (r *runner) adopt(ctx context.Context, spec *Spec, rec *procRecord) {
 		// the stop, and start it again if that was a restart.
 		r.requested = true
 		r.restartAfterStop = rec.stopReason() == stopRestart
+		r.owedRestart = r.restartAfterStop
 		r.kill(syscall.SIGTERM, "stop-sigterm")
 	}
 }

@@ -131,6 +131,7 @@ func (r *runner) startMain(ctx context.Context) {
 	p, err := r.spawn(ctx, r.spec.Command, extra, true)
 	r.releaseLock() // the child holds it now
 	if err != nil {
+		r.owedRestart = false
 		r.log.Error("start failed", zap.Error(err))
 		// This start is the last run, as systemd shows a main process
 		// whose exec failed (its exit status 217/USER, 203/EXEC, …), not
@@ -143,7 +144,7 @@ func (r *runner) startMain(ctx context.Context) {
 		return
 	}
 	r.proc, r.isCheck = p, false
-	r.autoRestart = false
+	r.autoRestart, r.owedRestart = false, false
 	p.rec.NRestarts = n
 	p.rec.Next = r.reserveNext(n + 1)
 	r.u.s.recordProc(r.u.name, &p.rec)
@@ -153,6 +154,7 @@ func (r *runner) startMain(ctx context.Context) {
 		st.SpecHash, st.ProcHash = p.rec.SpecHash, p.rec.ProcHash
 		st.ExecMainExit = time.Time{}
 		st.NRestarts = n
+		st.Owed = p.rec.Owed
 	})
 	r.wdTimeout = 0
 	if w := r.spec.Watchdog; w != nil {
@@ -225,6 +227,7 @@ func (r *runner) spawn(ctx context.Context, argv []string, extra []string, main 
 	if main {
 		l.lock = r.lock
 		rec.NRestarts = r.nextRestarts
+		rec.Owed = r.owedRestart && !r.autoRestart
 		if reserved == nil {
 			s.recordIntent(r.u.name, rec)
 		}
@@ -239,7 +242,7 @@ func (r *runner) spawn(ctx context.Context, argv []string, extra []string, main 
 		}
 		return nil, err
 	}
-	p.rec.Unit, p.rec.Nonce, p.rec.SpecHash, p.rec.ProcHash = rec.Unit, rec.Nonce, rec.SpecHash, rec.ProcHash
+	p.rec.Unit, p.rec.Nonce, p.rec.SpecHash, p.rec.ProcHash, p.rec.Owed = rec.Unit, rec.Nonce, rec.SpecHash, rec.ProcHash, rec.Owed
 	r.startCopiers(p)
 	return p, nil
 }

@@ -169,6 +169,9 @@ type procRecord struct {
 	// NRestarts) when this process started, so the count, and the restart
 	// ledger built on it, survive a kill -9 of the agent.
 	NRestarts uint32 `json:"nRestarts,omitempty"`
+	// Owed: the process finishes a restart an earlier agent began and
+	// was killed in (observed.Unit.OwedRestart).
+	Owed bool `json:"owed,omitempty"`
 	// Next reserves the unit's next automatic restart (a service whose
 	// policy restarts): its launch ID, output FIFOs, spec and count,
 	// written with this process's row. The restart then forks without a

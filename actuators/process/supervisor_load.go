@@ -334,6 +334,7 @@ func (s *Supervisor) startEnabled(held map[string]string, prev map[string]procRe
 		if rec, ok := prev[n]; ok && rec.PID > 0 && !rec.Stopping {
 			c.auto, c.nRestarts = true, rec.NRestarts
 		}
+		c.owed = held[n] == stopRestart
 		select {
 		case u.cmds <- c:
 			taken = append(taken, c.taken)

@@ -43,6 +43,9 @@ type command struct {
 	// top of nRestarts, the count recorded with that process.
 	auto      bool
 	nRestarts uint32
+	// owed (OpStart at agent start only): the start finishes a restart
+	// the last agent began and was killed in (procRecord.Owed).
+	owed bool
 	// atRun: the start is startEnabled's, before any pass; a timer then
 	// reports its own catch-up decision (a pass's start reports the
 	// planner's).
@@ -87,6 +90,9 @@ type status struct {
 	// exited ("" when unknown): a run that exited by itself from another
 	// file than the one on disk is stale (observed.Unit.StaleRun).
 	RunHash string
+	// Owed: the main process finishes a restart a killed agent began
+	// (procRecord.Owed).
+	Owed bool
 	// Timers.
 	LastTrigger time.Time
 	NextElapse  time.Time

@@ -134,7 +134,7 @@ func Detect(in Input) []Restarts {
 			add(autoCause, auto)
 		case started && running(p) && c.ExecMainStartTimestamp != 0 && (reset || auto == 0):
 			cause := CauseManual
-			if t, ok := in.Journaled[n]; ok && !t.IsZero() && int64(c.ExecMainStartTimestamp) >= t.UnixMicro() {
+			if t, ok := in.Journaled[n]; c.OwedRestart || ok && !t.IsZero() && int64(c.ExecMainStartTimestamp) >= t.UnixMicro() {
 				cause = CauseAgent
 			}
 			add(cause, 1)

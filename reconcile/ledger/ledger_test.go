@@ -216,7 +216,9 @@ func TestStormTable(t *testing.T) {
 // A restart the restart journal records, made after its record, is the
 // agent's though no step outcome says so: the agent that made it was
 // killed before its ledger saw it (kill -9 during its startup probe), and
-// the next one read manual. One made before the record stays manual.
+// the next one read manual. One made before the record stays manual. On
+// the process backend the supervisor that finished such a restart says
+// so (observed.Unit.OwedRestart).
 func TestDetectJournaledRestart(t *testing.T) {
 	prev := u("active", "running", "success", 0, 100, 1000)
 	cur := u("active", "running", "success", 0, 101, 2000)
@@ -228,9 +230,12 @@ func TestDetectJournaledRestart(t *testing.T) {
 		{"made after the record", time.UnixMicro(1500), "[web.service agent 1]"},
 		{"made before the record", time.UnixMicro(3000), "[web.service manual 1]"},
 		{"no record", time.Time{}, "[web.service manual 1]"},
+		{"owed (process backend)", time.Time{}, "[web.service agent 1]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			in := Input{Prev: state(prev), Cur: state(cur)}
+			cur := *cur
+			cur.OwedRestart = tc.name == "owed (process backend)"
+			in := Input{Prev: state(prev), Cur: state(&cur)}
 			if !tc.record.IsZero() {
 				in.Journaled = map[string]time.Time{"web.service": tc.record}
 			}
