@@ -278,11 +278,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.quit = ctx.Done()
 	s.bootID = readBootID()
 	s.boot = s.started
-	if s.loadTable() {
-		// A new boot: record it before any timer can fire, so an agent
-		// killed before its table changed again still counts from it.
-		s.saveTable()
-	}
+	s.loadTable() // the first reload's cleanupStale writes the table, boot fields included, before any timer starts
 	held := s.heldStops()
 	prev := s.tableCopy()
 	marks := s.scan()

@@ -95,19 +95,19 @@ func readBootID() string {
 
 func (s *Supervisor) tablePath() string { return filepath.Join(s.dir, "processes.json") }
 
-// loadTable reads the table an earlier agent wrote. It says whether the
-// table's boot fields must be written: this agent starts a boot (no table,
-// another boot ID, or one written while stopping every service), or the
-// table predates BootStart.
-func (s *Supervisor) loadTable() (newBoot bool) {
+// loadTable reads the table an earlier agent wrote. An agent of this boot
+// that was not stopping every service gives its boot (Supervisor.boot);
+// otherwise this agent starts one (no table, another boot ID, or one
+// written while stopping every service).
+func (s *Supervisor) loadTable() {
 	b, err := os.ReadFile(s.tablePath())
 	if err != nil {
-		return true
+		return
 	}
 	var t processTable
 	if err := json.Unmarshal(b, &t); err != nil {
 		s.log.Error("process table unreadable", zap.Error(err))
-		return true
+		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -116,7 +116,7 @@ func (s *Supervisor) loadTable() (newBoot bool) {
 	}
 	s.restartedAgent = s.bootID != "" && t.BootID == s.bootID && !t.ShuttingDown
 	if !s.restartedAgent {
-		return true
+		return
 	}
 	for n, e := range t.Idle {
 		s.idle[n] = e
@@ -129,12 +129,8 @@ func (s *Supervisor) loadTable() (newBoot bool) {
 		if k, ok := kernelBoot(); ok && k.Before(s.started) {
 			s.boot = k
 		}
-		return true
-	case boot.After(s.started):
-		return true // a clock that went back: count from now
-	default:
+	case !boot.After(s.started): // else a clock that went back: count from now
 		s.boot = boot
-		return false
 	}
 }
 
