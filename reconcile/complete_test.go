@@ -170,10 +170,21 @@ func TestMultiDocCutAfterSeparatorWhileHeldOpen(t *testing.T) {
 	if !hasEvent(ring, ReasonBusy, "all.yaml") || !hasEvent(ring, ReasonLastGoodRetained, "open for writing") {
 		t.Fatalf("events: %+v", ring.Events())
 	}
-	// diff shows it as a finding; it is not a manifest error.
+	// diff shows it as findings (the file busy, each object it holds at
+	// its last good version, which Classify reads as Invalid); it is not a
+	// manifest error.
 	res, _ := r.Reconcile(context.Background(), Options{DryRun: true})
-	if len(res.Plan.Findings) != 1 || res.Plan.Findings[0].Reason != ReasonBusy || res.LoadErr != nil {
-		t.Fatalf("findings %+v, load error %v", res.Plan.Findings, res.LoadErr)
+	var reasons []string
+	for _, f := range res.Plan.Findings {
+		reasons = append(reasons, string(f.Reason)+" "+f.Object)
+	}
+	if got := strings.Join(reasons, ", "); got != "LastGoodRetained Service/api, LastGoodRetained Service/web, ManifestBusy " || res.LoadErr != nil {
+		t.Fatalf("findings %s, load error %v", got, res.LoadErr)
+	}
+	for id, st := range Classify(res) {
+		if st.State != StateInvalid {
+			t.Errorf("%s: %s, want Invalid while its file is busy", id, st.State)
+		}
 	}
 	finish(apiManifest)
 	expectNoChange(t, dir, f, r, want)

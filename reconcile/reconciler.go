@@ -180,7 +180,11 @@ type loadedDesired struct {
 	stateChanged map[string]bool
 	prune        bool
 	busy         []Finding
-	err          error
+	// held: a LastGoodRetained finding per object kept at its last good
+	// version (or, with none, left as it is on the host) because its
+	// manifest is broken, busy or empty; Classify reads them as Invalid.
+	held []Finding
+	err  error
 }
 
 type backoff struct {
@@ -473,7 +477,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 		in.Rollout.HoldUntil = r.rolloutGate
 		plan = Compute(in)
 	}
-	plan.Findings = append(append(plan.Findings, busy...), unsupported...)
+	plan.Findings = append(append(append(plan.Findings, d.held...), busy...), unsupported...)
 	res.Plan = plan
 	res.Hash = plan.Hash()
 	if !opts.Quiet || !opts.DryRun {
@@ -529,7 +533,11 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 			protected[id] = true
 		}
 		sortObjects(objs)
-		return &loadedDesired{objs: objs, protected: protected, broken: broken, prune: false, err: lerr}
+		var held []Finding
+		for _, o := range objs {
+			held = append(held, retained(o.ID(), "the manifests are unreadable; the last good version stays in force"))
+		}
+		return &loadedDesired{objs: objs, protected: protected, broken: broken, prune: false, held: held, err: lerr}
 	}
 	for f := range set.Broken {
 		broken[f] = true
@@ -561,6 +569,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 	// applied without it: its last good version stays, or, with none, what
 	// is on the host.
 	var objs []*desired.Object
+	var held []Finding
 	seen := map[string]bool{}
 	for _, o := range set.Sorted() {
 		seen[o.ID()] = true
@@ -581,9 +590,9 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 		}
 		if lg := r.lastGood[o.ID()]; lg != nil {
 			objs = append(objs, lg)
-			r.condition(Warning, ReasonLastGoodRetained, o.ID(), "", why+"; the last good version stays in force")
+			held = append(held, retained(o.ID(), why+"; the last good version stays in force"))
 		} else {
-			r.condition(Warning, ReasonLastGoodRetained, o.ID(), "", why+"; it is not applied, and what is on the host stays")
+			held = append(held, retained(o.ID(), why+"; it is not applied, and what is on the host stays"))
 		}
 	}
 	for id, o := range r.lastGood {
@@ -614,7 +623,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 			if file, busy := set.Unsettled(o); file != "" {
 				why = holdReason(file, busy)
 			}
-			r.condition(Warning, ReasonLastGoodRetained, id, "", why+"; the last good version stays in force")
+			held = append(held, retained(id, why+"; the last good version stays in force"))
 		}
 	}
 	// Names whose defining file is broken but that never had a good version
@@ -659,7 +668,13 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 	if lerr != nil {
 		log.Warn("manifests have errors", zap.Int("broken_files", len(set.Broken)), zap.Int("empty_files", len(set.Empty)), zap.Error(lerr))
 	}
-	return &loadedDesired{objs: objs, protected: protected, broken: broken, stateChanged: stateChanged, prune: true, busy: busy, err: lerr}
+	sort.SliceStable(held, func(i, j int) bool { return held[i].Object < held[j].Object })
+	return &loadedDesired{objs: objs, protected: protected, broken: broken, stateChanged: stateChanged, prune: true, busy: busy, held: held, err: lerr}
+}
+
+// retained is the LastGoodRetained finding of an object held back.
+func retained(id, why string) Finding {
+	return Finding{Object: id, Reason: ReasonLastGoodRetained, Message: why, Warning: true}
 }
 
 // runState is what an object says about running and enablement, which its

@@ -41,7 +41,8 @@ type ObjectStatus struct {
 }
 
 // Classify returns the status of every desired object of one pass, by
-// object ID. It does no I/O. Warnings decide by category: failure →
+// object ID, and of every object held back by a broken manifest
+// (ReasonLastGoodRetained) that has no last good version. It does no I/O. Warnings decide by category: failure →
 // Failed, invalid → Invalid, any other warning the plan does not correct
 // (drift, informational) → Drifted; a step applied → Converging.
 func Classify(res Result) map[string]ObjectStatus {
@@ -116,6 +117,19 @@ func Classify(res Result) map[string]ObjectStatus {
 		st.Failed, st.Drift = failed, drift || invalid
 		st.Message = strings.Join(msgs, "; ")
 		out[id] = st
+	}
+	// An object whose manifest is broken and that has no last good version
+	// is in neither list: what is on the host of it stays, and it is
+	// Invalid all the same.
+	for _, f := range res.Plan.Findings {
+		if _, ok := out[f.Object]; ok || f.Object == "" || f.Reason != ReasonLastGoodRetained {
+			continue
+		}
+		var msgs []string
+		for _, g := range findings[f.Object] {
+			msgs = append(msgs, string(g.Reason)+": "+g.Message)
+		}
+		out[f.Object] = ObjectStatus{State: StateInvalid, Drift: true, Message: strings.Join(msgs, "; ")}
 	}
 	return out
 }

@@ -26,6 +26,7 @@ func TestClassify(t *testing.T) {
 			{Object: "Service/broken", Reason: ReasonLastGoodRetained, Message: "broken.yaml is invalid", Warning: true},
 			{Object: "Service/limited", Reason: ReasonUnsupported, Message: "not on this backend", Warning: true},
 			{Object: "Service/caughtup", Reason: ReasonTimerCatchUp, Message: "runs late once"},
+			{Object: "Service/nolastgood", Reason: ReasonLastGoodRetained, Message: "new.yaml is invalid; it is not applied", Warning: true},
 		}},
 		Outcomes: []StepOutcome{
 			{Step: actuators.Step{Op: actuators.OpStart, Object: "Service/fixing", Unit: "fixing.service"}, Result: actuators.Changed},
@@ -52,6 +53,13 @@ func TestClassify(t *testing.T) {
 	}
 	if strings.Join(rows, "\n") != strings.Join(want, "\n") {
 		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(rows, "\n"), strings.Join(want, "\n"))
+	}
+	// Held back with no last good version: in no list, Invalid all the same.
+	if s := got["Service/nolastgood"]; s.State != StateInvalid || !s.Drift {
+		t.Errorf("held object with no last good version: %+v, want Invalid", s)
+	}
+	if len(got) != len(res.Desired)+1 {
+		t.Errorf("%d statuses, want %d", len(got), len(res.Desired)+1)
 	}
 	for _, s := range States {
 		if s.Problem() != (s == StateDrifted || s == StateFailed || s == StateInvalid) {

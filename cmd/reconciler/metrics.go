@@ -38,6 +38,7 @@ type metrics struct {
 	// rollout: services by rollout state, 1 while halted
 	rolloutServices *prometheus.GaugeVec
 	rolloutHalted   prometheus.Gauge
+	invalidFiles    prometheus.Gauge
 	// git source (registered by enableSource; methods in source.go)
 	sourceRevision    *prometheus.GaugeVec
 	sourceLastFetch   prometheus.Gauge
@@ -98,6 +99,9 @@ func newMetrics(stale time.Duration, now func() time.Time) *metrics {
 		rolloutHalted: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "resil_rollout_halted", Help: "1 while a failed service halts the rollout of the agent's restarts (reconciler rollout status), else 0.",
 		}),
+		invalidFiles: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "resil_invalid_manifests", Help: "Manifest files (or drop-ins) that failed to load in the last pass: broken, empty, or refused by the owner check; 1 when the directory is unreadable. What they held keeps its last good version.",
+		}),
 		sourceRevision: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "resil_source_revision_info", Help: "The revision (short commit) of the followed ref the git source deployed: 1 for the deployed one.",
 		}, []string{"revision", "ref"}),
@@ -116,7 +120,7 @@ func newMetrics(stale time.Duration, now func() time.Time) *metrics {
 	}
 	m.heartbeat = now()
 	m.reg.MustRegister(m.passDuration, m.passes, m.objects, m.drift, m.restarts, m.reloadDuration, m.lastSuccess, m.storms, m.objectReady, m.paused,
-		m.rolloutServices, m.rolloutHalted, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.rolloutServices, m.rolloutHalted, m.invalidFiles, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []string{"success", "error"} {
 		m.passes.WithLabelValues(r)
 	}
@@ -135,6 +139,9 @@ func (m *metrics) observePass(res reconcile.Result, err error) {
 	} else {
 		m.passes.WithLabelValues("success").Inc()
 		m.lastSuccess.Set(float64(m.now().UnixNano()) / 1e9)
+	}
+	if err == nil || res.LoadErr != nil {
+		m.invalidFiles.Set(float64(invalidFiles(res.LoadErr)))
 	}
 	for _, o := range res.Outcomes {
 		if o.Step.Op == actuators.OpDaemonReload && o.Skipped == "" {
@@ -182,6 +189,19 @@ func (m *metrics) restarted(object string, cause ledger.Cause, n int) {
 }
 
 func (m *metrics) storm(object string) { m.storms.WithLabelValues(object).Inc() }
+
+// invalidFiles counts the files a load error names (1 for an error that
+// names none: the directory unreadable).
+func invalidFiles(err error) int {
+	if err == nil {
+		return 0
+	}
+	files := map[string]bool{}
+	for _, fe := range desired.FieldErrors(err) {
+		files[fe.File] = true
+	}
+	return max(len(files), 1)
+}
 
 // setObjects sets resil_objects from the snapshot and deletes the series
 // of objects that are no longer desired.

@@ -178,6 +178,14 @@ func TestProcessBackendBrokenManifestNotPruned(t *testing.T) {
 			if _, err := os.Stat(unit); err != nil || e.pid("web.service") != pid {
 				t.Fatalf("web disturbed: unit file %v, pid %d (was %d)\n%s", err, e.pid("web.service"), pid, out)
 			}
+			// status names it Invalid (not converged, exit 1), and the
+			// metric's state with it; the other object is fine.
+			if out, code := e.cli("status", "web", "--owner-check", c.owner); code != 1 || !strings.Contains(out, "[Invalid]") {
+				t.Errorf("status web with its manifest broken: exit %d\n%s", code, out)
+			}
+			if out, code := e.cli("status", "other", "--owner-check", c.owner); code != 0 || strings.Contains(out, "Invalid") {
+				t.Errorf("status other: exit %d\n%s", code, out)
+			}
 			// Deleting the file really prunes.
 			if err := os.Remove(filepath.Join(e.manifests, "web.yaml")); err != nil {
 				t.Fatal(err)

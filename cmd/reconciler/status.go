@@ -42,7 +42,29 @@ func objectStatuses(res reconcile.Result, now time.Time) []store.ObjectStatus {
 			Ready: reconcile.Readiness(o, res.Observed, res.Health)})
 	}
 	out = append(out, pendingStatuses(res, now)...) // status_safety.go
+	out = append(out, heldStatuses(res, classes, now)...)
 	sort.Slice(out, func(i, j int) bool { return out[i].Object < out[j].Object })
+	return out
+}
+
+// heldStatuses are the rows of objects whose manifest is broken and that
+// have no last good version (Classify lists them, res.Desired does not):
+// what the host has of them is shown and left alone.
+func heldStatuses(res reconcile.Result, classes map[string]reconcile.ObjectStatus, now time.Time) []store.ObjectStatus {
+	listed := map[string]bool{}
+	for _, o := range append(slices.Clip(res.Desired), res.Unsupported...) {
+		listed[o.ID()] = true
+	}
+	var out []store.ObjectStatus
+	for id, c := range classes {
+		if listed[id] {
+			continue
+		}
+		row := goneRow(res, id, string(c.State), c.Message, now)
+		row.Desired = "invalid"
+		row.Failed, row.Drift = c.Failed, c.Drift
+		out = append(out, row)
+	}
 	return out
 }
 
@@ -89,6 +111,12 @@ func observedWord(o *desired.Object, obs *observed.State) string {
 	if u == nil || (u.File == nil && u.LoadState != "loaded") {
 		return "absent"
 	}
+	return unitWord(u)
+}
+
+// unitWord is a unit's OBSERVED word: its state and sub-state, or, failed,
+// why it failed.
+func unitWord(u *observed.Unit) string {
 	if u.ActiveState == "failed" && u.Result != "" {
 		return "failed (" + u.Result + ")"
 	}

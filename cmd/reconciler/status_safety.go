@@ -63,11 +63,7 @@ func goneRow(res reconcile.Result, id, state, msg string, now time.Time) store.O
 			if own := reconcile.OwnUnit(id); slices.Contains(units, own) {
 				pick = own
 			}
-			u := res.Observed.Units[pick]
-			row.Unit, row.Observed = pick, reconcile.OrDash(u.ActiveState)
-			if u.SubState != "" {
-				row.Observed += " (" + u.SubState + ")"
-			}
+			row.Unit, row.Observed = pick, unitWord(res.Observed.Units[pick])
 		}
 	}
 	return row

@@ -271,12 +271,16 @@ func TestObjectStatuses(t *testing.T) {
 			"ok.service": unit("ok.service", "active", "running", "success"), "fixing.service": unit("fixing.service", "inactive", "dead", "success"),
 			"quiet.service": unit("quiet.service", "inactive", "dead", "success"), "crash.service": unit("crash.service", "failed", "failed", "exit-code"),
 			"broken.service": unit("broken.service", "active", "running", "success"), "applyfail.service": unit("applyfail.service", "active", "running", "success"),
+			"nolastgood.service": {Name: "nolastgood.service", File: []byte("x"), LoadState: "loaded", ActiveState: "failed", SubState: "failed", Result: "exit-code", Owner: "Service/nolastgood"},
 		}},
 		Plan: reconcile.Plan{Findings: []reconcile.Finding{
 			{Object: "Service/fixing", Reason: reconcile.ReasonStopped, Message: "inactive; starting", Warning: true, Enforced: true},
 			{Object: "Service/quiet", Reason: reconcile.ReasonStopped, Message: "inactive; left as is", Warning: true},
 			{Object: "Service/crash", Reason: reconcile.ReasonFailed, Message: "failed", Warning: true},
 			{Object: "Service/broken", Reason: reconcile.ReasonLastGoodRetained, Message: "broken.yaml is invalid", Warning: true},
+			// Broken before the agent ever saw it valid: in no list of
+			// objects, and still a row, Invalid, showing what runs of it.
+			{Object: "Service/nolastgood", Reason: reconcile.ReasonLastGoodRetained, Message: "nolastgood.yaml is invalid; it is not applied", Warning: true},
 		}},
 		Outcomes: []reconcile.StepOutcome{
 			{Step: actuators.Step{Op: actuators.OpStart, Object: "Service/fixing", Unit: "fixing.service"}, Result: actuators.Changed},
@@ -294,6 +298,7 @@ func TestObjectStatuses(t *testing.T) {
 		`crash Failed failed (exit-code) "running"`,
 		`fixing Converging inactive (dead) "running"`,
 		`new Converging absent "running"`,
+		`nolastgood Invalid failed (exit-code) "invalid"`,
 		`ok Converged active (running) "running"`,
 		`quiet Drifted inactive (dead) "running"`,
 	}
@@ -333,5 +338,29 @@ func TestServeMetricsRetriesBusyPort(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("server did not return after ctx was done")
+	}
+}
+
+// resil_invalid_manifests counts the files that failed to load, so a broken
+// file that names no object (no Invalid row) still raises the alert.
+func TestInvalidManifestsMetric(t *testing.T) {
+	m := newMetrics(time.Minute, nil)
+	srv := httptest.NewServer(m.handler())
+	defer srv.Close()
+	twoFiles := errors.Join(&desired.FieldError{File: "/etc/resil.d/a.yaml", Line: 3, Detail: "x"},
+		&desired.FieldError{File: "/etc/resil.d/a.yaml", Line: 9, Detail: "y"}, &desired.FieldError{File: "/etc/resil.d/b.yaml", Detail: "z"})
+	for _, tc := range []struct {
+		name    string
+		loadErr error
+		passErr error
+		want    float64
+	}{
+		{"two files, three errors", twoFiles, nil, 2},
+		{"a failed pass that read nothing keeps the count", nil, errors.New("observe: boom"), 2},
+		{"unreadable directory", fmt.Errorf("%w: permission denied", desired.ErrUnreadable), nil, 1},
+		{"all valid", nil, nil, 0},
+	} {
+		m.observePass(reconcile.Result{LoadErr: tc.loadErr}, tc.passErr)
+		want(t, scrape(t, srv.URL+"/metrics"), "resil_invalid_manifests", nil, tc.want)
 	}
 }
