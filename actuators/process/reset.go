@@ -18,10 +18,14 @@ import (
 
 // RequestReset asks the supervisor running on stateDir to clear a unit's
 // failed and start-limit state, like OpResetFailed (for a CLI
-// "reconciler reset NAME"). It only drops a request file; the supervisor
-// picks it up within a moment (inotify). unit is a unit name ("worker.service")
-// or a bare service name ("worker").
-func RequestReset(stateDir, unit string) error {
+// "reconciler reset NAME"), and with start to start it in the same
+// command (systemctl reset-failed + start): it goes from failed straight
+// to activating, so no pass sees it stopped in between (which drift:
+// report would leave stopped). It only drops a request file; the
+// supervisor picks it up within a moment (inotify), or, with none
+// running, the next one at its start. unit is a unit name
+// ("worker.service") or a bare service name ("worker").
+func RequestReset(stateDir, unit string, start bool) error {
 	if unit == "" || strings.ContainsAny(unit, "/\x00") || strings.HasPrefix(unit, ".") {
 		return fmt.Errorf("reset: bad unit name %q", unit)
 	}
@@ -40,11 +44,18 @@ func RequestReset(stateDir, unit string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("reset %s: %w", unit, err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, unit), nil, 0o644); err != nil {
+	var body []byte
+	if start {
+		body = []byte(resetStart + "\n")
+	}
+	if err := writeFileAtomic(filepath.Join(dir, unit), body, 0o644); err != nil {
 		return fmt.Errorf("reset %s: %w", unit, err)
 	}
 	return nil
 }
+
+// resetStart is the body of a request that also starts the unit.
+const resetStart = "start"
 
 // applyResets handles every pending reset request.
 func (s *Supervisor) applyResets() {
@@ -57,7 +68,11 @@ func (s *Supervisor) applyResets() {
 		if strings.HasPrefix(name, ".") {
 			continue
 		}
-		os.Remove(filepath.Join(s.resetDir, name))
+		p := filepath.Join(s.resetDir, name)
+		// Written by rename: what is there is whole.
+		body, _ := os.ReadFile(p)
+		start := strings.TrimSpace(string(body)) == resetStart
+		os.Remove(p)
 		s.mu.Lock()
 		u := s.units[name]
 		s.mu.Unlock()
@@ -65,10 +80,18 @@ func (s *Supervisor) applyResets() {
 			s.log.Warn("reset requested for unknown unit", zap.String("unit", name))
 			continue
 		}
-		s.log.Info("reset requested", zap.String("unit", name))
+		s.log.Info("reset requested", zap.String("unit", name), zap.Bool("start", start))
+		// Taken before the next request (and, at Run, before Ready): the
+		// first pass sees the unit reset, or activating, not still failed
+		// or stopped.
+		taken := make(chan struct{})
 		select {
-		case u.cmds <- command{op: actuators.OpResetFailed}:
-		default:
+		case u.cmds <- command{op: actuators.OpResetFailed, thenStart: start, taken: taken}:
+			select {
+			case <-taken:
+			case <-s.quit:
+			}
+		case <-s.quit:
 		}
 	}
 }

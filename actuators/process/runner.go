@@ -315,6 +315,12 @@ func (r *runner) command(ctx context.Context, c command) {
 		if r.tracker != nil {
 			r.tracker.Reset()
 		}
+		if c.thenStart && r.phase == phIdle {
+			// Straight from failed (or stopped) to activating.
+			r.command(ctx, command{op: actuators.OpStart})
+			c.answer(actuators.Changed, nil)
+			return
+		}
 		if r.phase == phIdle && r.u.status().ActiveState == "failed" {
 			r.set("inactive", "dead", func(st *status) { st.Result = ResultSuccess })
 			c.answer(actuators.Changed, nil)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -70,7 +71,7 @@ func TestCrashLoopStartLimitAndReset(t *testing.T) {
 	if _, err := h.apply(context.Background(), actuators.Step{Op: actuators.OpStart, Unit: "crash.service"}); err == nil || !strings.Contains(err.Error(), ResultStartLimitHit) {
 		t.Fatalf("start after limit: %v", err)
 	}
-	if err := RequestReset(h.dir, "crash"); err != nil {
+	if err := RequestReset(h.dir, "crash", false); err != nil {
 		t.Fatal(err)
 	}
 	u = h.waitUnit("crash.service", "reset", func(u *observed.Unit) bool { return u.ActiveState == "inactive" })
@@ -79,6 +80,41 @@ func TestCrashLoopStartLimitAndReset(t *testing.T) {
 	}
 	if n := len(lines(t, runs)); n != 3 {
 		t.Fatalf("reset restarted the unit: runs = %d", n)
+	}
+}
+
+// reset with start (the manifest says running): the unit goes from failed
+// straight to activating in one command, never reading inactive in between
+// (a pass that saw it stopped would record StoppedOutOfBand and, under
+// drift: report, leave it stopped).
+func TestResetWithStartStartsIt(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "", Options{})
+	broken := filepath.Join(h.dir, "broken")
+	if err := os.WriteFile(broken, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.run()
+	h.install(service("fixme", desired.ServiceSpec{Command: sh(`[ -e ` + broken + ` ] && exit 3; exec sleep 1000`),
+		Restart: &desired.RestartSpec{Policy: desired.RestartAlways, Delay: "0s",
+			Limit: &desired.StartLimit{Burst: 2, Interval: "1m"}}}), false)
+	h.apply(context.Background(), actuators.Step{Op: actuators.OpStart, Unit: "fixme.service"})
+	h.waitUnit("fixme.service", "start-limit-hit", func(u *observed.Unit) bool { return u.Result == ResultStartLimitHit })
+	if err := os.Remove(broken); err != nil {
+		t.Fatal(err)
+	}
+	if err := RequestReset(h.dir, "fixme", true); err != nil {
+		t.Fatal(err)
+	}
+	var seen []string
+	u := h.waitUnit("fixme.service", "started by reset", func(u *observed.Unit) bool {
+		if len(seen) == 0 || seen[len(seen)-1] != u.ActiveState {
+			seen = append(seen, u.ActiveState)
+		}
+		return isActive(u)
+	})
+	if slices.Contains(seen, "inactive") || u.NRestarts != 0 {
+		t.Fatalf("states %v on the way to active; NRestarts %d", seen, u.NRestarts)
 	}
 }
 

@@ -93,6 +93,10 @@ func (u *unit) runTimer(ctx context.Context, initialized chan<- struct{}) {
 				}
 				answer(actuators.Unchanged, nil)
 			default: // reset-failed
+				if c.thenStart && !t.active {
+					answer(actuators.Changed, t.start(false))
+					continue
+				}
 				answer(actuators.Unchanged, nil)
 			}
 		case <-t.tC:

@@ -50,6 +50,9 @@ type command struct {
 	// reports its own catch-up decision (a pass's start reports the
 	// planner's).
 	atRun bool
+	// thenStart (OpResetFailed of a reset request): start the unit once
+	// its failed state is cleared, as one step.
+	thenStart bool
 }
 
 // done closes taken, if set.

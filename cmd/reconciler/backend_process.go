@@ -45,8 +45,10 @@ func openProcess(_ context.Context, g *globals, log *zap.Logger, readOnly bool) 
 	be := &backend{
 		Name: "process", UnitDir: sup.UnitDir(), ManagerDir: "",
 		Render: process.Render, Classify: classifyProcessUnit, Observer: sup, Applier: process.NewApplier(sup),
-		Close:     func() {},
-		Reset:     func(_ context.Context, unit string, _ bool) error { return process.RequestReset(g.stateDir, unit) },
+		Close: func() {},
+		Reset: func(_ context.Context, unit string, start bool) error {
+			return process.RequestReset(g.stateDir, unit, start)
+		},
 		SetEvents: func(r reconcile.Recorder) { events.Store(&r) },
 	}
 	if stopOnExit {

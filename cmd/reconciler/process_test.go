@@ -414,3 +414,38 @@ func TestApplyRestartIsTheAgents(t *testing.T) {
 		t.Fatalf("the next agent counted apply's restart again: %v", got)
 	}
 }
+
+// reset on the process backend starts a service its manifest declares
+// running, even under drift: report (which leaves a service stopped out of
+// band as it is): the supervisor clears the failed state and starts it in
+// one command, before the next pass observes, so that pass sees it
+// running, not StoppedOutOfBand.
+func TestProcessBackendResetStartsDeclaredService(t *testing.T) {
+	e := newProcEnv(t)
+	e.write("web.yaml", strings.Replace(procWeb, "spec:\n", "spec:\n  drift: report\n", 1))
+	if out, code := e.cli("apply"); code != 0 {
+		t.Fatalf("apply: exit %d\n%s", code, out)
+	}
+	pid := e.pid("web.service")
+	if pid == 0 {
+		t.Fatal("web not running after apply")
+	}
+	// Killed while no agent runs: nothing restarts it, and drift: report
+	// leaves it so.
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	var ws syscall.WaitStatus
+	_, _ = syscall.Wait4(pid, &ws, 0, nil)
+	if out, code := e.cli("apply"); code != 0 || e.pid("web.service") != 0 || !strings.Contains(out, "StoppedOutOfBand") {
+		t.Fatalf("apply after the kill: exit %d, pid %d\n%s", code, e.pid("web.service"), out)
+	}
+	if out, code := e.cli("reset", "web"); code != 0 || strings.TrimSpace(out) != "reset web.service" {
+		t.Fatalf("reset: exit %d\n%s", code, out)
+	}
+	out, code := e.cli("apply")
+	if code != 0 || e.pid("web.service") == 0 || strings.Contains(out, "StoppedOutOfBand") {
+		t.Fatalf("apply after reset: exit %d, pid %d\n%s", code, e.pid("web.service"), out)
+	}
+	if out, code := e.cli("status", "web"); code != 0 || !strings.Contains(out, "active (running)") {
+		t.Fatalf("status after reset: exit %d\n%s", code, out)
+	}
+}
