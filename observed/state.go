@@ -101,10 +101,12 @@ type Unit struct {
 	// result) is the agent's memory of the unit's last run, not systemd's:
 	// systemd unloaded the unit after it (reconcile's run memory).
 	HistoryRemembered bool `json:"historyRemembered,omitempty"`
-	// OwedRestart says the main process was started to finish a restart
-	// an earlier agent asked for and did not live to see (the process
-	// backend: an agent killed while stopping the old process). The
-	// restart ledger counts it as the agent's, not as a manual restart.
+	// OwedRestart says the main process was started by the agent's
+	// restart job, or to finish one an earlier agent asked for and did not
+	// live to see (the process backend: an agent killed while stopping the
+	// old process, or right after the restart, before its ledger saw it).
+	// The restart ledger counts such a restart as the agent's, not as a
+	// manual one.
 	OwedRestart bool `json:"owedRestart,omitempty"`
 
 	NRestarts      uint32 `json:"nRestarts"`

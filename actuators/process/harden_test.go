@@ -270,12 +270,12 @@ func TestInterruptedRestartOfExitedProcessCompleted(t *testing.T) {
 	if u := h.waitUnit("svc.service", "restarted", isActive); !u.OwedRestart {
 		t.Errorf("the restart a killed agent began reads as not owed (the ledger counts it manual): %+v", u)
 	}
-	// A later restart by a pass is the pass's own.
+	// A later restart by a pass is the agent's too (TestRestartJobMarksItsProcess).
 	if _, err := h.apply(context.Background(), actuators.Step{Op: actuators.OpRestart, Unit: "svc.service"}); err != nil {
 		t.Fatal(err)
 	}
-	if u := h.unit("svc.service"); u.OwedRestart {
-		t.Errorf("a pass's restart reads as owed: %+v", u)
+	if u := h.unit("svc.service"); !u.OwedRestart {
+		t.Errorf("a pass's restart reads as not the agent's: %+v", u)
 	}
 }
 
@@ -321,4 +321,52 @@ func TestLegacyMarkersAcceptedOnUpgrade(t *testing.T) {
 	if h2.s.id == legacyStateID(h2.s.dir) {
 		t.Fatal("the new agent kept the guessable id")
 	}
+}
+
+// A process a restart job started is marked as the agent's restart
+// (observed.Unit.OwedRestart), in the table too: an agent killed right
+// after the restart, before its ledger observed it, leaves the next agent
+// a restart it counts as the agent's, not manual (which counts toward
+// restart storms). A start job's process and an automatic restart's are
+// not marked.
+func TestRestartJobMarksItsProcess(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	h := newHarness(t, dir, Options{})
+	h.run()
+	flag := filepath.Join(dir, "crash-once")
+	h.install(service("svc", desired.ServiceSpec{Command: sh(`[ -e ` + flag + ` ] && rm ` + flag + ` && exit 1; exec sleep 1000`),
+		Restart: &desired.RestartSpec{Policy: desired.RestartAlways, Delay: "0s"}}), true)
+	ctx := context.Background()
+	if _, err := h.apply(ctx, actuators.Step{Op: actuators.OpStart, Unit: "svc.service"}); err != nil {
+		t.Fatal(err)
+	}
+	u1 := h.waitUnit("svc.service", "started", isActive)
+	if u1.OwedRestart {
+		t.Errorf("a start job's process reads as a restart's: %+v", u1)
+	}
+	if _, err := h.apply(ctx, actuators.Step{Op: actuators.OpRestart, Unit: "svc.service"}); err != nil {
+		t.Fatal(err)
+	}
+	u2 := h.waitUnit("svc.service", "restarted", func(u *observed.Unit) bool { return isActive(u) && u.MainPID != u1.MainPID })
+	if !u2.OwedRestart {
+		t.Errorf("a restart job's process is not marked: %+v", u2)
+	}
+	// Agent killed: the next one adopts it, mark and all.
+	h.abandon()
+	h2 := newHarness(t, dir, Options{})
+	h2.run()
+	if u := h2.waitUnit("svc.service", "adopted", isActive); u.MainPID != u2.MainPID || !u.OwedRestart {
+		t.Errorf("adopted after the agent's kill: %+v, want pid %d marked", u, u2.MainPID)
+	}
+	// Its automatic restart is not the agent's.
+	if err := os.WriteFile(flag, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_ = syscall.Kill(int(u2.MainPID), syscall.SIGKILL)
+	u3 := h2.waitUnit("svc.service", "restarted by policy", func(u *observed.Unit) bool { return isActive(u) && u.MainPID != u2.MainPID && u.NRestarts > 0 })
+	if u3.OwedRestart {
+		t.Errorf("an automatic restart reads as the agent's: %+v", u3)
+	}
+	h2.stopUnits()
 }

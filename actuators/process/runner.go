@@ -116,7 +116,7 @@ type runner struct {
 	startupFailed    bool // the startup probe did not pass: a failed start
 	restartAfterStop bool
 	autoRestart      bool   // the next start is an automatic restart (NRestarts)
-	owedRestart      bool   // the next start finishes a restart a killed agent began (procRecord.Owed)
+	owedRestart      bool   // the next start is a restart job's, or finishes one a killed agent began (procRecord.Owed)
 	nextRestarts     uint32 // NRestarts of the main process being spawned (its intent row)
 
 	startWaiters []chan opReply
@@ -291,6 +291,10 @@ func (r *runner) command(ctx context.Context, c command) {
 			r.kill(syscall.SIGTERM, "stop-sigterm")
 		}
 	case actuators.OpRestart:
+		// The process it starts is marked as a restart job's (the
+		// agent's): a next agent that finds it started, this one killed
+		// before its ledger saw it, counts it as the agent's, not manual.
+		r.owedRestart = true
 		switch r.phase {
 		case phIdle:
 			r.wait(c, &r.startWaiters)

@@ -169,8 +169,9 @@ type procRecord struct {
 	// NRestarts) when this process started, so the count, and the restart
 	// ledger built on it, survive a kill -9 of the agent.
 	NRestarts uint32 `json:"nRestarts,omitempty"`
-	// Owed: the process finishes a restart an earlier agent began and
-	// was killed in (observed.Unit.OwedRestart).
+	// Owed: the process was started by a restart job (the agent's), or
+	// finishes one an earlier agent began and was killed in
+	// (observed.Unit.OwedRestart).
 	Owed bool `json:"owed,omitempty"`
 	// Next reserves the unit's next automatic restart (a service whose
 	// policy restarts): its launch ID, output FIFOs, spec and count,

@@ -93,8 +93,8 @@ type status struct {
 	// exited ("" when unknown): a run that exited by itself from another
 	// file than the one on disk is stale (observed.Unit.StaleRun).
 	RunHash string
-	// Owed: the main process finishes a restart a killed agent began
-	// (procRecord.Owed).
+	// Owed: the main process was started by a restart job, or finishes
+	// one a killed agent began (procRecord.Owed).
 	Owed bool
 	// Timers.
 	LastTrigger time.Time

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -447,5 +449,52 @@ func TestProcessBackendResetStartsDeclaredService(t *testing.T) {
 	}
 	if out, code := e.cli("status", "web"); code != 0 || !strings.Contains(out, "active (running)") {
 		t.Fatalf("status after reset: exit %d\n%s", code, out)
+	}
+}
+
+// An agent killed (kill -9) right after its restart step, before its
+// ledger observed the new process: the next agent counts that restart as
+// the agent's, not manual (manual restarts count toward restart storms;
+// the process backend marks a restart job's process).
+func TestProcessBackendKilledAfterRestartCountsAgent(t *testing.T) {
+	e := newProcEnv(t)
+	e.write("web.yaml", procWeb)
+	for i := range 2 { // the second pass observes it running: the ledger's baseline
+		if out, code := e.cli("apply"); code != 0 {
+			t.Fatalf("apply %d: exit %d\n%s", i, code, out)
+		}
+	}
+	old := e.pid("web.service")
+	e.write("web.yaml", strings.Replace(procWeb, "MODE: one", "MODE: two", 1))
+	out, code := e.cli("diff", "-o", "json")
+	var plan diffJSON
+	if code != 1 || json.Unmarshal([]byte(out[:strings.LastIndex(out, "}")+1]), &plan) != nil {
+		t.Fatalf("diff: exit %d\n%s", code, out)
+	}
+	k := -1
+	for i, s := range plan.Steps {
+		if strings.HasPrefix(s.Text, "restart web.service") {
+			k = i + 1
+		}
+	}
+	if k < 1 {
+		t.Fatalf("no restart of web planned:\n%s", out)
+	}
+	out, err := e.agent([]string{crashAfterStepEnv + "=" + itoa(int64(k))}, "apply")
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("agent not killed after step %d: %v\n%s", k, err, out)
+	}
+	if p := e.pid("web.service"); p == 0 || p == old {
+		t.Fatalf("web pid %d after the restart (was %d)", p, old)
+	}
+	// An apply runs its ledger when it changes something: a new object.
+	e.write("other.yaml", strings.Replace(procWeb, "name: web", "name: other", 1))
+	if out, code := e.cli("apply"); code != 0 {
+		t.Fatalf("apply after the kill: exit %d\n%s", code, out)
+	}
+	out, _ = e.cli("events", "--object", "Service/web")
+	if strings.Contains(out, "cause manual") || !strings.Contains(out, "cause agent") {
+		t.Fatalf("the killed agent's restart is not counted as the agent's:\n%s", out)
 	}
 }
