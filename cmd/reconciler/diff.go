@@ -163,7 +163,11 @@ func printPlan(out io.Writer, backend string, res reconcile.Result) {
 			if f.Warning {
 				mark = "!"
 			}
-			fmt.Fprintf(out, "  %s %s %s: %s\n", mark, f.Reason, desired.EscapeControl(f.Object), desired.EscapeControl(f.Message))
+			what := string(f.Reason)
+			if f.Object != "" { // ManifestBusy, PruneBlocked: about a file or the host, not one object
+				what += " " + desired.EscapeControl(f.Object)
+			}
+			fmt.Fprintf(out, "  %s %s: %s\n", mark, what, desired.EscapeControl(f.Message))
 		}
 	}
 	printSafety(out, res, time.Now())

@@ -40,9 +40,9 @@ func TestValidateExitCodes(t *testing.T) {
 		code int
 		want string
 	}{
-		{"valid dir", []string{"validate", "--owner-check", "off", okDir}, 0, "1 objects valid"},
+		{"valid dir", []string{"validate", "--owner-check", "off", okDir}, 0, "1 object valid"},
 		{"invalid dir", []string{"validate", "--owner-check", "off", badDir}, 1, `bad.yaml:6:13: spec.restart.delay: invalid duration "5 seconds"`},
-		{"one valid file of a bad dir", []string{"validate", "--owner-check", "off", filepath.Join(badDir, "web.yaml")}, 0, "1 objects valid"},
+		{"one valid file of a bad dir", []string{"validate", "--owner-check", "off", filepath.Join(badDir, "web.yaml")}, 0, "1 object valid"},
 		{"missing path", []string{"validate", filepath.Join(okDir, "nope")}, 2, ""},
 		{"bad output flag", []string{"validate", "-o", "xml", okDir}, 2, ""},
 		{"unknown flag", []string{"validate", "--nope"}, 2, ""},

@@ -347,3 +347,35 @@ func (e *procEnv) writeWebs(names ...string) {
 		e.write(n+".yaml", strings.Replace(procWeb, "name: web", "name: "+n, 1))
 	}
 }
+
+// A paused object whose manifest is deleted keeps running until the lease
+// ends, and status keeps its row (Paused, desired absent) until then.
+func TestPausedObjectWithManifestGoneStaysInStatus(t *testing.T) {
+	e := newProcEnv(t)
+	e.write("web.yaml", procWeb)
+	if out, code := e.cli("apply"); code != 0 {
+		t.Fatalf("apply: exit %d\n%s", code, out)
+	}
+	if out, code := e.cli("pause", "web", "--for", "10m", "--reason", "hotfix"); code != 0 {
+		t.Fatalf("pause: exit %d\n%s", code, out)
+	}
+	if err := os.Remove(filepath.Join(e.manifests, "web.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := e.cli("apply"); code != 0 || e.pid("web.service") == 0 {
+		t.Fatalf("apply while paused: exit %d, pid %d\n%s", code, e.pid("web.service"), out)
+	}
+	out, code := e.cli("status", "web")
+	if code != 0 || !strings.Contains(out, "absent") || !strings.Contains(out, "[PAUSED ") {
+		t.Fatalf("status of the paused object with its manifest gone: exit %d\n%s", code, out)
+	}
+	if out, code := e.cli("resume", "web"); code != 0 {
+		t.Fatalf("resume: exit %d\n%s", code, out)
+	}
+	if out, code := e.cli("apply"); code != 0 || e.pid("web.service") != 0 {
+		t.Fatalf("apply after resume: exit %d, pid %d\n%s", code, e.pid("web.service"), out)
+	}
+	if out, code := e.cli("status", "web"); code != 2 {
+		t.Fatalf("status after the prune: exit %d\n%s", code, out)
+	}
+}

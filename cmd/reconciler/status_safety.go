@@ -25,15 +25,24 @@ const StatePrunePending = "PrunePending"
 const StatePruneBlocked = "PruneBlocked"
 
 // pendingStatuses are the snapshot rows of the objects a pass keeps
-// although their manifest is gone: until their prune deadline, or because
-// the mass-prune guard blocked their prune. It does no I/O.
+// although their manifest is gone: until their prune deadline, because
+// the mass-prune guard blocked their prune, or because a pause lease
+// withholds it. It does no I/O.
 func pendingStatuses(res reconcile.Result, now time.Time) []store.ObjectStatus {
 	var out []store.ObjectStatus
+	desiredIDs := map[string]bool{}
+	for _, o := range res.Desired {
+		desiredIDs[o.ID()] = true
+	}
 	for _, f := range res.Plan.Findings {
-		if f.Reason != reconcile.ReasonPrunePending {
-			continue
+		switch {
+		case f.Reason == reconcile.ReasonPrunePending:
+			out = append(out, goneRow(res, f.Object, StatePrunePending, string(f.Reason)+": "+f.Message, now))
+		case f.Reason == reconcile.ReasonPaused && f.Object != "" && !desiredIDs[f.Object]:
+			// Its manifest is gone while paused: the prune waits for the
+			// lease to end; the row shows it until then.
+			out = append(out, goneRow(res, f.Object, string(reconcile.StatePaused), string(f.Reason)+": "+f.Message+" (its prune waits)", now))
 		}
-		out = append(out, goneRow(res, f.Object, StatePrunePending, string(f.Reason)+": "+f.Message, now))
 	}
 	if b := res.Plan.PruneBlocked; b != nil {
 		for _, id := range b.Objects {

@@ -64,9 +64,9 @@ func newValidateCmd(g *globals) *cobra.Command {
 					fmt.Fprintln(out, e.Error())
 				}
 				if rep.Valid {
-					fmt.Fprintf(out, "%d objects valid\n", len(rep.Objects))
+					fmt.Fprintf(out, "%s valid\n", count(len(rep.Objects), "object"))
 				} else {
-					fmt.Fprintf(out, "%d errors; %d objects valid\n", len(rep.Errors), len(rep.Objects))
+					fmt.Fprintf(out, "%s; %s valid\n", count(len(rep.Errors), "error"), count(len(rep.Objects), "object"))
 				}
 			}
 			if !rep.Valid {
@@ -199,4 +199,12 @@ func unsettledErrors(set *desired.Set, only string) []*desired.FieldError {
 		}
 	}
 	return errs
+}
+
+// count is "1 error", "2 errors".
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

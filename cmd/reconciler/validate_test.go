@@ -24,7 +24,7 @@ func TestValidateEmptyAndBusyFiles(t *testing.T) {
 		"busy.yaml: open for writing by some process; not read",
 		"comment.yaml: holds no objects",
 		"empty.yaml: holds no objects",
-		"3 errors; 1 objects valid",
+		"3 errors; 1 object valid",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
@@ -123,7 +123,7 @@ func TestBrokenDropInObjectNotValidNorRendered(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, code := runCLI(t, "validate", "--owner-check", "on", dir)
-	if code != 1 || !strings.Contains(out, "1 errors; 0 objects valid") {
+	if code != 1 || !strings.Contains(out, "1 error; 0 objects valid") {
 		t.Errorf("validate: exit %d:\n%s", code, out)
 	}
 	out, code = runCLIErr(t, "render", "--owner-check", "on", "--manifests", dir)
@@ -142,7 +142,7 @@ func TestValidateDropInFileAndProcessBackend(t *testing.T) {
 		"web.d/10.yaml": "spec: {description: hello}\n",
 		"home.yaml":     "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: home}\nspec:\n  command: [/bin/true]\n  systemd: {Service: {WorkingDirectory: \"~\"}}\n",
 	})
-	if out, code := runCLI(t, "validate", "--owner-check", "off", filepath.Join(dir, "web.d", "10.yaml")); code != 0 || !strings.Contains(out, "1 objects valid") {
+	if out, code := runCLI(t, "validate", "--owner-check", "off", filepath.Join(dir, "web.d", "10.yaml")); code != 0 || !strings.Contains(out, "1 object valid") {
 		t.Errorf("valid drop-in alone: exit %d\n%s", code, out)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "web.d", "20.yaml"), []byte("spec: {bogus: 1}\n"), 0o644); err != nil {
@@ -174,14 +174,14 @@ func TestValidateDropInFileAndProcessBackend(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(etc, "web.yaml"), []byte(good), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if out, code := runCLI(t, "validate", "--owner-check", "off", filepath.Join(etc, "web.yaml")); code != 0 || !strings.Contains(out, "1 objects valid") {
+	if out, code := runCLI(t, "validate", "--owner-check", "off", filepath.Join(etc, "web.yaml")); code != 0 || !strings.Contains(out, "1 object valid") {
 		t.Errorf("a manifest in resil.d/: exit %d\n%s", code, out)
 	}
 	if out, code := runCLI(t, "validate", "--owner-check", "off", dir); code != 0 {
 		t.Errorf("default validate (any backend): exit %d\n%s", code, out)
 	}
 	out, code = runCLI(t, "validate", "--owner-check", "off", "--backend", "process", dir)
-	if code != 1 || !strings.Contains(out, "home.yaml: spec: the process backend cannot honour Service/home") || !strings.Contains(out, "1 objects valid") {
+	if code != 1 || !strings.Contains(out, "home.yaml: spec: the process backend cannot honour Service/home") || !strings.Contains(out, "1 object valid") {
 		t.Errorf("validate --backend process: exit %d\n%s", code, out)
 	}
 }
