@@ -68,6 +68,10 @@ type Set struct {
 	// held open for writing: they were not read, and are not errors. What
 	// they hold must keep its last good version (see IsBroken).
 	Busy map[string]bool
+	// NotRead are the subfolders (relative, sorted) that are not NAME.d
+	// drop-in folders: manifests are read from the top level only, so a
+	// manifest put in one is not applied (the caller warns).
+	NotRead []string
 	// Empty are files (relative) that hold no document: empty, only
 	// comments, only "---". They are not errors to Load, which has no
 	// memory; the caller decides (reconcile treats them like broken files,
@@ -245,6 +249,12 @@ func loadOnce(dir, orig string, opts Options) (*Set, bool, error) {
 		}
 		if IsManifestName(name) {
 			set.Files = append(set.Files, name)
+			continue
+		}
+		if e.IsDir() || e.Type()&fs.ModeSymlink != 0 {
+			if isDir, _ := statDir(top, name); isDir {
+				set.NotRead = append(set.NotRead, name)
+			}
 		}
 	}
 	sort.Strings(set.Files)

@@ -821,3 +821,32 @@ func TestMultiDocumentDropInListedOnce(t *testing.T) {
 		t.Errorf("environment %v, want both documents merged", o.Service.Environment)
 	}
 }
+
+// Subfolders that are not NAME.d drop-in folders are not read; Load lists
+// them (NotRead) so the caller can say so. Hidden ones, drop-in folders
+// and files are not listed; a symlink to a folder is.
+func TestLoadListsFoldersNotRead(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"web.yaml":            "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: web}\nspec:\n  command: [/bin/true]\n",
+		"web.d/10.yaml":       "spec:\n  environment: {A: b}\n",
+		"team/api.yaml":       "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: api}\nspec:\n  command: [/bin/true]\n",
+		".git/config":         "x",
+		"archive/old.yaml":    "x",
+		"notes.txt":           "x",
+		"elsewhere/keep.yaml": "x",
+	})
+	if err := os.Symlink(filepath.Join(dir, "elsewhere"), filepath.Join(dir, "linked")); err != nil {
+		t.Fatal(err)
+	}
+	set, err := loadInsecure(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(set.NotRead, ","), "archive,elsewhere,linked,team"; got != want {
+		t.Errorf("NotRead = %s, want %s", got, want)
+	}
+	if len(set.Objects) != 1 {
+		t.Errorf("objects %v, want only web", set.Sorted())
+	}
+}

@@ -243,3 +243,36 @@ func TestDropInHeldOpenOrEmptiedKeepsLastGood(t *testing.T) {
 		t.Fatalf("removed drop-in still applied:\n%s", f.files["web.service"])
 	}
 }
+
+// A subfolder of the manifests directory is not read: every pass says so
+// (a FolderNotRead warning, recorded once as a condition), nothing in it
+// is applied, and it makes no object Invalid.
+func TestFolderNotReadFinding(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", webManifest)
+	if err := os.Mkdir(filepath.Join(dir, "team"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeManifest(t, filepath.Join(dir, "team"), "api.yaml", apiManifest)
+	f := newFake()
+	r, ring := newTestReconciler(t, dir, f, nil)
+	converge(t, r)
+	res, _ := r.Reconcile(context.Background(), Options{DryRun: true})
+	var found bool
+	for _, fd := range res.Plan.Findings {
+		if fd.Reason == ReasonFolderNotRead && strings.Contains(fd.Message, filepath.Join(dir, "team")+"/") && fd.Warning {
+			found = true
+		}
+	}
+	if !found || !hasEvent(ring, ReasonFolderNotRead, "team/") {
+		t.Fatalf("no FolderNotRead finding and event: %+v", res.Plan.Findings)
+	}
+	if res.Objects != 1 || res.LoadErr != nil {
+		t.Fatalf("objects %d, load error %v", res.Objects, res.LoadErr)
+	}
+	for id, st := range Classify(res) {
+		if st.State != StateConverged {
+			t.Errorf("%s: %s", id, st.State)
+		}
+	}
+}

@@ -116,6 +116,9 @@ const (
 	// ReasonCacheDrift: a full read (the resync) found a unit different
 	// from the backend's watch-fed cache: a change whose signal was missed.
 	ReasonCacheDrift Reason = "CacheDrift"
+	// ReasonFolderNotRead: a subfolder of the manifests directory that is
+	// not a NAME.d drop-in folder: manifests in it are not read.
+	ReasonFolderNotRead Reason = "FolderNotRead"
 )
 
 // categories is the one table of reason → category.
@@ -172,6 +175,7 @@ var categories = map[Reason]Category{
 	ReasonPruneBlocked:   CategoryInformational,
 	ReasonPrunePending:   CategoryInformational,
 	ReasonCacheDrift:     CategoryInformational,
+	ReasonFolderNotRead:  CategoryInformational,
 }
 
 // Category returns the reason's category; a reason this package does not

@@ -22,7 +22,7 @@ func TestReasonCategories(t *testing.T) {
 		CategoryFailure:    "Failed ForeignUnitConflict ProbeError RolloutHalted StartLimitHit TimerFailed Unhealthy WatchdogTimeout",
 		CategoryInvalid:    "InvalidManifest LastGoodRetained ManifestBusy RevisionInvalid RevisionRejected",
 		CategoryOccurrence: "AlertHookFailed Applied ApplyFailed FetchFailed LeaseExpired Pruned RestartStorm Restarted Resumed RevisionDeployed RolloutComplete RolloutResumed RolloutStarted",
-		CategoryInformational: "BackoffHeldBack CacheDrift DaemonReexecNeeded DriftReported Exited NoWatchdogDevice Paused PruneBlocked PrunePending " +
+		CategoryInformational: "BackoffHeldBack CacheDrift DaemonReexecNeeded DriftReported Exited FolderNotRead NoWatchdogDevice Paused PruneBlocked PrunePending " +
 			"RolloutPending StaleProcess TimerCatchUp TimerMissed Unsupported",
 	} {
 		if got := strings.Join(by[c], " "); got != want {

@@ -171,7 +171,8 @@ const conditionRefresh = 24 * time.Hour
 // loadedDesired is desiredObjects' result (kept for Options.SameDesired):
 // the effective objects, the IDs that must not be pruned, the files whose
 // owned units must not be pruned, whether pruning is allowed at all, a
-// ManifestBusy finding per file open for writing, and the load problems.
+// ManifestBusy finding per file open for writing and a FolderNotRead one
+// per subfolder that is not read (busy), and the load problems.
 type loadedDesired struct {
 	objs              []*desired.Object
 	protected, broken map[string]bool
@@ -549,6 +550,10 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 		broken[f] = true
 		busy = append(busy, Finding{Reason: ReasonBusy, Warning: true,
 			Message: fmt.Sprintf("%q is open for writing; it is read once the writer closes it (what it holds keeps its last good version)", filepath.Join(set.Dir, f))})
+	}
+	for _, d := range set.NotRead {
+		busy = append(busy, Finding{Reason: ReasonFolderNotRead, Warning: true,
+			Message: fmt.Sprintf("%q is a folder, not read: manifests are read from the top level of %s only (NAME.d/ holds the drop-ins of NAME; a folder whose name starts with \".\" is skipped quietly)", filepath.Join(set.Dir, d)+"/", set.Dir)})
 	}
 	if len(set.Empty) > 0 {
 		all := &multierror.Error{ErrorFormat: joinLines}

@@ -20,6 +20,8 @@ type validateReport struct {
 	Valid   bool                  `json:"valid"`
 	Objects []string              `json:"objects"`
 	Errors  []*desired.FieldError `json:"errors"`
+	// Warnings do not make the manifests invalid: subfolders not read.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 func newValidateCmd(g *globals) *cobra.Command {
@@ -44,12 +46,13 @@ func newValidateCmd(g *globals) *cobra.Command {
 			}
 			rep := validateReport{Valid: true, Objects: []string{}, Errors: []*desired.FieldError{}}
 			for _, a := range args {
-				objs, errs, err := validatePath(a, opts, g.backend == "process")
+				objs, errs, warns, err := validatePath(a, opts, g.backend == "process")
 				if err != nil {
 					return exitCode(2, err)
 				}
 				rep.Objects = append(rep.Objects, objs...)
 				rep.Errors = append(rep.Errors, errs...)
+				rep.Warnings = append(rep.Warnings, warns...)
 			}
 			rep.Valid = len(rep.Errors) == 0
 			out := cmd.OutOrStdout()
@@ -62,6 +65,9 @@ func newValidateCmd(g *globals) *cobra.Command {
 			} else {
 				for _, e := range rep.Errors {
 					fmt.Fprintln(out, e.Error())
+				}
+				for _, w := range rep.Warnings {
+					fmt.Fprintln(out, "warning: "+w)
 				}
 				if rep.Valid {
 					fmt.Fprintf(out, "%s valid\n", count(len(rep.Objects), "object"))
@@ -84,16 +90,16 @@ func newValidateCmd(g *globals) *cobra.Command {
 // drop-in folder (NAME.d/) by loading the folder's parent and keeping what
 // concerns the objects named NAME. With forProcess, what the process backend
 // cannot honour is an error too.
-func validatePath(p string, opts desired.Options, forProcess bool) ([]string, []*desired.FieldError, error) {
+func validatePath(p string, opts desired.Options, forProcess bool) ([]string, []*desired.FieldError, []string, error) {
 	st, err := os.Stat(p)
 	if err != nil {
-		return nil, nil, fmt.Errorf("validate: %w", err)
+		return nil, nil, nil, fmt.Errorf("validate: %w", err)
 	}
 	dir, only, dropInOf, mainFile := p, "", "", ""
 	if !st.IsDir() {
 		dir, only = filepath.Dir(p), filepath.Base(p)
 		if !desired.IsManifestName(only) {
-			return nil, nil, fmt.Errorf("validate %s: not a manifest file name (*.yaml, *.yml)", p)
+			return nil, nil, nil, fmt.Errorf("validate %s: not a manifest file name (*.yaml, *.yml)", p)
 		}
 		// A drop-in: a file of NAME.d/ beside a manifest NAME.yaml (or
 		// .yml); its object is loaded from the folder's parent. A folder
@@ -113,9 +119,9 @@ func validatePath(p string, opts desired.Options, forProcess bool) ([]string, []
 	set, lerr := desired.Load(dir, opts)
 	if set == nil {
 		if errors.Is(lerr, desired.ErrUnreadable) {
-			return nil, []*desired.FieldError{{File: p, Detail: strings.TrimPrefix(lerr.Error(), desired.ErrUnreadable.Error()+": ")}}, nil
+			return nil, []*desired.FieldError{{File: p, Detail: strings.TrimPrefix(lerr.Error(), desired.ErrUnreadable.Error()+": ")}}, nil, nil
 		}
-		return nil, nil, lerr
+		return nil, nil, nil, lerr
 	}
 	// concerns says whether an object is one the path validates.
 	concerns := func(o *desired.Object) bool {
@@ -171,7 +177,13 @@ func validatePath(p string, opts desired.Options, forProcess bool) ([]string, []
 	if dropInOf != "" {
 		only = mainFile // its busy and empty files, and its folder's
 	}
-	return objs, append(errs, unsettledErrors(set, only)...), nil
+	var warns []string
+	if only == "" {
+		for _, d := range set.NotRead {
+			warns = append(warns, fmt.Sprintf("%s/ is a folder, not read: manifests are read from the top level only (NAME.d/ holds the drop-ins of NAME)", filepath.Join(set.Dir, d)))
+		}
+	}
+	return objs, append(errs, unsettledErrors(set, only)...), warns, nil
 }
 
 // unsettledErrors reports files the agent would not act on: open for

@@ -185,3 +185,27 @@ func TestValidateDropInFileAndProcessBackend(t *testing.T) {
 		t.Errorf("validate --backend process: exit %d\n%s", code, out)
 	}
 }
+
+// A subfolder is not read: validate warns (exit 0: the manifests it read
+// are valid), in text and JSON; validating one file does not.
+func TestValidateWarnsOfFoldersNotRead(t *testing.T) {
+	dir := dirWith(t, map[string]string{"web.yaml": good})
+	if err := os.MkdirAll(filepath.Join(dir, "team"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "team", "api.yaml"), []byte(good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, code := runCLI(t, "validate", "--owner-check", "off", dir)
+	if code != 0 || !strings.Contains(out, "warning: "+filepath.Join(dir, "team")+"/ is a folder, not read") || !strings.Contains(out, "1 object valid") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	out, _ = runCLI(t, "validate", "-o", "json", "--owner-check", "off", dir)
+	var rep validateReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || len(rep.Warnings) != 1 || !rep.Valid {
+		t.Fatalf("json: %v %+v\n%s", err, rep, out)
+	}
+	if out, code := runCLI(t, "validate", "--owner-check", "off", filepath.Join(dir, "web.yaml")); code != 0 || strings.Contains(out, "warning") {
+		t.Fatalf("one file: exit %d\n%s", code, out)
+	}
+}
