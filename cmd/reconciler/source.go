@@ -20,7 +20,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
-	"sigs.k8s.io/yaml"
 
 	"resil.dev/resil/desired"
 	"resil.dev/resil/desired/gitsource"
@@ -76,8 +75,8 @@ func (s *sourceFlags) loadConfig(f *pflag.FlagSet, opts desired.Options) error {
 		return fmt.Errorf("--source-config: %w", err)
 	}
 	var c sourceConfig
-	if err := yaml.UnmarshalStrict(data, &c); err != nil {
-		return fmt.Errorf("--source-config %s: %w", s.configFile, err)
+	if err := desired.DecodeConfig(s.configFile, data, &c); err != nil {
+		return fmt.Errorf("--source-config:\n%w", err)
 	}
 	set := func(name string, apply func()) {
 		if !f.Changed(name) {
