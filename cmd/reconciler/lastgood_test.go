@@ -45,6 +45,35 @@ func (e *procEnv) agent(env []string, cmd string, extra ...string) (string, erro
 	return string(out), err
 }
 
+// applyKilledAt runs `apply` as a child agent that kills itself (kill -9)
+// right after the last planned step whose text starts with prefix (with
+// after), or right after the step before it.
+func (e *procEnv) applyKilledAt(prefix string, after bool) {
+	e.t.Helper()
+	out, code := e.cli("diff", "-o", "json")
+	var plan diffJSON
+	if code != 1 || json.Unmarshal([]byte(out[:strings.LastIndex(out, "}")+1]), &plan) != nil {
+		e.t.Fatalf("diff: exit %d\n%s", code, out)
+	}
+	k := -1
+	for i, s := range plan.Steps {
+		if strings.HasPrefix(s.Text, prefix) {
+			k = i
+			if after {
+				k++
+			}
+		}
+	}
+	if k < 1 {
+		e.t.Fatalf("no step to kill the agent after (%q, after %t):\n%s", prefix, after, out)
+	}
+	out, err := e.agent([]string{crashAfterStepEnv + "=" + itoa(int64(k))}, "apply")
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		e.t.Fatalf("agent not killed after step %d: %v\n%s", k, err, out)
+	}
+}
+
 // dirListing names every entry below dir with its size and inode, to tell
 // whether anything was written.
 func dirListing(t *testing.T, dir string) string {
@@ -79,33 +108,15 @@ func TestKilledBeforeStartBrokenDropInStarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.write("web.d/10-mode.yaml", "spec:\n  environment: {MODE: dropin}\n")
-	// The plan, to kill the agent right after the step before the start.
-	out, code := e.cli("diff", "-o", "json")
-	var plan diffJSON
-	if code != 1 || json.Unmarshal([]byte(out[:strings.LastIndex(out, "}")+1]), &plan) != nil {
-		t.Fatalf("diff: exit %d\n%s", code, out)
-	}
-	k := -1
-	for i, s := range plan.Steps {
-		if strings.HasPrefix(s.Text, "start web.service") {
-			k = i
-		}
-	}
-	if k < 1 {
-		t.Fatalf("no step before the start of web:\n%s", out)
-	}
-	out, err := e.agent([]string{crashAfterStepEnv + "=" + itoa(int64(k))}, "apply")
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		t.Fatalf("agent not killed after step %d: %v\n%s", k, err, out)
-	}
+	// Killed right after the step before the start.
+	e.applyKilledAt("start web.service", false)
 	if e.pid("web.service") != 0 {
 		t.Fatal("web started although the agent was killed before the start")
 	}
 	e.write("web.d/10-mode.yaml", "spec:\n  environment: {MODE: dro\n") // cut mid-line
 
 	before := dirListing(t, e.state)
-	out, code = e.cli("diff")
+	out, code := e.cli("diff")
 	if code == 0 || !strings.Contains(out, "start web.service") || strings.Contains(out, "stop web.service") ||
 		strings.Contains(out, "write ") || !strings.Contains(out, "10-mode.yaml") {
 		t.Fatalf("diff after the kill with a broken drop-in: exit %d\n%s", code, out)

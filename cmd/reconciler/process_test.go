@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -466,25 +464,7 @@ func TestProcessBackendKilledAfterRestartCountsAgent(t *testing.T) {
 	}
 	old := e.pid("web.service")
 	e.write("web.yaml", strings.Replace(procWeb, "MODE: one", "MODE: two", 1))
-	out, code := e.cli("diff", "-o", "json")
-	var plan diffJSON
-	if code != 1 || json.Unmarshal([]byte(out[:strings.LastIndex(out, "}")+1]), &plan) != nil {
-		t.Fatalf("diff: exit %d\n%s", code, out)
-	}
-	k := -1
-	for i, s := range plan.Steps {
-		if strings.HasPrefix(s.Text, "restart web.service") {
-			k = i + 1
-		}
-	}
-	if k < 1 {
-		t.Fatalf("no restart of web planned:\n%s", out)
-	}
-	out, err := e.agent([]string{crashAfterStepEnv + "=" + itoa(int64(k))}, "apply")
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		t.Fatalf("agent not killed after step %d: %v\n%s", k, err, out)
-	}
+	e.applyKilledAt("restart web.service", true)
 	if p := e.pid("web.service"); p == 0 || p == old {
 		t.Fatalf("web pid %d after the restart (was %d)", p, old)
 	}
@@ -493,7 +473,7 @@ func TestProcessBackendKilledAfterRestartCountsAgent(t *testing.T) {
 	if out, code := e.cli("apply"); code != 0 {
 		t.Fatalf("apply after the kill: exit %d\n%s", code, out)
 	}
-	out, _ = e.cli("events", "--object", "Service/web")
+	out, _ := e.cli("events", "--object", "Service/web")
 	if strings.Contains(out, "cause manual") || !strings.Contains(out, "cause agent") {
 		t.Fatalf("the killed agent's restart is not counted as the agent's:\n%s", out)
 	}
