@@ -373,3 +373,29 @@ func TestOlderTableCountsBootFromTheKernel(t *testing.T) {
 		t.Errorf("table not rewritten with the boot: %s", b)
 	}
 }
+
+// reset with start of a stopped timer starts it (systemctl reset-failed +
+// start); without start it is left as it is.
+func TestResetWithStartStartsTimer(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "", Options{})
+	h.run()
+	h.install(timer("tock", desired.TimerSpec{Schedule: []string{"hourly"}, Command: sh(`true`)}), true)
+	if u := h.unit("tock.timer"); u.ActiveState == "active" {
+		t.Fatalf("timer active before any start: %+v", u)
+	}
+	if err := RequestReset(h.dir, "tock.timer", false); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the request taken", func() bool {
+		_, err := os.Stat(filepath.Join(h.dir, "reset", "tock.timer"))
+		return os.IsNotExist(err)
+	})
+	if u := h.unit("tock.timer"); u.ActiveState == "active" {
+		t.Fatalf("reset without start started the timer: %+v", u)
+	}
+	if err := RequestReset(h.dir, "tock.timer", true); err != nil {
+		t.Fatal(err)
+	}
+	h.waitUnit("tock.timer", "started by reset", func(u *observed.Unit) bool { return u.ActiveState == "active" && u.NextElapseUSecRealtime != 0 })
+}
