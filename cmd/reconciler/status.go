@@ -41,8 +41,18 @@ func objectStatuses(res reconcile.Result, now time.Time) []store.ObjectStatus {
 			State: string(c.State), Failed: c.Failed, Drift: c.Drift, Message: c.Message,
 			Ready: reconcile.Readiness(o, res.Observed, res.Health)})
 	}
-	out = append(out, pendingStatuses(res, now)...) // status_safety.go
-	out = append(out, heldStatuses(res, classes, now)...)
+	// One row per object: a held object (its manifest broken) is Invalid
+	// even when a pause or a prune deadline also concerns it.
+	seen := map[string]bool{}
+	for _, row := range out {
+		seen[row.Object] = true
+	}
+	for _, row := range append(heldStatuses(res, classes, now), pendingStatuses(res, now)...) { // status_safety.go
+		if !seen[row.Object] {
+			seen[row.Object] = true
+			out = append(out, row)
+		}
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Object < out[j].Object })
 	return out
 }

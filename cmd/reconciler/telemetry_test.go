@@ -281,6 +281,8 @@ func TestObjectStatuses(t *testing.T) {
 			// Broken before the agent ever saw it valid: in no list of
 			// objects, and still a row, Invalid, showing what runs of it.
 			{Object: "Service/nolastgood", Reason: reconcile.ReasonLastGoodRetained, Message: "nolastgood.yaml is invalid; it is not applied", Warning: true},
+			// Paused too: still one row, Invalid.
+			{Object: "Service/nolastgood", Reason: reconcile.ReasonPaused, Message: "paused until 14:32 by alice: hotfix"},
 		}},
 		Outcomes: []reconcile.StepOutcome{
 			{Step: actuators.Step{Op: actuators.OpStart, Object: "Service/fixing", Unit: "fixing.service"}, Result: actuators.Changed},
