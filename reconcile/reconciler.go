@@ -534,11 +534,11 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 			protected[id] = true
 		}
 		sortObjects(objs)
-		var held []Finding
-		for _, o := range objs {
-			held = append(held, retained(o.ID(), "the manifests are unreadable; the last good version stays in force"))
-		}
-		return &loadedDesired{objs: objs, protected: protected, broken: broken, prune: false, held: held, err: lerr}
+		// No finding per object: one condition says it (a symlink swap
+		// racing the load reads so for a moment, and every object's event
+		// each time would flood the store); resil_invalid_manifests and
+		// status's load error show it.
+		return &loadedDesired{objs: objs, protected: protected, broken: broken, prune: false, err: lerr}
 	}
 	for f := range set.Broken {
 		broken[f] = true
