@@ -222,6 +222,52 @@ func TestManualRestartCountsInLedger(t *testing.T) {
 	}
 }
 
+// A `systemctl restart` of a service in its restart delay: systemd drops
+// the pending automatic restart without counting it, and the job's start
+// leaves NRestarts at 0, so the counter says nothing happened though the
+// process died and runs again. The ledger counts it (manual). An agent's
+// restart in the delay, made by an agent killed before its ledger saw it,
+// went uncounted the same way (torture seeds 1796451154833655304 and
+// 1796456510820976863).
+func TestRestartInRestartDelayCounted(t *testing.T) {
+	e := newEnv(t)
+	e.write("web.yaml", `apiVersion: resil.dev/v1
+kind: Service
+metadata: {name: web}
+spec:
+  command: ["/bin/sleep", "infinity"]
+  restart: {policy: always, delay: 60s}
+`)
+	a := e.startAgent()
+	e.eventually("web active", 30*time.Second, func() bool { return e.prop("web.service", "ActiveState") == "active" })
+	e.eventually("first pass", 30*time.Second, func() bool { return a.countLogs("first pass done") > 0 })
+	time.Sleep(2500 * time.Millisecond) // a pass that saw it running
+	pid := e.prop("web.service", "MainPID")
+	if _, err := e.sb.Run(e.ctx, "kill", "-9", pid); err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("web in its restart delay", 10*time.Second, func() bool { return e.prop("web.service", "SubState") == "auto-restart" })
+	time.Sleep(2500 * time.Millisecond) // a pass that saw it in the delay
+	if p := e.show("web.service", "SubState", "NRestarts"); p["SubState"] != "auto-restart" || p["NRestarts"] != "0" {
+		t.Fatalf("not waiting in the restart delay with NRestarts 0: %v", p)
+	}
+	e.systemctl("restart", "web.service")
+	if p := e.show("web.service", "ActiveState", "NRestarts", "MainPID"); p["ActiveState"] != "active" || p["NRestarts"] != "0" || p["MainPID"] == pid {
+		t.Fatalf("after systemctl restart in the delay: %v (pid was %s)", p, pid)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _, _ := e.reconciler("events")
+			t.Logf("events:\n%s", out)
+		}
+	})
+	e.eventually("the restart in the ledger", 20*time.Second, func() bool { return e.eventCount("web", "Restarted", "cause manual") == 1 })
+	time.Sleep(3 * time.Second)
+	if n := e.eventCount("web", "Restarted", ""); n != 1 {
+		t.Errorf("Restarted events = %d, want 1", n)
+	}
+}
+
 // Drift and invalid manifests appear in `reconciler events`, in the
 // journal with structured fields, in the metrics, and in status's exit code.
 func TestDriftEventsJournalStatusMetrics(t *testing.T) {

@@ -127,6 +127,13 @@ func Detect(in Input) []Restarts {
 		if watchdog(p) || watchdog(c) {
 			autoCause = CauseWatchdog
 		}
+		// owed: the agent made the restart that started c (its restart
+		// journal or the supervisor's process table says so), though no
+		// outcome of this agent shows it: one a killed agent made.
+		owed := func() bool {
+			t, ok := in.Journaled[n]
+			return c.OwedRestart || ok && !t.IsZero() && int64(c.ExecMainStartTimestamp) >= t.UnixMicro()
+		}
 		switch {
 		case agent[n] > 0 || liveness[n] > 0:
 			add(CauseAgent, agent[n])
@@ -134,11 +141,28 @@ func Detect(in Input) []Restarts {
 			add(autoCause, auto)
 		case started && running(p) && c.ExecMainStartTimestamp != 0 && (reset || auto == 0):
 			cause := CauseManual
-			if t, ok := in.Journaled[n]; c.OwedRestart || ok && !t.IsZero() && int64(c.ExecMainStartTimestamp) >= t.UnixMicro() {
+			if owed() {
 				cause = CauseAgent
 			}
 			add(cause, 1)
 			add(autoCause, auto)
+		case started && p.SubState == "auto-restart" && c.ExecMainStartTimestamp != 0 && in.Cur.Backend == "systemd" &&
+			p.NRestarts == 0 && c.NRestarts == 0:
+			// A restart job (the agent's, or `systemctl restart`) ran in the
+			// restart delay: systemd drops the pending automatic restart
+			// without counting it, and the job's start leaves NRestarts at
+			// 0. An automatic restart would have raised the count before
+			// the unit left auto-restart, so with 0 on both sides none
+			// happened, yet the process died and runs again (torture seeds
+			// 1796451154833655304 and 1796456510820976863: a service killed
+			// out of band, then its changed unit written, reloaded and
+			// restarted by an agent killed before its ledger ran; the next
+			// agent counted nothing).
+			cause := CauseManual
+			if owed() {
+				cause = CauseAgent
+			}
+			add(cause, 1)
 		case started && p.SubState == "auto-restart" && c.ExecMainStartTimestamp != 0 && (reset || auto == 0 && in.Cur.Backend != "systemd"):
 			// The automatic restart the previous observation saw pending
 			// happened without counting: the process backend's agent was
@@ -150,9 +174,9 @@ func Detect(in Input) []Restarts {
 			// queues the restart, before the unit leaves auto-restart, so
 			// an observation can read both, and the restart it shows was
 			// counted then (e2e TestPostgresScenariosSystemd counted one
-			// kill -9 twice). Left uncounted: a `systemctl restart` in the
-			// delay (systemd stops the unit without counting; the manual
-			// start is not counted either).
+			// kill -9 twice). A restart job in the delay of a unit whose
+			// count was above 0 lands here too (its start zeroes the
+			// count): one restart, counted automatic.
 			add(autoCause, 1)
 		default:
 			add(autoCause, auto)

@@ -26,8 +26,12 @@
 //	same                 changed, p was running -                 1 × manual
 //	same / drops         changed                agent restart     1 × agent
 //	drops (reset-failed) p was not running      -                 nothing (a start, not a restart)
+//	0 → 0 (systemd)      changed, p in delay    -                 1 × manual (agent when journaled)
 //
 // systemd zeroes NRestarts on a manual (re)start and on reset-failed; a
 // manual restart followed by automatic ones before the next observation
-// counts as automatic restarts only.
+// counts as automatic restarts only. "p in delay": the previous
+// observation saw the unit in auto-restart; systemd raises the count
+// before the unit leaves it, so 0 on both sides means a restart job (not
+// the policy) started it.
 package ledger

@@ -66,6 +66,11 @@ func TestDetect(t *testing.T) {
 		// is still in auto-restart: an observation that read both already
 		// counted that restart.
 		{"from auto-restart to running, same count (systemd)", u("activating", "auto-restart", "exit-code", 1, 0, 1000), u("active", "running", "success", 1, 140, 5000), nil, "[]"},
+		// A restart job in the delay (systemctl restart, or an agent's):
+		// systemd drops the pending restart uncounted and the job's start
+		// leaves 0; 0 on both sides is no automatic restart, yet the
+		// process died and runs again (torture seed 1796451154833655304).
+		{"restart job in the restart delay (systemd)", u("activating", "auto-restart", "signal", 0, 0, 1000), u("active", "running", "success", 0, 140, 5000), nil, "[web.service manual 1]"},
 		{"from auto-restart to running, count reset, watchdog", u("activating", "auto-restart", "watchdog", 1, 0, 1000), u("active", "running", "success", 0, 140, 5000), nil, "[web.service watchdog 1]"},
 		{"crash loop ends failed", u("activating", "auto-restart", "exit-code", 1, 0, 1000), u("failed", "failed", "exit-code", 3, 0, 6000), nil, "[web.service auto 2]"},
 		{"watchdog kill seen before the restart", u("activating", "auto-restart", "watchdog", 0, 0, 1000), u("active", "running", "success", 1, 150, 2000), nil, "[web.service watchdog 1]"},
@@ -219,23 +224,32 @@ func TestStormTable(t *testing.T) {
 // the next one read manual. One made before the record stays manual. On
 // the process backend the supervisor that finished such a restart says
 // so (observed.Unit.OwedRestart).
+//
+// The same when the killed service was in its restart delay when the
+// agent's restart job ran (torture seeds 1796451154833655304 and
+// 1796456510820976863: killed out of band, then its changed unit written,
+// reloaded and restarted by an agent killed before its ledger ran).
 func TestDetectJournaledRestart(t *testing.T) {
-	prev := u("active", "running", "success", 0, 100, 1000)
+	running := u("active", "running", "success", 0, 100, 1000)
+	delay := u("activating", "auto-restart", "signal", 0, 0, 1000)
 	cur := u("active", "running", "success", 0, 101, 2000)
 	for _, tc := range []struct {
 		name   string
+		prev   *observed.Unit
 		record time.Time
 		want   string
 	}{
-		{"made after the record", time.UnixMicro(1500), "[web.service agent 1]"},
-		{"made before the record", time.UnixMicro(3000), "[web.service manual 1]"},
-		{"no record", time.Time{}, "[web.service manual 1]"},
-		{"owed (process backend)", time.Time{}, "[web.service agent 1]"},
+		{"made after the record", running, time.UnixMicro(1500), "[web.service agent 1]"},
+		{"made before the record", running, time.UnixMicro(3000), "[web.service manual 1]"},
+		{"no record", running, time.Time{}, "[web.service manual 1]"},
+		{"owed (process backend)", running, time.Time{}, "[web.service agent 1]"},
+		{"in the restart delay, made after the record", delay, time.UnixMicro(1500), "[web.service agent 1]"},
+		{"in the restart delay, no record", delay, time.Time{}, "[web.service manual 1]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cur := *cur
 			cur.OwedRestart = tc.name == "owed (process backend)"
-			in := Input{Prev: state(prev), Cur: state(&cur)}
+			in := Input{Prev: state(tc.prev), Cur: state(&cur)}
 			if !tc.record.IsZero() {
 				in.Journaled = map[string]time.Time{"web.service": tc.record}
 			}
