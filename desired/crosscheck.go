@@ -91,6 +91,10 @@ func (l *loader) crossCheck(all []*Object, dropInDirs map[string]bool, set *Set)
 			// another (an object moved to a new file with an error in
 			// it was pruned, its old file gone).
 			set.BrokenNames[name] = true
+			if set.Invalid == nil {
+				set.Invalid = map[string]string{}
+			}
+			set.Invalid[o.ID()] = o.Source.File
 			if len(l.errs[o.Source.File]) > 0 { // its own file's fault, not a drop-in's
 				if set.DeclaredInvalid == nil {
 					set.DeclaredInvalid = map[string]string{}

@@ -64,6 +64,11 @@ type Set struct {
 	// declares that name but is invalid (decoded, not valid): an object
 	// moved into a file with an error in it. Nil when there is none.
 	DeclaredInvalid map[string]string
+	// Invalid maps the ID of every object decoded but not valid (its own
+	// document or a drop-in of it has an error) to its file: an object
+	// never seen valid has no last good version, yet status and diff name
+	// it. Nil when there is none.
+	Invalid map[string]string
 	// Busy are files (relative: manifests and drop-ins) that some process
 	// held open for writing: they were not read, and are not errors. What
 	// they hold must keep its last good version (see IsBroken).

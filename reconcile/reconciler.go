@@ -631,6 +631,16 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 			held = append(held, retained(id, why+"; the last good version stays in force"))
 		}
 	}
+	// An object decoded but invalid that has no last good version (never
+	// seen valid, or an agent that never saw it): nothing of it is applied,
+	// but status and diff name it.
+	for _, id := range sortedKeys(invalidIDs(set)) {
+		if seen[id] || r.lastGood[id] != nil {
+			continue
+		}
+		seen[id] = true
+		held = append(held, retained(id, set.Invalid[id]+" is invalid; it is not applied, and what is on the host stays"))
+	}
 	// Names whose defining file is broken but that never had a good version
 	// still must not be pruned if some owned unit carries them; the same
 	// for names with a busy or empty drop-in.
@@ -675,6 +685,15 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 	}
 	sort.SliceStable(held, func(i, j int) bool { return held[i].Object < held[j].Object })
 	return &loadedDesired{objs: objs, protected: protected, broken: broken, stateChanged: stateChanged, prune: true, busy: busy, held: held, err: lerr}
+}
+
+// invalidIDs is set.Invalid as a set of IDs.
+func invalidIDs(set *desired.Set) map[string]bool {
+	ids := make(map[string]bool, len(set.Invalid))
+	for id := range set.Invalid {
+		ids[id] = true
+	}
+	return ids
 }
 
 // retained is the LastGoodRetained finding of an object held back.

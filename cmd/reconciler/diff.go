@@ -78,7 +78,11 @@ func newDiffCmd(g *globals) *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			if output == "json" {
-				rep := diffJSON{Backend: be.Name, Hash: res.Hash, Changes: !res.Plan.Empty(), Steps: []stepJSON{}, Findings: res.Plan.Findings, Revision: rev, SafetyReport: res.Plan.SafetyReport, Rollout: res.Plan.Rollout}
+				findings := res.Plan.Findings
+				if findings == nil {
+					findings = []reconcile.Finding{}
+				}
+				rep := diffJSON{Backend: be.Name, Hash: res.Hash, Changes: !res.Plan.Empty(), Steps: []stepJSON{}, Findings: findings, Revision: rev, SafetyReport: res.Plan.SafetyReport, Rollout: res.Plan.Rollout}
 				for _, s := range res.Plan.Steps {
 					rep.Steps = append(rep.Steps, stepJSON{Step: s, Text: s.String(), Diff: fileDiff(s)})
 				}

@@ -200,6 +200,64 @@ func TestProcessBackendBrokenManifestNotPruned(t *testing.T) {
 	}
 }
 
+// A new manifest whose object is invalid, never seen valid, has no last
+// good version and nothing on the host; status and diff still name it
+// (Invalid, not converged) instead of "no such object" and no findings.
+// Fixed, it converges. With nothing left, the JSON lists are [], not null.
+func TestProcessBackendNeverValidObjectIsInvalid(t *testing.T) {
+	e := newProcEnv(t)
+	e.write("other.yaml", strings.Replace(procWeb, "name: web", "name: other", 1))
+	e.write("fresh.yaml", `apiVersion: resil.dev/v1
+kind: Service
+metadata: {name: fresh}
+spec:
+  command: ["relative"]
+`)
+	if out, code := e.cli("apply"); code != 1 || !strings.Contains(out, "fresh.yaml:5:13") {
+		t.Fatalf("apply: exit %d\n%s", code, out)
+	}
+	out, code := e.cli("status", "fresh")
+	if code != 1 || !strings.Contains(out, "[Invalid]") || !strings.Contains(out, "fresh.yaml is invalid") && !strings.Contains(out, "LastGoodRetained") {
+		t.Errorf("status fresh: exit %d\n%s", code, out)
+	}
+	out, code = e.cli("diff", "-o", "json")
+	var rep struct {
+		Findings []reconcile.Finding `json:"findings"`
+	}
+	if err := json.NewDecoder(strings.NewReader(out)).Decode(&rep); err != nil { // stderr follows
+		t.Fatalf("diff -o json: exit %d: %v\n%s", code, err, out)
+	}
+	found := false
+	for _, f := range rep.Findings {
+		found = found || f.Object == "Service/fresh" && f.Reason == reconcile.ReasonLastGoodRetained
+	}
+	if code != 2 || !found {
+		t.Errorf("diff -o json: exit %d, findings %+v", code, rep.Findings)
+	}
+	e.write("fresh.yaml", strings.Replace(procWeb, "name: web", "name: fresh", 1))
+	if out, code := e.cli("apply"); code != 0 {
+		t.Fatalf("apply after the fix: exit %d\n%s", code, out)
+	}
+	if out, code := e.cli("status", "fresh"); code != 0 || strings.Contains(out, "Invalid") {
+		t.Errorf("status fresh after the fix: exit %d\n%s", code, out)
+	}
+	for _, f := range []string{"fresh.yaml", "other.yaml"} {
+		if err := os.Remove(filepath.Join(e.manifests, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, code := e.cli("apply", "--allow-prune", "2"); code != 0 || e.pid("fresh.service") != 0 {
+		t.Fatalf("apply with nothing: exit %d\n%s", code, out)
+	}
+	for cmd, list := range map[string]string{"status": "objects", "diff": "findings"} {
+		out, code := e.cli(cmd, "-o", "json")
+		var rep map[string]json.RawMessage
+		if err := json.NewDecoder(strings.NewReader(out)).Decode(&rep); err != nil || string(rep[list]) != "[]" {
+			t.Errorf("%s -o json with nothing desired: exit %d, %s %s (want []), %v\n%s", cmd, code, list, rep[list], err, out)
+		}
+	}
+}
+
 // Killed after the unit file was written, before the restart: the file
 // already matches, the process is older. diff shows exactly the restart;
 // apply runs it once; then diff is clean.

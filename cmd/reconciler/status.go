@@ -294,7 +294,7 @@ func buildStatus(ctx context.Context, s *store.Store, names []string, now time.T
 	if err != nil {
 		return statusReport{}, err
 	}
-	rep := statusReport{Agent: agent, Converged: !agent.LastPass.IsZero()}
+	rep := statusReport{Agent: agent, Objects: []statusRow{}, Converged: !agent.LastPass.IsZero()}
 	want := map[string]bool{}
 	for _, n := range names {
 		want[n] = true
