@@ -55,7 +55,9 @@ type watchFilter struct {
 // told, once it saw no write for settleQuiet. Load refuses busy files too,
 // which covers startup, the periodic resync and passes woken by another
 // file. Writes to names that are not manifests (swap files, logs) are
-// ignored.
+// ignored. A file opened for writing and closed without a write makes no
+// event at all; the loop comes back by itself while a load finds a file
+// busy (reconcile's busyRecheck).
 //
 // After each waking event it re-resolves and re-adds watches. An inotify
 // queue overflow just wakes the loop: the pass re-reads everything.

@@ -494,7 +494,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	r.afterPlan(log, safety, expired, plan)
 	r.afterRollout(log, plan, safety.Now)
 	defer func() {
-		res.RequeueAfter = r.rolloutWake(wakeAfter(res.RequeueAfter, safety, plan.SafetyReport), plan, safety.Now)
+		res.RequeueAfter = busyWake(r.rolloutWake(wakeAfter(res.RequeueAfter, safety, plan.SafetyReport), plan, safety.Now), d.busy)
 	}()
 	if len(plan.Steps) == 0 {
 		log.Debug("converged", zap.Int("objects", res.Objects))
@@ -694,6 +694,26 @@ func invalidIDs(set *desired.Set) map[string]bool {
 		ids[id] = true
 	}
 	return ids
+}
+
+// busyRecheck is how soon a pass follows one that found a manifest open
+// for writing. A writer that closes the file without writing to it (a
+// shell's `7>>web.yaml`, an editor that saves nothing) makes no event the
+// watch sees (fsnotify does not report IN_CLOSE_WRITE, see desired.Watch),
+// so without it the objects of that file would stay held (Invalid) until
+// the resync. A pass whose manifests are unchanged reads from the caches:
+// a few ms a second while a file stays open.
+const busyRecheck = time.Second
+
+// busyWake returns requeue, or busyRecheck when that is sooner and a
+// ManifestBusy finding says a file was open for writing.
+func busyWake(requeue time.Duration, busy []Finding) time.Duration {
+	for _, f := range busy {
+		if f.Reason == ReasonBusy && (requeue == 0 || busyRecheck < requeue) {
+			return busyRecheck
+		}
+	}
+	return requeue
 }
 
 // retained is the LastGoodRetained finding of an object held back.

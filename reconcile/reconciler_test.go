@@ -638,3 +638,64 @@ func TestLastingConditionRefreshedDaily(t *testing.T) {
 		}
 	}
 }
+
+// A manifest held open for writing holds its objects (Invalid); a writer
+// that closes it without writing makes no event the watch sees (no
+// IN_CLOSE_WRITE), so the loop comes back by itself while a file is busy,
+// and the objects are released without a kick or a resync (QA: Invalid
+// until the 5-minute resync after `sleep 30 7>>web.yaml`).
+func TestLoopRechecksBusyManifest(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", webManifest)
+	r, _ := newTestReconciler(t, dir, newFake(), nil)
+	l := NewLoop(r, zaptest.NewLogger(t))
+	l.Resync, l.Settle = time.Hour, 10*time.Millisecond
+	passes := make(chan Result, 100)
+	l.AfterPass = func(res Result, _ error) { passes <- res }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- l.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}()
+	held := func(res Result) bool {
+		for _, f := range res.Plan.Findings {
+			if f.Reason == ReasonLastGoodRetained && f.Object == "Service/web" {
+				return true
+			}
+		}
+		return false
+	}
+	if res := <-passes; held(res) || res.RequeueAfter != 0 {
+		t.Fatalf("first pass: held %v, requeue %s", held(res), res.RequeueAfter)
+	}
+	w, err := os.OpenFile(filepath.Join(dir, "web.yaml"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	l.Kick() // another file's change
+	if res := <-passes; !held(res) || res.RequeueAfter <= 0 || res.RequeueAfter > busyRecheck {
+		t.Fatalf("pass with web.yaml open for writing: held %v, requeue %s", held(res), res.RequeueAfter)
+	}
+	if err := w.Close(); err != nil { // nothing written
+		t.Fatal(err)
+	}
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case res := <-passes:
+			if !held(res) {
+				if res.RequeueAfter != 0 {
+					t.Errorf("requeue %s once no file is busy", res.RequeueAfter)
+				}
+				return
+			}
+		case <-timeout:
+			t.Fatal("web still held 20s after its writer closed the file (no pass came back)")
+		}
+	}
+}
