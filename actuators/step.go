@@ -12,6 +12,23 @@ import (
 // reports an Unsupported finding and never starts it with less than it asks.
 var ErrUnsupported = errors.New("not supported by this backend")
 
+// Refusal is one field of an object a backend cannot honour, and why.
+type Refusal struct {
+	Field  string // e.g. "spec.requires"
+	Reason string
+}
+
+// Refusals returns the fields an ErrUnsupported error names (one with a
+// Refused() []Refusal method in its chain), nil for any other error: they
+// are reported at the line that sets each.
+func Refusals(err error) []Refusal {
+	var r interface{ Refused() []Refusal }
+	if errors.As(err, &r) {
+		return r.Refused()
+	}
+	return nil
+}
+
 // ErrNotObserved is wrapped by a backend's step error when the backend
 // accepted the step (for a job: it finished "done") but reading the unit
 // back does not show its effect (actuators/systemd.ErrNotObserved).

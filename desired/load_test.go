@@ -644,7 +644,7 @@ func TestFieldErrorFormat(t *testing.T) {
 // is broken (yaml.v3 reports parser errors 0-based; Load corrects that).
 func TestYAMLErrorLines(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
-		{"a: [1, 2\n", "m.yaml:2: invalid YAML: did not find expected ',' or ']'"}, // found at the end
+		{"a: [1, 2\n", "m.yaml:1:9: invalid YAML: did not find expected ',' or ']' at the end of the file (is it cut short?)"}, // found at the end
 		{"x: 1\na: [1, 2\n", "m.yaml:2: invalid YAML: did not find expected ',' or ']'"},
 		{"x: 1\ny: 2\na: {b: 1\nc: 2\n", "m.yaml:3: invalid YAML: did not find expected ',' or '}'"},
 		{"x: 1\ny: 2\n- a\n", "m.yaml:3: invalid YAML: did not find expected key"},
@@ -660,7 +660,7 @@ func TestYAMLErrorLines(t *testing.T) {
 		{"x: 1\ny: 2\nx: 3\n", "m.yaml:3:1: x: mapping key \"x\" already defined at line 1"},
 		{"x: 1\ny: 2\nz: !!int abc\n", "m.yaml:3:4: z: cannot decode !!str `abc` as a !!int"},
 		{"x: 1\ny: &a 2\nz: *b\n", "m.yaml: invalid YAML: unknown anchor 'b' referenced"},
-		{"x: 1\n---\ny: [\n", "m.yaml:4: invalid YAML: did not find expected node content"},
+		{"x: 1\n---\ny: [\n", "m.yaml:3:5: invalid YAML: did not find expected node content at the end of the file (is it cut short?)"},
 		// .inf and .nan have no JSON form: their text, so a number field
 		// says it wants a number and a text field takes them as written.
 		{"apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: w}\nspec:\n  command: [/bin/true]\n  description: .nan\n  restart: {limit: {burst: .inf, interval: 1s}}\n",

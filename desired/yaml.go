@@ -94,6 +94,7 @@ func parseDocNodes(data []byte, keepEmpty bool) ([]*yaml.Node, *FieldError) {
 		if err != nil {
 			fe := yamlError(err)
 			fe.Line = problemLine(data, fe)
+			atEnd(data, fe)
 			if fe.Line < 1 && fe.Detail == yamlControlDetail {
 				// yaml.v3's reader gives no position for this one: the
 				// first such character's.
@@ -192,6 +193,23 @@ func problemLine(data []byte, fe *FieldError) int {
 }
 
 const problemLineMax = 200
+
+// atEnd moves a problem yaml.v3 places past the last line of data (a file
+// cut short: it names the line after the end, line 7 of a 6-line file) to
+// the end of the last line, and says so.
+func atEnd(data []byte, fe *FieldError) {
+	n := bytes.Count(data, []byte("\n"))
+	if len(data) > 0 && data[len(data)-1] != '\n' {
+		n++
+	}
+	if n == 0 || fe.Line <= n || !strings.HasPrefix(fe.Detail, "invalid YAML: ") {
+		return
+	}
+	last := strings.TrimSuffix(string(data), "\n")
+	last = strings.TrimSuffix(last[strings.LastIndexByte(last, '\n')+1:], "\r")
+	fe.Line, fe.Column = n, utf8.RuneCountInString(last)+1
+	fe.Detail += " at the end of the file (is it cut short?)"
+}
 
 const yamlControlDetail = "invalid YAML: control characters are not allowed"
 

@@ -426,7 +426,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 			// It counts as invalid on this backend (diff exits 2, apply 1).
 			unsupported = append(unsupported, Finding{Object: o.ID(), Reason: ReasonUnsupported, Message: err.Error() + "; not applied", Warning: true})
 			res.Unsupported = append(res.Unsupported, o)
-			res.LoadErr = errors.Join(res.LoadErr, err)
+			res.LoadErr = errors.Join(res.LoadErr, refusalErrors(r.cfg.Manifests, o, err))
 			protected[o.ID()] = true
 			continue
 		}
@@ -686,6 +686,30 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 	sort.SliceStable(held, func(i, j int) bool { return held[i].Object < held[j].Object })
 	return &loadedDesired{objs: objs, protected: protected, broken: broken, stateChanged: stateChanged, prune: true, busy: busy, held: held, err: lerr}
 }
+
+// refusalErrors is a backend's refusal of o as load errors, one per
+// refused field at the line that sets it (desired.Locate reads o's files
+// again from dir for the positions: only for a refused object), or err
+// with o's file named when the backend names no field.
+func refusalErrors(dir string, o *desired.Object, err error) error {
+	rs := actuators.Refusals(err)
+	if len(rs) == 0 {
+		return &refusedError{&desired.FieldError{File: filepath.Join(dir, o.Source.File), Detail: err.Error()}, err}
+	}
+	errs := make([]error, len(rs))
+	for i, x := range rs {
+		errs[i] = desired.Locate(dir, o, x.Field, "this backend cannot honour it: "+x.Reason)
+	}
+	return &refusedError{errors.Join(errs...), err}
+}
+
+// refusedError reads as the positioned errors of a refusal (fields) and
+// still is the refusal (errors.Is ErrUnsupported); desired.FieldErrors
+// finds the positioned ones.
+type refusedError struct{ fields, err error }
+
+func (e *refusedError) Error() string   { return e.fields.Error() }
+func (e *refusedError) Unwrap() []error { return []error{e.fields, e.err} }
 
 // invalidIDs is set.Invalid as a set of IDs.
 func invalidIDs(set *desired.Set) map[string]bool {

@@ -61,7 +61,8 @@ func (e escape) apply(s *Spec) *Spec {
 // after and wants are ordering and weak dependencies; units here start on
 // their own, so they have no effect and are accepted.
 func supported(o *desired.Object) (escape, error) {
-	var why []string
+	var why []actuators.Refusal
+	refuse := func(field, reason string) { why = append(why, actuators.Refusal{Field: field, Reason: reason}) }
 	var hatch map[string]map[string]string
 	switch o.Kind {
 	case desired.KindService:
@@ -70,21 +71,21 @@ func supported(o *desired.Object) (escape, error) {
 			return escape{}, nil
 		}
 		if len(s.Requires) > 0 {
-			why = append(why, "spec.requires (hard dependencies are not enforced)")
+			refuse("spec.requires", "hard dependencies are not enforced")
 		}
 		if r := s.Resources; r != nil {
 			if r.MemoryMax != "" {
-				why = append(why, "spec.resources.memoryMax (no cgroup limits)")
+				refuse("spec.resources.memoryMax", "no cgroup limits")
 			}
 			if r.CPUQuota != "" {
-				why = append(why, "spec.resources.cpuQuota (no cgroup limits)")
+				refuse("spec.resources.cpuQuota", "no cgroup limits")
 			}
 			if r.TasksMax != 0 {
-				why = append(why, "spec.resources.tasksMax (no cgroup limits)")
+				refuse("spec.resources.tasksMax", "no cgroup limits")
 			}
 		}
 		if s.StateDirectory != "" {
-			why = append(why, "spec.stateDirectory (not created by this backend)")
+			refuse("spec.stateDirectory", "not created by this backend")
 		}
 		hatch = s.Systemd
 	case desired.KindTimer:
@@ -98,11 +99,11 @@ func supported(o *desired.Object) (escape, error) {
 			v := hatch[sec][k]
 			field := "spec.systemd." + sec + "." + k
 			if !escapeAllow[sec][k] {
-				why = append(why, field+" (directive not supported)")
+				refuse(field, "directive not supported")
 				continue
 			}
 			if strings.TrimSpace(v) == "" {
-				why = append(why, field+" (an empty value resets the setting)")
+				refuse(field, "an empty value resets the setting")
 				continue
 			}
 			switch sec + "." + k {
@@ -112,7 +113,7 @@ func supported(o *desired.Object) (escape, error) {
 				e.group = v
 			case "Service.WorkingDirectory":
 				if !filepath.IsAbs(v) || filepath.Clean(v) != v {
-					why = append(why, fmt.Sprintf("%s (%q is not a clean absolute path; no '-' or '~' forms)", field, v))
+					refuse(field, fmt.Sprintf("%q is not a clean absolute path; no '-' or '~' forms", v))
 					continue
 				}
 				e.wd = v
@@ -122,18 +123,31 @@ func supported(o *desired.Object) (escape, error) {
 	if o.Kind == desired.KindTimer && o.Timer != nil && o.Timer.Service != "" && (e.user != "" || e.group != "" || e.wd != "") {
 		// Only an inline job has a Service section (validation refuses it
 		// otherwise); nothing to map it onto here.
-		why = append(why, "spec.systemd.Service (only for an inline command)")
+		refuse("spec.systemd.Service", "only for an inline command")
 	}
 	if len(why) > 0 {
-		return escape{}, &unsupportedError{fmt.Sprintf("the process backend cannot honour %s: %s", o.ID(), strings.Join(why, ", "))}
+		return escape{}, &unsupportedError{id: o.ID(), why: why}
 	}
 	return e, nil
 }
 
 // unsupportedError is supported's refusal; it wraps actuators.ErrUnsupported.
-type unsupportedError struct{ msg string }
+type unsupportedError struct {
+	id  string
+	why []actuators.Refusal
+}
 
-func (e *unsupportedError) Error() string { return e.msg }
+// Refused names the refused fields (actuators.Refusals).
+func (e *unsupportedError) Refused() []actuators.Refusal { return e.why }
+
+func (e *unsupportedError) Error() string {
+	parts := make([]string, len(e.why))
+	for i, r := range e.why {
+		parts[i] = r.Field + " (" + r.Reason + ")"
+	}
+	return fmt.Sprintf("the process backend cannot honour %s: %s", e.id, strings.Join(parts, ", "))
+}
+
 func (e *unsupportedError) Unwrap() error { return actuators.ErrUnsupported }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -339,6 +339,15 @@ func TestProcessBackendEscapeHatch(t *testing.T) {
 		if code != 1 || !strings.Contains(out, "spec.resources.memoryMax") || e.pid("web.service") != 0 {
 			t.Fatalf("apply: pid %d\n%s", e.pid("web.service"), out)
 		}
+		// The refused field is named at its line, in apply's and status's
+		// list of invalid manifests (was: no file, no line).
+		at := "web.yaml:7:15: spec.resources.memoryMax: this backend cannot honour it: no cgroup limits"
+		if !strings.Contains(out, at) {
+			t.Errorf("apply does not name the refused field's line %q:\n%s", at, out)
+		}
+		if out, code := e.cli("status"); code != 1 || !strings.Contains(out, at) {
+			t.Errorf("status: exit %d, want the refused field's line %q:\n%s", code, at, out)
+		}
 	})
 	t.Run("User honoured", func(t *testing.T) {
 		sandbox.RequireRoot(t, "for setuid")

@@ -150,7 +150,13 @@ func validatePath(p string, opts desired.Options, forProcess bool) ([]string, []
 			}
 			if forProcess {
 				if _, err := process.Render(o); errors.Is(err, actuators.ErrUnsupported) {
-					errs = append(errs, &desired.FieldError{File: filepath.Join(set.Dir, o.Source.File), Field: "spec", Detail: err.Error()})
+					rs := actuators.Refusals(err)
+					if len(rs) == 0 {
+						errs = append(errs, &desired.FieldError{File: filepath.Join(set.Dir, o.Source.File), Field: "spec", Detail: err.Error()})
+					}
+					for _, r := range rs {
+						errs = append(errs, desired.Locate(set.Dir, o, r.Field, "the process backend cannot honour it: "+r.Reason))
+					}
 					continue
 				}
 			}

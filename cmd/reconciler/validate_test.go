@@ -181,7 +181,7 @@ func TestValidateDropInFileAndProcessBackend(t *testing.T) {
 		t.Errorf("default validate (any backend): exit %d\n%s", code, out)
 	}
 	out, code = runCLI(t, "validate", "--owner-check", "off", "--backend", "process", dir)
-	if code != 1 || !strings.Contains(out, "home.yaml: spec: the process backend cannot honour Service/home") || !strings.Contains(out, "1 object valid") {
+	if code != 1 || !strings.Contains(out, "home.yaml:6:23: spec.systemd.Service.WorkingDirectory: the process backend cannot honour it: \"~\" is not a clean absolute path") || !strings.Contains(out, "1 object valid") {
 		t.Errorf("validate --backend process: exit %d\n%s", code, out)
 	}
 }
