@@ -5,8 +5,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/desired"
@@ -369,4 +375,35 @@ func TestRestartJobMarksItsProcess(t *testing.T) {
 		t.Errorf("an automatic restart reads as the agent's: %+v", u3)
 	}
 	h2.stopUnits()
+}
+
+// A descriptor the agent inherited without close-on-exec (a shell's
+// `7>>file`, QA found fds 10 and 251 in every service) does not reach the
+// services it starts: they get stdin, stdout and stderr only.
+func TestServicesGetNoInheritedDescriptors(t *testing.T) {
+	leak, err := unix.Open(filepath.Join(t.TempDir(), "inherited"), unix.O_RDWR|unix.O_CREAT, 0o600) // no O_CLOEXEC
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(leak)
+	dir := t.TempDir()
+	out := filepath.Join(t.TempDir(), "fds")
+	h := newHarness(t, dir, Options{})
+	h.install(service("svc", desired.ServiceSpec{Command: sh(`ls /proc/self/fd > ` + out + `.tmp; mv ` + out + `.tmp ` + out + `; exec sleep 1000`)}), true)
+	h.run()
+	h.waitUnit("svc.service", "running", isActive)
+	var data []byte
+	for deadline := time.Now().Add(waitLong); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if data, err = os.ReadFile(out); err == nil {
+			break
+		}
+	}
+	// ls's own directory descriptor is the one more than 0, 1, 2.
+	fds := strings.Fields(string(data))
+	if len(fds) != 4 || fds[0] != "0" || fds[1] != "1" || fds[2] != "2" {
+		t.Fatalf("the service's descriptors: %q (the agent's inherited fd %d must not be among them)", fds, leak)
+	}
+	if slices.Contains(fds, strconv.Itoa(leak)) {
+		t.Fatalf("inherited fd %d reached the service: %q", leak, fds)
+	}
 }

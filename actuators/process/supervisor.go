@@ -244,6 +244,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	if err := s.makeDirs(); err != nil {
 		return err
 	}
+	if n := closeInheritedOnExec(); n > 0 {
+		s.log.Info("descriptors inherited by the agent will not reach its services", zap.Int("descriptors", n))
+	}
 	s.started = s.now()
 
 	orphans := s.opts.Subreaper || os.Getpid() == 1
