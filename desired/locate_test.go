@@ -11,8 +11,8 @@ import (
 func TestLocate(t *testing.T) {
 	dir := t.TempDir()
 	files := map[string]string{
-		"web.yaml": "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: web}\nspec:\n  command: [/bin/true]\n  requires: [db.service]\n  resources:\n    memoryMax: 1G\n",
-		"two.yaml": "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: one}\nspec:\n  command: [/bin/true]\n---\napiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: two}\nspec:\n  command: [/bin/true]\n  stateDirectory: two\n",
+		"web.yaml":        "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: web}\nspec:\n  command: [/bin/true]\n  requires: [db.service]\n  resources:\n    memoryMax: 1G\n",
+		"two.yaml":        "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: one}\nspec:\n  command: [/bin/true]\n---\napiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: two}\nspec:\n  command: [/bin/true]\n  stateDirectory: two\n",
 		"web.d/10-a.yaml": "spec:\n  requires: [other.service]\n",
 	}
 	for name, body := range files {
