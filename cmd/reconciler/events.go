@@ -32,8 +32,12 @@ func newEventsCmd(g *globals) *cobra.Command {
 			if output != "" && output != "json" {
 				return exitCode(2, fmt.Errorf("-o must be json, got %q", output))
 			}
-			switch typ {
-			case "", string(reconcile.Normal), string(reconcile.Warning):
+			switch {
+			case typ == "":
+			case strings.EqualFold(typ, string(reconcile.Normal)):
+				typ = string(reconcile.Normal)
+			case strings.EqualFold(typ, string(reconcile.Warning)):
+				typ = string(reconcile.Warning)
 			default:
 				return exitCode(2, fmt.Errorf("--type must be Normal or Warning, got %q", typ))
 			}
@@ -73,8 +77,8 @@ func newEventsCmd(g *globals) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.DurationVar(&since, "since", 0, "only events last seen within this duration (e.g. 24h; default all retained)")
-	f.StringVar(&object, "object", "", "only events of this object (web, or Service/web)")
-	f.StringVar(&typ, "type", "", "only events of this type (Normal or Warning)")
+	f.StringVar(&object, "object", "", "only events of this object (web, Service/web) or unit (web.service)")
+	f.StringVar(&typ, "type", "", "only events of this type (Normal or Warning, any case)")
 	f.StringVar(&reason, "reason", "", "only events with this reason (e.g. RestartStorm)")
 	f.IntVar(&limit, "limit", 0, "at most this many (the newest) events")
 	f.StringVarP(&output, "output", "o", "", "output format: json (default: table)")

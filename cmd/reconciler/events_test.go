@@ -57,3 +57,26 @@ func TestEventsWatch(t *testing.T) {
 		t.Errorf("watched %q, want %q", got, want)
 	}
 }
+
+// events filters as an operator types them: --type in any case, --object
+// by unit name too (QA: `--type warning` refused, `--object crash.service`
+// found nothing).
+func TestEventsFiltersAsTyped(t *testing.T) {
+	state := t.TempDir()
+	w, err := store.Open(filepath.Join(state, store.FileName), store.Options{Log: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Record(reconcile.Event{Type: reconcile.Warning, Reason: reconcile.ReasonFailed, Object: "Service/crash", Unit: "crash.service", Message: "crash.service failed"})
+	w.Record(reconcile.Event{Type: reconcile.Normal, Reason: reconcile.ReasonApplied, Object: "Service/web", Unit: "web.service", Message: "start web.service"})
+	w.Close()
+	for _, args := range [][]string{{"--type", "warning"}, {"--object", "crash.service"}, {"--reason", "failed"}} {
+		out, code := runCLI(t, append([]string{"events", "--state-dir", state}, args...)...)
+		if code != 0 || !strings.Contains(out, "crash.service failed") || strings.Contains(out, "start web.service") {
+			t.Errorf("events %v: exit %d\n%s", args, code, out)
+		}
+	}
+	if out, code := runCLI(t, "events", "--state-dir", state, "--type", "warn"); code != 2 {
+		t.Errorf("events --type warn: exit %d, want 2\n%s", code, out)
+	}
+}

@@ -69,3 +69,16 @@ func TestResetTarget(t *testing.T) {
 		})
 	}
 }
+
+// reset takes what status and pause print: an object ID, as well as a unit
+// or a service's name (QA: `reset Service/crash` tried "Service/crash.service").
+func TestResetUnit(t *testing.T) {
+	for in, want := range map[string]string{
+		"Service/crash": "crash.service", "Timer/job": "job.timer", "crash": "crash.service",
+		"crash.service": "crash.service", "job.timer": "job.timer", "Service/": "Service/.service",
+	} {
+		if got := resetUnit(in); got != want {
+			t.Errorf("resetUnit(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -186,10 +187,7 @@ their failed state cleared (the timer starts its job).`,
 			defer cleanup()
 			set, loadErr := loadDeclared(g)
 			for _, a := range args {
-				unit := a
-				if !sdobserve.HasUnitSuffix(a) {
-					unit = a + ".service"
-				}
+				unit := resetUnit(a)
 				start, why, err := resetTarget(set, loadErr, g.manifests, unit)
 				if err != nil {
 					return exitCode(1, fmt.Errorf("reset %s: %w", unit, err))
@@ -209,6 +207,21 @@ their failed state cleared (the timer starts its job).`,
 			return nil
 		},
 	}
+}
+
+// resetUnit is the unit reset acts on for an argument: a unit name
+// (web.service, job.timer), an object ID as status and pause print it
+// (Service/web, Timer/job), or a service's name (web).
+func resetUnit(arg string) string {
+	switch kind, name, ok := strings.Cut(arg, "/"); {
+	case ok && kind == string(desired.KindService) && name != "":
+		return name + ".service"
+	case ok && kind == string(desired.KindTimer) && name != "":
+		return name + ".timer"
+	case sdobserve.HasUnitSuffix(arg):
+		return arg
+	}
+	return arg + ".service"
 }
 
 // loadDeclared reads the manifests for reset (nil and the error when they

@@ -346,9 +346,11 @@ type StoredEvent struct {
 type Query struct {
 	// Since keeps events last seen at or after it.
 	Since time.Time
-	// Object is an object ID ("Service/web") or a bare name ("web": any kind).
+	// Object is an object ID ("Service/web"), a bare name ("web": any
+	// kind) or a unit ("web.service": the events that name it).
 	Object string
 	Type   reconcile.EventType
+	// Reason matches whatever the case.
 	Reason string
 	// AfterSeq keeps events inserted or repeated after that sequence number.
 	AfterSeq int64
@@ -371,8 +373,8 @@ func (s *Store) Events(ctx context.Context, q Query) ([]StoredEvent, error) {
 			where = append(where, "object = ?")
 			args = append(args, q.Object)
 		} else {
-			where = append(where, "(object = ? OR object LIKE ? ESCAPE '\\')")
-			args = append(args, q.Object, "%/"+likeEscape(q.Object))
+			where = append(where, "(object = ? OR object LIKE ? ESCAPE '\\' OR unit = ?)")
+			args = append(args, q.Object, "%/"+likeEscape(q.Object), q.Object)
 		}
 	}
 	if q.Type != "" {
@@ -380,7 +382,7 @@ func (s *Store) Events(ctx context.Context, q Query) ([]StoredEvent, error) {
 		args = append(args, string(q.Type))
 	}
 	if q.Reason != "" {
-		where = append(where, "reason = ?")
+		where = append(where, "reason = ? COLLATE NOCASE")
 		args = append(args, q.Reason)
 	}
 	if q.AfterSeq > 0 {

@@ -104,7 +104,7 @@ func TestQueryFilters(t *testing.T) {
 	ctx := context.Background()
 	s.Record(reconcile.Event{Type: reconcile.Normal, Reason: reconcile.ReasonApplied, Object: "Service/web", Message: "old"})
 	c.Add(48 * time.Hour)
-	s.Record(reconcile.Event{Type: reconcile.Warning, Reason: reconcile.ReasonFailed, Object: "Service/web", Message: "new"})
+	s.Record(reconcile.Event{Type: reconcile.Warning, Reason: reconcile.ReasonFailed, Object: "Service/web", Unit: "web.service", Message: "new"})
 	s.Record(reconcile.Event{Type: reconcile.Warning, Reason: reconcile.ReasonTimerFailed, Object: "Timer/web_x", Message: "t"})
 	s.Record(reconcile.Event{Type: reconcile.Warning, Reason: reconcile.ReasonInvalid, Message: "bad.yaml: parse"})
 	for _, tc := range []struct {
@@ -118,6 +118,8 @@ func TestQueryFilters(t *testing.T) {
 		{"bare name any kind", Query{Object: "web"}, []string{"old", "new"}},
 		{"like is escaped", Query{Object: "web%x"}, nil},
 		{"underscore literal", Query{Object: "web_x"}, []string{"t"}},
+		{"unit", Query{Object: "web.service"}, []string{"new"}},
+		{"reason any case", Query{Reason: "failed"}, []string{"new"}},
 		{"type", Query{Type: reconcile.Warning}, []string{"new", "t", "bad.yaml: parse"}},
 		{"limit keeps newest", Query{Limit: 2}, []string{"t", "bad.yaml: parse"}},
 	} {
