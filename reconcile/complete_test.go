@@ -276,3 +276,44 @@ func TestFolderNotReadFinding(t *testing.T) {
 		}
 	}
 }
+
+// A held object whose manifest is fixed gets one ManifestValid event, also
+// when the fix changes nothing to apply (QA: LAST EVENT kept saying
+// LastGoodRetained after the fix); a dry run records none.
+func TestManifestValidAfterFix(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", webManifest)
+	f := newFake()
+	r, ring := newTestReconciler(t, dir, f, nil)
+	converge(t, r)
+	want := snapshot(f)
+	count := func() int {
+		n := 0
+		for _, e := range ring.Events() {
+			if e.Reason == ReasonManifestValid {
+				n++
+				if e.Object != "Service/web" || e.Type != Normal {
+					t.Errorf("event %+v", e)
+				}
+			}
+		}
+		return n
+	}
+	writeManifest(t, dir, "web.yaml", strings.Replace(webManifest, "command:", "comand:", 1))
+	expectNoChange(t, dir, f, r, want)
+	if !hasEvent(ring, ReasonLastGoodRetained, "invalid") || count() != 0 {
+		t.Fatalf("broken: events %+v", ring.Events())
+	}
+	writeManifest(t, dir, "web.yaml", webManifest)
+	if _, err := r.Reconcile(context.Background(), Options{DryRun: true}); err != nil || count() != 0 {
+		t.Fatalf("dry run: %v, %d ManifestValid", err, count())
+	}
+	expectNoChange(t, dir, f, r, want)
+	if n := count(); n != 1 {
+		t.Fatalf("%d ManifestValid events after the fix, want 1: %+v", n, ring.Events())
+	}
+	expectNoChange(t, dir, f, r, want)
+	if n := count(); n != 1 {
+		t.Fatalf("%d ManifestValid events a pass later, want 1", n)
+	}
+}

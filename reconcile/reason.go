@@ -119,6 +119,10 @@ const (
 	// ReasonFolderNotRead: a subfolder of the manifests directory that is
 	// not a NAME.d drop-in folder: manifests in it are not read.
 	ReasonFolderNotRead Reason = "FolderNotRead"
+	// ReasonManifestValid: an object held at its last good version (or
+	// left as it was) because its manifest was invalid, busy or empty is
+	// applied from its manifest again.
+	ReasonManifestValid Reason = "ManifestValid"
 )
 
 // categories is the one table of reason → category.
@@ -160,6 +164,7 @@ var categories = map[Reason]Category{
 	ReasonRolloutStarted:   CategoryOccurrence,
 	ReasonRolloutComplete:  CategoryOccurrence,
 	ReasonRolloutResumed:   CategoryOccurrence,
+	ReasonManifestValid:    CategoryOccurrence,
 
 	ReasonStaleProcess:   CategoryInformational,
 	ReasonRolloutPending: CategoryInformational,

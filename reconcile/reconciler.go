@@ -115,6 +115,10 @@ type Reconciler struct {
 	cfg      Config
 	log      *zap.Logger
 	lastGood map[string]*desired.Object
+	// held: the objects the last pass that acted held back (its
+	// LastGoodRetained findings): one released since gets a ManifestValid
+	// event.
+	held map[string]bool
 	// lastGoodPending: Config.LastGood is not loaded yet (lastgood_lazy.go).
 	lastGoodPending bool
 	failures        map[string]*backoff
@@ -484,6 +488,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	if !opts.Quiet || !opts.DryRun {
 		r.recordFindings(plan.Findings)
 	}
+	if !opts.DryRun && d.prune { // not when the manifests could not be read at all
+		r.noteReleased(d.held, effective)
+	}
 	if opts.DryRun {
 		log.Debug("planned", zap.Int("steps", len(plan.Steps)), zap.String("hash", res.Hash))
 		return res, nil
@@ -784,6 +791,25 @@ func sortedKeys(m map[string]bool) []string {
 
 func sortObjects(objs []*desired.Object) {
 	sort.Slice(objs, func(i, j int) bool { return objs[i].ID() < objs[j].ID() })
+}
+
+// noteReleased records ManifestValid for each object the previous pass
+// held back that this one applies from its manifest again (still desired,
+// no longer held): the LastGoodRetained it showed is over, and status's
+// LAST EVENT says so even when the fix changed nothing to apply.
+func (r *Reconciler) noteReleased(held []Finding, effective []*desired.Object) {
+	now := make(map[string]bool, len(held))
+	for _, f := range held {
+		now[f.Object] = true
+	}
+	if len(r.held) > 0 {
+		for _, o := range effective {
+			if id := o.ID(); r.held[id] && !now[id] {
+				r.event(Normal, ReasonManifestValid, id, "", "", "its manifest is valid again: the version it declares is in force")
+			}
+		}
+	}
+	r.held = now
 }
 
 // recordFindings records each finding as a condition (see condition).
