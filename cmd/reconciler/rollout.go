@@ -121,8 +121,11 @@ func printRollout(out io.Writer, rec reconcile.RolloutRecord, ok bool, now time.
 		for i, w := range rep.Waves {
 			fmt.Fprintf(out, "  pending wave %d: %s\n", i+1, strings.Join(w, ", "))
 		}
-		if rep.Halted {
+		switch {
+		case rep.Halted && len(rep.Waves) > 0:
 			fmt.Fprintln(out, "  The pending services keep their previous version. Fix the manifests, or `reconciler rollout resume` to go on past the failures.")
+		case rep.Halted:
+			fmt.Fprintln(out, "  Nothing is pending: fix the failed services' manifests, or `reconciler rollout resume` to let the failures pass.")
 		}
 	}
 	if done := rec.Done(); len(done) > 0 {

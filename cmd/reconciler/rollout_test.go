@@ -14,8 +14,8 @@ var updateRollout = flag.Bool("update-rollout", false, "rewrite testdata/rollout
 
 // The human views of a rollout, against testdata/rollout-*.golden (go test
 // -run TestRolloutGolden -update-rollout rewrites them): rollout status for
-// no record, one in progress behind a jitter gate, a halted one and a
-// complete one, and diff's waves.
+// no record, one in progress behind a jitter gate, a halted one, one
+// halted in its last wave (nothing pending) and a complete one, and diff's waves.
 func TestRolloutGolden(t *testing.T) {
 	now := time.Date(2026, 12, 1, 7, 0, 0, 0, time.UTC)
 	gate := now.Add(4 * time.Second)
@@ -28,11 +28,15 @@ func TestRolloutGolden(t *testing.T) {
 		Last: &reconcile.RolloutReport{MaxParallel: 2, Halted: true, NotReady: []string{"b.service"},
 			Failed: []reconcile.RolloutFailure{{Unit: "a.service", Object: "Service/a", Why: "failed", Hash: "sha256:1"}, {Unit: "b.service", Object: "Service/b", Why: "not ready within 5m0s"}},
 			Waves:  [][]string{{"c.service", "d.service"}}}}
+	haltedLast := reconcile.RolloutRecord{Active: true, Started: now.Add(-10 * time.Second), Updated: now.Add(-2 * time.Second), WaveCount: 1,
+		Restarted: []string{"a.service"},
+		Last: &reconcile.RolloutReport{MaxParallel: 2, Halted: true,
+			Failed: []reconcile.RolloutFailure{{Unit: "a.service", Object: "Service/a", Why: "failed", Hash: "sha256:1"}}}}
 	complete := reconcile.RolloutRecord{Started: ended.Add(-42 * time.Second), Ended: &ended, Updated: ended, WaveCount: 3,
 		Restarted: []string{"a.service", "b.service", "c.service", "d.service", "e.service"}}
 	var buf bytes.Buffer
 	printRollout(&buf, reconcile.RolloutRecord{}, false, now)
-	for _, rec := range []reconcile.RolloutRecord{inProgress, halted, complete} {
+	for _, rec := range []reconcile.RolloutRecord{inProgress, halted, haltedLast, complete} {
 		buf.WriteString("---\n")
 		printRollout(&buf, rec, true, now)
 	}
