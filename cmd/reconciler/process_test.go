@@ -217,7 +217,7 @@ spec:
 		t.Fatalf("apply: exit %d\n%s", code, out)
 	}
 	out, code := e.cli("status", "fresh")
-	if code != 1 || !strings.Contains(out, "[Invalid]") || !strings.Contains(out, "fresh.yaml is invalid") && !strings.Contains(out, "LastGoodRetained") {
+	if code != 1 || !strings.Contains(out, "absent [Invalid]") || !strings.Contains(out, "fresh.yaml is invalid") && !strings.Contains(out, "LastGoodRetained") {
 		t.Errorf("status fresh: exit %d\n%s", code, out)
 	}
 	out, code = e.cli("diff", "-o", "json")

@@ -58,6 +58,7 @@ func goneRow(res reconcile.Result, id, state, msg string, now time.Time) store.O
 	row := store.ObjectStatus{Object: id, Kind: kind, Name: name, Updated: now, Desired: "absent", Observed: "unknown",
 		State: state, Message: msg}
 	if res.Observed != nil {
+		row.Observed = "absent" // nothing of it runs (an invalid new object's row)
 		var units []string
 		for n, u := range res.Observed.Units {
 			if u.Owner == id {
