@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -641,7 +642,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 	// An object decoded but invalid that has no last good version (never
 	// seen valid, or an agent that never saw it): nothing of it is applied,
 	// but status and diff name it.
-	for _, id := range sortedKeys(invalidIDs(set)) {
+	for _, id := range slices.Sorted(maps.Keys(set.Invalid)) {
 		if seen[id] || r.lastGood[id] != nil {
 			continue
 		}
@@ -717,15 +718,6 @@ type refusedError struct{ fields, err error }
 
 func (e *refusedError) Error() string   { return e.fields.Error() }
 func (e *refusedError) Unwrap() []error { return []error{e.fields, e.err} }
-
-// invalidIDs is set.Invalid as a set of IDs.
-func invalidIDs(set *desired.Set) map[string]bool {
-	ids := make(map[string]bool, len(set.Invalid))
-	for id := range set.Invalid {
-		ids[id] = true
-	}
-	return ids
-}
 
 // busyRecheck is how soon a pass follows one that found a manifest open
 // for writing. A writer that closes the file without writing to it (a
