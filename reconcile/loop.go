@@ -26,6 +26,15 @@ type Loop struct {
 	// the backend readies what the pass will need meanwhile (systemd: the
 	// connection its first read uses). It must not block.
 	Kicked func()
+	// AfterSteps: after a pass whose steps changed something, observe
+	// again (a dry-run pass on the same manifests, recording nothing) and
+	// hand that to AfterPass in Result.After. Without it, what the steps
+	// did (the agent's own restarts, a service it stopped) was seen only
+	// by the next pass, maybe minutes later or by the next agent, which
+	// counted the agent's restarts as manual ones; status meanwhile showed
+	// the state from before the steps. With a watch-fed cache it reads
+	// again only the units the steps touched.
+	AfterSteps bool
 	// Overlap sets Options.Overlap on the passes that are not full, and
 	// starts an Options.Ahead read when a kick wakes the loop.
 	Overlap bool
@@ -166,6 +175,9 @@ func (l *Loop) Run(ctx context.Context) error {
 		res, err := l.once(ctx, full, ahead, la)
 		ahead.Wait()
 		la.Wait()
+		if l.AfterSteps && res.Changed() {
+			res.After = l.afterSteps(ctx)
+		}
 		if l.AfterPass != nil {
 			l.AfterPass(res, err)
 		}
@@ -185,6 +197,24 @@ func (l *Loop) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// afterStepsTimeout bounds the observation after a pass's steps.
+const afterStepsTimeout = 30 * time.Second
+
+// afterSteps observes what the pass's steps left (AfterSteps). A stop of
+// the agent does not cut it short: the steps happened whether or not the
+// agent is stopping, and their restarts are the agent's. nil when the
+// read failed (the next pass sees the steps' effects, as without it).
+func (l *Loop) afterSteps(ctx context.Context) *Result {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), afterStepsTimeout)
+	defer cancel()
+	after, err := l.R.Reconcile(actx, Options{DryRun: true, Quiet: true, SameDesired: true})
+	if err != nil || after.Observed == nil {
+		l.Log.Warn("state after the pass's steps not observed", zap.Error(err))
+		return nil
+	}
+	return &after
 }
 
 // once runs one pass; full (the first pass and each resync) asks the

@@ -277,6 +277,22 @@ type Result struct {
 	// nothing applied for them, what runs of them left alone; Classify
 	// reports them Invalid (they count as an invalid manifest here).
 	Unsupported []*desired.Object
+	// After is what this pass's steps left: a dry-run pass on the same
+	// manifests made right after them (Loop.AfterSteps), when a step
+	// changed something; nil otherwise. The restart ledger counts the
+	// agent's own restarts from it at once, and the status snapshot shows
+	// it instead of the state from before the steps.
+	After *Result
+}
+
+// Changed reports whether a step of the pass ran and changed the host.
+func (r Result) Changed() bool {
+	for _, o := range r.Outcomes {
+		if o.Skipped == "" && o.Err == nil && o.Result == actuators.Changed {
+			return true
+		}
+	}
+	return false
 }
 
 // Failed counts steps that ran and failed.

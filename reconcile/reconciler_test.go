@@ -699,3 +699,51 @@ func TestLoopRechecksBusyManifest(t *testing.T) {
 		}
 	}
 }
+
+// With AfterSteps, a pass whose steps changed something hands AfterPass
+// what they left (Result.After), read after the steps; a pass that
+// changed nothing has none. Without it, the agent's own start was seen
+// only by the next pass.
+func TestLoopAfterSteps(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		t.Run(fmt.Sprintf("AfterSteps=%t", on), func(t *testing.T) {
+			dir := t.TempDir()
+			writeManifest(t, dir, "web.yaml", webManifest)
+			r, _ := newTestReconciler(t, dir, newFake(), nil)
+			l := NewLoop(r, zaptest.NewLogger(t))
+			l.Resync, l.Settle, l.AfterSteps = time.Hour, 10*time.Millisecond, on
+			passes := make(chan Result, 100)
+			l.AfterPass = func(res Result, _ error) { passes <- res }
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error)
+			go func() { done <- l.Run(ctx) }()
+			defer func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Fatal(err)
+				}
+			}()
+			first := <-passes
+			if !first.Changed() || first.Observed.Units["web.service"].Active() {
+				t.Fatalf("first pass: changed %t, web observed active before its start", first.Changed())
+			}
+			if !on {
+				if first.After != nil {
+					t.Fatal("After without AfterSteps")
+				}
+				return
+			}
+			a := first.After
+			if a == nil || a.Observed == nil || len(a.Outcomes) != 0 || len(a.Plan.Steps) != 0 {
+				t.Fatalf("After = %+v, want an observation with nothing left to do", a)
+			}
+			if u := a.Observed.Units["web.service"]; u == nil || !u.Active() {
+				t.Fatalf("After: web.service %+v, want active (started by the pass)", u)
+			}
+			l.Kick()
+			if res := <-passes; res.Changed() || res.After != nil {
+				t.Fatalf("converged pass: changed %t, After %v", res.Changed(), res.After != nil)
+			}
+		})
+	}
+}

@@ -10,7 +10,6 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
-	"resil.dev/resil/actuators"
 	"resil.dev/resil/desired"
 	"resil.dev/resil/reconcile"
 	"resil.dev/resil/reconcile/ledger"
@@ -78,7 +77,7 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 			t.maxLease = g.safety.maxLease
 		}
 		snapshot = func(res reconcile.Result, err error) { t.snapshot(ctx, res, err, time.Now()) }
-		restarts = func(pass, after reconcile.Result) { ledgerApply(ctx, t.ledger, pass, after) }
+		restarts = func(pass, after reconcile.Result) { ledgerApply(ctx, t.ledger, pass, after, time.Now()) }
 	}
 	// With a git source in the state dir (and no --manifests), apply
 	// converges on its deployed revision, as the agent does (source.go).
@@ -162,25 +161,16 @@ type rechecker interface {
 // next agent found a new main process and no step of its own, and counted
 // apply's restart as a manual one. A pass that changed nothing leaves the
 // ledger to the next agent (what it would find is what that agent finds).
-func ledgerApply(ctx context.Context, k *ledger.Keeper, pass, after reconcile.Result) {
-	if !changedSomething(pass) || pass.Observed == nil {
+// The agent does the same after each pass that changed something
+// (reconcile.Loop.AfterSteps, telemetry.afterPass).
+func ledgerApply(ctx context.Context, k *ledger.Keeper, pass, after reconcile.Result, now time.Time) {
+	if !pass.Changed() || pass.Observed == nil {
 		return
 	}
-	now := time.Now()
 	k.Observe(ctx, pass, now)
 	if after.Observed != pass.Observed {
 		k.Observe(ctx, reconcile.Result{Observed: after.Observed, Desired: pass.Desired}, now)
 	}
-}
-
-// changedSomething reports whether a step of the pass changed the host.
-func changedSomething(res reconcile.Result) bool {
-	for _, o := range res.Outcomes {
-		if o.Skipped == "" && o.Err == nil && o.Result == actuators.Changed {
-			return true
-		}
-	}
-	return false
 }
 
 // statusAfter is what `reconciler status` should show after an apply pass:
@@ -203,7 +193,7 @@ func statusAfter(ctx context.Context, r *reconcile.Reconciler, res reconcile.Res
 			return res, err
 		}
 	}
-	if !changedSomething(res) {
+	if !res.Changed() {
 		return res, err
 	}
 	recheck()

@@ -38,9 +38,13 @@ func (t transientProbes) Run(ctx context.Context, argv []string, id health.Ident
 // status returns every probe's status (reconcile.Config.Health).
 func (p *probes) status() []health.Status { return p.prober.Status() }
 
-// afterPass points the probes at the processes this pass observed; a pass
-// that observed nothing leaves them as they are.
+// afterPass points the probes at the processes this pass observed (after
+// its steps, when it observed again: a restarted service's new process);
+// a pass that observed nothing leaves them as they are.
 func (p *probes) afterPass(res reconcile.Result, _ error) {
+	if res.After != nil && res.After.Observed != nil {
+		res = *res.After
+	}
 	if res.Observed != nil {
 		p.prober.Set(health.Targets(res.Desired, res.Observed))
 	}

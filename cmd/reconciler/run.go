@@ -79,6 +79,7 @@ func newRunCmd(g *globals) *cobra.Command {
 			sd := newSDNotifier(log)
 			defer sd.stopping()
 			loop.Resync, loop.Settle, loop.PassTimeout = sd.watchdogResync(resync), settle, passTimeout
+			loop.AfterSteps = true // ledger and status see what each pass's steps did (telemetry.afterPass)
 			// Each after-pass hook sees every pass result (heartbeat, sd_notify,
 			// metrics); add one per concern.
 			trim := newMemTrim(250 * time.Millisecond) // heap back to the kernel once quiet (memtrim.go)

@@ -68,8 +68,21 @@ func (t *telemetry) afterPass(res reconcile.Result, err error) {
 	if t.metrics != nil {
 		t.metrics.observePass(res, err)
 	}
-	t.ledger.Observe(ctx, res, now)
-	t.snapshot(ctx, res, err, now)
+	if res.After == nil || res.Observed == nil {
+		t.ledger.Observe(ctx, res, now)
+		t.snapshot(ctx, res, err, now)
+		return
+	}
+	// The steps' effects, observed right after them (Loop.AfterSteps):
+	// the ledger counts the agent's own restarts now, as apply does, and
+	// status shows what the steps left. A failed step keeps the pass's
+	// own result in status, which names it.
+	ledgerApply(ctx, t.ledger, res, *res.After, now)
+	shown := *res.After
+	if err != nil || res.Failed() > 0 {
+		shown = res
+	}
+	t.snapshot(ctx, shown, err, now)
 }
 
 // runHooks runs alert commands until ctx is done.
