@@ -166,6 +166,8 @@ type planner struct {
 	pruneHeld map[string]time.Time
 	// rollout paces restarts (nil: MaxParallelRestarts is 0).
 	rollout *rolloutState
+	// objects are the desired objects by ID (object builds it).
+	objects map[string]*desired.Object
 }
 
 // Compute returns the steps that move the observed state toward the desired
@@ -393,10 +395,8 @@ type fileState struct {
 // desired object renders, is gone for good: not desired, not protected
 // (its manifest broken or busy), its source files not invalid, not paused.
 func (p *planner) ownerGone(owner string, file []byte) bool {
-	for _, o := range p.in.Objects {
-		if o.ID() == owner {
-			return false
-		}
+	if p.object(owner) != nil {
+		return false
 	}
 	return !p.in.Protected[owner] && !p.brokenSource(file) && p.lease(owner) == nil
 }
