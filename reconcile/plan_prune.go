@@ -242,9 +242,9 @@ func (p *planner) object(id string) *desired.Object {
 }
 
 // removeUnit plans the removal of resil's file of unit n, for reason: the
-// unit stopped and disabled first, or, taken over from a vendor file, the
-// vendor unit (and its enablement) in force again and a running process
-// restarted from it.
+// unit stopped, disabled and its failed state reset first, or, taken over
+// from a vendor file, the vendor unit (and its enablement) in force again
+// and a running process restarted from it.
 func (p *planner) removeUnit(n string, u *observed.Unit, reason string) {
 	if len(u.VendorPaths) > 0 {
 		if u.Active() && !u.VendorOverrides {
@@ -253,6 +253,15 @@ func (p *planner) removeUnit(n string, u *observed.Unit, reason string) {
 		}
 	} else {
 		p.stopDisable(u.Owner, n, u, reason)
+		if u.ActiveState == "failed" || u.SubState == "auto-restart" {
+			// Its failed state outlives the file: systemd keeps the
+			// unit loaded, not-found failed, in systemctl --failed
+			// (the host degraded). Reset, the unit goes with the file.
+			// A unit waiting in auto-restart may be left failed by
+			// the stop (systemd versions differ); the step resets only
+			// a unit found failed (reset-failed is idempotent).
+			p.stops = append(p.stops, actuators.Step{Op: actuators.OpResetFailed, Object: u.Owner, Unit: n, Reason: reason})
+		}
 	}
 	path := u.Path
 	if path == "" {
