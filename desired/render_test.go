@@ -98,6 +98,11 @@ func TestRenderGolden(t *testing.T) {
 					}
 					got[f.Name] = f.Data
 					checkRoundTrip(t, set.Objects[id], f)
+					// The planner's prune trusts UnitNames: a unit under
+					// another name carrying the marker is a copy.
+					if f.Dir == DirUnit && !slices.Contains(set.Objects[id].UnitNames(), f.Name) {
+						t.Errorf("%s renders %s, not in its UnitNames %q", id, f.Name, set.Objects[id].UnitNames())
+					}
 				}
 			}
 			goldenDir(t, c.golden, got)

@@ -363,6 +363,22 @@ func (o *Object) UnitName() string {
 	return ""
 }
 
+// UnitNames returns every unit an object of its kind and name can render,
+// whatever its spec (Render gives the ones the spec renders now):
+// NAME.service for a Service, NAME.timer and its inline job NAME.service
+// for a Timer, none for a Watchdog (a manager drop-in). A unit file whose
+// X-Resil-Object names the object under any other name was never written
+// for it (a copy of one of its units): it is not the object's to prune.
+func (o *Object) UnitNames() []string {
+	switch o.Kind {
+	case KindService:
+		return []string{o.Metadata.Name + ".service"}
+	case KindTimer:
+		return []string{o.Metadata.Name + ".timer", o.Metadata.Name + ".service"}
+	}
+	return nil
+}
+
 // TriggeredService returns the service unit a timer starts.
 func (t *TimerSpec) TriggeredService(timerName string) string {
 	if t.Service != "" {

@@ -166,6 +166,8 @@ type planner struct {
 	pruneHeld map[string]time.Time
 	// rollout paces restarts (nil: MaxParallelRestarts is 0).
 	rollout *rolloutState
+	// objects are the desired objects by ID (object builds it).
+	objects map[string]*desired.Object
 }
 
 // Compute returns the steps that move the observed state toward the desired
@@ -393,10 +395,8 @@ type fileState struct {
 // desired object renders, is gone for good: not desired, not protected
 // (its manifest broken or busy), its source files not invalid, not paused.
 func (p *planner) ownerGone(owner string, file []byte) bool {
-	for _, o := range p.in.Objects {
-		if o.ID() == owner {
-			return false
-		}
+	if p.object(owner) != nil {
+		return false
 	}
 	return !p.in.Protected[owner] && !p.brokenSource(file) && p.lease(owner) == nil
 }
@@ -753,16 +753,22 @@ func installLinks(data []byte) (links []string, ok bool) {
 }
 
 // firstDifference names the first line where an edited file departs from
-// the rendered one, so the drift event says what differed.
+// the rendered one, so the drift event says what differed. A line of the
+// agent's own X-Resil-Process-Since marker in got is no edit (the render
+// has none) and is skipped; line numbers are got's, the file on disk.
 func firstDifference(got, want []byte) string {
 	g, w := strings.Split(string(got), "\n"), strings.Split(string(want), "\n")
-	for i := 0; i < len(g) || i < len(w); i++ {
+	for i, j := 0, 0; i < len(g) || j < len(w); i, j = i+1, j+1 {
+		if i < len(g) && strings.HasPrefix(g[i], ownmark.KeyProcessSince+"=") {
+			j-- // the same line of want against got's next one
+			continue
+		}
 		var gl, wl string
 		if i < len(g) {
 			gl = g[i]
 		}
-		if i < len(w) {
-			wl = w[i]
+		if j < len(w) {
+			wl = w[j]
 		}
 		if gl != wl {
 			return fmt.Sprintf("line %d is %q, want %q", i+1, gl, wl)

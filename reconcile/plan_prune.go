@@ -3,11 +3,13 @@ package reconcile
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"resil.dev/resil/actuators"
+	"resil.dev/resil/desired"
 	"resil.dev/resil/internal/ownmark"
 	"resil.dev/resil/observed"
 )
@@ -75,11 +77,15 @@ func (p *planner) brokenSource(data []byte) bool {
 }
 
 // prune plans stop, disable and remove of every owned unit no object wants,
-// object by object (an object's units go together), through the safety
-// rails: a paused object's prune is withheld; with PruneGrace an object
-// is kept until its deadline (PrunePending); and the mass-prune guard
-// blocks the pass's prunes when they are too many, or when an earlier
-// block still holds one of them (PruneBlocked, PruneHeld).
+// object by object (an object's units go together). A unit whose marker
+// names a desired object is pruned only under a name that object may
+// render (desired.Object.UnitNames): any other is a copy of one of its
+// units, the operator's, reported (OwnerConflict) and left alone.
+// Through the safety rails: a paused object's prune is withheld; with
+// PruneGrace an object whose manifest is gone is kept until its deadline
+// (PrunePending); and the mass-prune guard blocks the pass's prunes when
+// they are too many, or when an earlier block still holds one of them
+// (PruneBlocked, PruneHeld).
 func (p *planner) prune(wanted map[string]bool) {
 	if p.in.Observed == nil || !p.in.Prune {
 		// Nothing is pruned: the deadlines set so far stay as they are,
@@ -107,6 +113,14 @@ func (p *planner) prune(wanted map[string]bool) {
 			owned[u.Owner] = true
 		}
 		if wanted[n] || u.Owner == "" || u.File == nil {
+			continue
+		}
+		if o := p.object(u.Owner); o != nil && !slices.Contains(o.UnitNames(), n) {
+			// Its marker names a desired object that never renders a
+			// unit of this name: a copy of one of its units (cp, then
+			// perhaps edited into another service), the operator's.
+			p.find(u.Owner, n, ReasonOwnerConflict, fmt.Sprintf("%s carries %s's ownership marker but is not one of its units (a copy?); left alone (remove its %s= line to make it yours)",
+				n, u.Owner, ownmark.KeyObject), true, false)
 			continue
 		}
 		// Still owned and not desired: a block holding it holds on
@@ -151,6 +165,13 @@ func (p *planner) prune(wanted map[string]bool) {
 			if d, ok := p.in.PrunePending[owner]; ok {
 				p.pending[owner] = d
 			}
+			continue
+		}
+		if p.object(owner) != nil {
+			// Desired: a unit it no longer renders (a Timer's inline job
+			// once it names a Service); its manifest is not gone, so no
+			// grace.
+			due = append(due, owner)
 			continue
 		}
 		if d, wait := p.graceFor(owner); wait {
@@ -198,15 +219,32 @@ func (p *planner) prune(wanted map[string]bool) {
 	}
 }
 
-// pruneUnit plans the stop, disable and remove of one owned unit.
+// pruneUnit plans the stop, disable and remove of one owned unit: of an
+// object no longer desired, or one its desired object no longer renders
+// (a name it may render: prune leaves a copy alone).
 func (p *planner) pruneUnit(n string, u *observed.Unit) {
-	p.removeUnit(n, u, fmt.Sprintf("pruned: %s no longer desired", u.Owner))
+	why := fmt.Sprintf("pruned: %s no longer desired", u.Owner)
+	if p.object(u.Owner) != nil {
+		why = fmt.Sprintf("pruned: %s no longer renders %s", u.Owner, n)
+	}
+	p.removeUnit(n, u, why)
+}
+
+// object returns the desired object of ID id (nil: not desired).
+func (p *planner) object(id string) *desired.Object {
+	if p.objects == nil {
+		p.objects = make(map[string]*desired.Object, len(p.in.Objects))
+		for _, o := range p.in.Objects {
+			p.objects[o.ID()] = o
+		}
+	}
+	return p.objects[id]
 }
 
 // removeUnit plans the removal of resil's file of unit n, for reason: the
-// unit stopped and disabled first, or, taken over from a vendor file, the
-// vendor unit (and its enablement) in force again and a running process
-// restarted from it.
+// unit stopped, disabled and its failed state reset first, or, taken over
+// from a vendor file, the vendor unit (and its enablement) in force again
+// and a running process restarted from it.
 func (p *planner) removeUnit(n string, u *observed.Unit, reason string) {
 	if len(u.VendorPaths) > 0 {
 		if u.Active() && !u.VendorOverrides {
@@ -215,6 +253,15 @@ func (p *planner) removeUnit(n string, u *observed.Unit, reason string) {
 		}
 	} else {
 		p.stopDisable(u.Owner, n, u, reason)
+		if u.ActiveState == "failed" || u.SubState == "auto-restart" {
+			// Its failed state outlives the file: systemd keeps the
+			// unit loaded, not-found failed, in systemctl --failed
+			// (the host degraded). Reset, the unit goes with the file.
+			// A unit waiting in auto-restart may be left failed by
+			// the stop (systemd versions differ); the step resets only
+			// a unit found failed (reset-failed is idempotent).
+			p.stops = append(p.stops, actuators.Step{Op: actuators.OpResetFailed, Object: u.Owner, Unit: n, Reason: reason})
+		}
 	}
 	path := u.Path
 	if path == "" {

@@ -42,8 +42,13 @@ const (
 	ReasonEnablementDrift Reason = "EnablementDrift"
 	// ReasonStaleProcess: the unit file matches but the running process was
 	// started from an older version of it (a restart was lost).
-	ReasonStaleProcess     Reason = "StaleProcess"
-	ReasonConflict         Reason = "ForeignUnitConflict"
+	ReasonStaleProcess Reason = "StaleProcess"
+	ReasonConflict     Reason = "ForeignUnitConflict"
+	// ReasonOwnerConflict: a unit file carries a desired object's
+	// X-Resil-Object marker under a name that object never renders (a
+	// copy of one of its units): not the object's, never pruned; reported
+	// until the copy's marker line is removed.
+	ReasonOwnerConflict    Reason = "OwnerConflict"
 	ReasonTimerFailed      Reason = "TimerFailed"
 	ReasonTimerInactive    Reason = "TimerInactive"
 	ReasonUnsupported      Reason = "Unsupported"
@@ -133,6 +138,7 @@ var categories = map[Reason]Category{
 	ReasonDisabled:        CategoryDrift,
 	ReasonEnablementDrift: CategoryDrift,
 	ReasonTimerInactive:   CategoryDrift,
+	ReasonOwnerConflict:   CategoryDrift,
 
 	ReasonFailed:        CategoryFailure,
 	ReasonStartLimitHit: CategoryFailure,
