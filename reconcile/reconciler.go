@@ -531,6 +531,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 		r.saveRunMemory(log, runsAfter(r.runs, obs, runCands, res.Outcomes, r.boot, usec(r.cfg.Now())))
 	}
 	res.RequeueAfter = requeueForRollout(plan, res.Outcomes, res.RequeueAfter)
+	if err == nil {
+		r.finishRolloutUnpaced(log, res.Outcomes, r.cfg.Now())
+	}
 	return res, err
 }
 

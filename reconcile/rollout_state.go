@@ -293,6 +293,40 @@ func restartedUnsettled(restarted []string, rep *RolloutReport) bool {
 	return false
 }
 
+// finishRolloutUnpaced ends the rollout a paced agent left in flight
+// (killed or stopped mid-rollout) once a pass without pacing (apply, or
+// run with --max-parallel-restarts 0) has run all its steps without a
+// failure: such a pass restarts every service that needs it at once, so
+// nothing of that rollout is pending any more. Without it status and
+// `rollout status` kept showing the rollout in progress, its converged
+// services "pending", until a paced agent ran again.
+func (r *Reconciler) finishRolloutUnpaced(log *zap.Logger, outcomes []StepOutcome, now time.Time) {
+	if r.cfg.MaxParallelRestarts > 0 || r.cfg.Safety.StateDir == "" || r.cfg.Safety.ReadOnly {
+		return
+	}
+	for _, o := range outcomes {
+		if o.Err != nil {
+			return
+		}
+	}
+	rec, ok, err := ReadRolloutRecord(r.cfg.Safety.StateDir)
+	if err != nil || !ok || !rec.Active {
+		return // a refused record is left as it is (it may hold a halt)
+	}
+	end := now
+	rec.Active, rec.Ended, rec.Last, rec.Updated = false, &end, nil, now
+	b, err := json.MarshalIndent(rec, "", "  ")
+	if err == nil {
+		err = writeStateFile(filepath.Join(r.cfg.Safety.StateDir, RolloutFileName), append(b, '\n'))
+	}
+	if err != nil {
+		log.Warn("rollout record not saved", zap.Error(err))
+		return
+	}
+	r.event(Normal, ReasonRolloutComplete, "", "", "", fmt.Sprintf("rollout complete: %d services restarted in %d waves, the rest by a pass without pacing",
+		len(rec.Restarted), rec.WaveCount))
+}
+
 // loadRollout reads the record a previous agent left (New).
 func (r *Reconciler) loadRollout() {
 	if r.cfg.MaxParallelRestarts <= 0 || r.cfg.Safety.StateDir == "" {

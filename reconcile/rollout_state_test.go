@@ -178,3 +178,48 @@ func TestMergeRollout(t *testing.T) {
 		t.Errorf("merged %+v", got)
 	}
 }
+
+// A rollout a paced agent left in flight (killed after its first wave) is
+// over once a pass without pacing (apply) has restarted the rest without
+// a failure: the record says so, and a RolloutComplete event is recorded.
+// A dry run (diff) leaves it as it is.
+func TestUnpacedPassFinishesRollout(t *testing.T) {
+	dir, state := t.TempDir(), t.TempDir()
+	names := []string{"a", "b", "c"}
+	write := func(mode string) {
+		for _, n := range names {
+			writeManifest(t, dir, n+".yaml", svcManifest(n, mode))
+		}
+	}
+	write("one")
+	f := newFake()
+	ring := NewRing(500, zaptest.NewLogger(t))
+	newR := func(maxParallel int) *Reconciler {
+		return New(Config{Manifests: dir, Load: desired.Options{Insecure: true}, UnitDir: "/units", Observer: f, Applier: f,
+			Events: ring, Log: zaptest.NewLogger(t), Safety: Safety{StateDir: state}, MaxParallelRestarts: maxParallel})
+	}
+	paced := newR(1)
+	pass(t, paced, Options{})
+	write("two")
+	if got := restartsOf(pass(t, paced, Options{})); got != "a" {
+		t.Fatalf("first wave %q, want a", got)
+	}
+	if rec, ok, err := ReadRolloutRecord(state); err != nil || !ok || !rec.Active {
+		t.Fatalf("record after wave 1: %+v %v %v", rec, ok, err)
+	}
+	apply := newR(0) // the paced agent is gone
+	pass(t, apply, Options{DryRun: true})
+	if rec, _, _ := ReadRolloutRecord(state); !rec.Active {
+		t.Fatal("a dry run ended the rollout")
+	}
+	if got := restartsOf(pass(t, apply, Options{})); got != "b c" {
+		t.Fatalf("unpaced pass restarted %q, want b c", got)
+	}
+	rec, ok, err := ReadRolloutRecord(state)
+	if err != nil || !ok || rec.Active || rec.Ended == nil {
+		t.Fatalf("record after the unpaced pass: %+v %v %v", rec, ok, err)
+	}
+	if !hasEvent(ring, ReasonRolloutComplete, "without pacing") {
+		t.Fatalf("no RolloutComplete event: %+v", ring.Events())
+	}
+}
