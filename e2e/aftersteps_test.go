@@ -45,3 +45,33 @@ func TestOwnRestartCountedAtOnce(t *testing.T) {
 		t.Fatalf("Restarted events: exit %d, want exactly one, cause agent:\n%s", code, out)
 	}
 }
+
+// On a host driven only by `apply`, an apply with nothing to do records
+// the restarts since the last one (a manual `systemctl restart`, an
+// automatic restart after a crash) when it sees them: before, only the
+// next apply that changed something did, stamped with its own time.
+func TestNoopApplyRecordsRestarts(t *testing.T) {
+	e := newEnv(t)
+	e.write("web.yaml", svc("web", ""))
+	e.apply(0)
+	restarted := func(cause string) bool {
+		if out := e.apply(0); !strings.Contains(out, "0 steps") {
+			t.Fatalf("apply had something to do:\n%s", out)
+		}
+		out, _, code := e.reconciler("events", "--reason", "Restarted", "--object", "web")
+		return code == 0 && strings.Contains(out, "cause "+cause)
+	}
+	e.systemctl("restart", "web.service")
+	if !restarted("manual") {
+		t.Fatal("a no-op apply after systemctl restart recorded no manual restart")
+	}
+	pid := e.prop("web.service", "MainPID")
+	e.systemctl("kill", "--signal=KILL", "web.service")
+	e.eventually("web restarted by systemd", 30*time.Second, func() bool {
+		p := e.show("web.service", "ActiveState", "MainPID")
+		return p["ActiveState"] == "active" && p["MainPID"] != pid && p["MainPID"] != "0"
+	})
+	if !restarted("auto") {
+		t.Fatal("a no-op apply after a crash and systemd's restart recorded no automatic restart")
+	}
+}

@@ -153,22 +153,25 @@ type rechecker interface {
 	Recheck()
 }
 
-// ledgerApply records in the restart ledger what a pass that changed
-// something did: the restarts since the last agent's (or apply's)
-// baseline, as the pass saw them before its steps, then its own restarts
-// and starts (cause agent), from its observation after the steps; the
-// baseline the next agent continues from is that last one. Without it the
-// next agent found a new main process and no step of its own, and counted
-// apply's restart as a manual one. A pass that changed nothing leaves the
-// ledger to the next agent (what it would find is what that agent finds).
-// The agent does the same after each pass that changed something
-// (reconcile.Loop.AfterSteps, telemetry.afterPass).
+// ledgerApply records in the restart ledger what the pass saw: the
+// restarts since the last agent's (or apply's) baseline, as the pass saw
+// them before its steps, then, when a step changed something, its own
+// restarts and starts (cause agent) from its observation after the
+// steps; the baseline the next agent continues from is that last one.
+// Without the second, the next agent found a new main process and no step
+// of its own, and counted apply's restart as a manual one. A pass that
+// changed nothing records too: on a host driven only by `apply` (cron, a
+// CI job) the restarts since the last one are counted with the time they
+// were seen, not at the next apply that happens to change something (an
+// unchanged baseline is not written again). The agent does the same
+// after each pass that changed something (reconcile.Loop.AfterSteps,
+// telemetry.afterPass).
 func ledgerApply(ctx context.Context, k *ledger.Keeper, pass, after reconcile.Result, now time.Time) {
-	if !pass.Changed() || pass.Observed == nil {
+	if pass.Observed == nil {
 		return
 	}
 	k.Observe(ctx, pass, now)
-	if after.Observed != pass.Observed {
+	if pass.Changed() && after.Observed != nil && after.Observed != pass.Observed {
 		k.Observe(ctx, reconcile.Result{Observed: after.Observed, Desired: pass.Desired}, now)
 	}
 }

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -49,12 +50,17 @@ func (k *Keeper) saveBaseline(ctx context.Context, obs *observed.State) {
 		}
 	}
 	data, err := json.Marshal(units)
+	if err == nil && bytes.Equal(data, k.saved) {
+		return
+	}
 	if err == nil {
 		err = k.store.PutBaseline(ctx, k.bootID, data)
 	}
 	if err != nil {
 		k.log.Warn("ledger baseline not saved", zap.Error(err))
+		return
 	}
+	k.saved = data
 }
 
 // SaveFinal stores obs, an observation taken after the agent itself
@@ -79,6 +85,7 @@ func (k *Keeper) loadBaseline(ctx context.Context) *observed.State {
 	if err := json.Unmarshal(data, &units); err != nil {
 		return nil
 	}
+	k.saved = data
 	st := &observed.State{Units: map[string]*observed.Unit{}}
 	for n, b := range units {
 		st.Units[n] = &observed.Unit{Name: n, Owner: b.Owner, ActiveState: b.ActiveState, SubState: b.SubState, Result: b.Result,

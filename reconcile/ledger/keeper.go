@@ -64,6 +64,9 @@ type Keeper struct {
 	// bootID tags the saved baseline: counters from another boot are no baseline.
 	bootID       string
 	baselineRead bool
+	// saved is the baseline as last read or written (its JSON): an
+	// unchanged one is not written again (one commit less per pass).
+	saved []byte
 	// lastAlert is the spec.alert of each service object last seen with
 	// one: restarts counted in the pass that prunes the object (its crash
 	// loop until the stop) are judged by the threshold it asked for, not

@@ -258,3 +258,38 @@ func TestStormLeavesOutTheAgentsOwnRestarts(t *testing.T) {
 		t.Errorf("ledger holds %d restarts, want 7 (deploys included)", n)
 	}
 }
+
+// countingStore counts baseline writes.
+type countingStore struct {
+	*store.Store
+	puts int
+}
+
+func (c *countingStore) PutBaseline(ctx context.Context, boot string, data []byte) error {
+	c.puts++
+	return c.Store.PutBaseline(ctx, boot, data)
+}
+
+// An unchanged baseline is not written again (a converged agent's pass,
+// a no-op apply); a changed one is, and a new keeper that read it back
+// does not write it again either.
+func TestBaselineWrittenOnlyWhenChanged(t *testing.T) {
+	s := &countingStore{Store: openStore(t)}
+	newK := func() *Keeper {
+		return NewKeeper(Config{Store: s, Events: s.Store, Log: zaptest.NewLogger(t), HookTimeout: time.Second, BootID: "boot-a"})
+	}
+	k := newK()
+	observe(k, webUnit(0, 100, 1000))
+	observe(k, webUnit(0, 100, 1000))
+	if s.puts != 1 {
+		t.Fatalf("%d baseline writes for two equal observations, want 1", s.puts)
+	}
+	observe(k, webUnit(1, 101, 2000))
+	if s.puts != 2 {
+		t.Fatalf("%d baseline writes after a restart, want 2", s.puts)
+	}
+	observe(newK(), webUnit(1, 101, 2000))
+	if s.puts != 2 {
+		t.Fatalf("%d baseline writes by a new keeper that found it unchanged, want 2", s.puts)
+	}
+}
