@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"resil.dev/resil/desired"
 )
@@ -315,5 +316,32 @@ func TestManifestValidAfterFix(t *testing.T) {
 	expectNoChange(t, dir, f, r, want)
 	if n := count(); n != 1 {
 		t.Fatalf("%d ManifestValid events a pass later, want 1", n)
+	}
+}
+
+// Occurrences of a repeating finding (a timer job's failed runs) are each
+// an event onset, once however many passes see one, and the event log
+// counts them in one row: a job failing every 2 s no longer adds a row per
+// run (43,200 a day), pushing other history out.
+func TestFindingOccurrencesFoldIntoOneRow(t *testing.T) {
+	r, ring := newTestReconciler(t, t.TempDir(), newFake(), nil)
+	f := func(run string) Finding {
+		return Finding{Object: "Timer/backup", Unit: "backup.service", Reason: ReasonTimerFailed, Message: "last run failed: exit status 3",
+			Warning: true, Occurrence: run}
+	}
+	passes := [][]Finding{{f("09:00:02")}, {f("09:00:02")}, {f("09:00:04")}, {f("09:00:04")}, {f("09:00:06")}}
+	for _, fs := range passes {
+		r.condNext = map[string]time.Time{}
+		r.recordFindings(fs)
+		r.conditions, r.condNext = r.condNext, nil
+	}
+	var rows []Event
+	for _, e := range ring.Events() {
+		if e.Reason == ReasonTimerFailed {
+			rows = append(rows, e)
+		}
+	}
+	if len(rows) != 1 || rows[0].Count != 3 {
+		t.Fatalf("TimerFailed rows %+v, want one with count 3 (three failed runs, five passes)", rows)
 	}
 }

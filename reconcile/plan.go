@@ -29,6 +29,12 @@ type Finding struct {
 	Warning bool `json:"warning"`
 	// Enforced is true when the plan holds steps correcting it.
 	Enforced bool `json:"enforced"`
+	// Occurrence tells apart occurrences of a finding whose message is
+	// the same (a timer job's failed runs, by exit time; a liveness
+	// failure, by process): each is a new event onset, and the event log,
+	// keyed by object, reason and message, counts them in one row (its
+	// count and last seen) instead of a row per occurrence.
+	Occurrence string `json:"occurrence,omitempty"`
 }
 
 // Input is everything Plan needs; it is plain data.
@@ -342,6 +348,12 @@ func dedupe(in []string) []string {
 
 func (p *planner) find(o, unit string, reason Reason, msg string, warning, enforced bool) {
 	p.findings = append(p.findings, Finding{Object: o, Unit: unit, Reason: reason, Message: msg, Warning: warning, Enforced: enforced})
+}
+
+// findOccurrence is find for one occurrence of a repeating finding (see
+// Finding.Occurrence).
+func (p *planner) findOccurrence(o, unit string, reason Reason, msg, occurrence string, warning bool) {
+	p.findings = append(p.findings, Finding{Object: o, Unit: unit, Reason: reason, Message: msg, Warning: warning, Occurrence: occurrence})
 }
 
 func (p *planner) unit(name string) *observed.Unit {

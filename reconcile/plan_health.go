@@ -60,12 +60,16 @@ func (p *planner) liveness(o *desired.Object, unit string, u *observed.Unit) boo
 	// The threshold, not the running count, goes into the wording: a
 	// reported failure keeps one event (its count bumped) while it lasts.
 	why := fmt.Sprintf("%s %d times: %s", LivenessRestartReason, probe.Failures, OrDash(st.LastError))
-	msg := fmt.Sprintf("%s (pid %d) failed its liveness probe %d times in a row: %s", unit, u.MainPID, probe.Failures, OrDash(st.LastError))
+	// Each failing process is an occurrence of its own (its PID), in one
+	// event row for the unit (Finding.Occurrence).
+	msg := fmt.Sprintf("%s failed its liveness probe %d times in a row: %s", unit, probe.Failures, OrDash(st.LastError))
+	pid := fmt.Sprintf("pid %d", u.MainPID)
 	if probe.Action == desired.ProbeReport {
-		p.find(o.ID(), unit, ReasonUnhealthy, msg+"; action report: left running", true, false)
+		p.findOccurrence(o.ID(), unit, ReasonUnhealthy, msg+"; action report: left running", pid, true)
 		return false
 	}
-	p.find(o.ID(), unit, ReasonUnhealthy, msg+"; restarting", true, true)
+	p.findOccurrence(o.ID(), unit, ReasonUnhealthy, msg+"; restarting", pid, true)
+	p.findings[len(p.findings)-1].Enforced = true
 	p.rt(actuators.OpRestart, o, unit, why)
 	return true
 }

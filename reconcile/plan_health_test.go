@@ -28,7 +28,7 @@ func TestPlanLiveness(t *testing.T) {
 		wantFinding string // substring of the Unhealthy finding ("" none)
 	}{
 		{"failing: restart", "", "active", 42, []health.Status{failing},
-			"restart web.service (liveness probe failed 3 times: tcp probe: connection refused)", "web.service (pid 42) failed its liveness probe 3 times in a row: tcp probe: connection refused; restarting"},
+			"restart web.service (liveness probe failed 3 times: tcp probe: connection refused)", "web.service failed its liveness probe 3 times in a row: tcp probe: connection refused; restarting"},
 		{"failing: report only", desired.ProbeReport, "active", 42, []health.Status{failing}, "", "; action report: left running"},
 		{"failing longer: the wording stays", desired.ProbeReport, "active", 42, []health.Status{{Target: failing.Target, State: health.Failing, Failures: 7, LastError: failing.LastError}}, "",
 			"failed its liveness probe 3 times in a row: tcp probe: connection refused; action report"},

@@ -47,15 +47,16 @@ func (p *planner) timer(o *desired.Object) {
 	// drift; a failed last run is a finding.
 	job := t.TriggeredService(o.Metadata.Name)
 	if ju := p.unit(job); ju != nil && ju.ActiveState == "failed" {
-		// One event per failed run: the message names the run by its exit
-		// time, so the event log (keyed by object, reason, message) keeps
-		// one row per run however many passes see it.
+		// One event onset per failed run: the run is named by its exit
+		// time (the occurrence), so every pass that sees the same failed
+		// run keeps it one occurrence, and the event log counts the runs
+		// in one row (count, last seen) instead of a row per run.
 		_, msg := failureReason(ju)
-		when := ""
+		run := ""
 		if ju.ExecMainExitTimestamp != 0 {
-			when = " at " + FormatUSec(ju.ExecMainExitTimestamp, LayoutMilli)
+			run = FormatUSec(ju.ExecMainExitTimestamp, LayoutMilli)
 		}
-		p.find(o.ID(), job, ReasonTimerFailed, "last run"+when+" "+msg, true, false)
+		p.findOccurrence(o.ID(), job, ReasonTimerFailed, "last run "+msg, run, true)
 	}
 	if !t.IsEnabled() {
 		if u != nil && u.Active() {

@@ -452,7 +452,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 			continue
 		}
 		if err != nil {
-			r.condition(Warning, ReasonInvalid, o.ID(), "", fmt.Sprintf("render: %v", err))
+			r.condition(Warning, ReasonInvalid, o.ID(), "", fmt.Sprintf("render: %v", err), "")
 			protected[o.ID()] = true
 			continue
 		}
@@ -554,7 +554,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 	r.loadLastGood(set)
 	if set == nil {
 		// Nothing readable: keep every last good object, prune nothing.
-		r.condition(Warning, ReasonInvalid, "", "", fmt.Sprintf("manifests unreadable, keeping the last good state: %v", lerr))
+		r.condition(Warning, ReasonInvalid, "", "", fmt.Sprintf("manifests unreadable, keeping the last good state: %v", lerr), "")
 		var objs []*desired.Object
 		for id, o := range r.lastGood {
 			objs = append(objs, o)
@@ -595,7 +595,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 		lerr = all
 	}
 	for _, fe := range desired.FieldErrors(lerr) {
-		r.condition(Warning, ReasonInvalid, "", "", fe.Error())
+		r.condition(Warning, ReasonInvalid, "", "", fe.Error(), "")
 	}
 	// An object whose drop-in is broken (unreadable), busy or empty is not
 	// applied without it: its last good version stays, or, with none, what
@@ -830,15 +830,18 @@ func (r *Reconciler) recordFindings(fs []Finding) {
 		if f.Warning {
 			typ = Warning
 		}
-		r.condition(typ, f.Reason, f.Object, f.Unit, f.Message)
+		r.condition(typ, f.Reason, f.Object, f.Unit, f.Message, f.Occurrence)
 	}
 }
 
 // condition records what this pass sees as an event at its onset: one the
 // previous pass did not see (Reconciler.conditions). A condition that goes
 // away for a pass and comes back is a new onset.
-func (r *Reconciler) condition(t EventType, reason Reason, object, unit, msg string) {
+func (r *Reconciler) condition(t EventType, reason Reason, object, unit, msg, occurrence string) {
 	k := key(Event{Object: object, Reason: reason, Message: msg})
+	if occurrence != "" {
+		k += "\x00" + occurrence
+	}
 	now := r.cfg.Now()
 	if at, ok := r.conditions[k]; ok && now.Sub(at) < conditionRefresh {
 		if r.condNext != nil {
