@@ -130,6 +130,22 @@ func (p *planner) mark() mark {
 		findings: len(p.findings), why: len(p.reloadWhy), reload: p.reload}
 }
 
+// corrections are the endings an enforced finding's message gives its
+// correction with ("...; starting").
+var corrections = []string{"; restoring", "; starting", "; restarting", "; enabling", "; stopping", "; re-enabling"}
+
+// withoutCorrection is an enforced finding's message without the
+// correction it announces: a paused object's drift is not corrected, and
+// "starting; not corrected" said both.
+func withoutCorrection(msg string) string {
+	for _, c := range corrections {
+		if strings.HasSuffix(msg, c) {
+			return strings.TrimSuffix(msg, c)
+		}
+	}
+	return msg
+}
+
 // withhold takes the steps planned since m out of the plan, because the
 // object id is paused by l: they are reported (SafetyReport.Paused), and
 // the drift they would have corrected is recorded as DriftReported naming
@@ -148,7 +164,7 @@ func (p *planner) withhold(m mark, id string, l Lease) {
 	for i := m.findings; i < len(p.findings); i++ {
 		f := &p.findings[i]
 		if f.Object == id && f.Warning && f.Enforced {
-			f.Message = fmt.Sprintf("%s: %s; not corrected: %s", f.Reason, strings.TrimSuffix(f.Message, "; restoring"), desc)
+			f.Message = fmt.Sprintf("%s: %s; not corrected: %s", f.Reason, withoutCorrection(f.Message), desc)
 			f.Reason, f.Enforced = ReasonDriftReported, false
 		}
 	}
