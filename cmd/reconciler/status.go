@@ -118,6 +118,9 @@ func observedWord(o *desired.Object, obs *observed.State) string {
 		return "configured"
 	}
 	u := obs.Units[o.UnitName()]
+	if u != nil && u.LoadState == "masked" {
+		return "masked" // systemctl mask: nothing of it can run
+	}
 	if u == nil || (u.File == nil && u.LoadState != "loaded") {
 		return "absent"
 	}

@@ -266,11 +266,12 @@ func TestObjectStatuses(t *testing.T) {
 		return &observed.Unit{Name: name, File: []byte("x"), LoadState: "loaded", ActiveState: active, SubState: sub, Result: result}
 	}
 	res := reconcile.Result{
-		Desired: []*desired.Object{svcObj("ok", ""), svcObj("fixing", ""), svcObj("quiet", desired.DriftReport), svcObj("crash", ""), svcObj("broken", ""), svcObj("applyfail", ""), svcObj("new", "")},
+		Desired: []*desired.Object{svcObj("ok", ""), svcObj("fixing", ""), svcObj("quiet", desired.DriftReport), svcObj("crash", ""), svcObj("broken", ""), svcObj("applyfail", ""), svcObj("new", ""), svcObj("masked", "")},
 		Observed: &observed.State{Units: map[string]*observed.Unit{
 			"ok.service": unit("ok.service", "active", "running", "success"), "fixing.service": unit("fixing.service", "inactive", "dead", "success"),
 			"quiet.service": unit("quiet.service", "inactive", "dead", "success"), "crash.service": unit("crash.service", "failed", "failed", "exit-code"),
 			"broken.service": unit("broken.service", "active", "running", "success"), "applyfail.service": unit("applyfail.service", "active", "running", "success"),
+			"masked.service":     {Name: "masked.service", LoadState: "masked", ActiveState: "inactive", SubState: "dead"},
 			"nolastgood.service": {Name: "nolastgood.service", File: []byte("x"), LoadState: "loaded", ActiveState: "failed", SubState: "failed", Result: "exit-code", Owner: "Service/nolastgood"},
 		}},
 		Plan: reconcile.Plan{Findings: []reconcile.Finding{
@@ -299,6 +300,7 @@ func TestObjectStatuses(t *testing.T) {
 		`broken Invalid active (running) "running"`,
 		`crash Failed failed (exit-code) "running"`,
 		`fixing Converging inactive (dead) "running"`,
+		`masked Converged masked "running"`,
 		`new Converging absent "running"`,
 		`nolastgood Invalid failed (exit-code) "invalid"`,
 		`ok Converged active (running) "running"`,
