@@ -666,6 +666,10 @@ func TestYAMLErrorLines(t *testing.T) {
 		{"apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: w}\nspec:\n  command: [/bin/true]\n  description: .nan\n  restart: {limit: {burst: .inf, interval: 1s}}\n",
 			"m.yaml:7:21: spec.restart.limit.burst: expected an integer, got string"},
 		{"? [a]\n: x\n", "m.yaml:1:3: mapping keys must be strings"},
+		// A last document empty after "---": a file cut short (or
+		// written in two steps), never a file without its last objects.
+		{"x: 1\n---\n", "m.yaml:2:1: invalid YAML: the file ends with a document separator and nothing after it (is it cut short?)"},
+		{"x: 1\n---\ny: 2\n--- # more\n\n# soon\n", "m.yaml:4:1: invalid YAML: the file ends with a document separator and nothing after it (is it cut short?)"},
 	} {
 		dir := t.TempDir()
 		writeFiles(t, dir, map[string]string{"m.yaml": tc.in})

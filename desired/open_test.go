@@ -82,11 +82,11 @@ func TestLoadEmptyFiles(t *testing.T) {
 		"d.yaml":         "---\n# x\n---\n\n",
 		"e.yaml":         svcDoc("e", "/bin/true"),
 		"e.d/10.yaml":    "",
-		"f.yaml":         svcDoc("f", "/bin/true") + "---\n",
+		"f.yaml":         "---\n" + svcDoc("f", "/bin/true"),
 		"f.d/10.yaml":    "spec: {user: nobody}\n",
 		"f.d/20.yaml":    "# nothing\n",
 		"g.yaml":         svcDoc("g", "/bin/true"),
-		"g.d/10.yaml":    "spec: {user: nobody}\n---\n",
+		"g.d/10.yaml":    "---\nspec: {user: nobody}\n",
 		"z-not-empty.md": "",
 	})
 	set, err := loadInsecure(t, dir)

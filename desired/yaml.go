@@ -85,10 +85,14 @@ func parseDocNodes(data []byte, keepEmpty bool) ([]*yaml.Node, *FieldError) {
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var out []*yaml.Node
+	var last *yaml.Node // the last document decoded
 	for {
 		var n yaml.Node
 		err := dec.Decode(&n)
 		if errors.Is(err, io.EOF) {
+			if fe := trailingSeparator(data, last); fe != nil && !keepEmpty {
+				return nil, fe
+			}
 			return out, nil
 		}
 		if err != nil {
@@ -108,6 +112,7 @@ func parseDocNodes(data []byte, keepEmpty bool) ([]*yaml.Node, *FieldError) {
 		if len(out) >= maxDocsPerFile {
 			return nil, &FieldError{Detail: fmt.Sprintf("more than %d documents", maxDocsPerFile)}
 		}
+		last = &n
 		if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
 			c := n.Content[0]
 			if isNullDoc(c) && !keepEmpty {
@@ -209,6 +214,29 @@ func atEnd(data []byte, fe *FieldError) {
 	last = strings.TrimSuffix(last[strings.LastIndexByte(last, '\n')+1:], "\r")
 	fe.Line, fe.Column = n, utf8.RuneCountInString(last)+1
 	fe.Detail += " at the end of the file (is it cut short?)"
+}
+
+// trailingSeparator refuses a file whose last document is empty after a
+// "---" separator that follows another document (only blank lines or
+// comments after it): the sign of a file cut short, or of a writer that
+// appends the next document in a second write (printf '...---\n' >f;
+// printf '...' >>f). Acting on it would prune the objects still to come.
+// The position is the separator's line. A file of only "---" stays an
+// empty file (Set.Empty), as before. Host label files (keepEmpty) keep
+// their own rule: one mapping.
+func trailingSeparator(data []byte, last *yaml.Node) *FieldError {
+	if last == nil || last.Kind != yaml.DocumentNode || len(last.Content) != 1 || !isNullDoc(last.Content[0]) || last.Line < 2 {
+		return nil
+	}
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	if last.Line > len(lines) || !bytes.HasPrefix(lines[last.Line-1], []byte("---")) {
+		return nil
+	}
+	// Something (a document, not only comments) before the separator.
+	if docs, fe := parseDocNodes(bytes.Join(lines[:last.Line-1], nil), false); fe != nil || len(docs) == 0 {
+		return nil
+	}
+	return &FieldError{Line: last.Line, Column: 1, Detail: "invalid YAML: the file ends with a document separator and nothing after it (is it cut short?)"}
 }
 
 const yamlControlDetail = "invalid YAML: control characters are not allowed"

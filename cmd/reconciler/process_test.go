@@ -545,3 +545,29 @@ func TestProcessBackendKilledAfterRestartCountsAgent(t *testing.T) {
 		t.Fatalf("the killed agent's restart is not counted as the agent's:\n%s", out)
 	}
 }
+
+// A multi-document file written in two steps (printf 'm1\n---\n' > f;
+// printf 'm2' >> f) ends, between them, in a bare separator: invalid (cut
+// short), so m2 keeps running with the same process; apply completes it.
+func TestProcessBackendTrailingSeparatorKeepsSecondDocument(t *testing.T) {
+	e := newProcEnv(t)
+	m1 := strings.Replace(procWeb, "name: web", "name: m1", 1)
+	m2 := strings.Replace(procWeb, "name: web", "name: m2", 1)
+	e.write("multi.yaml", m1+"---\n"+m2)
+	if out, code := e.cli("apply"); code != 0 {
+		t.Fatalf("first apply: exit %d\n%s", code, out)
+	}
+	pid := e.pid("m2.service")
+	if pid == 0 {
+		t.Fatal("m2 not running after apply")
+	}
+	e.write("multi.yaml", m1+"---\n")
+	out, code := e.cli("apply")
+	if code != 1 || !strings.Contains(out, "is it cut short?") || e.pid("m2.service") != pid {
+		t.Fatalf("apply of a file cut after its separator: exit %d, m2 pid %d (was %d)\n%s", code, e.pid("m2.service"), pid, out)
+	}
+	e.write("multi.yaml", m1+"---\n"+m2)
+	if out, code := e.cli("apply"); code != 0 || e.pid("m2.service") != pid {
+		t.Fatalf("apply of the whole file: exit %d, m2 pid %d (was %d)\n%s", code, e.pid("m2.service"), pid, out)
+	}
+}
