@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap/zaptest"
 
@@ -78,5 +80,62 @@ func TestEventsFiltersAsTyped(t *testing.T) {
 	}
 	if out, code := runCLI(t, "events", "--state-dir", state, "--type", "warn"); code != 2 {
 		t.Errorf("events --type warn: exit %d, want 2\n%s", code, out)
+	}
+}
+
+// events --object UNIT lists the unit's events and those of the object
+// that owns it: its object-level events (unit "") and, for a timer, its
+// job's (QA: `--object web.service` left out LastGoodRetained, Paused and
+// ManifestValid; `--object job.timer` every TimerFailed, stored under
+// job.service).
+func TestEventsObjectUnitIncludesItsObject(t *testing.T) {
+	state := t.TempDir()
+	w, err := store.Open(filepath.Join(state, store.FileName), store.Options{Log: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	now := time.Now()
+	if err := w.PutStatus(ctx, []store.ObjectStatus{
+		{Object: "Service/web", Kind: "Service", Name: "web", Unit: "web.service", State: "Converged", Updated: now},
+		{Object: "Timer/job", Kind: "Timer", Name: "job", Unit: "job.timer", State: "Failed", Updated: now},
+	}, store.Agent{LastPass: now, PID: 1, Backend: "process"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []reconcile.Event{
+		{Type: reconcile.Warning, Reason: reconcile.ReasonLastGoodRetained, Object: "Service/web", Message: "web kept"},
+		{Type: reconcile.Normal, Reason: reconcile.ReasonPaused, Object: "Service/web", Message: "web paused"},
+		{Type: reconcile.Normal, Reason: reconcile.ReasonApplied, Object: "Service/web", Unit: "web.service", Message: "start web.service"},
+		{Type: reconcile.Normal, Reason: reconcile.ReasonManifestValid, Object: "Timer/job", Message: "job valid"},
+		{Type: reconcile.Warning, Reason: reconcile.ReasonTimerFailed, Object: "Timer/job", Unit: "job.service", Message: "job run failed"},
+		{Type: reconcile.Normal, Reason: reconcile.ReasonApplied, Object: "Timer/job", Unit: "job.timer", Message: "start job.timer"},
+		{Type: reconcile.Normal, Reason: reconcile.ReasonApplied, Object: "Service/db", Unit: "db.service", Message: "start db.service"},
+	} {
+		if err := w.Add(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close()
+	all := []string{"web kept", "web paused", "start web.service", "job valid", "job run failed", "start job.timer", "start db.service"}
+	for _, tc := range []struct {
+		object string
+		want   []string
+	}{
+		{"web.service", []string{"web kept", "web paused", "start web.service"}},
+		{"job.timer", []string{"job valid", "job run failed", "start job.timer"}},
+		{"job.service", []string{"job valid", "job run failed", "start job.timer"}}, // the timer's inline job
+		{"db.service", []string{"start db.service"}},                                // gone from the last pass
+		{"Service/web", []string{"web kept", "web paused", "start web.service"}},
+	} {
+		out, code := runCLI(t, "events", "--state-dir", state, "--object", tc.object)
+		if code != 0 {
+			t.Errorf("events --object %s: exit %d\n%s", tc.object, code, out)
+			continue
+		}
+		for _, m := range all {
+			if slices.Contains(tc.want, m) != strings.Contains(out, m) {
+				t.Errorf("events --object %s: %q listed %v, want %v\n%s", tc.object, m, strings.Contains(out, m), slices.Contains(tc.want, m), out)
+			}
+		}
 	}
 }
