@@ -117,8 +117,9 @@ type Reconciler struct {
 	log      *zap.Logger
 	lastGood map[string]*desired.Object
 	// held: the objects the last pass that acted held back (its
-	// LastGoodRetained findings): one released since gets a ManifestValid
-	// event.
+	// LastGoodRetained findings), true for those it held with a last good
+	// version: one released since gets a ManifestValid event ("valid
+	// again", or, never valid before, "valid now").
 	held map[string]bool
 	// lastGoodPending: Config.LastGood is not loaded yet (lastgood_lazy.go).
 	lastGoodPending bool
@@ -190,7 +191,9 @@ type loadedDesired struct {
 	// version (or, with none, left as it is on the host) because its
 	// manifest is broken, busy or empty; Classify reads them as Invalid.
 	held []Finding
-	err  error
+	// neverValid: the held objects with no last good version.
+	neverValid map[string]bool
+	err        error
 }
 
 type backoff struct {
@@ -490,7 +493,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 		r.recordFindings(plan.Findings)
 	}
 	if !opts.DryRun && d.prune { // not when the manifests could not be read at all
-		r.noteReleased(d.held, effective)
+		r.noteReleased(d.held, d.neverValid, effective)
 	}
 	if opts.DryRun {
 		log.Debug("planned", zap.Int("steps", len(plan.Steps)), zap.String("hash", res.Hash))
@@ -583,6 +586,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 	// is on the host.
 	var objs []*desired.Object
 	var held []Finding
+	neverValid := map[string]bool{}
 	seen := map[string]bool{}
 	for _, o := range set.Sorted() {
 		seen[o.ID()] = true
@@ -606,6 +610,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 			held = append(held, retained(o.ID(), why+"; the last good version stays in force"))
 		} else {
 			held = append(held, retained(o.ID(), why+"; it is not applied, and what is on the host stays"))
+			neverValid[o.ID()] = true
 		}
 	}
 	for id, o := range r.lastGood {
@@ -648,6 +653,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 		}
 		seen[id] = true
 		held = append(held, retained(id, set.Invalid[id]+" is invalid; it is not applied, and what is on the host stays"))
+		neverValid[id] = true
 	}
 	// Names whose defining file is broken but that never had a good version
 	// still must not be pruned if some owned unit carries them; the same
@@ -692,7 +698,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 		log.Warn("manifests have errors", zap.Int("broken_files", len(set.Broken)), zap.Int("empty_files", len(set.Empty)), zap.Error(lerr))
 	}
 	sort.SliceStable(held, func(i, j int) bool { return held[i].Object < held[j].Object })
-	return &loadedDesired{objs: objs, protected: protected, broken: broken, stateChanged: stateChanged, prune: true, busy: busy, held: held, err: lerr}
+	return &loadedDesired{objs: objs, protected: protected, broken: broken, stateChanged: stateChanged, prune: true, busy: busy, held: held, neverValid: neverValid, err: lerr}
 }
 
 // refusalErrors is a backend's refusal of o as load errors, one per
@@ -789,16 +795,22 @@ func sortObjects(objs []*desired.Object) {
 // held back that this one applies from its manifest again (still desired,
 // no longer held): the LastGoodRetained it showed is over, and status's
 // LAST EVENT says so even when the fix changed nothing to apply.
-func (r *Reconciler) noteReleased(held []Finding, effective []*desired.Object) {
+func (r *Reconciler) noteReleased(held []Finding, neverValid map[string]bool, effective []*desired.Object) {
 	now := make(map[string]bool, len(held))
 	for _, f := range held {
-		now[f.Object] = true
+		now[f.Object] = !neverValid[f.Object]
 	}
 	if len(r.held) > 0 {
 		for _, o := range effective {
-			if id := o.ID(); r.held[id] && !now[id] {
-				r.event(Normal, ReasonManifestValid, id, "", "", "its manifest is valid again: the version it declares is in force")
+			hadGood, was := r.held[o.ID()]
+			if _, still := now[o.ID()]; !was || still {
+				continue
 			}
+			msg := "its manifest is valid again: the version it declares is in force"
+			if !hadGood {
+				msg = "its manifest is valid now: the version it declares is applied"
+			}
+			r.event(Normal, ReasonManifestValid, o.ID(), "", "", msg)
 		}
 	}
 	r.held = now

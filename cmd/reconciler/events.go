@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -40,6 +41,16 @@ func newEventsCmd(g *globals) *cobra.Command {
 				typ = string(reconcile.Warning)
 			default:
 				return exitCode(2, fmt.Errorf("--type must be Normal or Warning, got %q", typ))
+			}
+			if reason != "" {
+				r, ok := reconcile.ParseReason(reason)
+				if !ok {
+					return exitCode(2, fmt.Errorf("--reason %q is no event reason; one of (any case): %s", reason, reasonList()))
+				}
+				reason = string(r)
+			}
+			if since < 0 {
+				return exitCode(2, fmt.Errorf("--since must be a positive duration (e.g. 24h), got %s", since))
 			}
 			s, err := store.OpenReader(storePath(g))
 			if err != nil {
@@ -82,11 +93,21 @@ func newEventsCmd(g *globals) *cobra.Command {
 	f.DurationVar(&since, "since", 0, "only events last seen within this duration (e.g. 24h; default all retained)")
 	f.StringVar(&object, "object", "", "only events of this object (web, Service/web) or unit (web.service: its own and its object's)")
 	f.StringVar(&typ, "type", "", "only events of this type (Normal or Warning, any case)")
-	f.StringVar(&reason, "reason", "", "only events with this reason (e.g. RestartStorm)")
+	f.StringVar(&reason, "reason", "", "only events with this reason (e.g. RestartStorm, any case; an unknown reason is refused)")
 	f.IntVar(&limit, "limit", 0, "at most this many (the newest) events")
 	f.StringVarP(&output, "output", "o", "", "output format: json (default: table)")
 	f.BoolVarP(&watch, "watch", "w", false, "after listing, print events as they are recorded until interrupted")
 	return cmd
+}
+
+// reasonList is every event reason, sorted, comma-separated.
+func reasonList() string {
+	var names []string
+	for _, r := range reconcile.Reasons() {
+		names = append(names, string(r))
+	}
+	slices.Sort(names)
+	return strings.Join(names, ", ")
 }
 
 // eventsOwner is the object whose events `events --object UNIT` lists

@@ -139,3 +139,44 @@ func TestEventsObjectUnitIncludesItsObject(t *testing.T) {
 		}
 	}
 }
+
+// The reasons are a closed set: an unknown --reason is refused with the
+// valid ones (QA: `--reason Nonsense` printed "No events found.", exit 0),
+// any case still matches, and a negative --since is refused.
+func TestEventsRefusesUnknownReasonAndNegativeSince(t *testing.T) {
+	state := t.TempDir()
+	w, err := store.Open(filepath.Join(state, store.FileName), store.Options{Log: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Record(reconcile.Event{Type: reconcile.Warning, Reason: reconcile.ReasonRestartStorm, Object: "Service/web", Message: "storm"})
+	w.Close()
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--reason", "Nonsense"}, 2, `--reason "Nonsense" is no event reason; one of (any case): `},
+		{[]string{"--reason", "Nonsense"}, 2, "RestartStorm"},
+		{[]string{"--reason", "restartstorm"}, 0, "storm"},
+		{[]string{"--since", "-5m"}, 2, "--since must be a positive duration"},
+		{[]string{"--since", "5m"}, 0, "storm"},
+	} {
+		out, code := runCLIErr(t, append([]string{"events", "--state-dir", state}, tc.args...)...)
+		if code != tc.code || !strings.Contains(out, tc.want) {
+			t.Errorf("events %v: exit %d, want %d and %q\n%s", tc.args, code, tc.code, tc.want, out)
+		}
+	}
+}
+
+// diff of a plan with nothing to do while a manifest is invalid does not
+// say "No changes: N objects converged" (QA): it names the invalid
+// manifests on stdout too.
+func TestDiffNoChangesNamesInvalidManifests(t *testing.T) {
+	e := newProcEnv(t)
+	e.write("fresh.yaml", "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: fresh}\nspec:\n  command: [\"relative\"]\n")
+	out, code, _ := execCLI("diff", "--backend", "process", "--manifests", e.manifests, "--state-dir", e.state, "--owner-check", "off")
+	if code != 2 || strings.Contains(out, "No changes:") || !strings.Contains(out, "No changes to apply; 1 invalid manifest (listed on stderr) is not applied") {
+		t.Fatalf("diff: exit %d\n%s", code, out)
+	}
+}
