@@ -604,6 +604,11 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 			// Another document of its file is invalid: the file may be
 			// half edited, so none of it is applied yet.
 			why = o.Source.File + " has an invalid document"
+		case set.DeclaredInvalid[o.Metadata.Name] != "" && set.DeclaredInvalid[o.Metadata.Name] != o.Source.File:
+			// Another manifest declares its name and is invalid (a file
+			// half edited, or an old copy): which one is meant is not
+			// known until it is fixed or removed.
+			why = set.DeclaredInvalid[o.Metadata.Name] + " declares it too and is invalid"
 		}
 		if lg := r.lastGood[o.ID()]; lg != nil {
 			objs = append(objs, lg)
