@@ -187,6 +187,8 @@ type loadedDesired struct {
 	stateChanged map[string]bool
 	prune        bool
 	busy         []Finding
+	// busyFiles: the files of the ManifestBusy findings (Result.Busy).
+	busyFiles []string
 	// held: a LastGoodRetained finding per object kept at its last good
 	// version (or, with none, left as it is on the host) because its
 	// manifest is broken, busy or empty; Classify reads them as Invalid.
@@ -256,6 +258,10 @@ type Result struct {
 	Outcomes []StepOutcome
 	// LoadErr holds the manifest problems of this pass (objects kept their last good version).
 	LoadErr error
+	// Busy are the manifest files (and drop-ins) open for writing this
+	// pass, sorted paths: not read (a ManifestBusy finding each); what
+	// they held keeps its last good version.
+	Busy []string
 	// Objects is the number of effective desired objects.
 	Objects int
 	// Desired are the effective desired objects (last good versions
@@ -381,6 +387,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	objs, broken, prune, busy, lerr := d.objs, d.broken, d.prune, d.busy, d.err
 	protected := maps.Clone(d.protected) // the pass adds to it; d stays as loaded
 	res.LoadErr = lerr
+	res.Busy = d.busyFiles
 	lastGoodSaved := func() {}
 	if r.cfg.LastGood != nil && !opts.DryRun {
 		// Done before any step (lastGoodSaved): a kill -9 after a step
@@ -557,8 +564,10 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 	// Busy and empty files protect what they held exactly as broken ones
 	// do. An empty file is invalid: it joins the load problems.
 	var busy []Finding
+	var busyFiles []string
 	for _, f := range sortedKeys(set.Busy) {
 		broken[f] = true
+		busyFiles = append(busyFiles, filepath.Join(set.Dir, f))
 		busy = append(busy, Finding{Reason: ReasonBusy, Warning: true,
 			Message: fmt.Sprintf("%q is open for writing; it is read once the writer closes it (what it holds keeps its last good version)", filepath.Join(set.Dir, f))})
 	}
@@ -703,7 +712,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 		log.Warn("manifests have errors", zap.Int("broken_files", len(set.Broken)), zap.Int("empty_files", len(set.Empty)), zap.Error(lerr))
 	}
 	sort.SliceStable(held, func(i, j int) bool { return held[i].Object < held[j].Object })
-	return &loadedDesired{objs: objs, protected: protected, broken: broken, stateChanged: stateChanged, prune: true, busy: busy, held: held, neverValid: neverValid, err: lerr}
+	return &loadedDesired{objs: objs, protected: protected, broken: broken, stateChanged: stateChanged, prune: true, busy: busy, busyFiles: busyFiles, held: held, neverValid: neverValid, err: lerr}
 }
 
 // refusalErrors is a backend's refusal of o as load errors, one per

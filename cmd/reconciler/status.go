@@ -330,7 +330,7 @@ func buildStatus(ctx context.Context, s *store.Store, names []string, now time.T
 			return rep, fmt.Errorf("%s: %w", n, errNoObject)
 		}
 	}
-	if len(names) == 0 && agent.LoadError != "" {
+	if len(names) == 0 && (agent.LoadError != "" || agent.Busy != "") {
 		rep.Converged = false
 	}
 	if agent.Command == "run" && agent.PID > 0 && agent.PID != os.Getpid() && !agentAlive(agent) {
@@ -393,6 +393,13 @@ func printStatus(w io.Writer, rep statusReport, wide bool, now time.Time) error 
 	}
 	if a.LoadError != "" {
 		fmt.Fprintf(w, "invalid manifests (last good versions stay in force):\n%s\n", a.LoadError)
+	}
+	if a.Busy != "" {
+		// Not read: a new manifest open for writing has no row yet.
+		fmt.Fprintln(w, "manifests open for writing (not read until closed; what they held keeps its last good version):")
+		for _, f := range strings.Split(a.Busy, "\n") {
+			fmt.Fprintln(w, desired.EscapeControl(f))
+		}
 	}
 	return nil
 }
