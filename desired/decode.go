@@ -107,6 +107,13 @@ func (l *loader) checkHeader(d *doc, h *header) bool {
 	return len(probs) > 0
 }
 
+// IsUnitName reports whether n names a unit of the kinds resil manages
+// (web.service, job.timer): never an object's name, which refuses those
+// suffixes.
+func IsUnitName(n string) bool {
+	return strings.HasSuffix(n, ".service") || strings.HasSuffix(n, ".timer")
+}
+
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 
 // checkName enforces unit-name rules and refuses anything that could escape a path.
@@ -125,7 +132,7 @@ func checkName(n string) string {
 		return fmt.Sprintf("invalid name %q: must not end with '.'", n)
 	case !nameRE.MatchString(n):
 		return fmt.Sprintf("invalid name %q: use letters, digits, '-', '_' and '.', starting with a letter or digit", n)
-	case strings.HasSuffix(n, ".service") || strings.HasSuffix(n, ".timer") || strings.HasSuffix(n, ".d"):
+	case IsUnitName(n) || strings.HasSuffix(n, ".d"):
 		return fmt.Sprintf("invalid name %q: give the name without a unit suffix", n)
 	}
 	return ""

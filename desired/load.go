@@ -347,3 +347,47 @@ func (l *loader) fail(file string, e *FieldError) {
 	}
 	l.errs[file] = append(l.errs[file], e)
 }
+
+// UnitOwner returns the ID of the object that owns unit: the service or
+// timer whose unit it is, or the timer whose inline job it is (a timer
+// that names its service does not own it). Objects for other hosts count,
+// and so do objects never seen valid (s.Invalid). It returns "" when no
+// object declares unit.
+func (s *Set) UnitOwner(unit string) string {
+	if s == nil {
+		return ""
+	}
+	var job string
+	for _, objs := range []map[string]*Object{s.Objects, s.NotSelected} {
+		for id, o := range objs {
+			switch {
+			case o.UnitName() == unit:
+				return id
+			case o.Kind == KindTimer && o.Timer != nil && o.Timer.Service == "" && o.Timer.TriggeredService(o.Metadata.Name) == unit:
+				job = id
+			}
+		}
+	}
+	if job != "" {
+		return job
+	}
+	for id := range s.Invalid {
+		kind, name, _ := strings.Cut(id, "/")
+		if (Kind(kind) == KindService && name+".service" == unit) || (Kind(kind) == KindTimer && name+".timer" == unit) {
+			return id
+		}
+	}
+	return ""
+}
+
+// OwnedUnits returns the units object o owns: its own unit, and a timer's
+// inline job (its job first: what fails a timer is its job).
+func OwnedUnits(o *Object) []string {
+	if o.Kind == KindTimer && o.Timer != nil && o.Timer.Service == "" {
+		return []string{o.Timer.TriggeredService(o.Metadata.Name), o.UnitName()}
+	}
+	if u := o.UnitName(); u != "" {
+		return []string{u}
+	}
+	return nil
+}

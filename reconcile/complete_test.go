@@ -345,3 +345,22 @@ func TestFindingOccurrencesFoldIntoOneRow(t *testing.T) {
 		t.Fatalf("TimerFailed rows %+v, want one with count 3 (three failed runs, five passes)", rows)
 	}
 }
+
+// An object whose manifest was never valid gets ManifestValid "valid now"
+// once fixed, not "valid again" (QA: it had no version to come back to).
+func TestManifestValidNeverValidBefore(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", strings.Replace(webManifest, "command:", "comand:", 1))
+	f := newFake()
+	r, ring := newTestReconciler(t, dir, f, nil)
+	if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	writeManifest(t, dir, "web.yaml", webManifest)
+	if _, err := r.Reconcile(context.Background(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if !hasEvent(ring, ReasonManifestValid, "its manifest is valid now") || hasEvent(ring, ReasonManifestValid, "again") {
+		t.Fatalf("events %+v", ring.Events())
+	}
+}

@@ -1,5 +1,7 @@
 package reconcile
 
+import "strings"
+
 // Reason names what a finding or an event is about. Each reason has one
 // Category; the consumers (status, sd_notify STATUS=, metrics, the
 // journal) decide by category, never by a list of their own.
@@ -196,6 +198,17 @@ func (r Reason) Category() Category {
 		return c
 	}
 	return CategoryInformational
+}
+
+// ParseReason returns the reason this package defines whose name is s in
+// any case (failed: Failed); false when it defines none.
+func ParseReason(s string) (Reason, bool) {
+	for r := range categories {
+		if strings.EqualFold(string(r), s) {
+			return r, true
+		}
+	}
+	return "", false
 }
 
 // Reasons returns every reason this package defines.

@@ -117,8 +117,9 @@ type Reconciler struct {
 	log      *zap.Logger
 	lastGood map[string]*desired.Object
 	// held: the objects the last pass that acted held back (its
-	// LastGoodRetained findings): one released since gets a ManifestValid
-	// event.
+	// LastGoodRetained findings), true for those it held with a last good
+	// version: one released since gets a ManifestValid event ("valid
+	// again", or, never valid before, "valid now").
 	held map[string]bool
 	// lastGoodPending: Config.LastGood is not loaded yet (lastgood_lazy.go).
 	lastGoodPending bool
@@ -186,11 +187,15 @@ type loadedDesired struct {
 	stateChanged map[string]bool
 	prune        bool
 	busy         []Finding
+	// busyFiles: the files of the ManifestBusy findings (Result.Busy).
+	busyFiles []string
 	// held: a LastGoodRetained finding per object kept at its last good
 	// version (or, with none, left as it is on the host) because its
 	// manifest is broken, busy or empty; Classify reads them as Invalid.
 	held []Finding
-	err  error
+	// neverValid: the held objects with no last good version.
+	neverValid map[string]bool
+	err        error
 }
 
 type backoff struct {
@@ -253,6 +258,10 @@ type Result struct {
 	Outcomes []StepOutcome
 	// LoadErr holds the manifest problems of this pass (objects kept their last good version).
 	LoadErr error
+	// Busy are the manifest files (and drop-ins) open for writing this
+	// pass, sorted paths: not read (a ManifestBusy finding each); what
+	// they held keeps its last good version.
+	Busy []string
 	// Objects is the number of effective desired objects.
 	Objects int
 	// Desired are the effective desired objects (last good versions
@@ -394,6 +403,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	objs, broken, prune, busy, lerr := d.objs, d.broken, d.prune, d.busy, d.err
 	protected := maps.Clone(d.protected) // the pass adds to it; d stays as loaded
 	res.LoadErr = lerr
+	res.Busy = d.busyFiles
 	lastGoodSaved := func() {}
 	if r.cfg.LastGood != nil && !opts.DryRun {
 		// Done before any step (lastGoodSaved): a kill -9 after a step
@@ -506,7 +516,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 		r.recordFindings(plan.Findings)
 	}
 	if !opts.DryRun && d.prune { // not when the manifests could not be read at all
-		r.noteReleased(d.held, effective)
+		r.noteReleased(d.held, d.neverValid, effective)
 	}
 	if opts.DryRun {
 		log.Debug("planned", zap.Int("steps", len(plan.Steps)), zap.String("hash", res.Hash))
@@ -573,8 +583,10 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 	// Busy and empty files protect what they held exactly as broken ones
 	// do. An empty file is invalid: it joins the load problems.
 	var busy []Finding
+	var busyFiles []string
 	for _, f := range sortedKeys(set.Busy) {
 		broken[f] = true
+		busyFiles = append(busyFiles, filepath.Join(set.Dir, f))
 		busy = append(busy, Finding{Reason: ReasonBusy, Warning: true,
 			Message: fmt.Sprintf("%q is open for writing; it is read once the writer closes it (what it holds keeps its last good version)", filepath.Join(set.Dir, f))})
 	}
@@ -602,6 +614,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 	// is on the host.
 	var objs []*desired.Object
 	var held []Finding
+	neverValid := map[string]bool{}
 	seen := map[string]bool{}
 	for _, o := range set.Sorted() {
 		seen[o.ID()] = true
@@ -619,12 +632,18 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 			// Another document of its file is invalid: the file may be
 			// half edited, so none of it is applied yet.
 			why = o.Source.File + " has an invalid document"
+		case set.DeclaredInvalid[o.Metadata.Name] != "" && set.DeclaredInvalid[o.Metadata.Name] != o.Source.File:
+			// Another manifest declares its name and is invalid (a file
+			// half edited, or an old copy): which one is meant is not
+			// known until it is fixed or removed.
+			why = set.DeclaredInvalid[o.Metadata.Name] + " declares it too and is invalid"
 		}
 		if lg := r.lastGood[o.ID()]; lg != nil {
 			objs = append(objs, lg)
 			held = append(held, retained(o.ID(), why+"; the last good version stays in force"))
 		} else {
 			held = append(held, retained(o.ID(), why+"; it is not applied, and what is on the host stays"))
+			neverValid[o.ID()] = true
 		}
 	}
 	for id, o := range r.lastGood {
@@ -667,6 +686,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 		}
 		seen[id] = true
 		held = append(held, retained(id, set.Invalid[id]+" is invalid; it is not applied, and what is on the host stays"))
+		neverValid[id] = true
 	}
 	// Names whose defining file is broken but that never had a good version
 	// still must not be pruned if some owned unit carries them; the same
@@ -711,7 +731,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 		log.Warn("manifests have errors", zap.Int("broken_files", len(set.Broken)), zap.Int("empty_files", len(set.Empty)), zap.Error(lerr))
 	}
 	sort.SliceStable(held, func(i, j int) bool { return held[i].Object < held[j].Object })
-	return &loadedDesired{objs: objs, protected: protected, broken: broken, stateChanged: stateChanged, prune: true, busy: busy, held: held, err: lerr}
+	return &loadedDesired{objs: objs, protected: protected, broken: broken, stateChanged: stateChanged, prune: true, busy: busy, busyFiles: busyFiles, held: held, neverValid: neverValid, err: lerr}
 }
 
 // refusalErrors is a backend's refusal of o as load errors, one per
@@ -808,16 +828,22 @@ func sortObjects(objs []*desired.Object) {
 // held back that this one applies from its manifest again (still desired,
 // no longer held): the LastGoodRetained it showed is over, and status's
 // LAST EVENT says so even when the fix changed nothing to apply.
-func (r *Reconciler) noteReleased(held []Finding, effective []*desired.Object) {
+func (r *Reconciler) noteReleased(held []Finding, neverValid map[string]bool, effective []*desired.Object) {
 	now := make(map[string]bool, len(held))
 	for _, f := range held {
-		now[f.Object] = true
+		now[f.Object] = !neverValid[f.Object]
 	}
 	if len(r.held) > 0 {
 		for _, o := range effective {
-			if id := o.ID(); r.held[id] && !now[id] {
-				r.event(Normal, ReasonManifestValid, id, "", "", "its manifest is valid again: the version it declares is in force")
+			hadGood, was := r.held[o.ID()]
+			if _, still := now[o.ID()]; !was || still {
+				continue
 			}
+			msg := "its manifest is valid again: the version it declares is in force"
+			if !hadGood {
+				msg = "its manifest is valid now: the version it declares is applied"
+			}
+			r.event(Normal, ReasonManifestValid, o.ID(), "", "", msg)
 		}
 	}
 	r.held = now

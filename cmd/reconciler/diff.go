@@ -183,6 +183,13 @@ func printPlan(out io.Writer, backend string, res reconcile.Result) {
 	}
 	if rep := res.Plan.Rollout; res.Plan.Empty() && rep != nil && len(rep.Waves) > 0 {
 		fmt.Fprintf(out, "No steps now: the rollout holds %d services on their previous version (%d objects, %s backend, plan %s).\n", len(rep.Pending()), res.Objects, backend, res.Hash)
+	} else if res.Plan.Empty() && res.LoadErr != nil {
+		// Not converged: what the invalid files declare is not applied.
+		n, what := invalidFiles(res.LoadErr), "invalid manifests (listed on stderr) are"
+		if n == 1 {
+			what = "invalid manifest (listed on stderr) is"
+		}
+		fmt.Fprintf(out, "No changes to apply; %d %s not applied (%d objects, %s backend, plan %s).\n", n, what, res.Objects, backend, res.Hash)
 	} else if res.Plan.Empty() {
 		fmt.Fprintf(out, "No changes: %d objects converged on the %s backend (plan %s).\n", res.Objects, backend, res.Hash)
 	} else {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -41,6 +42,16 @@ func newEventsCmd(g *globals) *cobra.Command {
 			default:
 				return exitCode(2, fmt.Errorf("--type must be Normal or Warning, got %q", typ))
 			}
+			if reason != "" {
+				r, ok := reconcile.ParseReason(reason)
+				if !ok {
+					return exitCode(2, fmt.Errorf("--reason %q is no event reason; one of (any case): %s", reason, reasonList()))
+				}
+				reason = string(r)
+			}
+			if since < 0 {
+				return exitCode(2, fmt.Errorf("--since must be a positive duration (e.g. 24h), got %s", since))
+			}
 			s, err := store.OpenReader(storePath(g))
 			if err != nil {
 				return exitCode(2, err)
@@ -49,6 +60,9 @@ func newEventsCmd(g *globals) *cobra.Command {
 			ctx, cancel := signalContext()
 			defer cancel()
 			q := store.Query{Object: object, Type: reconcile.EventType(typ), Reason: reason, Limit: limit}
+			if desired.IsUnitName(object) {
+				q.Owner = eventsOwner(ctx, s, object)
+			}
 			if since > 0 {
 				q.Since = time.Now().Add(-since)
 			}
@@ -77,13 +91,38 @@ func newEventsCmd(g *globals) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.DurationVar(&since, "since", 0, "only events last seen within this duration (e.g. 24h; default all retained)")
-	f.StringVar(&object, "object", "", "only events of this object (web, Service/web) or unit (web.service)")
+	f.StringVar(&object, "object", "", "only events of this object (web, Service/web) or unit (web.service: its own and its object's)")
 	f.StringVar(&typ, "type", "", "only events of this type (Normal or Warning, any case)")
-	f.StringVar(&reason, "reason", "", "only events with this reason (e.g. RestartStorm)")
+	f.StringVar(&reason, "reason", "", "only events with this reason (e.g. RestartStorm, any case; an unknown reason is refused)")
 	f.IntVar(&limit, "limit", 0, "at most this many (the newest) events")
 	f.StringVarP(&output, "output", "o", "", "output format: json (default: table)")
 	f.BoolVarP(&watch, "watch", "w", false, "after listing, print events as they are recorded until interrupted")
 	return cmd
+}
+
+// reasonList is every event reason, sorted, comma-separated.
+func reasonList() string {
+	var names []string
+	for _, r := range reconcile.Reasons() {
+		names = append(names, string(r))
+	}
+	slices.Sort(names)
+	return strings.Join(names, ", ")
+}
+
+// eventsOwner is the object whose events `events --object UNIT` lists
+// with the unit's: the object that owns it in the agent's last pass (a
+// timer's inline job: the timer), else the one the unit is named after
+// (web.service: Service/web, job.timer: Timer/job).
+func eventsOwner(ctx context.Context, s *store.Store, unit string) string {
+	rows, _, _ := s.Status(ctx)
+	if id := unitOwner(unit, nil, rows); id != "" {
+		return id
+	}
+	if stem, ok := strings.CutSuffix(unit, ".timer"); ok {
+		return string(desired.KindTimer) + "/" + stem
+	}
+	return string(desired.KindService) + "/" + strings.TrimSuffix(unit, ".service")
 }
 
 // watchEvents lists the matching events, then polls: each round reads the

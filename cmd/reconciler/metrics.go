@@ -100,7 +100,7 @@ func newMetrics(stale time.Duration, now func() time.Time) *metrics {
 			Name: "resil_rollout_halted", Help: "1 while a failed service halts the rollout of the agent's restarts (reconciler rollout status), else 0.",
 		}),
 		invalidFiles: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "resil_invalid_manifests", Help: "Manifest files (or drop-ins) that failed to load in the last pass: broken, empty, or refused by the owner check; 1 when the directory is unreadable. What they held keeps its last good version.",
+			Name: "resil_invalid_manifests", Help: "Manifest files (or drop-ins) that failed to load in the last pass: broken, empty, refused by the owner check, or open for writing (not read); 1 when the directory is unreadable. What they held keeps its last good version.",
 		}),
 		sourceRevision: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "resil_source_revision_info", Help: "The revision (short commit) of the followed ref the git source deployed: 1 for the deployed one.",
@@ -141,7 +141,7 @@ func (m *metrics) observePass(res reconcile.Result, err error) {
 		m.lastSuccess.Set(float64(m.now().UnixNano()) / 1e9)
 	}
 	if err == nil || res.LoadErr != nil {
-		m.invalidFiles.Set(float64(invalidFiles(res.LoadErr)))
+		m.invalidFiles.Set(float64(invalidFiles(res.LoadErr) + len(res.Busy)))
 	}
 	for _, o := range res.Outcomes {
 		if o.Step.Op == actuators.OpDaemonReload && o.Skipped == "" {

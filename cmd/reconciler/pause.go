@@ -26,7 +26,8 @@ func newPauseCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "pause NAME... --for DURATION --reason TEXT",
 		Short: "Stop the agent from correcting or changing objects for a while (a lease in the state dir)",
-		Long: "Takes a pause lease on each NAME (an object name such as web, or an ID such as Service/web) in\n" +
+		Long: "Takes a pause lease on each NAME (an object name such as web, an ID such as Service/web, or the unit\n" +
+			"of a declared object such as web.service or job.timer, which stands for that object) in\n" +
 			"<state-dir>/leases/. Until it expires or `reconciler resume NAME`, the agent corrects no drift of the\n" +
 			"object and applies no manifest change to it (nor prunes it); it records the drift (DriftReported) and\n" +
 			"`diff` says what it would do. Everything else keeps converging. --for and --reason are required; the\n" +
@@ -50,6 +51,10 @@ func newPauseCmd(g *globals) *cobra.Command {
 				}
 			}
 			set := loadForLeases(cmd, g)
+			args, err := resolveLeaseArgs(cmd.Context(), g, set, args)
+			if err != nil {
+				return exitCode(2, err)
+			}
 			warnUnknownObjects(cmd.ErrOrStderr(), g.manifests, set, args)
 			ids := leaseIDs(cmd.Context(), g, set)
 			now := time.Now()
@@ -81,20 +86,28 @@ func newResumeCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "resume NAME...",
 		Short: "End pause leases: the agent converges the objects at once",
-		Long: "Removes the pause lease of each NAME (as given to pause). A running agent notices within a second and\n" +
-			"converges the objects; otherwise the next apply does. Exit status 1 when a NAME was not paused.",
+		Long: "Removes the pause lease of each NAME (as given to pause; a unit stands for its object). A running\n" +
+			"agent notices within a second and converges the objects; otherwise the next apply does. Exit\n" +
+			"status 1 when a NAME was not paused, 2 for a unit no object declares.",
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ld := reconcile.NewLeaseDir(g.stateDir)
 			now := time.Now()
 			uid, name := whoAmI()
-			ids := leaseIDs(cmd.Context(), g, loadForLeases(cmd, g))
-			var events []reconcile.Event
-			missing := 0
 			for _, a := range args {
 				if msg := reconcile.CheckLeaseObject(a); msg != "" {
 					return exitCode(2, fmt.Errorf("%s", msg))
 				}
+			}
+			set := loadForLeases(cmd, g)
+			args, err := resolveLeaseArgs(cmd.Context(), g, set, args)
+			if err != nil {
+				return exitCode(2, err)
+			}
+			ids := leaseIDs(cmd.Context(), g, set)
+			var events []reconcile.Event
+			missing := 0
+			for _, a := range args {
 				leases, err := leasesFor(ld, a)
 				if err != nil {
 					return exitCode(1, err)
@@ -124,6 +137,20 @@ func newResumeCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// resolveLeaseArgs replaces each unit name among pause's and resume's
+// arguments by the object that owns it (resolveUnitArgs); the agent's
+// last pass is read only when the manifests cannot tell.
+func resolveLeaseArgs(ctx context.Context, g *globals, set *desired.Set, args []string) ([]string, error) {
+	var rows []store.ObjectStatus
+	for _, a := range args {
+		if desired.IsUnitName(a) && set.UnitOwner(a) == "" {
+			rows = lastPassRows(ctx, g)
+			break
+		}
+	}
+	return resolveUnitArgs(args, set, rows)
 }
 
 // leasesFor returns the leases `resume a` ends: a's own, and those that

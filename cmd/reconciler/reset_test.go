@@ -70,15 +70,68 @@ func TestResetTarget(t *testing.T) {
 	}
 }
 
-// reset takes what status and pause print: an object ID, as well as a unit
-// or a service's name (QA: `reset Service/crash` tried "Service/crash.service").
-func TestResetUnit(t *testing.T) {
-	for in, want := range map[string]string{
-		"Service/crash": "crash.service", "Timer/job": "job.timer", "crash": "crash.service",
-		"crash.service": "crash.service", "job.timer": "job.timer", "Service/": "Service/.service",
-	} {
-		if got := resetUnit(in); got != want {
-			t.Errorf("resetUnit(%q) = %q, want %q", in, got, want)
+// reset takes what status and pause print: an object ID (the kind in any
+// case), as well as a unit or a name (QA: `reset Service/crash` tried
+// "Service/crash.service"). An object is reset with every unit it owns: a
+// failed timer is its failed job (QA: `reset Timer/job` reset only
+// job.timer, and the object stayed Failed), and an ID no manifest declares
+// is refused (QA: `reset Service/jt` reset Timer/jt's job).
+func TestResetUnits(t *testing.T) {
+	obj := func(kind desired.Kind, name string) *desired.Object {
+		o := &desired.Object{APIVersion: desired.APIVersion, Kind: kind, Metadata: desired.ObjectMeta{Name: name}}
+		switch kind {
+		case desired.KindService:
+			o.Service = &desired.ServiceSpec{Command: []string{"/bin/true"}}
+		case desired.KindTimer:
+			o.Timer = &desired.TimerSpec{OnBoot: "1m", Command: []string{"/bin/true"}}
 		}
+		return o
+	}
+	web, job, jt, other, elsewhere := obj(desired.KindService, "web"), obj(desired.KindTimer, "job"), obj(desired.KindTimer, "jt"),
+		obj(desired.KindTimer, "other"), obj(desired.KindTimer, "elsewhere")
+	other.Timer = &desired.TimerSpec{OnBoot: "1m", Service: "web"}
+	set := &desired.Set{
+		Objects:     map[string]*desired.Object{web.ID(): web, job.ID(): job, jt.ID(): jt, other.ID(): other},
+		NotSelected: map[string]*desired.Object{elsewhere.ID(): elsewhere},
+	}
+	broken := &desired.Set{Objects: set.Objects, Broken: map[string]error{"bad.yaml": errors.New("bad")}}
+	for _, tc := range []struct {
+		arg     string
+		set     *desired.Set
+		want    string // units, space-separated
+		wantErr string
+	}{
+		{"Service/web", set, "web.service", ""},
+		{"service/web", set, "web.service", ""},
+		{"SERVICE/web", set, "web.service", ""},
+		{"Timer/job", set, "job.service job.timer", ""},
+		{"timer/job", set, "job.service job.timer", ""},
+		{"Timer/other", set, "other.timer", ""}, // its service is Service/web's
+		{"Timer/elsewhere", set, "elsewhere.service elsewhere.timer", ""},
+		{"job", set, "job.service job.timer", ""},
+		{"web", set, "web.service", ""},
+		{"web.service", set, "web.service", ""},
+		{"job.timer", set, "job.timer", ""},
+		{"sshd", set, "sshd.service", ""}, // resetTarget refuses it
+		{"Service/jt", set, "", "no such object: no manifest in /etc/resil.d declares Service/jt"},
+		{"Service/sshd", set, "", "no such object"},
+		{"Service/sshd", broken, "sshd.service", ""}, // an invalid file may declare it
+		{"Timer/job", nil, "job.timer", ""},          // manifests unreadable
+		{"Widget/x", set, "", "is not a unit"},
+		{"Service/", set, "", "is not a unit"},
+		{"Watchdog/wd", set, "", "no unit"},
+	} {
+		t.Run(tc.arg, func(t *testing.T) {
+			got, err := resetUnits(tc.set, "/etc/resil.d", tc.arg)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("resetUnits(%q) = %v, %v; want error %q", tc.arg, got, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || strings.Join(got, " ") != tc.want {
+				t.Errorf("resetUnits(%q) = %v, %v; want %s", tc.arg, got, err, tc.want)
+			}
+		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -172,7 +173,10 @@ func newResetCmd(g *globals) *cobra.Command {
 		Long: `Clear a unit's failed / start-limit state and start it again, as its
 manifest says: a unit no manifest declares is refused; a service whose
 manifest says state: stopped, a timer's job and a disabled timer only have
-their failed state cleared (the timer starts its job).`,
+their failed state cleared (the timer starts its job). NAME is a unit
+(web.service, job.timer), an object ID (Service/web, Timer/job; the kind in
+any case), which resets every unit the object owns (a timer and its job),
+or a name (web: every object of that name).`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, done, err := g.openCommand("warn", false, false, 2)
@@ -188,41 +192,89 @@ their failed state cleared (the timer starts its job).`,
 			defer cleanup()
 			set, loadErr := loadDeclared(g)
 			for _, a := range args {
-				unit := resetUnit(a)
-				start, why, err := resetTarget(set, loadErr, g.manifests, unit)
+				units, err := resetUnits(set, g.manifests, a)
 				if err != nil {
-					return exitCode(1, fmt.Errorf("reset %s: %w", unit, err))
+					return exitCode(1, fmt.Errorf("reset %s: %w", a, err))
 				}
-				rctx, cancel := context.WithTimeout(ctx, time.Minute)
-				err = be.Reset(rctx, unit, start)
-				cancel()
-				if err != nil {
-					return exitCode(1, fmt.Errorf("reset %s: %w", unit, err))
+				for _, unit := range units {
+					start, why, err := resetTarget(set, loadErr, g.manifests, unit)
+					if err != nil {
+						return exitCode(1, fmt.Errorf("reset %s: %w", unit, err))
+					}
+					rctx, cancel := context.WithTimeout(ctx, time.Minute)
+					err = be.Reset(rctx, unit, start)
+					cancel()
+					if err != nil {
+						return exitCode(1, fmt.Errorf("reset %s: %w", unit, err))
+					}
+					if why != "" {
+						fmt.Fprintf(cmd.OutOrStdout(), "reset %s (failed state cleared; not started: %s)\n", unit, why)
+						continue
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "reset %s\n", unit)
 				}
-				if why != "" {
-					fmt.Fprintf(cmd.OutOrStdout(), "reset %s (failed state cleared; not started: %s)\n", unit, why)
-					continue
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "reset %s\n", unit)
 			}
 			return nil
 		},
 	}
 }
 
-// resetUnit is the unit reset acts on for an argument: a unit name
-// (web.service, job.timer), an object ID as status and pause print it
-// (Service/web, Timer/job), or a service's name (web).
-func resetUnit(arg string) string {
-	switch kind, name, ok := strings.Cut(arg, "/"); {
-	case ok && kind == string(desired.KindService) && name != "":
-		return name + ".service"
-	case ok && kind == string(desired.KindTimer) && name != "":
-		return name + ".timer"
-	case sdobserve.HasUnitSuffix(arg):
-		return arg
+// resetUnits are the units reset acts on for an argument: a unit name
+// (web.service, job.timer) is itself; an object ID as status and pause
+// print it (Service/web, Timer/job; the kind in any case) is every unit
+// the object owns (a timer and its inline job: a failed job is what fails
+// the timer); a name (web) is the units of every object of that name, or
+// web.service when the manifests declare none. An ID no manifest declares
+// is refused, unless the manifests cannot be read or an invalid one may
+// declare it (then its own unit: resetTarget only clears it).
+func resetUnits(set *desired.Set, dir, arg string) ([]string, error) {
+	if sdobserve.HasUnitSuffix(arg) {
+		return []string{arg}, nil
 	}
-	return arg + ".service"
+	kindArg, name, isID := strings.Cut(arg, "/")
+	var kind desired.Kind
+	if isID {
+		for _, k := range []desired.Kind{desired.KindService, desired.KindTimer, desired.KindWatchdog} {
+			if strings.EqualFold(kindArg, string(k)) {
+				kind = k
+			}
+		}
+		switch {
+		case kind == "" || name == "":
+			return nil, fmt.Errorf("%q is not a unit (web.service), an object ID (Service/web, Timer/job) or a name (web)", arg)
+		case kind == desired.KindWatchdog:
+			return nil, fmt.Errorf("a Watchdog has no unit to reset")
+		}
+	}
+	var objs []*desired.Object
+	if set != nil {
+		objs = set.Sorted()
+		for _, id := range slices.Sorted(maps.Keys(set.NotSelected)) {
+			objs = append(objs, set.NotSelected[id])
+		}
+	}
+	var units []string
+	for _, o := range objs {
+		match := o.Metadata.Name == arg
+		if isID {
+			match = o.Kind == kind && o.Metadata.Name == name
+		}
+		for _, u := range desired.OwnedUnits(o) {
+			if match && !slices.Contains(units, u) {
+				units = append(units, u)
+			}
+		}
+	}
+	switch {
+	case len(units) > 0:
+		return units, nil
+	case !isID:
+		return []string{arg + ".service"}, nil
+	case set == nil || len(set.Broken) > 0 || len(set.Busy) > 0 || len(set.Empty) > 0 || len(set.BrokenNames) > 0 || set.Invalid[string(kind)+"/"+name] != "":
+		o := desired.Object{Kind: kind, Metadata: desired.ObjectMeta{Name: name}}
+		return []string{o.UnitName()}, nil
+	}
+	return nil, fmt.Errorf("no such object: no manifest in %s declares %s/%s", dir, kind, name)
 }
 
 // loadDeclared reads the manifests for reset (nil and the error when they

@@ -181,8 +181,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 		Use:   "status [NAME...]",
 		Short: "Show each object's desired and observed state from the agent's last pass",
 		Long: "Reads the agent's store (<state-dir>/events.db) directly; needs no backend and works whether or\n" +
-			"not the agent runs. NAME is an object name (web) or ID (Service/web). A paused object shows\n" +
-			"[PAUSED 29m left] (from its lease, at once), one kept by --prune-grace [PRUNE in 9m].\n" +
+			"not the agent runs. NAME is an object name (web), ID (Service/web) or unit (web.service, job.timer;\n" +
+			"a timer's job stands for the timer). A paused object shows [PAUSED 29m left] (from its lease, at\n" +
+			"once), one kept by --prune-grace [PRUNE in 9m].\n" +
 			"Exit status: 0 everything converged, 1 something is drifting, failed or invalid, or the agent\n" +
 			"(run) that wrote the snapshot is no longer running, 2 error.",
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -298,6 +299,16 @@ func buildStatus(ctx context.Context, s *store.Store, names []string, now time.T
 		return statusReport{}, err
 	}
 	rep := statusReport{Agent: agent, Objects: []statusRow{}, Converged: !agent.LastPass.IsZero()}
+	// A unit name (web.service, job.timer) stands for the object that
+	// owns it.
+	names = slices.Clone(names)
+	for i, n := range names {
+		if desired.IsUnitName(n) {
+			if id := unitOwner(n, nil, objs); id != "" {
+				names[i] = id
+			}
+		}
+	}
 	want := map[string]bool{}
 	for _, n := range names {
 		want[n] = true
@@ -322,7 +333,7 @@ func buildStatus(ctx context.Context, s *store.Store, names []string, now time.T
 			return rep, fmt.Errorf("%s: %w", n, errNoObject)
 		}
 	}
-	if len(names) == 0 && agent.LoadError != "" {
+	if len(names) == 0 && (agent.LoadError != "" || agent.Busy != "") {
 		rep.Converged = false
 	}
 	if agent.Command == "run" && agent.PID > 0 && agent.PID != os.Getpid() && !agentAlive(agent) {
@@ -385,6 +396,13 @@ func printStatus(w io.Writer, rep statusReport, wide bool, now time.Time) error 
 	}
 	if a.LoadError != "" {
 		fmt.Fprintf(w, "invalid manifests (last good versions stay in force):\n%s\n", a.LoadError)
+	}
+	if a.Busy != "" {
+		// Not read: a new manifest open for writing has no row yet.
+		fmt.Fprintln(w, "manifests open for writing (not read until closed; what they held keeps its last good version):")
+		for _, f := range strings.Split(a.Busy, "\n") {
+			fmt.Fprintln(w, desired.EscapeControl(f))
+		}
 	}
 	return nil
 }

@@ -218,3 +218,37 @@ func TestGoneRowShowsTheObjectsOwnUnit(t *testing.T) {
 		}
 	}
 }
+
+// A new manifest held open for writing is not read, so it has no row:
+// status names the file and is not converged while it lasts (QA: status
+// showed nothing, exit 0; only diff and the events said ManifestBusy).
+func TestStatusNamesManifestOpenForWriting(t *testing.T) {
+	e := newProcEnv(t)
+	e.write("web.yaml", procWeb)
+	e.write("new.yaml", strings.Replace(procWeb, "name: web", "name: fresh", 1))
+	w, err := os.OpenFile(filepath.Join(e.manifests, "new.yaml"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if out, code := e.cli("apply"); !strings.Contains(out, "ManifestBusy") {
+		t.Fatalf("apply with new.yaml open: exit %d\n%s", code, out)
+	}
+	busy := filepath.Join(e.manifests, "new.yaml")
+	out, code := e.cli("status")
+	if code != 1 || !strings.Contains(out, "manifests open for writing (not read until closed;") || !strings.Contains(out, "\n"+busy+"\n") {
+		t.Errorf("status with new.yaml open: exit %d\n%s", code, out)
+	}
+	out, _ = e.cli("status", "-o", "json")
+	var rep statusReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.Agent.Busy != busy || rep.Converged {
+		t.Errorf("status -o json: %v\n%s", err, out)
+	}
+	w.Close()
+	if out, code := e.cli("apply"); code != 0 {
+		t.Fatalf("apply after close: exit %d\n%s", code, out)
+	}
+	if out, code := e.cli("status"); code != 0 || strings.Contains(out, "open for writing") || !strings.Contains(out, "fresh") {
+		t.Errorf("status after close: exit %d\n%s", code, out)
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -100,6 +101,7 @@ func (t *telemetry) snapshot(ctx context.Context, res reconcile.Result, err erro
 	if res.LoadErr != nil {
 		a.LoadError = res.LoadErr.Error()
 	}
+	a.Busy = strings.Join(res.Busy, "\n")
 	if perr := t.store.PutStatus(ctx, t.last, a); perr != nil {
 		t.log.Error("status snapshot not written", zap.Error(perr))
 	}

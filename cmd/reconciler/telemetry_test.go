@@ -356,15 +356,19 @@ func TestInvalidManifestsMetric(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		loadErr error
+		busy    []string
 		passErr error
 		want    float64
 	}{
-		{"two files, three errors", twoFiles, nil, 2},
-		{"a failed pass that read nothing keeps the count", nil, errors.New("observe: boom"), 2},
-		{"unreadable directory", fmt.Errorf("%w: permission denied", desired.ErrUnreadable), nil, 1},
-		{"all valid", nil, nil, 0},
+		{"two files, three errors", twoFiles, nil, nil, 2},
+		{"a failed pass that read nothing keeps the count", nil, nil, errors.New("observe: boom"), 2},
+		{"unreadable directory", fmt.Errorf("%w: permission denied", desired.ErrUnreadable), nil, nil, 1},
+		{"all valid", nil, nil, nil, 0},
+		// A new manifest open for writing (QA: not counted).
+		{"a file open for writing", nil, []string{"/etc/resil.d/new.yaml"}, nil, 1},
+		{"and two invalid files", twoFiles, []string{"/etc/resil.d/new.yaml"}, nil, 3},
 	} {
-		m.observePass(reconcile.Result{LoadErr: tc.loadErr}, tc.passErr)
+		m.observePass(reconcile.Result{LoadErr: tc.loadErr, Busy: tc.busy}, tc.passErr)
 		want(t, scrape(t, srv.URL+"/metrics"), "resil_invalid_manifests", nil, tc.want)
 	}
 }

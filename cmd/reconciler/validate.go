@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -135,6 +137,10 @@ func validatePath(p string, opts desired.Options, forProcess bool) ([]string, []
 	}
 	var objs []string
 	var errs []*desired.FieldError
+	// held: the objects the path declares that are valid but held back
+	// by a problem of their name elsewhere (another manifest declaring
+	// it, a drop-in), by ID.
+	held := map[string]*desired.Object{}
 	// A drop-in's objects' own files: their errors are the drop-in's too
 	// (an object that does not load cannot take it).
 	mains := map[string]bool{mainFile: true}
@@ -145,7 +151,11 @@ func validatePath(p string, opts desired.Options, forProcess bool) ([]string, []
 			}
 			// An object whose drop-in folder has a refused or broken
 			// file is not valid: the agent keeps its last good version.
-			if !concerns(o) || set.BrokenNames[o.Metadata.Name] {
+			if !concerns(o) {
+				continue
+			}
+			if set.BrokenNames[o.Metadata.Name] {
+				held[id] = o
 				continue
 			}
 			if forProcess {
@@ -180,6 +190,7 @@ func validatePath(p string, opts desired.Options, forProcess bool) ([]string, []
 		}
 		errs = append(errs, fe)
 	}
+	errs = append(errs, heldErrors(set, held, desired.FieldErrors(lerr), errs)...)
 	if dropInOf != "" {
 		only = mainFile // its busy and empty files, and its folder's
 	}
@@ -190,6 +201,43 @@ func validatePath(p string, opts desired.Options, forProcess bool) ([]string, []
 		}
 	}
 	return objs, append(errs, unsettledErrors(set, only)...), warns, nil
+}
+
+// heldErrors reports each object of held that no error in shown already
+// explains: valid in its file, it is not applied because another manifest
+// declaring its name is invalid (QA: validate new.yaml said "0 objects
+// valid", exit 0, while old.yaml, half edited, declared the same
+// service), or a drop-in of its name is. The error is at the object's
+// name and names the first problem of that other file (all holds every
+// load error).
+func heldErrors(set *desired.Set, held map[string]*desired.Object, all, shown []*desired.FieldError) []*desired.FieldError {
+	var out []*desired.FieldError
+	for _, id := range slices.Sorted(maps.Keys(held)) {
+		o := held[id]
+		name := o.Metadata.Name
+		other := set.DeclaredInvalid[name]
+		if other == o.Source.File {
+			other = ""
+		}
+		related := func(fe *desired.FieldError) bool {
+			rel, err := filepath.Rel(set.Dir, fe.File)
+			return err == nil && (rel == other || strings.HasPrefix(rel, name+".d/"))
+		}
+		if slices.ContainsFunc(shown, related) {
+			continue // its drop-in's errors are listed
+		}
+		detail := fmt.Sprintf("%s will not be applied: a drop-in of %q or another manifest declaring it is invalid", id, name)
+		if i := slices.IndexFunc(all, related); i >= 0 {
+			fe := all[i]
+			what := "a drop-in of it is invalid"
+			if rel, _ := filepath.Rel(set.Dir, fe.File); rel == other {
+				what = other + " declares it too and is invalid"
+			}
+			detail = fmt.Sprintf("%s will not be applied: %s (%s)", id, what, fe.Error())
+		}
+		out = append(out, desired.Locate(set.Dir, o, "metadata.name", detail))
+	}
+	return out
 }
 
 // unsettledErrors reports files the agent would not act on: open for

@@ -209,3 +209,36 @@ func TestValidateWarnsOfFoldersNotRead(t *testing.T) {
 		t.Fatalf("one file: exit %d\n%s", code, out)
 	}
 }
+
+// A valid file whose object another, invalid file declares too is not
+// valid: the agent holds the object until one of them is fixed or
+// removed, so validate of the valid file names the other file's problem
+// (QA: "0 objects valid", exit 0), as text and JSON, and the agent says
+// which file holds it (it said "a drop-in of it is invalid"; there was
+// none).
+func TestValidateNamesInvalidFileDeclaringTheSameObject(t *testing.T) {
+	e := newProcEnv(t)
+	svc := "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: cutx}\nspec:\n  command: [\"/bin/sleep\", \"infinity\"]\n"
+	e.write("new.yaml", svc)
+	e.write("old.yaml", svc+"  restart: {policy: sometimes}\n")
+	newFile := filepath.Join(e.manifests, "new.yaml")
+	out, code := runCLI(t, "validate", "--owner-check", "off", newFile)
+	want := newFile + ":3:12: metadata.name: Service/cutx will not be applied: old.yaml declares it too and is invalid (" +
+		filepath.Join(e.manifests, "old.yaml") + ":6:13: spec.restart.policy:"
+	if code != 1 || !strings.Contains(out, want) || !strings.Contains(out, "1 error; 0 objects valid") {
+		t.Errorf("validate new.yaml: exit %d, want 1 and %q\n%s", code, want, out)
+	}
+	out, code = runCLI(t, "validate", "--owner-check", "off", "-o", "json", newFile)
+	var rep validateReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 1 || rep.Valid || len(rep.Errors) != 1 || !strings.Contains(rep.Errors[0].Detail, "old.yaml declares it too") {
+		t.Errorf("validate -o json new.yaml: exit %d, %v\n%s", code, err, out)
+	}
+	// The whole directory lists old.yaml's error once, nothing more.
+	if out, code := runCLI(t, "validate", "--owner-check", "off", e.manifests); code != 1 || !strings.Contains(out, "1 error; 0 objects valid") {
+		t.Errorf("validate dir: exit %d\n%s", code, out)
+	}
+	out, code = e.cli("apply")
+	if code != 1 || !strings.Contains(out, "Service/cutx: old.yaml declares it too and is invalid;") || strings.Contains(out, "drop-in") {
+		t.Errorf("apply: exit %d\n%s", code, out)
+	}
+}

@@ -162,7 +162,10 @@ type Agent struct {
 	LastPass  time.Time `json:"lastPass"`
 	PassError string    `json:"passError,omitempty"`
 	LoadError string    `json:"loadError,omitempty"`
-	PID       int       `json:"pid"`
+	// Busy are the manifest files open for writing in the last pass,
+	// one per line: not read yet (reconcile.Result.Busy).
+	Busy string `json:"busy,omitempty"`
+	PID  int    `json:"pid"`
 	// PIDStart is the agent process's start time (/proc/PID/stat field
 	// 22, clock ticks after boot; 0: unknown): with PID it names the
 	// process across PID reuse.
@@ -211,7 +214,7 @@ func (s *Store) PutStatus(ctx context.Context, objs []ObjectStatus, a Agent) err
 		}
 	}
 	for k, v := range map[string]string{
-		"last_pass": ts(a.LastPass), "pass_error": a.PassError, "load_error": a.LoadError,
+		"last_pass": ts(a.LastPass), "pass_error": a.PassError, "load_error": a.LoadError, "busy": a.Busy,
 		"pid": strconv.Itoa(a.PID), "pid_start": strconv.FormatUint(a.PIDStart, 10), "backend": a.Backend, "version": a.Version, "command": a.Command, "max_lease": strconv.FormatInt(int64(a.MaxLease), 10), "status_hash": hash,
 	} {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO agent(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`, k, v); err != nil {
@@ -416,6 +419,8 @@ func (s *Store) Status(ctx context.Context) ([]ObjectStatus, Agent, error) {
 			a.PassError = v
 		case "load_error":
 			a.LoadError = v
+		case "busy":
+			a.Busy = v
 		case "pid":
 			a.PID, _ = strconv.Atoi(v)
 		case "pid_start":

@@ -349,7 +349,11 @@ type Query struct {
 	// Object is an object ID ("Service/web"), a bare name ("web": any
 	// kind) or a unit ("web.service": the events that name it).
 	Object string
-	Type   reconcile.EventType
+	// Owner, with a unit in Object, is the ID of the object that owns
+	// the unit: its events match too, those of the object itself (unit
+	// "") and of its other units (a timer's job's TimerFailed).
+	Owner string
+	Type  reconcile.EventType
 	// Reason matches whatever the case.
 	Reason string
 	// AfterSeq keeps events inserted or repeated after that sequence number.
@@ -373,8 +377,13 @@ func (s *Store) Events(ctx context.Context, q Query) ([]StoredEvent, error) {
 			where = append(where, "object = ?")
 			args = append(args, q.Object)
 		} else {
-			where = append(where, "(object = ? OR object LIKE ? ESCAPE '\\' OR unit = ?)")
+			cond := "object = ? OR object LIKE ? ESCAPE '\\' OR unit = ?"
 			args = append(args, q.Object, "%/"+likeEscape(q.Object), q.Object)
+			if q.Owner != "" {
+				cond += " OR object = ?"
+				args = append(args, q.Owner)
+			}
+			where = append(where, "("+cond+")")
 		}
 	}
 	if q.Type != "" {

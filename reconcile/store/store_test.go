@@ -119,6 +119,7 @@ func TestQueryFilters(t *testing.T) {
 		{"like is escaped", Query{Object: "web%x"}, nil},
 		{"underscore literal", Query{Object: "web_x"}, []string{"t"}},
 		{"unit", Query{Object: "web.service"}, []string{"new"}},
+		{"unit and its owner", Query{Object: "web.service", Owner: "Service/web"}, []string{"old", "new"}},
 		{"reason any case", Query{Reason: "failed"}, []string{"new"}},
 		{"type", Query{Type: reconcile.Warning}, []string{"new", "t", "bad.yaml: parse"}},
 		{"limit keeps newest", Query{Limit: 2}, []string{"t", "bad.yaml: parse"}},
