@@ -209,13 +209,8 @@ func leaseIDs(ctx context.Context, g *globals, set *desired.Set) map[string][]st
 	if set != nil {
 		return objectIDs(set)
 	}
-	s, err := store.OpenReader(storePath(g))
-	if err != nil {
-		return nil
-	}
-	defer s.Close()
-	objs, _, err := s.Status(ctx)
-	if err != nil {
+	objs := lastPassRows(ctx, g)
+	if objs == nil {
 		return nil
 	}
 	ids := map[string][]string{}
