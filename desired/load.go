@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -363,7 +364,7 @@ func (s *Set) UnitOwner(unit string) string {
 			switch {
 			case o.UnitName() == unit:
 				return id
-			case o.Kind == KindTimer && o.Timer != nil && o.Timer.Service == "" && o.Timer.TriggeredService(o.Metadata.Name) == unit:
+			case slices.Contains(o.OwnedUnits(), unit): // a timer's inline job
 				job = id
 			}
 		}
@@ -378,16 +379,4 @@ func (s *Set) UnitOwner(unit string) string {
 		}
 	}
 	return ""
-}
-
-// OwnedUnits returns the units object o owns: its own unit, and a timer's
-// inline job (its job first: what fails a timer is its job).
-func OwnedUnits(o *Object) []string {
-	if o.Kind == KindTimer && o.Timer != nil && o.Timer.Service == "" {
-		return []string{o.Timer.TriggeredService(o.Metadata.Name), o.UnitName()}
-	}
-	if u := o.UnitName(); u != "" {
-		return []string{u}
-	}
-	return nil
 }

@@ -379,6 +379,19 @@ func (o *Object) UnitNames() []string {
 	return nil
 }
 
+// OwnedUnits returns the units o owns with its spec as it is: its own
+// unit, and a timer's inline job (the job first: what fails a timer is its
+// job). UnitNames is every name it could own whatever its spec.
+func (o *Object) OwnedUnits() []string {
+	if o.Kind == KindTimer && o.Timer != nil && o.Timer.Service == "" {
+		return []string{o.Timer.TriggeredService(o.Metadata.Name), o.UnitName()}
+	}
+	if u := o.UnitName(); u != "" {
+		return []string{u}
+	}
+	return nil
+}
+
 // TriggeredService returns the service unit a timer starts.
 func (t *TimerSpec) TriggeredService(timerName string) string {
 	if t.Service != "" {

@@ -259,7 +259,7 @@ func resetUnits(set *desired.Set, dir, arg string) ([]string, error) {
 		if isID {
 			match = o.Kind == kind && o.Metadata.Name == name
 		}
-		for _, u := range desired.OwnedUnits(o) {
+		for _, u := range o.OwnedUnits() {
 			if match && !slices.Contains(units, u) {
 				units = append(units, u)
 			}
