@@ -90,8 +90,10 @@ func parseDocNodes(data []byte, keepEmpty bool) ([]*yaml.Node, *FieldError) {
 		var n yaml.Node
 		err := dec.Decode(&n)
 		if errors.Is(err, io.EOF) {
-			if fe := trailingSeparator(data, last); fe != nil && !keepEmpty {
-				return nil, fe
+			if !keepEmpty {
+				if fe := trailingSeparator(data, last, len(out) > 0); fe != nil {
+					return nil, fe
+				}
 			}
 			return out, nil
 		}
@@ -224,16 +226,15 @@ func atEnd(data []byte, fe *FieldError) {
 // The position is the separator's line. A file of only "---" stays an
 // empty file (Set.Empty), as before. Host label files (keepEmpty) keep
 // their own rule: one mapping.
-func trailingSeparator(data []byte, last *yaml.Node) *FieldError {
-	if last == nil || last.Kind != yaml.DocumentNode || len(last.Content) != 1 || !isNullDoc(last.Content[0]) || last.Line < 2 {
+//
+// hasDocs: a document came before the last one (the empty documents are
+// not among those decoded).
+func trailingSeparator(data []byte, last *yaml.Node, hasDocs bool) *FieldError {
+	if !hasDocs || last == nil || last.Kind != yaml.DocumentNode || len(last.Content) != 1 || !isNullDoc(last.Content[0]) || last.Line < 2 {
 		return nil
 	}
 	lines := bytes.SplitAfter(data, []byte("\n"))
 	if last.Line > len(lines) || !bytes.HasPrefix(lines[last.Line-1], []byte("---")) {
-		return nil
-	}
-	// Something (a document, not only comments) before the separator.
-	if docs, fe := parseDocNodes(bytes.Join(lines[:last.Line-1], nil), false); fe != nil || len(docs) == 0 {
 		return nil
 	}
 	return &FieldError{Line: last.Line, Column: 1, Detail: "invalid YAML: the file ends with a document separator and nothing after it (is it cut short?)"}
