@@ -60,7 +60,8 @@ import (
 //	Stopping ──stop timeout──► SIGKILL, still Stopping
 //	Stopping ──exit──► Idle (inactive: the stop was requested), then a
 //	                   start if a restart was asked (restartAfterStop)
-//	lock, notify socket or spawn error ──► Idle (failed)
+//	lock or notify socket error ──► Idle (failed)
+//	spawn error (203/EXEC, 217/USER, …) ──► exit handling, as a failed run
 //
 // What each command does in each phase (runner.command; "wait" adds the
 // caller to the start or stop waiters, answered when the phase settles):
