@@ -108,6 +108,12 @@ type Unit struct {
 	// The restart ledger counts such a restart as the agent's, not as a
 	// manual one.
 	OwedRestart bool `json:"owedRestart,omitempty"`
+	// ProcessFileHash is the X-Resil-Hash of the owned unit file the
+	// running main process was started from, where the backend records it
+	// (the process backend; "" otherwise, or when that file was not an
+	// intact resil file). Restoring exactly that file over an out-of-band
+	// edit changes nothing the process runs: no restart.
+	ProcessFileHash string `json:"processFileHash,omitempty"`
 
 	NRestarts      uint32 `json:"nRestarts"`
 	MainPID        uint32 `json:"mainPID"`

@@ -506,6 +506,9 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 				p.find(id, f.Name, ReasonFileEdited, msg+"; restoring", true, true)
 				reason = "edited out of band, restoring"
 			}
+			if startedFromRender(u, f.Data) {
+				change = UnitChange{Keys: change.Keys} // the edit never reached its process
+			}
 		}
 		if !change.Restart {
 			reason += "; " + change.Reason()

@@ -200,7 +200,11 @@ func (p *planner) watchdogKill(o *desired.Object, unit string, u *observed.Unit)
 	if o.Service != nil && o.Service.Watchdog != nil {
 		timeout = fmt.Sprintf(" within %s", o.Service.Watchdog.Timeout)
 	}
-	msg := fmt.Sprintf("%s killed by the watchdog %s (no WATCHDOG=1%s); systemd restarts it, restart %d", unit, when, timeout, u.NRestarts+1)
+	who := "systemd"
+	if !p.systemd() {
+		who = "the supervisor" // the process backend restarts it itself
+	}
+	msg := fmt.Sprintf("%s killed by the watchdog %s (no WATCHDOG=1%s); %s restarts it, restart %d", unit, when, timeout, who, u.NRestarts+1)
 	p.find(o.ID(), unit, ReasonWatchdog, msg, true, false)
 }
 

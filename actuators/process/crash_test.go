@@ -580,7 +580,11 @@ func TestKilledDuringRestartDelayCountsRestart(t *testing.T) {
 	syscallKill(t, int(u.MainPID))
 	h1.waitUnit("web.service", "waiting to restart", func(u *observed.Unit) bool { return u.SubState == "auto-restart" })
 	h1.abandon()
+	// The next agent waits the restart delay of the unit file it loads
+	// (TestRestartAtRunWaitsDelay): made short here.
 	h2 := newHarness(t, dir, Options{})
+	h2.install(service("web", desired.ServiceSpec{Command: []string{"/bin/sleep", "infinity"},
+		Restart: &desired.RestartSpec{Policy: desired.RestartAlways, Delay: "10ms"}}), true)
 	h2.run()
 	u2 := h2.waitUnit("web.service", "started again", func(u *observed.Unit) bool { return isActive(u) && u.MainPID != 0 && alive(int(u.MainPID)) })
 	if u2.NRestarts != 1 {

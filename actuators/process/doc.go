@@ -9,7 +9,7 @@
 //
 // Files of the package, by role:
 //
-//	supervisor.go       Supervisor: New, Run, commands to units, shutdown
+//	supervisor.go       Supervisor: New, Run, Release (starts held until the first pass), commands to units, shutdown
 //	supervisor_load.go  loading unit files; adoption and stale processes at Run
 //	table.go            the process table (processes.json), crash-safe: intent (or,
 //	                    for an automatic restart, the previous row's reservation)

@@ -169,6 +169,9 @@ func (s *Supervisor) observeUnit(name string, live bool, snap *snapshot, table m
 		}
 	}
 	ou.OwedRestart = us.Owed && us.MainPID != 0
+	if us.MainPID != 0 && !strings.HasPrefix(us.SpecHash, "file:") {
+		ou.ProcessFileHash = us.SpecHash // fileHash of an intact file: its X-Resil-Hash
+	}
 	ou.LastTriggerUSec = usec(us.LastTrigger)
 	ou.NextElapseUSecRealtime = usec(us.NextElapse)
 	return ou

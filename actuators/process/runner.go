@@ -25,6 +25,8 @@ import (
 // runner_exit.go):
 //
 //	Idle ──start──► startAttempt ──limit hit──► Idle (failed, start-limit-hit)
+//	Idle ──the supervisor's own start at Run──► Queued ──Release──► startAttempt
+//	     (an automatic restart owed at Run: AutoRestart, its delay, then Release)
 //	                     │
 //	                     ▼          busy
 //	                take the lock ──────► Lock ──timer──► (take the lock again)
@@ -47,7 +49,8 @@ import (
 //	                                                              ▼
 //	                                                        exit handling
 //	  job attempt failed, attempts left ──► RetryWait ──timer──► take the lock
-//	  Tracker.Decide restart            ──► AutoRestart ──timer──► startAttempt (latest spec)
+//	  Tracker.Decide restart            ──► AutoRestart ──timer──► startAttempt (latest spec;
+//	                                        before Release, at Release; no spec: Idle)
 //	  Tracker.Decide stop               ──► Idle (inactive)
 //	  Tracker.Decide fail, limit        ──► Idle (failed)
 //
@@ -57,7 +60,8 @@ import (
 //	Stopping ──stop timeout──► SIGKILL, still Stopping
 //	Stopping ──exit──► Idle (inactive: the stop was requested), then a
 //	                   start if a restart was asked (restartAfterStop)
-//	lock, notify socket or spawn error ──► Idle (failed)
+//	lock or notify socket error ──► Idle (failed)
+//	spawn error (203/EXEC, 217/USER, …) ──► exit handling, as a failed run
 //
 // What each command does in each phase (runner.command; "wait" adds the
 // caller to the start or stop waiters, answered when the phase settles):
@@ -74,9 +78,10 @@ import (
 //	                                                               restart after, wait      Unchanged
 //	Stopping     start: restart after,    stop stands, queued      restart after, wait      tracker reset,
 //	             wait; trigger: ignored   start fails, wait                                 Unchanged
-//	AutoRestart  start: cancel delay,     cancel delay, starts     cancel delay, begin      tracker reset,
-//	             begin start;             fail, Idle (inactive),   start                    Unchanged
-//	             trigger: ignored         Changed
+//	AutoRestart, start: cancel delay,     cancel delay, starts     cancel delay, begin      tracker reset,
+//	Queued       begin start;             fail, Idle (inactive),   start                    Unchanged
+//	             trigger: ignored         Changed; the dead
+//	                                      process's row dropped
 //
 // reset-failed always resets the restart tracker (start limit); it changes
 // the state only of a failed idle unit.
@@ -92,6 +97,10 @@ const (
 	phStopping                 // deactivating: signal sent, waiting for exit
 	phAutoRestart              // activating/auto-restart: waiting the restart delay
 	phRetryWait                // activating/start: a job waits between attempts of one run
+	// phQueued (activating/start): a start the supervisor decided itself
+	// at Run (startEnabled's) waits for Release
+	// (Options.HoldUntilRelease), then runs the spec loaded then.
+	phQueued
 )
 
 // runner is the state of one service's goroutine; only that goroutine touches it.
@@ -117,6 +126,8 @@ type runner struct {
 	restartAfterStop bool
 	autoRestart      bool   // the next start is an automatic restart (NRestarts)
 	owedRestart      bool   // the next start is a restart job's, or finishes one a killed agent began (procRecord.Owed)
+	queuedOwed       bool   // phQueued's start finishes a restart a killed agent began
+	waitRelease      bool   // a start waits for Release (phQueued, or AutoRestart's delay is over)
 	nextRestarts     uint32 // NRestarts of the main process being spawned (its intent row)
 
 	startWaiters []chan opReply
@@ -181,6 +192,10 @@ func (u *unit) runService(ctx context.Context, spec *Spec, adopt *procRecord, in
 		if r.proc != nil {
 			exitC = r.proc.exit
 		}
+		var relC <-chan struct{}
+		if r.waitRelease {
+			relC = u.s.released
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -199,6 +214,9 @@ func (u *unit) runService(ctx context.Context, spec *Spec, adopt *procRecord, in
 			r.notified(bgCtx, m)
 		case res := <-r.probeCh:
 			r.probed(res)
+		case <-relC:
+			r.waitRelease = false
+			r.release(bgCtx)
 		}
 	}
 }
@@ -233,6 +251,10 @@ func (r *runner) command(ctx context.Context, c command) {
 	case actuators.OpStart, opTrigger:
 		switch r.phase {
 		case phIdle:
+			if c.auto || c.atRun && !r.u.s.isReleased() {
+				r.queue(c)
+				return
+			}
 			if r.tracker != nil && r.spec.Type == TypeOneshot {
 				r.tracker.Reset() // a job's attempts count per activation
 			}
@@ -251,9 +273,12 @@ func (r *runner) command(ctx context.Context, c command) {
 			r.restartAfterStop = true
 			r.recordStop()
 			r.wait(c, &r.startWaiters)
-		case phAutoRestart:
+		case phAutoRestart, phQueued:
 			if c.op == opTrigger {
 				return
+			}
+			if r.phase == phQueued {
+				r.owedRestart = r.owedRestart || r.queuedOwed
 			}
 			r.stopTimer()
 			r.wait(c, &r.startWaiters)
@@ -272,7 +297,13 @@ func (r *runner) command(ctx context.Context, c command) {
 		switch r.phase {
 		case phIdle:
 			c.answer(actuators.Unchanged, nil)
-		case phLock, phCheckWait, phAutoRestart, phRetryWait:
+		case phLock, phCheckWait, phAutoRestart, phRetryWait, phQueued:
+			if r.phase == phAutoRestart || r.phase == phQueued {
+				// The row of the process that exited (kept for the
+				// restart, or for the next agent to owe it) goes: the
+				// stop stands, no next agent restarts it.
+				r.u.s.dropRow(r.u.name)
+			}
 			r.stopTimer()
 			r.releaseLock()
 			r.answerStarts(actuators.Unchanged, errors.New("start canceled by stop"))
@@ -299,7 +330,7 @@ func (r *runner) command(ctx context.Context, c command) {
 		case phIdle:
 			r.wait(c, &r.startWaiters)
 			r.beginStart(ctx)
-		case phLock, phCheckWait, phAutoRestart, phRetryWait:
+		case phLock, phCheckWait, phAutoRestart, phRetryWait, phQueued:
 			r.stopTimer()
 			r.releaseLock()
 			r.wait(c, &r.startWaiters)
@@ -320,7 +351,8 @@ func (r *runner) command(ctx context.Context, c command) {
 			r.tracker.Reset()
 		}
 		if c.thenStart && r.phase == phIdle {
-			// Straight from failed (or stopped) to activating.
+			// Straight from failed (or stopped) to activating: asked
+			// for against the manifests (reconciler reset), not held.
 			r.command(ctx, command{op: actuators.OpStart})
 			c.answer(actuators.Changed, nil)
 			return
@@ -345,8 +377,23 @@ func (r *runner) timerFired(ctx context.Context) {
 	case phRetryWait:
 		r.lockThenRun(ctx)
 	case phAutoRestart:
-		// Like systemd, an automatic restart runs the latest loaded spec.
-		if spec, hash := r.u.current(); spec != nil && (spec != r.spec || hash != r.hash) {
+		if !r.u.s.isReleased() {
+			// Held (Options.HoldUntilRelease): the restart runs once the
+			// first pass has written what the manifests say.
+			r.waitRelease = true
+			return
+		}
+		// Like systemd, an automatic restart runs the latest loaded spec;
+		// none (its unit file is gone) restarts nothing.
+		spec, hash := r.u.current()
+		if spec == nil {
+			r.u.s.dropRow(r.u.name)
+			r.phase = phIdle
+			r.set("inactive", "dead", nil)
+			r.answerStarts(actuators.Unchanged, fmt.Errorf("unit %s is not loaded", r.u.name))
+			return
+		}
+		if spec != r.spec || hash != r.hash {
 			r.spec, r.hash = spec, hash
 			r.tracker.SetSpec(*spec.Restart)
 		}
@@ -360,6 +407,59 @@ func (r *runner) timerFired(ctx context.Context) {
 		if r.proc != nil {
 			r.log.Warn("stop timed out, killing", zap.Int("pid", r.proc.rec.PID))
 			signalGroup(r.proc.rec.PGID, syscall.SIGKILL)
+		}
+	}
+}
+
+// queue takes a start the supervisor decided itself at Run (c.atRun,
+// Supervisor.startEnabled): held until Release (phQueued), or,
+// for the automatic restart of a process that died while no agent ran
+// (c.auto), the restart delay of its policy and then Release
+// (AutoRestart), as systemd waits RestartSec. Either runs the spec loaded
+// when it starts: the first pass may have rewritten, stopped or pruned it.
+func (r *runner) queue(c command) {
+	spec, hash := r.u.current()
+	if spec == nil {
+		c.answer(actuators.Unchanged, fmt.Errorf("unit %s is not loaded", r.u.name))
+		return
+	}
+	r.wait(c, &r.startWaiters)
+	r.owedRestart, r.queuedOwed = false, c.owed
+	if !c.auto {
+		r.phase = phQueued
+		r.waitRelease = true
+		r.set("activating", "start", nil)
+		return
+	}
+	if hash != r.hash || r.tracker == nil {
+		r.tracker = NewTracker(*spec.Restart, r.u.s.now)
+	}
+	r.spec, r.hash = spec, hash
+	r.attempt = 1
+	r.owedRestart = c.owed
+	r.phase = phAutoRestart
+	r.set("activating", "auto-restart", func(st *status) { st.NRestarts = c.nRestarts })
+	r.setTimer(spec.Restart.Delay.D())
+}
+
+// release runs what waited for Release.
+func (r *runner) release(ctx context.Context) {
+	switch r.phase {
+	case phQueued:
+		if r.u.loaded() == nil {
+			// Its unit file is gone (pruned without a stop): nothing to start.
+			r.u.s.dropRow(r.u.name)
+			r.phase = phIdle
+			r.set("inactive", "dead", nil)
+			r.answerStarts(actuators.Unchanged, fmt.Errorf("unit %s is not loaded", r.u.name))
+			return
+		}
+		r.phase = phIdle
+		r.owedRestart = r.queuedOwed
+		r.beginStartAs(ctx, false)
+	case phAutoRestart:
+		if r.timerC == nil { // its delay is over
+			r.timerFired(ctx)
 		}
 	}
 }

@@ -140,7 +140,7 @@ func (r *runner) startMain(ctx context.Context) {
 		r.u.update(func(st *status) {
 			st.MainPID, st.ExecMainStart, st.ExecMainExit, st.ExecMainStatus = 0, now, now, spawnStatus(err, r.spec.WorkingDirectory)
 		})
-		r.fail(ResultExitCode, err)
+		r.spawnFailed(err)
 		return
 	}
 	r.proc, r.isCheck = p, false
@@ -178,6 +178,35 @@ func (r *runner) startMain(ctx context.Context) {
 		r.phase = phRunning
 		r.set("active", "running", nil)
 		r.answerStarts(actuators.Changed, nil)
+	}
+}
+
+// spawnFailed ends a start whose main process could not be started (its
+// exec failed: 203/EXEC, 217/USER, 200/CHDIR) as systemd ends a failed run
+// of Type=exec: the start fails, and the restart policy decides (a job's
+// attempts first, then Tracker.Decide: an automatic restart after the
+// delay, until the start limit; never: failed).
+func (r *runner) spawnFailed(err error) {
+	if rt := r.spec.Retry; rt != nil && r.attempt < rt.Attempts {
+		r.log.Warn("job attempt failed, retrying", zap.Error(err), zap.Int("attempt", r.attempt), zap.Int("attempts", rt.Attempts))
+		r.attempt++
+		r.phase = phRetryWait
+		r.set("activating", "start", nil)
+		r.setTimer(desired.RetryDelay(rt))
+		return
+	}
+	d, delay, reason := r.tracker.Decide(false, false)
+	r.log.Info("start failed, restart policy decides", zap.Stringer("decision", d), zap.String("reason", string(reason)))
+	switch d {
+	case DecisionRestart:
+		r.answerStarts(actuators.Unchanged, fmt.Errorf("unit %s failed: %s: %w", r.u.name, ResultExitCode, err))
+		r.phase = phAutoRestart
+		r.set("activating", "auto-restart", func(st *status) { st.Result = ResultExitCode })
+		r.setTimer(delay)
+	case DecisionLimit:
+		r.fail(ResultStartLimitHit, err)
+	default:
+		r.fail(ResultExitCode, err)
 	}
 }
 

@@ -53,6 +53,17 @@ type Options struct {
 	// `diff` and `apply` plan the same start (the agent, `run`, starts
 	// every enabled unit at once, as systemd does at boot).
 	OneShot bool
+	// HoldUntilRelease: the starts the supervisor decides itself from the
+	// unit files it finds at Run (enabled units, a restart owed by a
+	// process that died while no agent ran or by an interrupted restart,
+	// a timer's runs, a reset's start) wait for Release, which the agent
+	// calls once its first pass has loaded the manifests and written,
+	// reloaded, stopped or pruned what changed: what starts is what the
+	// manifests say, not the unit files an earlier agent left. Until then
+	// such a unit reads as activating (a timer as active), so the first
+	// pass neither starts it twice nor takes it for stopped. A pass's own
+	// steps are never held. Without it, Release is implied.
+	HoldUntilRelease bool
 }
 
 // Supervisor runs the units in <stateDir>/units as child processes, the way
@@ -130,6 +141,10 @@ type Supervisor struct {
 	ready   chan struct{} // closed once Run has loaded and adopted
 	done    chan struct{} // closed when Run returns
 	running bool
+	// released is closed by Release (at New without
+	// Options.HoldUntilRelease): starts the supervisor decides itself run.
+	released    chan struct{}
+	releaseOnce sync.Once
 
 	// beforeFork, when set (tests), runs after a main process's intent row
 	// is written and before its fork.
@@ -169,6 +184,10 @@ func New(stateDir string, log *zap.Logger, opts Options) (*Supervisor, error) {
 		procRoot: opts.ProcRoot, log: log.Named("process"), opts: opts, now: opts.Now,
 		units: map[string]*unit{}, table: map[string]procRecord{}, idle: map[string]idleEntry{},
 		dirty: make(chan struct{}, 1), ctl: make(chan chan reloadReply), ready: make(chan struct{}), done: make(chan struct{}),
+		released: make(chan struct{}),
+	}
+	if !opts.HoldUntilRelease {
+		close(s.released)
 	}
 	s.logFiles.log = s.log
 	return s, nil
@@ -360,6 +379,30 @@ func (s *Supervisor) stopAll() {
 		if _, err := s.command(context.Background(), n, actuators.OpStop); err != nil {
 			s.log.Error("stop on exit failed", zap.String("unit", n), zap.Error(err))
 		}
+	}
+}
+
+// Release lets the starts the supervisor decides itself run (see
+// Options.HoldUntilRelease): the agent calls it once its first pass is
+// done, whatever its result. Only the first call acts; it does not block.
+func (s *Supervisor) Release() {
+	s.releaseOnce.Do(func() {
+		select {
+		case <-s.released: // not holding
+		default:
+			close(s.released)
+			s.log.Info("held starts released")
+		}
+	})
+}
+
+// isReleased reports whether Release was called (or nothing is held).
+func (s *Supervisor) isReleased() bool {
+	select {
+	case <-s.released:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -265,7 +265,15 @@ func (s *Supervisor) heldStops() map[string]string {
 //
 // A unit whose recorded process died while no agent ran (a row that was
 // neither stopping nor adopted) is started as an automatic restart, its
-// count carried on from the row, as systemd would have restarted it.
+// count carried on from the row, as systemd would have restarted it:
+// after its restart delay.
+//
+// With Options.HoldUntilRelease these starts (a timer's runs too) wait
+// for Release, after the first pass (runner.queue): they run the unit
+// files that pass left, or nothing if it stopped or pruned the unit. The
+// row of an owed restart (an automatic one, or one an interrupted restart
+// owes) is put back into the table meanwhile, so an agent killed before
+// Release leaves the next one the same restart to decide.
 func (s *Supervisor) startEnabled(held map[string]string, prev map[string]procRecord) {
 	var taken []chan struct{}
 	defer func() {
@@ -283,7 +291,11 @@ func (s *Supervisor) startEnabled(held map[string]string, prev map[string]procRe
 	// died are the services set failed below, once s.mu is released
 	// (update notes them in the process table, under s.mu).
 	var died []*unit
+	restored := false
 	defer func() {
+		if restored {
+			s.saveTable()
+		}
 		for _, u := range died {
 			u.update(func(st *status) {
 				st.ActiveState, st.SubState, st.Result, st.MainPID = "failed", "failed", ResultUnknown, 0
@@ -338,6 +350,12 @@ func (s *Supervisor) startEnabled(held map[string]string, prev map[string]procRe
 		select {
 		case u.cmds <- c:
 			taken = append(taken, c.taken)
+			if rec, ok := prev[n]; ok && (c.auto || c.owed) && !s.isReleased() {
+				if _, has := s.table[n]; !has {
+					s.table[n] = rec
+					restored = true
+				}
+			}
 		default:
 		}
 	}

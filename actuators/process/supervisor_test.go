@@ -370,13 +370,16 @@ func TestFailedSpawnIsTheLastRun(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, t.TempDir(), Options{})
 	h.run()
-	h.install(service("web", desired.ServiceSpec{Command: sh("exec sleep 1000")}), true)
+	// Restart policy never: a failed start stays failed (with a policy
+	// that restarts, it is restarted: TestSpawnFailureRestartedByPolicy).
+	never := &desired.RestartSpec{Policy: desired.RestartNever}
+	h.install(service("web", desired.ServiceSpec{Command: sh("exec sleep 1000"), Restart: never}), true)
 	if _, err := h.apply(ctx, actuators.Step{Op: actuators.OpStart, Unit: "web.service"}); err != nil {
 		t.Fatal(err)
 	}
 	h.waitUnit("web.service", "running", func(u *observed.Unit) bool { return u.ActiveState == "active" && u.MainPID != 0 })
 	before := h.unit("web.service").ExecMainStartTimestamp
-	h.install(service("web", desired.ServiceSpec{Command: sh("exec sleep 1000"), User: "no-such-user-resil"}), true)
+	h.install(service("web", desired.ServiceSpec{Command: sh("exec sleep 1000"), User: "no-such-user-resil", Restart: never}), true)
 	_, err := h.apply(ctx, actuators.Step{Op: actuators.OpRestart, Unit: "web.service"})
 	if err == nil || !strings.Contains(err.Error(), "unknown user no-such-user-resil") {
 		t.Fatalf("restart as an unknown user: %v, want its lookup error", err)
@@ -388,7 +391,7 @@ func TestFailedSpawnIsTheLastRun(t *testing.T) {
 			u.ActiveState, u.ExecMainStatus, u.ExecMainStartTimestamp, before, u.ExecMainExitTimestamp, u.MainPID)
 	}
 	// A working directory that does not exist: 200/CHDIR.
-	h.install(service("web", desired.ServiceSpec{Command: sh("exec sleep 1000"), WorkingDirectory: "/nonexistent-resil-dir"}), true)
+	h.install(service("web", desired.ServiceSpec{Command: sh("exec sleep 1000"), WorkingDirectory: "/nonexistent-resil-dir", Restart: never}), true)
 	if _, err := h.apply(ctx, actuators.Step{Op: actuators.OpStart, Unit: "web.service"}); err == nil {
 		t.Fatal("start in a missing working directory succeeded")
 	}

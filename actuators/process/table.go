@@ -231,6 +231,19 @@ func (s *Supervisor) recordProc(name string, rec *procRecord) {
 	s.saveTable()
 }
 
+// dropRow removes a unit's row, if any, and writes the table: the row of
+// a process that exited, kept for its automatic restart, once that
+// restart is no longer owed (a stop, the unit file gone).
+func (s *Supervisor) dropRow(name string) {
+	s.mu.Lock()
+	_, ok := s.table[name]
+	delete(s.table, name)
+	s.mu.Unlock()
+	if ok {
+		s.saveTable()
+	}
+}
+
 // recordStopping marks a unit's row (the process pid) as being stopped on
 // request, and why (stopStop, stopRestart).
 func (s *Supervisor) recordStopping(name string, pid int, why string) {

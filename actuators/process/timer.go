@@ -37,8 +37,12 @@ type timerState struct {
 	last     time.Time // last trigger
 	bootDone bool
 	bootFor  time.Duration // the onBoot that bootDone is for: a changed one is scheduled again if still ahead
-	t        *time.Timer
-	tC       <-chan time.Time
+	// held: started at Run before Release (Options.HoldUntilRelease),
+	// active with nothing scheduled: at Release it starts from the spec
+	// loaded then (catch-up, reported as the supervisor's; schedule).
+	held bool
+	t    *time.Timer
+	tC   <-chan time.Time
 }
 
 // runTimer is the goroutine of one timer unit: while active it sleeps until
@@ -56,9 +60,19 @@ func (u *unit) runTimer(ctx context.Context, initialized chan<- struct{}) {
 	})
 	close(initialized)
 	for {
+		var relC <-chan struct{}
+		if t.held {
+			relC = u.s.released
+		}
 		select {
 		case <-ctx.Done():
 			return
+		case <-relC:
+			t.held = false
+			if err := t.start(true); err != nil {
+				t.deactivate()
+				t.log.Info("held timer not started", zap.Error(err))
+			}
 		case c := <-u.cmds:
 			// A timer acts at once: the command is taken (startEnabled's
 			// wait ends) once its status says what it did, so the first
@@ -73,6 +87,10 @@ func (u *unit) runTimer(ctx context.Context, initialized chan<- struct{}) {
 					answer(actuators.Unchanged, nil)
 					continue
 				}
+				if c.atRun && !u.s.isReleased() {
+					answer(actuators.Changed, t.hold())
+					continue
+				}
 				answer(actuators.Changed, t.start(c.atRun))
 			case actuators.OpStop:
 				if !t.active {
@@ -85,7 +103,8 @@ func (u *unit) runTimer(ctx context.Context, initialized chan<- struct{}) {
 				t.deactivate()
 				answer(actuators.Changed, t.start(false))
 			case opReload:
-				if t.active && t.u.loaded() != t.spec {
+				// A held timer starts from the spec loaded at Release.
+				if t.active && !t.held && t.u.loaded() != t.spec {
 					t.deactivate()
 					if err := t.start(false); err != nil {
 						t.log.Error("timer restart after reload failed", zap.Error(err))
@@ -114,9 +133,23 @@ func (t *timerState) stop() {
 	t.t, t.tC = nil, nil
 }
 
+// hold activates the timer without scheduling anything until Release
+// (Options.HoldUntilRelease): its runs, a catch-up's too, are decided then,
+// from the unit file the first pass left.
+func (t *timerState) hold() error {
+	if t.u.loaded() == nil {
+		return errors.New("timer not loaded")
+	}
+	t.active, t.held = true, true
+	t.u.update(func(st *status) {
+		st.ActiveState, st.SubState, st.Result, st.NextElapse = "active", "waiting", ResultSuccess, time.Time{}
+	})
+	return nil
+}
+
 func (t *timerState) deactivate() {
 	t.stop()
-	t.active = false
+	t.active, t.held = false, false
 	t.u.update(func(st *status) {
 		st.ActiveState, st.SubState, st.NextElapse = "inactive", "dead", time.Time{}
 	})

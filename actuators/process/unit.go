@@ -40,15 +40,17 @@ type command struct {
 	taken chan struct{}
 	// auto (OpStart at agent start only): the unit's last process died
 	// while no agent ran; this start is an automatic restart, counted on
-	// top of nRestarts, the count recorded with that process.
+	// top of nRestarts, the count recorded with that process, made after
+	// its restart delay (runner.queue).
 	auto      bool
 	nRestarts uint32
 	// owed (OpStart at agent start only): the start finishes a restart
 	// the last agent began and was killed in (procRecord.Owed).
 	owed bool
-	// atRun: the start is startEnabled's, before any pass; a timer then
-	// reports its own catch-up decision (a pass's start reports the
-	// planner's).
+	// atRun: the start is the supervisor's own, before any pass
+	// (startEnabled's): held until Release
+	// (Options.HoldUntilRelease). A timer then reports its own catch-up
+	// decision (a pass's start reports the planner's).
 	atRun bool
 	// thenStart (OpResetFailed of a reset request): start the unit once
 	// its failed state is cleared, as one step.

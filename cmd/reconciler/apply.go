@@ -101,6 +101,9 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 	defer func() { stopBg(); _ = bg.Wait() }()
 	start := time.Now()
 	res, err := r.Reconcile(ctx, opts)
+	if be.Release != nil {
+		be.Release() // the held starts (timers) run the files the pass left
+	}
 	g.saveManifestCache(log)
 	if snapshot != nil && res.Observed != nil {
 		after, aerr := statusAfter(ctx, r, res, err, recheck, log)

@@ -43,6 +43,12 @@ type backend struct {
 	// backend's supervisor). Each returns when ctx is done, after its
 	// goroutines exit; wake must not block.
 	Background []func(ctx context.Context, wake func()) error
+	// Release, if set, is called once the first pass of a command that
+	// acts (run, apply) is done, whatever its result: the process
+	// supervisor holds the starts it decides itself from the unit files
+	// it found (enabled units, owed restarts, timer runs) until then, so
+	// they run what the manifests say (process.Options.HoldUntilRelease).
+	Release func()
 	// Watches run beside `run`'s loop only: subscriptions to state changes
 	// that wake it and feed the observer's cache. A one-shot `apply` reads
 	// everything anyway and needs no wake-ups, so it does not subscribe:

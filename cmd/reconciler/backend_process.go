@@ -33,6 +33,9 @@ func openProcess(_ context.Context, g *globals, log *zap.Logger, readOnly bool) 
 		StopOnExit: stopOnExit,
 		Subreaper:  os.Getpid() == 1,
 		OneShot:    !g.agent,
+		// Nothing starts from the unit files an earlier agent left before
+		// the first pass has written what the manifests say (be.Release).
+		HoldUntilRelease: !readOnly,
 		Wake: func() {
 			if f := wake.Load(); f != nil {
 				(*f)()
@@ -68,6 +71,7 @@ func openProcess(_ context.Context, g *globals, log *zap.Logger, readOnly bool) 
 	// before it has adopted what a previous agent left running, or it would
 	// see adopted processes as stopped.
 	be.Observer = readyObserver{sup}
+	be.Release = sup.Release
 	be.Background = append(be.Background, func(ctx context.Context, kick func()) error {
 		wake.Store(&kick)
 		return sup.Run(ctx)

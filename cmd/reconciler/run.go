@@ -95,7 +95,7 @@ func newRunCmd(g *globals) *cobra.Command {
 				}
 			}
 			defer g.saveManifestCache(log)
-			afterPass := []func(reconcile.Result, error){firstPassLog(log), sd.afterPass, newTimerLog(log).afterPass, obs.afterPass, hp.afterPass, saveCache, trim.afterPass}
+			afterPass := []func(reconcile.Result, error){firstPassLog(log), releaseAfterFirst(be.Release), sd.afterPass, newTimerLog(log).afterPass, obs.afterPass, hp.afterPass, saveCache, trim.afterPass}
 			loop.AfterPass = func(res reconcile.Result, err error) {
 				for _, h := range afterPass {
 					h(res, err)
@@ -162,6 +162,17 @@ func firstPassLog(log *zap.Logger) func(reconcile.Result, error) {
 		if first {
 			first = false
 			log.Info("first pass done", zap.Int("objects", res.Objects), zap.Int("steps", len(res.Plan.Steps)), zap.Error(err))
+		}
+	}
+}
+
+// releaseAfterFirst calls release (backend.Release) after the first pass,
+// whatever its result; nil release: nothing.
+func releaseAfterFirst(release func()) func(reconcile.Result, error) {
+	return func(reconcile.Result, error) {
+		if release != nil {
+			release()
+			release = nil
 		}
 	}
 }
