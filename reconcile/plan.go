@@ -476,11 +476,16 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 	}
 	reason := "new unit"
 	change := UnitChange{Restart: true}
-	deleted := cur == nil && u != nil && u.FileDeleted
+	// Not a new unit: resil's file was there, and the unit still runs
+	// (or, stopped, keeps) what was loaded from it; or, a daemon-reload
+	// since, the unit runs from a file that is gone (nothing else
+	// provides it), which only a deletion leaves.
+	deleted := cur == nil && u != nil && (u.FileDeleted || u.Active() && len(u.VendorPaths) == 0)
 	if deleted {
-		// Not a new unit: resil's file was there, and the unit still
-		// runs (or, stopped, keeps) what was loaded from it.
 		msg := fmt.Sprintf("%s was deleted out of band (%s is still loaded from it)", path, f.Name)
+		if !u.FileDeleted {
+			msg = fmt.Sprintf("%s runs with no unit file: %s was deleted out of band (and the units reloaded since)", f.Name, path)
+		}
 		if o.DriftPolicy() == desired.DriftReport {
 			p.find(id, f.Name, ReasonFileDeleted, msg+"; drift policy report: left as is", true, false)
 			return fileState{edited: true, deleted: true}

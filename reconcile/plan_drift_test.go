@@ -51,8 +51,9 @@ func driftFindings(p Plan) string {
 }
 
 // An owned unit file deleted out of band while systemd still has the unit
-// loaded from it (observed.Unit.FileDeleted) is drift (FileDeleted), not a
-// new unit: restored under enforce, left as found under report. The
+// loaded from it (observed.Unit.FileDeleted), or a unit running with no
+// file at all (a daemon-reload since the deletion), is drift (FileDeleted),
+// not a new unit: restored under enforce, left as found under report. The
 // running process is still restarted (the deleted file cannot be compared
 // with the manifest), with a reason that says so.
 func TestPlanFileDeleted(t *testing.T) {
@@ -83,12 +84,23 @@ func TestPlanFileDeleted(t *testing.T) {
 				"start web.service (inactive, want active)",
 			finding:  "FileDeleted (enforced): /etc/systemd/system/web.service was deleted out of band (web.service is still loaded from it); restoring",
 			journals: true},
-		// Reloaded since: systemd no longer says where it came from.
-		{name: "not loaded from the unit directory any more", active: "active", load: "not-found",
+		// Reloaded since (by resil for another unit, or anyone): systemd
+		// no longer says where it came from, but a unit that runs with
+		// no file anywhere had one that was deleted.
+		{name: "reloaded since, running", active: "active", load: "not-found",
+			steps: "write /etc/systemd/system/web.service (deleted out of band, restoring)\n" +
+				"enable web.service (deleted out of band, restoring)\n" +
+				"daemon-reload (unit files written)\n" +
+				"restart web.service (its unit file was deleted out of band: the version it runs cannot be told)",
+			finding:  "FileDeleted (enforced): web.service runs with no unit file: /etc/systemd/system/web.service was deleted out of band (and the units reloaded since); restoring",
+			journals: true},
+		{name: "reloaded since, running, report: left as found", drift: desired.DriftReport, active: "active", load: "not-found",
+			finding: "FileDeleted: web.service runs with no unit file: /etc/systemd/system/web.service was deleted out of band (and the units reloaded since); drift policy report: left as is"},
+		{name: "reloaded since, stopped: a new unit", active: "inactive", load: "not-found",
 			steps: "write /etc/systemd/system/web.service (new unit)\n" +
 				"enable web.service (new unit)\n" +
 				"daemon-reload (unit files written)\n" +
-				"restart web.service (running without a unit file)",
+				"start web.service (new unit)",
 			journals: true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -288,5 +300,52 @@ func TestStateSwitchToStoppedIsNotDrift(t *testing.T) {
 	want := "StartedOutOfBand (enforced): web.service is active, want stopped; stopping"
 	if got := driftFindings(res.Plan); got != want || stepStrings(res.Plan.Steps) != "stop web.service (active, want stopped)" {
 		t.Fatalf("started by hand: steps\n%s\nfindings\n%s\nwant %s", stepStrings(res.Plan.Steps), got, want)
+	}
+}
+
+// A timer's file deleted out of band: the same drift, restored (and the
+// timer restarted) under enforce, left as found under report.
+func TestPlanTimerFileDeleted(t *testing.T) {
+	for _, tt := range []struct {
+		drift   desired.DriftPolicy
+		steps   string
+		finding string
+	}{
+		{steps: "write /etc/systemd/system/nightly.timer (deleted out of band, restoring)\n" +
+			"enable nightly.timer (deleted out of band, restoring)\n" +
+			"daemon-reload (unit files written)\n" +
+			"restart nightly.timer (its unit file was deleted out of band: the version it runs cannot be told)",
+			finding: "FileDeleted (enforced): /etc/systemd/system/nightly.timer was deleted out of band (nightly.timer is still loaded from it); restoring"},
+		{drift: desired.DriftReport,
+			finding: "FileDeleted: /etc/systemd/system/nightly.timer was deleted out of band (nightly.timer is still loaded from it); drift policy report: left as is"},
+	} {
+		name := string(tt.drift)
+		if name == "" {
+			name = "enforce"
+		}
+		t.Run(name, func(t *testing.T) {
+			o := &desired.Object{APIVersion: desired.APIVersion, Kind: desired.KindTimer, Metadata: desired.ObjectMeta{Name: "nightly"},
+				Source: desired.Source{File: "nightly.yaml"}, Timer: &desired.TimerSpec{Schedule: []string{"daily"}, Command: []string{"/bin/true"}, Drift: tt.drift}}
+			files, err := desired.Render(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			units := map[string]*observed.Unit{}
+			for _, f := range files {
+				u := &observed.Unit{Name: f.Name, Path: unitDir + "/" + f.Name, File: f.Data, Owner: o.ID(), LoadState: "loaded", ActiveState: "inactive", UnitFileState: "static"}
+				if strings.HasSuffix(f.Name, ".timer") {
+					u.File, u.Owner, u.ActiveState, u.SubState, u.NeedDaemonReload, u.FileDeleted = nil, "", "active", "waiting", true, true
+				}
+				units[f.Name] = u
+			}
+			plan := Compute(Input{Objects: []*desired.Object{o}, Files: map[string][]desired.UnitFile{o.ID(): files}, UnitDir: unitDir,
+				Observed: &observed.State{Backend: "systemd", UnitDir: unitDir, Units: units}})
+			if got := stepStrings(plan.Steps); got != tt.steps {
+				t.Errorf("steps:\n%s\nwant\n%s", got, tt.steps)
+			}
+			if got := driftFindings(plan); got != tt.finding {
+				t.Errorf("findings:\n%s\nwant\n%s", got, tt.finding)
+			}
+		})
 	}
 }

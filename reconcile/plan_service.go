@@ -76,13 +76,8 @@ func (p *planner) service(o *desired.Object) {
 			p.rt(actuators.OpRestart, o, f.Name, "its unit file was deleted out of band: the version it runs cannot be told")
 		case fs.isNew && u.Active():
 			// A unit taken over from a vendor file runs the vendor's
-			// version; one still running after its file was removed runs
-			// a version that is gone.
-			why := "running without a unit file"
-			if len(u.VendorPaths) > 0 {
-				why = "taken over from " + strings.Join(u.VendorPaths, ", ")
-			}
-			p.rt(actuators.OpRestart, o, f.Name, why)
+			// version (one running with no file at all is fs.deleted).
+			p.rt(actuators.OpRestart, o, f.Name, "taken over from "+strings.Join(u.VendorPaths, ", "))
 		case fs.isNew || u == nil:
 			p.rt(actuators.OpStart, o, f.Name, "new unit")
 		case u.ActiveState == "failed":
