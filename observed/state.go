@@ -34,6 +34,18 @@ type Unit struct {
 	Path string `json:"path"`
 	// File is the content at Path; nil when there is no file.
 	File []byte `json:"-"`
+	// FileModTime is File's modification time, µs since the epoch (0:
+	// no file, or not read). With ExecMainStartTimestamp it tells whether
+	// a hand edit of the file came after the running process started
+	// (reconcile: an edit the process never ran is restored without a
+	// restart).
+	FileModTime uint64 `json:"fileModTime,omitempty"`
+	// FileDeleted says the backend still has the unit loaded from Path
+	// while no file is there: it was deleted after the backend's last load
+	// (systemd: FragmentPath is Path, read for a loaded unit without a
+	// file; the process backend: the supervisor holds the spec it loaded
+	// from Path). The unit runs the definition it loaded then.
+	FileDeleted bool `json:"fileDeleted,omitempty"`
 	// Owner is the object ID from the file's X-Resil-Object marker ("" when not ours).
 	Owner string `json:"owner,omitempty"`
 

@@ -53,11 +53,14 @@ type Input struct {
 	// Protected are object IDs whose owned units must not be pruned even if
 	// absent from Objects (their manifest is broken right now).
 	Protected map[string]bool
-	// StateChanged: objects with drift: report whose manifest changed
-	// state or enabled since their last good version. Neither is in the
+	// StateChanged: objects whose manifest changed state or enabled
+	// since their last good version (the agent's memory of it; a first
+	// pass has it only where it loads the persisted last good objects,
+	// which it does when an object has drift: report). Neither is in the
 	// unit file, so without it a unit found not as they now say reads as
-	// out-of-band drift and is left as is: the manifest's change was never
-	// applied.
+	// out-of-band drift: under drift: report it is left as is (the
+	// manifest's change was never applied), under enforce the change is
+	// applied with a drift finding it does not deserve.
 	StateChanged map[string]bool
 	// BrokenFiles are manifest files (relative) that failed to load; owned
 	// units whose X-Resil-Source names one of them are never pruned, even
@@ -398,9 +401,16 @@ type fileState struct {
 	// policy report); its newer mtime or hash says nothing about a lost
 	// restart, so no stale-process restart is planned from it.
 	edited bool
+	// deleted: the file was deleted out of band while the backend still
+	// has the unit loaded from it (observed.Unit.FileDeleted): restored
+	// when written, else left as is (drift policy report).
+	deleted bool
 	// change says how a written file affects the running process (set
 	// when the file existed before).
 	change UnitChange
+	// editRestored: a hand edit the running process never ran is
+	// restored (keptProcess): change needs no restart.
+	editRestored bool
 }
 
 // ownerGone reports whether owner, the object that owns a unit file a
@@ -478,6 +488,24 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 	}
 	reason := "new unit"
 	change := UnitChange{Restart: true}
+	// Not a new unit: resil's file was there, and the unit still runs
+	// (or, stopped, keeps) what was loaded from it; or, a daemon-reload
+	// since, the unit runs from a file that is gone (nothing else
+	// provides it), which only a deletion leaves.
+	deleted := cur == nil && u != nil && (u.FileDeleted || u.Active() && len(u.VendorPaths) == 0)
+	if deleted {
+		msg := fmt.Sprintf("%s was deleted out of band (%s is still loaded from it)", path, f.Name)
+		if !u.FileDeleted {
+			msg = fmt.Sprintf("%s runs with no unit file: %s was deleted out of band (and the units reloaded since)", f.Name, path)
+		}
+		if o.DriftPolicy() == desired.DriftReport {
+			p.find(id, f.Name, ReasonFileDeleted, msg+"; drift policy report: left as is", true, false)
+			return fileState{edited: true, deleted: true}
+		}
+		p.find(id, f.Name, ReasonFileDeleted, msg+"; restoring", true, true)
+		reason = "deleted out of band, restoring"
+	}
+	editRestored := false
 	if cur != nil {
 		change = p.classify(cur, f.Data)
 		if strings.HasSuffix(f.Name, ".timer") {
@@ -502,15 +530,19 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 			case o.DriftPolicy() == desired.DriftReport:
 				p.find(id, f.Name, ReasonFileEdited, msg+"; drift policy report: left as is", true, false)
 				return fileState{edited: true}
+			case change.Restart && (startedFromRender(u, f.Data) || recorded == want && p.keptProcess(u, cur)):
+				// Its process never ran the edit: started from exactly
+				// this render (the hash the process backend recorded), or
+				// before the edit and after resil's version (by time).
+				p.find(id, f.Name, ReasonFileEdited, msg+"; restoring (its process started before the edit: no restart)", true, true)
+				reason = "edited out of band after the process started; restoring, no restart"
+				change, editRestored = UnitChange{Keys: change.Keys}, true
 			default:
 				p.find(id, f.Name, ReasonFileEdited, msg+"; restoring", true, true)
 				reason = "edited out of band, restoring"
 			}
-			if startedFromRender(u, f.Data) {
-				change = UnitChange{Keys: change.Keys} // the edit never reached its process
-			}
 		}
-		if !change.Restart {
+		if !change.Restart && !editRestored {
 			reason += "; " + change.Reason()
 		}
 	}
@@ -525,7 +557,37 @@ func (p *planner) syncFile(o *desired.Object, f desired.UnitFile) fileState {
 	p.files = append(p.files, actuators.Step{Op: actuators.OpWriteFile, Object: id, Unit: f.Name, Path: path, Data: data, Old: cur, Reason: reason})
 	p.reload = true
 	p.reloadWhy = append(p.reloadWhy, "unit files written")
-	return fileState{written: true, isNew: cur == nil, change: change}
+	return fileState{written: true, isNew: cur == nil && !deleted, deleted: deleted, change: change, editRestored: editRestored}
+}
+
+// keptProcess reports whether u's running main process runs the version
+// of its unit file resil last wrote, though the file on disk, cur, was
+// edited by hand since (the caller checked that its X-Resil-Hash marker
+// is the current render's: resil last wrote exactly what it would write
+// now). It holds when the process started before the file's last
+// modification (the edit: it never ran it) and after the version resil
+// wrote: no restart owed by the restart journal, and not before the
+// file's X-Resil-Process-Since marker (the time since which its process
+// settings are unchanged) when it kept one. Restoring the file then
+// changes nothing the process runs: a write and a daemon-reload, no
+// restart.
+//
+// What it cannot see: an edit, a restart by hand (the process then ran
+// that edit), then a second edit: the file's time is the second edit's,
+// and the process, older, reads as one that never ran an edit. A restart
+// of resil's version lost with no journal (an agent killed between its
+// write and its restart, with no state directory) is not seen either;
+// the observer's stale-process rule, which would see it, needs an intact
+// file.
+func (p *planner) keptProcess(u *observed.Unit, cur []byte) bool {
+	if u == nil || !u.Active() || u.MainPID == 0 || u.ExecMainStartTimestamp == 0 || u.FileModTime == 0 || p.staleProcess(u) {
+		return false
+	}
+	start := u.ExecMainStartTimestamp
+	if since, ok := ownmark.ProcessSince(cur); ok && start < uint64(since) {
+		return false
+	}
+	return start < u.FileModTime
 }
 
 // timerChange turns a timer's restart-class change into a reload-only one
@@ -696,6 +758,15 @@ func (p *planner) static(data []byte) bool {
 // `systemctl reenable` does (disable removes every link of the unit).
 func (p *planner) enable(o *desired.Object, unit string, want bool, fs fileState, u *observed.Unit, data []byte) {
 	switch {
+	case fs.deleted && !fs.written:
+		// Its file deleted out of band and left so (drift policy
+		// report): nothing to enable.
+	case want && fs.deleted:
+		// Its links were left with it (the unit file state reads as
+		// none while the file is missing): enable re-checks them.
+		if !u.Enabled() {
+			p.rt(actuators.OpEnable, o, unit, "deleted out of band, restoring")
+		}
 	case want && (fs.isNew || u == nil):
 		// A unit taken over from an enabled vendor unit is enabled already
 		// (the symlink names the unit, not the file).

@@ -69,15 +69,15 @@ func (p *planner) service(o *desired.Object) {
 			return
 		}
 		switch {
+		case fs.deleted && fs.written && u.Active():
+			// The file that was deleted cannot be compared with the one
+			// written: whether the process runs the manifest's version is
+			// not known.
+			p.rt(actuators.OpRestart, o, f.Name, "its unit file was deleted out of band: the version it runs cannot be told")
 		case fs.isNew && u.Active():
 			// A unit taken over from a vendor file runs the vendor's
-			// version; one still running after its file was removed runs
-			// a version that is gone.
-			why := "running without a unit file"
-			if len(u.VendorPaths) > 0 {
-				why = "taken over from " + strings.Join(u.VendorPaths, ", ")
-			}
-			p.rt(actuators.OpRestart, o, f.Name, why)
+			// version (one running with no file at all is fs.deleted).
+			p.rt(actuators.OpRestart, o, f.Name, "taken over from "+strings.Join(u.VendorPaths, ", "))
 		case fs.isNew || u == nil:
 			p.rt(actuators.OpStart, o, f.Name, "new unit")
 		case u.ActiveState == "failed":
@@ -173,9 +173,21 @@ func (p *planner) service(o *desired.Object) {
 			p.rt(actuators.OpStart, o, f.Name, "inactive, want active")
 		}
 	case desired.StateStopped:
-		if u != nil && u.Active() {
-			p.rt(actuators.OpStop, o, f.Name, "active, want stopped")
+		if u == nil || !u.Active() {
+			return
 		}
+		// As StoppedOutOfBand for a service wanted running: found active
+		// with its file as rendered and its state unchanged, it was
+		// started by hand (or by a unit that wants it).
+		if !fs.written && !fs.isNew && !p.in.StateChanged[o.ID()] {
+			msg := fmt.Sprintf("%s is %s, want stopped", f.Name, u.ActiveState)
+			if report {
+				p.find(o.ID(), f.Name, ReasonStarted, msg+"; drift policy report: left as is", true, false)
+				return
+			}
+			p.find(o.ID(), f.Name, ReasonStarted, msg+"; stopping", true, true)
+		}
+		p.rt(actuators.OpStop, o, f.Name, "active, want stopped")
 	}
 }
 

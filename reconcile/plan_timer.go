@@ -23,7 +23,7 @@ func (p *planner) timer(o *desired.Object) {
 		}
 	}
 	var timerFile *desired.UnitFile
-	var written bool
+	var written, deleted bool
 	var change UnitChange
 	for i, f := range p.in.Files[o.ID()] {
 		fs := p.syncFile(o, f)
@@ -32,7 +32,7 @@ func (p *planner) timer(o *desired.Object) {
 		}
 		if strings.HasSuffix(f.Name, ".timer") {
 			timerFile = &p.in.Files[o.ID()][i]
-			written, change = fs.written, fs.change
+			written, change, deleted = fs.written, fs.change, fs.deleted
 		}
 	}
 	if timerFile == nil {
@@ -40,8 +40,8 @@ func (p *planner) timer(o *desired.Object) {
 	}
 	name := timerFile.Name
 	u := p.unit(name)
-	isNew := u == nil || u.File == nil
-	fs := fileState{written: written, isNew: isNew}
+	isNew := (u == nil || u.File == nil) && !deleted
+	fs := fileState{written: written, isNew: isNew, deleted: deleted}
 	p.enable(o, name, t.IsEnabled() && !p.static(timerFile.Data), fs, u, timerFile.Data)
 	// The job is the timer's business: an inactive job between runs is not
 	// drift; a failed last run is a finding.
@@ -58,6 +58,9 @@ func (p *planner) timer(o *desired.Object) {
 		}
 		p.findOccurrence(o.ID(), job, ReasonTimerFailed, "last run "+msg, run, true)
 	}
+	if deleted && !written {
+		return // its file deleted out of band, left so (drift policy report)
+	}
 	if !t.IsEnabled() {
 		if u != nil && u.Active() {
 			p.rt(actuators.OpStop, o, name, "timer disabled")
@@ -65,13 +68,14 @@ func (p *planner) timer(o *desired.Object) {
 		return
 	}
 	switch {
-	case isNew && written && u.Active():
+	case deleted && u.Active():
 		p.catchUp(o, name, u)
-		why := "running without a unit file"
-		if len(u.VendorPaths) > 0 {
-			why = "taken over from " + strings.Join(u.VendorPaths, ", ")
-		}
-		p.rt(actuators.OpRestart, o, name, why)
+		p.rt(actuators.OpRestart, o, name, "its unit file was deleted out of band: the version it runs cannot be told")
+	case isNew && written && u.Active():
+		// Taken over from a vendor file (one running with no file at all
+		// is deleted).
+		p.catchUp(o, name, u)
+		p.rt(actuators.OpRestart, o, name, "taken over from "+strings.Join(u.VendorPaths, ", "))
 	case isNew:
 		p.catchUp(o, name, u)
 		p.rt(actuators.OpStart, o, name, "new timer")

@@ -35,6 +35,12 @@ const (
 	ReasonFileEdited    Reason = "FileEdited"
 	ReasonForeignDropIn Reason = "ForeignDropIn"
 	ReasonStopped       Reason = "StoppedOutOfBand"
+	// ReasonFileDeleted: an owned unit file was deleted out of band while
+	// the backend still has the unit loaded from it.
+	ReasonFileDeleted Reason = "FileDeleted"
+	// ReasonStarted: a service wanted stopped was found active (started
+	// by hand, or by a unit that wants it).
+	ReasonStarted       Reason = "StartedOutOfBand"
 	ReasonFailed        Reason = "Failed"
 	ReasonStartLimitHit Reason = "StartLimitHit"
 	ReasonWatchdog      Reason = "WatchdogTimeout"
@@ -137,6 +143,8 @@ var categories = map[Reason]Category{
 	ReasonFileEdited:      CategoryDrift,
 	ReasonForeignDropIn:   CategoryDrift,
 	ReasonStopped:         CategoryDrift,
+	ReasonFileDeleted:     CategoryDrift,
+	ReasonStarted:         CategoryDrift,
 	ReasonDisabled:        CategoryDrift,
 	ReasonEnablementDrift: CategoryDrift,
 	ReasonTimerInactive:   CategoryDrift,

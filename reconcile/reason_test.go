@@ -18,7 +18,7 @@ func TestReasonCategories(t *testing.T) {
 		sort.Strings(by[c])
 	}
 	for c, want := range map[Category]string{
-		CategoryDrift:      "DisabledOutOfBand EnablementDrift FileEdited ForeignDropIn OwnerConflict StoppedOutOfBand TimerInactive",
+		CategoryDrift:      "DisabledOutOfBand EnablementDrift FileDeleted FileEdited ForeignDropIn OwnerConflict StartedOutOfBand StoppedOutOfBand TimerInactive",
 		CategoryFailure:    "Failed ForeignUnitConflict ProbeError RolloutHalted StartLimitHit TimerFailed Unhealthy WatchdogTimeout",
 		CategoryInvalid:    "InvalidManifest LastGoodRetained ManifestBusy RevisionInvalid RevisionRejected",
 		CategoryOccurrence: "AlertHookFailed Applied ApplyFailed FetchFailed LeaseExpired ManifestValid Pruned RestartStorm Restarted Resumed RevisionDeployed RolloutComplete RolloutResumed RolloutStarted",

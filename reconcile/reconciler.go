@@ -182,8 +182,8 @@ const conditionRefresh = 24 * time.Hour
 type loadedDesired struct {
 	objs              []*desired.Object
 	protected, broken map[string]bool
-	// stateChanged: objects with drift: report whose state or enabled
-	// changed since the last good version (see Input.StateChanged).
+	// stateChanged: objects whose state or enabled changed since the
+	// last good version (see Input.StateChanged).
 	stateChanged map[string]bool
 	prune        bool
 	busy         []Finding
@@ -719,7 +719,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 	var stateChanged map[string]bool
 	for _, o := range objs {
 		next[o.ID()] = o
-		if prev := r.lastGood[o.ID()]; prev != nil && o.DriftPolicy() == desired.DriftReport && runState(prev) != runState(o) {
+		if prev := r.lastGood[o.ID()]; prev != nil && runState(prev) != runState(o) {
 			if stateChanged == nil {
 				stateChanged = map[string]bool{}
 			}

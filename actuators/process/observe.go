@@ -2,6 +2,7 @@ package process
 
 import (
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -86,10 +87,11 @@ func (s *Supervisor) observeUnit(name string, live bool, snap *snapshot, table m
 	path := filepath.Join(s.unitDir, name)
 	ou := &observed.Unit{Name: name, Path: path, LoadState: "not-found", ActiveState: "inactive", SubState: "dead",
 		Result: ResultSuccess, UnitFileState: "disabled"}
-	if data, err := os.ReadFile(path); err == nil {
+	if data, fi, err := readStat(path); err == nil {
 		ou.File = data
 		ou.Owner, _ = ownmark.IsOwned(data)
 		ou.FragmentPath = path
+		ou.FileModTime = usec(fi.ModTime())
 	}
 	if s.isEnabled(name) {
 		ou.UnitFileState = "enabled"
@@ -114,6 +116,10 @@ func (s *Supervisor) observeUnit(name string, live bool, snap *snapshot, table m
 			ou.LoadState = "error"
 		}
 		ou.NeedDaemonReload = string(file) != string(ou.File)
+		// Loaded from its file, which is gone now (deleted out of band):
+		// the process runs the spec loaded from it, as systemd's observer
+		// has it (FragmentPath still the unit's path).
+		ou.FileDeleted = spec != nil && file != nil && ou.File == nil
 	} else {
 		if ou.File != nil {
 			ou.LoadState = "loaded"
@@ -182,4 +188,22 @@ func usec(t time.Time) uint64 {
 		return 0
 	}
 	return uint64(t.UnixMicro())
+}
+
+// readStat reads a file and its stat (of the file read: opened once).
+func readStat(path string) ([]byte, os.FileInfo, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, nil, err
+	}
+	return data, fi, nil
 }

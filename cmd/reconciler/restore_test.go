@@ -35,7 +35,7 @@ func TestProcessBackendRestoredEditKeepsProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, code := e.cli("apply")
-	if code != 0 || !strings.Contains(out, "edited out of band, restoring") {
+	if code != 0 || !strings.Contains(out, "edited out of band after the process started; restoring, no restart") {
 		t.Fatalf("apply after the edit: exit %d\n%s", code, out)
 	}
 	if strings.Contains(out, "restart web.service") || e.pid("web.service") != pid {

@@ -38,7 +38,9 @@
 //     search path is listed (earlyProps); NeedDaemonReload and
 //     DropInPaths follow only where the disk does not tell
 //     (loadedAsOnDisk, dropInsFromDisk), and a running service's Result
-//     is success without asking (resultWhileRunning).
+//     is success without asking (resultWhileRunning). FragmentPath is
+//     asked only of a loaded unit with no file and a reload pending
+//     (readFragments: a file deleted since the load, FileDeleted).
 //   - enablement.go: enablement from the UnitFileState property where the
 //     dependency symlinks on disk confirm it, ListUnitFilesByPatterns for
 //     the rest.

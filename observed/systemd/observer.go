@@ -436,6 +436,7 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 			u.NeedDaemonReload = true
 		}
 	}
+	errs = multierror.Append(errs, o.readFragments(ctx, loaded, files)...)
 	// systemd's last unit load matters only while a reload is pending.
 	for _, u := range loaded {
 		if !loadRead && u.NeedDaemonReload && u.Active() && u.Owner != "" {
@@ -457,6 +458,9 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 		f, hasFile := files[n]
 		u.InstallLinks, u.InstallLinksKnown = installLinks(f.data, hasFile, vendor[n])
 		u.VendorPaths, u.VendorOverrides = vendor[n].paths, vendor[n].overrides
+		if hasFile && !f.mtime.IsZero() {
+			u.FileModTime = uint64(f.mtime.UnixMicro())
+		}
 		u.StaleProcess = staleProcess(u, files[n].mtime, dropInTimes[n], loadStart)
 		if u.StaleRun = staleRun(u, files[n].mtime, dropInTimes[n], readAt); u.StaleRun {
 			stale = append(stale, u)
@@ -786,7 +790,8 @@ func (o *Observer) readProperties(ctx context.Context, units []*observed.Unit, s
 
 // The properties fillUnit reads, by interface. LoadState, ActiveState,
 // SubState come from ListUnitsByNames, and so does the pending job.
-// FragmentPath is not read: nothing plans from it. A running service's
+// FragmentPath is not read but for a loaded unit without a file
+// (readFragments): nothing plans from it otherwise. A running service's
 // ExecMainStatus and ExecMainExitTimestamp are not read either: systemd
 // zeroes a service's main exec status when it sets a new main PID
 // (exec_status_start), so while the service runs they are 0, which is
@@ -904,6 +909,50 @@ func loadOrder(paths []string) []string {
 	out := slices.Clone(paths)
 	slices.SortStableFunc(out, func(a, b string) int { return strings.Compare(filepath.Base(a), filepath.Base(b)) })
 	return out
+}
+
+// readFragments reads the FragmentPath of the loaded units that have no
+// file in the unit directory and a reload pending (systemd 252 raises
+// NeedDaemonReload for a unit whose fragment it cannot stat any more), and
+// sets FileDeleted on those systemd loaded from there: their file was
+// deleted since systemd's last load, and the unit still runs the
+// definition it read (a daemon-reload since makes such a unit not-found,
+// and it is not asked). No other unit is asked (nothing plans from its
+// FragmentPath), so on a converged host this costs nothing.
+func (o *Observer) readFragments(ctx context.Context, units []*observed.Unit, files map[string]unitFile) []error {
+	var ask []*observed.Unit
+	for _, u := range units {
+		if _, has := files[u.Name]; !has && u.LoadState == "loaded" && u.NeedDaemonReload {
+			ask = append(ask, u)
+		}
+	}
+	if len(ask) == 0 {
+		return nil
+	}
+	qs := make([]sdbus.PropertyQuery, len(ask))
+	for i, u := range ask {
+		o.count("GetProperties")
+		qs[i] = sdbus.PropertyQuery{Unit: u.Name, Props: []sdbus.Property{{Interface: ifaceUnit, Name: "FragmentPath"}}}
+	}
+	props, perr, err := o.c.GetUnitPropertiesContext(ctx, qs)
+	if err != nil {
+		return []error{fmt.Errorf("read fragment paths: %w", err)}
+	}
+	var errs []error
+	for i, u := range ask {
+		if perr[i] != nil {
+			errs = append(errs, fmt.Errorf("read properties of %s: %w", u.Name, perr[i]))
+			continue
+		}
+		r := propReader{m: props[i]}
+		u.FragmentPath = r.str("FragmentPath", "")
+		if r.err != nil {
+			errs = append(errs, fmt.Errorf("read properties of %s: %w", u.Name, r.err))
+			continue
+		}
+		u.FileDeleted = u.FragmentPath != "" && filepath.Clean(filepath.Join(o.cfg.root, u.FragmentPath)) == filepath.Clean(u.Path)
+	}
+	return errs
 }
 
 // readNeedDaemonReload reads NeedDaemonReload alone, for units whose other

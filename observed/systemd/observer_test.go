@@ -109,6 +109,11 @@ func TestObserve(t *testing.T) {
 		DropIns:     map[string][]byte{filepath.Join(dir, "worker.service.d", "override.conf"): []byte("[Service]\nNice=5\n")},
 		NRestarts:   2, MainPID: 4242, ExecMainStartTimestamp: 1_700_000_000_000_000,
 	}
+	if fi, err := os.Stat(want.Path); err != nil {
+		t.Fatal(err)
+	} else {
+		want.FileModTime = uint64(fi.ModTime().UnixMicro())
+	}
 	if !reflect.DeepEqual(w, want) {
 		t.Errorf("worker.service =\n%+v\nwant\n%+v", w, want)
 	}
@@ -489,5 +494,34 @@ func TestCoarseMargin(t *testing.T) {
 	}
 	if m, want := coarseMargin(), 2*time.Duration(ts.Nano())+time.Millisecond; m != want || m > 50*time.Millisecond {
 		t.Errorf("coarseMargin = %s, want %s (tick %s), at most 50 ms", m, want, time.Duration(ts.Nano()))
+	}
+}
+
+// A unit systemd still has loaded from its file in the unit directory,
+// which is gone (deleted without a daemon-reload: systemd raises
+// NeedDaemonReload), reads FileDeleted; one loaded from elsewhere, or
+// with no reload pending, does not, and only a loaded unit without a file
+// and with a reload pending costs a read of its FragmentPath.
+func TestObserveFileDeleted(t *testing.T) {
+	dir := t.TempDir()
+	f := sdbustest.New()
+	f.AddUnit(sdbustest.Unit{Name: "gone.service", ActiveState: "active", SubState: "running", UnitFileState: "enabled",
+		FragmentPath: filepath.Join(dir, "gone.service"), NeedDaemonReload: true, MainPID: 42, ExecMainStartTimestamp: 1_700_000_000_000_000})
+	f.AddUnit(sdbustest.Unit{Name: "vendor.service", ActiveState: "active", SubState: "running",
+		FragmentPath: "/nonexistent/lib/vendor.service", NeedDaemonReload: true, MainPID: 43})
+	f.AddUnit(sdbustest.Unit{Name: "settled.service", ActiveState: "active", SubState: "running",
+		FragmentPath: filepath.Join(dir, "settled.service"), MainPID: 44})
+	o := New(f, dir)
+	st, err := o.Observe(context.Background(), []string{"gone.service", "vendor.service", "settled.service"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]bool{"gone.service": true, "vendor.service": false, "settled.service": false} {
+		if u := st.Units[name]; u.FileDeleted != want || u.FileModTime != 0 {
+			t.Errorf("%s: FileDeleted %v, FileModTime %d; want %v, 0", name, u.FileDeleted, u.FileModTime, want)
+		}
+	}
+	if n := f.PropertyCount("FragmentPath"); n != 2 {
+		t.Errorf("FragmentPath read %d times, want 2 (the units without a file, with a reload pending)", n)
 	}
 }

@@ -1,0 +1,41 @@
+package process
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"resil.dev/resil/actuators"
+	"resil.dev/resil/desired"
+)
+
+// The supervisor reports what the planner needs to judge a hand edit or a
+// deletion of a unit file as systemd's observer does: the file's
+// modification time (FileModTime, against the process's start), and
+// FileDeleted for a unit still loaded from a file that is gone.
+func TestObserveFileTimeAndDeletion(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "", Options{})
+	h.run()
+	h.install(service("app", desired.ServiceSpec{Command: sh(`exec sleep 1000`)}), true)
+	if _, err := h.apply(context.Background(), actuators.Step{Op: actuators.OpStart, Unit: "app.service"}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(h.s.UnitDir(), "app.service")
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := h.unit("app.service")
+	if u.FileModTime != uint64(fi.ModTime().UnixMicro()) || u.FileDeleted {
+		t.Fatalf("file there: FileModTime %d (want %d), FileDeleted %v", u.FileModTime, fi.ModTime().UnixMicro(), u.FileDeleted)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	u = h.unit("app.service")
+	if !u.FileDeleted || u.FileModTime != 0 || u.File != nil || !isActive(u) {
+		t.Fatalf("file deleted: FileDeleted %v, FileModTime %d, file %q, active %s", u.FileDeleted, u.FileModTime, u.File, u.ActiveState)
+	}
+}
