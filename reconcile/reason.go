@@ -132,6 +132,11 @@ const (
 	// ReasonFolderNotRead: a subfolder of the manifests directory that is
 	// not a NAME.d drop-in folder: manifests in it are not read.
 	ReasonFolderNotRead Reason = "FolderNotRead"
+	// ReasonNotStayedUp: a unit `apply` started or restarted was failed,
+	// or between automatic restarts, when read right after the pass's
+	// steps: its process exited although systemd reported the start done
+	// (NotStayedUp).
+	ReasonNotStayedUp Reason = "NotStayedUp"
 	// ReasonManifestValid: an object held at its last good version (or
 	// left as it was) because its manifest was invalid, busy or empty is
 	// applied from its manifest again.
@@ -167,9 +172,12 @@ var categories = map[Reason]Category{
 
 	// ApplyFailed is an occurrence (one event per failed step); the object
 	// it names is Failed in the status (StatusOf counts failed steps).
-	ReasonApplied:          CategoryOccurrence,
-	ReasonPruned:           CategoryOccurrence,
-	ReasonApplyFailed:      CategoryOccurrence,
+	ReasonApplied:     CategoryOccurrence,
+	ReasonPruned:      CategoryOccurrence,
+	ReasonApplyFailed: CategoryOccurrence,
+	// NotStayedUp too: apply's event; the after read's plan reports the
+	// unit failed.
+	ReasonNotStayedUp:      CategoryOccurrence,
 	ReasonRestarted:        CategoryOccurrence,
 	ReasonRestartStorm:     CategoryOccurrence,
 	ReasonAlertHookFailed:  CategoryOccurrence,

@@ -21,7 +21,7 @@ func TestReasonCategories(t *testing.T) {
 		CategoryDrift:      "DisabledOutOfBand EnablementDrift FileDeleted FileEdited ForeignDropIn OwnerConflict StartedOutOfBand StoppedOutOfBand TimerInactive",
 		CategoryFailure:    "Failed ForeignUnitConflict ProbeError RolloutHalted StartLimitHit TimerFailed Unhealthy WatchdogTimeout",
 		CategoryInvalid:    "InvalidManifest LastGoodRetained ManifestBusy RevisionInvalid RevisionRejected",
-		CategoryOccurrence: "AlertHookFailed Applied ApplyFailed FetchFailed LeaseExpired ManifestValid Pruned RestartStorm Restarted Resumed RevisionDeployed RolloutComplete RolloutResumed RolloutStarted",
+		CategoryOccurrence: "AlertHookFailed Applied ApplyFailed FetchFailed LeaseExpired ManifestValid NotStayedUp Pruned RestartStorm Restarted Resumed RevisionDeployed RolloutComplete RolloutResumed RolloutStarted",
 		CategoryInformational: "BackoffHeldBack CacheDrift DaemonReexecNeeded DriftReported Exited FolderNotRead NoWatchdogDevice Paused PruneBlocked PrunePending " +
 			"RolloutPending StaleProcess TimerCatchUp TimerMissed Unsupported",
 	} {

@@ -15,6 +15,7 @@ import (
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/internal/sdbus"
+	"resil.dev/resil/observed"
 )
 
 // Client is the slice of a systemd connection Apply uses.
@@ -84,8 +85,9 @@ func WithJobTimeout(d time.Duration) Option {
 // with ErrNotOwned, as OpRemoveFile always does.
 func WithOverwriteForeign() Option { return func(c *config) { c.overwriteForeign = true } }
 
-// OwnJobs is told about the jobs the Applier queues, so that a watcher of
-// unit signals can tell the agent's own changes from outside ones.
+// OwnJobs is told about the jobs the Applier queues and the unit files it
+// changes, so that a watcher of unit signals and of the unit directory can
+// tell the agent's own changes from outside ones.
 // *observed/systemd.Observer implements it.
 type OwnJobs interface {
 	// JobQueued is called before a start, stop or restart job for unit is
@@ -95,6 +97,12 @@ type OwnJobs interface {
 	JobQueued(unit string) (finished func(active, sub string))
 	// Reloaded is called after each daemon-reload the Applier issued.
 	Reloaded()
+	// OwnFiles is called before the Applier changes a file in the unit
+	// directory, enables or disables units or reloads; done is called
+	// once afterwards with what the operation changed and the manager
+	// signal systemd sent for it, so that a watch of the unit directory
+	// and of those signals does not wake another pass for them.
+	OwnFiles() (done func(observed.OwnChange))
 }
 
 // WithOwnJobs reports every job the Applier queues to j.
@@ -106,6 +114,50 @@ func (a *Applier) jobQueued(unit string) func(active, sub string) {
 		return func(string, string) {}
 	}
 	return a.cfg.ownJobs.JobQueued(unit)
+}
+
+// ownFiles calls OwnJobs.OwnFiles when set.
+func (a *Applier) ownFiles() func(observed.OwnChange) {
+	if a.cfg.ownJobs == nil {
+		return func(observed.OwnChange) {}
+	}
+	return a.cfg.ownJobs.OwnFiles()
+}
+
+// linkChanges is what an EnableUnitFiles or DisableUnitFiles reply says
+// the call changed: the links made and removed, and whether systemd sent
+// UnitFilesChanged (it does when a link was made or removed).
+func linkChanges(types, filenames, dests []string) observed.OwnChange {
+	var c observed.OwnChange
+	for i, t := range types {
+		switch t {
+		case "symlink":
+			c.Links = append(c.Links, observed.Link{Path: filenames[i], Dest: dests[i]})
+		case "unlink":
+			c.Links = append(c.Links, observed.Link{Path: filenames[i]})
+		default:
+			continue
+		}
+		c.Signal = "UnitFilesChanged"
+	}
+	return c
+}
+
+// enableChanges and disableChanges are linkChanges of a reply.
+func enableChanges(changes []sddbus.EnableUnitFileChange) observed.OwnChange {
+	var t, f, d []string
+	for _, c := range changes {
+		t, f, d = append(t, c.Type), append(f, c.Filename), append(d, c.Destination)
+	}
+	return linkChanges(t, f, d)
+}
+
+func disableChanges(changes []sddbus.DisableUnitFileChange) observed.OwnChange {
+	var t, f, d []string
+	for _, c := range changes {
+		t, f, d = append(t, c.Type), append(f, c.Filename), append(d, c.Destination)
+	}
+	return linkChanges(t, f, d)
 }
 
 // WithCallHook calls hook with the method name of every D-Bus call the
@@ -209,7 +261,16 @@ func (a *Applier) daemonReload(ctx context.Context) (actuators.Result, error) {
 	if a.cfg.ownJobs != nil {
 		defer a.cfg.ownJobs.Reloaded()
 	}
-	if err := a.c.ReloadContext(ctx); err != nil {
+	done := a.ownFiles()
+	err := a.c.ReloadContext(ctx)
+	// systemd sends Reloading(false) unless it refused the call (a reply
+	// lost with the connection may follow a reload that ran).
+	if dbusErrorName(err) == "" {
+		done(observed.OwnChange{Signal: "Reloading"})
+	} else {
+		done(observed.OwnChange{})
+	}
+	if err != nil {
 		return actuators.Unchanged, fmt.Errorf("daemon-reload: %w", err)
 	}
 	return actuators.Changed, nil

@@ -90,14 +90,18 @@ func (a *Applier) unitFilesBatch(ctx context.Context, steps []actuators.Step, id
 	if op == actuators.OpEnable {
 		a.count("EnableUnitFiles")
 		var changes []sddbus.EnableUnitFileChange
+		done := a.ownFiles()
 		install, changes, err = a.c.EnableUnitFilesContext(ctx, units, false, true)
+		done(enableChanges(changes))
 		for _, c := range changes {
 			mark(c.Filename, c.Destination)
 		}
 	} else {
 		a.count("DisableUnitFiles")
 		var changes []sddbus.DisableUnitFileChange
+		done := a.ownFiles()
 		changes, err = a.c.DisableUnitFilesContext(ctx, units, false)
+		done(disableChanges(changes))
 		for _, c := range changes {
 			mark(c.Filename, c.Destination)
 		}

@@ -17,8 +17,8 @@
 //
 // Files:
 //   - applier.go: Client (the slice of *sdbus.Conn it uses), Applier, its
-//     options (OwnJobs: the observer told about the Applier's own jobs and
-//     reloads), Apply's dispatch by Op, daemon-reload.
+//     options (OwnJobs: the observer told about the Applier's own jobs,
+//     reloads and unit-file changes), Apply's dispatch by Op, daemon-reload.
 //   - files.go: write and remove owned unit files and drop-ins (atomic,
 //     foreign files refused), RemoveTempFiles.
 //   - units.go: enable, disable, start/stop/restart jobs and their

@@ -16,6 +16,7 @@ import (
 
 	"resil.dev/resil/actuators"
 	"resil.dev/resil/internal/ownmark"
+	"resil.dev/resil/observed"
 )
 
 // fileMode is the mode of every file resil writes.
@@ -95,6 +96,8 @@ func (a *Applier) writeFile(s actuators.Step) (actuators.Result, error) {
 			return actuators.Unchanged, fmt.Errorf("write %s: existing file %w", s.Path, ErrNotOwned)
 		}
 	}
+	done := a.ownFiles()
+	defer func() { done(observed.OwnChange{Paths: []string{s.Path}}) }()
 	dir := filepath.Dir(s.Path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return actuators.Unchanged, fmt.Errorf("write %s: %w", s.Path, err)
@@ -154,6 +157,12 @@ func (a *Applier) removeFile(s actuators.Step) (actuators.Result, error) {
 	if _, owned := ownmark.IsOwned(cur); !owned {
 		return actuators.Unchanged, fmt.Errorf("remove %s: %w", s.Path, ErrNotOwned)
 	}
+	done := a.ownFiles()
+	changed := []string{s.Path}
+	if kind == unitFile {
+		changed = append(changed, s.Path+".d")
+	}
+	defer func() { done(observed.OwnChange{Paths: changed}) }()
 	if kind == unitFile {
 		if err := removeOwnedDropIns(s.Path + ".d"); err != nil {
 			return actuators.Unchanged, fmt.Errorf("remove %s: %w", s.Path, err)

@@ -41,7 +41,9 @@ func (a *Applier) enable(ctx context.Context, s actuators.Step) (actuators.Resul
 		return actuators.Unchanged, err
 	}
 	a.count("EnableUnitFiles")
+	done := a.ownFiles()
 	install, changes, err := a.c.EnableUnitFilesContext(ctx, []string{s.Unit}, false, true)
+	done(enableChanges(changes))
 	if err != nil {
 		return actuators.Unchanged, fmt.Errorf("enable %s: %w", s.Unit, err)
 	}
@@ -70,7 +72,9 @@ func (a *Applier) disable(ctx context.Context, s actuators.Step) (actuators.Resu
 		return actuators.Unchanged, err
 	}
 	a.count("DisableUnitFiles")
+	done := a.ownFiles()
 	changes, err := a.c.DisableUnitFilesContext(ctx, []string{s.Unit}, false)
+	done(disableChanges(changes))
 	if err != nil {
 		if dbusErrorName(err) == noSuchUnit {
 			return actuators.Unchanged, nil

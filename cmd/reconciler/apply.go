@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -23,7 +24,8 @@ func newApplyCmd(g *globals) *cobra.Command {
 		Use:   "apply",
 		Short: "Run one reconcile pass, then exit",
 		Long: "Load, observe, plan and execute once. Each step is printed with its outcome.\n" +
-			"Exit status: 0 converged, 1 some step failed or a manifest is invalid, 2 error.\n" +
+			"Exit status: 0 converged, 1 some step failed, a unit it started did not stay up (failed, in\n" +
+			"auto-restart or restarted when read after the steps) or a manifest is invalid, 2 error.\n" +
 			"--expect-plan HASH refuses to act when the plan differs from the one `diff` showed.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -105,10 +107,21 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 		be.Release() // the held starts (timers) run the files the pass left
 	}
 	g.saveManifestCache(log)
-	if snapshot != nil && res.Observed != nil {
+	// The read after the steps (status snapshot, restart ledger) also
+	// tells whether what the pass started stayed up.
+	var notUp []reconcile.Finding
+	if res.Observed != nil {
 		after, aerr := statusAfter(ctx, r, res, err, recheck, log)
-		restarts(res, after)
-		snapshot(after, aerr)
+		if snapshot != nil {
+			restarts(res, after)
+			snapshot(after, aerr)
+		}
+		if aerr == nil && after.Observed != res.Observed {
+			notUp = reconcile.NotStayedUp(res, after.Observed)
+		}
+		for _, f := range notUp {
+			rec.Record(reconcile.Event{Type: reconcile.Warning, Reason: f.Reason, Object: f.Object, Unit: f.Unit, Message: f.Message})
+		}
 	}
 	out := cmd.OutOrStdout()
 	if errors.Is(err, reconcile.ErrExpectPlan) {
@@ -128,7 +141,7 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 			fmt.Fprintf(out, "%-8s %s\n", o.Result, desired.EscapeControl(o.Step.String()))
 		}
 	}
-	for _, f := range res.Plan.Findings {
+	for _, f := range slices.Concat(res.Plan.Findings, notUp) {
 		if f.Warning {
 			what := string(f.Reason)
 			if f.Object != "" { // PruneBlocked is about the host, not one object
@@ -143,7 +156,7 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 		fmt.Fprintf(cmd.ErrOrStderr(), "invalid manifests (their last good version, if any, stays in force):\n%v\n", res.LoadErr)
 		return exitCode(1, nil)
 	}
-	if err != nil || res.Failed() > 0 {
+	if err != nil || res.Failed() > 0 || len(notUp) > 0 {
 		return exitCode(1, nil)
 	}
 	return nil
@@ -183,7 +196,12 @@ func ledgerApply(ctx context.Context, k *ledger.Keeper, pass, after reconcile.Re
 // the pass planned from what it observed before its steps, so when a step
 // changed something the host is observed again (a dry-run pass: nothing is
 // written or executed) and that is the snapshot; a failed step keeps the
-// pass's own result, which names it.
+// pass's own result, which names it. The same read tells apply whether
+// the units it started stayed up (reconcile.NotStayedUp): a Type=exec
+// service's start is done once its process exec'd, so one that exits at
+// once is failed or in auto-restart here, read StayUpWindow after the
+// pass's last start; one that dies later is not seen by this apply
+// (status and run see it).
 //
 // recheck is called before that second read: with the systemd backend it
 // reads the properties only of the units a step's job touched or whose
@@ -201,6 +219,15 @@ func statusAfter(ctx context.Context, r *reconcile.Reconciler, res reconcile.Res
 	}
 	if !res.Changed() {
 		return res, err
+	}
+	if reconcile.StartedSomething(res) {
+		// What is left of the window since the pass's last start.
+		t := time.NewTimer(reconcile.StayUpWindow - time.Since(res.Started.Add(res.Took)))
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
 	}
 	recheck()
 	after, aerr := r.Reconcile(ctx, reconcile.Options{DryRun: true, Quiet: true, SameDesired: true})

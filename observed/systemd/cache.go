@@ -197,8 +197,8 @@ func (o *Observer) Reloaded() {
 // has not been filled by a read yet, and while signals the watch read
 // wait to be handled: then nothing tells. An observation
 // read while ChangeSeq stayed the same is as current as a new one would
-// be, for what systemd tells by signals (reconcile.Ahead); files on disk
-// are not watched (a change there wakes no pass either).
+// be, for what systemd tells by signals and for the unit directory's
+// files (every inotify event of Subscribe's moves it too; reconcile.Ahead).
 func (o *Observer) ChangeSeq() (seq uint64, ok bool) {
 	o.mu.Lock()
 	ok = o.cache.on && o.cache.valid && !o.cache.hold

@@ -7,7 +7,15 @@
 // It is level-triggered: without a running Subscribe (apply, diff) Observe
 // re-reads everything on every pass. Subscribe wakes the loop when a
 // managed unit changes state, except for the agent's own jobs (JobQueued,
-// fed by actuators/systemd.WithOwnJobs: one pass per edit), and while it
+// fed by actuators/systemd.WithOwnJobs: one pass per edit), and when the
+// unit files change out of band: inotify on the unit directory and its
+// .wants/.requires/.upholds and NAME.d directories (a hand edit, rm or new
+// file tells systemd nothing until a reload, so no signal would come) plus
+// the manager's UnitFilesChanged and Reloading(false) signals (systemctl
+// enable/disable/mask/unmask and daemon-reload, --runtime ones in /run
+// too, which inotify does not see). Both are hints that wake; the agent's
+// own writes, enables, disables and reloads (OwnFiles) do not, while an
+// operator's change made during them still does (ownfiles.go). While it
 // runs feeds a cache (cache.go): Observe then reads the properties only of
 // the units a signal, a status change or a file change marked, and
 // ObserveFull (the loop's resync) reads everything and reports where the
@@ -54,6 +62,9 @@
 //     the watchdog devices in sysfs.
 //   - subscribe.go: Watcher and Subscribe (wake-ups from PropertiesChanged).
 //   - ownjobs.go: JobQueued, the agent's own jobs whose signals do not wake.
+//   - unitwatch.go: Subscribe's watch of the unit files (inotify, the
+//     manager's UnitFilesChanged and Reloading, disk checks), OwnFiles.
+//   - ownfiles.go: ownFiles, which of those hints are the agent's own.
 //   - cache.go: the watch-fed cache of unit properties, ObserveFull's drift
 //     check, Reloaded, ChangeSeq (whether anything signalled since).
 package systemd

@@ -110,6 +110,9 @@ type Observer struct {
 	// whose signals do not wake; ownJobsKick tells Subscribe they changed.
 	ownJobs     map[string]*ownJob
 	ownJobsKick chan struct{}
+	// own are the agent's own changes to unit files and reloads
+	// (OwnFiles), told apart from an operator's (ownfiles.go).
+	own ownFiles
 	// cache is the watch-fed cache (cache.go).
 	cache cacheState
 

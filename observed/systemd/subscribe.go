@@ -3,8 +3,10 @@ package systemd
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	godbus "github.com/godbus/dbus/v5"
 
 	"resil.dev/resil/internal/sdbus"
@@ -37,9 +39,14 @@ const (
 )
 
 // Subscribe calls wake whenever a managed unit (one the last Observe
-// returned) changes ActiveState, SubState or MainPID, until ctx is done.
-// It runs in the caller's goroutine and starts none of its own (godbus
-// delivers the signals), so when it returns nothing of it is left running.
+// returned) changes ActiveState, SubState or MainPID, and whenever the
+// unit files change out of band (unitwatch.go: an entry of the unit
+// directory, its dependency or drop-in directories, or the manager's
+// UnitFilesChanged or Reloading(false) signal), until ctx is done. It
+// runs in the caller's goroutine and starts none of its own (godbus
+// delivers the signals; the inotify watcher's reader goroutine ends
+// before Subscribe returns), so when it returns nothing of it is left
+// running.
 //
 // Signals are hints: systemd sends every change twice (job queue and
 // removal) and may send unchanged values, so Subscribe compares with the
@@ -48,19 +55,26 @@ const (
 // The loop re-reads state with Observe; nothing here is state.
 //
 // The agent's own jobs (JobQueued) do not wake: their signals are recorded
-// until the unit settles where the agent left it.
+// until the unit settles where the agent left it. Nor do its own writes,
+// enables, disables and reloads (OwnFiles); an operator's change made
+// meanwhile still wakes, once they are done (ownfiles.go).
 //
 // wake is called from Subscribe's goroutine and must not block: send on a
 // channel buffered to 1 with select/default.
 //
 // D-Bus cost: on a bus, AddMatch and Manager.Subscribe at start and their
 // undoing at the end (counted by sdbus.Conn.Wire, not Observer.Calls); nothing
-// while idle.
+// while idle. Disk: one inotify watch per dependency and drop-in
+// directory; a read of the unit directory's entries (no file contents)
+// per burst of its events.
 //
 // Outcomes:
 //   - nil: ctx is done.
-//   - ErrNoSignals, ErrSubscribed, or a D-Bus error: the watch did not start.
-//   - ErrDisconnected: the connection closed; re-dial, then Subscribe again.
+//   - ErrNoSignals, ErrSubscribed, a D-Bus error, or an inotify error
+//     (the unit directory exists but cannot be watched): the watch did not
+//     start.
+//   - ErrDisconnected: the connection (or the inotify watch) closed;
+//     re-dial, then Subscribe again.
 func (o *Observer) Subscribe(ctx context.Context, wake func()) error {
 	w, ok := o.c.(Watcher)
 	if !ok {
@@ -82,6 +96,11 @@ func (o *Observer) Subscribe(ctx context.Context, wake func()) error {
 	defer o.queued.Store(nil)
 	o.cacheStart()
 	defer o.cacheStop()
+	disk, err := o.startDiskWatch()
+	if err != nil {
+		return err
+	}
+	defer disk.close()
 	// The deadlines of the agent's own jobs (see JobQueued).
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -102,6 +121,15 @@ func (o *Observer) Subscribe(ctx context.Context, wake func()) error {
 			return nil
 		case <-o.ownJobsKick:
 			rearm()
+			o.mu.Lock()
+			held := o.own.takeWake()
+			o.mu.Unlock()
+			if held {
+				disk.signalled() // an operator's signal during the agent's operation
+			}
+			if o.diskCheck(disk) {
+				wake()
+			}
 		case <-timer.C:
 			rearm()
 		case s, ok := <-ch:
@@ -109,6 +137,30 @@ func (o *Observer) Subscribe(ctx context.Context, wake func()) error {
 				return ErrDisconnected
 			}
 			if o.changed(s) {
+				if isManagerSignal(s) {
+					// Woken with the disk check the same command's
+					// files cause: one wake, diskGather later.
+					disk.signalled()
+				} else {
+					wake()
+				}
+			}
+		case ev, ok := <-disk.events():
+			if !ok {
+				return ErrDisconnected
+			}
+			o.changes.Add(1)
+			disk.event(ev)
+		case err, ok := <-disk.errors():
+			if !ok {
+				return ErrDisconnected
+			}
+			if errors.Is(err, fsnotify.ErrEventOverflow) {
+				disk.pending = true // events lost: check everything
+				disk.timer.Reset(diskGather)
+			}
+		case <-disk.timer.C:
+			if o.diskCheck(disk) {
 				wake()
 			}
 		}
@@ -124,6 +176,11 @@ func (o *Observer) changed(s *godbus.Signal) bool {
 		o.runSignal(s)
 		o.cacheSignal(s)
 		o.mu.Unlock()
+	}
+	if s != nil && strings.HasPrefix(s.Name, managerIface+".") {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		return o.managerSignal(s)
 	}
 	if s == nil || s.Name != sdbus.PropertiesChanged || len(s.Body) < 2 {
 		return false

@@ -374,7 +374,22 @@ func (f *Fake) ReloadContext(context.Context) error {
 	for _, u := range f.units {
 		u.NeedDaemonReload = false
 	}
+	f.emitManager("Reloading", true)
+	f.emitManager("Reloading", false)
 	return nil
+}
+
+// emitManager sends a manager signal to the watchers, as systemd does
+// before it replies to the call that caused it.
+func (f *Fake) emitManager(member string, body ...any) {
+	s := &godbus.Signal{Sender: ":1.0", Path: "/org/freedesktop/systemd1", Name: "org.freedesktop.systemd1.Manager." + member, Body: body}
+	for ch := range f.watchers {
+		select {
+		case ch <- s:
+		default:
+			f.dropped++
+		}
+	}
 }
 
 // ListUnitFilesByPatternsContext implements both Clients: every known unit
@@ -465,6 +480,9 @@ func (f *Fake) EnableUnitFilesContext(_ context.Context, files []string, runtime
 				Filename: "/etc/systemd/system/multi-user.target.wants/" + n, Destination: "/etc/systemd/system/" + n})
 		}
 	}
+	if len(changes) > 0 {
+		f.emitManager("UnitFilesChanged")
+	}
 	return install, changes, nil
 }
 
@@ -489,6 +507,9 @@ func (f *Fake) DisableUnitFilesContext(_ context.Context, files []string, runtim
 			}
 			changes = append(changes, sddbus.DisableUnitFileChange{Type: "unlink", Filename: "/etc/systemd/system/multi-user.target.wants/" + n})
 		}
+	}
+	if len(changes) > 0 {
+		f.emitManager("UnitFilesChanged")
 	}
 	return changes, nil
 }
@@ -589,7 +610,9 @@ func (f *Fake) ResetFailedUnitContext(_ context.Context, name string) error {
 }
 
 // WatchUnitSignals implements the observer's Watcher: every state change
-// the Fake makes, and every Emit, is sent to ch (dropped if ch is full).
+// the Fake makes (the manager's Reloading and UnitFilesChanged for a
+// reload, enable or disable included), and every Emit, is sent to ch
+// (dropped if ch is full).
 func (f *Fake) WatchUnitSignals(_ context.Context, ch chan<- *godbus.Signal) (func(), error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
