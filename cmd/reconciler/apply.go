@@ -20,27 +20,34 @@ import (
 func newApplyCmd(g *globals) *cobra.Command {
 	var expect string
 	var allowPrune int
+	var stayUp time.Duration
 	cmd := &cobra.Command{
 		Use:   "apply",
 		Short: "Run one reconcile pass, then exit",
 		Long: "Load, observe, plan and execute once. Each step is printed with its outcome.\n" +
 			"Exit status: 0 converged, 1 some step failed, a unit it started did not stay up (failed, in\n" +
 			"auto-restart or restarted when read after the steps) or a manifest is invalid, 2 error.\n" +
-			"--expect-plan HASH refuses to act when the plan differs from the one `diff` showed.",
+			"--expect-plan HASH refuses to act when the plan differs from the one `diff` showed.\n" +
+			"--stay-up D is how long after its last start or restart apply reads the host again to judge\n" +
+			"whether what it started stayed up (0: read at once, catching only what failed by then).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runApply(cmd, g, reconcile.Options{ExpectPlan: expect, AllowPrune: allowPrune})
+			if stayUp < 0 {
+				return exitCode(2, fmt.Errorf("--stay-up %s: must not be negative", stayUp))
+			}
+			return runApply(cmd, g, reconcile.Options{ExpectPlan: expect, AllowPrune: allowPrune}, stayUp)
 		},
 	}
 	cmd.Flags().StringVar(&expect, "expect-plan", "", "refuse to act unless the plan hash equals HASH (from diff)")
 	cmd.Flags().IntVar(&allowPrune, "allow-prune", 0, "let a prune of at most N objects through the mass-prune guard, this once")
+	cmd.Flags().DurationVar(&stayUp, "stay-up", reconcile.StayUpWindow, "how long after its last start apply waits before judging that what it started stayed up (0: no wait)")
 	addSafetyFlags(g, cmd)
 	return cmd
 }
 
 // runApply runs one applying pass and prints its outcomes (apply, and
-// prune --confirm with no agent running).
-func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
+// prune --confirm with no agent running). stayUp: see statusAfter.
+func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options, stayUp time.Duration) error {
 	c, done, err := g.openCommand("warn", true, false, 2)
 	if err != nil {
 		return err
@@ -66,7 +73,10 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 	// so `reconciler events` shows what apply did.
 	var rec reconcile.Recorder = reconcile.NewRing(1024, log)
 	var snapshot func(reconcile.Result, error)
-	var restarts func(pass, after reconcile.Result)
+	var (
+		restartsPass  func(pass reconcile.Result)
+		restartsAfter func(pass, after reconcile.Result)
+	)
 	if s, err := store.Open(storePath(g), store.Options{Log: log}); err != nil {
 		log.Warn("event store unavailable, events go to the log only", zap.Error(err))
 	} else {
@@ -79,7 +89,8 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 			t.maxLease = g.safety.maxLease
 		}
 		snapshot = func(res reconcile.Result, err error) { t.snapshot(ctx, res, err, time.Now()) }
-		restarts = func(pass, after reconcile.Result) { ledgerApply(ctx, t.ledger, pass, after, time.Now()) }
+		restartsPass = func(pass reconcile.Result) { ledgerPass(ctx, t.ledger, pass, time.Now()) }
+		restartsAfter = func(pass, after reconcile.Result) { ledgerAfter(ctx, t.ledger, pass, after, time.Now()) }
 	}
 	// With a git source in the state dir (and no --manifests), apply
 	// converges on its deployed revision, as the agent does (source.go).
@@ -106,14 +117,22 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 	if be.Release != nil {
 		be.Release() // the held starts (timers) run the files the pass left
 	}
-	g.saveManifestCache(log)
+	// The manifest cache file and the restart ledger's record of what the
+	// pass saw before its steps are written while the host is read again
+	// after them: none needs the others.
+	var side errgroup.Group
+	side.Go(func() error { g.saveManifestCache(log); return nil })
+	if restartsPass != nil {
+		side.Go(func() error { restartsPass(res); return nil })
+	}
 	// The read after the steps (status snapshot, restart ledger) also
 	// tells whether what the pass started stayed up.
 	var notUp []reconcile.Finding
 	if res.Observed != nil {
-		after, aerr := statusAfter(ctx, r, res, err, recheck, log)
+		after, aerr := statusAfter(ctx, r, res, err, recheck, stayUp, log)
+		_ = side.Wait()
 		if snapshot != nil {
-			restarts(res, after)
+			restartsAfter(res, after)
 			snapshot(after, aerr)
 		}
 		if aerr == nil && after.Observed != res.Observed {
@@ -123,6 +142,7 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options) error {
 			rec.Record(reconcile.Event{Type: reconcile.Warning, Reason: f.Reason, Object: f.Object, Unit: f.Unit, Message: f.Message})
 		}
 	}
+	_ = side.Wait()
 	out := cmd.OutOrStdout()
 	if errors.Is(err, reconcile.ErrExpectPlan) {
 		printPlan(out, be.Name, res)
@@ -183,11 +203,22 @@ type rechecker interface {
 // after each pass that changed something (reconcile.Loop.AfterSteps,
 // telemetry.afterPass).
 func ledgerApply(ctx context.Context, k *ledger.Keeper, pass, after reconcile.Result, now time.Time) {
-	if pass.Observed == nil {
-		return
+	ledgerPass(ctx, k, pass, now)
+	ledgerAfter(ctx, k, pass, after, now)
+}
+
+// ledgerPass is ledgerApply's first half: what the pass saw before its
+// steps. apply runs it while it reads the host again.
+func ledgerPass(ctx context.Context, k *ledger.Keeper, pass reconcile.Result, now time.Time) {
+	if pass.Observed != nil {
+		k.Observe(ctx, pass, now)
 	}
-	k.Observe(ctx, pass, now)
-	if pass.Changed() && after.Observed != nil && after.Observed != pass.Observed {
+}
+
+// ledgerAfter is ledgerApply's second half, after ledgerPass: the
+// observation after the steps, when a step changed something.
+func ledgerAfter(ctx context.Context, k *ledger.Keeper, pass, after reconcile.Result, now time.Time) {
+	if pass.Observed != nil && pass.Changed() && after.Observed != nil && after.Observed != pass.Observed {
 		k.Observe(ctx, reconcile.Result{Observed: after.Observed, Desired: pass.Desired}, now)
 	}
 }
@@ -199,16 +230,18 @@ func ledgerApply(ctx context.Context, k *ledger.Keeper, pass, after reconcile.Re
 // pass's own result, which names it. The same read tells apply whether
 // the units it started stayed up (reconcile.NotStayedUp): a Type=exec
 // service's start is done once its process exec'd, so one that exits at
-// once is failed or in auto-restart here, read StayUpWindow after the
-// pass's last start; one that dies later is not seen by this apply
-// (status and run see it).
+// once is failed or in auto-restart here, read stayUp (apply --stay-up,
+// default reconcile.StayUpWindow) after the pass's last start; one that
+// dies later is not seen by this apply (status and run see it). stayUp 0
+// reads at once: what the read itself takes is then the whole window
+// (issue 12's "one changed manifest" budget has no room for a wait).
 //
 // recheck is called before that second read: with the systemd backend it
 // reads the properties only of the units a step's job touched or whose
 // status, files or main process's start changed, the rest as the pass
 // read them (KeepReads); at 1000 units the full read it replaces took
 // ~70 ms of each `apply` that acted.
-func statusAfter(ctx context.Context, r *reconcile.Reconciler, res reconcile.Result, err error, recheck func(), log *zap.Logger) (reconcile.Result, error) {
+func statusAfter(ctx context.Context, r *reconcile.Reconciler, res reconcile.Result, err error, recheck func(), stayUp time.Duration, log *zap.Logger) (reconcile.Result, error) {
 	if err != nil {
 		return res, err
 	}
@@ -220,9 +253,9 @@ func statusAfter(ctx context.Context, r *reconcile.Reconciler, res reconcile.Res
 	if !res.Changed() {
 		return res, err
 	}
-	if reconcile.StartedSomething(res) {
+	if stayUp > 0 && reconcile.StartedSomething(res) {
 		// What is left of the window since the pass's last start.
-		t := time.NewTimer(reconcile.StayUpWindow - time.Since(res.Started.Add(res.Took)))
+		t := time.NewTimer(stayUp - time.Since(res.Started.Add(res.Took)))
 		select {
 		case <-ctx.Done():
 		case <-t.C:

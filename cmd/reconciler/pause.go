@@ -342,7 +342,7 @@ func newPruneCmd(g *globals) *cobra.Command {
 			}
 			unlock()
 			fmt.Fprintln(out, "confirmed; pruning:")
-			return runApply(cmd, g, reconcile.Options{ExpectPlan: expect})
+			return runApply(cmd, g, reconcile.Options{ExpectPlan: expect}, reconcile.StayUpWindow)
 		},
 	}
 	f := cmd.Flags()

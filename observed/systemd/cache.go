@@ -120,12 +120,13 @@ func (o *Observer) Recheck() {
 	o.cache.hold = false
 }
 
-// recheckStarts marks every cached service of loaded whose
-// ExecMainStartTimestamp is no longer the cached one (or cannot be read),
-// when the cache has no watch (KeepReads, after Recheck): one pipelined
-// Get per service instead of the signal a watch would have had. err: the
-// read itself failed.
-func (o *Observer) recheckStarts(ctx context.Context, loaded []*observed.Unit) error {
+// recheckStarts marks every cached service whose ExecMainStartTimestamp
+// is no longer the cached one (or cannot be read), when the cache has no
+// watch (KeepReads, after Recheck): one pipelined Get per service instead
+// of the signal a watch would have had. A service cached but no longer
+// loaded (its Get fails) is marked too, which changes nothing: the cache
+// answers only for units the pass reads. err: the read itself failed.
+func (o *Observer) recheckStarts(ctx context.Context) error {
 	o.mu.Lock()
 	if !o.cache.on || !o.cache.noWatch || o.cache.hold || !o.cache.valid {
 		o.mu.Unlock()
@@ -136,13 +137,12 @@ func (o *Observer) recheckStarts(ctx context.Context, loaded []*observed.Unit) e
 		qs    []sdbus.PropertyQuery
 		was   []uint64
 	)
-	for _, u := range loaded {
-		e := o.cache.units[u.Name]
-		if e == nil || o.cache.dirty[u.Name] || !strings.HasSuffix(u.Name, ".service") {
+	for n, e := range o.cache.units {
+		if o.cache.dirty[n] || !strings.HasSuffix(n, ".service") {
 			continue
 		}
-		names = append(names, u.Name)
-		qs = append(qs, sdbus.PropertyQuery{Unit: u.Name, Props: startProp})
+		names = append(names, n)
+		qs = append(qs, sdbus.PropertyQuery{Unit: n, Props: startProp})
 		was = append(was, e.props.ExecMainStartTimestamp)
 	}
 	o.mu.Unlock()

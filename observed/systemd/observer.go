@@ -301,6 +301,12 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 		defer close(vdone)
 		vendor, scan, verr = o.vendorFiles(ctx, want)
 	}()
+	// KeepReads' recheck of the cached services' starts (a Get each on
+	// the property pipe) runs beside ListUnitsByNames (the bus
+	// connection): it needs only the cache's entries. earlyProps, the
+	// pipe's other user, reads nothing while the cache answers.
+	rdone := make(chan error, 1)
+	go func() { rdone <- o.recheckStarts(ctx) }()
 	status, err := o.listUnits(ctx, query)
 	var (
 		early    map[string]map[string]any
@@ -310,11 +316,15 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 		early, earlyGen, err = o.earlyProps(ctx, query, status)
 	}
 	<-vdone
+	rerr := <-rdone
 	if err != nil {
 		return nil, err
 	}
 	if verr != nil {
 		return nil, verr
+	}
+	if rerr != nil {
+		return nil, rerr
 	}
 
 	st := &observed.State{
@@ -351,9 +361,6 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 	triples := make(map[string][3]string, len(status))
 	for n, s := range status {
 		triples[n] = [3]string{s.LoadState, s.ActiveState, s.SubState}
-	}
-	if err := o.recheckStarts(ctx, loaded); err != nil { // KeepReads only
-		return nil, err
 	}
 	ans := o.cachePlan(full, loaded, files, triples, vendor, scan.typeDropIns)
 	read := ans.read
