@@ -46,12 +46,12 @@ type cmpTrial struct {
 	// changedNoWait: the same with apply --stay-up 0 (no wait before
 	// judging that what it restarted stayed up).
 	changedNoWait []time.Duration
-	diff    []time.Duration // resil only
-	edits   editResult      // resil only
-	own     []time.Duration // resil sandbox: systemd's own rewrite + Reload + RestartUnit, seen as resil's edits are
-	ownBare []time.Duration // the same until the job is done, nobody subscribed
-	mem     []memSample     // resil only: run's memory, before and after the edits
-	passCPU passProfile     // resil only: CPU profile of forced converged passes
+	diff          []time.Duration // resil only
+	edits         editResult      // resil only
+	own           []time.Duration // resil sandbox: systemd's own rewrite + Reload + RestartUnit, seen as resil's edits are
+	ownBare       []time.Duration // the same until the job is done, nobody subscribed
+	mem           []memSample     // resil only: run's memory, before and after the edits
+	passCPU       passProfile     // resil only: CPU profile of forced converged passes
 }
 
 // passProfile is a CPU profile of `run` over a few converged passes.
