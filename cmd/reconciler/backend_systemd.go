@@ -35,7 +35,7 @@ func openSystemd(ctx context.Context, g *globals, log *zap.Logger, readOnly bool
 	// The first observation's connection, dialed while the command opens
 	// the state dir and loads the manifests.
 	conn.Prewarm()
-	obs := sdobserve.New(conn, g.unitDir, sdobserve.WithManagerConf(filepath.Join(g.managerDir, ownmark.WatchdogFile)))
+	obs := sdobserve.New(conn, g.unitDir, sdobserve.WithManagerConf(filepath.Join(g.managerDir, ownmark.WatchdogFile)), sdobserve.WithProcessCheck())
 	// The applier tells the observer about its own jobs, so that their
 	// signals do not wake another pass (one pass per edit).
 	app := sdapply.New(conn, g.unitDir, g.managerDir, log.Named("systemd"), sdapply.WithOwnJobs(obs))

@@ -125,7 +125,9 @@ func (o *Observer) Recheck() {
 // watch (KeepReads, after Recheck): one pipelined Get per service instead
 // of the signal a watch would have had. A service cached but no longer
 // loaded (its Get fails) is marked too, which changes nothing: the cache
-// answers only for units the pass reads. err: the read itself failed.
+// answers only for units the pass reads. With WithProcessCheck a
+// service whose cached main PID is set is checked in the process table
+// instead (no D-Bus call). err: the read itself failed.
 func (o *Observer) recheckStarts(ctx context.Context) error {
 	o.mu.Lock()
 	if !o.cache.on || !o.cache.noWatch || o.cache.hold || !o.cache.valid {
@@ -139,6 +141,12 @@ func (o *Observer) recheckStarts(ctx context.Context) error {
 	)
 	for n, e := range o.cache.units {
 		if o.cache.dirty[n] || !strings.HasSuffix(n, ".service") {
+			continue
+		}
+		if pid := e.props.MainPID; pid != 0 && o.cfg.alive != nil {
+			if !o.cfg.alive(pid) {
+				o.cache.dirty[n] = true
+			}
 			continue
 		}
 		names = append(names, n)

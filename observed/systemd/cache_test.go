@@ -252,64 +252,86 @@ func TestCacheKeepReads(t *testing.T) {
 		{"a daemon-reload by the command", func(_ *sdbustest.Fake, o *Observer) { o.Reloaded() }, 0, 3},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f := sdbustest.New()
-			for i, n := range names {
-				f.AddUnit(sdbustest.Unit{Name: n, ActiveState: "active", SubState: "running", MainPID: uint32(100 + i)})
+		for _, procCheck := range []bool{false, true} {
+			name := tt.name
+			if procCheck {
+				name += " (process check)"
 			}
-			o := New(f, t.TempDir(), WithoutManager())
-			o.KeepReads()
-			read := func() (int, *observed.State) {
-				t.Helper()
-				f.ResetCalls()
-				st, err := o.Observe(context.Background(), names)
-				if err != nil {
-					t.Fatal(err)
+			t.Run(name, func(t *testing.T) {
+				f := sdbustest.New()
+				for i, n := range names {
+					f.AddUnit(sdbustest.Unit{Name: n, ActiveState: "active", SubState: "running", MainPID: uint32(100 + i)})
 				}
-				return f.PropertyCount("NRestarts"), st
-			}
-			check := func(when string, st *observed.State) {
-				t.Helper()
-				for _, name := range names {
-					u, _ := f.Unit(name)
-					if got := st.Units[name]; got.MainPID != u.MainPID || got.ActiveState != u.ActiveState || got.NRestarts != u.NRestarts {
-						t.Errorf("%s: %s: observed %s pid %d restarts %d, systemd has %s pid %d restarts %d", when, name,
-							got.ActiveState, got.MainPID, got.NRestarts, u.ActiveState, u.MainPID, u.NRestarts)
+				opts := []Option{WithoutManager()}
+				if procCheck {
+					// The fake's process table: its units' main PIDs.
+					opts = append(opts, withAlive(func(pid uint32) bool {
+						for _, n := range names {
+							if u, _ := f.Unit(n); u.MainPID == pid {
+								return true
+							}
+						}
+						return false
+					}))
+				}
+				o := New(f, t.TempDir(), opts...)
+				o.KeepReads()
+				read := func() (int, *observed.State) {
+					t.Helper()
+					f.ResetCalls()
+					st, err := o.Observe(context.Background(), names)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return f.PropertyCount("NRestarts"), st
+				}
+				check := func(when string, st *observed.State) {
+					t.Helper()
+					for _, name := range names {
+						u, _ := f.Unit(name)
+						if got := st.Units[name]; got.MainPID != u.MainPID || got.ActiveState != u.ActiveState || got.NRestarts != u.NRestarts {
+							t.Errorf("%s: %s: observed %s pid %d restarts %d, systemd has %s pid %d restarts %d", when, name,
+								got.ActiveState, got.MainPID, got.NRestarts, u.ActiveState, u.MainPID, u.NRestarts)
+						}
 					}
 				}
-			}
-			for i := range 2 {
-				n, st := read()
-				if n != len(names) {
-					t.Fatalf("read %d before Recheck: %d services' properties, want all %d", i+1, n, len(names))
+				for i := range 2 {
+					n, st := read()
+					if n != len(names) {
+						t.Fatalf("read %d before Recheck: %d services' properties, want all %d", i+1, n, len(names))
+					}
+					u, _ := f.Unit("third.service")
+					if st.Units["third.service"].MainPID != u.MainPID {
+						t.Fatalf("read %d before Recheck: third.service pid %d, systemd has %d", i+1, st.Units["third.service"].MainPID, u.MainPID)
+					}
+					u.MainPID += 10 // a new process, same status: only a full read sees it
+					f.AddUnit(u)
 				}
 				u, _ := f.Unit("third.service")
-				if st.Units["third.service"].MainPID != u.MainPID {
-					t.Fatalf("read %d before Recheck: third.service pid %d, systemd has %d", i+1, st.Units["third.service"].MainPID, u.MainPID)
-				}
-				u.MainPID += 10 // a new process, same status: only a full read sees it
+				u.MainPID -= 10 // back to what the last read saw
 				f.AddUnit(u)
-			}
-			u, _ := f.Unit("third.service")
-			u.MainPID -= 10 // back to what the last read saw
-			f.AddUnit(u)
-			if _, ok := o.ChangeSeq(); ok {
-				t.Error("ChangeSeq ok with no watch")
-			}
-			tt.act(f, o)
-			o.Recheck()
-			n, st := read()
-			if n != tt.want {
-				t.Errorf("after Recheck: %d services' properties read, want %d", n, tt.want)
-			}
-			if ndr := f.PropertyCount("NeedDaemonReload"); tt.wantNDR >= 0 && ndr != tt.wantNDR {
-				t.Errorf("after Recheck: NeedDaemonReload asked of %d, want %d", ndr, tt.wantNDR)
-			}
-			if probes := f.PropertyCount("ExecMainStartTimestamp"); probes < len(names)-tt.want {
-				t.Errorf("after Recheck: ExecMainStartTimestamp asked of %d services, want each cached one", probes)
-			}
-			check("after Recheck", st)
-		})
+				if _, ok := o.ChangeSeq(); ok {
+					t.Error("ChangeSeq ok with no watch")
+				}
+				tt.act(f, o)
+				o.Recheck()
+				n, st := read()
+				if n != tt.want {
+					t.Errorf("after Recheck: %d services' properties read, want %d", n, tt.want)
+				}
+				if ndr := f.PropertyCount("NeedDaemonReload"); tt.wantNDR >= 0 && ndr != tt.wantNDR {
+					t.Errorf("after Recheck: NeedDaemonReload asked of %d, want %d", ndr, tt.wantNDR)
+				}
+				probes := f.PropertyCount("ExecMainStartTimestamp")
+				switch {
+				case !procCheck && probes < len(names)-tt.want:
+					t.Errorf("after Recheck: ExecMainStartTimestamp asked of %d services, want each cached one", probes)
+				case procCheck && probes != tt.want:
+					t.Errorf("after Recheck with the process check: ExecMainStartTimestamp asked of %d services, want only the %d read again", probes, tt.want)
+				}
+				check("after Recheck", st)
+			})
+		}
 	}
 	// With a watch running KeepReads changes nothing: the watch's cache stands.
 	f, o, _, stop := subscribedObserver(t)

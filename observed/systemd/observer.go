@@ -139,6 +139,9 @@ type config struct {
 	getAll      bool
 	hook        func(method string)
 	now         func() time.Time
+	// alive, if set, tells whether a main PID systemd reported still
+	// names a running (or not yet reaped) process (WithProcessCheck).
+	alive func(pid uint32) bool
 }
 
 // Option configures an Observer.
@@ -184,6 +187,36 @@ func WithGetAll() Option { return func(c *config) { c.getAll = true } }
 // Observer makes (e.g. to feed a metric). It must be fast and safe for
 // concurrent use.
 func WithCallHook(hook func(method string)) Option { return func(c *config) { c.hook = hook } }
+
+// WithProcessCheck lets the recheck after KeepReads (apply's read after
+// its steps) tell a cached service's main process is still the one read
+// from the process table instead of asking systemd: one kill(pid, 0) per
+// service instead of one Get. It is used only when this process sees
+// systemd's PIDs: PID 1 of its PID namespace is systemd (checked here,
+// once); otherwise the Gets stay.
+//
+// Why the table tells: a start of a service, by any job, a crash restart
+// or a timer, follows the end of its previous main process (systemd
+// reaps it first), so a main PID that still names a process is the
+// process the first read saw, as PIDs are not reused before the PID
+// space wraps (pid_max). What it cannot see: a service restarted while
+// its old main process survived the stop (KillMode=none, deprecated).
+func WithProcessCheck() Option {
+	return func(c *config) {
+		if b, err := os.ReadFile("/proc/1/comm"); err == nil && strings.TrimSpace(string(b)) == "systemd" {
+			c.alive = pidAlive
+		}
+	}
+}
+
+// withAlive sets the process check directly (tests).
+func withAlive(alive func(pid uint32) bool) Option { return func(c *config) { c.alive = alive } }
+
+// pidAlive reports whether pid names a process (a zombie included):
+// kill(pid, 0) fails with ESRCH only when there is none.
+func pidAlive(pid uint32) bool {
+	return syscall.Kill(int(pid), 0) != syscall.ESRCH
+}
 
 // WithClock sets the clock for State.ReadAt (default time.Now).
 func WithClock(now func() time.Time) Option { return func(c *config) { c.now = now } }
