@@ -15,7 +15,7 @@ import (
 // file file (--source-config), strictly into v, a pointer to a struct with
 // json tags. Its problems come back as *FieldError (file:line:col: field:
 // detail, errors.Join'ed): a syntax error, more than one document, every
-// unknown field (with a case-only typo named) and a type error. An empty
+// unknown field (with the field it is a typo of named) and a type error. An empty
 // file sets nothing.
 func DecodeConfig(file string, data []byte, v any) error {
 	docs, fe := parseDocs(data)

@@ -17,7 +17,7 @@ func TestDecodeConfig(t *testing.T) {
 	}{
 		{"valid", "repo: x\npaths: [a, b]\n", ""},
 		{"empty", "# nothing yet\n", ""},
-		{"unknown field, typo in case", "repo: x\nreop: y\nRepo: z\n", "c.yaml:2:1: reop: unknown field\nc.yaml:3:1: Repo: unknown field (did you mean \"repo\"?)"},
+		{"unknown field, typos", "repo: x\nreop: y\nRepo: z\n", "c.yaml:2:1: reop: unknown field (did you mean \"repo\"?)\nc.yaml:3:1: Repo: unknown field (did you mean \"repo\"?)"},
 		{"type error", "repo: x\npaths: a\n", "c.yaml:2:1: paths: expected a list, got string"},
 		{"bool", "allowForcePush: sometimes\n", "c.yaml:1:1: allowForcePush: expected true or false, got string"},
 		{"syntax", "repo: x\n  - b: [\n", "c.yaml:"},

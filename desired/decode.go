@@ -101,6 +101,12 @@ func (l *loader) checkHeader(d *doc, h *header) bool {
 	if detail := checkName(h.Metadata.Name); detail != "" {
 		probs = append(probs, positioned{path{"metadata", "name"}, detail})
 	}
+	if len(probs) > 0 && d.node != nil {
+		// The document stops here, before the check of unknown fields
+		// (mergeDocs): a misspelt top-level key (metdata:) is most often
+		// why the header is incomplete, so it is named too.
+		unknownFields(d.node, topType, nil, &probs)
+	}
 	for _, p := range probs {
 		l.fail(d.file, l.position([]*doc{d}, p.p, p.detail))
 	}
@@ -238,6 +244,21 @@ func suggest(k string, fields map[string]reflect.Type) string {
 		if strings.EqualFold(f, k) {
 			return fmt.Sprintf(" (did you mean %q?)", f)
 		}
+	}
+	// A misspelling (letters left out, added or changed): the one field
+	// within two edits (editDistance, as for unit directives), when only
+	// one is and the key is long enough for that to mean something.
+	if len(k) < 4 {
+		return ""
+	}
+	best, n := "", 0
+	for f := range fields {
+		if editDistance(strings.ToLower(k), strings.ToLower(f)) <= 2 {
+			best, n = f, n+1
+		}
+	}
+	if n == 1 {
+		return fmt.Sprintf(" (did you mean %q?)", best)
 	}
 	return ""
 }

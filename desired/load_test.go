@@ -854,3 +854,23 @@ func TestLoadListsFoldersNotRead(t *testing.T) {
 		t.Errorf("objects %v, want only web", set.Sorted())
 	}
 }
+
+// suggest names the one field a misspelt key is within two edits of (or
+// equal to but for case), and nothing for a short key or when two fields
+// are as close.
+func TestSuggest(t *testing.T) {
+	fields := map[string]reflect.Type{"command": nil, "restart": nil, "delay": nil, "policy": nil, "user": nil, "users": nil}
+	for _, tc := range []struct{ key, want string }{
+		{"comand", ` (did you mean "command"?)`},
+		{"Command", ` (did you mean "command"?)`},
+		{"restrat", ` (did you mean "restart"?)`}, // two edits
+		{"polcy", ` (did you mean "policy"?)`},
+		{"usr", ""},         // too short to guess
+		{"usere", ""},       // user and users both within two
+		{"environment", ""}, // nothing close
+	} {
+		if got := suggest(tc.key, fields); got != tc.want {
+			t.Errorf("suggest(%q) = %q, want %q", tc.key, got, tc.want)
+		}
+	}
+}
