@@ -194,9 +194,11 @@ func (p *planner) service(o *desired.Object) {
 // watchdogKill reports a service the watchdog killed and systemd is
 // restarting (Result=watchdog while not failed: SubState auto-restart or
 // stop-watchdog). The window lasts RestartSec; the agent is woken by the
-// state change. The message carries the kill time and the restart count,
-// so each kill is one event. A unit the watchdog left failed is reported
-// by the failed branch of service().
+// state change. Each kill is one occurrence (Finding.Occurrence: the
+// kill time) of one finding whose message stays the same, so repeated
+// kills fold into one event row with a count instead of a row each. A
+// unit the watchdog left failed is reported by the failed branch of
+// service().
 func (p *planner) watchdogKill(o *desired.Object, unit string, u *observed.Unit) {
 	if u == nil || u.Result != "watchdog" || u.ActiveState == "failed" {
 		return
@@ -204,10 +206,9 @@ func (p *planner) watchdogKill(o *desired.Object, unit string, u *observed.Unit)
 	if u.ExecMainExitTimestamp == 0 {
 		// SIGABRT sent, the process not yet gone (stop-watchdog): its exit
 		// is another state change that wakes the loop; report then, once,
-		// with the kill time, so the message (the dedupe key) is stable.
+		// with the kill time, so the occurrence (the dedupe key) is stable.
 		return
 	}
-	when := "at " + FormatUSec(u.ExecMainExitTimestamp, LayoutMilli)
 	timeout := ""
 	if o.Service != nil && o.Service.Watchdog != nil {
 		timeout = fmt.Sprintf(" within %s", o.Service.Watchdog.Timeout)
@@ -216,8 +217,8 @@ func (p *planner) watchdogKill(o *desired.Object, unit string, u *observed.Unit)
 	if !p.systemd() {
 		who = "the supervisor" // the process backend restarts it itself
 	}
-	msg := fmt.Sprintf("%s killed by the watchdog %s (no WATCHDOG=1%s); %s restarts it, restart %d", unit, when, timeout, who, u.NRestarts+1)
-	p.find(o.ID(), unit, ReasonWatchdog, msg, true, false)
+	msg := fmt.Sprintf("%s killed by the watchdog (no WATCHDOG=1%s); %s restarts it", unit, timeout, who)
+	p.findOccurrence(o.ID(), unit, ReasonWatchdog, msg, FormatUSec(u.ExecMainExitTimestamp, LayoutMilli), true)
 }
 
 // done reports whether a service's process exited by itself with status 0
