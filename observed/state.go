@@ -71,8 +71,13 @@ type Unit struct {
 	FragmentPath      string   `json:"fragmentPath,omitempty"`
 	// DropInPaths are every drop-in systemd loaded for the unit.
 	DropInPaths []string `json:"dropInPaths,omitempty"`
-	// DropIns holds the bytes of each drop-in on disk, by path.
+	// DropIns holds the bytes of each drop-in on disk, by path (those of
+	// DropInPaths and of PendingDropIns).
 	DropIns map[string][]byte `json:"-"`
+	// PendingDropIns are drop-ins on disk that systemd has not loaded
+	// (written since its last daemon-reload): the next reload, anyone's,
+	// loads them. Their unit has NeedDaemonReload set.
+	PendingDropIns []string `json:"pendingDropIns,omitempty"`
 	// NeedDaemonReload is systemd's "unit file changed on disk" flag, or a
 	// drop-in on disk that systemd has not loaded (systemd 252 notices one
 	// in a directory created since its last load only once its path cache

@@ -721,12 +721,15 @@ func (p *planner) classify(old, cur []byte) UnitChange {
 	return ClassifyUnitChange(old, cur)
 }
 
-// foreignDropIns reports drop-ins resil did not write; they are never deleted.
+// foreignDropIns reports drop-ins resil did not write; they are never
+// deleted. One written since the last daemon-reload (PendingDropIns) is
+// reported at once, with the same message as once loaded (one condition):
+// the reload the pass plans for it, or anyone's, loads it.
 func (p *planner) foreignDropIns(o *desired.Object, u *observed.Unit) {
 	if u == nil {
 		return
 	}
-	for _, d := range u.DropInPaths {
+	for _, d := range slices.Concat(u.DropInPaths, u.PendingDropIns) {
 		if data, ok := u.DropIns[d]; ok {
 			if _, owned := ownmark.IsOwned(data); owned {
 				continue

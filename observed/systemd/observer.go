@@ -475,8 +475,21 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 		readDropIns(again)
 	}
 	for _, u := range loaded {
-		if !u.NeedDaemonReload && needsReload(o.cfg.root, u, vendor[u.Name].dropIns) {
+		if u.PendingDropIns = pendingDropIns(o.cfg.root, u, vendor[u.Name].dropIns); len(u.PendingDropIns) > 0 {
 			u.NeedDaemonReload = true
+			for _, p := range u.PendingDropIns {
+				data, _, err := readFile(filepath.Join(o.cfg.root, p))
+				switch {
+				case errors.Is(err, fs.ErrNotExist):
+				case err != nil:
+					errs = multierror.Append(errs, fmt.Errorf("read drop-in of %s: %w", u.Name, err))
+				default:
+					if u.DropIns == nil {
+						u.DropIns = map[string][]byte{}
+					}
+					u.DropIns[p] = data
+				}
+			}
 		}
 	}
 	errs = multierror.Append(errs, o.readFragments(ctx, loaded, files)...)

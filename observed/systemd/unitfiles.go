@@ -313,16 +313,26 @@ func typeDropInDir(name string) bool {
 // Paths are compared after resolving symlinks below root, so /lib and
 // /usr/lib of a merged-/usr system are one directory.
 func needsReload(root string, u *observed.Unit, onDisk []string) bool {
+	return len(pendingDropIns(root, u, onDisk)) > 0
+}
+
+// pendingDropIns are the drop-ins of onDisk that u's DropInPaths (what
+// systemd loaded) do not hold, in onDisk's order (see needsReload).
+func pendingDropIns(root string, u *observed.Unit, onDisk []string) []string {
+	if len(onDisk) == 0 {
+		return nil
+	}
 	loaded := make(map[string]bool, len(u.DropInPaths))
 	for _, p := range u.DropInPaths {
 		loaded[canonPath(root, p)] = true
 	}
+	var out []string
 	for _, p := range onDisk {
 		if !loaded[canonPath(root, p)] {
-			return true
+			out = append(out, p)
 		}
 	}
-	return false
+	return out
 }
 
 // canonPath is p below root with its directory's symlinks resolved.
