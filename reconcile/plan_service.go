@@ -27,6 +27,27 @@ func failureReason(u *observed.Unit) (Reason, string) {
 	return ReasonFailed, msg
 }
 
+// gaveUpRestarting reports whether a failed service is one systemd's
+// restart policy would have restarted and did not: its start limit
+// stopped it. systemd 252 keeps the last run's Result (exit-code, signal,
+// ...) then, not start-limit-hit: that replaces only a success, so a
+// crash loop that hits the limit reads as one more failure. Told by the
+// policy (always and on-failure restart every failed result) and
+// by systemd having restarted it before (NRestarts); not when the
+// manifest keeps some exit statuses from restarting
+// (RestartPreventExitStatus=), which also leaves it failed.
+func gaveUpRestarting(s *desired.ServiceSpec, u *observed.Unit) bool {
+	if s == nil || u.NRestarts == 0 || s.RestartPolicy() == desired.RestartNever {
+		return false
+	}
+	if _, ok := s.Systemd["Service"]["RestartPreventExitStatus"]; ok {
+		return false
+	}
+	// Restart=always and on-failure both restart every result but
+	// success (systemd's service_shall_restart).
+	return u.Result != "" && u.Result != "success"
+}
+
 func (p *planner) service(o *desired.Object) {
 	s := o.Service
 	files := p.in.Files[o.ID()]
@@ -82,6 +103,9 @@ func (p *planner) service(o *desired.Object) {
 			p.rt(actuators.OpStart, o, f.Name, "new unit")
 		case u.ActiveState == "failed":
 			reason, msg := failureReason(u)
+			if p.systemd() && reason == ReasonFailed && gaveUpRestarting(s, u) {
+				reason, msg = ReasonStartLimitHit, fmt.Sprintf("start limit hit: systemd stopped restarting it after %d restarts; result %s, exit status %d", u.NRestarts, u.Result, u.ExecMainStatus)
+			}
 			if u.ExecMainExitTimestamp != 0 {
 				// Names the run: each failure is one event (the same
 				// failure seen by later passes is not a new one).
