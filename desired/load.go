@@ -83,6 +83,11 @@ type Set struct {
 	// memory; the caller decides (reconcile treats them like broken files,
 	// so truncating a file never removes what it held).
 	Empty map[string]bool
+	// Changed maps each manifest file read (relative) to its last change
+	// (the ctime of the descriptor read: a write, a truncation or a
+	// rename into place). The agent waits for a file that lost an object
+	// to be quiet before it prunes (reconcile.Config.PruneQuiet).
+	Changed map[string]time.Time
 }
 
 // Sorted returns the objects in ID order.
@@ -275,6 +280,10 @@ func loadOnce(dir, orig string, opts Options) (*Set, bool, error) {
 		}
 	}
 	l.checkSelected(set)
+	set.Changed = make(map[string]time.Time, len(l.ids))
+	for f, id := range l.ids {
+		set.Changed[f] = time.Unix(0, id.Ctime)
+	}
 	// The parsed YAML trees served the positions of this load's errors;
 	// an agent keeps the objects between passes, so they go now (3.9 MB
 	// of the agent's heap with 1000 manifests, per the bench).

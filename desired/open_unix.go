@@ -387,6 +387,9 @@ func (l *loader) readFile(rel string) ([]byte, bool) {
 	if !ok {
 		return nil, false
 	}
+	if l.ids != nil {
+		l.ids[rel] = of.id() // Set.Changed
+	}
 	return l.readOpen(rel, of)
 }
 

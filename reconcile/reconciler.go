@@ -108,6 +108,15 @@ type Config struct {
 	RolloutReadyTimeout time.Duration
 	// Rollout: --min-ready and --rollout-jitter (rollout_state.go).
 	Rollout RolloutConfig
+	// PruneQuiet (run's --prune-quiet; 0: off, apply's) keeps an object
+	// that the file it came from declares no more while that file, still
+	// there, changed less than this long ago: a file written in steps (a
+	// script appending documents one by one, a copy in progress) holds
+	// only some of its documents for a moment, and what it does not hold
+	// yet must not be pruned and started again. Once the file has been
+	// quiet that long, the object is pruned. A removed file is not waited
+	// for (its removal is one step).
+	PruneQuiet time.Duration
 }
 
 // Reconciler runs passes. It is not safe for concurrent passes; the Loop
@@ -195,7 +204,10 @@ type loadedDesired struct {
 	held []Finding
 	// neverValid: the held objects with no last good version.
 	neverValid map[string]bool
-	err        error
+	// quietWake: when the first object kept by Config.PruneQuiet may be
+	// pruned (0: none kept).
+	quietWake time.Duration
+	err       error
 }
 
 type backoff struct {
@@ -529,6 +541,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 	r.afterRollout(log, plan, safety.Now)
 	defer func() {
 		res.RequeueAfter = busyWake(r.rolloutWake(wakeAfter(res.RequeueAfter, safety, plan.SafetyReport), plan, safety.Now), d.busy)
+		if d.quietWake > 0 && (res.RequeueAfter == 0 || d.quietWake < res.RequeueAfter) {
+			res.RequeueAfter = d.quietWake // Config.PruneQuiet: prune once the file is quiet
+		}
 	}()
 	if len(plan.Steps) == 0 {
 		log.Debug("converged", zap.Int("objects", res.Objects))
@@ -646,11 +661,22 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 			neverValid[o.ID()] = true
 		}
 	}
+	var quietWake time.Duration
 	for id, o := range r.lastGood {
 		if seen[id] {
 			continue
 		}
 		if _, moved := set.NotSelected[id]; moved {
+			continue
+		}
+		if wait := r.quietLeft(set, o); wait > 0 && !set.IsBroken(o) {
+			objs = append(objs, o)
+			protected[id] = true
+			held = append(held, retained(id, fmt.Sprintf("%s declares it no more and changed less than %s ago: it is pruned once the file has been unchanged that long (a file written in steps may not hold all its documents yet); the last good version stays in force until then",
+				o.Source.File, r.cfg.PruneQuiet)))
+			if quietWake == 0 || wait < quietWake {
+				quietWake = wait
+			}
 			continue
 		}
 		if set.IsBroken(o) {
@@ -731,7 +757,24 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 		log.Warn("manifests have errors", zap.Int("broken_files", len(set.Broken)), zap.Int("empty_files", len(set.Empty)), zap.Error(lerr))
 	}
 	sort.SliceStable(held, func(i, j int) bool { return held[i].Object < held[j].Object })
-	return &loadedDesired{objs: objs, protected: protected, broken: broken, stateChanged: stateChanged, prune: true, busy: busy, busyFiles: busyFiles, held: held, neverValid: neverValid, err: lerr}
+	return &loadedDesired{objs: objs, protected: protected, broken: broken, stateChanged: stateChanged, prune: true, busy: busy, busyFiles: busyFiles, held: held, neverValid: neverValid, quietWake: quietWake, err: lerr}
+}
+
+// quietLeft is how long o, which its file declares no more, is still kept
+// by Config.PruneQuiet: the rest of the quiet period of that file when it
+// is still there and changed less than PruneQuiet ago; 0 otherwise.
+func (r *Reconciler) quietLeft(set *desired.Set, o *desired.Object) time.Duration {
+	if r.cfg.PruneQuiet <= 0 {
+		return 0
+	}
+	changed, ok := set.Changed[o.Source.File]
+	if !ok {
+		return 0 // removed (or not readable: broken, which keeps it anyway)
+	}
+	if left := r.cfg.PruneQuiet - r.cfg.Now().Sub(changed); left > 0 {
+		return left
+	}
+	return 0
 }
 
 // refusalErrors is a backend's refusal of o as load errors, one per

@@ -190,7 +190,7 @@ func newReconciler(g *globals, be *backend, log *zap.Logger, events reconcile.Re
 		Manifests: manifests, Load: opts, ManifestSeq: g.manifestSeq, UnitDir: be.UnitDir, ManagerDir: be.ManagerDir,
 		Render: be.Render, Classify: be.Classify, MarkProcessSince: be.MarkProcessSince, RestartJournal: be.RestartJournal, RunMemory: be.RunMemory, Observer: be.Observer, Applier: be.Applier, Events: events, Log: log,
 		AfterStep: afterStep, Health: be.Health, MaxParallelRestarts: g.maxParallelRestarts, RolloutReadyTimeout: g.rolloutReadyTimeout, Rollout: g.rollout, LastGood: reconcile.NewLastGoodFile(g.stateDir, readOnly),
-		Safety: safety,
+		Safety: safety, PruneQuiet: g.pruneQuiet,
 	}), nil
 }
 

@@ -66,6 +66,8 @@ type globals struct {
 	// maxParallelRestarts paces the agent's restarts of changed running
 	// services (reconcile.Input.MaxParallelRestarts; 0: all at once).
 	maxParallelRestarts int
+	// pruneQuiet: run's --prune-quiet (reconcile.Config.PruneQuiet).
+	pruneQuiet time.Duration
 	rolloutReadyTimeout time.Duration
 	// rollout: --min-ready, --rollout-jitter.
 	rollout reconcile.RolloutConfig

@@ -143,6 +143,7 @@ func newRunCmd(g *globals) *cobra.Command {
 	f.DurationVar(&resync, "resync", 5*time.Minute, "periodic full pass")
 	f.DurationVar(&settle, "settle", 100*time.Millisecond, "wait after a change for more changes before a pass")
 	f.DurationVar(&passTimeout, "pass-timeout", 5*time.Minute, "upper bound of one pass")
+	f.DurationVar(&g.pruneQuiet, "prune-quiet", 2*time.Second, "prune an object its manifest file declares no more only once that file has been unchanged this long (a file written in steps holds some of its documents for a moment); 0: at once")
 	obsf = addObsFlags(f)
 	srcf = addSourceFlags(f)
 	addSafetyFlags(g, cmd)
