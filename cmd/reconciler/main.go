@@ -67,7 +67,7 @@ type globals struct {
 	// services (reconcile.Input.MaxParallelRestarts; 0: all at once).
 	maxParallelRestarts int
 	// pruneQuiet: run's --prune-quiet (reconcile.Config.PruneQuiet).
-	pruneQuiet time.Duration
+	pruneQuiet          time.Duration
 	rolloutReadyTimeout time.Duration
 	// rollout: --min-ready, --rollout-jitter.
 	rollout reconcile.RolloutConfig
