@@ -33,7 +33,7 @@ func DecodeObject(raw []byte, src Source) (*Object, error) {
 	if err != nil {
 		return nil, &FieldError{File: src.File, Detail: err.Error()}
 	}
-	l := &loader{dir: "", errs: map[string][]error{}, busy: map[string]bool{}, empty: map[string]bool{}}
+	l := &loader{dir: "", errs: map[string][]error{}, busy: map[string]bool{}, busyBy: map[string]string{}, empty: map[string]bool{}}
 	d := &doc{file: src.File, abs: src.File, idx: src.Doc, node: nodes[0], raw: norm}
 	o := l.decode(d)
 	if o != nil && l.finish(o, nil) && len(l.errs) == 0 {

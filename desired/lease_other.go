@@ -11,3 +11,6 @@ func releaseLease(int) {}
 
 // WriterOpen cannot tell on this system: known is always false.
 func WriterOpen(string, Options) (busy, known bool) { return false, false }
+
+// writersOf cannot tell on this system.
+func writersOf(dev, ino uint64) string { return "" }

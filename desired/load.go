@@ -74,6 +74,9 @@ type Set struct {
 	// held open for writing: they were not read, and are not errors. What
 	// they hold must keep its last good version (see IsBroken).
 	Busy map[string]bool
+	// BusyBy names, for a busy file, the processes holding it open for
+	// writing ("PID 1234 (vim)"), where /proc tells.
+	BusyBy map[string]string
 	// NotRead are the subfolders (relative, sorted) that are not NAME.d
 	// drop-in folders: manifests are read from the top level only, so a
 	// manifest put in one is not applied (the caller warns).
@@ -131,6 +134,7 @@ type loader struct {
 	stack   []*dirNode
 	subdirs map[string][]*dirNode
 	busy    map[string]bool
+	busyBy  map[string]string
 	empty   map[string]bool
 	// unusable are the names of documents refused before they became
 	// objects (bad apiVersion, kind or metadata): their drop-ins are not
@@ -231,7 +235,7 @@ func loadOnce(dir, orig string, opts Options) (*Set, bool, error) {
 		}
 	}
 	l := &loader{dir: resolved, opts: opts, budget: opts.MaxDirBytes, errs: map[string][]error{},
-		w: w, stack: stack, subdirs: map[string][]*dirNode{}, busy: map[string]bool{}, empty: map[string]bool{},
+		w: w, stack: stack, subdirs: map[string][]*dirNode{}, busy: map[string]bool{}, busyBy: map[string]string{}, empty: map[string]bool{},
 		cache: opts.Cache, started: loadClock(), ids: map[string]filestamp.Stamp{}, served: map[string]bool{}, cached: map[*Object]bool{}}
 	set := &Set{
 		Dir:         resolved,
@@ -240,6 +244,7 @@ func loadOnce(dir, orig string, opts Options) (*Set, bool, error) {
 		Broken:      map[string]error{},
 		BrokenNames: map[string]bool{},
 		Busy:        l.busy,
+		BusyBy:      l.busyBy,
 		Empty:       l.empty,
 	}
 	dropInDirs := map[string]bool{}

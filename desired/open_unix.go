@@ -454,6 +454,9 @@ func (l *loader) openFile(rel string) (*openFile, bool) {
 	if busy {
 		unix.Close(fd)
 		l.busy[rel] = true
+		if by := writersOf(uint64(st.Dev), st.Ino); by != "" { //nolint:unconvert // Dev's type differs by arch
+			l.busyBy[rel] = by
+		}
 		return nil, false
 	}
 	return &openFile{fd: fd, st: st, leased: leased}, true

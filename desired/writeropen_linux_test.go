@@ -2,9 +2,12 @@ package desired
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -93,5 +96,42 @@ func TestWriterOpenOpensOnlyWhatLoadWould(t *testing.T) {
 				t.Fatalf("WriterOpen = %v, %v; want not busy, known", busy, known)
 			}
 		})
+	}
+}
+
+// A busy manifest names the process that holds it open for writing
+// (Set.BusyBy, read from /proc), so the operator knows what to close.
+func TestLoadBusyFileNamesWriter(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"a.yaml": svcDoc("a", "/bin/true")})
+	// The shell opens the file for appending, then becomes sleep with it.
+	cmd := exec.Command("/bin/sh", "-c", `exec 3>>"$1"; exec sleep 30`, "sh", filepath.Join(dir, "a.yaml"))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	want := fmt.Sprintf("PID %d (sleep)", cmd.Process.Pid)
+	deadline := time.Now().Add(10 * time.Second)
+	for { // until the shell has become sleep (writersOf keeps an answer a while)
+		if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", cmd.Process.Pid)); string(comm) == "sleep\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the shell never became sleep")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for {
+		set, err := loadInsecure(t, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if set.Busy["a.yaml"] && set.BusyBy["a.yaml"] == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Busy %v, BusyBy %q, want %q", set.Busy, set.BusyBy, want)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

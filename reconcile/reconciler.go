@@ -602,8 +602,12 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 	for _, f := range sortedKeys(set.Busy) {
 		broken[f] = true
 		busyFiles = append(busyFiles, filepath.Join(set.Dir, f))
+		by := ""
+		if set.BusyBy[f] != "" {
+			by = " by " + set.BusyBy[f]
+		}
 		busy = append(busy, Finding{Reason: ReasonBusy, Warning: true,
-			Message: fmt.Sprintf("%q is open for writing; it is read once the writer closes it (what it holds keeps its last good version)", filepath.Join(set.Dir, f))})
+			Message: fmt.Sprintf("%q is open for writing%s; it is read once the writer closes it (what it holds keeps its last good version)", filepath.Join(set.Dir, f), by)})
 	}
 	for _, d := range set.NotRead {
 		busy = append(busy, Finding{Reason: ReasonFolderNotRead, Warning: true,
