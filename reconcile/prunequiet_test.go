@@ -77,3 +77,44 @@ func TestPruneQuiet(t *testing.T) {
 		})
 	}
 }
+
+// The quiet period is bounded: a change time in the future (a clock
+// stepped back) holds an object one quiet period, not the skew; and a file
+// whose change time keeps moving (chmod by configuration management) holds
+// it at most pruneQuietMaxHolds periods.
+func TestPruneQuietBounded(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "ab.yaml", svcManifest("a", "one")+"---\n"+svcManifest("b", "one"))
+	f := newFake()
+	var offset time.Duration
+	r, _ := newTestReconciler(t, dir, f, func() time.Time { return time.Now().Add(offset) })
+	r.cfg.PruneQuiet = 2 * time.Second
+	r.cfg.Safety.MaxPrune = 0
+	pass(t, r, Options{})
+	writeManifest(t, dir, "ab.yaml", svcManifest("a", "one"))
+
+	offset = -time.Hour // the file changed "an hour from now"
+	res := pass(t, r, Options{})
+	if !f.active["b.service"] || res.RequeueAfter <= 0 || res.RequeueAfter > 2*time.Second {
+		t.Fatalf("future change time: b active %v, RequeueAfter %s; want kept for at most one quiet period", f.active["b.service"], res.RequeueAfter)
+	}
+	// The file changes again and again (its ctime now each time), the
+	// clock moves on: kept until pruneQuietMaxHolds periods have passed.
+	touch := func() {
+		if err := os.Chmod(filepath.Join(dir, "ab.yaml"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	offset = -time.Hour + 3*time.Second
+	touch()
+	pass(t, r, Options{})
+	if !f.active["b.service"] {
+		t.Fatal("b pruned before the bound")
+	}
+	offset = -time.Hour + pruneQuietMaxHolds*2*time.Second
+	touch()
+	pass(t, r, Options{})
+	if f.active["b.service"] {
+		t.Fatal("b still kept after pruneQuietMaxHolds quiet periods of a file that never goes quiet")
+	}
+}

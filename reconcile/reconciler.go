@@ -125,6 +125,9 @@ type Reconciler struct {
 	cfg      Config
 	log      *zap.Logger
 	lastGood map[string]*desired.Object
+	// quietSince: when each object Config.PruneQuiet keeps was first kept
+	// (quietLeft); an object not kept by the last load has no entry.
+	quietSince map[string]time.Time
 	// held: the objects the last pass that acted held back (its
 	// LastGoodRetained findings), true for those it held with a last good
 	// version: one released since gets a ManifestValid event ("valid
@@ -666,6 +669,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 		}
 	}
 	var quietWake time.Duration
+	quietHeld := map[string]bool{}
 	for id, o := range r.lastGood {
 		if seen[id] {
 			continue
@@ -681,6 +685,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 			if quietWake == 0 || wait < quietWake {
 				quietWake = wait
 			}
+			quietHeld[id] = true
 			continue
 		}
 		if set.IsBroken(o) {
@@ -705,6 +710,11 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 				why = holdReason(file, busy)
 			}
 			held = append(held, retained(id, why+"; the last good version stays in force"))
+		}
+	}
+	for id := range r.quietSince {
+		if !quietHeld[id] {
+			delete(r.quietSince, id)
 		}
 	}
 	// An object decoded but invalid that has no last good version (never
@@ -766,7 +776,12 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 
 // quietLeft is how long o, which its file declares no more, is still kept
 // by Config.PruneQuiet: the rest of the quiet period of that file when it
-// is still there and changed less than PruneQuiet ago; 0 otherwise.
+// is still there and changed less than PruneQuiet ago (a change time in
+// the future, a clock stepped back, reads as just now: at most
+// PruneQuiet); 0 otherwise. An object is kept so at most
+// pruneQuietMaxHolds quiet periods in a row: a file whose change time
+// keeps moving (chmod or touch by configuration management more often
+// than PruneQuiet) does not hold it forever.
 func (r *Reconciler) quietLeft(set *desired.Set, o *desired.Object) time.Duration {
 	if r.cfg.PruneQuiet <= 0 {
 		return 0
@@ -775,11 +790,28 @@ func (r *Reconciler) quietLeft(set *desired.Set, o *desired.Object) time.Duratio
 	if !ok {
 		return 0 // removed (or not readable: broken, which keeps it anyway)
 	}
-	if left := r.cfg.PruneQuiet - r.cfg.Now().Sub(changed); left > 0 {
+	now := r.cfg.Now()
+	left := min(r.cfg.PruneQuiet-now.Sub(changed), r.cfg.PruneQuiet)
+	if left <= 0 {
+		return 0
+	}
+	if r.quietSince == nil {
+		r.quietSince = map[string]time.Time{}
+	}
+	since, held := r.quietSince[o.ID()]
+	if !held {
+		r.quietSince[o.ID()] = now
 		return left
 	}
-	return 0
+	if now.Sub(since) >= pruneQuietMaxHolds*r.cfg.PruneQuiet {
+		return 0
+	}
+	return left
 }
+
+// pruneQuietMaxHolds bounds how many quiet periods an object is kept for
+// (quietLeft).
+const pruneQuietMaxHolds = 5
 
 // refusalErrors is a backend's refusal of o as load errors, one per
 // refused field at the line that sets it (desired.Locate reads o's files
