@@ -13,4 +13,4 @@ func releaseLease(int) {}
 func WriterOpen(string, Options) (busy, known bool) { return false, false }
 
 // writersOf cannot tell on this system.
-func writersOf(dev, ino uint64) string { return "" }
+func writersOf(path string, dev, ino uint64) string { return "" }

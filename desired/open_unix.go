@@ -454,7 +454,7 @@ func (l *loader) openFile(rel string) (*openFile, bool) {
 	if busy {
 		unix.Close(fd)
 		l.busy[rel] = true
-		if by := writersOf(uint64(st.Dev), st.Ino); by != "" { //nolint:unconvert // Dev's type differs by arch
+		if by := writersOf(filepath.Join(l.dir, rel), uint64(st.Dev), st.Ino); by != "" { //nolint:unconvert // Dev's type differs by arch
 			l.busyBy[rel] = by
 		}
 		return nil, false

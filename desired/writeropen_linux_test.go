@@ -135,3 +135,31 @@ func TestLoadBusyFileNamesWriter(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// fdWrites reads an fdinfo file: written to when its flags say O_WRONLY or
+// O_RDWR, and only on the inode asked for when the kernel prints one.
+// printable keeps a process's self-chosen name from carrying control
+// characters into a log line.
+func TestFdWritesAndPrintable(t *testing.T) {
+	for _, tc := range []struct {
+		name, info string
+		want       bool
+	}{
+		{"append", "pos:\t0\nflags:\t0102001\nmnt_id:\t24\nino:\t42\n", true},
+		{"read-write", "pos:\t0\nflags:\t02\n", true}, // no ino line (before 5.14)
+		{"read only", "pos:\t0\nflags:\t0100000\nino:\t42\n", false},
+		{"another inode", "pos:\t0\nflags:\t01\nino:\t43\n", false},
+		{"no flags", "pos:\t0\n", false},
+	} {
+		p := filepath.Join(t.TempDir(), "fdinfo")
+		if err := os.WriteFile(p, []byte(tc.info), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got := fdWrites(p, 42); got != tc.want {
+			t.Errorf("%s: fdWrites = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if got := printable("vim\x1b[31m\nx\xff"); got != "vim?[31m?x?" {
+		t.Errorf("printable = %q", got)
+	}
+}
