@@ -729,11 +729,15 @@ func (p *planner) foreignDropIns(o *desired.Object, u *observed.Unit) {
 	if u == nil {
 		return
 	}
-	for _, d := range slices.Concat(u.DropInPaths, u.PendingDropIns) {
-		if data, ok := u.DropIns[d]; ok {
+	pending := len(u.DropInPaths)
+	for i, d := range slices.Concat(u.DropInPaths, u.PendingDropIns) {
+		data, ok := u.DropIns[d]
+		if ok {
 			if _, owned := ownmark.IsOwned(data); owned {
 				continue
 			}
+		} else if i >= pending {
+			continue // gone or unreadable since it was listed: nothing to report
 		}
 		p.find(o.ID(), u.Name, ReasonForeignDropIn, fmt.Sprintf("foreign drop-in %s overrides the manifest; reported, not removed", d), true, false)
 	}

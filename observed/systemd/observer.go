@@ -475,6 +475,14 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 		readDropIns(again)
 	}
 	for _, u := range loaded {
+		// Only where the disk tells which drop-ins systemd loads: not
+		// with a drop-in overridden by one of its name earlier in the
+		// search path, or masked by a link to /dev/null, an alias or a
+		// template (dropInsFromDisk): those never appear in DropInPaths,
+		// and would read as pending (and foreign) on every pass.
+		if !dropInsFromDisk(u.Name, vendor[u.Name]) {
+			continue
+		}
 		if u.PendingDropIns = pendingDropIns(o.cfg.root, u, vendor[u.Name].dropIns); len(u.PendingDropIns) > 0 {
 			u.NeedDaemonReload = true
 			for _, p := range u.PendingDropIns {

@@ -206,20 +206,48 @@ func TestObserveUnloadedDropInNeedsReload(t *testing.T) {
 	if err := os.Symlink("/dev/null", filepath.Join(unitDir, "c.service.d/masked.conf")); err != nil {
 		t.Fatal(err)
 	}
+	// A drop-in overridden by one of its name earlier in the search path,
+	// and one masked there by a link to /dev/null, are never loaded:
+	// neither is pending (review: they read as pending, and foreign, on
+	// every pass).
+	runDir := filepath.Join(root, "run/systemd/system")
+	writeFile(t, filepath.Join(unitDir, "d.service"), ownmarktest.Unit(t, "Service/d"))
+	writeFile(t, filepath.Join(unitDir, "d.service.d/x.conf"), []byte("[Service]\nNice=3\n"))
+	writeFile(t, filepath.Join(runDir, "d.service.d/x.conf"), []byte("[Service]\nNice=4\n"))
+	writeFile(t, filepath.Join(unitDir, "e.service"), ownmarktest.Unit(t, "Service/e"))
+	writeFile(t, filepath.Join(runDir, "e.service.d/x.conf"), []byte("[Service]\nNice=4\n"))
+	if err := os.MkdirAll(filepath.Join(unitDir, "e.service.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/dev/null", filepath.Join(unitDir, "e.service.d/x.conf")); err != nil {
+		t.Fatal(err)
+	}
 	f := sdbustest.New()
-	f.SetManager("UnitPath", []string{"/etc/systemd/system"})
+	f.SetManager("UnitPath", []string{"/etc/systemd/system", "/run/systemd/system"})
 	f.AddUnit(sdbustest.Unit{Name: "a.service"})
 	f.AddUnit(sdbustest.Unit{Name: "b.service", DropInPaths: []string{"/etc/systemd/system/b.service.d/50-foreign.conf"}})
 	f.AddUnit(sdbustest.Unit{Name: "c.service"})
+	f.AddUnit(sdbustest.Unit{Name: "d.service", DropInPaths: []string{"/etc/systemd/system/d.service.d/x.conf"}})
+	f.AddUnit(sdbustest.Unit{Name: "e.service"})
 	o := New(f, unitDir, WithRoot(root), WithoutManager())
-	st, err := o.Observe(context.Background(), []string{"a.service", "b.service", "c.service"})
+	st, err := o.Observe(context.Background(), []string{"a.service", "b.service", "c.service", "d.service", "e.service"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for n, want := range map[string]bool{"a.service": true, "b.service": false, "c.service": false} {
+	for n, want := range map[string]bool{"a.service": true, "b.service": false, "c.service": false, "d.service": false, "e.service": false} {
 		if got := st.Units[n].NeedDaemonReload; got != want {
 			t.Errorf("%s NeedDaemonReload = %v, want %v", n, got, want)
 		}
+		wantPending := []string(nil)
+		if want {
+			wantPending = []string{"/etc/systemd/system/" + n + ".d/50-foreign.conf"}
+		}
+		if got := st.Units[n].PendingDropIns; !slices.Equal(got, wantPending) {
+			t.Errorf("%s PendingDropIns = %q, want %q", n, got, wantPending)
+		}
+	}
+	if got := string(st.Units["a.service"].DropIns["/etc/systemd/system/a.service.d/50-foreign.conf"]); !strings.Contains(got, "Nice=3") {
+		t.Errorf("a's pending drop-in not read: %q", got)
 	}
 }
 
