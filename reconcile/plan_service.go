@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"resil.dev/resil/actuators"
@@ -32,15 +33,41 @@ func failureReason(u *observed.Unit) (Reason, string) {
 // stopped it. systemd 252 keeps the last run's Result (exit-code, signal,
 // ...) then, not start-limit-hit: that replaces only a success, so a
 // crash loop that hits the limit reads as one more failure. Told by the
-// policy (always and on-failure restart every failed result) and
-// by systemd having restarted it before (NRestarts); not when the
+// policy in force (the manifest's, or a Restart= of its systemd section,
+// which wins: always and on-failure restart every failed result), and by
+// systemd having restarted it about as often as the start limit allows
+// (NRestarts at least the burst less one: a service stopped by hand that
+// failed on its way down after a restart or two is not it); not when the
 // manifest keeps some exit statuses from restarting
-// (RestartPreventExitStatus=), which also leaves it failed.
+// (RestartPreventExitStatus=) or turns the limit off
+// (StartLimitIntervalSec=0), which leave it failed too.
 func gaveUpRestarting(s *desired.ServiceSpec, u *observed.Unit) bool {
-	if s == nil || u.NRestarts == 0 || s.RestartPolicy() == desired.RestartNever {
+	if s == nil || u.NRestarts == 0 {
+		return false
+	}
+	policy := string(s.RestartPolicy())
+	if r, ok := s.Systemd["Service"]["Restart"]; ok {
+		policy = r
+	}
+	if policy != string(desired.RestartAlways) && policy != string(desired.RestartOnFailure) {
 		return false
 	}
 	if _, ok := s.Systemd["Service"]["RestartPreventExitStatus"]; ok {
+		return false
+	}
+	burst, interval := 5, "" // systemd's DefaultStartLimitBurst
+	if l := s.Restart; l != nil && l.Limit != nil {
+		burst, interval = l.Limit.Burst, desired.Span(l.Limit.Interval.D())
+	}
+	if b, ok := s.Systemd["Unit"]["StartLimitBurst"]; ok {
+		if n, err := strconv.Atoi(strings.TrimSpace(b)); err == nil {
+			burst = n
+		}
+	}
+	if iv, ok := s.Systemd["Unit"]["StartLimitIntervalSec"]; ok {
+		interval = strings.TrimSpace(iv)
+	}
+	if interval == "0" || burst <= 0 || int(u.NRestarts) < burst-1 {
 		return false
 	}
 	// Restart=always and on-failure both restart every result but
@@ -104,7 +131,13 @@ func (p *planner) service(o *desired.Object) {
 		case u.ActiveState == "failed":
 			reason, msg := failureReason(u)
 			if p.systemd() && reason == ReasonFailed && gaveUpRestarting(s, u) {
-				reason, msg = ReasonStartLimitHit, fmt.Sprintf("start limit hit: systemd stopped restarting it after %d restarts; result %s, exit status %d", u.NRestarts, u.Result, u.ExecMainStatus)
+				reason, msg = ReasonStartLimitHit, fmt.Sprintf("start limit hit: systemd stopped restarting it after %d restarts; result %s", u.NRestarts, u.Result)
+				switch {
+				case u.Result == "signal" || u.Result == "core-dump":
+					msg += fmt.Sprintf(", signal %d", u.ExecMainStatus)
+				case u.ExecMainStatus != 0:
+					msg += fmt.Sprintf(", exit status %d", u.ExecMainStatus)
+				}
 			}
 			if u.ExecMainExitTimestamp != 0 {
 				// Names the run: each failure is one event (the same
