@@ -60,8 +60,8 @@ func TestPruneQuiet(t *testing.T) {
 			if !tc.wantKept {
 				return
 			}
-			if !hasEvent(ring, ReasonLastGoodRetained, "ab.yaml declares it no more and changed less than 2s ago") {
-				t.Errorf("no LastGoodRetained naming the file: %+v", ring.Events())
+			if !hasEvent(ring, ReasonPrunePending, "ab.yaml declares it no more and changed less than 2s ago") {
+				t.Errorf("no PrunePending naming the file: %+v", ring.Events())
 			}
 			if res.RequeueAfter <= 0 || res.RequeueAfter > tc.quiet {
 				t.Errorf("RequeueAfter %s, want the rest of the quiet period (≤ %s)", res.RequeueAfter, tc.quiet)

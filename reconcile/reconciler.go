@@ -207,8 +207,9 @@ type loadedDesired struct {
 	held []Finding
 	// neverValid: the held objects with no last good version.
 	neverValid map[string]bool
-	// quietWake: when the first object kept by Config.PruneQuiet may be
-	// pruned (0: none kept).
+	// quiet: a PrunePending finding per object kept by Config.PruneQuiet;
+	// quietWake: when the first of them may be pruned (0: none kept).
+	quiet     []Finding
 	quietWake time.Duration
 	err       error
 }
@@ -524,7 +525,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, opts Options) (res Result, e
 		in.Rollout.HoldUntil = r.rolloutGate
 		plan = Compute(in)
 	}
-	plan.Findings = append(append(append(plan.Findings, d.held...), busy...), unsupported...)
+	plan.Findings = slices.Concat(plan.Findings, d.held, d.quiet, busy, unsupported)
 	res.Plan = plan
 	res.Hash = plan.Hash()
 	if !opts.Quiet || !opts.DryRun {
@@ -669,6 +670,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 		}
 	}
 	var quietWake time.Duration
+	var quiet []Finding
 	quietHeld := map[string]bool{}
 	for id, o := range r.lastGood {
 		if seen[id] {
@@ -680,8 +682,8 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 		if wait := r.quietLeft(set, o); wait > 0 && !set.IsBroken(o) {
 			objs = append(objs, o)
 			protected[id] = true
-			held = append(held, retained(id, fmt.Sprintf("%s declares it no more and changed less than %s ago: it is pruned once the file has been unchanged that long (a file written in steps may not hold all its documents yet); the last good version stays in force until then",
-				o.Source.File, r.cfg.PruneQuiet)))
+			quiet = append(quiet, Finding{Object: id, Reason: ReasonPrunePending, Message: fmt.Sprintf("%s declares it no more and changed less than %s ago: kept at its last version until the file has been unchanged that long (--prune-quiet: a file written in steps may not hold all its documents yet), then pruned",
+				o.Source.File, r.cfg.PruneQuiet)})
 			if quietWake == 0 || wait < quietWake {
 				quietWake = wait
 			}
@@ -771,7 +773,7 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 		log.Warn("manifests have errors", zap.Int("broken_files", len(set.Broken)), zap.Int("empty_files", len(set.Empty)), zap.Error(lerr))
 	}
 	sort.SliceStable(held, func(i, j int) bool { return held[i].Object < held[j].Object })
-	return &loadedDesired{objs: objs, protected: protected, broken: broken, stateChanged: stateChanged, prune: true, busy: busy, busyFiles: busyFiles, held: held, neverValid: neverValid, quietWake: quietWake, err: lerr}
+	return &loadedDesired{objs: objs, protected: protected, broken: broken, stateChanged: stateChanged, prune: true, busy: busy, busyFiles: busyFiles, held: held, neverValid: neverValid, quiet: quiet, quietWake: quietWake, err: lerr}
 }
 
 // quietLeft is how long o, which its file declares no more, is still kept
