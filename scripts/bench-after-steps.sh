@@ -20,11 +20,12 @@ host=$(cat "$hold/host") pid=$(cat "$hold/pid")
 stamp() { # HH:MM:SS.mmm → ms
 	awk -F: '{ printf "%.1f", ($1*3600 + $2*60 + $3) * 1000 }' <<<"$1"
 }
-i=700
+n=$(find "$host/m" -maxdepth 1 -name 'b*.yaml' | wc -l)
+i=0
 for r in $(seq 1 "$rounds"); do
 	for v in "$@"; do
 		bin=${v%%:*} args=${v#*:}
-		i=$((i + 1))
+		i=$((i % n + 1)) # b0001 … bNNNN in turn
 		f=$(printf '%s/m/b%04d.yaml' "$host" "$i")
 		sed -i "s/GEN: \"[^\"]*\"/GEN: \"after-$r-$i\"/" "$f"
 		# shellcheck disable=SC2086 # args are words
