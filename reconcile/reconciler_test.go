@@ -650,17 +650,7 @@ func TestLoopRechecksBusyManifest(t *testing.T) {
 	r, _ := newTestReconciler(t, dir, newFake(), nil)
 	l := NewLoop(r, zaptest.NewLogger(t))
 	l.Resync, l.Settle = time.Hour, 10*time.Millisecond
-	passes := make(chan Result, 100)
-	l.AfterPass = func(res Result, _ error) { passes <- res }
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- l.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
-	}()
+	passes := runLoop(t, l)
 	held := func(res Result) bool {
 		for _, f := range res.Plan.Findings {
 			if f.Reason == ReasonLastGoodRetained && f.Object == "Service/web" {
@@ -700,6 +690,24 @@ func TestLoopRechecksBusyManifest(t *testing.T) {
 	}
 }
 
+// runLoop runs l until the test ends (then stops it and checks it
+// returned no error) and returns each pass's Result (AfterPass).
+func runLoop(t *testing.T, l *Loop) <-chan Result {
+	t.Helper()
+	passes := make(chan Result, 100)
+	l.AfterPass = func(res Result, _ error) { passes <- res }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- l.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return passes
+}
+
 // With AfterSteps, a pass whose steps changed something hands AfterPass
 // what they left (Result.After), read after the steps; a pass that
 // changed nothing has none. Without it, the agent's own start was seen
@@ -712,17 +720,7 @@ func TestLoopAfterSteps(t *testing.T) {
 			r, _ := newTestReconciler(t, dir, newFake(), nil)
 			l := NewLoop(r, zaptest.NewLogger(t))
 			l.Resync, l.Settle, l.AfterSteps = time.Hour, 10*time.Millisecond, on
-			passes := make(chan Result, 100)
-			l.AfterPass = func(res Result, _ error) { passes <- res }
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error)
-			go func() { done <- l.Run(ctx) }()
-			defer func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Fatal(err)
-				}
-			}()
+			passes := runLoop(t, l)
 			first := <-passes
 			if !first.Changed() || first.Observed.Units["web.service"].Active() {
 				t.Fatalf("first pass: changed %t, web observed active before its start", first.Changed())

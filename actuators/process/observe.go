@@ -2,13 +2,13 @@ package process
 
 import (
 	"context"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"time"
 
+	"resil.dev/resil/internal/filestamp"
 	"resil.dev/resil/internal/ownmark"
 	"resil.dev/resil/observed"
 )
@@ -87,7 +87,7 @@ func (s *Supervisor) observeUnit(name string, live bool, snap *snapshot, table m
 	path := filepath.Join(s.unitDir, name)
 	ou := &observed.Unit{Name: name, Path: path, LoadState: "not-found", ActiveState: "inactive", SubState: "dead",
 		Result: ResultSuccess, UnitFileState: "disabled"}
-	if data, fi, err := readStat(path); err == nil {
+	if data, fi, err := filestamp.Read(path, maxUnitFile); err == nil {
 		ou.File = data
 		ou.Owner, _ = ownmark.IsOwned(data)
 		ou.FragmentPath = path
@@ -190,20 +190,7 @@ func usec(t time.Time) uint64 {
 	return uint64(t.UnixMicro())
 }
 
-// readStat reads a file and its stat (of the file read: opened once).
-func readStat(path string) ([]byte, os.FileInfo, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, nil, err
-	}
-	data, err := io.ReadAll(f)
-	if err != nil {
-		return nil, nil, err
-	}
-	return data, fi, nil
-}
+// maxUnitFile caps how much of a unit file the observer reads (as
+// observed/systemd does): a file edited by hand into something huge is an
+// unreadable unit, not a memory spike.
+const maxUnitFile = 1 << 20

@@ -3,7 +3,8 @@
 // manifest loader's cache (desired), the observer's unit-directory and
 // dependency-directory scans (observed/systemd) and the pause-lease poll
 // (reconcile) keep what they read of a file or directory while its stamp
-// is unchanged.
+// is unchanged. Read reads a file and the stat of the same open file,
+// with a size cap (the unit-file readers of both backends).
 //
 // The racy-file rule: file times come from the kernel's coarse clock (one
 // tick; whole seconds on some file systems), so a second change within the

@@ -1,7 +1,11 @@
 package filestamp
 
 import (
+	"bytes"
+	"fmt"
+	"io"
 	"io/fs"
+	"os"
 	"syscall"
 	"time"
 )
@@ -37,4 +41,29 @@ func (s Stamp) IsZero() bool { return s == Stamp{} }
 // it). A change time in the future (the clock set back) is not settled.
 func (s Stamp) Settled(start time.Time, window time.Duration) bool {
 	return !s.IsZero() && s.Ctime < start.Add(-window).UnixNano()
+}
+
+// Read reads the file at path, at most max bytes (a larger file is an
+// error, not cut short), and returns it with the stat of the same open
+// file: the bytes and the stat (its Stamp, its times) describe one inode
+// even when the path is replaced meanwhile.
+func Read(path string, max int64) ([]byte, fs.FileInfo, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, nil, fmt.Errorf("stat %s: %w", path, err)
+	}
+	// Sized from the stat, as os.ReadFile does: one read and the EOF.
+	buf := bytes.NewBuffer(make([]byte, 0, min(fi.Size(), max)+512))
+	if _, err := buf.ReadFrom(io.LimitReader(f, max+1)); err != nil {
+		return nil, nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if int64(buf.Len()) > max {
+		return nil, nil, fmt.Errorf("read %s: larger than %d bytes", path, max)
+	}
+	return buf.Bytes(), fi, nil
 }

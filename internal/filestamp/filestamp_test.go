@@ -1,8 +1,11 @@
 package filestamp
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -45,5 +48,24 @@ func TestStamp(t *testing.T) {
 	fi, _ = os.Stat(p)
 	if Of(fi) == s {
 		t.Error("a rewrite of another size kept the stamp")
+	}
+}
+
+// Read returns a file's bytes with the stat of the same open file, and
+// refuses a file larger than its cap instead of cutting it short.
+func TestRead(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "u.service")
+	if err := os.WriteFile(p, []byte("[Unit]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	data, fi, err := Read(p, 7)
+	if err != nil || string(data) != "[Unit]\n" || fi.Size() != 7 {
+		t.Fatalf("Read = %q, %v, %v", data, fi, err)
+	}
+	if _, _, err := Read(p, 6); err == nil || !strings.Contains(err.Error(), "larger than 6 bytes") {
+		t.Fatalf("Read over the cap: %v", err)
+	}
+	if _, _, err := Read(filepath.Join(filepath.Dir(p), "none"), 7); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Read of a missing file: %v", err)
 	}
 }

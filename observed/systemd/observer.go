@@ -1,11 +1,9 @@
 package systemd
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"math"
 	"os"
@@ -1276,25 +1274,7 @@ func readFile(path string) ([]byte, time.Time, error) {
 
 // readFileStat is readFile with the whole stat of the open file.
 func readFileStat(path string) ([]byte, os.FileInfo, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, nil, fmt.Errorf("stat %s: %w", path, err)
-	}
-	// Sized from the stat, as os.ReadFile does: one read and the EOF.
-	buf := bytes.NewBuffer(make([]byte, 0, min(fi.Size(), maxFileSize)+512))
-	if _, err := buf.ReadFrom(io.LimitReader(f, maxFileSize+1)); err != nil {
-		return nil, nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	data := buf.Bytes()
-	if len(data) > maxFileSize {
-		return nil, nil, fmt.Errorf("read %s: larger than %d bytes", path, maxFileSize)
-	}
-	return data, fi, nil
+	return filestamp.Read(path, maxFileSize)
 }
 
 // changeTime is a file's ctime (the zero time when the system does not
