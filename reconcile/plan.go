@@ -824,22 +824,28 @@ func (p *planner) enable(o *desired.Object, unit string, want bool, fs fileState
 // does more than that (Alias=, Also=, a specifier, an empty assignment),
 // which only systemd's enable logic can tell.
 func installLinks(data []byte) (links []string, ok bool) {
-	for k, vals := range parseUnitSettings(data) {
-		if k.section != "Install" {
-			continue
+	ok = true
+	eachUnitSetting(data, "Install", func(k unitKey, v string) bool {
+		var suffix string
+		switch k.key {
+		case "WantedBy":
+			suffix = ".wants"
+		case "RequiredBy":
+			suffix = ".requires"
+		case "UpheldBy":
+			suffix = ".upholds"
 		}
-		suffix := map[string]string{"WantedBy": ".wants", "RequiredBy": ".requires", "UpheldBy": ".upholds"}[k.key]
-		if suffix == "" {
-			return nil, false
+		if suffix == "" || v == "" || strings.Contains(v, "%") {
+			ok = false
+			return false
 		}
-		for _, v := range vals {
-			if v == "" || strings.Contains(v, "%") {
-				return nil, false
-			}
-			for _, t := range strings.Fields(v) {
-				links = append(links, t+suffix)
-			}
+		for _, t := range strings.Fields(v) {
+			links = append(links, t+suffix)
 		}
+		return true
+	})
+	if !ok {
+		return nil, false
 	}
 	slices.Sort(links)
 	return slices.Compact(links), true

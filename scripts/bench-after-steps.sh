@@ -27,7 +27,7 @@ for r in $(seq 1 "$rounds"); do
 		bin=${v%%:*} args=${v#*:}
 		i=$((i % n + 1)) # b0001 … bNNNN in turn
 		f=$(printf '%s/m/b%04d.yaml' "$host" "$i")
-		sed -i "s/GEN: \"[^\"]*\"/GEN: \"after-$r-$i\"/" "$f"
+		sed -i "s/GEN: \"[^\"]*\"/GEN: \"after-$$-$r-$i\"/" "$f"
 		# shellcheck disable=SC2086 # args are words
 		out=$(nsenter -t "$pid" -m -p -u -i -n -C -r -w -- "/srv/resil/$bin" apply --backend systemd \
 			--state-dir /var/lib/resil --manifests /srv/resil/m $args --log-level debug --log-format console 2>&1)
