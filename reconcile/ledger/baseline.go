@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"maps"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 
 	"go.uber.org/zap"
@@ -49,7 +52,7 @@ func (k *Keeper) saveBaseline(ctx context.Context, obs *observed.State) {
 				NRestarts: u.NRestarts, MainPID: u.MainPID, Start: u.ExecMainStartTimestamp}
 		}
 	}
-	data, err := json.Marshal(units)
+	data, err := encodeBaseline(units)
 	if err == nil && bytes.Equal(data, k.saved) {
 		return
 	}
@@ -61,6 +64,58 @@ func (k *Keeper) saveBaseline(ctx context.Context, obs *observed.State) {
 		return
 	}
 	k.saved = data
+}
+
+// encodeBaseline is json.Marshal(units), byte for byte, without its
+// reflection over a map (sorting reflect values): the ledger encodes the
+// baseline after every pass (apply: twice, the second after its steps),
+// and at 1000 units this takes half of json.Marshal's time and allocates
+// 15 times instead of 2000 (BenchmarkEncodeBaseline1000).
+func encodeBaseline(units map[string]baselineUnit) ([]byte, error) {
+	names := slices.Sorted(maps.Keys(units))
+	b := make([]byte, 0, 160*len(units)+2)
+	b = append(b, '{')
+	for i, n := range names {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		u := units[n]
+		var err error
+		if b, err = appendJSONString(b, n); err != nil {
+			return nil, err
+		}
+		for _, f := range []struct {
+			key, val string
+		}{{`:{"owner":`, u.Owner}, {`,"activeState":`, u.ActiveState}, {`,"subState":`, u.SubState}, {`,"result":`, u.Result}} {
+			b = append(b, f.key...)
+			if b, err = appendJSONString(b, f.val); err != nil {
+				return nil, err
+			}
+		}
+		b = append(b, `,"nRestarts":`...)
+		b = strconv.AppendUint(b, uint64(u.NRestarts), 10)
+		b = append(b, `,"mainPID":`...)
+		b = strconv.AppendUint(b, uint64(u.MainPID), 10)
+		b = append(b, `,"start":`...)
+		b = strconv.AppendUint(b, u.Start, 10)
+		b = append(b, '}')
+	}
+	return append(b, '}'), nil
+}
+
+// appendJSONString appends s as encoding/json writes it: plain printable
+// ASCII as is, anything else (quotes, controls, HTML's <>&, non-ASCII)
+// through json.Marshal.
+func appendJSONString(b []byte, s string) ([]byte, error) {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, err := json.Marshal(s)
+			return append(b, q...), err
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"'), nil
 }
 
 // SaveFinal stores obs, an observation taken after the agent itself
