@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"resil.dev/resil/actuators"
@@ -37,5 +38,32 @@ func TestObserveFileTimeAndDeletion(t *testing.T) {
 	u = h.unit("app.service")
 	if !u.FileDeleted || u.FileModTime != 0 || u.File != nil || !isActive(u) {
 		t.Fatalf("file deleted: FileDeleted %v, FileModTime %d, file %q, active %s", u.FileDeleted, u.FileModTime, u.File, u.ActiveState)
+	}
+}
+
+// A unit file that is there but cannot be read (here: over the observer's
+// cap, as a hand edit could make it) fails the observation, naming the
+// file: read as missing, the live unit's file would be FileDeleted and the
+// pass would write over it whatever its drift policy.
+func TestObserveUnreadableFileIsAnError(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "", Options{})
+	h.run()
+	h.install(service("app", desired.ServiceSpec{Command: sh(`exec sleep 1000`)}), true)
+	if _, err := h.apply(context.Background(), actuators.Step{Op: actuators.OpStart, Unit: "app.service"}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(h.s.UnitDir(), "app.service")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := append(data, make([]byte, maxUnitFile)...)
+	if err := os.WriteFile(path, big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st, err := h.s.Observe(context.Background(), []string{"app.service"})
+	if err == nil || !strings.Contains(err.Error(), "app.service") {
+		t.Fatalf("Observe = %v, %v; want an error naming app.service", st, err)
 	}
 }

@@ -2,6 +2,9 @@ package process
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -41,12 +44,20 @@ func (s *Supervisor) Observe(ctx context.Context, names []string) (*observed.Sta
 	}
 	for _, e := range ents {
 		n := e.Name()
-		if strings.HasPrefix(n, ".") || strings.HasSuffix(n, ".enabled") {
+		// Only regular files: what the agent writes (a FIFO would block
+		// the open, a directory or a link is nothing of the agent's).
+		if strings.HasPrefix(n, ".") || strings.HasSuffix(n, ".enabled") || !e.Type().IsRegular() {
 			continue
 		}
-		data, err := os.ReadFile(filepath.Join(s.unitDir, n))
+		data, _, err := filestamp.Read(filepath.Join(s.unitDir, n), maxUnitFile)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // removed meanwhile
+		}
 		if err != nil {
-			continue
+			// As the systemd observer's scan: a file that cannot be read
+			// (or is over the cap) may be the agent's; the pass plans
+			// nothing rather than from a guess.
+			return nil, fmt.Errorf("read unit file: %w", err)
 		}
 		if _, ok := ownmark.IsOwned(data); ok {
 			want[n] = true
@@ -75,7 +86,11 @@ func (s *Supervisor) Observe(ctx context.Context, names []string) (*observed.Sta
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		st.Units[n] = s.observeUnit(n, live, snap, table)
+		u, err := s.observeUnit(n, live, snap, table)
+		if err != nil {
+			return nil, err
+		}
+		st.Units[n] = u
 	}
 	st.ReadAt = s.now()
 	return st, nil
@@ -83,15 +98,21 @@ func (s *Supervisor) Observe(ctx context.Context, names []string) (*observed.Sta
 
 // observeUnit reads one unit: from the running supervisor when live, else
 // from the files, status.json and the process table (see offlineStatus).
-func (s *Supervisor) observeUnit(name string, live bool, snap *snapshot, table map[string]procRecord) *observed.Unit {
+// A unit file that exists but cannot be read is an error: read as missing,
+// a live unit's would be FileDeleted and the pass would write over it.
+func (s *Supervisor) observeUnit(name string, live bool, snap *snapshot, table map[string]procRecord) (*observed.Unit, error) {
 	path := filepath.Join(s.unitDir, name)
 	ou := &observed.Unit{Name: name, Path: path, LoadState: "not-found", ActiveState: "inactive", SubState: "dead",
 		Result: ResultSuccess, UnitFileState: "disabled"}
-	if data, fi, err := filestamp.Read(path, maxUnitFile); err == nil {
+	switch data, fi, err := filestamp.Read(path, maxUnitFile); {
+	case err == nil:
 		ou.File = data
 		ou.Owner, _ = ownmark.IsOwned(data)
 		ou.FragmentPath = path
 		ou.FileModTime = usec(fi.ModTime())
+	case errors.Is(err, fs.ErrNotExist):
+	default:
+		return nil, fmt.Errorf("read unit file of %s: %w", name, err)
 	}
 	if s.isEnabled(name) {
 		ou.UnitFileState = "enabled"
@@ -180,7 +201,7 @@ func (s *Supervisor) observeUnit(name string, live bool, snap *snapshot, table m
 	}
 	ou.LastTriggerUSec = usec(us.LastTrigger)
 	ou.NextElapseUSecRealtime = usec(us.NextElapse)
-	return ou
+	return ou, nil
 }
 
 func usec(t time.Time) uint64 {
