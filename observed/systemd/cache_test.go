@@ -350,3 +350,50 @@ func TestCacheKeepReads(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// With the process check, a service whose process died and was started
+// again while systemd listed the units (same status before and after) is
+// read again: the check runs after the listing, not before it or beside it
+// (the hook restarts the service just before the listing answers).
+func TestRecheckAfterListing(t *testing.T) {
+	names := []string{"worker.service", "third.service"}
+	f := sdbustest.New()
+	for i, n := range names {
+		f.AddUnit(sdbustest.Unit{Name: n, ActiveState: "active", SubState: "running", MainPID: uint32(100 + i)})
+	}
+	restartDuringListing := false
+	hook := func(method string) {
+		if method == "ListUnitsByNames" && restartDuringListing {
+			restartDuringListing = false
+			// Time for a check running beside the listing to run first.
+			time.Sleep(20 * time.Millisecond)
+			u, _ := f.Unit("third.service")
+			u.MainPID, u.NRestarts = u.MainPID+1, 1
+			u.ExecMainStartTimestamp++
+			f.AddUnit(u)
+		}
+	}
+	alive := func(pid uint32) bool {
+		for _, n := range names {
+			if u, _ := f.Unit(n); u.MainPID == pid {
+				return true
+			}
+		}
+		return false
+	}
+	o := New(f, t.TempDir(), WithoutManager(), WithCallHook(hook), withAlive(alive))
+	o.KeepReads()
+	if _, err := o.Observe(context.Background(), names); err != nil {
+		t.Fatal(err)
+	}
+	o.Recheck()
+	restartDuringListing = true
+	st, err := o.Observe(context.Background(), names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := f.Unit("third.service")
+	if got := st.Units["third.service"]; got.MainPID != u.MainPID || got.NRestarts != 1 {
+		t.Errorf("third.service restarted during the listing: observed pid %d restarts %d, systemd has pid %d restarts 1", got.MainPID, got.NRestarts, u.MainPID)
+	}
+}

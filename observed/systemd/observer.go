@@ -335,10 +335,21 @@ func (o *Observer) observe(ctx context.Context, names []string, full bool) (*obs
 	// KeepReads' recheck of the cached services' starts (a Get each on
 	// the property pipe) runs beside ListUnitsByNames (the bus
 	// connection): it needs only the cache's entries. earlyProps, the
-	// pipe's other user, reads nothing while the cache answers.
+	// pipe's other user, reads nothing while the cache answers. With the
+	// process check (no D-Bus call, ~1 ms at 1000) it runs after the
+	// listing instead: a process that died and was started again between
+	// a check made first and the listing would read as the cached one
+	// (active, running) in both. The Gets beside the listing keep that
+	// window, as long as the two reads take (a restart within it needs
+	// RestartSec= below a few ms).
 	rdone := make(chan error, 1)
-	go func() { rdone <- o.recheckStarts(ctx) }()
+	if o.cfg.alive == nil {
+		go func() { rdone <- o.recheckStarts(ctx) }()
+	}
 	status, err := o.listUnits(ctx, query)
+	if o.cfg.alive != nil {
+		rdone <- o.recheckStarts(ctx)
+	}
 	var (
 		early    map[string]map[string]any
 		earlyGen uint64
