@@ -98,23 +98,40 @@ func TestPruneQuietBounded(t *testing.T) {
 	if !f.active["b.service"] || res.RequeueAfter <= 0 || res.RequeueAfter > 2*time.Second {
 		t.Fatalf("future change time: b active %v, RequeueAfter %s; want kept for at most one quiet period", f.active["b.service"], res.RequeueAfter)
 	}
-	// The file changes again and again (its ctime now each time), the
-	// clock moves on: kept until pruneQuietMaxHolds periods have passed.
+	offset = -time.Hour + 1500*time.Millisecond
+	pass(t, r, Options{})
+	if !f.active["b.service"] {
+		t.Fatal("future change time: b pruned before one quiet period")
+	}
+	offset = -time.Hour + 2*time.Second
+	pass(t, r, Options{})
+	if f.active["b.service"] {
+		t.Fatal("future change time: b still kept one quiet period after its first hold")
+	}
+
+	// A file that changes again and again (its ctime now each time) is
+	// kept until pruneQuietMaxHolds periods have passed since the first
+	// hold (set back here: the test's clock cannot move past the file's
+	// real change time).
+	writeManifest(t, dir, "cd.yaml", svcManifest("c", "one")+"---\n"+svcManifest("d", "one"))
+	offset = 0
+	pass(t, r, Options{})
+	writeManifest(t, dir, "cd.yaml", svcManifest("c", "one"))
 	touch := func() {
-		if err := os.Chmod(filepath.Join(dir, "ab.yaml"), 0o644); err != nil {
+		if err := os.Chmod(filepath.Join(dir, "cd.yaml"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	offset = -time.Hour + 3*time.Second
-	touch()
 	pass(t, r, Options{})
-	if !f.active["b.service"] {
-		t.Fatal("b pruned before the bound")
+	if !f.active["d.service"] {
+		t.Fatal("d pruned at once")
 	}
-	offset = -time.Hour + pruneQuietMaxHolds*2*time.Second
-	touch()
-	pass(t, r, Options{})
-	if f.active["b.service"] {
-		t.Fatal("b still kept after pruneQuietMaxHolds quiet periods of a file that never goes quiet")
+	for _, ago := range []time.Duration{pruneQuietMaxHolds*2*time.Second - time.Second, pruneQuietMaxHolds * 2 * time.Second} {
+		r.quietSince["Service/d"] = time.Now().Add(-ago)
+		touch()
+		pass(t, r, Options{})
+		if kept := f.active["d.service"]; kept != (ago < pruneQuietMaxHolds*2*time.Second) {
+			t.Fatalf("first held %s ago, the file just changed: d kept %v", ago, kept)
+		}
 	}
 }

@@ -793,20 +793,24 @@ func (r *Reconciler) quietLeft(set *desired.Set, o *desired.Object) time.Duratio
 		return 0 // removed (or not readable: broken, which keeps it anyway)
 	}
 	now := r.cfg.Now()
-	left := min(r.cfg.PruneQuiet-now.Sub(changed), r.cfg.PruneQuiet)
-	if left <= 0 {
-		return 0
-	}
-	if r.quietSince == nil {
-		r.quietSince = map[string]time.Time{}
-	}
 	since, held := r.quietSince[o.ID()]
 	if !held {
-		r.quietSince[o.ID()] = now
-		return left
+		since = now
 	}
-	if now.Sub(since) >= pruneQuietMaxHolds*r.cfg.PruneQuiet {
+	left := r.cfg.PruneQuiet - now.Sub(changed)
+	if changed.After(now) {
+		// A change time in the future (the clock set back) tells nothing
+		// of when the file settles: one period from the first hold.
+		left = r.cfg.PruneQuiet - now.Sub(since)
+	}
+	if left <= 0 || now.Sub(since) >= pruneQuietMaxHolds*r.cfg.PruneQuiet {
 		return 0
+	}
+	if !held {
+		if r.quietSince == nil {
+			r.quietSince = map[string]time.Time{}
+		}
+		r.quietSince[o.ID()] = now
 	}
 	return left
 }
