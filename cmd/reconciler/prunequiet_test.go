@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,6 +48,20 @@ func TestRunWaitsForFileWrittenInSteps(t *testing.T) {
 	if err := os.WriteFile(path, []byte(a), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Meanwhile status shows it waiting for its prune, not converged.
+	waitFor(t, "status: b PrunePending", func() bool {
+		out, _ := e.cli("status", "-o", "json")
+		var rep statusReport
+		if json.Unmarshal([]byte(out), &rep) != nil {
+			return false
+		}
+		for _, o := range rep.Objects {
+			if o.Object == "Service/b" {
+				return o.State == StatePrunePending && strings.Contains(o.Message, "--prune-quiet")
+			}
+		}
+		return false
+	})
 	waitFor(t, "b pruned", func() bool { return e.pid("b.service") == 0 })
 	if e.pid("a.service") == 0 {
 		t.Fatal("a stopped")

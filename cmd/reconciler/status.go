@@ -33,12 +33,25 @@ func storePath(g *globals) string { return filepath.Join(g.stateDir, store.FileN
 func objectStatuses(res reconcile.Result, now time.Time) []store.ObjectStatus {
 	var out []store.ObjectStatus
 	classes := reconcile.Classify(res)
+	// An object --prune-quiet keeps at its last version (its file declares
+	// it no more, and changed a moment ago) is desired for the pass, so
+	// Classify has it converged: its row says it waits for its prune.
+	quiet := map[string]string{}
+	for _, f := range res.Plan.Findings {
+		if f.Reason == reconcile.ReasonPrunePending && f.Object != "" {
+			quiet[f.Object] = string(f.Reason) + ": " + f.Message
+		}
+	}
 	for _, o := range append(slices.Clip(res.Desired), res.Unsupported...) {
 		id := o.ID()
 		c := classes[id]
+		state, msg := string(c.State), c.Message
+		if m, ok := quiet[id]; ok && c.State == reconcile.StateConverged {
+			state, msg = StatePrunePending, m
+		}
 		out = append(out, store.ObjectStatus{Object: id, Kind: string(o.Kind), Name: o.Metadata.Name, Unit: o.UnitName(), Updated: now,
 			Desired: desiredWord(o), Observed: observedWord(o, res.Observed),
-			State: string(c.State), Failed: c.Failed, Drift: c.Drift, Message: c.Message,
+			State: state, Failed: c.Failed, Drift: c.Drift, Message: msg,
 			Ready: reconcile.Readiness(o, res.Observed, res.Health)})
 	}
 	// One row per object: a held object (its manifest broken) is Invalid
