@@ -129,13 +129,18 @@ func runApply(cmd *cobra.Command, g *globals, opts reconcile.Options, stayUp tim
 	// tells whether what the pass started stayed up.
 	var notUp []reconcile.Finding
 	if res.Observed != nil {
-		after, aerr := statusAfter(ctx, r, res, err, recheck, stayUp, log)
+		after, aerr, rerr := statusAfter(ctx, r, res, err, recheck, stayUp, log)
 		_ = side.Wait()
 		if snapshot != nil {
 			restartsAfter(res, after)
 			snapshot(after, aerr)
 		}
-		if aerr == nil && after.Observed != res.Observed {
+		switch {
+		case rerr != nil && reconcile.StartedSomething(res):
+			// Not judged is not judged up: the exit says so.
+			notUp = []reconcile.Finding{{Reason: reconcile.ReasonNotStayedUp, Warning: true,
+				Message: fmt.Sprintf("the host could not be read after the steps (%v): whether what apply started stayed up is unknown", rerr)}}
+		case aerr == nil && after.Observed != res.Observed:
 			notUp = reconcile.NotStayedUp(res, after.Observed)
 		}
 		for _, f := range notUp {
@@ -236,22 +241,25 @@ func ledgerAfter(ctx context.Context, k *ledger.Keeper, pass, after reconcile.Re
 // reads at once: what the read itself takes is then the whole window
 // (issue 12's "one changed manifest" budget has no room for a wait).
 //
+// readErr is that read's failure (the snapshot then shows the pass):
+// apply cannot judge, and says so with exit 1.
+//
 // recheck is called before that second read: with the systemd backend it
 // reads the properties only of the units a step's job touched or whose
 // status, files or main process's start changed, the rest as the pass
 // read them (KeepReads); at 1000 units the full read it replaces took
 // ~70 ms of each `apply` that acted.
-func statusAfter(ctx context.Context, r *reconcile.Reconciler, res reconcile.Result, err error, recheck func(), stayUp time.Duration, log *zap.Logger) (reconcile.Result, error) {
+func statusAfter(ctx context.Context, r *reconcile.Reconciler, res reconcile.Result, err error, recheck func(), stayUp time.Duration, log *zap.Logger) (_ reconcile.Result, _ error, readErr error) {
 	if err != nil {
-		return res, err
+		return res, err, nil
 	}
 	for _, o := range res.Outcomes {
 		if o.Err != nil {
-			return res, err
+			return res, err, nil
 		}
 	}
 	if !res.Changed() {
-		return res, err
+		return res, err, nil
 	}
 	if stayUp > 0 && reconcile.StartedSomething(res) {
 		// What is left of the window since the pass's last start.
@@ -266,7 +274,10 @@ func statusAfter(ctx context.Context, r *reconcile.Reconciler, res reconcile.Res
 	after, aerr := r.Reconcile(ctx, reconcile.Options{DryRun: true, Quiet: true, SameDesired: true})
 	if aerr != nil || after.Observed == nil {
 		log.Warn("state after the pass not observed; status shows the pass", zap.Error(aerr))
-		return res, err
+		if aerr == nil {
+			aerr = errors.New("nothing observed")
+		}
+		return res, err, aerr
 	}
-	return after, nil
+	return after, nil, nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -32,5 +33,20 @@ func TestApplyStayUpWindow(t *testing.T) {
 				t.Fatal("a refused apply started crash")
 			}
 		})
+	}
+}
+
+// When the host cannot be read after the steps, apply cannot judge that
+// what it started stayed up, and does not exit 0 as if it had: the service
+// here leaves a file over the observer's cap in the unit directory as it
+// starts, which the read after the steps refuses.
+func TestApplyAfterReadFailureIsNotSuccess(t *testing.T) {
+	e := newProcEnv(t)
+	big := filepath.Join(e.state, "units", "zz-big.service")
+	e.write("filler.yaml", "apiVersion: resil.dev/v1\nkind: Service\nmetadata: {name: filler}\nspec:\n"+
+		"  command: [/bin/sh, -c, \"head -c 2000000 /dev/zero > "+big+"; exec sleep 1000\"]\n")
+	out, code := e.cliErr("apply", "--stay-up", "500ms")
+	if code != 1 || !strings.Contains(out, "whether what apply started stayed up is unknown") {
+		t.Fatalf("apply: exit %d, want 1 and the unknown verdict:\n%s", code, out)
 	}
 }
