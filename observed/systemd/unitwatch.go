@@ -99,9 +99,14 @@ func (o *Observer) ownValues(c observed.OwnChange) (map[string]string, []string)
 		}
 	}
 	for _, l := range c.Links {
-		// systemd's path is in its own mount namespace: the link's
-		// directory and name place it in the unit directory.
-		k := filepath.Base(filepath.Dir(l.Path)) + "/" + filepath.Base(l.Path)
+		k, ok := o.relUnitDir(filepath.Join(o.cfg.root, l.Path))
+		if !ok {
+			// systemd's path in its own mount namespace: below its unit
+			// directory, or a dependency directory's link.
+			if k, ok = strings.CutPrefix(l.Path, "/etc/systemd/system/"); !ok {
+				k = filepath.Base(filepath.Dir(l.Path)) + "/" + filepath.Base(l.Path)
+			}
+		}
 		if l.Dest == "" {
 			values[k] = ""
 		} else {

@@ -266,3 +266,20 @@ func expectWakeWithin(t *testing.T, kick <-chan struct{}, want bool, what string
 		}
 	}
 }
+
+// The links an enable reports are keyed as the disk check keys them:
+// relative to the unit directory, also a link directly in it (an Alias=).
+func TestOwnValuesLinkKeys(t *testing.T) {
+	dir := t.TempDir()
+	o := New(sdbustest.New(), dir, WithoutManager())
+	values, _ := o.ownValues(observed.OwnChange{Links: []observed.Link{
+		{Path: filepath.Join(dir, "multi-user.target.wants", "a.service"), Dest: filepath.Join(dir, "a.service")},
+		{Path: filepath.Join(dir, "alias.service"), Dest: filepath.Join(dir, "a.service")},
+		{Path: "/etc/systemd/system/other.service", Dest: ""}, // systemd's own path, another namespace
+	}})
+	for _, k := range []string{"multi-user.target.wants/a.service", "alias.service", "other.service"} {
+		if _, ok := values[k]; !ok {
+			t.Errorf("no value for %s: %v", k, values)
+		}
+	}
+}
