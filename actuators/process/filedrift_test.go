@@ -11,19 +11,26 @@ import (
 	"resil.dev/resil/desired"
 )
 
-// The supervisor reports what the planner needs to judge a hand edit or a
-// deletion of a unit file as systemd's observer does: the file's
-// modification time (FileModTime, against the process's start), and
-// FileDeleted for a unit still loaded from a file that is gone.
-func TestObserveFileTimeAndDeletion(t *testing.T) {
-	t.Parallel()
+// runningApp is a running supervisor with app.service started, and the
+// path of its unit file.
+func runningApp(t *testing.T) (*harness, string) {
+	t.Helper()
 	h := newHarness(t, "", Options{})
 	h.run()
 	h.install(service("app", desired.ServiceSpec{Command: sh(`exec sleep 1000`)}), true)
 	if _, err := h.apply(context.Background(), actuators.Step{Op: actuators.OpStart, Unit: "app.service"}); err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(h.s.UnitDir(), "app.service")
+	return h, filepath.Join(h.s.UnitDir(), "app.service")
+}
+
+// The supervisor reports what the planner needs to judge a hand edit or a
+// deletion of a unit file as systemd's observer does: the file's
+// modification time (FileModTime, against the process's start), and
+// FileDeleted for a unit still loaded from a file that is gone.
+func TestObserveFileTimeAndDeletion(t *testing.T) {
+	t.Parallel()
+	h, path := runningApp(t)
 	fi, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
@@ -47,13 +54,7 @@ func TestObserveFileTimeAndDeletion(t *testing.T) {
 // pass would write over it whatever its drift policy.
 func TestObserveUnreadableFileIsAnError(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, "", Options{})
-	h.run()
-	h.install(service("app", desired.ServiceSpec{Command: sh(`exec sleep 1000`)}), true)
-	if _, err := h.apply(context.Background(), actuators.Step{Op: actuators.OpStart, Unit: "app.service"}); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(h.s.UnitDir(), "app.service")
+	h, path := runningApp(t)
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
