@@ -51,6 +51,22 @@ func prune(units ...string) firstPass {
 	}
 }
 
+// diedWithoutAgent runs obj (web.service) under an agent in dir that is
+// then killed (abandoned), kills the service's process and waits until it
+// is gone: a process that died while no agent ran. It returns the unit as
+// the first agent last saw it.
+func diedWithoutAgent(t *testing.T, dir string, obj *desired.Object) *observed.Unit {
+	t.Helper()
+	h1 := newHarness(t, dir, Options{})
+	h1.install(obj, true)
+	h1.run()
+	u := h1.waitUnit("web.service", "running", isActive)
+	h1.abandon()
+	syscallKill(t, int(u.MainPID))
+	waitFor(t, "process gone", func() bool { return !alive(int(u.MainPID)) })
+	return u
+}
+
 // A service whose process died while no agent ran is owed an automatic
 // restart at the next agent's start. Held (HoldUntilRelease), that restart
 // waits for Release, and runs what the first pass left: the changed
@@ -97,13 +113,7 @@ func TestHeldRestartRunsWhatTheFirstPassLeft(t *testing.T) {
 				return service("web", desired.ServiceSpec{Command: sh("echo " + v + " >> " + out + "; exec sleep infinity"), State: state,
 					Restart: &desired.RestartSpec{Policy: desired.RestartAlways, Delay: desired.Duration(delay.String())}})
 			}
-			h1 := newHarness(t, dir, Options{})
-			h1.install(svc("v1", ""), true)
-			h1.run()
-			u := h1.waitUnit("web.service", "running", isActive)
-			h1.abandon()
-			syscallKill(t, int(u.MainPID))
-			waitFor(t, "process gone", func() bool { return !alive(int(u.MainPID)) })
+			u := diedWithoutAgent(t, dir, svc("v1", ""))
 
 			h2 := newHarness(t, dir, Options{HoldUntilRelease: true})
 			runAt := time.Now()
@@ -147,13 +157,7 @@ func TestHeldRestartSurvivesKillBeforeRelease(t *testing.T) {
 	dir := t.TempDir()
 	obj := service("web", desired.ServiceSpec{Command: []string{"/bin/sleep", "infinity"},
 		Restart: &desired.RestartSpec{Policy: desired.RestartAlways, Delay: "10ms"}})
-	h1 := newHarness(t, dir, Options{})
-	h1.install(obj, true)
-	h1.run()
-	u := h1.waitUnit("web.service", "running", isActive)
-	h1.abandon()
-	syscallKill(t, int(u.MainPID))
-	waitFor(t, "process gone", func() bool { return !alive(int(u.MainPID)) })
+	u := diedWithoutAgent(t, dir, obj)
 	h2 := newHarness(t, dir, Options{HoldUntilRelease: true})
 	h2.run()
 	h2.abandon() // killed during its first pass
@@ -232,13 +236,7 @@ func TestRestartAtRunWaitsDelay(t *testing.T) {
 	dir := t.TempDir()
 	obj := service("web", desired.ServiceSpec{Command: []string{"/bin/sleep", "infinity"},
 		Restart: &desired.RestartSpec{Policy: desired.RestartAlways, Delay: desired.Duration(delay.String())}})
-	h1 := newHarness(t, dir, Options{})
-	h1.install(obj, true)
-	h1.run()
-	u := h1.waitUnit("web.service", "running", isActive)
-	h1.abandon()
-	syscallKill(t, int(u.MainPID))
-	waitFor(t, "process gone", func() bool { return !alive(int(u.MainPID)) })
+	diedWithoutAgent(t, dir, obj)
 	h2 := newHarness(t, dir, Options{})
 	runAt := time.Now()
 	h2.run()

@@ -999,49 +999,37 @@ func (o *Observer) readFragments(ctx context.Context, units []*observed.Unit, fi
 			ask = append(ask, u)
 		}
 	}
-	if len(ask) == 0 {
-		return nil
-	}
-	qs := make([]sdbus.PropertyQuery, len(ask))
-	for i, u := range ask {
-		o.count("GetProperties")
-		qs[i] = sdbus.PropertyQuery{Unit: u.Name, Props: []sdbus.Property{{Interface: ifaceUnit, Name: "FragmentPath"}}}
-	}
-	props, perr, err := o.c.GetUnitPropertiesContext(ctx, qs)
-	if err != nil {
-		return []error{fmt.Errorf("read fragment paths: %w", err)}
-	}
-	var errs []error
-	for i, u := range ask {
-		if perr[i] != nil {
-			errs = append(errs, fmt.Errorf("read properties of %s: %w", u.Name, perr[i]))
-			continue
-		}
-		r := propReader{m: props[i]}
+	return o.readProp(ctx, ask, sdbus.Property{Interface: ifaceUnit, Name: "FragmentPath"}, func(u *observed.Unit, r *propReader) {
 		u.FragmentPath = r.str("FragmentPath", "")
-		if r.err != nil {
-			errs = append(errs, fmt.Errorf("read properties of %s: %w", u.Name, r.err))
-			continue
+		if r.err == nil {
+			u.FileDeleted = u.FragmentPath != "" && filepath.Clean(filepath.Join(o.cfg.root, u.FragmentPath)) == filepath.Clean(u.Path)
 		}
-		u.FileDeleted = u.FragmentPath != "" && filepath.Clean(filepath.Join(o.cfg.root, u.FragmentPath)) == filepath.Clean(u.Path)
-	}
-	return errs
+	})
 }
 
 // readNeedDaemonReload reads NeedDaemonReload alone, for units whose other
 // properties were read.
 func (o *Observer) readNeedDaemonReload(ctx context.Context, units []*observed.Unit) []error {
+	return o.readProp(ctx, units, sdbus.Property{Interface: ifaceUnit, Name: "NeedDaemonReload"}, func(u *observed.Unit, r *propReader) {
+		u.NeedDaemonReload = r.bool("NeedDaemonReload")
+	})
+}
+
+// readProp reads one property of each of units in one pipelined batch and
+// hands each answer to set; an answer that failed, or that set could not
+// decode (r.err), is an error naming its unit.
+func (o *Observer) readProp(ctx context.Context, units []*observed.Unit, p sdbus.Property, set func(u *observed.Unit, r *propReader)) []error {
 	if len(units) == 0 {
 		return nil
 	}
 	qs := make([]sdbus.PropertyQuery, len(units))
 	for i, u := range units {
 		o.count("GetProperties")
-		qs[i] = sdbus.PropertyQuery{Unit: u.Name, Props: []sdbus.Property{{Interface: ifaceUnit, Name: "NeedDaemonReload"}}}
+		qs[i] = sdbus.PropertyQuery{Unit: u.Name, Props: []sdbus.Property{p}}
 	}
 	props, perr, err := o.c.GetUnitPropertiesContext(ctx, qs)
 	if err != nil {
-		return []error{err}
+		return []error{fmt.Errorf("read %s: %w", p.Name, err)}
 	}
 	var errs []error
 	for i, u := range units {
@@ -1050,7 +1038,7 @@ func (o *Observer) readNeedDaemonReload(ctx context.Context, units []*observed.U
 			continue
 		}
 		r := propReader{m: props[i]}
-		u.NeedDaemonReload = r.bool("NeedDaemonReload")
+		set(u, &r)
 		if r.err != nil {
 			errs = append(errs, fmt.Errorf("read properties of %s: %w", u.Name, r.err))
 		}
