@@ -113,7 +113,7 @@ func TestHeldRestartRunsWhatTheFirstPassLeft(t *testing.T) {
 				return service("web", desired.ServiceSpec{Command: sh("echo " + v + " >> " + out + "; exec sleep infinity"), State: state,
 					Restart: &desired.RestartSpec{Policy: desired.RestartAlways, Delay: desired.Duration(delay.String())}})
 			}
-			u := diedWithoutAgent(t, dir, svc("v1", ""))
+			diedWithoutAgent(t, dir, svc("v1", ""))
 
 			h2 := newHarness(t, dir, Options{HoldUntilRelease: true})
 			runAt := time.Now()
@@ -129,7 +129,7 @@ func TestHeldRestartRunsWhatTheFirstPassLeft(t *testing.T) {
 			tc.pass(svc)(t, h2, "web.service")
 			h2.s.Release()
 			if len(tc.want) > 1 {
-				u = h2.waitUnit("web.service", "running again", func(u *observed.Unit) bool { return isActive(u) && u.MainPID != 0 })
+				u := h2.waitUnit("web.service", "running again", func(u *observed.Unit) bool { return isActive(u) && u.MainPID != 0 })
 				waitFor(t, "its output", func() bool { return len(lines(t, out)) == len(tc.want) })
 				if d := time.UnixMicro(int64(u.ExecMainStartTimestamp)).Sub(runAt); d < delay {
 					t.Errorf("restarted %v after the agent started, before its restart delay %v", d, delay)
