@@ -387,10 +387,7 @@ func (r *runner) timerFired(ctx context.Context) {
 		// none (its unit file is gone) restarts nothing.
 		spec, hash := r.u.current()
 		if spec == nil {
-			r.u.s.dropRow(r.u.name)
-			r.phase = phIdle
-			r.set("inactive", "dead", nil)
-			r.answerStarts(actuators.Unchanged, fmt.Errorf("unit %s is not loaded", r.u.name))
+			r.goneBeforeStart()
 			return
 		}
 		if spec != r.spec || hash != r.hash {
@@ -442,16 +439,22 @@ func (r *runner) queue(c command) {
 	r.setTimer(spec.Restart.Delay.D())
 }
 
+// goneBeforeStart ends a start that waited (the restart delay, Release)
+// for a unit whose file is gone meanwhile: nothing to start, and the row
+// of the process that exited goes, so no next agent restarts it.
+func (r *runner) goneBeforeStart() {
+	r.u.s.dropRow(r.u.name)
+	r.phase = phIdle
+	r.set("inactive", "dead", nil)
+	r.answerStarts(actuators.Unchanged, fmt.Errorf("unit %s is not loaded", r.u.name))
+}
+
 // release runs what waited for Release.
 func (r *runner) release(ctx context.Context) {
 	switch r.phase {
 	case phQueued:
 		if r.u.loaded() == nil {
-			// Its unit file is gone (pruned without a stop): nothing to start.
-			r.u.s.dropRow(r.u.name)
-			r.phase = phIdle
-			r.set("inactive", "dead", nil)
-			r.answerStarts(actuators.Unchanged, fmt.Errorf("unit %s is not loaded", r.u.name))
+			r.goneBeforeStart() // pruned without a stop
 			return
 		}
 		r.phase = phIdle
