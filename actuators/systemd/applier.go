@@ -124,17 +124,18 @@ func (a *Applier) ownFiles() func(observed.OwnChange) {
 	return a.cfg.ownJobs.OwnFiles()
 }
 
-// linkChanges is what an EnableUnitFiles or DisableUnitFiles reply says
-// the call changed: the links made and removed, and whether systemd sent
-// UnitFilesChanged (it does when a link was made or removed).
-func linkChanges(types, filenames, dests []string) observed.OwnChange {
+// enableChanges is what an EnableUnitFiles (or, converted, a
+// DisableUnitFiles) reply says the call changed: the links made and
+// removed, and whether systemd sent UnitFilesChanged (it does when a link
+// was made or removed).
+func enableChanges(changes []sddbus.EnableUnitFileChange) observed.OwnChange {
 	var c observed.OwnChange
-	for i, t := range types {
-		switch t {
+	for _, ch := range changes {
+		switch ch.Type {
 		case "symlink":
-			c.Links = append(c.Links, observed.Link{Path: filenames[i], Dest: dests[i]})
+			c.Links = append(c.Links, observed.Link{Path: ch.Filename, Dest: ch.Destination})
 		case "unlink":
-			c.Links = append(c.Links, observed.Link{Path: filenames[i]})
+			c.Links = append(c.Links, observed.Link{Path: ch.Filename})
 		default:
 			continue
 		}
@@ -143,21 +144,14 @@ func linkChanges(types, filenames, dests []string) observed.OwnChange {
 	return c
 }
 
-// enableChanges and disableChanges are linkChanges of a reply.
-func enableChanges(changes []sddbus.EnableUnitFileChange) observed.OwnChange {
-	var t, f, d []string
-	for _, c := range changes {
-		t, f, d = append(t, c.Type), append(f, c.Filename), append(d, c.Destination)
-	}
-	return linkChanges(t, f, d)
-}
-
+// disableChanges is enableChanges of a DisableUnitFiles reply (the same
+// fields).
 func disableChanges(changes []sddbus.DisableUnitFileChange) observed.OwnChange {
-	var t, f, d []string
-	for _, c := range changes {
-		t, f, d = append(t, c.Type), append(f, c.Filename), append(d, c.Destination)
+	conv := make([]sddbus.EnableUnitFileChange, len(changes))
+	for i, ch := range changes {
+		conv[i] = sddbus.EnableUnitFileChange(ch)
 	}
-	return linkChanges(t, f, d)
+	return enableChanges(conv)
 }
 
 // WithCallHook calls hook with the method name of every D-Bus call the
