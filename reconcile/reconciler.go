@@ -779,8 +779,8 @@ func (r *Reconciler) desiredObjects(log *zap.Logger, la *LoadAhead) *loadedDesir
 // quietLeft is how long o, which its file declares no more, is still kept
 // by Config.PruneQuiet: the rest of the quiet period of that file when it
 // is still there and changed less than PruneQuiet ago (a change time in
-// the future, a clock stepped back, reads as just now: at most
-// PruneQuiet); 0 otherwise. An object is kept so at most
+// the future, a clock stepped back, counts from the first hold: one
+// period); 0 otherwise. An object is kept so at most
 // pruneQuietMaxHolds quiet periods in a row: a file whose change time
 // keeps moving (chmod or touch by configuration management more often
 // than PruneQuiet) does not hold it forever.
