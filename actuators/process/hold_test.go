@@ -53,14 +53,19 @@ func prune(units ...string) firstPass {
 
 // diedWithoutAgent runs obj (web.service) under an agent in dir that is
 // then killed (abandoned), kills the service's process and waits until it
-// is gone: a process that died while no agent ran. It returns the unit as
-// the first agent last saw it.
-func diedWithoutAgent(t *testing.T, dir string, obj *desired.Object) *observed.Unit {
+// is gone: a process that died while no agent ran. ran, if set, says the
+// process did what it runs for (its output): the kill waits for it, as a
+// process is active from its fork on. It returns the unit as the first
+// agent last saw it.
+func diedWithoutAgent(t *testing.T, dir string, obj *desired.Object, ran func() bool) *observed.Unit {
 	t.Helper()
 	h1 := newHarness(t, dir, Options{})
 	h1.install(obj, true)
 	h1.run()
 	u := h1.waitUnit("web.service", "running", isActive)
+	if ran != nil {
+		waitFor(t, "its first run", ran)
+	}
 	h1.abandon()
 	syscallKill(t, int(u.MainPID))
 	waitFor(t, "process gone", func() bool { return !alive(int(u.MainPID)) })
@@ -113,7 +118,7 @@ func TestHeldRestartRunsWhatTheFirstPassLeft(t *testing.T) {
 				return service("web", desired.ServiceSpec{Command: sh("echo " + v + " >> " + out + "; exec sleep infinity"), State: state,
 					Restart: &desired.RestartSpec{Policy: desired.RestartAlways, Delay: desired.Duration(delay.String())}})
 			}
-			diedWithoutAgent(t, dir, svc("v1", ""))
+			diedWithoutAgent(t, dir, svc("v1", ""), func() bool { return len(lines(t, out)) == 1 })
 
 			h2 := newHarness(t, dir, Options{HoldUntilRelease: true})
 			runAt := time.Now()
@@ -157,7 +162,7 @@ func TestHeldRestartSurvivesKillBeforeRelease(t *testing.T) {
 	dir := t.TempDir()
 	obj := service("web", desired.ServiceSpec{Command: []string{"/bin/sleep", "infinity"},
 		Restart: &desired.RestartSpec{Policy: desired.RestartAlways, Delay: "10ms"}})
-	u := diedWithoutAgent(t, dir, obj)
+	u := diedWithoutAgent(t, dir, obj, nil)
 	h2 := newHarness(t, dir, Options{HoldUntilRelease: true})
 	h2.run()
 	h2.abandon() // killed during its first pass
@@ -236,7 +241,7 @@ func TestRestartAtRunWaitsDelay(t *testing.T) {
 	dir := t.TempDir()
 	obj := service("web", desired.ServiceSpec{Command: []string{"/bin/sleep", "infinity"},
 		Restart: &desired.RestartSpec{Policy: desired.RestartAlways, Delay: desired.Duration(delay.String())}})
-	diedWithoutAgent(t, dir, obj)
+	diedWithoutAgent(t, dir, obj, nil)
 	h2 := newHarness(t, dir, Options{})
 	runAt := time.Now()
 	h2.run()
